@@ -1,0 +1,12 @@
+// Jest: TypeScript through ts-jest, transpile only (type checking is `tsc --noEmit` in `npm run lint`).
+/** @type {import('jest').Config} */
+module.exports = {
+  testEnvironment: 'node',
+  roots: ['<rootDir>/test'],
+  testMatch: ['**/*.test.ts'],
+  transform: { '^.+\\.ts$': ['ts-jest', { isolatedModules: true, diagnostics: false }] },
+  testTimeout: 60000,
+  // Privileged files share the kernel; a few at a time keeps 2 cores responsive.
+  maxWorkers: 2,
+  setupFiles: ['<rootDir>/test/helpers/setup-env.ts'],
+};

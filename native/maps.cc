@@ -1,0 +1,298 @@
+// Map and fd calls: create, info, pin/get, lookup/update/delete/next-key, batch ops, close.
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+
+namespace peak {
+
+namespace {
+
+int NewFd(Napi::Env env, int fd, const std::string& what) {
+  if (fd < 0) ThrowErrno(env, what, errno);
+  TrackFd(fd);
+  return fd;
+}
+
+Napi::Value CloseFd(const Napi::CallbackInfo& info) {
+  int fd = ArgInt(info, 0, "fd");
+  if (fd < 0) throw Napi::TypeError::New(info.Env(), "fd must be >= 0");
+  UntrackFd(fd);
+  if (close(fd) != 0) ThrowErrno(info.Env(), "close fd " + std::to_string(fd), errno);
+  return info.Env().Undefined();
+}
+
+Napi::Value NumPossibleCpus(const Napi::CallbackInfo& info) {
+  int n = libbpf_num_possible_cpus();
+  if (n < 0) ThrowErrno(info.Env(), "count possible cpus", n);
+  return Napi::Number::New(info.Env(), n);
+}
+
+// mapCreate({type, keySize, valueSize, maxEntries, name?, flags?, innerMapFd?}) -> fd
+Napi::Value MapCreate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "options must be an object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  auto num = [&](const char* k, bool required, uint32_t dflt) -> uint32_t {
+    Napi::Value v = o.Get(k);
+    if (IsNullish(v)) {
+      if (required) throw Napi::TypeError::New(env, std::string(k) + " is required");
+      return dflt;
+    }
+    if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string(k) + " must be a number");
+    return v.As<Napi::Number>().Uint32Value();
+  };
+  uint32_t type = num("type", true, 0), ks = num("keySize", true, 0), vs = num("valueSize", true, 0);
+  uint32_t max = num("maxEntries", true, 0), flags = num("flags", false, 0);
+  Napi::Value inner = o.Get("innerMapFd");
+  std::string name;
+  if (o.Get("name").IsString()) name = o.Get("name").As<Napi::String>().Utf8Value();
+  LIBBPF_OPTS(bpf_map_create_opts, opts);
+  opts.map_flags = flags;
+  if (!IsNullish(inner)) opts.inner_map_fd = inner.As<Napi::Number>().Int32Value();
+  LibbpfLogReset();
+  int fd = bpf_map_create((enum bpf_map_type)type, name.empty() ? nullptr : name.c_str(), ks, vs, max, &opts);
+  if (fd < 0) ThrowErrno(env, "create map " + (name.empty() ? std::string("(anonymous)") : name), -fd);
+  TrackFd(fd);
+  return Napi::Number::New(env, fd);
+}
+
+Napi::Value MapInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info, 0, "fd");
+  struct bpf_map_info mi;
+  memset(&mi, 0, sizeof(mi));
+  uint32_t len = sizeof(mi);
+  int err = bpf_obj_get_info_by_fd(fd, &mi, &len);
+  if (err) ThrowErrno(env, "map info of fd " + std::to_string(fd), errno);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("id", mi.id);
+  o.Set("type", mi.type);
+  const char* tn = libbpf_bpf_map_type_str((enum bpf_map_type)mi.type);
+  o.Set("typeName", tn ? tn : "unknown");
+  o.Set("keySize", mi.key_size);
+  o.Set("valueSize", mi.value_size);
+  o.Set("maxEntries", mi.max_entries);
+  o.Set("flags", mi.map_flags);
+  o.Set("name", mi.name);
+  return o;
+}
+
+Napi::Value ProgInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info, 0, "fd");
+  struct bpf_prog_info pi;
+  memset(&pi, 0, sizeof(pi));
+  uint32_t len = sizeof(pi);
+  int err = bpf_obj_get_info_by_fd(fd, &pi, &len);
+  if (err) ThrowErrno(env, "program info of fd " + std::to_string(fd), errno);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("id", pi.id);
+  o.Set("type", pi.type);
+  const char* tn = libbpf_bpf_prog_type_str((enum bpf_prog_type)pi.type);
+  o.Set("typeName", tn ? tn : "unknown");
+  o.Set("name", pi.name);
+  char tag[17];
+  for (int i = 0; i < 8; i++) snprintf(tag + 2 * i, 3, "%02x", pi.tag[i]);
+  o.Set("tag", tag);
+  o.Set("runTimeNs", Napi::Number::New(env, (double)pi.run_time_ns));
+  o.Set("runCount", Napi::Number::New(env, (double)pi.run_cnt));
+  return o;
+}
+
+Napi::Value ObjPin(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info, 0, "fd");
+  std::string path = ArgString(info, 1, "path");
+  LibbpfLogReset();
+  if (bpf_obj_pin(fd, path.c_str()) != 0) ThrowErrno(env, "pin to " + path, errno);
+  return env.Undefined();
+}
+
+Napi::Value ObjGet(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "path");
+  LibbpfLogReset();
+  return Napi::Number::New(env, NewFd(env, bpf_obj_get(path.c_str()), "open pinned object " + path));
+}
+
+// fdById("map"|"prog", id) -> fd
+Napi::Value FdById(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string kind = ArgString(info, 0, "kind");
+  uint32_t id = ArgU32(info, 1, "id");
+  int fd;
+  if (kind == "map")
+    fd = bpf_map_get_fd_by_id(id);
+  else if (kind == "prog")
+    fd = bpf_prog_get_fd_by_id(id);
+  else
+    throw Napi::TypeError::New(env, "kind must be \"map\" or \"prog\"");
+  return Napi::Number::New(env, NewFd(env, fd, kind + " by id " + std::to_string(id)));
+}
+
+// mapLookup(fd, key, valueSize[, flags]) -> Buffer | null
+Napi::Value MapLookup(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info, 0, "fd");
+  auto key = ArgBuffer(info, 1, "key");
+  uint32_t vs = ArgU32(info, 2, "valueSize");
+  uint64_t flags = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().Int64Value() : 0;
+  auto out = Napi::Buffer<uint8_t>::New(env, vs);
+  int err = bpf_map_lookup_elem_flags(fd, key.Data(), out.Data(), flags);
+  if (err) {
+    if (errno == ENOENT) return env.Null();
+    ThrowErrno(env, "map lookup (fd " + std::to_string(fd) + ")", errno);
+  }
+  return out;
+}
+
+Napi::Value MapLookupAndDelete(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info, 0, "fd");
+  auto key = ArgBuffer(info, 1, "key");
+  uint32_t vs = ArgU32(info, 2, "valueSize");
+  auto out = Napi::Buffer<uint8_t>::New(env, vs);
+  if (bpf_map_lookup_and_delete_elem(fd, key.Data(), out.Data()) != 0) {
+    if (errno == ENOENT) return env.Null();
+    ThrowErrno(env, "map lookup-and-delete (fd " + std::to_string(fd) + ")", errno);
+  }
+  return out;
+}
+
+// mapUpdate(fd, key, value, flags)
+Napi::Value MapUpdate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info, 0, "fd");
+  auto key = ArgBuffer(info, 1, "key");
+  auto val = ArgBuffer(info, 2, "value");
+  uint64_t flags = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().Int64Value() : 0;
+  if (bpf_map_update_elem(fd, key.Data(), val.Data(), flags) != 0)
+    ThrowErrno(env, "map update (fd " + std::to_string(fd) + ")", errno);
+  return env.Undefined();
+}
+
+// mapDelete(fd, key) -> bool (false when absent)
+Napi::Value MapDelete(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info, 0, "fd");
+  auto key = ArgBuffer(info, 1, "key");
+  if (bpf_map_delete_elem(fd, key.Data()) != 0) {
+    if (errno == ENOENT) return Napi::Boolean::New(env, false);
+    ThrowErrno(env, "map delete (fd " + std::to_string(fd) + ")", errno);
+  }
+  return Napi::Boolean::New(env, true);
+}
+
+// mapNextKey(fd, key | null, keySize) -> Buffer | null
+Napi::Value MapNextKey(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info, 0, "fd");
+  uint32_t ks = ArgU32(info, 2, "keySize");
+  const void* cur = nullptr;
+  if (!IsNullish(info[1])) cur = ArgBuffer(info, 1, "key").Data();
+  auto out = Napi::Buffer<uint8_t>::New(env, ks);
+  if (bpf_map_get_next_key(fd, cur, out.Data()) != 0) {
+    if (errno == ENOENT) return env.Null();
+    ThrowErrno(env, "map next key (fd " + std::to_string(fd) + ")", errno);
+  }
+  return out;
+}
+
+// mapLookupBatch(fd, inBatch | null, count, keySize, valueSize, deleteToo)
+//   -> {count, keys, values, next: Buffer, done}
+Napi::Value MapLookupBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info, 0, "fd");
+  uint32_t count = ArgU32(info, 2, "count");
+  uint32_t ks = ArgU32(info, 3, "keySize");
+  uint32_t vs = ArgU32(info, 4, "valueSize");
+  bool del = info.Length() > 5 && info[5].ToBoolean();
+  // The batch token is opaque: a key for arrays, a bucket index for hashes; size it for both.
+  size_t tokSize = ks > 8 ? ks : 8;
+  std::vector<uint8_t> inTok;
+  const void* in = nullptr;
+  if (!IsNullish(info[1])) {
+    auto b = ArgBuffer(info, 1, "inBatch");
+    inTok.assign(b.Data(), b.Data() + b.Length());
+    inTok.resize(tokSize);
+    in = inTok.data();
+  }
+  auto next = Napi::Buffer<uint8_t>::New(env, tokSize);
+  memset(next.Data(), 0, tokSize);
+  auto keys = Napi::Buffer<uint8_t>::New(env, (size_t)ks * count);
+  auto vals = Napi::Buffer<uint8_t>::New(env, (size_t)vs * count);
+  uint32_t n = count;
+  LIBBPF_OPTS(bpf_map_batch_opts, opts);
+  int err = del ? bpf_map_lookup_and_delete_batch(fd, const_cast<void*>(in), next.Data(), keys.Data(), vals.Data(), &n, &opts)
+                : bpf_map_lookup_batch(fd, const_cast<void*>(in), next.Data(), keys.Data(), vals.Data(), &n, &opts);
+  bool done = false;
+  if (err) {
+    if (errno == ENOENT) {
+      done = true;
+    } else {
+      ThrowErrno(env, std::string("map ") + (del ? "lookup-and-delete" : "lookup") + " batch (fd " + std::to_string(fd) + ")", errno);
+    }
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("count", n);
+  o.Set("keys", Napi::Buffer<uint8_t>::Copy(env, keys.Data(), (size_t)ks * n));
+  o.Set("values", Napi::Buffer<uint8_t>::Copy(env, vals.Data(), (size_t)vs * n));
+  o.Set("next", next);
+  o.Set("done", done);
+  return o;
+}
+
+// mapUpdateBatch(fd, keys, values, count, flags) -> count
+Napi::Value MapUpdateBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info, 0, "fd");
+  auto keys = ArgBuffer(info, 1, "keys");
+  auto vals = ArgBuffer(info, 2, "values");
+  uint32_t n = ArgU32(info, 3, "count");
+  uint64_t flags = info.Length() > 4 && info[4].IsNumber() ? info[4].As<Napi::Number>().Int64Value() : 0;
+  LIBBPF_OPTS(bpf_map_batch_opts, opts);
+  opts.elem_flags = flags;
+  uint32_t done = n;
+  if (bpf_map_update_batch(fd, keys.Data(), vals.Data(), &done, &opts) != 0)
+    ThrowErrno(env, "map update batch (fd " + std::to_string(fd) + ", " + std::to_string(done) + "/" + std::to_string(n) + " done)", errno);
+  return Napi::Number::New(env, done);
+}
+
+// mapDeleteBatch(fd, keys, count) -> count
+Napi::Value MapDeleteBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info, 0, "fd");
+  auto keys = ArgBuffer(info, 1, "keys");
+  uint32_t n = ArgU32(info, 2, "count");
+  LIBBPF_OPTS(bpf_map_batch_opts, opts);
+  uint32_t done = n;
+  if (bpf_map_delete_batch(fd, keys.Data(), &done, &opts) != 0)
+    ThrowErrno(env, "map delete batch (fd " + std::to_string(fd) + ", " + std::to_string(done) + "/" + std::to_string(n) + " done)", errno);
+  return Napi::Number::New(env, done);
+}
+
+}  // namespace
+
+void InitMaps(Napi::Env env, Napi::Object exports) {
+  exports.Set("closeFd", Napi::Function::New(env, CloseFd));
+  exports.Set("numPossibleCpus", Napi::Function::New(env, NumPossibleCpus));
+  exports.Set("mapCreate", Napi::Function::New(env, MapCreate));
+  exports.Set("mapInfo", Napi::Function::New(env, MapInfo));
+  exports.Set("progInfo", Napi::Function::New(env, ProgInfo));
+  exports.Set("objPin", Napi::Function::New(env, ObjPin));
+  exports.Set("objGet", Napi::Function::New(env, ObjGet));
+  exports.Set("fdById", Napi::Function::New(env, FdById));
+  exports.Set("mapLookup", Napi::Function::New(env, MapLookup));
+  exports.Set("mapLookupAndDelete", Napi::Function::New(env, MapLookupAndDelete));
+  exports.Set("mapUpdate", Napi::Function::New(env, MapUpdate));
+  exports.Set("mapDelete", Napi::Function::New(env, MapDelete));
+  exports.Set("mapNextKey", Napi::Function::New(env, MapNextKey));
+  exports.Set("mapLookupBatch", Napi::Function::New(env, MapLookupBatch));
+  exports.Set("mapUpdateBatch", Napi::Function::New(env, MapUpdateBatch));
+  exports.Set("mapDeleteBatch", Napi::Function::New(env, MapDeleteBatch));
+}
+
+}  // namespace peak

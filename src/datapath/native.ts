@@ -1,0 +1,164 @@
+// The raw addon surface, typed. Only src/datapath/bpf.ts calls it; everything else uses the wrapper.
+import { addonPath } from '../paths';
+
+export interface NativeMapInfo {
+  id: number;
+  type: number;
+  typeName: string;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+  name: string;
+}
+
+export interface NativeProgInfo {
+  id: number;
+  type: number;
+  typeName: string;
+  name: string;
+  tag: string;
+  runTimeNs: number;
+  runCount: number;
+}
+
+export interface NativeXdpQuery {
+  ifindex: number;
+  progId: number;
+  drvProgId: number;
+  skbProgId: number;
+  hwProgId: number;
+  mode: 'native' | 'generic' | 'offload' | 'multi' | 'none';
+}
+
+export interface NativeTestRunOptions {
+  data: Buffer;
+  repeat?: number;
+  flags?: number;
+  batchSize?: number;
+  dataSizeOut?: number;
+  ctx?: Buffer;
+  ingressIfindex?: number;
+  rxQueue?: number;
+}
+
+export interface NativeTestRunResult {
+  retval: number;
+  duration: number;
+  data?: Buffer;
+}
+
+export interface NativeBatchResult {
+  count: number;
+  keys: Buffer;
+  values: Buffer;
+  next: Buffer;
+  done: boolean;
+}
+
+export interface NativeBtfMember {
+  name: string;
+  offset: number;
+  bitOffset: number;
+  size: number;
+}
+export interface NativeBtfStruct {
+  name: string;
+  kind: 'struct' | 'union';
+  size: number;
+  members: NativeBtfMember[];
+}
+export interface NativeBtfEnum {
+  name: string;
+  size: number;
+  values: Record<string, number>;
+}
+
+export interface NativeBpfObject {
+  setConst(name: string, value: Buffer): void;
+  listConsts(): { name: string; offset: number; size: number }[];
+  load(): Promise<void>;
+  programs(): { name: string; section: string; type: number; typeName: string }[];
+  maps(): {
+    name: string;
+    type: number;
+    typeName: string;
+    keySize: number;
+    valueSize: number;
+    maxEntries: number;
+    flags: number;
+  }[];
+  programFd(name: string): number;
+  mapFd(name: string): number;
+  setMapMaxEntries(name: string, n: number): void;
+  reuseMapFd(name: string, fd: number): void;
+  close(): void;
+}
+
+export interface XdpTarget {
+  ifname?: string;
+  ifindex?: number;
+  netns?: string;
+}
+
+export interface Native {
+  BpfObject: new (path: string) => NativeBpfObject;
+  closeFd(fd: number): void;
+  numPossibleCpus(): number;
+  mapCreate(o: {
+    type: number;
+    keySize: number;
+    valueSize: number;
+    maxEntries: number;
+    name?: string;
+    flags?: number;
+    innerMapFd?: number;
+  }): number;
+  mapInfo(fd: number): NativeMapInfo;
+  progInfo(fd: number): NativeProgInfo;
+  objPin(fd: number, path: string): void;
+  objGet(path: string): number;
+  fdById(kind: 'map' | 'prog', id: number): number;
+  mapLookup(fd: number, key: Buffer, valueSize: number, flags?: number): Buffer | null;
+  mapLookupAndDelete(fd: number, key: Buffer, valueSize: number): Buffer | null;
+  mapUpdate(fd: number, key: Buffer, value: Buffer, flags: number): void;
+  mapDelete(fd: number, key: Buffer): boolean;
+  mapNextKey(fd: number, key: Buffer | null, keySize: number): Buffer | null;
+  mapLookupBatch(
+    fd: number,
+    inBatch: Buffer | null,
+    count: number,
+    keySize: number,
+    valueSize: number,
+    del: boolean,
+  ): NativeBatchResult;
+  mapUpdateBatch(fd: number, keys: Buffer, values: Buffer, count: number, flags: number): number;
+  mapDeleteBatch(fd: number, keys: Buffer, count: number): number;
+  xdpAttach(o: XdpTarget & { progFd: number; mode?: string; oldProgFd?: number }): Promise<NativeXdpQuery>;
+  xdpDetach(o: XdpTarget & { mode?: string }): Promise<NativeXdpQuery>;
+  xdpQuery(o: XdpTarget): NativeXdpQuery;
+  ifNameToIndex(name: string, netns?: string): number;
+  progTestRun(fd: number, o: NativeTestRunOptions): NativeTestRunResult;
+  progTestRunAsync(fd: number, o: NativeTestRunOptions): Promise<NativeTestRunResult>;
+  BPF_F_TEST_XDP_LIVE_FRAMES: number;
+  socketCreate(family: 4 | 6): number;
+  tcpMd5Set(fd: number, peerAddress: string, key: string): void;
+  btfDump(path: string): { structs: NativeBtfStruct[]; enums: NativeBtfEnum[] };
+}
+
+let cached: Native | undefined;
+
+/** Loads the addon once; a clear error says how to build it when it is missing. */
+export function native(): Native {
+  if (!cached) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      cached = require(addonPath) as Native;
+    } catch (e) {
+      throw new Error(
+        `cannot load the peak-xdp addon at ${addonPath} (run \`npm run build\`): ${(e as Error).message}`,
+      );
+    }
+  }
+  return cached;
+}
