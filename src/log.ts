@@ -1,0 +1,23 @@
+// pino logger for the daemon and CLI: JSON lines, pretty on a TTY, level from --log-level or env.
+import pino, { Logger } from 'pino';
+
+export type { Logger } from 'pino';
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export function createLogger(opts: { level?: string; name?: string; pretty?: boolean } = {}): Logger {
+  const level = opts.level ?? process.env.PEAK_XDP_LOG_LEVEL ?? 'info';
+  if (!(LOG_LEVELS as readonly string[]).includes(level))
+    throw new TypeError(`log level must be one of ${LOG_LEVELS.join(', ')}, got "${level}"`);
+  const pretty = opts.pretty ?? Boolean(process.stderr.isTTY);
+  return pino(
+    { name: opts.name ?? 'peak-xdp', level, base: { pid: process.pid } },
+    pretty
+      ? pino.transport({ target: 'pino-pretty', options: { destination: 2, colorize: true } })
+      : pino.destination(2),
+  );
+}
+
+/** A logger that drops everything (tests, library defaults). */
+export const silentLogger: Logger = pino({ level: 'silent' });
