@@ -1,0 +1,172 @@
+/* PEAK-XDP balancer: VIP match -> conntrack or Maglev -> IPIP/IP6IP6 -> XDP_TX. Thin entry; one header
+ * per concern. Anything not for a VIP leaves untouched with XDP_PASS. */
+#include "shared.h"
+#include "parse.h"
+#include "hash.h"
+#include "maps.h"
+#include "stats.h"
+#include "select.h"
+#include "encap.h"
+#include "icmp.h"
+
+/* Keeps the shared enums and structs in BTF for userspace (btfLayout), even those no code names. */
+struct peak_btf_anchor {
+  enum peak_counter counter;
+  enum peak_const consts;
+  enum peak_decap_counter decap_counter;
+  enum peak_family family;
+  enum peak_vip_flag vip_flag;
+  enum peak_backend_state backend_state;
+  enum peak_config_flag config_flag;
+  struct peak_vip_key vip_key;
+  struct peak_vip_value vip_value;
+  struct peak_addr_key addr_key;
+  struct peak_backend backend;
+  struct peak_flow_key flow_key;
+  struct peak_ct_value ct_value;
+  struct peak_config config;
+  struct peak_traffic traffic;
+};
+struct peak_btf_anchor peak_btf_anchor __attribute__((unused));
+
+static __always_inline struct peak_config *peak_config_get(void) {
+  __u32 zero = 0;
+  struct peak_config *cfg = bpf_map_lookup_elem(&config, &zero);
+  return cfg && (cfg->flags & PEAK_CFG_F_READY) ? cfg : NULL;
+}
+
+/* Is `addr` (of family) the address of some VIP? */
+static __always_inline int peak_is_vip_addr(const struct peak_flow_key *flow) {
+  struct peak_addr_key k = {.family = flow->family};
+  __builtin_memcpy(k.addr, flow->dst, 16);
+  return bpf_map_lookup_elem(&vip_addrs, &k) != NULL;
+}
+
+/* Exact (address, port, proto) VIP, else the wildcard-port VIP of that address and protocol. */
+static __always_inline struct peak_vip_value *peak_vip_find(const struct peak_flow_key *flow) {
+  struct peak_vip_key k = {.port = flow->dport, .proto = flow->proto, .family = flow->family};
+  __builtin_memcpy(k.addr, flow->dst, 16);
+  struct peak_vip_value *v = bpf_map_lookup_elem(&vips, &k);
+  if (v) return v;
+  k.port = 0;
+  return bpf_map_lookup_elem(&vips, &k);
+}
+
+/* After encapsulation: XDP_TX to the configured next hop, or a FIB lookup and XDP_REDIRECT. */
+static __always_inline int peak_transmit(struct xdp_md *ctx, const struct peak_config *cfg,
+                                         const struct peak_pkt *p, const struct peak_backend *be) {
+  if (!(cfg->flags & PEAK_CFG_F_FIB) || p->vlans) return peak_verdict(XDP_TX, 0);
+  struct bpf_fib_lookup fib = {};
+  fib.ifindex = ctx->ingress_ifindex;
+  fib.tot_len = p->ip_len + peak_encap_overhead(be);
+  if (be->family == PEAK_FAMILY_V4) {
+    fib.family = 2; /* AF_INET */
+    __builtin_memcpy(&fib.ipv4_dst, be->addr, 4);
+  } else {
+    fib.family = 10; /* AF_INET6 */
+    __builtin_memcpy(fib.ipv6_dst, be->addr, 16);
+  }
+  long rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+  void *data = (void *)(long)ctx->data;
+  void *data_end = (void *)(long)ctx->data_end;
+  struct ethhdr *eth = data;
+  if (rc != BPF_FIB_LKUP_RET_SUCCESS || (void *)(eth + 1) > data_end)
+    return peak_verdict(XDP_TX, PEAK_CNT_FIB_FALLBACK);
+  __builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+  __builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+  peak_count(PEAK_CNT_FIB_REDIRECT);
+  if (fib.ifindex == ctx->ingress_ifindex) return peak_verdict(XDP_TX, 0);
+  return peak_verdict(bpf_redirect(fib.ifindex, 0), 0);
+}
+
+/* Picks the backend for `flow` and sends the packet described by *p to it. `record`: may fill conntrack. */
+static __always_inline int peak_forward(struct xdp_md *ctx, struct peak_pkt *p, const struct peak_flow_key *flow,
+                                        const struct peak_vip_value *vip, int record, int icmp_error) {
+  struct peak_config *cfg = peak_config_get();
+  if (!cfg) return peak_verdict(XDP_PASS, PEAK_CNT_PASS_NOT_READY);
+  __u32 hash = (vip->flags & PEAK_VIP_F_SRC_HASH) ? peak_source_hash(flow) : peak_flow_hash(flow);
+  __u32 id = 0;
+  struct peak_backend *be = NULL;
+  int r = peak_select(flow, vip, hash, p->is_syn, record, &id, &be);
+  if (r == PEAK_PICK_NO_TABLE) return peak_verdict(XDP_DROP, PEAK_CNT_DROP_NO_TABLE);
+  if (r != PEAK_PICK_OK || !be) return peak_verdict(XDP_DROP, PEAK_CNT_DROP_NO_BACKEND);
+  __u32 reason = peak_encap_check(p, be, cfg);
+  if (reason) return peak_verdict(XDP_DROP, reason);
+  __u32 overhead = peak_encap_overhead(be);
+  if (cfg->mtu && p->ip_len + overhead > cfg->mtu) {
+    /* PMTU discovery: tell the client (never in answer to an ICMP error) */
+    if (icmp_error) return peak_verdict(XDP_DROP, PEAK_CNT_DROP_TOO_BIG);
+    int err = p->flow.family == PEAK_FAMILY_V4 ? peak_icmp4_too_big(ctx, p, cfg->mtu - overhead)
+                                               : peak_icmp6_too_big(ctx, p, cfg->mtu - overhead);
+    if (err) return peak_verdict(XDP_DROP, PEAK_CNT_DROP_TOO_BIG);
+    return peak_verdict(XDP_TX, PEAK_CNT_ICMP_TOO_BIG_SENT);
+  }
+  peak_traffic_add(&vip_stats, vip->vip_id, p->frame_len);
+  peak_traffic_add(&backend_stats, id, p->frame_len);
+  reason = peak_encap(ctx, p, be, cfg, hash);
+  if (reason) return peak_verdict(XDP_DROP, reason);
+  if (icmp_error) peak_count(PEAK_CNT_ICMP_ERROR_FORWARDED);
+  return peak_transmit(ctx, cfg, p, be);
+}
+
+/* TCP and UDP. */
+static __always_inline int peak_handle_l4(struct xdp_md *ctx, struct peak_pkt *p) {
+  struct peak_vip_value *vip = peak_vip_find(&p->flow);
+  if (!vip) return peak_verdict(XDP_PASS, PEAK_CNT_PASS_NOT_VIP);
+  return peak_forward(ctx, p, &p->flow, vip, 1, 0);
+}
+
+/* ICMP / ICMPv6 to a VIP address: echo -> reply; errors about a VIP flow -> that flow's backend. */
+static __always_inline int peak_handle_icmp(struct xdp_md *ctx, struct peak_pkt *p) {
+  if (!peak_is_vip_addr(&p->flow)) return peak_verdict(XDP_PASS, PEAK_CNT_PASS_NOT_VIP);
+  void *data = (void *)(long)ctx->data;
+  void *data_end = (void *)(long)ctx->data_end;
+  __u8 *type = data + (p->l4_off & PEAK_L4_MASK);
+  if ((void *)(type + 2) > data_end) return peak_verdict(XDP_PASS, PEAK_CNT_PASS_MALFORMED);
+  int v4 = p->flow.family == PEAK_FAMILY_V4;
+  if (type[1] == 0 && type[0] == (v4 ? ICMP_ECHO : ICMPV6_ECHO_REQUEST)) {
+    if (!peak_config_get()) return peak_verdict(XDP_PASS, PEAK_CNT_PASS_NOT_READY);
+    int err = v4 ? peak_icmp4_echo_reply(data, data_end, p) : peak_icmp6_echo_reply(data, data_end, p);
+    if (err) return peak_verdict(XDP_PASS, PEAK_CNT_PASS_MALFORMED);
+    return peak_verdict(XDP_TX, PEAK_CNT_ICMP_ECHO_REPLY);
+  }
+  struct peak_flow_key inner = {};
+  int err = v4 ? peak_icmp4_error_flow(data, data_end, p, &inner)
+               : peak_icmp6_error_flow(data, data_end, p, &inner);
+  if (err) return peak_verdict(XDP_PASS, PEAK_CNT_PASS_ICMP_OTHER);
+  struct peak_vip_value *vip = peak_vip_find(&inner);
+  if (!vip) return peak_verdict(XDP_PASS, PEAK_CNT_PASS_ICMP_OTHER);
+  p->is_syn = 0;
+  return peak_forward(ctx, p, &inner, vip, 0, 1);
+}
+
+SEC("xdp")
+int balancer(struct xdp_md *ctx) {
+  void *data = (void *)(long)ctx->data;
+  void *data_end = (void *)(long)ctx->data_end;
+  struct peak_pkt p = {};
+  peak_count(PEAK_CNT_RX_PACKETS);
+  switch (peak_parse(data, data_end, &p)) {
+    case PEAK_PARSE_NOT_IP: return peak_verdict(XDP_PASS, PEAK_CNT_PASS_NOT_IP);
+    case PEAK_PARSE_MALFORMED: return peak_verdict(XDP_PASS, PEAK_CNT_PASS_MALFORMED);
+  }
+  if (p.is_frag || p.exthdr) {
+    /* fragments and IPv6 extension headers: dropped when for a VIP address (documented), else passed */
+    if (!peak_is_vip_addr(&p.flow)) return peak_verdict(XDP_PASS, PEAK_CNT_PASS_NOT_VIP);
+    return peak_verdict(XDP_DROP, p.is_frag ? PEAK_CNT_DROP_FRAGMENT : PEAK_CNT_DROP_V6_EXTHDR);
+  }
+  switch (p.flow.proto) {
+    case IPPROTO_TCP:
+    case IPPROTO_UDP: return peak_handle_l4(ctx, &p);
+    case IPPROTO_ICMP:
+      if (p.flow.family == PEAK_FAMILY_V4) return peak_handle_icmp(ctx, &p);
+      break;
+    case IPPROTO_ICMPV6:
+      if (p.flow.family == PEAK_FAMILY_V6) return peak_handle_icmp(ctx, &p);
+      break;
+  }
+  if (peak_is_vip_addr(&p.flow)) return peak_verdict(XDP_PASS, PEAK_CNT_PASS_VIP_OTHER_PROTO);
+  return peak_verdict(XDP_PASS, PEAK_CNT_PASS_NOT_VIP);
+}
+
+char LICENSE[] SEC("license") = "GPL";

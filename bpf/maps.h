@@ -1,0 +1,92 @@
+/* The balancer's maps, one comment each. Sizes are overridable defaults from shared.h. */
+#ifndef PEAK_MAPS_H
+#define PEAK_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "shared.h"
+
+/* VIP (address, port, protocol) -> id, flags, table size. Port 0 entries match every port. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, PEAK_MAX_VIPS);
+  __type(key, struct peak_vip_key);
+  __type(value, struct peak_vip_value);
+} vips SEC(".maps");
+
+/* Addresses holding at least one VIP -> number of VIPs (ICMP echo/errors, fragments, ext headers). */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, PEAK_MAX_VIPS);
+  __type(key, struct peak_addr_key);
+  __type(value, __u32);
+} vip_addrs SEC(".maps");
+
+/* Backend id -> address, family, state. A state flip needs no table rebuild. */
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, PEAK_MAX_BACKENDS);
+  __type(key, __u32);
+  __type(value, struct peak_backend);
+} backends SEC(".maps");
+
+/* Inner Maglev table template: [0] = M, [1 + slot] = backend id. Real tables are sized M + 1 each
+ * (BPF_F_INNER_MAP lets sizes differ); table and M are swapped together, so a packet sees one or the other. */
+struct maglev_inner {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, PEAK_MAGLEV_MAX_M + 1);
+  __type(key, __u32);
+  __type(value, __u32);
+  __uint(map_flags, BPF_F_INNER_MAP);
+};
+
+/* VIP id -> its current Maglev table; userspace fills a new inner map aside and swaps the slot. */
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+  __uint(max_entries, PEAK_MAX_VIPS);
+  __type(key, __u32);
+  __array(values, struct maglev_inner);
+} maglev_tables SEC(".maps");
+
+/* Connection table: client 5-tuple -> backend id; one hash, per-CPU LRU lists (no global LRU lock). */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, PEAK_CT_SIZE);
+  __uint(map_flags, BPF_F_NO_COMMON_LRU);
+  __type(key, struct peak_flow_key);
+  __type(value, struct peak_ct_value);
+} conntrack SEC(".maps");
+
+/* Global configuration, one entry (MACs, outer source prefixes, MTU, flags). */
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct peak_config);
+} config SEC(".maps");
+
+/* Global counters by enum peak_counter, per CPU. */
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, PEAK_CNT_MAX);
+  __type(key, __u32);
+  __type(value, __u64);
+} stats SEC(".maps");
+
+/* Per-VIP packets/bytes by vip id, per CPU. */
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, PEAK_MAX_VIPS);
+  __type(key, __u32);
+  __type(value, struct peak_traffic);
+} vip_stats SEC(".maps");
+
+/* Per-backend packets/bytes by backend id, per CPU. */
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, PEAK_MAX_BACKENDS);
+  __type(key, __u32);
+  __type(value, struct peak_traffic);
+} backend_stats SEC(".maps");
+
+#endif

@@ -1,0 +1,168 @@
+/* Everything userspace also sees: sizes, flags, map keys/values, counter enums. Includes nothing of the project. */
+#ifndef PEAK_SHARED_H
+#define PEAK_SHARED_H
+
+#include <linux/types.h>
+
+/* Sizes: overridable defaults; userspace may also override max_entries at load. */
+#ifndef PEAK_MAX_VIPS
+#define PEAK_MAX_VIPS 512 /* vip ids are 0..PEAK_MAX_VIPS-1 */
+#endif
+#ifndef PEAK_MAX_BACKENDS
+#define PEAK_MAX_BACKENDS 4096 /* backend ids are 0..PEAK_MAX_BACKENDS-1 */
+#endif
+#ifndef PEAK_CT_SIZE
+#define PEAK_CT_SIZE 262144 /* connection-table entries (split over per-CPU LRU lists) */
+#endif
+#ifndef PEAK_MAGLEV_MAX_M
+#define PEAK_MAGLEV_MAX_M 65537 /* largest table size of the inner-map template */
+#endif
+#define PEAK_MAGLEV_DEFAULT_M 65537 /* default per-VIP table size (prime) */
+#define PEAK_MAX_PROBES 8           /* slots probed forward past unusable backends before dropping */
+#define PEAK_HASH_SEED 0x5ea4c0deU   /* fixed so every LB node hashes a flow the same way */
+#define PEAK_DEFAULT_TTL 64          /* TTL / hop limit of outer and generated headers */
+
+/* The #defines userspace must agree with, as an enum so they reach BTF (checked by test/bpf/layout.test.ts). */
+enum peak_const {
+  PEAK_CONST_MAX_PROBES = PEAK_MAX_PROBES,
+  PEAK_CONST_HASH_SEED = PEAK_HASH_SEED,
+  PEAK_CONST_MAGLEV_DEFAULT_M = PEAK_MAGLEV_DEFAULT_M,
+};
+
+/* Address family byte used in keys (not AF_*: 4 and 6 read better in dumps). */
+enum peak_family {
+  PEAK_FAMILY_NONE = 0,
+  PEAK_FAMILY_V4 = 4,
+  PEAK_FAMILY_V6 = 6,
+};
+
+/* Per-VIP flag bits (peak_vip_value.flags). */
+enum peak_vip_flag {
+  PEAK_VIP_F_SRC_HASH = 1 << 0, /* hash on the source address only (client persistence) */
+  PEAK_VIP_F_NO_CT = 1 << 1,    /* neither read nor fill the connection table */
+};
+
+/* Backend states (peak_backend.state); NONE is an unset slot and is treated like DOWN. */
+enum peak_backend_state {
+  PEAK_BE_NONE = 0,
+  PEAK_BE_UP = 1,       /* gets new and established flows */
+  PEAK_BE_DRAINING = 2, /* keeps established flows (conntrack hits), no new ones */
+  PEAK_BE_DOWN = 3,     /* skipped; its flows move by probing forward in the table */
+};
+
+/* Global config flag bits (peak_config.flags). */
+enum peak_config_flag {
+  PEAK_CFG_F_READY = 1 << 0, /* config written; until then VIP traffic passes to the kernel */
+  PEAK_CFG_F_FIB = 1 << 1,   /* resolve next hop with bpf_fib_lookup and XDP_REDIRECT */
+};
+
+/* vips key: destination address (v4 in the first 4 bytes, rest zero), port (network order, 0 = every
+ * port), IP protocol, family. */
+struct peak_vip_key {
+  __u8 addr[16];
+  __be16 port;
+  __u8 proto;
+  __u8 family;
+};
+
+struct peak_vip_value {
+  __u32 vip_id;     /* index into maglev_tables and vip_stats */
+  __u32 flags;      /* enum peak_vip_flag bits */
+  __u32 table_size; /* M as userspace built it (the datapath reads M from the table itself) */
+};
+
+/* vip_addrs key: an address that has at least one VIP (for ICMP echo and errors, fragments). */
+struct peak_addr_key {
+  __u8 addr[16];
+  __u8 family;
+  __u8 pad[3];
+};
+
+struct peak_backend {
+  __u8 addr[16]; /* outer destination; v4 in the first 4 bytes */
+  __u8 family;   /* enum peak_family; NONE = unset slot */
+  __u8 state;    /* enum peak_backend_state */
+  __u8 pad[2];
+};
+
+/* Connection table key: the client's 5-tuple as seen on the wire (ports in network order). */
+struct peak_flow_key {
+  __u8 src[16];
+  __u8 dst[16];
+  __be16 sport;
+  __be16 dport;
+  __u8 proto;
+  __u8 family;
+  __u8 pad[2];
+};
+
+struct peak_ct_value {
+  __u32 backend_id;
+  __u32 vip_id;
+};
+
+/* Config (one entry). MACs as on the wire; addresses in network order. */
+struct peak_config {
+  __u8 own_mac[6];      /* source MAC of transmitted frames */
+  __u8 next_hop_mac[6]; /* destination MAC of encapsulated frames (without FIB lookup) */
+  __u8 src_v4[4];       /* outer IPv4 source prefix */
+  __u8 src_v6[16];      /* outer IPv6 source prefix */
+  __u8 src_v4_len;      /* prefix length; 32 = fixed address; 0 with src_v4 0 = no v4 source */
+  __u8 src_v6_len;      /* prefix length; 128 = fixed; host bits come from the low 32 bits only */
+  __u16 mtu;            /* largest IP packet on the egress link (encapsulated size) */
+  __u32 flags;          /* enum peak_config_flag bits */
+};
+
+/* Per-VIP and per-backend traffic counters (per-CPU). */
+struct peak_traffic {
+  __u64 packets;
+  __u64 bytes;
+};
+
+/* Global counters: the index into the per-CPU stats array. Names are read from BTF by userspace. */
+enum peak_counter {
+  PEAK_CNT_RX_PACKETS = 0,   /* every packet the balancer saw */
+  PEAK_CNT_XDP_PASS,         /* verdicts */
+  PEAK_CNT_XDP_DROP,
+  PEAK_CNT_XDP_TX,
+  PEAK_CNT_XDP_REDIRECT,
+  PEAK_CNT_PASS_NOT_IP,      /* pass reasons */
+  PEAK_CNT_PASS_MALFORMED,
+  PEAK_CNT_PASS_NOT_VIP,
+  PEAK_CNT_PASS_NOT_READY,
+  PEAK_CNT_PASS_VIP_OTHER_PROTO,
+  PEAK_CNT_PASS_ICMP_OTHER,
+  PEAK_CNT_DROP_FRAGMENT,    /* drop reasons */
+  PEAK_CNT_DROP_V6_EXTHDR,
+  PEAK_CNT_DROP_NO_TABLE,
+  PEAK_CNT_DROP_NO_BACKEND,
+  PEAK_CNT_DROP_FAMILY,
+  PEAK_CNT_DROP_NO_SOURCE,
+  PEAK_CNT_DROP_ADJUST,
+  PEAK_CNT_DROP_TOO_BIG,
+  PEAK_CNT_CT_HIT,           /* connection table */
+  PEAK_CNT_CT_MISS,
+  PEAK_CNT_CT_INSERT,
+  PEAK_CNT_CT_RESELECT,
+  PEAK_CNT_ENCAP_V4,         /* what was sent */
+  PEAK_CNT_ENCAP_V6,
+  PEAK_CNT_ICMP_ECHO_REPLY,
+  PEAK_CNT_ICMP_ERROR_FORWARDED,
+  PEAK_CNT_ICMP_TOO_BIG_SENT,
+  PEAK_CNT_FIB_REDIRECT,
+  PEAK_CNT_FIB_FALLBACK,
+  PEAK_CNT_MAX,
+};
+
+/* Decap program counters. */
+enum peak_decap_counter {
+  PEAK_DECAP_RX_PACKETS = 0,
+  PEAK_DECAP_IPIP,    /* IPv4 outer, IPv4 inner */
+  PEAK_DECAP_IP6IP6,  /* IPv6 outer, IPv6 inner */
+  PEAK_DECAP_IP4IN6,  /* IPv6 outer, IPv4 inner */
+  PEAK_DECAP_PASS,    /* not a tunnel packet for this host: untouched */
+  PEAK_DECAP_ERROR,   /* tunnel packet we could not strip (truncated): passed untouched */
+  PEAK_DECAP_MAX,
+};
+
+#endif

@@ -1,0 +1,358 @@
+// KernelDatapath: the Datapath interface over the balancer's BPF maps; load, pin, adopt, attach, detach.
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { bpfObjectPath } from '../paths';
+import {
+  attachXdp,
+  BpfMap,
+  BpfObject,
+  BpfProgram,
+  btfLayout,
+  detachXdp,
+  MapFlags,
+  MapType,
+  queryXdp,
+  splitPerCpu,
+  XdpMode,
+  XdpStatus,
+} from './bpf';
+import {
+  decodeBackend,
+  decodeConfig,
+  decodeCtValue,
+  decodeFlowKey,
+  decodeVipKey,
+  decodeVipValue,
+  encodeAddrKey,
+  encodeBackend,
+  encodeConfig,
+  encodeVipKey,
+  encodeVipValue,
+  encodeTableEntries,
+  LAYOUT,
+  sumTraffic,
+} from './layout';
+import type {
+  BackendSpec,
+  ConntrackEntry,
+  Datapath,
+  DatapathConfig,
+  DatapathCounters,
+  TrafficCounter,
+  VipKey,
+  VipSpec,
+} from './types';
+
+/** The balancer's program and maps: one list for loading, pinning and adopting. */
+export const BALANCER_PROGRAM = 'balancer';
+export const BALANCER_MAPS = [
+  'vips',
+  'vip_addrs',
+  'backends',
+  'maglev_tables',
+  'conntrack',
+  'config',
+  'stats',
+  'vip_stats',
+  'backend_stats',
+] as const;
+export type BalancerMap = (typeof BALANCER_MAPS)[number];
+
+export interface KernelLoadOptions {
+  /** The compiled balancer (default build/bpf/balancer.bpf.o). */
+  objectPath?: string;
+  /** max_entries overrides by map name (e.g. a bigger conntrack). */
+  maxEntries?: Partial<Record<BalancerMap, number>>;
+}
+
+export interface KernelAdoptOptions {
+  /** Directory holding the pins (as written by pin()). */
+  pinDir: string;
+  /** The object the pins came from, for counter names (default build/bpf/balancer.bpf.o). */
+  objectPath?: string;
+}
+
+/** Extra knobs beyond the Datapath contract. */
+export interface KernelConfig extends DatapathConfig {
+  /** Resolve next hops with bpf_fib_lookup and XDP_REDIRECT (routed multi-interface nodes). */
+  fibRedirect?: boolean;
+}
+
+const ZERO_KEY = Buffer.alloc(4);
+const u32Key = (n: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+};
+
+/** Counter names (lower-case, without the PEAK_CNT_ prefix) by index, from the object's BTF. */
+export function counterNames(objectPath: string): string[] {
+  const e = btfLayout(objectPath).enums.find((x) => x.name === 'peak_counter');
+  if (!e) throw new Error(`enum peak_counter not found in the BTF of ${objectPath}`);
+  const names: string[] = [];
+  for (const [name, v] of Object.entries(e.values)) {
+    if (name === 'PEAK_CNT_MAX') continue;
+    names[v] = name.replace(/^PEAK_CNT_/, '').toLowerCase();
+  }
+  return names;
+}
+
+export class KernelDatapath implements Datapath {
+  readonly program: BpfProgram;
+  readonly maps: Record<BalancerMap, BpfMap>;
+  private readonly counterNames: string[];
+
+  private constructor(program: BpfProgram, maps: Record<BalancerMap, BpfMap>, counters: string[]) {
+    this.program = program;
+    this.maps = maps;
+    this.counterNames = counters;
+  }
+
+  /** Loads a fresh balancer (empty maps, config not ready: VIP traffic passes until configure()). */
+  static async load(o: KernelLoadOptions = {}): Promise<KernelDatapath> {
+    const path = o.objectPath ?? bpfObjectPath('balancer');
+    for (const [name, n] of Object.entries(o.maxEntries ?? {}))
+      if (!(BALANCER_MAPS as readonly string[]).includes(name))
+        throw new TypeError(`maxEntries.${name}: ${n} is for a map the balancer does not have`);
+    const obj = await BpfObject.load(path, { maxEntries: o.maxEntries as Record<string, number> });
+    try {
+      const maps = Object.fromEntries(BALANCER_MAPS.map((m) => [m, obj.map(m)])) as Record<
+        BalancerMap,
+        BpfMap
+      >;
+      return new KernelDatapath(obj.program(BALANCER_PROGRAM), maps, counterNames(path));
+    } finally {
+      obj.close();
+    }
+  }
+
+  /** Opens pinned program and maps without touching their contents. */
+  static adopt(o: KernelAdoptOptions): KernelDatapath {
+    const program = BpfProgram.fromPin(join(o.pinDir, BALANCER_PROGRAM));
+    const maps = {} as Record<BalancerMap, BpfMap>;
+    try {
+      for (const m of BALANCER_MAPS) maps[m] = BpfMap.fromPin(join(o.pinDir, m));
+    } catch (e) {
+      program.close();
+      Object.values(maps).forEach((m) => m.close());
+      throw e;
+    }
+    return new KernelDatapath(program, maps, counterNames(o.objectPath ?? bpfObjectPath('balancer')));
+  }
+
+  /** Pins the program and every map under `dir` (created if missing). */
+  pin(dir: string): void {
+    mkdirSync(dir, { recursive: true });
+    this.program.pin(join(dir, BALANCER_PROGRAM));
+    for (const m of BALANCER_MAPS) this.maps[m].pin(join(dir, m));
+  }
+
+  /** Attaches (or atomically replaces, with `expected`) the balancer on an interface. */
+  attach(o: { ifname: string; netns?: string; mode?: XdpMode; expected?: BpfProgram }): Promise<XdpStatus> {
+    return attachXdp({ ...o, program: this.program });
+  }
+
+  detach(o: { ifname: string; netns?: string; mode?: XdpMode }): Promise<XdpStatus> {
+    return detachXdp(o);
+  }
+
+  /** True when this balancer program is the one attached to the interface. */
+  isAttached(o: { ifname: string; netns?: string }): boolean {
+    return queryXdp(o).progId === this.program.id;
+  }
+
+  /** Closes our fds (pins and attachments keep the kernel objects alive). */
+  close(): void {
+    this.program.close();
+    for (const m of BALANCER_MAPS) this.maps[m].close();
+  }
+
+  async configure(cfg: KernelConfig): Promise<void> {
+    const b = encodeConfig({ ...cfg, fibRedirect: cfg.fibRedirect ?? false });
+    this.maps.config.update(ZERO_KEY, b);
+  }
+
+  async readConfig(): Promise<KernelConfig | null> {
+    const b = this.maps.config.lookup(ZERO_KEY);
+    return b ? decodeConfig(b) : null;
+  }
+
+  async listVips(): Promise<VipSpec[]> {
+    const { keys, values } = this.maps.vips.lookupBatch();
+    return keys.map((k, i) => {
+      const v = decodeVipValue(values[i]!);
+      return {
+        key: decodeVipKey(k),
+        id: v.vipId,
+        flags: { sourceHash: v.sourceHash, noConntrack: v.noConntrack },
+        tableSize: v.tableSize,
+      };
+    });
+  }
+
+  async upsertVip(vip: VipSpec): Promise<void> {
+    const key = encodeVipKey(vip.key);
+    const max = this.maps.maglev_tables.maxEntries;
+    if (!Number.isInteger(vip.id) || vip.id < 0 || vip.id >= max)
+      throw new RangeError(`vip.id: ${vip.id} is outside 0..${max - 1}`);
+    if (!Number.isInteger(vip.tableSize) || vip.tableSize < 1)
+      throw new RangeError(`vip.tableSize: ${vip.tableSize} is not a positive integer`);
+    const all = await this.listVips();
+    const holder = all.find((v) => v.id === vip.id && !encodeVipKey(v.key).equals(key));
+    if (holder)
+      throw new RangeError(`vip.id: ${vip.id} is already used by ${holder.key.address}:${holder.key.port}`);
+    const old = all.find((v) => encodeVipKey(v.key).equals(key));
+    if (old && (old.id !== vip.id || old.tableSize !== vip.tableSize)) this.dropTable(old.id);
+    const value = encodeVipValue({ vipId: vip.id, ...vip.flags, tableSize: vip.tableSize });
+    this.maps.vips.update(key, value);
+    await this.syncVipAddrs();
+  }
+
+  async deleteVip(key: VipKey): Promise<void> {
+    const k = encodeVipKey(key);
+    const v = this.maps.vips.lookup(k);
+    if (!v) throw new RangeError(`key: VIP ${key.address}:${key.port}/${key.protocol} does not exist`);
+    this.maps.vips.delete(k);
+    this.dropTable(decodeVipValue(v).vipId);
+    await this.syncVipAddrs();
+  }
+
+  /** vip_addrs = the set of VIP addresses (recomputed from vips). */
+  private async syncVipAddrs(): Promise<void> {
+    const want = new Map<string, Buffer>();
+    const count = new Map<string, number>();
+    for (const v of await this.listVips()) {
+      const k = encodeAddrKey('key.address', v.key.address);
+      want.set(k.toString('hex'), k);
+      count.set(k.toString('hex'), (count.get(k.toString('hex')) ?? 0) + 1);
+    }
+    for (const k of [...this.maps.vip_addrs.keys()])
+      if (!want.has(k.toString('hex'))) this.maps.vip_addrs.delete(k);
+    for (const [h, k] of want) this.maps.vip_addrs.update(k, u32Key(count.get(h)!));
+  }
+
+  private dropTable(vipId: number): void {
+    this.maps.maglev_tables.delete(u32Key(vipId));
+  }
+
+  async listBackends(): Promise<BackendSpec[]> {
+    const { keys, values } = this.maps.backends.lookupBatch();
+    const out: BackendSpec[] = [];
+    keys.forEach((k, i) => {
+      const b = decodeBackend(values[i]!);
+      if (b) out.push({ id: k.readUInt32LE(0), ...b });
+    });
+    return out;
+  }
+
+  private checkBackendId(field: string, id: number): void {
+    const max = this.maps.backends.maxEntries;
+    if (!Number.isInteger(id) || id < 1 || id >= max)
+      throw new RangeError(`${field}: ${id} is outside 1..${max - 1}`);
+  }
+
+  async upsertBackend(b: BackendSpec): Promise<void> {
+    this.checkBackendId('backend.id', b.id);
+    this.maps.backends.update(u32Key(b.id), encodeBackend(b));
+  }
+
+  async deleteBackend(id: number): Promise<void> {
+    this.checkBackendId('id', id);
+    const cur = this.maps.backends.lookup(u32Key(id));
+    if (!cur || !decodeBackend(cur)) throw new RangeError(`id: backend ${id} does not exist`);
+    for (const v of await this.listVips()) {
+      const t = await this.readTable(v.id);
+      if (t && t.includes(id)) throw new RangeError(`id: backend ${id} is still in the table of VIP ${v.id}`);
+    }
+    this.maps.backends.update(u32Key(id), Buffer.alloc(LAYOUT.peak_backend.size));
+  }
+
+  /** Builds the new inner map aside, then swaps the VIP's slot in one update (atomic for packets). */
+  async installTable(vipId: number, table: Uint32Array): Promise<void> {
+    const vip = (await this.listVips()).find((v) => v.id === vipId);
+    if (!vip) throw new RangeError(`vipId: VIP ${vipId} does not exist`);
+    if (!(table instanceof Uint32Array) || table.length !== vip.tableSize)
+      throw new RangeError(`table: length ${table.length} is not the VIP's tableSize ${vip.tableSize}`);
+    const entries = encodeTableEntries(table);
+    const inner = BpfMap.create({
+      type: MapType.ARRAY,
+      keySize: 4,
+      valueSize: 4,
+      maxEntries: entries.length,
+      flags: MapFlags.INNER_MAP,
+      name: `peak_mg_${vipId}`.slice(0, 15),
+    });
+    try {
+      const keys: Buffer[] = [];
+      const values: Buffer[] = [];
+      for (let i = 0; i < entries.length; i++) {
+        keys.push(u32Key(i));
+        values.push(u32Key(entries[i]!));
+      }
+      inner.updateBatch(keys, values);
+      this.maps.maglev_tables.setInner(vipId, inner);
+    } finally {
+      inner.close();
+    }
+  }
+
+  async readTable(vipId: number): Promise<Uint32Array | null> {
+    const id = this.maps.maglev_tables.innerId(vipId);
+    if (!id) return null;
+    const inner = BpfMap.fromId(id);
+    try {
+      const { keys, values } = inner.lookupBatch(65536);
+      const all = new Uint32Array(inner.maxEntries);
+      keys.forEach((k, i) => (all[k.readUInt32LE(0)] = values[i]!.readUInt32LE(0)));
+      return all.slice(1, 1 + all[0]!);
+    } finally {
+      inner.close();
+    }
+  }
+
+  async counters(): Promise<DatapathCounters> {
+    const global: Record<string, bigint> = {};
+    const { keys, values } = this.maps.stats.lookupBatch();
+    keys.forEach((k, i) => {
+      const name = this.counterNames[k.readUInt32LE(0)];
+      if (!name) return;
+      global[name] = splitPerCpu(values[i]!, 8).reduce((s, b) => s + b.readBigUInt64LE(0), 0n);
+    });
+    const traffic = (m: BpfMap, ids: number[]): Map<number, TrafficCounter> => {
+      const out = new Map<number, TrafficCounter>();
+      for (const id of ids) {
+        const per = m.lookupPerCpu(u32Key(id));
+        if (per) out.set(id, sumTraffic(per));
+      }
+      return out;
+    };
+    const vipIds = (await this.listVips()).map((v) => v.id);
+    const beIds = (await this.listBackends()).map((b) => b.id);
+    return {
+      global,
+      vips: traffic(this.maps.vip_stats, vipIds),
+      backends: traffic(this.maps.backend_stats, beIds),
+    };
+  }
+
+  async conntrack(limit?: number): Promise<ConntrackEntry[]> {
+    if (limit !== undefined && (!Number.isInteger(limit) || limit < 0))
+      throw new RangeError(`limit: ${limit} is not a non-negative integer`);
+    const { keys, values } = this.maps.conntrack.lookupBatch();
+    const out: ConntrackEntry[] = [];
+    for (let i = 0; i < keys.length && (limit === undefined || out.length < limit); i++) {
+      const f = decodeFlowKey(keys[i]!);
+      const protocol = f.proto === 6 ? 'tcp' : f.proto === 17 ? 'udp' : null;
+      if (!protocol) continue;
+      out.push({
+        source: f.source,
+        sourcePort: f.sourcePort,
+        destination: f.destination,
+        destinationPort: f.destinationPort,
+        protocol,
+        backendId: decodeCtValue(values[i]!).backendId,
+      });
+    }
+    return out;
+  }
+}

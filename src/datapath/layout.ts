@@ -1,0 +1,326 @@
+// Encoders/decoders for the bpf/shared.h structs (sizes and offsets checked against BTF by a test).
+// Numbers userspace and the program share are host order (little-endian); ports and addresses are wire order.
+import { formatIp, parseIp } from '../model/ip';
+import type { BackendState, Protocol } from './types';
+
+/** Byte offsets of every field, by struct name as in shared.h; test/bpf/layout.test.ts compares with BTF. */
+export const LAYOUT = {
+  peak_vip_key: { size: 20, fields: { addr: 0, port: 16, proto: 18, family: 19 } },
+  peak_vip_value: { size: 12, fields: { vip_id: 0, flags: 4, table_size: 8 } },
+  peak_addr_key: { size: 20, fields: { addr: 0, family: 16, pad: 17 } },
+  peak_backend: { size: 20, fields: { addr: 0, family: 16, state: 17, pad: 18 } },
+  peak_flow_key: {
+    size: 40,
+    fields: { src: 0, dst: 16, sport: 32, dport: 34, proto: 36, family: 37, pad: 38 },
+  },
+  peak_ct_value: { size: 8, fields: { backend_id: 0, vip_id: 4 } },
+  peak_config: {
+    size: 40,
+    fields: {
+      own_mac: 0,
+      next_hop_mac: 6,
+      src_v4: 12,
+      src_v6: 16,
+      src_v4_len: 32,
+      src_v6_len: 33,
+      mtu: 34,
+      flags: 36,
+    },
+  },
+  peak_traffic: { size: 16, fields: { packets: 0, bytes: 8 } },
+} as const;
+
+/** Enum values the encoders use; checked against the BTF enums of the same names. */
+export const ENUMS = {
+  peak_family: { PEAK_FAMILY_NONE: 0, PEAK_FAMILY_V4: 4, PEAK_FAMILY_V6: 6 },
+  peak_vip_flag: { PEAK_VIP_F_SRC_HASH: 1, PEAK_VIP_F_NO_CT: 2 },
+  peak_backend_state: { PEAK_BE_NONE: 0, PEAK_BE_UP: 1, PEAK_BE_DRAINING: 2, PEAK_BE_DOWN: 3 },
+  peak_config_flag: { PEAK_CFG_F_READY: 1, PEAK_CFG_F_FIB: 2 },
+} as const;
+
+export const PROTO_NUMBER: Record<Protocol, number> = { tcp: 6, udp: 17 };
+const PROTO_NAME: Record<number, Protocol> = { 6: 'tcp', 17: 'udp' };
+
+const STATE_NUMBER: Record<BackendState, number> = { up: 1, draining: 2, down: 3 };
+const STATE_NAME: Record<number, BackendState> = { 1: 'up', 2: 'draining', 3: 'down' };
+
+export type Family = 4 | 6;
+
+/** An address as the datapath stores it: 16 bytes (IPv4 in the first 4) and its family. */
+export interface WireAddr {
+  family: Family;
+  bytes: Buffer;
+}
+
+/** Parses an address; `field` names it in the error. */
+export function encodeAddr(field: string, text: unknown): WireAddr {
+  const p = typeof text === 'string' ? parseIp(text) : null;
+  if (!p) throw new TypeError(`${field}: ${JSON.stringify(text)} is not an IPv4 or IPv6 address`);
+  const bytes = Buffer.alloc(16);
+  bytes.set(p.bytes, 0);
+  return { family: p.family, bytes };
+}
+
+/** Text of a stored 16-byte address of `family`. */
+export function decodeAddr(bytes: Buffer, family: number): string {
+  if (family === 4) return formatIp(bytes.subarray(0, 4));
+  if (family === 6) return formatIp(bytes.subarray(0, 16));
+  throw new RangeError(`family: ${family} is not 4 or 6`);
+}
+
+function checkUint(field: string, v: unknown, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max)
+    throw new RangeError(`${field}: ${JSON.stringify(v)} is not an integer in 0..${max}`);
+  return v;
+}
+
+function protoNumber(field: string, p: unknown): number {
+  const n = typeof p === 'string' ? PROTO_NUMBER[p as Protocol] : undefined;
+  if (n === undefined) throw new TypeError(`${field}: ${JSON.stringify(p)} is not tcp or udp`);
+  return n;
+}
+
+export interface VipKeyFields {
+  address: string;
+  port: number;
+  protocol: Protocol;
+}
+
+export function encodeVipKey(k: VipKeyFields): Buffer {
+  const a = encodeAddr('key.address', k.address);
+  const b = Buffer.alloc(LAYOUT.peak_vip_key.size);
+  a.bytes.copy(b, LAYOUT.peak_vip_key.fields.addr);
+  b.writeUInt16BE(checkUint('key.port', k.port, 65535), LAYOUT.peak_vip_key.fields.port);
+  b[LAYOUT.peak_vip_key.fields.proto] = protoNumber('key.protocol', k.protocol);
+  b[LAYOUT.peak_vip_key.fields.family] = a.family;
+  return b;
+}
+
+export function decodeVipKey(b: Buffer): VipKeyFields {
+  const f = LAYOUT.peak_vip_key.fields;
+  const proto = PROTO_NAME[b[f.proto]!];
+  if (!proto) throw new RangeError(`vip key proto: ${b[f.proto]} is not tcp or udp`);
+  return {
+    address: decodeAddr(b.subarray(f.addr, f.addr + 16), b[f.family]!),
+    port: b.readUInt16BE(f.port),
+    protocol: proto,
+  };
+}
+
+export interface VipValueFields {
+  vipId: number;
+  sourceHash: boolean;
+  noConntrack: boolean;
+  tableSize: number;
+}
+
+export function encodeVipValue(v: VipValueFields): Buffer {
+  const f = LAYOUT.peak_vip_value.fields;
+  const b = Buffer.alloc(LAYOUT.peak_vip_value.size);
+  b.writeUInt32LE(checkUint('id', v.vipId, 0xffffffff), f.vip_id);
+  const flags =
+    (v.sourceHash ? ENUMS.peak_vip_flag.PEAK_VIP_F_SRC_HASH : 0) |
+    (v.noConntrack ? ENUMS.peak_vip_flag.PEAK_VIP_F_NO_CT : 0);
+  b.writeUInt32LE(flags, f.flags);
+  b.writeUInt32LE(checkUint('tableSize', v.tableSize, 0xffffffff), f.table_size);
+  return b;
+}
+
+export function decodeVipValue(b: Buffer): VipValueFields {
+  const f = LAYOUT.peak_vip_value.fields;
+  const flags = b.readUInt32LE(f.flags);
+  return {
+    vipId: b.readUInt32LE(f.vip_id),
+    sourceHash: (flags & ENUMS.peak_vip_flag.PEAK_VIP_F_SRC_HASH) !== 0,
+    noConntrack: (flags & ENUMS.peak_vip_flag.PEAK_VIP_F_NO_CT) !== 0,
+    tableSize: b.readUInt32LE(f.table_size),
+  };
+}
+
+/** vip_addrs key of an address. */
+export function encodeAddrKey(field: string, address: string): Buffer {
+  const a = encodeAddr(field, address);
+  const b = Buffer.alloc(LAYOUT.peak_addr_key.size);
+  a.bytes.copy(b, LAYOUT.peak_addr_key.fields.addr);
+  b[LAYOUT.peak_addr_key.fields.family] = a.family;
+  return b;
+}
+
+export interface BackendFields {
+  address: string;
+  state: BackendState;
+}
+
+export function encodeBackend(v: BackendFields): Buffer {
+  const f = LAYOUT.peak_backend.fields;
+  const a = encodeAddr('address', v.address);
+  const state = STATE_NUMBER[v.state];
+  if (state === undefined)
+    throw new TypeError(`state: ${JSON.stringify(v.state)} is not up, draining or down`);
+  const b = Buffer.alloc(LAYOUT.peak_backend.size);
+  a.bytes.copy(b, f.addr);
+  b[f.family] = a.family;
+  b[f.state] = state;
+  return b;
+}
+
+/** null for an unset slot (family NONE). */
+export function decodeBackend(b: Buffer): BackendFields | null {
+  const f = LAYOUT.peak_backend.fields;
+  const family = b[f.family]!;
+  if (family === 0) return null;
+  const state = STATE_NAME[b[f.state]!];
+  if (!state) throw new RangeError(`backend state: ${b[f.state]} is not up, draining or down`);
+  return { address: decodeAddr(b.subarray(f.addr, f.addr + 16), family), state };
+}
+
+export interface FlowFields {
+  source: string;
+  sourcePort: number;
+  destination: string;
+  destinationPort: number;
+  /** IP protocol number. */
+  proto: number;
+}
+
+export function encodeFlowKey(k: FlowFields): Buffer {
+  const f = LAYOUT.peak_flow_key.fields;
+  const s = encodeAddr('source', k.source);
+  const d = encodeAddr('destination', k.destination);
+  if (s.family !== d.family)
+    throw new TypeError(`destination: ${k.destination} is not of the family of source ${k.source}`);
+  const b = Buffer.alloc(LAYOUT.peak_flow_key.size);
+  s.bytes.copy(b, f.src);
+  d.bytes.copy(b, f.dst);
+  b.writeUInt16BE(checkUint('sourcePort', k.sourcePort, 65535), f.sport);
+  b.writeUInt16BE(checkUint('destinationPort', k.destinationPort, 65535), f.dport);
+  b[f.proto] = checkUint('proto', k.proto, 255);
+  b[f.family] = s.family;
+  return b;
+}
+
+export function decodeFlowKey(b: Buffer): FlowFields {
+  const f = LAYOUT.peak_flow_key.fields;
+  const family = b[f.family]!;
+  return {
+    source: decodeAddr(b.subarray(f.src, f.src + 16), family),
+    destination: decodeAddr(b.subarray(f.dst, f.dst + 16), family),
+    sourcePort: b.readUInt16BE(f.sport),
+    destinationPort: b.readUInt16BE(f.dport),
+    proto: b[f.proto]!,
+  };
+}
+
+export interface CtValueFields {
+  backendId: number;
+  vipId: number;
+}
+
+export function encodeCtValue(v: CtValueFields): Buffer {
+  const b = Buffer.alloc(LAYOUT.peak_ct_value.size);
+  b.writeUInt32LE(checkUint('backendId', v.backendId, 0xffffffff), LAYOUT.peak_ct_value.fields.backend_id);
+  b.writeUInt32LE(checkUint('vipId', v.vipId, 0xffffffff), LAYOUT.peak_ct_value.fields.vip_id);
+  return b;
+}
+
+export function decodeCtValue(b: Buffer): CtValueFields {
+  return {
+    backendId: b.readUInt32LE(LAYOUT.peak_ct_value.fields.backend_id),
+    vipId: b.readUInt32LE(LAYOUT.peak_ct_value.fields.vip_id),
+  };
+}
+
+/** Parses "aa:bb:cc:dd:ee:ff" (or with dashes); `field` names it in the error. */
+export function encodeMac(field: string, text: unknown): Buffer {
+  if (typeof text !== 'string' || !/^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$/.test(text))
+    throw new TypeError(`${field}: ${JSON.stringify(text)} is not a MAC address like 02:00:00:00:00:01`);
+  return Buffer.from(text.replace(/[:-]/g, ''), 'hex');
+}
+
+export function decodeMac(b: Buffer): string {
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+export interface ConfigFields {
+  ownMac: string;
+  nextHopMac: string;
+  encapSourceV4: { prefix: string; prefixLength: number } | null;
+  encapSourceV6: { prefix: string; prefixLength: number } | null;
+  mtu: number;
+  fibRedirect: boolean;
+}
+
+export function encodeConfig(c: ConfigFields): Buffer {
+  const f = LAYOUT.peak_config.fields;
+  const b = Buffer.alloc(LAYOUT.peak_config.size);
+  encodeMac('ownMac', c.ownMac).copy(b, f.own_mac);
+  encodeMac('nextHopMac', c.nextHopMac).copy(b, f.next_hop_mac);
+  if (c.encapSourceV4) {
+    const a = encodeAddr('encapSourceV4.prefix', c.encapSourceV4.prefix);
+    if (a.family !== 4)
+      throw new TypeError(`encapSourceV4.prefix: ${c.encapSourceV4.prefix} is not an IPv4 address`);
+    a.bytes.copy(b, f.src_v4, 0, 4);
+    b[f.src_v4_len] = prefixLength('encapSourceV4.prefixLength', c.encapSourceV4.prefixLength, 32);
+  }
+  if (c.encapSourceV6) {
+    const a = encodeAddr('encapSourceV6.prefix', c.encapSourceV6.prefix);
+    if (a.family !== 6)
+      throw new TypeError(`encapSourceV6.prefix: ${c.encapSourceV6.prefix} is not an IPv6 address`);
+    a.bytes.copy(b, f.src_v6);
+    b[f.src_v6_len] = prefixLength('encapSourceV6.prefixLength', c.encapSourceV6.prefixLength, 128);
+  }
+  const mtu = checkUint('mtu', c.mtu, 65535);
+  if (mtu < 68) throw new RangeError(`mtu: ${mtu} is not between 68 and 65535`);
+  b.writeUInt16LE(mtu, f.mtu);
+  const flags =
+    ENUMS.peak_config_flag.PEAK_CFG_F_READY | (c.fibRedirect ? ENUMS.peak_config_flag.PEAK_CFG_F_FIB : 0);
+  b.writeUInt32LE(flags, f.flags);
+  return b;
+}
+
+/** A prefix length of 1..max (0 would mean "no source" to the datapath). */
+function prefixLength(field: string, v: unknown, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max)
+    throw new RangeError(`${field}: ${JSON.stringify(v)} is not an integer in 1..${max}`);
+  return v;
+}
+
+/** null when the config entry was never written (READY clear). */
+export function decodeConfig(b: Buffer): ConfigFields | null {
+  const f = LAYOUT.peak_config.fields;
+  const flags = b.readUInt32LE(f.flags);
+  if (!(flags & ENUMS.peak_config_flag.PEAK_CFG_F_READY)) return null;
+  const v4len = b[f.src_v4_len]!;
+  const v6len = b[f.src_v6_len]!;
+  return {
+    ownMac: decodeMac(b.subarray(f.own_mac, f.own_mac + 6)),
+    nextHopMac: decodeMac(b.subarray(f.next_hop_mac, f.next_hop_mac + 6)),
+    encapSourceV4: v4len
+      ? { prefix: formatIp(b.subarray(f.src_v4, f.src_v4 + 4)), prefixLength: v4len }
+      : null,
+    encapSourceV6: v6len
+      ? { prefix: formatIp(b.subarray(f.src_v6, f.src_v6 + 16)), prefixLength: v6len }
+      : null,
+    mtu: b.readUInt16LE(f.mtu),
+    fibRedirect: (flags & ENUMS.peak_config_flag.PEAK_CFG_F_FIB) !== 0,
+  };
+}
+
+/** Sums a per-CPU {packets, bytes} value. */
+export function sumTraffic(perCpu: Buffer[]): { packets: bigint; bytes: bigint } {
+  let packets = 0n;
+  let bytes = 0n;
+  for (const b of perCpu) {
+    packets += b.readBigUInt64LE(LAYOUT.peak_traffic.fields.packets);
+    bytes += b.readBigUInt64LE(LAYOUT.peak_traffic.fields.bytes);
+  }
+  return { packets, bytes };
+}
+
+/** A Maglev inner map's contents: [0] = M, [1 + slot] = backend id. */
+export function encodeTableEntries(table: Uint32Array): Uint32Array {
+  const out = new Uint32Array(table.length + 1);
+  out[0] = table.length;
+  out.set(table, 1);
+  return out;
+}

@@ -1,0 +1,162 @@
+// Weighted Maglev table builder (NSDI'16 §3.4), versioned so every node and version builds the same table.
+import { murmur3String } from './hash';
+
+/**
+ * Algorithm id: bump it whenever anything below changes the table for some input (hash, seeds, order,
+ * weighting). Nodes that share this id build byte-identical tables from the same backend set.
+ */
+export const MAGLEV_ALGORITHM = 'peak-maglev-v1';
+/** Seed of h1 (offset): ASCII "PKo1". */
+export const MAGLEV_OFFSET_SEED = 0x504b6f31;
+/** Seed of h2 (skip): ASCII "PKs1". */
+export const MAGLEV_SKIP_SEED = 0x504b7331;
+/** Default table size M: a prime, as in the paper. */
+export const MAGLEV_DEFAULT_SIZE = 65537;
+/** Table entry meaning "no backend" (the table is built from zero backends with positive weight). */
+export const NO_BACKEND = 0xffffffff;
+/** Largest table size accepted (a prime; 4 MiB of u32 slots). */
+export const MAGLEV_MAX_SIZE = 1048573;
+
+export interface MaglevBackend {
+  /** Unique identity hashed into the permutation (the canonical backend address in PEAK-XDP). */
+  name: string;
+  /** Non-negative integer; 0 keeps the backend out of the table. */
+  weight: number;
+}
+
+export interface BuildTableOptions {
+  backends: readonly MaglevBackend[];
+  /** Table size M: a prime (default 65537). */
+  size?: number;
+}
+
+/** True if n is a prime (trial division; n up to 2^32). */
+export function isPrime(n: number): boolean {
+  if (!Number.isInteger(n) || n < 2) return false;
+  if (n % 2 === 0) return n === 2;
+  for (let d = 3; d * d <= n; d += 2) if (n % d === 0) return false;
+  return true;
+}
+
+/** offset = h1(name) mod M and skip = h2(name) mod (M-1) + 1 for one backend. */
+export function permutationParams(name: string, size: number): { offset: number; skip: number } {
+  return {
+    offset: murmur3String(name, MAGLEV_OFFSET_SEED) % size,
+    skip: (murmur3String(name, MAGLEV_SKIP_SEED) % (size - 1)) + 1,
+  };
+}
+
+/**
+ * Builds a Maglev lookup table: entry s is the index (into `backends` as given) of the backend owning
+ * slot s, or NO_BACKEND if no backend has a positive weight. Input order never changes the result.
+ * Backends are sorted by name; in each round every backend adds its weight to a credit and takes one
+ * turn (claims its next preferred free slot) when the credit reaches the largest weight.
+ */
+export function buildTable(opts: BuildTableOptions): Uint32Array {
+  const size = opts.size ?? MAGLEV_DEFAULT_SIZE;
+  if (!isPrime(size) || size < 3 || size > MAGLEV_MAX_SIZE)
+    throw new RangeError(`size: ${size} is not a prime between 3 and ${MAGLEV_MAX_SIZE}`);
+  const seen = new Set<string>();
+  opts.backends.forEach((b, i) => {
+    if (typeof b.name !== 'string' || b.name === '')
+      throw new TypeError(`backends[${i}].name: ${JSON.stringify(b.name)} is not a non-empty string`);
+    if (seen.has(b.name))
+      throw new RangeError(`backends[${i}].name: ${JSON.stringify(b.name)} is a duplicate`);
+    seen.add(b.name);
+    if (!Number.isSafeInteger(b.weight) || b.weight < 0)
+      throw new RangeError(`backends[${i}].weight: ${b.weight} is not a non-negative integer`);
+  });
+  const table = new Uint32Array(size).fill(NO_BACKEND);
+  // Members in name order (code-unit order; bytewise for ASCII names), remembering input positions.
+  const order = opts.backends
+    .map((b, i) => ({ name: b.name, weight: b.weight, index: i }))
+    .filter((b) => b.weight > 0)
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const n = order.length;
+  if (n === 0) return table;
+  const pos = new Uint32Array(n);
+  const skip = new Uint32Array(n);
+  const weight = new Float64Array(n);
+  const credit = new Float64Array(n);
+  const index = new Uint32Array(n);
+  let maxWeight = 0;
+  for (let i = 0; i < n; i++) {
+    const b = order[i]!;
+    const p = permutationParams(b.name, size);
+    pos[i] = p.offset;
+    skip[i] = p.skip;
+    weight[i] = b.weight;
+    index[i] = b.index;
+    if (b.weight > maxWeight) maxWeight = b.weight;
+  }
+  let filled = 0;
+  for (;;) {
+    for (let i = 0; i < n; i++) {
+      credit[i]! += weight[i]!;
+      if (credit[i]! < maxWeight) continue;
+      credit[i]! -= maxWeight;
+      // Walk this backend's permutation (offset + j*skip) mod M to its next free slot.
+      let c = pos[i]!;
+      const s = skip[i]!;
+      while (table[c] !== NO_BACKEND) {
+        c += s;
+        if (c >= size) c -= size;
+      }
+      table[c] = index[i]!;
+      c += s;
+      pos[i] = c >= size ? c - size : c;
+      if (++filled === size) return table;
+    }
+  }
+}
+
+/** Slots per backend index (length = number of backends). */
+export function slotCounts(table: Uint32Array, backends: number): Uint32Array {
+  const counts = new Uint32Array(backends);
+  for (let s = 0; s < table.length; s++) {
+    const b = table[s]!;
+    if (b !== NO_BACKEND) counts[b]!++;
+  }
+  return counts;
+}
+
+/** Fraction of slots whose owner differs between two tables of owner names. */
+export function changedFraction(before: readonly string[], after: readonly string[]): number {
+  if (before.length !== after.length)
+    throw new RangeError(`tables differ in size: ${before.length} and ${after.length}`);
+  let changed = 0;
+  for (let s = 0; s < before.length; s++) if (before[s] !== after[s]) changed++;
+  return before.length === 0 ? 0 : changed / before.length;
+}
+
+/** Maps a table of indices to the owner names (NO_BACKEND becomes ""). */
+export function tableNames(table: Uint32Array, backends: readonly MaglevBackend[]): string[] {
+  const out = new Array<string>(table.length);
+  for (let s = 0; s < table.length; s++) {
+    const b = table[s]!;
+    out[s] = b === NO_BACKEND ? '' : backends[b]!.name;
+  }
+  return out;
+}
+
+export interface ProbeOptions {
+  table: Uint32Array;
+  /** Per backend index: true if the datapath skips it for new flows (down or draining). */
+  skipped: (index: number) => boolean;
+  /** Slots looked at from the hashed slot (itself included) before giving up. */
+  probeLimit: number;
+}
+
+/**
+ * The backend a new flow hashed to `slot` gets when the datapath skips unusable backends by probing
+ * forward slot by slot (slot, slot+1, ... mod M), up to probeLimit slots; NO_BACKEND if none qualifies.
+ */
+export function probeBackend(opts: ProbeOptions, slot: number): number {
+  const { table, skipped, probeLimit } = opts;
+  const m = table.length;
+  for (let i = 0, s = slot % m; i < probeLimit; i++, s = s + 1 === m ? 0 : s + 1) {
+    const b = table[s]!;
+    if (b !== NO_BACKEND && !skipped(b)) return b;
+  }
+  return NO_BACKEND;
+}

@@ -1,0 +1,168 @@
+// 10^5 random and mutated frames through the balancer (fast-check): verdict is PASS, DROP or TX; PASS leaves
+// the frame untouched; every TX output parses, has correct checksums and carries the original packet intact.
+import fc from 'fast-check';
+import { XDP } from '../../src/datapath/bpf';
+import { describePrivileged } from '../helpers/privileged';
+import { frame, ipPacket, l3Offset, parseFrame, ParsedFrame, PROTO, TCP_FLAGS, EthSpec } from '../helpers/packet';
+import { LB_MAC, Lb, ROUTER_MAC, setupLb } from './lb-fixture';
+
+const RUNS_RANDOM = 50_000;
+const RUNS_MUTATED = 50_000;
+const C4 = '192.0.2.9';
+const C6 = '2001:db8:c::9';
+const eth: EthSpec = { src: ROUTER_MAC, dst: LB_MAC };
+
+/** Valid frames that reach every path: VIP v4/v6 TCP/UDP, tags, options, echo, ICMP errors, too big. */
+const POOL: Buffer[] = [
+  frame({ eth, ip: { src: C4, dst: '10.0.0.10' }, l4: { type: 'tcp', sport: 1000, dport: 80, flags: TCP_FLAGS.SYN } }),
+  frame({ eth: { ...eth, vlans: [{ tci: 3 }, { tci: 4 }] }, ip: { src: C4, dst: '10.0.0.10', options: Buffer.alloc(4, 1) }, l4: { type: 'tcp', sport: 1001, dport: 80, payload: Buffer.alloc(30, 5) } }),
+  frame({ eth, ip: { src: C4, dst: '10.0.0.10' }, l4: { type: 'udp', sport: 1002, dport: 5000, payload: Buffer.alloc(12) } }),
+  frame({ eth, ip: { src: C6, dst: '2001:db8::10' }, l4: { type: 'tcp', sport: 1003, dport: 443, flags: TCP_FLAGS.ACK } }),
+  frame({ eth, ip: { src: C4, dst: '10.0.0.20' }, l4: { type: 'tcp', sport: 1004, dport: 80 } }),
+  frame({ eth, ip: { src: C4, dst: '10.0.0.10' }, l4: { type: 'icmp', icmpType: 8, payload: Buffer.alloc(24, 2) } }),
+  frame({ eth, ip: { src: C6, dst: '2001:db8::10' }, l4: { type: 'icmp', icmpType: 128, payload: Buffer.alloc(24, 2) } }),
+  frame({
+    eth,
+    ip: { src: '198.51.100.1', dst: '10.0.0.10' },
+    l4: { type: 'icmp', icmpType: 3, code: 4, payload: ipPacket({ src: '10.0.0.10', dst: C4 }, { type: 'tcp', sport: 80, dport: 1005 }).subarray(0, 28) },
+  }),
+  frame({
+    eth,
+    ip: { src: '2001:db8:ff::1', dst: '2001:db8::10' },
+    l4: { type: 'icmp', icmpType: 2, payload: ipPacket({ src: '2001:db8::10', dst: C6 }, { type: 'tcp', sport: 443, dport: 1006 }).subarray(0, 48) },
+  }),
+  frame({ eth, ip: { src: C4, dst: '10.0.0.10' }, l4: { type: 'tcp', sport: 1007, dport: 80, payload: Buffer.alloc(1460, 1) } }),
+  frame({ eth, ip: { src: C6, dst: '2001:db8::10' }, l4: { type: 'tcp', sport: 1008, dport: 443, payload: Buffer.alloc(1420, 1) } }),
+  frame({ eth, ip: { src: C4, dst: '10.0.0.99' }, l4: { type: 'udp', sport: 1009, dport: 80 } }),
+];
+
+interface Stats {
+  pass: number;
+  drop: number;
+  tx: number;
+  encap: number;
+  tooBig: number;
+  echo: number;
+}
+const newStats = (): Stats => ({ pass: 0, drop: 0, tx: 0, encap: 0, tooBig: 0, echo: 0 });
+
+function ipBytes(input: Buffer): Buffer {
+  const l3 = l3Offset(input);
+  const v4 = input[l3]! >> 4 === 4;
+  const len = v4 ? input.readUInt16BE(l3 + 2) : 40 + input.readUInt16BE(l3 + 4);
+  return input.subarray(l3, l3 + len);
+}
+
+/** Checks one run; throws with a reason when a property fails. */
+function check(input: Buffer, verdict: number, data: Buffer | undefined, st: Stats): void {
+  if (verdict === XDP.PASS) {
+    st.pass++;
+    if (!data!.equals(input)) throw new Error('PASS modified the frame');
+    return;
+  }
+  if (verdict === XDP.DROP) {
+    st.drop++;
+    return;
+  }
+  if (verdict !== XDP.TX) throw new Error(`verdict ${verdict}`);
+  st.tx++;
+  const out: ParsedFrame = parseFrame(data!); // throws on malformed output
+  const inFrame = parseFrame(input);
+  const ip = out.ip;
+  if (!ip) throw new Error('TX without IP');
+  if (JSON.stringify(out.vlans) !== JSON.stringify(inFrame.vlans)) throw new Error('VLAN tags changed');
+  const original = ipBytes(input);
+  if (ip.proto === PROTO.IPIP || ip.proto === PROTO.IPV6) {
+    // Encapsulated: outer header sound, inner = the original IP packet byte for byte.
+    if (!ip.headerChecksumOk || !ip.df || ip.ttl !== 64) throw new Error('bad outer header');
+    if (!ip.raw.subarray(ip.headerLength).equals(original)) throw new Error('inner packet altered');
+    if (out.dst !== ROUTER_MAC || out.src !== LB_MAC) throw new Error('bad MACs');
+    st.encap++;
+    return;
+  }
+  const l4 = ip.l4!;
+  if ((ip.proto === PROTO.ICMP && l4.icmpType === 3) || (ip.proto === PROTO.ICMPV6 && l4.icmpType === 2)) {
+    // Generated too-big: fresh headers, correct checksums, quoting the original's start.
+    if (!ip.headerChecksumOk || !l4.checksumOk) throw new Error('bad too-big checksums');
+    if (!original.subarray(0, l4.body.length).equals(l4.body) || l4.body.length < 28) throw new Error('bad quote');
+    if (ip.dst !== inFrame.ip!.src || ip.src !== inFrame.ip!.dst) throw new Error('too-big not sent back');
+    st.tooBig++;
+    return;
+  }
+  // Echo reply: same length, addresses swapped, checksums as sound as the request's.
+  const req = inFrame.ip!;
+  if (data!.length !== input.length) throw new Error('echo reply length changed');
+  if (ip.src !== req.dst || ip.dst !== req.src) throw new Error('echo reply addresses');
+  if (l4.icmpType !== (ip.version === 4 ? 0 : 129)) throw new Error(`echo reply type ${l4.icmpType}`);
+  if (l4.checksumOk !== req.l4!.checksumOk || ip.headerChecksumOk !== req.headerChecksumOk)
+    throw new Error('echo reply checksum');
+  if (!l4.body.equals(req.l4!.body)) throw new Error('echo payload altered');
+  st.echo++;
+}
+
+describePrivileged('balancer fuzz: random and mutated frames', () => {
+  let lb: Lb;
+  beforeAll(async () => {
+    lb = await setupLb();
+  });
+  afterAll(() => lb?.dp.close());
+
+  it('pool frames are valid and each is forwarded or answered', () => {
+    for (const p of POOL.slice(0, -1)) expect(lb.dp.program.testRun({ data: p }).verdictName).toBe('TX');
+  });
+
+  it(`${RUNS_RANDOM} random frames (IP ethertypes favoured)`, () => {
+    const st = newStats();
+    const arb = fc.record({
+      body: fc.uint8Array({ minLength: 0, maxLength: 120 }),
+      et: fc.constantFrom(0x0800, 0x86dd, 0x8100, 0x0806, 0x1234),
+      ver: fc.constantFrom(0x45, 0x46, 0x4f, 0x60, 0x00),
+      proto: fc.constantFrom(6, 17, 1, 58, 4, 41, 44, 0),
+    });
+    fc.assert(
+      fc.property(arb, (a) => {
+        const b = Buffer.alloc(14 + a.body.length);
+        Buffer.from(a.body).copy(b, 14);
+        b.writeUInt16BE(a.et, 12);
+        if (b.length > 14) b[14] = a.ver;
+        if (b.length > 23) b[a.ver >> 4 === 6 ? 20 : 23] = a.proto;
+        if (b.length > 34 && a.ver >> 4 === 4) b.set([10, 0, 0, 10], 30); // often a VIP address
+        const r = lb.dp.program.testRun({ data: b });
+        check(b, r.verdict, r.data, st);
+      }),
+      { numRuns: RUNS_RANDOM, seed: 42 },
+    );
+    expect(st.pass + st.drop + st.tx).toBe(RUNS_RANDOM);
+    expect(st.pass).toBeGreaterThan(0);
+  });
+
+  it(`${RUNS_MUTATED} mutated valid frames`, () => {
+    const st = newStats();
+    const arb = fc.record({
+      base: fc.nat(POOL.length - 1),
+      edits: fc.array(fc.tuple(fc.nat(), fc.nat(255)), { maxLength: 4 }),
+      headerOnly: fc.boolean(),
+      cut: fc.option(fc.nat(), { freq: 4 }),
+      extra: fc.nat(8),
+    });
+    fc.assert(
+      fc.property(arb, (a) => {
+        const base = POOL[a.base]!;
+        let b = Buffer.concat([base, Buffer.alloc(a.extra)]);
+        for (const [pos, v] of a.edits) b[pos % (a.headerOnly ? Math.min(b.length, 90) : b.length)] = v;
+        if (a.cut !== null) b = b.subarray(0, 14 + (a.cut % (b.length - 13)));
+        b = Buffer.from(b);
+        const r = lb.dp.program.testRun({ data: b });
+        check(b, r.verdict, r.data, st);
+      }),
+      { numRuns: RUNS_MUTATED, seed: 7 },
+    );
+    expect(st.pass + st.drop + st.tx).toBe(RUNS_MUTATED);
+    // Mutations keep many frames forwardable: every kind of verdict is exercised.
+    expect(st.tx).toBeGreaterThan(RUNS_MUTATED / 10);
+    expect(st.pass).toBeGreaterThan(0);
+    expect(st.drop).toBeGreaterThan(0);
+    expect(st.encap + st.tooBig + st.echo).toBe(st.tx);
+    expect(Math.min(st.encap, st.tooBig, st.echo)).toBeGreaterThan(100);
+  });
+});

@@ -1,0 +1,95 @@
+// KernelDatapath on the real kernel: config, VIPs, backends, tables, counters, conntrack, pin + adopt.
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { KernelDatapath } from '../../src/datapath/kernel';
+import { describePrivileged } from '../helpers/privileged';
+import { frame, TCP_FLAGS } from '../helpers/packet';
+
+const cfg = {
+  ownMac: '02:00:00:00:01:01',
+  nextHopMac: '02:00:00:00:01:fe',
+  encapSourceV4: { prefix: '10.255.0.0', prefixLength: 16 },
+  encapSourceV6: null,
+  mtu: 1500,
+};
+const vip = { key: { address: '10.0.0.10', port: 80, protocol: 'tcp' as const }, id: 3, flags: { sourceHash: false, noConntrack: false }, tableSize: 7 };
+
+describePrivileged('KernelDatapath', () => {
+  let dp: KernelDatapath;
+  const pinDir = `/sys/fs/bpf/peak-xdp-test-${process.pid}/ns/eth0`;
+  beforeAll(async () => {
+    dp = await KernelDatapath.load({ maxEntries: { conntrack: 4096 } });
+  });
+  afterAll(() => {
+    dp?.close();
+    rmSync(`/sys/fs/bpf/peak-xdp-test-${process.pid}`, { recursive: true, force: true });
+  });
+
+  it('config: null before configure, round-trips after', async () => {
+    expect(await dp.readConfig()).toBeNull();
+    await dp.configure(cfg);
+    expect(await dp.readConfig()).toEqual({ ...cfg, fibRedirect: false });
+  });
+
+  it('rejects bad input naming the field and value', async () => {
+    await expect(dp.configure({ ...cfg, ownMac: 'nope' })).rejects.toThrow(/ownMac: "nope"/);
+    await expect(dp.configure({ ...cfg, mtu: 20 })).rejects.toThrow(/mtu: 20/);
+    await expect(dp.upsertVip({ ...vip, key: { ...vip.key, address: '10.0.0.300' } })).rejects.toThrow(/key.address: "10.0.0.300"/);
+    await expect(dp.upsertVip({ ...vip, id: 100000 })).rejects.toThrow(/vip.id: 100000/);
+    await expect(dp.upsertBackend({ id: 0, address: '10.1.0.1', state: 'up' })).rejects.toThrow(/backend.id: 0/);
+    await expect(dp.upsertBackend({ id: 1, address: '10.1.0.1', state: 'sideways' as never })).rejects.toThrow(/state: "sideways"/);
+  });
+
+  it('VIPs and backends: upsert, list, delete', async () => {
+    await dp.upsertVip(vip);
+    await dp.upsertVip({ ...vip, key: { ...vip.key, port: 0, protocol: 'udp' }, id: 4 });
+    expect((await dp.listVips()).sort((a, b) => a.id - b.id)).toEqual([vip, { ...vip, key: { ...vip.key, port: 0, protocol: 'udp' }, id: 4 }]);
+    await expect(dp.upsertVip({ ...vip, key: { ...vip.key, port: 81 } })).rejects.toThrow(/vip.id: 3 is already used/);
+    await dp.deleteVip({ ...vip.key, port: 0, protocol: 'udp' });
+    expect((await dp.listVips()).map((v) => v.id)).toEqual([3]);
+    expect([...dp.maps.vip_addrs.keys()].length).toBe(1);
+    await dp.upsertBackend({ id: 1, address: '10.1.0.1', state: 'up' });
+    await dp.upsertBackend({ id: 2, address: 'fd00::2', state: 'draining' });
+    expect(await dp.listBackends()).toEqual([
+      { id: 1, address: '10.1.0.1', state: 'up' },
+      { id: 2, address: 'fd00::2', state: 'draining' },
+    ]);
+  });
+
+  it('tables: install, read back, length checked, backend in use cannot be deleted', async () => {
+    const t = Uint32Array.from([1, 1, 2, 1, 2, 2, 1]);
+    await dp.installTable(3, t);
+    expect(await dp.readTable(3)).toEqual(t);
+    expect(await dp.readTable(4)).toBeNull();
+    await expect(dp.installTable(3, new Uint32Array(5))).rejects.toThrow(/table: length 5/);
+    await expect(dp.deleteBackend(2)).rejects.toThrow(/still in the table of VIP 3/);
+  });
+
+  it('counters and conntrack reflect traffic', async () => {
+    const data = frame({ ip: { src: '192.0.2.1', dst: '10.0.0.10' }, l4: { type: 'tcp', sport: 5555, dport: 80, flags: TCP_FLAGS.SYN } });
+    for (let i = 0; i < 3; i++) expect(dp.program.testRun({ data }).verdictName).toBe('TX');
+    const c = await dp.counters();
+    expect(c.global.xdp_tx).toBe(3n);
+    expect(c.global.ct_insert).toBe(3n);
+    expect(c.vips.get(3)).toEqual({ packets: 3n, bytes: BigInt(3 * data.length) });
+    const ct = await dp.conntrack();
+    expect(ct).toEqual([{ source: '192.0.2.1', sourcePort: 5555, destination: '10.0.0.10', destinationPort: 80, protocol: 'tcp', backendId: ct[0]!.backendId }]);
+    expect([1, 2]).toContain(ct[0]!.backendId);
+    expect(c.backends.get(ct[0]!.backendId)?.packets).toBe(3n);
+  });
+
+  it('pins and adopts without touching contents', async () => {
+    dp.pin(pinDir);
+    const again = KernelDatapath.adopt({ pinDir });
+    try {
+      expect(again.program.id).toBe(dp.program.id);
+      expect(await again.listVips()).toEqual(await dp.listVips());
+      expect(await again.readTable(3)).toEqual(await dp.readTable(3));
+      expect(await again.readConfig()).toEqual(await dp.readConfig());
+      expect((await again.counters()).global.xdp_tx).toBe(3n);
+    } finally {
+      again.close();
+    }
+    expect(() => KernelDatapath.adopt({ pinDir: join(pinDir, 'missing') })).toThrow();
+  });
+});
