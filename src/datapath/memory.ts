@@ -1,0 +1,290 @@
+// MemoryDatapath: an in-memory Datapath with the kernel's invariants, plus a flow simulator, for unit tests.
+import { murmur3String } from '../maglev/hash';
+import { canonicalIp, canonicalMac } from '../model/ip';
+import type {
+  BackendSpec,
+  ConntrackEntry,
+  Datapath,
+  DatapathConfig,
+  DatapathCounters,
+  TrafficCounter,
+  VipKey,
+  VipSpec,
+} from './types';
+
+/** Backend id 0 is "no backend" (a zeroed table slot); real backends have ids 1..maxBackends-1. */
+export const NO_BACKEND_ID = 0;
+
+export type DatapathMethod = keyof Datapath;
+
+export interface MemoryDatapathOptions {
+  maxVips?: number;
+  maxBackends?: number;
+  /** Slots the simulated lookup probes forward past unusable backends (the BPF program's bound). */
+  probeLimit?: number;
+}
+
+export interface FlowInput {
+  vip: VipKey;
+  source: string;
+  sourcePort: number;
+  /** A TCP SYN (a new connection); other packets of an unknown flow are hashed the same way. */
+  syn?: boolean;
+}
+
+export type FlowVerdict =
+  | { kind: 'forward'; backendId: number; fromConntrack: boolean }
+  | { kind: 'pass'; reason: 'no-vip' }
+  | { kind: 'drop'; reason: 'no-table' | 'no-backend' };
+
+/** One recorded call: the method and the key it was about (VIP key text, VIP id or backend id). */
+export interface RecordedCall {
+  method: DatapathMethod;
+  target: string;
+}
+
+const vipKeyText = (k: VipKey): string => `${k.address}:${k.port}/${k.protocol}`;
+
+function checkVipKey(k: VipKey, what: string): string {
+  const address = canonicalIp(k.address);
+  if (address === null)
+    throw new TypeError(`${what}.address: ${JSON.stringify(k.address)} is not an IP address`);
+  if (!Number.isInteger(k.port) || k.port < 0 || k.port > 65535)
+    throw new TypeError(`${what}.port: ${k.port} is not a port (0-65535)`);
+  if (k.protocol !== 'tcp' && k.protocol !== 'udp')
+    throw new TypeError(`${what}.protocol: ${JSON.stringify(k.protocol)} is not tcp or udp`);
+  return vipKeyText({ ...k, address });
+}
+
+export class MemoryDatapath implements Datapath {
+  readonly maxVips: number;
+  readonly maxBackends: number;
+  readonly probeLimit: number;
+  /** Every mutating call, in order (reads are not recorded). */
+  readonly calls: RecordedCall[] = [];
+
+  private cfg: DatapathConfig | null = null;
+  private readonly vips = new Map<string, VipSpec>();
+  private readonly vipIds = new Map<number, string>();
+  private readonly backends = new Map<number, BackendSpec>();
+  private readonly tables = new Map<number, Uint32Array>();
+  /** Per backend id: how many tables reference it (a referenced backend cannot be deleted). */
+  private readonly tableRefs = new Map<number, number>();
+  private readonly tableMembers = new Map<number, Set<number>>();
+  private readonly ct = new Map<string, ConntrackEntry>();
+  private readonly vipCounters = new Map<number, TrafficCounter>();
+  private readonly backendCounters = new Map<number, TrafficCounter>();
+  private readonly global: Record<string, bigint> = {};
+  private readonly failures = new Map<DatapathMethod, Error>();
+
+  constructor(opts: MemoryDatapathOptions = {}) {
+    this.maxVips = opts.maxVips ?? 1024;
+    this.maxBackends = opts.maxBackends ?? 65536;
+    this.probeLimit = opts.probeLimit ?? 16;
+  }
+
+  /** Makes the next call of `method` reject with `error` (once), to test error paths of callers. */
+  failNext(method: DatapathMethod, error: Error): void {
+    this.failures.set(method, error);
+  }
+
+  private enter(method: DatapathMethod, target: string, record = true): void {
+    const f = this.failures.get(method);
+    if (f !== undefined) {
+      this.failures.delete(method);
+      throw f;
+    }
+    if (record) this.calls.push({ method, target });
+  }
+
+  async configure(cfg: DatapathConfig): Promise<void> {
+    this.enter('configure', '');
+    for (const k of ['ownMac', 'nextHopMac'] as const)
+      if (canonicalMac(cfg[k]) === null)
+        throw new TypeError(`${k}: ${JSON.stringify(cfg[k])} is not a MAC address`);
+    if (!Number.isInteger(cfg.mtu) || cfg.mtu < 68 || cfg.mtu > 65535)
+      throw new TypeError(`mtu: ${cfg.mtu} is not between 68 and 65535`);
+    this.cfg = structuredClone(cfg);
+  }
+
+  async readConfig(): Promise<DatapathConfig | null> {
+    this.enter('readConfig', '', false);
+    return this.cfg === null ? null : structuredClone(this.cfg);
+  }
+
+  async listVips(): Promise<VipSpec[]> {
+    this.enter('listVips', '', false);
+    return [...this.vips.values()].map((v) => structuredClone(v));
+  }
+
+  async upsertVip(vip: VipSpec): Promise<void> {
+    const key = checkVipKey(vip.key, 'vip.key');
+    this.enter('upsertVip', key);
+    if (!Number.isInteger(vip.id) || vip.id < 0 || vip.id >= this.maxVips)
+      throw new RangeError(`vip.id: ${vip.id} is outside 0..${this.maxVips - 1}`);
+    const holder = this.vipIds.get(vip.id);
+    if (holder !== undefined && holder !== key)
+      throw new RangeError(`vip.id: ${vip.id} is already used by ${holder}`);
+    const old = this.vips.get(key);
+    if (old !== undefined && old.id !== vip.id) {
+      // Re-keyed id: the old id's table goes with it (the kernel indexes tables by id).
+      this.dropTable(old.id);
+      this.vipIds.delete(old.id);
+    }
+    if (old !== undefined && old.tableSize !== vip.tableSize) this.dropTable(vip.id);
+    this.vips.set(
+      key,
+      structuredClone({ ...vip, key: { ...vip.key, address: canonicalIp(vip.key.address)! } }),
+    );
+    this.vipIds.set(vip.id, key);
+  }
+
+  async deleteVip(key: VipKey): Promise<void> {
+    const k = checkVipKey(key, 'key');
+    this.enter('deleteVip', k);
+    const old = this.vips.get(k);
+    if (old === undefined) throw new RangeError(`key: VIP ${k} does not exist`);
+    this.dropTable(old.id);
+    this.vips.delete(k);
+    this.vipIds.delete(old.id);
+  }
+
+  async listBackends(): Promise<BackendSpec[]> {
+    this.enter('listBackends', '', false);
+    return [...this.backends.values()].map((b) => ({ ...b }));
+  }
+
+  async upsertBackend(b: BackendSpec): Promise<void> {
+    this.enter('upsertBackend', String(b.id));
+    if (!Number.isInteger(b.id) || b.id <= NO_BACKEND_ID || b.id >= this.maxBackends)
+      throw new RangeError(`backend.id: ${b.id} is outside 1..${this.maxBackends - 1}`);
+    const address = canonicalIp(b.address);
+    if (address === null)
+      throw new TypeError(`backend.address: ${JSON.stringify(b.address)} is not an IP address`);
+    if (b.state !== 'up' && b.state !== 'draining' && b.state !== 'down')
+      throw new TypeError(`backend.state: ${JSON.stringify(b.state)} is not up, draining or down`);
+    this.backends.set(b.id, { id: b.id, address, state: b.state });
+  }
+
+  async deleteBackend(id: number): Promise<void> {
+    this.enter('deleteBackend', String(id));
+    if (!this.backends.has(id)) throw new RangeError(`id: backend ${id} does not exist`);
+    const refs = this.tableRefs.get(id) ?? 0;
+    if (refs > 0) throw new RangeError(`id: backend ${id} is still in ${refs} Maglev table(s)`);
+    this.backends.delete(id);
+    this.backendCounters.delete(id);
+  }
+
+  async installTable(vipId: number, table: Uint32Array): Promise<void> {
+    this.enter('installTable', String(vipId));
+    const key = this.vipIds.get(vipId);
+    if (key === undefined) throw new RangeError(`vipId: VIP ${vipId} does not exist`);
+    const vip = this.vips.get(key)!;
+    if (!(table instanceof Uint32Array) || table.length !== vip.tableSize)
+      throw new RangeError(`table: length ${table.length} is not the VIP's tableSize ${vip.tableSize}`);
+    const members = new Set<number>();
+    for (let s = 0; s < table.length; s++) members.add(table[s]!);
+    members.delete(NO_BACKEND_ID);
+    for (const id of members)
+      if (!this.backends.has(id)) throw new RangeError(`table: backend ${id} does not exist`);
+    // Swap as one step: a reader sees the old table or the new one, never a mix.
+    this.dropTable(vipId);
+    this.tables.set(vipId, table.slice());
+    this.tableMembers.set(vipId, members);
+    for (const id of members) this.tableRefs.set(id, (this.tableRefs.get(id) ?? 0) + 1);
+  }
+
+  async readTable(vipId: number): Promise<Uint32Array | null> {
+    this.enter('readTable', String(vipId), false);
+    const t = this.tables.get(vipId);
+    return t === undefined ? null : t.slice();
+  }
+
+  private dropTable(vipId: number): void {
+    const members = this.tableMembers.get(vipId);
+    if (members !== undefined)
+      for (const id of members) {
+        const n = (this.tableRefs.get(id) ?? 1) - 1;
+        if (n === 0) this.tableRefs.delete(id);
+        else this.tableRefs.set(id, n);
+      }
+    this.tables.delete(vipId);
+    this.tableMembers.delete(vipId);
+  }
+
+  async counters(): Promise<DatapathCounters> {
+    this.enter('counters', '', false);
+    const copy = (m: Map<number, TrafficCounter>): Map<number, TrafficCounter> =>
+      new Map([...m].map(([k, v]) => [k, { ...v }]));
+    return { global: { ...this.global }, vips: copy(this.vipCounters), backends: copy(this.backendCounters) };
+  }
+
+  async conntrack(limit?: number): Promise<ConntrackEntry[]> {
+    this.enter('conntrack', '', false);
+    const all = [...this.ct.values()].map((e) => ({ ...e }));
+    return limit === undefined ? all : all.slice(0, limit);
+  }
+
+  /** Removes every connection-table entry (a fresh LB node that never saw the flows). */
+  flushConntrack(): void {
+    this.ct.clear();
+  }
+
+  /**
+   * Runs one packet of a flow through the modelled datapath: the connection table first (entries whose
+   * backend is gone or down are ignored), then the Maglev slot of the flow hash, probing forward past
+   * down and draining backends up to probeLimit slots.
+   */
+  forward(flow: FlowInput): FlowVerdict {
+    const key = checkVipKey(flow.vip, 'flow.vip');
+    const vip = this.vips.get(key);
+    const bump = (m: Map<number, TrafficCounter>, id: number): void => {
+      const c = m.get(id) ?? { packets: 0n, bytes: 0n };
+      m.set(id, { packets: c.packets + 1n, bytes: c.bytes + 64n });
+    };
+    const count = (name: string): void => {
+      this.global[name] = (this.global[name] ?? 0n) + 1n;
+    };
+    if (vip === undefined) {
+      count('pass_not_vip');
+      return { kind: 'pass', reason: 'no-vip' };
+    }
+    bump(this.vipCounters, vip.id);
+    const source = canonicalIp(flow.source) ?? flow.source;
+    const ctKey = `${vip.id}|${source}|${flow.sourcePort}`;
+    if (!vip.flags.noConntrack) {
+      const hit = this.ct.get(ctKey);
+      const b = hit === undefined ? undefined : this.backends.get(hit.backendId);
+      if (b !== undefined && b.state !== 'down') {
+        bump(this.backendCounters, b.id);
+        count('conntrack_hit');
+        return { kind: 'forward', backendId: b.id, fromConntrack: true };
+      }
+    }
+    const table = this.tables.get(vip.id);
+    if (table === undefined) {
+      count('drop_no_table');
+      return { kind: 'drop', reason: 'no-table' };
+    }
+    const hashInput = vip.flags.sourceHash ? source : `${source}|${flow.sourcePort}|${key}`;
+    const start = murmur3String(hashInput, 0) % table.length;
+    for (let i = 0, s = start; i < this.probeLimit; i++, s = (s + 1) % table.length) {
+      const b = this.backends.get(table[s]!);
+      if (b === undefined || b.state !== 'up') continue;
+      if (!vip.flags.noConntrack)
+        this.ct.set(ctKey, {
+          source,
+          sourcePort: flow.sourcePort,
+          destination: vip.key.address,
+          destinationPort: vip.key.port,
+          protocol: vip.key.protocol,
+          backendId: b.id,
+        });
+      bump(this.backendCounters, b.id);
+      count('maglev_lookup');
+      return { kind: 'forward', backendId: b.id, fromConntrack: false };
+    }
+    count('drop_no_backend');
+    return { kind: 'drop', reason: 'no-backend' };
+  }
+}

@@ -1,0 +1,86 @@
+// Active checks: TCP connect and HTTP GET (2xx/3xx healthy), each bounded by a timeout.
+import { request } from 'node:http';
+import { connect } from 'node:net';
+
+export interface CheckResult {
+  ok: boolean;
+  durationMs: number;
+  /** "connected", "HTTP 200", "ECONNREFUSED", "timeout after 500 ms", ... */
+  detail: string;
+}
+
+export interface TcpCheckOptions {
+  host: string;
+  port: number;
+  timeoutMs: number;
+}
+
+export interface HttpCheckOptions extends TcpCheckOptions {
+  path: string;
+}
+
+function checkArgs(o: TcpCheckOptions): void {
+  if (typeof o.host !== 'string' || o.host === '')
+    throw new TypeError(`host: ${JSON.stringify(o.host)} is not a host`);
+  if (!Number.isInteger(o.port) || o.port < 1 || o.port > 65535)
+    throw new TypeError(`port: ${o.port} is not a port (1-65535)`);
+  if (!Number.isFinite(o.timeoutMs) || o.timeoutMs <= 0)
+    throw new TypeError(`timeoutMs: ${o.timeoutMs} is not positive`);
+}
+
+const errDetail = (e: unknown): string =>
+  (e as NodeJS.ErrnoException)?.code ?? (e as Error)?.message ?? String(e);
+
+/** Healthy when a TCP connection is established within the timeout (then closed at once). */
+export function checkTcp(o: TcpCheckOptions): Promise<CheckResult> {
+  checkArgs(o);
+  const started = performance.now();
+  return new Promise((resolve) => {
+    const sock = connect({ host: o.host, port: o.port });
+    const finish = (ok: boolean, detail: string): void => {
+      clearTimeout(timer);
+      sock.removeAllListeners();
+      sock.on('error', () => undefined);
+      sock.destroy();
+      resolve({ ok, detail, durationMs: performance.now() - started });
+    };
+    const timer = setTimeout(() => finish(false, `timeout after ${o.timeoutMs} ms`), o.timeoutMs);
+    sock.once('connect', () => finish(true, 'connected'));
+    sock.once('error', (e) => finish(false, errDetail(e)));
+  });
+}
+
+/** Healthy when GET path answers 2xx or 3xx within the timeout (redirects are not followed). */
+export function checkHttp(o: HttpCheckOptions): Promise<CheckResult> {
+  checkArgs(o);
+  if (typeof o.path !== 'string' || !o.path.startsWith('/'))
+    throw new TypeError(`path: ${JSON.stringify(o.path)} is not an absolute path`);
+  const started = performance.now();
+  const hostHeader = o.host.includes(':') ? `[${o.host}]:${o.port}` : `${o.host}:${o.port}`;
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = (ok: boolean, detail: string): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      req.destroy();
+      resolve({ ok, detail, durationMs: performance.now() - started });
+    };
+    const req = request({
+      host: o.host,
+      port: o.port,
+      path: o.path,
+      method: 'GET',
+      agent: false,
+      headers: { host: hostHeader, 'user-agent': 'peak-xdp-health', connection: 'close' },
+    });
+    const timer = setTimeout(() => finish(false, `timeout after ${o.timeoutMs} ms`), o.timeoutMs);
+    req.on('response', (res) => {
+      const code = res.statusCode ?? 0;
+      res.resume();
+      finish(code >= 200 && code < 400, `HTTP ${code}`);
+    });
+    req.on('error', (e) => finish(false, errDetail(e)));
+    req.end();
+  });
+}

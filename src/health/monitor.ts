@@ -1,0 +1,242 @@
+// HealthMonitor: runs the checks of every backend membership on jittered timers and emits state changes.
+import { EventEmitter } from 'node:events';
+import type { HealthCheckConfig } from '../model/config';
+import { checkHttp, checkTcp, CheckResult } from './checks';
+import { HealthState, HealthStatus, initialHealth, nextHealth } from './state';
+
+export interface HealthTarget {
+  /** Membership key (DesiredBackend.key): what desiredState looks health up by. */
+  key: string;
+  /** VIP name, for per-VIP reporting. */
+  vip: string;
+  address: string;
+  check: HealthCheckConfig;
+  /** Status before the first result (default up: a (re)started daemon does not blackhole a VIP). */
+  initial?: HealthStatus;
+}
+
+export interface HealthChange {
+  key: string;
+  vip: string;
+  address: string;
+  from: HealthStatus;
+  to: HealthStatus;
+  /** The result that tipped it. */
+  result: CheckResult;
+}
+
+export interface VipAvailability {
+  vip: string;
+  /** Checked backends currently up. */
+  up: number;
+  total: number;
+}
+
+export interface TargetSnapshot {
+  key: string;
+  vip: string;
+  address: string;
+  type: HealthCheckConfig['type'];
+  status: HealthStatus;
+  successes: number;
+  failures: number;
+  checks: number;
+  failedChecks: number;
+  last: (CheckResult & { at: number }) | null;
+}
+
+/** Runs one check; injectable for tests of the scheduling logic. */
+export type Checker = (target: HealthTarget) => Promise<CheckResult>;
+
+export const defaultChecker: Checker = (t) =>
+  t.check.type === 'http'
+    ? checkHttp({ host: t.address, port: t.check.port, path: t.check.path, timeoutMs: t.check.timeoutMs })
+    : checkTcp({ host: t.address, port: t.check.port, timeoutMs: t.check.timeoutMs });
+
+export interface HealthMonitorOptions {
+  /** Each interval is scaled by 1 ± jitter (uniform); default 0.1. The first check waits U(0, interval). */
+  jitter?: number;
+  random?: () => number;
+  checker?: Checker;
+}
+
+interface Entry {
+  target: HealthTarget;
+  state: HealthState;
+  timer: NodeJS.Timeout | null;
+  running: boolean;
+  checks: number;
+  failedChecks: number;
+  last: (CheckResult & { at: number }) | null;
+  /** Bumped when the entry is replaced or removed: a result of an older generation is ignored. */
+  generation: number;
+}
+
+const sameCheck = (a: HealthCheckConfig, b: HealthCheckConfig): boolean =>
+  a.type === b.type &&
+  a.port === b.port &&
+  a.path === b.path &&
+  a.intervalMs === b.intervalMs &&
+  a.timeoutMs === b.timeoutMs &&
+  a.rise === b.rise &&
+  a.fall === b.fall;
+
+/**
+ * Events: 'change' (HealthChange) when a backend flips; 'vip' (VipAvailability) when a VIP's count of
+ * up backends changes between zero and non-zero (0 up = cannot be served; BGP withdraws it).
+ */
+export class HealthMonitor extends EventEmitter {
+  private readonly entries = new Map<string, Entry>();
+  private readonly jitter: number;
+  private readonly random: () => number;
+  private readonly checker: Checker;
+  private started = false;
+  private generation = 0;
+
+  constructor(opts: HealthMonitorOptions = {}) {
+    super();
+    this.jitter = opts.jitter ?? 0.1;
+    if (!(this.jitter >= 0 && this.jitter < 1))
+      throw new RangeError(`jitter: ${this.jitter} is not in [0, 1)`);
+    this.random = opts.random ?? Math.random;
+    this.checker = opts.checker ?? defaultChecker;
+  }
+
+  /** Replaces the set of targets: unchanged ones keep state and timers, changed checks restart counting. */
+  setTargets(targets: readonly HealthTarget[]): void {
+    const seen = new Set<string>();
+    const before = this.availability();
+    for (const t of targets) {
+      if (seen.has(t.key)) throw new RangeError(`targets: key ${JSON.stringify(t.key)} appears twice`);
+      seen.add(t.key);
+      const old = this.entries.get(t.key);
+      if (old !== undefined && sameCheck(old.target.check, t.check) && old.target.address === t.address) {
+        old.target = t;
+        continue;
+      }
+      if (old !== undefined) this.cancel(old);
+      const entry: Entry = {
+        target: t,
+        state: initialHealth(old?.state.status ?? t.initial ?? 'up'),
+        timer: null,
+        running: false,
+        checks: old?.checks ?? 0,
+        failedChecks: old?.failedChecks ?? 0,
+        last: old?.last ?? null,
+        generation: ++this.generation,
+      };
+      this.entries.set(t.key, entry);
+      if (this.started) this.schedule(entry, this.random() * t.check.intervalMs);
+    }
+    for (const [key, e] of this.entries)
+      if (!seen.has(key)) {
+        this.cancel(e);
+        this.entries.delete(key);
+      }
+    this.emitAvailability(before);
+  }
+
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    for (const e of this.entries.values()) this.schedule(e, this.random() * e.target.check.intervalMs);
+  }
+
+  stop(): void {
+    this.started = false;
+    for (const e of this.entries.values()) this.cancel(e);
+  }
+
+  /** Status by membership key: the `health` input of desiredState. */
+  statuses(): Map<string, HealthStatus> {
+    return new Map([...this.entries].map(([k, e]) => [k, e.state.status]));
+  }
+
+  /** Checked backends up / total per VIP name. */
+  availability(): Map<string, VipAvailability> {
+    const out = new Map<string, VipAvailability>();
+    for (const e of this.entries.values()) {
+      const a = out.get(e.target.vip) ?? { vip: e.target.vip, up: 0, total: 0 };
+      a.total++;
+      if (e.state.status === 'up') a.up++;
+      out.set(e.target.vip, a);
+    }
+    return out;
+  }
+
+  /** Per target: status, counters and the last result (for /state and metrics). */
+  snapshot(): TargetSnapshot[] {
+    return [...this.entries.values()].map((e) => ({
+      key: e.target.key,
+      vip: e.target.vip,
+      address: e.target.address,
+      type: e.target.check.type,
+      status: e.state.status,
+      successes: e.state.successes,
+      failures: e.state.failures,
+      checks: e.checks,
+      failedChecks: e.failedChecks,
+      last: e.last,
+    }));
+  }
+
+  private cancel(e: Entry): void {
+    if (e.timer !== null) clearTimeout(e.timer);
+    e.timer = null;
+    e.generation = -1;
+  }
+
+  private schedule(e: Entry, delayMs: number): void {
+    if (e.timer !== null) clearTimeout(e.timer);
+    const gen = e.generation;
+    e.timer = setTimeout(() => {
+      e.timer = null;
+      this.runCheck(e, gen).catch((err: unknown) => this.emit('error', err));
+    }, delayMs);
+    e.timer.unref();
+  }
+
+  private async runCheck(e: Entry, gen: number): Promise<void> {
+    if (e.running) return;
+    e.running = true;
+    let result: CheckResult;
+    try {
+      result = await this.checker(e.target);
+    } catch (err) {
+      result = { ok: false, durationMs: 0, detail: `check failed: ${(err as Error)?.message ?? err}` };
+    } finally {
+      e.running = false;
+    }
+    // Replaced or removed meanwhile, or the monitor stopped: drop the result.
+    if (gen !== e.generation || !this.started) return;
+    e.checks++;
+    if (!result.ok) e.failedChecks++;
+    e.last = { ...result, at: Date.now() };
+    const before = this.availability();
+    const { state, changed } = nextHealth(e.state, result.ok, e.target.check);
+    const from = e.state.status;
+    e.state = state;
+    if (changed) {
+      const change: HealthChange = {
+        key: e.target.key,
+        vip: e.target.vip,
+        address: e.target.address,
+        from,
+        to: state.status,
+        result,
+      };
+      this.emit('change', change);
+      this.emitAvailability(before);
+    }
+    const interval = e.target.check.intervalMs;
+    this.schedule(e, interval * (1 + this.jitter * (2 * this.random() - 1)));
+  }
+
+  private emitAvailability(before: Map<string, VipAvailability>): void {
+    const after = this.availability();
+    for (const [vip, a] of after) {
+      const b = before.get(vip);
+      if (b === undefined || (b.up === 0) !== (a.up === 0)) this.emit('vip', a);
+    }
+  }
+}

@@ -1,0 +1,37 @@
+// Pure health state machine: consecutive results against rise/fall thresholds.
+export type HealthStatus = 'up' | 'down';
+
+export interface HealthState {
+  status: HealthStatus;
+  /** Consecutive successes since the last failure. */
+  successes: number;
+  /** Consecutive failures since the last success. */
+  failures: number;
+}
+
+export interface Thresholds {
+  /** Consecutive successes that bring a down backend up. */
+  rise: number;
+  /** Consecutive failures that take an up backend down. */
+  fall: number;
+}
+
+export const initialHealth = (status: HealthStatus = 'up'): HealthState => ({
+  status,
+  successes: 0,
+  failures: 0,
+});
+
+/** The state after one check result; `changed` when the status flipped. */
+export function nextHealth(
+  s: HealthState,
+  ok: boolean,
+  t: Thresholds,
+): { state: HealthState; changed: boolean } {
+  const successes = ok ? s.successes + 1 : 0;
+  const failures = ok ? 0 : s.failures + 1;
+  let status = s.status;
+  if (status === 'down' && successes >= t.rise) status = 'up';
+  else if (status === 'up' && failures >= t.fall) status = 'down';
+  return { state: { status, successes, failures }, changed: status !== s.status };
+}

@@ -1,0 +1,494 @@
+// The configuration model: zod schema, cross-field checks, normalised Config, parseConfig(text).
+import { z } from 'zod';
+import YAML from 'yaml';
+import { isPrime, MAGLEV_MAX_SIZE } from '../maglev/maglev';
+import { BOUNDS, DEFAULTS } from './defaults';
+import { ConfigIssue, formatPath, fromZodIssues, showValue } from './errors';
+import { canonicalIp, canonicalMac, formatIp, IpFamily, IpPrefix, parseIp, parsePrefix } from './ip';
+
+export type XdpMode = 'native' | 'generic' | 'auto';
+export type Protocol = 'tcp' | 'udp';
+export type Persistence = 'none' | 'source-ip';
+export type HealthCheckType = 'tcp' | 'http';
+
+export interface HealthCheckConfig {
+  type: HealthCheckType;
+  /** Port probed on the backend address (defaults to the VIP port). */
+  port: number;
+  /** HTTP path (http checks only). */
+  path: string;
+  intervalMs: number;
+  timeoutMs: number;
+  /** Consecutive good checks that bring a down backend up. */
+  rise: number;
+  /** Consecutive failed checks that take an up backend down. */
+  fall: number;
+}
+
+export interface BackendConfig {
+  /** Canonical address (RFC 5952 for IPv6): also the backend's Maglev name. */
+  address: string;
+  family: IpFamily;
+  weight: number;
+  drain: boolean;
+}
+
+export interface VipConfig {
+  name: string;
+  /** Canonical address. */
+  address: string;
+  family: IpFamily;
+  /** 0 = every port. */
+  port: number;
+  protocol: Protocol;
+  tableSize: number;
+  persistence: Persistence;
+  /** Use the connection table (false: every packet is hashed, e.g. stateless UDP). */
+  conntrack: boolean;
+  /** null: no active checks, backends are considered up. */
+  healthCheck: HealthCheckConfig | null;
+  backends: BackendConfig[];
+}
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export interface Limits {
+  maxVips: number;
+  maxBackends: number;
+  conntrackEntries: number;
+}
+
+/** A validated, normalised configuration (every default filled in, addresses canonical). */
+export interface Config {
+  interface: string;
+  xdpMode: XdpMode;
+  /** Canonical MAC, or 'auto' (the neighbour of the default route, resolved by the daemon). */
+  nextHopMac: string;
+  /** 'auto' (the interface's own addresses, resolved by the daemon) or at most one prefix per family. */
+  encapSource: 'auto' | IpPrefix[];
+  mtu: number;
+  admin: { listen: ListenAddress };
+  limits: Limits;
+  /** Opaque here: validated by the BGP module's schema (see bgpSchemaHook). */
+  bgp?: unknown;
+  vips: VipConfig[];
+}
+
+export type ConfigFormat = 'yaml' | 'json';
+
+export type ParseResult =
+  { ok: true; config: Config; warnings: ConfigIssue[] } | { ok: false; errors: ConfigIssue[] };
+
+/** Validates the `bgp` section; installed by the BGP module (setBgpValidator). Returns issues relative to `bgp`. */
+export type BgpValidator = (
+  value: unknown,
+) => { ok: true; value: unknown } | { ok: false; issues: ConfigIssue[] };
+
+let bgpValidator: BgpValidator | null = null;
+
+/** Plugs the BGP module's schema in: its issues are reported under `bgp.` and block the whole file. */
+export function setBgpValidator(v: BgpValidator | null): void {
+  bgpValidator = v;
+}
+
+// ---- zod schema (shape and scalar checks; cross-field checks follow in semanticIssues) ----
+
+const ipString = z.string().superRefine((v, ctx) => {
+  if (canonicalIp(v) === null)
+    ctx.addIssue({ code: 'custom', message: `${showValue(v)} is not an IP address` });
+});
+const port = z.number().int().min(0).max(65535);
+const intIn = (b: { min: number; max: number }): z.ZodNumber => z.number().int().min(b.min).max(b.max);
+
+const healthCheckSchema = z
+  .object({
+    type: z.enum(['tcp', 'http']).default(DEFAULTS.healthCheck.type),
+    port: port.min(1).optional(),
+    path: z
+      .string()
+      .refine(
+        (p) => p.startsWith('/') && !/\s/.test(p),
+        (p) => ({
+          message: `${showValue(p)} is not an absolute HTTP path (starts with /, no spaces)`,
+        }),
+      )
+      .optional(),
+    intervalMs: intIn(BOUNDS.intervalMs).default(DEFAULTS.healthCheck.intervalMs),
+    timeoutMs: intIn(BOUNDS.timeoutMs).default(DEFAULTS.healthCheck.timeoutMs),
+    rise: intIn(BOUNDS.riseFall).default(DEFAULTS.healthCheck.rise),
+    fall: intIn(BOUNDS.riseFall).default(DEFAULTS.healthCheck.fall),
+  })
+  .strict();
+
+const backendSchema = z
+  .object({
+    address: ipString,
+    weight: z.number().int().min(0).max(BOUNDS.weight.max).default(DEFAULTS.backend.weight),
+    drain: z.boolean().default(DEFAULTS.backend.drain),
+  })
+  .strict();
+
+const vipSchema = z
+  .object({
+    name: z.string().refine(
+      (n) => /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(n),
+      (n) => ({
+        message: `${showValue(n)} is not a VIP name (1-63 of A-Z a-z 0-9 . _ -, starting with a letter or digit)`,
+      }),
+    ),
+    address: ipString,
+    port,
+    protocol: z.enum(['tcp', 'udp']).default(DEFAULTS.vip.protocol),
+    tableSize: z
+      .number()
+      .int()
+      .default(DEFAULTS.vip.tableSize)
+      .superRefine((m, ctx) => {
+        if (m < 3 || m > MAGLEV_MAX_SIZE || !isPrime(m))
+          ctx.addIssue({ code: 'custom', message: `${m} is not a prime between 3 and ${MAGLEV_MAX_SIZE}` });
+      }),
+    persistence: z.enum(['none', 'source-ip']).default(DEFAULTS.vip.persistence),
+    conntrack: z.boolean().default(DEFAULTS.vip.conntrack),
+    healthCheck: healthCheckSchema.optional(),
+    backends: z.array(backendSchema).default([]),
+  })
+  .strict();
+
+const configSchema = z
+  .object({
+    interface: z.string().refine(
+      (n) => /^[^\s/:]{1,15}$/.test(n) && n !== '.' && n !== '..',
+      (n) => ({
+        message: `${showValue(n)} is not a network interface name (1-15 characters, no space, / or :)`,
+      }),
+    ),
+    xdpMode: z.enum(['native', 'generic', 'auto']).default(DEFAULTS.xdpMode),
+    nextHopMac: z
+      .string()
+      .refine(
+        (m) => m === 'auto' || canonicalMac(m) !== null,
+        (m) => ({
+          message: `${showValue(m)} is not a MAC address (aa:bb:cc:dd:ee:ff) or "auto"`,
+        }),
+      )
+      .default(DEFAULTS.nextHopMac),
+    encapSource: z.union([z.string(), z.array(z.string()).min(1)]).default(DEFAULTS.encapSource),
+    mtu: intIn(BOUNDS.mtu).default(DEFAULTS.mtu),
+    admin: z
+      .object({ listen: z.string().default(DEFAULTS.admin.listen) })
+      .strict()
+      .default({}),
+    limits: z
+      .object({
+        maxVips: intIn(BOUNDS.maxVips).default(DEFAULTS.limits.maxVips),
+        maxBackends: intIn(BOUNDS.maxBackends).default(DEFAULTS.limits.maxBackends),
+        conntrackEntries: intIn(BOUNDS.conntrackEntries).default(DEFAULTS.limits.conntrackEntries),
+      })
+      .strict()
+      .default({}),
+    // The BGP engineer's schema validates this section (setBgpValidator); here it is only "present or not".
+    bgp: z.unknown().optional(),
+    // Each VIP is validated on its own (vipSchema), memoised: a reload re-checks only changed VIPs.
+    vips: z.array(z.unknown()).default([]),
+  })
+  .strict();
+
+type RawVip = z.infer<typeof vipSchema>;
+
+/** "127.0.0.1:9470" or "[::1]:9470" to host and port; null if malformed. */
+export function parseListen(text: string): ListenAddress | null {
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(text) ?? /^([^:[\]]+):(\d{1,5})$/.exec(text);
+  if (m === null) return null;
+  const host = canonicalIp(m[1]!);
+  const p = Number(m[2]);
+  if (host === null || p > 65535) return null;
+  return { host, port: p };
+}
+
+const familyName = (f: IpFamily): string => (f === 4 ? 'IPv4' : 'IPv6');
+
+// ---- per-VIP checks (shape + everything that depends on the VIP alone), memoised by content ----
+
+type Path = (string | number)[];
+interface RelIssue {
+  path: Path;
+  message: string;
+}
+type VipResult = { ok: true; vip: VipConfig; warnings: RelIssue[] } | { ok: false; issues: RelIssue[] };
+
+function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | null): VipResult {
+  const parsed = vipSchema.safeParse(input);
+  if (!parsed.success)
+    return {
+      ok: false,
+      issues: fromZodIssues(parsed.error.issues, input).map((i) => ({
+        path: i.path === '' ? [] : [i.path],
+        message: i.message,
+      })),
+    };
+  const vip: RawVip = parsed.data;
+  const issues: RelIssue[] = [];
+  const warnings: RelIssue[] = [];
+  const vipIp = parseIp(vip.address)!;
+  const address = formatIp(vipIp.bytes);
+  if (address === '0.0.0.0' || address === '::')
+    issues.push({ path: ['address'], message: `${showValue(vip.address)} is unspecified` });
+  const hc = vip.healthCheck;
+  if (hc !== undefined) {
+    if (hc.port === undefined && vip.port === 0)
+      issues.push({
+        path: ['healthCheck', 'port'],
+        message: 'is required when the VIP port is 0 (every port)',
+      });
+    if (hc.path !== undefined && hc.type !== 'http')
+      issues.push({
+        path: ['healthCheck', 'path'],
+        message: `${showValue(hc.path)} is set but only http checks use a path`,
+      });
+    if (hc.timeoutMs > hc.intervalMs)
+      issues.push({
+        path: ['healthCheck', 'timeoutMs'],
+        message: `${hc.timeoutMs} is longer than intervalMs ${hc.intervalMs}`,
+      });
+    if (vip.protocol === 'udp' && hc.port === undefined)
+      warnings.push({
+        path: ['healthCheck'],
+        message: `probes ${hc.type} port ${vip.port} of UDP backends; set healthCheck.port if the service has a TCP port`,
+      });
+  }
+  if (vip.backends.length > vip.tableSize)
+    issues.push({
+      path: ['tableSize'],
+      message: `${vip.tableSize} is smaller than the ${vip.backends.length} backends`,
+    });
+  else if (vip.backends.length * 10 > vip.tableSize)
+    warnings.push({
+      path: ['tableSize'],
+      message: `${vip.tableSize} is under 10 slots per backend (${vip.backends.length} backends): balance will be uneven`,
+    });
+  const addrs = new Map<string, number>();
+  const backends: BackendConfig[] = [];
+  vip.backends.forEach((b, j) => {
+    const path = ['backends', j, 'address'];
+    const ip = parseIp(b.address)!;
+    const canon = formatIp(ip.bytes);
+    backends.push(Object.freeze({ address: canon, family: ip.family, weight: b.weight, drain: b.drain }));
+    const first = addrs.get(canon);
+    if (first !== undefined)
+      issues.push({ path, message: `${showValue(b.address)} duplicates backends[${first}]` });
+    else addrs.set(canon, j);
+    if (ip.family !== vipIp.family)
+      issues.push({
+        path,
+        message:
+          `${showValue(b.address)} is ${familyName(ip.family)} but the VIP is ${familyName(vipIp.family)} ` +
+          '(IPv4 is encapsulated in IPv4, IPv6 in IPv6)',
+      });
+    else if (encapFamilies !== null && !encapFamilies.has(ip.family))
+      issues.push({
+        path,
+        message:
+          `${showValue(b.address)} is ${familyName(ip.family)} but encapSource has no ${familyName(ip.family)} ` +
+          `address (no ${ip.family === 6 ? 'v6' : 'v4'} support)`,
+      });
+  });
+  if (issues.length > 0) return { ok: false, issues };
+  const config: VipConfig = {
+    name: vip.name,
+    address,
+    family: vipIp.family,
+    port: vip.port,
+    protocol: vip.protocol,
+    tableSize: vip.tableSize,
+    persistence: vip.persistence,
+    conntrack: vip.conntrack,
+    healthCheck:
+      hc === undefined
+        ? null
+        : Object.freeze({
+            type: hc.type,
+            port: hc.port ?? vip.port,
+            path: hc.path ?? DEFAULTS.healthCheck.path,
+            intervalMs: hc.intervalMs,
+            timeoutMs: hc.timeoutMs,
+            rise: hc.rise,
+            fall: hc.fall,
+          }),
+    backends: Object.freeze(backends) as BackendConfig[],
+  };
+  return { ok: true, vip: Object.freeze(config), warnings };
+}
+
+/** Memo of checkVip by (content, encap families); keeps entries used by the last two validations. */
+const vipMemo = { current: new Map<string, VipResult>(), previous: new Map<string, VipResult>() };
+
+function checkVipMemo(input: unknown, encapFamilies: ReadonlySet<IpFamily> | null): VipResult {
+  let key: string;
+  try {
+    key = `${encapFamilies === null ? '*' : [...encapFamilies].sort().join('')}|${JSON.stringify(input)}`;
+  } catch {
+    return checkVip(input, encapFamilies);
+  }
+  const hit = vipMemo.current.get(key) ?? vipMemo.previous.get(key);
+  const r = hit ?? checkVip(input, encapFamilies);
+  vipMemo.current.set(key, r);
+  return r;
+}
+
+// ---- whole-file checks ----
+
+/** Validates an already-parsed document (a plain object from YAML/JSON/another source). Config objects are frozen per VIP. */
+export function validateConfig(input: unknown): ParseResult {
+  if (input === null || typeof input !== 'object' || Array.isArray(input))
+    return {
+      ok: false,
+      errors: [{ path: '', message: `${showValue(input)} is not a mapping of config keys` }],
+    };
+  const parsed = configSchema.safeParse(input);
+  const issues: ConfigIssue[] = parsed.success ? [] : fromZodIssues(parsed.error.issues, input);
+  const rawVips = (input as { vips?: unknown }).vips;
+  if (!parsed.success && !Array.isArray(rawVips)) return { ok: false, errors: issues };
+  const raw = parsed.success ? parsed.data : null;
+  const warnings: ConfigIssue[] = [];
+  const add = (path: Path, message: string): void => {
+    issues.push({ path: formatPath(path), message });
+  };
+
+  if (raw !== null && parseListen(raw.admin.listen) === null)
+    add(
+      ['admin', 'listen'],
+      `${showValue(raw.admin.listen)} is not an address:port (e.g. 127.0.0.1:9470 or [::1]:9470)`,
+    );
+
+  let encap: 'auto' | IpPrefix[] = 'auto';
+  let encapFamilies: Set<IpFamily> | null = null;
+  if (raw !== null && (Array.isArray(raw.encapSource) || raw.encapSource !== 'auto')) {
+    const list = Array.isArray(raw.encapSource) ? raw.encapSource : [raw.encapSource];
+    const seen = new Map<IpFamily, number>();
+    const before = issues.length;
+    const prefixes: IpPrefix[] = [];
+    list.forEach((text, i) => {
+      const path = Array.isArray(raw.encapSource) ? ['encapSource', i] : ['encapSource'];
+      const p = parsePrefix(text);
+      if (p === null)
+        return add(path, `${showValue(text)} is not an IP address or prefix (e.g. 10.0.0.0/24)`);
+      const first = seen.get(p.family);
+      if (first !== undefined)
+        return add(
+          path,
+          `${showValue(text)} is a second ${familyName(p.family)} source (encapSource[${first}])`,
+        );
+      seen.set(p.family, i);
+      prefixes.push(p);
+    });
+    encap = prefixes;
+    // With a bad encapSource entry, family support is unknown: report only the entry.
+    if (issues.length === before) encapFamilies = new Set(prefixes.map((p) => p.family));
+  }
+
+  vipMemo.previous = vipMemo.current;
+  vipMemo.current = new Map();
+  const checked: (VipConfig | null)[] = [];
+  const list = Array.isArray(rawVips) ? rawVips : [];
+  list.forEach((v, i) => {
+    const r = checkVipMemo(v, encapFamilies);
+    checked.push(r.ok ? r.vip : null);
+    if (!r.ok) for (const x of r.issues) add(['vips', i, ...x.path], x.message);
+    else {
+      for (const w of r.warnings)
+        warnings.push({ path: formatPath(['vips', i, ...w.path]), message: w.message });
+    }
+  });
+  // Cross-VIP checks run over the VIPs that passed their own checks, so one pass lists every error.
+  const names = new Map<string, number>();
+  const keys = new Map<string, number>();
+  checked.forEach((vip, i) => {
+    if (vip === null) return;
+    const firstName = names.get(vip.name);
+    if (firstName !== undefined)
+      add(['vips', i, 'name'], `${showValue(vip.name)} duplicates vips[${firstName}].name`);
+    else names.set(vip.name, i);
+    const key = `${vip.address}|${vip.port}|${vip.protocol}`;
+    const firstKey = keys.get(key);
+    if (firstKey !== undefined)
+      add(['vips', i], `${vip.address} port ${vip.port} ${vip.protocol} duplicates vips[${firstKey}]`);
+    else keys.set(key, i);
+  });
+  const vips = checked.filter((v): v is VipConfig => v !== null);
+  if (raw === null || vips.length !== list.length) return { ok: false, errors: issues };
+
+  if (vips.length > raw.limits.maxVips)
+    add(['vips'], `has ${vips.length} VIPs, more than limits.maxVips ${raw.limits.maxVips}`);
+  const memberships = vips.reduce((n, v) => n + v.backends.length, 0);
+  // Backend id 0 means "no backend", so maxBackends - 1 memberships fit.
+  if (memberships > raw.limits.maxBackends - 1)
+    add(
+      ['vips'],
+      `has ${memberships} backends in all, more than limits.maxBackends - 1 = ${raw.limits.maxBackends - 1}`,
+    );
+  let bgp = raw.bgp;
+  if (bgp !== undefined && bgpValidator !== null) {
+    const r = bgpValidator(bgp);
+    if (r.ok) bgp = r.value;
+    else
+      for (const issue of r.issues)
+        issues.push({
+          path: issue.path === '' ? 'bgp' : `bgp.${issue.path}`.replace('.[', '['),
+          message: issue.message,
+        });
+  }
+  if (issues.length > 0) return { ok: false, errors: issues };
+  const config: Config = {
+    interface: raw.interface,
+    xdpMode: raw.xdpMode,
+    nextHopMac: raw.nextHopMac === 'auto' ? 'auto' : canonicalMac(raw.nextHopMac)!,
+    encapSource: encap,
+    mtu: raw.mtu,
+    admin: { listen: parseListen(raw.admin.listen)! },
+    limits: { ...raw.limits },
+    ...(bgp === undefined ? {} : { bgp }),
+    vips,
+  };
+  return { ok: true, config, warnings };
+}
+
+/** Parses and validates a YAML or JSON document; a bad file is rejected whole, with every error listed. */
+export function parseConfig(text: string, opts: { format: ConfigFormat }): ParseResult {
+  let doc: unknown;
+  if (opts.format === 'json') {
+    try {
+      doc = JSON.parse(text);
+    } catch (e) {
+      return { ok: false, errors: [{ path: '', message: `JSON syntax error: ${(e as Error).message}` }] };
+    }
+  } else if (opts.format === 'yaml') {
+    const parsed = YAML.parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+    if (parsed.errors.length > 0)
+      return {
+        ok: false,
+        errors: parsed.errors.map((e) => {
+          const at = e.linePos?.[0];
+          return {
+            path: '',
+            message: `YAML syntax error${at ? ` at line ${at.line}, column ${at.col}` : ''}: ${e.message
+              .split('\n')[0]!
+              .replace(/ at line \d+, column \d+:?$/, '')}`,
+          };
+        }),
+      };
+    try {
+      doc = parsed.toJS({ maxAliasCount: 1000 });
+    } catch (e) {
+      return { ok: false, errors: [{ path: '', message: `YAML error: ${(e as Error).message}` }] };
+    }
+  } else {
+    return {
+      ok: false,
+      errors: [{ path: '', message: `format ${showValue(opts.format)} is not yaml or json` }],
+    };
+  }
+  return validateConfig(doc);
+}

@@ -1,0 +1,45 @@
+// Every default of the configuration file, named in one place (the schema and the docs read these).
+import { MAGLEV_DEFAULT_SIZE } from '../maglev/maglev';
+
+export const DEFAULTS = {
+  xdpMode: 'auto',
+  nextHopMac: 'auto',
+  encapSource: 'auto',
+  mtu: 1500,
+  admin: { listen: '127.0.0.1:9470' },
+  limits: {
+    /** Largest number of VIPs (size of the per-VIP maps). */
+    maxVips: 1024,
+    /** Largest number of backend memberships (VIP, address) (size of the backends map). */
+    maxBackends: 65536,
+    /** Connection-table entries (LRU). */
+    conntrackEntries: 1048576,
+  },
+  vip: {
+    protocol: 'tcp',
+    tableSize: MAGLEV_DEFAULT_SIZE,
+    persistence: 'none',
+    conntrack: true,
+  },
+  healthCheck: {
+    type: 'tcp',
+    path: '/',
+    intervalMs: 2000,
+    timeoutMs: 1000,
+    rise: 2,
+    fall: 3,
+  },
+  backend: { weight: 1, drain: false },
+} as const;
+
+/** Bounds the validator enforces. */
+export const BOUNDS = {
+  mtu: { min: 1280, max: 9216 },
+  weight: { max: 65535 },
+  intervalMs: { min: 100, max: 3_600_000 },
+  timeoutMs: { min: 10, max: 60_000 },
+  riseFall: { min: 1, max: 100 },
+  maxVips: { min: 1, max: 65536 },
+  maxBackends: { min: 2, max: 1 << 24 },
+  conntrackEntries: { min: 1024, max: 1 << 26 },
+} as const;

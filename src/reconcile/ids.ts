@@ -1,0 +1,116 @@
+// Stable id assignment for VIPs and backend memberships: pure, persistent across reloads, rebuilt on adoption.
+import type { Datapath, VipKey } from '../datapath/types';
+import { canonicalIp } from '../model/ip';
+
+/** Ids handed out so far and where the next search starts (next-fit delays reuse of freed ids). */
+export interface IdSpace {
+  ids: ReadonlyMap<string, number>;
+  cursor: number;
+}
+
+export interface IdState {
+  /** VIP key text ("10.0.0.1:80/tcp") -> VIP id. */
+  vips: IdSpace;
+  /** Backend membership key ("10.0.0.1:80/tcp>10.1.0.5") -> backend id. */
+  backends: IdSpace;
+  /** Backends found in the datapath but in no table: ids a membership with that address may take over. */
+  adoptable: readonly { id: number; address: string }[];
+}
+
+export const emptyIdState = (): IdState => ({
+  vips: { ids: new Map(), cursor: 0 },
+  backends: { ids: new Map(), cursor: 0 },
+  adoptable: [],
+});
+
+/** "10.0.0.1:80/tcp"; addresses must be canonical (canonicalIp) for keys to match. */
+export const vipKeyText = (k: VipKey): string => `${k.address}:${k.port}/${k.protocol}`;
+/** "10.0.0.1:80/tcp>10.1.0.5": one backend's membership in one VIP. */
+export const backendKeyText = (vip: VipKey, address: string): string => `${vipKeyText(vip)}>${address}`;
+
+const canon = (a: string): string => canonicalIp(a) ?? a;
+const canonKey = (k: VipKey): VipKey => ({ ...k, address: canon(k.address) });
+
+export interface AssignOptions {
+  /** Keys that need an id, in a deterministic order. */
+  keys: readonly string[];
+  /** Ids are in [min, max). */
+  min: number;
+  max: number;
+  /** Preferred id for a new key (adoption), if free. */
+  prefer?: (key: string) => number | undefined;
+}
+
+/**
+ * Keeps the ids of keys still wanted, frees the rest, and gives new keys the next free id after the
+ * cursor (wrapping), so a just-freed id (maybe still in someone's connection table) is reused last.
+ */
+export function assignIds(prev: IdSpace, opts: AssignOptions): IdSpace {
+  const { min, max } = opts;
+  const ids = new Map<string, number>();
+  const used = new Set<number>();
+  for (const key of opts.keys) {
+    const id = prev.ids.get(key);
+    if (id !== undefined && id >= min && id < max && !used.has(id)) {
+      ids.set(key, id);
+      used.add(id);
+    }
+  }
+  let cursor = prev.cursor < min || prev.cursor >= max ? min : prev.cursor;
+  const span = max - min;
+  for (const key of opts.keys) {
+    if (ids.has(key)) continue;
+    const preferred = opts.prefer?.(key);
+    if (preferred !== undefined && preferred >= min && preferred < max && !used.has(preferred)) {
+      ids.set(key, preferred);
+      used.add(preferred);
+      continue;
+    }
+    let tries = 0;
+    while (used.has(cursor)) {
+      cursor = cursor + 1 >= max ? min : cursor + 1;
+      if (++tries > span) throw new RangeError(`ids: all ${span} ids in ${min}..${max - 1} are in use`);
+    }
+    ids.set(key, cursor);
+    used.add(cursor);
+    cursor = cursor + 1 >= max ? min : cursor + 1;
+  }
+  return { ids, cursor };
+}
+
+/**
+ * Rebuilds the id state from what a datapath already holds (a restarted daemon adopts without churn):
+ * VIP ids from listVips, a backend's VIP from the tables that reference it; the rest become adoptable.
+ */
+export async function idStateFromDatapath(dp: Datapath): Promise<IdState> {
+  const vips = await dp.listVips();
+  const backends = await dp.listBackends();
+  const byId = new Map(backends.map((b) => [b.id, b]));
+  const vipIds = new Map<string, number>();
+  const backendIds = new Map<string, number>();
+  const claimed = new Set<number>();
+  let vipMax = -1;
+  for (const vip of [...vips].sort((a, b) => a.id - b.id)) {
+    vipIds.set(vipKeyText(canonKey(vip.key)), vip.id);
+    vipMax = Math.max(vipMax, vip.id);
+    const table = await dp.readTable(vip.id);
+    if (table === null) continue;
+    const seen = new Set<number>();
+    for (let s = 0; s < table.length; s++) seen.add(table[s]!);
+    for (const id of [...seen].sort((a, b) => a - b)) {
+      const b = byId.get(id);
+      if (b === undefined || claimed.has(id)) continue;
+      claimed.add(id);
+      backendIds.set(backendKeyText(canonKey(vip.key), canon(b.address)), id);
+    }
+  }
+  const adoptable = backends
+    .filter((b) => !claimed.has(b.id))
+    .map((b) => ({ id: b.id, address: canon(b.address) }));
+  const backendMax = backends.reduce((m, b) => Math.max(m, b.id), 0);
+  return {
+    vips: { ids: vipIds, cursor: vipMax + 1 },
+    backends: { ids: backendIds, cursor: backendMax + 1 },
+    adoptable,
+  };
+}

@@ -1,0 +1,181 @@
+// Reconcile planning: a pure diff of actual datapath state against desired state into ordered operations.
+import type { BackendSpec, DatapathConfig, VipKey, VipSpec } from '../datapath/types';
+import { canonicalIp } from '../model/ip';
+import { DesiredState, IdTable } from './desired';
+import { vipKeyText } from './ids';
+
+/** What the datapath holds (as read back, or as mirrored after our own writes); addresses canonical. */
+export interface ActualState {
+  config: DatapathConfig | null;
+  vips: VipSpec[];
+  backends: BackendSpec[];
+  /** Table per VIP id: as read back, or the IdTable we installed; null or absent: none installed. */
+  tables: ReadonlyMap<number, Uint32Array | IdTable | null>;
+}
+
+export type Op =
+  | { op: 'configure'; config: DatapathConfig }
+  | { op: 'upsertBackend'; backend: BackendSpec; reason: 'new' | 'state' | 'address' }
+  | { op: 'deleteVip'; key: VipKey; id: number }
+  | { op: 'upsertVip'; vip: VipSpec; reason: 'new' | 'changed' }
+  | { op: 'installTable'; vipId: number; vipName: string; table: IdTable; reason: 'new' | 'changed' }
+  | { op: 'deleteBackend'; id: number };
+
+/**
+ * Operations in a safe order: configure; create/update backends (before tables name them); delete
+ * VIPs that went away (frees their ids and tables); create/update VIPs; install changed tables (each an
+ * atomic swap); delete backends no table names any more. Unchanged VIPs produce no operation.
+ */
+export type Plan = Op[];
+
+function sameConfig(a: DatapathConfig | null, b: DatapathConfig): boolean {
+  if (a === null) return false;
+  const src = (x: DatapathConfig['encapSourceV4']): string =>
+    x === null ? '' : `${canonicalIp(x.prefix) ?? x.prefix}/${x.prefixLength}`;
+  return (
+    a.ownMac.toLowerCase() === b.ownMac.toLowerCase() &&
+    a.nextHopMac.toLowerCase() === b.nextHopMac.toLowerCase() &&
+    a.mtu === b.mtu &&
+    src(a.encapSourceV4) === src(b.encapSourceV4) &&
+    src(a.encapSourceV6) === src(b.encapSourceV6)
+  );
+}
+
+/** The installed table holds the desired slots (an IdTable we installed compares by signature). */
+export function sameTable(actual: Uint32Array | IdTable | null | undefined, desired: IdTable): boolean {
+  if (actual === null || actual === undefined) return false;
+  if (actual instanceof IdTable) return actual === desired || actual.signature === desired.signature;
+  return desired.equals(actual);
+}
+
+/** plan = diff(actual, desired). Pure. */
+export function planReconcile(actual: ActualState, desired: DesiredState): Plan {
+  const plan: Plan = [];
+  if (desired.datapathConfig !== null && !sameConfig(actual.config, desired.datapathConfig))
+    plan.push({ op: 'configure', config: desired.datapathConfig });
+
+  const actualBackends = new Map(actual.backends.map((b) => [b.id, b]));
+  const wantedBackends = new Set<number>();
+  for (const vip of desired.vips)
+    for (const b of vip.backends) {
+      wantedBackends.add(b.id);
+      const have = actualBackends.get(b.id);
+      const spec: BackendSpec = { id: b.id, address: b.address, state: b.state };
+      if (have === undefined) plan.push({ op: 'upsertBackend', backend: spec, reason: 'new' });
+      else if (have.address !== b.address)
+        plan.push({ op: 'upsertBackend', backend: spec, reason: 'address' });
+      else if (have.state !== b.state) plan.push({ op: 'upsertBackend', backend: spec, reason: 'state' });
+    }
+
+  const actualVips = new Map(actual.vips.map((v) => [vipKeyText(v.key), v]));
+  const wantedVips = new Set(desired.vips.map((v) => vipKeyText(v.spec.key)));
+  const desiredKeyById = new Map(desired.vips.map((v) => [v.spec.id, vipKeyText(v.spec.key)]));
+  for (const [key, v] of actualVips) {
+    // Gone, or holding an id that a desired VIP needs under another key.
+    const claimant = desiredKeyById.get(v.id);
+    if (!wantedVips.has(key) || (claimant !== undefined && claimant !== key)) {
+      plan.push({ op: 'deleteVip', key: v.key, id: v.id });
+      actualVips.delete(key);
+    }
+  }
+
+  for (const vip of desired.vips) {
+    const have = actualVips.get(vipKeyText(vip.spec.key));
+    const resized = have !== undefined && have.tableSize !== vip.spec.tableSize;
+    const changed =
+      have !== undefined &&
+      (have.id !== vip.spec.id ||
+        resized ||
+        have.flags.sourceHash !== vip.spec.flags.sourceHash ||
+        have.flags.noConntrack !== vip.spec.flags.noConntrack);
+    if (have === undefined) plan.push({ op: 'upsertVip', vip: vip.spec, reason: 'new' });
+    else if (changed) plan.push({ op: 'upsertVip', vip: vip.spec, reason: 'changed' });
+    // A new id or size invalidates the installed table; otherwise compare slots.
+    const fresh = have === undefined || have.id !== vip.spec.id || resized;
+    if (fresh)
+      plan.push({
+        op: 'installTable',
+        vipId: vip.spec.id,
+        vipName: vip.name,
+        table: vip.table,
+        reason: 'new',
+      });
+    else if (!sameTable(actual.tables.get(vip.spec.id), vip.table))
+      plan.push({
+        op: 'installTable',
+        vipId: vip.spec.id,
+        vipName: vip.name,
+        table: vip.table,
+        reason: 'changed',
+      });
+  }
+
+  for (const b of actual.backends)
+    if (!wantedBackends.has(b.id)) plan.push({ op: 'deleteBackend', id: b.id });
+  return plan;
+}
+
+export interface ReconcileSummary {
+  configured: boolean;
+  vipsCreated: number;
+  vipsUpdated: number;
+  vipsDeleted: number;
+  /** Desired VIPs that needed no operation at all. */
+  vipsUnchanged: number;
+  tablesInstalled: number;
+  backendsCreated: number;
+  backendsStateChanged: number;
+  backendsUpdated: number;
+  backendsDeleted: number;
+  /** Operations applied (all of the plan unless an error stopped it). */
+  operations: number;
+  durationMs: number;
+}
+
+/** Counts a plan's operations into a summary (durationMs left 0). */
+export function summarisePlan(plan: Plan, desired: DesiredState): ReconcileSummary {
+  const s: ReconcileSummary = {
+    configured: false,
+    vipsCreated: 0,
+    vipsUpdated: 0,
+    vipsDeleted: 0,
+    vipsUnchanged: 0,
+    tablesInstalled: 0,
+    backendsCreated: 0,
+    backendsStateChanged: 0,
+    backendsUpdated: 0,
+    backendsDeleted: 0,
+    operations: plan.length,
+    durationMs: 0,
+  };
+  const touchedVips = new Set<number>();
+  for (const op of plan)
+    switch (op.op) {
+      case 'configure':
+        s.configured = true;
+        break;
+      case 'upsertBackend':
+        if (op.reason === 'new') s.backendsCreated++;
+        else if (op.reason === 'state') s.backendsStateChanged++;
+        else s.backendsUpdated++;
+        break;
+      case 'deleteVip':
+        s.vipsDeleted++;
+        break;
+      case 'upsertVip':
+        if (op.reason === 'new') s.vipsCreated++;
+        else s.vipsUpdated++;
+        touchedVips.add(op.vip.id);
+        break;
+      case 'installTable':
+        s.tablesInstalled++;
+        touchedVips.add(op.vipId);
+        break;
+      case 'deleteBackend':
+        s.backendsDeleted++;
+        break;
+    }
+  // Backend state flips touch a backend, not its VIP: the VIP stays "unchanged" (no VIP or table write).
+  s.vipsUnchanged = desired.vips.filter((v) => !touchedVips.has(v.spec.id)).length;
+  return s;
+}

@@ -1,0 +1,3 @@
+// Public entry of the file source: loadConfigFile and the reloading FileConfigSource.
+export * from './load';
+export * from './watcher';

@@ -1,0 +1,298 @@
+// Health: the rise/fall state machine, TCP/HTTP checks and the monitor against real servers on 127.0.0.1.
+import { createServer as createHttp, Server as HttpServer } from 'node:http';
+import { AddressInfo, createServer as createTcp, Server, Socket } from 'node:net';
+import {
+  checkHttp,
+  checkTcp,
+  CheckResult,
+  HealthChange,
+  HealthMonitor,
+  HealthState,
+  HealthTarget,
+  healthTargets,
+  initialHealth,
+  nextHealth,
+  VipAvailability,
+} from '../../src/health';
+import { validateConfig } from '../../src/model';
+import { desiredState } from '../../src/reconcile';
+
+describe('nextHealth', () => {
+  const t = { rise: 2, fall: 3 };
+  const run = (start: HealthState, results: boolean[]) => {
+    let s = start;
+    const trace: string[] = [];
+    for (const ok of results) {
+      const n = nextHealth(s, ok, t);
+      s = n.state;
+      trace.push(`${s.status}${n.changed ? '!' : ''}`);
+    }
+    return trace;
+  };
+
+  it('goes down after exactly `fall` consecutive failures and up after exactly `rise` successes', () => {
+    expect(run(initialHealth(), [false, false, false, true, true, true])).toEqual([
+      'up',
+      'up',
+      'down!',
+      'down',
+      'up!',
+      'up',
+    ]);
+  });
+
+  it('restarts counting when a streak is broken', () => {
+    expect(run(initialHealth(), [false, false, true, false, false, true])).toEqual([
+      'up',
+      'up',
+      'up',
+      'up',
+      'up',
+      'up',
+    ]);
+    expect(run(initialHealth('down'), [true, false, true, true])).toEqual(['down', 'down', 'down', 'up!']);
+  });
+
+  it('tracks consecutive counters for every input of every state (exhaustive over 6 results)', () => {
+    for (let mask = 0; mask < 64; mask++) {
+      const results = Array.from({ length: 6 }, (_, i) => ((mask >> i) & 1) === 1);
+      for (const start of ['up', 'down'] as const) {
+        let s = initialHealth(start);
+        let succ = 0;
+        let fail = 0;
+        for (const ok of results) {
+          const { state, changed } = nextHealth(s, ok, t);
+          succ = ok ? succ + 1 : 0;
+          fail = ok ? 0 : fail + 1;
+          const expectStatus = s.status === 'up' ? (fail >= 3 ? 'down' : 'up') : succ >= 2 ? 'up' : 'down';
+          expect(state).toEqual({ status: expectStatus, successes: succ, failures: fail });
+          expect(changed).toBe(expectStatus !== s.status);
+          s = state;
+        }
+      }
+    }
+  });
+});
+
+describe('checks against real servers', () => {
+  let http: HttpServer;
+  let httpPort: number;
+  let tcp: Server;
+  let tcpPort: number;
+  const sockets = new Set<Socket>();
+
+  beforeAll(async () => {
+    http = createHttp((req, res) => {
+      if (req.url === '/ok') res.end('ok');
+      else if (req.url === '/redirect') res.writeHead(302, { location: '/ok' }).end();
+      else if (req.url === '/fail') res.writeHead(503).end();
+      else if (req.url === '/hang')
+        req.socket.setTimeout(0); // never answers
+      else res.writeHead(404).end();
+    });
+    http.on('connection', (s) => sockets.add(s));
+    await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
+    httpPort = (http.address() as AddressInfo).port;
+    tcp = createTcp((s) => s.end());
+    await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
+    tcpPort = (tcp.address() as AddressInfo).port;
+  });
+  afterAll(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => http.close(r));
+    await new Promise((r) => tcp.close(r));
+  });
+
+  const closedPort = async (): Promise<number> => {
+    const s = createTcp();
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+    const p = (s.address() as AddressInfo).port;
+    await new Promise((r) => s.close(r));
+    return p;
+  };
+
+  it('tcp: healthy on connect, unhealthy when refused', async () => {
+    expect(await checkTcp({ host: '127.0.0.1', port: tcpPort, timeoutMs: 1000 })).toMatchObject({
+      ok: true,
+      detail: 'connected',
+    });
+    expect(await checkTcp({ host: '127.0.0.1', port: await closedPort(), timeoutMs: 1000 })).toMatchObject({
+      ok: false,
+      detail: 'ECONNREFUSED',
+    });
+  });
+
+  it('http: 2xx and 3xx healthy; 4xx, 5xx, refused and timeouts unhealthy', async () => {
+    const get = (path: string, timeoutMs = 1000) =>
+      checkHttp({ host: '127.0.0.1', port: httpPort, path, timeoutMs });
+    expect(await get('/ok')).toMatchObject({ ok: true, detail: 'HTTP 200' });
+    expect(await get('/redirect')).toMatchObject({ ok: true, detail: 'HTTP 302' });
+    expect(await get('/missing')).toMatchObject({ ok: false, detail: 'HTTP 404' });
+    expect(await get('/fail')).toMatchObject({ ok: false, detail: 'HTTP 503' });
+    const hung = await get('/hang', 150);
+    expect(hung).toMatchObject({ ok: false, detail: 'timeout after 150 ms' });
+    expect(hung.durationMs).toBeGreaterThanOrEqual(140);
+    expect(
+      await checkHttp({ host: '127.0.0.1', port: await closedPort(), path: '/', timeoutMs: 500 }),
+    ).toMatchObject({ ok: false, detail: 'ECONNREFUSED' });
+  });
+
+  it('rejects bad arguments naming the field', () => {
+    expect(() => checkTcp({ host: '127.0.0.1', port: 0, timeoutMs: 1 })).toThrow('port: 0 is not a port');
+    expect(() => checkTcp({ host: '', port: 1, timeoutMs: 1 })).toThrow('host: "" is not a host');
+    expect(() => checkHttp({ host: '127.0.0.1', port: 1, path: 'x', timeoutMs: 1 })).toThrow(
+      'path: "x" is not an absolute path',
+    );
+    expect(() => checkTcp({ host: '127.0.0.1', port: 1, timeoutMs: 0 })).toThrow(
+      'timeoutMs: 0 is not positive',
+    );
+  });
+});
+
+describe('HealthMonitor', () => {
+  const check = {
+    type: 'http' as const,
+    port: 0,
+    path: '/ok',
+    intervalMs: 100,
+    timeoutMs: 80,
+    rise: 2,
+    fall: 2,
+  };
+  let monitor: HealthMonitor | null = null;
+  afterEach(() => monitor?.stop());
+
+  const waitFor = <T>(em: HealthMonitor, event: string, pred: (x: T) => boolean, ms: number): Promise<T> =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no matching ${event} within ${ms} ms`)), ms);
+      const on = (x: T): void => {
+        if (!pred(x)) return;
+        clearTimeout(timer);
+        em.off(event, on);
+        resolve(x);
+      };
+      em.on(event, on);
+    });
+
+  it('takes a stopped server out within interval x fall and back in after rise, reporting the VIP', async () => {
+    const server = createHttp((_req, res) => res.end('ok'));
+    const conns = new Set<Socket>();
+    server.on('connection', (s) => conns.add(s));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    monitor = new HealthMonitor();
+    const vipEvents: VipAvailability[] = [];
+    monitor.on('vip', (a: VipAvailability) => vipEvents.push(a));
+    monitor.setTargets([{ key: 'k1', vip: 'web', address: '127.0.0.1', check: { ...check, port } }]);
+    monitor.start();
+    await new Promise((r) => setTimeout(r, 350));
+    expect(monitor.snapshot()[0]).toMatchObject({ status: 'up', failedChecks: 0 });
+    expect(monitor.snapshot()[0]!.checks).toBeGreaterThanOrEqual(2);
+
+    for (const s of conns) s.destroy();
+    await new Promise((r) => server.close(r));
+    const stoppedAt = Date.now();
+    const down = await waitFor<HealthChange>(monitor, 'change', (c) => c.to === 'down', 2000);
+    const tookDown = Date.now() - stoppedAt;
+    expect(down).toMatchObject({ key: 'k1', vip: 'web', from: 'up', to: 'down' });
+    expect(down.result.detail).toBe('ECONNREFUSED');
+    // Deadline, not speed: interval x fall, plus one interval of phase, +10% jitter, +300 ms scheduling slack.
+    console.log(`health: stopped server marked down after ${tookDown} ms (interval 100, fall 2)`);
+    expect(tookDown).toBeLessThanOrEqual(100 * 3 * 1.1 + 300);
+    expect(monitor.statuses().get('k1')).toBe('down');
+    expect(monitor.availability().get('web')).toEqual({ vip: 'web', up: 0, total: 1 });
+    expect(vipEvents.at(-1)).toEqual({ vip: 'web', up: 0, total: 1 });
+
+    const again = createHttp((_req, res) => res.end('ok'));
+    await new Promise<void>((r) => again.listen(port, '127.0.0.1', r));
+    try {
+      const up = await waitFor<HealthChange>(monitor, 'change', (c) => c.to === 'up', 2000);
+      expect(up.result.detail).toBe('HTTP 200');
+      expect(vipEvents.at(-1)).toEqual({ vip: 'web', up: 1, total: 1 });
+    } finally {
+      monitor.stop();
+      again.closeAllConnections();
+      await new Promise((r) => again.close(r));
+    }
+  });
+
+  it('keeps state for unchanged targets, restarts changed ones, drops removed ones and ignores their late results', async () => {
+    const results = new Map<string, boolean>([
+      ['a', false],
+      ['b', false],
+    ]);
+    const pending: (() => void)[] = [];
+    const checker = (t: HealthTarget): Promise<CheckResult> =>
+      new Promise((resolve) =>
+        pending.push(() => resolve({ ok: results.get(t.key)!, durationMs: 0, detail: 'x' })),
+      );
+    monitor = new HealthMonitor({ checker, jitter: 0, random: () => 0 });
+    const fast = { ...check, port: 1, intervalMs: 100, fall: 1 };
+    monitor.setTargets([
+      { key: 'a', vip: 'v', address: '127.0.0.1', check: fast },
+      { key: 'b', vip: 'v', address: '127.0.0.2', check: fast },
+    ]);
+    monitor.start();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(pending).toHaveLength(2);
+    pending.splice(0).forEach((f) => f());
+    await new Promise((r) => setTimeout(r, 20));
+    expect([...monitor.statuses()]).toEqual([
+      ['a', 'down'],
+      ['b', 'down'],
+    ]);
+    // Unchanged a keeps 'down'; b's check changes (fresh counters, status kept); c is new (initial down).
+    monitor.setTargets([
+      { key: 'a', vip: 'v', address: '127.0.0.1', check: fast },
+      { key: 'b', vip: 'v', address: '127.0.0.2', check: { ...fast, rise: 5 } },
+      { key: 'c', vip: 'w', address: '127.0.0.3', check: fast, initial: 'down' },
+    ]);
+    expect([...monitor.statuses()]).toEqual([
+      ['a', 'down'],
+      ['b', 'down'],
+      ['c', 'down'],
+    ]);
+    expect(monitor.snapshot().find((s) => s.key === 'b')).toMatchObject({ failures: 0, checks: 1 });
+    await new Promise((r) => setTimeout(r, 150));
+    monitor.setTargets([]);
+    let late = 0;
+    monitor.on('change', () => late++);
+    results.set('a', true).set('b', true).set('c', true);
+    expect(pending.length).toBeGreaterThan(0);
+    pending.splice(0).forEach((f) => f());
+    await new Promise((r) => setTimeout(r, 20));
+    expect(monitor.snapshot()).toEqual([]);
+    expect(late).toBe(0);
+    expect(() =>
+      monitor!.setTargets([
+        { key: 'a', vip: 'v', address: '127.0.0.1', check: fast },
+        { key: 'a', vip: 'v', address: '127.0.0.1', check: fast },
+      ]),
+    ).toThrow('targets: key "a" appears twice');
+  });
+
+  it('derives one target per checked backend membership from desired state', () => {
+    const r = validateConfig({
+      interface: 'eth0',
+      vips: [
+        {
+          name: 'checked',
+          address: '10.0.0.1',
+          port: 80,
+          healthCheck: { type: 'http' },
+          backends: [{ address: '10.1.0.1' }, { address: '10.1.0.2' }],
+        },
+        { name: 'unchecked', address: '10.0.0.2', port: 80, backends: [{ address: '10.1.0.3' }] },
+      ],
+    });
+    if (!r.ok) throw new Error('config');
+    const targets = healthTargets(
+      desiredState({ config: r.config }),
+      new Map([['10.0.0.1:80/tcp>10.1.0.2', 'down']]),
+    );
+    expect(targets.map((t) => [t.key, t.vip, t.check.port, t.initial])).toEqual([
+      ['10.0.0.1:80/tcp>10.1.0.1', 'checked', 80, undefined],
+      ['10.0.0.1:80/tcp>10.1.0.2', 'checked', 80, 'down'],
+    ]);
+  });
+});

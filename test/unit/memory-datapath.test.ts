@@ -1,0 +1,201 @@
+// MemoryDatapath: the kernel invariants it enforces and the flow simulation (conntrack, drain, down).
+import { MemoryDatapath, NO_BACKEND_ID } from '../../src/datapath/memory';
+import type { VipSpec } from '../../src/datapath/types';
+import { NO_BACKEND_ID as RECONCILE_NO_BACKEND_ID } from '../../src/reconcile';
+
+const key = { address: '10.0.0.10', port: 80, protocol: 'tcp' as const };
+const vip = (over: Partial<VipSpec> = {}): VipSpec => ({
+  key,
+  id: 3,
+  flags: { sourceHash: false, noConntrack: false },
+  tableSize: 7,
+  ...over,
+});
+
+async function withTable(dp: MemoryDatapath, ids: number[]): Promise<void> {
+  for (const id of ids) await dp.upsertBackend({ id, address: `10.1.0.${id}`, state: 'up' });
+  await dp.upsertVip(vip());
+  await dp.installTable(
+    3,
+    Uint32Array.from({ length: 7 }, (_, s) => ids[s % ids.length]!),
+  );
+}
+
+describe('MemoryDatapath invariants', () => {
+  it('shares the no-backend id with reconcile', () => {
+    expect(NO_BACKEND_ID).toBe(RECONCILE_NO_BACKEND_ID);
+  });
+
+  it('stores and lists VIPs, backends, tables and config as copies', async () => {
+    const dp = new MemoryDatapath();
+    await withTable(dp, [1, 2]);
+    const t = (await dp.readTable(3))!;
+    expect(Array.from(t)).toEqual([1, 2, 1, 2, 1, 2, 1]);
+    t[0] = 9;
+    expect((await dp.readTable(3))![0]).toBe(1);
+    expect(await dp.listVips()).toEqual([vip()]);
+    expect((await dp.listBackends()).map((b) => b.id)).toEqual([1, 2]);
+    expect(await dp.readConfig()).toBeNull();
+    const cfg = {
+      ownMac: '02:00:00:00:00:01',
+      nextHopMac: '02:00:00:00:00:02',
+      encapSourceV4: null,
+      encapSourceV6: null,
+      mtu: 1500,
+    };
+    await dp.configure(cfg);
+    expect(await dp.readConfig()).toEqual(cfg);
+    expect(dp.calls.map((c) => c.method)).toEqual([
+      'upsertBackend',
+      'upsertBackend',
+      'upsertVip',
+      'installTable',
+      'configure',
+    ]);
+  });
+
+  it('rejects tables for missing VIPs, of the wrong length, or naming unknown backends', async () => {
+    const dp = new MemoryDatapath();
+    await expect(dp.installTable(3, new Uint32Array(7))).rejects.toThrow('vipId: VIP 3 does not exist');
+    await dp.upsertVip(vip());
+    await expect(dp.installTable(3, new Uint32Array(5))).rejects.toThrow(
+      "table: length 5 is not the VIP's tableSize 7",
+    );
+    await expect(dp.installTable(3, new Uint32Array(7).fill(4))).rejects.toThrow(
+      'table: backend 4 does not exist',
+    );
+    await dp.installTable(3, new Uint32Array(7));
+    expect(await dp.readTable(3)).toEqual(new Uint32Array(7));
+  });
+
+  it('refuses to delete a backend a table still names, and frees it once the table moves on', async () => {
+    const dp = new MemoryDatapath();
+    await withTable(dp, [1, 2]);
+    await expect(dp.deleteBackend(2)).rejects.toThrow('id: backend 2 is still in 1 Maglev table(s)');
+    await dp.installTable(3, new Uint32Array(7).fill(1));
+    await dp.deleteBackend(2);
+    await expect(dp.deleteBackend(2)).rejects.toThrow('id: backend 2 does not exist');
+    await dp.deleteVip(key);
+    await dp.deleteBackend(1);
+    expect(await dp.listBackends()).toEqual([]);
+  });
+
+  it('validates ids, addresses, states, keys and config', async () => {
+    const dp = new MemoryDatapath({ maxVips: 4, maxBackends: 8 });
+    await expect(dp.upsertBackend({ id: 0, address: '10.1.0.1', state: 'up' })).rejects.toThrow(
+      'backend.id: 0 is outside 1..7',
+    );
+    await expect(dp.upsertBackend({ id: 8, address: '10.1.0.1', state: 'up' })).rejects.toThrow(
+      'backend.id: 8',
+    );
+    await expect(dp.upsertBackend({ id: 1, address: '10.1.0.300', state: 'up' })).rejects.toThrow(
+      'backend.address: "10.1.0.300" is not an IP address',
+    );
+    await expect(dp.upsertBackend({ id: 1, address: '10.1.0.1', state: 'gone' as 'up' })).rejects.toThrow(
+      'backend.state: "gone"',
+    );
+    await expect(dp.upsertVip(vip({ id: 4 }))).rejects.toThrow('vip.id: 4 is outside 0..3');
+    await expect(dp.upsertVip(vip({ key: { ...key, port: 70000 } }))).rejects.toThrow('vip.key.port: 70000');
+    await dp.upsertVip(vip());
+    await expect(dp.upsertVip(vip({ key: { ...key, port: 81 } }))).rejects.toThrow(
+      'vip.id: 3 is already used by 10.0.0.10:80/tcp',
+    );
+    await expect(dp.deleteVip({ ...key, port: 81 })).rejects.toThrow(
+      'key: VIP 10.0.0.10:81/tcp does not exist',
+    );
+    await expect(
+      dp.configure({
+        ownMac: 'x',
+        nextHopMac: '02:00:00:00:00:02',
+        encapSourceV4: null,
+        encapSourceV6: null,
+        mtu: 1500,
+      }),
+    ).rejects.toThrow('ownMac: "x" is not a MAC address');
+  });
+
+  it('drops a table when its VIP changes size or id', async () => {
+    const dp = new MemoryDatapath();
+    await withTable(dp, [1]);
+    await dp.upsertVip(vip({ tableSize: 11 }));
+    expect(await dp.readTable(3)).toBeNull();
+    await dp.installTable(3, new Uint32Array(11).fill(1));
+    await dp.upsertVip(vip({ id: 5, tableSize: 11 }));
+    expect(await dp.readTable(3)).toBeNull();
+    await expect(dp.deleteBackend(1)).resolves.toBeUndefined();
+  });
+
+  it('fails the next call on demand, once', async () => {
+    const dp = new MemoryDatapath();
+    dp.failNext('listVips', new Error('EPERM'));
+    await expect(dp.listVips()).rejects.toThrow('EPERM');
+    await expect(dp.listVips()).resolves.toEqual([]);
+  });
+});
+
+describe('MemoryDatapath.forward', () => {
+  const flows = Array.from({ length: 400 }, (_, i) => ({
+    vip: key,
+    source: `192.0.2.${i % 250}`,
+    sourcePort: 1000 + i,
+  }));
+
+  it('passes non-VIP traffic and drops when the VIP has no table or no usable backend', async () => {
+    const dp = new MemoryDatapath();
+    expect(dp.forward(flows[0]!)).toEqual({ kind: 'pass', reason: 'no-vip' });
+    await dp.upsertVip(vip());
+    expect(dp.forward(flows[0]!)).toEqual({ kind: 'drop', reason: 'no-table' });
+    await dp.installTable(3, new Uint32Array(7));
+    expect(dp.forward(flows[0]!)).toEqual({ kind: 'drop', reason: 'no-backend' });
+    const c = await dp.counters();
+    expect(c.global).toEqual({ pass_not_vip: 1n, drop_no_table: 1n, drop_no_backend: 1n });
+    expect(c.vips.get(3)?.packets).toBe(2n);
+  });
+
+  it('keeps established flows on a draining backend, sends new flows elsewhere, moves flows of a down backend', async () => {
+    const dp = new MemoryDatapath();
+    await withTable(dp, [1, 2, 3]);
+    const first = flows.map((f) => dp.forward(f));
+    expect(first.every((v) => v.kind === 'forward' && !v.fromConntrack)).toBe(true);
+    const on2 = flows.filter((_, i) => (first[i] as { backendId: number }).backendId === 2);
+    expect(on2.length).toBeGreaterThan(50);
+
+    await dp.upsertBackend({ id: 2, address: '10.1.0.2', state: 'draining' });
+    for (const f of on2)
+      expect(dp.forward(f)).toEqual({ kind: 'forward', backendId: 2, fromConntrack: true });
+    const fresh = flows.map((f) => ({ ...f, sourcePort: f.sourcePort + 10000 }));
+    expect(fresh.every((f) => (dp.forward(f) as { backendId: number }).backendId !== 2)).toBe(true);
+
+    await dp.upsertBackend({ id: 2, address: '10.1.0.2', state: 'down' });
+    for (const f of on2) {
+      const v = dp.forward(f);
+      expect(v.kind === 'forward' && v.backendId !== 2 && !v.fromConntrack).toBe(true);
+    }
+    // Flows of the other backends kept their backend.
+    flows.forEach((f, i) => {
+      const was = (first[i] as { backendId: number }).backendId;
+      if (was !== 2) expect(dp.forward(f)).toEqual({ kind: 'forward', backendId: was, fromConntrack: true });
+    });
+    expect((await dp.conntrack()).length).toBe(flows.length * 2);
+    expect((await dp.conntrack(5)).length).toBe(5);
+  });
+
+  it('hashes on the source only with sourceHash, and keeps no entries with noConntrack', async () => {
+    const dp = new MemoryDatapath();
+    await withTable(dp, [1, 2, 3]);
+    await dp.upsertVip(vip({ flags: { sourceHash: true, noConntrack: true } }));
+    await dp.installTable(
+      3,
+      Uint32Array.from({ length: 7 }, (_, s) => [1, 2, 3][s % 3]!),
+    );
+    const chosen = new Set(
+      Array.from(
+        { length: 50 },
+        (_, p) =>
+          (dp.forward({ vip: key, source: '192.0.2.7', sourcePort: p }) as { backendId: number }).backendId,
+      ),
+    );
+    expect(chosen.size).toBe(1);
+    expect(await dp.conntrack()).toEqual([]);
+  });
+});

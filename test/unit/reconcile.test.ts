@@ -1,0 +1,422 @@
+// Desired state, stable ids, plan = diff(actual, desired) and apply, checked against MemoryDatapath.
+import fc from 'fast-check';
+import { MemoryDatapath } from '../../src/datapath/memory';
+import type { Datapath } from '../../src/datapath/types';
+import { Config, validateConfig } from '../../src/model';
+import {
+  assignIds,
+  desiredState,
+  DesiredState,
+  emptyIdState,
+  idStateFromDatapath,
+  planReconcile,
+  readActual,
+  reconcile,
+  ReconcileError,
+  Reconciler,
+  resolveDatapathConfig,
+  TableCache,
+} from '../../src/reconcile';
+
+interface VipIn {
+  name: string;
+  port: number;
+  backends: { address: string; weight?: number; drain?: boolean }[];
+  tableSize?: number;
+  persistence?: 'none' | 'source-ip';
+  healthCheck?: Record<string, unknown>;
+}
+const config = (vips: VipIn[], extra: Record<string, unknown> = {}): Config => {
+  const r = validateConfig({
+    interface: 'eth0',
+    ...extra,
+    vips: vips.map((v) => ({ address: '10.0.0.10', tableSize: 101, ...v })),
+  });
+  if (!r.ok) throw new Error(r.errors.map((e) => `${e.path}: ${e.message}`).join('; '));
+  return r.config;
+};
+const be = (...n: number[]) => n.map((i) => ({ address: `10.1.0.${i}` }));
+const threeVips = (): VipIn[] => [
+  { name: 'a', port: 80, backends: be(1, 2, 3) },
+  { name: 'b', port: 443, backends: be(2, 3, 4) },
+  { name: 'c', port: 53, backends: be(5) },
+];
+
+/** What the datapath holds, as plain comparable data. */
+async function dump(dp: Datapath) {
+  const vips = (await dp.listVips()).sort((x, y) => x.id - y.id);
+  const tables: Record<number, number[]> = {};
+  for (const v of vips) tables[v.id] = Array.from((await dp.readTable(v.id)) ?? []);
+  return { vips, backends: (await dp.listBackends()).sort((x, y) => x.id - y.id), tables };
+}
+/** What desired says the datapath should hold, in the same shape. */
+function expected(d: DesiredState) {
+  const tables: Record<number, number[]> = {};
+  for (const v of d.vips) tables[v.spec.id] = Array.from(v.table.ids());
+  return {
+    vips: d.vips.map((v) => v.spec).sort((x, y) => x.id - y.id),
+    backends: d.vips
+      .flatMap((v) => v.backends.map((b) => ({ id: b.id, address: b.address, state: b.state })))
+      .sort((x, y) => x.id - y.id),
+    tables,
+  };
+}
+const methods = (dp: MemoryDatapath) => dp.calls.map((c) => `${c.method} ${c.target}`);
+
+describe('assignIds', () => {
+  it('keeps ids of kept keys and hands new keys the next free id after the cursor', () => {
+    const a = assignIds({ ids: new Map(), cursor: 0 }, { keys: ['x', 'y', 'z'], min: 1, max: 10 });
+    expect([...a.ids]).toEqual([
+      ['x', 1],
+      ['y', 2],
+      ['z', 3],
+    ]);
+    const b = assignIds(a, { keys: ['x', 'z', 'w'], min: 1, max: 10 });
+    // y's id 2 is not reused at once: w gets 4.
+    expect([...b.ids]).toEqual([
+      ['x', 1],
+      ['z', 3],
+      ['w', 4],
+    ]);
+  });
+
+  it('wraps around, skips used ids, honours a free preferred id and fails when full', () => {
+    const a = assignIds({ ids: new Map([['x', 2]]), cursor: 3 }, { keys: ['x', 'y', 'z'], min: 1, max: 4 });
+    expect([...a.ids]).toEqual([
+      ['x', 2],
+      ['y', 3],
+      ['z', 1],
+    ]);
+    const p = assignIds(
+      { ids: new Map(), cursor: 1 },
+      { keys: ['x', 'y'], min: 1, max: 9, prefer: (k) => (k === 'y' ? 7 : undefined) },
+    );
+    expect([...p.ids]).toEqual([
+      ['x', 1],
+      ['y', 7],
+    ]);
+    expect(() => assignIds({ ids: new Map(), cursor: 0 }, { keys: ['x', 'y', 'z'], min: 1, max: 3 })).toThrow(
+      'ids: all 2 ids in 1..2 are in use',
+    );
+  });
+});
+
+describe('desiredState', () => {
+  it('derives specs, states, tables and unavailable VIPs', () => {
+    const cfg = config([
+      {
+        name: 'a',
+        port: 80,
+        persistence: 'source-ip',
+        backends: [
+          { address: '10.1.0.1' },
+          { address: '10.1.0.2', drain: true },
+          { address: '10.1.0.3', weight: 0 },
+        ],
+      },
+      { name: 'b', port: 81, backends: be(4) },
+      { name: 'empty', port: 82, backends: [] },
+    ]);
+    const d = desiredState({ config: cfg, health: new Map([['10.0.0.10:81/tcp>10.1.0.4', 'down']]) });
+    const [a, b, empty] = d.vips;
+    expect(a!.spec).toEqual({
+      key: { address: '10.0.0.10', port: 80, protocol: 'tcp' },
+      id: 0,
+      flags: { sourceHash: true, noConntrack: false },
+      tableSize: 101,
+    });
+    expect(a!.backends.map((x) => [x.id, x.state])).toEqual([
+      [1, 'up'],
+      [2, 'draining'],
+      [3, 'draining'],
+    ]);
+    // Draining by drain:true stays in the table; weight 0 does not.
+    expect(new Set(a!.table.ids())).toEqual(new Set([1, 2]));
+    expect(b!.backends[0]!.state).toBe('down');
+    expect(Array.from(new Set(b!.table.ids()))).toEqual([4]);
+    expect(Array.from(new Set(empty!.table.ids()))).toEqual([0]);
+    expect(a!.table.equals(a!.table.ids())).toBe(true);
+    expect(a!.table.equals(b!.table.ids())).toBe(false);
+    expect(a!.table.byteLength).toBe(101 + 8);
+    expect([a!.usableBackends, b!.usableBackends, empty!.usableBackends]).toEqual([1, 0, 0]);
+    expect(d.unavailableVips).toEqual(['b', 'empty']);
+  });
+
+  it('is pure: the same inputs give equal output, and ids stay stable across reloads', () => {
+    const cfg = config(threeVips());
+    const d1 = desiredState({ config: cfg });
+    expect(desiredState({ config: cfg })).toEqual(d1);
+    const next = threeVips();
+    next.splice(1, 1);
+    next[0]!.backends.push({ address: '10.1.0.9' });
+    const d2 = desiredState({ config: config(next), ids: d1.ids });
+    const id = (d: DesiredState, name: string, addr: string) =>
+      d.vips.find((v) => v.name === name)!.backends.find((b) => b.address === addr)!.id;
+    expect(d2.vips.map((v) => [v.name, v.spec.id])).toEqual([
+      ['a', 0],
+      ['c', 2],
+    ]);
+    expect(id(d2, 'a', '10.1.0.2')).toBe(id(d1, 'a', '10.1.0.2'));
+    expect(id(d2, 'c', '10.1.0.5')).toBe(id(d1, 'c', '10.1.0.5'));
+    // The new membership does not reuse the ids the removed VIP just freed.
+    const freed = d1.vips[1]!.backends.map((b) => b.id);
+    expect(freed).not.toContain(id(d2, 'a', '10.1.0.9'));
+  });
+
+  it('reuses a cached table object for unchanged inputs', () => {
+    const cache = new TableCache();
+    const d1 = desiredState({ config: config(threeVips()), tables: cache });
+    const d2 = desiredState({
+      config: config(threeVips()),
+      ids: d1.ids,
+      tables: cache,
+      health: new Map([['10.0.0.10:80/tcp>10.1.0.1', 'down']]),
+    });
+    expect(d2.vips[0]!.table).toBe(d1.vips[0]!.table);
+    expect(cache.misses).toBe(3);
+    expect(cache.hits).toBe(3);
+  });
+
+  it('resolves the datapath config from the file and the host', () => {
+    const cfg = config([], { encapSource: ['10.9.0.0/24'], mtu: 1600 });
+    expect(
+      resolveDatapathConfig({
+        config: cfg,
+        ownMac: '02:00:00:00:00:01',
+        autoNextHopMac: '02:00:00:00:00:02',
+      }),
+    ).toEqual({
+      ownMac: '02:00:00:00:00:01',
+      nextHopMac: '02:00:00:00:00:02',
+      encapSourceV4: { prefix: '10.9.0.0', prefixLength: 24 },
+      encapSourceV6: null,
+      mtu: 1600,
+    });
+    const auto = config([]);
+    expect(
+      resolveDatapathConfig({
+        config: auto,
+        ownMac: 'm',
+        autoNextHopMac: 'n',
+        autoEncapAddresses: ['10.0.0.1', '2001:db8::1', '10.0.0.2'],
+      }),
+    ).toMatchObject({
+      encapSourceV4: { prefix: '10.0.0.1', prefixLength: 32 },
+      encapSourceV6: { prefix: '2001:db8::1', prefixLength: 128 },
+    });
+    expect(() => resolveDatapathConfig({ config: auto, ownMac: 'm' })).toThrow(
+      'nextHopMac: "auto" but no neighbour',
+    );
+  });
+});
+
+describe('reconcile against MemoryDatapath', () => {
+  const dpConfig = {
+    ownMac: '02:00:00:00:00:01',
+    nextHopMac: '02:00:00:00:00:02',
+    encapSourceV4: null,
+    encapSourceV6: null,
+    mtu: 1500,
+  };
+
+  it('creates everything, then does nothing on a second pass', async () => {
+    const dp = new MemoryDatapath();
+    const d = desiredState({ config: config(threeVips()), datapathConfig: dpConfig });
+    const s = await reconcile(dp, d);
+    expect(s).toMatchObject({
+      configured: true,
+      vipsCreated: 3,
+      tablesInstalled: 3,
+      backendsCreated: 7,
+      vipsDeleted: 0,
+      backendsDeleted: 0,
+      vipsUnchanged: 0,
+    });
+    expect(await dump(dp)).toEqual(expected(d));
+    dp.calls.length = 0;
+    const again = await reconcile(dp, d);
+    expect(again.operations).toBe(0);
+    expect(again.vipsUnchanged).toBe(3);
+    expect(dp.calls).toEqual([]);
+  });
+
+  it('touches only the changed VIP when a backend is added', async () => {
+    const dp = new MemoryDatapath();
+    const d1 = desiredState({ config: config(threeVips()) });
+    await reconcile(dp, d1);
+    dp.calls.length = 0;
+    const next = threeVips();
+    next[1]!.backends.push({ address: '10.1.0.8' });
+    const d2 = desiredState({ config: config(next), ids: d1.ids });
+    const s = await reconcile(dp, d2);
+    expect(methods(dp)).toEqual([`upsertBackend ${d2.vips[1]!.backends[3]!.id}`, 'installTable 1']);
+    expect(s).toMatchObject({ backendsCreated: 1, tablesInstalled: 1, vipsUnchanged: 2 });
+    expect(await dump(dp)).toEqual(expected(d2));
+  });
+
+  it('flips only backend state on health changes and on drain, never the table', async () => {
+    const dp = new MemoryDatapath();
+    const cfg = config(threeVips());
+    const d1 = desiredState({ config: cfg });
+    await reconcile(dp, d1);
+    dp.calls.length = 0;
+    const d2 = desiredState({
+      config: cfg,
+      ids: d1.ids,
+      health: new Map([['10.0.0.10:80/tcp>10.1.0.2', 'down']]),
+    });
+    const s = await reconcile(dp, d2);
+    expect(methods(dp)).toEqual([`upsertBackend ${d1.vips[0]!.backends[1]!.id}`]);
+    expect(s).toMatchObject({ backendsStateChanged: 1, tablesInstalled: 0, vipsUnchanged: 3 });
+    expect((await dp.listBackends()).find((b) => b.id === d1.vips[0]!.backends[1]!.id)!.state).toBe('down');
+
+    dp.calls.length = 0;
+    const drained = threeVips();
+    drained[2]!.backends[0]!.drain = true;
+    const d3 = desiredState({ config: config(drained), ids: d2.ids });
+    await reconcile(dp, d3);
+    // Back up (health map dropped) and the drain: two state flips, no table.
+    expect(methods(dp).sort()).toEqual(
+      [`upsertBackend ${d1.vips[0]!.backends[1]!.id}`, `upsertBackend ${d1.vips[2]!.backends[0]!.id}`].sort(),
+    );
+    expect(await dump(dp)).toEqual(expected(d3));
+  });
+
+  it('reinstalls the table when a weight changes or a backend goes to weight 0', async () => {
+    const dp = new MemoryDatapath();
+    const d1 = desiredState({ config: config(threeVips()) });
+    await reconcile(dp, d1);
+    dp.calls.length = 0;
+    const next = threeVips();
+    next[0]!.backends[0]!.weight = 0;
+    next[1]!.backends[0]!.weight = 5;
+    const d2 = desiredState({ config: config(next), ids: d1.ids });
+    await reconcile(dp, d2);
+    expect(methods(dp)).toEqual([
+      `upsertBackend ${d1.vips[0]!.backends[0]!.id}`,
+      'installTable 0',
+      'installTable 1',
+    ]);
+    expect(await dump(dp)).toEqual(expected(d2));
+  });
+
+  it('deletes a removed VIP and its backends only after nothing names them; VIP flag or size changes update in place', async () => {
+    const dp = new MemoryDatapath();
+    const d1 = desiredState({ config: config(threeVips()) });
+    await reconcile(dp, d1);
+    dp.calls.length = 0;
+    const next = threeVips().slice(0, 2);
+    next[0]!.persistence = 'source-ip';
+    next[1]!.tableSize = 103;
+    const d2 = desiredState({ config: config(next), ids: d1.ids });
+    const s = await reconcile(dp, d2);
+    expect(methods(dp)).toEqual([
+      'deleteVip 10.0.0.10:53/tcp',
+      'upsertVip 10.0.0.10:80/tcp',
+      'upsertVip 10.0.0.10:443/tcp',
+      'installTable 1',
+      `deleteBackend ${d1.vips[2]!.backends[0]!.id}`,
+    ]);
+    expect(s).toMatchObject({
+      vipsDeleted: 1,
+      vipsUpdated: 2,
+      tablesInstalled: 1,
+      backendsDeleted: 1,
+      vipsUnchanged: 0,
+    });
+    expect(await dump(dp)).toEqual(expected(d2));
+  });
+
+  it('adopts a populated datapath after a restart without a single write', async () => {
+    const dp = new MemoryDatapath();
+    const vips = threeVips();
+    vips[0]!.backends.push({ address: '10.1.0.7', weight: 0 });
+    const cfg = config(vips);
+    await reconcile(
+      dp,
+      desiredState({
+        config: cfg,
+        datapathConfig: dpConfig,
+        ids: desiredState({ config: config(threeVips()) }).ids,
+      }),
+    );
+    // A fresh process: no memory of ids, only the datapath.
+    dp.calls.length = 0;
+    const ids = await idStateFromDatapath(dp);
+    expect(ids.adoptable).toHaveLength(1);
+    const d = desiredState({ config: cfg, ids, datapathConfig: dpConfig });
+    expect(planReconcile(await readActual(dp), d)).toEqual([]);
+    expect((await reconcile(dp, d)).operations).toBe(0);
+    expect(dp.calls).toEqual([]);
+  });
+
+  it('converges from any sequence of configs, and a second pass is always empty (property)', async () => {
+    const vipArb = fc.record({
+      port: fc.integer({ min: 1, max: 6 }),
+      backends: fc.uniqueArray(
+        fc.record({
+          address: fc.integer({ min: 1, max: 12 }).map((i) => `10.1.0.${i}`),
+          weight: fc.integer({ min: 0, max: 3 }),
+          drain: fc.boolean(),
+        }),
+        { selector: (b) => b.address, maxLength: 6 },
+      ),
+      persistence: fc.constantFrom('none' as const, 'source-ip' as const),
+      tableSize: fc.constantFrom(31, 37),
+    });
+    const stepArb = fc.record({
+      vips: fc.uniqueArray(vipArb, { selector: (v) => v.port, maxLength: 5 }),
+      down: fc.array(fc.integer({ min: 1, max: 12 }), { maxLength: 3 }),
+    });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(stepArb, { minLength: 1, maxLength: 6 }),
+        fc.boolean(),
+        async (steps, useReconciler) => {
+          const dp = new MemoryDatapath({ maxVips: 16, maxBackends: 256 });
+          const r = new Reconciler(dp);
+          let ids = emptyIdState();
+          for (const step of steps) {
+            const cfg = config(
+              step.vips.map((v) => ({ ...v, name: `v${v.port}` })),
+              { limits: { maxVips: 16, maxBackends: 256 } },
+            );
+            const health = new Map<string, 'up' | 'down'>();
+            for (const v of cfg.vips)
+              for (const b of v.backends)
+                if (step.down.some((d) => b.address === `10.1.0.${d}`))
+                  health.set(`${v.address}:${v.port}/${v.protocol}>${b.address}`, 'down');
+            const d = desiredState({ config: cfg, ids, health });
+            ids = d.ids;
+            await (useReconciler ? r.reconcile(d) : reconcile(dp, d));
+            expect(await dump(dp)).toEqual(expected(d));
+            expect(planReconcile(await readActual(dp), d)).toEqual([]);
+          }
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+
+  it('Reconciler: mirrors its writes, resyncs after a failure, and serialises calls', async () => {
+    const dp = new MemoryDatapath();
+    const r = new Reconciler(dp);
+    const d1 = desiredState({ config: config(threeVips()) });
+    await r.reconcile(d1);
+    const next = threeVips();
+    next[0]!.backends.push({ address: '10.1.0.9' });
+    const d2 = desiredState({ config: config(next), ids: d1.ids });
+    expect((await r.dryRun(d2)).map((o) => o.op)).toEqual(['upsertBackend', 'installTable']);
+    dp.failNext('installTable', new Error('ENOMEM'));
+    const err = await r.reconcile(d2).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ReconcileError);
+    expect((err as ReconcileError).message).toBe('reconcile: installTable failed after 1 operations: ENOMEM');
+    expect((err as ReconcileError).summary.backendsCreated).toBe(1);
+    // Someone else writes behind the reconciler's back; the next call re-reads after the failure.
+    await dp.deleteVip({ address: '10.0.0.10', port: 53, protocol: 'tcp' });
+    const [a, b] = await Promise.all([r.reconcile(d2), r.reconcile(d2)]);
+    expect(a).toMatchObject({ vipsCreated: 1, tablesInstalled: 2 });
+    expect(b.operations).toBe(0);
+    expect(await dump(dp)).toEqual(expected(d2));
+  });
+});
