@@ -1,0 +1,439 @@
+// BgpSpeaker: keeps each peer's Adj-RIB-Out equal to the desired route set, sending only the difference.
+import { EventEmitter } from 'node:events';
+import { createServer, isIP, Server, Socket } from 'node:net';
+import {
+  AFI_IPV4,
+  AFI_IPV6,
+  AsPathSegType,
+  CeaseSub,
+  encodeEndOfRib,
+  encodeUpdate,
+  encodedPrefixSize,
+  Family,
+  GRACEFUL_SHUTDOWN,
+  HEADER_LEN,
+  MAX_MESSAGE_LEN,
+  Origin,
+  parseCommunity,
+  parseLargeCommunity,
+  PathAttributes,
+  SAFI_UNICAST,
+  UpdateMessage,
+} from './codec';
+import { BgpConfig, BgpConfigInput, parseBgpConfig, BgpPeerConfig } from './config';
+import { canonicalPrefix, parsePrefix } from './ip';
+import { RouteSpec } from './policy';
+import { BgpLogger, BgpSession, Connector, SessionState, SessionStatus, silentLogger } from './session';
+
+export interface SpeakerOptions extends BgpConfigInput {
+  logger?: BgpLogger;
+  /** Set the graceful-restart R bit on the first sessions (this process replaces one that forwarded). */
+  restarted?: boolean;
+  /** Reconnect backoff bounds (ms). */
+  backoffMinMs?: number;
+  backoffMaxMs?: number;
+  /** Test seam: how active TCP connections are made. */
+  connector?: Connector;
+}
+
+export interface PeerStatus extends SessionStatus {
+  /** Prefixes currently announced to this peer (its Adj-RIB-Out), sorted. */
+  announced: string[];
+  /** Routes desired but not sendable to this peer (family not negotiated, no next hop). */
+  skipped: { prefix: string; reason: string }[];
+  updatesSent: number;
+  /** Prefixes the peer announces to us (parsed and validated, not installed). */
+  receivedPrefixes: number;
+  prefixesAnnouncedTotal: number;
+  prefixesWithdrawnTotal: number;
+}
+
+export interface SpeakerStatus {
+  asn: number;
+  routerId: string;
+  desired: RouteSpec[];
+  draining: boolean;
+  peers: PeerStatus[];
+}
+
+interface OutRoute {
+  key: string;
+  attrs: PathAttributes;
+  afi: number;
+}
+
+interface Peer {
+  cfg: BgpPeerConfig;
+  session: BgpSession;
+  /** What the peer has from us on the current session: prefix -> attribute key. */
+  sent: Map<string, string>;
+  skipped: { prefix: string; reason: string }[];
+  updatesSent: number;
+  /** Prefixes the peer announced to us (validated, never installed). */
+  received: Set<string>;
+  announcedTotal: number;
+  withdrawnTotal: number;
+}
+
+const famOf = (name: 'ipv4' | 'ipv6'): Family => ({
+  afi: name === 'ipv4' ? AFI_IPV4 : AFI_IPV6,
+  safi: SAFI_UNICAST,
+});
+
+/**
+ * Events: 'peerUp' (address), 'peerDown' (address, reason), 'sync' (address, {announced, withdrawn}),
+ * 'update' (address, UpdateMessage received).
+ */
+export class BgpSpeaker extends EventEmitter {
+  readonly config: BgpConfig;
+  private readonly log: BgpLogger;
+  private readonly peers: Peer[];
+  private desired = new Map<string, RouteSpec>();
+  private draining = false;
+  private stopping = false;
+  private servers: Server[] = [];
+  private started = false;
+
+  constructor(opts: SpeakerOptions) {
+    super();
+    const { logger, restarted, backoffMinMs, backoffMaxMs, connector, ...cfg } = opts;
+    this.config = parseBgpConfig(cfg);
+    this.log = logger ?? silentLogger;
+    this.peers = this.config.peers.map((p) => {
+      const session = new BgpSession({
+        localAsn: this.config.asn,
+        routerId: this.config.routerId,
+        peerAddress: p.address,
+        peerAsn: p.asn,
+        port: p.port,
+        localAddress: p.localAddress,
+        holdTime: p.holdTime,
+        passive: p.passive,
+        password: p.password,
+        families: p.families.map(famOf),
+        gracefulRestartTime:
+          this.config.gracefulRestartTime > 0 ? this.config.gracefulRestartTime : undefined,
+        restarted,
+        backoffMinMs,
+        backoffMaxMs,
+        logger: this.log,
+        connector,
+      });
+      const peer: Peer = {
+        cfg: p,
+        session,
+        sent: new Map(),
+        skipped: [],
+        updatesSent: 0,
+        received: new Set(),
+        announcedTotal: 0,
+        withdrawnTotal: 0,
+      };
+      session.on('established', () => {
+        peer.sent.clear();
+        this.sync(peer);
+        for (const f of session.families) this.sendUpdate(peer, encodeEndOfRib(f));
+        this.emit('peerUp', p.address);
+      });
+      session.on('update', (m: UpdateMessage) => {
+        applyReceived(peer.received, m);
+        this.emit('update', p.address, m);
+      });
+      session.on('down', (reason: string) => {
+        peer.sent.clear();
+        peer.received.clear();
+        this.emit('peerDown', p.address, reason);
+      });
+      // Route refresh (RFC 2918): re-send the whole Adj-RIB-Out.
+      session.on('routeRefresh', () => {
+        peer.sent.clear();
+        this.sync(peer);
+      });
+      return peer;
+    });
+  }
+
+  /** Bind the listener (when a peer is passive) and start every session. */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    if (this.config.listen || this.peers.some((p) => p.cfg.passive)) await this.listen();
+    for (const p of this.peers) p.session.start();
+  }
+
+  /** Make the announced set equal to `routes`; a call that changes nothing sends nothing. */
+  setRoutes(routes: RouteSpec[]): void {
+    const next = new Map<string, RouteSpec>();
+    // Validate everything before touching state: a bad route must not surface later inside an event.
+    routes.forEach((r, i) => {
+      const prefix = validateRoute(r, i);
+      if (next.has(prefix)) throw new TypeError(`routes[${i}].prefix "${r.prefix}" given twice`);
+      next.set(prefix, { ...r, prefix });
+    });
+    this.desired = next;
+    if (this.stopping) return;
+    for (const p of this.peers) this.sync(p);
+  }
+
+  /**
+   * Graceful shutdown (RFC 8326): re-announce with GRACEFUL_SHUTDOWN, wait the drain time, withdraw
+   * everything, then close each session with CEASE.
+   */
+  async stop(o: { gracefulShutdownMs?: number } = {}): Promise<void> {
+    const drainMs = o.gracefulShutdownMs ?? this.config.gracefulShutdownMs;
+    if (drainMs > 0 && !this.stopping) {
+      this.draining = true;
+      for (const p of this.peers) this.sync(p);
+      await new Promise((r) => setTimeout(r, drainMs));
+    }
+    this.stopping = true;
+    for (const p of this.peers) this.sync(p);
+    await Promise.all(this.peers.map((p) => p.session.stop(CeaseSub.ADMIN_SHUTDOWN)));
+    await Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    this.servers = [];
+  }
+
+  status(): SpeakerStatus {
+    return {
+      asn: this.config.asn,
+      routerId: this.config.routerId,
+      desired: [...this.desired.values()],
+      draining: this.draining,
+      peers: this.peers.map((p) => ({
+        ...p.session.status(),
+        announced: [...p.sent.keys()].sort(),
+        skipped: p.skipped,
+        updatesSent: p.updatesSent,
+        receivedPrefixes: p.received.size,
+        prefixesAnnouncedTotal: p.announcedTotal,
+        prefixesWithdrawnTotal: p.withdrawnTotal,
+      })),
+    };
+  }
+
+  // -------------------------------------------------------------------------------------------------
+
+  private async listen(): Promise<void> {
+    const l = this.config.listen ?? { address: '::', port: 179 };
+    const srv = createServer((sock) => this.onInbound(sock));
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen({ host: l.address, port: l.port }, () => {
+        srv.off('error', reject);
+        resolve();
+      });
+    });
+    srv.on('error', (e) => this.log.warn({ err: e.message }, 'bgp: listener error'));
+    // TCP MD5 keys for passive peers live on the listening socket.
+    const withKey = this.peers.filter((p) => p.cfg.password);
+    if (withKey.length) {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const { sockets } = require('../datapath/bpf') as typeof import('../datapath/bpf');
+      const fd = (srv as unknown as { _handle?: { fd?: number } })._handle?.fd;
+      if (fd === undefined || fd < 0) throw new Error('cannot reach the listening socket fd to set TCP MD5');
+      for (const p of withKey) sockets.setMd5(fd, p.cfg.address, p.cfg.password as string);
+    }
+    this.servers.push(srv);
+  }
+
+  private onInbound(sock: Socket): void {
+    const from = (sock.remoteAddress ?? '').replace(/^::ffff:/, '');
+    const peer = this.peers.find((p) => p.cfg.address === from);
+    if (!peer || this.stopping) {
+      this.log.info({ from }, 'bgp: closing connection from an unknown peer');
+      sock.destroy();
+      return;
+    }
+    peer.session.accept(sock);
+  }
+
+  /** Attributes of `r` as sent to `peer`, or why it cannot be sent. */
+  private routeFor(peer: Peer, r: RouteSpec): OutRoute | { skip: string } {
+    const s = peer.session;
+    const afi = parsePrefix(r.prefix).afi;
+    if (!s.families.some((f) => f.afi === afi && f.safi === SAFI_UNICAST))
+      return { skip: `family ${afi === AFI_IPV4 ? 'ipv4' : 'ipv6'} not negotiated` };
+    const local = s.localAddress;
+    const localAfi = local === null ? 0 : local.includes(':') ? AFI_IPV6 : AFI_IPV4;
+    const routeNh =
+      r.nextHop && (r.nextHop.includes(':') ? AFI_IPV6 : AFI_IPV4) === afi ? r.nextHop : undefined;
+    const nh =
+      routeNh ??
+      (afi === AFI_IPV4 ? peer.cfg.nextHop4 : peer.cfg.nextHop6) ??
+      (localAfi === afi ? (local as string) : undefined);
+    if (!nh)
+      return {
+        skip: `no ${afi === AFI_IPV4 ? 'IPv4' : 'IPv6'} next hop (set nextHop${afi === AFI_IPV4 ? 4 : 6})`,
+      };
+    const communities = [
+      ...new Set([
+        ...(r.communities ?? []),
+        ...peer.cfg.communities,
+        ...(this.draining ? [GRACEFUL_SHUTDOWN] : []),
+      ]),
+    ].sort();
+    const largeCommunities = [
+      ...new Set([...(r.largeCommunities ?? []), ...peer.cfg.largeCommunities]),
+    ].sort();
+    const ibgp = s.ibgp;
+    const med = r.med ?? peer.cfg.med;
+    // RFC 8326 §4: an iBGP sender may also lower LOCAL_PREF to 0 while draining.
+    const localPref = ibgp ? (this.draining ? 0 : (r.localPref ?? peer.cfg.localPref ?? 100)) : undefined;
+    const attrs: PathAttributes = {
+      origin: Origin.IGP,
+      asPath: ibgp ? [] : [{ type: AsPathSegType.AS_SEQUENCE, asns: [this.config.asn] }],
+      ...(afi === AFI_IPV4 ? { nextHop: nh } : {}),
+      ...(med !== undefined ? { med } : {}),
+      ...(localPref !== undefined ? { localPref } : {}),
+      ...(communities.length ? { communities } : {}),
+      ...(largeCommunities.length ? { largeCommunities } : {}),
+    };
+    const key = JSON.stringify([nh, med, localPref, communities, largeCommunities]);
+    return {
+      key,
+      attrs,
+      afi: afi === AFI_IPV4 ? AFI_IPV4 : AFI_IPV6,
+      ...(afi === AFI_IPV6 ? { nh6: nh } : {}),
+    };
+  }
+
+  /** Send the difference between the desired set and what this peer has. */
+  private sync(peer: Peer): void {
+    if (peer.session.state !== SessionState.Established) return;
+    const want = new Map<string, OutRoute & { nh6?: string }>();
+    const skipped: Peer['skipped'] = [];
+    if (!this.stopping)
+      for (const r of this.desired.values()) {
+        const o = this.routeFor(peer, r);
+        if ('skip' in o) skipped.push({ prefix: r.prefix, reason: o.skip });
+        else want.set(r.prefix, o);
+      }
+    peer.skipped = skipped;
+    const withdraw4: string[] = [];
+    const withdraw6: string[] = [];
+    for (const prefix of peer.sent.keys())
+      if (!want.has(prefix)) (parsePrefix(prefix).afi === AFI_IPV4 ? withdraw4 : withdraw6).push(prefix);
+    const groups = new Map<string, { route: OutRoute & { nh6?: string }; prefixes: string[] }>();
+    for (const [prefix, o] of want) {
+      if (peer.sent.get(prefix) === o.key) continue;
+      const g = groups.get(`${o.afi}|${o.key}`) ?? { route: o, prefixes: [] };
+      g.prefixes.push(prefix);
+      groups.set(`${o.afi}|${o.key}`, g);
+    }
+    if (!withdraw4.length && !withdraw6.length && !groups.size) return;
+    const fourOctetAs = peer.session.fourOctetAs;
+    for (const chunk of pack(withdraw4, 0))
+      this.sendUpdate(peer, encodeUpdate({ withdrawn: chunk }, { fourOctetAs }));
+    for (const chunk of pack(withdraw6, 10))
+      this.sendUpdate(
+        peer,
+        encodeUpdate(
+          { attrs: { mpUnreach: { afi: AFI_IPV6, safi: SAFI_UNICAST, withdrawn: chunk } } },
+          { fourOctetAs },
+        ),
+      );
+    for (const { route, prefixes } of groups.values()) {
+      const base = encodeUpdate({ attrs: route.attrs }, { fourOctetAs }).length;
+      if (route.afi === AFI_IPV4) {
+        for (const chunk of pack(prefixes, base - HEADER_LEN))
+          this.sendUpdate(peer, encodeUpdate({ attrs: route.attrs, nlri: chunk }, { fourOctetAs }));
+      } else {
+        const nh = route.nh6 as string;
+        const mpBase = base - HEADER_LEN + 4 + 16 + 1 + 4;
+        for (const chunk of pack(prefixes, mpBase))
+          this.sendUpdate(
+            peer,
+            encodeUpdate(
+              {
+                attrs: {
+                  ...route.attrs,
+                  mpReach: { afi: AFI_IPV6, safi: SAFI_UNICAST, nextHops: [nh], nlri: chunk },
+                },
+              },
+              { fourOctetAs },
+            ),
+          );
+      }
+      for (const p of prefixes) peer.sent.set(p, route.key);
+    }
+    for (const p of [...withdraw4, ...withdraw6]) peer.sent.delete(p);
+    const announced = [...groups.values()].reduce((n, g) => n + g.prefixes.length, 0);
+    peer.announcedTotal += announced;
+    peer.withdrawnTotal += withdraw4.length + withdraw6.length;
+    this.log.info(
+      { peer: peer.cfg.address, announced, withdrawn: withdraw4.length + withdraw6.length },
+      'bgp: sent update',
+    );
+    this.emit('sync', peer.cfg.address, { announced, withdrawn: withdraw4.length + withdraw6.length });
+  }
+
+  private sendUpdate(peer: Peer, msg: Buffer): void {
+    if (peer.session.send(msg)) peer.updatesSent++;
+  }
+}
+
+/** Check one RouteSpec; returns its canonical prefix or throws naming the field and value. */
+export function validateRoute(r: RouteSpec, i: number): string {
+  const at = `routes[${i}]`;
+  if (typeof r !== 'object' || r === null)
+    throw new TypeError(`${at} must be an object, got ${JSON.stringify(r)}`);
+  let prefix: string;
+  try {
+    prefix = canonicalPrefix(r.prefix);
+  } catch (e) {
+    throw new TypeError(`${at}.prefix: ${(e as Error).message}`);
+  }
+  (r.communities ?? []).forEach((c, j) => {
+    try {
+      parseCommunity(c);
+    } catch (e) {
+      throw new TypeError(`${at}.communities[${j}]: ${(e as Error).message}`);
+    }
+  });
+  (r.largeCommunities ?? []).forEach((c, j) => {
+    try {
+      parseLargeCommunity(c);
+    } catch (e) {
+      throw new TypeError(`${at}.largeCommunities[${j}]: ${(e as Error).message}`);
+    }
+  });
+  if (r.nextHop !== undefined && isIP(r.nextHop) === 0)
+    throw new TypeError(`${at}.nextHop: "${r.nextHop}" is not an IP address`);
+  for (const k of ['med', 'localPref'] as const) {
+    const v = r[k];
+    if (v !== undefined && !(Number.isInteger(v) && v >= 0 && v <= 0xffffffff))
+      throw new TypeError(`${at}.${k}: ${JSON.stringify(v)} is not an integer in 0..4294967295`);
+  }
+  return prefix;
+}
+
+/** Apply a received UPDATE to a set of prefixes (RFC 7606: treat-as-withdraw removes the announced ones). */
+export function applyReceived(rib: Set<string>, m: UpdateMessage): void {
+  for (const p of m.withdrawn) rib.delete(p);
+  for (const p of m.attrs.mpUnreach?.withdrawn ?? []) rib.delete(p);
+  const announced = [...m.nlri, ...(m.attrs.mpReach?.nlri ?? [])];
+  for (const p of announced) {
+    if (m.treatAsWithdraw) rib.delete(p);
+    else rib.add(p);
+  }
+}
+
+/** Split prefixes into chunks whose encoding fits in one message after `overhead` body bytes. */
+function pack(prefixes: string[], overhead: number): string[][] {
+  const budget = MAX_MESSAGE_LEN - HEADER_LEN - 4 - overhead;
+  const out: string[][] = [];
+  let cur: string[] = [];
+  let used = 0;
+  for (const p of prefixes) {
+    const n = encodedPrefixSize(p);
+    if (used + n > budget && cur.length) {
+      out.push(cur);
+      cur = [];
+      used = 0;
+    }
+    cur.push(p);
+    used += n;
+  }
+  if (cur.length) out.push(cur);
+  return out;
+}
