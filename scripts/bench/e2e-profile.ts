@@ -1,0 +1,109 @@
+// Bench profiles (quick for CI smoke, full) and command-line parsing for `npm run bench:e2e`.
+import { ALL_SYSTEMS, SystemName } from './lib/systems';
+
+export interface Profile {
+  name: 'quick' | 'full';
+  lbs: number;
+  backends: number;
+  backendCounts: number[];
+  lbCounts: number[];
+  wrkConnections: number[];
+  wrkSeconds: number;
+  /** Ramp stops when p99 exceeds this (µs) or errors exceed 1%. */
+  sloP99Us: number;
+  latencyRates: number[];
+  latencySeconds: number;
+  faultRate: number;
+  faultSeconds: number;
+  timelinePhaseSeconds: number;
+  timelineConnections: number;
+  innerRate: number;
+  innerSeconds: number;
+  ecmpChanges: number;
+}
+
+export const PROFILES: Record<'quick' | 'full', Profile> = {
+  quick: {
+    name: 'quick',
+    lbs: 2,
+    backends: 2,
+    backendCounts: [1, 2],
+    lbCounts: [1, 2],
+    wrkConnections: [8, 32],
+    wrkSeconds: 2,
+    sloP99Us: 50_000,
+    latencyRates: [300],
+    latencySeconds: 3,
+    faultRate: 200,
+    faultSeconds: 4,
+    timelinePhaseSeconds: 2,
+    timelineConnections: 16,
+    innerRate: 100,
+    innerSeconds: 1,
+    ecmpChanges: 4,
+  },
+  full: {
+    name: 'full',
+    lbs: 4,
+    backends: 8,
+    backendCounts: [1, 2, 4, 8],
+    lbCounts: [1, 2, 3, 4],
+    wrkConnections: [4, 8, 16, 32, 64, 128, 256],
+    wrkSeconds: 5,
+    sloP99Us: 50_000,
+    latencyRates: [250, 500, 1000, 2000],
+    latencySeconds: 10,
+    faultRate: 300,
+    faultSeconds: 12,
+    timelinePhaseSeconds: 5,
+    timelineConnections: 32,
+    innerRate: 300,
+    innerSeconds: 5,
+    ecmpChanges: 40,
+  },
+};
+
+export interface BenchArgs {
+  profile: Profile;
+  systems: SystemName[];
+  family: 4 | 6;
+  out: string | null;
+  prefix: string | null;
+}
+
+/** Parses argv; throws naming the flag and the value on bad input. */
+export function parseBenchArgs(argv: string[]): BenchArgs {
+  let profile = PROFILES.full;
+  let systems: SystemName[] = [...ALL_SYSTEMS];
+  let family: 4 | 6 = 4;
+  let out: string | null = null;
+  let prefix: string | null = null;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const val = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    if (a === '--quick') profile = PROFILES.quick;
+    else if (a === '--full') profile = PROFILES.full;
+    else if (a === '--systems') {
+      const v = val();
+      systems = v.split(',').map((s) => {
+        if (!ALL_SYSTEMS.includes(s as SystemName))
+          throw new Error(`--systems: unknown system "${s}" (choices: ${ALL_SYSTEMS.join(', ')})`);
+        return s as SystemName;
+      });
+    } else if (a === '--family') {
+      const v = val();
+      if (v !== '4' && v !== '6') throw new Error(`--family must be 4 or 6, got "${v}"`);
+      family = Number(v) as 4 | 6;
+    } else if (a === '--out') out = val();
+    else if (a === '--prefix') prefix = val();
+    else
+      throw new Error(
+        `unknown argument "${a}" (use --quick|--full, --systems a,b, --family 4|6, --out DIR, --prefix P)`,
+      );
+  }
+  return { profile, systems, family, out, prefix };
+}

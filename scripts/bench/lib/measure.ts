@@ -1,0 +1,167 @@
+// Measurement shells: load generator and wrk inside the client namespace, CPU counters, ECMP update delay.
+import { writeFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { packageRoot } from '../../../src/paths';
+import type { Host, Plan } from '../../testbed/plan';
+import { runAsync, sleep } from '../../testbed/sh';
+import { fibNextHops, nsPids } from '../../testbed/topology';
+import type { LoadOptions, LoadResult, Progress } from './loadgen';
+import { parseWrk, WrkResult } from './stats';
+
+const LOADGEN = join(packageRoot, 'dist', 'scripts', 'bench', 'lib', 'loadgen-cli.js');
+
+/** Runs the load generator in a namespace; rejects with its stderr if it fails. */
+export async function loadIn(
+  netns: string,
+  o: LoadOptions,
+  onProgress?: (p: Progress) => void,
+): Promise<LoadResult> {
+  const r = await runAsync('ip', ['netns', 'exec', netns, 'node', LOADGEN, JSON.stringify(o)], {
+    timeoutMs: o.durationMs + o.timeoutMs + 30_000,
+    onStderrLine: (l) => {
+      if (onProgress && l.startsWith('PROGRESS ')) onProgress(JSON.parse(l.slice(9)) as Progress);
+    },
+  });
+  if (r.code !== 0)
+    throw new Error(`load generator in ${netns} failed (exit ${r.code}): ${r.stderr.slice(-500)}`);
+  return JSON.parse(r.stdout) as LoadResult;
+}
+
+/** wrk (keep-alive, closed loop) in a namespace against one URL, or one address per thread (DNS RR). */
+export async function wrkIn(o: {
+  netns: string;
+  hosts: string[];
+  port: number;
+  connections: number;
+  durationS: number;
+  scriptDir: string;
+}): Promise<WrkResult> {
+  const fmt = (h: string): string => (h.includes(':') ? `[${h}]` : h);
+  const threads = Math.max(1, Math.min(o.hosts.length, o.connections));
+  const args = [
+    '-t',
+    String(threads),
+    '-c',
+    String(Math.max(o.connections, threads)),
+    '-d',
+    `${o.durationS}s`,
+    '--latency',
+    '--timeout',
+    '2s',
+  ];
+  if (o.hosts.length > 1) {
+    // wrk's setup() gives each thread one of the addresses: a client per cached DNS record.
+    mkdirSync(o.scriptDir, { recursive: true });
+    const lua = join(o.scriptDir, 'dnsrr.lua');
+    const list = o.hosts.map((h) => `"${h}"`).join(', ');
+    writeFileSync(
+      lua,
+      `-- One backend address per wrk thread (DNS round-robin clients).\nlocal hosts = { ${list} }\nlocal n = 0\nfunction setup(thread)\n  n = n + 1\n  thread.addr = wrk.lookup(hosts[((n - 1) % #hosts) + 1], "${o.port}")[1]\nend\n`,
+    );
+    args.push('-s', lua);
+  }
+  args.push(`http://${fmt(o.hosts[0]!)}:${o.port}/`);
+  const r = await runAsync('ip', ['netns', 'exec', o.netns, 'wrk', ...args], {
+    timeoutMs: (o.durationS + 15) * 1000,
+  });
+  if (r.code !== 0) throw new Error(`wrk failed (exit ${r.code}): ${r.stderr.slice(-300)}`);
+  return parseWrk(r.stdout);
+}
+
+/** Machine-wide CPU jiffies (every namespace shares the two cores). */
+export function cpuTimes(): { busy: number; softirq: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = f as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  return {
+    busy: user + nice + system + irq + softirq + steal,
+    softirq,
+    total: user + nice + system + idle + iowait + irq + softirq + steal,
+  };
+}
+
+/** CPU time (jiffies) of every process in the given namespaces (user+system). */
+export function nsProcessCpu(netnses: string[]): number {
+  let sum = 0;
+  for (const ns of netnses)
+    for (const pid of nsPids(ns)) {
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        sum += Number(f[11]) + Number(f[12]);
+      } catch {
+        // Exited between listing and reading.
+      }
+    }
+  return sum;
+}
+
+export const JIFFY_US = 1e6 / 100;
+
+/** ExaBGP as a reference announcer on an LB (for the ECMP delay when peak-xdp is not available). */
+export function startExabgp(p: Plan, lb: Host, prefix: string): number {
+  const dir = join(p.stateDir, lb.name);
+  mkdirSync(dir, { recursive: true });
+  const l = lb.link!;
+  const conf = join(dir, 'exabgp.conf');
+  writeFileSync(
+    conf,
+    [
+      `neighbor ${l.routerV4.address} {`,
+      `  router-id ${l.hostV4.address};`,
+      `  local-address ${l.hostV4.address};`,
+      `  local-as ${lb.asn};`,
+      `  peer-as ${p.routerAsn};`,
+      '  hold-time 3;',
+      '  family { ipv4 unicast; }',
+      `  static { route ${prefix} next-hop self; }`,
+      '}',
+      '',
+    ].join('\n'),
+  );
+  const child = spawn('ip', ['netns', 'exec', lb.netns, 'exabgp', conf], {
+    detached: true,
+    stdio: 'ignore',
+    env: {
+      ...process.env,
+      'exabgp.daemon.user': 'root',
+      'exabgp.daemon.drop': 'false',
+      'exabgp.log.destination': join(dir, 'exabgp.log'),
+    },
+  });
+  child.unref();
+  return child.pid!;
+}
+
+export function killExabgp(lb: Host): void {
+  for (const pid of nsPids(lb.netns)) {
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    if (cmd.includes('exabgp')) process.kill(pid, 'SIGKILL');
+  }
+}
+
+/** Polls the router FIB every intervalMs until the next-hop set equals want; returns ms waited or null on timeout. */
+export async function waitFib(o: {
+  plan: Plan;
+  address: string;
+  want: string[];
+  timeoutMs: number;
+  intervalMs: number;
+  since: number;
+}): Promise<number | null> {
+  const want = [...o.want].sort().join(',');
+  while (performance.now() - o.since < o.timeoutMs) {
+    if ([...fibNextHops(o.plan, o.address)].sort().join(',') === want) return performance.now() - o.since;
+    await sleep(o.intervalMs);
+  }
+  return null;
+}
