@@ -1,0 +1,91 @@
+// The subset of Kubernetes objects the source reads (plain JSON as served), and the names it reacts to.
+
+/** Default `spec.loadBalancerClass` handled by peak-xdp. */
+export const DEFAULT_LOAD_BALANCER_CLASS = 'peak-xdp.io/lb';
+
+/** Annotations read on a Service. */
+export const ANNOTATIONS = {
+  /** VIP address(es), comma-separated, at most one per family: wins over spec.loadBalancerIP and the pool. */
+  vip: 'peak-xdp.io/vip',
+  /** Backend weights: "key=weight,..." where key is an endpoint address or its Pod name (targetRef.name). */
+  weights: 'peak-xdp.io/backend-weights',
+  /** Maglev table size (a prime); default from the config model. */
+  tableSize: 'peak-xdp.io/table-size',
+  /** "false" turns the connection table off for the Service's VIPs. */
+  conntrack: 'peak-xdp.io/conntrack',
+} as const;
+
+/** Label that ties an EndpointSlice to its Service. */
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
+export interface ObjectMeta {
+  name?: string;
+  namespace?: string;
+  uid?: string;
+  resourceVersion?: string;
+  labels?: Record<string, string> | null;
+  annotations?: Record<string, string> | null;
+}
+
+export interface ServicePort {
+  name?: string | null;
+  protocol?: string | null;
+  port: number;
+  /** Number or the name of a container port (resolved through the EndpointSlice ports). */
+  targetPort?: number | string | null;
+}
+
+export interface LoadBalancerIngress {
+  ip?: string | null;
+  hostname?: string | null;
+  ipMode?: string | null;
+}
+
+export interface Service {
+  metadata: ObjectMeta;
+  spec?: {
+    type?: string | null;
+    loadBalancerClass?: string | null;
+    loadBalancerIP?: string | null;
+    ipFamilies?: string[] | null;
+    sessionAffinity?: string | null;
+    ports?: ServicePort[] | null;
+  } | null;
+  status?: { loadBalancer?: { ingress?: LoadBalancerIngress[] | null } | null } | null;
+}
+
+export interface EndpointConditions {
+  ready?: boolean | null;
+  serving?: boolean | null;
+  terminating?: boolean | null;
+}
+
+export interface Endpoint {
+  addresses: string[];
+  conditions?: EndpointConditions | null;
+  nodeName?: string | null;
+  targetRef?: { kind?: string | null; name?: string | null; namespace?: string | null } | null;
+}
+
+export interface EndpointPort {
+  name?: string | null;
+  protocol?: string | null;
+  port?: number | null;
+}
+
+export interface EndpointSlice {
+  metadata: ObjectMeta;
+  addressType: string;
+  endpoints?: Endpoint[] | null;
+  ports?: EndpointPort[] | null;
+}
+
+/** "namespace/name": the cache key of a namespaced object. */
+export function objectKey(meta: ObjectMeta): string {
+  return `${meta.namespace ?? ''}/${meta.name ?? ''}`;
+}
+
+/** A Service this source handles: type LoadBalancer with our loadBalancerClass. */
+export function isOurService(svc: Service, loadBalancerClass: string): boolean {
+  return svc.spec?.type === 'LoadBalancer' && svc.spec.loadBalancerClass === loadBalancerClass;
+}

@@ -1,0 +1,428 @@
+// KubernetesSource: informers -> translate -> onChange(vips); leader election, status and Events; readiness.
+import type { Registry } from 'prom-client';
+import type { VipConfig } from '../../model/config';
+import { connectKube, KubeApi } from './client';
+import { decideLease, Observation, releasedSpec } from './election';
+import { createSourceMetrics, noMetrics, ResourceKind, SourceMetrics } from './metrics';
+import { DEFAULT_LOAD_BALANCER_CLASS, EndpointSlice, Service } from './objects';
+import { parsePool, Pool } from './pool';
+import { Backoff, Reflector, ReflectorIO } from './reflector';
+import { planStatus } from './status';
+import { Problem, translate } from './translate';
+
+/** pino-compatible subset. */
+export interface Logger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+const silent: Logger = {
+  debug: () => undefined,
+  info: () => undefined,
+  warn: () => undefined,
+  error: () => undefined,
+};
+
+export interface LeaderElectionOptions {
+  namespace: string;
+  /** Lease name. */
+  name: string;
+  leaseDurationSeconds: number;
+  /** A leader that could not renew for this long steps down (< leaseDurationSeconds). */
+  renewDeadlineSeconds: number;
+  retryPeriodSeconds: number;
+}
+
+export const DEFAULT_LEADER_ELECTION: LeaderElectionOptions = {
+  namespace: 'peak-xdp-system',
+  name: 'peak-xdp-leader',
+  leaseDurationSeconds: 15,
+  renewDeadlineSeconds: 10,
+  retryPeriodSeconds: 2,
+};
+
+export interface KubernetesSourceOptions {
+  /** Called with every VIP of ours whenever the set changes (never before the first full sync). Awaited. */
+  onChange: (vips: VipConfig[]) => Promise<void> | void;
+  /** This node's name: the Lease holder identity and the Event reporter. */
+  nodeName: string;
+  /** kubeconfig path; absent: in-cluster config. Ignored when `api` is given. */
+  kubeconfig?: string;
+  /** A ready API client (tests, or a daemon sharing one). */
+  api?: KubeApi;
+  loadBalancerClass?: string;
+  /** Address pool entries (CIDR or a-b ranges) for Services without an explicit address. */
+  pool?: readonly string[];
+  /** false: this node always acts as leader (single LB node); default DEFAULT_LEADER_ELECTION. */
+  leaderElection?: Partial<LeaderElectionOptions> | false;
+  onLeaderChange?: (leader: boolean) => void;
+  logger?: Logger;
+  /** The daemon's prom-client registry. */
+  registry?: Registry;
+  /** Coalesces bursts of watch events into one onChange. */
+  debounceMs?: number;
+  backoff?: Backoff;
+  watchTimeoutSeconds?: number;
+  /** A watch silent for this long is treated as dead; default watchTimeoutSeconds + 30 s. */
+  watchIdleTimeoutMs?: number;
+}
+
+export interface KubernetesSourceStatus {
+  /** Both kinds listed at least once: the VIP set is meaningful. */
+  synced: boolean;
+  /** Every watch currently connected (false: degraded, serving the last known state). */
+  connected: boolean;
+  leader: boolean;
+  lastError: string | null;
+  vips: number;
+  problems: Problem[];
+}
+
+const problemKey = (p: Problem): string => `${p.namespace}/${p.name}|${p.reason}|${p.message}`;
+
+export class KubernetesSource {
+  private readonly opts: KubernetesSourceOptions;
+  private readonly log: Logger;
+  private readonly metrics: SourceMetrics;
+  private readonly pool: Pool | null;
+  private readonly lbClass: string;
+  private readonly election: LeaderElectionOptions | null;
+  private api: KubeApi | null = null;
+  private services: Reflector<Service> | null = null;
+  private slices: Reflector<EndpointSlice> | null = null;
+  private stopped = true;
+  private leader = false;
+  private timer: NodeJS.Timeout | null = null;
+  private electionTimer: NodeJS.Timeout | null = null;
+  private electionLoop: Promise<void> | null = null;
+  private electionWake: (() => void) | null = null;
+  private publishing: Promise<void> | null = null;
+  private dirty = false;
+  private statusDirty = true;
+  /** Arrival time of the oldest change not yet in the datapath. */
+  private pendingSinceMs: number | null = null;
+  private lastVipsJson: string | null = null;
+  private lastVips: VipConfig[] = [];
+  private problems: Problem[] = [];
+  private readonly logged = new Set<string>();
+  private readonly reported = new Set<string>();
+  private observation: Observation | null = null;
+  private lastRenewMs = 0;
+  private lastError: string | null = null;
+
+  constructor(opts: KubernetesSourceOptions) {
+    if (typeof opts.onChange !== 'function')
+      throw new TypeError('KubernetesSource: onChange must be a function');
+    if (typeof opts.nodeName !== 'string' || opts.nodeName === '')
+      throw new TypeError(
+        `KubernetesSource: nodeName ${JSON.stringify(opts.nodeName)} must be a non-empty string`,
+      );
+    this.opts = opts;
+    this.log = opts.logger ?? silent;
+    this.metrics = opts.registry ? createSourceMetrics(opts.registry) : noMetrics;
+    this.lbClass = opts.loadBalancerClass ?? DEFAULT_LOAD_BALANCER_CLASS;
+    if (this.lbClass === '') throw new TypeError('KubernetesSource: loadBalancerClass "" must not be empty');
+    if (opts.pool && opts.pool.length > 0) {
+      const p = parsePool(opts.pool, 'kubernetes.pool');
+      if (!p.ok) throw new TypeError(`KubernetesSource: ${p.errors.join('; ')}`);
+      this.pool = p.pool;
+    } else this.pool = null;
+    this.election =
+      opts.leaderElection === false ? null : { ...DEFAULT_LEADER_ELECTION, ...opts.leaderElection };
+    if (this.election && this.election.renewDeadlineSeconds >= this.election.leaseDurationSeconds)
+      throw new TypeError(
+        `KubernetesSource: leaderElection.renewDeadlineSeconds ${this.election.renewDeadlineSeconds} must be below leaseDurationSeconds ${this.election.leaseDurationSeconds}`,
+      );
+  }
+
+  /** Connects, lists both kinds and starts watching; resolves after the first full sync and first onChange. */
+  async start(): Promise<void> {
+    if (!this.stopped) throw new Error('KubernetesSource already started');
+    this.stopped = false;
+    this.api =
+      this.opts.api ??
+      (await connectKube({
+        kubeconfig: this.opts.kubeconfig,
+        metrics: this.metrics,
+        watchTimeoutSeconds: this.opts.watchTimeoutSeconds,
+      }));
+    const idle = this.opts.watchIdleTimeoutMs ?? ((this.opts.watchTimeoutSeconds ?? 300) + 30) * 1000;
+    const mk = <T extends Service | EndpointSlice>(kind: ResourceKind, io: ReflectorIO<T>): Reflector<T> =>
+      new Reflector<T>({
+        kind,
+        io,
+        backoff: this.opts.backoff,
+        idleTimeoutMs: idle,
+        onChange: (c) => this.changed(c.atMs),
+        onList: (reason) => {
+          this.metrics.relist(kind, reason);
+          if (reason !== 'start') this.log.info({ kind, reason }, 'kubernetes: re-listed');
+        },
+        onWatchEvent: (type) => this.metrics.watchEvent(kind, type),
+        onError: (what, err) => {
+          if (what === 'list')
+            this.metrics.apiError(kind === 'services' ? 'listServices' : 'listEndpointSlices');
+          this.lastError = `${what} ${kind}: ${(err as Error)?.message ?? String(err)}`;
+          this.log.warn(
+            { kind, what, err: this.lastError },
+            'kubernetes: API unreachable, keeping the last known state',
+          );
+        },
+      });
+    this.services = mk<Service>('services', this.api.services);
+    this.slices = mk<EndpointSlice>('endpointslices', this.api.endpointSlices);
+    if (this.election === null) this.setLeader(true);
+    else this.electionLoop = this.runElection();
+    await Promise.all([this.services.start(), this.slices.start()]);
+    this.changed(Date.now());
+    await this.flush();
+  }
+
+  /** Ready: synced once and every watch connected. While not connected the last state stays programmed. */
+  ready(): boolean {
+    const s = this.status();
+    return s.synced && s.connected;
+  }
+
+  status(): KubernetesSourceStatus {
+    const r = [this.services, this.slices];
+    return {
+      synced: r.every((x) => x?.synced === true),
+      connected: r.every((x) => x?.connected === true),
+      leader: this.leader,
+      lastError: this.lastError,
+      vips: this.lastVips.length,
+      problems: [...this.problems],
+    };
+  }
+
+  isLeader(): boolean {
+    return this.leader;
+  }
+
+  /** The VIPs last handed to onChange. */
+  vips(): VipConfig[] {
+    return this.lastVips;
+  }
+
+  /** Stops watching and releases the Lease if held; leaves the datapath as it is. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.electionTimer) clearTimeout(this.electionTimer);
+    this.electionWake?.();
+    await Promise.all([this.services?.stop(), this.slices?.stop()]);
+    await this.electionLoop;
+    await this.publishing;
+    if (this.leader && this.election && this.api) {
+      try {
+        const cur = await this.api.getLease(this.election);
+        if (cur && cur.spec.holderIdentity === this.opts.nodeName)
+          await this.api.updateLease({
+            ...this.election,
+            spec: releasedSpec(cur.spec, Date.now()),
+            resourceVersion: cur.resourceVersion,
+          });
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message }, 'kubernetes: could not release the Lease');
+      }
+    }
+    this.setLeader(false);
+  }
+
+  private changed(atMs: number): void {
+    this.dirty = true;
+    this.statusDirty = true;
+    this.pendingSinceMs ??= atMs;
+    if (this.stopped || this.timer !== null) return;
+    if (!(this.services?.synced && this.slices?.synced)) return; // never publish a half-listed world
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.flush();
+    }, this.opts.debounceMs ?? 2);
+  }
+
+  /** Publishes until nothing is dirty; one publish at a time. */
+  private flush(): Promise<void> {
+    if (this.publishing) return this.publishing;
+    const p = (async () => {
+      await Promise.resolve(); // so `publishing` is set before the loop can finish
+      while (this.dirty && !this.stopped) {
+        this.dirty = false;
+        const since = this.pendingSinceMs;
+        this.pendingSinceMs = null;
+        await this.publishOnce(since);
+        if (this.leader) await this.leaderWork();
+      }
+    })().finally(() => {
+      if (this.publishing === p) this.publishing = null;
+      // A change that landed after the last loop check is published by a fresh run.
+      if (this.dirty && !this.stopped) void this.flush();
+    });
+    this.publishing = p;
+    return p;
+  }
+
+  private async publishOnce(sinceMs: number | null): Promise<void> {
+    const result = translate({
+      loadBalancerClass: this.lbClass,
+      pool: this.pool,
+      services: this.services!.items(),
+      slices: this.slices!.items(),
+    });
+    this.noteProblems(result.problems);
+    const json = JSON.stringify(result.vips);
+    if (json === this.lastVipsJson) return;
+    try {
+      await this.opts.onChange(result.vips);
+      this.lastVipsJson = json;
+      this.lastVips = result.vips;
+      if (sinceMs !== null) this.metrics.eventToDatapath((Date.now() - sinceMs) / 1000);
+    } catch (e) {
+      // The consumer failed (e.g. a datapath write): try again on the next change or retry tick.
+      this.log.error({ err: (e as Error).message }, 'kubernetes: onChange failed');
+      this.dirty = true;
+      this.pendingSinceMs ??= sinceMs;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  private noteProblems(problems: Problem[]): void {
+    const keys = new Set(problems.map(problemKey));
+    for (const p of problems) {
+      const k = problemKey(p);
+      if (this.logged.has(k)) continue;
+      this.logged.add(k);
+      this.log.warn({ service: `${p.namespace}/${p.name}`, reason: p.reason }, p.message);
+    }
+    for (const k of [...this.logged]) if (!keys.has(k)) this.logged.delete(k);
+    for (const k of [...this.reported]) if (!keys.has(k)) this.reported.delete(k);
+    this.problems = problems;
+  }
+
+  /** Leader only: pool allocation, status.loadBalancer.ingress, Events for problems. */
+  private async leaderWork(): Promise<void> {
+    if (!this.api || !this.statusDirty) return;
+    this.statusDirty = false;
+    const plan = planStatus({
+      loadBalancerClass: this.lbClass,
+      pool: this.pool,
+      services: this.services!.items(),
+    });
+    for (const u of plan.updates) {
+      try {
+        await this.api.patchServiceStatus(u);
+        this.log.info(
+          { service: `${u.namespace}/${u.name}`, ingress: u.ingress.map((i) => i.ip) },
+          'kubernetes: status written',
+        );
+      } catch (e) {
+        this.statusDirty = true;
+        this.log.warn(
+          { service: `${u.namespace}/${u.name}`, err: (e as Error).message },
+          'kubernetes: status write failed',
+        );
+      }
+    }
+    for (const p of [...this.problems, ...plan.problems]) {
+      const k = problemKey(p);
+      if (this.reported.has(k)) continue;
+      try {
+        await this.api.createEvent({
+          namespace: p.namespace,
+          service: { name: p.name, uid: p.uid },
+          type: 'Warning',
+          reason: p.reason,
+          message: p.message,
+          reporter: this.opts.nodeName,
+        });
+        this.reported.add(k);
+      } catch (e) {
+        this.statusDirty = true;
+        this.log.warn(
+          { service: `${p.namespace}/${p.name}`, err: (e as Error).message },
+          'kubernetes: Event write failed',
+        );
+      }
+    }
+    if (plan.problems.length > 0)
+      for (const p of plan.problems) this.log.warn({ service: `${p.namespace}/${p.name}` }, p.message);
+  }
+
+  private setLeader(leader: boolean): void {
+    if (leader === this.leader) return;
+    this.leader = leader;
+    this.log.info(
+      { node: this.opts.nodeName, leader },
+      leader ? 'kubernetes: became leader' : 'kubernetes: not leader',
+    );
+    this.opts.onLeaderChange?.(leader);
+    if (leader) {
+      this.statusDirty = true;
+      this.reported.clear();
+      if (this.services?.synced && this.slices?.synced) {
+        this.dirty = true;
+        void this.flush();
+      }
+    }
+  }
+
+  private async runElection(): Promise<void> {
+    const e = this.election!;
+    while (!this.stopped) {
+      try {
+        await this.electionStep(e);
+      } catch (err) {
+        this.lastError = `lease: ${(err as Error).message}`;
+        this.log.warn({ err: this.lastError }, 'kubernetes: leader election step failed');
+      }
+      if (this.leader && Date.now() - this.lastRenewMs > e.renewDeadlineSeconds * 1000) {
+        this.log.warn(
+          { node: this.opts.nodeName },
+          'kubernetes: could not renew the Lease in time, stepping down',
+        );
+        this.setLeader(false);
+      }
+      if (this.leader && this.statusDirty && this.services?.synced) void this.flushLeader();
+      if (this.stopped) break;
+      await new Promise<void>((r) => {
+        this.electionWake = r;
+        this.electionTimer = setTimeout(r, e.retryPeriodSeconds * 1000);
+      });
+    }
+  }
+
+  private flushLeader(): Promise<void> {
+    this.dirty = true;
+    return this.flush();
+  }
+
+  private async electionStep(e: LeaderElectionOptions): Promise<void> {
+    const api = this.api!;
+    const cur = await api.getLease(e);
+    const now = Date.now();
+    const { decision, observation } = decideLease({
+      identity: this.opts.nodeName,
+      nowMs: now,
+      leaseDurationSeconds: e.leaseDurationSeconds,
+      current: cur?.spec ?? null,
+      previous: this.observation,
+    });
+    this.observation = observation;
+    if (decision.action === 'follow') {
+      this.setLeader(false);
+      return;
+    }
+    const ok =
+      decision.action === 'create'
+        ? await api.createLease({ ...e, spec: decision.spec })
+        : await api.updateLease({ ...e, spec: decision.spec, resourceVersion: cur!.resourceVersion });
+    if (ok) {
+      this.lastRenewMs = now;
+      this.setLeader(true);
+    } else this.setLeader(false); // someone else wrote first
+  }
+}

@@ -1,0 +1,382 @@
+// Pure translation: Services + EndpointSlices -> VIP definitions (the file config's vips[] shape) + problems.
+import { createHash } from 'node:crypto';
+import { isPrime, MAGLEV_MAX_SIZE } from '../../maglev/maglev';
+import type { BackendConfig, Protocol, VipConfig } from '../../model/config';
+import { DEFAULTS } from '../../model/defaults';
+import { showValue } from '../../model/errors';
+import { canonicalIp, IpFamily, parseIp } from '../../model/ip';
+import {
+  ANNOTATIONS,
+  EndpointSlice,
+  isOurService,
+  objectKey,
+  Service,
+  SERVICE_NAME_LABEL,
+  ServicePort,
+} from './objects';
+import { Pool, poolContains } from './pool';
+
+/** Why (part of) a Service is not programmed as asked: becomes a Kubernetes Event and a log line. */
+export type ProblemReason =
+  | 'TargetPortMismatch'
+  | 'UnsupportedProtocol'
+  | 'InvalidAnnotation'
+  | 'InvalidLoadBalancerIP'
+  | 'NoAddress'
+  | 'TooManyBackends'
+  | 'AddressConflict'
+  | 'AllocationFailed';
+
+export interface Problem {
+  namespace: string;
+  name: string;
+  uid: string;
+  reason: ProblemReason;
+  /** Human text naming the field and value. */
+  message: string;
+  /** true: something is not programmed; false: programmed with a default instead. */
+  blocking: boolean;
+}
+
+export type AddressSource = 'annotation' | 'loadBalancerIP' | 'pool';
+
+export interface ServiceAddresses {
+  source: AddressSource;
+  /** Canonical addresses, at most one per family; empty while a pool Service awaits allocation. */
+  addresses: string[];
+}
+
+export interface TranslateOptions {
+  loadBalancerClass: string;
+  /** Allocation pool (null: no pool; Services then need an annotation or spec.loadBalancerIP). */
+  pool: Pool | null;
+  services: readonly Service[];
+  slices: readonly EndpointSlice[];
+}
+
+export interface TranslateResult {
+  vips: VipConfig[];
+  problems: Problem[];
+}
+
+const VIP_NAME_MAX = 63;
+
+/** VIP name: k8s.<namespace>.<service>.<port>-<proto>[.v6]; long ones are cut and made unique by a hash. */
+export function vipName(opts: {
+  namespace: string;
+  name: string;
+  port: number;
+  protocol: Protocol;
+  family: IpFamily;
+}): string {
+  const tail = `.${opts.port}-${opts.protocol}${opts.family === 6 ? '.v6' : ''}`;
+  const full = `k8s.${opts.namespace}.${opts.name}${tail}`;
+  if (full.length <= VIP_NAME_MAX) return full;
+  const hash = createHash('sha256').update(`${opts.namespace}/${opts.name}`).digest('hex').slice(0, 8);
+  const head = full.slice(0, full.length - tail.length);
+  return `${head.slice(0, VIP_NAME_MAX - tail.length - hash.length - 1)}-${hash}${tail}`;
+}
+
+const annotation = (svc: Service, name: string): string | undefined =>
+  svc.metadata.annotations?.[name] ?? undefined;
+
+const annField = (name: string): string => `metadata.annotations["${name}"]`;
+
+/** Where a Service's VIP addresses come from, in order: annotation, spec.loadBalancerIP, pool (via status). */
+export function serviceAddresses(
+  svc: Service,
+  pool: Pool | null,
+): { ok: true; value: ServiceAddresses } | { ok: false; reason: ProblemReason; message: string } {
+  const ann = annotation(svc, ANNOTATIONS.vip);
+  if (ann !== undefined) {
+    const parts = ann.split(',').map((s) => s.trim());
+    const out: string[] = [];
+    const families = new Set<IpFamily>();
+    for (const p of parts) {
+      const ip = parseIp(p);
+      if (ip === null)
+        return {
+          ok: false,
+          reason: 'InvalidAnnotation',
+          message: `${annField(ANNOTATIONS.vip)}: ${showValue(p)} is not an IP address`,
+        };
+      if (families.has(ip.family))
+        return {
+          ok: false,
+          reason: 'InvalidAnnotation',
+          message: `${annField(ANNOTATIONS.vip)}: ${showValue(ann)} has more than one IPv${ip.family} address`,
+        };
+      families.add(ip.family);
+      out.push(canonicalIp(p)!);
+    }
+    return { ok: true, value: { source: 'annotation', addresses: out } };
+  }
+  const lbIp = svc.spec?.loadBalancerIP;
+  if (lbIp) {
+    const c = canonicalIp(lbIp);
+    if (c === null)
+      return {
+        ok: false,
+        reason: 'InvalidLoadBalancerIP',
+        message: `spec.loadBalancerIP: ${showValue(lbIp)} is not an IP address`,
+      };
+    return { ok: true, value: { source: 'loadBalancerIP', addresses: [c] } };
+  }
+  if (pool === null)
+    return {
+      ok: false,
+      reason: 'NoAddress',
+      message: `no VIP address: set ${annField(ANNOTATIONS.vip)} or spec.loadBalancerIP, or configure an address pool`,
+    };
+  // Pool addresses are allocated by the leader and recorded in status; every node reads them from there.
+  const addresses: string[] = [];
+  const families = new Set<IpFamily>();
+  for (const ing of svc.status?.loadBalancer?.ingress ?? []) {
+    const c = ing.ip ? canonicalIp(ing.ip) : null;
+    if (c === null || !poolContains(pool, c)) continue;
+    const fam = parseIp(c)!.family;
+    if (families.has(fam)) continue;
+    families.add(fam);
+    addresses.push(c);
+  }
+  return { ok: true, value: { source: 'pool', addresses } };
+}
+
+/** The family a pool allocation is made in: the Service's first ipFamilies entry, IPv4 by default. */
+export function preferredFamily(svc: Service): IpFamily {
+  return svc.spec?.ipFamilies?.[0] === 'IPv6' ? 6 : 4;
+}
+
+/** Parses "key=weight, key=weight" (key: endpoint address or Pod name). */
+export function parseWeights(
+  text: string,
+): { ok: true; weights: Map<string, number> } | { ok: false; message: string } {
+  const weights = new Map<string, number>();
+  for (const raw of text.split(',')) {
+    const item = raw.trim();
+    if (item === '') continue;
+    const m = /^([^=\s]+)\s*=\s*(\d{1,5})$/.exec(item);
+    const w = m ? Number(m[2]) : NaN;
+    if (!m || w > DEFAULTS_WEIGHT_MAX)
+      return {
+        ok: false,
+        message: `${annField(ANNOTATIONS.weights)}: ${showValue(item)} is not key=weight with a weight 0-${DEFAULTS_WEIGHT_MAX}`,
+      };
+    weights.set(canonicalIp(m[1]!) ?? m[1]!, w);
+  }
+  return { ok: true, weights };
+}
+
+const DEFAULTS_WEIGHT_MAX = 65535;
+
+function protocolOf(p: string | null | undefined): Protocol | null {
+  const v = p ?? 'TCP';
+  return v === 'TCP' ? 'tcp' : v === 'UDP' ? 'udp' : null;
+}
+
+/** targetPort as a number when it is one (JSON number or all-digit string), else the port name, else null (= port). */
+function targetPortOf(sp: ServicePort): number | string | null {
+  const t = sp.targetPort;
+  if (t === undefined || t === null || t === '') return null;
+  if (typeof t === 'number') return t;
+  return /^\d+$/.test(t) ? Number(t) : t;
+}
+
+interface BackendAcc {
+  address: string;
+  drain: boolean;
+  podName: string | null;
+}
+
+/** Endpoint state: ready -> new flows; serving+terminating -> drain (keep established flows); else none. */
+export function endpointState(
+  c: { ready?: boolean | null; serving?: boolean | null; terminating?: boolean | null } | null | undefined,
+): 'up' | 'drain' | 'none' {
+  // The API says a nil ready/serving is to be read as true, a nil terminating as false.
+  const ready = c?.ready ?? true;
+  const terminating = c?.terminating ?? false;
+  const serving = c?.serving ?? ready;
+  if (ready && !terminating) return 'up';
+  if (serving && terminating) return 'drain';
+  return 'none';
+}
+
+function translateService(
+  svc: Service,
+  slices: readonly EndpointSlice[],
+  pool: Pool | null,
+  problems: Problem[],
+): VipConfig[] {
+  const namespace = svc.metadata.namespace ?? '';
+  const name = svc.metadata.name ?? '';
+  const problem = (reason: ProblemReason, message: string, blocking: boolean): void => {
+    problems.push({ namespace, name, uid: svc.metadata.uid ?? '', reason, message, blocking });
+  };
+  const addrs = serviceAddresses(svc, pool);
+  if (!addrs.ok) {
+    problem(addrs.reason, addrs.message, true);
+    return [];
+  }
+
+  let weights = new Map<string, number>();
+  const wText = annotation(svc, ANNOTATIONS.weights);
+  if (wText !== undefined) {
+    const w = parseWeights(wText);
+    if (w.ok) weights = w.weights;
+    else problem('InvalidAnnotation', `${w.message}; using weight 1 for every backend`, false);
+  }
+  let tableSize: number = DEFAULTS.vip.tableSize;
+  const tText = annotation(svc, ANNOTATIONS.tableSize);
+  if (tText !== undefined) {
+    const n = /^\d+$/.test(tText.trim()) ? Number(tText.trim()) : NaN;
+    if (n >= 3 && n <= MAGLEV_MAX_SIZE && isPrime(n)) tableSize = n;
+    else
+      problem(
+        'InvalidAnnotation',
+        `${annField(ANNOTATIONS.tableSize)}: ${showValue(tText)} is not a prime between 3 and ${MAGLEV_MAX_SIZE}; using ${tableSize}`,
+        false,
+      );
+  }
+  let conntrack: boolean = DEFAULTS.vip.conntrack;
+  const cText = annotation(svc, ANNOTATIONS.conntrack);
+  if (cText !== undefined) {
+    if (cText === 'true' || cText === 'false') conntrack = cText === 'true';
+    else
+      problem(
+        'InvalidAnnotation',
+        `${annField(ANNOTATIONS.conntrack)}: ${showValue(cText)} is not "true" or "false"`,
+        false,
+      );
+  }
+  const persistence = svc.spec?.sessionAffinity === 'ClientIP' ? 'source-ip' : 'none';
+
+  const vips: VipConfig[] = [];
+  (svc.spec?.ports ?? []).forEach((sp, i) => {
+    const field = `spec.ports[${i}]`;
+    const protocol = protocolOf(sp.protocol);
+    if (protocol === null) {
+      problem(
+        'UnsupportedProtocol',
+        `${field}.protocol: ${showValue(sp.protocol)} is not TCP or UDP; port ${sp.port} not programmed`,
+        true,
+      );
+      return;
+    }
+    // Direct server return keeps the destination port: the backend must listen on the Service port itself.
+    const target = targetPortOf(sp);
+    const mismatches = new Set<number>();
+    if (typeof target === 'number' && target !== sp.port) mismatches.add(target);
+    const portName = sp.name ?? '';
+    const serving: EndpointSlice[] = [];
+    for (const slice of slices) {
+      const entries = (slice.ports ?? []).filter(
+        (p) => (p.name ?? '') === portName && protocolOf(p.protocol) === protocol,
+      );
+      if (entries.length === 0) continue;
+      for (const e of entries)
+        if (e.port !== null && e.port !== undefined && e.port !== sp.port) mismatches.add(e.port);
+      serving.push(slice);
+    }
+    if (mismatches.size > 0) {
+      problem(
+        'TargetPortMismatch',
+        `${field}: port ${sp.port} has targetPort ${showValue(sp.targetPort ?? sp.port)} resolving to ${[...mismatches].sort((a, b) => a - b).join(', ')}; ` +
+          `direct server return keeps the destination port, so targetPort must equal port; ${protocol} port ${sp.port} not programmed`,
+        true,
+      );
+      return;
+    }
+    for (const address of addrs.value.addresses) {
+      const family = parseIp(address)!.family;
+      const acc = new Map<string, BackendAcc>();
+      for (const slice of serving) {
+        if (slice.addressType !== (family === 4 ? 'IPv4' : 'IPv6')) continue;
+        for (const ep of slice.endpoints ?? []) {
+          const state = endpointState(ep.conditions);
+          const a = ep.addresses?.[0] ? canonicalIp(ep.addresses[0]) : null;
+          if (state === 'none' || a === null || parseIp(a)!.family !== family) continue;
+          const prev = acc.get(a);
+          // The same address in two slices (during a rollout): up wins over drain.
+          if (prev === undefined || (prev.drain && state === 'up'))
+            acc.set(a, { address: a, drain: state === 'drain', podName: ep.targetRef?.name ?? null });
+        }
+      }
+      const backends: BackendConfig[] = [...acc.values()]
+        .sort((x, y) => (x.address < y.address ? -1 : x.address > y.address ? 1 : 0))
+        .map((b) => ({
+          address: b.address,
+          family,
+          weight:
+            weights.get(b.address) ??
+            (b.podName !== null ? weights.get(b.podName) : undefined) ??
+            DEFAULTS.backend.weight,
+          drain: b.drain,
+        }));
+      if (backends.length > tableSize) {
+        problem(
+          'TooManyBackends',
+          `${field}: ${backends.length} backends do not fit a table of ${tableSize}; not programmed`,
+          true,
+        );
+        continue;
+      }
+      vips.push({
+        name: vipName({ namespace, name, port: sp.port, protocol, family }),
+        address,
+        family,
+        port: sp.port,
+        protocol,
+        tableSize,
+        persistence,
+        conntrack,
+        healthCheck: null,
+        backends,
+      });
+    }
+  });
+  return vips;
+}
+
+/** Every VIP of every Service of ours, sorted by name; problems sorted by Service then reason. */
+export function translate(opts: TranslateOptions): TranslateResult {
+  const byService = new Map<string, EndpointSlice[]>();
+  for (const s of opts.slices) {
+    const svcName = s.metadata.labels?.[SERVICE_NAME_LABEL];
+    if (!svcName) continue;
+    const key = `${s.metadata.namespace ?? ''}/${svcName}`;
+    const list = byService.get(key) ?? [];
+    list.push(s);
+    byService.set(key, list);
+  }
+  const vips: VipConfig[] = [];
+  const problems: Problem[] = [];
+  const services = opts.services
+    .filter((s) => isOurService(s, opts.loadBalancerClass))
+    .sort((a, b) => (objectKey(a.metadata) < objectKey(b.metadata) ? -1 : 1));
+  // Two Services asking for one address:port:protocol would fight over it: the first by namespace/name wins.
+  const owners = new Map<string, string>();
+  for (const svc of services) {
+    // Slices are sorted by name so the result does not depend on cache order.
+    const slices = (byService.get(objectKey(svc.metadata)) ?? []).sort((a, b) =>
+      (a.metadata.name ?? '') < (b.metadata.name ?? '') ? -1 : 1,
+    );
+    for (const v of translateService(svc, slices, opts.pool, problems)) {
+      const k = `${v.address} ${v.protocol} port ${v.port}`;
+      const owner = owners.get(k);
+      if (owner === undefined) {
+        owners.set(k, objectKey(svc.metadata));
+        vips.push(v);
+      } else
+        problems.push({
+          namespace: svc.metadata.namespace ?? '',
+          name: svc.metadata.name ?? '',
+          uid: svc.metadata.uid ?? '',
+          reason: 'AddressConflict',
+          message: `${k} is already used by Service ${owner}; not programmed`,
+          blocking: true,
+        });
+    }
+  }
+  vips.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return { vips, problems };
+}

@@ -1,0 +1,165 @@
+// deploy/ manifests: kinds, RBAC verbs equal to the API calls the code makes, capabilities, mounts, examples.
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import YAML from 'yaml';
+import { validateConfig } from '../../src/model/config';
+import {
+  DEFAULT_LEADER_ELECTION,
+  DEFAULT_LOAD_BALANCER_CLASS,
+  parseKubernetesSettings,
+  requiredRules,
+} from '../../src/sources/kubernetes';
+
+const deployDir = join(__dirname, '..', '..', 'deploy');
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Doc = any;
+
+const files = readdirSync(deployDir).filter((f) => f.endsWith('.yaml'));
+const docs: { file: string; doc: Doc }[] = files.flatMap((file) =>
+  YAML.parseAllDocuments(readFileSync(join(deployDir, file), 'utf8')).map((d) => {
+    if (d.errors.length > 0) throw new Error(`${file}: ${d.errors[0]!.message}`);
+    return { file, doc: d.toJS() as Doc };
+  }),
+);
+const ofKind = (kind: string): Doc[] => docs.filter((d) => d.doc?.kind === kind).map((d) => d.doc);
+const one = (kind: string): Doc => {
+  const all = ofKind(kind);
+  if (all.length !== 1) throw new Error(`expected one ${kind}, found ${all.length}`);
+  return all[0];
+};
+const flatten = (rules: Doc[]): string[] =>
+  rules
+    .flatMap((r: Doc) =>
+      r.apiGroups.flatMap((g: string) =>
+        r.resources.flatMap((res: string) => r.verbs.map((v: string) => `${g}|${res}|${v}`)),
+      ),
+    )
+    .sort();
+
+describe('deploy/', () => {
+  it('has the manifests, each document with apiVersion, kind and name', () => {
+    expect(files.sort()).toEqual(['configmap.yaml', 'daemonset.yaml', 'example-service.yaml', 'rbac.yaml']);
+    expect(docs.length).toBeGreaterThanOrEqual(10);
+    for (const { file, doc } of docs) {
+      expect([file, typeof doc.apiVersion, typeof doc.kind, typeof doc.metadata?.name]).toEqual([
+        file,
+        'string',
+        'string',
+        'string',
+      ]);
+    }
+    expect(docs.map((d) => d.doc.kind).sort()).toEqual(
+      [
+        'ClusterRole',
+        'ClusterRoleBinding',
+        'ConfigMap',
+        'DaemonSet',
+        'Deployment',
+        'Namespace',
+        'Role',
+        'RoleBinding',
+        'Service',
+        'ServiceAccount',
+      ].sort(),
+    );
+  });
+
+  it('grants exactly the verbs the code calls: cluster-wide in the ClusterRole, the Lease in a Role', () => {
+    const want = requiredRules();
+    const cluster = want
+      .filter((r) => r.scope === 'cluster')
+      .flatMap((r) => r.verbs.map((v) => `${r.group}|${r.resource}|${v}`))
+      .sort();
+    const ns = want
+      .filter((r) => r.scope === 'namespace')
+      .flatMap((r) => r.verbs.map((v) => `${r.group}|${r.resource}|${v}`))
+      .sort();
+    expect(cluster.length).toBeGreaterThan(0);
+    expect(ns.length).toBeGreaterThan(0);
+    expect(flatten(one('ClusterRole').rules)).toEqual(cluster);
+    const role = one('Role');
+    expect(flatten(role.rules)).toEqual(ns);
+    expect(role.metadata.namespace).toBe(DEFAULT_LEADER_ELECTION.namespace);
+    // No wildcards anywhere.
+    for (const r of [...one('ClusterRole').rules, ...role.rules])
+      for (const k of ['apiGroups', 'resources', 'verbs']) expect(r[k]).not.toContain('*');
+  });
+
+  it('binds the roles to the DaemonSet service account', () => {
+    const sa = one('ServiceAccount');
+    const ds = one('DaemonSet');
+    expect(ds.spec.template.spec.serviceAccountName).toBe(sa.metadata.name);
+    for (const [binding, role] of [
+      [one('ClusterRoleBinding'), one('ClusterRole')],
+      [one('RoleBinding'), one('Role')],
+    ]) {
+      expect(binding.roleRef).toEqual({
+        apiGroup: 'rbac.authorization.k8s.io',
+        kind: role.kind,
+        name: role.metadata.name,
+      });
+      expect(binding.subjects).toEqual([
+        { kind: 'ServiceAccount', name: sa.metadata.name, namespace: sa.metadata.namespace },
+      ]);
+    }
+  });
+
+  it('runs the DaemonSet on LB nodes with host networking, bpffs and only BPF, NET_ADMIN, PERFMON', () => {
+    const ds = one('DaemonSet');
+    const pod = ds.spec.template.spec;
+    expect(ds.spec.selector.matchLabels).toEqual(ds.spec.template.metadata.labels);
+    expect(pod.hostNetwork).toBe(true);
+    expect(Object.keys(pod.nodeSelector ?? {})).toHaveLength(1);
+    expect(pod.containers).toHaveLength(1);
+    const c = pod.containers[0];
+    expect(c.securityContext.privileged).toBe(false);
+    expect(c.securityContext.capabilities.add.sort()).toEqual(['BPF', 'NET_ADMIN', 'PERFMON']);
+    expect(c.securityContext.capabilities.drop).toEqual(['ALL']);
+    expect(c.args).toContain('--kubernetes');
+    const bpffs = pod.volumes.find((v: Doc) => v.hostPath?.path === '/sys/fs/bpf');
+    expect(bpffs).toBeDefined();
+    expect(c.volumeMounts).toContainEqual({ name: bpffs.name, mountPath: '/sys/fs/bpf' });
+    const cfgVol = pod.volumes.find((v: Doc) => v.configMap);
+    expect(cfgVol.configMap.name).toBe(one('ConfigMap').metadata.name);
+    expect(c.env).toContainEqual({
+      name: 'NODE_NAME',
+      valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } },
+    });
+    for (const doc of docs
+      .map((d) => d.doc)
+      .filter((d) => d.metadata.namespace !== undefined && d.kind !== 'Service' && d.kind !== 'Deployment'))
+      expect(doc.metadata.namespace).toBe(one('Namespace').metadata.name);
+  });
+
+  it('ships a ConfigMap whose config the model and the kubernetes settings accept', () => {
+    const text = one('ConfigMap').data['config.yaml'];
+    const { kubernetes, ...rest } = YAML.parse(text);
+    const base = validateConfig(rest);
+    expect(base.ok ? [] : base.errors).toEqual([]);
+    const k = parseKubernetesSettings(kubernetes);
+    expect(k.ok ? [] : k.issues).toEqual([]);
+    expect(k.ok && k.settings.loadBalancerClass).toBe(DEFAULT_LOAD_BALANCER_CLASS);
+  });
+
+  it('has an example Service of our class whose backends run the decap init container with its VIP', () => {
+    const svc = one('Service');
+    expect(svc.spec.type).toBe('LoadBalancer');
+    expect(svc.spec.loadBalancerClass).toBe(DEFAULT_LOAD_BALANCER_CLASS);
+    for (const p of svc.spec.ports) expect(p.targetPort ?? p.port).toBe(p.port);
+    const dep = one('Deployment');
+    expect(dep.spec.template.metadata.labels).toMatchObject(svc.spec.selector);
+    const init = dep.spec.template.spec.initContainers.find((c: Doc) => c.args?.[0] === 'decap');
+    expect(init.args.slice(0, 2)).toEqual(['decap', 'attach']);
+    expect(init.args).toContain(`--vip=${svc.metadata.annotations['peak-xdp.io/vip']}`);
+    expect(init.securityContext.capabilities.add.sort()).toEqual(['BPF', 'NET_ADMIN']);
+  });
+
+  it('has a multi-stage Dockerfile (build, then a slim runtime)', () => {
+    const text = readFileSync(join(deployDir, 'Dockerfile'), 'utf8');
+    const froms = text.split('\n').filter((l) => /^FROM /.test(l));
+    expect(froms).toHaveLength(2);
+    expect(froms[1]).toMatch(/slim/);
+    expect(text).toMatch(/COPY --from=build/);
+    expect(text).toMatch(/cmake-js build/);
+  });
+});
