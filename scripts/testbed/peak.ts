@@ -107,9 +107,15 @@ export function daemonLogTail(p: Plan, lb: Host, lines = 15): string {
 
 /** Attaches bpf/decap on a backend through the CLI. */
 export function attachDecap(p: Plan, be: Host): void {
-  runIn(be.netns, 'node', [CLI_JS, 'decap', 'attach', '--interface', be.link!.hostIf], {
-    timeoutMs: 30_000,
-  });
+  // Pins go to the shared bpffs: /sys/fs/bpf is not mounted inside `ip netns exec`.
+  runIn(
+    be.netns,
+    'node',
+    [CLI_JS, 'decap', 'attach', '--interface', be.link!.hostIf, '--bpffs', p.bpffsDir],
+    {
+      timeoutMs: 30_000,
+    },
+  );
 }
 
 /** Removes XDP from an LB's or backend's own interface (inside namespaces the testbed created). */

@@ -109,6 +109,8 @@ export const bgpConfigSchema = z
       .strict()
       .optional(),
     peers: z.array(peerSchema).min(1),
+    /** A VIP is announced only with at least this many healthy backends (per-VIP override in vips[]). */
+    minHealthyBackends: z.number().int().min(1).max(65535).default(1),
   })
   .strict()
   .superRefine((c, ctx) => {

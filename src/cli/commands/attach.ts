@@ -1,0 +1,197 @@
+// attach / detach of the balancer, and decap attach / detach for real servers (backends) without ipip.
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { Argv } from 'yargs';
+import { attachXdp, BpfMap, BpfObject, BpfProgram, detachXdp, queryXdp, XdpMode } from '../../datapath/bpf';
+import { BALANCER_PROGRAM, KernelDatapath } from '../../datapath/kernel';
+import { encodeAddrKey } from '../../datapath/layout';
+import { bpfObjectPath } from '../../paths';
+import { bpffsRoot, checkBpffs, currentNetnsName, pinDir } from '../../daemon/pins';
+import { interfaceAddresses } from '../../daemon/host';
+import { GlobalArgs, requireRoot } from '../context';
+import { CliError, toJson } from '../output';
+
+const exec = promisify(execFile);
+const MODES = ['native', 'generic', 'auto'] as const;
+
+function needInterface(a: GlobalArgs): string {
+  if (!a.interface) throw new CliError('--interface is required', 2);
+  return a.interface;
+}
+
+function out(a: GlobalArgs, json: unknown, text: string): void {
+  process.stdout.write((a.json ? toJson(json) : text) + '\n');
+}
+
+/** Pins of the decap program of an interface: <bpffs>/peak-xdp/<netns>/<if>/decap/. */
+const decapPins = (a: GlobalArgs, ifname: string): string =>
+  join(pinDir({ bpffs: bpffsRoot(a.bpffs), netns: currentNetnsName(), ifname }), 'decap');
+
+/** The pin directory of the balancer on an interface, after checking the bpffs is mounted. */
+function balancerPins(a: GlobalArgs, ifname: string): string {
+  const root = bpffsRoot(a.bpffs);
+  try {
+    checkBpffs(root);
+  } catch (e) {
+    throw new CliError((e as Error).message, 3);
+  }
+  return pinDir({ bpffs: root, netns: currentNetnsName(), ifname });
+}
+
+async function sysctl(key: string, value: string): Promise<void> {
+  await exec('sysctl', ['-qw', `${key}=${value}`]);
+}
+
+export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
+  return y
+    .command(
+      'attach',
+      'Attach the balancer to --interface (the pinned one if there is one, else a fresh one, pinned)',
+      (y2) => y2.option('mode', { choices: MODES, default: 'auto' as XdpMode, describe: 'XDP mode' }),
+      async (a) => {
+        requireRoot('attach');
+        const ifname = needInterface(a);
+        const dir = balancerPins(a, ifname);
+        let dp: KernelDatapath;
+        let fresh = false;
+        if (existsSync(join(dir, BALANCER_PROGRAM))) dp = KernelDatapath.adopt({ pinDir: dir });
+        else {
+          dp = await KernelDatapath.load();
+          dp.pin(dir);
+          fresh = true;
+        }
+        try {
+          const st = await dp.attach({ ifname, mode: a.mode });
+          out(
+            a,
+            { interface: ifname, pins: dir, fresh, ...st },
+            `attached program ${st.progId} to ${ifname} (${st.mode})${fresh ? `; new empty balancer pinned at ${dir}: VIP traffic passes until the daemon configures it` : ''}`,
+          );
+        } finally {
+          dp.close();
+        }
+      },
+    )
+    .command(
+      'detach',
+      'Detach the balancer from --interface: forwarding stops (--purge also removes its pinned maps)',
+      (y2) =>
+        y2.option('purge', { type: 'boolean', default: false, describe: 'remove the pins (state) too' }),
+      async (a) => {
+        requireRoot('detach');
+        const ifname = needInterface(a);
+        const dir = balancerPins(a, ifname);
+        const before = queryXdp({ ifname });
+        let ours: number | null = null;
+        if (existsSync(join(dir, BALANCER_PROGRAM))) {
+          const p = BpfProgram.fromPin(join(dir, BALANCER_PROGRAM));
+          ours = p.id;
+          p.close();
+        }
+        if (before.progId !== 0 && ours !== null && before.progId !== ours)
+          throw new CliError(
+            `${ifname} runs program ${before.progId}, not the pinned balancer (${ours}): not detaching someone else's program`,
+            3,
+          );
+        if (before.progId === 0 && ours === null)
+          throw new CliError(`nothing attached to ${ifname} and nothing pinned`, 3);
+        const st = before.progId !== 0 ? await detachXdp({ ifname }) : before;
+        if (a.purge) rmSync(dir, { recursive: true, force: true });
+        out(
+          a,
+          { interface: ifname, detached: before.progId !== 0, purged: a.purge, ...st },
+          `${before.progId !== 0 ? `detached program ${before.progId} from ${ifname}` : `nothing was attached to ${ifname}`}${a.purge ? `; removed ${dir}` : `; pins kept at ${dir} (peak-xdp attach resumes, --purge removes)`}`,
+        );
+      },
+    )
+    .command(
+      'decap <action>',
+      'Backend side: decapsulate IPIP/IP6IP6 in XDP and hold the VIPs on lo',
+      (y2) =>
+        y2
+          .positional('action', { choices: ['attach', 'detach'] as const, demandOption: true })
+          .option('vip', {
+            type: 'string',
+            array: true,
+            default: [] as string[],
+            describe: 'VIP to add to (detach: remove from) lo',
+          })
+          .option('address', {
+            type: 'string',
+            array: true,
+            default: [] as string[],
+            describe: 'outer destination to decapsulate for (default: the interface addresses)',
+          })
+          .option('mode', { choices: MODES, default: 'auto' as XdpMode }),
+      async (a) => {
+        requireRoot(`decap ${a.action}`);
+        const ifname = needInterface(a);
+        for (const [flag, list] of [
+          ['--vip', a.vip],
+          ['--address', a.address],
+        ] as const)
+          for (const v of list)
+            if (isIP(v) === 0) throw new CliError(`${flag}: "${v}" is not an IP address`, 2);
+        balancerPins(a, ifname);
+        const dir = decapPins(a, ifname);
+        if (a.action === 'detach') {
+          const st = await detachXdp({ ifname }).catch((e: Error) => {
+            throw new CliError(`detach from ${ifname}: ${e.message}`, 3);
+          });
+          rmSync(dir, { recursive: true, force: true });
+          for (const v of a.vip)
+            await exec('ip', ['addr', 'del', `${v}/${isIP(v) === 4 ? 32 : 128}`, 'dev', 'lo']).catch(
+              () => undefined,
+            );
+          out(a, { interface: ifname, ...st, vipsRemoved: a.vip }, `decap detached from ${ifname}`);
+          return;
+        }
+        const addresses = a.address.length > 0 ? a.address : await interfaceAddresses(ifname);
+        if (addresses.length === 0)
+          throw new CliError(`${ifname} has no global address to decapsulate for: give --address`, 2);
+        const obj = await BpfObject.load(bpfObjectPath('decap'));
+        const prog = obj.program('decap');
+        const addrs = obj.map('decap_addrs');
+        const stats = obj.map('decap_stats');
+        obj.close();
+        try {
+          for (const ad of addresses) addrs.update(encodeAddrKey('address', ad), Buffer.alloc(4));
+          rmSync(dir, { recursive: true, force: true });
+          mkdirSync(dir, { recursive: true });
+          prog.pin(join(dir, 'decap'));
+          addrs.pin(join(dir, 'decap_addrs'));
+          stats.pin(join(dir, 'decap_stats'));
+          const st = await attachXdp({ ifname, program: prog, mode: a.mode });
+          // The VIPs live on lo; answer ARP/ND only for the interface's own addresses (DSR on shared L2).
+          for (const v of a.vip) {
+            const r = await exec('ip', [
+              'addr',
+              'add',
+              `${v}/${isIP(v) === 4 ? 32 : 128}`,
+              'dev',
+              'lo',
+            ]).catch((e: { stderr?: string }) => ({ stdout: '', stderr: e.stderr ?? '' }));
+            if (r.stderr && !/File exists/.test(r.stderr))
+              throw new CliError(`add VIP ${v} to lo: ${r.stderr.trim()}`, 3);
+          }
+          if (a.vip.some((v) => isIP(v) === 4)) {
+            await sysctl('net.ipv4.conf.all.arp_ignore', '1');
+            await sysctl('net.ipv4.conf.all.arp_announce', '2');
+            // Decapsulated packets come from clients anywhere: loose reverse-path filtering.
+            await sysctl('net.ipv4.conf.all.rp_filter', '2');
+            await sysctl(`net.ipv4.conf.${ifname}.rp_filter`, '2');
+          }
+          out(
+            a,
+            { interface: ifname, ...st, addresses, vips: a.vip, pins: dir },
+            `decap attached to ${ifname} (${st.mode}, program ${st.progId}) for ${addresses.join(', ')}${a.vip.length ? `; VIPs on lo: ${a.vip.join(', ')}` : ''}`,
+          );
+        } finally {
+          for (const x of [prog, addrs, stats] as (BpfProgram | BpfMap)[]) x.close();
+        }
+      },
+    ) as unknown as Argv<GlobalArgs>;
+}

@@ -1,0 +1,66 @@
+// peak-xdp daemon: runs the control plane until SIGTERM/SIGINT; exit leaves forwarding running.
+import type { Argv } from 'yargs';
+import { Daemon } from '../../daemon/daemon';
+import { bpffsRoot } from '../../daemon/pins';
+import { createLogger, LOG_LEVELS } from '../../log';
+import { GlobalArgs, requireRoot } from '../context';
+import { CliError } from '../output';
+
+export function registerDaemon(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
+  return y.command(
+    'daemon',
+    'Run the load balancer: config -> XDP maps, health checks, BGP, admin API (/metrics /healthz /readyz /state)',
+    (y2) =>
+      y2
+        .option('config', { type: 'string', demandOption: true, describe: 'YAML or JSON config file' })
+        .option('kubernetes', {
+          type: 'boolean',
+          default: false,
+          describe: 'also program Services of type LoadBalancer',
+        })
+        .option('kubeconfig', { type: 'string', describe: 'kubeconfig file (default: in-cluster config)' })
+        .option('node-name', { type: 'string', describe: 'this node (default: env NODE_NAME)' })
+        .option('detach-on-exit', {
+          type: 'boolean',
+          default: false,
+          describe: 'detach the program and remove its pins on exit (default: forwarding stays)',
+        })
+        .option('log-level', {
+          choices: LOG_LEVELS,
+          default: (process.env.PEAK_XDP_LOG_LEVEL ?? 'info') as 'info',
+        }),
+    async (a) => {
+      requireRoot('the daemon');
+      const logger = createLogger({ level: a.logLevel });
+      const daemon = new Daemon({
+        configPath: a.config,
+        bpffs: bpffsRoot(a.bpffs),
+        detachOnExit: a.detachOnExit,
+        logger,
+        kubernetes: a.kubernetes ? { kubeconfig: a.kubeconfig, nodeName: a.nodeName } : undefined,
+      });
+      let stopping: Promise<void> | null = null;
+      const stop = (signal: string) => {
+        if (stopping) return;
+        logger.info({ signal }, 'stopping');
+        stopping = daemon
+          .stop()
+          .then(() => process.exit(0))
+          .catch((e: Error) => {
+            logger.error({ err: e }, 'stop failed');
+            process.exit(1);
+          });
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+      try {
+        await daemon.start();
+      } catch (e) {
+        await daemon.stop().catch(() => undefined);
+        throw new CliError((e as Error).message, 1);
+      }
+      // Runs until a signal: the admin server and timers keep the event loop alive.
+      await new Promise<never>(() => undefined);
+    },
+  ) as unknown as Argv<GlobalArgs>;
+}

@@ -1,0 +1,174 @@
+// Prometheus metrics of the daemon: datapath counters read from the maps at scrape time, per VIP and per
+// backend, health, reconcile and reload results, and Node process metrics.
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Datapath, DatapathCounters } from '../datapath/types';
+import type { TargetSnapshot } from '../health/monitor';
+import type { DesiredState } from '../reconcile/desired';
+
+export interface MetricsSources {
+  datapath: Datapath;
+  /** The last desired state (names of VIPs and backends, states, tables). */
+  desired: () => DesiredState | null;
+  health: () => TargetSnapshot[];
+  attached: () => boolean;
+}
+
+export interface DaemonMetrics {
+  registry: Registry;
+  reconcileDuration: Histogram<'result'>;
+  reloads: Counter<'result' | 'trigger'>;
+}
+
+/**
+ * Sets a counter to an absolute value the kernel keeps (prom-client counters only go up by inc, so the
+ * collector resets and re-adds: scrapes see the kernel's monotonic total).
+ */
+function setCounter(c: Counter<string>, labels: Record<string, string>, value: bigint): void {
+  c.inc(labels, Number(value));
+}
+
+export function createMetrics(src: MetricsSources): DaemonMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'peak_xdp_process_' });
+  const registers = [registry];
+
+  // One counters() read per scrape, shared by the collectors below.
+  let pending: Promise<DatapathCounters> | null = null;
+  const counters = (): Promise<DatapathCounters> => {
+    pending ??= src.datapath.counters().finally(() => setTimeout(() => (pending = null), 0));
+    return pending;
+  };
+
+  new Counter({
+    name: 'peak_xdp_datapath_events_total',
+    help: 'Datapath counters by name (enum peak_counter in bpf/shared.h): verdicts, drop and pass reasons, conntrack',
+    labelNames: ['counter'],
+    registers,
+    async collect() {
+      const c = await counters();
+      this.reset();
+      for (const [name, v] of Object.entries(c.global)) setCounter(this, { counter: name }, v);
+    },
+  });
+
+  const vipLabels = ['vip', 'address', 'port', 'protocol'] as const;
+  const vipNames = () => {
+    const m = new Map<number, Record<(typeof vipLabels)[number], string>>();
+    for (const v of src.desired()?.vips ?? [])
+      m.set(v.spec.id, {
+        vip: v.name,
+        address: v.spec.key.address,
+        port: String(v.spec.key.port),
+        protocol: v.spec.key.protocol,
+      });
+    return m;
+  };
+  for (const what of ['packets', 'bytes'] as const) {
+    new Counter({
+      name: `peak_xdp_vip_${what}_total`,
+      help: `${what} forwarded for each VIP`,
+      labelNames: vipLabels,
+      registers,
+      async collect() {
+        const c = await counters();
+        const names = vipNames();
+        this.reset();
+        for (const [id, t] of c.vips) {
+          const l = names.get(id);
+          if (l) setCounter(this, l, t[what]);
+        }
+      },
+    });
+    new Counter({
+      name: `peak_xdp_backend_${what}_total`,
+      help: `${what} sent to each backend (per VIP membership)`,
+      labelNames: ['vip', 'backend'],
+      registers,
+      async collect() {
+        const c = await counters();
+        const names = new Map<number, { vip: string; backend: string }>();
+        for (const v of src.desired()?.vips ?? [])
+          for (const b of v.backends) names.set(b.id, { vip: v.name, backend: b.address });
+        this.reset();
+        for (const [id, t] of c.backends) {
+          const l = names.get(id);
+          if (l) setCounter(this, l, t[what]);
+        }
+      },
+    });
+  }
+
+  new Gauge({
+    name: 'peak_xdp_backend_state',
+    help: 'Backend state in the datapath: 1 for the current state (up, draining, down)',
+    labelNames: ['vip', 'backend', 'state'],
+    registers,
+    collect() {
+      this.reset();
+      for (const v of src.desired()?.vips ?? [])
+        for (const b of v.backends)
+          for (const s of ['up', 'draining', 'down'] as const)
+            this.set({ vip: v.name, backend: b.address, state: s }, b.state === s ? 1 : 0);
+    },
+  });
+
+  new Gauge({
+    name: 'peak_xdp_vip_usable_backends',
+    help: 'Backends of each VIP that take new flows (0: the VIP cannot be served and is withdrawn)',
+    labelNames: ['vip'],
+    registers,
+    collect() {
+      this.reset();
+      for (const v of src.desired()?.vips ?? []) this.set({ vip: v.name }, v.usableBackends);
+    },
+  });
+
+  new Gauge({
+    name: 'peak_xdp_health_status',
+    help: 'Health check status per backend: 1 up, 0 down',
+    labelNames: ['vip', 'backend', 'type'],
+    registers,
+    collect() {
+      this.reset();
+      for (const t of src.health())
+        this.set({ vip: t.vip, backend: t.address, type: t.type }, t.status === 'up' ? 1 : 0);
+    },
+  });
+  new Counter({
+    name: 'peak_xdp_health_checks_total',
+    help: 'Health checks run per backend, by result',
+    labelNames: ['vip', 'backend', 'result'],
+    registers,
+    collect() {
+      this.reset();
+      for (const t of src.health()) {
+        this.inc({ vip: t.vip, backend: t.address, result: 'success' }, t.checks - t.failedChecks);
+        this.inc({ vip: t.vip, backend: t.address, result: 'failure' }, t.failedChecks);
+      }
+    },
+  });
+
+  new Gauge({
+    name: 'peak_xdp_attached',
+    help: '1 while the balancer program is attached to the configured interface',
+    registers,
+    collect() {
+      this.set(src.attached() ? 1 : 0);
+    },
+  });
+
+  const reconcileDuration = new Histogram({
+    name: 'peak_xdp_reconcile_duration_seconds',
+    help: 'Time to bring the datapath to the desired state, by result',
+    labelNames: ['result'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers,
+  });
+  const reloads = new Counter({
+    name: 'peak_xdp_config_reloads_total',
+    help: 'Configuration loads by result (ok, rejected) and trigger (start, signal, file, manual)',
+    labelNames: ['result', 'trigger'],
+    registers,
+  });
+  return { registry, reconcileDuration, reloads };
+}
