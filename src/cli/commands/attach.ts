@@ -135,13 +135,18 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         ] as const)
           for (const v of list)
             if (isIP(v) === 0) throw new CliError(`${flag}: "${v}" is not an IP address`, 2);
-        balancerPins(a, ifname);
-        const dir = decapPins(a, ifname);
+        // Pins are optional here (the attachment keeps the program alive): an init container may have no bpffs.
+        let dir: string | null = decapPins(a, ifname);
+        try {
+          checkBpffs(bpffsRoot(a.bpffs));
+        } catch {
+          dir = null;
+        }
         if (a.action === 'detach') {
           const st = await detachXdp({ ifname }).catch((e: Error) => {
             throw new CliError(`detach from ${ifname}: ${e.message}`, 3);
           });
-          rmSync(dir, { recursive: true, force: true });
+          if (dir) rmSync(dir, { recursive: true, force: true });
           for (const v of a.vip)
             await exec('ip', ['addr', 'del', `${v}/${isIP(v) === 4 ? 32 : 128}`, 'dev', 'lo']).catch(
               () => undefined,
@@ -159,11 +164,13 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         obj.close();
         try {
           for (const ad of addresses) addrs.update(encodeAddrKey('address', ad), Buffer.alloc(4));
-          rmSync(dir, { recursive: true, force: true });
-          mkdirSync(dir, { recursive: true });
-          prog.pin(join(dir, 'decap'));
-          addrs.pin(join(dir, 'decap_addrs'));
-          stats.pin(join(dir, 'decap_stats'));
+          if (dir) {
+            rmSync(dir, { recursive: true, force: true });
+            mkdirSync(dir, { recursive: true });
+            prog.pin(join(dir, 'decap'));
+            addrs.pin(join(dir, 'decap_addrs'));
+            stats.pin(join(dir, 'decap_stats'));
+          }
           const st = await attachXdp({ ifname, program: prog, mode: a.mode });
           // The VIPs live on lo; answer ARP/ND only for the interface's own addresses (DSR on shared L2).
           for (const v of a.vip) {
@@ -187,7 +194,7 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           out(
             a,
             { interface: ifname, ...st, addresses, vips: a.vip, pins: dir },
-            `decap attached to ${ifname} (${st.mode}, program ${st.progId}) for ${addresses.join(', ')}${a.vip.length ? `; VIPs on lo: ${a.vip.join(', ')}` : ''}`,
+            `decap attached to ${ifname} (${st.mode}, program ${st.progId}) for ${addresses.join(', ')}${a.vip.length ? `; VIPs on lo: ${a.vip.join(', ')}` : ''}${dir ? `; pinned at ${dir}` : '; not pinned (no bpffs mounted)'}`,
           );
         } finally {
           for (const x of [prog, addrs, stats] as (BpfProgram | BpfMap)[]) x.close();
