@@ -281,6 +281,7 @@ export class Daemon {
     } else {
       const maxEntries: Partial<Record<BalancerMap, number>> = {
         vips: config.limits.maxVips,
+        maglev_tables: config.limits.maxVips,
         vip_addrs: config.limits.maxVips,
         vip_stats: config.limits.maxVips,
         backends: config.limits.maxBackends,
