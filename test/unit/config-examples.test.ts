@@ -1,0 +1,54 @@
+// The shipped example config parses; the daemon's BGP section validator rejects a bad bgp section whole.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { installSectionValidators } from '../../src/daemon/validators';
+import { formatIssue, parseConfig } from '../../src/model';
+import { packageRoot } from '../../src/paths';
+
+installSectionValidators();
+
+describe('example config', () => {
+  it('examples/config.yaml is valid and keeps its VIPs and BGP section', () => {
+    const r = parseConfig(readFileSync(join(packageRoot, 'examples', 'config.yaml'), 'utf8'), {
+      format: 'yaml',
+    });
+    if (!r.ok) throw new Error(r.errors.map(formatIssue).join('\n'));
+    expect(r.config.vips.map((v) => v.name)).toEqual(['web', 'dns']);
+    expect(r.config.vips[1]).toMatchObject({ conntrack: false, persistence: 'source-ip', protocol: 'udp' });
+    expect(r.config.bgp).toMatchObject({ asn: 65101, minHealthyBackends: 1 });
+  });
+});
+
+describe('bgp section validation through the model', () => {
+  const base = { interface: 'eth0', vips: [] };
+  it('rejects the whole file, naming the bgp path and value', () => {
+    const r = parseConfig(
+      JSON.stringify({
+        ...base,
+        bgp: { asn: 65001, routerId: '10.0.0.1', peers: [{ address: '10.0.0.300', asn: 1 }] },
+      }),
+      { format: 'json' },
+    );
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.errors.map(formatIssue)).toEqual([
+      expect.stringMatching(/^bgp\.peers\[0\]\.address: .*10\.0\.0\.300/),
+    ]);
+  });
+
+  it('fills BGP defaults', () => {
+    const r = parseConfig(
+      JSON.stringify({
+        ...base,
+        bgp: { asn: 65001, routerId: '10.0.0.1', peers: [{ address: '10.0.0.2', asn: 65000 }] },
+      }),
+      { format: 'json' },
+    );
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    expect(r.config.bgp).toMatchObject({
+      minHealthyBackends: 1,
+      peers: [{ holdTime: 90, port: 179, passive: false }],
+    });
+  });
+});
