@@ -12,6 +12,15 @@ import { registerTrace } from './commands/trace';
 import type { GlobalArgs } from './context';
 import { CliError } from './output';
 
+/** yargs turns a repeated string flag into an array: say so instead of failing later on a bad path. */
+const once =
+  (flag: string) =>
+  (v: unknown): unknown => {
+    if (Array.isArray(v))
+      throw new CliError(`--${flag}: given ${v.length} times (${v.join(', ')}): give it once`, 2);
+    return v;
+  };
+
 export function buildCli(argv: string[]): Argv<GlobalArgs> {
   let y = yargs(argv)
     .scriptName('peak-xdp')
@@ -19,16 +28,19 @@ export function buildCli(argv: string[]): Argv<GlobalArgs> {
     .option('bpffs', {
       type: 'string',
       describe: 'bpffs root of the pins (default: env PEAK_XDP_BPFFS or /sys/fs/bpf)',
+      coerce: once('bpffs'),
     })
     .option('interface', {
       alias: 'i',
       type: 'string',
       describe: 'the balanced interface (default: the only one pinned)',
+      coerce: once('interface'),
     })
     .option('json', { type: 'boolean', default: false, describe: 'machine-readable output' })
     .option('admin', {
       type: 'string',
       describe: 'daemon admin API HOST:PORT (default: env PEAK_XDP_ADMIN or 127.0.0.1:9470)',
+      coerce: once('admin'),
     })
     .strict()
     .demandCommand(1, 'give a command (peak-xdp --help lists them)')
@@ -36,6 +48,8 @@ export function buildCli(argv: string[]): Argv<GlobalArgs> {
     .help()
     .version()
     .fail((msg, err) => {
+      // yargs re-wraps errors thrown by coerce in a YError: those are usage errors too (exit 2).
+      if (err && !(err instanceof CliError) && err.name === 'YError') throw new CliError(err.message, 2);
       throw err ?? new CliError(msg, 2);
     }) as unknown as Argv<GlobalArgs>;
   for (const reg of [

@@ -73,6 +73,7 @@ export class Daemon {
   private readonly monitor = new HealthMonitor();
   private healthSeeds = new Map<string, HealthStatus>();
   private speaker: BgpSpeaker | null = null;
+  private bgp: BgpConfig | null | undefined;
   private admin: AdminServer | null = null;
   private metrics: DaemonMetrics | null = null;
   private kube: import('../sources/kubernetes/source').KubernetesSource | null = null;
@@ -127,8 +128,14 @@ export class Daemon {
       health: () => this.monitor.snapshot(),
       attached: () => this.attached,
     });
+    // The first load happened before the registry existed: count it, as the metric's help promises.
+    this.metrics.reloads.inc({ result: 'ok', trigger: first.trigger });
 
     await this.sync('start');
+    if (this.resyncWanted) {
+      this.resyncWanted = false;
+      await this.sync('health targets');
+    }
 
     this.monitor.on('change', (c: { vip: string; address: string; from: string; to: string }) => {
       this.log.info({ vip: c.vip, backend: c.address, from: c.from, to: c.to }, 'backend health changed');
@@ -320,28 +327,29 @@ export class Daemon {
       return;
     }
     const prev = this.config!;
-    const fixed = (['interface', 'xdpMode'] as const).filter((k) => e.config[k] !== prev[k]);
-    if (JSON.stringify(e.config.limits) !== JSON.stringify(prev.limits)) fixed.push('limits' as never);
-    if (JSON.stringify(e.config.admin) !== JSON.stringify(prev.admin)) fixed.push('admin' as never);
+    // Fields bound at start (the attachment, map sizes, the admin socket, the BGP sessions): a change is
+    // rejected as a whole so the running state never mixes two configs.
+    const fixed: string[] = (['interface', 'xdpMode'] as const).filter((k) => e.config[k] !== prev[k]);
+    for (const k of ['limits', 'admin', 'bgp'] as const)
+      if (JSON.stringify(e.config[k]) !== JSON.stringify(prev[k])) fixed.push(k);
     if (fixed.length > 0) {
       this.reloadError = `${fixed.join(', ')}: changing these needs a daemon restart`;
       this.log.error({ fields: fixed }, 'config reload rejected: these fields need a restart');
       return;
     }
-    if (JSON.stringify(this.bgpConfigOf(e.config)) !== JSON.stringify(this.bgpConfigOf(prev)))
-      this.log.warn('bgp section changed: takes effect at the next daemon restart');
-    this.reloadError = null;
-    this.config = e.config;
-    if (!e.changed) return;
+    // Skip only when this exact config is already applied (a failed apply is retried by the next reload).
+    if (e.config === this.config || (!e.changed && this.reloadError === null)) return;
     this.log.info({ trigger: e.trigger, vips: e.config.vips.length }, 'config reloaded');
     this.resolveHost(e.config)
       .then((dc) => {
+        this.config = e.config;
         this.datapathConfig = dc;
+        this.reloadError = null;
         void this.requestSync('reload');
       })
       .catch((err: Error) => {
-        this.reloadError = err.message;
-        this.log.error({ err }, 'config reload: host settings could not be resolved');
+        this.reloadError = `host settings for the new config: ${err.message}`;
+        this.log.error({ err }, 'config reload: host settings could not be resolved; previous config stays');
       });
   }
 
@@ -400,6 +408,11 @@ export class Daemon {
       // Seeds only bridge a restart: once checks report, their statuses rule.
       this.monitor.setTargets(healthTargets(desired, this.healthSeeds));
       this.healthSeeds = new Map([...this.healthSeeds].filter(([k]) => !this.monitor.statuses().has(k)));
+      // New targets start with a status but emit no change: reconcile once more so /state and the
+      // datapath show it (otherwise a new backend reads health "unknown" until its first flip).
+      const now = this.monitor.statuses();
+      if (desired.vips.some((v) => v.backends.some((b) => now.has(b.key) && now.get(b.key) !== b.health)))
+        this.resyncWanted = true;
       this.log.debug({ reason, summary }, 'reconciled');
     } catch (e) {
       this.reconcileError = (e as Error).message;
@@ -451,13 +464,13 @@ export class Daemon {
     }
   }
 
-  private bgpConfigOf(config: Config): unknown {
-    return config.bgp;
-  }
-
+  /** The bgp section, parsed once (a change needs a restart, so the start-time value stays right). */
   private bgpConfig(): BgpConfig | null {
-    const raw = this.config?.bgp;
-    return raw === undefined ? null : bgpConfigSchema.parse(raw);
+    if (this.bgp === undefined) {
+      const raw = this.config?.bgp;
+      this.bgp = raw === undefined ? null : bgpConfigSchema.parse(raw);
+    }
+    return this.bgp;
   }
 
   private async startKubernetes(): Promise<void> {

@@ -29,7 +29,8 @@ function setCounter(c: Counter<string>, labels: Record<string, string>, value: b
 
 export function createMetrics(src: MetricsSources): DaemonMetrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'peak_xdp_process_' });
+  // prom-client names already start with process_ / nodejs_: peak_xdp_process_cpu_seconds_total etc.
+  collectDefaultMetrics({ register: registry, prefix: 'peak_xdp_' });
   const registers = [registry];
 
   // One counters() read per scrape, shared by the collectors below.

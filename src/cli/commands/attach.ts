@@ -174,9 +174,10 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           const st = await attachXdp({ ifname, program: prog, mode: a.mode });
           // The VIPs live on lo; answer ARP/ND only for the interface's own addresses (DSR on shared L2).
           for (const v of a.vip) {
+            // replace, not add: a second `decap attach` (or a VIP already on lo) is not an error.
             const r = await exec('ip', [
               'addr',
-              'add',
+              'replace',
               `${v}/${isIP(v) === 4 ? 32 : 128}`,
               'dev',
               'lo',
