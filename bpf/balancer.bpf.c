@@ -20,6 +20,10 @@ struct peak_btf_anchor {
   enum peak_config_flag config_flag;
   struct peak_vip_key vip_key;
   struct peak_vip_value vip_value;
+  struct peak_vip_slot vip_slot;
+  struct peak_vip_index_head vip_index_head;
+  enum peak_vip_index_flag vip_index_flag;
+  struct peak_stats stats;
   struct peak_addr_key addr_key;
   struct peak_backend backend;
   struct peak_flow_key flow_key;
@@ -42,10 +46,37 @@ static __always_inline int peak_is_vip_addr(const struct peak_flow_key *flow) {
   return bpf_map_lookup_elem(&vip_addrs, &k) != NULL;
 }
 
-/* Exact (address, port, proto) VIP, else the wildcard-port VIP of that address and protocol. */
+/* The VIP slot holding `k` in an index (probing from its home slot), or NULL. */
+static __always_inline struct peak_vip_value *peak_vip_index_find(void *index, __u32 seed,
+                                                                  const struct peak_vip_key *k) {
+  const peak_u32_alias *kw = (const peak_u32_alias *)k;
+  __u32 h = peak_vip_key_hash(seed, k->addr, k->family, k->port, k->proto);
+#pragma unroll
+  for (__u32 i = 0; i < PEAK_VIP_INDEX_PROBES; i++) {
+    __u32 idx = 1 + ((h + i) & (PEAK_VIP_INDEX_SLOTS - 1));
+    struct peak_vip_slot *s = bpf_map_lookup_elem(index, &idx);
+    if (!s || s->key.family == PEAK_FAMILY_NONE) return NULL;
+    const peak_u32_alias *sw = (const peak_u32_alias *)&s->key;
+    if (sw[0] == kw[0] && sw[1] == kw[1] && sw[2] == kw[2] && sw[3] == kw[3] && sw[4] == kw[4]) return &s->value;
+  }
+  return NULL;
+}
+
+/* Exact (address, port, proto) VIP, else the wildcard-port VIP of that address and protocol: from the index
+ * (inlined array lookups), or from the `vips` hash when the index says so or none is installed. */
 static __always_inline struct peak_vip_value *peak_vip_find(const struct peak_flow_key *flow) {
   struct peak_vip_key k = {.port = flow->dport, .proto = flow->proto, .family = flow->family};
   __builtin_memcpy(k.addr, flow->dst, 16);
+  __u32 zero = 0;
+  void *index = bpf_map_lookup_elem(&vip_index, &zero);
+  struct peak_vip_index_head *head = index ? bpf_map_lookup_elem(index, &zero) : NULL;
+  if (head && !(head->flags & PEAK_VIP_INDEX_F_USE_HASH)) {
+    __u32 seed = head->seed;
+    struct peak_vip_value *v = peak_vip_index_find(index, seed, &k);
+    if (v || k.port == 0) return v;
+    k.port = 0;
+    return peak_vip_index_find(index, seed, &k);
+  }
   struct peak_vip_value *v = bpf_map_lookup_elem(&vips, &k);
   if (v) return v;
   k.port = 0;
@@ -55,7 +86,7 @@ static __always_inline struct peak_vip_value *peak_vip_find(const struct peak_fl
 /* After encapsulation: XDP_TX to the configured next hop, or a FIB lookup and XDP_REDIRECT. */
 static __always_inline int peak_transmit(struct xdp_md *ctx, const struct peak_config *cfg,
                                          const struct peak_pkt *p, const struct peak_backend *be) {
-  if (!(cfg->flags & PEAK_CFG_F_FIB) || p->vlans) return peak_verdict(XDP_TX, 0);
+  if (!(cfg->flags & PEAK_CFG_F_FIB) || p->vlans) return peak_verdict(p->stats, XDP_TX, 0);
   struct bpf_fib_lookup fib = {};
   fib.ifindex = ctx->ingress_ifindex;
   fib.tot_len = p->ip_len + peak_encap_overhead(be);
@@ -71,71 +102,70 @@ static __always_inline int peak_transmit(struct xdp_md *ctx, const struct peak_c
   void *data_end = (void *)(long)ctx->data_end;
   struct ethhdr *eth = data;
   if (rc != BPF_FIB_LKUP_RET_SUCCESS || (void *)(eth + 1) > data_end)
-    return peak_verdict(XDP_TX, PEAK_CNT_FIB_FALLBACK);
+    return peak_verdict(p->stats, XDP_TX, PEAK_CNT_FIB_FALLBACK);
   __builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
   __builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
-  peak_count(PEAK_CNT_FIB_REDIRECT);
-  if (fib.ifindex == ctx->ingress_ifindex) return peak_verdict(XDP_TX, 0);
-  return peak_verdict(bpf_redirect(fib.ifindex, 0), 0);
+  peak_count(p->stats, PEAK_CNT_FIB_REDIRECT);
+  if (fib.ifindex == ctx->ingress_ifindex) return peak_verdict(p->stats, XDP_TX, 0);
+  return peak_verdict(p->stats, bpf_redirect(fib.ifindex, 0), 0);
 }
 
 /* Picks the backend for `flow` and sends the packet described by *p to it. `record`: may fill conntrack. */
 static __always_inline int peak_forward(struct xdp_md *ctx, struct peak_pkt *p, const struct peak_flow_key *flow,
                                         const struct peak_vip_value *vip, int record, int icmp_error) {
   struct peak_config *cfg = peak_config_get();
-  if (!cfg) return peak_verdict(XDP_PASS, PEAK_CNT_PASS_NOT_READY);
-  __u32 hash = (vip->flags & PEAK_VIP_F_SRC_HASH) ? peak_source_hash(flow) : peak_flow_hash(flow);
-  __u32 id = 0;
-  struct peak_backend *be = NULL;
-  int r = peak_select(flow, vip, hash, p->is_syn, record, &id, &be);
-  if (r == PEAK_PICK_NO_TABLE) return peak_verdict(XDP_DROP, PEAK_CNT_DROP_NO_TABLE);
-  if (r != PEAK_PICK_OK || !be) return peak_verdict(XDP_DROP, PEAK_CNT_DROP_NO_BACKEND);
+  if (!cfg) return peak_verdict(p->stats, XDP_PASS, PEAK_CNT_PASS_NOT_READY);
+  struct peak_pick pick = {};
+  int r = peak_select(p->stats, flow, vip, cfg, p->is_syn, record, &pick);
+  if (r == PEAK_PICK_NO_TABLE) return peak_verdict(p->stats, XDP_DROP, PEAK_CNT_DROP_NO_TABLE);
+  if (r != PEAK_PICK_OK || !pick.be) return peak_verdict(p->stats, XDP_DROP, PEAK_CNT_DROP_NO_BACKEND);
+  struct peak_backend *be = pick.be;
   __u32 reason = peak_encap_check(p, be, cfg);
-  if (reason) return peak_verdict(XDP_DROP, reason);
+  if (reason) return peak_verdict(p->stats, XDP_DROP, reason);
   __u32 overhead = peak_encap_overhead(be);
   if (cfg->mtu && p->ip_len + overhead > cfg->mtu) {
     /* PMTU discovery: tell the client (never in answer to an ICMP error) */
-    if (icmp_error) return peak_verdict(XDP_DROP, PEAK_CNT_DROP_TOO_BIG);
+    if (icmp_error) return peak_verdict(p->stats, XDP_DROP, PEAK_CNT_DROP_TOO_BIG);
     int err = p->flow.family == PEAK_FAMILY_V4 ? peak_icmp4_too_big(ctx, p, cfg->mtu - overhead)
                                                : peak_icmp6_too_big(ctx, p, cfg->mtu - overhead);
-    if (err) return peak_verdict(XDP_DROP, PEAK_CNT_DROP_TOO_BIG);
-    return peak_verdict(XDP_TX, PEAK_CNT_ICMP_TOO_BIG_SENT);
+    if (err) return peak_verdict(p->stats, XDP_DROP, PEAK_CNT_DROP_TOO_BIG);
+    return peak_verdict(p->stats, XDP_TX, PEAK_CNT_ICMP_TOO_BIG_SENT);
   }
   peak_traffic_add(&vip_stats, vip->vip_id, p->frame_len);
-  peak_traffic_add(&backend_stats, id, p->frame_len);
-  reason = peak_encap(ctx, p, be, cfg, hash);
-  if (reason) return peak_verdict(XDP_DROP, reason);
-  if (icmp_error) peak_count(PEAK_CNT_ICMP_ERROR_FORWARDED);
+  peak_traffic_add(&backend_stats, pick.id, p->frame_len);
+  reason = peak_encap(ctx, p, be, cfg, pick.hash);
+  if (reason) return peak_verdict(p->stats, XDP_DROP, reason);
+  if (icmp_error) peak_count(p->stats, PEAK_CNT_ICMP_ERROR_FORWARDED);
   return peak_transmit(ctx, cfg, p, be);
 }
 
 /* TCP and UDP. */
 static __always_inline int peak_handle_l4(struct xdp_md *ctx, struct peak_pkt *p) {
   struct peak_vip_value *vip = peak_vip_find(&p->flow);
-  if (!vip) return peak_verdict(XDP_PASS, PEAK_CNT_PASS_NOT_VIP);
+  if (!vip) return peak_verdict(p->stats, XDP_PASS, PEAK_CNT_PASS_NOT_VIP);
   return peak_forward(ctx, p, &p->flow, vip, 1, 0);
 }
 
 /* ICMP / ICMPv6 to a VIP address: echo -> reply; errors about a VIP flow -> that flow's backend. */
 static __always_inline int peak_handle_icmp(struct xdp_md *ctx, struct peak_pkt *p) {
-  if (!peak_is_vip_addr(&p->flow)) return peak_verdict(XDP_PASS, PEAK_CNT_PASS_NOT_VIP);
+  if (!peak_is_vip_addr(&p->flow)) return peak_verdict(p->stats, XDP_PASS, PEAK_CNT_PASS_NOT_VIP);
   void *data = (void *)(long)ctx->data;
   void *data_end = (void *)(long)ctx->data_end;
   __u8 *type = data + (p->l4_off & PEAK_L4_MASK);
-  if ((void *)(type + 2) > data_end) return peak_verdict(XDP_PASS, PEAK_CNT_PASS_MALFORMED);
+  if ((void *)(type + 2) > data_end) return peak_verdict(p->stats, XDP_PASS, PEAK_CNT_PASS_MALFORMED);
   int v4 = p->flow.family == PEAK_FAMILY_V4;
   if (type[1] == 0 && type[0] == (v4 ? ICMP_ECHO : ICMPV6_ECHO_REQUEST)) {
-    if (!peak_config_get()) return peak_verdict(XDP_PASS, PEAK_CNT_PASS_NOT_READY);
+    if (!peak_config_get()) return peak_verdict(p->stats, XDP_PASS, PEAK_CNT_PASS_NOT_READY);
     int err = v4 ? peak_icmp4_echo_reply(data, data_end, p) : peak_icmp6_echo_reply(data, data_end, p);
-    if (err) return peak_verdict(XDP_PASS, PEAK_CNT_PASS_MALFORMED);
-    return peak_verdict(XDP_TX, PEAK_CNT_ICMP_ECHO_REPLY);
+    if (err) return peak_verdict(p->stats, XDP_PASS, PEAK_CNT_PASS_MALFORMED);
+    return peak_verdict(p->stats, XDP_TX, PEAK_CNT_ICMP_ECHO_REPLY);
   }
   struct peak_flow_key inner = {};
   int err = v4 ? peak_icmp4_error_flow(data, data_end, p, &inner)
                : peak_icmp6_error_flow(data, data_end, p, &inner);
-  if (err) return peak_verdict(XDP_PASS, PEAK_CNT_PASS_ICMP_OTHER);
+  if (err) return peak_verdict(p->stats, XDP_PASS, PEAK_CNT_PASS_ICMP_OTHER);
   struct peak_vip_value *vip = peak_vip_find(&inner);
-  if (!vip) return peak_verdict(XDP_PASS, PEAK_CNT_PASS_ICMP_OTHER);
+  if (!vip) return peak_verdict(p->stats, XDP_PASS, PEAK_CNT_PASS_ICMP_OTHER);
   p->is_syn = 0;
   return peak_forward(ctx, p, &inner, vip, 0, 1);
 }
@@ -145,15 +175,17 @@ int balancer(struct xdp_md *ctx) {
   void *data = (void *)(long)ctx->data;
   void *data_end = (void *)(long)ctx->data_end;
   struct peak_pkt p = {};
-  peak_count(PEAK_CNT_RX_PACKETS);
+  p.stats = peak_stats_get();
+  if (!p.stats) return XDP_PASS;
+  peak_count(p.stats, PEAK_CNT_RX_PACKETS);
   switch (peak_parse(data, data_end, &p)) {
-    case PEAK_PARSE_NOT_IP: return peak_verdict(XDP_PASS, PEAK_CNT_PASS_NOT_IP);
-    case PEAK_PARSE_MALFORMED: return peak_verdict(XDP_PASS, PEAK_CNT_PASS_MALFORMED);
+    case PEAK_PARSE_NOT_IP: return peak_verdict(p.stats, XDP_PASS, PEAK_CNT_PASS_NOT_IP);
+    case PEAK_PARSE_MALFORMED: return peak_verdict(p.stats, XDP_PASS, PEAK_CNT_PASS_MALFORMED);
   }
   if (p.is_frag || p.exthdr) {
     /* fragments and IPv6 extension headers: dropped when for a VIP address (documented), else passed */
-    if (!peak_is_vip_addr(&p.flow)) return peak_verdict(XDP_PASS, PEAK_CNT_PASS_NOT_VIP);
-    return peak_verdict(XDP_DROP, p.is_frag ? PEAK_CNT_DROP_FRAGMENT : PEAK_CNT_DROP_V6_EXTHDR);
+    if (!peak_is_vip_addr(&p.flow)) return peak_verdict(p.stats, XDP_PASS, PEAK_CNT_PASS_NOT_VIP);
+    return peak_verdict(p.stats, XDP_DROP, p.is_frag ? PEAK_CNT_DROP_FRAGMENT : PEAK_CNT_DROP_V6_EXTHDR);
   }
   switch (p.flow.proto) {
     case IPPROTO_TCP:
@@ -165,8 +197,8 @@ int balancer(struct xdp_md *ctx) {
       if (p.flow.family == PEAK_FAMILY_V6) return peak_handle_icmp(ctx, &p);
       break;
   }
-  if (peak_is_vip_addr(&p.flow)) return peak_verdict(XDP_PASS, PEAK_CNT_PASS_VIP_OTHER_PROTO);
-  return peak_verdict(XDP_PASS, PEAK_CNT_PASS_NOT_VIP);
+  if (peak_is_vip_addr(&p.flow)) return peak_verdict(p.stats, XDP_PASS, PEAK_CNT_PASS_VIP_OTHER_PROTO);
+  return peak_verdict(p.stats, XDP_PASS, PEAK_CNT_PASS_NOT_VIP);
 }
 
 char LICENSE[] SEC("license") = "GPL";

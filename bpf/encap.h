@@ -11,8 +11,7 @@
 
 /* Outer IPv4 source: prefix with its host bits taken from the flow hash (/32 = fixed). Network order. */
 static __always_inline __be32 peak_outer_src_v4(const struct peak_config *cfg, __u32 hash) {
-  __u32 prefix;
-  __builtin_memcpy(&prefix, cfg->src_v4, 4);
+  __u32 prefix = *(const peak_u32_alias *)cfg->src_v4;
   __u32 len = cfg->src_v4_len;
   if (len >= 32) return prefix;
   __u32 host = 0xffffffffU >> len;
@@ -21,15 +20,13 @@ static __always_inline __be32 peak_outer_src_v4(const struct peak_config *cfg, _
 
 /* Outer IPv6 source: prefix with up to 32 host bits (the low word) from the flow hash (/128 = fixed). */
 static __always_inline void peak_outer_src_v6(const struct peak_config *cfg, __u32 hash, __u8 *out) {
-  __builtin_memcpy(out, cfg->src_v6, 16);
+  peak_copy16(out, cfg->src_v6);
   __u32 len = cfg->src_v6_len;
   if (len >= 128) return;
   __u32 hostbits = 128 - len;
   __u32 host = hostbits >= 32 ? 0xffffffffU : (1U << hostbits) - 1;
-  __u32 last;
-  __builtin_memcpy(&last, out + 12, 4);
-  last = bpf_htonl((bpf_ntohl(last) & ~host) | (hash & host));
-  __builtin_memcpy(out + 12, &last, 4);
+  peak_u32_alias *last = (peak_u32_alias *)(out + 12);
+  *last = bpf_htonl((bpf_ntohl(*last) & ~host) | (hash & host));
 }
 
 /* Bytes the outer header adds for a backend family. */
@@ -66,19 +63,20 @@ static __always_inline __u32 peak_encap(struct xdp_md *ctx, const struct peak_pk
   if (v4) {
     struct iphdr *o = data + l3;
     if ((void *)(o + 1) > data_end) return PEAK_CNT_DROP_ADJUST;
-    o->version = 4;
-    o->ihl = 5;
-    o->tos = p->tos;
-    o->tot_len = bpf_htons(p->ip_len + sizeof(*o));
-    o->id = 0;
-    o->frag_off = bpf_htons(PEAK_IP_DF);
-    o->ttl = PEAK_DEFAULT_TTL;
-    o->protocol = inner_proto;
-    o->check = 0;
-    o->saddr = peak_outer_src_v4(cfg, hash);
-    __builtin_memcpy(&o->daddr, be->addr, 4);
-    o->check = csum_ipv4_hdr20(o);
-    peak_count(PEAK_CNT_ENCAP_V4);
+    /* the five header words built in registers (network order), summed there for the checksum */
+    __u32 w0 = bpf_htonl((0x45U << 24) | ((__u32)p->tos << 16) | (p->ip_len + sizeof(*o)));
+    __u32 w1 = bpf_htonl(PEAK_IP_DF);                                   /* id 0, DF, offset 0 */
+    __u32 w2 = bpf_htonl(((__u32)PEAK_DEFAULT_TTL << 24) | ((__u32)inner_proto << 16)); /* check 0 */
+    __u32 w3 = peak_outer_src_v4(cfg, hash);
+    __u32 w4 = *(const peak_u32_alias *)be->addr;
+    __u16 check = ~csum_fold64((__u64)w0 + w1 + w2 + w3 + w4);
+    peak_u32_alias *ow = (peak_u32_alias *)o;
+    ow[0] = w0;
+    ow[1] = w1;
+    ow[2] = w2 | ((__u32)check << 16); /* check sits in the upper half of the word in memory order */
+    ow[3] = w3;
+    ow[4] = w4;
+    peak_count(p->stats, PEAK_CNT_ENCAP_V4);
     return 0;
   }
   struct ipv6hdr *o6 = data + l3;
@@ -90,8 +88,8 @@ static __always_inline __u32 peak_encap(struct xdp_md *ctx, const struct peak_pk
   o6->nexthdr = inner_proto;
   o6->hop_limit = PEAK_DEFAULT_TTL;
   peak_outer_src_v6(cfg, hash, (__u8 *)&o6->saddr);
-  __builtin_memcpy(&o6->daddr, be->addr, 16);
-  peak_count(PEAK_CNT_ENCAP_V6);
+  peak_copy16(&o6->daddr, be->addr);
+  peak_count(p->stats, PEAK_CNT_ENCAP_V6);
   return 0;
 }
 

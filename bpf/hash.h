@@ -6,6 +6,7 @@
 #include <linux/types.h>
 #include <bpf/bpf_endian.h>
 #include "shared.h"
+#include "mem.h"
 
 static __always_inline __u32 peak_rotl32(__u32 x, __u32 r) { return (x << r) | (x >> (32 - r)); }
 
@@ -32,9 +33,7 @@ static __always_inline __u32 peak_fmix(__u32 h, __u32 len) {
 
 /* Word i of a 16-byte address, as a big-endian number. */
 static __always_inline __u32 peak_addr_word(const __u8 *a, int i) {
-  __u32 w;
-  __builtin_memcpy(&w, a + 4 * i, 4);
-  return bpf_ntohl(w);
+  return bpf_ntohl(*(const peak_u32_alias *)(a + 4 * i));
 }
 
 /* Hash of the 5-tuple: src, dst (1 word for v4, 4 for v6), (sport << 16 | dport), proto. */
@@ -63,6 +62,18 @@ static __always_inline __u32 peak_source_hash(const struct peak_flow_key *k) {
 #pragma unroll
   for (int i = 0; i < 4; i++) h = peak_mix(h, peak_addr_word(k->src, i));
   return peak_fmix(h, 16);
+}
+
+/* VIP index hash (seeded by the index header): address words (1 or 4), then port << 16 | proto << 8 | family.
+ * Twin: vipIndexHash() in src/datapath/flowhash.ts. */
+static __always_inline __u32 peak_vip_key_hash(__u32 seed, const __u8 *addr, __u8 family, __be16 port,
+                                               __u8 proto) {
+  __u32 tail = ((__u32)bpf_ntohs(port) << 16) | ((__u32)proto << 8) | family;
+  __u32 h = seed;
+  if (family == PEAK_FAMILY_V4) return peak_fmix(peak_mix(peak_mix(h, peak_addr_word(addr, 0)), tail), 8);
+#pragma unroll
+  for (int i = 0; i < 4; i++) h = peak_mix(h, peak_addr_word(addr, i));
+  return peak_fmix(peak_mix(h, tail), 20);
 }
 
 #endif

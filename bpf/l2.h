@@ -11,13 +11,13 @@ static __always_inline int peak_write_l2(void *data, void *data_end, const struc
                                          const __u8 *dmac, const __u8 *smac, __be16 proto) {
   struct ethhdr *eth = data;
   if ((void *)(eth + 1) > data_end) return -1;
-  __builtin_memcpy(eth->h_dest, dmac, ETH_ALEN);
-  __builtin_memcpy(eth->h_source, smac, ETH_ALEN);
+  peak_mac_copy(eth->h_dest, dmac);
+  peak_mac_copy(eth->h_source, smac);
   if (p->vlans == 0) {
-    eth->h_proto = proto;
+    *(peak_be16_alias *)((void *)eth + PEAK_ETH_PROTO_OFF) = proto;
     return 0;
   }
-  eth->h_proto = p->vlan_tpid[0];
+  *(peak_be16_alias *)((void *)eth + PEAK_ETH_PROTO_OFF) = p->vlan_tpid[0];
   struct peak_vlan_hdr *v = (void *)(eth + 1);
   if ((void *)(v + 2) > data_end) return -1;
   v[0].tci = p->vlan_tci[0];

@@ -6,13 +6,31 @@
 #include <bpf/bpf_helpers.h>
 #include "shared.h"
 
-/* VIP (address, port, protocol) -> id, flags, table size. Port 0 entries match every port. */
+/* VIP (address, port, protocol) -> id, flags, table size. Port 0 entries match every port. Userspace's record;
+ * the datapath reads it only when the index says so (PEAK_VIP_INDEX_F_USE_HASH) or no index is installed. */
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
   __uint(max_entries, PEAK_MAX_VIPS);
   __type(key, struct peak_vip_key);
   __type(value, struct peak_vip_value);
 } vips SEC(".maps");
+
+/* One VIP index: header + slots (struct peak_vip_slot). Fixed size and no BPF_F_INNER_MAP, so the
+ * verifier inlines lookups (a hash-map lookup is a call costing more than the whole index probe). */
+struct vip_index_inner {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, PEAK_VIP_INDEX_SLOTS + 1);
+  __type(key, __u32);
+  __type(value, struct peak_vip_slot);
+};
+
+/* [0] = the current VIP index; userspace rebuilds it aside on every VIP change and swaps it in one update. */
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __array(values, struct vip_index_inner);
+} vip_index SEC(".maps");
 
 /* Addresses holding at least one VIP -> number of VIPs (ICMP echo/errors, fragments, ext headers). */
 struct {
@@ -48,7 +66,8 @@ struct {
   __array(values, struct maglev_inner);
 } maglev_tables SEC(".maps");
 
-/* Connection table: client 5-tuple -> backend id; one hash, per-CPU LRU lists (no global LRU lock). */
+/* Connection table: client 5-tuple -> backend id, flow hash, last seen; one hash, per-CPU LRU lists (no
+ * global LRU lock). */
 struct {
   __uint(type, BPF_MAP_TYPE_LRU_HASH);
   __uint(max_entries, PEAK_CT_SIZE);
@@ -65,12 +84,12 @@ struct {
   __type(value, struct peak_config);
 } config SEC(".maps");
 
-/* Global counters by enum peak_counter, per CPU. */
+/* Global counters: [0] = one struct peak_stats (counters by enum peak_counter) per CPU. */
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-  __uint(max_entries, PEAK_CNT_MAX);
+  __uint(max_entries, 1);
   __type(key, __u32);
-  __type(value, __u64);
+  __type(value, struct peak_stats);
 } stats SEC(".maps");
 
 /* Per-VIP packets/bytes by vip id, per CPU. */

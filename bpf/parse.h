@@ -15,6 +15,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "shared.h"
+#include "mem.h"
 
 #define PEAK_MAX_VLANS 2
 #define PEAK_IP_MF 0x2000
@@ -29,6 +30,7 @@ struct peak_vlan_hdr {
 
 /* What the parser learnt; offsets are from the start of the frame. */
 struct peak_pkt {
+  struct peak_stats *stats; /* this CPU's counters (set by the entry before parsing) */
   __u32 frame_len;   /* bytes in the frame as received */
   __u16 l3_off;      /* Ethernet + tags: 14, 18 or 22 */
   __u16 l4_off;      /* start of the L4 header */
@@ -54,7 +56,7 @@ enum peak_parse_result {
 static __always_inline __be16 peak_parse_l2(void *data, void *data_end, struct peak_pkt *p) {
   struct ethhdr *eth = data;
   if ((void *)(eth + 1) > data_end) return 0;
-  __be16 proto = eth->h_proto;
+  __be16 proto = *(const peak_be16_alias *)((void *)eth + PEAK_ETH_PROTO_OFF); /* one load */
   __u16 off = sizeof(*eth);
   p->vlans = 0;
 #pragma unroll
@@ -113,8 +115,8 @@ static __always_inline int peak_parse_ipv4(void *data, void *data_end, struct pe
   p->tos = ip->tos;
   p->flow.family = PEAK_FAMILY_V4;
   p->flow.proto = ip->protocol;
-  __builtin_memcpy(p->flow.src, &ip->saddr, 4);
-  __builtin_memcpy(p->flow.dst, &ip->daddr, 4);
+  *(peak_u32_alias *)p->flow.src = ip->saddr;
+  *(peak_u32_alias *)p->flow.dst = ip->daddr;
   if (ip->frag_off & bpf_htons(PEAK_IP_MF | PEAK_IP_OFFSET)) {
     p->is_frag = 1;
     return PEAK_PARSE_OK;
@@ -133,8 +135,8 @@ static __always_inline int peak_parse_ipv6(void *data, void *data_end, struct pe
   p->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
   p->flow.family = PEAK_FAMILY_V6;
   p->flow.proto = ip6->nexthdr;
-  __builtin_memcpy(p->flow.src, &ip6->saddr, 16);
-  __builtin_memcpy(p->flow.dst, &ip6->daddr, 16);
+  peak_copy16(p->flow.src, &ip6->saddr);
+  peak_copy16(p->flow.dst, &ip6->daddr);
   switch (ip6->nexthdr) {
     case IPPROTO_TCP:
     case IPPROTO_UDP:

@@ -1,10 +1,12 @@
-/* Backend choice: connection table first, then the VIP's Maglev table with bounded forward probing past
- * backends that may not take the flow. Modelled exactly by predictBackend() in src/datapath/flowhash.ts. */
+/* Backend choice: connection table first (entries idle past a timeout are stale), then the VIP's Maglev
+ * table with bounded forward probing past backends that may not take the flow. Modelled exactly by
+ * predictBackend() in src/datapath/flowhash.ts. */
 #ifndef PEAK_SELECT_H
 #define PEAK_SELECT_H
 
 #include "maps.h"
 #include "stats.h"
+#include "hash.h"
 
 enum peak_pick_result {
   PEAK_PICK_OK = 0,
@@ -49,32 +51,65 @@ static __always_inline int peak_backend_keeps_flows(const struct peak_backend *b
   return be->family != PEAK_FAMILY_NONE && (be->state == PEAK_BE_UP || be->state == PEAK_BE_DRAINING);
 }
 
-/* Full choice for a VIP packet. `use_ct` reads and fills the connection table; `record` = may insert. */
-static __always_inline int peak_select(const struct peak_flow_key *flow, const struct peak_vip_value *vip,
-                                       __u32 hash, int is_syn, int record, __u32 *id_out,
-                                       struct peak_backend **be_out) {
+/* Kernel tick rate, resolved by libbpf at load (0 when the kernel config is unreadable). */
+extern unsigned int CONFIG_HZ __kconfig __weak;
+
+/* Idle timeout of a flow's entry in jiffies (0 = never). An unknown HZ counts as 1000, the highest usual
+ * rate: timeouts then last at least as long as configured. */
+static __always_inline __u32 peak_ct_timeout(const struct peak_config *cfg, __u8 proto) {
+  __u32 hz = CONFIG_HZ ? CONFIG_HZ : 1000;
+  __u32 secs = proto == IPPROTO_UDP ? cfg->ct_timeout_udp : cfg->ct_timeout_tcp;
+  return secs > PEAK_CT_MAX_TIMEOUT ? PEAK_CT_MAX_TIMEOUT * hz : secs * hz;
+}
+
+/* What the selection decided: backend id and entry, and the flow hash (outer source, flow label). */
+struct peak_pick {
+  struct peak_backend *be;
+  __u32 id;
+  __u32 hash;
+};
+
+/* The flow hash of the VIP's kind (5-tuple, or source only for client persistence). */
+static __always_inline __u32 peak_vip_hash(const struct peak_flow_key *flow, const struct peak_vip_value *vip) {
+  return (vip->flags & PEAK_VIP_F_SRC_HASH) ? peak_source_hash(flow) : peak_flow_hash(flow);
+}
+
+/* Full choice for a VIP packet: a fresh conntrack entry whose backend keeps flows wins (not for SYN or
+ * NO_CT VIPs); else Maglev, recorded in conntrack when `record`. Fills *out. */
+static __always_inline int peak_select(struct peak_stats *st, const struct peak_flow_key *flow,
+                                       const struct peak_vip_value *vip, const struct peak_config *cfg,
+                                       int is_syn, int record, struct peak_pick *out) {
   int use_ct = !(vip->flags & PEAK_VIP_F_NO_CT);
+  __u32 now = bpf_jiffies64();
   if (use_ct && !is_syn) {
     struct peak_ct_value *ct = bpf_map_lookup_elem(&conntrack, flow);
-    if (ct) {
-      struct peak_backend *be = peak_backend_get(ct->backend_id);
-      if (be && peak_backend_keeps_flows(be)) {
-        peak_count(PEAK_CNT_CT_HIT);
-        *id_out = ct->backend_id;
-        *be_out = be;
-        return PEAK_PICK_OK;
-      }
-      peak_count(PEAK_CNT_CT_RESELECT);
+    if (!ct) {
+      peak_count(st, PEAK_CNT_CT_MISS);
     } else {
-      peak_count(PEAK_CNT_CT_MISS);
+      __u32 timeout = peak_ct_timeout(cfg, flow->proto);
+      if (timeout && now - ct->last_seen > timeout) {
+        peak_count(st, PEAK_CNT_CT_EXPIRED);
+      } else {
+        struct peak_backend *be = peak_backend_get(ct->backend_id);
+        if (be && peak_backend_keeps_flows(be)) {
+          peak_count(st, PEAK_CNT_CT_HIT);
+          if (ct->last_seen != now) ct->last_seen = now;
+          out->be = be;
+          out->id = ct->backend_id;
+          out->hash = ct->hash;
+          return PEAK_PICK_OK;
+        }
+        peak_count(st, PEAK_CNT_CT_RESELECT);
+      }
     }
   }
-  int r = peak_maglev_pick(vip->vip_id, hash, id_out, be_out);
+  out->hash = peak_vip_hash(flow, vip);
+  int r = peak_maglev_pick(vip->vip_id, out->hash, &out->id, &out->be);
   if (r != PEAK_PICK_OK) return r;
   if (use_ct && record) {
-    struct peak_ct_value v = {.backend_id = *id_out, .vip_id = vip->vip_id};
+    struct peak_ct_value v = {.backend_id = out->id, .vip_id = vip->vip_id, .hash = out->hash, .last_seen = now};
     bpf_map_update_elem(&conntrack, flow, &v, BPF_ANY);
-    peak_count(PEAK_CNT_CT_INSERT);
+    peak_count(st, PEAK_CNT_CT_INSERT);
   }
   return PEAK_PICK_OK;
 }

@@ -17,16 +17,24 @@
 #ifndef PEAK_MAGLEV_MAX_M
 #define PEAK_MAGLEV_MAX_M 65537 /* largest table size of the inner-map template */
 #endif
+#ifndef PEAK_VIP_INDEX_SLOTS
+#define PEAK_VIP_INDEX_SLOTS 4096 /* slots of the VIP index (power of two; entry 0 is its header) */
+#endif
+#define PEAK_VIP_INDEX_PROBES 8 /* a key sits at most this many slots from its home slot (linear probing) */
 #define PEAK_MAGLEV_DEFAULT_M 65537 /* default per-VIP table size (prime) */
 #define PEAK_MAX_PROBES 8           /* slots probed forward past unusable backends before dropping */
 #define PEAK_HASH_SEED 0x5ea4c0deU   /* fixed so every LB node hashes a flow the same way */
 #define PEAK_DEFAULT_TTL 64          /* TTL / hop limit of outer and generated headers */
+#define PEAK_CT_MAX_TIMEOUT 1000000  /* largest idle timeout in seconds (x HZ must fit in 32 bits) */
 
 /* The #defines userspace must agree with, as an enum so they reach BTF (checked by test/bpf/layout.test.ts). */
 enum peak_const {
   PEAK_CONST_MAX_PROBES = PEAK_MAX_PROBES,
   PEAK_CONST_HASH_SEED = PEAK_HASH_SEED,
   PEAK_CONST_MAGLEV_DEFAULT_M = PEAK_MAGLEV_DEFAULT_M,
+  PEAK_CONST_VIP_INDEX_SLOTS = PEAK_VIP_INDEX_SLOTS,
+  PEAK_CONST_VIP_INDEX_PROBES = PEAK_VIP_INDEX_PROBES,
+  PEAK_CONST_CT_MAX_TIMEOUT = PEAK_CT_MAX_TIMEOUT,
 };
 
 /* Address family byte used in keys (not AF_*: 4 and 6 read better in dumps). */
@@ -58,7 +66,7 @@ enum peak_config_flag {
 
 /* vips key: destination address (v4 in the first 4 bytes, rest zero), port (network order, 0 = every
  * port), IP protocol, family. */
-struct peak_vip_key {
+struct __attribute__((aligned(4))) peak_vip_key {
   __u8 addr[16];
   __be16 port;
   __u8 proto;
@@ -69,6 +77,26 @@ struct peak_vip_value {
   __u32 vip_id;     /* index into maglev_tables and vip_stats */
   __u32 flags;      /* enum peak_vip_flag bits */
   __u32 table_size; /* M as userspace built it (the datapath reads M from the table itself) */
+};
+
+/* VIP index (the datapath's copy of `vips`, read with inlined array lookups instead of a hash-map call):
+ * entry 0 is a peak_vip_index_head, entries 1..SLOTS are slots; a key lives within PEAK_VIP_INDEX_PROBES
+ * slots (wrapping) of slot 1 + (hash & (SLOTS - 1)); an empty slot (key.family 0) ends a probe. */
+struct peak_vip_slot {
+  struct peak_vip_key key;
+  struct peak_vip_value value;
+};
+
+enum peak_vip_index_flag {
+  PEAK_VIP_INDEX_F_USE_HASH = 1 << 0, /* the index does not hold every VIP: look the `vips` hash up instead */
+};
+
+/* Entry 0 of the index; as big as a slot. */
+struct peak_vip_index_head {
+  __u32 seed;    /* hash seed the builder chose (it retries seeds until every key fits) */
+  __u32 flags;   /* enum peak_vip_index_flag bits */
+  __u32 keys;    /* VIP keys in the slots (for dumps) */
+  __u32 pad[5];
 };
 
 /* vip_addrs key: an address that has at least one VIP (for ICMP echo and errors, fragments). */
@@ -85,8 +113,9 @@ struct peak_backend {
   __u8 pad[2];
 };
 
-/* Connection table key: the client's 5-tuple as seen on the wire (ports in network order). */
-struct peak_flow_key {
+/* Connection table key: the client's 5-tuple as seen on the wire (ports in network order). Aligned so the
+ * datapath builds and compares it with word accesses; the layout is the same. */
+struct __attribute__((aligned(8))) peak_flow_key {
   __u8 src[16];
   __u8 dst[16];
   __be16 sport;
@@ -99,6 +128,8 @@ struct peak_flow_key {
 struct peak_ct_value {
   __u32 backend_id;
   __u32 vip_id;
+  __u32 hash;      /* the flow hash at selection (outer source, flow label): a hit need not recompute it */
+  __u32 last_seen; /* low 32 bits of jiffies at the last packet (idle timeout) */
 };
 
 /* Config (one entry). MACs as on the wire; addresses in network order. */
@@ -111,6 +142,8 @@ struct peak_config {
   __u8 src_v6_len;      /* prefix length; 128 = fixed; host bits come from the low 32 bits only */
   __u16 mtu;            /* largest IP packet on the egress link (encapsulated size) */
   __u32 flags;          /* enum peak_config_flag bits */
+  __u32 ct_timeout_tcp; /* seconds a TCP entry may idle before its next packet is re-selected; 0 = never */
+  __u32 ct_timeout_udp; /* the same for UDP */
 };
 
 /* Per-VIP and per-backend traffic counters (per-CPU). */
@@ -126,6 +159,9 @@ enum peak_counter {
   PEAK_CNT_XDP_DROP,
   PEAK_CNT_XDP_TX,
   PEAK_CNT_XDP_REDIRECT,
+  PEAK_CNT_CT_HIT,           /* the forwarding fast path's counters share the first cache line */
+  PEAK_CNT_ENCAP_V4,         /* what was sent */
+  PEAK_CNT_ENCAP_V6,
   PEAK_CNT_PASS_NOT_IP,      /* pass reasons */
   PEAK_CNT_PASS_MALFORMED,
   PEAK_CNT_PASS_NOT_VIP,
@@ -140,18 +176,21 @@ enum peak_counter {
   PEAK_CNT_DROP_NO_SOURCE,
   PEAK_CNT_DROP_ADJUST,
   PEAK_CNT_DROP_TOO_BIG,
-  PEAK_CNT_CT_HIT,           /* connection table */
-  PEAK_CNT_CT_MISS,
+  PEAK_CNT_CT_MISS,          /* connection table */
   PEAK_CNT_CT_INSERT,
   PEAK_CNT_CT_RESELECT,
-  PEAK_CNT_ENCAP_V4,         /* what was sent */
-  PEAK_CNT_ENCAP_V6,
+  PEAK_CNT_CT_EXPIRED,       /* an entry idle past its timeout: the packet was re-selected */
   PEAK_CNT_ICMP_ECHO_REPLY,
   PEAK_CNT_ICMP_ERROR_FORWARDED,
   PEAK_CNT_ICMP_TOO_BIG_SENT,
   PEAK_CNT_FIB_REDIRECT,
   PEAK_CNT_FIB_FALLBACK,
   PEAK_CNT_MAX,
+};
+
+/* The stats map's value: every global counter of one CPU in one block (one lookup, few cache lines). */
+struct peak_stats {
+  __u64 counters[PEAK_CNT_MAX];
 };
 
 /* Decap program counters. */

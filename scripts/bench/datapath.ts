@@ -1,6 +1,8 @@
 // Data-plane benchmark: ns/packet via BPF_PROG_TEST_RUN (net of a trivial program timed in the same run) and
-// Mpps through a veth with our own live-frames generator (minimal encap program vs the full balancer).
+// Mpps through a veth with our own live-frames generator (minimal encap program vs the full balancer, run in
+// alternation; the ratio is the median of the per-round ratios, which load from other processes skews least).
 // Usage: node dist/scripts/bench/datapath.js [--json] [--runs 5] [--calls 20000] [--frames 4000000]
+//        [--live-rounds 9]
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { attachXdp, BpfMap, BpfObject, BpfProgram, ifNameToIndex, splitPerCpu } from '../../src/datapath/bpf';
@@ -12,11 +14,12 @@ interface Args {
   runs: number;
   calls: number;
   frames: number;
+  liveRounds: number;
   childGen?: { ifname: string; frames: number; template: string; sportOff: number; flows: number };
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { json: false, runs: 5, calls: 20000, frames: 4_000_000 };
+  const a: Args = { json: false, runs: 5, calls: 20000, frames: 4_000_000, liveRounds: 9 };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
     const num = (name: string, min: number, max: number): number => {
@@ -29,8 +32,12 @@ function parseArgs(argv: string[]): Args {
     else if (k === '--runs') a.runs = num('--runs', 5, 100);
     else if (k === '--calls') a.calls = num('--calls', 100, 1_000_000);
     else if (k === '--frames') a.frames = num('--frames', 1000, 50_000_000);
+    else if (k === '--live-rounds') a.liveRounds = num('--live-rounds', 3, 100);
     else if (k === '--child-gen') a.childGen = JSON.parse(argv[++i]!) as Args['childGen'];
-    else throw new TypeError(`argument: ${JSON.stringify(k)} is not one of --json --runs --calls --frames`);
+    else
+      throw new TypeError(
+        `argument: ${JSON.stringify(k)} is not one of --json --runs --calls --frames --live-rounds`,
+      );
   }
   return a;
 }
@@ -122,12 +129,19 @@ interface Row {
   nsPerPacket: number;
   netNs: number;
   method: string;
+  /** Lowest conntrack hits / lookups of the row over the runs (shows which path a row really measured). */
+  ctHitPct?: number;
 }
 
 async function testRunBench(a: Args): Promise<Row[]> {
   const passObj = await BpfObject.load(bpfObjectPath('pass'));
   const floorProg = passObj.program('xdp_pass');
   passObj.close();
+  const minObj = await BpfObject.load(bpfObjectPath('bench_encap'), {
+    consts: { backend_v4: Buffer.from([10, 1, 0, 1]), source_v4: Buffer.from([10, 255, 0, 1]) },
+  });
+  const minProg = minObj.program('bench_encap');
+  minObj.close();
   const dp = await KernelDatapath.load();
   try {
     await dp.configure({
@@ -192,10 +206,21 @@ async function testRunBench(a: Args): Promise<Row[]> {
       { path: '100k flows cycled', frames: () => many, verdict: 'TX', calls: 100_000 },
     ];
     const floors: number[] = [];
+    const minimal: number[] = [];
     const results = rows.map(() => [] as number[]);
+    const hitPct = rows.map(() => undefined as number | undefined);
     for (let run = 0; run < a.runs; run++) {
       floors.push(timeCalls(floorProg, nonVip, a.calls, 'PASS'));
-      rows.forEach((r, i) => results[i]!.push(timeCalls(prog, r.frames(), r.calls, r.verdict)));
+      minimal.push(timeCalls(minProg, est4, a.calls, 'TX'));
+      for (const [i, r] of rows.entries()) {
+        const c0 = (await dp.counters()).global;
+        results[i]!.push(timeCalls(prog, r.frames(), r.calls, r.verdict));
+        const c1 = (await dp.counters()).global;
+        const hits = Number(c1.ct_hit! - c0.ct_hit!);
+        const lookups = hits + Number(c1.ct_miss! - c0.ct_miss! + c1.ct_expired! - c0.ct_expired!);
+        // The lowest rate over the runs (later runs may find entries evicted by the LRU).
+        if (lookups > 0) hitPct[i] = Math.min(hitPct[i] ?? 100, (100 * hits) / lookups);
+      }
     }
     const floor = median(floors);
     // The non-VIP path does not modify the frame, so it can also use the kernel's repeat loop.
@@ -207,6 +232,12 @@ async function testRunBench(a: Args): Promise<Row[]> {
     const passRep = rep(prog);
     const out: Row[] = [
       { path: 'trivial XDP_PASS (floor)', nsPerPacket: floor, netNs: 0, method: 'repeat=1 calls' },
+      {
+        path: 'minimal encap (reference)',
+        nsPerPacket: median(minimal),
+        netNs: median(minimal) - floor,
+        method: 'repeat=1 calls',
+      },
     ];
     rows.forEach((r, i) =>
       out.push({
@@ -214,11 +245,13 @@ async function testRunBench(a: Args): Promise<Row[]> {
         nsPerPacket: median(results[i]!),
         netNs: median(results[i]!) - floor,
         method: 'repeat=1 calls',
+        ctHitPct: hitPct[i],
       }),
     );
     out.push({ path: 'trivial XDP_PASS (floor)', nsPerPacket: floorRep, netNs: 0, method: 'repeat=1e6' });
     out.push({ path: 'non-VIP pass', nsPerPacket: passRep, netNs: passRep - floorRep, method: 'repeat=1e6' });
     floorProg.close();
+    minProg.close();
     return out;
   } finally {
     dp.close();
@@ -236,10 +269,12 @@ function sh(cmd: string, args: string[], allowFail = false): string {
   }
 }
 
-function sumCounter(m: BpfMap, index: number): bigint {
-  const k = Buffer.alloc(4);
-  k.writeUInt32LE(index);
-  return splitPerCpu(m.lookup(k)!, 8).reduce((s, b) => s + b.readBigUInt64LE(0), 0n);
+/** Sum over CPUs of the u64 at `offset` in entry 0 of a per-CPU map. */
+function sumCounter(m: BpfMap, offset: number): bigint {
+  return splitPerCpu(m.lookup(Buffer.alloc(4))!, m.valueSize).reduce(
+    (s, b) => s + b.readBigUInt64LE(offset),
+    0n,
+  );
 }
 
 /** Child mode, run inside the generator namespace: live-frames generator, prints {elapsedNs, frames}. */
@@ -277,11 +312,19 @@ interface LiveRow {
   returnedMpps: number;
 }
 
-async function liveBench(a: Args): Promise<LiveRow[]> {
+interface LiveResult {
+  rows: LiveRow[];
+  /** Full balancer / minimal (returned Mpps) of each round, and their median. */
+  ratios: number[];
+  ratio: number;
+}
+
+async function liveBench(a: Args): Promise<LiveResult> {
   const sfx = `${(process.pid % 1000).toString(36)}${randomBytes(2).toString('hex')}`;
   const nsG = `pkbg${sfx}`;
   const nsL = `pkbl${sfx}`;
   const out: LiveRow[] = [];
+  const ratios: number[] = [];
   try {
     sh('ip', ['netns', 'add', nsG]);
     sh('ip', ['netns', 'add', nsL]);
@@ -328,9 +371,8 @@ async function liveBench(a: Args): Promise<LiveRow[]> {
       { name: 'minimal encap + XDP_TX', prog: minimal, processed: () => sumCounter(sinkStats, 0) },
       { name: 'full balancer', prog: dp.program, processed: () => sumCounter(dp.maps.stats, 0) },
     ];
-    const runs = Math.max(3, Math.min(a.runs, 5));
     const results = new Map<string, LiveRow[]>();
-    for (let run = 0; run < runs; run++) {
+    for (let run = 0; run < a.liveRounds; run++) {
       for (const v of variants) {
         await attachXdp({ ifname: 'pkl0', netns: `/var/run/netns/${nsL}`, program: v.prog, mode: 'native' });
         const p0 = v.processed();
@@ -363,6 +405,10 @@ async function liveBench(a: Args): Promise<LiveRow[]> {
         results.set(v.name, [...(results.get(v.name) ?? []), row]);
       }
     }
+    const minRounds = results.get(variants[0]!.name)!;
+    results
+      .get(variants[1]!.name)!
+      .forEach((r, i) => ratios.push(r.returnedMpps / minRounds[i]!.returnedMpps));
     for (const v of variants) {
       const rs = results.get(v.name)!;
       out.push({
@@ -379,7 +425,7 @@ async function liveBench(a: Args): Promise<LiveRow[]> {
     sh('ip', ['netns', 'del', nsG], true);
     sh('ip', ['netns', 'del', nsL], true);
   }
-  return out;
+  return { rows: out, ratios, ratio: median(ratios) };
 }
 
 async function main(): Promise<void> {
@@ -387,14 +433,11 @@ async function main(): Promise<void> {
   if (a.childGen) return childGen(a.childGen);
   const started = Date.now();
   const rows = await testRunBench(a);
-  const live = await liveBench(a);
-  const full = live.find((r) => r.program === 'full balancer')!;
-  const min = live.find((r) => r.program.startsWith('minimal'))!;
-  const ratio = full.returnedMpps / min.returnedMpps;
+  const { rows: live, ratios, ratio } = await liveBench(a);
   if (a.json) {
     process.stdout.write(
       JSON.stringify(
-        { testRun: rows, live, fullOverMinimal: ratio, seconds: (Date.now() - started) / 1000 },
+        { testRun: rows, live, fullOverMinimal: ratio, ratios, seconds: (Date.now() - started) / 1000 },
         null,
         2,
       ) + '\n',
@@ -403,10 +446,11 @@ async function main(): Promise<void> {
   }
   const pad = (s: string, n: number) => s.padEnd(n);
   console.log('BPF_PROG_TEST_RUN, 64/78-byte frames, median of runs (ns per packet; net = minus the floor)');
-  console.log(`${pad('path', 34)}${pad('method', 16)}${pad('ns/pkt', 10)}net ns`);
+  console.log(`${pad('path', 34)}${pad('method', 16)}${pad('ns/pkt', 10)}${pad('net ns', 10)}ct hits`);
   for (const r of rows)
     console.log(
-      `${pad(r.path, 34)}${pad(r.method, 16)}${pad(r.nsPerPacket.toFixed(1), 10)}${r.netNs.toFixed(1)}`,
+      `${pad(r.path, 34)}${pad(r.method, 16)}${pad(r.nsPerPacket.toFixed(1), 10)}${pad(r.netNs.toFixed(1), 10)}` +
+        (r.ctHitPct === undefined ? '' : `${r.ctHitPct.toFixed(0)}%`),
     );
   console.log('\nLive frames through a veth (60-byte UDP, 1024 flows, native XDP, Mpps, median)');
   console.log(`${pad('program', 26)}${pad('generated', 12)}${pad('processed', 12)}returned`);
@@ -415,7 +459,8 @@ async function main(): Promise<void> {
       `${pad(r.program, 26)}${pad(r.genMpps.toFixed(2), 12)}${pad(r.processedMpps.toFixed(2), 12)}${r.returnedMpps.toFixed(2)}`,
     );
   console.log(
-    `\nfull balancer / minimal (returned Mpps): ${ratio.toFixed(2)}   (${((Date.now() - started) / 1000).toFixed(0)} s)`,
+    `\nfull balancer / minimal (returned Mpps), median of ${ratios.length} rounds: ${ratio.toFixed(2)}` +
+      `  [${ratios.map((x) => x.toFixed(2)).join(' ')}]   (${((Date.now() - started) / 1000).toFixed(0)} s)`,
   );
 }
 

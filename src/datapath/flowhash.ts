@@ -87,3 +87,94 @@ export function predictBackend(o: PredictOptions): number | null {
   }
   return null;
 }
+
+/** Must equal PEAK_VIP_INDEX_SLOTS in bpf/shared.h (power of two). */
+export const VIP_INDEX_SLOTS = 4096;
+/** Must equal PEAK_VIP_INDEX_PROBES in bpf/shared.h. */
+export const VIP_INDEX_PROBES = 8;
+/** Seeds tried before the index gives up and the datapath reads the `vips` hash instead. */
+export const VIP_INDEX_SEED_TRIES = 32;
+
+/** A VIP key as the index hashes it (address text, port 0 = every port, IP protocol number). */
+export interface VipIndexKey {
+  address: string;
+  port: number;
+  proto: number;
+}
+
+/** The VIP index hash (bpf peak_vip_key_hash): address words, then port << 16 | proto << 8 | family. */
+export function vipIndexHash(k: VipIndexKey, seed: number): number {
+  const a = addrWords('address', k.address);
+  let h = seed >>> 0;
+  for (const w of a.words) h = mix(h, w);
+  h = mix(h, (((k.port & 0xffff) << 16) | ((k.proto & 0xff) << 8) | a.family) >>> 0);
+  return fmix(h, 4 * (a.words.length + 1));
+}
+
+export interface VipIndexPlan {
+  /** The seed every key was placed with (meaningless when useHash). */
+  seed: number;
+  /** True when the keys do not fit: the datapath must look the `vips` hash up. */
+  useHash: boolean;
+  /** Slot (0..slots-1, entry 1 + slot in the map) of each key, in input order; empty when useHash. */
+  slotOf: number[];
+}
+
+export interface VipIndexOptions {
+  keys: VipIndexKey[];
+  /** Default VIP_INDEX_SLOTS; a power of two. */
+  slots?: number;
+  /** Default VIP_INDEX_PROBES. */
+  probes?: number;
+  /** Default VIP_INDEX_SEED_TRIES. */
+  seedTries?: number;
+  /** Hash under test (default vipIndexHash). */
+  hash?: (k: VipIndexKey, seed: number) => number;
+}
+
+/** The i-th seed tried: HASH_SEED first, then a fixed sequence (every node builds the same index). */
+export function vipIndexSeed(i: number): number {
+  return i === 0 ? HASH_SEED : fmix(mix(HASH_SEED, i), 4);
+}
+
+/** Places every key within `probes` slots of its home slot (linear probing), retrying seeds; else useHash. */
+export function planVipIndex(o: VipIndexOptions): VipIndexPlan {
+  const slots = o.slots ?? VIP_INDEX_SLOTS;
+  const probes = o.probes ?? VIP_INDEX_PROBES;
+  const tries = o.seedTries ?? VIP_INDEX_SEED_TRIES;
+  const hash = o.hash ?? vipIndexHash;
+  if (!Number.isInteger(slots) || slots < 1 || (slots & (slots - 1)) !== 0)
+    throw new RangeError(`slots: ${slots} is not a power of two`);
+  if (!Number.isInteger(probes) || probes < 1)
+    throw new RangeError(`probes: ${probes} is not a positive integer`);
+  const seen = new Set<string>();
+  for (const k of o.keys) {
+    const id = `${k.address}|${k.port}|${k.proto}`;
+    if (seen.has(id))
+      throw new RangeError(`keys: ${k.address} port ${k.port} proto ${k.proto} appears twice`);
+    seen.add(id);
+  }
+  if (o.keys.length > slots / 2) return { seed: 0, useHash: true, slotOf: [] };
+  for (let t = 0; t < tries; t++) {
+    const seed = vipIndexSeed(t);
+    const used = new Uint8Array(slots);
+    const slotOf: number[] = [];
+    let fits = true;
+    for (const k of o.keys) {
+      const home = hash(k, seed) & (slots - 1);
+      let placed = -1;
+      for (let i = 0; i < probes && placed < 0; i++) {
+        const s = (home + i) & (slots - 1);
+        if (!used[s]) placed = s;
+      }
+      if (placed < 0) {
+        fits = false;
+        break;
+      }
+      used[placed] = 1;
+      slotOf.push(placed);
+    }
+    if (fits) return { seed, useHash: false, slotOf };
+  }
+  return { seed: 0, useHash: true, slotOf: [] };
+}

@@ -12,7 +12,6 @@ import {
   MapFlags,
   MapType,
   queryXdp,
-  splitPerCpu,
   XdpMode,
   XdpStatus,
 } from './bpf';
@@ -29,9 +28,14 @@ import {
   encodeVipKey,
   encodeVipValue,
   encodeTableEntries,
+  encodeVipIndexHead,
+  encodeVipSlot,
+  DEFAULT_CT_TIMEOUTS,
   LAYOUT,
+  PROTO_NUMBER,
   sumTraffic,
 } from './layout';
+import { planVipIndex, VIP_INDEX_SLOTS } from './flowhash';
 import type {
   BackendSpec,
   ConntrackEntry,
@@ -47,6 +51,7 @@ import type {
 export const BALANCER_PROGRAM = 'balancer';
 export const BALANCER_MAPS = [
   'vips',
+  'vip_index',
   'vip_addrs',
   'backends',
   'maglev_tables',
@@ -76,6 +81,9 @@ export interface KernelAdoptOptions {
 export interface KernelConfig extends DatapathConfig {
   /** Resolve next hops with bpf_fib_lookup and XDP_REDIRECT (routed multi-interface nodes). */
   fibRedirect?: boolean;
+  /** Seconds a connection-table entry may idle before the flow's next packet is re-selected by Maglev
+   * (0 = never; default DEFAULT_CT_TIMEOUTS). */
+  conntrackTimeouts?: { tcp: number; udp: number };
 }
 
 const ZERO_KEY = Buffer.alloc(4);
@@ -168,7 +176,11 @@ export class KernelDatapath implements Datapath {
   }
 
   async configure(cfg: KernelConfig): Promise<void> {
-    const b = encodeConfig({ ...cfg, fibRedirect: cfg.fibRedirect ?? false });
+    const b = encodeConfig({
+      ...cfg,
+      fibRedirect: cfg.fibRedirect ?? false,
+      conntrackTimeouts: cfg.conntrackTimeouts ?? DEFAULT_CT_TIMEOUTS,
+    });
     this.maps.config.update(ZERO_KEY, b);
   }
 
@@ -205,6 +217,7 @@ export class KernelDatapath implements Datapath {
     if (old && (old.id !== vip.id || old.tableSize !== vip.tableSize)) this.dropTable(old.id);
     const value = encodeVipValue({ vipId: vip.id, ...vip.flags, tableSize: vip.tableSize });
     this.maps.vips.update(key, value);
+    this.syncVipIndex();
     await this.syncVipAddrs();
   }
 
@@ -213,8 +226,40 @@ export class KernelDatapath implements Datapath {
     const v = this.maps.vips.lookup(k);
     if (!v) throw new RangeError(`key: VIP ${key.address}:${key.port}/${key.protocol} does not exist`);
     this.maps.vips.delete(k);
+    this.syncVipIndex();
     this.dropTable(decodeVipValue(v).vipId);
     await this.syncVipAddrs();
+  }
+
+  /** Rebuilds the datapath's VIP index from `vips` aside and swaps it in (one update: packets see the old
+   * index or the new one). Too many keys to place: the index tells the datapath to read `vips` instead. */
+  private syncVipIndex(): void {
+    const { keys, values } = this.maps.vips.lookupBatch();
+    const plan = planVipIndex({
+      keys: keys.map((k) => {
+        const d = decodeVipKey(k);
+        return { address: d.address, port: d.port, proto: PROTO_NUMBER[d.protocol] };
+      }),
+    });
+    const inner = BpfMap.create({
+      type: MapType.ARRAY,
+      keySize: 4,
+      valueSize: LAYOUT.peak_vip_slot.size,
+      maxEntries: VIP_INDEX_SLOTS + 1,
+      name: 'peak_vip_index',
+    });
+    try {
+      const ks = [u32Key(0)];
+      const vs = [encodeVipIndexHead({ seed: plan.seed, useHash: plan.useHash, keys: plan.slotOf.length })];
+      plan.slotOf.forEach((slot, i) => {
+        ks.push(u32Key(1 + slot));
+        vs.push(encodeVipSlot(keys[i]!, values[i]!));
+      });
+      inner.updateBatch(ks, vs);
+      this.maps.vip_index.setInner(0, inner);
+    } finally {
+      inner.close();
+    }
   }
 
   /** vip_addrs = the set of VIP addresses (recomputed from vips). */
@@ -312,11 +357,9 @@ export class KernelDatapath implements Datapath {
 
   async counters(): Promise<DatapathCounters> {
     const global: Record<string, bigint> = {};
-    const { keys, values } = this.maps.stats.lookupBatch();
-    keys.forEach((k, i) => {
-      const name = this.counterNames[k.readUInt32LE(0)];
-      if (!name) return;
-      global[name] = splitPerCpu(values[i]!, 8).reduce((s, b) => s + b.readBigUInt64LE(0), 0n);
+    const blocks = this.maps.stats.lookupPerCpu(ZERO_KEY) ?? [];
+    this.counterNames.forEach((name, i) => {
+      global[name] = blocks.reduce((s, b) => s + b.readBigUInt64LE(8 * i), 0n);
     });
     const traffic = (m: BpfMap, ids: number[]): Map<number, TrafficCounter> => {
       const out = new Map<number, TrafficCounter>();

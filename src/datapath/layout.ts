@@ -13,9 +13,11 @@ export const LAYOUT = {
     size: 40,
     fields: { src: 0, dst: 16, sport: 32, dport: 34, proto: 36, family: 37, pad: 38 },
   },
-  peak_ct_value: { size: 8, fields: { backend_id: 0, vip_id: 4 } },
+  peak_ct_value: { size: 16, fields: { backend_id: 0, vip_id: 4, hash: 8, last_seen: 12 } },
+  peak_vip_slot: { size: 32, fields: { key: 0, value: 20 } },
+  peak_vip_index_head: { size: 32, fields: { seed: 0, flags: 4, keys: 8, pad: 12 } },
   peak_config: {
-    size: 40,
+    size: 48,
     fields: {
       own_mac: 0,
       next_hop_mac: 6,
@@ -25,6 +27,8 @@ export const LAYOUT = {
       src_v6_len: 33,
       mtu: 34,
       flags: 36,
+      ct_timeout_tcp: 40,
+      ct_timeout_udp: 44,
     },
   },
   peak_traffic: { size: 16, fields: { packets: 0, bytes: 8 } },
@@ -36,7 +40,13 @@ export const ENUMS = {
   peak_vip_flag: { PEAK_VIP_F_SRC_HASH: 1, PEAK_VIP_F_NO_CT: 2 },
   peak_backend_state: { PEAK_BE_NONE: 0, PEAK_BE_UP: 1, PEAK_BE_DRAINING: 2, PEAK_BE_DOWN: 3 },
   peak_config_flag: { PEAK_CFG_F_READY: 1, PEAK_CFG_F_FIB: 2 },
+  peak_vip_index_flag: { PEAK_VIP_INDEX_F_USE_HASH: 1 },
 } as const;
+
+/** Idle timeouts (seconds) of connection-table entries when the caller gives none: IPVS's TCP and UDP. */
+export const DEFAULT_CT_TIMEOUTS = { tcp: 900, udp: 300 } as const;
+/** Must equal PEAK_CT_MAX_TIMEOUT in bpf/shared.h. */
+export const CT_MAX_TIMEOUT = 1_000_000;
 
 export const PROTO_NUMBER: Record<Protocol, number> = { tcp: 6, udp: 17 };
 const PROTO_NAME: Record<number, Protocol> = { 6: 'tcp', 17: 'udp' };
@@ -214,20 +224,53 @@ export function decodeFlowKey(b: Buffer): FlowFields {
 export interface CtValueFields {
   backendId: number;
   vipId: number;
+  /** The flow hash the datapath computed when it chose the backend. */
+  hash: number;
+  /** Low 32 bits of jiffies at the flow's last packet. */
+  lastSeen: number;
 }
 
 export function encodeCtValue(v: CtValueFields): Buffer {
+  const f = LAYOUT.peak_ct_value.fields;
   const b = Buffer.alloc(LAYOUT.peak_ct_value.size);
-  b.writeUInt32LE(checkUint('backendId', v.backendId, 0xffffffff), LAYOUT.peak_ct_value.fields.backend_id);
-  b.writeUInt32LE(checkUint('vipId', v.vipId, 0xffffffff), LAYOUT.peak_ct_value.fields.vip_id);
+  b.writeUInt32LE(checkUint('backendId', v.backendId, 0xffffffff), f.backend_id);
+  b.writeUInt32LE(checkUint('vipId', v.vipId, 0xffffffff), f.vip_id);
+  b.writeUInt32LE(checkUint('hash', v.hash, 0xffffffff), f.hash);
+  b.writeUInt32LE(checkUint('lastSeen', v.lastSeen, 0xffffffff), f.last_seen);
   return b;
 }
 
 export function decodeCtValue(b: Buffer): CtValueFields {
+  const f = LAYOUT.peak_ct_value.fields;
   return {
-    backendId: b.readUInt32LE(LAYOUT.peak_ct_value.fields.backend_id),
-    vipId: b.readUInt32LE(LAYOUT.peak_ct_value.fields.vip_id),
+    backendId: b.readUInt32LE(f.backend_id),
+    vipId: b.readUInt32LE(f.vip_id),
+    hash: b.readUInt32LE(f.hash),
+    lastSeen: b.readUInt32LE(f.last_seen),
   };
+}
+
+/** A VIP index slot: the vips key and value side by side. */
+export function encodeVipSlot(key: Buffer, value: Buffer): Buffer {
+  const f = LAYOUT.peak_vip_slot.fields;
+  if (key.length !== LAYOUT.peak_vip_key.size)
+    throw new RangeError(`key: ${key.length} bytes, not a VIP key`);
+  if (value.length !== LAYOUT.peak_vip_value.size)
+    throw new RangeError(`value: ${value.length} bytes, not a VIP value`);
+  const b = Buffer.alloc(LAYOUT.peak_vip_slot.size);
+  key.copy(b, f.key);
+  value.copy(b, f.value);
+  return b;
+}
+
+/** Entry 0 of a VIP index. */
+export function encodeVipIndexHead(h: { seed: number; useHash: boolean; keys: number }): Buffer {
+  const f = LAYOUT.peak_vip_index_head.fields;
+  const b = Buffer.alloc(LAYOUT.peak_vip_index_head.size);
+  b.writeUInt32LE(checkUint('seed', h.seed, 0xffffffff), f.seed);
+  b.writeUInt32LE(h.useHash ? ENUMS.peak_vip_index_flag.PEAK_VIP_INDEX_F_USE_HASH : 0, f.flags);
+  b.writeUInt32LE(checkUint('keys', h.keys, 0xffffffff), f.keys);
+  return b;
 }
 
 /** Parses "aa:bb:cc:dd:ee:ff" (or with dashes); `field` names it in the error. */
@@ -248,6 +291,8 @@ export interface ConfigFields {
   encapSourceV6: { prefix: string; prefixLength: number } | null;
   mtu: number;
   fibRedirect: boolean;
+  /** Idle timeouts of connection-table entries in seconds (0 = never). */
+  conntrackTimeouts: { tcp: number; udp: number };
 }
 
 export function encodeConfig(c: ConfigFields): Buffer {
@@ -275,6 +320,9 @@ export function encodeConfig(c: ConfigFields): Buffer {
   const flags =
     ENUMS.peak_config_flag.PEAK_CFG_F_READY | (c.fibRedirect ? ENUMS.peak_config_flag.PEAK_CFG_F_FIB : 0);
   b.writeUInt32LE(flags, f.flags);
+  const t = c.conntrackTimeouts;
+  b.writeUInt32LE(checkUint('conntrackTimeouts.tcp', t.tcp, CT_MAX_TIMEOUT), f.ct_timeout_tcp);
+  b.writeUInt32LE(checkUint('conntrackTimeouts.udp', t.udp, CT_MAX_TIMEOUT), f.ct_timeout_udp);
   return b;
 }
 
@@ -303,6 +351,7 @@ export function decodeConfig(b: Buffer): ConfigFields | null {
       : null,
     mtu: b.readUInt16LE(f.mtu),
     fibRedirect: (flags & ENUMS.peak_config_flag.PEAK_CFG_F_FIB) !== 0,
+    conntrackTimeouts: { tcp: b.readUInt32LE(f.ct_timeout_tcp), udp: b.readUInt32LE(f.ct_timeout_udp) },
   };
 }
 

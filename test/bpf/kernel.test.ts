@@ -2,6 +2,7 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { KernelDatapath } from '../../src/datapath/kernel';
+import { DEFAULT_CT_TIMEOUTS } from '../../src/datapath/layout';
 import { describePrivileged } from '../helpers/privileged';
 import { frame, TCP_FLAGS } from '../helpers/packet';
 
@@ -28,12 +29,18 @@ describePrivileged('KernelDatapath', () => {
   it('config: null before configure, round-trips after', async () => {
     expect(await dp.readConfig()).toBeNull();
     await dp.configure(cfg);
-    expect(await dp.readConfig()).toEqual({ ...cfg, fibRedirect: false });
+    expect(await dp.readConfig()).toEqual({ ...cfg, fibRedirect: false, conntrackTimeouts: DEFAULT_CT_TIMEOUTS });
+    await dp.configure({ ...cfg, conntrackTimeouts: { tcp: 0, udp: 45 } });
+    expect((await dp.readConfig())?.conntrackTimeouts).toEqual({ tcp: 0, udp: 45 });
+    await dp.configure(cfg);
+    expect((await dp.readConfig())?.conntrackTimeouts).toEqual(DEFAULT_CT_TIMEOUTS);
   });
 
   it('rejects bad input naming the field and value', async () => {
     await expect(dp.configure({ ...cfg, ownMac: 'nope' })).rejects.toThrow(/ownMac: "nope"/);
     await expect(dp.configure({ ...cfg, mtu: 20 })).rejects.toThrow(/mtu: 20/);
+    await expect(dp.configure({ ...cfg, conntrackTimeouts: { tcp: -1, udp: 1 } })).rejects.toThrow(/conntrackTimeouts.tcp: -1/);
+    await expect(dp.configure({ ...cfg, conntrackTimeouts: { tcp: 1, udp: 2e6 } })).rejects.toThrow(/conntrackTimeouts.udp: 2000000/);
     await expect(dp.upsertVip({ ...vip, key: { ...vip.key, address: '10.0.0.300' } })).rejects.toThrow(/key.address: "10.0.0.300"/);
     await expect(dp.upsertVip({ ...vip, id: 100000 })).rejects.toThrow(/vip.id: 100000/);
     await expect(dp.upsertBackend({ id: 0, address: '10.1.0.1', state: 'up' })).rejects.toThrow(/backend.id: 0/);
