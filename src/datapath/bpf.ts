@@ -283,6 +283,19 @@ export class BpfMap extends FdHandle {
     return done;
   }
 
+  /**
+   * Writes `count` entries from packed buffers (keys back to back, values back to back): the fast path for
+   * big arrays (no per-entry Buffer). Returns how many were written.
+   */
+  updateBatchPacked(keys: Buffer, values: Buffer, count: number, flag: UpdateFlag = 'any'): number {
+    if (!Number.isInteger(count) || count < 0)
+      throw new TypeError(`count must be a non-negative integer, got ${count}`);
+    checkBuffer(`keys of map ${this.info.name}`, keys, count * this.info.keySize);
+    checkBuffer(`values of map ${this.info.name}`, values, count * this.valueBytes);
+    if (!(flag in updateFlagValue)) throw new TypeError(`flag must be any, noexist or exist, got ${flag}`);
+    return count === 0 ? 0 : native().mapUpdateBatch(this.fd, keys, values, count, updateFlagValue[flag]);
+  }
+
   /** Deletes many keys; returns how many were deleted (ENOENT on a missing key stops the batch). */
   deleteBatch(keys: Buffer[], chunk = 65536): number {
     keys.forEach((k) => this.checkKey(k));

@@ -328,13 +328,13 @@ export class KernelDatapath implements Datapath {
       name: `peak_mg_${vipId}`.slice(0, 15),
     });
     try {
-      const keys: Buffer[] = [];
-      const values: Buffer[] = [];
-      for (let i = 0; i < entries.length; i++) {
-        keys.push(u32Key(i));
-        values.push(u32Key(entries[i]!));
-      }
-      inner.updateBatch(keys, values);
+      // Packed little-endian u32 keys 0..n-1 and values: one batch syscall, no per-slot allocation.
+      const keys = Uint32Array.from({ length: entries.length }, (_, i) => i);
+      inner.updateBatchPacked(
+        Buffer.from(keys.buffer, keys.byteOffset, keys.byteLength),
+        Buffer.from(entries.buffer, entries.byteOffset, entries.byteLength),
+        entries.length,
+      );
       this.maps.maglev_tables.setInner(vipId, inner);
     } finally {
       inner.close();
