@@ -210,6 +210,13 @@ describePrivileged('binding: maps', () => {
     expect(m.deleteBatch(keys)).toBe(n);
     expect(m.lookupBatch().keys).toHaveLength(0);
     expect(() => m.updateBatch(keys.slice(0, 2), values.slice(0, 1))).toThrow(TypeError);
+    // Packed form: keys and values back to back, sizes checked against the count.
+    expect(m.updateBatchPacked(Buffer.concat(keys.slice(0, 3)), Buffer.concat(values.slice(0, 3)), 3)).toBe(3);
+    expect(m.lookup(keys[2]!)).toEqual(values[2]);
+    expect(() => m.updateBatchPacked(Buffer.concat(keys.slice(0, 3)), Buffer.concat(values.slice(0, 2)), 3)).toThrow(
+      /values of map probe_hash must be 48 bytes, got 32/,
+    );
+    expect(m.deleteBatch(keys.slice(0, 3))).toBe(3);
     m.close();
   });
 
