@@ -1,29 +1,17 @@
 // `npm run demo`: 2 LB nodes + 3 backends running peak-xdp, BGP/ECMP shown, ~20 s of traffic with a live table.
+import { join } from 'node:path';
 import { packageRoot } from '../src/paths';
 import { defaultConfigPath, loadTestbedConfig } from './testbed/config';
-import { buildPlan, Plan } from './testbed/plan';
+import { buildPlan, Plan, serviceVip } from './testbed/plan';
 import { bgpSessions, down, fibNextHops, status, up } from './testbed/topology';
-import { run, sleep } from './testbed/sh';
-import { peakUnavailable } from './testbed/peak';
+import { sleep } from './testbed/sh';
+import { CLI_JS, peakUnavailable } from './testbed/peak';
 import { getSystem } from './bench/lib/systems';
-import { loadIn } from './bench/lib/measure';
+import { loadIn, routerTxPackets } from './bench/lib/measure';
 import type { LoadResult, Progress } from './bench/lib/loadgen';
 
 const DURATION_S = 20;
 const RATE = 150;
-
-function routerTxPackets(p: Plan): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const lb of p.lbs) {
-    const j = JSON.parse(
-      run('ip', ['-n', p.router.netns, '-s', '-j', 'link', 'show', lb.link!.routerIf]),
-    ) as {
-      stats64: { tx: { packets: number } };
-    }[];
-    out[lb.name] = j[0]!.stats64.tx.packets;
-  }
-  return out;
-}
 
 function table(o: {
   p: Plan;
@@ -49,6 +37,27 @@ function table(o: {
       o.p.lbs.map((l) => `${l.name}=${lbNow[l.name]! - o.lb0[l.name]!}`).join('  '),
   ];
   return rows.join('\n');
+}
+
+/** What to try on a testbed left up by --keep, and how to remove it (absolute paths: any working directory). */
+export function keepInstructions(p: Plan): string {
+  const tb = `node ${join(packageRoot, 'dist', 'scripts', 'testbed', 'cli.js')} --prefix ${p.prefix}`;
+  const cli = `node ${CLI_JS}`;
+  const v4 = serviceVip(p, 4).address;
+  const v6 = serviceVip(p, 6).address;
+  return [
+    '',
+    `Left running (--keep). Every command below runs from any directory; exec into lbN sets PEAK_XDP_BPFFS.`,
+    `  ${tb} status`,
+    `  ${tb} exec client1 curl -s http://${v4}/          # answered by one of the backends`,
+    `  ${tb} exec client1 curl -s -g http://[${v6}]/`,
+    `  ${tb} exec lb1 ${cli} status                      # attached program, VIPs, backends`,
+    `  ${tb} exec lb1 ${cli} stats                       # packet rates per VIP and backend`,
+    `  ${tb} exec lb1 ${cli} ring ${v4}                  # Maglev slot shares`,
+    `  ${tb} exec lb1 ${cli} bgp                         # BGP sessions (daemon admin API)`,
+    `  ${tb} exec lb1 curl -s http://127.0.0.1:9470/metrics`,
+    `Tear down (daemons, nginx, BIRD, namespaces, pins, state): ${tb} down`,
+  ].join('\n');
 }
 
 async function main(): Promise<number> {
@@ -78,6 +87,7 @@ async function main(): Promise<number> {
     up(p, (m) => console.log(`   ${m}`));
     console.log('== starting peak-xdp (decap on backends, a daemon per LB node)');
     await sys.setup(deps[0]!);
+    const vips = [serviceVip(p, 4), serviceVip(p, 6)];
     for (const v of p.vips) {
       const want = p.lbs.length;
       for (let i = 0; i < 100 && fibNextHops(p, v.address).length < want; i++) await sleep(100);
@@ -100,7 +110,7 @@ async function main(): Promise<number> {
     let results: LoadResult[];
     try {
       results = await Promise.all(
-        p.vips.map((v) =>
+        vips.map((v) =>
           loadIn(
             p.clients[0]!.netns,
             { targets: [{ host: v.address, port: v.port }], mode: 'open', rate: RATE, durationMs: DURATION_S * 1000, maxRequests: RATE * DURATION_S, timeoutMs: 2000 },
@@ -114,7 +124,7 @@ async function main(): Promise<number> {
     const lbNow = routerTxPackets(p);
     console.log('== summary');
     for (const [i, r] of results.entries()) {
-      const v = p.vips[i]!;
+      const v = vips[i]!;
       const errors =
         Object.entries(r.errors)
           .map(([k, n]) => `${k}:${n}`)
@@ -138,14 +148,7 @@ async function main(): Promise<number> {
   } finally {
     if (keep) {
       console.log(status(p).text);
-      console.log(`\nLeft running (--keep). Inside an LB node (PEAK_XDP_BPFFS is set for you):`);
-      console.log(
-        `  node dist/scripts/testbed/cli.js --prefix ${p.prefix} exec lb1 node dist/src/cli/main.js --help`,
-      );
-      console.log(
-        `  node dist/scripts/testbed/cli.js --prefix ${p.prefix} exec client1 curl http://${p.vips[0]!.address}/`,
-      );
-      console.log(`Tear down: node dist/scripts/testbed/cli.js --prefix ${p.prefix} down`);
+      console.log(keepInstructions(p));
     } else {
       await sys.teardown(deps[0]!).catch(() => undefined);
       const r = await down(p);
@@ -158,10 +161,11 @@ async function main(): Promise<number> {
   return failed ? 1 : 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (e: unknown) => {
-    console.error(`demo: ${e instanceof Error ? e.message : String(e)}`);
-    process.exit(1);
-  },
-);
+if (require.main === module)
+  main().then(
+    (code) => process.exit(code),
+    (e: unknown) => {
+      console.error(`demo: ${e instanceof Error ? e.message : String(e)}`);
+      process.exit(1);
+    },
+  );

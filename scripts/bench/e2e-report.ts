@@ -24,10 +24,14 @@ export interface SystemResult {
     cpuUsPerReq: number;
     softirqUsPerReq: number;
     lbProcessUsPerReq: number;
+    /** peak-xdp: run time of the LB nodes' XDP programs (BPF run-time stats); null when unavailable. */
+    xdp: { nsPerPacket: number; nsPerRequest: number; packetsPerRequest: number } | null;
   }[];
   balance: { perBackend: Record<string, number>; jain: number; maxOverMean: number } | null;
   inner: {
     from: string;
+    /** The address(es) called. */
+    to: string;
     ok: number;
     sent: number;
     errors: Record<string, number>;
@@ -47,12 +51,25 @@ export interface SystemResult {
     phases: number[];
     phaseMs: number;
     changes: { atMs: number; lbs: number }[];
+    keepAliveConnections: number;
     brokenConnections: number;
     connectionsOpened: number;
+    ok: number;
     errors: Record<string, number>;
     bucketMs: number;
-    ok: number[];
+    okPerBucket: number[];
+    /** Packets per second the router sent to each LB node, sampled every bucket. */
+    lbPackets: { t: number; lb: string; pps: number }[];
   } | null;
+}
+
+/** One LB start or stop and how long until the router's FIB showed it. */
+export interface EcmpSample {
+  action: 'start' | 'stop';
+  lb: string;
+  ms: number | null;
+  /** peak-xdp starts: when the daemon logged started / BGP established / the announcing update (ms). */
+  milestones?: { started: number | null; established: number | null; announced: number | null };
 }
 
 export interface BenchResults {
@@ -66,7 +83,7 @@ export interface BenchResults {
   ecmp: {
     announcer: string;
     pollIntervalMs: number;
-    samples: { action: 'start' | 'stop'; lb: string; ms: number | null }[];
+    samples: EcmpSample[];
   } | null;
   durationS: number;
 }
@@ -77,16 +94,64 @@ const errs = (e: Record<string, number>): string =>
   Object.entries(e)
     .map(([k, v]) => `${k}:${v}`)
     .join(' ') || '0';
+const median = (v: number[]): number => {
+  const s = [...v].sort((a, b) => a - b);
+  return s.length ? s[Math.floor(s.length / 2)]! : NaN;
+};
+
+/** p50 latency added over 'direct' at the same rate (µs), when direct ran at that rate. */
+export function addedP50Us(r: BenchResults, system: string, rate: number): number | null {
+  const d = r.systems.find((s) => s.system === 'direct')?.latency.find((x) => x.rate === rate);
+  const x = r.systems.find((s) => s.system === system)?.latency.find((y) => y.rate === rate);
+  if (!d || !x || system === 'direct') return null;
+  return x.latencyUs.p50 - d.latencyUs.p50;
+}
+
+/** Median of each milestone over the peak-xdp start samples (ms after the start command). */
+export function milestoneMedians(samples: EcmpSample[]): {
+  started: number;
+  established: number;
+  announced: number;
+  fib: number;
+  count: number;
+} | null {
+  const ok = samples.filter(
+    (x) =>
+      x.action === 'start' &&
+      x.ms !== null &&
+      x.milestones?.started != null &&
+      x.milestones.established != null &&
+      x.milestones.announced != null,
+  );
+  if (!ok.length) return null;
+  return {
+    started: median(ok.map((x) => x.milestones!.started!)),
+    established: median(ok.map((x) => x.milestones!.established!)),
+    announced: median(ok.map((x) => x.milestones!.announced!)),
+    fib: median(ok.map((x) => x.ms!)),
+    count: ok.length,
+  };
+}
+
+/** The plots renderReport writes (file, caption), in report order. */
+export const PLOTS: readonly { file: string; caption: string }[] = [
+  { file: 'throughput-vs-backends.png', caption: 'max throughput vs backends' },
+  { file: 'latency-cdf.png', caption: 'latency CDF at the highest fixed rate' },
+  { file: 'cpu-per-request.png', caption: 'CPU per request at the highest fixed rate' },
+  { file: 'lb-timeline.png', caption: 'requests/s while LB nodes join and leave' },
+  { file: 'lb-traffic.png', caption: 'packets/s the router sends to each peak-xdp LB node' },
+  { file: 'ecmp-delay.png', caption: 'ECMP update delay' },
+];
 
 /** The Markdown report (pure: results in, text out). */
-export function reportMarkdown(r: BenchResults): string {
+export function reportMarkdown(r: BenchResults, o: { plotDir?: string } = {}): string {
   const L: string[] = [];
   L.push(`# PEAK-XDP end-to-end bench (${r.profile.name} profile, IPv${r.family})`, '');
   L.push(
     `Started ${r.startedAt}, ${r.durationS.toFixed(0)} s. Machine: ${r.machine.cpus} CPUs (${r.machine.cpuModel}), kernel ${r.machine.kernel}, Node ${r.machine.node}.`,
   );
   L.push(
-    'Every host is a network namespace on the same machine: client, load generator, LB nodes and backends share the CPUs, so only ratios between systems mean anything.',
+    'Every host is a network namespace on the same machine: client, load generator, LB nodes and backends share the CPUs (with anything else running), so only ratios between systems within one run mean anything.',
     '',
   );
   if (r.notRun.length) {
@@ -112,18 +177,28 @@ export function reportMarkdown(r: BenchResults): string {
       L.push(`| ${s.system} | ${x.lbs} | ${n0(x.rps)} | ${(x.errorRate * 100).toFixed(2)}% |`);
   L.push(
     '',
-    '## Latency at fixed rates (open loop, one new connection per request; ms from the scheduled send time)',
+    '## Latency and CPU at fixed rates (open loop, a new connection per request)',
+    '',
+    'Latency in ms from the scheduled send time; "added" is p50 minus direct p50 at the same rate. CPU in µs per',
+    "request: softirq is machine-wide (every namespace's packet processing), LB processes is the user+system",
+    'time of processes in the LB namespaces (proxies; for peak-xdp the daemon), XDP is the run time of the',
+    "LB nodes' XDP programs from BPF run-time stats (packets per request in brackets).",
     '',
   );
   L.push(
-    '| system | rate | ok/sent | errors | p50 | p99 | p99.9 | machine CPU µs/req | softirq µs/req | LB processes µs/req |',
-    '|---|---|---|---|---|---|---|---|---|---|',
+    '| system | rate | ok/sent | errors | p50 | added p50 | p99 | p99.9 | softirq µs/req | LB processes µs/req | XDP µs/req |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
   );
   for (const s of r.systems)
-    for (const x of s.latency)
+    for (const x of s.latency) {
+      const added = addedP50Us(r, s.system, x.rate);
+      const xdp = x.xdp
+        ? `${(x.xdp.nsPerRequest / 1000).toFixed(2)} (${x.xdp.packetsPerRequest.toFixed(1)} pkt, ${n0(x.xdp.nsPerPacket)} ns/pkt)`
+        : '-';
       L.push(
-        `| ${s.system} | ${x.rate} | ${x.ok}/${x.sent} | ${errs(x.errors)} | ${ms(x.latencyUs.p50)} | ${ms(x.latencyUs.p99)} | ${ms(x.latencyUs.p999)} | ${n0(x.cpuUsPerReq)} | ${n0(x.softirqUsPerReq)} | ${n0(x.lbProcessUsPerReq)} |`,
+        `| ${s.system} | ${x.rate} | ${x.ok}/${x.sent} | ${errs(x.errors)} | ${ms(x.latencyUs.p50)} | ${added === null ? '-' : ms(added)} | ${ms(x.latencyUs.p99)} | ${ms(x.latencyUs.p999)} | ${n0(x.softirqUsPerReq)} | ${n0(x.lbProcessUsPerReq)} | ${xdp} |`,
       );
+    }
   L.push('', '## Balance (requests per backend in the last fixed-rate run)', '');
   L.push("| system | per backend | max/mean | Jain's index |", '|---|---|---|---|');
   for (const s of r.systems)
@@ -131,32 +206,44 @@ export function reportMarkdown(r: BenchResults): string {
       L.push(
         `| ${s.system} | ${errs(s.balance.perBackend)} | ${s.balance.maxOverMean.toFixed(3)} | ${s.balance.jain.toFixed(4)} |`,
       );
-  L.push('', '## Inner-service calls (client inside a backend namespace)', '');
   L.push(
-    '| system | from | ok/sent | errors | served by | p50 ms | p99 ms |',
-    '|---|---|---|---|---|---|---|',
+    '',
+    '## Inner-service calls (client inside a backend namespace, calling a service it does not serve)',
+    '',
+  );
+  L.push(
+    '| system | from | to | ok/sent | errors | served by | p50 ms | p99 ms |',
+    '|---|---|---|---|---|---|---|---|',
   );
   for (const s of r.systems)
     if (s.inner)
       L.push(
-        `| ${s.system} | ${s.inner.from} | ${s.inner.ok}/${s.inner.sent} | ${errs(s.inner.errors)} | ${errs(s.inner.perBackend)} | ${ms(s.inner.p50us)} | ${ms(s.inner.p99us)} |`,
+        `| ${s.system} | ${s.inner.from} | ${s.inner.to} | ${s.inner.ok}/${s.inner.sent} | ${errs(s.inner.errors)} | ${errs(s.inner.perBackend)} | ${ms(s.inner.p50us)} | ${ms(s.inner.p99us)} |`,
       );
-  L.push('', '## Fault tolerance', '');
+  L.push('', '## Fault tolerance (open loop, a new connection per request)', '');
   L.push('| system | scenario | failed/sent | errors | recovery |', '|---|---|---|---|---|');
   for (const s of r.systems)
     for (const f of s.faults)
       L.push(
         `| ${s.system} | ${f.scenario} | ${f.failed}/${f.sent} | ${errs(f.errors)} | ${f.recoveryMs === null ? 'not within the run' : `${f.recoveryMs} ms`} |`,
       );
-  L.push('', '## LB nodes joining and leaving under persistent connections', '');
   L.push(
-    '| system | LB count sequence | connections broken | connections opened | errors |',
-    '|---|---|---|---|---|',
+    '',
+    '## LB nodes joining and leaving under long-lived connections',
+    '',
+    'Keep-alive connections, each sending a request every 100 ms; an LB node leaves the way the system would',
+    '(peak-xdp: daemon SIGTERM, BGP withdraw; others: the static ECMP route drops it). A broken connection is one',
+    'that failed or closed after it had carried a request.',
+    '',
+  );
+  L.push(
+    '| system | LB count sequence | keep-alive connections | broken | reconnects | ok requests | errors |',
+    '|---|---|---|---|---|---|---|',
   );
   for (const s of r.systems)
     if (s.timeline)
       L.push(
-        `| ${s.system} | ${s.timeline.phases.join(' → ')} | ${s.timeline.brokenConnections} | ${s.timeline.connectionsOpened} | ${errs(s.timeline.errors)} |`,
+        `| ${s.system} | ${s.timeline.phases.join(' → ')} | ${s.timeline.keepAliveConnections} | ${s.timeline.brokenConnections} | ${s.timeline.connectionsOpened - s.timeline.keepAliveConnections} | ${s.timeline.ok} | ${errs(s.timeline.errors)} |`,
       );
   if (r.ecmp) {
     const v = r.ecmp.samples
@@ -169,30 +256,35 @@ export function reportMarkdown(r: BenchResults): string {
       '',
     );
     L.push(
-      `${r.ecmp.samples.length} changes, ${r.ecmp.samples.length - v.length} timed out (15 s). ` +
+      `${r.ecmp.samples.length} random start/stop changes, ${r.ecmp.samples.length - v.length} timed out (15 s). ` +
         (v.length
-          ? `min ${v[0]!.toFixed(0)} ms, median ${v[Math.floor(v.length / 2)]!.toFixed(0)} ms, max ${v.at(-1)!.toFixed(0)} ms.`
+          ? `min ${v[0]!.toFixed(0)} ms, median ${median(v).toFixed(0)} ms, max ${v.at(-1)!.toFixed(0)} ms.`
           : ''),
     );
-    L.push('', '| action | median ms | max ms |', '|---|---|---|');
+    L.push('', '| action | changes | min ms | median ms | max ms |', '|---|---|---|---|---|');
     for (const a of ['start', 'stop'] as const) {
       const w = r.ecmp.samples
         .filter((x) => x.action === a && x.ms !== null)
         .map((x) => x.ms!)
         .sort((x, y) => x - y);
-      if (w.length) L.push(`| ${a} | ${w[Math.floor(w.length / 2)]!.toFixed(0)} | ${w.at(-1)!.toFixed(0)} |`);
+      if (w.length)
+        L.push(
+          `| ${a} | ${w.length} | ${w[0]!.toFixed(0)} | ${median(w).toFixed(0)} | ${w.at(-1)!.toFixed(0)} |`,
+        );
     }
+    const m = milestoneMedians(r.ecmp.samples);
+    if (m)
+      L.push(
+        '',
+        `Start, median of ${m.count} (ms after the start command): daemon started ${n0(m.started)}, BGP established ${n0(m.established)}, ` +
+          `announcing update sent ${n0(m.announced)} (after the backends' health checks rise), in the router's FIB ${n0(m.fib)}. ` +
+          'Stop is SIGTERM: the daemon withdraws, then exits.',
+      );
   }
-  L.push(
-    '',
-    '## Plots',
-    '',
-    '![throughput vs backends](throughput-vs-backends.png)',
-    '![latency CDF](latency-cdf.png)',
-    '![ECMP delay](ecmp-delay.png)',
-    '![throughput vs LB count over time](lb-timeline.png)',
-    '',
-  );
+  L.push('', '## Plots', '');
+  const dir = o.plotDir ? `${o.plotDir.replace(/\/$/, '')}/` : '';
+  for (const pl of PLOTS) L.push(`![${pl.caption}](${dir}${pl.file})`);
+  L.push('');
   return L.join('\n');
 }
 
@@ -203,72 +295,57 @@ export async function renderReport(r: BenchResults, outDir: string): Promise<voi
     s.throughput.map((t) => ({ system: s.system, backends: t.backends, rps: t.maxRps })),
   );
   await renderPng(
-    lineSpec({
-      title: 'Max throughput vs backends',
-      rows: tp,
-      x: 'backends',
-      y: 'rps',
-      color: 'system',
-      xTitle: 'backends',
-      yTitle: 'req/s',
-    }),
+    lineSpec({ title: 'Max throughput vs backends (wrk)', rows: tp, x: 'backends', y: 'rps', color: 'system', xTitle: 'backends', yTitle: 'req/s' }),
     join(outDir, 'throughput-vs-backends.png'),
-  );
+  ); // prettier-ignore
   const cdfRows = r.systems.flatMap((s) => {
     const last = s.latency.at(-1);
     return last
-      ? last.cdfUs.map((c) => ({
-          system: `${s.system} @${last.rate}/s`,
-          ms: c.value / 1000,
-          fraction: c.fraction,
-        }))
+      ? last.cdfUs.map((c) => ({ system: `${s.system} @${last.rate}/s`, ms: c.value / 1000, fraction: c.fraction }))
       : [];
+  }); // prettier-ignore
+  await renderPng(
+    lineSpec({ title: 'Latency CDF (open loop, new connection per request)', rows: cdfRows, x: 'ms', y: 'fraction', color: 'system', xTitle: 'latency (ms, log)', yTitle: 'fraction', xLog: true }),
+    join(outDir, 'latency-cdf.png'),
+  ); // prettier-ignore
+  const cpu = r.systems.flatMap((s) => {
+    const last = s.latency.at(-1);
+    if (!last) return [];
+    const rows = [
+      { system: s.system, metric: 'softirq (machine)', us: last.softirqUsPerReq },
+      { system: s.system, metric: 'LB processes', us: last.lbProcessUsPerReq },
+    ];
+    if (last.xdp) rows.push({ system: s.system, metric: 'XDP programs', us: last.xdp.nsPerRequest / 1000 });
+    return rows;
   });
   await renderPng(
-    lineSpec({
-      title: 'Latency CDF (open loop)',
-      rows: cdfRows,
-      x: 'ms',
-      y: 'fraction',
-      color: 'system',
-      xTitle: 'latency (ms, log)',
-      yTitle: 'fraction',
-      xLog: true,
-    }),
-    join(outDir, 'latency-cdf.png'),
-  );
-  const delays = (r.ecmp?.samples ?? []).map((x) => x.ms).filter((x): x is number => x !== null);
-  const bins = histogram(delays, 50).map((b) => ({ bin: `${b.from}-${b.to}`, count: b.count }));
-  await renderPng(
-    barSpec({
-      title: `ECMP update delay (${r.ecmp?.announcer ?? 'none'})`,
-      rows: bins,
-      x: 'bin',
-      y: 'count',
-      xTitle: 'ms',
-      yTitle: 'changes',
-    }),
-    join(outDir, 'ecmp-delay.png'),
-  );
+    barSpec({ title: 'CPU per request at the highest fixed rate', rows: cpu, x: 'system', y: 'us', xTitle: 'system', yTitle: 'µs per request', color: 'metric' }),
+    join(outDir, 'cpu-per-request.png'),
+  ); // prettier-ignore
   const tl = r.systems.flatMap((s) =>
     s.timeline
-      ? s.timeline.ok.map((ok, i) => ({
-          system: s.system,
-          t: (i * s.timeline!.bucketMs) / 1000,
-          rps: (ok * 1000) / s.timeline!.bucketMs,
-        }))
+      ? s.timeline.okPerBucket.map((ok, i) => ({ system: s.system, t: (i * s.timeline!.bucketMs) / 1000, rps: (ok * 1000) / s.timeline!.bucketMs }))
       : [],
+  ); // prettier-ignore
+  await renderPng(
+    lineSpec({ title: 'Requests/s while LB nodes join and leave (keep-alive, 100 ms think time)', rows: tl, x: 't', y: 'rps', color: 'system', xTitle: 's', yTitle: 'req/s' }),
+    join(outDir, 'lb-timeline.png'),
+  ); // prettier-ignore
+  const peak =
+    r.systems.find((s) => s.system === 'peak-xdp')?.timeline ?? r.systems.find((s) => s.timeline)?.timeline;
+  const who = r.systems.find((s) => s.timeline === peak)?.system ?? 'none';
+  await renderPng(
+    lineSpec({ title: `Packets/s to each LB node (${who}; LB count ${peak?.phases.join('→') ?? '-'})`, rows: peak?.lbPackets ?? [], x: 't', y: 'pps', color: 'lb', xTitle: 's', yTitle: 'packets/s from the router' }),
+    join(outDir, 'lb-traffic.png'),
+  ); // prettier-ignore
+  const bins = (['start', 'stop'] as const).flatMap((a) =>
+    histogram(
+      (r.ecmp?.samples ?? []).filter((x) => x.action === a && x.ms !== null).map((x) => x.ms!),
+      100,
+    ).map((b) => ({ bin: b.from, action: a, count: b.count })),
   );
   await renderPng(
-    lineSpec({
-      title: 'Throughput while LB nodes join and leave',
-      rows: tl,
-      x: 't',
-      y: 'rps',
-      color: 'system',
-      xTitle: 's',
-      yTitle: 'req/s',
-    }),
-    join(outDir, 'lb-timeline.png'),
-  );
+    barSpec({ title: `ECMP update delay (${r.ecmp?.announcer ?? 'none'} → FIB)`, rows: bins, x: 'bin', y: 'count', xTitle: 'ms (100 ms bins, lower edge)', yTitle: 'changes', color: 'action' }),
+    join(outDir, 'ecmp-delay.png'),
+  ); // prettier-ignore
 }

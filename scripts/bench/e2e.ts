@@ -5,12 +5,19 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { packageRoot } from '../../src/paths';
 import { defaultConfigPath, loadTestbedConfig } from '../testbed/config';
-import { buildPlan, Host, Plan } from '../testbed/plan';
+import { buildPlan, Host, Plan, serviceVip } from '../testbed/plan';
 import { down, killBackendNginx, startBackendNginx, up } from '../testbed/topology';
-import { sleep } from '../testbed/sh';
-import { peakUnavailable, startDaemon, stopDaemon } from '../testbed/peak';
-import { parseBenchArgs, Profile } from './e2e-profile';
-import { renderReport, BenchResults, SystemResult } from './e2e-report';
+import { sleep, waitFor } from '../testbed/sh';
+import {
+  daemonLog,
+  daemonPids,
+  peakUnavailable,
+  startDaemon,
+  startMilestones,
+  stopDaemon,
+} from '../testbed/peak';
+import { backendCountsFor, parseBenchArgs, plannedSteps, Profile } from './e2e-profile';
+import { renderReport, BenchResults, EcmpSample, SystemResult } from './e2e-report';
 import { BenchSystem, Deployment, getSystem } from './lib/systems';
 import {
   cpuTimes,
@@ -18,12 +25,14 @@ import {
   killExabgp,
   loadIn,
   nsProcessCpu,
+  routerTxPackets,
   startExabgp,
   waitFib,
   wrkIn,
 } from './lib/measure';
 import { jain, maxOverMean, recoveryMs } from './lib/stats';
 import type { Progress } from './lib/loadgen';
+import { enableBpfStats, xdpRunStats } from './lib/bpfstats';
 
 let step = 0;
 let totalSteps = 1;
@@ -44,7 +53,7 @@ function deployment(plan: Plan, f: 4 | 6, o: { lbs: number; backends: number }):
 async function rampThroughput(plan: Plan, sys: BenchSystem, d: Deployment, prof: Profile, label: string) {
   const steps: { connections: number; rps: number; p99us: number; errorRate: number }[] = [];
   let best = { connections: 0, rps: 0 };
-  for (const c of prof.wrkConnections) {
+  for (const [i, c] of prof.wrkConnections.entries()) {
     progress(`${label}: wrk ${c} connections`);
     const t = sys.targets(d);
     const w = await wrkIn({
@@ -56,7 +65,11 @@ async function rampThroughput(plan: Plan, sys: BenchSystem, d: Deployment, prof:
       scriptDir: plan.stateDir,
     });
     steps.push({ connections: c, rps: w.rps, p99us: w.p99us, errorRate: w.errorRate });
-    if (w.errorRate > 0.01 || w.p99us > prof.sloP99Us) break;
+    if (w.errorRate > 0.01 || w.p99us > prof.sloP99Us) {
+      // The bar still reaches 100%: the steps not taken count as done.
+      step += prof.wrkConnections.length - 1 - i;
+      break;
+    }
     if (w.rps > best.rps) best = { connections: c, rps: w.rps };
   }
   return { steps, maxRps: best.rps, atConnections: best.connections };
@@ -74,7 +87,7 @@ async function runSystem(plan: Plan, sys: BenchSystem, prof: Profile, f: 4 | 6):
     balance: null,
   };
   const client = plan.clients[0]!.netns;
-  const backendCounts = sys.name === 'direct' ? [1] : prof.backendCounts;
+  const backendCounts = backendCountsFor(sys.name, prof);
   // 1+3. Throughput vs backends.
   for (const n of backendCounts) {
     const d = deployment(plan, f, { lbs: prof.lbs, backends: n });
@@ -113,6 +126,8 @@ async function runSystem(plan: Plan, sys: BenchSystem, prof: Profile, f: 4 | 6):
     // 2+4. Latency at fixed rates (open loop, new connection per request), CPU per request, balance.
     for (const rate of prof.latencyRates) {
       progress(`${sys.name}: open loop ${rate} req/s`);
+      const stats = sys.name === 'peak-xdp' ? await enableBpfStats() : null;
+      const x0 = stats ? xdpRunStats(full.lbs) : null;
       const c0 = cpuTimes();
       const p0 = nsProcessCpu(full.lbs.map((l) => l.netns));
       const r = await loadIn(
@@ -129,21 +144,32 @@ async function runSystem(plan: Plan, sys: BenchSystem, prof: Profile, f: 4 | 6):
       );
       const c1 = cpuTimes();
       const p1 = nsProcessCpu(full.lbs.map((l) => l.netns));
+      const x1 = stats ? xdpRunStats(full.lbs) : null;
+      await stats?.stop();
       const ok = Math.max(1, r.ok);
+      const xdp =
+        x0 && x1 && x1.runCount > x0.runCount
+          ? {
+              nsPerPacket: (x1.runTimeNs - x0.runTimeNs) / (x1.runCount - x0.runCount),
+              nsPerRequest: (x1.runTimeNs - x0.runTimeNs) / ok,
+              packetsPerRequest: (x1.runCount - x0.runCount) / ok,
+            }
+          : null;
       res.latency.push({
         rate, ok: r.ok, sent: r.sent, errors: r.errors, latencyUs: r.latencyUs, cdfUs: r.cdfUs,
         cpuUsPerReq: ((c1.busy - c0.busy) * JIFFY_US) / ok,
         softirqUsPerReq: ((c1.softirq - c0.softirq) * JIFFY_US) / ok,
-        lbProcessUsPerReq: ((p1 - p0) * JIFFY_US) / ok,
+        lbProcessUsPerReq: ((p1 - p0) * JIFFY_US) / ok, xdp,
       }); // prettier-ignore
       const counts = full.backends.map((b) => r.perBackend[b.name] ?? 0);
       res.balance = { perBackend: r.perBackend, jain: jain(counts), maxOverMean: maxOverMean(counts) };
     }
-    // 5. Inner-service call: a client inside the last backend calling this system's address.
-    const innerHost = full.backends.at(-1)!;
-    progress(`${sys.name}: inner-service calls from ${innerHost.name}`);
-    const inner = await loadIn(innerHost.netns, {
-      targets: sys.targets(full),
+    // 5. Inner-service call: a client inside the last backend calling a service it does not serve itself.
+    const caller = plan.backends.at(-1)!;
+    const innerTargets = sys.innerTargets ? sys.innerTargets(full, caller) : sys.targets(full);
+    progress(`${sys.name}: inner-service calls from ${caller.name}`);
+    const inner = await loadIn(caller.netns, {
+      targets: innerTargets,
       mode: 'open',
       rate: prof.innerRate,
       durationMs: prof.innerSeconds * 1000,
@@ -151,7 +177,8 @@ async function runSystem(plan: Plan, sys: BenchSystem, prof: Profile, f: 4 | 6):
       timeoutMs: 2000,
     });
     res.inner = {
-      from: innerHost.name,
+      from: caller.name,
+      to: innerTargets.map((t) => t.host).join(' '),
       ok: inner.ok,
       sent: inner.sent,
       errors: inner.errors,
@@ -188,6 +215,7 @@ async function runSystem(plan: Plan, sys: BenchSystem, prof: Profile, f: 4 | 6):
           name: `kill -9 daemon ${lb.name}`,
           inject: () => stopDaemon(plan, lb, { signal: 'SIGKILL' }),
           repair: () => void startDaemon(plan, lb, { backends: full.backends }),
+          afterRepair: () => waitAnnounced({ plan, family: f, lbs: full.lbs }),
         }),
       );
     }
@@ -210,6 +238,8 @@ async function faultRun(o: {
   name: string;
   inject: () => void;
   repair: () => void;
+  /** Waits until the system is whole again (default: 1.5 s). */
+  afterRepair?: () => Promise<void>;
 }) {
   const faultMs = Math.round((o.prof.faultSeconds * 1000) / 3);
   const timer = setTimeout(o.inject, faultMs);
@@ -242,52 +272,96 @@ async function faultRun(o: {
   } finally {
     clearTimeout(timer);
     o.repair();
-    await sleep(1500);
+    await (o.afterRepair ? o.afterRepair() : sleep(1500));
   }
 }
 
+/** Waits until the router routes the family's main VIP over exactly these LB nodes (BGP). */
+async function waitAnnounced(o: { plan: Plan; family: 4 | 6; lbs: Host[] }): Promise<void> {
+  const vip = serviceVip(o.plan, o.family).address;
+  const want = o.lbs.map((lb) => (o.family === 4 ? lb.link!.hostV4.address : lb.link!.hostV6.address));
+  const ms = await waitFib({
+    plan: o.plan,
+    address: vip,
+    want,
+    timeoutMs: 20_000,
+    intervalMs: 50,
+    since: performance.now(),
+  });
+  if (ms === null)
+    throw new Error(`router route to ${vip} did not return to [${want.join(', ')}] within 20 s`);
+}
+
+/** LB count 1..K..1 under long-lived keep-alive connections (one request per 100 ms each): breaks and per-LB traffic. */
 async function lbTimeline(o: { plan: Plan; full: Deployment; sys: BenchSystem; prof: Profile }) {
   const counts = [...o.prof.lbCounts, ...o.prof.lbCounts.slice(0, -1).reverse()];
   const phaseMs = o.prof.timelinePhaseSeconds * 1000;
+  const bucketMs = 250;
   await o.sys.setLbMembership!(o.full, o.plan.lbs.slice(0, counts[0]!));
   await sleep(500);
   const changes: { atMs: number; lbs: number }[] = [];
-  const run = loadIn(o.plan.clients[0]!.netns, {
+  const lbPackets: { t: number; lb: string; pps: number }[] = [];
+  const t0 = performance.now();
+  let prev = routerTxPackets(o.plan, o.full.lbs);
+  let prevT = t0;
+  // Samples the router's packets towards each LB node: which nodes carry the traffic, over time.
+  const sampler = setInterval(() => {
+    const now = performance.now();
+    const cur = routerTxPackets(o.plan, o.full.lbs);
+    for (const lb of o.full.lbs)
+      lbPackets.push({
+        t: (now - t0) / 1000,
+        lb: lb.name,
+        pps: ((cur[lb.name]! - prev[lb.name]!) * 1000) / (now - prevT),
+      });
+    prev = cur;
+    prevT = now;
+  }, bucketMs);
+  const settled = loadIn(o.plan.clients[0]!.netns, {
     targets: o.sys.targets(o.full),
     mode: 'persistent',
     connections: o.prof.timelineConnections,
-    thinkMs: 5,
+    thinkMs: 100,
     durationMs: phaseMs * counts.length,
     maxRequests: 5_000_000,
-    timeoutMs: 1000,
-    bucketMs: 250,
-  });
-  for (let i = 1; i < counts.length; i++) {
-    await sleep(phaseMs);
-    changes.push({ atMs: i * phaseMs, lbs: counts[i]! });
-    await o.sys.setLbMembership!(o.full, o.plan.lbs.slice(0, counts[i]!));
+    timeoutMs: 2000,
+    bucketMs,
+  }).finally(() => clearInterval(sampler));
+  try {
+    for (let i = 1; i < counts.length; i++) {
+      await sleep(t0 + i * phaseMs - performance.now());
+      changes.push({ atMs: Math.round(performance.now() - t0), lbs: counts[i]! });
+      await o.sys.setLbMembership!(o.full, o.plan.lbs.slice(0, counts[i]!));
+    }
+  } catch (e) {
+    // The load must settle before anything else runs, even if a membership change failed.
+    await settled.catch(() => undefined);
+    throw e;
   }
-  const r = await run;
+  const result = await settled;
   await o.sys.setLbMembership!(o.full, o.full.lbs);
   return {
     phases: counts,
     phaseMs,
     changes,
-    brokenConnections: r.brokenConnections,
-    connectionsOpened: r.connectionsOpened,
-    errors: r.errors,
-    bucketMs: r.timeline.bucketMs,
-    ok: r.timeline.ok,
+    keepAliveConnections: o.prof.timelineConnections,
+    brokenConnections: result.brokenConnections,
+    connectionsOpened: result.connectionsOpened,
+    ok: result.ok,
+    errors: result.errors,
+    bucketMs,
+    okPerBucket: result.timeline.ok,
+    lbPackets,
   };
 }
 
 /** ECMP update delay: announcer started/stopped on a random LB -> router FIB next-hop set changes. */
 async function ecmpDelay(plan: Plan, prof: Profile, usePeak: boolean) {
   const prefix = '10.201.0.100/32';
-  const vip = usePeak ? plan.vips.find((v) => v.family === 4)!.address : '10.201.0.100';
+  const vip = usePeak ? serviceVip(plan, 4).address : '10.201.0.100';
   const announcer = usePeak ? 'peak-xdp daemon' : 'exabgp (reference speaker; peak-xdp not available)';
   const up = new Set<Host>();
-  const samples: { action: 'start' | 'stop'; lb: string; ms: number | null }[] = [];
+  const samples: EcmpSample[] = [];
   const start = (lb: Host): void =>
     void (usePeak ? startDaemon(plan, lb, { backends: plan.backends }) : startExabgp(plan, lb, prefix));
   const stop = (lb: Host): void => (usePeak ? stopDaemon(plan, lb, { signal: 'SIGTERM' }) : killExabgp(lb));
@@ -296,6 +370,10 @@ async function ecmpDelay(plan: Plan, prof: Profile, usePeak: boolean) {
       const lb = plan.lbs[randomBytes(1)[0]! % plan.lbs.length]!;
       const action = up.has(lb) ? 'stop' : 'start';
       progress(`ECMP delay ${i + 1}/${prof.ecmpChanges}: ${action} ${lb.name}`);
+      // A restarted daemon must not find its previous incarnation still withdrawing.
+      if (usePeak && action === 'start')
+        await waitFor(() => daemonPids(lb).length === 0, { timeoutMs: 5000, intervalMs: 20 });
+      const sinceEpochMs = Date.now();
       const since = performance.now();
       if (action === 'start') {
         start(lb);
@@ -306,7 +384,14 @@ async function ecmpDelay(plan: Plan, prof: Profile, usePeak: boolean) {
       }
       const want = [...up].map((h) => h.link!.hostV4.address);
       const ms = await waitFib({ plan, address: vip, want, timeoutMs: 15_000, intervalMs: 5, since });
-      samples.push({ action, lb: lb.name, ms });
+      const sample: EcmpSample = { action, lb: lb.name, ms };
+      if (usePeak && action === 'start')
+        sample.milestones = startMilestones({
+          log: daemonLog(plan, lb),
+          sinceEpochMs,
+          peer: lb.link!.routerV4.address,
+        });
+      samples.push(sample);
       await sleep(300 + (randomBytes(1)[0]! % 700));
     }
   } finally {
@@ -329,12 +414,13 @@ async function main(): Promise<number> {
   mkdirSync(outDir, { recursive: true });
   const peakWhy = args.systems.includes('peak-xdp') ? peakUnavailable() : null;
   totalSteps =
-    args.systems.length *
-      (prof.backendCounts.length * prof.wrkConnections.length +
-        prof.lbCounts.length +
-        prof.latencyRates.length +
-        4) +
-    prof.ecmpChanges;
+    args.systems
+      .map((n) => getSystem(n))
+      .reduce(
+        (a, s) =>
+          a + plannedSteps({ name: s.name, usesLbs: s.usesLbs, hasDaemon: s.name === 'peak-xdp' }, prof),
+        0,
+      ) + prof.ecmpChanges;
   const cleanup = (): void => {
     down(plan).then(
       () => process.exit(130),
@@ -356,10 +442,14 @@ async function main(): Promise<number> {
     up(plan);
     for (const name of args.systems) {
       const sys = getSystem(name);
+      // A system that is not run or fails midway still moves the bar to where its steps end.
+      const stepsEnd =
+        step + plannedSteps({ name, usesLbs: sys.usesLbs, hasDaemon: name === 'peak-xdp' }, prof);
       const why = sys.unavailable();
       if (why) {
         results.notRun.push({ system: name, reason: why });
         process.stderr.write(`\n[bench] ${name}: NOT RUN: ${why}`);
+        step = stepsEnd;
         continue;
       }
       try {
@@ -371,6 +461,7 @@ async function main(): Promise<number> {
         });
         process.stderr.write(`\n[bench] ${name}: FAILED: ${e instanceof Error ? e.message : String(e)}`);
       }
+      step = stepsEnd;
     }
     results.ecmp = await ecmpDelay(plan, prof, peakWhy === null && args.systems.includes('peak-xdp'));
   } finally {

@@ -15,6 +15,8 @@ const vipSchema = z
       (a) => ({ message: `"${a}" is not an IP address` }),
     ),
     port: z.number().int().min(1).max(65535),
+    /** Which backends hold this VIP on lo and serve it: every one, or all but the last (the last calls it). */
+    servedBy: z.enum(['all', 'all-but-last']).default('all'),
   })
   .strict();
 

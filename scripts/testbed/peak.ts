@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { packageRoot } from '../../src/paths';
-import { Host, lbPinRoot, Plan } from './plan';
+import { Host, lbPinRoot, Plan, vipBackends } from './plan';
 import { run, runIn } from './sh';
 import { nsPids } from './topology';
 
@@ -31,25 +31,28 @@ export function daemonConfig(p: Plan, lb: Host, o: { backends: Host[] }): Record
         { address: l.routerV6.address, asn: p.routerAsn, holdTime: 3, families: ['ipv6'] },
       ],
     },
-    vips: p.vips.map((v) => ({
-      name: v.name,
-      address: v.address,
-      port: v.port,
-      protocol: 'tcp',
-      healthCheck: {
-        type: 'http',
-        port: p.backendPort,
-        path: '/',
-        intervalMs: 500,
-        timeoutMs: 300,
-        rise: 2,
-        fall: 2,
-      },
-      backends: o.backends.map((b) => ({
-        address: v.family === 4 ? b.link!.hostV4.address : b.link!.hostV6.address,
-        weight: 1,
+    // A VIP none of this deployment's backends serves is left out (the daemon would only withdraw it).
+    vips: p.vips
+      .filter((v) => vipBackends(v, o.backends).length > 0)
+      .map((v) => ({
+        name: v.name,
+        address: v.address,
+        port: v.port,
+        protocol: 'tcp',
+        healthCheck: {
+          type: 'http',
+          port: p.backendPort,
+          path: '/',
+          intervalMs: 500,
+          timeoutMs: 300,
+          rise: 2,
+          fall: 2,
+        },
+        backends: vipBackends(v, o.backends).map((b) => ({
+          address: v.family === 4 ? b.link!.hostV4.address : b.link!.hostV6.address,
+          weight: 1,
+        })),
       })),
-    })),
   };
 }
 
@@ -91,11 +94,26 @@ export function startDaemon(p: Plan, lb: Host, o: { backends: Host[] }): number 
   return child.pid!;
 }
 
+/** Pids of the peak-xdp daemon processes inside an LB node's namespace. */
+export function daemonPids(lb: Host): number[] {
+  return nsPids(lb.netns).filter((pid) => {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      return cmd.includes(CLI_JS) && cmd.includes('daemon');
+    } catch {
+      return false; // Exited between listing and reading.
+    }
+  });
+}
+
 /** Stops the daemon of an LB node: SIGTERM (graceful: withdraw) or SIGKILL (crash). */
 export function stopDaemon(p: Plan, lb: Host, o: { signal: NodeJS.Signals }): void {
-  for (const pid of nsPids(lb.netns)) {
-    const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    if (cmd.includes(CLI_JS) && cmd.includes('daemon')) process.kill(pid, o.signal);
+  for (const pid of daemonPids(lb)) {
+    try {
+      process.kill(pid, o.signal);
+    } catch {
+      // Exited already.
+    }
   }
 }
 
@@ -121,4 +139,37 @@ export function attachDecap(p: Plan, be: Host): void {
 /** Removes XDP from an LB's or backend's own interface (inside namespaces the testbed created). */
 export function detachXdpIn(h: Host): void {
   runIn(h.netns, 'ip', ['link', 'set', 'dev', h.link!.hostIf, 'xdp', 'off'], { allowFail: true });
+}
+
+/** Milestones of one daemon start, in ms after `sinceEpochMs`, from its pino JSON log (null: not seen). */
+export interface StartMilestones {
+  started: number | null;
+  established: number | null;
+  announced: number | null;
+}
+
+/** Reads the first 'daemon started', 'bgp: established' and announcing 'bgp: sent update' (to `peer`) after a time. */
+export function startMilestones(o: { log: string; sinceEpochMs: number; peer: string }): StartMilestones {
+  const m: StartMilestones = { started: null, established: null, announced: null };
+  for (const line of o.log.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    let j: { time?: number; msg?: string; peer?: string; announced?: number };
+    try {
+      j = JSON.parse(line) as typeof j;
+    } catch {
+      continue; // A torn last line while the daemon writes.
+    }
+    if (typeof j.time !== 'number' || j.time < o.sinceEpochMs) continue;
+    const at = j.time - o.sinceEpochMs;
+    if (j.msg === 'daemon started') m.started ??= at;
+    else if (j.msg === 'bgp: established' && j.peer === o.peer) m.established ??= at;
+    else if (j.msg === 'bgp: sent update' && j.peer === o.peer && (j.announced ?? 0) > 0) m.announced ??= at;
+  }
+  return m;
+}
+
+/** The whole daemon log of an LB node ('' if none yet). */
+export function daemonLog(p: Plan, lb: Host): string {
+  const f = join(lbDir(p, lb), 'daemon.log');
+  return existsSync(f) ? readFileSync(f, 'utf8') : '';
 }

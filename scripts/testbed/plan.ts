@@ -43,6 +43,8 @@ export interface Vip {
   address: string;
   port: number;
   family: 4 | 6;
+  /** Names of the backends that hold this VIP on lo and serve it. */
+  servedBy: string[];
 }
 
 /** Comparison systems that need an address of their own on the LB nodes. */
@@ -149,9 +151,50 @@ export function buildPlan(cfg: TestbedConfig): Plan {
     lbs: makeHosts(cfg, 'lb', cfg.lbs.count),
     backends: makeHosts(cfg, 'backend', cfg.backends.count),
     backendPort: cfg.backends.port,
-    vips: cfg.vips.map((v) => ({ ...v, family: v.address.includes(':') ? 6 : 4 })),
+    vips: cfg.vips.map((v) => makeVip(v, cfg.backends.count)),
     comparisonVips,
   };
+}
+
+function makeVip(v: TestbedConfig['vips'][number], backendCount: number): Vip {
+  const n = v.servedBy === 'all-but-last' ? backendCount - 1 : backendCount;
+  if (n < 1)
+    throw new Error(
+      `vip ${v.name}: servedBy "${v.servedBy}" leaves no backend with backends.count = ${backendCount}`,
+    );
+  return {
+    name: v.name,
+    address: v.address,
+    port: v.port,
+    family: v.address.includes(':') ? 6 : 4,
+    servedBy: Array.from({ length: n }, (_, i) => hostName('backend', i + 1)),
+  };
+}
+
+/** The backends among `active` that serve this VIP (a deployment may use only some backends). */
+export function vipBackends(v: Vip, active: Host[]): Host[] {
+  return active.filter((b) => v.servedBy.includes(b.name));
+}
+
+/** The VIPs a backend holds on lo. */
+export function backendVips(p: Plan, be: Host): Vip[] {
+  return p.vips.filter((v) => v.servedBy.includes(be.name));
+}
+
+/** The main VIP of a family (served by every backend): what clients call. */
+export function serviceVip(p: Plan, family: 4 | 6): Vip {
+  const v = p.vips.find((x) => x.family === family && x.servedBy.length === p.backends.length);
+  if (!v) throw new Error(`testbed ${p.prefix}: no IPv${family} VIP served by every backend (vips[])`);
+  return v;
+}
+
+/** The inner-service VIP of a family: served by every backend but the last, which is the caller. */
+export function innerVip(p: Plan, family: 4 | 6): { vip: Vip; caller: Host } | null {
+  const caller = p.backends.at(-1)!;
+  const v = p.vips.find(
+    (x) => x.family === family && !x.servedBy.includes(caller.name) && x.servedBy.length > 0,
+  );
+  return v ? { vip: v, caller } : null;
 }
 
 /** Every host of the plan, router first. */

@@ -1,7 +1,7 @@
 // Testbed shell: up (idempotent), down (by name, also after a crash), status, and router queries.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, chownSync } from 'node:fs';
 import { join } from 'node:path';
-import { allHosts, Host, ownedNamespacePattern, Plan } from './plan';
+import { allHosts, backendVips, Host, ownedNamespacePattern, Plan } from './plan';
 import { renderBackendNginx, renderBird, renderFrrBgpd, renderFrrZebra } from './render';
 import { run, runIn, sleep } from './sh';
 import { packageRoot } from '../../src/paths';
@@ -209,6 +209,8 @@ function setupLb(h: Host): void {
 }
 
 function setupBackend(p: Plan, h: Host, log: Log): void {
+  // A backend calling a VIP is a client too: full checksums, or native XDP on the LB loses them (TESTBED.md).
+  runIn(h.netns, 'ethtool', ['-K', 'eth0', 'tx', 'off']);
   sysctl(h.netns, {
     'net.ipv4.conf.all.arp_ignore': 1,
     'net.ipv4.conf.all.arp_announce': 2,
@@ -219,7 +221,7 @@ function setupBackend(p: Plan, h: Host, log: Log): void {
   });
   ipBatch(
     h.netns,
-    p.vips.map(
+    backendVips(p, h).map(
       (v) => `addr replace ${v.address}/${v.family === 4 ? 32 : 128} dev lo${v.family === 6 ? ' nodad' : ''}`,
     ),
   );

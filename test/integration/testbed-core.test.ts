@@ -3,9 +3,19 @@ import { createServer, Server } from 'node:http';
 import { AddressInfo } from 'node:net';
 import YAML from 'yaml';
 import { parseTestbedConfig, loadTestbedConfig, defaultConfigPath } from '../../scripts/testbed/config';
-import { buildPlan, findHost, linkMac, ownedNamespacePattern, allHosts } from '../../scripts/testbed/plan';
+import {
+  buildPlan,
+  findHost,
+  linkMac,
+  ownedNamespacePattern,
+  allHosts,
+  backendVips,
+  innerVip,
+  serviceVip,
+  vipBackends,
+} from '../../scripts/testbed/plan';
 import { renderBird, renderFrrBgpd, renderBackendNginx } from '../../scripts/testbed/render';
-import { daemonConfig } from '../../scripts/testbed/peak';
+import { daemonConfig, startMilestones } from '../../scripts/testbed/peak';
 import {
   cdf,
   histogram,
@@ -18,8 +28,17 @@ import {
 } from '../../scripts/bench/lib/stats';
 import { parseResponse, runLoad, checkLoadOptions, LoadOptions } from '../../scripts/bench/lib/loadgen';
 import { renderHaproxy, renderNft, renderNginxProxy } from '../../scripts/bench/lib/systems';
-import { parseBenchArgs, PROFILES } from '../../scripts/bench/e2e-profile';
-import { reportMarkdown, BenchResults } from '../../scripts/bench/e2e-report';
+import { parseBenchArgs, plannedSteps, PROFILES } from '../../scripts/bench/e2e-profile';
+import {
+  addedP50Us,
+  milestoneMedians,
+  PLOTS,
+  reportMarkdown,
+  BenchResults,
+  SystemResult,
+} from '../../scripts/bench/e2e-report';
+import { parseProgStats } from '../../scripts/bench/lib/bpfstats';
+import { keepInstructions } from '../../scripts/demo';
 import { parseConfig } from '../../src/model/config';
 import { packageRoot } from '../../src/paths';
 
@@ -270,7 +289,7 @@ describe('bench arguments and report', () => {
     expect(md).toContain('| nginx | 2 | 1234 | 8 |');
     expect(md).toContain('| nginx | be1:1 be2:3 | 1.500 | 0.8000 |');
     expect(md).toContain('| nginx | kill backend be2 | 2/10 | econnrefused:2 | not within the run |');
-    expect(md).toContain('2 changes, 1 timed out');
+    expect(md).toContain('2 random start/stop changes, 1 timed out');
   });
 });
 
@@ -364,5 +383,160 @@ describe('load generator (loopback server)', () => {
       body: 'be1\n',
       length: 42,
     });
+  });
+});
+
+describe('inner-service VIPs (servedBy)', () => {
+  const withSvc = {
+    ...base,
+    vips: [...base.vips, { name: 'svc4', address: '10.200.0.2', port: 80, servedBy: 'all-but-last' }],
+  };
+  const p = buildPlan(parseTestbedConfig(withSvc));
+  it('resolves servedBy to backend names; the last backend holds only the VIPs it serves', () => {
+    expect(p.vips.map((v) => [v.name, v.servedBy])).toEqual([
+      ['web4', ['be1', 'be2', 'be3']],
+      ['web6', ['be1', 'be2', 'be3']],
+      ['svc4', ['be1', 'be2']],
+    ]);
+    expect(backendVips(p, p.backends[2]!).map((v) => v.name)).toEqual(['web4', 'web6']);
+    expect(backendVips(p, p.backends[0]!).map((v) => v.name)).toEqual(['web4', 'web6', 'svc4']);
+  });
+  it('finds the service VIP and the inner VIP with its caller, per family', () => {
+    expect(serviceVip(p, 4).name).toBe('web4');
+    expect(serviceVip(p, 6).name).toBe('web6');
+    const inner = innerVip(p, 4)!;
+    expect([inner.vip.name, inner.caller.name]).toEqual(['svc4', 'be3']);
+    expect(innerVip(p, 6)).toBeNull();
+    expect(vipBackends(inner.vip, p.backends.slice(1)).map((b) => b.name)).toEqual(['be2']);
+  });
+  it('names the VIP and the count when servedBy leaves no backend', () => {
+    expect(() => buildPlan(parseTestbedConfig({ ...withSvc, backends: { count: 1 } }))).toThrow(
+      'vip svc4: servedBy "all-but-last" leaves no backend with backends.count = 1',
+    );
+    expect(() =>
+      parseTestbedConfig({ ...base, vips: [{ name: 'x', address: '10.0.0.1', port: 80, servedBy: 'some' }] }),
+    ).toThrow('vips.0.servedBy = "some"');
+  });
+  it('daemon config: the inner VIP lists only its backends, and is left out when none is deployed', () => {
+    const all = daemonConfig(p, p.lbs[0]!, { backends: p.backends }) as {
+      vips: { name: string; backends: { address: string }[] }[];
+    };
+    expect(all.vips.map((v) => [v.name, v.backends.map((b) => b.address)])).toEqual([
+      ['web4', ['10.77.51.2', '10.77.52.2', '10.77.53.2']],
+      ['web6', ['fd77:51::2', 'fd77:52::2', 'fd77:53::2']],
+      ['svc4', ['10.77.51.2', '10.77.52.2']],
+    ]);
+    const r = parseConfig(YAML.stringify(all), { format: 'yaml' });
+    if (!r.ok) throw new Error(JSON.stringify(r.errors));
+    expect(r.config.vips).toHaveLength(3);
+    const onlyLast = daemonConfig(p, p.lbs[0]!, { backends: [p.backends[2]!] }) as {
+      vips: { name: string }[];
+    };
+    expect(onlyLast.vips.map((v) => v.name)).toEqual(['web4', 'web6']);
+  });
+  it('the shipped testbed file has a v4 and a v6 inner VIP', () => {
+    const q = buildPlan(loadTestbedConfig({ path: defaultConfigPath(packageRoot), env: {} }));
+    expect(innerVip(q, 4)?.vip.address).toBe('10.200.0.2');
+    expect(innerVip(q, 6)?.vip.address).toBe('fd00:200::2');
+  });
+});
+
+describe('bench progress, daemon milestones, XDP stats, report', () => {
+  it('plans one step per progress() call: ramp, LB scaling, rates, inner, faults, timeline', () => {
+    const q = PROFILES.quick;
+    const ramp = q.backendCounts.length * q.wrkConnections.length;
+    const rates = q.latencyRates.length;
+    expect(plannedSteps({ name: 'peak-xdp', usesLbs: true, hasDaemon: true }, q)).toBe(
+      ramp + q.lbCounts.length + rates + 1 + 2 + 1,
+    );
+    expect(plannedSteps({ name: 'nginx', usesLbs: true, hasDaemon: false }, q)).toBe(
+      ramp + q.lbCounts.length + rates + 1 + 1 + 1,
+    );
+    expect(plannedSteps({ name: 'direct', usesLbs: false, hasDaemon: false }, q)).toBe(
+      q.wrkConnections.length + rates + 1 + 1,
+    );
+  });
+  it('reads daemon start milestones after a time, for one peer, ignoring torn lines', () => {
+    const log = [
+      '{"time":900,"msg":"daemon started"}',
+      '{"time":1100,"msg":"daemon started"}',
+      '{"time":1300,"msg":"bgp: established","peer":"fd77:11::1"}',
+      '{"time":1350,"msg":"bgp: established","peer":"10.77.11.1"}',
+      '{"time":1360,"msg":"bgp: sent update","peer":"10.77.11.1","announced":0}',
+      '{"time":1400,"msg":"bgp: sent update","peer":"10.77.11.1","announced":2}',
+      '{"time":1500,"msg":"bgp: sent',
+    ].join('\n');
+    expect(startMilestones({ log, sinceEpochMs: 1000, peer: '10.77.11.1' })).toEqual({
+      started: 100,
+      established: 350,
+      announced: 400,
+    });
+    expect(startMilestones({ log: '', sinceEpochMs: 0, peer: 'x' })).toEqual({
+      started: null,
+      established: null,
+      announced: null,
+    });
+  });
+  it('reads bpftool run stats, null while stats are off', () => {
+    expect(parseProgStats('{"id":7,"type":"xdp","run_time_ns":5000,"run_cnt":10}')).toEqual({
+      runTimeNs: 5000,
+      runCount: 10,
+    });
+    expect(parseProgStats('{"id":7,"type":"xdp"}')).toBeNull();
+  });
+  const lat = (system: string, p50: number): SystemResult => ({
+    system, throughput: [], lbScaling: [], balance: null, inner: null, faults: [], timeline: null,
+    latency: [{ rate: 300, ok: 10, sent: 10, errors: {}, cdfUs: [], cpuUsPerReq: 1, softirqUsPerReq: 20, lbProcessUsPerReq: 3,
+      latencyUs: { count: 10, p50, p90: p50, p99: p50, p999: p50, max: p50, mean: p50 },
+      xdp: system === 'peak-xdp' ? { nsPerPacket: 500, nsPerRequest: 3000, packetsPerRequest: 6 } : null }],
+  }); // prettier-ignore
+  const r: BenchResults = {
+    profile: PROFILES.quick, family: 4, prefix: 'x', startedAt: 'now', durationS: 1,
+    machine: { cpus: 2, cpuModel: 'cpu', kernel: 'k', node: 'v20' },
+    systems: [lat('direct', 1000), { ...lat('peak-xdp', 1250), inner: { from: 'be3', to: '10.200.0.2', ok: 5, sent: 5, errors: {}, perBackend: { be1: 2, be2: 3 }, p50us: 900, p99us: 2000 } }],
+    notRun: [],
+    ecmp: { announcer: 'peak-xdp daemon', pollIntervalMs: 5, samples: [
+      { action: 'start', lb: 'lb1', ms: 700, milestones: { started: 600, established: 650, announced: 660 } },
+      { action: 'start', lb: 'lb2', ms: 900, milestones: { started: 800, established: 850, announced: 860 } },
+      { action: 'start', lb: 'lb2', ms: null, milestones: { started: null, established: null, announced: null } },
+      { action: 'stop', lb: 'lb1', ms: 10 },
+    ] },
+  }; // prettier-ignore
+  it('latency added over direct at the same rate; none for direct itself or a missing rate', () => {
+    expect(addedP50Us(r, 'peak-xdp', 300)).toBe(250);
+    expect(addedP50Us(r, 'direct', 300)).toBeNull();
+    expect(addedP50Us(r, 'peak-xdp', 1000)).toBeNull();
+  });
+  it('milestone medians use only complete start samples', () => {
+    expect(milestoneMedians(r.ecmp!.samples)).toEqual({
+      started: 800,
+      established: 850,
+      announced: 860,
+      fib: 900,
+      count: 2,
+    });
+    expect(milestoneMedians([{ action: 'stop', lb: 'lb1', ms: 5 }])).toBeNull();
+  });
+  it('the report shows XDP cost, added latency, the inner target, and plot links under a directory', () => {
+    const md = reportMarkdown(r, { plotDir: 'docs/bench/' });
+    expect(md).toContain(
+      '| peak-xdp | 300 | 10/10 | 0 | 1.25 | 0.25 | 1.25 | 1.25 | 20 | 3 | 3.00 (6.0 pkt, 500 ns/pkt) |',
+    );
+    expect(md).toContain('| peak-xdp | be3 | 10.200.0.2 | 5/5 | 0 | be1:2 be2:3 | 0.90 | 2.00 |');
+    expect(md).toContain('| start | 2 | 700 | 900 | 900 |');
+    expect(md).toContain('daemon started 800, BGP established 850, announcing update sent 860');
+    for (const pl of PLOTS) expect(md).toContain(`(docs/bench/${pl.file})`);
+  });
+});
+
+describe('demo --keep instructions', () => {
+  const p = buildPlan(parseTestbedConfig({ ...base, prefix: 'dk' }));
+  const text = keepInstructions(p);
+  it('name this testbed, absolute paths, the VIPs, and the down command', () => {
+    const tb = `node ${packageRoot}/dist/scripts/testbed/cli.js --prefix dk`;
+    expect(text).toContain(`${tb} exec client1 curl -s http://10.200.0.1/`);
+    expect(text).toContain(`${tb} exec client1 curl -s -g http://[fd00:200::1]/`);
+    expect(text).toContain(`${tb} exec lb1 node ${packageRoot}/dist/src/cli/main.js status`);
+    expect(text).toContain(`: ${tb} down`);
   });
 });

@@ -203,7 +203,9 @@ export async function runLoad(o: LoadOptions, onProgress?: (p: Progress) => void
     await new Promise<void>((resolve) => {
       const tick = (): void => {
         const now = performance.now();
-        const due = Math.min(o.maxRequests, Math.floor(((Math.min(now, deadline) - t0) / 1000) * rate));
+        // Elapsed is capped by durationMs itself: (t0 + d) - t0 can round below d and lose the last request.
+        const elapsed = Math.min(now - t0, o.durationMs);
+        const due = Math.min(o.maxRequests, Math.floor((elapsed / 1000) * rate + 1e-9));
         while (rec.sent < due) {
           const scheduled = t0 + (rec.sent / rate) * 1000;
           rec.sent++;

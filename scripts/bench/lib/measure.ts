@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { packageRoot } from '../../../src/paths';
 import type { Host, Plan } from '../../testbed/plan';
-import { runAsync, sleep } from '../../testbed/sh';
+import { run, runAsync, sleep } from '../../testbed/sh';
 import { fibNextHops, nsPids } from '../../testbed/topology';
 import type { LoadOptions, LoadResult, Progress } from './loadgen';
 import { parseWrk, WrkResult } from './stats';
@@ -106,6 +106,18 @@ export function nsProcessCpu(netnses: string[]): number {
 }
 
 export const JIFFY_US = 1e6 / 100;
+
+/** Packets the router has sent to each LB node (tx counter of its side of the LB's link), by LB name. */
+export function routerTxPackets(p: Plan, lbs: Host[] = p.lbs): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const lb of lbs) {
+    const j = JSON.parse(
+      run('ip', ['-n', p.router.netns, '-s', '-j', 'link', 'show', lb.link!.routerIf]),
+    ) as { stats64: { tx: { packets: number } } }[];
+    out[lb.name] = j[0]!.stats64.tx.packets;
+  }
+  return out;
+}
 
 /** ExaBGP as a reference announcer on an LB (for the ECMP delay when peak-xdp is not available). */
 export function startExabgp(p: Plan, lb: Host, prefix: string): number {

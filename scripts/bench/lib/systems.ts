@@ -4,9 +4,11 @@ import { join } from 'node:path';
 import type { Host, Plan } from '../../testbed/plan';
 import { run, runIn, sleep, waitFor } from '../../testbed/sh';
 import { fibNextHops, nsPids } from '../../testbed/topology';
+import { innerVip, serviceVip, vipBackends } from '../../testbed/plan';
 import {
   attachDecap,
   daemonLogTail,
+  daemonPids,
   detachXdpIn,
   peakUnavailable,
   startDaemon,
@@ -41,6 +43,8 @@ export interface BenchSystem {
   setup(d: Deployment): Promise<void>;
   teardown(d: Deployment): Promise<void>;
   targets(d: Deployment): Target[];
+  /** Where an inner-service call from `caller` (a backend) goes; default: targets(d). */
+  innerTargets?(d: Deployment, caller: Host): Target[];
   /** Takes one LB node out of (or back into) service the way this system would. */
   setLbMembership?(d: Deployment, active: Host[]): Promise<void>;
 }
@@ -259,6 +263,11 @@ const dnsRrSystem: BenchSystem = {
   async setup() {},
   async teardown() {},
   targets: (d) => d.backends.map((b) => ({ host: addrOf(b, d.family), port: d.plan.backendPort })),
+  // A caller resolving the service name gets the other backends' records.
+  innerTargets: (d, caller) =>
+    d.backends
+      .filter((b) => b !== caller)
+      .map((b) => ({ host: addrOf(b, d.family), port: d.plan.backendPort })),
 };
 
 /** peak-xdp: a daemon per LB node (XDP native, BGP to the router), decap on every backend. */
@@ -271,17 +280,7 @@ const peakSystem: BenchSystem = {
     if (why) throw new Error(why);
     for (const be of d.plan.backends) attachDecap(d.plan, be);
     for (const lb of d.lbs) startDaemon(d.plan, lb, { backends: d.backends });
-    const vip = peakVip(d);
-    const want = d.lbs.map((lb) => addrOf(lb, d.family)).sort();
-    const ok = await waitFor(() => sameSet(fibNextHops(d.plan, vip), want), {
-      timeoutMs: 20_000,
-      intervalMs: 100,
-    });
-    if (!ok)
-      throw new Error(
-        `peak-xdp: router route to ${vip} has next hops [${fibNextHops(d.plan, vip).join(', ')}], wanted ` +
-          `[${want.join(', ')}] after 20 s\n${d.lbs.map((lb) => `--- ${lb.name} daemon.log\n${daemonLogTail(d.plan, lb)}`).join('\n')}`,
-      );
+    await waitPeakRoutes(d, d.lbs);
   },
   async teardown(d) {
     for (const lb of d.plan.lbs) stopDaemon(d.plan, lb, { signal: 'SIGTERM' });
@@ -289,21 +288,41 @@ const peakSystem: BenchSystem = {
     for (const lb of d.plan.lbs) stopDaemon(d.plan, lb, { signal: 'SIGKILL' });
     for (const h of [...d.plan.lbs, ...d.plan.backends]) detachXdpIn(h);
   },
-  targets: (d) => [{ host: peakVip(d), port: d.plan.backendPort }],
+  targets: (d) => [{ host: serviceVip(d.plan, d.family).address, port: d.plan.backendPort }],
+  innerTargets(d) {
+    const inner = innerVip(d.plan, d.family);
+    if (!inner) throw new Error(`testbed config has no IPv${d.family} VIP with servedBy "all-but-last"`);
+    return [{ host: inner.vip.address, port: inner.vip.port }];
+  },
   async setLbMembership(d, active) {
     for (const lb of d.plan.lbs) {
       const on = active.includes(lb);
-      const running = nsPids(lb.netns).length > 0;
       if (!on) stopDaemon(d.plan, lb, { signal: 'SIGTERM' });
-      else if (!running) startDaemon(d.plan, lb, { backends: d.backends });
+      else if (daemonPids(lb).length === 0) startDaemon(d.plan, lb, { backends: d.backends });
     }
+    // A stopped daemon withdraws then exits; wait for the exit so a later start is not skipped.
+    const leaving = d.plan.lbs.filter((lb) => !active.includes(lb));
+    await waitFor(() => leaving.every((lb) => daemonPids(lb).length === 0), { timeoutMs: 5000 });
+    // The change is made when the router's ECMP set is the active nodes (a start takes ~1-2 s here).
+    await waitPeakRoutes(d, active);
   },
 };
 
-function peakVip(d: Deployment): string {
-  const v = d.plan.vips.find((x) => x.family === d.family);
-  if (!v) throw new Error(`testbed config has no IPv${d.family} VIP (vips[].address)`);
-  return v.address;
+/** Waits until the router routes every VIP of the family that has a backend here over exactly these LB nodes. */
+async function waitPeakRoutes(d: Deployment, lbs: Host[]): Promise<void> {
+  const want = lbs.map((lb) => addrOf(lb, d.family)).sort();
+  const vips = d.plan.vips
+    .filter((v) => v.family === d.family && vipBackends(v, d.backends).length > 0)
+    .map((v) => v.address);
+  const ok = await waitFor(() => vips.every((v) => sameSet(fibNextHops(d.plan, v), want)), {
+    timeoutMs: 20_000,
+    intervalMs: 50,
+  });
+  if (!ok)
+    throw new Error(
+      `peak-xdp: router routes ${vips.map((v) => `${v} via [${fibNextHops(d.plan, v).join(', ')}]`).join(', ')}, wanted ` +
+        `[${want.join(', ')}] after 20 s\n${lbs.map((lb) => `--- ${lb.name} daemon.log\n${daemonLogTail(d.plan, lb)}`).join('\n')}`,
+    );
 }
 
 function sameSet(a: string[], sortedB: string[]): boolean {
