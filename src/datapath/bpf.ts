@@ -263,6 +263,24 @@ export class BpfMap extends FdHandle {
     }
   }
 
+  /** Every entry via the batch API, packed: keys back to back and values back to back (no per-entry Buffer). */
+  lookupBatchPacked(chunk = 65536): { keys: Buffer; values: Buffer; count: number } {
+    if (!Number.isInteger(chunk) || chunk <= 0)
+      throw new TypeError(`chunk must be a positive integer, got ${chunk}`);
+    const keys: Buffer[] = [];
+    const values: Buffer[] = [];
+    let count = 0;
+    let token: Buffer | null = null;
+    for (;;) {
+      const r = native().mapLookupBatch(this.fd, token, chunk, this.info.keySize, this.valueBytes, false);
+      keys.push(r.keys);
+      values.push(r.values);
+      count += r.count;
+      if (r.done) return { keys: Buffer.concat(keys), values: Buffer.concat(values), count };
+      token = r.next;
+    }
+  }
+
   /** Writes many entries with one syscall per `chunk`; returns how many were written. */
   updateBatch(keys: Buffer[], values: Buffer[], flag: UpdateFlag = 'any', chunk = 65536): number {
     if (keys.length !== values.length)

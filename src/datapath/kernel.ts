@@ -281,12 +281,16 @@ export class KernelDatapath implements Datapath {
   }
 
   async listBackends(): Promise<BackendSpec[]> {
-    const { keys, values } = this.maps.backends.lookupBatch();
+    // The backends map is a big array (65536 by default): read it packed, decode only the set entries.
+    const { keys, values, count } = this.maps.backends.lookupBatchPacked();
+    const vs = this.maps.backends.valueSize;
+    const familyAt = LAYOUT.peak_backend.fields.family;
     const out: BackendSpec[] = [];
-    keys.forEach((k, i) => {
-      const b = decodeBackend(values[i]!);
-      if (b) out.push({ id: k.readUInt32LE(0), ...b });
-    });
+    for (let i = 0; i < count; i++) {
+      if (values[i * vs + familyAt] === 0) continue; // unset slot
+      const b = decodeBackend(values.subarray(i * vs, (i + 1) * vs));
+      if (b) out.push({ id: keys.readUInt32LE(4 * i), ...b });
+    }
     return out;
   }
 
@@ -346,9 +350,9 @@ export class KernelDatapath implements Datapath {
     if (!id) return null;
     const inner = BpfMap.fromId(id);
     try {
-      const { keys, values } = inner.lookupBatch(65536);
+      const { keys, values, count } = inner.lookupBatchPacked();
       const all = new Uint32Array(inner.maxEntries);
-      keys.forEach((k, i) => (all[k.readUInt32LE(0)] = values[i]!.readUInt32LE(0)));
+      for (let i = 0; i < count; i++) all[keys.readUInt32LE(4 * i)] = values.readUInt32LE(4 * i);
       return all.slice(1, 1 + all[0]!);
     } finally {
       inner.close();
