@@ -56,6 +56,26 @@ function checkVipKey(k: VipKey, what: string): string {
   return vipKeyText({ ...k, address });
 }
 
+/** A table as distinct ids plus, per slot, an index into them (1 byte per slot up to 256 distinct ids). */
+interface StoredTable {
+  ids: Uint32Array;
+  slots: Uint8Array | Uint16Array | Uint32Array;
+}
+
+function storeTable(table: Uint32Array): StoredTable {
+  const index = new Map<number, number>();
+  for (let s = 0; s < table.length; s++) if (!index.has(table[s]!)) index.set(table[s]!, index.size);
+  const n = index.size;
+  const slots =
+    n <= 0x100
+      ? new Uint8Array(table.length)
+      : n <= 0x10000
+        ? new Uint16Array(table.length)
+        : new Uint32Array(table.length);
+  for (let s = 0; s < table.length; s++) slots[s] = index.get(table[s]!)!;
+  return { ids: Uint32Array.from(index.keys()), slots };
+}
+
 export class MemoryDatapath implements Datapath {
   readonly maxVips: number;
   readonly maxBackends: number;
@@ -67,7 +87,8 @@ export class MemoryDatapath implements Datapath {
   private readonly vips = new Map<string, VipSpec>();
   private readonly vipIds = new Map<number, string>();
   private readonly backends = new Map<number, BackendSpec>();
-  private readonly tables = new Map<number, Uint32Array>();
+  /** Tables stored compactly (the kernel holds 4 bytes per slot; a test double need not). */
+  private readonly tables = new Map<number, StoredTable>();
   /** Per backend id: how many tables reference it (a referenced backend cannot be deleted). */
   private readonly tableRefs = new Map<number, number>();
   private readonly tableMembers = new Map<number, Set<number>>();
@@ -182,14 +203,14 @@ export class MemoryDatapath implements Datapath {
     const vip = this.vips.get(key)!;
     if (!(table instanceof Uint32Array) || table.length !== vip.tableSize)
       throw new RangeError(`table: length ${table.length} is not the VIP's tableSize ${vip.tableSize}`);
-    const members = new Set<number>();
-    for (let s = 0; s < table.length; s++) members.add(table[s]!);
+    const stored = storeTable(table);
+    const members = new Set(stored.ids);
     members.delete(NO_BACKEND_ID);
     for (const id of members)
       if (!this.backends.has(id)) throw new RangeError(`table: backend ${id} does not exist`);
     // Swap as one step: a reader sees the old table or the new one, never a mix.
     this.dropTable(vipId);
-    this.tables.set(vipId, table.slice());
+    this.tables.set(vipId, stored);
     this.tableMembers.set(vipId, members);
     for (const id of members) this.tableRefs.set(id, (this.tableRefs.get(id) ?? 0) + 1);
   }
@@ -197,7 +218,10 @@ export class MemoryDatapath implements Datapath {
   async readTable(vipId: number): Promise<Uint32Array | null> {
     this.enter('readTable', String(vipId), false);
     const t = this.tables.get(vipId);
-    return t === undefined ? null : t.slice();
+    if (t === undefined) return null;
+    const out = new Uint32Array(t.slots.length);
+    for (let i = 0; i < out.length; i++) out[i] = t.ids[t.slots[i]!]!;
+    return out;
   }
 
   private dropTable(vipId: number): void {
@@ -267,9 +291,10 @@ export class MemoryDatapath implements Datapath {
       return { kind: 'drop', reason: 'no-table' };
     }
     const hashInput = vip.flags.sourceHash ? source : `${source}|${flow.sourcePort}|${key}`;
-    const start = murmur3String(hashInput, 0) % table.length;
-    for (let i = 0, s = start; i < this.probeLimit; i++, s = (s + 1) % table.length) {
-      const b = this.backends.get(table[s]!);
+    const m = table.slots.length;
+    const start = murmur3String(hashInput, 0) % m;
+    for (let i = 0, s = start; i < this.probeLimit; i++, s = (s + 1) % m) {
+      const b = this.backends.get(table.ids[table.slots[s]!]!);
       if (b === undefined || b.state !== 'up') continue;
       if (!vip.flags.noConntrack)
         this.ct.set(ctKey, {

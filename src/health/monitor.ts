@@ -1,4 +1,4 @@
-// HealthMonitor: runs the checks of every backend membership on jittered timers and emits state changes.
+// HealthMonitor: runs the checks of every backend membership on jittered schedules (one timer) and emits state changes.
 import { EventEmitter } from 'node:events';
 import type { HealthCheckConfig } from '../model/config';
 import { checkHttp, checkTcp, CheckResult } from './checks';
@@ -63,13 +63,59 @@ export interface HealthMonitorOptions {
 interface Entry {
   target: HealthTarget;
   state: HealthState;
-  timer: NodeJS.Timeout | null;
+  /** Bumped whenever the entry is (re)scheduled or cancelled: queued slots of an older value are stale. */
+  slot: number;
   running: boolean;
   checks: number;
   failedChecks: number;
   last: (CheckResult & { at: number }) | null;
   /** Bumped when the entry is replaced or removed: a result of an older generation is ignored. */
   generation: number;
+}
+
+/** A queued check: due time (performance.now ms), its entry, and the entry's slot and generation then. */
+interface Queued {
+  at: number;
+  entry: Entry;
+  slot: number;
+  gen: number;
+}
+
+function siftDown(h: Queued[], i: number): void {
+  for (;;) {
+    const l = 2 * i + 1;
+    const r = l + 1;
+    let m = i;
+    if (l < h.length && h[l]!.at < h[m]!.at) m = l;
+    if (r < h.length && h[r]!.at < h[m]!.at) m = r;
+    if (m === i) return;
+    [h[i], h[m]] = [h[m]!, h[i]!];
+    i = m;
+  }
+}
+
+function heapPush(h: Queued[], q: Queued): void {
+  h.push(q);
+  for (let i = h.length - 1; i > 0;) {
+    const p = (i - 1) >> 1;
+    if (h[p]!.at <= h[i]!.at) break;
+    [h[i], h[p]] = [h[p]!, h[i]!];
+    i = p;
+  }
+}
+
+function heapPop(h: Queued[]): Queued | undefined {
+  const top = h[0];
+  const last = h.pop();
+  if (h.length > 0 && last !== undefined) {
+    h[0] = last;
+    siftDown(h, 0);
+  }
+  return top;
+}
+
+function heapify(h: Queued[]): void {
+  for (let i = (h.length >> 1) - 1; i >= 0; i--) siftDown(h, i);
 }
 
 const sameCheck = (a: HealthCheckConfig, b: HealthCheckConfig): boolean =>
@@ -87,11 +133,17 @@ const sameCheck = (a: HealthCheckConfig, b: HealthCheckConfig): boolean =>
  */
 export class HealthMonitor extends EventEmitter {
   private readonly entries = new Map<string, Entry>();
+  /** Up / total per VIP name, kept current so a check result costs O(1), not O(targets). */
+  private perVip = new Map<string, VipAvailability>();
   private readonly jitter: number;
   private readonly random: () => number;
   private readonly checker: Checker;
   private started = false;
   private generation = 0;
+  /** Queued checks, earliest first (a binary heap), and the one timer armed for the earliest. */
+  private queue: Queued[] = [];
+  private timer: NodeJS.Timeout | null = null;
+  private timerAt = Infinity;
 
   constructor(opts: HealthMonitorOptions = {}) {
     super();
@@ -118,7 +170,7 @@ export class HealthMonitor extends EventEmitter {
       const entry: Entry = {
         target: t,
         state: initialHealth(old?.state.status ?? t.initial ?? 'up'),
-        timer: null,
+        slot: 0,
         running: false,
         checks: old?.checks ?? 0,
         failedChecks: old?.failedChecks ?? 0,
@@ -133,6 +185,14 @@ export class HealthMonitor extends EventEmitter {
         this.cancel(e);
         this.entries.delete(key);
       }
+    const perVip = new Map<string, VipAvailability>();
+    for (const e of this.entries.values()) {
+      const a = perVip.get(e.target.vip) ?? { vip: e.target.vip, up: 0, total: 0 };
+      a.total++;
+      if (e.state.status === 'up') a.up++;
+      perVip.set(e.target.vip, a);
+    }
+    this.perVip = perVip;
     this.emitAvailability(before);
   }
 
@@ -145,6 +205,8 @@ export class HealthMonitor extends EventEmitter {
   stop(): void {
     this.started = false;
     for (const e of this.entries.values()) this.cancel(e);
+    this.queue.length = 0;
+    this.arm();
   }
 
   /** Status by membership key: the `health` input of desiredState. */
@@ -154,14 +216,7 @@ export class HealthMonitor extends EventEmitter {
 
   /** Checked backends up / total per VIP name. */
   availability(): Map<string, VipAvailability> {
-    const out = new Map<string, VipAvailability>();
-    for (const e of this.entries.values()) {
-      const a = out.get(e.target.vip) ?? { vip: e.target.vip, up: 0, total: 0 };
-      a.total++;
-      if (e.state.status === 'up') a.up++;
-      out.set(e.target.vip, a);
-    }
-    return out;
+    return new Map([...this.perVip].map(([vip, a]) => [vip, { ...a }]));
   }
 
   /** Per target: status, counters and the last result (for /state and metrics). */
@@ -181,20 +236,48 @@ export class HealthMonitor extends EventEmitter {
   }
 
   private cancel(e: Entry): void {
-    if (e.timer !== null) clearTimeout(e.timer);
-    e.timer = null;
+    e.slot++;
     e.generation = -1;
   }
 
+  /** Queues the entry's next check in delayMs (one timer serves every target: see arm). */
   private schedule(e: Entry, delayMs: number): void {
-    if (e.timer !== null) clearTimeout(e.timer);
-    const gen = e.generation;
-    e.timer = setTimeout(() => {
-      e.timer = null;
-      this.runCheck(e, gen).catch((err: unknown) => this.emit('error', err));
-    }, delayMs);
-    e.timer.unref();
+    e.slot++;
+    // Stale slots (cancelled or rescheduled) are dropped lazily; compact when they pile up.
+    if (this.queue.length > 2 * this.entries.size + 1024)
+      heapify((this.queue = this.queue.filter((q) => q.slot === q.entry.slot)));
+    heapPush(this.queue, { at: performance.now() + delayMs, entry: e, slot: e.slot, gen: e.generation });
+    this.arm();
   }
+
+  /** Arms the single timer for the earliest queued check. */
+  private arm(): void {
+    const next = this.queue[0];
+    if (next === undefined) {
+      if (this.timer !== null) clearTimeout(this.timer);
+      this.timer = null;
+      this.timerAt = Infinity;
+      return;
+    }
+    if (this.timer !== null && this.timerAt <= next.at) return;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timerAt = next.at;
+    this.timer = setTimeout(this.fire, Math.max(0, next.at - performance.now()));
+    this.timer.unref();
+  }
+
+  /** Runs every check that is due, then re-arms. */
+  private readonly fire = (): void => {
+    this.timer = null;
+    this.timerAt = Infinity;
+    const now = performance.now();
+    while (this.queue.length > 0 && this.queue[0]!.at <= now) {
+      const q = heapPop(this.queue)!;
+      if (q.slot !== q.entry.slot) continue;
+      this.runCheck(q.entry, q.gen).catch((err: unknown) => this.emit('error', err));
+    }
+    this.arm();
+  };
 
   private async runCheck(e: Entry, gen: number): Promise<void> {
     if (e.running) return;
@@ -212,7 +295,6 @@ export class HealthMonitor extends EventEmitter {
     e.checks++;
     if (!result.ok) e.failedChecks++;
     e.last = { ...result, at: Date.now() };
-    const before = this.availability();
     const { state, changed } = nextHealth(e.state, result.ok, e.target.check);
     const from = e.state.status;
     e.state = state;
@@ -226,7 +308,13 @@ export class HealthMonitor extends EventEmitter {
         result,
       };
       this.emit('change', change);
-      this.emitAvailability(before);
+      const a = this.perVip.get(e.target.vip);
+      if (a !== undefined) {
+        const wasZero = a.up === 0;
+        a.up += state.status === 'up' ? 1 : -1;
+        // Only a VIP's change between zero and non-zero up backends is an event.
+        if (wasZero !== (a.up === 0)) this.emit('vip', { ...a });
+      }
     }
     const interval = e.target.check.intervalMs;
     this.schedule(e, interval * (1 + this.jitter * (2 * this.random() - 1)));

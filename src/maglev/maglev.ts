@@ -46,13 +46,8 @@ export function permutationParams(name: string, size: number): { offset: number;
   };
 }
 
-/**
- * Builds a Maglev lookup table: entry s is the index (into `backends` as given) of the backend owning
- * slot s, or NO_BACKEND if no backend has a positive weight. Input order never changes the result.
- * Backends are sorted by name; in each round every backend adds its weight to a credit and takes one
- * turn (claims its next preferred free slot) when the credit reaches the largest weight.
- */
-export function buildTable(opts: BuildTableOptions): Uint32Array {
+/** Checks buildTable's input (size, unique non-empty names, weights) and returns the size; throws naming the field. */
+export function checkTableInput(opts: Pick<BuildTableOptions, 'backends' | 'size'>): number {
   const size = opts.size ?? MAGLEV_DEFAULT_SIZE;
   if (!isPrime(size) || size < 3 || size > MAGLEV_MAX_SIZE)
     throw new RangeError(`size: ${size} is not a prime between 3 and ${MAGLEV_MAX_SIZE}`);
@@ -66,6 +61,17 @@ export function buildTable(opts: BuildTableOptions): Uint32Array {
     if (!Number.isSafeInteger(b.weight) || b.weight < 0)
       throw new RangeError(`backends[${i}].weight: ${b.weight} is not a non-negative integer`);
   });
+  return size;
+}
+
+/**
+ * Builds a Maglev lookup table: entry s is the index (into `backends` as given) of the backend owning
+ * slot s, or NO_BACKEND if no backend has a positive weight. Input order never changes the result.
+ * Backends are sorted by name; in each round every backend adds its weight to a credit and takes one
+ * turn (claims its next preferred free slot) when the credit reaches the largest weight.
+ */
+export function buildTable(opts: BuildTableOptions): Uint32Array {
+  const size = checkTableInput(opts);
   const table = new Uint32Array(size).fill(NO_BACKEND);
   // Members in name order (code-unit order; bytewise for ASCII names), remembering input positions.
   const order = opts.backends

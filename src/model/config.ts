@@ -1,4 +1,5 @@
 // The configuration model: zod schema, cross-field checks, normalised Config, parseConfig(text).
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import YAML from 'yaml';
 import { isPrime, MAGLEV_MAX_SIZE } from '../maglev/maglev';
@@ -96,6 +97,13 @@ export function setBgpValidator(v: BgpValidator | null): void {
 
 // ---- zod schema (shape and scalar checks; cross-field checks follow in semanticIssues) ----
 
+type Path = (string | number)[];
+/** An issue with a path relative to the value checked. */
+export interface RelIssue {
+  path: Path;
+  message: string;
+}
+
 const ipString = z.string().superRefine((v, ctx) => {
   if (canonicalIp(v) === null)
     ctx.addIssue({ code: 'custom', message: `${showValue(v)} is not an IP address` });
@@ -123,13 +131,92 @@ const healthCheckSchema = z
   })
   .strict();
 
-const backendSchema = z
-  .object({
-    address: ipString,
-    weight: z.number().int().min(0).max(BOUNDS.weight.max).default(DEFAULTS.backend.weight),
-    drain: z.boolean().default(DEFAULTS.backend.drain),
-  })
-  .strict();
+/** A backend after checkBackends: canonical address and its family, defaults filled in. */
+export interface CheckedBackend {
+  /** As written (for messages). */
+  input: string;
+  address: string;
+  family: IpFamily;
+  weight: number;
+  drain: boolean;
+}
+
+const BACKEND_KEYS: ReadonlySet<string> = new Set(['address', 'weight', 'drain']);
+
+/** What zod calls a value's type in "expected object, received X" (only "object" matters here). */
+const isPlainObjectLike = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' &&
+  v !== null &&
+  !Array.isArray(v) &&
+  !(v instanceof Map) &&
+  !(v instanceof Set) &&
+  !(v instanceof Date) &&
+  !(
+    typeof (v as { then?: unknown }).then === 'function' &&
+    typeof (v as { catch?: unknown }).catch === 'function'
+  );
+
+/**
+ * Shape checks of a VIP's backends list, written out by hand for speed (a 51k-backend file spent most
+ * of its validation time in zod here). Same checks, paths, order and messages as the zod schema
+ * `{address: IP string, weight: int 0..65535 = 1, drain: boolean = false}.strict()` gave.
+ */
+export function checkBackends(list: readonly unknown[]): { backends: CheckedBackend[]; issues: RelIssue[] } {
+  const backends: CheckedBackend[] = [];
+  const issues: RelIssue[] = [];
+  const typeIssue = (path: Path, v: unknown, what: string): void => {
+    issues.push({ path, message: v === undefined ? 'is required' : `${showValue(v)} is not ${what}` });
+  };
+  for (let j = 0; j < list.length; j++) {
+    const b = list[j];
+    if (!isPlainObjectLike(b)) {
+      typeIssue(['backends', j], b, 'an object');
+      continue;
+    }
+    const before = issues.length;
+    const a = b.address;
+    let address = '';
+    let family: IpFamily = 4;
+    if (typeof a !== 'string') typeIssue(['backends', j, 'address'], a, 'a string');
+    else {
+      const fam = isIP(a);
+      // Dotted quads that isIP accepts are already canonical (no leading zeros, no spaces).
+      const canon = fam === 4 ? a : canonicalIp(a);
+      if (canon === null)
+        issues.push({ path: ['backends', j, 'address'], message: `${showValue(a)} is not an IP address` });
+      else {
+        address = canon;
+        family = fam === 4 ? 4 : 6;
+      }
+    }
+    let weight: number = DEFAULTS.backend.weight;
+    const w = b.weight;
+    if (w !== undefined) {
+      if (typeof w !== 'number' || Number.isNaN(w)) typeIssue(['backends', j, 'weight'], w, 'a number');
+      else {
+        if (!Number.isInteger(w)) typeIssue(['backends', j, 'weight'], w, 'an integer');
+        if (w < 0)
+          issues.push({ path: ['backends', j, 'weight'], message: `${showValue(w)} is below the minimum 0` });
+        if (w > BOUNDS.weight.max)
+          issues.push({
+            path: ['backends', j, 'weight'],
+            message: `${showValue(w)} is above the maximum ${BOUNDS.weight.max}`,
+          });
+        weight = w;
+      }
+    }
+    let drain: boolean = DEFAULTS.backend.drain;
+    const d = b.drain;
+    if (d !== undefined) {
+      if (typeof d !== 'boolean') typeIssue(['backends', j, 'drain'], d, 'a boolean');
+      else drain = d;
+    }
+    for (const key in b)
+      if (!BACKEND_KEYS.has(key)) issues.push({ path: ['backends', j, key], message: 'is not a known key' });
+    if (issues.length === before) backends.push({ input: a as string, address, family, weight, drain });
+  }
+  return { backends, issues };
+}
 
 const vipSchema = z
   .object({
@@ -153,7 +240,8 @@ const vipSchema = z
     persistence: z.enum(['none', 'source-ip']).default(DEFAULTS.vip.persistence),
     conntrack: z.boolean().default(DEFAULTS.vip.conntrack),
     healthCheck: healthCheckSchema.optional(),
-    backends: z.array(backendSchema).default([]),
+    // Elements are checked by checkBackends (the hot path: zod's cost per backend dominated big files).
+    backends: z.array(z.unknown()).default([]),
   })
   .strict();
 
@@ -212,23 +300,26 @@ const familyName = (f: IpFamily): string => (f === 4 ? 'IPv4' : 'IPv6');
 
 // ---- per-VIP checks (shape + everything that depends on the VIP alone), memoised by content ----
 
-type Path = (string | number)[];
-interface RelIssue {
-  path: Path;
-  message: string;
-}
 type VipResult = { ok: true; vip: VipConfig; warnings: RelIssue[] } | { ok: false; issues: RelIssue[] };
 
 function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | null): VipResult {
   const parsed = vipSchema.safeParse(input);
-  if (!parsed.success)
-    return {
-      ok: false,
-      issues: fromZodIssues(parsed.error.issues, input).map((i) => ({
-        path: i.path === '' ? [] : [i.path],
-        message: i.message,
-      })),
-    };
+  const rawBackends = parsed.success
+    ? parsed.data.backends
+    : (input as { backends?: unknown } | null)?.backends;
+  const checked = Array.isArray(rawBackends) ? checkBackends(rawBackends) : { backends: [], issues: [] };
+  if (!parsed.success || checked.issues.length > 0) {
+    const fields: RelIssue[] = [];
+    const unknown: RelIssue[] = [];
+    if (!parsed.success)
+      for (const zi of parsed.error.issues) {
+        // zod's order: fields in schema order (backends last), then the VIP's own unknown keys.
+        const own = zi.code === 'unrecognized_keys' && zi.path.length === 0;
+        for (const i of fromZodIssues([zi], input))
+          (own ? unknown : fields).push({ path: i.path === '' ? [] : [i.path], message: i.message });
+      }
+    return { ok: false, issues: [...fields, ...checked.issues, ...unknown] };
+  }
   const vip: RawVip = parsed.data;
   const issues: RelIssue[] = [];
   const warnings: RelIssue[] = [];
@@ -259,40 +350,41 @@ function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | null): 
         message: `probes ${hc.type} port ${vip.port} of UDP backends; set healthCheck.port if the service has a TCP port`,
       });
   }
-  if (vip.backends.length > vip.tableSize)
+  const nBackends = checked.backends.length;
+  if (nBackends > vip.tableSize)
     issues.push({
       path: ['tableSize'],
-      message: `${vip.tableSize} is smaller than the ${vip.backends.length} backends`,
+      message: `${vip.tableSize} is smaller than the ${nBackends} backends`,
     });
-  else if (vip.backends.length * 10 > vip.tableSize)
+  else if (nBackends * 10 > vip.tableSize)
     warnings.push({
       path: ['tableSize'],
-      message: `${vip.tableSize} is under 10 slots per backend (${vip.backends.length} backends): balance will be uneven`,
+      message: `${vip.tableSize} is under 10 slots per backend (${nBackends} backends): balance will be uneven`,
     });
   const addrs = new Map<string, number>();
   const backends: BackendConfig[] = [];
-  vip.backends.forEach((b, j) => {
+  checked.backends.forEach((b, j) => {
     const path = ['backends', j, 'address'];
-    const ip = parseIp(b.address)!;
-    const canon = formatIp(ip.bytes);
-    backends.push(Object.freeze({ address: canon, family: ip.family, weight: b.weight, drain: b.drain }));
+    const canon = b.address;
+    const family = b.family;
+    backends.push(Object.freeze({ address: canon, family, weight: b.weight, drain: b.drain }));
     const first = addrs.get(canon);
     if (first !== undefined)
-      issues.push({ path, message: `${showValue(b.address)} duplicates backends[${first}]` });
+      issues.push({ path, message: `${showValue(b.input)} duplicates backends[${first}]` });
     else addrs.set(canon, j);
-    if (ip.family !== vipIp.family)
+    if (family !== vipIp.family)
       issues.push({
         path,
         message:
-          `${showValue(b.address)} is ${familyName(ip.family)} but the VIP is ${familyName(vipIp.family)} ` +
+          `${showValue(b.input)} is ${familyName(family)} but the VIP is ${familyName(vipIp.family)} ` +
           '(IPv4 is encapsulated in IPv4, IPv6 in IPv6)',
       });
-    else if (encapFamilies !== null && !encapFamilies.has(ip.family))
+    else if (encapFamilies !== null && !encapFamilies.has(family))
       issues.push({
         path,
         message:
-          `${showValue(b.address)} is ${familyName(ip.family)} but encapSource has no ${familyName(ip.family)} ` +
-          `address (no ${ip.family === 6 ? 'v6' : 'v4'} support)`,
+          `${showValue(b.input)} is ${familyName(family)} but encapSource has no ${familyName(family)} ` +
+          `address (no ${family === 6 ? 'v6' : 'v4'} support)`,
       });
   });
   if (issues.length > 0) return { ok: false, issues };

@@ -1,9 +1,9 @@
 // Desired state: a pure function from config (+ health, + previous ids) to VIPs, backends and Maglev tables.
 import type { BackendState, DatapathConfig, EncapSource, VipKey, VipSpec } from '../datapath/types';
-import { buildTable } from '../maglev/maglev';
+import { buildTable, checkTableInput, MaglevBackend, NO_BACKEND } from '../maglev/maglev';
 import type { HealthStatus } from '../health/state';
 import type { Config, HealthCheckConfig, VipConfig } from '../model/config';
-import { assignIds, backendKeyText, emptyIdState, IdState, vipKeyText } from './ids';
+import { assignIds, backendKeyText, emptyIdState, GroupedIdMap, IdState, vipKeyText } from './ids';
 
 /** Backend id 0 means "no backend": a zeroed table slot (ids start at 1). */
 export const NO_BACKEND_ID = 0;
@@ -41,54 +41,87 @@ export interface DesiredState {
   unavailableVips: string[];
 }
 
+/** What a table is built from: its size and members (weight 0 already left out). */
+export interface TableRecipe {
+  size: number;
+  members: readonly { name: string; weight: number; id: number }[];
+}
+
 /**
- * A Maglev table of backend ids, stored as member indices (1 byte per slot up to 255 members, 2 up to
- * 65535): 512 VIPs x 65537 slots take 32 MiB instead of 128. `ids()` materialises it for installing.
+ * A Maglev table of backend ids. Built from a recipe it holds only its members and builds the slots
+ * when asked (`ids()`, `equals()`): the kernel holds the installed copy, so the control plane need not
+ * (512 VIPs x 65537 slots would be 32 MiB even at 1 byte per slot). Built from an index table it keeps
+ * member indices (1 byte per slot up to 256 members, 2 up to 65536).
  */
 export class IdTable {
+  /** Identity of the inputs (size, sorted address=id*weight): equal signatures, equal tables. */
+  readonly signature: string;
+  readonly size: number;
   /** Backend id per member index; [NO_BACKEND_ID] when the table has no member. */
-  private readonly members: Uint32Array;
-  private readonly slots: Uint8Array | Uint16Array | Uint32Array;
+  readonly #members: Uint32Array;
+  /** Member index per slot, or null: built on demand from #names and #weights. */
+  readonly #slots: Uint8Array | Uint16Array | Uint32Array | null;
+  readonly #recipe: MaglevBackend[] | null;
 
-  constructor(
-    /** Identity of the inputs (size, sorted address=id*weight): equal signatures, equal tables. */
-    readonly signature: string,
-    indexTable: Uint32Array,
-    memberIds: readonly number[],
-  ) {
-    const n = memberIds.length;
-    this.members = n === 0 ? Uint32Array.of(NO_BACKEND_ID) : Uint32Array.from(memberIds);
-    const Slots = n <= 0x100 ? Uint8Array : n <= 0x10000 ? Uint16Array : Uint32Array;
-    this.slots = n === 0 ? new Uint8Array(indexTable.length) : Slots.from(indexTable);
+  constructor(signature: string, indexTable: Uint32Array, memberIds: readonly number[]);
+  constructor(signature: string, recipe: TableRecipe);
+  constructor(signature: string, from: Uint32Array | TableRecipe, memberIds: readonly number[] = []) {
+    this.signature = signature;
+    if (from instanceof Uint32Array) {
+      const n = memberIds.length;
+      this.size = from.length;
+      this.#members = n === 0 ? Uint32Array.of(NO_BACKEND_ID) : Uint32Array.from(memberIds);
+      const Slots = n <= 0x100 ? Uint8Array : n <= 0x10000 ? Uint16Array : Uint32Array;
+      this.#slots = n === 0 ? new Uint8Array(from.length) : Slots.from(from);
+      this.#recipe = null;
+    } else {
+      const backends = from.members.map((m) => ({ name: m.name, weight: m.weight }));
+      // Bad input fails here, not later when the table is installed.
+      this.size = checkTableInput({ backends, size: from.size });
+      this.#members = Uint32Array.from(from.members, (m) => m.id);
+      this.#slots = null;
+      this.#recipe = backends;
+    }
   }
 
-  get size(): number {
-    return this.slots.length;
-  }
-
-  /** Bytes held by this table. */
+  /** Bytes of slot and member arrays held by this table (slots built on demand are not held). */
   get byteLength(): number {
-    return this.slots.byteLength + this.members.byteLength;
+    return (this.#slots?.byteLength ?? 0) + this.#members.byteLength;
   }
 
-  /** Backend ids per slot, as the datapath installs them (a fresh array). */
+  /** Backend ids per slot, as the datapath installs them (a fresh array; built now for a recipe). */
   ids(): Uint32Array {
-    const out = new Uint32Array(this.slots.length);
-    const { slots, members } = this;
+    const members = this.#members;
+    if (this.#recipe !== null) {
+      const out = buildTable({ backends: this.#recipe, size: this.size });
+      for (let s = 0; s < out.length; s++) {
+        const i = out[s]!;
+        out[s] = i === NO_BACKEND ? NO_BACKEND_ID : members[i]!;
+      }
+      return out;
+    }
+    const slots = this.#slots!;
+    const out = new Uint32Array(slots.length);
     for (let s = 0; s < slots.length; s++) out[s] = members[slots[s]!]!;
     return out;
   }
 
   /** True if a table read from a datapath holds exactly these ids. */
   equals(ids: Uint32Array): boolean {
-    const { slots, members } = this;
-    if (ids.length !== slots.length) return false;
+    if (ids.length !== this.size) return false;
+    if (this.#slots === null) {
+      const mine = this.ids();
+      for (let s = 0; s < mine.length; s++) if (ids[s] !== mine[s]) return false;
+      return true;
+    }
+    const slots = this.#slots;
+    const members = this.#members;
     for (let s = 0; s < slots.length; s++) if (ids[s] !== members[slots[s]!]) return false;
     return true;
   }
 }
 
-/** Memo of built tables by signature; keeps what the last two desiredState calls used, drops the rest. */
+/** Memo of tables by signature; keeps what the last two desiredState calls used, drops the rest. */
 export class TableCache {
   private current = new Map<string, IdTable>();
   private previous = new Map<string, IdTable>();
@@ -142,16 +175,12 @@ function backendState(weight: number, drain: boolean, health: HealthStatus | 'un
 
 /** Maglev table of backend ids; backends with weight 0 stay out, draining and down ones stay in. */
 export function tableFor(tableSize: number, backends: readonly DesiredBackend[]): IdTable {
-  const members = backends.filter((b) => b.weight > 0);
-  const idx = buildTable({
-    backends: members.map((b) => ({ name: b.address, weight: b.weight })),
+  return new IdTable(tableSignature(tableSize, backends), {
     size: tableSize,
+    members: backends
+      .filter((b) => b.weight > 0)
+      .map((b) => ({ name: b.address, weight: b.weight, id: b.id })),
   });
-  return new IdTable(
-    tableSignature(tableSize, backends),
-    idx,
-    members.map((b) => b.id),
-  );
 }
 
 export function tableSignature(tableSize: number, backends: readonly DesiredBackend[]): string {
@@ -170,9 +199,165 @@ function keysOf(v: VipConfig): { vip: string; members: string[] } {
     const key = vipKeyOf(v);
     k = { vip: vipKeyText(key), members: v.backends.map((b) => backendKeyText(key, b.address)) };
     // Frozen configs never change; a mutable one could, so only frozen ones are memoised.
-    if (Object.isFrozen(v) && Object.isFrozen(v.backends)) keyMemo.set(v, k);
+    if (isDeepFrozen(v)) keyMemo.set(v, k);
   }
   return k;
+}
+
+/** VIP configs known to be frozen all the way down (validateConfig's output is). */
+const deepFrozen = new WeakSet<VipConfig>();
+function isDeepFrozen(v: VipConfig): boolean {
+  if (deepFrozen.has(v)) return true;
+  const frozen =
+    Object.isFrozen(v) &&
+    Object.isFrozen(v.backends) &&
+    v.backends.every((b) => Object.isFrozen(b)) &&
+    (v.healthCheck === null || Object.isFrozen(v.healthCheck));
+  if (frozen) deepFrozen.add(v);
+  return frozen;
+}
+
+/**
+ * What one desiredState call leaves for the next call that passes its `ids` back: the VIP configs and
+ * results it saw, and the backend ids in use. It only speeds the next call up; results are the same.
+ */
+interface Memo {
+  backendIds: GroupedIdMap;
+  maxBackends: number;
+  /** Bit per backend id in [0, maxBackends): in use. */
+  used: Uint32Array;
+  /** By VIP key text: the (deep-frozen) config a desired VIP was computed from, and the result. */
+  byKey: Map<string, { config: VipConfig; desired: DesiredVip }>;
+}
+const memos = new WeakMap<IdState, Memo>();
+
+const isUsed = (bits: Uint32Array, id: number): boolean => (bits[id >>> 5]! & (1 << (id & 31))) !== 0;
+const setUsed = (bits: Uint32Array, id: number): void => {
+  bits[id >>> 5]! |= 1 << (id & 31);
+};
+const clearUsed = (bits: Uint32Array, id: number): void => {
+  bits[id >>> 5]! &= ~(1 << (id & 31));
+};
+
+interface BackendIds {
+  ids: GroupedIdMap;
+  cursor: number;
+  used: Uint32Array;
+  /** Per VIP: its group (and so its ids) is the very one the previous call produced for this config. */
+  sameGroup: boolean[];
+}
+
+/** Backend ids from scratch: assignIds over every membership key (adoption preferences included). */
+function assignAll(
+  config: Config,
+  keys: readonly { vip: string; members: string[] }[],
+  prev: IdState,
+): BackendIds {
+  const memberKeys: string[] = [];
+  const memberAddress = new Map<string, string>();
+  config.vips.forEach((v, i) =>
+    v.backends.forEach((b, j) => {
+      const key = keys[i]!.members[j]!;
+      memberKeys.push(key);
+      if (prev.adoptable.length > 0) memberAddress.set(key, b.address);
+    }),
+  );
+  const adoptable = new Map<string, number[]>();
+  for (const a of prev.adoptable) adoptable.set(a.address, [...(adoptable.get(a.address) ?? []), a.id]);
+  const space = assignIds(prev.backends, {
+    keys: memberKeys,
+    min: 1,
+    max: config.limits.maxBackends,
+    prefer: (key) => adoptable.get(memberAddress.get(key)!)?.shift(),
+  });
+  const groups = new Map<string, Map<string, number>>();
+  const used = new Uint32Array(Math.ceil(config.limits.maxBackends / 32));
+  keys.forEach((k) => {
+    let g = groups.get(k.vip);
+    if (g === undefined) groups.set(k.vip, (g = new Map()));
+    for (const key of k.members) {
+      const id = space.ids.get(key)!;
+      g.set(key, id);
+      setUsed(used, id);
+    }
+  });
+  return {
+    ids: new GroupedIdMap(groups),
+    cursor: space.cursor,
+    used,
+    sameGroup: keys.map(() => false),
+  };
+}
+
+/**
+ * The same ids as assignAll gives, computed from the previous call's memo: VIPs whose config object is
+ * unchanged keep their group as is; only changed VIPs' memberships are looked at. Null if it cannot
+ * tell (duplicate VIP keys): the caller then assigns from scratch.
+ */
+function assignChanged(
+  config: Config,
+  keys: readonly { vip: string; members: string[] }[],
+  prev: IdState,
+  memo: Memo,
+): BackendIds | null {
+  const max = config.limits.maxBackends;
+  const old = memo.backendIds;
+  const groups = new Map<string, ReadonlyMap<string, number>>();
+  const sameGroup: boolean[] = [];
+  const changed: number[] = [];
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i]!.vip;
+    if (groups.has(k)) return null;
+    const was = memo.byKey.get(k);
+    const g = old.group(k);
+    const same =
+      was !== undefined && g !== undefined && was.config === config.vips[i] && deepFrozen.has(was.config);
+    sameGroup.push(same);
+    if (same) groups.set(k, g);
+    else {
+      groups.set(k, new Map());
+      changed.push(i);
+    }
+  }
+  const used = memo.used.slice();
+  // Free every id of a group that is not carried over (changed or removed VIP); kept keys re-claim theirs.
+  for (const [k, g] of old.groups())
+    if (groups.get(k) !== g) for (const id of g.values()) clearUsed(used, id);
+  const kept = new Map<string, number>();
+  for (const i of changed) {
+    const before = old.group(keys[i]!.vip);
+    if (before === undefined) continue;
+    for (const key of keys[i]!.members) {
+      const id = before.get(key);
+      if (id !== undefined && id >= 1 && id < max && !isUsed(used, id) && !kept.has(key)) {
+        kept.set(key, id);
+        setUsed(used, id);
+      }
+    }
+  }
+  // New keys in config order take the next free id after the cursor, exactly as assignIds does.
+  const span = max - 1;
+  let cursor = prev.backends.cursor < 1 || prev.backends.cursor >= max ? 1 : prev.backends.cursor;
+  for (const i of changed) {
+    const g = groups.get(keys[i]!.vip) as Map<string, number>;
+    for (const key of keys[i]!.members) {
+      if (g.has(key)) continue;
+      const id = kept.get(key);
+      if (id !== undefined) {
+        g.set(key, id);
+        continue;
+      }
+      let tries = 0;
+      while (isUsed(used, cursor)) {
+        cursor = cursor + 1 >= max ? 1 : cursor + 1;
+        if (++tries > span) throw new RangeError(`ids: all ${span} ids in 1..${max - 1} are in use`);
+      }
+      g.set(key, cursor);
+      setUsed(used, cursor);
+      cursor = cursor + 1 >= max ? 1 : cursor + 1;
+    }
+  }
+  return { ids: new GroupedIdMap(groups), cursor, used, sameGroup };
 }
 
 /** Computes the desired datapath state. Pure: same inputs, same output (ids included). */
@@ -186,61 +371,99 @@ export function desiredState(opts: DesiredStateOptions): DesiredState {
   const keys = config.vips.map(keysOf);
   const vipIds = assignIds(prev.vips, { keys: keys.map((k) => k.vip), min: 0, max: config.limits.maxVips });
 
-  const memberKeys: string[] = [];
-  const memberAddress = new Map<string, string>();
-  config.vips.forEach((v, i) =>
-    v.backends.forEach((b, j) => {
-      const key = keys[i]!.members[j]!;
-      memberKeys.push(key);
-      if (prev.adoptable.length > 0) memberAddress.set(key, b.address);
-    }),
-  );
-  const adoptable = new Map<string, number[]>();
-  for (const a of prev.adoptable) adoptable.set(a.address, [...(adoptable.get(a.address) ?? []), a.id]);
-  const backendIds = assignIds(prev.backends, {
-    keys: memberKeys,
-    min: 1,
-    max: config.limits.maxBackends,
-    prefer: (key) => adoptable.get(memberAddress.get(key)!)?.shift(),
-  });
+  // Incremental when `ids` come straight from an earlier call with the same limits and nothing to adopt.
+  const memo = opts.ids === undefined ? undefined : memos.get(opts.ids);
+  const backendIds =
+    (memo !== undefined &&
+    memo.maxBackends === config.limits.maxBackends &&
+    memo.backendIds === prev.backends.ids &&
+    prev.adoptable.length === 0
+      ? assignChanged(config, keys, prev, memo)
+      : null) ?? assignAll(config, keys, prev);
 
+  const byKey = new Map<string, { config: VipConfig; desired: DesiredVip }>();
   const vips: DesiredVip[] = config.vips.map((v, i) => {
     const key = vipKeyOf(v);
-    const backends: DesiredBackend[] = v.backends.map((b, j) => {
-      const bkey = keys[i]!.members[j]!;
-      const h = health.get(bkey) ?? 'unknown';
-      return {
-        key: bkey,
-        id: backendIds.ids.get(bkey)!,
-        address: b.address,
-        weight: b.weight,
-        drain: b.drain,
-        health: h,
-        state: backendState(b.weight, b.drain, h),
+    const k = keys[i]!;
+    const vipId = vipIds.ids.get(k.vip)!;
+    const group = backendIds.ids.group(k.vip)!;
+    // Same config and same ids as last time: only health can differ.
+    const was = backendIds.sameGroup[i] ? memo?.byKey.get(k.vip)?.desired : undefined;
+    let desired: DesiredVip;
+    if (was !== undefined && was.spec.id === vipId && sameHealth(was.backends, health)) {
+      cache.get(was.table.signature, () => was.table);
+      desired = was;
+    } else {
+      const backends: DesiredBackend[] = v.backends.map((b, j) => {
+        const bkey = k.members[j]!;
+        const h = health.get(bkey) ?? 'unknown';
+        return {
+          key: bkey,
+          id: group.get(bkey)!,
+          address: b.address,
+          weight: b.weight,
+          drain: b.drain,
+          health: h,
+          state: backendState(b.weight, b.drain, h),
+        };
+      });
+      const signature = was !== undefined ? was.table.signature : tableSignature(v.tableSize, backends);
+      desired = {
+        name: v.name,
+        spec: {
+          key,
+          id: vipId,
+          flags: { sourceHash: v.persistence === 'source-ip', noConntrack: !v.conntrack },
+          tableSize: v.tableSize,
+        },
+        backends,
+        table: cache.get(signature, () => tableFor(v.tableSize, backends)),
+        healthCheck: v.healthCheck,
+        usableBackends: backends.filter((b) => b.state === 'up').length,
       };
-    });
-    const signature = tableSignature(v.tableSize, backends);
-    return {
-      name: v.name,
-      spec: {
-        key,
-        id: vipIds.ids.get(keys[i]!.vip)!,
-        flags: { sourceHash: v.persistence === 'source-ip', noConntrack: !v.conntrack },
-        tableSize: v.tableSize,
-      },
-      backends,
-      table: cache.get(signature, () => tableFor(v.tableSize, backends)),
-      healthCheck: v.healthCheck,
-      usableBackends: backends.filter((b) => b.state === 'up').length,
-    };
+    }
+    if (deepFrozen.has(v)) byKey.set(k.vip, { config: v, desired });
+    return desired;
   });
 
-  return {
+  const ids: IdState = {
+    vips: vipIds,
+    backends: { ids: backendIds.ids, cursor: backendIds.cursor },
+    adoptable: [],
+  };
+  memos.set(ids, {
+    backendIds: backendIds.ids,
+    maxBackends: config.limits.maxBackends,
+    used: backendIds.used,
+    byKey,
+  });
+  const out: DesiredState = {
     datapathConfig: opts.datapathConfig ?? null,
     vips,
-    ids: { vips: vipIds, backends: backendIds, adoptable: [] },
+    ids,
     unavailableVips: vips.filter((v) => v.usableBackends === 0).map((v) => v.name),
   };
+  produced.set(out, { vips, count: vips.length });
+  return out;
+}
+
+/** States desiredState returned (with their VIP list as returned): their VIP and backend ids are unique. */
+const produced = new WeakMap<DesiredState, { vips: DesiredVip[]; count: number }>();
+
+/**
+ * True if `d` is a desiredState result whose VIP list was not replaced or resized since: every VIP id
+ * and every backend id in it is then unique (what incremental planning relies on). Treat desired
+ * states as values: never mutate one.
+ */
+export function fromDesiredState(d: DesiredState): boolean {
+  const p = produced.get(d);
+  return p !== undefined && p.vips === d.vips && p.count === d.vips.length;
+}
+
+/** True if every backend's health input is what it was when `backends` were computed. */
+function sameHealth(backends: readonly DesiredBackend[], health: ReadonlyMap<string, HealthStatus>): boolean {
+  for (const b of backends) if ((health.get(b.key) ?? 'unknown') !== b.health) return false;
+  return true;
 }
 
 export interface ResolveDatapathConfigOptions {

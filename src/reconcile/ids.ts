@@ -114,3 +114,87 @@ export async function idStateFromDatapath(dp: Datapath): Promise<IdState> {
     adoptable,
   };
 }
+
+/** The VIP part of a membership key ("10.0.0.1:80/tcp>10.1.0.5" -> "10.0.0.1:80/tcp"); "" if none. */
+const groupOf = (key: string): string => {
+  const i = key.indexOf('>');
+  return i < 0 ? '' : key.slice(0, i);
+};
+
+const checkedGroups = new WeakSet<ReadonlyMap<string, number>>();
+
+/**
+ * Backend membership ids grouped by VIP key text: a read-only map whose groups are shared between
+ * successive id states, so a reload that changes one VIP copies one group, not every membership.
+ * Iterates group by group (in the order given), each group in its own order.
+ */
+export class GroupedIdMap implements ReadonlyMap<string, number> {
+  readonly #groups: ReadonlyMap<string, ReadonlyMap<string, number>>;
+  readonly #size: number;
+
+  /** Groups are not copied: the caller must not change them afterwards (they are shared, not owned). */
+  constructor(groups: ReadonlyMap<string, ReadonlyMap<string, number>>) {
+    let size = 0;
+    for (const [vip, g] of groups) {
+      // A group is checked once, when first seen: shared groups cost nothing on later states.
+      if (!checkedGroups.has(g)) {
+        for (const key of g.keys())
+          if (groupOf(key) !== vip)
+            throw new RangeError(`groups: key ${JSON.stringify(key)} is not a membership of ${vip}`);
+        checkedGroups.add(g);
+      }
+      size += g.size;
+    }
+    this.#groups = groups;
+    this.#size = size;
+  }
+
+  /** Ids of one VIP's memberships (by VIP key text), or undefined. */
+  group(vipKey: string): ReadonlyMap<string, number> | undefined {
+    return this.#groups.get(vipKey);
+  }
+
+  /** The groups by VIP key text. */
+  groups(): ReadonlyMap<string, ReadonlyMap<string, number>> {
+    return this.#groups;
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  get(key: string): number | undefined {
+    return this.#groups.get(groupOf(key))?.get(key);
+  }
+
+  has(key: string): boolean {
+    return this.get(key) !== undefined;
+  }
+
+  *entries(): MapIterator<[string, number]> {
+    for (const g of this.#groups.values()) yield* g.entries();
+  }
+
+  *keys(): MapIterator<string> {
+    for (const g of this.#groups.values()) yield* g.keys();
+  }
+
+  *values(): MapIterator<number> {
+    for (const g of this.#groups.values()) yield* g.values();
+  }
+
+  [Symbol.iterator](): MapIterator<[string, number]> {
+    return this.entries();
+  }
+
+  forEach(
+    fn: (value: number, key: string, map: ReadonlyMap<string, number>) => void,
+    thisArg?: unknown,
+  ): void {
+    for (const [k, v] of this.entries()) fn.call(thisArg, v, k, this);
+  }
+
+  get [Symbol.toStringTag](): string {
+    return 'GroupedIdMap';
+  }
+}

@@ -1,7 +1,7 @@
 // Reconcile planning: a pure diff of actual datapath state against desired state into ordered operations.
 import type { BackendSpec, DatapathConfig, VipKey, VipSpec } from '../datapath/types';
 import { canonicalIp } from '../model/ip';
-import { DesiredState, IdTable } from './desired';
+import { DesiredState, DesiredVip, fromDesiredState, IdTable } from './desired';
 import { vipKeyText } from './ids';
 
 /** What the datapath holds (as read back, or as mirrored after our own writes); addresses canonical. */
@@ -48,26 +48,29 @@ export function sameTable(actual: Uint32Array | IdTable | null | undefined, desi
   return desired.equals(actual);
 }
 
-/** plan = diff(actual, desired). Pure. */
-export function planReconcile(actual: ActualState, desired: DesiredState): Plan {
-  const plan: Plan = [];
-  if (desired.datapathConfig !== null && !sameConfig(actual.config, desired.datapathConfig))
-    plan.push({ op: 'configure', config: desired.datapathConfig });
+/** upsertBackend ops for one desired VIP's backends against what the datapath holds. */
+function backendOps(plan: Plan, vip: DesiredVip, have: (id: number) => BackendSpec | undefined): void {
+  for (const b of vip.backends) {
+    const h = have(b.id);
+    if (h !== undefined && h.address === b.address && h.state === b.state) continue;
+    const spec: BackendSpec = { id: b.id, address: b.address, state: b.state };
+    plan.push({
+      op: 'upsertBackend',
+      backend: spec,
+      reason: h === undefined ? 'new' : h.address !== b.address ? 'address' : 'state',
+    });
+  }
+}
 
-  const actualBackends = new Map(actual.backends.map((b) => [b.id, b]));
-  const wantedBackends = new Set<number>();
-  for (const vip of desired.vips)
-    for (const b of vip.backends) {
-      wantedBackends.add(b.id);
-      const have = actualBackends.get(b.id);
-      const spec: BackendSpec = { id: b.id, address: b.address, state: b.state };
-      if (have === undefined) plan.push({ op: 'upsertBackend', backend: spec, reason: 'new' });
-      else if (have.address !== b.address)
-        plan.push({ op: 'upsertBackend', backend: spec, reason: 'address' });
-      else if (have.state !== b.state) plan.push({ op: 'upsertBackend', backend: spec, reason: 'state' });
-    }
-
-  const actualVips = new Map(actual.vips.map((v) => [vipKeyText(v.key), v]));
+/** deleteVip, upsertVip and installTable ops (O(VIPs): tables we installed compare by identity). */
+function vipOps(
+  plan: Plan,
+  actual: Iterable<VipSpec>,
+  tables: ActualState['tables'],
+  desired: DesiredState,
+): void {
+  const actualVips = new Map<string, VipSpec>();
+  for (const v of actual) actualVips.set(vipKeyText(v.key), v);
   const wantedVips = new Set(desired.vips.map((v) => vipKeyText(v.spec.key)));
   const desiredKeyById = new Map(desired.vips.map((v) => [v.spec.id, vipKeyText(v.spec.key)]));
   for (const [key, v] of actualVips) {
@@ -100,7 +103,7 @@ export function planReconcile(actual: ActualState, desired: DesiredState): Plan 
         table: vip.table,
         reason: 'new',
       });
-    else if (!sameTable(actual.tables.get(vip.spec.id), vip.table))
+    else if (!sameTable(tables.get(vip.spec.id), vip.table))
       plan.push({
         op: 'installTable',
         vipId: vip.spec.id,
@@ -109,9 +112,66 @@ export function planReconcile(actual: ActualState, desired: DesiredState): Plan 
         reason: 'changed',
       });
   }
+}
 
+/** plan = diff(actual, desired). Pure. */
+export function planReconcile(actual: ActualState, desired: DesiredState): Plan {
+  const plan: Plan = [];
+  if (desired.datapathConfig !== null && !sameConfig(actual.config, desired.datapathConfig))
+    plan.push({ op: 'configure', config: desired.datapathConfig });
+
+  const actualBackends = new Map(actual.backends.map((b) => [b.id, b]));
+  const wantedBackends = new Set<number>();
+  for (const vip of desired.vips) {
+    for (const b of vip.backends) wantedBackends.add(b.id);
+    backendOps(plan, vip, (id) => actualBackends.get(id));
+  }
+  vipOps(plan, actual.vips, actual.tables, desired);
   for (const b of actual.backends)
     if (!wantedBackends.has(b.id)) plan.push({ op: 'deleteBackend', id: b.id });
+  return plan;
+}
+
+/** What the datapath holds, indexed (the Reconciler's mirror of its own writes). */
+export interface IndexedActualState {
+  config: DatapathConfig | null;
+  vips: Iterable<VipSpec>;
+  backends: ReadonlyMap<number, BackendSpec>;
+  tables: ActualState['tables'];
+}
+
+/**
+ * The plan planReconcile would give (deleteBackend ops possibly in another order), in time that grows
+ * with what changed: VIP objects shared by `previous` and `desired` are known to need no backend op.
+ * Preconditions (else the result is wrong): `actual` is exactly what applying `previous` left, and both
+ * states are unmutated desiredState results (fromDesiredState), so every VIP and backend id is unique.
+ */
+export function planSince(actual: IndexedActualState, desired: DesiredState, previous: DesiredState): Plan {
+  if (!fromDesiredState(desired) || !fromDesiredState(previous))
+    throw new TypeError('planSince: desired and previous must be unmutated desiredState results');
+  const plan: Plan = [];
+  if (desired.datapathConfig !== null && !sameConfig(actual.config, desired.datapathConfig))
+    plan.push({ op: 'configure', config: desired.datapathConfig });
+  const kept = new Set<DesiredVip>();
+  for (const v of previous.vips) kept.add(v);
+  // Backends of unchanged VIP objects were written when `previous` was applied and nothing touched them.
+  const wantedChanged = new Set<number>();
+  for (const vip of desired.vips) {
+    if (kept.has(vip)) continue;
+    for (const b of vip.backends) wantedChanged.add(b.id);
+    backendOps(plan, vip, (id) => actual.backends.get(id));
+  }
+  vipOps(plan, actual.vips, actual.tables, desired);
+  // The datapath holds exactly previous's backends: only those of VIPs that changed can be unwanted now.
+  const current = new Set(desired.vips);
+  for (const v of previous.vips) {
+    if (current.has(v)) continue;
+    for (const b of v.backends)
+      if (!wantedChanged.has(b.id) && actual.backends.has(b.id)) {
+        plan.push({ op: 'deleteBackend', id: b.id });
+        wantedChanged.add(b.id);
+      }
+  }
   return plan;
 }
 

@@ -1,9 +1,9 @@
 // Applying plans to a Datapath: reconcile() (stateless: read, diff, apply) and Reconciler (mirrors its writes).
 import type { Datapath, VipSpec } from '../datapath/types';
 import { canonicalIp } from '../model/ip';
-import type { DesiredState, IdTable } from './desired';
+import { DesiredState, fromDesiredState, IdTable } from './desired';
 import { vipKeyText } from './ids';
-import { ActualState, Op, Plan, planReconcile, ReconcileSummary, summarisePlan } from './plan';
+import { ActualState, Op, Plan, planReconcile, planSince, ReconcileSummary, summarisePlan } from './plan';
 
 const canon = (a: string): string => canonicalIp(a) ?? a;
 
@@ -128,6 +128,15 @@ class Mirror {
     }
   }
 
+  /**
+   * After a plan for `desired` applied in full, a table still held as read back (Uint32Array) was found
+   * equal to the desired one: keep the desired IdTable instead (O(1) compares later, the copy is freed).
+   */
+  settleTables(desired: DesiredState): void {
+    for (const v of desired.vips)
+      if (this.tables.get(v.spec.id) instanceof Uint32Array) this.tables.set(v.spec.id, v.table);
+  }
+
   snapshot(): ActualState {
     return {
       config: this.config,
@@ -145,6 +154,8 @@ class Mirror {
  */
 export class Reconciler {
   private mirror: Mirror | null = null;
+  /** The desiredState result whose plan was last applied in full onto the mirror (incremental planning). */
+  private applied: DesiredState | null = null;
   private chain: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly dp: Datapath) {}
@@ -152,6 +163,7 @@ export class Reconciler {
   /** Forget the mirror: the next reconcile reads the datapath (e.g. after someone else wrote to it). */
   resync(): void {
     this.mirror = null;
+    this.applied = null;
   }
 
   /** Plans against the mirror (or a fresh read) and applies; serialised with other calls. */
@@ -164,21 +176,44 @@ export class Reconciler {
   /** The plan the next reconcile would apply, without applying it. */
   async dryRun(desired: DesiredState): Promise<Plan> {
     await this.chain;
-    const mirror = this.mirror ?? new Mirror(await readActual(this.dp));
+    if (this.mirror !== null) return this.plan(this.mirror, desired);
+    return planReconcile(new Mirror(await readActual(this.dp)).snapshot(), desired);
+  }
+
+  /** Plans against the mirror: incrementally from the last applied state when both are desiredState results. */
+  private plan(mirror: Mirror, desired: DesiredState): Plan {
+    if (this.applied !== null && fromDesiredState(this.applied) && fromDesiredState(desired))
+      return planSince(
+        {
+          config: mirror.config,
+          vips: mirror.vips.values(),
+          backends: mirror.backends,
+          tables: mirror.tables,
+        },
+        desired,
+        this.applied,
+      );
     return planReconcile(mirror.snapshot(), desired);
   }
 
   private async run(desired: DesiredState): Promise<ReconcileSummary> {
     const started = performance.now();
     try {
-      this.mirror ??= new Mirror(await readActual(this.dp));
+      if (this.mirror === null) {
+        this.applied = null;
+        this.mirror = new Mirror(await readActual(this.dp));
+      }
       const mirror = this.mirror;
-      const plan = planReconcile(mirror.snapshot(), desired);
+      const plan = this.plan(mirror, desired);
+      this.applied = null;
       const summary = await applyPlan(this.dp, plan, desired, (op) => mirror.apply(op));
+      mirror.settleTables(desired);
+      this.applied = fromDesiredState(desired) ? desired : null;
       summary.durationMs = performance.now() - started;
       return summary;
     } catch (e) {
       this.mirror = null;
+      this.applied = null;
       throw e;
     }
   }

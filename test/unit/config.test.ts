@@ -1,5 +1,19 @@
 // Config model: defaults, normalisation, and every rejection naming its path and value.
-import { DEFAULTS, formatIssue, parseConfig, ParseResult, setBgpValidator } from '../../src/model';
+import fc from 'fast-check';
+import { z } from 'zod';
+import {
+  BOUNDS,
+  canonicalIp,
+  checkBackends,
+  DEFAULTS,
+  formatIssue,
+  formatPath,
+  fromZodIssues,
+  parseConfig,
+  ParseResult,
+  setBgpValidator,
+  showValue,
+} from '../../src/model';
 
 const yaml = (text: string): ParseResult => parseConfig(text, { format: 'yaml' });
 const errorsOf = (r: ParseResult): string[] => {
@@ -376,5 +390,88 @@ describe('validation memo', () => {
 
   it('names a VIP that is not a mapping', () => {
     expect(errorsOf(json({ ...base, vips: [5] }))).toEqual(['vips[0]: 5 is not an object']);
+  });
+});
+
+describe('backend checks (hand-written hot path)', () => {
+  // The zod schema the hand-written checks replaced: the reference for checks, paths, order and messages.
+  const reference = z.object({
+    backends: z.array(
+      z
+        .object({
+          address: z.string().superRefine((v, ctx) => {
+            if (canonicalIp(v) === null)
+              ctx.addIssue({ code: 'custom', message: `${showValue(v)} is not an IP address` });
+          }),
+          weight: z.number().int().min(0).max(BOUNDS.weight.max).default(DEFAULTS.backend.weight),
+          drain: z.boolean().default(DEFAULTS.backend.drain),
+        })
+        .strict(),
+    ),
+  });
+  const field = <T>(values: fc.Arbitrary<T>) => fc.oneof(values, fc.anything());
+  const backendArb = fc.oneof(
+    fc.anything(),
+    fc.record(
+      {
+        address: field(
+          fc.constantFrom(
+            '10.1.0.1',
+            '255.255.255.255',
+            '2001:DB8::0:1',
+            '::ffff:1.2.3.4',
+            '01.2.3.4',
+            'x',
+            '',
+          ),
+        ),
+        weight: field(
+          fc.constantFrom(0, 1, 7, 65535, 65536, -1, 1.5, -2.5, 70000.5, NaN, Infinity, -Infinity, '2'),
+        ),
+        drain: field(fc.constantFrom(true, false, 'yes', 0)),
+        extra: fc.anything(),
+      },
+      { requiredKeys: [] },
+    ),
+  );
+
+  it('reports exactly what the zod schema reported and returns what it returned (property)', () => {
+    let accepted = 0;
+    let rejected = 0;
+    fc.assert(
+      fc.property(fc.array(backendArb, { maxLength: 4 }), (list) => {
+        const mine = checkBackends(list);
+        const ref = reference.safeParse({ backends: list });
+        if (ref.success) {
+          accepted++;
+          expect(mine.issues).toEqual([]);
+          expect(mine.backends.map(({ address, weight, drain }) => ({ address, weight, drain }))).toEqual(
+            ref.data.backends.map((b) => ({ ...b, address: canonicalIp(b.address) })),
+          );
+        } else {
+          rejected++;
+          expect(mine.issues.map((i) => ({ path: formatPath(i.path), message: i.message }))).toEqual(
+            fromZodIssues(ref.error.issues, { backends: list }),
+          );
+        }
+      }),
+      { numRuns: 2000 },
+    );
+    expect(accepted).toBeGreaterThan(50);
+    expect(rejected).toBeGreaterThan(50);
+  });
+
+  it('orders backend errors after the VIP field errors and before the VIP unknown keys, as zod did', () => {
+    expect(
+      errorsOf(
+        withVip({ name: '-bad', extraKey: 1, port: 'x', backends: [{ address: 'nope', weight: -1 }] }),
+      ),
+    ).toEqual([
+      'vips[0].name: "-bad" is not a VIP name (1-63 of A-Z a-z 0-9 . _ -, starting with a letter or digit)',
+      'vips[0].port: "x" is not a number',
+      'vips[0].backends[0].address: "nope" is not an IP address',
+      'vips[0].backends[0].weight: -1 is below the minimum 0',
+      'vips[0].extraKey: is not a known key',
+    ]);
   });
 });

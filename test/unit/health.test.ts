@@ -271,6 +271,83 @@ describe('HealthMonitor', () => {
     ).toThrow('targets: key "a" appears twice');
   });
 
+  it('keeps per-VIP up counts in step with statuses and reports only zero crossings', async () => {
+    // Each round every target gets the result the script says; fall 1 and rise 1 flip at once.
+    const script: Record<string, boolean[]> = {
+      a1: [true, false, false, true, true],
+      a2: [true, false, true, false, true],
+      b1: [false, false, true, true, false],
+      b2: [true, true, true, false, false],
+    };
+    let round = 0;
+    const pending: (() => void)[] = [];
+    const checker = (t: HealthTarget): Promise<CheckResult> =>
+      new Promise((resolve) =>
+        pending.push(() => resolve({ ok: script[t.key]![round]!, durationMs: 0, detail: 'x' })),
+      );
+    monitor = new HealthMonitor({ checker, jitter: 0, random: () => 0 });
+    const fast = { ...check, port: 1, intervalMs: 100, rise: 1, fall: 1 };
+    const vipEvents: string[] = [];
+    monitor.on('vip', (a: VipAvailability) => vipEvents.push(`${a.vip}:${a.up}/${a.total}`));
+    monitor.setTargets(
+      Object.keys(script).map((key) => ({ key, vip: key[0]!, address: '127.0.0.1', check: fast })),
+    );
+    expect(vipEvents).toEqual(['a:2/2', 'b:2/2']);
+    monitor.start();
+    const counted = (): Map<string, VipAvailability> => {
+      const out = new Map<string, VipAvailability>();
+      for (const [key, status] of monitor!.statuses()) {
+        const a = out.get(key[0]!) ?? { vip: key[0]!, up: 0, total: 0 };
+        a.total++;
+        if (status === 'up') a.up++;
+        out.set(key[0]!, a);
+      }
+      return out;
+    };
+    for (round = 0; round < 5; round++) {
+      for (let wait = 0; pending.length < 4 && wait < 100; wait++)
+        await new Promise((r) => setTimeout(r, 10));
+      expect(pending).toHaveLength(4);
+      pending.splice(0).forEach((f) => f());
+      await new Promise((r) => setTimeout(r, 5));
+      expect(monitor.availability()).toEqual(counted());
+    }
+    // a: 2 -> 0 (round 1) -> 1 -> 1 -> 2; b: 2 -> 1 -> 1 -> 2 -> 1 -> 0 (round 4).
+    expect(vipEvents).toEqual(['a:2/2', 'b:2/2', 'a:0/2', 'a:1/2', 'b:0/2']);
+  });
+
+  it('runs every target on its own cadence (one queue, one timer) and nothing after stop', async () => {
+    const counts = new Map<string, number>();
+    const checker = async (t: HealthTarget): Promise<CheckResult> => {
+      counts.set(t.key, (counts.get(t.key) ?? 0) + 1);
+      return { ok: true, durationMs: 0, detail: 'x' };
+    };
+    monitor = new HealthMonitor({ checker, jitter: 0.1 });
+    const intervals = [30, 60, 120];
+    monitor.setTargets(
+      Array.from({ length: 30 }, (_, i) => ({
+        key: `k${i}`,
+        vip: 'v',
+        address: '127.0.0.1',
+        check: { ...check, port: 1, intervalMs: intervals[i % 3]!, timeoutMs: 10 },
+      })),
+    );
+    monitor.start();
+    await new Promise((r) => setTimeout(r, 600));
+    monitor.stop();
+    const stopped = new Map(counts);
+    await new Promise((r) => setTimeout(r, 150));
+    expect(counts).toEqual(stopped);
+    const mean = (interval: number): number => {
+      const keys = [...Array(30).keys()].filter((i) => intervals[i % 3] === interval).map((i) => `k${i}`);
+      expect(keys.every((k) => (counts.get(k) ?? 0) >= 1)).toBe(true);
+      return keys.reduce((n, k) => n + counts.get(k)!, 0) / keys.length;
+    };
+    // Every target ran repeatedly, the 30 ms ones about 4 times as often as the 120 ms ones.
+    expect(mean(30)).toBeGreaterThan(2 * mean(120));
+    expect(mean(60)).toBeGreaterThan(mean(120));
+  });
+
   it('derives one target per checked backend membership from desired state', () => {
     const r = validateConfig({
       interface: 'eth0',

@@ -199,3 +199,23 @@ describe('MemoryDatapath.forward', () => {
     expect(await dp.conntrack()).toEqual([]);
   });
 });
+
+describe('MemoryDatapath table storage', () => {
+  it('reads back exactly what was installed at 1, 2 and 4 bytes per slot', async () => {
+    // 256 distinct ids fit 1 byte per slot, 300 need 2, 65537 need 4.
+    for (const distinct of [1, 256, 300, 65537]) {
+      const size = Math.max(distinct, 7);
+      const dp = new MemoryDatapath({ maxBackends: 70000 });
+      for (let id = 1; id <= distinct; id++)
+        await dp.upsertBackend({ id, address: `10.${id >> 16}.${(id >> 8) & 255}.${id & 255}`, state: 'up' });
+      await dp.upsertVip(vip({ tableSize: size }));
+      // Slot s holds id (s * 7919 mod distinct) + 1: every id appears, in a scattered order.
+      const table = Uint32Array.from({ length: size }, (_, s) => ((s * 7919) % distinct) + 1);
+      await dp.installTable(3, table);
+      expect(await dp.readTable(3)).toEqual(table);
+      const flow = dp.forward({ vip: key, source: '192.0.2.1', sourcePort: 1000, syn: true });
+      expect(flow).toMatchObject({ kind: 'forward', fromConntrack: false });
+      expect(table).toContain((flow as { backendId: number }).backendId);
+    }
+  });
+});

@@ -8,15 +8,23 @@ import {
   desiredState,
   DesiredState,
   emptyIdState,
+  fromDesiredState,
+  GroupedIdMap,
+  IdState,
+  IdTable,
   idStateFromDatapath,
+  Plan,
   planReconcile,
+  planSince,
   readActual,
   reconcile,
   ReconcileError,
   Reconciler,
   resolveDatapathConfig,
   TableCache,
+  tableFor,
 } from '../../src/reconcile';
+import { buildTable } from '../../src/maglev';
 
 interface VipIn {
   name: string;
@@ -137,7 +145,24 @@ describe('desiredState', () => {
     expect(Array.from(new Set(empty!.table.ids()))).toEqual([0]);
     expect(a!.table.equals(a!.table.ids())).toBe(true);
     expect(a!.table.equals(b!.table.ids())).toBe(false);
-    expect(a!.table.byteLength).toBe(101 + 8);
+    // Desired tables hold their 2 member ids only; slots are built when installed or compared.
+    expect(a!.table.byteLength).toBe(8);
+    // A table made from an index table keeps 1 byte per slot plus the member ids, and reads the same.
+    const eager = new IdTable(
+      a!.table.signature,
+      buildTable({
+        backends: [
+          { name: '10.1.0.1', weight: 1 },
+          { name: '10.1.0.2', weight: 1 },
+        ],
+        size: 101,
+      }),
+      [1, 2],
+    );
+    expect(eager.byteLength).toBe(101 + 8);
+    expect(eager.equals(a!.table.ids())).toBe(true);
+    expect(a!.table.equals(eager.ids())).toBe(true);
+    expect(() => tableFor(4, d.vips[0]!.backends)).toThrow('size: 4 is not a prime between 3 and 1048573');
     expect([a!.usableBackends, b!.usableBackends, empty!.usableBackends]).toEqual([1, 0, 0]);
     expect(d.unavailableVips).toEqual(['b', 'empty']);
   });
@@ -418,5 +443,272 @@ describe('reconcile against MemoryDatapath', () => {
     expect(a).toMatchObject({ vipsCreated: 1, tablesInstalled: 2 });
     expect(b.operations).toBe(0);
     expect(await dump(dp)).toEqual(expected(d2));
+  });
+});
+
+// ---- incremental paths: same results as from scratch, in time that grows with what changed ----
+
+/** A copy of an id state the incremental path does not know (plain Map): forces assignment from scratch. */
+const forgetMemo = (ids: IdState): IdState => ({
+  vips: { ids: new Map(ids.vips.ids), cursor: ids.vips.cursor },
+  backends: { ids: new Map(ids.backends.ids), cursor: ids.backends.cursor },
+  adoptable: [...ids.adoptable],
+});
+/** A desired state as plain comparable data (tables by signature and content). */
+const plain = (d: DesiredState) => ({
+  vips: d.vips.map((v) => ({ ...v, table: [v.table.signature, Array.from(v.table.ids())] })),
+  ids: [[...d.ids.vips.ids], d.ids.vips.cursor, [...d.ids.backends.ids], d.ids.backends.cursor],
+  unavailableVips: d.unavailableVips,
+  datapathConfig: d.datapathConfig,
+});
+/** deleteBackend ops are independent of each other: compare plans with them in id order. */
+const normalise = (plan: Plan): Plan => [
+  ...plan.filter((o) => o.op !== 'deleteBackend'),
+  ...plan
+    .filter((o): o is Extract<typeof o, { op: 'deleteBackend' }> => o.op === 'deleteBackend')
+    .sort((a, b) => a.id - b.id),
+];
+
+describe('GroupedIdMap', () => {
+  it('reads like a map of membership keys, group by group', () => {
+    const m = new GroupedIdMap(
+      new Map([
+        ['10.0.0.1:80/tcp', new Map([['10.0.0.1:80/tcp>10.1.0.1', 3]])],
+        [
+          '10.0.0.2:80/tcp',
+          new Map([
+            ['10.0.0.2:80/tcp>10.1.0.1', 1],
+            ['10.0.0.2:80/tcp>10.1.0.2', 2],
+          ]),
+        ],
+      ]),
+    );
+    expect(m.size).toBe(3);
+    expect(m.get('10.0.0.2:80/tcp>10.1.0.2')).toBe(2);
+    expect(m.get('10.0.0.3:80/tcp>10.1.0.2')).toBeUndefined();
+    expect(m.get('no-group')).toBeUndefined();
+    expect(m.has('10.0.0.1:80/tcp>10.1.0.1')).toBe(true);
+    expect([...m]).toEqual([
+      ['10.0.0.1:80/tcp>10.1.0.1', 3],
+      ['10.0.0.2:80/tcp>10.1.0.1', 1],
+      ['10.0.0.2:80/tcp>10.1.0.2', 2],
+    ]);
+    expect([...m.keys()]).toHaveLength(3);
+    expect([...m.values()]).toEqual([3, 1, 2]);
+    const seen: string[] = [];
+    m.forEach((id, key) => seen.push(`${key}=${id}`));
+    expect(seen).toEqual([
+      '10.0.0.1:80/tcp>10.1.0.1=3',
+      '10.0.0.2:80/tcp>10.1.0.1=1',
+      '10.0.0.2:80/tcp>10.1.0.2=2',
+    ]);
+    expect(m.group('10.0.0.1:80/tcp')?.size).toBe(1);
+    expect(String(m)).toBe('[object GroupedIdMap]');
+  });
+
+  it('rejects a key filed under the wrong VIP, naming both', () => {
+    expect(
+      () => new GroupedIdMap(new Map([['10.0.0.1:80/tcp', new Map([['10.0.0.2:80/tcp>10.1.0.1', 1]])]])),
+    ).toThrow('groups: key "10.0.0.2:80/tcp>10.1.0.1" is not a membership of 10.0.0.1:80/tcp');
+  });
+});
+
+describe('desiredState, incremental', () => {
+  it('hands back the very VIP objects whose config and health did not change', () => {
+    const cache = new TableCache();
+    const d1 = desiredState({ config: config(threeVips()), tables: cache });
+    const next = threeVips();
+    next[1]!.backends.push({ address: '10.1.0.8' });
+    const d2 = desiredState({
+      config: config(next),
+      ids: d1.ids,
+      tables: cache,
+      health: new Map([['10.0.0.10:53/tcp>10.1.0.5', 'down']]),
+    });
+    expect(d2.vips[0]).toBe(d1.vips[0]);
+    expect(d2.vips[1]).not.toBe(d1.vips[1]);
+    // Health changed: a new object, the same table and ids.
+    expect(d2.vips[2]).not.toBe(d1.vips[2]);
+    expect(d2.vips[2]!.table).toBe(d1.vips[2]!.table);
+    expect(d2.vips[2]!.backends[0]).toMatchObject({ id: d1.vips[2]!.backends[0]!.id, state: 'down' });
+    expect(d2.unavailableVips).toEqual(['c']);
+    // The unchanged VIPs' id groups are shared, not copied.
+    const g1 = (d1.ids.backends.ids as GroupedIdMap).group('10.0.0.10:80/tcp');
+    expect((d2.ids.backends.ids as GroupedIdMap).group('10.0.0.10:80/tcp')).toBe(g1);
+    expect(plain(d2)).toEqual(
+      plain(
+        desiredState({
+          config: config(next),
+          ids: forgetMemo(d1.ids),
+          health: new Map([['10.0.0.10:53/tcp>10.1.0.5', 'down']]),
+        }),
+      ),
+    );
+  });
+
+  it('gives exactly what assignment from scratch gives, for any sequence of configs and health (property)', () => {
+    const vipArb = fc.record({
+      port: fc.integer({ min: 1, max: 6 }),
+      backends: fc.uniqueArray(
+        fc.record({
+          address: fc.integer({ min: 1, max: 12 }).map((i) => `10.1.0.${i}`),
+          weight: fc.integer({ min: 0, max: 3 }),
+        }),
+        { selector: (b) => b.address, maxLength: 6 },
+      ),
+      tableSize: fc.constantFrom(31, 37),
+    });
+    // Each step edits the previous VIP list (replace or add one VIP, or remove one), so most VIPs carry over.
+    const stepArb = fc.record({
+      put: fc.option(vipArb, { nil: undefined }),
+      remove: fc.nat(),
+      down: fc.array(fc.integer({ min: 1, max: 12 }), { maxLength: 3 }),
+      // Small id spaces wrap the cursor and reuse freed ids; a change of limits falls back to scratch.
+      maxBackends: fc.constantFrom(16, 16, 16, 24),
+    });
+    let reused = 0;
+    let wrapped = 0;
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(vipArb, { selector: (v) => v.port, maxLength: 5 }),
+        fc.array(stepArb, { minLength: 2, maxLength: 12 }),
+        (initial, steps) => {
+          let vips = initial;
+          let prev: DesiredState | null = null;
+          for (const step of steps) {
+            const put = step.put;
+            if (put !== undefined) vips = [...vips.filter((v) => v.port !== put.port), put];
+            else if (vips.length > 0) vips = vips.filter((_, i) => i !== step.remove % vips.length);
+            const r = validateConfig({
+              interface: 'eth0',
+              limits: { maxVips: 16, maxBackends: step.maxBackends },
+              vips: vips.map((v) => ({ ...v, address: '10.0.0.10', name: `v${v.port}` })),
+            });
+            // More memberships than the id space holds: validation refuses it (tested in config tests).
+            if (!r.ok) continue;
+            const cfg = r.config;
+            const health = new Map<string, 'up' | 'down'>();
+            for (const v of cfg.vips)
+              for (const b of v.backends)
+                if (step.down.some((d) => b.address === `10.1.0.${d}`))
+                  health.set(`${v.address}:${v.port}/${v.protocol}>${b.address}`, 'down');
+            const ids = prev?.ids;
+            const full = desiredState({ config: cfg, health, ...(ids ? { ids: forgetMemo(ids) } : {}) });
+            const inc: DesiredState = desiredState({ config: cfg, health, ...(ids ? { ids } : {}) });
+            expect(plain(inc)).toEqual(plain(full));
+            if (prev !== null) {
+              reused += inc.vips.filter((v) => prev!.vips.includes(v)).length;
+              if (inc.ids.backends.cursor < prev.ids.backends.cursor) wrapped++;
+            }
+            prev = inc;
+          }
+        },
+      ),
+      { numRuns: 100 },
+    );
+    // The incremental path was exercised, not just the fallback, and so was the id cursor wrapping around.
+    expect(reused).toBeGreaterThan(50);
+    expect(wrapped).toBeGreaterThan(0);
+  });
+
+  it('marks its results; a replaced or resized VIP list or a hand-made state is not one', () => {
+    const d = desiredState({ config: config(threeVips()) });
+    expect(fromDesiredState(d)).toBe(true);
+    expect(fromDesiredState({ ...d })).toBe(false);
+    const resized = desiredState({ config: config(threeVips()) });
+    resized.vips.pop();
+    expect(fromDesiredState(resized)).toBe(false);
+    const replaced = desiredState({ config: config(threeVips()) });
+    replaced.vips = [...replaced.vips];
+    expect(fromDesiredState(replaced)).toBe(false);
+  });
+});
+
+describe('planSince', () => {
+  it('refuses states that desiredState did not produce', () => {
+    const d = desiredState({ config: config(threeVips()) });
+    const actual = { config: null, vips: [], backends: new Map(), tables: new Map() };
+    expect(() => planSince(actual, { ...d }, d)).toThrow(
+      'planSince: desired and previous must be unmutated desiredState results',
+    );
+  });
+
+  it('plans what planReconcile plans, from the state the previous plan left (property)', async () => {
+    const vipArb = fc.record({
+      port: fc.integer({ min: 1, max: 6 }),
+      backends: fc.uniqueArray(
+        fc.record({
+          address: fc.integer({ min: 1, max: 12 }).map((i) => `10.1.0.${i}`),
+          weight: fc.integer({ min: 0, max: 3 }),
+          drain: fc.boolean(),
+        }),
+        { selector: (b) => b.address, maxLength: 6 },
+      ),
+      persistence: fc.constantFrom('none' as const, 'source-ip' as const),
+      tableSize: fc.constantFrom(31, 37),
+    });
+    const stepArb = fc.record({
+      vips: fc.uniqueArray(vipArb, { selector: (v) => v.port, maxLength: 5 }),
+      down: fc.array(fc.integer({ min: 1, max: 12 }), { maxLength: 3 }),
+    });
+    let compared = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(stepArb, { minLength: 2, maxLength: 6 }), async (steps) => {
+        const dp = new MemoryDatapath({ maxVips: 16, maxBackends: 256 });
+        let prev: DesiredState | null = null;
+        for (const step of steps) {
+          const cfg = config(
+            step.vips.map((v) => ({ ...v, name: `v${v.port}` })),
+            { limits: { maxVips: 16, maxBackends: 256 } },
+          );
+          const health = new Map<string, 'up' | 'down'>();
+          for (const v of cfg.vips)
+            for (const b of v.backends)
+              if (step.down.some((d) => b.address === `10.1.0.${d}`))
+                health.set(`${v.address}:${v.port}/${v.protocol}>${b.address}`, 'down');
+          const d: DesiredState = desiredState({ config: cfg, health, ...(prev ? { ids: prev.ids } : {}) });
+          if (prev !== null) {
+            // What the Reconciler's mirror holds after applying prev: its tables are prev's IdTables.
+            const read = await readActual(dp);
+            const actual = { ...read, tables: new Map(prev.vips.map((v) => [v.spec.id, v.table])) };
+            const indexed = { ...actual, backends: new Map(actual.backends.map((b) => [b.id, b])) };
+            expect(normalise(planSince(indexed, d, prev))).toEqual(normalise(planReconcile(actual, d)));
+            compared++;
+          }
+          await reconcile(dp, d);
+          prev = d;
+        }
+      }),
+      { numRuns: 150 },
+    );
+    expect(compared).toBeGreaterThan(150);
+  });
+
+  it('Reconciler plans incrementally and still converges after a resync and an adoption', async () => {
+    const dp = new MemoryDatapath();
+    const r = new Reconciler(dp);
+    const d1 = desiredState({ config: config(threeVips()) });
+    await r.reconcile(d1);
+    const next = threeVips();
+    next[2]!.backends = be(6);
+    const d2 = desiredState({ config: config(next), ids: d1.ids });
+    const plan = await r.dryRun(d2);
+    expect(plan.map((o) => o.op)).toEqual(['upsertBackend', 'installTable', 'deleteBackend']);
+    expect(await r.reconcile(d2)).toMatchObject({
+      backendsCreated: 1,
+      backendsDeleted: 1,
+      tablesInstalled: 1,
+    });
+    expect(await dump(dp)).toEqual(expected(d2));
+    // A fresh reconciler adopts what is there (tables read back) and then plans incrementally too.
+    const r2 = new Reconciler(dp);
+    const ids = await idStateFromDatapath(dp);
+    const d3 = desiredState({ config: config(next), ids });
+    expect((await r2.reconcile(d3)).operations).toBe(0);
+    const d4 = desiredState({ config: config(threeVips()), ids: d3.ids });
+    await r2.reconcile(d4);
+    expect(await dump(dp)).toEqual(expected(d4));
+    r2.resync();
+    expect(await r2.dryRun(d4)).toEqual([]);
   });
 });
