@@ -3,7 +3,8 @@ import { isIPv4, isIPv6, isIP } from 'node:net';
 import { z } from 'zod';
 import { parseCommunity, parseLargeCommunity } from './codec';
 
-const community = z.string().refine(
+/** "asn:value" (RFC 1997), 16-bit parts. */
+export const communitySchema = z.string().refine(
   (s) => {
     try {
       parseCommunity(s);
@@ -14,7 +15,8 @@ const community = z.string().refine(
   },
   (s) => ({ message: `community "${s}" must be 'asn:value' with 16-bit parts` }),
 );
-const largeCommunity = z.string().refine(
+/** "global:local1:local2" (RFC 8092), 32-bit parts. */
+export const largeCommunitySchema = z.string().refine(
   (s) => {
     try {
       parseLargeCommunity(s);
@@ -70,8 +72,8 @@ export const peerSchema = z
       .optional(),
     /** Wait for the peer to connect instead of connecting. */
     passive: z.boolean().default(false),
-    communities: z.array(community).default([]),
-    largeCommunities: z.array(largeCommunity).default([]),
+    communities: z.array(communitySchema).default([]),
+    largeCommunities: z.array(largeCommunitySchema).default([]),
     families: z
       .array(z.enum(['ipv4', 'ipv6']))
       .min(1)
@@ -89,7 +91,8 @@ export const peerSchema = z
 export const bgpConfigSchema = z
   .object({
     asn,
-    routerId: ipv4,
+    /** IPv4 BGP identifier; "auto" (daemon only): the first IPv4 address of the balanced interface. */
+    routerId: z.union([ipv4, z.literal('auto')]).default('auto'),
     /** Restart time advertised in the graceful restart capability (s); 0 disables the capability. */
     gracefulRestartTime: z.number().int().min(0).max(4095).default(BGP_DEFAULTS.gracefulRestartTime),
     /** Time routes stay announced with GRACEFUL_SHUTDOWN before the withdraw on stop (ms). */

@@ -1,6 +1,6 @@
 // BgpSpeaker: keeps each peer's Adj-RIB-Out equal to the desired route set, sending only the difference.
 import { EventEmitter } from 'node:events';
-import { createServer, isIP, Server, Socket } from 'node:net';
+import { createServer, isIP, isIPv4, Server, Socket } from 'node:net';
 import {
   AFI_IPV4,
   AFI_IPV6,
@@ -98,6 +98,10 @@ export class BgpSpeaker extends EventEmitter {
     super();
     const { logger, restarted, backoffMinMs, backoffMaxMs, connector, ...cfg } = opts;
     this.config = parseBgpConfig(cfg);
+    if (!isIPv4(this.config.routerId))
+      throw new TypeError(
+        `bgp.routerId: "${this.config.routerId}" must be resolved to an IPv4 address before the speaker starts`,
+      );
     this.log = logger ?? silentLogger;
     this.peers = this.config.peers.map((p) => {
       const session = new BgpSession({

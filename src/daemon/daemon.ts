@@ -43,13 +43,6 @@ export interface DaemonOptions {
   kubernetes?: { kubeconfig?: string; nodeName?: string };
 }
 
-/** Per-VIP BGP fields of the config (validated by the model). */
-interface VipBgpFields {
-  communities?: string[];
-  largeCommunities?: string[];
-  minHealthyBackends?: number;
-}
-
 /** How often the daemon re-checks that its program is still attached (someone may detach it). */
 const ATTACH_CHECK_MS = 2000;
 
@@ -149,8 +142,15 @@ export class Daemon {
 
     const bgp = this.bgpConfig();
     if (bgp) {
+      let routerId = bgp.routerId;
+      if (routerId === 'auto') {
+        const v4 = (await interfaceAddresses(config.interface)).find((a) => !a.includes(':'));
+        if (!v4) throw new Error(`bgp.routerId: "auto" but ${config.interface} has no IPv4 address: set it`);
+        routerId = v4;
+      }
       this.speaker = new BgpSpeaker({
         ...bgp,
+        routerId,
         logger: this.log.child({ component: 'bgp' }),
         restarted: this.adopted,
       });
@@ -430,13 +430,13 @@ export class Daemon {
     const bgp = this.bgpConfig();
     const programmed = this.reconcileError === null && this.desired !== null;
     const vips: VipReadiness[] = (this.desired?.vips ?? []).map((v) => {
-      const cfg = this.vipConfig(v.name) as (VipConfig & VipBgpFields) | undefined;
+      const cfg = this.vipConfig(v.name);
       return {
         vip: v.spec.key.address,
         attached: this.attached,
         programmed,
         healthyBackends: v.usableBackends,
-        minHealthyBackends: cfg?.minHealthyBackends,
+        minHealthyBackends: cfg?.minHealthyBackends ?? undefined,
         communities: cfg?.communities,
         largeCommunities: cfg?.largeCommunities,
       };

@@ -1,7 +1,8 @@
-// Plugs the BGP section's schema into config validation, so a bad `bgp` rejects the whole file.
+// Plugs the bgp and kubernetes sections' schemas into config validation: a bad section rejects the whole file.
 import { bgpConfigSchema } from '../bgp/config';
 import { fromZodIssues } from '../model/errors';
-import { setBgpValidator } from '../model/config';
+import { setBgpValidator, setKubernetesValidator } from '../model/config';
+import { parseKubernetesSettings } from '../sources/kubernetes/settings';
 
 let installed = false;
 
@@ -13,5 +14,10 @@ export function installSectionValidators(): void {
     return r.success
       ? { ok: true, value: r.data }
       : { ok: false, issues: fromZodIssues(r.error.issues, value) };
+  });
+  // The daemon parses the section again when it starts the source: keep the file's value as written.
+  setKubernetesValidator((value) => {
+    const r = parseKubernetesSettings(value);
+    return r.ok ? { ok: true, value } : { ok: false, issues: r.issues };
   });
 }

@@ -52,6 +52,8 @@ export interface DatapathConfig {
   encapSourceV6: EncapSource | null;
   /** Largest IP packet the egress link carries; bigger encapsulated packets get ICMP too-big. */
   mtu: number;
+  /** Idle seconds after which a connection-table entry is re-selected (0 = never); absent: 900 / 300. */
+  conntrackTimeouts?: { tcp: number; udp: number };
 }
 
 export interface TrafficCounter {

@@ -2,6 +2,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import YAML from 'yaml';
+import { communitySchema, largeCommunitySchema } from '../bgp/config';
 import { isPrime, MAGLEV_MAX_SIZE } from '../maglev/maglev';
 import { BOUNDS, DEFAULTS } from './defaults';
 import { ConfigIssue, formatPath, fromZodIssues, showValue } from './errors';
@@ -49,6 +50,11 @@ export interface VipConfig {
   /** null: no active checks, backends are considered up. */
   healthCheck: HealthCheckConfig | null;
   backends: BackendConfig[];
+  /** BGP communities (RFC 1997) and large communities (RFC 8092) added to this VIP's route. */
+  communities: string[];
+  largeCommunities: string[];
+  /** Announce only with at least this many healthy backends; null: the node-wide bgp.minHealthyBackends. */
+  minHealthyBackends: number | null;
 }
 
 export interface ListenAddress {
@@ -73,8 +79,12 @@ export interface Config {
   mtu: number;
   admin: { listen: ListenAddress };
   limits: Limits;
-  /** Opaque here: validated by the BGP module's schema (see bgpSchemaHook). */
+  /** Opaque here: validated by the BGP module's schema (see setBgpValidator). */
   bgp?: unknown;
+  /** Opaque here: validated by the Kubernetes source's schema (see setKubernetesValidator). */
+  kubernetes?: unknown;
+  /** Idle time (seconds) after which a connection-table entry is re-selected; 0 = never. */
+  conntrackTimeouts: { tcp: number; udp: number };
   vips: VipConfig[];
 }
 
@@ -89,6 +99,12 @@ export type BgpValidator = (
 ) => { ok: true; value: unknown } | { ok: false; issues: ConfigIssue[] };
 
 let bgpValidator: BgpValidator | null = null;
+let kubernetesValidator: BgpValidator | null = null;
+
+/** Plugs the Kubernetes source's schema in: its issues are reported under `kubernetes.`. */
+export function setKubernetesValidator(v: BgpValidator | null): void {
+  kubernetesValidator = v;
+}
 
 /** Plugs the BGP module's schema in: its issues are reported under `bgp.` and block the whole file. */
 export function setBgpValidator(v: BgpValidator | null): void {
@@ -240,6 +256,9 @@ const vipSchema = z
     persistence: z.enum(['none', 'source-ip']).default(DEFAULTS.vip.persistence),
     conntrack: z.boolean().default(DEFAULTS.vip.conntrack),
     healthCheck: healthCheckSchema.optional(),
+    communities: z.array(communitySchema).default([]),
+    largeCommunities: z.array(largeCommunitySchema).default([]),
+    minHealthyBackends: z.number().int().min(1).max(65535).optional(),
     // Elements are checked by checkBackends (the hot path: zod's cost per backend dominated big files).
     backends: z.array(z.unknown()).default([]),
   })
@@ -279,6 +298,14 @@ const configSchema = z
       .default({}),
     // The BGP engineer's schema validates this section (setBgpValidator); here it is only "present or not".
     bgp: z.unknown().optional(),
+    kubernetes: z.unknown().optional(),
+    conntrackTimeouts: z
+      .object({
+        tcp: intIn(BOUNDS.conntrackTimeout).default(DEFAULTS.conntrackTimeouts.tcp),
+        udp: intIn(BOUNDS.conntrackTimeout).default(DEFAULTS.conntrackTimeouts.udp),
+      })
+      .strict()
+      .default({}),
     // Each VIP is validated on its own (vipSchema), memoised: a reload re-checks only changed VIPs.
     vips: z.array(z.unknown()).default([]),
   })
@@ -410,6 +437,9 @@ function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | null): 
             fall: hc.fall,
           }),
     backends: Object.freeze(backends) as BackendConfig[],
+    communities: Object.freeze([...new Set(vip.communities)].sort()) as string[],
+    largeCommunities: Object.freeze([...new Set(vip.largeCommunities)].sort()) as string[],
+    minHealthyBackends: vip.minHealthyBackends ?? null,
   };
   return { ok: true, vip: Object.freeze(config), warnings };
 }
@@ -532,6 +562,17 @@ export function validateConfig(input: unknown): ParseResult {
           message: issue.message,
         });
   }
+  let kubernetes = raw.kubernetes;
+  if (kubernetes !== undefined && kubernetesValidator !== null) {
+    const r = kubernetesValidator(kubernetes);
+    if (r.ok) kubernetes = r.value;
+    else
+      for (const issue of r.issues)
+        issues.push({
+          path: issue.path === '' ? 'kubernetes' : `kubernetes.${issue.path}`.replace('.[', '['),
+          message: issue.message,
+        });
+  }
   if (issues.length > 0) return { ok: false, errors: issues };
   const config: Config = {
     interface: raw.interface,
@@ -542,6 +583,8 @@ export function validateConfig(input: unknown): ParseResult {
     admin: { listen: parseListen(raw.admin.listen)! },
     limits: { ...raw.limits },
     ...(bgp === undefined ? {} : { bgp }),
+    ...(kubernetes === undefined ? {} : { kubernetes }),
+    conntrackTimeouts: { ...raw.conntrackTimeouts },
     vips,
   };
   return { ok: true, config, warnings };

@@ -30,6 +30,8 @@ export const DEFAULTS = {
     fall: 3,
   },
   backend: { weight: 1, drain: false },
+  /** Connection-table idle timeouts in seconds (IPVS's TCP established and UDP values). */
+  conntrackTimeouts: { tcp: 900, udp: 300 },
 } as const;
 
 /** Bounds the validator enforces. */
@@ -42,4 +44,6 @@ export const BOUNDS = {
   maxVips: { min: 1, max: 65536 },
   maxBackends: { min: 2, max: 1 << 24 },
   conntrackEntries: { min: 1024, max: 1 << 26 },
+  /** Seconds; 0 = never expire. */
+  conntrackTimeout: { min: 0, max: 1_000_000 },
 } as const;

@@ -495,5 +495,12 @@ export function resolveDatapathConfig(opts: ResolveDatapathConfigOptions): Datap
       else v6 = { prefix: p.prefix, prefixLength: p.prefixLength };
     }
   }
-  return { ownMac: opts.ownMac, nextHopMac, encapSourceV4: v4, encapSourceV6: v6, mtu: config.mtu };
+  return {
+    ownMac: opts.ownMac,
+    nextHopMac,
+    encapSourceV4: v4,
+    encapSourceV6: v6,
+    mtu: config.mtu,
+    conntrackTimeouts: { ...config.conntrackTimeouts },
+  };
 }

@@ -3,6 +3,7 @@ import type { BackendSpec, DatapathConfig, VipKey, VipSpec } from '../datapath/t
 import { canonicalIp } from '../model/ip';
 import { DesiredState, DesiredVip, fromDesiredState, IdTable } from './desired';
 import { vipKeyText } from './ids';
+import { DEFAULT_CT_TIMEOUTS } from '../datapath/layout';
 
 /** What the datapath holds (as read back, or as mirrored after our own writes); addresses canonical. */
 export interface ActualState {
@@ -32,7 +33,10 @@ function sameConfig(a: DatapathConfig | null, b: DatapathConfig): boolean {
   if (a === null) return false;
   const src = (x: DatapathConfig['encapSourceV4']): string =>
     x === null ? '' : `${canonicalIp(x.prefix) ?? x.prefix}/${x.prefixLength}`;
+  const ct = (x: DatapathConfig): string =>
+    `${x.conntrackTimeouts?.tcp ?? DEFAULT_CT_TIMEOUTS.tcp}/${x.conntrackTimeouts?.udp ?? DEFAULT_CT_TIMEOUTS.udp}`;
   return (
+    ct(a) === ct(b) &&
     a.ownMac.toLowerCase() === b.ownMac.toLowerCase() &&
     a.nextHopMac.toLowerCase() === b.nextHopMac.toLowerCase() &&
     a.mtu === b.mtu &&

@@ -321,7 +321,7 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
   /** The daemon config for this topology. */
   config(o: LabConfigOptions): Record<string, unknown> {
     const hc =
-      o.healthCheck === undefined ? { intervalMs: 200, timeoutMs: 150, rise: 2, fall: 2 } : o.healthCheck;
+      o.healthCheck === undefined ? { intervalMs: 300, timeoutMs: 300, rise: 2, fall: 2 } : o.healthCheck;
     return {
       interface: 'eth0',
       xdpMode: 'native',

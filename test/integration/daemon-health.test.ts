@@ -4,7 +4,7 @@ import type { KernelDatapath } from '../../src/datapath/kernel';
 import { DaemonLab, DaemonProcess, waitUntil } from '../helpers/daemon-lab';
 import { describePrivileged } from '../helpers/privileged';
 
-const CHECK = { intervalMs: 200, timeoutMs: 150, rise: 2, fall: 2 };
+const CHECK = { intervalMs: 300, timeoutMs: 300, rise: 2, fall: 2 };
 /** The monitor's jitter is ±10 % per interval. */
 const JITTER = 0.1;
 
@@ -55,7 +55,7 @@ describePrivileged('daemon: health checks take a backend out and bring it back',
       `health-out time: ${total.toFixed(0)} ms from stopping nginx to "down" in the datapath (interval ${CHECK.intervalMs} x fall ${CHECK.fall} = ${CHECK.intervalMs * CHECK.fall} ms, with jitter and timeout ${bound.toFixed(0)} ms)`,
     );
     // Generous slack for 2 shared cores; the printed figure is the measurement.
-    expect(total).toBeLessThan(bound + 1500);
+    expect(total).toBeLessThan(bound + 3000);
     const before = await packetsTo(be2);
     const r = await lab.wrk({ seconds: 2 });
     expect(r.requests).toBeGreaterThan(50);

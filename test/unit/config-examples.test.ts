@@ -50,5 +50,23 @@ describe('bgp section validation through the model', () => {
       minHealthyBackends: 1,
       peers: [{ holdTime: 90, port: 179, passive: false }],
     });
+    // Without routerId the daemon uses the interface's IPv4 address ("auto").
+    const auto = parseConfig(
+      JSON.stringify({ ...base, bgp: { asn: 65001, peers: [{ address: '10.0.0.2', asn: 65000 }] } }),
+      { format: 'json' },
+    );
+    expect(auto.ok && auto.config.bgp).toMatchObject({ routerId: 'auto' });
+  });
+
+  it('rejects a bad kubernetes section whole, naming its path', () => {
+    for (const [kubernetes, path] of [
+      [{ loadBalancerClass: 'nope' }, 'kubernetes.loadBalancerClass'],
+      [{ pool: ['10.0.0.0/33'] }, 'kubernetes.pool[0]'],
+    ] as const) {
+      const r = parseConfig(JSON.stringify({ ...base, kubernetes }), { format: 'json' });
+      expect(r.ok).toBe(false);
+      if (r.ok) continue;
+      expect(r.errors.map((e) => e.path)).toEqual([path]);
+    }
   });
 });

@@ -58,7 +58,48 @@ describe('parseConfig: valid files', () => {
       conntrack: true,
       healthCheck: null,
       backends: [{ address: '10.1.0.1', family: 4, weight: 1, drain: false }],
+      communities: [],
+      largeCommunities: [],
+      minHealthyBackends: null,
     });
+    expect(c.conntrackTimeouts).toEqual(DEFAULTS.conntrackTimeouts);
+  });
+
+  it('takes per-VIP BGP fields and conntrack timeouts, and names bad ones', () => {
+    const c = okConfig(
+      yaml(`
+interface: eth0
+conntrackTimeouts: { tcp: 60, udp: 0 }
+vips:
+  - name: web
+    address: 10.0.0.10
+    port: 80
+    communities: ["65001:20", "65001:10", "65001:10"]
+    largeCommunities: ["65001:1:2"]
+    minHealthyBackends: 2
+`),
+    );
+    expect(c.conntrackTimeouts).toEqual({ tcp: 60, udp: 0 });
+    expect(c.vips[0]).toMatchObject({
+      communities: ['65001:10', '65001:20'],
+      largeCommunities: ['65001:1:2'],
+      minHealthyBackends: 2,
+    });
+    const r = yaml(`
+interface: eth0
+conntrackTimeouts: { tcp: -1 }
+vips:
+  - { name: web, address: 10.0.0.10, port: 80, communities: ["70000:1"], largeCommunities: ["1:2"], minHealthyBackends: 0 }
+`);
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    const paths = r.errors.map((e) => e.path).sort();
+    expect(paths).toEqual([
+      'conntrackTimeouts.tcp',
+      'vips[0].communities[0]',
+      'vips[0].largeCommunities[0]',
+      'vips[0].minHealthyBackends',
+    ]);
   });
 
   it('normalises a full file (IPv6 canonical, MAC lower case, prefixes, health defaults)', () => {

@@ -216,6 +216,7 @@ describe('desiredState', () => {
       encapSourceV4: { prefix: '10.9.0.0', prefixLength: 24 },
       encapSourceV6: null,
       mtu: 1600,
+      conntrackTimeouts: { tcp: 900, udp: 300 },
     });
     const auto = config([]);
     expect(

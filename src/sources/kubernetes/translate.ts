@@ -331,6 +331,9 @@ function translateService(
         conntrack,
         healthCheck: null,
         backends,
+        communities: [],
+        largeCommunities: [],
+        minHealthyBackends: null,
       });
     }
   });
