@@ -1,6 +1,7 @@
 // TS twin of bpf/hash.h and the Maglev probing of bpf/select.h: predicts which backend the datapath picks.
 // Hash: murmur3_32-style mix over big-endian 32-bit words of header fields, fixed seed (PEAK_HASH_SEED).
 import { encodeAddr } from './layout';
+import { murmur3Block, murmur3Final } from '../maglev/hash';
 
 /** Must equal PEAK_HASH_SEED in bpf/shared.h (the cross-check test fails otherwise). */
 export const HASH_SEED = 0x5ea4c0de;
@@ -14,27 +15,6 @@ export interface Flow {
   destinationPort: number;
   /** IP protocol number. */
   proto: number;
-}
-
-const rotl = (x: number, r: number): number => ((x << r) | (x >>> (32 - r))) >>> 0;
-
-function mix(h: number, k: number): number {
-  k = Math.imul(k, 0xcc9e2d51);
-  k = rotl(k, 15);
-  k = Math.imul(k, 0x1b873593);
-  h = (h ^ k) >>> 0;
-  h = rotl(h, 13);
-  return (Math.imul(h, 5) + 0xe6546b64) >>> 0;
-}
-
-function fmix(h: number, len: number): number {
-  h = (h ^ len) >>> 0;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
 }
 
 function addrWords(field: string, text: string): { family: 4 | 6; words: number[] } {
@@ -52,19 +32,19 @@ export function flowHash(f: Flow): number {
   if (s.family !== d.family)
     throw new TypeError(`destination: ${f.destination} is not of the family of source`);
   let h = HASH_SEED;
-  for (const w of s.words) h = mix(h, w);
-  for (const w of d.words) h = mix(h, w);
-  h = mix(h, (((f.sourcePort & 0xffff) << 16) | (f.destinationPort & 0xffff)) >>> 0);
-  h = mix(h, f.proto & 0xff);
-  return fmix(h, s.family === 4 ? 16 : 40);
+  for (const w of s.words) h = murmur3Block(h, w);
+  for (const w of d.words) h = murmur3Block(h, w);
+  h = murmur3Block(h, (((f.sourcePort & 0xffff) << 16) | (f.destinationPort & 0xffff)) >>> 0);
+  h = murmur3Block(h, f.proto & 0xff);
+  return murmur3Final(h, s.family === 4 ? 16 : 40);
 }
 
 /** The source-only hash of client-persistent VIPs (bpf peak_source_hash). */
 export function sourceHash(source: string): number {
   const s = addrWords('source', source);
   let h = HASH_SEED;
-  for (const w of s.words) h = mix(h, w);
-  return fmix(h, s.family === 4 ? 4 : 16);
+  for (const w of s.words) h = murmur3Block(h, w);
+  return murmur3Final(h, s.family === 4 ? 4 : 16);
 }
 
 export interface PredictOptions {
@@ -106,9 +86,9 @@ export interface VipIndexKey {
 export function vipIndexHash(k: VipIndexKey, seed: number): number {
   const a = addrWords('address', k.address);
   let h = seed >>> 0;
-  for (const w of a.words) h = mix(h, w);
-  h = mix(h, (((k.port & 0xffff) << 16) | ((k.proto & 0xff) << 8) | a.family) >>> 0);
-  return fmix(h, 4 * (a.words.length + 1));
+  for (const w of a.words) h = murmur3Block(h, w);
+  h = murmur3Block(h, (((k.port & 0xffff) << 16) | ((k.proto & 0xff) << 8) | a.family) >>> 0);
+  return murmur3Final(h, 4 * (a.words.length + 1));
 }
 
 export interface VipIndexPlan {
@@ -134,7 +114,7 @@ export interface VipIndexOptions {
 
 /** The i-th seed tried: HASH_SEED first, then a fixed sequence (every node builds the same index). */
 export function vipIndexSeed(i: number): number {
-  return i === 0 ? HASH_SEED : fmix(mix(HASH_SEED, i), 4);
+  return i === 0 ? HASH_SEED : murmur3Final(murmur3Block(HASH_SEED, i), 4);
 }
 
 /** Places every key within `probes` slots of its home slot (linear probing), retrying seeds; else useHash. */

@@ -3,21 +3,35 @@
 const C1 = 0xcc9e2d51;
 const C2 = 0x1b873593;
 
+/** One MurmurHash3_x86_32 block step: mixes the 32-bit word `k` into the state `h`. */
+export function murmur3Block(h: number, k: number): number {
+  k = Math.imul(k, C1);
+  k = (k << 15) | (k >>> 17);
+  k = Math.imul(k, C2);
+  h ^= k;
+  h = (h << 13) | (h >>> 19);
+  return (Math.imul(h, 5) + 0xe6546b64) >>> 0;
+}
+
+/** MurmurHash3_x86_32 finalisation (length in bytes, then fmix32); returns an unsigned 32-bit integer. */
+export function murmur3Final(h: number, len: number): number {
+  h ^= len;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
 /** MurmurHash3_x86_32 of `data` with a 32-bit seed; returns an unsigned 32-bit integer. */
 export function murmur3x86_32(data: Uint8Array, seed: number): number {
   let h = seed >>> 0;
   const len = data.length;
   const blocks = len & ~3;
-  for (let i = 0; i < blocks; i += 4) {
-    let k = data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24);
-    k = Math.imul(k, C1);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, C2);
-    h ^= k;
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
-  }
-  // Tail: the last 1-3 bytes, little-endian.
+  for (let i = 0; i < blocks; i += 4)
+    h = murmur3Block(h, data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24));
+  // Tail: the last 1-3 bytes, little-endian (mixed without the rotate-and-add of a full block).
   const rest = len & 3;
   if (rest > 0) {
     let k = 0;
@@ -29,13 +43,7 @@ export function murmur3x86_32(data: Uint8Array, seed: number): number {
     k = Math.imul(k, C2);
     h ^= k;
   }
-  h ^= len;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return murmur3Final(h, len);
 }
 
 const encoder = new TextEncoder();
