@@ -4,7 +4,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, write
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { createTopology, LbNode, nsExec, RouterPeer, ROUTER_ASN, sh, Topology } from './bgp-peers';
-import { CLI_JS, CmdResult, runAsync, waitUntil } from './daemon-lab';
+import { CLI_JS, CmdResult, killAll, runAsync, waitUntil } from './daemon-lab';
 
 export const LB_ASN = 65001;
 export const VIP4 = '198.51.100.10';
@@ -317,14 +317,7 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
         .map(Number)
         .filter((p) => p > 0),
     );
-    for (const p of pids) {
-      try {
-        process.kill(p, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-    await waitUntil(() => pids.every((p) => !existsSync(`/proc/${p}`)), { timeoutMs: 3000 });
+    await killAll(pids);
     for (const n of this.extraNs.splice(0)) sh('ip', ['netns', 'del', n], { allowFail: true });
     if (this.mounted) {
       sh('umount', [this.bpffs], { allowFail: true });

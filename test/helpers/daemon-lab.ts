@@ -57,6 +57,18 @@ export function runAsync(cmd: string, args: string[], o: { timeoutMs: number }):
   });
 }
 
+/** SIGKILLs `pids` (those still alive) and waits, bounded, until they are gone. */
+export async function killAll(pids: readonly number[]): Promise<void> {
+  for (const p of pids) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  await waitUntil(() => pids.every((p) => !existsSync(`/proc/${p}`)), { timeoutMs: 3000 });
+}
+
 /** Polls `fn` every `intervalMs` until it returns true; returns the elapsed ms, or null on timeout. */
 export async function waitUntil(
   fn: () => boolean | Promise<boolean>,
@@ -528,14 +540,7 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
     const pids = this.namespaces
       .filter((n) => existsSync(`/var/run/netns/${n}`))
       .flatMap((n) => this.nsPids(n));
-    for (const p of pids) {
-      try {
-        process.kill(p, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-    await waitUntil(() => pids.every((p) => !existsSync(`/proc/${p}`)), { timeoutMs: 3000 });
+    await killAll(pids);
     for (const n of this.namespaces.splice(0)) run('ip', ['netns', 'del', n], { allowFail: true });
     if (this.mounted) {
       run('umount', [this.bpffs], { allowFail: true });
