@@ -103,7 +103,7 @@ export function runRouterScenario(o: ScenarioOptions): void {
 
   it('both LB nodes establish and the router holds both next hops for v4 and v6 (ECMP)', async () => {
     const ms = await waitFor('both next hops in the RIB', ribIs(expectBoth(), expectBoth6()), 15000);
-    await waitFor('both next hops in the FIB', fibIs(expectBoth(), expectBoth6()), 5000);
+    await waitFor('both next hops in the FIB', fibIs(expectBoth(), expectBoth6()), 10000);
     console.log(
       `[${o.tag}] RIB has both next hops ${ms} ms after start; FIB v4: ${o.checksFib ? JSON.stringify(fibNextHops(topo, VIP4)) : 'n/a (RIB-only peer)'}`,
     );
@@ -176,7 +176,7 @@ export function runRouterScenario(o: ScenarioOptions): void {
     const t0 = Date.now();
     router = await o.startRouter({ topo, peers: routerPeers(topo) });
     await waitFor('both LBs back after router restart', ribIs(expectBoth(), expectBoth6()), 20000, 50);
-    await waitFor('FIB after router restart', fibIs(expectBoth(), expectBoth6()), 5000);
+    await waitFor('FIB after router restart', fibIs(expectBoth(), expectBoth6()), 15000);
     console.log(
       `[${o.tag}] router restart: both next hops back ${Date.now() - t0} ms after the daemon started`,
     );
