@@ -364,10 +364,18 @@ export type DaemonMemoryResult =
       /** VmRSS right at ready, and after settling. */
       rssReadyMB: number;
       rssMB: number;
+      /** One /metrics scrape: its duration, size, and the RSS after it. */
+      scrapeMs: number;
+      scrapeBytes: number;
+      rssAfterScrapeMB: number;
       hwmMB: number;
       /** memlock of the pinned maps plus the per-VIP inner Maglev tables. */
       mapMemlockMB: number;
       maps: { name: string; memlockBytes: number; count: number }[];
+      /** The daemon's own view (prom-client Node metrics): V8 heap used / total and external memory. */
+      heapUsedMB: number | null;
+      heapTotalMB: number | null;
+      externalMB: number | null;
     };
 
 const run = (cmd: string, args: string[]): string =>
@@ -551,14 +559,32 @@ export async function measureDaemonMemory(opts: DaemonMemoryOptions): Promise<Da
     const rssReadyMB = procStatusMB(pid, 'VmRSS');
     await sleep(opts.settleMs ?? 10_000);
     const mem = mapMemory(join(bpffs, 'peak-xdp', ns, ifA));
+    const rssMB = procStatusMB(pid, 'VmRSS');
+    // One /metrics scrape (every series of every membership): its cost shows in rssAfterScrapeMB.
+    const scrapeStart = now();
+    const metrics = spawnSync(
+      'ip',
+      ['netns', 'exec', ns, 'curl', '-sf', '-m', '60', `http://127.0.0.1:${port}/metrics`],
+      { encoding: 'utf8', maxBuffer: 512 << 20 },
+    ).stdout;
+    const gauge = (name: string): number | null => {
+      const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+]+)$`, 'm').exec(metrics ?? '');
+      return m ? Number(m[1]) / 2 ** 20 : null;
+    };
     return {
       available: true,
       readyMs,
       rssReadyMB,
-      rssMB: procStatusMB(pid, 'VmRSS'),
+      rssMB,
+      scrapeMs: now() - scrapeStart,
+      scrapeBytes: Buffer.byteLength(metrics ?? ''),
+      rssAfterScrapeMB: procStatusMB(pid, 'VmRSS'),
       hwmMB: procStatusMB(pid, 'VmHWM'),
       mapMemlockMB: mem.total / 2 ** 20,
       maps: mem.maps,
+      heapUsedMB: gauge('peak_xdp_nodejs_heap_size_used_bytes'),
+      heapTotalMB: gauge('peak_xdp_nodejs_heap_size_total_bytes'),
+      externalMB: gauge('peak_xdp_nodejs_external_memory_bytes'),
     };
   } finally {
     if (stopChild !== null) await stopChild();
@@ -682,6 +708,16 @@ async function main(): Promise<void> {
         `Daemon RSS 10 s after ready, ${scale} (ready in ${(d.readyMs / 1000).toFixed(1)} s)`,
         `${d.rssMB.toFixed(0)} MB (at ready ${d.rssReadyMB.toFixed(0)}, peak ${d.hwmMB.toFixed(0)} MB)`,
         '<= 150 MB',
+      ],
+      [
+        `Daemon V8 heap used / total, ${scale}`,
+        `${d.heapUsedMB?.toFixed(0) ?? '-'} / ${d.heapTotalMB?.toFixed(0) ?? '-'} MB (external ${d.externalMB?.toFixed(0) ?? '-'} MB)`,
+        '',
+      ],
+      [
+        `One /metrics scrape, ${scale}`,
+        `${(d.scrapeMs / 1000).toFixed(1)} s, ${(d.scrapeBytes / 2 ** 20).toFixed(1)} MB of text, RSS after ${d.rssAfterScrapeMB.toFixed(0)} MB`,
+        '',
       ],
       [`Kernel map memory (memlock), ${scale}`, `${d.mapMemlockMB.toFixed(1)} MB`, ''],
     );
