@@ -1,6 +1,7 @@
 // The daemon: config (file, optionally Kubernetes) -> desired state -> datapath; health checks; BGP; admin API.
 // Restart-safe: programs and maps are pinned; a start adopts them, an exit leaves forwarding running.
 import { existsSync, rmSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { BgpSpeaker } from '../bgp/speaker';
 import { registerBgpMetrics } from '../bgp/metrics';
@@ -482,9 +483,9 @@ export class Daemon {
       throw new Error(
         parsed.issues.map((i) => formatIssue({ ...i, path: `kubernetes.${i.path}` })).join('; '),
       );
-    const nodeName = this.opts.kubernetes?.nodeName ?? process.env.NODE_NAME;
-    if (!nodeName)
-      throw new Error('--kubernetes needs the node name: set NODE_NAME (the DaemonSet passes spec.nodeName)');
+    // The Lease holder identity and Event reporter: --node-name, NODE_NAME (the DaemonSet passes
+    // spec.nodeName), else the host name (a hostNetwork pod's host name is the node's).
+    const nodeName = this.opts.kubernetes?.nodeName || process.env.NODE_NAME || hostname();
     this.kube = new KubernetesSource({
       ...parsed.settings,
       kubeconfig: this.opts.kubernetes?.kubeconfig,

@@ -19,7 +19,10 @@ export function registerDaemon(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           describe: 'also program Services of type LoadBalancer',
         })
         .option('kubeconfig', { type: 'string', describe: 'kubeconfig file (default: in-cluster config)' })
-        .option('node-name', { type: 'string', describe: 'this node (default: env NODE_NAME)' })
+        .option('node-name', {
+          type: 'string',
+          describe: 'this node (default: env NODE_NAME, else the host name)',
+        })
         .option('detach-on-exit', {
           type: 'boolean',
           default: false,
