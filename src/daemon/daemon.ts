@@ -121,6 +121,7 @@ export class Daemon {
       desired: () => this.desired,
       health: () => this.monitor.snapshot(),
       attached: () => this.attached,
+      perBackend: config.admin.perBackendMetrics,
     });
     // The first load happened before the registry existed: count it, as the metric's help promises.
     this.metrics.reloads.inc({ result: 'ok', trigger: first.trigger });

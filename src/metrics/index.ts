@@ -11,6 +11,8 @@ export interface MetricsSources {
   desired: () => DesiredState | null;
   health: () => TargetSnapshot[];
   attached: () => boolean;
+  /** Per-backend series (traffic, state, health): 8 per membership; off for configs with huge backend sets. */
+  perBackend: boolean;
 }
 
 export interface DaemonMetrics {
@@ -32,6 +34,8 @@ export function createMetrics(src: MetricsSources): DaemonMetrics {
   // prom-client names already start with process_ / nodejs_: peak_xdp_process_cpu_seconds_total etc.
   collectDefaultMetrics({ register: registry, prefix: 'peak_xdp_' });
   const registers = [registry];
+  // Metrics built with no registry are never collected or exported.
+  const perBackendRegisters = src.perBackend ? registers : [];
 
   // One counters() read per scrape, shared by the collectors below.
   let pending: Promise<DatapathCounters> | null = null;
@@ -84,7 +88,7 @@ export function createMetrics(src: MetricsSources): DaemonMetrics {
       name: `peak_xdp_backend_${what}_total`,
       help: `${what} sent to each backend (per VIP membership)`,
       labelNames: ['vip', 'backend'],
-      registers,
+      registers: perBackendRegisters,
       async collect() {
         const c = await counters();
         const names = new Map<number, { vip: string; backend: string }>();
@@ -103,7 +107,7 @@ export function createMetrics(src: MetricsSources): DaemonMetrics {
     name: 'peak_xdp_backend_state',
     help: 'Backend state in the datapath: 1 for the current state (up, draining, down)',
     labelNames: ['vip', 'backend', 'state'],
-    registers,
+    registers: perBackendRegisters,
     collect() {
       this.reset();
       for (const v of src.desired()?.vips ?? [])
@@ -128,7 +132,7 @@ export function createMetrics(src: MetricsSources): DaemonMetrics {
     name: 'peak_xdp_health_status',
     help: 'Health check status per backend: 1 up, 0 down',
     labelNames: ['vip', 'backend', 'type'],
-    registers,
+    registers: perBackendRegisters,
     collect() {
       this.reset();
       for (const t of src.health())
@@ -139,7 +143,7 @@ export function createMetrics(src: MetricsSources): DaemonMetrics {
     name: 'peak_xdp_health_checks_total',
     help: 'Health checks run per backend, by result',
     labelNames: ['vip', 'backend', 'result'],
-    registers,
+    registers: perBackendRegisters,
     collect() {
       this.reset();
       for (const t of src.health()) {

@@ -77,7 +77,8 @@ export interface Config {
   /** 'auto' (the interface's own addresses, resolved by the daemon) or at most one prefix per family. */
   encapSource: 'auto' | IpPrefix[];
   mtu: number;
-  admin: { listen: ListenAddress };
+  /** listen: the admin API address; perBackendMetrics: export per-backend series (false for huge configs). */
+  admin: { listen: ListenAddress; perBackendMetrics: boolean };
   limits: Limits;
   /** Opaque here: validated by the BGP module's schema (see setBgpValidator). */
   bgp?: unknown;
@@ -285,7 +286,10 @@ const configSchema = z
     encapSource: z.union([z.string(), z.array(z.string()).min(1)]).default(DEFAULTS.encapSource),
     mtu: intIn(BOUNDS.mtu).default(DEFAULTS.mtu),
     admin: z
-      .object({ listen: z.string().default(DEFAULTS.admin.listen) })
+      .object({
+        listen: z.string().default(DEFAULTS.admin.listen),
+        perBackendMetrics: z.boolean().default(DEFAULTS.admin.perBackendMetrics),
+      })
       .strict()
       .default({}),
     limits: z
@@ -580,7 +584,7 @@ export function validateConfig(input: unknown): ParseResult {
     nextHopMac: raw.nextHopMac === 'auto' ? 'auto' : canonicalMac(raw.nextHopMac)!,
     encapSource: encap,
     mtu: raw.mtu,
-    admin: { listen: parseListen(raw.admin.listen)! },
+    admin: { listen: parseListen(raw.admin.listen)!, perBackendMetrics: raw.admin.perBackendMetrics },
     limits: { ...raw.limits },
     ...(bgp === undefined ? {} : { bgp }),
     ...(kubernetes === undefined ? {} : { kubernetes }),

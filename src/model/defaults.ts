@@ -6,7 +6,7 @@ export const DEFAULTS = {
   nextHopMac: 'auto',
   encapSource: 'auto',
   mtu: 1500,
-  admin: { listen: '127.0.0.1:9470' },
+  admin: { listen: '127.0.0.1:9470', perBackendMetrics: true },
   limits: {
     /** Largest number of VIPs (size of the per-VIP maps). */
     maxVips: 1024,

@@ -1,0 +1,53 @@
+// The metrics registry: per-VIP and per-backend series from the datapath and desired state; the
+// admin.perBackendMetrics switch drops every per-backend series.
+import { MemoryDatapath } from '../../src/datapath/memory';
+import { createMetrics } from '../../src/metrics';
+import { validateConfig } from '../../src/model';
+import { desiredState, reconcile } from '../../src/reconcile';
+
+async function scrape(perBackend: boolean): Promise<string> {
+  const r = validateConfig({
+    interface: 'eth0',
+    nextHopMac: '02:00:00:00:00:02',
+    encapSource: ['10.0.0.1'],
+    vips: [
+      {
+        name: 'web',
+        address: '10.9.9.9',
+        port: 80,
+        tableSize: 13,
+        healthCheck: { type: 'tcp', port: 80 },
+        backends: [{ address: '10.1.0.1' }, { address: '10.1.0.2', drain: true }],
+      },
+    ],
+  });
+  if (!r.ok) throw new Error(JSON.stringify(r.errors));
+  const dp = new MemoryDatapath();
+  const desired = desiredState({ config: r.config });
+  await reconcile(dp, desired);
+  const m = createMetrics({
+    datapath: dp,
+    desired: () => desired,
+    health: () => [],
+    attached: () => true,
+    perBackend,
+  });
+  return m.registry.metrics();
+}
+
+describe('metrics', () => {
+  it('exports VIP, backend state and process series', async () => {
+    const text = await scrape(true);
+    expect(text).toMatch(/^peak_xdp_vip_usable_backends\{vip="web"\} 1$/m);
+    expect(text).toMatch(/^peak_xdp_backend_state\{vip="web",backend="10\.1\.0\.2",state="draining"\} 1$/m);
+    expect(text).toMatch(/^peak_xdp_backend_state\{vip="web",backend="10\.1\.0\.1",state="up"\} 1$/m);
+    expect(text).toMatch(/^peak_xdp_attached 1$/m);
+    expect(text).toMatch(/^# TYPE peak_xdp_process_cpu_seconds_total counter$/m);
+  });
+
+  it('admin.perBackendMetrics: false drops every per-backend series and keeps the rest', async () => {
+    const text = await scrape(false);
+    expect(text).not.toMatch(/peak_xdp_backend_state|peak_xdp_backend_packets_total|peak_xdp_health_status/);
+    expect(text).toMatch(/^peak_xdp_vip_usable_backends\{vip="web"\} 1$/m);
+  });
+});
