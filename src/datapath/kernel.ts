@@ -110,6 +110,8 @@ export class KernelDatapath implements Datapath {
   readonly program: BpfProgram;
   readonly maps: Record<BalancerMap, BpfMap>;
   private readonly counterNames: string[];
+  /** Pending index rebuild; while set, the datapath reads `vips` directly (a "use the hash" index). */
+  private indexRebuild: NodeJS.Immediate | null = null;
 
   private constructor(program: BpfProgram, maps: Record<BalancerMap, BpfMap>, counters: string[]) {
     this.program = program;
@@ -172,6 +174,7 @@ export class KernelDatapath implements Datapath {
 
   /** Closes our fds (pins and attachments keep the kernel objects alive). */
   close(): void {
+    this.flushVipIndex();
     this.program.close();
     for (const m of BALANCER_MAPS) this.maps[m].close();
   }
@@ -218,7 +221,7 @@ export class KernelDatapath implements Datapath {
     if (old && (old.id !== vip.id || old.tableSize !== vip.tableSize)) this.dropTable(old.id);
     const value = encodeVipValue({ vipId: vip.id, ...vip.flags, tableSize: vip.tableSize });
     this.maps.vips.update(key, value);
-    this.syncVipIndex();
+    this.vipsChanged();
     await this.syncVipAddrs();
   }
 
@@ -227,9 +230,52 @@ export class KernelDatapath implements Datapath {
     const v = this.maps.vips.lookup(k);
     if (!v) throw new RangeError(`key: VIP ${key.address}:${key.port}/${key.protocol} does not exist`);
     this.maps.vips.delete(k);
-    this.syncVipIndex();
+    this.vipsChanged();
     this.dropTable(decodeVipValue(v).vipId);
     await this.syncVipAddrs();
+  }
+
+  /**
+   * After a change to `vips`: the datapath is first told to read `vips` itself (a small "use the hash"
+   * index, swapped in once per burst), and the real index is rebuilt once when the burst is over (the
+   * next event-loop turn, so a reconcile of 512 VIPs swaps 2 indexes, not 512). `vips` is always
+   * authoritative, so every packet in between is still classified correctly.
+   */
+  private vipsChanged(): void {
+    if (this.indexRebuild !== null) return; // this burst already bypasses the index
+    this.swapVipIndex({ seed: 0, useHash: true, keys: 0 }, []);
+    this.indexRebuild = setImmediate(() => this.flushVipIndex());
+  }
+
+  /** Builds the pending VIP index now (also done by close()); a no-op when nothing is pending. */
+  flushVipIndex(): void {
+    if (this.indexRebuild === null) return;
+    clearImmediate(this.indexRebuild);
+    this.indexRebuild = null;
+    if (this.program.closed) return;
+    this.syncVipIndex();
+  }
+
+  /** Swaps in a new index: a fresh inner map with `head` at 0 and the given slots, one outer update. */
+  private swapVipIndex(
+    head: { seed: number; useHash: boolean; keys: number },
+    slots: [number, Buffer][],
+  ): void {
+    const inner = BpfMap.create({
+      type: MapType.ARRAY,
+      keySize: 4,
+      valueSize: LAYOUT.peak_vip_slot.size,
+      maxEntries: VIP_INDEX_SLOTS + 1,
+      name: 'peak_vip_index',
+    });
+    try {
+      const ks = [u32Key(0), ...slots.map(([slot]) => u32Key(1 + slot))];
+      const vs = [encodeVipIndexHead(head), ...slots.map(([, v]) => v)];
+      inner.updateBatch(ks, vs);
+      this.maps.vip_index.setInner(0, inner);
+    } finally {
+      inner.close();
+    }
   }
 
   /** Rebuilds the datapath's VIP index from `vips` aside and swaps it in (one update: packets see the old
@@ -242,25 +288,10 @@ export class KernelDatapath implements Datapath {
         return { address: d.address, port: d.port, proto: PROTO_NUMBER[d.protocol] };
       }),
     });
-    const inner = BpfMap.create({
-      type: MapType.ARRAY,
-      keySize: 4,
-      valueSize: LAYOUT.peak_vip_slot.size,
-      maxEntries: VIP_INDEX_SLOTS + 1,
-      name: 'peak_vip_index',
-    });
-    try {
-      const ks = [u32Key(0)];
-      const vs = [encodeVipIndexHead({ seed: plan.seed, useHash: plan.useHash, keys: plan.slotOf.length })];
-      plan.slotOf.forEach((slot, i) => {
-        ks.push(u32Key(1 + slot));
-        vs.push(encodeVipSlot(keys[i]!, values[i]!));
-      });
-      inner.updateBatch(ks, vs);
-      this.maps.vip_index.setInner(0, inner);
-    } finally {
-      inner.close();
-    }
+    this.swapVipIndex(
+      { seed: plan.seed, useHash: plan.useHash, keys: plan.slotOf.length },
+      plan.slotOf.map((slot, i): [number, Buffer] => [slot, encodeVipSlot(keys[i]!, values[i]!)]),
+    );
   }
 
   /** vip_addrs = the set of VIP addresses (recomputed from vips). */
