@@ -52,8 +52,9 @@ describe('KubernetesSource against the fake API server', () => {
     return r;
   };
   /** The next published VIP set (after line index `from`) that satisfies pred. */
-  const nextVips = (r: Runner, pred: (l: RunnerLine) => boolean, what: string) =>
-    r.waitFor((l) => l.ev === 'vips' && pred(l), { what, timeoutMs: 10_000 });
+  /** The first published VIP set matching pred, searching from line `from` (default: every line so far). */
+  const nextVips = (r: Runner, pred: (l: RunnerLine) => boolean, what: string, from?: number) =>
+    r.waitFor((l) => l.ev === 'vips' && pred(l), { what, timeoutMs: 10_000, from });
 
   it('programs a Service, follows scaling and drain, ignores other classes, removes a deleted Service', async () => {
     api.upsert('services', service({ name: 'web', vip: '203.0.113.10' }));
@@ -94,13 +95,16 @@ describe('KubernetesSource against the fake API server', () => {
       'drain',
     );
     expect(backendsOf(drained, 'k8s.default.web.80-tcp')).toEqual(['10.1.0.1', '10.1.0.2:drain', '10.1.0.3']);
-    // Scale down: the terminating pod is gone, a slice is deleted.
+    // Scale down: the terminating pod is gone, a slice is deleted (only sets published from here count:
+    // the very first set also had the single backend 10.1.0.1).
+    const beforeScaleDown = r.lines.length;
     api.upsert('endpointslices', slice({ name: 'web-1', service: 'web', endpoints: [{ ip: '10.1.0.1' }] }));
     api.remove('endpointslices', 'default', 'web-2');
     await nextVips(
       r,
       (l) => backendsOf(l, 'k8s.default.web.80-tcp').join() === '10.1.0.1',
       'scale down to 1',
+      beforeScaleDown,
     );
     // Service deleted: its VIP leaves the set.
     api.remove('services', 'default', 'web');
@@ -208,8 +212,10 @@ describe('KubernetesSource against the fake API server', () => {
     expect(vipsOf(converged).map((v) => v.address)).toEqual(['203.0.113.1']);
 
     // ERROR event on open streams.
+    // Only sets published from here on: an older two-VIP set (a and b) must not count as "c added".
+    const mark = r.lines.length;
     api.upsert('services', service({ name: 'c', vip: '203.0.113.3' }));
-    await nextVips(r, (l) => vipsOf(l).length === 2, 'c added');
+    await nextVips(r, (l) => vipsOf(l).some((v) => v.address === '203.0.113.3'), 'c added', mark);
     api.expireWatches();
     api.remove('services', 'default', 'c');
     await nextVips(
