@@ -431,8 +431,10 @@ export class Daemon {
     if (!this.speaker) return;
     const bgp = this.bgpConfig();
     const programmed = this.reconcileError === null && this.desired !== null;
+    // Names are unique across file and Kubernetes VIPs (one desired state is built from both).
+    const byName = new Map([...(this.config?.vips ?? []), ...this.kubeVips].map((v) => [v.name, v]));
     const vips: VipReadiness[] = (this.desired?.vips ?? []).map((v) => {
-      const cfg = this.vipConfig(v.name);
+      const cfg = byName.get(v.name);
       return {
         vip: v.spec.key.address,
         attached: this.attached,
@@ -445,10 +447,6 @@ export class Daemon {
     });
     const d = decideAnnouncements({ vips, minHealthyBackends: bgp?.minHealthyBackends });
     this.speaker.setRoutes(d.announce);
-  }
-
-  private vipConfig(name: string): VipConfig | undefined {
-    return this.config?.vips.find((v) => v.name === name) ?? this.kubeVips.find((v) => v.name === name);
   }
 
   private checkAttached(): void {

@@ -119,7 +119,8 @@ http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fas
     await dp.configure({
       ownMac: mac(ns.l!, `l${u}`),
       nextHopMac: mac(ns.r!, `rl${u}`),
-      encapSourceV4: { prefix: '10.10.2.0', prefixLength: 24 },
+      // A prefix of its own: sources inside the link's subnet could be the router's own address (a martian).
+      encapSourceV4: { prefix: '10.10.200.0', prefixLength: 24 },
       encapSourceV6: null,
       mtu: 1600,
     });
