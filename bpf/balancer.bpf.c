@@ -154,7 +154,7 @@ static __always_inline int peak_handle_icmp(struct xdp_md *ctx, struct peak_pkt 
   __u8 *type = data + (p->l4_off & PEAK_L4_MASK);
   if ((void *)(type + 2) > data_end) return peak_verdict(p->stats, XDP_PASS, PEAK_CNT_PASS_MALFORMED);
   int v4 = p->flow.family == PEAK_FAMILY_V4;
-  if (type[1] == 0 && type[0] == (v4 ? ICMP_ECHO : ICMPV6_ECHO_REQUEST)) {
+  if (type[1] == 0 && type[0] == (v4 ? PEAK_ICMP_ECHO : ICMPV6_ECHO_REQUEST)) {
     if (!peak_config_get()) return peak_verdict(p->stats, XDP_PASS, PEAK_CNT_PASS_NOT_READY);
     int err = v4 ? peak_icmp4_echo_reply(data, data_end, p) : peak_icmp6_echo_reply(data, data_end, p);
     if (err) return peak_verdict(p->stats, XDP_PASS, PEAK_CNT_PASS_MALFORMED);

@@ -22,7 +22,7 @@ static __always_inline void peak_swap_macs(struct ethhdr *eth) {
 static __always_inline int peak_icmp4_echo_reply(void *data, void *data_end, const struct peak_pkt *p) {
   struct ethhdr *eth = data;
   struct iphdr *ip = data + (p->l3_off & PEAK_L3_MASK);
-  struct icmphdr *ic = data + (p->l4_off & PEAK_L4_MASK);
+  struct peak_icmphdr *ic = data + (p->l4_off & PEAK_L4_MASK);
   if ((void *)(eth + 1) > data_end || (void *)(ip + 1) > data_end || (void *)(ic + 1) > data_end) return -1;
   peak_swap_macs(eth);
   __be32 a = ip->saddr;
@@ -32,7 +32,7 @@ static __always_inline int peak_icmp4_echo_reply(void *data, void *data_end, con
   ip->ttl = PEAK_DEFAULT_TTL;
   csum_replace2(&ip->check, old, *(__u16 *)&ip->ttl);
   old = *(__u16 *)ic;
-  ic->type = ICMP_ECHOREPLY;
+  ic->type = PEAK_ICMP_ECHOREPLY;
   csum_replace2(&ic->checksum, old, *(__u16 *)ic);
   return 0;
 }
@@ -67,7 +67,7 @@ static __always_inline int peak_icmp4_too_big(struct xdp_md *ctx, const struct p
   __be32 client = ip->saddr, vip = ip->daddr;
   __u32 quote = ip->ihl * 4 + 8;
   __u32 l3 = p->l3_off & PEAK_L3_MASK;
-  int hdrs = sizeof(struct iphdr) + sizeof(struct icmphdr);
+  int hdrs = sizeof(struct iphdr) + sizeof(struct peak_icmphdr);
   if (bpf_xdp_adjust_head(ctx, -hdrs)) return -1;
   int delta = (int)(l3 + hdrs + quote) - (int)(ctx->data_end - ctx->data);
   if (delta > 0 || bpf_xdp_adjust_tail(ctx, delta)) return -1;
@@ -75,7 +75,7 @@ static __always_inline int peak_icmp4_too_big(struct xdp_md *ctx, const struct p
   data_end = (void *)(long)ctx->data_end;
   if (peak_write_l2(data, data_end, p, dmac, smac, bpf_htons(ETH_P_IP))) return -1;
   struct iphdr *o = data + l3;
-  struct icmphdr *ic = (void *)(o + 1);
+  struct peak_icmphdr *ic = (void *)(o + 1);
   if ((void *)(ic + 1) > data_end) return -1;
   o->version = 4;
   o->ihl = 5;
@@ -89,10 +89,10 @@ static __always_inline int peak_icmp4_too_big(struct xdp_md *ctx, const struct p
   o->saddr = vip;
   o->daddr = client;
   o->check = csum_ipv4_hdr20(o);
-  ic->type = ICMP_DEST_UNREACH;
-  ic->code = ICMP_FRAG_NEEDED;
+  ic->type = PEAK_ICMP_DEST_UNREACH;
+  ic->code = PEAK_ICMP_FRAG_NEEDED;
   ic->checksum = 0;
-  ic->un.frag.__unused = 0;
+  ic->un.frag.unused = 0;
   ic->un.frag.mtu = bpf_htons(mtu < PEAK_ICMP4_MIN_MTU ? PEAK_ICMP4_MIN_MTU : mtu);
   __u64 sum = csum_add_words(0, ic, (sizeof(*ic) + quote) / 4, data_end);
   ic->checksum = ~csum_fold64(sum);
@@ -144,9 +144,9 @@ static __always_inline int peak_icmp6_too_big(struct xdp_md *ctx, const struct p
 /* ICMPv4 error quoting a packet VIP -> client: fills the client's flow (client -> VIP). 0 or -1. */
 static __always_inline int peak_icmp4_error_flow(void *data, void *data_end, const struct peak_pkt *p,
                                                  struct peak_flow_key *flow) {
-  struct icmphdr *ic = data + (p->l4_off & PEAK_L4_MASK);
+  struct peak_icmphdr *ic = data + (p->l4_off & PEAK_L4_MASK);
   if ((void *)(ic + 1) > data_end) return -1;
-  if (ic->type != ICMP_DEST_UNREACH && ic->type != ICMP_TIME_EXCEEDED && ic->type != ICMP_PARAMETERPROB)
+  if (ic->type != PEAK_ICMP_DEST_UNREACH && ic->type != PEAK_ICMP_TIME_EXCEEDED && ic->type != PEAK_ICMP_PARAMETERPROB)
     return -1;
   struct iphdr *in = (void *)(ic + 1);
   if ((void *)(in + 1) > data_end || in->version != 4 || in->ihl < 5) return -1;

@@ -9,7 +9,6 @@
 #include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
-#include <linux/icmp.h>
 #include <linux/icmpv6.h>
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
@@ -22,6 +21,30 @@
 #define PEAK_IP_OFFSET 0x1fff
 #define PEAK_IP_DF 0x4000
 #define PEAK_NEXTHDR_FRAGMENT 44
+
+/* ICMPv4 (RFC 792) header and the types we use. Defined here, not taken from <linux/icmp.h>: that header
+ * pulls <linux/if.h> -> glibc's <sys/socket.h>, which under -target bpf needs the i386 libc headers. */
+struct peak_icmphdr {
+  __u8 type;
+  __u8 code;
+  __sum16 checksum;
+  union {
+    struct {
+      __be16 id;
+      __be16 sequence;
+    } echo;
+    struct {
+      __be16 unused;
+      __be16 mtu; /* next-hop MTU of a "fragmentation needed" (RFC 1191) */
+    } frag;
+  } un;
+};
+#define PEAK_ICMP_ECHOREPLY 0
+#define PEAK_ICMP_DEST_UNREACH 3
+#define PEAK_ICMP_ECHO 8
+#define PEAK_ICMP_TIME_EXCEEDED 11
+#define PEAK_ICMP_PARAMETERPROB 12
+#define PEAK_ICMP_FRAG_NEEDED 4 /* code of DEST_UNREACH */
 
 struct peak_vlan_hdr {
   __be16 tci;
