@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 log() { printf '[setup] %s\n' "$*"; }
 
-# Debian packages the build, the tests, the testbed and the benches use.
-PACKAGES=(clang llvm libbpf-dev bpftool cmake pkg-config libelf-dev zlib1g-dev
+# Debian packages the build, the tests, the testbed and the benches use. The BPF build needs only the kernel
+# uapi headers (linux-libc-dev) and libbpf-dev: no glibc header may be reached (test/unit/bpf-headers.test.ts).
+PACKAGES=(clang llvm libbpf-dev linux-libc-dev bpftool cmake ninja-build pkg-config libelf-dev zlib1g-dev
   iproute2 ethtool nftables procps iputils-ping curl
   bird2 frr gobgpd exabgp nginx-light haproxy wrk)
 
