@@ -131,10 +131,11 @@ static __always_inline int peak_forward(struct xdp_md *ctx, struct peak_pkt *p, 
     if (err) return peak_verdict(p->stats, XDP_DROP, PEAK_CNT_DROP_TOO_BIG);
     return peak_verdict(p->stats, XDP_TX, PEAK_CNT_ICMP_TOO_BIG_SENT);
   }
-  peak_traffic_add(&vip_stats, vip->vip_id, p->frame_len);
-  peak_traffic_add(&backend_stats, pick.id, p->frame_len);
   reason = peak_encap(ctx, p, be, cfg, pick.hash);
   if (reason) return peak_verdict(p->stats, XDP_DROP, reason);
+  /* traffic counts only what was encapsulated: a packet dropped above moves its drop reason alone */
+  peak_traffic_add(&vip_stats, vip->vip_id, p->frame_len);
+  peak_traffic_add(&backend_stats, pick.id, p->frame_len);
   if (icmp_error) peak_count(p->stats, PEAK_CNT_ICMP_ERROR_FORWARDED);
   return peak_transmit(ctx, cfg, p, be);
 }

@@ -1,6 +1,6 @@
 /* Backend choice: connection table first (entries idle past a timeout are stale), then the VIP's Maglev
  * table with bounded forward probing past backends that may not take the flow. Modelled exactly by
- * predictBackend() in src/datapath/flowhash.ts. */
+ * predictSelect() / predictBackend() in src/datapath/flowhash.ts. */
 #ifndef PEAK_SELECT_H
 #define PEAK_SELECT_H
 
@@ -74,8 +74,8 @@ static __always_inline __u32 peak_vip_hash(const struct peak_flow_key *flow, con
   return (vip->flags & PEAK_VIP_F_SRC_HASH) ? peak_source_hash(flow) : peak_flow_hash(flow);
 }
 
-/* Full choice for a VIP packet: a fresh conntrack entry whose backend keeps flows wins (not for SYN or
- * NO_CT VIPs); else Maglev, recorded in conntrack when `record`. Fills *out. */
+/* Full choice for a VIP packet: a fresh conntrack entry of this VIP whose backend keeps flows wins (not for
+ * SYN or NO_CT VIPs); else Maglev, recorded in conntrack when `record`. Fills *out. */
 static __always_inline int peak_select(struct peak_stats *st, const struct peak_flow_key *flow,
                                        const struct peak_vip_value *vip, const struct peak_config *cfg,
                                        int is_syn, int record, struct peak_pick *out) {
@@ -90,7 +90,9 @@ static __always_inline int peak_select(struct peak_stats *st, const struct peak_
       if (timeout && now - ct->last_seen > timeout) {
         peak_count(st, PEAK_CNT_CT_EXPIRED);
       } else {
-        struct peak_backend *be = peak_backend_get(ct->backend_id);
+        /* An entry written for another VIP (the 5-tuple now matches a different VIP, or VIP and backend ids
+         * were recycled) names a backend that may serve another service: re-select. */
+        struct peak_backend *be = ct->vip_id == vip->vip_id ? peak_backend_get(ct->backend_id) : NULL;
         if (be && peak_backend_keeps_flows(be)) {
           peak_count(st, PEAK_CNT_CT_HIT);
           if (ct->last_seen != now) ct->last_seen = now;

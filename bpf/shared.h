@@ -178,7 +178,7 @@ enum peak_counter {
   PEAK_CNT_DROP_TOO_BIG,
   PEAK_CNT_CT_MISS,          /* connection table */
   PEAK_CNT_CT_INSERT,
-  PEAK_CNT_CT_RESELECT,
+  PEAK_CNT_CT_RESELECT,      /* a hit whose backend may not keep flows, or an entry of another VIP: re-selected */
   PEAK_CNT_CT_EXPIRED,       /* an entry idle past its timeout: the packet was re-selected */
   PEAK_CNT_ICMP_ECHO_REPLY,
   PEAK_CNT_ICMP_ERROR_FORWARDED,

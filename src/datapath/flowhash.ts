@@ -1,4 +1,4 @@
-// TS twin of bpf/hash.h and the Maglev probing of bpf/select.h: predicts which backend the datapath picks.
+// TS twin of bpf/hash.h and bpf/select.h (conntrack, then Maglev probing): the backend the datapath picks.
 // Hash: murmur3_32-style mix over big-endian 32-bit words of header fields, fixed seed (PEAK_HASH_SEED).
 import { encodeAddr } from './layout';
 import { murmur3Block, murmur3Final } from '../maglev/hash';
@@ -66,6 +66,33 @@ export function predictBackend(o: PredictOptions): number | null {
     slot = slot + 1 === m ? 0 : slot + 1;
   }
   return null;
+}
+
+export interface SelectOptions extends PredictOptions {
+  /** The VIP the packet matched. */
+  vipId: number;
+  /** The flow's connection-table entry if it is fresh; null for a miss, a SYN or a no-conntrack VIP. */
+  conntrack: { backendId: number; vipId: number } | null;
+  /** True when the backend may keep established flows (exists, state up or draining). */
+  keepsFlows: (backendId: number) => boolean;
+}
+
+export interface Selection {
+  /** The backend id, or null (dropped: no usable backend within MAX_PROBES). */
+  backendId: number | null;
+  /** conntrack: the entry's backend kept the flow; maglev: a new choice (miss, or the entry re-selected). */
+  from: 'conntrack' | 'maglev';
+  /** An entry existed but was not honoured (another VIP's, or its backend may not keep flows). */
+  reselected: boolean;
+}
+
+/** The backend a VIP packet goes to (bpf peak_select): the entry's backend while the entry is this VIP's and
+ * its backend keeps flows, else predictBackend. */
+export function predictSelect(o: SelectOptions): Selection {
+  const ct = o.conntrack;
+  if (ct !== null && ct.vipId === o.vipId && o.keepsFlows(ct.backendId))
+    return { backendId: ct.backendId, from: 'conntrack', reselected: false };
+  return { backendId: predictBackend(o), from: 'maglev', reselected: ct !== null };
 }
 
 /** Must equal PEAK_VIP_INDEX_SLOTS in bpf/shared.h (power of two). */

@@ -1,8 +1,10 @@
 // Balancer packet tests through BPF_PROG_TEST_RUN: table-driven fixtures (exact output frames), ICMP echo,
-// too-big routing and generation, every truncation length, stickiness across a table swap, backend states.
+// too-big routing and generation, every truncation length, stickiness across a table swap, backend states,
+// conntrack entries of another VIP.
 import { BpfMap, MapFlags, MapType, XDP } from '../../src/datapath/bpf';
 import { buildTable, probeBackend, NO_BACKEND } from '../../src/maglev';
-import { flowHash, predictBackend } from '../../src/datapath/flowhash';
+import { flowHash, predictBackend, predictSelect } from '../../src/datapath/flowhash';
+import { decodeCtValue, encodeCtValue, encodeFlowKey } from '../../src/datapath/layout';
 import { describePrivileged } from '../helpers/privileged';
 import { ethHeader, frame, ipPacket, l3Offset, parseFrame, PROTO, TCP_FLAGS, EthSpec, IpSpec } from '../helpers/packet';
 import {
@@ -450,3 +452,75 @@ describePrivileged('balancer: program pick == TS prediction (10,000 random flows
     expect(checked).toBeGreaterThan(9900);
   });
 });
+
+describePrivileged('balancer: a conntrack entry of another VIP is re-selected', () => {
+  let lb: Lb;
+  beforeAll(async () => {
+    lb = await setupLb();
+  });
+  afterAll(() => lb?.dp.close());
+
+  const ctKey = (f: { src: string; dst: string; sport: number; dport: number; proto: number }) =>
+    encodeFlowKey({ source: f.src, sourcePort: f.sport, destination: f.dst, destinationPort: f.dport, proto: f.proto });
+  const readCt = (f: Parameters<typeof ctKey>[0]) => {
+    const v = lb.dp.maps.conntrack.lookup(ctKey(f));
+    return v ? decodeCtValue(v) : null;
+  };
+  const keepsFlows = (id: number) => ['up', 'draining'].includes(lb.states.get(id)?.state ?? 'down');
+
+  it("a planted entry naming VIP 4 and its backend: the packet for VIP 1 goes to VIP 1's backend, and the entry is rewritten", async () => {
+    // VIP 1 = 10.0.0.10:80/tcp (backends 1..3); VIP 4 = 10.0.0.20:80/tcp (backend 21 only, fd00:2::1).
+    const f = { src: C4, dst: '10.0.0.10', sport: 45000, dport: 80, proto: PROTO.TCP };
+    expect(run1(lb, tcp4({ sport: f.sport, flags: TCP_FLAGS.SYN })).verdictName).toBe('TX');
+    const written = readCt(f)!;
+    expect(written).toMatchObject({ vipId: 1 });
+    // Recycled ids: the entry now says VIP 4's backend 21 (up, of another VIP), still fresh.
+    lb.dp.maps.conntrack.update(ctKey(f), encodeCtValue({ ...written, vipId: 4, backendId: 21 }));
+    const before = (await lb.dp.counters()).global;
+    const input = tcp4({ sport: f.sport, flags: TCP_FLAGS.ACK });
+    const r = run1(lb, input);
+    const p = predict(lb, 1, f);
+    const want = predictSelect({ table: lb.tables.get(1)!, hash: p.hash, usable: (id) => lb.states.get(id)?.state === 'up', vipId: 1, conntrack: { vipId: 4, backendId: 21 }, keepsFlows }); // prettier-ignore
+    expect(want).toEqual({ backendId: p.id, from: 'maglev', reselected: true });
+    expect([1, 2, 3]).toContain(want.backendId);
+    expect(r.verdictName).toBe('TX');
+    expect(r.data!.toString('hex')).toBe(expectedEncap(input, backendAddr(want.backendId!), p.hash).toString('hex'));
+    const after = (await lb.dp.counters()).global;
+    expect(after.ct_reselect! - before.ct_reselect!).toBe(1n);
+    expect(after.ct_hit).toBe(before.ct_hit);
+    expect(readCt(f)).toMatchObject({ vipId: 1, backendId: want.backendId, hash: p.hash });
+    // The rewritten entry is this VIP's: the next packet is a plain hit.
+    expect(parseFrame(run1(lb, input).data!).ip!.dst).toBe(backendAddr(want.backendId!));
+    expect((await lb.dp.counters()).global.ct_hit).toBe(after.ct_hit! + 1n);
+  });
+
+  it('an entry of the same VIP whose backend belongs to it stays a hit (the check costs established flows nothing)', async () => {
+    const f = { src: C4, dst: '10.0.0.10', sport: 45001, dport: 80, proto: PROTO.TCP };
+    run1(lb, tcp4({ sport: f.sport, flags: TCP_FLAGS.SYN }));
+    const written = readCt(f)!;
+    const other = [1, 2, 3].find((id) => id !== written.backendId)!;
+    lb.dp.maps.conntrack.update(ctKey(f), encodeCtValue({ ...written, backendId: other }));
+    const r = run1(lb, tcp4({ sport: f.sport, flags: TCP_FLAGS.ACK }));
+    expect(parseFrame(r.data!).ip!.dst).toBe(backendAddr(other));
+    expect(predictSelect({ table: lb.tables.get(1)!, hash: written.hash, usable: () => true, vipId: 1, conntrack: { vipId: 1, backendId: other }, keepsFlows })).toEqual({ backendId: other, from: 'conntrack', reselected: false }); // prettier-ignore
+  });
+
+  it('a port VIP added over a wildcard VIP takes its flows to its own backends (no planting)', async () => {
+    // UDP 10.0.0.10:5000 is served by the wildcard VIP 2 (backends 1..3) and gets an entry of VIP 2.
+    const data = frame({ eth, ip: { src: C4, dst: '10.0.0.10' }, l4: { type: 'udp', sport: 6000, dport: 5000, payload: Buffer.alloc(8) } });
+    const first = run1(lb, data);
+    expect([1, 2, 3].map(backendAddr)).toContain(parseFrame(first.data!).ip!.dst);
+    const f = { src: C4, dst: '10.0.0.10', sport: 6000, dport: 5000, proto: PROTO.UDP };
+    expect(readCt(f)).toMatchObject({ vipId: 2 });
+    // Now a VIP of its own for port 5000 (id 7), served only by backend 31.
+    await lb.dp.upsertBackend({ id: 31, address: '10.3.0.31', state: 'up' });
+    await lb.dp.upsertVip({ key: { address: '10.0.0.10', port: 5000, protocol: 'udp' }, id: 7, flags: { sourceHash: false, noConntrack: false }, tableSize: 13 });
+    await lb.dp.installTable(7, new Uint32Array(13).fill(31));
+    const r = run1(lb, data);
+    expect(r.verdictName).toBe('TX');
+    expect(parseFrame(r.data!).ip!.dst).toBe('10.3.0.31');
+    expect(readCt(f)).toMatchObject({ vipId: 7, backendId: 31 });
+  });
+});
+
+const run1 = (lb: Lb, data: Buffer) => lb.dp.program.testRun({ data });

@@ -46,8 +46,9 @@ export interface Lb {
   states: Map<number, BackendSpec>;
 }
 
-export async function setupLb(): Promise<Lb> {
-  const dp = await KernelDatapath.load({ maxEntries: { conntrack: 65536 } });
+/** `objectPath`: another build of the balancer (a test fixture with a mocked helper); default the real one. */
+export async function setupLb(o: { objectPath?: string } = {}): Promise<Lb> {
+  const dp = await KernelDatapath.load({ objectPath: o.objectPath, maxEntries: { conntrack: 65536 } });
   await dp.configure({
     ownMac: LB_MAC,
     nextHopMac: ROUTER_MAC,

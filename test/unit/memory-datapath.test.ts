@@ -219,3 +219,36 @@ describe('MemoryDatapath table storage', () => {
     }
   });
 });
+
+describe('MemoryDatapath.forward: connection-table entries as the kernel keeps them', () => {
+  it("re-selects an entry of another VIP (recycled ids): one entry per flow, now the new VIP's", async () => {
+    const dp = new MemoryDatapath();
+    await withTable(dp, [1, 2, 3]);
+    const flow = { vip: key, source: '192.0.2.9', sourcePort: 4321 };
+    const first = dp.forward(flow) as { backendId: number };
+    expect([1, 2, 3]).toContain(first.backendId);
+    // The VIP is removed and the same address:port comes back under another id, with other backends; the
+    // flow's entry (written for id 3) names a backend that is still up.
+    await dp.deleteVip(key);
+    await dp.upsertBackend({ id: 4, address: '10.1.0.4', state: 'up' });
+    await dp.upsertVip(vip({ id: 5 }));
+    await dp.installTable(5, new Uint32Array(7).fill(4));
+    expect(dp.forward(flow)).toEqual({ kind: 'forward', backendId: 4, fromConntrack: false });
+    expect((await dp.counters()).global.ct_reselect).toBe(1n);
+    expect(await dp.conntrack()).toEqual([expect.objectContaining({ source: '192.0.2.9', backendId: 4 })]);
+    expect(dp.forward(flow)).toEqual({ kind: 'forward', backendId: 4, fromConntrack: true });
+  });
+
+  it('a SYN is chosen by Maglev without reading the entry, and rewrites it', async () => {
+    const dp = new MemoryDatapath();
+    await withTable(dp, [1]);
+    const flow = { vip: key, source: '192.0.2.9', sourcePort: 4321 };
+    expect(dp.forward(flow)).toMatchObject({ backendId: 1, fromConntrack: false });
+    await dp.upsertBackend({ id: 2, address: '10.1.0.2', state: 'up' });
+    await dp.installTable(3, new Uint32Array(7).fill(2));
+    expect(dp.forward(flow)).toEqual({ kind: 'forward', backendId: 1, fromConntrack: true });
+    expect(dp.forward({ ...flow, syn: true })).toMatchObject({ backendId: 2, fromConntrack: false });
+    expect(dp.forward(flow)).toEqual({ kind: 'forward', backendId: 2, fromConntrack: true });
+    expect((await dp.counters()).global.ct_reselect).toBeUndefined();
+  });
+});
