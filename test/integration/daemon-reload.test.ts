@@ -1,5 +1,9 @@
 // Daemon reload on the real kernel: file rewrite and SIGHUP add / drain / remove backends under wrk; a bad
-// config is rejected whole and the old state stays in the maps; fields that need a restart are refused.
+// config is rejected whole and the old state stays in the maps; fields that need a restart are refused; files
+// beyond the document bounds (size, alias bombs, FIFOs) are refused on reload and at start.
+import { execFileSync } from 'node:child_process';
+import { renameSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { KernelDatapath } from '../../src/datapath/kernel';
 import { DaemonLab, DaemonProcess, waitUntil } from '../helpers/daemon-lab';
 import { describePrivileged } from '../helpers/privileged';
@@ -196,4 +200,61 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
     expect((await lab.state()).readiness).toEqual({ ready: true, reasons: [] });
     expect(daemon.child.exitCode).toBeNull();
   }, 30000);
+
+  it('a 50 MiB file, an alias bomb and a FIFO are refused on reload naming the bound; such a file does not start a daemon', async () => {
+    const before = await snapshot(dp);
+    const laughs = ['interface: eth0', 'a: &a [x, x, x, x, x, x, x, x, x]'];
+    for (const [p, c] of ['ab', 'bc', 'cd', 'de', 'ef', 'fg', 'gh', 'hi'])
+      laughs.push(`${c}: &${c} [${Array(9).fill(`*${p}`).join(', ')}]`);
+    const cases: [string, (tmp: string) => void, RegExp][] = [
+      [
+        '50 MiB (sparse)',
+        (tmp) => {
+          writeFileSync(tmp, '');
+          truncateSync(tmp, 50 << 20);
+        },
+        /is 52428800 bytes \(50\.0 MiB\): more than the 8388608 bytes/,
+      ],
+      [
+        'alias bomb',
+        (tmp) => writeFileSync(tmp, laughs.join('\n') + '\n'),
+        /more than 1,048,576 values \(the bound/,
+      ],
+      ['FIFO', (tmp) => execFileSync('mkfifo', [tmp]), /a FIFO, not a regular file/],
+    ];
+    for (const [what, make, re] of cases) {
+      const tmp = `${lab.configPath}.tmp`;
+      make(tmp);
+      renameSync(tmp, lab.configPath);
+      process.kill(daemon.pid, 'SIGHUP');
+      const ms = await waitUntil(async () => re.test((await lab.state()).reloadError ?? ''), {
+        timeoutMs: 5000,
+      });
+      expect({ what, refused: ms !== null }).toEqual({ what, refused: true });
+      const rz = JSON.parse((await lab.admin('/readyz')).body) as { ready: boolean; reasons: string[] };
+      expect(rz.reasons.join('\n')).toMatch(/config reload rejected, previous config in force/);
+      expect(rz.reasons.join('\n')).toMatch(re);
+    }
+    const after = await snapshot(dp);
+    expect([...after.backends]).toEqual([...before.backends]);
+    expect(after.table).toEqual(before.table);
+    expect([...(await lab.curlMany(15)).keys()].sort()).toEqual(['be1', 'be2', 'be3']);
+    expect(daemon.child.exitCode).toBeNull();
+
+    // At start the same file is fatal, with the same message (and nothing is loaded or attached).
+    const huge = join(lab.dir, 'huge.yaml');
+    writeFileSync(huge, '');
+    truncateSync(huge, 50 << 20);
+    const r = await lab.cli(['daemon', '--config', huge], 20000);
+    expect(r.code).not.toBe(0);
+    expect(r.stdout + r.stderr).toMatch(
+      /huge\.yaml\\?" is 52428800 bytes \(50\.0 MiB\): more than the 8388608 bytes/,
+    );
+
+    lab.writeConfig(lab.config({ backends: [1, 2, 3] }));
+    process.kill(daemon.pid, 'SIGHUP');
+    expect(
+      await waitUntil(async () => (await lab.state()).reloadError === null, { timeoutMs: 5000 }),
+    ).not.toBeNull();
+  }, 60000);
 });

@@ -1,20 +1,93 @@
-// Reading a config file: format from the extension (.json: JSON; otherwise YAML, a superset of JSON).
-import { readFile } from 'node:fs/promises';
+// Reading a config file: format from the extension (.json: JSON; otherwise YAML, a superset of JSON), a
+// bounded read of a regular file only, then the bounded parse of the model.
+import { constants, Stats } from 'node:fs';
+import { FileHandle, open } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { ConfigFormat, parseConfig, ParseResult } from '../../model/config';
+import { DOCUMENT_BOUNDS } from '../../model/document';
 
 export function formatOf(path: string): ConfigFormat {
   return extname(path).toLowerCase() === '.json' ? 'json' : 'yaml';
 }
 
-/** Reads and validates a config file; an unreadable file is an error result, not a throw. */
-export async function loadConfigFile(path: string): Promise<ParseResult> {
-  let text: string;
+export interface LoadOptions {
+  /** Largest file accepted, in bytes; default DOCUMENT_BOUNDS.maxBytes of the file's format. */
+  maxBytes?: number;
+}
+
+const fail = (message: string): ParseResult => ({ ok: false, errors: [{ path: '', message }] });
+
+const bytes = (n: number): string => `${n} bytes (${(n / (1 << 20)).toFixed(1)} MiB)`;
+
+function kindOf(st: Stats): string {
+  if (st.isDirectory()) return 'a directory';
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isSocket()) return 'a socket';
+  return 'not a regular file';
+}
+
+/**
+ * The file's text, or why it is refused: not a regular file (a FIFO or /dev/zero would block or never end),
+ * or more than maxBytes. Reads at most maxBytes + 1 bytes whatever the file claims or does meanwhile.
+ */
+async function readBounded(
+  path: string,
+  format: ConfigFormat,
+  maxBytes: number,
+): Promise<string | ParseResult> {
+  const name = JSON.stringify(path);
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer (holding a libuv thread).
+  let fh: FileHandle;
   try {
-    text = await readFile(path, 'utf8');
+    fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
-    return { ok: false, errors: [{ path: '', message: `cannot read ${JSON.stringify(path)}: ${code}` }] };
+    return fail(`cannot read ${name}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-  return parseConfig(text, { format: formatOf(path) });
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) return fail(`cannot read ${name}: ${kindOf(st)}, not a regular file`);
+    const tooBig = (size: string): ParseResult =>
+      fail(
+        `${name} is ${size}: more than the ${bytes(maxBytes)} a ${format.toUpperCase()} ` +
+          `config file may have (the bound keeps parsing within memory)`,
+      );
+    if (st.size > maxBytes) return tooBig(bytes(st.size));
+    // The size can change between fstat and read: grow the buffer as needed, never past maxBytes + 1.
+    let buf = Buffer.allocUnsafe(st.size + 1);
+    let n = 0;
+    for (;;) {
+      if (n === buf.length) {
+        if (n > maxBytes) return tooBig(`more than ${maxBytes} bytes`);
+        const bigger = Buffer.allocUnsafe(Math.min(2 * buf.length, maxBytes + 1));
+        buf.copy(bigger, 0, 0, n);
+        buf = bigger;
+      }
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, null);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+    }
+    return buf.toString('utf8', 0, n);
+  } catch (e) {
+    return fail(`cannot read ${name}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+}
+
+/** Reads and validates a config file; an unreadable, oversized or malformed file is an error result, not a throw. */
+export async function loadConfigFile(path: string, opts: LoadOptions = {}): Promise<ParseResult> {
+  const format = formatOf(path);
+  const maxBytes = opts.maxBytes ?? DOCUMENT_BOUNDS.maxBytes[format];
+  if (!Number.isSafeInteger(maxBytes) || maxBytes < 1)
+    throw new RangeError(`maxBytes: ${opts.maxBytes} is not a positive integer`);
+  const text = await readBounded(path, format, maxBytes);
+  if (typeof text !== 'string') return text;
+  try {
+    return parseConfig(text, { format });
+  } catch (e) {
+    // parseConfig bounds its input; a throw here is a bug, reported as a rejection rather than a crash.
+    return fail(`cannot parse ${JSON.stringify(path)}: ${(e as Error).message}`);
+  }
 }

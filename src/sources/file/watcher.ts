@@ -14,6 +14,8 @@ export interface FileConfigSourceOptions {
   sighup?: boolean;
   /** Reload on file change (default true). */
   watchFile?: boolean;
+  /** Largest file accepted, in bytes (default: DOCUMENT_BOUNDS.maxBytes of the format); a bigger one is rejected. */
+  maxBytes?: number;
 }
 
 export class FileConfigSource extends EventEmitter implements ConfigSource {
@@ -21,6 +23,7 @@ export class FileConfigSource extends EventEmitter implements ConfigSource {
   private readonly debounceMs: number;
   private readonly sighup: boolean;
   private readonly watchFile: boolean;
+  private readonly maxBytes: number | undefined;
   private last: Config | null = null;
   private lastText = '';
   private watcher: FSWatcher | null = null;
@@ -39,6 +42,9 @@ export class FileConfigSource extends EventEmitter implements ConfigSource {
     if (!(this.debounceMs >= 0)) throw new RangeError(`debounceMs: ${opts.debounceMs} is not >= 0`);
     this.sighup = opts.sighup ?? true;
     this.watchFile = opts.watchFile ?? true;
+    this.maxBytes = opts.maxBytes;
+    if (this.maxBytes !== undefined && !(Number.isSafeInteger(this.maxBytes) && this.maxBytes > 0))
+      throw new RangeError(`maxBytes: ${opts.maxBytes} is not a positive integer`);
   }
 
   current(): Config | null {
@@ -83,7 +89,7 @@ export class FileConfigSource extends EventEmitter implements ConfigSource {
   }
 
   private async load(trigger: ReloadTrigger): Promise<ReloadEvent> {
-    const r = await loadConfigFile(this.path);
+    const r = await loadConfigFile(this.path, { maxBytes: this.maxBytes });
     let event: ReloadEvent;
     if (r.ok) {
       const text = JSON.stringify(r.config);
