@@ -21,3 +21,26 @@ export function createLogger(opts: { level?: string; name?: string; pretty?: boo
 
 /** A logger that drops everything (tests, library defaults). */
 export const silentLogger: Logger = pino({ level: 'silent' });
+
+/**
+ * At most one `emit` per intervalMs; calls in between are only counted and the next emit is told how many
+ * (a flood of one warning becomes a line per interval saying how many it stands for).
+ */
+export function rateLimited(
+  intervalMs: number,
+  now: () => number = () => performance.now(),
+): (emit: (suppressed: number) => void) => void {
+  let last = -Infinity;
+  let suppressed = 0;
+  return (emit) => {
+    const t = now();
+    if (t - last < intervalMs) {
+      suppressed++;
+      return;
+    }
+    last = t;
+    const n = suppressed;
+    suppressed = 0;
+    emit(n);
+  };
+}

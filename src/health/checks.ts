@@ -1,13 +1,36 @@
-// Active checks: TCP connect and HTTP GET (2xx/3xx healthy), each bounded by a timeout.
+// Active checks: TCP connect and HTTP GET (2xx/3xx healthy), each bounded by a timeout; errors of this host
+// (out of fds, buffers, ports) are told apart from the backend's.
 import { request } from 'node:http';
 import { connect } from 'node:net';
 
 export interface CheckResult {
   ok: boolean;
   durationMs: number;
-  /** "connected", "HTTP 200", "ECONNREFUSED", "timeout after 500 ms", ... */
+  /** "connected", "HTTP 200", "ECONNREFUSED", "timeout after 500 ms", "EMFILE", ... */
   detail: string;
+  /**
+   * True when the probe could not be made from this host (a LOCAL_ERROR_CODES error, or the checker threw):
+   * no verdict on the backend, whose status stays as it was.
+   */
+  local?: boolean;
 }
+
+/**
+ * Errors of this host, not of the backend: out of file descriptors (EMFILE, ENFILE), socket buffers or
+ * memory (ENOBUFS, ENOMEM), or local ports (EADDRNOTAVAIL). Marking backends down for these would take every
+ * backend out exactly when the balancer host is under pressure.
+ */
+export const LOCAL_ERROR_CODES: ReadonlySet<string> = new Set([
+  'EMFILE',
+  'ENFILE',
+  'ENOBUFS',
+  'ENOMEM',
+  'EADDRNOTAVAIL',
+]);
+
+/** Whether a socket error is the checker's own (see LOCAL_ERROR_CODES). */
+export const isLocalError = (e: unknown): boolean =>
+  LOCAL_ERROR_CODES.has((e as NodeJS.ErrnoException)?.code ?? '');
 
 export interface TcpCheckOptions {
   host: string;
@@ -37,16 +60,16 @@ export function checkTcp(o: TcpCheckOptions): Promise<CheckResult> {
   const started = performance.now();
   return new Promise((resolve) => {
     const sock = connect({ host: o.host, port: o.port });
-    const finish = (ok: boolean, detail: string): void => {
+    const finish = (ok: boolean, detail: string, local = false): void => {
       clearTimeout(timer);
       sock.removeAllListeners();
       sock.on('error', () => undefined);
       sock.destroy();
-      resolve({ ok, detail, durationMs: performance.now() - started });
+      resolve({ ok, detail, durationMs: performance.now() - started, ...(local ? { local } : {}) });
     };
     const timer = setTimeout(() => finish(false, `timeout after ${o.timeoutMs} ms`), o.timeoutMs);
     sock.once('connect', () => finish(true, 'connected'));
-    sock.once('error', (e) => finish(false, errDetail(e)));
+    sock.once('error', (e) => finish(false, errDetail(e), isLocalError(e)));
   });
 }
 
@@ -59,12 +82,12 @@ export function checkHttp(o: HttpCheckOptions): Promise<CheckResult> {
   const hostHeader = o.host.includes(':') ? `[${o.host}]:${o.port}` : `${o.host}:${o.port}`;
   return new Promise((resolve) => {
     let done = false;
-    const finish = (ok: boolean, detail: string): void => {
+    const finish = (ok: boolean, detail: string, local = false): void => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       req.destroy();
-      resolve({ ok, detail, durationMs: performance.now() - started });
+      resolve({ ok, detail, durationMs: performance.now() - started, ...(local ? { local } : {}) });
     };
     const req = request({
       host: o.host,
@@ -80,7 +103,7 @@ export function checkHttp(o: HttpCheckOptions): Promise<CheckResult> {
       res.resume();
       finish(code >= 200 && code < 400, `HTTP ${code}`);
     });
-    req.on('error', (e) => finish(false, errDetail(e)));
+    req.on('error', (e) => finish(false, errDetail(e), isLocalError(e)));
     req.end();
   });
 }
