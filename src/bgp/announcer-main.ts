@@ -28,6 +28,7 @@ async function main(): Promise<void> {
   sp.on('peerUp', (peer: string) => out({ event: 'up', peer }));
   sp.on('peerDown', (peer: string, reason: string) => out({ event: 'down', peer, reason }));
   sp.on('sync', (peer: string, n: object) => out({ event: 'sync', peer, ...n }));
+  sp.on('error', (e: Error) => out({ event: 'error', error: e.message }));
   let stopping = false;
   const stop = async (gracefulShutdownMs?: number): Promise<void> => {
     if (stopping) return;

@@ -82,7 +82,7 @@ const famOf = (name: 'ipv4' | 'ipv6'): Family => ({
 
 /**
  * Events: 'peerUp' (address), 'peerDown' (address, reason), 'sync' (address, {announced, withdrawn}),
- * 'update' (address, UpdateMessage received).
+ * 'update' (address, UpdateMessage received), 'error' (Error naming the peer: a session's 'error' event).
  */
 export class BgpSpeaker extends EventEmitter {
   readonly config: BgpConfig;
@@ -148,6 +148,10 @@ export class BgpSpeaker extends EventEmitter {
         peer.received.clear();
         this.emit('peerDown', p.address, reason);
       });
+      // A session handles its socket's errors itself; anything it emits as 'error' goes to our owner.
+      session.on('error', (e: Error) =>
+        this.emit('error', new Error(`bgp peer ${p.address}: ${e?.message ?? e}`, { cause: e })),
+      );
       // Route refresh (RFC 2918): re-send the whole Adj-RIB-Out.
       session.on('routeRefresh', () => {
         peer.sent.clear();

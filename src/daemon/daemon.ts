@@ -5,14 +5,21 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { BgpSpeaker } from '../bgp/speaker';
 import { registerBgpMetrics } from '../bgp/metrics';
-import { decideAnnouncements, VipReadiness } from '../bgp/policy';
+import type { AnnounceDecision } from '../bgp/policy';
 import { bgpConfigSchema, BgpConfig } from '../bgp/config';
-import { KernelDatapath, BALANCER_PROGRAM, BalancerMap } from '../datapath/kernel';
+import { queryXdp } from '../datapath/bpf';
+import {
+  KernelDatapath,
+  BALANCER_PROGRAM,
+  balancerMapSizes,
+  SizeShortfall,
+  sizeShortfalls,
+} from '../datapath/kernel';
 import type { DatapathConfig } from '../datapath/types';
-import { HealthMonitor } from '../health/monitor';
+import { HealthMonitor, LocalCheckError } from '../health/monitor';
 import type { HealthStatus } from '../health/state';
 import { healthTargets } from '../health/targets';
-import type { Logger } from '../log';
+import { rateLimited, type Logger } from '../log';
 import { createMetrics, DaemonMetrics } from '../metrics';
 import type { Config, VipConfig } from '../model/config';
 import { formatIssue } from '../model/errors';
@@ -22,6 +29,7 @@ import {
   idStateFromDatapath,
   IdState,
   Reconciler,
+  ReconcileFailure,
   ReconcileSummary,
   resolveDatapathConfig,
   TableCache,
@@ -29,6 +37,7 @@ import {
 import { FileConfigSource } from '../sources/file/watcher';
 import type { ReloadEvent } from '../sources/types';
 import { AdminServer, Readiness, startAdmin } from './admin';
+import { announcements } from './announce';
 import { defaultGatewayMac, interfaceAddresses, interfaceMac } from './host';
 import { checkBpffs, currentNetnsName, pinDir } from './pins';
 import { installSectionValidators } from './validators';
@@ -46,6 +55,24 @@ export interface DaemonOptions {
 
 /** How often the daemon re-checks that its program is still attached (someone may detach it). */
 const ATTACH_CHECK_MS = 2000;
+/** Health checks that fail on this host are logged once per this interval at most (with a count). */
+const LOCAL_ERROR_LOG_MS = 10_000;
+/** First wait before retrying VIPs whose datapath writes failed; doubles per failed retry up to the max. */
+const RETRY_MIN_MS = 1000;
+const RETRY_MAX_MS = 30_000;
+/** How long a component's 'error' event stays in /readyz's reasons (it stays in /state for good). */
+const COMPONENT_ERROR_RECENT_MS = 300_000;
+
+/** The daemon's event-emitting components whose 'error' events it survives. */
+export type DaemonComponent = 'config-source' | 'health-monitor' | 'bgp';
+
+/** One component's 'error' events so far. */
+interface ComponentErrors {
+  count: number;
+  last: string;
+  at: string;
+  atMs: number;
+}
 
 export class Daemon {
   private readonly opts: DaemonOptions;
@@ -62,8 +89,21 @@ export class Daemon {
   private ids: IdState | undefined;
   private desired: DesiredState | null = null;
   private lastReconcile: (ReconcileSummary & { at: string }) | null = null;
+  /** The last reconcile failed as a whole (nothing written: e.g. the datapath could not be read). */
   private reconcileError: string | null = null;
+  /** Desired VIPs whose datapath writes failed in the last reconcile, by name: withdrawn and retried. */
+  private failedVips = new Map<string, ReconcileFailure>();
+  /** Failed clean-up of what is no longer desired (no VIP withheld for it). */
+  private cleanupFailures: ReconcileFailure[] = [];
+  private retryTimer: NodeJS.Timeout | null = null;
+  private retryDelayMs = 0;
   private reloadError: string | null = null;
+  /** Why the balancer is detached and was not re-attached (null while attached). */
+  private attachError: string | null = null;
+  private reattaching: Promise<void> | null = null;
+  private reattachCount = 0;
+  private readonly componentErrors = new Map<DaemonComponent, ComponentErrors>();
+  private lastDecision: AnnounceDecision | null = null;
   private readonly monitor = new HealthMonitor();
   private healthSeeds = new Map<string, HealthStatus>();
   private speaker: BgpSpeaker | null = null;
@@ -73,6 +113,8 @@ export class Daemon {
   private kube: import('../sources/kubernetes/source').KubernetesSource | null = null;
   private kubeVips: VipConfig[] = [];
   private attachTimer: NodeJS.Timeout | null = null;
+  /** Fires when a backend's health-down grace ends (desired.nextGraceEnd): it then becomes down. */
+  private graceTimer: NodeJS.Timeout | null = null;
   private syncing: Promise<void> | null = null;
   private resyncWanted = false;
   private waiters: (() => void)[] = [];
@@ -89,6 +131,9 @@ export class Daemon {
   async start(): Promise<void> {
     const source = new FileConfigSource({ path: this.opts.configPath });
     this.source = source;
+    // An emitter's 'error' with no listener throws and would end the daemon (and every announcement).
+    source.on('error', (e: unknown) => this.onComponentError('config-source', e));
+    this.monitor.on('error', (e: unknown) => this.onComponentError('health-monitor', e));
     const first = await source.start();
     if (!first.ok) {
       source.stop();
@@ -120,7 +165,9 @@ export class Daemon {
       datapath: dp,
       desired: () => this.desired,
       health: () => this.monitor.snapshot(),
+      healthLocalErrors: () => this.monitor.localErrors(),
       attached: () => this.attached,
+      failedVips: () => this.failedVips.keys(),
       perBackend: config.admin.perBackendMetrics,
     });
     // The first load happened before the registry existed: count it, as the metric's help promises.
@@ -136,6 +183,16 @@ export class Daemon {
       this.log.info({ vip: c.vip, backend: c.address, from: c.from, to: c.to }, 'backend health changed');
       void this.requestSync('health');
     });
+    // Checks failing on this host (EMFILE, ...) leave statuses alone; say so, once per interval at most.
+    const localErrorLog = rateLimited(LOCAL_ERROR_LOG_MS);
+    this.monitor.on('localError', (c: LocalCheckError) =>
+      localErrorLog((suppressed) =>
+        this.log.warn(
+          { vip: c.vip, backend: c.address, detail: c.result.detail, suppressedSinceLast: suppressed },
+          'health check failed on this host, not the backend: no verdict, the backend keeps its status',
+        ),
+      ),
+    );
     this.monitor.start();
 
     source.on('reload', (e: ReloadEvent) => this.onReload(e));
@@ -156,6 +213,7 @@ export class Daemon {
         logger: this.log.child({ component: 'bgp' }),
         restarted: this.adopted,
       });
+      this.speaker.on('error', (e: unknown) => this.onComponentError('bgp', e));
       registerBgpMetrics({ registry: this.metrics.registry, status: () => this.speaker!.status() });
       await this.speaker.start();
       this.announce();
@@ -189,12 +247,15 @@ export class Daemon {
     if (this.stopped) return;
     this.stopped = true;
     if (this.attachTimer) clearInterval(this.attachTimer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.graceTimer) clearTimeout(this.graceTimer);
     if (this.speaker)
       await this.speaker.stop().catch((e: Error) => this.log.warn({ err: e }, 'BGP stop failed'));
     this.monitor.stop();
     this.source?.stop();
     await this.kube?.stop().catch((e: Error) => this.log.warn({ err: e }, 'kubernetes source stop failed'));
     await this.syncing?.catch(() => undefined);
+    await this.reattaching;
     await this.admin?.stop();
     if (this.dp && this.config && this.opts.detachOnExit) {
       await this.dp
@@ -225,6 +286,14 @@ export class Daemon {
       datapathConfig: this.datapathConfig,
       lastReconcile: this.lastReconcile,
       reconcileError: this.reconcileError,
+      failedVips: [...this.failedVips].map(([name, f]) => ({ name, ...f })),
+      cleanupFailures: this.cleanupFailures,
+      attachError: this.attachError,
+      reattaches: this.reattachCount,
+      componentErrors: Object.fromEntries(
+        [...this.componentErrors].map(([c, e]) => [c, { count: e.count, last: e.last, at: e.at }]),
+      ),
+      announcements: this.lastDecision,
       reloadError: this.reloadError,
       desired: desired && {
         vips: desired.vips.map((v) => ({
@@ -260,14 +329,29 @@ export class Daemon {
 
   readiness(): Readiness {
     const reasons: string[] = [];
-    if (!this.attached) reasons.push(`balancer not attached to ${this.config?.interface ?? '?'}`);
+    if (!this.attached)
+      reasons.push(
+        `balancer not attached to ${this.config?.interface ?? '?'}${this.attachError ? `: ${this.attachError}` : ''}`,
+      );
     if (this.lastReconcile === null) reasons.push('datapath not reconciled yet');
     if (this.reconcileError) reasons.push(`last reconcile failed: ${this.reconcileError}`);
+    // Failed VIPs are withdrawn one by one: the node stays ready while it serves any VIP at all.
+    const failed = [...this.failedVips].map(
+      ([name, f]) => `VIP ${name} not programmed, withdrawn (${f.op} ${f.target}: ${f.error}); retrying`,
+    );
+    const noneServed = this.failedVips.size > 0 && this.failedVips.size === this.desired?.vips.length;
+    if (noneServed) reasons.push(...failed);
     if (this.kube && !this.kube.ready())
       reasons.push('kubernetes: not synced or API unreachable (serving last known state)');
-    const degraded: string[] = [];
+    const degraded: string[] = noneServed ? [] : failed;
+    for (const f of this.cleanupFailures)
+      degraded.push(`datapath clean-up failed (${f.op} ${f.target}: ${f.error}); retrying`);
     if (this.reloadError)
       degraded.push(`config reload rejected, previous config in force: ${this.reloadError}`);
+    const now = Date.now();
+    for (const [c, e] of this.componentErrors)
+      if (now - e.atMs < COMPONENT_ERROR_RECENT_MS)
+        degraded.push(`${c} error (${e.count} so far, last at ${e.at}), still running: ${e.last}`);
     return { ready: reasons.length === 0, reasons: [...reasons, ...degraded] };
   }
 
@@ -284,20 +368,18 @@ export class Daemon {
   private async openDatapath(config: Config): Promise<void> {
     const ifname = config.interface;
     if (existsSync(join(this.pins, BALANCER_PROGRAM))) {
-      this.dp = KernelDatapath.adopt({ pinDir: this.pins });
+      const dp = KernelDatapath.adopt({ pinDir: this.pins });
+      // Before anything is written: a map smaller than the limits would fail later, id by id.
+      const short = sizeShortfalls(dp, config.limits);
+      if (short.length > 0) {
+        dp.close();
+        throw new Error(this.shortfallMessage(short));
+      }
+      this.dp = dp;
       this.adopted = true;
       this.log.info({ pins: this.pins }, 'adopted pinned balancer');
     } else {
-      const maxEntries: Partial<Record<BalancerMap, number>> = {
-        vips: config.limits.maxVips,
-        maglev_tables: config.limits.maxVips,
-        vip_addrs: config.limits.maxVips,
-        vip_stats: config.limits.maxVips,
-        backends: config.limits.maxBackends,
-        backend_stats: config.limits.maxBackends,
-        conntrack: config.limits.conntrackEntries,
-      };
-      const dp = await KernelDatapath.load({ maxEntries });
+      const dp = await KernelDatapath.load({ maxEntries: balancerMapSizes(config.limits) });
       try {
         dp.pin(this.pins);
       } catch (e) {
@@ -316,6 +398,25 @@ export class Daemon {
       this.log.info({ interface: ifname, mode: st.mode, progId: st.progId }, 'balancer attached');
     }
     this.attached = true;
+  }
+
+  /** Why a pinned balancer cannot be adopted, and the two ways out. */
+  private shortfallMessage(short: SizeShortfall[]): string {
+    const ifname = this.config?.interface ?? '<interface>';
+    const maps = short
+      .map((s) => `map ${s.map} has ${s.maxEntries} entries but limits.${s.limit} is ${s.needed}`)
+      .join('; ');
+    const keys = [...new Set(short.map((s) => s.limit))]
+      .map(
+        (k) =>
+          `limits.${k} to at most ${Math.min(...short.filter((s) => s.limit === k).map((s) => s.maxEntries))}`,
+      )
+      .join(', ');
+    return (
+      `the pinned balancer at ${this.pins} is smaller than the config needs: ${maps}. Nothing was changed. ` +
+      `Either run \`peak-xdp detach --interface ${ifname} --purge --bpffs ${this.opts.bpffs}\` (forwarding stops ` +
+      `until the daemon is back) and start the daemon again to load maps of the configured sizes, or set ${keys}.`
+    );
   }
 
   private onReload(e: ReloadEvent): void {
@@ -393,20 +494,33 @@ export class Daemon {
     const health = new Map(this.healthSeeds);
     for (const [k, s] of this.monitor.statuses()) health.set(k, s);
     const started = performance.now();
+    const startedAt = new Date().toISOString();
     try {
       const desired = desiredState({
         config: merged,
         health,
+        healthSince: this.monitor.since(),
+        now: Date.now(),
         ids: this.ids,
         datapathConfig: this.datapathConfig,
         tables: this.tables,
       });
       const summary = await this.reconciler.r!.reconcile(desired);
       this.ids = desired.ids;
+      // When a backend's health-down grace ends, sync again: it turns down and its flows move.
+      if (this.graceTimer) clearTimeout(this.graceTimer);
+      const end = desired.nextGraceEnd;
+      this.graceTimer =
+        end === null ? null : setTimeout(() => void this.requestSync('health grace'), end - Date.now());
+      this.graceTimer?.unref();
       this.desired = desired;
       this.reconcileError = null;
+      this.noteFailures(summary.failures);
       this.lastReconcile = { ...summary, at: new Date().toISOString() };
-      this.metrics?.reconcileDuration.observe({ result: 'ok' }, (performance.now() - started) / 1000);
+      this.metrics?.reconcileDuration.observe(
+        { result: summary.failures.length > 0 ? 'partial' : 'ok' },
+        (performance.now() - started) / 1000,
+      );
       // Seeds only bridge a restart: once checks report, their statuses rule.
       this.monitor.setTargets(healthTargets(desired, this.healthSeeds));
       this.healthSeeds = new Map([...this.healthSeeds].filter(([k]) => !this.monitor.statuses().has(k)));
@@ -415,11 +529,13 @@ export class Daemon {
       const now = this.monitor.statuses();
       if (desired.vips.some((v) => v.backends.some((b) => now.has(b.key) && now.get(b.key) !== b.health)))
         this.resyncWanted = true;
-      this.log.debug({ reason, summary }, 'reconciled');
+      // startedAt lets a reader tell a sync that began before some moment from one that began after it.
+      this.log.debug({ reason, summary, startedAt }, 'reconciled');
     } catch (e) {
       this.reconcileError = (e as Error).message;
       this.metrics?.reconcileDuration.observe({ result: 'error' }, (performance.now() - started) / 1000);
       this.log.error({ err: e, reason }, 'reconcile failed');
+      this.scheduleRetry();
       this.announce();
       throw e;
     }
@@ -429,28 +545,76 @@ export class Daemon {
   /** Hands BGP the routes this node can serve now; the speaker sends nothing when they did not change. */
   private announce(): void {
     if (!this.speaker) return;
-    const bgp = this.bgpConfig();
-    const programmed = this.reconcileError === null && this.desired !== null;
-    // Names are unique across file and Kubernetes VIPs (one desired state is built from both).
-    const byName = new Map([...(this.config?.vips ?? []), ...this.kubeVips].map((v) => [v.name, v]));
-    const vips: VipReadiness[] = (this.desired?.vips ?? []).map((v) => {
-      const cfg = byName.get(v.name);
-      return {
-        vip: v.spec.key.address,
-        attached: this.attached,
-        programmed,
-        healthyBackends: v.usableBackends,
-        minHealthyBackends: cfg?.minHealthyBackends ?? undefined,
-        communities: cfg?.communities,
-        largeCommunities: cfg?.largeCommunities,
-      };
+    this.lastDecision = announcements({
+      desired: this.desired,
+      // Names are unique across file and Kubernetes VIPs (one desired state is built from both).
+      vipConfigs: [...(this.config?.vips ?? []), ...this.kubeVips],
+      attached: this.attached,
+      reconcileFailed: this.reconcileError !== null,
+      failedVips: new Set(this.failedVips.keys()),
+      minHealthyBackends: this.bgpConfig()?.minHealthyBackends,
     });
-    const d = decideAnnouncements({ vips, minHealthyBackends: bgp?.minHealthyBackends });
-    this.speaker.setRoutes(d.announce);
+    this.speaker.setRoutes(this.lastDecision.announce);
   }
 
+  /** Records the VIPs the last reconcile left not programmed (logging each change) and arranges a retry. */
+  private noteFailures(failures: ReconcileFailure[]): void {
+    const failed = new Map<string, ReconcileFailure>();
+    for (const f of failures) for (const v of f.vips) if (!failed.has(v)) failed.set(v, f);
+    for (const [vip, f] of failed)
+      if (!this.failedVips.has(vip))
+        this.log.error(
+          { vip, op: f.op, target: f.target, error: f.error },
+          'VIP not programmed: its datapath writes failed; withdrawn, retrying',
+        );
+    for (const vip of this.failedVips.keys())
+      if (!failed.has(vip) && this.desired?.vips.some((v) => v.name === vip))
+        this.log.info({ vip }, 'VIP programmed after its failed writes; announced again if ready');
+    const cleanup = failures.filter((f) => f.vips.length === 0);
+    for (const f of cleanup)
+      this.log.warn({ op: f.op, target: f.target, error: f.error }, 'datapath clean-up failed; retrying');
+    this.failedVips = failed;
+    this.cleanupFailures = cleanup;
+    if (failures.length > 0) this.scheduleRetry();
+    else {
+      this.retryDelayMs = 0;
+      if (this.retryTimer) clearTimeout(this.retryTimer);
+      this.retryTimer = null;
+    }
+  }
+
+  /** Syncs again after a failed one, with backoff (the reconciler re-reads the datapath after a failure). */
+  private scheduleRetry(): void {
+    if (this.stopped || this.retryTimer) return;
+    this.retryDelayMs = Math.min(
+      RETRY_MAX_MS,
+      this.retryDelayMs === 0 ? RETRY_MIN_MS : this.retryDelayMs * 2,
+    );
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      void this.requestSync('retry');
+    }, this.retryDelayMs);
+    this.retryTimer.unref();
+  }
+
+  /** An 'error' event of a component: logged, counted, shown in /state (and in /readyz for a while). */
+  private onComponentError(component: DaemonComponent, e: unknown): void {
+    const last = (e as Error)?.message ?? String(e);
+    const prev = this.componentErrors.get(component);
+    const at = new Date();
+    this.componentErrors.set(component, {
+      count: (prev?.count ?? 0) + 1,
+      last,
+      at: at.toISOString(),
+      atMs: at.getTime(),
+    });
+    this.metrics?.componentErrors.inc({ component });
+    this.log.error({ err: e, component }, 'component error; the daemon keeps running');
+  }
+
+  /** Notices a detached (or replaced) program, withdraws, and puts ours back when the interface is free. */
   private checkAttached(): void {
-    if (!this.dp || !this.config) return;
+    if (!this.dp || !this.config || this.stopped || this.reattaching) return;
     let now = false;
     try {
       now = this.dp.isAttached({ ifname: this.config.interface });
@@ -459,9 +623,42 @@ export class Daemon {
     }
     if (now !== this.attached) {
       this.attached = now;
+      if (now) this.attachError = null;
       this.log.warn({ interface: this.config.interface, attached: now }, 'balancer attachment changed');
       this.announce();
     }
+    if (!now) this.reattaching = this.reattach().finally(() => (this.reattaching = null));
+  }
+
+  /**
+   * Re-attaches the pinned program (the daemon owns the interface), then announces again. Another XDP
+   * program in its place is left alone: someone put it there on purpose. Never rejects.
+   */
+  private async reattach(): Promise<void> {
+    const dp = this.dp!;
+    const { interface: ifname, xdpMode } = this.config!;
+    let why: string;
+    try {
+      const current = queryXdp({ ifname }).progId;
+      if (current !== 0 && current !== dp.program.id)
+        why = `another XDP program (id ${current}) is attached there; not replacing it (detach it and the balancer is re-attached)`;
+      else {
+        const st = await dp.attach({ ifname, mode: xdpMode });
+        this.attached = true;
+        this.attachError = null;
+        this.reattachCount++;
+        this.metrics?.reattaches.inc({ result: 'ok' });
+        this.log.warn({ interface: ifname, mode: st.mode, progId: st.progId }, 'balancer re-attached');
+        this.announce();
+        return;
+      }
+    } catch (e) {
+      why = `re-attach failed: ${(e as Error).message}`;
+      this.metrics?.reattaches.inc({ result: 'error' });
+    }
+    if (why !== this.attachError)
+      this.log.error({ interface: ifname, reason: why }, 'balancer detached; VIPs stay withdrawn');
+    this.attachError = why;
   }
 
   /** The bgp section, parsed once (a change needs a restart, so the start-time value stays right). */

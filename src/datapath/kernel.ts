@@ -64,6 +64,53 @@ export const BALANCER_MAPS = [
 ] as const;
 export type BalancerMap = (typeof BALANCER_MAPS)[number];
 
+/** The config limits that size the balancer's maps (defaults in src/model/defaults.ts). */
+export interface BalancerLimits {
+  maxVips: number;
+  maxBackends: number;
+  conntrackEntries: number;
+}
+
+/**
+ * Which limit sizes each map (the others have fixed sizes): one table for every load (daemon, CLI attach)
+ * and for checking pinned maps on adoption. bpf/shared.h's sizes are only the object's compiled defaults.
+ */
+export const MAP_LIMITS: Readonly<Partial<Record<BalancerMap, keyof BalancerLimits>>> = {
+  vips: 'maxVips',
+  vip_addrs: 'maxVips',
+  maglev_tables: 'maxVips',
+  vip_stats: 'maxVips',
+  backends: 'maxBackends',
+  backend_stats: 'maxBackends',
+  conntrack: 'conntrackEntries',
+};
+
+/** max_entries per map for these limits (KernelLoadOptions.maxEntries). */
+export function balancerMapSizes(limits: BalancerLimits): Partial<Record<BalancerMap, number>> {
+  const out: Partial<Record<BalancerMap, number>> = {};
+  for (const [map, key] of Object.entries(MAP_LIMITS) as [BalancerMap, keyof BalancerLimits][])
+    out[map] = limits[key];
+  return out;
+}
+
+/** A map smaller than a limit needs. */
+export interface SizeShortfall {
+  map: BalancerMap;
+  maxEntries: number;
+  limit: keyof BalancerLimits;
+  needed: number;
+}
+
+/** Maps of `dp` smaller than `limits` need (reads each map's max_entries, writes nothing). */
+export function sizeShortfalls(dp: KernelDatapath, limits: BalancerLimits): SizeShortfall[] {
+  const out: SizeShortfall[] = [];
+  for (const [map, limit] of Object.entries(MAP_LIMITS) as [BalancerMap, keyof BalancerLimits][]) {
+    const maxEntries = dp.maps[map].maxEntries;
+    if (maxEntries < limits[limit]) out.push({ map, maxEntries, limit, needed: limits[limit] });
+  }
+  return out;
+}
+
 export interface KernelLoadOptions {
   /** The compiled balancer (default build/bpf/balancer.bpf.o). */
   objectPath?: string;

@@ -28,7 +28,7 @@ export interface FlowInput {
   vip: VipKey;
   source: string;
   sourcePort: number;
-  /** A TCP SYN (a new connection); other packets of an unknown flow are hashed the same way. */
+  /** A TCP SYN (a new connection): chosen by Maglev without reading the connection table, as the kernel does. */
   syn?: boolean;
 }
 
@@ -92,11 +92,15 @@ export class MemoryDatapath implements Datapath {
   /** Per backend id: how many tables reference it (a referenced backend cannot be deleted). */
   private readonly tableRefs = new Map<number, number>();
   private readonly tableMembers = new Map<number, Set<number>>();
-  private readonly ct = new Map<string, ConntrackEntry>();
+  /** By flow (VIP key text, source, source port: the 5-tuple as far as the model knows), with the VIP id
+   * the entry was written for (as the kernel's entry stores it). */
+  private readonly ct = new Map<string, { entry: ConntrackEntry; vipId: number }>();
   private readonly vipCounters = new Map<number, TrafficCounter>();
   private readonly backendCounters = new Map<number, TrafficCounter>();
   private readonly global: Record<string, bigint> = {};
   private readonly failures = new Map<DatapathMethod, Error>();
+  /** Standing failures by "method target" (see failOn). */
+  private readonly targetFailures = new Map<string, Error>();
 
   constructor(opts: MemoryDatapathOptions = {}) {
     this.maxVips = opts.maxVips ?? 1024;
@@ -109,12 +113,23 @@ export class MemoryDatapath implements Datapath {
     this.failures.set(method, error);
   }
 
+  /**
+   * Makes every call of `method` about `target` (as RecordedCall names it: VIP key text, VIP id or backend
+   * id) reject with `error` until cleared with null: one VIP's writes fail, the others' succeed.
+   */
+  failOn(method: DatapathMethod, target: string, error: Error | null): void {
+    if (error === null) this.targetFailures.delete(`${method} ${target}`);
+    else this.targetFailures.set(`${method} ${target}`, error);
+  }
+
   private enter(method: DatapathMethod, target: string, record = true): void {
     const f = this.failures.get(method);
     if (f !== undefined) {
       this.failures.delete(method);
       throw f;
     }
+    const standing = this.targetFailures.get(`${method} ${target}`);
+    if (standing !== undefined) throw standing;
     if (record) this.calls.push({ method, target });
   }
 
@@ -245,7 +260,7 @@ export class MemoryDatapath implements Datapath {
 
   async conntrack(limit?: number): Promise<ConntrackEntry[]> {
     this.enter('conntrack', '', false);
-    const all = [...this.ct.values()].map((e) => ({ ...e }));
+    const all = [...this.ct.values()].map((e) => ({ ...e.entry }));
     return limit === undefined ? all : all.slice(0, limit);
   }
 
@@ -255,9 +270,9 @@ export class MemoryDatapath implements Datapath {
   }
 
   /**
-   * Runs one packet of a flow through the modelled datapath: the connection table first (entries whose
-   * backend is gone or down are ignored), then the Maglev slot of the flow hash, probing forward past
-   * down and draining backends up to probeLimit slots.
+   * Runs one packet of a flow through the modelled datapath (bpf peak_select): the connection table first
+   * (not for a SYN; an entry of another VIP, or whose backend is gone or down, is re-selected), then the
+   * Maglev slot of the flow hash, probing forward past down and draining backends up to probeLimit slots.
    */
   forward(flow: FlowInput): FlowVerdict {
     const key = checkVipKey(flow.vip, 'flow.vip');
@@ -275,15 +290,17 @@ export class MemoryDatapath implements Datapath {
     }
     bump(this.vipCounters, vip.id);
     const source = canonicalIp(flow.source) ?? flow.source;
-    const ctKey = `${vip.id}|${source}|${flow.sourcePort}`;
-    if (!vip.flags.noConntrack) {
+    const ctKey = `${key}|${source}|${flow.sourcePort}`;
+    if (!vip.flags.noConntrack && flow.syn !== true) {
       const hit = this.ct.get(ctKey);
-      const b = hit === undefined ? undefined : this.backends.get(hit.backendId);
+      const b =
+        hit === undefined || hit.vipId !== vip.id ? undefined : this.backends.get(hit.entry.backendId);
       if (b !== undefined && b.state !== 'down') {
         bump(this.backendCounters, b.id);
         count('conntrack_hit');
         return { kind: 'forward', backendId: b.id, fromConntrack: true };
       }
+      if (hit !== undefined) count('ct_reselect');
     }
     const table = this.tables.get(vip.id);
     if (table === undefined) {
@@ -298,12 +315,15 @@ export class MemoryDatapath implements Datapath {
       if (b === undefined || b.state !== 'up') continue;
       if (!vip.flags.noConntrack)
         this.ct.set(ctKey, {
-          source,
-          sourcePort: flow.sourcePort,
-          destination: vip.key.address,
-          destinationPort: vip.key.port,
-          protocol: vip.key.protocol,
-          backendId: b.id,
+          vipId: vip.id,
+          entry: {
+            source,
+            sourcePort: flow.sourcePort,
+            destination: vip.key.address,
+            destinationPort: vip.key.port,
+            protocol: vip.key.protocol,
+            backendId: b.id,
+          },
         });
       bump(this.backendCounters, b.id);
       count('maglev_lookup');

@@ -1,7 +1,7 @@
 // HealthMonitor: runs the checks of every backend membership on jittered schedules (one timer) and emits state changes.
 import { EventEmitter } from 'node:events';
 import type { HealthCheckConfig } from '../model/config';
-import { checkHttp, checkTcp, CheckResult } from './checks';
+import { checkHttp, checkTcp, CheckResult, LOCAL_ERROR_CODES } from './checks';
 import { HealthState, HealthStatus, initialHealth, nextHealth } from './state';
 
 export interface HealthTarget {
@@ -25,6 +25,14 @@ export interface HealthChange {
   result: CheckResult;
 }
 
+/** A check that gave no verdict because it failed on this host (CheckResult.local): the status stayed. */
+export interface LocalCheckError {
+  key: string;
+  vip: string;
+  address: string;
+  result: CheckResult;
+}
+
 export interface VipAvailability {
   vip: string;
   /** Checked backends currently up. */
@@ -38,10 +46,14 @@ export interface TargetSnapshot {
   address: string;
   type: HealthCheckConfig['type'];
   status: HealthStatus;
+  /** When the status last flipped (clock ms); null: not since the target was added (its initial status). */
+  since: number | null;
   successes: number;
   failures: number;
   checks: number;
   failedChecks: number;
+  /** Checks that could not be made from this host (not counted in checks): no verdict. */
+  localErrors: number;
   last: (CheckResult & { at: number }) | null;
 }
 
@@ -58,16 +70,21 @@ export interface HealthMonitorOptions {
   jitter?: number;
   random?: () => number;
   checker?: Checker;
+  /** Time of status flips (`since`), in ms; default Date.now (the clock the daemon passes as desiredState's now). */
+  clock?: () => number;
 }
 
 interface Entry {
   target: HealthTarget;
   state: HealthState;
+  /** When state.status last flipped (clock ms); null: never while monitored. */
+  since: number | null;
   /** Bumped whenever the entry is (re)scheduled or cancelled: queued slots of an older value are stale. */
   slot: number;
   running: boolean;
   checks: number;
   failedChecks: number;
+  localErrors: number;
   last: (CheckResult & { at: number }) | null;
   /** Bumped when the entry is replaced or removed: a result of an older generation is ignored. */
   generation: number;
@@ -129,7 +146,8 @@ const sameCheck = (a: HealthCheckConfig, b: HealthCheckConfig): boolean =>
 
 /**
  * Events: 'change' (HealthChange) when a backend flips; 'vip' (VipAvailability) when a VIP's count of
- * up backends changes between zero and non-zero (0 up = cannot be served; BGP withdraws it).
+ * up backends changes between zero and non-zero (0 up = cannot be served; BGP withdraws it); 'localError'
+ * (LocalCheckError) for each check that failed on this host and so left the status as it was.
  */
 export class HealthMonitor extends EventEmitter {
   private readonly entries = new Map<string, Entry>();
@@ -138,12 +156,15 @@ export class HealthMonitor extends EventEmitter {
   private readonly jitter: number;
   private readonly random: () => number;
   private readonly checker: Checker;
+  private readonly clock: () => number;
   private started = false;
   private generation = 0;
   /** Queued checks, earliest first (a binary heap), and the one timer armed for the earliest. */
   private queue: Queued[] = [];
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
+  /** Checks without a verdict since the monitor was made, by reason (an errno code, or "checker": it threw). */
+  private readonly localErrorCounts = new Map<string, number>();
 
   constructor(opts: HealthMonitorOptions = {}) {
     super();
@@ -152,6 +173,7 @@ export class HealthMonitor extends EventEmitter {
       throw new RangeError(`jitter: ${this.jitter} is not in [0, 1)`);
     this.random = opts.random ?? Math.random;
     this.checker = opts.checker ?? defaultChecker;
+    this.clock = opts.clock ?? Date.now;
   }
 
   /** Replaces the set of targets: unchanged ones keep state and timers, changed checks restart counting. */
@@ -170,10 +192,12 @@ export class HealthMonitor extends EventEmitter {
       const entry: Entry = {
         target: t,
         state: initialHealth(old?.state.status ?? t.initial ?? 'up'),
+        since: old?.since ?? null,
         slot: 0,
         running: false,
         checks: old?.checks ?? 0,
         failedChecks: old?.failedChecks ?? 0,
+        localErrors: old?.localErrors ?? 0,
         last: old?.last ?? null,
         generation: ++this.generation,
       };
@@ -214,6 +238,21 @@ export class HealthMonitor extends EventEmitter {
     return new Map([...this.entries].map(([k, e]) => [k, e.state.status]));
   }
 
+  /**
+   * When each target's status last flipped (clock ms), for targets that flipped while monitored: the
+   * `healthSince` input of desiredState (a backend down by health check keeps its flows for a grace from then).
+   */
+  since(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const [k, e] of this.entries) if (e.since !== null) out.set(k, e.since);
+    return out;
+  }
+
+  /** Checks that failed on this host since the monitor was made, by reason (monotonic: a Prometheus counter). */
+  localErrors(): Map<string, number> {
+    return new Map(this.localErrorCounts);
+  }
+
   /** Checked backends up / total per VIP name. */
   availability(): Map<string, VipAvailability> {
     return new Map([...this.perVip].map(([vip, a]) => [vip, { ...a }]));
@@ -227,10 +266,12 @@ export class HealthMonitor extends EventEmitter {
       address: e.target.address,
       type: e.target.check.type,
       status: e.state.status,
+      since: e.since,
       successes: e.state.successes,
       failures: e.state.failures,
       checks: e.checks,
       failedChecks: e.failedChecks,
+      localErrors: e.localErrors,
       last: e.last,
     }));
   }
@@ -286,12 +327,15 @@ export class HealthMonitor extends EventEmitter {
     try {
       result = await this.checker(e.target);
     } catch (err) {
-      result = { ok: false, durationMs: 0, detail: `check failed: ${(err as Error)?.message ?? err}` };
+      // The checker itself broke, not the backend: no verdict either.
+      const detail = `check failed: ${(err as Error)?.message ?? err}`;
+      result = { ok: false, durationMs: 0, detail, local: true };
     } finally {
       e.running = false;
     }
     // Replaced or removed meanwhile, or the monitor stopped: drop the result.
     if (gen !== e.generation || !this.started) return;
+    if (result.local === true) return this.noVerdict(e, result);
     e.checks++;
     if (!result.ok) e.failedChecks++;
     e.last = { ...result, at: Date.now() };
@@ -299,6 +343,7 @@ export class HealthMonitor extends EventEmitter {
     const from = e.state.status;
     e.state = state;
     if (changed) {
+      e.since = this.clock();
       const change: HealthChange = {
         key: e.target.key,
         vip: e.target.vip,
@@ -316,6 +361,21 @@ export class HealthMonitor extends EventEmitter {
         if (wasZero !== (a.up === 0)) this.emit('vip', { ...a });
       }
     }
+    const interval = e.target.check.intervalMs;
+    this.schedule(e, interval * (1 + this.jitter * (2 * this.random() - 1)));
+  }
+
+  /**
+   * A check that failed on this host (out of fds, buffers, ports; or the checker threw): the status and the
+   * rise/fall streaks stay as they were, so a loaded balancer host does not take its healthy backends out.
+   */
+  private noVerdict(e: Entry, result: CheckResult): void {
+    e.localErrors++;
+    e.last = { ...result, at: Date.now() };
+    const reason = LOCAL_ERROR_CODES.has(result.detail) ? result.detail : 'checker';
+    this.localErrorCounts.set(reason, (this.localErrorCounts.get(reason) ?? 0) + 1);
+    const ev: LocalCheckError = { key: e.target.key, vip: e.target.vip, address: e.target.address, result };
+    this.emit('localError', ev);
     const interval = e.target.check.intervalMs;
     this.schedule(e, interval * (1 + this.jitter * (2 * this.random() - 1)));
   }

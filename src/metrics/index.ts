@@ -10,7 +10,11 @@ export interface MetricsSources {
   /** The last desired state (names of VIPs and backends, states, tables). */
   desired: () => DesiredState | null;
   health: () => TargetSnapshot[];
+  /** Health checks that failed on this host (no verdict), by reason: HealthMonitor.localErrors. */
+  healthLocalErrors?: () => Map<string, number>;
   attached: () => boolean;
+  /** Names of desired VIPs whose datapath writes failed (withdrawn until a retry succeeds). */
+  failedVips?: () => Iterable<string>;
   /** Per-backend series (traffic, state, health): 8 per membership; off for configs with huge backend sets. */
   perBackend: boolean;
 }
@@ -19,6 +23,10 @@ export interface DaemonMetrics {
   registry: Registry;
   reconcileDuration: Histogram<'result'>;
   reloads: Counter<'result' | 'trigger'>;
+  /** Re-attachments of the balancer after someone detached it, by result (ok, error). */
+  reattaches: Counter<'result'>;
+  /** 'error' events of the daemon's components (config source, health monitor, BGP), survived. */
+  componentErrors: Counter<'component'>;
 }
 
 /**
@@ -153,6 +161,19 @@ export function createMetrics(src: MetricsSources): DaemonMetrics {
     },
   });
 
+  new Counter({
+    name: 'peak_xdp_health_check_local_errors_total',
+    help:
+      'Health checks that could not be made from this host (EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL; ' +
+      '"checker": the checker threw), by reason: no verdict, the backend keeps its status',
+    labelNames: ['reason'],
+    registers,
+    collect() {
+      this.reset();
+      for (const [reason, n] of src.healthLocalErrors?.() ?? []) this.inc({ reason }, n);
+    },
+  });
+
   new Gauge({
     name: 'peak_xdp_attached',
     help: '1 while the balancer program is attached to the configured interface',
@@ -160,6 +181,30 @@ export function createMetrics(src: MetricsSources): DaemonMetrics {
     collect() {
       this.set(src.attached() ? 1 : 0);
     },
+  });
+
+  new Gauge({
+    name: 'peak_xdp_vip_programmed',
+    help: 'Per desired VIP: 1 when its datapath writes succeeded, 0 when they failed (withdrawn, retried)',
+    labelNames: ['vip'],
+    registers,
+    collect() {
+      this.reset();
+      const failed = new Set(src.failedVips?.() ?? []);
+      for (const v of src.desired()?.vips ?? []) this.set({ vip: v.name }, failed.has(v.name) ? 0 : 1);
+    },
+  });
+  const reattaches = new Counter({
+    name: 'peak_xdp_reattaches_total',
+    help: 'Re-attachments of the balancer to its interface after it was found detached, by result',
+    labelNames: ['result'],
+    registers,
+  });
+  const componentErrors = new Counter({
+    name: 'peak_xdp_component_errors_total',
+    help: "'error' events from the daemon's components (config-source, health-monitor, bgp); the daemon keeps running",
+    labelNames: ['component'],
+    registers,
   });
 
   const reconcileDuration = new Histogram({
@@ -175,5 +220,5 @@ export function createMetrics(src: MetricsSources): DaemonMetrics {
     labelNames: ['result', 'trigger'],
     registers,
   });
-  return { registry, reconcileDuration, reloads };
+  return { registry, reconcileDuration, reloads, reattaches, componentErrors };
 }

@@ -1,10 +1,10 @@
 // The configuration model: zod schema, cross-field checks, normalised Config, parseConfig(text).
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import YAML from 'yaml';
 import { communitySchema, largeCommunitySchema } from '../bgp/config';
 import { isPrime, MAGLEV_MAX_SIZE } from '../maglev/maglev';
 import { BOUNDS, DEFAULTS } from './defaults';
+import { parseDocumentText } from './document';
 import { ConfigIssue, formatPath, fromZodIssues, showValue } from './errors';
 import { canonicalIp, canonicalMac, formatIp, IpFamily, IpPrefix, parseIp, parsePrefix } from './ip';
 
@@ -25,6 +25,12 @@ export interface HealthCheckConfig {
   rise: number;
   /** Consecutive failed checks that take an up backend down. */
   fall: number;
+  /**
+   * Seconds a backend that is down by health check alone keeps its established flows (draining: conntrack
+   * hits stay, no new flows), so flapping checks do not reset connections it still serves; then down, its
+   * flows re-selected. 0 = down at once.
+   */
+  downGraceSeconds: number;
 }
 
 export interface BackendConfig {
@@ -145,6 +151,7 @@ const healthCheckSchema = z
     timeoutMs: intIn(BOUNDS.timeoutMs).default(DEFAULTS.healthCheck.timeoutMs),
     rise: intIn(BOUNDS.riseFall).default(DEFAULTS.healthCheck.rise),
     fall: intIn(BOUNDS.riseFall).default(DEFAULTS.healthCheck.fall),
+    downGraceSeconds: intIn(BOUNDS.downGraceSeconds).default(DEFAULTS.healthCheck.downGraceSeconds),
   })
   .strict();
 
@@ -439,6 +446,7 @@ function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | null): 
             timeoutMs: hc.timeoutMs,
             rise: hc.rise,
             fall: hc.fall,
+            downGraceSeconds: hc.downGraceSeconds,
           }),
     backends: Object.freeze(backends) as BackendConfig[],
     communities: Object.freeze([...new Set(vip.communities)].sort()) as string[],
@@ -594,40 +602,16 @@ export function validateConfig(input: unknown): ParseResult {
   return { ok: true, config, warnings };
 }
 
-/** Parses and validates a YAML or JSON document; a bad file is rejected whole, with every error listed. */
+/**
+ * Parses and validates a YAML or JSON document; a bad file is rejected whole, with every error listed. The text
+ * is parsed within DOCUMENT_BOUNDS (nesting, YAML aliases, values); its size is the reader's to bound.
+ */
 export function parseConfig(text: string, opts: { format: ConfigFormat }): ParseResult {
-  let doc: unknown;
-  if (opts.format === 'json') {
-    try {
-      doc = JSON.parse(text);
-    } catch (e) {
-      return { ok: false, errors: [{ path: '', message: `JSON syntax error: ${(e as Error).message}` }] };
-    }
-  } else if (opts.format === 'yaml') {
-    const parsed = YAML.parseDocument(text, { uniqueKeys: true, prettyErrors: true });
-    if (parsed.errors.length > 0)
-      return {
-        ok: false,
-        errors: parsed.errors.map((e) => {
-          const at = e.linePos?.[0];
-          return {
-            path: '',
-            message: `YAML syntax error${at ? ` at line ${at.line}, column ${at.col}` : ''}: ${e.message
-              .split('\n')[0]!
-              .replace(/ at line \d+, column \d+:?$/, '')}`,
-          };
-        }),
-      };
-    try {
-      doc = parsed.toJS({ maxAliasCount: 1000 });
-    } catch (e) {
-      return { ok: false, errors: [{ path: '', message: `YAML error: ${(e as Error).message}` }] };
-    }
-  } else {
+  if (opts.format !== 'json' && opts.format !== 'yaml')
     return {
       ok: false,
       errors: [{ path: '', message: `format ${showValue(opts.format)} is not yaml or json` }],
     };
-  }
-  return validateConfig(doc);
+  const doc = parseDocumentText(text, opts.format);
+  return doc.ok ? validateConfig(doc.value) : doc;
 }

@@ -28,6 +28,8 @@ export const DEFAULTS = {
     timeoutMs: 1000,
     rise: 2,
     fall: 3,
+    /** Seconds a backend down by health check alone keeps its established flows (draining); 0 = none. */
+    downGraceSeconds: 30,
   },
   backend: { weight: 1, drain: false },
   /** Connection-table idle timeouts in seconds (IPVS's TCP established and UDP values). */
@@ -41,6 +43,8 @@ export const BOUNDS = {
   intervalMs: { min: 100, max: 3_600_000 },
   timeoutMs: { min: 10, max: 60_000 },
   riseFall: { min: 1, max: 100 },
+  /** Seconds (a day at most). */
+  downGraceSeconds: { min: 0, max: 86_400 },
   maxVips: { min: 1, max: 65536 },
   maxBackends: { min: 2, max: 1 << 24 },
   conntrackEntries: { min: 1024, max: 1 << 26 },

@@ -16,8 +16,10 @@ export interface DesiredBackend {
   weight: number;
   drain: boolean;
   health: HealthStatus | 'unknown';
-  /** down (failed checks) wins over draining (weight 0 or drain) wins over up. */
+  /** down (failed checks) wins over draining (weight 0 or drain) wins over up; see backendState. */
   state: BackendState;
+  /** Down by health check alone and within its grace: draining until then (ms, the clock of `now`). */
+  graceUntil: number | null;
 }
 
 export interface DesiredVip {
@@ -29,6 +31,8 @@ export interface DesiredVip {
   healthCheck: HealthCheckConfig | null;
   /** Backends that take new flows (state up); 0 means the VIP cannot be served (BGP withdraws it). */
   usableBackends: number;
+  /** The earliest graceUntil of its backends, or null. */
+  nextGraceEnd: number | null;
 }
 
 export interface DesiredState {
@@ -39,6 +43,9 @@ export interface DesiredState {
   ids: IdState;
   /** Names of VIPs with no usable backend. */
   unavailableVips: string[];
+  /** When the earliest down grace ends (ms, the clock of `now`): call again then, it turns that backend
+   * down. null: no grace running. */
+  nextGraceEnd: number | null;
 }
 
 /** What a table is built from: its size and members (weight 0 already left out). */
@@ -154,6 +161,10 @@ export interface DesiredStateOptions {
   config: Config;
   /** Health by backend membership key; absent entries count as up (no blackhole on start or restart). */
   health?: ReadonlyMap<string, HealthStatus>;
+  /** When each key's health last flipped (ms, HealthMonitor.since()); absent: long ago (no grace left). */
+  healthSince?: ReadonlyMap<string, number>;
+  /** The time now (ms, the clock of healthSince); absent: no grace applies (down is down at once). */
+  now?: number;
   /** Ids from the previous call or from idStateFromDatapath; default: fresh. */
   ids?: IdState;
   datapathConfig?: DatapathConfig | null;
@@ -167,10 +178,58 @@ export const vipKeyOf = (v: VipConfig): VipKey => ({
   protocol: v.protocol,
 });
 
-function backendState(weight: number, drain: boolean, health: HealthStatus | 'unknown'): BackendState {
-  if (health === 'down') return 'down';
-  if (drain || weight === 0) return 'draining';
-  return 'up';
+export interface BackendStateInput {
+  weight: number;
+  drain: boolean;
+  health: HealthStatus | 'unknown';
+  /** When health last flipped (ms); undefined: unknown, counted as long ago. */
+  since?: number;
+  /** The VIP's healthCheck.downGraceSeconds (undefined: no grace). */
+  downGraceSeconds?: number;
+  /** Now (ms, the clock of `since`); undefined: no grace. */
+  now?: number;
+}
+
+/**
+ * A backend's datapath state. Down by health check alone: draining (keeps its established flows, gets no new
+ * ones) for downGraceSeconds after it went down, so flapping checks do not reset connections it still
+ * serves; then down (its flows are re-selected: a dead backend's connections are dead anyway, and clients get
+ * a fast RST). Drained or weight 0 and failing checks: down at once. Otherwise draining (drain, weight 0) or up.
+ */
+export function backendState(b: BackendStateInput): { state: BackendState; graceUntil: number | null } {
+  if (b.health === 'down') {
+    const graceMs = 1000 * (b.downGraceSeconds ?? 0);
+    const byHealthAlone = !b.drain && b.weight > 0;
+    if (
+      byHealthAlone &&
+      graceMs > 0 &&
+      b.since !== undefined &&
+      b.now !== undefined &&
+      b.now < b.since + graceMs
+    )
+      return { state: 'draining', graceUntil: b.since + graceMs };
+    return { state: 'down', graceUntil: null };
+  }
+  return { state: b.drain || b.weight === 0 ? 'draining' : 'up', graceUntil: null };
+}
+
+/** Health input of one backend as desiredState sees it (for computing and for the memo's comparison). */
+interface HealthInput {
+  health: ReadonlyMap<string, HealthStatus>;
+  since: ReadonlyMap<string, number> | undefined;
+  now: number | undefined;
+}
+
+function stateOf(
+  key: string,
+  b: { weight: number; drain: boolean },
+  downGraceSeconds: number | undefined,
+  h: HealthInput,
+): Pick<DesiredBackend, 'health' | 'state' | 'graceUntil'> {
+  const health = h.health.get(key) ?? 'unknown';
+  const since = h.since?.get(key);
+  const s = backendState({ weight: b.weight, drain: b.drain, health, since, downGraceSeconds, now: h.now });
+  return { health, ...s };
 }
 
 /** Maglev table of backend ids; backends with weight 0 stay out, draining and down ones stay in. */
@@ -366,7 +425,11 @@ export function desiredState(opts: DesiredStateOptions): DesiredState {
   const prev = opts.ids ?? emptyIdState();
   const cache = opts.tables ?? new TableCache();
   cache.rotate();
-  const health = opts.health ?? new Map<string, HealthStatus>();
+  const healthIn: HealthInput = {
+    health: opts.health ?? new Map<string, HealthStatus>(),
+    since: opts.healthSince,
+    now: opts.now,
+  };
 
   const keys = config.vips.map(keysOf);
   const vipIds = assignIds(prev.vips, { keys: keys.map((k) => k.vip), min: 0, max: config.limits.maxVips });
@@ -390,21 +453,20 @@ export function desiredState(opts: DesiredStateOptions): DesiredState {
     // Same config and same ids as last time: only health can differ.
     const was = backendIds.sameGroup[i] ? memo?.byKey.get(k.vip)?.desired : undefined;
     let desired: DesiredVip;
-    if (was !== undefined && was.spec.id === vipId && sameHealth(was.backends, health)) {
+    const grace = v.healthCheck?.downGraceSeconds;
+    if (was !== undefined && was.spec.id === vipId && sameHealth(was.backends, grace, healthIn)) {
       cache.get(was.table.signature, () => was.table);
       desired = was;
     } else {
       const backends: DesiredBackend[] = v.backends.map((b, j) => {
         const bkey = k.members[j]!;
-        const h = health.get(bkey) ?? 'unknown';
         return {
           key: bkey,
           id: group.get(bkey)!,
           address: b.address,
           weight: b.weight,
           drain: b.drain,
-          health: h,
-          state: backendState(b.weight, b.drain, h),
+          ...stateOf(bkey, b, grace, healthIn),
         };
       });
       const signature = was !== undefined ? was.table.signature : tableSignature(v.tableSize, backends);
@@ -420,6 +482,7 @@ export function desiredState(opts: DesiredStateOptions): DesiredState {
         table: cache.get(signature, () => tableFor(v.tableSize, backends)),
         healthCheck: v.healthCheck,
         usableBackends: backends.filter((b) => b.state === 'up').length,
+        nextGraceEnd: earliest(backends.map((b) => b.graceUntil)),
       };
     }
     if (deepFrozen.has(v)) byKey.set(k.vip, { config: v, desired });
@@ -442,6 +505,7 @@ export function desiredState(opts: DesiredStateOptions): DesiredState {
     vips,
     ids,
     unavailableVips: vips.filter((v) => v.usableBackends === 0).map((v) => v.name),
+    nextGraceEnd: earliest(vips.map((v) => v.nextGraceEnd)),
   };
   produced.set(out, { vips, count: vips.length });
   return out;
@@ -460,10 +524,28 @@ export function fromDesiredState(d: DesiredState): boolean {
   return p !== undefined && p.vips === d.vips && p.count === d.vips.length;
 }
 
-/** True if every backend's health input is what it was when `backends` were computed. */
-function sameHealth(backends: readonly DesiredBackend[], health: ReadonlyMap<string, HealthStatus>): boolean {
-  for (const b of backends) if ((health.get(b.key) ?? 'unknown') !== b.health) return false;
+/** True if every backend's health, state and grace are what they were when `backends` were computed. */
+function sameHealth(
+  backends: readonly DesiredBackend[],
+  downGraceSeconds: number | undefined,
+  h: HealthInput,
+): boolean {
+  for (const b of backends) {
+    const health = h.health.get(b.key) ?? 'unknown';
+    if (health !== b.health) return false;
+    // Not down: the state follows weight and drain alone (same config). Down: since and now matter.
+    if (health !== 'down') continue;
+    const now = stateOf(b.key, b, downGraceSeconds, h);
+    if (now.state !== b.state || now.graceUntil !== b.graceUntil) return false;
+  }
   return true;
+}
+
+/** The smallest non-null value, or null. */
+function earliest(times: readonly (number | null)[]): number | null {
+  let min: number | null = null;
+  for (const t of times) if (t !== null && (min === null || t < min)) min = t;
+  return min;
 }
 
 export interface ResolveDatapathConfigOptions {

@@ -191,9 +191,23 @@ export interface ReconcileSummary {
   backendsStateChanged: number;
   backendsUpdated: number;
   backendsDeleted: number;
-  /** Operations applied (all of the plan unless an error stopped it). */
+  /** Operations applied (the plan less the failed and the skipped ones). */
   operations: number;
+  /** Operations not tried because an earlier operation of their VIP failed. */
+  skipped: number;
+  /** Operations that failed, each naming the desired VIPs it leaves not programmed. */
+  failures: ReconcileFailure[];
   durationMs: number;
+}
+
+/** One failed operation. The VIPs it names keep what they had before and are retried by the next reconcile. */
+export interface ReconcileFailure {
+  op: Op['op'];
+  /** What the operation was about: "config", a VIP key ("10.0.0.10:80/tcp") or "backend <id>". */
+  target: string;
+  /** Desired VIPs (names) left not programmed; empty when only clean-up of what is no longer desired failed. */
+  vips: string[];
+  error: string;
 }
 
 /** Counts a plan's operations into a summary (durationMs left 0). */
@@ -210,6 +224,8 @@ export function summarisePlan(plan: Plan, desired: DesiredState): ReconcileSumma
     backendsUpdated: 0,
     backendsDeleted: 0,
     operations: plan.length,
+    skipped: 0,
+    failures: [],
     durationMs: 0,
   };
   const touchedVips = new Set<number>();

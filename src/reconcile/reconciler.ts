@@ -3,7 +3,16 @@ import type { Datapath, VipSpec } from '../datapath/types';
 import { canonicalIp } from '../model/ip';
 import { DesiredState, fromDesiredState, IdTable } from './desired';
 import { vipKeyText } from './ids';
-import { ActualState, Op, Plan, planReconcile, planSince, ReconcileSummary, summarisePlan } from './plan';
+import {
+  ActualState,
+  Op,
+  Plan,
+  planReconcile,
+  planSince,
+  ReconcileFailure,
+  ReconcileSummary,
+  summarisePlan,
+} from './plan';
 
 const canon = (a: string): string => canonicalIp(a) ?? a;
 
@@ -15,23 +24,6 @@ export async function readActual(dp: Datapath): Promise<ActualState> {
   const tables = new Map<number, Uint32Array | null>();
   for (const v of vips) tables.set(v.id, await dp.readTable(v.id));
   return { config, vips, backends, tables };
-}
-
-/** Thrown when an operation fails; `summary` counts what was applied before it. */
-export class ReconcileError extends Error {
-  constructor(
-    readonly failed: Op,
-    readonly summary: ReconcileSummary,
-    cause: unknown,
-  ) {
-    super(
-      `reconcile: ${failed.op} failed after ${summary.operations} operations: ${(cause as Error)?.message ?? cause}`,
-      {
-        cause,
-      },
-    );
-    this.name = 'ReconcileError';
-  }
 }
 
 async function applyOp(dp: Datapath, op: Op): Promise<void> {
@@ -51,35 +43,177 @@ async function applyOp(dp: Datapath, op: Op): Promise<void> {
   }
 }
 
-/** Applies a plan in order; on failure throws ReconcileError. `onApplied` sees each op that succeeded. */
+/** The datapath as a plan found it (live: the Reconciler's mirror), so a failed VIP's installed table is kept whole. */
+export interface InstalledView {
+  /** By VIP key text (vipKeyText). */
+  vips: ReadonlyMap<string, VipSpec>;
+  tables: ActualState['tables'];
+}
+
+export interface ApplyOptions {
+  /** Sees each operation that succeeded. */
+  onApplied?: (op: Op) => void;
+  /** Without it, a backend that a failed VIP's table still names is tried for deletion (and refused). */
+  installed?: InstalledView;
+}
+
+const opTarget = (op: Op): string => {
+  switch (op.op) {
+    case 'configure':
+      return 'config';
+    case 'upsertBackend':
+      return `backend ${op.backend.id}`;
+    case 'deleteBackend':
+      return `backend ${op.id}`;
+    case 'deleteVip':
+      return vipKeyText(op.key);
+    case 'upsertVip':
+      return vipKeyText(op.vip.key);
+    case 'installTable':
+      return `table of VIP ${op.vipId}`;
+  }
+};
+
+/** Which desired VIPs (names) depend on an operation: a failure leaves exactly those not programmed. */
+class Dependants {
+  private readonly all: string[];
+  private readonly byBackend = new Map<number, string[]>();
+  private readonly byKey = new Map<string, string>();
+  private readonly byId = new Map<number, DesiredState['vips'][number]>();
+
+  constructor(desired: DesiredState) {
+    this.all = desired.vips.map((v) => v.name);
+    for (const v of desired.vips) {
+      this.byKey.set(vipKeyText(v.spec.key), v.name);
+      this.byId.set(v.spec.id, v);
+      for (const b of v.backends) {
+        const list = this.byBackend.get(b.id);
+        if (list === undefined) this.byBackend.set(b.id, [v.name]);
+        else list.push(v.name);
+      }
+    }
+  }
+
+  of(op: Op): readonly string[] {
+    switch (op.op) {
+      case 'configure':
+        // One config serves every VIP.
+        return this.all;
+      case 'upsertBackend':
+        // Backend ids are per (VIP, backend) membership: one VIP.
+        return this.byBackend.get(op.backend.id) ?? [];
+      case 'deleteVip': {
+        // Only a desired VIP that needs the freed id under another key depends on it.
+        const claimant = this.byId.get(op.id);
+        return claimant !== undefined && vipKeyText(claimant.spec.key) !== vipKeyText(op.key)
+          ? [claimant.name]
+          : [];
+      }
+      case 'upsertVip': {
+        const name = this.byKey.get(vipKeyText(op.vip.key));
+        return name === undefined ? [] : [name];
+      }
+      case 'installTable':
+        return [op.vipName];
+      case 'deleteBackend':
+        return [];
+    }
+  }
+
+  /** The desired key of a VIP name. */
+  keyOf(name: string): string | undefined {
+    for (const [key, n] of this.byKey) if (n === name) return key;
+    return undefined;
+  }
+}
+
+/** Backend ids the installed tables of these VIP keys name (those backends must stay). */
+function namedBy(installed: InstalledView, keys: Iterable<string>): Set<number> {
+  const ids = new Set<number>();
+  for (const key of keys) {
+    const v = installed.vips.get(key);
+    const t = v === undefined ? undefined : installed.tables.get(v.id);
+    if (t === undefined || t === null) continue;
+    for (const id of t instanceof IdTable ? t.ids() : t) ids.add(id);
+  }
+  return ids;
+}
+
+/**
+ * Applies a plan VIP by VIP: an operation that fails marks the desired VIPs depending on it failed, their
+ * later operations are skipped (they keep what they had), and every other VIP's operations still run. A
+ * failed `configure` fails every VIP. Never throws for an operation; the failures are in the summary.
+ */
 export async function applyPlan(
   dp: Datapath,
   plan: Plan,
   desired: DesiredState,
-  onApplied?: (op: Op) => void,
+  o: ApplyOptions = {},
 ): Promise<ReconcileSummary> {
   const started = performance.now();
-  for (let i = 0; i < plan.length; i++) {
-    const op = plan[i]!;
+  const deps = new Dependants(desired);
+  const failedVips = new Set<string>();
+  const failures: ReconcileFailure[] = [];
+  /** Keys of VIPs whose installed table may still be in use after a failure. */
+  const keptKeys = new Set<string>();
+  let kept: Set<number> | null = null;
+  const applied: Op[] = [];
+  let skipped = 0;
+  for (const op of plan) {
+    const vips = deps.of(op);
+    if (vips.some((v) => failedVips.has(v))) {
+      skipped++;
+      continue;
+    }
+    if (op.op === 'deleteBackend' && keptKeys.size > 0 && o.installed !== undefined) {
+      kept ??= namedBy(o.installed, keptKeys);
+      if (kept.has(op.id)) {
+        skipped++;
+        continue;
+      }
+    }
     try {
       await applyOp(dp, op);
     } catch (e) {
-      const partial = summarisePlan(plan.slice(0, i), desired);
-      partial.durationMs = performance.now() - started;
-      throw new ReconcileError(op, partial, e);
+      for (const v of vips) {
+        failedVips.add(v);
+        const key = deps.keyOf(v);
+        if (key !== undefined) keptKeys.add(key);
+      }
+      if (op.op === 'deleteVip') keptKeys.add(vipKeyText(op.key));
+      failures.push({
+        op: op.op,
+        target: opTarget(op),
+        vips: [...vips],
+        error: (e as Error)?.message ?? String(e),
+      });
+      continue;
     }
-    onApplied?.(op);
+    applied.push(op);
+    o.onApplied?.(op);
   }
-  const summary = summarisePlan(plan, desired);
+  const summary = summarisePlan(applied, desired);
+  if (applied.length !== plan.length) {
+    // "Unchanged" means the plan had nothing for the VIP, not that its operations failed.
+    summary.vipsUnchanged = summarisePlan(plan, desired).vipsUnchanged;
+    summary.skipped = skipped;
+    summary.failures = failures;
+  }
   summary.durationMs = performance.now() - started;
   return summary;
 }
 
-/** Stateless reconcile: read the datapath, plan, apply. Returns what it did. */
+/**
+ * Stateless reconcile: read the datapath, plan, apply. Returns what it did; failed VIPs are in
+ * `failures` (throws only when the datapath cannot be read).
+ */
 export async function reconcile(dp: Datapath, desired: DesiredState): Promise<ReconcileSummary> {
   const started = performance.now();
-  const actual = await readActual(dp);
-  const summary = await applyPlan(dp, planReconcile(actual, desired), desired);
+  const mirror = new Mirror(await readActual(dp));
+  const summary = await applyPlan(dp, planReconcile(mirror.snapshot(), desired), desired, {
+    onApplied: (op) => mirror.apply(op),
+    installed: mirror,
+  });
   summary.durationMs = performance.now() - started;
   return summary;
 }
@@ -149,8 +283,8 @@ class Mirror {
 
 /**
  * Long-lived reconciler for the daemon: reads the datapath once, then trusts a mirror of its own writes
- * (so a reload compares in memory, not against kernel maps). Any failure drops the mirror: the next
- * call reads the datapath again. Calls are serialised.
+ * (so a reload compares in memory, not against kernel maps). A failed VIP fails alone (see applyPlan);
+ * any failure drops the mirror, so the next call reads the datapath again and retries. Calls are serialised.
  */
 export class Reconciler {
   private mirror: Mirror | null = null;
@@ -166,7 +300,8 @@ export class Reconciler {
     this.applied = null;
   }
 
-  /** Plans against the mirror (or a fresh read) and applies; serialised with other calls. */
+  /** Plans against the mirror (or a fresh read) and applies; serialised with other calls. Failed VIPs are
+   * in the summary's `failures`; throws only when the datapath cannot be read. */
   reconcile(desired: DesiredState): Promise<ReconcileSummary> {
     const run = this.chain.then(() => this.run(desired));
     this.chain = run.catch(() => undefined);
@@ -206,9 +341,17 @@ export class Reconciler {
       const mirror = this.mirror;
       const plan = this.plan(mirror, desired);
       this.applied = null;
-      const summary = await applyPlan(this.dp, plan, desired, (op) => mirror.apply(op));
-      mirror.settleTables(desired);
-      this.applied = fromDesiredState(desired) ? desired : null;
+      const summary = await applyPlan(this.dp, plan, desired, {
+        onApplied: (op) => mirror.apply(op),
+        installed: mirror,
+      });
+      if (summary.failures.length > 0) {
+        // A failed write may have half-happened: the next call reads the datapath and retries the VIPs.
+        this.mirror = null;
+      } else {
+        mirror.settleTables(desired);
+        this.applied = fromDesiredState(desired) ? desired : null;
+      }
       summary.durationMs = performance.now() - started;
       return summary;
     } catch (e) {

@@ -1,5 +1,6 @@
 // Daemon health checks on the real kernel: a stopped nginx leaves the datapath within interval x fall and
-// gets no request afterwards; restarted, it comes back after rise checks and takes traffic again.
+// gets no request afterwards (draining for the default down grace, test/integration/daemon-health-flap.test.ts);
+// restarted, it comes back after rise checks and takes traffic again.
 import type { KernelDatapath } from '../../src/datapath/kernel';
 import { DaemonLab, DaemonProcess, waitUntil } from '../helpers/daemon-lab';
 import { describePrivileged } from '../helpers/privileged';
@@ -44,7 +45,8 @@ describePrivileged('daemon: health checks take a backend out and bring it back',
     expect(await stateOf(be2)).toBe('up');
     const t0 = performance.now();
     await lab.stopNginx(2);
-    const downMs = await waitUntil(async () => (await stateOf(be2)) === 'down', {
+    // Out of new-flow selection: draining (it keeps established flows for healthCheck.downGraceSeconds).
+    const downMs = await waitUntil(async () => (await stateOf(be2)) === 'draining', {
       timeoutMs: 10000,
       intervalMs: 5,
     });
@@ -52,7 +54,7 @@ describePrivileged('daemon: health checks take a backend out and bring it back',
     const total = performance.now() - t0;
     const bound = CHECK.intervalMs * CHECK.fall * (1 + JITTER) + CHECK.timeoutMs;
     console.log(
-      `health-out time: ${total.toFixed(0)} ms from stopping nginx to "down" in the datapath (interval ${CHECK.intervalMs} x fall ${CHECK.fall} = ${CHECK.intervalMs * CHECK.fall} ms, with jitter and timeout ${bound.toFixed(0)} ms)`,
+      `health-out time: ${total.toFixed(0)} ms from stopping nginx to "draining" in the datapath (interval ${CHECK.intervalMs} x fall ${CHECK.fall} = ${CHECK.intervalMs * CHECK.fall} ms, with jitter and timeout ${bound.toFixed(0)} ms)`,
     );
     // Generous slack for 2 shared cores; the printed figure is the measurement.
     expect(total).toBeLessThan(bound + 3000);
@@ -71,7 +73,7 @@ describePrivileged('daemon: health checks take a backend out and bring it back',
       address: string;
       state: string;
     }[];
-    expect(cli.find((b) => b.address === be2)?.state).toBe('down');
+    expect(cli.find((b) => b.address === be2)?.state).toBe('draining');
   }, 30000);
 
   it('a restarted nginx comes back after rise checks and takes traffic again', async () => {

@@ -61,13 +61,23 @@ describePrivileged('daemon --kubernetes (fake API server) on a veth in a namespa
   const setEndpoints = (name: string, eps: Parameters<typeof slice>[0]['endpoints']) =>
     api.upsert('endpointslices', slice({ name: `${name}-x`, service: name, endpoints: eps }));
   /** Reconcile summaries the daemon logged after byte `from` of its log. */
-  const reconcilesSince = (from: number): { vipsDeleted: number; vipsCreated: number }[] =>
+  /** A point in the daemon's log and in time: reconciles that started after it. */
+  interface Mark {
+    size: number;
+    at: number;
+  }
+  // A sync that started before the mark (the previous test's) may log after it: only later starts count.
+  const reconcilesSince = (from: Mark): { vipsDeleted: number; vipsCreated: number }[] =>
     readFileSync(daemon.log, 'utf8')
-      .slice(from)
+      .slice(from.size)
       .split('\n')
       .filter((l) => l.includes('"msg":"reconciled"'))
-      .map((l) => (JSON.parse(l) as { summary: { vipsDeleted: number; vipsCreated: number } }).summary);
-  const logSize = (): number => statSync(daemon.log).size;
+      .map(
+        (l) => JSON.parse(l) as { startedAt: string; summary: { vipsDeleted: number; vipsCreated: number } },
+      )
+      .filter((r) => Date.parse(r.startedAt) >= from.at)
+      .map((r) => r.summary);
+  const logMark = (): Mark => ({ size: statSync(daemon.log).size, at: Date.now() });
   const metric = async (name: string): Promise<string[]> =>
     (await lab.admin('/metrics')).body.split('\n').filter((l) => l.startsWith(name));
 
@@ -216,7 +226,7 @@ describePrivileged('daemon --kubernetes (fake API server) on a veth in a namespa
   it('410 Gone on the watches: no flush, re-list converges (a change made meanwhile is applied)', async () => {
     const before = Object.keys(await tables()).length;
     expect(before).toBe(2);
-    const mark = logSize();
+    const mark = logMark();
     const r = await minVipsDuring(async () => {
       await api.expireWatches();
       await setEndpoints('svc-a', [{ ip: be(1) }, { ip: be(3) }]);
@@ -236,7 +246,7 @@ describePrivileged('daemon --kubernetes (fake API server) on a veth in a namespa
 
   it('dropped watch connections: no flush, the watch resumes and converges', async () => {
     const before = Object.keys(await tables()).length;
-    const mark = logSize();
+    const mark = logMark();
     const r = await minVipsDuring(async () => {
       await api.dropWatches();
       await setEndpoints('svc-a', [{ ip: be(2) }, { ip: be(3) }]);
@@ -253,7 +263,7 @@ describePrivileged('daemon --kubernetes (fake API server) on a veth in a namespa
 
   it('API server down: /readyz reports the Kubernetes source, maps stay; back up: ready and converged', async () => {
     const snapshot = JSON.stringify(await tables());
-    const mark = logSize();
+    const mark = logMark();
     await api.setUnavailable(true);
     try {
       const ms = await waitUntil(async () => (await lab.admin('/readyz')).status !== 200, {

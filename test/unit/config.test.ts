@@ -120,7 +120,7 @@ vips:
     tableSize: 251
     persistence: source-ip
     conntrack: false
-    healthCheck: { type: http, port: 8080, path: /healthz, intervalMs: 500, timeoutMs: 200, rise: 1, fall: 2 }
+    healthCheck: { type: http, port: 8080, path: /healthz, intervalMs: 500, timeoutMs: 200, rise: 1, fall: 2, downGraceSeconds: 0 }
     backends:
       - { address: "2001:db8:1::0001", weight: 3 }
       - { address: "2001:db8:1::2", weight: 0, drain: true }
@@ -144,6 +144,7 @@ vips:
       timeoutMs: 200,
       rise: 1,
       fall: 2,
+      downGraceSeconds: 0,
     });
     expect(v.backends.map((b) => [b.address, b.weight, b.drain])).toEqual([
       ['2001:db8:1::1', 3, false],
@@ -154,6 +155,7 @@ vips:
   it('defaults the health-check port to the VIP port and the path to /', () => {
     const c = okConfig(withVip({ healthCheck: {} }));
     expect(c.vips[0]!.healthCheck).toEqual({ ...DEFAULTS.healthCheck, port: 80 });
+    expect(c.vips[0]!.healthCheck!.downGraceSeconds).toBe(30);
   });
 
   it('warns (without rejecting) when a table has under 10 slots per backend', () => {
@@ -257,6 +259,18 @@ describe('parseConfig: rejections name path and value', () => {
       'vips[0].healthCheck.timeoutMs: 600 is longer than intervalMs 500',
     ],
     ['rise 0', { healthCheck: { rise: 0 } }, {}, 'vips[0].healthCheck.rise: 0 is below the minimum 1'],
+    [
+      'negative down grace',
+      { healthCheck: { downGraceSeconds: -1 } },
+      {},
+      'vips[0].healthCheck.downGraceSeconds: -1 is below the minimum 0',
+    ],
+    [
+      'down grace over a day',
+      { healthCheck: { downGraceSeconds: 86401 } },
+      {},
+      'vips[0].healthCheck.downGraceSeconds: 86401 is above the maximum 86400',
+    ],
     [
       'bad check type',
       { healthCheck: { type: 'icmp' } },

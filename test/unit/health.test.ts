@@ -158,6 +158,7 @@ describe('HealthMonitor', () => {
     timeoutMs: 80,
     rise: 2,
     fall: 2,
+    downGraceSeconds: 30,
   };
   let monitor: HealthMonitor | null = null;
   afterEach(() => monitor?.stop());
@@ -371,5 +372,79 @@ describe('HealthMonitor', () => {
       ['10.0.0.1:80/tcp>10.1.0.1', 'checked', 80, undefined],
       ['10.0.0.1:80/tcp>10.1.0.2', 'checked', 80, 'down'],
     ]);
+  });
+
+  it('reports when each status flipped; desiredState keeps a backend that flaps within the grace draining, then up', async () => {
+    const T0 = 1_700_000_000_000;
+    let now = T0;
+    const ok = new Map([
+      ['10.0.0.1:80/tcp>10.1.0.1', true],
+      ['10.0.0.1:80/tcp>10.1.0.2', false],
+    ]);
+    const checker = async (t: HealthTarget): Promise<CheckResult> => ({
+      ok: ok.get(t.key)!,
+      durationMs: 0,
+      detail: 'x',
+    });
+    monitor = new HealthMonitor({ checker, jitter: 0, random: () => 0, clock: () => now });
+    const r = validateConfig({
+      interface: 'eth0',
+      vips: [
+        {
+          name: 'web',
+          address: '10.0.0.1',
+          port: 80,
+          healthCheck: {
+            type: 'tcp',
+            intervalMs: 100,
+            timeoutMs: 50,
+            rise: 1,
+            fall: 1,
+            downGraceSeconds: 10,
+          },
+          backends: [{ address: '10.1.0.1' }, { address: '10.1.0.2' }],
+        },
+      ],
+    });
+    if (!r.ok) throw new Error('config');
+    const [k1, k2] = ['10.0.0.1:80/tcp>10.1.0.1', '10.0.0.1:80/tcp>10.1.0.2'];
+    // k2 starts down (a restart's seed): no flip seen, so no time; it stays down throughout.
+    monitor.setTargets(healthTargets(desiredState({ config: r.config }), new Map([[k2, 'down']])));
+    const states = () =>
+      desiredState({
+        config: r.config,
+        health: monitor!.statuses(),
+        healthSince: monitor!.since(),
+        now,
+      }).vips[0]!.backends.map((b) => b.state);
+    expect(monitor.since()).toEqual(new Map());
+    expect(states()).toEqual(['up', 'down']);
+    monitor.start();
+
+    now = T0 + 500;
+    ok.set(k1, false);
+    await waitFor<HealthChange>(monitor, 'change', (c) => c.key === k1 && c.to === 'down', 2000);
+    expect(monitor.since()).toEqual(new Map([[k1, T0 + 500]]));
+    expect(monitor.snapshot().find((t) => t.key === k1)).toMatchObject({ status: 'down', since: T0 + 500 });
+    now = T0 + 3000;
+    expect(states()).toEqual(['draining', 'down']);
+    // Re-set with the same check: the time is kept.
+    monitor.setTargets(healthTargets(desiredState({ config: r.config })));
+    expect(monitor.since().get(k1)).toBe(T0 + 500);
+
+    now = T0 + 5000;
+    ok.set(k1, true);
+    await waitFor<HealthChange>(monitor, 'change', (c) => c.key === k1 && c.to === 'up', 2000);
+    expect(monitor.since().get(k1)).toBe(T0 + 5000);
+    expect(states()).toEqual(['up', 'down']);
+
+    // Down again and never back: draining within the 10 s grace, down after it.
+    now = T0 + 6000;
+    ok.set(k1, false);
+    await waitFor<HealthChange>(monitor, 'change', (c) => c.key === k1 && c.to === 'down', 2000);
+    now = T0 + 15_999;
+    expect(states()).toEqual(['draining', 'down']);
+    now = T0 + 16_000;
+    expect(states()).toEqual(['down', 'down']);
   });
 });

@@ -5,6 +5,8 @@ import type { Datapath } from '../../src/datapath/types';
 import { Config, validateConfig } from '../../src/model';
 import {
   assignIds,
+  backendState,
+  BackendStateInput,
   desiredState,
   DesiredState,
   emptyIdState,
@@ -18,7 +20,6 @@ import {
   planSince,
   readActual,
   reconcile,
-  ReconcileError,
   Reconciler,
   resolveDatapathConfig,
   TableCache,
@@ -434,10 +435,11 @@ describe('reconcile against MemoryDatapath', () => {
     const d2 = desiredState({ config: config(next), ids: d1.ids });
     expect((await r.dryRun(d2)).map((o) => o.op)).toEqual(['upsertBackend', 'installTable']);
     dp.failNext('installTable', new Error('ENOMEM'));
-    const err = await r.reconcile(d2).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(ReconcileError);
-    expect((err as ReconcileError).message).toBe('reconcile: installTable failed after 1 operations: ENOMEM');
-    expect((err as ReconcileError).summary.backendsCreated).toBe(1);
+    const failed = await r.reconcile(d2);
+    expect(failed.failures).toEqual([
+      { op: 'installTable', target: `table of VIP ${d2.vips[0]!.spec.id}`, vips: ['a'], error: 'ENOMEM' },
+    ]);
+    expect(failed).toMatchObject({ operations: 1, backendsCreated: 1, tablesInstalled: 0 });
     // Someone else writes behind the reconciler's back; the next call re-reads after the failure.
     await dp.deleteVip({ address: '10.0.0.10', port: 53, protocol: 'tcp' });
     const [a, b] = await Promise.all([r.reconcile(d2), r.reconcile(d2)]);
@@ -711,5 +713,147 @@ describe('planSince', () => {
     expect(await dump(dp)).toEqual(expected(d4));
     r2.resync();
     expect(await r2.dryRun(d4)).toEqual([]);
+  });
+});
+
+describe('health-down grace: a backend down by health check alone keeps its flows for a while', () => {
+  const T0 = 1_700_000_000_000;
+  const KEY = '10.0.0.10:80/tcp>10.1.0.2';
+  const checked = (downGraceSeconds?: number): Config =>
+    config([
+      {
+        name: 'a',
+        port: 80,
+        backends: be(1, 2, 3),
+        healthCheck: { type: 'tcp', ...(downGraceSeconds === undefined ? {} : { downGraceSeconds }) },
+      },
+    ]);
+  const down = new Map([[KEY, 'down' as const]]);
+  const since = new Map([[KEY, T0]]);
+  const b2 = (d: DesiredState) => d.vips[0]!.backends[1]!;
+
+  it('backendState: draining within the grace, down after it or without one; drained or weight 0 down at once', () => {
+    const base = { weight: 1, drain: false, health: 'down' as const, since: T0, downGraceSeconds: 30 };
+    const at = (o: Partial<BackendStateInput>) => backendState({ ...base, ...o });
+    const graced = { state: 'draining', graceUntil: T0 + 30_000 };
+    const isDown = { state: 'down', graceUntil: null };
+    expect(at({ now: T0 })).toEqual(graced);
+    expect(at({ now: T0 + 29_999 })).toEqual(graced);
+    expect(at({ now: T0 + 30_000 })).toEqual(isDown);
+    expect(at({ downGraceSeconds: 0, now: T0 })).toEqual(isDown);
+    // Without a time of the flip or a now (a restart's seeds, callers that pass none): down, as before.
+    expect(at({ since: undefined, now: T0 })).toEqual(isDown);
+    expect(at({})).toEqual(isDown);
+    // Drained and weight-0 backends behave as before the grace existed.
+    expect(at({ drain: true, now: T0 })).toEqual(isDown);
+    expect(at({ weight: 0, now: T0 })).toEqual(isDown);
+    expect(at({ health: 'up', now: T0 })).toEqual({ state: 'up', graceUntil: null });
+    expect(at({ health: 'unknown', drain: true, now: T0 })).toEqual({ state: 'draining', graceUntil: null });
+  });
+
+  it('desiredState: grace -> draining (not usable, re-sync due at its end), after it -> down; default 30 s', () => {
+    const cfg = checked();
+    expect(cfg.vips[0]!.healthCheck!.downGraceSeconds).toBe(30);
+    const tables = new TableCache();
+    const during = desiredState({ config: cfg, tables, health: down, healthSince: since, now: T0 + 1000 });
+    expect(b2(during)).toMatchObject({ health: 'down', state: 'draining', graceUntil: T0 + 30_000 });
+    expect(during.vips[0]!.usableBackends).toBe(2);
+    expect(during.vips[0]!.nextGraceEnd).toBe(T0 + 30_000);
+    expect(during.nextGraceEnd).toBe(T0 + 30_000);
+    // The same inputs passed back through the memo at the grace's end: down, nothing pending.
+    const after = desiredState({ config: cfg, tables, ids: during.ids, health: down, healthSince: since, now: T0 + 30_000 }); // prettier-ignore
+    expect(b2(after)).toMatchObject({ health: 'down', state: 'down', graceUntil: null });
+    expect(after.vips[0]!.usableBackends).toBe(2);
+    expect(after.nextGraceEnd).toBeNull();
+    expect(after.vips[0]).not.toBe(during.vips[0]);
+    expect(after.vips[0]!.table).toBe(during.vips[0]!.table);
+  });
+
+  it('desiredState: downGraceSeconds 0 -> down at once; no health check -> down at once', () => {
+    const d = desiredState({ config: checked(0), health: down, healthSince: since, now: T0 });
+    expect(b2(d)).toMatchObject({ state: 'down', graceUntil: null });
+    expect(d.nextGraceEnd).toBeNull();
+    const unchecked = desiredState({ config: config([{ name: 'a', port: 80, backends: be(1, 2, 3) }]), health: down, healthSince: since, now: T0 }); // prettier-ignore
+    expect(b2(unchecked).state).toBe('down');
+  });
+
+  it('a flap back up within the grace: the backend is up again and its established flows never moved', async () => {
+    const run = async (grace: number) => {
+      const dp = new MemoryDatapath();
+      const cfg = checked(grace);
+      let d = desiredState({ config: cfg, now: T0 });
+      await reconcile(dp, d);
+      const id = b2(d).id;
+      const vipKey = d.vips[0]!.spec.key;
+      const flows = Array.from({ length: 300 }, (_, i) => ({ vip: vipKey, source: `192.0.2.${i % 200}`, sourcePort: 2000 + i })); // prettier-ignore
+      const owner = flows.map((f) => (dp.forward({ ...f, syn: true }) as { backendId: number }).backendId);
+      const on2 = flows.filter((_, i) => owner[i] === id);
+      expect(on2.length).toBeGreaterThan(50);
+      const states: string[] = [];
+      let moved = 0;
+      // up -> down at T0 -> up at T0 + 5 s (the flap), packets of every established flow in between.
+      const steps: { now: number; health?: Map<string, 'down'>; since?: Map<string, number> }[] = [
+        { now: T0, health: down, since },
+        { now: T0 + 2500, health: down, since },
+        { now: T0 + 5000, since: new Map([[KEY, T0 + 5000]]) },
+        { now: T0 + 60_000, since: new Map([[KEY, T0 + 5000]]) },
+      ];
+      for (const s of steps) {
+        d = desiredState({ config: cfg, ids: d.ids, health: s.health, healthSince: s.since, now: s.now });
+        await reconcile(dp, d);
+        states.push((await dp.listBackends()).find((b) => b.id === id)!.state);
+        for (const f of on2) {
+          const v = dp.forward(f);
+          if (v.kind !== 'forward' || v.backendId !== id || !v.fromConntrack) moved++;
+        }
+      }
+      return { states, moved, reselects: (await dp.counters()).global.ct_reselect ?? 0n, flows: on2.length };
+    };
+    const graced = await run(30);
+    expect(graced.states).toEqual(['draining', 'draining', 'up', 'up']);
+    expect(graced.moved).toBe(0);
+    expect(graced.reselects).toBe(0n);
+    // The contrast: without a grace the same flap moves every flow of the backend at once.
+    const none = await run(0);
+    expect(none.states).toEqual(['down', 'down', 'up', 'up']);
+    expect(none.moved).toBeGreaterThanOrEqual(none.flows);
+    expect(none.reselects).toBe(BigInt(none.flows));
+  });
+
+  it('incremental and from-scratch results agree for any sequence of health, flip times and clock (property)', () => {
+    const keys = [1, 2, 3].map((i) => `10.0.0.10:80/tcp>10.1.0.${i}`);
+    const stepArb = fc.record({
+      down: fc.subarray([0, 1, 2]),
+      since: fc.array(fc.integer({ min: 0, max: 40_000 }), { minLength: 3, maxLength: 3 }),
+      advance: fc.integer({ min: 0, max: 20_000 }),
+      grace: fc.constantFrom(0, 10, 30),
+    });
+    let draining = 0;
+    fc.assert(
+      fc.property(fc.array(stepArb, { minLength: 1, maxLength: 10 }), (steps) => {
+        let now = T0;
+        let prev: DesiredState | null = null;
+        for (const s of steps) {
+          now += s.advance;
+          const cfg = checked(s.grace);
+          const health = new Map(s.down.map((i) => [keys[i]!, 'down' as const]));
+          const healthSince = new Map(keys.map((k, i) => [k, now - s.since[i]!]));
+          const ids = prev?.ids;
+          const full = desiredState({ config: cfg, health, healthSince, now, ...(ids ? { ids: forgetMemo(ids) } : {}) }); // prettier-ignore
+          const inc = desiredState({ config: cfg, health, healthSince, now, ...(ids ? { ids } : {}) });
+          expect(plain(inc)).toEqual(plain(full));
+          expect(inc.nextGraceEnd).toBe(full.nextGraceEnd);
+          for (const b of inc.vips[0]!.backends) {
+            const grace = s.grace * 1000;
+            const inGrace = b.health === 'down' && grace > 0 && now - healthSince.get(b.key)! < grace;
+            expect(b.state).toBe(b.health === 'down' ? (inGrace ? 'draining' : 'down') : 'up');
+            if (inGrace) draining++;
+          }
+          prev = inc;
+        }
+      }),
+      { numRuns: 200 },
+    );
+    expect(draining).toBeGreaterThan(20);
   });
 });

@@ -6,12 +6,13 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Argv } from 'yargs';
 import { attachXdp, BpfMap, BpfObject, BpfProgram, detachXdp, queryXdp, XdpMode } from '../../datapath/bpf';
-import { BALANCER_PROGRAM, KernelDatapath } from '../../datapath/kernel';
+import { BALANCER_PROGRAM, balancerMapSizes, BalancerLimits, KernelDatapath } from '../../datapath/kernel';
 import { encodeAddrKey } from '../../datapath/layout';
+import { BOUNDS, DEFAULTS } from '../../model/defaults';
 import { bpfObjectPath } from '../../paths';
 import { bpffsRoot, checkBpffs, currentNetnsName, pinDir } from '../../daemon/pins';
 import { interfaceAddresses } from '../../daemon/host';
-import { GlobalArgs, requireRoot } from '../context';
+import { adminUrl, fetchAdmin, GlobalArgs, requireRoot } from '../context';
 import { CliError, toJson } from '../output';
 
 const exec = promisify(execFile);
@@ -41,6 +42,20 @@ function balancerPins(a: GlobalArgs, ifname: string): string {
   return pinDir({ bpffs: root, netns: currentNetnsName(), ifname });
 }
 
+/** The map-size limits of a fresh balancer: the daemon's config keys, with the same defaults and bounds. */
+function limitsOf(a: { maxVips: number; maxBackends: number; conntrackEntries: number }): BalancerLimits {
+  const check = (flag: string, v: number, b: { min: number; max: number }): number => {
+    if (!Number.isInteger(v) || v < b.min || v > b.max)
+      throw new CliError(`--${flag}: ${v} is not an integer in ${b.min}..${b.max}`, 2);
+    return v;
+  };
+  return {
+    maxVips: check('max-vips', a.maxVips, BOUNDS.maxVips),
+    maxBackends: check('max-backends', a.maxBackends, BOUNDS.maxBackends),
+    conntrackEntries: check('conntrack-entries', a.conntrackEntries, BOUNDS.conntrackEntries),
+  };
+}
+
 async function sysctl(key: string, value: string): Promise<void> {
   await exec('sysctl', ['-qw', `${key}=${value}`]);
 }
@@ -50,16 +65,35 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     .command(
       'attach',
       'Attach the balancer to --interface (the pinned one if there is one, else a fresh one, pinned)',
-      (y2) => y2.option('mode', { choices: MODES, default: 'auto' as XdpMode, describe: 'XDP mode' }),
+      (y2) =>
+        y2
+          .option('mode', { choices: MODES, default: 'auto' as XdpMode, describe: 'XDP mode' })
+          // A fresh balancer is sized like the daemon's (limits.* in the config); a pinned one keeps its size.
+          .option('max-vips', {
+            type: 'number',
+            default: DEFAULTS.limits.maxVips,
+            describe: 'fresh balancer: size of the per-VIP maps (config limits.maxVips)',
+          })
+          .option('max-backends', {
+            type: 'number',
+            default: DEFAULTS.limits.maxBackends,
+            describe: 'fresh balancer: size of the backends map (config limits.maxBackends)',
+          })
+          .option('conntrack-entries', {
+            type: 'number',
+            default: DEFAULTS.limits.conntrackEntries,
+            describe: 'fresh balancer: connection-table entries (config limits.conntrackEntries)',
+          }),
       async (a) => {
         requireRoot('attach');
         const ifname = needInterface(a);
+        const limits = limitsOf(a);
         const dir = balancerPins(a, ifname);
         let dp: KernelDatapath;
         let fresh = false;
         if (existsSync(join(dir, BALANCER_PROGRAM))) dp = KernelDatapath.adopt({ pinDir: dir });
         else {
-          dp = await KernelDatapath.load();
+          dp = await KernelDatapath.load({ maxEntries: balancerMapSizes(limits) });
           dp.pin(dir);
           fresh = true;
         }
@@ -67,7 +101,7 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           const st = await dp.attach({ ifname, mode: a.mode });
           out(
             a,
-            { interface: ifname, pins: dir, fresh, ...st },
+            { interface: ifname, pins: dir, fresh, ...(fresh ? { limits } : {}), ...st },
             `attached program ${st.progId} to ${ifname} (${st.mode})${fresh ? `; new empty balancer pinned at ${dir}: VIP traffic passes until the daemon configures it` : ''}`,
           );
         } finally {
@@ -98,6 +132,13 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           );
         if (before.progId === 0 && ours === null)
           throw new CliError(`nothing attached to ${ifname} and nothing pinned`, 3);
+        // A running daemon owns the attachment: it would put the program back at its next check.
+        const daemon = await fetchAdmin<{ pins?: string }>(a, '/state');
+        if (daemon?.pins === dir)
+          throw new CliError(
+            `the daemon answering at ${adminUrl(a)} runs this balancer and re-attaches it within seconds: stop the daemon first (with --detach-on-exit it detaches on exit), then detach`,
+            1,
+          );
         const st = before.progId !== 0 ? await detachXdp({ ifname }) : before;
         if (a.purge) rmSync(dir, { recursive: true, force: true });
         out(
