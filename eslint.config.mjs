@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'build/', 'node_modules/', 'bench-results/', 'coverage/'] },
+  { ignores: ['dist/', 'build/', 'node_modules/', 'bench-results/', 'soak-results/', 'coverage/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

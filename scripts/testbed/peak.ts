@@ -1,5 +1,5 @@
 // peak-xdp on the testbed: daemon config per LB node (pure), availability check, start/stop of daemons and decap.
-import { existsSync, mkdirSync, openSync, closeSync, writeFileSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, closeSync, writeFileSync, readFileSync, renameSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import YAML from 'yaml';
@@ -70,12 +70,32 @@ function lbDir(p: Plan, lb: Host): string {
   return join(p.stateDir, lb.name);
 }
 
-/** Starts `peak-xdp daemon` in an LB namespace (detached, logs to the state dir); returns the pid. */
-export function startDaemon(p: Plan, lb: Host, o: { backends: Host[] }): number {
+/** The config file of an LB node's daemon (the daemon reloads it on change and on SIGHUP). */
+export function daemonConfigPath(p: Plan, lb: Host): string {
+  return join(lbDir(p, lb), 'peak-xdp.yaml');
+}
+
+/** Replaces an LB node's daemon config in one rename (a reload never reads half a file); text as given. */
+export function writeDaemonConfig(p: Plan, lb: Host, text: string): void {
+  mkdirSync(lbDir(p, lb), { recursive: true });
+  const file = daemonConfigPath(p, lb);
+  writeFileSync(`${file}.tmp`, text);
+  renameSync(`${file}.tmp`, file);
+}
+
+/**
+ * Starts `peak-xdp daemon` in an LB namespace (detached, logs to the state dir); returns the pid. The config is
+ * daemonConfig(p, lb, o), or `o.config` when given.
+ */
+export function startDaemon(
+  p: Plan,
+  lb: Host,
+  o: { backends: Host[]; config?: Record<string, unknown> },
+): number {
   const dir = lbDir(p, lb);
   mkdirSync(dir, { recursive: true });
-  const cfg = join(dir, 'peak-xdp.yaml');
-  writeFileSync(cfg, YAML.stringify(daemonConfig(p, lb, o)));
+  const cfg = daemonConfigPath(p, lb);
+  writeDaemonConfig(p, lb, YAML.stringify(o.config ?? daemonConfig(p, lb, o)));
   const logFd = openSync(join(dir, 'daemon.log'), 'a');
   const pins = lbPinRoot(p, lb);
   mkdirSync(pins, { recursive: true });

@@ -5,19 +5,25 @@ function lbPeers(p: Plan): { lb: Host; v4: string; v6: string; asn: number }[] {
   return p.lbs.map((lb) => ({ lb, v4: lb.link!.hostV4.address, v6: lb.link!.hostV6.address, asn: lb.asn! }));
 }
 
-/** BIRD 2: passive eBGP to every LB (v4 and v6 sessions), ECMP into the kernel FIB (TESTBED.md timers). */
-export function renderBird(p: Plan, o: { logFile: string }): string {
+/**
+ * BIRD 2: passive eBGP to every LB (v4 and v6 sessions), ECMP into the kernel FIB (TESTBED.md timers).
+ * gracefulRestart: BIRD itself can restart gracefully (`birdc graceful restart`, then `bird -R`): the kernel
+ * keeps the routes until the sessions are back. Without it BIRD is only a helper ("aware", its default): a
+ * peer's kill -9 keeps that peer's routes either way.
+ */
+export function renderBird(p: Plan, o: { logFile: string; gracefulRestart?: boolean }): string {
+  const gr = o.gracefulRestart ? ' graceful restart on;' : '';
   const lines = [
     `# Testbed router ${p.prefix}: generated, do not edit.`,
     `log "${o.logFile}" all;`,
     `router id ${p.routerId};`,
     'protocol device { scan time 10; }',
     // learn off + only our own routes: BIRD never touches the static routes the bench adds.
-    'protocol kernel kernel4 { ipv4 { import none; export all; }; merge paths yes limit 8; }',
-    'protocol kernel kernel6 { ipv6 { import none; export all; }; merge paths yes limit 8; }',
+    `protocol kernel kernel4 { ipv4 { import none; export all; }; merge paths yes limit 8;${gr} }`,
+    `protocol kernel kernel6 { ipv6 { import none; export all; }; merge paths yes limit 8;${gr} }`,
     'template bgp lbpeer {',
     `  local as ${p.routerAsn};`,
-    '  passive on;',
+    `  passive on;${gr}`,
     '  hold time 3; keepalive time 1;',
     // Without these, recovery after a hold-timer expiry takes 60 s or more.
     '  connect delay time 1; connect retry time 2; error wait time 1, 5;',

@@ -138,7 +138,13 @@ function ensureLink(p: Plan, h: Host): void {
 
 const LOOSE_RP = { 'net.ipv4.conf.all.rp_filter': 2, 'net.ipv4.conf.default.rp_filter': 2 };
 
-function setupRouter(p: Plan, log: Log): void {
+/** Options of `up` that are not part of the plan. */
+export interface UpOptions {
+  /** The router's BIRD can restart gracefully (renderBird's gracefulRestart); default false. */
+  routerGracefulRestart?: boolean;
+}
+
+function setupRouter(p: Plan, log: Log, o: UpOptions): void {
   const ns = p.router.netns;
   sysctl(ns, {
     'net.ipv4.ip_forward': 1,
@@ -156,19 +162,38 @@ function setupRouter(p: Plan, log: Log): void {
     if (!attached)
       run('ip', ['-n', ns, 'link', 'set', 'dev', lb.link!.routerIf, 'xdpdrv', 'obj', obj, 'sec', 'xdp']);
   }
-  startRouterDaemon(p, log);
+  startRouterDaemon(p, log, { gracefulRestart: o.routerGracefulRestart });
 }
 
-function startRouterDaemon(p: Plan, log: Log): void {
+/**
+ * Starts the router's BGP daemon unless it runs. recovery (BIRD): start in graceful restart recovery (`-R`),
+ * after stopRouterDaemon({ mode: 'graceful' }) with a gracefulRestart config.
+ */
+export function startRouterDaemon(
+  p: Plan,
+  log: Log = quiet,
+  o: { gracefulRestart?: boolean; recovery?: boolean } = {},
+): void {
   const ns = p.router.netns;
   if (p.routerDaemon === 'bird') {
     const pid = join(p.stateDir, 'bird.pid');
     if (pidInNs(pid, ns)) return;
     const conf = join(p.stateDir, 'bird.conf');
-    writeFileSync(conf, renderBird(p, { logFile: join(p.stateDir, 'bird.log') }));
+    writeFileSync(
+      conf,
+      renderBird(p, { logFile: join(p.stateDir, 'bird.log'), gracefulRestart: o.gracefulRestart }),
+    );
     run('bird', ['-p', '-c', conf]);
-    runIn(ns, 'bird', ['-c', conf, '-s', join(p.stateDir, 'bird.ctl'), '-P', pid]);
-    log(`router: BIRD started (${conf})`);
+    runIn(ns, 'bird', [
+      ...(o.recovery ? ['-R'] : []),
+      '-c',
+      conf,
+      '-s',
+      join(p.stateDir, 'bird.ctl'),
+      '-P',
+      pid,
+    ]);
+    log(`router: BIRD started${o.recovery ? ' in graceful restart recovery' : ''} (${conf})`);
     return;
   }
   const dir = join(p.stateDir, 'frr');
@@ -184,6 +209,24 @@ function startRouterDaemon(p: Plan, log: Log): void {
   runIn(ns, '/usr/lib/frr/zebra', [...common, '-f', join(dir, 'zebra.conf'), '-i', join(dir, 'zebra.pid')]);
   runIn(ns, '/usr/lib/frr/bgpd', [...common, '-f', join(dir, 'bgpd.conf'), '-i', join(dir, 'bgpd.pid')]);
   log(`router: FRR zebra + bgpd started (${dir})`);
+}
+
+/**
+ * Stops the router's BIRD (fault scenarios), waiting until it is gone: 'graceful' (`birdc graceful restart`:
+ * the kernel keeps its routes, the sessions close), 'term' (SIGTERM: BIRD withdraws its routes from the FIB),
+ * 'kill' (SIGKILL: routes stay, sessions reset by the kernel).
+ */
+export async function stopRouterDaemon(p: Plan, o: { mode: 'graceful' | 'term' | 'kill' }): Promise<void> {
+  if (p.routerDaemon !== 'bird')
+    throw new Error(`stopRouterDaemon: only BIRD is supported (router is ${p.routerDaemon})`);
+  const pids = nsPids(p.router.netns).filter((pid) => procName(pid) === 'bird');
+  if (o.mode === 'graceful')
+    run('birdc', ['-s', join(p.stateDir, 'bird.ctl'), 'graceful', 'restart'], { timeoutMs: 10_000 });
+  else for (const pid of pids) signal(pid, o.mode === 'term' ? 'SIGTERM' : 'SIGKILL');
+  for (let i = 0; i < 100 && pids.some(alive); i++) await sleep(50);
+  const left = pids.filter(alive);
+  if (left.length)
+    throw new Error(`router BIRD (pids ${left.join(', ')}) still runs 5 s after ${o.mode} stop`);
 }
 
 function setupClient(h: Host): void {
@@ -245,7 +288,7 @@ export function killBackendNginx(h: Host): void {
 }
 
 /** Brings the testbed up; every step checks what exists first, so a second `up` is a no-op. */
-export function up(p: Plan, log: Log = quiet): void {
+export function up(p: Plan, log: Log = quiet, o: UpOptions = {}): void {
   checkTools(p);
   mkdirSync(p.stateDir, { recursive: true });
   writeFileSync(join(p.stateDir, 'plan.json'), JSON.stringify(p, null, 2));
@@ -257,7 +300,7 @@ export function up(p: Plan, log: Log = quiet): void {
   for (const h of p.clients) setupClient(h);
   for (const h of p.lbs) setupLb(h);
   for (const h of p.backends) setupBackend(p, h, log);
-  setupRouter(p, log);
+  setupRouter(p, log, o);
   log(`testbed ${p.prefix} is up`);
 }
 

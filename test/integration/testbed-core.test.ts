@@ -26,7 +26,13 @@ import {
   recoveryMs,
   summarize,
 } from '../../scripts/bench/lib/stats';
-import { parseResponse, runLoad, checkLoadOptions, LoadOptions } from '../../scripts/bench/lib/loadgen';
+import {
+  parseResponse,
+  runLoad,
+  checkLoadOptions,
+  FailureRecord,
+  LoadOptions,
+} from '../../scripts/bench/lib/loadgen';
 import { renderHaproxy, renderNft, renderNginxProxy } from '../../scripts/bench/lib/systems';
 import { parseBenchArgs, plannedSteps, PROFILES } from '../../scripts/bench/e2e-profile';
 import {
@@ -148,6 +154,12 @@ describe('renderers', () => {
     expect(t).toContain('protocol bgp lb2_v4 from lbpeer { neighbor 10.77.12.2 as 65102;');
     expect(t).toContain('protocol bgp lb1_v6 from lbpeer { neighbor fd77:11::2 as 65101;');
     expect(t.match(/protocol bgp/g)!.length).toBe(4);
+    expect(t).not.toContain('graceful restart on');
+  });
+  it('BIRD with gracefulRestart: kernel protocols and the BGP template restart gracefully', () => {
+    const t = renderBird(p, { logFile: '/x/bird.log', gracefulRestart: true });
+    expect(t.match(/graceful restart on;/g)!.length).toBe(3);
+    expect(t).toMatch(/protocol kernel kernel4 \{[^\n]*graceful restart on; \}/);
   });
   it('FRR: multipath-relax, maximum-paths, passive neighbours, outbound deny', () => {
     const t = renderFrrBgpd(p, { logFile: '/x/bgpd.log' });
@@ -360,6 +372,57 @@ describe('load generator (loopback server)', () => {
     expect(r.ok).toBe(0);
     expect(r.errors.econnrefused).toBe(r.sent);
     expect(r.sent).toBe(20);
+  });
+  it('reports every refused connection as a failure record with its source port', async () => {
+    const s2 = createServer();
+    await new Promise<void>((r) => s2.listen(0, '127.0.0.1', r));
+    const closedPort = (s2.address() as AddressInfo).port;
+    await new Promise((r) => s2.close(r));
+    const records: FailureRecord[] = [];
+    const r = await runLoad(
+      { targets: [{ host: '127.0.0.1', port: closedPort }], mode: 'open', rate: 100, durationMs: 100, maxRequests: 100, timeoutMs: 500 },
+      undefined,
+      (f) => records.push(f),
+    ); // prettier-ignore
+    expect(r.sent).toBe(10);
+    expect(records).toHaveLength(10);
+    for (const f of records) {
+      expect(f).toMatchObject({
+        mode: 'open',
+        kind: 'econnrefused',
+        target: '127.0.0.1',
+        requestFailed: true,
+        broken: false,
+      });
+      expect(f.localPort).toBeGreaterThan(0);
+      expect(f.at).toBeGreaterThanOrEqual(f.openedAt);
+    }
+  });
+  it('reports a keep-alive connection the server closes as broken, naming the backend that answered', async () => {
+    let n = 0;
+    const s3 = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '4' }).end('be7\n');
+      // The third response closes the connection under the client: it breaks while idle.
+      if (++n % 3 === 0) res.on('finish', () => req.socket.destroy());
+    });
+    await new Promise<void>((r) => s3.listen(0, '127.0.0.1', r));
+    const p3 = (s3.address() as AddressInfo).port;
+    const records: FailureRecord[] = [];
+    try {
+      const r = await runLoad(
+        { targets: [{ host: '127.0.0.1', port: p3 }], mode: 'persistent', connections: 1, thinkMs: 20, durationMs: 400, maxRequests: 1000, timeoutMs: 500 },
+        undefined,
+        (f) => records.push(f),
+      ); // prettier-ignore
+      expect(r.brokenConnections).toBeGreaterThan(0);
+      expect(records.filter((f) => f.broken)).toHaveLength(r.brokenConnections);
+      const f = records[0]!;
+      expect(f).toMatchObject({ mode: 'persistent', backend: 'be7', responses: 3, broken: true });
+      expect(f.localPort).toBeGreaterThan(0);
+      expect(f.lastOkAt).not.toBeNull();
+    } finally {
+      await new Promise((r) => s3.close(r));
+    }
   });
   it('validates options naming the field and value', () => {
     const o: LoadOptions = {

@@ -1,6 +1,6 @@
 // HTTP load generator: open-loop constant rate (new connection per request) or N persistent connections.
 // Bounded by request count and time; reports latency (from the scheduled send time), per-backend counts,
-// errors, a timeline, and (persistent mode) connections broken mid-run.
+// errors, a timeline, (persistent mode) connections broken mid-run, and optionally one record per failure.
 import { connect, Socket } from 'node:net';
 import { summarize, cdf, LatencySummary } from './stats';
 
@@ -25,6 +25,33 @@ export interface LoadOptions {
   maxInFlight?: number;
   bucketMs?: number;
   progressMs?: number;
+  /** loadgen-cli: print one `FAILURE {...}` line (a FailureRecord) on stderr per failure as it happens. */
+  reportFailures?: boolean;
+}
+
+/** One failed request or broken connection, with what the client knew about it. Times are epoch ms. */
+export interface FailureRecord {
+  /** When the failure was seen. */
+  at: number;
+  mode: 'open' | 'persistent';
+  /** As counted in LoadResult.errors (timeout, econnreset, closed, connect_econnrefused, ...). */
+  kind: string;
+  target: string;
+  /** Client source port (null when the socket never got one). */
+  localPort: number | null;
+  openedAt: number;
+  /** When the failing request was sent (null: none was in flight, the connection closed while idle). */
+  requestSentAt: number | null;
+  /** Last response on this connection (null: none). */
+  lastOkAt: number | null;
+  /** The backend that answered last on this connection (the last line of its body; null: none answered). */
+  backend: string | null;
+  /** Responses this connection carried. */
+  responses: number;
+  /** A request failed (counted in errors). */
+  requestFailed: boolean;
+  /** A persistent connection broke after carrying a request (counted in brokenConnections). */
+  broken: boolean;
 }
 
 export interface LoadResult {
@@ -66,7 +93,7 @@ export function checkLoadOptions(o: LoadOptions): void {
     !(o.connections !== undefined && o.connections >= 1 && o.connections <= 10_000)
   )
     bad('connections', o.connections, '1..10000');
-  if (!(o.durationMs > 0 && o.durationMs <= 3_600_000)) bad('durationMs', o.durationMs, '1..3600000');
+  if (!(o.durationMs > 0 && o.durationMs <= 86_400_000)) bad('durationMs', o.durationMs, '1..86400000');
   if (!(o.maxRequests > 0 && o.maxRequests <= 10_000_000)) bad('maxRequests', o.maxRequests, '1..10000000');
   if (!(o.timeoutMs > 0)) bad('timeoutMs', o.timeoutMs, '> 0');
 }
@@ -109,7 +136,7 @@ class Recorder {
     this.ok++;
     this.latUs.push(us);
     this.recent.push(us);
-    const name = o.body.trim().split('\n').pop() || '?';
+    const name = backendName(o.body);
     this.perBackend[name] = (this.perBackend[name] ?? 0) + 1;
     const b = this.bucket(o.scheduled);
     this.okB[b] = (this.okB[b] ?? 0) + 1;
@@ -121,20 +148,27 @@ class Recorder {
   }
 }
 
+/** The backend a response names: the last line of its body. */
+function backendName(body: string): string {
+  return body.trim().split('\n').pop() || '?';
+}
+
 function errorKind(e: unknown): string {
   const code = (e as { code?: string }).code;
   return code ? code.toLowerCase() : 'socket';
 }
 
-/** One request on a fresh connection (Connection: close). */
+/** One request on a fresh connection (Connection: close); `conn` learns its source port. */
 function oneShot(
   t: Target,
   timeoutMs: number,
+  conn: { localPort: number | null } = { localPort: null },
 ): Promise<{ ok: true; body: string } | { ok: false; kind: string }> {
   return new Promise((resolve) => {
     let buf = '';
     let settled = false;
     const s = connect({ host: t.host, port: t.port });
+    watchLocalPort(s, (port) => (conn.localPort ??= port));
     const finish = (r: { ok: true; body: string } | { ok: false; kind: string }): void => {
       if (settled) return;
       settled = true;
@@ -166,12 +200,28 @@ function oneShot(
   });
 }
 
+/**
+ * Reports a connecting socket's source port: connect() binds it right after 'connectionAttempt' (a microtask
+ * later it is readable), and a failed connect releases it, so reading it at the error is too late.
+ */
+function watchLocalPort(s: Socket, found: (port: number) => void): void {
+  const read = (): void => {
+    if (s.localPort) found(s.localPort);
+  };
+  s.once('connectionAttempt', () => queueMicrotask(read));
+  s.once('connect', read);
+}
+
 function pick(targets: Target[]): Target {
   return targets[Math.floor(Math.random() * targets.length)]!;
 }
 
 /** Runs the load; resolves when the duration or the request budget is used up and every request settled. */
-export async function runLoad(o: LoadOptions, onProgress?: (p: Progress) => void): Promise<LoadResult> {
+export async function runLoad(
+  o: LoadOptions,
+  onProgress?: (p: Progress) => void,
+  onFailure?: (f: FailureRecord) => void,
+): Promise<LoadResult> {
   checkLoadOptions(o);
   const bucketMs = o.bucketMs ?? 100;
   const t0 = performance.now();
@@ -215,11 +265,21 @@ export async function runLoad(o: LoadOptions, onProgress?: (p: Progress) => void
           }
           inFlight++;
           opened++;
+          const target = pick(o.targets);
+          const conn = { localPort: null as number | null };
+          const openedAt = Date.now();
           pending.push(
-            oneShot(pick(o.targets), o.timeoutMs).then((r) => {
+            oneShot(target, o.timeoutMs, conn).then((r) => {
               inFlight--;
               if (r.ok) rec.success({ scheduled, done: performance.now(), body: r.body });
-              else rec.failure({ scheduled, kind: r.kind });
+              else {
+                rec.failure({ scheduled, kind: r.kind });
+                onFailure?.({
+                  at: Date.now(), mode: 'open', kind: r.kind, target: target.host, localPort: conn.localPort,
+                  openedAt, requestSentAt: openedAt, lastOkAt: null, backend: null, responses: 0,
+                  requestFailed: true, broken: false,
+                }); // prettier-ignore
+              }
             }),
           );
         }
@@ -273,18 +333,33 @@ export async function runLoad(o: LoadOptions, onProgress?: (p: Progress) => void
       let timer: NodeJS.Timeout | null = null;
       let settled = false;
       let used = false;
+      // What a FailureRecord tells about this connection.
+      const openedAt = Date.now();
+      let localPort: number | null = null;
+      let sentAt = 0;
+      let lastOkAt: number | null = null;
+      let backend: string | null = null;
+      let responses = 0;
+      watchLocalPort(s, (port) => (localPort ??= port));
       const end = (how: 'done' | 'broken', kind?: string): void => {
         if (settled) return;
         settled = true;
         if (timer) clearTimeout(timer);
         if (kind && waiting) rec.failure({ scheduled, kind });
         if (kind && !used) rec.failure({ scheduled: performance.now(), kind: `connect_${kind}` });
+        if (kind)
+          onFailure?.({
+            at: Date.now(), mode: 'persistent', kind: used ? kind : `connect_${kind}`, target: t.host, localPort,
+            openedAt, requestSentAt: waiting ? sentAt : null, lastOkAt, backend, responses,
+            requestFailed: waiting || !used, broken: how === 'broken' && used,
+          }); // prettier-ignore
         s.destroy();
         resolve(how === 'broken' && !used ? 'failed' : how);
       };
       const send = (): void => {
         if (performance.now() >= deadline || rec.sent >= o.maxRequests) return end('done');
         scheduled = performance.now();
+        sentAt = Date.now();
         rec.sent++;
         used = true;
         waiting = true;
@@ -301,8 +376,18 @@ export async function runLoad(o: LoadOptions, onProgress?: (p: Progress) => void
         buf = buf.slice(r.length);
         waiting = false;
         if (timer) clearTimeout(timer);
-        if (r.status === 200) rec.success({ scheduled, done: performance.now(), body: r.body });
-        else rec.failure({ scheduled, kind: `http_${r.status}` });
+        if (r.status === 200) {
+          rec.success({ scheduled, done: performance.now(), body: r.body });
+          lastOkAt = Date.now();
+          backend = backendName(r.body);
+          responses++;
+        } else {
+          rec.failure({ scheduled, kind: `http_${r.status}` });
+          onFailure?.({
+            at: Date.now(), mode: 'persistent', kind: `http_${r.status}`, target: t.host, localPort, openedAt,
+            requestSentAt: sentAt, lastOkAt, backend, responses, requestFailed: true, broken: false,
+          }); // prettier-ignore
+        }
         const think = o.thinkMs ?? 0;
         if (think > 0) setTimeout(send, think);
         else send();

@@ -6,21 +6,25 @@ import { packageRoot } from '../../../src/paths';
 import type { Host, Plan } from '../../testbed/plan';
 import { run, runAsync, sleep } from '../../testbed/sh';
 import { fibNextHops, nsPids } from '../../testbed/topology';
-import type { LoadOptions, LoadResult, Progress } from './loadgen';
+import type { FailureRecord, LoadOptions, LoadResult, Progress } from './loadgen';
 import { parseWrk, WrkResult } from './stats';
 
 const LOADGEN = join(packageRoot, 'dist', 'scripts', 'bench', 'lib', 'loadgen-cli.js');
 
-/** Runs the load generator in a namespace; rejects with its stderr if it fails. */
+/** Runs the load generator in a namespace; rejects with its stderr if it fails. `onFailure` gets each failure
+ * as it happens (sets reportFailures). */
 export async function loadIn(
   netns: string,
   o: LoadOptions,
   onProgress?: (p: Progress) => void,
+  onFailure?: (f: FailureRecord) => void,
 ): Promise<LoadResult> {
-  const r = await runAsync('ip', ['netns', 'exec', netns, 'node', LOADGEN, JSON.stringify(o)], {
+  const opts: LoadOptions = onFailure ? { ...o, reportFailures: true } : o;
+  const r = await runAsync('ip', ['netns', 'exec', netns, 'node', LOADGEN, JSON.stringify(opts)], {
     timeoutMs: o.durationMs + o.timeoutMs + 30_000,
     onStderrLine: (l) => {
       if (onProgress && l.startsWith('PROGRESS ')) onProgress(JSON.parse(l.slice(9)) as Progress);
+      else if (onFailure && l.startsWith('FAILURE ')) onFailure(JSON.parse(l.slice(8)) as FailureRecord);
     },
   });
   if (r.code !== 0)
