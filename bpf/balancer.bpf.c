@@ -8,6 +8,7 @@
 #include "select.h"
 #include "encap.h"
 #include "icmp.h"
+#include "guard.h"
 
 /* Keeps the shared enums and structs in BTF for userspace (btfLayout), even those no code names. */
 struct peak_btf_anchor {
@@ -126,8 +127,11 @@ static __always_inline int peak_forward(struct xdp_md *ctx, struct peak_pkt *p, 
   if (cfg->mtu && p->ip_len + overhead > cfg->mtu) {
     /* PMTU discovery: tell the client (never in answer to an ICMP error) */
     if (icmp_error) return peak_verdict(p->stats, XDP_DROP, PEAK_CNT_DROP_TOO_BIG);
-    int err = p->flow.family == PEAK_FAMILY_V4 ? peak_icmp4_too_big(ctx, p, cfg->mtu - overhead)
-                                               : peak_icmp6_too_big(ctx, p, cfg->mtu - overhead);
+    int v4 = p->flow.family == PEAK_FAMILY_V4;
+    /* frag-needed means "DF was set"; XDP cannot fragment, and the kernel would route it back to us */
+    if (v4 && !peak_ipv4_df(ctx, p)) return peak_verdict(p->stats, XDP_DROP, PEAK_CNT_DROP_TOO_BIG_NO_DF);
+    int err = v4 ? peak_icmp4_too_big(ctx, p, cfg->mtu - overhead)
+                 : peak_icmp6_too_big(ctx, p, cfg->mtu - overhead);
     if (err) return peak_verdict(p->stats, XDP_DROP, PEAK_CNT_DROP_TOO_BIG);
     return peak_verdict(p->stats, XDP_TX, PEAK_CNT_ICMP_TOO_BIG_SENT);
   }
@@ -144,6 +148,8 @@ static __always_inline int peak_forward(struct xdp_md *ctx, struct peak_pkt *p, 
 static __always_inline int peak_handle_l4(struct xdp_md *ctx, struct peak_pkt *p) {
   struct peak_vip_value *vip = peak_vip_find(&p->flow);
   if (!vip) return peak_verdict(p->stats, XDP_PASS, PEAK_CNT_PASS_NOT_VIP);
+  __u32 reason = peak_guard(p);
+  if (reason) return peak_verdict(p->stats, XDP_DROP, reason);
   return peak_forward(ctx, p, &p->flow, vip, 1, 0);
 }
 
@@ -152,6 +158,8 @@ static __always_inline int peak_handle_icmp(struct xdp_md *ctx, struct peak_pkt 
   if (!peak_is_vip_addr(&p->flow)) return peak_verdict(p->stats, XDP_PASS, PEAK_CNT_PASS_NOT_VIP);
   void *data = (void *)(long)ctx->data;
   void *data_end = (void *)(long)ctx->data_end;
+  __u32 reason = peak_guard(p);
+  if (reason) return peak_verdict(p->stats, XDP_DROP, reason);
   __u8 *type = data + (p->l4_off & PEAK_L4_MASK);
   if ((void *)(type + 2) > data_end) return peak_verdict(p->stats, XDP_PASS, PEAK_CNT_PASS_MALFORMED);
   int v4 = p->flow.family == PEAK_FAMILY_V4;

@@ -53,8 +53,17 @@ static __always_inline int peak_icmp6_echo_reply(void *data, void *data_end, con
   return 0;
 }
 
-/* Turns a VIP packet that is too big after encapsulation into ICMP frag-needed (v4) back to the client,
- * from the VIP, quoting the IP header + 8 bytes. 0 or -1 (packet unusable: caller drops). */
+/* Is DF set on the IPv4 packet *p? (Read again here: only the too-big path needs it.) */
+static __always_inline int peak_ipv4_df(struct xdp_md *ctx, const struct peak_pkt *p) {
+  void *data = (void *)(long)ctx->data;
+  void *data_end = (void *)(long)ctx->data_end;
+  struct iphdr *ip = data + (p->l3_off & PEAK_L3_MASK);
+  if ((void *)(ip + 1) > data_end) return 0;
+  return (ip->frag_off & bpf_htons(PEAK_IP_DF)) != 0;
+}
+
+/* Turns a VIP packet with DF set that is too big after encapsulation into ICMP frag-needed (v4) back to the
+ * client, from the VIP, quoting the IP header + 8 bytes. 0 or -1 (packet unusable: caller drops). */
 static __always_inline int peak_icmp4_too_big(struct xdp_md *ctx, const struct peak_pkt *p, __u16 mtu) {
   void *data = (void *)(long)ctx->data;
   void *data_end = (void *)(long)ctx->data_end;

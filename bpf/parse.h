@@ -63,7 +63,7 @@ struct peak_pkt {
   __u8 is_syn;       /* TCP SYN without ACK */
   __u8 is_frag;      /* IPv4 fragment / IPv6 fragment header */
   __u8 exthdr;       /* IPv6 with a next header we do not parse */
-  __u8 pad;
+  __u8 l2_group;     /* destination MAC is broadcast or multicast (its I/G bit) */
   __be16 vlan_tpid[PEAK_MAX_VLANS]; /* ethertype announcing each tag */
   __be16 vlan_tci[PEAK_MAX_VLANS];
   struct peak_flow_key flow; /* src/dst/proto/family always; ports for TCP/UDP */
@@ -80,6 +80,7 @@ static __always_inline __be16 peak_parse_l2(void *data, void *data_end, struct p
   struct ethhdr *eth = data;
   if ((void *)(eth + 1) > data_end) return 0;
   __be16 proto = *(const peak_be16_alias *)((void *)eth + PEAK_ETH_PROTO_OFF); /* one load */
+  p->l2_group = eth->h_dest[0] & 1;
   __u16 off = sizeof(*eth);
   p->vlans = 0;
 #pragma unroll

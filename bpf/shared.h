@@ -185,6 +185,12 @@ enum peak_counter {
   PEAK_CNT_ICMP_TOO_BIG_SENT,
   PEAK_CNT_FIB_REDIRECT,
   PEAK_CNT_FIB_FALLBACK,
+  /* Added after the first release: new counters go here, at the end, so a pinned stats map of an older
+   * build still holds the counters before them at the same offsets (KernelDatapath.counters() reads only
+   * the counters the pinned map's value holds). */
+  PEAK_CNT_DROP_L2_BROADCAST,  /* VIP packet in a broadcast/multicast Ethernet frame (RFC 1812 5.3.4) */
+  PEAK_CNT_DROP_BAD_SOURCE,    /* VIP packet from an address no client has (peak_source_ok) or from the VIP */
+  PEAK_CNT_DROP_TOO_BIG_NO_DF, /* IPv4 VIP packet too big after encapsulation with DF clear: no fragmenting */
   PEAK_CNT_MAX,
 };
 

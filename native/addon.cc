@@ -11,8 +11,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   peak::InitTestRun(env, exports);
   peak::InitSockets(env, exports);
   peak::InitBtf(env, exports);
-  // Close every fd still handed out when the environment goes away (process exit, worker end).
-  env.AddCleanupHook([]() { peak::CloseTrackedFds(); });
+  peak::InitLock(env, exports);
+  // Close the fds this environment still holds when it goes away (process exit, worker end); the
+  // addon is loaded per environment, so a worker (the BGP speaker) ending leaves the main thread's alone.
+  napi_env self = env;
+  env.AddCleanupHook([self]() { peak::CloseTrackedFds(self); });
   return exports;
 }
 

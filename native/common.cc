@@ -9,6 +9,7 @@
 
 #include <cstdarg>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <set>
 
@@ -29,7 +30,8 @@ int PrintFn(enum libbpf_print_level level, const char* fmt, va_list args) {
 }
 
 std::mutex fdMu;
-std::set<int> trackedFds;
+// Per environment (main thread, each worker): a worker's end must not close the main thread's fds.
+std::map<napi_env, std::set<int>> trackedFds;
 }  // namespace
 
 void InstallLibbpfPrint() { libbpf_set_print(PrintFn); }
@@ -120,18 +122,21 @@ int WithNetns(const std::string& nsPath, const std::function<int()>& fn, std::st
   return rc;
 }
 
-void TrackFd(int fd) {
+void TrackFd(napi_env env, int fd) {
   std::lock_guard<std::mutex> g(fdMu);
-  trackedFds.insert(fd);
+  trackedFds[env].insert(fd);
 }
 void UntrackFd(int fd) {
+  // An fd number is unique in the process while it is open: whichever env holds it gives it up.
   std::lock_guard<std::mutex> g(fdMu);
-  trackedFds.erase(fd);
+  for (auto& [env, fds] : trackedFds) fds.erase(fd);
 }
-void CloseTrackedFds() {
+void CloseTrackedFds(napi_env env) {
   std::lock_guard<std::mutex> g(fdMu);
-  for (int fd : trackedFds) close(fd);
-  trackedFds.clear();
+  auto it = trackedFds.find(env);
+  if (it == trackedFds.end()) return;
+  for (int fd : it->second) close(fd);
+  trackedFds.erase(it);
 }
 
 }  // namespace peak

@@ -34,10 +34,11 @@ bool IsNullish(const Napi::Value& v);
 // Returns 0 or a positive errno. An empty path means the current namespace.
 int WithNetns(const std::string& nsPath, const std::function<int()>& fn, std::string* what);
 
-// fd tracking: every fd the addon hands out is registered so an env cleanup hook can close leftovers.
-void TrackFd(int fd);
+// fd tracking: every fd the addon hands out is registered with the env (main thread or worker) it was
+// handed to, so that env's cleanup hook closes its own leftovers and never another thread's fds.
+void TrackFd(napi_env env, int fd);
 void UntrackFd(int fd);
-void CloseTrackedFds();
+void CloseTrackedFds(napi_env env);
 
 void InitObject(Napi::Env env, Napi::Object exports);
 void InitMaps(Napi::Env env, Napi::Object exports);
@@ -45,5 +46,6 @@ void InitAttach(Napi::Env env, Napi::Object exports);
 void InitTestRun(Napi::Env env, Napi::Object exports);
 void InitSockets(Napi::Env env, Napi::Object exports);
 void InitBtf(Napi::Env env, Napi::Object exports);
+void InitLock(Napi::Env env, Napi::Object exports);
 
 }  // namespace peak

@@ -12,7 +12,7 @@ namespace {
 
 int NewFd(Napi::Env env, int fd, const std::string& what) {
   if (fd < 0) ThrowErrno(env, what, errno);
-  TrackFd(fd);
+  TrackFd(env, fd);
   return fd;
 }
 
@@ -55,7 +55,7 @@ Napi::Value MapCreate(const Napi::CallbackInfo& info) {
   LibbpfLogReset();
   int fd = bpf_map_create((enum bpf_map_type)type, name.empty() ? nullptr : name.c_str(), ks, vs, max, &opts);
   if (fd < 0) ThrowErrno(env, "create map " + (name.empty() ? std::string("(anonymous)") : name), -fd);
-  TrackFd(fd);
+  TrackFd(env, fd);
   return Napi::Number::New(env, fd);
 }
 

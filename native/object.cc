@@ -41,6 +41,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   explicit BpfObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BpfObject>(info) {
     std::string path = ArgString(info, 0, "path");
     path_ = path;
+    env_ = info.Env();
     LibbpfLogReset();
     struct bpf_object* o = bpf_object__open_file(path.c_str(), nullptr);
     int err = libbpf_get_error(o);
@@ -62,11 +63,13 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     liveObjects.erase(this);
   }
 
-  static void CloseAll() {
+  // Releases the objects created in `env` (its cleanup hook): another thread's objects stay loaded.
+  static void CloseAll(napi_env env) {
     std::set<BpfObject*> copy;
     {
       std::lock_guard<std::mutex> g(objMu);
-      copy = liveObjects;
+      for (auto* o : liveObjects)
+        if (o->env_ == env) copy.insert(o);
     }
     for (auto* o : copy) o->Release();
   }
@@ -234,7 +237,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     if (fd < 0) throw MakeError(env, "program " + name + " in " + path_ + " (not loaded)", EBADF);
     int d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
     if (d < 0) ThrowErrno(env, "dup program fd", errno);
-    TrackFd(d);
+    TrackFd(env, d);
     return Napi::Number::New(env, d);
   }
 
@@ -248,7 +251,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     if (fd < 0) throw MakeError(env, "map " + name + " in " + path_ + " (not loaded)", EBADF);
     int d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
     if (d < 0) ThrowErrno(env, "dup map fd", errno);
-    TrackFd(d);
+    TrackFd(env, d);
     return Napi::Number::New(env, d);
   }
 
@@ -287,6 +290,8 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
 
   struct bpf_object* obj_ = nullptr;
   std::string path_;
+  // The environment (main thread or worker) this object belongs to.
+  napi_env env_ = nullptr;
   bool loaded_ = false;
 };
 
@@ -294,7 +299,8 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
 
 void InitObject(Napi::Env env, Napi::Object exports) {
   exports.Set("BpfObject", BpfObject::Define(env));
-  env.AddCleanupHook([]() { BpfObject::CloseAll(); });
+  napi_env self = env;
+  env.AddCleanupHook([self]() { BpfObject::CloseAll(self); });
 }
 
 }  // namespace peak

@@ -8,5 +8,7 @@ export { parseConfig, validateConfig } from './model';
 export { desiredState, Reconciler, reconcile } from './reconcile';
 export { HealthMonitor } from './health';
 export { BgpSpeaker } from './bgp/speaker';
+export { BgpSpeakerThread } from './bgp/speaker-thread';
+export type { BgpSpeakerHandle } from './bgp/speaker-protocol';
 export { decideAnnouncements } from './bgp/policy';
 export { Daemon } from './daemon/daemon';

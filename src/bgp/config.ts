@@ -1,6 +1,7 @@
 // zod schema of the `bgp` config section, its defaults, and the parsed types the speaker takes.
 import { isIPv4, isIPv6, isIP } from 'node:net';
 import { z } from 'zod';
+import { hiddenValue, isSecretPath, showValue } from '../model/errors';
 import { parseCommunity, parseLargeCommunity } from './codec';
 
 /** "asn:value" (RFC 1997), 16-bit parts. */
@@ -44,6 +45,8 @@ export const BGP_DEFAULTS = {
   gracefulRestartTime: 120,
   gracefulShutdownMs: 0,
   families: ['ipv4', 'ipv6'] as ('ipv4' | 'ipv6')[],
+  /** Received prefixes kept per peer (we never use them; counted only) before the session is ceased. */
+  maxPrefixes: 10_000,
 };
 
 export const peerSchema = z
@@ -85,6 +88,11 @@ export const peerSchema = z
     med: z.number().int().min(0).max(4294967295).optional(),
     /** LOCAL_PREF sent to iBGP peers (default 100). */
     localPref: z.number().int().min(0).max(4294967295).optional(),
+    /**
+     * Most prefixes this peer may announce to us (all families). One more closes the session with
+     * CEASE / Maximum Number of Prefixes Reached (RFC 4486) and it is retried after the longest backoff.
+     */
+    maxPrefixes: z.number().int().min(1).max(10_000_000).default(BGP_DEFAULTS.maxPrefixes),
   })
   .strict();
 
@@ -143,7 +151,8 @@ export function parseBgpConfig(input: unknown): BgpConfig {
     const path = ['bgp', ...i.path].join('.');
     let value: unknown = input;
     for (const k of i.path) value = (value as Record<string | number, unknown> | undefined)?.[k];
-    return `${path}: ${i.message} (got ${JSON.stringify(value)})`;
+    // A secret (peers[].password) is never echoed, whatever its type, nor inside a value that holds one.
+    return `${path}: ${i.message} (got ${isSecretPath(i.path) ? hiddenValue(value) : showValue(value)})`;
   });
   throw new TypeError(`invalid bgp config:\n  ${lines.join('\n  ')}`);
 }

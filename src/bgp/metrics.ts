@@ -13,10 +13,14 @@ export const STATE_VALUE: Record<SessionState, number> = {
   [SessionState.Established]: 5,
 };
 
-/** Register the BGP metrics on `registry`; `status` is called on every scrape. */
+/**
+ * Register the BGP metrics on `registry`; `status` is called on every scrape, `workerRestarts` (the speaker
+ * runs in a worker thread) too.
+ */
 export function registerBgpMetrics(o: {
   registry: Registry;
   status: () => SpeakerStatus;
+  workerRestarts?: () => number;
   prefix?: string;
 }): void {
   const p = o.prefix ?? 'peak_xdp_bgp_';
@@ -90,6 +94,41 @@ export function registerBgpMetrics(o: {
       for (const s of current().peers) this.set({ peer: s.peer }, s.receivedPrefixes);
     },
   });
+  new Counter({
+    name: `${p}route_refresh_total`,
+    help: 'ROUTE-REFRESH handling per peer: served (a re-advertisement, at most one per second), coalesced (folded into a pending one), ignored (family not negotiated)',
+    labelNames: ['peer', 'result'],
+    registers: reg,
+    collect() {
+      for (const s of current().peers)
+        for (const [result, n] of [
+          ['served', s.routeRefreshServed],
+          ['coalesced', s.routeRefreshCoalesced],
+          ['ignored', s.routeRefreshIgnored],
+        ] as const)
+          feed(this, `rr|${s.peer}|${result}`, { peer: s.peer, result }, n);
+    },
+  });
+  new Counter({
+    name: `${p}max_prefixes_exceeded_total`,
+    help: 'Times a peer announced more than bgp.peers[].maxPrefixes prefixes (each: CEASE, session reset)',
+    labelNames: ['peer'],
+    registers: reg,
+    collect() {
+      for (const s of current().peers) feed(this, `mp|${s.peer}`, { peer: s.peer }, s.maxPrefixesExceeded);
+    },
+  });
+  if (o.workerRestarts) {
+    const restarts = o.workerRestarts;
+    new Counter({
+      name: `${p}worker_restarts_total`,
+      help: 'Deaths of the BGP speaker worker thread (each one logged and restarted; sessions re-establish)',
+      registers: reg,
+      collect() {
+        feed(this, 'worker', {}, restarts());
+      },
+    });
+  }
   new Gauge({
     name: `${p}last_error_info`,
     help: 'Last session error per peer (value 1; the text is the error label)',

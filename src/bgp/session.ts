@@ -97,6 +97,8 @@ export interface SessionStatus {
   /** Delay before the next connect attempt (ms), when one is scheduled. */
   nextRetryMs: number | null;
   localAddress: string | null;
+  /** ROUTE-REFRESH messages ignored: their AFI/SAFI was not negotiated (RFC 2918 §4). */
+  routeRefreshIgnored: number;
 }
 
 const typeKey: Record<number, keyof MessageCounts> = {
@@ -117,6 +119,8 @@ const zeroCounts = (): MessageCounts => ({
 
 /** Hold timer while waiting for OPEN (RFC 4271 §8: a large value, 4 minutes suggested). */
 const OPEN_HOLD_MS = 240_000;
+/** A flood of one warning (e.g. ROUTE-REFRESH for a family not negotiated) is logged at most this often. */
+const WARN_EVERY_MS = 10_000;
 
 /** Default connector: plain net.connect, or a native socket with TCP MD5 set before connect(). */
 export const defaultConnector: Connector = ({ host, port, password, localAddress }) => {
@@ -159,6 +163,9 @@ export class BgpSession extends EventEmitter {
   private peerOpen: OpenMessage | null = null;
   private lastError: string | null = null;
   private negotiated: { families: Family[]; fourOctetAs: boolean } = { families: [], fourOctetAs: false };
+  private refreshIgnored = 0;
+  /** Ignored ROUTE-REFRESH messages since the last warning about them, and when that was (ms). */
+  private refreshIgnoredWarn = { at: -Infinity, suppressed: 0 };
 
   constructor(opts: SessionOptions) {
     super();
@@ -284,7 +291,24 @@ export class BgpSession extends EventEmitter {
       lastError: this.lastError,
       nextRetryMs: this.nextRetryAt === null ? null : Math.max(0, this.nextRetryAt - Date.now()),
       localAddress: this.localAddress,
+      routeRefreshIgnored: this.refreshIgnored,
     };
+  }
+
+  /**
+   * Closes an open session with CEASE/`subcode` (e.g. RFC 4486 Maximum Number of Prefixes Reached) and
+   * reconnects later; `slowRetry` waits the longest backoff, for a cause the peer will likely repeat.
+   */
+  cease(o: { subcode: number; data?: Buffer; reason: string; slowRetry?: boolean }): void {
+    if (!this.socket) return;
+    if (o.slowRetry) this.backoffMs = this.o.backoffMaxMs;
+    this.protocolError({
+      code: ErrCode.CEASE,
+      subcode: o.subcode,
+      data: o.data ?? Buffer.alloc(0),
+      action: 'session-reset',
+      reason: o.reason,
+    });
   }
 
   // -------------------------------------------------------------------------------------------------
@@ -403,7 +427,7 @@ export class BgpSession extends EventEmitter {
         this.restartHold();
         if (m.type === MsgType.OPEN) return this.fsmError(3, 'OPEN in Established');
         if (m.type === MsgType.UPDATE) this.onUpdate(m);
-        else if (m.type === MsgType.ROUTE_REFRESH) this.emit('routeRefresh', { afi: m.afi, safi: m.safi });
+        else if (m.type === MsgType.ROUTE_REFRESH) this.onRouteRefresh({ afi: m.afi, safi: m.safi });
         return;
       default:
         return this.fsmError(0, `${MsgType[m.type]} in ${this.st}`);
@@ -418,6 +442,27 @@ export class BgpSession extends EventEmitter {
       );
     if (m.errors.length) this.lastError = `received UPDATE: ${m.errors[0]?.reason} (${m.errors[0]?.action})`;
     this.emit('update', m);
+  }
+
+  /** RFC 2918 §4: a ROUTE-REFRESH for an AFI/SAFI not negotiated is ignored (and logged, rate-limited). */
+  private onRouteRefresh(f: Family): void {
+    if (this.negotiated.families.some((n) => n.afi === f.afi && n.safi === f.safi)) {
+      this.emit('routeRefresh', f);
+      return;
+    }
+    this.refreshIgnored++;
+    const w = this.refreshIgnoredWarn;
+    const now = performance.now();
+    if (now - w.at < WARN_EVERY_MS) {
+      w.suppressed++;
+      return;
+    }
+    this.o.logger.warn(
+      { peer: this.o.peerAddress, afi: f.afi, safi: f.safi, suppressedSinceLast: w.suppressed },
+      'bgp: ignoring ROUTE-REFRESH for an AFI/SAFI not negotiated (RFC 2918 §4)',
+    );
+    w.at = now;
+    w.suppressed = 0;
   }
 
   private onOpen(m: OpenMessage): void {

@@ -34,7 +34,12 @@ export interface SpeakerOptions extends BgpConfigInput {
   backoffMaxMs?: number;
   /** Test seam: how active TCP connections are made. */
   connector?: Connector;
+  /** Shortest time between two re-advertisements for ROUTE-REFRESH to one peer (ms; default 1000). */
+  refreshIntervalMs?: number;
 }
+
+/** Default of SpeakerOptions.refreshIntervalMs: at most one full re-advertisement per peer per second. */
+export const REFRESH_INTERVAL_MS = 1000;
 
 export interface PeerStatus extends SessionStatus {
   /** Prefixes currently announced to this peer (its Adj-RIB-Out), sorted. */
@@ -46,6 +51,13 @@ export interface PeerStatus extends SessionStatus {
   receivedPrefixes: number;
   prefixesAnnouncedTotal: number;
   prefixesWithdrawnTotal: number;
+  /** Re-advertisements done for ROUTE-REFRESH (at most one per refreshIntervalMs). */
+  routeRefreshServed: number;
+  /** ROUTE-REFRESH messages folded into a re-advertisement already pending. */
+  routeRefreshCoalesced: number;
+  /** bgp.peers[].maxPrefixes, and how often the peer exceeded it (each time: CEASE, session reset). */
+  maxPrefixes: number;
+  maxPrefixesExceeded: number;
 }
 
 export interface SpeakerStatus {
@@ -69,10 +81,20 @@ interface Peer {
   sent: Map<string, string>;
   skipped: { prefix: string; reason: string }[];
   updatesSent: number;
-  /** Prefixes the peer announced to us (validated, never installed). */
+  /** Prefixes the peer announced to us (validated, never installed), at most cfg.maxPrefixes (+ one UPDATE). */
   received: Set<string>;
   announcedTotal: number;
   withdrawnTotal: number;
+  refresh: {
+    /** Families asked for since the last re-advertisement ("afi/safi"). */
+    pending: Set<string>;
+    timer: NodeJS.Timeout | null;
+    /** performance.now() of the last re-advertisement. */
+    lastAt: number;
+    served: number;
+    coalesced: number;
+  };
+  maxPrefixesExceeded: number;
 }
 
 const famOf = (name: 'ipv4' | 'ipv6'): Family => ({
@@ -82,7 +104,8 @@ const famOf = (name: 'ipv4' | 'ipv6'): Family => ({
 
 /**
  * Events: 'peerUp' (address), 'peerDown' (address, reason), 'sync' (address, {announced, withdrawn}),
- * 'update' (address, UpdateMessage received), 'error' (Error naming the peer: a session's 'error' event).
+ * 'update' (address, UpdateMessage received), 'state' (address, state, previous),
+ * 'error' (Error naming the peer: a session's 'error' event).
  */
 export class BgpSpeaker extends EventEmitter {
   readonly config: BgpConfig;
@@ -93,15 +116,13 @@ export class BgpSpeaker extends EventEmitter {
   private stopping = false;
   private servers: Server[] = [];
   private started = false;
+  private readonly refreshIntervalMs: number;
 
   constructor(opts: SpeakerOptions) {
     super();
-    const { logger, restarted, backoffMinMs, backoffMaxMs, connector, ...cfg } = opts;
-    this.config = parseBgpConfig(cfg);
-    if (!isIPv4(this.config.routerId))
-      throw new TypeError(
-        `bgp.routerId: "${this.config.routerId}" must be resolved to an IPv4 address before the speaker starts`,
-      );
+    const { logger, restarted, backoffMinMs, backoffMaxMs, connector, refreshIntervalMs, ...cfg } = opts;
+    this.config = speakerConfig(cfg);
+    this.refreshIntervalMs = refreshIntervalMs ?? REFRESH_INTERVAL_MS;
     this.log = logger ?? silentLogger;
     this.peers = this.config.peers.map((p) => {
       const session = new BgpSession({
@@ -132,6 +153,8 @@ export class BgpSpeaker extends EventEmitter {
         received: new Set(),
         announcedTotal: 0,
         withdrawnTotal: 0,
+        refresh: { pending: new Set(), timer: null, lastAt: -Infinity, served: 0, coalesced: 0 },
+        maxPrefixesExceeded: 0,
       };
       session.on('established', () => {
         peer.sent.clear();
@@ -142,21 +165,25 @@ export class BgpSpeaker extends EventEmitter {
       session.on('update', (m: UpdateMessage) => {
         applyReceived(peer.received, m);
         this.emit('update', p.address, m);
+        if (peer.received.size > p.maxPrefixes) this.maxPrefixesReached(peer, m);
       });
       session.on('down', (reason: string) => {
         peer.sent.clear();
         peer.received.clear();
+        peer.refresh.pending.clear();
+        if (peer.refresh.timer) clearTimeout(peer.refresh.timer);
+        peer.refresh.timer = null;
         this.emit('peerDown', p.address, reason);
       });
+      session.on('state', (state: SessionState, prev: SessionState) =>
+        this.emit('state', p.address, state, prev),
+      );
       // A session handles its socket's errors itself; anything it emits as 'error' goes to our owner.
       session.on('error', (e: Error) =>
         this.emit('error', new Error(`bgp peer ${p.address}: ${e?.message ?? e}`, { cause: e })),
       );
-      // Route refresh (RFC 2918): re-send the whole Adj-RIB-Out.
-      session.on('routeRefresh', () => {
-        peer.sent.clear();
-        this.sync(peer);
-      });
+      // Route refresh (RFC 2918): re-send that family's Adj-RIB-Out, at most once per refreshIntervalMs.
+      session.on('routeRefresh', (f: Family) => this.onRouteRefresh(peer, f));
       return peer;
     });
   }
@@ -171,14 +198,7 @@ export class BgpSpeaker extends EventEmitter {
 
   /** Make the announced set equal to `routes`; a call that changes nothing sends nothing. */
   setRoutes(routes: RouteSpec[]): void {
-    const next = new Map<string, RouteSpec>();
-    // Validate everything before touching state: a bad route must not surface later inside an event.
-    routes.forEach((r, i) => {
-      const prefix = validateRoute(r, i);
-      if (next.has(prefix)) throw new TypeError(`routes[${i}].prefix "${r.prefix}" given twice`);
-      next.set(prefix, { ...r, prefix });
-    });
-    this.desired = next;
+    this.desired = desiredRoutes(routes);
     if (this.stopping) return;
     for (const p of this.peers) this.sync(p);
   }
@@ -195,7 +215,11 @@ export class BgpSpeaker extends EventEmitter {
       await new Promise((r) => setTimeout(r, drainMs));
     }
     this.stopping = true;
-    for (const p of this.peers) this.sync(p);
+    for (const p of this.peers) {
+      if (p.refresh.timer) clearTimeout(p.refresh.timer);
+      p.refresh.timer = null;
+      this.sync(p);
+    }
     await Promise.all(this.peers.map((p) => p.session.stop(CeaseSub.ADMIN_SHUTDOWN)));
     await Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
     this.servers = [];
@@ -215,6 +239,10 @@ export class BgpSpeaker extends EventEmitter {
         receivedPrefixes: p.received.size,
         prefixesAnnouncedTotal: p.announcedTotal,
         prefixesWithdrawnTotal: p.withdrawnTotal,
+        routeRefreshServed: p.refresh.served,
+        routeRefreshCoalesced: p.refresh.coalesced,
+        maxPrefixes: p.cfg.maxPrefixes,
+        maxPrefixesExceeded: p.maxPrefixesExceeded,
       })),
     };
   }
@@ -253,6 +281,56 @@ export class BgpSpeaker extends EventEmitter {
       return;
     }
     peer.session.accept(sock);
+  }
+
+  /**
+   * A ROUTE-REFRESH (family negotiated: the session checked). Token bucket of one per refreshIntervalMs:
+   * served at once when the last re-advertisement is older, else folded into one pending re-advertisement,
+   * so a flood costs one table walk per interval and never queues work.
+   */
+  private onRouteRefresh(peer: Peer, f: Family): void {
+    const r = peer.refresh;
+    r.pending.add(`${f.afi}/${f.safi}`);
+    if (r.timer) {
+      r.coalesced++;
+      return;
+    }
+    const wait = r.lastAt + this.refreshIntervalMs - performance.now();
+    if (wait <= 0) this.serveRefresh(peer);
+    else r.timer = setTimeout(() => this.serveRefresh(peer), wait);
+  }
+
+  /** Re-sends the pending families' routes to `peer` (its Adj-RIB-Out for them is forgotten, then synced). */
+  private serveRefresh(peer: Peer): void {
+    const r = peer.refresh;
+    r.timer = null;
+    r.lastAt = performance.now();
+    const families = new Set(r.pending);
+    r.pending.clear();
+    if (this.stopping || peer.session.state !== SessionState.Established) return;
+    for (const prefix of [...peer.sent.keys()])
+      if (families.has(`${parsePrefix(prefix).afi}/${SAFI_UNICAST}`)) peer.sent.delete(prefix);
+    r.served++;
+    this.sync(peer);
+  }
+
+  /** RFC 4486: the peer sent more prefixes than bgp.peers[].maxPrefixes allows: CEASE and retry slowly. */
+  private maxPrefixesReached(peer: Peer, m: UpdateMessage): void {
+    const max = peer.cfg.maxPrefixes;
+    const fam = m.attrs.mpReach ?? m.attrs.mpUnreach ?? { afi: AFI_IPV4, safi: SAFI_UNICAST };
+    // Data: AFI (2 octets), SAFI (1), the upper bound (4) (RFC 4486 §4).
+    const data = Buffer.alloc(7);
+    data.writeUInt16BE(fam.afi, 0);
+    data[2] = fam.safi;
+    data.writeUInt32BE(max, 3);
+    peer.maxPrefixesExceeded++;
+    peer.received.clear();
+    peer.session.cease({
+      subcode: CeaseSub.MAX_PREFIXES,
+      data,
+      slowRetry: true,
+      reason: `peer sent more than ${max} prefixes (bgp.peers[].maxPrefixes): check its export policy or raise the limit`,
+    });
   }
 
   /** Attributes of `r` as sent to `peer`, or why it cannot be sent. */
@@ -378,6 +456,30 @@ export class BgpSpeaker extends EventEmitter {
   private sendUpdate(peer: Peer, msg: Buffer): void {
     if (peer.session.send(msg)) peer.updatesSent++;
   }
+}
+
+/** The parsed `bgp` section a speaker runs with; throws naming each bad field (and an unresolved routerId). */
+export function speakerConfig(cfg: BgpConfigInput): BgpConfig {
+  const config = parseBgpConfig(cfg);
+  if (!isIPv4(config.routerId))
+    throw new TypeError(
+      `bgp.routerId: "${config.routerId}" must be resolved to an IPv4 address before the speaker starts`,
+    );
+  return config;
+}
+
+/**
+ * Validates every route before anything uses them (a bad route must not surface later inside an event);
+ * returns them by canonical prefix, or throws naming routes[i].field and the value.
+ */
+export function desiredRoutes(routes: RouteSpec[]): Map<string, RouteSpec> {
+  const next = new Map<string, RouteSpec>();
+  routes.forEach((r, i) => {
+    const prefix = validateRoute(r, i);
+    if (next.has(prefix)) throw new TypeError(`routes[${i}].prefix "${r.prefix}" given twice`);
+    next.set(prefix, { ...r, prefix });
+  });
+  return next;
 }
 
 /** Check one RouteSpec; returns its canonical prefix or throws naming the field and value. */

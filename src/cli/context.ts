@@ -1,8 +1,18 @@
 // What every CLI command shares: finding the pinned balancer, opening it, and asking the daemon (optional).
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { BpfProgram, queryXdp } from '../datapath/bpf';
 import { BALANCER_PROGRAM, KernelDatapath } from '../datapath/kernel';
-import { bpffsRoot, checkBpffs, currentNetnsName, pinDir } from '../daemon/pins';
+import { acquirePinLock, describeHolder, PinDirBusy, PinLock } from '../daemon/lock';
+import {
+  bpffsRoot,
+  checkBpffs,
+  currentNetnsName,
+  pinDir,
+  securePinPath,
+  UntrustedPinPath,
+} from '../daemon/pins';
+import { CapName, privilegeProblem } from './capabilities';
 import { CliError } from './output';
 
 export interface GlobalArgs {
@@ -12,9 +22,89 @@ export interface GlobalArgs {
   admin?: string;
 }
 
-export function requireRoot(what: string): void {
-  if (typeof process.getuid === 'function' && process.getuid() !== 0)
-    throw new CliError(`${what} needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo`, 77);
+/**
+ * Exits 77 unless this process has the capabilities for `what` (default CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON):
+ * root has them, and so may another user.
+ */
+export function requireCapabilities(what: string, needs?: readonly CapName[]): void {
+  const why = privilegeProblem(what, { needs });
+  if (why) throw new CliError(why, 77);
+}
+
+/**
+ * For a command that writes the datapath (attach, detach): refuses an untrusted pin path, then takes the pin
+ * directory's lock until the process exits (or release()), refusing while a daemon (or another command)
+ * holds it: the daemon owns its balancer and would undo the change.
+ */
+export function holdPins(
+  a: GlobalArgs,
+  o: { ifname: string; dir: string; command: 'attach' | 'detach' },
+): PinLock {
+  const bpffs = bpffsRoot(a.bpffs);
+  try {
+    securePinPath({ bpffs, dir: o.dir, create: false });
+    return acquirePinLock({
+      bpffs,
+      netns: currentNetnsName(),
+      ifname: o.ifname,
+      pinDir: o.dir,
+      command: o.command,
+    });
+  } catch (e) {
+    if (e instanceof UntrustedPinPath) throw new CliError(e.message, 3);
+    if (!(e instanceof PinDirBusy)) throw new CliError((e as Error).message, 1);
+    const daemon = e.holder.command === 'daemon';
+    throw new CliError(
+      `${describeHolder(e.holder)} holds ${o.dir} (lock ${e.lockPath}): ` +
+        (daemon
+          ? `the daemon owns this balancer and re-attaches it within seconds: stop the daemon first` +
+            (o.command === 'detach' ? ' (with --detach-on-exit it detaches on exit), then detach' : '')
+          : `wait for it to finish`),
+      1,
+    );
+  }
+}
+
+/**
+ * The XDP program attached to `ifname` when it looks like a balancer whose pins are gone: a program named
+ * like ours, or one whose name we may not read (getting a program by id needs CAP_SYS_ADMIN). Null otherwise.
+ */
+export function unpinnedBalancer(ifname: string, o: { nameUnknownCounts: boolean }): number | null {
+  let progId = 0;
+  try {
+    progId = queryXdp({ ifname }).progId;
+  } catch {
+    return null;
+  }
+  if (progId === 0) return null;
+  try {
+    const p = BpfProgram.fromId(progId);
+    try {
+      return p.info().name === BALANCER_PROGRAM ? progId : null;
+    } finally {
+      p.close();
+    }
+  } catch {
+    return o.nameUnknownCounts ? progId : null;
+  }
+}
+
+function pinsMissing(dir: string, ifname: string, progId: number): CliError {
+  return new CliError(
+    `pin directory missing: XDP program ${progId} is attached to ${ifname} but nothing is pinned at ${dir} ` +
+      `(removed or moved away?). A running daemon pins its balancer again within seconds; without one, ` +
+      `\`peak-xdp detach --interface ${ifname}\` stops forwarding and a daemon start loads a fresh balancer`,
+    3,
+  );
+}
+
+/** Interfaces of this network namespace (/sys/class/net is per namespace under `ip netns exec`). */
+function interfaces(): string[] {
+  try {
+    return readdirSync('/sys/class/net');
+  } catch {
+    return [];
+  }
 }
 
 /** The pin directory of the balancer this command is about (--interface, or the only one pinned here). */
@@ -29,11 +119,14 @@ export function resolvePins(a: GlobalArgs): { dir: string; ifname: string } {
   const base = join(root, 'peak-xdp', netns);
   if (a.interface) {
     const dir = pinDir({ bpffs: root, netns, ifname: a.interface });
-    if (!existsSync(join(dir, BALANCER_PROGRAM)))
+    if (!existsSync(join(dir, BALANCER_PROGRAM))) {
+      const progId = unpinnedBalancer(a.interface, { nameUnknownCounts: true });
+      if (progId !== null) throw pinsMissing(dir, a.interface, progId);
       throw new CliError(
         `nothing attached: no pinned balancer for ${a.interface} under ${base} (is the daemon running here? --bpffs / PEAK_XDP_BPFFS set the bpffs root)`,
         3,
       );
+    }
     return { dir, ifname: a.interface };
   }
   let names: string[] = [];
@@ -42,11 +135,17 @@ export function resolvePins(a: GlobalArgs): { dir: string; ifname: string } {
   } catch {
     // no directory: nothing pinned
   }
-  if (names.length === 0)
+  if (names.length === 0) {
+    // Only programs we can tell are balancers: this namespace may run other XDP programs.
+    for (const ifname of interfaces()) {
+      const progId = unpinnedBalancer(ifname, { nameUnknownCounts: false });
+      if (progId !== null) throw pinsMissing(join(base, ifname), ifname, progId);
+    }
     throw new CliError(
       `nothing attached: no pinned balancer under ${base} (is the daemon running in this network namespace? --bpffs / PEAK_XDP_BPFFS set the bpffs root)`,
       3,
     );
+  }
   if (names.length > 1)
     throw new CliError(
       `balancers are pinned for several interfaces (${names.join(', ')}): pick one with --interface`,
@@ -57,7 +156,7 @@ export function resolvePins(a: GlobalArgs): { dir: string; ifname: string } {
 
 /** Opens the pinned balancer for reading/writing; the caller closes it. */
 export function openPinned(a: GlobalArgs): { dp: KernelDatapath; dir: string; ifname: string } {
-  requireRoot('reading the pinned maps');
+  requireCapabilities('reading the pinned maps');
   const p = resolvePins(a);
   return { ...p, dp: KernelDatapath.adopt({ pinDir: p.dir }) };
 }

@@ -1,9 +1,11 @@
 // Admin HTTP API: /metrics (Prometheus), /healthz, /readyz, /state (JSON of desired + actual); connections
-// capped (well below the fd limit) and timed out, so clients cannot take the fds health checks and BGP need.
+// capped (well below the fd limit) and timed out, so clients cannot take the fds health checks and BGP need;
+// /metrics and /state rendered once for concurrent requests, so scrapes cannot hold up /healthz.
 import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
 import { AddressInfo, Socket } from 'node:net';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../log';
+import { renderRegistry } from '../metrics';
 import { readFdLimit } from './fdlimit';
 
 export interface Readiness {
@@ -50,10 +52,79 @@ export const ADMIN_LIMITS: AdminLimits = {
 /** The share of the open-file limit the admin API may hold; the rest is for checks, BGP, maps and logs. */
 const FD_SHARE = 1 / 4;
 
+/** Paths whose bodies are rendered once and shared (SharedRender). */
+export type RenderedPath = '/metrics' | '/state';
+
+/**
+ * How long (ms) a rendered body is served again rather than rendered anew. /metrics: a second, far below any
+ * scrape interval (a render at 100 VIPs x 20 backends is ~0.2-0.4 s of CPU, and 50 scrapes at once used to
+ * hold /healthz for 22 s). /state: 0, only requests arriving during a render share it: people and tools read
+ * it right after a change to see its effect, and a stale answer there misleads more than it saves.
+ */
+export const RENDER_REUSE_MS: Readonly<Record<RenderedPath, number>> = { '/metrics': 1000, '/state': 0 };
+
+/**
+ * One render at a time: requests that arrive while one runs wait for it, and a body younger than reuseMs is
+ * served as it is. The body is encoded once (UTF-8 of a 0.8 MB /state for each of 50 responses was most of
+ * the cost). A failed render fails its waiters and is not kept. The body is dropped after reuseMs so a large
+ * one (30 MB at 512 x 100) is not held between scrapes.
+ */
+export class SharedRender {
+  private inFlight: Promise<Buffer> | null = null;
+  private body: Buffer | null = null;
+  private bodyAt = 0;
+  private expiry: NodeJS.Timeout | null = null;
+  private readonly render: () => Promise<string>;
+  private readonly reuseMs: number;
+
+  constructor(o: { render: () => Promise<string>; reuseMs: number }) {
+    if (!(Number.isSafeInteger(o.reuseMs) && o.reuseMs >= 0))
+      throw new RangeError(`reuseMs: ${o.reuseMs} is not an integer >= 0`);
+    this.render = o.render;
+    this.reuseMs = o.reuseMs;
+  }
+
+  /** The body, and whether it was rendered for this call, shared with a render in flight, or reused. */
+  get(): Promise<{ body: Buffer; how: 'rendered' | 'in-flight' | 'cached' }> {
+    if (this.body !== null && performance.now() - this.bodyAt < this.reuseMs)
+      return Promise.resolve({ body: this.body, how: 'cached' });
+    if (this.inFlight !== null) return this.inFlight.then((body) => ({ body, how: 'in-flight' as const }));
+    const run = this.render().then((text) => {
+      const body = Buffer.from(text);
+      this.keep(body);
+      return body;
+    });
+    this.inFlight = run;
+    void run.then(
+      () => (this.inFlight = null),
+      () => (this.inFlight = null),
+    );
+    return run.then((body) => ({ body, how: 'rendered' as const }));
+  }
+
+  /** Drops the kept body and its timer. */
+  clear(): void {
+    if (this.expiry !== null) clearTimeout(this.expiry);
+    this.expiry = null;
+    this.body = null;
+  }
+
+  private keep(body: Buffer): void {
+    this.clear();
+    if (this.reuseMs === 0) return;
+    this.body = body;
+    this.bodyAt = performance.now();
+    this.expiry = setTimeout(() => this.clear(), this.reuseMs);
+    this.expiry.unref();
+  }
+}
+
 export interface AdminOptions {
   host: string;
   port: number;
   registry: Registry;
+  /** Renders /metrics (default: renderRegistry(registry)); the daemon's shares one datapath read per render. */
+  renderMetrics?: () => Promise<string>;
   readiness: () => Readiness;
   state: () => Promise<unknown>;
   logger: Logger;
@@ -61,6 +132,9 @@ export interface AdminOptions {
   limits?: Partial<AdminLimits>;
   /** The soft open-file limit (default: this process's, from /proc/self/limits; null: unknown). */
   fdLimit?: number | null;
+  /** Serve a body rendered less than this long ago (ms; 0: only requests arriving during a render share it);
+   * default RENDER_REUSE_MS. */
+  renderReuseMs?: Partial<Record<RenderedPath, number>>;
 }
 
 export interface AdminServer {
@@ -87,28 +161,69 @@ export function adminLimits(overrides: Partial<AdminLimits>, fdLimit: number | n
   return l;
 }
 
-function send(res: ServerResponse, code: number, type: string, body: string): void {
+function send(res: ServerResponse, code: number, type: string, body: string | Buffer): void {
   res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store' });
   res.end(body);
 }
 
-const json = (v: unknown) =>
-  JSON.stringify(
-    v,
-    (_k, x) => (typeof x === 'bigint' ? x.toString() : x instanceof Map ? Object.fromEntries(x) : x),
-    2,
-  );
+const replacer = (_k: string, x: unknown): unknown =>
+  typeof x === 'bigint' ? x.toString() : x instanceof Map ? Object.fromEntries(x) : x;
+
+const json = (v: unknown) => JSON.stringify(v, replacer, 2);
+
+/**
+ * json(v) with a turn of the event loop after each top-level key: a /state document at 100 x 20 is ~0.8 MB,
+ * tens of ms of stringifying that /healthz should not wait behind in one piece.
+ */
+async function jsonInTurns(v: unknown): Promise<string> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v) || v instanceof Map) return json(v);
+  const parts: string[] = [];
+  for (const [k, x] of Object.entries(v)) {
+    const text = json(x);
+    // JSON.stringify leaves out undefined (and function) values of an object.
+    if (text === undefined) continue;
+    // Nested one level down: every line after the first is indented two more spaces (JSON strings hold no newline).
+    parts.push(`  ${JSON.stringify(k)}: ${text.replace(/\n/g, '\n  ')}`);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  return parts.length === 0 ? '{}' : `{\n${parts.join(',\n')}\n}`;
+}
 
 export async function startAdmin(o: AdminOptions): Promise<AdminServer> {
   const fdLimit = o.fdLimit !== undefined ? o.fdLimit : (readFdLimit()?.soft ?? null);
   const limits = adminLimits(o.limits ?? {}, fdLimit);
+  const reuseMs = { ...RENDER_REUSE_MS, ...o.renderReuseMs };
+  // /healthz and /readyz never wait for these: they answer from memory, at most behind one render's turn.
+  const renders: Record<RenderedPath, SharedRender> = {
+    '/metrics': new SharedRender({
+      render: o.renderMetrics ?? (() => renderRegistry(o.registry)),
+      reuseMs: reuseMs['/metrics'],
+    }),
+    '/state': new SharedRender({
+      render: async () => (await jsonInTurns(await o.state())) + '\n',
+      reuseMs: reuseMs['/state'],
+    }),
+  };
+  const served = new Counter({
+    name: 'peak_xdp_admin_rendered_responses_total',
+    help:
+      '/metrics and /state responses by how their body was made: rendered for the request, in-flight ' +
+      '(shared with a render running), cached (/metrics rendered less than a second before)',
+    labelNames: ['path', 'how'],
+    registers: [o.registry],
+  });
+  const rendered = async (res: ServerResponse, path: RenderedPath, type: string): Promise<void> => {
+    const r = await renders[path].get();
+    served.inc({ path, how: r.how });
+    send(res, 200, type, r.body);
+  };
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD')
       return send(res, 405, 'text/plain', 'method not allowed\n');
     switch (path) {
       case '/metrics':
-        return send(res, 200, o.registry.contentType, await o.registry.metrics());
+        return rendered(res, path, o.registry.contentType);
       case '/healthz':
         return send(res, 200, 'text/plain', 'ok\n');
       case '/readyz': {
@@ -116,7 +231,7 @@ export async function startAdmin(o: AdminOptions): Promise<AdminServer> {
         return send(res, r.ready ? 200 : 503, 'application/json', json(r) + '\n');
       }
       case '/state':
-        return send(res, 200, 'application/json', json(await o.state()) + '\n');
+        return rendered(res, path, 'application/json');
       default:
         return send(res, 404, 'text/plain', 'not found: try /metrics, /healthz, /readyz, /state\n');
     }
@@ -215,6 +330,7 @@ export async function startAdmin(o: AdminOptions): Promise<AdminServer> {
     connections: () => conns.size,
     stop: () =>
       new Promise<void>((resolve) => {
+        for (const r of Object.values(renders)) r.clear();
         server.closeAllConnections();
         server.close(() => resolve());
       }),

@@ -28,6 +28,9 @@ export function announcements(f: AnnounceFacts): AnnounceDecision {
       vip: v.spec.key.address,
       attached: f.attached,
       programmed: !f.reconcileFailed && !f.failedVips.has(v.name),
+      // Backends taking new flows: a VIP failing open counts all of them, so it stays announced. Withdrawing
+      // when every check fails would, when every LB node's checks fail at once (a flood starving checkers,
+      // a broken health endpoint), withdraw the service everywhere; failOpen: false withdraws instead.
       healthyBackends: v.usableBackends,
       minHealthyBackends: cfg?.minHealthyBackends ?? undefined,
       communities: cfg?.communities,

@@ -1,15 +1,18 @@
 // The daemon: config (file, optionally Kubernetes) -> desired state -> datapath; health checks; BGP; admin API.
 // Restart-safe: programs and maps are pinned; a start adopts them, an exit leaves forwarding running.
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, rmdirSync, rmSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { BgpSpeaker } from '../bgp/speaker';
+import { Registry } from 'prom-client';
+import type { BgpSpeakerHandle } from '../bgp/speaker-protocol';
+import { BgpSpeakerThread } from '../bgp/speaker-thread';
 import { registerBgpMetrics } from '../bgp/metrics';
 import type { AnnounceDecision } from '../bgp/policy';
 import { bgpConfigSchema, BgpConfig } from '../bgp/config';
-import { queryXdp } from '../datapath/bpf';
+import { queryXdp, unpin } from '../datapath/bpf';
 import {
   KernelDatapath,
+  BALANCER_MAPS,
   BALANCER_PROGRAM,
   balancerMapSizes,
   SizeShortfall,
@@ -20,9 +23,9 @@ import { HealthMonitor, LocalCheckError } from '../health/monitor';
 import type { HealthStatus } from '../health/state';
 import { healthTargets } from '../health/targets';
 import { rateLimited, type Logger } from '../log';
-import { createMetrics, DaemonMetrics } from '../metrics';
-import type { Config, VipConfig } from '../model/config';
-import { formatIssue } from '../model/errors';
+import { createMetrics, DaemonMetrics, renderRegistry } from '../metrics';
+import { hostIssues, type Config, type VipConfig } from '../model/config';
+import { ConfigRejectedError, formatIssue } from '../model/errors';
 import {
   desiredState,
   DesiredState,
@@ -38,9 +41,13 @@ import { FileConfigSource } from '../sources/file/watcher';
 import type { ReloadEvent } from '../sources/types';
 import { AdminServer, Readiness, startAdmin } from './admin';
 import { announcements } from './announce';
+import { AttachCheckTimer } from './attach-check';
 import { defaultGatewayMac, interfaceAddresses, interfaceMac } from './host';
-import { checkBpffs, currentNetnsName, pinDir } from './pins';
+import { acquirePinLock, PinLock } from './lock';
+import { checkBpffs, currentNetnsName, pinDir, securePinPath } from './pins';
+import { bgpPreflight, listenHint } from './preflight';
 import { installSectionValidators } from './validators';
+import { VipRouteKeeper } from './vip-routes';
 
 export interface DaemonOptions {
   configPath: string;
@@ -53,8 +60,8 @@ export interface DaemonOptions {
   kubernetes?: { kubeconfig?: string; nodeName?: string };
 }
 
-/** How often the daemon re-checks that its program is still attached (someone may detach it). */
-const ATTACH_CHECK_MS = 2000;
+/** How often the daemon re-checks its pins (the attachment is checked every 250 ms: attach-check.ts). */
+const PIN_CHECK_MS = 2000;
 /** Health checks that fail on this host are logged once per this interval at most (with a count). */
 const LOCAL_ERROR_LOG_MS = 10_000;
 /** First wait before retrying VIPs whose datapath writes failed; doubles per failed retry up to the max. */
@@ -65,6 +72,17 @@ const COMPONENT_ERROR_RECENT_MS = 300_000;
 
 /** The daemon's event-emitting components whose 'error' events it survives. */
 export type DaemonComponent = 'config-source' | 'health-monitor' | 'bgp';
+
+/** Pins found gone or replaced under the running daemon (the last time), and what was done about it. */
+interface PinTrouble {
+  count: number;
+  at: string;
+  atMs: number;
+  missing: string[];
+  foreign: string[];
+  restored: boolean;
+  error: string | null;
+}
 
 /** One component's 'error' events so far. */
 interface ComponentErrors {
@@ -81,6 +99,10 @@ export class Daemon {
   private config: Config | null = null;
   private dp: KernelDatapath | null = null;
   private pins = '';
+  /** This daemon's hold on its pin directory (one owner per directory), from start to exit. */
+  private lock: PinLock | null = null;
+  /** Pins found gone (or replaced) under the running daemon, and whether they were pinned again. */
+  private pinTrouble: PinTrouble | null = null;
   private adopted = false;
   private attached = false;
   private datapathConfig: DatapathConfig | null = null;
@@ -106,19 +128,27 @@ export class Daemon {
   private lastDecision: AnnounceDecision | null = null;
   private readonly monitor = new HealthMonitor();
   private healthSeeds = new Map<string, HealthStatus>();
-  private speaker: BgpSpeaker | null = null;
+  /** The BGP speaker, on its own event loop (a worker thread): nothing here can delay its KEEPALIVEs. */
+  private speaker: BgpSpeakerHandle | null = null;
   private bgp: BgpConfig | null | undefined;
   private admin: AdminServer | null = null;
   private metrics: DaemonMetrics | null = null;
+  /** The admin API serves it from before the datapath is opened; the metrics register into it after. */
+  private readonly registry = new Registry();
   private kube: import('../sources/kubernetes/source').KubernetesSource | null = null;
   private kubeVips: VipConfig[] = [];
   private attachTimer: NodeJS.Timeout | null = null;
+  private attachChecks: AttachCheckTimer | null = null;
+  /** Blackhole routes for the VIP addresses (vipBlackholeRoutes), set on every sync. */
+  private vipRoutes: VipRouteKeeper | null = null;
   /** Fires when a backend's health-down grace ends (desired.nextGraceEnd): it then becomes down. */
   private graceTimer: NodeJS.Timeout | null = null;
   private syncing: Promise<void> | null = null;
   private resyncWanted = false;
   private waiters: (() => void)[] = [];
   private stopped = false;
+  /** start() has finished: the admin API answers from before (it is bound first), but not ready. */
+  private started = false;
   private readonly startedAt = new Date().toISOString();
 
   constructor(opts: DaemonOptions) {
@@ -127,8 +157,21 @@ export class Daemon {
     installSectionValidators();
   }
 
-  /** Loads config, adopts or loads + pins + attaches the balancer, reconciles, starts checks, BGP and the API. */
+  /**
+   * Loads config, takes the pin directory, checks what can fail (admin listener, BGP), then adopts or
+   * loads + pins + attaches the balancer, reconciles, starts checks and BGP. A failed start removes a balancer
+   * it loaded itself (nothing forwarded before it); an adopted one stays as it was found.
+   */
   async start(): Promise<void> {
+    try {
+      await this.startUp();
+    } catch (e) {
+      await this.undoFreshDatapath();
+      throw e;
+    }
+  }
+
+  private async startUp(): Promise<void> {
     const source = new FileConfigSource({ path: this.opts.configPath });
     this.source = source;
     // An emitter's 'error' with no listener throws and would end the daemon (and every announcement).
@@ -146,8 +189,37 @@ export class Daemon {
     this.config = config;
 
     checkBpffs(this.opts.bpffs);
-    this.pins = pinDir({ bpffs: this.opts.bpffs, netns: currentNetnsName(), ifname: config.interface });
+    const netns = currentNetnsName();
+    this.pins = pinDir({ bpffs: this.opts.bpffs, netns, ifname: config.interface });
+    // One owner per pin directory, taken before any map is read or written: a second daemon stops here.
+    this.lock = acquirePinLock({
+      bpffs: this.opts.bpffs,
+      netns,
+      ifname: config.interface,
+      pinDir: this.pins,
+      command: 'daemon',
+    });
+    securePinPath({ bpffs: this.opts.bpffs, dir: this.pins, create: false });
     this.datapathConfig = await this.resolveHost(config);
+    // Whatever else can refuse the start does so now, while the datapath is untouched.
+    const bgpEarly = this.bgpConfig();
+    if (bgpEarly) await bgpPreflight({ bgp: bgpEarly, ifname: config.interface });
+    if (this.opts.kubernetes) await this.kubernetesSettings();
+    const listen = config.admin.listen;
+    this.admin = await startAdmin({
+      host: listen.host,
+      port: listen.port,
+      registry: this.registry,
+      // Once the metrics exist, their render shares one datapath counters read per scrape.
+      renderMetrics: () => this.metrics?.render() ?? renderRegistry(this.registry),
+      readiness: () => this.readiness(),
+      state: () => this.state(),
+      logger: this.log,
+    }).catch((e: NodeJS.ErrnoException) => {
+      throw new Error(
+        `admin.listen ${listen.host}:${listen.port}: ${e.message}${listenHint(e.code, listen.port)}`,
+      );
+    });
     await this.openDatapath(config);
     const dp = this.dp!;
     this.reconciler.r = new Reconciler(dp);
@@ -169,6 +241,7 @@ export class Daemon {
       attached: () => this.attached,
       failedVips: () => this.failedVips.keys(),
       perBackend: config.admin.perBackendMetrics,
+      registry: this.registry,
     });
     // The first load happened before the registry existed: count it, as the metric's help promises.
     this.metrics.reloads.inc({ result: 'ok', trigger: first.trigger });
@@ -207,30 +280,29 @@ export class Daemon {
         if (!v4) throw new Error(`bgp.routerId: "auto" but ${config.interface} has no IPv4 address: set it`);
         routerId = v4;
       }
-      this.speaker = new BgpSpeaker({
+      const speaker = new BgpSpeakerThread({
         ...bgp,
         routerId,
         logger: this.log.child({ component: 'bgp' }),
         restarted: this.adopted,
       });
-      this.speaker.on('error', (e: unknown) => this.onComponentError('bgp', e));
-      registerBgpMetrics({ registry: this.metrics.registry, status: () => this.speaker!.status() });
-      await this.speaker.start();
+      this.speaker = speaker;
+      // Session errors and worker deaths (the worker is restarted) are counted here; the daemon lives on.
+      speaker.on('error', (e: unknown) => this.onComponentError('bgp', e));
+      registerBgpMetrics({
+        registry: this.metrics.registry,
+        status: () => speaker.status(),
+        workerRestarts: () => speaker.restarts,
+      });
+      await speaker.start();
       this.announce();
     }
 
-    this.attachTimer = setInterval(() => this.checkAttached(), ATTACH_CHECK_MS);
+    this.attachTimer = setInterval(() => this.checkPins(), PIN_CHECK_MS);
     this.attachTimer.unref();
+    this.attachChecks = new AttachCheckTimer(() => this.checkAttached());
 
-    const listen = config.admin.listen;
-    this.admin = await startAdmin({
-      host: listen.host,
-      port: listen.port,
-      registry: this.metrics.registry,
-      readiness: () => this.readiness(),
-      state: () => this.state(),
-      logger: this.log,
-    });
+    this.started = true;
     this.log.info(
       {
         interface: config.interface,
@@ -247,6 +319,7 @@ export class Daemon {
     if (this.stopped) return;
     this.stopped = true;
     if (this.attachTimer) clearInterval(this.attachTimer);
+    this.attachChecks?.stop();
     if (this.retryTimer) clearTimeout(this.retryTimer);
     if (this.graceTimer) clearTimeout(this.graceTimer);
     if (this.speaker)
@@ -262,14 +335,19 @@ export class Daemon {
         .detach({ ifname: this.config.interface })
         .catch((e: Error) => this.log.warn({ err: e }, 'detach failed'));
       rmSync(this.pins, { recursive: true, force: true });
+      // Forwarding stops on purpose: VIP packets that still come are the kernel's business again.
+      await this.vipRoutes?.removeAll();
       this.log.info({ interface: this.config.interface }, 'detached and unpinned (--detach-on-exit)');
-    } else if (this.config) {
+    } else if (this.config && this.dp) {
       this.log.info(
         { interface: this.config.interface, pins: this.pins },
         'exiting; forwarding stays in place',
       );
     }
+    // Otherwise the routes stay: harmless with the balancer attached, and they cover a later detach.
+    await this.vipRoutes?.stop();
     this.dp?.close();
+    this.lock?.release();
   }
 
   /** Everything /state shows: desired and actual, health, BGP, sources. */
@@ -280,6 +358,7 @@ export class Daemon {
       startedAt: this.startedAt,
       interface: this.config?.interface,
       pins: this.pins,
+      pinTrouble: this.pinTrouble,
       adopted: this.adopted,
       attached: this.attached,
       readiness: this.readiness(),
@@ -305,6 +384,7 @@ export class Daemon {
           tableSize: v.spec.tableSize,
           flags: v.spec.flags,
           usableBackends: v.usableBackends,
+          failOpen: v.failOpen,
           backends: v.backends.map((b) => ({
             id: b.id,
             address: b.address,
@@ -315,6 +395,7 @@ export class Daemon {
           })),
         })),
         unavailableVips: desired.unavailableVips,
+        failOpenVips: desired.failOpenVips,
       },
       actual: dp && {
         vips: await dp.listVips(),
@@ -324,11 +405,13 @@ export class Daemon {
       health: this.monitor.snapshot(),
       bgp: this.speaker?.status() ?? null,
       kubernetes: this.kube?.status() ?? null,
+      vipRoutes: this.vipRoutes?.status() ?? null,
     };
   }
 
   readiness(): Readiness {
     const reasons: string[] = [];
+    if (!this.started) reasons.push('starting');
     if (!this.attached)
       reasons.push(
         `balancer not attached to ${this.config?.interface ?? '?'}${this.attachError ? `: ${this.attachError}` : ''}`,
@@ -349,6 +432,15 @@ export class Daemon {
     if (this.reloadError)
       degraded.push(`config reload rejected, previous config in force: ${this.reloadError}`);
     const now = Date.now();
+    const pt = this.pinTrouble;
+    if (pt && !pt.restored)
+      degraded.push(
+        `pin directory ${this.pins}: ${pt.error}; a restart would not find this balancer (it would load a fresh one: connection table lost)`,
+      );
+    else if (pt && now - pt.atMs < COMPONENT_ERROR_RECENT_MS)
+      degraded.push(
+        `pin directory ${this.pins} went missing (${pt.missing.join(', ')}; ${pt.count} time(s), last at ${pt.at}) and was pinned again: find out who removes it`,
+      );
     for (const [c, e] of this.componentErrors)
       if (now - e.atMs < COMPONENT_ERROR_RECENT_MS)
         degraded.push(`${c} error (${e.count} so far, last at ${e.at}), still running: ${e.last}`);
@@ -357,10 +449,14 @@ export class Daemon {
 
   private async resolveHost(config: Config): Promise<DatapathConfig> {
     const ownMac = await interfaceMac(config.interface);
+    const addresses = await interfaceAddresses(config.interface);
+    // The config checks that need this host (a VIP or backend that is the node's own address): refused at
+    // start and on reload like any other config error.
+    const issues = hostIssues(config, { interface: config.interface, addresses });
+    if (issues.length > 0) throw new ConfigRejectedError(this.opts.configPath, issues);
     const autoNextHopMac =
       config.nextHopMac === 'auto' ? await defaultGatewayMac(config.interface) : undefined;
-    const autoEncapAddresses =
-      config.encapSource === 'auto' ? await interfaceAddresses(config.interface) : undefined;
+    const autoEncapAddresses = config.encapSource === 'auto' ? addresses : undefined;
     return resolveDatapathConfig({ config, ownMac, autoNextHopMac, autoEncapAddresses });
   }
 
@@ -381,6 +477,7 @@ export class Daemon {
     } else {
       const dp = await KernelDatapath.load({ maxEntries: balancerMapSizes(config.limits) });
       try {
+        securePinPath({ bpffs: this.opts.bpffs, dir: this.pins, create: true });
         dp.pin(this.pins);
       } catch (e) {
         dp.close();
@@ -451,6 +548,14 @@ export class Daemon {
         void this.requestSync('reload');
       })
       .catch((err: Error) => {
+        if (err instanceof ConfigRejectedError) {
+          this.reloadError = err.issues.map(formatIssue).join('; ');
+          this.log.error(
+            { trigger: e.trigger, errors: err.issues.map(formatIssue) },
+            'config rejected; previous config stays in force',
+          );
+          return;
+        }
         this.reloadError = `host settings for the new config: ${err.message}`;
         this.log.error({ err }, 'config reload: host settings could not be resolved; previous config stays');
       });
@@ -491,6 +596,12 @@ export class Daemon {
     const config = this.config!;
     const merged: Config =
       this.kubeVips.length > 0 ? { ...config, vips: [...config.vips, ...this.kubeVips] } : config;
+    // Every VIP address gets its route, programmed or not (traffic for it may come either way); not awaited.
+    this.vipRoutes ??= new VipRouteKeeper({ ifname: config.interface, log: this.log });
+    this.vipRoutes.set(
+      merged.vips.map((v) => v.address),
+      config.vipBlackholeRoutes,
+    );
     const health = new Map(this.healthSeeds);
     for (const [k, s] of this.monitor.statuses()) health.set(k, s);
     const started = performance.now();
@@ -513,6 +624,7 @@ export class Daemon {
       this.graceTimer =
         end === null ? null : setTimeout(() => void this.requestSync('health grace'), end - Date.now());
       this.graceTimer?.unref();
+      this.noteFailOpen(this.desired, desired);
       this.desired = desired;
       this.reconcileError = null;
       this.noteFailures(summary.failures);
@@ -583,6 +695,23 @@ export class Daemon {
     }
   }
 
+  /** Logs VIPs that start or stop failing open (every serving backend failing its checks, all forwarded to). */
+  private noteFailOpen(before: DesiredState | null, after: DesiredState): void {
+    const was = new Set(before?.failOpenVips ?? []);
+    const now = new Set(after.failOpenVips);
+    for (const v of after.vips)
+      if (v.failOpen && !was.has(v.name))
+        this.log.warn(
+          { vip: v.name, backends: v.usableBackends },
+          'VIP fails open: every backend fails its health checks; new flows go to all of them and the VIP ' +
+            'stays announced (failOpen: false drops them instead)',
+        );
+    const present = new Set(after.vips.map((v) => v.name));
+    for (const name of was)
+      if (!now.has(name) && present.has(name))
+        this.log.info({ vip: name }, 'VIP no longer fails open: health checks rule again');
+  }
+
   /** Syncs again after a failed one, with backoff (the reconciler re-reads the datapath after a failure). */
   private scheduleRetry(): void {
     if (this.stopped || this.retryTimer) return;
@@ -612,7 +741,98 @@ export class Daemon {
     this.log.error({ err: e, component }, 'component error; the daemon keeps running');
   }
 
-  /** Notices a detached (or replaced) program, withdraws, and puts ours back when the interface is free. */
+  /**
+   * After a failed start: detaches and unpins a balancer this start loaded (nothing forwarded before it), so
+   * forwarding never runs on a config the daemon refused. An adopted balancer is left as it was found.
+   */
+  private async undoFreshDatapath(): Promise<void> {
+    // Routes this start made go with a balancer it loaded; with an adopted one (still forwarding) they stay.
+    if (this.adopted) await this.vipRoutes?.stop();
+    else await this.vipRoutes?.removeAll();
+    const dp = this.dp;
+    if (!dp || this.adopted || !this.config) return;
+    const ifname = this.config.interface;
+    try {
+      if (dp.isAttached({ ifname })) await dp.detach({ ifname });
+      this.attached = false;
+      for (const name of [BALANCER_PROGRAM, ...BALANCER_MAPS]) unpin(join(this.pins, name));
+      try {
+        rmdirSync(this.pins);
+      } catch {
+        // not empty (someone else's pins there, e.g. decap/): leave it
+      }
+      this.log.warn(
+        { interface: ifname, pins: this.pins },
+        'start failed: removed the balancer it had loaded',
+      );
+    } catch (e) {
+      this.log.error(
+        { err: e, pins: this.pins },
+        'start failed, and removing the balancer it loaded failed too',
+      );
+    }
+    dp.close();
+    this.dp = null;
+  }
+
+  /**
+   * Notices pins removed (or moved away) under the running daemon: a restart would not find this balancer,
+   * load a fresh one and lose the connection table. Pins the live program and maps again at the same path
+   * (pins that now hold other objects are left alone and reported).
+   */
+  private checkPins(): void {
+    if (!this.dp || this.stopped) return;
+    let found: { missing: string[]; foreign: string[] };
+    try {
+      found = this.dp.pinCheck(this.pins);
+    } catch (e) {
+      this.log.warn({ err: e, pins: this.pins }, 'could not check the pins');
+      return;
+    }
+    const { missing, foreign } = found;
+    if (missing.length === 0 && foreign.length === 0) {
+      if (this.pinTrouble && !this.pinTrouble.restored) {
+        this.pinTrouble = { ...this.pinTrouble, restored: true, error: null };
+        this.log.info({ pins: this.pins }, 'pins are back in place');
+      }
+      return;
+    }
+    const known = this.pinTrouble;
+    // Foreign pins stay until someone removes them: say so once, not every check.
+    if (missing.length === 0 && known && !known.restored && known.foreign.join() === foreign.join()) return;
+    const at = new Date();
+    this.log.error(
+      { pins: this.pins, missing, foreign },
+      'pins gone under the running daemon: a restart would not find this balancer; pinning it again',
+    );
+    let error: string | null = null;
+    try {
+      securePinPath({ bpffs: this.opts.bpffs, dir: this.pins, create: true });
+      this.dp.repin(this.pins, missing);
+      if (foreign.length > 0)
+        error = `pins ${foreign.join(', ')} hold other objects than the running balancer's`;
+    } catch (e) {
+      error = `pinning again failed: ${(e as Error).message}`;
+    }
+    if (error) this.log.error({ pins: this.pins, error }, 'balancer not (fully) pinned');
+    else this.log.warn({ pins: this.pins, repinned: missing }, 'balancer pinned again');
+    this.pinTrouble = {
+      count: (known?.count ?? 0) + 1,
+      at: at.toISOString(),
+      atMs: at.getTime(),
+      missing,
+      foreign,
+      restored: error === null,
+      error,
+    };
+  }
+
+  /**
+   * Notices a detached (or replaced) program and puts ours back at once when the interface is free. The VIPs
+   * stay announced when that works (the node forwards again within this check, and withdrawing would move
+   * flows between LB nodes for nothing); they are withdrawn only when it cannot be put back (another program
+   * in its place, an attach error), and announced again once it is.
+   */
   private checkAttached(): void {
     if (!this.dp || !this.config || this.stopped || this.reattaching) return;
     let now = false;
@@ -621,22 +841,26 @@ export class Daemon {
     } catch (e) {
       this.log.warn({ err: e }, 'could not query the XDP attachment');
     }
-    if (now !== this.attached) {
-      this.attached = now;
-      if (now) this.attachError = null;
-      this.log.warn({ interface: this.config.interface, attached: now }, 'balancer attachment changed');
+    if (now && !this.attached) {
+      // Back without us (someone attached the pinned program again): announce again.
+      this.attached = true;
+      this.attachError = null;
+      this.log.warn({ interface: this.config.interface, attached: true }, 'balancer attachment changed');
       this.announce();
     }
     if (!now) this.reattaching = this.reattach().finally(() => (this.reattaching = null));
   }
 
   /**
-   * Re-attaches the pinned program (the daemon owns the interface), then announces again. Another XDP
-   * program in its place is left alone: someone put it there on purpose. Never rejects.
+   * Re-attaches the pinned program (the daemon owns the interface). Another XDP program in its place is left
+   * alone: someone put it there on purpose; then, or when the attach fails, the VIPs are withdrawn. Never rejects.
    */
   private async reattach(): Promise<void> {
     const dp = this.dp!;
     const { interface: ifname, xdpMode } = this.config!;
+    // Still attached as far as BGP knows: the detach is undone within the check that saw it, nothing withdrawn.
+    const quiet = this.attached;
+    const t0 = performance.now();
     let why: string;
     try {
       const current = queryXdp({ ifname }).progId;
@@ -648,13 +872,28 @@ export class Daemon {
         this.attachError = null;
         this.reattachCount++;
         this.metrics?.reattaches.inc({ result: 'ok' });
-        this.log.warn({ interface: ifname, mode: st.mode, progId: st.progId }, 'balancer re-attached');
-        this.announce();
+        this.log.warn(
+          {
+            interface: ifname,
+            mode: st.mode,
+            progId: st.progId,
+            withdrawn: !quiet,
+            attachMs: Math.round(performance.now() - t0),
+            checkEveryMs: this.attachChecks?.intervalMs,
+          },
+          'balancer re-attached',
+        );
+        if (!quiet) this.announce();
         return;
       }
     } catch (e) {
       why = `re-attach failed: ${(e as Error).message}`;
       this.metrics?.reattaches.inc({ result: 'error' });
+    }
+    if (this.attached) {
+      this.attached = false;
+      this.log.warn({ interface: ifname, attached: false }, 'balancer attachment changed');
+      this.announce();
     }
     if (why !== this.attachError)
       this.log.error({ interface: ifname, reason: why }, 'balancer detached; VIPs stay withdrawn');
@@ -670,8 +909,8 @@ export class Daemon {
     return this.bgp;
   }
 
-  private async startKubernetes(): Promise<void> {
-    const { KubernetesSource } = await import('../sources/kubernetes/source');
+  /** The kubernetes section, parsed (checked at start before the datapath is touched, used after). */
+  private async kubernetesSettings() {
     const { parseKubernetesSettings } = await import('../sources/kubernetes/settings');
     const raw = (this.config as Config & { kubernetes?: unknown }).kubernetes;
     const parsed = parseKubernetesSettings(raw ?? {});
@@ -679,6 +918,12 @@ export class Daemon {
       throw new Error(
         parsed.issues.map((i) => formatIssue({ ...i, path: `kubernetes.${i.path}` })).join('; '),
       );
+    return parsed;
+  }
+
+  private async startKubernetes(): Promise<void> {
+    const { KubernetesSource } = await import('../sources/kubernetes/source');
+    const parsed = await this.kubernetesSettings();
     // The Lease holder identity and Event reporter: --node-name, NODE_NAME (the DaemonSet passes
     // spec.nodeName), else the host name (a hostNetwork pod's host name is the node's).
     const nodeName = this.opts.kubernetes?.nodeName || process.env.NODE_NAME || hostname();

@@ -587,3 +587,16 @@ export const sockets = {
     native().tcpMd5Set(fd, peerAddress, key);
   },
 };
+
+/** flock(2) on a file descriptor Node opened (Node opens every file O_CLOEXEC: children never inherit it). */
+export const fileLocks = {
+  /** Takes an exclusive lock without waiting: false when another open file description holds it. */
+  tryExclusive(fd: number): boolean {
+    if (!Number.isInteger(fd) || fd < 0) throw new TypeError(`fd must be a non-negative integer, got ${fd}`);
+    return native().flock(fd, 'exclusive');
+  },
+  unlock(fd: number): void {
+    if (!Number.isInteger(fd) || fd < 0) throw new TypeError(`fd must be a non-negative integer, got ${fd}`);
+    native().flock(fd, 'unlock');
+  },
+};

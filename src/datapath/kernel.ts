@@ -200,9 +200,47 @@ export class KernelDatapath implements Datapath {
 
   /** Pins the program and every map under `dir` (created if missing). */
   pin(dir: string): void {
-    mkdirSync(dir, { recursive: true });
+    // Only the owner may enter (src/daemon/pins.ts securePinPath checks and creates the whole path so).
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
     this.program.pin(join(dir, BALANCER_PROGRAM));
     for (const m of BALANCER_MAPS) this.maps[m].pin(join(dir, m));
+  }
+
+  /**
+   * Which of our pins under `dir` are gone (`missing`) or hold another object than ours (`foreign`), by name
+   * (the program first, then the maps). Reads the pins only.
+   */
+  pinCheck(dir: string): { missing: string[]; foreign: string[] } {
+    const missing: string[] = [];
+    const foreign: string[] = [];
+    const check = (name: string, ours: number, id: (path: string) => number): void => {
+      try {
+        if (id(join(dir, name)) !== ours) foreign.push(name);
+      } catch (e) {
+        ((e as NodeJS.ErrnoException).code === 'ENOENT' ? missing : foreign).push(name);
+      }
+    };
+    const withClose = <T extends { close(): void }>(h: T, f: (h: T) => number): number => {
+      try {
+        return f(h);
+      } finally {
+        h.close();
+      }
+    };
+    check(BALANCER_PROGRAM, this.program.id, (p) => withClose(BpfProgram.fromPin(p), (h) => h.id));
+    for (const m of BALANCER_MAPS)
+      check(m, this.maps[m].info.id, (p) => withClose(BpfMap.fromPin(p), (h) => h.info.id));
+    return { missing, foreign };
+  }
+
+  /** Pins the named objects (BALANCER_PROGRAM and map names) under `dir`, which must exist. */
+  repin(dir: string, names: readonly string[]): void {
+    for (const n of names) {
+      if (n === BALANCER_PROGRAM) this.program.pin(join(dir, n));
+      else if ((BALANCER_MAPS as readonly string[]).includes(n))
+        this.maps[n as BalancerMap].pin(join(dir, n));
+      else throw new TypeError(`names: "${n}" is not the balancer program or one of its maps`);
+    }
   }
 
   /** Attaches (or atomically replaces, with `expected`) the balancer on an interface. */
@@ -441,7 +479,10 @@ export class KernelDatapath implements Datapath {
   async counters(): Promise<DatapathCounters> {
     const global: Record<string, bigint> = {};
     const blocks = this.maps.stats.lookupPerCpu(ZERO_KEY) ?? [];
-    this.counterNames.forEach((name, i) => {
+    // An adopted stats map of an older build may hold fewer counters than this build names: counters are
+    // only ever appended (bpf/shared.h), so read the ones its value holds and leave the newer ones out.
+    const held = Math.floor(this.maps.stats.valueSize / 8);
+    this.counterNames.slice(0, held).forEach((name, i) => {
       global[name] = blocks.reduce((s, b) => s + b.readBigUInt64LE(8 * i), 0n);
     });
     // One packed batch read per stats map (not a syscall per id): /metrics at 51,200 backends stays cheap.

@@ -144,6 +144,8 @@ export interface Native {
   socketCreate(family: 4 | 6): number;
   tcpMd5Set(fd: number, peerAddress: string, key: string): void;
   btfDump(path: string): { structs: NativeBtfStruct[]; enums: NativeBtfEnum[] };
+  /** flock(2) without waiting: false when another open file holds the lock. */
+  flock(fd: number, operation: 'exclusive' | 'unlock'): boolean;
 }
 
 let cached: Native | undefined;

@@ -6,7 +6,17 @@ import { isPrime, MAGLEV_MAX_SIZE } from '../maglev/maglev';
 import { BOUNDS, DEFAULTS } from './defaults';
 import { parseDocumentText } from './document';
 import { ConfigIssue, formatPath, fromZodIssues, showValue } from './errors';
-import { canonicalIp, canonicalMac, formatIp, IpFamily, IpPrefix, parseIp, parsePrefix } from './ip';
+import {
+  canonicalIp,
+  canonicalMac,
+  describeSpecialAddress,
+  formatIp,
+  IpFamily,
+  IpPrefix,
+  parseIp,
+  parsePrefix,
+  specialAddress,
+} from './ip';
 
 export type XdpMode = 'native' | 'generic' | 'auto';
 export type Protocol = 'tcp' | 'udp';
@@ -61,6 +71,11 @@ export interface VipConfig {
   largeCommunities: string[];
   /** Announce only with at least this many healthy backends; null: the node-wide bgp.minHealthyBackends. */
   minHealthyBackends: number | null;
+  /**
+   * Every backend with weight > 0 and not drained down by its checks: treat them all as up (new flows spread
+   * over them, the VIP stays announced) rather than dropping every new flow. See reconcile/desired.ts.
+   */
+  failOpen: boolean;
 }
 
 export interface ListenAddress {
@@ -92,6 +107,8 @@ export interface Config {
   kubernetes?: unknown;
   /** Idle time (seconds) after which a connection-table entry is re-selected; 0 = never. */
   conntrackTimeouts: { tcp: number; udp: number };
+  /** Keep a blackhole route per VIP address (the kernel drops VIP packets while the balancer is detached). */
+  vipBlackholeRoutes: boolean;
   vips: VipConfig[];
 }
 
@@ -259,7 +276,10 @@ const vipSchema = z
       .default(DEFAULTS.vip.tableSize)
       .superRefine((m, ctx) => {
         if (m < 3 || m > MAGLEV_MAX_SIZE || !isPrime(m))
-          ctx.addIssue({ code: 'custom', message: `${m} is not a prime between 3 and ${MAGLEV_MAX_SIZE}` });
+          ctx.addIssue({
+            code: 'custom',
+            message: `${showValue(m)} is not a prime between 3 and ${MAGLEV_MAX_SIZE}`,
+          });
       }),
     persistence: z.enum(['none', 'source-ip']).default(DEFAULTS.vip.persistence),
     conntrack: z.boolean().default(DEFAULTS.vip.conntrack),
@@ -267,6 +287,7 @@ const vipSchema = z
     communities: z.array(communitySchema).default([]),
     largeCommunities: z.array(largeCommunitySchema).default([]),
     minHealthyBackends: z.number().int().min(1).max(65535).optional(),
+    failOpen: z.boolean().default(DEFAULTS.vip.failOpen),
     // Elements are checked by checkBackends (the hot path: zod's cost per backend dominated big files).
     backends: z.array(z.unknown()).default([]),
   })
@@ -317,6 +338,7 @@ const configSchema = z
       })
       .strict()
       .default({}),
+    vipBlackholeRoutes: z.boolean().default(DEFAULTS.vipBlackholeRoutes),
     // Each VIP is validated on its own (vipSchema), memoised: a reload re-checks only changed VIPs.
     vips: z.array(z.unknown()).default([]),
   })
@@ -335,6 +357,13 @@ export function parseListen(text: string): ListenAddress | null {
 }
 
 const familyName = (f: IpFamily): string => (f === 4 ? 'IPv4' : 'IPv6');
+
+/** False when a canonical address cannot be special (specialAddress): most backends skip a second parse. */
+function maybeSpecial(canon: string): boolean {
+  if (canon.includes(':')) return canon.startsWith('::') || canon.startsWith('f');
+  const first = Number(canon.slice(0, canon.indexOf('.')));
+  return first === 0 || first === 127 || first === 169 || first >= 224;
+}
 
 // ---- per-VIP checks (shape + everything that depends on the VIP alone), memoised by content ----
 
@@ -363,8 +392,12 @@ function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | null): 
   const warnings: RelIssue[] = [];
   const vipIp = parseIp(vip.address)!;
   const address = formatIp(vipIp.bytes);
-  if (address === '0.0.0.0' || address === '::')
-    issues.push({ path: ['address'], message: `${showValue(vip.address)} is unspecified` });
+  const vipKind = specialAddress(vipIp.bytes);
+  if (vipKind !== null)
+    issues.push({
+      path: ['address'],
+      message: `${showValue(vip.address)} is ${describeSpecialAddress(vipKind)}, not a VIP address`,
+    });
   const hc = vip.healthCheck;
   if (hc !== undefined) {
     if (hc.port === undefined && vip.port === 0)
@@ -410,12 +443,22 @@ function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | null): 
     if (first !== undefined)
       issues.push({ path, message: `${showValue(b.input)} duplicates backends[${first}]` });
     else addrs.set(canon, j);
-    if (family !== vipIp.family)
+    // Checked on the canonical text (cheap); only a special-looking one is parsed again.
+    const kind = maybeSpecial(canon) ? specialAddress(parseIp(canon)!.bytes) : null;
+    if (kind !== null)
+      issues.push({
+        path,
+        message: `${showValue(b.input)} is ${describeSpecialAddress(kind)}, not a backend address`,
+      });
+    else if (canon === address)
+      issues.push({ path, message: `${showValue(b.input)} is the VIP's own address` });
+    // IPv4 packets travel in IPv4 or IPv6 (4in6); IPv6 cannot travel in IPv4.
+    if (family === 4 && vipIp.family === 6)
       issues.push({
         path,
         message:
-          `${showValue(b.input)} is ${familyName(family)} but the VIP is ${familyName(vipIp.family)} ` +
-          '(IPv4 is encapsulated in IPv4, IPv6 in IPv6)',
+          `${showValue(b.input)} is IPv4 but the VIP is IPv6 (IPv6 is not carried in IPv4: an IPv6 VIP ` +
+          'needs IPv6 backends; an IPv4 VIP may have both)',
       });
     else if (encapFamilies !== null && !encapFamilies.has(family))
       issues.push({
@@ -452,6 +495,7 @@ function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | null): 
     communities: Object.freeze([...new Set(vip.communities)].sort()) as string[],
     largeCommunities: Object.freeze([...new Set(vip.largeCommunities)].sort()) as string[],
     minHealthyBackends: vip.minHealthyBackends ?? null,
+    failOpen: vip.failOpen,
   };
   return { ok: true, vip: Object.freeze(config), warnings };
 }
@@ -462,7 +506,11 @@ const vipMemo = { current: new Map<string, VipResult>(), previous: new Map<strin
 function checkVipMemo(input: unknown, encapFamilies: ReadonlySet<IpFamily> | null): VipResult {
   let key: string;
   try {
-    key = `${encapFamilies === null ? '*' : [...encapFamilies].sort().join('')}|${JSON.stringify(input)}`;
+    // NaN, Infinity and -Infinity (YAML .nan, .inf, -.inf) kept apart: JSON would make each of them null.
+    const text = JSON.stringify(input, (_k, x: unknown) =>
+      typeof x === 'number' && !Number.isFinite(x) ? `\u0000${x}` : x,
+    );
+    key = `${encapFamilies === null ? '*' : [...encapFamilies].sort().join('')}|${text}`;
   } catch {
     return checkVip(input, encapFamilies);
   }
@@ -516,6 +564,9 @@ export function validateConfig(input: unknown): ParseResult {
           `${showValue(text)} is a second ${familyName(p.family)} source (encapSource[${first}])`,
         );
       seen.set(p.family, i);
+      const kind = specialAddress(parseIp(p.prefix)!.bytes);
+      if (kind !== null)
+        return add(path, `${showValue(text)} is ${describeSpecialAddress(kind)}, not a source address`);
       prefixes.push(p);
     });
     encap = prefixes;
@@ -597,9 +648,45 @@ export function validateConfig(input: unknown): ParseResult {
     ...(bgp === undefined ? {} : { bgp }),
     ...(kubernetes === undefined ? {} : { kubernetes }),
     conntrackTimeouts: { ...raw.conntrackTimeouts },
+    vipBlackholeRoutes: raw.vipBlackholeRoutes,
     vips,
   };
   return { ok: true, config, warnings };
+}
+
+/** Facts about this host that some checks need: only the daemon knows them (at start and on reload). */
+export interface HostFacts {
+  /** config.interface. */
+  interface: string;
+  /** The interface's addresses. */
+  addresses: readonly string[];
+}
+
+/**
+ * Checks of a validated config against the host, in validateConfig's style (path, value, why): a VIP that is
+ * an address of the balancer's interface (the balancer would take the node's own traffic: BGP, health-check
+ * replies) or a backend that is (the balancer would send the VIP's traffic to itself).
+ */
+export function hostIssues(config: Config, host: HostFacts): ConfigIssue[] {
+  const own = new Set(host.addresses.map(canonicalIp).filter((a): a is string => a !== null));
+  const issues: ConfigIssue[] = [];
+  if (own.size === 0) return issues;
+  const mine = `an address of this node's interface ${host.interface}`;
+  config.vips.forEach((v, i) => {
+    if (own.has(v.address))
+      issues.push({
+        path: formatPath(['vips', i, 'address']),
+        message: `${showValue(v.address)} is ${mine} (the balancer would take the node's own traffic)`,
+      });
+    v.backends.forEach((b, j) => {
+      if (own.has(b.address))
+        issues.push({
+          path: formatPath(['vips', i, 'backends', j, 'address']),
+          message: `${showValue(b.address)} is ${mine} (the balancer would send the VIP's traffic to itself)`,
+        });
+    });
+  });
+  return issues;
 }
 
 /**

@@ -20,6 +20,12 @@ export const DEFAULTS = {
     tableSize: MAGLEV_DEFAULT_SIZE,
     persistence: 'none',
     conntrack: true,
+    /**
+     * When every backend that takes traffic (weight > 0, not drained) fails its checks, forward to all of
+     * them and stay announced: the checks are then likelier wrong (a starved checker, a broken health
+     * endpoint, a firewall) than every backend dead, and dropping turns that into an outage (README).
+     */
+    failOpen: true,
   },
   healthCheck: {
     type: 'tcp',
@@ -34,6 +40,11 @@ export const DEFAULTS = {
   backend: { weight: 1, drain: false },
   /** Connection-table idle timeouts in seconds (IPVS's TCP established and UDP values). */
   conntrackTimeouts: { tcp: 900, udp: 300 },
+  /**
+   * A blackhole route per VIP address while the daemon runs: with the balancer detached, VIP packets are
+   * dropped by the kernel instead of routed back to the router (a loop when ip_forward=1). See vip-routes.ts.
+   */
+  vipBlackholeRoutes: true,
 } as const;
 
 /** Bounds the validator enforces. */

@@ -1,7 +1,7 @@
 // Bounded parsing of a config document (YAML or JSON text -> plain value): nesting depth, YAML anchors and
 // aliases, expanded size. A wrong or hostile file is refused with a message naming the bound it broke.
 import { CST, Composer, Document, isScalar, Lexer, LineCounter, Parser, visit } from 'yaml';
-import type { ConfigIssue } from './errors';
+import { ConfigIssue, formatPath } from './errors';
 
 const MiB = 1 << 20;
 
@@ -65,16 +65,146 @@ function measure(value: unknown): string | null {
   return null;
 }
 
+/** "line 3, column 7" of a character offset (1-based, as editors count). */
+function lineColumn(text: string, offset: number): string {
+  let line = 1;
+  let start = 0;
+  for (let i = text.indexOf('\n'); i !== -1 && i < offset; i = text.indexOf('\n', i + 1)) {
+    line++;
+    start = i + 1;
+  }
+  return `line ${line}, column ${offset - start + 1}`;
+}
+
+/** V8's "... in JSON at position 7" (newer Node adds " (line 1 column 8)"). */
+const JSON_POSITION = / in JSON at position (\d+)(?: \(line \d+ column \d+\))?$/;
+
+/**
+ * Where the first syntax error of `text` is, for messages V8 gives without a position ("Unexpected token 'x',
+ * "<the text around it>" is not valid JSON"): the shortest prefix that fails before its end, by bisection.
+ */
+function firstBadOffset(text: string): number {
+  const failsInside = (k: number): boolean => {
+    try {
+      JSON.parse(text.slice(0, k));
+      return false;
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (msg.startsWith('Unexpected end of JSON input')) return false;
+      const m = JSON_POSITION.exec(msg);
+      return m === null || Number(m[1]) < k;
+    }
+  };
+  let good = 0;
+  let bad = text.length;
+  while (bad - good > 1) {
+    const mid = (good + bad) >>> 1;
+    if (failsInside(mid)) bad = mid;
+    else good = mid;
+  }
+  return bad - 1;
+}
+
+/**
+ * A JSON syntax error by line and column, never quoting the text: V8's message can carry a snippet of the file
+ * (an unquoted password, say).
+ */
+function jsonSyntaxError(text: string, message: string): string {
+  const m = JSON_POSITION.exec(message);
+  if (m !== null)
+    return `JSON syntax error at ${lineColumn(text, Number(m[1]))}: ${message.slice(0, m.index)}`;
+  if (message.startsWith('Unexpected end of JSON input'))
+    return `JSON syntax error at ${lineColumn(text, text.length)}: unexpected end of the text`;
+  return `JSON syntax error at ${lineColumn(text, firstBadOffset(text))}: unexpected character`;
+}
+
+/** Keys a JSON object may not repeat: JSON.parse keeps the last silently. At most this many are listed. */
+const MAX_DUPLICATE_REPORTS = 20;
+
+interface JsonFrame {
+  /** This container's segment in its parent (key or index); undefined for the root. */
+  seg: string | number | undefined;
+  /** Objects: keys seen, and whether a key (not a value) comes next. */
+  keys: Set<string> | null;
+  expectKey: boolean;
+  key: string;
+  /** Arrays: index of the current element. */
+  index: number;
+}
+
+/**
+ * Duplicate keys of a JSON text that JSON.parse accepted, with their paths and offsets: one pass over the text
+ * with a stack of open containers (iterative; keys are decoded only when they hold escapes).
+ */
+function jsonDuplicateKeys(text: string): {
+  found: { path: (string | number)[]; offset: number }[];
+  total: number;
+} {
+  const found: { path: (string | number)[]; offset: number }[] = [];
+  let total = 0;
+  const stack: JsonFrame[] = [];
+  const n = text.length;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      let end = text.indexOf('"', i + 1);
+      for (;;) {
+        let slashes = 0;
+        while (text.charCodeAt(end - 1 - slashes) === 0x5c /* \ */) slashes++;
+        if (slashes % 2 === 0) break;
+        end = text.indexOf('"', end + 1);
+      }
+      const top = stack[stack.length - 1];
+      if (top !== undefined && top.keys !== null && top.expectKey) {
+        const raw = text.slice(i + 1, end);
+        const key = raw.includes('\\') ? (JSON.parse(text.slice(i, end + 1)) as string) : raw;
+        if (top.keys.has(key) && ++total <= MAX_DUPLICATE_REPORTS)
+          found.push({ path: [...stack.slice(1).map((f) => f.seg!), key], offset: i });
+        top.keys.add(key);
+        top.key = key;
+        top.expectKey = false;
+      }
+      i = end;
+    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      const parent = stack[stack.length - 1];
+      stack.push({
+        seg: parent === undefined ? undefined : parent.keys !== null ? parent.key : parent.index,
+        keys: c === 0x7b ? new Set() : null,
+        expectKey: true,
+        key: '',
+        index: 0,
+      });
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) stack.pop();
+    else if (c === 0x2c /* , */) {
+      const top = stack[stack.length - 1]!;
+      if (top.keys !== null) top.expectKey = true;
+      else top.index++;
+    }
+  }
+  return { found, total };
+}
+
 function parseJson(text: string): DocumentResult {
   let value: unknown;
   try {
     // V8's JSON.parse is iterative: deep nesting is measured below, not a stack overflow here.
     value = JSON.parse(text);
   } catch (e) {
-    return fail(`JSON syntax error: ${(e as Error).message}`);
+    return fail(jsonSyntaxError(text, (e as Error).message));
   }
   const bad = measure(value);
-  return bad === null ? { ok: true, value } : fail(bad);
+  if (bad !== null) return fail(bad);
+  const dups = jsonDuplicateKeys(text);
+  if (dups.total === 0) return { ok: true, value };
+  const errors: ConfigIssue[] = dups.found.map((d) => ({
+    path: formatPath(d.path),
+    message:
+      `JSON error at ${lineColumn(text, d.offset)}: the key appears twice in its object ` +
+      '(keys must be unique; JSON.parse would keep the last silently)',
+  }));
+  if (dups.total > errors.length)
+    errors.push({ path: '', message: `and ${dups.total - errors.length} more duplicate keys` });
+  return { ok: false, errors };
 }
 
 function parseYaml(text: string): DocumentResult {

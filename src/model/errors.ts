@@ -22,19 +22,76 @@ export function formatIssue(issue: ConfigIssue): string {
   return `${issue.path === '' ? '(file)' : issue.path}: ${issue.message}`;
 }
 
-/** A value as it appears in messages: strings quoted, long values cut. */
+/** YAML's spelling of the numbers JSON has none for (JSON.stringify would print null). */
+const NON_FINITE = new Map<number, string>([
+  [NaN, '.nan'],
+  [Infinity, '.inf'],
+  [-Infinity, '-.inf'],
+]);
+const MARK = '\u0000';
+
+/**
+ * Config keys whose values are secrets (bgp.peers[].password): no message, log line, /readyz or /state text
+ * ever quotes them, whatever their type (an unquoted YAML password is a number).
+ */
+export const SECRET_KEYS: ReadonlySet<string> = new Set(['password', 'secret', 'token']);
+
+const article = (t: string): string => (/^[aeiou]/.test(t) ? `an ${t}` : `a ${t}`);
+
+/** A config refused as a whole (thrown where a result cannot be returned): one line per issue. */
+export class ConfigRejectedError extends Error {
+  constructor(
+    readonly file: string,
+    readonly issues: readonly ConfigIssue[],
+  ) {
+    super(`config ${file} rejected:\n  ${issues.map(formatIssue).join('\n  ')}`);
+    this.name = 'ConfigRejectedError';
+  }
+}
+
+/**
+ * A value as it appears in messages: strings quoted, .nan / .inf / -.inf as YAML writes them, secret keys inside
+ * lists and maps masked (a peer written as a map instead of a list is quoted whole), long values cut.
+ */
 export function showValue(v: unknown): string {
   let s: string;
   if (v === undefined) s = 'undefined';
   else if (typeof v === 'bigint') s = `${v}n`;
+  else if (typeof v === 'number' && !Number.isFinite(v)) s = NON_FINITE.get(v)!;
   else {
     try {
-      s = JSON.stringify(v) ?? String(v);
+      // Secrets and non-finite numbers inside lists and maps: marked, then unquoted.
+      const json = JSON.stringify(v, (k: string, x: unknown) =>
+        SECRET_KEYS.has(k)
+          ? `${MARK}(secret)`
+          : typeof x === 'number' && !Number.isFinite(x)
+            ? `${MARK}${NON_FINITE.get(x)!}`
+            : x,
+      );
+      s = json === undefined ? String(v) : json.replace(/"\\u0000([^"]*)"/g, '$1');
     } catch {
       s = String(v);
     }
   }
   return s.length > 60 ? `${s.slice(0, 57)}...` : s;
+}
+
+/** Whether a path (relative to any section) leads to or into a secret key. */
+export function isSecretPath(path: readonly (string | number)[]): boolean {
+  return path.some((seg) => typeof seg === 'string' && SECRET_KEYS.has(seg));
+}
+
+/** A secret value as messages show it: its kind only, e.g. "the secret value (a number)". */
+export function hiddenValue(v: unknown): string {
+  const kind =
+    v === null
+      ? 'null'
+      : Array.isArray(v)
+        ? 'a list'
+        : typeof v === 'object'
+          ? 'a mapping'
+          : article(typeof v);
+  return `the secret value (${kind})`;
 }
 
 function valueAt(root: unknown, path: readonly (string | number)[]): unknown {
@@ -46,7 +103,12 @@ function valueAt(root: unknown, path: readonly (string | number)[]): unknown {
   return v;
 }
 
-const article = (t: string): string => (/^[aeiou]/.test(t) ? `an ${t}` : `a ${t}`);
+/** Whether a message quotes a value (as text or as showValue prints it). */
+function mentions(message: string, value: unknown): boolean {
+  if (value === undefined || value === null) return false;
+  const text = typeof value === 'string' ? value : String(value);
+  return (text !== '' && message.includes(text)) || message.includes(showValue(value));
+}
 
 /** Turns zod issues into path-named messages that quote the value found in `input`. */
 export function fromZodIssues(issues: readonly ZodIssue[], input: unknown): ConfigIssue[] {
@@ -54,12 +116,19 @@ export function fromZodIssues(issues: readonly ZodIssue[], input: unknown): Conf
   for (const issue of issues) {
     const value = valueAt(input, issue.path);
     const path = formatPath(issue.path);
+    const secret = isSecretPath(issue.path);
+    const shown = secret ? hiddenValue(value) : showValue(value);
+    // An unquoted YAML password of digits is a number: say how to write it, since the value is not shown.
+    const quoteHint =
+      secret && issue.code === 'invalid_type' && issue.expected === 'string' && typeof value === 'number';
     switch (issue.code) {
       case 'invalid_type':
         out.push({
           path,
           message:
-            value === undefined ? 'is required' : `${showValue(value)} is not ${article(issue.expected)}`,
+            value === undefined
+              ? 'is required'
+              : `${shown} is not ${article(issue.expected)}${quoteHint ? ' (write it in quotes)' : ''}`,
         });
         break;
       case 'unrecognized_keys':
@@ -70,7 +139,7 @@ export function fromZodIssues(issues: readonly ZodIssue[], input: unknown): Conf
       case 'invalid_literal':
         out.push({
           path,
-          message: `${showValue(value)} is not one of ${
+          message: `${shown} is not one of ${
             'options' in issue ? issue.options.map((o) => String(o)).join(', ') : showValue(issue.expected)
           }`,
         });
@@ -82,8 +151,8 @@ export function fromZodIssues(issues: readonly ZodIssue[], input: unknown): Conf
             issue.type === 'array'
               ? `needs at least ${issue.minimum} entries, got ${Array.isArray(value) ? value.length : 0}`
               : issue.type === 'string'
-                ? `${showValue(value)} is shorter than ${issue.minimum} characters`
-                : `${showValue(value)} is below the minimum ${issue.minimum}`,
+                ? `${shown} is shorter than ${issue.minimum} characters`
+                : `${shown} is below the minimum ${issue.minimum}`,
         });
         break;
       case 'too_big':
@@ -93,19 +162,22 @@ export function fromZodIssues(issues: readonly ZodIssue[], input: unknown): Conf
             issue.type === 'array'
               ? `has more than ${issue.maximum} entries`
               : issue.type === 'string'
-                ? `${showValue(value)} is longer than ${issue.maximum} characters`
-                : `${showValue(value)} is above the maximum ${issue.maximum}`,
+                ? `${shown} is longer than ${issue.maximum} characters`
+                : `${shown} is above the maximum ${issue.maximum}`,
         });
         break;
       case 'not_multiple_of':
-        out.push({ path, message: `${showValue(value)} is not a multiple of ${issue.multipleOf}` });
+        out.push({ path, message: `${shown} is not a multiple of ${issue.multipleOf}` });
         break;
       case 'invalid_union':
-        out.push({ path, message: `${showValue(value)} is not valid here` });
+        out.push({ path, message: `${shown} is not valid here` });
         break;
       default:
-        // custom refinements already quote the value.
-        out.push({ path, message: issue.message });
+        // Custom refinements already quote the value: a secret's message must not (else a generic one).
+        out.push({
+          path,
+          message: secret && mentions(issue.message, value) ? `${shown} is not valid` : issue.message,
+        });
     }
   }
   return out;

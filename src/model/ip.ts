@@ -101,6 +101,55 @@ export function parsePrefix(text: string): IpPrefix | null {
   return { prefix: formatIp(bytes), prefixLength: len, family: p.family };
 }
 
+/**
+ * Special-purpose addresses no VIP, backend or client can have (RFC 6890 subsets): IPv4 0.0.0.0/8 ("this
+ * network", 0.0.0.0 itself is 'unspecified'), 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4, 255.255.255.255;
+ * IPv6 ::, ::1, fe80::/10, ff00::/8, ::ffff:0:0/96. Class E (240.0.0.0/4) is not one (Linux accepts it).
+ * bpf/guard.h drops VIP packets from these sources: keep the two in step.
+ */
+export type SpecialAddress =
+  'unspecified' | 'this-network' | 'loopback' | 'link-local' | 'multicast' | 'broadcast' | 'ipv4-mapped';
+
+/** What is special about an address (4 or 16 bytes), or null for an ordinary unicast address. */
+export function specialAddress(bytes: Uint8Array): SpecialAddress | null {
+  const b = (i: number): number => bytes[i] ?? 0;
+  if (bytes.length === 4) {
+    if (b(0) === 0) return b(1) === 0 && b(2) === 0 && b(3) === 0 ? 'unspecified' : 'this-network';
+    if (b(0) === 127) return 'loopback';
+    if (b(0) === 169 && b(1) === 254) return 'link-local';
+    if ((b(0) & 0xf0) === 0xe0) return 'multicast';
+    if (b(0) === 255 && b(1) === 255 && b(2) === 255 && b(3) === 255) return 'broadcast';
+    return null;
+  }
+  if (bytes.length !== 16) throw new TypeError(`an IP address has 4 or 16 bytes, got ${bytes.length}`);
+  if (b(0) === 0xff) return 'multicast';
+  if (b(0) === 0xfe && (b(1) & 0xc0) === 0x80) return 'link-local';
+  const zeros = (from: number, to: number): boolean => bytes.subarray(from, to).every((x) => x === 0);
+  if (zeros(0, 15) && b(15) <= 1) return b(15) === 0 ? 'unspecified' : 'loopback';
+  if (zeros(0, 10) && b(10) === 0xff && b(11) === 0xff) return 'ipv4-mapped';
+  return null;
+}
+
+/** "a loopback address", "the broadcast address", ...: how a message names a special address. */
+export function describeSpecialAddress(kind: SpecialAddress): string {
+  switch (kind) {
+    case 'unspecified':
+      return 'the unspecified address';
+    case 'this-network':
+      return 'in 0.0.0.0/8 ("this network")';
+    case 'loopback':
+      return 'a loopback address';
+    case 'link-local':
+      return 'a link-local address';
+    case 'multicast':
+      return 'a multicast address';
+    case 'broadcast':
+      return 'the broadcast address';
+    case 'ipv4-mapped':
+      return 'an IPv4-mapped IPv6 address (never on the wire)';
+  }
+}
+
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
 
 /** Canonical (lower-case, colon-separated) MAC address, or null if the text is not a MAC. */

@@ -29,8 +29,12 @@ export interface DesiredVip {
   /** The Maglev table (backend ids per slot, stored compactly); immutable, shared between equal inputs. */
   table: IdTable;
   healthCheck: HealthCheckConfig | null;
-  /** Backends that take new flows (state up); 0 means the VIP cannot be served (BGP withdraws it). */
+  /** Backends that take new flows (state up, fail-open ones included); 0: the VIP cannot be served (BGP
+   * withdraws it). */
   usableBackends: number;
+  /** Failing open: every backend that takes traffic (weight > 0, not drained) is down by its checks, and
+   * all of them are up for forwarding (see vipBackendStates). */
+  failOpen: boolean;
   /** The earliest graceUntil of its backends, or null. */
   nextGraceEnd: number | null;
 }
@@ -43,6 +47,8 @@ export interface DesiredState {
   ids: IdState;
   /** Names of VIPs with no usable backend. */
   unavailableVips: string[];
+  /** Names of VIPs failing open (every backend failing its checks, all of them forwarded to). */
+  failOpenVips: string[];
   /** When the earliest down grace ends (ms, the clock of `now`): call again then, it turns that backend
    * down. null: no grace running. */
   nextGraceEnd: number | null;
@@ -52,6 +58,8 @@ export interface DesiredState {
 export interface TableRecipe {
   size: number;
   members: readonly { name: string; weight: number; id: number }[];
+  /** Member ids that take no new flows (down, draining): their slots name the owner probing would find. */
+  skip?: readonly number[];
 }
 
 /**
@@ -69,6 +77,8 @@ export class IdTable {
   /** Member index per slot, or null: built on demand from #names and #weights. */
   readonly #slots: Uint8Array | Uint16Array | Uint32Array | null;
   readonly #recipe: MaglevBackend[] | null;
+  /** Member ids whose slots are redirected (recipe tables only). */
+  readonly #skip: ReadonlySet<number>;
 
   constructor(signature: string, indexTable: Uint32Array, memberIds: readonly number[]);
   constructor(signature: string, recipe: TableRecipe);
@@ -81,6 +91,7 @@ export class IdTable {
       const Slots = n <= 0x100 ? Uint8Array : n <= 0x10000 ? Uint16Array : Uint32Array;
       this.#slots = n === 0 ? new Uint8Array(from.length) : Slots.from(from);
       this.#recipe = null;
+      this.#skip = new Set();
     } else {
       const backends = from.members.map((m) => ({ name: m.name, weight: m.weight }));
       // Bad input fails here, not later when the table is installed.
@@ -88,6 +99,7 @@ export class IdTable {
       this.#members = Uint32Array.from(from.members, (m) => m.id);
       this.#slots = null;
       this.#recipe = backends;
+      this.#skip = new Set(from.skip ?? []);
     }
   }
 
@@ -105,7 +117,7 @@ export class IdTable {
         const i = out[s]!;
         out[s] = i === NO_BACKEND ? NO_BACKEND_ID : members[i]!;
       }
-      return out;
+      return redirectSkipped(out, this.#skip);
     }
     const slots = this.#slots!;
     const out = new Uint32Array(slots.length);
@@ -220,34 +232,187 @@ interface HealthInput {
   now: number | undefined;
 }
 
-function stateOf(
-  key: string,
-  b: { weight: number; drain: boolean },
-  downGraceSeconds: number | undefined,
-  h: HealthInput,
-): Pick<DesiredBackend, 'health' | 'state' | 'graceUntil'> {
-  const health = h.health.get(key) ?? 'unknown';
-  const since = h.since?.get(key);
-  const s = backendState({ weight: b.weight, drain: b.drain, health, since, downGraceSeconds, now: h.now });
+type BackendHealthState = Pick<DesiredBackend, 'health' | 'state' | 'graceUntil'>;
+
+export interface VipBackendStatesInput {
+  /** The VIP's backends in config order, and their membership keys (same order). */
+  backends: readonly { weight: number; drain: boolean }[];
+  keys: readonly string[];
+  /** The VIP's failOpen setting. */
+  failOpen: boolean;
+  /** The VIP's healthCheck.downGraceSeconds (undefined: no grace). */
+  downGraceSeconds: number | undefined;
+  /** Health by membership key (absent: unknown), when it last flipped (ms), and now (ms, same clock). */
+  health: ReadonlyMap<string, HealthStatus>;
+  since?: ReadonlyMap<string, number>;
+  now?: number;
+}
+
+/**
+ * The states of one VIP's backends (backendState each), and fail-open: when every backend that takes traffic
+ * by config (weight > 0, not drained; at least one) is down by its checks and the VIP has failOpen, they are
+ * all up. Every check failing at once is likelier the checks' fault (a checker starved by a flood, a broken
+ * health endpoint, a firewall dropping probes) than every backend dead, and sending new flows to dead
+ * backends costs little more than dropping them. Drained and weight-0 backends keep their own state.
+ *
+ * When fail-open ends (one backend passes again), the others are down by health, but fail-open kept their
+ * flows: their down grace runs from when it ended, not from when they went down long before (else their
+ * flows would move at once). "When it ended" is the earliest flip to up among the backends not down now; it
+ * is a bound (a flip-up without fail-open before it lengthens a grace too), as no history is kept.
+ */
+export function vipBackendStates(o: VipBackendStatesInput): {
+  states: BackendHealthState[];
+  failOpen: boolean;
+} {
+  const sum = summarise(o);
+  const states: BackendHealthState[] = new Array<BackendHealthState>(o.backends.length);
+  for (let i = 0; i < states.length; i++) states[i] = stateAt(o, sum, i);
+  return { states, failOpen: sum.failOpen };
+}
+
+/** What a VIP's backend states are computed from: each one's health, fail-open, when a fail-open ended. */
+interface HealthSummary {
+  health: readonly (HealthStatus | 'unknown')[];
+  failOpen: boolean;
+  /** The earliest flip to up of a serving backend not down now; -Infinity: one never flipped (up all along);
+   * Infinity: not needed (no fail-open possible, or none down). */
+  openEnded: number;
+}
+
+const serves = (b: { weight: number; drain: boolean }): boolean => b.weight > 0 && !b.drain;
+
+/** Fail-open from the counts of serving backends and of those down. */
+const failsOpen = (o: VipBackendStatesInput, serving: number, servingDown: number): boolean =>
+  o.failOpen && serving > 0 && servingDown === serving;
+
+function openEndedOf(o: VipBackendStatesInput, health: readonly (HealthStatus | 'unknown')[]): number {
+  let t = Infinity;
+  for (let i = 0; i < health.length; i++)
+    if (serves(o.backends[i]!) && health[i] !== 'down')
+      t = Math.min(t, o.since?.get(o.keys[i]!) ?? -Infinity);
+  return t;
+}
+
+function summarise(o: VipBackendStatesInput): HealthSummary {
+  const n = o.backends.length;
+  const health = new Array<HealthStatus | 'unknown'>(n);
+  let serving = 0;
+  let servingDown = 0;
+  for (let i = 0; i < n; i++) {
+    const h = o.health.get(o.keys[i]!) ?? 'unknown';
+    health[i] = h;
+    if (serves(o.backends[i]!)) {
+      serving++;
+      if (h === 'down') servingDown++;
+    }
+  }
+  const failOpen = failsOpen(o, serving, servingDown);
+  const openEnded = o.failOpen && !failOpen && servingDown > 0 ? openEndedOf(o, health) : Infinity;
+  return { health, failOpen, openEnded };
+}
+
+function stateAt(o: VipBackendStatesInput, sum: HealthSummary, i: number): BackendHealthState {
+  const b = o.backends[i]!;
+  const health = sum.health[i]!;
+  if (sum.failOpen && serves(b)) return { health, state: 'up', graceUntil: null };
+  let since = health === 'down' ? o.since?.get(o.keys[i]!) : undefined;
+  if (since !== undefined && serves(b) && sum.openEnded > since && sum.openEnded !== Infinity)
+    since = sum.openEnded;
+  const s = backendState({
+    weight: b.weight,
+    drain: b.drain,
+    health,
+    since,
+    downGraceSeconds: o.downGraceSeconds,
+    now: o.now,
+  });
   return { health, ...s };
 }
 
-/** Maglev table of backend ids; backends with weight 0 stay out, draining and down ones stay in. */
+/**
+ * True if `was` (computed from the same VIP config) has the states `o` gives now, fail-open included. Only
+ * serving down backends are computed: any other's state follows its config and the VIP's fail-open alone
+ * (a drained or weight-0 backend that is down is down at once). Allocates nothing unless one is down.
+ */
+function sameStates(was: DesiredVip, o: VipBackendStatesInput): boolean {
+  const n = o.backends.length;
+  if (was.backends.length !== n) return false;
+  let serving = 0;
+  let servingDown = 0;
+  for (let i = 0; i < n; i++) {
+    const h = o.health.get(o.keys[i]!) ?? 'unknown';
+    if (h !== was.backends[i]!.health) return false;
+    if (serves(o.backends[i]!)) {
+      serving++;
+      if (h === 'down') servingDown++;
+    }
+  }
+  const failOpen = failsOpen(o, serving, servingDown);
+  if (failOpen !== was.failOpen) return false;
+  if (failOpen || servingDown === 0) return true;
+  const health = was.backends.map((b) => b.health);
+  const sum: HealthSummary = { health, failOpen, openEnded: o.failOpen ? openEndedOf(o, health) : Infinity };
+  for (let i = 0; i < n; i++) {
+    if (health[i] !== 'down' || !serves(o.backends[i]!)) continue;
+    const b = stateAt(o, sum, i);
+    if (was.backends[i]!.state !== b.state || was.backends[i]!.graceUntil !== b.graceUntil) return false;
+  }
+  return true;
+}
+
+/**
+ * Maglev table of backend ids; backends with weight 0 stay out, draining and down ones stay in (so the
+ * table, and every other backend's slots, do not move when a state changes), but their slots name the
+ * owner the datapath's forward probing would find (redirectSkipped): a new flow never needs more than one
+ * probe, however many slots in a row a heavy down backend holds (the datapath gives up after
+ * PEAK_MAX_PROBES and drops). Established flows keep a draining backend through the connection table.
+ */
 export function tableFor(tableSize: number, backends: readonly DesiredBackend[]): IdTable {
+  const members = backends.filter((b) => b.weight > 0);
   return new IdTable(tableSignature(tableSize, backends), {
     size: tableSize,
-    members: backends
-      .filter((b) => b.weight > 0)
-      .map((b) => ({ name: b.address, weight: b.weight, id: b.id })),
+    members: members.map((b) => ({ name: b.address, weight: b.weight, id: b.id })),
+    skip: skippedMembers(members),
   });
 }
 
+/** Ids of members that take no new flows, sorted; none when no member does (nothing to redirect to). */
+function skippedMembers(members: readonly DesiredBackend[]): number[] {
+  const skip = members.filter((b) => b.state !== 'up').map((b) => b.id);
+  return skip.length === members.length ? [] : skip.sort((a, b) => a - b);
+}
+
 export function tableSignature(tableSize: number, backends: readonly DesiredBackend[]): string {
-  const parts = backends
-    .filter((b) => b.weight > 0)
-    .map((b) => `${b.address}=${b.id}*${b.weight}`)
-    .sort();
-  return `${tableSize}|${parts.join(',')}`;
+  const members = backends.filter((b) => b.weight > 0);
+  const parts = members.map((b) => `${b.address}=${b.id}*${b.weight}`).sort();
+  const skip = skippedMembers(members);
+  return `${tableSize}|${parts.join(',')}${skip.length > 0 ? `|skip:${skip.join(',')}` : ''}`;
+}
+
+/**
+ * Rewrites, in place, each slot whose id is in `skip` to the first id after it (wrapping) that is not: what
+ * unbounded forward probing from that slot picks. Slots of other ids are untouched. With every id skipped
+ * (or none) the table is returned as it is (the datapath then finds no backend, as before).
+ */
+export function redirectSkipped(table: Uint32Array, skip: ReadonlySet<number>): Uint32Array {
+  if (skip.size === 0) return table;
+  const m = table.length;
+  let anchor = -1;
+  for (let s = m - 1; s >= 0; s--)
+    if (!skip.has(table[s]!)) {
+      anchor = s;
+      break;
+    }
+  if (anchor < 0) return table;
+  // Walk backwards once around the ring from the last kept slot, carrying the nearest kept id ahead.
+  let carry = table[anchor]!;
+  for (let k = 1; k < m; k++) {
+    const s = (anchor - k + m) % m;
+    const id = table[s]!;
+    if (skip.has(id)) table[s] = carry;
+    else carry = id;
+  }
+  return table;
 }
 
 /** Key strings per VIP config object: reused across reloads (validateConfig keeps unchanged VIPs' objects). */
@@ -453,11 +618,18 @@ export function desiredState(opts: DesiredStateOptions): DesiredState {
     // Same config and same ids as last time: only health can differ.
     const was = backendIds.sameGroup[i] ? memo?.byKey.get(k.vip)?.desired : undefined;
     let desired: DesiredVip;
-    const grace = v.healthCheck?.downGraceSeconds;
-    if (was !== undefined && was.spec.id === vipId && sameHealth(was.backends, grace, healthIn)) {
+    const stateInput: VipBackendStatesInput = {
+      backends: v.backends,
+      keys: k.members,
+      failOpen: v.failOpen,
+      downGraceSeconds: v.healthCheck?.downGraceSeconds,
+      ...healthIn,
+    };
+    if (was !== undefined && was.spec.id === vipId && sameStates(was, stateInput)) {
       cache.get(was.table.signature, () => was.table);
       desired = was;
     } else {
+      const st = vipBackendStates(stateInput);
       const backends: DesiredBackend[] = v.backends.map((b, j) => {
         const bkey = k.members[j]!;
         return {
@@ -466,10 +638,11 @@ export function desiredState(opts: DesiredStateOptions): DesiredState {
           address: b.address,
           weight: b.weight,
           drain: b.drain,
-          ...stateOf(bkey, b, grace, healthIn),
+          ...st.states[j]!,
         };
       });
-      const signature = was !== undefined ? was.table.signature : tableSignature(v.tableSize, backends);
+      // The table depends on which members take new flows (redirected slots), so a state change can change it.
+      const signature = tableSignature(v.tableSize, backends);
       desired = {
         name: v.name,
         spec: {
@@ -482,6 +655,7 @@ export function desiredState(opts: DesiredStateOptions): DesiredState {
         table: cache.get(signature, () => tableFor(v.tableSize, backends)),
         healthCheck: v.healthCheck,
         usableBackends: backends.filter((b) => b.state === 'up').length,
+        failOpen: st.failOpen,
         nextGraceEnd: earliest(backends.map((b) => b.graceUntil)),
       };
     }
@@ -505,6 +679,7 @@ export function desiredState(opts: DesiredStateOptions): DesiredState {
     vips,
     ids,
     unavailableVips: vips.filter((v) => v.usableBackends === 0).map((v) => v.name),
+    failOpenVips: vips.filter((v) => v.failOpen).map((v) => v.name),
     nextGraceEnd: earliest(vips.map((v) => v.nextGraceEnd)),
   };
   produced.set(out, { vips, count: vips.length });
@@ -522,23 +697,6 @@ const produced = new WeakMap<DesiredState, { vips: DesiredVip[]; count: number }
 export function fromDesiredState(d: DesiredState): boolean {
   const p = produced.get(d);
   return p !== undefined && p.vips === d.vips && p.count === d.vips.length;
-}
-
-/** True if every backend's health, state and grace are what they were when `backends` were computed. */
-function sameHealth(
-  backends: readonly DesiredBackend[],
-  downGraceSeconds: number | undefined,
-  h: HealthInput,
-): boolean {
-  for (const b of backends) {
-    const health = h.health.get(b.key) ?? 'unknown';
-    if (health !== b.health) return false;
-    // Not down: the state follows weight and drain alone (same config). Down: since and now matter.
-    if (health !== 'down') continue;
-    const now = stateOf(b.key, b, downGraceSeconds, h);
-    if (now.state !== b.state || now.graceUntil !== b.graceUntil) return false;
-  }
-  return true;
 }
 
 /** The smallest non-null value, or null. */

@@ -1,8 +1,10 @@
 // 10^5 random and mutated frames through the balancer (fast-check): verdict is PASS, DROP or TX; PASS leaves
-// the frame untouched; every TX output parses, has correct checksums and carries the original packet intact.
+// the frame untouched; every TX output parses, has correct checksums and carries the original packet intact;
+// nothing is sent for a broadcast/multicast frame or a source no client has, and IPv4 frag-needed only for DF.
 import fc from 'fast-check';
 import { XDP } from '../../src/datapath/bpf';
 import { describePrivileged } from '../helpers/privileged';
+import { parseIp, specialAddress } from '../../src/model/ip';
 import { frame, ipPacket, l3Offset, parseFrame, ParsedFrame, PROTO, TCP_FLAGS, EthSpec } from '../helpers/packet';
 import { LB_MAC, Lb, ROUTER_MAC, setupLb } from './lb-fixture';
 
@@ -34,6 +36,14 @@ const POOL: Buffer[] = [
   frame({ eth, ip: { src: C4, dst: '10.0.0.10' }, l4: { type: 'tcp', sport: 1007, dport: 80, payload: Buffer.alloc(1460, 1) } }),
   frame({ eth, ip: { src: C6, dst: '2001:db8::10' }, l4: { type: 'tcp', sport: 1008, dport: 443, payload: Buffer.alloc(1420, 1) } }),
   frame({ eth, ip: { src: C4, dst: '10.0.0.99' }, l4: { type: 'udp', sport: 1009, dport: 80 } }),
+];
+
+/** Frames the balancer refuses (dropped), mutated like the pool: mutations that make them valid are checked too. */
+const REFUSED: Buffer[] = [
+  frame({ eth, ip: { src: C4, dst: '10.0.0.10', df: false }, l4: { type: 'tcp', sport: 1010, dport: 80, payload: Buffer.alloc(1460, 1) } }),
+  frame({ eth: { ...eth, dst: 'ff:ff:ff:ff:ff:ff' }, ip: { src: C4, dst: '10.0.0.10' }, l4: { type: 'tcp', sport: 1011, dport: 80 } }),
+  frame({ eth, ip: { src: '127.0.0.1', dst: '10.0.0.10' }, l4: { type: 'udp', sport: 1012, dport: 5000 } }),
+  frame({ eth, ip: { src: 'ff02::1', dst: '2001:db8::10' }, l4: { type: 'tcp', sport: 1013, dport: 443 } }),
 ];
 
 interface Stats {
@@ -70,6 +80,11 @@ function check(input: Buffer, verdict: number, data: Buffer | undefined, st: Sta
   const inFrame = parseFrame(input);
   const ip = out.ip;
   if (!ip) throw new Error('TX without IP');
+  // Nothing leaves for a frame sent to a group MAC, or from a source no client has (bpf/guard.h).
+  if (input[0]! & 1) throw new Error('TX for a broadcast/multicast frame');
+  const inIp = inFrame.ip!;
+  if (specialAddress(parseIp(inIp.src)!.bytes) !== null || inIp.src === inIp.dst)
+    throw new Error(`TX for source ${inIp.src}`);
   if (JSON.stringify(out.vlans) !== JSON.stringify(inFrame.vlans)) throw new Error('VLAN tags changed');
   const original = ipBytes(input);
   if (ip.proto === PROTO.IPIP || ip.proto === PROTO.IPV6) {
@@ -86,6 +101,8 @@ function check(input: Buffer, verdict: number, data: Buffer | undefined, st: Sta
     if (!ip.headerChecksumOk || !l4.checksumOk) throw new Error('bad too-big checksums');
     if (!original.subarray(0, l4.body.length).equals(l4.body) || l4.body.length < 28) throw new Error('bad quote');
     if (ip.dst !== inFrame.ip!.src || ip.src !== inFrame.ip!.dst) throw new Error('too-big not sent back');
+    // frag-needed says "DF was set": never for a packet without DF.
+    if (ip.version === 4 && !inFrame.ip!.df) throw new Error('frag-needed for a packet without DF');
     st.tooBig++;
     return;
   }
@@ -107,8 +124,9 @@ describePrivileged('balancer fuzz: random and mutated frames', () => {
   });
   afterAll(() => lb?.dp.close());
 
-  it('pool frames are valid and each is forwarded or answered', () => {
+  it('pool frames are valid and each is forwarded or answered; refused frames are dropped', () => {
     for (const p of POOL.slice(0, -1)) expect(lb.dp.program.testRun({ data: p }).verdictName).toBe('TX');
+    for (const p of REFUSED) expect(lb.dp.program.testRun({ data: p }).verdictName).toBe('DROP');
   });
 
   it(`${RUNS_RANDOM} random frames (IP ethertypes favoured)`, () => {
@@ -139,7 +157,7 @@ describePrivileged('balancer fuzz: random and mutated frames', () => {
   it(`${RUNS_MUTATED} mutated valid frames`, () => {
     const st = newStats();
     const arb = fc.record({
-      base: fc.nat(POOL.length - 1),
+      base: fc.nat(POOL.length + REFUSED.length - 1),
       edits: fc.array(fc.tuple(fc.nat(), fc.nat(255)), { maxLength: 4 }),
       headerOnly: fc.boolean(),
       cut: fc.option(fc.nat(), { freq: 4 }),
@@ -147,7 +165,7 @@ describePrivileged('balancer fuzz: random and mutated frames', () => {
     });
     fc.assert(
       fc.property(arb, (a) => {
-        const base = POOL[a.base]!;
+        const base = [...POOL, ...REFUSED][a.base]!;
         let b = Buffer.concat([base, Buffer.alloc(a.extra)]);
         for (const [pos, v] of a.edits) b[pos % (a.headerOnly ? Math.min(b.length, 90) : b.length)] = v;
         if (a.cut !== null) b = b.subarray(0, 14 + (a.cut % (b.length - 13)));

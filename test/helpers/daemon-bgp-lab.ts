@@ -4,7 +4,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, write
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { createTopology, LbNode, nsExec, RouterPeer, ROUTER_ASN, sh, Topology } from './bgp-peers';
-import { CLI_JS, CmdResult, killAll, runAsync, waitUntil } from './daemon-lab';
+import { CLI_JS, CmdResult, killAll, removePinLocks, runAsync, waitUntil } from './daemon-lab';
 
 export const LB_ASN = 65001;
 export const VIP4 = '198.51.100.10';
@@ -176,6 +176,9 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
       tableSize: 251,
       healthCheck: hc,
       backends: backends.map((a) => ({ address: a })),
+      // failBackend really kills a backend (VIP traffic is reset too): a VIP whose backends all die is
+      // withdrawn, not failed open (the default; test/integration/daemon-fail-open.test.ts).
+      failOpen: false,
       ...(s.vipExtra?.[name] ?? {}),
     });
     const peer = (address: string, family: 'ipv4' | 'ipv6') => ({
@@ -326,6 +329,7 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
       this.mounted = false;
     }
     rmSync(this.bpffs, { recursive: true, force: true });
+    removePinLocks((this.topo?.lbs ?? []).map((l) => l.ns));
     this.topo?.destroy();
   }
 }

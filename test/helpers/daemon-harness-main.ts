@@ -1,7 +1,8 @@
 // A Daemon in this process, for tests that need its insides: run in a lab namespace by daemon-harness.ts and
 // driven by JSON lines on stdin ({id, cmd, ...}); answers {id, ok, result | error} on stdout.
 // Commands: emitError {component} (on the next turn, uncaught, as a real emitter would), failTable {address}
-// (the kernel datapath's installTable rejects for the VIP at that address; null: stop), readiness, state, routes, stop.
+// (the kernel datapath's installTable rejects for the VIP at that address; null: stop), killBgpWorker (ends the
+// BGP speaker's worker thread as a crash would), readiness, state, routes, stop.
 import { createInterface } from 'node:readline';
 import { Daemon } from '../../src/daemon/daemon';
 import type { KernelDatapath } from '../../src/datapath/kernel';
@@ -20,8 +21,11 @@ const daemon = new Daemon({
 const insides = daemon as unknown as {
   source: NodeJS.EventEmitter;
   monitor: NodeJS.EventEmitter;
+  // The BGP speaker runs in a worker thread (BgpSpeakerThread): its sessions live there.
   speaker: {
-    peers: { session: NodeJS.EventEmitter }[];
+    config: { peers: { address: string }[] };
+    worker: (NodeJS.EventEmitter & { terminate(): Promise<number> }) | null;
+    restarts: number;
     status(): { desired: { prefix: string }[] };
   } & NodeJS.EventEmitter;
   dp: KernelDatapath;
@@ -50,8 +54,6 @@ const emitters = (component: string): NodeJS.EventEmitter => {
       return insides.monitor;
     case 'bgp':
       return insides.speaker;
-    case 'bgp-session':
-      return insides.speaker.peers[0]!.session;
     default:
       throw new Error(`unknown component ${component}`);
   }
@@ -66,6 +68,16 @@ const reply = (o: object): void => void process.stdout.write(`${json(o)}\n`);
 async function handle(m: { id: number; cmd: string; component?: string; address?: string | null }) {
   switch (m.cmd) {
     case 'emitError': {
+      if (m.component === 'bgp-session') {
+        // A session's 'error' in the worker reaches the daemon thread as this message (speaker-host.ts, which
+        // test/unit/bgp-speaker-thread.test.ts checks in the worker): deliver it as the worker would.
+        const w = insides.speaker.worker!;
+        const peer = insides.speaker.config.peers[0]!.address;
+        setImmediate(() =>
+          w.emit('message', { t: 'error', error: `bgp peer ${peer}: injected bgp-session error` }),
+        );
+        return null;
+      }
       const target = emitters(m.component!);
       // Outside any try: an 'error' nobody listens to throws and ends the process, as it would in the daemon.
       setImmediate(() => target.emit('error', new Error(`injected ${m.component} error`)));
@@ -74,6 +86,11 @@ async function handle(m: { id: number; cmd: string; component?: string; address?
     case 'failTable':
       failTable(m.address ?? null);
       return null;
+    case 'killBgpWorker': {
+      const before = insides.speaker.restarts;
+      await insides.speaker.worker?.terminate();
+      return { restartsBefore: before };
+    }
     case 'readiness':
       return daemon.readiness();
     case 'state':

@@ -6,6 +6,7 @@ import {
   mkdirSync,
   mkdtempSync,
   openSync,
+  readdirSync,
   readFileSync,
   rmSync,
   writeFileSync,
@@ -15,6 +16,7 @@ import { join } from 'node:path';
 import YAML from 'yaml';
 import { attachXdp, BpfObject } from '../../src/datapath/bpf';
 import { KernelDatapath } from '../../src/datapath/kernel';
+import { lockDir } from '../../src/daemon/lock';
 import { bpfObjectPath, packageRoot } from '../../src/paths';
 import { run, uniqueSuffix } from './netns';
 
@@ -145,6 +147,8 @@ export class DaemonLab {
   readonly dir: string;
   readonly configPath: string;
   private readonly namespaces: string[] = [];
+  /** Every namespace this lab names (kept after cleanup() empties `namespaces`). */
+  private readonly allNamespaces: string[] = [];
   private mounted = false;
   private readonly daemons: DaemonProcess[] = [];
   private daemonCount = 0;
@@ -181,6 +185,7 @@ export class DaemonLab {
 
   private addNs(name: string): void {
     this.namespaces.push(name);
+    this.allNamespaces.push(name);
     run('ip', ['netns', 'add', name]);
     run('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
     // IPv4 only: IPv6 link-local chatter would reach the LB as non-VIP packets and blur the counters.
@@ -449,11 +454,21 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
     });
   }
 
-  /** Runs the CLI in the LB namespace as another user (setpriv drops root). */
-  cliAs(o: { uid: number }, args: string[], timeoutMs = 30000): Promise<CmdResult> {
+  /**
+   * Runs the CLI in the LB namespace as another user (setpriv drops root), optionally keeping capabilities
+   * (setpriv names: "bpf", "net_admin", ...) as ambient ones, with extra environment variables.
+   */
+  cliAs(
+    o: { uid: number; caps?: string[]; env?: Record<string, string> },
+    args: string[],
+    timeoutMs = 30000,
+  ): Promise<CmdResult> {
+    const caps = (o.caps ?? []).map((c) => `+${c}`).join(',');
+    const keep = caps ? [`--inh-caps=${caps}`, `--ambient-caps=${caps}`] : [];
+    const env = Object.entries(o.env ?? {}).map(([k, v]) => `${k}=${v}`);
     return runAsync(
       'ip',
-      ['netns', 'exec', this.lb, 'setpriv', `--reuid=${o.uid}`, `--regid=${o.uid}`, '--clear-groups', 'node', CLI_JS, '--bpffs', this.bpffs, ...args], // prettier-ignore
+      ['netns', 'exec', this.lb, 'env', ...env, 'setpriv', `--reuid=${o.uid}`, `--regid=${o.uid}`, '--clear-groups', ...keep, 'node', CLI_JS, '--bpffs', this.bpffs, ...args], // prettier-ignore
       { timeoutMs },
     );
   }
@@ -549,7 +564,21 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
     }
     rmSync(this.bpffs, { recursive: true, force: true });
     rmSync(this.dir, { recursive: true, force: true });
+    removePinLocks(this.allNamespaces);
   }
+}
+
+/** Removes the pin-directory lock files a killed daemon left for these namespaces (named <netns>+...). */
+export function removePinLocks(namespaces: readonly string[]): void {
+  const dir = lockDir();
+  let names: string[] = [];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return; // no lock directory
+  }
+  for (const n of names)
+    if (namespaces.some((ns) => n.startsWith(`${ns}+`))) rmSync(join(dir, n), { force: true });
 }
 
 /** The parts of the daemon's /state the tests read. */

@@ -1,5 +1,5 @@
-// peak-xdp CLI without a daemon on the real kernel: nothing-attached errors, attach / detach (--purge),
-// someone else's program, decap attach / detach on a backend, bgp with no daemon.
+// peak-xdp CLI without a daemon on the real kernel: nothing-attached errors, failed attaches leave nothing
+// pinned, attach / detach (--purge), someone else's program, decap attach / detach on a backend, bgp with no daemon.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI_JS, DaemonLab, runAsync, VIP } from '../helpers/daemon-lab';
@@ -50,6 +50,23 @@ describePrivileged('peak-xdp CLI: attach/detach, decap, errors with no daemon', 
     const bgp = await lab.cli(['bgp']);
     expect(bgp.code).toBe(3);
     expect(bgp.stderr).toMatch(/no daemon answered at http:\/\/127\.0\.0\.1:9470/);
+  }, 60000);
+
+  it('attach to a missing interface, or one that refuses the program, leaves nothing pinned', async () => {
+    const base = join(lab.bpffs, 'peak-xdp', lab.lb);
+    const r = await lab.cli(['attach', '--interface', 'nosuch0']);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/--interface: no interface "nosuch0" in this network namespace/);
+    expect(existsSync(join(base, 'nosuch0'))).toBe(false);
+    // lo exists but has no native XDP: the fresh balancer is loaded and pinned, the attach fails, the pins go.
+    const lo = await lab.cli(['attach', '--interface', 'lo', '--mode', 'native']);
+    expect(lo.code).toBe(1);
+    expect(lo.stderr).toMatch(/attach to lo: .*EOPNOTSUPP.*\(nothing left pinned\)/);
+    expect(existsSync(join(base, 'lo'))).toBe(false);
+    // So commands without --interface still find nothing, rather than asking which of several balancers.
+    const st = await lab.cli(['status']);
+    expect(st.code).toBe(3);
+    expect(st.stderr).toMatch(/nothing attached: no pinned balancer under/);
   }, 60000);
 
   it('attach pins a fresh balancer; status says unconfigured and no daemon; detach keeps the pins', async () => {

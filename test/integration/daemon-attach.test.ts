@@ -148,7 +148,10 @@ describePrivileged('daemon: pinned map sizes and re-attachment (real kernel)', (
     const d = await lab.cli(['detach', '--interface', 'eth0']);
     expect(d.code).toBe(1);
     expect(d.stderr).toMatch(
-      /the daemon answering at http:\/\/127\.0\.0\.1:9470 runs this balancer .* stop the daemon first/,
+      // The pin directory's lock names the daemon (src/daemon/lock.ts), whatever port its admin API is on.
+      new RegExp(
+        `peak-xdp daemon \\(pid ${daemon!.pid},.* holds ${lab.pinDir} .*re-attaches it within seconds: stop the daemon first`,
+      ),
     );
     expect(lab.lbXdpProgId()).toBe(prog);
   }, 60000);

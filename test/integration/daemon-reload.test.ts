@@ -1,11 +1,12 @@
 // Daemon reload on the real kernel: file rewrite and SIGHUP add / drain / remove backends under wrk; a bad
 // config is rejected whole and the old state stays in the maps; fields that need a restart are refused; files
-// beyond the document bounds (size, alias bombs, FIFOs) are refused on reload and at start.
+// beyond the document bounds (size, alias bombs, FIFOs) are refused on reload and at start; so is a backend that
+// is the node's own address (known only to the daemon); a secret is never echoed in /readyz, /state or the log.
 import { execFileSync } from 'node:child_process';
-import { renameSync, truncateSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { KernelDatapath } from '../../src/datapath/kernel';
-import { DaemonLab, DaemonProcess, waitUntil } from '../helpers/daemon-lab';
+import { DaemonLab, DaemonProcess, LB_ADDRESS, waitUntil } from '../helpers/daemon-lab';
 import { describePrivileged } from '../helpers/privileged';
 
 interface CliBackend {
@@ -256,5 +257,52 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
     expect(
       await waitUntil(async () => (await lab.state()).reloadError === null, { timeoutMs: 5000 }),
     ).not.toBeNull();
+  }, 60000);
+
+  it("a backend that is the node's own address is refused on reload and at start; a bad password is never echoed", async () => {
+    const before = await snapshot(dp);
+    const own = lab.config({ backends: [1, 2] });
+    (own.vips as { backends: { address: string }[] }[])[0]!.backends.push({ address: LB_ADDRESS });
+    const why = `vips[0].backends[2].address: "${LB_ADDRESS}" is an address of this node's interface eth0 (the balancer would send the VIP's traffic to itself)`;
+    lab.writeConfig(own);
+    process.kill(daemon.pid, 'SIGHUP');
+    expect(
+      await waitUntil(async () => (await lab.state()).reloadError === why, { timeoutMs: 5000 }),
+    ).not.toBeNull();
+    const rz = JSON.parse((await lab.admin('/readyz')).body) as { ready: boolean; reasons: string[] };
+    expect(rz.reasons).toContain(`config reload rejected, previous config in force: ${why}`);
+
+    // An unquoted numeric MD5 password: rejected naming the field, the value nowhere.
+    const secret = '918273645';
+    const bgp = {
+      asn: 65001,
+      routerId: '10.10.2.2',
+      peers: [{ address: '10.10.2.1', asn: 65000, password: Number(secret) }],
+    };
+    lab.writeConfig({ ...lab.config({ backends: [1, 2, 3] }), bgp });
+    process.kill(daemon.pid, 'SIGHUP');
+    const pw = 'bgp.peers[0].password: the secret value (a number) is not a string (write it in quotes)';
+    expect(
+      await waitUntil(async () => (await lab.state()).reloadError === pw, { timeoutMs: 5000 }),
+    ).not.toBeNull();
+    expect((await lab.admin('/readyz')).body).toContain(pw);
+    for (const text of [
+      (await lab.admin('/readyz')).body,
+      (await lab.admin('/state')).body,
+      readFileSync(daemon.log, 'utf8'),
+    ])
+      expect(text).not.toContain(secret);
+    const after = await snapshot(dp);
+    expect([...after.backends]).toEqual([...before.backends]);
+    expect(after.table).toEqual(before.table);
+
+    // At start the same file is fatal, with the same message, before anything is loaded (runs last: it needs
+    // the running daemon gone, since one daemon owns the pin directory).
+    expect(await lab.signalDaemon(daemon, 'SIGTERM')).toBe(0);
+    lab.writeConfig(own);
+    const r = await lab.cli(['daemon', '--config', lab.configPath], 20000);
+    expect(r.code).not.toBe(0);
+    expect(r.stdout + r.stderr).toContain(`config ${lab.configPath} rejected:`);
+    expect(r.stdout + r.stderr).toContain(why);
   }, 60000);
 });

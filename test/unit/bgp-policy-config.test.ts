@@ -79,6 +79,7 @@ describe('parseBgpConfig', () => {
       communities: [],
       largeCommunities: [],
       families: ['ipv4', 'ipv6'],
+      maxPrefixes: BGP_DEFAULTS.maxPrefixes,
     });
   });
 

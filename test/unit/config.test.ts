@@ -61,6 +61,7 @@ describe('parseConfig: valid files', () => {
       communities: [],
       largeCommunities: [],
       minHealthyBackends: null,
+      failOpen: DEFAULTS.vip.failOpen,
     });
     expect(c.conntrackTimeouts).toEqual(DEFAULTS.conntrackTimeouts);
   });
@@ -215,12 +216,17 @@ describe('parseConfig: rejections name path and value', () => {
       {},
       'vips[0].name: "has space" is not a VIP name (1-63 of A-Z a-z 0-9 . _ -, starting with a letter or digit)',
     ],
-    ['unspecified VIP', { address: '0.0.0.0' }, {}, 'vips[0].address: "0.0.0.0" is unspecified'],
     [
-      'v6 backend in v4 VIP',
-      { backends: [{ address: '2001:db8::1' }] },
+      'unspecified VIP',
+      { address: '0.0.0.0' },
       {},
-      'vips[0].backends[0].address: "2001:db8::1" is IPv6 but the VIP is IPv4 (IPv4 is encapsulated in IPv4, IPv6 in IPv6)',
+      'vips[0].address: "0.0.0.0" is the unspecified address, not a VIP address',
+    ],
+    [
+      'v4 backend in v6 VIP',
+      { address: '2001:db8::10', backends: [{ address: '10.1.0.1' }] },
+      {},
+      'vips[0].backends[0].address: "10.1.0.1" is IPv4 but the VIP is IPv6 (IPv6 is not carried in IPv4: an IPv6 VIP needs IPv6 backends; an IPv4 VIP may have both)',
     ],
     [
       'IPv6 backend without v6 support',
@@ -349,12 +355,12 @@ describe('parseConfig: rejections name path and value', () => {
           v,
           { ...v, name: 'other' },
           { ...v, port: 443 },
-          { ...v, name: 'x', port: 8080, backends: [{ address: '2001:db8::1' }] },
+          { ...v, name: 'x', port: 8080, backends: [{ address: '10.0.0.10' }] },
         ],
       }),
     );
     expect(errors).toEqual([
-      'vips[3].backends[0].address: "2001:db8::1" is IPv6 but the VIP is IPv4 (IPv4 is encapsulated in IPv4, IPv6 in IPv6)',
+      'vips[3].backends[0].address: "10.0.0.10" is the VIP\'s own address',
       'vips[1]: 10.0.0.10 port 80 tcp duplicates vips[0]',
       'vips[2].name: "web" duplicates vips[0].name',
     ]);
@@ -381,7 +387,7 @@ describe('parseConfig: rejections name path and value', () => {
 
   it('reports JSON syntax errors and non-mapping documents', () => {
     expect(errorsOf(parseConfig('{"interface": ', { format: 'json' }))[0]).toMatch(
-      /^\(file\): JSON syntax error: /,
+      /^\(file\): JSON syntax error at line \d+, column \d+: /,
     );
     expect(errorsOf(yaml(''))).toEqual(['(file): null is not a mapping of config keys']);
     expect(errorsOf(yaml('- 1\n'))).toEqual(['(file): [1] is not a mapping of config keys']);

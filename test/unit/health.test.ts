@@ -403,6 +403,8 @@ describe('HealthMonitor', () => {
             downGraceSeconds: 10,
           },
           backends: [{ address: '10.1.0.1' }, { address: '10.1.0.2' }],
+          // Both down at once means down here (fail-open: test/unit/reconcile-fail-open.test.ts).
+          failOpen: false,
         },
       ],
     });

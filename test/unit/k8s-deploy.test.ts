@@ -1,7 +1,8 @@
 // deploy/ manifests: kinds, RBAC verbs equal to the API calls the code makes, capabilities, mounts, examples.
 import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import YAML from 'yaml';
+import { DEFAULT_LOCK_DIR } from '../../src/daemon/lock';
 import { validateConfig } from '../../src/model/config';
 import {
   DEFAULT_LEADER_ELECTION,
@@ -104,7 +105,7 @@ describe('deploy/', () => {
     }
   });
 
-  it('runs the DaemonSet on LB nodes with host networking, bpffs and only BPF, NET_ADMIN, PERFMON', () => {
+  it('runs the DaemonSet on LB nodes with host networking, bpffs, the host lock dir and only BPF, NET_ADMIN, PERFMON, NET_BIND_SERVICE', () => {
     const ds = one('DaemonSet');
     const pod = ds.spec.template.spec;
     expect(ds.spec.selector.matchLabels).toEqual(ds.spec.template.metadata.labels);
@@ -113,12 +114,23 @@ describe('deploy/', () => {
     expect(pod.containers).toHaveLength(1);
     const c = pod.containers[0];
     expect(c.securityContext.privileged).toBe(false);
-    expect(c.securityContext.capabilities.add.sort()).toEqual(['BPF', 'NET_ADMIN', 'PERFMON']);
+    // NET_BIND_SERVICE: a passive BGP peer's listener on port 179.
+    expect(c.securityContext.capabilities.add.sort()).toEqual([
+      'BPF',
+      'NET_ADMIN',
+      'NET_BIND_SERVICE',
+      'PERFMON',
+    ]);
     expect(c.securityContext.capabilities.drop).toEqual(['ALL']);
     expect(c.args).toContain('--kubernetes');
     const bpffs = pod.volumes.find((v: Doc) => v.hostPath?.path === '/sys/fs/bpf');
     expect(bpffs).toBeDefined();
     expect(c.volumeMounts).toContainEqual({ name: bpffs.name, mountPath: '/sys/fs/bpf' });
+    // The pin directory's lock (src/daemon/lock.ts) under a read-only root filesystem: the host's /run/peak-xdp.
+    expect(c.securityContext.readOnlyRootFilesystem).toBe(true);
+    const locks = pod.volumes.find((v: Doc) => v.hostPath?.path === dirname(DEFAULT_LOCK_DIR));
+    expect(locks).toBeDefined();
+    expect(c.volumeMounts).toContainEqual({ name: locks.name, mountPath: dirname(DEFAULT_LOCK_DIR) });
     const cfgVol = pod.volumes.find((v: Doc) => v.configMap);
     expect(cfgVol.configMap.name).toBe(one('ConfigMap').metadata.name);
     expect(c.env).toContainEqual({

@@ -23,6 +23,7 @@ import {
   Reconciler,
   resolveDatapathConfig,
   TableCache,
+  redirectSkipped,
   tableFor,
 } from '../../src/reconcile';
 import { buildTable } from '../../src/maglev';
@@ -34,6 +35,7 @@ interface VipIn {
   tableSize?: number;
   persistence?: 'none' | 'source-ip';
   healthCheck?: Record<string, unknown>;
+  failOpen?: boolean;
 }
 const config = (vips: VipIn[], extra: Record<string, unknown> = {}): Config => {
   const r = validateConfig({
@@ -48,7 +50,8 @@ const be = (...n: number[]) => n.map((i) => ({ address: `10.1.0.${i}` }));
 const threeVips = (): VipIn[] => [
   { name: 'a', port: 80, backends: be(1, 2, 3) },
   { name: 'b', port: 443, backends: be(2, 3, 4) },
-  { name: 'c', port: 53, backends: be(5) },
+  // One backend: down means down here (fail-open is tested in reconcile-fail-open.test.ts).
+  { name: 'c', port: 53, backends: be(5), failOpen: false },
 ];
 
 /** What the datapath holds, as plain comparable data. */
@@ -123,7 +126,7 @@ describe('desiredState', () => {
           { address: '10.1.0.3', weight: 0 },
         ],
       },
-      { name: 'b', port: 81, backends: be(4) },
+      { name: 'b', port: 81, backends: be(4), failOpen: false },
       { name: 'empty', port: 82, backends: [] },
     ]);
     const d = desiredState({ config: cfg, health: new Map([['10.0.0.10:81/tcp>10.1.0.4', 'down']]) });
@@ -139,8 +142,10 @@ describe('desiredState', () => {
       [2, 'draining'],
       [3, 'draining'],
     ]);
-    // Draining by drain:true stays in the table; weight 0 does not.
-    expect(new Set(a!.table.ids())).toEqual(new Set([1, 2]));
+    // Draining by drain:true stays a member of the table, its slots redirected to the owner probing would find
+    // (the up backend); weight 0 is no member. A table whose every member is down is left as built.
+    expect(new Set(a!.table.ids())).toEqual(new Set([1]));
+    expect(a!.table.signature).toBe('101|10.1.0.1=1*1,10.1.0.2=2*1|skip:2');
     expect(b!.backends[0]!.state).toBe('down');
     expect(Array.from(new Set(b!.table.ids()))).toEqual([4]);
     expect(Array.from(new Set(empty!.table.ids()))).toEqual([0]);
@@ -161,8 +166,11 @@ describe('desiredState', () => {
       [1, 2],
     );
     expect(eager.byteLength).toBe(101 + 8);
-    expect(eager.equals(a!.table.ids())).toBe(true);
-    expect(a!.table.equals(eager.ids())).toBe(true);
+    // The plain table differs from a's (whose drained member's slots are redirected) exactly on those slots.
+    const plainIds = eager.ids();
+    expect(eager.equals(redirectSkipped(plainIds.slice(), new Set([2])))).toBe(false);
+    expect(a!.table.equals(redirectSkipped(plainIds.slice(), new Set([2])))).toBe(true);
+    expect(a!.table.equals(plainIds)).toBe(false);
     expect(() => tableFor(4, d.vips[0]!.backends)).toThrow('size: 4 is not a prime between 3 and 1048573');
     expect([a!.usableBackends, b!.usableBackends, empty!.usableBackends]).toEqual([1, 0, 0]);
     expect(d.unavailableVips).toEqual(['b', 'empty']);
@@ -189,7 +197,7 @@ describe('desiredState', () => {
     expect(freed).not.toContain(id(d2, 'a', '10.1.0.9'));
   });
 
-  it('reuses a cached table object for unchanged inputs', () => {
+  it('reuses a cached table object for unchanged inputs; a member going down is a new table', () => {
     const cache = new TableCache();
     const d1 = desiredState({ config: config(threeVips()), tables: cache });
     const d2 = desiredState({
@@ -198,9 +206,34 @@ describe('desiredState', () => {
       tables: cache,
       health: new Map([['10.0.0.10:80/tcp>10.1.0.1', 'down']]),
     });
-    expect(d2.vips[0]!.table).toBe(d1.vips[0]!.table);
-    expect(cache.misses).toBe(3);
-    expect(cache.hits).toBe(3);
+    expect(d2.vips[0]!.table).not.toBe(d1.vips[0]!.table);
+    expect(d2.vips[1]!.table).toBe(d1.vips[1]!.table);
+    expect(d2.vips[2]!.table).toBe(d1.vips[2]!.table);
+    expect(cache.misses).toBe(4);
+    expect(cache.hits).toBe(2);
+  });
+
+  it('redirectSkipped: each skipped slot names the next kept id (wrapping); all or none skipped: unchanged', () => {
+    const t = (a: number[]) => Uint32Array.from(a);
+    expect(redirectSkipped(t([1, 2, 2, 3, 2]), new Set([2]))).toEqual(t([1, 3, 3, 3, 1]));
+    expect(redirectSkipped(t([2, 2, 1, 3]), new Set([2, 3]))).toEqual(t([1, 1, 1, 1]));
+    expect(redirectSkipped(t([2, 2]), new Set([2]))).toEqual(t([2, 2]));
+    expect(redirectSkipped(t([1, 2]), new Set())).toEqual(t([1, 2]));
+    // Against unbounded forward probing, on a real Maglev table with a heavy skipped member.
+    const table = buildTable({
+      backends: [
+        { name: 'a', weight: 5 },
+        { name: 'b', weight: 1 },
+        { name: 'c', weight: 1 },
+      ],
+      size: 1009,
+    });
+    const out = redirectSkipped(table.slice(), new Set([0]));
+    for (let s = 0; s < table.length; s++) {
+      let j = s;
+      while (table[j] === 0) j = (j + 1) % table.length;
+      expect(out[s]).toBe(table[j]);
+    }
   });
 
   it('resolves the datapath config from the file and the host', () => {
@@ -281,7 +314,7 @@ describe('reconcile against MemoryDatapath', () => {
     expect(await dump(dp)).toEqual(expected(d2));
   });
 
-  it('flips only backend state on health changes and on drain, never the table', async () => {
+  it('on health changes and on drain flips the backend state and redirects its slots; no other VIP is touched', async () => {
     const dp = new MemoryDatapath();
     const cfg = config(threeVips());
     const d1 = desiredState({ config: cfg });
@@ -293,8 +326,24 @@ describe('reconcile against MemoryDatapath', () => {
       health: new Map([['10.0.0.10:80/tcp>10.1.0.2', 'down']]),
     });
     const s = await reconcile(dp, d2);
-    expect(methods(dp)).toEqual([`upsertBackend ${d1.vips[0]!.backends[1]!.id}`]);
-    expect(s).toMatchObject({ backendsStateChanged: 1, tablesInstalled: 0, vipsUnchanged: 3 });
+    expect(methods(dp).sort()).toEqual(
+      [`upsertBackend ${d1.vips[0]!.backends[1]!.id}`, 'installTable 0'].sort(),
+    );
+    expect(s).toMatchObject({ backendsStateChanged: 1, tablesInstalled: 1, vipsUnchanged: 2 });
+    // Only the down backend's slots moved, each to the next slot's up owner.
+    const before = d1.vips[0]!.table.ids();
+    const after = d2.vips[0]!.table.ids();
+    const downId = d1.vips[0]!.backends[1]!.id;
+    let moved = 0;
+    for (let i = 0; i < before.length; i++) {
+      if (before[i] === downId) {
+        moved++;
+        let j = i;
+        while (before[j] === downId) j = (j + 1) % before.length;
+        expect(after[i]).toBe(before[j]);
+      } else expect(after[i]).toBe(before[i]);
+    }
+    expect(moved).toBeGreaterThan(0);
     expect((await dp.listBackends()).find((b) => b.id === d1.vips[0]!.backends[1]!.id)!.state).toBe('down');
 
     dp.calls.length = 0;
@@ -302,10 +351,16 @@ describe('reconcile against MemoryDatapath', () => {
     drained[2]!.backends[0]!.drain = true;
     const d3 = desiredState({ config: config(drained), ids: d2.ids });
     await reconcile(dp, d3);
-    // Back up (health map dropped) and the drain: two state flips, no table.
+    // Back up (health map dropped) and the drain: two state flips; VIP 0's table is restored; VIP 2's only
+    // member is drained, so its table stays (no up member to redirect to).
     expect(methods(dp).sort()).toEqual(
-      [`upsertBackend ${d1.vips[0]!.backends[1]!.id}`, `upsertBackend ${d1.vips[2]!.backends[0]!.id}`].sort(),
+      [
+        `upsertBackend ${d1.vips[0]!.backends[1]!.id}`,
+        `upsertBackend ${d1.vips[2]!.backends[0]!.id}`,
+        'installTable 0',
+      ].sort(),
     );
+    expect(d3.vips[0]!.table.ids()).toEqual(d1.vips[0]!.table.ids());
     expect(await dump(dp)).toEqual(expected(d3));
   });
 
@@ -726,6 +781,8 @@ describe('health-down grace: a backend down by health check alone keeps its flow
         port: 80,
         backends: be(1, 2, 3),
         healthCheck: { type: 'tcp', ...(downGraceSeconds === undefined ? {} : { downGraceSeconds }) },
+        // All three down means down here (fail-open: reconcile-fail-open.test.ts).
+        failOpen: false,
       },
     ]);
   const down = new Map([[KEY, 'down' as const]]);

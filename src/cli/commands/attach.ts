@@ -1,18 +1,35 @@
 // attach / detach of the balancer, and decap attach / detach for real servers (backends) without ipip.
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, rmdirSync, rmSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Argv } from 'yargs';
-import { attachXdp, BpfMap, BpfObject, BpfProgram, detachXdp, queryXdp, XdpMode } from '../../datapath/bpf';
-import { BALANCER_PROGRAM, balancerMapSizes, BalancerLimits, KernelDatapath } from '../../datapath/kernel';
+import {
+  attachXdp,
+  BpfMap,
+  BpfObject,
+  BpfProgram,
+  detachXdp,
+  ifNameToIndex,
+  queryXdp,
+  unpin,
+  XdpMode,
+} from '../../datapath/bpf';
+import {
+  BALANCER_MAPS,
+  BALANCER_PROGRAM,
+  balancerMapSizes,
+  BalancerLimits,
+  KernelDatapath,
+} from '../../datapath/kernel';
 import { encodeAddrKey } from '../../datapath/layout';
 import { BOUNDS, DEFAULTS } from '../../model/defaults';
 import { bpfObjectPath } from '../../paths';
-import { bpffsRoot, checkBpffs, currentNetnsName, pinDir } from '../../daemon/pins';
+import { bpffsRoot, checkBpffs, currentNetnsName, pinDir, securePinPath } from '../../daemon/pins';
 import { interfaceAddresses } from '../../daemon/host';
-import { adminUrl, fetchAdmin, GlobalArgs, requireRoot } from '../context';
+import { removeVipRoutes, VIP_ROUTE_PROTO } from '../../daemon/vip-routes';
+import { adminUrl, fetchAdmin, GlobalArgs, holdPins, requireCapabilities } from '../context';
 import { CliError, toJson } from '../output';
 
 const exec = promisify(execFile);
@@ -40,6 +57,45 @@ function balancerPins(a: GlobalArgs, ifname: string): string {
     throw new CliError((e as Error).message, 3);
   }
   return pinDir({ bpffs: root, netns: currentNetnsName(), ifname });
+}
+
+/** Exits 3 unless the interface exists in this network namespace. */
+function requireInterface(ifname: string): void {
+  try {
+    ifNameToIndex(ifname);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENODEV') throw e;
+    throw new CliError(`--interface: no interface "${ifname}" in this network namespace`, 3);
+  }
+}
+
+/**
+ * Removes the pins under `dir` that hold this balancer's own program and maps (after a failed fresh attach;
+ * a pin of anything else stays), then `dir` itself if that leaves it empty.
+ */
+function unpinOurs(dp: KernelDatapath, dir: string): void {
+  const holds = (name: string, id: number, open: (path: string) => { id: number; close(): void }): void => {
+    let h: { id: number; close(): void };
+    try {
+      h = open(join(dir, name));
+    } catch {
+      return; // not pinned (yet)
+    }
+    const ours = h.id === id;
+    h.close();
+    if (ours) unpin(join(dir, name));
+  };
+  holds(BALANCER_PROGRAM, dp.program.id, (p) => BpfProgram.fromPin(p));
+  for (const m of BALANCER_MAPS)
+    holds(m, dp.maps[m].info.id, (p) => {
+      const map = BpfMap.fromPin(p);
+      return { id: map.info.id, close: () => map.close() };
+    });
+  try {
+    rmdirSync(dir);
+  } catch {
+    // not empty (other pins, e.g. decap/) or already gone
+  }
 }
 
 /** The map-size limits of a fresh balancer: the daemon's config keys, with the same defaults and bounds. */
@@ -85,27 +141,40 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
             describe: 'fresh balancer: connection-table entries (config limits.conntrackEntries)',
           }),
       async (a) => {
-        requireRoot('attach');
+        requireCapabilities('attach');
         const ifname = needInterface(a);
+        // Before anything is loaded or pinned: a mistyped name must leave nothing behind.
+        requireInterface(ifname);
         const limits = limitsOf(a);
         const dir = balancerPins(a, ifname);
+        const lock = holdPins(a, { ifname, dir, command: 'attach' });
         let dp: KernelDatapath;
         let fresh = false;
         if (existsSync(join(dir, BALANCER_PROGRAM))) dp = KernelDatapath.adopt({ pinDir: dir });
         else {
           dp = await KernelDatapath.load({ maxEntries: balancerMapSizes(limits) });
-          dp.pin(dir);
           fresh = true;
         }
         try {
+          if (fresh) {
+            securePinPath({ bpffs: bpffsRoot(a.bpffs), dir, create: true });
+            dp.pin(dir);
+          }
           const st = await dp.attach({ ifname, mode: a.mode });
           out(
             a,
             { interface: ifname, pins: dir, fresh, ...(fresh ? { limits } : {}), ...st },
             `attached program ${st.progId} to ${ifname} (${st.mode})${fresh ? `; new empty balancer pinned at ${dir}: VIP traffic passes until the daemon configures it` : ''}`,
           );
+        } catch (e) {
+          // A fresh balancer that is not attached must not stay pinned: it holds its maps' memory, and every
+          // later command without --interface would have to ask which balancer it is about.
+          if (!fresh) throw e;
+          unpinOurs(dp, dir);
+          throw new CliError(`attach to ${ifname}: ${(e as Error).message} (nothing left pinned)`, 1);
         } finally {
           dp.close();
+          lock.release();
         }
       },
     )
@@ -115,7 +184,7 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       (y2) =>
         y2.option('purge', { type: 'boolean', default: false, describe: 'remove the pins (state) too' }),
       async (a) => {
-        requireRoot('detach');
+        requireCapabilities('detach');
         const ifname = needInterface(a);
         const dir = balancerPins(a, ifname);
         const before = queryXdp({ ifname });
@@ -132,6 +201,7 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           );
         if (before.progId === 0 && ours === null)
           throw new CliError(`nothing attached to ${ifname} and nothing pinned`, 3);
+        const lock = holdPins(a, { ifname, dir, command: 'detach' });
         // A running daemon owns the attachment: it would put the program back at its next check.
         const daemon = await fetchAdmin<{ pins?: string }>(a, '/state');
         if (daemon?.pins === dir)
@@ -141,10 +211,26 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           );
         const st = before.progId !== 0 ? await detachXdp({ ifname }) : before;
         if (a.purge) rmSync(dir, { recursive: true, force: true });
+        // Forwarding stops on purpose: the daemon's VIP blackhole routes for this interface go too.
+        const routes = await removeVipRoutes(ifname).catch((e: Error) => ({
+          removed: [] as string[],
+          failures: [{ op: 'del', address: '*', error: e.message }],
+        }));
+        lock.release();
+        for (const f of routes.failures)
+          process.stderr.write(
+            `warning: VIP blackhole route ${f.address} (proto ${VIP_ROUTE_PROTO}) not removed: ${f.error}\n`,
+          );
         out(
           a,
-          { interface: ifname, detached: before.progId !== 0, purged: a.purge, ...st },
-          `${before.progId !== 0 ? `detached program ${before.progId} from ${ifname}` : `nothing was attached to ${ifname}`}${a.purge ? `; removed ${dir}` : `; pins kept at ${dir} (peak-xdp attach resumes, --purge removes)`}`,
+          {
+            interface: ifname,
+            detached: before.progId !== 0,
+            purged: a.purge,
+            vipRoutesRemoved: routes.removed,
+            ...st,
+          },
+          `${before.progId !== 0 ? `detached program ${before.progId} from ${ifname}` : `nothing was attached to ${ifname}`}${a.purge ? `; removed ${dir}` : `; pins kept at ${dir} (peak-xdp attach resumes, --purge removes)`}${routes.removed.length > 0 ? `; removed ${routes.removed.length} VIP blackhole route(s)` : ''}`,
         );
       },
     )
@@ -168,7 +254,8 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           })
           .option('mode', { choices: MODES, default: 'auto' as XdpMode }),
       async (a) => {
-        requireRoot(`decap ${a.action}`);
+        // No PERFMON: the decap init container runs with BPF and NET_ADMIN only (deploy/example-service.yaml).
+        requireCapabilities(`decap ${a.action}`, ['NET_ADMIN', 'BPF']);
         const ifname = needInterface(a);
         for (const [flag, list] of [
           ['--vip', a.vip],
@@ -207,7 +294,7 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           for (const ad of addresses) addrs.update(encodeAddrKey('address', ad), Buffer.alloc(4));
           if (dir) {
             rmSync(dir, { recursive: true, force: true });
-            mkdirSync(dir, { recursive: true });
+            securePinPath({ bpffs: bpffsRoot(a.bpffs), dir, create: true });
             prog.pin(join(dir, 'decap'));
             addrs.pin(join(dir, 'decap_addrs'));
             stats.pin(join(dir, 'decap_stats'));

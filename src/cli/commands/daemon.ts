@@ -3,7 +3,7 @@ import type { Argv } from 'yargs';
 import { Daemon } from '../../daemon/daemon';
 import { bpffsRoot } from '../../daemon/pins';
 import { createLogger, LOG_LEVELS } from '../../log';
-import { GlobalArgs, requireRoot } from '../context';
+import { GlobalArgs, requireCapabilities } from '../context';
 import { CliError } from '../output';
 
 export function registerDaemon(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
@@ -33,7 +33,7 @@ export function registerDaemon(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           default: (process.env.PEAK_XDP_LOG_LEVEL ?? 'info') as 'info',
         }),
     async (a) => {
-      requireRoot('the daemon');
+      requireCapabilities('the daemon');
       const logger = createLogger({ level: a.logLevel });
       const daemon = new Daemon({
         configPath: a.config,

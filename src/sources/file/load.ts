@@ -1,6 +1,6 @@
 // Reading a config file: format from the extension (.json: JSON; otherwise YAML, a superset of JSON), a
 // bounded read of a regular file only, then the bounded parse of the model.
-import { constants, Stats } from 'node:fs';
+import { BigIntStats, constants } from 'node:fs';
 import { FileHandle, open } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { ConfigFormat, parseConfig, ParseResult } from '../../model/config';
@@ -15,17 +15,26 @@ export interface LoadOptions {
   maxBytes?: number;
 }
 
-const fail = (message: string): ParseResult => ({ ok: false, errors: [{ path: '', message }] });
+/** A rejected file: why, as config issues. */
+export type ReadFailure = Extract<ParseResult, { ok: false }>;
+
+const fail = (message: string): ReadFailure => ({ ok: false, errors: [{ path: '', message }] });
 
 const bytes = (n: number): string => `${n} bytes (${(n / (1 << 20)).toFixed(1)} MiB)`;
 
-function kindOf(st: Stats): string {
+function kindOf(st: BigIntStats): string {
   if (st.isDirectory()) return 'a directory';
   if (st.isFIFO()) return 'a FIFO';
   if (st.isCharacterDevice()) return 'a character device';
   if (st.isBlockDevice()) return 'a block device';
   if (st.isSocket()) return 'a socket';
   return 'not a regular file';
+}
+
+/** A config file's text and the fstat of what was read (the file a symlink resolves to). */
+export interface FileText {
+  text: string;
+  stat: BigIntStats;
 }
 
 /**
@@ -36,7 +45,7 @@ async function readBounded(
   path: string,
   format: ConfigFormat,
   maxBytes: number,
-): Promise<string | ParseResult> {
+): Promise<FileText | ReadFailure> {
   const name = JSON.stringify(path);
   // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer (holding a libuv thread).
   let fh: FileHandle;
@@ -46,16 +55,16 @@ async function readBounded(
     return fail(`cannot read ${name}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
   try {
-    const st = await fh.stat();
+    const st = await fh.stat({ bigint: true });
     if (!st.isFile()) return fail(`cannot read ${name}: ${kindOf(st)}, not a regular file`);
-    const tooBig = (size: string): ParseResult =>
+    const tooBig = (size: string): ReadFailure =>
       fail(
         `${name} is ${size}: more than the ${bytes(maxBytes)} a ${format.toUpperCase()} ` +
           `config file may have (the bound keeps parsing within memory)`,
       );
-    if (st.size > maxBytes) return tooBig(bytes(st.size));
+    if (st.size > BigInt(maxBytes)) return tooBig(bytes(Number(st.size)));
     // The size can change between fstat and read: grow the buffer as needed, never past maxBytes + 1.
-    let buf = Buffer.allocUnsafe(st.size + 1);
+    let buf = Buffer.allocUnsafe(Number(st.size) + 1);
     let n = 0;
     for (;;) {
       if (n === buf.length) {
@@ -68,7 +77,7 @@ async function readBounded(
       if (bytesRead === 0) break;
       n += bytesRead;
     }
-    return buf.toString('utf8', 0, n);
+    return { text: buf.toString('utf8', 0, n), stat: st };
   } catch (e) {
     return fail(`cannot read ${name}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   } finally {
@@ -76,18 +85,27 @@ async function readBounded(
   }
 }
 
-/** Reads and validates a config file; an unreadable, oversized or malformed file is an error result, not a throw. */
-export async function loadConfigFile(path: string, opts: LoadOptions = {}): Promise<ParseResult> {
+/** Reads a config file within the bounds; an unreadable, oversized or irregular file is an error result. */
+export async function readConfigFile(path: string, opts: LoadOptions = {}): Promise<FileText | ReadFailure> {
   const format = formatOf(path);
   const maxBytes = opts.maxBytes ?? DOCUMENT_BOUNDS.maxBytes[format];
   if (!Number.isSafeInteger(maxBytes) || maxBytes < 1)
     throw new RangeError(`maxBytes: ${opts.maxBytes} is not a positive integer`);
-  const text = await readBounded(path, format, maxBytes);
-  if (typeof text !== 'string') return text;
+  return readBounded(path, format, maxBytes);
+}
+
+/** Validates the text read from `path` (its extension names the format); a bug in parsing is an error result. */
+export function parseConfigText(path: string, text: string): ParseResult {
   try {
-    return parseConfig(text, { format });
+    return parseConfig(text, { format: formatOf(path) });
   } catch (e) {
     // parseConfig bounds its input; a throw here is a bug, reported as a rejection rather than a crash.
     return fail(`cannot parse ${JSON.stringify(path)}: ${(e as Error).message}`);
   }
+}
+
+/** Reads and validates a config file; an unreadable, oversized or malformed file is an error result, not a throw. */
+export async function loadConfigFile(path: string, opts: LoadOptions = {}): Promise<ParseResult> {
+  const read = await readConfigFile(path, opts);
+  return 'text' in read ? parseConfigText(path, read.text) : read;
 }

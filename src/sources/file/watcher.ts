@@ -1,21 +1,48 @@
-// FileConfigSource: loads a config file, reloads on SIGHUP and on file change (debounced), keeps the last good one.
+// FileConfigSource: loads a config file, reloads on SIGHUP and when its content changes: directory watches along
+// its symlinks (ConfigMap swaps, replaced directories) plus a periodic check; keeps the last good config.
+import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { FSWatcher, watch } from 'node:fs';
-import { basename, dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import type { Config } from '../../model/config';
 import type { ConfigSource, ReloadEvent, ReloadTrigger } from '../types';
-import { loadConfigFile } from './load';
+import { defaultWatch, DirWatches, dirsToWatch, pathIdentity, statIdentity, WatchFn } from './follow';
+import { parseConfigText, readConfigFile } from './load';
+
+/**
+ * A file modified this close (ms) to when it was read may be written again with the same size and timestamp
+ * (timestamps are as coarse as the kernel's tick, or a second on some file systems): until a later read, the
+ * periodic check reads it again rather than trusting its stat (git's "racy clean" rule).
+ */
+const RACY_MS = 1000;
 
 export interface FileConfigSourceOptions {
   path: string;
-  /** Quiet time after the last file event before reloading (editors write in bursts); default 200 ms. */
+  /** Quiet time after the last file event before checking (editors write in bursts); default 200 ms. */
   debounceMs?: number;
   /** Reload on SIGHUP (default true). */
   sighup?: boolean;
-  /** Reload on file change (default true). */
+  /** Reload on file change (default true): directory watches plus the periodic check. */
   watchFile?: boolean;
+  /**
+   * Checks the file this often (ms) whatever the watches say, and re-makes watches of replaced directories:
+   * the fallback for file systems whose events are missing (NFS, some overlays) or a watch that failed.
+   * Default 2000: a stat per check, a read only when the stat changed.
+   */
+  pollMs?: number;
+  /** Makes a directory watch (default fs.watch). */
+  watch?: WatchFn;
   /** Largest file accepted, in bytes (default: DOCUMENT_BOUNDS.maxBytes of the format); a bigger one is rejected. */
   maxBytes?: number;
+}
+
+/** What the last load saw: the file's stat identity and its content, to tell whether anything changed. */
+interface Seen {
+  /** statIdentity of what was read, or pathIdentity when the read failed. */
+  identity: string | null;
+  /** sha256 of the text, or the read errors. */
+  content: string | null;
+  /** Modified within RACY_MS of the read: the next check reads again (hashing, not trusting the stat). */
+  racy: boolean;
 }
 
 export class FileConfigSource extends EventEmitter implements ConfigSource {
@@ -23,11 +50,16 @@ export class FileConfigSource extends EventEmitter implements ConfigSource {
   private readonly debounceMs: number;
   private readonly sighup: boolean;
   private readonly watchFile: boolean;
+  private readonly pollMs: number;
   private readonly maxBytes: number | undefined;
+  private readonly watches: DirWatches;
   private last: Config | null = null;
   private lastText = '';
-  private watcher: FSWatcher | null = null;
+  private seen: Seen = { identity: null, content: null, racy: false };
+  private poll: NodeJS.Timeout | null = null;
   private debounce: NodeJS.Timeout | null = null;
+  private checkQueued = false;
+  private stopped = false;
   private chain: Promise<unknown> = Promise.resolve();
   private readonly onSignal = (): void => {
     this.reload('signal').catch((e: unknown) => this.emit('error', e));
@@ -40,11 +72,18 @@ export class FileConfigSource extends EventEmitter implements ConfigSource {
     this.path = resolve(opts.path);
     this.debounceMs = opts.debounceMs ?? 200;
     if (!(this.debounceMs >= 0)) throw new RangeError(`debounceMs: ${opts.debounceMs} is not >= 0`);
+    this.pollMs = opts.pollMs ?? 2000;
+    if (!(this.pollMs > 0)) throw new RangeError(`pollMs: ${opts.pollMs} is not > 0`);
     this.sighup = opts.sighup ?? true;
     this.watchFile = opts.watchFile ?? true;
     this.maxBytes = opts.maxBytes;
     if (this.maxBytes !== undefined && !(Number.isSafeInteger(this.maxBytes) && this.maxBytes > 0))
       throw new RangeError(`maxBytes: ${opts.maxBytes} is not a positive integer`);
+    this.watches = new DirWatches({
+      watch: opts.watch ?? defaultWatch,
+      onEvent: () => this.scheduleCheck(),
+      onError: (e) => this.emit('error', e),
+    });
   }
 
   current(): Config | null {
@@ -52,44 +91,87 @@ export class FileConfigSource extends EventEmitter implements ConfigSource {
   }
 
   async start(): Promise<ReloadEvent> {
+    // Watches first: a change between the first read and the watch is not missed.
+    if (this.watchFile) await this.watches.set(await dirsToWatch(this.path));
     const first = await this.reload('start');
+    if (this.stopped) return first;
     if (this.sighup) process.on('SIGHUP', this.onSignal);
     if (this.watchFile) {
-      // Watch the directory: editors and ConfigMaps replace the file (rename), which a file watch would miss.
-      const name = basename(this.path);
-      this.watcher = watch(dirname(this.path), (_event, file) => {
-        if (file === null || file === name || String(file).startsWith('..')) this.scheduleReload();
-      });
-      this.watcher.on('error', (e) => this.emit('error', e));
+      // A check pending from an event makes a poll redundant.
+      this.poll = setInterval(() => {
+        if (this.debounce === null) this.requestCheck();
+      }, this.pollMs);
+      this.poll.unref();
     }
     return first;
   }
 
   stop(): void {
+    this.stopped = true;
     process.off('SIGHUP', this.onSignal);
-    this.watcher?.close();
-    this.watcher = null;
+    this.watches.close();
+    if (this.poll !== null) clearInterval(this.poll);
+    this.poll = null;
     if (this.debounce !== null) clearTimeout(this.debounce);
     this.debounce = null;
   }
 
-  /** Loads the file now (serialised with other reloads) and emits 'reload'. */
+  /** Loads the file now (serialised with other loads and checks) and emits 'reload', changed or not. */
   reload(trigger: ReloadTrigger = 'manual'): Promise<ReloadEvent> {
-    const run = this.chain.then(() => this.load(trigger));
+    const run = this.chain.then(() => this.load(trigger, { quietIfSame: false }) as Promise<ReloadEvent>);
     this.chain = run.catch(() => undefined);
     return run;
   }
 
-  private scheduleReload(): void {
+  private scheduleCheck(): void {
+    if (this.stopped) return;
     if (this.debounce !== null) clearTimeout(this.debounce);
     this.debounce = setTimeout(() => {
       this.debounce = null;
-      this.reload('file').catch((e: unknown) => this.emit('error', e));
+      this.requestCheck();
     }, this.debounceMs);
   }
 
-  private async load(trigger: ReloadTrigger): Promise<ReloadEvent> {
-    const r = await loadConfigFile(this.path, { maxBytes: this.maxBytes });
+  /** Queues one check (a check already waiting to run covers this request too). */
+  private requestCheck(): void {
+    if (this.checkQueued || this.stopped) return;
+    this.checkQueued = true;
+    const run = this.chain.then(() => {
+      this.checkQueued = false;
+      return this.check();
+    });
+    // The chain goes on whatever this check did (and whether anyone listens for 'error').
+    this.chain = run.catch(() => undefined);
+    run.catch((e: unknown) => this.emit('error', e));
+  }
+
+  /** Re-makes the watches, then loads the file if its stat (or a racy read) says it may have changed. */
+  private async check(): Promise<void> {
+    if (this.stopped) return;
+    await this.watches.set(await dirsToWatch(this.path));
+    const identity = await pathIdentity(this.path);
+    if (identity === this.seen.identity && !this.seen.racy) return;
+    await this.load('file', { quietIfSame: true });
+  }
+
+  /** Reads and validates the file; emits 'reload' unless quietIfSame and the content (or failure) is unchanged. */
+  private async load(trigger: ReloadTrigger, o: { quietIfSame: boolean }): Promise<ReloadEvent | null> {
+    const read = await readConfigFile(this.path, { maxBytes: this.maxBytes });
+    let seen: Seen;
+    if ('text' in read) {
+      const mtimeMs = Number(read.stat.mtimeNs / 1_000_000n);
+      seen = {
+        identity: statIdentity(read.stat),
+        content: createHash('sha256').update(read.text).digest('hex'),
+        racy: Math.abs(Date.now() - mtimeMs) < RACY_MS,
+      };
+    } else {
+      seen = { identity: await pathIdentity(this.path), content: JSON.stringify(read.errors), racy: false };
+    }
+    const same = seen.content === this.seen.content;
+    this.seen = seen;
+    if (o.quietIfSame && same) return null;
+    const r = 'text' in read ? parseConfigText(this.path, read.text) : read;
     let event: ReloadEvent;
     if (r.ok) {
       const text = JSON.stringify(r.config);

@@ -334,6 +334,8 @@ function translateService(
         communities: [],
         largeCommunities: [],
         minHealthyBackends: null,
+        // No health checks here (readiness comes from the EndpointSlices): fail-open never applies.
+        failOpen: DEFAULTS.vip.failOpen,
       });
     }
   });
