@@ -41,8 +41,9 @@ export const DEFAULTS = {
   /** Connection-table idle timeouts in seconds (IPVS's TCP established and UDP values). */
   conntrackTimeouts: { tcp: 900, udp: 300 },
   /**
-   * A blackhole route per VIP address while the daemon runs: with the balancer detached, VIP packets are
-   * dropped by the kernel instead of routed back to the router (a loop when ip_forward=1). See vip-routes.ts.
+   * A blackhole route per VIP address while the daemon runs (in a table of its own, for packets arriving on
+   * the interface): with the balancer detached, VIP packets are dropped by the kernel instead of routed back
+   * to the router (a loop when ip_forward=1). See vip-routes.ts.
    */
   vipBlackholeRoutes: true,
 } as const;

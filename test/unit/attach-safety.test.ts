@@ -1,12 +1,17 @@
 // The pieces around a balancer detached by hand that need no kernel: the attachment check's interval (bounded
-// by its own cost), the metric that marks one interface's VIP blackhole routes, and the config key.
+// by its own cost), the metric and table that mark one interface's VIP blackhole routes, and the config key.
 import {
   ATTACH_CHECK_MAX_MS,
   ATTACH_CHECK_MIN_MS,
   AttachCheckTimer,
   attachCheckInterval,
 } from '../../src/daemon/attach-check';
-import { VIP_ROUTE_PROTO, vipRouteMetric } from '../../src/daemon/vip-routes';
+import {
+  VIP_ROUTE_PROTO,
+  VIP_RULE_PRIORITY,
+  vipRouteMetric,
+  vipRouteTable,
+} from '../../src/daemon/vip-routes';
 import { DEFAULTS, formatIssue, parseConfig } from '../../src/model';
 
 describe('attachment check interval', () => {
@@ -67,6 +72,21 @@ describe('VIP blackhole route marks', () => {
       expect(m).toBeGreaterThanOrEqual(0x7f000000);
       expect(m).toBeLessThan(0x80000000);
     }
+  });
+
+  it('a routing table per interface name, clear of the reserved and small ids; the rule between local and main', () => {
+    const names = ['eth0', 'eth1', 'ens5', 'bond0', 'enp1s0f0', 'enp1s0f1', 'lo', 'x'];
+    const tables = names.map(vipRouteTable);
+    expect(vipRouteTable('eth0')).toBe(vipRouteTable('eth0'));
+    expect(new Set(tables).size).toBe(names.length);
+    for (const t of tables) {
+      expect(t).toBeGreaterThanOrEqual(0x70000000);
+      expect(t).toBeLessThan(0x71000000);
+    }
+    // The same hash as the metric: one mark per interface.
+    expect(vipRouteTable('eth0') - 0x70000000).toBe(vipRouteMetric('eth0') - 0x7f000000);
+    expect(VIP_RULE_PRIORITY).toBeGreaterThan(100);
+    expect(VIP_RULE_PRIORITY).toBeLessThan(32766);
   });
 });
 

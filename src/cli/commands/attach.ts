@@ -28,7 +28,7 @@ import { BOUNDS, DEFAULTS } from '../../model/defaults';
 import { bpfObjectPath } from '../../paths';
 import { bpffsRoot, checkBpffs, currentNetnsName, pinDir, securePinPath } from '../../daemon/pins';
 import { interfaceAddresses } from '../../daemon/host';
-import { removeVipRoutes, VIP_ROUTE_PROTO } from '../../daemon/vip-routes';
+import { describeFailure, removeVipRoutes, type RouteFailure } from '../../daemon/vip-routes';
 import { adminUrl, fetchAdmin, GlobalArgs, holdPins, requireCapabilities } from '../context';
 import { CliError, toJson } from '../output';
 
@@ -211,16 +211,18 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           );
         const st = before.progId !== 0 ? await detachXdp({ ifname }) : before;
         if (a.purge) rmSync(dir, { recursive: true, force: true });
-        // Forwarding stops on purpose: the daemon's VIP blackhole routes for this interface go too.
+        // Forwarding stops on purpose: the daemon's VIP blackhole routes and rule for this interface go too.
         const routes = await removeVipRoutes(ifname).catch((e: Error) => ({
           removed: [] as string[],
-          failures: [{ op: 'del', address: '*', error: e.message }],
+          rulesRemoved: [] as string[],
+          failures: [] as RouteFailure[],
+          error: e.message,
         }));
         lock.release();
+        if ('error' in routes)
+          process.stderr.write(`warning: VIP blackhole routes and rule not removed: ${routes.error}\n`);
         for (const f of routes.failures)
-          process.stderr.write(
-            `warning: VIP blackhole route ${f.address} (proto ${VIP_ROUTE_PROTO}) not removed: ${f.error}\n`,
-          );
+          process.stderr.write(`warning: VIP blackhole ${describeFailure(ifname, f)} failed: ${f.error}\n`);
         out(
           a,
           {
@@ -228,9 +230,10 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
             detached: before.progId !== 0,
             purged: a.purge,
             vipRoutesRemoved: routes.removed,
+            vipRuleRemoved: routes.rulesRemoved,
             ...st,
           },
-          `${before.progId !== 0 ? `detached program ${before.progId} from ${ifname}` : `nothing was attached to ${ifname}`}${a.purge ? `; removed ${dir}` : `; pins kept at ${dir} (peak-xdp attach resumes, --purge removes)`}${routes.removed.length > 0 ? `; removed ${routes.removed.length} VIP blackhole route(s)` : ''}`,
+          `${before.progId !== 0 ? `detached program ${before.progId} from ${ifname}` : `nothing was attached to ${ifname}`}${a.purge ? `; removed ${dir}` : `; pins kept at ${dir} (peak-xdp attach resumes, --purge removes)`}${routes.removed.length > 0 ? `; removed ${routes.removed.length} VIP blackhole route(s)` : ''}${routes.rulesRemoved.length > 0 ? `; removed the VIP blackhole rule (${routes.rulesRemoved.join(', ')})` : ''}`,
         );
       },
     )
