@@ -911,6 +911,7 @@ describe('health-down grace: a backend down by health check alone keeps its flow
       }),
       { numRuns: 200 },
     );
+    console.log(`grace property: ${draining} backends seen in their grace`);
     expect(draining).toBeGreaterThan(20);
   });
 });
