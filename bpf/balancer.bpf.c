@@ -111,13 +111,21 @@ static __always_inline int peak_transmit(struct xdp_md *ctx, const struct peak_c
   return peak_verdict(p->stats, bpf_redirect(fib.ifindex, 0), 0);
 }
 
-/* Picks the backend for `flow` and sends the packet described by *p to it. `record`: may fill conntrack. */
+/* What peak_forward sends: a packet of the flow itself, or an ICMP error about it (to the flow's backend). */
+enum peak_forward_kind {
+  PEAK_FORWARD_FLOW = 0,   /* may fill conntrack; too big -> ICMP too-big to the client */
+  PEAK_FORWARD_ICMP_ERROR, /* never fills conntrack, never answered with ICMP, counted when forwarded */
+};
+
+/* Picks the backend for `flow` and sends the packet described by *p to it. */
 static __always_inline int peak_forward(struct xdp_md *ctx, struct peak_pkt *p, const struct peak_flow_key *flow,
-                                        const struct peak_vip_value *vip, int record, int icmp_error) {
+                                        const struct peak_vip_value *vip, enum peak_forward_kind kind) {
+  int icmp_error = kind == PEAK_FORWARD_ICMP_ERROR;
   struct peak_config *cfg = peak_config_get();
   if (!cfg) return peak_verdict(p->stats, XDP_PASS, PEAK_CNT_PASS_NOT_READY);
   struct peak_pick pick = {};
-  int r = peak_select(p->stats, flow, vip, cfg, p->is_syn, record, &pick);
+  int r = peak_select(p->stats, flow, vip, cfg, p->is_syn, icmp_error ? PEAK_SELECT_LOOKUP_ONLY : PEAK_SELECT_RECORD,
+                      &pick);
   if (r == PEAK_PICK_NO_TABLE) return peak_verdict(p->stats, XDP_DROP, PEAK_CNT_DROP_NO_TABLE);
   if (r != PEAK_PICK_OK || !pick.be) return peak_verdict(p->stats, XDP_DROP, PEAK_CNT_DROP_NO_BACKEND);
   struct peak_backend *be = pick.be;
@@ -150,7 +158,7 @@ static __always_inline int peak_handle_l4(struct xdp_md *ctx, struct peak_pkt *p
   if (!vip) return peak_verdict(p->stats, XDP_PASS, PEAK_CNT_PASS_NOT_VIP);
   __u32 reason = peak_guard(p);
   if (reason) return peak_verdict(p->stats, XDP_DROP, reason);
-  return peak_forward(ctx, p, &p->flow, vip, 1, 0);
+  return peak_forward(ctx, p, &p->flow, vip, PEAK_FORWARD_FLOW);
 }
 
 /* ICMP / ICMPv6 to a VIP address: echo -> reply; errors about a VIP flow -> that flow's backend. */
@@ -176,7 +184,7 @@ static __always_inline int peak_handle_icmp(struct xdp_md *ctx, struct peak_pkt 
   struct peak_vip_value *vip = peak_vip_find(&inner);
   if (!vip) return peak_verdict(p->stats, XDP_PASS, PEAK_CNT_PASS_ICMP_OTHER);
   p->is_syn = 0;
-  return peak_forward(ctx, p, &inner, vip, 0, 1);
+  return peak_forward(ctx, p, &inner, vip, PEAK_FORWARD_ICMP_ERROR);
 }
 
 SEC("xdp")

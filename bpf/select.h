@@ -1,12 +1,18 @@
 /* Backend choice: connection table first (entries idle past a timeout are stale), then the VIP's Maglev
  * table with bounded forward probing past backends that may not take the flow. Modelled exactly by
- * predictSelect() / predictBackend() in src/datapath/flowhash.ts. */
+ * selectBackend() in src/datapath/flowhash.ts (with probeForward() in src/maglev/maglev.ts). */
 #ifndef PEAK_SELECT_H
 #define PEAK_SELECT_H
 
 #include "maps.h"
 #include "stats.h"
 #include "hash.h"
+
+/* Whether peak_select writes a new choice to the connection table. */
+enum peak_select_record {
+  PEAK_SELECT_LOOKUP_ONLY = 0, /* read the entry only (an ICMP error about the flow) */
+  PEAK_SELECT_RECORD,          /* read it, and record a new choice (a packet of the flow) */
+};
 
 enum peak_pick_result {
   PEAK_PICK_OK = 0,
@@ -75,10 +81,10 @@ static __always_inline __u32 peak_vip_hash(const struct peak_flow_key *flow, con
 }
 
 /* Full choice for a VIP packet: a fresh conntrack entry of this VIP whose backend keeps flows wins (not for
- * SYN or NO_CT VIPs); else Maglev, recorded in conntrack when `record`. Fills *out. */
+ * a TCP SYN, `is_syn`, or NO_CT VIPs); else Maglev, recorded in conntrack when `record` says so. Fills *out. */
 static __always_inline int peak_select(struct peak_stats *st, const struct peak_flow_key *flow,
                                        const struct peak_vip_value *vip, const struct peak_config *cfg,
-                                       int is_syn, int record, struct peak_pick *out) {
+                                       int is_syn, enum peak_select_record record, struct peak_pick *out) {
   int use_ct = !(vip->flags & PEAK_VIP_F_NO_CT);
   __u32 now = bpf_jiffies64();
   if (use_ct && !is_syn) {
@@ -108,7 +114,7 @@ static __always_inline int peak_select(struct peak_stats *st, const struct peak_
   out->hash = peak_vip_hash(flow, vip);
   int r = peak_maglev_pick(vip->vip_id, out->hash, &out->id, &out->be);
   if (r != PEAK_PICK_OK) return r;
-  if (use_ct && record) {
+  if (use_ct && record == PEAK_SELECT_RECORD) {
     struct peak_ct_value v = {.backend_id = out->id, .vip_id = vip->vip_id, .hash = out->hash, .last_seen = now};
     bpf_map_update_elem(&conntrack, flow, &v, BPF_ANY);
     peak_count(st, PEAK_CNT_CT_INSERT);

@@ -4,7 +4,9 @@
 
 #include <linux/types.h>
 
-/* Sizes: overridable defaults; userspace may also override max_entries at load. */
+/* Sizes: compile-time fallbacks only. Every load sets max_entries of the maps sized by VIPs, backends and
+ * conntrack from the config's limits, defaulting to DEFAULTS.limits in src/model/defaults.ts (MAP_LIMITS and
+ * loadMapSizes in src/datapath/kernel.ts): these three never size a loaded map. */
 #ifndef PEAK_MAX_VIPS
 #define PEAK_MAX_VIPS 512 /* vip ids are 0..PEAK_MAX_VIPS-1 */
 #endif
@@ -27,7 +29,8 @@
 #define PEAK_DEFAULT_TTL 64          /* TTL / hop limit of outer and generated headers */
 #define PEAK_CT_MAX_TIMEOUT 1000000  /* largest idle timeout in seconds (x HZ must fit in 32 bits) */
 
-/* The #defines userspace must agree with, as an enum so they reach BTF (checked by test/bpf/layout.test.ts). */
+/* The #defines userspace must agree with, as an enum so they reach BTF: userspace reads them from there
+ * (src/datapath/contract.ts; test/unit/layout-contract.test.ts). */
 enum peak_const {
   PEAK_CONST_MAX_PROBES = PEAK_MAX_PROBES,
   PEAK_CONST_HASH_SEED = PEAK_HASH_SEED,

@@ -246,14 +246,19 @@ export class BpfMap extends FdHandle {
     }
   }
 
-  /** Every entry via the batch API; `chunk` entries per syscall. */
-  lookupBatch(chunk = 4096, deleteToo = false): BatchEntries {
+  /** Every entry via the batch API; `chunk` entries per syscall (default 4096); `andDelete`: empties the map
+   * as it reads (BPF_MAP_LOOKUP_AND_DELETE_BATCH). */
+  lookupBatch(o: { chunk?: number; andDelete?: boolean } = {}): BatchEntries {
+    const chunk = o.chunk ?? 4096;
+    const andDelete = o.andDelete ?? false;
     if (!Number.isInteger(chunk) || chunk <= 0)
       throw new TypeError(`chunk must be a positive integer, got ${chunk}`);
+    if (typeof andDelete !== 'boolean')
+      throw new TypeError(`andDelete must be a boolean, got ${JSON.stringify(andDelete)}`);
     const out: BatchEntries = { keys: [], values: [] };
     let token: Buffer | null = null;
     for (;;) {
-      const r = native().mapLookupBatch(this.fd, token, chunk, this.info.keySize, this.valueBytes, deleteToo);
+      const r = native().mapLookupBatch(this.fd, token, chunk, this.info.keySize, this.valueBytes, andDelete);
       for (let i = 0; i < r.count; i++) {
         out.keys.push(r.keys.subarray(i * this.info.keySize, (i + 1) * this.info.keySize));
         out.values.push(r.values.subarray(i * this.valueBytes, (i + 1) * this.valueBytes));

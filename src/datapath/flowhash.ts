@@ -1,12 +1,11 @@
 // TS twin of bpf/hash.h and bpf/select.h (conntrack, then Maglev probing): the backend the datapath picks.
-// Hash: murmur3_32-style mix over big-endian 32-bit words of header fields, fixed seed (PEAK_HASH_SEED).
+// Hash: murmur3_32-style mix over big-endian 32-bit words of header fields, seeded with PEAK_HASH_SEED.
+// Seeds and bounds come from the compiled object (contract.ts); selectBackend is the one TS model of the
+// choice, used by the predictor (tests against the kernel) and by MemoryDatapath.
 import { encodeAddr } from './layout';
+import { sharedContract } from './contract';
 import { murmur3Block, murmur3Final } from '../maglev/hash';
-
-/** Must equal PEAK_HASH_SEED in bpf/shared.h (the cross-check test fails otherwise). */
-export const HASH_SEED = 0x5ea4c0de;
-/** Must equal PEAK_MAX_PROBES in bpf/shared.h. */
-export const MAX_PROBES = 8;
+import { probeForward } from '../maglev/maglev';
 
 export interface Flow {
   source: string;
@@ -31,7 +30,7 @@ export function flowHash(f: Flow): number {
   const d = addrWords('destination', f.destination);
   if (s.family !== d.family)
     throw new TypeError(`destination: ${f.destination} is not of the family of source`);
-  let h = HASH_SEED;
+  let h = sharedContract().hashSeed;
   for (const w of s.words) h = murmur3Block(h, w);
   for (const w of d.words) h = murmur3Block(h, w);
   h = murmur3Block(h, (((f.sourcePort & 0xffff) << 16) | (f.destinationPort & 0xffff)) >>> 0);
@@ -42,30 +41,128 @@ export function flowHash(f: Flow): number {
 /** The source-only hash of client-persistent VIPs (bpf peak_source_hash). */
 export function sourceHash(source: string): number {
   const s = addrWords('source', source);
-  let h = HASH_SEED;
+  let h = sharedContract().hashSeed;
   for (const w of s.words) h = murmur3Block(h, w);
   return murmur3Final(h, s.family === 4 ? 4 : 16);
 }
 
+/** A VIP's Maglev table as selection reads it: backend id per slot, or its size and a reader of slots. */
+export type TableView = Uint32Array | { size: number; entry: (slot: number) => number };
+
+function viewOf(t: TableView): { size: number; entry: (slot: number) => number } {
+  return t instanceof Uint32Array ? { size: t.length, entry: (s) => t[s]! } : t;
+}
+
 export interface PredictOptions {
   /** The VIP's table: backend id per slot. */
-  table: Uint32Array;
+  table: TableView;
   /** True when the backend id may take new flows (exists, state up). */
   usable: (backendId: number) => boolean;
   hash: number;
 }
 
-/** The backend id a new flow gets (slot = hash % M, then up to MAX_PROBES forward), or null (dropped). */
+/** The backend id a new flow gets (slot = hash % M, then up to PEAK_MAX_PROBES forward), or null (dropped). */
 export function predictBackend(o: PredictOptions): number | null {
-  const m = o.table.length;
-  if (m === 0) return null;
-  let slot = o.hash % m;
-  for (let i = 0; i < MAX_PROBES; i++) {
-    const id = o.table[slot]!;
-    if (o.usable(id)) return id;
-    slot = slot + 1 === m ? 0 : slot + 1;
+  return probeForward({
+    ...viewOf(o.table),
+    start: o.hash,
+    probes: sharedContract().maxProbes,
+    usable: o.usable,
+  });
+}
+
+/** Global counters peak_select() and its caller's drop reasons bump, by enum peak_counter name. */
+export type SelectCounter =
+  'ct_hit' | 'ct_miss' | 'ct_expired' | 'ct_reselect' | 'ct_insert' | 'drop_no_table' | 'drop_no_backend';
+
+/** A connection-table entry as the datapath reads it. */
+export interface ConntrackRead {
+  backendId: number;
+  vipId: number;
+  /** Idle past its protocol's timeout: not honoured, counted as ct_expired. */
+  expired?: boolean;
+}
+
+export interface SelectInput {
+  /** The VIP the packet matched. */
+  vipId: number;
+  /** The VIP's table; null when none is installed. */
+  table: TableView | null;
+  /** The flow hash of the VIP's kind (flowHash, or sourceHash for client persistence). */
+  hash: number;
+  /** True when the backend id may take new flows (exists, state up). */
+  usable: (backendId: number) => boolean;
+  /** True when the backend may keep established flows (exists, state up or draining). */
+  keepsFlows: (backendId: number) => boolean;
+  /** The connection table is read: not for a TCP SYN, nor for a no-conntrack VIP. */
+  readConntrack: boolean;
+  /** A new choice is written to the connection table: not for a no-conntrack VIP, nor for an ICMP error. */
+  recordConntrack: boolean;
+  /** The flow's entry (null: none). Looked at only when readConntrack. */
+  conntrack: ConntrackRead | null;
+}
+
+export interface Selection {
+  /** The backend id, or null (dropped: no usable backend within PEAK_MAX_PROBES, or no table). */
+  backendId: number | null;
+  /** conntrack: the entry's backend kept the flow; maglev: a new choice (miss, or the entry re-selected). */
+  from: 'conntrack' | 'maglev';
+  /** An entry existed but was not honoured (another VIP's, or its backend may not keep flows). */
+  reselected: boolean;
+}
+
+export interface SelectResult extends Selection {
+  /** Why nothing was picked; null when a backend was. */
+  drop: 'no-table' | 'no-backend' | null;
+  /** True when the choice is written to the connection table (for this VIP, with this backend). */
+  recorded: boolean;
+  /** The global counters bumped, in the datapath's order. */
+  counters: SelectCounter[];
+}
+
+/**
+ * The choice for a VIP packet, as bpf peak_select and peak_forward make it: a fresh entry of this VIP whose
+ * backend keeps flows wins; else probe the table from the hash's slot, and record the choice.
+ */
+export function selectBackend(o: SelectInput): SelectResult {
+  const counters: SelectCounter[] = [];
+  let reselected = false;
+  if (o.readConntrack) {
+    const ct = o.conntrack;
+    if (ct === null) counters.push('ct_miss');
+    else if (ct.expired === true) counters.push('ct_expired');
+    else if (ct.vipId === o.vipId && o.keepsFlows(ct.backendId)) {
+      counters.push('ct_hit');
+      return {
+        backendId: ct.backendId,
+        from: 'conntrack',
+        reselected,
+        drop: null,
+        recorded: false,
+        counters,
+      };
+    } else {
+      counters.push('ct_reselect');
+      reselected = true;
+    }
   }
-  return null;
+  const t = o.table === null ? null : viewOf(o.table);
+  if (t === null || t.size === 0) {
+    counters.push('drop_no_table');
+    return { backendId: null, from: 'maglev', reselected, drop: 'no-table', recorded: false, counters };
+  }
+  const backendId = probeForward({
+    ...t,
+    start: o.hash,
+    probes: sharedContract().maxProbes,
+    usable: o.usable,
+  });
+  if (backendId === null) {
+    counters.push('drop_no_backend');
+    return { backendId, from: 'maglev', reselected, drop: 'no-backend', recorded: false, counters };
+  }
+  if (o.recordConntrack) counters.push('ct_insert');
+  return { backendId, from: 'maglev', reselected, drop: null, recorded: o.recordConntrack, counters };
 }
 
 export interface SelectOptions extends PredictOptions {
@@ -77,28 +174,12 @@ export interface SelectOptions extends PredictOptions {
   keepsFlows: (backendId: number) => boolean;
 }
 
-export interface Selection {
-  /** The backend id, or null (dropped: no usable backend within MAX_PROBES). */
-  backendId: number | null;
-  /** conntrack: the entry's backend kept the flow; maglev: a new choice (miss, or the entry re-selected). */
-  from: 'conntrack' | 'maglev';
-  /** An entry existed but was not honoured (another VIP's, or its backend may not keep flows). */
-  reselected: boolean;
-}
-
-/** The backend a VIP packet goes to (bpf peak_select): the entry's backend while the entry is this VIP's and
- * its backend keeps flows, else predictBackend. */
+/** The backend a VIP packet goes to (selectBackend for a packet whose entry, if any, was read). */
 export function predictSelect(o: SelectOptions): Selection {
-  const ct = o.conntrack;
-  if (ct !== null && ct.vipId === o.vipId && o.keepsFlows(ct.backendId))
-    return { backendId: ct.backendId, from: 'conntrack', reselected: false };
-  return { backendId: predictBackend(o), from: 'maglev', reselected: ct !== null };
+  const r = selectBackend({ ...o, readConntrack: true, recordConntrack: true });
+  return { backendId: r.backendId, from: r.from, reselected: r.reselected };
 }
 
-/** Must equal PEAK_VIP_INDEX_SLOTS in bpf/shared.h (power of two). */
-export const VIP_INDEX_SLOTS = 4096;
-/** Must equal PEAK_VIP_INDEX_PROBES in bpf/shared.h. */
-export const VIP_INDEX_PROBES = 8;
 /** Seeds tried before the index gives up and the datapath reads the `vips` hash instead. */
 export const VIP_INDEX_SEED_TRIES = 32;
 
@@ -129,9 +210,9 @@ export interface VipIndexPlan {
 
 export interface VipIndexOptions {
   keys: VipIndexKey[];
-  /** Default VIP_INDEX_SLOTS; a power of two. */
+  /** Default PEAK_VIP_INDEX_SLOTS; a power of two. */
   slots?: number;
-  /** Default VIP_INDEX_PROBES. */
+  /** Default PEAK_VIP_INDEX_PROBES. */
   probes?: number;
   /** Default VIP_INDEX_SEED_TRIES. */
   seedTries?: number;
@@ -139,15 +220,16 @@ export interface VipIndexOptions {
   hash?: (k: VipIndexKey, seed: number) => number;
 }
 
-/** The i-th seed tried: HASH_SEED first, then a fixed sequence (every node builds the same index). */
+/** The i-th seed tried: PEAK_HASH_SEED first, then a fixed sequence (every node builds the same index). */
 export function vipIndexSeed(i: number): number {
-  return i === 0 ? HASH_SEED : murmur3Final(murmur3Block(HASH_SEED, i), 4);
+  const seed = sharedContract().hashSeed;
+  return i === 0 ? seed : murmur3Final(murmur3Block(seed, i), 4);
 }
 
 /** Places every key within `probes` slots of its home slot (linear probing), retrying seeds; else useHash. */
 export function planVipIndex(o: VipIndexOptions): VipIndexPlan {
-  const slots = o.slots ?? VIP_INDEX_SLOTS;
-  const probes = o.probes ?? VIP_INDEX_PROBES;
+  const slots = o.slots ?? sharedContract().vipIndexSlots;
+  const probes = o.probes ?? sharedContract().vipIndexProbes;
   const tries = o.seedTries ?? VIP_INDEX_SEED_TRIES;
   const hash = o.hash ?? vipIndexHash;
   if (!Number.isInteger(slots) || slots < 1 || (slots & (slots - 1)) !== 0)

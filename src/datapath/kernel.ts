@@ -1,13 +1,13 @@
 // KernelDatapath: the Datapath interface over the balancer's BPF maps; load, pin, adopt, attach, detach.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { DEFAULTS } from '../model/defaults';
 import { bpfObjectPath } from '../paths';
 import {
   attachXdp,
   BpfMap,
   BpfObject,
   BpfProgram,
-  btfLayout,
   detachXdp,
   MapFlags,
   MapType,
@@ -36,7 +36,8 @@ import {
   PROTO_NUMBER,
   sumTraffic,
 } from './layout';
-import { planVipIndex, VIP_INDEX_SLOTS } from './flowhash';
+import { sharedContract } from './contract';
+import { planVipIndex } from './flowhash';
 import type {
   BackendSpec,
   ConntrackEntry,
@@ -85,12 +86,22 @@ export const MAP_LIMITS: Readonly<Partial<Record<BalancerMap, keyof BalancerLimi
   conntrack: 'conntrackEntries',
 };
 
-/** max_entries per map for these limits (KernelLoadOptions.maxEntries). */
+/**
+ * max_entries per map for these limits (KernelLoadOptions.maxEntries). KernelDatapath.load sizes every map
+ * not given from DEFAULTS.limits through this too, so bpf/shared.h's sizes never decide a loaded map.
+ */
 export function balancerMapSizes(limits: BalancerLimits): Partial<Record<BalancerMap, number>> {
   const out: Partial<Record<BalancerMap, number>> = {};
   for (const [map, key] of Object.entries(MAP_LIMITS) as [BalancerMap, keyof BalancerLimits][])
     out[map] = limits[key];
   return out;
+}
+
+/** The max_entries KernelDatapath.load gives each limit-sized map: `maxEntries`, else DEFAULTS.limits'. */
+export function loadMapSizes(
+  maxEntries: KernelLoadOptions['maxEntries'] = {},
+): Partial<Record<BalancerMap, number>> {
+  return { ...balancerMapSizes(DEFAULTS.limits), ...maxEntries };
 }
 
 /** A map smaller than a limit needs. */
@@ -114,7 +125,7 @@ export function sizeShortfalls(dp: KernelDatapath, limits: BalancerLimits): Size
 export interface KernelLoadOptions {
   /** The compiled balancer (default build/bpf/balancer.bpf.o). */
   objectPath?: string;
-  /** max_entries overrides by map name (e.g. a bigger conntrack). */
+  /** max_entries by map name (e.g. a smaller conntrack); maps not named are sized for DEFAULTS.limits. */
   maxEntries?: Partial<Record<BalancerMap, number>>;
 }
 
@@ -143,14 +154,7 @@ const u32Key = (n: number): Buffer => {
 
 /** Counter names (lower-case, without the PEAK_CNT_ prefix) by index, from the object's BTF. */
 export function counterNames(objectPath: string): string[] {
-  const e = btfLayout(objectPath).enums.find((x) => x.name === 'peak_counter');
-  if (!e) throw new Error(`enum peak_counter not found in the BTF of ${objectPath}`);
-  const names: string[] = [];
-  for (const [name, v] of Object.entries(e.values)) {
-    if (name === 'PEAK_CNT_MAX') continue;
-    names[v] = name.replace(/^PEAK_CNT_/, '').toLowerCase();
-  }
-  return names;
+  return [...sharedContract(objectPath).counters];
 }
 
 export class KernelDatapath implements Datapath {
@@ -172,7 +176,9 @@ export class KernelDatapath implements Datapath {
     for (const [name, n] of Object.entries(o.maxEntries ?? {}))
       if (!(BALANCER_MAPS as readonly string[]).includes(name))
         throw new TypeError(`maxEntries.${name}: ${n} is for a map the balancer does not have`);
-    const obj = await BpfObject.load(path, { maxEntries: o.maxEntries as Record<string, number> });
+    const obj = await BpfObject.load(path, {
+      maxEntries: loadMapSizes(o.maxEntries) as Record<string, number>,
+    });
     try {
       const maps = Object.fromEntries(BALANCER_MAPS.map((m) => [m, obj.map(m)])) as Record<
         BalancerMap,
@@ -350,7 +356,7 @@ export class KernelDatapath implements Datapath {
       type: MapType.ARRAY,
       keySize: 4,
       valueSize: LAYOUT.peak_vip_slot.size,
-      maxEntries: VIP_INDEX_SLOTS + 1,
+      maxEntries: sharedContract().vipIndexSlots + 1,
       name: 'peak_vip_index',
     });
     try {

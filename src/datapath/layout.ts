@@ -1,6 +1,7 @@
 // Encoders/decoders for the bpf/shared.h structs (sizes and offsets checked against BTF by a test).
 // Numbers userspace and the program share are host order (little-endian); ports and addresses are wire order.
 import { formatIp, parseIp } from '../model/ip';
+import { sharedContract } from './contract';
 import type { BackendState, Protocol } from './types';
 
 /** Byte offsets of every field, by struct name as in shared.h; test/bpf/layout.test.ts compares with BTF. */
@@ -45,14 +46,19 @@ export const ENUMS = {
 
 /** Idle timeouts (seconds) of connection-table entries when the caller gives none: IPVS's TCP and UDP. */
 export const DEFAULT_CT_TIMEOUTS = { tcp: 900, udp: 300 } as const;
-/** Must equal PEAK_CT_MAX_TIMEOUT in bpf/shared.h. */
-export const CT_MAX_TIMEOUT = 1_000_000;
 
 export const PROTO_NUMBER: Record<Protocol, number> = { tcp: 6, udp: 17 };
 const PROTO_NAME: Record<number, Protocol> = { 6: 'tcp', 17: 'udp' };
 
-const STATE_NUMBER: Record<BackendState, number> = { up: 1, draining: 2, down: 3 };
-const STATE_NAME: Record<number, BackendState> = { 1: 'up', 2: 'draining', 3: 'down' };
+/** Backend states as enum peak_backend_state encodes them (NONE is an unset slot, not a state). */
+const STATE_NUMBER: Record<BackendState, number> = {
+  up: ENUMS.peak_backend_state.PEAK_BE_UP,
+  draining: ENUMS.peak_backend_state.PEAK_BE_DRAINING,
+  down: ENUMS.peak_backend_state.PEAK_BE_DOWN,
+};
+const STATE_NAME: Record<number, BackendState> = Object.fromEntries(
+  Object.entries(STATE_NUMBER).map(([name, n]) => [n, name as BackendState]),
+);
 
 export type Family = 4 | 6;
 
@@ -321,8 +327,9 @@ export function encodeConfig(c: ConfigFields): Buffer {
     ENUMS.peak_config_flag.PEAK_CFG_F_READY | (c.fibRedirect ? ENUMS.peak_config_flag.PEAK_CFG_F_FIB : 0);
   b.writeUInt32LE(flags, f.flags);
   const t = c.conntrackTimeouts;
-  b.writeUInt32LE(checkUint('conntrackTimeouts.tcp', t.tcp, CT_MAX_TIMEOUT), f.ct_timeout_tcp);
-  b.writeUInt32LE(checkUint('conntrackTimeouts.udp', t.udp, CT_MAX_TIMEOUT), f.ct_timeout_udp);
+  const max = sharedContract().ctMaxTimeout;
+  b.writeUInt32LE(checkUint('conntrackTimeouts.tcp', t.tcp, max), f.ct_timeout_tcp);
+  b.writeUInt32LE(checkUint('conntrackTimeouts.udp', t.udp, max), f.ct_timeout_udp);
   return b;
 }
 

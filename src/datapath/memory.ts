@@ -1,6 +1,9 @@
 // MemoryDatapath: an in-memory Datapath with the kernel's invariants, plus a flow simulator, for unit tests.
-import { murmur3String } from '../maglev/hash';
+// The simulator chooses as the kernel does (flowhash.ts selectBackend: same hash, probes, counters).
 import { canonicalIp, canonicalMac } from '../model/ip';
+import { counterName } from './contract';
+import { flowHash, selectBackend, sourceHash } from './flowhash';
+import { PROTO_NUMBER } from './layout';
 import type {
   BackendSpec,
   ConntrackEntry,
@@ -20,14 +23,15 @@ export type DatapathMethod = keyof Datapath;
 export interface MemoryDatapathOptions {
   maxVips?: number;
   maxBackends?: number;
-  /** Slots the simulated lookup probes forward past unusable backends (the BPF program's bound). */
-  probeLimit?: number;
 }
 
 export interface FlowInput {
+  /** The VIP the packet is sent to (its address and protocol; its port unless destinationPort is given). */
   vip: VipKey;
   source: string;
   sourcePort: number;
+  /** The packet's destination port (default vip.port): a wildcard-port VIP sees every port. */
+  destinationPort?: number;
   /** A TCP SYN (a new connection): chosen by Maglev without reading the connection table, as the kernel does. */
   syn?: boolean;
 }
@@ -76,10 +80,12 @@ function storeTable(table: Uint32Array): StoredTable {
   return { ids: Uint32Array.from(index.keys()), slots };
 }
 
+/** Whether a call is recorded in MemoryDatapath.calls (mutations are, reads are not). */
+type CallKind = 'mutation' | 'read';
+
 export class MemoryDatapath implements Datapath {
   readonly maxVips: number;
   readonly maxBackends: number;
-  readonly probeLimit: number;
   /** Every mutating call, in order (reads are not recorded). */
   readonly calls: RecordedCall[] = [];
 
@@ -92,8 +98,8 @@ export class MemoryDatapath implements Datapath {
   /** Per backend id: how many tables reference it (a referenced backend cannot be deleted). */
   private readonly tableRefs = new Map<number, number>();
   private readonly tableMembers = new Map<number, Set<number>>();
-  /** By flow (VIP key text, source, source port: the 5-tuple as far as the model knows), with the VIP id
-   * the entry was written for (as the kernel's entry stores it). */
+  /** By 5-tuple (source, source port, destination, destination port, protocol), with the VIP id the entry
+   * was written for (as the kernel's entry stores it). */
   private readonly ct = new Map<string, { entry: ConntrackEntry; vipId: number }>();
   private readonly vipCounters = new Map<number, TrafficCounter>();
   private readonly backendCounters = new Map<number, TrafficCounter>();
@@ -105,7 +111,6 @@ export class MemoryDatapath implements Datapath {
   constructor(opts: MemoryDatapathOptions = {}) {
     this.maxVips = opts.maxVips ?? 1024;
     this.maxBackends = opts.maxBackends ?? 65536;
-    this.probeLimit = opts.probeLimit ?? 16;
   }
 
   /** Makes the next call of `method` reject with `error` (once), to test error paths of callers. */
@@ -122,7 +127,7 @@ export class MemoryDatapath implements Datapath {
     else this.targetFailures.set(`${method} ${target}`, error);
   }
 
-  private enter(method: DatapathMethod, target: string, record = true): void {
+  private enter(method: DatapathMethod, target: string, kind: CallKind = 'mutation'): void {
     const f = this.failures.get(method);
     if (f !== undefined) {
       this.failures.delete(method);
@@ -130,7 +135,7 @@ export class MemoryDatapath implements Datapath {
     }
     const standing = this.targetFailures.get(`${method} ${target}`);
     if (standing !== undefined) throw standing;
-    if (record) this.calls.push({ method, target });
+    if (kind === 'mutation') this.calls.push({ method, target });
   }
 
   async configure(cfg: DatapathConfig): Promise<void> {
@@ -144,12 +149,12 @@ export class MemoryDatapath implements Datapath {
   }
 
   async readConfig(): Promise<DatapathConfig | null> {
-    this.enter('readConfig', '', false);
+    this.enter('readConfig', '', 'read');
     return this.cfg === null ? null : structuredClone(this.cfg);
   }
 
   async listVips(): Promise<VipSpec[]> {
-    this.enter('listVips', '', false);
+    this.enter('listVips', '', 'read');
     return [...this.vips.values()].map((v) => structuredClone(v));
   }
 
@@ -186,7 +191,7 @@ export class MemoryDatapath implements Datapath {
   }
 
   async listBackends(): Promise<BackendSpec[]> {
-    this.enter('listBackends', '', false);
+    this.enter('listBackends', '', 'read');
     return [...this.backends.values()].map((b) => ({ ...b }));
   }
 
@@ -231,7 +236,7 @@ export class MemoryDatapath implements Datapath {
   }
 
   async readTable(vipId: number): Promise<Uint32Array | null> {
-    this.enter('readTable', String(vipId), false);
+    this.enter('readTable', String(vipId), 'read');
     const t = this.tables.get(vipId);
     if (t === undefined) return null;
     const out = new Uint32Array(t.slots.length);
@@ -252,14 +257,14 @@ export class MemoryDatapath implements Datapath {
   }
 
   async counters(): Promise<DatapathCounters> {
-    this.enter('counters', '', false);
+    this.enter('counters', '', 'read');
     const copy = (m: Map<number, TrafficCounter>): Map<number, TrafficCounter> =>
       new Map([...m].map(([k, v]) => [k, { ...v }]));
     return { global: { ...this.global }, vips: copy(this.vipCounters), backends: copy(this.backendCounters) };
   }
 
   async conntrack(limit?: number): Promise<ConntrackEntry[]> {
-    this.enter('conntrack', '', false);
+    this.enter('conntrack', '', 'read');
     const all = [...this.ct.values()].map((e) => ({ ...e.entry }));
     return limit === undefined ? all : all.slice(0, limit);
   }
@@ -270,66 +275,81 @@ export class MemoryDatapath implements Datapath {
   }
 
   /**
-   * Runs one packet of a flow through the modelled datapath (bpf peak_select): the connection table first
-   * (not for a SYN; an entry of another VIP, or whose backend is gone or down, is re-selected), then the
-   * Maglev slot of the flow hash, probing forward past down and draining backends up to probeLimit slots.
+   * Runs one packet of a flow through the modelled datapath: the VIP of its destination (exact port, else the
+   * wildcard-port VIP), then bpf peak_select as selectBackend models it (connection table unless a TCP SYN;
+   * Maglev slot of the kernel's flow hash, probing PEAK_MAX_PROBES slots). Global counters are the ones that
+   * choice bumps, by enum peak_counter name; rx, verdict and encapsulation counters are not modelled.
    */
   forward(flow: FlowInput): FlowVerdict {
-    const key = checkVipKey(flow.vip, 'flow.vip');
-    const vip = this.vips.get(key);
+    checkVipKey(flow.vip, 'flow.vip');
+    const dport = flow.destinationPort ?? flow.vip.port;
+    if (!Number.isInteger(dport) || dport < 0 || dport > 65535)
+      throw new TypeError(`flow.destinationPort: ${dport} is not a port (0-65535)`);
+    const address = canonicalIp(flow.vip.address)!;
+    const vip =
+      this.vips.get(vipKeyText({ ...flow.vip, address, port: dport })) ??
+      this.vips.get(vipKeyText({ ...flow.vip, address, port: 0 }));
     const bump = (m: Map<number, TrafficCounter>, id: number): void => {
       const c = m.get(id) ?? { packets: 0n, bytes: 0n };
       m.set(id, { packets: c.packets + 1n, bytes: c.bytes + 64n });
     };
     const count = (name: string): void => {
-      this.global[name] = (this.global[name] ?? 0n) + 1n;
+      const n = counterName(name);
+      this.global[n] = (this.global[n] ?? 0n) + 1n;
     };
     if (vip === undefined) {
       count('pass_not_vip');
       return { kind: 'pass', reason: 'no-vip' };
     }
     bump(this.vipCounters, vip.id);
-    const source = canonicalIp(flow.source) ?? flow.source;
-    const ctKey = `${key}|${source}|${flow.sourcePort}`;
-    if (!vip.flags.noConntrack && flow.syn !== true) {
-      const hit = this.ct.get(ctKey);
-      const b =
-        hit === undefined || hit.vipId !== vip.id ? undefined : this.backends.get(hit.entry.backendId);
-      if (b !== undefined && b.state !== 'down') {
-        bump(this.backendCounters, b.id);
-        count('conntrack_hit');
-        return { kind: 'forward', backendId: b.id, fromConntrack: true };
-      }
-      if (hit !== undefined) count('ct_reselect');
-    }
+    const source = canonicalIp(flow.source);
+    if (source === null)
+      throw new TypeError(`flow.source: ${JSON.stringify(flow.source)} is not an IP address`);
+    const proto = PROTO_NUMBER[vip.key.protocol];
+    const ctKey = `${source}|${flow.sourcePort}|${address}|${dport}|${proto}`;
+    const useCt = !vip.flags.noConntrack;
     const table = this.tables.get(vip.id);
-    if (table === undefined) {
-      count('drop_no_table');
-      return { kind: 'drop', reason: 'no-table' };
-    }
-    const hashInput = vip.flags.sourceHash ? source : `${source}|${flow.sourcePort}|${key}`;
-    const m = table.slots.length;
-    const start = murmur3String(hashInput, 0) % m;
-    for (let i = 0, s = start; i < this.probeLimit; i++, s = (s + 1) % m) {
-      const b = this.backends.get(table.ids[table.slots[s]!]!);
-      if (b === undefined || b.state !== 'up') continue;
-      if (!vip.flags.noConntrack)
-        this.ct.set(ctKey, {
-          vipId: vip.id,
-          entry: {
-            source,
-            sourcePort: flow.sourcePort,
-            destination: vip.key.address,
-            destinationPort: vip.key.port,
-            protocol: vip.key.protocol,
-            backendId: b.id,
-          },
+    const hash = vip.flags.sourceHash
+      ? sourceHash(source)
+      : flowHash({
+          source,
+          destination: address,
+          sourcePort: flow.sourcePort,
+          destinationPort: dport,
+          proto,
         });
-      bump(this.backendCounters, b.id);
-      count('maglev_lookup');
-      return { kind: 'forward', backendId: b.id, fromConntrack: false };
-    }
-    count('drop_no_backend');
-    return { kind: 'drop', reason: 'no-backend' };
+    const hit = this.ct.get(ctKey);
+    const backendIs = (id: number, states: readonly BackendSpec['state'][]): boolean => {
+      const b = this.backends.get(id);
+      return b !== undefined && states.includes(b.state);
+    };
+    const r = selectBackend({
+      vipId: vip.id,
+      table:
+        table === undefined ? null : { size: table.slots.length, entry: (s) => table.ids[table.slots[s]!]! },
+      hash,
+      usable: (id) => backendIs(id, ['up']),
+      keepsFlows: (id) => backendIs(id, ['up', 'draining']),
+      // The kernel sets is_syn for TCP only.
+      readConntrack: useCt && !(flow.syn === true && vip.key.protocol === 'tcp'),
+      recordConntrack: useCt,
+      conntrack: hit === undefined ? null : { backendId: hit.entry.backendId, vipId: hit.vipId },
+    });
+    r.counters.forEach(count);
+    if (r.backendId === null) return { kind: 'drop', reason: r.drop ?? 'no-backend' };
+    if (r.recorded)
+      this.ct.set(ctKey, {
+        vipId: vip.id,
+        entry: {
+          source,
+          sourcePort: flow.sourcePort,
+          destination: address,
+          destinationPort: dport,
+          protocol: vip.key.protocol,
+          backendId: r.backendId,
+        },
+      });
+    bump(this.backendCounters, r.backendId);
+    return { kind: 'forward', backendId: r.backendId, fromConntrack: r.from === 'conntrack' };
   }
 }

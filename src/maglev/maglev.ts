@@ -145,6 +145,35 @@ export function tableNames(table: Uint32Array, backends: readonly MaglevBackend[
   return out;
 }
 
+export interface ProbeForwardOptions {
+  /** Table size M (0: no table, nothing is probed). */
+  size: number;
+  /** The table's entry at a slot (0..size-1). */
+  entry: (slot: number) => number;
+  /** The slot looked at first (taken mod size). */
+  start: number;
+  /** Slots looked at, the first included, before giving up (the datapath's PEAK_MAX_PROBES). */
+  probes: number;
+  /** True when the entry may take a new flow. */
+  usable: (entry: number) => boolean;
+}
+
+/**
+ * The one model of the datapath's forward probing (bpf/select.h peak_maglev_pick): the first usable entry of
+ * slots start, start+1, ... (mod size), at most `probes` of them; null when none is (the packet is dropped).
+ */
+export function probeForward(o: ProbeForwardOptions): number | null {
+  const m = o.size;
+  if (m === 0) return null;
+  let s = o.start % m;
+  for (let i = 0; i < o.probes; i++) {
+    const e = o.entry(s);
+    if (o.usable(e)) return e;
+    s = s + 1 === m ? 0 : s + 1;
+  }
+  return null;
+}
+
 export interface ProbeOptions {
   table: Uint32Array;
   /** Per backend index: true if the datapath skips it for new flows (down or draining). */
@@ -154,15 +183,17 @@ export interface ProbeOptions {
 }
 
 /**
- * The backend a new flow hashed to `slot` gets when the datapath skips unusable backends by probing
- * forward slot by slot (slot, slot+1, ... mod M), up to probeLimit slots; NO_BACKEND if none qualifies.
+ * probeForward over a table of backend indices (buildTable's output): the index a new flow hashed to `slot`
+ * gets, NO_BACKEND if none qualifies within probeLimit slots.
  */
 export function probeBackend(opts: ProbeOptions, slot: number): number {
   const { table, skipped, probeLimit } = opts;
-  const m = table.length;
-  for (let i = 0, s = slot % m; i < probeLimit; i++, s = s + 1 === m ? 0 : s + 1) {
-    const b = table[s]!;
-    if (b !== NO_BACKEND && !skipped(b)) return b;
-  }
-  return NO_BACKEND;
+  const picked = probeForward({
+    size: table.length,
+    entry: (s) => table[s]!,
+    start: slot,
+    probes: probeLimit,
+    usable: (b) => b !== NO_BACKEND && !skipped(b),
+  });
+  return picked ?? NO_BACKEND;
 }

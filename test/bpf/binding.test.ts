@@ -21,6 +21,7 @@ import {
 import { bpfObjectDir, packageRoot } from '../../src/paths';
 import { Lab, uniqueSuffix } from '../helpers/netns';
 import { describePrivileged } from '../helpers/privileged';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const fixture = join(bpfObjectDir, 'fixtures', 'probe.bpf.o');
 const u32 = (n: number) => {
@@ -185,6 +186,22 @@ describePrivileged('binding: maps', () => {
     m.close();
   });
 
+  it('lookupBatch takes named options: a chunk size, and andDelete empties the map as it reads', () => {
+    const m = BpfMap.create({ type: MapType.HASH, keySize: 4, valueSize: 4, maxEntries: 64 });
+    try {
+      const keys = Array.from({ length: 10 }, (_, i) => u32(100 + i));
+      m.updateBatch(keys, keys.map((_, i) => u32(i)));
+      expect(m.lookupBatch({ chunk: 3 }).keys).toHaveLength(10);
+      const taken = m.lookupBatch({ chunk: 4, andDelete: true });
+      expect(taken.keys.map((k) => k.readUInt32LE(0)).sort((a, b) => a - b)).toEqual(keys.map((k) => k.readUInt32LE(0)));
+      expect(m.lookupBatch().keys).toHaveLength(0);
+      expect(() => m.lookupBatch({ chunk: 0 })).toThrow('chunk must be a positive integer, got 0');
+      expect(() => m.lookupBatch({ andDelete: 1 as unknown as boolean })).toThrow('andDelete must be a boolean, got 1');
+    } finally {
+      m.close();
+    }
+  });
+
   it('batch update, lookup and delete of 100k entries', () => {
     const m = obj.map('probe_hash');
     const n = 100_000;
@@ -198,7 +215,7 @@ describePrivileged('binding: maps', () => {
       values.push(v);
     }
     expect(m.updateBatch(keys, values)).toBe(n);
-    const all = m.lookupBatch(8192);
+    const all = m.lookupBatch({ chunk: 8192 });
     expect(all.keys).toHaveLength(n);
     let ok = 0;
     all.keys.forEach((k, i) => {
@@ -402,7 +419,7 @@ describePrivileged('binding: XDP attach on veth in a namespace', () => {
     let got = 0;
     for (let i = 0; i < 50 && got < 1000; i++) {
       got = rx() - before;
-      if (got < 1000) await new Promise((res) => setTimeout(res, 20));
+      if (got < 1000) await sleep(20);
     }
     expect(runs() - runsBefore).toBe(1000n);
     expect(got).toBeGreaterThanOrEqual(1000);

@@ -4,8 +4,10 @@ import { readFileSync } from 'node:fs';
 import { flowHash } from '../../src/datapath/flowhash';
 import { KernelDatapath, KernelConfig } from '../../src/datapath/kernel';
 import { decodeCtValue, encodeFlowKey } from '../../src/datapath/layout';
+import { parseIp } from '../../src/model/ip';
 import { describePrivileged } from '../helpers/privileged';
 import { frame, parseFrame, TCP_FLAGS } from '../helpers/packet';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const VIP = '10.0.0.10';
 const CLIENT = '192.0.2.5';
@@ -16,7 +18,6 @@ const cfg: KernelConfig = {
   encapSourceV6: null,
   mtu: 1500,
 };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Distance between two 32-bit jiffies values, modulo 2^32: they wrap ~5 minutes after boot (they start at -300 HZ). */
 const jiffiesApart = (a: number, b: number): number => Math.min((a - b) >>> 0, (b - a) >>> 0);
 /** The kernel's jiffies now, low 32 bits (what the datapath stores), from /proc/timer_list (root). */
@@ -53,7 +54,7 @@ describePrivileged('conntrack idle timeouts', () => {
     });
     const r = dp.program.testRun({ data });
     expect(r.verdictName).toBe('TX');
-    return Number(parseFrame(r.data!).ip!.dst.split('.')[3]);
+    return parseIp(parseFrame(r.data!).ip!.dst)!.bytes[3]!;
   };
   const counter = async (name: string) => (await dp.counters()).global[name]!;
 

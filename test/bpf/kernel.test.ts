@@ -1,7 +1,8 @@
 // KernelDatapath on the real kernel: config, VIPs, backends, tables, counters, conntrack, pin + adopt.
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { KernelDatapath } from '../../src/datapath/kernel';
+import { balancerMapSizes, KernelDatapath } from '../../src/datapath/kernel';
+import { DEFAULTS } from '../../src/model/defaults';
 import { DEFAULT_CT_TIMEOUTS } from '../../src/datapath/layout';
 import { describePrivileged } from '../helpers/privileged';
 import { frame, TCP_FLAGS } from '../helpers/packet';
@@ -24,6 +25,13 @@ describePrivileged('KernelDatapath', () => {
   afterAll(() => {
     dp?.close();
     rmSync(`/sys/fs/bpf/peak-xdp-test-${process.pid}`, { recursive: true, force: true });
+  });
+
+  it('maps the caller does not size are sized for DEFAULTS.limits, not by bpf/shared.h', () => {
+    const want = { ...balancerMapSizes(DEFAULTS.limits), conntrack: 4096 };
+    const got = Object.fromEntries(Object.keys(want).map((m) => [m, dp.maps[m as keyof typeof dp.maps].maxEntries]));
+    expect(got).toEqual(want);
+    expect(got.backends).toBe(DEFAULTS.limits.maxBackends);
   });
 
   it('config: null before configure, round-trips after', async () => {

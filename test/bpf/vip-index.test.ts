@@ -1,19 +1,15 @@
 // The VIP index: the pure placement (planVipIndex, vipIndexHash) and the datapath reading it (500 VIPs,
 // exact before wildcard, the `vips` hash fallback when the index says so or is missing, rebuild on delete).
 import { BpfMap, MapType } from '../../src/datapath/bpf';
-import {
-  planVipIndex,
-  VIP_INDEX_PROBES,
-  VIP_INDEX_SLOTS,
-  vipIndexHash,
-  VipIndexKey,
-  vipIndexSeed,
-} from '../../src/datapath/flowhash';
+import { sharedContract } from '../../src/datapath/contract';
+import { planVipIndex, vipIndexHash, VipIndexKey, vipIndexSeed } from '../../src/datapath/flowhash';
 import { KernelDatapath } from '../../src/datapath/kernel';
 import { encodeVipIndexHead, LAYOUT } from '../../src/datapath/layout';
 import type { VipSpec } from '../../src/datapath/types';
 import { describePrivileged } from '../helpers/privileged';
 import { frame, parseFrame, TCP_FLAGS } from '../helpers/packet';
+
+const { vipIndexSlots: VIP_INDEX_SLOTS, vipIndexProbes: VIP_INDEX_PROBES } = sharedContract();
 
 /** Where a lookup of `k` ends in a planned index (the datapath's probe loop over the plan), or -1. */
 function probe(

@@ -1,0 +1,83 @@
+// The numbers and names bpf/shared.h gives userspace (enum peak_const, enum peak_counter), read from the
+// compiled balancer's BTF: TS holds no copy of them. Reading needs the built object, not root.
+import { bpfObjectPath } from '../paths';
+import { btfLayout } from './bpf';
+
+export interface SharedContract {
+  /** PEAK_MAX_PROBES: table slots the datapath probes forward past unusable backends before dropping. */
+  maxProbes: number;
+  /** PEAK_HASH_SEED: seed of the flow hash (every LB node hashes a flow alike). */
+  hashSeed: number;
+  /** PEAK_VIP_INDEX_SLOTS: slots of the VIP index (a power of two). */
+  vipIndexSlots: number;
+  /** PEAK_VIP_INDEX_PROBES: a VIP key sits at most this many slots from its home slot. */
+  vipIndexProbes: number;
+  /** PEAK_CT_MAX_TIMEOUT: largest connection-table idle timeout in seconds. */
+  ctMaxTimeout: number;
+  /** Global counter names by index (enum peak_counter, lower-case, without PEAK_CNT_), dense. */
+  counters: readonly string[];
+}
+
+const CONSTS = {
+  maxProbes: 'PEAK_CONST_MAX_PROBES',
+  hashSeed: 'PEAK_CONST_HASH_SEED',
+  vipIndexSlots: 'PEAK_CONST_VIP_INDEX_SLOTS',
+  vipIndexProbes: 'PEAK_CONST_VIP_INDEX_PROBES',
+  ctMaxTimeout: 'PEAK_CONST_CT_MAX_TIMEOUT',
+} as const satisfies Record<Exclude<keyof SharedContract, 'counters'>, string>;
+
+const cache = new Map<string, SharedContract>();
+
+/** The contract of the balancer object at `objectPath` (default: the build's), read once per path. */
+export function sharedContract(objectPath: string = bpfObjectPath('balancer')): SharedContract {
+  const hit = cache.get(objectPath);
+  if (hit) return hit;
+  const { enums } = btfLayout(objectPath);
+  const find = (name: string): Record<string, number> => {
+    const e = enums.find((x) => x.name === name);
+    if (!e) throw new Error(`enum ${name} not found in the BTF of ${objectPath}`);
+    return e.values;
+  };
+  const consts = find('peak_const');
+  const constant = (field: keyof typeof CONSTS): number => {
+    const v = consts[CONSTS[field]];
+    if (v === undefined) throw new Error(`${CONSTS[field]} not found in enum peak_const of ${objectPath}`);
+    // BTF enum values are signed 32-bit; the seed is a u32.
+    return v >>> 0;
+  };
+  const out: SharedContract = Object.freeze({
+    maxProbes: constant('maxProbes'),
+    hashSeed: constant('hashSeed'),
+    vipIndexSlots: constant('vipIndexSlots'),
+    vipIndexProbes: constant('vipIndexProbes'),
+    ctMaxTimeout: constant('ctMaxTimeout'),
+    counters: Object.freeze(counterNamesOf(find('peak_counter'), objectPath)),
+  });
+  cache.set(objectPath, out);
+  return out;
+}
+
+function counterNamesOf(values: Record<string, number>, objectPath: string): string[] {
+  const max = values.PEAK_CNT_MAX;
+  if (max === undefined) throw new Error(`PEAK_CNT_MAX not found in enum peak_counter of ${objectPath}`);
+  const names = new Array<string>(max);
+  for (const [name, v] of Object.entries(values)) {
+    if (name === 'PEAK_CNT_MAX') continue;
+    if (!Number.isInteger(v) || v < 0 || v >= max || names[v] !== undefined)
+      throw new Error(
+        `enum peak_counter of ${objectPath}: ${name} = ${v} is not a free index below PEAK_CNT_MAX`,
+      );
+    names[v] = name.replace(/^PEAK_CNT_/, '').toLowerCase();
+  }
+  for (let i = 0; i < max; i++)
+    if (names[i] === undefined)
+      throw new Error(`enum peak_counter of ${objectPath}: no counter at index ${i}`);
+  return names;
+}
+
+/** `name` itself when it is a global counter of the balancer (enum peak_counter); throws otherwise. */
+export function counterName(name: string, objectPath?: string): string {
+  if (!sharedContract(objectPath).counters.includes(name))
+    throw new RangeError(`counter: "${name}" is not in enum peak_counter (bpf/shared.h)`);
+  return name;
+}

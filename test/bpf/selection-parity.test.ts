@@ -1,0 +1,172 @@
+// The kernel program and MemoryDatapath, given the same VIPs, backends and tables, pick the same backend for
+// the same packets (SYN, established, re-selected, wildcard port, client persistence, no conntrack, drops)
+// and move the same selection counters (enum peak_counter names) and per-backend packet counts.
+import { MemoryDatapath, FlowInput, FlowVerdict } from '../../src/datapath/memory';
+import type { BackendSpec, VipKey, VipSpec } from '../../src/datapath/types';
+import { describePrivileged } from '../helpers/privileged';
+import { frame, parseFrame, PROTO, TCP_FLAGS } from '../helpers/packet';
+import { BACKENDS, Lb, LB_MAC, ROUTER_MAC, setBackendState, setupLb, VIPS } from './lb-fixture';
+
+/** The counters a selection moves; the kernel's other moves must be only rx, verdict and encapsulation ones. */
+const SELECTION = ['ct_hit', 'ct_miss', 'ct_expired', 'ct_reselect', 'ct_insert', 'drop_no_table', 'drop_no_backend', 'pass_not_vip']; // prettier-ignore
+const PLUMBING = ['rx_packets', 'xdp_tx', 'xdp_drop', 'xdp_pass', 'encap_v4', 'encap_v6'];
+
+/** A VIP with no table installed in either datapath (drop_no_table). */
+const NO_TABLE_VIP: VipSpec = {
+  key: { address: '10.0.0.60', port: 80, protocol: 'tcp' },
+  id: 8,
+  flags: { sourceHash: false, noConntrack: false },
+  tableSize: 13,
+};
+
+interface Packet {
+  /** The VIP key the packet is addressed to (its port is the destination port). */
+  to: VipKey;
+  source: string;
+  sourcePort: number;
+  syn: boolean;
+}
+
+describePrivileged('selection parity: kernel program vs MemoryDatapath', () => {
+  let lb: Lb;
+  const mem = new MemoryDatapath();
+  const idOf = new Map(BACKENDS.map((b) => [b.address, b.id]));
+
+  beforeAll(async () => {
+    lb = await setupLb();
+    for (const b of BACKENDS) await mem.upsertBackend(b);
+    for (const v of VIPS) {
+      await mem.upsertVip(v.spec);
+      await mem.installTable(v.spec.id, lb.tables.get(v.spec.id)!);
+    }
+    await lb.dp.upsertVip(NO_TABLE_VIP);
+    await mem.upsertVip(NO_TABLE_VIP);
+  });
+  afterAll(() => lb?.dp.close());
+
+  const setState = async (id: number, state: BackendSpec['state']) => {
+    await setBackendState(lb, id, state);
+    await mem.upsertBackend({ ...BACKENDS.find((b) => b.id === id)!, state });
+  };
+
+  function kernelRun(p: Packet): FlowVerdict {
+    const v6 = p.to.address.includes(':');
+    const data = frame({
+      eth: { src: ROUTER_MAC, dst: LB_MAC },
+      ip: { src: p.source, dst: p.to.address },
+      l4:
+        p.to.protocol === 'tcp'
+          ? { type: 'tcp', sport: p.sourcePort, dport: p.to.port, flags: p.syn ? TCP_FLAGS.SYN : TCP_FLAGS.ACK }
+          : { type: 'udp', sport: p.sourcePort, dport: p.to.port, payload: Buffer.alloc(8) },
+    });
+    const r = lb.dp.program.testRun({ data });
+    if (r.verdictName === 'PASS') return { kind: 'pass', reason: 'no-vip' };
+    if (r.verdictName === 'DROP') return { kind: 'drop', reason: 'no-backend' }; // reason compared by counters
+    expect(r.verdictName).toBe('TX');
+    const outer = parseFrame(r.data!).ip!;
+    expect(outer.proto).toBe(v6 ? PROTO.IPV6 : PROTO.IPIP);
+    const id = idOf.get(outer.dst);
+    if (id === undefined) throw new Error(`outer destination ${outer.dst} is no backend`);
+    return { kind: 'forward', backendId: id, fromConntrack: false };
+  }
+
+  const memRun = (p: Packet): FlowVerdict => {
+    const flow: FlowInput = { vip: p.to, source: p.source, sourcePort: p.sourcePort, syn: p.syn };
+    return mem.forward(flow);
+  };
+
+  /** Sends every packet to both; returns how many were compared, by outcome. */
+  async function compare(packets: Packet[]): Promise<Record<string, number>> {
+    const before = (await lb.dp.counters()).global;
+    const memBefore = (await mem.counters()).global;
+    const beBefore = (await lb.dp.counters()).backends;
+    const memBeBefore = (await mem.counters()).backends;
+    const outcomes: Record<string, number> = {};
+    for (const p of packets) {
+      const k = kernelRun(p);
+      const m = memRun(p);
+      const what = `${p.to.address}:${p.to.port}/${p.to.protocol} from ${p.source}:${p.sourcePort}${p.syn ? ' SYN' : ''}`;
+      expect({ what, pick: m.kind === 'forward' ? m.backendId : m.kind }).toEqual({
+        what,
+        pick: k.kind === 'forward' ? k.backendId : k.kind,
+      });
+      outcomes[m.kind === 'forward' ? (m.fromConntrack ? 'conntrack' : 'maglev') : `${m.kind} ${m.reason}`] =
+        (outcomes[m.kind === 'forward' ? (m.fromConntrack ? 'conntrack' : 'maglev') : `${m.kind} ${m.reason}`] ?? 0) + 1;
+    }
+    const after = (await lb.dp.counters()).global;
+    const memAfter = (await mem.counters()).global;
+    const moved = (a: Record<string, bigint>, b: Record<string, bigint>) =>
+      Object.fromEntries(
+        Object.keys({ ...a, ...b })
+          .map((n) => [n, (a[n] ?? 0n) - (b[n] ?? 0n)] as const)
+          .filter(([, d]) => d !== 0n),
+      );
+    const kMoved = moved(after, before);
+    const mMoved = moved(memAfter, memBefore);
+    const pick = (o: Record<string, bigint>, names: string[]) =>
+      Object.fromEntries(Object.entries(o).filter(([n]) => names.includes(n)));
+    expect(pick(kMoved, SELECTION)).toEqual(mMoved);
+    expect(Object.keys(kMoved).filter((n) => !SELECTION.includes(n) && !PLUMBING.includes(n))).toEqual([]);
+    // Per-backend packets: both count a packet sent to a backend.
+    const beAfter = (await lb.dp.counters()).backends;
+    const memBeAfter = (await mem.counters()).backends;
+    for (const b of BACKENDS) {
+      const k = (beAfter.get(b.id)?.packets ?? 0n) - (beBefore.get(b.id)?.packets ?? 0n);
+      const m = (memBeAfter.get(b.id)?.packets ?? 0n) - (memBeBefore.get(b.id)?.packets ?? 0n);
+      expect({ backend: b.id, packets: m }).toEqual({ backend: b.id, packets: k });
+    }
+    console.log(`compared ${packets.length} packets: ${JSON.stringify(outcomes)}; kernel counters ${JSON.stringify(kMoved, (_, v) => (typeof v === 'bigint' ? Number(v) : v))}`); // prettier-ignore
+    return outcomes;
+  }
+
+  const vipKey = (id: number): VipKey => VIPS.find((v) => v.spec.id === id)!.spec.key;
+  /** Flows of every VIP (tcp VIPs by SYN, the others by their first packet), n per VIP. */
+  function flows(n: number, o: { syn: boolean; portBase: number }): Packet[] {
+    const out: Packet[] = [];
+    for (let i = 0; i < n; i++) {
+      const v4 = `198.51.100.${(i % 200) + 1}`;
+      const v6 = `2001:db8:c::${(i % 200) + 1}`;
+      const sourcePort = o.portBase + i;
+      out.push({ to: vipKey(1), source: v4, sourcePort, syn: o.syn });
+      out.push({ to: { ...vipKey(2), port: 5000 + (i % 50) }, source: v4, sourcePort, syn: false });
+      out.push({ to: vipKey(3), source: v6, sourcePort, syn: o.syn });
+      out.push({ to: vipKey(4), source: v4, sourcePort, syn: o.syn });
+      out.push({ to: vipKey(5), source: v4, sourcePort, syn: o.syn });
+      out.push({ to: vipKey(6), source: v4, sourcePort, syn: false });
+      out.push({ to: NO_TABLE_VIP.key, source: v4, sourcePort, syn: o.syn });
+      out.push({ to: { address: '10.0.0.99', port: 80, protocol: 'tcp' }, source: v4, sourcePort, syn: o.syn });
+    }
+    return out;
+  }
+
+  it('new flows (SYN), then their established packets, pick alike', async () => {
+    const n = 60;
+    const first = await compare(flows(n, { syn: true, portBase: 20000 }));
+    // SYNs and first packets: Maglev picks on every VIP with a table.
+    expect(first.maglev).toBe(6 * n);
+    expect(first['drop no-table']).toBe(n);
+    expect(first['pass no-vip']).toBe(n);
+    const again = await compare(flows(n, { syn: false, portBase: 20000 }));
+    // Established: conntrack hits, except the no-conntrack VIP 6.
+    expect(again.conntrack).toBe(5 * n);
+    expect(again.maglev).toBe(n);
+  });
+
+  it('draining and down backends: hits stay on draining ones, down ones re-select, an all-down VIP drops', async () => {
+    const n = 60;
+    await compare(flows(n, { syn: true, portBase: 30000 }));
+    await setState(2, 'draining');
+    await setState(3, 'down');
+    await setState(12, 'down');
+    await setState(21, 'down'); // VIP 4's only backend
+    const est = await compare(flows(n, { syn: false, portBase: 30000 }));
+    expect(est.conntrack).toBeGreaterThan(0);
+    expect(est.maglev).toBeGreaterThan(0);
+    expect(est['drop no-backend']).toBeGreaterThanOrEqual(n);
+    const fresh = await compare(flows(n, { syn: true, portBase: 40000 }));
+    expect(fresh['drop no-backend']).toBeGreaterThanOrEqual(n);
+    for (const id of [2, 3, 12, 21]) await setState(id, 'up');
+    const back = await compare(flows(n, { syn: false, portBase: 40000 }));
+    expect(back.conntrack).toBeGreaterThan(0);
+  });
+});
