@@ -38,6 +38,16 @@ export const SECRET_KEYS: ReadonlySet<string> = new Set(['password', 'secret', '
 
 const article = (t: string): string => (/^[aeiou]/.test(t) ? `an ${t}` : `a ${t}`);
 
+/** Wording shared by fromZodIssues and the hand-written checks that stand in for a zod schema (backends.ts). */
+export const MESSAGES = {
+  required: 'is required',
+  unknownKey: 'is not a known key',
+  /** `expected`: a type name as zod gives it ("string", "integer", "object"). */
+  notA: (shown: string, expected: string): string => `${shown} is not ${article(expected)}`,
+  belowMinimum: (shown: string, min: number | bigint): string => `${shown} is below the minimum ${min}`,
+  aboveMaximum: (shown: string, max: number | bigint): string => `${shown} is above the maximum ${max}`,
+} as const;
+
 /** A config refused as a whole (thrown where a result cannot be returned): one line per issue. */
 export class ConfigRejectedError extends Error {
   constructor(
@@ -127,13 +137,13 @@ export function fromZodIssues(issues: readonly ZodIssue[], input: unknown): Conf
           path,
           message:
             value === undefined
-              ? 'is required'
-              : `${shown} is not ${article(issue.expected)}${quoteHint ? ' (write it in quotes)' : ''}`,
+              ? MESSAGES.required
+              : `${MESSAGES.notA(shown, issue.expected)}${quoteHint ? ' (write it in quotes)' : ''}`,
         });
         break;
       case 'unrecognized_keys':
         for (const key of issue.keys)
-          out.push({ path: formatPath([...issue.path, key]), message: 'is not a known key' });
+          out.push({ path: formatPath([...issue.path, key]), message: MESSAGES.unknownKey });
         break;
       case 'invalid_enum_value':
       case 'invalid_literal':
@@ -152,7 +162,7 @@ export function fromZodIssues(issues: readonly ZodIssue[], input: unknown): Conf
               ? `needs at least ${issue.minimum} entries, got ${Array.isArray(value) ? value.length : 0}`
               : issue.type === 'string'
                 ? `${shown} is shorter than ${issue.minimum} characters`
-                : `${shown} is below the minimum ${issue.minimum}`,
+                : MESSAGES.belowMinimum(shown, issue.minimum),
         });
         break;
       case 'too_big':
@@ -163,7 +173,7 @@ export function fromZodIssues(issues: readonly ZodIssue[], input: unknown): Conf
               ? `has more than ${issue.maximum} entries`
               : issue.type === 'string'
                 ? `${shown} is longer than ${issue.maximum} characters`
-                : `${shown} is above the maximum ${issue.maximum}`,
+                : MESSAGES.aboveMaximum(shown, issue.maximum),
         });
         break;
       case 'not_multiple_of':

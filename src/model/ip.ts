@@ -1,65 +1,33 @@
-// Pure address helpers: IPv4/IPv6 parsing and canonical text (RFC 5952), prefixes, MAC addresses.
+// Pure address helpers, the one place ipaddr.js is used: IPv4/IPv6 parsing, canonical text (RFC 5952),
+// prefixes, address <-> integer for ranges, special-purpose ranges, MAC addresses.
+import ipaddr from 'ipaddr.js';
 import { isIP } from 'node:net';
 
 export type IpFamily = 4 | 6;
 
-/** Parses an IPv4 or IPv6 literal (no zone, no brackets) to bytes; null if it is not one. */
+/**
+ * Parses an IPv4 or IPv6 literal (no zone, no brackets) to bytes; null if it is not one. What is accepted is
+ * node's isIP (strict dotted quads: no octal, hex or short forms, which ipaddr.js would also take).
+ */
 export function parseIp(text: string): { family: IpFamily; bytes: Uint8Array } | null {
   if (typeof text !== 'string' || text.includes('%')) return null;
   const family = isIP(text);
-  if (family === 4) return { family: 4, bytes: Uint8Array.from(text.split('.').map(Number)) };
-  if (family !== 6) return null;
-  const bytes = new Uint8Array(16);
-  let head = text;
-  let tail4: number[] = [];
-  // A trailing dotted quad (::ffff:1.2.3.4) fills the last 4 bytes.
-  const lastColon = text.lastIndexOf(':');
-  if (text.slice(lastColon + 1).includes('.')) {
-    tail4 = text
-      .slice(lastColon + 1)
-      .split('.')
-      .map(Number);
-    head = text.slice(0, lastColon + 1) + '0:0';
-  }
-  const [left, right] = head.includes('::') ? head.split('::') : [head, undefined];
-  const parseGroups = (s: string | undefined): number[] =>
-    s === undefined || s === '' ? [] : s.split(':').map((g) => parseInt(g, 16));
-  const l = parseGroups(left);
-  const r = parseGroups(right);
-  const groups = [...l, ...new Array<number>(8 - l.length - r.length).fill(0), ...r];
-  groups.forEach((g, i) => {
-    bytes[i * 2] = g >> 8;
-    bytes[i * 2 + 1] = g & 0xff;
-  });
-  if (tail4.length === 4) bytes.set(tail4, 12);
-  return { family: 6, bytes };
+  if (family !== 4 && family !== 6) return null;
+  const m = IPV4_COMPATIBLE.exec(text);
+  const literal = m ? `::0:${m[1]}` : text;
+  return { family, bytes: Uint8Array.from(ipaddr.parse(literal).toByteArray()) };
 }
+
+// ipaddr.js reads the deprecated IPv4-compatible "::a.b.c.d" as IPv4-mapped ::ffff:a.b.c.d; RFC 4291
+// 2.5.5.1 (and node, and URL) make it ::a.b.c.d, which "::0:a.b.c.d" spells without the quirk.
+const IPV4_COMPATIBLE = /^::(\d+\.\d+\.\d+\.\d+)$/;
 
 /** Canonical text of an address: dotted decimal, or RFC 5952 IPv6 (lower case, longest zero run as ::). */
 export function formatIp(bytes: Uint8Array): string {
-  if (bytes.length === 4) return Array.from(bytes).join('.');
-  if (bytes.length !== 16) throw new TypeError(`an IP address has 4 or 16 bytes, got ${bytes.length}`);
-  const groups: number[] = [];
-  for (let i = 0; i < 8; i++) groups.push(((bytes[i * 2] ?? 0) << 8) | (bytes[i * 2 + 1] ?? 0));
-  // Longest run of two or more zero groups (first one on ties) becomes "::".
-  let best = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = (gs: number[]): string => gs.map((g) => g.toString(16)).join(':');
-  if (bestLen < 2) return hex(groups);
-  return `${hex(groups.slice(0, best))}::${hex(groups.slice(best + bestLen))}`;
+  if (bytes.length !== 4 && bytes.length !== 16)
+    throw new TypeError(`an IP address has 4 or 16 bytes, got ${bytes.length}`);
+  // An IPv4-mapped address stays IPv6 text in hex (::ffff:102:304), as RFC 5952 section 5 allows.
+  return ipaddr.fromByteArray(Array.from(bytes)).toString();
 }
 
 /** Canonical form of an address literal, or null if it is not one. */
@@ -68,10 +36,28 @@ export function canonicalIp(text: string): string | null {
   return p === null ? null : formatIp(p.bytes);
 }
 
+/** The IPv4 text of an IPv4-mapped literal (how a dual-stack socket shows an IPv4 peer); other text as is. */
+export function unmapIpv4(text: string): string {
+  const p = parseIp(text);
+  return p !== null && specialAddress(p.bytes) === 'ipv4-mapped' ? formatIp(p.bytes.subarray(12)) : text;
+}
+
 /** Family of an address literal: 4, 6, or 0 if it is not one. */
 export function ipFamily(text: string): 0 | IpFamily {
   const p = parseIp(text);
   return p === null ? 0 : p.family;
+}
+
+/** The address bytes with the bits past `prefixLength` cleared. */
+export function maskBytes<T extends Uint8Array>(bytes: T, prefixLength: number): T {
+  const mask = maskFor(bytes.length === 4 ? 4 : 6, prefixLength);
+  // map makes a new array of the same class (a Buffer stays a Buffer).
+  return bytes.map((b, i) => b & (mask[i] ?? 0)) as T;
+}
+
+function maskFor(family: IpFamily, prefixLength: number): number[] {
+  const cls = family === 4 ? ipaddr.IPv4 : ipaddr.IPv6;
+  return cls.subnetMaskFromPrefixLength(prefixLength).toByteArray();
 }
 
 export interface IpPrefix {
@@ -81,24 +67,62 @@ export interface IpPrefix {
   family: IpFamily;
 }
 
+/** A prefix with its address as bytes (host bits cleared), for encoders. */
+export interface IpPrefixBytes {
+  family: IpFamily;
+  bytes: Uint8Array;
+  prefixLength: number;
+}
+
+/** Why a prefix text was refused: no address before the slash, or a length that is not 0..32 / 0..128. */
+export type PrefixError = 'address' | 'length';
+
+/** Parses "10.0.0.0/24", "2001:db8::/64" or a bare address (a /32 or /128) to bytes; says what is wrong. */
+export function parsePrefixBytes(
+  text: string,
+): { ok: true; prefix: IpPrefixBytes } | { ok: false; error: PrefixError; family?: IpFamily } {
+  if (typeof text !== 'string') return { ok: false, error: 'address' };
+  const slash = text.indexOf('/');
+  const p = parseIp(slash < 0 ? text : text.slice(0, slash));
+  if (p === null) return { ok: false, error: 'address' };
+  const max = p.family === 4 ? 32 : 128;
+  const lenText = slash < 0 ? String(max) : text.slice(slash + 1);
+  if (!/^\d{1,3}$/.test(lenText) || Number(lenText) > max)
+    return { ok: false, error: 'length', family: p.family };
+  const prefixLength = Number(lenText);
+  return { ok: true, prefix: { family: p.family, bytes: maskBytes(p.bytes, prefixLength), prefixLength } };
+}
+
 /** Parses "10.0.0.0/24", "2001:db8::/64" or a bare address (a /32 or /128); null if invalid. */
 export function parsePrefix(text: string): IpPrefix | null {
-  if (typeof text !== 'string') return null;
-  const slash = text.indexOf('/');
-  const addr = slash < 0 ? text : text.slice(0, slash);
-  const p = parseIp(addr);
-  if (p === null) return null;
-  const max = p.family === 4 ? 32 : 128;
-  let len = max;
-  if (slash >= 0) {
-    const lenText = text.slice(slash + 1);
-    if (!/^\d{1,3}$/.test(lenText)) return null;
-    len = Number(lenText);
-    if (len > max) return null;
+  const r = parsePrefixBytes(text);
+  if (!r.ok) return null;
+  const { family, bytes, prefixLength } = r.prefix;
+  return { prefix: formatIp(bytes), prefixLength, family };
+}
+
+/** An address as an unsigned integer (network byte order), so ranges can be compared and walked. */
+export function ipToBigInt(bytes: Uint8Array): bigint {
+  return bytes.reduce((n, b) => (n << 8n) | BigInt(b), 0n);
+}
+
+/** The address of a family whose integer is `n` (inverse of ipToBigInt), in canonical text. */
+export function bigIntToIp(n: bigint, family: IpFamily): string {
+  const bytes = new Uint8Array(family === 4 ? 4 : 16);
+  for (let i = bytes.length - 1; i >= 0; i--) {
+    bytes[i] = Number(n & 0xffn);
+    n >>= 8n;
   }
-  const bytes = p.bytes.slice();
-  for (let bit = len; bit < max; bit++) bytes[bit >> 3]! &= ~(0x80 >> (bit & 7));
-  return { prefix: formatIp(bytes), prefixLength: len, family: p.family };
+  return formatIp(bytes);
+}
+
+/** First (network) and last (broadcast) address of a prefix, as integers. */
+export function prefixBounds(p: IpPrefix): { first: bigint; last: bigint } {
+  const cls = p.family === 4 ? ipaddr.IPv4 : ipaddr.IPv6;
+  const cidr = `${p.prefix}/${p.prefixLength}`;
+  const first = Uint8Array.from(cls.networkAddressFromCIDR(cidr).toByteArray());
+  const last = Uint8Array.from(cls.broadcastAddressFromCIDR(cidr).toByteArray());
+  return { first: ipToBigInt(first), last: ipToBigInt(last) };
 }
 
 /**
@@ -110,24 +134,34 @@ export function parsePrefix(text: string): IpPrefix | null {
 export type SpecialAddress =
   'unspecified' | 'this-network' | 'loopback' | 'link-local' | 'multicast' | 'broadcast' | 'ipv4-mapped';
 
+type Ranges = Partial<Record<SpecialAddress, [ipaddr.IPv4 | ipaddr.IPv6, number][]>>;
+const cidrs = (...texts: string[]): [ipaddr.IPv4 | ipaddr.IPv6, number][] =>
+  texts.map((t) => ipaddr.parseCIDR(t));
+// The first match wins: 0.0.0.0/32 before 0.0.0.0/8.
+const SPECIAL_V4: Ranges = {
+  unspecified: cidrs('0.0.0.0/32'),
+  'this-network': cidrs('0.0.0.0/8'),
+  loopback: cidrs('127.0.0.0/8'),
+  'link-local': cidrs('169.254.0.0/16'),
+  multicast: cidrs('224.0.0.0/4'),
+  broadcast: cidrs('255.255.255.255/32'),
+};
+const SPECIAL_V6: Ranges = {
+  unspecified: cidrs('::/128'),
+  loopback: cidrs('::1/128'),
+  'link-local': cidrs('fe80::/10'),
+  multicast: cidrs('ff00::/8'),
+  'ipv4-mapped': cidrs('::ffff:0:0/96'),
+};
+const ORDINARY = 'ordinary';
+
 /** What is special about an address (4 or 16 bytes), or null for an ordinary unicast address. */
 export function specialAddress(bytes: Uint8Array): SpecialAddress | null {
-  const b = (i: number): number => bytes[i] ?? 0;
-  if (bytes.length === 4) {
-    if (b(0) === 0) return b(1) === 0 && b(2) === 0 && b(3) === 0 ? 'unspecified' : 'this-network';
-    if (b(0) === 127) return 'loopback';
-    if (b(0) === 169 && b(1) === 254) return 'link-local';
-    if ((b(0) & 0xf0) === 0xe0) return 'multicast';
-    if (b(0) === 255 && b(1) === 255 && b(2) === 255 && b(3) === 255) return 'broadcast';
-    return null;
-  }
-  if (bytes.length !== 16) throw new TypeError(`an IP address has 4 or 16 bytes, got ${bytes.length}`);
-  if (b(0) === 0xff) return 'multicast';
-  if (b(0) === 0xfe && (b(1) & 0xc0) === 0x80) return 'link-local';
-  const zeros = (from: number, to: number): boolean => bytes.subarray(from, to).every((x) => x === 0);
-  if (zeros(0, 15) && b(15) <= 1) return b(15) === 0 ? 'unspecified' : 'loopback';
-  if (zeros(0, 10) && b(10) === 0xff && b(11) === 0xff) return 'ipv4-mapped';
-  return null;
+  if (bytes.length !== 4 && bytes.length !== 16)
+    throw new TypeError(`an IP address has 4 or 16 bytes, got ${bytes.length}`);
+  const addr = ipaddr.fromByteArray(Array.from(bytes));
+  const hit = ipaddr.subnetMatch(addr, bytes.length === 4 ? SPECIAL_V4 : SPECIAL_V6, ORDINARY);
+  return hit === ORDINARY ? null : (hit as SpecialAddress);
 }
 
 /** "a loopback address", "the broadcast address", ...: how a message names a special address. */

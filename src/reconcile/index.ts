@@ -1,5 +1,7 @@
-// Public entry of reconcile: desired state, stable ids, planning (pure) and applying to a Datapath.
+// Public entry of reconcile: desired state, stable ids, tables, planning (pure) and applying to a Datapath.
+export * from './backend-states';
 export * from './desired';
 export * from './ids';
 export * from './plan';
 export * from './reconciler';
+export * from './table';

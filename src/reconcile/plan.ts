@@ -1,7 +1,8 @@
 // Reconcile planning: a pure diff of actual datapath state against desired state into ordered operations.
 import type { BackendSpec, DatapathConfig, VipKey, VipSpec } from '../datapath/types';
 import { canonicalIp } from '../model/ip';
-import { DesiredState, DesiredVip, fromDesiredState, IdTable } from './desired';
+import { DesiredState, DesiredVip, fromDesiredState } from './desired';
+import { IdTable } from './table';
 import { vipKeyText } from './ids';
 import { DEFAULT_CT_TIMEOUTS } from '../datapath/layout';
 

@@ -1,7 +1,8 @@
 // Applying plans to a Datapath: reconcile() (stateless: read, diff, apply) and Reconciler (mirrors its writes).
 import type { Datapath, VipSpec } from '../datapath/types';
 import { canonicalIp } from '../model/ip';
-import { DesiredState, fromDesiredState, IdTable } from './desired';
+import { DesiredState, fromDesiredState } from './desired';
+import { IdTable } from './table';
 import { vipKeyText } from './ids';
 import {
   ActualState,

@@ -1,11 +1,8 @@
-// The shipped example config parses; the daemon's BGP section validator rejects a bad bgp section whole.
+// The shipped example config parses; parseConfig's own bgp section schema rejects a bad bgp section whole.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { installSectionValidators } from '../../src/daemon/validators';
 import { formatIssue, parseConfig } from '../../src/model';
 import { packageRoot } from '../../src/paths';
-
-installSectionValidators();
 
 describe('example config', () => {
   it('examples/config.yaml is valid and keeps its VIPs and BGP section', () => {

@@ -2,7 +2,6 @@
 // the VIP or to the node's own address (hostIssues); duplicate JSON keys; .nan/.inf shown as written; secrets
 // never echoed; IPv4 VIPs with IPv6 backends (4in6) accepted, IPv6 VIPs with IPv4 backends refused.
 import { parseBgpConfig } from '../../src/bgp/config';
-import { installSectionValidators } from '../../src/daemon/validators';
 import {
   ConfigRejectedError,
   describeSpecialAddress,
@@ -290,7 +289,6 @@ describe('.nan and .inf are shown as YAML writes them, not as null', () => {
 });
 
 describe('secrets (bgp.peers[].password) are never echoed', () => {
-  beforeAll(() => installSectionValidators());
   const withPassword = (pw: string) =>
     yaml(`interface: eth0
 bgp:

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { formatIssue } from '../../src/model';
 import { FileConfigSource, formatOf, loadConfigFile } from '../../src/sources/file';
 import type { ReloadEvent } from '../../src/sources/types';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const good = (port: number): string =>
   `interface: eth0\nvips:\n  - name: web\n    address: 10.0.0.10\n    port: ${port}\n    backends: [{address: 10.1.0.1}]\n`;
@@ -71,7 +72,7 @@ describe('file source', () => {
     for (const p of [81, 82, 83]) writeFileSync(path, good(p));
     const e1 = await changed;
     expect(e1).toMatchObject({ ok: true, trigger: 'file', changed: true });
-    await new Promise((r) => setTimeout(r, 250));
+    await sleep(250);
     expect(events.filter((e) => e.trigger === 'file')).toHaveLength(1);
     expect(source.current()!.vips[0]!.port).toBe(83);
 

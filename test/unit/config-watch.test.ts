@@ -17,11 +17,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileConfigSource, type FileConfigSourceOptions } from '../../src/sources/file';
 import type { ReloadEvent } from '../../src/sources/types';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const good = (port: number): string =>
   `interface: eth0\nvips:\n  - name: web\n    address: 10.0.0.10\n    port: ${port}\n    backends: [{address: 10.1.0.1}]\n`;
 const portOf = (e: ReloadEvent): number | undefined => (e.ok ? e.config.vips[0]?.port : undefined);
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** What kubelet's AtomicWriter does to a ConfigMap volume: a new timestamped dir, `..data` swapped atomically. */
 function configMapUpdate(mount: string, files: Record<string, string>, generation: number): void {

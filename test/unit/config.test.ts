@@ -11,7 +11,6 @@ import {
   fromZodIssues,
   parseConfig,
   ParseResult,
-  setBgpValidator,
   showValue,
 } from '../../src/model';
 
@@ -112,7 +111,7 @@ nextHopMac: AA:BB:CC:00:11:22
 encapSource: [10.9.0.0/24, "2001:DB8:9::1"]
 mtu: 1600
 admin: { listen: "[::1]:9999" }
-bgp: { localAs: 65001 }
+bgp: { asn: 65001, peers: [{ address: 10.9.0.1, asn: 65000 }] }
 vips:
   - name: v6
     address: 2001:DB8::0:10
@@ -134,7 +133,12 @@ vips:
       { prefix: '2001:db8:9::1', prefixLength: 128, family: 6 },
     ]);
     expect(c.admin.listen).toEqual({ host: '::1', port: 9999 });
-    expect(c.bgp).toEqual({ localAs: 65001 });
+    // The bgp section is parsed by its schema (before, an unvalidated { localAs: 65001 } passed through as written).
+    expect(c.bgp).toMatchObject({
+      asn: 65001,
+      routerId: 'auto',
+      peers: [{ address: '10.9.0.1', asn: 65000, port: 179 }],
+    });
     const v = c.vips[0]!;
     expect(v.address).toBe('2001:db8::10');
     expect(v.healthCheck).toEqual({
@@ -397,27 +401,54 @@ describe('parseConfig: rejections name path and value', () => {
   });
 });
 
-describe('bgp section hook', () => {
-  afterEach(() => setBgpValidator(null));
+describe("bgp and kubernetes sections (the model's own schemas)", () => {
+  const bgp = { asn: 65001, routerId: '10.0.0.2', peers: [{ address: '10.0.0.1', asn: 65000 }] };
 
-  it('accepts any bgp object until a validator is installed, then reports its issues under bgp.', () => {
-    expect(okConfig(json({ ...base, bgp: { anything: 1 } })).bgp).toEqual({ anything: 1 });
-    setBgpValidator((v) =>
-      typeof v === 'object' && v !== null && 'localAs' in v
-        ? { ok: true, value: { ...v, normalised: true } }
-        : {
-            ok: false,
-            issues: [
-              { path: 'localAs', message: 'is required' },
-              { path: '', message: 'bad section' },
-            ],
-          },
-    );
+  it('parseConfig alone rejects a bad bgp section, reporting its issues under bgp.', () => {
     expect(errorsOf(json({ ...base, bgp: { anything: 1 } }))).toEqual([
-      'bgp.localAs: is required',
-      'bgp: bad section',
+      'bgp.asn: is required',
+      'bgp.peers: is required',
+      'bgp.anything: is not a known key',
     ]);
-    expect(okConfig(json({ ...base, bgp: { localAs: 1 } })).bgp).toEqual({ localAs: 1, normalised: true });
+    expect(errorsOf(json({ ...base, bgp: { ...bgp, peers: [{ address: '10.0.0.1', asn: 0 }] } }))).toEqual([
+      'bgp.peers[0].asn: 0 is below the minimum 1',
+    ]);
+    expect(errorsOf(json({ ...base, bgp: 5 }))).toEqual(['bgp: 5 is not an object']);
+  });
+
+  it('keeps the bgp section parsed (defaults filled in), so nothing parses it again', () => {
+    expect(okConfig(json({ ...base, bgp })).bgp).toEqual({
+      asn: 65001,
+      routerId: '10.0.0.2',
+      gracefulRestartTime: 120,
+      gracefulShutdownMs: 0,
+      minHealthyBackends: 1,
+      peers: [
+        {
+          address: '10.0.0.1',
+          asn: 65000,
+          port: 179,
+          holdTime: 90,
+          passive: false,
+          communities: [],
+          largeCommunities: [],
+          families: ['ipv4', 'ipv6'],
+          maxPrefixes: 10_000,
+        },
+      ],
+    });
+    expect(okConfig(json(base)).bgp).toBeUndefined();
+  });
+
+  it('parseConfig alone rejects a bad kubernetes section and keeps a good one as written', () => {
+    expect(errorsOf(json({ ...base, kubernetes: { pool: ['10.0.0.0/33'], x: 1 } }))).toEqual([
+      'kubernetes.x: is not a known key',
+    ]);
+    expect(errorsOf(json({ ...base, kubernetes: { pool: ['10.0.0.0/33'] } }))).toEqual([
+      'kubernetes.pool[0]: "10.0.0.0/33" is not a CIDR (a.b.c.d/n) or a range (a-b)',
+    ]);
+    const kubernetes = { pool: ['10.0.0.0/28'] };
+    expect(okConfig(json({ ...base, kubernetes })).kubernetes).toEqual(kubernetes);
   });
 });
 

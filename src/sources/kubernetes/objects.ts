@@ -1,7 +1,6 @@
 // The subset of Kubernetes objects the source reads (plain JSON as served), and the names it reacts to.
 
-/** Default `spec.loadBalancerClass` handled by peak-xdp. */
-export const DEFAULT_LOAD_BALANCER_CLASS = 'peak-xdp.io/lb';
+export { DEFAULT_LOAD_BALANCER_CLASS } from '../../model/kubernetes';
 
 /** Annotations read on a Service. */
 export const ANNOTATIONS = {

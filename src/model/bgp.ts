@@ -1,0 +1,176 @@
+// The `bgp` config section: community syntax, zod schema, defaults, and the parsed types the speaker takes.
+import { isIPv4, isIPv6, isIP } from 'node:net';
+import { z } from 'zod';
+import { hiddenValue, isSecretPath, showValue } from './errors';
+
+/** Parse 'a:b' (RFC 1997) into its 32-bit value; throws naming the value. */
+export function parseCommunity(s: string): number {
+  const m = /^(\d{1,5}):(\d{1,5})$/.exec(s);
+  const hi = m ? Number(m[1]) : NaN;
+  const lo = m ? Number(m[2]) : NaN;
+  if (!(hi <= 0xffff && lo <= 0xffff))
+    throw new TypeError(`community "${s}" is not 'asn:value' with 16-bit parts`);
+  return hi * 0x10000 + lo;
+}
+
+/** Parse 'g:l1:l2' (RFC 8092) into three 32-bit values; throws naming the value. */
+export function parseLargeCommunity(s: string): [number, number, number] {
+  const m = /^(\d{1,10}):(\d{1,10}):(\d{1,10})$/.exec(s);
+  const parts = m ? [Number(m[1]), Number(m[2]), Number(m[3])] : [];
+  if (parts.length !== 3 || parts.some((x) => x > 0xffffffff))
+    throw new TypeError(`large community "${s}" is not 'global:local1:local2' with 32-bit parts`);
+  return parts as [number, number, number];
+}
+
+/** "asn:value" (RFC 1997), 16-bit parts. */
+export const communitySchema = z.string().refine(
+  (s) => {
+    try {
+      parseCommunity(s);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  (s) => ({ message: `community "${s}" must be 'asn:value' with 16-bit parts` }),
+);
+/** "global:local1:local2" (RFC 8092), 32-bit parts. */
+export const largeCommunitySchema = z.string().refine(
+  (s) => {
+    try {
+      parseLargeCommunity(s);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  (s) => ({ message: `large community "${s}" must be 'global:local1:local2' with 32-bit parts` }),
+);
+const asn = z.number().int().min(1).max(4294967295);
+const ipv4 = z.string().refine(isIPv4, (s) => ({ message: `"${s}" is not an IPv4 address` }));
+const ipv6 = z.string().refine(isIPv6, (s) => ({ message: `"${s}" is not an IPv6 address` }));
+const holdTime = z
+  .number()
+  .int()
+  .refine(
+    (h) => h === 0 || (h >= 3 && h <= 65535),
+    (h) => ({ message: `holdTime ${h} must be 0 or 3..65535` }),
+  );
+
+export const BGP_DEFAULTS = {
+  port: 179,
+  holdTime: 90,
+  gracefulRestartTime: 120,
+  gracefulShutdownMs: 0,
+  families: ['ipv4', 'ipv6'] as ('ipv4' | 'ipv6')[],
+  /** Received prefixes kept per peer (we never use them; counted only) before the session is ceased. */
+  maxPrefixes: 10_000,
+};
+
+export const peerSchema = z
+  .object({
+    /** Neighbour address (IPv4 or IPv6): the TCP session runs to it. */
+    address: z.string().refine(
+      (s) => isIP(s) !== 0,
+      (s) => ({ message: `"${s}" is not an IP address` }),
+    ),
+    asn,
+    port: z.number().int().min(1).max(65535).default(BGP_DEFAULTS.port),
+    /** Source address of our TCP connection (default: chosen by the kernel). */
+    localAddress: z
+      .string()
+      .refine(
+        (s) => isIP(s) !== 0,
+        (s) => ({ message: `"${s}" is not an IP address` }),
+      )
+      .optional(),
+    holdTime: holdTime.default(BGP_DEFAULTS.holdTime),
+    /** TCP MD5 key (RFC 2385), at most 80 bytes. */
+    password: z
+      .string()
+      .min(1)
+      .refine((s) => Buffer.byteLength(s) <= 80, { message: 'password must be at most 80 bytes' })
+      .optional(),
+    /** Wait for the peer to connect instead of connecting. */
+    passive: z.boolean().default(false),
+    communities: z.array(communitySchema).default([]),
+    largeCommunities: z.array(largeCommunitySchema).default([]),
+    families: z
+      .array(z.enum(['ipv4', 'ipv6']))
+      .min(1)
+      .default(BGP_DEFAULTS.families),
+    /** Next hop for IPv4 routes when the session is IPv6 (default: the session's local address). */
+    nextHop4: ipv4.optional(),
+    /** Global next hop for IPv6 routes when the session is IPv4 (default: the session's local address). */
+    nextHop6: ipv6.optional(),
+    med: z.number().int().min(0).max(4294967295).optional(),
+    /** LOCAL_PREF sent to iBGP peers (default 100). */
+    localPref: z.number().int().min(0).max(4294967295).optional(),
+    /**
+     * Most prefixes this peer may announce to us (all families). One more closes the session with
+     * CEASE / Maximum Number of Prefixes Reached (RFC 4486) and it is retried after the longest backoff.
+     */
+    maxPrefixes: z.number().int().min(1).max(10_000_000).default(BGP_DEFAULTS.maxPrefixes),
+  })
+  .strict();
+
+export const bgpConfigSchema = z
+  .object({
+    asn,
+    /** IPv4 BGP identifier; "auto" (daemon only): the first IPv4 address of the balanced interface. */
+    routerId: z.union([ipv4, z.literal('auto')]).default('auto'),
+    /** Restart time advertised in the graceful restart capability (s); 0 disables the capability. */
+    gracefulRestartTime: z.number().int().min(0).max(4095).default(BGP_DEFAULTS.gracefulRestartTime),
+    /** Time routes stay announced with GRACEFUL_SHUTDOWN before the withdraw on stop (ms). */
+    gracefulShutdownMs: z.number().int().min(0).max(600_000).default(BGP_DEFAULTS.gracefulShutdownMs),
+    /** Where passive peers connect to. */
+    listen: z
+      .object({
+        address: z
+          .string()
+          .refine(
+            (s) => isIP(s) !== 0,
+            (s) => ({ message: `"${s}" is not an IP address` }),
+          )
+          .default('::'),
+        port: z.number().int().min(1).max(65535).default(BGP_DEFAULTS.port),
+      })
+      .strict()
+      .optional(),
+    peers: z.array(peerSchema).min(1),
+    /** A VIP is announced only with at least this many healthy backends (per-VIP override in vips[]). */
+    minHealthyBackends: z.number().int().min(1).max(65535).default(1),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const seen = new Set<string>();
+    c.peers.forEach((p, i) => {
+      const k = `${p.address}:${p.port}`;
+      if (seen.has(k))
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['peers', i, 'address'],
+          message: `peer ${k} listed twice`,
+        });
+      seen.add(k);
+    });
+  });
+
+export type BgpPeerConfig = z.infer<typeof peerSchema>;
+export type BgpConfig = z.infer<typeof bgpConfigSchema>;
+export type BgpPeerInput = z.input<typeof peerSchema>;
+export type BgpConfigInput = z.input<typeof bgpConfigSchema>;
+
+/** Validate a `bgp` section; the error names each bad field and value. */
+export function parseBgpConfig(input: unknown): BgpConfig {
+  const r = bgpConfigSchema.safeParse(input);
+  if (r.success) return r.data;
+  const lines = r.error.issues.map((i) => {
+    const path = ['bgp', ...i.path].join('.');
+    let value: unknown = input;
+    for (const k of i.path) value = (value as Record<string | number, unknown> | undefined)?.[k];
+    // A secret (peers[].password) is never echoed, whatever its type, nor inside a value that holds one.
+    return `${path}: ${i.message} (got ${isSecretPath(i.path) ? hiddenValue(value) : showValue(value)})`;
+  });
+  throw new TypeError(`invalid bgp config:\n  ${lines.join('\n  ')}`);
+}

@@ -1,0 +1,136 @@
+// The config file's zod schema: shape and scalar checks (cross-field checks are in vip.ts and config.ts).
+import { z } from 'zod';
+import { isPrime, MAGLEV_MAX_SIZE } from '../maglev/maglev';
+import { communitySchema, largeCommunitySchema } from './bgp';
+import { BOUNDS, DEFAULTS } from './defaults';
+import { showValue } from './errors';
+import { canonicalIp, canonicalMac } from './ip';
+import type { ListenAddress } from './types';
+
+/** The one wording of "not an IP address" (the schema's and the hand-written backend checks'). */
+export const notAnIpAddress = (v: unknown): string => `${showValue(v)} is not an IP address`;
+
+const ipString = z.string().superRefine((v, ctx) => {
+  if (canonicalIp(v) === null) ctx.addIssue({ code: 'custom', message: notAnIpAddress(v) });
+});
+const port = z.number().int().min(0).max(65535);
+const intIn = (b: { min: number; max: number }): z.ZodNumber => z.number().int().min(b.min).max(b.max);
+
+const healthCheckSchema = z
+  .object({
+    type: z.enum(['tcp', 'http']).default(DEFAULTS.healthCheck.type),
+    port: port.min(1).optional(),
+    path: z
+      .string()
+      .refine(
+        (p) => p.startsWith('/') && !/\s/.test(p),
+        (p) => ({
+          message: `${showValue(p)} is not an absolute HTTP path (starts with /, no spaces)`,
+        }),
+      )
+      .optional(),
+    intervalMs: intIn(BOUNDS.intervalMs).default(DEFAULTS.healthCheck.intervalMs),
+    timeoutMs: intIn(BOUNDS.timeoutMs).default(DEFAULTS.healthCheck.timeoutMs),
+    rise: intIn(BOUNDS.riseFall).default(DEFAULTS.healthCheck.rise),
+    fall: intIn(BOUNDS.riseFall).default(DEFAULTS.healthCheck.fall),
+    downGraceSeconds: intIn(BOUNDS.downGraceSeconds).default(DEFAULTS.healthCheck.downGraceSeconds),
+  })
+  .strict();
+
+export const vipSchema = z
+  .object({
+    name: z.string().refine(
+      (n) => /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(n),
+      (n) => ({
+        message: `${showValue(n)} is not a VIP name (1-63 of A-Z a-z 0-9 . _ -, starting with a letter or digit)`,
+      }),
+    ),
+    address: ipString,
+    port,
+    protocol: z.enum(['tcp', 'udp']).default(DEFAULTS.vip.protocol),
+    tableSize: z
+      .number()
+      .int()
+      .default(DEFAULTS.vip.tableSize)
+      .superRefine((m, ctx) => {
+        if (m < 3 || m > MAGLEV_MAX_SIZE || !isPrime(m))
+          ctx.addIssue({
+            code: 'custom',
+            message: `${showValue(m)} is not a prime between 3 and ${MAGLEV_MAX_SIZE}`,
+          });
+      }),
+    persistence: z.enum(['none', 'source-ip']).default(DEFAULTS.vip.persistence),
+    conntrack: z.boolean().default(DEFAULTS.vip.conntrack),
+    healthCheck: healthCheckSchema.optional(),
+    communities: z.array(communitySchema).default([]),
+    largeCommunities: z.array(largeCommunitySchema).default([]),
+    minHealthyBackends: z.number().int().min(1).max(65535).optional(),
+    failOpen: z.boolean().default(DEFAULTS.vip.failOpen),
+    // Elements are checked by checkBackends (the hot path: zod's cost per backend dominated big files).
+    backends: z.array(z.unknown()).default([]),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    interface: z.string().refine(
+      (n) => /^[^\s/:]{1,15}$/.test(n) && n !== '.' && n !== '..',
+      (n) => ({
+        message: `${showValue(n)} is not a network interface name (1-15 characters, no space, / or :)`,
+      }),
+    ),
+    xdpMode: z.enum(['native', 'generic', 'auto']).default(DEFAULTS.xdpMode),
+    nextHopMac: z
+      .string()
+      .refine(
+        (m) => m === 'auto' || canonicalMac(m) !== null,
+        (m) => ({
+          message: `${showValue(m)} is not a MAC address (aa:bb:cc:dd:ee:ff) or "auto"`,
+        }),
+      )
+      .default(DEFAULTS.nextHopMac),
+    encapSource: z.union([z.string(), z.array(z.string()).min(1)]).default(DEFAULTS.encapSource),
+    mtu: intIn(BOUNDS.mtu).default(DEFAULTS.mtu),
+    admin: z
+      .object({
+        listen: z.string().default(DEFAULTS.admin.listen),
+        perBackendMetrics: z.boolean().default(DEFAULTS.admin.perBackendMetrics),
+      })
+      .strict()
+      .default({}),
+    limits: z
+      .object({
+        maxVips: intIn(BOUNDS.maxVips).default(DEFAULTS.limits.maxVips),
+        maxBackends: intIn(BOUNDS.maxBackends).default(DEFAULTS.limits.maxBackends),
+        conntrackEntries: intIn(BOUNDS.conntrackEntries).default(DEFAULTS.limits.conntrackEntries),
+      })
+      .strict()
+      .default({}),
+    // Each section has its own schema (sections.ts), checked once the rest of the file is good.
+    bgp: z.unknown().optional(),
+    kubernetes: z.unknown().optional(),
+    conntrackTimeouts: z
+      .object({
+        tcp: intIn(BOUNDS.conntrackTimeout).default(DEFAULTS.conntrackTimeouts.tcp),
+        udp: intIn(BOUNDS.conntrackTimeout).default(DEFAULTS.conntrackTimeouts.udp),
+      })
+      .strict()
+      .default({}),
+    vipBlackholeRoutes: z.boolean().default(DEFAULTS.vipBlackholeRoutes),
+    // Each VIP is validated on its own (vipSchema), memoised: a reload re-checks only changed VIPs.
+    vips: z.array(z.unknown()).default([]),
+  })
+  .strict();
+
+export type RawVip = z.infer<typeof vipSchema>;
+export type RawConfig = z.infer<typeof configSchema>;
+
+/** "127.0.0.1:9470" or "[::1]:9470" to host and port; null if malformed. */
+export function parseListen(text: string): ListenAddress | null {
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(text) ?? /^([^:[\]]+):(\d{1,5})$/.exec(text);
+  if (m === null) return null;
+  const host = canonicalIp(m[1]!);
+  const p = Number(m[2]);
+  if (host === null || p > 65535) return null;
+  return { host, port: p };
+}

@@ -1,0 +1,104 @@
+// The configuration's types: a validated, normalised Config and what parsing returns.
+import type { BgpConfig } from './bgp';
+import type { ConfigIssue } from './errors';
+import type { IpFamily, IpPrefix } from './ip';
+
+export type XdpMode = 'native' | 'generic' | 'auto';
+export type Protocol = 'tcp' | 'udp';
+export type Persistence = 'none' | 'source-ip';
+export type HealthCheckType = 'tcp' | 'http';
+
+export interface HealthCheckConfig {
+  type: HealthCheckType;
+  /** Port probed on the backend address (defaults to the VIP port). */
+  port: number;
+  /** HTTP path (http checks only). */
+  path: string;
+  intervalMs: number;
+  timeoutMs: number;
+  /** Consecutive good checks that bring a down backend up. */
+  rise: number;
+  /** Consecutive failed checks that take an up backend down. */
+  fall: number;
+  /**
+   * Seconds a backend that is down by health check alone keeps its established flows (draining: conntrack
+   * hits stay, no new flows), so flapping checks do not reset connections it still serves; then down, its
+   * flows re-selected. 0 = down at once.
+   */
+  downGraceSeconds: number;
+}
+
+export interface BackendConfig {
+  /** Canonical address (RFC 5952 for IPv6): also the backend's Maglev name. */
+  address: string;
+  family: IpFamily;
+  weight: number;
+  drain: boolean;
+}
+
+export interface VipConfig {
+  name: string;
+  /** Canonical address. */
+  address: string;
+  family: IpFamily;
+  /** 0 = every port. */
+  port: number;
+  protocol: Protocol;
+  tableSize: number;
+  persistence: Persistence;
+  /** Use the connection table (false: every packet is hashed, e.g. stateless UDP). */
+  conntrack: boolean;
+  /** null: no active checks, backends are considered up. */
+  healthCheck: HealthCheckConfig | null;
+  backends: BackendConfig[];
+  /** BGP communities (RFC 1997) and large communities (RFC 8092) added to this VIP's route. */
+  communities: string[];
+  largeCommunities: string[];
+  /** Announce only with at least this many healthy backends; null: the node-wide bgp.minHealthyBackends. */
+  minHealthyBackends: number | null;
+  /**
+   * Every backend with weight > 0 and not drained down by its checks: treat them all as up (new flows spread
+   * over them, the VIP stays announced) rather than dropping every new flow. See reconcile/backend-states.ts.
+   */
+  failOpen: boolean;
+}
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export interface Limits {
+  maxVips: number;
+  maxBackends: number;
+  conntrackEntries: number;
+}
+
+/** A validated, normalised configuration (every default filled in, addresses canonical). */
+export interface Config {
+  interface: string;
+  xdpMode: XdpMode;
+  /** Canonical MAC, or 'auto' (the neighbour of the default route, resolved by the daemon). */
+  nextHopMac: string;
+  /** 'auto' (the interface's own addresses, resolved by the daemon) or at most one prefix per family. */
+  encapSource: 'auto' | IpPrefix[];
+  mtu: number;
+  /** listen: the admin API address; perBackendMetrics: export per-backend series (false for huge configs). */
+  admin: { listen: ListenAddress; perBackendMetrics: boolean };
+  limits: Limits;
+  /** The bgp section, parsed (defaults filled in) by its schema (model/bgp.ts). */
+  bgp?: BgpConfig;
+  /** The kubernetes section as written, checked by its schema (model/kubernetes.ts); the daemon parses it again
+   * into source options when it starts the source. */
+  kubernetes?: unknown;
+  /** Idle time (seconds) after which a connection-table entry is re-selected; 0 = never. */
+  conntrackTimeouts: { tcp: number; udp: number };
+  /** Keep a blackhole route per VIP address (the kernel drops VIP packets while the balancer is detached). */
+  vipBlackholeRoutes: boolean;
+  vips: VipConfig[];
+}
+
+export type ConfigFormat = 'yaml' | 'json';
+
+export type ParseResult =
+  { ok: true; config: Config; warnings: ConfigIssue[] } | { ok: false; errors: ConfigIssue[] };

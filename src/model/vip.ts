@@ -1,0 +1,151 @@
+// Checks of one VIP on its own: shape (schema and backends), addresses, health check, table size, families.
+import { checkBackends, RelIssue } from './backends';
+import { DEFAULTS } from './defaults';
+import { fromZodIssues, showValue } from './errors';
+import { describeSpecialAddress, formatIp, IpFamily, parseIp, specialAddress } from './ip';
+import { RawVip, vipSchema } from './schema';
+import type { BackendConfig, VipConfig } from './types';
+
+export const familyName = (f: IpFamily): string => (f === 4 ? 'IPv4' : 'IPv6');
+
+/** False when a canonical address cannot be special (specialAddress): most backends skip a second parse. */
+function maybeSpecial(canon: string): boolean {
+  if (canon.includes(':')) return canon.startsWith('::') || canon.startsWith('f');
+  const first = Number(canon.slice(0, canon.indexOf('.')));
+  return first === 0 || first === 127 || first === 169 || first >= 224;
+}
+
+export type VipResult =
+  { ok: true; vip: VipConfig; warnings: RelIssue[] } | { ok: false; issues: RelIssue[] };
+
+/** A VIP's own checks; `encapFamilies`: the families encapSource provides (null: unknown or auto). */
+export function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | null): VipResult {
+  const parsed = vipSchema.safeParse(input);
+  const rawBackends = parsed.success
+    ? parsed.data.backends
+    : (input as { backends?: unknown } | null)?.backends;
+  const checked = Array.isArray(rawBackends) ? checkBackends(rawBackends) : { backends: [], issues: [] };
+  if (!parsed.success || checked.issues.length > 0) {
+    const fields: RelIssue[] = [];
+    const unknown: RelIssue[] = [];
+    if (!parsed.success)
+      for (const zi of parsed.error.issues) {
+        // zod's order: fields in schema order (backends last), then the VIP's own unknown keys.
+        const own = zi.code === 'unrecognized_keys' && zi.path.length === 0;
+        for (const i of fromZodIssues([zi], input))
+          (own ? unknown : fields).push({ path: i.path === '' ? [] : [i.path], message: i.message });
+      }
+    return { ok: false, issues: [...fields, ...checked.issues, ...unknown] };
+  }
+  const vip: RawVip = parsed.data;
+  const issues: RelIssue[] = [];
+  const warnings: RelIssue[] = [];
+  const vipIp = parseIp(vip.address)!;
+  const address = formatIp(vipIp.bytes);
+  const vipKind = specialAddress(vipIp.bytes);
+  if (vipKind !== null)
+    issues.push({
+      path: ['address'],
+      message: `${showValue(vip.address)} is ${describeSpecialAddress(vipKind)}, not a VIP address`,
+    });
+  const hc = vip.healthCheck;
+  if (hc !== undefined) {
+    if (hc.port === undefined && vip.port === 0)
+      issues.push({
+        path: ['healthCheck', 'port'],
+        message: 'is required when the VIP port is 0 (every port)',
+      });
+    if (hc.path !== undefined && hc.type !== 'http')
+      issues.push({
+        path: ['healthCheck', 'path'],
+        message: `${showValue(hc.path)} is set but only http checks use a path`,
+      });
+    if (hc.timeoutMs > hc.intervalMs)
+      issues.push({
+        path: ['healthCheck', 'timeoutMs'],
+        message: `${hc.timeoutMs} is longer than intervalMs ${hc.intervalMs}`,
+      });
+    if (vip.protocol === 'udp' && hc.port === undefined)
+      warnings.push({
+        path: ['healthCheck'],
+        message: `probes ${hc.type} port ${vip.port} of UDP backends; set healthCheck.port if the service has a TCP port`,
+      });
+  }
+  const nBackends = checked.backends.length;
+  if (nBackends > vip.tableSize)
+    issues.push({
+      path: ['tableSize'],
+      message: `${vip.tableSize} is smaller than the ${nBackends} backends`,
+    });
+  else if (nBackends * 10 > vip.tableSize)
+    warnings.push({
+      path: ['tableSize'],
+      message: `${vip.tableSize} is under 10 slots per backend (${nBackends} backends): balance will be uneven`,
+    });
+  const addrs = new Map<string, number>();
+  const backends: BackendConfig[] = [];
+  checked.backends.forEach((b, j) => {
+    const path = ['backends', j, 'address'];
+    const canon = b.address;
+    const family = b.family;
+    backends.push(Object.freeze({ address: canon, family, weight: b.weight, drain: b.drain }));
+    const first = addrs.get(canon);
+    if (first !== undefined)
+      issues.push({ path, message: `${showValue(b.input)} duplicates backends[${first}]` });
+    else addrs.set(canon, j);
+    // Checked on the canonical text (cheap); only a special-looking one is parsed again.
+    const kind = maybeSpecial(canon) ? specialAddress(parseIp(canon)!.bytes) : null;
+    if (kind !== null)
+      issues.push({
+        path,
+        message: `${showValue(b.input)} is ${describeSpecialAddress(kind)}, not a backend address`,
+      });
+    else if (canon === address)
+      issues.push({ path, message: `${showValue(b.input)} is the VIP's own address` });
+    // IPv4 packets travel in IPv4 or IPv6 (4in6); IPv6 cannot travel in IPv4.
+    if (family === 4 && vipIp.family === 6)
+      issues.push({
+        path,
+        message:
+          `${showValue(b.input)} is IPv4 but the VIP is IPv6 (IPv6 is not carried in IPv4: an IPv6 VIP ` +
+          'needs IPv6 backends; an IPv4 VIP may have both)',
+      });
+    else if (encapFamilies !== null && !encapFamilies.has(family))
+      issues.push({
+        path,
+        message:
+          `${showValue(b.input)} is ${familyName(family)} but encapSource has no ${familyName(family)} ` +
+          `address (no ${family === 6 ? 'v6' : 'v4'} support)`,
+      });
+  });
+  if (issues.length > 0) return { ok: false, issues };
+  const config: VipConfig = {
+    name: vip.name,
+    address,
+    family: vipIp.family,
+    port: vip.port,
+    protocol: vip.protocol,
+    tableSize: vip.tableSize,
+    persistence: vip.persistence,
+    conntrack: vip.conntrack,
+    healthCheck:
+      hc === undefined
+        ? null
+        : Object.freeze({
+            type: hc.type,
+            port: hc.port ?? vip.port,
+            path: hc.path ?? DEFAULTS.healthCheck.path,
+            intervalMs: hc.intervalMs,
+            timeoutMs: hc.timeoutMs,
+            rise: hc.rise,
+            fall: hc.fall,
+            downGraceSeconds: hc.downGraceSeconds,
+          }),
+    backends: Object.freeze(backends) as BackendConfig[],
+    communities: Object.freeze([...new Set(vip.communities)].sort()) as string[],
+    largeCommunities: Object.freeze([...new Set(vip.largeCommunities)].sort()) as string[],
+    minHealthyBackends: vip.minHealthyBackends ?? null,
+    failOpen: vip.failOpen,
+  };
+  return { ok: true, vip: Object.freeze(config), warnings };
+}

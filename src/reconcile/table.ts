@@ -1,0 +1,176 @@
+// Maglev tables of backend ids: built lazily from a recipe, memoised by signature, down members redirected.
+import { buildTable, checkTableInput, MaglevBackend, NO_BACKEND } from '../maglev/maglev';
+import type { DesiredBackend } from './desired';
+
+/** Backend id 0 means "no backend": a zeroed table slot (ids start at 1). */
+export const NO_BACKEND_ID = 0;
+
+/** What a table is built from: its size and members (weight 0 already left out). */
+export interface TableRecipe {
+  size: number;
+  members: readonly { name: string; weight: number; id: number }[];
+  /** Member ids that take no new flows (down, draining): their slots name the owner probing would find. */
+  skip?: readonly number[];
+}
+
+/**
+ * A Maglev table of backend ids. Built from a recipe it holds only its members and builds the slots
+ * when asked (`ids()`, `equals()`): the kernel holds the installed copy, so the control plane need not
+ * (512 VIPs x 65537 slots would be 32 MiB even at 1 byte per slot). Built from an index table it keeps
+ * member indices (1 byte per slot up to 256 members, 2 up to 65536).
+ */
+export class IdTable {
+  /** Identity of the inputs (size, sorted address=id*weight): equal signatures, equal tables. */
+  readonly signature: string;
+  readonly size: number;
+  /** Backend id per member index; [NO_BACKEND_ID] when the table has no member. */
+  readonly #members: Uint32Array;
+  /** Member index per slot, or null: built on demand from #names and #weights. */
+  readonly #slots: Uint8Array | Uint16Array | Uint32Array | null;
+  readonly #recipe: MaglevBackend[] | null;
+  /** Member ids whose slots are redirected (recipe tables only). */
+  readonly #skip: ReadonlySet<number>;
+
+  constructor(signature: string, indexTable: Uint32Array, memberIds: readonly number[]);
+  constructor(signature: string, recipe: TableRecipe);
+  constructor(signature: string, from: Uint32Array | TableRecipe, memberIds: readonly number[] = []) {
+    this.signature = signature;
+    if (from instanceof Uint32Array) {
+      const n = memberIds.length;
+      this.size = from.length;
+      this.#members = n === 0 ? Uint32Array.of(NO_BACKEND_ID) : Uint32Array.from(memberIds);
+      const Slots = n <= 0x100 ? Uint8Array : n <= 0x10000 ? Uint16Array : Uint32Array;
+      this.#slots = n === 0 ? new Uint8Array(from.length) : Slots.from(from);
+      this.#recipe = null;
+      this.#skip = new Set();
+    } else {
+      const backends = from.members.map((m) => ({ name: m.name, weight: m.weight }));
+      // Bad input fails here, not later when the table is installed.
+      this.size = checkTableInput({ backends, size: from.size });
+      this.#members = Uint32Array.from(from.members, (m) => m.id);
+      this.#slots = null;
+      this.#recipe = backends;
+      this.#skip = new Set(from.skip ?? []);
+    }
+  }
+
+  /** Bytes of slot and member arrays held by this table (slots built on demand are not held). */
+  get byteLength(): number {
+    return (this.#slots?.byteLength ?? 0) + this.#members.byteLength;
+  }
+
+  /** Backend ids per slot, as the datapath installs them (a fresh array; built now for a recipe). */
+  ids(): Uint32Array {
+    const members = this.#members;
+    if (this.#recipe !== null) {
+      const out = buildTable({ backends: this.#recipe, size: this.size });
+      for (let s = 0; s < out.length; s++) {
+        const i = out[s]!;
+        out[s] = i === NO_BACKEND ? NO_BACKEND_ID : members[i]!;
+      }
+      return redirectSkipped(out, this.#skip);
+    }
+    const slots = this.#slots!;
+    const out = new Uint32Array(slots.length);
+    for (let s = 0; s < slots.length; s++) out[s] = members[slots[s]!]!;
+    return out;
+  }
+
+  /** True if a table read from a datapath holds exactly these ids. */
+  equals(ids: Uint32Array): boolean {
+    if (ids.length !== this.size) return false;
+    if (this.#slots === null) {
+      const mine = this.ids();
+      for (let s = 0; s < mine.length; s++) if (ids[s] !== mine[s]) return false;
+      return true;
+    }
+    const slots = this.#slots;
+    const members = this.#members;
+    for (let s = 0; s < slots.length; s++) if (ids[s] !== members[slots[s]!]) return false;
+    return true;
+  }
+}
+
+/** Memo of tables by signature; keeps what the last two desiredState calls used, drops the rest. */
+export class TableCache {
+  private current = new Map<string, IdTable>();
+  private previous = new Map<string, IdTable>();
+  hits = 0;
+  misses = 0;
+
+  /** Starts a new generation (desiredState calls it once per call). */
+  rotate(): void {
+    this.previous = this.current;
+    this.current = new Map();
+  }
+
+  get(signature: string, build: () => IdTable): IdTable {
+    let t = this.current.get(signature) ?? this.previous.get(signature);
+    if (t !== undefined) this.hits++;
+    else {
+      this.misses++;
+      t = build();
+    }
+    this.current.set(signature, t);
+    return t;
+  }
+
+  get size(): number {
+    return new Set([...this.current.keys(), ...this.previous.keys()]).size;
+  }
+}
+
+/**
+ * Maglev table of backend ids; backends with weight 0 stay out, draining and down ones stay in (so the
+ * table, and every other backend's slots, do not move when a state changes), but their slots name the
+ * owner the datapath's forward probing would find (redirectSkipped): a new flow never needs more than one
+ * probe, however many slots in a row a heavy down backend holds (the datapath gives up after
+ * PEAK_MAX_PROBES and drops). Established flows keep a draining backend through the connection table.
+ */
+export function tableFor(tableSize: number, backends: readonly DesiredBackend[]): IdTable {
+  const members = backends.filter((b) => b.weight > 0);
+  return new IdTable(tableSignature(tableSize, backends), {
+    size: tableSize,
+    members: members.map((b) => ({ name: b.address, weight: b.weight, id: b.id })),
+    skip: skippedMembers(members),
+  });
+}
+
+/** Ids of members that take no new flows, sorted; none when no member does (nothing to redirect to). */
+function skippedMembers(members: readonly DesiredBackend[]): number[] {
+  const skip = members.filter((b) => b.state !== 'up').map((b) => b.id);
+  return skip.length === members.length ? [] : skip.sort((a, b) => a - b);
+}
+
+export function tableSignature(tableSize: number, backends: readonly DesiredBackend[]): string {
+  const members = backends.filter((b) => b.weight > 0);
+  const parts = members.map((b) => `${b.address}=${b.id}*${b.weight}`).sort();
+  const skip = skippedMembers(members);
+  return `${tableSize}|${parts.join(',')}${skip.length > 0 ? `|skip:${skip.join(',')}` : ''}`;
+}
+
+/**
+ * Rewrites, in place, each slot whose id is in `skip` to the first id after it (wrapping) that is not: what
+ * unbounded forward probing from that slot picks. Slots of other ids are untouched. With every id skipped
+ * (or none) the table is returned as it is (the datapath then finds no backend, as before).
+ */
+export function redirectSkipped(table: Uint32Array, skip: ReadonlySet<number>): Uint32Array {
+  if (skip.size === 0) return table;
+  const m = table.length;
+  let anchor = -1;
+  for (let s = m - 1; s >= 0; s--)
+    if (!skip.has(table[s]!)) {
+      anchor = s;
+      break;
+    }
+  if (anchor < 0) return table;
+  // Walk backwards once around the ring from the last kept slot, carrying the nearest kept id ahead.
+  let carry = table[anchor]!;
+  for (let k = 1; k < m; k++) {
+    const s = (anchor - k + m) % m;
+    const id = table[s]!;
+    if (skip.has(id)) table[s] = carry;
+    else carry = id;
+  }
+  return table;
+}
