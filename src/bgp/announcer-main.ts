@@ -4,8 +4,10 @@
 //   stdin lines: {"routes":[...]} | {"status":true} | {"stop":{"gracefulShutdownMs":N}}
 //   stdout lines: {"event":"up"|"down"|"sync"|"status"|"stopped", ...}
 // SIGTERM: graceful stop (config gracefulShutdownMs), then exit 0.
+// A composition root: the speaker gets the socket factory with TCP MD5 (the native binding).
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
+import { md5BgpSockets } from '../datapath/bgp-sockets';
 import { RouteSpec } from './policy';
 import { BgpSpeaker, SpeakerOptions } from './speaker';
 
@@ -24,7 +26,7 @@ async function main(): Promise<void> {
     warn: (o: object, m?: string) => out({ event: 'log', level: 'warn', msg: m, ...o }),
     debug: () => {},
   };
-  const sp = new BgpSpeaker({ ...opts, logger });
+  const sp = new BgpSpeaker({ ...opts, logger, sockets: md5BgpSockets });
   sp.on('peerUp', (peer: string) => out({ event: 'up', peer }));
   sp.on('peerDown', (peer: string, reason: string) => out({ event: 'down', peer, reason }));
   sp.on('sync', (peer: string, n: object) => out({ event: 'sync', peer, ...n }));

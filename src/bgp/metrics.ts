@@ -50,6 +50,17 @@ export function registerBgpMetrics(o: {
         this.set({ peer: s.peer, peer_asn: String(s.peerAsn) }, STATE_VALUE[s.state]);
     },
   });
+  new Gauge({
+    name: `${p}session_up`,
+    help: 'BGP session per peer: 1 while Established, else 0 (the state itself: session_state)',
+    labelNames: ['peer', 'peer_asn'],
+    registers: reg,
+    collect() {
+      this.reset();
+      for (const s of current().peers)
+        this.set({ peer: s.peer, peer_asn: String(s.peerAsn) }, s.state === SessionState.Established ? 1 : 0);
+    },
+  });
   new Counter({
     name: `${p}session_transitions_total`,
     help: 'BGP FSM state changes per peer',

@@ -1,6 +1,6 @@
 // One BGP session (RFC 4271 §8 FSM): TCP connect with backoff or accept, OPEN negotiation, timers, errors.
 import { EventEmitter } from 'node:events';
-import { isIPv6, Socket, connect as netConnect } from 'node:net';
+import type { Socket } from 'node:net';
 import {
   AFI_IPV4,
   BgpError,
@@ -13,8 +13,10 @@ import {
   encodeOpen,
   ErrCode,
   Family,
+  FsmSub,
   MsgType,
   OpenMessage,
+  OpenSub,
   SAFI_UNICAST,
   splitFrames,
   decodeMessage,
@@ -22,6 +24,9 @@ import {
   BGP_PORT,
   AS_TRANS,
 } from './codec';
+import { BgpSocketFactory, plainBgpSockets } from './sockets';
+import { unmapIpv4 } from '../model/ip';
+import { Backoff } from '../util/backoff';
 
 export enum SessionState {
   Idle = 'Idle',
@@ -40,14 +45,6 @@ export interface BgpLogger {
 }
 
 export const silentLogger: BgpLogger = { info() {}, warn() {}, debug() {} };
-
-/** Creates a TCP socket for an active connect; the default sets TCP MD5 through the native binding. */
-export type Connector = (o: {
-  host: string;
-  port: number;
-  password?: string;
-  localAddress?: string;
-}) => Socket;
 
 export interface SessionOptions {
   localAsn: number;
@@ -72,7 +69,8 @@ export interface SessionOptions {
   /** How long a TCP connect may take before it counts as failed (ms). */
   connectTimeoutMs?: number;
   logger?: BgpLogger;
-  connector?: Connector;
+  /** Where active connections come from (default plain sockets: a password then fails each connect). */
+  sockets?: BgpSocketFactory;
 }
 
 /** Counters per message type, in each direction. */
@@ -122,19 +120,6 @@ const OPEN_HOLD_MS = 240_000;
 /** A flood of one warning (e.g. ROUTE-REFRESH for a family not negotiated) is logged at most this often. */
 const WARN_EVERY_MS = 10_000;
 
-/** Default connector: plain net.connect, or a native socket with TCP MD5 set before connect(). */
-export const defaultConnector: Connector = ({ host, port, password, localAddress }) => {
-  if (!password) return netConnect({ host, port, localAddress });
-  // Loaded lazily so the library works without the native addon when MD5 is not used.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { sockets } = require('../datapath/bpf') as typeof import('../datapath/bpf');
-  const fd = sockets.create(isIPv6(host) ? 6 : 4);
-  sockets.setMd5(fd, host, password);
-  const s = new Socket({ fd, readable: true, writable: true });
-  s.connect({ host, port, localAddress });
-  return s;
-};
-
 /**
  * Events: 'state' (state, previous), 'established' (), 'down' (reason), 'update' (UpdateMessage),
  * 'routeRefresh' (Family).
@@ -152,7 +137,7 @@ export class BgpSession extends EventEmitter {
   private keepaliveTimer: NodeJS.Timeout | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
   private connectTimer: NodeJS.Timeout | null = null;
-  private backoffMs: number;
+  private readonly backoff: Backoff;
   private nextRetryAt: number | null = null;
   private running = false;
   private transitions = 0;
@@ -177,11 +162,11 @@ export class BgpSession extends EventEmitter {
       backoffMaxMs: 30_000,
       connectTimeoutMs: 5000,
       logger: silentLogger,
-      connector: defaultConnector,
+      sockets: plainBgpSockets,
       // Explicit undefined must not override a default.
       ...(Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) as SessionOptions),
     };
-    this.backoffMs = this.o.backoffMinMs;
+    this.backoff = new Backoff({ initialMs: this.o.backoffMinMs, maxMs: this.o.backoffMaxMs, jitter: true });
   }
 
   get state(): SessionState {
@@ -207,7 +192,8 @@ export class BgpSession extends EventEmitter {
 
   /** Local address of the TCP connection (next-hop self), when connected. */
   get localAddress(): string | null {
-    return this.socket?.localAddress?.replace(/^::ffff:/, '') ?? null;
+    const local = this.socket?.localAddress;
+    return local === undefined ? null : unmapIpv4(local);
   }
 
   /** Begin: connect actively now, or wait for the peer when passive. */
@@ -301,7 +287,7 @@ export class BgpSession extends EventEmitter {
    */
   cease(o: { subcode: number; data?: Buffer; reason: string; slowRetry?: boolean }): void {
     if (!this.socket) return;
-    if (o.slowRetry) this.backoffMs = this.o.backoffMaxMs;
+    if (o.slowRetry) this.backoff.saturate();
     this.protocolError({
       code: ErrCode.CEASE,
       subcode: o.subcode,
@@ -328,7 +314,7 @@ export class BgpSession extends EventEmitter {
     this.setState(SessionState.Connect);
     let sock: Socket;
     try {
-      sock = this.o.connector({
+      sock = this.o.sockets.connect({
         host: this.o.peerAddress,
         port: this.o.port,
         password: this.o.password,
@@ -411,12 +397,14 @@ export class BgpSession extends EventEmitter {
     }
     switch (this.st) {
       case SessionState.OpenSent:
-        if (m.type !== MsgType.OPEN) return this.fsmError(1, `${MsgType[m.type]} in OpenSent`);
+        if (m.type !== MsgType.OPEN)
+          return this.fsmError(FsmSub.UNEXPECTED_IN_OPEN_SENT, `${MsgType[m.type]} in OpenSent`);
         return this.onOpen(m);
       case SessionState.OpenConfirm:
-        if (m.type !== MsgType.KEEPALIVE) return this.fsmError(2, `${MsgType[m.type]} in OpenConfirm`);
+        if (m.type !== MsgType.KEEPALIVE)
+          return this.fsmError(FsmSub.UNEXPECTED_IN_OPEN_CONFIRM, `${MsgType[m.type]} in OpenConfirm`);
         this.restartHold();
-        this.backoffMs = this.o.backoffMinMs;
+        this.backoff.reset();
         this.establishedCount++;
         this.lastError = null;
         this.setState(SessionState.Established);
@@ -425,12 +413,13 @@ export class BgpSession extends EventEmitter {
         return;
       case SessionState.Established:
         this.restartHold();
-        if (m.type === MsgType.OPEN) return this.fsmError(3, 'OPEN in Established');
+        if (m.type === MsgType.OPEN)
+          return this.fsmError(FsmSub.UNEXPECTED_IN_ESTABLISHED, 'OPEN in Established');
         if (m.type === MsgType.UPDATE) this.onUpdate(m);
         else if (m.type === MsgType.ROUTE_REFRESH) this.onRouteRefresh({ afi: m.afi, safi: m.safi });
         return;
       default:
-        return this.fsmError(0, `${MsgType[m.type]} in ${this.st}`);
+        return this.fsmError(FsmSub.UNSPECIFIED, `${MsgType[m.type]} in ${this.st}`);
     }
   }
 
@@ -472,7 +461,7 @@ export class BgpSession extends EventEmitter {
       data.writeUInt16BE(m.myAs, 0);
       return this.protocolError({
         code: ErrCode.OPEN,
-        subcode: 2,
+        subcode: OpenSub.BAD_PEER_AS,
         data,
         action: 'session-reset',
         reason: `peer AS ${peerAs} != configured ${this.o.peerAsn}`,
@@ -483,7 +472,7 @@ export class BgpSession extends EventEmitter {
     } else if (m.routerId === this.o.routerId) {
       return this.protocolError({
         code: ErrCode.OPEN,
-        subcode: 3,
+        subcode: OpenSub.BAD_BGP_ID,
         data: Buffer.alloc(0),
         action: 'session-reset',
         reason: `peer BGP identifier ${m.routerId} equals ours`,
@@ -535,7 +524,7 @@ export class BgpSession extends EventEmitter {
     this.armHold(this.negotiatedHold * 1000);
   }
 
-  private fsmError(subcode: number, reason: string): void {
+  private fsmError(subcode: FsmSub, reason: string): void {
     this.protocolError({
       code: ErrCode.FSM,
       subcode,
@@ -596,9 +585,8 @@ export class BgpSession extends EventEmitter {
 
   private scheduleRetry(): void {
     this.clearRetry();
-    // Full jitter in [delay/2, delay] so several LB nodes do not reconnect in lock-step.
-    const delay = Math.round(this.backoffMs / 2 + (Math.random() * this.backoffMs) / 2);
-    this.backoffMs = Math.min(this.o.backoffMaxMs, this.backoffMs * 2);
+    // Jittered, so several LB nodes do not reconnect in lock-step.
+    const delay = this.backoff.next();
     this.nextRetryAt = Date.now() + delay;
     this.setState(SessionState.Active);
     this.retryTimer = setTimeout(() => {

@@ -1,5 +1,6 @@
 // Runs a BgpSpeaker behind a message port (the worker side of BgpSpeakerThread): commands in, events out.
 import type { BgpLogger } from './session';
+import type { BgpSocketFactory } from './sockets';
 import { BgpSpeaker, SpeakerStatus } from './speaker';
 import type { FromSpeaker, LogLevel, SpeakerWorkerInit, ToSpeaker, WireStatus } from './speaker-protocol';
 
@@ -28,9 +29,9 @@ const fingerprint = (w: WireStatus): string =>
 /**
  * Hosts a speaker on `port`: answers start/routes/stop, forwards peerUp/peerDown/error and log records,
  * and posts its status when it changed (at once after a session or route event, else checked every
- * statusEveryMs for counters). Returns the speaker (for tests) and close() (stops the status checks).
+ * statusEveryMs for counters). `sockets` comes from the worker's entry (the composition root). Returns the speaker (for tests) and close() (stops the status checks).
  */
-export function hostSpeaker(o: { port: SpeakerPort; init: SpeakerWorkerInit }): {
+export function hostSpeaker(o: { port: SpeakerPort; init: SpeakerWorkerInit; sockets?: BgpSocketFactory }): {
   speaker: BgpSpeaker;
   close(): void;
 } {
@@ -52,7 +53,7 @@ export function hostSpeaker(o: { port: SpeakerPort; init: SpeakerWorkerInit }): 
     warn: log('warn'),
     debug: init.debug ? log('debug') : () => undefined,
   };
-  const speaker = new BgpSpeaker({ ...init.options, logger });
+  const speaker = new BgpSpeaker({ ...init.options, logger, sockets: o.sockets });
 
   let last = '';
   let scheduled = false;

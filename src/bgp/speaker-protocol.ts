@@ -18,9 +18,9 @@ export interface BgpSpeakerHandle extends EventEmitter {
   stop(o?: { gracefulShutdownMs?: number }): Promise<void>;
 }
 
-/** workerData of the speaker worker: plain data only (no logger, no connector). */
+/** workerData of the speaker worker: plain data only (no logger, no socket factory). */
 export interface SpeakerWorkerInit {
-  options: Omit<SpeakerOptions, 'logger' | 'connector'>;
+  options: Omit<SpeakerOptions, 'logger' | 'sockets'>;
   /** Post debug log records too (the daemon's logger has debug enabled). */
   debug: boolean;
   /** How often the worker checks its status for changes to push (ms). */

@@ -7,6 +7,7 @@ import { Worker } from 'node:worker_threads';
 import type { BgpConfig, BgpPeerConfig } from './config';
 import type { RouteSpec } from './policy';
 import { BgpLogger, SessionState, silentLogger } from './session';
+import { Backoff } from '../util/backoff';
 import { desiredRoutes, SpeakerOptions, SpeakerStatus, speakerConfig } from './speaker';
 import type {
   BgpSpeakerHandle,
@@ -23,7 +24,7 @@ export interface ThreadLogger extends BgpLogger {
   isLevelEnabled?(level: string): boolean;
 }
 
-export interface SpeakerThreadOptions extends Omit<SpeakerOptions, 'logger' | 'connector'> {
+export interface SpeakerThreadOptions extends Omit<SpeakerOptions, 'logger' | 'sockets'> {
   logger?: ThreadLogger;
   /** The worker's entry script (default: speaker-worker.js next to this file, i.e. in dist/). */
   workerPath?: string;
@@ -110,7 +111,7 @@ export class BgpSpeakerThread extends EventEmitter implements BgpSpeakerHandle {
   private posted: string | null = null;
   private last: WireStatus;
   private restartTimer: NodeJS.Timeout | null = null;
-  private restartDelayMs: number;
+  private readonly restartBackoff: Backoff;
   private restartCount = 0;
   private pendingStart: { resolve(): void; reject(e: Error): void } | null = null;
   private stopped: { resolve(): void } | null = null;
@@ -134,7 +135,7 @@ export class BgpSpeakerThread extends EventEmitter implements BgpSpeakerHandle {
     };
     this.workerPath = workerPath ?? join(__dirname, 'speaker-worker.js');
     this.log = logger ?? { ...silentLogger, error() {} };
-    this.restartDelayMs = this.o.restartMinMs;
+    this.restartBackoff = new Backoff({ initialMs: this.o.restartMinMs, maxMs: this.o.restartMaxMs });
     this.last = this.offline(null);
   }
 
@@ -332,9 +333,8 @@ export class BgpSpeakerThread extends EventEmitter implements BgpSpeakerHandle {
     this.pendingStart = null;
     const wasUp = this.last.peers.filter((p) => p.state === SessionState.Established).map((p) => p.peer);
     this.restartCount++;
-    if (performance.now() - this.workerStartedAt >= STABLE_MS) this.restartDelayMs = this.o.restartMinMs;
-    const delay = this.restartDelayMs;
-    this.restartDelayMs = Math.min(this.o.restartMaxMs, this.restartDelayMs * 2);
+    if (performance.now() - this.workerStartedAt >= STABLE_MS) this.restartBackoff.reset();
+    const delay = this.restartBackoff.next();
     const reason = `BGP speaker worker died (${why}); restart ${this.restartCount} in ${delay} ms`;
     this.last = this.offline(reason);
     this.log.error(

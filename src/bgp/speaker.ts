@@ -23,7 +23,10 @@ import {
 import { BgpConfig, BgpConfigInput, parseBgpConfig, BgpPeerConfig } from './config';
 import { canonicalPrefix, parsePrefix } from './ip';
 import { RouteSpec } from './policy';
-import { BgpLogger, BgpSession, Connector, SessionState, SessionStatus, silentLogger } from './session';
+import { BgpLogger, BgpSession, SessionState, SessionStatus, silentLogger } from './session';
+import { BgpSocketFactory, plainBgpSockets } from './sockets';
+import { unmapIpv4 } from '../model/ip';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface SpeakerOptions extends BgpConfigInput {
   logger?: BgpLogger;
@@ -32,8 +35,11 @@ export interface SpeakerOptions extends BgpConfigInput {
   /** Reconnect backoff bounds (ms). */
   backoffMinMs?: number;
   backoffMaxMs?: number;
-  /** Test seam: how active TCP connections are made. */
-  connector?: Connector;
+  /**
+   * Where TCP sockets come from: connects, and TCP MD5 keys on the listener. Default plain sockets, which
+   * refuse a peer with a password; a composition root injects the native one (datapath/bgp-sockets).
+   */
+  sockets?: BgpSocketFactory;
   /** Shortest time between two re-advertisements for ROUTE-REFRESH to one peer (ms; default 1000). */
   refreshIntervalMs?: number;
 }
@@ -117,11 +123,18 @@ export class BgpSpeaker extends EventEmitter {
   private servers: Server[] = [];
   private started = false;
   private readonly refreshIntervalMs: number;
+  private readonly sockets: BgpSocketFactory;
 
   constructor(opts: SpeakerOptions) {
     super();
-    const { logger, restarted, backoffMinMs, backoffMaxMs, connector, refreshIntervalMs, ...cfg } = opts;
+    const { logger, restarted, backoffMinMs, backoffMaxMs, sockets, refreshIntervalMs, ...cfg } = opts;
     this.config = speakerConfig(cfg);
+    this.sockets = sockets ?? plainBgpSockets;
+    const keyed = this.config.peers.findIndex((p) => p.password);
+    if (keyed >= 0 && !this.sockets.md5)
+      throw new TypeError(
+        `bgp.peers[${keyed}].password: TCP MD5 needs a socket factory with MD5 support (SpeakerOptions.sockets)`,
+      );
     this.refreshIntervalMs = refreshIntervalMs ?? REFRESH_INTERVAL_MS;
     this.log = logger ?? silentLogger;
     this.peers = this.config.peers.map((p) => {
@@ -142,7 +155,7 @@ export class BgpSpeaker extends EventEmitter {
         backoffMinMs,
         backoffMaxMs,
         logger: this.log,
-        connector,
+        sockets: this.sockets,
       });
       const peer: Peer = {
         cfg: p,
@@ -212,7 +225,7 @@ export class BgpSpeaker extends EventEmitter {
     if (drainMs > 0 && !this.stopping) {
       this.draining = true;
       for (const p of this.peers) this.sync(p);
-      await new Promise((r) => setTimeout(r, drainMs));
+      await sleep(drainMs);
     }
     this.stopping = true;
     for (const p of this.peers) {
@@ -261,19 +274,17 @@ export class BgpSpeaker extends EventEmitter {
     });
     srv.on('error', (e) => this.log.warn({ err: e.message }, 'bgp: listener error'));
     // TCP MD5 keys for passive peers live on the listening socket.
-    const withKey = this.peers.filter((p) => p.cfg.password);
-    if (withKey.length) {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const { sockets } = require('../datapath/bpf') as typeof import('../datapath/bpf');
-      const fd = (srv as unknown as { _handle?: { fd?: number } })._handle?.fd;
-      if (fd === undefined || fd < 0) throw new Error('cannot reach the listening socket fd to set TCP MD5');
-      for (const p of withKey) sockets.setMd5(fd, p.cfg.address, p.cfg.password as string);
-    }
+    this.sockets.setListenerKeys(
+      srv,
+      this.peers.flatMap((p) =>
+        p.cfg.password ? [{ address: p.cfg.address, password: p.cfg.password }] : [],
+      ),
+    );
     this.servers.push(srv);
   }
 
   private onInbound(sock: Socket): void {
-    const from = (sock.remoteAddress ?? '').replace(/^::ffff:/, '');
+    const from = unmapIpv4(sock.remoteAddress ?? '');
     const peer = this.peers.find((p) => p.cfg.address === from);
     if (!peer || this.stopping) {
       this.log.info({ from }, 'bgp: closing connection from an unknown peer');

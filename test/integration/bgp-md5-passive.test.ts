@@ -2,6 +2,7 @@
 // listening socket through the native binding; a wrong key never establishes.
 import { describePrivileged } from '../helpers/privileged';
 import { BgpSpeaker } from '../../src/bgp/speaker';
+import { md5BgpSockets } from '../../src/datapath/bgp-sockets';
 import { sleep, waitFor } from '../helpers/bgp-peers';
 
 jest.setTimeout(30000);
@@ -16,6 +17,7 @@ describePrivileged('TCP MD5 on passive sessions (loopback)', () => {
       asn: 65000,
       routerId: '10.255.0.1',
       listen: { address: '127.0.0.1', port },
+      sockets: md5BgpSockets,
       peers: [
         {
           address: '127.0.0.2',
@@ -48,6 +50,7 @@ describePrivileged('TCP MD5 on passive sessions (loopback)', () => {
       asn: 65001,
       routerId: localAddress,
       backoffMinMs: 200,
+      sockets: md5BgpSockets,
       peers: [
         {
           address: '127.0.0.1',

@@ -20,7 +20,8 @@ import {
   parseCommunity,
   parseLargeCommunity,
 } from '../../src/bgp/codec';
-import { bytesToIp, canonicalPrefix, ipv6ToBytes, parsePrefix } from '../../src/bgp/ip';
+import { canonicalPrefix, parsePrefix } from '../../src/bgp/ip';
+import { canonicalIp } from '../../src/model/ip';
 
 const CTX4 = { fourOctetAs: true };
 const CTX2 = { fourOctetAs: false };
@@ -73,8 +74,8 @@ describe('ip helpers', () => {
   );
 
   it('formats IPv6 per RFC 5952 (longest zero run, not a single group)', () => {
-    expect(bytesToIp(ipv6ToBytes('2001:db8:0:1:0:0:0:1'))).toBe('2001:db8:0:1::1');
-    expect(bytesToIp(ipv6ToBytes('2001:0:0:1:0:0:0:1'))).toBe('2001:0:0:1::1');
+    expect(canonicalIp('2001:db8:0:1:0:0:0:1')).toBe('2001:db8:0:1::1');
+    expect(canonicalIp('2001:0:0:1:0:0:0:1')).toBe('2001:0:0:1::1');
   });
 });
 

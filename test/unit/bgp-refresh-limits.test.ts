@@ -5,9 +5,9 @@ import { AFI_IPV4, AFI_IPV6, CeaseSub, ErrCode, SAFI_UNICAST } from '../../src/b
 import { parseBgpConfig } from '../../src/bgp/config';
 import { BgpSpeaker } from '../../src/bgp/speaker';
 import { keepaliveGaps, RawBgpPeer } from '../helpers/raw-bgp-peer';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const base = 30000 + (process.pid % 10000) * 3;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function waitFor(what: string, pred: () => boolean, ms: number): Promise<number> {
   const t0 = Date.now();

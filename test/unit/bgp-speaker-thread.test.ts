@@ -8,19 +8,20 @@ import { MessageChannel } from 'node:worker_threads';
 import { CeaseSub, ErrCode } from '../../src/bgp/codec';
 import { BgpSpeaker } from '../../src/bgp/speaker';
 import { hostSpeaker } from '../../src/bgp/speaker-host';
+import { md5BgpSockets } from '../../src/datapath/bgp-sockets';
 import type { FromSpeaker } from '../../src/bgp/speaker-protocol';
 import { BgpSpeakerThread, ThreadLogger } from '../../src/bgp/speaker-thread';
 import { packageRoot } from '../../src/paths';
 import { describePrivileged } from '../helpers/privileged';
 import { keepaliveGaps, RawBgpPeer } from '../helpers/raw-bgp-peer';
 import { RawPeerProcess } from '../helpers/raw-bgp-peer-process';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 jest.setTimeout(60000);
 
 /** The built worker (the daemon runs dist/ too): build with npx tsc -p tsconfig.build.json. */
 const WORKER = join(packageRoot, 'dist', 'src', 'bgp', 'speaker-worker.js');
 const base = 40000 + (process.pid % 5000) * 4;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function waitFor(what: string, pred: () => boolean, ms: number): Promise<number> {
   const t0 = Date.now();
@@ -247,6 +248,8 @@ describePrivileged('BgpSpeakerThread: TCP MD5 through the addon inside the worke
         },
       ],
       backoffMinMs: 100,
+      // This side is built here, not in a worker: it gets the native socket factory the way a root does.
+      sockets: md5BgpSockets,
     });
   const lb = (o: { passive: boolean; port: number; password: string }): BgpSpeakerThread =>
     new BgpSpeakerThread({
