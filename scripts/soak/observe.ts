@@ -9,6 +9,7 @@ import { Host, lbPinRoot, Plan } from '../testbed/plan';
 import { daemonPids } from '../testbed/peak';
 import { bgpSessions } from '../testbed/topology';
 import { run } from '../testbed/sh';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const execFileP = promisify(execFile);
 const ADMIN = 'http://127.0.0.1:9470';
@@ -158,7 +159,7 @@ export class Observer {
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
-    for (let i = 0; i < 100 && this.busy.size > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 100 && this.busy.size > 0; i++) await sleep(50);
   }
 
   /** The router's current next hops for a VIP by name (last sample). */

@@ -1,5 +1,6 @@
 // Command runners for the testbed: every failure throws with the command line and its stderr (set -e semantics).
 import { execFileSync, spawn, SpawnOptions } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface RunOptions {
   /** Return '' instead of throwing when the command fails. */
@@ -68,7 +69,7 @@ export function runAsync(
   });
 }
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export { sleep };
 
 /** Polls fn every intervalMs until it returns true or timeoutMs passes; returns whether it became true. */
 export async function waitFor(

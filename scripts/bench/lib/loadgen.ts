@@ -2,7 +2,8 @@
 // Bounded by request count and time; reports latency (from the scheduled send time), per-backend counts,
 // errors, a timeline, (persistent mode) connections broken mid-run, and optionally one record per failure.
 import { connect, Socket } from 'node:net';
-import { summarize, cdf, LatencySummary } from './stats';
+import { summarize, cdf, LatencySummary, quantile } from './stats';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface Target {
   host: string;
@@ -232,7 +233,7 @@ export async function runLoad(
   const progressTimer = onProgress
     ? setInterval(() => {
         const r = rec.recent.sort((a, b) => a - b);
-        const p99us = r.length ? r[Math.max(0, Math.ceil(0.99 * r.length) - 1)]! : NaN;
+        const p99us = quantile(r, 0.99);
         rec.recent = [];
         const err = Object.values(rec.errors).reduce((a, b) => a + b, 0);
         onProgress({
@@ -319,7 +320,7 @@ export async function runLoad(
       const outcome = await useConnection(pick(o.targets));
       if (outcome === 'broken') broken++;
       // Back off briefly before reconnecting after a break or a failed connect.
-      if (outcome !== 'done') await new Promise((r) => setTimeout(r, 50));
+      if (outcome !== 'done') await sleep(50);
     }
   }
 

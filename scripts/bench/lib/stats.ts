@@ -1,4 +1,4 @@
-// Pure statistics for the benches: percentiles, CDF, Jain's index, balance, wrk output parsing, recovery time.
+// Pure statistics for the benches and the soak: quantiles, medians, CDF, Jain's index, balance, wrk output, recovery.
 
 /** q-quantile (0..1) of an ascending array by the nearest-rank method; NaN for an empty array. */
 export function quantile(sorted: ArrayLike<number>, q: number): number {
@@ -6,6 +6,18 @@ export function quantile(sorted: ArrayLike<number>, q: number): number {
   if (sorted.length === 0) return NaN;
   const rank = Math.max(1, Math.ceil(q * sorted.length));
   return sorted[rank - 1]!;
+}
+
+/** quantile() of values in any order. */
+export function quantileOf(values: ArrayLike<number>, q: number): number {
+  return quantile(Float64Array.from(values).sort(), q);
+}
+
+/** Median of values in any order, the mean of the middle two for an even count; NaN for none. */
+export function median(values: ArrayLike<number>): number {
+  const s = Float64Array.from(values).sort();
+  const n = s.length;
+  return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
 }
 
 export interface LatencySummary {

@@ -1,6 +1,7 @@
 // List-then-watch cache of one resource kind: 410 Gone -> re-list and diff, dropped watch -> reconnect with backoff.
 import type { ObjectMeta } from './objects';
 import { objectKey } from './objects';
+import { backoffDelayMs, BackoffBounds, jitter } from '../../util/backoff';
 
 export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
 
@@ -25,10 +26,7 @@ export interface ReflectorIO<T> {
   }): Promise<WatchHandle>;
 }
 
-export interface Backoff {
-  initialMs: number;
-  maxMs: number;
-}
+export type Backoff = BackoffBounds;
 
 export const DEFAULT_BACKOFF: Backoff = { initialMs: 200, maxMs: 30_000 };
 
@@ -123,10 +121,8 @@ export class Reflector<T extends { metadata: ObjectMeta }> {
   }
 
   private backoffMs(): number {
-    const b = this.opts.backoff ?? DEFAULT_BACKOFF;
-    const base = Math.min(b.maxMs, b.initialMs * 2 ** Math.min(this.failures - 1, 20));
     // Jitter spreads reconnects of many nodes after an API server restart.
-    return Math.round(base * (0.5 + Math.random() * 0.5));
+    return jitter(backoffDelayMs(this.failures, this.opts.backoff ?? DEFAULT_BACKOFF));
   }
 
   private async run(onSynced: () => void): Promise<void> {

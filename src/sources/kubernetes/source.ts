@@ -1,6 +1,7 @@
 // KubernetesSource: informers -> translate -> onChange(vips); leader election, status and Events; readiness.
 import type { Registry } from 'prom-client';
 import type { VipConfig } from '../../model/config';
+import { DEFAULT_LEADER_ELECTION, type LeaderElectionOptions } from '../../model/kubernetes';
 import { connectKube, KubeApi } from './client';
 import { decideLease, Observation, releasedSpec } from './election';
 import { createSourceMetrics, noMetrics, ResourceKind, SourceMetrics } from './metrics';
@@ -9,6 +10,7 @@ import { parsePool, Pool } from './pool';
 import { Backoff, Reflector, ReflectorIO } from './reflector';
 import { planStatus } from './status';
 import { Problem, translate } from './translate';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** pino-compatible subset. */
 export interface Logger {
@@ -25,23 +27,8 @@ const silent: Logger = {
   error: () => undefined,
 };
 
-export interface LeaderElectionOptions {
-  namespace: string;
-  /** Lease name. */
-  name: string;
-  leaseDurationSeconds: number;
-  /** A leader that could not renew for this long steps down (< leaseDurationSeconds). */
-  renewDeadlineSeconds: number;
-  retryPeriodSeconds: number;
-}
-
-export const DEFAULT_LEADER_ELECTION: LeaderElectionOptions = {
-  namespace: 'peak-xdp-system',
-  name: 'peak-xdp-leader',
-  leaseDurationSeconds: 15,
-  renewDeadlineSeconds: 10,
-  retryPeriodSeconds: 2,
-};
+export { DEFAULT_LEADER_ELECTION };
+export type { LeaderElectionOptions };
 
 export interface KubernetesSourceOptions {
   /** Called with every VIP of ours whenever the set changes (never before the first full sync). Awaited. */
@@ -286,7 +273,7 @@ export class KubernetesSource {
       this.log.error({ err: (e as Error).message }, 'kubernetes: onChange failed');
       this.dirty = true;
       this.pendingSinceMs ??= sinceMs;
-      await new Promise((r) => setTimeout(r, 200));
+      await sleep(200);
     }
   }
 
