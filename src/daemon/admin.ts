@@ -3,6 +3,8 @@
 // /metrics and /state rendered once for concurrent requests, so scrapes cannot hold up /healthz.
 import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
 import { AddressInfo, Socket } from 'node:net';
+import { promisify } from 'node:util';
+import { gzip } from 'node:zlib';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../log';
 import { renderRegistry } from '../metrics';
@@ -189,6 +191,17 @@ async function jsonInTurns(v: unknown): Promise<string> {
   return parts.length === 0 ? '{}' : `{\n${parts.join(',\n')}\n}`;
 }
 
+/** True when an Accept-Encoding header allows gzip (a gzip or * token whose q is not 0). */
+export function acceptsGzip(header: string | string[] | undefined): boolean {
+  const text = Array.isArray(header) ? header.join(',') : (header ?? '');
+  return text.split(',').some((part) => {
+    const [coding, ...params] = part.trim().toLowerCase().split(';');
+    if (coding?.trim() !== 'gzip' && coding?.trim() !== '*') return false;
+    const q = params.map((x) => /^\s*q\s*=\s*([0-9.]+)\s*$/.exec(x)).find((m) => m !== null);
+    return q === undefined || Number(q![1]) > 0;
+  });
+}
+
 export async function startAdmin(o: AdminOptions): Promise<AdminServer> {
   const fdLimit = o.fdLimit !== undefined ? o.fdLimit : (readFdLimit()?.soft ?? null);
   const limits = adminLimits(o.limits ?? {}, fdLimit);
@@ -212,10 +225,22 @@ export async function startAdmin(o: AdminOptions): Promise<AdminServer> {
     labelNames: ['path', 'how'],
     registers: [o.registry],
   });
-  const rendered = async (res: ServerResponse, path: RenderedPath, type: string): Promise<void> => {
+  // Compressed once per body (every sharer of a render gets the same Buffer), in zlib's thread pool.
+  const gzipped = new WeakMap<Buffer, Promise<Buffer>>();
+  const rendered = async (
+    res: ServerResponse,
+    path: RenderedPath,
+    type: string,
+    gz = false,
+  ): Promise<void> => {
     const r = await renders[path].get();
     served.inc({ path, how: r.how });
-    send(res, 200, type, r.body);
+    if (!gz) return send(res, 200, type, r.body);
+    let z = gzipped.get(r.body);
+    if (z === undefined) gzipped.set(r.body, (z = promisify(gzip)(r.body)));
+    const body = await z;
+    res.writeHead(200, { 'content-type': type, 'content-encoding': 'gzip', vary: 'Accept-Encoding', 'cache-control': 'no-store' }); // prettier-ignore
+    res.end(body);
   };
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const path = (req.url ?? '/').split('?')[0];
@@ -223,7 +248,7 @@ export async function startAdmin(o: AdminOptions): Promise<AdminServer> {
       return send(res, 405, 'text/plain', 'method not allowed\n');
     switch (path) {
       case '/metrics':
-        return rendered(res, path, o.registry.contentType);
+        return rendered(res, path, o.registry.contentType, acceptsGzip(req.headers['accept-encoding']));
       case '/healthz':
         return send(res, 200, 'text/plain', 'ok\n');
       case '/readyz': {

@@ -1,7 +1,13 @@
-// Facts about this host the daemon needs: an interface's MAC and addresses, the default route's neighbour.
+// Facts about this host the daemon needs: an interface's MAC and addresses, the default route's neighbour;
+// the datapath config they give a config.
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
+import type { DatapathConfig } from '../datapath/types';
+import { hostIssues, type Config } from '../model/config';
+import { ConfigRejectedError } from '../model/errors';
+import { resolveDatapathConfig } from '../reconcile/desired';
+import type { HostNetwork } from './collaborators';
 
 const exec = promisify(execFile);
 
@@ -60,4 +66,24 @@ export async function defaultGatewayMac(ifname: string): Promise<string | undefi
     }
   }
   return undefined;
+}
+
+/**
+ * The datapath config for `config` on this host (its MAC, addresses, gateway). The config checks that need the
+ * host (a VIP or backend that is the node's own address) throw ConfigRejectedError, like any config error.
+ */
+export async function hostDatapathConfig(o: {
+  config: Config;
+  configPath: string;
+  facts: HostNetwork;
+}): Promise<DatapathConfig> {
+  const { config, facts } = o;
+  const ownMac = await facts.interfaceMac(config.interface);
+  const addresses = await facts.interfaceAddresses(config.interface);
+  const issues = hostIssues(config, { interface: config.interface, addresses });
+  if (issues.length > 0) throw new ConfigRejectedError(o.configPath, issues);
+  const autoNextHopMac =
+    config.nextHopMac === 'auto' ? await facts.defaultGatewayMac(config.interface) : undefined;
+  const autoEncapAddresses = config.encapSource === 'auto' ? addresses : undefined;
+  return resolveDatapathConfig({ config, ownMac, autoNextHopMac, autoEncapAddresses });
 }

@@ -4,14 +4,14 @@
 // (the kernel datapath's installTable rejects for the VIP at that address; null: stop), killBgpWorker (ends the
 // BGP speaker's worker thread as a crash would), readiness, state, routes, stop.
 import { createInterface } from 'node:readline';
-import { Daemon } from '../../src/daemon/daemon';
 import type { KernelDatapath } from '../../src/datapath/kernel';
+import { createDaemon } from '../../src/daemon/wiring';
 import { createLogger } from '../../src/log';
 
 const [configPath, bpffs] = process.argv.slice(2);
 if (!configPath || !bpffs) throw new Error('usage: daemon-harness-main <config> <bpffs>');
 
-const daemon = new Daemon({
+const daemon = createDaemon({
   configPath,
   bpffs,
   detachOnExit: false,

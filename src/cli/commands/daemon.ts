@@ -1,7 +1,7 @@
 // peak-xdp daemon: runs the control plane until SIGTERM/SIGINT; exit leaves forwarding running.
 import type { Argv } from 'yargs';
-import { Daemon } from '../../daemon/daemon';
 import { bpffsRoot } from '../../daemon/pins';
+import { createDaemon } from '../../daemon/wiring';
 import { createLogger, LOG_LEVELS } from '../../log';
 import { GlobalArgs, requireCapabilities } from '../context';
 import { CliError } from '../output';
@@ -35,7 +35,7 @@ export function registerDaemon(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     async (a) => {
       requireCapabilities('the daemon');
       const logger = createLogger({ level: a.logLevel });
-      const daemon = new Daemon({
+      const daemon = createDaemon({
         configPath: a.config,
         bpffs: bpffsRoot(a.bpffs),
         detachOnExit: a.detachOnExit,

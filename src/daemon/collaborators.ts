@@ -1,0 +1,56 @@
+// What the daemon is built from: the contracts of its collaborators. wiring.ts gives the real ones (kernel,
+// sockets, `ip`); unit tests give in-memory ones.
+import type { EventEmitter } from 'node:events';
+import type { BgpConfig } from '../bgp/config';
+import type { BgpSpeakerHandle } from '../bgp/speaker-protocol';
+import type { SpeakerThreadOptions } from '../bgp/speaker-thread';
+import type { HealthMonitor } from '../health/monitor';
+import type { Logger } from '../log';
+import type { ReloadEvent } from '../sources/types';
+import type { AdminOptions, AdminServer } from './admin';
+import type { DatapathHost } from './datapath-host';
+import type { VipRoutesStatus } from './vip-routes';
+
+/** Facts about this host's interfaces (src/daemon/host.ts). */
+export interface HostNetwork {
+  interfaceMac(ifname: string): Promise<string>;
+  /** Global addresses, IPv4 first. */
+  interfaceAddresses(ifname: string): Promise<string[]>;
+  defaultGatewayMac(ifname: string): Promise<string | undefined>;
+}
+
+/** Events: 'reload' (ReloadEvent), 'error'. */
+export interface DaemonConfigSource extends EventEmitter {
+  start(): Promise<ReloadEvent>;
+  stop(): void;
+}
+
+/** Events: 'change' (HealthChange), 'localError' (LocalCheckError), 'error'. */
+export type DaemonHealthMonitor = EventEmitter &
+  Pick<HealthMonitor, 'start' | 'stop' | 'setTargets' | 'statuses' | 'since' | 'localErrors' | 'snapshot'>;
+
+export interface DaemonSpeaker extends BgpSpeakerHandle {
+  /** Times the speaker's worker was restarted. */
+  readonly restarts: number;
+}
+
+/** The VIP blackhole routes (vip-routes.ts VipRouteKeeper). */
+export interface VipRoutes {
+  set(addresses: Iterable<string>, enabled: boolean): void;
+  /** Stops keeping the routes; they stay. */
+  stop(): Promise<void>;
+  removeAll(): Promise<void>;
+  status(): VipRoutesStatus;
+}
+
+export interface DaemonCollaborators {
+  datapathHost: DatapathHost;
+  hostNetwork: HostNetwork;
+  configSource(o: { path: string }): DaemonConfigSource;
+  healthMonitor(): DaemonHealthMonitor;
+  /** Fails a start whose BGP settings cannot work here (routerId "auto", the listener), before the datapath. */
+  bgpPreflight(o: { bgp: BgpConfig; ifname: string }): Promise<void>;
+  bgpSpeaker(o: SpeakerThreadOptions): DaemonSpeaker;
+  adminServer(o: AdminOptions): Promise<AdminServer>;
+  vipRoutes(o: { ifname: string; log: Logger }): VipRoutes;
+}

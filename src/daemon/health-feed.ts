@@ -1,0 +1,69 @@
+// The daemon's health side: the monitor's statuses (with seeds bridging a restart) as the desired state's
+// input, its targets from each desired state, and its events logged.
+import type { Datapath } from '../datapath/types';
+import type { LocalCheckError } from '../health/monitor';
+import type { HealthStatus } from '../health/state';
+import { healthTargets } from '../health/targets';
+import { rateLimited, type Logger } from '../log';
+import type { DesiredState } from '../reconcile';
+import type { DaemonHealthMonitor } from './collaborators';
+
+/** Health checks that fail on this host are logged once per this interval at most (with a count). */
+const LOCAL_ERROR_LOG_MS = 10_000;
+
+export class HealthFeed {
+  private readonly monitor: DaemonHealthMonitor;
+  private readonly log: Logger;
+  /** Statuses the datapath held before a restart, until the checks report. */
+  private seeds = new Map<string, HealthStatus>();
+
+  constructor(o: { monitor: DaemonHealthMonitor; log: Logger }) {
+    this.monitor = o.monitor;
+    this.log = o.log;
+  }
+
+  /** After adoption: backends the datapath holds as down stay down until their checks say otherwise. */
+  async seed(dp: Datapath, probe: DesiredState): Promise<void> {
+    const states = new Map((await dp.listBackends()).map((b) => [b.id, b.state]));
+    for (const v of probe.vips)
+      for (const b of v.backends) if (states.get(b.id) === 'down') this.seeds.set(b.key, 'down');
+  }
+
+  /** The desiredState inputs: health by membership key, and when each last flipped. */
+  inputs(): { health: Map<string, HealthStatus>; healthSince: Map<string, number> } {
+    const health = new Map(this.seeds);
+    for (const [k, s] of this.monitor.statuses()) health.set(k, s);
+    return { health, healthSince: this.monitor.since() };
+  }
+
+  /**
+   * Checks what `desired` holds; true when a status already differs from it (new targets start with a status
+   * but emit no change: a sync more makes /state and the datapath show it).
+   */
+  retarget(desired: DesiredState): boolean {
+    this.monitor.setTargets(healthTargets(desired, this.seeds));
+    // Seeds only bridge a restart: once checks report, their statuses rule.
+    this.seeds = new Map([...this.seeds].filter(([k]) => !this.monitor.statuses().has(k)));
+    const now = this.monitor.statuses();
+    return desired.vips.some((v) => v.backends.some((b) => now.has(b.key) && now.get(b.key) !== b.health));
+  }
+
+  /** Starts the checks; `onChange` after every flip. */
+  start(onChange: () => void): void {
+    this.monitor.on('change', (c: { vip: string; address: string; from: string; to: string }) => {
+      this.log.info({ vip: c.vip, backend: c.address, from: c.from, to: c.to }, 'backend health changed');
+      onChange();
+    });
+    // Checks failing on this host (EMFILE, ...) leave statuses alone; say so, once per interval at most.
+    const localErrorLog = rateLimited(LOCAL_ERROR_LOG_MS);
+    this.monitor.on('localError', (c: LocalCheckError) =>
+      localErrorLog((suppressed) =>
+        this.log.warn(
+          { vip: c.vip, backend: c.address, detail: c.result.detail, suppressedSinceLast: suppressed },
+          'health check failed on this host, not the backend: no verdict, the backend keeps its status',
+        ),
+      ),
+    );
+    this.monitor.start();
+  }
+}

@@ -1,0 +1,100 @@
+// Desired state -> datapath for the daemon: each sync's desired state reconciled, and what the last one left
+// (the applied state, VIPs whose writes failed, failed clean-up, a reconcile that failed as a whole), logged
+// as it changes.
+import type { Datapath } from '../datapath/types';
+import type { Logger } from '../log';
+import {
+  desiredState,
+  DesiredState,
+  DesiredStateOptions,
+  idStateFromDatapath,
+  IdState,
+  Reconciler,
+  ReconcileFailure,
+  ReconcileSummary,
+  TableCache,
+} from '../reconcile';
+
+export class Programmer {
+  private readonly log: Logger;
+  private reconciler: Reconciler | null = null;
+  private readonly tables = new TableCache();
+  /** Ids as the datapath holds them: an adopted state is reconciled without churn. */
+  ids: IdState | undefined;
+  /** The last desired state applied (null: none yet). */
+  desired: DesiredState | null = null;
+  lastReconcile: (ReconcileSummary & { at: string }) | null = null;
+  /** The last reconcile failed as a whole (nothing written: e.g. the datapath could not be read). */
+  reconcileError: string | null = null;
+  /** Desired VIPs whose datapath writes failed in the last reconcile, by name: withdrawn and retried. */
+  failedVips = new Map<string, ReconcileFailure>();
+  /** Failed clean-up of what is no longer desired (no VIP withheld for it). */
+  cleanupFailures: ReconcileFailure[] = [];
+
+  constructor(o: { log: Logger }) {
+    this.log = o.log;
+  }
+
+  /** Programs `datapath` from now on, reading the ids it holds. */
+  async use(datapath: Datapath): Promise<void> {
+    this.reconciler = new Reconciler(datapath);
+    this.ids = await idStateFromDatapath(datapath);
+  }
+
+  /** Builds the desired state and reconciles the datapath to it; rejects when the reconcile failed as a whole. */
+  async apply(
+    o: Omit<DesiredStateOptions, 'ids' | 'tables'>,
+  ): Promise<{ desired: DesiredState; summary: ReconcileSummary }> {
+    try {
+      const desired = desiredState({ ...o, ids: this.ids, tables: this.tables });
+      const summary = await this.reconciler!.reconcile(desired);
+      this.ids = desired.ids;
+      this.noteFailOpen(this.desired, desired);
+      this.desired = desired;
+      this.reconcileError = null;
+      this.noteFailures(summary.failures);
+      this.lastReconcile = { ...summary, at: new Date().toISOString() };
+      return { desired, summary };
+    } catch (e) {
+      this.reconcileError = (e as Error).message;
+      throw e;
+    }
+  }
+
+  /** Records the VIPs the last reconcile left not programmed, logging each change. */
+  private noteFailures(failures: ReconcileFailure[]): void {
+    const failed = new Map<string, ReconcileFailure>();
+    for (const f of failures) for (const v of f.vips) if (!failed.has(v)) failed.set(v, f);
+    for (const [vip, f] of failed)
+      if (!this.failedVips.has(vip))
+        this.log.error(
+          { vip, op: f.op, target: f.target, error: f.error },
+          'VIP not programmed: its datapath writes failed; withdrawn, retrying',
+        );
+    for (const vip of this.failedVips.keys())
+      if (!failed.has(vip) && this.desired?.vips.some((v) => v.name === vip))
+        this.log.info({ vip }, 'VIP programmed after its failed writes; announced again if ready');
+    const cleanup = failures.filter((f) => f.vips.length === 0);
+    for (const f of cleanup)
+      this.log.warn({ op: f.op, target: f.target, error: f.error }, 'datapath clean-up failed; retrying');
+    this.failedVips = failed;
+    this.cleanupFailures = cleanup;
+  }
+
+  /** Logs VIPs that start or stop failing open (every serving backend failing its checks, all forwarded to). */
+  private noteFailOpen(before: DesiredState | null, after: DesiredState): void {
+    const was = new Set(before?.failOpenVips ?? []);
+    const now = new Set(after.failOpenVips);
+    for (const v of after.vips)
+      if (v.failOpen && !was.has(v.name))
+        this.log.warn(
+          { vip: v.name, backends: v.usableBackends },
+          'VIP fails open: every backend fails its health checks; new flows go to all of them and the VIP ' +
+            'stays announced (failOpen: false drops them instead)',
+        );
+    const present = new Set(after.vips.map((v) => v.name));
+    for (const name of was)
+      if (!now.has(name) && present.has(name))
+        this.log.info({ vip: name }, 'VIP no longer fails open: health checks rule again');
+  }
+}

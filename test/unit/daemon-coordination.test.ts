@@ -1,0 +1,483 @@
+// The daemon's coordination without root: a MemoryDatapath behind an in-memory datapath host, fake config source,
+// health monitor, BGP speaker, admin server and routes, and jest's fake timers. Covers reload coalescing and
+// gating, announce gating, adoption, per-VIP retry with backoff, and surviving components' 'error' events.
+import { EventEmitter } from 'node:events';
+import type { RouteSpec } from '../../src/bgp/policy';
+import { MemoryDatapath, type RecordedCall } from '../../src/datapath/memory';
+import type { Datapath } from '../../src/datapath/types';
+import type { HealthTarget } from '../../src/health/monitor';
+import type { HealthStatus } from '../../src/health/state';
+import type { Logger } from '../../src/log';
+import { Config, validateConfig } from '../../src/model';
+import type { DaemonCollaborators } from '../../src/daemon/collaborators';
+import { Daemon } from '../../src/daemon/daemon';
+import type { DatapathHost, OpenedDatapath, XdpAttachment } from '../../src/daemon/datapath-host';
+import type { ReloadEvent } from '../../src/sources/types';
+
+// ---- fakes ---------------------------------------------------------------------------------------------------
+
+/** A node's kernel as far as the host interface goes: one datapath that outlives daemons, pins, attachment. */
+class MemoryHost implements DatapathHost {
+  readonly dp = new MemoryDatapath();
+  /** The datapath every daemon sees: the memory one, or a wrapper a test puts in front of it. */
+  view: Datapath = this.dp;
+  pinned = false;
+  attached: XdpAttachment['kind'] = 'none';
+
+  claim(ifname: string) {
+    return { pins: `/memory/${ifname}`, release: () => undefined, open: async () => this.open() };
+  }
+
+  private open(): OpenedDatapath {
+    const adopted = this.pinned;
+    this.pinned = true;
+    return {
+      datapath: this.view,
+      adopted,
+      attachment: () => (this.attached === 'other' ? { kind: 'other', progId: 99 } : { kind: this.attached }),
+      attach: async () => {
+        this.attached = 'ours';
+        return { mode: 'generic', progId: 1 };
+      },
+      detach: async () => void (this.attached = 'none'),
+      pinCheck: () => ({ missing: [], foreign: [] }),
+      repin: () => undefined,
+      unpin: () => void (this.pinned = false),
+      removePinDir: () => void (this.pinned = false),
+      close: () => undefined,
+    };
+  }
+}
+
+class FakeSource extends EventEmitter {
+  constructor(private readonly first: ReloadEvent) {
+    super();
+  }
+  async start(): Promise<ReloadEvent> {
+    return this.first;
+  }
+  stop(): void {}
+}
+
+/** Statuses set by the test; a new target starts with its initial status (or up), as HealthMonitor's do. */
+class FakeMonitor extends EventEmitter {
+  readonly status = new Map<string, HealthStatus>();
+  targets: HealthTarget[] = [];
+  start(): void {}
+  stop(): void {}
+  setTargets(targets: readonly HealthTarget[]): void {
+    this.targets = [...targets];
+    for (const t of targets) if (!this.status.has(t.key)) this.status.set(t.key, t.initial ?? 'up');
+  }
+  statuses(): Map<string, HealthStatus> {
+    return new Map(this.status);
+  }
+  since(): Map<string, number> {
+    return new Map();
+  }
+  localErrors(): Map<string, number> {
+    return new Map();
+  }
+  snapshot() {
+    return [];
+  }
+  /** Every backend of `vip` goes to `to`, announced as the real monitor does (one 'change' each). */
+  flip(vip: string, to: HealthStatus): void {
+    for (const t of this.targets.filter((x) => x.vip === vip)) {
+      const from = this.status.get(t.key)!;
+      this.status.set(t.key, to);
+      this.emit('change', { key: t.key, vip, address: t.address, from, to });
+    }
+  }
+}
+
+class FakeSpeaker extends EventEmitter {
+  readonly restarts = 0;
+  /** Prefixes handed over by each setRoutes call, in order. */
+  readonly sets: string[][] = [];
+  started = false;
+  /** What the datapath held when the speaker started (VIP addresses). */
+  heldAtStart: string[] | null = null;
+  constructor(private readonly dp: () => Datapath) {
+    super();
+  }
+  async start(): Promise<void> {
+    this.heldAtStart = (await this.dp().listVips()).map((v) => v.key.address);
+    this.started = true;
+  }
+  setRoutes(routes: RouteSpec[]): void {
+    this.sets.push(routes.map((r) => r.prefix));
+  }
+  status() {
+    return { asn: 65001, routerId: '192.0.2.1', desired: [], draining: false, peers: [] };
+  }
+  async stop(): Promise<void> {}
+  get last(): string[] | undefined {
+    return this.sets[this.sets.length - 1];
+  }
+}
+
+/** Records every log call; debug 'reconciled' records carry each sync's reason. */
+function recordingLogger() {
+  const records: { level: string; obj: Record<string, unknown>; msg: string }[] = [];
+  const log: Record<string, unknown> = {};
+  for (const level of ['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
+    log[level] = (obj: Record<string, unknown>, msg: string) => records.push({ level, obj, msg });
+  log.child = () => log;
+  log.isLevelEnabled = () => true;
+  return { log: log as unknown as Logger, records };
+}
+
+// ---- config --------------------------------------------------------------------------------------------------
+
+interface VipIn {
+  name: string;
+  address: string;
+  backends: string[];
+  check?: boolean;
+}
+const VIPS: VipIn[] = [
+  { name: 'a', address: '10.0.0.10', backends: ['10.1.0.1', '10.1.0.2'], check: true },
+  { name: 'b', address: '10.0.0.11', backends: ['10.1.0.3'] },
+];
+
+function config(vips: VipIn[], extra: Record<string, unknown> = {}): Config {
+  const r = validateConfig({
+    interface: 'eth0',
+    nextHopMac: '02:00:00:00:00:fe',
+    admin: { listen: '127.0.0.1:9100' },
+    vips: vips.map((v) => ({
+      name: v.name,
+      address: v.address,
+      port: 80,
+      tableSize: 101,
+      failOpen: false,
+      ...(v.check ? { healthCheck: { type: 'tcp', port: 80, downGraceSeconds: 0 } } : {}),
+      backends: v.backends.map((address) => ({ address })),
+    })),
+    ...extra,
+  });
+  if (!r.ok) throw new Error(r.errors.map((e) => `${e.path}: ${e.message}`).join('; '));
+  return r.config;
+}
+const BGP = { bgp: { asn: 65001, routerId: '192.0.2.1', peers: [{ address: '192.0.2.254', asn: 65000 }] } };
+
+/** A start syncs twice: the health targets it sets start with a status the desired state does not show yet. */
+const START = ['start', 'health targets'];
+
+const ok = (c: Config, changed = true): ReloadEvent => ({
+  ok: true,
+  trigger: 'file',
+  config: c,
+  warnings: [],
+  changed,
+});
+
+// ---- harness -------------------------------------------------------------------------------------------------
+
+interface Rig {
+  daemon: Daemon;
+  host: MemoryHost;
+  source: FakeSource;
+  monitor: FakeMonitor;
+  speaker: FakeSpeaker | null;
+  records: { level: string; obj: Record<string, unknown>; msg: string }[];
+  /** Reasons of the syncs that reconciled, in order. */
+  syncs(): string[];
+}
+
+function rig(o: { config: Config; host?: MemoryHost }): Rig {
+  const host = o.host ?? new MemoryHost();
+  const { log, records } = recordingLogger();
+  const source = new FakeSource({
+    ok: true,
+    trigger: 'start',
+    config: o.config,
+    warnings: [],
+    changed: true,
+  });
+  const monitor = new FakeMonitor();
+  const r: Rig = {
+    daemon: null as unknown as Daemon,
+    host,
+    source,
+    monitor,
+    speaker: null,
+    records,
+    syncs: () => records.filter((x) => x.msg === 'reconciled').map((x) => String(x.obj.reason)),
+  };
+  const collaborators: DaemonCollaborators = {
+    datapathHost: host,
+    hostNetwork: {
+      interfaceMac: async () => '02:00:00:00:00:01',
+      interfaceAddresses: async () => ['192.0.2.1'],
+      defaultGatewayMac: async () => '02:00:00:00:00:fe',
+    },
+    configSource: () => source,
+    healthMonitor: () => monitor as never,
+    bgpPreflight: async () => undefined,
+    bgpSpeaker: () => (r.speaker = new FakeSpeaker(() => host.view)) as never,
+    adminServer: async () => ({
+      address: { host: '127.0.0.1', port: 9100 },
+      limits: {} as never,
+      connections: () => 0,
+      stop: async () => undefined,
+    }),
+    vipRoutes: () => ({
+      set: () => undefined,
+      stop: async () => undefined,
+      removeAll: async () => undefined,
+      status: () => ({}) as never,
+    }),
+  };
+  r.daemon = new Daemon({
+    configPath: '/memory/config.yaml',
+    detachOnExit: false,
+    logger: log,
+    ...collaborators,
+  });
+  return r;
+}
+
+/** Lets promise chains settle (the timers stay fake; setImmediate is real). */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+}
+
+const mutations = (dp: MemoryDatapath, from: number): RecordedCall[] => dp.calls.slice(from);
+const heldAddresses = async (dp: Datapath) => (await dp.listVips()).map((v) => v.key.address).sort();
+const state = async (d: Daemon) =>
+  (await d.state()) as {
+    desired: { vips: { name: string; address: string }[] } | null;
+    reloadError: string | null;
+    adopted: boolean;
+    failedVips: { name: string }[];
+    componentErrors: Record<string, { count: number; last: string }>;
+  };
+
+/** A datapath whose reads wait while `held` is set: a sync started then stays in flight until release(). */
+function gated(inner: Datapath) {
+  let release: (() => void) | null = null;
+  let gate: Promise<void> | null = null;
+  const view = new Proxy(inner, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      if (typeof v !== 'function') return v;
+      return async (...args: unknown[]) => {
+        if (gate) await gate;
+        return (v as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+  return {
+    view,
+    hold: () => (gate = new Promise<void>((r) => (release = r))),
+    release: () => {
+      gate = null;
+      release?.();
+    },
+  };
+}
+
+beforeEach(() => {
+  jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate', 'queueMicrotask'] });
+});
+afterEach(() => {
+  jest.useRealTimers();
+});
+
+// ---- tests ---------------------------------------------------------------------------------------------------
+
+describe('daemon coordination over a memory datapath', () => {
+  it('coalesces reloads arriving during a sync into one more sync, which applies the last of them', async () => {
+    const r = rig({ config: config(VIPS) });
+    const g = gated(r.host.dp);
+    r.host.view = g.view;
+    await r.daemon.start();
+    expect(r.syncs()).toEqual(START);
+
+    g.hold();
+    r.monitor.flip('a', 'down'); // a sync starts and waits on the datapath
+    await settle();
+    const c2 = config([...VIPS, { name: 'c', address: '10.0.0.12', backends: ['10.1.0.4'] }]);
+    const c3 = config([...VIPS, { name: 'd', address: '10.0.0.13', backends: ['10.1.0.5'] }]);
+    r.source.emit('reload', ok(c2));
+    await settle();
+    r.source.emit('reload', ok(c3));
+    await settle();
+    r.monitor.flip('a', 'up');
+    await settle();
+    expect(r.syncs()).toEqual(START); // still the health sync in flight
+    g.release();
+    await settle();
+
+    console.log('syncs', r.syncs());
+    // The health sync that was running, then exactly one more for everything that came meanwhile.
+    expect(r.syncs()).toEqual([...START, 'health', 'queued']);
+    expect(await heldAddresses(r.host.dp)).toEqual(['10.0.0.10', '10.0.0.11', '10.0.0.13']);
+    await r.daemon.stop();
+  });
+
+  it('keeps the previous config and desired state when a reload is rejected', async () => {
+    const r = rig({ config: config(VIPS) });
+    await r.daemon.start();
+    const before = await state(r.daemon);
+    const writes = r.host.dp.calls.length;
+
+    // Invalid file: the source reports it rejected.
+    r.source.emit('reload', {
+      ok: false,
+      trigger: 'file',
+      errors: [{ path: 'vips.0.port', message: 'is not a port' }],
+      kept: null,
+    } as unknown as ReloadEvent);
+    await settle();
+    let after = await state(r.daemon);
+    expect(after.desired).toEqual(before.desired);
+    expect(after.reloadError).toContain('vips.0.port');
+    expect(r.daemon.readiness().reasons.join('\n')).toContain(
+      'config reload rejected, previous config in force',
+    );
+
+    // Valid, but changes a field bound at start; and valid, but a VIP is this host's own address.
+    r.source.emit(
+      'reload',
+      ok(config([{ name: 'x', address: '10.0.0.99', backends: ['10.1.0.9'] }], { interface: 'eth1' })),
+    );
+    await settle();
+    expect((await state(r.daemon)).reloadError).toBe('interface: changing these needs a daemon restart');
+    r.source.emit('reload', ok(config([{ name: 'x', address: '192.0.2.1', backends: ['10.1.0.9'] }])));
+    await settle();
+    after = await state(r.daemon);
+    expect(after.reloadError).toContain('192.0.2.1');
+    expect(after.desired).toEqual(before.desired);
+    expect(r.syncs()).toEqual(START);
+    expect(mutations(r.host.dp, writes)).toEqual([]);
+    expect(await heldAddresses(r.host.dp)).toEqual(['10.0.0.10', '10.0.0.11']);
+
+    // A good reload then applies and clears the error.
+    r.source.emit('reload', ok(config([VIPS[1]!])));
+    await settle();
+    expect((await state(r.daemon)).reloadError).toBeNull();
+    expect(await heldAddresses(r.host.dp)).toEqual(['10.0.0.11']);
+    await r.daemon.stop();
+  });
+
+  it('announces nothing before the first sync is applied, and withdraws a VIP with no usable backend', async () => {
+    const r = rig({ config: config(VIPS, BGP) });
+    await r.daemon.start();
+    const speaker = r.speaker!;
+    // The speaker starts only after the start sync wrote both VIPs; every route handed over is one held.
+    expect(speaker.heldAtStart?.sort()).toEqual(['10.0.0.10', '10.0.0.11']);
+    expect(speaker.sets.length).toBeGreaterThan(0);
+    expect(speaker.sets[0]!.sort()).toEqual(['10.0.0.10/32', '10.0.0.11/32']);
+
+    r.monitor.flip('a', 'down'); // failOpen: false, so a has no usable backend
+    await settle();
+    expect(speaker.last).toEqual(['10.0.0.11/32']);
+    r.monitor.flip('a', 'up');
+    await settle();
+    expect(speaker.last!.sort()).toEqual(['10.0.0.10/32', '10.0.0.11/32']);
+
+    // Detached and not re-attachable (another program there): everything is withdrawn.
+    r.host.attached = 'other';
+    await jest.advanceTimersByTimeAsync(300);
+    await settle();
+    expect(speaker.last).toEqual([]);
+    expect(r.daemon.readiness().ready).toBe(false);
+    await r.daemon.stop();
+  });
+
+  it('adopts what a previous daemon left without writing a VIP, backend or table', async () => {
+    const host = new MemoryHost();
+    // The previous daemon leaves ids a fresh start would not pick (z came first and went) and a's backends down.
+    const z: VipIn = { name: 'z', address: '10.0.0.9', backends: ['10.1.0.9'] };
+    const first = rig({ config: config([z, ...VIPS]), host });
+    await first.daemon.start();
+    first.source.emit('reload', ok(config(VIPS)));
+    await settle();
+    first.monitor.flip('a', 'down');
+    await settle();
+    await first.daemon.stop();
+    expect(await heldAddresses(host.dp)).toEqual(['10.0.0.10', '10.0.0.11']);
+    expect((await host.dp.listBackends()).map((b) => b.state).sort()).toEqual(['down', 'down', 'up']);
+    const heldConfig = await host.dp.readConfig();
+    const before = host.dp.calls.length;
+
+    const second = rig({ config: config(VIPS), host });
+    await second.daemon.start();
+    await settle();
+    const writes = mutations(host.dp, before);
+    console.log('datapath writes on adoption', writes);
+    expect((await state(second.daemon)).adopted).toBe(true);
+    // The config is written before the attach check, as on every start; it is the one already held.
+    expect(writes.filter((w) => w.method !== 'configure')).toEqual([]);
+    expect(await host.dp.readConfig()).toEqual(heldConfig);
+    await second.daemon.stop();
+  });
+
+  it('retries a VIP whose writes failed with backoff, while the other VIP is programmed and announced', async () => {
+    const r = rig({ config: config(VIPS, BGP) });
+    r.host.dp.failOn('upsertVip', '10.0.0.10:80/tcp', new Error('injected: ENOMEM'));
+    await r.daemon.start();
+    expect(await heldAddresses(r.host.dp)).toEqual(['10.0.0.11']);
+    expect((await state(r.daemon)).failedVips.map((v) => v.name)).toEqual(['a']);
+    expect(r.speaker!.last).toEqual(['10.0.0.11/32']);
+    const readiness = r.daemon.readiness();
+    expect(readiness.ready).toBe(true);
+    expect(readiness.reasons.join('\n')).toContain('VIP a not programmed, withdrawn');
+
+    // Retries at 1 s, then 2 s, then 4 s after each failure.
+    const retriesAt: number[] = [];
+    const t0 = Date.now();
+    for (let ms = 0; ms < 7000; ms += 100) {
+      const n = r.syncs().length;
+      await jest.advanceTimersByTimeAsync(100);
+      if (r.syncs().length > n) retriesAt.push(Date.now() - t0);
+    }
+    console.log('retries at (fake ms)', retriesAt);
+    expect(retriesAt).toEqual([1000, 3000, 7000]);
+    expect(r.syncs()).toEqual([...START, 'retry', 'retry', 'retry']);
+
+    r.host.dp.failOn('upsertVip', '10.0.0.10:80/tcp', null);
+    await jest.advanceTimersByTimeAsync(8000);
+    expect(r.syncs()).toEqual([...START, 'retry', 'retry', 'retry', 'retry']);
+    expect(await heldAddresses(r.host.dp)).toEqual(['10.0.0.10', '10.0.0.11']);
+    expect(r.speaker!.last!.sort()).toEqual(['10.0.0.10/32', '10.0.0.11/32']);
+    // Nothing failed any more: no further retries.
+    await jest.advanceTimersByTimeAsync(60_000);
+    expect(r.syncs()).toHaveLength(START.length + 4);
+    await r.daemon.stop();
+  });
+
+  it("survives components' 'error' events, and reports them", async () => {
+    const r = rig({ config: config(VIPS, BGP) });
+    await r.daemon.start();
+    r.source.emit('error', new Error('watch failed'));
+    r.monitor.emit('error', new Error('checker threw'));
+    r.speaker!.emit('error', new Error('worker died'));
+    r.speaker!.emit('error', new Error('worker died again'));
+    await settle();
+
+    const s = await state(r.daemon);
+    expect(s.componentErrors).toEqual({
+      'config-source': expect.objectContaining({ count: 1, last: 'watch failed' }),
+      'health-monitor': expect.objectContaining({ count: 1, last: 'checker threw' }),
+      bgp: expect.objectContaining({ count: 2, last: 'worker died again' }),
+    });
+    const readiness = r.daemon.readiness();
+    expect(readiness.ready).toBe(true);
+    expect(readiness.reasons.join('\n')).toContain('bgp error (2 so far');
+    expect(r.records.filter((x) => x.msg === 'component error; the daemon keeps running')).toHaveLength(4);
+
+    // Still working: a health change is applied and announced.
+    r.monitor.flip('a', 'down');
+    await settle();
+    expect(r.speaker!.last).toEqual(['10.0.0.11/32']);
+    // After a while /readyz stops naming them; /state keeps them.
+    await jest.advanceTimersByTimeAsync(300_001);
+    expect(r.daemon.readiness().reasons.join('\n')).not.toContain('error (');
+    expect(Object.keys((await state(r.daemon)).componentErrors)).toHaveLength(3);
+    await r.daemon.stop();
+  });
+});
