@@ -2,16 +2,38 @@
 # Idempotent set-up for a fresh Debian 12 machine: system packages, bpffs, npm dependencies, build.
 # Runs as the pre-hook of `npm test`, `npm run demo` and the benches; a second run on a ready machine
 # only checks and rebuilds what changed (a few seconds).
+#   scripts/setup.sh            everything: what an LB host needs, plus the test, testbed and bench tools
+#   scripts/setup.sh --runtime  only what a production LB host needs to build and run peak-xdp
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf '[setup] %s\n' "$*"; }
 
-# Debian packages the build, the tests, the testbed and the benches use. The BPF build needs only the kernel
-# uapi headers (linux-libc-dev) and libbpf-dev: no glibc header may be reached (test/unit/bpf-headers.test.ts).
-PACKAGES=(clang llvm libbpf-dev linux-libc-dev bpftool cmake ninja-build pkg-config libelf-dev zlib1g-dev
-  iproute2 ethtool nftables procps iputils-ping curl
-  bird2 frr gobgpd exabgp nginx-light haproxy wrk)
+mode=all
+for arg in "$@"; do
+  case "$arg" in
+    --runtime) mode=runtime ;;
+    -h | --help)
+      sed -n '2,6p' "$0"
+      exit 0
+      ;;
+    *)
+      echo "setup.sh: unknown option $arg (try --runtime or --help)" >&2
+      exit 2
+      ;;
+  esac
+done
+
+# What an LB host needs: the BPF and addon build (clang, libbpf, cmake; the BPF build reaches only the kernel
+# uapi headers in linux-libc-dev, no glibc header: test/unit/bpf-headers.test.ts), and what the daemon runs
+# (ip for VIP routes and decap, ethtool, nft, bpftool for diagnostics).
+RUNTIME_PACKAGES=(clang llvm libbpf-dev linux-libc-dev bpftool cmake ninja-build pkg-config libelf-dev zlib1g-dev
+  iproute2 ethtool nftables procps)
+# What only the tests, the namespace testbed and the benches use: BGP peers, web servers, load generators,
+# promtool (checks the metrics, alert rules and their unit tests).
+TEST_PACKAGES=(iputils-ping curl bird2 frr gobgpd exabgp nginx-light haproxy wrk prometheus)
+PACKAGES=("${RUNTIME_PACKAGES[@]}")
+if [ "$mode" = all ]; then PACKAGES+=("${TEST_PACKAGES[@]}"); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -57,6 +79,7 @@ npx --no-install cmake-js build --directory . --out build --log-level error >/tm
   cat /tmp/peak-xdp-build.log
   exit 1
 }
+node scripts/gen-version.js
 npx --no-install tsc -p tsconfig.build.json
 chmod +x dist/src/cli/main.js
 

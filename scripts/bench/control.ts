@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { MemoryDatapath } from '../../src/datapath/memory';
-import { MAX_PROBES } from '../../src/datapath/flowhash';
+import { sharedContract } from '../../src/datapath/contract';
 import {
   buildTable,
   changedFraction,
@@ -19,6 +19,8 @@ import {
 import { validateConfig } from '../../src/model';
 import { desiredState, DesiredState, IdTable, Reconciler, TableCache } from '../../src/reconcile';
 import { FileConfigSource } from '../../src/sources/file';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { quantileOf } from './lib/stats';
 
 type Part = 'all' | 'maglev' | 'reconcile' | 'daemon';
 
@@ -43,7 +45,7 @@ function parseArgs(argv: string[]): Options {
   const o: Options = {
     json: false,
     runs: 15,
-    probeLimit: MAX_PROBES,
+    probeLimit: sharedContract().maxProbes,
     vips: 512,
     backendsPerVip: 100,
     changes: 60,
@@ -96,10 +98,6 @@ function prng(seed: number): () => number {
   };
 }
 
-const quantile = (xs: number[], q: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
-};
 const now = (): number => performance.now();
 const backendsN = (n: number): MaglevBackend[] =>
   Array.from({ length: n }, (_, i) => ({ name: `10.${(i >> 8) & 255}.${i & 255}.1`, weight: 1 }));
@@ -151,7 +149,7 @@ function maglevBench(o: Options) {
   }
   return {
     algorithm: MAGLEV_ALGORITHM,
-    buildMsMedian: quantile(times, 0.5),
+    buildMsMedian: quantileOf(times, 0.5),
     buildMsMin: Math.min(...times),
     maxOverMean,
     removeChangedFraction: churn.reduce((a, b) => a + b, 0) / churn.length,
@@ -318,19 +316,19 @@ async function reconcileBench(o: Options) {
       fileMB: Buffer.byteLength(JSON.stringify(raw)) / 2 ** 20,
       coldParseJsonMs: parseMs,
       initialReconcileMs: initialMs,
-      changeP50Ms: quantile(one.ms, 0.5),
-      changeP99Ms: quantile(one.ms, 0.99),
-      changeOpsMedian: quantile(one.ops, 0.5),
-      change10P50Ms: quantile(ten.ms, 0.5),
-      change10P99Ms: quantile(ten.ms, 0.99),
-      change10OpsMedian: quantile(ten.ops, 0.5),
-      healthFlipP50Ms: quantile(healthMs, 0.5),
-      healthFlipP99Ms: quantile(healthMs, 0.99),
-      reloadJsonP50Ms: quantile(reloadJson.ms, 0.5),
-      reloadJsonP99Ms: quantile(reloadJson.ms, 0.99),
-      reloadJsonParseP50Ms: quantile(reloadJson.parse, 0.5),
-      reloadYamlP50Ms: quantile(reloadYaml.ms, 0.5),
-      reloadYamlParseP50Ms: quantile(reloadYaml.parse, 0.5),
+      changeP50Ms: quantileOf(one.ms, 0.5),
+      changeP99Ms: quantileOf(one.ms, 0.99),
+      changeOpsMedian: quantileOf(one.ops, 0.5),
+      change10P50Ms: quantileOf(ten.ms, 0.5),
+      change10P99Ms: quantileOf(ten.ms, 0.99),
+      change10OpsMedian: quantileOf(ten.ops, 0.5),
+      healthFlipP50Ms: quantileOf(healthMs, 0.5),
+      healthFlipP99Ms: quantileOf(healthMs, 0.99),
+      reloadJsonP50Ms: quantileOf(reloadJson.ms, 0.5),
+      reloadJsonP99Ms: quantileOf(reloadJson.ms, 0.99),
+      reloadJsonParseP50Ms: quantileOf(reloadJson.parse, 0.5),
+      reloadYamlP50Ms: quantileOf(reloadYaml.ms, 0.5),
+      reloadYamlParseP50Ms: quantileOf(reloadYaml.parse, 0.5),
       rssAfterLoadMB,
       rssAfterChangesMB,
       rssAfterJsonMB,
@@ -380,7 +378,6 @@ export type DaemonMemoryResult =
 
 const run = (cmd: string, args: string[]): string =>
   execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** kB value of a field in /proc/<pid>/status, in MiB. */
 function procStatusMB(pid: number, field: string): number {
@@ -582,9 +579,9 @@ export async function measureDaemonMemory(opts: DaemonMemoryOptions): Promise<Da
       hwmMB: procStatusMB(pid, 'VmHWM'),
       mapMemlockMB: mem.total / 2 ** 20,
       maps: mem.maps,
-      heapUsedMB: gauge('peak_xdp_nodejs_heap_size_used_bytes'),
-      heapTotalMB: gauge('peak_xdp_nodejs_heap_size_total_bytes'),
-      externalMB: gauge('peak_xdp_nodejs_external_memory_bytes'),
+      heapUsedMB: gauge('nodejs_heap_size_used_bytes'),
+      heapTotalMB: gauge('nodejs_heap_size_total_bytes'),
+      externalMB: gauge('nodejs_external_memory_bytes'),
     };
   } finally {
     if (stopChild !== null) await stopChild();

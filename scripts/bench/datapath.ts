@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { attachXdp, BpfMap, BpfObject, BpfProgram, ifNameToIndex, splitPerCpu } from '../../src/datapath/bpf';
 import { KernelDatapath } from '../../src/datapath/kernel';
 import { bpfObjectPath } from '../../src/paths';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 interface Args {
   json: boolean;
@@ -394,7 +395,7 @@ async function liveBench(a: Args): Promise<LiveResult> {
             }),
           ]),
         ) as { elapsedNs: number; frames: number };
-        await new Promise((res) => setTimeout(res, 100));
+        await sleep(100);
         const secs = child.elapsedNs / 1e9;
         const row: LiveRow = {
           program: v.name,

@@ -2,8 +2,16 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Profile } from './e2e-profile';
-import { barSpec, lineSpec, renderPng } from './lib/plot';
-import { histogram, LatencySummary } from './lib/stats';
+import {
+  barSpec,
+  binnedBarSpec,
+  ccdfSpec,
+  discreteLineSpec,
+  logHistogram,
+  renderPng,
+  timelineSpec,
+} from './lib/plot';
+import type { LatencySummary } from './lib/stats';
 
 export interface SystemResult {
   system: string;
@@ -136,11 +144,11 @@ export function milestoneMedians(samples: EcmpSample[]): {
 /** The plots renderReport writes (file, caption), in report order. */
 export const PLOTS: readonly { file: string; caption: string }[] = [
   { file: 'throughput-vs-backends.png', caption: 'max throughput vs backends' },
-  { file: 'latency-cdf.png', caption: 'latency CDF at the highest fixed rate' },
+  { file: 'latency-cdf.png', caption: 'latency CCDF (fraction slower, log-log) at the highest fixed rate' },
   { file: 'cpu-per-request.png', caption: 'CPU per request at the highest fixed rate' },
   { file: 'lb-timeline.png', caption: 'requests/s while LB nodes join and leave' },
   { file: 'lb-traffic.png', caption: 'packets/s the router sends to each peak-xdp LB node' },
-  { file: 'ecmp-delay.png', caption: 'ECMP update delay' },
+  { file: 'ecmp-delay.png', caption: 'ECMP update delay (1-2-5 ms bins)' },
 ];
 
 /** The Markdown report (pure: results in, text out). */
@@ -294,18 +302,19 @@ export async function renderReport(r: BenchResults, outDir: string): Promise<voi
   const tp = r.systems.flatMap((s) =>
     s.throughput.map((t) => ({ system: s.system, backends: t.backends, rps: t.maxRps })),
   );
+  // One run per point: no min–max band (discreteLineSpec draws one from rows with lo/hi when a bench repeats).
   await renderPng(
-    lineSpec({ title: 'Max throughput vs backends (wrk)', rows: tp, x: 'backends', y: 'rps', color: 'system', xTitle: 'backends', yTitle: 'req/s' }),
+    discreteLineSpec({ title: 'Max throughput vs backends (wrk)', rows: tp, x: 'backends', y: 'rps', color: 'system', xTitle: 'backends', yTitle: 'req/s' }),
     join(outDir, 'throughput-vs-backends.png'),
   ); // prettier-ignore
   const cdfRows = r.systems.flatMap((s) => {
     const last = s.latency.at(-1);
     return last
-      ? last.cdfUs.map((c) => ({ system: `${s.system} @${last.rate}/s`, ms: c.value / 1000, fraction: c.fraction }))
+      ? last.cdfUs.map((c) => ({ series: `${s.system} @${last.rate}/s`, ms: c.value / 1000, fraction: c.fraction }))
       : [];
   }); // prettier-ignore
   await renderPng(
-    lineSpec({ title: 'Latency CDF (open loop, new connection per request)', rows: cdfRows, x: 'ms', y: 'fraction', color: 'system', xTitle: 'latency (ms, log)', yTitle: 'fraction', xLog: true }),
+    ccdfSpec({ title: 'Latency CCDF (open loop, new connection per request; rules at p50, p99, p99.9)', rows: cdfRows }),
     join(outDir, 'latency-cdf.png'),
   ); // prettier-ignore
   const cpu = r.systems.flatMap((s) => {
@@ -327,25 +336,27 @@ export async function renderReport(r: BenchResults, outDir: string): Promise<voi
       ? s.timeline.okPerBucket.map((ok, i) => ({ system: s.system, t: (i * s.timeline!.bucketMs) / 1000, rps: (ok * 1000) / s.timeline!.bucketMs }))
       : [],
   ); // prettier-ignore
+  // LB membership changes, marked on both timelines (the same schedule for every system).
+  const events = (r.systems.find((s) => s.timeline)?.timeline?.changes ?? []).map((c) => ({ t: c.atMs / 1000, label: `LB nodes: ${c.lbs}` })); // prettier-ignore
   await renderPng(
-    lineSpec({ title: 'Requests/s while LB nodes join and leave (keep-alive, 100 ms think time)', rows: tl, x: 't', y: 'rps', color: 'system', xTitle: 's', yTitle: 'req/s' }),
+    timelineSpec({ title: 'Requests/s while LB nodes join and leave (keep-alive, 100 ms think time)', rows: tl, x: 't', y: 'rps', color: 'system', xTitle: 's', yTitle: 'req/s', events }),
     join(outDir, 'lb-timeline.png'),
   ); // prettier-ignore
   const peak =
     r.systems.find((s) => s.system === 'peak-xdp')?.timeline ?? r.systems.find((s) => s.timeline)?.timeline;
   const who = r.systems.find((s) => s.timeline === peak)?.system ?? 'none';
+  const peakEvents = (peak?.changes ?? []).map((c) => ({ t: c.atMs / 1000, label: `LB nodes: ${c.lbs}` }));
   await renderPng(
-    lineSpec({ title: `Packets/s to each LB node (${who}; LB count ${peak?.phases.join('→') ?? '-'})`, rows: peak?.lbPackets ?? [], x: 't', y: 'pps', color: 'lb', xTitle: 's', yTitle: 'packets/s from the router' }),
+    timelineSpec({ title: `Packets/s to each LB node (${who}; LB count ${peak?.phases.join('→') ?? '-'})`, rows: peak?.lbPackets ?? [], x: 't', y: 'pps', color: 'lb', xTitle: 's', yTitle: 'packets/s from the router', events: peakEvents }),
     join(outDir, 'lb-traffic.png'),
   ); // prettier-ignore
   const bins = (['start', 'stop'] as const).flatMap((a) =>
-    histogram(
+    logHistogram(
       (r.ecmp?.samples ?? []).filter((x) => x.action === a && x.ms !== null).map((x) => x.ms!),
-      100,
-    ).map((b) => ({ bin: b.from, action: a, count: b.count })),
+    ).map((b) => ({ ...b, series: a })),
   );
   await renderPng(
-    barSpec({ title: `ECMP update delay (${r.ecmp?.announcer ?? 'none'} → FIB)`, rows: bins, x: 'bin', y: 'count', xTitle: 'ms (100 ms bins, lower edge)', yTitle: 'changes', color: 'action' }),
+    binnedBarSpec({ title: `ECMP update delay (${r.ecmp?.announcer ?? 'none'} → FIB)`, rows: bins, xTitle: 'ms (1-2-5 bins: fine near the median, coarse in the tail)', yTitle: 'changes' }),
     join(outDir, 'ecmp-delay.png'),
   ); // prettier-ignore
 }

@@ -1,5 +1,6 @@
 // Cause of each failed request and broken connection (pure): its backend was killed or removed (acceptable),
 // or what happened around it (unacceptable), with the known hole "backend set changed, then LB set changed".
+import { logTimeMs } from '../../src/log';
 import type { FailureRecord } from '../bench/lib/loadgen';
 import type { EventRecord } from './events';
 import type { FibChange } from './observe';
@@ -303,21 +304,22 @@ export function backendChangesFromLog(
   const out: BackendChange[] = [];
   for (const line of log.split('\n')) {
     if (!line.startsWith('{')) continue;
-    let j: { time?: number; msg?: string; vip?: string; backend?: string; from?: string; to?: string };
+    let j: { time?: unknown; msg?: string; vip?: string; backend?: string; from?: string; to?: string };
     try {
       j = JSON.parse(line) as typeof j;
     } catch {
       continue;
     }
-    if (typeof j.time !== 'number') continue;
+    const t = logTimeMs(j.time);
+    if (t === null) continue;
     if (j.msg === 'backend health changed')
       out.push({
-        t: j.time,
+        t,
         lb,
         what: `${lb}: ${backendName(j.backend ?? '?')} ${j.from}->${j.to} (${j.vip})`,
         health: j.to,
       });
-    else if (j.msg === 'config reloaded') out.push({ t: j.time, lb, what: `${lb}: config reloaded` });
+    else if (j.msg === 'config reloaded') out.push({ t, lb, what: `${lb}: config reloaded` });
   }
   return out;
 }

@@ -4,6 +4,7 @@ import type { EventRecord } from './events';
 import type { FibChange, ResourceSample, SessionChange } from './observe';
 import type { SoakProfile } from './profile';
 import { EVENT_KINDS, formatSchedule, KIND_INFO, Schedule } from './schedule';
+import { median } from '../bench/lib/stats';
 
 /** A daemon generation's memory and fds grew too much when its last 10% exceed its first 10% by more than these. */
 export const GROWTH_BOUNDS = { rssPct: 20, rssMiB: 16, fds: 5 };
@@ -82,12 +83,6 @@ export interface SoakResults {
   harnessErrors: string[];
   verdict: Verdict;
 }
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const n = s.length;
-  return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
-};
 
 /**
  * Per daemon generation (LB node + pid), after its warm-up: the first vs the last 10% of samples (at least 20

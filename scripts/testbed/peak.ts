@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, openSync, closeSync, writeFileSync, readFileSync
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import YAML from 'yaml';
+import { logTimeMs } from '../../src/log';
 import { packageRoot } from '../../src/paths';
 import { Host, lbPinRoot, Plan, vipBackends } from './plan';
 import { run, runIn } from './sh';
@@ -173,14 +174,15 @@ export function startMilestones(o: { log: string; sinceEpochMs: number; peer: st
   const m: StartMilestones = { started: null, established: null, announced: null };
   for (const line of o.log.split('\n')) {
     if (!line.startsWith('{')) continue;
-    let j: { time?: number; msg?: string; peer?: string; announced?: number };
+    let j: { time?: unknown; msg?: string; peer?: string; announced?: number };
     try {
       j = JSON.parse(line) as typeof j;
     } catch {
       continue; // A torn last line while the daemon writes.
     }
-    if (typeof j.time !== 'number' || j.time < o.sinceEpochMs) continue;
-    const at = j.time - o.sinceEpochMs;
+    const t = logTimeMs(j.time);
+    if (t === null || t < o.sinceEpochMs) continue;
+    const at = t - o.sinceEpochMs;
     if (j.msg === 'daemon started') m.started ??= at;
     else if (j.msg === 'bgp: established' && j.peer === o.peer) m.established ??= at;
     else if (j.msg === 'bgp: sent update' && j.peer === o.peer && (j.announced ?? 0) > 0) m.announced ??= at;

@@ -335,6 +335,9 @@ export class HealthMonitor extends EventEmitter {
     }
     // Replaced or removed meanwhile, or the monitor stopped: drop the result.
     if (gen !== e.generation || !this.started) return;
+    // Every check, for the duration histogram (peak_xdp_health_check_duration_seconds).
+    const outcome = result.local === true ? 'local_error' : result.ok ? 'success' : 'failure';
+    this.emit('checked', { type: e.target.check.type, result: outcome, durationMs: result.durationMs });
     if (result.local === true) return this.noVerdict(e, result);
     e.checks++;
     if (!result.ok) e.failedChecks++;

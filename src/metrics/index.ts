@@ -1,9 +1,40 @@
-// Prometheus metrics of the daemon: datapath counters read from the maps at scrape time, per VIP and per
-// backend, health, reconcile and reload results, and Node process metrics.
+// Prometheus metrics of the daemon: datapath counters read from the maps at scrape time (one family per
+// meaning), per VIP and per backend, health, reconcile and reload results, build info, connection-table fill,
+// and the standard process_* / nodejs_* metrics under their usual names.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Datapath, DatapathCounters } from '../datapath/types';
 import type { TargetSnapshot } from '../health/monitor';
 import type { DesiredState } from '../reconcile/desired';
+import { parsePool, poolContains, type Pool } from '../sources/kubernetes/pool';
+import { buildInfo, type BuildInfo } from '../version';
+import type { ConntrackTable } from './conntrack';
+import { COUNTER_FAMILIES, CounterFamily, FamilyKey, placeCounter } from './counters';
+import { Sampled } from './sampled';
+
+export { conntrackTableOf, type ConntrackTable } from './conntrack';
+
+/** The kubernetes.pool entries of a config (its kubernetes section, checked at load) and the VIP addresses. */
+export function kubernetesPoolOf(
+  config: unknown,
+  vips: readonly { address: string }[],
+): { entries: string[]; addresses: string[] } | null {
+  const pool = (config as { kubernetes?: { pool?: unknown } } | null)?.kubernetes?.pool;
+  if (!Array.isArray(pool) || pool.length === 0) return null;
+  return {
+    entries: pool.filter((x): x is string => typeof x === 'string'),
+    addresses: vips.map((v) => v.address),
+  };
+}
+
+/** One health check done (HealthMonitor's 'checked' event). */
+export interface CheckDone {
+  type: string;
+  result: 'success' | 'failure' | 'local_error';
+  durationMs: number;
+}
+
+/** How often the connection table is walked to count its entries (a scrape in between gets the last count). */
+export const CONNTRACK_SAMPLE_MS = 30_000;
 
 export interface MetricsSources {
   datapath: Datapath;
@@ -12,13 +43,27 @@ export interface MetricsSources {
   health: () => TargetSnapshot[];
   /** Health checks that failed on this host (no verdict), by reason: HealthMonitor.localErrors. */
   healthLocalErrors?: () => Map<string, number>;
+  /** Emits 'checked' (CheckDone) after every check: the health-check duration histogram. */
+  healthChecks?: { on(event: 'checked', listener: (c: CheckDone) => void): unknown };
   attached: () => boolean;
   /** Names of desired VIPs whose datapath writes failed (withdrawn until a retry succeeds). */
   failedVips?: () => Iterable<string>;
+  /** Why the last config load was rejected (the previous config stays in force); null: the last one applied. */
+  reloadError?: () => string | null;
+  /** The connection table (null while none is open): its fill ratio, counted every CONNTRACK_SAMPLE_MS. */
+  conntrackTable?: () => ConntrackTable | null;
+  /** Kubernetes leader election: this node holds the Lease (give it only when running with Kubernetes). */
+  leader?: () => boolean;
+  /** The Kubernetes address pool (kubernetes.pool entries) and the VIP addresses in use; null: no pool. */
+  pool?: () => { entries: readonly string[]; addresses: Iterable<string> } | null;
   /** Per-backend series (traffic, state, health): 8 per membership; off for configs with huge backend sets. */
   perBackend: boolean;
   /** Register into this (fresh) registry, e.g. one the admin API already serves; default a new one. */
   registry?: Registry;
+  /** Default: this build's (src/version.ts). */
+  build?: BuildInfo;
+  /** Default CONNTRACK_SAMPLE_MS. */
+  conntrackSampleMs?: number;
 }
 
 export interface DaemonMetrics {
@@ -31,6 +76,8 @@ export interface DaemonMetrics {
   reattaches: Counter<'result'>;
   /** 'error' events of the daemon's components (config source, health monitor, BGP), survived. */
   componentErrors: Counter<'component'>;
+  /** A config was applied (at start, or a reload whose changes are in force): the reload timestamp. */
+  configApplied(atMs?: number): void;
 }
 
 /**
@@ -59,8 +106,7 @@ export async function renderRegistry(registry: Registry): Promise<string> {
 
 export function createMetrics(src: MetricsSources): DaemonMetrics {
   const registry = src.registry ?? new Registry();
-  // prom-client names already start with process_ / nodejs_: peak_xdp_process_cpu_seconds_total etc.
-  collectDefaultMetrics({ register: registry, prefix: 'peak_xdp_' });
+  registerProcessMetrics(registry);
   const registers = [registry];
   // Metrics built with no registry are never collected or exported.
   const perBackendRegisters = src.perBackend ? registers : [];
@@ -88,9 +134,31 @@ export function createMetrics(src: MetricsSources): DaemonMetrics {
     }
   };
 
+  // One family per meaning; each collects its members from the shared counters read.
+  for (const [key, f] of Object.entries(COUNTER_FAMILIES) as [FamilyKey, CounterFamily][])
+    new Counter({
+      name: f.name,
+      help: f.help,
+      labelNames: f.label === null ? [] : [f.label],
+      registers,
+      async collect() {
+        const c = await counters();
+        this.reset();
+        for (const [name, v] of Object.entries(c.global)) {
+          const place = placeCounter(name);
+          if (place.family !== key) continue;
+          setCounter(this, f.label === null || place.value === null ? {} : { [f.label]: place.value }, v);
+        }
+      },
+    });
+
+  // Deprecated: kept for one release so existing queries keep working; sum() over it mixes meanings.
   new Counter({
     name: 'peak_xdp_datapath_events_total',
-    help: 'Datapath counters by name (enum peak_counter in bpf/shared.h): verdicts, drop and pass reasons, conntrack',
+    help:
+      'DEPRECATED, removed in the next release: use peak_xdp_verdicts_total, peak_xdp_dropped_packets_total, ' +
+      'peak_xdp_passed_packets_total, peak_xdp_forwarded_packets_total, peak_xdp_conntrack_*. Every datapath ' +
+      'counter by name (enum peak_counter in bpf/shared.h)',
     labelNames: ['counter'],
     registers,
     async collect() {
@@ -269,5 +337,163 @@ export function createMetrics(src: MetricsSources): DaemonMetrics {
     labelNames: ['result', 'trigger'],
     registers,
   });
-  return { registry, render, reconcileDuration, reloads, reattaches, componentErrors };
+  new Gauge({
+    name: 'peak_xdp_config_last_reload_success',
+    help: '1 when the last configuration read is in force, 0 when it was rejected (the previous one still is)',
+    registers,
+    collect() {
+      this.set((src.reloadError?.() ?? null) === null ? 1 : 0);
+    },
+  });
+  const reloadTimestamp = new Gauge({
+    name: 'peak_xdp_config_last_reload_timestamp_seconds',
+    help: 'When the configuration in force was applied (Unix time): time() minus this is how old it is',
+    registers,
+  });
+
+  const build = src.build ?? buildInfo;
+  new Gauge({
+    name: 'peak_xdp_build_info',
+    help: 'Always 1; labels: the version (git tag at build time) and commit of this daemon, and Node.js',
+    labelNames: ['version', 'commit', 'nodejs'],
+    registers,
+  }).set({ version: build.version, commit: build.commit, nodejs: process.version }, 1);
+
+  // Counting a million-entry LRU hash is a walk of the map (~tens of ms): sampled, never per scrape.
+  const ctSample = new Sampled<{ entries: number; max: number } | null>({
+    intervalMs: src.conntrackSampleMs ?? CONNTRACK_SAMPLE_MS,
+    read: async () => {
+      const t = src.conntrackTable?.() ?? null;
+      return t === null ? null : { entries: await t.countEntries(), max: t.maxEntries };
+    },
+  });
+  if (src.conntrackTable) {
+    new Gauge({
+      name: 'peak_xdp_conntrack_entries',
+      help: `Entries in the connection table, counted at most every ${(src.conntrackSampleMs ?? CONNTRACK_SAMPLE_MS) / 1000} s`,
+      registers,
+      async collect() {
+        this.reset();
+        const s = await ctSample.get();
+        if (s !== null) this.set(s.entries);
+      },
+    });
+    new Gauge({
+      name: 'peak_xdp_conntrack_max_entries',
+      help: 'Capacity of the connection table (limits.conntrackEntries of the loaded map)',
+      registers,
+      collect() {
+        this.reset();
+        const t = src.conntrackTable?.() ?? null;
+        if (t !== null) this.set(t.maxEntries);
+      },
+    });
+    new Gauge({
+      name: 'peak_xdp_conntrack_fill_ratio',
+      help:
+        'Connection-table entries / capacity (0..1, like cilium_bpf_map_pressure), sampled as ' +
+        'peak_xdp_conntrack_entries; near 1 the LRU evicts live flows, which may then change backend',
+      registers,
+      async collect() {
+        this.reset();
+        const s = await ctSample.get();
+        if (s !== null && s.max > 0) this.set(s.entries / s.max);
+      },
+    });
+  }
+
+  if (src.leader)
+    new Gauge({
+      name: 'peak_xdp_k8s_leader',
+      help: '1 while this node holds the Kubernetes leader Lease (it writes Service status and Events), else 0',
+      registers,
+      collect() {
+        this.set(src.leader?.() ? 1 : 0);
+      },
+    });
+
+  if (src.pool) {
+    let parsed: { entries: string; pool: Pool } | null = null;
+    const usage = () => {
+      const p = src.pool?.() ?? null;
+      if (p === null) return [];
+      const key = p.entries.join(',');
+      if (parsed?.entries !== key) {
+        const r = parsePool(p.entries, 'kubernetes.pool');
+        parsed = { entries: key, pool: r.ok ? r.pool : [] };
+      }
+      return poolUsage(parsed.pool, p.addresses);
+    };
+    new Gauge({
+      name: 'peak_xdp_k8s_pool_addresses',
+      help: 'Addresses in each range of the Kubernetes address pool (kubernetes.pool)',
+      labelNames: ['range'],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of usage()) this.set({ range: u.range }, u.size);
+      },
+    });
+    new Gauge({
+      name: 'peak_xdp_k8s_pool_addresses_in_use',
+      help: 'Addresses of each pool range that VIPs use now (allocated or asked for explicitly)',
+      labelNames: ['range'],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of usage()) this.set({ range: u.range }, u.used);
+      },
+    });
+  }
+
+  const checkDuration = new Histogram({
+    name: 'peak_xdp_health_check_duration_seconds',
+    help: 'Time a health check took, by check type and result (success, failure, local_error: no verdict)',
+    labelNames: ['type', 'result'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers,
+  });
+  src.healthChecks?.on('checked', (c: CheckDone) =>
+    checkDuration.observe({ type: c.type, result: c.result }, c.durationMs / 1000),
+  );
+
+  return {
+    registry,
+    render,
+    reconcileDuration,
+    reloads,
+    reattaches,
+    componentErrors,
+    configApplied: (atMs = Date.now()) => reloadTimestamp.set(atMs / 1000),
+  };
+}
+
+/** Size and use of each pool range: the distinct addresses (canonical) that fall in it. */
+export function poolUsage(
+  pool: Pool,
+  addresses: Iterable<string>,
+): { range: string; size: number; used: number }[] {
+  const distinct = new Set(addresses);
+  return pool.map((r) => {
+    let used = 0;
+    for (const a of distinct) if (poolContains([r], a)) used++;
+    return { range: r.text, size: Number(r.last - r.first + 1n), used };
+  });
+}
+
+/** prom-client's gauges whose names end in _total (promtool: only counters may); nodejs_active_* {type} stay. */
+const TOTAL_GAUGES = [
+  'nodejs_active_handles_total',
+  'nodejs_active_requests_total',
+  'nodejs_active_resources_total',
+];
+
+/**
+ * The standard Node.js process metrics under their usual names (process_cpu_seconds_total,
+ * process_resident_memory_bytes, nodejs_heap_size_used_bytes, ...) so stock dashboards find them, less the
+ * three *_total gauges: sum(nodejs_active_handles) is the same number.
+ */
+export function registerProcessMetrics(registry: Registry): void {
+  collectDefaultMetrics({ register: registry });
+  for (const name of TOTAL_GAUGES) registry.removeSingleMetric(name);
 }

@@ -5,6 +5,7 @@ import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const ROOT = join(__dirname, '..', '..');
 
@@ -35,9 +36,7 @@ export function nsExec(
   return sh('ip', ['netns', 'exec', ns, ...args], opts);
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
+export { sleep };
 
 /** Poll until `pred` holds; resolves with the elapsed ms, rejects naming `what` after `ms`. */
 export async function waitFor(what: string, pred: () => boolean, ms: number, everyMs = 25): Promise<number> {

@@ -19,6 +19,7 @@ import { KernelDatapath } from '../../src/datapath/kernel';
 import { lockDir } from '../../src/daemon/lock';
 import { bpfObjectPath, packageRoot } from '../../src/paths';
 import { run, uniqueSuffix } from './netns';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** The compiled CLI the daemon and every command run from (build: npx tsc -p tsconfig.build.json). */
 export const CLI_JS = join(packageRoot, 'dist', 'src', 'cli', 'main.js');
@@ -27,7 +28,7 @@ export const VIP_PORT = 80;
 /** The LB's address on its link (the encapsulation source). */
 export const LB_ADDRESS = '10.10.2.2';
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export { sleep };
 
 export interface Backend {
   /** 1-based; the nginx answers "be<index>". */

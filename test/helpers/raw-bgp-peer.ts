@@ -18,6 +18,7 @@ import {
   SAFI_UNICAST,
   splitFrames,
 } from '../../src/bgp/codec';
+import { unmapIpv4 } from '../../src/model/ip';
 
 export interface RawPeerOptions {
   /** Where to listen (the speaker under test connects here). */
@@ -155,7 +156,7 @@ export class RawBgpPeer extends EventEmitter {
     this.sock = s;
     this.rx = Buffer.alloc(0);
     s.setNoDelay(true);
-    this.record({ ev: 'connected', t: Date.now(), from: (s.remoteAddress ?? '').replace(/^::ffff:/, '') });
+    this.record({ ev: 'connected', t: Date.now(), from: unmapIpv4(s.remoteAddress ?? '') });
     s.on('data', (d: Buffer) => {
       if (this.sock === s) this.onData(d);
     });

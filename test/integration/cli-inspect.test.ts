@@ -2,6 +2,7 @@
 // trace, maglev — table output (headers, rows) and --json fields; bad flags and non-root exit codes.
 import { CmdResult, DaemonLab, LB_ADDRESS, VIP } from '../helpers/daemon-lab';
 import { describePrivileged } from '../helpers/privileged';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** The header line and the row lines of a table printed by the CLI. */
 function table(text: string, header: string[]): string[][] {
@@ -110,7 +111,7 @@ describePrivileged('peak-xdp CLI with a running daemon', () => {
 
   it('stats: rates over a short interval while traffic runs; --watch --count; bad --interval', async () => {
     const load = lab.wrk({ seconds: 3 });
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
     const j = JSON.parse(ok(await lab.cli(['stats', '--interval', '0.5', '--json'])));
     const t = ok(await lab.cli(['stats', '--interval', '0.3']));
     const w = ok(await lab.cli(['stats', '--watch', '--count', '2', '--interval', '0.2', '--json']));

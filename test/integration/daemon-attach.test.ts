@@ -8,6 +8,7 @@ import { DEFAULTS } from '../../src/model/defaults';
 import { bpfObjectPath } from '../../src/paths';
 import { DaemonLab, DaemonProcess, LB_ADDRESS, VIP, waitUntil } from '../helpers/daemon-lab';
 import { describePrivileged } from '../helpers/privileged';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** Sizes of every pinned map, and everything the maps hold. */
 async function pinned(dp: KernelDatapath): Promise<{ sizes: Record<string, number>; held: string }> {
@@ -179,7 +180,7 @@ describePrivileged('daemon: pinned map sizes and re-attachment (real kernel)', (
     );
     expect(await desiredRoutes()).toEqual([]);
     // Still in place a few checks later.
-    await new Promise((res) => setTimeout(res, 4500));
+    await sleep(4500);
     expect(lab.lbXdpProgId()).toBe(passId);
 
     lab.ns(lab.lb, 'ip', ['link', 'set', 'dev', 'eth0', 'xdp', 'off']);

@@ -3,6 +3,7 @@
 import { fibNextHops, RouterDaemon, startFrr, waitFor } from '../helpers/bgp-peers';
 import { DaemonBgpLab, LabDaemon, prefixOf, VIP4, VIP6 } from '../helpers/daemon-bgp-lab';
 import { describePrivileged } from '../helpers/privileged';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 jest.setTimeout(60000);
 
@@ -67,7 +68,7 @@ describePrivileged('daemon + BGP vs FRR (two LB nodes)', () => {
   it('kill -9 with graceful restart: FRR keeps the routes (stale) past the hold time; the restart refreshes them', async () => {
     process.kill(daemons[0]!.pid, 'SIGKILL');
     await daemons[0]!.exited;
-    await new Promise((r) => setTimeout(r, 4000));
+    await sleep(4000);
     const j = frr.vtysh(`show bgp ipv4 unicast ${P4} json`);
     console.log(`[frr] 4 s after kill -9 of lb1 (GR 120 s): RIB ${JSON.stringify(frr.ribNextHops(P4))}, FIB ${JSON.stringify(fibNextHops(lab.topo, P4))}`); // prettier-ignore
     expect(routed([0, 1])()).toBe(true);

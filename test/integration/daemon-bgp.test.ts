@@ -6,6 +6,7 @@ import { fibNextHops, RouterDaemon, sh, startBird, waitFor } from '../helpers/bg
 import { DaemonBgpLab, LabDaemon, prefixOf, VIP4, VIP4B, VIP6 } from '../helpers/daemon-bgp-lab';
 import { waitUntil } from '../helpers/daemon-lab';
 import { describePrivileged } from '../helpers/privileged';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 jest.setTimeout(60000);
 
@@ -150,11 +151,11 @@ describePrivileged('daemon + BGP vs BIRD 2 (two LB nodes)', () => {
         applied = Date.now() - t0;
         break;
       }
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
     expect(applied).toBeGreaterThan(0);
     // Give a stray UPDATE time to arrive before comparing.
-    await new Promise((r) => setTimeout(r, 1000));
+    await sleep(1000);
     const after = await Promise.all([0, 1].map((i) => lab.state(i)));
     for (const i of [0, 1])
       expect(after[i]!.bgp!.peers.map((p) => p.updatesSent)).toEqual(
@@ -210,7 +211,7 @@ describePrivileged('daemon + BGP vs BIRD 2 (two LB nodes)', () => {
     process.kill(daemons[0]!.pid, 'SIGKILL');
     await daemons[0]!.exited;
     // Past the hold time, the routes through lb1 are still there (forwarding continues on lb1).
-    await new Promise((r) => setTimeout(r, HOLD_MS + 1000));
+    await sleep(HOLD_MS + 1000);
     expect(routed(P4, [0, 1])()).toBe(true);
     expect(routed(P6, [0, 1])()).toBe(true);
     const stale = birdc('show', 'route', 'all', 'for', P4);
@@ -236,7 +237,7 @@ describePrivileged('daemon + BGP vs BIRD 2 (two LB nodes)', () => {
     expect(await lab.signal(daemons[1]!, 'SIGTERM')).toBe(0);
     lab.writeConfig(1, lab.config(1, { ...settings[1], password: 'wrong-key' }));
     daemons[1] = await lab.startDaemon(1);
-    await new Promise((r) => setTimeout(r, 5000));
+    await sleep(5000);
     const st = await lab.state(1);
     expect(st.bgp!.peers.map((p) => p.state)).not.toContain('Established');
     expect(bird.established(v4(1))).toBe(false);

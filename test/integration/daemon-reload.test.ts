@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { KernelDatapath } from '../../src/datapath/kernel';
 import { DaemonLab, DaemonProcess, LB_ADDRESS, waitUntil } from '../helpers/daemon-lab';
 import { describePrivileged } from '../helpers/privileged';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 interface CliBackend {
   id: number;
@@ -62,7 +63,7 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
 
   it('a file rewrite adds a backend while wrk runs: no errors, the new backend gets traffic', async () => {
     const load = lab.wrk({ seconds: 5 });
-    await new Promise((r) => setTimeout(r, 1500));
+    await sleep(1500);
     lab.writeConfig(lab.config({ backends: [1, 2, 3, 4] }));
     const ms = await until('be4 up and in the table', (s) => {
       const b = s.backends.get(addr(4));
@@ -96,7 +97,7 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
       );
     const signalled0 = await reloads();
     const load = lab.wrk({ seconds: 6 });
-    await new Promise((r) => setTimeout(r, 1000));
+    await sleep(1000);
     // The watcher would also see the rewrite after its 200 ms debounce: SIGHUP at once is applied first.
     lab.writeConfig(lab.config({ backends: [1, 2, 3, 4], drain: [4] }));
     process.kill(daemon.pid, 'SIGHUP');
@@ -104,7 +105,7 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
     const drainMs = await until('be4 draining', (s) => s.backends.get(addr(4))?.state === 'draining');
     console.log(`reload-to-datapath (SIGHUP, drain): ${drainMs.toFixed(0)} ms`);
     // Connections are short (Connection: close): a second lets every flow on be4 finish.
-    await new Promise((r) => setTimeout(r, 1500));
+    await sleep(1500);
     lab.writeConfig(lab.config({ backends: [1, 2, 3] }));
     process.kill(daemon.pid, 'SIGHUP');
     const removeMs = await until('be4 removed', (s) => !s.backends.has(addr(4)));
@@ -122,7 +123,7 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
 
   it('removing a backend without draining breaks at most the flows in flight to it (counted)', async () => {
     const load = lab.wrk({ seconds: 4, connections: 4 });
-    await new Promise((r) => setTimeout(r, 1500));
+    await sleep(1500);
     const s0 = await snapshot(dp);
     const be3 = s0.backends.get(addr(3))!.id;
     const inFlight = (await dp.conntrack()).filter((e) => e.backendId === be3).length;
@@ -147,7 +148,7 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
       return b?.state === 'up' && s.table.includes(b.id);
     });
     // The watcher's own reload of the same file follows 200 ms later (unchanged: no operation).
-    await new Promise((r) => setTimeout(r, 400));
+    await sleep(400);
     const before = await snapshot(dp);
     // A valid change (drop be2) and an invalid field in the same file: nothing of it may apply.
     lab.writeConfig(lab.config({ backends: [1, 3], vipExtra: { tableSize: 250 } }));
@@ -165,7 +166,7 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
     expect(rz.reasons.join('\n')).toMatch(
       /config reload rejected, previous config in force: .*vips\[0\]\.tableSize/,
     );
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
     const after = await snapshot(dp);
     expect(after.vips).toBe(before.vips);
     expect([...after.backends]).toEqual([...before.backends]);

@@ -13,7 +13,7 @@ const SCRAPERS = 50;
 const GET = `
 const http = require('node:http');
 const fs = require('node:fs');
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const { setTimeout: sleep } = require('node:timers/promises');
 const get = (path, keep = false) => new Promise((resolve) => {
   const t0 = performance.now();
   const req = http.get({ host: '127.0.0.1', port: 9470, path, agent: false, timeout: 60000 }, (res) => {
@@ -60,7 +60,7 @@ const rendered = (text, path) => {
     state: rendered(after.text, '/state') - rendered(before.text, '/state'),
   };
   // The daemon's own event-loop delay, longest since the "before" scrape (prom-client resets it per collect).
-  const lagLine = after.text.split('\\n').find((l) => l.startsWith('peak_xdp_nodejs_eventloop_lag_max_seconds '));
+  const lagLine = after.text.split('\\n').find((l) => l.startsWith('nodejs_eventloop_lag_max_seconds '));
   const lagMaxMs = 1000 * Number(lagLine?.split(' ')[1]);
   console.log(JSON.stringify({ single: { metrics: strip(metrics), state: strip(state) }, renders, done, lagMaxMs }));
 })();

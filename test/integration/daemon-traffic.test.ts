@@ -123,8 +123,8 @@ describePrivileged('daemon: config -> traffic, admin API', () => {
     expect(sample(t, 'peak_xdp_reconcile_duration_seconds_count', { result: 'ok' })).toBeGreaterThanOrEqual(
       1,
     );
-    expect(sample(t, 'peak_xdp_process_resident_memory_bytes')).toBeGreaterThan(0);
-    expect(sample(t, 'peak_xdp_process_cpu_seconds_total')).toBeGreaterThan(0);
+    expect(sample(t, 'process_resident_memory_bytes')).toBeGreaterThan(0);
+    expect(sample(t, 'process_cpu_seconds_total')).toBeGreaterThan(0);
     expect(sample(t, 'peak_xdp_config_reloads_total', { result: 'ok', trigger: 'start' })).toBe(1);
   });
 

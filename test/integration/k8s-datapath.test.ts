@@ -9,6 +9,7 @@ import { Runner, startRunner } from '../helpers/k8s-process';
 import { service, slice } from '../helpers/k8s-objects';
 import { Lab, uniqueSuffix } from '../helpers/netns';
 import { describePrivileged } from '../helpers/privileged';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 describePrivileged('Kubernetes source -> KernelDatapath on a veth in a namespace', () => {
   const lab = new Lab();
@@ -74,7 +75,7 @@ describePrivileged('Kubernetes source -> KernelDatapath on a veth in a namespace
     for (let i = 0; i < 100; i++) {
       last = await readMaps();
       if (pred(last)) return last;
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
     }
     throw new Error(`maps never showed ${what}: ${JSON.stringify(last)}`);
   };

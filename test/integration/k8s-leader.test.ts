@@ -5,8 +5,7 @@ import { join } from 'node:path';
 import { FakeApiServer } from '../helpers/fake-apiserver';
 import { Runner, startRunner } from '../helpers/k8s-process';
 import { service, slice } from '../helpers/k8s-objects';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { setTimeout as sleep } from 'node:timers/promises';
 
 describe('leader election over a coordination.k8s.io Lease', () => {
   let api: FakeApiServer;

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { FakeApiServer } from '../helpers/fake-apiserver';
 import { Runner, RunnerLine, startRunner } from '../helpers/k8s-process';
 import { service, slice } from '../helpers/k8s-objects';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const FAST = {
   leaderElection: { leaseDurationSeconds: 3, renewDeadlineSeconds: 2, retryPeriodSeconds: 1 },
@@ -24,7 +25,6 @@ const backendsOf = (l: RunnerLine, name: string): string[] =>
   (vipsOf(l).find((v) => v.name === name)?.backends ?? []).map(
     (b) => `${b.address}${b.drain ? ':drain' : ''}`,
   );
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('KubernetesSource against the fake API server', () => {
   let api: FakeApiServer;

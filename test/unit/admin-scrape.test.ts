@@ -4,6 +4,7 @@ import { get } from 'node:http';
 import { Gauge, Registry } from 'prom-client';
 import { AdminServer, SharedRender, startAdmin } from '../../src/daemon/admin';
 import { silentLogger } from '../../src/log';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** GET on a fresh connection: status, body and elapsed ms (status 0 on error). */
 function fetchOnce(port: number, path: string): Promise<{ status: number; body: string; ms: number }> {
@@ -18,8 +19,6 @@ function fetchOnce(port: number, path: string): Promise<{ status: number; body: 
     req.on('error', () => resolve({ status: 0, body: '', ms: performance.now() - t0 }));
   });
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Holds the event loop for `ms`, as rendering a large registry or state document does. */
 function busy(ms: number): void {

@@ -13,6 +13,7 @@ import {
 import { rateLimited } from '../../src/log';
 import { createMetrics } from '../../src/metrics';
 import { DEFAULTS, HealthCheckConfig } from '../../src/model';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const errno = (code: string): NodeJS.ErrnoException => Object.assign(new Error(code), { code });
 
@@ -94,7 +95,7 @@ describe('HealthMonitor: a local error is no verdict', () => {
       finished,
       new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`script stuck at ${i}`)), 5000))),
     ]).finally(() => clearTimeout(timer));
-    await new Promise((r) => setTimeout(r, 30)); // the last result is applied
+    await sleep(30); // the last result is applied
     m.stop();
     expect(i).toBeGreaterThanOrEqual(script.length);
     return { m, changes, local };

@@ -16,6 +16,7 @@ import {
 } from '../../src/health';
 import { validateConfig } from '../../src/model';
 import { desiredState } from '../../src/reconcile';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 describe('nextHealth', () => {
   const t = { rise: 2, fall: 3 };
@@ -186,7 +187,7 @@ describe('HealthMonitor', () => {
     monitor.on('vip', (a: VipAvailability) => vipEvents.push(a));
     monitor.setTargets([{ key: 'k1', vip: 'web', address: '127.0.0.1', check: { ...check, port } }]);
     monitor.start();
-    await new Promise((r) => setTimeout(r, 350));
+    await sleep(350);
     expect(monitor.snapshot()[0]).toMatchObject({ status: 'up', failedChecks: 0 });
     expect(monitor.snapshot()[0]!.checks).toBeGreaterThanOrEqual(2);
 
@@ -234,10 +235,10 @@ describe('HealthMonitor', () => {
       { key: 'b', vip: 'v', address: '127.0.0.2', check: fast },
     ]);
     monitor.start();
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
     expect(pending).toHaveLength(2);
     pending.splice(0).forEach((f) => f());
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
     expect([...monitor.statuses()]).toEqual([
       ['a', 'down'],
       ['b', 'down'],
@@ -254,14 +255,14 @@ describe('HealthMonitor', () => {
       ['c', 'down'],
     ]);
     expect(monitor.snapshot().find((s) => s.key === 'b')).toMatchObject({ failures: 0, checks: 1 });
-    await new Promise((r) => setTimeout(r, 150));
+    await sleep(150);
     monitor.setTargets([]);
     let late = 0;
     monitor.on('change', () => late++);
     results.set('a', true).set('b', true).set('c', true);
     expect(pending.length).toBeGreaterThan(0);
     pending.splice(0).forEach((f) => f());
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
     expect(monitor.snapshot()).toEqual([]);
     expect(late).toBe(0);
     expect(() =>
@@ -306,11 +307,10 @@ describe('HealthMonitor', () => {
       return out;
     };
     for (round = 0; round < 5; round++) {
-      for (let wait = 0; pending.length < 4 && wait < 100; wait++)
-        await new Promise((r) => setTimeout(r, 10));
+      for (let wait = 0; pending.length < 4 && wait < 100; wait++) await sleep(10);
       expect(pending).toHaveLength(4);
       pending.splice(0).forEach((f) => f());
-      await new Promise((r) => setTimeout(r, 5));
+      await sleep(5);
       expect(monitor.availability()).toEqual(counted());
     }
     // a: 2 -> 0 (round 1) -> 1 -> 1 -> 2; b: 2 -> 1 -> 1 -> 2 -> 1 -> 0 (round 4).
@@ -334,10 +334,10 @@ describe('HealthMonitor', () => {
       })),
     );
     monitor.start();
-    await new Promise((r) => setTimeout(r, 600));
+    await sleep(600);
     monitor.stop();
     const stopped = new Map(counts);
-    await new Promise((r) => setTimeout(r, 150));
+    await sleep(150);
     expect(counts).toEqual(stopped);
     const mean = (interval: number): number => {
       const keys = [...Array(30).keys()].filter((i) => intervals[i % 3] === interval).map((i) => `k${i}`);

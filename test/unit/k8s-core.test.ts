@@ -18,6 +18,7 @@ import {
   WatchEventType,
 } from '../../src/sources/kubernetes';
 import { service } from '../helpers/k8s-objects';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const poolOf = (entries: string[]) => {
   const p = parsePool(entries);
@@ -324,7 +325,7 @@ describe('Reflector', () => {
       sleep: async () => undefined,
     });
     await r.start();
-    await new Promise((res) => setTimeout(res, 50));
+    await sleep(50);
     await r.stop();
     expect(calls.slice(0, 4)).toEqual(['list', 'watch@10', 'list', 'watch@20']);
     expect(relists).toEqual(['start', 'gone']);
@@ -365,7 +366,7 @@ describe('Reflector', () => {
       },
     });
     await r.start();
-    await new Promise((res) => setTimeout(res, 50));
+    await sleep(50);
     await r.stop();
     expect(calls.slice(0, 3)).toEqual(['list', 'watch@5', 'watch@6']);
     expect(r.items().map((x) => x.metadata.name)).toEqual(['a', 'b']);

@@ -15,7 +15,8 @@ const deployDir = join(__dirname, '..', '..', 'deploy');
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Doc = any;
 
-const files = readdirSync(deployDir).filter((f) => f.endsWith('.yaml'));
+// Kubernetes manifests; prometheus-alerts*.yaml are Prometheus rule files (test/integration/metrics-promtool.test.ts).
+const files = readdirSync(deployDir).filter((f) => f.endsWith('.yaml') && !f.startsWith('prometheus-'));
 const docs: { file: string; doc: Doc }[] = files.flatMap((file) =>
   YAML.parseAllDocuments(readFileSync(join(deployDir, file), 'utf8')).map((d) => {
     if (d.errors.length > 0) throw new Error(`${file}: ${d.errors[0]!.message}`);

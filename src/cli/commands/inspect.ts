@@ -5,6 +5,7 @@ import type { BackendSpec, VipSpec } from '../../datapath/types';
 import { queryXdp } from '../../datapath/bpf';
 import { daemonNames, GlobalArgs, openPinned } from '../context';
 import { CliError, formatBytes, formatRate, renderTable, toJson } from '../output';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const vipText = (v: VipSpec): string =>
   `${v.key.address.includes(':') ? `[${v.key.address}]` : v.key.address}:${v.key.port === 0 ? '*' : v.key.port}/${v.key.protocol}`;
@@ -229,7 +230,7 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           let prevAt = performance.now();
           const samples = a.watch ? (a.count ?? Infinity) : 1;
           for (let i = 0; i < samples; i++) {
-            await new Promise((r) => setTimeout(r, a.interval * 1000));
+            await sleep(a.interval * 1000);
             const cur = await dp.counters();
             const now = performance.now();
             const dt = (now - prevAt) / 1000;

@@ -1,0 +1,24 @@
+// peak-xdp version: this build's version (git tag at build time, else package.json) and commit.
+import type { Argv } from 'yargs';
+import { buildInfo } from '../../version';
+import type { GlobalArgs } from '../context';
+import { toJson } from '../output';
+
+/** The text `peak-xdp version` prints: one line, version first (scripts may take the first word). */
+export function formatVersion(info: { version: string; commit: string }, node: string): string {
+  return `${info.version} (commit ${info.commit}, node ${node})`;
+}
+
+export function registerVersion(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
+  return y.command(
+    'version',
+    'This build: version (from the git tag at build time), commit, Node.js',
+    () => undefined,
+    (a) => {
+      const out = a.json
+        ? toJson({ version: buildInfo.version, commit: buildInfo.commit, node: process.version })
+        : formatVersion(buildInfo, process.version);
+      process.stdout.write(`${out}\n`);
+    },
+  ) as unknown as Argv<GlobalArgs>;
+}
