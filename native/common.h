@@ -47,5 +47,6 @@ void InitTestRun(Napi::Env env, Napi::Object exports);
 void InitSockets(Napi::Env env, Napi::Object exports);
 void InitBtf(Napi::Env env, Napi::Object exports);
 void InitLock(Napi::Env env, Napi::Object exports);
+void InitBfdSocket(Napi::Env env, Napi::Object exports);
 
 }  // namespace peak

@@ -4,13 +4,16 @@
 import yargs, { Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { registerAttach } from './commands/attach';
+import { registerBfd } from './commands/bfd';
 import { registerBgp } from './commands/bgp';
 import { registerDaemon } from './commands/daemon';
 import { registerInspect } from './commands/inspect';
 import { registerMaglev } from './commands/maglev';
 import { registerTrace } from './commands/trace';
+import { registerVersion } from './commands/version';
 import type { GlobalArgs } from './context';
 import { CliError } from './output';
+import { buildInfo } from '../version';
 
 /** yargs turns a repeated string flag into an array: say so instead of failing later on a bad path. */
 const once =
@@ -46,7 +49,8 @@ export function buildCli(argv: string[]): Argv<GlobalArgs> {
     .demandCommand(1, 'give a command (peak-xdp --help lists them)')
     .recommendCommands()
     .help()
-    .version()
+    // --version and `peak-xdp version` print the same version (src/version.ts).
+    .version(buildInfo.version)
     .fail((msg, err) => {
       // yargs re-wraps errors thrown by coerce in a YError: those are usage errors too (exit 2).
       if (err && !(err instanceof CliError) && err.name === 'YError') throw new CliError(err.message, 2);
@@ -59,6 +63,8 @@ export function buildCli(argv: string[]): Argv<GlobalArgs> {
     registerMaglev,
     registerAttach,
     registerBgp,
+    registerBfd,
+    registerVersion,
   ])
     y = reg(y);
   return y;

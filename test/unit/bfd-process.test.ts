@@ -1,0 +1,319 @@
+// The BFD process shell without sockets: two BfdProcess instances joined by an in-memory Transport, driven
+// through the control socket (ControlServer + BfdClient on a temporary Unix socket).
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BfdClient } from '../../src/bfd/client';
+import { encodeControl, State } from '../../src/bfd/codec';
+import { parseProcessConfig, parseSessionSpec, parseSessionSpecs, SessionConfig } from '../../src/bfd/config';
+import { ControlServer } from '../../src/bfd/control';
+import type { ForwardingCheck, ForwardingVerdict } from '../../src/bfd/forwarding';
+import { BfdProcess } from '../../src/bfd/process';
+import type { BfdStatus, StateChangeEvent } from '../../src/bfd/protocol';
+import type { Datagram, Sender, Transport } from '../../src/bfd/socket';
+import { formatBfdStatus } from '../../src/cli/commands/bfd';
+
+/** Delivers each side's packets to the other with TTL 255, from the sender's address. */
+class MemoryNet {
+  readonly sides = new Map<string, (d: Datagram) => void>();
+  /** When set, packets are lost (a silent failure). */
+  cut = false;
+  transport(address: string): Transport {
+    return {
+      start: async (on) => {
+        this.sides.set(address, on);
+      },
+      openSender: async (o): Promise<Sender> => ({
+        localPort: 49152,
+        send: (data) => {
+          const to = this.sides.get(o.peer);
+          if (to && !this.cut)
+            setImmediate(() =>
+              to({
+                data,
+                src: address,
+                srcPort: 49152,
+                dst: o.peer,
+                ifindex: 1,
+                ttl: 255,
+                multihop: o.multihop,
+              }),
+            );
+        },
+        close: () => undefined,
+      }),
+      stop: () => {
+        this.sides.delete(address);
+      },
+    };
+  }
+}
+
+const FAST = { minTxMs: 20, minRxMs: 20, multiplier: 3 };
+
+async function waitUntil<T>(
+  what: string,
+  f: () => T | null | false | Promise<T | null | false>,
+  ms = 8000,
+): Promise<T> {
+  const t0 = Date.now();
+  for (;;) {
+    const v = await f();
+    if (v) return v;
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+describe('BfdProcess through the control socket', () => {
+  let dir = '';
+  let net: MemoryNet;
+  let a: BfdProcess;
+  let b: BfdProcess;
+  let ctl: ControlServer;
+  let client: BfdClient;
+  let fpVerdict: ForwardingVerdict;
+  const fp: ForwardingCheck = { interface: 'eth0', pin: null, check: () => fpVerdict };
+  const up = (st: BfdStatus) => st.sessions.length > 0 && st.sessions.every((s) => s.state === 'up');
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'h6bfd-unit-'));
+    net = new MemoryNet();
+    fpVerdict = { ok: true, reason: null };
+    a = new BfdProcess({ transport: net.transport('10.0.0.1') });
+    b = new BfdProcess({ transport: net.transport('10.0.0.2'), forwarding: fp });
+    await a.start();
+    await b.start();
+    ctl = new ControlServer({ path: join(dir, 'ctl', 'bfd.sock'), process: a });
+    await ctl.start();
+    client = await BfdClient.connect({ path: join(dir, 'ctl', 'bfd.sock') });
+    await b.setSessions(parseSessionSpecs([{ peer: '10.0.0.1', ...FAST }]));
+  });
+
+  afterEach(async () => {
+    client.close();
+    await ctl.stop();
+    a.stop();
+    b.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('setSessions over the socket brings a session Up; get shows it; the socket is 0600', async () => {
+    expect(statSync(join(dir, 'ctl', 'bfd.sock')).mode & 0o777).toBe(0o600);
+    expect(await client.hello()).toMatchObject({ version: 1, pid: process.pid });
+    const r = await client.setSessions([{ peer: '10.0.0.2', ...FAST }]);
+    expect(r).toEqual({ added: ['single-hop * -> 10.0.0.2'], removed: [], changed: [] });
+    const st = await waitUntil('A up', async () => {
+      const s = await client.status();
+      return up(s) && !s.sessions[0]!.pollActive && s;
+    });
+    const s = st.sessions[0]!;
+    expect(s).toMatchObject({
+      peer: '10.0.0.2',
+      state: 'up',
+      remoteState: 'up',
+      txIntervalMs: 20,
+      detectionTimeMs: 60,
+      configured: { minTxMs: 20, minRxMs: 20, multiplier: 3 },
+      heldBy: null,
+    });
+    expect(s.localDiscr).toBeGreaterThan(0);
+    expect(s.remoteDiscr).toBe(b.status().sessions[0]!.localDiscr);
+    expect(s.packetsIn).toBeGreaterThan(0);
+    expect(st.timerLateness.count).toBeGreaterThan(0);
+    // Same set again: nothing changes; a new interval: changed (a poll sequence), still Up afterwards.
+    expect(await client.setSessions([{ peer: '10.0.0.2', ...FAST }])).toEqual({
+      added: [],
+      removed: [],
+      changed: [],
+    });
+    expect((await client.setSessions([{ peer: '10.0.0.2', ...FAST, minTxMs: 30 }])).changed).toHaveLength(1);
+    await waitUntil('new interval', async () => (await client.status()).sessions[0]!.txIntervalMs === 30);
+    expect((await client.status()).sessions[0]!.state).toBe('up');
+    // And removed.
+    expect(await client.setSessions([])).toEqual({
+      added: [],
+      removed: ['single-hop * -> 10.0.0.2'],
+      changed: [],
+    });
+    expect((await client.status()).sessions).toEqual([]);
+  });
+
+  test('subscribe gets state changes; adminDown / holdDown / up move the peer as the RFC says', async () => {
+    const events: StateChangeEvent[] = [];
+    await client.subscribe((e) => events.push(e));
+    await client.setSessions([{ peer: '10.0.0.2', ...FAST }]);
+    await waitUntil('up event', () => events.some((e) => e.to === 'up'));
+    const peerB = () => b.status().sessions[0]!;
+
+    expect(await client.adminDown({ sessions: ['10.0.0.2'] })).toEqual(['single-hop * -> 10.0.0.2']);
+    await waitUntil('B down', () => peerB().state === 'down');
+    expect(peerB()).toMatchObject({ diag: 'neighbor-signaled-down', remoteState: 'admin-down' });
+    expect(events.at(-1)).toMatchObject({ from: 'up', to: 'admin-down', diag: 'administratively-down' });
+    await client.up();
+    await waitUntil('up again', () => peerB().state === 'up');
+
+    await client.holdDown({ diag: 'path-down' });
+    await waitUntil('B down (hold)', () => peerB().state === 'down');
+    expect(peerB()).toMatchObject({ remoteState: 'down', remoteDiag: 'path-down' });
+    expect((await client.status()).sessions[0]).toMatchObject({
+      state: 'down',
+      heldBy: 'command',
+      diag: 'path-down',
+    });
+    await sleep(200);
+    expect((await client.status()).sessions[0]!.state).toBe('down');
+    await client.up({ sessions: ['single-hop * -> 10.0.0.2'] });
+    await waitUntil('up after hold', () => peerB().state === 'up');
+  });
+
+  test('errors name what was wrong; the connection stays usable', async () => {
+    await expect(client.setSessions([{ peer: 'nope' }])).rejects.toThrow(
+      'sessions[0].peer must be an IP address, got "nope"',
+    );
+    await expect(client.adminDown({ sessions: ['10.9.9.9'] })).rejects.toThrow('no session "10.9.9.9"');
+    await expect(client.adminDown({ diag: 'bogus' })).rejects.toThrow('diag: unknown diagnostic "bogus"');
+    await expect(client.request({ cmd: 'nope' } as never)).rejects.toThrow('cmd: unknown "nope"');
+    expect((await client.status()).sessions).toEqual([]);
+  });
+
+  test('a second process on the same socket path is refused; a stale file is replaced', async () => {
+    const other = new ControlServer({ path: join(dir, 'ctl', 'bfd.sock'), process: a });
+    await expect(other.start()).rejects.toThrow('another BFD process answers on');
+    const stale = join(dir, 'stale.sock');
+    writeFileSync(stale, '');
+    const s2 = new ControlServer({ path: stale, process: a });
+    await s2.start();
+    const c2 = await BfdClient.connect({ path: stale });
+    expect((await c2.hello()).version).toBe(1);
+    c2.close();
+    await s2.stop();
+  });
+
+  test('clients come and go, sessions stay', async () => {
+    await client.setSessions([{ peer: '10.0.0.2', ...FAST }]);
+    await waitUntil('up', async () => up(await client.status()));
+    const changes = (await client.status()).sessions[0]!.stateChanges;
+    client.close();
+    await sleep(200);
+    client = await BfdClient.connect({ path: join(dir, 'ctl', 'bfd.sock') });
+    const st = await client.status();
+    expect(st.sessions[0]).toMatchObject({ state: 'up', stateChanges: changes });
+  });
+
+  test('forwarding plane gone: Down with forwarding-plane-reset until it is back (checks every 250 ms)', async () => {
+    await client.setSessions([{ peer: '10.0.0.2', ...FAST }]);
+    await waitUntil('up', async () => up(await client.status()));
+    fpVerdict = { ok: false, reason: 'no XDP program attached to eth0' };
+    await waitUntil('B held down', () => b.status().sessions[0]!.state === 'down');
+    expect(b.status()).toMatchObject({
+      forwarding: { ok: false, reason: 'no XDP program attached to eth0' },
+    });
+    expect(b.status().sessions[0]).toMatchObject({
+      diag: 'forwarding-plane-reset',
+      heldBy: 'forwarding-plane',
+    });
+    await waitUntil(
+      'A sees it',
+      async () => (await client.status()).sessions[0]!.remoteDiag === 'forwarding-plane-reset',
+    );
+    // A command "up" does not override the forwarding plane.
+    b.up(undefined);
+    await sleep(300);
+    expect(b.status().sessions[0]!.state).toBe('down');
+    fpVerdict = { ok: true, reason: null };
+    await waitUntil('B up again', () => b.status().sessions[0]!.state === 'up');
+  });
+
+  test('silence: Down with control-detection-time-expired; GTSM drops TTL < 255 on single-hop only', async () => {
+    await client.setSessions([{ peer: '10.0.0.2', ...FAST }]);
+    await waitUntil('up', async () => up(await client.status()));
+    const aSide = net.sides.get('10.0.0.1')!;
+    const s = (await client.status()).sessions[0]!;
+    const pkt = encodeControl({
+      version: 1,
+      diag: 0,
+      state: State.Down,
+      poll: false,
+      final: false,
+      controlPlaneIndependent: false,
+      demand: false,
+      multipoint: false,
+      detectMult: 3,
+      myDiscr: s.remoteDiscr,
+      yourDiscr: s.localDiscr,
+      desiredMinTxUs: 20_000,
+      requiredMinRxUs: 20_000,
+      requiredMinEchoRxUs: 0,
+    });
+    const base = { data: pkt, src: '10.0.0.2', srcPort: 50000, dst: '10.0.0.1', ifindex: 1 };
+    // A Down from the peer with TTL 254 would take the session down if it were accepted.
+    aSide({ ...base, ttl: 254, multihop: false });
+    aSide({ ...base, ttl: -1, multihop: false });
+    const st = await client.status();
+    expect(st.sessions[0]).toMatchObject({ state: 'up', drops: { 'ttl-below-255': 2 } });
+    // The same datagram on the multihop port matches no session (this one is single-hop): counted, not TTL.
+    aSide({ ...base, ttl: 3, multihop: true });
+    expect((await client.status()).drops['no-session']).toBe(1);
+
+    const events: StateChangeEvent[] = [];
+    await client.subscribe((e) => events.push(e));
+    net.cut = true;
+    await waitUntil('down', () => events.some((e) => e.to === 'down'));
+    expect(events.find((e) => e.to === 'down')).toMatchObject({
+      from: 'up',
+      diag: 'control-detection-time-expired',
+    });
+  });
+
+  test('the CLI text view names state, intervals and diag', async () => {
+    await client.setSessions([{ peer: '10.0.0.2', ...FAST }]);
+    await waitUntil('up', async () => up(await client.status()));
+    const text = formatBfdStatus(await client.status());
+    expect(text).toMatch(/^PEER\s+HOP\s+STATE\s+REMOTE\s+SINCE\s+TX ms\s+DETECT ms/);
+    expect(text).toMatch(/10\.0\.0\.2\s+single\s+up\s+up\s/);
+    expect(formatBfdStatus(b.status())).toContain('forwarding plane (eth0): ok');
+  });
+});
+
+describe('config', () => {
+  test('defaults 300 ms × 3, keys, canonical addresses', () => {
+    const c: SessionConfig = parseSessionSpec({ peer: '2001:DB8::0:1' });
+    expect(c).toMatchObject({
+      key: 'single-hop * -> 2001:db8::1',
+      peer: '2001:db8::1',
+      family: 6,
+      multihop: false,
+      params: { desiredMinTxUs: 300_000, requiredMinRxUs: 300_000, detectMult: 3 },
+      auth: null,
+    });
+    expect(parseSessionSpec({ peer: '10.0.0.1', local: '10.0.0.2', multihop: true }).key).toBe(
+      'multihop 10.0.0.2 -> 10.0.0.1',
+    );
+  });
+
+  test('bad values name the field and value', () => {
+    const bad: [unknown, string][] = [
+      [{ peer: '10.0.0.1', local: 'fd00::1' }, 's.local must be an IPv4 address like peer, got "fd00::1"'],
+      [{ peer: '10.0.0.1', minRxMs: 0 }, 's.minRxMs must be a number of ms in 1..60000'],
+      [{ peer: '10.0.0.1', multiplier: 256 }, 's.multiplier must be an integer 1..255, got 256'],
+      [{ peer: '10.0.0.1', multihop: true, interface: 'eth0' }, 's.interface: only single-hop sessions'],
+      [{ peer: 'fe80::1' }, 's.interface is required for the link-local peer fe80::1'],
+      [
+        { peer: '10.0.0.1', auth: { type: 'keyed-sha1', keyId: 1 } },
+        's.auth: give exactly one of secret, secretHex',
+      ],
+      [{ peer: '10.0.0.1', auth: { type: 'md4', keyId: 1, secret: 'x' } }, 's.auth.type must be one of'],
+      [{ peer: '10.0.0.1', extra: 1 }, 's.extra: unknown field'],
+    ];
+    for (const [raw, msg] of bad) expect(() => parseSessionSpec(raw, 's')).toThrow(msg);
+    expect(() => parseSessionSpecs([{ peer: '10.0.0.1' }, { peer: '10.0.0.1' }])).toThrow(
+      'sessions[1]: same session as sessions[0]',
+    );
+    expect(() => parseProcessConfig({ control: 'rel/path' })).toThrow(
+      'config.control must be an absolute path',
+    );
+    expect(parseProcessConfig({}).control).toBe('/run/peak-xdp/bfd.sock');
+  });
+});
