@@ -1,4 +1,4 @@
-// ESLint flat config: typescript-eslint recommended on src/, scripts/, test/.
+// ESLint flat config: typescript-eslint recommended on src/, scripts/, test/, plus no-floating-promises (type-aware).
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
@@ -8,9 +8,12 @@ export default tseslint.config(
   ...tseslint.configs.recommended,
   {
     files: ['**/*.ts'],
+    // Type information (tsconfig.json covers src/, scripts/, test/): no-floating-promises needs it.
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
     rules: {
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
-      '@typescript-eslint/no-floating-promises': 'off',
+      // A promise nobody awaits loses its rejection: await it, handle it, or mark it `void` on purpose.
+      '@typescript-eslint/no-floating-promises': 'error',
       eqeqeq: ['error', 'always', { null: 'ignore' }],
     },
   },

@@ -199,7 +199,7 @@ export async function runSoak(args: SoakArgs, log: Log): Promise<{ results: Soak
   const onSignal = (sig: string): void => {
     aborted = true;
     log(`${sig}: cleaning up testbed ${prefix}`);
-    teardown().finally(() => process.exit(130));
+    void teardown().finally(() => process.exit(130));
   };
   const sigint = (): void => onSignal('SIGINT');
   const sigterm = (): void => onSignal('SIGTERM');

@@ -271,7 +271,9 @@ function gated(inner: Datapath) {
   });
   return {
     view,
-    hold: () => (gate = new Promise<void>((r) => (release = r))),
+    hold: (): void => {
+      gate = new Promise<void>((r) => (release = r));
+    },
     release: () => {
       gate = null;
       release?.();

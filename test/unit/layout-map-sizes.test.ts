@@ -11,7 +11,7 @@ import { bpfObjectPath } from '../../src/paths';
 /** `peak-xdp attach --help`, as yargs prints it (nothing runs). */
 async function attachHelp(): Promise<string> {
   return new Promise((resolve, reject) => {
-    buildCli([])
+    void buildCli([])
       .exitProcess(false)
       .wrap(null) // one line per option
       .parse(['attach', '--help'], {}, (err: Error | undefined, _argv: unknown, output: string) =>
