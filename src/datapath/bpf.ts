@@ -3,6 +3,7 @@
 import { rmSync } from 'node:fs';
 import {
   native,
+  NativeMapCreate,
   NativeMapInfo,
   NativeProgInfo,
   NativeXdpQuery,
@@ -144,15 +145,7 @@ export class BpfMap extends FdHandle {
     if (!Number.isInteger(id) || id <= 0) throw new TypeError(`map id must be a positive integer, got ${id}`);
     return new BpfMap(native().fdById('map', id));
   }
-  static create(o: {
-    type: number;
-    keySize: number;
-    valueSize: number;
-    maxEntries: number;
-    name?: string;
-    flags?: number;
-    inner?: BpfMap;
-  }): BpfMap {
+  static create(o: NativeMapCreate & { inner?: BpfMap }): BpfMap {
     for (const k of ['type', 'keySize', 'valueSize', 'maxEntries'] as const) {
       if (!Number.isInteger(o[k]) || o[k] < 0)
         throw new TypeError(`${k} must be a non-negative integer, got ${o[k]}`);

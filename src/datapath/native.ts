@@ -79,20 +79,22 @@ export interface NativeBpfObject {
   listConsts(): { name: string; offset: number; size: number }[];
   load(): Promise<void>;
   programs(): { name: string; section: string; type: number; typeName: string }[];
-  maps(): {
-    name: string;
-    type: number;
-    typeName: string;
-    keySize: number;
-    valueSize: number;
-    maxEntries: number;
-    flags: number;
-  }[];
+  maps(): Omit<NativeMapInfo, 'id'>[];
   programFd(name: string): number;
   mapFd(name: string): number;
   setMapMaxEntries(name: string, n: number): void;
   reuseMapFd(name: string, fd: number): void;
   close(): void;
+}
+
+/** What a new map is made of (the wrapper's BpfMap.create takes the same, with an inner BpfMap). */
+export interface NativeMapCreate {
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  name?: string;
+  flags?: number;
 }
 
 export interface XdpTarget {
@@ -105,15 +107,7 @@ export interface Native {
   BpfObject: new (path: string) => NativeBpfObject;
   closeFd(fd: number): void;
   numPossibleCpus(): number;
-  mapCreate(o: {
-    type: number;
-    keySize: number;
-    valueSize: number;
-    maxEntries: number;
-    name?: string;
-    flags?: number;
-    innerMapFd?: number;
-  }): number;
+  mapCreate(o: NativeMapCreate & { innerMapFd?: number }): number;
   mapInfo(fd: number): NativeMapInfo;
   progInfo(fd: number): NativeProgInfo;
   objPin(fd: number, path: string): void;
