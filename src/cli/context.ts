@@ -1,5 +1,6 @@
 // What every CLI command shares: finding the pinned balancer, opening it, and asking the daemon (optional).
 import { existsSync, readdirSync } from 'node:fs';
+import type { Argv } from 'yargs';
 import { join } from 'node:path';
 import { BpfProgram, queryXdp } from '../datapath/bpf';
 import { BALANCER_PROGRAM, KernelDatapath } from '../datapath/kernel';
@@ -21,6 +22,53 @@ export interface GlobalArgs {
   json?: boolean;
   admin?: string;
 }
+
+/** yargs turns a repeated string flag into an array: say so instead of failing later on a bad path. */
+export const once =
+  (flag: string) =>
+  (v: unknown): unknown => {
+    if (Array.isArray(v))
+      throw new CliError(`--${flag}: given ${v.length} times (${v.join(', ')}): give it once`, 2);
+    return v;
+  };
+
+// The shared options, each added only by the commands that use it (so --help lists what a command reads).
+
+/** --json: the versioned document of output.ts (jsonDocument). */
+export const withJson = <T>(y: Argv<T>): Argv<T> =>
+  y.option('json', {
+    type: 'boolean',
+    default: false,
+    describe: 'machine-readable output (peak-xdp/v1 document; errors too)',
+  }) as unknown as Argv<T>;
+
+/** --bpffs: where the pins are. */
+export const withBpffs = <T>(y: Argv<T>): Argv<T> =>
+  y.option('bpffs', {
+    type: 'string',
+    describe: 'bpffs root of the pins (default: env PEAK_XDP_BPFFS or /sys/fs/bpf)',
+    coerce: once('bpffs'),
+  }) as unknown as Argv<T>;
+
+/** --bpffs and --interface: which pinned balancer. */
+export const withPins = <T>(
+  y: Argv<T>,
+  describe = 'the balanced interface (default: the only one pinned)',
+): Argv<T> =>
+  withBpffs(y).option('interface', {
+    alias: 'i',
+    type: 'string',
+    describe,
+    coerce: once('interface'),
+  }) as unknown as Argv<T>;
+
+/** --admin: where the daemon's admin API answers. */
+export const withAdmin = <T>(y: Argv<T>): Argv<T> =>
+  y.option('admin', {
+    type: 'string',
+    describe: 'daemon admin API HOST:PORT (default: env PEAK_XDP_ADMIN or 127.0.0.1:9470)',
+    coerce: once('admin'),
+  }) as unknown as Argv<T>;
 
 /**
  * Exits 77 unless this process has the capabilities for `what` (default CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON):
@@ -187,12 +235,29 @@ export interface DaemonState {
       address: string;
       port: number;
       protocol: string;
-      backends: { id: number; address: string; state: string; health: string; weight: number }[];
+      backends: {
+        id: number;
+        address: string;
+        state: string;
+        health: string;
+        weight: number;
+        drain?: boolean;
+        /** A runtime override (peak-xdp drain / weight) in force, if any. */
+        override?: { drain?: boolean; weight?: number; at: string } | null;
+      }[];
     }[];
   } | null;
   bgp?: unknown;
-  health?: unknown[];
+  /** Per health-check target (health/monitor.ts TargetSnapshot). */
+  health?: {
+    vip: string;
+    address: string;
+    type: string;
+    status: string;
+    last: { ok: boolean; detail: string; durationMs: number; at: number } | null;
+  }[];
   readiness?: { ready: boolean; reasons: string[] };
+  reloadError?: string | null;
 }
 
 /** id -> name maps from the daemon, when it answers. */

@@ -70,3 +70,52 @@ export function formatBytes(n: number | bigint): string {
   }
   return `${x.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
 }
+
+/**
+ * The version of every --json document: `{ "apiVersion": "peak-xdp/v1", "kind": ..., ...fields }`. Fields are only
+ * added within a version; a rename or removal makes peak-xdp/v2.
+ */
+export const JSON_API_VERSION = 'peak-xdp/v1';
+
+/** One --json document: version and kind first, then the command's fields. */
+export function jsonDocument(kind: string, body: object): Record<string, unknown> {
+  return { apiVersion: JSON_API_VERSION, kind, ...body };
+}
+
+/** Prints `body` as a `kind` document with --json, else the text (both end in one newline). */
+export function emit(json: boolean | undefined, kind: string, body: object, text: () => string): void {
+  process.stdout.write((json ? toJson(jsonDocument(kind, body)) : text()) + '\n');
+}
+
+/** One line of NDJSON (--watch --json): the document with the time it was taken, on one line. */
+export function ndjsonLine(kind: string, body: object, at: Date): string {
+  return JSON.stringify(JSON.parse(toJson({ ...jsonDocument(kind, { time: at.toISOString() }), ...body })));
+}
+
+/** The --json form of an error: printed on stdout instead of the stderr line; the exit code is the same. */
+export function errorDocument(message: string, exitCode: number): Record<string, unknown> {
+  return jsonDocument('Error', { error: { message, exitCode } });
+}
+
+/**
+ * A yargs coerce for a numeric option, echoing what was typed when it is not a number ("--limit: "abc" is not a
+ * number" rather than "NaN"). Range checks stay with the command, which prints the number.
+ */
+export const numberArg =
+  (flag: string) =>
+  (v: unknown): number | undefined => {
+    if (v === undefined) return undefined;
+    if (Array.isArray(v))
+      throw new CliError(`--${flag}: given ${v.length} times (${v.join(', ')}): give it once`, 2);
+    const text = String(v).trim();
+    const n = text === '' ? NaN : Number(text);
+    if (!Number.isFinite(n)) throw new CliError(`--${flag}: ${JSON.stringify(String(v))} is not a number`, 2);
+    return n;
+  };
+
+/** A non-zero exit whose report is already printed (config validate: "invalid" is the output, not an error). */
+export class ExitStatus extends Error {
+  constructor(readonly code: number) {
+    super(`exit ${code}`);
+  }
+}

@@ -137,6 +137,8 @@ export interface AdminOptions {
   /** Serve a body rendered less than this long ago (ms; 0: only requests arriving during a render share it);
    * default RENDER_REUSE_MS. */
   renderReuseMs?: Partial<Record<RenderedPath, number>>;
+  /** Serves the versioned API (/v1/..., admin-write.ts): true when it answered the request. */
+  api?: (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
 }
 
 export interface AdminServer {
@@ -244,6 +246,7 @@ export async function startAdmin(o: AdminOptions): Promise<AdminServer> {
   };
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const path = (req.url ?? '/').split('?')[0];
+    if (o.api !== undefined && (await o.api(req, res))) return;
     if (req.method !== 'GET' && req.method !== 'HEAD')
       return send(res, 405, 'text/plain', 'method not allowed\n');
     switch (path) {

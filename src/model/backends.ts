@@ -4,6 +4,7 @@ import { BOUNDS, DEFAULTS } from './defaults';
 import { MESSAGES, showValue } from './errors';
 import { canonicalIp, IpFamily } from './ip';
 import { notAnIpAddress } from './schema';
+import { unknownKeyMessage } from './unknown-keys';
 
 export type Path = (string | number)[];
 /** An issue with a path relative to the value checked. */
@@ -43,7 +44,12 @@ const isPlainObjectLike = (v: unknown): v is Record<string, unknown> =>
  * `{address: IP string, weight: int 0..65535 = 1, drain: boolean = false}.strict()` gave, and the same
  * messages, from the wording fromZodIssues uses (MESSAGES).
  */
-export function checkBackends(list: readonly unknown[]): { backends: CheckedBackend[]; issues: RelIssue[] } {
+export function checkBackends(list: readonly unknown[]): {
+  backends: CheckedBackend[];
+  issues: RelIssue[];
+  /** Whether every backend is in `backends` (the issues, if any, are unknown keys only). */
+  complete: boolean;
+} {
   const backends: CheckedBackend[] = [];
   const issues: RelIssue[] = [];
   const typeIssue = (path: Path, v: unknown, expected: string): void => {
@@ -95,9 +101,12 @@ export function checkBackends(list: readonly unknown[]): { backends: CheckedBack
       if (typeof d !== 'boolean') typeIssue(['backends', j, 'drain'], d, 'boolean');
       else drain = d;
     }
+    // An unknown key alone keeps the backend: the VIP's other checks still run (and report) in the same pass.
+    const shapeIssues = issues.length - before;
     for (const key in b)
-      if (!BACKEND_KEYS.has(key)) issues.push({ path: ['backends', j, key], message: MESSAGES.unknownKey });
-    if (issues.length === before) backends.push({ input: a as string, address, family, weight, drain });
+      if (!BACKEND_KEYS.has(key))
+        issues.push({ path: ['backends', j, key], message: unknownKeyMessage(key, BACKEND_KEYS) });
+    if (shapeIssues === 0) backends.push({ input: a as string, address, family, weight, drain });
   }
-  return { backends, issues };
+  return { backends, issues, complete: backends.length === list.length };
 }

@@ -1,6 +1,7 @@
 // Config validation entry: a validator object (its per-VIP memo), validateConfig(value), parseConfig(text).
 import type { BgpConfig } from './bgp';
-import { ConfigIssue, formatPath, fromZodIssues, showValue } from './errors';
+import { ConfigIssue, formatPath, showValue } from './errors';
+import { parseTolerant } from './unknown-keys';
 import { parseDocumentText } from './document';
 import {
   canonicalMac,
@@ -38,11 +39,15 @@ export class ConfigValidator {
         ok: false,
         errors: [{ path: '', message: `${showValue(input)} is not a mapping of config keys` }],
       };
-    const parsed = configSchema.safeParse(input);
-    const issues: ConfigIssue[] = parsed.success ? [] : fromZodIssues(parsed.error.issues, input);
+    // Unknown keys are reported without hiding anything: the checks below run on the file without them.
+    const parsed = parseTolerant(configSchema, input);
+    const issues: ConfigIssue[] = [...parsed.issues];
     const rawVips = (input as { vips?: unknown }).vips;
-    if (!parsed.success && !Array.isArray(rawVips)) return { ok: false, errors: issues };
-    const raw = parsed.success ? parsed.data : null;
+    // The sections depend on nothing else in the file: checked whatever else is wrong, reported last.
+    const sections = checkSections(input as { bgp?: unknown; kubernetes?: unknown });
+    const fail = (): ParseResult => ({ ok: false, errors: [...issues, ...sections.issues] });
+    if (parsed.data === null && !Array.isArray(rawVips)) return fail();
+    const raw = parsed.data;
     const warnings: ConfigIssue[] = [];
     const add = (path: Path, message: string): void => {
       issues.push({ path: formatPath(path), message });
@@ -62,7 +67,8 @@ export class ConfigValidator {
     const list = Array.isArray(rawVips) ? rawVips : [];
     list.forEach((v, i) => {
       const r = this.checkVipMemo(v, encapFamilies);
-      checked.push(r.ok ? r.vip : null);
+      // A VIP whose only issues are unknown keys still takes part in the cross-VIP checks.
+      checked.push(r.ok ? r.vip : (r.vip ?? null));
       if (!r.ok) for (const x of r.issues) add(['vips', i, ...x.path], x.message);
       else {
         for (const w of r.warnings)
@@ -85,7 +91,7 @@ export class ConfigValidator {
       else keys.set(key, i);
     });
     const vips = checked.filter((v): v is VipConfig => v !== null);
-    if (raw === null || vips.length !== list.length) return { ok: false, errors: issues };
+    if (raw === null || vips.length !== list.length) return fail();
 
     if (vips.length > raw.limits.maxVips)
       add(['vips'], `has ${vips.length} VIPs, more than limits.maxVips ${raw.limits.maxVips}`);
@@ -96,24 +102,19 @@ export class ConfigValidator {
         ['vips'],
         `has ${memberships} backends in all, more than limits.maxBackends - 1 = ${raw.limits.maxBackends - 1}`,
       );
-    let bgp: BgpConfig | undefined;
-    if (raw.bgp !== undefined) {
-      const r = checkBgpSection(raw.bgp);
-      if (r.ok) bgp = r.value;
-      else issues.push(...underSection('bgp', r.issues));
-    }
-    if (raw.kubernetes !== undefined) {
-      const r = checkKubernetesSection(raw.kubernetes);
-      if (!r.ok) issues.push(...underSection('kubernetes', r.issues));
-    }
-    if (issues.length > 0) return { ok: false, errors: issues };
+    const bgp = sections.bgp;
+    if (issues.length > 0 || sections.issues.length > 0) return fail();
     const config: Config = {
       interface: raw.interface,
       xdpMode: raw.xdpMode,
       nextHopMac: raw.nextHopMac === 'auto' ? 'auto' : canonicalMac(raw.nextHopMac)!,
       encapSource: encap,
       mtu: raw.mtu,
-      admin: { listen: parseListen(raw.admin.listen)!, perBackendMetrics: raw.admin.perBackendMetrics },
+      admin: {
+        listen: parseListen(raw.admin.listen)!,
+        perBackendMetrics: raw.admin.perBackendMetrics,
+        ...(raw.admin.tokenFile === undefined ? {} : { tokenFile: raw.admin.tokenFile }),
+      },
       limits: { ...raw.limits },
       ...(bgp === undefined ? {} : { bgp }),
       ...(raw.kubernetes === undefined ? {} : { kubernetes: raw.kubernetes }),
@@ -154,6 +155,25 @@ export class ConfigValidator {
     const doc = parseDocumentText(text, opts.format);
     return doc.ok ? this.validate(doc.value) : doc;
   }
+}
+
+/** The bgp and kubernetes sections of a document, each checked by its own schema. */
+function checkSections(input: { bgp?: unknown; kubernetes?: unknown }): {
+  bgp: BgpConfig | undefined;
+  issues: ConfigIssue[];
+} {
+  const issues: ConfigIssue[] = [];
+  let bgp: BgpConfig | undefined;
+  if (input.bgp !== undefined) {
+    const r = checkBgpSection(input.bgp);
+    if (r.ok) bgp = r.value;
+    else issues.push(...underSection('bgp', r.issues));
+  }
+  if (input.kubernetes !== undefined) {
+    const r = checkKubernetesSection(input.kubernetes);
+    if (!r.ok) issues.push(...underSection('kubernetes', r.issues));
+  }
+  return { bgp, issues };
 }
 
 /** encapSource as written ("auto", or at most one prefix per family) and the families it provides (null: unknown). */

@@ -1,6 +1,7 @@
 // The `kubernetes:` config section (zod) and its defaults, turned into KubernetesSource options.
 import { z } from 'zod';
-import { ConfigIssue, formatPath, fromZodIssues } from './errors';
+import { ConfigIssue, formatPath } from './errors';
+import { parseTolerant } from './unknown-keys';
 import { parsePool } from './pool';
 
 /** Default `spec.loadBalancerClass` handled by peak-xdp. */
@@ -32,7 +33,7 @@ export interface KubernetesSettings {
 
 const dnsLabel = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
-const schema = z
+export const kubernetesSectionSchema = z
   .object({
     loadBalancerClass: z
       .string()
@@ -94,9 +95,11 @@ const schema = z
 export function parseKubernetesSettings(
   input: unknown,
 ): { ok: true; settings: KubernetesSettings } | { ok: false; issues: ConfigIssue[] } {
-  const r = schema.safeParse(input ?? {});
-  if (!r.success) return { ok: false, issues: fromZodIssues(r.error.issues, input) };
-  const issues: ConfigIssue[] = [];
+  const t = parseTolerant(kubernetesSectionSchema, input ?? {});
+  // Unknown keys alone leave the data: the checks below still run and report in the same pass.
+  if (t.data === null) return { ok: false, issues: t.issues };
+  const r = { data: t.data };
+  const issues: ConfigIssue[] = [...t.issues];
   const pool = parsePool(r.data.pool, 'pool');
   if (!pool.ok)
     for (const e of pool.errors) {

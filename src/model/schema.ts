@@ -95,6 +95,14 @@ export const configSchema = z
       .object({
         listen: z.string().default(DEFAULTS.admin.listen),
         perBackendMetrics: z.boolean().default(DEFAULTS.admin.perBackendMetrics),
+        // A file holding the bearer token mutating admin requests must carry (read by the daemon at start).
+        tokenFile: z
+          .string()
+          .refine(
+            (f) => f.startsWith('/') && !f.includes('\0'),
+            (f) => ({ message: `${showValue(f)} is not an absolute file path` }),
+          )
+          .optional(),
       })
       .strict()
       .default({}),

@@ -1,16 +1,17 @@
 // The config's own sections (bgp, kubernetes): each checked by the model's schema for it, issues under its name.
 import { BgpConfig, bgpConfigSchema } from './bgp';
-import { ConfigIssue, fromZodIssues } from './errors';
+import type { ConfigIssue } from './errors';
+import { parseTolerant } from './unknown-keys';
 import { parseKubernetesSettings } from './kubernetes';
 
 export type SectionResult<T> = { ok: true; value: T } | { ok: false; issues: ConfigIssue[] };
 
 /** The bgp section, parsed: the Config holds the result, so nothing parses it again. */
 export function checkBgpSection(value: unknown): SectionResult<BgpConfig> {
-  const r = bgpConfigSchema.safeParse(value);
-  return r.success
+  const r = parseTolerant(bgpConfigSchema, value);
+  return r.issues.length === 0 && r.data !== null
     ? { ok: true, value: r.data }
-    : { ok: false, issues: fromZodIssues(r.error.issues, value) };
+    : { ok: false, issues: r.issues };
 }
 
 /** The kubernetes section, checked and kept as written (the daemon turns it into source options). */

@@ -83,8 +83,9 @@ export interface Config {
   /** 'auto' (the interface's own addresses, resolved by the daemon) or at most one prefix per family. */
   encapSource: 'auto' | IpPrefix[];
   mtu: number;
-  /** listen: the admin API address; perBackendMetrics: export per-backend series (false for huge configs). */
-  admin: { listen: ListenAddress; perBackendMetrics: boolean };
+  /** listen: the admin API address; perBackendMetrics: export per-backend series (false for huge configs);
+   * tokenFile: the bearer token mutating requests need (without it they are served on a loopback listen only). */
+  admin: { listen: ListenAddress; perBackendMetrics: boolean; tokenFile?: string };
   limits: Limits;
   /** The bgp section, parsed (defaults filled in) by its schema (model/bgp.ts). */
   bgp?: BgpConfig;

@@ -4,6 +4,7 @@ import { DEFAULTS } from './defaults';
 import { fromZodIssues, showValue } from './errors';
 import { describeSpecialAddress, formatIp, IpFamily, parseIp, specialAddress } from './ip';
 import { RawVip, vipSchema } from './schema';
+import { parseTolerant } from './unknown-keys';
 import type { BackendConfig, VipConfig } from './types';
 
 export const familyName = (f: IpFamily): string => (f === 4 ? 'IPv4' : 'IPv6');
@@ -16,27 +17,30 @@ function maybeSpecial(canon: string): boolean {
 }
 
 export type VipResult =
-  { ok: true; vip: VipConfig; warnings: RelIssue[] } | { ok: false; issues: RelIssue[] };
+  | { ok: true; vip: VipConfig; warnings: RelIssue[] }
+  /** `vip`: the VIP as it would be without its unknown keys, when they are its only issues (for cross-VIP checks). */
+  | { ok: false; issues: RelIssue[]; vip?: VipConfig };
 
 /** A VIP's own checks; `encapFamilies`: the families encapSource provides (null: unknown or auto). */
 export function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | null): VipResult {
-  const parsed = vipSchema.safeParse(input);
-  const rawBackends = parsed.success
-    ? parsed.data.backends
-    : (input as { backends?: unknown } | null)?.backends;
-  const checked = Array.isArray(rawBackends) ? checkBackends(rawBackends) : { backends: [], issues: [] };
-  if (!parsed.success || checked.issues.length > 0) {
-    const fields: RelIssue[] = [];
-    const unknown: RelIssue[] = [];
-    if (!parsed.success)
-      for (const zi of parsed.error.issues) {
-        // zod's order: fields in schema order (backends last), then the VIP's own unknown keys.
-        const own = zi.code === 'unrecognized_keys' && zi.path.length === 0;
-        for (const i of fromZodIssues([zi], input))
-          (own ? unknown : fields).push({ path: i.path === '' ? [] : [i.path], message: i.message });
-      }
+  // Unknown keys alone leave the data (parseTolerant): the VIP's other checks still run and report too.
+  const parsed = parseTolerant(vipSchema, input);
+  const rawBackends =
+    parsed.data !== null ? parsed.data.backends : (input as { backends?: unknown } | null)?.backends;
+  const checked = Array.isArray(rawBackends)
+    ? checkBackends(rawBackends)
+    : { backends: [], issues: [], complete: true };
+  const fields: RelIssue[] = [];
+  const unknown: RelIssue[] = [];
+  parsed.zodIssues.forEach((zi) => {
+    // zod's order: fields in schema order (backends last), then the VIP's own unknown keys.
+    const own = zi.code === 'unrecognized_keys' && zi.path.length === 0;
+    const n = zi.code === 'unrecognized_keys' ? zi.keys.length : fromZodIssues([zi], input).length;
+    for (const i of parsed.issues.splice(0, n))
+      (own ? unknown : fields).push({ path: i.path === '' ? [] : [i.path], message: i.message });
+  });
+  if (parsed.data === null || !checked.complete)
     return { ok: false, issues: [...fields, ...checked.issues, ...unknown] };
-  }
   const vip: RawVip = parsed.data;
   const issues: RelIssue[] = [];
   const warnings: RelIssue[] = [];
@@ -118,7 +122,9 @@ export function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | 
           `address (no ${family === 6 ? 'v6' : 'v4'} support)`,
       });
   });
-  if (issues.length > 0) return { ok: false, issues };
+  // fields here are unknown keys of nested objects (healthCheck.x): any other field issue leaves no data.
+  const failures = [...fields, ...checked.issues, ...issues, ...unknown];
+  if (issues.length > 0) return { ok: false, issues: failures };
   const config: VipConfig = {
     name: vip.name,
     address,
@@ -147,5 +153,6 @@ export function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | 
     minHealthyBackends: vip.minHealthyBackends ?? null,
     failOpen: vip.failOpen,
   };
+  if (failures.length > 0) return { ok: false, issues: failures, vip: Object.freeze(config) };
   return { ok: true, vip: Object.freeze(config), warnings };
 }

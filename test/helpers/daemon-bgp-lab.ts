@@ -285,7 +285,7 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
   cli(i: number, args: string[]): Promise<CmdResult> {
     return runAsync(
       'ip',
-      ['netns', 'exec', this.lbs[i]!.ns, 'node', CLI_JS, '--bpffs', this.bpffs, ...args],
+      ['netns', 'exec', this.lbs[i]!.ns, 'env', `PEAK_XDP_BPFFS=${this.bpffs}`, 'node', CLI_JS, ...args],
       {
         timeoutMs: 30000,
       },

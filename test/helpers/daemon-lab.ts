@@ -346,7 +346,8 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
       nextHopMac: this.routerMacToLb,
       encapSource: [`${LB_ADDRESS}/32`],
       mtu: 1600,
-      admin: { listen: '127.0.0.1:9470' },
+      // Per-backend series (off by default since issue 17): a few backends here, and the tests read them.
+      admin: { listen: '127.0.0.1:9470', perBackendMetrics: true },
       limits: { maxVips: 16, maxBackends: 256, conntrackEntries: 65536 },
       vips: [
         {
@@ -448,11 +449,15 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
     return JSON.parse(r.body) as StateDoc;
   }
 
-  /** Runs the CLI in a namespace with this lab's bpffs. */
+  /** Runs the CLI in a namespace with this lab's bpffs (by env: --bpffs is an option of the commands that use it). */
   cliIn(netns: string, args: string[], timeoutMs = 30000): Promise<CmdResult> {
-    return runAsync('ip', ['netns', 'exec', netns, 'node', CLI_JS, '--bpffs', this.bpffs, ...args], {
-      timeoutMs,
-    });
+    return runAsync(
+      'ip',
+      ['netns', 'exec', netns, 'env', `PEAK_XDP_BPFFS=${this.bpffs}`, 'node', CLI_JS, ...args],
+      {
+        timeoutMs,
+      },
+    );
   }
 
   /**
@@ -466,10 +471,10 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
   ): Promise<CmdResult> {
     const caps = (o.caps ?? []).map((c) => `+${c}`).join(',');
     const keep = caps ? [`--inh-caps=${caps}`, `--ambient-caps=${caps}`] : [];
-    const env = Object.entries(o.env ?? {}).map(([k, v]) => `${k}=${v}`);
+    const env = Object.entries({ PEAK_XDP_BPFFS: this.bpffs, ...o.env }).map(([k, v]) => `${k}=${v}`);
     return runAsync(
       'ip',
-      ['netns', 'exec', this.lb, 'env', ...env, 'setpriv', `--reuid=${o.uid}`, `--regid=${o.uid}`, '--clear-groups', ...keep, 'node', CLI_JS, '--bpffs', this.bpffs, ...args], // prettier-ignore
+      ['netns', 'exec', this.lb, 'env', ...env, 'setpriv', `--reuid=${o.uid}`, `--regid=${o.uid}`, '--clear-groups', ...keep, 'node', CLI_JS, ...args], // prettier-ignore
       { timeoutMs },
     );
   }
@@ -483,7 +488,9 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
   async cliJson<T>(args: string[]): Promise<T> {
     const r = await this.cli([...args, '--json']);
     if (r.code !== 0) throw new Error(`peak-xdp ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
-    return JSON.parse(r.stdout) as T;
+    // A list command's document holds its rows in `items` (README: JSON output).
+    const doc = JSON.parse(r.stdout) as { items?: unknown };
+    return (Array.isArray(doc.items) ? doc.items : doc) as T;
   }
 
   /** One HTTP request from the client to the VIP: the body (the backend name) or null on failure. */

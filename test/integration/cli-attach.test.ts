@@ -41,7 +41,7 @@ describePrivileged('peak-xdp CLI: attach/detach, decap, errors with no daemon', 
     const r = await lab.cli(['status', '--interface', 'eth9']);
     expect(r.code).toBe(3);
     expect(r.stderr).toMatch(/no pinned balancer for eth9/);
-    const nofs = await lab.cli(['status', '--bpffs', '/tmp']);
+    const nofs = await lab.cli(['status', '--bpffs', lab.bpffs, '--bpffs', '/tmp']);
     expect(nofs.code).toBe(2);
     expect(nofs.stderr).toMatch(/--bpffs: given 2 times \(.*, \/tmp\): give it once/);
     const notBpf = await runAsync('ip', ['netns', 'exec', lab.lb, 'node', CLI_JS, '--bpffs', '/tmp', 'status'], { timeoutMs: 30000 }); // prettier-ignore
@@ -72,18 +72,18 @@ describePrivileged('peak-xdp CLI: attach/detach, decap, errors with no daemon', 
   it('attach pins a fresh balancer; status says unconfigured and no daemon; detach keeps the pins', async () => {
     const noIf = await lab.cli(['attach']);
     expect(noIf.code).toBe(2);
-    expect(noIf.stderr).toMatch(/--interface is required/);
+    expect(noIf.stderr).toMatch(/attach: give the interface \(--interface\/-i NAME\)/);
     const a = JSON.parse(
       (await lab.cli(['attach', '--interface', 'eth0', '--mode', 'native', '--json'])).stdout,
     );
-    expect(a).toMatchObject({ interface: 'eth0', pins: lab.pinDir, fresh: true, mode: 'native' });
+    expect(a).toMatchObject({ apiVersion: 'peak-xdp/v1', kind: 'Attach', interface: 'eth0', pins: lab.pinDir, fresh: true, mode: 'native' }); // prettier-ignore
     expect(a.progId).toBe(lab.lbXdpProgId());
     const s = JSON.parse((await lab.cli(['status', '--json'])).stdout);
     expect(s).toMatchObject({ attached: true, config: null, vips: 0, daemon: { reachable: false } });
     const st = (await lab.cli(['status'])).stdout;
     expect(st).toMatch(/^config\s+not configured \(VIP traffic passes\)$/m);
-    expect(st).toMatch(/^daemon\s+not reachable \(admin API\)$/m);
-    expect(JSON.parse((await lab.cli(['vips', '--json'])).stdout)).toEqual([]);
+    expect(st).toMatch(/^daemon\s+not reachable \(admin API: --admin\)$/m);
+    expect(JSON.parse((await lab.cli(['vips', '--json'])).stdout)).toEqual({ apiVersion: 'peak-xdp/v1', kind: 'VipList', items: [] }); // prettier-ignore
     const d = await lab.cli(['detach', '--interface', 'eth0']);
     expect(d.code).toBe(0);
     expect(d.stdout).toMatch(
@@ -153,5 +153,12 @@ describePrivileged('peak-xdp CLI: attach/detach, decap, errors with no daemon', 
     const badAction = await lab.cliIn(be.netns, ['decap', 'sideways', '--interface', 'eth0']);
     expect(badAction.code).toBe(2);
     expect(badAction.stderr).toMatch(/Invalid values:[\s\S]*action/);
+    // A missing interface is one line naming it, before anything is loaded (was a raw `ip -j addr` failure).
+    const noIf = await lab.cliIn(be.netns, ['decap', 'attach', '-i', 'eth9']);
+    expect(noIf.code).toBe(3);
+    expect(noIf.stderr).toBe('peak-xdp: --interface: no interface "eth9" in this network namespace\n');
+    const noIfJson = await lab.cliIn(be.netns, ['decap', 'attach', '-i', 'eth9', '--json']);
+    expect(noIfJson.code).toBe(3);
+    expect(JSON.parse(noIfJson.stdout).error).toEqual({ message: '--interface: no interface "eth9" in this network namespace', exitCode: 3 }); // prettier-ignore
   }, 60000);
 });

@@ -45,13 +45,15 @@ describePrivileged('peak-xdp CLI with a running daemon', () => {
   it('status: table and --json', async () => {
     const j = JSON.parse(ok(await lab.cli(['status', '--json'])));
     expect(j).toMatchObject({
+      apiVersion: 'peak-xdp/v1',
+      kind: 'Status',
       interface: 'eth0',
       pins: lab.pinDir,
       attached: true,
       mode: 'native',
       vips: 1,
       backends: { total: 3, up: 3, draining: 0, down: 0 },
-      daemon: { reachable: true, readiness: { ready: true, reasons: [] } },
+      daemon: { reachable: true, readiness: { ready: true, reasons: [] }, reloadError: null },
     });
     expect(j.attachedProgramId).toBe(j.pinnedProgramId);
     expect(j.config).toMatchObject({ nextHopMac: lab.routerMacToLb, mtu: 1600 });
@@ -68,7 +70,9 @@ describePrivileged('peak-xdp CLI with a running daemon', () => {
   });
 
   it('vips: table and --json', async () => {
-    const j = JSON.parse(ok(await lab.cli(['vips', '--json'])));
+    const doc = JSON.parse(ok(await lab.cli(['vips', '--json'])));
+    expect(doc).toMatchObject({ apiVersion: 'peak-xdp/v1', kind: 'VipList' });
+    const j = doc.items;
     expect(j).toHaveLength(1);
     expect(j[0]).toMatchObject({ name: 'web', address: VIP, port: 80, protocol: 'tcp', tableSize: 251, persistence: 'none', conntrack: true, backends: 3 }); // prettier-ignore
     expect(j[0].packets).toBeGreaterThan(0);
@@ -87,26 +91,35 @@ describePrivileged('peak-xdp CLI with a running daemon', () => {
   });
 
   it('backends: table, --json, --vip filters by name or address, unknown VIP is an error', async () => {
-    const j = JSON.parse(ok(await lab.cli(['backends', '--json']))) as { address: string; state: string; vip: string; slots: number; share: number; packets: number }[]; // prettier-ignore
+    const doc = JSON.parse(ok(await lab.cli(['backends', '--json'])));
+    expect(doc).toMatchObject({ apiVersion: 'peak-xdp/v1', kind: 'BackendList' });
+    const j = doc.items as { address: string; state: string; vip: unknown; weight: number; slots: number; share: number; packets: number }[]; // prettier-ignore
     expect(j.map((b) => b.address).sort()).toEqual(lab.backends.map((b) => b.address).sort());
     expect(j.reduce((n, b) => n + b.slots, 0)).toBe(251);
     for (const b of j) {
-      expect(b).toMatchObject({ state: 'up', vip: 'web' });
+      // The VIP is always the whole reference, name and key alike.
+      expect(b).toMatchObject({ state: 'up', weight: 1, vip: { name: 'web', address: VIP, port: 80, protocol: 'tcp' } }); // prettier-ignore
       expect(b.share).toBeCloseTo(b.slots / 251, 6);
       expect(b.packets).toBeGreaterThan(0);
     }
-    for (const sel of ['web', `${VIP}:80/tcp`, VIP])
-      expect(JSON.parse(ok(await lab.cli(['backends', '--vip', sel, '--json'])))).toHaveLength(3);
-    const rows = table(ok(await lab.cli(['backends'])), ['ID', 'ADDRESS', 'STATE', 'VIP', 'SHARE', 'PACKETS', 'BYTES']); // prettier-ignore
+    for (const sel of ['web', `${VIP}:80/tcp`, VIP, `[${VIP}]:80`, `${VIP}/tcp`])
+      expect(JSON.parse(ok(await lab.cli(['backends', '--vip', sel, '--json']))).items).toHaveLength(3);
+    const rows = table(ok(await lab.cli(['backends'])), ['ID', 'ADDRESS', 'STATE', 'WEIGHT', 'VIP', 'LAST CHECK', 'SHARE', 'PACKETS', 'BYTES']); // prettier-ignore
     expect(rows.map((r) => r[1]).sort()).toEqual(lab.backends.map((b) => b.address).sort());
     for (const r of rows) {
       expect(r[2]).toBe('up');
-      expect(r[3]).toBe('web');
-      expect(r[4]).toMatch(/^\d+\.\d\d%$/);
+      expect(r[3]).toBe('1');
+      expect(r[4]).toBe('web');
+      expect(r[6]).toMatch(/^\d+\.\d\d%$/);
     }
     const bad = await lab.cli(['backends', '--vip', 'nosuch']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/no VIP "nosuch"/);
+    // With --json the error is a document on stdout, the exit code the same.
+    const badJson = await lab.cli(['backends', '--vip', 'nosuch', '--json']);
+    expect(badJson.code).toBe(2);
+    expect(badJson.stderr).toBe('');
+    expect(JSON.parse(badJson.stdout)).toMatchObject({ apiVersion: 'peak-xdp/v1', kind: 'Error', error: { exitCode: 2, message: expect.stringMatching(/no VIP "nosuch"/) } }); // prettier-ignore
   });
 
   it('stats: rates over a short interval while traffic runs; --watch --count; bad --interval', async () => {
@@ -119,7 +132,8 @@ describePrivileged('peak-xdp CLI with a running daemon', () => {
     expect(j.intervalSeconds).toBeGreaterThan(0.45);
     expect(j.intervalSeconds).toBeLessThan(2);
     expect(j.vips).toHaveLength(1);
-    expect(j.vips[0]).toMatchObject({ vip: 'web' });
+    expect(j).toMatchObject({ apiVersion: 'peak-xdp/v1', kind: 'Stats' });
+    expect(j.vips[0]).toMatchObject({ vip: { name: 'web', address: VIP, port: 80, protocol: 'tcp' } });
     expect(j.vips[0].pps).toBeGreaterThan(0);
     expect(j.backends).toHaveLength(3);
     expect(j.backends.filter((b: { pps: number }) => b.pps > 0)).toHaveLength(3);
@@ -129,7 +143,18 @@ describePrivileged('peak-xdp CLI with a running daemon', () => {
     expect(table(t, ['VIP', 'PKT/S', 'BIT/S'])[0]![0]).toBe('web');
     expect(table(t, ['BACKEND', 'VIP', 'PKT/S', 'BIT/S'])).toHaveLength(3);
     expect(table(t, ['COUNTER', 'TOTAL', 'PER SEC']).some((r) => r[0] === 'encap_v4')).toBe(true);
-    expect(w.match(/"intervalSeconds"/g)).toHaveLength(2);
+    // --watch --json: NDJSON, one document per line with its time.
+    const lines = w.trim().split('\n');
+    expect(lines).toHaveLength(2);
+    for (const l of lines) {
+      const d = JSON.parse(l);
+      expect(d).toMatchObject({ apiVersion: 'peak-xdp/v1', kind: 'Stats' });
+      expect(Number.isNaN(Date.parse(d.time))).toBe(false);
+      expect(d.intervalSeconds).toBeGreaterThan(0);
+    }
+    const neg = await lab.cli(['stats', '--watch', '--count', '-1']);
+    expect(neg.code).toBe(2);
+    expect(neg.stderr).toMatch(/--count: -1 is not a positive integer/);
     const bad = await lab.cli(['stats', '--interval', '0']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--interval: 0 is not in \(0, 3600\]/);
@@ -139,7 +164,9 @@ describePrivileged('peak-xdp CLI with a running daemon', () => {
     const body = await lab.curl({ localPort: CLIENT_PORT });
     expect(body).toMatch(/^be[123]$/);
     servedBy = addrOf(body!);
-    const j = JSON.parse(ok(await lab.cli(['conntrack', '--vip', 'web', '--limit', '1000000', '--json']))) as { protocol: string; source: string; sourcePort: number; destination: string; destinationPort: number; backend: string }[]; // prettier-ignore
+    const doc = JSON.parse(ok(await lab.cli(['conntrack', '--vip', 'web', '--limit', '1000000', '--json'])));
+    expect(doc).toMatchObject({ apiVersion: 'peak-xdp/v1', kind: 'ConntrackList', limitReached: false });
+    const j = doc.items as { protocol: string; source: string; sourcePort: number; destination: string; destinationPort: number; backend: string }[]; // prettier-ignore
     expect(j.length).toBeGreaterThan(0);
     for (const e of j) expect(e).toMatchObject({ protocol: 'tcp', destination: VIP, destinationPort: 80 });
     const mine = j.filter((e) => e.source === '10.10.1.2' && e.sourcePort === CLIENT_PORT);
@@ -151,11 +178,15 @@ describePrivileged('peak-xdp CLI with a running daemon', () => {
     const bad = await lab.cli(['conntrack', '--limit', '0']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--limit: 0 is not a positive integer/);
+    const nan = await lab.cli(['conntrack', '--limit', 'abc']);
+    expect(nan.code).toBe(2);
+    expect(nan.stderr).toMatch(/--limit: "abc" is not a number/);
   });
 
   it('ring: shares per backend, --slots dumps every slot, --json', async () => {
     const j = JSON.parse(ok(await lab.cli(['ring', 'web', '--slots', '--json'])));
-    expect(j.vip).toBe(`${VIP}:80/tcp`);
+    expect(j).toMatchObject({ apiVersion: 'peak-xdp/v1', kind: 'Ring' });
+    expect(j.vip).toMatchObject({ name: 'web', address: VIP, port: 80, protocol: 'tcp' });
     expect(j.size).toBe(251);
     expect(j.slots).toHaveLength(251);
     expect(j.backends.map((b: { address: string }) => b.address).sort()).toEqual(lab.backends.map((b) => b.address).sort()); // prettier-ignore
@@ -218,7 +249,7 @@ describePrivileged('peak-xdp CLI with a running daemon', () => {
     const j = JSON.parse(
       ok(await lab.cli(['maglev', '--backends', '10', '--size', '251', '--remove', '1', '--json'])),
     );
-    expect(j).toMatchObject({ size: 251, backends: 10, removed: 1, idealChangedFraction: 0.1 });
+    expect(j).toMatchObject({ apiVersion: 'peak-xdp/v1', kind: 'MaglevAnalysis', size: 251, backends: 10, removed: 1, idealChangedFraction: 0.1 }); // prettier-ignore
     expect(j.maxOverMean).toBeGreaterThanOrEqual(1);
     expect(j.maxOverMean).toBeLessThan(1.2);
     expect(j.changedFraction).toBeGreaterThanOrEqual(0.09);
@@ -235,9 +266,10 @@ describePrivileged('peak-xdp CLI with a running daemon', () => {
   it('bad flags and unknown commands exit 2 with a message; non-root exits 77', async () => {
     for (const [args, msg] of [
       [['vips', '--bogus'], /Unknown argument: bogus/],
-      [['nosuch'], /Unknown argument: nosuch|Unknown command/],
+      [['nosuch'], /Unknown argument: nosuch|unknown command "nosuch"/],
       [[], /give a command/],
-      [['ring'], /Not enough non-option arguments/],
+      [['ring'], /ring: give the VIP/],
+      [['daemon', '--config', 'x.yaml', '--admin', '127.0.0.1:1'], /Unknown argument: admin/],
     ] as const) {
       const r = await lab.cli([...args]);
       expect(r.code).toBe(2);

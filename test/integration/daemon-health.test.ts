@@ -69,10 +69,7 @@ describePrivileged('daemon: health checks take a backend out and bring it back',
     expect(await packetsTo(be2)).toBe(before);
     expect(await metric(/peak_xdp_vip_usable_backends\{vip="web"\} (\d+)/)).toBe(2);
     expect(await metric(new RegExp(`peak_xdp_health_status\\{vip="web",backend="${be2.replace(/\./g, '\\.')}",type="http"\\} (\\d+)`))).toBe(0); // prettier-ignore
-    const cli = JSON.parse((await lab.cli(['backends', '--json'])).stdout) as {
-      address: string;
-      state: string;
-    }[];
+    const cli = await lab.cliJson<{ address: string; state: string }[]>(['backends']);
     expect(cli.find((b) => b.address === be2)?.state).toBe('draining');
   }, 30000);
 

@@ -130,8 +130,10 @@ describePrivileged('daemon --kubernetes (fake API server) on a veth in a namespa
       [SVC_NAME, SVC_VIP, 2],
       ['web', VIP, 3],
     ]);
-    const backends = await lab.cliJson<{ address: string; state: string; vip: string }[]>(['backends']);
-    expect(backends.filter((b) => b.vip === SVC_NAME).map((b) => [b.address, b.state])).toEqual([
+    const backends = await lab.cliJson<{ address: string; state: string; vip: { name: string } }[]>([
+      'backends',
+    ]);
+    expect(backends.filter((b) => b.vip.name === SVC_NAME).map((b) => [b.address, b.state])).toEqual([
       [be(1), 'up'],
       [be(2), 'up'],
     ]);
@@ -157,10 +159,12 @@ describePrivileged('daemon --kubernetes (fake API server) on a veth in a namespa
     ]);
     // It stays a member of the table (its established flows keep it), but its slots name be1 now.
     await until('be2 out of the table', (t) => t[key(SVC_VIP)]?.join() === be(1));
-    const backends = await lab.cliJson<{ address: string; state: string; vip: string }[]>(['backends']);
+    const backends = await lab.cliJson<{ address: string; state: string; vip: { name: string } }[]>([
+      'backends',
+    ]);
     expect(
       backends
-        .filter((b) => b.vip === SVC_NAME)
+        .filter((b) => b.vip.name === SVC_NAME)
         .map((b) => [b.address, b.state])
         .sort(),
     ).toEqual([

@@ -14,7 +14,7 @@ interface CliBackend {
   id: number;
   address: string;
   state: string;
-  vip: string | null;
+  vip: { name: string | null; address: string; port: number; protocol: string } | null;
   share: number;
 }
 
@@ -83,7 +83,7 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
     expect(cli.map((b) => b.address).sort()).toEqual([1, 2, 3, 4].map(addr).sort());
     for (const b of cli) {
       expect(b.state).toBe('up');
-      expect(b.vip).toBe('web');
+      expect(b.vip?.name).toBe('web');
       expect(b.share).toBeGreaterThan(0.15);
     }
   }, 30000);

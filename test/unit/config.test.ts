@@ -213,7 +213,7 @@ describe('parseConfig: rejections name path and value', () => {
     ['bad protocol', { protocol: 'sctp' }, {}, 'vips[0].protocol: "sctp" is not one of tcp, udp'],
     ['port out of range', { port: 70000 }, {}, 'vips[0].port: 70000 is above the maximum 65535'],
     ['port as string', { port: '80' }, {}, 'vips[0].port: "80" is not a number'],
-    ['unknown key', { prot: 'tcp' }, {}, 'vips[0].prot: is not a known key'],
+    ['unknown key', { prot: 'tcp' }, {}, 'vips[0].prot: is not a known key (did you mean "port"?)'],
     [
       'bad VIP name',
       { name: 'has space' },
@@ -332,7 +332,7 @@ describe('parseConfig: rejections name path and value', () => {
   it('requires interface and rejects unknown top-level keys', () => {
     expect(errorsOf(json({ vips: [], interfce: 'eth0' })).sort()).toEqual([
       'interface: is required',
-      'interfce: is not a known key',
+      'interfce: is not a known key (did you mean "interface"?)',
     ]);
   });
 
@@ -423,6 +423,7 @@ describe("bgp and kubernetes sections (the model's own schemas)", () => {
       gracefulRestartTime: 120,
       gracefulShutdownMs: 0,
       minHealthyBackends: 1,
+      bfd: { controlSocket: '/run/peak-xdp/bfd.sock' },
       peers: [
         {
           address: '10.0.0.1',
@@ -441,8 +442,10 @@ describe("bgp and kubernetes sections (the model's own schemas)", () => {
   });
 
   it('parseConfig alone rejects a bad kubernetes section and keeps a good one as written', () => {
+    // An unknown key hides nothing: the pool is checked in the same pass.
     expect(errorsOf(json({ ...base, kubernetes: { pool: ['10.0.0.0/33'], x: 1 } }))).toEqual([
       'kubernetes.x: is not a known key',
+      'kubernetes.pool[0]: "10.0.0.0/33" is not a CIDR (a.b.c.d/n) or a range (a-b)',
     ]);
     expect(errorsOf(json({ ...base, kubernetes: { pool: ['10.0.0.0/33'] } }))).toEqual([
       'kubernetes.pool[0]: "10.0.0.0/33" is not a CIDR (a.b.c.d/n) or a range (a-b)',

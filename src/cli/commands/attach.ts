@@ -29,20 +29,31 @@ import { bpfObjectPath } from '../../paths';
 import { bpffsRoot, checkBpffs, currentNetnsName, pinDir, securePinPath } from '../../daemon/pins';
 import { interfaceAddresses } from '../../daemon/host';
 import { describeFailure, removeVipRoutes, type RouteFailure } from '../../daemon/vip-routes';
-import { adminUrl, fetchAdmin, GlobalArgs, holdPins, requireCapabilities } from '../context';
-import { CliError, toJson } from '../output';
+import {
+  adminUrl,
+  fetchAdmin,
+  GlobalArgs,
+  holdPins,
+  requireCapabilities,
+  withAdmin,
+  withJson,
+  withPins,
+} from '../context';
+import { CliError, emit, numberArg } from '../output';
 
 const exec = promisify(execFile);
 const MODES = ['native', 'generic', 'auto'] as const;
 
-function needInterface(a: GlobalArgs): string {
-  if (!a.interface) throw new CliError('--interface is required', 2);
+function needInterface(a: GlobalArgs, command: string): string {
+  if (!a.interface) throw new CliError(`${command}: give the interface (--interface/-i NAME)`, 2);
   return a.interface;
 }
 
-function out(a: GlobalArgs, json: unknown, text: string): void {
-  process.stdout.write((a.json ? toJson(json) : text) + '\n');
+function out(a: GlobalArgs, kind: string, json: object, text: string): void {
+  emit(a.json, kind, json, () => text);
 }
+
+const IFACE = 'the interface (required)';
 
 /** Pins of the decap program of an interface: <bpffs>/peak-xdp/<netns>/<if>/decap/. */
 const decapPins = (a: GlobalArgs, ifname: string): string =>
@@ -122,30 +133,37 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       'attach',
       'Attach the balancer to --interface (the pinned one if there is one, else a fresh one, pinned)',
       (y2) =>
-        y2
+        withJson(withPins(y2, IFACE))
           .option('mode', { choices: MODES, default: 'auto' as XdpMode, describe: 'XDP mode' })
           // A fresh balancer is sized like the daemon's (limits.* in the config); a pinned one keeps its size.
           .option('max-vips', {
-            type: 'number',
-            default: DEFAULTS.limits.maxVips,
+            type: 'string',
+            default: String(DEFAULTS.limits.maxVips),
+            coerce: numberArg('max-vips'),
             describe: 'fresh balancer: size of the per-VIP maps (config limits.maxVips)',
           })
           .option('max-backends', {
-            type: 'number',
-            default: DEFAULTS.limits.maxBackends,
+            type: 'string',
+            default: String(DEFAULTS.limits.maxBackends),
+            coerce: numberArg('max-backends'),
             describe: 'fresh balancer: size of the backends map (config limits.maxBackends)',
           })
           .option('conntrack-entries', {
-            type: 'number',
-            default: DEFAULTS.limits.conntrackEntries,
+            type: 'string',
+            default: String(DEFAULTS.limits.conntrackEntries),
+            coerce: numberArg('conntrack-entries'),
             describe: 'fresh balancer: connection-table entries (config limits.conntrackEntries)',
           }),
       async (a) => {
         requireCapabilities('attach');
-        const ifname = needInterface(a);
+        const ifname = needInterface(a, 'attach');
         // Before anything is loaded or pinned: a mistyped name must leave nothing behind.
         requireInterface(ifname);
-        const limits = limitsOf(a);
+        const limits = limitsOf({
+          maxVips: a.maxVips as number,
+          maxBackends: a.maxBackends as number,
+          conntrackEntries: a.conntrackEntries as number,
+        });
         const dir = balancerPins(a, ifname);
         const lock = holdPins(a, { ifname, dir, command: 'attach' });
         let dp: KernelDatapath;
@@ -163,6 +181,7 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           const st = await dp.attach({ ifname, mode: a.mode });
           out(
             a,
+            'Attach',
             { interface: ifname, pins: dir, fresh, ...(fresh ? { limits } : {}), ...st },
             `attached program ${st.progId} to ${ifname} (${st.mode})${fresh ? `; new empty balancer pinned at ${dir}: VIP traffic passes until the daemon configures it` : ''}`,
           );
@@ -182,10 +201,14 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       'detach',
       'Detach the balancer from --interface: forwarding stops (--purge also removes its pinned maps)',
       (y2) =>
-        y2.option('purge', { type: 'boolean', default: false, describe: 'remove the pins (state) too' }),
+        withJson(withAdmin(withPins(y2, IFACE))).option('purge', {
+          type: 'boolean',
+          default: false,
+          describe: 'remove the pins (state) too',
+        }),
       async (a) => {
         requireCapabilities('detach');
-        const ifname = needInterface(a);
+        const ifname = needInterface(a, 'detach');
         const dir = balancerPins(a, ifname);
         const before = queryXdp({ ifname });
         let ours: number | null = null;
@@ -225,6 +248,7 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           process.stderr.write(`warning: VIP blackhole ${describeFailure(ifname, f)} failed: ${f.error}\n`);
         out(
           a,
+          'Detach',
           {
             interface: ifname,
             detached: before.progId !== 0,
@@ -238,11 +262,11 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       },
     )
     .command(
-      'decap <action>',
+      'decap [action]',
       'Backend side: decapsulate IPIP/IP6IP6 in XDP and hold the VIPs on lo',
       (y2) =>
-        y2
-          .positional('action', { choices: ['attach', 'detach'] as const, demandOption: true })
+        withJson(withPins(y2, IFACE))
+          .positional('action', { choices: ['attach', 'detach'] as const, describe: 'attach or detach' })
           .option('vip', {
             type: 'string',
             array: true,
@@ -257,9 +281,11 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           })
           .option('mode', { choices: MODES, default: 'auto' as XdpMode }),
       async (a) => {
+        if (!a.action) throw new CliError('decap: give the action (attach or detach)', 2);
         // No PERFMON: the decap init container runs with BPF and NET_ADMIN only (deploy/example-service.yaml).
         requireCapabilities(`decap ${a.action}`, ['NET_ADMIN', 'BPF']);
-        const ifname = needInterface(a);
+        const ifname = needInterface(a, `decap ${a.action}`);
+        requireInterface(ifname);
         for (const [flag, list] of [
           ['--vip', a.vip],
           ['--address', a.address],
@@ -282,10 +308,20 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
             await exec('ip', ['addr', 'del', `${v}/${isIP(v) === 4 ? 32 : 128}`, 'dev', 'lo']).catch(
               () => undefined,
             );
-          out(a, { interface: ifname, ...st, vipsRemoved: a.vip }, `decap detached from ${ifname}`);
+          out(
+            a,
+            'DecapDetach',
+            { interface: ifname, ...st, vipsRemoved: a.vip },
+            `decap detached from ${ifname}`,
+          );
           return;
         }
-        const addresses = a.address.length > 0 ? a.address : await interfaceAddresses(ifname);
+        const addresses =
+          a.address.length > 0
+            ? a.address
+            : await interfaceAddresses(ifname).catch((e: Error) => {
+                throw new CliError(`addresses of ${ifname}: ${e.message.split('\n')[0]}`, 3);
+              });
         if (addresses.length === 0)
           throw new CliError(`${ifname} has no global address to decapsulate for: give --address`, 2);
         const obj = await BpfObject.load(bpfObjectPath('decap'));
@@ -325,6 +361,7 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           }
           out(
             a,
+            'DecapAttach',
             { interface: ifname, ...st, addresses, vips: a.vip, pins: dir },
             `decap attached to ${ifname} (${st.mode}, program ${st.progId}) for ${addresses.join(', ')}${a.vip.length ? `; VIPs on lo: ${a.vip.join(', ')}` : ''}${dir ? `; pinned at ${dir}` : '; not pinned (no bpffs mounted)'}`,
           );

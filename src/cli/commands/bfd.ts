@@ -4,8 +4,8 @@ import { BfdClient } from '../../bfd/client';
 import { DEFAULT_CONTROL_PATH } from '../../bfd/config';
 import { runBfdDaemon } from '../../bfd/main';
 import type { BfdStatus } from '../../bfd/protocol';
-import type { GlobalArgs } from '../context';
-import { CliError, renderTable, toJson } from '../output';
+import { GlobalArgs, withJson } from '../context';
+import { CliError, emit, renderTable } from '../output';
 
 /** The control socket: --control, env PEAK_XDP_BFD_CONTROL, or the default. */
 function controlPath(a: { control?: string }): string {
@@ -32,7 +32,7 @@ export function formatBfdStatus(st: BfdStatus, now = Date.now()): string {
     { header: 'DETECT ms', value: (r) => r.detectionTimeMs },
     {
       header: 'MIN TX/RX x MULT',
-      value: (r) => `${r.configured.minTxMs}/${r.configured.minRxMs} x ${r.configured.multiplier}`,
+      value: (r) => `${r.configured.minTx}/${r.configured.minRx} x ${r.configured.multiplier}`,
     },
     { header: 'DIAG', value: (r) => r.diag },
     { header: 'REMOTE DIAG', value: (r) => r.remoteDiag },
@@ -61,7 +61,7 @@ export function registerBfd(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       'bfd',
       'BFD sessions: state, negotiated intervals, last diag (asks the BFD process: --control)',
       (b) =>
-        b.option('control', {
+        withJson(b).option('control', {
           type: 'string',
           describe: `BFD control socket (default: env PEAK_XDP_BFD_CONTROL or ${DEFAULT_CONTROL_PATH})`,
         }),
@@ -75,7 +75,7 @@ export function registerBfd(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         }
         try {
           const st = await c.status();
-          process.stdout.write((a.json ? toJson(st) : formatBfdStatus(st)) + '\n');
+          emit(a.json, 'Bfd', st, () => formatBfdStatus(st));
         } finally {
           c.close();
         }

@@ -3,7 +3,7 @@ import type { Argv } from 'yargs';
 import { bpffsRoot } from '../../daemon/pins';
 import { createDaemon } from '../../daemon/wiring';
 import { createLogger, LOG_LEVELS } from '../../log';
-import { GlobalArgs, requireCapabilities } from '../context';
+import { GlobalArgs, requireCapabilities, withBpffs } from '../context';
 import { CliError } from '../output';
 
 export function registerDaemon(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
@@ -11,7 +11,7 @@ export function registerDaemon(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     'daemon',
     'Run the load balancer: config -> XDP maps, health checks, BGP, admin API (/metrics /healthz /readyz /state)',
     (y2) =>
-      y2
+      withBpffs(y2)
         .option('config', { type: 'string', demandOption: true, describe: 'YAML or JSON config file' })
         .option('kubernetes', {
           type: 'boolean',

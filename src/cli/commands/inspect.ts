@@ -3,9 +3,69 @@ import type { Argv } from 'yargs';
 import type { KernelDatapath } from '../../datapath/kernel';
 import type { BackendSpec, VipSpec } from '../../datapath/types';
 import { queryXdp } from '../../datapath/bpf';
-import { daemonNames, GlobalArgs, openPinned } from '../context';
-import { CliError, formatBytes, formatRate, renderTable, toJson } from '../output';
+import { canonicalIp } from '../../model/ip';
+import { daemonNames, DaemonState, GlobalArgs, openPinned, withAdmin, withJson, withPins } from '../context';
+import { CliError, emit, formatBytes, formatRate, ndjsonLine, numberArg, renderTable } from '../output';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { conntrackFlushCommand } from './conntrack';
+
+/** The options every command here reads: which balancer, the daemon (for names), JSON. */
+const common = <T>(y: Argv<T>): Argv<T> => withJson(withAdmin(withPins(y)));
+
+/** A VIP as every --json document names it: always all of id, name (null without a daemon) and the key. */
+export interface VipRef {
+  id: number;
+  name: string | null;
+  address: string;
+  port: number;
+  protocol: string;
+}
+
+const vipRef = (v: VipSpec, names: ReadonlyMap<number, string>): VipRef => ({
+  id: v.id,
+  name: names.get(v.id) ?? null,
+  address: v.key.address,
+  port: v.key.port,
+  protocol: v.key.protocol,
+});
+
+/** What an address selector asks for; port 0 is "*" (every port); null fields match anything. */
+export interface VipSelector {
+  address: string;
+  port: number | null;
+  protocol: 'tcp' | 'udp' | null;
+}
+
+/**
+ * An address selector: `ADDR`, `ADDR:PORT`, `ADDR/PROTO`, `ADDR:PORT/PROTO`, with IPv6 bracketed when a port
+ * follows (`[2001:db8::53]:53/udp`) and optionally otherwise (`2001:db8::53/udp`); PORT may be `*`. The address
+ * comes back canonical (as the maps hold it). Null when `text` is not of this form (a name or an id).
+ */
+export function parseVipSelector(text: string): VipSelector | null {
+  const slash = /^(.*)\/(tcp|udp)$/i.exec(text);
+  const rest = slash ? slash[1]! : text;
+  const protocol = slash ? (slash[2]!.toLowerCase() as 'tcp' | 'udp') : null;
+  const portOf = (p: string | undefined): number | null | undefined => {
+    if (p === undefined) return null;
+    if (p === '*') return 0;
+    const n = /^\d{1,5}$/.test(p) ? Number(p) : NaN;
+    return n <= 65535 ? n : undefined;
+  };
+  let addr: string;
+  let port: number | null | undefined = null;
+  const br = /^\[([^\]]+)\](?::(\d+|\*))?$/.exec(rest);
+  if (br) [addr, port] = [br[1]!, portOf(br[2])];
+  else if (canonicalIp(rest) !== null)
+    addr = rest; // a bare IPv6 address has colons but no port
+  else {
+    const v4 = /^([^:]+):(\d+|\*)$/.exec(rest);
+    if (!v4) return null;
+    [addr, port] = [v4[1]!, portOf(v4[2])];
+  }
+  const address = canonicalIp(addr);
+  if (address === null || port === undefined) return null;
+  return { address, port, protocol };
+}
 
 const vipText = (v: VipSpec): string =>
   `${v.key.address.includes(':') ? `[${v.key.address}]` : v.key.address}:${v.key.port === 0 ? '*' : v.key.port}/${v.key.protocol}`;
@@ -22,8 +82,63 @@ async function vipTables(dp: KernelDatapath): Promise<Map<number, Map<number, nu
   return out;
 }
 
-function print(a: GlobalArgs, json: unknown, text: () => string): void {
-  process.stdout.write((a.json ? toJson(json) : text()) + '\n');
+/** The `daemon` lines of status: ready or not and why, and a rejected reload, each problem on its own line. */
+export function daemonLines(st: DaemonState | null): string[] {
+  if (st === null) return ['daemon      not reachable (admin API: --admin)'];
+  const r = st.readiness;
+  const lines = [
+    `daemon      ${r === undefined ? 'reachable' : r.ready ? (r.reasons.length ? `ready, degraded (${r.reasons.length})` : 'ready') : 'NOT READY'}`,
+    ...(r?.reasons ?? []).map((x) => `  problem   ${x}`),
+  ];
+  // readiness names a rejected reload already; an older daemon may only say it in reloadError.
+  if (st.reloadError && !(r?.reasons ?? []).some((x) => x.includes(st.reloadError!)))
+    lines.push(`  problem   config reload rejected, previous config in force: ${st.reloadError}`);
+  return lines;
+}
+
+type DaemonBackend = NonNullable<DaemonState['desired']>['vips'][number]['backends'][number];
+
+/** The daemon's view of a backend id: its VIP's name and the backend entry. */
+function daemonBackend(st: DaemonState | null, id: number): { vip: string; backend: DaemonBackend } | null {
+  for (const v of st?.desired?.vips ?? [])
+    for (const b of v.backends) if (b.id === id) return { vip: v.name, backend: b };
+  return null;
+}
+
+export interface LastCheck {
+  ok: boolean;
+  detail: string;
+  durationMs: number;
+  /** ISO time of the check. */
+  at: string;
+}
+
+function lastCheck(st: DaemonState | null, vip: string, address: string): LastCheck | null {
+  const t = (st?.health ?? []).find((h) => h.vip === vip && h.address === address);
+  if (!t?.last) return null;
+  return {
+    ok: t.last.ok,
+    detail: t.last.detail,
+    durationMs: t.last.durationMs,
+    at: new Date(t.last.at).toISOString(),
+  };
+}
+
+/** "ok HTTP 200, 3s ago" / "FAIL timeout after 500 ms, 1s ago" / "-" (no check, or no daemon). */
+export function formatCheck(c: LastCheck | null, now: number): string | null {
+  if (c === null) return null;
+  const s = Math.max(0, Math.round((now - Date.parse(c.at)) / 1000));
+  return `${c.ok ? 'ok' : 'FAIL'} ${c.detail}, ${s < 120 ? `${s}s` : `${Math.round(s / 60)}m`} ago`;
+}
+
+/** "drain", "weight 5", "drain, weight 0" (with when it was set), or null. */
+export function formatOverride(o: DaemonBackend['override']): string | null {
+  if (!o) return null;
+  const parts = [
+    ...(o.drain !== undefined ? [o.drain ? 'drain' : 'undrain'] : []),
+    ...(o.weight !== undefined ? [`weight ${o.weight}`] : []),
+  ];
+  return `${parts.join(', ') || 'set'} (${o.at})`;
 }
 
 /** Finds a VIP by id, name (from the daemon) or address[:port[/proto]]. */
@@ -36,13 +151,13 @@ export async function findVip(dp: KernelDatapath, a: GlobalArgs, sel: string): P
     const v = vips.find((x) => x.id === Number(sel));
     if (v) return v;
   }
-  const m = /^\[?([0-9a-fA-F:.]+?)\]?(?::(\d+|\*))?(?:\/(tcp|udp))?$/.exec(sel);
+  const m = parseVipSelector(sel);
   if (m) {
     const hits = vips.filter(
       (v) =>
-        v.key.address === m[1] &&
-        (m[2] === undefined || String(v.key.port) === m[2] || (m[2] === '*' && v.key.port === 0)) &&
-        (m[3] === undefined || v.key.protocol === m[3]),
+        v.key.address === m.address &&
+        (m.port === null || v.key.port === m.port) &&
+        (m.protocol === null || v.key.protocol === m.protocol),
     );
     if (hits.length === 1) return hits[0]!;
     if (hits.length > 1)
@@ -51,15 +166,18 @@ export async function findVip(dp: KernelDatapath, a: GlobalArgs, sel: string): P
         2,
       );
   }
-  throw new CliError(`no VIP "${sel}" (give an id, a name, or address[:port[/proto]]; see peak-xdp vips)`, 2);
+  throw new CliError(
+    `no VIP "${sel}" (give an id, a name, or address[:port][/proto], IPv6 as [addr]:port; see peak-xdp vips)`,
+    2,
+  );
 }
 
 export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
   return y
     .command(
       'status',
-      'Is the balancer attached, how is it configured, what does it hold',
-      () => undefined,
+      'Is the balancer attached, how is it configured, what does it hold, is the daemon ready',
+      (y2) => common(y2),
       async (a) => {
         const { dp, dir, ifname } = openPinned(a);
         try {
@@ -86,17 +204,21 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
             },
             counters: c.global,
             daemon: daemon.state
-              ? { reachable: true, readiness: daemon.state.readiness }
-              : { reachable: false },
+              ? {
+                  reachable: true,
+                  readiness: daemon.state.readiness ?? null,
+                  reloadError: daemon.state.reloadError ?? null,
+                }
+              : { reachable: false, readiness: null, reloadError: null },
           };
-          print(a, st, () => {
+          emit(a.json, 'Status', st, () => {
             const lines = [
               `interface   ${ifname} (${st.attached ? `attached, ${xdp.mode}` : xdp.progId ? `another program (id ${xdp.progId}) is attached` : 'NOT attached'})`,
               `program     id ${dp.program.id}, pinned at ${dir}`,
               `config      ${cfg ? `own ${cfg.ownMac} -> next hop ${cfg.nextHopMac}, mtu ${cfg.mtu}, encap v4 ${cfg.encapSourceV4 ? `${cfg.encapSourceV4.prefix}/${cfg.encapSourceV4.prefixLength}` : '-'}, v6 ${cfg.encapSourceV6 ? `${cfg.encapSourceV6.prefix}/${cfg.encapSourceV6.prefixLength}` : '-'}` : 'not configured (VIP traffic passes)'}`,
               `vips        ${vips.length}`,
               `backends    ${st.backends.total} (${st.backends.up} up, ${st.backends.draining} draining, ${st.backends.down} down)`,
-              `daemon      ${daemon.state ? (daemon.state.readiness?.ready ? 'ready' : `not ready: ${daemon.state.readiness?.reasons.join('; ')}`) : 'not reachable (admin API)'}`,
+              ...daemonLines(daemon.state),
               '',
               renderTable(
                 Object.entries(c.global).filter(([, v]) => v > 0n),
@@ -116,7 +238,7 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     .command(
       'vips',
       'VIPs in the datapath with traffic counters',
-      () => undefined,
+      (y2) => common(y2),
       async (a) => {
         const { dp } = openPinned(a);
         try {
@@ -127,11 +249,7 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           const rows = vips
             .sort((x, y) => x.id - y.id)
             .map((v) => ({
-              id: v.id,
-              name: names.get(v.id) ?? null,
-              address: v.key.address,
-              port: v.key.port,
-              protocol: v.key.protocol,
+              ...vipRef(v, names),
               tableSize: v.tableSize,
               persistence: v.flags.sourceHash ? 'source-ip' : 'none',
               conntrack: !v.flags.noConntrack,
@@ -139,7 +257,7 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
               packets: c.vips.get(v.id)?.packets ?? 0n,
               bytes: c.vips.get(v.id)?.bytes ?? 0n,
             }));
-          print(a, rows, () =>
+          emit(a.json, 'VipList', { items: rows }, () =>
             renderTable(rows, [
               { header: 'ID', value: (r) => r.id },
               { header: 'NAME', value: (r) => r.name },
@@ -159,9 +277,12 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     )
     .command(
       'backends',
-      'Backends in the datapath: state, VIP, traffic',
+      'Backends in the datapath: state, weight, last health check (from the daemon), VIP, traffic',
       (y2) =>
-        y2.option('vip', { type: 'string', describe: 'only this VIP (id, name or address[:port[/proto]])' }),
+        common(y2).option('vip', {
+          type: 'string',
+          describe: 'only this VIP (id, name or address[:port][/proto])',
+        }),
       async (a) => {
         const { dp } = openPinned(a);
         try {
@@ -181,25 +302,41 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
             .map((b) => {
               const v = vipOf(b);
               const slots = v ? (tables.get(v.id)?.get(b.id) ?? 0) : 0;
+              const d = daemonBackend(names.state, b.id);
+              const check = d ? lastCheck(names.state, d.vip, b.address) : null;
               return {
                 id: b.id,
                 address: b.address,
                 state: b.state,
-                vipId: v?.id ?? null,
-                vip: v ? (names.vips.get(v.id) ?? vipText(v)) : null,
+                vip: v ? vipRef(v, names.vips) : null,
+                // Desired weight and overrides come from the daemon (null without one).
+                weight: d?.backend.weight ?? null,
+                override: d?.backend.override ?? null,
+                health: d?.backend.health ?? null,
+                lastCheck: check,
                 slots,
                 share: v ? slots / v.tableSize : 0,
                 packets: c.backends.get(b.id)?.packets ?? 0n,
                 bytes: c.backends.get(b.id)?.bytes ?? 0n,
               };
             })
-            .filter((r) => only === null || r.vipId === only.id);
-          print(a, rows, () =>
+            .filter((r) => only === null || r.vip?.id === only.id);
+          const anyOverride = rows.some((r) => r.override);
+          const now = Date.now();
+          emit(a.json, 'BackendList', { items: rows }, () =>
             renderTable(rows, [
               { header: 'ID', value: (r) => r.id },
               { header: 'ADDRESS', value: (r) => r.address },
               { header: 'STATE', value: (r) => r.state },
-              { header: 'VIP', value: (r) => r.vip },
+              { header: 'WEIGHT', value: (r) => r.weight, align: 'right' },
+              ...(anyOverride
+                ? [{ header: 'OVERRIDE', value: (r: (typeof rows)[number]) => formatOverride(r.override) }]
+                : []),
+              {
+                header: 'VIP',
+                value: (r) => (r.vip ? (r.vip.name ?? vipText(vips.find((v) => v.id === r.vip!.id)!)) : null),
+              },
+              { header: 'LAST CHECK', value: (r) => formatCheck(r.lastCheck, now) },
               { header: 'SHARE', value: (r) => `${(r.share * 100).toFixed(2)}%`, align: 'right' },
               { header: 'PACKETS', value: (r) => r.packets },
               { header: 'BYTES', value: (r) => formatBytes(r.bytes), align: 'right' },
@@ -214,30 +351,56 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       'stats',
       'Packet and byte rates per VIP and backend, and the datapath counters (sampled over --interval)',
       (y2) =>
-        y2
-          .option('interval', { type: 'number', default: 1, describe: 'seconds between samples' })
-          .option('watch', { type: 'boolean', default: false, describe: 'keep printing until interrupted' })
-          .option('count', { type: 'number', describe: 'with --watch: stop after this many samples' }),
+        common(y2)
+          .option('interval', {
+            type: 'string',
+            default: '1',
+            describe: 'seconds between samples (number)',
+            coerce: numberArg('interval'),
+          })
+          .option('watch', {
+            type: 'boolean',
+            default: false,
+            describe: 'keep printing until interrupted (--json: one JSON line per sample)',
+          })
+          .option('count', {
+            type: 'string',
+            describe: 'with --watch: stop after this many samples (positive integer)',
+            coerce: numberArg('count'),
+          }),
       async (a) => {
-        if (!(a.interval > 0 && a.interval <= 3600))
-          throw new CliError(`--interval: ${a.interval} is not in (0, 3600]`, 2);
+        const interval = a.interval as number;
+        if (!(interval > 0 && interval <= 3600))
+          throw new CliError(`--interval: ${interval} is not in (0, 3600]`, 2);
+        if (a.count !== undefined && !a.watch) throw new CliError('--count: only with --watch', 2);
+        if (a.count !== undefined && !(Number.isInteger(a.count) && a.count >= 1))
+          throw new CliError(`--count: ${a.count} is not a positive integer`, 2);
         const { dp } = openPinned(a);
         try {
           const names = await daemonNames(a);
           const vips = await dp.listVips();
           const backends = new Map((await dp.listBackends()).map((b) => [b.id, b]));
+          // A backend's VIP: the daemon's, else the VIP whose table references it.
+          const tables = await vipTables(dp);
+          const vipOfBackend = new Map<number, VipRef>();
+          for (const v of vips)
+            for (const id of tables.get(v.id)?.keys() ?? [])
+              if (id !== 0) vipOfBackend.set(id, vipRef(v, names.vips));
+          for (const [id, name] of names.backendVip) {
+            const v = vips.find((x) => names.vips.get(x.id) === name);
+            if (v) vipOfBackend.set(id, vipRef(v, names.vips));
+          }
           let prev = await dp.counters();
           let prevAt = performance.now();
           const samples = a.watch ? (a.count ?? Infinity) : 1;
           for (let i = 0; i < samples; i++) {
-            await sleep(a.interval * 1000);
+            await sleep(interval * 1000);
             const cur = await dp.counters();
             const now = performance.now();
             const dt = (now - prevAt) / 1000;
             const rate = (x: bigint, y: bigint | undefined) => Number(x - (y ?? 0n)) / dt;
             const vipRows = vips.map((v) => ({
-              id: v.id,
-              vip: names.vips.get(v.id) ?? vipText(v),
+              vip: vipRef(v, names.vips),
               pps: rate(cur.vips.get(v.id)?.packets ?? 0n, prev.vips.get(v.id)?.packets),
               bps: rate(cur.vips.get(v.id)?.bytes ?? 0n, prev.vips.get(v.id)?.bytes) * 8,
             }));
@@ -245,8 +408,8 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
               .filter((id) => backends.has(id))
               .map((id) => ({
                 id,
-                backend: backends.get(id)!.address,
-                vip: names.backendVip.get(id) ?? null,
+                address: backends.get(id)!.address,
+                vip: vipOfBackend.get(id) ?? null,
                 pps: rate(cur.backends.get(id)!.packets, prev.backends.get(id)?.packets),
                 bps: rate(cur.backends.get(id)!.bytes, prev.backends.get(id)?.bytes) * 8,
               }));
@@ -255,20 +418,28 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
               total: v,
               perSecond: rate(v, prev.global[k]),
             }));
-            print(
-              a,
-              { intervalSeconds: dt, vips: vipRows, backends: backendRows, counters: counterRows },
-              () =>
+            const body = { intervalSeconds: dt, vips: vipRows, backends: backendRows, counters: counterRows };
+            // --watch --json: NDJSON, one compact document per sample with its time.
+            if (a.watch && a.json) process.stdout.write(ndjsonLine('Stats', body, new Date()) + '\n');
+            else
+              emit(a.json, 'Stats', body, () =>
                 [
                   renderTable(vipRows, [
-                    { header: 'VIP', value: (r) => r.vip },
+                    {
+                      header: 'VIP',
+                      value: (r) => r.vip.name ?? vipText(vips.find((v) => v.id === r.vip.id)!),
+                    },
                     { header: 'PKT/S', value: (r) => formatRate(r.pps), align: 'right' },
                     { header: 'BIT/S', value: (r) => formatRate(r.bps), align: 'right' },
                   ]),
                   '',
                   renderTable(backendRows, [
-                    { header: 'BACKEND', value: (r) => `${r.backend} (#${r.id})` },
-                    { header: 'VIP', value: (r) => r.vip },
+                    { header: 'BACKEND', value: (r) => `${r.address} (#${r.id})` },
+                    {
+                      header: 'VIP',
+                      value: (r) =>
+                        r.vip ? (r.vip.name ?? vipText(vips.find((v) => v.id === r.vip!.id)!)) : null,
+                    },
                     { header: 'PKT/S', value: (r) => formatRate(r.pps), align: 'right' },
                     { header: 'BIT/S', value: (r) => formatRate(r.bps), align: 'right' },
                   ]),
@@ -283,7 +454,7 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
                   ),
                   '',
                 ].join('\n'),
-            );
+              );
             prev = cur;
             prevAt = now;
           }
@@ -294,22 +465,29 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     )
     .command(
       'conntrack',
-      'Connection-table entries (flow -> backend)',
+      'Connection-table entries (flow -> backend); conntrack flush deletes some',
       (y2) =>
-        y2
+        common(y2)
+          .command(conntrackFlushCommand)
           .option('vip', {
             type: 'string',
-            describe: 'only flows to this VIP (id, name or address[:port[/proto]])',
+            describe: 'only flows to this VIP (id, name or address[:port][/proto])',
           })
-          .option('limit', { type: 'number', default: 1000, describe: 'at most this many entries' }),
+          .option('limit', {
+            type: 'string',
+            default: '1000',
+            describe: 'at most this many entries (positive integer)',
+            coerce: numberArg('limit'),
+          }),
       async (a) => {
-        if (!Number.isInteger(a.limit) || a.limit < 1)
-          throw new CliError(`--limit: ${a.limit} is not a positive integer`, 2);
+        const limit = a.limit as number;
+        if (!Number.isInteger(limit) || limit < 1)
+          throw new CliError(`--limit: ${limit} is not a positive integer`, 2);
         const { dp } = openPinned(a);
         try {
           const only = a.vip ? await findVip(dp, a, a.vip) : null;
           const backends = new Map((await dp.listBackends()).map((b) => [b.id, b]));
-          const entries = (await dp.conntrack(only ? undefined : a.limit))
+          const entries = (await dp.conntrack(only ? undefined : limit))
             .filter(
               (e) =>
                 only === null ||
@@ -317,11 +495,12 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
                   e.protocol === only.key.protocol &&
                   (only.key.port === 0 || e.destinationPort === only.key.port)),
             )
-            .slice(0, a.limit)
+            .slice(0, limit)
             .map((e) => ({ ...e, backend: backends.get(e.backendId)?.address ?? null }));
-          print(
-            a,
-            entries,
+          emit(
+            a.json,
+            'ConntrackList',
+            { items: entries, limitReached: entries.length === limit },
             () =>
               renderTable(entries, [
                 { header: 'PROTO', value: (e) => e.protocol },
@@ -329,7 +508,7 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
                 { header: 'DESTINATION', value: (e) => `${e.destination}:${e.destinationPort}` },
                 { header: 'BACKEND', value: (e) => `${e.backend ?? '?'} (#${e.backendId})` },
               ]) +
-              `\n${entries.length} entries${entries.length === a.limit ? ' (limit reached: --limit)' : ''}`,
+              `\n${entries.length} entries${entries.length === limit ? ' (limit reached: --limit)' : ''}`,
           );
         } finally {
           dp.close();
@@ -337,14 +516,13 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       },
     )
     .command(
-      'ring <vip>',
+      'ring [vip]',
       "A VIP's Maglev table: share of slots per backend (--slots dumps every slot)",
       (y2) =>
-        y2
+        common(y2)
           .positional('vip', {
             type: 'string',
-            demandOption: true,
-            describe: 'id, name or address[:port[/proto]]',
+            describe: 'id, name or address[:port][/proto] (IPv6 with a port: [addr]:port)',
           })
           .option('slots', {
             type: 'boolean',
@@ -352,6 +530,7 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
             describe: 'print the backend id of every slot',
           }),
       async (a) => {
+        if (!a.vip) throw new CliError('ring: give the VIP (id, name or address[:port][/proto])', 2);
         const { dp } = openPinned(a);
         try {
           const vip = await findVip(dp, a, a.vip);
@@ -371,14 +550,15 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
             }));
           const mean = table.length / Math.max(1, rows.filter((r) => r.id !== 0).length);
           const maxOverMean = Math.max(...rows.filter((r) => r.id !== 0).map((r) => r.slots)) / mean;
+          const names = (await daemonNames(a)).vips;
           const out = {
-            vip: vipText(vip),
+            vip: vipRef(vip, names),
             size: table.length,
             backends: rows,
             maxOverMean,
             ...(a.slots ? { slots: [...table] } : {}),
           };
-          print(a, out, () =>
+          emit(a.json, 'Ring', out, () =>
             [
               `${vipText(vip)}: ${table.length} slots, max/mean ${Number.isFinite(maxOverMean) ? maxOverMean.toFixed(4) : '-'}`,
               renderTable(rows, [

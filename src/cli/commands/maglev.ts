@@ -9,8 +9,8 @@ import {
   slotCounts,
   tableNames,
 } from '../../maglev';
-import type { GlobalArgs } from '../context';
-import { CliError, toJson } from '../output';
+import { GlobalArgs, withJson } from '../context';
+import { CliError, emit, numberArg } from '../output';
 
 export interface MaglevAnalysis {
   algorithm: string;
@@ -59,15 +59,32 @@ export function registerMaglev(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     'maglev',
     'Offline Maglev analysis: balance and the share of slots that move when backends leave',
     (y2) =>
-      y2
+      withJson(y2)
         .option('backends', {
-          type: 'number',
-          demandOption: true,
-          describe: 'number of backends (equal weights)',
+          type: 'string',
+          describe: 'number of backends (equal weights; required)',
+          coerce: numberArg('backends'),
         })
-        .option('size', { type: 'number', default: MAGLEV_DEFAULT_SIZE, describe: 'table size M (prime)' })
-        .option('remove', { type: 'number', default: 0, describe: 'backends removed for the churn figure' }),
-    (a) => {
+        .option('size', {
+          type: 'string',
+          default: String(MAGLEV_DEFAULT_SIZE),
+          describe: 'table size M (prime)',
+          coerce: numberArg('size'),
+        })
+        .option('remove', {
+          type: 'string',
+          default: '0',
+          describe: 'backends removed for the churn figure',
+          coerce: numberArg('remove'),
+        }),
+    (args) => {
+      if (args.backends === undefined) throw new CliError('maglev: give --backends N', 2);
+      const a = {
+        ...args,
+        backends: args.backends,
+        size: args.size as number,
+        remove: args.remove as number,
+      };
       if (!Number.isInteger(a.backends) || a.backends < 1 || a.backends > a.size)
         throw new CliError(`--backends: ${a.backends} is not an integer in 1..${a.size}`, 2);
       if (!Number.isInteger(a.size) || !isPrime(a.size))
@@ -75,24 +92,22 @@ export function registerMaglev(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       if (!Number.isInteger(a.remove) || a.remove < 0 || a.remove >= a.backends)
         throw new CliError(`--remove: ${a.remove} is not an integer in 0..${a.backends - 1}`, 2);
       const r = analyseMaglev({ backends: a.backends, size: a.size, remove: a.remove });
-      if (a.json) process.stdout.write(toJson(r) + '\n');
-      else
-        process.stdout.write(
-          [
-            `algorithm        ${r.algorithm}`,
-            `table size       ${r.size}`,
-            `backends         ${r.backends}`,
-            `build            ${r.buildMs.toFixed(2)} ms`,
-            `max/mean slots   ${r.maxOverMean.toFixed(4)}`,
-            `min/mean slots   ${r.minOverMean.toFixed(4)}`,
-            ...(r.changedFraction !== null
-              ? [
-                  `removed          ${r.removed}`,
-                  `slots changed    ${(r.changedFraction * 100).toFixed(3)}% (ideal ${(r.idealChangedFraction! * 100).toFixed(3)}%)`,
-                ]
-              : []),
-          ].join('\n') + '\n',
-        );
+      emit(a.json, 'MaglevAnalysis', r, () =>
+        [
+          `algorithm        ${r.algorithm}`,
+          `table size       ${r.size}`,
+          `backends         ${r.backends}`,
+          `build            ${r.buildMs.toFixed(2)} ms`,
+          `max/mean slots   ${r.maxOverMean.toFixed(4)}`,
+          `min/mean slots   ${r.minOverMean.toFixed(4)}`,
+          ...(r.changedFraction !== null
+            ? [
+                `removed          ${r.removed}`,
+                `slots changed    ${(r.changedFraction * 100).toFixed(3)}% (ideal ${(r.idealChangedFraction! * 100).toFixed(3)}%)`,
+              ]
+            : []),
+        ].join('\n'),
+      );
     },
   ) as unknown as Argv<GlobalArgs>;
 }

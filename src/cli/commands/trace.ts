@@ -2,8 +2,8 @@
 import { isIP } from 'node:net';
 import type { Argv } from 'yargs';
 import { frame, parseFrame, TCP_FLAGS } from '../../datapath/packet';
-import { GlobalArgs, openPinned } from '../context';
-import { CliError, toJson } from '../output';
+import { GlobalArgs, openPinned, withJson, withPins } from '../context';
+import { CliError, emit } from '../output';
 
 /** "10.0.0.1:1234" or "[2001:db8::1]:1234" to address and port. */
 export function parseEndpoint(flag: string, text: string): { address: string; port: number } {
@@ -14,10 +14,72 @@ export function parseEndpoint(flag: string, text: string): { address: string; po
   return { address: m[1]!, port };
 }
 
+/** What each datapath counter (enum peak_counter, lower-case) says about the packet that moved it. */
+export const COUNTER_MEANINGS: Readonly<Record<string, string>> = {
+  pass_not_ip: 'not IPv4 or IPv6: passed to the kernel',
+  pass_malformed: 'malformed or truncated headers: passed to the kernel',
+  pass_not_vip: 'not for a VIP (no VIP matches its address, port and protocol): passed to the kernel',
+  pass_not_ready: 'the balancer has no datapath config yet: passed to the kernel',
+  pass_vip_other_proto:
+    'a VIP address, but an IP protocol the balancer does not balance: passed to the kernel',
+  pass_icmp_other: 'ICMP the balancer does not handle: passed to the kernel',
+  drop_fragment: 'an IP fragment for a VIP: dropped (fragments cannot be balanced)',
+  drop_v6_exthdr: 'IPv6 extension headers on a VIP packet: dropped',
+  drop_no_table: 'the VIP has no Maglev table: dropped',
+  drop_no_backend: 'no usable backend within the probe limit (down, draining or weight 0): dropped',
+  drop_family: "the backend's address family cannot carry this flow: dropped",
+  drop_no_source: 'no encapsulation source address for the backend family (encapSource): dropped',
+  drop_adjust: 'the packet could not be grown for encapsulation: dropped',
+  drop_too_big: 'too big for the MTU after encapsulation (ICMP too-big to the client): dropped',
+  drop_l2_broadcast: 'a VIP packet in a broadcast or multicast Ethernet frame: dropped',
+  drop_bad_source: 'a VIP packet from an address no client has, or from the VIP: dropped',
+  drop_too_big_no_df: 'an IPv4 packet too big after encapsulation with DF clear (no fragmenting): dropped',
+  ct_hit: 'connection-table hit: the flow keeps its backend',
+  ct_miss: 'no connection-table entry: Maglev picked',
+  ct_insert: 'the pick was recorded in the connection table',
+  ct_reselect: "a connection-table entry was not followed (its backend takes no flows, or another VIP's)",
+  ct_expired: 'the connection-table entry was idle past its timeout: re-selected',
+  encap_v4: 'encapsulated in IPv4 (IPIP)',
+  encap_v6: 'encapsulated in IPv6',
+  icmp_echo_reply: 'an echo request to a VIP: answered by the balancer',
+  icmp_error_forwarded: 'an ICMP error about a flow: forwarded to its backend',
+  icmp_too_big_sent: 'ICMP too-big / frag-needed sent to the client',
+  fib_redirect: 'next hop from the FIB: redirected',
+  fib_fallback: 'FIB lookup gave nothing: sent to the configured next-hop MAC',
+};
+
+/** Counters that are totals, not reasons (every packet moves rx_packets and one verdict). */
+const TOTALS = new Set(['rx_packets', 'xdp_pass', 'xdp_drop', 'xdp_tx', 'xdp_redirect']);
+
+/** Counters whose value grew from `before` to `after`, with how much, in the datapath's enum order. */
+export function movedCounters(
+  before: Record<string, bigint>,
+  after: Record<string, bigint>,
+): { counter: string; delta: bigint }[] {
+  return Object.keys(after)
+    .map((counter) => ({ counter, delta: after[counter]! - (before[counter] ?? 0n) }))
+    .filter((x) => x.delta > 0n);
+}
+
+/**
+ * The reason a packet got its verdict, from the counters it moved: the drop or pass reasons first, then what
+ * happened on the way. The counters are global: other traffic in the same instant moves them too.
+ */
+export function reasonFromCounters(moved: readonly string[], verdict: string): string {
+  const meaningful = moved.filter((c) => !TOTALS.has(c));
+  const decisive = meaningful.filter((c) => c.startsWith('drop_') || c.startsWith('pass_'));
+  const ordered = [...decisive, ...meaningful.filter((c) => !decisive.includes(c))];
+  if (ordered.length === 0)
+    return `verdict ${verdict}; no reason counter moved (nothing moved, or a counter this CLI does not know)`;
+  return ordered.map((c) => COUNTER_MEANINGS[c] ?? `counter ${c} moved`).join('; ');
+}
+
 export interface TraceResult {
   verdict: string;
   backend: { id: number | null; address: string } | null;
   reason: string;
+  /** Datapath counters the run moved, with what each means (other traffic at the same moment moves them too). */
+  counters: { counter: string; delta: number; meaning: string | null }[];
   packetHex: string;
   inputHex: string;
   durationNs: number;
@@ -28,7 +90,7 @@ export function registerTrace(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     'trace',
     'Run one flow (or a raw frame) through the attached balancer: verdict, backend, output packet. The packet really runs: counters and the connection table see it.',
     (y2) =>
-      y2
+      withJson(withPins(y2))
         .option('src', { type: 'string', describe: 'client IP:PORT' })
         .option('dst', { type: 'string', describe: 'VIP:PORT' })
         .option('proto', { choices: ['tcp', 'udp'] as const, default: 'tcp' as const })
@@ -67,10 +129,15 @@ export function registerTrace(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
                 : { type: 'tcp', sport: s.port, dport: d.port, flags: a.syn ? TCP_FLAGS.SYN : TCP_FLAGS.ACK },
           });
         }
+        const before = (await dp.counters()).global;
         const r = dp.program.testRun({ data: input, dataSizeOut: input.length + 256 });
+        const moved = movedCounters(before, (await dp.counters()).global);
         const out = r.data ?? Buffer.alloc(0);
         let backend: TraceResult['backend'] = null;
-        let reason = '';
+        let reason = reasonFromCounters(
+          moved.map((m) => m.counter),
+          r.verdictName,
+        );
         if (r.verdictName === 'TX' || r.verdictName === 'REDIRECT') {
           try {
             const p = parseFrame(out);
@@ -83,34 +150,32 @@ export function registerTrace(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
               reason = `reply from the LB (${p.ip.l4?.kind ?? 'ip'} to ${p.ip.dst})`;
             }
           } catch (e) {
-            reason = `output did not parse: ${(e as Error).message}`;
+            reason = `output did not parse: ${(e as Error).message}; ${reason}`;
           }
-        } else if (r.verdictName === 'PASS') {
-          reason = out.equals(input)
-            ? 'not for a VIP (or not balanced): passed to the kernel unchanged'
-            : 'passed';
-        } else if (r.verdictName === 'DROP') {
-          reason = 'dropped (see peak-xdp stats for the drop counters)';
         }
         const res: TraceResult = {
           verdict: r.verdictName,
           backend,
           reason,
+          counters: moved.map((m) => ({
+            counter: m.counter,
+            delta: Number(m.delta),
+            meaning: COUNTER_MEANINGS[m.counter] ?? null,
+          })),
           packetHex: out.toString('hex'),
           inputHex: input.toString('hex'),
           durationNs: r.durationNs,
         };
-        if (a.json) process.stdout.write(toJson(res) + '\n');
-        else
-          process.stdout.write(
-            [
-              `verdict  ${res.verdict}`,
-              `backend  ${backend ? `${backend.address}${backend.id !== null ? ` (#${backend.id})` : ''}` : '-'}`,
-              `why      ${reason}`,
-              `input    ${res.inputHex}`,
-              `output   ${res.packetHex}`,
-            ].join('\n') + '\n',
-          );
+        emit(a.json, 'Trace', res, () =>
+          [
+            `verdict  ${res.verdict}`,
+            `backend  ${backend ? `${backend.address}${backend.id !== null ? ` (#${backend.id})` : ''}` : '-'}`,
+            `why      ${reason}`,
+            `counters ${res.counters.map((c) => `${c.counter}+${c.delta}`).join(' ') || '-'}`,
+            `input    ${res.inputHex}`,
+            `output   ${res.packetHex}`,
+          ].join('\n'),
+        );
       } finally {
         dp.close();
       }

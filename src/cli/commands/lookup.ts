@@ -1,0 +1,164 @@
+// peak-xdp lookup: where a flow goes (its connection-table entry, else the Maglev pick), from the pinned maps
+// through the one selection model (flowhash.ts selectBackend). Reads only: no packet runs, nothing is written.
+import { isIP } from 'node:net';
+import type { Argv } from 'yargs';
+import type { KernelDatapath } from '../../datapath/kernel';
+import { flowHash, selectBackend, sourceHash, type SelectResult } from '../../datapath/flowhash';
+import { decodeCtValue, encodeFlowKey, PROTO_NUMBER } from '../../datapath/layout';
+import type { BackendSpec, Protocol, VipSpec } from '../../datapath/types';
+import { canonicalIp } from '../../model/ip';
+import { daemonNames, GlobalArgs, openPinned, withAdmin, withJson, withPins } from '../context';
+import { CliError, emit } from '../output';
+import { parseEndpoint } from './trace';
+
+export interface Endpoint {
+  address: string;
+  port: number;
+}
+
+/** The VIP a packet to `dst` matches: the exact port first, then an every-port (0) VIP; null when none. */
+export function matchVip(vips: readonly VipSpec[], dst: Endpoint, protocol: Protocol): VipSpec | null {
+  const same = vips.filter((v) => canonicalIp(v.key.address) === dst.address && v.key.protocol === protocol);
+  return same.find((v) => v.key.port === dst.port) ?? same.find((v) => v.key.port === 0) ?? null;
+}
+
+export interface LookupResult {
+  vip: { id: number; name: string | null; address: string; port: number; protocol: Protocol } | null;
+  /** The flow's connection-table entry (null: none, or the VIP does not use the table). */
+  conntrack: { backendId: number; vipId: number; backend: string | null } | null;
+  backend: { id: number; address: string | null; state: string | null } | null;
+  /** conntrack: the entry keeps the flow; maglev: a new pick; none: not balanced or dropped. */
+  from: 'conntrack' | 'maglev' | 'none';
+  reason: string;
+  /** The datapath counters this packet would move (selection only). */
+  counters: string[];
+}
+
+/** Explains a selection; pure. */
+export function lookupReason(r: SelectResult, vipText: string): string {
+  if (r.drop === 'no-table') return `${vipText} has no Maglev table installed: dropped`;
+  if (r.drop === 'no-backend') return `${vipText}: no usable backend within the probe limit: dropped`;
+  // The entry's idle time is not judged here (it needs the kernel's jiffies): one idle past its timeout is
+  // re-selected at the flow's next packet.
+  if (r.from === 'conntrack')
+    return 'connection-table entry: its backend keeps the flow (unless idle past its timeout)';
+  if (r.reselected)
+    return "connection-table entry not followed (its backend takes no flows, or it is another VIP's): Maglev picks again";
+  return 'no connection-table entry: Maglev pick (recorded at the flow’s next packet)';
+}
+
+/** The lookup over read datapath state; pure apart from the selection model's compiled constants. */
+export function lookupFlow(o: {
+  vips: readonly VipSpec[];
+  backends: readonly BackendSpec[];
+  names: ReadonlyMap<number, string>;
+  table: (vipId: number) => Uint32Array | null;
+  conntrack: (key: Buffer) => { backendId: number; vipId: number } | null;
+  src: Endpoint;
+  dst: Endpoint;
+  protocol: Protocol;
+}): LookupResult {
+  const vip = matchVip(o.vips, o.dst, o.protocol);
+  if (vip === null)
+    return {
+      vip: null,
+      conntrack: null,
+      backend: null,
+      from: 'none',
+      reason: `${o.dst.address} port ${o.dst.port} ${o.protocol} is not a VIP: the balancer passes it to the kernel`,
+      counters: [],
+    };
+  const byId = new Map(o.backends.map((b) => [b.id, b]));
+  const proto = PROTO_NUMBER[o.protocol];
+  const flow = {
+    source: o.src.address,
+    destination: o.dst.address,
+    sourcePort: o.src.port,
+    destinationPort: o.dst.port,
+    proto,
+  };
+  const useCt = !vip.flags.noConntrack;
+  const ct = useCt ? o.conntrack(encodeFlowKey(flow)) : null;
+  const r = selectBackend({
+    vipId: vip.id,
+    table: o.table(vip.id),
+    hash: vip.flags.sourceHash ? sourceHash(o.src.address) : flowHash(flow),
+    usable: (id) => byId.get(id)?.state === 'up',
+    keepsFlows: (id) => byId.get(id)?.state === 'up' || byId.get(id)?.state === 'draining',
+    readConntrack: useCt,
+    recordConntrack: useCt,
+    conntrack: ct,
+  });
+  const b = r.backendId === null ? undefined : byId.get(r.backendId);
+  const text = `${vip.key.address.includes(':') ? `[${vip.key.address}]` : vip.key.address}:${vip.key.port}/${vip.key.protocol}`;
+  return {
+    vip: { id: vip.id, name: o.names.get(vip.id) ?? null, ...vip.key },
+    conntrack: ct && { ...ct, backend: byId.get(ct.backendId)?.address ?? null },
+    backend:
+      r.backendId === null ? null : { id: r.backendId, address: b?.address ?? null, state: b?.state ?? null },
+    from: r.backendId === null ? 'none' : r.from,
+    reason: lookupReason(r, text),
+    counters: r.counters,
+  };
+}
+
+function endpoint(flag: string, text: string | undefined): Endpoint {
+  if (text === undefined) throw new CliError(`give ${flag} IP:PORT`, 2);
+  const e = parseEndpoint(flag, text);
+  return { address: canonicalIp(e.address)!, port: e.port };
+}
+
+async function readTables(
+  dp: KernelDatapath,
+  vips: readonly VipSpec[],
+): Promise<Map<number, Uint32Array | null>> {
+  const out = new Map<number, Uint32Array | null>();
+  for (const v of vips) out.set(v.id, await dp.readTable(v.id));
+  return out;
+}
+
+export function registerLookup(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
+  return y.command(
+    'lookup',
+    'Which backend a flow goes to: its connection-table entry, else the Maglev pick (reads the pinned maps; sends and writes nothing)',
+    (y2) =>
+      withJson(withAdmin(withPins(y2)))
+        .option('src', { type: 'string', demandOption: true, describe: 'client IP:PORT' })
+        .option('dst', { type: 'string', demandOption: true, describe: 'VIP:PORT' })
+        .option('proto', { choices: ['tcp', 'udp'] as const, default: 'tcp' as const }),
+    async (a) => {
+      const src = endpoint('--src', a.src);
+      const dst = endpoint('--dst', a.dst);
+      if (isIP(src.address) !== isIP(dst.address))
+        throw new CliError(`--src ${a.src} and --dst ${a.dst} are of different IP families`, 2);
+      const { dp } = openPinned(a);
+      try {
+        const vips = await dp.listVips();
+        const tables = await readTables(dp, vips);
+        const r = lookupFlow({
+          vips,
+          backends: await dp.listBackends(),
+          names: (await daemonNames(a)).vips,
+          table: (id) => tables.get(id) ?? null,
+          conntrack: (key) => {
+            const v = dp.maps.conntrack.lookup(key);
+            return v && decodeCtValue(v);
+          },
+          src,
+          dst,
+          protocol: a.proto,
+        });
+        emit(a.json, 'Lookup', r, () =>
+          [
+            `vip        ${r.vip ? `${r.vip.name ?? `#${r.vip.id}`} (${r.vip.address}:${r.vip.port}/${r.vip.protocol})` : '-'}`,
+            `conntrack  ${r.conntrack ? `entry -> ${r.conntrack.backend ?? '?'} (#${r.conntrack.backendId})` : 'no entry'}`,
+            `backend    ${r.backend ? `${r.backend.address ?? '?'} (#${r.backend.id}, ${r.backend.state ?? '?'})` : '-'}`,
+            `why        ${r.reason}`,
+          ].join('\n'),
+        );
+      } finally {
+        dp.close();
+      }
+    },
+  ) as unknown as Argv<GlobalArgs>;
+}

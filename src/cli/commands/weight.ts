@@ -1,0 +1,61 @@
+// peak-xdp weight <vip> <backend> <w> | --clear: a runtime weight override through the daemon's admin API.
+import type { Argv } from 'yargs';
+import { BOUNDS } from '../../model/defaults';
+import type { GlobalArgs } from '../context';
+import { CliError } from '../output';
+import { adminWrite, backendArg, OverrideReply, printReply, vipName, withToken } from './drain';
+
+/** A weight argument as typed: an integer 0..BOUNDS.weight.max. */
+export function weightArg(text: unknown): number {
+  const s = String(text);
+  const w = /^\d+$/.test(s) ? Number(s) : NaN;
+  if (!(w >= 0 && w <= BOUNDS.weight.max))
+    throw new CliError(`weight: "${s}" is not an integer from 0 to ${BOUNDS.weight.max}`, 2);
+  return w;
+}
+
+export function registerWeight(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
+  return y.command(
+    'weight <vip> <backend> [weight]',
+    "Set a backend's weight (0..65535; 0 takes it out of the table) through the daemon until --clear; survives reloads and daemon restarts",
+    (y2) =>
+      withToken(
+        y2
+          .positional('vip', {
+            type: 'string',
+            demandOption: true,
+            describe: 'VIP name, id or address[:port[/proto]]',
+          })
+          .positional('backend', { type: 'string', demandOption: true, describe: 'backend address' })
+          // A string: yargs would turn "abc" into NaN and "1e3" into 1000 before we could name the input.
+          .positional('weight', { type: 'string', describe: 'the new weight' })
+          .option('clear', {
+            type: 'boolean',
+            default: false,
+            describe: 'clear the weight override (the config weight again)',
+          }),
+      ),
+    async (a) => {
+      if (a.clear === (a.weight !== undefined))
+        throw new CliError(
+          a.clear ? 'give a weight or --clear, not both' : 'give a weight (0..65535) or --clear',
+          2,
+        );
+      const weight = a.clear ? null : weightArg(a.weight);
+      const vip = await vipName(a, a.vip);
+      const backend = backendArg(a.backend);
+      const r =
+        weight === null
+          ? await adminWrite<OverrideReply>(a, 'DELETE', '/v1/backends/weight', { vip, backend })
+          : await adminWrite<OverrideReply>(a, 'POST', '/v1/backends/weight', { vip, backend, weight });
+      printReply(
+        a,
+        'BackendOverride',
+        r,
+        weight === null
+          ? `${r.backend} in VIP ${r.vip}: weight override cleared (the config's weight again)`
+          : `${r.backend} in VIP ${r.vip}: weight ${weight} (override since ${r.override?.at}); --clear clears it`,
+      );
+    },
+  ) as unknown as Argv<GlobalArgs>;
+}

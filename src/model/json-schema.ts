@@ -1,0 +1,32 @@
+// The whole config file as one zod schema, the source of its JSON Schema (scripts/gen-schema.ts), for editors.
+import { z } from 'zod';
+import { bgpConfigSchema } from './bgp';
+import { BOUNDS, DEFAULTS } from './defaults';
+import { kubernetesSectionSchema } from './kubernetes';
+import { configSchema, vipSchema } from './schema';
+
+/** Where the generated schema is checked in (relative to the package root), and its $id. */
+export const CONFIG_SCHEMA_FILE = 'schema/peak-xdp.schema.json';
+export const CONFIG_SCHEMA_ID = 'https://peak-xdp.io/schema/peak-xdp.schema.json';
+
+/**
+ * A backend as checkBackends (backends.ts) checks it by hand for speed; the same shape as a zod schema, for the
+ * JSON Schema only (test/unit/config-schema.test.ts checks that both accept and refuse the same samples).
+ */
+export const backendDocumentSchema = z
+  .object({
+    address: z.string().describe('IPv4 or IPv6 address of the real server'),
+    weight: z.number().int().min(0).max(BOUNDS.weight.max).default(DEFAULTS.backend.weight),
+    drain: z.boolean().default(DEFAULTS.backend.drain),
+  })
+  .strict();
+
+/**
+ * The whole file: the top-level schema with the parts it validates separately (each VIP, each backend, the bgp
+ * and kubernetes sections) put back in place.
+ */
+export const configDocumentSchema = configSchema.extend({
+  vips: z.array(vipSchema.extend({ backends: z.array(backendDocumentSchema).default([]) })).default([]),
+  bgp: bgpConfigSchema.optional(),
+  kubernetes: kubernetesSectionSchema.optional(),
+});

@@ -1,0 +1,73 @@
+// The checked-in JSON Schema of the config file is what the zod model generates (npm run schema), and editors find it.
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { configJsonSchemaText } from '../../scripts/gen-schema';
+import { parse as parseYaml } from 'yaml';
+import { formatIssue, parseConfig } from '../../src/model';
+import { checkBackends } from '../../src/model/backends';
+import { backendDocumentSchema, CONFIG_SCHEMA_FILE } from '../../src/model/json-schema';
+import { configSchema, vipSchema } from '../../src/model/schema';
+import { packageRoot } from '../../src/paths';
+
+const checkedIn = (): string => readFileSync(join(packageRoot, CONFIG_SCHEMA_FILE), 'utf8');
+
+describe('config JSON Schema', () => {
+  it(`${CONFIG_SCHEMA_FILE} is up to date with the model (else: npm run schema)`, () => {
+    expect(checkedIn()).toBe(configJsonSchemaText());
+  });
+
+  it('describes every key the model knows, at the top level, in a VIP and in a backend', () => {
+    const s = JSON.parse(checkedIn());
+    expect(Object.keys(s.properties).sort()).toEqual(Object.keys(configSchema.shape).sort());
+    expect(s.additionalProperties).toBe(false);
+    const vipItem = s.properties.vips.items;
+    expect(Object.keys(vipItem.properties).sort()).toEqual(Object.keys(vipSchema.shape).sort());
+    expect(Object.keys(vipItem.properties.backends.items.properties).sort()).toEqual([
+      'address',
+      'drain',
+      'weight',
+    ]);
+    // Sections validated apart from the top level are in the document schema, not left open.
+    expect(s.properties.bgp.properties.peers.items.properties.asn.type).toBe('integer');
+    expect(s.properties.kubernetes.properties).toHaveProperty('pool');
+    expect(s.required).toEqual(['interface']);
+  });
+
+  it('the backend shape for the schema accepts and refuses what checkBackends does', () => {
+    const samples: unknown[] = [
+      { address: '10.0.0.1' },
+      { address: '10.0.0.1', weight: 0, drain: true },
+      { address: '10.0.0.1', weight: 65536 },
+      { address: '10.0.0.1', weight: 1.5 },
+      { address: '10.0.0.1', weight: -1 },
+      { address: '10.0.0.1', drain: 'yes' },
+      { address: '10.0.0.1', extra: 1 },
+      { weight: 1 },
+      'not an object',
+    ];
+    const verdicts = samples.map((b) => [
+      checkBackends([b]).issues.length === 0,
+      backendDocumentSchema.safeParse(b).success,
+    ]);
+    for (const [mine, schema] of verdicts) expect(mine).toBe(schema);
+    expect(verdicts.filter(([ok]) => ok)).toHaveLength(2);
+  });
+
+  it('the example config names the schema for editors (yaml-language-server), by a path that exists', () => {
+    const example = join(packageRoot, 'examples', 'config.yaml');
+    const first = readFileSync(example, 'utf8').split('\n')[0]!;
+    const m = /^# yaml-language-server: \$schema=(\S+)$/.exec(first);
+    expect(m).not.toBeNull();
+    expect(resolve(dirname(example), m![1]!)).toBe(join(packageRoot, CONFIG_SCHEMA_FILE));
+    expect(existsSync(resolve(dirname(example), m![1]!))).toBe(true);
+  });
+
+  it("deploy/configmap.yaml's config.yaml is valid, and says where the schema is", () => {
+    const text = readFileSync(join(packageRoot, 'deploy', 'configmap.yaml'), 'utf8');
+    expect(text).toContain('../schema/peak-xdp.schema.json');
+    const cm = parseYaml(text) as { data: Record<string, string> };
+    const r = parseConfig(cm.data['config.yaml']!, { format: 'yaml' });
+    if (!r.ok) throw new Error(r.errors.map(formatIssue).join('\n'));
+    expect(r.config.interface).toBe('eth0');
+  });
+});
