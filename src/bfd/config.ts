@@ -1,15 +1,16 @@
 // What a BFD session is configured with (file, flags, control socket): validation, defaults, the session key.
 import { isIP } from 'node:net';
+import { BFD_DEFAULTS, bfdIntervalProblem, BFD_BOUNDS } from '../model/bgp';
 import { canonicalIp } from '../model/ip';
 import { AuthConfig, AuthTypeName, authTypeFromName, checkAuthConfig, AUTH_TYPE_NAMES } from './codec';
 import { SessionParams, checkParams } from './session';
 
-/** Defaults like MetalLB's BFDProfile: 300 ms × 3. */
-export const DEFAULT_MIN_RX_MS = 300;
-export const DEFAULT_MIN_TX_MS = 300;
-export const DEFAULT_MULTIPLIER = 3;
+/** Defaults like MetalLB's BFDProfile: 300 ms × 3 (the model holds them: the daemon's bgp section shares them). */
+export const DEFAULT_MIN_RX_MS = BFD_DEFAULTS.minRx;
+export const DEFAULT_MIN_TX_MS = BFD_DEFAULTS.minTx;
+export const DEFAULT_MULTIPLIER = BFD_DEFAULTS.multiplier;
 /** Where the control socket lives unless told otherwise. */
-export const DEFAULT_CONTROL_PATH = '/run/peak-xdp/bfd.sock';
+export const DEFAULT_CONTROL_PATH = BFD_DEFAULTS.controlSocket;
 /** RFC 5881 (single-hop) and RFC 5883 (multihop) destination ports. */
 export const SINGLE_HOP_PORT = 3784;
 export const MULTIHOP_PORT = 4784;
@@ -25,9 +26,9 @@ export interface SessionSpec {
   /** RFC 5883 multihop (UDP 4784, no TTL check). Default false. */
   multihop?: boolean;
   /** Required min RX interval (ms). Default 300. */
-  minRxMs?: number;
+  minRx?: number;
   /** Desired min TX interval (ms). Default 300. */
-  minTxMs?: number;
+  minTx?: number;
   /** Detect multiplier. Default 3. */
   multiplier?: number;
   /** Authentication; secret as UTF-8 text (or hex with `secretHex`). */
@@ -58,25 +59,17 @@ export function sessionKey(o: {
 
 function ms(v: unknown, field: string, dflt: number): number {
   if (v === undefined) return dflt;
-  if (
-    typeof v !== 'number' ||
-    !Number.isFinite(v) ||
-    v < 1 ||
-    v > 60_000 ||
-    Math.round(v * 1000) !== v * 1000
-  )
-    throw new TypeError(
-      `${field} must be a number of ms in 1..60000 (µs precision), got ${JSON.stringify(v)}`,
-    );
-  return v;
+  const problem = bfdIntervalProblem(v);
+  if (problem) throw new TypeError(`${field} ${problem}`);
+  return v as number;
 }
 
-/** Validates one spec; `field` prefixes every error ("sessions[2].minRxMs ..."). */
+/** Validates one spec; `field` prefixes every error ("sessions[2].minRx ..."). */
 export function parseSessionSpec(raw: unknown, field = 'session'): SessionConfig {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
     throw new TypeError(`${field} must be an object, got ${JSON.stringify(raw)}`);
   const s = raw as Record<string, unknown>;
-  const known = ['peer', 'local', 'interface', 'multihop', 'minRxMs', 'minTxMs', 'multiplier', 'auth'];
+  const known = ['peer', 'local', 'interface', 'multihop', 'minRx', 'minTx', 'multiplier', 'auth'];
   for (const k of Object.keys(s))
     if (!known.includes(k)) throw new TypeError(`${field}.${k}: unknown field (known: ${known.join(', ')})`);
   const peer = s.peer;
@@ -104,12 +97,15 @@ export function parseSessionSpec(raw: unknown, field = 'session'): SessionConfig
   if (!multihop && family === 6 && (peer as string).toLowerCase().startsWith('fe80') && !iface)
     throw new TypeError(`${field}.interface is required for the link-local peer ${peer as string}`);
   const mult = s.multiplier ?? DEFAULT_MULTIPLIER;
-  if (typeof mult !== 'number' || !Number.isInteger(mult) || mult < 1 || mult > 255)
-    throw new TypeError(`${field}.multiplier must be an integer 1..255, got ${JSON.stringify(s.multiplier)}`);
+  const mb = BFD_BOUNDS.multiplier;
+  if (typeof mult !== 'number' || !Number.isInteger(mult) || mult < mb.min || mult > mb.max)
+    throw new TypeError(
+      `${field}.multiplier must be an integer ${mb.min}..${mb.max}, got ${JSON.stringify(s.multiplier)}`,
+    );
   const params = checkParams(
     {
-      desiredMinTxUs: Math.round(ms(s.minTxMs, `${field}.minTxMs`, DEFAULT_MIN_TX_MS) * 1000),
-      requiredMinRxUs: Math.round(ms(s.minRxMs, `${field}.minRxMs`, DEFAULT_MIN_RX_MS) * 1000),
+      desiredMinTxUs: Math.round(ms(s.minTx, `${field}.minTx`, DEFAULT_MIN_TX_MS) * 1000),
+      requiredMinRxUs: Math.round(ms(s.minRx, `${field}.minRx`, DEFAULT_MIN_RX_MS) * 1000),
       detectMult: mult,
     },
     field,

@@ -278,13 +278,13 @@ export class BfdProcess extends EventEmitter {
       remoteDiag: diagName(s.remoteDiag),
       heldBy,
       configured: {
-        minTxMs: s.config.desiredMinTxUs / 1000,
-        minRxMs: s.config.requiredMinRxUs / 1000,
+        minTx: s.config.desiredMinTxUs / 1000,
+        minRx: s.config.requiredMinRxUs / 1000,
         multiplier: s.config.detectMult,
       },
       remote: {
-        minTxMs: s.remoteDesiredMinTxUs / 1000,
-        minRxMs: s.remoteMinRxUs / 1000,
+        minTx: s.remoteDesiredMinTxUs / 1000,
+        minRx: s.remoteMinRxUs / 1000,
         multiplier: s.remoteDetectMult,
       },
       txIntervalMs: txIntervalUs(s) / 1000,
@@ -393,6 +393,7 @@ export class BfdProcess extends EventEmitter {
         from: stateName(ev.from),
         to: stateName(ev.to),
         diag: diagName(ev.diag),
+        remoteState: stateName(s.remoteState),
         at: Math.round(Date.now() - (this.now() - ev.at)),
       };
       this.o.metrics?.stateChange(out);

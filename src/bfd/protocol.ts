@@ -33,6 +33,11 @@ export interface StateChangeEvent {
   from: StateName;
   to: StateName;
   diag: DiagName;
+  /**
+   * The peer's state as last received: with to 'down' and diag neighbor-signaled-down, 'admin-down' means the
+   * peer took the session down on purpose, which a client must not take for a failure (RFC 5882 §3.2).
+   */
+  remoteState: StateName;
   /** Wall clock, ms since the epoch. */
   at: number;
 }
@@ -60,8 +65,8 @@ export interface SessionStatus {
   remoteDiag: DiagName;
   /** Held Down by this side (forwarding plane, holdDown), or AdminDown by command; null otherwise. */
   heldBy: 'forwarding-plane' | 'command' | null;
-  configured: { minTxMs: number; minRxMs: number; multiplier: number };
-  remote: { minTxMs: number; minRxMs: number; multiplier: number };
+  configured: { minTx: number; minRx: number; multiplier: number };
+  remote: { minTx: number; minRx: number; multiplier: number };
   /** Negotiated: what we send at (ms; 0 = nothing), and after how long silence means down (ms; 0 = unarmed). */
   txIntervalMs: number;
   detectionTimeMs: number;

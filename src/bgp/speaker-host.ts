@@ -109,6 +109,14 @@ export function hostSpeaker(o: { port: SpeakerPort; init: SpeakerWorkerInit; soc
         }
         soon();
         return;
+      case 'hold':
+        if (!speaker.holdPeer(m.peer, m.reason)) post({ t: 'error', error: `hold: no peer ${m.peer}` });
+        soon();
+        return;
+      case 'release':
+        speaker.releasePeer(m.peer);
+        soon();
+        return;
       case 'stop':
         clearInterval(timer);
         speaker.stop({ gracefulShutdownMs: m.gracefulShutdownMs }).then(

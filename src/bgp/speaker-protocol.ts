@@ -16,6 +16,10 @@ export interface BgpSpeakerHandle extends EventEmitter {
   status(): SpeakerStatus;
   /** RFC 8326 drain (if configured), withdraw everything, CEASE every session. */
   stop(o?: { gracefulShutdownMs?: number }): Promise<void>;
+  /** BFD Down (RFC 5882 §4.3): close this peer's session (CEASE / BFD Down) and keep it closed. */
+  holdPeer(peer: string, reason: string): void;
+  /** Ends holdPeer: the session connects / accepts again. */
+  releasePeer(peer: string): void;
 }
 
 /** workerData of the speaker worker: plain data only (no logger, no socket factory). */
@@ -29,7 +33,11 @@ export interface SpeakerWorkerInit {
 
 /** Daemon thread -> worker. */
 export type ToSpeaker =
-  { t: 'start' } | { t: 'routes'; routes: RouteSpec[] } | { t: 'stop'; gracefulShutdownMs?: number };
+  | { t: 'start' }
+  | { t: 'routes'; routes: RouteSpec[] }
+  | { t: 'stop'; gracefulShutdownMs?: number }
+  | { t: 'hold'; peer: string; reason: string }
+  | { t: 'release'; peer: string };
 
 export type LogLevel = 'info' | 'warn' | 'debug';
 

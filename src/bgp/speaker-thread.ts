@@ -55,7 +55,12 @@ const HEAP_PER_PREFIX = 256;
 type Phase = 'new' | 'starting' | 'running' | 'stopping' | 'stopped';
 
 /** A peer as shown while no worker runs (before start, between a death and the restart). */
-function offlinePeer(p: BgpPeerConfig, lastError: string | null, since: number): WirePeerStatus {
+function offlinePeer(
+  p: BgpPeerConfig,
+  lastError: string | null,
+  since: number,
+  heldDown: string | null,
+): WirePeerStatus {
   const zero = () => ({ open: 0, update: 0, notification: 0, keepalive: 0, routeRefresh: 0 });
   return {
     peer: p.address,
@@ -85,6 +90,7 @@ function offlinePeer(p: BgpPeerConfig, lastError: string | null, since: number):
     routeRefreshCoalesced: 0,
     maxPrefixes: p.maxPrefixes,
     maxPrefixesExceeded: 0,
+    heldDown,
     nextRetryAt: null,
   };
 }
@@ -107,6 +113,8 @@ export class BgpSpeakerThread extends EventEmitter implements BgpSpeakerHandle {
   private workerStartedAt = 0;
   private workerError: Error | null = null;
   private desired = new Map<string, RouteSpec>();
+  /** Peers held down (holdPeer) -> reason: posted to every worker, so a restarted one keeps them down. */
+  private readonly holds = new Map<string, string>();
   /** JSON of the routes last posted to the current worker (an unchanged set is not posted again). */
   private posted: string | null = null;
   private last: WireStatus;
@@ -164,6 +172,16 @@ export class BgpSpeakerThread extends EventEmitter implements BgpSpeakerHandle {
   setRoutes(routes: RouteSpec[]): void {
     this.desired = desiredRoutes(routes);
     this.postRoutes();
+  }
+
+  holdPeer(peer: string, reason: string): void {
+    this.holds.set(peer, reason);
+    this.worker?.postMessage({ t: 'hold', peer, reason } satisfies ToSpeaker);
+  }
+
+  releasePeer(peer: string): void {
+    if (!this.holds.delete(peer)) return;
+    this.worker?.postMessage({ t: 'release', peer } satisfies ToSpeaker);
   }
 
   status(): SpeakerStatus {
@@ -224,7 +242,9 @@ export class BgpSpeakerThread extends EventEmitter implements BgpSpeakerHandle {
       asn: this.config.asn,
       routerId: this.config.routerId,
       draining: false,
-      peers: this.config.peers.map((p) => offlinePeer(p, lastError, since)),
+      peers: this.config.peers.map((p) =>
+        offlinePeer(p, lastError, since, this.holds.get(p.address) ?? null),
+      ),
     };
   }
 
@@ -253,6 +273,8 @@ export class BgpSpeakerThread extends EventEmitter implements BgpSpeakerHandle {
       if (w === this.worker) this.workerError = e;
     });
     w.on('exit', (code: number) => this.onExit(w, code));
+    // Holds before start: the worker's speaker starts no held session.
+    for (const [peer, reason] of this.holds) w.postMessage({ t: 'hold', peer, reason } satisfies ToSpeaker);
     w.postMessage({ t: 'start' } satisfies ToSpeaker);
     // Routes first thing: a restarted worker announces them as soon as each session is up again.
     this.postRoutes();

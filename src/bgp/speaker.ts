@@ -25,7 +25,7 @@ import { canonicalPrefix, parsePrefix } from './ip';
 import { RouteSpec } from './policy';
 import { BgpLogger, BgpSession, SessionState, SessionStatus, silentLogger } from './session';
 import { BgpSocketFactory, plainBgpSockets } from './sockets';
-import { unmapIpv4 } from '../model/ip';
+import { canonicalIp, unmapIpv4 } from '../model/ip';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface SpeakerOptions extends BgpConfigInput {
@@ -64,6 +64,8 @@ export interface PeerStatus extends SessionStatus {
   /** bgp.peers[].maxPrefixes, and how often the peer exceeded it (each time: CEASE, session reset). */
   maxPrefixes: number;
   maxPrefixesExceeded: number;
+  /** Why the session is held down (BFD Down: holdPeer), or null. */
+  heldDown: string | null;
 }
 
 export interface SpeakerStatus {
@@ -101,6 +103,8 @@ interface Peer {
     coalesced: number;
   };
   maxPrefixesExceeded: number;
+  /** holdPeer: why the session is held closed; `closing` settles once its CEASE went out. */
+  hold: { reason: string; closing: Promise<void> } | null;
 }
 
 const famOf = (name: 'ipv4' | 'ipv6'): Family => ({
@@ -168,6 +172,7 @@ export class BgpSpeaker extends EventEmitter {
         withdrawnTotal: 0,
         refresh: { pending: new Set(), timer: null, lastAt: -Infinity, served: 0, coalesced: 0 },
         maxPrefixesExceeded: 0,
+        hold: null,
       };
       session.on('established', () => {
         peer.sent.clear();
@@ -206,7 +211,42 @@ export class BgpSpeaker extends EventEmitter {
     if (this.started) return;
     this.started = true;
     if (this.config.listen || this.peers.some((p) => p.cfg.passive)) await this.listen();
-    for (const p of this.peers) p.session.start();
+    for (const p of this.peers) if (!p.hold) p.session.start();
+  }
+
+  /**
+   * RFC 5882 §4.3: BFD says the forwarding path to this peer failed. Closes its session with CEASE / BFD Down
+   * (RFC 9384) and no UPDATE first (the router drops every route of the session with it; a withdraw would say
+   * nothing more and most likely not arrive), then keeps it closed (no connect, no accept) until releasePeer.
+   * Other peers are untouched. False: no such peer.
+   */
+  holdPeer(address: string, reason: string): boolean {
+    const peer = this.peerAt(address);
+    if (!peer) return false;
+    if (peer.hold) {
+      peer.hold.reason = reason;
+      return true;
+    }
+    this.log.warn({ peer: peer.cfg.address, reason }, 'bgp: session held down');
+    const closing = peer.session.stop(CeaseSub.BFD_DOWN).catch((e: unknown) => {
+      this.emit('error', new Error(`bgp peer ${peer.cfg.address}: hold: ${String(e)}`));
+    });
+    peer.hold = { reason, closing };
+    return true;
+  }
+
+  /** Ends holdPeer: the session starts again (once its CEASE went out). False: no such peer, or not held. */
+  releasePeer(address: string): boolean {
+    const peer = this.peerAt(address);
+    if (!peer?.hold) return false;
+    const { closing } = peer.hold;
+    peer.hold = null;
+    this.log.info({ peer: peer.cfg.address }, 'bgp: session released');
+    void closing.then(() => {
+      // A hold again meanwhile, a stop, or no start yet: the session stays as it is.
+      if (!peer.hold && this.started && !this.stopping) peer.session.start();
+    });
+    return true;
   }
 
   /** Make the announced set equal to `routes`; a call that changes nothing sends nothing. */
@@ -256,11 +296,18 @@ export class BgpSpeaker extends EventEmitter {
         routeRefreshCoalesced: p.refresh.coalesced,
         maxPrefixes: p.cfg.maxPrefixes,
         maxPrefixesExceeded: p.maxPrefixesExceeded,
+        heldDown: p.hold?.reason ?? null,
       })),
     };
   }
 
   // -------------------------------------------------------------------------------------------------
+
+  /** The configured peer at `address` (any spelling of it). */
+  private peerAt(address: string): Peer | undefined {
+    const a = canonicalIp(address);
+    return a === null ? undefined : this.peers.find((p) => canonicalIp(p.cfg.address) === a);
+  }
 
   private async listen(): Promise<void> {
     const l = this.config.listen ?? { address: '::', port: 179 };

@@ -8,7 +8,9 @@ import type { HealthMonitor } from '../health/monitor';
 import type { Logger } from '../log';
 import type { ReloadEvent } from '../sources/types';
 import type { AdminOptions, AdminServer } from './admin';
+import type { BfdConnect } from './bfd-link';
 import type { DatapathHost } from './datapath-host';
+import type { OverrideStore } from './override-store';
 import type { VipRoutesStatus } from './vip-routes';
 
 /** Facts about this host's interfaces (src/daemon/host.ts). */
@@ -53,4 +55,8 @@ export interface DaemonCollaborators {
   bgpSpeaker(o: SpeakerThreadOptions): DaemonSpeaker;
   adminServer(o: AdminOptions): Promise<AdminServer>;
   vipRoutes(o: { ifname: string; log: Logger }): VipRoutes;
+  /** Connects to the BFD process's control socket (peers with `bfd`); absent: BFD is never reachable. */
+  bfdConnect?: BfdConnect;
+  /** Where runtime overrides are stored (override-store.ts); absent: kept in memory only. */
+  overrideStore?(o: { ifname: string }): OverrideStore;
 }

@@ -12,6 +12,7 @@ import type { KubernetesSource } from '../sources/kubernetes/source';
 import type { ReloadEvent } from '../sources/types';
 import type { AdminServer, Readiness } from './admin';
 import { Announcer, resolveRouterId } from './announcer';
+import { BfdConnect, BfdLink, bfdSessionsOf } from './bfd-link';
 import type {
   DaemonCollaborators,
   DaemonConfigSource,
@@ -28,6 +29,9 @@ import { Programmer } from './programmer';
 import { ComponentErrorLog, DaemonComponent, NO_KEEPER, readinessOf, stateDocument } from './state-view';
 import { SyncLoop } from './sync-loop';
 import { buildInfo } from '../version';
+import { adminWriteApi, conntrackFlusherOf, desiredIds, isLoopback, WriteTarget } from './admin-write';
+import { readAdminToken, RuntimeOverrides } from './override-store';
+import { withOverrideView } from './overrides';
 
 export type { DaemonComponent } from './state-view';
 
@@ -56,12 +60,16 @@ export class Daemon {
   private readonly monitor: DaemonHealthMonitor;
   private readonly health: HealthFeed;
   private announcer: Announcer | null = null;
+  /** The BFD process's sessions for the peers with `bfd` (null: none has). */
+  private bfd: BfdLink | null = null;
   private admin: AdminServer | null = null;
   private metrics: DaemonMetrics | null = null;
   /** The admin API serves it from before the datapath is opened; the metrics register into it after. */
   private readonly registry = new Registry();
   private kube: KubernetesSource | null = null;
   private kubeVips: VipConfig[] = [];
+  /** Drains and weights set through the admin API, applied on top of the config (null before start). */
+  private overrides: RuntimeOverrides | null = null;
   /** Blackhole routes for the VIP addresses (vipBlackholeRoutes), set on every sync. */
   private vipRoutes: VipRoutes | null = null;
   private readonly loop: SyncLoop;
@@ -151,6 +159,11 @@ export class Daemon {
     if (bgpEarly) await this.opts.bgpPreflight({ bgp: bgpEarly, ifname: config.interface });
     if (this.opts.kubernetes) await kubernetesSettings(config);
     const listen = config.admin.listen;
+    this.overrides = await RuntimeOverrides.open({
+      store: this.opts.overrideStore?.({ ifname: config.interface }) ?? null,
+      log: this.log,
+    });
+    const token = config.admin.tokenFile ? await readAdminToken(config.admin.tokenFile) : null;
     this.admin = await this.opts
       .adminServer({
         host: listen.host,
@@ -161,6 +174,10 @@ export class Daemon {
         readiness: () => this.readiness(),
         state: () => this.state(),
         logger: this.log,
+        api: adminWriteApi({
+          target: this.writeTarget(),
+          access: { listen: `${listen.host}:${listen.port}`, local: isLoopback(listen.host), token },
+        }),
       })
       .catch((e: NodeJS.ErrnoException) => {
         throw new Error(
@@ -174,7 +191,11 @@ export class Daemon {
     if (keeper.adopted)
       await this.health.seed(
         dp,
-        desiredState({ config, ids: programmer.ids, datapathConfig: this.datapathConfig }),
+        desiredState({
+          config: this.overrides.apply(config),
+          ids: programmer.ids,
+          datapathConfig: this.datapathConfig,
+        }),
       );
 
     this.metrics = createMetrics({
@@ -234,6 +255,19 @@ export class Daemon {
       });
       await this.announcer.start();
       this.announce();
+      // After the speaker: a BFD Down holds its session. An absent BFD process only degrades (retried).
+      const sessions = bfdSessionsOf(bgp, config.interface);
+      if (sessions.length > 0) {
+        this.bfd = new BfdLink({
+          path: bgp.bfd.controlSocket,
+          sessions,
+          connect: this.opts.bfdConnect ?? noBfdClient,
+          speaker: this.announcer.speaker,
+          log: this.log.child({ component: 'bfd' }),
+          registry: this.metrics.registry,
+        });
+        await this.bfd.start();
+      }
     }
 
     keeper.watch();
@@ -259,6 +293,11 @@ export class Daemon {
     keeper?.stopWatching();
     this.loop.stop();
     await this.announcer?.stop().catch((e: Error) => this.log.warn({ err: e }, 'BGP stop failed'));
+    // Only a node leaving for good takes BFD Down (the router drops it at once); a restart leaves BFD Up,
+    // which is the point of BFD in its own process (graceful restart keeps the routes meanwhile).
+    if (this.opts.detachOnExit)
+      await this.bfd?.holdDownForGood().catch((e: Error) => this.log.warn({ err: e }, 'BFD holdDown failed'));
+    this.bfd?.stop();
     this.monitor.stop();
     this.source?.stop();
     await this.kube?.stop().catch((e: Error) => this.log.warn({ err: e }, 'kubernetes source stop failed'));
@@ -284,7 +323,7 @@ export class Daemon {
   /** Everything /state shows: desired and actual, health, BGP, sources. */
   async state(): Promise<unknown> {
     const dp = this.dp;
-    return stateDocument({
+    const doc = stateDocument({
       startedAt: this.startedAt,
       ifname: this.config?.interface,
       keeper: this.keeper ?? NO_KEEPER,
@@ -303,7 +342,28 @@ export class Daemon {
       bgp: this.speaker?.status() ?? null,
       kubernetes: this.kube?.status() ?? null,
       vipRoutes: this.vipRoutes?.status() ?? null,
+      bfd: this.bfd?.status() ?? null,
     });
+    return this.overrides ? withOverrideView(doc, this.overrides.set, this.overrides.location) : doc;
+  }
+
+  /** What the admin API's write endpoints change and read (admin-write.ts). */
+  private writeTarget(): WriteTarget {
+    const configured = () => [...(this.config?.vips ?? []), ...this.kubeVips];
+    return {
+      started: () => this.started,
+      vips: configured,
+      overrides: () => this.overrides?.set ?? {},
+      overridesLocation: () => this.overrides?.location ?? null,
+      change: async (c) => {
+        const set = await this.overrides!.change(c, configured);
+        // Resolves once a sync that started after the change has run: the datapath has it.
+        await this.loop.request('override');
+        return set;
+      },
+      ids: () => desiredIds(this.programmer.desired),
+      conntrack: () => (this.dp ? conntrackFlusherOf(this.dp) : null),
+    };
   }
 
   readiness(): Readiness {
@@ -316,14 +376,18 @@ export class Daemon {
       reloadError: this.gate.reloadError,
       componentErrors: this.componentErrors.entries(),
       now: Date.now(),
+      bfdProblem: this.bfd?.problem() ?? null,
     });
   }
 
   /** Desired state from config + Kubernetes VIPs + health, reconciled into the datapath, then BGP updated. */
   private async sync(reason: string): Promise<void> {
     const config = this.config!;
-    const merged: Config =
+    const configured: Config =
       this.kubeVips.length > 0 ? { ...config, vips: [...config.vips, ...this.kubeVips] } : config;
+    // Overrides of VIPs or backends the config dropped go (Kubernetes VIPs are unknown until it has synced).
+    if (!this.opts.kubernetes || this.kube?.ready()) this.overrides?.prune(configured.vips);
+    const merged = this.overrides ? this.overrides.apply(configured) : configured;
     // Every VIP address gets its route, programmed or not (traffic for it may come either way); not awaited.
     this.vipRoutes ??= this.opts.vipRoutes({ ifname: config.interface, log: this.log });
     this.vipRoutes.set(
@@ -381,3 +445,6 @@ export class Daemon {
     this.log.error({ err: e, component }, 'component error; the daemon keeps running');
   }
 }
+
+/** Without a BFD client (a daemon built without one): BFD is reported unreachable, BGP runs without it. */
+const noBfdClient: BfdConnect = () => Promise.reject(new Error('this daemon has no BFD client'));

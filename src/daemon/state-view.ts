@@ -96,6 +96,8 @@ export interface ReadinessFacts {
   reloadError: string | null;
   componentErrors: Iterable<[DaemonComponent, ComponentErrors]>;
   now: number;
+  /** Why BFD does not work now (bfd-link.ts): degraded, not unready (BGP runs without it). */
+  bfdProblem?: string | null;
 }
 
 /** Ready or not, and why: reasons that make it unready first, then what is degraded; pure. */
@@ -119,6 +121,7 @@ export function readinessOf(f: ReadinessFacts): Readiness {
   for (const x of p.cleanupFailures)
     degraded.push(`datapath clean-up failed (${x.op} ${x.target}: ${x.error}); retrying`);
   if (f.reloadError) degraded.push(`config reload rejected, previous config in force: ${f.reloadError}`);
+  if (f.bfdProblem) degraded.push(f.bfdProblem);
   const pt = k.pinTrouble;
   if (pt && !pt.restored)
     degraded.push(
@@ -150,6 +153,8 @@ export function stateDocument(f: {
   bgp: unknown;
   kubernetes: unknown;
   vipRoutes: unknown;
+  /** The BFD link (null: no peer has bfd). */
+  bfd?: unknown;
 }) {
   const { keeper: k, programmer: p } = f;
   return {
@@ -176,6 +181,7 @@ export function stateDocument(f: {
     bgp: f.bgp,
     kubernetes: f.kubernetes,
     vipRoutes: f.vipRoutes,
+    bfd: f.bfd ?? null,
   };
 }
 

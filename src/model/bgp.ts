@@ -67,6 +67,70 @@ export const BGP_DEFAULTS = {
   maxPrefixes: 10_000,
 };
 
+/**
+ * BFD (RFC 5880) defaults and bounds: one source for the bgp section and the BFD process (src/bfd/config.ts).
+ * 300 ms × 3 like MetalLB's BFDProfile: a silent peer is declared down after 900 ms.
+ */
+export const BFD_DEFAULTS = {
+  minRx: 300,
+  minTx: 300,
+  multiplier: 3,
+  /** The BFD process's control socket (src/bfd/README.md). */
+  controlSocket: '/run/peak-xdp/bfd.sock',
+};
+/** Intervals in ms with µs precision (the wire carries µs); multiplier as on the wire (8 bits, not 0). */
+export const BFD_BOUNDS = { intervalMs: { min: 1, max: 60_000 }, multiplier: { min: 1, max: 255 } };
+
+/** An interval in ms within BFD_BOUNDS, at most µs precision; the message names the value. */
+export function bfdIntervalProblem(v: unknown): string | null {
+  const { min, max } = BFD_BOUNDS.intervalMs;
+  return typeof v === 'number' &&
+    Number.isFinite(v) &&
+    v >= min &&
+    v <= max &&
+    Math.round(v * 1000) === v * 1000
+    ? null
+    : `must be a number of ms in ${min}..${max} (µs precision), got ${JSON.stringify(v)}`;
+}
+
+const bfdInterval = z.number().superRefine((v, ctx) => {
+  const problem = bfdIntervalProblem(v);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+
+/** bgp.peers[].bfd: a BFD session to the peer; BFD Down tears the BGP session down (RFC 5882 §4.3). */
+export const peerBfdSchema = z
+  .object({
+    /** Required min RX interval (ms): how often we can take the peer's packets. */
+    minRx: bfdInterval.default(BFD_DEFAULTS.minRx),
+    /** Desired min TX interval (ms). */
+    minTx: bfdInterval.default(BFD_DEFAULTS.minTx),
+    /** Detect multiplier: packets missed before the session is Down. */
+    multiplier: z
+      .number()
+      .int()
+      .min(BFD_BOUNDS.multiplier.min)
+      .max(BFD_BOUNDS.multiplier.max)
+      .default(BFD_DEFAULTS.multiplier),
+    /** RFC 5883 multihop (UDP 4784, no TTL check): for eBGP multihop peers. Default single-hop (RFC 5881). */
+    multihop: z.boolean().default(false),
+  })
+  .strict();
+
+/** bgp.bfd: how the daemon reaches the BFD process (used only when a peer has `bfd`). */
+export const bgpBfdSchema = z
+  .object({
+    /** The BFD process's control socket (Unix, absolute path). */
+    controlSocket: z
+      .string()
+      .refine(
+        (f) => f.startsWith('/') && !f.includes('\0'),
+        (f) => ({ message: `${JSON.stringify(f)} is not an absolute path` }),
+      )
+      .default(BFD_DEFAULTS.controlSocket),
+  })
+  .strict();
+
 export const peerSchema = z
   .object({
     /** Neighbour address (IPv4 or IPv6): the TCP session runs to it. */
@@ -111,6 +175,8 @@ export const peerSchema = z
      * CEASE / Maximum Number of Prefixes Reached (RFC 4486) and it is retried after the longest backoff.
      */
     maxPrefixes: z.number().int().min(1).max(10_000_000).default(BGP_DEFAULTS.maxPrefixes),
+    /** BFD to this peer ({} for the defaults); absent: none. */
+    bfd: peerBfdSchema.optional(),
   })
   .strict();
 
@@ -140,6 +206,8 @@ export const bgpConfigSchema = z
     peers: z.array(peerSchema).min(1),
     /** A VIP is announced only with at least this many healthy backends (per-VIP override in vips[]). */
     minHealthyBackends: z.number().int().min(1).max(65535).default(1),
+    /** The BFD process (peers with `bfd`); defaults apply when omitted. */
+    bfd: bgpBfdSchema.default({}),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -157,6 +225,7 @@ export const bgpConfigSchema = z
   });
 
 export type BgpPeerConfig = z.infer<typeof peerSchema>;
+export type PeerBfdConfig = z.infer<typeof peerBfdSchema>;
 export type BgpConfig = z.infer<typeof bgpConfigSchema>;
 export type BgpPeerInput = z.input<typeof peerSchema>;
 export type BgpConfigInput = z.input<typeof bgpConfigSchema>;

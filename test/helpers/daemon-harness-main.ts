@@ -44,6 +44,16 @@ function failTable(address: string | null): void {
     if (failing !== null && vip?.key.address === failing) throw new Error(`injected failure: ENOMEM`);
     return real(vipId, table);
   };
+  // The reconciler installs tables in batches: fail the same VIP's entry there, install the others.
+  const realBatch = dp.installTables.bind(dp);
+  dp.installTables = async (batch) => {
+    const vips = await dp.listVips();
+    const fails = batch.map(
+      (b) => failing !== null && vips.find((v) => v.id === b.vipId)?.key.address === failing,
+    );
+    const rest = await realBatch(batch.filter((_, i) => !fails[i]));
+    return fails.map((f) => (f ? new Error(`injected failure: ENOMEM`) : rest.shift()!));
+  };
 }
 
 const emitters = (component: string): NodeJS.EventEmitter => {

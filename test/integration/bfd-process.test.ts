@@ -163,16 +163,16 @@ describePrivileged('BFD process: ours <-> ours in two namespaces, and ours <-> B
     startBfd('a', nsA, {
       control: sock('a'),
       sessions: [
-        { peer: B4, minTxMs: 100, minRxMs: 200, multiplier: 3, auth: AUTH },
-        { peer: B6, minTxMs: 100, minRxMs: 200, multiplier: 3 },
+        { peer: B4, minTx: 100, minRx: 200, multiplier: 3, auth: AUTH },
+        { peer: B6, minTx: 100, minRx: 200, multiplier: 3 },
       ],
     });
     procB = startBfd('b', nsB, {
       control: sock('b'),
       forwarding: { interface: vb, pin: join(bpffs, 'prog') },
       sessions: [
-        { peer: A4, minTxMs: 150, minRxMs: 200, multiplier: 5, auth: AUTH },
-        { peer: A6, minTxMs: 150, minRxMs: 200, multiplier: 5 },
+        { peer: A4, minTx: 150, minRx: 200, multiplier: 5, auth: AUTH },
+        { peer: A6, minTx: 150, minRx: 200, multiplier: 5 },
       ],
     });
   }, 30_000);
@@ -212,7 +212,7 @@ describePrivileged('BFD process: ours <-> ours in two namespaces, and ours <-> B
       const s = bySession(sa, peer);
       // A sends at max(its 100, B's required 200); detects with B's 5 × max(A's required 200, B's 150).
       expect([s.txIntervalMs, s.detectionTimeMs]).toEqual([200, 1000]);
-      expect(s.remote).toEqual({ minTxMs: 150, minRxMs: 200, multiplier: 5 });
+      expect(s.remote).toEqual({ minTx: 150, minRx: 200, multiplier: 5 });
     }
     for (const peer of [A4, A6]) {
       const s = bySession(sb, peer);
@@ -470,8 +470,8 @@ describePrivileged('BFD process: ours <-> ours in two namespaces, and ours <-> B
     const c = await BfdClient.connect({ path: sock('a') });
     try {
       const r = await c.setSessions([
-        { peer: B4, minTxMs: 100, minRxMs: 200, multiplier: 3 },
-        { peer: B6, minTxMs: 100, minRxMs: 200, multiplier: 3 },
+        { peer: B4, minTx: 100, minRx: 200, multiplier: 3 },
+        { peer: B6, minTx: 100, minRx: 200, multiplier: 3 },
       ]);
       // Only the v4 session changes (its auth goes); the v6 one already has these parameters.
       expect(r).toMatchObject({ changed: [`single-hop * -> ${B4}`], added: [], removed: [] });
@@ -507,7 +507,7 @@ protocol bfd {
         'negotiated with BIRD',
         async () => {
           const st = await status('a');
-          return st.sessions.every((s) => s.remote.minRxMs === 150 && !s.pollActive) && st;
+          return st.sessions.every((s) => s.remote.minRx === 150 && !s.pollActive) && st;
         },
         10_000,
       )
@@ -518,7 +518,7 @@ protocol bfd {
       const s = bySession(sa, p);
       // A: TX max(100, BIRD's rx 150); detection BIRD's 4 × max(200, BIRD's tx 120).
       expect([s.state, s.txIntervalMs, s.detectionTimeMs]).toEqual(['up', 150, 800]);
-      expect(s.remote).toEqual({ minTxMs: 120, minRxMs: 150, multiplier: 4 });
+      expect(s.remote).toEqual({ minTx: 120, minRx: 150, multiplier: 4 });
     }
     const bird = lab.ns(nsB, 'birdc', ['-s', join(bdir, 'bird.ctl'), 'show', 'bfd', 'sessions']);
     expect(bird.match(/\sUp\s/g)?.length).toBe(2);

@@ -3,6 +3,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import YAML from 'yaml';
 import { DEFAULT_LOCK_DIR } from '../../src/daemon/lock';
+import { BFD_DEFAULTS } from '../../src/model/bgp';
 import { validateConfig } from '../../src/model/config';
 import {
   DEFAULT_LEADER_ELECTION,
@@ -112,7 +113,7 @@ describe('deploy/', () => {
     expect(ds.spec.selector.matchLabels).toEqual(ds.spec.template.metadata.labels);
     expect(pod.hostNetwork).toBe(true);
     expect(Object.keys(pod.nodeSelector ?? {})).toHaveLength(1);
-    expect(pod.containers).toHaveLength(1);
+    expect(pod.containers.map((x: Doc) => x.name)).toEqual(['peak-xdp', 'bfd']);
     const c = pod.containers[0];
     expect(c.securityContext.privileged).toBe(false);
     // NET_BIND_SERVICE: a passive BGP peer's listener on port 179.
@@ -142,6 +143,46 @@ describe('deploy/', () => {
       .map((d) => d.doc)
       .filter((d) => d.metadata.namespace !== undefined && d.kind !== 'Service' && d.kind !== 'Deployment'))
       expect(doc.metadata.namespace).toBe(one('Namespace').metadata.name);
+  });
+
+  it('runs BFD in its own container: bfd-daemon, the shared host /run/peak-xdp, read-only bpffs, only BPF and NET_ADMIN', () => {
+    const pod = one('DaemonSet').spec.template.spec;
+    const daemon = pod.containers.find((x: Doc) => x.name === 'peak-xdp');
+    const bfd = pod.containers.find((x: Doc) => x.name === 'bfd');
+    expect(bfd).toBeDefined();
+    expect(bfd.image).toBe(daemon.image);
+    expect(bfd.args[0]).toBe('bfd-daemon');
+    expect(bfd.securityContext.privileged).toBe(false);
+    expect(bfd.securityContext.readOnlyRootFilesystem).toBe(true);
+    expect(bfd.securityContext.capabilities.add.sort()).toEqual(['BPF', 'NET_ADMIN']);
+    expect(bfd.securityContext.capabilities.drop).toEqual(['ALL']);
+    // The control socket's directory is the daemon's and the host's (DEFAULT_CONTROL_PATH lives in it).
+    const run = pod.volumes.find((v: Doc) => v.hostPath?.path === dirname(BFD_DEFAULTS.controlSocket));
+    expect(run).toBeDefined();
+    expect(bfd.volumeMounts).toContainEqual({
+      name: run.name,
+      mountPath: dirname(BFD_DEFAULTS.controlSocket),
+    });
+    expect(daemon.volumeMounts).toContainEqual({
+      name: run.name,
+      mountPath: dirname(BFD_DEFAULTS.controlSocket),
+    });
+    // The forwarding-plane check reads the pinned balancer, never writes bpffs.
+    const bpffs = pod.volumes.find((v: Doc) => v.hostPath?.path === '/sys/fs/bpf');
+    expect(bfd.volumeMounts).toContainEqual({ name: bpffs.name, mountPath: '/sys/fs/bpf', readOnly: true });
+    const pinArg = bfd.args.find((a: string) => a.startsWith('--forwarding-pin='));
+    expect(pinArg).toBe('--forwarding-pin=/sys/fs/bpf/peak-xdp/root/$(PEAK_XDP_INTERFACE)/balancer');
+    expect(bfd.args).toContain('--forwarding-interface=$(PEAK_XDP_INTERFACE)');
+    expect(bfd.env.map((e: Doc) => e.name)).toContain('PEAK_XDP_INTERFACE');
+  });
+
+  it('ships a systemd unit for the BFD process that starts before the daemon and is not restarted with it', () => {
+    const unit = readFileSync(join(deployDir, 'systemd', 'peak-xdp-bfd.service'), 'utf8');
+    const line = (k: string) => unit.split('\n').filter((l) => l.startsWith(`${k}=`));
+    expect(line('ExecStart')).toEqual([expect.stringMatching(/peak-xdp bfd-daemon/)]);
+    expect(line('Before')).toEqual(['Before=peak-xdp.service']);
+    expect(line('PartOf')).toEqual([]);
+    expect(line('BindsTo')).toEqual([]);
   });
 
   it('ships a ConfigMap whose config the model and the kubernetes settings accept', () => {

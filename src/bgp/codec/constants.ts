@@ -84,6 +84,8 @@ export enum CeaseSub {
   OTHER_CONFIG_CHANGE = 6,
   COLLISION_RESOLUTION = 7,
   OUT_OF_RESOURCES = 8,
+  /** RFC 9384: closed because the BFD session to the peer went Down. */
+  BFD_DOWN = 10,
 }
 
 export enum AttrType {

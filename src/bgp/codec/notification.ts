@@ -42,6 +42,7 @@ const CEASE_NAMES = {
   [CeaseSub.OTHER_CONFIG_CHANGE]: 'Other Configuration Change',
   [CeaseSub.COLLISION_RESOLUTION]: 'Connection Collision Resolution',
   [CeaseSub.OUT_OF_RESOURCES]: 'Out of Resources',
+  [CeaseSub.BFD_DOWN]: 'BFD Down',
 } satisfies Record<CeaseSub, string>;
 
 /** Name and subcode names of every error code (FSM subcodes, RFC 6608, print as numbers). */

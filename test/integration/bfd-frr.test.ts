@@ -1,0 +1,9 @@
+// BFD interop with FRR as the router (bfdd + bgpd + zebra, `neighbor X bfd` with a profile): our BFD process
+// (peak-xdp bfd-daemon) beside the daemon on two LB nodes; Up with negotiated intervals, silent failure,
+// daemon kill -9 under graceful restart, hand detach, bad packets. Times are printed; bounds are generous.
+import { bfdInteropScenario } from './bfd-scenario';
+import { describePrivileged } from '../helpers/privileged';
+
+describePrivileged('BFD vs FRR (two LB nodes, daemon + BFD process, traffic through the VIP)', () => {
+  bfdInteropScenario('frr');
+});
