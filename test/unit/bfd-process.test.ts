@@ -50,7 +50,7 @@ class MemoryNet {
   }
 }
 
-const FAST = { minTxMs: 20, minRxMs: 20, multiplier: 3 };
+const FAST = { minTx: 20, minRx: 20, multiplier: 3 };
 
 async function waitUntil<T>(
   what: string,
@@ -115,7 +115,7 @@ describe('BfdProcess through the control socket', () => {
       remoteState: 'up',
       txIntervalMs: 20,
       detectionTimeMs: 60,
-      configured: { minTxMs: 20, minRxMs: 20, multiplier: 3 },
+      configured: { minTx: 20, minRx: 20, multiplier: 3 },
       heldBy: null,
     });
     expect(s.localDiscr).toBeGreaterThan(0);
@@ -128,7 +128,7 @@ describe('BfdProcess through the control socket', () => {
       removed: [],
       changed: [],
     });
-    expect((await client.setSessions([{ peer: '10.0.0.2', ...FAST, minTxMs: 30 }])).changed).toHaveLength(1);
+    expect((await client.setSessions([{ peer: '10.0.0.2', ...FAST, minTx: 30 }])).changed).toHaveLength(1);
     await waitUntil('new interval', async () => (await client.status()).sessions[0]!.txIntervalMs === 30);
     expect((await client.status()).sessions[0]!.state).toBe('up');
     // And removed.
@@ -296,7 +296,7 @@ describe('config', () => {
   test('bad values name the field and value', () => {
     const bad: [unknown, string][] = [
       [{ peer: '10.0.0.1', local: 'fd00::1' }, 's.local must be an IPv4 address like peer, got "fd00::1"'],
-      [{ peer: '10.0.0.1', minRxMs: 0 }, 's.minRxMs must be a number of ms in 1..60000'],
+      [{ peer: '10.0.0.1', minRx: 0 }, 's.minRx must be a number of ms in 1..60000'],
       [{ peer: '10.0.0.1', multiplier: 256 }, 's.multiplier must be an integer 1..255, got 256'],
       [{ peer: '10.0.0.1', multihop: true, interface: 'eth0' }, 's.interface: only single-hop sessions'],
       [{ peer: 'fe80::1' }, 's.interface is required for the link-local peer fe80::1'],
