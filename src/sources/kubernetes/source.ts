@@ -9,7 +9,7 @@ import { DEFAULT_LOAD_BALANCER_CLASS, EndpointSlice, Service } from './objects';
 import { parsePool, Pool } from './pool';
 import { Backoff, Reflector, ReflectorIO } from './reflector';
 import { planStatus } from './status';
-import { Problem, translate } from './translate';
+import { Problem, TranslationCache } from './translate';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 /** pino-compatible subset. */
@@ -48,8 +48,13 @@ export interface KubernetesSourceOptions {
   logger?: Logger;
   /** The daemon's prom-client registry. */
   registry?: Registry;
-  /** Coalesces bursts of watch events into one onChange. */
+  /**
+   * Coalesces bursts of watch events: a publish waits until no event came for this long (default
+   * DEFAULT_DEBOUNCE_MS), but never more than maxDebounceMs after the first unpublished event.
+   */
   debounceMs?: number;
+  /** Bound on the wait of debounceMs (default DEFAULT_MAX_DEBOUNCE_MS). */
+  maxDebounceMs?: number;
   backoff?: Backoff;
   watchTimeoutSeconds?: number;
   /** A watch silent for this long is treated as dead; default watchTimeoutSeconds + 30 s. */
@@ -67,7 +72,18 @@ export interface KubernetesSourceStatus {
   problems: Problem[];
 }
 
+/** Quiet time before a publish: a burst of watch events (a rollout, a re-list) becomes one onChange. */
+export const DEFAULT_DEBOUNCE_MS = 10;
+/** A steady stream of events still publishes this often. */
+export const DEFAULT_MAX_DEBOUNCE_MS = 100;
+
 const problemKey = (p: Problem): string => `${p.namespace}/${p.name}|${p.reason}|${p.message}`;
+
+function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
 
 export class KubernetesSource {
   private readonly opts: KubernetesSourceOptions;
@@ -90,8 +106,15 @@ export class KubernetesSource {
   private statusDirty = true;
   /** Arrival time of the oldest change not yet in the datapath. */
   private pendingSinceMs: number | null = null;
-  private lastVipsJson: string | null = null;
+  /** Time of the last change not yet published (the debounce's quiet time runs from here). */
+  private lastChangeMs = 0;
+  /** onChange succeeded at least once. */
+  private published = false;
   private lastVips: VipConfig[] = [];
+  /** Per-Service translations: a publish re-translates only what changed. */
+  private readonly translator = new TranslationCache();
+  private readonly debounceMs: number;
+  private readonly maxDebounceMs: number;
   private problems: Problem[] = [];
   private readonly logged = new Set<string>();
   private readonly reported = new Set<string>();
@@ -107,6 +130,14 @@ export class KubernetesSource {
         `KubernetesSource: nodeName ${JSON.stringify(opts.nodeName)} must be a non-empty string`,
       );
     this.opts = opts;
+    this.debounceMs = opts.debounceMs ?? DEFAULT_DEBOUNCE_MS;
+    this.maxDebounceMs = Math.max(this.debounceMs, opts.maxDebounceMs ?? DEFAULT_MAX_DEBOUNCE_MS);
+    for (const [field, v] of [
+      ['debounceMs', this.debounceMs],
+      ['maxDebounceMs', opts.maxDebounceMs ?? DEFAULT_MAX_DEBOUNCE_MS],
+    ] as const)
+      if (!(Number.isFinite(v) && v >= 0))
+        throw new TypeError(`KubernetesSource: ${field} ${v} must be a number >= 0`);
     this.log = opts.logger ?? silent;
     this.metrics = opts.registry ? createSourceMetrics(opts.registry) : noMetrics;
     this.lbClass = opts.loadBalancerClass ?? DEFAULT_LOAD_BALANCER_CLASS;
@@ -142,7 +173,8 @@ export class KubernetesSource {
         io,
         backoff: this.opts.backoff,
         idleTimeoutMs: idle,
-        onChange: (c) => this.changed(c.atMs),
+        // Status (addresses) depends on Services only; slices matter to it through problems (noteProblems).
+        onChange: (c) => this.changed(c.atMs, kind === 'services'),
         onList: (reason) => {
           this.metrics.relist(kind, reason);
           if (reason !== 'start') this.log.info({ kind, reason }, 'kubernetes: re-listed');
@@ -220,16 +252,28 @@ export class KubernetesSource {
     this.setLeader(false);
   }
 
-  private changed(atMs: number): void {
+  private changed(atMs: number, status = true): void {
     this.dirty = true;
-    this.statusDirty = true;
+    if (status) this.statusDirty = true;
     this.pendingSinceMs ??= atMs;
+    this.lastChangeMs = Date.now();
     if (this.stopped || this.timer !== null) return;
     if (!(this.services?.synced && this.slices?.synced)) return; // never publish a half-listed world
+    this.armDebounce(this.debounceMs);
+  }
+
+  /** Publishes once events paused for debounceMs, or maxDebounceMs after the first pending one. */
+  private armDebounce(ms: number): void {
     this.timer = setTimeout(() => {
       this.timer = null;
-      void this.flush();
-    }, this.opts.debounceMs ?? 2);
+      if (this.stopped) return;
+      const now = Date.now();
+      const quietLeft = this.lastChangeMs + this.debounceMs - now;
+      const maxLeft = (this.pendingSinceMs ?? now) + this.maxDebounceMs - now;
+      // Re-arming on the timer (not on every event) keeps a burst of thousands of events cheap.
+      if (quietLeft > 0 && maxLeft > 0) this.armDebounce(Math.min(quietLeft, maxLeft));
+      else void this.flush();
+    }, ms);
   }
 
   /** Publishes until nothing is dirty; one publish at a time. */
@@ -254,18 +298,18 @@ export class KubernetesSource {
   }
 
   private async publishOnce(sinceMs: number | null): Promise<void> {
-    const result = translate({
+    const result = this.translator.translate({
       loadBalancerClass: this.lbClass,
       pool: this.pool,
       services: this.services!.items(),
       slices: this.slices!.items(),
     });
     this.noteProblems(result.problems);
-    const json = JSON.stringify(result.vips);
-    if (json === this.lastVipsJson) return;
+    // Unchanged VIPs keep their (frozen) objects, so comparing identities finds every change.
+    if (this.published && sameItems(result.vips, this.lastVips)) return;
     try {
       await this.opts.onChange(result.vips);
-      this.lastVipsJson = json;
+      this.published = true;
       this.lastVips = result.vips;
       if (sinceMs !== null) this.metrics.eventToDatapath((Date.now() - sinceMs) / 1000);
     } catch (e) {
@@ -281,6 +325,7 @@ export class KubernetesSource {
     const keys = new Set(problems.map(problemKey));
     for (const p of problems) {
       const k = problemKey(p);
+      if (!this.reported.has(k)) this.statusDirty = true; // the leader writes an Event for it
       if (this.logged.has(k)) continue;
       this.logged.add(k);
       this.log.warn({ service: `${p.namespace}/${p.name}`, reason: p.reason }, p.message);

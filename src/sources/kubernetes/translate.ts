@@ -9,6 +9,7 @@ import {
   ANNOTATIONS,
   EndpointSlice,
   isOurService,
+  ObjectMeta,
   objectKey,
   Service,
   SERVICE_NAME_LABEL,
@@ -344,44 +345,129 @@ function translateService(
 
 /** Every VIP of every Service of ours, sorted by name; problems sorted by Service then reason. */
 export function translate(opts: TranslateOptions): TranslateResult {
-  const byService = new Map<string, EndpointSlice[]>();
-  for (const s of opts.slices) {
-    const svcName = s.metadata.labels?.[SERVICE_NAME_LABEL];
-    if (!svcName) continue;
-    const key = `${s.metadata.namespace ?? ''}/${svcName}`;
-    const list = byService.get(key) ?? [];
-    list.push(s);
-    byService.set(key, list);
+  return new TranslationCache().translate(opts);
+}
+
+/** One Service's translation and the object versions it was made from. */
+interface CachedService {
+  svc: Service;
+  /** Its slices, sorted by name. */
+  slices: EndpointSlice[];
+  /** Deep-frozen; the same objects as long as the translation is equal. */
+  vips: readonly VipConfig[];
+  problems: readonly Problem[];
+}
+
+/** The same version of one object: the same object, or (as served by an API server) the same resourceVersion. */
+function sameVersion(a: { metadata: ObjectMeta }, b: { metadata: ObjectMeta }): boolean {
+  if (a === b) return true;
+  const rv = a.metadata.resourceVersion;
+  return (
+    rv !== undefined &&
+    rv !== '' &&
+    rv === b.metadata.resourceVersion &&
+    a.metadata.name === b.metadata.name &&
+    a.metadata.namespace === b.metadata.namespace &&
+    a.metadata.uid === b.metadata.uid
+  );
+}
+
+function sameSlices(a: readonly EndpointSlice[], b: readonly EndpointSlice[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (!sameVersion(a[i]!, b[i]!)) return false;
+  return true;
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o !== null && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
   }
-  const vips: VipConfig[] = [];
-  const problems: Problem[] = [];
-  const services = opts.services
-    .filter((s) => isOurService(s, opts.loadBalancerClass))
-    .sort((a, b) => (objectKey(a.metadata) < objectKey(b.metadata) ? -1 : 1));
-  // Two Services asking for one address:port:protocol would fight over it: the first by namespace/name wins.
-  const owners = new Map<string, string>();
-  for (const svc of services) {
-    // Slices are sorted by name so the result does not depend on cache order.
-    const slices = (byService.get(objectKey(svc.metadata)) ?? []).sort((a, b) =>
-      (a.metadata.name ?? '') < (b.metadata.name ?? '') ? -1 : 1,
-    );
-    for (const v of translateService(svc, slices, opts.pool, problems)) {
-      const k = `${v.address} ${v.protocol} port ${v.port}`;
-      const owner = owners.get(k);
-      if (owner === undefined) {
-        owners.set(k, objectKey(svc.metadata));
-        vips.push(v);
-      } else
-        problems.push({
-          namespace: svc.metadata.namespace ?? '',
-          name: svc.metadata.name ?? '',
-          uid: svc.metadata.uid ?? '',
-          reason: 'AddressConflict',
-          message: `${k} is already used by Service ${owner}; not programmed`,
-          blocking: true,
-        });
+  return o;
+}
+
+/**
+ * translate() that remembers each Service's translation with the versions of the Service and its slices it
+ * came from: a call re-translates only Services whose object or slices changed (a burst of slice updates
+ * costs what it touches, not every endpoint of the cluster). Results equal translate()'s for the same
+ * input; VIP objects are deep-frozen and kept (the same object) while their content is unchanged, so a
+ * consumer can tell changed VIPs by identity. Inputs are read as values: never mutate an object in place.
+ */
+export class TranslationCache {
+  private byService = new Map<string, CachedService>();
+  private pool: Pool | null = null;
+  private lbClass: string | null = null;
+  /** Services re-translated by the last call (for tests and metrics). */
+  lastTranslated = 0;
+
+  translate(opts: TranslateOptions): TranslateResult {
+    if (opts.pool !== this.pool || opts.loadBalancerClass !== this.lbClass) this.byService.clear();
+    this.pool = opts.pool;
+    this.lbClass = opts.loadBalancerClass;
+    const byService = new Map<string, EndpointSlice[]>();
+    for (const s of opts.slices) {
+      const svcName = s.metadata.labels?.[SERVICE_NAME_LABEL];
+      if (!svcName) continue;
+      const key = `${s.metadata.namespace ?? ''}/${svcName}`;
+      const list = byService.get(key);
+      if (list === undefined) byService.set(key, [s]);
+      else list.push(s);
     }
+    const vips: VipConfig[] = [];
+    const problems: Problem[] = [];
+    const services = opts.services
+      .filter((s) => isOurService(s, opts.loadBalancerClass))
+      .map((s) => ({ key: objectKey(s.metadata), svc: s }))
+      .sort((a, b) => (a.key < b.key ? -1 : 1));
+    // Two Services asking for one address:port:protocol would fight over it: the first by namespace/name wins.
+    const owners = new Map<string, string>();
+    const next = new Map<string, CachedService>();
+    this.lastTranslated = 0;
+    for (const { key, svc } of services) {
+      // Slices are sorted by name so the result does not depend on cache order.
+      const slices = (byService.get(key) ?? []).sort((a, b) =>
+        (a.metadata.name ?? '') < (b.metadata.name ?? '') ? -1 : 1,
+      );
+      let entry = this.byService.get(key);
+      if (entry === undefined || !sameVersion(entry.svc, svc) || !sameSlices(entry.slices, slices)) {
+        const own: Problem[] = [];
+        const fresh = translateService(svc, slices, opts.pool, own);
+        entry = { svc, slices, vips: reuseEqual(entry?.vips ?? [], fresh), problems: own };
+        this.lastTranslated++;
+      }
+      next.set(key, entry);
+      problems.push(...entry.problems);
+      for (const v of entry.vips) {
+        const k = `${v.address} ${v.protocol} port ${v.port}`;
+        const owner = owners.get(k);
+        if (owner === undefined) {
+          owners.set(k, key);
+          vips.push(v);
+        } else
+          problems.push({
+            namespace: svc.metadata.namespace ?? '',
+            name: svc.metadata.name ?? '',
+            uid: svc.metadata.uid ?? '',
+            reason: 'AddressConflict',
+            message: `${k} is already used by Service ${owner}; not programmed`,
+            blocking: true,
+          });
+      }
+    }
+    // Services gone (or no longer ours) are forgotten.
+    this.byService = next;
+    vips.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    return { vips, problems };
   }
-  vips.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  return { vips, problems };
+}
+
+/** `fresh` deep-frozen, with each VIP equal to one of `old` (by name and content) replaced by the old object. */
+function reuseEqual(old: readonly VipConfig[], fresh: VipConfig[]): readonly VipConfig[] {
+  const byName = new Map(old.map((v) => [v.name, v]));
+  return Object.freeze(
+    fresh.map((v) => {
+      const o = byName.get(v.name);
+      return o !== undefined && JSON.stringify(o) === JSON.stringify(v) ? o : deepFreeze(v);
+    }),
+  );
 }

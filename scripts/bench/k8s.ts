@@ -1,0 +1,550 @@
+// bench:k8s: the daemon with --kubernetes against the fake API server at cluster scale, on the real kernel
+// datapath in a namespace of our own: start -> ready, then bursts of EndpointSlice updates (one per slice)
+// -> the pinned maps, /healthz latency during each burst, RSS.
+import { ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request, Agent } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { BackendSpec } from '../../src/datapath/types';
+import { FakeApiServer, Obj, Resource } from '../../test/helpers/fake-apiserver';
+import { EndpointSpec, service, slice } from '../../test/helpers/k8s-objects';
+
+interface Options {
+  services: number;
+  endpoints: number;
+  /** A phase that has not converged after this long is reported as "not converged". */
+  phaseTimeoutS: number;
+  /** Bound on start -> ready. */
+  startTimeoutS: number;
+  /** peak-xdp annotation table size per Service; null: the default. */
+  tableSize: number | null;
+  /** Package root whose dist/ runs the daemon (to measure an older build); default this one. */
+  root: string;
+  json: boolean;
+}
+
+const GOALS = { startMs: 5000, burstMs: 2000, healthzMs: 100, rssMB: 150 };
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = {
+    services: 1000,
+    endpoints: 20,
+    phaseTimeoutS: 120,
+    startTimeoutS: 300,
+    tableSize: null,
+    root: resolve(__dirname, '../../..'),
+    json: false,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const num = (): number => {
+      const v = Number(argv[++i]);
+      if (!Number.isInteger(v) || v < 1)
+        throw new Error(`${a}: ${JSON.stringify(argv[i])} is not a positive integer`);
+      return v;
+    };
+    if (a === '--services') o.services = num();
+    else if (a === '--endpoints') o.endpoints = num();
+    else if (a === '--phase-timeout') o.phaseTimeoutS = num();
+    else if (a === '--start-timeout') o.startTimeoutS = num();
+    else if (a === '--table-size') o.tableSize = num();
+    else if (a === '--root') o.root = resolve(argv[++i] ?? '');
+    else if (a === '--json') o.json = true;
+    else
+      throw new Error(
+        `unknown argument ${JSON.stringify(a)} (--services N --endpoints N --phase-timeout S --start-timeout S --table-size P --root DIR --json)`,
+      );
+  }
+  if (o.services > 32768) throw new Error(`--services: ${o.services} is above 32768 (address scheme)`);
+  if (o.endpoints > 90) throw new Error(`--endpoints: ${o.endpoints} is above 90 (address scheme)`);
+  return o;
+}
+
+// ---- addresses: Service i has VIP 10.100.(i>>8).(i&255); its endpoint j is 10.(128+(i>>8)).(i&255).(j+1) ----
+
+const vipOf = (i: number): string => `10.100.${i >> 8}.${i & 255}`;
+const epOf = (i: number, j: number): string => `10.${128 + (i >> 8)}.${i & 255}.${j + 1}`;
+const svcName = (i: number): string => `svc-${i}`;
+
+/** Endpoint j of a replaced address (the rolling update gives endpoint 1 a new Pod address). */
+const REPLACED = 100;
+
+interface SliceState {
+  drained: boolean;
+  added: boolean;
+  replaced: boolean;
+}
+
+function sliceObj(i: number, n: number, s: SliceState): Obj {
+  const eps: EndpointSpec[] = [];
+  for (let j = 0; j < n; j++) {
+    const ip = j === 1 && s.replaced ? epOf(i, REPLACED + 1) : epOf(i, j);
+    if (j === 0 && s.drained) eps.push({ ip, ready: false, serving: true, terminating: true });
+    else eps.push({ ip });
+  }
+  if (s.added) eps.push({ ip: epOf(i, n) });
+  return slice({ name: `${svcName(i)}-abc`, service: svcName(i), endpoints: eps });
+}
+
+function serviceObj(i: number, tableSize: number | null): Obj {
+  return service({
+    name: svcName(i),
+    vip: vipOf(i),
+    ...(tableSize !== null ? { annotations: { 'peak-xdp.io/table-size': String(tableSize) } } : {}),
+  });
+}
+
+// ---- the fake API server in a child process in the namespace (its work must not skew our timing) ----
+
+interface ApiCommand {
+  id: number;
+  op: 'upsertMany' | 'stop';
+  resource?: Resource;
+  objs?: Obj[];
+}
+
+async function serveApi(): Promise<void> {
+  const api = new FakeApiServer();
+  await api.start();
+  const out = (o: object): boolean => process.stdout.write(`${JSON.stringify(o)}\n`);
+  createInterface({ input: process.stdin }).on('line', (line) => {
+    const c = JSON.parse(line) as ApiCommand;
+    if (c.op === 'stop') void api.stop().then(() => process.exit(0));
+    else if (c.op === 'upsertMany') {
+      // One after the other in one turn: the watch streams get a burst of events.
+      for (const o of c.objs ?? []) api.upsert(c.resource!, o);
+      out({ id: c.id, result: c.objs?.length ?? 0 });
+    } else out({ id: c.id, error: `unknown op ${JSON.stringify(c.op)}` });
+  });
+  out({ ev: 'listening', port: api.port });
+}
+
+class ApiChild {
+  port = 0;
+  private next = 1;
+  private readonly pending = new Map<number, () => void>();
+  constructor(private readonly child: ChildProcess) {}
+
+  static async start(ns: string): Promise<ApiChild> {
+    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, __filename, '--serve-api'], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    const a = new ApiChild(child);
+    await new Promise<void>((res, rej) => {
+      const t = setTimeout(() => rej(new Error('fake API server did not start in 15 s')), 15_000);
+      child.once('exit', (c) => rej(new Error(`fake API server exited ${c}`)));
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        const m = JSON.parse(line) as { ev?: string; port?: number; id?: number; error?: string };
+        if (m.ev === 'listening') {
+          a.port = m.port!;
+          clearTimeout(t);
+          res();
+        } else if (m.id !== undefined) {
+          if (m.error) console.error(`fake API server: ${m.error}`);
+          a.pending.get(m.id)?.();
+          a.pending.delete(m.id);
+        }
+      });
+    });
+    return a;
+  }
+
+  upsertMany(resource: Resource, objs: Obj[]): Promise<void> {
+    const id = this.next++;
+    return new Promise((r) => {
+      this.pending.set(id, r);
+      this.child.stdin!.write(`${JSON.stringify({ id, op: 'upsertMany', resource, objs })}\n`);
+    });
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null) return;
+    const exited = new Promise((r) => this.child.once('exit', r));
+    this.child.stdin!.write(`${JSON.stringify({ id: 0, op: 'stop' })}\n`);
+    const t = setTimeout(() => this.child.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(t);
+  }
+}
+
+// ---- /healthz poller on a worker thread: our own map reads must not delay its requests ----
+
+interface PollerMsg {
+  cmd: 'start' | 'stop';
+}
+interface PollerResult {
+  requests: number;
+  maxMs: number;
+  p99Ms: number;
+  failures: number;
+}
+
+function pollerMain(): void {
+  const { url } = workerData as { url: string };
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  let lat: number[] = [];
+  let failures = 0;
+  let inFlightSince: number | null = null;
+  const once = (): Promise<void> =>
+    new Promise((res) => {
+      const t0 = performance.now();
+      inFlightSince = t0;
+      const req = request(url, { agent, timeout: 300_000 }, (r) => {
+        r.resume();
+        r.on('end', () => {
+          lat.push(performance.now() - t0);
+          if (r.statusCode !== 200) failures++;
+          inFlightSince = null;
+          res();
+        });
+      });
+      req.on('error', () => {
+        failures++;
+        lat.push(performance.now() - t0);
+        inFlightSince = null;
+        res();
+      });
+      req.end();
+    });
+  void (async () => {
+    // Runs until the worker is terminated.
+    for (;;) {
+      await once();
+      await sleep(20);
+    }
+  })();
+  parentPort!.on('message', (m: PollerMsg) => {
+    if (m.cmd === 'start') {
+      lat = [];
+      failures = 0;
+    } else {
+      // A request still unanswered counts with its age so far.
+      const all = inFlightSince === null ? lat : [...lat, performance.now() - inFlightSince];
+      const sorted = [...all].sort((a, b) => a - b);
+      const res: PollerResult = {
+        requests: lat.length,
+        maxMs: sorted.length ? sorted[sorted.length - 1]! : NaN,
+        p99Ms: sorted.length
+          ? sorted[Math.min(sorted.length - 1, Math.ceil(0.99 * sorted.length) - 1)]!
+          : NaN,
+        failures,
+      };
+      parentPort!.postMessage(res);
+    }
+  });
+}
+
+class Poller {
+  private readonly w: Worker;
+  constructor(url: string) {
+    this.w = new Worker(__filename, { workerData: { url } });
+  }
+  start(): void {
+    this.w.postMessage({ cmd: 'start' });
+  }
+  stop(): Promise<PollerResult> {
+    return new Promise((r) => {
+      this.w.once('message', r);
+      this.w.postMessage({ cmd: 'stop' });
+    });
+  }
+  async terminate(): Promise<void> {
+    await this.w.terminate();
+  }
+}
+
+// ---- the bench ----
+
+const run = (cmd: string, args: string[]): string =>
+  execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
+
+function procStatusMB(pid: number, field: string): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (m === null) throw new Error(`/proc/${pid}/status has no ${field}`);
+  return Number(m[1]) / 1024;
+}
+
+interface PhaseResult {
+  name: string;
+  convergedMs: number | null;
+  healthz: PollerResult;
+  rssMB: number;
+  detail: string;
+}
+
+interface Datapath {
+  listBackends(): Promise<BackendSpec[]>;
+  listVips(): Promise<{ id: number; key: { address: string } }[]>;
+  readTable(id: number): Promise<Uint32Array | null>;
+  close(): void;
+}
+
+async function bench(o: Options): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('bench:k8s needs root (netns, bpffs, XDP)');
+  const main = join(o.root, 'dist', 'src', 'cli', 'main.js');
+  if (!existsSync(main)) throw new Error(`${main} is not built (npm run build:ts)`);
+  const kernelJs = join(o.root, 'dist', 'src', 'datapath', 'kernel.js');
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { KernelDatapath } = require(kernelJs) as {
+    KernelDatapath: { adopt(o: { pinDir: string }): Datapath };
+  };
+  const tag = `h13k${process.pid % 100000}`;
+  const ns = tag;
+  const ifA = `${tag}a`;
+  const ifB = `${tag}b`;
+  const dir = mkdtempSync(join(tmpdir(), 'peak-bench-k8s-'));
+  const bpffs = join('/run', `${tag}-bpffs`);
+  const adminUrl = 'http://10.250.0.1:9470';
+  let daemon: ChildProcess | null = null;
+  let api: ApiChild | null = null;
+  let poller: Poller | null = null;
+  let dp: Datapath | null = null;
+  let mounted = false;
+  const n = o.services;
+  const e = o.endpoints;
+  const log = (s: string): void => {
+    if (!o.json) console.log(s);
+  };
+  try {
+    run('ip', ['netns', 'add', ns]);
+    run('ip', ['link', 'add', ifA, 'type', 'veth', 'peer', 'name', ifB]);
+    run('ip', ['link', 'set', ifA, 'netns', ns]);
+    for (const args of [
+      ['link', 'set', 'lo', 'up'],
+      ['link', 'set', ifA, 'up'],
+      ['addr', 'add', '10.250.0.1/24', 'dev', ifA],
+    ])
+      run('ip', ['-n', ns, ...args]);
+    // The other end stays here: the /healthz poller reaches the daemon's admin API over the pair.
+    run('ip', ['addr', 'add', '10.250.0.2/24', 'dev', ifB]);
+    run('ip', ['link', 'set', ifB, 'up']);
+    run('mkdir', ['-p', bpffs]);
+    run('mount', ['-t', 'bpf', 'bpf', bpffs]);
+    mounted = true;
+
+    api = await ApiChild.start(ns);
+    const kubeconfig = join(dir, 'kubeconfig');
+    writeFileSync(
+      kubeconfig,
+      [
+        'apiVersion: v1',
+        'kind: Config',
+        `clusters: [{name: fake, cluster: {server: "http://127.0.0.1:${api.port}", insecure-skip-tls-verify: true}}]`,
+        'users: [{name: fake, user: {token: fake-token}}]',
+        'contexts: [{name: fake, context: {cluster: fake, user: fake}}]',
+        'current-context: fake',
+        '',
+      ].join('\n'),
+    );
+    const states: SliceState[] = Array.from({ length: n }, () => ({
+      drained: false,
+      added: false,
+      replaced: false,
+    }));
+    await api.upsertMany(
+      'services',
+      Array.from({ length: n }, (_, i) => serviceObj(i, o.tableSize)),
+    );
+    await api.upsertMany(
+      'endpointslices',
+      states.map((s, i) => sliceObj(i, e, s)),
+    );
+    const config = {
+      interface: ifA,
+      xdpMode: 'generic',
+      nextHopMac: '02:00:00:00:00:02',
+      encapSource: '10.250.0.1',
+      admin: { listen: '10.250.0.1:9470' },
+      limits: { maxVips: Math.max(1024, n + 16), maxBackends: Math.max(65536, 4 * n * (e + 2)) },
+      vips: [],
+      kubernetes: { leaderElection: false },
+    };
+    const file = join(dir, 'config.json');
+    writeFileSync(file, JSON.stringify(config));
+
+    log(`bench:k8s: ${n} Services x ${e} endpoints, daemon ${main}`);
+    const t0 = performance.now();
+    const child = spawn(
+      'ip',
+      [
+        'netns', 'exec', ns, process.execPath,
+        ...(process.env.PEAK_BENCH_DAEMON_NODE_FLAGS ?? '').split(' ').filter(Boolean),
+        main, 'daemon', '--config', file, '--bpffs', bpffs, '--detach-on-exit', '--log-level', 'warn',
+        '--kubernetes', '--kubeconfig', kubeconfig, '--node-name', 'bench',
+      ], // prettier-ignore
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    daemon = child;
+    let output = '';
+    const keep = (b: Buffer): void => {
+      output = (output + b.toString()).slice(-4000);
+    };
+    child.stdout!.on('data', keep);
+    child.stderr!.on('data', keep);
+    poller = new Poller(`${adminUrl}/healthz`);
+    poller.start();
+    const get = (path: string): Promise<number> =>
+      new Promise((res) => {
+        const req = request(`${adminUrl}${path}`, { timeout: 2000 }, (r) => {
+          r.resume();
+          r.on('end', () => res(r.statusCode ?? 0));
+        });
+        req.on('error', () => res(0));
+        req.on('timeout', () => req.destroy());
+        req.end();
+      });
+    let readyMs: number | null = null;
+    while (performance.now() - t0 < o.startTimeoutS * 1000 && child.exitCode === null) {
+      if ((await get('/readyz')) === 200) {
+        readyMs = performance.now() - t0;
+        break;
+      }
+      await sleep(50);
+    }
+    const startHealthz = await poller.stop();
+    if (readyMs === null) {
+      log(`start: not ready after ${o.startTimeoutS} s (exit ${child.exitCode}): ${output.slice(-800)}`);
+      return;
+    }
+    const pid = child.pid!;
+    const rssReadyMB = procStatusMB(pid, 'VmRSS');
+    dp = KernelDatapath.adopt({ pinDir: join(bpffs, 'peak-xdp', ns, ifA) });
+    const vipIds = new Map((await dp.listVips()).map((v) => [v.key.address, v.id]));
+    const backendsAtReady = (await dp.listBackends()).length;
+    log(
+      `start -> ready ${(readyMs / 1000).toFixed(2)} s (goal <= ${GOALS.startMs / 1000} s); ` +
+        `maps: ${vipIds.size} VIPs, ${backendsAtReady} backends; RSS ${rssReadyMB.toFixed(0)} MB; ` +
+        `/healthz max ${startHealthz.maxMs.toFixed(0)} ms during start`,
+    );
+    if (vipIds.size !== n || backendsAtReady !== n * e)
+      log(`  warning: expected ${n} VIPs and ${n * e} backends at ready`);
+
+    // Sampled Services whose tables are read once the backend map shows a burst's result.
+    const sample = Array.from({ length: Math.min(16, n) }, (_, k) => Math.floor((k * n) / Math.min(16, n)));
+    const phases: PhaseResult[] = [];
+    const burst = async (
+      name: string,
+      mutate: (s: SliceState) => void,
+      done: (byAddr: Map<string, BackendSpec>, i: number) => boolean,
+      tableOk: (table: Set<number>, byAddr: Map<string, BackendSpec>, i: number) => boolean,
+    ): Promise<void> => {
+      await sleep(1000); // settle after the previous phase
+      for (const s of states) mutate(s);
+      const objs = states.map((s, i) => sliceObj(i, e, s));
+      poller!.start();
+      const b0 = performance.now();
+      await api!.upsertMany('endpointslices', objs);
+      let convergedMs: number | null = null;
+      let detail = '';
+      while (performance.now() - b0 < o.phaseTimeoutS * 1000 && child.exitCode === null) {
+        const byAddr = new Map((await dp!.listBackends()).map((b) => [b.address, b]));
+        let ok = 0;
+        for (let i = 0; i < n; i++) if (done(byAddr, i)) ok++;
+        detail = `${ok}/${n} Services done in the backend map`;
+        if (ok === n) {
+          const at = performance.now();
+          let tablesOk = 0;
+          for (const i of sample) {
+            const t = await dp!.readTable(vipIds.get(vipOf(i)) ?? -1);
+            if (t && tableOk(new Set(t), byAddr, i)) tablesOk++;
+          }
+          detail += `, ${tablesOk}/${sample.length} sampled tables`;
+          if (tablesOk === sample.length) {
+            convergedMs = at - b0;
+            break;
+          }
+        }
+        await sleep(20);
+      }
+      const healthz = await poller!.stop();
+      const rssMB = procStatusMB(pid, 'VmRSS');
+      phases.push({ name, convergedMs, healthz, rssMB, detail });
+      log(
+        `${name}: ${convergedMs === null ? `not converged after ${o.phaseTimeoutS} s (${detail})` : `maps after ${(convergedMs / 1000).toFixed(2)} s`} ` +
+          `(goal <= ${GOALS.burstMs / 1000} s); /healthz max ${healthz.maxMs.toFixed(0)} ms, p99 ${healthz.p99Ms.toFixed(0)} ms ` +
+          `over ${healthz.requests} requests (goal <= ${GOALS.healthzMs} ms); RSS ${rssMB.toFixed(0)} MB`,
+      );
+    };
+    const up = (b: BackendSpec | undefined): boolean => b !== undefined && b.state === 'up';
+    await burst(
+      'burst 1, state flips (one endpoint per slice terminating)',
+      (s) => (s.drained = true),
+      (m, i) => m.get(epOf(i, 0))?.state === 'draining',
+      (t, m, i) => !t.has(m.get(epOf(i, 0))!.id),
+    );
+    await burst(
+      'burst 2, added endpoints (one per slice)',
+      (s) => (s.added = true),
+      (m, i) => up(m.get(epOf(i, e))),
+      (t, m, i) => t.has(m.get(epOf(i, e))!.id),
+    );
+    await burst(
+      'burst 3, replaced addresses (one per slice: a rolling update)',
+      (s) => (s.replaced = true),
+      (m, i) => up(m.get(epOf(i, REPLACED + 1))) && !m.has(epOf(i, 1)),
+      (t, m, i) => t.has(m.get(epOf(i, REPLACED + 1))!.id),
+    );
+    const hwmMB = procStatusMB(pid, 'VmHWM');
+    const rssEndMB = procStatusMB(pid, 'VmRSS');
+    const summary = {
+      services: n,
+      endpoints: e,
+      readyMs,
+      rssReadyMB,
+      rssEndMB,
+      hwmMB,
+      startHealthzMaxMs: startHealthz.maxMs,
+      phases,
+    };
+    if (o.json) console.log(JSON.stringify(summary));
+    else {
+      const fmt = (ms: number | null): string =>
+        ms === null ? 'not converged' : `${(ms / 1000).toFixed(2)} s`;
+      const mark = (ok: boolean): string => (ok ? 'ok' : 'MISSED');
+      console.log('\ngoal vs measured');
+      console.log(
+        `  start -> ready            <= 5 s     ${fmt(readyMs)}  ${mark(readyMs <= GOALS.startMs)}`,
+      );
+      for (const p of phases)
+        console.log(
+          `  ${p.name.split(' (')[0]!.padEnd(24)}  <= 2 s     ${fmt(p.convergedMs)}  ${mark(p.convergedMs !== null && p.convergedMs <= GOALS.burstMs)}` +
+            `   /healthz max ${p.healthz.maxMs.toFixed(0)} ms (<= 100 ms) ${mark(p.healthz.maxMs <= GOALS.healthzMs)}`,
+        );
+      console.log(
+        `  RSS ready / end / peak    <= 150 MB  ${rssReadyMB.toFixed(0)} / ${rssEndMB.toFixed(0)} / ${hwmMB.toFixed(0)} MB  ${mark(hwmMB <= GOALS.rssMB)}`,
+      );
+    }
+  } finally {
+    await poller?.terminate();
+    dp?.close();
+    if (daemon && daemon.exitCode === null) {
+      const exited = new Promise((r) => daemon!.once('exit', r));
+      daemon.kill('SIGTERM');
+      const t = setTimeout(() => daemon!.kill('SIGKILL'), 15_000);
+      await exited;
+      clearTimeout(t);
+    }
+    await api?.stop();
+    if (mounted) spawnSync('umount', [bpffs]);
+    spawnSync('rmdir', [bpffs]);
+    spawnSync('ip', ['link', 'del', ifB]);
+    spawnSync('ip', ['netns', 'del', ns]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (!isMainThread) pollerMain();
+else if (process.argv[2] === '--serve-api')
+  serveApi().catch((err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
+else
+  bench(parseArgs(process.argv.slice(2))).catch((err: unknown) => {
+    console.error((err as Error).stack ?? String(err));
+    process.exitCode = 1;
+  });
