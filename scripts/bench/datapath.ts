@@ -1,14 +1,35 @@
 // Data-plane benchmark: ns/packet via BPF_PROG_TEST_RUN (net of a trivial program timed in the same run) and
 // Mpps through a veth with our own live-frames generator (minimal encap program vs the full balancer, run in
 // alternation; the ratio is the median of the per-round ratios, which load from other processes skews least).
+// The whole process (every thread, and the generator it starts) is pinned to one CPU; every timed row checks
+// that it measured the path it names (VIP index lookup, conntrack hits or misses) and the bench fails if not.
 // Usage: node dist/scripts/bench/datapath.js [--json] [--runs 5] [--calls 20000] [--frames 4000000]
-//        [--live-rounds 9]
+//        [--live-rounds 9] [--cpu N]
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { attachXdp, BpfMap, BpfObject, BpfProgram, ifNameToIndex, splitPerCpu } from '../../src/datapath/bpf';
+import { readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import {
+  attachXdp,
+  BpfMap,
+  BpfObject,
+  BpfProgram,
+  ifNameToIndex,
+  possibleCpus,
+  splitPerCpu,
+} from '../../src/datapath/bpf';
 import { KernelDatapath } from '../../src/datapath/kernel';
+import { ENUMS, LAYOUT, encodeVipKey } from '../../src/datapath/layout';
 import { bpfObjectPath } from '../../src/paths';
 import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  conntrackEntriesFor,
+  CtExpectation,
+  ctProblem,
+  ctSample,
+  hitPct,
+  parseCpuList,
+} from './lib/datapath-checks';
 
 interface Args {
   json: boolean;
@@ -16,11 +37,21 @@ interface Args {
   calls: number;
   frames: number;
   liveRounds: number;
+  /** The CPU the whole bench runs on. */
+  cpu: number;
   childGen?: { ifname: string; frames: number; template: string; sportOff: number; flows: number };
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { json: false, runs: 5, calls: 20000, frames: 4_000_000, liveRounds: 9 };
+  // The last CPU by default: CPU 0 usually takes more of the machine's interrupts.
+  const a: Args = {
+    json: false,
+    runs: 5,
+    calls: 20000,
+    frames: 4_000_000,
+    liveRounds: 9,
+    cpu: cpus().length - 1,
+  };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
     const num = (name: string, min: number, max: number): number => {
@@ -34,10 +65,11 @@ function parseArgs(argv: string[]): Args {
     else if (k === '--calls') a.calls = num('--calls', 100, 1_000_000);
     else if (k === '--frames') a.frames = num('--frames', 1000, 50_000_000);
     else if (k === '--live-rounds') a.liveRounds = num('--live-rounds', 3, 100);
+    else if (k === '--cpu') a.cpu = num('--cpu', 0, cpus().length - 1);
     else if (k === '--child-gen') a.childGen = JSON.parse(argv[++i]!) as Args['childGen'];
     else
       throw new TypeError(
-        `argument: ${JSON.stringify(k)} is not one of --json --runs --calls --frames --live-rounds`,
+        `argument: ${JSON.stringify(k)} is not one of --json --runs --calls --frames --live-rounds --cpu`,
       );
   }
   return a;
@@ -134,7 +166,74 @@ interface Row {
   ctHitPct?: number;
 }
 
-async function testRunBench(a: Args): Promise<Row[]> {
+/** What the test-run part found besides the rows: how the VIP lookup ran, and the connection table's size. */
+interface TestRunInfo {
+  vipLookup: VipLookupMode;
+  vipIndexKeys: number;
+  conntrackEntries: number;
+}
+
+type VipLookupMode = 'index' | 'hash';
+
+const u32 = (n: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+};
+
+/** The installed VIP index's head (read back from the inner map), or null when none is installed. */
+function vipIndexHead(dp: KernelDatapath): { useHash: boolean; keys: number } | null {
+  const id = dp.maps.vip_index.innerId(0);
+  if (!id) return null;
+  const inner = BpfMap.fromId(id);
+  try {
+    const b = inner.lookup(u32(0));
+    if (!b) return null;
+    const f = LAYOUT.peak_vip_index_head.fields;
+    const useHashBit = ENUMS.peak_vip_index_flag.PEAK_VIP_INDEX_F_USE_HASH;
+    return { useHash: (b.readUInt32LE(f.flags) & useHashBit) !== 0, keys: b.readUInt32LE(f.keys) };
+  } finally {
+    inner.close();
+  }
+}
+
+/**
+ * Which lookup the program really runs: the probe VIP is taken out of `vips` behind the datapath's back for one
+ * packet. The index (a snapshot of `vips`) still forwards it; the hash fallback reads `vips` and passes it.
+ */
+function probeVipLookup(dp: KernelDatapath, probe: { key: Buffer; frame: Buffer }): VipLookupMode {
+  const value = dp.maps.vips.lookup(probe.key);
+  if (!value) throw new Error('probe VIP: not in vips');
+  dp.maps.vips.delete(probe.key);
+  try {
+    const v = dp.program.testRun({ data: probe.frame }).verdictName;
+    if (v === 'TX') return 'index';
+    if (v === 'PASS') return 'hash';
+    throw new Error(`probe VIP: verdict ${v}, expected TX (index) or PASS (hash fallback)`);
+  } finally {
+    dp.maps.vips.update(probe.key, value);
+  }
+}
+
+/** Throws unless the VIP index is installed, holds every VIP and is what the program reads. */
+function assertVipIndex(
+  dp: KernelDatapath,
+  probe: { key: Buffer; frame: Buffer },
+  vips: number,
+  when: string,
+) {
+  const head = vipIndexHead(dp);
+  if (!head || head.useHash || head.keys !== vips)
+    throw new Error(
+      `${when}: the VIP index is not in use (head ${JSON.stringify(head)}, want ${vips} keys): ` +
+        'the rows would time the hash fallback',
+    );
+  const mode = probeVipLookup(dp, probe);
+  if (mode !== 'index') throw new Error(`${when}: the program looked the probe VIP up in the ${mode}`);
+  return head;
+}
+
+async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }> {
   const passObj = await BpfObject.load(bpfObjectPath('pass'));
   const floorProg = passObj.program('xdp_pass');
   passObj.close();
@@ -143,7 +242,13 @@ async function testRunBench(a: Args): Promise<Row[]> {
   });
   const minProg = minObj.program('bench_encap');
   minObj.close();
-  const dp = await KernelDatapath.load();
+  const MANY = 100_000;
+  // Every flow this bench inserts, from one CPU: established sets, the 100k set, new flows, probes.
+  const conntrackEntries = conntrackEntriesFor({
+    inserts: 128 + MANY + a.runs * a.calls + 16,
+    possibleCpus: possibleCpus(),
+  });
+  const dp = await KernelDatapath.load({ maxEntries: { conntrack: conntrackEntries } });
   try {
     await dp.configure({
       ownMac: '02:00:00:00:01:01',
@@ -168,10 +273,22 @@ async function testRunBench(a: Args): Promise<Row[]> {
       flags,
       tableSize: 65537,
     });
+    // Only for probeVipLookup: never in a timed row.
+    const probeKey = { address: '10.0.0.11', port: 80, protocol: 'tcp' } as const;
+    await dp.upsertVip({ key: probeKey, id: 3, flags, tableSize: 65537 });
     const table = (base: number) =>
       Uint32Array.from({ length: 65537 }, (_, s) => base + members[s % members.length]!);
     await dp.installTable(1, table(0));
     await dp.installTable(2, table(100));
+    await dp.installTable(3, table(0));
+    // The index is rebuilt on the next event-loop turn after VIP changes; until then the program reads the
+    // `vips` hash. Build it now, and check that it is what the program uses (before and after the timing).
+    dp.flushVipIndex();
+    const probe = {
+      key: encodeVipKey(probeKey),
+      frame: v4Frame({ src: [192, 0, 2, 9], dst: [10, 0, 0, 11], sport: 9, dport: 80, tcp: true }),
+    };
+    const head = assertVipIndex(dp, probe, 3, 'before timing');
 
     const nonVip = [v4Frame({ src: [192, 0, 2, 1], dst: [10, 9, 9, 9], sport: 1, dport: 80, tcp: true })];
     const est4 = Array.from({ length: 64 }, (_, i) =>
@@ -188,7 +305,7 @@ async function testRunBench(a: Args): Promise<Row[]> {
         const src = [172, 16 + ((fresh >>> 16) & 0x0f), (fresh >>> 8) & 0xff, fresh & 0xff];
         return v4Frame({ src, dst: [10, 0, 0, 10], sport: 20000 + (fresh % 40000), dport: 80, tcp: true });
       });
-    const many = Array.from({ length: 100_000 }, (_, i) =>
+    const many = Array.from({ length: MANY }, (_, i) =>
       v4Frame({
         src: [198, 18, (i >>> 8) & 0xff, i & 0xff],
         dst: [10, 0, 0, 10],
@@ -199,30 +316,52 @@ async function testRunBench(a: Args): Promise<Row[]> {
     );
     for (const f of many) prog.testRun({ data: f });
 
-    const rows: { path: string; frames: () => Buffer[]; verdict: string; calls: number }[] = [
-      { path: 'non-VIP pass', frames: () => nonVip, verdict: 'PASS', calls: a.calls },
-      { path: 'v4 established (conntrack hit)', frames: () => est4, verdict: 'TX', calls: a.calls },
-      { path: 'v4 new flow (miss + insert)', frames: newFlows, verdict: 'TX', calls: a.calls },
-      { path: 'v6 established (conntrack hit)', frames: () => est6, verdict: 'TX', calls: a.calls },
-      { path: '100k flows cycled', frames: () => many, verdict: 'TX', calls: 100_000 },
+    const rows: {
+      path: string;
+      frames: () => Buffer[];
+      verdict: string;
+      calls: number;
+      ct: CtExpectation;
+    }[] = [
+      { path: 'non-VIP pass', frames: () => nonVip, verdict: 'PASS', calls: a.calls, ct: 'none' },
+      {
+        path: 'v4 established (conntrack hit)',
+        frames: () => est4,
+        verdict: 'TX',
+        calls: a.calls,
+        ct: 'hit',
+      },
+      { path: 'v4 new flow (miss + insert)', frames: newFlows, verdict: 'TX', calls: a.calls, ct: 'miss' },
+      {
+        path: 'v6 established (conntrack hit)',
+        frames: () => est6,
+        verdict: 'TX',
+        calls: a.calls,
+        ct: 'hit',
+      },
+      { path: '100k flows cycled', frames: () => many, verdict: 'TX', calls: MANY, ct: 'hit' },
     ];
     const floors: number[] = [];
     const minimal: number[] = [];
     const results = rows.map(() => [] as number[]);
-    const hitPct = rows.map(() => undefined as number | undefined);
+    const hitPcts = rows.map(() => undefined as number | undefined);
+    const problems: string[] = [];
     for (let run = 0; run < a.runs; run++) {
       floors.push(timeCalls(floorProg, nonVip, a.calls, 'PASS'));
       minimal.push(timeCalls(minProg, est4, a.calls, 'TX'));
       for (const [i, r] of rows.entries()) {
         const c0 = (await dp.counters()).global;
         results[i]!.push(timeCalls(prog, r.frames(), r.calls, r.verdict));
-        const c1 = (await dp.counters()).global;
-        const hits = Number(c1.ct_hit! - c0.ct_hit!);
-        const lookups = hits + Number(c1.ct_miss! - c0.ct_miss! + c1.ct_expired! - c0.ct_expired!);
+        const s = ctSample(c0, (await dp.counters()).global);
+        const p = ctProblem(`${r.path} (run ${run + 1})`, r.ct, s);
+        if (p) problems.push(p);
         // The lowest rate over the runs (later runs may find entries evicted by the LRU).
-        if (lookups > 0) hitPct[i] = Math.min(hitPct[i] ?? 100, (100 * hits) / lookups);
+        const pct = hitPct(s);
+        if (pct !== null) hitPcts[i] = Math.min(hitPcts[i] ?? 100, pct);
       }
     }
+    assertVipIndex(dp, probe, 3, 'after timing');
+    if (problems.length) throw new Error(`rows did not measure what they name:\n  ${problems.join('\n  ')}`);
     const floor = median(floors);
     // The non-VIP path does not modify the frame, so it can also use the kernel's repeat loop.
     const rep = (p: BpfProgram) =>
@@ -231,6 +370,16 @@ async function testRunBench(a: Args): Promise<Row[]> {
       );
     const floorRep = rep(floorProg);
     const passRep = rep(prog);
+    assertVipIndex(dp, probe, 3, 'after the repeat=1e6 rows');
+    // For comparison, the same non-VIP row in the hash fallback: a VIP change makes the datapath read `vips`
+    // until the index is rebuilt on the next event-loop turn, which this synchronous timing never reaches.
+    await dp.upsertVip({ key: probeKey, id: 3, flags, tableSize: 65537 });
+    if (vipIndexHead(dp)?.useHash !== true || probeVipLookup(dp, probe) !== 'hash')
+      throw new Error('could not put the datapath in its hash fallback for the comparison row');
+    const passHashRep = rep(prog);
+    const passHashCalls = timeCalls(prog, nonVip, a.calls, 'PASS');
+    dp.flushVipIndex();
+    assertVipIndex(dp, probe, 3, 'after the hash-fallback row');
     const out: Row[] = [
       { path: 'trivial XDP_PASS (floor)', nsPerPacket: floor, netNs: 0, method: 'repeat=1 calls' },
       {
@@ -246,14 +395,26 @@ async function testRunBench(a: Args): Promise<Row[]> {
         nsPerPacket: median(results[i]!),
         netNs: median(results[i]!) - floor,
         method: 'repeat=1 calls',
-        ctHitPct: hitPct[i],
+        ctHitPct: hitPcts[i],
       }),
     );
     out.push({ path: 'trivial XDP_PASS (floor)', nsPerPacket: floorRep, netNs: 0, method: 'repeat=1e6' });
     out.push({ path: 'non-VIP pass', nsPerPacket: passRep, netNs: passRep - floorRep, method: 'repeat=1e6' });
+    out.push({
+      path: 'non-VIP pass, hash fallback',
+      nsPerPacket: passHashRep,
+      netNs: passHashRep - floorRep,
+      method: 'repeat=1e6',
+    });
+    out.push({
+      path: 'non-VIP pass, hash fallback',
+      nsPerPacket: passHashCalls,
+      netNs: passHashCalls - floor,
+      method: 'repeat=1 calls (1 run)',
+    });
     floorProg.close();
     minProg.close();
-    return out;
+    return { rows: out, info: { vipLookup: 'index', vipIndexKeys: head.keys, conntrackEntries } };
   } finally {
     dp.close();
   }
@@ -281,11 +442,6 @@ function sumCounter(m: BpfMap, offset: number): bigint {
 /** Child mode, run inside the generator namespace: live-frames generator, prints {elapsedNs, frames}. */
 async function childGen(o: NonNullable<Args['childGen']>): Promise<void> {
   const tmpl = Buffer.from(o.template, 'hex');
-  const u32 = (n: number) => {
-    const b = Buffer.alloc(4);
-    b.writeUInt32LE(n);
-    return b;
-  };
   const t = Buffer.alloc(128);
   tmpl.copy(t);
   const obj = await BpfObject.load(bpfObjectPath('bench_gen'), {
@@ -429,16 +585,40 @@ async function liveBench(a: Args): Promise<LiveResult> {
   return { rows: out, ratios, ratio: median(ratios) };
 }
 
+/** The CPUs this process may run on (its main thread's affinity; threads and children inherit it). */
+function allowedCpus(): number[] {
+  const m = /^Cpus_allowed_list:\s*(\S+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+  if (!m) throw new Error('/proc/self/status has no Cpus_allowed_list');
+  return parseCpuList(m[1]!);
+}
+
+/** Pins every thread of this process to `cpu` (children started later inherit it); throws if it did not hold. */
+function pinToCpu(cpu: number): void {
+  sh('taskset', ['--all-tasks', '--cpu-list', '--pid', String(cpu), String(process.pid)]);
+  const now = allowedCpus();
+  if (now.length !== 1 || now[0] !== cpu)
+    throw new Error(`could not pin the bench to CPU ${cpu}: allowed CPUs are ${now.join(',')}`);
+}
+
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
   if (a.childGen) return childGen(a.childGen);
   const started = Date.now();
-  const rows = await testRunBench(a);
+  pinToCpu(a.cpu);
+  const { rows, info } = await testRunBench(a);
   const { rows: live, ratios, ratio } = await liveBench(a);
   if (a.json) {
     process.stdout.write(
       JSON.stringify(
-        { testRun: rows, live, fullOverMinimal: ratio, ratios, seconds: (Date.now() - started) / 1000 },
+        {
+          cpu: a.cpu,
+          ...info,
+          testRun: rows,
+          live,
+          fullOverMinimal: ratio,
+          ratios,
+          seconds: (Date.now() - started) / 1000,
+        },
         null,
         2,
       ) + '\n',
@@ -446,11 +626,15 @@ async function main(): Promise<void> {
     return;
   }
   const pad = (s: string, n: number) => s.padEnd(n);
+  console.log(
+    `pinned to CPU ${a.cpu}; VIP lookup: ${info.vipLookup} (${info.vipIndexKeys} keys, checked before and after ` +
+      `timing); conntrack max_entries ${info.conntrackEntries} (${possibleCpus()} per-CPU LRU shares)`,
+  );
   console.log('BPF_PROG_TEST_RUN, 64/78-byte frames, median of runs (ns per packet; net = minus the floor)');
-  console.log(`${pad('path', 34)}${pad('method', 16)}${pad('ns/pkt', 10)}${pad('net ns', 10)}ct hits`);
+  console.log(`${pad('path', 34)}${pad('method', 24)}${pad('ns/pkt', 10)}${pad('net ns', 10)}ct hits`);
   for (const r of rows)
     console.log(
-      `${pad(r.path, 34)}${pad(r.method, 16)}${pad(r.nsPerPacket.toFixed(1), 10)}${pad(r.netNs.toFixed(1), 10)}` +
+      `${pad(r.path, 34)}${pad(r.method, 24)}${pad(r.nsPerPacket.toFixed(1), 10)}${pad(r.netNs.toFixed(1), 10)}` +
         (r.ctHitPct === undefined ? '' : `${r.ctHitPct.toFixed(0)}%`),
     );
   console.log('\nLive frames through a veth (60-byte UDP, 1024 flows, native XDP, Mpps, median)');

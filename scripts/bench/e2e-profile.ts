@@ -3,12 +3,20 @@ import { ALL_SYSTEMS, SystemName } from './lib/systems';
 
 export interface Profile {
   name: 'quick' | 'full';
+  /** Every system runs once per round, rounds one after another (A B C A B C); results: median, min–max. */
+  rounds: number;
   lbs: number;
   backends: number;
   backendCounts: number[];
   lbCounts: number[];
   wrkConnections: number[];
   wrkSeconds: number;
+  /** A discarded wrk run before each ramp (caches, ARP, the first connections). */
+  warmupSeconds: number;
+  /** Each ramp step runs this many times; the step is their median. */
+  stepRepeats: number;
+  /** Idle window (system set up, no load) measured before the fixed rates: the CPU baseline of the round. */
+  idleSeconds: number;
   /** Ramp stops when p99 exceeds this (µs) or errors exceed 1%. */
   sloP99Us: number;
   latencyRates: number[];
@@ -23,15 +31,19 @@ export interface Profile {
 }
 
 export const PROFILES: Record<'quick' | 'full', Profile> = {
-  // Smoke run, every system, under 3 minutes on the 2-core machine.
+  // Smoke run, every system, two rounds.
   quick: {
     name: 'quick',
+    rounds: 2,
     lbs: 2,
     backends: 3,
     backendCounts: [1, 3],
     lbCounts: [1, 2],
     wrkConnections: [32],
     wrkSeconds: 2,
+    warmupSeconds: 1,
+    stepRepeats: 2,
+    idleSeconds: 2,
     sloP99Us: 50_000,
     latencyRates: [300],
     latencySeconds: 2,
@@ -43,15 +55,19 @@ export const PROFILES: Record<'quick' | 'full', Profile> = {
     innerSeconds: 1,
     ecmpChanges: 6,
   },
-  // One full run: aims at under 20 minutes.
+  // Three rounds of every system.
   full: {
     name: 'full',
+    rounds: 3,
     lbs: 4,
     backends: 8,
     backendCounts: [1, 2, 4, 8],
     lbCounts: [1, 2, 3, 4],
     wrkConnections: [8, 32, 128],
     wrkSeconds: 4,
+    warmupSeconds: 2,
+    stepRepeats: 3,
+    idleSeconds: 4,
     sloP99Us: 50_000,
     latencyRates: [250, 1000, 2000],
     latencySeconds: 6,
@@ -102,6 +118,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
   let family: 4 | 6 = 4;
   let out: string | null = null;
   let prefix: string | null = null;
+  let rounds: number | null = null;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const val = (): string => {
@@ -111,7 +128,12 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
     };
     if (a === '--quick') profile = PROFILES.quick;
     else if (a === '--full') profile = PROFILES.full;
-    else if (a === '--systems') {
+    else if (a === '--rounds') {
+      const v = val();
+      rounds = Number(v);
+      if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20)
+        throw new Error(`--rounds must be an integer in 1..20, got "${v}"`);
+    } else if (a === '--systems') {
       const v = val();
       systems = v.split(',').map((s) => {
         if (!ALL_SYSTEMS.includes(s as SystemName))
@@ -126,8 +148,10 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
     else if (a === '--prefix') prefix = val();
     else
       throw new Error(
-        `unknown argument "${a}" (use --quick|--full, --systems a,b, --family 4|6, --out DIR, --prefix P)`,
+        `unknown argument "${a}" (use --quick|--full, --rounds N, --systems a,b, --family 4|6, --out DIR, --prefix P)`,
       );
   }
+  // The profile objects stay shared unless --rounds changes one.
+  if (rounds !== null && rounds !== profile.rounds) profile = { ...profile, rounds };
   return { profile, systems, family, out, prefix };
 }

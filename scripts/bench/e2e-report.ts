@@ -17,8 +17,11 @@ export interface SystemResult {
   system: string;
   throughput: {
     backends: number;
-    maxRps: number;
-    atConnections: number;
+    /** null: not measured (the first ramp step missed the SLO; `notMeasured` says how). */
+    maxRps: number | null;
+    atConnections: number | null;
+    notMeasured?: string | null;
+    /** Each step is the median of its repeats (scripts/bench/lib/rounds.ts medianStep). */
     steps: { connections: number; rps: number; p99us: number; errorRate: number }[];
   }[];
   lbScaling: { lbs: number; rps: number; errorRate: number }[];
@@ -29,11 +32,23 @@ export interface SystemResult {
     errors: Record<string, number>;
     latencyUs: LatencySummary;
     cdfUs: { value: number; fraction: number }[];
+    /** Machine-wide busy and softirq time per request, net of the same round's idle baseline. */
     cpuUsPerReq: number;
     softirqUsPerReq: number;
+    /** user+system of every process in the LB namespaces (proxies, peak-xdp daemons), not net of idle. */
     lbProcessUsPerReq: number;
-    /** peak-xdp: run time of the LB nodes' XDP programs (BPF run-time stats); null when unavailable. */
-    xdp: { nsPerPacket: number; nsPerRequest: number; packetsPerRequest: number } | null;
+    /** peak-xdp: its daemons' CPU during the window, in % of one core (summed over LB nodes). */
+    daemonCorePct?: number | null;
+    /** The idle baseline of this round (system set up, no load), per second. */
+    idle?: { ms: number; busyUsPerS: number; softirqUsPerS: number; lbProcessUsPerS: number };
+    /** peak-xdp: run time of the LB nodes' XDP programs for VIP packets only (BPF run-time stats); null when
+     * unavailable. packetsPerRequest counts VIP packets; otherPackets the runs on anything else. */
+    xdp: {
+      nsPerPacket: number;
+      nsPerRequest: number;
+      packetsPerRequest: number;
+      otherPackets?: number;
+    } | null;
   }[];
   balance: { perBackend: Record<string, number>; jain: number; maxOverMean: number } | null;
   inner: {
@@ -61,6 +76,8 @@ export interface SystemResult {
     changes: { atMs: number; lbs: number }[];
     keepAliveConnections: number;
     brokenConnections: number;
+    /** One record per broken connection (scripts/bench/lib/broken.ts). */
+    brokenDetail?: import('./lib/broken').BrokenConnection[];
     connectionsOpened: number;
     ok: number;
     errors: Record<string, number>;
@@ -173,9 +190,9 @@ export function reportMarkdown(r: BenchResults, o: { plotDir?: string } = {}): s
     for (const t of s.throughput) {
       const first = t.steps[0];
       const cell =
-        t.maxRps > 0 || !first
+        t.maxRps !== null && (t.maxRps > 0 || !first)
           ? n0(t.maxRps)
-          : `SLO missed at first step (${n0(first.rps)} req/s, p99 ${ms(first.p99us)} ms)`;
+          : `not measured: ${t.notMeasured ?? `SLO missed at first step (${n0(first!.rps)} req/s, p99 ${ms(first!.p99us)} ms)`}`;
       L.push(`| ${s.system} | ${t.backends} | ${cell} | ${t.atConnections || first?.connections || '-'} |`);
     }
   L.push('', '## Throughput vs LB node count (ECMP at the router)', '');
@@ -188,9 +205,11 @@ export function reportMarkdown(r: BenchResults, o: { plotDir?: string } = {}): s
     '## Latency and CPU at fixed rates (open loop, a new connection per request)',
     '',
     'Latency in ms from the scheduled send time; "added" is p50 minus direct p50 at the same rate. CPU in µs per',
-    "request: softirq is machine-wide (every namespace's packet processing), LB processes is the user+system",
-    'time of processes in the LB namespaces (proxies; for peak-xdp the daemon), XDP is the run time of the',
-    "LB nodes' XDP programs from BPF run-time stats (packets per request in brackets).",
+    "request: softirq is machine-wide (every namespace's packet processing: client, router, LB nodes, backends,",
+    'XDP included) net of an idle window measured in the same round with the system set up; LB processes is the',
+    'user+system time of every process in the LB namespaces (proxies; for peak-xdp its daemons, whose CPU is',
+    "mostly idle work: health checks, BGP), not net of idle; XDP is the run time of the LB nodes' XDP programs",
+    'for VIP packets only, from BPF run-time stats (on for every system; VIP packets per request in brackets).',
     '',
   );
   L.push(
@@ -300,7 +319,9 @@ export function reportMarkdown(r: BenchResults, o: { plotDir?: string } = {}): s
 export async function renderReport(r: BenchResults, outDir: string): Promise<void> {
   writeFileSync(join(outDir, 'report.md'), reportMarkdown(r));
   const tp = r.systems.flatMap((s) =>
-    s.throughput.map((t) => ({ system: s.system, backends: t.backends, rps: t.maxRps })),
+    s.throughput.flatMap((t) =>
+      t.maxRps === null ? [] : [{ system: s.system, backends: t.backends, rps: t.maxRps }],
+    ),
   );
   // One run per point: no min–max band (discreteLineSpec draws one from rows with lo/hi when a bench repeats).
   await renderPng(

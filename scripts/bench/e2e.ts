@@ -1,5 +1,5 @@
 // `npm run bench:e2e`: every system on the same namespace testbed; JSON, Markdown report and PNG plots.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -20,27 +20,43 @@ import { backendCountsFor, parseBenchArgs, plannedSteps, Profile } from './e2e-p
 import { renderReport, BenchResults, EcmpSample, SystemResult } from './e2e-report';
 import { BenchSystem, Deployment, getSystem } from './lib/systems';
 import {
-  cpuTimes,
   JIFFY_US,
   killExabgp,
   loadIn,
-  nsProcessCpu,
   routerTxPackets,
+  snapshot,
   startExabgp,
   waitFib,
+  windowOf,
   wrkIn,
 } from './lib/measure';
 import { jain, maxOverMean, recoveryMs } from './lib/stats';
-import type { Progress } from './lib/loadgen';
-import { enableBpfStats, xdpRunStats } from './lib/bpfstats';
+import type { FailureRecord, Progress } from './lib/loadgen';
+import { enableBpfStats, StatsHandle } from './lib/bpfstats';
+import {
+  latencyCosts,
+  medianStep,
+  rampOutcome,
+  RampStep,
+  roundOrder,
+  roundsMarkdown,
+  sloMiss,
+  StepSample,
+  summarizeRounds,
+} from './lib/rounds';
+import { BrokenConnection, brokenFrom, lbCountAt, lbsHoldingFlow } from './lib/broken';
+import { keepLogs } from './lib/logs';
+import { runBfdFailover } from './bfd-failover';
 
 let step = 0;
 let totalSteps = 1;
+/** "round 2/3: " while rounds run. */
+let roundLabel = '';
 function progress(msg: string): void {
   step++;
   const pct = Math.min(100, Math.round((step / totalSteps) * 100));
   const bar = '#'.repeat(Math.round(pct / 5)).padEnd(20, '.');
-  process.stderr.write(`\n[${bar}] ${String(pct).padStart(3)}% ${msg}`);
+  process.stderr.write(`\n[${bar}] ${String(pct).padStart(3)}% ${roundLabel}${msg}`);
 }
 function live(p: Progress): void {
   process.stderr.write(`  t=${(p.tMs / 1000).toFixed(0)}s ok=${p.ok} err=${p.err}`);
@@ -50,29 +66,39 @@ function deployment(plan: Plan, f: 4 | 6, o: { lbs: number; backends: number }):
   return { plan, family: f, lbs: plan.lbs.slice(0, o.lbs), backends: plan.backends.slice(0, o.backends) };
 }
 
+/**
+ * Closed-loop ramp: a discarded warm-up, then each connection count `stepRepeats` times (the step is their
+ * median), up to the first step that misses the SLO. The first step missing it means "not measured".
+ */
 async function rampThroughput(plan: Plan, sys: BenchSystem, d: Deployment, prof: Profile, label: string) {
-  const steps: { connections: number; rps: number; p99us: number; errorRate: number }[] = [];
-  let best = { connections: 0, rps: 0 };
-  for (const [i, c] of prof.wrkConnections.entries()) {
-    progress(`${label}: wrk ${c} connections`);
-    const t = sys.targets(d);
-    const w = await wrkIn({
+  const t = sys.targets(d);
+  const wrk = (connections: number, durationS: number) =>
+    wrkIn({
       netns: plan.clients[0]!.netns,
       hosts: t.map((x) => x.host),
       port: t[0]!.port,
-      connections: c,
-      durationS: prof.wrkSeconds,
+      connections,
+      durationS,
       scriptDir: plan.stateDir,
     });
-    steps.push({ connections: c, rps: w.rps, p99us: w.p99us, errorRate: w.errorRate });
-    if (w.errorRate > 0.01 || w.p99us > prof.sloP99Us) {
+  await wrk(prof.wrkConnections[0]!, prof.warmupSeconds);
+  const steps: RampStep[] = [];
+  for (const [i, c] of prof.wrkConnections.entries()) {
+    progress(`${label}: wrk ${c} connections ×${prof.stepRepeats}`);
+    const repeats: StepSample[] = [];
+    for (let k = 0; k < prof.stepRepeats; k++) {
+      const w = await wrk(c, prof.wrkSeconds);
+      repeats.push({ rps: w.rps, p99us: w.p99us, errorRate: w.errorRate });
+    }
+    const s = medianStep(c, repeats);
+    steps.push(s);
+    if (sloMiss(s, prof.sloP99Us)) {
       // The bar still reaches 100%: the steps not taken count as done.
       step += prof.wrkConnections.length - 1 - i;
       break;
     }
-    if (w.rps > best.rps) best = { connections: c, rps: w.rps };
   }
-  return { steps, maxRps: best.rps, atConnections: best.connections };
+  return { steps, ...rampOutcome(steps, prof.sloP99Us) };
 }
 
 async function runSystem(plan: Plan, sys: BenchSystem, prof: Profile, f: 4 | 6): Promise<SystemResult> {
@@ -123,13 +149,20 @@ async function runSystem(plan: Plan, sys: BenchSystem, prof: Profile, f: 4 | 6):
       await sys.setLbMembership(full, full.lbs);
       await sleep(500);
     }
-    // 2+4. Latency at fixed rates (open loop, new connection per request), CPU per request, balance.
+    // 2+4. Latency at fixed rates (open loop, new connection per request), CPU per request, balance. The CPU
+    // baseline: an idle window of this round with the system set up (BPF run-time stats are on throughout).
+    const snap = () =>
+      snapshot({
+        plan,
+        lbs: full.lbs,
+        daemons: sys.name === 'peak-xdp' ? () => full.lbs.flatMap(daemonPids) : null,
+      });
+    const i0 = await snap();
+    await sleep(prof.idleSeconds * 1000);
+    const idle = windowOf(i0, await snap());
     for (const rate of prof.latencyRates) {
       progress(`${sys.name}: open loop ${rate} req/s`);
-      const stats = sys.name === 'peak-xdp' ? await enableBpfStats() : null;
-      const x0 = stats ? xdpRunStats(full.lbs) : null;
-      const c0 = cpuTimes();
-      const p0 = nsProcessCpu(full.lbs.map((l) => l.netns));
+      const w0 = await snap();
       const r = await loadIn(
         client,
         {
@@ -142,24 +175,14 @@ async function runSystem(plan: Plan, sys: BenchSystem, prof: Profile, f: 4 | 6):
         },
         live,
       );
-      const c1 = cpuTimes();
-      const p1 = nsProcessCpu(full.lbs.map((l) => l.netns));
-      const x1 = stats ? xdpRunStats(full.lbs) : null;
-      await stats?.stop();
-      const ok = Math.max(1, r.ok);
-      const xdp =
-        x0 && x1 && x1.runCount > x0.runCount
-          ? {
-              nsPerPacket: (x1.runTimeNs - x0.runTimeNs) / (x1.runCount - x0.runCount),
-              nsPerRequest: (x1.runTimeNs - x0.runTimeNs) / ok,
-              packetsPerRequest: (x1.runCount - x0.runCount) / ok,
-            }
-          : null;
+      const costs = latencyCosts({
+        load: windowOf(w0, await snap()),
+        idle,
+        requests: r.ok,
+        jiffyUs: JIFFY_US,
+      });
       res.latency.push({
-        rate, ok: r.ok, sent: r.sent, errors: r.errors, latencyUs: r.latencyUs, cdfUs: r.cdfUs,
-        cpuUsPerReq: ((c1.busy - c0.busy) * JIFFY_US) / ok,
-        softirqUsPerReq: ((c1.softirq - c0.softirq) * JIFFY_US) / ok,
-        lbProcessUsPerReq: ((p1 - p0) * JIFFY_US) / ok, xdp,
+        rate, ok: r.ok, sent: r.sent, errors: r.errors, latencyUs: r.latencyUs, cdfUs: r.cdfUs, ...costs,
       }); // prettier-ignore
       const counts = full.backends.map((b) => r.perBackend[b.name] ?? 0);
       res.balance = { perBackend: r.perBackend, jain: jain(counts), maxOverMean: maxOverMean(counts) };
@@ -317,16 +340,42 @@ async function lbTimeline(o: { plan: Plan; full: Deployment; sys: BenchSystem; p
     prev = cur;
     prevT = now;
   }, bucketMs);
-  const settled = loadIn(o.plan.clients[0]!.netns, {
-    targets: o.sys.targets(o.full),
-    mode: 'persistent',
-    connections: o.prof.timelineConnections,
-    thinkMs: 100,
-    durationMs: phaseMs * counts.length,
-    maxRequests: 5_000_000,
-    timeoutMs: 2000,
-    bucketMs,
-  }).finally(() => clearInterval(sampler));
+  // Each broken connection, with the LB nodes that held state for it when it broke (bounded).
+  const broken: Promise<BrokenConnection>[] = [];
+  const t0Epoch = Date.now() - (performance.now() - t0);
+  const client = o.plan.clients[0]!;
+  const clientAddr = o.full.family === 4 ? client.link!.hostV4.address : client.link!.hostV6.address;
+  const onFailure = (f: FailureRecord): void => {
+    if (!f.broken || broken.length >= 1000) return;
+    const atMs = f.at - t0Epoch;
+    const lbCount = lbCountAt({ first: counts[0]!, changes, atMs });
+    const holding =
+      o.sys.usesLbs && f.localPort !== null
+        ? lbsHoldingFlow({
+            plan: o.plan,
+            lbs: o.full.lbs,
+            client: clientAddr,
+            sourcePort: f.localPort,
+            peak: o.sys.name === 'peak-xdp',
+          }).catch(() => [])
+        : Promise.resolve([]);
+    broken.push(holding.then((lbsWithState) => brokenFrom(f, { t0EpochMs: t0Epoch, lbsWithState, lbCount })));
+  };
+  const settled = loadIn(
+    client.netns,
+    {
+      targets: o.sys.targets(o.full),
+      mode: 'persistent',
+      connections: o.prof.timelineConnections,
+      thinkMs: 100,
+      durationMs: phaseMs * counts.length,
+      maxRequests: 5_000_000,
+      timeoutMs: 2000,
+      bucketMs,
+    },
+    undefined,
+    onFailure,
+  ).finally(() => clearInterval(sampler));
   try {
     for (let i = 1; i < counts.length; i++) {
       await sleep(t0 + i * phaseMs - performance.now());
@@ -346,6 +395,7 @@ async function lbTimeline(o: { plan: Plan; full: Deployment; sys: BenchSystem; p
     changes,
     keepAliveConnections: o.prof.timelineConnections,
     brokenConnections: result.brokenConnections,
+    brokenDetail: await Promise.all(broken),
     connectionsOpened: result.connectionsOpened,
     ok: result.ok,
     errors: result.errors,
@@ -420,7 +470,9 @@ async function main(): Promise<number> {
         (a, s) =>
           a + plannedSteps({ name: s.name, usesLbs: s.usesLbs, hasDaemon: s.name === 'peak-xdp' }, prof),
         0,
-      ) + prof.ecmpChanges;
+      ) *
+      prof.rounds +
+    prof.ecmpChanges;
   const cleanup = (): void => {
     down(plan).then(
       () => process.exit(130),
@@ -435,41 +487,103 @@ async function main(): Promise<number> {
     systems: [], notRun: [], ecmp: null, durationS: 0,
   }; // prettier-ignore
   const t0 = Date.now();
+  // Every round of every system, by system (the report's tables show the last round; the summary all of them).
+  const bySystem = new Map<string, SystemResult[]>();
+  const failures: { system: string; round: number; reason: string }[] = [];
+  // BPF run-time stats on for the whole run: every system pays their (small) cost alike.
+  let bpfStats: StatsHandle | null = null;
   try {
     process.stderr.write(
-      `[bench] testbed ${prefix}: ${prof.lbs} LB nodes, ${prof.backends} backends (profile ${prof.name})`,
+      `[bench] testbed ${prefix}: ${prof.lbs} LB nodes, ${prof.backends} backends (profile ${prof.name}, ${prof.rounds} round(s))`,
     );
     up(plan);
-    for (const name of args.systems) {
+    bpfStats = await enableBpfStats();
+    if (!bpfStats) process.stderr.write('\n[bench] BPF run-time stats unavailable: no XDP run times');
+    const skipped = new Set<string>();
+    for (const { round, system: name } of roundOrder(args.systems, prof.rounds)) {
+      roundLabel = prof.rounds > 1 ? `round ${round}/${prof.rounds}: ` : '';
       const sys = getSystem(name);
       // A system that is not run or fails midway still moves the bar to where its steps end.
       const stepsEnd =
         step + plannedSteps({ name, usesLbs: sys.usesLbs, hasDaemon: name === 'peak-xdp' }, prof);
-      const why = sys.unavailable();
+      const why = skipped.has(name) ? 'unavailable' : sys.unavailable();
       if (why) {
-        results.notRun.push({ system: name, reason: why });
-        process.stderr.write(`\n[bench] ${name}: NOT RUN: ${why}`);
+        if (!skipped.has(name)) {
+          results.notRun.push({ system: name, reason: why });
+          process.stderr.write(`\n[bench] ${name}: NOT RUN: ${why}`);
+        }
+        skipped.add(name);
         step = stepsEnd;
         continue;
       }
       try {
-        results.systems.push(await runSystem(plan, sys, prof, args.family));
+        const r = await runSystem(plan, sys, prof, args.family);
+        bySystem.set(name, [...(bySystem.get(name) ?? []), r]);
       } catch (e) {
-        results.notRun.push({
-          system: name,
-          reason: `failed: ${e instanceof Error ? e.message : String(e)}`,
-        });
-        process.stderr.write(`\n[bench] ${name}: FAILED: ${e instanceof Error ? e.message : String(e)}`);
+        const reason = `failed: ${e instanceof Error ? e.message : String(e)}`;
+        failures.push({ system: name, round, reason });
+        process.stderr.write(`\n[bench] ${roundLabel}${name}: FAILED: ${reason}`);
+      } finally {
+        keepLogs(plan.stateDir, join(outDir, 'logs', `round${round}`, name));
       }
       step = stepsEnd;
     }
+    roundLabel = '';
+    for (const name of args.systems) {
+      const rounds = bySystem.get(name);
+      if (rounds?.length) results.systems.push(rounds.at(-1)!);
+      const failed = failures.filter((f) => f.system === name);
+      if (failed.length)
+        results.notRun.push({
+          system: name,
+          reason: `${failed.length} of ${prof.rounds} round(s) failed: ${failed.map((f) => `round ${f.round}: ${f.reason}`).join('; ')}`,
+        });
+    }
     results.ecmp = await ecmpDelay(plan, prof, peakWhy === null && args.systems.includes('peak-xdp'));
+    keepLogs(plan.stateDir, join(outDir, 'logs', 'ecmp'));
   } finally {
+    await bpfStats?.stop();
     await down(plan);
   }
+  // Silent failure of an LB node with and without BFD, interleaved: its own lab (BIRD with BFD, 2 LB nodes).
+  if (peakWhy === null && args.systems.includes('peak-xdp') && process.env.PEAK_BENCH_BFD !== '0') {
+    const bfd = await runBfdFailover({
+      router: 'bird',
+      pairs: 2,
+      log: (l) => process.stderr.write(`\n${l}`),
+    });
+    writeFileSync(join(outDir, 'bfd-failover.json'), JSON.stringify(bfd, null, 2));
+    writeFileSync(
+      join(outDir, 'bfd-failover.md'),
+      `## Silent failure with and without BFD\n\n${bfd.markdown}`,
+    );
+    process.stderr.write(`\n${bfd.markdown}`);
+  }
   results.durationS = (Date.now() - t0) / 1000;
-  writeFileSync(join(outDir, 'results.json'), JSON.stringify(results, null, 2));
+  const order = roundOrder(args.systems, prof.rounds).map((x) => `${x.round}:${x.system}`);
+  writeFileSync(
+    join(outDir, 'results.json'),
+    JSON.stringify(
+      { ...results, rounds: { count: prof.rounds, order, bySystem: Object.fromEntries(bySystem) } },
+      null,
+      2,
+    ),
+  );
   await renderReport(results, outDir);
+  // The across-rounds summary goes first in the report.
+  const summary = roundsMarkdown({
+    rounds: prof.rounds,
+    systems: [...bySystem.keys()],
+    summary: summarizeRounds(bySystem),
+  });
+  const reportPath = join(outDir, 'report.md');
+  const md = readFileSync(reportPath, 'utf8');
+  const at = md.indexOf('\n## ');
+  writeFileSync(
+    reportPath,
+    at < 0 ? `${md}\n${summary}` : `${md.slice(0, at + 1)}${summary}\n${md.slice(at + 1)}`,
+  );
+  process.stderr.write(`\n${summary}`);
   process.stderr.write(`\n[bench] done in ${results.durationS.toFixed(0)} s: ${outDir}/report.md\n`);
   if (results.notRun.length) {
     for (const n of results.notRun) process.stderr.write(`[bench] ${n.system} not measured: ${n.reason}\n`);

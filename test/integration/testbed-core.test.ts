@@ -540,12 +540,13 @@ describe('bench progress, daemon milestones, XDP stats, report', () => {
       announced: null,
     });
   });
-  it('reads bpftool run stats, null while stats are off', () => {
+  it('reads bpftool run stats: a field bpftool leaves out (zero) is 0, output that is no program null', () => {
     expect(parseProgStats('{"id":7,"type":"xdp","run_time_ns":5000,"run_cnt":10}')).toEqual({
       runTimeNs: 5000,
       runCount: 10,
     });
-    expect(parseProgStats('{"id":7,"type":"xdp"}')).toBeNull();
+    expect(parseProgStats('{"id":7,"type":"xdp"}')).toEqual({ runTimeNs: 0, runCount: 0 });
+    expect(parseProgStats('{"error":"no such program"}')).toBeNull();
   });
   const lat = (system: string, p50: number): SystemResult => ({
     system, throughput: [], lbScaling: [], balance: null, inner: null, faults: [], timeline: null,

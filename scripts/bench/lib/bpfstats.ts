@@ -66,11 +66,15 @@ export interface XdpRunStats {
   programs: number;
 }
 
-/** Parses `bpftool prog show id N -j` output: {run_time_ns, run_cnt} (absent while stats are off). */
+/**
+ * Parses `bpftool prog show id N -j` output: {run_time_ns, run_cnt}. bpftool leaves both out while they are 0
+ * (stats off, or no run yet), so a missing field is 0, not "unknown". null only for output that is not a program.
+ */
 export function parseProgStats(json: string): { runTimeNs: number; runCount: number } | null {
-  const j = JSON.parse(json) as { run_time_ns?: number; run_cnt?: number };
-  if (typeof j.run_time_ns !== 'number' || typeof j.run_cnt !== 'number') return null;
-  return { runTimeNs: j.run_time_ns, runCount: j.run_cnt };
+  const j = JSON.parse(json) as { id?: unknown; run_time_ns?: unknown; run_cnt?: unknown };
+  if (typeof j !== 'object' || j === null || typeof j.id !== 'number') return null;
+  const n = (v: unknown): number => (typeof v === 'number' ? v : 0);
+  return { runTimeNs: n(j.run_time_ns), runCount: n(j.run_cnt) };
 }
 
 /** The XDP program id on a host's eth0, or null. */
@@ -81,7 +85,7 @@ export function xdpProgId(h: Host): number | null {
   return j[0]?.xdp?.prog?.id ?? null;
 }
 
-/** Sums the run stats of the XDP programs on these hosts; null when stats are off or nothing is attached. */
+/** Sums the run stats of the XDP programs on these hosts; null when nothing is attached. */
 export function xdpRunStats(hosts: Host[]): XdpRunStats | null {
   let runTimeNs = 0;
   let runCount = 0;

@@ -1,13 +1,16 @@
 // Measurement shells: load generator and wrk inside the client namespace, CPU counters, ECMP update delay.
-import { writeFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { packageRoot } from '../../../src/paths';
-import type { Host, Plan } from '../../testbed/plan';
+import { KernelDatapath } from '../../../src/datapath/kernel';
+import { lbPinRoot, type Host, type Plan } from '../../testbed/plan';
 import { run, runAsync, sleep } from '../../testbed/sh';
 import { fibNextHops, nsPids } from '../../testbed/topology';
 import type { FailureRecord, LoadOptions, LoadResult, Progress } from './loadgen';
 import { parseWrk, WrkResult } from './stats';
+import { xdpRunStats, type XdpRunStats } from './bpfstats';
+import type { CpuWindow } from './rounds';
 
 const LOADGEN = join(packageRoot, 'dist', 'scripts', 'bench', 'lib', 'loadgen-cli.js');
 
@@ -95,18 +98,48 @@ export function cpuTimes(): { busy: number; softirq: number; total: number } {
 
 /** CPU time (jiffies) of every process in the given namespaces (user+system). */
 export function nsProcessCpu(netnses: string[]): number {
+  return pidsCpu(netnses.flatMap((ns) => nsPids(ns)));
+}
+
+/** CPU time (jiffies, user+system) of these processes; ones that exited count 0. */
+export function pidsCpu(pids: number[]): number {
   let sum = 0;
-  for (const ns of netnses)
-    for (const pid of nsPids(ns)) {
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      sum += Number(f[11]) + Number(f[12]);
+    } catch {
+      // Exited between listing and reading.
+    }
+  }
+  return sum;
+}
+
+/**
+ * VIP packets the peak-xdp balancers on these LB nodes have forwarded (encap_v4 + encap_v6, summed over nodes),
+ * read from the pinned counters (every pin directory under each node's pin root); null when none is pinned.
+ */
+export async function peakVipPackets(p: Plan, lbs: Host[]): Promise<number | null> {
+  let total = 0;
+  let found = 0;
+  for (const lb of lbs) {
+    const root = join(lbPinRoot(p, lb), 'peak-xdp');
+    if (!existsSync(root)) continue;
+    for (const ns of readdirSync(root)) {
+      const dir = join(root, ns, lb.link!.hostIf);
+      if (!existsSync(dir)) continue;
+      const dp = KernelDatapath.adopt({ pinDir: dir });
       try {
-        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        sum += Number(f[11]) + Number(f[12]);
-      } catch {
-        // Exited between listing and reading.
+        const g = (await dp.counters()).global;
+        total += Number((g.encap_v4 ?? 0n) + (g.encap_v6 ?? 0n));
+        found++;
+      } finally {
+        dp.close();
       }
     }
-  return sum;
+  }
+  return found ? total : null;
 }
 
 export const JIFFY_US = 1e6 / 100;
@@ -180,4 +213,52 @@ export async function waitFib(o: {
     await sleep(o.intervalMs);
   }
   return null;
+}
+
+/** Cumulative counters at one moment, for a CpuWindow (scripts/bench/lib/rounds.ts) between two of them. */
+export interface Snapshot {
+  atMs: number;
+  busyJ: number;
+  softirqJ: number;
+  lbProcJ: number;
+  daemonJ: number | null;
+  xdp: XdpRunStats | null;
+  vipPackets: number | null;
+}
+
+/** Reads every counter a window needs; `daemons` lists the peak-xdp daemon pids (null: not peak-xdp). */
+export async function snapshot(o: {
+  plan: Plan;
+  lbs: Host[];
+  daemons: (() => number[]) | null;
+}): Promise<Snapshot> {
+  const c = cpuTimes();
+  return {
+    atMs: performance.now(),
+    busyJ: c.busy,
+    softirqJ: c.softirq,
+    lbProcJ: nsProcessCpu(o.lbs.map((l) => l.netns)),
+    daemonJ: o.daemons ? pidsCpu(o.daemons()) : null,
+    xdp: xdpRunStats(o.lbs),
+    vipPackets: o.daemons ? await peakVipPackets(o.plan, o.lbs) : null,
+  };
+}
+
+/** The window between two snapshots (a daemon that restarted in between makes its CPU delta meaningless). */
+export function windowOf(a: Snapshot, b: Snapshot): CpuWindow {
+  const both = <T>(x: T | null, y: T | null, f: (x: T, y: T) => number): number | null =>
+    x === null || y === null ? null : f(x, y);
+  const xdp =
+    a.xdp && b.xdp
+      ? { runTimeNs: b.xdp.runTimeNs - a.xdp.runTimeNs, runCount: b.xdp.runCount - a.xdp.runCount }
+      : null;
+  return {
+    ms: b.atMs - a.atMs,
+    busyJ: b.busyJ - a.busyJ,
+    softirqJ: b.softirqJ - a.softirqJ,
+    lbProcJ: b.lbProcJ - a.lbProcJ,
+    daemonJ: both(a.daemonJ, b.daemonJ, (x, y) => y - x),
+    xdp,
+    vipPackets: both(a.vipPackets, b.vipPackets, (x, y) => y - x),
+  };
 }

@@ -1,10 +1,10 @@
 // The systems compared on the testbed: peak-xdp, nftables DNAT, nginx and HAProxy proxies, direct, DNS round-robin.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Host, Plan } from '../../testbed/plan';
 import { run, runIn, sleep, waitFor } from '../../testbed/sh';
 import { fibNextHops, nsPids } from '../../testbed/topology';
-import { innerVip, serviceVip, vipBackends } from '../../testbed/plan';
+import { innerVip, lbPinRoot, serviceVip, vipBackends } from '../../testbed/plan';
 import {
   attachDecap,
   daemonLogTail,
@@ -287,6 +287,8 @@ const peakSystem: BenchSystem = {
     await sleep(500);
     for (const lb of d.plan.lbs) stopDaemon(d.plan, lb, { signal: 'SIGKILL' });
     for (const h of [...d.plan.lbs, ...d.plan.backends]) detachXdpIn(h);
+    // The next set-up starts clean: pins left here would be adopted, connection table and all.
+    for (const lb of d.plan.lbs) rmSync(lbPinRoot(d.plan, lb), { recursive: true, force: true });
   },
   targets: (d) => [{ host: serviceVip(d.plan, d.family).address, port: d.plan.backendPort }],
   innerTargets(d) {
