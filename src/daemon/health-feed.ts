@@ -10,6 +10,8 @@ import type { DaemonHealthMonitor } from './collaborators';
 
 /** Health checks that fail on this host are logged once per this interval at most (with a count). */
 const LOCAL_ERROR_LOG_MS = 10_000;
+/** VIP names a health-change line lists when a shared probe flipped several memberships. */
+const LOGGED_VIPS = 5;
 
 export class HealthFeed {
   private readonly monitor: DaemonHealthMonitor;
@@ -48,11 +50,33 @@ export class HealthFeed {
     return desired.vips.some((v) => v.backends.some((b) => now.has(b.key) && now.get(b.key) !== b.health));
   }
 
-  /** Starts the checks; `onChange` after every flip. */
+  /**
+   * Starts the checks; `onChange` after flips. A shared probe flips every membership of its backend at once
+   * (a node behind 1,000 Services): the flips of one turn are logged one line per backend and change, and
+   * onChange is called once for them.
+   */
   start(onChange: () => void): void {
-    this.monitor.on('change', (c: { vip: string; address: string; from: string; to: string }) => {
-      this.log.info({ vip: c.vip, backend: c.address, from: c.from, to: c.to }, 'backend health changed');
+    let batch: { vip: string; address: string; from: string; to: string }[] = [];
+    const flush = (): void => {
+      const flips = new Map<string, { backend: string; from: string; to: string; vips: string[] }>();
+      for (const c of batch) {
+        const key = `${c.address} ${c.from} ${c.to}`;
+        const f = flips.get(key) ?? { backend: c.address, from: c.from, to: c.to, vips: [] };
+        f.vips.push(c.vip);
+        flips.set(key, f);
+      }
+      batch = [];
+      for (const f of flips.values())
+        this.log.info(
+          f.vips.length === 1
+            ? { vip: f.vips[0], backend: f.backend, from: f.from, to: f.to }
+            : { vips: f.vips.length, first: f.vips.slice(0, LOGGED_VIPS), backend: f.backend, from: f.from, to: f.to }, // prettier-ignore
+          'backend health changed',
+        );
       onChange();
+    };
+    this.monitor.on('change', (c: { vip: string; address: string; from: string; to: string }) => {
+      if (batch.push(c) === 1) setImmediate(flush);
     });
     // Checks failing on this host (EMFILE, ...) leave statuses alone; say so, once per interval at most.
     const localErrorLog = rateLimited(LOCAL_ERROR_LOG_MS);

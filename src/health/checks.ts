@@ -36,6 +36,8 @@ export interface TcpCheckOptions {
   host: string;
   port: number;
   timeoutMs: number;
+  /** Aborts the check: its socket is destroyed and it resolves as a local error "aborted" (no verdict). */
+  signal?: AbortSignal;
 }
 
 export interface HttpCheckOptions extends TcpCheckOptions {
@@ -51,6 +53,11 @@ function checkArgs(o: TcpCheckOptions): void {
     throw new TypeError(`timeoutMs: ${o.timeoutMs} is not positive`);
 }
 
+/** The detail of a check aborted by its signal (the monitor stopped, or the target went away). */
+export const ABORTED = 'aborted';
+
+const aborted = (): CheckResult => ({ ok: false, durationMs: 0, detail: ABORTED, local: true });
+
 const errDetail = (e: unknown): string =>
   (e as NodeJS.ErrnoException)?.code ?? (e as Error)?.message ?? String(e);
 
@@ -58,18 +65,22 @@ const errDetail = (e: unknown): string =>
 export function checkTcp(o: TcpCheckOptions): Promise<CheckResult> {
   checkArgs(o);
   const started = performance.now();
+  if (o.signal?.aborted) return Promise.resolve(aborted());
   return new Promise((resolve) => {
     const sock = connect({ host: o.host, port: o.port });
     const finish = (ok: boolean, detail: string, local = false): void => {
       clearTimeout(timer);
+      o.signal?.removeEventListener('abort', abort);
       sock.removeAllListeners();
       sock.on('error', () => undefined);
       sock.destroy();
       resolve({ ok, detail, durationMs: performance.now() - started, ...(local ? { local } : {}) });
     };
     const timer = setTimeout(() => finish(false, `timeout after ${o.timeoutMs} ms`), o.timeoutMs);
+    const abort = (): void => finish(false, ABORTED, true);
     sock.once('connect', () => finish(true, 'connected'));
     sock.once('error', (e) => finish(false, errDetail(e), isLocalError(e)));
+    o.signal?.addEventListener('abort', abort, { once: true });
   });
 }
 
@@ -79,6 +90,7 @@ export function checkHttp(o: HttpCheckOptions): Promise<CheckResult> {
   if (typeof o.path !== 'string' || !o.path.startsWith('/'))
     throw new TypeError(`path: ${JSON.stringify(o.path)} is not an absolute path`);
   const started = performance.now();
+  if (o.signal?.aborted) return Promise.resolve(aborted());
   const hostHeader = o.host.includes(':') ? `[${o.host}]:${o.port}` : `${o.host}:${o.port}`;
   return new Promise((resolve) => {
     let done = false;
@@ -86,6 +98,7 @@ export function checkHttp(o: HttpCheckOptions): Promise<CheckResult> {
       if (done) return;
       done = true;
       clearTimeout(timer);
+      o.signal?.removeEventListener('abort', abort);
       req.destroy();
       resolve({ ok, detail, durationMs: performance.now() - started, ...(local ? { local } : {}) });
     };
@@ -104,6 +117,8 @@ export function checkHttp(o: HttpCheckOptions): Promise<CheckResult> {
       finish(code >= 200 && code < 400, `HTTP ${code}`);
     });
     req.on('error', (e) => finish(false, errDetail(e), isLocalError(e)));
+    const abort = (): void => finish(false, ABORTED, true);
+    o.signal?.addEventListener('abort', abort, { once: true });
     req.end();
   });
 }

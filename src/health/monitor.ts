@@ -1,7 +1,10 @@
-// HealthMonitor: runs the checks of every backend membership on jittered schedules (one timer) and emits state changes.
+// HealthMonitor: one probe per distinct target (probes.ts probeKey) shared by every membership that checks
+// it, on jittered schedules (one queue, one timer), a bounded number in flight; results fan out to each
+// membership's own rise/fall state, and state changes are emitted per membership.
 import { EventEmitter } from 'node:events';
 import type { HealthCheckConfig } from '../model/config';
 import { checkHttp, checkTcp, CheckResult, LOCAL_ERROR_CODES } from './checks';
+import { defaultMaxInFlight, groupProbes, jittered, probeKey, takesResult } from './probes';
 import { HealthState, HealthStatus, initialHealth, nextHealth } from './state';
 
 export interface HealthTarget {
@@ -50,6 +53,7 @@ export interface TargetSnapshot {
   since: number | null;
   successes: number;
   failures: number;
+  /** Results this membership took (a shared probe's result counts for each membership that took it). */
   checks: number;
   failedChecks: number;
   /** Checks that could not be made from this host (not counted in checks): no verdict. */
@@ -57,13 +61,31 @@ export interface TargetSnapshot {
   last: (CheckResult & { at: number }) | null;
 }
 
-/** Runs one check; injectable for tests of the scheduling logic. */
-export type Checker = (target: HealthTarget) => Promise<CheckResult>;
+/** The probing side, for metrics and benchmarks. */
+export interface ProbeStats {
+  /** Distinct probes (memberships sharing a target share one). */
+  probes: number;
+  memberships: number;
+  inFlight: number;
+  maxInFlight: number;
+  /** Probes started since the monitor was made. */
+  started: number;
+  /** Probes started more than LATE_MS after due (the in-flight cap was reached, or the loop was busy). */
+  delayed: number;
+  /** The latest start after its due time of any probe (ms) since the monitor was made. */
+  maxLatenessMs: number;
+}
 
-export const defaultChecker: Checker = (t) =>
+/**
+ * Runs one probe; injectable for tests of the scheduling logic. The target is the probe's first membership
+ * (with the probe's interval); the signal aborts it when the monitor stops or the target goes away.
+ */
+export type Checker = (target: HealthTarget, signal: AbortSignal) => Promise<CheckResult>;
+
+export const defaultChecker: Checker = (t, signal) =>
   t.check.type === 'http'
-    ? checkHttp({ host: t.address, port: t.check.port, path: t.check.path, timeoutMs: t.check.timeoutMs })
-    : checkTcp({ host: t.address, port: t.check.port, timeoutMs: t.check.timeoutMs });
+    ? checkHttp({ host: t.address, port: t.check.port, path: t.check.path, timeoutMs: t.check.timeoutMs, signal }) // prettier-ignore
+    : checkTcp({ host: t.address, port: t.check.port, timeoutMs: t.check.timeoutMs, signal });
 
 export interface HealthMonitorOptions {
   /** Each interval is scaled by 1 ± jitter (uniform); default 0.1. The first check waits U(0, interval). */
@@ -72,53 +94,81 @@ export interface HealthMonitorOptions {
   checker?: Checker;
   /** Time of status flips (`since`), in ms; default Date.now (the clock the daemon passes as desiredState's now). */
   clock?: () => number;
+  /** Probes in flight at most (each holds a socket); default defaultMaxInFlight(null). Due probes beyond wait, earliest first. */
+  maxInFlight?: number;
+  /** Probes started per event-loop turn at most (default 256): a due burst never holds the loop for long. */
+  startsPerTurn?: number;
 }
 
-interface Entry {
+/** A probe starting this much after its due time counts as delayed (timers and turns take a few ms). */
+export const LATE_MS = 50;
+
+interface Member {
   target: HealthTarget;
+  /** probeKey of its address and check (cached: setTargets runs on every sync). */
+  probeKey: string;
   state: HealthState;
   /** When state.status last flipped (clock ms); null: never while monitored. */
   since: number | null;
-  /** Bumped whenever the entry is (re)scheduled or cancelled: queued slots of an older value are stale. */
-  slot: number;
-  running: boolean;
   checks: number;
   failedChecks: number;
   localErrors: number;
   last: (CheckResult & { at: number }) | null;
-  /** Bumped when the entry is replaced or removed: a result of an older generation is ignored. */
-  generation: number;
+  /** Start (performance.now ms) of the probe whose result it last took; -Infinity: none yet. */
+  fedAt: number;
 }
 
-/** A queued check: due time (performance.now ms), its entry, and the entry's slot and generation then. */
+interface Probe {
+  key: string;
+  /** Its first membership's target at the probe's interval: what the checker gets. */
+  target: HealthTarget;
+  members: Member[];
+  /** Bumped whenever the probe is (re)queued or cancelled: queued slots of an older value are stale. */
+  slot: number;
+  /** Aborts the probe in flight; null: none. */
+  running: AbortController | null;
+  /** Start of the last probe (performance.now ms); null: never. */
+  lastStart: number | null;
+  /** False once the probe is gone (its members moved or removed): a late result is dropped. */
+  live: boolean;
+}
+
+/** A queued probe: due time (performance.now ms), the probe and its slot then. */
 interface Queued {
   at: number;
-  entry: Entry;
+  /** Queueing order: probes due at the same time start in the order they were queued. */
+  seq: number;
+  probe: Probe;
   slot: number;
-  gen: number;
 }
 
+/** Whether a is due before b (equal times: queued first). */
+const dueBefore = (a: Queued, b: Queued): boolean => a.at < b.at || (a.at === b.at && a.seq < b.seq);
+
 function siftDown(h: Queued[], i: number): void {
+  const x = h[i]!;
   for (;;) {
     const l = 2 * i + 1;
+    if (l >= h.length) break;
     const r = l + 1;
-    let m = i;
-    if (l < h.length && h[l]!.at < h[m]!.at) m = l;
-    if (r < h.length && h[r]!.at < h[m]!.at) m = r;
-    if (m === i) return;
-    [h[i], h[m]] = [h[m]!, h[i]!];
+    const m = r < h.length && dueBefore(h[r]!, h[l]!) ? r : l;
+    if (!dueBefore(h[m]!, x)) break;
+    h[i] = h[m]!;
     i = m;
   }
+  h[i] = x;
 }
 
 function heapPush(h: Queued[], q: Queued): void {
+  let i = h.length;
   h.push(q);
-  for (let i = h.length - 1; i > 0;) {
+  while (i > 0) {
     const p = (i - 1) >> 1;
-    if (h[p]!.at <= h[i]!.at) break;
-    [h[i], h[p]] = [h[p]!, h[i]!];
+    if (!dueBefore(q, h[p]!)) break;
+    h[i] = h[p]!;
     i = p;
   }
+  h[i] = q;
 }
 
 function heapPop(h: Queued[]): Queued | undefined {
@@ -145,24 +195,32 @@ const sameCheck = (a: HealthCheckConfig, b: HealthCheckConfig): boolean =>
   a.fall === b.fall;
 
 /**
- * Events: 'change' (HealthChange) when a backend flips; 'vip' (VipAvailability) when a VIP's count of
+ * Events: 'change' (HealthChange) when a membership flips; 'vip' (VipAvailability) when a VIP's count of
  * up backends changes between zero and non-zero (0 up = cannot be served; BGP withdraws it); 'localError'
- * (LocalCheckError) for each check that failed on this host and so left the status as it was.
+ * (LocalCheckError) for each membership whose result failed on this host and so left the status as it was;
+ * 'checked' (type, result, durationMs) once per probe.
  */
 export class HealthMonitor extends EventEmitter {
-  private readonly entries = new Map<string, Entry>();
-  /** Up / total per VIP name, kept current so a check result costs O(1), not O(targets). */
+  private members = new Map<string, Member>();
+  private probes = new Map<string, Probe>();
+  /** Up / total per VIP name, kept current so a result costs O(memberships of the probe), not O(targets). */
   private perVip = new Map<string, VipAvailability>();
   private readonly jitter: number;
   private readonly random: () => number;
   private readonly checker: Checker;
   private readonly clock: () => number;
+  private readonly maxInFlight: number;
+  private readonly startsPerTurn: number;
   private started = false;
-  private generation = 0;
-  /** Queued checks, earliest first (a binary heap), and the one timer armed for the earliest. */
+  /** Queued probes, earliest first (a binary heap), and the one timer armed for the earliest. */
   private queue: Queued[] = [];
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
+  private pumpSoon: NodeJS.Immediate | null = null;
+  private seq = 0;
+  private inFlight = 0;
+  private idleWaiters: (() => void)[] = [];
+  private readonly counts = { started: 0, delayed: 0, maxLatenessMs: 0 };
   /** Checks without a verdict since the monitor was made, by reason (an errno code, or "checker": it threw). */
   private readonly localErrorCounts = new Map<string, number>();
 
@@ -174,68 +232,124 @@ export class HealthMonitor extends EventEmitter {
     this.random = opts.random ?? Math.random;
     this.checker = opts.checker ?? defaultChecker;
     this.clock = opts.clock ?? Date.now;
+    this.maxInFlight = opts.maxInFlight ?? defaultMaxInFlight(null);
+    if (!(Number.isInteger(this.maxInFlight) && this.maxInFlight >= 1))
+      throw new RangeError(`maxInFlight: ${this.maxInFlight} is not a positive integer`);
+    this.startsPerTurn = opts.startsPerTurn ?? 256;
+    if (!(Number.isInteger(this.startsPerTurn) && this.startsPerTurn >= 1))
+      throw new RangeError(`startsPerTurn: ${this.startsPerTurn} is not a positive integer`);
   }
 
-  /** Replaces the set of targets: unchanged ones keep state and timers, changed checks restart counting. */
+  /**
+   * Replaces the set of targets: unchanged memberships keep state, changed checks restart counting (status
+   * kept); probes whose target stays keep their schedule; a membership new to a probe that already has a
+   * result takes the state of a sibling with the same check (what is known of the backend), else its initial.
+   */
   setTargets(targets: readonly HealthTarget[]): void {
-    const seen = new Set<string>();
     const before = this.availability();
+    const members = new Map<string, Member>();
     for (const t of targets) {
-      if (seen.has(t.key)) throw new RangeError(`targets: key ${JSON.stringify(t.key)} appears twice`);
-      seen.add(t.key);
-      const old = this.entries.get(t.key);
-      if (old !== undefined && sameCheck(old.target.check, t.check) && old.target.address === t.address) {
-        old.target = t;
-        continue;
-      }
-      if (old !== undefined) this.cancel(old);
-      const entry: Entry = {
-        target: t,
-        state: initialHealth(old?.state.status ?? t.initial ?? 'up'),
-        since: old?.since ?? null,
-        slot: 0,
-        running: false,
-        checks: old?.checks ?? 0,
-        failedChecks: old?.failedChecks ?? 0,
-        localErrors: old?.localErrors ?? 0,
-        last: old?.last ?? null,
-        generation: ++this.generation,
-      };
-      this.entries.set(t.key, entry);
-      if (this.started) this.schedule(entry, this.random() * t.check.intervalMs);
+      if (members.has(t.key)) throw new RangeError(`targets: key ${JSON.stringify(t.key)} appears twice`);
+      members.set(t.key, this.member(t));
     }
-    for (const [key, e] of this.entries)
-      if (!seen.has(key)) {
-        this.cancel(e);
-        this.entries.delete(key);
-      }
+    const probes = new Map<string, Probe>();
+    for (const g of groupProbes(
+      [...members.values()],
+      (m) => m.probeKey,
+      (m) => m.target.check,
+    ).values()) {
+      const old = this.probes.get(g.key);
+      const probe: Probe = old ?? {
+        key: g.key,
+        target: g.members[0]!.target,
+        members: [],
+        slot: 0,
+        running: null,
+        lastStart: null,
+        live: true,
+      };
+      const oldInterval = old?.target.check.intervalMs;
+      probe.target = { ...g.members[0]!.target, check: g.check };
+      probe.members = g.members;
+      probes.set(g.key, probe);
+      if (!this.started || probe.running !== null) continue;
+      if (old === undefined) this.schedule(probe, performance.now() + this.random() * g.check.intervalMs);
+      else if (oldInterval !== g.check.intervalMs && probe.lastStart !== null)
+        this.schedule(probe, probe.lastStart + g.check.intervalMs);
+    }
+    for (const [key, p] of this.probes) if (!probes.has(key)) this.cancel(p);
+    this.members = members;
+    this.probes = probes;
     const perVip = new Map<string, VipAvailability>();
-    for (const e of this.entries.values()) {
-      const a = perVip.get(e.target.vip) ?? { vip: e.target.vip, up: 0, total: 0 };
+    for (const m of members.values()) {
+      const a = perVip.get(m.target.vip) ?? { vip: m.target.vip, up: 0, total: 0 };
       a.total++;
-      if (e.state.status === 'up') a.up++;
-      perVip.set(e.target.vip, a);
+      if (m.state.status === 'up') a.up++;
+      perVip.set(m.target.vip, a);
     }
     this.perVip = perVip;
     this.emitAvailability(before);
   }
 
+  /** The membership for t: kept, restarted (its check changed) or new (from a sibling on its probe, else initial). */
+  private member(t: HealthTarget): Member {
+    const old = this.members.get(t.key);
+    if (
+      old !== undefined &&
+      old.target.address === t.address &&
+      (old.target.check === t.check || sameCheck(old.target.check, t.check))
+    ) {
+      old.target = t;
+      return old;
+    }
+    const key = probeKey(t.address, t.check);
+    if (old === undefined) {
+      const sibling = this.probes
+        .get(key)
+        ?.members.find((m) => m.last !== null && sameCheck(m.target.check, t.check));
+      if (sibling !== undefined)
+        return { ...fresh(t, key, sibling.state.status), state: { ...sibling.state }, fedAt: sibling.fedAt };
+    }
+    return {
+      ...fresh(t, key, old?.state.status ?? t.initial ?? 'up'),
+      since: old?.since ?? null,
+      checks: old?.checks ?? 0,
+      failedChecks: old?.failedChecks ?? 0,
+      localErrors: old?.localErrors ?? 0,
+      last: old?.last ?? null,
+    };
+  }
+
   start(): void {
     if (this.started) return;
     this.started = true;
-    for (const e of this.entries.values()) this.schedule(e, this.random() * e.target.check.intervalMs);
+    for (const p of this.probes.values()) {
+      p.live = true;
+      this.schedule(p, performance.now() + this.random() * p.target.check.intervalMs);
+    }
   }
 
+  /** Stops probing and aborts every probe in flight (their sockets close); idle() resolves once they settled. */
   stop(): void {
     this.started = false;
-    for (const e of this.entries.values()) this.cancel(e);
+    for (const p of this.probes.values()) this.cancel(p, false);
     this.queue.length = 0;
+    if (this.pumpSoon !== null) clearImmediate(this.pumpSoon);
+    this.pumpSoon = null;
     this.arm();
+  }
+
+  /** Resolves when no probe is in flight (after stop(): when every aborted probe has settled). */
+  idle(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   /** Status by membership key: the `health` input of desiredState. */
   statuses(): Map<string, HealthStatus> {
-    return new Map([...this.entries].map(([k, e]) => [k, e.state.status]));
+    const out = new Map<string, HealthStatus>();
+    for (const [k, m] of this.members) out.set(k, m.state.status);
+    return out;
   }
 
   /**
@@ -244,7 +358,7 @@ export class HealthMonitor extends EventEmitter {
    */
   since(): Map<string, number> {
     const out = new Map<string, number>();
-    for (const [k, e] of this.entries) if (e.since !== null) out.set(k, e.since);
+    for (const [k, m] of this.members) if (m.since !== null) out.set(k, m.since);
     return out;
   }
 
@@ -258,43 +372,62 @@ export class HealthMonitor extends EventEmitter {
     return new Map([...this.perVip].map(([vip, a]) => [vip, { ...a }]));
   }
 
-  /** Per target: status, counters and the last result (for /state and metrics). */
+  /** Probes, memberships and in-flight figures. */
+  stats(): ProbeStats {
+    return {
+      probes: this.probes.size,
+      memberships: this.members.size,
+      inFlight: this.inFlight,
+      maxInFlight: this.maxInFlight,
+      ...this.counts,
+    };
+  }
+
+  /** Per membership: status, counters and the last result (for /state and metrics). */
   snapshot(): TargetSnapshot[] {
-    return [...this.entries.values()].map((e) => ({
-      key: e.target.key,
-      vip: e.target.vip,
-      address: e.target.address,
-      type: e.target.check.type,
-      status: e.state.status,
-      since: e.since,
-      successes: e.state.successes,
-      failures: e.state.failures,
-      checks: e.checks,
-      failedChecks: e.failedChecks,
-      localErrors: e.localErrors,
-      last: e.last,
-    }));
+    const out: TargetSnapshot[] = [];
+    for (const m of this.members.values())
+      out.push({
+        key: m.target.key,
+        vip: m.target.vip,
+        address: m.target.address,
+        type: m.target.check.type,
+        status: m.state.status,
+        since: m.since,
+        successes: m.state.successes,
+        failures: m.state.failures,
+        checks: m.checks,
+        failedChecks: m.failedChecks,
+        localErrors: m.localErrors,
+        last: m.last,
+      });
+    return out;
   }
 
-  private cancel(e: Entry): void {
-    e.slot++;
-    e.generation = -1;
+  /** Unqueues the probe and aborts it in flight; gone (`live` false) unless it is only the monitor stopping. */
+  private cancel(p: Probe, gone = true): void {
+    p.slot++;
+    if (gone) p.live = false;
+    p.running?.abort();
   }
 
-  /** Queues the entry's next check in delayMs (one timer serves every target: see arm). */
-  private schedule(e: Entry, delayMs: number): void {
-    e.slot++;
+  /**
+   * Queues the probe's next start at `at` (performance.now ms; a time past means at once). Absolute, so
+   * probes due together keep their order (one timer serves every probe: see arm).
+   */
+  private schedule(p: Probe, at: number): void {
+    p.slot++;
     // Stale slots (cancelled or rescheduled) are dropped lazily; compact when they pile up.
-    if (this.queue.length > 2 * this.entries.size + 1024)
-      heapify((this.queue = this.queue.filter((q) => q.slot === q.entry.slot)));
-    heapPush(this.queue, { at: performance.now() + delayMs, entry: e, slot: e.slot, gen: e.generation });
+    if (this.queue.length > 2 * this.probes.size + 1024)
+      heapify((this.queue = this.queue.filter((q) => q.slot === q.probe.slot)));
+    heapPush(this.queue, { at, seq: this.seq++, probe: p, slot: p.slot });
     this.arm();
   }
 
-  /** Arms the single timer for the earliest queued check. */
+  /** Arms the single timer for the earliest queued probe (none while the in-flight cap is reached: a completion pumps). */
   private arm(): void {
     const next = this.queue[0];
-    if (next === undefined) {
+    if (next === undefined || !this.started || this.inFlight >= this.maxInFlight || this.pumpSoon !== null) {
       if (this.timer !== null) clearTimeout(this.timer);
       this.timer = null;
       this.timerAt = Infinity;
@@ -303,84 +436,123 @@ export class HealthMonitor extends EventEmitter {
     if (this.timer !== null && this.timerAt <= next.at) return;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timerAt = next.at;
-    this.timer = setTimeout(this.fire, Math.max(0, next.at - performance.now()));
+    this.timer = setTimeout(this.pump, Math.max(0, next.at - performance.now()));
     this.timer.unref();
   }
 
-  /** Runs every check that is due, then re-arms. */
-  private readonly fire = (): void => {
+  /** Starts due probes, earliest first, up to the in-flight cap and startsPerTurn per turn; then re-arms. */
+  private readonly pump = (): void => {
+    if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
     this.timerAt = Infinity;
+    this.pumpSoon = null;
     const now = performance.now();
-    while (this.queue.length > 0 && this.queue[0]!.at <= now) {
+    let n = 0;
+    while (this.started && this.queue.length > 0 && this.queue[0]!.at <= now) {
+      if (this.inFlight >= this.maxInFlight) break;
+      if (n >= this.startsPerTurn) {
+        this.pumpSoon = setImmediate(this.pump);
+        break;
+      }
       const q = heapPop(this.queue)!;
-      if (q.slot !== q.entry.slot) continue;
-      this.runCheck(q.entry, q.gen).catch((err: unknown) => this.emit('error', err));
+      if (q.slot !== q.probe.slot) continue;
+      this.run(q.probe, q.at, now);
+      n++;
     }
     this.arm();
   };
 
-  private async runCheck(e: Entry, gen: number): Promise<void> {
-    if (e.running) return;
-    e.running = true;
-    let result: CheckResult;
+  private run(p: Probe, due: number, now: number): void {
+    const late = now - due;
+    if (late > LATE_MS) this.counts.delayed++;
+    if (late > this.counts.maxLatenessMs) this.counts.maxLatenessMs = late;
+    this.counts.started++;
+    this.inFlight++;
+    const ac = new AbortController();
+    p.running = ac;
+    p.lastStart = now;
+    let check: Promise<CheckResult>;
     try {
-      result = await this.checker(e.target);
+      check = this.checker(p.target, ac.signal);
     } catch (err) {
-      // The checker itself broke, not the backend: no verdict either.
-      const detail = `check failed: ${(err as Error)?.message ?? err}`;
-      result = { ok: false, durationMs: 0, detail, local: true };
+      check = Promise.reject(err);
+    }
+    check
+      .catch((err: unknown): CheckResult => {
+        // The checker itself broke, not the backend: no verdict either.
+        const detail = `check failed: ${(err as Error)?.message ?? err}`;
+        return { ok: false, durationMs: 0, detail, local: true };
+      })
+      .then((result) => this.done(p, ac, now, result))
+      .catch((err: unknown) => this.emit('error', err));
+  }
+
+  private done(p: Probe, ac: AbortController, startedAt: number, result: CheckResult): void {
+    this.inFlight--;
+    if (p.running === ac) p.running = null;
+    try {
+      // Gone meanwhile, aborted, or the monitor stopped: drop the result.
+      if (p.live && this.started && !ac.signal.aborted) this.apply(p, startedAt, result);
     } finally {
-      e.running = false;
+      if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+      if (this.started && this.queue.length > 0 && this.queue[0]!.at <= performance.now()) {
+        if (this.pumpSoon === null) this.pump();
+      } else this.arm();
     }
-    // Replaced or removed meanwhile, or the monitor stopped: drop the result.
-    if (gen !== e.generation || !this.started) return;
-    // Every check, for the duration histogram (peak_xdp_health_check_duration_seconds).
+  }
+
+  /** Fans one probe result out to the memberships due to take it, then queues the probe's next start. */
+  private apply(p: Probe, startedAt: number, result: CheckResult): void {
+    // Every probe, for the duration histogram (peak_xdp_health_check_duration_seconds).
     const outcome = result.local === true ? 'local_error' : result.ok ? 'success' : 'failure';
-    this.emit('checked', { type: e.target.check.type, result: outcome, durationMs: result.durationMs });
-    if (result.local === true) return this.noVerdict(e, result);
-    e.checks++;
-    if (!result.ok) e.failedChecks++;
-    e.last = { ...result, at: Date.now() };
-    const { state, changed } = nextHealth(e.state, result.ok, e.target.check);
-    const from = e.state.status;
-    e.state = state;
-    if (changed) {
-      e.since = this.clock();
-      const change: HealthChange = {
-        key: e.target.key,
-        vip: e.target.vip,
-        address: e.target.address,
-        from,
-        to: state.status,
-        result,
-      };
-      this.emit('change', change);
-      const a = this.perVip.get(e.target.vip);
-      if (a !== undefined) {
-        const wasZero = a.up === 0;
-        a.up += state.status === 'up' ? 1 : -1;
-        // Only a VIP's change between zero and non-zero up backends is an event.
-        if (wasZero !== (a.up === 0)) this.emit('vip', { ...a });
-      }
+    this.emit('checked', { type: p.target.check.type, result: outcome, durationMs: result.durationMs });
+    const last = { ...result, at: Date.now() };
+    if (result.local === true) {
+      const reason = LOCAL_ERROR_CODES.has(result.detail) ? result.detail : 'checker';
+      this.localErrorCounts.set(reason, (this.localErrorCounts.get(reason) ?? 0) + 1);
     }
-    const interval = e.target.check.intervalMs;
-    this.schedule(e, interval * (1 + this.jitter * (2 * this.random() - 1)));
+    for (const m of p.members) {
+      if (!takesResult(m.fedAt, startedAt, m.target.check.intervalMs, this.jitter)) continue;
+      m.fedAt = startedAt;
+      m.last = last;
+      if (result.local === true) {
+        this.noVerdict(m, result);
+        continue;
+      }
+      m.checks++;
+      if (!result.ok) m.failedChecks++;
+      const { state, changed } = nextHealth(m.state, result.ok, m.target.check);
+      const from = m.state.status;
+      m.state = state;
+      if (changed) this.flipped(m, from, result);
+    }
+    // The next start counts from this one's start, not its end: a probe that timed out keeps its cadence.
+    const next = startedAt + jittered(p.target.check.intervalMs, this.jitter, this.random());
+    this.schedule(p, next);
+  }
+
+  private flipped(m: Member, from: HealthStatus, result: CheckResult): void {
+    m.since = this.clock();
+    const t = m.target;
+    const change: HealthChange = { key: t.key, vip: t.vip, address: t.address, from, to: m.state.status, result }; // prettier-ignore
+    this.emit('change', change);
+    const a = this.perVip.get(t.vip);
+    if (a !== undefined) {
+      const wasZero = a.up === 0;
+      a.up += m.state.status === 'up' ? 1 : -1;
+      // Only a VIP's change between zero and non-zero up backends is an event.
+      if (wasZero !== (a.up === 0)) this.emit('vip', { ...a });
+    }
   }
 
   /**
    * A check that failed on this host (out of fds, buffers, ports; or the checker threw): the status and the
    * rise/fall streaks stay as they were, so a loaded balancer host does not take its healthy backends out.
    */
-  private noVerdict(e: Entry, result: CheckResult): void {
-    e.localErrors++;
-    e.last = { ...result, at: Date.now() };
-    const reason = LOCAL_ERROR_CODES.has(result.detail) ? result.detail : 'checker';
-    this.localErrorCounts.set(reason, (this.localErrorCounts.get(reason) ?? 0) + 1);
-    const ev: LocalCheckError = { key: e.target.key, vip: e.target.vip, address: e.target.address, result };
+  private noVerdict(m: Member, result: CheckResult): void {
+    m.localErrors++;
+    const ev: LocalCheckError = { key: m.target.key, vip: m.target.vip, address: m.target.address, result };
     this.emit('localError', ev);
-    const interval = e.target.check.intervalMs;
-    this.schedule(e, interval * (1 + this.jitter * (2 * this.random() - 1)));
   }
 
   private emitAvailability(before: Map<string, VipAvailability>): void {
@@ -391,3 +563,16 @@ export class HealthMonitor extends EventEmitter {
     }
   }
 }
+
+/** A membership with no history: `status`, no streaks, no counts. */
+const fresh = (target: HealthTarget, probeKey: string, status: HealthStatus): Member => ({
+  target,
+  probeKey,
+  state: initialHealth(status),
+  since: null,
+  checks: 0,
+  failedChecks: 0,
+  localErrors: 0,
+  last: null,
+  fedAt: -Infinity,
+});

@@ -1,4 +1,7 @@
-// Health targets from desired state: one per backend membership of every VIP that has a healthCheck.
+// Health targets from desired state: one per backend membership of every VIP that has a healthCheck (the
+// monitor probes each distinct target once, however many VIPs share it).
+// Not yet: in Kubernetes node mode (externalTrafficPolicy: Local) the target should be the Service's
+// healthCheckNodePort that kube-proxy serves on each node, not every endpoint (issue 17, a later change).
 import type { DesiredState } from '../reconcile/desired';
 import type { HealthTarget } from './monitor';
 import type { HealthStatus } from './state';

@@ -3,13 +3,14 @@
 // and the standard process_* / nodejs_* metrics under their usual names.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Datapath, DatapathCounters } from '../datapath/types';
-import type { TargetSnapshot } from '../health/monitor';
+import type { ProbeStats, TargetSnapshot } from '../health/monitor';
 import type { DesiredState } from '../reconcile/desired';
 import { parsePool, poolContains, type Pool } from '../sources/kubernetes/pool';
 import { buildInfo, type BuildInfo } from '../version';
 import type { ConntrackTable } from './conntrack';
 import { COUNTER_FAMILIES, CounterFamily, FamilyKey, placeCounter } from './counters';
 import { Sampled } from './sampled';
+import { isTextFamily, TextFamily } from './text-family';
 
 export { conntrackTableOf, type ConntrackTable } from './conntrack';
 
@@ -56,8 +57,14 @@ export interface MetricsSources {
   leader?: () => boolean;
   /** The Kubernetes address pool (kubernetes.pool entries) and the VIP addresses in use; null: no pool. */
   pool?: () => { entries: readonly string[]; addresses: Iterable<string> } | null;
-  /** Per-backend series (traffic, state, health): 8 per membership; off for configs with huge backend sets. */
+  /**
+   * Per-backend series (traffic, state, health): 8 per membership, written as text without an object per
+   * series (admin.perBackendMetrics, default off: 512 x 1000 memberships are ~4M series). Per-VIP counts of
+   * memberships by state are there either way.
+   */
   perBackend: boolean;
+  /** Shared health probes: distinct probes, in flight, and delayed (HealthMonitor.stats). */
+  healthStats?: () => ProbeStats;
   /** Register into this (fresh) registry, e.g. one the admin API already serves; default a new one. */
   registry?: Registry;
   /** Default: this build's (src/version.ts). */
@@ -88,20 +95,28 @@ function setCounter(c: Counter<string>, labels: Record<string, string>, value: b
   c.inc(labels, Number(value));
 }
 
+const BACKEND_STATES = ['up', 'draining', 'down'] as const;
+
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /**
  * The same text as registry.metrics(), rendered one metric at a time with a turn of the event loop between
  * metrics: at 100 VIPs x 20 backends a render is ~100-400 ms of CPU, which registry.metrics() spends in one
- * piece (it starts every collector at once), holding up /healthz, health checks and BGP for all of it.
+ * piece (it starts every collector at once), holding up /healthz, health checks and BGP for all of it. Large
+ * families (TextFamily: a series per backend membership) are written as text in chunks, with turns between.
  */
 export async function renderRegistry(registry: Registry): Promise<string> {
   const parts: string[] = [];
-  for (const m of registry.getMetricsAsArray()) {
-    parts.push(await registry.getSingleMetricAsString((m as unknown as { name: string }).name));
+  let first = true;
+  for (const m of registry.getMetricsAsArray() as unknown[]) {
+    if (!first) parts.push('\n\n');
+    first = false;
+    if (isTextFamily(m)) await m.text((chunk) => parts.push(chunk));
+    else parts.push(await registry.getSingleMetricAsString((m as unknown as { name: string }).name));
     await nextTurn();
   }
-  return `${parts.join('\n\n')}\n`;
+  parts.push('\n');
+  return parts.join('');
 }
 
 export function createMetrics(src: MetricsSources): DaemonMetrics {
@@ -196,36 +211,53 @@ export function createMetrics(src: MetricsSources): DaemonMetrics {
         }
       },
     });
-    new Counter({
+    new TextFamily({
       name: `peak_xdp_backend_${what}_total`,
       help: `${what} sent to each backend (per VIP membership)`,
+      type: 'counter',
       labelNames: ['vip', 'backend'],
       registers: perBackendRegisters,
-      async collect() {
-        const c = await counters();
-        const names = new Map<number, { vip: string; backend: string }>();
-        for (const v of src.desired()?.vips ?? [])
-          for (const b of v.backends) names.set(b.id, { vip: v.name, backend: b.address });
-        this.reset();
-        for (const [id, t] of c.backends) {
-          const l = names.get(id);
-          if (l) setCounter(this, l, t[what]);
+      read: counters,
+      *series(c, emit) {
+        for (const v of src.desired()?.vips ?? []) {
+          for (const b of v.backends) {
+            const t = c.backends.get(b.id);
+            if (t !== undefined) emit([v.name, b.address], Number(t[what]));
+          }
+          yield;
         }
       },
     });
   }
 
-  new Gauge({
+  new TextFamily({
     name: 'peak_xdp_backend_state',
     help: 'Backend state in the datapath: 1 for the current state (up, draining, down)',
+    type: 'gauge',
     labelNames: ['vip', 'backend', 'state'],
     registers: perBackendRegisters,
+    read: () => src.desired(),
+    *series(desired, emit) {
+      for (const v of desired?.vips ?? []) {
+        for (const b of v.backends)
+          for (const s of BACKEND_STATES) emit([v.name, b.address, s], b.state === s ? 1 : 0);
+        yield;
+      }
+    },
+  });
+
+  new Gauge({
+    name: 'peak_xdp_vip_backends',
+    help: 'Backend memberships of each VIP by datapath state (up, draining, down): per-backend detail without a series per backend',
+    labelNames: ['vip', 'state'],
+    registers,
     collect() {
       this.reset();
-      for (const v of src.desired()?.vips ?? [])
-        for (const b of v.backends)
-          for (const s of ['up', 'draining', 'down'] as const)
-            this.set({ vip: v.name, backend: b.address, state: s }, b.state === s ? 1 : 0);
+      for (const v of src.desired()?.vips ?? []) {
+        const n = { up: 0, draining: 0, down: 0 };
+        for (const b of v.backends) n[b.state]++;
+        for (const s of BACKEND_STATES) this.set({ vip: v.name, state: s }, n[s]);
+      }
     },
   });
 
@@ -253,30 +285,74 @@ export function createMetrics(src: MetricsSources): DaemonMetrics {
     },
   });
 
-  new Gauge({
+  new TextFamily({
     name: 'peak_xdp_health_status',
     help: 'Health check status per backend: 1 up, 0 down',
+    type: 'gauge',
     labelNames: ['vip', 'backend', 'type'],
     registers: perBackendRegisters,
-    collect() {
-      this.reset();
-      for (const t of src.health())
-        this.set({ vip: t.vip, backend: t.address, type: t.type }, t.status === 'up' ? 1 : 0);
-    },
-  });
-  new Counter({
-    name: 'peak_xdp_health_checks_total',
-    help: 'Health checks run per backend, by result',
-    labelNames: ['vip', 'backend', 'result'],
-    registers: perBackendRegisters,
-    collect() {
-      this.reset();
-      for (const t of src.health()) {
-        this.inc({ vip: t.vip, backend: t.address, result: 'success' }, t.checks - t.failedChecks);
-        this.inc({ vip: t.vip, backend: t.address, result: 'failure' }, t.failedChecks);
+    read: () => src.health(),
+    *series(health, emit) {
+      for (let i = 0; i < health.length; i++) {
+        const t = health[i]!;
+        emit([t.vip, t.address, t.type], t.status === 'up' ? 1 : 0);
+        if (i % 1024 === 1023) yield;
       }
     },
   });
+  new TextFamily({
+    name: 'peak_xdp_health_checks_total',
+    help: 'Health checks run per backend, by result (a probe shared by several VIPs counts for each)',
+    type: 'counter',
+    labelNames: ['vip', 'backend', 'result'],
+    registers: perBackendRegisters,
+    read: () => src.health(),
+    *series(health, emit) {
+      for (let i = 0; i < health.length; i++) {
+        const t = health[i]!;
+        emit([t.vip, t.address, 'success'], t.checks - t.failedChecks);
+        emit([t.vip, t.address, 'failure'], t.failedChecks);
+        if (i % 1024 === 1023) yield;
+      }
+    },
+  });
+
+  if (src.healthStats) {
+    const stats = src.healthStats;
+    new Gauge({
+      name: 'peak_xdp_health_probes',
+      help: 'Distinct health probes (memberships that check the same address, port, type, path and timeout share one)',
+      registers,
+      collect() {
+        this.set(stats().probes);
+      },
+    });
+    new Gauge({
+      name: 'peak_xdp_health_probes_in_flight',
+      help: 'Health probes running now (each holds a socket; at most peak_xdp_health_probes_max_in_flight)',
+      registers,
+      collect() {
+        this.set(stats().inFlight);
+      },
+    });
+    new Gauge({
+      name: 'peak_xdp_health_probes_max_in_flight',
+      help: 'Cap on health probes in flight (from the open-file limit): due probes beyond it wait',
+      registers,
+      collect() {
+        this.set(stats().maxInFlight);
+      },
+    });
+    new Counter({
+      name: 'peak_xdp_health_probes_delayed_total',
+      help: 'Health probes started more than 50 ms after they were due (the in-flight cap was reached, or the event loop was busy)',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(stats().delayed);
+      },
+    });
+  }
 
   new Counter({
     name: 'peak_xdp_health_check_local_errors_total',

@@ -6,7 +6,8 @@ export const DEFAULTS = {
   nextHopMac: 'auto',
   encapSource: 'auto',
   mtu: 1500,
-  admin: { listen: '127.0.0.1:9470', perBackendMetrics: true },
+  // perBackendMetrics off: a series per membership is millions at 512 x 1000 (per-VIP counts by state stay).
+  admin: { listen: '127.0.0.1:9470', perBackendMetrics: false },
   limits: {
     /** Largest number of VIPs (size of the per-VIP maps). */
     maxVips: 1024,
@@ -51,6 +52,8 @@ export const DEFAULTS = {
 /** Bounds the validator enforces. */
 export const BOUNDS = {
   mtu: { min: 1280, max: 9216 },
+  /** Characters of the admin token (admin.tokenFile) at least: a short one could be guessed. */
+  adminTokenLength: { min: 16 },
   weight: { max: 65535 },
   intervalMs: { min: 100, max: 3_600_000 },
   timeoutMs: { min: 10, max: 60_000 },

@@ -292,7 +292,8 @@ describe('HealthMonitor', () => {
     const vipEvents: string[] = [];
     monitor.on('vip', (a: VipAvailability) => vipEvents.push(`${a.vip}:${a.up}/${a.total}`));
     monitor.setTargets(
-      Object.keys(script).map((key) => ({ key, vip: key[0]!, address: '127.0.0.1', check: fast })),
+      // Distinct addresses: each membership its own probe (equal targets would share one, and one result).
+      Object.keys(script).map((key, i) => ({ key, vip: key[0]!, address: `127.0.0.${i + 1}`, check: fast })),
     );
     expect(vipEvents).toEqual(['a:2/2', 'b:2/2']);
     monitor.start();
@@ -329,7 +330,8 @@ describe('HealthMonitor', () => {
       Array.from({ length: 30 }, (_, i) => ({
         key: `k${i}`,
         vip: 'v',
-        address: '127.0.0.1',
+        // Distinct addresses: each target its own probe (equal ones would share one at the shortest interval).
+        address: `127.0.0.${i + 1}`,
         check: { ...check, port: 1, intervalMs: intervals[i % 3]!, timeoutMs: 10 },
       })),
     );

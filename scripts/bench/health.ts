@@ -1,0 +1,360 @@
+// bench:health: the HealthMonitor at scale inside a network namespace of its own: idle CPU with 512 x 100
+// memberships over 256 addresses (2 s checks against a local listener), time to mark 51,200 timing-out
+// targets down (SYNs dropped by an nftables rule), cadence of healthy targets among them, and stop time.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { defaultChecker, HealthMonitor, type CheckResult, type HealthTarget } from '../../src/health';
+import { readFdLimit } from '../../src/daemon/fdlimit';
+import { defaultMaxInFlight } from '../../src/health/probes';
+import type { HealthCheckConfig } from '../../src/model';
+
+interface Options {
+  vips: number;
+  backendsPerVip: number;
+  /** Distinct backend addresses the memberships of the idle scenario share. */
+  addresses: number;
+  /** Timing-out targets (distinct addresses) of the timeout scenario. */
+  timeouts: number;
+  /** Healthy targets checked among the timing-out ones (their cadence must hold). */
+  healthy: number;
+  intervalMs: number;
+  timeoutMs: number;
+  /** Seconds the idle CPU is measured over (after a warm-up of two intervals). */
+  idleS: number;
+  /** Upper bound on waiting for every timing-out target to be marked down. */
+  downLimitS: number;
+  /** Open-file limit of the measuring process (the in-flight cap follows it). */
+  fds: number;
+  parts: string[];
+  json: boolean;
+}
+
+const HEALTHY_PORT = 18080;
+const HTTP_PORT = 18081;
+const DROPPED_PORT = 18082;
+
+function parseArgs(argv: string[]): Options & { inner: boolean } {
+  const o: Options & { inner: boolean } = {
+    vips: 512,
+    backendsPerVip: 100,
+    addresses: 256,
+    timeouts: 51_200,
+    healthy: 256,
+    intervalMs: 2000,
+    timeoutMs: 1000,
+    idleS: 20,
+    downLimitS: 120,
+    fds: 20_000,
+    parts: ['idle-tcp', 'idle-http', 'timeout'],
+    json: false,
+    inner: false,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const num = (k: keyof Options): void => {
+      const v = Number(argv[++i]);
+      if (!Number.isFinite(v) || v <= 0)
+        throw new Error(`${a}: ${JSON.stringify(argv[i])} is not a positive number`);
+      (o as unknown as Record<string, number>)[k] = v;
+    };
+    if (a === '--inner') o.inner = true;
+    else if (a === '--json') o.json = true;
+    else if (a === '--vips') num('vips');
+    else if (a === '--backends') num('backendsPerVip');
+    else if (a === '--addresses') num('addresses');
+    else if (a === '--timeouts') num('timeouts');
+    else if (a === '--healthy') num('healthy');
+    else if (a === '--interval-ms') num('intervalMs');
+    else if (a === '--timeout-ms') num('timeoutMs');
+    else if (a === '--idle-s') num('idleS');
+    else if (a === '--down-limit-s') num('downLimitS');
+    else if (a === '--fds') num('fds');
+    else if (a === '--part') o.parts = argv[++i]!.split(',');
+    else
+      throw new Error(
+        `unknown argument ${JSON.stringify(a)} (--part idle-tcp,idle-http,timeout --vips N --backends N ` +
+          '--addresses N --timeouts N --healthy N --interval-ms N --timeout-ms N --idle-s N --down-limit-s N --fds N --json)',
+      );
+  }
+  if (o.addresses > 65_024 || o.timeouts + o.healthy > 65_024)
+    throw new Error('--addresses and --timeouts + --healthy: at most 65,024 (127.1.x.y and 127.2.x.y)');
+  return o;
+}
+
+/** The n-th address of a 127.z.0.0/16 (skipping .0 and .255 host bytes). */
+const addr = (z: number, n: number): string => `127.${z}.${1 + Math.floor(n / 254)}.${1 + (n % 254)}`;
+
+const check = (o: Options, type: 'tcp' | 'http', port: number): HealthCheckConfig => ({
+  type,
+  port,
+  path: '/',
+  intervalMs: o.intervalMs,
+  timeoutMs: o.timeoutMs,
+  rise: 2,
+  fall: 3,
+  downGraceSeconds: 30,
+});
+
+/** Probes started, in flight (peak), and per address the start times (ms) of its probes. */
+class Recorder {
+  started = 0;
+  inFlight = 0;
+  peakInFlight = 0;
+  readonly starts = new Map<string, number[]>();
+  constructor(private readonly track: (address: string) => boolean = () => false) {}
+  readonly checker = (t: HealthTarget, signal?: AbortSignal): Promise<CheckResult> => {
+    this.started++;
+    this.inFlight++;
+    if (this.inFlight > this.peakInFlight) this.peakInFlight = this.inFlight;
+    if (this.track(t.address)) {
+      const s = this.starts.get(t.address) ?? [];
+      s.push(performance.now());
+      this.starts.set(t.address, s);
+    }
+    // The old monitor's checker took one argument; the new one passes an AbortSignal too.
+    const run = (defaultChecker as (t: HealthTarget, s?: AbortSignal) => Promise<CheckResult>)(t, signal);
+    return run.finally(() => this.inFlight--);
+  };
+}
+
+/** RSS in MB; NaN when it cannot be read (out of file descriptors). */
+const rssMb = (): number => {
+  try {
+    return process.memoryUsage.rss() / 2 ** 20;
+  } catch {
+    return NaN;
+  }
+};
+
+/** Open TCP sockets of this process (probe sockets; the listener's are in its own process). */
+const activeHandles = (): number =>
+  (process as unknown as { _getActiveHandles(): { _handle?: object | null }[] })
+    ._getActiveHandles()
+    .filter((h) => h._handle?.constructor.name === 'TCP').length;
+
+/** stop(), then until the handles are back to `baseline` (sockets closed): both in ms. */
+async function timeStop(
+  m: HealthMonitor,
+  baseline: number,
+): Promise<{ stopCallMs: number; closedMs: number }> {
+  const t0 = performance.now();
+  m.stop();
+  const stopCallMs = performance.now() - t0;
+  const idle = (m as unknown as { idle?: () => Promise<void> }).idle;
+  const stats = (m as unknown as { stats?: () => { inFlight: number } }).stats;
+  const watch = setInterval(
+    () =>
+      console.log(
+        `  after stop ${(performance.now() - t0).toFixed(0)} ms: in flight ${stats?.call(m).inFlight}, sockets ${activeHandles()}`,
+      ),
+    1000,
+  );
+  if (idle) await idle.call(m);
+  clearInterval(watch);
+  const limit = t0 + 60_000;
+  while (activeHandles() > baseline && performance.now() < limit) await sleep(5);
+  return { stopCallMs, closedMs: performance.now() - t0 };
+}
+
+/** The in-flight cap as the daemon sets it (wiring.ts): from the open-file limit. An older monitor ignores it. */
+const monitorOptions = (): { maxInFlight: number } => ({
+  maxInFlight: defaultMaxInFlight(readFdLimit()?.soft ?? null),
+});
+
+interface Row {
+  what: string;
+  goal: string;
+  measured: string;
+}
+
+async function idlePart(o: Options, type: 'tcp' | 'http', rows: Row[]): Promise<void> {
+  const baseline = activeHandles();
+  const rec = new Recorder();
+  const m = new HealthMonitor({ checker: rec.checker, ...monitorOptions() } as ConstructorParameters<
+    typeof HealthMonitor
+  >[0]);
+  const c = check(o, type, type === 'tcp' ? HEALTHY_PORT : HTTP_PORT);
+  const targets: HealthTarget[] = [];
+  for (let v = 0; v < o.vips; v++)
+    for (let b = 0; b < o.backendsPerVip; b++) {
+      const address = addr(1, (v * 37 + b) % o.addresses);
+      targets.push({ key: `v${v}>${address}`, vip: `v${v}`, address, check: c });
+    }
+  const unique = new Set(targets.map((t) => t.address)).size;
+  let changes = 0;
+  m.on('change', () => changes++);
+  const t0 = performance.now();
+  m.setTargets(targets);
+  const setMs = performance.now() - t0;
+  m.start();
+  await sleep(2 * o.intervalMs);
+  const cpu0 = process.cpuUsage();
+  const w0 = performance.now();
+  const started0 = rec.started;
+  await sleep(o.idleS * 1000);
+  const cpu = process.cpuUsage(cpu0);
+  const wall = performance.now() - w0;
+  const probes = rec.started - started0;
+  const cpuPct = (100 * (cpu.user + cpu.system)) / 1000 / wall;
+  const up = [...m.statuses().values()].filter((s) => s === 'up').length;
+  const rss = rssMb();
+  const stop = await timeStop(m, baseline);
+  const scale = `${o.vips}x${o.backendsPerVip} over ${unique} addresses, ${type} every ${o.intervalMs} ms`;
+  console.log(
+    `idle ${scale}: setTargets ${setMs.toFixed(0)} ms; CPU ${cpuPct.toFixed(1)}% of a core ` +
+      `(user ${((100 * cpu.user) / 1000 / wall).toFixed(1)}%, system ${((100 * cpu.system) / 1000 / wall).toFixed(1)}%, ` +
+      `the listener's half of each loopback handshake included) over ${(wall / 1000).toFixed(1)} s; ` +
+      `${probes} probes (${((probes * 1000) / wall).toFixed(0)}/s), peak in flight ${rec.peakInFlight}; ` +
+      `${up}/${targets.length} up, ${changes} changes; RSS ${rss.toFixed(0)} MB; ` +
+      `stop() ${stop.stopCallMs.toFixed(1)} ms, sockets closed ${stop.closedMs.toFixed(0)} ms`,
+  );
+  rows.push({ what: `idle CPU, ${scale}`, goal: '<= 10% of a core', measured: `${cpuPct.toFixed(1)}%` });
+  rows.push({ what: `stop (idle ${type})`, goal: '<= 1000 ms', measured: `${stop.closedMs.toFixed(0)} ms` });
+}
+
+async function timeoutPart(o: Options, rows: Row[]): Promise<void> {
+  const baseline = activeHandles();
+  const healthyAddrs = new Set(Array.from({ length: o.healthy }, (_, i) => addr(2, o.timeouts + i)));
+  const rec = new Recorder((a) => healthyAddrs.has(a));
+  const m = new HealthMonitor({ checker: rec.checker, ...monitorOptions() } as ConstructorParameters<
+    typeof HealthMonitor
+  >[0]);
+  const dead = check(o, 'tcp', DROPPED_PORT);
+  const alive = check(o, 'tcp', HEALTHY_PORT);
+  const targets: HealthTarget[] = [];
+  for (let i = 0; i < o.timeouts; i++)
+    targets.push({ key: `t${i}`, vip: `v${i % 512}`, address: addr(2, i), check: dead });
+  for (const a of healthyAddrs) targets.push({ key: `h${a}`, vip: 'healthy', address: a, check: alive });
+  const downAt: number[] = [];
+  let wrong = 0;
+  m.on('change', (c: { key: string; to: string }) => {
+    if (c.key.startsWith('t') && c.to === 'down') downAt.push(performance.now());
+    else wrong++;
+  });
+  m.setTargets(targets);
+  const t0 = performance.now();
+  m.start();
+  const limit = t0 + o.downLimitS * 1000;
+  while (downAt.length < o.timeouts && performance.now() < limit) await sleep(100);
+  const allMs = performance.now() - t0;
+  const peak = rec.peakInFlight;
+  // Cadence of the healthy targets while the dead ones time out: the largest gap between two probe starts.
+  let maxGap = 0;
+  let gaps = 0;
+  for (const s of rec.starts.values())
+    for (let i = 1; i < s.length; i++) {
+      maxGap = Math.max(maxGap, s[i]! - s[i - 1]!);
+      gaps++;
+    }
+  const firstProbeLate = [...healthyAddrs].filter(
+    (a) => (rec.starts.get(a)?.[0] ?? Infinity) - t0 > 1.1 * o.intervalMs,
+  ).length;
+  const stop = await timeStop(m, baseline);
+  const sorted = downAt.map((t) => t - t0).sort((a, b) => a - b);
+  const q = (p: number): string =>
+    sorted.length
+      ? (sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! / 1000).toFixed(1)
+      : '-';
+  // fall x interval of checks, plus the first check's phase (<= one interval) and one timeout, +10% jitter.
+  const bound = (3 * o.intervalMs * 1.1 + o.intervalMs + o.timeoutMs) / 1000;
+  const done = downAt.length === o.timeouts;
+  console.log(
+    `timeout: ${o.timeouts} timing-out targets (${o.timeoutMs} ms timeout, ${o.intervalMs} ms interval, fall 3) + ${o.healthy} healthy: ` +
+      `${downAt.length} down ${done ? `after ${(allMs / 1000).toFixed(1)} s` : `by the ${o.downLimitS} s limit`} ` +
+      `(p50 ${q(0.5)} s, p99 ${q(0.99)} s); probes ${rec.started}, peak in flight ${peak}; healthy targets: ` +
+      `largest gap between probes ${(maxGap / 1000).toFixed(2)} s over ${gaps} gaps, ${firstProbeLate} first probes later than 1.1 interval; ` +
+      `${wrong} other changes; RSS ${rssMb().toFixed(0)} MB; ` +
+      `stop() ${stop.stopCallMs.toFixed(1)} ms, sockets closed ${stop.closedMs.toFixed(0)} ms`,
+  );
+  rows.push({
+    what: `${o.timeouts} timing-out targets all down`,
+    goal: `<= ${bound.toFixed(1)} s (fall x interval + phase + timeout)`,
+    measured: done ? `${(allMs / 1000).toFixed(1)} s` : `${downAt.length} down after ${o.downLimitS} s`,
+  });
+  rows.push({
+    what: 'healthy targets among them: largest probe gap',
+    goal: `<= ${((o.intervalMs * 1.1) / 1000).toFixed(1)} s (interval + jitter)`,
+    measured: `${(maxGap / 1000).toFixed(2)} s`,
+  });
+  rows.push({
+    what: `stop with ${peak} probes in flight (peak)`,
+    goal: '<= 1000 ms',
+    measured: `${stop.closedMs.toFixed(0)} ms`,
+  });
+}
+
+/** A listener process: TCP (accepts and closes) and HTTP (200) on every 127.1.x.y (0.0.0.0 in the netns). */
+function startListeners(): ChildProcess {
+  const code = `
+    const net = require('node:net'); const http = require('node:http');
+    net.createServer((s) => { s.on('error', () => {}); s.end(); }).listen({ port: ${HEALTHY_PORT}, host: '0.0.0.0', backlog: 4096 });
+    http.createServer((q, r) => r.end('ok')).listen({ port: ${HTTP_PORT}, host: '0.0.0.0', backlog: 4096 }, () => console.log('ready'));
+  `;
+  return spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+}
+
+async function inner(o: Options): Promise<void> {
+  const listeners = startListeners();
+  await new Promise<void>((resolve, reject) => {
+    listeners.stdout!.once('data', () => resolve());
+    listeners.once('exit', (c) => reject(new Error(`listener exited ${c}`)));
+  });
+  const rows: Row[] = [];
+  try {
+    for (const part of o.parts) {
+      if (part === 'idle-tcp') await idlePart(o, 'tcp', rows);
+      else if (part === 'idle-http') await idlePart(o, 'http', rows);
+      else if (part === 'timeout') await timeoutPart(o, rows);
+      else throw new Error(`--part: unknown part ${JSON.stringify(part)} (idle-tcp, idle-http, timeout)`);
+      await sleep(1000);
+    }
+  } finally {
+    listeners.kill();
+  }
+  console.log('\ngoal vs measured');
+  for (const r of rows)
+    console.log(`  ${r.what.padEnd(70)} goal ${r.goal.padEnd(48)} measured ${r.measured}`);
+  if (o.json) console.log(JSON.stringify(rows));
+}
+
+const run = (cmd: string, args: string[]): void => {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.error?.message}`);
+};
+
+/** Outer: a namespace of our own (lo up, SYNs to the dropped port dropped), the measurement run inside it. */
+function outer(o: Options, argv: string[]): number {
+  if (process.getuid?.() !== 0) throw new Error('bench:health needs root (network namespace, nftables)');
+  const ns = `h12-hb-${process.pid}`;
+  run('ip', ['netns', 'add', ns]);
+  try {
+    run('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+    const rules = `table inet h12bench {\n chain out {\n type filter hook output priority 0; tcp dport ${DROPPED_PORT} tcp flags & (syn|ack) == syn drop; }\n}`;
+    const nft = spawnSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], { input: rules, encoding: 'utf8' });
+    if (nft.status !== 0) throw new Error(`nft: ${nft.stderr}`);
+    const cmd = `ulimit -n ${o.fds} && exec "${process.execPath}" "${process.argv[1]}" --inner ${argv.map((a) => `'${a}'`).join(' ')}`;
+    const r = spawnSync('ip', ['netns', 'exec', ns, 'bash', '-c', cmd], {
+      stdio: 'inherit',
+      timeout: 30 * 60_000,
+    });
+    return r.status ?? 1;
+  } finally {
+    spawnSync('ip', ['netns', 'del', ns]);
+  }
+}
+
+function main(): void {
+  const argv = process.argv.slice(2);
+  const o = parseArgs(argv);
+  if (o.inner)
+    inner(o).then(
+      () => process.exit(0),
+      (e: unknown) => {
+        console.error(e);
+        process.exit(1);
+      },
+    );
+  else process.exitCode = outer(o, argv);
+}
+
+main();

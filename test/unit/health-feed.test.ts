@@ -1,0 +1,51 @@
+// HealthFeed: the flips a shared probe causes in one turn (every membership of one backend) are logged one
+// line per backend and change, and the daemon is asked for one sync, not one per membership.
+import { EventEmitter } from 'node:events';
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import type { DaemonHealthMonitor } from '../../src/daemon/collaborators';
+import { HealthFeed } from '../../src/daemon/health-feed';
+
+describe('HealthFeed change batching', () => {
+  it('512 memberships of one backend flipping in one turn: one log line, one onChange', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+        cb();
+      },
+    });
+    const log = pino({ level: 'info' }, sink);
+    const monitor = Object.assign(new EventEmitter(), {
+      start: () => undefined,
+    }) as unknown as DaemonHealthMonitor;
+    const feed = new HealthFeed({ monitor, log });
+    let changes = 0;
+    feed.start(() => changes++);
+    for (let v = 0; v < 512; v++)
+      monitor.emit('change', { vip: `v${v}`, address: '10.1.0.1', from: 'up', to: 'down' });
+    monitor.emit('change', { vip: 'v0', address: '10.1.0.2', from: 'down', to: 'up' });
+    expect(changes).toBe(0);
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    expect(changes).toBe(1);
+    const health = lines.filter((l) => l.msg === 'backend health changed');
+    expect(
+      health.map(({ vips, first, vip, backend, from, to }) => ({ vips, first, vip, backend, from, to })),
+    ).toEqual([
+      {
+        vips: 512,
+        first: ['v0', 'v1', 'v2', 'v3', 'v4'],
+        vip: undefined,
+        backend: '10.1.0.1',
+        from: 'up',
+        to: 'down',
+      },
+      { vips: undefined, first: undefined, vip: 'v0', backend: '10.1.0.2', from: 'down', to: 'up' },
+    ]);
+    // A later flip is a batch of its own.
+    monitor.emit('change', { vip: 'v9', address: '10.1.0.1', from: 'down', to: 'up' });
+    await new Promise((r) => setImmediate(r));
+    expect(changes).toBe(2);
+  });
+});

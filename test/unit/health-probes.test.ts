@@ -1,0 +1,319 @@
+// Shared probing: memberships that check the same target share one probe whose results fan out to each
+// membership's own rise/fall state; the cadence counts from starts; in-flight cap; stop aborts in flight.
+import { createServer, Server } from 'node:http';
+import { AddressInfo, Socket } from 'node:net';
+import {
+  checkHttp,
+  checkTcp,
+  CheckResult,
+  defaultMaxInFlight,
+  FD_RESERVE,
+  groupProbes,
+  HealthChange,
+  HealthMonitor,
+  HealthTarget,
+  jittered,
+  MAX_IN_FLIGHT,
+  probeKey,
+  takesResult,
+} from '../../src/health';
+import { DEFAULTS, HealthCheckConfig } from '../../src/model';
+
+const base: HealthCheckConfig = { ...DEFAULTS.healthCheck, type: 'tcp', port: 80, intervalMs: 100, timeoutMs: 50, rise: 1, fall: 2 }; // prettier-ignore
+const target = (key: string, address: string, check: Partial<HealthCheckConfig> = {}, vip = key.split('>')[0]!): HealthTarget => ({
+  key,
+  vip,
+  address,
+  check: { ...base, ...check },
+}); // prettier-ignore
+
+describe('probe grouping (pure)', () => {
+  it('one probe per (type, address, port, http path, timeout); interval, rise and fall do not split', () => {
+    const byKey = (ts: HealthTarget[]) =>
+      groupProbes(
+        ts,
+        (t) => probeKey(t.address, t.check),
+        (t) => t.check,
+      );
+    const g = byKey([
+      target('a>1', '10.0.0.1'),
+      target('b>1', '10.0.0.1', { intervalMs: 50, rise: 5, fall: 9 }),
+      target('c>1', '10.0.0.1', { path: '/other' }), // tcp: the path is not part of the probe
+      target('d>1', '10.0.0.1', { port: 81 }),
+      target('e>1', '10.0.0.1', { timeoutMs: 60 }),
+      target('f>1', '10.0.0.1', { type: 'http', path: '/a' }),
+      target('g>1', '10.0.0.1', { type: 'http', path: '/b' }),
+      target('h>2', '10.0.0.2'),
+    ]);
+    expect([...g.values()].map((p) => [p.members[0]!.address, p.check.port, p.check.intervalMs, p.members.map((m) => m.key)])).toEqual([
+      ['10.0.0.1', 80, 50, ['a>1', 'b>1', 'c>1']],
+      ['10.0.0.1', 81, 100, ['d>1']],
+      ['10.0.0.1', 80, 100, ['e>1']],
+      ['10.0.0.1', 80, 100, ['f>1']],
+      ['10.0.0.1', 80, 100, ['g>1']],
+      ['10.0.0.2', 80, 100, ['h>2']],
+    ]); // prettier-ignore
+    // The first membership stands for the probe; the shortest interval is the probe's.
+    expect(g.get(probeKey('10.0.0.1', base))!.check).toEqual({ ...base, intervalMs: 50 });
+    expect(probeKey('10.0.0.1', { ...base, type: 'http', path: '/x' })).toBe('http 10.0.0.1 80 /x 50');
+  });
+
+  it('a membership takes a result once its own interval (less jitter) has passed since the last it took', () => {
+    const cases: [number, number, number, number, boolean][] = [
+      // fedAt, startedAt, interval, jitter, takes
+      [-Infinity, 0, 2000, 0.1, true],
+      [0, 1800, 2000, 0.1, true], // the earliest a jittered 2 s probe comes back
+      [0, 1798, 2000, 0.1, false],
+      [0, 2000, 10_000, 0.1, false], // a 10 s membership on a 2 s probe
+      [0, 8999, 10_000, 0.1, true],
+      [0, 8998, 10_000, 0.1, false],
+      [0, 100, 100, 0, true],
+    ];
+    for (const [fedAt, startedAt, interval, jitter, takes] of cases)
+      expect([fedAt, startedAt, interval, jitter, takesResult(fedAt, startedAt, interval, jitter)]).toEqual([
+        fedAt,
+        startedAt,
+        interval,
+        jitter,
+        takes,
+      ]);
+  });
+
+  it('default in-flight cap: 3/4 of the open-file limit less a reserve, within [64, MAX_IN_FLIGHT]', () => {
+    expect(defaultMaxInFlight(null)).toBe(MAX_IN_FLIGHT);
+    expect(defaultMaxInFlight(Infinity)).toBe(MAX_IN_FLIGHT);
+    expect(defaultMaxInFlight(20_000)).toBe(15_000 - FD_RESERVE);
+    expect(defaultMaxInFlight(1024)).toBe(64);
+    expect(defaultMaxInFlight(1 << 20)).toBe(MAX_IN_FLIGHT);
+    expect(jittered(1000, 0.1, 0)).toBe(900);
+    expect(jittered(1000, 0.1, 0.5)).toBe(1000);
+    expect(jittered(1000, 0, 0.99)).toBe(1000);
+  });
+
+  it('rejects a bad cap naming the field', () => {
+    expect(() => new HealthMonitor({ maxInFlight: 0 })).toThrow('maxInFlight: 0 is not a positive integer');
+    expect(() => new HealthMonitor({ startsPerTurn: 1.5 })).toThrow(
+      'startsPerTurn: 1.5 is not a positive integer',
+    );
+  });
+});
+
+describe('HealthMonitor with shared probes (fake clock)', () => {
+  let monitor: HealthMonitor | null = null;
+  beforeEach(() => jest.useFakeTimers());
+  afterEach(() => {
+    monitor?.stop();
+    jest.useRealTimers();
+  });
+
+  /** A checker whose probes resolve when told (or on abort); records each start. */
+  function manual() {
+    const running: { t: HealthTarget; at: number; resolve: (r: CheckResult) => void; signal: AbortSignal }[] =
+      [];
+    const starts: { address: string; at: number }[] = [];
+    const checker = (t: HealthTarget, signal: AbortSignal): Promise<CheckResult> =>
+      new Promise((resolve) => {
+        const at = performance.now();
+        starts.push({ address: t.address, at });
+        const entry = { t, at, resolve, signal };
+        running.push(entry);
+        signal.addEventListener('abort', () =>
+          resolve({ ok: false, durationMs: 0, detail: 'aborted', local: true }),
+        );
+      });
+    const settle = (pred: (e: (typeof running)[number]) => boolean, ok: boolean): number => {
+      let n = 0;
+      for (let i = running.length - 1; i >= 0; i--)
+        if (pred(running[i]!)) {
+          running[i]!.resolve({ ok, durationMs: 1, detail: ok ? 'connected' : 'ECONNREFUSED' });
+          running.splice(i, 1);
+          n++;
+        }
+      return n;
+    };
+    return { checker, running, starts, settle };
+  }
+
+  it('512 VIPs on one backend: one probe per round, every membership flips with it', async () => {
+    const results = { ok: true };
+    let probes = 0;
+    monitor = new HealthMonitor({
+      jitter: 0,
+      random: () => 0,
+      checker: async () => (probes++, { ok: results.ok, durationMs: 1, detail: results.ok ? 'connected' : 'ECONNREFUSED' }),
+    }); // prettier-ignore
+    const targets = Array.from({ length: 512 }, (_, v) => target(`v${v}>10.1.0.1`, '10.1.0.1'));
+    monitor.setTargets(targets);
+    const changes: HealthChange[] = [];
+    const vipDown: string[] = [];
+    monitor.on('change', (c: HealthChange) => changes.push(c));
+    monitor.on('vip', (a: { vip: string; up: number }) => a.up === 0 && vipDown.push(a.vip));
+    monitor.start();
+    await jest.advanceTimersByTimeAsync(950);
+    expect(probes).toBe(10); // every 100 ms from 0: not 5,120
+    expect(monitor.stats()).toMatchObject({ probes: 1, memberships: 512 });
+    expect(monitor.snapshot().every((s) => s.checks === 10 && s.status === 'up')).toBe(true);
+    results.ok = false;
+    await jest.advanceTimersByTimeAsync(200);
+    expect(changes).toHaveLength(512);
+    expect(new Set(changes.map((c) => c.key))).toEqual(new Set(targets.map((t) => t.key)));
+    expect(changes.every((c) => c.to === 'down' && c.result.detail === 'ECONNREFUSED')).toBe(true);
+    expect(vipDown).toHaveLength(512);
+    expect([...monitor.statuses().values()].every((s) => s === 'down')).toBe(true);
+  });
+
+  it('memberships with longer intervals take every n-th result of the shared probe and keep their rise/fall x interval', async () => {
+    const ok = { v: true };
+    monitor = new HealthMonitor({
+      jitter: 0,
+      random: () => 0,
+      checker: async () => ({ ok: ok.v, durationMs: 1, detail: 'x' }),
+    });
+    monitor.setTargets([
+      target('fast>1', '10.1.0.1', { intervalMs: 100, fall: 2 }),
+      target('slow>1', '10.1.0.1', { intervalMs: 400, fall: 2 }),
+    ]);
+    const downAt = new Map<string, number>();
+    monitor.on('change', (c: HealthChange) => downAt.set(c.key, performance.now()));
+    monitor.start();
+    const t0 = performance.now();
+    await jest.advanceTimersByTimeAsync(1150);
+    const snap = new Map(monitor.snapshot().map((s) => [s.key, s]));
+    expect(snap.get('fast>1')!.checks).toBe(12); // 0, 100, ..., 1100
+    expect(snap.get('slow>1')!.checks).toBe(3); // 0, 400, 800
+    ok.v = false;
+    // The probe at 1200 fails: fast goes down at its 2nd failure (1300), slow at its 2nd taken one (1200, 1600).
+    await jest.advanceTimersByTimeAsync(600);
+    expect(downAt.get('fast>1')! - t0).toBe(1300);
+    expect(downAt.get('slow>1')! - t0).toBe(1600);
+  });
+
+  it('a probe slower than its interval keeps its cadence from its starts; a hanging target delays no other', async () => {
+    const m = manual();
+    monitor = new HealthMonitor({ jitter: 0, random: () => 0, checker: m.checker });
+    monitor.setTargets([target('a>slow', '10.1.0.1', { intervalMs: 200 }), target('a>fast', '10.1.0.2', { intervalMs: 200 })]); // prettier-ignore
+    monitor.start();
+    for (let step = 0; step < 10; step++) {
+      await jest.advanceTimersByTimeAsync(10);
+      m.settle((e) => e.t.address === '10.1.0.2', true); // answers at once
+      await jest.advanceTimersByTimeAsync(140);
+      m.settle((e) => e.t.address === '10.1.0.1', false); // answers after 150 ms (a timeout)
+      await jest.advanceTimersByTimeAsync(50);
+    }
+    const startsOf = (a: string) =>
+      m.starts.filter((s) => s.address === a).map((s) => s.at - m.starts[0]!.at);
+    // 0, 200, ..., 2000: each start 200 ms after the last, though the slow one took 150 ms of each 200.
+    const expected = Array.from({ length: 11 }, (_, i) => 200 * i);
+    expect(startsOf('10.1.0.1')).toEqual(expected);
+    expect(startsOf('10.1.0.2')).toEqual(expected);
+  });
+
+  it('at most maxInFlight probes run; due ones wait and start earliest first as others finish', async () => {
+    const m = manual();
+    let r = 0;
+    // Phases 0, 1/20, 2/20, ... of the interval: target i is due at 5 i ms.
+    monitor = new HealthMonitor({
+      jitter: 0,
+      random: () => (r++ % 20) / 20,
+      checker: m.checker,
+      maxInFlight: 5,
+    });
+    monitor.setTargets(Array.from({ length: 20 }, (_, i) => target(`v>${i}`, `10.2.0.${i + 1}`)));
+    monitor.start();
+    await jest.advanceTimersByTimeAsync(99);
+    expect(m.running).toHaveLength(5);
+    expect(m.starts.map((s) => s.address)).toEqual([
+      '10.2.0.1',
+      '10.2.0.2',
+      '10.2.0.3',
+      '10.2.0.4',
+      '10.2.0.5',
+    ]);
+    expect(monitor.stats()).toMatchObject({ inFlight: 5, maxInFlight: 5 });
+    // Two finish: the two that were due earliest among the waiting start at once.
+    m.settle((e) => e.t.address === '10.2.0.1' || e.t.address === '10.2.0.2', true);
+    await jest.advanceTimersByTimeAsync(0);
+    expect(m.running).toHaveLength(5);
+    expect(m.starts.slice(5).map((s) => s.address)).toEqual(['10.2.0.6', '10.2.0.7']);
+    const s = monitor.stats();
+    expect(s.delayed).toBeGreaterThan(0);
+    expect(s.maxLatenessMs).toBeGreaterThanOrEqual(99 - 35);
+  });
+
+  it('stop aborts every probe in flight and idle() resolves; nothing runs after', async () => {
+    const m = manual();
+    monitor = new HealthMonitor({ jitter: 0, random: () => 0, checker: m.checker });
+    monitor.setTargets(Array.from({ length: 50 }, (_, i) => target(`v>${i}`, `10.3.0.${i + 1}`)));
+    monitor.start();
+    await jest.advanceTimersByTimeAsync(1);
+    expect(m.running).toHaveLength(50);
+    let changes = 0;
+    monitor.on('change', () => changes++);
+    monitor.stop();
+    expect(m.running.every((e) => e.signal.aborted)).toBe(true);
+    await monitor.idle();
+    expect(monitor.stats().inFlight).toBe(0);
+    await jest.advanceTimersByTimeAsync(1000);
+    expect(m.starts).toHaveLength(50);
+    expect(changes).toBe(0);
+  });
+
+  it("removing a target aborts its probe; a membership joining a probe with results takes its sibling's state", async () => {
+    const m = manual();
+    monitor = new HealthMonitor({ jitter: 0, random: () => 0, checker: m.checker });
+    monitor.setTargets([target('a>1', '10.4.0.1'), target('a>2', '10.4.0.2')]);
+    monitor.start();
+    for (let i = 0; i < 2; i++) {
+      await jest.advanceTimersByTimeAsync(1);
+      m.settle((e) => e.t.address === '10.4.0.1', false);
+      await jest.advanceTimersByTimeAsync(99);
+    }
+    expect(monitor.statuses().get('a>1')).toBe('down');
+    await jest.advanceTimersByTimeAsync(1);
+    const stillRunning = m.running.find((e) => e.t.address === '10.4.0.2')!;
+    // b joins 10.4.0.1 (known down) with the same check; 10.4.0.2 goes away.
+    monitor.setTargets([target('a>1', '10.4.0.1'), target('b>1', '10.4.0.1')]);
+    expect(stillRunning.signal.aborted).toBe(true);
+    expect(monitor.statuses()).toEqual(new Map([['a>1', 'down'], ['b>1', 'down']])); // prettier-ignore
+    expect(monitor.stats()).toMatchObject({ probes: 1, memberships: 2 });
+    // A new membership with a different check is its own: initial status, fresh streaks.
+    monitor.setTargets([target('a>1', '10.4.0.1'), target('c>1', '10.4.0.1', { rise: 3 })]);
+    expect(monitor.statuses().get('c>1')).toBe('up');
+  });
+});
+
+describe('checks abort', () => {
+  let server: Server;
+  let port: number;
+  const sockets = new Set<Socket>();
+  beforeAll(async () => {
+    server = createServer(() => undefined); // never answers
+    server.on('connection', (s) => sockets.add(s));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    port = (server.address() as AddressInfo).port;
+  });
+  afterAll(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => server.close(r));
+  });
+
+  it('an aborted check resolves at once as a local "aborted" and closes its socket', async () => {
+    const ac = new AbortController();
+    const pending = checkHttp({ host: '127.0.0.1', port, path: '/', timeoutMs: 10_000, signal: ac.signal });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(sockets.size).toBeGreaterThan(0);
+    const closed = new Promise((r) => [...sockets].at(-1)!.once('close', r));
+    ac.abort();
+    expect(await pending).toMatchObject({ ok: false, detail: 'aborted', local: true });
+    await closed;
+    const done = new AbortController();
+    done.abort();
+    expect(await checkTcp({ host: '127.0.0.1', port, timeoutMs: 10_000, signal: done.signal })).toMatchObject(
+      {
+        ok: false,
+        detail: 'aborted',
+        local: true,
+      },
+    );
+  });
+});
