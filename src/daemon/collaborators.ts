@@ -29,7 +29,10 @@ export interface DaemonConfigSource extends EventEmitter {
 
 /** Events: 'change' (HealthChange), 'localError' (LocalCheckError), 'error'. */
 export type DaemonHealthMonitor = EventEmitter &
-  Pick<HealthMonitor, 'start' | 'stop' | 'setTargets' | 'statuses' | 'since' | 'localErrors' | 'snapshot'>;
+  Pick<
+    HealthMonitor,
+    'start' | 'stop' | 'setTargets' | 'statuses' | 'since' | 'localErrors' | 'snapshot' | 'stats'
+  >;
 
 export interface DaemonSpeaker extends BgpSpeakerHandle {
   /** Times the speaker's worker was restarted. */

@@ -206,6 +206,7 @@ export class Daemon {
       attached: () => keeper.attached,
       failedVips: () => programmer.failedVips.keys(),
       healthChecks: this.monitor,
+      healthStats: () => this.monitor.stats(),
       reloadError: () => this.gate.reloadError,
       conntrackTable: () => conntrackTableOf(dp),
       leader: this.opts.kubernetes ? () => this.kube?.isLeader() ?? false : undefined,
