@@ -1,10 +1,16 @@
-// bench:control: Maglev build/balance/churn, config change -> maps latency, full-file reload, RSS, daemon memory.
+// bench:control: Maglev build/balance/churn, config change -> maps latency, full-file reload, RSS, daemon memory,
+// and issue 17's goal table on the real kernel datapath (--part goals, --scale 64x10,512x100,...).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { createServer } from 'node:http';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import type { AddressInfo } from 'node:net';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { MemoryDatapath } from '../../src/datapath/memory';
+import { balancerMapSizes, KernelDatapath } from '../../src/datapath/kernel';
+import type { Config } from '../../src/model/config';
 import { sharedContract } from '../../src/datapath/contract';
 import {
   buildTable,
@@ -22,7 +28,7 @@ import { FileConfigSource } from '../../src/sources/file';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { quantileOf } from './lib/stats';
 
-type Part = 'all' | 'maglev' | 'reconcile' | 'daemon';
+type Part = 'all' | 'maglev' | 'reconcile' | 'daemon' | 'kernel' | 'goals';
 
 interface Options {
   json: boolean;
@@ -39,6 +45,32 @@ interface Options {
   daemon: boolean;
   /** Upper bound on the daemon's start-up (load, pin, attach, program every table). */
   daemonTimeoutS: number;
+  /** Scales of the goal table (--part goals), VIPs x backends per VIP. */
+  scales: Scale[];
+  /** Single backend changes timed per scale on the kernel datapath. */
+  kernelChanges: number;
+}
+
+interface Scale {
+  vips: number;
+  backendsPerVip: number;
+}
+
+/** The issue's scales (VIPs x backends per VIP). */
+const GOAL_SCALES: Scale[] = [
+  { vips: 64, backendsPerVip: 10 },
+  { vips: 512, backendsPerVip: 100 },
+  { vips: 1024, backendsPerVip: 100 },
+  { vips: 512, backendsPerVip: 1000 },
+];
+
+function parseScales(v: string | undefined): Scale[] {
+  return (v ?? '').split(',').map((x) => {
+    const m = /^(\d+)x(\d+)$/.exec(x.trim());
+    if (m === null || Number(m[1]) < 1 || Number(m[2]) < 1)
+      throw new Error(`--scale: ${JSON.stringify(x)} is not VIPSxBACKENDS (e.g. 512x100)`);
+    return { vips: Number(m[1]), backendsPerVip: Number(m[2]) };
+  });
 }
 
 function parseArgs(argv: string[]): Options {
@@ -54,6 +86,8 @@ function parseArgs(argv: string[]): Options {
     part: 'all',
     daemon: true,
     daemonTimeoutS: 300,
+    scales: GOAL_SCALES,
+    kernelChanges: 40,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -73,15 +107,27 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--yaml-reloads') num('yamlReloads');
     else if (a === '--daemon-timeout') num('daemonTimeoutS');
     else if (a === '--no-daemon') o.daemon = false;
+    else if (a === '--scale') o.scales = parseScales(argv[++i]);
+    else if (a === '--kernel-changes') num('kernelChanges');
     else if (a === '--part') {
       const v = argv[++i];
-      if (v !== 'all' && v !== 'maglev' && v !== 'reconcile' && v !== 'daemon')
-        throw new Error(`--part: ${JSON.stringify(v)} is not all, maglev, reconcile or daemon`);
+      if (
+        v !== 'all' &&
+        v !== 'maglev' &&
+        v !== 'reconcile' &&
+        v !== 'daemon' &&
+        v !== 'kernel' &&
+        v !== 'goals'
+      )
+        throw new Error(
+          `--part: ${JSON.stringify(v)} is not all, maglev, reconcile, daemon, kernel or goals`,
+        );
       o.part = v;
     } else
       throw new Error(
         `unknown argument ${JSON.stringify(a)} (--json --runs N --probe-limit N --vips N --backends N ` +
-          '--changes N --reloads N --yaml-reloads N --part all|maglev|reconcile|daemon --no-daemon --daemon-timeout S)',
+          '--changes N --reloads N --yaml-reloads N --part all|maglev|reconcile|daemon|kernel|goals --no-daemon ' +
+          '--daemon-timeout S --scale 64x10,512x100 --kernel-changes N)',
       );
   }
   return o;
@@ -186,18 +232,23 @@ function makeRawConfig(o: Pick<Options, 'vips' | 'backendsPerVip'>): RawConfig {
       address: `10.200.${(v >> 8) & 255}.${v & 255}`,
       port: 80,
       healthCheck: { type: 'tcp' },
-      backends: Array.from({ length: o.backendsPerVip }, (_, b) => ({
-        address: `10.${100 + ((v >> 8) & 63)}.${v & 255}.${b + 1}`,
-      })),
+      backends: Array.from({ length: o.backendsPerVip }, (_, b) => ({ address: backendAddress(v, b) })),
     })),
   };
+}
+
+/** Address of backend `b` of VIP `v`: distinct for v < 1024 and b < 2047 (1000 backends per VIP and more). */
+function backendAddress(v: number, b: number): string {
+  if (v >= 1024 || b >= 2047) throw new RangeError(`backendAddress: VIP ${v} backend ${b} is out of range`);
+  const n = (v << 11) | (b + 1);
+  return `10.${100 + (n >>> 16)}.${(n >>> 8) & 255}.${n & 255}`;
 }
 
 /** One VIP's backend list changes: it gains a backend, or loses the one it gained before. */
 function changeVip(raw: RawConfig, v: number, step: number, base: number): void {
   const vip = raw.vips[v]!;
   if (vip.backends.length > base) vip.backends.pop();
-  else vip.backends.push({ address: `10.${100 + ((v >> 8) & 63)}.${v & 255}.${200 + (step % 50)}` });
+  else vip.backends.push({ address: backendAddress(v, base + (step % 50)) });
 }
 
 function throwIssues(errors: { path: string; message: string }[]): never {
@@ -592,6 +643,320 @@ export async function measureDaemonMemory(opts: DaemonMemoryOptions): Promise<Da
   }
 }
 
+// ---- the reconcile side on the real kernel datapath (in this process, so its event loop is the one timed) ----
+
+/** A child process that GETs `url` back to back (10 ms apart) until SIGTERM, then prints [start, ms] pairs. */
+const POLLER = `
+const http = require('node:http');
+const url = process.argv[1];
+const out = [];
+let stop = false;
+process.on('SIGTERM', () => (stop = true));
+(async () => {
+  while (!stop) {
+    const t0 = Date.now();
+    await new Promise((r) => {
+      const q = http.get(url, (res) => { res.resume(); res.on('end', r); });
+      q.on('error', r);
+      q.setTimeout(60000, () => { q.destroy(); r(); });
+    });
+    out.push([t0, Date.now() - t0]);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  process.stdout.write(JSON.stringify(out));
+})();
+`;
+
+/** /healthz answered by this process (as the daemon's admin API is), polled from another process. */
+async function healthzProbe(): Promise<{ stop: () => Promise<[number, number][]> }> {
+  const server = createServer((_req, res) => res.end('ok\n'));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  const child = spawn(process.execPath, ['-e', POLLER, `http://127.0.0.1:${port}/healthz`], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let text = '';
+  child.stdout!.on('data', (b: Buffer) => (text += b.toString()));
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  await sleep(200);
+  let stopped: Promise<[number, number][]> | null = null;
+  return {
+    stop: () => (stopped ??= stopPoller()),
+  };
+  async function stopPoller(): Promise<[number, number][]> {
+    child.kill('SIGTERM');
+    const t = setTimeout(() => child.kill('SIGKILL'), 70_000);
+    await exited;
+    clearTimeout(t);
+    server.close();
+    return text === '' ? [] : (JSON.parse(text) as [number, number][]);
+  }
+}
+
+/** Longest /healthz answer among requests that overlapped [from, to] (epoch ms); -1 when none did. */
+function maxLatencyIn(samples: readonly [number, number][], from: number, to: number): number {
+  let max = -1;
+  for (const [t0, ms] of samples) if (t0 <= to && t0 + ms >= from) max = Math.max(max, ms);
+  return max;
+}
+
+export interface KernelBenchResult {
+  vips: number;
+  backendsPerVip: number;
+  /** Desired state + first reconcile into fresh maps (every table built and written). */
+  startMs: number;
+  /** This process's RSS after the start (garbage collected): the control plane's state at that scale. */
+  rssMB: number;
+  heapUsedMB: number;
+  arrayBuffersMB: number;
+  /** One backend added to (or removed from) one VIP -> maps: desired state + reconcile. */
+  oneAddMs: number[];
+  oneRemoveMs: number[];
+  /** One backend added to every VIP, then removed from every VIP. */
+  everyAddMs: number;
+  everyRemoveMs: number;
+  /** Longest /healthz answer during each phase (ms). */
+  healthzMaxMs: { start: number; one: number; everyAdd: number; everyRemove: number; samples: number };
+  /** Longest event-loop delay of this process per phase (ms): the stall a /healthz request could meet. */
+  loopDelayMaxMs: Record<string, number>;
+  /** The adopting reconcile over unchanged maps: what it read back and how many operations it applied. */
+  adoptMs: number;
+  adoptOperations: number;
+}
+
+/** Frozen VIP config `v` with one more backend (a copy of its first one at a fresh address). */
+function withExtraBackend(v: Config['vips'][number], i: number, base: number): Config['vips'][number] {
+  const extra = Object.freeze({ ...v.backends[0]!, address: backendAddress(i, base) });
+  return Object.freeze({ ...v, backends: Object.freeze([...v.backends, extra]) as typeof v.backends });
+}
+
+async function kernelBench(o: Options): Promise<KernelBenchResult> {
+  const raw = makeRawConfig(o);
+  const parsed = validateConfig(raw);
+  if (!parsed.ok) throwIssues(parsed.errors);
+  const base = parsed.config;
+  const dp = await KernelDatapath.load({
+    maxEntries: balancerMapSizes({ ...base.limits, conntrackEntries: 4096 }),
+  });
+  const probe = await healthzProbe();
+  try {
+    const datapathConfig = {
+      ownMac: '02:00:00:00:00:01',
+      nextHopMac: '02:00:00:00:00:02',
+      encapSourceV4: { prefix: '10.250.0.1', prefixLength: 32 },
+      encapSourceV6: null,
+      mtu: 1500,
+    };
+    const cache = new TableCache();
+    const reconciler = new Reconciler(dp);
+    let desired: DesiredState | null = null;
+    const apply = async (config: Config): Promise<number> => {
+      const t = now();
+      desired = desiredState({ config, datapathConfig, tables: cache, ids: desired?.ids });
+      const s = await reconciler.reconcile(desired);
+      if (s.failures.length > 0) throw new Error(`reconcile failed: ${JSON.stringify(s.failures[0])}`);
+      return now() - t;
+    };
+    /** Longest event-loop delay per phase (what any timer or request of this process waited at most). */
+    const loopMaxMs: Record<string, number> = {};
+    const phase = async <T>(
+      name: string,
+      f: () => Promise<T>,
+    ): Promise<{ r: T; from: number; to: number }> => {
+      const h = monitorEventLoopDelay({ resolution: 5 });
+      h.enable();
+      // The histogram records from its second tick on: let it tick before the phase's synchronous work.
+      await sleep(20);
+      const from = Date.now();
+      const r = await f();
+      h.disable();
+      loopMaxMs[name] = h.max / 1e6;
+      return { r, from, to: Date.now() };
+    };
+
+    const start = await phase('start', () => apply(base));
+    dp.flushVipIndex();
+    global.gc?.();
+    const mem = process.memoryUsage();
+
+    const rand = prng(3);
+    const oneAddMs: number[] = [];
+    const oneRemoveMs: number[] = [];
+    const one = await phase('one', async () => {
+      for (let i = 0; i < o.kernelChanges; i++) {
+        const k = Math.floor(rand() * base.vips.length);
+        const vips = [...base.vips];
+        vips[k] = withExtraBackend(base.vips[k]!, k, o.backendsPerVip);
+        oneAddMs.push(await apply({ ...base, vips }));
+        oneRemoveMs.push(await apply(base));
+      }
+    });
+    const added = { ...base, vips: base.vips.map((v, i) => withExtraBackend(v, i, o.backendsPerVip + 1)) };
+    const everyAdd = await phase('everyAdd', () => apply(added));
+    const everyRemove = await phase('everyRemove', () => apply(base));
+
+    // A restart over these maps: a fresh reconciler reads them back and should find nothing to do.
+    dp.flushVipIndex();
+    const t = now();
+    const again = new Reconciler(dp);
+    const s = await again.reconcile(desiredState({ config: base, datapathConfig, tables: new TableCache() }));
+    const adoptMs = now() - t;
+
+    const samples = await probe.stop();
+    return {
+      vips: o.vips,
+      backendsPerVip: o.backendsPerVip,
+      startMs: start.r,
+      rssMB: mem.rss / 2 ** 20,
+      heapUsedMB: mem.heapUsed / 2 ** 20,
+      arrayBuffersMB: mem.arrayBuffers / 2 ** 20,
+      oneAddMs,
+      oneRemoveMs,
+      everyAddMs: everyAdd.r,
+      everyRemoveMs: everyRemove.r,
+      healthzMaxMs: {
+        start: maxLatencyIn(samples, start.from, start.to),
+        one: maxLatencyIn(samples, one.from, one.to),
+        everyAdd: maxLatencyIn(samples, everyAdd.from, everyAdd.to),
+        everyRemove: maxLatencyIn(samples, everyRemove.from, everyRemove.to),
+        samples: samples.length,
+      },
+      loopDelayMaxMs: loopMaxMs,
+      adoptMs,
+      adoptOperations: s.operations,
+    };
+  } finally {
+    await probe.stop().catch(() => undefined);
+    dp.close();
+  }
+}
+
+/** Runs kernelBench at one scale in a fresh process (its RSS holds only that work). */
+function kernelInChild(o: Options, sc: Scale): KernelBenchResult {
+  const args = [
+    '--expose-gc',
+    __filename,
+    '--part',
+    'kernel',
+    '--json',
+    '--vips',
+    String(sc.vips),
+    '--backends',
+    String(sc.backendsPerVip),
+    '--kernel-changes',
+    String(o.kernelChanges),
+  ];
+  const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 24, timeout: 1_200_000 });
+  if (r.status !== 0)
+    throw new Error(`kernel bench ${sc.vips}x${sc.backendsPerVip} failed (exit ${r.status}): ${r.stderr}`);
+  return (JSON.parse(r.stdout) as { kernel: KernelBenchResult }).kernel;
+}
+
+/** The issue's goal per measure and scale ("" where it sets none). */
+function goal(measure: string, sc: Scale): { text: string; max: number } | null {
+  const at = (v: number, b: number): boolean => sc.vips === v && sc.backendsPerVip === b;
+  switch (measure) {
+    case 'start':
+      return at(512, 100)
+        ? { text: '<= 2 s', max: 2000 }
+        : at(1024, 100)
+          ? { text: '<= 4 s', max: 4000 }
+          : null;
+    case 'rss':
+      return at(512, 100)
+        ? { text: '<= 150 MB', max: 150 }
+        : at(512, 1000)
+          ? { text: '<= 400 MB', max: 400 }
+          : null;
+    case 'one':
+      return at(512, 1000) ? { text: 'p99 <= 50 ms', max: 50 } : null;
+    case 'every':
+      return at(512, 100) ? { text: '<= 2 s', max: 2000 } : null;
+    case 'healthz':
+      return { text: '<= 100 ms', max: 100 };
+    default:
+      return null;
+  }
+}
+
+/** The goal table: each scale on the kernel datapath in-process, and the real daemon's start and RSS. */
+async function goalsTable(o: Options): Promise<void> {
+  const rows: string[][] = [['scale', 'measure', 'value', 'goal', '']];
+  const out: unknown[] = [];
+  for (const sc of o.scales) {
+    const label = `${sc.vips}x${sc.backendsPerVip}`;
+    const k = kernelInChild(o, sc);
+    const d: DaemonMemoryResult = o.daemon
+      ? await measureDaemonMemory({ ...sc, timeoutMs: o.daemonTimeoutS * 1000, settleMs: 2000 })
+      : { available: false, reason: 'skipped (--no-daemon)' };
+    out.push({ scale: label, kernel: k, daemon: d });
+    const row = (measure: string, what: string, value: string, v: number | null): void => {
+      const g = goal(measure, sc);
+      const verdict = g === null || v === null ? '' : v <= g.max ? 'ok' : 'MISSED';
+      rows.push([label, what, value, g?.text ?? '', verdict]);
+    };
+    const s = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
+    const one = [...k.oneAddMs, ...k.oneRemoveMs];
+    const p99 = quantileOf(one, 0.99);
+    if (d.available) {
+      row('start', 'daemon start -> ready', s(d.readyMs), d.readyMs);
+      row(
+        'rss',
+        'daemon RSS at ready',
+        `${d.rssReadyMB.toFixed(0)} MB (peak ${d.hwmMB.toFixed(0)})`,
+        d.rssReadyMB,
+      );
+    } else rows.push([label, 'daemon start -> ready, RSS', `not measured: ${d.reason.slice(0, 80)}`, '', '']);
+    row('start', 'kernel: first reconcile (desired + maps)', s(k.startMs), k.startMs);
+    row(
+      'rss',
+      'kernel: control-plane RSS after start',
+      `${k.rssMB.toFixed(0)} MB (heap ${k.heapUsedMB.toFixed(0)})`,
+      k.rssMB,
+    );
+    row(
+      'one',
+      `kernel: one backend +/- -> maps p50 / p99 (n=${one.length})`,
+      `${quantileOf(one, 0.5).toFixed(1)} / ${p99.toFixed(1)} ms (add p99 ${quantileOf(k.oneAddMs, 0.99).toFixed(1)}, remove p99 ${quantileOf(k.oneRemoveMs, 0.99).toFixed(1)})`,
+      p99,
+    );
+    row('every', 'kernel: every VIP +1 backend -> maps', s(k.everyAddMs), k.everyAddMs);
+    row('every', 'kernel: every VIP -1 backend -> maps', s(k.everyRemoveMs), k.everyRemoveMs);
+    const h = k.healthzMaxMs;
+    const hMax = Math.max(h.start, h.one, h.everyAdd, h.everyRemove);
+    row(
+      'healthz',
+      `kernel: /healthz max during reconciles (${h.samples} polls)`,
+      `${hMax} ms (start ${h.start}, one ${h.one}, every+ ${h.everyAdd}, every- ${h.everyRemove})`,
+      hMax,
+    );
+    const loop = Object.values(k.loopDelayMaxMs);
+    row(
+      'healthz',
+      'kernel: event-loop delay max during reconciles',
+      `${Math.max(...loop).toFixed(0)} ms (${Object.entries(k.loopDelayMaxMs)
+        .map(([p, v]) => `${p} ${v.toFixed(0)}`)
+        .join(', ')})`,
+      Math.max(...loop),
+    );
+    row('', 'kernel: restart over unchanged maps', `${s(k.adoptMs)}, ${k.adoptOperations} operations`, null);
+  }
+  if (o.json) {
+    console.log(JSON.stringify(out, null, 2));
+    return;
+  }
+  const w = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  console.log('bench:control goals (issue 17), real kernel datapath');
+  for (const r of rows)
+    console.log(
+      '  ' +
+        r
+          .map((x, c) => x.padEnd(w[c]!))
+          .join('  ')
+          .trimEnd(),
+    );
+}
+
 /** Runs this script's reconcile part in a fresh process (so its RSS holds only that work). */
 function reconcileInChild(o: Options): Awaited<ReturnType<typeof reconcileBench>> {
   const args = [
@@ -621,6 +986,14 @@ async function main(): Promise<void> {
   const started = now();
   if (o.part === 'reconcile') {
     console.log(JSON.stringify({ reconcile: await reconcileBench(o) }));
+    return;
+  }
+  if (o.part === 'kernel') {
+    console.log(JSON.stringify({ kernel: await kernelBench(o) }));
+    return;
+  }
+  if (o.part === 'goals') {
+    await goalsTable(o);
     return;
   }
   if (o.part === 'daemon') {
@@ -725,6 +1098,8 @@ async function main(): Promise<void> {
   const w1 = Math.max(...rows.map((x) => x[1].length));
   console.log(`bench:control (${m.algorithm}, ${result.totalSeconds.toFixed(1)} s)`);
   for (const [a, b, c] of rows) console.log(`  ${a.padEnd(w0)}  ${b.padEnd(w1)}  ${c}`);
+  console.log('');
+  await goalsTable(o);
 }
 
 main().catch((e: unknown) => {

@@ -4,6 +4,7 @@ import type { XdpMode } from '../datapath/bpf';
 import type { DatapathConfig } from '../datapath/types';
 import type { Logger } from '../log';
 import type { Config } from '../model/config';
+import { sameConfig } from '../reconcile/plan';
 import { AttachCheckTimer } from './attach-check';
 import type { DatapathClaim, OpenedDatapath } from './datapath-host';
 import type { PinTrouble } from './state-view';
@@ -62,8 +63,13 @@ export class DatapathKeeper {
       { pins: this.pins },
       opened.adopted ? 'adopted pinned balancer' : 'loaded and pinned a new balancer',
     );
-    // Configure before attaching, so the first packet sees a ready config.
-    await opened.datapath.configure(datapathConfig);
+    // Configure before attaching, so the first packet sees a ready config. An adopted balancer that holds
+    // this config already is left alone (a restart over unchanged maps writes nothing).
+    const held = opened.adopted ? await opened.datapath.readConfig() : null;
+    const fib = (c: DatapathConfig | null): boolean =>
+      (c as { fibRedirect?: boolean } | null)?.fibRedirect ?? false;
+    if (!(sameConfig(held, datapathConfig) && fib(held) === fib(datapathConfig)))
+      await opened.datapath.configure(datapathConfig);
     if (opened.attachment(ifname).kind !== 'ours') {
       const st = await opened.attach({ ifname, mode: config.xdpMode });
       this.log.info({ interface: ifname, mode: st.mode, progId: st.progId }, 'balancer attached');

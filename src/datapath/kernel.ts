@@ -1,5 +1,6 @@
 // KernelDatapath: the Datapath interface over the balancer's BPF maps; load, pin, adopt, attach, detach.
 import { mkdirSync } from 'node:fs';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { join } from 'node:path';
 import { DEFAULTS } from '../model/defaults';
 import { bpfObjectPath } from '../paths';
@@ -28,7 +29,6 @@ import {
   encodeConfig,
   encodeVipKey,
   encodeVipValue,
-  encodeTableEntries,
   encodeVipIndexHead,
   encodeVipSlot,
   DEFAULT_CT_TIMEOUTS,
@@ -38,6 +38,7 @@ import {
 } from './layout';
 import { sharedContract } from './contract';
 import { planVipIndex } from './flowhash';
+import { TableRefs, tableMembers } from './table-refs';
 import type {
   BackendSpec,
   ConntrackEntry,
@@ -145,6 +146,41 @@ export interface KernelConfig extends DatapathConfig {
   conntrackTimeouts?: { tcp: number; udp: number };
 }
 
+/** One table to install (installTables). */
+export interface TableInstall {
+  vipId: number;
+  table: Uint32Array;
+}
+
+/** The mirror of `vips` a KernelDatapath keeps (keys as hex of their encoded form). */
+interface VipState {
+  byKey: Map<string, VipSpec>;
+  byId: Map<number, string>;
+  /** VIP count per address (hex of the encoded vip_addrs key). */
+  addrs: Map<string, { key: Buffer; count: number }>;
+  /** vip_addrs was compared with these counts (once, before the first write). */
+  addrsChecked: boolean;
+}
+
+const NO_MEMBERS = new Uint32Array(0);
+
+/** installTables gives the event loop a turn once this many milliseconds of table writes ran. */
+const TURN_MS = 5;
+
+/** Packed u32 keys 1..n (a table's entry slots), shared per size (tables of a node mostly share one). */
+const slotKeyCache = new Map<number, Buffer>();
+function slotKeys(n: number): Buffer {
+  let b = slotKeyCache.get(n);
+  if (b === undefined) {
+    const keys = new Uint32Array(n);
+    for (let i = 0; i < n; i++) keys[i] = i + 1;
+    b = Buffer.from(keys.buffer, keys.byteOffset, keys.byteLength);
+    if (slotKeyCache.size >= 8) slotKeyCache.clear();
+    slotKeyCache.set(n, b);
+  }
+  return b;
+}
+
 const ZERO_KEY = Buffer.alloc(4);
 const u32Key = (n: number): Buffer => {
   const b = Buffer.alloc(4);
@@ -163,6 +199,10 @@ export class KernelDatapath implements Datapath {
   private readonly counterNames: string[];
   /** Pending index rebuild; while set, the datapath reads `vips` directly (a "use the hash" index). */
   private indexRebuild: NodeJS.Immediate | null = null;
+  /** Our mirror of `vips` (and of vip_addrs' counts), so a write needs no read of the whole map. */
+  private vipState: VipState | null = null;
+  /** Which backend ids each VIP's installed table names (deleteBackend asks it instead of reading tables). */
+  private readonly tableRefs = new TableRefs();
 
   private constructor(program: BpfProgram, maps: Record<BalancerMap, BpfMap>, counters: string[]) {
     this.program = program;
@@ -286,7 +326,7 @@ export class KernelDatapath implements Datapath {
 
   async listVips(): Promise<VipSpec[]> {
     const { keys, values } = this.maps.vips.lookupBatch();
-    return keys.map((k, i) => {
+    const out = keys.map((k, i) => {
       const v = decodeVipValue(values[i]!);
       return {
         key: decodeVipKey(k),
@@ -295,6 +335,61 @@ export class KernelDatapath implements Datapath {
         tableSize: v.tableSize,
       };
     });
+    // What the map holds is authoritative: the next write starts from it (and checks vip_addrs once).
+    this.vipState = this.loadVipState(keys, out);
+    return out;
+  }
+
+  /** The VIP mirror, read from `vips` on first use (after adopt, or after listVips refreshed it). */
+  private vipMirror(): VipState {
+    if (this.vipState === null) {
+      const { keys, values } = this.maps.vips.lookupBatch();
+      const specs = keys.map((k, i) => {
+        const v = decodeVipValue(values[i]!);
+        return {
+          key: decodeVipKey(k),
+          id: v.vipId,
+          flags: { sourceHash: v.sourceHash, noConntrack: v.noConntrack },
+          tableSize: v.tableSize,
+        };
+      });
+      this.vipState = this.loadVipState(keys, specs);
+    }
+    const st = this.vipState;
+    if (!st.addrsChecked) {
+      this.syncVipAddrs(st);
+      st.addrsChecked = true;
+    }
+    return st;
+  }
+
+  private loadVipState(keys: Buffer[], specs: VipSpec[]): VipState {
+    const st: VipState = { byKey: new Map(), byId: new Map(), addrs: new Map(), addrsChecked: false };
+    specs.forEach((spec, i) => {
+      const hex = keys[i]!.toString('hex');
+      st.byKey.set(hex, spec);
+      st.byId.set(spec.id, hex);
+      this.countAddr(st, spec.key.address, +1);
+    });
+    return st;
+  }
+
+  /** Counts a VIP address in or out of the mirror's address counts; returns the address key. */
+  private countAddr(st: VipState, address: string, delta: 1 | -1): string {
+    const k = encodeAddrKey('key.address', address);
+    const hex = k.toString('hex');
+    const a = st.addrs.get(hex) ?? { key: k, count: 0 };
+    a.count += delta;
+    if (a.count <= 0) st.addrs.delete(hex);
+    else st.addrs.set(hex, a);
+    return hex;
+  }
+
+  /** Writes one address's vip_addrs entry from the mirror's count (deleted at 0). */
+  private writeAddr(st: VipState, hex: string): void {
+    const a = st.addrs.get(hex);
+    if (a === undefined) this.maps.vip_addrs.delete(Buffer.from(hex, 'hex'));
+    else this.maps.vip_addrs.update(a.key, u32Key(a.count));
   }
 
   async upsertVip(vip: VipSpec): Promise<void> {
@@ -304,33 +399,51 @@ export class KernelDatapath implements Datapath {
       throw new RangeError(`vip.id: ${vip.id} is outside 0..${max - 1}`);
     if (!Number.isInteger(vip.tableSize) || vip.tableSize < 1)
       throw new RangeError(`vip.tableSize: ${vip.tableSize} is not a positive integer`);
-    const all = await this.listVips();
-    const holder = all.find((v) => v.id === vip.id && !encodeVipKey(v.key).equals(key));
-    if (holder)
+    const st = this.vipMirror();
+    const hex = key.toString('hex');
+    const holderKey = st.byId.get(vip.id);
+    if (holderKey !== undefined && holderKey !== hex) {
+      const holder = st.byKey.get(holderKey)!;
       throw new RangeError(`vip.id: ${vip.id} is already used by ${holder.key.address}:${holder.key.port}`);
-    const old = all.find((v) => encodeVipKey(v.key).equals(key));
+    }
+    const old = st.byKey.get(hex);
     if (old && (old.id !== vip.id || old.tableSize !== vip.tableSize)) this.dropTable(old.id);
     const value = encodeVipValue({ vipId: vip.id, ...vip.flags, tableSize: vip.tableSize });
     this.maps.vips.update(key, value);
+    const stored = decodeVipKey(key);
+    if (old) {
+      st.byId.delete(old.id);
+      this.countAddr(st, old.key.address, -1);
+    }
+    st.byKey.set(hex, { key: stored, id: vip.id, flags: { ...vip.flags }, tableSize: vip.tableSize });
+    st.byId.set(vip.id, hex);
+    const addr = this.countAddr(st, stored.address, +1);
     this.vipsChanged();
-    await this.syncVipAddrs();
+    this.writeAddr(st, addr);
   }
 
   async deleteVip(key: VipKey): Promise<void> {
     const k = encodeVipKey(key);
+    const st = this.vipMirror();
+    const hex = k.toString('hex');
     const v = this.maps.vips.lookup(k);
     if (!v) throw new RangeError(`key: VIP ${key.address}:${key.port}/${key.protocol} does not exist`);
     this.maps.vips.delete(k);
     this.vipsChanged();
-    this.dropTable(decodeVipValue(v).vipId);
-    await this.syncVipAddrs();
+    const vipId = decodeVipValue(v).vipId;
+    this.dropTable(vipId);
+    const old = st.byKey.get(hex);
+    st.byKey.delete(hex);
+    if (st.byId.get(vipId) === hex) st.byId.delete(vipId);
+    if (old) this.writeAddr(st, this.countAddr(st, old.key.address, -1));
   }
 
   /**
    * After a change to `vips`: the datapath is first told to read `vips` itself (a small "use the hash"
    * index, swapped in once per burst), and the real index is rebuilt once when the burst is over (the
-   * next event-loop turn, so a reconcile of 512 VIPs swaps 2 indexes, not 512). `vips` is always
-   * authoritative, so every packet in between is still classified correctly.
+   * next event-loop turn, so a reconcile of 512 VIPs swaps 2 indexes, not 512: the reconciler applies a
+   * run of VIP writes without yielding). `vips` is always authoritative, so every packet in between is
+   * still classified correctly.
    */
   private vipsChanged(): void {
     if (this.indexRebuild !== null) return; // this burst already bypasses the index
@@ -385,22 +498,19 @@ export class KernelDatapath implements Datapath {
     );
   }
 
-  /** vip_addrs = the set of VIP addresses (recomputed from vips). */
-  private async syncVipAddrs(): Promise<void> {
-    const want = new Map<string, Buffer>();
-    const count = new Map<string, number>();
-    for (const v of await this.listVips()) {
-      const k = encodeAddrKey('key.address', v.key.address);
-      want.set(k.toString('hex'), k);
-      count.set(k.toString('hex'), (count.get(k.toString('hex')) ?? 0) + 1);
-    }
-    for (const k of [...this.maps.vip_addrs.keys()])
-      if (!want.has(k.toString('hex'))) this.maps.vip_addrs.delete(k);
-    for (const [h, k] of want) this.maps.vip_addrs.update(k, u32Key(count.get(h)!));
+  /** vip_addrs = the set of VIP addresses with their VIP counts: entries that differ are written. */
+  private syncVipAddrs(st: VipState): void {
+    const { keys, values } = this.maps.vip_addrs.lookupBatch();
+    const have = new Map<string, number>();
+    keys.forEach((k, i) => have.set(k.toString('hex'), values[i]!.readUInt32LE(0)));
+    for (const [hex] of have) if (!st.addrs.has(hex)) this.maps.vip_addrs.delete(Buffer.from(hex, 'hex'));
+    for (const [hex, a] of st.addrs)
+      if (have.get(hex) !== a.count) this.maps.vip_addrs.update(a.key, u32Key(a.count));
   }
 
   private dropTable(vipId: number): void {
     this.maps.maglev_tables.delete(u32Key(vipId));
+    this.tableRefs.set(vipId, NO_MEMBERS);
   }
 
   async listBackends(): Promise<BackendSpec[]> {
@@ -428,55 +538,121 @@ export class KernelDatapath implements Datapath {
     this.maps.backends.update(u32Key(b.id), encodeBackend(b));
   }
 
+  /**
+   * Refuses while a VIP's table names the backend: reference counts kept by installTable (and readTable, for
+   * tables this instance found installed), so only tables never seen yet (an adopted datapath) are read, once.
+   */
   async deleteBackend(id: number): Promise<void> {
     this.checkBackendId('id', id);
     const cur = this.maps.backends.lookup(u32Key(id));
     if (!cur || !decodeBackend(cur)) throw new RangeError(`id: backend ${id} does not exist`);
-    for (const v of await this.listVips()) {
-      const t = await this.readTable(v.id);
-      if (t && t.includes(id)) throw new RangeError(`id: backend ${id} is still in the table of VIP ${v.id}`);
-    }
+    for (const vipId of this.vipMirror().byId.keys())
+      if (!this.tableRefs.has(vipId)) await this.readTable(vipId);
+    const holder = this.tableRefs.holder(id);
+    if (holder !== null) throw new RangeError(`id: backend ${id} is still in the table of VIP ${holder}`);
     this.maps.backends.update(u32Key(id), Buffer.alloc(LAYOUT.peak_backend.size));
   }
 
   /** Builds the new inner map aside, then swaps the VIP's slot in one update (atomic for packets). */
   async installTable(vipId: number, table: Uint32Array): Promise<void> {
-    const vip = (await this.listVips()).find((v) => v.id === vipId);
-    if (!vip) throw new RangeError(`vipId: VIP ${vipId} does not exist`);
-    if (!(table instanceof Uint32Array) || table.length !== vip.tableSize)
-      throw new RangeError(`table: length ${table.length} is not the VIP's tableSize ${vip.tableSize}`);
-    const entries = encodeTableEntries(table);
-    const inner = BpfMap.create({
-      type: MapType.ARRAY,
-      keySize: 4,
-      valueSize: 4,
-      maxEntries: entries.length,
-      flags: MapFlags.INNER_MAP,
-      name: `peak_mg_${vipId}`.slice(0, 15),
-    });
+    const [err] = await this.installTables([{ vipId, table }]);
+    if (err) throw err;
+  }
+
+  /**
+   * Installs several tables: each inner map is built aside, then every slot is swapped by one batch update of
+   * the outer map (a map-in-map update waits for an RCU grace period, ~8 ms: once per batch, not per table).
+   * Each swap is atomic for packets. Per entry: null, or why that table was not installed.
+   */
+  async installTables(batch: readonly TableInstall[]): Promise<(Error | null)[]> {
+    const st = this.vipMirror();
+    const results: (Error | null)[] = batch.map(() => null);
+    const ready: { at: number; vipId: number; inner: BpfMap; members: Uint32Array }[] = [];
     try {
-      // Packed little-endian u32 keys 0..n-1 and values: one batch syscall, no per-slot allocation.
-      const keys = Uint32Array.from({ length: entries.length }, (_, i) => i);
-      inner.updateBatchPacked(
-        Buffer.from(keys.buffer, keys.byteOffset, keys.byteLength),
-        Buffer.from(entries.buffer, entries.byteOffset, entries.byteLength),
-        entries.length,
-      );
-      this.maps.maglev_tables.setInner(vipId, inner);
+      let turn = performance.now();
+      for (let at = 0; at < batch.length; at++) {
+        const { vipId, table } = batch[at]!;
+        // Each table is ~65537 slots written by one syscall (~7 ms): the event loop gets turns in between.
+        if (performance.now() - turn > TURN_MS) {
+          await nextTurn();
+          turn = performance.now();
+        }
+        try {
+          const hex = st.byId.get(vipId);
+          const vip = hex === undefined ? undefined : st.byKey.get(hex);
+          if (!vip) throw new RangeError(`vipId: VIP ${vipId} does not exist`);
+          if (!(table instanceof Uint32Array) || table.length !== vip.tableSize)
+            throw new RangeError(`table: length ${table.length} is not the VIP's tableSize ${vip.tableSize}`);
+          // Slot 0 holds the table's length, slots 1..n its entries (encodeTableEntries' layout), written
+          // as two updates straight from `table` (no copy): the map is not visible before the swap.
+          const inner = BpfMap.create({
+            type: MapType.ARRAY,
+            keySize: 4,
+            valueSize: 4,
+            maxEntries: table.length + 1,
+            flags: MapFlags.INNER_MAP,
+            name: `peak_mg_${vipId}`.slice(0, 15),
+          });
+          try {
+            inner.update(ZERO_KEY, u32Key(table.length));
+            // Packed little-endian u32 keys 1..n and the ids: one batch syscall, no per-slot allocation.
+            inner.updateBatchPacked(
+              slotKeys(table.length),
+              Buffer.from(table.buffer, table.byteOffset, table.byteLength),
+              table.length,
+            );
+          } catch (e) {
+            inner.close();
+            throw e;
+          }
+          ready.push({ at, vipId, inner, members: tableMembers(table) });
+        } catch (e) {
+          results[at] = e as Error;
+        }
+      }
+      if (ready.length === 0) return results;
+      const ks = Buffer.alloc(4 * ready.length);
+      const vs = Buffer.alloc(4 * ready.length);
+      ready.forEach((r, i) => {
+        ks.writeUInt32LE(r.vipId, 4 * i);
+        vs.writeUInt32LE(r.inner.fd, 4 * i);
+      });
+      let failure: Error | null = null;
+      try {
+        this.maps.maglev_tables.updateBatchPacked(ks, vs, ready.length);
+      } catch (e) {
+        // The batch stops at the entry that failed: which slots hold our new maps says which went in.
+        failure = e as Error;
+      }
+      for (const r of ready) {
+        if (failure === null || this.maps.maglev_tables.innerId(r.vipId) === r.inner.info.id)
+          this.tableRefs.set(r.vipId, r.members);
+        else results[r.at] = failure;
+      }
+      return results;
     } finally {
-      inner.close();
+      for (const r of ready) r.inner.close();
     }
   }
 
   async readTable(vipId: number): Promise<Uint32Array | null> {
     const id = this.maps.maglev_tables.innerId(vipId);
-    if (!id) return null;
+    if (!id) {
+      this.tableRefs.set(vipId, NO_MEMBERS);
+      return null;
+    }
     const inner = BpfMap.fromId(id);
     try {
-      const { keys, values, count } = inner.lookupBatchPacked();
-      const all = new Uint32Array(inner.maxEntries);
-      for (let i = 0; i < count; i++) all[keys.readUInt32LE(4 * i)] = values.readUInt32LE(4 * i);
-      return all.slice(1, 1 + all[0]!);
+      const { values, count } = inner.lookupBatchPacked();
+      // An array map returns its keys 0..n-1 in order: the values are the entries, slot by slot.
+      const n = Math.min(count, inner.maxEntries);
+      const all =
+        values.byteOffset % 4 === 0
+          ? new Uint32Array(values.buffer, values.byteOffset, n)
+          : Uint32Array.from({ length: n }, (_, i) => values.readUInt32LE(4 * i));
+      const out = all.slice(1, 1 + all[0]!);
+      this.tableRefs.set(vipId, tableMembers(out));
+      return out;
     } finally {
       inner.close();
     }

@@ -4,6 +4,7 @@ import { canonicalIp, canonicalMac } from '../model/ip';
 import { counterName } from './contract';
 import { flowHash, selectBackend, sourceHash } from './flowhash';
 import { PROTO_NUMBER } from './layout';
+import { TableRefs, tableMembers } from './table-refs';
 import type {
   BackendSpec,
   ConntrackEntry,
@@ -96,8 +97,7 @@ export class MemoryDatapath implements Datapath {
   /** Tables stored compactly (the kernel holds 4 bytes per slot; a test double need not). */
   private readonly tables = new Map<number, StoredTable>();
   /** Per backend id: how many tables reference it (a referenced backend cannot be deleted). */
-  private readonly tableRefs = new Map<number, number>();
-  private readonly tableMembers = new Map<number, Set<number>>();
+  private readonly tableRefs = new TableRefs();
   /** By 5-tuple (source, source port, destination, destination port, protocol), with the VIP id the entry
    * was written for (as the kernel's entry stores it). */
   private readonly ct = new Map<string, { entry: ConntrackEntry; vipId: number }>();
@@ -210,7 +210,7 @@ export class MemoryDatapath implements Datapath {
   async deleteBackend(id: number): Promise<void> {
     this.enter('deleteBackend', String(id));
     if (!this.backends.has(id)) throw new RangeError(`id: backend ${id} does not exist`);
-    const refs = this.tableRefs.get(id) ?? 0;
+    const refs = this.tableRefs.count(id);
     if (refs > 0) throw new RangeError(`id: backend ${id} is still in ${refs} Maglev table(s)`);
     this.backends.delete(id);
     this.backendCounters.delete(id);
@@ -224,15 +224,26 @@ export class MemoryDatapath implements Datapath {
     if (!(table instanceof Uint32Array) || table.length !== vip.tableSize)
       throw new RangeError(`table: length ${table.length} is not the VIP's tableSize ${vip.tableSize}`);
     const stored = storeTable(table);
-    const members = new Set(stored.ids);
-    members.delete(NO_BACKEND_ID);
+    const members = tableMembers(table);
     for (const id of members)
       if (!this.backends.has(id)) throw new RangeError(`table: backend ${id} does not exist`);
     // Swap as one step: a reader sees the old table or the new one, never a mix.
     this.dropTable(vipId);
     this.tables.set(vipId, stored);
-    this.tableMembers.set(vipId, members);
-    for (const id of members) this.tableRefs.set(id, (this.tableRefs.get(id) ?? 0) + 1);
+    this.tableRefs.set(vipId, members);
+  }
+
+  async installTables(batch: readonly { vipId: number; table: Uint32Array }[]): Promise<(Error | null)[]> {
+    const out: (Error | null)[] = [];
+    for (const { vipId, table } of batch) {
+      try {
+        await this.installTable(vipId, table);
+        out.push(null);
+      } catch (e) {
+        out.push(e as Error);
+      }
+    }
+    return out;
   }
 
   async readTable(vipId: number): Promise<Uint32Array | null> {
@@ -245,15 +256,8 @@ export class MemoryDatapath implements Datapath {
   }
 
   private dropTable(vipId: number): void {
-    const members = this.tableMembers.get(vipId);
-    if (members !== undefined)
-      for (const id of members) {
-        const n = (this.tableRefs.get(id) ?? 1) - 1;
-        if (n === 0) this.tableRefs.delete(id);
-        else this.tableRefs.set(id, n);
-      }
+    this.tableRefs.drop(vipId);
     this.tables.delete(vipId);
-    this.tableMembers.delete(vipId);
   }
 
   async counters(): Promise<DatapathCounters> {

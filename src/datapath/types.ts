@@ -94,6 +94,11 @@ export interface Datapath {
 
   /** Replaces the VIP's Maglev table (backend ids, length = its tableSize) atomically. */
   installTable(vipId: number, table: Uint32Array): Promise<void>;
+  /**
+   * installTable for several VIPs at once (the kernel swaps them with one map-in-map batch update). Never
+   * rejects for one table: per entry, null when installed, or the error installTable would have thrown.
+   */
+  installTables(batch: readonly { vipId: number; table: Uint32Array }[]): Promise<(Error | null)[]>;
   readTable(vipId: number): Promise<Uint32Array | null>;
 
   counters(): Promise<DatapathCounters>;

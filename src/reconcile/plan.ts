@@ -17,7 +17,13 @@ export interface ActualState {
 
 export type Op =
   | { op: 'configure'; config: DatapathConfig }
-  | { op: 'upsertBackend'; backend: BackendSpec; reason: 'new' | 'state' | 'address' }
+  | {
+      op: 'upsertBackend';
+      backend: BackendSpec;
+      reason: 'new' | 'state' | 'address';
+      /** The desired VIP whose membership this backend id is. */
+      vipName: string;
+    }
   | { op: 'deleteVip'; key: VipKey; id: number }
   | { op: 'upsertVip'; vip: VipSpec; reason: 'new' | 'changed' }
   | { op: 'installTable'; vipId: number; vipName: string; table: IdTable; reason: 'new' | 'changed' }
@@ -30,7 +36,8 @@ export type Op =
  */
 export type Plan = Op[];
 
-function sameConfig(a: DatapathConfig | null, b: DatapathConfig): boolean {
+/** True when a datapath holding config `a` needs no configure to hold `b` (addresses and MACs compared canonically). */
+export function sameConfig(a: DatapathConfig | null, b: DatapathConfig): boolean {
   if (a === null) return false;
   const src = (x: DatapathConfig['encapSourceV4']): string =>
     x === null ? '' : `${canonicalIp(x.prefix) ?? x.prefix}/${x.prefixLength}`;
@@ -63,6 +70,7 @@ function backendOps(plan: Plan, vip: DesiredVip, have: (id: number) => BackendSp
       op: 'upsertBackend',
       backend: spec,
       reason: h === undefined ? 'new' : h.address !== b.address ? 'address' : 'state',
+      vipName: vip.name,
     });
   }
 }
@@ -87,6 +95,9 @@ function vipOps(
     }
   }
 
+  // Every VIP write before the first table: the VIP writes form one run (one VIP index rebuild in the
+  // kernel) and the tables one run (swapped in batches).
+  const tableOps: Op[] = [];
   for (const vip of desired.vips) {
     const have = actualVips.get(vipKeyText(vip.spec.key));
     const resized = have !== undefined && have.tableSize !== vip.spec.tableSize;
@@ -101,7 +112,7 @@ function vipOps(
     // A new id or size invalidates the installed table; otherwise compare slots.
     const fresh = have === undefined || have.id !== vip.spec.id || resized;
     if (fresh)
-      plan.push({
+      tableOps.push({
         op: 'installTable',
         vipId: vip.spec.id,
         vipName: vip.name,
@@ -109,7 +120,7 @@ function vipOps(
         reason: 'new',
       });
     else if (!sameTable(tables.get(vip.spec.id), vip.table))
-      plan.push({
+      tableOps.push({
         op: 'installTable',
         vipId: vip.spec.id,
         vipName: vip.name,
@@ -117,6 +128,7 @@ function vipOps(
         reason: 'changed',
       });
   }
+  for (const op of tableOps) plan.push(op);
 }
 
 /** plan = diff(actual, desired). Pure. */

@@ -1,4 +1,5 @@
 // Applying plans to a Datapath: reconcile() (stateless: read, diff, apply) and Reconciler (mirrors its writes).
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Datapath, VipSpec } from '../datapath/types';
 import { canonicalIp } from '../model/ip';
 import { DesiredState, fromDesiredState } from './desired';
@@ -23,7 +24,11 @@ export async function readActual(dp: Datapath): Promise<ActualState> {
   const vips = (await dp.listVips()).map((v) => ({ ...v, key: { ...v.key, address: canon(v.key.address) } }));
   const backends = (await dp.listBackends()).map((b) => ({ ...b, address: canon(b.address) }));
   const tables = new Map<number, Uint32Array | null>();
-  for (const v of vips) tables.set(v.id, await dp.readTable(v.id));
+  const slicer = new Slicer(SLICE_MS);
+  for (const v of vips) {
+    await slicer.turn();
+    tables.set(v.id, await dp.readTable(v.id));
+  }
   return { config, vips, backends, tables };
 }
 
@@ -56,6 +61,32 @@ export interface ApplyOptions {
   onApplied?: (op: Op) => void;
   /** Without it, a backend that a failed VIP's table still names is tried for deletion (and refused). */
   installed?: InstalledView;
+  /** Work between event-loop turns (default SLICE_MS). */
+  sliceMs?: number;
+  /** Tables per installTables call (default TABLE_BATCH). */
+  tableBatch?: number;
+}
+
+/** Milliseconds of reconcile work between event-loop turns: the admin API, timers and signals wait no longer
+ * than this plus one operation (a table build and write is ~10 ms at 65537 slots). */
+export const SLICE_MS = 5;
+/** Tables swapped per installTables call: each call waits one RCU grace period (~8 ms) in the kernel. */
+export const TABLE_BATCH = 16;
+
+type InstallTableOp = Extract<Op, { op: 'installTable' }>;
+
+const isVipWrite = (op: Op): boolean => op.op === 'upsertVip' || op.op === 'deleteVip';
+
+/** Gives the event loop a turn once `sliceMs` of work ran since the last one. */
+class Slicer {
+  private last = performance.now();
+  constructor(private readonly sliceMs: number) {}
+
+  async turn(): Promise<void> {
+    if (performance.now() - this.last < this.sliceMs) return;
+    await nextTurn();
+    this.last = performance.now();
+  }
 }
 
 const opTarget = (op: Op): string => {
@@ -75,10 +106,10 @@ const opTarget = (op: Op): string => {
   }
 };
 
-/** Which desired VIPs (names) depend on an operation: a failure leaves exactly those not programmed. */
+/** Which desired VIPs (names) depend on an operation: a failure leaves exactly those not programmed.
+ * O(VIPs) to build, not O(memberships): ops name their VIP (upsertBackend, installTable). */
 class Dependants {
   private readonly all: string[];
-  private readonly byBackend = new Map<number, string[]>();
   private readonly byKey = new Map<string, string>();
   private readonly byId = new Map<number, DesiredState['vips'][number]>();
 
@@ -87,11 +118,6 @@ class Dependants {
     for (const v of desired.vips) {
       this.byKey.set(vipKeyText(v.spec.key), v.name);
       this.byId.set(v.spec.id, v);
-      for (const b of v.backends) {
-        const list = this.byBackend.get(b.id);
-        if (list === undefined) this.byBackend.set(b.id, [v.name]);
-        else list.push(v.name);
-      }
     }
   }
 
@@ -102,7 +128,7 @@ class Dependants {
         return this.all;
       case 'upsertBackend':
         // Backend ids are per (VIP, backend) membership: one VIP.
-        return this.byBackend.get(op.backend.id) ?? [];
+        return [op.vipName];
       case 'deleteVip': {
         // Only a desired VIP that needs the freed id under another key depends on it.
         const claimant = this.byId.get(op.id);
@@ -160,10 +186,68 @@ export async function applyPlan(
   let kept: Set<number> | null = null;
   const applied: Op[] = [];
   let skipped = 0;
-  for (const op of plan) {
+  const slicer = new Slicer(o.sliceMs ?? SLICE_MS);
+  const failed = (op: Op, vips: readonly string[], e: unknown): void => {
+    for (const v of vips) {
+      failedVips.add(v);
+      const key = deps.keyOf(v);
+      if (key !== undefined) keptKeys.add(key);
+    }
+    if (op.op === 'deleteVip') keptKeys.add(vipKeyText(op.key));
+    failures.push({
+      op: op.op,
+      target: opTarget(op),
+      vips: [...vips],
+      error: (e as Error)?.message ?? String(e),
+    });
+  };
+  const succeeded = (op: Op): void => {
+    applied.push(op);
+    o.onApplied?.(op);
+  };
+  for (let i = 0; i < plan.length; i++) {
+    const op = plan[i]!;
+    // A run of VIP writes is one burst for the datapath (the kernel rebuilds its VIP index on the next
+    // event-loop turn): they are cheap, so no turn is given inside the run.
+    if (!(isVipWrite(op) && i > 0 && isVipWrite(plan[i - 1]!))) await slicer.turn();
     const vips = deps.of(op);
     if (vips.some((v) => failedVips.has(v))) {
       skipped++;
+      continue;
+    }
+    if (op.op === 'installTable') {
+      // A run of table installs goes to the datapath in batches (one map-in-map swap per batch); the
+      // tables are built here one by one, with event-loop turns in between.
+      const batch: { op: InstallTableOp; ids: Uint32Array }[] = [];
+      let j = i;
+      for (; j < plan.length && batch.length < (o.tableBatch ?? TABLE_BATCH); j++) {
+        const next = plan[j]!;
+        if (next.op !== 'installTable') break;
+        const nv = deps.of(next);
+        if (nv.some((v) => failedVips.has(v))) {
+          skipped++;
+          continue;
+        }
+        if (j > i) await slicer.turn();
+        try {
+          batch.push({ op: next, ids: next.table.ids() });
+        } catch (e) {
+          failed(next, nv, e);
+        }
+      }
+      i = j - 1;
+      if (batch.length === 0) continue;
+      let results: (Error | null)[];
+      try {
+        results = await dp.installTables(batch.map((b) => ({ vipId: b.op.vipId, table: b.ids })));
+      } catch (e) {
+        results = batch.map(() => e as Error);
+      }
+      batch.forEach((b, k) => {
+        const err = results[k];
+        if (err) failed(b.op, deps.of(b.op), err);
+        else succeeded(b.op);
+      });
       continue;
     }
     if (op.op === 'deleteBackend' && keptKeys.size > 0 && o.installed !== undefined) {
@@ -176,22 +260,10 @@ export async function applyPlan(
     try {
       await applyOp(dp, op);
     } catch (e) {
-      for (const v of vips) {
-        failedVips.add(v);
-        const key = deps.keyOf(v);
-        if (key !== undefined) keptKeys.add(key);
-      }
-      if (op.op === 'deleteVip') keptKeys.add(vipKeyText(op.key));
-      failures.push({
-        op: op.op,
-        target: opTarget(op),
-        vips: [...vips],
-        error: (e as Error)?.message ?? String(e),
-      });
+      failed(op, vips, e);
       continue;
     }
-    applied.push(op);
-    o.onApplied?.(op);
+    succeeded(op);
   }
   const summary = summarisePlan(applied, desired);
   if (applied.length !== plan.length) {

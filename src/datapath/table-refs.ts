@@ -1,0 +1,101 @@
+// Which Maglev tables name which backend ids: reference counts kept as tables come and go, so "is this
+// backend still used?" is a map lookup, not a scan of every table (65537 slots each).
+
+/** Ids up to this are de-duplicated with a stamp array (4 bytes per id, grown on demand); larger ones by a Set. */
+const STAMP_MAX_ID = 1 << 22;
+let stamps = new Uint32Array(0);
+let stamp = 0;
+
+/** The distinct ids a table names (0, "no backend", left out), ascending. */
+export function tableMembers(table: Uint32Array): Uint32Array {
+  let max = 0;
+  for (let s = 0; s < table.length; s++) if (table[s]! > max) max = table[s]!;
+  if (max > STAMP_MAX_ID) {
+    const seen = new Set(table);
+    seen.delete(0);
+    return Uint32Array.from(seen).sort();
+  }
+  if (stamps.length <= max) stamps = new Uint32Array(Math.max(max + 1, 2 * stamps.length));
+  // A fresh stamp per call: no clearing between tables (65537 slots cost one pass, no hashing).
+  if (++stamp === 0xffffffff) {
+    stamps.fill(0);
+    stamp = 1;
+  }
+  const out: number[] = [];
+  for (let s = 0; s < table.length; s++) {
+    const id = table[s]!;
+    if (id !== 0 && stamps[id] !== stamp) {
+      stamps[id] = stamp;
+      out.push(id);
+    }
+  }
+  return Uint32Array.from(out).sort();
+}
+
+/**
+ * Reference counts of backend ids over a set of tables keyed by VIP id. A table's members are counted once
+ * per table (not per slot): `count(id)` is the number of tables that name `id`.
+ */
+export class TableRefs {
+  readonly #members = new Map<number, Uint32Array>();
+  readonly #refs = new Map<number, number>();
+
+  /** Records (or replaces) the table of `vipId` by its distinct member ids. */
+  set(vipId: number, members: Uint32Array): void {
+    this.drop(vipId);
+    this.#members.set(vipId, members);
+    for (const id of members) this.#refs.set(id, (this.#refs.get(id) ?? 0) + 1);
+  }
+
+  /** Forgets the table of `vipId` (no-op when none is recorded). */
+  drop(vipId: number): void {
+    const old = this.#members.get(vipId);
+    if (old === undefined) return;
+    this.#members.delete(vipId);
+    for (const id of old) {
+      const n = this.#refs.get(id)! - 1;
+      if (n === 0) this.#refs.delete(id);
+      else this.#refs.set(id, n);
+    }
+  }
+
+  /** True when the table of `vipId` is recorded. */
+  has(vipId: number): boolean {
+    return this.#members.has(vipId);
+  }
+
+  /** How many recorded tables name `id`. */
+  count(id: number): number {
+    return this.#refs.get(id) ?? 0;
+  }
+
+  /** Some VIP id whose recorded table names `id`, or null (for error messages; O(tables)). */
+  holder(id: number): number | null {
+    if (this.count(id) === 0) return null;
+    for (const [vipId, m] of this.#members) if (sortedIncludes(m, id)) return vipId;
+    return null;
+  }
+
+  /** VIP ids with a recorded table. */
+  vipIds(): IterableIterator<number> {
+    return this.#members.keys();
+  }
+
+  clear(): void {
+    this.#members.clear();
+    this.#refs.clear();
+  }
+}
+
+function sortedIncludes(a: Uint32Array, x: number): boolean {
+  let lo = 0;
+  let hi = a.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const v = a[mid]!;
+    if (v === x) return true;
+    if (v < x) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return false;
+}
