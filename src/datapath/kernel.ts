@@ -325,8 +325,14 @@ export class KernelDatapath implements Datapath {
   }
 
   async listVips(): Promise<VipSpec[]> {
+    // What the map holds is authoritative: the next write starts from it (and checks vip_addrs once).
+    return this.readVips();
+  }
+
+  /** Reads `vips` whole and makes it the VIP mirror. */
+  private readVips(): VipSpec[] {
     const { keys, values } = this.maps.vips.lookupBatch();
-    const out = keys.map((k, i) => {
+    const specs = keys.map((k, i) => {
       const v = decodeVipValue(values[i]!);
       return {
         key: decodeVipKey(k),
@@ -335,27 +341,14 @@ export class KernelDatapath implements Datapath {
         tableSize: v.tableSize,
       };
     });
-    // What the map holds is authoritative: the next write starts from it (and checks vip_addrs once).
-    this.vipState = this.loadVipState(keys, out);
-    return out;
+    this.vipState = this.loadVipState(keys, specs);
+    return specs;
   }
 
   /** The VIP mirror, read from `vips` on first use (after adopt, or after listVips refreshed it). */
   private vipMirror(): VipState {
-    if (this.vipState === null) {
-      const { keys, values } = this.maps.vips.lookupBatch();
-      const specs = keys.map((k, i) => {
-        const v = decodeVipValue(values[i]!);
-        return {
-          key: decodeVipKey(k),
-          id: v.vipId,
-          flags: { sourceHash: v.sourceHash, noConntrack: v.noConntrack },
-          tableSize: v.tableSize,
-        };
-      });
-      this.vipState = this.loadVipState(keys, specs);
-    }
-    const st = this.vipState;
+    if (this.vipState === null) this.readVips();
+    const st = this.vipState!;
     if (!st.addrsChecked) {
       this.syncVipAddrs(st);
       st.addrsChecked = true;

@@ -22,6 +22,19 @@ export function withToken<T>(y: Argv<T>): Argv<T & { tokenFile?: string }> {
   });
 }
 
+/** The <vip> <backend> positionals every write command takes, plus the admin options (withToken). */
+export function withTarget<T>(y: Argv<T>) {
+  return withToken(
+    y
+      .positional('vip', {
+        type: 'string',
+        demandOption: true,
+        describe: 'VIP name, id or address[:port[/proto]]',
+      })
+      .positional('backend', { type: 'string', demandOption: true, describe: 'backend address' }),
+  );
+}
+
 function token(a: WriteArgs): string | null {
   const file = a.tokenFile ?? process.env.PEAK_XDP_ADMIN_TOKEN_FILE;
   if (!file) return null;
@@ -126,16 +139,7 @@ export function registerDrain(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       undo
         ? 'Clear a drain override set by peak-xdp drain (a drain the config sets stays)'
         : 'Drain a backend (no new flows, established ones stay) through the daemon, until undrain; survives reloads and daemon restarts',
-      (y2) =>
-        withToken(
-          y2
-            .positional('vip', {
-              type: 'string',
-              demandOption: true,
-              describe: 'VIP name, id or address[:port[/proto]]',
-            })
-            .positional('backend', { type: 'string', demandOption: true, describe: 'backend address' }),
-        ),
+      (y2) => withTarget(y2),
       async (a) => {
         const vip = await vipName(a, a.vip);
         const backend = backendArg(a.backend);

@@ -3,7 +3,7 @@ import type { Argv } from 'yargs';
 import { BOUNDS } from '../../model/defaults';
 import type { GlobalArgs } from '../context';
 import { CliError } from '../output';
-import { adminWrite, backendArg, OverrideReply, printReply, vipName, withToken } from './drain';
+import { adminWrite, backendArg, OverrideReply, printReply, vipName, withTarget } from './drain';
 
 /** A weight argument as typed: an integer 0..BOUNDS.weight.max. */
 export function weightArg(text: unknown): number {
@@ -19,22 +19,14 @@ export function registerWeight(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     'weight <vip> <backend> [weight]',
     "Set a backend's weight (0..65535; 0 takes it out of the table) through the daemon until --clear; survives reloads and daemon restarts",
     (y2) =>
-      withToken(
-        y2
-          .positional('vip', {
-            type: 'string',
-            demandOption: true,
-            describe: 'VIP name, id or address[:port[/proto]]',
-          })
-          .positional('backend', { type: 'string', demandOption: true, describe: 'backend address' })
-          // A string: yargs would turn "abc" into NaN and "1e3" into 1000 before we could name the input.
-          .positional('weight', { type: 'string', describe: 'the new weight' })
-          .option('clear', {
-            type: 'boolean',
-            default: false,
-            describe: 'clear the weight override (the config weight again)',
-          }),
-      ),
+      withTarget(y2)
+        // A string: yargs would turn "abc" into NaN and "1e3" into 1000 before we could name the input.
+        .positional('weight', { type: 'string', describe: 'the new weight' })
+        .option('clear', {
+          type: 'boolean',
+          default: false,
+          describe: 'clear the weight override (the config weight again)',
+        }),
     async (a) => {
       if (a.clear === (a.weight !== undefined))
         throw new CliError(
