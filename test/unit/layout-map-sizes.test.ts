@@ -23,7 +23,7 @@ async function attachHelp(): Promise<string> {
 /** The default a help text gives for --flag. */
 function helpDefault(help: string, flag: string): number {
   const line = help.split('\n').find((l) => l.trimStart().startsWith(`--${flag} `));
-  const m = line === undefined ? null : /\[default: (\d+)\]/.exec(line);
+  const m = line === undefined ? null : /\[default: "?(\d+)"?\]/.exec(line);
   if (m === null) throw new Error(`no default for --${flag} in:\n${help}`);
   return Number(m[1]);
 }

@@ -54,6 +54,8 @@ describe('peak-xdp version', () => {
     expect(text).toBe(`${formatVersion(buildInfo, process.version)}\n`);
     expect(text!.split(' ')[0]).toBe(buildInfo.version);
     expect(JSON.parse(json!)).toEqual({
+      apiVersion: 'peak-xdp/v1',
+      kind: 'Version',
       version: buildInfo.version,
       commit: buildInfo.commit,
       node: process.version,
