@@ -114,7 +114,7 @@ describePrivileged(
       await lab.cleanup();
     }, 60000);
 
-    it(`a reload from 1 to ${MAX_VIPS} VIPs (limits.maxVips, 65,537-slot tables): no KEEPALIVE gap over ${MAX_GAP_MS} ms while the main thread stalls`, async () => {
+    it(`a reload from 1 to ${MAX_VIPS} VIPs (limits.maxVips, 65,537-slot tables): no KEEPALIVE gap over ${MAX_GAP_MS} ms while the main thread works`, async () => {
       await sleep(2500);
       await metric('nodejs_eventloop_lag_max_seconds'); // resets the lag histogram
       const healthz = pollHealthz();
@@ -135,8 +135,8 @@ describePrivileged(
       );
       const st = await state();
       expect(st.desired?.vips.length).toBe(MAX_VIPS);
-      // The test means something only if the main thread really stalled longer than a KEEPALIVE interval.
-      expect(lagMs).toBeGreaterThan(MAX_GAP_MS);
+      // The reconcile now yields every few ms (its lag is printed above), so this case no longer stalls the main
+      // thread past a KEEPALIVE interval; the 70,000-VIP parse below still does, and asserts that it did.
       expect(gaps.count).toBeGreaterThanOrEqual(Math.floor((Date.now() - t0) / 1000) - 2);
       expect(gaps.maxGap).toBeLessThan(MAX_GAP_MS);
       // One session all along: never reset, no NOTIFICATION either way.
