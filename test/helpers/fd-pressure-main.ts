@@ -1,9 +1,7 @@
 // Child process of the fd-pressure test (run under `prlimit --nofile=N:N`): the admin API with its default
-// limits and a health monitor probing a TCP and an HTTP backend on 127.0.0.1. Reads commands on stdin
+// limits and a health monitor probing a TCP and an HTTP backend on 127.0.0.1 (run by the parent). Reads commands on stdin
 // (status, hog, release, stop), writes JSON lines on stdout.
 import { closeSync, openSync, readdirSync } from 'node:fs';
-import { createServer as createHttpServer } from 'node:http';
-import { AddressInfo, createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { Registry } from 'prom-client';
 import { startAdmin } from '../../src/daemon/admin';
@@ -26,14 +24,19 @@ const openFds = (): number | null => {
   }
 };
 
+/** A port the parent gives in the environment (the backends live there, outside this process's fd limit). */
+function envPort(name: string): number {
+  const port = Number(process.env[name]);
+  if (!Number.isInteger(port) || port <= 0 || port > 65535)
+    throw new Error(`${name}: ${JSON.stringify(process.env[name])} is not a port`);
+  return port;
+}
+
 async function main(): Promise<void> {
-  // The backends: one accepts and closes (tcp check), one answers 200 (http check).
-  const backend = createServer((s) => s.destroy());
-  await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
-  const port = (backend.address() as AddressInfo).port;
-  const web = createHttpServer((_req, res) => res.end('ok'));
-  await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
-  const webPort = (web.address() as AddressInfo).port;
+  // The backends run in the parent: a backend is another host, whose accept() does not share the daemon's
+  // fd limit (in this process, a starved accept resets the connection and looks like a dead backend).
+  const port = envPort('FD_PRESSURE_TCP_PORT');
+  const webPort = envPort('FD_PRESSURE_HTTP_PORT');
 
   // Default limits but a long idle timeout: the idle connections keep their pressure for the whole test.
   const admin = await startAdmin({
@@ -115,8 +118,6 @@ async function main(): Promise<void> {
       out('released', { fds: openFds() });
     } else if (cmd === 'stop') {
       monitor.stop();
-      backend.close();
-      web.close();
       void admin.stop().then(() => process.exit(0));
     }
   });

@@ -2,8 +2,8 @@
 // answer, silent and slow connections time out, and under a low fd limit (prlimit) 300 idle connections
 // neither starve the health checks nor, when the fds do run out, take a healthy backend down.
 import { ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
-import { get } from 'node:http';
-import { connect, Socket } from 'node:net';
+import { createServer as createHttpServer, get } from 'node:http';
+import { AddressInfo, connect, createServer, Socket } from 'node:net';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { ADMIN_LIMITS, adminLimits, AdminServer, startAdmin } from '../../src/daemon/admin';
@@ -258,10 +258,22 @@ describe('fd pressure: admin floods and EMFILE do not take healthy backends down
   let runner: Runner;
   const idle = new IdleClients();
 
-  beforeAll(() => {
+  // The checked backends: one accepts and closes (tcp check), one answers 200 (http check). They run here, not
+  // in the child: a backend is another host, and its accept() must not share the child's fd limit.
+  const tcpBackend = createServer((s) => s.destroy());
+  const httpBackend = createHttpServer((_req, res) => res.end('ok'));
+
+  beforeAll(async () => {
+    await new Promise<void>((r) => tcpBackend.listen(0, '127.0.0.1', r));
+    await new Promise<void>((r) => httpBackend.listen(0, '127.0.0.1', r));
     const main = compileForChild(join(__dirname, '..', 'helpers', 'fd-pressure-main.ts'));
     child = spawn('prlimit', [`--nofile=${FD_LIMIT}:${FD_LIMIT}`, process.execPath, main], {
       stdio: ['pipe', 'pipe', 'pipe'],
+      env: {
+        ...process.env,
+        FD_PRESSURE_TCP_PORT: String((tcpBackend.address() as AddressInfo).port),
+        FD_PRESSURE_HTTP_PORT: String((httpBackend.address() as AddressInfo).port),
+      },
     });
     runner = new Runner(child);
   });
@@ -275,6 +287,9 @@ describe('fd pressure: admin floods and EMFILE do not take healthy backends down
       });
       if (ended === null) child.kill('SIGKILL');
     }
+    tcpBackend.close();
+    httpBackend.closeAllConnections();
+    httpBackend.close();
   });
 
   const command = async (cmd: string, ev: string): Promise<Record<string, unknown>> => {
