@@ -43,7 +43,7 @@ export class KernelDatapathHost implements DatapathHost {
             dp.close();
             throw new Error(shortfallMessage({ short, pins, bpffs, ifname: forIf }));
           }
-          return new KernelOpened(dp, true, pins, bpffs);
+          return new KernelOpened(dp, { adopted: true, pins, bpffs });
         }
         const dp = await KernelDatapath.load({ maxEntries: balancerMapSizes(limits) });
         try {
@@ -55,19 +55,25 @@ export class KernelDatapathHost implements DatapathHost {
             `pin the balancer under ${pins}: ${(e as Error).message} (is bpffs mounted there?)`,
           );
         }
-        return new KernelOpened(dp, false, pins, bpffs);
+        return new KernelOpened(dp, { adopted: false, pins, bpffs });
       },
     };
   }
 }
 
 class KernelOpened implements OpenedDatapath {
+  readonly adopted: boolean;
+  private readonly pins: string;
+  private readonly bpffs: string;
+
   constructor(
     readonly datapath: KernelDatapath,
-    readonly adopted: boolean,
-    private readonly pins: string,
-    private readonly bpffs: string,
-  ) {}
+    o: { adopted: boolean; pins: string; bpffs: string },
+  ) {
+    this.adopted = o.adopted;
+    this.pins = o.pins;
+    this.bpffs = o.bpffs;
+  }
 
   attachment(ifname: string): XdpAttachment {
     const progId = queryXdp({ ifname }).progId;
