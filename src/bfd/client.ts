@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import { createConnection, Socket } from 'node:net';
 import type { DiagName } from './codec';
 import type { SessionSpec } from './config';
-import type { BfdStatus, Request, StateChangeEvent } from './protocol';
+import type { BfdStatus, Request, SetSessionsResult, StateChangeEvent } from './protocol';
 
 export class BfdControlError extends Error {}
 
@@ -65,11 +65,15 @@ export class BfdClient extends EventEmitter {
     return (await this.request({ cmd: 'get' })).status as BfdStatus;
   }
 
-  async setSessions(
-    sessions: SessionSpec[],
-  ): Promise<{ added: string[]; removed: string[]; changed: string[] }> {
-    const { added, removed, changed } = await this.request({ cmd: 'setSessions', sessions });
-    return { added: added as string[], removed: removed as string[], changed: changed as string[] };
+  /** Replaces the process's sessions; `errors`: per key, why a kept session cannot send yet (retried). */
+  async setSessions(sessions: SessionSpec[]): Promise<SetSessionsResult> {
+    const { added, removed, changed, errors } = await this.request({ cmd: 'setSessions', sessions });
+    return {
+      added: added as string[],
+      removed: removed as string[],
+      changed: changed as string[],
+      errors: (errors as Record<string, string> | undefined) ?? {},
+    };
   }
 
   async subscribe(listener?: (e: StateChangeEvent) => void): Promise<void> {

@@ -1,7 +1,7 @@
 // What a BFD session is configured with (file, flags, control socket): validation, defaults, the session key.
 import { isIP } from 'node:net';
 import { BFD_DEFAULTS, bfdIntervalProblem, BFD_BOUNDS } from '../model/bgp';
-import { canonicalIp } from '../model/ip';
+import { canonicalIp, isLinkLocal } from '../model/ip';
 import { AuthConfig, AuthTypeName, authTypeFromName, checkAuthConfig, AUTH_TYPE_NAMES } from './codec';
 import { SessionParams, checkParams } from './session';
 
@@ -94,7 +94,7 @@ export function parseSessionSpec(raw: unknown, field = 'session'): SessionConfig
   const multihop = s.multihop === true;
   if (multihop && iface)
     throw new TypeError(`${field}.interface: only single-hop sessions name an interface`);
-  if (!multihop && family === 6 && (peer as string).toLowerCase().startsWith('fe80') && !iface)
+  if (!multihop && family === 6 && isLinkLocal(peer as string) && !iface)
     throw new TypeError(`${field}.interface is required for the link-local peer ${peer as string}`);
   const mult = s.multiplier ?? DEFAULT_MULTIPLIER;
   const mb = BFD_BOUNDS.multiplier;

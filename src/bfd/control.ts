@@ -11,11 +11,13 @@ import { CONTROL_PROTOCOL_VERSION } from './protocol';
 
 /** A request line longer than this closes the connection (a client that never sends a newline). */
 const MAX_LINE = 1 << 20;
+/** Output a client has not read yet beyond this drops the client (a subscriber that stopped reading). */
+export const MAX_BUFFERED_OUT = 4 << 20;
 
 export class ControlServer {
   private server: Server | null = null;
   private readonly clients = new Set<Socket>();
-  constructor(private readonly o: { path: string; process: BfdProcess }) {}
+  constructor(private readonly o: { path: string; process: BfdProcess; maxBufferedOut?: number }) {}
 
   async start(): Promise<void> {
     const { path } = this.o;
@@ -52,8 +54,14 @@ export class ControlServer {
     this.clients.add(c);
     let buf = '';
     let sub: ((e: StateChangeEvent) => void) | null = null;
+    const cap = this.o.maxBufferedOut ?? MAX_BUFFERED_OUT;
     const write = (o: object) => {
-      if (!c.destroyed) c.write(JSON.stringify(o) + '\n');
+      if (c.destroyed) return;
+      if (c.writableLength > cap) {
+        c.destroy();
+        return;
+      }
+      c.write(JSON.stringify(o) + '\n');
     };
     c.setEncoding('utf8');
     c.on('data', (chunk: string) => {

@@ -19,7 +19,13 @@ import {
 } from './codec';
 import { SessionConfig } from './config';
 import type { ForwardingCheck, ForwardingVerdict } from './forwarding';
-import type { BfdStatus, LatenessStats, SessionStatus, StateChangeEvent } from './protocol';
+import type {
+  BfdStatus,
+  LatenessStats,
+  SessionStatus,
+  SetSessionsResult,
+  StateChangeEvent,
+} from './protocol';
 import { CONTROL_PROTOCOL_VERSION } from './protocol';
 import {
   adminDown,
@@ -38,6 +44,7 @@ import {
   txIntervalUs,
 } from './session';
 import type { Datagram, Sender, Transport } from './socket';
+import { Backoff, BackoffBounds } from '../util/backoff';
 
 /** What the process reports to metrics (metrics.ts implements it with prom-client). */
 export interface BfdMetricsSink {
@@ -62,12 +69,19 @@ export interface BfdProcessOptions {
   now?: () => number;
   /** Uniform [0, 1) for jitter; default Math.random. */
   random?: () => number;
+  /** Retry of a session whose send socket could not be opened (ms); default 1000 .. 30 000. */
+  openRetry?: BackoffBounds;
 }
 
 interface Entry {
   cfg: SessionConfig;
   s: Session;
-  sender: Sender;
+  /** null until the send socket opens (the session waits, retried; it neither sends nor times out). */
+  sender: Sender | null;
+  /** Why the send socket did not open, until it does. */
+  error: string | null;
+  openRetry: Backoff;
+  openTimer: NodeJS.Timeout | null;
   timer: NodeJS.Timeout | null;
   plannedAt: number;
   packetsIn: number;
@@ -78,6 +92,10 @@ interface Entry {
   xmitSeq: number;
   ifindex: number | null;
 }
+
+/** A removed session says AdminDown this many times, one TX interval apart (at most 1 s), before it closes. */
+const FAREWELL_PACKETS = 3;
+const FAREWELL_MAX_GAP_MS = 1000;
 
 /** How many recent lateness samples the percentiles are taken over. */
 const LATENESS_WINDOW = 4096;
@@ -100,6 +118,8 @@ export class BfdProcess extends EventEmitter {
   private queue: Promise<unknown> = Promise.resolve();
   private readonly startedAt = Date.now();
   private started = false;
+  /** Removed sessions still saying AdminDown (closed on stop()). */
+  private readonly farewells = new Set<{ timer: NodeJS.Timeout | null; sender: Sender }>();
 
   constructor(o: BfdProcessOptions) {
     super();
@@ -121,6 +141,11 @@ export class BfdProcess extends EventEmitter {
   stop(): void {
     this.fpTimer?.stop();
     for (const e of this.sessions.values()) this.close(e);
+    for (const f of this.farewells) {
+      if (f.timer) clearTimeout(f.timer);
+      f.sender.close();
+    }
+    this.farewells.clear();
     this.sessions.clear();
     this.byDiscr.clear();
     this.o.transport.stop();
@@ -128,21 +153,22 @@ export class BfdProcess extends EventEmitter {
   }
 
   /** Replaces the desired set (serialised: one call at a time). Resolves with what changed. */
-  setSessions(cfgs: SessionConfig[]): Promise<{ added: string[]; removed: string[]; changed: string[] }> {
+  setSessions(cfgs: SessionConfig[]): Promise<SetSessionsResult> {
     const run = this.queue.then(() => this.applySessions(cfgs));
     this.queue = run.catch(() => undefined);
     return run;
   }
 
-  private async applySessions(cfgs: SessionConfig[]) {
+  private async applySessions(cfgs: SessionConfig[]): Promise<SetSessionsResult> {
     if (!this.started) throw new Error('BFD process not started');
     const want = new Map(cfgs.map((c) => [c.key, c]));
     const added: string[] = [];
     const removed: string[] = [];
     const changed: string[] = [];
+    const errors: Record<string, string> = {};
     for (const [key, e] of this.sessions)
       if (!want.has(key)) {
-        this.close(e);
+        this.farewell(e);
         this.sessions.delete(key);
         this.byDiscr.delete(e.s.localDiscr);
         this.o.metrics?.sessionUp(key, e.cfg.peer, null);
@@ -159,11 +185,13 @@ export class BfdProcess extends EventEmitter {
         }
         continue;
       }
-      const sender = await this.o.transport.openSender(cfg);
       const entry: Entry = {
         cfg,
         s: createSession({ localDiscr: this.newDiscr(), params: cfg.params, now: this.now() }),
-        sender,
+        sender: null,
+        error: null,
+        openRetry: new Backoff({ ...(this.o.openRetry ?? { initialMs: 1000, maxMs: 30_000 }), jitter: true }),
+        openTimer: null,
         timer: null,
         plannedAt: 0,
         packetsIn: 0,
@@ -177,12 +205,69 @@ export class BfdProcess extends EventEmitter {
       this.byDiscr.set(entry.s.localDiscr, entry);
       this.applyHold(entry);
       this.o.metrics?.sessionUp(key, cfg.peer, false);
-      this.schedule(entry);
       added.push(key);
+      // One session's socket failing (its local address not configured yet: EADDRNOTAVAIL) must not hold up
+      // the others: it is kept, with its error, and retried.
+      await this.open(entry);
+      if (entry.error !== null) errors[key] = entry.error;
     }
     if (added.length + removed.length + changed.length > 0)
-      this.o.logger?.info({ added, removed, changed }, 'BFD sessions set');
-    return { added, removed, changed };
+      this.o.logger?.info({ added, removed, changed, errors }, 'BFD sessions set');
+    return { added, removed, changed, errors };
+  }
+
+  /** Opens the session's send socket; on failure records why and retries with backoff. */
+  private async open(e: Entry): Promise<void> {
+    e.openTimer = null;
+    let sender: Sender;
+    try {
+      sender = await this.o.transport.openSender(e.cfg);
+    } catch (err) {
+      if (this.sessions.get(e.cfg.key) !== e) return;
+      const first = e.error === null;
+      e.error = (err as Error)?.message ?? String(err);
+      const delay = e.openRetry.next();
+      if (first)
+        this.o.logger?.warn({ key: e.cfg.key, err: e.error, retryInMs: delay }, 'BFD session cannot send');
+      e.openTimer = setTimeout(() => void this.open(e), delay);
+      return;
+    }
+    // Removed (or the process stopped) while the socket was opening: it is nobody's.
+    if (this.sessions.get(e.cfg.key) !== e) {
+      sender.close();
+      return;
+    }
+    if (e.error !== null) this.o.logger?.info({ key: e.cfg.key }, 'BFD session can send now');
+    e.sender = sender;
+    e.error = null;
+    e.openRetry.reset();
+    this.schedule(e);
+  }
+
+  /**
+   * A removed session tells the peer AdminDown (RFC 5882 §3.2: not a failure) a few times, then closes: without
+   * it the router would see a detection-time expiry, i.e. a failure.
+   */
+  private farewell(e: Entry): void {
+    this.stopTimers(e);
+    const sender = e.sender;
+    if (!sender) return;
+    const s =
+      e.s.state === State.AdminDown ? e.s : adminDown(e.s, Diag.AdministrativelyDown, this.clock()).session;
+    const gap = Math.min(FAREWELL_MAX_GAP_MS, txIntervalUs(s) / 1000 || FAREWELL_MAX_GAP_MS);
+    const f = { timer: null as NodeJS.Timeout | null, sender };
+    let left = FAREWELL_PACKETS;
+    const say = () => {
+      f.timer = null;
+      this.send(e, packetFor(s, { final: false }), sender);
+      if (--left > 0) f.timer = setTimeout(say, gap);
+      else {
+        sender.close();
+        this.farewells.delete(f);
+      }
+    };
+    this.farewells.add(f);
+    say();
   }
 
   /** AdminDown (diag default administratively-down) for `keys` (all when undefined); returns the keys. */
@@ -277,6 +362,8 @@ export class BfdProcess extends EventEmitter {
       diag: diagName(s.localDiag),
       remoteDiag: diagName(s.remoteDiag),
       heldBy,
+      lostSinceUp: s.lostSinceUp,
+      error: e.error,
       configured: {
         minTx: s.config.desiredMinTxUs / 1000,
         minRx: s.config.requiredMinRxUs / 1000,
@@ -312,10 +399,15 @@ export class BfdProcess extends EventEmitter {
     }
   }
 
-  private close(e: Entry): void {
+  private stopTimers(e: Entry): void {
     if (e.timer) clearTimeout(e.timer);
-    e.timer = null;
-    e.sender.close();
+    if (e.openTimer) clearTimeout(e.openTimer);
+    e.timer = e.openTimer = null;
+  }
+
+  private close(e: Entry): void {
+    this.stopTimers(e);
+    e.sender?.close();
   }
 
   private countDrop(reason: DropReason, e: Entry | null): void {
@@ -369,14 +461,15 @@ export class BfdProcess extends EventEmitter {
     this.schedule(e);
   }
 
-  private send(e: Entry, p: ControlPacket): void {
+  private send(e: Entry, p: ControlPacket, sender: Sender | null = e.sender): void {
+    if (!sender) return;
     let buf: Buffer;
     if (e.cfg.auth) {
       const seq = e.xmitSeq;
       e.xmitSeq = (e.xmitSeq + 1) >>> 0;
       buf = encodeControl({ ...p, auth: authSection(e.cfg.auth, seq) }, { key: e.cfg.auth.secret });
     } else buf = encodeControl(p);
-    e.sender.send(buf);
+    sender.send(buf);
     e.packetsOut++;
     this.packetsOut++;
     this.o.metrics?.packet('out');
@@ -394,6 +487,7 @@ export class BfdProcess extends EventEmitter {
         to: stateName(ev.to),
         diag: diagName(ev.diag),
         remoteState: stateName(s.remoteState),
+        lostSinceUp: s.lostSinceUp,
         at: Math.round(Date.now() - (this.now() - ev.at)),
       };
       this.o.metrics?.stateChange(out);
@@ -407,6 +501,8 @@ export class BfdProcess extends EventEmitter {
   private schedule(e: Entry): void {
     if (e.timer) clearTimeout(e.timer);
     e.timer = null;
+    // No socket yet: nothing to send, and a detection time we could not answer would only flap the session.
+    if (!e.sender) return;
     const wake = nextWake(e.s);
     if (wake === null) return;
     e.plannedAt = wake;

@@ -38,6 +38,11 @@ export interface StateChangeEvent {
    * peer took the session down on purpose, which a client must not take for a failure (RFC 5882 §3.2).
    */
   remoteState: StateName;
+  /**
+   * After this change: the session went Up -> Down for a reason other than the peer's AdminDown and has not
+   * been Up since (a path failure, RFC 5882 §4.3). Clients take their verdict from this alone.
+   */
+  lostSinceUp: boolean;
   /** Wall clock, ms since the epoch. */
   at: number;
 }
@@ -65,6 +70,10 @@ export interface SessionStatus {
   remoteDiag: DiagName;
   /** Held Down by this side (forwarding plane, holdDown), or AdminDown by command; null otherwise. */
   heldBy: 'forwarding-plane' | 'command' | null;
+  /** As in StateChangeEvent: lost since it was last Up (a path failure, not the peer's AdminDown). */
+  lostSinceUp: boolean;
+  /** Why the session cannot send (its socket could not be opened; retried with backoff); null when it can. */
+  error: string | null;
   configured: { minTx: number; minRx: number; multiplier: number };
   remote: { minTx: number; minRx: number; multiplier: number };
   /** Negotiated: what we send at (ms; 0 = nothing), and after how long silence means down (ms; 0 = unarmed). */
@@ -78,6 +87,14 @@ export interface SessionStatus {
   stateChanges: number;
   /** Wall clock of the last state change (ms since the epoch). */
   lastChangeAt: number;
+}
+
+/** setSessions' reply: keys, and per key why a session cannot send yet (it is kept and retried). */
+export interface SetSessionsResult {
+  added: string[];
+  removed: string[];
+  changed: string[];
+  errors: Record<string, string>;
 }
 
 export interface BfdStatus {

@@ -58,6 +58,11 @@ export interface Session {
    * failure to the peer, unlike AdminDown): the session does not leave Down while set.
    */
   hold: Diag | null;
+  /**
+   * Left Up for Down for a reason other than the peer's AdminDown, and not Up since: the path failed (RFC 5882
+   * §4.3). The one fact a client's verdict (hold BGP or not) is taken from, live and after a reconnect.
+   */
+  lostSinceUp: boolean;
   lastRxAt: number | null;
   nextTxAt: number;
   authRx: AuthRxState;
@@ -93,6 +98,7 @@ export function createSession(o: { localDiscr: number; params: SessionParams; no
     remoteDetectMult: 0,
     pollActive: false,
     hold: null,
+    lostSinceUp: false,
     lastRxAt: null,
     nextTxAt: o.now,
     authRx: { known: false, seq: 0 },
@@ -161,8 +167,18 @@ function syncAdvertised(s: Session, c: Clock): Session {
       c,
     );
   if (s.pollActive) return s;
-  // Up: advertise now; timing follows on Final. A packet with P goes out at once.
-  return { ...s, desiredMinTxUs: w.tx, requiredMinRxUs: w.rx, pollActive: true, nextTxAt: c.now };
+  // Up: advertise now, with P at once. §6.8.3: only a larger TX interval or a smaller RX interval must wait
+  // for the Final; a smaller TX (e.g. the 1 s -> configured step on reaching Up) and a larger RX take effect now,
+  // else the peer's detection time, already computed from what we advertise, could run out before our next packet.
+  return {
+    ...s,
+    desiredMinTxUs: w.tx,
+    requiredMinRxUs: w.rx,
+    activeDesiredMinTxUs: Math.min(s.activeDesiredMinTxUs, w.tx),
+    activeRequiredMinRxUs: Math.max(s.activeRequiredMinRxUs, w.rx),
+    pollActive: true,
+    nextTxAt: c.now,
+  };
 }
 
 /** Brings the next transmission forward when the interval got shorter than what is left. */
@@ -185,6 +201,10 @@ function changeState(s: Session, to: State, diag: Diag, c: Clock, events: StateC
     // Tell the peer at once (no wait for the periodic timer): the handshake and a Down travel fast.
     nextTxAt: c.now,
     pollActive: to === State.Up ? s.pollActive : false,
+    lostSinceUp:
+      to === State.Up
+        ? false
+        : s.lostSinceUp || (s.state === State.Up && to === State.Down && s.remoteState !== State.AdminDown),
   };
   return syncAdvertised(next, c);
 }

@@ -3,6 +3,7 @@
 // port in 49152-65535 with TTL / hop limit 255 (RFC 5881 §4, RFC 5883 §2).
 import { createSocket, Socket } from 'node:dgram';
 import { native } from '../datapath/native';
+import { isLinkLocal } from '../model/ip';
 import { MULTIHOP_PORT, SINGLE_HOP_PORT } from './config';
 
 export interface Datagram {
@@ -103,10 +104,7 @@ export class UdpTransport implements Transport {
       ? (this.o.multihopPort ?? MULTIHOP_PORT)
       : (this.o.singleHopPort ?? SINGLE_HOP_PORT);
     // A link-local peer is reached through its interface (scope id).
-    const dst =
-      o.family === 6 && o.interface && o.peer.toLowerCase().startsWith('fe80')
-        ? `${o.peer}%${o.interface}`
-        : o.peer;
+    const dst = o.family === 6 && o.interface && isLinkLocal(o.peer) ? `${o.peer}%${o.interface}` : o.peer;
     let lastErr: Error | null = null;
     // Random ports first (a restart does not reuse the last one), a bounded number of tries.
     for (let i = 0; i < 64; i++) {

@@ -6,18 +6,20 @@ import { Counter, Gauge, Registry } from 'prom-client';
 import type { DiagName, StateName } from '../bfd/codec';
 import { parseSessionSpec, SessionSpec } from '../bfd/config';
 import { BFD_METRIC_NAMES } from '../bfd/metrics';
-import type { BfdStatus, SessionStatus, StateChangeEvent } from '../bfd/protocol';
+import type { BfdStatus, SessionStatus, SetSessionsResult, StateChangeEvent } from '../bfd/protocol';
 import type { BgpSpeakerHandle } from '../bgp/speaker-protocol';
 import type { Logger } from '../log';
 import type { BgpConfig } from '../model/bgp';
+import { ipFamily, isLinkLocal } from '../model/ip';
 import { Backoff, BackoffBounds } from '../util/backoff';
 
 /** What the link needs of a BfdClient (src/bfd/client.ts); events 'stateChange' and 'close'. */
 export interface BfdClientLike extends EventEmitter {
-  setSessions(s: SessionSpec[]): Promise<{ added: string[]; removed: string[]; changed: string[] }>;
+  setSessions(s: SessionSpec[]): Promise<SetSessionsResult>;
   subscribe(listener?: (e: StateChangeEvent) => void): Promise<void>;
   status(): Promise<BfdStatus>;
   holdDown(o?: { sessions?: string[]; diag?: DiagName }): Promise<string[]>;
+  up(o?: { sessions?: string[] }): Promise<string[]>;
   close(): void;
 }
 
@@ -39,7 +41,7 @@ export type BfdVerdict = 'hold' | 'release' | 'keep';
 export function bfdSessionsOf(bgp: BgpConfig, ifname: string): BfdPeerSession[] {
   return bgp.peers.flatMap((p, i) => {
     if (!p.bfd) return [];
-    const linkLocal = p.address.toLowerCase().startsWith('fe80');
+    const linkLocal = ipFamily(p.address) === 6 && isLinkLocal(p.address);
     const spec: SessionSpec = {
       peer: p.address,
       ...(p.localAddress ? { local: p.localAddress } : {}),
@@ -55,25 +57,15 @@ export function bfdSessionsOf(bgp: BgpConfig, ifname: string): BfdPeerSession[] 
 }
 
 /**
- * A state change's verdict; pure. Up releases. Up -> Down holds (RFC 5882 §4.3), except when the peer
- * signalled AdminDown (§3.2: planned, not a failure). Our own AdminDown (a planned stop of the BFD process)
- * holds nothing. Init and Down -> Down (never Up) hold nothing: a session that never came up says nothing
- * about a path BGP may be using, and BGP must come up without BFD.
+ * A session's verdict, the one rule for events (state = the new state) and for the status read at (re)connect;
+ * pure. Up releases. Lost since Up (the BFD process's `lostSinceUp`: Up -> Down for a reason other than the
+ * peer's AdminDown, not Up since) holds (RFC 5882 §4.3). Anything else holds nothing: the peer's AdminDown is
+ * planned, not a failure (§3.2); our own AdminDown is a planned stop; a session that never came Up says nothing
+ * about a path BGP may be using, and BGP must come up without BFD. A process without the field holds nothing.
  */
-export function verdictOf(e: Pick<StateChangeEvent, 'from' | 'to' | 'remoteState'>): BfdVerdict {
-  if (e.to === 'up') return 'release';
-  if (e.to === 'down' && e.from === 'up' && e.remoteState !== 'admin-down') return 'hold';
-  return 'keep';
-}
-
-/**
- * The verdict of a session's status when (re)connecting, i.e. without the transition; pure. Down with a diag
- * (it left Up or Init for a reason, or is held down) holds, unless that reason is the peer's AdminDown.
- */
-export function verdictOfStatus(s: Pick<SessionStatus, 'state' | 'remoteState' | 'diag'>): BfdVerdict {
+export function verdictOf(s: { state: StateName; lostSinceUp?: boolean }): BfdVerdict {
   if (s.state === 'up') return 'release';
-  if (s.state === 'down' && s.diag !== 'none' && s.remoteState !== 'admin-down') return 'hold';
-  return 'keep';
+  return s.lostSinceUp === true ? 'hold' : 'keep';
 }
 
 export interface BfdLinkOptions {
@@ -228,7 +220,11 @@ export class BfdLink {
       // Subscribed first: no change between the status read and the subscription is missed.
       await c.subscribe();
       const r = await c.setSessions(this.o.sessions.map((s) => s.spec));
-      await this.readStatus(c, true);
+      // A starting daemon means the node is back: a holdDown left by `--detach-on-exit` (or by hand) ends
+      // here, else an unchanged session would stay Down, and BGP held, for ever.
+      if (this.o.sessions.length > 0) await c.up({ sessions: this.o.sessions.map((s) => s.key) });
+      await this.readStatus(c, { applyVerdicts: true });
+      if (this.stopped || this.client !== c) return;
       this.connects++;
       this.lastError = null;
       this.backoff.reset();
@@ -236,7 +232,12 @@ export class BfdLink {
         { path: this.o.path, sessions: this.o.sessions.length, ...r },
         'bfd: connected to the BFD process; sessions set',
       );
-      this.statusTimer = setInterval(() => void this.readStatus(c, false), this.o.statusEveryMs ?? 5000);
+      for (const [key, err] of Object.entries(r.errors ?? {}))
+        this.o.log.warn({ key, err }, 'bfd: session cannot send yet (the BFD process retries)');
+      this.statusTimer = setInterval(
+        () => void this.readStatus(c, { applyVerdicts: false }),
+        this.o.statusEveryMs ?? 5000,
+      );
       this.statusTimer.unref?.();
     } catch (e) {
       if (this.client === c) {
@@ -247,8 +248,9 @@ export class BfdLink {
     }
   }
 
-  /** Reads the process's status; at (re)connect also takes each session's verdict from it. */
-  private async readStatus(c: BfdClientLike, apply: boolean): Promise<void> {
+  /** Reads the process's status; at (re)connect (applyVerdicts) also takes each session's verdict from it. */
+  private async readStatus(c: BfdClientLike, o: { applyVerdicts: boolean }): Promise<void> {
+    const apply = o.applyVerdicts;
     let st: BfdStatus;
     try {
       st = await c.status();
@@ -268,7 +270,7 @@ export class BfdLink {
           diag: s.diag,
           at: s.lastChangeAt,
         });
-      if (apply) this.apply(s.key, verdictOfStatus(s), `BFD session ${s.key} is ${s.state} (${s.diag})`);
+      if (apply) this.apply(s.key, verdictOf(s), `BFD session ${s.key} is ${s.state} (${s.diag})`);
     }
   }
 
@@ -280,7 +282,11 @@ export class BfdLink {
       { key: e.key, from: e.from, to: e.to, diag: e.diag, remoteState: e.remoteState },
       'bfd: state change',
     );
-    this.apply(e.key, verdictOf(e), `BFD session ${e.key} went ${e.from} -> ${e.to} (${e.diag})`);
+    this.apply(
+      e.key,
+      verdictOf({ state: e.to, lostSinceUp: e.lostSinceUp }),
+      `BFD session ${e.key} went ${e.from} -> ${e.to} (${e.diag})`,
+    );
   }
 
   private apply(key: string, v: BfdVerdict, why: string): void {

@@ -36,6 +36,15 @@ export function canonicalIp(text: string): string | null {
   return p === null ? null : formatIp(p.bytes);
 }
 
+/**
+ * A link-local address (IPv6 fe80::/10, IPv4 169.254.0.0/16): reached only through a named interface (an IPv6 one
+ * needs a scope). False for text that is not an address.
+ */
+export function isLinkLocal(text: string): boolean {
+  const p = parseIp(text);
+  return p !== null && ipaddr.fromByteArray(Array.from(p.bytes)).range() === 'linkLocal';
+}
+
 /** The IPv4 text of an IPv4-mapped literal (how a dual-stack socket shows an IPv4 peer); other text as is. */
 export function unmapIpv4(text: string): string {
   const p = parseIp(text);

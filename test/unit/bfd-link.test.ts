@@ -5,7 +5,7 @@ import { Registry } from 'prom-client';
 import type { SessionSpec } from '../../src/bfd/config';
 import type { BfdStatus, SessionStatus, StateChangeEvent } from '../../src/bfd/protocol';
 import { parseBgpConfig } from '../../src/model/bgp';
-import { BfdClientLike, BfdLink, bfdSessionsOf, verdictOf, verdictOfStatus } from '../../src/daemon/bfd-link';
+import { BfdClientLike, BfdLink, bfdSessionsOf, verdictOf } from '../../src/daemon/bfd-link';
 
 const silent = { info() {}, warn() {}, error() {}, debug() {}, child: () => silent } as never;
 
@@ -30,17 +30,24 @@ const KEY = SESSIONS[0]!.key;
 class FakeClient extends EventEmitter implements BfdClientLike {
   setCalls: SessionSpec[][] = [];
   holdDowns: { sessions?: string[]; diag?: string }[] = [];
+  ups: { sessions?: string[] }[] = [];
+  statusCalls = 0;
+  setErrors: Record<string, string> = {};
+  /** When set, setSessions waits for it (a slow BFD process). */
+  gate: Promise<void> | null = null;
   subscribed = 0;
   statusSessions: Partial<SessionStatus>[] = [];
   closed = false;
   async setSessions(s: SessionSpec[]) {
     this.setCalls.push(s);
-    return { added: [], removed: [], changed: [] };
+    if (this.gate) await this.gate;
+    return { added: [], removed: [], changed: [], errors: this.setErrors };
   }
   async subscribe() {
     this.subscribed++;
   }
   async status(): Promise<BfdStatus> {
+    this.statusCalls++;
     return {
       sessions: this.statusSessions as SessionStatus[],
       packetsIn: 40,
@@ -49,6 +56,10 @@ class FakeClient extends EventEmitter implements BfdClientLike {
   }
   async holdDown(o: { sessions?: string[]; diag?: never } = {}) {
     this.holdDowns.push(o);
+    return o.sessions ?? [];
+  }
+  async up(o: { sessions?: string[] } = {}) {
+    this.ups.push(o);
     return o.sessions ?? [];
   }
   close() {
@@ -61,6 +72,7 @@ class FakeClient extends EventEmitter implements BfdClientLike {
       peer: '10.66.0.2',
       diag: 'none',
       remoteState: 'up',
+      lostSinceUp: false,
       at: 1,
       ...e,
     } as StateChangeEvent);
@@ -137,27 +149,30 @@ describe('bfdSessionsOf', () => {
       peers: [{ address: 'fe80::1', asn: 65000, bfd: {} }],
     });
     expect(bfdSessionsOf(c, 'eth7')[0]!.key).toBe('single-hop * -> fe80::1 dev eth7');
+    // All of fe80::/10, not only what is spelled fe80.
+    const d = parseBgpConfig({
+      asn: 65001,
+      routerId: '192.0.2.1',
+      peers: [{ address: 'febf::1', asn: 65000, bfd: {} }],
+    });
+    expect(bfdSessionsOf(d, 'eth7')[0]!.key).toBe('single-hop * -> febf::1 dev eth7');
   });
 });
 
-describe('verdicts (RFC 5882)', () => {
+describe('verdicts (RFC 5882): one rule for events and the status read at (re)connect', () => {
   it.each([
-    [{ from: 'up', to: 'down', remoteState: 'up' }, 'hold'],
-    [{ from: 'up', to: 'down', remoteState: 'down' }, 'hold'],
-    [{ from: 'up', to: 'down', remoteState: 'admin-down' }, 'keep'],
-    [{ from: 'up', to: 'admin-down', remoteState: 'up' }, 'keep'],
-    [{ from: 'init', to: 'down', remoteState: 'down' }, 'keep'],
-    [{ from: 'down', to: 'init', remoteState: 'down' }, 'keep'],
-    [{ from: 'init', to: 'up', remoteState: 'init' }, 'release'],
-  ] as const)('%j -> %s', (e, v) => expect(verdictOf(e)).toBe(v));
-
-  it.each([
-    [{ state: 'up', remoteState: 'up', diag: 'none' }, 'release'],
-    [{ state: 'down', remoteState: 'down', diag: 'control-detection-time-expired' }, 'hold'],
-    [{ state: 'down', remoteState: 'admin-down', diag: 'neighbor-signaled-down' }, 'keep'],
-    [{ state: 'down', remoteState: 'down', diag: 'none' }, 'keep'],
-    [{ state: 'init', remoteState: 'down', diag: 'none' }, 'keep'],
-  ] as const)('status %j -> %s', (s, v) => expect(verdictOfStatus(s)).toBe(v));
+    [{ state: 'up', lostSinceUp: false }, 'release'],
+    // Up -> Down for a failure (detection time, the peer's Down, our forwarding plane): held until Up again.
+    [{ state: 'down', lostSinceUp: true }, 'hold'],
+    [{ state: 'init', lostSinceUp: true }, 'hold'],
+    [{ state: 'admin-down', lostSinceUp: true }, 'hold'],
+    // Never Up, the peer's AdminDown (also after it fell silent), our own AdminDown: nothing to hold.
+    [{ state: 'down', lostSinceUp: false }, 'keep'],
+    [{ state: 'init', lostSinceUp: false }, 'keep'],
+    [{ state: 'admin-down', lostSinceUp: false }, 'keep'],
+    // A BFD process without the field holds nothing.
+    [{ state: 'down' }, 'keep'],
+  ] as const)('%j -> %s', (s, v) => expect(verdictOf(s)).toBe(v));
 });
 
 describe('BfdLink', () => {
@@ -172,12 +187,18 @@ describe('BfdLink', () => {
     c.event({ from: 'down', to: 'init' });
     c.event({ from: 'init', to: 'up' });
     expect(speaker.calls).toEqual([]);
-    c.event({ from: 'up', to: 'down', diag: 'control-detection-time-expired', remoteState: 'up' });
+    c.event({
+      from: 'up',
+      to: 'down',
+      diag: 'control-detection-time-expired',
+      remoteState: 'up',
+      lostSinceUp: true,
+    });
     expect(speaker.calls).toEqual([
       'hold 10.66.0.2: BFD session single-hop * -> 10.66.0.2 went up -> down (control-detection-time-expired)',
     ]);
     expect(link.status().sessions[0]).toMatchObject({ state: 'down', bgpHeld: true });
-    c.event({ from: 'down', to: 'init' });
+    c.event({ from: 'down', to: 'init', lostSinceUp: true });
     expect(speaker.calls).toHaveLength(1);
     c.event({ from: 'init', to: 'up' });
     expect(speaker.calls[1]).toBe('release 10.66.0.2');
@@ -195,7 +216,13 @@ describe('BfdLink', () => {
     expect(speaker.calls).toEqual([]);
     // The same diag from a peer that is Down (it detected a failure) does.
     c.event({ from: 'init', to: 'up' });
-    c.event({ from: 'up', to: 'down', diag: 'neighbor-signaled-down', remoteState: 'down' });
+    c.event({
+      from: 'up',
+      to: 'down',
+      diag: 'neighbor-signaled-down',
+      remoteState: 'down',
+      lostSinceUp: true,
+    });
     expect(speaker.calls).toHaveLength(1);
     expect(speaker.calls[0]).toMatch(/^hold 10\.66\.0\.2/);
     link.stop();
@@ -226,6 +253,7 @@ describe('BfdLink', () => {
         state: 'down',
         remoteState: 'down',
         diag: 'control-detection-time-expired',
+        lostSinceUp: true,
         lastChangeAt: 5,
       },
       { key: SESSIONS[1]!.key, state: 'up', remoteState: 'up', diag: 'none', lastChangeAt: 6 },
@@ -233,7 +261,7 @@ describe('BfdLink', () => {
     const { link, speaker } = rig({ clients: [first, second] });
     await link.start();
     first.event({ from: 'init', to: 'up' });
-    first.event({ from: 'up', to: 'down', diag: 'control-detection-time-expired' });
+    first.event({ from: 'up', to: 'down', diag: 'control-detection-time-expired', lostSinceUp: true });
     expect(speaker.calls).toHaveLength(1);
     first.die();
     // No BFD process, no BFD opinion: BGP runs on its own meanwhile.
@@ -247,6 +275,85 @@ describe('BfdLink', () => {
     ]);
     expect(link.status().sessions.map((s) => s.state)).toEqual(['down', 'up', null]);
     link.stop();
+  });
+
+  it('a Down that is not a loss since Up holds nothing after a reconnect (never Up; the peer AdminDown, then silence)', async () => {
+    const c = new FakeClient();
+    c.statusSessions = [
+      // Created while the balancer was detached, released since; the router runs no BFD: never Up.
+      { key: KEY, state: 'down', remoteState: 'down', diag: 'forwarding-plane-reset', lostSinceUp: false },
+      // The peer said AdminDown and then fell silent (the remote state is forgotten on expiry).
+      {
+        key: SESSIONS[1]!.key,
+        state: 'down',
+        remoteState: 'down',
+        diag: 'neighbor-signaled-down',
+        lostSinceUp: false,
+      },
+      // A real loss since Up.
+      {
+        key: SESSIONS[2]!.key,
+        state: 'down',
+        remoteState: 'down',
+        diag: 'control-detection-time-expired',
+        lostSinceUp: true,
+      },
+    ];
+    const { link, speaker } = rig({ clients: [c] });
+    await link.start();
+    expect(speaker.calls).toEqual([
+      'hold 198.51.100.7: BFD session multihop * -> 198.51.100.7 is down (control-detection-time-expired)',
+    ]);
+    link.stop();
+  });
+
+  it('every connect lifts a command hold on our sessions (a holdDown left by --detach-on-exit ends)', async () => {
+    const first = new FakeClient();
+    const second = new FakeClient();
+    const { link } = rig({ clients: [first, second] });
+    await link.start();
+    const keys = SESSIONS.map((s) => s.key);
+    expect(first.ups).toEqual([{ sessions: keys }]);
+    first.die();
+    await until(() => link.status().connected, 'reconnected');
+    expect(second.ups).toEqual([{ sessions: keys }]);
+    link.stop();
+  });
+
+  it('per-session errors from setSessions do not fail the connection', async () => {
+    const c = new FakeClient();
+    c.setErrors = { [KEY]: 'bind EADDRNOTAVAIL 10.66.0.1' };
+    const { link, connects } = rig({ clients: [c] });
+    await link.start();
+    expect(link.status().connected).toBe(true);
+    expect(connects()).toBe(1);
+    link.stop();
+  });
+
+  it('stop() during a connect: no status polling starts afterwards', async () => {
+    const c = new FakeClient();
+    let open!: () => void;
+    c.gate = new Promise((r) => (open = r));
+    const speaker = new FakeSpeaker();
+    const link = new BfdLink({
+      path: '/run/test/bfd.sock',
+      sessions: SESSIONS,
+      connect: async () => c,
+      speaker,
+      log: silent,
+      backoff: { initialMs: 5, maxMs: 20 },
+      statusEveryMs: 5,
+    });
+    const started = link.start();
+    await until(() => c.setCalls.length === 1, 'setSessions sent');
+    link.stop();
+    open();
+    await started;
+    const calls = c.statusCalls;
+    await new Promise((r) => setTimeout(r, 60));
+    console.log(`status calls after stop: ${c.statusCalls - calls} (at ${calls})`);
+    expect(c.statusCalls).toBe(calls);
+    expect(link.status().connected).toBe(false);
   });
 
   it('holdDownForGood asks the BFD process to hold exactly our sessions Down', async () => {
@@ -265,7 +372,7 @@ describe('BfdLink', () => {
     const { link } = rig({ clients: [c], registry });
     await link.start();
     c.event({ from: 'init', to: 'up' });
-    c.event({ from: 'up', to: 'down' });
+    c.event({ from: 'up', to: 'down', lostSinceUp: true });
     const text = await registry.metrics();
     expect(text).toContain('peak_xdp_bfd_session_up{peer="10.66.0.2",session="single-hop * -> 10.66.0.2"} 0');
     expect(text).toContain('peak_xdp_bfd_bgp_session_held{peer="10.66.0.2"} 1');

@@ -1,6 +1,7 @@
 // The BFD process shell without sockets: two BfdProcess instances joined by an in-memory Transport, driven
 // through the control socket (ControlServer + BfdClient on a temporary Unix socket).
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -103,7 +104,7 @@ describe('BfdProcess through the control socket', () => {
     expect(statSync(join(dir, 'ctl', 'bfd.sock')).mode & 0o777).toBe(0o600);
     expect(await client.hello()).toMatchObject({ version: 1, pid: process.pid });
     const r = await client.setSessions([{ peer: '10.0.0.2', ...FAST }]);
-    expect(r).toEqual({ added: ['single-hop * -> 10.0.0.2'], removed: [], changed: [] });
+    expect(r).toEqual({ added: ['single-hop * -> 10.0.0.2'], removed: [], changed: [], errors: {} });
     const st = await waitUntil('A up', async () => {
       const s = await client.status();
       return up(s) && !s.sessions[0]!.pollActive && s;
@@ -127,6 +128,7 @@ describe('BfdProcess through the control socket', () => {
       added: [],
       removed: [],
       changed: [],
+      errors: {},
     });
     expect((await client.setSessions([{ peer: '10.0.0.2', ...FAST, minTx: 30 }])).changed).toHaveLength(1);
     await waitUntil('new interval', async () => (await client.status()).sessions[0]!.txIntervalMs === 30);
@@ -136,6 +138,7 @@ describe('BfdProcess through the control socket', () => {
       added: [],
       removed: ['single-hop * -> 10.0.0.2'],
       changed: [],
+      errors: {},
     });
     expect((await client.status()).sessions).toEqual([]);
   });
@@ -300,6 +303,7 @@ describe('config', () => {
       [{ peer: '10.0.0.1', multiplier: 256 }, 's.multiplier must be an integer 1..255, got 256'],
       [{ peer: '10.0.0.1', multihop: true, interface: 'eth0' }, 's.interface: only single-hop sessions'],
       [{ peer: 'fe80::1' }, 's.interface is required for the link-local peer fe80::1'],
+      [{ peer: 'fe90::1' }, 's.interface is required for the link-local peer fe90::1'],
       [
         { peer: '10.0.0.1', auth: { type: 'keyed-sha1', keyId: 1 } },
         's.auth: give exactly one of secret, secretHex',
@@ -315,5 +319,147 @@ describe('config', () => {
       'config.control must be an absolute path',
     );
     expect(parseProcessConfig({}).control).toBe('/run/peak-xdp/bfd.sock');
+  });
+});
+
+describe('BfdProcess sessions one by one', () => {
+  let net: MemoryNet;
+  let a: BfdProcess;
+  let b: BfdProcess;
+  /** Peers whose send socket fails to open (as bind() does while `local` is not configured yet). */
+  const failing = new Set<string>();
+  let opens = 0;
+  let gate: Promise<void> | null = null;
+  const closed: string[] = [];
+
+  /** MemoryNet's transport with openSender failures, a gate on openSender, and closes recorded. */
+  function flaky(address: string): Transport {
+    const t = net.transport(address);
+    return {
+      ...t,
+      openSender: async (o) => {
+        opens++;
+        if (gate) await gate;
+        if (failing.has(o.peer)) throw new Error(`bind EADDRNOTAVAIL ${o.local}`);
+        const s = await t.openSender(o);
+        return { ...s, close: () => closed.push(o.peer) };
+      },
+    };
+  }
+
+  beforeEach(async () => {
+    net = new MemoryNet();
+    failing.clear();
+    closed.length = 0;
+    opens = 0;
+    gate = null;
+    a = new BfdProcess({ transport: flaky('10.0.0.1'), openRetry: { initialMs: 10, maxMs: 40 } });
+    b = new BfdProcess({ transport: net.transport('10.0.0.2') });
+    await a.start();
+    await b.start();
+    await b.setSessions(parseSessionSpecs([{ peer: '10.0.0.1', ...FAST }]));
+  });
+
+  afterEach(() => {
+    a.stop();
+    b.stop();
+  });
+
+  test('a session whose socket cannot open is kept with its error and retried; the others proceed', async () => {
+    failing.add('10.0.0.3');
+    const r = await a.setSessions(
+      parseSessionSpecs([
+        { peer: '10.0.0.3', local: '10.0.0.9', ...FAST },
+        { peer: '10.0.0.2', ...FAST },
+      ]),
+    );
+    expect(r.added).toHaveLength(2);
+    expect(r.errors).toEqual({ 'single-hop 10.0.0.9 -> 10.0.0.3': 'bind EADDRNOTAVAIL 10.0.0.9' });
+    await waitUntil(
+      'the good one Up',
+      () => a.status().sessions.find((s) => s.peer === '10.0.0.2')?.state === 'up',
+    );
+    const bad = () => a.status().sessions.find((s) => s.peer === '10.0.0.3')!;
+    expect(bad()).toMatchObject({ state: 'down', error: 'bind EADDRNOTAVAIL 10.0.0.9', packetsOut: 0 });
+    const before = opens;
+    await waitUntil('retried', () => opens >= before + 2);
+    failing.delete('10.0.0.3');
+    await waitUntil('the bad one can send', () => bad().error === null && bad().packetsOut > 0);
+    console.log(`openSender calls: ${opens}`);
+  });
+
+  test('a removed session says AdminDown before it closes: the peer sees no failure (RFC 5882 §3.2)', async () => {
+    const events: StateChangeEvent[] = [];
+    b.on('stateChange', (e: StateChangeEvent) => events.push(e));
+    await a.setSessions(parseSessionSpecs([{ peer: '10.0.0.2', ...FAST }]));
+    await waitUntil('up', () => b.status().sessions[0]!.state === 'up');
+    const out0 = a.status().packetsOut;
+    await a.setSessions([]);
+    await waitUntil('B down', () => b.status().sessions[0]!.state === 'down');
+    expect(events.at(-1)).toMatchObject({
+      from: 'up',
+      to: 'down',
+      diag: 'neighbor-signaled-down',
+      remoteState: 'admin-down',
+      lostSinceUp: false,
+    });
+    await waitUntil('closed', () => closed.includes('10.0.0.2'));
+    console.log(`packets after removal: ${a.status().packetsOut - out0}`);
+    expect(a.status().packetsOut - out0).toBe(3);
+    // Silence after that: B's verdict stays "not lost" (the old rule held here after the expiry).
+    await sleep(150);
+    expect(b.status().sessions[0]).toMatchObject({ state: 'down', lostSinceUp: false });
+  });
+
+  test('stop() while a socket is opening: the late socket is closed, nothing is sent', async () => {
+    let open!: () => void;
+    gate = new Promise((r) => (open = r));
+    const pending = a.setSessions(parseSessionSpecs([{ peer: '10.0.0.2', ...FAST }]));
+    await waitUntil('opening', () => opens === 1);
+    a.stop();
+    open();
+    await pending;
+    expect(closed).toEqual(['10.0.0.2']);
+    await sleep(100);
+    expect(a.status()).toMatchObject({ sessions: [], packetsOut: 0 });
+  });
+});
+
+describe('ControlServer', () => {
+  test('a subscriber that stops reading is dropped once its unread output passes the cap', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'h6bfd-cap-'));
+    const p = new BfdProcess({ transport: new MemoryNet().transport('10.0.0.1') });
+    await p.start();
+    const ctl = new ControlServer({ path: join(dir, 'bfd.sock'), process: p, maxBufferedOut: 64 << 10 });
+    await ctl.start();
+    const sock = createConnection(join(dir, 'bfd.sock'));
+    let sent = 0;
+    let closedAt = -1;
+    sock.on('close', () => (closedAt = sent));
+    sock.on('error', () => undefined);
+    try {
+      await new Promise((r) => sock.once('connect', r));
+      sock.write('{"cmd":"subscribe","id":1}\n');
+      await waitUntil('subscribed', () => p.listenerCount('stateChange') === 1);
+      sock.pause();
+      const big = { event: 'stateChange', key: 'x'.repeat(1000), peer: '10.0.0.2' };
+      // Bounded: 20 000 events of ~1 kB (20 MB) at most; the kernel's socket buffer takes a few hundred kB.
+      for (; sent < 20_000 && closedAt < 0 && p.listenerCount('stateChange') > 0; sent++) {
+        p.emit('stateChange', big);
+        if (sent % 100 === 0) await sleep(1);
+      }
+      await waitUntil(
+        'dropped',
+        () => closedAt >= 0 || sock.destroyed || p.listenerCount('stateChange') === 0,
+      );
+      console.log(`subscriber dropped after ${sent} events of ~1 kB`);
+      expect(p.listenerCount('stateChange')).toBe(0);
+      expect(sent).toBeLessThan(20_000);
+    } finally {
+      sock.destroy();
+      await ctl.stop();
+      p.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

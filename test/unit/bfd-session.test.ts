@@ -246,7 +246,78 @@ describe('local down: admin and hold', () => {
   });
 });
 
+describe('lostSinceUp: the one fact a client holds BGP on (RFC 5882 §4.3, §3.2)', () => {
+  test('set by Up -> Down for a failure, cleared by Up; not by the peer AdminDown, our AdminDown, or never Up', () => {
+    // Detection-time expiry from Up, then healed.
+    const l = new Link(P300, P300);
+    l.run(3000);
+    expect(l.a.lostSinceUp).toBe(false);
+    l.cut = true;
+    l.run(l.t + 2000);
+    expect([l.a.state, l.a.lostSinceUp]).toEqual([State.Down, true]);
+    l.cut = false;
+    l.run(l.t + 5000);
+    expect([l.a.state, l.a.lostSinceUp]).toEqual([State.Up, false]);
+
+    // The peer's AdminDown, then silence: the remote state is forgotten on expiry, the fact stays false.
+    const ad = wire({ ...packetFor(l.b, { final: false }), state: State.AdminDown });
+    let s = receive(l.a, ad, clock(l.t)).session;
+    expect([s.state, s.lostSinceUp]).toEqual([State.Down, false]);
+    s = tick(s, clock(l.t + 10_000)).session;
+    expect([s.state, s.remoteState, s.lostSinceUp]).toEqual([State.Down, State.Down, false]);
+
+    // Our AdminDown from Up is planned; a hold from Up (forwarding plane) is a loss.
+    expect(adminDown(l.a, Diag.AdministrativelyDown, clock(l.t)).session.lostSinceUp).toBe(false);
+    const held = setHold(l.a, Diag.ForwardingPlaneReset, clock(l.t)).session;
+    expect(held.lostSinceUp).toBe(true);
+    // ... and stays set through Init and AdminDown until Up.
+    expect(adminDown(held, Diag.AdministrativelyDown, clock(l.t)).session.lostSinceUp).toBe(true);
+
+    // Created while held (balancer not attached yet), released, never Up (the router runs no BFD).
+    let n = createSession({ localDiscr: 5, params: P300, now: 0 });
+    n = setHold(n, Diag.ForwardingPlaneReset, clock(1)).session;
+    n = setHold(n, null, clock(2)).session;
+    n = tick(n, clock(10_000)).session;
+    expect([n.state, n.localDiag, n.lostSinceUp]).toEqual([State.Down, Diag.ForwardingPlaneReset, false]);
+  });
+});
+
 describe('poll sequence (§6.8.3)', () => {
+  test('reaching Up: the faster configured TX applies at once, not after the Final (a lost Final starves no one)', () => {
+    let s = createSession({ localDiscr: 1, params: P300, now: 0 });
+    const peer = wire({
+      ...packetFor(createSession({ localDiscr: 9, params: P300, now: 0 }), { final: false }),
+      state: State.Init,
+      yourDiscr: 1,
+    });
+    const r = receive(s, peer, clock(0));
+    s = r.session;
+    expect(s.state).toBe(State.Up);
+    // We advertise 300 ms, so the peer's detection time is 3 × 300 ms: we must send that often at once.
+    expect([s.desiredMinTxUs, s.activeDesiredMinTxUs, s.pollActive]).toEqual([300_000, 300_000, true]);
+    expect(txIntervalUs(s)).toBe(300_000);
+    // No Final ever comes (and no packet at all, within 800 ms, the peer's detection time then is 900 ms).
+    const times: number[] = [];
+    for (let t = 0; t <= 800; t += 1) {
+      const k = tick(s, clock(t, 0.99));
+      s = k.session;
+      if (k.transmit) times.push(t);
+    }
+    const gaps = times.slice(1).map((t, i) => t - times[i]!);
+    console.log(`TX gaps before the Final: ${gaps.join(', ')} ms`);
+    expect(gaps.length).toBeGreaterThanOrEqual(2);
+    for (const g of gaps) expect(g).toBeLessThanOrEqual(300);
+  });
+
+  test('a larger required RX applies at once (only a smaller one waits for the Final)', () => {
+    const l = new Link(P300, P300);
+    l.run(3000);
+    l.cut = true;
+    const s = setParams(l.a, { ...P300, requiredMinRxUs: 600_000 }, clock(l.t));
+    expect([s.pollActive, s.requiredMinRxUs, s.activeRequiredMinRxUs]).toEqual([true, 600_000, 600_000]);
+    expect(detectionTimeUs(s)).toBe(1_800_000);
+  });
+
   test('slower TX while Up: P until F, the old interval stays in force until then', () => {
     const l = new Link(P300, P300);
     l.run(3000);
