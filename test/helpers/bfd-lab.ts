@@ -170,7 +170,7 @@ export class BfdLab {
     const fd = openSync(log, 'a');
     const child = spawn(
       'ip',
-      ['netns', 'exec', this.lbs[i]!.ns, 'node', CLI_JS, 'daemon', '--config', this.bgp.configPath(i), '--log-level', 'debug'], // prettier-ignore
+      ['netns', 'exec', this.lbs[i]!.ns, process.execPath, CLI_JS, 'daemon', '--config', this.bgp.configPath(i), '--log-level', 'debug'], // prettier-ignore
       { stdio: ['ignore', fd, fd], env: { ...process.env, PEAK_XDP_BPFFS: this.bgp.bpffs } },
     );
     closeSync(fd);
@@ -211,7 +211,7 @@ export class BfdLab {
     const fd = openSync(log, 'a');
     const child = spawn(
       'ip',
-      ['netns', 'exec', lb.ns, 'node', CLI_JS, 'bfd-daemon', '--config', cfgPath, '--log-level', 'info'],
+      ['netns', 'exec', lb.ns, process.execPath, CLI_JS, 'bfd-daemon', '--config', cfgPath, '--log-level', 'info'], // prettier-ignore
       { stdio: ['ignore', fd, fd] },
     );
     closeSync(fd);
@@ -222,7 +222,7 @@ export class BfdLab {
   async bfdStatusCli(i: number): Promise<BfdStatus> {
     const r = await runAsync(
       'ip',
-      ['netns', 'exec', this.lbs[i]!.ns, 'node', CLI_JS, 'bfd', '--control', this.bfd[i]!.control, '--json'],
+      ['netns', 'exec', this.lbs[i]!.ns, process.execPath, CLI_JS, 'bfd', '--control', this.bfd[i]!.control, '--json'], // prettier-ignore
       { timeoutMs: 10000 },
     );
     if (r.code !== 0)

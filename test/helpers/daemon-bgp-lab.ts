@@ -233,7 +233,7 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
     const fd = openSync(log, 'a');
     const child = spawn(
       'ip',
-      ['netns', 'exec', this.lbs[i]!.ns, 'node', CLI_JS, 'daemon', '--config', this.configPath(i), '--bpffs', this.bpffs, '--log-level', 'debug'], // prettier-ignore
+      ['netns', 'exec', this.lbs[i]!.ns, process.execPath, CLI_JS, 'daemon', '--config', this.configPath(i), '--bpffs', this.bpffs, '--log-level', 'debug'], // prettier-ignore
       { stdio: ['ignore', fd, fd] },
     );
     closeSync(fd);
@@ -285,7 +285,7 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
   cli(i: number, args: string[]): Promise<CmdResult> {
     return runAsync(
       'ip',
-      ['netns', 'exec', this.lbs[i]!.ns, 'env', `PEAK_XDP_BPFFS=${this.bpffs}`, 'node', CLI_JS, ...args],
+      ['netns', 'exec', this.lbs[i]!.ns, 'env', `PEAK_XDP_BPFFS=${this.bpffs}`, process.execPath, CLI_JS, ...args], // prettier-ignore
       {
         timeoutMs: 30000,
       },

@@ -383,7 +383,7 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
     const t0 = performance.now();
     const child = spawn(
       'ip',
-      ['netns', 'exec', this.lb, 'node', CLI_JS, 'daemon', '--config', this.configPath, '--bpffs', this.bpffs, '--log-level', 'debug', ...(o.args ?? [])], // prettier-ignore
+      ['netns', 'exec', this.lb, process.execPath, CLI_JS, 'daemon', '--config', this.configPath, '--bpffs', this.bpffs, '--log-level', 'debug', ...(o.args ?? [])], // prettier-ignore
       { stdio: ['ignore', fd, fd] },
     );
     closeSync(fd);
@@ -453,7 +453,7 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
   cliIn(netns: string, args: string[], timeoutMs = 30000): Promise<CmdResult> {
     return runAsync(
       'ip',
-      ['netns', 'exec', netns, 'env', `PEAK_XDP_BPFFS=${this.bpffs}`, 'node', CLI_JS, ...args],
+      ['netns', 'exec', netns, 'env', `PEAK_XDP_BPFFS=${this.bpffs}`, process.execPath, CLI_JS, ...args],
       {
         timeoutMs,
       },
@@ -474,7 +474,7 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
     const env = Object.entries({ PEAK_XDP_BPFFS: this.bpffs, ...o.env }).map(([k, v]) => `${k}=${v}`);
     return runAsync(
       'ip',
-      ['netns', 'exec', this.lb, 'env', ...env, 'setpriv', `--reuid=${o.uid}`, `--regid=${o.uid}`, '--clear-groups', ...keep, 'node', CLI_JS, ...args], // prettier-ignore
+      ['netns', 'exec', this.lb, 'env', ...env, 'setpriv', `--reuid=${o.uid}`, `--regid=${o.uid}`, '--clear-groups', ...keep, process.execPath, CLI_JS, ...args], // prettier-ignore
       { timeoutMs },
     );
   }
