@@ -44,7 +44,7 @@ describePrivileged('peak-xdp CLI: attach/detach, decap, errors with no daemon', 
     const nofs = await lab.cli(['status', '--bpffs', lab.bpffs, '--bpffs', '/tmp']);
     expect(nofs.code).toBe(2);
     expect(nofs.stderr).toMatch(/--bpffs: given 2 times \(.*, \/tmp\): give it once/);
-    const notBpf = await runAsync('ip', ['netns', 'exec', lab.lb, 'node', CLI_JS, '--bpffs', '/tmp', 'status'], { timeoutMs: 30000 }); // prettier-ignore
+    const notBpf = await runAsync('ip', ['netns', 'exec', lab.lb, process.execPath, CLI_JS, '--bpffs', '/tmp', 'status'], { timeoutMs: 30000 }); // prettier-ignore
     expect(notBpf.code).toBe(3);
     expect(notBpf.stderr).toMatch(/bpffs root \/tmp is not a bpffs mount \(mount -t bpf bpf \/tmp\)/);
     const bgp = await lab.cli(['bgp']);

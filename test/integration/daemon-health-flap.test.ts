@@ -171,7 +171,7 @@ describePrivileged('daemon: health-check flapping keeps established connections 
   const keepAlive = (maxMs: number): KeepAlive => {
     const child = spawn(
       'ip',
-      ['netns', 'exec', lab.client, 'node', clientJs, VIP, String(VIP_PORT), String(CONNECTIONS), String(GAP_MS), String(maxMs), '900'], // prettier-ignore
+      ['netns', 'exec', lab.client, process.execPath, clientJs, VIP, String(VIP_PORT), String(CONNECTIONS), String(GAP_MS), String(maxMs), '900'], // prettier-ignore
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let out = '';

@@ -97,7 +97,9 @@ describePrivileged(
       const args = ['daemon', '--config', path, '--bpffs', lab.bpffs];
       if (o.as)
       return lab.cliAs({ uid: NOBODY, caps: CAPS, env: { PEAK_XDP_LOCK_DIR: nobodyLocks } }, ['daemon', '--config', path], 20000); // prettier-ignore
-      return runAsync('ip', ['netns', 'exec', lab.lb, 'node', CLI_JS, ...args], { timeoutMs: 20000 });
+      return runAsync('ip', ['netns', 'exec', lab.lb, process.execPath, CLI_JS, ...args], {
+        timeoutMs: 20000,
+      });
     };
     const nothingProgrammed = () => {
       expect(lab.lbXdpProgId()).toBe(0);
@@ -165,7 +167,7 @@ describePrivileged(
       nothingProgrammed();
 
       // Port taken (by something else in the LB's namespace).
-      occupant = spawn('ip', ['netns', 'exec', lab.lb, 'node', '-e', "require('net').createServer().listen(9470, '127.0.0.1', () => console.log('up'))"], { stdio: ['ignore', 'pipe', 'ignore'] }); // prettier-ignore
+      occupant = spawn('ip', ['netns', 'exec', lab.lb, process.execPath, '-e', "require('net').createServer().listen(9470, '127.0.0.1', () => console.log('up'))"], { stdio: ['ignore', 'pipe', 'ignore'] }); // prettier-ignore
       await new Promise((r) => occupant!.stdout!.once('data', r));
       try {
         const busy = await refusedStart(base());

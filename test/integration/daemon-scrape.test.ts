@@ -116,7 +116,7 @@ describePrivileged(`daemon: ${SCRAPERS} concurrent scrapes at ${VIPS} VIPs x ${B
   it('/healthz and /readyz keep answering (p90 < 200 ms, all < 1 s); the scrapes share a few renders, not 100', async () => {
     const marks = [join(lab.dir, 'flood-started'), join(lab.dir, 'flood-finished')];
     const node = (script: string) =>
-      runAsync('ip', ['netns', 'exec', lab.lb, 'node', join(lab.dir, script), ...marks], {
+      runAsync('ip', ['netns', 'exec', lab.lb, process.execPath, join(lab.dir, script), ...marks], {
         timeoutMs: 120000,
       });
     const [f, p] = await Promise.all([node('flood.js'), node('probe.js')]);

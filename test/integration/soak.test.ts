@@ -199,9 +199,13 @@ describePrivileged('soak: quick profile', () => {
       expect(existsSync(MAIN) ? MAIN : `${MAIN} missing: run scripts/setup.sh`).toBe(MAIN);
       const output: string[] = [];
       const code = await new Promise<number | null>((resolve, reject) => {
-        child = spawn('node', [MAIN, '--quick', '--seed', String(SEED), '--prefix', prefix, '--out', out], {
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
+        child = spawn(
+          process.execPath,
+          [MAIN, '--quick', '--seed', String(SEED), '--prefix', prefix, '--out', out],
+          {
+            stdio: ['ignore', 'pipe', 'pipe'],
+          },
+        );
         child.stdout!.on('data', (d: Buffer) => output.push(d.toString()));
         child.stderr!.on('data', (d: Buffer) => output.push(d.toString()));
         child.on('error', reject);
