@@ -2,7 +2,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import type { Argv } from 'yargs';
 import { join } from 'node:path';
-import { BpfProgram, queryXdp } from '../datapath/bpf';
+import { BpfProgram, ifNameToIndex, queryXdp } from '../datapath/bpf';
 import { BALANCER_PROGRAM, KernelDatapath } from '../datapath/kernel';
 import { acquirePinLock, describeHolder, PinDirBusy, PinLock } from '../daemon/lock';
 import {
@@ -155,6 +155,16 @@ function interfaces(): string[] {
   }
 }
 
+/** Exits 3 unless the interface exists in this network namespace (every command taking --interface says it so). */
+export function requireInterface(ifname: string): void {
+  try {
+    ifNameToIndex(ifname);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENODEV') throw e;
+    throw new CliError(`--interface: no interface "${ifname}" in this network namespace`, 3);
+  }
+}
+
 /** The pin directory of the balancer this command is about (--interface, or the only one pinned here). */
 export function resolvePins(a: GlobalArgs): { dir: string; ifname: string } {
   const root = bpffsRoot(a.bpffs);
@@ -170,6 +180,7 @@ export function resolvePins(a: GlobalArgs): { dir: string; ifname: string } {
     if (!existsSync(join(dir, BALANCER_PROGRAM))) {
       const progId = unpinnedBalancer(a.interface, { nameUnknownCounts: true });
       if (progId !== null) throw pinsMissing(dir, a.interface, progId);
+      requireInterface(a.interface);
       throw new CliError(
         `nothing attached: no pinned balancer for ${a.interface} under ${base} (is the daemon running here? --bpffs / PEAK_XDP_BPFFS set the bpffs root)`,
         3,

@@ -29,18 +29,45 @@ export function buildCli(argv: string[]): Argv<GlobalArgs> {
     // Shared options (--json, --interface, --bpffs, --admin) are added by the commands that use them.
     .help()
     .alias('h', 'help')
-    .completion('completion', 'Print a bash/zsh completion script (e.g. peak-xdp completion >> ~/.bashrc)')
+    // yargs' own completion command prints the script even for --help: a hidden one answers the shell's
+    // --get-yargs-completions, and `completion` is an ordinary command (with help) that prints the script.
+    .completion('__completion-script', false)
     // --version and `peak-xdp version` print the same version (src/version.ts).
     .version(buildInfo.version)
     .fail((msg, err) => {
       // yargs re-wraps errors thrown by coerce in a YError: those are usage errors too (exit 2).
       if (err && !(err instanceof CliError) && err.name === 'YError') throw new CliError(err.message, 2);
+      // yargs lists bad choices over several lines ("Invalid values:", "Argument: x, Given: ..., Choices: ...").
+      const choice = /Argument: ([\w-]+), Given: (.+?), Choices: (.+)$/m.exec(msg ?? '');
+      if (choice) throw new CliError(`${choice[1]}: ${choice[2]} is not one of ${choice[3]!.trim()}`, 2);
       // recommendCommands says only "Did you mean X?": name what was typed.
       const typo = /^Did you mean (.+)\?$/.exec(msg ?? '');
       const typed = argv.find((x) => !x.startsWith('-'));
       if (typo && typed) throw new CliError(`unknown command "${typed}" (did you mean "${typo[1]}"?)`, 2);
       throw err ?? new CliError(msg, 2);
     }) as unknown as Argv<GlobalArgs>;
+  y = y.command(
+    'completion',
+    'Print a bash/zsh completion script (e.g. peak-xdp completion >> ~/.bashrc)',
+    {},
+    () => {
+      y.showCompletionScript();
+    },
+  );
+  // --version belongs to peak-xdp itself: each subcommand's builder turns it off, so its --help does not list it.
+  const command = y.command.bind(y) as (...xs: unknown[]) => Argv<GlobalArgs>;
+  (y as unknown as { command: unknown }).command = (...xs: unknown[]) => {
+    const builder = xs[2];
+    if (typeof builder === 'function')
+      xs[2] = (y2: Argv) => (builder as (y3: Argv) => Argv)(y2.version(false));
+    else if (xs.length === 1 && typeof xs[0] === 'object' && xs[0] !== null) {
+      const m = xs[0] as { builder?: unknown };
+      const b = m.builder;
+      if (typeof b === 'function')
+        xs[0] = { ...m, builder: (y2: Argv) => (b as (y3: Argv) => Argv)(y2.version(false)) };
+    }
+    return command(...xs);
+  };
   for (const reg of [
     registerDaemon,
     registerInspect,

@@ -5,6 +5,10 @@ export interface Column<T> {
   align?: 'left' | 'right';
 }
 
+/** ADDRESS:PORT, IPv6 in brackets ([2001:db8::1]:53): the one address:port spelling of every command. */
+export const hostPort = (address: string, port: number | string): string =>
+  `${address.includes(':') ? `[${address}]` : address}:${port}`;
+
 /** Renders rows as an aligned text table (numbers right-aligned by default). */
 export function renderTable<T>(rows: readonly T[], columns: readonly Column<T>[]): string {
   const cells = rows.map((r) => columns.map((c) => String(c.value(r) ?? '-')));

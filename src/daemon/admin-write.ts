@@ -107,8 +107,13 @@ export function authorise(req: WriteRequest, access: WriteAccess): WriteResponse
     const given = typeof h === 'string' && /^Bearer\s+/i.test(h) ? h.replace(/^Bearer\s+/i, '').trim() : '';
     const a = Buffer.from(given);
     const b = Buffer.from(access.token);
+    if (given === '')
+      return err(
+        401,
+        'no token: mutating admin requests need "Authorization: Bearer <token>" (admin.tokenFile; peak-xdp --token-file)',
+      );
     if (a.length !== b.length || !timingSafeEqual(a, b))
-      return err(401, 'mutating admin requests need "Authorization: Bearer <token>" (admin.tokenFile)');
+      return err(401, "wrong token: the bearer token does not match the daemon's admin.tokenFile");
   } else if (!access.local)
     return err(
       403,

@@ -93,10 +93,24 @@ export function bfdIntervalProblem(v: unknown): string | null {
     : `must be a number of ms in ${min}..${max} (µs precision), got ${JSON.stringify(v)}`;
 }
 
-const bfdInterval = z.number().superRefine((v, ctx) => {
-  const problem = bfdIntervalProblem(v);
-  if (problem) ctx.addIssue({ code: 'custom', message: problem });
-});
+// min/max as zod checks so the JSON Schema carries the range; every message is bfdIntervalProblem's.
+const bfdInterval = z
+  .number({
+    errorMap: (issue, ctx) => ({
+      message:
+        issue.code === 'too_small' || issue.code === 'too_big'
+          ? (bfdIntervalProblem(ctx.data) ?? ctx.defaultError)
+          : ctx.defaultError,
+    }),
+  })
+  .min(BFD_BOUNDS.intervalMs.min)
+  .max(BFD_BOUNDS.intervalMs.max)
+  .superRefine((v, ctx) => {
+    const { min, max } = BFD_BOUNDS.intervalMs;
+    // Out of range is already reported by min/max.
+    const problem = v >= min && v <= max ? bfdIntervalProblem(v) : null;
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  });
 
 /** bgp.peers[].bfd: a BFD session to the peer; BFD Down tears the BGP session down (RFC 5882 §4.3). */
 export const peerBfdSchema = z

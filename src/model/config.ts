@@ -16,7 +16,7 @@ import type { Path } from './backends';
 import { configSchema, parseListen, RawConfig } from './schema';
 import { checkBgpSection, checkKubernetesSection, underSection } from './sections';
 import type { Config, ConfigFormat, ParseResult, VipConfig } from './types';
-import { checkVip, familyName, VipResult } from './vip';
+import { checkVip, familyName, VipIdentity, VipResult } from './vip';
 
 export * from './types';
 export { checkBackends, type CheckedBackend, type RelIssue } from './backends';
@@ -64,31 +64,36 @@ export class ConfigValidator {
     this.#previous = this.#current;
     this.#current = new Map();
     const checked: (VipConfig | null)[] = [];
+    const identities: VipIdentity[] = [];
     const list = Array.isArray(rawVips) ? rawVips : [];
     list.forEach((v, i) => {
       const r = this.checkVipMemo(v, encapFamilies);
-      // A VIP whose only issues are unknown keys still takes part in the cross-VIP checks.
+      // A VIP whose only issues are unknown keys still counts towards the limits below.
       checked.push(r.ok ? r.vip : (r.vip ?? null));
+      identities.push(r.identity);
       if (!r.ok) for (const x of r.issues) add(['vips', i, ...x.path], x.message);
       else {
         for (const w of r.warnings)
           warnings.push({ path: formatPath(['vips', i, ...w.path]), message: w.message });
       }
     });
-    // Cross-VIP checks run over the VIPs that passed their own checks, so one pass lists every error.
+    // Cross-VIP checks run over every VIP whose name (or address, port and protocol) parsed, whatever its
+    // other errors, so one pass lists every error.
     const names = new Map<string, number>();
     const keys = new Map<string, number>();
-    checked.forEach((vip, i) => {
-      if (vip === null) return;
-      const firstName = names.get(vip.name);
-      if (firstName !== undefined)
-        add(['vips', i, 'name'], `${showValue(vip.name)} duplicates vips[${firstName}].name`);
-      else names.set(vip.name, i);
-      const key = `${vip.address}|${vip.port}|${vip.protocol}`;
-      const firstKey = keys.get(key);
+    identities.forEach(({ name, key }, i) => {
+      if (name !== null) {
+        const firstName = names.get(name);
+        if (firstName !== undefined)
+          add(['vips', i, 'name'], `${showValue(name)} duplicates vips[${firstName}].name`);
+        else names.set(name, i);
+      }
+      if (key === null) return;
+      const text = `${key.address}|${key.port}|${key.protocol}`;
+      const firstKey = keys.get(text);
       if (firstKey !== undefined)
-        add(['vips', i], `${vip.address} port ${vip.port} ${vip.protocol} duplicates vips[${firstKey}]`);
-      else keys.set(key, i);
+        add(['vips', i], `${key.address} port ${key.port} ${key.protocol} duplicates vips[${firstKey}]`);
+      else keys.set(text, i);
     });
     const vips = checked.filter((v): v is VipConfig => v !== null);
     if (raw === null || vips.length !== list.length) return fail();

@@ -16,13 +16,42 @@ function maybeSpecial(canon: string): boolean {
   return first === 0 || first === 127 || first === 169 || first >= 224;
 }
 
+/** What the cross-VIP checks compare (duplicate name, duplicate address/port/protocol); null fields did not parse. */
+export interface VipIdentity {
+  name: string | null;
+  /** address, port and protocol together: null unless all three parsed. */
+  key: { address: string; port: number; protocol: 'tcp' | 'udp' } | null;
+}
+
 export type VipResult =
-  | { ok: true; vip: VipConfig; warnings: RelIssue[] }
-  /** `vip`: the VIP as it would be without its unknown keys, when they are its only issues (for cross-VIP checks). */
-  | { ok: false; issues: RelIssue[]; vip?: VipConfig };
+  | { ok: true; vip: VipConfig; warnings: RelIssue[]; identity: VipIdentity }
+  /** `vip`: the VIP as it would be without its unknown keys, when they are its only issues. */
+  | { ok: false; issues: RelIssue[]; vip?: VipConfig; identity: VipIdentity };
+
+/**
+ * The identity of a VIP from its raw input, each field parsed on its own with the VIP schema's field rules: a
+ * VIP with errors elsewhere (a bad backend weight) still takes part in the cross-VIP checks.
+ */
+export function vipIdentity(input: unknown): VipIdentity {
+  const o = (input !== null && typeof input === 'object' ? input : {}) as Record<string, unknown>;
+  const f = vipSchema.shape;
+  const name = f.name.safeParse(o.name);
+  const address = f.address.safeParse(o.address);
+  const port = f.port.safeParse(o.port);
+  const protocol = f.protocol.safeParse(o.protocol);
+  const ip = address.success ? parseIp(address.data) : null;
+  return {
+    name: name.success ? name.data : null,
+    key:
+      ip !== null && port.success && protocol.success
+        ? { address: formatIp(ip.bytes), port: port.data, protocol: protocol.data }
+        : null,
+  };
+}
 
 /** A VIP's own checks; `encapFamilies`: the families encapSource provides (null: unknown or auto). */
 export function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | null): VipResult {
+  const identity = vipIdentity(input);
   // Unknown keys alone leave the data (parseTolerant): the VIP's other checks still run and report too.
   const parsed = parseTolerant(vipSchema, input);
   const rawBackends =
@@ -40,7 +69,7 @@ export function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | 
       (own ? unknown : fields).push({ path: i.path === '' ? [] : [i.path], message: i.message });
   });
   if (parsed.data === null || !checked.complete)
-    return { ok: false, issues: [...fields, ...checked.issues, ...unknown] };
+    return { ok: false, issues: [...fields, ...checked.issues, ...unknown], identity };
   const vip: RawVip = parsed.data;
   const issues: RelIssue[] = [];
   const warnings: RelIssue[] = [];
@@ -124,7 +153,7 @@ export function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | 
   });
   // fields here are unknown keys of nested objects (healthCheck.x): any other field issue leaves no data.
   const failures = [...fields, ...checked.issues, ...issues, ...unknown];
-  if (issues.length > 0) return { ok: false, issues: failures };
+  if (issues.length > 0) return { ok: false, issues: failures, identity };
   const config: VipConfig = {
     name: vip.name,
     address,
@@ -153,6 +182,6 @@ export function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | 
     minHealthyBackends: vip.minHealthyBackends ?? null,
     failOpen: vip.failOpen,
   };
-  if (failures.length > 0) return { ok: false, issues: failures, vip: Object.freeze(config) };
-  return { ok: true, vip: Object.freeze(config), warnings };
+  if (failures.length > 0) return { ok: false, issues: failures, vip: Object.freeze(config), identity };
+  return { ok: true, vip: Object.freeze(config), warnings, identity };
 }

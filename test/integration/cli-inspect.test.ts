@@ -113,13 +113,13 @@ describePrivileged('peak-xdp CLI with a running daemon', () => {
       expect(r[6]).toMatch(/^\d+\.\d\d%$/);
     }
     const bad = await lab.cli(['backends', '--vip', 'nosuch']);
-    expect(bad.code).toBe(2);
+    expect(bad.code).toBe(3);
     expect(bad.stderr).toMatch(/no VIP "nosuch"/);
     // With --json the error is a document on stdout, the exit code the same.
     const badJson = await lab.cli(['backends', '--vip', 'nosuch', '--json']);
-    expect(badJson.code).toBe(2);
+    expect(badJson.code).toBe(3);
     expect(badJson.stderr).toBe('');
-    expect(JSON.parse(badJson.stdout)).toMatchObject({ apiVersion: 'peak-xdp/v1', kind: 'Error', error: { exitCode: 2, message: expect.stringMatching(/no VIP "nosuch"/) } }); // prettier-ignore
+    expect(JSON.parse(badJson.stdout)).toMatchObject({ apiVersion: 'peak-xdp/v1', kind: 'Error', error: { exitCode: 3, message: expect.stringMatching(/no VIP "nosuch"/) } }); // prettier-ignore
   });
 
   it('stats: rates over a short interval while traffic runs; --watch --count; bad --interval', async () => {

@@ -129,15 +129,15 @@ describePrivileged('peak-xdp write commands through the daemon', () => {
     expect(bad.stderr).toMatch(/weight: "abc" is not an integer from 0 to 65535/);
   }, 30000);
 
-  it('unknown VIP or backend: exit 1 and a message naming it', async () => {
+  it('unknown VIP or backend: exit 3 (not found) and a message naming it', async () => {
     const v = await w(['drain', 'nosuch', be(1)]);
-    expect(v.code).toBe(1);
+    expect(v.code).toBe(3);
     expect(v.stderr).toMatch(/no VIP named "nosuch"/);
     const b = await w(['drain', 'web', '10.10.99.9']);
-    expect(b.code).toBe(1);
+    expect(b.code).toBe(3);
     expect(b.stderr).toMatch(/VIP "web" has no backend 10\.10\.99\.9/);
     const f = await w(['conntrack', 'flush', '--backend', '10.10.99.9']);
-    expect(f.code).toBe(1);
+    expect(f.code).toBe(3);
     expect(f.stderr).toMatch(/no VIP has a backend 10\.10\.99\.9/);
     expect((await w(['conntrack', 'flush'])).code).toBe(2);
   });
@@ -201,8 +201,10 @@ describePrivileged('peak-xdp write commands through the daemon', () => {
     daemon = await lab.startDaemon();
     const no = await w(['drain', 'web', be(1)]);
     expect(no.code).toBe(1);
-    expect(no.stderr).toMatch(/Authorization: Bearer/);
-    expect((await w(['drain', 'web', be(1), '--token-file', wrong])).code).toBe(1);
+    expect(no.stderr).toMatch(/no token: .*Authorization: Bearer/);
+    const bad = await w(['drain', 'web', be(1), '--token-file', wrong]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/wrong token: /);
     ok(await w(['drain', 'web', be(1), '--token-file', tokenFile]));
     expect((await row(be(1))).state).toBe('draining');
     ok(await w(['undrain', 'web', be(1), '--token-file', tokenFile]));

@@ -56,35 +56,15 @@ describe('peak-xdp help', () => {
   it.each([
     [
       'daemon',
-      [
-        'bpffs',
-        'config',
-        'detach-on-exit',
-        'help',
-        'kubeconfig',
-        'kubernetes',
-        'log-level',
-        'node-name',
-        'version',
-      ],
+      ['bpffs', 'config', 'detach-on-exit', 'help', 'kubeconfig', 'kubernetes', 'log-level', 'node-name'],
     ],
-    ['maglev', ['backends', 'help', 'json', 'remove', 'size', 'version']],
-    ['bgp', ['admin', 'help', 'json', 'version']],
-    ['status', ['admin', 'bpffs', 'help', 'interface', 'json', 'version']],
-    ['config', ['help', 'json', 'version']],
+    ['maglev', ['backends', 'help', 'json', 'remove', 'size']],
+    ['bgp', ['admin', 'help', 'json']],
+    ['status', ['admin', 'bpffs', 'help', 'interface', 'json']],
+    ['config', ['help', 'json']],
     [
       'attach',
-      [
-        'bpffs',
-        'conntrack-entries',
-        'help',
-        'interface',
-        'json',
-        'max-backends',
-        'max-vips',
-        'mode',
-        'version',
-      ],
+      ['bpffs', 'conntrack-entries', 'help', 'interface', 'json', 'max-backends', 'max-vips', 'mode'],
     ],
   ])('%s --help lists only the options it uses', async (cmd, expected) => {
     const h = await run([cmd, '--help']);
@@ -153,6 +133,67 @@ describe('peak-xdp usage errors', () => {
     const unknown = await run(['nope', '--json']);
     expect(unknown.code).toBe(2);
     expect(JSON.parse(unknown.stdout).error.message).toMatch(/^unknown command "nope"/);
+  });
+});
+
+describe('review of issue 13: usage', () => {
+  it('conntrack flush takes only its own options; conntrack (list) keeps its own', async () => {
+    const r = await run(['conntrack', 'flush', '--limit', '1']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/Unknown argument: limit/);
+    for (const bad of [
+      ['-i', 'eth0'],
+      ['--bpffs', '/x'],
+    ]) {
+      const b = await run(['conntrack', 'flush', '--all', ...bad]);
+      expect(b.code).toBe(2);
+      expect(b.stderr).toMatch(/Unknown argument/);
+    }
+    expect(optionsOf((await run(['conntrack', 'flush', '--help'])).stdout)).toEqual([
+      'admin',
+      'all',
+      'backend',
+      'help',
+      'json',
+      'token-file',
+      'vip',
+    ]);
+    expect(optionsOf((await run(['conntrack', '--help'])).stdout)).toEqual(
+      expect.arrayContaining(['limit', 'interface', 'bpffs', 'vip']),
+    );
+  });
+
+  it.each([
+    [['drain'], 'missing argument <vip> (and <backend>)'],
+    [['undrain', 'web'], 'missing argument <backend>'],
+    [['weight', 'web'], 'missing argument <backend>'],
+  ])('a missing positional of %j is named, also with --json', async (argv, message) => {
+    const r = await run(argv);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`peak-xdp: ${message}\n`);
+    const j = await run([...argv, '--json']);
+    expect(j.code).toBe(2);
+    expect(JSON.parse(j.stdout).error.message).toBe(message);
+  });
+
+  it('a bad choice is one line naming argument, value and choices', async () => {
+    const r = await run(['config', 'frob', 'x.yaml']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe('peak-xdp: action: "frob" is not one of "validate"\n');
+  });
+
+  it('completion --help / -h print help, not the script', async () => {
+    for (const h of ['--help', '-h']) {
+      const r = await run(['completion', h]);
+      expect(r.stdout).not.toMatch(/compdef|complete -o/);
+      expect(r.stdout).toMatch(/completion/);
+    }
+  });
+
+  it('subcommands do not list --version; peak-xdp --version still prints it', async () => {
+    expect(optionsOf((await run(['status', '--help'])).stdout)).not.toContain('version');
+    const v = await run(['--version']);
+    expect(v.stdout).toMatch(/\d+\.\d+\.\d+/);
   });
 });
 

@@ -116,6 +116,28 @@ describe('an unknown key hides nothing', () => {
     );
   });
 
+  it('the cross-VIP checks still run over VIPs with errors of their own (a bad weight, a bad address)', () => {
+    expect(
+      errorsOf({
+        interface: 'eth0',
+        vips: [
+          vip(),
+          vip({ backends: [{ address: '10.0.0.1', weight: -5 }] }),
+          vip({ name: 'dns', address: '192.0.2.10', tableSize: 'x' }),
+          vip({ name: 'web', address: 'nope' }),
+        ],
+      }),
+    ).toEqual([
+      expect.stringMatching(/^vips\[1\]\.backends\[0\]\.weight: /),
+      expect.stringMatching(/^vips\[2\]\.tableSize: /),
+      expect.stringMatching(/^vips\[3\]\.address: /),
+      'vips[1].name: "web" duplicates vips[0].name',
+      'vips[1]: 192.0.2.10 port 80 tcp duplicates vips[0]',
+      'vips[2]: 192.0.2.10 port 80 tcp duplicates vips[0]',
+      'vips[3].name: "web" duplicates vips[0].name',
+    ]);
+  });
+
   it('in the bgp and kubernetes sections', () => {
     const r = parseConfig(
       JSON.stringify({
@@ -137,5 +159,30 @@ describe('an unknown key hides nothing', () => {
   it('a good file is unchanged by all this', () => {
     const r = validateConfig({ interface: 'eth0', vips: [vip()] });
     expect(r.ok).toBe(true);
+  });
+});
+
+describe('bgp.peers[].bfd intervals', () => {
+  const peer = (bfd: Record<string, unknown>) => ({
+    interface: 'eth0',
+    bgp: { asn: 65001, peers: [{ address: '10.0.0.2', asn: 65000, bfd }] },
+  });
+  it.each([
+    [{ minRx: 0 }, /^bgp\.peers\[0\]\.bfd\.minRx: 0 .*1$/],
+    [{ minTx: 60001 }, /^bgp\.peers\[0\]\.bfd\.minTx: 60001 .*60000$/],
+    [
+      { minRx: 1.0001 },
+      /^bgp\.peers\[0\]\.bfd\.minRx: must be a number of ms in 1\.\.60000 \(µs precision\), got 1\.0001$/,
+    ],
+  ])('%j: one error naming the value and the bound', (bfd, message) => {
+    expect(errorsOf(peer(bfd))).toEqual([expect.stringMatching(message)]);
+  });
+  it('the JSON Schema carries the range', () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { configJsonSchema } =
+      require('../../scripts/gen-schema') as typeof import('../../scripts/gen-schema');
+    const text = JSON.stringify(configJsonSchema());
+    expect(text).toContain('"minRx":{"type":"number","minimum":1,"maximum":60000');
+    expect(text).toContain('"minTx":{"type":"number","minimum":1,"maximum":60000');
   });
 });

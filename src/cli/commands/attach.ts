@@ -11,7 +11,6 @@ import {
   BpfObject,
   BpfProgram,
   detachXdp,
-  ifNameToIndex,
   queryXdp,
   unpin,
   XdpMode,
@@ -35,6 +34,7 @@ import {
   GlobalArgs,
   holdPins,
   requireCapabilities,
+  requireInterface,
   withAdmin,
   withJson,
   withPins,
@@ -68,16 +68,6 @@ function balancerPins(a: GlobalArgs, ifname: string): string {
     throw new CliError((e as Error).message, 3);
   }
   return pinDir({ bpffs: root, netns: currentNetnsName(), ifname });
-}
-
-/** Exits 3 unless the interface exists in this network namespace. */
-function requireInterface(ifname: string): void {
-  try {
-    ifNameToIndex(ifname);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENODEV') throw e;
-    throw new CliError(`--interface: no interface "${ifname}" in this network namespace`, 3);
-  }
 }
 
 /**

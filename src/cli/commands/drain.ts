@@ -26,13 +26,17 @@ export function withToken<T>(y: Argv<T>): Argv<T & { tokenFile?: string }> {
 export function withTarget<T>(y: Argv<T>) {
   return withToken(
     y
-      .positional('vip', {
-        type: 'string',
-        demandOption: true,
-        describe: 'VIP name, id or address[:port[/proto]]',
-      })
-      .positional('backend', { type: 'string', demandOption: true, describe: 'backend address' }),
+      .positional('vip', { type: 'string', describe: 'VIP name, id or address[:port[/proto]]' })
+      .positional('backend', { type: 'string', describe: 'backend address' }),
   );
+}
+
+/** The <vip> and <backend> of a write command, or a usage error naming the first one missing. */
+export function targetArgs(a: { vip?: string; backend?: string }): { vip: string; backend: string } {
+  // Optional in yargs so the error names the argument (yargs says only "got 0, need at least 2").
+  if (a.vip === undefined) throw new CliError('missing argument <vip> (and <backend>)', 2);
+  if (a.backend === undefined) throw new CliError('missing argument <backend>', 2);
+  return { vip: a.vip, backend: a.backend };
 }
 
 function token(a: WriteArgs): string | null {
@@ -78,7 +82,8 @@ export async function adminWrite<T>(
   }
   if (!r.ok) {
     const msg = (doc as { error?: string } | null)?.error ?? `HTTP ${r.status}: ${text.trim().slice(0, 200)}`;
-    throw new CliError(msg, 1);
+    // Exit codes as everywhere: 3 not found (unknown VIP or backend), 2 refused input, 1 anything else.
+    throw new CliError(msg, r.status === 404 ? 3 : r.status === 400 ? 2 : 1);
   }
   return doc as T;
 }
@@ -135,14 +140,15 @@ export function printReply(a: GlobalArgs, kind: string, r: object, text: string)
 export function registerDrain(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
   for (const undo of [false, true])
     y = y.command(
-      `${undo ? 'undrain' : 'drain'} <vip> <backend>`,
+      `${undo ? 'undrain' : 'drain'} [vip] [backend]`,
       undo
         ? 'Clear a drain override set by peak-xdp drain (a drain the config sets stays)'
         : 'Drain a backend (no new flows, established ones stay) through the daemon, until undrain; survives reloads and daemon restarts',
       (y2) => withTarget(y2),
       async (a) => {
-        const vip = await vipName(a, a.vip);
-        const backend = backendArg(a.backend);
+        const t = targetArgs(a);
+        const vip = await vipName(a, t.vip);
+        const backend = backendArg(t.backend);
         const r = await adminWrite<OverrideReply>(a, undo ? 'DELETE' : 'POST', '/v1/backends/drain', {
           vip,
           backend,

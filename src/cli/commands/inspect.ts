@@ -1,11 +1,20 @@
 // Read-only commands over the pinned maps: status, vips, backends, stats, conntrack, ring.
-import type { Argv } from 'yargs';
+import type { Argv, CommandModule } from 'yargs';
 import type { KernelDatapath } from '../../datapath/kernel';
 import type { BackendSpec, VipSpec } from '../../datapath/types';
 import { queryXdp } from '../../datapath/bpf';
 import { canonicalIp } from '../../model/ip';
 import { daemonNames, DaemonState, GlobalArgs, openPinned, withAdmin, withJson, withPins } from '../context';
-import { CliError, emit, formatBytes, formatRate, ndjsonLine, numberArg, renderTable } from '../output';
+import {
+  CliError,
+  emit,
+  formatBytes,
+  hostPort,
+  formatRate,
+  ndjsonLine,
+  numberArg,
+  renderTable,
+} from '../output';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { conntrackFlushCommand } from './conntrack';
 
@@ -68,7 +77,7 @@ export function parseVipSelector(text: string): VipSelector | null {
 }
 
 const vipText = (v: VipSpec): string =>
-  `${v.key.address.includes(':') ? `[${v.key.address}]` : v.key.address}:${v.key.port === 0 ? '*' : v.key.port}/${v.key.protocol}`;
+  `${hostPort(v.key.address, v.key.port === 0 ? '*' : v.key.port)}/${v.key.protocol}`;
 
 /** Each VIP with the backend ids its Maglev table references and each id's share of slots. */
 async function vipTables(dp: KernelDatapath): Promise<Map<number, Map<number, number>>> {
@@ -168,9 +177,61 @@ export async function findVip(dp: KernelDatapath, a: GlobalArgs, sel: string): P
   }
   throw new CliError(
     `no VIP "${sel}" (give an id, a name, or address[:port][/proto], IPv6 as [addr]:port; see peak-xdp vips)`,
-    2,
+    3,
   );
 }
+
+/** `peak-xdp conntrack [list]`: the default subcommand of conntrack (flush is the other, conntrack.ts). */
+const conntrackListCommand: CommandModule<GlobalArgs, GlobalArgs & { vip?: string; limit?: unknown }> = {
+  command: ['list', '$0'],
+  describe: 'List connection-table entries (the default)',
+  builder: (y) =>
+    common(y)
+      .option('vip', {
+        type: 'string',
+        describe: 'only flows to this VIP (id, name or address[:port][/proto])',
+      })
+      .option('limit', {
+        type: 'string',
+        default: '1000',
+        describe: 'at most this many entries (positive integer)',
+        coerce: numberArg('limit'),
+      }) as unknown as Argv<GlobalArgs & { vip?: string; limit?: unknown }>,
+  handler: async (a) => {
+    const limit = a.limit as number;
+    if (!Number.isInteger(limit) || limit < 1)
+      throw new CliError(`--limit: ${limit} is not a positive integer`, 2);
+    const { dp } = openPinned(a);
+    try {
+      const only = a.vip ? await findVip(dp, a, a.vip) : null;
+      const backends = new Map((await dp.listBackends()).map((b) => [b.id, b]));
+      const entries = (await dp.conntrack(only ? undefined : limit))
+        .filter(
+          (e) =>
+            only === null ||
+            (e.destination === only.key.address &&
+              e.protocol === only.key.protocol &&
+              (only.key.port === 0 || e.destinationPort === only.key.port)),
+        )
+        .slice(0, limit)
+        .map((e) => ({ ...e, backend: backends.get(e.backendId)?.address ?? null }));
+      emit(
+        a.json,
+        'ConntrackList',
+        { items: entries, limitReached: entries.length === limit },
+        () =>
+          renderTable(entries, [
+            { header: 'PROTO', value: (e) => e.protocol },
+            { header: 'SOURCE', value: (e) => hostPort(e.source, e.sourcePort) },
+            { header: 'DESTINATION', value: (e) => hostPort(e.destination, e.destinationPort) },
+            { header: 'BACKEND', value: (e) => `${e.backend ?? '?'} (#${e.backendId})` },
+          ]) + `\n${entries.length} entries${entries.length === limit ? ' (limit reached: --limit)' : ''}`,
+      );
+    } finally {
+      dp.close();
+    }
+  },
+};
 
 export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
   return y
@@ -466,54 +527,8 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     .command(
       'conntrack',
       'Connection-table entries (flow -> backend); conntrack flush deletes some',
-      (y2) =>
-        common(y2)
-          .command(conntrackFlushCommand)
-          .option('vip', {
-            type: 'string',
-            describe: 'only flows to this VIP (id, name or address[:port][/proto])',
-          })
-          .option('limit', {
-            type: 'string',
-            default: '1000',
-            describe: 'at most this many entries (positive integer)',
-            coerce: numberArg('limit'),
-          }),
-      async (a) => {
-        const limit = a.limit as number;
-        if (!Number.isInteger(limit) || limit < 1)
-          throw new CliError(`--limit: ${limit} is not a positive integer`, 2);
-        const { dp } = openPinned(a);
-        try {
-          const only = a.vip ? await findVip(dp, a, a.vip) : null;
-          const backends = new Map((await dp.listBackends()).map((b) => [b.id, b]));
-          const entries = (await dp.conntrack(only ? undefined : limit))
-            .filter(
-              (e) =>
-                only === null ||
-                (e.destination === only.key.address &&
-                  e.protocol === only.key.protocol &&
-                  (only.key.port === 0 || e.destinationPort === only.key.port)),
-            )
-            .slice(0, limit)
-            .map((e) => ({ ...e, backend: backends.get(e.backendId)?.address ?? null }));
-          emit(
-            a.json,
-            'ConntrackList',
-            { items: entries, limitReached: entries.length === limit },
-            () =>
-              renderTable(entries, [
-                { header: 'PROTO', value: (e) => e.protocol },
-                { header: 'SOURCE', value: (e) => `${e.source}:${e.sourcePort}` },
-                { header: 'DESTINATION', value: (e) => `${e.destination}:${e.destinationPort}` },
-                { header: 'BACKEND', value: (e) => `${e.backend ?? '?'} (#${e.backendId})` },
-              ]) +
-              `\n${entries.length} entries${entries.length === limit ? ' (limit reached: --limit)' : ''}`,
-          );
-        } finally {
-          dp.close();
-        }
-      },
+      // `conntrack` alone lists (the default subcommand); each subcommand has only its own options.
+      (y2) => y2.command(conntrackListCommand).command(conntrackFlushCommand),
     )
     .command(
       'ring [vip]',

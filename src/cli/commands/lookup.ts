@@ -8,7 +8,7 @@ import { decodeCtValue, encodeFlowKey, PROTO_NUMBER } from '../../datapath/layou
 import type { BackendSpec, Protocol, VipSpec } from '../../datapath/types';
 import { canonicalIp } from '../../model/ip';
 import { daemonNames, GlobalArgs, openPinned, withAdmin, withJson, withPins } from '../context';
-import { CliError, emit } from '../output';
+import { CliError, emit, hostPort } from '../output';
 import { parseEndpoint } from './trace';
 
 export interface Endpoint {
@@ -90,7 +90,7 @@ export function lookupFlow(o: {
     conntrack: ct,
   });
   const b = r.backendId === null ? undefined : byId.get(r.backendId);
-  const text = `${vip.key.address.includes(':') ? `[${vip.key.address}]` : vip.key.address}:${vip.key.port}/${vip.key.protocol}`;
+  const text = `${hostPort(vip.key.address, vip.key.port)}/${vip.key.protocol}`;
   return {
     vip: { id: vip.id, name: o.names.get(vip.id) ?? null, ...vip.key },
     conntrack: ct && { ...ct, backend: byId.get(ct.backendId)?.address ?? null },
@@ -150,7 +150,7 @@ export function registerLookup(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         });
         emit(a.json, 'Lookup', r, () =>
           [
-            `vip        ${r.vip ? `${r.vip.name ?? `#${r.vip.id}`} (${r.vip.address}:${r.vip.port}/${r.vip.protocol})` : '-'}`,
+            `vip        ${r.vip ? `${r.vip.name ?? `#${r.vip.id}`} (${hostPort(r.vip.address, r.vip.port)}/${r.vip.protocol})` : '-'}`,
             `conntrack  ${r.conntrack ? `entry -> ${r.conntrack.backend ?? '?'} (#${r.conntrack.backendId})` : 'no entry'}`,
             `backend    ${r.backend ? `${r.backend.address ?? '?'} (#${r.backend.id}, ${r.backend.state ?? '?'})` : '-'}`,
             `why        ${r.reason}`,

@@ -16,6 +16,11 @@ export function parseEndpoint(flag: string, text: string): { address: string; po
 
 /** What each datapath counter (enum peak_counter, lower-case) says about the packet that moved it. */
 export const COUNTER_MEANINGS: Readonly<Record<string, string>> = {
+  rx_packets: 'a packet the balancer saw (every packet)',
+  xdp_pass: 'verdict PASS: handed to the kernel stack',
+  xdp_drop: 'verdict DROP: dropped',
+  xdp_tx: 'verdict TX: sent back out of the interface it came in on',
+  xdp_redirect: 'verdict REDIRECT: sent out of another interface (FIB)',
   pass_not_ip: 'not IPv4 or IPv6: passed to the kernel',
   pass_malformed: 'malformed or truncated headers: passed to the kernel',
   pass_not_vip: 'not for a VIP (no VIP matches its address, port and protocol): passed to the kernel',
@@ -79,7 +84,7 @@ export interface TraceResult {
   backend: { id: number | null; address: string } | null;
   reason: string;
   /** Datapath counters the run moved, with what each means (other traffic at the same moment moves them too). */
-  counters: { counter: string; delta: number; meaning: string | null }[];
+  counters: { counter: string; delta: number; meaning: string }[];
   packetHex: string;
   inputHex: string;
   durationNs: number;
@@ -160,7 +165,7 @@ export function registerTrace(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           counters: moved.map((m) => ({
             counter: m.counter,
             delta: Number(m.delta),
-            meaning: COUNTER_MEANINGS[m.counter] ?? null,
+            meaning: COUNTER_MEANINGS[m.counter] ?? `counter ${m.counter} moved`,
           })),
           packetHex: out.toString('hex'),
           inputHex: input.toString('hex'),

@@ -3,7 +3,7 @@ import type { Argv } from 'yargs';
 import { BOUNDS } from '../../model/defaults';
 import type { GlobalArgs } from '../context';
 import { CliError } from '../output';
-import { adminWrite, backendArg, OverrideReply, printReply, vipName, withTarget } from './drain';
+import { adminWrite, backendArg, OverrideReply, printReply, targetArgs, vipName, withTarget } from './drain';
 
 /** A weight argument as typed: an integer 0..BOUNDS.weight.max. */
 export function weightArg(text: unknown): number {
@@ -16,7 +16,7 @@ export function weightArg(text: unknown): number {
 
 export function registerWeight(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
   return y.command(
-    'weight <vip> <backend> [weight]',
+    'weight [vip] [backend] [weight]',
     "Set a backend's weight (0..65535; 0 takes it out of the table) through the daemon until --clear; survives reloads and daemon restarts",
     (y2) =>
       withTarget(y2)
@@ -28,14 +28,15 @@ export function registerWeight(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           describe: 'clear the weight override (the config weight again)',
         }),
     async (a) => {
+      const t = targetArgs(a);
       if (a.clear === (a.weight !== undefined))
         throw new CliError(
           a.clear ? 'give a weight or --clear, not both' : 'give a weight (0..65535) or --clear',
           2,
         );
       const weight = a.clear ? null : weightArg(a.weight);
-      const vip = await vipName(a, a.vip);
-      const backend = backendArg(a.backend);
+      const vip = await vipName(a, t.vip);
+      const backend = backendArg(t.backend);
       const r =
         weight === null
           ? await adminWrite<OverrideReply>(a, 'DELETE', '/v1/backends/weight', { vip, backend })
