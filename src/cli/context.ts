@@ -254,9 +254,17 @@ export interface DaemonState {
         weight: number;
         drain?: boolean;
         /** A runtime override (peak-xdp drain / weight) in force, if any. */
-        override?: { drain?: boolean; weight?: number; at: string } | null;
+        override?: {
+          drain?: boolean;
+          drainAt?: string;
+          weight?: number;
+          weightAt?: string;
+          at: string;
+        } | null;
       }[];
     }[];
+    /** Names of the VIPs failing open (every serving backend failing its checks, all treated as up). */
+    failOpenVips?: string[];
   } | null;
   bgp?: unknown;
   /** Per health-check target (health/monitor.ts TargetSnapshot). */

@@ -10,6 +10,7 @@ import type { VipConfig } from '../model/types';
 import type { DesiredState } from '../reconcile/desired';
 import {
   canonicalBackend,
+  changes,
   OverrideChange,
   OverrideError,
   OverrideSet,
@@ -215,10 +216,19 @@ export async function handleWrite(
   const change = CHANGES[route]!(b);
   try {
     const { vip, backend } = resolveTarget(t.vips(), change.vip, change.backend);
+    // Judged against the override in force now; a concurrent change to the same backend may land in between
+    // (changes run one at a time), which makes `changed` describe this request's view, not a lock.
+    const before = t.overrides()[vip.name]?.[backend.address] ?? null;
+    const changed = changes(before, change.kind, change.kind === 'weight' ? change.weight : undefined);
     const set = await t.change(change);
     return {
       status: 200,
-      body: { vip: vip.name, backend: backend.address, override: set[vip.name]?.[backend.address] ?? null },
+      body: {
+        vip: vip.name,
+        backend: backend.address,
+        override: set[vip.name]?.[backend.address] ?? null,
+        changed,
+      },
     };
   } catch (e) {
     return fromError(e);

@@ -130,6 +130,7 @@ export class RuntimeOverrides {
   change(change: OverrideChange, vips: () => readonly VipConfig[]): Promise<OverrideSet> {
     const run = this.#queue.then(async () => {
       const next = applyChange({ overrides: this.#set, vips: vips(), change, at: new Date().toISOString() });
+      if (next === this.#set) return next; // nothing changed: nothing to store or log
       await this.#store?.save(next);
       this.#set = next;
       this.#log.info({ change }, 'runtime override changed');

@@ -5,10 +5,15 @@ import { BOUNDS } from '../model/defaults';
 import { canonicalIp } from '../model/ip';
 import type { BackendConfig, Config, VipConfig } from '../model/types';
 
-/** One backend's overrides: drain forces draining, weight replaces the config's; `at` is when last set. */
+/**
+ * One backend's overrides: drain forces draining, weight replaces the config's. Each has its own time (`drainAt`,
+ * `weightAt`: when that one was set); `at` is the latest of them (the shape /state had before, kept).
+ */
 export interface BackendOverride {
   drain?: true;
+  drainAt?: string;
   weight?: number;
+  weightAt?: string;
   at: string;
 }
 
@@ -101,20 +106,41 @@ export function applyChange(o: {
   const { change: c } = o;
   const { vip, backend } = resolveTarget(o.vips, c.vip, c.backend);
   const prev = o.overrides[vip.name]?.[backend.address];
-  const next: { drain?: true; weight?: number } = {};
-  if (prev?.drain) next.drain = true;
-  if (prev?.weight !== undefined) next.weight = prev.weight;
-  if (c.kind === 'drain') next.drain = true;
-  else if (c.kind === 'undrain') delete next.drain;
-  else if (c.kind === 'weight') next.weight = checkWeight(c.weight);
-  else delete next.weight;
+  const weight = c.kind === 'weight' ? checkWeight(c.weight) : undefined;
+  // A change that changes nothing (a drain of a drained backend, the same weight again, clearing what is not
+  // set) keeps the set as it is, its times included.
+  if (!changes(prev ?? null, c.kind, weight)) return o.overrides;
+  let drain = prev?.drain ? { drain: true as const, drainAt: prev.drainAt ?? prev.at } : null;
+  let w = prev?.weight !== undefined ? { weight: prev.weight, weightAt: prev.weightAt ?? prev.at } : null;
+  if (c.kind === 'drain') drain = { drain: true, drainAt: o.at };
+  else if (c.kind === 'undrain') drain = null;
+  else if (c.kind === 'weight') w = { weight: weight!, weightAt: o.at };
+  else w = null;
   const forVip = { ...(o.overrides[vip.name] ?? {}) };
-  if (next.drain === undefined && next.weight === undefined) delete forVip[backend.address];
-  else forVip[backend.address] = { ...next, at: o.at };
+  if (drain === null && w === null) delete forVip[backend.address];
+  else forVip[backend.address] = { ...drain, ...w, at: o.at };
   const out = { ...o.overrides };
   if (Object.keys(forVip).length === 0) delete out[vip.name];
   else out[vip.name] = forVip;
   return out;
+}
+
+/** Whether a change of `kind` (with `weight` for a weight change) alters `prev`, a backend's override. */
+export function changes(
+  prev: BackendOverride | null,
+  kind: OverrideChange['kind'],
+  weight?: number,
+): boolean {
+  switch (kind) {
+    case 'drain':
+      return prev?.drain !== true;
+    case 'undrain':
+      return prev?.drain === true;
+    case 'weight':
+      return prev?.weight !== weight;
+    case 'clear-weight':
+      return prev?.weight !== undefined;
+  }
 }
 
 /** An override whose VIP or backend the config no longer has. */
@@ -256,13 +282,23 @@ export function parseOverrides(text: string): OverrideSet {
           throw new Error(`${path}.${(e as Error).message}`);
         }
       }
-      if (typeof x.at !== 'string' || Number.isNaN(Date.parse(x.at)))
-        throw new Error(`${path}.at: not a timestamp`);
+      for (const k of ['at', 'drainAt', 'weightAt'] as const)
+        if (
+          (k === 'at' || x[k] !== undefined) &&
+          (typeof x[k] !== 'string' || Number.isNaN(Date.parse(x[k])))
+        )
+          throw new Error(`${path}.${k}: not a timestamp`);
       if (x.drain === undefined && x.weight === undefined) continue;
+      const at = x.at as string;
+      // A file from before per-override times: each takes the shared `at`.
       (out[vip] ??= {})[address] = {
-        ...(x.drain === true ? { drain: true as const } : {}),
-        ...(x.weight !== undefined ? { weight: x.weight as number } : {}),
-        at: x.at,
+        ...(x.drain === true
+          ? { drain: true as const, drainAt: (x.drainAt as string | undefined) ?? at }
+          : {}),
+        ...(x.weight !== undefined
+          ? { weight: x.weight as number, weightAt: (x.weightAt as string | undefined) ?? at }
+          : {}),
+        at,
       };
     }
   }

@@ -621,7 +621,8 @@ const one = () => new Promise((resolve) => {
 const loop = async () => { while (Date.now() < end) await one(); };
 Promise.all(Array.from({ length: conc }, loop)).then(() => process.stdout.write(JSON.stringify({ ok, failed, errors, failedAt })));`;
 
-const INJECT_JS = `
+/** Sends BFD datagrams from a namespace: the crafted `items` (hex, TTL), then `random` ones (bounded to 30 s). */
+export const INJECT_JS = `
 const dgram = require('node:dgram'); const crypto = require('node:crypto');
 const o = JSON.parse(require('node:fs').readFileSync(process.argv[1], 'utf8'));
 const s = dgram.createSocket(o.dst.includes(':') ? 'udp6' : 'udp4');

@@ -19,6 +19,7 @@ import type { BfdStatus, SessionStatus, StateChangeEvent } from '../../src/bfd/p
 import { packageRoot } from '../../src/paths';
 import { Lab, run, uniqueSuffix } from '../helpers/netns';
 import { describePrivileged } from '../helpers/privileged';
+import { INJECT_JS } from '../helpers/bfd-lab';
 
 const MAIN = join(packageRoot, 'dist', 'src', 'bfd', 'main.js');
 const PROBE = join(packageRoot, 'build', 'bpf', 'fixtures', 'probe.bpf.o');
@@ -114,25 +115,7 @@ describePrivileged('BFD process: ours <-> ours in two namespaces, and ours <-> B
   ): Promise<{ sent: number; ms: number }> {
     const file = join(dir, `inject-${Math.random().toString(36).slice(2)}.json`);
     writeFileSync(file, JSON.stringify({ port: 3784, ...o }));
-    const script = `
-      const dgram = require('node:dgram'); const crypto = require('node:crypto');
-      const o = JSON.parse(require('node:fs').readFileSync(process.argv[1], 'utf8'));
-      const s = dgram.createSocket(o.dst.includes(':') ? 'udp6' : 'udp4');
-      const send = (b, ttl) => new Promise((res, rej) => { s.setTTL(ttl); s.send(b, o.port, o.dst, (e) => e ? rej(e) : res()); });
-      (async () => {
-        await new Promise((r) => s.bind(0, r));
-        const t0 = Date.now(); let sent = 0;
-        for (const it of o.items || []) { await send(Buffer.from(it.hex, 'hex'), it.ttl); sent++; }
-        // Random datagrams, half shaped like BFD (version 1, a plausible Length) so later checks are reached.
-        for (let i = 0; i < (o.random || 0) && Date.now() - t0 < 30000; i++) {
-          const b = crypto.randomBytes(Math.floor(Math.random() * 80));
-          if (i % 2 && b.length >= 24) { b[0] = 0x20 | (b[0] & 0x1f); b[3] = (b[1] & 4) ? Math.min(b.length, 24 + b[3] % 32) : 24; }
-          await send(b, 255); sent++;
-          if (i % 100 === 99) await new Promise((r) => setTimeout(r, 5));
-        }
-        process.stdout.write(JSON.stringify({ sent, ms: Date.now() - t0 }));
-        s.close();
-      })().catch((e) => { process.stderr.write(String(e)); process.exit(1); });`;
+    const script = INJECT_JS;
     const out = run('ip', ['netns', 'exec', ns, process.execPath, '-e', script, file]);
     return JSON.parse(out) as { sent: number; ms: number };
   }

@@ -69,7 +69,7 @@ describePrivileged('peak-xdp write commands through the daemon', () => {
     const out = JSON.parse(ok(await w(['drain', 'web', be(2), '--json'])));
     expect(out).toMatchObject({
       kind: 'BackendOverride',
-      vip: 'web',
+      vip: { name: 'web', address: VIP, port: 80, protocol: 'tcp' },
       backend: be(2),
       override: { drain: true },
     });
@@ -112,7 +112,7 @@ describePrivileged('peak-xdp write commands through the daemon', () => {
 
   it('undrain clears it; weight sets and --clear clears a weight', async () => {
     const out = JSON.parse(ok(await w(['undrain', 'web', be(2), '--json'])));
-    expect(out).toMatchObject({ vip: 'web', backend: be(2), override: null });
+    expect(out).toMatchObject({ vip: { name: 'web' }, backend: be(2), override: null });
     let r = await row(be(2));
     expect(r).toMatchObject({ state: 'up', override: null });
     expect(r.slots).toBeGreaterThan(0);

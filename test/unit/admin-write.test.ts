@@ -225,27 +225,37 @@ describe('handleWrite', () => {
   const run = (t: FakeTarget, r: Omit<Partial<WriteRequest>, 'body'> & { body?: unknown }, access = LOCAL) =>
     handleWrite(req(r), { target: t, access });
 
-  it('drain, weight, clear: replies with the override in force', async () => {
+  it('drain, weight, clear: replies with the override in force and whether it changed', async () => {
     const t = new FakeTarget();
+    const AT = '2026-01-01T00:00:00.000Z';
     let r = await run(t, { body: { vip: 'web', backend: '10.1.0.2' } });
     expect(r).toEqual({
       status: 200,
-      body: { vip: 'web', backend: '10.1.0.2', override: { drain: true, at: '2026-01-01T00:00:00.000Z' } },
+      body: {
+        vip: 'web',
+        backend: '10.1.0.2',
+        override: { drain: true, drainAt: AT, at: AT },
+        changed: true,
+      },
     });
+    r = await run(t, { body: { vip: 'web', backend: '10.1.0.2' } });
+    expect((r.body as { changed: boolean }).changed).toBe(false);
     r = await run(t, { path: '/v1/backends/weight', body: { vip: 'web', backend: '10.1.0.2', weight: 7 } });
-    expect((r.body as { override: unknown }).override).toEqual({
-      drain: true,
-      weight: 7,
-      at: '2026-01-01T00:00:00.000Z',
+    expect(r.body).toMatchObject({
+      override: { drain: true, drainAt: AT, weight: 7, weightAt: AT, at: AT },
+      changed: true,
     });
     r = await run(t, { method: 'DELETE', body: { vip: 'web', backend: '10.1.0.2' } });
-    expect((r.body as { override: unknown }).override).toEqual({ weight: 7, at: '2026-01-01T00:00:00.000Z' });
+    expect(r.body).toMatchObject({ override: { weight: 7, weightAt: AT, at: AT }, changed: true });
+    // Undrain of a backend that is not drained: 200, nothing changed, and it says so.
+    r = await run(t, { method: 'DELETE', body: { vip: 'web', backend: '10.1.0.2' } });
+    expect(r).toMatchObject({ status: 200, body: { changed: false, override: { weight: 7 } } });
     r = await run(t, {
       method: 'DELETE',
       path: '/v1/backends/weight',
       body: { vip: 'web', backend: '10.1.0.2' },
     });
-    expect(r.body).toEqual({ vip: 'web', backend: '10.1.0.2', override: null });
+    expect(r.body).toEqual({ vip: 'web', backend: '10.1.0.2', override: null, changed: true });
     expect(t.set).toEqual({});
   });
 

@@ -8,6 +8,7 @@ import { silentLogger } from '../../src/log';
 import { validateConfig, type Config } from '../../src/model/config';
 import {
   applyChange,
+  changes,
   checkWeight,
   OverrideApplier,
   OverrideError,
@@ -109,11 +110,11 @@ describe('applyChange', () => {
 
   it('drain, weight, then clearing each leaves nothing', () => {
     let s = apply({}, { kind: 'drain', vip: 'web', backend: '10.1.0.2' });
-    expect(s).toEqual({ web: { '10.1.0.2': { drain: true, at: AT } } });
+    expect(s).toEqual({ web: { '10.1.0.2': { drain: true, drainAt: AT, at: AT } } });
     s = apply(s, { kind: 'weight', vip: 'web', backend: '10.1.0.2', weight: 0 });
-    expect(s).toEqual({ web: { '10.1.0.2': { drain: true, weight: 0, at: AT } } });
+    expect(s).toEqual({ web: { '10.1.0.2': { drain: true, drainAt: AT, weight: 0, weightAt: AT, at: AT } } });
     s = apply(s, { kind: 'undrain', vip: 'web', backend: '10.1.0.2' });
-    expect(s).toEqual({ web: { '10.1.0.2': { weight: 0, at: AT } } });
+    expect(s).toEqual({ web: { '10.1.0.2': { weight: 0, weightAt: AT, at: AT } } });
     s = apply(s, { kind: 'clear-weight', vip: 'web', backend: '10.1.0.2' });
     expect(s).toEqual({});
   });
@@ -122,9 +123,44 @@ describe('applyChange', () => {
     const s = apply(before, { kind: 'drain', vip: 'dns6', backend: '2001:db8:1:0:0:0:0:2' });
     expect(s).toEqual({
       web: { '10.1.0.1': { drain: true, at: AT } },
-      dns6: { '2001:db8:1::2': { drain: true, at: AT } },
+      dns6: { '2001:db8:1::2': { drain: true, drainAt: AT, at: AT } },
     });
     expect(before).toEqual({ web: { '10.1.0.1': { drain: true, at: AT } } });
+  });
+  it('each override keeps its own time; `at` is the latest change', () => {
+    const at = (t: string) => `2026-01-01T00:00:0${t}.000Z`;
+    const step = (o: OverrideSet, change: Parameters<typeof applyChange>[0]['change'], t: string) =>
+      applyChange({ overrides: o, vips: CFG.vips, change, at: at(t) });
+    let s = step({}, { kind: 'weight', vip: 'web', backend: '10.1.0.2', weight: 3 }, '1');
+    s = step(s, { kind: 'drain', vip: 'web', backend: '10.1.0.2' }, '2');
+    expect(s.web!['10.1.0.2']).toEqual({
+      weight: 3,
+      weightAt: at('1'),
+      drain: true,
+      drainAt: at('2'),
+      at: at('2'),
+    });
+    s = step(s, { kind: 'undrain', vip: 'web', backend: '10.1.0.2' }, '3');
+    expect(s.web!['10.1.0.2']).toEqual({ weight: 3, weightAt: at('1'), at: at('3') });
+    // A change that changes nothing keeps the set itself, times included.
+    expect(step(s, { kind: 'weight', vip: 'web', backend: '10.1.0.2', weight: 3 }, '4')).toBe(s);
+    expect(step(s, { kind: 'undrain', vip: 'web', backend: '10.1.0.2' }, '4')).toBe(s);
+    const d = step(s, { kind: 'drain', vip: 'web', backend: '10.1.0.2' }, '5');
+    expect(step(d, { kind: 'drain', vip: 'web', backend: '10.1.0.2' }, '6')).toBe(d);
+  });
+  it('changes(): whether a change alters an override', () => {
+    const o = { drain: true as const, weight: 3, at: AT };
+    expect([changes(null, 'drain'), changes(o, 'drain')]).toEqual([true, false]);
+    expect([changes(null, 'undrain'), changes(o, 'undrain')]).toEqual([false, true]);
+    expect([changes(o, 'weight', 3), changes(o, 'weight', 4), changes(null, 'weight', 3)]).toEqual([
+      false,
+      true,
+      true,
+    ]);
+    expect([changes({ drain: true, at: AT }, 'clear-weight'), changes(o, 'clear-weight')]).toEqual([
+      false,
+      true,
+    ]);
   });
   it('clearing what is not set is a no-op, not an error', () => {
     expect(apply({}, { kind: 'undrain', vip: 'web', backend: '10.1.0.1' })).toEqual({});
@@ -212,13 +248,41 @@ describe('OverrideApplier', () => {
 
 describe('serialise and parse', () => {
   const set: OverrideSet = {
-    web: { '10.1.0.1': { drain: true, at: AT }, '10.1.0.3': { weight: 0, at: AT } },
-    dns6: { '2001:db8:1::2': { drain: true, weight: 65535, at: AT } },
+    web: {
+      '10.1.0.1': { drain: true, drainAt: AT, at: AT },
+      '10.1.0.3': { weight: 0, weightAt: AT, at: AT },
+    },
+    dns6: {
+      '2001:db8:1::2': {
+        drain: true,
+        drainAt: AT,
+        weight: 65535,
+        weightAt: '2025-12-31T00:00:00.000Z',
+        at: AT,
+      },
+    },
   };
   it('round-trips', () => {
     const text = serialiseOverrides(set);
     expect(JSON.parse(text).version).toBe(1);
     expect(parseOverrides(text)).toEqual(set);
+  });
+  it('a file from before per-override times: each takes the shared `at`', () => {
+    expect(
+      parseOverrides(
+        '{"version":1,"overrides":{"web":{"10.1.0.1":{"drain":true,"weight":2,"at":"2026-01-01T00:00:00Z"}}}}',
+      ),
+    ).toEqual({
+      web: {
+        '10.1.0.1': {
+          drain: true,
+          drainAt: '2026-01-01T00:00:00Z',
+          weight: 2,
+          weightAt: '2026-01-01T00:00:00Z',
+          at: '2026-01-01T00:00:00Z',
+        },
+      },
+    });
   });
   it.each([
     ['not json', /not JSON/],
@@ -239,6 +303,10 @@ describe('serialise and parse', () => {
       /10\.1\.0\.1\.weight: -1/,
     ],
     ['{"version":1,"overrides":{"web":{"10.1.0.1":{"drain":true,"at":"never"}}}}', /\.at: not a timestamp/],
+    [
+      '{"version":1,"overrides":{"web":{"10.1.0.1":{"drain":true,"drainAt":5,"at":"2026-01-01T00:00:00Z"}}}}',
+      /10\.1\.0\.1\.drainAt: not a timestamp/,
+    ],
   ])('rejects %s', (text, msg) => {
     expect(() => parseOverrides(text)).toThrow(msg);
   });
@@ -278,7 +346,7 @@ describe('FileOverrideStore and RuntimeOverrides', () => {
     expect(path).toBe(join(dir, 'ns1', 'eth0', 'overrides.json'));
     const store = new FileOverrideStore(path);
     expect(await store.load()).toEqual({});
-    const set: OverrideSet = { web: { '10.1.0.1': { drain: true, at: AT } } };
+    const set: OverrideSet = { web: { '10.1.0.1': { drain: true, drainAt: AT, at: AT } } };
     await store.save(set);
     expect(statSync(path).mode & 0o777).toBe(0o600);
     expect(await new FileOverrideStore(path).load()).toEqual(set);
@@ -335,6 +403,26 @@ describe('FileOverrideStore and RuntimeOverrides', () => {
     ).rejects.toThrow(/no VIP named/);
   });
 
+  it('a change that changes nothing is neither stored nor logged', async () => {
+    const saved: OverrideSet[] = [];
+    const store: OverrideStore = {
+      location: 'mem',
+      load: async () => ({}),
+      save: async (o) => void saved.push(o),
+    };
+    const infos: string[] = [];
+    const log = {
+      ...silentLogger,
+      info: (_o: unknown, m: string) => infos.push(m),
+    } as unknown as typeof silentLogger;
+    const ro = await RuntimeOverrides.open({ store, log });
+    await ro.change({ kind: 'undrain', vip: 'web', backend: '10.1.0.1' }, () => CFG.vips);
+    expect([saved.length, infos.length]).toEqual([0, 0]);
+    const first = await ro.change({ kind: 'drain', vip: 'web', backend: '10.1.0.1' }, () => CFG.vips);
+    expect(await ro.change({ kind: 'drain', vip: 'web', backend: '10.1.0.1' }, () => CFG.vips)).toBe(first);
+    expect([saved.length, infos]).toEqual([1, ['runtime override changed']]);
+  });
+
   it('prune drops and stores, logging each dropped override', async () => {
     const path = join(dir, 'o.json');
     const store = new FileOverrideStore(path);
@@ -346,8 +434,10 @@ describe('FileOverrideStore and RuntimeOverrides', () => {
     const log = { ...silentLogger, warn: (o: unknown) => warned.push(o) } as unknown as typeof silentLogger;
     const ro = await RuntimeOverrides.open({ store, log });
     ro.prune(CFG.vips);
-    expect(ro.set).toEqual({ web: { '10.1.0.1': { drain: true, at: AT } } });
-    expect(warned).toEqual([{ vip: 'gone', backend: '10.5.0.1', override: { drain: true, at: AT } }]);
+    expect(ro.set).toEqual({ web: { '10.1.0.1': { drain: true, drainAt: AT, at: AT } } });
+    expect(warned).toEqual([
+      { vip: 'gone', backend: '10.5.0.1', override: { drain: true, drainAt: AT, at: AT } },
+    ]);
     // Stored in the background: a change queued after it sees it stored.
     await ro.change({ kind: 'undrain', vip: 'web', backend: '10.1.0.1' }, () => CFG.vips);
     expect(await store.load()).toEqual({});

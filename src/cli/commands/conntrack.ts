@@ -2,7 +2,7 @@
 import type { CommandModule } from 'yargs';
 import { GlobalArgs, withAdmin, withJson } from '../context';
 import { CliError } from '../output';
-import { adminWrite, backendArg, printReply, vipName, WriteArgs } from './drain';
+import { adminWrite, backendArg, daemonVip, printReply, replyVipRef, WriteArgs } from './drain';
 
 interface FlushArgs extends WriteArgs {
   vip?: string;
@@ -29,12 +29,29 @@ export const conntrackFlushCommand: CommandModule<GlobalArgs, FlushArgs> = {
       throw new CliError('give --vip and/or --backend, or --all to flush every entry', 2);
     if (a.all === true && (a.vip !== undefined || a.backend !== undefined))
       throw new CliError('--all flushes every entry: leave --vip and --backend out', 2);
+    const vip = a.vip !== undefined ? await daemonVip(a, a.vip) : null;
     const body = {
-      ...(a.vip !== undefined ? { vip: await vipName(a, a.vip) } : {}),
+      ...(vip !== null ? { vip: vip.name } : {}),
       ...(a.backend !== undefined ? { backend: backendArg(a.backend) } : {}),
       ...(a.all ? { all: true } : {}),
     };
-    const r = await adminWrite<{ deleted: number }>(a, 'POST', '/v1/conntrack/flush', body);
-    printReply(a, 'ConntrackFlush', r, `${r.deleted} connection-table entries deleted`);
+    const r = await adminWrite<{ deleted: number; vip: string | null; backend: string | null }>(
+      a,
+      'POST',
+      '/v1/conntrack/flush',
+      body,
+    );
+    // The VIP as every document names it (null: every VIP, for --all or a backend in all of them).
+    const ref = vip === null || r.vip === null ? null : await replyVipRef(a, r.vip, vip.ref);
+    const what = [
+      ...(ref ? [`VIP ${ref.name}`] : []),
+      ...(r.backend !== null ? [`backend ${r.backend}`] : []),
+    ];
+    printReply(
+      a,
+      'ConntrackFlush',
+      { ...r, vip: ref },
+      `${r.deleted} connection-table entries deleted${what.length ? ` (${what.join(', ')})` : ' (all)'}`,
+    );
   },
 };

@@ -7,7 +7,7 @@ import type { VipSpec } from '../../datapath/types';
 import { canonicalIp } from '../../model/ip';
 import { adminUrl, DaemonState, fetchAdmin, GlobalArgs, withAdmin, withJson } from '../context';
 import { CliError, emit } from '../output';
-import { findVip } from './inspect';
+import { findVip, VipRef } from './inspect';
 
 export interface WriteArgs extends GlobalArgs {
   tokenFile?: string;
@@ -88,20 +88,39 @@ export async function adminWrite<T>(
   return doc as T;
 }
 
-/**
- * The daemon's name of the VIP a selector means (id, name or address[:port[/proto]], as `peak-xdp vips` and
- * `ring` take), resolved against the daemon's desired state; a selector matching nothing is passed on as a
- * name (the daemon then names it in its error).
- */
-export async function vipName(a: WriteArgs, sel: string): Promise<string> {
+type DaemonVip = NonNullable<DaemonState['desired']>['vips'][number];
+
+/** A VIP of the daemon's /state as every --json document names it. */
+export const daemonVipRef = (v: DaemonVip): VipRef => ({
+  id: v.id,
+  name: v.name,
+  address: v.address,
+  port: v.port,
+  protocol: v.protocol,
+});
+
+/** The daemon's /state, or a CliError (exit 1): the write commands need the daemon anyway. */
+async function daemonState(a: WriteArgs): Promise<DaemonState> {
   const st = await fetchAdmin<DaemonState>(a, '/state');
   if (st === null)
     throw new CliError(
       `no daemon answers at ${adminUrl(a)}: is it running? --admin / PEAK_XDP_ADMIN set its address`,
       1,
     );
-  const vips = st.desired?.vips ?? [];
-  if (vips.some((v) => v.name === sel)) return sel;
+  return st;
+}
+
+/**
+ * The daemon's VIP a selector means (id, name or address[:port[/proto]], as `peak-xdp vips` and `ring` take),
+ * resolved against the daemon's desired state: its name (what the admin API takes) and its VipRef. A selector
+ * matching nothing is passed on as a name with a null ref (the daemon then names it in its error).
+ */
+export async function daemonVip(a: WriteArgs, sel: string): Promise<{ name: string; ref: VipRef | null }> {
+  const vips = (await daemonState(a)).desired?.vips ?? [];
+  const found = (v: DaemonVip | undefined) =>
+    v ? { name: v.name, ref: daemonVipRef(v) } : { name: sel, ref: null };
+  const named = vips.find((v) => v.name === sel);
+  if (named) return found(named);
   const specs: VipSpec[] = vips.map((v) => ({
     id: v.id,
     key: { address: v.address, port: v.port, protocol: v.protocol as VipSpec['key']['protocol'] },
@@ -112,11 +131,21 @@ export async function vipName(a: WriteArgs, sel: string): Promise<string> {
   const view = { listVips: async () => specs } as unknown as KernelDatapath;
   try {
     const spec = await findVip(view, a, sel);
-    return vips.find((v) => v.id === spec.id)!.name;
+    return found(vips.find((v) => v.id === spec.id));
   } catch (e) {
     if (e instanceof CliError && /matches \d+ VIPs/.test(e.message)) throw e;
-    return sel;
+    return found(undefined);
   }
+}
+
+/**
+ * The VipRef of the VIP the daemon's reply names: `known` when it is that one, else looked up again in /state
+ * (the daemon resolved a selector we passed on as a name); null only for a VIP the daemon no longer has.
+ */
+export async function replyVipRef(a: WriteArgs, name: string, known: VipRef | null): Promise<VipRef | null> {
+  if (known?.name === name) return known;
+  const v = (await daemonState(a)).desired?.vips.find((x) => x.name === name);
+  return v ? daemonVipRef(v) : null;
 }
 
 /** A backend argument: an IP address (canonical form). */
@@ -126,10 +155,52 @@ export function backendArg(text: string): string {
   return c;
 }
 
+/** An override as the daemon reports it. */
+export interface OverrideView {
+  drain?: boolean;
+  drainAt?: string;
+  weight?: number;
+  weightAt?: string;
+  at: string;
+}
+
+/** The admin API's reply to a drain or weight change (`changed`: absent from daemons before it was added). */
 export interface OverrideReply {
   vip: string;
   backend: string;
-  override: { drain?: boolean; weight?: number; at: string } | null;
+  override: OverrideView | null;
+  changed?: boolean;
+}
+
+/** "drain since T" / "weight 3 since T" / both, comma-separated: an override in words. */
+export function overrideWords(o: OverrideView): string {
+  return [
+    ...(o.drain ? [`drain since ${o.drainAt ?? o.at}`] : []),
+    ...(o.weight !== undefined ? [`weight ${o.weight} since ${o.weightAt ?? o.at}`] : []),
+  ].join(', ');
+}
+
+/** The text of a drain/undrain reply. */
+export function drainText(undo: boolean, r: OverrideReply): string {
+  const head = `${r.backend} in VIP ${r.vip}`;
+  const rest = r.override ? `; still overridden: ${overrideWords(r.override)}` : '';
+  if (undo)
+    return r.changed === false
+      ? `${head}: was not drained (no drain override to clear)${rest}`
+      : `${head}: drain override cleared${rest}`;
+  const since = r.override?.drainAt ?? r.override?.at;
+  return r.changed === false
+    ? `${head}: drained (already, since ${since}); peak-xdp undrain clears it`
+    : `${head}: drained (since ${since}); peak-xdp undrain clears it`;
+}
+
+/** The --json body of a drain/weight reply: the daemon's fields, the VIP as a VipRef. */
+export async function overrideBody(
+  a: WriteArgs,
+  r: OverrideReply,
+  known: VipRef | null,
+): Promise<Omit<OverrideReply, 'vip'> & { vip: VipRef | null }> {
+  return { ...r, vip: await replyVipRef(a, r.vip, known) };
 }
 
 /** Prints a daemon reply as a `kind` document with --json, else the text. */
@@ -143,24 +214,17 @@ export function registerDrain(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       `${undo ? 'undrain' : 'drain'} [vip] [backend]`,
       undo
         ? 'Clear a drain override set by peak-xdp drain (a drain the config sets stays)'
-        : 'Drain a backend (no new flows, established ones stay) through the daemon, until undrain; survives reloads and daemon restarts',
+        : 'Drain a backend (no new flows, established ones stay) through the daemon, until undrain; survives reloads and daemon restarts. While its VIP fails open (every backend failing its checks), a drained backend is taken out as down: its established flows move too',
       (y2) => withTarget(y2),
       async (a) => {
         const t = targetArgs(a);
-        const vip = await vipName(a, t.vip);
+        const vip = await daemonVip(a, t.vip);
         const backend = backendArg(t.backend);
         const r = await adminWrite<OverrideReply>(a, undo ? 'DELETE' : 'POST', '/v1/backends/drain', {
-          vip,
+          vip: vip.name,
           backend,
         });
-        printReply(
-          a,
-          'BackendOverride',
-          r,
-          undo
-            ? `${r.backend} in VIP ${r.vip}: drain override cleared${r.override ? ` (still overridden: ${JSON.stringify(r.override)})` : ''}`
-            : `${r.backend} in VIP ${r.vip}: drained (override since ${r.override?.at}); peak-xdp undrain clears it`,
-        );
+        printReply(a, 'BackendOverride', await overrideBody(a, r, vip.ref), drainText(undo, r));
       },
     ) as unknown as Argv<GlobalArgs>;
   return y;

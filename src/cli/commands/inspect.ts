@@ -95,14 +95,17 @@ async function vipTables(dp: KernelDatapath): Promise<Map<number, Map<number, nu
 export function daemonLines(st: DaemonState | null): string[] {
   if (st === null) return ['daemon      not reachable (admin API: --admin)'];
   const r = st.readiness;
-  const lines = [
-    `daemon      ${r === undefined ? 'reachable' : r.ready ? (r.reasons.length ? `ready, degraded (${r.reasons.length})` : 'ready') : 'NOT READY'}`,
-    ...(r?.reasons ?? []).map((x) => `  problem   ${x}`),
-  ];
+  const problems = [...(r?.reasons ?? [])];
   // readiness names a rejected reload already; an older daemon may only say it in reloadError.
-  if (st.reloadError && !(r?.reasons ?? []).some((x) => x.includes(st.reloadError!)))
-    lines.push(`  problem   config reload rejected, previous config in force: ${st.reloadError}`);
-  return lines;
+  if (st.reloadError && !problems.some((x) => x.includes(st.reloadError!)))
+    problems.push(`config reload rejected, previous config in force: ${st.reloadError}`);
+  // Ready, yet serving blind: every backend of these VIPs fails its checks and all get traffic anyway.
+  for (const v of st.desired?.failOpenVips ?? [])
+    problems.push(`VIP ${v} fails open: every backend fails its checks, new flows go to all of them`);
+  return [
+    `daemon      ${r === undefined ? 'reachable' : r.ready ? (problems.length ? `ready, degraded (${problems.length})` : 'ready') : 'NOT READY'}`,
+    ...problems.map((x) => `  problem   ${x}`),
+  ];
 }
 
 type DaemonBackend = NonNullable<DaemonState['desired']>['vips'][number]['backends'][number];
@@ -148,6 +151,38 @@ export function formatOverride(o: DaemonBackend['override']): string | null {
     ...(o.weight !== undefined ? [`weight ${o.weight}`] : []),
   ];
   return `${parts.join(', ') || 'set'} (${o.at})`;
+}
+
+export interface RingRow {
+  id: number;
+  address: string;
+  state: string | null;
+  slots: number;
+  share: number;
+}
+
+/**
+ * The `ring` rows: every backend id in the table with its slot count (0: empty slots), plus each of the VIP's
+ * members (from the daemon; null without one) that holds no slot, with 0. By id.
+ */
+export function ringRows(
+  table: ArrayLike<number>,
+  backends: ReadonlyMap<number, { address: string; state: string }>,
+  members: readonly { id: number; address: string; state: string }[] | null,
+): RingRow[] {
+  const counts = new Map<number, number>();
+  for (let i = 0; i < table.length; i++) counts.set(table[i]!, (counts.get(table[i]!) ?? 0) + 1);
+  for (const m of members ?? []) if (!counts.has(m.id)) counts.set(m.id, 0);
+  const member = new Map((members ?? []).map((m) => [m.id, m]));
+  return [...counts.entries()]
+    .sort((x, y) => x[0] - y[0])
+    .map(([id, n]) => ({
+      id,
+      address: id === 0 ? '(empty)' : (backends.get(id)?.address ?? member.get(id)?.address ?? '?'),
+      state: backends.get(id)?.state ?? member.get(id)?.state ?? null,
+      slots: n,
+      share: table.length === 0 ? 0 : n / table.length,
+    }));
 }
 
 /** Finds a VIP by id, name (from the daemon) or address[:port[/proto]]. */
@@ -269,8 +304,9 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
                   reachable: true,
                   readiness: daemon.state.readiness ?? null,
                   reloadError: daemon.state.reloadError ?? null,
+                  failOpenVips: daemon.state.desired?.failOpenVips ?? [],
                 }
-              : { reachable: false, readiness: null, reloadError: null },
+              : { reachable: false, readiness: null, reloadError: null, failOpenVips: null },
           };
           emit(a.json, 'Status', st, () => {
             const lines = [
@@ -552,20 +588,14 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           const table = await dp.readTable(vip.id);
           if (!table) throw new CliError(`VIP ${vipText(vip)} has no table installed`, 3);
           const backends = new Map((await dp.listBackends()).map((b) => [b.id, b]));
-          const counts = new Map<number, number>();
-          for (let i = 0; i < table.length; i++) counts.set(table[i]!, (counts.get(table[i]!) ?? 0) + 1);
-          const rows = [...counts.entries()]
-            .sort((x, y) => x[0] - y[0])
-            .map(([id, n]) => ({
-              id,
-              address: id === 0 ? '(empty)' : (backends.get(id)?.address ?? '?'),
-              state: backends.get(id)?.state ?? null,
-              slots: n,
-              share: n / table.length,
-            }));
-          const mean = table.length / Math.max(1, rows.filter((r) => r.id !== 0).length);
-          const maxOverMean = Math.max(...rows.filter((r) => r.id !== 0).map((r) => r.slots)) / mean;
-          const names = (await daemonNames(a)).vips;
+          const daemon = await daemonNames(a);
+          const members = daemon.state?.desired?.vips.find((v) => v.id === vip.id)?.backends ?? null;
+          const rows = ringRows(table, backends, members);
+          // Over the backends that hold slots: a drained or weight-0 member is meant to have none.
+          const holders = rows.filter((r) => r.id !== 0 && r.slots > 0);
+          const mean = table.length / Math.max(1, holders.length);
+          const maxOverMean = Math.max(...holders.map((r) => r.slots)) / mean;
+          const names = daemon.vips;
           const out = {
             vip: vipRef(vip, names),
             size: table.length,

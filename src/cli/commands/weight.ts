@@ -3,7 +3,17 @@ import type { Argv } from 'yargs';
 import { BOUNDS } from '../../model/defaults';
 import type { GlobalArgs } from '../context';
 import { CliError } from '../output';
-import { adminWrite, backendArg, OverrideReply, printReply, targetArgs, vipName, withTarget } from './drain';
+import {
+  adminWrite,
+  backendArg,
+  daemonVip,
+  overrideBody,
+  OverrideReply,
+  overrideWords,
+  printReply,
+  targetArgs,
+  withTarget,
+} from './drain';
 
 /** A weight argument as typed: an integer 0..BOUNDS.weight.max. */
 export function weightArg(text: unknown): number {
@@ -12,6 +22,18 @@ export function weightArg(text: unknown): number {
   if (!(w >= 0 && w <= BOUNDS.weight.max))
     throw new CliError(`weight: "${s}" is not an integer from 0 to ${BOUNDS.weight.max}`, 2);
   return w;
+}
+
+/** The text of a weight reply (`weight` null: --clear). */
+export function weightText(weight: number | null, r: OverrideReply): string {
+  const head = `${r.backend} in VIP ${r.vip}`;
+  const rest = r.override ? `; still overridden: ${overrideWords(r.override)}` : '';
+  if (weight === null)
+    return r.changed === false
+      ? `${head}: had no weight override (the config's weight)${rest}`
+      : `${head}: weight override cleared (the config's weight again)${rest}`;
+  const since = r.override?.weightAt ?? r.override?.at;
+  return `${head}: weight ${weight} (${r.changed === false ? 'already, ' : ''}since ${since}); --clear clears it`;
 }
 
 export function registerWeight(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
@@ -35,20 +57,17 @@ export function registerWeight(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           2,
         );
       const weight = a.clear ? null : weightArg(a.weight);
-      const vip = await vipName(a, t.vip);
+      const vip = await daemonVip(a, t.vip);
       const backend = backendArg(t.backend);
       const r =
         weight === null
-          ? await adminWrite<OverrideReply>(a, 'DELETE', '/v1/backends/weight', { vip, backend })
-          : await adminWrite<OverrideReply>(a, 'POST', '/v1/backends/weight', { vip, backend, weight });
-      printReply(
-        a,
-        'BackendOverride',
-        r,
-        weight === null
-          ? `${r.backend} in VIP ${r.vip}: weight override cleared (the config's weight again)`
-          : `${r.backend} in VIP ${r.vip}: weight ${weight} (override since ${r.override?.at}); --clear clears it`,
-      );
+          ? await adminWrite<OverrideReply>(a, 'DELETE', '/v1/backends/weight', { vip: vip.name, backend })
+          : await adminWrite<OverrideReply>(a, 'POST', '/v1/backends/weight', {
+              vip: vip.name,
+              backend,
+              weight,
+            });
+      printReply(a, 'BackendOverride', await overrideBody(a, r, vip.ref), weightText(weight, r));
     },
   ) as unknown as Argv<GlobalArgs>;
 }
