@@ -1,10 +1,10 @@
 // bench:control: Maglev build/balance/churn, config change -> maps latency, full-file reload, RSS, daemon memory,
 // and issue 17's goal table on the real kernel datapath (--part goals, --scale 64x10,512x100,...).
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { AddressInfo } from 'node:net';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import YAML from 'yaml';
@@ -27,6 +27,7 @@ import { desiredState, DesiredState, IdTable, Reconciler, TableCache } from '../
 import { FileConfigSource } from '../../src/sources/file';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { quantileOf } from './lib/stats';
+import { procStatusMB, run } from './lib/proc';
 
 type Part = 'all' | 'maglev' | 'reconcile' | 'daemon' | 'kernel' | 'goals';
 
@@ -426,16 +427,6 @@ export type DaemonMemoryResult =
       heapTotalMB: number | null;
       externalMB: number | null;
     };
-
-const run = (cmd: string, args: string[]): string =>
-  execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
-
-/** kB value of a field in /proc/<pid>/status, in MiB. */
-function procStatusMB(pid: number, field: string): number {
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (m === null) throw new Error(`/proc/${pid}/status has no ${field}`);
-  return Number(m[1]) / 1024;
-}
 
 interface BpftoolMap {
   id: number;

@@ -1,8 +1,8 @@
 // bench:k8s: the daemon with --kubernetes against the fake API server at cluster scale, on the real kernel
 // datapath in a namespace of our own: start -> ready, then bursts of EndpointSlice updates (one per slice)
 // -> the pinned maps, /healthz latency during each burst, RSS.
-import { ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request, Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { BackendSpec } from '../../src/datapath/types';
 import { FakeApiServer, Obj, Resource } from '../../test/helpers/fake-apiserver';
 import { EndpointSpec, service, slice } from '../../test/helpers/k8s-objects';
+import { procStatusMB, run } from './lib/proc';
 
 interface Options {
   services: number;
@@ -258,15 +259,6 @@ class Poller {
 }
 
 // ---- the bench ----
-
-const run = (cmd: string, args: string[]): string =>
-  execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
-
-function procStatusMB(pid: number, field: string): number {
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (m === null) throw new Error(`/proc/${pid}/status has no ${field}`);
-  return Number(m[1]) / 1024;
-}
 
 interface PhaseResult {
   name: string;

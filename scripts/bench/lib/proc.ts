@@ -1,0 +1,14 @@
+// Small process helpers the benches share: run a command for its output, read /proc/<pid>/status.
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+
+/** Runs a command (60 s at most) and returns its stdout; throws with its stderr on failure. */
+export const run = (cmd: string, args: string[]): string =>
+  execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
+
+/** kB value of a field in /proc/<pid>/status, in MiB. */
+export function procStatusMB(pid: number, field: string): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (m === null) throw new Error(`/proc/${pid}/status has no ${field}`);
+  return Number(m[1]) / 1024;
+}
