@@ -5,6 +5,7 @@ import type { FibChange, ResourceSample, SessionChange } from './observe';
 import type { SoakProfile } from './profile';
 import { EVENT_KINDS, formatSchedule, KIND_INFO, Schedule } from './schedule';
 import { median } from '../bench/lib/stats';
+import { CONNTRACK_SAMPLE_MS } from '../../src/metrics';
 
 /** A daemon generation's memory and fds grew too much when its last 10% exceed its first 10% by more than these. */
 export const GROWTH_BOUNDS = { rssPct: 20, rssMiB: 16, fds: 5 };
@@ -84,9 +85,12 @@ export interface SoakResults {
   verdict: Verdict;
 }
 
+/** The shortest span of each resource window: one cycle of the connection-table fill walk, plus a margin. */
+export const RESOURCE_WINDOW_MS = CONNTRACK_SAMPLE_MS + 5_000;
+
 /**
  * Per daemon generation (LB node + pid), after its warm-up: the first vs the last 10% of samples (at least 20
- * each). RSS compares the minimum of each window, the floor the GC sawtooth returns to (a leak raises it; the
+ * each, and at least RESOURCE_WINDOW_MS long). RSS compares the minimum of each window, the floor the GC sawtooth returns to (a leak raises it; the
  * peaks swing by 20-30 MiB within seconds here, so medians of short windows are noise); fds compare medians.
  */
 export function analyseResources(
@@ -109,10 +113,24 @@ export function analyseResources(
     const from = list[0]!.t;
     const to = list.at(-1)!.t;
     const after = list.filter((s) => s.t >= from + o.warmupS * 1000);
+    // Each window spans at least one cycle of the daemon's slowest periodic allocation (the connection-table
+    // fill walk, CONNTRACK_SAMPLE_MS): a shorter window can miss the trough the sawtooth returns to, and then
+    // a floor looks raised that is not (seen: 86 -> 106 MiB over 20 s windows, no growth over 9 minutes).
     const k = Math.max(20, Math.round(after.length / 10));
-    const judged = after.length >= 2 * k && after.at(-1)!.t - after[0]!.t >= o.minSpanS * 1000;
-    const head = judged ? after.slice(0, k) : list.slice(0, 1);
-    const tail = judged ? after.slice(-k) : list.slice(-1);
+    const windowMs = RESOURCE_WINDOW_MS;
+    const t0 = after[0]?.t ?? 0;
+    const t1 = after.at(-1)?.t ?? 0;
+    const headW = after.filter((s) => s.t <= t0 + windowMs);
+    const tailW = after.filter((s) => s.t >= t1 - windowMs);
+    const byCount = { head: after.slice(0, k), tail: after.slice(-k) };
+    const headS = headW.length > byCount.head.length ? headW : byCount.head;
+    const tailS = tailW.length > byCount.tail.length ? tailW : byCount.tail;
+    const judged =
+      after.length >= 2 * k &&
+      t1 - t0 >= Math.max(o.minSpanS * 1000, 2 * windowMs) &&
+      headS.at(-1)!.t < tailS[0]!.t;
+    const head = judged ? headS : list.slice(0, 1);
+    const tail = judged ? tailS : list.slice(-1);
     const rssStart = Math.min(...head.map((s) => s.rssKiB));
     const rssEnd = Math.min(...tail.map((s) => s.rssKiB));
     const fdsStart = median(head.map((s) => s.fds));

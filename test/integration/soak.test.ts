@@ -164,6 +164,9 @@ describe('soak classification', () => {
           () => 80,
           (i) => 30 + Math.floor(i / 10),
         ), // +18 fds
+        // A slow sawtooth (a 30 s allocation cycle, troughs 5 s long): a 20-sample window at the end misses
+        // every trough and read this as +30 MiB; windows of RESOURCE_WINDOW_MS always hold one.
+        ...series('lb4', 4, (i) => (i % 30 >= 25 ? 80 : 110)),
       ],
       { warmupS: 20, minSpanS: 60 },
     );
@@ -171,6 +174,7 @@ describe('soak classification', () => {
       ['lb1', true, true],
       ['lb2', true, false],
       ['lb3', true, false],
+      ['lb4', true, true],
     ]);
   });
 });
