@@ -583,8 +583,11 @@ export function parseFrrBfd(peersJson: string, countersJson: string): RouterBfdS
     const status = String(p.status);
     const state = status === 'up' ? 'up' : status === 'init' ? 'init' : status === 'shutdown' ? 'admin-down' : 'down'; // prettier-ignore
     const n = c.find((x) => x.peer === p.peer && x.local === p.local);
+    // Peers and counters come from two vtysh calls: a peer bfdd re-creates in between (it does while BGP
+    // re-establishes the neighbor, before the local address is known) is in one and not the other. Such a
+    // snapshot says nothing about the session: report it not Up, so waits poll again and comparisons differ.
     if (!n || typeof n['session-up'] !== 'number')
-      throw new Error(`FRR counters without session-up for ${String(p.peer)}: ${countersJson}`);
+      return { peer: String(p.peer), state: 'down' as const, upSince: 'not in the counters snapshot', txMs: null, detectMs: null, remote: null }; // prettier-ignore
     return {
       peer: String(p.peer),
       state,
