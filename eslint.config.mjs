@@ -15,8 +15,17 @@ export default tseslint.config(
       // A promise nobody awaits loses its rejection: await it, handle it, or mark it `void` on purpose.
       '@typescript-eslint/no-floating-promises': 'error',
       eqeqeq: ['error', 'always', { null: 'ignore' }],
+      // process.kill(0 | negative, sig) signals a whole process group (in CI: jest, npm and the runner).
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: "CallExpression[callee.object.name='process'][callee.property.name='kill']",
+          message: 'Use signalPid/pidAlive from scripts/lib/pids.ts: they refuse pid <= 0 (process group).',
+        },
+      ],
     },
   },
+  { files: ['scripts/lib/pids.ts'], rules: { 'no-restricted-syntax': 'off' } },
   {
     files: ['**/*.js', '**/*.cjs'],
     languageOptions: {

@@ -26,6 +26,7 @@ import {
 } from './observe';
 import type { SoakProfile } from './profile';
 import type { ConfigModel, EventKind, InvalidVariant, PlannedEvent } from './schedule';
+import { signalPid } from '../lib/pids';
 
 export interface SoakContext {
   plan: Plan;
@@ -69,7 +70,7 @@ const addr = (h: Host, f: 4 | 6): string => (f === 4 ? h.link!.hostV4.address : 
 
 function sighup(lb: Host): number[] {
   const pids = daemonPids(lb);
-  for (const pid of pids) process.kill(pid, 'SIGHUP');
+  for (const pid of pids) signalPid(pid, 'SIGHUP');
   return pids;
 }
 

@@ -8,6 +8,7 @@ import { packageRoot } from '../../src/paths';
 import { Host, lbPinRoot, Plan, vipBackends } from './plan';
 import { run, runIn } from './sh';
 import { nsPids } from './topology';
+import { signalPid } from '../lib/pids';
 
 /** The compiled CLI the testbed runs inside the namespaces. */
 export const CLI_JS = join(packageRoot, 'dist', 'src', 'cli', 'main.js');
@@ -131,7 +132,7 @@ export function daemonPids(lb: Host): number[] {
 export function stopDaemon(p: Plan, lb: Host, o: { signal: NodeJS.Signals }): void {
   for (const pid of daemonPids(lb)) {
     try {
-      process.kill(pid, o.signal);
+      signalPid(pid, o.signal);
     } catch {
       // Exited already.
     }

@@ -5,6 +5,7 @@ import { allHosts, backendVips, Host, ownedNamespacePattern, Plan } from './plan
 import { renderBackendNginx, renderBird, renderFrrBgpd, renderFrrZebra } from './render';
 import { run, runIn, sleep } from './sh';
 import { packageRoot } from '../../src/paths';
+import { signalPid, pidAlive } from '../lib/pids';
 
 const XDP_PASS_SRC = join(packageRoot, 'scripts', 'testbed', 'xdp_pass.bpf.c');
 
@@ -284,7 +285,7 @@ export function startBackendNginx(p: Plan, h: Host, log: Log = quiet): void {
 
 /** Stops the backend's nginx (fault scenarios): SIGKILL to master and worker. */
 export function killBackendNginx(h: Host): void {
-  for (const pid of nsPids(h.netns)) if (procName(pid) === 'nginx') process.kill(pid, 'SIGKILL');
+  for (const pid of nsPids(h.netns)) if (procName(pid) === 'nginx') signalPid(pid, 'SIGKILL');
 }
 
 /** Brings the testbed up; every step checks what exists first, so a second `up` is a no-op. */
@@ -337,20 +338,11 @@ export async function down(p: Plan, log: Log = quiet): Promise<{ removed: string
 }
 
 function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+  return pidAlive(pid);
 }
 
 function signal(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    // Already gone.
-  }
+  signalPid(pid, sig); // false: already gone
 }
 
 export interface BgpSession {

@@ -1,7 +1,7 @@
 // FIB redirect mode on a routed LB with two interfaces: bpf_fib_lookup picks the egress interface and MACs and
 // XDP_REDIRECT sends the encapsulated packet out of the other interface (the configured next-hop MAC is
 // deliberately wrong, so only the FIB's answer can reach the backend); without a neighbour it falls back.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { attachXdp, BpfObject } from '../../src/datapath/bpf';
@@ -10,6 +10,7 @@ import { encodeAddrKey } from '../../src/datapath/layout';
 import { bpfObjectPath } from '../../src/paths';
 import { Lab } from '../helpers/netns';
 import { describePrivileged } from '../helpers/privileged';
+import { readPidFile, signalPid } from '../../scripts/lib/pids';
 
 const VIP = '10.0.0.10';
 const BACKEND = '10.20.2.2';
@@ -79,7 +80,7 @@ http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fas
 `,
     );
     lab.ns(ns.b, 'nginx', ['-c', conf]);
-    nginxPid = Number(readFileSync(pid, 'utf8').trim());
+    nginxPid = await readPidFile(pid);
 
     dp = await KernelDatapath.load({ maxEntries: { conntrack: 4096 } });
     await dp.configure({
@@ -101,7 +102,7 @@ http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fas
   afterAll(() => {
     if (nginxPid) {
       try {
-        process.kill(nginxPid, 'SIGTERM');
+        signalPid(nginxPid, 'SIGTERM');
       } catch {
         // already gone
       }

@@ -14,6 +14,7 @@ import { bpfObjectPath } from '../../src/paths';
 import { fibNextHops, LbNode, nsExec, ROUTER_ASN, sh } from './bgp-peers';
 import { DaemonBgpLab, LB_ASN, LabDaemon, prefixOf, VIP4, VIP6 } from './daemon-bgp-lab';
 import { CLI_JS, runAsync, sleep } from './daemon-lab';
+import { signalPid } from '../../scripts/lib/pids';
 
 export { VIP4, VIP6, prefixOf, encodeControl, State };
 export type { ControlPacket };
@@ -515,8 +516,8 @@ ${protos}
     for (const d of this.allDaemons)
       if (d.child.exitCode === null && d.child.signalCode === null) {
         try {
-          process.kill(d.pid, 'SIGKILL');
-          process.kill(d.pid, 'SIGCONT');
+          signalPid(d.pid, 'SIGKILL');
+          signalPid(d.pid, 'SIGCONT');
         } catch {
           // already gone
         }
@@ -529,7 +530,7 @@ ${protos}
         const pids = sh('ip', ['netns', 'pids', n], { allowFail: true }).split('\n').map(Number).filter((p) => p > 0); // prettier-ignore
         for (const p of pids) {
           try {
-            process.kill(p, 'SIGKILL');
+            signalPid(p, 'SIGKILL');
           } catch {
             // gone
           }

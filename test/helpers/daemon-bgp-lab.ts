@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import YAML from 'yaml';
 import { createTopology, LbNode, nsExec, RouterPeer, ROUTER_ASN, sh, Topology } from './bgp-peers';
 import { CLI_JS, CmdResult, killAll, removePinLocks, runAsync, waitUntil } from './daemon-lab';
+import { signalPid } from '../../scripts/lib/pids';
 
 export const LB_ASN = 65001;
 export const VIP4 = '198.51.100.10';
@@ -258,7 +259,7 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
 
   /** Sends a signal and waits for the exit; returns the exit code or signal name. */
   async signal(d: LabDaemon, sig: NodeJS.Signals, timeoutMs = 10000): Promise<number | string> {
-    process.kill(d.pid, sig);
+    signalPid(d.pid, sig);
     let t: NodeJS.Timeout | undefined;
     const late = new Promise<'timeout'>((r) => (t = setTimeout(() => r('timeout'), timeoutMs)));
     const r = await Promise.race([d.exited, late]).finally(() => clearTimeout(t));
@@ -309,7 +310,7 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
     for (const d of this.daemons)
       if (d.child.exitCode === null && d.child.signalCode === null) {
         try {
-          process.kill(d.pid, 'SIGKILL');
+          signalPid(d.pid, 'SIGKILL');
         } catch {
           // already gone
         }

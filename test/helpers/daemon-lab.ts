@@ -20,6 +20,7 @@ import { lockDir } from '../../src/daemon/lock';
 import { bpfObjectPath, packageRoot } from '../../src/paths';
 import { run, uniqueSuffix } from './netns';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { readPidFile, signalPid } from '../../scripts/lib/pids';
 
 /** The compiled CLI the daemon and every command run from (build: npx tsc -p tsconfig.build.json). */
 export const CLI_JS = join(packageRoot, 'dist', 'src', 'cli', 'main.js');
@@ -64,7 +65,7 @@ export function runAsync(cmd: string, args: string[], o: { timeoutMs: number }):
 export async function killAll(pids: readonly number[]): Promise<void> {
   for (const p of pids) {
     try {
-      process.kill(p, 'SIGKILL');
+      signalPid(p, 'SIGKILL');
     } catch {
       // already gone
     }
@@ -320,8 +321,8 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
   /** Stops a backend's nginx (SIGTERM to its master) and waits until nothing listens there any more. */
   async stopNginx(index: number): Promise<void> {
     const f = this.nginxPidFile(index);
-    const pid = Number(readFileSync(f, 'utf8').trim());
-    process.kill(pid, 'SIGTERM');
+    const pid = await readPidFile(f);
+    signalPid(pid, 'SIGTERM');
     const gone = await waitUntil(() => this.nsPids(this.backend(index).netns).length === 0, {
       timeoutMs: 5000,
     });
@@ -411,7 +412,7 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
 
   /** Sends a signal to a daemon and waits for it to exit; returns the exit code or signal. */
   async signalDaemon(d: DaemonProcess, signal: NodeJS.Signals, timeoutMs = 10000): Promise<number | string> {
-    process.kill(d.pid, signal);
+    signalPid(d.pid, signal);
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<'timeout'>(
       (resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs)),
@@ -554,7 +555,7 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
     for (const d of this.daemons)
       if (d.child.exitCode === null && d.child.signalCode === null) {
         try {
-          process.kill(d.pid, 'SIGKILL');
+          signalPid(d.pid, 'SIGKILL');
         } catch {
           // already gone
         }

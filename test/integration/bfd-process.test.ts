@@ -2,7 +2,7 @@
 // ours <-> BIRD: sessions Up on v4 and v6 with negotiated intervals, clients that come and go, bad datagrams
 // dropped and counted, forwarding-plane fate, failure detection. Timings are printed, not asserted.
 import { ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -20,6 +20,7 @@ import { packageRoot } from '../../src/paths';
 import { Lab, run, uniqueSuffix } from '../helpers/netns';
 import { describePrivileged } from '../helpers/privileged';
 import { INJECT_JS } from '../helpers/bfd-lab';
+import { readPidFile, signalPid } from '../../scripts/lib/pids';
 
 const MAIN = join(packageRoot, 'dist', 'src', 'bfd', 'main.js');
 const PROBE = join(packageRoot, 'build', 'bpf', 'fixtures', 'probe.bpf.o');
@@ -164,7 +165,7 @@ describePrivileged('BFD process: ours <-> ours in two namespaces, and ours <-> B
     for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     if (birdPid !== null) {
       try {
-        process.kill(birdPid, 'SIGKILL');
+        signalPid(birdPid, 'SIGKILL');
       } catch {
         // already gone
       }
@@ -483,7 +484,7 @@ protocol bfd {
       '-P',
       join(bdir, 'bird.pid'),
     ]);
-    birdPid = Number(readFileSync(join(bdir, 'bird.pid'), 'utf8').trim());
+    birdPid = await readPidFile(join(bdir, 'bird.pid'));
     const up = await waitUntil('A: both sessions up with BIRD', () => allUp('a', [B4, B6]), 20_000);
     const sa = (
       await waitUntil(

@@ -16,6 +16,7 @@ import {
 } from '../helpers/bfd-lab';
 import { nsExec } from '../helpers/bgp-peers';
 import { sleep } from '../helpers/daemon-lab';
+import { signalPid } from '../../scripts/lib/pids';
 
 async function until<T>(
   what: string,
@@ -154,7 +155,7 @@ export function bfdInteropScenario(kind: RouterKind): void {
     // The daemon re-attaches a detached balancer within its check interval: frozen, it cannot. (Before the
     // kill -9 test on purpose: once, right after a graceful restart, BIRD 2.0.12 let the hold timer drop the
     // node instead of the BFD Down; see the report.)
-    process.kill(d.pid, 'SIGSTOP');
+    signalPid(d.pid, 'SIGSTOP');
     try {
       const t0 = performance.now();
       nsExec(lb1.ns, ['ip', 'link', 'set', 'dev', 'eth0', 'xdp', 'off']);
@@ -174,7 +175,7 @@ export function bfdInteropScenario(kind: RouterKind): void {
       expect(fibMs!).toBeLessThan(5000);
       expect(rs.every((s) => s.state !== 'up')).toBe(true);
     } finally {
-      process.kill(d.pid, 'SIGCONT');
+      signalPid(d.pid, 'SIGCONT');
     }
     const back = await healthy(40000);
     console.log(`${tag} daemon resumed -> re-attached, BFD Up, routes back after ${back.toFixed(0)} ms`);
@@ -188,7 +189,7 @@ export function bfdInteropScenario(kind: RouterKind): void {
     const rBefore = routerSessions(0);
     const load = lab.load({ seconds: 10 });
     await sleep(1500);
-    process.kill(lab.daemons[0]!.pid, 'SIGKILL');
+    signalPid(lab.daemons[0]!.pid, 'SIGKILL');
     await lab.daemons[0]!.exited;
     const tKill = performance.now();
     let samples = 0;

@@ -4,6 +4,7 @@ import { fibNextHops, RouterDaemon, startFrr, waitFor } from '../helpers/bgp-pee
 import { DaemonBgpLab, LabDaemon, prefixOf, VIP4, VIP6 } from '../helpers/daemon-bgp-lab';
 import { describePrivileged } from '../helpers/privileged';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { signalPid } from '../../scripts/lib/pids';
 
 jest.setTimeout(60000);
 
@@ -57,7 +58,7 @@ describePrivileged('daemon + BGP vs FRR (two LB nodes)', () => {
   });
 
   it('SIGTERM withdraws within 1 s', async () => {
-    process.kill(daemons[0]!.pid, 'SIGTERM');
+    signalPid(daemons[0]!.pid, 'SIGTERM');
     const ms = await waitFor('lb1 withdrawn', routed([1]), 1000, 5);
     console.log(`[frr] SIGTERM of lb1: withdrawn from RIB+FIB after ${ms} ms`);
     expect(await daemons[0]!.exited).toBe(0);
@@ -66,7 +67,7 @@ describePrivileged('daemon + BGP vs FRR (two LB nodes)', () => {
   });
 
   it('kill -9 with graceful restart: FRR keeps the routes (stale) past the hold time; the restart refreshes them', async () => {
-    process.kill(daemons[0]!.pid, 'SIGKILL');
+    signalPid(daemons[0]!.pid, 'SIGKILL');
     await daemons[0]!.exited;
     await sleep(4000);
     const j = frr.vtysh(`show bgp ipv4 unicast ${P4} json`);

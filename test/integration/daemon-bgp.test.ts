@@ -7,6 +7,7 @@ import { DaemonBgpLab, LabDaemon, prefixOf, VIP4, VIP4B, VIP6 } from '../helpers
 import { waitUntil } from '../helpers/daemon-lab';
 import { describePrivileged } from '../helpers/privileged';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { signalPid } from '../../scripts/lib/pids';
 
 jest.setTimeout(60000);
 
@@ -171,7 +172,7 @@ describePrivileged('daemon + BGP vs BIRD 2 (two LB nodes)', () => {
     const prog = lab.xdpProgId(0);
     expect(prog).toBeGreaterThan(0);
     const t0 = Date.now();
-    process.kill(daemons[0]!.pid, 'SIGTERM');
+    signalPid(daemons[0]!.pid, 'SIGTERM');
     const ms = await waitFor(
       'lb1 withdrawn from RIB+FIB',
       () => routed(P4, [1])() && routed(P6, [1])() && routed(P4B, [1])(),
@@ -192,7 +193,7 @@ describePrivileged('daemon + BGP vs BIRD 2 (two LB nodes)', () => {
 
   it('kill -9 without graceful restart (lb2): withdrawn within the hold time', async () => {
     const t0 = Date.now();
-    process.kill(daemons[1]!.pid, 'SIGKILL');
+    signalPid(daemons[1]!.pid, 'SIGKILL');
     const ms = await waitFor(
       'lb2 withdrawn after kill -9',
       () => routed(P4, [0])() && routed(P6, [0])(),
@@ -208,7 +209,7 @@ describePrivileged('daemon + BGP vs BIRD 2 (two LB nodes)', () => {
   });
 
   it('kill -9 with graceful restart (lb1): BIRD keeps the routes as stale, the restart refreshes them', async () => {
-    process.kill(daemons[0]!.pid, 'SIGKILL');
+    signalPid(daemons[0]!.pid, 'SIGKILL');
     await daemons[0]!.exited;
     // Past the hold time, the routes through lb1 are still there (forwarding continues on lb1).
     await sleep(HOLD_MS + 1000);

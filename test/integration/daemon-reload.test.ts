@@ -9,6 +9,7 @@ import type { KernelDatapath } from '../../src/datapath/kernel';
 import { DaemonLab, DaemonProcess, LB_ADDRESS, waitUntil } from '../helpers/daemon-lab';
 import { describePrivileged } from '../helpers/privileged';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { signalPid } from '../../scripts/lib/pids';
 
 interface CliBackend {
   id: number;
@@ -100,14 +101,14 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
     await sleep(1000);
     // The watcher would also see the rewrite after its 200 ms debounce: SIGHUP at once is applied first.
     lab.writeConfig(lab.config({ backends: [1, 2, 3, 4], drain: [4] }));
-    process.kill(daemon.pid, 'SIGHUP');
+    signalPid(daemon.pid, 'SIGHUP');
     // Draining keeps its table slots (the datapath skips it for new flows; established ones stay).
     const drainMs = await until('be4 draining', (s) => s.backends.get(addr(4))?.state === 'draining');
     console.log(`reload-to-datapath (SIGHUP, drain): ${drainMs.toFixed(0)} ms`);
     // Connections are short (Connection: close): a second lets every flow on be4 finish.
     await sleep(1500);
     lab.writeConfig(lab.config({ backends: [1, 2, 3] }));
-    process.kill(daemon.pid, 'SIGHUP');
+    signalPid(daemon.pid, 'SIGHUP');
     const removeMs = await until('be4 removed', (s) => !s.backends.has(addr(4)));
     console.log(`reload-to-datapath (SIGHUP, remove): ${removeMs.toFixed(0)} ms`);
     const r = await load;
@@ -128,7 +129,7 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
     const be3 = s0.backends.get(addr(3))!.id;
     const inFlight = (await dp.conntrack()).filter((e) => e.backendId === be3).length;
     lab.writeConfig(lab.config({ backends: [1, 2] }));
-    process.kill(daemon.pid, 'SIGHUP');
+    signalPid(daemon.pid, 'SIGHUP');
     await until('be3 removed', (s) => !s.backends.has(addr(3)));
     const r = await load;
     console.log(
@@ -142,7 +143,7 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
 
   it('a bad config is rejected whole: maps unchanged, /readyz and /state name the field', async () => {
     lab.writeConfig(lab.config({ backends: [1, 2, 3] }));
-    process.kill(daemon.pid, 'SIGHUP');
+    signalPid(daemon.pid, 'SIGHUP');
     await until('be3 back in the table', (s) => {
       const b = s.backends.get(addr(3));
       return b?.state === 'up' && s.table.includes(b.id);
@@ -152,7 +153,7 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
     const before = await snapshot(dp);
     // A valid change (drop be2) and an invalid field in the same file: nothing of it may apply.
     lab.writeConfig(lab.config({ backends: [1, 3], vipExtra: { tableSize: 250 } }));
-    process.kill(daemon.pid, 'SIGHUP');
+    signalPid(daemon.pid, 'SIGHUP');
     const seen = await waitUntil(async () => (await lab.state()).reloadError !== null, { timeoutMs: 5000 });
     expect(seen).not.toBeNull();
     const st = await lab.state();
@@ -181,7 +182,7 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
   it('a syntax error and a restart-only field are rejected too; a good file clears the error', async () => {
     const before = await snapshot(dp);
     lab.writeConfig('interface: eth0\nvips: [ {name: web\n');
-    process.kill(daemon.pid, 'SIGHUP');
+    signalPid(daemon.pid, 'SIGHUP');
     expect(
       await waitUntil(async () => /YAML syntax error/.test((await lab.state()).reloadError ?? ''), {
         timeoutMs: 5000,
@@ -189,13 +190,13 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
     ).not.toBeNull();
     const cfg = lab.config({ backends: [1] });
     lab.writeConfig({ ...cfg, admin: { listen: '127.0.0.1:9471' } });
-    process.kill(daemon.pid, 'SIGHUP');
+    signalPid(daemon.pid, 'SIGHUP');
     expect(await waitUntil(async () => /admin: changing these needs a daemon restart/.test((await lab.state()).reloadError ?? ''), { timeoutMs: 5000 })).not.toBeNull(); // prettier-ignore
     const after = await snapshot(dp);
     expect([...after.backends]).toEqual([...before.backends]);
     expect(after.table).toEqual(before.table);
     lab.writeConfig(lab.config({ backends: [1, 2, 3] }));
-    process.kill(daemon.pid, 'SIGHUP');
+    signalPid(daemon.pid, 'SIGHUP');
     expect(
       await waitUntil(async () => (await lab.state()).reloadError === null, { timeoutMs: 5000 }),
     ).not.toBeNull();
@@ -228,7 +229,7 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
       const tmp = `${lab.configPath}.tmp`;
       make(tmp);
       renameSync(tmp, lab.configPath);
-      process.kill(daemon.pid, 'SIGHUP');
+      signalPid(daemon.pid, 'SIGHUP');
       const ms = await waitUntil(async () => re.test((await lab.state()).reloadError ?? ''), {
         timeoutMs: 5000,
       });
@@ -254,7 +255,7 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
     );
 
     lab.writeConfig(lab.config({ backends: [1, 2, 3] }));
-    process.kill(daemon.pid, 'SIGHUP');
+    signalPid(daemon.pid, 'SIGHUP');
     expect(
       await waitUntil(async () => (await lab.state()).reloadError === null, { timeoutMs: 5000 }),
     ).not.toBeNull();
@@ -266,7 +267,7 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
     (own.vips as { backends: { address: string }[] }[])[0]!.backends.push({ address: LB_ADDRESS });
     const why = `vips[0].backends[2].address: "${LB_ADDRESS}" is an address of this node's interface eth0 (the balancer would send the VIP's traffic to itself)`;
     lab.writeConfig(own);
-    process.kill(daemon.pid, 'SIGHUP');
+    signalPid(daemon.pid, 'SIGHUP');
     expect(
       await waitUntil(async () => (await lab.state()).reloadError === why, { timeoutMs: 5000 }),
     ).not.toBeNull();
@@ -281,7 +282,7 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
       peers: [{ address: '10.10.2.1', asn: 65000, password: Number(secret) }],
     };
     lab.writeConfig({ ...lab.config({ backends: [1, 2, 3] }), bgp });
-    process.kill(daemon.pid, 'SIGHUP');
+    signalPid(daemon.pid, 'SIGHUP');
     const pw = 'bgp.peers[0].password: the secret value (a number) is not a string (write it in quotes)';
     expect(
       await waitUntil(async () => (await lab.state()).reloadError === pw, { timeoutMs: 5000 }),

@@ -1,6 +1,6 @@
 // End to end: client -> router -> LB (balancer, native XDP) -> IPIP -> 3 backends (decap XDP, nginx);
 // real HTTP requests reach all three backends and replies go back directly, bypassing the LB.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { attachXdp, BpfObject } from '../../src/datapath/bpf';
@@ -9,6 +9,7 @@ import { encodeAddrKey } from '../../src/datapath/layout';
 import { bpfObjectPath } from '../../src/paths';
 import { Lab, run } from '../helpers/netns';
 import { describePrivileged } from '../helpers/privileged';
+import { readPidFile, signalPid } from '../../scripts/lib/pids';
 
 const VIP = '10.0.0.10';
 const BACKENDS = [1, 2, 3].map((i) => ({
@@ -112,7 +113,7 @@ http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fas
 `,
       );
       lab.ns(n, 'nginx', ['-c', conf]);
-      nginxPids.push(Number(readFileSync(pid, 'utf8').trim()));
+      nginxPids.push(await readPidFile(pid));
     }
 
     dp = await KernelDatapath.load({ maxEntries: { conntrack: 4096 } });
@@ -142,7 +143,7 @@ http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fas
   afterAll(() => {
     for (const p of nginxPids) {
       try {
-        process.kill(p, 'SIGTERM');
+        signalPid(p, 'SIGTERM');
       } catch {
         // already gone
       }

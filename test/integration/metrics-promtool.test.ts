@@ -8,6 +8,7 @@ import { gunzipSync } from 'node:zlib';
 import YAML from 'yaml';
 import { DaemonLab, DaemonProcess, runAsync, waitUntil } from '../helpers/daemon-lab';
 import { describePrivileged } from '../helpers/privileged';
+import { signalPid } from '../../scripts/lib/pids';
 
 const ROOT = join(__dirname, '..', '..');
 const DASHBOARD = join(ROOT, 'deploy', 'grafana-dashboard.json');
@@ -187,7 +188,7 @@ describePrivileged('metrics: promtool on a real scrape, dashboard and alert rule
     const vips = cfg.vips as { backends: { address: string }[] }[];
     vips[0]!.backends.push({ address: '10.10.99.2' });
     lab.writeConfig(cfg);
-    process.kill(daemon.pid, 'SIGHUP');
+    signalPid(daemon.pid, 'SIGHUP');
     let line: { changes?: unknown; level?: unknown; time?: unknown } | null = null;
     const logged = await waitUntil(
       () => {
@@ -210,7 +211,7 @@ describePrivileged('metrics: promtool on a real scrape, dashboard and alert rule
     expect(String(line!.time)).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
 
     lab.writeConfig('vips: [oops\n');
-    process.kill(daemon.pid, 'SIGHUP');
+    signalPid(daemon.pid, 'SIGHUP');
     const rejected = await waitUntil(
       async () => value((await lab.admin('/metrics')).body, 'peak_xdp_config_last_reload_success') === 0,
       { timeoutMs: 10000, intervalMs: 200 },

@@ -11,6 +11,7 @@ import type { FailureRecord, LoadOptions, LoadResult, Progress } from './loadgen
 import { parseWrk, WrkResult } from './stats';
 import { xdpRunStats, type XdpRunStats } from './bpfstats';
 import type { CpuWindow } from './rounds';
+import { signalPid } from '../../lib/pids';
 
 const LOADGEN = join(packageRoot, 'dist', 'scripts', 'bench', 'lib', 'loadgen-cli.js');
 
@@ -194,7 +195,7 @@ export function startExabgp(p: Plan, lb: Host, prefix: string): number {
 export function killExabgp(lb: Host): void {
   for (const pid of nsPids(lb.netns)) {
     const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    if (cmd.includes('exabgp')) process.kill(pid, 'SIGKILL');
+    if (cmd.includes('exabgp')) signalPid(pid, 'SIGKILL');
   }
 }
 

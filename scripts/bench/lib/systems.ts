@@ -15,6 +15,7 @@ import {
   stopDaemon,
 } from '../../testbed/peak';
 import type { Target } from './loadgen';
+import { signalPid } from '../../lib/pids';
 
 export type SystemName = 'peak-xdp' | 'nft-dnat' | 'nginx' | 'haproxy' | 'direct' | 'dns-rr';
 export const ALL_SYSTEMS: readonly SystemName[] = [
@@ -152,7 +153,7 @@ function killByName(h: Host, comm: string): void {
     }
     if (name === comm) {
       try {
-        process.kill(pid, 'SIGKILL');
+        signalPid(pid, 'SIGKILL');
       } catch {
         // Gone already.
       }
