@@ -47,9 +47,13 @@ export interface CmdResult {
 }
 
 /** Runs a command asynchronously (no shell) with a hard timeout; never rejects on a non-zero exit. */
-export function runAsync(cmd: string, args: string[], o: { timeoutMs: number }): Promise<CmdResult> {
+export function runAsync(
+  cmd: string,
+  args: string[],
+  o: { timeoutMs: number; interruptWhen?: Promise<unknown> },
+): Promise<CmdResult> {
   return new Promise((resolve) => {
-    execFile(
+    const child = execFile(
       cmd,
       args,
       { encoding: 'utf8', timeout: o.timeoutMs, maxBuffer: 64 << 20, killSignal: 'SIGKILL' },
@@ -58,6 +62,10 @@ export function runAsync(cmd: string, args: string[], o: { timeoutMs: number }):
         resolve({ code, stdout, stderr: stderr || (err && typeof err.code !== 'number' ? err.message : '') });
       },
     );
+    // SIGINT ends the run early the way the command's own Ctrl-C does (wrk stops and still prints its summary).
+    void o.interruptWhen?.finally(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
+    });
   });
 }
 
@@ -515,14 +523,20 @@ http { access_log off; client_body_temp_path ${d}; proxy_temp_path ${d}; fastcgi
   }
 
   /** Bounded wrk from the client (new connection per request, so drain can finish flows). */
-  async wrk(o: { seconds: number; connections?: number; keepAlive?: boolean }): Promise<WrkResult> {
+  /** wrk from the client; `until` ends it early (SIGINT: wrk stops and still reports), `seconds` bounds it. */
+  async wrk(o: {
+    seconds: number;
+    connections?: number;
+    keepAlive?: boolean;
+    until?: Promise<unknown>;
+  }): Promise<WrkResult> {
     const script = join(this.dir, 'count.lua');
     if (!existsSync(script)) writeFileSync(script, WRK_SCRIPT);
     const c = o.connections ?? 4;
     const r = await runAsync(
       'ip',
       ['netns', 'exec', this.client, 'wrk', '-t1', `-c${c}`, `-d${o.seconds}s`, '--timeout', '2s', '-s', script, ...(o.keepAlive ? [] : ['-H', 'Connection: close']), `http://${VIP}:${VIP_PORT}/`], // prettier-ignore
-      { timeoutMs: (o.seconds + 15) * 1000 },
+      { timeoutMs: (o.seconds + 15) * 1000, interruptWhen: o.until },
     );
     const m = /peak-errors (\d+) (\d+) (\d+) (\d+) (\d+)/.exec(r.stdout);
     const q = /peak-requests (\d+)/.exec(r.stdout);

@@ -78,6 +78,18 @@ async function main(): Promise<void> {
   monitor.start();
 
   const hog: number[] = [];
+  let regrab: NodeJS.Timeout | undefined;
+  /** Opens fds until the limit (bounded); returns the error code that stopped it, or null. */
+  const grab = (): string | null => {
+    for (let i = 0; i < 100_000; i++) {
+      try {
+        hog.push(openSync('/dev/null', 'r'));
+      } catch (e) {
+        return (e as NodeJS.ErrnoException).code ?? 'unknown';
+      }
+    }
+    return null;
+  };
   const status = (): Record<string, unknown> => {
     const ts = monitor.snapshot();
     const sum = (f: (t: (typeof ts)[number]) => number): number => ts.reduce((a, t) => a + f(t), 0);
@@ -104,19 +116,18 @@ async function main(): Promise<void> {
     if (cmd === 'status') out('status', { ...status(), fds: openFds() });
     else if (cmd === 'hog') {
       // Every fd left, bounded: what a leak or a flood elsewhere in the daemon would do.
-      for (let i = 0; i < 100_000; i++) {
-        try {
-          hog.push(openSync('/dev/null', 'r'));
-        } catch (e) {
-          out('hogged', { n: hog.length, code: (e as NodeJS.ErrnoException).code });
-          return;
-        }
-      }
-      out('hogged', { n: hog.length, code: null });
+      const code = grab();
+      out('hogged', { n: hog.length, code });
+      // And keep leaking: a check in flight at this moment frees its socket's fd when it ends, and without this
+      // the next checks would keep reusing that one fd and pass (seen on a loaded machine: 2 EMFILE in 1 s).
+      if (code === 'EMFILE') regrab = setInterval(grab, 2);
     } else if (cmd === 'release') {
+      if (regrab) clearInterval(regrab);
+      regrab = undefined;
       for (const fd of hog.splice(0)) closeSync(fd);
       out('released', { fds: openFds() });
     } else if (cmd === 'stop') {
+      if (regrab) clearInterval(regrab);
       monitor.stop();
       void admin.stop().then(() => process.exit(0));
     }

@@ -324,8 +324,12 @@ describe('fd pressure: admin floods and EMFILE do not take healthy backends down
     const hogged = await command('hog', 'hogged');
     expect(hogged.code).toBe('EMFILE');
     expect(hogged.n as number).toBeGreaterThan(10);
-    await sleep(1000);
-    const starved = await command('status', 'status');
+    // Checks run every 100 ms; wait (bounded) until each has met EMFILE a few times rather than a fixed time.
+    let starved = await command('status', 'status');
+    for (let i = 0; i < 50 && (starved.minLocalErrors as number) < 5; i++) {
+      await sleep(200);
+      starved = await command('status', 'status');
+    }
     console.log(`with every fd taken: ${JSON.stringify(starved)}`);
     expect(starved).toMatchObject({ status: 'up', failedChecks: 0, changes: [], lastLocal: 'EMFILE' });
     // Both the tcp and the http check met EMFILE.
