@@ -346,9 +346,17 @@ export class VipRouteKeeper {
     this.kick();
   }
 
-  /** Resolves when no pass runs or is queued. */
+  /**
+   * Resolves once every pass requested before this call has run: the running one and the queued one, if any.
+   * Not "until no pass runs": with periodic rechecks shorter than a pass (a loaded machine, a short
+   * recheckMs) a new pass is always running, and waiting for none never ended.
+   */
   async idle(): Promise<void> {
-    while (this.running) await this.running;
+    if (!this.running) return;
+    const queued = this.again;
+    await this.running;
+    // The running pass's finally started the queued one (unless stopped).
+    if (queued && this.running) await this.running;
   }
 
   /** No more passes (the routes and the rule stay as they are). */
