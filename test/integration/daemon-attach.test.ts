@@ -127,7 +127,8 @@ describePrivileged('daemon: pinned map sizes and re-attachment (real kernel)', (
     expect(await desiredRoutes()).toEqual([`${VIP}/32`]);
 
     lab.ns(lab.lb, 'ip', ['link', 'set', 'dev', 'eth0', 'xdp', 'off']);
-    expect(lab.lbXdpProgId()).toBe(0);
+    // Not checked here that the program is gone: the daemon can re-attach it before the next `ip` returns
+    // (seen under load). The detach is proven below by the re-attach counter and log line.
     const ms = await waitUntil(() => lab.lbXdpProgId() === prog, { timeoutMs: 8000, intervalMs: 50 });
     expect(ms).not.toBeNull();
     console.log(`re-attached ${ms!.toFixed(0)} ms after a manual detach`);

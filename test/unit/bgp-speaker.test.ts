@@ -29,7 +29,7 @@ describe('BgpSpeaker over loopback', () => {
       asn: 65000,
       routerId: '10.255.0.1',
       listen: { address: '127.0.0.1', port },
-      peers: [{ address: '127.0.0.2', asn: 65001, passive: true, holdTime: 3, families: ['ipv4', 'ipv6'] }],
+      peers: [{ address: '127.0.0.2', asn: 65001, passive: true, holdTime: 40, families: ['ipv4', 'ipv6'] }],
     });
     router.on('update', (_a: string, m: UpdateMessage) => updates.push(m));
     await router.start();
@@ -42,7 +42,7 @@ describe('BgpSpeaker over loopback', () => {
           asn: 65000,
           port,
           localAddress: '127.0.0.2',
-          holdTime: 3,
+          holdTime: 30,
           families: ['ipv4', 'ipv6'],
           nextHop4: '192.0.2.2',
           nextHop6: '2001:db8::2',
@@ -62,7 +62,9 @@ describe('BgpSpeaker over loopback', () => {
 
   it('establishes with negotiated hold time, families and 4-octet AS', () => {
     const s = lb.status().peers[0]!;
-    expect(s.negotiatedHoldTime).toBe(3);
+    // The smaller of the two offers (router 40 s, ours 30 s). Long on purpose: a starved test process must not
+    // meet a hold-timer expiry (3 s once re-established the session mid-test on a loaded machine).
+    expect(s.negotiatedHoldTime).toBe(30);
     expect(s.families).toEqual([
       { afi: 1, safi: 1 },
       { afi: 2, safi: 1 },
