@@ -1,4 +1,4 @@
-/* PEAK-XDP balancer: VIP match -> conntrack or Maglev -> IPIP/IP6IP6 -> XDP_TX. Thin entry; one header
+/* PEAK-XDP balancer: VIP match -> conntrack or Maglev -> IPIP/IP6IP6 or GUE (+ previous-owner hint) -> XDP_TX. Thin entry; one header
  * per concern. Anything not for a VIP leaves untouched with XDP_PASS. */
 #include "shared.h"
 #include "parse.h"
@@ -19,6 +19,7 @@ struct peak_btf_anchor {
   enum peak_vip_flag vip_flag;
   enum peak_backend_state backend_state;
   enum peak_config_flag config_flag;
+  enum peak_backend_encap backend_encap;
   struct peak_vip_key vip_key;
   struct peak_vip_value vip_value;
   struct peak_vip_slot vip_slot;
@@ -86,11 +87,12 @@ static __always_inline struct peak_vip_value *peak_vip_find(const struct peak_fl
 
 /* After encapsulation: XDP_TX to the configured next hop, or a FIB lookup and XDP_REDIRECT. */
 static __always_inline int peak_transmit(struct xdp_md *ctx, const struct peak_config *cfg,
-                                         const struct peak_pkt *p, const struct peak_backend *be) {
+                                         const struct peak_pkt *p, const struct peak_backend *be,
+                                         __u32 overhead) {
   if (!(cfg->flags & PEAK_CFG_F_FIB) || p->vlans) return peak_verdict(p->stats, XDP_TX, 0);
   struct bpf_fib_lookup fib = {};
   fib.ifindex = ctx->ingress_ifindex;
-  fib.tot_len = p->ip_len + peak_encap_overhead(be);
+  fib.tot_len = p->ip_len + overhead;
   if (be->family == PEAK_FAMILY_V4) {
     fib.family = 2; /* AF_INET */
     __builtin_memcpy(&fib.ipv4_dst, be->addr, 4);
@@ -124,14 +126,17 @@ static __always_inline int peak_forward(struct xdp_md *ctx, struct peak_pkt *p, 
   struct peak_config *cfg = peak_config_get();
   if (!cfg) return peak_verdict(p->stats, XDP_PASS, PEAK_CNT_PASS_NOT_READY);
   struct peak_pick pick = {};
+  /* only a packet of an established TCP flow may carry a hint: a SYN starts the flow where Maglev says, and
+   * UDP has no SYN to tell a new flow from a moved one (the decap gives UDP no second chance) */
+  int want_hint = !icmp_error && !p->is_syn && flow->proto == IPPROTO_TCP;
   int r = peak_select(p->stats, flow, vip, cfg, p->is_syn, icmp_error ? PEAK_SELECT_LOOKUP_ONLY : PEAK_SELECT_RECORD,
-                      &pick);
+                      want_hint, &pick);
   if (r == PEAK_PICK_NO_TABLE) return peak_verdict(p->stats, XDP_DROP, PEAK_CNT_DROP_NO_TABLE);
   if (r != PEAK_PICK_OK || !pick.be) return peak_verdict(p->stats, XDP_DROP, PEAK_CNT_DROP_NO_BACKEND);
   struct peak_backend *be = pick.be;
   __u32 reason = peak_encap_check(p, be, cfg);
   if (reason) return peak_verdict(p->stats, XDP_DROP, reason);
-  __u32 overhead = peak_encap_overhead(be);
+  __u32 overhead = peak_encap_overhead(be, pick.hint);
   if (cfg->mtu && p->ip_len + overhead > cfg->mtu) {
     /* PMTU discovery: tell the client (never in answer to an ICMP error) */
     if (icmp_error) return peak_verdict(p->stats, XDP_DROP, PEAK_CNT_DROP_TOO_BIG);
@@ -143,13 +148,15 @@ static __always_inline int peak_forward(struct xdp_md *ctx, struct peak_pkt *p, 
     if (err) return peak_verdict(p->stats, XDP_DROP, PEAK_CNT_DROP_TOO_BIG);
     return peak_verdict(p->stats, XDP_TX, PEAK_CNT_ICMP_TOO_BIG_SENT);
   }
-  reason = peak_encap(ctx, p, be, cfg, pick.hash);
+  reason = peak_encap(ctx, p, be, cfg, pick.hash, pick.hint);
   if (reason) return peak_verdict(p->stats, XDP_DROP, reason);
   /* traffic counts only what was encapsulated: a packet dropped above moves its drop reason alone */
   peak_traffic_add(&vip_stats, vip->vip_id, p->frame_len);
   peak_traffic_add(&backend_stats, pick.id, p->frame_len);
   if (icmp_error) peak_count(p->stats, PEAK_CNT_ICMP_ERROR_FORWARDED);
-  return peak_transmit(ctx, cfg, p, be);
+  if (pick.hint_skipped) peak_count(p->stats, PEAK_CNT_HINT_SKIPPED_OWNER);
+  if (vip->flags & PEAK_VIP_F_STATELESS) peak_count(p->stats, PEAK_CNT_STATELESS_FORWARD);
+  return peak_transmit(ctx, cfg, p, be, overhead);
 }
 
 /* TCP and UDP. */

@@ -8,7 +8,8 @@
 const volatile __u8 tmpl[GEN_MAX_LEN] = {};  /* the frame: Ethernet + IPv4/IPv6 + UDP */
 const volatile __u32 tmpl_len = 0;           /* bytes of tmpl used (= the frame length given to the run) */
 const volatile __u32 sport_off = 0;          /* offset of the UDP source port in the frame */
-const volatile __u32 flows = 1;              /* distinct source ports cycled */
+const volatile __u32 flows = 1;              /* distinct flows cycled: source port, then source address */
+const volatile __u32 saddr_off = 0;          /* offset of the IPv4 source address's low 16 bits; 0 = fixed */
 
 /* [0] = frames generated, per CPU (also the per-CPU flow cursor). */
 struct {
@@ -34,11 +35,18 @@ int bench_gen(struct xdp_md *ctx) {
   __u32 zero = 0;
   __u64 *n = bpf_map_lookup_elem(&gen_stats, &zero);
   if (!n) return XDP_DROP;
-  __u32 port = 1024 + (__u32)(*n % (flows ? flows : 1));
+  __u32 flow = (__u32)(*n % (flows ? flows : 1));
   *n += 1;
   __be16 *sp = data + (sport_off & 0x7f);
   if ((void *)(sp + 1) > data_end) return XDP_DROP;
-  *sp = bpf_htons(port);
+  *sp = bpf_htons(1024 + (flow & 0x7fff));
+  if (saddr_off) {
+    /* more than 32768 flows: the rest of the flow number goes into the source address (its header checksum
+     * is left as the template's: the balancer does not check it, the sink drops the frame) */
+    __be16 *sa = data + (saddr_off & 0x7f);
+    if ((void *)(sa + 1) > data_end) return XDP_DROP;
+    *sa = bpf_htons(flow >> 15);
+  }
   return XDP_TX;
 }
 

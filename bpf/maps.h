@@ -66,6 +66,15 @@ struct {
   __array(values, struct maglev_inner);
 } maglev_tables SEC(".maps");
 
+/* VIP id -> its previous Maglev table (the one before the last membership change; same inner shape, its own
+ * M). Empty slot = no previous table. Read only for packets that may carry a GUE previous-owner hint. */
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+  __uint(max_entries, PEAK_MAX_VIPS);
+  __type(key, __u32);
+  __array(values, struct maglev_inner);
+} maglev_prev_tables SEC(".maps");
+
 /* Connection table: client 5-tuple -> backend id, flow hash, last seen; one hash, per-CPU LRU lists (no
  * global LRU lock). */
 struct {

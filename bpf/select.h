@@ -25,9 +25,11 @@ static __always_inline struct peak_backend *peak_backend_get(__u32 id) {
   return bpf_map_lookup_elem(&backends, &id);
 }
 
-/* Maglev: slot = hash % M, then up to PEAK_MAX_PROBES slots forward (wrapping) until an UP backend. */
+/* Maglev: slot = hash % M, then up to PEAK_MAX_PROBES slots forward (wrapping) until an UP backend. *owner_out
+ * is the slot's own entry as stored (the first probed, with PEAK_SLOT_F_MOVED), so the caller sees whether
+ * probing skipped it and whether the previous table may name another owner. */
 static __always_inline int peak_maglev_pick(__u32 vip_id, __u32 hash, __u32 *id_out,
-                                            struct peak_backend **be_out) {
+                                            struct peak_backend **be_out, __u32 *owner_out) {
   void *table = bpf_map_lookup_elem(&maglev_tables, &vip_id);
   if (!table) return PEAK_PICK_NO_TABLE;
   __u32 zero = 0;
@@ -39,17 +41,33 @@ static __always_inline int peak_maglev_pick(__u32 vip_id, __u32 hash, __u32 *id_
 #pragma unroll
   for (int i = 0; i < PEAK_MAX_PROBES; i++) {
     __u32 key = slot + 1;
-    __u32 *id = bpf_map_lookup_elem(table, &key);
-    if (!id) return PEAK_PICK_NO_TABLE;
-    struct peak_backend *be = peak_backend_get(*id);
+    __u32 *entry = bpf_map_lookup_elem(table, &key);
+    if (!entry) return PEAK_PICK_NO_TABLE;
+    __u32 raw = *entry;
+    if (i == 0) *owner_out = raw;
+    __u32 id = raw & ~PEAK_SLOT_F_MOVED;
+    struct peak_backend *be = peak_backend_get(id);
     if (be && be->state == PEAK_BE_UP && be->family != PEAK_FAMILY_NONE) {
-      *id_out = *id;
+      *id_out = id;
       *be_out = be;
       return PEAK_PICK_OK;
     }
     slot = slot + 1 == m ? 0 : slot + 1;
   }
   return PEAK_PICK_NO_BACKEND;
+}
+
+/* The owner of the flow's slot in the VIP's previous table (the table before the last membership change;
+ * its own M), or 0 when there is none. */
+static __always_inline __u32 peak_prev_owner(__u32 vip_id, __u32 hash) {
+  void *table = bpf_map_lookup_elem(&maglev_prev_tables, &vip_id);
+  if (!table) return 0;
+  __u32 zero = 0;
+  __u32 *mp = bpf_map_lookup_elem(table, &zero);
+  if (!mp || *mp == 0) return 0;
+  __u32 key = hash % *mp + 1;
+  __u32 *id = bpf_map_lookup_elem(table, &key);
+  return id ? *id : 0;
 }
 
 /* A conntrack hit may keep its backend while it is UP or DRAINING. */
@@ -68,11 +86,14 @@ static __always_inline __u32 peak_ct_timeout(const struct peak_config *cfg, __u8
   return secs > PEAK_CT_MAX_TIMEOUT ? PEAK_CT_MAX_TIMEOUT * hz : secs * hz;
 }
 
-/* What the selection decided: backend id and entry, and the flow hash (outer source, flow label). */
+/* What the selection decided: backend id and entry, the flow hash (outer source, flow label), and the
+ * previous-owner hint for GUE (NULL: none). */
 struct peak_pick {
   struct peak_backend *be;
+  struct peak_backend *hint;
   __u32 id;
   __u32 hash;
+  __u32 hint_skipped; /* the hint is a backend the choice skipped (slot owner not up, or a conntrack hit's) */
 };
 
 /* The flow hash of the VIP's kind (5-tuple, or source only for client persistence). */
@@ -80,13 +101,54 @@ static __always_inline __u32 peak_vip_hash(const struct peak_flow_key *flow, con
   return (vip->flags & PEAK_VIP_F_SRC_HASH) ? peak_source_hash(flow) : peak_flow_hash(flow);
 }
 
+/* A backend that may be named in a hint: set, and reached with GUE (so it runs our decap, which is what the
+ * current owner's second chance re-encapsulates to). Any state: a backend this node sees down may be alive. */
+static __always_inline struct peak_backend *peak_hint_backend(__u32 id, __u32 chosen) {
+  if (id == 0 || id == chosen) return NULL;
+  struct peak_backend *be = peak_backend_get(id);
+  return be && be->family != PEAK_FAMILY_NONE && be->encap == PEAK_ENCAP_GUE ? be : NULL;
+}
+
+/* The hint for a packet going to a GUE backend, most specific first: the down backend of a conntrack hit
+ * (that flow's known owner), the slot's owner in the previous table when it differs from the current owner
+ * (the change being bridged; also covers a new owner not yet up), else the current owner that probing
+ * skipped (health disagreement: this node sees it down, others may not). */
+static __always_inline void peak_pick_hint(__u32 vip_id, __u32 owner_raw, __u32 ct_down_id, struct peak_pick *out) {
+  struct peak_backend *h = peak_hint_backend(ct_down_id, out->id);
+  if (h) {
+    out->hint = h;
+    out->hint_skipped = 1;
+    return;
+  }
+  __u32 owner = owner_raw & ~PEAK_SLOT_F_MOVED;
+  /* an unmarked slot has the same owner in the previous table: not read (the common case) */
+  __u32 prev = owner_raw & PEAK_SLOT_F_MOVED ? peak_prev_owner(vip_id, out->hash) : owner;
+  if (prev != owner) {
+    h = peak_hint_backend(prev, out->id);
+    if (h) {
+      out->hint = h;
+      return;
+    }
+  }
+  h = peak_hint_backend(owner, out->id);
+  if (h) {
+    out->hint = h;
+    out->hint_skipped = 1;
+  }
+}
+
 /* Full choice for a VIP packet: a fresh conntrack entry of this VIP whose backend keeps flows wins (not for
- * a TCP SYN, `is_syn`, or NO_CT VIPs); else Maglev, recorded in conntrack when `record` says so. Fills *out. */
+ * a TCP SYN, `is_syn`, nor NO_CT / STATELESS VIPs); else Maglev, recorded in conntrack when `record` says so.
+ * `want_hint` (a non-SYN TCP packet of the flow itself) lets a GUE choice carry a hint; a hinted choice is
+ * not recorded (the next packet must carry the hint again; a hit would send it without), and a hit on a down
+ * backend whose hint was sent keeps its entry. Fills *out. */
 static __always_inline int peak_select(struct peak_stats *st, const struct peak_flow_key *flow,
                                        const struct peak_vip_value *vip, const struct peak_config *cfg,
-                                       int is_syn, enum peak_select_record record, struct peak_pick *out) {
-  int use_ct = !(vip->flags & PEAK_VIP_F_NO_CT);
+                                       int is_syn, enum peak_select_record record, int want_hint,
+                                       struct peak_pick *out) {
+  int use_ct = !(vip->flags & (PEAK_VIP_F_NO_CT | PEAK_VIP_F_STATELESS));
   __u32 now = bpf_jiffies64();
+  __u32 ct_down_id = 0;
   if (use_ct && !is_syn) {
     struct peak_ct_value *ct = bpf_map_lookup_elem(&conntrack, flow);
     if (!ct) {
@@ -107,14 +169,17 @@ static __always_inline int peak_select(struct peak_stats *st, const struct peak_
           out->hash = ct->hash;
           return PEAK_PICK_OK;
         }
+        if (be) ct_down_id = ct->backend_id;
         peak_count(st, PEAK_CNT_CT_RESELECT);
       }
     }
   }
   out->hash = peak_vip_hash(flow, vip);
-  int r = peak_maglev_pick(vip->vip_id, out->hash, &out->id, &out->be);
+  __u32 owner = 0;
+  int r = peak_maglev_pick(vip->vip_id, out->hash, &out->id, &out->be, &owner);
   if (r != PEAK_PICK_OK) return r;
-  if (use_ct && record == PEAK_SELECT_RECORD) {
+  if (want_hint && out->be->encap == PEAK_ENCAP_GUE) peak_pick_hint(vip->vip_id, owner, ct_down_id, out);
+  if (use_ct && record == PEAK_SELECT_RECORD && !out->hint) {
     struct peak_ct_value v = {.backend_id = out->id, .vip_id = vip->vip_id, .hash = out->hash, .last_seen = now};
     bpf_map_update_elem(&conntrack, flow, &v, BPF_ANY);
     peak_count(st, PEAK_CNT_CT_INSERT);

@@ -28,6 +28,11 @@
 #define PEAK_HASH_SEED 0x5ea4c0deU   /* fixed so every LB node hashes a flow the same way */
 #define PEAK_DEFAULT_TTL 64          /* TTL / hop limit of outer and generated headers */
 #define PEAK_CT_MAX_TIMEOUT 1000000  /* largest idle timeout in seconds (x HZ must fit in 32 bits) */
+/* Bit of a current Maglev table entry (above every backend id): the slot's owner in the VIP's previous table
+ * differs (or the tables differ in size). Set by userspace when it installs either table; only such slots
+ * read the previous table, so a previous table costs nothing for the slots a change did not move. */
+#define PEAK_SLOT_MOVED_BIT 31
+#define PEAK_SLOT_F_MOVED (1U << PEAK_SLOT_MOVED_BIT)
 
 /* The #defines userspace must agree with, as an enum so they reach BTF: userspace reads them from there
  * (src/datapath/contract.ts; test/unit/layout-contract.test.ts). */
@@ -38,6 +43,7 @@ enum peak_const {
   PEAK_CONST_VIP_INDEX_SLOTS = PEAK_VIP_INDEX_SLOTS,
   PEAK_CONST_VIP_INDEX_PROBES = PEAK_VIP_INDEX_PROBES,
   PEAK_CONST_CT_MAX_TIMEOUT = PEAK_CT_MAX_TIMEOUT,
+  PEAK_CONST_SLOT_MOVED_BIT = PEAK_SLOT_MOVED_BIT,
 };
 
 /* Address family byte used in keys (not AF_*: 4 and 6 read better in dumps). */
@@ -51,6 +57,8 @@ enum peak_family {
 enum peak_vip_flag {
   PEAK_VIP_F_SRC_HASH = 1 << 0, /* hash on the source address only (client persistence) */
   PEAK_VIP_F_NO_CT = 1 << 1,    /* neither read nor fill the connection table */
+  PEAK_VIP_F_STATELESS = 1 << 2, /* no connection table at all (as NO_CT); backends give moved flows a second
+                                  * chance from the GUE previous-owner hint (issue 15) */
 };
 
 /* Backend states (peak_backend.state); NONE is an unset slot and is treated like DOWN. */
@@ -59,6 +67,12 @@ enum peak_backend_state {
   PEAK_BE_UP = 1,       /* gets new and established flows */
   PEAK_BE_DRAINING = 2, /* keeps established flows (conntrack hits), no new ones */
   PEAK_BE_DOWN = 3,     /* skipped; its flows move by probing forward in the table */
+};
+
+/* How packets reach a backend (peak_backend.encap). */
+enum peak_backend_encap {
+  PEAK_ENCAP_IPIP = 0, /* IPv4-in-IPv4, IPv6-in-IPv6, IPv4-in-IPv6 (no IPv6 inner over IPv4) */
+  PEAK_ENCAP_GUE = 1,  /* GUE over UDP (bpf/gue.h): either inner family over either outer; may carry a hint */
 };
 
 /* Global config flag bits (peak_config.flags). */
@@ -113,7 +127,8 @@ struct peak_backend {
   __u8 addr[16]; /* outer destination; v4 in the first 4 bytes */
   __u8 family;   /* enum peak_family; NONE = unset slot */
   __u8 state;    /* enum peak_backend_state */
-  __u8 pad[2];
+  __u8 encap;    /* enum peak_backend_encap (was padding: 0 = IPIP, so older entries read as before) */
+  __u8 pad;
 };
 
 /* Connection table key: the client's 5-tuple as seen on the wire (ports in network order). Aligned so the
@@ -147,6 +162,8 @@ struct peak_config {
   __u32 flags;          /* enum peak_config_flag bits */
   __u32 ct_timeout_tcp; /* seconds a TCP entry may idle before its next packet is re-selected; 0 = never */
   __u32 ct_timeout_udp; /* the same for UDP */
+  __be16 gue_port;      /* GUE UDP destination port, network order (0 = PEAK_GUE_DEFAULT_PORT) */
+  __u16 pad;
 };
 
 /* Per-VIP and per-backend traffic counters (per-CPU). */
@@ -194,6 +211,11 @@ enum peak_counter {
   PEAK_CNT_DROP_L2_BROADCAST,  /* VIP packet in a broadcast/multicast Ethernet frame (RFC 1812 5.3.4) */
   PEAK_CNT_DROP_BAD_SOURCE,    /* VIP packet from an address no client has (peak_source_ok) or from the VIP */
   PEAK_CNT_DROP_TOO_BIG_NO_DF, /* IPv4 VIP packet too big after encapsulation with DF clear: no fragmenting */
+  PEAK_CNT_ENCAP_GUE,          /* sent GUE-encapsulated (also counted in encap_v4 / encap_v6 by outer family) */
+  PEAK_CNT_HINT_SENT,          /* GUE packets that carried a previous-owner hint (either kind) */
+  PEAK_CNT_HINT_SKIPPED_OWNER, /* of those: the hint was the slot's owner that probing skipped (not up), or the
+                                * down backend of a connection-table hit */
+  PEAK_CNT_STATELESS_FORWARD,  /* packets of stateless VIPs forwarded (the connection table untouched) */
   PEAK_CNT_MAX,
 };
 
@@ -209,7 +231,28 @@ enum peak_decap_counter {
   PEAK_DECAP_IP6IP6,  /* IPv6 outer, IPv6 inner */
   PEAK_DECAP_IP4IN6,  /* IPv6 outer, IPv4 inner */
   PEAK_DECAP_PASS,    /* not a tunnel packet for this host: untouched */
-  PEAK_DECAP_ERROR,   /* tunnel packet we could not strip (truncated): passed untouched */
+  PEAK_DECAP_ERROR,   /* tunnel packet we could not strip (truncated IPIP inner, failed head adjustment: passed
+                       * untouched) or a second-chance frame whose rewrite failed half-way (dropped) */
+  /* GUE (issue 15; appended: a pinned stats map of an older build keeps the counters above in place). Every
+   * valid GUE packet for this host counts GUE and exactly one SC_* outcome below (LOCAL_CONNTRACK and
+   * CONNTRACK_UNAVAILABLE are extra detail, not outcomes), or ERROR if rewriting it failed. */
+  PEAK_DECAP_GUE,                      /* GUE to this host's port and address, well formed */
+  PEAK_DECAP_GUE_MALFORMED,            /* GUE to us we cannot read (version, C bit, flags, Hlen, proto, hint,
+                                        * inner header, lengths): dropped */
+  PEAK_DECAP_SC_NO_HINT,               /* no previous owner: passed up */
+  PEAK_DECAP_SC_SYN_IGNORED,           /* hint on a SYN: a new connection stays here; passed up */
+  PEAK_DECAP_SC_NOT_TCP,               /* hint on UDP / other / an inner fragment: passed up (no second chance) */
+  PEAK_DECAP_SC_LOOP_REFUSED,          /* hint names this host: passed up */
+  PEAK_DECAP_SC_LOCAL_HIT,             /* this host holds the flow (socket or conntrack): passed up */
+  PEAK_DECAP_SC_FORWARD,               /* re-encapsulated to the previous owner, hint cleared: XDP_TX/REDIRECT */
+  PEAK_DECAP_SC_FIB_FAIL,              /* no route / neighbour / forwarding / MTU toward the previous owner:
+                                        * passed up here, as without a second chance */
+  PEAK_DECAP_SC_NO_SOURCE,             /* no outer source of the previous owner's family: passed up here */
+  PEAK_DECAP_SC_DISABLED,              /* hint while second chance is off (config flag): passed up */
+  PEAK_DECAP_SC_LOCAL_CONNTRACK,       /* detail of LOCAL_HIT: found in netfilter conntrack, not as a socket */
+  PEAK_DECAP_SC_CONNTRACK_UNAVAILABLE, /* detail: no local state found without asking conntrack (kfunc missing) */
+  PEAK_DECAP_NOT_FROM_LB,              /* tunnel packet for this host from an outer source not in decap_sources
+                                        * (e.g. a CNI's IPIP overlay): untouched, XDP_PASS */
   PEAK_DECAP_MAX,
 };
 

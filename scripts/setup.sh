@@ -2,8 +2,9 @@
 # Idempotent set-up for a fresh Debian 12 machine: system packages, bpffs, npm dependencies, build.
 # Runs as the pre-hook of `npm test`, `npm run demo` and the benches; a second run on a ready machine
 # only checks and rebuilds what changed (a few seconds).
-#   scripts/setup.sh            everything: what an LB host needs, plus the test, testbed and bench tools
+#   scripts/setup.sh            everything: what an LB host needs, plus the test, testbed, bench and image tools
 #   scripts/setup.sh --runtime  only what a production LB host needs to build and run peak-xdp
+#   scripts/setup.sh --image    only the container image tools (mmdebstrap, buildah, podman, runc); no npm, no build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,12 +14,13 @@ mode=all
 for arg in "$@"; do
   case "$arg" in
     --runtime) mode=runtime ;;
+    --image) mode=image ;;
     -h | --help)
-      sed -n '2,6p' "$0"
+      sed -n '2,7p' "$0"
       exit 0
       ;;
     *)
-      echo "setup.sh: unknown option $arg (try --runtime or --help)" >&2
+      echo "setup.sh: unknown option $arg (try --runtime, --image or --help)" >&2
       exit 2
       ;;
   esac
@@ -32,8 +34,16 @@ RUNTIME_PACKAGES=(clang llvm libbpf-dev linux-libc-dev bpftool cmake ninja-build
 # What only the tests, the namespace testbed and the benches use: BGP peers, web servers, load generators,
 # promtool (checks the metrics, alert rules and their unit tests).
 TEST_PACKAGES=(iputils-ping curl bird2 frr gobgpd exabgp nginx-light haproxy wrk prometheus)
-PACKAGES=("${RUNTIME_PACKAGES[@]}")
-if [ "$mode" = all ]; then PACKAGES+=("${TEST_PACKAGES[@]}"); fi
+# The container image (scripts/image/build.sh, test/integration/image.test.ts): mmdebstrap makes the Debian
+# root filesystem, buildah commits it as an image, podman runs it (rootful; the test joins testbed namespaces, so
+# no container network backend, slirp4netns or fuse-overlayfs: root uses the kernel's overlayfs). runc: Debian 12's
+# crun 1.8 refuses hosts with hybrid cgroups ("cgroups in hybrid mode not supported"), as on these machines.
+IMAGE_PACKAGES=(mmdebstrap buildah podman runc)
+case "$mode" in
+  all) PACKAGES=("${RUNTIME_PACKAGES[@]}" "${TEST_PACKAGES[@]}" "${IMAGE_PACKAGES[@]}") ;;
+  runtime) PACKAGES=("${RUNTIME_PACKAGES[@]}") ;;
+  image) PACKAGES=("${IMAGE_PACKAGES[@]}") ;;
+esac
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -57,6 +67,11 @@ if ((${#missing[@]})); then
   else
     log "missing Debian packages (run as root to install): ${missing[*]}"
   fi
+fi
+
+if [ "$mode" = image ]; then
+  log "image tools ready"
+  exit 0
 fi
 
 # bpffs at the default pin root (the daemon and CLI default to /sys/fs/bpf/peak-xdp).

@@ -3,8 +3,10 @@
 // alternation; the ratio is the median of the per-round ratios, which load from other processes skews least).
 // The whole process (every thread, and the generator it starts) is pinned to one CPU; every timed row checks
 // that it measured the path it names (VIP index lookup, conntrack hits or misses) and the bench fails if not.
+// Stateless GUE VIPs (issue 15) are timed beside the connection-table mode: SYN and established rows, live
+// frames with 1k and 1M flows, and a SYN flood of --flood new flows against established ones (evictions).
 // Usage: node dist/scripts/bench/datapath.js [--json] [--runs 5] [--calls 20000] [--frames 4000000]
-//        [--live-rounds 9] [--cpu N]
+//        [--live-rounds 9] [--flood 1000000] [--cpu N]
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -37,9 +39,18 @@ interface Args {
   calls: number;
   frames: number;
   liveRounds: number;
+  /** New flows (SYNs) of the SYN-flood part, per mode. */
+  flood: number;
   /** The CPU the whole bench runs on. */
   cpu: number;
-  childGen?: { ifname: string; frames: number; template: string; sportOff: number; flows: number };
+  childGen?: {
+    ifname: string;
+    frames: number;
+    template: string;
+    sportOff: number;
+    flows: number;
+    saddrOff?: number;
+  };
 }
 
 function parseArgs(argv: string[]): Args {
@@ -50,6 +61,7 @@ function parseArgs(argv: string[]): Args {
     calls: 20000,
     frames: 4_000_000,
     liveRounds: 9,
+    flood: 1_000_000,
     cpu: cpus().length - 1,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -65,11 +77,12 @@ function parseArgs(argv: string[]): Args {
     else if (k === '--calls') a.calls = num('--calls', 100, 1_000_000);
     else if (k === '--frames') a.frames = num('--frames', 1000, 50_000_000);
     else if (k === '--live-rounds') a.liveRounds = num('--live-rounds', 3, 100);
+    else if (k === '--flood') a.flood = num('--flood', 1000, 10_000_000);
     else if (k === '--cpu') a.cpu = num('--cpu', 0, cpus().length - 1);
     else if (k === '--child-gen') a.childGen = JSON.parse(argv[++i]!) as Args['childGen'];
     else
       throw new TypeError(
-        `argument: ${JSON.stringify(k)} is not one of --json --runs --calls --frames --live-rounds --cpu`,
+        `argument: ${JSON.stringify(k)} is not one of --json --runs --calls --frames --live-rounds --flood --cpu`,
       );
   }
   return a;
@@ -94,6 +107,8 @@ function v4Frame(o: {
   sport: number;
   dport: number;
   tcp?: boolean;
+  /** TCP SYN instead of ACK. */
+  syn?: boolean;
   size?: number;
 }): Buffer {
   const size = o.size ?? 64;
@@ -113,7 +128,7 @@ function v4Frame(o: {
   b.writeUInt16BE(o.dport, 36);
   if (o.tcp) {
     b[46] = 5 << 4;
-    b[47] = 0x10; // ACK
+    b[47] = o.syn ? 0x02 : 0x10; // SYN or ACK
   } else b.writeUInt16BE(ipLen - 20, 38);
   return b;
 }
@@ -245,7 +260,7 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
   const MANY = 100_000;
   // Every flow this bench inserts, from one CPU: established sets, the 100k set, new flows, probes.
   const conntrackEntries = conntrackEntriesFor({
-    inserts: 128 + MANY + a.runs * a.calls + 16,
+    inserts: 128 + MANY + 2 * a.runs * a.calls + 16,
     possibleCpus: possibleCpus(),
   });
   const dp = await KernelDatapath.load({ maxEntries: { conntrack: conntrackEntries } });
@@ -281,6 +296,19 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
     await dp.installTable(1, table(0));
     await dp.installTable(2, table(100));
     await dp.installTable(3, table(0));
+    // Stateless GUE VIPs: 4 with no previous table, 5 whose previous table moved every slot (each non-SYN
+    // packet carries a hint: the worst case right after a change; in steady state no slot differs).
+    for (const id of members)
+      await dp.upsertBackend({ id: 200 + id, address: `10.2.0.${id}`, state: 'up', encap: 'gue' });
+    const stateless = { sourceHash: false, noConntrack: false, stateless: true };
+    await dp.upsertVip({ key: { address: '10.0.0.12', port: 80, protocol: 'tcp' }, id: 4, flags: stateless, tableSize: 65537 }); // prettier-ignore
+    await dp.upsertVip({ key: { address: '10.0.0.13', port: 80, protocol: 'tcp' }, id: 5, flags: stateless, tableSize: 65537 }); // prettier-ignore
+    await dp.installTable(4, table(200));
+    await dp.installTable(5, table(200));
+    await dp.installPreviousTable(
+      5,
+      Uint32Array.from({ length: 65537 }, (_, s) => 200 + members[(s + 1) % members.length]!),
+    );
     // The index is rebuilt on the next event-loop turn after VIP changes; until then the program reads the
     // `vips` hash. Build it now, and check that it is what the program uses (before and after the timing).
     dp.flushVipIndex();
@@ -288,7 +316,8 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
       key: encodeVipKey(probeKey),
       frame: v4Frame({ src: [192, 0, 2, 9], dst: [10, 0, 0, 11], sport: 9, dport: 80, tcp: true }),
     };
-    const head = assertVipIndex(dp, probe, 3, 'before timing');
+    const VIP_COUNT = 5;
+    const head = assertVipIndex(dp, probe, VIP_COUNT, 'before timing');
 
     const nonVip = [v4Frame({ src: [192, 0, 2, 1], dst: [10, 9, 9, 9], sport: 1, dport: 80, tcp: true })];
     const est4 = Array.from({ length: 64 }, (_, i) =>
@@ -305,6 +334,23 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
         const src = [172, 16 + ((fresh >>> 16) & 0x0f), (fresh >>> 8) & 0xff, fresh & 0xff];
         return v4Frame({ src, dst: [10, 0, 0, 10], sport: 20000 + (fresh % 40000), dport: 80, tcp: true });
       });
+    const newSyns = (dst: number[]) => (): Buffer[] =>
+      Array.from({ length: a.calls }, () => {
+        fresh++;
+        const src = [172, 16 + ((fresh >>> 16) & 0x0f), (fresh >>> 8) & 0xff, fresh & 0xff];
+        return v4Frame({ src, dst, sport: 20000 + (fresh % 40000), dport: 80, tcp: true, syn: true });
+      });
+    const estTo = (dst: number[]) =>
+      Array.from({ length: 64 }, (_, i) =>
+        v4Frame({ src: [192, 0, 2, 1], dst, sport: 10000 + i, dport: 80, tcp: true }),
+      );
+    const estStateless = estTo([10, 0, 0, 12]);
+    const synStateless = estStateless.map((f) => {
+      const b = Buffer.from(f);
+      b[47] = 0x02; // the same 64 flows' SYNs: in stateless mode a SYN takes the established path
+      return b;
+    });
+    const estHinted = estTo([10, 0, 0, 13]);
     const many = Array.from({ length: MANY }, (_, i) =>
       v4Frame({
         src: [198, 18, (i >>> 8) & 0xff, i & 0xff],
@@ -315,6 +361,11 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
       }),
     );
     for (const f of many) prog.testRun({ data: f });
+    const manyStateless = many.map((f) => {
+      const b = Buffer.from(f);
+      b[33] = 12; // 10.0.0.12: the stateless VIP (its IPv4 checksum is not checked)
+      return b;
+    });
 
     const rows: {
       path: string;
@@ -322,6 +373,8 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
       verdict: string;
       calls: number;
       ct: CtExpectation;
+      /** Counters that must move by exactly the call count (the row took the path it names). */
+      exact?: string[];
     }[] = [
       { path: 'non-VIP pass', frames: () => nonVip, verdict: 'PASS', calls: a.calls, ct: 'none' },
       {
@@ -340,6 +393,54 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
         ct: 'hit',
       },
       { path: '100k flows cycled', frames: () => many, verdict: 'TX', calls: MANY, ct: 'hit' },
+      {
+        path: 'v4 conntrack SYN (insert)',
+        frames: newSyns([10, 0, 0, 10]),
+        verdict: 'TX',
+        calls: a.calls,
+        ct: 'none',
+        exact: ['ct_insert'],
+      },
+      {
+        path: 'v4 stateless SYN (GUE)',
+        frames: newSyns([10, 0, 0, 12]),
+        verdict: 'TX',
+        calls: a.calls,
+        ct: 'none',
+        exact: ['stateless_forward', 'encap_gue'],
+      },
+      {
+        path: 'v4 stateless SYN, 64 flows',
+        frames: () => synStateless,
+        verdict: 'TX',
+        calls: a.calls,
+        ct: 'none',
+        exact: ['stateless_forward', 'encap_gue'],
+      },
+      {
+        path: 'v4 stateless established (GUE)',
+        frames: () => estStateless,
+        verdict: 'TX',
+        calls: a.calls,
+        ct: 'none',
+        exact: ['stateless_forward', 'encap_gue'],
+      },
+      {
+        path: 'v4 stateless est., hint each',
+        frames: () => estHinted,
+        verdict: 'TX',
+        calls: a.calls,
+        ct: 'none',
+        exact: ['stateless_forward', 'hint_sent'],
+      },
+      {
+        path: '100k flows cycled, stateless',
+        frames: () => manyStateless,
+        verdict: 'TX',
+        calls: MANY,
+        ct: 'none',
+        exact: ['stateless_forward'],
+      },
     ];
     const floors: number[] = [];
     const minimal: number[] = [];
@@ -352,15 +453,23 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
       for (const [i, r] of rows.entries()) {
         const c0 = (await dp.counters()).global;
         results[i]!.push(timeCalls(prog, r.frames(), r.calls, r.verdict));
-        const s = ctSample(c0, (await dp.counters()).global);
+        const c1 = (await dp.counters()).global;
+        const s = ctSample(c0, c1);
         const p = ctProblem(`${r.path} (run ${run + 1})`, r.ct, s);
         if (p) problems.push(p);
+        for (const name of r.exact ?? []) {
+          const moved = Number((c1[name] ?? 0n) - (c0[name] ?? 0n));
+          if (moved !== r.calls)
+            problems.push(`${r.path} (run ${run + 1}): ${name} moved ${moved}, expected ${r.calls}`);
+        }
+        if (r.exact?.includes('stateless_forward') && c1.ct_insert !== c0.ct_insert)
+          problems.push(`${r.path} (run ${run + 1}): a stateless row inserted into the connection table`);
         // The lowest rate over the runs (later runs may find entries evicted by the LRU).
         const pct = hitPct(s);
         if (pct !== null) hitPcts[i] = Math.min(hitPcts[i] ?? 100, pct);
       }
     }
-    assertVipIndex(dp, probe, 3, 'after timing');
+    assertVipIndex(dp, probe, VIP_COUNT, 'after timing');
     if (problems.length) throw new Error(`rows did not measure what they name:\n  ${problems.join('\n  ')}`);
     const floor = median(floors);
     // The non-VIP path does not modify the frame, so it can also use the kernel's repeat loop.
@@ -370,7 +479,7 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
       );
     const floorRep = rep(floorProg);
     const passRep = rep(prog);
-    assertVipIndex(dp, probe, 3, 'after the repeat=1e6 rows');
+    assertVipIndex(dp, probe, VIP_COUNT, 'after the repeat=1e6 rows');
     // For comparison, the same non-VIP row in the hash fallback: a VIP change makes the datapath read `vips`
     // until the index is rebuilt on the next event-loop turn, which this synchronous timing never reaches.
     await dp.upsertVip({ key: probeKey, id: 3, flags, tableSize: 65537 });
@@ -379,7 +488,7 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
     const passHashRep = rep(prog);
     const passHashCalls = timeCalls(prog, nonVip, a.calls, 'PASS');
     dp.flushVipIndex();
-    assertVipIndex(dp, probe, 3, 'after the hash-fallback row');
+    assertVipIndex(dp, probe, VIP_COUNT, 'after the hash-fallback row');
     const out: Row[] = [
       { path: 'trivial XDP_PASS (floor)', nsPerPacket: floor, netNs: 0, method: 'repeat=1 calls' },
       {
@@ -445,7 +554,13 @@ async function childGen(o: NonNullable<Args['childGen']>): Promise<void> {
   const t = Buffer.alloc(128);
   tmpl.copy(t);
   const obj = await BpfObject.load(bpfObjectPath('bench_gen'), {
-    consts: { tmpl: t, tmpl_len: u32(tmpl.length), sport_off: u32(o.sportOff), flows: u32(o.flows) },
+    consts: {
+      tmpl: t,
+      tmpl_len: u32(tmpl.length),
+      sport_off: u32(o.sportOff),
+      flows: u32(o.flows),
+      saddr_off: u32(o.saddrOff ?? 0),
+    },
   });
   const gen = obj.program('bench_gen');
   obj.close();
@@ -464,24 +579,31 @@ async function childGen(o: NonNullable<Args['childGen']>): Promise<void> {
 
 interface LiveRow {
   program: string;
+  flows: number;
   genMpps: number;
   processedMpps: number;
   returnedMpps: number;
+  /** Median over rounds of returned Mpps / the minimal program's in the same round (null for the minimal). */
+  ratio: number | null;
+  ratios: number[];
 }
 
 interface LiveResult {
   rows: LiveRow[];
-  /** Full balancer / minimal (returned Mpps) of each round, and their median. */
+  /** Conntrack balancer, 1k flows / minimal: the ratio reported before issue 15 (kept for comparison). */
   ratios: number[];
   ratio: number;
 }
+
+const FLOWS_1K = 1024;
+const FLOWS_1M = 1 << 20;
 
 async function liveBench(a: Args): Promise<LiveResult> {
   const sfx = `${(process.pid % 1000).toString(36)}${randomBytes(2).toString('hex')}`;
   const nsG = `pkbg${sfx}`;
   const nsL = `pkbl${sfx}`;
   const out: LiveRow[] = [];
-  const ratios: number[] = [];
+  const closers: { close(): void }[] = [];
   try {
     sh('ip', ['netns', 'add', nsG]);
     sh('ip', ['netns', 'add', nsL]);
@@ -495,94 +617,286 @@ async function liveBench(a: Args): Promise<LiveResult> {
     const sink = sinkObj.program('xdp_pass');
     const sinkStats = sinkObj.map('pass_stats');
     sinkObj.close();
+    closers.push(sink);
     await attachXdp({ ifname: 'pkg0', netns: `/var/run/netns/${nsG}`, program: sink, mode: 'native' });
 
-    const tmpl = v4Frame({ src: [192, 0, 2, 1], dst: [10, 0, 0, 10], sport: 1024, dport: 80, size: 60 });
+    // TCP ACKs (non-SYN: the stateless balancer also reads the previous table, as established packets do).
+    const tmpl = v4Frame({
+      src: [192, 0, 2, 1],
+      dst: [10, 0, 0, 10],
+      sport: 1024,
+      dport: 80,
+      size: 60,
+      tcp: true,
+    });
     const be = Buffer.from([10, 1, 0, 1]);
     const minObj = await BpfObject.load(bpfObjectPath('bench_encap'), {
       consts: { backend_v4: be, source_v4: Buffer.from([10, 255, 0, 1]) },
     });
     const minimal = minObj.program('bench_encap');
     minObj.close();
-    const dp = await KernelDatapath.load();
-    await dp.configure({
+    closers.push(minimal);
+    const cfg = {
       ownMac: '02:00:00:00:01:01',
       nextHopMac: '02:00:00:00:01:fe',
       encapSourceV4: { prefix: '10.255.0.0', prefixLength: 16 },
       encapSourceV6: null,
       mtu: 1600,
+    };
+    const table = (base: number) => Uint32Array.from({ length: 65537 }, (_, s) => base + 1 + (s % 8));
+    // Conntrack mode, sized so that 1M flows from one CPU fit its per-CPU LRU share (warm, not evicting).
+    const ctDp = await KernelDatapath.load({
+      maxEntries: {
+        conntrack: conntrackEntriesFor({ inserts: FLOWS_1M + FLOWS_1K, possibleCpus: possibleCpus() }),
+      },
     });
-    for (let id = 1; id <= 8; id++) await dp.upsertBackend({ id, address: `10.1.0.${id}`, state: 'up' });
-    await dp.upsertVip({
-      key: { address: '10.0.0.10', port: 80, protocol: 'udp' },
-      id: 1,
-      flags: { sourceHash: false, noConntrack: false },
-      tableSize: 65537,
-    });
-    await dp.installTable(
-      1,
-      Uint32Array.from({ length: 65537 }, (_, s) => 1 + (s % 8)),
-    );
+    closers.push(ctDp);
+    // Stateless mode: GUE backends, a previous table identical to the current one (steady state: the lookup
+    // is paid, no hint is sent).
+    const slDp = await KernelDatapath.load();
+    closers.push(slDp);
+    // Stateless without a previous table: the steady state once the control plane dropped it (retention over).
+    const sl0Dp = await KernelDatapath.load();
+    closers.push(sl0Dp);
+    for (const [dp, gue, prev] of [
+      [ctDp, false, false],
+      [slDp, true, true],
+      [sl0Dp, true, false],
+    ] as const) {
+      await dp.configure(cfg);
+      for (let id = 1; id <= 8; id++)
+        await dp.upsertBackend({
+          id,
+          address: `10.1.0.${id}`,
+          state: 'up',
+          ...(gue ? { encap: 'gue' as const } : {}),
+        });
+      await dp.upsertVip({
+        key: { address: '10.0.0.10', port: 80, protocol: 'tcp' },
+        id: 1,
+        flags: { sourceHash: false, noConntrack: false, ...(gue ? { stateless: true } : {}) },
+        tableSize: 65537,
+      });
+      await dp.installTable(1, table(0));
+      if (prev) await dp.installPreviousTable(1, table(0));
+      dp.flushVipIndex();
+    }
 
-    const variants: { name: string; prog: BpfProgram; processed: () => bigint }[] = [
-      { name: 'minimal encap + XDP_TX', prog: minimal, processed: () => sumCounter(sinkStats, 0) },
-      { name: 'full balancer', prog: dp.program, processed: () => sumCounter(dp.maps.stats, 0) },
-    ];
+    interface Variant {
+      name: string;
+      prog: BpfProgram;
+      flows: number;
+      processed: () => bigint;
+      dp?: KernelDatapath;
+      mode?: 'conntrack' | 'stateless';
+    }
+    const rx = (dp: KernelDatapath) => () => sumCounter(dp.maps.stats, 0);
+    const variants: Variant[] = [
+      { name: 'minimal encap + XDP_TX', prog: minimal, flows: FLOWS_1K, processed: () => sumCounter(sinkStats, 0) },
+      { name: 'full, conntrack', prog: ctDp.program, flows: FLOWS_1K, processed: rx(ctDp), dp: ctDp, mode: 'conntrack' },
+      { name: 'full, stateless + prev', prog: slDp.program, flows: FLOWS_1K, processed: rx(slDp), dp: slDp, mode: 'stateless' },
+      { name: 'full, stateless, no prev', prog: sl0Dp.program, flows: FLOWS_1K, processed: rx(sl0Dp), dp: sl0Dp, mode: 'stateless' },
+      { name: 'full, conntrack', prog: ctDp.program, flows: FLOWS_1M, processed: rx(ctDp), dp: ctDp, mode: 'conntrack' },
+      { name: 'full, stateless + prev', prog: slDp.program, flows: FLOWS_1M, processed: rx(slDp), dp: slDp, mode: 'stateless' },
+      { name: 'full, stateless, no prev', prog: sl0Dp.program, flows: FLOWS_1M, processed: rx(sl0Dp), dp: sl0Dp, mode: 'stateless' },
+    ]; // prettier-ignore
+    const generate = (flows: number, frames: number): { elapsedNs: number; frames: number } =>
+      JSON.parse(
+        sh('ip', [
+          'netns',
+          'exec',
+          nsG,
+          process.execPath,
+          __filename,
+          '--child-gen',
+          JSON.stringify({
+            ifname: 'pkg0',
+            frames,
+            template: tmpl.toString('hex'),
+            sportOff: 34,
+            flows,
+            saddrOff: flows > 32768 ? 28 : 0,
+          }),
+        ]),
+      ) as { elapsedNs: number; frames: number };
+    // Warm the connection table with every flow of both sets (their first packets are misses and inserts).
+    await attachXdp({
+      ifname: 'pkl0',
+      netns: `/var/run/netns/${nsL}`,
+      program: ctDp.program,
+      mode: 'native',
+    });
+    generate(FLOWS_1M, FLOWS_1M + FLOWS_1M / 4);
+    generate(FLOWS_1K, 4 * FLOWS_1K);
+    await sleep(100);
+    const key = (v: Variant) => `${v.name}|${v.flows}`;
     const results = new Map<string, LiveRow[]>();
+    const problems: string[] = [];
     for (let run = 0; run < a.liveRounds; run++) {
       for (const v of variants) {
         await attachXdp({ ifname: 'pkl0', netns: `/var/run/netns/${nsL}`, program: v.prog, mode: 'native' });
+        const c0 = v.dp ? (await v.dp.counters()).global : null;
         const p0 = v.processed();
         const r0 = sumCounter(sinkStats, 0);
-        const child = JSON.parse(
-          sh('ip', [
-            'netns',
-            'exec',
-            nsG,
-            process.execPath,
-            __filename,
-            '--child-gen',
-            JSON.stringify({
-              ifname: 'pkg0',
-              frames: a.frames,
-              template: tmpl.toString('hex'),
-              sportOff: 34,
-              flows: 1024,
-            }),
-          ]),
-        ) as { elapsedNs: number; frames: number };
+        const child = generate(v.flows, a.frames);
         await sleep(100);
         const secs = child.elapsedNs / 1e9;
-        const row: LiveRow = {
-          program: v.name,
+        const processed = v.processed() - p0;
+        if (v.dp && c0) {
+          // The row measured its path: conntrack hits (warm), or no connection-table access at all.
+          const c1 = (await v.dp.counters()).global;
+          const what = `live ${v.name}, ${v.flows} flows (round ${run + 1})`;
+          const p = ctProblem(what, v.mode === 'conntrack' ? 'hit' : 'none', ctSample(c0, c1));
+          if (p) problems.push(p);
+          if (
+            v.mode === 'stateless' &&
+            c1.stateless_forward! - c0.stateless_forward! !== c1.xdp_tx! - c0.xdp_tx!
+          )
+            problems.push(`${what}: transmitted packets that were not stateless forwards`);
+          if (c1.xdp_tx! - c0.xdp_tx! < (processed * 99n) / 100n)
+            problems.push(`${what}: fewer than 99% transmitted`);
+        }
+        const row = {
           genMpps: child.frames / secs / 1e6,
-          processedMpps: Number(v.processed() - p0) / secs / 1e6,
+          processedMpps: Number(processed) / secs / 1e6,
           returnedMpps: Number(sumCounter(sinkStats, 0) - r0) / secs / 1e6,
         };
-        results.set(v.name, [...(results.get(v.name) ?? []), row]);
+        results.set(key(v), [
+          ...(results.get(key(v)) ?? []),
+          { program: v.name, flows: v.flows, ...row, ratio: null, ratios: [] },
+        ]);
       }
     }
-    const minRounds = results.get(variants[0]!.name)!;
-    results
-      .get(variants[1]!.name)!
-      .forEach((r, i) => ratios.push(r.returnedMpps / minRounds[i]!.returnedMpps));
+    if (problems.length)
+      throw new Error(`live rows did not measure what they name:\n  ${problems.join('\n  ')}`);
+    const minRounds = results.get(key(variants[0]!))!;
     for (const v of variants) {
-      const rs = results.get(v.name)!;
+      const rs = results.get(key(v))!;
+      const ratios = v === variants[0] ? [] : rs.map((r, i) => r.returnedMpps / minRounds[i]!.returnedMpps);
       out.push({
         program: v.name,
+        flows: v.flows,
         genMpps: median(rs.map((r) => r.genMpps)),
         processedMpps: median(rs.map((r) => r.processedMpps)),
         returnedMpps: median(rs.map((r) => r.returnedMpps)),
+        ratio: ratios.length ? median(ratios) : null,
+        ratios,
       });
     }
-    dp.close();
-    minimal.close();
-    sink.close();
   } finally {
+    for (const c of closers) c.close();
     sh('ip', ['netns', 'del', nsG], true);
     sh('ip', ['netns', 'del', nsL], true);
   }
-  return { rows: out, ratios, ratio: median(ratios) };
+  const ct1k = out[1]!;
+  return { rows: out, ratios: ct1k.ratios, ratio: ct1k.ratio! };
+}
+
+// ---- SYN flood against established flows ------------------------------------------------------------
+
+interface FloodRow {
+  mode: 'conntrack' | 'stateless';
+  established: number;
+  flood: number;
+  /** Established flows whose next packet went elsewhere than before the flood (their pinning was lost). */
+  moved: number;
+  /** Established flows whose entry was evicted (conntrack misses on their next packets). */
+  evicted: number;
+  /** Mean ns per SYN of the flood (kernel-measured, repeat=1 calls). */
+  synNs: number;
+}
+
+/**
+ * 10^6 new flows (SYNs) from one CPU against E established flows, per mode, with the default connection-table
+ * size (DEFAULTS.limits): conntrack mode evicts established entries once its per-CPU LRU share is full;
+ * stateless mode keeps no entries, so its established flows go where they went before. In conntrack mode the
+ * established flows are pinned to a backend Maglev would no longer pick (the table changed after they
+ * started), so a lost entry is visible as a moved flow.
+ */
+async function synFloodBench(a: Args): Promise<FloodRow[]> {
+  const E = 10_000;
+  const out: FloodRow[] = [];
+  for (const mode of ['conntrack', 'stateless'] as const) {
+    const dp = await KernelDatapath.load();
+    try {
+      const gue = mode === 'stateless';
+      await dp.configure({
+        ownMac: '02:00:00:00:01:01',
+        nextHopMac: '02:00:00:00:01:fe',
+        encapSourceV4: { prefix: '10.255.0.0', prefixLength: 16 },
+        encapSourceV6: null,
+        mtu: 1600,
+      });
+      for (let id = 1; id <= 9; id++)
+        await dp.upsertBackend({
+          id,
+          address: `10.1.0.${id}`,
+          state: 'up',
+          ...(gue ? { encap: 'gue' as const } : {}),
+        });
+      await dp.upsertVip({
+        key: { address: '10.0.0.10', port: 80, protocol: 'tcp' },
+        id: 1,
+        flags: { sourceHash: false, noConntrack: false, ...(gue ? { stateless: true } : {}) },
+        tableSize: 65537,
+      });
+      const t8 = Uint32Array.from({ length: 65537 }, (_, s) => 1 + (s % 8));
+      const t9 = Uint32Array.from({ length: 65537 }, (_, s) => 1 + (s % 9));
+      await dp.installTable(1, t8);
+      dp.flushVipIndex();
+      const est = Array.from({ length: E }, (_, i) =>
+        v4Frame({ src: [192, 0, 2 + (i >> 12), i & 0xff], dst: [10, 0, 0, 10], sport: 10000 + (i & 0xfff), dport: 80, tcp: true, syn: true }),
+      ); // prettier-ignore
+      const ack = (f: Buffer) => {
+        const b = Buffer.from(f);
+        b[47] = 0x10;
+        return b;
+      };
+      const dst = (r: { data?: Buffer }) => r.data!.readUInt32BE(30);
+      for (const f of est) dp.program.testRun({ data: f }); // SYNs: conntrack mode records the choice
+      if (!gue) {
+        // A backend joins: the table changes; established flows stay on their entries' backends.
+        await dp.installTable(1, t9);
+      } else {
+        // Stateless: the previous table carries the old owners (hints) for the flows whose slot moved.
+        await dp.installPreviousTable(1, t8);
+        await dp.installTable(1, t9);
+      }
+      const before = est.map((f) => {
+        const r = dp.program.testRun({ data: ack(f) });
+        if (r.verdictName !== 'TX') throw new Error(`established flow: verdict ${r.verdictName}`);
+        return dst(r);
+      });
+      const c0 = (await dp.counters()).global;
+      let synNs = 0;
+      for (let i = 0; i < a.flood; i++) {
+        const f = v4Frame({ src: [100, 64 + ((i >>> 16) & 0x3f), (i >>> 8) & 0xff, i & 0xff], dst: [10, 0, 0, 10], sport: 1024 + (i % 60000), dport: 80, tcp: true, syn: true }); // prettier-ignore
+        const r = dp.program.testRun({ data: f, repeat: 1 });
+        if (r.verdictName !== 'TX') throw new Error(`flood SYN ${i}: verdict ${r.verdictName}`);
+        synNs += r.durationNs;
+      }
+      const c1 = (await dp.counters()).global;
+      // The flood took the path its mode names: inserts in conntrack mode, none (and stateless forwards) else.
+      const inserts = Number(c1.ct_insert! - c0.ct_insert!);
+      if (
+        gue
+          ? inserts !== 0 || Number(c1.stateless_forward! - c0.stateless_forward!) !== a.flood
+          : inserts !== a.flood
+      )
+        throw new Error(`${mode} flood: ${inserts} conntrack inserts for ${a.flood} SYNs`);
+      let moved = 0;
+      est.forEach((f, i) => {
+        if (dst(dp.program.testRun({ data: ack(f) })) !== before[i]) moved++;
+      });
+      const c2 = (await dp.counters()).global;
+      const evicted = gue ? 0 : Number(c2.ct_miss! - c1.ct_miss!);
+      if (gue && c2.ct_miss !== c1.ct_miss) throw new Error('stateless: the connection table was read');
+      out.push({ mode, established: E, flood: a.flood, moved, evicted, synNs: synNs / a.flood });
+    } finally {
+      dp.close();
+    }
+  }
+  return out;
 }
 
 /** The CPUs this process may run on (its main thread's affinity; threads and children inherit it). */
@@ -607,6 +921,7 @@ async function main(): Promise<void> {
   pinToCpu(a.cpu);
   const { rows, info } = await testRunBench(a);
   const { rows: live, ratios, ratio } = await liveBench(a);
+  const flood = await synFloodBench(a);
   if (a.json) {
     process.stdout.write(
       JSON.stringify(
@@ -617,6 +932,7 @@ async function main(): Promise<void> {
           live,
           fullOverMinimal: ratio,
           ratios,
+          synFlood: flood,
           seconds: (Date.now() - started) / 1000,
         },
         null,
@@ -637,16 +953,27 @@ async function main(): Promise<void> {
       `${pad(r.path, 34)}${pad(r.method, 24)}${pad(r.nsPerPacket.toFixed(1), 10)}${pad(r.netNs.toFixed(1), 10)}` +
         (r.ctHitPct === undefined ? '' : `${r.ctHitPct.toFixed(0)}%`),
     );
-  console.log('\nLive frames through a veth (60-byte UDP, 1024 flows, native XDP, Mpps, median)');
-  console.log(`${pad('program', 26)}${pad('generated', 12)}${pad('processed', 12)}returned`);
+  console.log('\nLive frames through a veth (60-byte TCP ACKs, native XDP, Mpps, median; ratio = returned / minimal, median of per-round ratios)'); // prettier-ignore
+  console.log(
+    `${pad('program', 26)}${pad('flows', 10)}${pad('generated', 12)}${pad('processed', 12)}${pad('returned', 10)}ratio`,
+  );
   for (const r of live)
     console.log(
-      `${pad(r.program, 26)}${pad(r.genMpps.toFixed(2), 12)}${pad(r.processedMpps.toFixed(2), 12)}${r.returnedMpps.toFixed(2)}`,
+      `${pad(r.program, 26)}${pad(String(r.flows), 10)}${pad(r.genMpps.toFixed(2), 12)}${pad(r.processedMpps.toFixed(2), 12)}` +
+        `${pad(r.returnedMpps.toFixed(2), 10)}${r.ratio === null ? '' : `${r.ratio.toFixed(2)}  [${r.ratios.map((x) => x.toFixed(2)).join(' ')}]`}`,
     );
   console.log(
-    `\nfull balancer / minimal (returned Mpps), median of ${ratios.length} rounds: ${ratio.toFixed(2)}` +
-      `  [${ratios.map((x) => x.toFixed(2)).join(' ')}]   (${((Date.now() - started) / 1000).toFixed(0)} s)`,
+    `\nconntrack balancer, 1k flows / minimal: ${ratio.toFixed(2)} [${ratios.map((x) => x.toFixed(2)).join(' ')}]`,
   );
+  console.log('\nSYN flood: new flows (SYNs, one CPU) against established flows, default conntrack size');
+  console.log(
+    `${pad('mode', 12)}${pad('established', 13)}${pad('flood SYNs', 12)}${pad('ns/SYN', 10)}${pad('evicted', 10)}moved`,
+  );
+  for (const f of flood)
+    console.log(
+      `${pad(f.mode, 12)}${pad(String(f.established), 13)}${pad(String(f.flood), 12)}${pad(f.synNs.toFixed(1), 10)}${pad(String(f.evicted), 10)}${f.moved}`,
+    );
+  console.log(`\n(${((Date.now() - started) / 1000).toFixed(0)} s)`);
 }
 
 main().then(

@@ -1,6 +1,7 @@
 // Admin HTTP API: /metrics (Prometheus), /healthz, /readyz, /state (JSON of desired + actual); connections
 // capped (well below the fd limit) and timed out, so clients cannot take the fds health checks and BGP need;
-// /metrics and /state rendered once for concurrent requests, so scrapes cannot hold up /healthz.
+// /metrics and /state rendered once for concurrent requests, so scrapes cannot hold up /healthz. An optional
+// second listener (admin.metricsListen) serves only GET /metrics, /healthz and /readyz, for Prometheus/kubelet.
 import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
 import { AddressInfo, Socket } from 'node:net';
 import { promisify } from 'node:util';
@@ -139,10 +140,30 @@ export interface AdminOptions {
   renderReuseMs?: Partial<Record<RenderedPath, number>>;
   /** Serves the versioned API (/v1/..., admin-write.ts): true when it answered the request. */
   api?: (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
+  /**
+   * A second, read-only listener: GET/HEAD /metrics, /healthz and /readyz only (the same bodies as the admin
+   * listener's), never the write API or /state. Shares the connection cap and timeouts.
+   */
+  metricsListen?: { host: string; port: number };
+}
+
+/** The read-only listener's paths. */
+export const METRICS_LISTEN_PATHS: readonly string[] = ['/metrics', '/healthz', '/readyz'];
+
+/** The metrics listener could not listen (the admin listener is closed again). */
+export class MetricsListenError extends Error {
+  readonly code: string | undefined;
+  constructor(cause: NodeJS.ErrnoException) {
+    super(cause.message);
+    this.name = 'MetricsListenError';
+    this.code = cause.code;
+  }
 }
 
 export interface AdminServer {
   readonly address: { host: string; port: number };
+  /** The read-only metrics listener's address (null: none). */
+  readonly metricsAddress?: { host: string; port: number } | null;
   /** The limits in force (maxConnections after the fd-limit cap). */
   readonly limits: AdminLimits;
   /** Connections open now. */
@@ -244,9 +265,17 @@ export async function startAdmin(o: AdminOptions): Promise<AdminServer> {
     res.writeHead(200, { 'content-type': type, 'content-encoding': 'gzip', vary: 'Accept-Encoding', 'cache-control': 'no-store' }); // prettier-ignore
     res.end(body);
   };
-  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (o.api !== undefined && (await o.api(req, res))) return;
+  const handle = async (req: IncomingMessage, res: ServerResponse, readOnly: boolean): Promise<void> => {
+    const path = (req.url ?? '/').split('?')[0]!;
+    if (readOnly) {
+      // Nothing that changes state or shows more than metrics is reachable here, whatever the method.
+      if (!METRICS_LISTEN_PATHS.includes(path))
+        return send(res, 404, 'text/plain', `not found: this listener serves only ${METRICS_LISTEN_PATHS.join(', ')}\n`); // prettier-ignore
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.setHeader('allow', 'GET, HEAD');
+        return send(res, 405, 'text/plain', 'method not allowed: this listener is read-only\n');
+      }
+    } else if (o.api !== undefined && (await o.api(req, res))) return;
     if (req.method !== 'GET' && req.method !== 'HEAD')
       return send(res, 405, 'text/plain', 'method not allowed\n');
     switch (path) {
@@ -264,8 +293,8 @@ export async function startAdmin(o: AdminOptions): Promise<AdminServer> {
         return send(res, 404, 'text/plain', 'not found: try /metrics, /healthz, /readyz, /state\n');
     }
   };
-  const serve = (req: IncomingMessage, res: ServerResponse): void => {
-    handle(req, res).catch((e: Error) => {
+  const serve = (req: IncomingMessage, res: ServerResponse, readOnly: boolean): void => {
+    handle(req, res, readOnly).catch((e: Error) => {
       o.logger.error({ err: e, url: req.url }, 'admin request failed');
       if (!res.headersSent) send(res, 500, 'text/plain', `error: ${e.message}\n`);
       else res.end();
@@ -291,26 +320,31 @@ export async function startAdmin(o: AdminOptions): Promise<AdminServer> {
     registers: [o.registry],
   });
 
-  const server: Server = createServer(
-    {
-      headersTimeout: limits.headersTimeoutMs,
-      requestTimeout: limits.requestTimeoutMs,
-      // How often Node enforces the two above (its default, 30 s, would let a slow sender stay 40 s).
-      connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
-    },
-    (req, res) => {
-      const conn = conns.get(req.socket);
-      if (conn !== undefined) {
-        conn.busy = true;
-        res.once('close', () => (conn.busy = false));
-      }
-      // Replaces the idle timeout; after the response Node sets keepAliveTimeout instead.
-      req.socket.setTimeout(limits.stallTimeoutMs);
-      serve(req, res);
-    },
-  );
-  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
-  server.on('connection', (sock: Socket) => {
+  const makeServer = (readOnly: boolean): Server => {
+    const srv = createServer(
+      {
+        headersTimeout: limits.headersTimeoutMs,
+        requestTimeout: limits.requestTimeoutMs,
+        // How often Node enforces the two above (its default, 30 s, would let a slow sender stay 40 s).
+        connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
+      },
+      (req, res) => {
+        const conn = conns.get(req.socket);
+        if (conn !== undefined) {
+          conn.busy = true;
+          res.once('close', () => (conn.busy = false));
+        }
+        // Replaces the idle timeout; after the response Node sets keepAliveTimeout instead.
+        req.socket.setTimeout(limits.stallTimeoutMs);
+        serve(req, res, readOnly);
+      },
+    );
+    srv.keepAliveTimeout = limits.keepAliveTimeoutMs;
+    srv.on('connection', onConnection);
+    return srv;
+  };
+  // Both listeners share one cap: together they may hold at most maxConnections.
+  const onConnection = (sock: Socket): void => {
     if (conns.size >= limits.maxConnections) {
       let victim: Socket | undefined;
       for (const [s, c] of conns)
@@ -332,17 +366,43 @@ export async function startAdmin(o: AdminOptions): Promise<AdminServer> {
     // Node's server destroys a socket that times out (no request or response listens); this only counts it.
     sock.on('timeout', () => closed.inc({ reason: 'timeout' }));
     sock.setTimeout(limits.idleTimeoutMs);
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(o.port, o.host, () => {
-      server.off('error', reject);
-      resolve();
+  };
+  const listen = (srv: Server, port: number, host: string): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen(port, host, () => {
+        srv.off('error', reject);
+        resolve();
+      });
     });
-  });
+  const close = (srv: Server): Promise<void> =>
+    new Promise<void>((resolve) => {
+      srv.closeAllConnections();
+      srv.close(() => resolve());
+    });
+  const server = makeServer(false);
+  await listen(server, o.port, o.host);
   // After the listen, a server error (e.g. EMFILE on accept) is logged; the daemon and its datapath live on.
   server.on('error', (e: Error) => o.logger.error({ err: e }, 'admin API server error'));
+  let metricsServer: Server | null = null;
+  if (o.metricsListen !== undefined) {
+    const m = makeServer(true);
+    try {
+      await listen(m, o.metricsListen.port, o.metricsListen.host);
+    } catch (e) {
+      await close(server);
+      throw new MetricsListenError(e as NodeJS.ErrnoException);
+    }
+    m.on('error', (e: Error) => o.logger.error({ err: e }, 'metrics listener server error'));
+    metricsServer = m;
+  }
   const a = server.address() as AddressInfo;
+  const ma = metricsServer?.address() as AddressInfo | undefined;
+  if (ma !== undefined)
+    o.logger.info(
+      { host: ma.address, port: ma.port, paths: METRICS_LISTEN_PATHS },
+      'metrics listener (read-only) listening',
+    );
   o.logger.info(
     { host: a.address, port: a.port, fdLimit, ...limits },
     'admin API listening (connections capped at maxConnections, a share of the fd limit)',
@@ -354,13 +414,12 @@ export async function startAdmin(o: AdminOptions): Promise<AdminServer> {
     );
   return {
     address: { host: a.address, port: a.port },
+    metricsAddress: ma === undefined ? null : { host: ma.address, port: ma.port },
     limits,
     connections: () => conns.size,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        for (const r of Object.values(renders)) r.clear();
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
+    stop: async () => {
+      for (const r of Object.values(renders)) r.clear();
+      await Promise.all([close(server), ...(metricsServer ? [close(metricsServer)] : [])]);
+    },
   };
 }

@@ -5,12 +5,12 @@ import { Registry } from 'prom-client';
 import type { Datapath, DatapathConfig } from '../datapath/types';
 import type { Logger } from '../log';
 import { conntrackTableOf, createMetrics, DaemonMetrics, kubernetesPoolOf, renderRegistry } from '../metrics';
-import type { Config, VipConfig } from '../model/config';
+import type { Config, ListenAddress, VipConfig } from '../model/config';
 import { formatIssue } from '../model/errors';
-import { desiredState } from '../reconcile';
+import { desiredState, earliest } from '../reconcile';
 import type { KubernetesSource } from '../sources/kubernetes/source';
 import type { ReloadEvent } from '../sources/types';
-import type { AdminServer, Readiness } from './admin';
+import { type AdminServer, MetricsListenError, type Readiness } from './admin';
 import { Announcer, resolveRouterId } from './announcer';
 import { BfdConnect, BfdLink, bfdSessionsOf } from './bfd-link';
 import type {
@@ -19,7 +19,7 @@ import type {
   DaemonHealthMonitor,
   VipRoutes,
 } from './collaborators';
-import { ConfigGate } from './config-gate';
+import { ConfigGate, type NodeIdentitySource } from './config-gate';
 import { DatapathKeeper } from './datapath-keeper';
 import { HealthFeed } from './health-feed';
 import { hostDatapathConfig } from './host';
@@ -42,6 +42,10 @@ export interface DaemonSettings {
   logger: Logger;
   /** Watch Services/EndpointSlices (node settings still come from the config file). */
   kubernetes?: { kubeconfig?: string; nodeName?: string };
+  /** This node's name and labels, for the config's nodes section (default: unlabelled, named "unknown"). */
+  node?: NodeIdentitySource;
+  /** --metrics-listen: replaces admin.metricsListen. */
+  metricsListen?: ListenAddress;
 }
 
 export type DaemonOptions = DaemonSettings & DaemonCollaborators;
@@ -87,6 +91,8 @@ export class Daemon {
     this.loop = new SyncLoop({ sync: (reason) => this.sync(reason) });
     this.gate = new ConfigGate({
       log: opts.logger,
+      node: opts.node,
+      registry: this.registry,
       resolve: (config) =>
         hostDatapathConfig({ config, configPath: opts.configPath, facts: opts.hostNetwork }),
       onApplied: () => {
@@ -122,7 +128,7 @@ export class Daemon {
       await this.startUp();
     } catch (e) {
       // Routes this start made go with a balancer it loaded; with an adopted one (still forwarding) they stay.
-      if (this.keeper?.adopted) await this.vipRoutes?.stop();
+      if (this.keeper?.inherited) await this.vipRoutes?.stop();
       else await this.vipRoutes?.removeAll();
       await this.keeper?.undoFresh();
       throw e;
@@ -143,14 +149,19 @@ export class Daemon {
       );
     }
     for (const w of first.warnings) this.log.warn({ path: w.path }, w.message);
-    const config = first.config;
-    this.gate.config = config;
+    // This node's settings (nodes section). Invalid: not ready (the admin API says why) until a reload or a
+    // relabel makes them valid; nothing is touched meanwhile.
+    const config = await this.gate.first(first.config, {
+      source,
+      onWaiting: () => this.startAdmin(first.config),
+    });
 
     const keeper = new DatapathKeeper({
       claim: this.opts.datapathHost.claim(config.interface),
       log: this.log,
       onAttachedChange: () => this.announce(),
       onReattach: (result) => this.metrics?.reattaches.inc({ result }),
+      registry: this.registry,
     });
     this.keeper = keeper;
     await this.gate.start(config);
@@ -158,32 +169,11 @@ export class Daemon {
     const bgpEarly = config.bgp;
     if (bgpEarly) await this.opts.bgpPreflight({ bgp: bgpEarly, ifname: config.interface });
     if (this.opts.kubernetes) await kubernetesSettings(config);
-    const listen = config.admin.listen;
     this.overrides = await RuntimeOverrides.open({
       store: this.opts.overrideStore?.({ ifname: config.interface }) ?? null,
       log: this.log,
     });
-    const token = config.admin.tokenFile ? await readAdminToken(config.admin.tokenFile) : null;
-    this.admin = await this.opts
-      .adminServer({
-        host: listen.host,
-        port: listen.port,
-        registry: this.registry,
-        // Once the metrics exist, their render shares one datapath counters read per scrape.
-        renderMetrics: () => this.metrics?.render() ?? renderRegistry(this.registry),
-        readiness: () => this.readiness(),
-        state: () => this.state(),
-        logger: this.log,
-        api: adminWriteApi({
-          target: this.writeTarget(),
-          access: { listen: `${listen.host}:${listen.port}`, local: isLoopback(listen.host), token },
-        }),
-      })
-      .catch((e: NodeJS.ErrnoException) => {
-        throw new Error(
-          `admin.listen ${listen.host}:${listen.port}: ${e.message}${listenHint(e.code, listen.port)}`,
-        );
-      });
+    await this.startAdmin(config);
     const dp = (await keeper.open(config, this.datapathConfig!)).datapath;
     const programmer = this.programmer;
     // Ids and health seeds from what the datapath holds: an adopted state is reconciled without churn.
@@ -205,6 +195,7 @@ export class Daemon {
       healthLocalErrors: () => this.monitor.localErrors(),
       attached: () => keeper.attached,
       failedVips: () => programmer.failedVips.keys(),
+      previousOwners: () => programmer.previousOwners(),
       healthChecks: this.monitor,
       healthStats: () => this.monitor.stats(),
       reloadError: () => this.gate.reloadError,
@@ -220,6 +211,8 @@ export class Daemon {
 
     await this.sync('start');
     if (this.loop.takeWanted()) await this.sync('health targets');
+    // A balancer replacing an older build's takes the interface only now, programmed.
+    await keeper.commit([...programmer.failedVips.keys()]);
 
     this.health.start(() => void this.loop.request('health'));
 
@@ -227,6 +220,8 @@ export class Daemon {
       this.metrics?.reloads.inc({ result: e.ok ? 'ok' : 'rejected', trigger: e.trigger });
       this.gate.reload(e);
     });
+    // A relabelled node resolves its settings again, like a reload.
+    this.gate.followNode();
 
     if (this.opts.kubernetes) {
       this.kube = await kubernetesSource({
@@ -248,7 +243,7 @@ export class Daemon {
       this.announcer = new Announcer({
         bgp,
         routerId: await resolveRouterId(bgp, config.interface, this.opts.hostNetwork),
-        restarted: keeper.adopted,
+        restarted: keeper.inherited,
         speaker: this.opts.bgpSpeaker,
         log: this.log,
         registry: this.metrics.registry,
@@ -286,10 +281,45 @@ export class Daemon {
     );
   }
 
+  /**
+   * The admin API (and the read-only metrics listener); once. Before the datapath: a start waiting for valid
+   * node settings serves /readyz (503, why) and /metrics meanwhile.
+   */
+  private async startAdmin(config: Config): Promise<void> {
+    if (this.admin !== null) return;
+    const listen = config.admin.listen;
+    const metricsListen = this.opts.metricsListen ?? config.admin.metricsListen;
+    const token = config.admin.tokenFile ? await readAdminToken(config.admin.tokenFile) : null;
+    this.admin = await this.opts
+      .adminServer({
+        host: listen.host,
+        port: listen.port,
+        ...(metricsListen === undefined ? {} : { metricsListen }),
+        registry: this.registry,
+        // Once the metrics exist, their render shares one datapath counters read per scrape.
+        renderMetrics: () => this.metrics?.render() ?? renderRegistry(this.registry),
+        readiness: () => this.readiness(),
+        state: () => this.state(),
+        logger: this.log,
+        api: adminWriteApi({
+          target: this.writeTarget(),
+          access: { listen: `${listen.host}:${listen.port}`, local: isLoopback(listen.host), token },
+        }),
+      })
+      .catch((e: NodeJS.ErrnoException) => {
+        const [key, at] =
+          e instanceof MetricsListenError
+            ? ['admin.metricsListen', metricsListen!]
+            : ['admin.listen', listen];
+        throw new Error(`${key} ${at.host}:${at.port}: ${e.message}${listenHint(e.code, at.port)}`);
+      });
+  }
+
   /** Graceful stop: BGP withdraws first (RFC 8326 drain if configured), then checks and the API stop. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    this.gate.stop();
     const keeper = this.keeper;
     keeper?.stopWatching();
     this.loop.stop();
@@ -344,6 +374,7 @@ export class Daemon {
       kubernetes: this.kube?.status() ?? null,
       vipRoutes: this.vipRoutes?.status() ?? null,
       bfd: this.bfd?.status() ?? null,
+      node: this.gate.nodeView(),
     });
     return this.overrides ? withOverrideView(doc, this.overrides.set, this.overrides.location) : doc;
   }
@@ -378,6 +409,7 @@ export class Daemon {
       componentErrors: this.componentErrors.entries(),
       now: Date.now(),
       bfdProblem: this.bfd?.problem() ?? null,
+      nodeSettingsError: this.gate.nodeError,
     });
   }
 
@@ -404,8 +436,12 @@ export class Daemon {
         now: Date.now(),
         datapathConfig: this.datapathConfig,
       });
-      // When a backend's health-down grace ends, sync again: it turns down and its flows move.
-      this.loop.syncAt(desired.nextGraceEnd, 'health grace');
+      // When a backend's health-down grace ends (it turns down, its flows move) or a retained table change
+      // expires (the VIP's previous table is written without it), sync again.
+      this.loop.syncAt(
+        earliest([desired.nextGraceEnd, summary.nextPreviousExpiry]),
+        'health grace or previous-table expiry',
+      );
       // VIPs whose writes failed are withdrawn (announce below) and retried with backoff.
       if (summary.failures.length > 0) this.loop.retryLater();
       else this.loop.succeeded();

@@ -13,11 +13,37 @@ export interface PinCheck {
   foreign: string[];
 }
 
+/** A balancer loaded to replace one an older build pinned (kernel-host.ts, pinDecision). */
+export interface PendingReplace {
+  /** The replacements counter's label (ReplaceReason). */
+  reason: string;
+  /** Every finding, for the log. */
+  detail: string;
+  /** Map pins without a program pin, removed with the old pins. */
+  leftovers: readonly string[];
+}
+
+/** What a replace's swap did. */
+export interface TakeOver {
+  mode: string;
+  progId: number;
+  /** The program it replaced (0: nothing was attached). */
+  oldProgId: number;
+  /** Moving the pins failed after the swap (the pin check pins again): why. */
+  pinError: string | null;
+}
+
 /** An open balancer: its maps (the Datapath) and the kernel objects around them. */
 export interface OpenedDatapath {
   readonly datapath: Datapath;
   /** Pinned state was adopted (a restart), not loaded fresh. */
   readonly adopted: boolean;
+  /**
+   * Set (kernel host) while this balancer waits to replace one pinned by an older build: it is neither
+   * attached nor pinned until takeOver, which the daemon calls once its first sync has programmed it.
+   */
+  readonly replacing?: PendingReplace | null;
+  takeOver?(o: { ifname: string; mode: XdpMode }): Promise<TakeOver>;
   attachment(ifname: string): XdpAttachment;
   attach(o: { ifname: string; mode: XdpMode }): Promise<{ mode: string; progId: number }>;
   detach(ifname: string): Promise<void>;

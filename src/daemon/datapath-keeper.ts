@@ -1,5 +1,6 @@
 // Keeps the balancer in place over a datapath host: opens (adopts or loads) and attaches it at start, then
 // notices a detached program or removed pins under the running daemon and puts them back.
+import { Counter, type Registry } from 'prom-client';
 import type { XdpMode } from '../datapath/bpf';
 import type { DatapathConfig } from '../datapath/types';
 import type { Logger } from '../log';
@@ -19,7 +20,12 @@ export interface DatapathKeeperOptions {
   onAttachedChange: () => void;
   /** A re-attachment was tried (metrics). */
   onReattach?: (result: 'ok' | 'error') => void;
+  /** Where peak_xdp_datapath_replacements_total is registered (none: not counted). */
+  registry?: Registry;
 }
+
+/** The replace's log message (tests and alerts match it). */
+export const REPLACED_MESSAGE = 'balancer replaced: pinned by an older build';
 
 export class DatapathKeeper {
   private readonly o: DatapathKeeperOptions;
@@ -38,10 +44,21 @@ export class DatapathKeeper {
   private pinTimer: NodeJS.Timeout | null = null;
   private attachChecks: AttachCheckTimer | null = null;
   private stopped = false;
+  /** This start replaced (or is about to replace) a balancer an older build pinned. */
+  private replaced = false;
+  private readonly replacements: Counter<'reason'> | null;
 
   constructor(o: DatapathKeeperOptions) {
     this.o = o;
     this.log = o.log;
+    this.replacements = o.registry
+      ? new Counter({
+          name: 'peak_xdp_datapath_replacements_total',
+          help: 'Balancers pinned by an older build that a start replaced (their connection table is lost), by why they could not be adopted',
+          labelNames: ['reason'],
+          registers: [o.registry],
+        })
+      : null;
   }
 
   get pins(): string {
@@ -52,17 +69,36 @@ export class DatapathKeeper {
     return this.opened?.adopted ?? false;
   }
 
-  /** Adopts pinned state if present (restart), else loads and pins a fresh balancer; configures; attaches. */
+  /**
+   * Forwarding ran before this start and must outlive a failed one: an adopted balancer, or one replacing
+   * (or having replaced) an older build's. BGP graceful restart says so too.
+   */
+  get inherited(): boolean {
+    return this.adopted || this.replaced;
+  }
+
+  /**
+   * Adopts pinned state if present (restart), else loads and pins a fresh balancer; configures; attaches. A
+   * balancer replacing an older build's is configured only: commit() swaps it in after the first sync.
+   */
   async open(config: Config, datapathConfig: DatapathConfig): Promise<OpenedDatapath> {
     const ifname = config.interface;
     this.ifname = ifname;
     this.xdpMode = config.xdpMode;
     const opened = await this.o.claim.open({ limits: config.limits, ifname });
     this.opened = opened;
-    this.log.info(
-      { pins: this.pins },
-      opened.adopted ? 'adopted pinned balancer' : 'loaded and pinned a new balancer',
-    );
+    const replacing = opened.replacing ?? null;
+    this.replaced = replacing !== null;
+    if (replacing)
+      this.log.warn(
+        { pins: this.pins, reason: replacing.reason, detail: replacing.detail },
+        "the pinned balancer was pinned by an older build and cannot be adopted: loaded this build's aside; it replaces the old one once programmed",
+      );
+    else
+      this.log.info(
+        { pins: this.pins },
+        opened.adopted ? 'adopted pinned balancer' : 'loaded and pinned a new balancer',
+      );
     // Configure before attaching, so the first packet sees a ready config. An adopted balancer that holds
     // this config already is left alone (a restart over unchanged maps writes nothing).
     const held = opened.adopted ? await opened.datapath.readConfig() : null;
@@ -70,12 +106,56 @@ export class DatapathKeeper {
       (c as { fibRedirect?: boolean } | null)?.fibRedirect ?? false;
     if (!(sameConfig(held, datapathConfig) && fib(held) === fib(datapathConfig)))
       await opened.datapath.configure(datapathConfig);
+    if (replacing) return opened; // the old program keeps forwarding until commit()
     if (opened.attachment(ifname).kind !== 'ours') {
       const st = await opened.attach({ ifname, mode: config.xdpMode });
       this.log.info({ interface: ifname, mode: st.mode, progId: st.progId }, 'balancer attached');
     }
     this.attached = true;
     return opened;
+  }
+
+  /**
+   * After the first sync: a balancer replacing an older build's takes over now that it is programmed (one
+   * atomic swap on the interface, then the pins move: kernel-host.ts takeOver). `unprogrammed`: VIPs the
+   * sync could not write; then nothing is swapped (the old balancer keeps forwarding them) and the start
+   * fails. A no-op for an adopted or fresh balancer.
+   */
+  async commit(unprogrammed: readonly string[] = []): Promise<void> {
+    const opened = this.opened;
+    const replacing = opened?.replacing ?? null;
+    if (!opened || !replacing) return;
+    if (unprogrammed.length > 0)
+      throw new Error(
+        `not replacing the balancer pinned by an older build (${replacing.detail}): the first sync could not ` +
+          `program VIPs ${unprogrammed.join(', ')}; the old balancer keeps forwarding`,
+      );
+    if (!opened.takeOver) throw new Error('this datapath host cannot replace a pinned balancer');
+    const t0 = performance.now();
+    const st = await opened.takeOver({ ifname: this.ifname, mode: this.xdpMode });
+    this.attached = true;
+    this.replacements?.inc({ reason: replacing.reason });
+    this.log.warn(
+      {
+        interface: this.ifname,
+        pins: this.pins,
+        reason: replacing.reason,
+        detail: replacing.detail,
+        oldProgId: st.oldProgId,
+        progId: st.progId,
+        mode: st.mode,
+        swapMs: Math.round(performance.now() - t0),
+        // The old program's connection table is not carried over (its layout is the old build's): each
+        // established flow is placed again by Maglev, on the same backend while the backend set is unchanged.
+        connectionTableLost: true,
+      },
+      `${REPLACED_MESSAGE} (${replacing.detail})`,
+    );
+    if (st.pinError !== null)
+      this.log.error(
+        { pins: this.pins, error: st.pinError },
+        'replaced balancer not (fully) pinned; the pin check pins it again',
+      );
   }
 
   /** Starts checking the pins and the attachment. */
@@ -103,6 +183,17 @@ export class DatapathKeeper {
   async undoFresh(): Promise<void> {
     const opened = this.opened;
     if (!opened || opened.adopted) return;
+    if (this.replaced) {
+      // Before the swap: ours was never attached or pinned, the old balancer forwards as it was found. After
+      // it: ours forwards, programmed, and is left running like an adopted one.
+      if (opened.replacing)
+        this.log.warn({ pins: this.pins }, 'start failed: the pinned balancer was not replaced and keeps forwarding'); // prettier-ignore
+      if (opened.replacing) {
+        opened.close();
+        this.opened = null;
+      }
+      return;
+    }
     const ifname = this.ifname;
     try {
       if (opened.attachment(ifname).kind === 'ours') await opened.detach(ifname);

@@ -1,17 +1,23 @@
 // The kernel's datapath host: pins under bpffs (one lock per pin directory), KernelDatapath adopted from its pins
 // or loaded and pinned, attached with XDP.
-import { existsSync, rmdirSync, rmSync } from 'node:fs';
+import { rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { queryXdp, unpin } from '../datapath/bpf';
+import { BpfProgram, queryXdp, type XdpMode } from '../datapath/bpf';
 import {
-  BALANCER_MAPS,
   BALANCER_PROGRAM,
   balancerMapSizes,
+  inspectBalancerPins,
   KernelDatapath,
-  SizeShortfall,
-  sizeShortfalls,
+  unpinBalancer,
 } from '../datapath/kernel';
-import type { DatapathClaim, DatapathHost, OpenedDatapath, XdpAttachment } from './datapath-host';
+import type {
+  DatapathClaim,
+  DatapathHost,
+  OpenedDatapath,
+  PendingReplace,
+  TakeOver,
+  XdpAttachment,
+} from './datapath-host';
 import { acquirePinLock } from './lock';
 import { checkBpffs, currentNetnsName, pinDir, securePinPath } from './pins';
 
@@ -35,27 +41,39 @@ export class KernelDatapathHost implements DatapathHost {
       pins,
       release: () => lock.release(),
       open: async ({ limits, ifname: forIf }) => {
-        if (existsSync(join(pins, BALANCER_PROGRAM))) {
-          const dp = KernelDatapath.adopt({ pinDir: pins });
-          // Before anything is written: a map smaller than the limits would fail later, id by id.
-          const short = sizeShortfalls(dp, limits);
-          if (short.length > 0) {
-            dp.close();
-            throw new Error(shortfallMessage({ short, pins, bpffs, ifname: forIf }));
+        // Reads only: the pins, the interface's program, this build's object.
+        const { decision } = inspectBalancerPins({ dir: pins, ifname: forIf, limits });
+        switch (decision.kind) {
+          case 'refuse':
+            throw new Error(decision.reason);
+          case 'adopt':
+            return new KernelOpened(KernelDatapath.adopt({ pinDir: pins }), { adopted: true, pins, bpffs });
+          case 'replace': {
+            // Loaded aside: not attached, not pinned, until the daemon has programmed it (takeOver).
+            const dp = await KernelDatapath.load({ maxEntries: balancerMapSizes(limits) });
+            return new KernelOpened(dp, {
+              adopted: false,
+              pins,
+              bpffs,
+              replacing: { reason: decision.reason, detail: decision.detail, leftovers: decision.leftovers },
+            });
           }
-          return new KernelOpened(dp, { adopted: true, pins, bpffs });
+          case 'fresh': {
+            const dp = await KernelDatapath.load({ maxEntries: balancerMapSizes(limits) });
+            try {
+              securePinPath({ bpffs, dir: pins, create: true });
+              // Map pins without a program pin: an interrupted pin or unpin left them, no balancer uses them.
+              unpinBalancer(pins, decision.leftovers);
+              dp.pin(pins);
+            } catch (e) {
+              dp.close();
+              throw new Error(
+                `pin the balancer under ${pins}: ${(e as Error).message} (is bpffs mounted there?)`,
+              );
+            }
+            return new KernelOpened(dp, { adopted: false, pins, bpffs, cleared: decision.leftovers });
+          }
         }
-        const dp = await KernelDatapath.load({ maxEntries: balancerMapSizes(limits) });
-        try {
-          securePinPath({ bpffs, dir: pins, create: true });
-          dp.pin(pins);
-        } catch (e) {
-          dp.close();
-          throw new Error(
-            `pin the balancer under ${pins}: ${(e as Error).message} (is bpffs mounted there?)`,
-          );
-        }
-        return new KernelOpened(dp, { adopted: false, pins, bpffs });
       },
     };
   }
@@ -63,16 +81,61 @@ export class KernelDatapathHost implements DatapathHost {
 
 class KernelOpened implements OpenedDatapath {
   readonly adopted: boolean;
+  /** Set while this balancer waits to replace an older build's (loaded, not attached, not pinned). */
+  replacing: PendingReplace | null;
+  /** Leftover map pins a fresh load removed first. */
+  readonly cleared: readonly string[];
   private readonly pins: string;
   private readonly bpffs: string;
 
   constructor(
     readonly datapath: KernelDatapath,
-    o: { adopted: boolean; pins: string; bpffs: string },
+    o: {
+      adopted: boolean;
+      pins: string;
+      bpffs: string;
+      replacing?: PendingReplace;
+      cleared?: readonly string[];
+    },
   ) {
     this.adopted = o.adopted;
     this.pins = o.pins;
     this.bpffs = o.bpffs;
+    this.replacing = o.replacing ?? null;
+    this.cleared = o.cleared ?? [];
+  }
+
+  /**
+   * The replace, once this balancer is programmed: (1) swap it for whatever XDP program runs on the interface
+   * in one netlink request (XDP_FLAGS_REPLACE with the old program, so it fails rather than replace something
+   * that changed since); (2) remove the old pins, program pin first; (3) pin ours, program pin last. A kill -9
+   * after (1) leaves the old pins with our unpinned program attached, during (2) or (3) map pins without a
+   * program pin: a later start replaces again (its own fresh balancer over the running one, programmed
+   * first), never leaving the interface without a programmed balancer.
+   */
+  async takeOver(o: { ifname: string; mode: XdpMode }): Promise<TakeOver> {
+    if (this.replacing === null) throw new Error('takeOver: this balancer replaces nothing');
+    const now = queryXdp({ ifname: o.ifname });
+    const expected = now.progId === 0 ? undefined : oldProgram(this.pins, now.progId);
+    // Same mode as the program it replaces (XDP_FLAGS_REPLACE works within one mode).
+    const mode: XdpMode = now.mode === 'native' || now.mode === 'generic' ? now.mode : o.mode;
+    let st;
+    try {
+      st = await this.datapath.attach({ ifname: o.ifname, mode, expected });
+    } finally {
+      expected?.close();
+    }
+    this.replacing = null;
+    let pinError: string | null = null;
+    try {
+      securePinPath({ bpffs: this.bpffs, dir: this.pins, create: true });
+      unpinBalancer(this.pins);
+      this.datapath.pin(this.pins);
+    } catch (e) {
+      // Forwarding runs on ours already; the keeper's pin check pins what is missing again.
+      pinError = (e as Error).message;
+    }
+    return { mode: st.mode, progId: st.progId, oldProgId: now.progId, pinError };
   }
 
   attachment(ifname: string): XdpAttachment {
@@ -100,7 +163,7 @@ class KernelOpened implements OpenedDatapath {
   }
 
   unpin(): void {
-    for (const name of [BALANCER_PROGRAM, ...BALANCER_MAPS]) unpin(join(this.pins, name));
+    unpinBalancer(this.pins);
     try {
       rmdirSync(this.pins);
     } catch {
@@ -117,26 +180,22 @@ class KernelOpened implements OpenedDatapath {
   }
 }
 
-/** Why a pinned balancer cannot be adopted, and the two ways out. */
-function shortfallMessage(o: {
-  short: SizeShortfall[];
-  pins: string;
-  bpffs: string;
-  ifname: string;
-}): string {
-  const { short } = o;
-  const maps = short
-    .map((s) => `map ${s.map} has ${s.maxEntries} entries but limits.${s.limit} is ${s.needed}`)
-    .join('; ');
-  const keys = [...new Set(short.map((s) => s.limit))]
-    .map(
-      (k) =>
-        `limits.${k} to at most ${Math.min(...short.filter((s) => s.limit === k).map((s) => s.maxEntries))}`,
-    )
-    .join(', ');
-  return (
-    `the pinned balancer at ${o.pins} is smaller than the config needs: ${maps}. Nothing was changed. ` +
-    `Either run \`peak-xdp detach --interface ${o.ifname} --purge --bpffs ${o.bpffs}\` (forwarding stops ` +
-    `until the daemon is back) and start the daemon again to load maps of the configured sizes, or set ${keys}.`
-  );
+/**
+ * The attached program to name in XDP_FLAGS_REPLACE: the pinned one when it is that program (opening a pin
+ * needs no CAP_SYS_ADMIN), else by id. Undefined when neither opens: the attach then replaces unconditionally,
+ * still one swap for packets.
+ */
+function oldProgram(pins: string, progId: number): BpfProgram | undefined {
+  try {
+    const p = BpfProgram.fromPin(join(pins, BALANCER_PROGRAM));
+    if (p.id === progId) return p;
+    p.close();
+  } catch {
+    // not pinned (an interrupted replace) or not a program
+  }
+  try {
+    return BpfProgram.fromId(progId);
+  } catch {
+    return undefined;
+  }
 }

@@ -9,6 +9,7 @@ import {
   DesiredStateOptions,
   idStateFromDatapath,
   IdState,
+  PreviousOwnerView,
   Reconciler,
   ReconcileFailure,
   ReconcileSummary,
@@ -39,6 +40,11 @@ export class Programmer {
   async use(datapath: Datapath): Promise<void> {
     this.reconciler = new Reconciler(datapath);
     this.ids = await idStateFromDatapath(datapath);
+  }
+
+  /** What each VIP's previous table retains (metrics); empty before use(). */
+  previousOwners(): PreviousOwnerView[] {
+    return this.reconciler?.previousOwners() ?? [];
   }
 
   /** Builds the desired state and reconciles the datapath to it; rejects when the reconcile failed as a whole. */

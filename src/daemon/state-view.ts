@@ -98,12 +98,16 @@ export interface ReadinessFacts {
   now: number;
   /** Why BFD does not work now (bfd-link.ts): degraded, not unready (BGP runs without it). */
   bfdProblem?: string | null;
+  /** Why this node has no valid settings (nodes section; config-gate.ts): unready, the datapath left as it was. */
+  nodeSettingsError?: string | null;
 }
 
 /** Ready or not, and why: reasons that make it unready first, then what is degraded; pure. */
 export function readinessOf(f: ReadinessFacts): Readiness {
   const { keeper: k, programmer: p } = f;
   const reasons: string[] = [];
+  if (f.nodeSettingsError)
+    reasons.push(`node settings invalid (datapath left as it was): ${f.nodeSettingsError}`);
   if (!f.started) reasons.push('starting');
   if (!k.attached)
     reasons.push(`balancer not attached to ${f.ifname ?? '?'}${k.attachError ? `: ${k.attachError}` : ''}`);
@@ -155,6 +159,8 @@ export function stateDocument(f: {
   vipRoutes: unknown;
   /** The BFD link (null: no peer has bfd). */
   bfd?: unknown;
+  /** This node's name, labels and matching nodes[] entries (config-gate.ts nodeView). */
+  node?: unknown;
 }) {
   const { keeper: k, programmer: p } = f;
   return {
@@ -182,6 +188,7 @@ export function stateDocument(f: {
     kubernetes: f.kubernetes,
     vipRoutes: f.vipRoutes,
     bfd: f.bfd ?? null,
+    node: f.node ?? null,
   };
 }
 

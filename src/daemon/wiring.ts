@@ -1,4 +1,5 @@
 // The daemon as the CLI runs it: the kernel datapath under bpffs, real sockets, `ip`, the BGP speaker thread.
+import { hostname } from 'node:os';
 import { BfdClient } from '../bfd/client';
 import { BgpSpeakerThread } from '../bgp/speaker-thread';
 import { HealthMonitor } from '../health/monitor';
@@ -6,12 +7,14 @@ import { defaultMaxInFlight } from '../health/probes';
 import { FileConfigSource } from '../sources/file/watcher';
 import { startAdmin } from './admin';
 import type { DaemonCollaborators } from './collaborators';
+import { NodeIdentitySource, UNLABELLED_NODE } from './config-gate';
 import { Daemon, DaemonSettings } from './daemon';
 import { readFdLimit } from './fdlimit';
 import { defaultGatewayMac, interfaceAddresses, interfaceMac } from './host';
 import { KernelDatapathHost } from './kernel-host';
 import { FileOverrideStore, overridesPath, stateRoot } from './override-store';
 import { currentNetnsName } from './pins';
+import { parseNodeLabels } from '../model/nodes';
 import { bgpPreflight } from './preflight';
 import { VipRouteKeeper } from './vip-routes';
 
@@ -37,4 +40,45 @@ export function kernelCollaborators(o: { bpffs: string }): DaemonCollaborators {
 export function createDaemon(o: DaemonSettings & { bpffs: string }): Daemon {
   const { bpffs, ...settings } = o;
   return new Daemon({ ...settings, ...kernelCollaborators({ bpffs }) });
+}
+
+/**
+ * This node for the config's nodes section: its name (--node-name, NODE_NAME, else the host name) and labels
+ * (--node-labels on a bare host; with Kubernetes, its Node object's, polled for relabels; else none).
+ */
+export function nodeIdentity(o: {
+  name?: string;
+  labels?: string;
+  kubernetes?: { kubeconfig?: string };
+}): NodeIdentitySource {
+  const name = o.name || process.env.NODE_NAME || hostname();
+  if (o.labels !== undefined) {
+    const parsed = parseNodeLabels(o.labels);
+    if (!parsed.ok) throw new TypeError(`--node-labels: ${parsed.error}`);
+    return { name, labels: () => Promise.resolve({ ...parsed.labels }) };
+  }
+  if (o.kubernetes === undefined) return UNLABELLED_NODE(name);
+  const kubeconfig = o.kubernetes.kubeconfig;
+  let self: Promise<import('../sources/kubernetes/node-self').NodeSelf> | null = null;
+  // The Kubernetes client is loaded only when a config with a nodes section asks for the labels.
+  const load = () =>
+    (self ??= Promise.all([
+      import('../sources/kubernetes/node-self'),
+      import('../sources/kubernetes/client'),
+    ]).then(([ns, client]) => ns.nodeSelf({ name, api: () => client.connectKube({ kubeconfig }) })));
+  return {
+    name,
+    labels: async () => (await load()).labels(),
+    watch: (onChange) => {
+      let stop: (() => void) | null = null;
+      let stopped = false;
+      void load().then((x) => {
+        if (!stopped) stop = x.watch(onChange);
+      });
+      return () => {
+        stopped = true;
+        stop?.();
+      };
+    },
+  };
 }

@@ -14,6 +14,8 @@ export interface SharedContract {
   vipIndexProbes: number;
   /** PEAK_CT_MAX_TIMEOUT: largest connection-table idle timeout in seconds. */
   ctMaxTimeout: number;
+  /** PEAK_SLOT_MOVED_BIT: the bit of a current table entry marking a slot whose previous owner differs. */
+  slotMovedBit: number;
   /** Global counter names by index (enum peak_counter, lower-case, without PEAK_CNT_), dense. */
   counters: readonly string[];
 }
@@ -24,6 +26,7 @@ const CONSTS = {
   vipIndexSlots: 'PEAK_CONST_VIP_INDEX_SLOTS',
   vipIndexProbes: 'PEAK_CONST_VIP_INDEX_PROBES',
   ctMaxTimeout: 'PEAK_CONST_CT_MAX_TIMEOUT',
+  slotMovedBit: 'PEAK_CONST_SLOT_MOVED_BIT',
 } as const satisfies Record<Exclude<keyof SharedContract, 'counters'>, string>;
 
 const cache = new Map<string, SharedContract>();
@@ -51,6 +54,7 @@ export function sharedContract(objectPath: string = bpfObjectPath('balancer')): 
     vipIndexSlots: constant('vipIndexSlots'),
     vipIndexProbes: constant('vipIndexProbes'),
     ctMaxTimeout: constant('ctMaxTimeout'),
+    slotMovedBit: constant('slotMovedBit'),
     counters: Object.freeze(counterNamesOf(find('peak_counter'), objectPath)),
   });
   cache.set(objectPath, out);

@@ -73,7 +73,15 @@ export function predictBackend(o: PredictOptions): number | null {
 
 /** Global counters peak_select() and its caller's drop reasons bump, by enum peak_counter name. */
 export type SelectCounter =
-  'ct_hit' | 'ct_miss' | 'ct_expired' | 'ct_reselect' | 'ct_insert' | 'drop_no_table' | 'drop_no_backend';
+  | 'ct_hit'
+  | 'ct_miss'
+  | 'ct_expired'
+  | 'ct_reselect'
+  | 'ct_insert'
+  | 'drop_no_table'
+  | 'drop_no_backend'
+  | 'hint_sent'
+  | 'hint_skipped_owner';
 
 /** A connection-table entry as the datapath reads it. */
 export interface ConntrackRead {
@@ -100,6 +108,21 @@ export interface SelectInput {
   recordConntrack: boolean;
   /** The flow's entry (null: none). Looked at only when readConntrack. */
   conntrack: ConntrackRead | null;
+  /** The packet may carry a previous-owner hint: a non-SYN TCP packet of the flow itself (not an ICMP error). */
+  wantHint?: boolean;
+  /** True when the backend id is set and reached with GUE (only GUE choices carry hints, only GUE backends
+   * are hinted). Absent: no backend is GUE. */
+  gue?: (backendId: number) => boolean;
+  /** The VIP's previous table (maglev_prev_tables), null/absent when none. */
+  previousTable?: TableView | null;
+}
+
+/** The previous-owner hint a GUE packet carries (bpf peak_pick_hint). */
+export interface SelectHint {
+  backendId: number;
+  /** skipped: a backend the choice passed over (the slot's owner not up, or a conntrack hit's down backend);
+   * otherwise the slot's owner in the previous table. */
+  skipped: boolean;
 }
 
 export interface Selection {
@@ -118,6 +141,22 @@ export interface SelectResult extends Selection {
   recorded: boolean;
   /** The global counters bumped, in the datapath's order. */
   counters: SelectCounter[];
+  /** The hint the packet carries, or null. */
+  hint: SelectHint | null;
+}
+
+/** bpf peak_pick_hint: the conntrack hit's down backend, else the previous table's owner of the slot when it
+ * differs from the current owner, else the current owner probing skipped; never the chosen backend itself,
+ * only GUE backends. */
+function pickHint(o: SelectInput, owner: number, ctDownId: number, chosen: number): SelectHint | null {
+  const gue = o.gue ?? ((): boolean => false);
+  const ok = (id: number): boolean => id !== 0 && id !== chosen && gue(id);
+  if (ok(ctDownId)) return { backendId: ctDownId, skipped: true };
+  const prevView = o.previousTable == null ? null : viewOf(o.previousTable);
+  const prev = prevView === null || prevView.size === 0 ? 0 : prevView.entry(o.hash % prevView.size);
+  if (prev !== owner && ok(prev)) return { backendId: prev, skipped: false };
+  if (ok(owner)) return { backendId: owner, skipped: true };
+  return null;
 }
 
 /**
@@ -127,6 +166,7 @@ export interface SelectResult extends Selection {
 export function selectBackend(o: SelectInput): SelectResult {
   const counters: SelectCounter[] = [];
   let reselected = false;
+  let ctDownId = 0;
   if (o.readConntrack) {
     const ct = o.conntrack;
     if (ct === null) counters.push('ct_miss');
@@ -140,8 +180,10 @@ export function selectBackend(o: SelectInput): SelectResult {
         drop: null,
         recorded: false,
         counters,
+        hint: null,
       };
     } else {
+      if (ct.vipId === o.vipId) ctDownId = ct.backendId;
       counters.push('ct_reselect');
       reselected = true;
     }
@@ -149,7 +191,15 @@ export function selectBackend(o: SelectInput): SelectResult {
   const t = o.table === null ? null : viewOf(o.table);
   if (t === null || t.size === 0) {
     counters.push('drop_no_table');
-    return { backendId: null, from: 'maglev', reselected, drop: 'no-table', recorded: false, counters };
+    return {
+      backendId: null,
+      from: 'maglev',
+      reselected,
+      drop: 'no-table',
+      recorded: false,
+      counters,
+      hint: null,
+    };
   }
   const backendId = probeForward({
     ...t,
@@ -159,10 +209,27 @@ export function selectBackend(o: SelectInput): SelectResult {
   });
   if (backendId === null) {
     counters.push('drop_no_backend');
-    return { backendId, from: 'maglev', reselected, drop: 'no-backend', recorded: false, counters };
+    return {
+      backendId,
+      from: 'maglev',
+      reselected,
+      drop: 'no-backend',
+      recorded: false,
+      counters,
+      hint: null,
+    };
   }
-  if (o.recordConntrack) counters.push('ct_insert');
-  return { backendId, from: 'maglev', reselected, drop: null, recorded: o.recordConntrack, counters };
+  const gue = o.gue ?? ((): boolean => false);
+  const hint =
+    o.wantHint === true && gue(backendId) ? pickHint(o, t.entry(o.hash % t.size), ctDownId, backendId) : null;
+  // A hinted choice is not recorded: the next packet must carry the hint again.
+  const recorded = o.recordConntrack && hint === null;
+  if (recorded) counters.push('ct_insert');
+  if (hint !== null) {
+    counters.push('hint_sent');
+    if (hint.skipped) counters.push('hint_skipped_owner');
+  }
+  return { backendId, from: 'maglev', reselected, drop: null, recorded, counters, hint };
 }
 
 export interface SelectOptions extends PredictOptions {

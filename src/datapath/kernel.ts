@@ -14,6 +14,7 @@ import {
   MapType,
   queryXdp,
   splitPerCpu,
+  unpin,
   XdpMode,
   XdpStatus,
 } from './bpf';
@@ -33,6 +34,7 @@ import {
   encodeVipSlot,
   DEFAULT_CT_TIMEOUTS,
   LAYOUT,
+  markMovedSlots,
   PROTO_NUMBER,
   sumTraffic,
 } from './layout';
@@ -58,6 +60,7 @@ export const BALANCER_MAPS = [
   'vip_addrs',
   'backends',
   'maglev_tables',
+  'maglev_prev_tables',
   'conntrack',
   'config',
   'stats',
@@ -81,6 +84,7 @@ export const MAP_LIMITS: Readonly<Partial<Record<BalancerMap, keyof BalancerLimi
   vips: 'maxVips',
   vip_addrs: 'maxVips',
   maglev_tables: 'maxVips',
+  maglev_prev_tables: 'maxVips',
   vip_stats: 'maxVips',
   backends: 'maxBackends',
   backend_stats: 'maxBackends',
@@ -105,22 +109,257 @@ export function loadMapSizes(
   return { ...balancerMapSizes(DEFAULTS.limits), ...maxEntries };
 }
 
-/** A map smaller than a limit needs. */
-export interface SizeShortfall {
-  map: BalancerMap;
-  maxEntries: number;
-  limit: keyof BalancerLimits;
-  needed: number;
+/** XDP's BPF program type (BPF_PROG_TYPE_XDP). */
+export const BPF_PROG_TYPE_XDP = 6;
+
+/** What one pin under a balancer's pin directory holds, as readPins found it (plain data for pinDecision). */
+export type PinnedObject =
+  | { kind: 'missing' }
+  | { kind: 'map'; type: number; keySize: number; valueSize: number; maxEntries: number; flags: number }
+  | { kind: 'program'; type: number; typeName: string; name: string; id: number }
+  /** Neither a map nor a program we can open (another kind of file, or no permission). */
+  | { kind: 'unreadable'; error: string };
+
+/** The balancer's pins: the program and every map of this build's list. */
+export interface PinSnapshot {
+  program: PinnedObject;
+  maps: Record<BalancerMap, PinnedObject>;
 }
 
-/** Maps of `dp` smaller than `limits` need (reads each map's max_entries, writes nothing). */
-export function sizeShortfalls(dp: KernelDatapath, limits: BalancerLimits): SizeShortfall[] {
-  const out: SizeShortfall[] = [];
-  for (const [map, limit] of Object.entries(MAP_LIMITS) as [BalancerMap, keyof BalancerLimits][]) {
-    const maxEntries = dp.maps[map].maxEntries;
-    if (maxEntries < limits[limit]) out.push({ map, maxEntries, limit, needed: limits[limit] });
+/** One map as this build's object defines it (the layout a pinned map must have to be adopted). */
+export interface MapSpec {
+  type: number;
+  typeName: string;
+  keySize: number;
+  valueSize: number;
+  flags: number;
+}
+
+/** This build's balancer, as its object file defines it. */
+export interface BalancerSpec {
+  programType: number;
+  programName: string;
+  maps: Record<BalancerMap, MapSpec>;
+}
+
+/** The XDP program on the interface (progId 0: none); `name` null when it could not be read. */
+export interface AttachedProgram {
+  progId: number;
+  name: string | null;
+}
+
+/** Why pinned state is replaced rather than adopted: the `reason` label of the replacements counter. */
+export type ReplaceReason = 'missing_map' | 'map_type' | 'map_layout' | 'map_size' | 'unpinned_program';
+/** Most telling first: the counter's label is the first that applies; the log lists every finding. */
+const REPLACE_ORDER: readonly ReplaceReason[] = [
+  'unpinned_program',
+  'missing_map',
+  'map_type',
+  'map_layout',
+  'map_size',
+];
+
+/**
+ * What a start does with the pin directory it found:
+ * - `adopt`: the pinned balancer has this build's layout and big enough maps: use it as it is (zero writes);
+ * - `fresh`: nothing of ours pinned (`leftovers`: map pins with no program pin, an interrupted pin or unpin,
+ *   removed before pinning);
+ * - `replace`: a balancer that cannot be adopted forwards (or is pinned): load this build's aside, program it,
+ *   swap it in atomically, then move the pins;
+ * - `refuse`: the pin directory holds something that is not our balancer: touch nothing.
+ */
+export type PinDecision =
+  | { kind: 'adopt' }
+  | { kind: 'fresh'; leftovers: BalancerMap[] }
+  | { kind: 'replace'; reason: ReplaceReason; detail: string; leftovers: BalancerMap[] }
+  | { kind: 'refuse'; reason: string };
+
+const describePinned = (o: PinnedObject): string =>
+  o.kind === 'map'
+    ? `a map (type ${o.type})`
+    : o.kind === 'program'
+      ? `a ${o.typeName} program named "${o.name}" (id ${o.id})`
+      : o.kind === 'unreadable'
+        ? `something that is neither a BPF map nor a program we can open (${o.error})`
+        : 'nothing';
+
+/**
+ * Maps whose value an older build may have had shorter and still adopt: `stats` holds one u64 per counter and
+ * counters are only ever appended (bpf/shared.h), so counters() reads what an older value holds.
+ */
+export const APPENDED_VALUES: ReadonlySet<BalancerMap> = new Set<BalancerMap>(['stats']);
+
+const valueFits = (m: BalancerMap, pinned: number, ours: number): boolean =>
+  pinned === ours || (APPENDED_VALUES.has(m) && pinned > 0 && pinned < ours && pinned % 8 === 0);
+
+/**
+ * Adopt, replace, load fresh or refuse (pure: every input read beforehand by inspectBalancerPins). `needed`:
+ * the entries each limit-sized map must hold (balancerMapSizes of the config's limits).
+ */
+export function pinDecision(o: {
+  pins: PinSnapshot;
+  spec: BalancerSpec;
+  needed: Partial<Record<BalancerMap, number>>;
+  attached: AttachedProgram;
+  /** The pin directory, for messages. */
+  dir: string;
+}): PinDecision {
+  const { pins, spec } = o;
+  const pinnedMaps = BALANCER_MAPS.filter((m) => pins.maps[m].kind !== 'missing');
+  const prog = pins.program;
+  if (prog.kind === 'missing') {
+    // No program pin: whatever maps are pinned belong to no adoptable balancer (the program is pinned last and
+    // unpinned first). A balancer attached without pins is one a replace swapped in before it could pin it.
+    if (o.attached.progId !== 0 && o.attached.name === spec.programName)
+      return {
+        kind: 'replace',
+        reason: 'unpinned_program',
+        detail: `XDP program ${o.attached.progId} named ${spec.programName} is attached but not pinned (an interrupted replace)`,
+        leftovers: pinnedMaps,
+      };
+    return { kind: 'fresh', leftovers: pinnedMaps };
   }
-  return out;
+  if (prog.kind !== 'program' || prog.type !== spec.programType || prog.name !== spec.programName)
+    return {
+      kind: 'refuse',
+      reason:
+        `the pin ${o.dir}/${BALANCER_PROGRAM} holds ${describePinned(prog)}, not a balancer (an XDP program ` +
+        `named ${spec.programName}): nothing was changed. Remove what is pinned under ${o.dir} if it is not in use.`,
+    };
+  const found: { reason: ReplaceReason; text: string }[] = [];
+  for (const m of BALANCER_MAPS) {
+    const p = pins.maps[m];
+    const want = spec.maps[m];
+    if (p.kind === 'missing') found.push({ reason: 'missing_map', text: `no map ${m}` });
+    else if (p.kind !== 'map')
+      found.push({ reason: 'map_type', text: `pin ${m} holds ${describePinned(p)}, not a map` });
+    else if (p.type !== want.type)
+      found.push({ reason: 'map_type', text: `map ${m} is of type ${p.type}, this build's ${want.typeName} (${want.type})` }); // prettier-ignore
+    else if (
+      p.keySize !== want.keySize ||
+      !valueFits(m, p.valueSize, want.valueSize) ||
+      p.flags !== want.flags
+    )
+      found.push({
+        reason: 'map_layout',
+        text: `map ${m} has key/value ${p.keySize}/${p.valueSize} bytes, flags ${p.flags} (this build's ${want.keySize}/${want.valueSize}, flags ${want.flags})`, // prettier-ignore
+      });
+    else if (p.maxEntries < (o.needed[m] ?? 0))
+      found.push({
+        reason: 'map_size',
+        text: `map ${m} has ${p.maxEntries} entries, limits.${MAP_LIMITS[m]} needs ${o.needed[m]}`,
+      });
+  }
+  if (found.length === 0) return { kind: 'adopt' };
+  const reason = REPLACE_ORDER.find((r) => found.some((f) => f.reason === r))!;
+  return { kind: 'replace', reason, detail: found.map((f) => f.text).join('; '), leftovers: [] };
+}
+
+/** Reads what the pin at `path` holds (a map, a program, nothing); opens nothing it does not close. */
+export function readPin(path: string, expect: 'program' | 'map'): PinnedObject {
+  const asProgram = (): PinnedObject => {
+    const p = BpfProgram.fromPin(path);
+    try {
+      const i = p.info();
+      return { kind: 'program', type: i.type, typeName: i.typeName, name: i.name, id: i.id };
+    } finally {
+      p.close();
+    }
+  };
+  const asMap = (): PinnedObject => {
+    const m = BpfMap.fromPin(path);
+    const i = m.info;
+    m.close();
+    return { kind: 'map', type: i.type, keySize: i.keySize, valueSize: i.valueSize, maxEntries: i.maxEntries, flags: i.flags }; // prettier-ignore
+  };
+  const [first, second] = expect === 'program' ? [asProgram, asMap] : [asMap, asProgram];
+  try {
+    return first();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing' };
+    try {
+      return second();
+    } catch {
+      return { kind: 'unreadable', error: (e as Error).message };
+    }
+  }
+}
+
+/** Reads the balancer's pins under `dir` (nothing written). */
+export function readPins(dir: string): PinSnapshot {
+  const maps = {} as Record<BalancerMap, PinnedObject>;
+  for (const m of BALANCER_MAPS) maps[m] = readPin(join(dir, m), 'map');
+  return { program: readPin(join(dir, BALANCER_PROGRAM), 'program'), maps };
+}
+
+const specCache = new Map<string, BalancerSpec>();
+/** This build's balancer program and maps as `objectPath` defines them (opened, not loaded). */
+export function balancerSpec(objectPath: string = bpfObjectPath('balancer')): BalancerSpec {
+  let spec = specCache.get(objectPath);
+  if (spec) return spec;
+  const { programs, maps } = BpfObject.inspect(objectPath);
+  const prog = programs.find((p) => p.name === BALANCER_PROGRAM);
+  if (!prog) throw new Error(`${objectPath} has no program ${BALANCER_PROGRAM}`);
+  const specs = {} as Record<BalancerMap, MapSpec>;
+  for (const m of BALANCER_MAPS) {
+    const d = maps.find((x) => x.name === m);
+    if (!d) throw new Error(`${objectPath} has no map ${m}`);
+    specs[m] = {
+      type: d.type,
+      typeName: d.typeName,
+      keySize: d.keySize,
+      valueSize: d.valueSize,
+      flags: d.flags,
+    };
+  }
+  spec = { programType: prog.type, programName: BALANCER_PROGRAM, maps: specs };
+  specCache.set(objectPath, spec);
+  return spec;
+}
+
+/** The XDP program on `ifname` and its name (null when it cannot be read: naming by id needs CAP_SYS_ADMIN). */
+export function attachedProgram(ifname: string, netns?: string): AttachedProgram {
+  const progId = queryXdp({ ifname, netns }).progId;
+  if (progId === 0) return { progId, name: null };
+  try {
+    const p = BpfProgram.fromId(progId);
+    try {
+      return { progId, name: p.info().name };
+    } finally {
+      p.close();
+    }
+  } catch {
+    return { progId, name: null };
+  }
+}
+
+/** Reads the pins and the interface and decides (inspect + pinDecision, nothing written). */
+export function inspectBalancerPins(o: {
+  dir: string;
+  ifname: string;
+  /** The sizes a pinned balancer must have (null: any; `peak-xdp attach` keeps a pinned one's size). */
+  limits: BalancerLimits | null;
+  objectPath?: string;
+}): { decision: PinDecision; pins: PinSnapshot; attached: AttachedProgram } {
+  const pins = readPins(o.dir);
+  const attached = attachedProgram(o.ifname);
+  const decision = pinDecision({
+    pins,
+    spec: balancerSpec(o.objectPath),
+    needed: o.limits === null ? {} : balancerMapSizes(o.limits),
+    attached,
+    dir: o.dir,
+  });
+  return { decision, pins, attached };
+}
+
+/**
+ * Removes the balancer's pins under `dir`: the program first, then the maps (`maps`, default all of this
+ * build's), so no moment shows a program pin without its maps. Other pins (decap/) stay.
+ */
+export function unpinBalancer(dir: string, maps: readonly BalancerMap[] = BALANCER_MAPS): void {
+  unpin(join(dir, BALANCER_PROGRAM));
+  for (const m of maps) unpin(join(dir, m));
 }
 
 export interface KernelLoadOptions {
@@ -150,6 +389,12 @@ export interface KernelConfig extends DatapathConfig {
 export interface TableInstall {
   vipId: number;
   table: Uint32Array;
+}
+
+/** One previous table to install or clear (installPreviousTables). */
+export interface PreviousTableInstall {
+  vipId: number;
+  table: Uint32Array | null;
 }
 
 /** The mirror of `vips` a KernelDatapath keeps (keys as hex of their encoded form). */
@@ -193,6 +438,33 @@ export function counterNames(objectPath: string): string[] {
   return [...sharedContract(objectPath).counters];
 }
 
+/** The entries of the Maglev inner map with id `id` (0: none installed -> null). */
+function readInnerTable(id: number | null): Uint32Array | null {
+  const t = readInnerEntries(id);
+  if (t === null) return null;
+  const keep = ~(1 << sharedContract().slotMovedBit);
+  for (let i = 0; i < t.length; i++) t[i] = (t[i]! & keep) >>> 0; // PEAK_SLOT_F_MOVED is ours, not an id
+  return t;
+}
+
+/** The entries of an inner table map as stored. */
+function readInnerEntries(id: number | null): Uint32Array | null {
+  if (!id) return null;
+  const inner = BpfMap.fromId(id);
+  try {
+    const { values, count } = inner.lookupBatchPacked();
+    // An array map returns its keys 0..n-1 in order: the values are the entries, slot by slot.
+    const n = Math.min(count, inner.maxEntries);
+    const all =
+      values.byteOffset % 4 === 0
+        ? new Uint32Array(values.buffer, values.byteOffset, n)
+        : Uint32Array.from({ length: n }, (_, i) => values.readUInt32LE(4 * i));
+    return all.slice(1, 1 + all[0]!);
+  } finally {
+    inner.close();
+  }
+}
+
 export class KernelDatapath implements Datapath {
   readonly program: BpfProgram;
   readonly maps: Record<BalancerMap, BpfMap>;
@@ -203,6 +475,8 @@ export class KernelDatapath implements Datapath {
   private vipState: VipState | null = null;
   /** Which backend ids each VIP's installed table names (deleteBackend asks it instead of reading tables). */
   private readonly tableRefs = new TableRefs();
+  /** Each VIP's previous table as installed (null: none), read from the map on first need (after adopt). */
+  private readonly prevTables = new Map<number, Uint32Array | null>();
 
   private constructor(program: BpfProgram, maps: Record<BalancerMap, BpfMap>, counters: string[]) {
     this.program = program;
@@ -230,12 +504,26 @@ export class KernelDatapath implements Datapath {
     }
   }
 
-  /** Opens pinned program and maps without touching their contents. */
+  /** Opens pinned program and maps without touching their contents (pinDecision says whether they fit). */
   static adopt(o: KernelAdoptOptions): KernelDatapath {
     const program = BpfProgram.fromPin(join(o.pinDir, BALANCER_PROGRAM));
     const maps = {} as Record<BalancerMap, BpfMap>;
     try {
-      for (const m of BALANCER_MAPS) maps[m] = BpfMap.fromPin(join(o.pinDir, m));
+      for (const m of BALANCER_MAPS) {
+        try {
+          maps[m] = BpfMap.fromPin(join(o.pinDir, m));
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+          // A balancer pinned by an older build lacks the maps added since (maglev_prev_tables: issue 15).
+          throw Object.assign(
+            new Error(
+              `the pinned balancer at ${o.pinDir} has no map ${m}: it was pinned by an older build; ` +
+                "the daemon (or `peak-xdp attach`) replaces it with this build's",
+            ),
+            { code: 'ENOENT' },
+          );
+        }
+      }
     } catch (e) {
       program.close();
       Object.values(maps).forEach((m) => m.close());
@@ -244,12 +532,15 @@ export class KernelDatapath implements Datapath {
     return new KernelDatapath(program, maps, counterNames(o.objectPath ?? bpfObjectPath('balancer')));
   }
 
-  /** Pins the program and every map under `dir` (created if missing). */
+  /**
+   * Pins every map and then the program under `dir` (created if missing). The program pin is written last
+   * (and unpinBalancer removes it first): a program pin always has its maps, whatever step a kill -9 stops.
+   */
   pin(dir: string): void {
     // Only the owner may enter (src/daemon/pins.ts securePinPath checks and creates the whole path so).
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    this.program.pin(join(dir, BALANCER_PROGRAM));
     for (const m of BALANCER_MAPS) this.maps[m].pin(join(dir, m));
+    this.program.pin(join(dir, BALANCER_PROGRAM));
   }
 
   /**
@@ -337,7 +628,11 @@ export class KernelDatapath implements Datapath {
       return {
         key: decodeVipKey(k),
         id: v.vipId,
-        flags: { sourceHash: v.sourceHash, noConntrack: v.noConntrack },
+        flags: {
+          sourceHash: v.sourceHash,
+          noConntrack: v.noConntrack,
+          ...(v.stateless === true ? { stateless: true } : {}),
+        },
         tableSize: v.tableSize,
       };
     });
@@ -401,6 +696,8 @@ export class KernelDatapath implements Datapath {
     }
     const old = st.byKey.get(hex);
     if (old && (old.id !== vip.id || old.tableSize !== vip.tableSize)) this.dropTable(old.id);
+    // A previous table has its own M and survives a size change; not a change of id (ids are recycled).
+    if (old && old.id !== vip.id) this.dropPrevious(old.id);
     const value = encodeVipValue({ vipId: vip.id, ...vip.flags, tableSize: vip.tableSize });
     this.maps.vips.update(key, value);
     const stored = decodeVipKey(key);
@@ -425,6 +722,7 @@ export class KernelDatapath implements Datapath {
     this.vipsChanged();
     const vipId = decodeVipValue(v).vipId;
     this.dropTable(vipId);
+    this.dropPrevious(vipId);
     const old = st.byKey.get(hex);
     st.byKey.delete(hex);
     if (st.byId.get(vipId) === hex) st.byId.delete(vipId);
@@ -499,6 +797,18 @@ export class KernelDatapath implements Datapath {
     for (const [hex] of have) if (!st.addrs.has(hex)) this.maps.vip_addrs.delete(Buffer.from(hex, 'hex'));
     for (const [hex, a] of st.addrs)
       if (have.get(hex) !== a.count) this.maps.vip_addrs.update(a.key, u32Key(a.count));
+  }
+
+  private dropPrevious(vipId: number): void {
+    this.maps.maglev_prev_tables.delete(u32Key(vipId));
+    this.prevTables.set(vipId, null);
+  }
+
+  /** The VIP's previous table (cached; read from the map the first time). */
+  private previousOf(vipId: number): Uint32Array | null {
+    if (!this.prevTables.has(vipId))
+      this.prevTables.set(vipId, readInnerTable(this.maps.maglev_prev_tables.innerId(vipId)));
+    return this.prevTables.get(vipId)!;
   }
 
   private dropTable(vipId: number): void {
@@ -576,29 +886,15 @@ export class KernelDatapath implements Datapath {
           if (!vip) throw new RangeError(`vipId: VIP ${vipId} does not exist`);
           if (!(table instanceof Uint32Array) || table.length !== vip.tableSize)
             throw new RangeError(`table: length ${table.length} is not the VIP's tableSize ${vip.tableSize}`);
-          // Slot 0 holds the table's length, slots 1..n its entries (encodeTableEntries' layout), written
-          // as two updates straight from `table` (no copy): the map is not visible before the swap.
-          const inner = BpfMap.create({
-            type: MapType.ARRAY,
-            keySize: 4,
-            valueSize: 4,
-            maxEntries: table.length + 1,
-            flags: MapFlags.INNER_MAP,
-            name: `peak_mg_${vipId}`.slice(0, 15),
-          });
-          try {
-            inner.update(ZERO_KEY, u32Key(table.length));
-            // Packed little-endian u32 keys 1..n and the ids: one batch syscall, no per-slot allocation.
-            inner.updateBatchPacked(
-              slotKeys(table.length),
-              Buffer.from(table.buffer, table.byteOffset, table.byteLength),
-              table.length,
-            );
-          } catch (e) {
-            inner.close();
-            throw e;
-          }
-          ready.push({ at, vipId, inner, members: tableMembers(table) });
+          const members = tableMembers(table);
+          const flag = 2 ** sharedContract().slotMovedBit;
+          if (members.some((id) => id >= flag))
+            throw new RangeError(`table: backend ids must be below ${flag} (got ${Math.max(...members)})`);
+          // Slot 0 holds the table's length, slots 1..n its entries (encodeTableEntries' layout), with
+          // PEAK_SLOT_F_MOVED where the previous table names another owner (straight from `table`, no copy,
+          // when there is no previous table): the map is not visible before the swap.
+          const inner = this.buildTableMap(vipId, markMovedSlots(table, this.previousOf(vipId)), 'peak_mg_');
+          ready.push({ at, vipId, inner, members });
         } catch (e) {
           results[at] = e as Error;
         }
@@ -629,25 +925,113 @@ export class KernelDatapath implements Datapath {
   }
 
   async readTable(vipId: number): Promise<Uint32Array | null> {
-    const id = this.maps.maglev_tables.innerId(vipId);
-    if (!id) {
-      this.tableRefs.set(vipId, NO_MEMBERS);
-      return null;
-    }
-    const inner = BpfMap.fromId(id);
+    const out = readInnerTable(this.maps.maglev_tables.innerId(vipId));
+    this.tableRefs.set(vipId, out === null ? NO_MEMBERS : tableMembers(out));
+    return out;
+  }
+
+  async installPreviousTable(vipId: number, table: Uint32Array | null): Promise<void> {
+    const [err] = await this.installPreviousTables([{ vipId, table }]);
+    if (err) throw err;
+  }
+
+  /**
+   * Sets or clears previous tables (Datapath.installPreviousTable): inner maps built aside, then one batch
+   * update of maglev_prev_tables for the set ones and a delete per cleared one. Per entry: null or the error.
+   */
+  async installPreviousTables(batch: readonly PreviousTableInstall[]): Promise<(Error | null)[]> {
+    const st = this.vipMirror();
+    const results: (Error | null)[] = batch.map(() => null);
+    const ready: { at: number; vipId: number; inner: BpfMap }[] = [];
     try {
-      const { values, count } = inner.lookupBatchPacked();
-      // An array map returns its keys 0..n-1 in order: the values are the entries, slot by slot.
-      const n = Math.min(count, inner.maxEntries);
-      const all =
-        values.byteOffset % 4 === 0
-          ? new Uint32Array(values.buffer, values.byteOffset, n)
-          : Uint32Array.from({ length: n }, (_, i) => values.readUInt32LE(4 * i));
-      const out = all.slice(1, 1 + all[0]!);
-      this.tableRefs.set(vipId, tableMembers(out));
-      return out;
+      let turn = performance.now();
+      for (let at = 0; at < batch.length; at++) {
+        const { vipId, table } = batch[at]!;
+        if (performance.now() - turn > TURN_MS) {
+          await nextTurn();
+          turn = performance.now();
+        }
+        try {
+          if (!st.byId.has(vipId)) throw new RangeError(`vipId: VIP ${vipId} does not exist`);
+          if (table === null) {
+            // The current table's marks may stay: a marked slot finds no previous table and sends no hint.
+            this.dropPrevious(vipId);
+            continue;
+          }
+          if (!(table instanceof Uint32Array) || table.length < 1)
+            throw new RangeError(`table: a previous table needs at least 1 slot (got ${table?.length})`);
+          ready.push({ at, vipId, inner: this.buildTableMap(vipId, table, 'peak_pv_') });
+        } catch (e) {
+          results[at] = e as Error;
+        }
+      }
+      if (ready.length === 0) return results;
+      const ks = Buffer.alloc(4 * ready.length);
+      const vs = Buffer.alloc(4 * ready.length);
+      ready.forEach((r, i) => {
+        ks.writeUInt32LE(r.vipId, 4 * i);
+        vs.writeUInt32LE(r.inner.fd, 4 * i);
+      });
+      try {
+        this.maps.maglev_prev_tables.updateBatchPacked(ks, vs, ready.length);
+      } catch (e) {
+        for (const r of ready)
+          if (this.maps.maglev_prev_tables.innerId(r.vipId) !== r.inner.info.id) results[r.at] = e as Error;
+      }
+      // The current tables' PEAK_SLOT_F_MOVED marks are against the previous table: re-mark them (rebuilt
+      // and swapped; until then an unmarked slot whose owner the new previous table changes sends no hint).
+      const remark: TableInstall[] = [];
+      const remarkAt: number[] = [];
+      for (const r of ready) {
+        if (results[r.at] !== null) {
+          this.prevTables.delete(r.vipId); // unknown: read again when needed
+          continue;
+        }
+        this.prevTables.set(r.vipId, batch[r.at]!.table!.slice());
+        const cur = await this.readTable(r.vipId);
+        if (cur === null) continue;
+        remark.push({ vipId: r.vipId, table: cur });
+        remarkAt.push(r.at);
+      }
+      if (remark.length > 0)
+        (await this.installTables(remark)).forEach((err, i) => {
+          if (err)
+            results[remarkAt[i]!] = new Error(
+              `previous table installed, current table not re-marked: ${err.message}`,
+            );
+        });
+      return results;
     } finally {
+      for (const r of ready) r.inner.close();
+    }
+  }
+
+  async readPreviousTable(vipId: number): Promise<Uint32Array | null> {
+    return readInnerTable(this.maps.maglev_prev_tables.innerId(vipId));
+  }
+
+  /** A Maglev inner map holding `table` ([0] = M, [1 + slot] = id), not yet visible to the datapath. */
+  private buildTableMap(vipId: number, table: Uint32Array, prefix: string): BpfMap {
+    const inner = BpfMap.create({
+      type: MapType.ARRAY,
+      keySize: 4,
+      valueSize: 4,
+      maxEntries: table.length + 1,
+      flags: MapFlags.INNER_MAP,
+      name: `${prefix}${vipId}`.slice(0, 15),
+    });
+    try {
+      inner.update(ZERO_KEY, u32Key(table.length));
+      // Packed little-endian u32 keys 1..n and the ids: one batch syscall, no per-slot allocation.
+      inner.updateBatchPacked(
+        slotKeys(table.length),
+        Buffer.from(table.buffer, table.byteOffset, table.byteLength),
+        table.length,
+      );
+      return inner;
+    } catch (e) {
       inner.close();
+      throw e;
     }
   }
 

@@ -2,14 +2,14 @@
 // Numbers userspace and the program share are host order (little-endian); ports and addresses are wire order.
 import { formatIp, parseIp } from '../model/ip';
 import { sharedContract } from './contract';
-import type { BackendState, Protocol } from './types';
+import type { BackendEncap, BackendState, Protocol } from './types';
 
 /** Byte offsets of every field, by struct name as in shared.h; test/bpf/layout.test.ts compares with BTF. */
 export const LAYOUT = {
   peak_vip_key: { size: 20, fields: { addr: 0, port: 16, proto: 18, family: 19 } },
   peak_vip_value: { size: 12, fields: { vip_id: 0, flags: 4, table_size: 8 } },
   peak_addr_key: { size: 20, fields: { addr: 0, family: 16, pad: 17 } },
-  peak_backend: { size: 20, fields: { addr: 0, family: 16, state: 17, pad: 18 } },
+  peak_backend: { size: 20, fields: { addr: 0, family: 16, state: 17, encap: 18, pad: 19 } },
   peak_flow_key: {
     size: 40,
     fields: { src: 0, dst: 16, sport: 32, dport: 34, proto: 36, family: 37, pad: 38 },
@@ -18,7 +18,7 @@ export const LAYOUT = {
   peak_vip_slot: { size: 32, fields: { key: 0, value: 20 } },
   peak_vip_index_head: { size: 32, fields: { seed: 0, flags: 4, keys: 8, pad: 12 } },
   peak_config: {
-    size: 48,
+    size: 52,
     fields: {
       own_mac: 0,
       next_hop_mac: 6,
@@ -30,6 +30,8 @@ export const LAYOUT = {
       flags: 36,
       ct_timeout_tcp: 40,
       ct_timeout_udp: 44,
+      gue_port: 48,
+      pad: 50,
     },
   },
   peak_traffic: { size: 16, fields: { packets: 0, bytes: 8 } },
@@ -38,10 +40,21 @@ export const LAYOUT = {
 /** Enum values the encoders use; checked against the BTF enums of the same names. */
 export const ENUMS = {
   peak_family: { PEAK_FAMILY_NONE: 0, PEAK_FAMILY_V4: 4, PEAK_FAMILY_V6: 6 },
-  peak_vip_flag: { PEAK_VIP_F_SRC_HASH: 1, PEAK_VIP_F_NO_CT: 2 },
+  peak_vip_flag: { PEAK_VIP_F_SRC_HASH: 1, PEAK_VIP_F_NO_CT: 2, PEAK_VIP_F_STATELESS: 4 },
+  peak_backend_encap: { PEAK_ENCAP_IPIP: 0, PEAK_ENCAP_GUE: 1 },
   peak_backend_state: { PEAK_BE_NONE: 0, PEAK_BE_UP: 1, PEAK_BE_DRAINING: 2, PEAK_BE_DOWN: 3 },
   peak_config_flag: { PEAK_CFG_F_READY: 1, PEAK_CFG_F_FIB: 2 },
   peak_vip_index_flag: { PEAK_VIP_INDEX_F_USE_HASH: 1 },
+} as const;
+
+/** GUE's UDP destination port when the caller gives none (bpf/gue.h PEAK_GUE_DEFAULT_PORT, Katran's too). */
+export const DEFAULT_GUE_PORT = 6080;
+
+/** GUE wire constants (bpf/gue.h; plain #defines, so not in BTF: test/bpf/gue-encap.test.ts checks frames). */
+export const GUE = {
+  hintType: 0x50,
+  /** Outer UDP source port of a flow hash (PEAK_GUE_SPORT). */
+  sourcePort: (hash: number): number => 0x8000 | (hash & 0x7fff),
 } as const;
 
 /** Idle timeouts (seconds) of connection-table entries when the caller gives none: IPVS's TCP and UDP. */
@@ -55,6 +68,10 @@ const STATE_NUMBER: Record<BackendState, number> = {
   up: ENUMS.peak_backend_state.PEAK_BE_UP,
   draining: ENUMS.peak_backend_state.PEAK_BE_DRAINING,
   down: ENUMS.peak_backend_state.PEAK_BE_DOWN,
+};
+const ENCAP_NUMBER: Record<BackendEncap, number> = {
+  ipip: ENUMS.peak_backend_encap.PEAK_ENCAP_IPIP,
+  gue: ENUMS.peak_backend_encap.PEAK_ENCAP_GUE,
 };
 const STATE_NAME: Record<number, BackendState> = Object.fromEntries(
   Object.entries(STATE_NUMBER).map(([name, n]) => [n, name as BackendState]),
@@ -127,6 +144,8 @@ export interface VipValueFields {
   vipId: number;
   sourceHash: boolean;
   noConntrack: boolean;
+  /** PEAK_VIP_F_STATELESS; absent = false. */
+  stateless?: boolean;
   tableSize: number;
 }
 
@@ -136,7 +155,8 @@ export function encodeVipValue(v: VipValueFields): Buffer {
   b.writeUInt32LE(checkUint('id', v.vipId, 0xffffffff), f.vip_id);
   const flags =
     (v.sourceHash ? ENUMS.peak_vip_flag.PEAK_VIP_F_SRC_HASH : 0) |
-    (v.noConntrack ? ENUMS.peak_vip_flag.PEAK_VIP_F_NO_CT : 0);
+    (v.noConntrack ? ENUMS.peak_vip_flag.PEAK_VIP_F_NO_CT : 0) |
+    (v.stateless === true ? ENUMS.peak_vip_flag.PEAK_VIP_F_STATELESS : 0);
   b.writeUInt32LE(flags, f.flags);
   b.writeUInt32LE(checkUint('tableSize', v.tableSize, 0xffffffff), f.table_size);
   return b;
@@ -149,6 +169,8 @@ export function decodeVipValue(b: Buffer): VipValueFields {
     vipId: b.readUInt32LE(f.vip_id),
     sourceHash: (flags & ENUMS.peak_vip_flag.PEAK_VIP_F_SRC_HASH) !== 0,
     noConntrack: (flags & ENUMS.peak_vip_flag.PEAK_VIP_F_NO_CT) !== 0,
+    // only when set, so VipSpecs written without the flag read back equal
+    ...((flags & ENUMS.peak_vip_flag.PEAK_VIP_F_STATELESS) !== 0 ? { stateless: true } : {}),
     tableSize: b.readUInt32LE(f.table_size),
   };
 }
@@ -165,6 +187,8 @@ export function encodeAddrKey(field: string, address: string): Buffer {
 export interface BackendFields {
   address: string;
   state: BackendState;
+  /** Absent = ipip; decodeBackend reports it only when gue (so specs written without it read back equal). */
+  encap?: BackendEncap;
 }
 
 export function encodeBackend(v: BackendFields): Buffer {
@@ -173,10 +197,13 @@ export function encodeBackend(v: BackendFields): Buffer {
   const state = STATE_NUMBER[v.state];
   if (state === undefined)
     throw new TypeError(`state: ${JSON.stringify(v.state)} is not up, draining or down`);
+  const encap = ENCAP_NUMBER[v.encap ?? 'ipip'];
+  if (encap === undefined) throw new TypeError(`encap: ${JSON.stringify(v.encap)} is not ipip or gue`);
   const b = Buffer.alloc(LAYOUT.peak_backend.size);
   a.bytes.copy(b, f.addr);
   b[f.family] = a.family;
   b[f.state] = state;
+  b[f.encap] = encap;
   return b;
 }
 
@@ -187,7 +214,11 @@ export function decodeBackend(b: Buffer): BackendFields | null {
   if (family === 0) return null;
   const state = STATE_NAME[b[f.state]!];
   if (!state) throw new RangeError(`backend state: ${b[f.state]} is not up, draining or down`);
-  return { address: decodeAddr(b.subarray(f.addr, f.addr + 16), family), state };
+  const encap = b[f.encap]!;
+  if (encap !== ENCAP_NUMBER.ipip && encap !== ENCAP_NUMBER.gue)
+    throw new RangeError(`backend encap: ${encap} is not ipip (0) or gue (1)`);
+  const address = decodeAddr(b.subarray(f.addr, f.addr + 16), family);
+  return encap === ENCAP_NUMBER.gue ? { address, state, encap: 'gue' } : { address, state };
 }
 
 export interface FlowFields {
@@ -299,6 +330,8 @@ export interface ConfigFields {
   fibRedirect: boolean;
   /** Idle timeouts of connection-table entries in seconds (0 = never). */
   conntrackTimeouts: { tcp: number; udp: number };
+  /** GUE UDP destination port (1..65535); absent = DEFAULT_GUE_PORT. */
+  guePort?: number;
 }
 
 export function encodeConfig(c: ConfigFields): Buffer {
@@ -330,6 +363,9 @@ export function encodeConfig(c: ConfigFields): Buffer {
   const max = sharedContract().ctMaxTimeout;
   b.writeUInt32LE(checkUint('conntrackTimeouts.tcp', t.tcp, max), f.ct_timeout_tcp);
   b.writeUInt32LE(checkUint('conntrackTimeouts.udp', t.udp, max), f.ct_timeout_udp);
+  const port = checkUint('guePort', c.guePort ?? DEFAULT_GUE_PORT, 65535);
+  if (port === 0) throw new RangeError('guePort: 0 is not a port in 1..65535');
+  b.writeUInt16BE(port, f.gue_port);
   return b;
 }
 
@@ -359,6 +395,7 @@ export function decodeConfig(b: Buffer): ConfigFields | null {
     mtu: b.readUInt16LE(f.mtu),
     fibRedirect: (flags & ENUMS.peak_config_flag.PEAK_CFG_F_FIB) !== 0,
     conntrackTimeouts: { tcp: b.readUInt32LE(f.ct_timeout_tcp), udp: b.readUInt32LE(f.ct_timeout_udp) },
+    guePort: b.readUInt16BE(f.gue_port) || DEFAULT_GUE_PORT,
   };
 }
 
@@ -371,6 +408,26 @@ export function sumTraffic(perCpu: Buffer[]): { packets: bigint; bytes: bigint }
     bytes += b.readBigUInt64LE(LAYOUT.peak_traffic.fields.bytes);
   }
   return { packets, bytes };
+}
+
+/**
+ * A current table's entries as the datapath stores them: each slot whose owner differs in `previous` (or every
+ * slot, when the sizes differ) carries PEAK_SLOT_F_MOVED, so only those read the previous table. `previous`
+ * null: the table itself. Ids must be below the flag (installTables checks).
+ */
+export function markMovedSlots(table: Uint32Array, previous: Uint32Array | null): Uint32Array {
+  if (previous === null) return table;
+  const flag = (1 << sharedContract().slotMovedBit) >>> 0;
+  const same = previous.length === table.length;
+  const out = new Uint32Array(table.length);
+  for (let s = 0; s < table.length; s++)
+    out[s] = same && previous[s] === table[s] ? table[s]! : (table[s]! | flag) >>> 0;
+  return out;
+}
+
+/** A stored table entry without PEAK_SLOT_F_MOVED: the backend id. */
+export function slotBackendId(entry: number): number {
+  return (entry & ~(1 << sharedContract().slotMovedBit)) >>> 0;
 }
 
 /** A Maglev inner map's contents: [0] = M, [1 + slot] = backend id. */

@@ -38,7 +38,13 @@ export interface FlowInput {
 }
 
 export type FlowVerdict =
-  | { kind: 'forward'; backendId: number; fromConntrack: boolean }
+  | {
+      kind: 'forward';
+      backendId: number;
+      fromConntrack: boolean;
+      /** The previous-owner hint the GUE packet carries (bpf peak_pick_hint); absent when none. */
+      hint?: { backendId: number; address: string; skipped: boolean };
+    }
   | { kind: 'pass'; reason: 'no-vip' }
   | { kind: 'drop'; reason: 'no-table' | 'no-backend' };
 
@@ -81,6 +87,17 @@ function storeTable(table: Uint32Array): StoredTable {
   return { ids: Uint32Array.from(index.keys()), slots };
 }
 
+function unstore(t: StoredTable): Uint32Array {
+  const out = new Uint32Array(t.slots.length);
+  for (let i = 0; i < out.length; i++) out[i] = t.ids[t.slots[i]!]!;
+  return out;
+}
+
+const viewOfStored = (t: StoredTable): { size: number; entry: (slot: number) => number } => ({
+  size: t.slots.length,
+  entry: (s) => t.ids[t.slots[s]!]!,
+});
+
 /** Whether a call is recorded in MemoryDatapath.calls (mutations are, reads are not). */
 type CallKind = 'mutation' | 'read';
 
@@ -96,6 +113,8 @@ export class MemoryDatapath implements Datapath {
   private readonly backends = new Map<number, BackendSpec>();
   /** Tables stored compactly (the kernel holds 4 bytes per slot; a test double need not). */
   private readonly tables = new Map<number, StoredTable>();
+  /** Previous tables by VIP id (maglev_prev_tables); they do not pin their backends. */
+  private readonly prevTables = new Map<number, StoredTable>();
   /** Per backend id: how many tables reference it (a referenced backend cannot be deleted). */
   private readonly tableRefs = new TableRefs();
   /** By 5-tuple (source, source port, destination, destination port, protocol), with the VIP id the entry
@@ -145,6 +164,11 @@ export class MemoryDatapath implements Datapath {
         throw new TypeError(`${k}: ${JSON.stringify(cfg[k])} is not a MAC address`);
     if (!Number.isInteger(cfg.mtu) || cfg.mtu < 68 || cfg.mtu > 65535)
       throw new TypeError(`mtu: ${cfg.mtu} is not between 68 and 65535`);
+    if (
+      cfg.guePort !== undefined &&
+      (!Number.isInteger(cfg.guePort) || cfg.guePort < 1 || cfg.guePort > 65535)
+    )
+      throw new TypeError(`guePort: ${cfg.guePort} is not a port in 1..65535`);
     this.cfg = structuredClone(cfg);
   }
 
@@ -168,8 +192,9 @@ export class MemoryDatapath implements Datapath {
       throw new RangeError(`vip.id: ${vip.id} is already used by ${holder}`);
     const old = this.vips.get(key);
     if (old !== undefined && old.id !== vip.id) {
-      // Re-keyed id: the old id's table goes with it (the kernel indexes tables by id).
+      // Re-keyed id: the old id's tables go with it (the kernel indexes tables by id).
       this.dropTable(old.id);
+      this.prevTables.delete(old.id);
       this.vipIds.delete(old.id);
     }
     if (old !== undefined && old.tableSize !== vip.tableSize) this.dropTable(vip.id);
@@ -186,6 +211,7 @@ export class MemoryDatapath implements Datapath {
     const old = this.vips.get(k);
     if (old === undefined) throw new RangeError(`key: VIP ${k} does not exist`);
     this.dropTable(old.id);
+    this.prevTables.delete(old.id);
     this.vips.delete(k);
     this.vipIds.delete(old.id);
   }
@@ -204,7 +230,15 @@ export class MemoryDatapath implements Datapath {
       throw new TypeError(`backend.address: ${JSON.stringify(b.address)} is not an IP address`);
     if (b.state !== 'up' && b.state !== 'draining' && b.state !== 'down')
       throw new TypeError(`backend.state: ${JSON.stringify(b.state)} is not up, draining or down`);
-    this.backends.set(b.id, { id: b.id, address, state: b.state });
+    if (b.encap !== undefined && b.encap !== 'ipip' && b.encap !== 'gue')
+      throw new TypeError(`backend.encap: ${JSON.stringify(b.encap)} is not ipip or gue`);
+    // As the kernel's listBackends reports it: encap only when gue.
+    this.backends.set(b.id, {
+      id: b.id,
+      address,
+      state: b.state,
+      ...(b.encap === 'gue' ? { encap: 'gue' } : {}),
+    });
   }
 
   async deleteBackend(id: number): Promise<void> {
@@ -249,10 +283,40 @@ export class MemoryDatapath implements Datapath {
   async readTable(vipId: number): Promise<Uint32Array | null> {
     this.enter('readTable', String(vipId), 'read');
     const t = this.tables.get(vipId);
-    if (t === undefined) return null;
-    const out = new Uint32Array(t.slots.length);
-    for (let i = 0; i < out.length; i++) out[i] = t.ids[t.slots[i]!]!;
+    return t === undefined ? null : unstore(t);
+  }
+
+  async installPreviousTable(vipId: number, table: Uint32Array | null): Promise<void> {
+    this.enter('installPreviousTable', String(vipId));
+    if (!this.vipIds.has(vipId)) throw new RangeError(`vipId: VIP ${vipId} does not exist`);
+    if (table === null) {
+      this.prevTables.delete(vipId);
+      return;
+    }
+    if (!(table instanceof Uint32Array) || table.length < 1)
+      throw new RangeError(`table: a previous table needs at least 1 slot (got ${table?.length})`);
+    this.prevTables.set(vipId, storeTable(table));
+  }
+
+  async installPreviousTables(
+    batch: readonly { vipId: number; table: Uint32Array | null }[],
+  ): Promise<(Error | null)[]> {
+    const out: (Error | null)[] = [];
+    for (const { vipId, table } of batch) {
+      try {
+        await this.installPreviousTable(vipId, table);
+        out.push(null);
+      } catch (e) {
+        out.push(e as Error);
+      }
+    }
     return out;
+  }
+
+  async readPreviousTable(vipId: number): Promise<Uint32Array | null> {
+    this.enter('readPreviousTable', String(vipId), 'read');
+    const t = this.prevTables.get(vipId);
+    return t === undefined ? null : unstore(t);
   }
 
   private dropTable(vipId: number): void {
@@ -311,8 +375,11 @@ export class MemoryDatapath implements Datapath {
       throw new TypeError(`flow.source: ${JSON.stringify(flow.source)} is not an IP address`);
     const proto = PROTO_NUMBER[vip.key.protocol];
     const ctKey = `${source}|${flow.sourcePort}|${address}|${dport}|${proto}`;
-    const useCt = !vip.flags.noConntrack;
+    const stateless = vip.flags.stateless === true;
+    const useCt = !vip.flags.noConntrack && !stateless;
+    const syn = flow.syn === true && vip.key.protocol === 'tcp';
     const table = this.tables.get(vip.id);
+    const prev = this.prevTables.get(vip.id);
     const hash = vip.flags.sourceHash
       ? sourceHash(source)
       : flowHash({
@@ -329,15 +396,17 @@ export class MemoryDatapath implements Datapath {
     };
     const r = selectBackend({
       vipId: vip.id,
-      table:
-        table === undefined ? null : { size: table.slots.length, entry: (s) => table.ids[table.slots[s]!]! },
+      table: table === undefined ? null : viewOfStored(table),
       hash,
       usable: (id) => backendIs(id, ['up']),
       keepsFlows: (id) => backendIs(id, ['up', 'draining']),
       // The kernel sets is_syn for TCP only.
-      readConntrack: useCt && !(flow.syn === true && vip.key.protocol === 'tcp'),
+      readConntrack: useCt && !syn,
       recordConntrack: useCt,
       conntrack: hit === undefined ? null : { backendId: hit.entry.backendId, vipId: hit.vipId },
+      wantHint: vip.key.protocol === 'tcp' && !syn,
+      gue: (id) => this.backends.get(id)?.encap === 'gue',
+      previousTable: prev === undefined ? null : viewOfStored(prev),
     });
     r.counters.forEach(count);
     if (r.backendId === null) return { kind: 'drop', reason: r.drop ?? 'no-backend' };
@@ -354,6 +423,9 @@ export class MemoryDatapath implements Datapath {
         },
       });
     bump(this.backendCounters, r.backendId);
-    return { kind: 'forward', backendId: r.backendId, fromConntrack: r.from === 'conntrack' };
+    if (stateless) count('stateless_forward');
+    const fwd = { kind: 'forward' as const, backendId: r.backendId, fromConntrack: r.from === 'conntrack' };
+    if (r.hint === null) return fwd;
+    return { ...fwd, hint: { ...r.hint, address: this.backends.get(r.hint.backendId)!.address } };
   }
 }

@@ -185,6 +185,77 @@ export function encapFrame(o: { eth?: EthSpec; outer: IpSpec; inner: Buffer }): 
   return frame({ eth: o.eth, ip: o.outer, l4: { type: 'raw', proto, payload: o.inner } });
 }
 
+/** GUE (bpf/gue.h, variant 0) for `inner`: the 4-byte header and, with `hint`, the previous-owner private
+ * data (type 0x50, family, 2 reserved bytes, address): Hlen 2 for an IPv4 hint, 5 for IPv6, 0 without. */
+export function gueHeader(inner: Buffer, hint: string | null = null): Buffer {
+  const proto = inner[0]! >> 4 === 4 ? PROTO.IPIP : PROTO.IPV6;
+  const h = hint === null ? null : addrBytes(hint);
+  const opt = h === null ? Buffer.alloc(0) : Buffer.alloc(4 + (h.family === 4 ? 4 : 16));
+  if (h !== null) {
+    opt[0] = 0x50;
+    opt[1] = h.family;
+    h.bytes.copy(opt, 4, 0, h.family === 4 ? 4 : 16);
+  }
+  const base = Buffer.from([opt.length / 4, proto, 0, 0]);
+  return Buffer.concat([base, opt]);
+}
+
+/** A frame carrying `inner` in GUE over UDP (checksum 0) inside `outer` (IPv4 or IPv6). */
+export function gueFrame(o: {
+  eth?: EthSpec;
+  outer: IpSpec;
+  sport: number;
+  dport?: number;
+  inner: Buffer;
+  hint?: string | null;
+}): Buffer {
+  const payload = Buffer.concat([gueHeader(o.inner, o.hint ?? null), o.inner]);
+  return frame({
+    eth: o.eth,
+    ip: o.outer,
+    l4: { type: 'udp', sport: o.sport, dport: o.dport ?? 6080, payload, noChecksum: true },
+  });
+}
+
+export interface ParsedGue {
+  /** Version/C bits (0 for a data message of variant 0). */
+  verC: number;
+  /** Optional-field length in 32-bit words. */
+  hlen: number;
+  proto: number;
+  flags: number;
+  /** The previous-owner hint (private data), or null. */
+  hint: { family: 4 | 6; address: string; reserved: number } | null;
+  inner: ParsedIp;
+}
+
+/** Parses a UDP payload as GUE (bpf/gue.h); throws on anything malformed. */
+export function parseGue(b: Buffer): ParsedGue {
+  if (b.length < 4) fail(`GUE header of ${b.length} bytes`);
+  const hlen = b[0]! & 0x1f;
+  const optEnd = 4 + hlen * 4;
+  if (b.length < optEnd) fail(`GUE Hlen ${hlen} with ${b.length} bytes`);
+  let hint: ParsedGue['hint'] = null;
+  if (hlen > 0) {
+    if (b[4] !== 0x50) fail(`GUE private data type ${b[4]}`);
+    const family = b[5];
+    if (family !== 4 && family !== 6) fail(`GUE hint family ${family}`);
+    if (hlen !== (family === 4 ? 2 : 5)) fail(`GUE Hlen ${hlen} for an IPv${family} hint`);
+    const n = family === 4 ? 4 : 16;
+    const addr = Buffer.alloc(16);
+    b.copy(addr, 0, 8, 8 + n);
+    hint = { family, address: decodeAddr(addr, family), reserved: b.readUInt16BE(6) };
+  }
+  return {
+    verC: b[0]! >> 5,
+    hlen,
+    proto: b[1]!,
+    flags: b.readUInt16BE(2),
+    hint,
+    inner: parseIp(b.subarray(optEnd)),
+  };
+}
+
 // ---- parser ----------------------------------------------------------------------------------------
 
 export interface ParsedL4 {

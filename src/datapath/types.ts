@@ -19,6 +19,12 @@ export interface VipFlags {
   sourceHash: boolean;
   /** Do not use or fill the connection table for this VIP. */
   noConntrack: boolean;
+  /**
+   * Stateless VIP (bpf PEAK_VIP_F_STATELESS): the connection table is never read nor filled (as noConntrack),
+   * and every non-SYN TCP packet to a GUE backend may carry the previous owner as a hint, so backends running
+   * our decap give a moved flow its second chance. Absent = false.
+   */
+  stateless?: boolean;
 }
 
 export interface VipSpec {
@@ -30,11 +36,20 @@ export interface VipSpec {
   tableSize: number;
 }
 
+/**
+ * How packets reach a backend. ipip: IPv4-in-IPv4, IPv6-in-IPv6, IPv4-in-IPv6 (the kernel's tunnel modules
+ * or our decap). gue: GUE over UDP (bpf/gue.h; our decap only), any inner family over either outer family,
+ * and the only kind that carries the previous-owner hint.
+ */
+export type BackendEncap = 'ipip' | 'gue';
+
 export interface BackendSpec {
   /** Datapath-local id (index into the backends map); allocated by the control plane, per VIP membership. */
   id: number;
   address: string;
   state: BackendState;
+  /** Encapsulation toward this backend; absent = 'ipip'. listBackends() reports it only when 'gue'. */
+  encap?: BackendEncap;
 }
 
 export interface EncapSource {
@@ -54,6 +69,8 @@ export interface DatapathConfig {
   mtu: number;
   /** Idle seconds after which a connection-table entry is re-selected (0 = never); absent: 900 / 300. */
   conntrackTimeouts?: { tcp: number; udp: number };
+  /** UDP destination port of GUE packets (1..65535); absent: 6080 (PEAK_GUE_DEFAULT_PORT). */
+  guePort?: number;
 }
 
 export interface TrafficCounter {
@@ -100,6 +117,22 @@ export interface Datapath {
    */
   installTables(batch: readonly { vipId: number; table: Uint32Array }[]): Promise<(Error | null)[]>;
   readTable(vipId: number): Promise<Uint32Array | null>;
+
+  /**
+   * Sets (or with null clears) the VIP's previous table: its Maglev table from before the last membership
+   * change (any length; entries are backend ids). For a non-SYN TCP packet without a connection-table hit, when
+   * the slot's owner in the previous table differs from the current one and both are GUE backends, the
+   * packet carries the previous owner's address as a hint. Atomic per VIP. To move from table A to B, call
+   * installPreviousTable(v, A) before installTable(v, B): in between both name A's owners (no hints), never
+   * a table older than A. A previous table does not keep its backends from deleteBackend: a deleted
+   * (unset) previous owner is simply not hinted. Deleting the VIP, or re-keying its id, clears it.
+   */
+  installPreviousTable(vipId: number, table: Uint32Array | null): Promise<void>;
+  /** installPreviousTable for several VIPs (one batch update in the kernel); per entry null or the error. */
+  installPreviousTables(
+    batch: readonly { vipId: number; table: Uint32Array | null }[],
+  ): Promise<(Error | null)[]>;
+  readPreviousTable(vipId: number): Promise<Uint32Array | null>;
 
   counters(): Promise<DatapathCounters>;
   conntrack(limit?: number): Promise<ConntrackEntry[]>;

@@ -62,6 +62,30 @@ export const COUNTER_FAMILIES = {
     help: 'FIB lookups for the next hop of encapsulated packets, by result (redirect, fallback to the configured MAC)',
     label: 'result',
   },
+  gue: {
+    name: 'peak_xdp_gue_encapsulated_packets_total',
+    help: 'Packets sent GUE-encapsulated (UDP, encap.guePort); also counted in peak_xdp_forwarded_packets_total by outer family',
+    label: null,
+  },
+  hint: {
+    name: 'peak_xdp_second_chance_hints_total',
+    help:
+      'GUE packets that carried a previous-owner hint (a non-SYN TCP packet whose slot had another owner before, ' +
+      'or whose owner was skipped): the backend gives the flow a second chance there',
+    label: null,
+  },
+  hintSkipped: {
+    name: 'peak_xdp_second_chance_hints_skipped_owner_total',
+    help:
+      'Of peak_xdp_second_chance_hints_total: hints naming an owner this node skipped (not up here, or the down ' +
+      'backend of a connection-table hit): health views that disagree between LB nodes',
+    label: null,
+  },
+  stateless: {
+    name: 'peak_xdp_stateless_forwarded_packets_total',
+    help: 'Packets of stateless VIPs forwarded without the connection table (no lookup, no insert)',
+    label: null,
+  },
   other: {
     name: 'peak_xdp_datapath_other_total',
     help: 'Datapath counters this build does not sort into a family (a newer BPF object): by counter name',
@@ -95,6 +119,10 @@ const FIXED: Record<string, CounterPlace> = {
   icmp_too_big_sent: { family: 'icmp', value: 'too_big_sent' },
   fib_redirect: { family: 'fib', value: 'redirect' },
   fib_fallback: { family: 'fib', value: 'fallback' },
+  encap_gue: { family: 'gue', value: null },
+  hint_sent: { family: 'hint', value: null },
+  hint_skipped_owner: { family: 'hintSkipped', value: null },
+  stateless_forward: { family: 'stateless', value: null },
 };
 
 /**

@@ -5,6 +5,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { Datapath, DatapathCounters } from '../datapath/types';
 import type { ProbeStats, TargetSnapshot } from '../health/monitor';
 import type { DesiredState } from '../reconcile/desired';
+import type { PreviousOwnerView } from '../reconcile/second-chance';
 import { parsePool, poolContains, type Pool } from '../sources/kubernetes/pool';
 import { buildInfo, type BuildInfo } from '../version';
 import type { ConntrackTable } from './conntrack';
@@ -71,6 +72,10 @@ export interface MetricsSources {
   build?: BuildInfo;
   /** Default CONNTRACK_SAMPLE_MS. */
   conntrackSampleMs?: number;
+  /** What each VIP's previous table retains (Reconciler.previousOwners): peak_xdp_previous_table_*. */
+  previousOwners?: () => readonly PreviousOwnerView[];
+  /** The clock of previousOwners' times (ms; default Date.now, the reconciler's default). */
+  now?: () => number;
 }
 
 export interface DaemonMetrics {
@@ -387,6 +392,52 @@ export function createMetrics(src: MetricsSources): DaemonMetrics {
       for (const v of src.desired()?.vips ?? []) this.set({ vip: v.name }, failed.has(v.name) ? 0 : 1);
     },
   });
+  if (src.previousOwners) {
+    const previousOwners = src.previousOwners;
+    const now = src.now ?? Date.now;
+    // VIPs by id as the last desired state names them; a VIP with nothing retained has no series.
+    const retained = (): { vip: string; v: PreviousOwnerView }[] => {
+      const names = new Map((src.desired()?.vips ?? []).map((v) => [v.spec.id, v.name]));
+      return previousOwners()
+        .filter((v) => v.retainedSlots > 0 && names.has(v.vipId))
+        .map((v) => ({ vip: names.get(v.vipId)!, v }));
+    };
+    new Gauge({
+      name: 'peak_xdp_previous_table_age_seconds',
+      help:
+        'Per VIP with retained table changes: seconds since the newest one (its previous owners are hinted to GUE ' +
+        'backends until secondChance.retainSeconds after each change)',
+      labelNames: ['vip'],
+      registers,
+      collect() {
+        this.reset();
+        const t = now();
+        for (const { vip, v } of retained()) this.set({ vip }, Math.max(0, (t - v.newestChangeAt!) / 1000));
+      },
+    });
+    new Gauge({
+      name: 'peak_xdp_previous_table_expiry_seconds',
+      help: 'Per VIP with retained table changes: seconds until the oldest retained slot expires (its hint stops)',
+      labelNames: ['vip'],
+      registers,
+      collect() {
+        this.reset();
+        const t = now();
+        for (const { vip, v } of retained()) this.set({ vip }, Math.max(0, (v.expiresAt! - t) / 1000));
+      },
+    });
+    new Gauge({
+      name: 'peak_xdp_previous_table_slots',
+      help: 'Per VIP: Maglev slots whose previous owner (from a retained table change) is hinted',
+      labelNames: ['vip'],
+      registers,
+      collect() {
+        this.reset();
+        for (const { vip, v } of retained()) this.set({ vip }, v.retainedSlots);
+      },
+    });
+  }
+
   const reattaches = new Counter({
     name: 'peak_xdp_reattaches_total',
     help: 'Re-attachments of the balancer to its interface after it was found detached, by result',

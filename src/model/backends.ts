@@ -5,6 +5,7 @@ import { MESSAGES, showValue } from './errors';
 import { canonicalIp, IpFamily } from './ip';
 import { notAnIpAddress } from './schema';
 import { unknownKeyMessage } from './unknown-keys';
+import type { Encap } from './types';
 
 export type Path = (string | number)[];
 /** An issue with a path relative to the value checked. */
@@ -21,9 +22,12 @@ export interface CheckedBackend {
   family: IpFamily;
   weight: number;
   drain: boolean;
+  /** As written; undefined: the VIP's encap applies. */
+  encap: Encap | undefined;
 }
 
-const BACKEND_KEYS: ReadonlySet<string> = new Set(['address', 'weight', 'drain']);
+const BACKEND_KEYS: ReadonlySet<string> = new Set(['address', 'weight', 'drain', 'encap']);
+const ENCAPS: readonly Encap[] = ['ipip', 'gue'];
 
 /** What zod calls a value's type in "expected object, received X" (only "object" matters here). */
 const isPlainObjectLike = (v: unknown): v is Record<string, unknown> =>
@@ -41,7 +45,7 @@ const isPlainObjectLike = (v: unknown): v is Record<string, unknown> =>
 /**
  * Shape checks of a VIP's backends list, written out by hand for speed (a 51k-backend file spent most
  * of its validation time in zod here). Same checks, paths and order as the zod schema
- * `{address: IP string, weight: int 0..65535 = 1, drain: boolean = false}.strict()` gave, and the same
+ * `{address: IP string, weight: int 0..65535 = 1, drain: boolean = false, encap?: ipip | gue}.strict()` gave, and the same
  * messages, from the wording fromZodIssues uses (MESSAGES).
  */
 export function checkBackends(list: readonly unknown[]): {
@@ -101,12 +105,22 @@ export function checkBackends(list: readonly unknown[]): {
       if (typeof d !== 'boolean') typeIssue(['backends', j, 'drain'], d, 'boolean');
       else drain = d;
     }
+    let encap: Encap | undefined;
+    const e = b.encap;
+    if (e !== undefined) {
+      if (typeof e !== 'string' || !ENCAPS.includes(e as Encap))
+        issues.push({
+          path: ['backends', j, 'encap'],
+          message: `${showValue(e)} is not one of ${ENCAPS.join(', ')}`,
+        });
+      else encap = e as Encap;
+    }
     // An unknown key alone keeps the backend: the VIP's other checks still run (and report) in the same pass.
     const shapeIssues = issues.length - before;
     for (const key in b)
       if (!BACKEND_KEYS.has(key))
         issues.push({ path: ['backends', j, key], message: unknownKeyMessage(key, BACKEND_KEYS) });
-    if (shapeIssues === 0) backends.push({ input: a as string, address, family, weight, drain });
+    if (shapeIssues === 0) backends.push({ input: a as string, address, family, weight, drain, encap });
   }
   return { backends, issues, complete: backends.length === list.length };
 }

@@ -46,8 +46,12 @@ export const largeCommunitySchema = z.string().refine(
   },
   (s) => ({ message: `large community "${s}" must be 'global:local1:local2' with 32-bit parts` }),
 );
-const asn = z.number().int().min(1).max(4294967295);
-const ipv4 = z.string().refine(isIPv4, (s) => ({ message: `"${s}" is not an IPv4 address` }));
+/** A 4-byte AS number (RFC 6793). */
+export const asnSchema = z.number().int().min(1).max(4294967295);
+const asn = asnSchema;
+/** An IPv4 address (router ids, next hops). */
+export const ipv4Schema = z.string().refine(isIPv4, (s) => ({ message: `"${s}" is not an IPv4 address` }));
+const ipv4 = ipv4Schema;
 const ipv6 = z.string().refine(isIPv6, (s) => ({ message: `"${s}" is not an IPv6 address` }));
 const holdTime = z
   .number()
@@ -194,49 +198,66 @@ export const peerSchema = z
   })
   .strict();
 
-export const bgpConfigSchema = z
-  .object({
-    asn,
-    /** IPv4 BGP identifier; "auto" (daemon only): the first IPv4 address of the balanced interface. */
-    routerId: z.union([ipv4, z.literal('auto')]).default('auto'),
-    /** Restart time advertised in the graceful restart capability (s); 0 disables the capability. */
-    gracefulRestartTime: z.number().int().min(0).max(4095).default(BGP_DEFAULTS.gracefulRestartTime),
-    /** Time routes stay announced with GRACEFUL_SHUTDOWN before the withdraw on stop (ms). */
-    gracefulShutdownMs: z.number().int().min(0).max(600_000).default(BGP_DEFAULTS.gracefulShutdownMs),
-    /** Where passive peers connect to. */
-    listen: z
-      .object({
-        address: z
-          .string()
-          .refine(
-            (s) => isIP(s) !== 0,
-            (s) => ({ message: `"${s}" is not an IP address` }),
-          )
-          .default('::'),
-        port: z.number().int().min(1).max(65535).default(BGP_DEFAULTS.port),
-      })
-      .strict()
-      .optional(),
-    peers: z.array(peerSchema).min(1),
-    /** A VIP is announced only with at least this many healthy backends (per-VIP override in vips[]). */
-    minHealthyBackends: z.number().int().min(1).max(65535).default(1),
-    /** The BFD process (peers with `bfd`); defaults apply when omitted. */
-    bfd: bgpBfdSchema.default({}),
-  })
-  .strict()
-  .superRefine((c, ctx) => {
-    const seen = new Set<string>();
-    c.peers.forEach((p, i) => {
-      const k = `${p.address}:${p.port}`;
-      if (seen.has(k))
-        ctx.addIssue({
-          code: z.ZodIssueCode.custom,
-          path: ['peers', i, 'address'],
-          message: `peer ${k} listed twice`,
-        });
-      seen.add(k);
-    });
+/**
+ * The bgp section's schema. `peersRequired` false: the file has a `nodes` section, whose entries may carry the
+ * peers (model/nodes.ts checks each node's merged list); the top-level list may then be empty or omitted.
+ */
+function bgpSectionSchema(peersRequired: boolean) {
+  return z
+    .object({
+      asn,
+      /** IPv4 BGP identifier; "auto" (daemon only): the first IPv4 address of the balanced interface. */
+      routerId: z.union([ipv4, z.literal('auto')]).default('auto'),
+      /** Restart time advertised in the graceful restart capability (s); 0 disables the capability. */
+      gracefulRestartTime: z.number().int().min(0).max(4095).default(BGP_DEFAULTS.gracefulRestartTime),
+      /** Time routes stay announced with GRACEFUL_SHUTDOWN before the withdraw on stop (ms). */
+      gracefulShutdownMs: z.number().int().min(0).max(600_000).default(BGP_DEFAULTS.gracefulShutdownMs),
+      /** Where passive peers connect to. */
+      listen: z
+        .object({
+          address: z
+            .string()
+            .refine(
+              (s) => isIP(s) !== 0,
+              (s) => ({ message: `"${s}" is not an IP address` }),
+            )
+            .default('::'),
+          port: z.number().int().min(1).max(65535).default(BGP_DEFAULTS.port),
+        })
+        .strict()
+        .optional(),
+      peers: peersRequired ? z.array(peerSchema).min(1) : z.array(peerSchema).default([]),
+      /** A VIP is announced only with at least this many healthy backends (per-VIP override in vips[]). */
+      minHealthyBackends: z.number().int().min(1).max(65535).default(1),
+      /** The BFD process (peers with `bfd`); defaults apply when omitted. */
+      bfd: bgpBfdSchema.default({}),
+    })
+    .strict()
+    .superRefine((c, ctx) => peersListedTwice(c.peers, ctx, ['peers']));
+}
+
+/** A peer (address and port) listed twice in one list: an issue at the second. */
+export function peersListedTwice(
+  peers: readonly { address: string; port: number }[],
+  ctx: z.RefinementCtx,
+  at: (string | number)[],
+): void {
+  const seen = new Set<string>();
+  peers.forEach((p, i) => {
+    const k = `${p.address}:${p.port}`;
+    if (seen.has(k))
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: [...at, i, 'address'],
+        message: `peer ${k} listed twice`,
+      });
+    seen.add(k);
   });
+}
+
+export const bgpConfigSchema = bgpSectionSchema(true);
+/** The bgp section of a file with a `nodes` section (peers may come from there). */
+export const bgpConfigSchemaPerNode = bgpSectionSchema(false);
 
 export type BgpPeerConfig = z.infer<typeof peerSchema>;
 export type PeerBfdConfig = z.infer<typeof peerBfdSchema>;

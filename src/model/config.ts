@@ -14,7 +14,8 @@ import {
 } from './ip';
 import type { Path } from './backends';
 import { configSchema, parseListen, RawConfig } from './schema';
-import { checkBgpSection, checkKubernetesSection, underSection } from './sections';
+import { checkBgpSection, checkKubernetesSection, checkNodesSection, underSection } from './sections';
+import type { NodeEntry } from './nodes';
 import type { Config, ConfigFormat, ParseResult, VipConfig } from './types';
 import { checkVip, familyName, VipIdentity, VipResult } from './vip';
 
@@ -44,7 +45,7 @@ export class ConfigValidator {
     const issues: ConfigIssue[] = [...parsed.issues];
     const rawVips = (input as { vips?: unknown }).vips;
     // The sections depend on nothing else in the file: checked whatever else is wrong, reported last.
-    const sections = checkSections(input as { bgp?: unknown; kubernetes?: unknown });
+    const sections = checkSections(input as { bgp?: unknown; kubernetes?: unknown; nodes?: unknown });
     const fail = (): ParseResult => ({ ok: false, errors: [...issues, ...sections.issues] });
     if (parsed.data === null && !Array.isArray(rawVips)) return fail();
     const raw = parsed.data;
@@ -57,6 +58,12 @@ export class ConfigValidator {
       add(
         ['admin', 'listen'],
         `${showValue(raw.admin.listen)} is not an address:port (e.g. 127.0.0.1:9470 or [::1]:9470)`,
+      );
+    const metricsListen = raw?.admin.metricsListen;
+    if (metricsListen !== undefined && parseListen(metricsListen) === null)
+      add(
+        ['admin', 'metricsListen'],
+        `${showValue(metricsListen)} is not an address:port (e.g. 0.0.0.0:9471 or [::]:9471)`,
       );
 
     const { encap, encapFamilies } =
@@ -119,13 +126,17 @@ export class ConfigValidator {
         listen: parseListen(raw.admin.listen)!,
         perBackendMetrics: raw.admin.perBackendMetrics,
         ...(raw.admin.tokenFile === undefined ? {} : { tokenFile: raw.admin.tokenFile }),
+        ...(metricsListen === undefined ? {} : { metricsListen: parseListen(metricsListen)! }),
       },
       limits: { ...raw.limits },
       ...(bgp === undefined ? {} : { bgp }),
       ...(raw.kubernetes === undefined ? {} : { kubernetes: raw.kubernetes }),
       conntrackTimeouts: { ...raw.conntrackTimeouts },
       vipBlackholeRoutes: raw.vipBlackholeRoutes,
+      encap: { ...raw.encap },
+      secondChance: { ...raw.secondChance },
       vips,
+      ...(sections.nodes === undefined ? {} : { nodes: sections.nodes }),
     };
     return { ok: true, config, warnings };
   }
@@ -162,15 +173,17 @@ export class ConfigValidator {
   }
 }
 
-/** The bgp and kubernetes sections of a document, each checked by its own schema. */
-function checkSections(input: { bgp?: unknown; kubernetes?: unknown }): {
+/** The bgp, kubernetes and nodes sections of a document, each checked by its own schema. */
+function checkSections(input: { bgp?: unknown; kubernetes?: unknown; nodes?: unknown }): {
   bgp: BgpConfig | undefined;
+  nodes: NodeEntry[] | undefined;
   issues: ConfigIssue[];
 } {
   const issues: ConfigIssue[] = [];
   let bgp: BgpConfig | undefined;
+  let nodes: NodeEntry[] | undefined;
   if (input.bgp !== undefined) {
-    const r = checkBgpSection(input.bgp);
+    const r = checkBgpSection(input.bgp, { perNode: input.nodes !== undefined });
     if (r.ok) bgp = r.value;
     else issues.push(...underSection('bgp', r.issues));
   }
@@ -178,7 +191,12 @@ function checkSections(input: { bgp?: unknown; kubernetes?: unknown }): {
     const r = checkKubernetesSection(input.kubernetes);
     if (!r.ok) issues.push(...underSection('kubernetes', r.issues));
   }
-  return { bgp, issues };
+  if (input.nodes !== undefined) {
+    const r = checkNodesSection(input.nodes, { bgp: input.bgp !== undefined });
+    if (r.ok) nodes = r.value;
+    else issues.push(...underSection('nodes', r.issues));
+  }
+  return { bgp, nodes, issues };
 }
 
 /** encapSource as written ("auto", or at most one prefix per family) and the families it provides (null: unknown). */

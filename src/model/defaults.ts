@@ -27,6 +27,10 @@ export const DEFAULTS = {
      * endpoint, a firewall) than every backend dead, and dropping turns that into an outage (README).
      */
     failOpen: true,
+    /** Encapsulation of backends that do not say (backends[].encap). */
+    encap: 'ipip',
+    /** auto: stateless (no connection table) when every backend of the VIP is `gue` (our decap). */
+    stateless: 'auto',
   },
   healthCheck: {
     type: 'tcp',
@@ -47,6 +51,13 @@ export const DEFAULTS = {
    * to the router (a loop when ip_forward=1). See vip-routes.ts.
    */
   vipBlackholeRoutes: true,
+  /** GUE's UDP destination port (Katran's default). */
+  encap: { guePort: 6080 },
+  /**
+   * Previous Maglev owners kept per VIP after a table change, hinted to GUE backends (second chance):
+   * a moved slot's previous owner is kept retainSeconds after the change that moved it.
+   */
+  secondChance: { enabled: true, retainSeconds: 300 },
 } as const;
 
 /** Bounds the validator enforces. */
@@ -65,4 +76,7 @@ export const BOUNDS = {
   conntrackEntries: { min: 1024, max: 1 << 26 },
   /** Seconds; 0 = never expire. */
   conntrackTimeout: { min: 0, max: 1_000_000 },
+  guePort: { min: 1, max: 65535 },
+  /** Seconds a previous owner is kept (a day at most). */
+  retainSeconds: { min: 1, max: 86_400 },
 } as const;

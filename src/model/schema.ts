@@ -16,6 +16,28 @@ const ipString = z.string().superRefine((v, ctx) => {
 const port = z.number().int().min(0).max(65535);
 const intIn = (b: { min: number; max: number }): z.ZodNumber => z.number().int().min(b.min).max(b.max);
 
+/** A Linux interface name (the top-level `interface` and nodes[].interface). */
+export const interfaceNameSchema = z.string().refine(
+  (n) => /^[^\s/:]{1,15}$/.test(n) && n !== '.' && n !== '..',
+  (n) => ({
+    message: `${showValue(n)} is not a network interface name (1-15 characters, no space, / or :)`,
+  }),
+);
+
+/** A MAC address or "auto" (the top-level `nextHopMac` and nodes[].nextHopMac). */
+export const nextHopMacSchema = z.string().refine(
+  (m) => m === 'auto' || canonicalMac(m) !== null,
+  (m) => ({
+    message: `${showValue(m)} is not a MAC address (aa:bb:cc:dd:ee:ff) or "auto"`,
+  }),
+);
+
+/** A VIP's `stateless`: "auto", true or false (a string other than "auto" gets its own message). */
+export const statelessSchema = z.union([z.boolean(), z.string()]).superRefine((v, ctx) => {
+  if (typeof v === 'string' && v !== 'auto')
+    ctx.addIssue({ code: 'custom', message: `${showValue(v)} is not "auto", true or false` });
+}) as unknown as z.ZodType<'auto' | boolean>;
+
 const healthCheckSchema = z
   .object({
     type: z.enum(['tcp', 'http']).default(DEFAULTS.healthCheck.type),
@@ -61,6 +83,9 @@ export const vipSchema = z
       }),
     persistence: z.enum(['none', 'source-ip']).default(DEFAULTS.vip.persistence),
     conntrack: z.boolean().default(DEFAULTS.vip.conntrack),
+    // Issue 15: the default encapsulation of this VIP's backends, and whether it keeps a connection table.
+    encap: z.enum(['ipip', 'gue']).default(DEFAULTS.vip.encap),
+    stateless: statelessSchema.default(DEFAULTS.vip.stateless),
     healthCheck: healthCheckSchema.optional(),
     communities: z.array(communitySchema).default([]),
     largeCommunities: z.array(largeCommunitySchema).default([]),
@@ -73,27 +98,16 @@ export const vipSchema = z
 
 export const configSchema = z
   .object({
-    interface: z.string().refine(
-      (n) => /^[^\s/:]{1,15}$/.test(n) && n !== '.' && n !== '..',
-      (n) => ({
-        message: `${showValue(n)} is not a network interface name (1-15 characters, no space, / or :)`,
-      }),
-    ),
+    interface: interfaceNameSchema,
     xdpMode: z.enum(['native', 'generic', 'auto']).default(DEFAULTS.xdpMode),
-    nextHopMac: z
-      .string()
-      .refine(
-        (m) => m === 'auto' || canonicalMac(m) !== null,
-        (m) => ({
-          message: `${showValue(m)} is not a MAC address (aa:bb:cc:dd:ee:ff) or "auto"`,
-        }),
-      )
-      .default(DEFAULTS.nextHopMac),
+    nextHopMac: nextHopMacSchema.default(DEFAULTS.nextHopMac),
     encapSource: z.union([z.string(), z.array(z.string()).min(1)]).default(DEFAULTS.encapSource),
     mtu: intIn(BOUNDS.mtu).default(DEFAULTS.mtu),
     admin: z
       .object({
         listen: z.string().default(DEFAULTS.admin.listen),
+        // A second, read-only listener (GET /metrics, /healthz, /readyz only), e.g. 0.0.0.0:9471 for Prometheus.
+        metricsListen: z.string().optional(),
         perBackendMetrics: z.boolean().default(DEFAULTS.admin.perBackendMetrics),
         // A file holding the bearer token mutating admin requests must carry (read by the daemon at start).
         tokenFile: z
@@ -117,6 +131,8 @@ export const configSchema = z
     // Each section has its own schema (sections.ts), checked once the rest of the file is good.
     bgp: z.unknown().optional(),
     kubernetes: z.unknown().optional(),
+    // Per-node settings by node labels (nodes.ts), checked with the sections.
+    nodes: z.unknown().optional(),
     conntrackTimeouts: z
       .object({
         tcp: intIn(BOUNDS.conntrackTimeout).default(DEFAULTS.conntrackTimeouts.tcp),
@@ -125,6 +141,18 @@ export const configSchema = z
       .strict()
       .default({}),
     vipBlackholeRoutes: z.boolean().default(DEFAULTS.vipBlackholeRoutes),
+    // Issue 15: GUE's UDP port, and how long previous Maglev owners are hinted (second chance).
+    encap: z
+      .object({ guePort: intIn(BOUNDS.guePort).default(DEFAULTS.encap.guePort) })
+      .strict()
+      .default({}),
+    secondChance: z
+      .object({
+        enabled: z.boolean().default(DEFAULTS.secondChance.enabled),
+        retainSeconds: intIn(BOUNDS.retainSeconds).default(DEFAULTS.secondChance.retainSeconds),
+      })
+      .strict()
+      .default({}),
     // Each VIP is validated on its own (vipSchema), memoised: a reload re-checks only changed VIPs.
     vips: z.array(z.unknown()).default([]),
   })

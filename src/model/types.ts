@@ -2,11 +2,16 @@
 import type { BgpConfig } from './bgp';
 import type { ConfigIssue } from './errors';
 import type { IpFamily, IpPrefix } from './ip';
+import type { NodeEntry } from './nodes';
 
 export type XdpMode = 'native' | 'generic' | 'auto';
 export type Protocol = 'tcp' | 'udp';
 export type Persistence = 'none' | 'source-ip';
 export type HealthCheckType = 'tcp' | 'http';
+/** How packets reach a backend: ipip (kernel tunnel modules or our decap) or gue (our decap only; hints). */
+export type Encap = 'ipip' | 'gue';
+/** A VIP's connection-table mode: auto = stateless when every backend is gue. */
+export type StatelessMode = 'auto' | boolean;
 
 export interface HealthCheckConfig {
   type: HealthCheckType;
@@ -34,6 +39,8 @@ export interface BackendConfig {
   family: IpFamily;
   weight: number;
   drain: boolean;
+  /** As written, else the VIP's encap; absent (hand-built configs) = ipip. */
+  encap?: Encap;
 }
 
 export interface VipConfig {
@@ -61,6 +68,10 @@ export interface VipConfig {
    * over them, the VIP stays announced) rather than dropping every new flow. See reconcile/backend-states.ts.
    */
   failOpen: boolean;
+  /** The default of backends that do not say; absent = ipip. */
+  encap?: Encap;
+  /** absent = auto (reconcile/desired.ts statelessOf decides). */
+  stateless?: StatelessMode;
 }
 
 export interface ListenAddress {
@@ -84,8 +95,14 @@ export interface Config {
   encapSource: 'auto' | IpPrefix[];
   mtu: number;
   /** listen: the admin API address; perBackendMetrics: export per-backend series (false for huge configs);
-   * tokenFile: the bearer token mutating requests need (without it they are served on a loopback listen only). */
-  admin: { listen: ListenAddress; perBackendMetrics: boolean; tokenFile?: string };
+   * tokenFile: the bearer token mutating requests need (without it they are served on a loopback listen only);
+   * metricsListen: a second, read-only listener (GET /metrics, /healthz, /readyz only). */
+  admin: {
+    listen: ListenAddress;
+    perBackendMetrics: boolean;
+    tokenFile?: string;
+    metricsListen?: ListenAddress;
+  };
   limits: Limits;
   /** The bgp section, parsed (defaults filled in) by its schema (model/bgp.ts). */
   bgp?: BgpConfig;
@@ -96,7 +113,16 @@ export interface Config {
   conntrackTimeouts: { tcp: number; udp: number };
   /** Keep a blackhole route per VIP address (the kernel drops VIP packets while the balancer is detached). */
   vipBlackholeRoutes: boolean;
+  /** GUE's UDP destination port; absent = DEFAULTS.encap. */
+  encap?: { guePort: number };
+  /** Previous-owner hints (second chance); absent = DEFAULTS.secondChance. */
+  secondChance?: { enabled: boolean; retainSeconds: number };
   vips: VipConfig[];
+  /**
+   * Per-node settings by node labels, parsed (model/nodes.ts). Absent: every node runs with the top level. The
+   * daemon runs with resolveNodeSettings' result; the fields above are the defaults every entry overrides.
+   */
+  nodes?: NodeEntry[];
 }
 
 export type ConfigFormat = 'yaml' | 'json';

@@ -121,7 +121,8 @@ export function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | 
     const path = ['backends', j, 'address'];
     const canon = b.address;
     const family = b.family;
-    backends.push(Object.freeze({ address: canon, family, weight: b.weight, drain: b.drain }));
+    const encap = b.encap ?? vip.encap;
+    backends.push(Object.freeze({ address: canon, family, weight: b.weight, drain: b.drain, encap }));
     const first = addrs.get(canon);
     if (first !== undefined)
       issues.push({ path, message: `${showValue(b.input)} duplicates backends[${first}]` });
@@ -151,6 +152,19 @@ export function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | 
           `address (no ${family === 6 ? 'v6' : 'v4'} support)`,
       });
   });
+  // Forcing stateless over IPIP backends is allowed (an operator's choice), but their moved flows get no
+  // second chance: say so.
+  if (vip.stateless === true) {
+    const ipip = backends.flatMap((b, j) => (b.encap === 'ipip' ? [j] : []));
+    if (ipip.length > 0)
+      warnings.push({
+        path: ['stateless'],
+        message:
+          `true but ${ipip.length} backend(s) use ipip (backends[${ipip.slice(0, 3).join('], backends[')}]` +
+          `${ipip.length > 3 ? ', ...' : ''}): without a connection table their flows break when the table or ` +
+          'the LB node changes (no second chance without GUE and our decap)',
+      });
+  }
   // fields here are unknown keys of nested objects (healthCheck.x): any other field issue leaves no data.
   const failures = [...fields, ...checked.issues, ...issues, ...unknown];
   if (issues.length > 0) return { ok: false, issues: failures, identity };
@@ -181,6 +195,8 @@ export function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | 
     largeCommunities: Object.freeze([...new Set(vip.largeCommunities)].sort()) as string[],
     minHealthyBackends: vip.minHealthyBackends ?? null,
     failOpen: vip.failOpen,
+    encap: vip.encap,
+    stateless: vip.stateless,
   };
   if (failures.length > 0) return { ok: false, issues: failures, vip: Object.freeze(config), identity };
   return { ok: true, vip: Object.freeze(config), warnings, identity };

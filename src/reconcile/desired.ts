@@ -1,7 +1,8 @@
 // Desired state: a pure function from config (+ health, + previous ids) to VIPs, backends and Maglev tables.
 import type { BackendState, DatapathConfig, EncapSource, VipKey, VipSpec } from '../datapath/types';
 import type { HealthStatus } from '../health/state';
-import type { Config, HealthCheckConfig, VipConfig } from '../model/config';
+import type { Config, Encap, HealthCheckConfig, VipConfig } from '../model/config';
+import { DEFAULTS } from '../model/defaults';
 import { allocateBackendIds, BackendIds, VipKeys } from './backend-ids';
 import { sameStates, VipBackendStatesInput, vipBackendStates } from './backend-states';
 import { assignIds, backendKeyText, emptyIdState, GroupedIdMap, IdState, vipKeyText } from './ids';
@@ -14,6 +15,8 @@ export interface DesiredBackend {
   address: string;
   weight: number;
   drain: boolean;
+  /** The backend's, else its VIP's, else ipip. */
+  encap: Encap;
   health: HealthStatus | 'unknown';
   /** down (failed checks) wins over draining (weight 0 or drain) wins over up; see backendState. */
   state: BackendState;
@@ -38,6 +41,12 @@ export interface DesiredVip {
   nextGraceEnd: number | null;
 }
 
+/** Previous-owner hints (second chance) as the config asks for them; see previous.ts. */
+export interface SecondChanceSettings {
+  enabled: boolean;
+  retainSeconds: number;
+}
+
 export interface DesiredState {
   /** null: leave the datapath's config alone (not resolved yet). */
   datapathConfig: DatapathConfig | null;
@@ -51,6 +60,8 @@ export interface DesiredState {
   /** When the earliest down grace ends (ms, the clock of `now`): call again then, it turns that backend
    * down. null: no grace running. */
   nextGraceEnd: number | null;
+  /** config.secondChance with its defaults. */
+  secondChance: SecondChanceSettings;
 }
 
 export interface DesiredStateOptions {
@@ -158,6 +169,7 @@ export class DesiredStateBuilder {
       unavailableVips: vips.filter((v) => v.usableBackends === 0).map((v) => v.name),
       failOpenVips: vips.filter((v) => v.failOpen).map((v) => v.name),
       nextGraceEnd: earliest(vips.map((v) => v.nextGraceEnd)),
+      secondChance: { ...(config.secondChance ?? DEFAULTS.secondChance) },
     };
     produced.set(out, { vips, count: vips.length });
     return out;
@@ -254,6 +266,7 @@ function desiredVip(
       address: b.address,
       weight: b.weight,
       drain: b.drain,
+      encap: b.encap ?? v.encap ?? DEFAULTS.vip.encap,
       ...st.states[j]!,
     };
   });
@@ -264,7 +277,12 @@ function desiredVip(
     spec: {
       key: vipKeyOf(v),
       id: vipId,
-      flags: { sourceHash: v.persistence === 'source-ip', noConntrack: !v.conntrack },
+      flags: {
+        sourceHash: v.persistence === 'source-ip',
+        noConntrack: !v.conntrack,
+        // Only when set, as the datapath reports it (absent = false).
+        ...(statelessOf(v.stateless ?? DEFAULTS.vip.stateless, backends) ? { stateless: true } : {}),
+      },
       tableSize: v.tableSize,
     },
     backends,
@@ -274,6 +292,16 @@ function desiredVip(
     failOpen: st.failOpen,
     nextGraceEnd: earliest(backends.map((b) => b.graceUntil)),
   };
+}
+
+/**
+ * Whether a VIP runs without a connection table: as forced, or (auto) when it has backends and every one of
+ * them is gue (our decap gives moved flows their second chance, so the LB needs no per-flow state). A VIP
+ * with no backend keeps its table (nothing is known about the decap of backends yet to come).
+ */
+export function statelessOf(mode: 'auto' | boolean, backends: readonly { encap: Encap }[]): boolean {
+  if (mode !== 'auto') return mode;
+  return backends.length > 0 && backends.every((b) => b.encap === 'gue');
 }
 
 /** The builder desiredState uses: its memo serves every caller that passes an earlier result's ids back. */
@@ -297,8 +325,8 @@ export function fromDesiredState(d: DesiredState): boolean {
   return p !== undefined && p.vips === d.vips && p.count === d.vips.length;
 }
 
-/** The smallest non-null value, or null. */
-function earliest(times: readonly (number | null)[]): number | null {
+/** The smallest non-null value, or null (e.g. when to sync next: a grace end or a previous-table expiry). */
+export function earliest(times: readonly (number | null)[]): number | null {
   let min: number | null = null;
   for (const t of times) if (t !== null && (min === null || t < min)) min = t;
   return min;
@@ -340,5 +368,6 @@ export function resolveDatapathConfig(opts: ResolveDatapathConfigOptions): Datap
     encapSourceV6: v6,
     mtu: config.mtu,
     conntrackTimeouts: { ...config.conntrackTimeouts },
+    guePort: config.encap?.guePort ?? DEFAULTS.encap.guePort,
   };
 }

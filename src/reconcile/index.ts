@@ -3,5 +3,7 @@ export * from './backend-states';
 export * from './desired';
 export * from './ids';
 export * from './plan';
+export * from './previous';
+export * from './second-chance';
 export * from './reconciler';
 export * from './table';

@@ -5,6 +5,10 @@ import { DesiredState, DesiredVip, fromDesiredState } from './desired';
 import { IdTable } from './table';
 import { vipKeyText } from './ids';
 import { DEFAULT_CT_TIMEOUTS } from '../datapath/layout';
+import { DEFAULTS } from '../model/defaults';
+
+/** The datapath's GUE port when its config names none (PEAK_GUE_DEFAULT_PORT). */
+const DEFAULT_GUE_PORT = DEFAULTS.encap.guePort;
 
 /** What the datapath holds (as read back, or as mirrored after our own writes); addresses canonical. */
 export interface ActualState {
@@ -26,8 +30,28 @@ export type Op =
     }
   | { op: 'deleteVip'; key: VipKey; id: number }
   | { op: 'upsertVip'; vip: VipSpec; reason: 'new' | 'changed' }
-  | { op: 'installTable'; vipId: number; vipName: string; table: IdTable; reason: 'new' | 'changed' }
-  | { op: 'deleteBackend'; id: number };
+  | {
+      op: 'installTable';
+      vipId: number;
+      vipName: string;
+      table: IdTable;
+      reason: 'new' | 'changed';
+      /** Installed just before this table, in the same batch (reconcile/second-chance.ts); absent: left alone. */
+      previous?: PreviousTableOp;
+    }
+  | { op: 'deleteBackend'; id: number }
+  /** A previous table on its own (expiry, a setting changed, adoption): after every current table. */
+  | ({ op: 'installPreviousTable'; vipId: number; vipName: string } & PreviousTableOp);
+
+/** The previous table to install (built when applied, like current tables); null clears it. */
+export interface PreviousTableOp {
+  build: (() => Uint32Array | null) | null;
+  reason: PreviousReason;
+}
+
+/** Why a previous table is written: a table change, a retained change expired, settings or backends changed
+ * (hints on or off), a write that failed or a table adopted from an earlier run. */
+export type PreviousReason = 'change' | 'expiry' | 'settings' | 'retry';
 
 /**
  * Operations in a safe order: configure; create/update backends (before tables name them); delete
@@ -48,6 +72,7 @@ export function sameConfig(a: DatapathConfig | null, b: DatapathConfig): boolean
     a.ownMac.toLowerCase() === b.ownMac.toLowerCase() &&
     a.nextHopMac.toLowerCase() === b.nextHopMac.toLowerCase() &&
     a.mtu === b.mtu &&
+    (a.guePort ?? DEFAULT_GUE_PORT) === (b.guePort ?? DEFAULT_GUE_PORT) &&
     src(a.encapSourceV4) === src(b.encapSourceV4) &&
     src(a.encapSourceV6) === src(b.encapSourceV6)
   );
@@ -64,12 +89,20 @@ export function sameTable(actual: Uint32Array | IdTable | null | undefined, desi
 function backendOps(plan: Plan, vip: DesiredVip, have: (id: number) => BackendSpec | undefined): void {
   for (const b of vip.backends) {
     const h = have(b.id);
-    if (h !== undefined && h.address === b.address && h.state === b.state) continue;
-    const spec: BackendSpec = { id: b.id, address: b.address, state: b.state };
+    if (h !== undefined && h.address === b.address && h.state === b.state && (h.encap ?? 'ipip') === b.encap)
+      continue;
+    // encap only when gue, as listBackends reports it (absent = ipip).
+    const spec: BackendSpec = {
+      id: b.id,
+      address: b.address,
+      state: b.state,
+      ...(b.encap === 'gue' ? { encap: 'gue' as const } : {}),
+    };
     plan.push({
       op: 'upsertBackend',
       backend: spec,
-      reason: h === undefined ? 'new' : h.address !== b.address ? 'address' : 'state',
+      // An encap change is counted with address changes ("updated"): the backend is reached another way.
+      reason: h === undefined ? 'new' : h.address !== b.address || h.state === b.state ? 'address' : 'state',
       vipName: vip.name,
     });
   }
@@ -106,7 +139,8 @@ function vipOps(
       (have.id !== vip.spec.id ||
         resized ||
         have.flags.sourceHash !== vip.spec.flags.sourceHash ||
-        have.flags.noConntrack !== vip.spec.flags.noConntrack);
+        have.flags.noConntrack !== vip.spec.flags.noConntrack ||
+        (have.flags.stateless ?? false) !== (vip.spec.flags.stateless ?? false));
     if (have === undefined) plan.push({ op: 'upsertVip', vip: vip.spec, reason: 'new' });
     else if (changed) plan.push({ op: 'upsertVip', vip: vip.spec, reason: 'changed' });
     // A new id or size invalidates the installed table; otherwise compare slots.
@@ -211,6 +245,11 @@ export interface ReconcileSummary {
   /** Operations that failed, each naming the desired VIPs it leaves not programmed. */
   failures: ReconcileFailure[];
   durationMs: number;
+  /** Previous tables written (set or cleared): with a changed table or on their own. */
+  previousTablesWritten: number;
+  /** When a retained table change expires (ms, the reconciler's clock): reconcile again then to write the
+   * VIP's previous table without it. null: none retained. */
+  nextPreviousExpiry: number | null;
 }
 
 /** One failed operation. The VIPs it names keep what they had before and are retried by the next reconcile. */
@@ -240,6 +279,8 @@ export function summarisePlan(plan: Plan, desired: DesiredState): ReconcileSumma
     skipped: 0,
     failures: [],
     durationMs: 0,
+    previousTablesWritten: 0,
+    nextPreviousExpiry: null,
   };
   const touchedVips = new Set<number>();
   for (const op of plan)
@@ -266,6 +307,9 @@ export function summarisePlan(plan: Plan, desired: DesiredState): ReconcileSumma
         break;
       case 'deleteBackend':
         s.backendsDeleted++;
+        break;
+      case 'installPreviousTable':
+        s.previousTablesWritten++;
         break;
     }
   // Backend state flips touch a backend, not its VIP: the VIP stays "unchanged" (no VIP or table write).

@@ -3,6 +3,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Datapath, VipSpec } from '../datapath/types';
 import { canonicalIp } from '../model/ip';
 import { DesiredState, fromDesiredState } from './desired';
+import { PreviousOwners, PreviousOwnerView } from './second-chance';
 import { IdTable } from './table';
 import { vipKeyText } from './ids';
 import {
@@ -46,6 +47,8 @@ async function applyOp(dp: Datapath, op: Op): Promise<void> {
       return dp.installTable(op.vipId, op.table.ids());
     case 'deleteBackend':
       return dp.deleteBackend(op.id);
+    case 'installPreviousTable':
+      return dp.installPreviousTable(op.vipId, op.build?.() ?? null);
   }
 }
 
@@ -57,8 +60,12 @@ export interface InstalledView {
 }
 
 export interface ApplyOptions {
-  /** Sees each operation that succeeded. */
-  onApplied?: (op: Op) => void;
+  /** Sees each operation that succeeded; `previousOk`: whether its previous table (if it had one) was written. */
+  onApplied?: (op: Op, previousOk: boolean) => void;
+  /** Sees each previous-table write that failed when its op did not succeed otherwise (a standalone one, or
+   * one attached to a table that then failed too). Such failures name no VIP: hints are degraded, not lost
+   * forwarding. */
+  onPreviousFailed?: (op: Op) => void;
   /** Without it, a backend that a failed VIP's table still names is tried for deletion (and refused). */
   installed?: InstalledView;
   /** Work between event-loop turns (default SLICE_MS). */
@@ -103,6 +110,8 @@ const opTarget = (op: Op): string => {
       return vipKeyText(op.vip.key);
     case 'installTable':
       return `table of VIP ${op.vipId}`;
+    case 'installPreviousTable':
+      return `previous table of VIP ${op.vipId}`;
   }
 };
 
@@ -143,6 +152,8 @@ class Dependants {
       case 'installTable':
         return [op.vipName];
       case 'deleteBackend':
+      case 'installPreviousTable':
+        // A previous table that cannot be written degrades hints only: no VIP is withheld for it.
         return [];
     }
   }
@@ -164,6 +175,44 @@ function namedBy(installed: InstalledView, keys: Iterable<string>): Set<number> 
     for (const id of t instanceof IdTable ? t.ids() : t) ids.add(id);
   }
   return ids;
+}
+
+/**
+ * Writes the previous tables attached to a batch of table installs, before the tables themselves (one batch
+ * call): between the two writes the previous table names the owners of the table being replaced, never an
+ * older one. Returns the entries whose previous table could not be built or written, with the error.
+ */
+async function writePrevious<T extends { op: InstallTableOp }>(
+  dp: Datapath,
+  batch: readonly T[],
+  slicer: Slicer,
+): Promise<Map<T, unknown>> {
+  const errors = new Map<T, unknown>();
+  const writes: { entry: T; table: Uint32Array | null }[] = [];
+  for (const b of batch) {
+    const p = b.op.previous;
+    if (p === undefined) continue;
+    await slicer.turn();
+    try {
+      writes.push({ entry: b, table: p.build?.() ?? null });
+    } catch (e) {
+      errors.set(b, e);
+    }
+  }
+  if (writes.length === 0) return errors;
+  let results: (Error | null)[];
+  try {
+    results = await dp.installPreviousTables(
+      writes.map((w) => ({ vipId: w.entry.op.vipId, table: w.table })),
+    );
+  } catch (e) {
+    results = writes.map(() => e as Error);
+  }
+  writes.forEach((w, k) => {
+    const err = results[k];
+    if (err) errors.set(w.entry, err);
+  });
+  return errors;
 }
 
 /**
@@ -201,9 +250,18 @@ export async function applyPlan(
       error: (e as Error)?.message ?? String(e),
     });
   };
-  const succeeded = (op: Op): void => {
+  let previousWritten = 0;
+  const succeeded = (op: Op, previousOk = true): void => {
     applied.push(op);
-    o.onApplied?.(op);
+    o.onApplied?.(op, previousOk);
+  };
+  const previousFailed = (op: Op, vipId: number, e: unknown): void => {
+    failures.push({
+      op: 'installPreviousTable',
+      target: `previous table of VIP ${vipId}`,
+      vips: [],
+      error: (e as Error)?.message ?? String(e),
+    });
   };
   for (let i = 0; i < plan.length; i++) {
     const op = plan[i]!;
@@ -211,7 +269,10 @@ export async function applyPlan(
     // event-loop turn): they are cheap, so no turn is given inside the run.
     if (!(isVipWrite(op) && i > 0 && isVipWrite(plan[i - 1]!))) await slicer.turn();
     const vips = deps.of(op);
-    if (vips.some((v) => failedVips.has(v))) {
+    if (
+      vips.some((v) => failedVips.has(v)) ||
+      (op.op === 'installPreviousTable' && failedVips.has(op.vipName))
+    ) {
       skipped++;
       continue;
     }
@@ -237,6 +298,9 @@ export async function applyPlan(
       }
       i = j - 1;
       if (batch.length === 0) continue;
+      const previousErrors = await writePrevious(dp, batch, slicer);
+      for (const [b, err] of previousErrors) previousFailed(b.op, b.op.vipId, err);
+      previousWritten += batch.filter((b) => b.op.previous !== undefined && !previousErrors.has(b)).length;
       let results: (Error | null)[];
       try {
         results = await dp.installTables(batch.map((b) => ({ vipId: b.op.vipId, table: b.ids })));
@@ -245,8 +309,10 @@ export async function applyPlan(
       }
       batch.forEach((b, k) => {
         const err = results[k];
-        if (err) failed(b.op, deps.of(b.op), err);
-        else succeeded(b.op);
+        if (err) {
+          failed(b.op, deps.of(b.op), err);
+          if (previousErrors.has(b)) o.onPreviousFailed?.(b.op);
+        } else succeeded(b.op, !previousErrors.has(b));
       });
       continue;
     }
@@ -260,13 +326,18 @@ export async function applyPlan(
     try {
       await applyOp(dp, op);
     } catch (e) {
-      failed(op, vips, e);
+      if (op.op === 'installPreviousTable') {
+        previousFailed(op, op.vipId, e);
+        o.onPreviousFailed?.(op);
+      } else failed(op, vips, e);
       continue;
     }
+    if (op.op === 'installPreviousTable') previousWritten++;
     succeeded(op);
   }
   const summary = summarisePlan(applied, desired);
-  if (applied.length !== plan.length) {
+  summary.previousTablesWritten = previousWritten;
+  if (applied.length !== plan.length || failures.length > 0) {
     // "Unchanged" means the plan had nothing for the VIP, not that its operations failed.
     summary.vipsUnchanged = summarisePlan(plan, desired).vipsUnchanged;
     summary.skipped = skipped;
@@ -280,13 +351,34 @@ export async function applyPlan(
  * Stateless reconcile: read the datapath, plan, apply. Returns what it did; failed VIPs are in
  * `failures` (throws only when the datapath cannot be read).
  */
-export async function reconcile(dp: Datapath, desired: DesiredState): Promise<ReconcileSummary> {
+export async function reconcile(
+  dp: Datapath,
+  desired: DesiredState,
+  o: { now?: number } = {},
+): Promise<ReconcileSummary> {
   const started = performance.now();
+  const now = o.now ?? Date.now();
   const mirror = new Mirror(await readActual(dp));
-  const summary = await applyPlan(dp, planReconcile(mirror.snapshot(), desired), desired, {
-    onApplied: (op) => mirror.apply(op),
+  // One call knows no history: previous tables found pinned are adopted as of now (second-chance.ts).
+  const previous = new PreviousOwners();
+  await previous.adoptFrom(dp, mirror.vips.values(), mirror.tables, now);
+  const plan = previous.plan({
+    plan: planReconcile(mirror.snapshot(), desired),
+    actualVips: mirror.vips,
+    tables: mirror.tables,
+    desired,
+    now,
+  });
+  const summary = await applyPlan(dp, plan, desired, {
+    onApplied: (op, ok) => {
+      mirror.apply(op);
+      previous.commit(op, ok);
+    },
+    onPreviousFailed: (op) => previous.previousFailed(op),
     installed: mirror,
   });
+  previous.settle(new Set(summary.failures.flatMap((f) => f.vips)));
+  summary.nextPreviousExpiry = previous.nextExpiry();
   summary.durationMs = performance.now() - started;
   return summary;
 }
@@ -364,13 +456,27 @@ export class Reconciler {
   /** The desiredState result whose plan was last applied in full onto the mirror (incremental planning). */
   private applied: DesiredState | null = null;
   private chain: Promise<unknown> = Promise.resolve();
+  /** Previous owners retained per VIP: they outlive the mirror (a re-read does not forget what changed when). */
+  private readonly previous = new PreviousOwners();
+  private readonly now: () => number;
 
-  constructor(private readonly dp: Datapath) {}
+  /** `now`: the clock of previous-owner retention (ms; default Date.now, the daemon's sync clock). */
+  constructor(
+    private readonly dp: Datapath,
+    o: { now?: () => number } = {},
+  ) {
+    this.now = o.now ?? Date.now;
+  }
 
   /** Forget the mirror: the next reconcile reads the datapath (e.g. after someone else wrote to it). */
   resync(): void {
     this.mirror = null;
     this.applied = null;
+  }
+
+  /** What each VIP's previous table retains (metrics: peak_xdp_previous_table_*). */
+  previousOwners(): PreviousOwnerView[] {
+    return this.previous.view();
   }
 
   /** Plans against the mirror (or a fresh read) and applies; serialised with other calls. Failed VIPs are
@@ -385,6 +491,7 @@ export class Reconciler {
   async dryRun(desired: DesiredState): Promise<Plan> {
     await this.chain;
     if (this.mirror !== null) return this.plan(this.mirror, desired);
+    // Previous-table writes are left out: planning them records what to commit.
     return planReconcile(new Mirror(await readActual(this.dp)).snapshot(), desired);
   }
 
@@ -407,17 +514,32 @@ export class Reconciler {
   private async run(desired: DesiredState): Promise<ReconcileSummary> {
     const started = performance.now();
     try {
+      const now = this.now();
       if (this.mirror === null) {
         this.applied = null;
         this.mirror = new Mirror(await readActual(this.dp));
+        await this.previous.adoptFrom(this.dp, this.mirror.vips.values(), this.mirror.tables, now);
       }
       const mirror = this.mirror;
-      const plan = this.plan(mirror, desired);
+      const previous = this.previous;
+      const plan = previous.plan({
+        plan: this.plan(mirror, desired),
+        actualVips: mirror.vips,
+        tables: mirror.tables,
+        desired,
+        now,
+      });
       this.applied = null;
       const summary = await applyPlan(this.dp, plan, desired, {
-        onApplied: (op) => mirror.apply(op),
+        onApplied: (op, ok) => {
+          mirror.apply(op);
+          previous.commit(op, ok);
+        },
+        onPreviousFailed: (op) => previous.previousFailed(op),
         installed: mirror,
       });
+      previous.settle(new Set(summary.failures.flatMap((f) => f.vips)));
+      summary.nextPreviousExpiry = previous.nextExpiry();
       if (summary.failures.length > 0) {
         // A failed write may have half-happened: the next call reads the datapath and retries the VIPs.
         this.mirror = null;

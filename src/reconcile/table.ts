@@ -62,18 +62,35 @@ export class IdTable {
   /** Backend ids per slot, as the datapath installs them (a fresh array; built now for a recipe). */
   ids(): Uint32Array {
     const members = this.#members;
-    if (this.#recipe !== null) {
-      const out = buildTable({ backends: this.#recipe, size: this.size });
-      for (let s = 0; s < out.length; s++) {
-        const i = out[s]!;
-        out[s] = i === NO_BACKEND ? NO_BACKEND_ID : members[i]!;
-      }
-      return redirectSkipped(out, this.#skip);
-    }
+    if (this.#recipe !== null) return redirectSkipped(this.#built(this.#recipe), this.#skip);
     const slots = this.#slots!;
     const out = new Uint32Array(slots.length);
     for (let s = 0; s < slots.length; s++) out[s] = members[slots[s]!]!;
     return out;
+  }
+
+  /**
+   * Backend ids per slot before down and draining members are redirected (their natural owners): what every
+   * LB node computes from the same membership whatever its health view. Equal to ids() without redirects.
+   */
+  naturalIds(): Uint32Array {
+    return this.#recipe === null ? this.ids() : this.#built(this.#recipe);
+  }
+
+  /** The recipe's Maglev table as backend ids, nothing redirected. */
+  #built(recipe: MaglevBackend[]): Uint32Array {
+    const members = this.#members;
+    const out = buildTable({ backends: recipe, size: this.size });
+    for (let s = 0; s < out.length; s++) {
+      const i = out[s]!;
+      out[s] = i === NO_BACKEND ? NO_BACKEND_ID : members[i]!;
+    }
+    return out;
+  }
+
+  /** Whether some slot is redirected away from its natural owner (a down or draining member). */
+  get redirects(): boolean {
+    return this.#skip.size > 0;
   }
 
   /** True if a table read from a datapath holds exactly these ids. */

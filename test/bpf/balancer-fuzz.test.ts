@@ -5,8 +5,8 @@ import fc from 'fast-check';
 import { XDP } from '../../src/datapath/bpf';
 import { describePrivileged } from '../helpers/privileged';
 import { parseIp, specialAddress } from '../../src/model/ip';
-import { frame, ipPacket, l3Offset, parseFrame, ParsedFrame, PROTO, TCP_FLAGS, EthSpec } from '../helpers/packet';
-import { LB_MAC, Lb, ROUTER_MAC, setupLb } from './lb-fixture';
+import { frame, ipPacket, l3Offset, parseFrame, parseGue, ParsedFrame, PROTO, TCP_FLAGS, EthSpec } from '../helpers/packet';
+import { addGue, GUE_BACKENDS, GUE_VIPS, LB_MAC, Lb, ROUTER_MAC, setupLb, simpleTable } from './lb-fixture';
 
 const RUNS_RANDOM = 50_000;
 const RUNS_MUTATED = 50_000;
@@ -35,8 +35,17 @@ const POOL: Buffer[] = [
   }),
   frame({ eth, ip: { src: C4, dst: '10.0.0.10' }, l4: { type: 'tcp', sport: 1007, dport: 80, payload: Buffer.alloc(1460, 1) } }),
   frame({ eth, ip: { src: C6, dst: '2001:db8::10' }, l4: { type: 'tcp', sport: 1008, dport: 443, payload: Buffer.alloc(1420, 1) } }),
+  // GUE backends (lb-fixture addGue): every outer x inner family, stateless and conntrack VIPs, hints
+  frame({ eth, ip: { src: C4, dst: '10.0.1.10' }, l4: { type: 'tcp', sport: 1020, dport: 80, flags: TCP_FLAGS.ACK } }),
+  frame({ eth, ip: { src: C4, dst: '10.0.1.11' }, l4: { type: 'tcp', sport: 1021, dport: 80, flags: TCP_FLAGS.ACK, payload: Buffer.alloc(40, 9) } }),
+  frame({ eth: { ...eth, vlans: [{ tci: 5 }] }, ip: { src: C6, dst: '2001:db8::1:12' }, l4: { type: 'tcp', sport: 1022, dport: 443, flags: TCP_FLAGS.ACK } }),
+  frame({ eth, ip: { src: C6, dst: '2001:db8::1:13' }, l4: { type: 'tcp', sport: 1023, dport: 443, flags: TCP_FLAGS.ACK } }),
+  frame({ eth, ip: { src: C4, dst: '10.0.1.14', options: Buffer.alloc(4, 1) }, l4: { type: 'tcp', sport: 1024, dport: 80, flags: TCP_FLAGS.ACK } }),
+  frame({ eth, ip: { src: C4, dst: '10.0.1.15' }, l4: { type: 'udp', sport: 1025, dport: 53, payload: Buffer.alloc(20, 4) } }),
+  frame({ eth, ip: { src: C4, dst: '10.0.1.11' }, l4: { type: 'tcp', sport: 1026, dport: 80, flags: TCP_FLAGS.ACK, payload: Buffer.alloc(1440, 1) } }),
   frame({ eth, ip: { src: C4, dst: '10.0.0.99' }, l4: { type: 'udp', sport: 1009, dport: 80 } }),
 ];
+const GUE_ADDRS = new Set(GUE_BACKENDS.filter((b) => b.encap === 'gue').map((b) => b.address));
 
 /** Frames the balancer refuses (dropped), mutated like the pool: mutations that make them valid are checked too. */
 const REFUSED: Buffer[] = [
@@ -51,10 +60,13 @@ interface Stats {
   drop: number;
   tx: number;
   encap: number;
+  /** of encap: GUE, and GUE with a hint */
+  gue: number;
+  hint: number;
   tooBig: number;
   echo: number;
 }
-const newStats = (): Stats => ({ pass: 0, drop: 0, tx: 0, encap: 0, tooBig: 0, echo: 0 });
+const newStats = (): Stats => ({ pass: 0, drop: 0, tx: 0, encap: 0, gue: 0, hint: 0, tooBig: 0, echo: 0 });
 
 function ipBytes(input: Buffer): Buffer {
   const l3 = l3Offset(input);
@@ -96,6 +108,27 @@ function check(input: Buffer, verdict: number, data: Buffer | undefined, st: Sta
     return;
   }
   const l4 = ip.l4!;
+  if (ip.proto === PROTO.UDP && GUE_ADDRS.has(ip.dst)) {
+    // GUE: outer header sound, UDP checksum 0 and length right, GUE sound, inner = the original packet.
+    if (!ip.headerChecksumOk || !ip.df || ip.ttl !== 64) throw new Error('bad outer header (GUE)');
+    const udp = ip.raw.subarray(ip.headerLength);
+    if (udp.readUInt16BE(6) !== 0 || udp.readUInt16BE(4) !== udp.length || l4.dport !== 6080 || l4.sport! < 0x8000)
+      throw new Error('bad UDP header (GUE)');
+    const g = parseGue(udp.subarray(8)); // throws on a malformed GUE header or hint
+    if (g.verC !== 0 || g.flags !== 0 || g.proto !== (inFrame.ip!.version === 4 ? 4 : 41)) throw new Error('bad GUE header');
+    if (!g.inner.raw.equals(original)) throw new Error('inner packet altered (GUE)');
+    if (g.hint !== null) {
+      if (!GUE_ADDRS.has(g.hint.address) || g.hint.address === ip.dst || g.hint.reserved !== 0) throw new Error('bad hint');
+      // Hints only for non-SYN TCP packets of the flow itself.
+      if (inFrame.ip!.proto !== PROTO.TCP || (inFrame.ip!.l4!.flags! & (TCP_FLAGS.SYN | TCP_FLAGS.ACK)) === TCP_FLAGS.SYN)
+        throw new Error('hint on a SYN or a non-TCP packet');
+      st.hint++;
+    }
+    if (out.dst !== ROUTER_MAC || out.src !== LB_MAC) throw new Error('bad MACs');
+    st.encap++;
+    st.gue++;
+    return;
+  }
   if ((ip.proto === PROTO.ICMP && l4.icmpType === 3) || (ip.proto === PROTO.ICMPV6 && l4.icmpType === 2)) {
     // Generated too-big: fresh headers, correct checksums, quoting the original's start.
     if (!ip.headerChecksumOk || !l4.checksumOk) throw new Error('bad too-big checksums');
@@ -121,6 +154,10 @@ describePrivileged('balancer fuzz: random and mutated frames', () => {
   let lb: Lb;
   beforeAll(async () => {
     lb = await setupLb();
+    await addGue(lb);
+    // Previous tables whose owners differ for most slots, and one GUE backend down (skipped-owner hints).
+    for (const v of GUE_VIPS) await lb.dp.installPreviousTable(v.spec.id, simpleTable(31, [...v.members].reverse(), v.spec.id + 1));
+    await lb.dp.upsertBackend({ ...GUE_BACKENDS.find((b) => b.id === 33)!, state: 'down' });
   });
   afterAll(() => lb?.dp.close());
 
@@ -181,6 +218,7 @@ describePrivileged('balancer fuzz: random and mutated frames', () => {
     expect(st.pass).toBeGreaterThan(0);
     expect(st.drop).toBeGreaterThan(0);
     expect(st.encap + st.tooBig + st.echo).toBe(st.tx);
-    expect(Math.min(st.encap, st.tooBig, st.echo)).toBeGreaterThan(100);
+    expect(Math.min(st.encap, st.tooBig, st.echo, st.gue, st.hint)).toBeGreaterThan(100);
+    console.log(`mutated: ${JSON.stringify(st)}`);
   });
 });

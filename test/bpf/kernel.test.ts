@@ -37,7 +37,15 @@ describePrivileged('KernelDatapath', () => {
   it('config: null before configure, round-trips after', async () => {
     expect(await dp.readConfig()).toBeNull();
     await dp.configure(cfg);
-    expect(await dp.readConfig()).toEqual({ ...cfg, fibRedirect: false, conntrackTimeouts: DEFAULT_CT_TIMEOUTS });
+    expect(await dp.readConfig()).toEqual({
+      ...cfg,
+      fibRedirect: false,
+      conntrackTimeouts: DEFAULT_CT_TIMEOUTS,
+      guePort: 6080,
+    });
+    await dp.configure({ ...cfg, guePort: 7777 });
+    expect((await dp.readConfig())?.guePort).toBe(7777);
+    await expect(dp.configure({ ...cfg, guePort: 0 })).rejects.toThrow(/guePort: 0/);
     await dp.configure({ ...cfg, conntrackTimeouts: { tcp: 0, udp: 45 } });
     expect((await dp.readConfig())?.conntrackTimeouts).toEqual({ tcp: 0, udp: 45 });
     await dp.configure(cfg);
@@ -78,6 +86,34 @@ describePrivileged('KernelDatapath', () => {
     expect(await dp.readTable(4)).toBeNull();
     await expect(dp.installTable(3, new Uint32Array(5))).rejects.toThrow(/table: length 5/);
     await expect(dp.deleteBackend(2)).rejects.toThrow(/still in the table of VIP 3/);
+  });
+
+  it('previous tables (issue 15): install, read, clear, batch errors per entry; a deleted VIP loses its own', async () => {
+    await dp.upsertBackend({ id: 5, address: '10.1.0.5', state: 'up', encap: 'gue' });
+    expect((await dp.listBackends()).find((b) => b.id === 5)).toEqual({ id: 5, address: '10.1.0.5', state: 'up', encap: 'gue' });
+    await expect(dp.installPreviousTable(9, new Uint32Array(3))).rejects.toThrow('vipId: VIP 9 does not exist');
+    await expect(dp.installPreviousTable(3, new Uint32Array(0))).rejects.toThrow('at least 1 slot');
+    await dp.installPreviousTable(3, Uint32Array.from([5, 1, 9])); // its own size; ids need not exist
+    expect(await dp.readPreviousTable(3)).toEqual(Uint32Array.from([5, 1, 9]));
+    expect(await dp.readTable(3)).toEqual(Uint32Array.from([1, 1, 2, 1, 2, 2, 1])); // the current one untouched
+    const r = await dp.installPreviousTables([{ vipId: 3, table: null }, { vipId: 8, table: Uint32Array.from([1]) }]);
+    expect(r[0]).toBeNull();
+    expect(r[1]?.message).toBe('vipId: VIP 8 does not exist');
+    expect(await dp.readPreviousTable(3)).toBeNull();
+    // A stateless VIP reads back with its flag; a deleted one takes its previous table along.
+    const sl = { ...vip, key: { ...vip.key, port: 90 }, id: 6, flags: { sourceHash: false, noConntrack: false, stateless: true } };
+    await dp.upsertVip(sl);
+    expect((await dp.listVips()).find((v) => v.id === 6)).toEqual(sl);
+    await dp.installPreviousTable(6, Uint32Array.from([5]));
+    await dp.deleteVip(sl.key);
+    await dp.upsertVip(sl);
+    expect(await dp.readPreviousTable(6)).toBeNull();
+    await dp.deleteVip(sl.key);
+    // A previous table does not pin its backends (an unset previous owner is simply not hinted).
+    await dp.installPreviousTable(3, Uint32Array.from([5]));
+    await dp.deleteBackend(5);
+    expect(await dp.readPreviousTable(3)).toEqual(Uint32Array.from([5]));
+    await dp.installPreviousTable(3, null);
   });
 
   it('counters and conntrack reflect traffic', async () => {

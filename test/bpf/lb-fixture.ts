@@ -2,9 +2,9 @@
 // builders of the exact frames the balancer must emit (predicted with the TS hash twin).
 import { flowHash, predictBackend, sourceHash } from '../../src/datapath/flowhash';
 import { KernelDatapath } from '../../src/datapath/kernel';
-import { encodeAddr } from '../../src/datapath/layout';
+import { encodeAddr, GUE } from '../../src/datapath/layout';
 import type { BackendSpec, VipSpec } from '../../src/datapath/types';
-import { ethHeader, EthSpec, ipPacket, l3Offset, PROTO } from '../helpers/packet';
+import { ethHeader, EthSpec, gueHeader, ipPacket, l3Offset, PROTO } from '../helpers/packet';
 
 export const LB_MAC = '02:00:00:00:01:01';
 export const ROUTER_MAC = '02:00:00:00:01:fe';
@@ -87,7 +87,7 @@ export interface FlowDesc {
 
 /** The backend a new flow gets, as the TS twin predicts it (null = dropped). */
 export function predict(lb: Lb, vipId: number, f: FlowDesc): { id: number | null; hash: number } {
-  const vip = VIPS.find((v) => v.spec.id === vipId)!;
+  const vip = [...VIPS, ...GUE_VIPS].find((v) => v.spec.id === vipId)!;
   const hash = vip.spec.flags.sourceHash
     ? sourceHash(f.src)
     : flowHash({ source: f.src, destination: f.dst, sourcePort: f.sport, destinationPort: f.dport, proto: f.proto });
@@ -144,4 +144,70 @@ export function expectedEncap(input: Buffer, beAddr: string, hash: number, vlans
 
 export function backendAddr(id: number): string {
   return BACKENDS.find((b) => b.id === id)!.address;
+}
+
+/** GUE backends (ids 31.., 41..) and VIPs (ids 20..) added by addGue on top of setupLb's. */
+export const GUE_BACKENDS: BackendSpec[] = [
+  { id: 31, address: '10.3.0.1', state: 'up', encap: 'gue' },
+  { id: 32, address: '10.3.0.2', state: 'up', encap: 'gue' },
+  { id: 33, address: '10.3.0.3', state: 'up', encap: 'gue' },
+  { id: 41, address: 'fd00:3::1', state: 'up', encap: 'gue' },
+  { id: 42, address: 'fd00:3::2', state: 'up', encap: 'gue' },
+  { id: 43, address: 'fd00:3::3', state: 'up', encap: 'gue' },
+  { id: 35, address: '10.3.0.5', state: 'up' }, // IPIP, in a GUE VIP's table (mixed VIP)
+];
+
+export const GUE_VIPS: { spec: VipSpec; members: number[] }[] = [
+  { spec: { key: { address: '10.0.1.10', port: 80, protocol: 'tcp' }, id: 20, flags: flags(), tableSize: 251 }, members: [31, 32, 33] },
+  { spec: { key: { address: '10.0.1.11', port: 80, protocol: 'tcp' }, id: 21, flags: flags({ stateless: true }), tableSize: 251 }, members: [31, 32, 33] },
+  { spec: { key: { address: '2001:db8::1:12', port: 443, protocol: 'tcp' }, id: 22, flags: flags({ stateless: true }), tableSize: 251 }, members: [41, 42, 43] },
+  { spec: { key: { address: '2001:db8::1:13', port: 443, protocol: 'tcp' }, id: 23, flags: flags({ stateless: true }), tableSize: 13 }, members: [31, 32] },
+  { spec: { key: { address: '10.0.1.14', port: 80, protocol: 'tcp' }, id: 24, flags: flags({ stateless: true }), tableSize: 13 }, members: [41, 42] },
+  { spec: { key: { address: '10.0.1.15', port: 0, protocol: 'udp' }, id: 25, flags: flags({ stateless: true }), tableSize: 251 }, members: [31, 32, 33] },
+  { spec: { key: { address: '10.0.1.16', port: 80, protocol: 'tcp' }, id: 26, flags: flags(), tableSize: 251 }, members: [31, 32, 35] },
+];
+
+/** Adds the GUE backends and VIPs (tables as simpleTable) to a set-up balancer. */
+export async function addGue(lb: Lb): Promise<void> {
+  for (const b of GUE_BACKENDS) {
+    await lb.dp.upsertBackend(b);
+    lb.states.set(b.id, { ...b });
+  }
+  for (const v of GUE_VIPS) {
+    await lb.dp.upsertVip(v.spec);
+    const t = simpleTable(v.spec.tableSize, v.members, v.spec.id);
+    await lb.dp.installTable(v.spec.id, t);
+    lb.tables.set(v.spec.id, t);
+  }
+}
+
+export function anyBackendAddr(id: number): string {
+  return [...BACKENDS, ...GUE_BACKENDS].find((b) => b.id === id)!.address;
+}
+
+/** The exact GUE frame the balancer sends for `input` to `beAddr` (UDP checksum 0, optional hint). */
+export function expectedGue(
+  input: Buffer,
+  beAddr: string,
+  hash: number,
+  o: { hint?: string | null; port?: number; vlans?: EthSpec['vlans'] } = {},
+): Buffer {
+  const l3 = l3Offset(input);
+  const v4in = input[l3]! >> 4 === 4;
+  const ipLen = v4in ? input.readUInt16BE(l3 + 2) : 40 + input.readUInt16BE(l3 + 4);
+  const inner = input.subarray(l3, l3 + ipLen);
+  const tos = v4in ? input[l3 + 1]! : (input.readUInt32BE(l3) >>> 20) & 0xff;
+  const beFamily = encodeAddr('backend', beAddr).family;
+  const outer = ipPacket(
+    { src: outerSource(beFamily, hash), dst: beAddr, tos, ttl: 64, id: 0, df: true, flowLabel: hash & 0xfffff },
+    {
+      type: 'udp',
+      sport: GUE.sourcePort(hash),
+      dport: o.port ?? 6080,
+      payload: Buffer.concat([gueHeader(inner, o.hint ?? null), inner]),
+      noChecksum: true,
+    },
+  );
+  const eth = ethHeader({ dst: ROUTER_MAC, src: LB_MAC, vlans: o.vlans ?? [] }, beFamily === 4 ? 0x0800 : 0x86dd);
+  return Buffer.concat([eth, outer]);
 }

@@ -4,8 +4,20 @@
 import { MemoryDatapath, FlowInput, FlowVerdict } from '../../src/datapath/memory';
 import type { BackendSpec, VipKey, VipSpec } from '../../src/datapath/types';
 import { describePrivileged } from '../helpers/privileged';
-import { frame, parseFrame, PROTO, TCP_FLAGS } from '../helpers/packet';
-import { BACKENDS, Lb, LB_MAC, ROUTER_MAC, setBackendState, setupLb, VIPS } from './lb-fixture';
+import { frame, parseFrame, parseGue, PROTO, TCP_FLAGS } from '../helpers/packet';
+import {
+  addGue,
+  BACKENDS,
+  GUE_BACKENDS,
+  GUE_VIPS,
+  Lb,
+  LB_MAC,
+  ROUTER_MAC,
+  setBackendState,
+  setupLb,
+  simpleTable,
+  VIPS,
+} from './lb-fixture';
 
 /** The counters a selection moves; the kernel's other moves must be only rx, verdict and encapsulation ones. */
 const SELECTION = ['ct_hit', 'ct_miss', 'ct_expired', 'ct_reselect', 'ct_insert', 'drop_no_table', 'drop_no_backend', 'pass_not_vip']; // prettier-ignore
@@ -168,5 +180,130 @@ describePrivileged('selection parity: kernel program vs MemoryDatapath', () => {
     for (const id of [2, 3, 12, 21]) await setState(id, 'up');
     const back = await compare(flows(n, { syn: false, portBase: 40000 }));
     expect(back.conntrack).toBeGreaterThan(0);
+  });
+});
+
+/** Selection counters of the GUE paths (hints, stateless), compared like SELECTION. */
+const GUE_SELECTION = [...SELECTION, 'hint_sent', 'hint_skipped_owner', 'stateless_forward'];
+const GUE_PLUMBING = [...PLUMBING, 'encap_gue'];
+
+describePrivileged('selection parity with GUE backends: the same backend and the same hint', () => {
+  let lb: Lb;
+  const mem = new MemoryDatapath();
+  const all = [...BACKENDS, ...GUE_BACKENDS];
+  const idOf = new Map(all.map((b) => [b.address, b.id]));
+
+  beforeAll(async () => {
+    lb = await setupLb();
+    await addGue(lb);
+    for (const b of all) await mem.upsertBackend(b);
+    for (const v of GUE_VIPS) {
+      await mem.upsertVip(v.spec);
+      await mem.installTable(v.spec.id, lb.tables.get(v.spec.id)!);
+    }
+  });
+  afterAll(() => lb?.dp.close());
+
+  const setState = async (id: number, state: BackendSpec['state']) => {
+    await setBackendState(lb, id, state);
+    await mem.upsertBackend({ ...all.find((b) => b.id === id)!, state });
+  };
+  const setPrev = async (vipId: number, t: Uint32Array | null) => {
+    await lb.dp.installPreviousTable(vipId, t);
+    await mem.installPreviousTable(vipId, t);
+  };
+
+  /** Kernel verdict as backend id and hint (null = none); 'drop' / 'pass' otherwise. */
+  function kernelRun(p: Packet): string {
+    const data = frame({
+      eth: { src: ROUTER_MAC, dst: LB_MAC },
+      ip: { src: p.source, dst: p.to.address },
+      l4:
+        p.to.protocol === 'tcp'
+          ? { type: 'tcp', sport: p.sourcePort, dport: p.to.port, flags: p.syn ? TCP_FLAGS.SYN : TCP_FLAGS.ACK }
+          : { type: 'udp', sport: p.sourcePort, dport: p.to.port, payload: Buffer.alloc(8) },
+    });
+    const r = lb.dp.program.testRun({ data });
+    if (r.verdictName !== 'TX') return r.verdictName.toLowerCase();
+    const outer = parseFrame(r.data!).ip!;
+    const id = idOf.get(outer.dst);
+    if (id === undefined) throw new Error(`outer destination ${outer.dst} is no backend`);
+    if (outer.proto !== PROTO.UDP) return `${id} ipip`;
+    const g = parseGue(outer.raw.subarray(outer.headerLength + 8));
+    return `${id} gue hint ${g.hint === null ? '-' : idOf.get(g.hint.address)}`;
+  }
+
+  function memRun(p: Packet): string {
+    const v = mem.forward({ vip: p.to, source: p.source, sourcePort: p.sourcePort, syn: p.syn });
+    if (v.kind !== 'forward') return v.kind;
+    const gue = all.find((b) => b.id === v.backendId)!.encap === 'gue';
+    return gue ? `${v.backendId} gue hint ${v.hint?.backendId ?? '-'}` : `${v.backendId} ipip`;
+  }
+
+  async function compare(packets: Packet[]): Promise<Record<string, number>> {
+    const before = (await lb.dp.counters()).global;
+    const memBefore = (await mem.counters()).global;
+    const kinds: Record<string, number> = {};
+    for (const p of packets) {
+      const what = `${p.to.address}:${p.to.port}/${p.to.protocol} from ${p.source}:${p.sourcePort}${p.syn ? ' SYN' : ''}`;
+      const k = kernelRun(p);
+      expect({ what, out: memRun(p) }).toEqual({ what, out: k });
+      const kind = k.endsWith('hint -') ? 'gue' : k.includes('hint') ? 'gue+hint' : k.split(' ').pop()!;
+      kinds[kind] = (kinds[kind] ?? 0) + 1;
+    }
+    const after = (await lb.dp.counters()).global;
+    const memAfter = (await mem.counters()).global;
+    const moved = (a: Record<string, bigint>, b: Record<string, bigint>) =>
+      Object.fromEntries(
+        Object.keys({ ...a, ...b })
+          .map((n) => [n, (a[n] ?? 0n) - (b[n] ?? 0n)] as const)
+          .filter(([, d]) => d !== 0n),
+      );
+    const kMoved = moved(after, before);
+    const mMoved = moved(memAfter, memBefore);
+    const pick = (o: Record<string, bigint>, names: string[]) =>
+      Object.fromEntries(Object.entries(o).filter(([n]) => names.includes(n)));
+    expect(pick(kMoved, GUE_SELECTION)).toEqual(mMoved);
+    expect(Object.keys(kMoved).filter((n) => !GUE_SELECTION.includes(n) && !GUE_PLUMBING.includes(n))).toEqual([]);
+    console.log(`GUE parity: ${packets.length} packets ${JSON.stringify(kinds)}; kernel counters ${JSON.stringify(kMoved, (_, v) => (typeof v === 'bigint' ? Number(v) : v))}`); // prettier-ignore
+    return kinds;
+  }
+
+  const key = (id: number): VipKey => GUE_VIPS.find((v) => v.spec.id === id)!.spec.key;
+  function packets(n: number, syn: boolean, portBase: number): Packet[] {
+    const out: Packet[] = [];
+    for (let i = 0; i < n; i++) {
+      const v4 = `198.51.100.${(i % 200) + 1}`;
+      const v6 = `2001:db8:c::${(i % 200) + 1}`;
+      const sourcePort = portBase + i;
+      for (const id of [20, 21, 24, 26]) out.push({ to: key(id), source: v4, sourcePort, syn });
+      for (const id of [22, 23]) out.push({ to: key(id), source: v6, sourcePort, syn });
+      out.push({ to: { ...key(25), port: 7000 + (i % 9) }, source: v4, sourcePort, syn: false });
+    }
+    return out;
+  }
+
+  it('SYNs, then established packets, with previous tables, down owners and a conntrack hit on a down backend', async () => {
+    const n = 40;
+    await compare(packets(n, true, 20000)); // SYNs record in VIPs 20 and 26
+    for (const v of GUE_VIPS) {
+      const members = [...v.members];
+      await setPrev(v.spec.id, simpleTable(v.spec.id % 2 ? 31 : 251, [...members.slice(1), members[0]!], v.spec.id));
+    }
+    const est = await compare(packets(n, false, 20000));
+    expect(est['gue+hint']).toBeGreaterThan(0);
+    const fresh = await compare(packets(n, false, 21000)); // misses: hinted ones stay unrecorded
+    expect(fresh['gue+hint']).toBeGreaterThan(0);
+    await setState(32, 'down');
+    await setState(42, 'down');
+    const down = await compare([...packets(n, false, 20000), ...packets(n, false, 21000), ...packets(n, true, 22000)]);
+    expect(down['gue+hint']).toBeGreaterThan(0);
+    for (const v of GUE_VIPS) await setPrev(v.spec.id, null);
+    const skippedOnly = await compare(packets(n, false, 23000));
+    expect(skippedOnly['gue+hint']).toBeGreaterThan(0);
+    await setState(32, 'up');
+    await setState(42, 'up');
+    const back = await compare(packets(n, false, 20000));
+    expect(back.gue).toBeGreaterThan(0);
   });
 });

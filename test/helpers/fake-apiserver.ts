@@ -1,17 +1,20 @@
 // A fake Kubernetes API server on loopback speaking the real wire protocol: lists with resourceVersion and
 // paging, chunked watch streams (JSON lines of {type, object}), BOOKMARKs, 410 Gone (ERROR event or HTTP),
-// dropped connections, services/status PUT/PATCH, Events POST, coordination.k8s.io/v1 Lease GET/PUT/POST.
+// dropped connections, services/status PUT/PATCH, Events POST, coordination.k8s.io/v1 Lease GET/PUT/POST,
+// and cluster-scoped Nodes (list/watch/get, status PUT/PATCH).
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 
-export type Resource = 'services' | 'endpointslices' | 'leases' | 'events';
+export type Resource = 'services' | 'endpointslices' | 'leases' | 'events' | 'nodes';
 
 interface Kind {
   kind: string;
   apiVersion: string;
   prefix: string;
+  /** Cluster-scoped (no namespace in paths or metadata), like Nodes. */
+  clusterScoped?: boolean;
 }
 
 const KINDS: Record<Resource, Kind> = {
@@ -23,7 +26,12 @@ const KINDS: Record<Resource, Kind> = {
   },
   leases: { kind: 'Lease', apiVersion: 'coordination.k8s.io/v1', prefix: '/apis/coordination.k8s.io/v1' },
   events: { kind: 'Event', apiVersion: 'v1', prefix: '/api/v1' },
+  nodes: { kind: 'Node', apiVersion: 'v1', prefix: '/api/v1', clusterScoped: true },
 };
+
+/** The store key of an object: "namespace/name", "/name" for cluster-scoped kinds (as the source keys them). */
+const storeKey = (resource: Resource, namespace: string | null | undefined, name: string): string =>
+  `${KINDS[resource].clusterScoped ? '' : (namespace ?? 'default')}/${name}`;
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- objects are free-form JSON, as on the wire */
 export type Obj = {
@@ -165,17 +173,18 @@ export class FakeApiServer {
 
   /** Creates or replaces an object (as another controller would), notifying watchers. */
   upsert(resource: Resource, obj: Obj): Obj {
-    const ns = obj.metadata.namespace ?? 'default';
-    const key = `${ns}/${obj.metadata.name}`;
+    const key = storeKey(resource, obj.metadata.namespace, obj.metadata.name ?? '');
     const old = this.store.get(resource)!.get(key);
     const o = clone(obj);
-    o.metadata.namespace = ns;
+    if (KINDS[resource].clusterScoped) delete o.metadata.namespace;
+    else o.metadata.namespace = obj.metadata.namespace ?? 'default';
     o.metadata.uid = old?.metadata.uid ?? o.metadata.uid ?? randomUUID();
     return this.commit(resource, old ? 'MODIFIED' : 'ADDED', o);
   }
 
+  /** Deletes an object (namespace ignored for cluster-scoped kinds). */
   remove(resource: Resource, namespace: string, name: string): boolean {
-    const key = `${namespace}/${name}`;
+    const key = storeKey(resource, namespace, name);
     const old = this.store.get(resource)!.get(key);
     if (!old) return false;
     this.commit(resource, 'DELETED', clone(old));
@@ -183,7 +192,7 @@ export class FakeApiServer {
   }
 
   get(resource: Resource, namespace: string, name: string): Obj | undefined {
-    const o = this.store.get(resource)!.get(`${namespace}/${name}`);
+    const o = this.store.get(resource)!.get(storeKey(resource, namespace, name));
     return o ? clone(o) : undefined;
   }
 
@@ -248,7 +257,7 @@ export class FakeApiServer {
     o.apiVersion = k.apiVersion;
     o.metadata.resourceVersion = String(this.rv);
     o.metadata.creationTimestamp ??= new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-    const key = `${o.metadata.namespace}/${o.metadata.name}`;
+    const key = storeKey(resource, o.metadata.namespace, o.metadata.name ?? '');
     if (type === 'DELETED') this.store.get(resource)!.delete(key);
     else this.store.get(resource)!.set(key, clone(o));
     const entry: HistoryEntry = { rv: this.rv, resource, type, object: clone(o) };
@@ -331,28 +340,32 @@ export class FakeApiServer {
     const name = m[4] ?? null;
     const sub = m[5] ?? null;
     const objects = this.store.get(resource)!;
+    const clusterScoped = KINDS[resource].clusterScoped === true;
+    if (clusterScoped && namespace !== null)
+      return this.sendStatus(res, 404, 'NotFound', `${resource} is cluster-scoped: ${url.pathname}`);
 
     if (method === 'GET' && name === null) {
       if (query.watch === 'true' || query.watch === '1')
         return this.serveWatch(req, res, resource, namespace, query);
       return this.serveList(res, resource, namespace, query);
     }
-    if (method === 'POST' && name === null && namespace !== null) {
+    if (method === 'POST' && name === null && (namespace !== null || clusterScoped)) {
       const o = body as Obj;
       if (!o?.metadata) return this.sendStatus(res, 400, 'BadRequest', 'metadata is required');
-      o.metadata.namespace = namespace;
+      if (clusterScoped) delete o.metadata.namespace;
+      else o.metadata.namespace = namespace ?? undefined;
       if (!o.metadata.name && o.metadata.generateName)
         o.metadata.name = `${o.metadata.generateName}${randomUUID().slice(0, 5)}`;
       if (!o.metadata.name) return this.sendStatus(res, 422, 'Invalid', 'metadata.name: Required value');
-      if (objects.has(`${namespace}/${o.metadata.name}`))
+      if (objects.has(storeKey(resource, namespace, o.metadata.name)))
         return this.sendStatus(res, 409, 'AlreadyExists', `${resource} "${o.metadata.name}" already exists`);
       o.metadata.uid = randomUUID();
       delete o.metadata.resourceVersion;
       return this.sendJson(res, 201, this.commit(resource, 'ADDED', o));
     }
-    if (name === null || namespace === null)
+    if (name === null || (namespace === null && !clusterScoped))
       return this.sendStatus(res, 405, 'MethodNotAllowed', `${method} ${url.pathname}`);
-    const key = `${namespace}/${name}`;
+    const key = storeKey(resource, namespace, name);
     const cur = objects.get(key);
     if (!cur) return this.sendStatus(res, 404, 'NotFound', `${resource} "${name}" not found`);
     if (method === 'GET') return this.sendJson(res, 200, clone(cur));

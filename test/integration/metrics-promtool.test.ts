@@ -11,9 +11,9 @@ import { describePrivileged } from '../helpers/privileged';
 import { signalPid } from '../../scripts/lib/pids';
 
 const ROOT = join(__dirname, '..', '..');
-const DASHBOARD = join(ROOT, 'deploy', 'grafana-dashboard.json');
-const ALERTS = join(ROOT, 'deploy', 'prometheus-alerts.yaml');
-const ALERT_TESTS = join(ROOT, 'deploy', 'prometheus-alerts.test.yaml');
+const DASHBOARD = join(ROOT, 'deploy', 'monitoring', 'grafana-dashboard.json');
+const ALERTS = join(ROOT, 'deploy', 'monitoring', 'rules', 'prometheus-alerts.yaml');
+const ALERT_TESTS = join(ROOT, 'deploy', 'monitoring', 'rules', 'prometheus-alerts.test.yaml');
 
 function promtool(args: string[], input?: string): { code: number | null; out: string } {
   const r = spawnSync('promtool', args, { input, encoding: 'utf8', timeout: 60000 });

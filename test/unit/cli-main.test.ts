@@ -56,7 +56,18 @@ describe('peak-xdp help', () => {
   it.each([
     [
       'daemon',
-      ['bpffs', 'config', 'detach-on-exit', 'help', 'kubeconfig', 'kubernetes', 'log-level', 'node-name'],
+      [
+        'bpffs',
+        'config',
+        'detach-on-exit',
+        'help',
+        'kubeconfig',
+        'kubernetes',
+        'log-level',
+        'metrics-listen',
+        'node-labels',
+        'node-name',
+      ],
     ],
     ['maglev', ['backends', 'help', 'json', 'remove', 'size']],
     ['bgp', ['admin', 'help', 'json']],

@@ -150,8 +150,8 @@ describe('4in6: IPv4 VIPs may have IPv6 backends; IPv6 VIPs need IPv6 backends',
   it('accepts an IPv4 VIP with IPv4 and IPv6 backends', () => {
     const c = okConfig(json(vip({ backends: [{ address: '10.1.0.1' }, { address: '2001:DB8::1' }] })));
     expect(c.vips[0]!.backends).toEqual([
-      { address: '10.1.0.1', family: 4, weight: 1, drain: false },
-      { address: '2001:db8::1', family: 6, weight: 1, drain: false },
+      { address: '10.1.0.1', family: 4, weight: 1, drain: false, encap: 'ipip' },
+      { address: '2001:db8::1', family: 6, weight: 1, drain: false, encap: 'ipip' },
     ]);
   });
 

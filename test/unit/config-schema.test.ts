@@ -25,6 +25,7 @@ describe('config JSON Schema', () => {
     expect(Object.keys(vipItem.properties.backends.items.properties).sort()).toEqual([
       'address',
       'drain',
+      'encap',
       'weight',
     ]);
     // Sections validated apart from the top level are in the document schema, not left open.
@@ -62,9 +63,9 @@ describe('config JSON Schema', () => {
     expect(existsSync(resolve(dirname(example), m![1]!))).toBe(true);
   });
 
-  it("deploy/configmap.yaml's config.yaml is valid, and says where the schema is", () => {
-    const text = readFileSync(join(packageRoot, 'deploy', 'configmap.yaml'), 'utf8');
-    expect(text).toContain('../schema/peak-xdp.schema.json');
+  it("deploy/base/configmap.yaml's config.yaml is valid, and says where the schema is", () => {
+    const text = readFileSync(join(packageRoot, 'deploy', 'base', 'configmap.yaml'), 'utf8');
+    expect(text).toContain('../../schema/peak-xdp.schema.json');
     const cm = parseYaml(text) as { data: Record<string, string> };
     const r = parseConfig(cm.data['config.yaml']!, { format: 'yaml' });
     if (!r.ok) throw new Error(r.errors.map(formatIssue).join('\n'));

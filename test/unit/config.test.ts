@@ -56,11 +56,13 @@ describe('parseConfig: valid files', () => {
       persistence: 'none',
       conntrack: true,
       healthCheck: null,
-      backends: [{ address: '10.1.0.1', family: 4, weight: 1, drain: false }],
+      backends: [{ address: '10.1.0.1', family: 4, weight: 1, drain: false, encap: DEFAULTS.vip.encap }],
       communities: [],
       largeCommunities: [],
       minHealthyBackends: null,
       failOpen: DEFAULTS.vip.failOpen,
+      encap: DEFAULTS.vip.encap,
+      stateless: DEFAULTS.vip.stateless,
     });
     expect(c.conntrackTimeouts).toEqual(DEFAULTS.conntrackTimeouts);
   });

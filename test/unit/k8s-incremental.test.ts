@@ -264,7 +264,7 @@ describe('KubernetesSource publishing', () => {
     };
     const svcIO = new FakeIO<Service>(services);
     const sliceIO = new FakeIO<EndpointSlice>(Array.from({ length: n }, (_, i) => sliceOf(i, false, '1')));
-    const api = { services: svcIO, endpointSlices: sliceIO } as unknown as KubeApi;
+    const api = { services: svcIO, endpointSlices: sliceIO, nodes: new FakeIO([]) } as unknown as KubeApi;
     jest.useFakeTimers();
     const calls: VipConfig[][] = [];
     const src = new KubernetesSource({

@@ -253,3 +253,129 @@ describe('MemoryDatapath.forward: connection-table entries as the kernel keeps t
     expect((await dp.counters()).global.ct_reselect).toBeUndefined();
   });
 });
+
+describe('MemoryDatapath: GUE, previous tables, stateless VIPs (issue 15)', () => {
+  const gueVip = (flags: Partial<VipSpec['flags']> = {}): VipSpec =>
+    vip({ flags: { sourceHash: false, noConntrack: false, ...flags } });
+
+  async function gueSetup(flags: Partial<VipSpec['flags']> = {}): Promise<MemoryDatapath> {
+    const dp = new MemoryDatapath();
+    for (const id of [1, 2, 3])
+      await dp.upsertBackend({ id, address: `10.1.0.${id}`, state: 'up', encap: 'gue' });
+    await dp.upsertBackend({ id: 4, address: '10.1.0.4', state: 'up' });
+    await dp.upsertVip(gueVip(flags));
+    await dp.installTable(3, Uint32Array.from([1, 2, 3, 1, 2, 3, 1]));
+    return dp;
+  }
+  const flowFrom = (sourcePort: number, syn = false) => ({ vip: key, source: '192.0.2.1', sourcePort, syn });
+
+  it('lists encap only for gue backends and the stateless flag only when set', async () => {
+    const dp = await gueSetup({ stateless: true });
+    expect((await dp.listBackends()).find((b) => b.id === 1)).toEqual({
+      id: 1,
+      address: '10.1.0.1',
+      state: 'up',
+      encap: 'gue',
+    });
+    expect((await dp.listBackends()).find((b) => b.id === 4)).toEqual({
+      id: 4,
+      address: '10.1.0.4',
+      state: 'up',
+    });
+    expect((await dp.listVips())[0]!.flags).toEqual({
+      sourceHash: false,
+      noConntrack: false,
+      stateless: true,
+    });
+    await expect(
+      dp.upsertBackend({ id: 5, address: '10.1.0.5', state: 'up', encap: 'vxlan' as never }),
+    ).rejects.toThrow('backend.encap: "vxlan" is not ipip or gue');
+    await expect(
+      dp.configure({
+        ownMac: '02:00:00:00:00:01',
+        nextHopMac: '02:00:00:00:00:02',
+        encapSourceV4: null,
+        encapSourceV6: null,
+        mtu: 1500,
+        guePort: 0,
+      }),
+    ).rejects.toThrow('guePort: 0 is not a port in 1..65535');
+  });
+
+  it('installs, reads, clears previous tables; a deleted or re-keyed VIP loses its previous table', async () => {
+    const dp = await gueSetup();
+    await expect(dp.installPreviousTable(9, new Uint32Array(3))).rejects.toThrow(
+      'vipId: VIP 9 does not exist',
+    );
+    await expect(dp.installPreviousTable(3, new Uint32Array(0))).rejects.toThrow('at least 1 slot');
+    await dp.installPreviousTable(3, Uint32Array.from([2, 2, 9])); // own size; id 9 need not exist
+    expect(Array.from((await dp.readPreviousTable(3))!)).toEqual([2, 2, 9]);
+    expect(
+      await dp.installPreviousTables([
+        { vipId: 3, table: null },
+        { vipId: 8, table: null },
+      ]),
+    ).toEqual([null, expect.objectContaining({ message: 'vipId: VIP 8 does not exist' })]);
+    expect(await dp.readPreviousTable(3)).toBeNull();
+    await dp.installPreviousTable(3, Uint32Array.from([2]));
+    await dp.upsertVip({ ...gueVip(), id: 5 });
+    expect(await dp.readPreviousTable(3)).toBeNull();
+    await dp.installPreviousTable(5, Uint32Array.from([2]));
+    await dp.deleteVip(key);
+    await dp.upsertVip({ ...gueVip(), id: 5 });
+    expect(await dp.readPreviousTable(5)).toBeNull();
+  });
+
+  it('a non-SYN TCP packet carries the previous owner when it differs; SYNs and conntrack hits carry none', async () => {
+    const dp = await gueSetup({ stateless: true });
+    await dp.installPreviousTable(3, Uint32Array.from([2]));
+    let hinted = 0;
+    let plain = 0;
+    for (let p = 1000; p < 1100; p++) {
+      const v = dp.forward(flowFrom(p));
+      if (v.kind !== 'forward') throw new Error('not forwarded');
+      if (v.backendId === 2) {
+        expect(v.hint).toBeUndefined();
+        plain++;
+      } else {
+        expect(v.hint).toEqual({ backendId: 2, address: '10.1.0.2', skipped: false });
+        hinted++;
+      }
+      expect(dp.forward(flowFrom(p, true))).not.toHaveProperty('hint');
+    }
+    expect(hinted).toBeGreaterThan(0);
+    expect(plain).toBeGreaterThan(0);
+    const g = (await dp.counters()).global;
+    expect(g.hint_sent).toBe(BigInt(hinted));
+    expect(g.stateless_forward).toBe(200n);
+    expect(g.ct_miss).toBeUndefined();
+    expect(await dp.conntrack()).toEqual([]);
+  });
+
+  it('a skipped down owner is the hint; an IPIP owner or choice never is', async () => {
+    const dp = await gueSetup({ stateless: true });
+    await dp.upsertBackend({ id: 1, address: '10.1.0.1', state: 'down', encap: 'gue' });
+    const seen = new Set<string>();
+    for (let p = 2000; p < 2100; p++) {
+      const v = dp.forward(flowFrom(p));
+      if (v.kind !== 'forward') throw new Error('not forwarded');
+      expect(v.backendId).not.toBe(1);
+      if (v.hint) seen.add(`${v.hint.backendId}/${v.hint.skipped}`);
+    }
+    expect([...seen]).toEqual(['1/true']);
+    await dp.upsertBackend({ id: 1, address: '10.1.0.1', state: 'down' }); // now IPIP
+    for (let p = 2000; p < 2100; p++) expect(dp.forward(flowFrom(p))).not.toHaveProperty('hint');
+  });
+
+  it('conntrack VIP: a hinted miss is not recorded, an unhinted one is', async () => {
+    const dp = await gueSetup();
+    await dp.installPreviousTable(3, Uint32Array.from([2]));
+    for (let p = 3000; p < 3050; p++) {
+      const v = dp.forward(flowFrom(p));
+      const again = dp.forward(flowFrom(p));
+      if (v.kind !== 'forward' || again.kind !== 'forward') throw new Error('not forwarded');
+      expect(again.fromConntrack).toBe(v.hint === undefined);
+      expect(again.hint).toEqual(v.hint);
+    }
+  });
+});

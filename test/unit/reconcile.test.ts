@@ -251,6 +251,8 @@ describe('desiredState', () => {
       encapSourceV6: null,
       mtu: 1600,
       conntrackTimeouts: { tcp: 900, udp: 300 },
+      // config() gives no encap section: the default port.
+      guePort: 6080,
     });
     const auto = config([]);
     expect(

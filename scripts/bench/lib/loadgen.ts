@@ -1,6 +1,7 @@
 // HTTP load generator: open-loop constant rate (new connection per request) or N persistent connections.
 // Bounded by request count and time; reports latency (from the scheduled send time), per-backend counts,
 // errors, a timeline, (persistent mode) connections broken mid-run, and optionally one record per failure.
+import { existsSync } from 'node:fs';
 import { connect, Socket } from 'node:net';
 import { summarize, cdf, LatencySummary, quantile } from './stats';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -28,6 +29,8 @@ export interface LoadOptions {
   progressMs?: number;
   /** loadgen-cli: print one `FAILURE {...}` line (a FailureRecord) on stderr per failure as it happens. */
   reportFailures?: boolean;
+  /** persistent: the run ends early once this file exists (a scenario of unknown length; durationMs bounds it). */
+  stopFile?: string;
 }
 
 /** One failed request or broken connection, with what the client knew about it. Times are epoch ms. */
@@ -228,6 +231,7 @@ export async function runLoad(
   const t0 = performance.now();
   const rec = new Recorder(t0, bucketMs);
   const deadline = t0 + o.durationMs;
+  const stopped = (): boolean => o.stopFile !== undefined && existsSync(o.stopFile);
   let broken = 0;
   let opened = 0;
   const progressTimer = onProgress
@@ -315,7 +319,7 @@ export async function runLoad(
 
   /** Persistent mode: one keep-alive connection reused until it breaks, then a new one (counted as broken). */
   async function persistentWorker(): Promise<void> {
-    while (performance.now() < deadline && rec.sent < o.maxRequests) {
+    while (performance.now() < deadline && rec.sent < o.maxRequests && !stopped()) {
       opened++;
       const outcome = await useConnection(pick(o.targets));
       if (outcome === 'broken') broken++;
@@ -358,7 +362,7 @@ export async function runLoad(
         resolve(how === 'broken' && !used ? 'failed' : how);
       };
       const send = (): void => {
-        if (performance.now() >= deadline || rec.sent >= o.maxRequests) return end('done');
+        if (performance.now() >= deadline || rec.sent >= o.maxRequests || stopped()) return end('done');
         scheduled = performance.now();
         sentAt = Date.now();
         rec.sent++;

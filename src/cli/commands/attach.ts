@@ -1,9 +1,7 @@
 // attach / detach of the balancer, and decap attach / detach for real servers (backends) without ipip.
-import { execFile } from 'node:child_process';
 import { existsSync, rmdirSync, rmSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import type { Argv } from 'yargs';
 import {
   attachXdp,
@@ -20,7 +18,11 @@ import {
   BALANCER_PROGRAM,
   balancerMapSizes,
   BalancerLimits,
+  inspectBalancerPins,
   KernelDatapath,
+  unpinBalancer,
+  type AttachedProgram,
+  type PinDecision,
 } from '../../datapath/kernel';
 import { encodeAddrKey } from '../../datapath/layout';
 import { BOUNDS, DEFAULTS } from '../../model/defaults';
@@ -33,15 +35,27 @@ import {
   fetchAdmin,
   GlobalArgs,
   holdPins,
+  once,
   requireCapabilities,
   requireInterface,
   withAdmin,
   withJson,
   withPins,
 } from '../context';
-import { CliError, emit, numberArg } from '../output';
+import { CliError, emit, hostPort, numberArg } from '../output';
+import {
+  DEFAULT_GUE_PORT,
+  decapSettings,
+  sourceText,
+  type DecapSettingFlags,
+  type DecapSettings,
+} from '../../decap/config';
+import { DecapUsageError, DEFAULT_METRICS_LISTEN } from '../../decap/core';
+import { decapLayoutOf, decapMapNames, writeDecapSettings } from '../../decap/kernel';
+import { addVipToLo, removeVipFromLo } from '../../decap/host';
+import { createDecapRun, runDecapUntilSignal } from '../../decap/run';
+import { createLogger, LOG_LEVELS } from '../../log';
 
-const exec = promisify(execFile);
 const MODES = ['native', 'generic', 'auto'] as const;
 
 function needInterface(a: GlobalArgs, command: string): string {
@@ -113,8 +127,62 @@ function limitsOf(a: { maxVips: number; maxBackends: number; conntrackEntries: n
   };
 }
 
-async function sysctl(key: string, value: string): Promise<void> {
-  await exec('sysctl', ['-qw', `${key}=${value}`]);
+/** `decap run`: the backend role (src/decap/), until SIGTERM/SIGINT. */
+async function decapRun(
+  a: GlobalArgs &
+    DecapSettingFlags & {
+      address: string[];
+      mode: XdpMode;
+      metricsListen?: string;
+      keepOnExit: boolean;
+      logLevel: string;
+    },
+  vips: string[],
+): Promise<void> {
+  requireCapabilities('decap run', ['NET_ADMIN', 'BPF']);
+  const log = createLogger({ level: a.logLevel });
+  let run;
+  try {
+    run = createDecapRun({ ...a, vip: vips }, log);
+  } catch (e) {
+    if (e instanceof DecapUsageError) throw new CliError(e.message, 2);
+    throw e;
+  }
+  let code: number;
+  try {
+    code = await runDecapUntilSignal({
+      agent: run.agent,
+      log,
+      started: (s) =>
+        out(
+          a,
+          'DecapRun',
+          s,
+          `decap ${s.action === 'attach' ? 'attached to' : s.action === 'adopt' ? 'adopted on' : 'replaced on'} ${s.interface} (${s.mode}, program ${s.progId}) for ${s.addresses.join(', ')}${s.addressSource === 'interface' ? ' (the interface addresses, followed)' : ''}${s.vips.length ? `; VIPs on lo: ${s.vips.join(', ')}` : '; nothing on lo (node mode)'}${s.sources.length ? `; tunnels only from ${[...s.sources, ...s.gueSources.map((x) => `${x} (GUE)`)].join(', ')}` : ''}; GUE port ${s.guePort}; second chance ${!s.secondChance ? 'off' : s.diagnostics.secondChanceReady ? 'ready' : `not ready (${s.diagnostics.reasons.join('; ')})`}; metrics on ${hostPort(s.metrics.host, s.metrics.port)}${s.pins ? `; pinned at ${s.pins}` : '; not pinned (no bpffs)'}`,
+        ),
+      stopped: (s) =>
+        out(
+          a,
+          'DecapStop',
+          s,
+          s.kept
+            ? `decap left attached to ${s.interface} (--keep-on-exit)`
+            : `decap ${s.detached ? 'detached from' : 'was not attached to'} ${s.interface}${s.vipsRemoved.length ? `; VIPs removed from lo: ${s.vipsRemoved.join(', ')}` : ''}`,
+        ),
+    });
+  } catch (e) {
+    const m = (e as Error).message;
+    // A flag problem found at start (interface, address) is a usage error; the kernel saying no is not.
+    throw new CliError(
+      m,
+      e instanceof DecapUsageError ? 2 : /^--interface: .* runs another XDP program/.test(m) ? 3 : 1,
+    );
+  } finally {
+    run.release();
+  }
+  // Pino writes asynchronously: let it flush before the exit.
+  await new Promise((resolve) => setImmediate(resolve));
+  process.exitCode = code;
 }
 
 export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
@@ -158,22 +226,53 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         const lock = holdPins(a, { ifname, dir, command: 'attach' });
         let dp: KernelDatapath;
         let fresh = false;
-        if (existsSync(join(dir, BALANCER_PROGRAM))) dp = KernelDatapath.adopt({ pinDir: dir });
+        // The daemon's decision (pinDecision): adopt, load fresh, replace an older build's pins, or refuse.
+        let decision: PinDecision;
+        let running: AttachedProgram;
+        try {
+          // The limits size a fresh balancer only: a pinned one keeps its size (as before).
+          ({ decision, attached: running } = inspectBalancerPins({ dir, ifname, limits: null }));
+        } catch (e) {
+          lock.release();
+          throw e;
+        }
+        if (decision.kind === 'refuse') {
+          lock.release();
+          throw new CliError(decision.reason, 3);
+        }
+        if (decision.kind === 'replace' && running.name === BALANCER_PROGRAM) {
+          // An older build's balancer forwards: replacing it here would swap in an empty one (VIP traffic would
+          // pass to the kernel). The daemon replaces it once it has programmed this build's.
+          lock.release();
+          out(
+            a,
+            'Attach',
+            { interface: ifname, pins: dir, fresh: false, progId: running.progId, replaceDeferred: { reason: decision.reason, detail: decision.detail } }, // prettier-ignore
+            `program ${running.progId} stays attached to ${ifname}: the balancer pinned at ${dir} is an older build's (${decision.detail}); \`peak-xdp daemon\` replaces it once it has programmed this build's`,
+          );
+          return;
+        }
+        let replaced: string | null = null;
+        if (decision.kind === 'adopt') dp = KernelDatapath.adopt({ pinDir: dir });
         else {
           dp = await KernelDatapath.load({ maxEntries: balancerMapSizes(limits) });
           fresh = true;
+          if (decision.kind === 'replace') replaced = decision.detail;
         }
         try {
           if (fresh) {
             securePinPath({ bpffs: bpffsRoot(a.bpffs), dir, create: true });
+            // An older build's pins (nothing runs them) or map pins without a program pin: ours replace them,
+            // program pin first out, last in (KernelDatapath.pin).
+            unpinBalancer(dir, decision.kind === 'fresh' ? decision.leftovers : BALANCER_MAPS);
             dp.pin(dir);
           }
           const st = await dp.attach({ ifname, mode: a.mode });
           out(
             a,
             'Attach',
-            { interface: ifname, pins: dir, fresh, ...(fresh ? { limits } : {}), ...st },
-            `attached program ${st.progId} to ${ifname} (${st.mode})${fresh ? `; new empty balancer pinned at ${dir}: VIP traffic passes until the daemon configures it` : ''}`,
+            { interface: ifname, pins: dir, fresh, ...(fresh ? { limits } : {}), ...(replaced ? { replaced } : {}), ...st }, // prettier-ignore
+            `attached program ${st.progId} to ${ifname} (${st.mode})${replaced ? `; replaced the pins of an older build (${replaced})` : ''}${fresh ? `; new empty balancer pinned at ${dir}: VIP traffic passes until the daemon configures it` : ''}`,
           );
         } catch (e) {
           // A fresh balancer that is not attached must not stay pinned: it holds its maps' memory, and every
@@ -253,31 +352,101 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     )
     .command(
       'decap [action]',
-      'Backend side: decapsulate IPIP/IP6IP6 in XDP and hold the VIPs on lo',
+      'Backend side: decapsulate IPIP/IP6IP6 in XDP (attach/detach: once; run: keep it attached, serve /metrics)',
       (y2) =>
-        withJson(withPins(y2, IFACE))
-          .positional('action', { choices: ['attach', 'detach'] as const, describe: 'attach or detach' })
+        withJson(
+          withPins(y2, 'the interface (run: also env PEAK_XDP_INTERFACE, or auto: the default route’s)'),
+        )
+          .positional('action', {
+            choices: ['attach', 'detach', 'run'] as const,
+            describe: 'attach or detach once, or run (the backend role: until SIGTERM/SIGINT)',
+          })
           .option('vip', {
             type: 'string',
             array: true,
             default: [] as string[],
-            describe: 'VIP to add to (detach: remove from) lo',
+            describe:
+              'VIP to add to (detach: remove from) lo; run: host mode only (node mode adds nothing to lo)',
           })
           .option('address', {
             type: 'string',
             array: true,
             default: [] as string[],
-            describe: 'outer destination to decapsulate for (default: the interface addresses)',
+            describe:
+              'outer destination to decapsulate for (default: the interface addresses; run: re-read as they change)',
           })
-          .option('mode', { choices: MODES, default: 'auto' as XdpMode }),
+          .option('mode', { choices: MODES, default: 'auto' as XdpMode })
+          .option('metrics-listen', {
+            type: 'string',
+            coerce: once('metrics-listen'),
+            describe: `run: HOST:PORT of /metrics, /healthz, /readyz, /state, all read-only (default: env PEAK_XDP_METRICS_LISTEN or ${DEFAULT_METRICS_LISTEN})`,
+          })
+          .option('keep-on-exit', {
+            type: 'boolean',
+            default: false,
+            describe:
+              'run: leave decap attached and pinned on exit, so a restart adopts it with no gap (default: detach)',
+          })
+          .option('log-level', {
+            choices: LOG_LEVELS,
+            default: (process.env.PEAK_XDP_LOG_LEVEL ?? 'info') as 'info',
+            describe: 'run: log level (JSON lines on stderr)',
+          })
+          .option('from', {
+            type: 'string',
+            array: true,
+            default: [] as string[],
+            describe:
+              'attach, run: decapsulate only tunnels whose outer source is in this prefix (the LB nodes’ encap source; repeatable; default: env PEAK_XDP_DECAP_FROM, comma-separated, else from anywhere). Needed next to an IPIP CNI (Calico IPIP, Flannel ipip): other IPIP then reaches tunl0',
+          })
+          .option('gue-from', {
+            type: 'string',
+            array: true,
+            default: [] as string[],
+            describe:
+              'attach, run: with --from, also accept GUE (only) from this prefix: the nodes, for second-chance hops between backends (default: env PEAK_XDP_DECAP_GUE_FROM)',
+          })
+          .option('gue-port', {
+            type: 'string',
+            coerce: once('gue-port'),
+            describe: `attach, run: UDP port of GUE (default: env PEAK_XDP_GUE_PORT or ${DEFAULT_GUE_PORT}; the LBs' encap.guePort)`,
+          })
+          .option('second-chance', {
+            type: 'boolean',
+            default: true,
+            describe:
+              'attach, run: forward mid-connection packets this host has no state for to the previous owner the LB names (--no-second-chance: ignore hints)',
+          })
+          .option('conntrack-lookup', {
+            type: 'boolean',
+            default: true,
+            describe:
+              'attach, run: the second chance also asks netfilter conntrack (node mode: kube-proxy DNAT); --no-conntrack-lookup: sockets only',
+          }),
       async (a) => {
-        if (!a.action) throw new CliError('decap: give the action (attach or detach)', 2);
-        // No PERFMON: the decap init container runs with BPF and NET_ADMIN only (deploy/example-service.yaml).
+        if (!a.action) throw new CliError('decap: give the action (attach, detach or run)', 2);
+        // --no-vip (node mode, the default of run) reads as vip=false, or a false among the values.
+        const vips = (Array.isArray(a.vip) ? (a.vip as unknown[]) : []).filter(
+          (v): v is string => typeof v === 'string',
+        );
+        const flags: DecapSettingFlags = {
+          from: a.from,
+          gueFrom: a.gueFrom,
+          guePort: a.guePort as string | undefined,
+          secondChance: a.secondChance,
+          conntrackLookup: a.conntrackLookup,
+        };
+        if (a.action === 'run')
+          return decapRun(
+            { ...a, ...flags, guePort: flags.guePort, metricsListen: a.metricsListen as string | undefined },
+            vips,
+          );
+        // No PERFMON: the decap init container runs with BPF and NET_ADMIN only (deploy/examples/service-pod-mode.yaml).
         requireCapabilities(`decap ${a.action}`, ['NET_ADMIN', 'BPF']);
         const ifname = needInterface(a, `decap ${a.action}`);
         requireInterface(ifname);
         for (const [flag, list] of [
-          ['--vip', a.vip],
+          ['--vip', vips],
           ['--address', a.address],
         ] as const)
           for (const v of list)
@@ -294,14 +463,11 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
             throw new CliError(`detach from ${ifname}: ${e.message}`, 3);
           });
           if (dir) rmSync(dir, { recursive: true, force: true });
-          for (const v of a.vip)
-            await exec('ip', ['addr', 'del', `${v}/${isIP(v) === 4 ? 32 : 128}`, 'dev', 'lo']).catch(
-              () => undefined,
-            );
+          for (const v of vips) await removeVipFromLo(v).catch(() => undefined);
           out(
             a,
             'DecapDetach',
-            { interface: ifname, ...st, vipsRemoved: a.vip },
+            { interface: ifname, ...st, vipsRemoved: vips },
             `decap detached from ${ifname}`,
           );
           return;
@@ -314,49 +480,55 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
               });
         if (addresses.length === 0)
           throw new CliError(`${ifname} has no global address to decapsulate for: give --address`, 2);
-        const obj = await BpfObject.load(bpfObjectPath('decap'));
-        const prog = obj.program('decap');
-        const addrs = obj.map('decap_addrs');
-        const stats = obj.map('decap_stats');
-        obj.close();
+        let settings: DecapSettings;
         try {
+          settings = decapSettings(flags, process.env);
+        } catch (e) {
+          if (e instanceof DecapUsageError) throw new CliError(e.message, 2);
+          throw e;
+        }
+        const objectPath = bpfObjectPath('decap');
+        const obj = await BpfObject.load(objectPath);
+        const prog = obj.program('decap');
+        // every map, as `decap run` pins them (so a later run adopts this program rather than swapping it)
+        const maps = Object.fromEntries(decapMapNames(objectPath).map((m) => [m, obj.map(m)]));
+        obj.close();
+        const addrs = maps.decap_addrs!;
+        try {
+          // sources and config before the addresses: nothing is decapsulated before the filter is in place
+          writeDecapSettings({ decap_config: maps.decap_config!, decap_sources: maps.decap_sources! }, decapLayoutOf(objectPath), settings); // prettier-ignore
           for (const ad of addresses) addrs.update(encodeAddrKey('address', ad), Buffer.alloc(4));
           if (dir) {
             rmSync(dir, { recursive: true, force: true });
             securePinPath({ bpffs: bpffsRoot(a.bpffs), dir, create: true });
             prog.pin(join(dir, 'decap'));
-            addrs.pin(join(dir, 'decap_addrs'));
-            stats.pin(join(dir, 'decap_stats'));
+            for (const [name, m] of Object.entries(maps)) m.pin(join(dir, name));
           }
           const st = await attachXdp({ ifname, program: prog, mode: a.mode });
           // The VIPs live on lo; answer ARP/ND only for the interface's own addresses (DSR on shared L2).
-          for (const v of a.vip) {
-            // replace, not add: a second `decap attach` (or a VIP already on lo) is not an error.
-            const r = await exec('ip', [
-              'addr',
-              'replace',
-              `${v}/${isIP(v) === 4 ? 32 : 128}`,
-              'dev',
-              'lo',
-            ]).catch((e: { stderr?: string }) => ({ stdout: '', stderr: e.stderr ?? '' }));
-            if (r.stderr && !/File exists/.test(r.stderr))
-              throw new CliError(`add VIP ${v} to lo: ${r.stderr.trim()}`, 3);
-          }
-          if (a.vip.some((v) => isIP(v) === 4)) {
-            await sysctl('net.ipv4.conf.all.arp_ignore', '1');
-            await sysctl('net.ipv4.conf.all.arp_announce', '2');
-            // Decapsulated packets come from clients anywhere: loose reverse-path filtering.
-            await sysctl('net.ipv4.conf.all.rp_filter', '2');
-            await sysctl(`net.ipv4.conf.${ifname}.rp_filter`, '2');
-          }
+          for (const v of vips)
+            await addVipToLo(v, ifname).catch((e: { stderr?: string; message: string }) => {
+              throw new CliError(`add VIP ${v} to lo: ${(e.stderr || e.message).trim()}`, 3);
+            });
           out(
             a,
             'DecapAttach',
-            { interface: ifname, ...st, addresses, vips: a.vip, pins: dir },
-            `decap attached to ${ifname} (${st.mode}, program ${st.progId}) for ${addresses.join(', ')}${a.vip.length ? `; VIPs on lo: ${a.vip.join(', ')}` : ''}${dir ? `; pinned at ${dir}` : '; not pinned (no bpffs mounted)'}`,
+            {
+              interface: ifname,
+              ...st,
+              addresses,
+              vips,
+              pins: dir,
+              guePort: settings.guePort,
+              secondChance: settings.secondChance,
+              conntrackLookup: settings.conntrackLookup,
+              sources: settings.sources.filter((x) => x.ipip).map(sourceText),
+              gueSources: settings.sources.filter((x) => !x.ipip).map(sourceText),
+            },
+            `decap attached to ${ifname} (${st.mode}, program ${st.progId}) for ${addresses.join(', ')}${settings.sources.length ? `; tunnels only from ${settings.sources.map((x) => sourceText(x) + (x.ipip ? '' : ' (GUE)')).join(', ')}` : ''}${vips.length ? `; VIPs on lo: ${vips.join(', ')}` : ''}${dir ? `; pinned at ${dir}` : '; not pinned (no bpffs mounted)'}`,
           );
         } finally {
-          for (const x of [prog, addrs, stats] as (BpfProgram | BpfMap)[]) x.close();
+          for (const x of [prog, ...Object.values(maps)] as (BpfProgram | BpfMap)[]) x.close();
         }
       },
     ) as unknown as Argv<GlobalArgs>;

@@ -1,7 +1,8 @@
 // peak-xdp daemon: runs the control plane until SIGTERM/SIGINT; exit leaves forwarding running.
 import type { Argv } from 'yargs';
 import { bpffsRoot } from '../../daemon/pins';
-import { createDaemon } from '../../daemon/wiring';
+import { createDaemon, nodeIdentity } from '../../daemon/wiring';
+import { parseListen } from '../../model/schema';
 import { createLogger, LOG_LEVELS } from '../../log';
 import { GlobalArgs, requireCapabilities, withBpffs } from '../context';
 import { CliError } from '../output';
@@ -23,6 +24,19 @@ export function registerDaemon(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           type: 'string',
           describe: 'this node (default: env NODE_NAME, else the host name)',
         })
+        .option('node-labels', {
+          type: 'string',
+          describe:
+            "this node's labels for the config's nodes section, k=v,k2=v2 (bare hosts; with --kubernetes: " +
+            "default the Node object's)",
+        })
+        .option('metrics-listen', {
+          type: 'string',
+          default: process.env.PEAK_XDP_METRICS_LISTEN,
+          describe:
+            'a read-only listener for GET /metrics, /healthz, /readyz, e.g. 0.0.0.0:9471 (replaces ' +
+            'admin.metricsListen; env PEAK_XDP_METRICS_LISTEN)',
+        })
         .option('detach-on-exit', {
           type: 'boolean',
           default: false,
@@ -35,12 +49,30 @@ export function registerDaemon(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     async (a) => {
       requireCapabilities('the daemon');
       const logger = createLogger({ level: a.logLevel });
+      const metricsListen = a.metricsListen === undefined ? undefined : parseListen(a.metricsListen);
+      if (metricsListen === null)
+        throw new CliError(
+          `--metrics-listen: ${JSON.stringify(a.metricsListen)} is not an address:port (e.g. 0.0.0.0:9471 or [::]:9471)`,
+          2,
+        );
+      let node;
+      try {
+        node = nodeIdentity({
+          name: a.nodeName,
+          labels: a.nodeLabels,
+          kubernetes: a.kubernetes ? { kubeconfig: a.kubeconfig } : undefined,
+        });
+      } catch (e) {
+        throw new CliError((e as Error).message, 2);
+      }
       const daemon = createDaemon({
         configPath: a.config,
         bpffs: bpffsRoot(a.bpffs),
         detachOnExit: a.detachOnExit,
         logger,
         kubernetes: a.kubernetes ? { kubeconfig: a.kubeconfig, nodeName: a.nodeName } : undefined,
+        node,
+        ...(metricsListen === undefined ? {} : { metricsListen }),
       });
       let stopping: Promise<void> | null = null;
       const stop = (signal: string) => {
@@ -59,6 +91,8 @@ export function registerDaemon(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       try {
         await daemon.start();
       } catch (e) {
+        // A signal during the start (e.g. while it waits for valid node settings): the stop above exits 0.
+        if (stopping) return await new Promise<never>(() => undefined);
         await daemon.stop().catch(() => undefined);
         throw new CliError((e as Error).message, 1);
       }

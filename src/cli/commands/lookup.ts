@@ -1,5 +1,6 @@
-// peak-xdp lookup: where a flow goes (its connection-table entry, else the Maglev pick), from the pinned maps
-// through the one selection model (flowhash.ts selectBackend). Reads only: no packet runs, nothing is written.
+// peak-xdp lookup: where a flow goes (its connection-table entry, else the Maglev pick) and the previous-owner
+// hint it carries, from the pinned maps through the one selection model (flowhash.ts selectBackend). Reads
+// only: no packet runs, nothing is written.
 import { isIP } from 'node:net';
 import type { Argv } from 'yargs';
 import type { KernelDatapath } from '../../datapath/kernel';
@@ -32,6 +33,14 @@ export interface LookupResult {
   reason: string;
   /** The datapath counters this packet would move (selection only). */
   counters: string[];
+  /** The VIP keeps no connection table (PEAK_VIP_F_STATELESS): moved flows rely on the backends' second chance. */
+  stateless: boolean;
+  /** How the packet reaches the chosen backend (null: none chosen). */
+  encap: 'ipip' | 'gue' | null;
+  /** The owner of the flow's slot in the VIP's previous table, when it differs from the current owner. */
+  previousOwner: { id: number; address: string | null } | null;
+  /** The previous-owner hint the GUE packet carries (TCP, not a SYN), and why; null: none. */
+  hint: { id: number; address: string | null; kind: 'previous-owner' | 'skipped-owner' } | null;
 }
 
 /** Explains a selection; pure. */
@@ -57,6 +66,10 @@ export function lookupFlow(o: {
   src: Endpoint;
   dst: Endpoint;
   protocol: Protocol;
+  /** The VIP's previous table (maglev_prev_tables); absent: none. */
+  previousTable?: (vipId: number) => Uint32Array | null;
+  /** A TCP SYN: no connection-table read, and no hint (default: a mid-connection packet). */
+  syn?: boolean;
 }): LookupResult {
   const vip = matchVip(o.vips, o.dst, o.protocol);
   if (vip === null)
@@ -67,6 +80,10 @@ export function lookupFlow(o: {
       from: 'none',
       reason: `${o.dst.address} port ${o.dst.port} ${o.protocol} is not a VIP: the balancer passes it to the kernel`,
       counters: [],
+      stateless: false,
+      encap: null,
+      previousOwner: null,
+      hint: null,
     };
   const byId = new Map(o.backends.map((b) => [b.id, b]));
   const proto = PROTO_NUMBER[o.protocol];
@@ -77,18 +94,29 @@ export function lookupFlow(o: {
     destinationPort: o.dst.port,
     proto,
   };
-  const useCt = !vip.flags.noConntrack;
-  const ct = useCt ? o.conntrack(encodeFlowKey(flow)) : null;
+  const stateless = vip.flags.stateless === true;
+  const useCt = !vip.flags.noConntrack && !stateless;
+  const syn = o.syn === true && o.protocol === 'tcp';
+  const ct = useCt && !syn ? o.conntrack(encodeFlowKey(flow)) : null;
+  const table = o.table(vip.id);
+  const prevTable = o.previousTable?.(vip.id) ?? null;
+  const hash = vip.flags.sourceHash ? sourceHash(o.src.address) : flowHash(flow);
   const r = selectBackend({
     vipId: vip.id,
-    table: o.table(vip.id),
-    hash: vip.flags.sourceHash ? sourceHash(o.src.address) : flowHash(flow),
+    table,
+    hash,
     usable: (id) => byId.get(id)?.state === 'up',
     keepsFlows: (id) => byId.get(id)?.state === 'up' || byId.get(id)?.state === 'draining',
-    readConntrack: useCt,
+    readConntrack: useCt && !syn,
     recordConntrack: useCt,
     conntrack: ct,
+    // The kernel hints only a mid-connection TCP packet of the flow itself.
+    wantHint: o.protocol === 'tcp' && !syn,
+    gue: (id) => byId.get(id)?.encap === 'gue',
+    previousTable: prevTable,
   });
+  const owner = table === null || table.length === 0 ? null : table[hash % table.length]!;
+  const prevId = prevTable === null || prevTable.length === 0 ? 0 : prevTable[hash % prevTable.length]!;
   const b = r.backendId === null ? undefined : byId.get(r.backendId);
   const text = `${hostPort(vip.key.address, vip.key.port)}/${vip.key.protocol}`;
   return {
@@ -99,7 +127,30 @@ export function lookupFlow(o: {
     from: r.backendId === null ? 'none' : r.from,
     reason: lookupReason(r, text),
     counters: r.counters,
+    stateless,
+    encap: b === undefined ? null : (b.encap ?? 'ipip'),
+    previousOwner:
+      prevId !== 0 && prevId !== owner ? { id: prevId, address: byId.get(prevId)?.address ?? null } : null,
+    hint:
+      r.hint === null
+        ? null
+        : {
+            id: r.hint.backendId,
+            address: byId.get(r.hint.backendId)?.address ?? null,
+            kind: r.hint.skipped ? 'skipped-owner' : 'previous-owner',
+          },
   };
+}
+
+/** The lines `lookup` and `trace` print about encapsulation, the previous owner and the hint. */
+export function hintLines(r: LookupResult): string[] {
+  const who = (x: { id: number; address: string | null }): string => `${x.address ?? '?'} (#${x.id})`;
+  return [
+    `mode       ${r.vip === null ? '-' : r.stateless ? 'stateless (no connection table)' : 'connection table'}`,
+    `encap      ${r.encap ?? '-'}`,
+    `previous   ${r.previousOwner ? who(r.previousOwner) : '-'}`,
+    `hint       ${r.hint ? `${who(r.hint)}, ${r.hint.kind === 'skipped-owner' ? 'the owner this node skipped' : "the slot's previous owner"}` : '-'}`,
+  ];
 }
 
 function endpoint(flag: string, text: string | undefined): Endpoint {
@@ -108,13 +159,42 @@ function endpoint(flag: string, text: string | undefined): Endpoint {
   return { address: canonicalIp(e.address)!, port: e.port };
 }
 
-async function readTables(
-  dp: KernelDatapath,
+/** Each VIP's table and previous table (maglev_tables, maglev_prev_tables). */
+export async function readTables(
+  dp: Pick<KernelDatapath, 'readTable' | 'readPreviousTable'>,
   vips: readonly VipSpec[],
-): Promise<Map<number, Uint32Array | null>> {
-  const out = new Map<number, Uint32Array | null>();
-  for (const v of vips) out.set(v.id, await dp.readTable(v.id));
-  return out;
+): Promise<{ current: Map<number, Uint32Array | null>; previous: Map<number, Uint32Array | null> }> {
+  const current = new Map<number, Uint32Array | null>();
+  const previous = new Map<number, Uint32Array | null>();
+  for (const v of vips) {
+    current.set(v.id, await dp.readTable(v.id));
+    previous.set(v.id, await dp.readPreviousTable(v.id));
+  }
+  return { current, previous };
+}
+
+/** lookupFlow over a pinned datapath's maps (lookup, and trace before it runs its packet). */
+export async function lookupPinned(
+  dp: KernelDatapath,
+  o: { src: Endpoint; dst: Endpoint; protocol: Protocol; syn: boolean; names: ReadonlyMap<number, string> },
+): Promise<LookupResult> {
+  const vips = await dp.listVips();
+  const tables = await readTables(dp, vips);
+  return lookupFlow({
+    vips,
+    backends: await dp.listBackends(),
+    names: o.names,
+    table: (id) => tables.current.get(id) ?? null,
+    previousTable: (id) => tables.previous.get(id) ?? null,
+    conntrack: (key) => {
+      const v = dp.maps.conntrack.lookup(key);
+      return v && decodeCtValue(v);
+    },
+    src: o.src,
+    dst: o.dst,
+    protocol: o.protocol,
+    syn: o.syn,
+  });
 }
 
 export function registerLookup(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
@@ -125,7 +205,12 @@ export function registerLookup(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       withJson(withAdmin(withPins(y2)))
         .option('src', { type: 'string', demandOption: true, describe: 'client IP:PORT' })
         .option('dst', { type: 'string', demandOption: true, describe: 'VIP:PORT' })
-        .option('proto', { choices: ['tcp', 'udp'] as const, default: 'tcp' as const }),
+        .option('proto', { choices: ['tcp', 'udp'] as const, default: 'tcp' as const })
+        .option('syn', {
+          type: 'boolean',
+          default: false,
+          describe: 'a TCP SYN (a new flow): no connection-table read, no hint',
+        }),
     async (a) => {
       const src = endpoint('--src', a.src);
       const dst = endpoint('--dst', a.dst);
@@ -133,20 +218,12 @@ export function registerLookup(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         throw new CliError(`--src ${a.src} and --dst ${a.dst} are of different IP families`, 2);
       const { dp } = openPinned(a);
       try {
-        const vips = await dp.listVips();
-        const tables = await readTables(dp, vips);
-        const r = lookupFlow({
-          vips,
-          backends: await dp.listBackends(),
-          names: (await daemonNames(a)).vips,
-          table: (id) => tables.get(id) ?? null,
-          conntrack: (key) => {
-            const v = dp.maps.conntrack.lookup(key);
-            return v && decodeCtValue(v);
-          },
+        const r = await lookupPinned(dp, {
           src,
           dst,
           protocol: a.proto,
+          syn: a.syn,
+          names: (await daemonNames(a)).vips,
         });
         emit(a.json, 'Lookup', r, () =>
           [
@@ -154,6 +231,7 @@ export function registerLookup(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
             `conntrack  ${r.conntrack ? `entry -> ${r.conntrack.backend ?? '?'} (#${r.conntrack.backendId})` : 'no entry'}`,
             `backend    ${r.backend ? `${r.backend.address ?? '?'} (#${r.backend.id}, ${r.backend.state ?? '?'})` : '-'}`,
             `why        ${r.reason}`,
+            ...hintLines(r),
           ].join('\n'),
         );
       } finally {

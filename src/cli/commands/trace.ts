@@ -1,9 +1,12 @@
 // peak-xdp trace: run one packet through the attached balancer (BPF_PROG_TEST_RUN) and say what it does.
 import { isIP } from 'node:net';
 import type { Argv } from 'yargs';
-import { frame, parseFrame, TCP_FLAGS } from '../../datapath/packet';
-import { GlobalArgs, openPinned, withJson, withPins } from '../context';
+import { frame, parseFrame, parseGue, ParsedFrame, TCP_FLAGS } from '../../datapath/packet';
+import { canonicalIp } from '../../model/ip';
+import { DEFAULTS } from '../../model/defaults';
+import { daemonNames, GlobalArgs, openPinned, withAdmin, withJson, withPins } from '../context';
 import { CliError, emit } from '../output';
+import { hintLines, lookupPinned, LookupResult } from './lookup';
 
 /** "10.0.0.1:1234" or "[2001:db8::1]:1234" to address and port. */
 export function parseEndpoint(flag: string, text: string): { address: string; port: number } {
@@ -46,6 +49,12 @@ export const COUNTER_MEANINGS: Readonly<Record<string, string>> = {
   ct_expired: 'the connection-table entry was idle past its timeout: re-selected',
   encap_v4: 'encapsulated in IPv4 (IPIP)',
   encap_v6: 'encapsulated in IPv6',
+  encap_gue: 'encapsulated in GUE (UDP, encap.guePort)',
+  hint_sent:
+    'the GUE packet carries a previous-owner hint (the backend gives the flow a second chance there)',
+  hint_skipped_owner:
+    'the hint names an owner this node skipped (not up here, or a connection-table hit on a down backend)',
+  stateless_forward: 'a stateless VIP: forwarded without the connection table',
   icmp_echo_reply: 'an echo request to a VIP: answered by the balancer',
   icmp_error_forwarded: 'an ICMP error about a flow: forwarded to its backend',
   icmp_too_big_sent: 'ICMP too-big / frag-needed sent to the client',
@@ -88,6 +97,42 @@ export interface TraceResult {
   packetHex: string;
   inputHex: string;
   durationNs: number;
+  /** How the output reached the backend, and the hint it carried (from the output frame); null: not forwarded. */
+  encap: { kind: 'ipip' | 'gue'; udpPort?: number; hint: string | null } | null;
+  /** The decision as the pinned maps predict it before the packet ran (mode, previous owner, hint); null
+   * for --packet-hex. */
+  decision: LookupResult | null;
+}
+
+/** What an encapsulated output frame says: the backend (outer destination), the kind, and a GUE hint. */
+export function describeEncap(
+  p: ParsedFrame,
+  guePort: number,
+): { backend: string; kind: 'ipip' | 'gue'; udpPort?: number; hint: string | null; text: string } | null {
+  const ip = p.ip;
+  if (!ip) return null;
+  const fam = (v: number): string => (v === 4 ? 'IPv4' : 'IPv6');
+  if (ip.inner)
+    return {
+      backend: ip.dst,
+      kind: 'ipip',
+      hint: null,
+      text: `encapsulated ${fam(ip.version)} ${ip.src} -> ${ip.dst}`,
+    };
+  if (ip.l4?.kind === 'udp' && ip.l4.dport === guePort) {
+    const g = parseGue(ip.l4.body);
+    const hint = g.hint?.address ?? null;
+    return {
+      backend: ip.dst,
+      kind: 'gue',
+      udpPort: guePort,
+      hint,
+      text:
+        `encapsulated GUE (UDP ${ip.l4.sport} -> ${guePort}) over ${fam(ip.version)} ${ip.src} -> ${ip.dst}` +
+        (hint === null ? ', no hint' : `, hint: previous owner ${hint}`),
+    };
+  }
+  return null;
 }
 
 export function registerTrace(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
@@ -95,7 +140,7 @@ export function registerTrace(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     'trace',
     'Run one flow (or a raw frame) through the attached balancer: verdict, backend, output packet. The packet really runs: counters and the connection table see it.',
     (y2) =>
-      withJson(withPins(y2))
+      withJson(withAdmin(withPins(y2)))
         .option('src', { type: 'string', describe: 'client IP:PORT' })
         .option('dst', { type: 'string', describe: 'VIP:PORT' })
         .option('proto', { choices: ['tcp', 'udp'] as const, default: 'tcp' as const })
@@ -112,6 +157,8 @@ export function registerTrace(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       const { dp } = openPinned(a);
       try {
         let input: Buffer;
+        let decision: LookupResult | null = null;
+        const cfg = await dp.readConfig();
         if (a.packetHex !== undefined) {
           const hex = a.packetHex.replace(/\s+/g, '');
           if (!/^([0-9a-fA-F]{2})+$/.test(hex) || hex.length < 28)
@@ -124,7 +171,14 @@ export function registerTrace(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           const d = parseEndpoint('--dst', a.dst);
           if (isIP(s.address) !== isIP(d.address))
             throw new CliError(`--src ${a.src} and --dst ${a.dst} are of different IP families`, 2);
-          const cfg = await dp.readConfig();
+          // Predicted before the packet runs (it may write the connection table).
+          decision = await lookupPinned(dp, {
+            src: { address: canonicalIp(s.address)!, port: s.port },
+            dst: { address: canonicalIp(d.address)!, port: d.port },
+            protocol: a.proto,
+            syn: a.syn,
+            names: (await daemonNames(a)).vips,
+          });
           input = frame({
             eth: { dst: cfg?.ownMac ?? '02:00:00:00:00:02', src: cfg?.nextHopMac ?? '02:00:00:00:00:01' },
             ip: { src: s.address, dst: d.address },
@@ -139,6 +193,7 @@ export function registerTrace(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         const moved = movedCounters(before, (await dp.counters()).global);
         const out = r.data ?? Buffer.alloc(0);
         let backend: TraceResult['backend'] = null;
+        let encap: TraceResult['encap'] = null;
         let reason = reasonFromCounters(
           moved.map((m) => m.counter),
           r.verdictName,
@@ -146,11 +201,12 @@ export function registerTrace(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         if (r.verdictName === 'TX' || r.verdictName === 'REDIRECT') {
           try {
             const p = parseFrame(out);
-            if (p.ip?.inner) {
-              const addr = p.ip.dst;
-              const b = (await dp.listBackends()).find((x) => x.address === addr);
-              backend = { id: b?.id ?? null, address: addr };
-              reason = `encapsulated ${p.ip.version === 4 ? 'IPv4' : 'IPv6'} ${p.ip.src} -> ${addr}`;
+            const e = describeEncap(p, cfg?.guePort ?? DEFAULTS.encap.guePort);
+            if (e !== null) {
+              const b = (await dp.listBackends()).find((x) => x.address === e.backend);
+              backend = { id: b?.id ?? null, address: e.backend };
+              encap = { kind: e.kind, ...(e.udpPort ? { udpPort: e.udpPort } : {}), hint: e.hint };
+              reason = e.text;
             } else if (p.ip) {
               reason = `reply from the LB (${p.ip.l4?.kind ?? 'ip'} to ${p.ip.dst})`;
             }
@@ -170,6 +226,8 @@ export function registerTrace(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           packetHex: out.toString('hex'),
           inputHex: input.toString('hex'),
           durationNs: r.durationNs,
+          encap,
+          decision,
         };
         emit(a.json, 'Trace', res, () =>
           [
@@ -177,6 +235,7 @@ export function registerTrace(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
             `backend  ${backend ? `${backend.address}${backend.id !== null ? ` (#${backend.id})` : ''}` : '-'}`,
             `why      ${reason}`,
             `counters ${res.counters.map((c) => `${c.counter}+${c.delta}`).join(' ') || '-'}`,
+            ...(decision === null ? [] : ['predicted:', ...hintLines(decision).map((l) => `  ${l}`)]),
             `input    ${res.inputHex}`,
             `output   ${res.packetHex}`,
           ].join('\n'),

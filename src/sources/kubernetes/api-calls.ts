@@ -25,6 +25,10 @@ export const API_CALLS = {
     verb: 'watch',
     scope: 'cluster',
   },
+  // Node mode: backend addresses and readiness (list/watch); a node's own labels for per-node settings (get).
+  listNodes: { group: '', resource: 'nodes', verb: 'list', scope: 'cluster' },
+  watchNodes: { group: '', resource: 'nodes', verb: 'watch', scope: 'cluster' },
+  getNode: { group: '', resource: 'nodes', verb: 'get', scope: 'cluster' },
   createEvent: { group: '', resource: 'events', verb: 'create', scope: 'cluster' },
   getLease: { group: 'coordination.k8s.io', resource: 'leases', verb: 'get', scope: 'namespace' },
   createLease: { group: 'coordination.k8s.io', resource: 'leases', verb: 'create', scope: 'namespace' },

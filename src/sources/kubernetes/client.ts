@@ -4,13 +4,16 @@ import type { ApiCall } from './api-calls';
 import type { LeaseSpec } from './election';
 import type { SourceMetrics } from './metrics';
 import { noMetrics } from './metrics';
-import type { EndpointSlice, LoadBalancerIngress, Service } from './objects';
+import type { EndpointSlice, LoadBalancerIngress, Node, Service } from './objects';
 import type { ListPage, ReflectorIO, WatchEventType } from './reflector';
 
 /** Everything the source asks of the API server; connectKube() implements it with the real client. */
 export interface KubeApi {
   services: ReflectorIO<Service>;
   endpointSlices: ReflectorIO<EndpointSlice>;
+  nodes: ReflectorIO<Node>;
+  /** One Node by name (null: none such). */
+  getNode(name: string): Promise<Node | null>;
   patchServiceStatus(opts: {
     namespace: string;
     name: string;
@@ -148,6 +151,21 @@ export async function connectKube(opts: ConnectOptions): Promise<KubeApi> {
       path: '/apis/discovery.k8s.io/v1/endpointslices',
       list: (cont) => discovery.listEndpointSliceForAllNamespaces({ limit: pageSize, _continue: cont }),
     }),
+    nodes: io<Node>({
+      listCall: 'listNodes',
+      watchCall: 'watchNodes',
+      path: '/api/v1/nodes',
+      list: (cont) => core.listNode({ limit: pageSize, _continue: cont }),
+    }),
+    getNode: (name) =>
+      call('getNode', async () => {
+        try {
+          return (await core.readNode({ name })) as unknown as Node;
+        } catch (e) {
+          if (statusCode(e) === 404) return null;
+          throw e;
+        }
+      }),
     patchServiceStatus: ({ namespace, name, ingress }) =>
       call('patchServiceStatus', async () => {
         await core.patchNamespacedServiceStatus(

@@ -3,6 +3,7 @@ export * from './api-calls';
 export * from './client';
 export * from './election';
 export * from './metrics';
+export * from './node-backends';
 export * from './objects';
 export * from './pool';
 export * from './reflector';

@@ -1,8 +1,9 @@
 // Source metrics, registered on the registry the daemon owns: watch events, re-lists, API errors, event-to-datapath.
-import { Counter, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ApiCall } from './api-calls';
+import { NODE_SKIP_REASONS, NodeSkipReason } from './node-backends';
 
-export type ResourceKind = 'services' | 'endpointslices';
+export type ResourceKind = 'services' | 'endpointslices' | 'nodes';
 
 export interface SourceMetrics {
   watchEvent(kind: ResourceKind, type: string): void;
@@ -10,6 +11,8 @@ export interface SourceMetrics {
   apiError(call: ApiCall | 'watch'): void;
   /** Seconds from the first watch event of a batch to the datapath having applied it (onChange resolved). */
   eventToDatapath(seconds: number): void;
+  /** Node-mode skips in the current translation (Service x node x family), by reason. */
+  nodeSkips(counts: ReadonlyMap<NodeSkipReason, number>): void;
 }
 
 /** prom-client metrics on `registry` (names prefixed peak_xdp_k8s_). */
@@ -38,7 +41,17 @@ export function createSourceMetrics(registry: Registry): SourceMetrics {
     buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [registry],
   });
+  const skips = new Gauge({
+    name: 'peak_xdp_k8s_node_backends_skipped',
+    help: 'Node-mode backends left out of a Service VIP: node without an InternalIP of the family, endpoints without nodeName, or on an unknown Node',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  for (const r of NODE_SKIP_REASONS) skips.set({ reason: r }, 0);
   return {
+    nodeSkips: (counts) => {
+      for (const r of NODE_SKIP_REASONS) skips.set({ reason: r }, counts.get(r) ?? 0);
+    },
     watchEvent: (kind, type) => events.inc({ kind, type }),
     relist: (kind, reason) => relists.inc({ kind, reason }),
     apiError: (call) => errors.inc({ call }),
@@ -52,4 +65,5 @@ export const noMetrics: SourceMetrics = {
   relist: () => undefined,
   apiError: () => undefined,
   eventToDatapath: () => undefined,
+  nodeSkips: () => undefined,
 };

@@ -12,7 +12,14 @@ export const ANNOTATIONS = {
   tableSize: 'peak-xdp.io/table-size',
   /** "false" turns the connection table off for the Service's VIPs. */
   conntrack: 'peak-xdp.io/conntrack',
+  /** "node" (default): encapsulate to the Nodes hosting endpoints; "pod": to the Pod IPs (flat Pod network). */
+  backendMode: 'peak-xdp.io/backend-mode',
 } as const;
+
+/** Where a Service's traffic is encapsulated to: its endpoints' Nodes (kube-proxy DNATs there) or its Pods. */
+export type BackendMode = 'node' | 'pod';
+
+export const DEFAULT_BACKEND_MODE: BackendMode = 'node';
 
 /** Label that ties an EndpointSlice to its Service. */
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
@@ -30,6 +37,8 @@ export interface ServicePort {
   name?: string | null;
   protocol?: string | null;
   port: number;
+  /** Allocated for LoadBalancer Services unless spec.allocateLoadBalancerNodePorts is false. */
+  nodePort?: number | null;
   /** Number or the name of a container port (resolved through the EndpointSlice ports). */
   targetPort?: number | string | null;
 }
@@ -48,6 +57,10 @@ export interface Service {
     loadBalancerIP?: string | null;
     ipFamilies?: string[] | null;
     sessionAffinity?: string | null;
+    /** "Cluster" (default) or "Local". */
+    externalTrafficPolicy?: string | null;
+    /** kube-proxy's per-Service health port on every node (ETP Local): 200 while the node has local endpoints. */
+    healthCheckNodePort?: number | null;
     ports?: ServicePort[] | null;
   } | null;
   status?: { loadBalancer?: { ingress?: LoadBalancerIngress[] | null } | null } | null;
@@ -77,6 +90,25 @@ export interface EndpointSlice {
   addressType: string;
   endpoints?: Endpoint[] | null;
   ports?: EndpointPort[] | null;
+}
+
+export interface NodeAddress {
+  type: string;
+  address: string;
+}
+
+export interface NodeCondition {
+  type: string;
+  status: string;
+}
+
+/** A Node (cluster-scoped): what node-mode backends need, its addresses and Ready condition. */
+export interface Node {
+  metadata: ObjectMeta;
+  status?: {
+    addresses?: NodeAddress[] | null;
+    conditions?: NodeCondition[] | null;
+  } | null;
 }
 
 /** "namespace/name": the cache key of a namespaced object. */

@@ -42,6 +42,8 @@ export interface ReflectorOptions<T> {
   onWatchEvent?: (type: WatchEventType) => void;
   onError?: (what: 'list' | 'watch', err: unknown) => void;
   backoff?: Backoff;
+  /** Keeps only what the source reads of each object (e.g. a Node's addresses, not its image list). */
+  transform?: (obj: T) => T;
   /** Ends a watch that delivered nothing (not even a bookmark) for this long: a silent dead connection. */
   idleTimeoutMs?: number;
   /** Injectable for tests. */
@@ -131,7 +133,7 @@ export class Reflector<T extends { metadata: ObjectMeta }> {
         try {
           const page = await this.opts.io.list();
           if (this.stopped) break;
-          this.replace(page.items);
+          this.replace(this.opts.transform ? page.items.map(this.opts.transform) : page.items);
           this.resourceVersion = page.resourceVersion;
           this.synced = true;
           this.connected = true;
@@ -229,10 +231,11 @@ export class Reflector<T extends { metadata: ObjectMeta }> {
     });
   }
 
-  private apply(type: WatchEventType, obj: T): void {
-    const rv = obj?.metadata?.resourceVersion;
+  private apply(type: WatchEventType, raw: T): void {
+    const rv = raw?.metadata?.resourceVersion;
     if (rv) this.resourceVersion = rv;
     if (type === 'BOOKMARK') return;
+    const obj = this.opts.transform ? this.opts.transform(raw) : raw;
     const key = objectKey(obj.metadata);
     const at = this.now();
     if (type === 'DELETED') {

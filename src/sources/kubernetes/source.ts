@@ -5,7 +5,8 @@ import { DEFAULT_LEADER_ELECTION, type LeaderElectionOptions } from '../../model
 import { connectKube, KubeApi } from './client';
 import { decideLease, Observation, releasedSpec } from './election';
 import { createSourceMetrics, noMetrics, ResourceKind, SourceMetrics } from './metrics';
-import { DEFAULT_LOAD_BALANCER_CLASS, EndpointSlice, Service } from './objects';
+import { NODE_SKIP_REASONS, NodeSkipReason, slimNode } from './node-backends';
+import { DEFAULT_LOAD_BALANCER_CLASS, EndpointSlice, Node, Service } from './objects';
 import { parsePool, Pool } from './pool';
 import { Backoff, Reflector, ReflectorIO } from './reflector';
 import { planStatus } from './status';
@@ -62,7 +63,7 @@ export interface KubernetesSourceOptions {
 }
 
 export interface KubernetesSourceStatus {
-  /** Both kinds listed at least once: the VIP set is meaningful. */
+  /** Every kind (Services, EndpointSlices, Nodes) listed at least once: the VIP set is meaningful. */
   synced: boolean;
   /** Every watch currently connected (false: degraded, serving the last known state). */
   connected: boolean;
@@ -95,6 +96,7 @@ export class KubernetesSource {
   private api: KubeApi | null = null;
   private services: Reflector<Service> | null = null;
   private slices: Reflector<EndpointSlice> | null = null;
+  private nodes: Reflector<Node> | null = null;
   private stopped = true;
   private leader = false;
   private timer: NodeJS.Timeout | null = null;
@@ -167,10 +169,16 @@ export class KubernetesSource {
         watchTimeoutSeconds: this.opts.watchTimeoutSeconds,
       }));
     const idle = this.opts.watchIdleTimeoutMs ?? ((this.opts.watchTimeoutSeconds ?? 300) + 30) * 1000;
-    const mk = <T extends Service | EndpointSlice>(kind: ResourceKind, io: ReflectorIO<T>): Reflector<T> =>
+    const listCall = { services: 'listServices', endpointslices: 'listEndpointSlices', nodes: 'listNodes' } as const; // prettier-ignore
+    const mk = <T extends Service | EndpointSlice | Node>(
+      kind: ResourceKind,
+      io: ReflectorIO<T>,
+      transform?: (o: T) => T,
+    ): Reflector<T> =>
       new Reflector<T>({
         kind,
         io,
+        transform,
         backoff: this.opts.backoff,
         idleTimeoutMs: idle,
         // Status (addresses) depends on Services only; slices matter to it through problems (noteProblems).
@@ -181,8 +189,7 @@ export class KubernetesSource {
         },
         onWatchEvent: (type) => this.metrics.watchEvent(kind, type),
         onError: (what, err) => {
-          if (what === 'list')
-            this.metrics.apiError(kind === 'services' ? 'listServices' : 'listEndpointSlices');
+          if (what === 'list') this.metrics.apiError(listCall[kind]);
           this.lastError = `${what} ${kind}: ${(err as Error)?.message ?? String(err)}`;
           this.log.warn(
             { kind, what, err: this.lastError },
@@ -192,9 +199,10 @@ export class KubernetesSource {
       });
     this.services = mk<Service>('services', this.api.services);
     this.slices = mk<EndpointSlice>('endpointslices', this.api.endpointSlices);
+    this.nodes = mk<Node>('nodes', this.api.nodes, slimNode);
     if (this.election === null) this.setLeader(true);
     else this.electionLoop = this.runElection();
-    await Promise.all([this.services.start(), this.slices.start()]);
+    await Promise.all([this.services.start(), this.slices.start(), this.nodes.start()]);
     this.changed(Date.now());
     await this.flush();
   }
@@ -206,7 +214,7 @@ export class KubernetesSource {
   }
 
   status(): KubernetesSourceStatus {
-    const r = [this.services, this.slices];
+    const r = [this.services, this.slices, this.nodes];
     return {
       synced: r.every((x) => x?.synced === true),
       connected: r.every((x) => x?.connected === true),
@@ -233,7 +241,7 @@ export class KubernetesSource {
     if (this.timer) clearTimeout(this.timer);
     if (this.electionTimer) clearTimeout(this.electionTimer);
     this.electionWake?.();
-    await Promise.all([this.services?.stop(), this.slices?.stop()]);
+    await Promise.all([this.services?.stop(), this.slices?.stop(), this.nodes?.stop()]);
     await this.electionLoop;
     await this.publishing;
     if (this.leader && this.election && this.api) {
@@ -258,8 +266,12 @@ export class KubernetesSource {
     this.pendingSinceMs ??= atMs;
     this.lastChangeMs = Date.now();
     if (this.stopped || this.timer !== null) return;
-    if (!(this.services?.synced && this.slices?.synced)) return; // never publish a half-listed world
+    if (!this.allSynced()) return; // never publish a half-listed world
     this.armDebounce(this.debounceMs);
+  }
+
+  private allSynced(): boolean {
+    return this.services?.synced === true && this.slices?.synced === true && this.nodes?.synced === true;
   }
 
   /** Publishes once events paused for debounceMs, or maxDebounceMs after the first pending one. */
@@ -303,8 +315,14 @@ export class KubernetesSource {
       pool: this.pool,
       services: this.services!.items(),
       slices: this.slices!.items(),
+      nodes: this.nodes!.items(),
     });
     this.noteProblems(result.problems);
+    const skips = new Map<NodeSkipReason, number>();
+    for (const p of result.problems)
+      if ((NODE_SKIP_REASONS as readonly string[]).includes(p.reason))
+        skips.set(p.reason as NodeSkipReason, (skips.get(p.reason as NodeSkipReason) ?? 0) + 1);
+    this.metrics.nodeSkips(skips);
     // Unchanged VIPs keep their (frozen) objects, so comparing identities finds every change.
     if (this.published && sameItems(result.vips, this.lastVips)) return;
     try {
@@ -395,7 +413,7 @@ export class KubernetesSource {
     if (leader) {
       this.statusDirty = true;
       this.reported.clear();
-      if (this.services?.synced && this.slices?.synced) {
+      if (this.allSynced()) {
         this.dirty = true;
         void this.flush();
       }

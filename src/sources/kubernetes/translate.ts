@@ -6,9 +6,21 @@ import { DEFAULTS } from '../../model/defaults';
 import { showValue } from '../../model/errors';
 import { canonicalIp, IpFamily, parseIp } from '../../model/ip';
 import {
+  backendModeOf,
+  NodeEndpoint,
+  nodeBackends,
+  nodeHealthCheck,
+  NodeInfo,
+  nodeInfo,
+  NodeSkipReason,
+  sameNodeInfo,
+  trafficPolicyOf,
+} from './node-backends';
+import {
   ANNOTATIONS,
   EndpointSlice,
   isOurService,
+  Node,
   ObjectMeta,
   objectKey,
   Service,
@@ -16,6 +28,7 @@ import {
   ServicePort,
 } from './objects';
 import { Pool, poolContains } from './pool';
+import { encapAnnotations } from './encap-annotations';
 
 /** Why (part of) a Service is not programmed as asked: becomes a Kubernetes Event and a log line. */
 export type ProblemReason =
@@ -26,7 +39,8 @@ export type ProblemReason =
   | 'NoAddress'
   | 'TooManyBackends'
   | 'AddressConflict'
-  | 'AllocationFailed';
+  | 'AllocationFailed'
+  | NodeSkipReason;
 
 export interface Problem {
   namespace: string;
@@ -53,6 +67,8 @@ export interface TranslateOptions {
   pool: Pool | null;
   services: readonly Service[];
   slices: readonly EndpointSlice[];
+  /** The cluster's Nodes (node-mode backends); absent: none known, so node-mode VIPs have no backends. */
+  nodes?: readonly Node[];
 }
 
 export interface TranslateResult {
@@ -187,6 +203,7 @@ interface BackendAcc {
   address: string;
   drain: boolean;
   podName: string | null;
+  nodeName: string | null;
 }
 
 /** Endpoint state: ready -> new flows; serving+terminating -> drain (keep established flows); else none. */
@@ -202,29 +219,54 @@ export function endpointState(
   return 'none';
 }
 
+/** Nodes a Service's translation read: none (pod mode, not programmed), those its endpoints name, or all. */
+type NodeDeps = null | Set<string> | 'all';
+
 function translateService(
   svc: Service,
   slices: readonly EndpointSlice[],
   pool: Pool | null,
   problems: Problem[],
-): VipConfig[] {
+  nodes: ReadonlyMap<string, NodeInfo>,
+): { vips: VipConfig[]; nodeDeps: NodeDeps } {
   const namespace = svc.metadata.namespace ?? '';
   const name = svc.metadata.name ?? '';
   const problem = (reason: ProblemReason, message: string, blocking: boolean): void => {
     problems.push({ namespace, name, uid: svc.metadata.uid ?? '', reason, message, blocking });
   };
+  const mode = backendModeOf(svc);
+  if (!mode.ok) {
+    problem('InvalidAnnotation', mode.message, true);
+    return { vips: [], nodeDeps: null };
+  }
   const addrs = serviceAddresses(svc, pool);
   if (!addrs.ok) {
     problem(addrs.reason, addrs.message, true);
-    return [];
+    return { vips: [], nodeDeps: null };
   }
+  const nodeMode = mode.mode === 'node';
+  const policy = trafficPolicyOf(svc);
+  let nodeDeps: NodeDeps = null;
+  if (nodeMode)
+    nodeDeps =
+      policy === 'Cluster'
+        ? 'all'
+        : new Set(
+            slices.flatMap((sl) => (sl.endpoints ?? []).flatMap((e) => (e.nodeName ? [e.nodeName] : []))),
+          );
+  const skipSeen = new Set<string>();
 
   let weights = new Map<string, number>();
   const wText = annotation(svc, ANNOTATIONS.weights);
   if (wText !== undefined) {
     const w = parseWeights(wText);
     if (w.ok) weights = w.weights;
-    else problem('InvalidAnnotation', `${w.message}; using weight 1 for every backend`, false);
+    else
+      problem(
+        'InvalidAnnotation',
+        `${w.message}; using ${nodeMode ? "each node's ready-endpoint count" : 'weight 1 for every backend'}`,
+        false,
+      );
   }
   let tableSize: number = DEFAULTS.vip.tableSize;
   const tText = annotation(svc, ANNOTATIONS.tableSize);
@@ -250,6 +292,9 @@ function translateService(
       );
   }
   const persistence = svc.spec?.sessionAffinity === 'ClientIP' ? 'source-ip' : 'none';
+  // Issue 15: peak-xdp.io/encap and peak-xdp.io/stateless (encap-annotations.ts).
+  const encap = encapAnnotations(svc.metadata.annotations);
+  for (const m of encap.problems) problem('InvalidAnnotation', m, false);
 
   const vips: VipConfig[] = [];
   (svc.spec?.ports ?? []).forEach((sp, i) => {
@@ -263,10 +308,11 @@ function translateService(
       );
       return;
     }
-    // Direct server return keeps the destination port: the backend must listen on the Service port itself.
+    // Pod mode: direct server return keeps the destination port, so the Pod must listen on the Service port.
+    // Node mode: the node's kube-proxy DNATs VIP:port to pod:targetPort, so any targetPort works.
     const target = targetPortOf(sp);
     const mismatches = new Set<number>();
-    if (typeof target === 'number' && target !== sp.port) mismatches.add(target);
+    if (!nodeMode && typeof target === 'number' && target !== sp.port) mismatches.add(target);
     const portName = sp.name ?? '';
     const serving: EndpointSlice[] = [];
     for (const slice of slices) {
@@ -274,8 +320,9 @@ function translateService(
         (p) => (p.name ?? '') === portName && protocolOf(p.protocol) === protocol,
       );
       if (entries.length === 0) continue;
-      for (const e of entries)
-        if (e.port !== null && e.port !== undefined && e.port !== sp.port) mismatches.add(e.port);
+      if (!nodeMode)
+        for (const e of entries)
+          if (e.port !== null && e.port !== undefined && e.port !== sp.port) mismatches.add(e.port);
       serving.push(slice);
     }
     if (mismatches.size > 0) {
@@ -299,12 +346,38 @@ function translateService(
           const prev = acc.get(a);
           // The same address in two slices (during a rollout): up wins over drain.
           if (prev === undefined || (prev.drain && state === 'up'))
-            acc.set(a, { address: a, drain: state === 'drain', podName: ep.targetRef?.name ?? null });
+            acc.set(a, {
+              address: a,
+              drain: state === 'drain',
+              podName: ep.targetRef?.name ?? null,
+              nodeName: ep.nodeName ?? null,
+            });
         }
       }
-      const backends: BackendConfig[] = [...acc.values()]
-        .sort((x, y) => (x.address < y.address ? -1 : x.address > y.address ? 1 : 0))
-        .map((b) => ({
+      const sorted = [...acc.values()].sort((x, y) =>
+        x.address < y.address ? -1 : x.address > y.address ? 1 : 0,
+      );
+      let backends: BackendConfig[];
+      if (nodeMode) {
+        const r = nodeBackends({
+          family,
+          policy,
+          endpoints: sorted.map((b): NodeEndpoint => ({
+            address: b.address,
+            state: b.drain ? 'drain' : 'up',
+            nodeName: b.nodeName,
+          })),
+          nodes,
+          weights,
+        });
+        backends = r.backends;
+        for (const k of r.skipped)
+          if (!skipSeen.has(k.message)) {
+            skipSeen.add(k.message);
+            problem(k.reason, k.message, false);
+          }
+      } else
+        backends = sorted.map((b) => ({
           address: b.address,
           family,
           weight:
@@ -330,17 +403,18 @@ function translateService(
         tableSize,
         persistence,
         conntrack,
-        healthCheck: null,
+        // Pod mode: readiness comes from the EndpointSlices. Node mode: one probe per node (deduplicated).
+        healthCheck: nodeMode ? nodeHealthCheck(svc, sp) : null,
         backends,
         communities: [],
         largeCommunities: [],
         minHealthyBackends: null,
-        // No health checks here (readiness comes from the EndpointSlices): fail-open never applies.
         failOpen: DEFAULTS.vip.failOpen,
+        ...encap.fields,
       });
     }
   });
-  return vips;
+  return { vips, nodeDeps };
 }
 
 /** Every VIP of every Service of ours, sorted by name; problems sorted by Service then reason. */
@@ -356,6 +430,7 @@ interface CachedService {
   /** Deep-frozen; the same objects as long as the translation is equal. */
   vips: readonly VipConfig[];
   problems: readonly Problem[];
+  nodeDeps: NodeDeps;
 }
 
 /** The same version of one object: the same object, or (as served by an API server) the same resourceVersion. */
@@ -397,6 +472,9 @@ export class TranslationCache {
   private byService = new Map<string, CachedService>();
   private pool: Pool | null = null;
   private lbClass: string | null = null;
+  /** What the last call read of each Node (by name): a Node update that changes none of it costs nothing. */
+  private nodes = new Map<string, NodeInfo>();
+  private readonly infoOf = new WeakMap<Node, NodeInfo>();
   /** Services re-translated by the last call (for tests and metrics). */
   lastTranslated = 0;
 
@@ -404,6 +482,29 @@ export class TranslationCache {
     if (opts.pool !== this.pool || opts.loadBalancerClass !== this.lbClass) this.byService.clear();
     this.pool = opts.pool;
     this.lbClass = opts.loadBalancerClass;
+    // Every cached entry is valid for the previous call's nodes: only Nodes changed since then matter.
+    const nodes = new Map<string, NodeInfo>();
+    for (const n of opts.nodes ?? []) {
+      let info = this.infoOf.get(n);
+      if (info === undefined) {
+        info = nodeInfo(n);
+        this.infoOf.set(n, info);
+      }
+      if (info.name !== '') nodes.set(info.name, info);
+    }
+    const changedNodes = new Set<string>();
+    for (const [name, info] of nodes) {
+      const old = this.nodes.get(name);
+      if (old === undefined || !sameNodeInfo(old, info)) changedNodes.add(name);
+    }
+    for (const name of this.nodes.keys()) if (!nodes.has(name)) changedNodes.add(name);
+    this.nodes = nodes;
+    const nodesStale = (deps: NodeDeps): boolean => {
+      if (deps === null || changedNodes.size === 0) return false;
+      if (deps === 'all') return true;
+      for (const n of changedNodes) if (deps.has(n)) return true;
+      return false;
+    };
     const byService = new Map<string, EndpointSlice[]>();
     for (const s of opts.slices) {
       const svcName = s.metadata.labels?.[SERVICE_NAME_LABEL];
@@ -429,10 +530,21 @@ export class TranslationCache {
         (a.metadata.name ?? '') < (b.metadata.name ?? '') ? -1 : 1,
       );
       let entry = this.byService.get(key);
-      if (entry === undefined || !sameVersion(entry.svc, svc) || !sameSlices(entry.slices, slices)) {
+      if (
+        entry === undefined ||
+        !sameVersion(entry.svc, svc) ||
+        !sameSlices(entry.slices, slices) ||
+        nodesStale(entry.nodeDeps)
+      ) {
         const own: Problem[] = [];
-        const fresh = translateService(svc, slices, opts.pool, own);
-        entry = { svc, slices, vips: reuseEqual(entry?.vips ?? [], fresh), problems: own };
+        const fresh = translateService(svc, slices, opts.pool, own, nodes);
+        entry = {
+          svc,
+          slices,
+          vips: reuseEqual(entry?.vips ?? [], fresh.vips),
+          problems: own,
+          nodeDeps: fresh.nodeDeps,
+        };
         this.lastTranslated++;
       }
       next.set(key, entry);

@@ -1,0 +1,250 @@
+/* Second chance: a mid-connection TCP packet (or an ICMP error about a TCP flow) that the LB sent here with a
+ * previous owner's address, for a flow this host has no state for, goes on to that previous owner: GUE again,
+ * hint cleared (so the next host never forwards it: one extra hop at most, never a loop). */
+#ifndef PEAK_DECAP_SECOND_H
+#define PEAK_DECAP_SECOND_H
+
+#include "decap_gue.h"
+#include "l2.h"
+#include "csum.h"
+
+#define DECAP_TCP_LISTEN 10 /* BPF_TCP_LISTEN: a listener is no state for a mid-connection packet */
+
+/* netfilter conntrack lookup (kfuncs, 6.0+ with nf_conntrack built in or loaded). __weak: an object loads
+ * where they are missing; decap_conntrack_available() then says 0 and the lookup is skipped. */
+struct nf_conn {
+  int unused; /* opaque; a complete type so the prototype matches the kernel's (a FWD would not) */
+};
+/* The 12-byte options layout every kernel with these kfuncs accepts (6.11+ also accepts a 16-byte one). */
+struct peak_ct_opts {
+  __s32 netns_id;
+  __s32 error;
+  __u8 l4proto;
+  __u8 dir;
+  __u8 reserved[2];
+};
+extern struct nf_conn *bpf_xdp_ct_lookup(struct xdp_md *xdp_ctx, struct bpf_sock_tuple *bpf_tuple, __u32 len_tuple,
+                                         struct peak_ct_opts *opts, __u32 len_opts) __ksym __weak;
+extern void bpf_ct_release(struct nf_conn *ct) __ksym __weak;
+
+/* What the inner packet is, for the second chance. */
+enum decap_sc_kind {
+  DECAP_SC_TCP = 0,  /* a TCP segment other than a SYN, or an ICMP error quoting a TCP segment: tuple filled */
+  DECAP_SC_SYN,      /* a SYN: a new connection belongs to whoever the LB picked now */
+  DECAP_SC_NOT_TCP,  /* UDP (README: no second chance), other protocols, fragments, cut-short headers */
+};
+
+/* The flow's tuple as an incoming packet of it carries it (client -> VIP). len = 12 (v4) or 36 (v6). */
+static __always_inline int decap_sc_tuple(void *data, void *data_end, const struct decap_gue *g,
+                                          struct bpf_sock_tuple *t, __u32 *len) {
+  if (g->inner_family == PEAK_FAMILY_V4) {
+    struct iphdr *ip = data + (g->inner & 0xff);
+    if ((void *)(ip + 1) > data_end) return DECAP_SC_NOT_TCP;
+    if (ip->frag_off & bpf_htons(PEAK_IP_MF | PEAK_IP_OFFSET)) return DECAP_SC_NOT_TCP;
+    __u32 hl = ip->ihl * 4;
+    void *l4 = (void *)ip + (hl & 0x3c);
+    *len = sizeof(t->ipv4);
+    if (ip->protocol == IPPROTO_TCP) {
+      struct tcphdr *th = l4;
+      if ((void *)(th + 1) > data_end || g->inner_len < hl + sizeof(*th)) return DECAP_SC_NOT_TCP;
+      if (th->syn && !th->ack) return DECAP_SC_SYN;
+      t->ipv4.saddr = ip->saddr;
+      t->ipv4.daddr = ip->daddr;
+      t->ipv4.sport = th->source;
+      t->ipv4.dport = th->dest;
+      return DECAP_SC_TCP;
+    }
+    if (ip->protocol != IPPROTO_ICMP) return DECAP_SC_NOT_TCP;
+    /* an error about a packet VIP -> client (e.g. frag-needed for a reply): the flow reversed */
+    struct peak_icmphdr *ic = l4;
+    if ((void *)(ic + 1) > data_end) return DECAP_SC_NOT_TCP;
+    if (ic->type != PEAK_ICMP_DEST_UNREACH && ic->type != PEAK_ICMP_TIME_EXCEEDED &&
+        ic->type != PEAK_ICMP_PARAMETERPROB)
+      return DECAP_SC_NOT_TCP;
+    struct iphdr *q = (void *)(ic + 1);
+    if ((void *)(q + 1) > data_end || q->version != 4 || q->ihl < 5 || q->protocol != IPPROTO_TCP)
+      return DECAP_SC_NOT_TCP;
+    __be16 *ports = (void *)q + ((q->ihl * 4) & 0x3c);
+    if ((void *)(ports + 2) > data_end) return DECAP_SC_NOT_TCP;
+    t->ipv4.saddr = q->daddr;
+    t->ipv4.daddr = q->saddr;
+    t->ipv4.sport = ports[1];
+    t->ipv4.dport = ports[0];
+    return DECAP_SC_TCP;
+  }
+  struct ipv6hdr *ip6 = data + (g->inner & 0xff);
+  if ((void *)(ip6 + 1) > data_end) return DECAP_SC_NOT_TCP;
+  *len = sizeof(t->ipv6);
+  if (ip6->nexthdr == IPPROTO_TCP) {
+    struct tcphdr *th = (void *)(ip6 + 1);
+    if ((void *)(th + 1) > data_end || g->inner_len < sizeof(*ip6) + sizeof(*th)) return DECAP_SC_NOT_TCP;
+    if (th->syn && !th->ack) return DECAP_SC_SYN;
+    peak_copy16(t->ipv6.saddr, &ip6->saddr);
+    peak_copy16(t->ipv6.daddr, &ip6->daddr);
+    t->ipv6.sport = th->source;
+    t->ipv6.dport = th->dest;
+    return DECAP_SC_TCP;
+  }
+  if (ip6->nexthdr != IPPROTO_ICMPV6) return DECAP_SC_NOT_TCP;
+  struct icmp6hdr *ic = (void *)(ip6 + 1);
+  if ((void *)(ic + 1) > data_end) return DECAP_SC_NOT_TCP;
+  if (ic->icmp6_type < ICMPV6_DEST_UNREACH || ic->icmp6_type > ICMPV6_PARAMPROB) return DECAP_SC_NOT_TCP;
+  struct ipv6hdr *q = (void *)(ic + 1);
+  if ((void *)(q + 1) > data_end || q->version != 6 || q->nexthdr != IPPROTO_TCP) return DECAP_SC_NOT_TCP;
+  __be16 *ports = (void *)(q + 1);
+  if ((void *)(ports + 2) > data_end) return DECAP_SC_NOT_TCP;
+  peak_copy16(t->ipv6.saddr, &q->daddr);
+  peak_copy16(t->ipv6.daddr, &q->saddr);
+  t->ipv6.sport = ports[1];
+  t->ipv6.dport = ports[0];
+  return DECAP_SC_TCP;
+}
+
+/* Was bpf_xdp_ct_lookup resolved when this object was loaded? (A weak kfunc left unresolved is address 0.) */
+static __always_inline int decap_conntrack_available(void) {
+  return bpf_xdp_ct_lookup != 0 && bpf_ct_release != 0;
+}
+
+enum decap_local {
+  DECAP_LOCAL_NONE = 0,
+  DECAP_LOCAL_SOCKET,    /* established, request or time-wait socket (host / Pod mode) */
+  DECAP_LOCAL_CONNTRACK, /* a netfilter connection (node mode: kube-proxy DNATs the VIP to a Pod) */
+};
+
+/* Does this host hold the flow? */
+static __always_inline int decap_sc_local(struct xdp_md *ctx, struct bpf_sock_tuple *t, __u32 len, __u16 cfg_flags) {
+  struct bpf_sock *sk = bpf_skc_lookup_tcp(ctx, t, len == sizeof(t->ipv4) ? sizeof(t->ipv4) : sizeof(t->ipv6),
+                                           BPF_F_CURRENT_NETNS, 0);
+  if (sk) {
+    __u32 state = sk->state;
+    bpf_sk_release(sk);
+    if (state != DECAP_TCP_LISTEN) return DECAP_LOCAL_SOCKET;
+  }
+  if (cfg_flags & PEAK_DECAP_CFG_F_NO_CONNTRACK) return DECAP_LOCAL_NONE;
+  if (!decap_conntrack_available()) return DECAP_LOCAL_NONE;
+  struct peak_ct_opts o = {.netns_id = -1, .l4proto = IPPROTO_TCP};
+  struct nf_conn *ct = bpf_xdp_ct_lookup(ctx, t, len == sizeof(t->ipv4) ? sizeof(t->ipv4) : sizeof(t->ipv6), &o,
+                                         sizeof(o));
+  if (!ct) return DECAP_LOCAL_NONE;
+  bpf_ct_release(ct);
+  return DECAP_LOCAL_CONNTRACK;
+}
+
+/* Re-encapsulates the packet (GUE, Hlen 0) toward g->hint and sends it on: returns XDP_TX / XDP_REDIRECT with
+ * *counter SC_FORWARD, or XDP_DROP with ERROR when rewriting failed half-way. Returns -1 with the frame untouched
+ * when it cannot go (SC_NO_SOURCE, SC_FIB_FAIL): the caller then passes it up here, as without a second chance
+ * (the host answers with a reset at once instead of the flow stalling on drops for the LB's retention time). */
+static __always_inline int decap_sc_forward(struct xdp_md *ctx, const struct peak_pkt *p, const struct decap_gue *g,
+                                            const struct peak_decap_config *cfg, __u16 port, __u32 *counter) {
+  int v4 = g->hint_family == PEAK_FAMILY_V4;
+  __u8 src[16] = {};
+  if (g->hint_family == g->outer_family)
+    peak_copy16(src, g->outer_dst);
+  else if (v4 && cfg && *(const peak_u32_alias *)cfg->src_v4)
+    *(peak_u32_alias *)src = *(const peak_u32_alias *)cfg->src_v4;
+  else if (!v4 && cfg && (*(const peak_u32_alias *)cfg->src_v6 | *(const peak_u32_alias *)(cfg->src_v6 + 12)))
+    peak_copy16(src, cfg->src_v6);
+  else {
+    *counter = PEAK_DECAP_SC_NO_SOURCE;
+    return -1;
+  }
+  __u32 ip_hl = v4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
+  __u32 enc = ip_hl + sizeof(struct udphdr) + sizeof(struct peak_gue_hdr);
+  __u32 inner_len = g->inner_len & 0xffff;
+  __u32 ulen = sizeof(struct udphdr) + sizeof(struct peak_gue_hdr) + inner_len;
+
+  struct bpf_fib_lookup fib = {};
+  fib.ifindex = ctx->ingress_ifindex;
+  fib.l4_protocol = IPPROTO_UDP;
+  fib.sport = g->sport;
+  fib.dport = bpf_htons(port);
+  fib.tot_len = ip_hl + ulen;
+  if (v4) {
+    fib.family = 2; /* AF_INET */
+    fib.tos = g->inner_tos;
+    fib.ipv4_src = *(peak_u32_alias *)src;
+    fib.ipv4_dst = *(const peak_u32_alias *)g->hint;
+  } else {
+    fib.family = 10; /* AF_INET6 */
+    peak_copy16(fib.ipv6_src, src);
+    peak_copy16(fib.ipv6_dst, g->hint);
+  }
+  long rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+  /* a tagged frame can leave only where it came in: a VLAN device's egress is not XDP's to transmit on */
+  if (rc != BPF_FIB_LKUP_RET_SUCCESS || (p->vlans && fib.ifindex != ctx->ingress_ifindex)) {
+    *counter = PEAK_DECAP_SC_FIB_FAIL;
+    return -1;
+  }
+
+  __u32 l3 = g->l3 & PEAK_L3_MASK;
+  int delta = (int)(g->inner - l3) - (int)enc; /* >= 0 unless an IPv4 outer carried an IPv4 hint to IPv6 */
+  if (bpf_xdp_adjust_head(ctx, delta)) {
+    *counter = PEAK_DECAP_ERROR;
+    return XDP_DROP;
+  }
+  /* the frame ends where the inner packet does (no link padding or trailing bytes carried along); lengths from
+   * what we know, not from the packet pointers (the verifier refuses arithmetic the compiler makes of those) */
+  int extra = (int)p->frame_len - delta - (int)(l3 + enc + inner_len);
+  if (extra > 0 && bpf_xdp_adjust_tail(ctx, -extra)) {
+    *counter = PEAK_DECAP_ERROR;
+    return XDP_DROP;
+  }
+  void *data = (void *)(long)ctx->data;
+  void *data_end = (void *)(long)ctx->data_end;
+  /* peak_write_l2 copies MACs with word accesses: the stack needs them aligned, fib's are not */
+  __u8 dmac[8] __attribute__((aligned(8))), smac[8] __attribute__((aligned(8)));
+  __builtin_memcpy(dmac, fib.dmac, ETH_ALEN);
+  __builtin_memcpy(smac, fib.smac, ETH_ALEN);
+  if (peak_write_l2(data, data_end, p, dmac, smac, v4 ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6))) {
+    *counter = PEAK_DECAP_ERROR;
+    return XDP_DROP;
+  }
+  __u8 gue_proto = g->inner_family == PEAK_FAMILY_V4 ? IPPROTO_IPIP : IPPROTO_IPV6;
+  struct udphdr *udp;
+  if (v4) {
+    struct iphdr *o = data + l3;
+    if ((void *)(o + 1) > data_end) goto bad;
+    __u32 w0 = bpf_htonl((0x45U << 24) | ((__u32)g->inner_tos << 16) | (ip_hl + ulen));
+    __u32 w1 = bpf_htonl(PEAK_IP_DF);
+    __u32 w2 = bpf_htonl(((__u32)PEAK_DEFAULT_TTL << 24) | ((__u32)IPPROTO_UDP << 16));
+    __u32 w3 = *(peak_u32_alias *)src;
+    __u32 w4 = *(const peak_u32_alias *)g->hint;
+    __u16 check = ~csum_fold64((__u64)w0 + w1 + w2 + w3 + w4);
+    peak_u32_alias *ow = (peak_u32_alias *)o;
+    ow[0] = w0;
+    ow[1] = w1;
+    ow[2] = w2 | ((__u32)check << 16);
+    ow[3] = w3;
+    ow[4] = w4;
+    udp = (void *)(o + 1);
+  } else {
+    struct ipv6hdr *o6 = data + l3;
+    if ((void *)(o6 + 1) > data_end) goto bad;
+    /* flow label from the LB's 15 entropy bits in the UDP source port: the same for every packet of the flow */
+    *(__be32 *)o6 = bpf_htonl((6U << 28) | ((__u32)g->inner_tos << 20) | (bpf_ntohs(g->sport) & 0x7fff));
+    o6->payload_len = bpf_htons(ulen);
+    o6->nexthdr = IPPROTO_UDP;
+    o6->hop_limit = PEAK_DEFAULT_TTL;
+    peak_copy16(&o6->saddr, src);
+    peak_copy16(&o6->daddr, g->hint);
+    udp = (void *)(o6 + 1);
+  }
+  struct peak_gue_hdr *gh = (void *)(udp + 1);
+  if ((void *)(gh + 1) > data_end) goto bad;
+  udp->source = g->sport;
+  udp->dest = bpf_htons(port);
+  udp->len = bpf_htons(ulen);
+  udp->check = 0; /* RFC 6935/6936: the inner packet carries its own checksum; the receiver is our decap */
+  gh->ver_c_hlen = 0;
+  gh->proto = gue_proto;
+  gh->flags = 0;
+  *counter = PEAK_DECAP_SC_FORWARD;
+  decap_count_target(g->hint_family, g->hint);
+  if (fib.ifindex == ctx->ingress_ifindex) return XDP_TX;
+  return bpf_redirect(fib.ifindex, 0);
+bad:
+  *counter = PEAK_DECAP_ERROR;
+  return XDP_DROP;
+}
+
+#endif
