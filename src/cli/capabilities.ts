@@ -5,6 +5,13 @@ import { readFileSync } from 'node:fs';
 export const CAP = { NET_ADMIN: 12, SYS_ADMIN: 21, PERFMON: 38, BPF: 39 } as const;
 export type CapName = keyof typeof CAP;
 
+/**
+ * What the decap commands (`decap run|attach|detach`) need. PERFMON too: without it the verifier refuses the
+ * decap program on Linux 6.18 ("pointer arithmetic with it prohibited for !root", seen with
+ * setpriv --bounding-set=-all,+bpf,+net_admin); the backend DaemonSet and the pod-mode example add it.
+ */
+export const DECAP_CAPABILITIES: readonly CapName[] = ['NET_ADMIN', 'BPF', 'PERFMON'];
+
 /** The CapEff bit mask of a /proc/<pid>/status text, or null when it has none. */
 export function parseCapEff(status: string): bigint | null {
   const m = /^CapEff:\s*([0-9a-fA-F]+)\s*$/m.exec(status);

@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { bgpConfigSchema } from '../../src/bgp/config';
 import {
   BPF_CAPS,
+  DECAP_CAPABILITIES,
   CAP,
   missingCapabilities,
   parseCapEff,
@@ -57,8 +58,9 @@ describe('capabilities decide, not the uid', () => {
     expect(missingCapabilities(eff)).toEqual(missing);
   });
 
-  it('decap needs only BPF and NET_ADMIN (its init container has no PERFMON)', () => {
-    expect(missingCapabilities(bits('BPF', 'NET_ADMIN'), ['NET_ADMIN', 'BPF'])).toEqual([]);
+  it('decap needs BPF, NET_ADMIN and PERFMON (the verifier refuses its program without PERFMON)', () => {
+    expect(missingCapabilities(bits('BPF', 'NET_ADMIN'), DECAP_CAPABILITIES)).toEqual(['PERFMON']);
+    expect(missingCapabilities(bits('BPF', 'NET_ADMIN', 'PERFMON'), DECAP_CAPABILITIES)).toEqual([]);
   });
 
   it('says what is missing and how to get it; nothing when all is there', () => {

@@ -43,6 +43,7 @@ import {
   withPins,
 } from '../context';
 import { CliError, emit, hostPort, numberArg } from '../output';
+import { DECAP_CAPABILITIES } from '../capabilities';
 import {
   DEFAULT_GUE_PORT,
   decapSettings,
@@ -139,7 +140,7 @@ async function decapRun(
     },
   vips: string[],
 ): Promise<void> {
-  requireCapabilities('decap run', ['NET_ADMIN', 'BPF']);
+  requireCapabilities('decap run', DECAP_CAPABILITIES);
   const log = createLogger({ level: a.logLevel });
   let run;
   try {
@@ -229,9 +230,12 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         // The daemon's decision (pinDecision): adopt, load fresh, replace an older build's pins, or refuse.
         let decision: PinDecision;
         let running: AttachedProgram;
+        let pinnedId = 0;
         try {
           // The limits size a fresh balancer only: a pinned one keeps its size (as before).
-          ({ decision, attached: running } = inspectBalancerPins({ dir, ifname, limits: null }));
+          const seen = inspectBalancerPins({ dir, ifname, limits: null });
+          ({ decision, attached: running } = seen);
+          if (seen.pins.program.kind === 'program') pinnedId = seen.pins.program.id;
         } catch (e) {
           lock.release();
           throw e;
@@ -240,7 +244,10 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           lock.release();
           throw new CliError(decision.reason, 3);
         }
-        if (decision.kind === 'replace' && running.name === BALANCER_PROGRAM) {
+        // The old balancer runs: named so, or the pinned program (naming by id needs CAP_SYS_ADMIN).
+        const oldRuns =
+          running.progId !== 0 && (running.name === BALANCER_PROGRAM || running.progId === pinnedId);
+        if (decision.kind === 'replace' && oldRuns) {
           // An older build's balancer forwards: replacing it here would swap in an empty one (VIP traffic would
           // pass to the kernel). The daemon replaces it once it has programmed this build's.
           lock.release();
@@ -441,8 +448,7 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
             { ...a, ...flags, guePort: flags.guePort, metricsListen: a.metricsListen as string | undefined },
             vips,
           );
-        // No PERFMON: the decap init container runs with BPF and NET_ADMIN only (deploy/examples/service-pod-mode.yaml).
-        requireCapabilities(`decap ${a.action}`, ['NET_ADMIN', 'BPF']);
+        requireCapabilities(`decap ${a.action}`, DECAP_CAPABILITIES);
         const ifname = needInterface(a, `decap ${a.action}`);
         requireInterface(ifname);
         for (const [flag, list] of [
