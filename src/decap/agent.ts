@@ -59,10 +59,15 @@ export interface DecapHost {
   interfaceExists(ifname: string): boolean;
   /** The default route's interface (IPv4, else IPv6), null when there is none. */
   defaultRouteInterface(): Promise<string | null>;
+  /** The interface (not lo) that holds this address, null when none does. */
+  interfaceWithAddress(ip: string): Promise<string | null>;
   /** Global addresses of the interface. */
   addresses(ifname: string): Promise<string[]>;
-  /** Host mode: holds a VIP on lo (and the ARP settings DSR needs). */
-  addVip(vip: string, ifname: string): Promise<void>;
+  /**
+   * Host mode: holds a VIP on lo and, when `sysctls`, sets the ARP and reverse-path settings DSR needs; returns
+   * the settings skipped (`key=value`, empty when `sysctls`).
+   */
+  addVip(vip: string, ifname: string, sysctls: boolean): Promise<string[]>;
   removeVip(vip: string): Promise<void>;
   /** FUNC bpf_xdp_ct_lookup in the kernel's BTF; null when there is no BTF to read. */
   conntrackKfunc(): Promise<boolean | null>;
@@ -92,8 +97,12 @@ export interface MetricsServerFactory {
 }
 
 export interface DecapAgentOptions {
-  /** An interface name, or `auto` (the default route's interface). */
+  /** An interface name, or `auto` (the one holding nodeIp, else the default route's). */
   interface: string;
+  /** The node's address (NODE_IP / PEAK_XDP_NODE_IP): `auto` prefers the interface that holds it. */
+  nodeIp: string | null;
+  /** Host mode: false skips the DSR sysctls next to the VIPs on lo (--no-sysctls: read-only /proc/sys). */
+  sysctls: boolean;
   /** Fixed outer addresses to decapsulate for; empty: the interface's, re-read at every check. */
   addresses: readonly string[];
   /** Host mode: VIPs to hold on lo (empty in node mode: kube-proxy's DNAT takes the packet). */
@@ -120,6 +129,8 @@ export interface DecapStarted {
   addresses: string[];
   addressSource: 'flag' | 'interface';
   vips: string[];
+  /** DSR sysctls not set (--no-sysctls), `key=value`. */
+  sysctlsSkipped: string[];
   pins: string | null;
   metrics: { host: string; port: number };
   keepOnExit: boolean;
@@ -198,6 +209,7 @@ export class DecapAgent {
     const desired = desiredAddresses({ explicit: this.o.addresses, onInterface });
     const { handle, action, mode } = await this.o.kernel.open({ ifname });
     this.handle = handle;
+    const sysctlsSkipped: string[] = [];
     try {
       checkAddressCount(desired, handle.addressCapacity, ifname);
       // Sources before addresses: a fresh program decapsulates nothing until it has an address, so a CNI's
@@ -208,7 +220,8 @@ export class DecapAgent {
       this.current = desired;
       this.attached = true;
       for (const v of this.o.vips) {
-        await this.o.host.addVip(v, ifname);
+        for (const k of await this.o.host.addVip(v, ifname, this.o.sysctls))
+          if (!sysctlsSkipped.includes(k)) sysctlsSkipped.push(k);
         this.vipsAdded.push(v);
       }
       this.server = await this.o.server.start({
@@ -234,6 +247,7 @@ export class DecapAgent {
       addresses: desired,
       addressSource: this.o.addresses.length > 0 ? 'flag' : 'interface',
       vips: [...this.vipsAdded],
+      sysctlsSkipped,
       pins: handle.pins,
       metrics: this.server.address,
       keepOnExit: this.o.keepOnExit,
@@ -498,6 +512,22 @@ export class DecapAgent {
   private async resolveInterface(): Promise<string> {
     const want = this.o.interface;
     if (want === 'auto') {
+      // The LB nodes encapsulate to the Node's address: on a node with several NICs that may not be the one of
+      // the default route.
+      if (this.o.nodeIp !== null) {
+        const holder = await this.o.host.interfaceWithAddress(this.o.nodeIp);
+        if (holder !== null) {
+          this.log.info(
+            { interface: holder, nodeIp: this.o.nodeIp },
+            '--interface auto: the interface holding the node IP',
+          );
+          return holder;
+        }
+        this.log.warn(
+          { nodeIp: this.o.nodeIp },
+          '--interface auto: no interface holds the node IP; taking the default route’s',
+        );
+      }
       const dev = await this.o.host.defaultRouteInterface();
       if (dev === null)
         throw new DecapUsageError(

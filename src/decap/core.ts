@@ -185,3 +185,51 @@ export function vipSetting(vips: readonly string[]): string[] {
   }
   return out;
 }
+
+/**
+ * The node's own address that `--interface auto` looks for (PEAK_XDP_NODE_IP, else NODE_IP: the DaemonSet sets
+ * it from status.hostIP, the Node's InternalIP, which is where the LB nodes encapsulate to); null when unset.
+ */
+export function nodeIpSetting(env: Readonly<Record<string, string | undefined>>): string | null {
+  for (const name of ['PEAK_XDP_NODE_IP', 'NODE_IP']) {
+    const v = (env[name] ?? '').trim();
+    if (v === '') continue;
+    const c = canonicalIp(v);
+    if (c === null) throw new DecapUsageError(`${name}: "${v}" is not an IP address`);
+    return c;
+  }
+  return null;
+}
+
+/**
+ * The interface that holds `ip` (as `ip -j addr show` lists them), lo excluded (a VIP or a router ID there says
+ * nothing about where tunnels arrive); null when none does.
+ */
+export function interfaceWithAddress(
+  links: readonly { ifname?: string; addr_info?: readonly { local?: string }[] }[],
+  ip: string,
+): string | null {
+  const want = canonicalIp(ip);
+  for (const l of links) {
+    if (typeof l.ifname !== 'string' || l.ifname === '' || l.ifname === 'lo') continue;
+    for (const a of l.addr_info ?? [])
+      if (typeof a.local === 'string' && canonicalIp(a.local) === want) return l.ifname;
+  }
+  return null;
+}
+
+/**
+ * What a VIP on lo needs for direct server return on a shared L2 (IPv4 only): answer ARP only for the
+ * interface's own addresses (the VIP lives on every backend), loose reverse-path filtering (decapsulated packets
+ * come from clients anywhere). `decap attach/run --no-sysctls` skips them: /proc/sys is read-only in an
+ * unprivileged container, and a Pod (pod mode) has no shared L2 with the router and a default route back.
+ */
+export function dsrSysctls(vip: string, ifname: string): [key: string, value: string][] {
+  if (isIP(vip) !== 4) return [];
+  return [
+    ['net.ipv4.conf.all.arp_ignore', '1'],
+    ['net.ipv4.conf.all.arp_announce', '2'],
+    ['net.ipv4.conf.all.rp_filter', '2'],
+    [`net.ipv4.conf.${ifname}.rp_filter`, '2'],
+  ];
+}

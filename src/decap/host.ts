@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { ifNameToIndex } from '../datapath/bpf';
 import { interfaceAddresses } from '../daemon/host';
 import type { DecapHost } from './agent';
-import { defaultRouteInterface } from './core';
+import { defaultRouteInterface, dsrSysctls, interfaceWithAddress } from './core';
 import { btfHasFunc, CONNTRACK_KFUNC } from './diagnostics';
 
 const exec = promisify(execFile);
@@ -25,16 +25,16 @@ async function sysctl(key: string, value: string): Promise<void> {
 
 const hostPrefix = (v: string): string => `${v}/${isIP(v) === 4 ? 32 : 128}`;
 
-/** Adds `vip` to lo (replace: already there is fine) and sets what DSR with the VIP on lo needs. */
-export async function addVipToLo(vip: string, ifname: string): Promise<void> {
+/**
+ * Adds `vip` to lo (replace: already there is fine) and, unless `sysctls` is false, sets what DSR with the VIP on
+ * lo needs (dsrSysctls). Returns the settings skipped (`key=value`), for the caller to print.
+ */
+export async function addVipToLo(vip: string, ifname: string, sysctls = true): Promise<string[]> {
   await exec('ip', ['addr', 'replace', hostPrefix(vip), 'dev', 'lo'], { timeout: 5000 });
-  if (isIP(vip) !== 4) return;
-  // Answer ARP only for the interface's own addresses (the VIP lives on every backend), and loose
-  // reverse-path filtering: decapsulated packets come from clients anywhere.
-  await sysctl('net.ipv4.conf.all.arp_ignore', '1');
-  await sysctl('net.ipv4.conf.all.arp_announce', '2');
-  await sysctl('net.ipv4.conf.all.rp_filter', '2');
-  await sysctl(`net.ipv4.conf.${ifname}.rp_filter`, '2');
+  const wanted = dsrSysctls(vip, ifname);
+  if (!sysctls) return wanted.map(([k, v]) => `${k}=${v}`);
+  for (const [k, v] of wanted) await sysctl(k, v);
+  return [];
 }
 
 export async function removeVipFromLo(vip: string): Promise<void> {
@@ -62,6 +62,10 @@ export const systemDecapHost: DecapHost = {
     const v4 = await ipJson<{ dev?: string; metric?: number }[]>(['-4', 'route', 'show', 'default']);
     const v6 = await ipJson<{ dev?: string; metric?: number }[]>(['-6', 'route', 'show', 'default']);
     return defaultRouteInterface(v4, v6);
+  },
+  async interfaceWithAddress(ip) {
+    const links = await ipJson<{ ifname?: string; addr_info?: { local?: string }[] }[]>(['addr', 'show']);
+    return interfaceWithAddress(links, ip);
   },
   addresses: (ifname) => interfaceAddresses(ifname),
   addVip: addVipToLo,

@@ -19,6 +19,7 @@ import {
   DECAP_CHECK_MS,
   DEFAULT_METRICS_LISTEN,
   interfaceSetting,
+  nodeIpSetting,
   parseMetricsListen,
   vipSetting,
 } from './core';
@@ -73,12 +74,14 @@ export interface DecapRunArgs extends DecapSettingFlags {
   mode: XdpMode;
   metricsListen?: string;
   keepOnExit: boolean;
+  /** false (--no-sysctls): VIPs go on lo without the DSR sysctls. */
+  sysctls: boolean;
   bpffs?: string;
 }
 
 /**
- * The agent for these flags (and PEAK_XDP_INTERFACE / PEAK_XDP_METRICS_LISTEN / PEAK_XDP_GUE_PORT /
- * PEAK_XDP_DECAP_FROM / PEAK_XDP_DECAP_GUE_FROM); throws DecapUsageError.
+ * The agent for these flags (and PEAK_XDP_INTERFACE / PEAK_XDP_NODE_IP or NODE_IP / PEAK_XDP_METRICS_LISTEN /
+ * PEAK_XDP_GUE_PORT / PEAK_XDP_DECAP_FROM / PEAK_XDP_DECAP_GUE_FROM); throws DecapUsageError.
  * release() drops the per-interface lock its start took (after stop; process exit drops it too).
  */
 export function createDecapRun(
@@ -92,6 +95,7 @@ export function createDecapRun(
     a.metricsListen !== undefined ? '--metrics-listen' : env.PEAK_XDP_METRICS_LISTEN !== undefined ? 'PEAK_XDP_METRICS_LISTEN' : 'default'; // prettier-ignore
   const metricsListen = parseMetricsListen(listenText, listenSource);
   const vips = vipSetting(a.vip);
+  const nodeIp = nodeIpSetting(env);
   const settings = decapSettings(a, env);
   const root = bpffsRoot(a.bpffs);
   let bpffs: string | null = root;
@@ -105,6 +109,8 @@ export function createDecapRun(
   let lock: PinLock | null = null;
   const agent = new DecapAgent({
     interface: ifSetting,
+    nodeIp,
+    sysctls: a.sysctls,
     addresses: a.address,
     vips,
     keepOnExit: a.keepOnExit,

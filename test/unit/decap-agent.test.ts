@@ -17,7 +17,10 @@ import {
   DecapUsageError,
   defaultRouteInterface,
   desiredAddresses,
+  dsrSysctls,
   interfaceSetting,
+  interfaceWithAddress,
+  nodeIpSetting,
   parseMetricsListen,
   startAction,
   vipSetting,
@@ -71,6 +74,45 @@ describe('decap core: flags and settings', () => {
     // A blackhole/unreachable default has no device.
     expect(defaultRouteInterface([{}], [])).toBeNull();
     expect(defaultRouteInterface([], [])).toBeNull();
+  });
+
+  it('the node IP for --interface auto: PEAK_XDP_NODE_IP over NODE_IP, canonical; a bad one names its variable', () => {
+    expect(nodeIpSetting({})).toBeNull();
+    expect(nodeIpSetting({ NODE_IP: ' ' })).toBeNull();
+    expect(nodeIpSetting({ NODE_IP: '10.0.0.5' })).toBe('10.0.0.5');
+    expect(nodeIpSetting({ NODE_IP: '2001:DB8::5' })).toBe('2001:db8::5');
+    expect(nodeIpSetting({ PEAK_XDP_NODE_IP: '10.0.0.6', NODE_IP: '10.0.0.5' })).toBe('10.0.0.6');
+    expect(nodeIpSetting({ PEAK_XDP_NODE_IP: '', NODE_IP: '10.0.0.5' })).toBe('10.0.0.5');
+    expect(() => nodeIpSetting({ NODE_IP: 'node-1' })).toThrow(new DecapUsageError('NODE_IP: "node-1" is not an IP address')); // prettier-ignore
+    expect(() => nodeIpSetting({ PEAK_XDP_NODE_IP: '10.0.0.300' })).toThrow(
+      /^PEAK_XDP_NODE_IP: "10.0.0.300"/,
+    );
+  });
+
+  it('finds the interface holding an address in `ip -j addr show` output, never lo', () => {
+    const links = [
+      { ifname: 'lo', addr_info: [{ local: '127.0.0.1' }, { local: '10.50.0.7' }] },
+      { ifname: 'eth0', addr_info: [{ local: '10.20.3.2' }, { local: 'fe80::1' }] },
+      { ifname: 'eth1', addr_info: [{ local: '10.50.0.7' }, { local: '2001:db8:5::7' }] },
+      { ifname: 'eth2' },
+      { addr_info: [{ local: '10.60.0.1' }] },
+    ];
+    expect(interfaceWithAddress(links, '10.50.0.7')).toBe('eth1');
+    expect(interfaceWithAddress(links, '2001:DB8:5:0::7')).toBe('eth1');
+    expect(interfaceWithAddress(links, '10.20.3.2')).toBe('eth0');
+    expect(interfaceWithAddress(links, '127.0.0.1')).toBeNull();
+    expect(interfaceWithAddress(links, '10.60.0.1')).toBeNull();
+    expect(interfaceWithAddress([], '10.50.0.7')).toBeNull();
+  });
+
+  it('the DSR sysctls of a VIP on lo: IPv4 only, rp_filter of the interface too', () => {
+    expect(dsrSysctls('198.51.100.10', 'ens5')).toEqual([
+      ['net.ipv4.conf.all.arp_ignore', '1'],
+      ['net.ipv4.conf.all.arp_announce', '2'],
+      ['net.ipv4.conf.all.rp_filter', '2'],
+      ['net.ipv4.conf.ens5.rp_filter', '2'],
+    ]);
+    expect(dsrSysctls('2001:db8::10', 'ens5')).toEqual([]);
   });
 });
 
@@ -283,18 +325,32 @@ function setup(o: {
   settings?: Partial<DecapSettings>;
   kfunc?: boolean | null;
   fwd?: { 4: boolean | null; 6: boolean | null };
+  nodeIp?: string | null;
+  sysctls?: boolean;
+  /** Interfaces besides eth0 and their addresses (multi-NIC nodes). */
+  moreIfs?: Record<string, string[]>;
 }) {
   const prog = new FakeProgram(41);
   prog.adopted = o.action?.kind === 'adopt';
   for (const a of o.stale ?? []) prog.map.add(a);
   const fwd = { value: o.fwd ?? { 4: true, 6: true } };
-  const ifAddrs = { eth0: o.ifAddrs ?? ['10.20.3.2', '2001:db8:3::2'] } as Record<string, string[]>;
+  const ifAddrs = { eth0: o.ifAddrs ?? ['10.20.3.2', '2001:db8:3::2'], ...o.moreIfs } as Record<string, string[]>; // prettier-ignore
   const lo = new Set<string>();
+  // The sysctls the host was asked to set (key=value), in order.
+  const sysctlsSet: string[] = [];
   const host: DecapHost = {
     interfaceExists: (n) => n in ifAddrs,
     defaultRouteInterface: async () => 'eth0',
+    interfaceWithAddress: async (ip) =>
+      interfaceWithAddress(Object.entries(ifAddrs).map(([ifname, a]) => ({ ifname, addr_info: a.map((local) => ({ local })) })), ip), // prettier-ignore
     addresses: async (n) => [...(ifAddrs[n] ?? [])],
-    addVip: async (v) => void lo.add(v),
+    addVip: async (v, ifname, sysctls) => {
+      lo.add(v);
+      const want = dsrSysctls(v, ifname).map(([k, x]) => `${k}=${x}`);
+      if (!sysctls) return want;
+      sysctlsSet.push(...want);
+      return [];
+    },
     removeVip: async (v) => void lo.delete(v),
     conntrackKfunc: async () => (o.kfunc === undefined ? true : o.kfunc),
     forwarding: async () => ({ ...fwd.value }),
@@ -322,6 +378,8 @@ function setup(o: {
   const { log, lines } = capturingLogger();
   const agent = new DecapAgent({
     interface: o.interface ?? 'eth0',
+    nodeIp: o.nodeIp ?? null,
+    sysctls: o.sysctls ?? true,
     addresses: o.addresses ?? [],
     vips: o.vips ?? [],
     keepOnExit: o.keepOnExit ?? false,
@@ -345,6 +403,7 @@ function setup(o: {
     prog,
     ifAddrs,
     lo,
+    sysctlsSet,
     opened,
     lines,
     served,
@@ -379,6 +438,7 @@ describe('DecapAgent', () => {
       addresses: ['10.20.3.2', '2001:db8:3::2'],
       addressSource: 'interface',
       vips: [],
+      sysctlsSkipped: [],
       pins: '/sys/fs/bpf/peak-xdp/root/eth0/decap',
       metrics: { host: '0.0.0.0', port: 9472 },
       keepOnExit: false,
@@ -417,6 +477,28 @@ describe('DecapAgent', () => {
     const u = setup({ interface: 'eth7' });
     await expect(u.agent.start()).rejects.toThrow(new DecapUsageError('--interface: no interface "eth7" in this network namespace')); // prettier-ignore
     expect(u.opened).toEqual([]);
+  });
+
+  it('--interface auto with a node IP: the interface holding it (multi-NIC), else the default route’s, said in the log', async () => {
+    // The Node's InternalIP sits on eth1, the default route on eth0: the LB nodes encapsulate to eth1's address.
+    const moreIfs = { eth1: ['10.50.0.7', 'fd50::7'] };
+    const t = setup({ interface: 'auto', nodeIp: '10.50.0.7', moreIfs });
+    const s = await t.agent.start();
+    expect([s.interface, s.addresses, t.opened]).toEqual(['eth1', ['10.50.0.7', 'fd50::7'], ['eth1']]);
+    expect(t.lines.find((l) => /holding the node IP/.test(l.msg))).toMatchObject({ interface: 'eth1', nodeIp: '10.50.0.7' }); // prettier-ignore
+    // An IPv6 node IP finds its interface too.
+    const v6 = setup({ interface: 'auto', nodeIp: 'fd50::7', moreIfs });
+    expect((await v6.agent.start()).interface).toBe('eth1');
+    // On the default route's interface: that one.
+    const same = setup({ interface: 'auto', nodeIp: '10.20.3.2', moreIfs });
+    expect((await same.agent.start()).interface).toBe('eth0');
+    // Nowhere (a NATed address, say): the default route's, with a warning.
+    const none = setup({ interface: 'auto', nodeIp: '10.99.9.9', moreIfs });
+    expect((await none.agent.start()).interface).toBe('eth0');
+    expect(none.lines.find((l) => /no interface holds the node IP/.test(l.msg))).toMatchObject({ level: 'warn', nodeIp: '10.99.9.9' }); // prettier-ignore
+    // A named interface is taken as named, whatever the node IP.
+    const named = setup({ interface: 'eth0', nodeIp: '10.50.0.7', moreIfs });
+    expect((await named.agent.start()).interface).toBe('eth0');
   });
 
   it('an interface without a global address (and no --address) is refused, and nothing stays attached', async () => {
@@ -567,6 +649,29 @@ describe('DecapAgent', () => {
     expect(t.timerStopped).toBe(true);
     expect(t.serverStopped).toBe(true);
     expect(t.prog.closed).toBe(true);
+  });
+
+  it('host mode sets the DSR sysctls with the VIPs; --no-sysctls puts the VIPs on lo only and reports what it skipped', async () => {
+    const t = setup({ vips: ['198.51.100.10', '198.51.100.11', '2001:db8:9::10'] });
+    const s = await t.agent.start();
+    expect(s.sysctlsSkipped).toEqual([]);
+    expect(new Set(t.sysctlsSet)).toEqual(
+      new Set(['net.ipv4.conf.all.arp_ignore=1', 'net.ipv4.conf.all.arp_announce=2', 'net.ipv4.conf.all.rp_filter=2', 'net.ipv4.conf.eth0.rp_filter=2']), // prettier-ignore
+    );
+    const n = setup({ vips: ['198.51.100.10', '198.51.100.11', '2001:db8:9::10'], sysctls: false });
+    const ns = await n.agent.start();
+    expect([...n.lo]).toEqual(['198.51.100.10', '198.51.100.11', '2001:db8:9::10']);
+    expect(n.sysctlsSet).toEqual([]);
+    // Each skipped once, however many VIPs needed it.
+    expect(ns.sysctlsSkipped).toEqual([
+      'net.ipv4.conf.all.arp_ignore=1',
+      'net.ipv4.conf.all.arp_announce=2',
+      'net.ipv4.conf.all.rp_filter=2',
+      'net.ipv4.conf.eth0.rp_filter=2',
+    ]);
+    // Node mode has no VIPs: nothing set, nothing skipped.
+    const node = setup({ sysctls: false });
+    expect((await node.agent.start()).sysctlsSkipped).toEqual([]);
   });
 
   it('stop with --keep-on-exit: the program, pins and VIPs stay for the next start to adopt', async () => {
@@ -760,6 +865,7 @@ describe('decap run wiring', () => {
     gueFrom: [] as string[],
     secondChance: true,
     conntrackLookup: true,
+    sysctls: true,
   };
   const log = pino({ level: 'silent' });
 
@@ -784,6 +890,10 @@ describe('decap run wiring', () => {
     expect(createDecapRun(args, log, { PEAK_XDP_INTERFACE: 'auto' }).agent).toBeInstanceOf(DecapAgent);
     expect(() => createDecapRun({ ...args, interface: 'eth0', vip: ['v'] }, log, {})).toThrow(
       '--vip: "v" is not an IP address',
+    );
+    // The node IP --interface auto looks for is checked at start-up, naming the variable.
+    expect(() => createDecapRun(args, log, { PEAK_XDP_INTERFACE: 'auto', NODE_IP: 'x' })).toThrow(
+      'NODE_IP: "x" is not an IP address',
     );
   });
 

@@ -331,10 +331,16 @@ describe('deploy/ (kustomize)', () => {
     expect(lbDs.spec.selector.matchLabels).toEqual({ 'app.kubernetes.io/name': 'peak-xdp' });
     expect(lbDs.spec.template.metadata.labels).toMatchObject(lbDs.spec.selector.matchLabels);
     expect(pod.hostNetwork).toBe(true);
-    expect(pod.nodeSelector).toEqual({ 'peak-xdp.io/lb-node': 'true' });
+    // The image is amd64 only.
+    expect(pod.nodeSelector).toEqual({ 'peak-xdp.io/lb-node': 'true', 'kubernetes.io/arch': 'amd64' });
     expect(pod.containers.map((x: Doc) => x.name)).toEqual(['peak-xdp', 'bfd']);
     const c = container(lbDs, 'peak-xdp');
-    expect(c.args).toEqual(['daemon', '--config=/etc/peak-xdp/config.yaml', '--kubernetes']);
+    expect(c.args).toEqual([
+      'daemon',
+      '--config=/etc/peak-xdp/config.yaml',
+      '--kubernetes',
+      '--metrics-listen=0.0.0.0:9471',
+    ]);
     expect(c.securityContext.privileged).toBe(false);
     expect(c.securityContext.allowPrivilegeEscalation).toBe(false);
     expect(c.securityContext.capabilities.add.sort()).toEqual([
@@ -358,14 +364,15 @@ describe('deploy/ (kustomize)', () => {
     });
   });
 
-  it("LB role: port `metrics` is config.yaml's admin.metricsListen; probes use it; admin writes stay on loopback", () => {
+  it('LB role: port `metrics` is the --metrics-listen arg (not the replaceable ConfigMap); probes use it; admin writes stay on loopback', () => {
     const c = container(lbDs, 'peak-xdp');
     const cfg = YAML.parse(one(all, 'ConfigMap').data['config.yaml']);
     expect(cfg.admin.listen).toMatch(/^127\.0\.0\.1:/);
-    expect(cfg.admin.metricsListen).toMatch(/^0\.0\.0\.0:/);
-    expect(c.ports).toEqual([
-      { name: 'metrics', containerPort: portOf(cfg.admin.metricsListen), protocol: 'TCP' },
-    ]);
+    // One source of truth: the flag (which replaces admin.metricsListen), so a user's ConfigMap cannot drop it.
+    expect(cfg.admin.metricsListen).toBeUndefined();
+    const listen = c.args.filter((a: string) => a.startsWith('--metrics-listen='));
+    expect(listen).toEqual([expect.stringMatching(/^--metrics-listen=0\.0\.0\.0:\d+$/)]);
+    expect(c.ports).toEqual([{ name: 'metrics', containerPort: portOf(listen[0]), protocol: 'TCP' }]);
     expect(c.ports[0].containerPort).toBe(9471);
     for (const p of ['startupProbe', 'readinessProbe', 'livenessProbe']) {
       expect([p, c[p].httpGet.port, c[p].httpGet.host]).toEqual([p, 'metrics', undefined]);
@@ -395,28 +402,48 @@ describe('deploy/ (kustomize)', () => {
       });
     const bpffs = pod.volumes.find((v: Doc) => v.hostPath?.path === '/sys/fs/bpf');
     expect(bfd.volumeMounts).toContainEqual({ name: bpffs.name, mountPath: '/sys/fs/bpf', readOnly: true });
-    // The script finds the interface by the daemon's pin (peak-xdp/root/<if>/balancer); the env is a fallback.
+    // The script finds the interface by the daemon's pin (peak-xdp/root/<if>/balancer), the newest of several,
+    // waiting for one as long as it takes: no fallback to a configured name (test/integration/image.test.ts runs it).
     expect(bfd.command).toEqual(['/bin/sh', '-c']);
     const script: string = bfd.args[0];
     expect(script).toContain('pins=/sys/fs/bpf/peak-xdp/root');
+    expect(script).toContain('ls -td "$pins"/*/balancer');
+    expect(script).not.toMatch(/PEAK_XDP_INTERFACE|seq /);
     expect(script).toContain(
       'exec peak-xdp bfd-daemon --forwarding-interface="$ifname" --forwarding-pin="$pins/$ifname/balancer"',
     );
     // Kubernetes expands $(NAME) in args: the script must hold none.
     expect(script).not.toMatch(/\$\(/);
-    expect(bfd.env.map((e: Doc) => e.name)).toContain('PEAK_XDP_INTERFACE');
+    expect(bfd.env).toBeUndefined();
   });
 
-  it('backend role: every node, host network, decap run on the default-route interface, only BPF, NET_ADMIN, PERFMON, metrics 9472', () => {
+  it('backend role: every node but LB nodes, host network, decap run on the NODE_IP interface, kept across restarts, only BPF, NET_ADMIN, PERFMON, metrics 9472', () => {
     const pod = beDs.spec.template.spec;
     expect(pod.hostNetwork).toBe(true);
-    expect(pod.nodeSelector).toBeUndefined();
-    expect(pod.affinity).toBeUndefined();
+    expect(pod.nodeSelector).toEqual({ 'kubernetes.io/arch': 'amd64' });
+    // Never where the LB DaemonSet runs: the balancer holds the NIC's one XDP slot.
+    const lbLabel = Object.entries(lbDs.spec.template.spec.nodeSelector).find(([k]) => k.startsWith('peak-xdp.io/'))!; // prettier-ignore
+    expect(pod.affinity).toEqual({
+      nodeAffinity: {
+        requiredDuringSchedulingIgnoredDuringExecution: {
+          nodeSelectorTerms: [
+            { matchExpressions: [{ key: lbLabel[0], operator: 'NotIn', values: [lbLabel[1]] }] },
+          ],
+        },
+      },
+    });
     expect(pod.tolerations).toEqual([{ operator: 'Exists' }]);
     expect(pod.containers).toHaveLength(1);
     const c = pod.containers[0];
     expect(c.image).toBe(IMAGE);
     expect(c.args.slice(0, 3)).toEqual(['decap', 'run', '--interface=auto']);
+    // A rollout leaves the program attached; the next pod adopts it (no window without decap).
+    expect(c.args).toContain('--keep-on-exit');
+    // --interface=auto prefers the interface with the Node's IP (where the LB nodes encapsulate to).
+    expect(c.env).toContainEqual({
+      name: 'NODE_IP',
+      valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } },
+    });
     expect(c.args).not.toContainEqual(expect.stringMatching(/^--vip/));
     expect(c.securityContext.privileged).toBe(false);
     expect(c.securityContext.allowPrivilegeEscalation).toBe(false);
@@ -441,6 +468,16 @@ describe('deploy/ (kustomize)', () => {
     const { kubernetes, ...rest } = YAML.parse(text);
     const base = validateConfig(rest);
     expect(base.ok ? [] : base.errors).toEqual([]);
+    // Per-node entries select on this project's label (set at install), not a cloud-managed one.
+    const keys = rest.nodes.flatMap((n: Doc) => Object.keys(n.nodeSelector.matchLabels));
+    expect(new Set(keys)).toEqual(new Set(['peak-xdp.io/rack']));
+    // The commented IPIP-CNI alternative: the encapSource prefix and the backend's PEAK_XDP_DECAP_FROM agree,
+    // and the config is valid with it.
+    const encap = /^# encapSource: \[(.+)\]$/m.exec(text)![1]!;
+    const decapFrom = readFileSync(join(deployDir, 'base', 'daemonset-backend.yaml'), 'utf8');
+    expect(decapFrom).toMatch(new RegExp(`^ +# value: "${encap.replace(/[./]/g, '\\$&')}"$`, 'm'));
+    const withPrefix = validateConfig({ ...rest, encapSource: [encap] });
+    expect(withPrefix.ok ? [] : withPrefix.errors).toEqual([]);
     const k = parseKubernetesSettings(kubernetes);
     expect(k.ok ? [] : k.issues).toEqual([]);
     expect(k.ok && k.settings.loadBalancerClass).toBe(DEFAULT_LOAD_BALANCER_CLASS);
@@ -476,33 +513,37 @@ describe('deploy/ (kustomize)', () => {
       expect(one(docs, 'PrometheusRule').spec.groups).toEqual(file.groups);
   });
 
-  it('the scrape-annotation component annotates both roles with their metrics ports', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pkg-kustomize-'));
-    try {
-      writeFileSync(
-        join(dir, 'kustomization.yaml'),
-        YAML.stringify({
-          resources: [relative(dir, DIRS.all)],
-          components: [relative(dir, join(deployDir, 'monitoring', 'scrape-annotations'))],
-        }),
-      );
-      const docs = render(dir);
-      for (const ds of ofKind(docs, 'DaemonSet')) {
-        const a = ds.spec.template.metadata.annotations;
-        const port = ds.spec.template.spec.containers.find((c: Doc) => c.ports)!.ports[0].containerPort;
-        expect([ds.metadata.name, a]).toEqual([
-          ds.metadata.name,
-          {
-            'prometheus.io/scrape': 'true',
-            'prometheus.io/port': String(port),
-            'prometheus.io/path': '/metrics',
-          },
-        ]);
+  it.each(['all', 'lb', 'backend'] as const)(
+    'the scrape-annotation component renders with overlays/%s and annotates its roles with their metrics ports',
+    (overlay) => {
+      const dir = mkdtempSync(join(tmpdir(), 'pkg-kustomize-'));
+      try {
+        writeFileSync(
+          join(dir, 'kustomization.yaml'),
+          YAML.stringify({
+            resources: [relative(dir, DIRS[overlay])],
+            components: [relative(dir, join(deployDir, 'monitoring', 'scrape-annotations'))],
+          }),
+        );
+        const docs = render(dir);
+        expect(kinds(ofKind(docs, 'DaemonSet'))).toEqual(kinds(ofKind(rendered[overlay], 'DaemonSet')));
+        for (const ds of ofKind(docs, 'DaemonSet')) {
+          const a = ds.spec.template.metadata.annotations;
+          const port = ds.spec.template.spec.containers.find((c: Doc) => c.ports)!.ports[0].containerPort;
+          expect([ds.metadata.name, a]).toEqual([
+            ds.metadata.name,
+            {
+              'prometheus.io/scrape': 'true',
+              'prometheus.io/port': String(port),
+              'prometheus.io/path': '/metrics',
+            },
+          ]);
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
       }
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+    },
+  );
 
   it('examples: node mode needs nothing in the Pods (targetPort may differ); pod mode runs the decap init container', () => {
     const node = examples['service-node-mode.yaml']!;
@@ -527,7 +568,17 @@ describe('deploy/ (kustomize)', () => {
     );
     expect(init.args.slice(0, 2)).toEqual(['decap', 'attach']);
     expect(init.args).toContain(`--vip=${psvc.metadata.annotations['peak-xdp.io/vip']}`);
+    // /proc/sys is read-only in an unprivileged container: the VIP only, no DSR sysctls.
+    expect(init.args).toContain('--no-sysctls');
     expect(init.securityContext.capabilities.add.sort()).toEqual(['BPF', 'NET_ADMIN', 'PERFMON']);
+    expect(init.securityContext.seccompProfile).toEqual({ type: 'Unconfined' });
+    // Applying both examples creates both: no name, selector or VIP in common.
+    for (const kind of ['Service', 'Deployment'])
+      expect(one(pod, kind).metadata.name).not.toBe(one(node, kind).metadata.name);
+    expect(psvc.spec.selector).not.toEqual(svc.spec.selector);
+    expect(psvc.metadata.annotations['peak-xdp.io/vip']).not.toBe(
+      svc.metadata.annotations['peak-xdp.io/vip'],
+    );
   });
 
   it('ships a systemd unit for the BFD process that starts before the daemon and is not restarted with it', () => {

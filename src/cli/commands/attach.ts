@@ -136,6 +136,7 @@ async function decapRun(
       mode: XdpMode;
       metricsListen?: string;
       keepOnExit: boolean;
+      sysctls: boolean;
       logLevel: string;
     },
   vips: string[],
@@ -159,7 +160,7 @@ async function decapRun(
           a,
           'DecapRun',
           s,
-          `decap ${s.action === 'attach' ? 'attached to' : s.action === 'adopt' ? 'adopted on' : 'replaced on'} ${s.interface} (${s.mode}, program ${s.progId}) for ${s.addresses.join(', ')}${s.addressSource === 'interface' ? ' (the interface addresses, followed)' : ''}${s.vips.length ? `; VIPs on lo: ${s.vips.join(', ')}` : '; nothing on lo (node mode)'}${s.sources.length ? `; tunnels only from ${[...s.sources, ...s.gueSources.map((x) => `${x} (GUE)`)].join(', ')}` : ''}; GUE port ${s.guePort}; second chance ${!s.secondChance ? 'off' : s.diagnostics.secondChanceReady ? 'ready' : `not ready (${s.diagnostics.reasons.join('; ')})`}; metrics on ${hostPort(s.metrics.host, s.metrics.port)}${s.pins ? `; pinned at ${s.pins}` : '; not pinned (no bpffs)'}`,
+          `decap ${s.action === 'attach' ? 'attached to' : s.action === 'adopt' ? 'adopted on' : 'replaced on'} ${s.interface} (${s.mode}, program ${s.progId}) for ${s.addresses.join(', ')}${s.addressSource === 'interface' ? ' (the interface addresses, followed)' : ''}${s.vips.length ? `; VIPs on lo: ${s.vips.join(', ')}` : '; nothing on lo (node mode)'}${s.sysctlsSkipped.length ? `; sysctls not set (--no-sysctls): ${s.sysctlsSkipped.join(', ')}` : ''}${s.sources.length ? `; tunnels only from ${[...s.sources, ...s.gueSources.map((x) => `${x} (GUE)`)].join(', ')}` : ''}; GUE port ${s.guePort}; second chance ${!s.secondChance ? 'off' : s.diagnostics.secondChanceReady ? 'ready' : `not ready (${s.diagnostics.reasons.join('; ')})`}; metrics on ${hostPort(s.metrics.host, s.metrics.port)}${s.pins ? `; pinned at ${s.pins}` : '; not pinned (no bpffs)'}`,
         ),
       stopped: (s) =>
         out(
@@ -388,6 +389,12 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
             coerce: once('metrics-listen'),
             describe: `run: HOST:PORT of /metrics, /healthz, /readyz, /state, all read-only (default: env PEAK_XDP_METRICS_LISTEN or ${DEFAULT_METRICS_LISTEN})`,
           })
+          .option('sysctls', {
+            type: 'boolean',
+            default: true,
+            describe:
+              'attach, run: with --vip, also set the DSR sysctls (arp_ignore=1, arp_announce=2, rp_filter=2); --no-sysctls: only the VIP on lo (an unprivileged container: /proc/sys is read-only), the skipped ones printed',
+          })
           .option('keep-on-exit', {
             type: 'boolean',
             default: false,
@@ -512,10 +519,15 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           }
           const st = await attachXdp({ ifname, program: prog, mode: a.mode });
           // The VIPs live on lo; answer ARP/ND only for the interface's own addresses (DSR on shared L2).
-          for (const v of vips)
-            await addVipToLo(v, ifname).catch((e: { stderr?: string; message: string }) => {
-              throw new CliError(`add VIP ${v} to lo: ${(e.stderr || e.message).trim()}`, 3);
-            });
+          const sysctlsSkipped: string[] = [];
+          for (const v of vips) {
+            const skipped = await addVipToLo(v, ifname, a.sysctls).catch(
+              (e: { stderr?: string; message: string }) => {
+                throw new CliError(`add VIP ${v} to lo: ${(e.stderr || e.message).trim()}${/sysctl|read-only/i.test(e.stderr || e.message) ? ' (in a container without a writable /proc/sys: --no-sysctls)' : ''}`, 3); // prettier-ignore
+              },
+            );
+            for (const k of skipped) if (!sysctlsSkipped.includes(k)) sysctlsSkipped.push(k);
+          }
           out(
             a,
             'DecapAttach',
@@ -524,6 +536,7 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
               ...st,
               addresses,
               vips,
+              sysctlsSkipped,
               pins: dir,
               guePort: settings.guePort,
               secondChance: settings.secondChance,
@@ -531,7 +544,7 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
               sources: settings.sources.filter((x) => x.ipip).map(sourceText),
               gueSources: settings.sources.filter((x) => !x.ipip).map(sourceText),
             },
-            `decap attached to ${ifname} (${st.mode}, program ${st.progId}) for ${addresses.join(', ')}${settings.sources.length ? `; tunnels only from ${settings.sources.map((x) => sourceText(x) + (x.ipip ? '' : ' (GUE)')).join(', ')}` : ''}${vips.length ? `; VIPs on lo: ${vips.join(', ')}` : ''}${dir ? `; pinned at ${dir}` : '; not pinned (no bpffs mounted)'}`,
+            `decap attached to ${ifname} (${st.mode}, program ${st.progId}) for ${addresses.join(', ')}${settings.sources.length ? `; tunnels only from ${settings.sources.map((x) => sourceText(x) + (x.ipip ? '' : ' (GUE)')).join(', ')}` : ''}${vips.length ? `; VIPs on lo: ${vips.join(', ')}` : ''}${sysctlsSkipped.length ? `; sysctls not set (--no-sysctls): ${sysctlsSkipped.join(', ')}` : ''}${dir ? `; pinned at ${dir}` : '; not pinned (no bpffs mounted)'}`,
           );
         } finally {
           for (const x of [prog, ...Object.values(maps)] as (BpfProgram | BpfMap)[]) x.close();
