@@ -1,14 +1,16 @@
 /* Real-server decapsulation (for kernels without ipip/ip6_tunnel/fou): strips IPIP (4) / IPv6 (41) and GUE
  * (UDP to the configured port, bpf/gue.h) addressed to this host and passes the inner packet up. A GUE packet
  * with a previous-owner hint may get a second chance (decap_second.h): a mid-connection TCP packet this host
- * has no state for goes on to the previous owner. With decap_sources in use, only tunnels from the LBs' prefixes
- * are ours (a CNI's IPIP overlay stays the kernel's). Everything else untouched. */
+ * has no state for goes on to the previous owner, only when the packet came from an LB prefix (--from; with no
+ * decap_sources, never). With decap_sources in use, only tunnels from the LBs' prefixes are ours (a CNI's IPIP
+ * overlay stays the kernel's). Everything else untouched. */
 #include "shared.h"
 #include "parse.h"
 #include "l2.h"
 #include "decap_maps.h"
 #include "decap_gue.h"
 #include "decap_second.h"
+#include "guard.h"
 
 /* Keeps the decap enums and the config struct in this object's BTF (userspace reads them from there). */
 struct peak_decap_btf_anchor {
@@ -43,9 +45,12 @@ static __always_inline int decap_same16(const __u8 *a, const __u8 *b) {
   return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
 }
 
-/* A valid GUE packet for this host: second chance or strip. Every one counts `gue` and exactly one outcome. */
+/* A valid GUE packet for this host: second chance or strip. Every one counts `gue` and exactly one outcome.
+ * `from_lb`: the outer source is in a prefix that may send IPIP-kind tunnels (--from: the LB nodes). Only then is
+ * a hint honoured: a hint makes this host send the inner packet on from its own address, so anyone else who can
+ * reach the GUE port could use it as an open relay (and with no sources configured, anyone is "else"). */
 static __always_inline int decap_gue_deliver(struct xdp_md *ctx, const struct peak_pkt *p, struct decap_gue *g,
-                                             const struct peak_decap_config *cfg, __u16 port) {
+                                             const struct peak_decap_config *cfg, __u16 port, int from_lb) {
   decap_count(PEAK_DECAP_GUE, 0);
   __u32 outcome = PEAK_DECAP_SC_NO_HINT;
   __u16 flags = cfg ? cfg->flags : 0;
@@ -57,6 +62,8 @@ static __always_inline int decap_gue_deliver(struct xdp_md *ctx, const struct pe
     int kind = decap_sc_tuple(data, data_end, g, &t, &len);
     if (flags & PEAK_DECAP_CFG_F_NO_SECOND_CHANCE)
       outcome = PEAK_DECAP_SC_DISABLED;
+    else if (!from_lb || peak_addr_special(g->hint_family, (const peak_u32_alias *)g->hint))
+      outcome = PEAK_DECAP_SC_HINT_UNTRUSTED;
     else if (kind == DECAP_SC_SYN)
       outcome = PEAK_DECAP_SC_SYN_IGNORED;
     else if (kind != DECAP_SC_TCP)
@@ -65,8 +72,9 @@ static __always_inline int decap_gue_deliver(struct xdp_md *ctx, const struct pe
              (g->hint_family == g->outer_family && decap_same16(g->hint, g->outer_dst)))
       outcome = PEAK_DECAP_SC_LOOP_REFUSED;
     else {
-      int local = decap_sc_local(ctx, &t, len, flags);
+      int local = decap_sc_local(ctx, &t, len, flags, g);
       if (local == DECAP_LOCAL_CONNTRACK) decap_count(PEAK_DECAP_SC_LOCAL_CONNTRACK, 0);
+      if (local == DECAP_LOCAL_SYNCOOKIE) decap_count(PEAK_DECAP_SC_LOCAL_SYNCOOKIE, 0);
       if (local != DECAP_LOCAL_NONE) {
         outcome = PEAK_DECAP_SC_LOCAL_HIT;
       } else {
@@ -148,11 +156,12 @@ int decap(struct xdp_md *ctx) {
     struct udphdr *udp = data + g.udp;
     if ((void *)(udp + 1) > data_end || udp->dest != bpf_htons(port)) return decap_count(PEAK_DECAP_PASS, XDP_PASS);
     if (!decap_for_us(g.outer_family, g.outer_dst)) return decap_count(PEAK_DECAP_PASS, XDP_PASS);
-    if (!decap_from_ok(cfg_flags, outer_family, src, PEAK_DECAP_SRC_GUE))
-      return decap_count(PEAK_DECAP_NOT_FROM_LB, XDP_PASS);
+    /* no sources configured: GUE from anywhere is stripped, but no sender is known to be an LB */
+    __u32 kinds = cfg_flags & PEAK_DECAP_CFG_F_SOURCES ? decap_source_kinds(outer_family, src) : PEAK_DECAP_SRC_GUE;
+    if (!(kinds & PEAK_DECAP_SRC_GUE)) return decap_count(PEAK_DECAP_NOT_FROM_LB, XDP_PASS);
     /* ours from here on: what we cannot read is dropped (nothing else on this host speaks GUE) */
     if (decap_gue_parse(data, data_end, &g, ip_payload)) return decap_count(PEAK_DECAP_GUE_MALFORMED, XDP_DROP);
-    return decap_gue_deliver(ctx, &p, &g, cfg, port);
+    return decap_gue_deliver(ctx, &p, &g, cfg, port, (kinds & PEAK_DECAP_SRC_IPIP) != 0);
   }
 
   /* IPIP / IP6IP6 / 4in6 for us: from an LB (a CNI's IPIP overlay between nodes is the kernel's), and the inner

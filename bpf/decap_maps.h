@@ -122,9 +122,8 @@ static __always_inline int decap_is_own(__u8 family, const void *addr) {
   return bpf_map_lookup_elem(&decap_addrs, &k) != NULL;
 }
 
-/* May a tunnel of `kind` (enum peak_decap_source_kind) from `saddr` be decapsulated? Always, with no sources. */
-static __always_inline int decap_from_ok(__u16 cfg_flags, __u8 family, const void *saddr, __u32 kind) {
-  if (!(cfg_flags & PEAK_DECAP_CFG_F_SOURCES)) return 1;
+/* The enum peak_decap_source_kind bits of the longest decap_sources prefix holding `saddr` (0: none). */
+static __always_inline __u32 decap_source_kinds(__u8 family, const void *saddr) {
   struct peak_decap_source_key k = {.family = family};
   if (family == PEAK_FAMILY_V4) {
     k.prefixlen = 32 + 32;
@@ -134,7 +133,13 @@ static __always_inline int decap_from_ok(__u16 cfg_flags, __u8 family, const voi
     peak_copy16(k.addr, saddr);
   }
   __u32 *v = bpf_map_lookup_elem(&decap_sources, &k);
-  return v && (*v & kind);
+  return v ? *v : 0;
+}
+
+/* May a tunnel of `kind` (enum peak_decap_source_kind) from `saddr` be decapsulated? Always, with no sources. */
+static __always_inline int decap_from_ok(__u16 cfg_flags, __u8 family, const void *saddr, __u32 kind) {
+  if (!(cfg_flags & PEAK_DECAP_CFG_F_SOURCES)) return 1;
+  return (decap_source_kinds(family, saddr) & kind) != 0;
 }
 
 static __always_inline int decap_for_us(__u8 family, const void *addr) {

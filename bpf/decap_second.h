@@ -109,16 +109,40 @@ enum decap_local {
   DECAP_LOCAL_NONE = 0,
   DECAP_LOCAL_SOCKET,    /* established, request or time-wait socket (host / Pod mode) */
   DECAP_LOCAL_CONNTRACK, /* a netfilter connection (node mode: kube-proxy DNATs the VIP to a Pod) */
+  DECAP_LOCAL_SYNCOOKIE, /* a listener and the ACK of a valid SYN cookie: the connection is made here */
 };
 
+/* Is the inner packet (a TCP segment of the flow itself, not an ICMP error) the ACK that completes a SYN-cookie
+ * handshake with listener `sk`? Only after the listener overflowed recently (or with tcp_syncookies=2) and when
+ * the cookie checks: the kernel then creates the connection from this very packet, so the flow is local. */
+static __always_inline int decap_sc_syncookie(struct xdp_md *ctx, struct bpf_sock *sk, const struct decap_gue *g) {
+  void *data = (void *)(long)ctx->data;
+  void *data_end = (void *)(long)ctx->data_end;
+  if (g->inner_family == PEAK_FAMILY_V4) {
+    struct iphdr *ip = data + (g->inner & 0xff);
+    if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_TCP) return 0;
+    struct tcphdr *th = (void *)ip + ((ip->ihl * 4) & 0x3c);
+    if ((void *)(th + 1) > data_end) return 0;
+    return bpf_tcp_check_syncookie(sk, ip, sizeof(*ip), th, sizeof(*th)) == 0;
+  }
+  struct ipv6hdr *ip6 = data + (g->inner & 0xff);
+  if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_TCP) return 0;
+  struct tcphdr *th = (void *)(ip6 + 1);
+  if ((void *)(th + 1) > data_end) return 0;
+  return bpf_tcp_check_syncookie(sk, ip6, sizeof(*ip6), th, sizeof(*th)) == 0;
+}
+
 /* Does this host hold the flow? */
-static __always_inline int decap_sc_local(struct xdp_md *ctx, struct bpf_sock_tuple *t, __u32 len, __u16 cfg_flags) {
+static __always_inline int decap_sc_local(struct xdp_md *ctx, struct bpf_sock_tuple *t, __u32 len, __u16 cfg_flags,
+                                          const struct decap_gue *g) {
   struct bpf_sock *sk = bpf_skc_lookup_tcp(ctx, t, len == sizeof(t->ipv4) ? sizeof(t->ipv4) : sizeof(t->ipv6),
                                            BPF_F_CURRENT_NETNS, 0);
   if (sk) {
     __u32 state = sk->state;
+    int cookie = state == DECAP_TCP_LISTEN && decap_sc_syncookie(ctx, sk, g);
     bpf_sk_release(sk);
     if (state != DECAP_TCP_LISTEN) return DECAP_LOCAL_SOCKET;
+    if (cookie) return DECAP_LOCAL_SYNCOOKIE;
   }
   if (cfg_flags & PEAK_DECAP_CFG_F_NO_CONNTRACK) return DECAP_LOCAL_NONE;
   if (!decap_conntrack_available()) return DECAP_LOCAL_NONE;
@@ -132,10 +156,17 @@ static __always_inline int decap_sc_local(struct xdp_md *ctx, struct bpf_sock_tu
 
 /* Re-encapsulates the packet (GUE, Hlen 0) toward g->hint and sends it on: returns XDP_TX / XDP_REDIRECT with
  * *counter SC_FORWARD, or XDP_DROP with ERROR when rewriting failed half-way. Returns -1 with the frame untouched
- * when it cannot go (SC_NO_SOURCE, SC_FIB_FAIL): the caller then passes it up here, as without a second chance
+ * when it cannot go (SC_TAGGED, SC_NO_SOURCE, SC_FIB_FAIL): the caller then passes it up here, as without a second chance
  * (the host answers with a reset at once instead of the flow stalling on drops for the LB's retention time). */
 static __always_inline int decap_sc_forward(struct xdp_md *ctx, const struct peak_pkt *p, const struct decap_gue *g,
                                             const struct peak_decap_config *cfg, __u16 port, __u32 *counter) {
+  /* a tagged frame's way to the previous owner is a VLAN device, which XDP cannot transmit on; sent back out
+   * the trunk it came in on, it would carry a tag for a network the route did not choose (the balancer, too,
+   * never routes a tagged frame) */
+  if (p->vlans) {
+    *counter = PEAK_DECAP_SC_TAGGED;
+    return -1;
+  }
   int v4 = g->hint_family == PEAK_FAMILY_V4;
   __u8 src[16] = {};
   if (g->hint_family == g->outer_family)
@@ -170,8 +201,7 @@ static __always_inline int decap_sc_forward(struct xdp_md *ctx, const struct pea
     peak_copy16(fib.ipv6_dst, g->hint);
   }
   long rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-  /* a tagged frame can leave only where it came in: a VLAN device's egress is not XDP's to transmit on */
-  if (rc != BPF_FIB_LKUP_RET_SUCCESS || (p->vlans && fib.ifindex != ctx->ingress_ifindex)) {
+  if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
     *counter = PEAK_DECAP_SC_FIB_FAIL;
     return -1;
   }

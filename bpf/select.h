@@ -67,7 +67,8 @@ static __always_inline __u32 peak_prev_owner(__u32 vip_id, __u32 hash) {
   if (!mp || *mp == 0) return 0;
   __u32 key = hash % *mp + 1;
   __u32 *id = bpf_map_lookup_elem(table, &key);
-  return id ? *id : 0;
+  /* a previous table is installed as it was current, moved-slot marks included: an id never has bit 31 */
+  return id ? *id & ~PEAK_SLOT_F_MOVED : 0;
 }
 
 /* A conntrack hit may keep its backend while it is UP or DRAINING. */
@@ -93,7 +94,7 @@ struct peak_pick {
   struct peak_backend *hint;
   __u32 id;
   __u32 hash;
-  __u32 hint_skipped; /* the hint is a backend the choice skipped (slot owner not up, or a conntrack hit's) */
+  __u32 hint_skipped; /* the hint is the slot's owner the choice skipped (draining) */
 };
 
 /* The flow hash of the VIP's kind (5-tuple, or source only for client persistence). */
@@ -101,54 +102,56 @@ static __always_inline __u32 peak_vip_hash(const struct peak_flow_key *flow, con
   return (vip->flags & PEAK_VIP_F_SRC_HASH) ? peak_source_hash(flow) : peak_flow_hash(flow);
 }
 
-/* A backend that may be named in a hint: set, and reached with GUE (so it runs our decap, which is what the
- * current owner's second chance re-encapsulates to). Any state: a backend this node sees down may be alive. */
-static __always_inline struct peak_backend *peak_hint_backend(__u32 id, __u32 chosen) {
-  if (id == 0 || id == chosen) return NULL;
+/* A backend that may be named in a hint: reached with GUE (so it runs our decap, which is what the current owner's
+ * second chance re-encapsulates to), of the chosen backend's family (the decap re-encapsulates from the address
+ * the packet came to; it has no source of the other family), not the choice itself. A backend probing skipped
+ * only while DRAINING (health-down within its downGraceSeconds, drained, weight 0: the control plane's grace
+ * bounds how long): a DOWN backend's flows are dead, and forwarding them there would stall them until TCP gives
+ * up instead of the new owner's fast reset. A previous-table owner in any state (bounded by retainSeconds). */
+static __always_inline struct peak_backend *peak_hint_backend(__u32 id, const struct peak_pick *out, int skipped) {
+  if (id == 0 || id == out->id) return NULL;
   struct peak_backend *be = peak_backend_get(id);
-  return be && be->family != PEAK_FAMILY_NONE && be->encap == PEAK_ENCAP_GUE ? be : NULL;
+  if (!be || be->encap != PEAK_ENCAP_GUE || be->family != out->be->family) return NULL;
+  if (skipped && be->state != PEAK_BE_DRAINING) return NULL;
+  return be;
 }
 
-/* The hint for a packet going to a GUE backend, most specific first: the down backend of a conntrack hit
- * (that flow's known owner), the slot's owner in the previous table when it differs from the current owner
- * (the change being bridged; also covers a new owner not yet up), else the current owner that probing
- * skipped (health disagreement: this node sees it down, others may not). */
-static __always_inline void peak_pick_hint(__u32 vip_id, __u32 owner_raw, __u32 ct_down_id, struct peak_pick *out) {
-  struct peak_backend *h = peak_hint_backend(ct_down_id, out->id);
-  if (h) {
-    out->hint = h;
-    out->hint_skipped = 1;
-    return;
-  }
+/* The hint for a packet going to a GUE backend, most specific first: the slot's owner in the previous table
+ * when it differs from the current owner (the change being bridged; also covers a new owner not yet up), else
+ * the current owner that probing skipped while it drains (health disagreement: this node sees it down within
+ * its grace, others may not). Returns the hinted id (0: none). A conntrack hit on a draining backend is
+ * honoured as a hit, so a reselected entry's backend is down or unset: never hinted as such. */
+static __always_inline __u32 peak_pick_hint(__u32 vip_id, __u32 owner_raw, struct peak_pick *out) {
   __u32 owner = owner_raw & ~PEAK_SLOT_F_MOVED;
   /* an unmarked slot has the same owner in the previous table: not read (the common case) */
   __u32 prev = owner_raw & PEAK_SLOT_F_MOVED ? peak_prev_owner(vip_id, out->hash) : owner;
+  struct peak_backend *h;
   if (prev != owner) {
-    h = peak_hint_backend(prev, out->id);
+    h = peak_hint_backend(prev, out, 0);
     if (h) {
       out->hint = h;
-      return;
+      return prev;
     }
   }
-  h = peak_hint_backend(owner, out->id);
-  if (h) {
-    out->hint = h;
-    out->hint_skipped = 1;
-  }
+  h = peak_hint_backend(owner, out, 1);
+  if (!h) return 0;
+  out->hint = h;
+  out->hint_skipped = 1;
+  return owner;
 }
 
 /* Full choice for a VIP packet: a fresh conntrack entry of this VIP whose backend keeps flows wins (not for
  * a TCP SYN, `is_syn`, nor NO_CT / STATELESS VIPs); else Maglev, recorded in conntrack when `record` says so.
  * `want_hint` (a non-SYN TCP packet of the flow itself) lets a GUE choice carry a hint; a hinted choice is
- * not recorded (the next packet must carry the hint again; a hit would send it without), and a hit on a down
- * backend whose hint was sent keeps its entry. Fills *out. */
+ * not recorded (the next packet must carry the hint again; a hit would send it without), except over a
+ * reselected entry whose backend the hint does not name; an entry hinted to its own backend is kept. Fills *out. */
 static __always_inline int peak_select(struct peak_stats *st, const struct peak_flow_key *flow,
                                        const struct peak_vip_value *vip, const struct peak_config *cfg,
                                        int is_syn, enum peak_select_record record, int want_hint,
                                        struct peak_pick *out) {
   int use_ct = !(vip->flags & (PEAK_VIP_F_NO_CT | PEAK_VIP_F_STATELESS));
   __u32 now = bpf_jiffies64();
-  __u32 ct_down_id = 0;
+  struct peak_ct_value *reselect_ct = NULL; /* this VIP's fresh entry whose backend may not keep the flow */
   if (use_ct && !is_syn) {
     struct peak_ct_value *ct = bpf_map_lookup_elem(&conntrack, flow);
     if (!ct) {
@@ -169,7 +172,7 @@ static __always_inline int peak_select(struct peak_stats *st, const struct peak_
           out->hash = ct->hash;
           return PEAK_PICK_OK;
         }
-        if (be) ct_down_id = ct->backend_id;
+        if (be) reselect_ct = ct;
         peak_count(st, PEAK_CNT_CT_RESELECT);
       }
     }
@@ -178,11 +181,20 @@ static __always_inline int peak_select(struct peak_stats *st, const struct peak_
   __u32 owner = 0;
   int r = peak_maglev_pick(vip->vip_id, out->hash, &out->id, &out->be, &owner);
   if (r != PEAK_PICK_OK) return r;
-  if (want_hint && out->be->encap == PEAK_ENCAP_GUE) peak_pick_hint(vip->vip_id, owner, ct_down_id, out);
-  if (use_ct && record == PEAK_SELECT_RECORD && !out->hint) {
-    struct peak_ct_value v = {.backend_id = out->id, .vip_id = vip->vip_id, .hash = out->hash, .last_seen = now};
-    bpf_map_update_elem(&conntrack, flow, &v, BPF_ANY);
-    peak_count(st, PEAK_CNT_CT_INSERT);
+  __u32 hint_id = 0;
+  if (want_hint && out->be->encap == PEAK_ENCAP_GUE) hint_id = peak_pick_hint(vip->vip_id, owner, out);
+  if (use_ct && record == PEAK_SELECT_RECORD) {
+    if (hint_id && reselect_ct && reselect_ct->backend_id == hint_id) {
+      /* hinted to the entry's own backend (its previous-table owner): the entry is the flow's known owner;
+       * kept, and kept fresh, so the flow goes back to it directly once it is up again */
+      if (reselect_ct->last_seen != now) reselect_ct->last_seen = now;
+    } else if (!hint_id || reselect_ct) {
+      /* a hinted miss is not recorded (the next packet must carry the hint again; a hit would send it
+       * without); a reselected entry names a down backend the hint does not: rewritten to the new choice */
+      struct peak_ct_value v = {.backend_id = out->id, .vip_id = vip->vip_id, .hash = out->hash, .last_seen = now};
+      bpf_map_update_elem(&conntrack, flow, &v, BPF_ANY);
+      peak_count(st, PEAK_CNT_CT_INSERT);
+    }
   }
   return PEAK_PICK_OK;
 }

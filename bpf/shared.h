@@ -253,6 +253,13 @@ enum peak_decap_counter {
   PEAK_DECAP_SC_CONNTRACK_UNAVAILABLE, /* detail: no local state found without asking conntrack (kfunc missing) */
   PEAK_DECAP_NOT_FROM_LB,              /* tunnel packet for this host from an outer source not in decap_sources
                                         * (e.g. a CNI's IPIP overlay): untouched, XDP_PASS */
+  PEAK_DECAP_SC_HINT_UNTRUSTED,        /* hint not honoured: no decap_sources configured, the outer source is not
+                                        * in a --from (LB) prefix, or the hint is not a unicast address; passed
+                                        * up (an outcome, like SC_NO_HINT) */
+  PEAK_DECAP_SC_TAGGED,                /* hint on a VLAN-tagged frame: not forwarded (the egress would have to be
+                                        * the VLAN device, which XDP cannot transmit on); passed up here */
+  PEAK_DECAP_SC_LOCAL_SYNCOOKIE,       /* detail of LOCAL_HIT: only a listener, and the packet is the ACK of a
+                                        * valid SYN cookie (the kernel makes the connection from it) */
   PEAK_DECAP_MAX,
 };
 

@@ -113,6 +113,8 @@ export interface SelectInput {
   /** True when the backend id is set and reached with GUE (only GUE choices carry hints, only GUE backends
    * are hinted). Absent: no backend is GUE. */
   gue?: (backendId: number) => boolean;
+  /** The backend's address family (4 or 6; 0 unset): a hint must be of the chosen backend's. Absent: one family. */
+  family?: (backendId: number) => number;
   /** The VIP's previous table (maglev_prev_tables), null/absent when none. */
   previousTable?: TableView | null;
 }
@@ -120,8 +122,8 @@ export interface SelectInput {
 /** The previous-owner hint a GUE packet carries (bpf peak_pick_hint). */
 export interface SelectHint {
   backendId: number;
-  /** skipped: a backend the choice passed over (the slot's owner not up, or a conntrack hit's down backend);
-   * otherwise the slot's owner in the previous table. */
+  /** skipped: the slot's owner the choice passed over (draining); otherwise the slot's owner in the previous
+   * table. */
   skipped: boolean;
 }
 
@@ -145,17 +147,17 @@ export interface SelectResult extends Selection {
   hint: SelectHint | null;
 }
 
-/** bpf peak_pick_hint: the conntrack hit's down backend, else the previous table's owner of the slot when it
- * differs from the current owner, else the current owner probing skipped; never the chosen backend itself,
- * only GUE backends. */
-function pickHint(o: SelectInput, owner: number, ctDownId: number, chosen: number): SelectHint | null {
+/** bpf peak_pick_hint: the previous table's owner of the slot when it differs from the current owner (any
+ * state), else the current owner probing skipped while it is draining (never down); never the chosen backend
+ * itself, only GUE backends of the chosen backend's family. */
+function pickHint(o: SelectInput, owner: number, chosen: number): SelectHint | null {
   const gue = o.gue ?? ((): boolean => false);
-  const ok = (id: number): boolean => id !== 0 && id !== chosen && gue(id);
-  if (ok(ctDownId)) return { backendId: ctDownId, skipped: true };
+  const family = o.family ?? ((): number => 0);
+  const ok = (id: number): boolean => id !== 0 && id !== chosen && gue(id) && family(id) === family(chosen);
   const prevView = o.previousTable == null ? null : viewOf(o.previousTable);
   const prev = prevView === null || prevView.size === 0 ? 0 : prevView.entry(o.hash % prevView.size);
   if (prev !== owner && ok(prev)) return { backendId: prev, skipped: false };
-  if (ok(owner)) return { backendId: owner, skipped: true };
+  if (ok(owner) && o.keepsFlows(owner) && !o.usable(owner)) return { backendId: owner, skipped: true };
   return null;
 }
 
@@ -166,7 +168,7 @@ function pickHint(o: SelectInput, owner: number, ctDownId: number, chosen: numbe
 export function selectBackend(o: SelectInput): SelectResult {
   const counters: SelectCounter[] = [];
   let reselected = false;
-  let ctDownId = 0;
+  let reselectedId: number | null = null; // this VIP's entry whose backend may not keep the flow
   if (o.readConntrack) {
     const ct = o.conntrack;
     if (ct === null) counters.push('ct_miss');
@@ -183,7 +185,7 @@ export function selectBackend(o: SelectInput): SelectResult {
         hint: null,
       };
     } else {
-      if (ct.vipId === o.vipId) ctDownId = ct.backendId;
+      if (ct.vipId === o.vipId) reselectedId = ct.backendId;
       counters.push('ct_reselect');
       reselected = true;
     }
@@ -221,9 +223,11 @@ export function selectBackend(o: SelectInput): SelectResult {
   }
   const gue = o.gue ?? ((): boolean => false);
   const hint =
-    o.wantHint === true && gue(backendId) ? pickHint(o, t.entry(o.hash % t.size), ctDownId, backendId) : null;
-  // A hinted choice is not recorded: the next packet must carry the hint again.
-  const recorded = o.recordConntrack && hint === null;
+    o.wantHint === true && gue(backendId) ? pickHint(o, t.entry(o.hash % t.size), backendId) : null;
+  // A hinted miss is not recorded (the next packet must carry the hint again); a reselected entry is rewritten
+  // unless the hint names its own backend (then it is kept, and refreshed).
+  const recorded =
+    o.recordConntrack && (hint === null || (reselectedId !== null && hint.backendId !== reselectedId));
   if (recorded) counters.push('ct_insert');
   if (hint !== null) {
     counters.push('hint_sent');

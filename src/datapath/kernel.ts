@@ -960,6 +960,11 @@ export class KernelDatapath implements Datapath {
           }
           if (!(table instanceof Uint32Array) || table.length < 1)
             throw new RangeError(`table: a previous table needs at least 1 slot (got ${table?.length})`);
+          // as installTables: bit 31 (PEAK_SLOT_F_MOVED) is the datapath's mark, never part of an id
+          const flag = 2 ** sharedContract().slotMovedBit;
+          const members = tableMembers(table);
+          if (members.some((id) => id >= flag))
+            throw new RangeError(`table: backend ids must be below ${flag} (got ${Math.max(...members)})`);
           ready.push({ at, vipId, inner: this.buildTableMap(vipId, table, 'peak_pv_') });
         } catch (e) {
           results[at] = e as Error;

@@ -1,7 +1,7 @@
 // MemoryDatapath: an in-memory Datapath with the kernel's invariants, plus a flow simulator, for unit tests.
 // The simulator chooses as the kernel does (flowhash.ts selectBackend: same hash, probes, counters).
-import { canonicalIp, canonicalMac } from '../model/ip';
-import { counterName } from './contract';
+import { canonicalIp, canonicalMac, ipFamily } from '../model/ip';
+import { counterName, sharedContract } from './contract';
 import { flowHash, selectBackend, sourceHash } from './flowhash';
 import { PROTO_NUMBER } from './layout';
 import { TableRefs, tableMembers } from './table-refs';
@@ -295,6 +295,11 @@ export class MemoryDatapath implements Datapath {
     }
     if (!(table instanceof Uint32Array) || table.length < 1)
       throw new RangeError(`table: a previous table needs at least 1 slot (got ${table?.length})`);
+    // as KernelDatapath: bit 31 (PEAK_SLOT_F_MOVED) is the datapath's mark, never part of an id
+    const flag = 2 ** sharedContract().slotMovedBit;
+    const members = tableMembers(table);
+    if (members.some((id) => id >= flag))
+      throw new RangeError(`table: backend ids must be below ${flag} (got ${Math.max(...members)})`);
     this.prevTables.set(vipId, storeTable(table));
   }
 
@@ -406,6 +411,7 @@ export class MemoryDatapath implements Datapath {
       conntrack: hit === undefined ? null : { backendId: hit.entry.backendId, vipId: hit.vipId },
       wantHint: vip.key.protocol === 'tcp' && !syn,
       gue: (id) => this.backends.get(id)?.encap === 'gue',
+      family: (id) => ipFamily(this.backends.get(id)?.address ?? ''),
       previousTable: prev === undefined ? null : viewOfStored(prev),
     });
     r.counters.forEach(count);

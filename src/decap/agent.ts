@@ -182,6 +182,7 @@ export class DecapAgent {
     this.log = o.log;
     this.facts = {
       enabled: o.settings.secondChance,
+      lbSources: o.settings.sources.some((x) => x.ipip),
       conntrackLookup: o.settings.conntrackLookup,
       conntrackKfunc: null,
       forwarding: { 4: null, 6: null },

@@ -92,6 +92,11 @@ export function btfHasFunc(blob: Buffer, name: string, base?: Buffer): boolean {
 export interface SecondChanceFacts {
   /** --no-second-chance given: hints are ignored, never forwarded. */
   enabled: boolean;
+  /**
+   * --from prefixes (LB tunnels) are configured: the program honours a previous-owner hint only from those (an
+   * open relay otherwise: anyone reaching the GUE port could make this host resend bytes anywhere).
+   */
+  lbSources: boolean;
   conntrackLookup: boolean;
   /** FUNC bpf_xdp_ct_lookup in the kernel's BTF. */
   conntrackKfunc: boolean | null;
@@ -115,6 +120,10 @@ export function secondChanceReadiness(
 ): { ready: boolean; reasons: string[] } {
   const reasons: string[] = [];
   if (!f.enabled) reasons.push('second chance switched off (--no-second-chance)');
+  else if (!f.lbSources)
+    reasons.push(
+      "no --from prefixes: hints are honoured only from the LB nodes' encapsulation sources, so none is (moved flows reset as without GUE)",
+    );
   for (const fam of f.families)
     if (f.forwarding[fam] !== true)
       reasons.push(

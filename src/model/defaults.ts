@@ -29,7 +29,7 @@ export const DEFAULTS = {
     failOpen: true,
     /** Encapsulation of backends that do not say (backends[].encap). */
     encap: 'ipip',
-    /** auto: stateless (no connection table) when every backend of the VIP is `gue` (our decap). */
+    /** auto: stateless (no connection table) for a TCP VIP whose every backend is `gue` (our decap). */
     stateless: 'auto',
   },
   healthCheck: {

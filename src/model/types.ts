@@ -10,7 +10,7 @@ export type Persistence = 'none' | 'source-ip';
 export type HealthCheckType = 'tcp' | 'http';
 /** How packets reach a backend: ipip (kernel tunnel modules or our decap) or gue (our decap only; hints). */
 export type Encap = 'ipip' | 'gue';
-/** A VIP's connection-table mode: auto = stateless when every backend is gue. */
+/** A VIP's connection-table mode: auto = stateless for a TCP VIP whose every backend is gue. */
 export type StatelessMode = 'auto' | boolean;
 
 export interface HealthCheckConfig {

@@ -164,6 +164,15 @@ export function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | 
           `${ipip.length > 3 ? ', ...' : ''}): without a connection table their flows break when the table or ` +
           'the LB node changes (no second chance without GUE and our decap)',
       });
+    // UDP has no SYN to tell a new flow from a moved one: no hint, no second chance, whatever the encap
+    if (vip.protocol === 'udp')
+      warnings.push({
+        path: ['stateless'],
+        message:
+          'true on a udp VIP: UDP packets carry no previous-owner hint and get no second chance, so without a ' +
+          'connection table every backend or LB node change moves about 1/N of its live flows ("auto" keeps ' +
+          'the table for udp)',
+      });
   }
   // fields here are unknown keys of nested objects (healthCheck.x): any other field issue leaves no data.
   const failures = [...fields, ...checked.issues, ...issues, ...unknown];

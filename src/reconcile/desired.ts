@@ -281,7 +281,9 @@ function desiredVip(
         sourceHash: v.persistence === 'source-ip',
         noConntrack: !v.conntrack,
         // Only when set, as the datapath reports it (absent = false).
-        ...(statelessOf(v.stateless ?? DEFAULTS.vip.stateless, backends) ? { stateless: true } : {}),
+        ...(statelessOf(v.stateless ?? DEFAULTS.vip.stateless, v.protocol, backends)
+          ? { stateless: true }
+          : {}),
       },
       tableSize: v.tableSize,
     },
@@ -295,13 +297,19 @@ function desiredVip(
 }
 
 /**
- * Whether a VIP runs without a connection table: as forced, or (auto) when it has backends and every one of
- * them is gue (our decap gives moved flows their second chance, so the LB needs no per-flow state). A VIP
- * with no backend keeps its table (nothing is known about the decap of backends yet to come).
+ * Whether a VIP runs without a connection table: as forced, or (auto) when it is a TCP VIP with backends
+ * and every one of them is gue (our decap gives moved flows their second chance, so the LB needs no
+ * per-flow state). A UDP VIP keeps its table under auto: a UDP packet carries no hint and gets no second
+ * chance (no SYN tells a new flow from a moved one), so without the table every change would move ~1/N of
+ * its live flows. A VIP with no backend keeps its table (nothing is known about backends yet to come).
  */
-export function statelessOf(mode: 'auto' | boolean, backends: readonly { encap: Encap }[]): boolean {
+export function statelessOf(
+  mode: 'auto' | boolean,
+  protocol: 'tcp' | 'udp',
+  backends: readonly { encap: Encap }[],
+): boolean {
   if (mode !== 'auto') return mode;
-  return backends.length > 0 && backends.every((b) => b.encap === 'gue');
+  return protocol === 'tcp' && backends.length > 0 && backends.every((b) => b.encap === 'gue');
 }
 
 /** The builder desiredState uses: its memo serves every caller that passes an earlier result's ids back. */

@@ -1,7 +1,9 @@
 // GUE decap and the second chance through BPF_PROG_TEST_RUN. The program runs in a network namespace of its own
 // (a child process under `ip netns exec`), because what it decides depends on that namespace: bpf_fib_lookup
 // (routes, permanent neighbours, forwarding on), bpf_skc_lookup_tcp (real sockets the child opens) and
-// bpf_xdp_ct_lookup (a kube-proxy-like nftables DNAT). Frames are built here and compared byte for byte.
+// bpf_xdp_ct_lookup (a kube-proxy-like nftables DNAT), bpf_tcp_check_syncookie (a listener with tcp_syncookies=2).
+// decap_sources names the LB prefixes (hints honoured) and this link's peers (GUE only). Frames are built here
+// and compared byte for byte.
 import { ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -34,7 +36,7 @@ async function handle(m) {
       const o = await BpfObject.load(m.object);
       progs[m.slot] = o.program('decap');
       slots[m.slot] = {};
-      for (const n of ['decap_addrs', 'decap_stats', 'decap_config', 'decap_sc_targets']) slots[m.slot][n] = o.map(n);
+      for (const n of ['decap_addrs', 'decap_stats', 'decap_config', 'decap_sc_targets', 'decap_sources']) slots[m.slot][n] = o.map(n);
       o.close();
       return {};
     }
@@ -44,6 +46,9 @@ async function handle(m) {
       else maps.decap_addrs.delete(Buffer.from(m.key, 'hex'));
       return {};
     }
+    case 'source':
+      slots[m.slot].decap_sources.update(Buffer.from(m.key, 'hex'), k32(m.kinds));
+      return {};
     case 'config':
       slots[m.slot].decap_config.update(k32(0), Buffer.from(m.value, 'hex'));
       return {};
@@ -163,10 +168,14 @@ const in6 = tcp(CLIENT6, VIP6, 40001);
 const out4 = { src: '10.255.0.7', dst: B4 };
 const out6 = { src: 'fd00:ff::7', dst: B6 };
 
-function decapConfig(o: { port?: number; flags?: number; srcV4?: string; srcV6?: string } = {}): Buffer {
+const decapEnum = (name: string) => btfLayout(OBJECT).enums.find((x) => x.name === name)!.values;
+
+/** decap_config; the sources bit set unless `noSources` (the LB prefixes below are written at start). */
+function decapConfig(o: { port?: number; flags?: number; srcV4?: string; srcV6?: string; noSources?: boolean } = {}): Buffer {
   const b = Buffer.alloc(24);
   b.writeUInt16BE(o.port ?? 0, 0); // network order
-  b.writeUInt16LE(o.flags ?? 0, 2);
+  const sources = o.noSources ? 0 : decapEnum('peak_decap_config_flag').PEAK_DECAP_CFG_F_SOURCES!;
+  b.writeUInt16LE((o.flags ?? 0) | sources, 2);
   if (o.srcV4) encodeAddr('srcV4', o.srcV4).bytes.copy(b, 4, 0, 4);
   if (o.srcV6) encodeAddr('srcV6', o.srcV6).bytes.copy(b, 8, 0, 16);
   return b;
@@ -266,8 +275,26 @@ describePrivileged('decap: GUE and the second chance (BPF_PROG_TEST_RUN in a nam
     });
     await call({ op: 'load', object: OBJECT });
     await call({ op: 'load', object: NO_CT_OBJECT, slot: 'noct' });
-    for (const slot of ['main', 'noct'])
+    // decap_sources as `--from 10.255.0.0/24 fd00:ff::/64 --gue-from 10.77.0.0/24 fd77::/64` writes them: hints
+    // are honoured from the LB prefixes only; this link's peers (the forwarded frames' sources) send GUE only
+    const kinds = decapEnum('peak_decap_source_kind');
+    const lbKinds = kinds.PEAK_DECAP_SRC_IPIP! | kinds.PEAK_DECAP_SRC_GUE!;
+    const sourceKey = (prefix: string, len: number) => {
+      const a = encodeAddr('prefix', prefix);
+      const k = Buffer.alloc(24);
+      k.writeUInt32LE(32 + len, 0);
+      k[4] = a.family;
+      a.bytes.copy(k, 8, 0, a.family === 4 ? 4 : 16);
+      return k.toString('hex');
+    };
+    for (const slot of ['main', 'noct']) {
       for (const a of [B4, B6]) await call({ op: 'addr', slot, add: true, key: encodeAddrKey('address', a).toString('hex') });
+      await call({ op: 'source', slot, key: sourceKey('10.255.0.0', 24), kinds: lbKinds });
+      await call({ op: 'source', slot, key: sourceKey('fd00:ff::', 64), kinds: lbKinds });
+      await call({ op: 'source', slot, key: sourceKey('10.77.0.0', 24), kinds: kinds.PEAK_DECAP_SRC_GUE! });
+      await call({ op: 'source', slot, key: sourceKey('fd77::', 64), kinds: kinds.PEAK_DECAP_SRC_GUE! });
+      await call({ op: 'config', slot, value: decapConfig().toString('hex') });
+    }
     await call({ op: 'listen', host: VIP4, port: 80 });
     await call({ op: 'listen', host: VIP6, port: 80 });
     await call({ op: 'listen', host: '10.0.0.21', port: 8080 });
@@ -393,17 +420,42 @@ describePrivileged('decap: GUE and the second chance (BPF_PROG_TEST_RUN in a nam
       expect(d).toEqual({ rx_packets: 1n, gue: 1n, sc_forward: 1n });
     });
 
-    it('VLAN tags kept on XDP_TX; a FIN or RST is mid-connection too', async () => {
+    it('a VLAN-tagged frame is never forwarded (passed up here, sc_tagged); a FIN or RST is mid-connection too', async () => {
       const vlans = [{ tci: 7 }];
       const inner = tcp(CLIENT4, VIP4, 40003, TCP_FLAGS.FIN | TCP_FLAGS.ACK);
       const rst = tcp(CLIENT4, VIP4, 40003, TCP_FLAGS.RST);
-      const [a, b] = await run([
-        gue({ eth: { src: LB_MAC, vlans }, outer: out4, inner, hint: A4 }),
-        gue({ outer: out4, inner: rst, hint: A4 }),
-      ]);
-      expect(a!.verdict).toBe('TX');
-      expect(a!.data.toString('hex')).toBe(forwarded({ dmac: A_MAC, smac: myMac, src: B4, to: A4, sport: 0x8123, inner, vlans }).toString('hex'));
-      expect(b!.verdict).toBe('TX');
+      const tagged = gue({ eth: { src: LB_MAC, vlans }, outer: out4, inner, hint: A4 });
+      const { r, d } = await delta(() => run([tagged, gue({ outer: out4, inner, hint: A4 }), gue({ outer: out4, inner: rst, hint: A4 })]));
+      expect(r.map((x) => x.verdict)).toEqual(['PASS', 'TX', 'TX']);
+      expect(r[0]!.data.toString('hex')).toBe(stripped(tagged, inner).toString('hex'));
+      expect(r[1]!.data.toString('hex')).toBe(forwarded({ dmac: A_MAC, smac: myMac, src: B4, to: A4, sport: 0x8123, inner }).toString('hex'));
+      expect(d).toEqual({ rx_packets: 3n, gue: 3n, sc_tagged: 1n, sc_forward: 2n });
+    });
+
+    it('a hint is honoured only from an LB prefix (--from): not from a peer, not with no sources, not a special address', async () => {
+      const inner = tcp(CLIENT4, VIP4, 40010);
+      const peer = gue({ outer: { src: '10.77.0.9', dst: B4 }, inner, hint: A4 }); // --gue-from only
+      const peer6 = gue({ outer: { src: 'fd77::9', dst: B6 }, inner, hint: A6 });
+      const special = ['0.0.0.0', '127.0.0.1', '224.0.0.5', '255.255.255.255', '169.254.0.1'].map((h) => gue({ outer: out4, inner, hint: h }));
+      const special6 = ['::', '::1', 'fe80::3', 'ff02::2', '::ffff:10.77.0.3'].map((h) => gue({ outer: out6, inner, hint: h }));
+      const all = [peer, peer6, ...special, ...special6];
+      const { r, d } = await delta(() => run(all));
+      r.forEach((x, i) => {
+        expect([i, x.verdict]).toEqual([i, 'PASS']);
+        expect(x.data.toString('hex')).toBe(stripped(all[i]!, inner).toString('hex'));
+      });
+      expect(d).toEqual({ rx_packets: BigInt(all.length), gue: BigInt(all.length), sc_hint_untrusted: BigInt(all.length) });
+      // no sources configured (the default): GUE from anywhere is stripped, and no hint is ever honoured
+      await setConfig({ noSources: true });
+      try {
+        const open = await delta(() => run([gue({ outer: out4, inner, hint: A4 }), gue({ outer: { src: '192.0.2.66', dst: B4 }, inner, hint: A4 })]));
+        expect(open.r.map((x) => x.verdict)).toEqual(['PASS', 'PASS']);
+        expect(open.d).toEqual({ rx_packets: 2n, gue: 2n, sc_hint_untrusted: 2n });
+      } finally {
+        await setConfig();
+      }
+      // the same frame from the LB: forwarded
+      expect((await run1(gue({ outer: out4, inner, hint: A4 }))).verdict).toBe('TX');
     });
 
     it('mixed families: the outer source comes from decap_config, else passed up here (no source)', async () => {
@@ -489,6 +541,56 @@ describePrivileged('decap: GUE and the second chance (BPF_PROG_TEST_RUN in a nam
       expect(d).toEqual({ rx_packets: 2n, gue: 2n, sc_local_hit: 2n });
     });
 
+    it('SYN cookies: the ACK of a valid cookie to a listener is local (the kernel makes the connection from it); a bad one is forwarded', async () => {
+      // tcp_syncookies=2: the listener answers every SYN with a cookie (and counts as recently overflowed). A raw
+      // socket in the namespace sends a SYN from CLIENT4 to VIP4:80 and reads the SYN-ACK's cookie.
+      lab.ns(ns, 'sysctl', ['-qw', 'net.ipv4.tcp_syncookies=2']);
+      try {
+        const cport = 40200;
+        const py = `
+import socket, struct
+def csum(b):
+    if len(b) % 2: b += b'\\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+src, dst = '${CLIENT4}', '${VIP4}'
+h = struct.pack('!HHIIBBHHH', ${cport}, 80, 1000, 0, 5 << 4, 0x02, 65535, 0, 0)
+c = csum(socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack('!BBH', 0, 6, len(h)) + h)
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+s.bind((src, 0))
+s.settimeout(3)
+s.sendto(h[:16] + struct.pack('!H', c) + h[18:], (dst, 0))
+for _ in range(20):
+    d = s.recv(65535)
+    ihl = (d[0] & 15) * 4
+    sp, dp, seq, ack, off, fl = struct.unpack('!HHIIBB', d[ihl:ihl + 14])
+    if sp == 80 and dp == ${cport} and fl & 0x12 == 0x12:
+        print(seq)
+        break
+`;
+        const cookie = Number(lab.ns(ns, 'python3', ['-c', py]).trim());
+        expect(Number.isInteger(cookie)).toBe(true);
+        /** The client's ACK: seq = ISN + 1, ack = cookie + 1 (the TCP checksum is not what this path reads). */
+        const ack = (ackSeq: number) => {
+          const p = ipPacket({ src: CLIENT4, dst: VIP4 }, { type: 'tcp', sport: cport, dport: 80, flags: TCP_FLAGS.ACK, seq: 1001 });
+          p.writeUInt32BE(ackSeq >>> 0, 20 + 8);
+          return p;
+        };
+        const good = ack(cookie + 1);
+        // the raw handshake left a netfilter entry for this tuple: the socket side alone is under test here
+        await setConfig({ flags: 2 });
+        const { r, d } = await delta(() => run([gue({ outer: out4, inner: good, hint: A4 }), gue({ outer: out4, inner: ack(cookie + 77), hint: A4 })]));
+        console.log(`syn cookie ${cookie}: ${JSON.stringify(r.map((x) => x.verdict))} ${JSON.stringify(d, (_, v) => (typeof v === 'bigint' ? Number(v) : v))}`);
+        expect(r.map((x) => x.verdict)).toEqual(['PASS', 'TX']);
+        expect(r[0]!.data.toString('hex')).toBe(stripped(gue({ outer: out4, inner: good, hint: A4 }), good).toString('hex'));
+        expect(d).toEqual({ rx_packets: 2n, gue: 2n, sc_local_hit: 1n, sc_local_syncookie: 1n, sc_forward: 1n });
+      } finally {
+        await setConfig();
+        lab.ns(ns, 'sysctl', ['-qw', 'net.ipv4.tcp_syncookies=1']);
+      }
+    });
+
     it('node mode: a connection only netfilter conntrack knows (DNATed VIP) -> local hit via conntrack', async () => {
       const inner = ipPacket({ src: CLIENT4, dst: NAT_VIP }, { type: 'tcp', sport: natPort, dport: 80, flags: TCP_FLAGS.ACK });
       const { r, d } = await delta(() => run1(gue({ outer: out4, inner, hint: A4 })));
@@ -561,6 +663,7 @@ describePrivileged('decap: GUE and the second chance (BPF_PROG_TEST_RUN in a nam
       gue({ outer: out6, inner: in4, hint: A4 }),
       gue({ eth: { src: LB_MAC, vlans: [{ tci: 3 }] }, outer: { ...out4, options: Buffer.alloc(4, 1) }, inner: in4, hint: A4 }),
     ];
+    const tagged = frames[4];
     let cuts = 0;
     await setConfig({ srcV4: B4, srcV6: B6 }); // the mixed-family frames need a source to forward whole
     for (const f of frames) {
@@ -573,8 +676,9 @@ describePrivileged('decap: GUE and the second chance (BPF_PROG_TEST_RUN in a nam
       });
       expect(d).toEqual({ rx_packets: BigInt(all.length), pass: BigInt(all.length) });
       cuts += all.length;
-      // and the whole frame is forwarded (the cut-short ones were not GUE to the program, not a different path)
-      expect((await run1(f)).verdict).toBe('TX');
+      // and the whole frame is forwarded (the cut-short ones were not GUE to the program, not a different path),
+      // except the tagged one, which is passed up here (never forwarded)
+      expect((await run1(f)).verdict).toBe(f === tagged ? 'PASS' : 'TX');
     }
     await setConfig();
     console.log(`truncations: ${cuts} cut-short frames, all passed untouched`);
@@ -582,7 +686,7 @@ describePrivileged('decap: GUE and the second chance (BPF_PROG_TEST_RUN in a nam
 
   it('counter invariant: every GUE packet has exactly one outcome', async () => {
     const c = await counters();
-    const outcomes = ['sc_no_hint', 'sc_syn_ignored', 'sc_not_tcp', 'sc_loop_refused', 'sc_local_hit', 'sc_forward', 'sc_fib_fail', 'sc_no_source', 'sc_disabled'];
+    const outcomes = ['sc_no_hint', 'sc_syn_ignored', 'sc_not_tcp', 'sc_loop_refused', 'sc_local_hit', 'sc_forward', 'sc_fib_fail', 'sc_no_source', 'sc_disabled', 'sc_hint_untrusted', 'sc_tagged'];
     const sum = outcomes.reduce((s, n) => s + c[n]!, 0n);
     console.log(`decap counters: ${JSON.stringify(Object.fromEntries(Object.entries(c).map(([k, v]) => [k, Number(v)])))}`);
     expect(c.gue).toBe(sum + c.error!);

@@ -1,6 +1,7 @@
 // decap_sources through BPF_PROG_TEST_RUN: with prefixes written (by the agent's own writer), only tunnels from
 // them are decapsulated (a CNI's IPIP overlay between nodes passes untouched, counted not_from_lb); GUE-only
 // prefixes admit GUE and not IPIP; an empty map keeps decapsulating from anywhere. IPIP and GUE, both families.
+// A previous-owner hint is honoured only from a --from (LB) prefix: never with no sources, never from --gue-from.
 import { BpfMap, BpfObject, BpfProgram, btfLayout } from '../../src/datapath/bpf';
 import { encodeAddrKey } from '../../src/datapath/layout';
 import { sourcesSetting, type DecapSettings } from '../../src/decap/config';
@@ -26,8 +27,14 @@ const podInner = ipPacket({ src: '10.244.1.5', dst: '10.244.2.7' }, { type: 'tcp
 
 const ipip = (src: string, inner = inner4, dst = src.includes(':') ? ME6 : ME4) =>
   encapFrame({ eth, outer: { src, dst }, inner });
-const gue = (src: string, inner = inner4, dst = src.includes(':') ? ME6 : ME4) =>
-  gueFrame({ eth, outer: { src, dst }, sport: 0x8123, inner });
+const gue = (src: string, inner = inner4, dst = src.includes(':') ? ME6 : ME4, hint: string | null = null) =>
+  gueFrame({ eth, outer: { src, dst }, sport: 0x8123, inner, hint });
+// a hinted SYN: a trusted hint reaches the SYN check (sc_syn_ignored), an untrusted one stops before it; both are
+// passed up stripped, so the outcome counter alone tells them apart (no route or socket lookup involved)
+const syn4 = ipPacket({ src: '192.0.2.1', dst: '10.0.0.10' }, { type: 'tcp', sport: 1, dport: 80, flags: 0x02 });
+const syn6 = ipPacket({ src: '2001:db8::1', dst: '2001:db8::10' }, { type: 'tcp', sport: 1, dport: 80, flags: 0x02 });
+const hinted = (src: string, hint: string) =>
+  src.includes(':') ? gue(src, syn6, ME6, hint) : gue(src, syn4, ME4, hint);
 const stripped = (inner: Buffer) => Buffer.concat([ethHeader(eth, inner[0]! >> 4 === 4 ? 0x0800 : 0x86dd), inner]);
 
 describePrivileged('decap: outer source filter (decap_sources)', () => {
@@ -88,6 +95,9 @@ describePrivileged('decap: outer source filter (decap_sources)', () => {
     expect(run(ipip(CNI6, inner6), inner6)).toEqual({ verdict: 'PASS', what: 'stripped', d: { rx_packets: 1n, ip6ip6: 1n } }); // prettier-ignore
     expect(run(gue(CNI4), inner4)).toMatchObject({ verdict: 'PASS', what: 'stripped', d: { gue: 1n, sc_no_hint: 1n } });
     expect(run(gue(CNI6, inner6), inner6)).toMatchObject({ verdict: 'PASS', what: 'stripped', d: { gue: 1n } });
+    // no sender is known to be an LB: a hint is never honoured (else anyone reaching the port has a relay)
+    expect(run(hinted(CNI4, '10.1.0.9'), syn4)).toEqual({ verdict: 'PASS', what: 'stripped', d: { rx_packets: 1n, gue: 1n, sc_hint_untrusted: 1n } }); // prettier-ignore
+    expect(run(hinted(CNI6, 'fd00:1::9'), syn6)).toEqual({ verdict: 'PASS', what: 'stripped', d: { rx_packets: 1n, gue: 1n, sc_hint_untrusted: 1n } }); // prettier-ignore
   });
 
   describe('with --from 10.255.0.0/24 fd00:ff::/64 10.9.5.0/24 --gue-from 10.9.0.0/16', () => {
@@ -119,6 +129,24 @@ describePrivileged('decap: outer source filter (decap_sources)', () => {
     ];
     it.each(cases)('%s', (_n, mk, inner, what, d) => {
       expect(run(mk(), inner)).toEqual({ verdict: 'PASS', what, d });
+    });
+
+    const hints: [string, () => Buffer, Buffer, string][] = [
+      ['from an LB (IPv4): trusted', () => hinted(LB4, '10.1.0.9'), syn4, 'sc_syn_ignored'],
+      ['from an LB (IPv6): trusted', () => hinted(LB6, 'fd00:1::9'), syn6, 'sc_syn_ignored'],
+      ['from a --from /24 inside the GUE-only /16: trusted', () => hinted(NODE4_LB, '10.1.0.9'), syn4, 'sc_syn_ignored'],
+      ['from a peer backend (--gue-from only): not trusted', () => hinted(NODE4, '10.1.0.9'), syn4, 'sc_hint_untrusted'],
+      ...(
+        [
+          '0.0.0.0', '0.1.2.3', '127.0.0.1', '169.254.1.1', '224.0.0.1', '239.1.1.1', '255.255.255.255',
+        ].map((h) => [`from an LB, hint ${h}: not unicast`, () => hinted(LB4, h), syn4, 'sc_hint_untrusted'])
+      ) as [string, () => Buffer, Buffer, string][], // prettier-ignore
+      ...(
+        ['::', '::1', 'fe80::1', 'ff02::1', '::ffff:10.1.0.9'].map((h) => [`from an LB, hint ${h}: not unicast`, () => hinted(LB6, h), syn6, 'sc_hint_untrusted'])
+      ) as [string, () => Buffer, Buffer, string][], // prettier-ignore
+    ];
+    it.each(hints)('hint %s', (_n, mk, inner, outcome) => {
+      expect(run(mk(), inner)).toEqual({ verdict: 'PASS', what: 'stripped', d: { rx_packets: 1n, gue: 1n, [outcome]: 1n } });
     });
   });
 

@@ -1,10 +1,12 @@
 // GUE encapsulation and the previous-owner hint through BPF_PROG_TEST_RUN (issue 15): exact output frames for
 // every outer x inner family (checksums valid, UDP checksum 0), hint present/absent, none on a SYN or UDP, the
-// skipped-owner hint (probing past a down owner, a conntrack hit on a down backend), stateless VIPs never
+// skipped-owner hint (probing past a draining owner; never a down one), a conntrack entry on a down backend
+// (rewritten, or kept while the previous table hints its own backend), hints only of the chosen family, moved
+// marks in a previous table ignored, stateless VIPs never
 // touching the connection table, the GUE port from the config, MTU with the GUE overhead, truncations.
 import { BpfMap } from '../../src/datapath/bpf';
 import { flowHash } from '../../src/datapath/flowhash';
-import { encodeCtValue, encodeFlowKey } from '../../src/datapath/layout';
+import { decodeCtValue, encodeCtValue, encodeFlowKey } from '../../src/datapath/layout';
 import { describePrivileged } from '../helpers/privileged';
 import { EthSpec, frame, parseFrame, parseGue, PROTO, TCP_FLAGS } from '../helpers/packet';
 import {
@@ -223,7 +225,7 @@ describePrivileged('GUE encapsulation and previous-owner hints', () => {
     }
   });
 
-  it('a down slot owner is skipped and carried as the hint (non-SYN only)', async () => {
+  it('a skipped slot owner is the hint while it drains (non-SYN only), never once it is down', async () => {
     const vipId = 21;
     const table = lb.tables.get(vipId)!;
     const sport = 45000;
@@ -232,22 +234,76 @@ describePrivileged('GUE encapsulation and previous-owner hints', () => {
     try {
       const next = predict(lb, vipId, flowOf(tcpTo(vipId, sport, TCP_FLAGS.ACK))).id!;
       expect(next).not.toBe(owner);
+      // Down (its grace over, or drained and failing): its flows are dead; the new owner answers at once.
+      const downBefore = await counters();
+      expectGue(tcpTo(vipId, sport, TCP_FLAGS.ACK), vipId, null);
+      const dd = delta(await counters(), downBefore);
+      expect(dd.hint_sent).toBeUndefined();
+      // Draining (health-down within downGraceSeconds, drained, weight 0): skipped, and hinted.
+      await setBackendState(lb, owner, 'draining');
+      expect(predict(lb, vipId, flowOf(tcpTo(vipId, sport, TCP_FLAGS.ACK))).id).toBe(next);
       const before = await counters();
       expectGue(tcpTo(vipId, sport, TCP_FLAGS.ACK), vipId, anyBackendAddr(owner));
       expectGue(tcpTo(vipId, sport, TCP_FLAGS.SYN), vipId, null);
       const d = delta(await counters(), before);
       expect(d.hint_sent).toBe(1);
       expect(d.hint_skipped_owner).toBe(1);
-      // A previous owner that differs wins over the skipped one (the change being bridged).
+      // A previous owner that differs wins over the skipped one (the change being bridged), in any state.
       const prevOwner = [31, 32, 33].find((b) => b !== owner && b !== next)!;
+      await setBackendState(lb, prevOwner, 'down');
       await lb.dp.installPreviousTable(vipId, new Uint32Array(251).fill(prevOwner));
       expectGue(tcpTo(vipId, sport, TCP_FLAGS.ACK), vipId, anyBackendAddr(prevOwner));
+      await setBackendState(lb, prevOwner, 'up');
       // ...but never the chosen backend itself: then the skipped owner is the hint again.
       await lb.dp.installPreviousTable(vipId, new Uint32Array(251).fill(next));
       expectGue(tcpTo(vipId, sport, TCP_FLAGS.ACK), vipId, anyBackendAddr(owner));
     } finally {
       await lb.dp.installPreviousTable(vipId, null);
-      await setBackendState(lb, owner, 'up');
+      for (const b of [31, 32, 33]) await setBackendState(lb, b, 'up');
+    }
+  });
+
+  it('a hint is of the chosen backend’s family (the decap has no source of the other)', async () => {
+    // VIP 21: IPv4 GUE backends; VIP 24: IPv6 ones. Previous tables naming the other family's GUE backends.
+    const cases = [
+      { vipId: 21, other: 41, size: 251 },
+      { vipId: 24, other: 31, size: 13 },
+    ];
+    for (const c of cases) {
+      await lb.dp.installPreviousTable(c.vipId, new Uint32Array(c.size).fill(c.other));
+      try {
+        const before = await counters();
+        for (let sport = 45200; sport < 45220; sport++) expectGue(tcpTo(c.vipId, sport, TCP_FLAGS.ACK), c.vipId, null);
+        expect(delta(await counters(), before).hint_sent).toBeUndefined();
+      } finally {
+        await lb.dp.installPreviousTable(c.vipId, null);
+      }
+    }
+  });
+
+  it('a previous table: ids with bit 31 are refused; a mark found in one anyway is not part of the id', async () => {
+    const vipId = 21;
+    await expect(lb.dp.installPreviousTable(vipId, Uint32Array.from([2 ** 31 + 31]))).rejects.toThrow(
+      'backend ids must be below 2147483648 (got 2147483679)',
+    );
+    const prev = simpleTable(251, [33, 32, 31], vipId);
+    const { differ } = splitFlows(vipId, prev, 45400, 48);
+    expect(differ.length).toBeGreaterThan(3);
+    await lb.dp.installPreviousTable(vipId, prev);
+    // mark every slot of the installed previous table in place, as a table copied with its marks would be
+    const m = BpfMap.fromId(lb.dp.maps.maglev_prev_tables.innerId(vipId)!);
+    try {
+      for (let slot = 1; slot <= prev.length; slot++) {
+        const k = Buffer.alloc(4);
+        k.writeUInt32LE(slot);
+        const v = m.lookup(k)!;
+        v.writeUInt32LE((v.readUInt32LE(0) | 0x80000000) >>> 0);
+        m.update(k, v);
+      }
+      for (const d of differ.slice(0, 6)) expectGue(tcpTo(vipId, d.sport, TCP_FLAGS.ACK), vipId, anyBackendAddr(d.prevOwner));
+    } finally {
+      m.close();
+      await lb.dp.installPreviousTable(vipId, null);
     }
   });
 
@@ -278,32 +334,58 @@ describePrivileged('GUE encapsulation and previous-owner hints', () => {
     }
   });
 
-  it('conntrack hit on a down GUE backend: re-selected, the entry kept, its backend carried as the hint', async () => {
+  it('conntrack entry on a GUE backend: draining keeps it; down re-selects and rewrites it, unless the previous table hints that very backend (kept, refreshed)', async () => {
     const vipId = 20;
     const sport = 47000;
     const input = tcpTo(vipId, sport, TCP_FLAGS.ACK);
     const p = predict(lb, vipId, flowOf(input));
-    // The flow is pinned to 33, which this node now sees down (another node may not).
-    const pinned = [31, 32, 33].find((b) => b !== p.id)!;
+    // The flow is pinned to a backend Maglev would not pick now.
+    const [pinned, other] = [31, 32, 33].filter((b) => b !== p.id);
     const key = encodeFlowKey({ source: C4, sourcePort: sport, destination: '10.0.1.10', destinationPort: 80, proto: 6 });
-    lb.dp.maps.conntrack.update(key, encodeCtValue({ backendId: pinned, vipId, hash: p.hash, lastSeen: 0 }));
+    const pin = () => lb.dp.maps.conntrack.update(key, encodeCtValue({ backendId: pinned!, vipId, hash: p.hash, lastSeen: 0 }));
+    const entry = () => decodeCtValue(lb.dp.maps.conntrack.lookup(key)!);
     const cfg = (await lb.dp.readConfig())!;
     await lb.dp.configure({ ...cfg, conntrackTimeouts: { tcp: 0, udp: 0 } }); // lastSeen 0 stays fresh
-    await setBackendState(lb, pinned, 'down');
     try {
-      const before = await counters();
-      expectGue(input, vipId, anyBackendAddr(pinned));
-      expectGue(input, vipId, anyBackendAddr(pinned));
-      const d = delta(await counters(), before);
-      expect(d).toMatchObject({ ct_reselect: 2, hint_sent: 2, hint_skipped_owner: 2 });
-      expect(d.ct_insert).toBeUndefined();
-      const e = (await lb.dp.conntrack()).find((x) => x.sourcePort === sport);
-      expect(e?.backendId).toBe(pinned);
-      // Back up: the entry's backend takes the flow again, no hint.
-      await setBackendState(lb, pinned, 'up');
+      // Draining: a hit, to the pinned backend, no hint (refreshed as any hit).
+      pin();
+      await setBackendState(lb, pinned!, 'draining');
+      let before = await counters();
       expectGue(input, vipId, null, { beId: pinned });
+      expect(delta(await counters(), before)).toMatchObject({ ct_hit: 1 });
+      // Down: re-selected, no hint (a dead backend's flow gets the new owner's reset), entry rewritten.
+      pin();
+      await setBackendState(lb, pinned!, 'down');
+      before = await counters();
+      expectGue(input, vipId, null);
+      let d = delta(await counters(), before);
+      expect(d).toMatchObject({ ct_reselect: 1, ct_insert: 1 });
+      expect(d.hint_sent).toBeUndefined();
+      expect(entry().backendId).toBe(p.id);
+      // Down, but the previous table names it as the slot's owner: hinted, the entry kept and refreshed.
+      pin();
+      await lb.dp.installPreviousTable(vipId, new Uint32Array(251).fill(pinned!));
+      before = await counters();
+      expectGue(input, vipId, anyBackendAddr(pinned!));
+      d = delta(await counters(), before);
+      expect(d).toMatchObject({ ct_reselect: 1, hint_sent: 1 });
+      expect(d.ct_insert).toBeUndefined();
+      expect(d.hint_skipped_owner).toBeUndefined();
+      expect(entry().backendId).toBe(pinned);
+      expect(entry().lastSeen).not.toBe(0);
+      // The previous table names another backend: hinted there, and the entry (whose backend is down and not
+      // hinted) rewritten to the new choice.
+      pin();
+      await lb.dp.installPreviousTable(vipId, new Uint32Array(251).fill(other!));
+      before = await counters();
+      expectGue(input, vipId, anyBackendAddr(other!));
+      d = delta(await counters(), before);
+      expect(d).toMatchObject({ ct_reselect: 1, hint_sent: 1, ct_insert: 1 });
+      expect(entry().backendId).toBe(p.id);
     } finally {
-      await setBackendState(lb, pinned, 'up');
+      await lb.dp.installPreviousTable(vipId, null);
+      await setBackendState(lb, pinned!, 'up');
+      lb.dp.maps.conntrack.delete(key);
       await lb.dp.configure(cfg);
     }
   });

@@ -283,7 +283,7 @@ describePrivileged('selection parity with GUE backends: the same backend and the
     return out;
   }
 
-  it('SYNs, then established packets, with previous tables, down owners and a conntrack hit on a down backend', async () => {
+  it('SYNs, then established packets, with previous tables, down and draining owners, conntrack entries on down backends', async () => {
     const n = 40;
     await compare(packets(n, true, 20000)); // SYNs record in VIPs 20 and 26
     for (const v of GUE_VIPS) {
@@ -299,11 +299,59 @@ describePrivileged('selection parity with GUE backends: the same backend and the
     const down = await compare([...packets(n, false, 20000), ...packets(n, false, 21000), ...packets(n, true, 22000)]);
     expect(down['gue+hint']).toBeGreaterThan(0);
     for (const v of GUE_VIPS) await setPrev(v.spec.id, null);
+    // A down owner skipped by probing is never hinted; a draining one is.
+    const downOnly = await compare(packets(n, false, 23000));
+    expect(downOnly['gue+hint']).toBeUndefined();
+    await setState(32, 'draining');
+    await setState(42, 'draining');
     const skippedOnly = await compare(packets(n, false, 23000));
     expect(skippedOnly['gue+hint']).toBeGreaterThan(0);
     await setState(32, 'up');
     await setState(42, 'up');
     const back = await compare(packets(n, false, 20000));
     expect(back.gue).toBeGreaterThan(0);
+  });
+
+  it('previous tables naming the other family’s GUE backends: no hint, in both', async () => {
+    const n = 40;
+    await setPrev(21, new Uint32Array(31).fill(41)); // IPv4 backends now, IPv6 before
+    await setPrev(24, new Uint32Array(251).fill(31)); // IPv6 backends now, IPv4 before
+    await setPrev(22, simpleTable(31, [43, 41, 42], 22)); // same family: hinted
+    try {
+      const r = await compare(packets(n, false, 24000));
+      expect(r['gue+hint']).toBeGreaterThan(0); // VIP 22's
+    } finally {
+      for (const id of [21, 22, 24]) await setPrev(id, null);
+    }
+  });
+
+  it('conntrack entries on a down backend whose previous-table owner it is: kept, hinted on every packet', async () => {
+    const n = 40;
+    await compare(packets(n, true, 25000)); // VIPs 20 and 26 record
+    // A change as the control plane makes it: 33 leaves the tables (previous table = the old one), and is down.
+    const old = new Map([20, 26].map((id) => [id, lb.tables.get(id)!]));
+    const setTable = async (id: number, t: Uint32Array) => {
+      await lb.dp.installTable(id, t);
+      await mem.installTable(id, t);
+      lb.tables.set(id, t);
+    };
+    for (const [id, t] of old) {
+      await setPrev(id, t);
+      await setTable(id, simpleTable(251, id === 20 ? [31, 32] : [31, 35], id));
+    }
+    await setState(33, 'down');
+    try {
+      const first = await compare(packets(n, false, 25000));
+      expect(first['gue+hint']).toBeGreaterThan(0);
+      // the kept entries reselect and hint again; nothing else on these VIPs is hinted
+      const second = await compare(packets(n, false, 25000));
+      expect(second['gue+hint']).toBe(first['gue+hint']);
+    } finally {
+      await setState(33, 'up');
+      for (const [id, t] of old) {
+        await setPrev(id, null);
+        await setTable(id, t);
+      }
+    }
   });
 });

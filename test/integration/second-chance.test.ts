@@ -185,6 +185,18 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
       stats[h] = obj.map('decap_stats');
       decapConfig[h] = obj.map('decap_config');
       decapSources[h] = obj.map('decap_sources');
+      // hints are honoured only from an LB prefix (--from): the fixture LB sends from 10.31.9.1; the backends'
+      // second-chance hops come from 10.31.0.0/16 (GUE only)
+      writeDecapSettings(
+        { decap_config: decapConfig[h]!, decap_sources: decapSources[h]! },
+        decapLayoutOf(bpfObjectPath('decap')),
+        {
+          guePort: 6080,
+          secondChance: true,
+          conntrackLookup: true,
+          sources: sourcesSetting({ from: ['10.31.9.0/24'], gueFrom: ['10.31.0.0/16'], env: {} }),
+        },
+      );
       await attachXdp({
         ifname: ifs[h],
         netns: lab.netnsPath(n),
@@ -333,14 +345,15 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
     expect((await clientCall({ op: 'open', name: 'off', host: VIP })).error).toBeUndefined();
     expect(await clientCall({ op: 'send', name: 'off', text: 'ok' })).toEqual({ reply: 'A:ok' });
     steer('b', 'a');
-    const cfg = Buffer.alloc(24);
-    cfg.writeUInt16LE(1, 2); // PEAK_DECAP_CFG_F_NO_SECOND_CHANCE
+    const saved = decapConfig.b!.lookup(Buffer.alloc(4))!;
+    const cfg = Buffer.from(saved);
+    cfg.writeUInt16LE(saved.readUInt16LE(2) | 1, 2); // PEAK_DECAP_CFG_F_NO_SECOND_CHANCE
     decapConfig.b!.update(Buffer.alloc(4), cfg);
     const b0 = counters('b');
     const r = await clientCall({ op: 'send', name: 'off', text: 'lost' });
     const dB = diff(b0, counters('b'));
     console.log(`second chance off on B: reply ${JSON.stringify(r)}; B ${JSON.stringify(dB)}`);
-    decapConfig.b!.update(Buffer.alloc(4), Buffer.alloc(24));
+    decapConfig.b!.update(Buffer.alloc(4), saved);
     expect(r.reply).toBeUndefined();
     expect(r.error).toMatch(/ECONNRESET/); // B's stack has no such connection: it resets it
     expect(dB.sc_disabled).toBeGreaterThanOrEqual(1);

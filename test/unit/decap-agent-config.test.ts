@@ -253,6 +253,7 @@ describe('raw BTF: is bpf_xdp_ct_lookup there?', () => {
 describe('second chance readiness', () => {
   const ok: SecondChanceFacts = {
     enabled: true,
+    lbSources: true,
     conntrackLookup: true,
     conntrackKfunc: true,
     families: [4, 6],
@@ -261,6 +262,7 @@ describe('second chance readiness', () => {
   it.each<[string, Partial<SecondChanceFacts>, string[]]>([
     ['all there', {}, []],
     ['switched off', { enabled: false }, ['second chance switched off (--no-second-chance)']],
+    ['no --from (hints untrusted)', { lbSources: false }, [expect.stringMatching(/^no --from prefixes: hints are honoured only from/) as unknown as string]], // prettier-ignore
     ['IPv6 forwarding off', { forwarding: { 4: true, 6: false } }, ['IPv6 forwarding is off on eth0: bpf_fib_lookup cannot route second-chance packets (set net.ipv6.conf.eth0.forwarding=1)']], // prettier-ignore
     ['IPv6 off, only IPv4 decapsulated', { families: [4], forwarding: { 4: true, 6: null } }, []],
     ['IPv6 absent but decapsulated', { families: [6], forwarding: { 4: true, 6: null } }, ['IPv6 forwarding is off on eth0: bpf_fib_lookup cannot route second-chance packets (set net.ipv6.conf.eth0.forwarding=1)']], // prettier-ignore

@@ -383,7 +383,14 @@ function setup(o: {
     addresses: o.addresses ?? [],
     vips: o.vips ?? [],
     keepOnExit: o.keepOnExit ?? false,
-    settings: { guePort: 6080, secondChance: true, conntrackLookup: true, sources: [], ...o.settings },
+    // One --from prefix (the LB nodes' encapsulation sources): without it hints are never honoured.
+    settings: {
+      guePort: 6080,
+      secondChance: true,
+      conntrackLookup: true,
+      sources: [{ family: 4 as const, prefix: '10.30.200.0', prefixLength: 24, ipip: true, gue: true }],
+      ...o.settings,
+    },
     metricsListen: { host: '0.0.0.0', port: 9472 },
     checkMs: 5000,
     kernel,
@@ -445,7 +452,7 @@ describe('DecapAgent', () => {
       guePort: 6080,
       secondChance: true,
       conntrackLookup: true,
-      sources: [],
+      sources: ['10.30.200.0/24'],
       gueSources: [],
       diagnostics: {
         conntrackKfunc: true,
@@ -456,7 +463,12 @@ describe('DecapAgent', () => {
     });
     expect([...t.prog.map].sort()).toEqual(['10.20.3.2', '2001:db8:3::2']);
     expect(t.prog.written).toEqual([
-      { guePort: 6080, secondChance: true, conntrackLookup: true, sources: [] },
+      {
+        guePort: 6080,
+        secondChance: true,
+        conntrackLookup: true,
+        sources: [{ family: 4, prefix: '10.30.200.0', prefixLength: 24, ipip: true, gue: true }],
+      },
     ]);
     expect(t.lo.size).toBe(0);
     expect(t.tickMs).toBe(5000);

@@ -352,9 +352,11 @@ describe('MemoryDatapath: GUE, previous tables, stateless VIPs (issue 15)', () =
     expect(await dp.conntrack()).toEqual([]);
   });
 
-  it('a skipped down owner is the hint; an IPIP owner or choice never is', async () => {
+  it('a skipped draining owner is the hint, a down one never; an IPIP owner or choice never is', async () => {
     const dp = await gueSetup({ stateless: true });
     await dp.upsertBackend({ id: 1, address: '10.1.0.1', state: 'down', encap: 'gue' });
+    for (let p = 2000; p < 2100; p++) expect(dp.forward(flowFrom(p))).not.toHaveProperty('hint');
+    await dp.upsertBackend({ id: 1, address: '10.1.0.1', state: 'draining', encap: 'gue' });
     const seen = new Set<string>();
     for (let p = 2000; p < 2100; p++) {
       const v = dp.forward(flowFrom(p));
@@ -363,8 +365,15 @@ describe('MemoryDatapath: GUE, previous tables, stateless VIPs (issue 15)', () =
       if (v.hint) seen.add(`${v.hint.backendId}/${v.hint.skipped}`);
     }
     expect([...seen]).toEqual(['1/true']);
-    await dp.upsertBackend({ id: 1, address: '10.1.0.1', state: 'down' }); // now IPIP
+    await dp.upsertBackend({ id: 1, address: '10.1.0.1', state: 'draining' }); // now IPIP
     for (let p = 2000; p < 2100; p++) expect(dp.forward(flowFrom(p))).not.toHaveProperty('hint');
+  });
+
+  it('a previous table with an id at or above PEAK_SLOT_F_MOVED is refused, as by KernelDatapath', async () => {
+    const dp = await gueSetup();
+    await expect(dp.installPreviousTable(3, Uint32Array.from([2, 2 ** 31 + 1]))).rejects.toThrow(
+      'table: backend ids must be below 2147483648 (got 2147483649)',
+    );
   });
 
   it('conntrack VIP: a hinted miss is not recorded, an unhinted one is', async () => {
