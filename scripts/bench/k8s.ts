@@ -353,7 +353,7 @@ async function bench(o: Options): Promise<void> {
       admin: { listen: '10.250.0.1:9470' },
       limits: { maxVips: Math.max(1024, n + 16), maxBackends: Math.max(65536, 4 * n * (e + 2)) },
       vips: [],
-      kubernetes: { leaderElection: false },
+      kubernetes: { leaderElection: false, allowedAddresses: ['10.100.0.0/16'] },
     };
     const file = join(dir, 'config.json');
     writeFileSync(file, JSON.stringify(config));

@@ -28,6 +28,8 @@ export const DEFAULT_LEADER_ELECTION: LeaderElectionOptions = {
 export interface KubernetesSettings {
   loadBalancerClass: string;
   pool: string[];
+  /** Addresses a Service may request (annotation, spec.loadBalancerIP) besides the pool; never auto-assigned. */
+  allowedAddresses: string[];
   leaderElection: LeaderElectionOptions | false;
 }
 
@@ -45,6 +47,7 @@ export const kubernetesSectionSchema = z
       )
       .default(DEFAULT_LOAD_BALANCER_CLASS),
     pool: z.array(z.string()).default([]),
+    allowedAddresses: z.array(z.string()).default([]),
     leaderElection: z
       .union([
         z.literal(false),
@@ -106,6 +109,12 @@ export function parseKubernetesSettings(
       const [path, ...rest] = e.split(': ');
       issues.push({ path: path!, message: rest.join(': ') });
     }
+  const allowed = parsePool(r.data.allowedAddresses, 'allowedAddresses', { whole: true });
+  if (!allowed.ok)
+    for (const e of allowed.errors) {
+      const [path, ...rest] = e.split(': ');
+      issues.push({ path: path!, message: rest.join(': ') });
+    }
   const le = r.data.leaderElection;
   if (le !== false && le.renewDeadlineSeconds >= le.leaseDurationSeconds)
     issues.push({
@@ -120,6 +129,11 @@ export function parseKubernetesSettings(
   if (issues.length > 0) return { ok: false, issues };
   return {
     ok: true,
-    settings: { loadBalancerClass: r.data.loadBalancerClass, pool: r.data.pool, leaderElection: le },
+    settings: {
+      loadBalancerClass: r.data.loadBalancerClass,
+      pool: r.data.pool,
+      allowedAddresses: r.data.allowedAddresses,
+      leaderElection: le,
+    },
   };
 }

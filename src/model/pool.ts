@@ -22,10 +22,15 @@ export interface PoolRange {
 
 export type Pool = readonly PoolRange[];
 
-/** Parses pool entries ("10.0.0.0/28", "10.0.0.5-10.0.0.9", "2001:db8::/120"); errors name the entry and value. */
+/**
+ * Parses pool entries ("10.0.0.0/28", "10.0.0.5-10.0.0.9", "2001:db8::/120"); errors name the entry and value.
+ * `whole`: a CIDR keeps its IPv4 network and broadcast addresses and entries may overlap (address lists that
+ * are only checked against, like kubernetes.allowedAddresses, never allocated from).
+ */
 export function parsePool(
   entries: readonly string[],
   field = 'pool',
+  opts: { whole?: boolean } = {},
 ): { ok: true; pool: Pool } | { ok: false; errors: string[] } {
   const errors: string[] = [];
   const pool: PoolRange[] = [];
@@ -52,21 +57,27 @@ export function parsePool(
       return errors.push(`${where}: ${showValue(text)} is not a CIDR (a.b.c.d/n) or a range (a-b)`);
     let { first, last } = prefixBounds(p);
     // IPv4 subnets of 4+ addresses: leave out the network and broadcast addresses.
-    if (p.family === 4 && p.prefixLength <= 30) {
+    if (!opts.whole && p.family === 4 && p.prefixLength <= 30) {
       first += 1n;
       last -= 1n;
     }
     return pool.push({ family: p.family, first, last, text, index: i });
   });
   // Overlapping entries would hand out one address twice.
-  for (let i = 0; i < pool.length; i++)
-    for (let j = i + 1; j < pool.length; j++) {
-      const a = pool[i]!;
-      const b = pool[j]!;
-      if (a.family === b.family && a.first <= b.last && b.first <= a.last)
-        errors.push(`${field}[${b.index}]: ${showValue(b.text)} overlaps ${showValue(a.text)}`);
-    }
+  if (!opts.whole)
+    for (let i = 0; i < pool.length; i++)
+      for (let j = i + 1; j < pool.length; j++) {
+        const a = pool[i]!;
+        const b = pool[j]!;
+        if (a.family === b.family && a.first <= b.last && b.first <= a.last)
+          errors.push(`${field}[${b.index}]: ${showValue(b.text)} overlaps ${showValue(a.text)}`);
+      }
   return errors.length > 0 ? { ok: false, errors } : { ok: true, pool };
+}
+
+/** The entries as written, for messages ("none" for an empty list). */
+export function describePool(pool: Pool | null): string {
+  return pool === null || pool.length === 0 ? 'none' : pool.map((r) => r.text).join(', ');
 }
 
 /** True if the address lies in one of the pool's ranges. */

@@ -612,7 +612,7 @@ net.createServer((c) => { const u = net.connect(${this.api.port}, '127.0.0.1'); 
       mtu: 1600,
       admin: { listen: '127.0.0.1:9470', perBackendMetrics: true },
       limits: { maxVips: 16, maxBackends: 64, conntrackEntries: 65536 },
-      kubernetes: { loadBalancerClass: LB_CLASS },
+      kubernetes: { loadBalancerClass: LB_CLASS, allowedAddresses: [`${VIP}/32`] },
       bgp: { asn: LB_ASN, gracefulRestartTime: 0, peers: [] },
       nodes: this.lbs.map((l) => ({
         nodeSelector: { matchLabels: { 'kubernetes.io/hostname': l.name, 'peak-xdp.io/lb-node': 'true' } },

@@ -12,6 +12,7 @@ export interface RunnerConfig {
   kubeconfig: string;
   nodeName: string;
   pool?: string[];
+  allowedAddresses?: string[];
   loadBalancerClass?: string;
   leaderElection?: KubernetesSourceOptions['leaderElection'];
   backoff?: { initialMs: number; maxMs: number };
@@ -61,6 +62,7 @@ async function main(): Promise<void> {
     kubeconfig: cfg.kubeconfig,
     nodeName: cfg.nodeName,
     pool: cfg.pool,
+    allowedAddresses: cfg.allowedAddresses,
     loadBalancerClass: cfg.loadBalancerClass,
     leaderElection: cfg.leaderElection,
     backoff: cfg.backoff,

@@ -96,6 +96,8 @@ describePrivileged('daemon --kubernetes (fake API server) on a veth in a namespa
     bird = await startBird({ topo, peers: [{ address: LB_ADDRESS, asn: 65001, family: 'ipv4' }] });
     lab.writeConfig({
       ...lab.config({ backends: [1, 2, 3] }),
+      // Requested addresses must be allowed: the Services ask for 10.0.0.20 and 10.0.0.30-32.
+      kubernetes: { allowedAddresses: ['10.0.0.0/24'] },
       bgp: {
         asn: 65001,
         routerId: LB_ADDRESS,

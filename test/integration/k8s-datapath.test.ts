@@ -92,6 +92,7 @@ describePrivileged('Kubernetes source -> KernelDatapath on a veth in a namespace
     runner = startRunner({
       kubeconfig: join(dir, 'kubeconfig'),
       nodeName: 'node-dp',
+      allowedAddresses: ['203.0.113.10/32'],
       leaderElection: false,
       datapath: {
         pinDir: pinRoot,

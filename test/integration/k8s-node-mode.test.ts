@@ -85,6 +85,7 @@ describe('node-mode backends against the fake API server', () => {
     runner = startRunner({
       kubeconfig: join(dir, 'kubeconfig'),
       nodeName: 'lb-1',
+      allowedAddresses: ['203.0.113.0/24'],
       leaderElection: false,
       backoff: { initialMs: 50, maxMs: 400 },
     });

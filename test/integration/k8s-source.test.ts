@@ -9,6 +9,8 @@ import { service, slice } from '../helpers/k8s-objects';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const FAST = {
+  // Requested addresses must be allowed (kubernetes.allowedAddresses); the fixtures use 203.0.113.0/24.
+  allowedAddresses: ['203.0.113.0/24'],
   leaderElection: { leaseDurationSeconds: 3, renewDeadlineSeconds: 2, retryPeriodSeconds: 1 },
   backoff: { initialMs: 50, maxMs: 400 },
 };

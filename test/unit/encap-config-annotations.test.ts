@@ -2,9 +2,16 @@
 // through translate into the VIPs (and on to stateless auto mode in desired state).
 import type { Config } from '../../src/model';
 import { desiredState } from '../../src/reconcile';
-import { EndpointSlice, Service, translate } from '../../src/sources/kubernetes';
+import { EndpointSlice, parsePool, Service, translate } from '../../src/sources/kubernetes';
 import { encapAnnotations, ENCAP_ANNOTATIONS } from '../../src/sources/kubernetes/encap-annotations';
 import { service, slice } from '../helpers/k8s-objects';
+
+// Requested addresses must be allowed; these tests are about other things, so every address is.
+const ANYWHERE = (() => {
+  const p = parsePool(['0.0.0.0/0', '::/0'], 'allowedAddresses', { whole: true });
+  if (!p.ok) throw new Error(p.errors.join('; '));
+  return p.pool;
+})();
 
 const E = ENCAP_ANNOTATIONS.encap;
 const S = ENCAP_ANNOTATIONS.stateless;
@@ -41,6 +48,7 @@ describe('through translate', () => {
     translate({
       loadBalancerClass: 'peak-xdp.io/lb',
       pool: null,
+      allowed: ANYWHERE,
       services: [service({ name: 'web', vip: '203.0.113.10', annotations }) as unknown as Service],
       slices: [
         slice({

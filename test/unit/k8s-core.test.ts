@@ -113,6 +113,7 @@ describe('planStatus', () => {
     const r = planStatus({
       loadBalancerClass: 'peak-xdp.io/lb',
       pool: poolOf(['198.51.100.0/29']),
+      allowed: poolOf(['203.0.113.0/24']),
       services: [
         svc({ name: 'explicit', vip: '203.0.113.10' }),
         svc({ name: 'pooled' }),
@@ -211,6 +212,7 @@ describe('settings', () => {
       settings: {
         loadBalancerClass: 'peak-xdp.io/lb',
         pool: [],
+        allowedAddresses: [],
         leaderElection: {
           namespace: 'peak-xdp-system',
           name: 'peak-xdp-leader',

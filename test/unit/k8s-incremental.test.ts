@@ -13,6 +13,13 @@ import {
   WatchEventType,
 } from '../../src/sources/kubernetes';
 import type { VipConfig } from '../../src/model/config';
+
+// Requested addresses must be allowed; these tests are about other things, so every address is.
+const ANYWHERE = (() => {
+  const p = parsePool(['0.0.0.0/0', '::/0'], 'allowedAddresses', { whole: true });
+  if (!p.ok) throw new Error(p.errors.join('; '));
+  return p.pool;
+})();
 import { EndpointSpec, service, slice } from '../helpers/k8s-objects';
 
 const LB = 'peak-xdp.io/lb';
@@ -141,6 +148,7 @@ describe('TranslationCache', () => {
             const input = {
               loadBalancerClass: LB,
               pool,
+              allowed: ANYWHERE,
               services: rotate([...cluster.services.values()]),
               slices: rotate([...cluster.slices.values()]),
             };
@@ -186,7 +194,7 @@ describe('TranslationCache', () => {
       return { ...s, metadata: { ...s.metadata, resourceVersion: `${100 + i}` } };
     });
     const cache = new TranslationCache();
-    const opts = { loadBalancerClass: LB, pool: null };
+    const opts = { loadBalancerClass: LB, pool: null, allowed: ANYWHERE };
     const first = cache.translate({ ...opts, services, slices });
     expect(cache.lastTranslated).toBe(n);
     expect(first.vips).toHaveLength(n);
@@ -270,6 +278,7 @@ describe('KubernetesSource publishing', () => {
     const src = new KubernetesSource({
       api,
       nodeName: 'n1',
+      allowedAddresses: ['0.0.0.0/0'],
       leaderElection: false,
       onChange: (vips) => {
         calls.push(vips);

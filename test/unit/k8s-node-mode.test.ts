@@ -14,8 +14,16 @@ import {
   Service,
   TranslationCache,
   translate,
+  parsePool,
 } from '../../src/sources/kubernetes';
 import { EndpointSpec, node, service, slice } from '../helpers/k8s-objects';
+
+// Requested addresses must be allowed; these tests are about other things, so every address is.
+const ANYWHERE = (() => {
+  const p = parsePool(['0.0.0.0/0', '::/0'], 'allowedAddresses', { whole: true });
+  if (!p.ok) throw new Error(p.errors.join('; '));
+  return p.pool;
+})();
 
 const LB = 'peak-xdp.io/lb';
 type SvcOpts = Parameters<typeof service>[0];
@@ -26,7 +34,7 @@ const svc = (o: SvcOpts): Service => service({ backendMode: null, ...o }) as unk
 const sl = (o: SliceOpts): EndpointSlice => slice(o) as unknown as EndpointSlice;
 const nd = (o: NodeOpts): Node => node(o) as unknown as Node;
 const run = (services: Service[], slices: EndpointSlice[], nodes: Node[]) =>
-  translate({ loadBalancerClass: LB, pool: null, services, slices, nodes });
+  translate({ loadBalancerClass: LB, pool: null, allowed: ANYWHERE, services, slices, nodes });
 
 const NODES = [
   nd({ name: 'n1', ips: ['192.168.0.1', 'fd00::1'] }),
@@ -395,7 +403,7 @@ describe('translate in node mode', () => {
       ]),
     ];
     const cache = new TranslationCache();
-    const t = (s: Service) => cache.translate({ loadBalancerClass: LB, pool: null, services: [s], slices, nodes: NODES }); // prettier-ignore
+    const t = (s: Service) => cache.translate({ loadBalancerClass: LB, pool: null, allowed: ANYWHERE, services: [s], slices, nodes: NODES }); // prettier-ignore
     const local = t(web());
     expect(bk(local.vips[0])).toEqual(['192.168.0.1 w2', '192.168.0.2 drain w1']);
     // Cluster (the API drops healthCheckNodePort): every Ready node, weight 1, no drain; TCP to the nodePort.
@@ -519,6 +527,7 @@ describe('translate in node mode', () => {
     const r = translate({
       loadBalancerClass: LB,
       pool: null,
+      allowed: ANYWHERE,
       services: [web()],
       slices: [webSlice([{ ip: '10.1.0.1', node: 'n1' }])],
     });
@@ -598,7 +607,7 @@ describe('TranslationCache with Nodes', () => {
     ];
     const cache = new TranslationCache();
     const t = (ns: Node[]) =>
-      cache.translate({ loadBalancerClass: LB, pool: null, services, slices, nodes: ns });
+      cache.translate({ loadBalancerClass: LB, pool: null, allowed: ANYWHERE, services, slices, nodes: ns });
     const first = t(nodes);
     expect(cache.lastTranslated).toBe(n + 2);
     expect(first.vips).toHaveLength(n + 2);
@@ -693,6 +702,7 @@ describe('TranslationCache with Nodes', () => {
           const input = {
             loadBalancerClass: LB,
             pool: null,
+            allowed: ANYWHERE,
             services: [...services.values()],
             slices: [...slices.values()],
             nodes: [...nodes.values()],

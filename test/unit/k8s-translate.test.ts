@@ -13,6 +13,13 @@ import {
 } from '../../src/sources/kubernetes';
 import { service, slice } from '../helpers/k8s-objects';
 
+// Requested addresses must be allowed; these tests are about other things, so every address is.
+const ANYWHERE = (() => {
+  const p = parsePool(['0.0.0.0/0', '::/0'], 'allowedAddresses', { whole: true });
+  if (!p.ok) throw new Error(p.errors.join('; '));
+  return p.pool;
+})();
+
 const svc = (o: Parameters<typeof service>[0]): Service => service(o) as unknown as Service;
 const sl = (o: Parameters<typeof slice>[0]): EndpointSlice => slice(o) as unknown as EndpointSlice;
 const poolOf = (entries: string[]): Pool => {
@@ -21,7 +28,7 @@ const poolOf = (entries: string[]): Pool => {
   return p.pool;
 };
 const run = (services: Service[], slices: EndpointSlice[]) =>
-  translate({ loadBalancerClass: 'peak-xdp.io/lb', pool: null, services, slices });
+  translate({ loadBalancerClass: 'peak-xdp.io/lb', pool: null, allowed: ANYWHERE, services, slices });
 
 describe('translate', () => {
   it('turns each Service port into a VIP with the ready endpoints as backends', () => {
@@ -207,11 +214,11 @@ describe('translate', () => {
 
   it('picks the address from the annotation, then spec.loadBalancerIP, then the pool status', () => {
     const both = svc({ name: 'a', vip: '203.0.113.1', loadBalancerIP: '203.0.113.2' });
-    expect(serviceAddresses(both, null)).toEqual({
+    expect(serviceAddresses(both, null, ANYWHERE)).toEqual({
       ok: true,
       value: { source: 'annotation', addresses: ['203.0.113.1'] },
     });
-    expect(serviceAddresses(svc({ name: 'b', loadBalancerIP: '203.0.113.2' }), null)).toEqual({
+    expect(serviceAddresses(svc({ name: 'b', loadBalancerIP: '203.0.113.2' }), null, ANYWHERE)).toEqual({
       ok: true,
       value: { source: 'loadBalancerIP', addresses: ['203.0.113.2'] },
     });

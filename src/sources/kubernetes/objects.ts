@@ -29,6 +29,8 @@ export interface ObjectMeta {
   namespace?: string;
   uid?: string;
   resourceVersion?: string;
+  /** RFC 3339, set by the API server: the older of two claims to one address wins it. */
+  creationTimestamp?: string | null;
   labels?: Record<string, string> | null;
   annotations?: Record<string, string> | null;
 }

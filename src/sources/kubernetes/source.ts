@@ -43,6 +43,8 @@ export interface KubernetesSourceOptions {
   loadBalancerClass?: string;
   /** Address pool entries (CIDR or a-b ranges) for Services without an explicit address. */
   pool?: readonly string[];
+  /** Addresses Services may request besides the pool's (kubernetes.allowedAddresses); never allocated. */
+  allowedAddresses?: readonly string[];
   /** false: this node always acts as leader (single LB node); default DEFAULT_LEADER_ELECTION. */
   leaderElection?: Partial<LeaderElectionOptions> | false;
   onLeaderChange?: (leader: boolean) => void;
@@ -91,6 +93,7 @@ export class KubernetesSource {
   private readonly log: Logger;
   private readonly metrics: SourceMetrics;
   private readonly pool: Pool | null;
+  private readonly allowed: Pool | null;
   private readonly lbClass: string;
   private readonly election: LeaderElectionOptions | null;
   private api: KubeApi | null = null;
@@ -149,6 +152,9 @@ export class KubernetesSource {
       if (!p.ok) throw new TypeError(`KubernetesSource: ${p.errors.join('; ')}`);
       this.pool = p.pool;
     } else this.pool = null;
+    const allowed = parsePool(opts.allowedAddresses ?? [], 'kubernetes.allowedAddresses', { whole: true });
+    if (!allowed.ok) throw new TypeError(`KubernetesSource: ${allowed.errors.join('; ')}`);
+    this.allowed = allowed.pool.length > 0 ? allowed.pool : null;
     this.election =
       opts.leaderElection === false ? null : { ...DEFAULT_LEADER_ELECTION, ...opts.leaderElection };
     if (this.election && this.election.renewDeadlineSeconds >= this.election.leaseDurationSeconds)
@@ -313,6 +319,7 @@ export class KubernetesSource {
     const result = this.translator.translate({
       loadBalancerClass: this.lbClass,
       pool: this.pool,
+      allowed: this.allowed,
       services: this.services!.items(),
       slices: this.slices!.items(),
       nodes: this.nodes!.items(),
@@ -360,6 +367,7 @@ export class KubernetesSource {
     const plan = planStatus({
       loadBalancerClass: this.lbClass,
       pool: this.pool,
+      allowed: this.allowed,
       services: this.services!.items(),
     });
     for (const u of plan.updates) {

@@ -2,7 +2,7 @@
 import { canonicalIp } from '../../model/ip';
 import { isOurService, LoadBalancerIngress, objectKey, Service } from './objects';
 import { allocate, AllocationRequest, Pool } from './pool';
-import { preferredFamily, Problem, serviceAddresses } from './translate';
+import { grantAddresses, preferredFamily, Problem } from './translate';
 
 export interface StatusUpdate {
   namespace: string;
@@ -16,10 +16,16 @@ const sameIngress = (a: readonly LoadBalancerIngress[], b: readonly LoadBalancer
     (x, i) => (canonicalIp(x.ip ?? '') ?? x.ip) === b[i]!.ip && (x.ipMode ?? null) === (b[i]!.ipMode ?? null),
   );
 
-/** Status writes the leader must make: allocates pool addresses, keeps existing ones, touches only changes. */
+/**
+ * Status writes the leader must make: allocates pool addresses, keeps existing ones, touches only changes.
+ * A Service whose requested address is refused (not allowed, or held by another) gets an empty ingress: its
+ * status must not show what no node announces. Pool allocation never hands out an address anyone claims.
+ */
 export function planStatus(opts: {
   loadBalancerClass: string;
   pool: Pool | null;
+  /** kubernetes.allowedAddresses (requests only; never allocated from). */
+  allowed?: Pool | null;
   services: readonly Service[];
 }): {
   updates: StatusUpdate[];
@@ -30,19 +36,22 @@ export function planStatus(opts: {
     .sort((a, b) => (objectKey(a.metadata) < objectKey(b.metadata) ? -1 : 1));
   const wanted = new Map<string, string[]>();
   const requests: AllocationRequest[] = [];
-  const reserved = new Set<string>();
+  const { grants, claimed } = grantAddresses({ services: ours, pool: opts.pool, allowed: opts.allowed });
+  // Everything claimed is reserved except what a pool Service keeps (its own current address).
+  const reserved = new Set(claimed);
   for (const svc of ours) {
-    const a = serviceAddresses(svc, opts.pool);
-    if (!a.ok) continue; // translate() reports it
     const key = objectKey(svc.metadata);
-    if (a.value.source === 'pool') {
-      const current =
-        a.value.addresses.find((x) => (x.includes(':') ? 6 : 4) === preferredFamily(svc)) ?? null;
-      requests.push({ key, family: preferredFamily(svc), current });
-    } else {
-      wanted.set(key, a.value.addresses);
-      for (const x of a.value.addresses) reserved.add(x);
+    const g = grants.get(key)!;
+    // translate() reports every refusal (every node does, the leader posts the Event).
+    if (!g.ok) {
+      if (g.refused) wanted.set(key, []);
+      continue;
     }
+    if (g.source === 'pool') {
+      const current = g.addresses.find((x) => (x.includes(':') ? 6 : 4) === preferredFamily(svc)) ?? null;
+      if (current !== null) reserved.delete(current);
+      requests.push({ key, family: preferredFamily(svc), current });
+    } else wanted.set(key, g.addresses);
   }
   const problems: Problem[] = [];
   if (opts.pool !== null && requests.length > 0) {

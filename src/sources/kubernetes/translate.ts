@@ -27,7 +27,7 @@ import {
   SERVICE_NAME_LABEL,
   ServicePort,
 } from './objects';
-import { Pool, poolContains } from './pool';
+import { AddressClaim, ClaimLoss, describePool, Pool, poolContains, resolveClaims } from './pool';
 import { encapAnnotations } from './encap-annotations';
 
 /** Why (part of) a Service is not programmed as asked: becomes a Kubernetes Event and a log line. */
@@ -36,6 +36,7 @@ export type ProblemReason =
   | 'UnsupportedProtocol'
   | 'InvalidAnnotation'
   | 'InvalidLoadBalancerIP'
+  | 'AddressNotAllowed'
   | 'NoAddress'
   | 'TooManyBackends'
   | 'AddressConflict'
@@ -65,6 +66,8 @@ export interface TranslateOptions {
   loadBalancerClass: string;
   /** Allocation pool (null: no pool; Services then need an annotation or spec.loadBalancerIP). */
   pool: Pool | null;
+  /** Addresses a Service may request besides the pool's (kubernetes.allowedAddresses); absent: none. */
+  allowed?: Pool | null;
   services: readonly Service[];
   slices: readonly EndpointSlice[];
   /** The cluster's Nodes (node-mode backends); absent: none known, so node-mode VIPs have no backends. */
@@ -99,8 +102,39 @@ const annotation = (svc: Service, name: string): string | undefined =>
 
 const annField = (name: string): string => `metadata.annotations["${name}"]`;
 
-/** Where a Service's VIP addresses come from, in order: annotation, spec.loadBalancerIP, pool (via status). */
+const sourceField = (source: AddressSource): string =>
+  source === 'annotation'
+    ? annField(ANNOTATIONS.vip)
+    : source === 'loadBalancerIP'
+      ? 'spec.loadBalancerIP'
+      : 'status.loadBalancer.ingress';
+
+/**
+ * Where a Service's VIP addresses come from, in order: annotation, spec.loadBalancerIP, pool (via status).
+ * A requested address must lie in the pool or in `allowed`: anything else (a ClusterIP, another tenant's
+ * range) would be announced over BGP by every LB node.
+ */
 export function serviceAddresses(
+  svc: Service,
+  pool: Pool | null,
+  allowed: Pool | null = null,
+): { ok: true; value: ServiceAddresses } | { ok: false; reason: ProblemReason; message: string } {
+  const r = requestedAddresses(svc, pool);
+  if (!r.ok || r.value.source === 'pool') return r;
+  const outside = r.value.addresses.filter(
+    (a) => !(pool !== null && poolContains(pool, a)) && !(allowed !== null && poolContains(allowed, a)),
+  );
+  if (outside.length === 0) return r;
+  return {
+    ok: false,
+    reason: 'AddressNotAllowed',
+    message:
+      `${sourceField(r.value.source)}: ${outside.map((a) => showValue(a)).join(', ')} ${outside.length > 1 ? 'are' : 'is'} outside the addresses ` +
+      `this load balancer may announce (kubernetes.pool: ${describePool(pool)}; kubernetes.allowedAddresses: ${describePool(allowed)}); not programmed`,
+  };
+}
+
+function requestedAddresses(
   svc: Service,
   pool: Pool | null,
 ): { ok: true; value: ServiceAddresses } | { ok: false; reason: ProblemReason; message: string } {
@@ -157,6 +191,115 @@ export function serviceAddresses(
     addresses.push(c);
   }
   return { ok: true, value: { source: 'pool', addresses } };
+}
+
+/** What a Service may program: its addresses (a pool Service's may be none yet), or why it may not. */
+export type Grant =
+  | {
+      ok: true;
+      source: AddressSource;
+      addresses: string[];
+      /** A pool Service whose status address another Service keeps: nothing programmed until the leader re-allocates. */
+      problem: { reason: ProblemReason; message: string } | null;
+    }
+  | {
+      ok: false;
+      reason: ProblemReason;
+      message: string;
+      /** The claim was refused (not allowed, or held by another): status must not show an address for it. */
+      refused: boolean;
+    };
+
+const portsOf = (svc: Service): string[] =>
+  (svc.spec?.ports ?? []).map((p) => `${(p.protocol ?? 'TCP').toLowerCase()}/${p.port}`);
+
+function lossText(l: ClaimLoss): string {
+  return l.why.kind === 'namespace'
+    ? `${l.address} is held by Service ${l.holder} (another namespace: only Services of one namespace share an address)`
+    : `${l.address} is held by Service ${l.holder}, which also uses ${l.why.port}`;
+}
+
+/** What grantAddresses reads of one Service object, memoised by object for a given pool and allowed list. */
+export type ClaimMemo = WeakMap<Service, ServiceClaim>;
+
+interface ServiceClaim {
+  addresses: ReturnType<typeof serviceAddresses>;
+  claim: AddressClaim | null;
+  /** Its Grant when no other Service contests it (the common case; built once). */
+  uncontested: Grant;
+}
+
+function claimOf(svc: Service, pool: Pool | null, allowed: Pool | null): ServiceClaim {
+  const a = serviceAddresses(svc, pool, allowed);
+  const uncontested: Grant = a.ok
+    ? { ok: true, ...a.value, problem: null }
+    : { ok: false, reason: a.reason, message: a.message, refused: a.reason === 'AddressNotAllowed' };
+  if (!a.ok || a.value.addresses.length === 0) return { addresses: a, claim: null, uncontested };
+  const status = new Set(
+    (svc.status?.loadBalancer?.ingress ?? []).map((i) => (i.ip ? canonicalIp(i.ip) : null)),
+  );
+  return {
+    addresses: a,
+    uncontested,
+    claim: {
+      key: objectKey(svc.metadata),
+      namespace: svc.metadata.namespace ?? '',
+      created: svc.metadata.creationTimestamp ?? null,
+      addresses: a.value.addresses,
+      held: new Set(a.value.addresses.filter((x) => status.has(x))),
+      ports: portsOf(svc),
+    },
+  };
+}
+
+/**
+ * Every Service's Grant, decided across all of them (resolveClaims: a Service that holds or claimed an address
+ * first keeps it; a newcomer is refused, never the holder renumbered). `claimed`: every address any Service
+ * requests or holds, which pool allocation must not hand out. `services`: ours only.
+ */
+export function grantAddresses(opts: {
+  services: readonly Service[];
+  pool: Pool | null;
+  allowed?: Pool | null;
+  /** Per-Service parse results for this pool and allowed list (Service objects are values: never mutated). */
+  memo?: ClaimMemo;
+}): { grants: Map<string, Grant>; claimed: Set<string> } {
+  const found = new Map<string, ServiceClaim>();
+  const claims: AddressClaim[] = [];
+  for (const svc of opts.services) {
+    let m = opts.memo?.get(svc);
+    if (m === undefined) {
+      m = claimOf(svc, opts.pool, opts.allowed ?? null);
+      opts.memo?.set(svc, m);
+    }
+    found.set(objectKey(svc.metadata), m);
+    if (m.claim !== null) claims.push(m.claim);
+  }
+  const { losses, claimed } = resolveClaims(claims);
+  const grants = new Map<string, Grant>();
+  for (const [key, m] of found) {
+    const a = m.addresses;
+    const lost = losses.get(key);
+    if (!a.ok || lost === undefined) grants.set(key, m.uncontested);
+    else if (a.value.source === 'pool')
+      grants.set(key, {
+        ok: true,
+        source: 'pool',
+        addresses: [],
+        problem: {
+          reason: 'AddressConflict',
+          message: `${sourceField('pool')}: ${lost.map(lossText).join('; ')}; not programmed until the leader allocates another pool address`,
+        },
+      });
+    else
+      grants.set(key, {
+        ok: false,
+        reason: 'AddressConflict',
+        message: `${sourceField(a.value.source)}: ${lost.map(lossText).join('; ')}; not programmed`,
+        refused: true,
+      });
+  }
+  return { grants, claimed };
 }
 
 /** The family a pool allocation is made in: the Service's first ipFamilies entry, IPv4 by default. */
@@ -222,10 +365,11 @@ export function endpointState(
 /** Nodes a Service's translation read: none (pod mode, not programmed), those its endpoints name, or all. */
 type NodeDeps = null | Set<string> | 'all';
 
+/** One Service on its own (cached): the VIPs it asks for, before grantAddresses weighs it against the others. */
 function translateService(
   svc: Service,
   slices: readonly EndpointSlice[],
-  pool: Pool | null,
+  space: { pool: Pool | null; allowed: Pool | null },
   problems: Problem[],
   nodes: ReadonlyMap<string, NodeInfo>,
 ): { vips: VipConfig[]; nodeDeps: NodeDeps } {
@@ -239,7 +383,7 @@ function translateService(
     problem('InvalidAnnotation', mode.message, true);
     return { vips: [], nodeDeps: null };
   }
-  const addrs = serviceAddresses(svc, pool);
+  const addrs = serviceAddresses(svc, space.pool, space.allowed);
   if (!addrs.ok) {
     problem(addrs.reason, addrs.message, true);
     return { vips: [], nodeDeps: null };
@@ -471,6 +615,9 @@ function deepFreeze<T>(o: T): T {
 export class TranslationCache {
   private byService = new Map<string, CachedService>();
   private pool: Pool | null = null;
+  private allowed: Pool | null = null;
+  /** grantAddresses' per-Service work, kept while the Service object (and pool, allowed list) is the same. */
+  private claimMemo: ClaimMemo = new WeakMap();
   private lbClass: string | null = null;
   /** What the last call read of each Node (by name): a Node update that changes none of it costs nothing. */
   private nodes = new Map<string, NodeInfo>();
@@ -479,8 +626,16 @@ export class TranslationCache {
   lastTranslated = 0;
 
   translate(opts: TranslateOptions): TranslateResult {
-    if (opts.pool !== this.pool || opts.loadBalancerClass !== this.lbClass) this.byService.clear();
+    if (
+      opts.pool !== this.pool ||
+      (opts.allowed ?? null) !== this.allowed ||
+      opts.loadBalancerClass !== this.lbClass
+    ) {
+      this.byService.clear();
+      this.claimMemo = new WeakMap();
+    }
     this.pool = opts.pool;
+    this.allowed = opts.allowed ?? null;
     this.lbClass = opts.loadBalancerClass;
     // Every cached entry is valid for the previous call's nodes: only Nodes changed since then matter.
     const nodes = new Map<string, NodeInfo>();
@@ -520,8 +675,13 @@ export class TranslationCache {
       .filter((s) => isOurService(s, opts.loadBalancerClass))
       .map((s) => ({ key: objectKey(s.metadata), svc: s }))
       .sort((a, b) => (a.key < b.key ? -1 : 1));
-    // Two Services asking for one address:port:protocol would fight over it: the first by namespace/name wins.
-    const owners = new Map<string, string>();
+    // Who may use which address is decided across Services, once, before any is translated.
+    const { grants } = grantAddresses({
+      services: services.map((s) => s.svc),
+      pool: opts.pool,
+      allowed: this.allowed,
+      memo: this.claimMemo,
+    });
     const next = new Map<string, CachedService>();
     this.lastTranslated = 0;
     for (const { key, svc } of services) {
@@ -537,7 +697,7 @@ export class TranslationCache {
         nodesStale(entry.nodeDeps)
       ) {
         const own: Problem[] = [];
-        const fresh = translateService(svc, slices, opts.pool, own, nodes);
+        const fresh = translateService(svc, slices, { pool: opts.pool, allowed: this.allowed }, own, nodes);
         entry = {
           svc,
           slices,
@@ -548,23 +708,23 @@ export class TranslationCache {
         this.lastTranslated++;
       }
       next.set(key, entry);
-      problems.push(...entry.problems);
-      for (const v of entry.vips) {
-        const k = `${v.address} ${v.protocol} port ${v.port}`;
-        const owner = owners.get(k);
-        if (owner === undefined) {
-          owners.set(k, key);
-          vips.push(v);
-        } else
-          problems.push({
-            namespace: svc.metadata.namespace ?? '',
-            name: svc.metadata.name ?? '',
-            uid: svc.metadata.uid ?? '',
-            reason: 'AddressConflict',
-            message: `${k} is already used by Service ${owner}; not programmed`,
-            blocking: true,
-          });
+      // Another Service can take this one's address without this one changing: applied here, not cached.
+      const grant = grants.get(key)!;
+      const lost = !grant.ok ? (grant.reason === 'AddressConflict' ? grant : null) : grant.problem;
+      if (lost !== null) {
+        problems.push({
+          namespace: svc.metadata.namespace ?? '',
+          name: svc.metadata.name ?? '',
+          uid: svc.metadata.uid ?? '',
+          reason: lost.reason,
+          message: lost.message,
+          blocking: true,
+        });
+        continue;
       }
+      problems.push(...entry.problems);
+      // grantAddresses leaves no two Services one address:protocol:port, so every VIP name and key is unique.
+      vips.push(...entry.vips);
     }
     // Services gone (or no longer ours) are forgotten.
     this.byService = next;
