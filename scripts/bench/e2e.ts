@@ -1,5 +1,5 @@
 // `npm run bench:e2e`: every system on the same namespace testbed; JSON, Markdown report and PNG plots.
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -47,6 +47,16 @@ import {
 import { BrokenConnection, brokenFrom, lbCountAt, lbsHoldingFlow } from './lib/broken';
 import { keepLogs } from './lib/logs';
 import { runBfdFailover } from './bfd-failover';
+import {
+  CHURN_BENCH,
+  CHURN_MODES,
+  churnBenchOrder,
+  churnLine,
+  churnMarkdown,
+  churnPathProblem,
+  ChurnResult,
+  ChurnRig,
+} from './lib/churn';
 
 let step = 0;
 let totalSteps = 1;
@@ -450,6 +460,63 @@ async function ecmpDelay(plan: Plan, prof: Profile, usePeak: boolean) {
   return { announcer, pollIntervalMs: 5, samples };
 }
 
+/**
+ * Mixed churn, feature on and off interleaved (A B A B): a rolling update with an LB node leaving or joining
+ * after each backend change, under keep-alive connections (scripts/bench/lib/churn.ts). A run that did not
+ * measure the path it names (no hinted GUE with the feature on, GUE with it off) is a failure.
+ */
+async function churnRuns(
+  plan: Plan,
+  profile: 'quick' | 'full',
+  failures: { system: string; round: number; reason: string }[],
+): Promise<ChurnResult[]> {
+  const o = CHURN_BENCH[profile];
+  const rig = new ChurnRig(plan);
+  const out: ChurnResult[] = [];
+  try {
+    await rig.prepareBackends();
+    for (const [i, name] of churnBenchOrder(o.rounds).entries()) {
+      progress(`mixed churn ${i + 1}: feature ${name === 'off' ? 'off' : `on (${name})`}`);
+      try {
+        const r = await rig.runMode(CHURN_MODES[name], {
+          ...o,
+          log: (l) => process.stderr.write(`\n  ${l}`),
+        });
+        out.push(r);
+        process.stderr.write(`\n[bench] churn ${churnLine(r)}`);
+        const why = churnPathProblem(r);
+        if (why) failures.push({ system: 'churn', round: i + 1, reason: `did not measure its path: ${why}` });
+      } catch (e) {
+        failures.push({ system: 'churn', round: i + 1, reason: e instanceof Error ? e.message : String(e) });
+        process.stderr.write(
+          `\n[bench] churn ${name}: FAILED: ${e instanceof Error ? e.message : String(e)}`,
+        );
+      }
+    }
+  } finally {
+    await rig.resetLbs().catch(() => undefined);
+    await rig.stopDecaps().catch(() => undefined);
+  }
+  return out;
+}
+
+function churnSection(rs: ChurnResult[]): string {
+  const on = rs.filter((r) => r.mode !== 'off');
+  const off = rs.filter((r) => r.mode === 'off');
+  const sum = (xs: ChurnResult[], f: (r: ChurnResult) => number): number => xs.reduce((a, r) => a + f(r), 0);
+  return [
+    '## Mixed churn: rolling update + LB nodes leaving/joining (issue 15)',
+    '',
+    `Broken connections other than those whose own backend was removed: feature on ${sum(on, (r) => r.broken.unexplained)} ` +
+      `unexplained + ${sum(on, (r) => r.broken.superseded)} superseded (opened between two changes of their slot) in ` +
+      `${on.length} runs; feature off ${sum(off, (r) => r.broken.unexplained)} in ${off.length} runs. Extra hop: second-chance ` +
+      'forwards / client GUE packets at the backends; steady = before the first change.',
+    '',
+    churnMarkdown(rs),
+    '',
+  ].join('\n');
+}
+
 async function main(): Promise<number> {
   const args = parseBenchArgs(process.argv.slice(2));
   const prof = args.profile;
@@ -463,6 +530,10 @@ async function main(): Promise<number> {
   const outDir = args.out ?? join(packageRoot, 'bench-results', stamp);
   mkdirSync(outDir, { recursive: true });
   const peakWhy = args.systems.includes('peak-xdp') ? peakUnavailable() : null;
+  // Mixed churn (issue 15): peak-xdp with the feature on and off, interleaved, on the same testbed.
+  const runChurn =
+    peakWhy === null && args.systems.includes('peak-xdp') && process.env.PEAK_BENCH_CHURN !== '0';
+  let churn: ChurnResult[] = [];
   totalSteps =
     args.systems
       .map((n) => getSystem(n))
@@ -472,7 +543,8 @@ async function main(): Promise<number> {
         0,
       ) *
       prof.rounds +
-    prof.ecmpChanges;
+    prof.ecmpChanges +
+    (runChurn ? churnBenchOrder(CHURN_BENCH[prof.name].rounds).length : 0);
   const cleanup = (): void => {
     down(plan).then(
       () => process.exit(130),
@@ -541,6 +613,16 @@ async function main(): Promise<number> {
     }
     results.ecmp = await ecmpDelay(plan, prof, peakWhy === null && args.systems.includes('peak-xdp'));
     keepLogs(plan.stateDir, join(outDir, 'logs', 'ecmp'));
+    if (runChurn) {
+      churn = await churnRuns(plan, prof.name, failures);
+      const failed = failures.filter((f) => f.system === 'churn');
+      if (failed.length)
+        results.notRun.push({
+          system: 'churn',
+          reason: failed.map((f) => `run ${f.round}: ${f.reason}`).join('; '),
+        });
+      keepLogs(plan.stateDir, join(outDir, 'logs', 'churn'));
+    }
   } finally {
     await bpfStats?.stop();
     await down(plan);
@@ -558,6 +640,12 @@ async function main(): Promise<number> {
       `## Silent failure with and without BFD\n\n${bfd.markdown}`,
     );
     process.stderr.write(`\n${bfd.markdown}`);
+  }
+  if (churn.length) {
+    const md = churnSection(churn);
+    writeFileSync(join(outDir, 'churn.json'), JSON.stringify(churn, null, 2));
+    writeFileSync(join(outDir, 'churn.md'), md);
+    process.stderr.write(`\n${md}`);
   }
   results.durationS = (Date.now() - t0) / 1000;
   const order = roundOrder(args.systems, prof.rounds).map((x) => `${x.round}:${x.system}`);
@@ -583,6 +671,7 @@ async function main(): Promise<number> {
     reportPath,
     at < 0 ? `${md}\n${summary}` : `${md.slice(0, at + 1)}${summary}\n${md.slice(at + 1)}`,
   );
+  if (churn.length) appendFileSync(reportPath, `\n${churnSection(churn)}`);
   process.stderr.write(`\n${summary}`);
   process.stderr.write(`\n[bench] done in ${results.durationS.toFixed(0)} s: ${outDir}/report.md\n`);
   if (results.notRun.length) {
