@@ -48,7 +48,7 @@ struct {
   __type(value, struct peak_backend);
 } backends SEC(".maps");
 
-/* Inner Maglev table template: [0] = M, [1 + slot] = backend id. Real tables are sized M + 1 each
+/* Inner Maglev table template: [0] = M (| PEAK_TABLE_F_PARITY in a current table), [1 + slot] = backend id. Real tables are sized M + 1 each
  * (BPF_F_INNER_MAP lets sizes differ); table and M are swapped together, so a packet sees one or the other. */
 struct maglev_inner {
   __uint(type, BPF_MAP_TYPE_ARRAY);
@@ -66,11 +66,13 @@ struct {
   __array(values, struct maglev_inner);
 } maglev_tables SEC(".maps");
 
-/* VIP id -> its previous Maglev table (the one before the last membership change; same inner shape, its own
- * M). Empty slot = no previous table. Read only for packets that may carry a GUE previous-owner hint. */
+/* VIP id * 2 + the current table's parity bit -> its previous Maglev table (the one before the last
+ * membership change; same inner shape, its own M). Two generations per VIP: userspace writes the next one at
+ * the index no packet reads, then swaps the current table with the other parity (one update switches both).
+ * Empty slot = no previous table. Read only for packets that may carry a GUE previous-owner hint. */
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-  __uint(max_entries, PEAK_MAX_VIPS);
+  __uint(max_entries, PEAK_MAX_VIPS * 2);
   __type(key, __u32);
   __array(values, struct maglev_inner);
 } maglev_prev_tables SEC(".maps");

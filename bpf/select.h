@@ -27,15 +27,18 @@ static __always_inline struct peak_backend *peak_backend_get(__u32 id) {
 
 /* Maglev: slot = hash % M, then up to PEAK_MAX_PROBES slots forward (wrapping) until an UP backend. *owner_out
  * is the slot's own entry as stored (the first probed, with PEAK_SLOT_F_MOVED), so the caller sees whether
- * probing skipped it and whether the previous table may name another owner. */
+ * probing skipped it and whether the previous table may name another owner; *parity_out the table's generation
+ * parity (which previous table pairs with it). */
 static __always_inline int peak_maglev_pick(__u32 vip_id, __u32 hash, __u32 *id_out,
-                                            struct peak_backend **be_out, __u32 *owner_out) {
+                                            struct peak_backend **be_out, __u32 *owner_out, __u32 *parity_out) {
   void *table = bpf_map_lookup_elem(&maglev_tables, &vip_id);
   if (!table) return PEAK_PICK_NO_TABLE;
   __u32 zero = 0;
   __u32 *mp = bpf_map_lookup_elem(table, &zero);
   if (!mp) return PEAK_PICK_NO_TABLE;
-  __u32 m = *mp;
+  __u32 head = *mp;
+  *parity_out = head >> PEAK_TABLE_PARITY_BIT;
+  __u32 m = head & PEAK_TABLE_M_MASK;
   if (m == 0) return PEAK_PICK_NO_TABLE;
   __u32 slot = hash % m;
 #pragma unroll
@@ -58,14 +61,18 @@ static __always_inline int peak_maglev_pick(__u32 vip_id, __u32 hash, __u32 *id_
 }
 
 /* The owner of the flow's slot in the VIP's previous table (the table before the last membership change;
- * its own M), or 0 when there is none. */
-static __always_inline __u32 peak_prev_owner(__u32 vip_id, __u32 hash) {
-  void *table = bpf_map_lookup_elem(&maglev_prev_tables, &vip_id);
+ * its own M), or 0 when there is none. `parity`: the current table's, which picks the previous table paired
+ * with it (maglev_prev_tables[vip_id * 2 + parity]). */
+static __always_inline __u32 peak_prev_owner(__u32 vip_id, __u32 parity, __u32 hash) {
+  __u32 idx = vip_id * 2 + (parity & 1);
+  void *table = bpf_map_lookup_elem(&maglev_prev_tables, &idx);
   if (!table) return 0;
   __u32 zero = 0;
   __u32 *mp = bpf_map_lookup_elem(table, &zero);
-  if (!mp || *mp == 0) return 0;
-  __u32 key = hash % *mp + 1;
+  if (!mp) return 0;
+  __u32 m = *mp & PEAK_TABLE_M_MASK; /* written without parity; masked like the current table's */
+  if (m == 0) return 0;
+  __u32 key = hash % m + 1;
   __u32 *id = bpf_map_lookup_elem(table, &key);
   /* a previous table is installed as it was current, moved-slot marks included: an id never has bit 31 */
   return id ? *id & ~PEAK_SLOT_F_MOVED : 0;
@@ -121,10 +128,10 @@ static __always_inline struct peak_backend *peak_hint_backend(__u32 id, const st
  * the current owner that probing skipped while it drains (health disagreement: this node sees it down within
  * its grace, others may not). Returns the hinted id (0: none). A conntrack hit on a draining backend is
  * honoured as a hit, so a reselected entry's backend is down or unset: never hinted as such. */
-static __always_inline __u32 peak_pick_hint(__u32 vip_id, __u32 owner_raw, struct peak_pick *out) {
+static __always_inline __u32 peak_pick_hint(__u32 vip_id, __u32 owner_raw, __u32 parity, struct peak_pick *out) {
   __u32 owner = owner_raw & ~PEAK_SLOT_F_MOVED;
   /* an unmarked slot has the same owner in the previous table: not read (the common case) */
-  __u32 prev = owner_raw & PEAK_SLOT_F_MOVED ? peak_prev_owner(vip_id, out->hash) : owner;
+  __u32 prev = owner_raw & PEAK_SLOT_F_MOVED ? peak_prev_owner(vip_id, parity, out->hash) : owner;
   struct peak_backend *h;
   if (prev != owner) {
     h = peak_hint_backend(prev, out, 0);
@@ -178,11 +185,11 @@ static __always_inline int peak_select(struct peak_stats *st, const struct peak_
     }
   }
   out->hash = peak_vip_hash(flow, vip);
-  __u32 owner = 0;
-  int r = peak_maglev_pick(vip->vip_id, out->hash, &out->id, &out->be, &owner);
+  __u32 owner = 0, parity = 0;
+  int r = peak_maglev_pick(vip->vip_id, out->hash, &out->id, &out->be, &owner, &parity);
   if (r != PEAK_PICK_OK) return r;
   __u32 hint_id = 0;
-  if (want_hint && out->be->encap == PEAK_ENCAP_GUE) hint_id = peak_pick_hint(vip->vip_id, owner, out);
+  if (want_hint && out->be->encap == PEAK_ENCAP_GUE) hint_id = peak_pick_hint(vip->vip_id, owner, parity, out);
   if (use_ct && record == PEAK_SELECT_RECORD) {
     if (hint_id && reselect_ct && reselect_ct->backend_id == hint_id) {
       /* hinted to the entry's own backend (its previous-table owner): the entry is the flow's known owner;

@@ -33,6 +33,12 @@
  * read the previous table, so a previous table costs nothing for the slots a change did not move. */
 #define PEAK_SLOT_MOVED_BIT 31
 #define PEAK_SLOT_F_MOVED (1U << PEAK_SLOT_MOVED_BIT)
+/* Bit of a current Maglev table's header word [0] (above every M, at most 17 bits): the generation parity.
+ * The VIP's previous table is maglev_prev_tables[vip_id * 2 + parity], so the previous table a packet reads is
+ * chosen by the current table it read: one swap of the current table switches the pair (issue 15). */
+#define PEAK_TABLE_PARITY_BIT 31
+#define PEAK_TABLE_F_PARITY (1U << PEAK_TABLE_PARITY_BIT)
+#define PEAK_TABLE_M_MASK (PEAK_TABLE_F_PARITY - 1)
 
 /* The #defines userspace must agree with, as an enum so they reach BTF: userspace reads them from there
  * (src/datapath/contract.ts; test/unit/layout-contract.test.ts). */
@@ -44,6 +50,7 @@ enum peak_const {
   PEAK_CONST_VIP_INDEX_PROBES = PEAK_VIP_INDEX_PROBES,
   PEAK_CONST_CT_MAX_TIMEOUT = PEAK_CT_MAX_TIMEOUT,
   PEAK_CONST_SLOT_MOVED_BIT = PEAK_SLOT_MOVED_BIT,
+  PEAK_CONST_TABLE_PARITY_BIT = PEAK_TABLE_PARITY_BIT,
 };
 
 /* Address family byte used in keys (not AF_*: 4 and 6 read better in dumps). */

@@ -16,6 +16,9 @@ export interface SharedContract {
   ctMaxTimeout: number;
   /** PEAK_SLOT_MOVED_BIT: the bit of a current table entry marking a slot whose previous owner differs. */
   slotMovedBit: number;
+  /** PEAK_TABLE_PARITY_BIT: the bit of a current table's header word [0] (above M) holding its generation
+   * parity, which picks the paired previous table (maglev_prev_tables[vipId * 2 + parity]). */
+  tableParityBit: number;
   /** Global counter names by index (enum peak_counter, lower-case, without PEAK_CNT_), dense. */
   counters: readonly string[];
 }
@@ -27,6 +30,7 @@ const CONSTS = {
   vipIndexProbes: 'PEAK_CONST_VIP_INDEX_PROBES',
   ctMaxTimeout: 'PEAK_CONST_CT_MAX_TIMEOUT',
   slotMovedBit: 'PEAK_CONST_SLOT_MOVED_BIT',
+  tableParityBit: 'PEAK_CONST_TABLE_PARITY_BIT',
 } as const satisfies Record<Exclude<keyof SharedContract, 'counters'>, string>;
 
 const cache = new Map<string, SharedContract>();
@@ -55,6 +59,7 @@ export function sharedContract(objectPath: string = bpfObjectPath('balancer')): 
     vipIndexProbes: constant('vipIndexProbes'),
     ctMaxTimeout: constant('ctMaxTimeout'),
     slotMovedBit: constant('slotMovedBit'),
+    tableParityBit: constant('tableParityBit'),
     counters: Object.freeze(counterNamesOf(find('peak_counter'), objectPath)),
   });
   cache.set(objectPath, out);

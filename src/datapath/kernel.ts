@@ -47,6 +47,7 @@ import type {
   Datapath,
   DatapathConfig,
   DatapathCounters,
+  TableInstall,
   TrafficCounter,
   VipKey,
   VipSpec,
@@ -91,6 +92,12 @@ export const MAP_LIMITS: Readonly<Partial<Record<BalancerMap, keyof BalancerLimi
   conntrack: 'conntrackEntries',
 };
 
+/** Entries per unit of the limit where a map holds more than one per VIP: maglev_prev_tables holds two
+ * generations per VIP (index vipId * 2 + the current table's parity bit; bpf/maps.h). */
+export const MAP_LIMIT_FACTOR: Readonly<Partial<Record<BalancerMap, number>>> = {
+  maglev_prev_tables: 2,
+};
+
 /**
  * max_entries per map for these limits (KernelLoadOptions.maxEntries). KernelDatapath.load sizes every map
  * not given from DEFAULTS.limits through this too, so bpf/shared.h's sizes never decide a loaded map.
@@ -98,7 +105,7 @@ export const MAP_LIMITS: Readonly<Partial<Record<BalancerMap, keyof BalancerLimi
 export function balancerMapSizes(limits: BalancerLimits): Partial<Record<BalancerMap, number>> {
   const out: Partial<Record<BalancerMap, number>> = {};
   for (const [map, key] of Object.entries(MAP_LIMITS) as [BalancerMap, keyof BalancerLimits][])
-    out[map] = limits[key];
+    out[map] = limits[key] * (MAP_LIMIT_FACTOR[map] ?? 1);
   return out;
 }
 
@@ -385,11 +392,7 @@ export interface KernelConfig extends DatapathConfig {
   conntrackTimeouts?: { tcp: number; udp: number };
 }
 
-/** One table to install (installTables). */
-export interface TableInstall {
-  vipId: number;
-  table: Uint32Array;
-}
+export type { TableInstall } from './types';
 
 /** One previous table to install or clear (installPreviousTables). */
 export interface PreviousTableInstall {
@@ -438,6 +441,41 @@ export function counterNames(objectPath: string): string[] {
   return [...sharedContract(objectPath).counters];
 }
 
+/** Header word [0] of a table map: M below the parity bit, the current table's generation parity at it. */
+const tableHead = (m: number, parity: 0 | 1): number =>
+  (m | (parity << sharedContract().tableParityBit)) >>> 0;
+const headM = (head: number): number => (head & ~(1 << sharedContract().tableParityBit)) >>> 0;
+const headParity = (head: number): 0 | 1 => ((head >>> sharedContract().tableParityBit) & 1) as 0 | 1;
+
+/** Backend ids of a table must stay below PEAK_SLOT_F_MOVED (the datapath's mark) and the header's bits. */
+function checkIds(members: Uint32Array): void {
+  const flag = 2 ** sharedContract().slotMovedBit;
+  if (members.some((id) => id >= flag))
+    throw new RangeError(`table: backend ids must be below ${flag} (got ${Math.max(...members)})`);
+}
+
+/** A previous table: any length of at least 1, ids as for a current table. */
+function checkPrevious(table: Uint32Array): void {
+  if (!(table instanceof Uint32Array) || table.length < 1)
+    throw new RangeError(`table: a previous table needs at least 1 slot (got ${table?.length})`);
+  checkIds(tableMembers(table));
+}
+
+/** Where a VIP's previous table of generation `parity` lives in maglev_prev_tables (bpf/maps.h). */
+const prevIndex = (vipId: number, parity: 0 | 1): Buffer => u32Key(vipId * 2 + parity);
+
+/** The parity bit of the current table in the Maglev inner map with id `id` (null: none installed). */
+function readInnerParity(id: number | null): 0 | 1 | null {
+  if (!id) return null;
+  const inner = BpfMap.fromId(id);
+  try {
+    const head = inner.lookup(ZERO_KEY);
+    return head === null ? null : headParity(head.readUInt32LE(0));
+  } finally {
+    inner.close();
+  }
+}
+
 /** The entries of the Maglev inner map with id `id` (0: none installed -> null). */
 function readInnerTable(id: number | null): Uint32Array | null {
   const t = readInnerEntries(id);
@@ -459,7 +497,7 @@ function readInnerEntries(id: number | null): Uint32Array | null {
       values.byteOffset % 4 === 0
         ? new Uint32Array(values.buffer, values.byteOffset, n)
         : Uint32Array.from({ length: n }, (_, i) => values.readUInt32LE(4 * i));
-    return all.slice(1, 1 + all[0]!);
+    return all.slice(1, 1 + headM(all[0]!));
   } finally {
     inner.close();
   }
@@ -477,6 +515,8 @@ export class KernelDatapath implements Datapath {
   private readonly tableRefs = new TableRefs();
   /** Each VIP's previous table as installed (null: none), read from the map on first need (after adopt). */
   private readonly prevTables = new Map<number, Uint32Array | null>();
+  /** Each VIP's live generation parity (its current table's header bit), read on first need (after adopt). */
+  private readonly parities = new Map<number, 0 | 1>();
 
   private constructor(program: BpfProgram, maps: Record<BalancerMap, BpfMap>, counters: string[]) {
     this.program = program;
@@ -799,15 +839,39 @@ export class KernelDatapath implements Datapath {
       if (have.get(hex) !== a.count) this.maps.vip_addrs.update(a.key, u32Key(a.count));
   }
 
+  /** Clears both generations (the stale one is normally empty already). */
   private dropPrevious(vipId: number): void {
-    this.maps.maglev_prev_tables.delete(u32Key(vipId));
+    this.maps.maglev_prev_tables.delete(prevIndex(vipId, 0));
+    this.maps.maglev_prev_tables.delete(prevIndex(vipId, 1));
     this.prevTables.set(vipId, null);
+  }
+
+  /**
+   * The generation the datapath reads for the VIP: its current table's parity bit; with no current table
+   * (none yet, or dropped by a size change while the previous table stays) the generation holding a previous
+   * table, else 0. Cached: this instance is the only writer once it has read it.
+   */
+  private liveParity(vipId: number): 0 | 1 {
+    let p = this.parities.get(vipId);
+    if (p === undefined) {
+      p =
+        readInnerParity(this.maps.maglev_tables.innerId(vipId)) ??
+        (this.maps.maglev_prev_tables.innerId(vipId * 2 + 1) &&
+        !this.maps.maglev_prev_tables.innerId(vipId * 2)
+          ? 1
+          : 0);
+      this.parities.set(vipId, p);
+    }
+    return p;
   }
 
   /** The VIP's previous table (cached; read from the map the first time). */
   private previousOf(vipId: number): Uint32Array | null {
     if (!this.prevTables.has(vipId))
-      this.prevTables.set(vipId, readInnerTable(this.maps.maglev_prev_tables.innerId(vipId)));
+      this.prevTables.set(
+        vipId,
+        readInnerTable(this.maps.maglev_prev_tables.innerId(vipId * 2 + this.liveParity(vipId))),
+      );
     return this.prevTables.get(vipId)!;
   }
 
@@ -865,21 +929,41 @@ export class KernelDatapath implements Datapath {
   /**
    * Installs several tables: each inner map is built aside, then every slot is swapped by one batch update of
    * the outer map (a map-in-map update waits for an RCU grace period, ~8 ms: once per batch, not per table).
-   * Each swap is atomic for packets. Per entry: null, or why that table was not installed.
+   * Each swap is atomic for packets. Per entry: null, or why that table was not installed (then neither the
+   * table nor its previous table changed).
+   *
+   * An entry with `previous` installs the pair atomically (issue 15): the new previous table is written at
+   * the generation no packet reads (maglev_prev_tables[vipId * 2 + (1 - parity)]), the current table is
+   * swapped in with that parity in its header (the one update that switches both), and the stale
+   * generation is deleted once no new packet can pick it.
    */
-  async installTables(batch: readonly TableInstall[]): Promise<(Error | null)[]> {
+  async installTables(
+    batch: readonly TableInstall[],
+    o: { afterPrevious?: () => void | Promise<void> } = {},
+  ): Promise<(Error | null)[]> {
     const st = this.vipMirror();
     const results: (Error | null)[] = batch.map(() => null);
-    const ready: { at: number; vipId: number; inner: BpfMap; members: Uint32Array }[] = [];
+    type Ready = {
+      at: number;
+      vipId: number;
+      inner: BpfMap;
+      members: Uint32Array;
+      /** the live parity before, and the one the new table carries (they differ when `previous` is given) */
+      from: 0 | 1;
+      to: 0 | 1;
+      prevInner: BpfMap | null;
+    };
+    const ready: Ready[] = [];
     try {
       let turn = performance.now();
       for (let at = 0; at < batch.length; at++) {
-        const { vipId, table } = batch[at]!;
+        const { vipId, table, previous } = batch[at]!;
         // Each table is ~65537 slots written by one syscall (~7 ms): the event loop gets turns in between.
         if (performance.now() - turn > TURN_MS) {
           await nextTurn();
           turn = performance.now();
         }
+        let prevInner: BpfMap | null = null;
         try {
           const hex = st.byId.get(vipId);
           const vip = hex === undefined ? undefined : st.byKey.get(hex);
@@ -887,41 +971,103 @@ export class KernelDatapath implements Datapath {
           if (!(table instanceof Uint32Array) || table.length !== vip.tableSize)
             throw new RangeError(`table: length ${table.length} is not the VIP's tableSize ${vip.tableSize}`);
           const members = tableMembers(table);
-          const flag = 2 ** sharedContract().slotMovedBit;
-          if (members.some((id) => id >= flag))
-            throw new RangeError(`table: backend ids must be below ${flag} (got ${Math.max(...members)})`);
-          // Slot 0 holds the table's length, slots 1..n its entries (encodeTableEntries' layout), with
-          // PEAK_SLOT_F_MOVED where the previous table names another owner (straight from `table`, no copy,
-          // when there is no previous table): the map is not visible before the swap.
-          const inner = this.buildTableMap(vipId, markMovedSlots(table, this.previousOf(vipId)), 'peak_mg_');
-          ready.push({ at, vipId, inner, members });
+          checkIds(members);
+          if (previous !== undefined && previous !== null) checkPrevious(previous);
+          const from = this.liveParity(vipId);
+          const to: 0 | 1 = previous === undefined ? from : from === 0 ? 1 : 0;
+          if (previous !== undefined && previous !== null)
+            prevInner = this.buildTableMap(vipId, previous, 'peak_pv_', previous.length);
+          // Slot 0 holds the table's length and parity, slots 1..n its entries, with PEAK_SLOT_F_MOVED where
+          // the previous table it pairs with names another owner (straight from `table`, no copy, when there
+          // is none): the map is not visible before the swap.
+          const against = previous === undefined ? this.previousOf(vipId) : previous;
+          const inner = this.buildTableMap(
+            vipId,
+            markMovedSlots(table, against),
+            'peak_mg_',
+            tableHead(table.length, to),
+          );
+          ready.push({ at, vipId, inner, members, from, to, prevInner });
         } catch (e) {
+          prevInner?.close();
           results[at] = e as Error;
         }
       }
       if (ready.length === 0) return results;
-      const ks = Buffer.alloc(4 * ready.length);
-      const vs = Buffer.alloc(4 * ready.length);
-      ready.forEach((r, i) => {
-        ks.writeUInt32LE(r.vipId, 4 * i);
-        vs.writeUInt32LE(r.inner.fd, 4 * i);
-      });
+      // 1. The new previous tables, at the generation no packet reads (emptied first where the new one is
+      //    "none": normally it is empty already).
+      const flips = ready.filter((r) => r.to !== r.from);
+      for (const r of flips)
+        if (r.prevInner === null) this.maps.maglev_prev_tables.delete(prevIndex(r.vipId, r.to));
+      const writes = flips.filter((r) => r.prevInner !== null);
+      if (writes.length > 0) {
+        try {
+          this.updatePacked(
+            this.maps.maglev_prev_tables,
+            writes.map((r) => [r.vipId * 2 + r.to, r.prevInner!.fd]),
+          );
+        } catch (e) {
+          for (const r of writes)
+            if (this.maps.maglev_prev_tables.innerId(r.vipId * 2 + r.to) !== r.prevInner!.info.id)
+              results[r.at] = e as Error;
+        }
+      }
+      // (tests look at the window between the two steps: packets must still see the old pair)
+      await o.afterPrevious?.();
+      // 2. The current tables: each swap switches its VIP's pair.
+      const swaps = ready.filter((r) => results[r.at] === null);
       let failure: Error | null = null;
-      try {
-        this.maps.maglev_tables.updateBatchPacked(ks, vs, ready.length);
-      } catch (e) {
-        // The batch stops at the entry that failed: which slots hold our new maps says which went in.
-        failure = e as Error;
+      if (swaps.length > 0) {
+        try {
+          this.updatePacked(
+            this.maps.maglev_tables,
+            swaps.map((r) => [r.vipId, r.inner.fd]),
+          );
+        } catch (e) {
+          // The batch stops at the entry that failed: which slots hold our new maps says which went in.
+          failure = e as Error;
+        }
       }
-      for (const r of ready) {
-        if (failure === null || this.maps.maglev_tables.innerId(r.vipId) === r.inner.info.id)
-          this.tableRefs.set(r.vipId, r.members);
-        else results[r.at] = failure;
+      // 3. The stale generation: after a flip no new packet reads it (an in-flight one holds its own reference).
+      for (const r of swaps) {
+        const installed = failure === null || this.maps.maglev_tables.innerId(r.vipId) === r.inner.info.id;
+        if (!installed) results[r.at] = failure;
+        if (r.to === r.from) {
+          if (installed) this.tableRefs.set(r.vipId, r.members);
+          continue;
+        }
+        // a flip that did not happen leaves the written generation unread: removed again
+        const stale = installed ? r.from : r.to;
+        this.maps.maglev_prev_tables.delete(prevIndex(r.vipId, stale));
+        if (!installed) continue;
+        this.tableRefs.set(r.vipId, r.members);
+        this.parities.set(r.vipId, r.to);
+        const previous = batch[r.at]!.previous!;
+        this.prevTables.set(r.vipId, previous === null ? null : previous.slice());
       }
+      for (const r of flips)
+        if (results[r.at] !== null && !swaps.includes(r) && r.prevInner !== null) {
+          // its previous table did not go in (or only partly): the unread generation is cleared
+          this.maps.maglev_prev_tables.delete(prevIndex(r.vipId, r.to));
+        }
       return results;
     } finally {
-      for (const r of ready) r.inner.close();
+      for (const r of ready) {
+        r.inner.close();
+        r.prevInner?.close();
+      }
     }
+  }
+
+  /** One packed batch update of an outer map: [index, inner map fd] pairs. */
+  private updatePacked(map: BpfMap, entries: [number, number][]): void {
+    const ks = Buffer.alloc(4 * entries.length);
+    const vs = Buffer.alloc(4 * entries.length);
+    entries.forEach(([k, fd], i) => {
+      ks.writeUInt32LE(k, 4 * i);
+      vs.writeUInt32LE(fd, 4 * i);
+    });
+    map.updateBatchPacked(ks, vs, entries.length);
   }
 
   async readTable(vipId: number): Promise<Uint32Array | null> {
@@ -936,87 +1082,59 @@ export class KernelDatapath implements Datapath {
   }
 
   /**
-   * Sets or clears previous tables (Datapath.installPreviousTable): inner maps built aside, then one batch
-   * update of maglev_prev_tables for the set ones and a delete per cleared one. Per entry: null or the error.
+   * Sets or clears previous tables (Datapath.installPreviousTable). A set one is paired with the VIP's
+   * current table as installed: that table is re-marked against it and swapped in together with it
+   * (installTables with `previous`: one atomic switch); with no current table installed, no packet reads a
+   * previous table and it is written at the live generation directly. A cleared one is deleted (the current
+   * table's marks may stay: a marked slot then finds no previous table and sends no hint). Per entry: null
+   * or the error.
    */
   async installPreviousTables(batch: readonly PreviousTableInstall[]): Promise<(Error | null)[]> {
     const st = this.vipMirror();
     const results: (Error | null)[] = batch.map(() => null);
-    const ready: { at: number; vipId: number; inner: BpfMap }[] = [];
-    try {
-      let turn = performance.now();
-      for (let at = 0; at < batch.length; at++) {
-        const { vipId, table } = batch[at]!;
-        if (performance.now() - turn > TURN_MS) {
-          await nextTurn();
-          turn = performance.now();
-        }
-        try {
-          if (!st.byId.has(vipId)) throw new RangeError(`vipId: VIP ${vipId} does not exist`);
-          if (table === null) {
-            // The current table's marks may stay: a marked slot finds no previous table and sends no hint.
-            this.dropPrevious(vipId);
-            continue;
-          }
-          if (!(table instanceof Uint32Array) || table.length < 1)
-            throw new RangeError(`table: a previous table needs at least 1 slot (got ${table?.length})`);
-          // as installTables: bit 31 (PEAK_SLOT_F_MOVED) is the datapath's mark, never part of an id
-          const flag = 2 ** sharedContract().slotMovedBit;
-          const members = tableMembers(table);
-          if (members.some((id) => id >= flag))
-            throw new RangeError(`table: backend ids must be below ${flag} (got ${Math.max(...members)})`);
-          ready.push({ at, vipId, inner: this.buildTableMap(vipId, table, 'peak_pv_') });
-        } catch (e) {
-          results[at] = e as Error;
-        }
-      }
-      if (ready.length === 0) return results;
-      const ks = Buffer.alloc(4 * ready.length);
-      const vs = Buffer.alloc(4 * ready.length);
-      ready.forEach((r, i) => {
-        ks.writeUInt32LE(r.vipId, 4 * i);
-        vs.writeUInt32LE(r.inner.fd, 4 * i);
-      });
+    const pairs: TableInstall[] = [];
+    const pairAt: number[] = [];
+    for (let at = 0; at < batch.length; at++) {
+      const { vipId, table } = batch[at]!;
       try {
-        this.maps.maglev_prev_tables.updateBatchPacked(ks, vs, ready.length);
-      } catch (e) {
-        for (const r of ready)
-          if (this.maps.maglev_prev_tables.innerId(r.vipId) !== r.inner.info.id) results[r.at] = e as Error;
-      }
-      // The current tables' PEAK_SLOT_F_MOVED marks are against the previous table: re-mark them (rebuilt
-      // and swapped; until then an unmarked slot whose owner the new previous table changes sends no hint).
-      const remark: TableInstall[] = [];
-      const remarkAt: number[] = [];
-      for (const r of ready) {
-        if (results[r.at] !== null) {
-          this.prevTables.delete(r.vipId); // unknown: read again when needed
+        if (!st.byId.has(vipId)) throw new RangeError(`vipId: VIP ${vipId} does not exist`);
+        if (table === null) {
+          this.dropPrevious(vipId);
           continue;
         }
-        this.prevTables.set(r.vipId, batch[r.at]!.table!.slice());
-        const cur = await this.readTable(r.vipId);
-        if (cur === null) continue;
-        remark.push({ vipId: r.vipId, table: cur });
-        remarkAt.push(r.at);
+        checkPrevious(table);
+        const cur = await this.readTable(vipId);
+        if (cur !== null) {
+          pairs.push({ vipId, table: cur, previous: table });
+          pairAt.push(at);
+          continue;
+        }
+        const parity = this.liveParity(vipId);
+        const inner = this.buildTableMap(vipId, table, 'peak_pv_', table.length);
+        try {
+          this.maps.maglev_prev_tables.setInner(vipId * 2 + parity, inner);
+        } finally {
+          inner.close();
+        }
+        this.prevTables.set(vipId, table.slice());
+      } catch (e) {
+        results[at] = e as Error;
       }
-      if (remark.length > 0)
-        (await this.installTables(remark)).forEach((err, i) => {
-          if (err)
-            results[remarkAt[i]!] = new Error(
-              `previous table installed, current table not re-marked: ${err.message}`,
-            );
-        });
-      return results;
-    } finally {
-      for (const r of ready) r.inner.close();
     }
+    if (pairs.length > 0)
+      (await this.installTables(pairs)).forEach((err, i) => {
+        if (err) results[pairAt[i]!] = err;
+      });
+    return results;
   }
 
   async readPreviousTable(vipId: number): Promise<Uint32Array | null> {
-    return readInnerTable(this.maps.maglev_prev_tables.innerId(vipId));
+    return readInnerTable(this.maps.maglev_prev_tables.innerId(vipId * 2 + this.liveParity(vipId)));
   }
 
-  /** A Maglev inner map holding `table` ([0] = M, [1 + slot] = id), not yet visible to the datapath. */
-  private buildTableMap(vipId: number, table: Uint32Array, prefix: string): BpfMap {
+  /** A Maglev inner map holding `table` ([0] = `head`: M, with the parity in a current table; [1 + slot] =
+   * id), not yet visible to the datapath. */
+  private buildTableMap(vipId: number, table: Uint32Array, prefix: string, head: number): BpfMap {
     const inner = BpfMap.create({
       type: MapType.ARRAY,
       keySize: 4,
@@ -1026,7 +1144,7 @@ export class KernelDatapath implements Datapath {
       name: `${prefix}${vipId}`.slice(0, 15),
     });
     try {
-      inner.update(ZERO_KEY, u32Key(table.length));
+      inner.update(ZERO_KEY, u32Key(head));
       // Packed little-endian u32 keys 1..n and the ids: one batch syscall, no per-slot allocation.
       inner.updateBatchPacked(
         slotKeys(table.length),

@@ -11,6 +11,7 @@ import type {
   Datapath,
   DatapathConfig,
   DatapathCounters,
+  TableInstall,
   TrafficCounter,
   VipKey,
   VipSpec,
@@ -72,6 +73,9 @@ interface StoredTable {
   ids: Uint32Array;
   slots: Uint8Array | Uint16Array | Uint32Array;
 }
+
+/** A previous table to set, or null to clear it. */
+type StoredPrevious = StoredTable | null;
 
 function storeTable(table: Uint32Array): StoredTable {
   const index = new Map<number, number>();
@@ -267,11 +271,19 @@ export class MemoryDatapath implements Datapath {
     this.tableRefs.set(vipId, members);
   }
 
-  async installTables(batch: readonly { vipId: number; table: Uint32Array }[]): Promise<(Error | null)[]> {
+  async installTables(batch: readonly TableInstall[]): Promise<(Error | null)[]> {
     const out: (Error | null)[] = [];
-    for (const { vipId, table } of batch) {
+    for (const { vipId, table, previous } of batch) {
       try {
+        // The pair goes in whole or not at all (as KernelDatapath's parity swap): the previous table is
+        // checked (and a failure injected for installPreviousTable taken) before the current one is set.
+        let prev: StoredPrevious | undefined;
+        if (previous !== undefined) {
+          this.enter('installPreviousTable', String(vipId));
+          prev = this.checkPrevious(vipId, previous);
+        }
         await this.installTable(vipId, table);
+        if (prev !== undefined) this.setPrevious(vipId, prev);
         out.push(null);
       } catch (e) {
         out.push(e as Error);
@@ -288,11 +300,13 @@ export class MemoryDatapath implements Datapath {
 
   async installPreviousTable(vipId: number, table: Uint32Array | null): Promise<void> {
     this.enter('installPreviousTable', String(vipId));
+    this.setPrevious(vipId, this.checkPrevious(vipId, table));
+  }
+
+  /** A previous table checked and stored for setPrevious (null: clear). */
+  private checkPrevious(vipId: number, table: Uint32Array | null): StoredPrevious {
     if (!this.vipIds.has(vipId)) throw new RangeError(`vipId: VIP ${vipId} does not exist`);
-    if (table === null) {
-      this.prevTables.delete(vipId);
-      return;
-    }
+    if (table === null) return null;
     if (!(table instanceof Uint32Array) || table.length < 1)
       throw new RangeError(`table: a previous table needs at least 1 slot (got ${table?.length})`);
     // as KernelDatapath: bit 31 (PEAK_SLOT_F_MOVED) is the datapath's mark, never part of an id
@@ -300,7 +314,12 @@ export class MemoryDatapath implements Datapath {
     const members = tableMembers(table);
     if (members.some((id) => id >= flag))
       throw new RangeError(`table: backend ids must be below ${flag} (got ${Math.max(...members)})`);
-    this.prevTables.set(vipId, storeTable(table));
+    return storeTable(table);
+  }
+
+  private setPrevious(vipId: number, stored: StoredPrevious): void {
+    if (stored === null) this.prevTables.delete(vipId);
+    else this.prevTables.set(vipId, stored);
   }
 
   async installPreviousTables(

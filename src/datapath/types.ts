@@ -114,18 +114,25 @@ export interface Datapath {
   /**
    * installTable for several VIPs at once (the kernel swaps them with one map-in-map batch update). Never
    * rejects for one table: per entry, null when installed, or the error installTable would have thrown.
+   * An entry's `previous` (a table, or null to clear it; absent: the previous table stays) is installed with
+   * the table as one atomic pair: a packet sees the old table with the old previous table, or the new with
+   * the new, never a mix (issue 15: the kernel writes the new previous table where no packet reads it, then
+   * the current table's swap flips its generation parity bit, which picks the previous table). Whole or not
+   * at all: an error means neither changed.
    */
-  installTables(batch: readonly { vipId: number; table: Uint32Array }[]): Promise<(Error | null)[]>;
+  installTables(batch: readonly TableInstall[]): Promise<(Error | null)[]>;
   readTable(vipId: number): Promise<Uint32Array | null>;
 
   /**
    * Sets (or with null clears) the VIP's previous table: its Maglev table from before the last membership
    * change (any length; entries are backend ids). For a non-SYN TCP packet without a connection-table hit, when
    * the slot's owner in the previous table differs from the current one and both are GUE backends, the
-   * packet carries the previous owner's address as a hint. Atomic per VIP. To move from table A to B, call
-   * installPreviousTable(v, A) before installTable(v, B): in between both name A's owners (no hints), never
-   * a table older than A. A previous table does not keep its backends from deleteBackend: a deleted
-   * (unset) previous owner is simply not hinted. Deleting the VIP, or re-keying its id, clears it.
+   * packet carries the previous owner's address as a hint. Atomic per VIP, and paired with the current table
+   * installed at that moment. To move from table A to B, use installTables([{ vipId: v, table: B, previous:
+   * A }]) (one atomic pair); calling installPreviousTable(v, A) and then installTable(v, B) leaves a window
+   * pairing A with A (no hints; harmful when a slot went X -> A -> X: its flows on X get no hint). A previous
+   * table does not keep its backends from deleteBackend: a deleted (unset) previous owner is simply not hinted.
+   * Deleting the VIP, or re-keying its id, clears it.
    */
   installPreviousTable(vipId: number, table: Uint32Array | null): Promise<void>;
   /** installPreviousTable for several VIPs (one batch update in the kernel); per entry null or the error. */
@@ -136,4 +143,12 @@ export interface Datapath {
 
   counters(): Promise<DatapathCounters>;
   conntrack(limit?: number): Promise<ConntrackEntry[]>;
+}
+
+/** One table to install (Datapath.installTables), with the previous table to pair with it. */
+export interface TableInstall {
+  vipId: number;
+  table: Uint32Array;
+  /** The VIP's previous table from now on (null: none); absent: the installed previous table stays. */
+  previous?: Uint32Array | null;
 }

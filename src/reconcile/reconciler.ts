@@ -178,41 +178,63 @@ function namedBy(installed: InstalledView, keys: Iterable<string>): Set<number> 
 }
 
 /**
- * Writes the previous tables attached to a batch of table installs, before the tables themselves (one batch
- * call): between the two writes the previous table names the owners of the table being replaced, never an
- * older one. Returns the entries whose previous table could not be built or written, with the error.
+ * Builds the previous tables attached to a batch of table installs, to go with the tables themselves in one
+ * installTables call (each table and its previous table switch as one atomic pair in the datapath: issue 15).
+ * Returns the previous table per entry (absent: none attached, or its build failed) and the build errors.
  */
-async function writePrevious<T extends { op: InstallTableOp }>(
-  dp: Datapath,
+async function buildPrevious<T extends { op: InstallTableOp }>(
   batch: readonly T[],
   slicer: Slicer,
-): Promise<Map<T, unknown>> {
+): Promise<{ previous: Map<T, Uint32Array | null>; errors: Map<T, unknown> }> {
+  const previous = new Map<T, Uint32Array | null>();
   const errors = new Map<T, unknown>();
-  const writes: { entry: T; table: Uint32Array | null }[] = [];
   for (const b of batch) {
     const p = b.op.previous;
     if (p === undefined) continue;
     await slicer.turn();
     try {
-      writes.push({ entry: b, table: p.build?.() ?? null });
+      previous.set(b, p.build?.() ?? null);
     } catch (e) {
       errors.set(b, e);
     }
   }
-  if (writes.length === 0) return errors;
-  let results: (Error | null)[];
-  try {
-    results = await dp.installPreviousTables(
-      writes.map((w) => ({ vipId: w.entry.op.vipId, table: w.table })),
-    );
-  } catch (e) {
-    results = writes.map(() => e as Error);
-  }
-  writes.forEach((w, k) => {
-    const err = results[k];
-    if (err) errors.set(w.entry, err);
+  return { previous, errors };
+}
+
+/**
+ * Installs a batch of tables with their previous tables as pairs. A pair the datapath refuses is retried
+ * without its previous table (a previous table that cannot be written degrades hints only: the VIP's table
+ * still goes in); such entries join `previousErrors`. Returns the per-entry result of the table itself.
+ */
+async function installPairs<T extends { op: InstallTableOp; ids: Uint32Array }>(
+  dp: Datapath,
+  batch: readonly T[],
+  previous: Map<T, Uint32Array | null>,
+  previousErrors: Map<T, unknown>,
+): Promise<(Error | null)[]> {
+  const install = async (entries: readonly T[], withPrevious: boolean): Promise<(Error | null)[]> => {
+    try {
+      return await dp.installTables(
+        entries.map((b) =>
+          withPrevious && previous.has(b)
+            ? { vipId: b.op.vipId, table: b.ids, previous: previous.get(b)! }
+            : { vipId: b.op.vipId, table: b.ids },
+        ),
+      );
+    } catch (e) {
+      return entries.map(() => e as Error);
+    }
+  };
+  const results = await install(batch, true);
+  const retry = batch.filter((b, k) => results[k] !== null && previous.has(b));
+  if (retry.length === 0) return results;
+  const again = await install(retry, false);
+  retry.forEach((b, k) => {
+    const at = batch.indexOf(b);
+    if (again[k] === null) previousErrors.set(b, results[at]);
+    results[at] = again[k]!;
   });
-  return errors;
+  return results;
 }
 
 /**
@@ -298,15 +320,12 @@ export async function applyPlan(
       }
       i = j - 1;
       if (batch.length === 0) continue;
-      const previousErrors = await writePrevious(dp, batch, slicer);
+      const { previous, errors: previousErrors } = await buildPrevious(batch, slicer);
+      const results = await installPairs(dp, batch, previous, previousErrors);
       for (const [b, err] of previousErrors) previousFailed(b.op, b.op.vipId, err);
-      previousWritten += batch.filter((b) => b.op.previous !== undefined && !previousErrors.has(b)).length;
-      let results: (Error | null)[];
-      try {
-        results = await dp.installTables(batch.map((b) => ({ vipId: b.op.vipId, table: b.ids })));
-      } catch (e) {
-        results = batch.map(() => e as Error);
-      }
+      previousWritten += batch.filter(
+        (b, k) => b.op.previous !== undefined && !previousErrors.has(b) && results[k] === null,
+      ).length;
       batch.forEach((b, k) => {
         const err = results[k];
         if (err) {

@@ -281,6 +281,78 @@ describePrivileged('GUE encapsulation and previous-owner hints', () => {
     }
   });
 
+  /** Header word [0] of the VIP's current table: M, and the generation parity at bit 31 (bpf/shared.h). */
+  function headOf(vipId: number): number {
+    const m = BpfMap.fromId(lb.dp.maps.maglev_tables.innerId(vipId)!);
+    try {
+      return m.lookup(Buffer.alloc(4))!.readUInt32LE(0);
+    } finally {
+      m.close();
+    }
+  }
+  const parityOf = (vipId: number): 0 | 1 => (headOf(vipId) >>> 31) as 0 | 1;
+  /** Which of the VIP's two previous-table generations hold a table. */
+  const generations = (vipId: number): boolean[] =>
+    [0, 1].map((p) => lb.dp.maps.maglev_prev_tables.innerId(vipId * 2 + p) !== null);
+
+  it('a generation pair swaps atomically: a slot going A -> B -> A keeps its hint through the window (issue 15)', async () => {
+    const vipId = 21;
+    const cur = lb.tables.get(vipId)!;
+    const A = new Uint32Array(251).fill(31);
+    const B = new Uint32Array(251).fill(32);
+    const sports = [46000, 46001, 46002, 46003, 46004, 46005];
+    const ack = (sport: number) => tcpTo(vipId, sport, TCP_FLAGS.ACK, Buffer.from('est'));
+    try {
+      // generation 1: the slots moved A -> B; flows living on A (31) go to B (32) with the hint A
+      expect(await lb.dp.installTables([{ vipId, table: B, previous: A }])).toEqual([null]);
+      lb.tables.set(vipId, B);
+      const p1 = parityOf(vipId);
+      expect(headOf(vipId) & 0x7fffffff).toBe(251);
+      expect(generations(vipId)[p1]).toBe(true);
+      expect(generations(vipId)[1 - p1]).toBe(false);
+      for (const sport of sports) expectGue(ack(sport), vipId, anyBackendAddr(31));
+      // generation 2: back B -> A (previous B). Driven step by step: the new previous table is written first,
+      // at the generation no packet reads; packets must still see the old pair (B, previous A: hint A). Were
+      // they to see B with the new previous B, no slot would differ: the flows on A would go to B unhinted.
+      let windows = 0;
+      const r = await lb.dp.installTables([{ vipId, table: A, previous: B }], {
+        afterPrevious: () => {
+          expect(parityOf(vipId)).toBe(p1);
+          expect(generations(vipId)).toEqual([true, true]);
+          for (const sport of sports) expectGue(ack(sport), vipId, anyBackendAddr(31));
+          windows++;
+        },
+      });
+      expect(r).toEqual([null]);
+      expect(windows).toBe(1);
+      // the swap switched both: A with previous B (flows living on B are hinted), the stale generation gone
+      lb.tables.set(vipId, A);
+      expect(parityOf(vipId)).toBe(1 - p1);
+      expect(headOf(vipId) & 0x7fffffff).toBe(251);
+      expect(generations(vipId)[1 - p1]).toBe(true);
+      expect(generations(vipId)[p1]).toBe(false);
+      for (const sport of sports) expectGue(ack(sport), vipId, anyBackendAddr(32));
+      expect(Array.from((await lb.dp.readTable(vipId))!)).toEqual(Array.from(A));
+      expect(Array.from((await lb.dp.readPreviousTable(vipId))!)).toEqual(Array.from(B));
+      // a previous table on its own pairs with the installed current table: one more flip
+      await lb.dp.installPreviousTable(vipId, A);
+      expect(parityOf(vipId)).toBe(p1);
+      expect(generations(vipId)[p1]).toBe(true);
+      expect(generations(vipId)[1 - p1]).toBe(false);
+      for (const sport of sports) expectGue(ack(sport), vipId, null); // the same owner: nothing to hint
+      // cleared: the live generation goes (and the parity stays)
+      await lb.dp.installPreviousTable(vipId, null);
+      expect(generations(vipId)).toEqual([false, false]);
+      expect(parityOf(vipId)).toBe(p1);
+      expect(await lb.dp.readPreviousTable(vipId)).toBeNull();
+    } finally {
+      await lb.dp.installTables([{ vipId, table: cur, previous: null }]);
+      lb.tables.set(vipId, cur);
+    }
+    expect(generations(vipId)).toEqual([false, false]);
+    expectGue(ack(sports[0]!), vipId, null);
+  });
+
   it('a previous table: ids with bit 31 are refused; a mark found in one anyway is not part of the id', async () => {
     const vipId = 21;
     await expect(lb.dp.installPreviousTable(vipId, Uint32Array.from([2 ** 31 + 31]))).rejects.toThrow(
@@ -291,7 +363,7 @@ describePrivileged('GUE encapsulation and previous-owner hints', () => {
     expect(differ.length).toBeGreaterThan(3);
     await lb.dp.installPreviousTable(vipId, prev);
     // mark every slot of the installed previous table in place, as a table copied with its marks would be
-    const m = BpfMap.fromId(lb.dp.maps.maglev_prev_tables.innerId(vipId)!);
+    const m = BpfMap.fromId(lb.dp.maps.maglev_prev_tables.innerId(vipId * 2 + parityOf(vipId))!);
     try {
       for (let slot = 1; slot <= prev.length; slot++) {
         const k = Buffer.alloc(4);

@@ -61,7 +61,7 @@ describePrivileged('daemon: pinned map sizes and re-attachment (real kernel)', (
   it('replaces pinned maps smaller than the limits (logged with each map, size and key); adopts bigger ones', async () => {
     // Pinned small (as an older `peak-xdp attach` or a daemon with smaller limits left them), then attached.
     const small = await KernelDatapath.load({
-      maxEntries: { vips: 8, vip_addrs: 8, maglev_tables: 8, maglev_prev_tables: 8, vip_stats: 8, backends: 64, backend_stats: 64, conntrack: 4096 }, // prettier-ignore
+      maxEntries: { vips: 8, vip_addrs: 8, maglev_tables: 8, maglev_prev_tables: 16, vip_stats: 8, backends: 64, backend_stats: 64, conntrack: 4096 }, // prettier-ignore
     });
     try {
       small.pin(lab.pinDir);

@@ -72,6 +72,10 @@ describePrivileged('previous tables in the kernel', () => {
     }
     console.log(`kernel: ${moved} of ${after.length} slots moved and name their previous owner`);
     expect(moved).toBeGreaterThan(0);
+    // the pair went in as one swap: the new table carries generation 1, its previous table sits at 0 * 2 + 1 and
+    // generation 0 is gone; the adoption below must find it through the pinned table's parity bit
+    expect(dp!.maps.maglev_prev_tables.innerId(1)).not.toBeNull();
+    expect(dp!.maps.maglev_prev_tables.innerId(0)).toBeNull();
 
     // Restart: the maps are pinned and adopted by a new datapath object and a new reconciler.
     dp!.pin(pinDir);
@@ -87,5 +91,6 @@ describePrivileged('previous tables in the kernel', () => {
     const s4 = await r2.reconcile(desired([1, 2, 3, 4], d2.ids));
     expect(s4.previousTablesWritten).toBe(1);
     expect(await again.readPreviousTable(0)).toBe(null);
+    expect([0, 1].map((i) => again!.maps.maglev_prev_tables.innerId(i))).toEqual([null, null]);
   });
 });

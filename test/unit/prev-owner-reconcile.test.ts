@@ -305,10 +305,9 @@ describe('previous tables in reconcile', () => {
     const r = new Reconciler(dp, { now: () => 0 });
     const next = states();
     await r.reconcile(next({ backends: [1, 2, 3] }));
-    const real = dp.installPreviousTables.bind(dp);
-    let fail = true;
-    dp.installPreviousTables = async (batch) =>
-      fail ? batch.map(() => new Error('ENOMEM (injected)')) : real(batch);
+    // the previous table goes in as a pair with the table (installTables' `previous`): the pair is refused,
+    // the table alone still goes in
+    dp.failOn('installPreviousTable', '0', new Error('ENOMEM (injected)'));
     const d = next({ backends: [1, 2, 3, 4] });
     const s = await r.reconcile(d);
     expect(s.tablesInstalled).toBe(1);
@@ -316,7 +315,7 @@ describe('previous tables in reconcile', () => {
       { op: 'installPreviousTable', target: 'previous table of VIP 0', vips: [], error: 'ENOMEM (injected)' },
     ]);
     expect(await dp.readPreviousTable(0)).toBe(null);
-    fail = false;
+    dp.failOn('installPreviousTable', '0', null);
     const retry = await r.reconcile(d);
     expect(retry.failures).toEqual([]);
     expect(retry.previousTablesWritten).toBe(1);
