@@ -60,27 +60,36 @@ export function sharedContract(objectPath: string = bpfObjectPath('balancer')): 
     ctMaxTimeout: constant('ctMaxTimeout'),
     slotMovedBit: constant('slotMovedBit'),
     tableParityBit: constant('tableParityBit'),
-    counters: Object.freeze(counterNamesOf(find('peak_counter'), objectPath)),
+    counters: Object.freeze(
+      denseCounterNames(find('peak_counter'), { enumName: 'peak_counter', prefix: 'PEAK_CNT_' }, objectPath),
+    ),
   });
   cache.set(objectPath, out);
   return out;
 }
 
-function counterNamesOf(values: Record<string, number>, objectPath: string): string[] {
-  const max = values.PEAK_CNT_MAX;
-  if (max === undefined) throw new Error(`PEAK_CNT_MAX not found in enum peak_counter of ${objectPath}`);
+/**
+ * Counter names by index from a dense counter enum read from BTF (`enum peak_counter`, `enum
+ * peak_decap_counter`): lower-case, without the prefix, every index below the `<prefix>MAX` member used
+ * exactly once. New enum members become new counters with no code change.
+ */
+export function denseCounterNames(
+  values: Readonly<Record<string, number>>,
+  o: { enumName: string; prefix: string },
+  source: string,
+): string[] {
+  const maxName = `${o.prefix}MAX`;
+  const max = values[maxName];
+  if (max === undefined) throw new Error(`${maxName} not found in enum ${o.enumName} of ${source}`);
   const names = new Array<string>(max);
   for (const [name, v] of Object.entries(values)) {
-    if (name === 'PEAK_CNT_MAX') continue;
+    if (name === maxName) continue;
     if (!Number.isInteger(v) || v < 0 || v >= max || names[v] !== undefined)
-      throw new Error(
-        `enum peak_counter of ${objectPath}: ${name} = ${v} is not a free index below PEAK_CNT_MAX`,
-      );
-    names[v] = name.replace(/^PEAK_CNT_/, '').toLowerCase();
+      throw new Error(`enum ${o.enumName} of ${source}: ${name} = ${v} is not a free index below ${maxName}`);
+    names[v] = name.slice(name.startsWith(o.prefix) ? o.prefix.length : 0).toLowerCase();
   }
   for (let i = 0; i < max; i++)
-    if (names[i] === undefined)
-      throw new Error(`enum peak_counter of ${objectPath}: no counter at index ${i}`);
+    if (names[i] === undefined) throw new Error(`enum ${o.enumName} of ${source}: no counter at index ${i}`);
   return names;
 }
 

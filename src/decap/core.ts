@@ -3,6 +3,7 @@
 import { isIP } from 'node:net';
 import { canonicalIp } from '../model/ip';
 import { parseListen } from '../model/schema';
+import { denseCounterNames } from '../datapath/contract';
 
 /** How often the agent checks that its program is attached (and re-reads the interface's addresses). */
 export const DECAP_CHECK_MS = 5000;
@@ -123,26 +124,9 @@ export function checkAction(attachedProgId: number, ourProgId: number): CheckAct
   return attachedProgId === 0 ? 'reattach' : 'foreign';
 }
 
-/**
- * Counter names by index from `enum peak_decap_counter` (its BTF values): lower-case, without PEAK_DECAP_,
- * dense below PEAK_DECAP_MAX. New enum members become new counters with no code change here.
- */
+/** Counter names by index from `enum peak_decap_counter` (its BTF values); see denseCounterNames. */
 export function decapCounterNames(values: Readonly<Record<string, number>>, source: string): string[] {
-  const max = values.PEAK_DECAP_MAX;
-  if (max === undefined) throw new Error(`PEAK_DECAP_MAX not found in enum peak_decap_counter of ${source}`);
-  const names = new Array<string>(max);
-  for (const [name, v] of Object.entries(values)) {
-    if (name === 'PEAK_DECAP_MAX') continue;
-    if (!Number.isInteger(v) || v < 0 || v >= max || names[v] !== undefined)
-      throw new Error(
-        `enum peak_decap_counter of ${source}: ${name} = ${v} is not a free index below PEAK_DECAP_MAX`,
-      );
-    names[v] = name.replace(/^PEAK_DECAP_/, '').toLowerCase();
-  }
-  for (let i = 0; i < max; i++)
-    if (names[i] === undefined)
-      throw new Error(`enum peak_decap_counter of ${source}: no counter at index ${i}`);
-  return names;
+  return denseCounterNames(values, { enumName: 'peak_decap_counter', prefix: 'PEAK_DECAP_' }, source);
 }
 
 /**
