@@ -2,7 +2,6 @@
 // bodies naming the VIP or backend), conntrack flush matching, over real HTTP against a fake daemon; then a real
 // Daemon over a MemoryDatapath: a drain reaches the datapath and /state, survives a reload and a new daemon on
 // the same store, and an override whose backend a reload removes is dropped with a log line.
-import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,10 +25,9 @@ import type { DatapathHost, OpenedDatapath } from '../../src/daemon/datapath-hos
 import { FileOverrideStore } from '../../src/daemon/override-store';
 import { applyChange, OverrideSet } from '../../src/daemon/overrides';
 import { MemoryDatapath } from '../../src/datapath/memory';
-import type { Logger } from '../../src/log';
 import { silentLogger } from '../../src/log';
 import { Config, validateConfig } from '../../src/model';
-import type { ReloadEvent } from '../../src/sources/types';
+import { FakeSource, QuietMonitor, recordingLogger } from '../helpers/daemon-fakes';
 
 function config(vips: { name: string; address: string; backends: string[] }[]): Config {
   const r = validateConfig({
@@ -418,44 +416,6 @@ class MemoryHost implements DatapathHost {
   }
 }
 
-class FakeSource extends EventEmitter {
-  constructor(private readonly first: Config) {
-    super();
-  }
-  async start(): Promise<ReloadEvent> {
-    return { ok: true, trigger: 'start', config: this.first, warnings: [], changed: true };
-  }
-  stop(): void {}
-}
-
-class Monitor extends EventEmitter {
-  start(): void {}
-  stop(): void {}
-  setTargets(): void {}
-  statuses() {
-    return new Map();
-  }
-  since() {
-    return new Map();
-  }
-  localErrors() {
-    return new Map();
-  }
-  snapshot() {
-    return [];
-  }
-}
-
-function recordingLogger() {
-  const records: { level: string; obj: Record<string, unknown>; msg: string }[] = [];
-  const log: Record<string, unknown> = {};
-  for (const level of ['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
-    log[level] = (obj: Record<string, unknown>, msg: string) => records.push({ level, obj, msg });
-  log.child = () => log;
-  log.isLevelEnabled = () => true;
-  return { log: log as unknown as Logger, records };
-}
-
 interface StateDoc {
   desired: {
     vips: {
@@ -487,7 +447,7 @@ describe('Daemon with runtime overrides (MemoryDatapath)', () => {
         defaultGatewayMac: async () => '02:00:00:00:00:fe',
       },
       configSource: () => source,
-      healthMonitor: () => new Monitor() as never,
+      healthMonitor: () => new QuietMonitor() as never,
       bgpPreflight: async () => undefined,
       bgpSpeaker: () => {
         throw new Error('no BGP here');

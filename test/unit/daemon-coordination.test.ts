@@ -7,12 +7,12 @@ import { MemoryDatapath, type RecordedCall } from '../../src/datapath/memory';
 import type { Datapath } from '../../src/datapath/types';
 import type { HealthTarget } from '../../src/health/monitor';
 import type { HealthStatus } from '../../src/health/state';
-import type { Logger } from '../../src/log';
 import { Config, validateConfig } from '../../src/model';
 import type { DaemonCollaborators } from '../../src/daemon/collaborators';
 import { Daemon } from '../../src/daemon/daemon';
 import type { DatapathHost, OpenedDatapath, XdpAttachment } from '../../src/daemon/datapath-host';
 import type { ReloadEvent } from '../../src/sources/types';
+import { recordingLogger } from '../helpers/daemon-fakes';
 
 // ---- fakes ---------------------------------------------------------------------------------------------------
 
@@ -115,17 +115,6 @@ class FakeSpeaker extends EventEmitter {
   get last(): string[] | undefined {
     return this.sets[this.sets.length - 1];
   }
-}
-
-/** Records every log call; debug 'reconciled' records carry each sync's reason. */
-function recordingLogger() {
-  const records: { level: string; obj: Record<string, unknown>; msg: string }[] = [];
-  const log: Record<string, unknown> = {};
-  for (const level of ['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
-    log[level] = (obj: Record<string, unknown>, msg: string) => records.push({ level, obj, msg });
-  log.child = () => log;
-  log.isLevelEnabled = () => true;
-  return { log: log as unknown as Logger, records };
 }
 
 // ---- config --------------------------------------------------------------------------------------------------

@@ -2,15 +2,14 @@
 // build's balancer". The new balancer is configured and programmed by the first sync before takeOver() swaps it
 // in; the swap is logged and counted; a start that fails before the swap leaves the old balancer untouched
 // (nothing detached or unpinned), and VIPs the first sync could not write stop the swap.
-import { EventEmitter } from 'node:events';
 import { MemoryDatapath } from '../../src/datapath/memory';
 import type { Datapath } from '../../src/datapath/types';
-import type { Logger } from '../../src/log';
 import { Config, validateConfig } from '../../src/model';
 import type { DaemonCollaborators } from '../../src/daemon/collaborators';
 import { Daemon } from '../../src/daemon/daemon';
 import type { DatapathHost, OpenedDatapath, PendingReplace } from '../../src/daemon/datapath-host';
 import { REPLACED_MESSAGE } from '../../src/daemon/datapath-keeper';
+import { FakeSource, QuietMonitor, recordingLogger } from '../helpers/daemon-fakes';
 
 const REPLACING: PendingReplace = {
   reason: 'missing_map',
@@ -67,55 +66,6 @@ class ReplacingHost implements DatapathHost {
   }
 }
 
-class FakeSource extends EventEmitter {
-  constructor(private readonly config: Config) {
-    super();
-  }
-  async start() {
-    return { ok: true as const, trigger: 'start', config: this.config, warnings: [], changed: true };
-  }
-  stop(): void {}
-}
-
-class FakeMonitor extends EventEmitter {
-  start(): void {}
-  stop(): void {}
-  setTargets(): void {}
-  statuses() {
-    return new Map();
-  }
-  since() {
-    return new Map();
-  }
-  localErrors() {
-    return new Map();
-  }
-  stats() {
-    return {
-      probes: 0,
-      memberships: 0,
-      inFlight: 0,
-      maxInFlight: 1,
-      started: 0,
-      delayed: 0,
-      maxLatenessMs: 0,
-    };
-  }
-  snapshot() {
-    return [];
-  }
-}
-
-function recordingLogger() {
-  const records: { level: string; obj: Record<string, unknown>; msg: string }[] = [];
-  const log: Record<string, unknown> = {};
-  for (const level of ['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
-    log[level] = (obj: Record<string, unknown>, msg: string) => records.push({ level, obj, msg });
-  log.child = () => log;
-  log.isLevelEnabled = () => true;
-  return { log: log as unknown as Logger, records };
-}
-
 function config(): Config {
   const r = validateConfig({
     interface: 'eth0',
@@ -146,7 +96,7 @@ function rig(host: ReplacingHost) {
       defaultGatewayMac: async () => '02:00:00:00:00:fe',
     },
     configSource: () => new FakeSource(config()) as never,
-    healthMonitor: () => new FakeMonitor() as never,
+    healthMonitor: () => new QuietMonitor() as never,
     bgpPreflight: async () => undefined,
     bgpSpeaker: () => {
       throw new Error('no BGP in this test');

@@ -2,11 +2,9 @@
 // and BGP speaker, the real admin API on loopback port 0. A node runs with its resolved settings; invalid settings
 // make it not ready (/readyz 503 with the reason, peak_xdp_node_config_valid 0, a log line naming the field) and
 // change nothing in the datapath; a relabel re-resolves; without a nodes section nothing reads the labels.
-import { EventEmitter } from 'node:events';
 import { get } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MemoryDatapath } from '../../src/datapath/memory';
-import type { Logger } from '../../src/log';
 import { Config, formatIssue, validateConfig } from '../../src/model';
 import { AdminServer, startAdmin } from '../../src/daemon/admin';
 import type { DaemonCollaborators } from '../../src/daemon/collaborators';
@@ -14,6 +12,7 @@ import type { NodeIdentitySource } from '../../src/daemon/config-gate';
 import { Daemon } from '../../src/daemon/daemon';
 import type { DatapathHost, OpenedDatapath } from '../../src/daemon/datapath-host';
 import type { ReloadEvent } from '../../src/sources/types';
+import { FakeSource, FakeSpeaker, QuietMonitor, recordingLogger } from '../helpers/daemon-fakes';
 
 class MemoryHost implements DatapathHost {
   readonly dp = new MemoryDatapath();
@@ -43,65 +42,6 @@ class MemoryHost implements DatapathHost {
       close: () => undefined,
     };
   }
-}
-
-class FakeSource extends EventEmitter {
-  constructor(private readonly first: ReloadEvent) {
-    super();
-  }
-  async start(): Promise<ReloadEvent> {
-    return this.first;
-  }
-  stop(): void {}
-}
-
-class FakeMonitor extends EventEmitter {
-  start(): void {}
-  stop(): void {}
-  setTargets(): void {}
-  statuses() {
-    return new Map();
-  }
-  since() {
-    return new Map();
-  }
-  localErrors() {
-    return new Map();
-  }
-  snapshot() {
-    return [];
-  }
-  stats() {
-    return {
-      probes: 0,
-      memberships: 0,
-      inFlight: 0,
-      maxInFlight: 1,
-      started: 0,
-      delayed: 0,
-      maxLatenessMs: 0,
-    };
-  }
-}
-
-class FakeSpeaker extends EventEmitter {
-  readonly restarts = 0;
-  async start(): Promise<void> {}
-  setRoutes(): void {}
-  status() {
-    return { asn: 0, routerId: '', desired: [], draining: false, peers: [] };
-  }
-  async stop(): Promise<void> {}
-}
-
-function recordingLogger() {
-  const records: { level: string; obj: Record<string, unknown>; msg: string }[] = [];
-  const log: Record<string, unknown> = {};
-  for (const level of ['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
-    log[level] = (obj: Record<string, unknown>, msg: string) => records.push({ level, obj, msg });
-  log.child = () => log;
-  log.isLevelEnabled = () => true;
-  return { log: log as unknown as Logger, records };
 }
 
 function fetchText(port: number, path: string): Promise<{ status: number; body: string }> {
@@ -211,7 +151,7 @@ function rig(first: Config, node?: NodeIdentitySource): Rig {
       defaultGatewayMac: async () => '02:00:00:00:00:fe',
     },
     configSource: () => source,
-    healthMonitor: () => new FakeMonitor() as never,
+    healthMonitor: () => new QuietMonitor() as never,
     bgpPreflight: async () => undefined,
     bgpSpeaker: (o) => {
       speakerOptions.push(o as never);
