@@ -1,11 +1,19 @@
 // bench:health: the HealthMonitor at scale inside a network namespace of its own: idle CPU with 512 x 100
 // memberships over 256 addresses (2 s checks against a local listener), time to mark 51,200 timing-out
-// targets down (SYNs dropped by an nftables rule), cadence of healthy targets among them, and stop time.
+// targets down (SYNs dropped by an nftables rule) against the checks' goal and the bound the in-flight cap
+// (from the open-file limit) allows, cadence of healthy targets among them, and stop time.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { defaultChecker, HealthMonitor, type CheckResult, type HealthTarget } from '../../src/health';
+import {
+  defaultProber,
+  HealthMonitor,
+  type CheckResult,
+  type HealthTarget,
+  type Prober,
+} from '../../src/health';
 import { readFdLimit } from '../../src/daemon/fdlimit';
-import { defaultMaxInFlight } from '../../src/health/probes';
+import { defaultMaxInFlight, timeoutDownBoundMs } from '../../src/health/probes';
 import type { HealthCheckConfig } from '../../src/model';
 
 interface Options {
@@ -25,6 +33,8 @@ interface Options {
   downLimitS: number;
   /** Open-file limit of the measuring process (the in-flight cap follows it). */
   fds: number;
+  /** In-flight cap instead of the daemon's default for the fd limit (0: the default). */
+  cap: number;
   parts: string[];
   json: boolean;
 }
@@ -45,6 +55,7 @@ function parseArgs(argv: string[]): Options & { inner: boolean } {
     idleS: 20,
     downLimitS: 120,
     fds: 20_000,
+    cap: 0,
     parts: ['idle-tcp', 'idle-http', 'timeout'],
     json: false,
     inner: false,
@@ -69,11 +80,12 @@ function parseArgs(argv: string[]): Options & { inner: boolean } {
     else if (a === '--idle-s') num('idleS');
     else if (a === '--down-limit-s') num('downLimitS');
     else if (a === '--fds') num('fds');
+    else if (a === '--cap') num('cap');
     else if (a === '--part') o.parts = argv[++i]!.split(',');
     else
       throw new Error(
         `unknown argument ${JSON.stringify(a)} (--part idle-tcp,idle-http,timeout --vips N --backends N ` +
-          '--addresses N --timeouts N --healthy N --interval-ms N --timeout-ms N --idle-s N --down-limit-s N --fds N --json)',
+          '--addresses N --timeouts N --healthy N --interval-ms N --timeout-ms N --idle-s N --down-limit-s N --fds N --cap N --json)',
       );
   }
   if (o.addresses > 65_024 || o.timeouts + o.healthy > 65_024)
@@ -95,25 +107,33 @@ const check = (o: Options, type: 'tcp' | 'http', port: number): HealthCheckConfi
   downGraceSeconds: 30,
 });
 
-/** Probes started, in flight (peak), and per address the start times (ms) of its probes. */
+/**
+ * Probes started, in flight (peak), per tracked address the start times (ms) of its probes, and how long
+ * timing-out probes held their socket past their timeout (a busy event loop fires the timers late).
+ */
 class Recorder {
   started = 0;
   inFlight = 0;
   peakInFlight = 0;
   readonly starts = new Map<string, number[]>();
+  /** Hold time minus timeout of probes that timed out (ms). */
+  readonly overshoot: number[] = [];
   constructor(private readonly track: (address: string) => boolean = () => false) {}
-  readonly checker = (t: HealthTarget, signal?: AbortSignal): Promise<CheckResult> => {
+  readonly prober: Prober = (t, done) => {
     this.started++;
     this.inFlight++;
     if (this.inFlight > this.peakInFlight) this.peakInFlight = this.inFlight;
+    const at = performance.now();
     if (this.track(t.address)) {
       const s = this.starts.get(t.address) ?? [];
-      s.push(performance.now());
+      s.push(at);
       this.starts.set(t.address, s);
     }
-    // The old monitor's checker took one argument; the new one passes an AbortSignal too.
-    const run = (defaultChecker as (t: HealthTarget, s?: AbortSignal) => Promise<CheckResult>)(t, signal);
-    return run.finally(() => this.inFlight--);
+    return defaultProber(t, (r: CheckResult) => {
+      this.inFlight--;
+      if (r.timedOut === true) this.overshoot.push(performance.now() - at - t.check.timeoutMs);
+      done(r);
+    });
   };
 }
 
@@ -156,10 +176,8 @@ async function timeStop(
   return { stopCallMs, closedMs: performance.now() - t0 };
 }
 
-/** The in-flight cap as the daemon sets it (wiring.ts): from the open-file limit. An older monitor ignores it. */
-const monitorOptions = (): { maxInFlight: number } => ({
-  maxInFlight: defaultMaxInFlight(readFdLimit()?.soft ?? null),
-});
+/** The in-flight cap as the daemon sets it (wiring.ts): from the open-file limit, unless --cap. */
+const maxInFlight = (o: Options): number => (o.cap > 0 ? o.cap : defaultMaxInFlight(readFdLimit()?.soft ?? null)); // prettier-ignore
 
 interface Row {
   what: string;
@@ -170,9 +188,7 @@ interface Row {
 async function idlePart(o: Options, type: 'tcp' | 'http', rows: Row[]): Promise<void> {
   const baseline = activeHandles();
   const rec = new Recorder();
-  const m = new HealthMonitor({ checker: rec.checker, ...monitorOptions() } as ConstructorParameters<
-    typeof HealthMonitor
-  >[0]);
+  const m = new HealthMonitor({ prober: rec.prober, maxInFlight: maxInFlight(o) });
   const c = check(o, type, type === 'tcp' ? HEALTHY_PORT : HTTP_PORT);
   const targets: HealthTarget[] = [];
   for (let v = 0; v < o.vips; v++)
@@ -216,9 +232,8 @@ async function timeoutPart(o: Options, rows: Row[]): Promise<void> {
   const baseline = activeHandles();
   const healthyAddrs = new Set(Array.from({ length: o.healthy }, (_, i) => addr(2, o.timeouts + i)));
   const rec = new Recorder((a) => healthyAddrs.has(a));
-  const m = new HealthMonitor({ checker: rec.checker, ...monitorOptions() } as ConstructorParameters<
-    typeof HealthMonitor
-  >[0]);
+  const cap = maxInFlight(o);
+  const m = new HealthMonitor({ prober: rec.prober, maxInFlight: cap });
   const dead = check(o, 'tcp', DROPPED_PORT);
   const alive = check(o, 'tcp', HEALTHY_PORT);
   const targets: HealthTarget[] = [];
@@ -232,11 +247,24 @@ async function timeoutPart(o: Options, rows: Row[]): Promise<void> {
     else wrong++;
   });
   m.setTargets(targets);
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+  loop.enable();
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   m.start();
   const limit = t0 + o.downLimitS * 1000;
-  while (downAt.length < o.timeouts && performance.now() < limit) await sleep(100);
+  let maxBacklog = 0;
+  let maxBacklogAge = 0;
+  while (downAt.length < o.timeouts && performance.now() < limit) {
+    await sleep(100);
+    const st = m.stats();
+    maxBacklog = Math.max(maxBacklog, st.backlog);
+    maxBacklogAge = Math.max(maxBacklogAge, st.backlogAgeMs);
+  }
   const allMs = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  loop.disable();
+  const stats = m.stats();
   const peak = rec.peakInFlight;
   // Cadence of the healthy targets while the dead ones time out: the largest gap between two probe starts.
   let maxGap = 0;
@@ -255,9 +283,22 @@ async function timeoutPart(o: Options, rows: Row[]): Promise<void> {
     sorted.length
       ? (sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! / 1000).toFixed(1)
       : '-';
-  // fall x interval of checks, plus the first check's phase (<= one interval) and one timeout, +10% jitter.
+  // The checks' goal: fall x interval (+10% jitter), the first check's phase (<= one interval), one timeout.
   const bound = (3 * o.intervalMs * 1.1 + o.intervalMs + o.timeoutMs) / 1000;
+  // What the cap allows: the sockets fall x targets probes hold, each for its whole timeout.
+  const b = timeoutDownBoundMs({ targets: o.timeouts, intervalMs: o.intervalMs, timeoutMs: o.timeoutMs, fall: 3, jitter: 0.1, maxInFlight: cap }); // prettier-ignore
   const done = downAt.length === o.timeouts;
+  const over = [...rec.overshoot].sort((x, y) => x - y);
+  const oq = (p: number): string => (over.length ? over[Math.min(over.length - 1, Math.floor(p * over.length))]!.toFixed(0) : '-'); // prettier-ignore
+  const cpuPct = (100 * (cpu.user + cpu.system)) / 1000 / allMs;
+  console.log(
+    `timeout: cap ${cap} in flight (fd limit ${readFdLimit()?.soft}); the cap allows all down by ${(b.boundMs / 1000).toFixed(1)} s ` +
+      `(fd floor ${(b.fdMs / 1000).toFixed(1)} s, checks alone ${(b.checksMs / 1000).toFixed(1)} s); CPU ${cpuPct.toFixed(0)}% of a core ` +
+      `while marking down; event-loop delay p99 ${(loop.percentile(99) / 1e6).toFixed(0)} ms, max ${(loop.max / 1e6).toFixed(0)} ms; ` +
+      `timed-out probes held their socket past the timeout by p50 ${oq(0.5)} ms, p99 ${oq(0.99)} ms, max ${oq(1)} ms; ` +
+      `delayed ${stats.delayed} (${stats.delayedByCap} by the cap) of ${stats.started} started; ` +
+      `backlog max ${maxBacklog} probes, oldest waited up to ${(maxBacklogAge / 1000).toFixed(2)} s`,
+  );
   console.log(
     `timeout: ${o.timeouts} timing-out targets (${o.timeoutMs} ms timeout, ${o.intervalMs} ms interval, fall 3) + ${o.healthy} healthy: ` +
       `${downAt.length} down ${done ? `after ${(allMs / 1000).toFixed(1)} s` : `by the ${o.downLimitS} s limit`} ` +
@@ -270,6 +311,11 @@ async function timeoutPart(o: Options, rows: Row[]): Promise<void> {
     what: `${o.timeouts} timing-out targets all down`,
     goal: `<= ${bound.toFixed(1)} s (fall x interval + phase + timeout)`,
     measured: done ? `${(allMs / 1000).toFixed(1)} s` : `${downAt.length} down after ${o.downLimitS} s`,
+  });
+  rows.push({
+    what: `  the same, against what ${cap} slots allow`,
+    goal: `<= ${(b.boundMs / 1000).toFixed(1)} s${b.boundMs > bound * 1000 ? ' (the cap cannot meet the goal)' : ''}`,
+    measured: done ? `${(allMs / 1000).toFixed(1)} s, CPU ${cpuPct.toFixed(0)}%` : '-',
   });
   rows.push({
     what: 'healthy targets among them: largest probe gap',

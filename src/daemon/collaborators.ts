@@ -27,7 +27,7 @@ export interface DaemonConfigSource extends EventEmitter {
   stop(): void;
 }
 
-/** Events: 'change' (HealthChange), 'localError' (LocalCheckError), 'error'. */
+/** Events: 'change' (HealthChange), 'localError' (LocalCheckError), 'backlog' (BacklogChange), 'error'. */
 export type DaemonHealthMonitor = EventEmitter &
   Pick<
     HealthMonitor,

@@ -1,7 +1,7 @@
 // The daemon's health side: the monitor's statuses (with seeds bridging a restart) as the desired state's
 // input, its targets from each desired state, and its events logged.
 import type { Datapath } from '../datapath/types';
-import type { LocalCheckError } from '../health/monitor';
+import type { BacklogChange, LocalCheckError } from '../health/monitor';
 import type { HealthStatus } from '../health/state';
 import { healthTargets } from '../health/targets';
 import { rateLimited, type Logger } from '../log';
@@ -18,6 +18,8 @@ export class HealthFeed {
   private readonly log: Logger;
   /** Statuses the datapath held before a restart, until the checks report. */
   private seeds = new Map<string, HealthStatus>();
+  /** The targets would need more slots than the cap if they all timed out (logged on each crossing). */
+  private overCap = false;
 
   constructor(o: { monitor: DaemonHealthMonitor; log: Logger }) {
     this.monitor = o.monitor;
@@ -44,6 +46,16 @@ export class HealthFeed {
    */
   retarget(desired: DesiredState): boolean {
     this.monitor.setTargets(healthTargets(desired, this.seeds));
+    const { worstCaseInFlight, maxInFlight, probes } = this.monitor.stats();
+    if (worstCaseInFlight > maxInFlight !== this.overCap) {
+      this.overCap = !this.overCap;
+      if (this.overCap)
+        this.log.warn(
+          { probes, worstCaseInFlight: Math.ceil(worstCaseInFlight), maxInFlight },
+          'health probes: if every target timed out they would need more sockets than the in-flight cap ' +
+            '(from the open-file limit): dead backends would be marked down later than fall x interval',
+        );
+    }
     // Seeds only bridge a restart: once checks report, their statuses rule.
     this.seeds = new Map([...this.seeds].filter(([k]) => !this.monitor.statuses().has(k)));
     const now = this.monitor.statuses();
@@ -88,6 +100,26 @@ export class HealthFeed {
         ),
       ),
     );
+    // Probes waiting for in-flight slots: dead backends are marked down late. Saturation logged once per
+    // interval at most, and its end when its start was logged.
+    const backlogLog = rateLimited(LOCAL_ERROR_LOG_MS);
+    let saturationLogged = false;
+    this.monitor.on('backlog', (b: BacklogChange) => {
+      if (b.saturated) {
+        saturationLogged = false;
+        backlogLog((suppressed) => {
+          saturationLogged = true;
+          this.log.warn(
+            { maxInFlight: b.maxInFlight, backlog: b.backlog, delayedByCap: b.delayedByCap, suppressedSinceLast: suppressed }, // prettier-ignore
+            'health probes wait for in-flight slots: checks run late, dead backends are marked down late',
+          );
+        });
+      } else if (saturationLogged)
+        this.log.info(
+          { seconds: Math.round(b.durationMs) / 1000, delayedByCap: b.delayedByCap },
+          'health probes no longer wait for in-flight slots',
+        );
+    });
     this.monitor.start();
   }
 }

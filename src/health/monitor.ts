@@ -1,10 +1,18 @@
 // HealthMonitor: one probe per distinct target (probes.ts probeKey) shared by every membership that checks
-// it, on jittered schedules (one queue, one timer), a bounded number in flight; results fan out to each
+// it, on jittered schedules (two queues, one timer), a bounded number in flight; results fan out to each
 // membership's own rise/fall state, and state changes are emitted per membership.
 import { EventEmitter } from 'node:events';
 import type { HealthCheckConfig } from '../model/config';
-import { checkHttp, checkTcp, CheckResult, LOCAL_ERROR_CODES } from './checks';
-import { defaultMaxInFlight, groupProbes, jittered, probeKey, takesResult } from './probes';
+import {
+  CancelProbe,
+  checkHttp,
+  checkTcp,
+  CheckResult,
+  LOCAL_ERROR_CODES,
+  probeHttp,
+  probeTcp,
+} from './checks';
+import { defaultMaxInFlight, groupProbes, jittered, probeKey, quickReserve, takesResult } from './probes';
 import { HealthState, HealthStatus, initialHealth, nextHealth } from './state';
 
 export interface HealthTarget {
@@ -72,8 +80,31 @@ export interface ProbeStats {
   started: number;
   /** Probes started more than LATE_MS after due (the in-flight cap was reached, or the loop was busy). */
   delayed: number;
+  /** Of those, probes that waited because the in-flight cap was reached after they were due. */
+  delayedByCap: number;
   /** The latest start after its due time of any probe (ms) since the monitor was made. */
   maxLatenessMs: number;
+  /** Probes due now and not started (waiting for a slot, or for the next event-loop turn). */
+  backlog: number;
+  /** How long the longest-waiting of those has been due (ms); 0: none. */
+  backlogAgeMs: number;
+  /**
+   * Slots the probes would hold if every target timed out (sum of timeout / interval): above maxInFlight, dead
+   * backends are probed late and marked down later than rise/fall x interval (see timeoutDownBoundMs).
+   */
+  worstCaseInFlight: number;
+}
+
+/** The in-flight cap stopping due probes (saturated) or no longer (drained): emitted on each change. */
+export interface BacklogChange {
+  saturated: boolean;
+  /** When it became saturated (performance.now ms); with saturated false: how long it lasted (ms). */
+  since: number;
+  durationMs: number;
+  maxInFlight: number;
+  backlog: number;
+  /** Probes started late because of the cap since the monitor was made. */
+  delayedByCap: number;
 }
 
 /**
@@ -87,14 +118,53 @@ export const defaultChecker: Checker = (t, signal) =>
     ? checkHttp({ host: t.address, port: t.check.port, path: t.check.path, timeoutMs: t.check.timeoutMs, signal }) // prettier-ignore
     : checkTcp({ host: t.address, port: t.check.port, timeoutMs: t.check.timeoutMs, signal });
 
+/**
+ * Runs one probe, by callback (what the monitor runs; a Checker is adapted to it): `done` is called exactly
+ * once, later or from the returned cancel. No promise or AbortSignal per probe: at tens of thousands of
+ * timing-out probes a second their cost showed in the profile.
+ */
+export type Prober = (target: HealthTarget, done: (r: CheckResult) => void) => CancelProbe;
+
+export const defaultProber: Prober = (t, done) =>
+  t.check.type === 'http'
+    ? probeHttp({ host: t.address, port: t.check.port, path: t.check.path, timeoutMs: t.check.timeoutMs }, done) // prettier-ignore
+    : probeTcp({ host: t.address, port: t.check.port, timeoutMs: t.check.timeoutMs }, done);
+
+/** A Checker as a Prober: cancel aborts its signal; a checker that throws or rejects is a local error. */
+export function checkerProber(checker: Checker): Prober {
+  return (t, done) => {
+    const ac = new AbortController();
+    let check: Promise<CheckResult>;
+    try {
+      check = checker(t, ac.signal);
+    } catch (err) {
+      check = Promise.reject(err);
+    }
+    // The monitor's done reports its own failures as 'error' events.
+    void check
+      .catch((err: unknown): CheckResult => {
+        // The checker itself broke, not the backend: no verdict either.
+        const detail = `check failed: ${(err as Error)?.message ?? err}`;
+        return { ok: false, durationMs: 0, detail, local: true };
+      })
+      .then(done);
+    return () => ac.abort();
+  };
+}
+
 export interface HealthMonitorOptions {
   /** Each interval is scaled by 1 ± jitter (uniform); default 0.1. The first check waits U(0, interval). */
   jitter?: number;
   random?: () => number;
+  /** The probe runner (default defaultProber); or `checker`, a promise-returning one (not both). */
+  prober?: Prober;
   checker?: Checker;
   /** Time of status flips (`since`), in ms; default Date.now (the clock the daemon passes as desiredState's now). */
   clock?: () => number;
-  /** Probes in flight at most (each holds a socket); default defaultMaxInFlight(null). Due probes beyond wait, earliest first. */
+  /**
+   * Probes in flight at most (each holds a socket); default defaultMaxInFlight(null). Due probes beyond wait:
+   * quick ones (their last run did not time out) first, then slow ones, each earliest due first.
+   */
   maxInFlight?: number;
   /** Probes started per event-loop turn at most (default 256): a due burst never holds the loop for long. */
   startsPerTurn?: number;
@@ -118,6 +188,16 @@ interface Member {
   fedAt: number;
 }
 
+/** One run of a probe. */
+interface Run {
+  startedAt: number;
+  /** Started from the slow queue (counted in slowInFlight). */
+  slow: boolean;
+  cancel: CancelProbe | null;
+  /** Cancelled (target gone, monitor stopped): its result is dropped. */
+  cancelled: boolean;
+}
+
 interface Probe {
   key: string;
   /** Its first membership's target at the probe's interval: what the checker gets. */
@@ -125,8 +205,15 @@ interface Probe {
   members: Member[];
   /** Bumped whenever the probe is (re)queued or cancelled: queued slots of an older value are stale. */
   slot: number;
-  /** Aborts the probe in flight; null: none. */
-  running: AbortController | null;
+  /** The run in flight; null: none. */
+  running: Run | null;
+  /**
+   * Its last verdict was a timeout (a dead backend that drops SYNs), or it has none yet: it waits behind
+   * quick probes when slots or turns run short, since it may hold a slot ~1000x longer than a probe that
+   * connects or is refused. (A first probe counts as slow so that, at a start with thousands of dead
+   * backends, a healthy backend's second probe does not queue behind all their first ones.)
+   */
+  slow: boolean;
   /** Start of the last probe (performance.now ms); null: never. */
   lastStart: number | null;
   /** False once the probe is gone (its members moved or removed): a late result is dropped. */
@@ -185,6 +272,31 @@ function heapify(h: Queued[]): void {
   for (let i = (h.length >> 1) - 1; i >= 0; i--) siftDown(h, i);
 }
 
+/** Drops stale entries (cancelled or rescheduled probes) from the top; the top then is live or none. */
+function liveTop(h: Queued[]): Queued | undefined {
+  while (h.length > 0 && h[0]!.slot !== h[0]!.probe.slot) heapPop(h);
+  return h[0];
+}
+
+/** Live entries due by `now`, and the earliest due time among them (Infinity: none); O(due + stale). */
+function dueIn(h: Queued[], now: number): { n: number; earliest: number } {
+  let n = 0;
+  let earliest = Infinity;
+  const stack = h.length > 0 ? [0] : [];
+  while (stack.length > 0) {
+    const i = stack.pop()!;
+    const q = h[i]!;
+    if (q.at > now) continue; // the heap's order: nothing below is due either
+    if (q.slot === q.probe.slot) {
+      n++;
+      if (q.at < earliest) earliest = q.at;
+    }
+    if (2 * i + 1 < h.length) stack.push(2 * i + 1);
+    if (2 * i + 2 < h.length) stack.push(2 * i + 2);
+  }
+  return { n, earliest };
+}
+
 const sameCheck = (a: HealthCheckConfig, b: HealthCheckConfig): boolean =>
   a.type === b.type &&
   a.port === b.port &&
@@ -207,20 +319,35 @@ export class HealthMonitor extends EventEmitter {
   private perVip = new Map<string, VipAvailability>();
   private readonly jitter: number;
   private readonly random: () => number;
-  private readonly checker: Checker;
+  private readonly prober: Prober;
   private readonly clock: () => number;
   private readonly maxInFlight: number;
   private readonly startsPerTurn: number;
   private started = false;
-  /** Queued probes, earliest first (a binary heap), and the one timer armed for the earliest. */
-  private queue: Queued[] = [];
+  /** Queued probes, earliest first (binary heaps): quick ones, then slow ones (Probe.slow); one timer for both. */
+  private quick: Queued[] = [];
+  private slowQueue: Queued[] = [];
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
   private pumpSoon: NodeJS.Immediate | null = null;
+  /**
+   * Probes started this event-loop turn, at most startsPerTurn: completions start the next probes at once,
+   * and a wave of timeouts would otherwise open thousands of sockets in one turn while /healthz waits.
+   */
+  private turnStarts = 0;
   private seq = 0;
   private inFlight = 0;
+  /** Runs started from the slow queue, at most slowSlots (the rest of the cap is kept for quick probes). */
+  private slowInFlight = 0;
+  private readonly slowSlots: number;
+  /** Inside cancel(): a run's done() then leaves refilling to the canceller (no re-entrant pump). */
+  private cancelling = false;
   private idleWaiters: (() => void)[] = [];
-  private readonly counts = { started: 0, delayed: 0, maxLatenessMs: 0 };
+  private readonly counts = { started: 0, delayed: 0, delayedByCap: 0, maxLatenessMs: 0 };
+  /** When the cap last stopped a due probe (performance.now ms), and since when it has (null: drained). */
+  private capBlockedAt = -Infinity;
+  private saturatedSince: number | null = null;
+  private worstCaseInFlight = 0;
   /** Checks without a verdict since the monitor was made, by reason (an errno code, or "checker": it threw). */
   private readonly localErrorCounts = new Map<string, number>();
 
@@ -230,11 +357,14 @@ export class HealthMonitor extends EventEmitter {
     if (!(this.jitter >= 0 && this.jitter < 1))
       throw new RangeError(`jitter: ${this.jitter} is not in [0, 1)`);
     this.random = opts.random ?? Math.random;
-    this.checker = opts.checker ?? defaultChecker;
+    if (opts.prober !== undefined && opts.checker !== undefined)
+      throw new RangeError('prober, checker: give one of them, not both');
+    this.prober = opts.prober ?? (opts.checker ? checkerProber(opts.checker) : defaultProber);
     this.clock = opts.clock ?? Date.now;
     this.maxInFlight = opts.maxInFlight ?? defaultMaxInFlight(null);
     if (!(Number.isInteger(this.maxInFlight) && this.maxInFlight >= 1))
       throw new RangeError(`maxInFlight: ${this.maxInFlight} is not a positive integer`);
+    this.slowSlots = this.maxInFlight - quickReserve(this.maxInFlight);
     this.startsPerTurn = opts.startsPerTurn ?? 256;
     if (!(Number.isInteger(this.startsPerTurn) && this.startsPerTurn >= 1))
       throw new RangeError(`startsPerTurn: ${this.startsPerTurn} is not a positive integer`);
@@ -265,6 +395,7 @@ export class HealthMonitor extends EventEmitter {
         members: [],
         slot: 0,
         running: null,
+        slow: true,
         lastStart: null,
         live: true,
       };
@@ -277,9 +408,19 @@ export class HealthMonitor extends EventEmitter {
       else if (oldInterval !== g.check.intervalMs && probe.lastStart !== null)
         this.schedule(probe, probe.lastStart + g.check.intervalMs);
     }
-    for (const [key, p] of this.probes) if (!probes.has(key)) this.cancel(p);
+    this.cancelling = true;
+    try {
+      for (const [key, p] of this.probes) if (!probes.has(key)) this.cancel(p);
+    } finally {
+      this.cancelling = false;
+    }
     this.members = members;
     this.probes = probes;
+    let worst = 0;
+    for (const p of probes.values())
+      worst += Math.min(1, p.target.check.timeoutMs / p.target.check.intervalMs);
+    this.worstCaseInFlight = worst;
+    if (this.started) this.refill();
     const perVip = new Map<string, VipAvailability>();
     for (const m of members.values()) {
       const a = perVip.get(m.target.vip) ?? { vip: m.target.vip, up: 0, total: 0 };
@@ -332,8 +473,15 @@ export class HealthMonitor extends EventEmitter {
   /** Stops probing and aborts every probe in flight (their sockets close); idle() resolves once they settled. */
   stop(): void {
     this.started = false;
-    for (const p of this.probes.values()) this.cancel(p, false);
-    this.queue.length = 0;
+    this.cancelling = true;
+    try {
+      for (const p of this.probes.values()) this.cancel(p, false);
+    } finally {
+      this.cancelling = false;
+    }
+    this.quick.length = 0;
+    this.slowQueue.length = 0;
+    this.saturatedSince = null;
     if (this.pumpSoon !== null) clearImmediate(this.pumpSoon);
     this.pumpSoon = null;
     this.arm();
@@ -374,12 +522,19 @@ export class HealthMonitor extends EventEmitter {
 
   /** Probes, memberships and in-flight figures. */
   stats(): ProbeStats {
+    const now = performance.now();
+    const a = dueIn(this.quick, now);
+    const b = dueIn(this.slowQueue, now);
+    const earliest = Math.min(a.earliest, b.earliest);
     return {
       probes: this.probes.size,
       memberships: this.members.size,
       inFlight: this.inFlight,
       maxInFlight: this.maxInFlight,
       ...this.counts,
+      backlog: a.n + b.n,
+      backlogAgeMs: earliest === Infinity ? 0 : now - earliest,
+      worstCaseInFlight: this.worstCaseInFlight,
     };
   }
 
@@ -404,11 +559,15 @@ export class HealthMonitor extends EventEmitter {
     return out;
   }
 
-  /** Unqueues the probe and aborts it in flight; gone (`live` false) unless it is only the monitor stopping. */
+  /** Unqueues the probe and cancels its run; gone (`live` false) unless it is only the monitor stopping. */
   private cancel(p: Probe, gone = true): void {
     p.slot++;
     if (gone) p.live = false;
-    p.running?.abort();
+    const run = p.running;
+    if (run === null) return;
+    run.cancelled = true;
+    p.running = null;
+    run.cancel?.();
   }
 
   /**
@@ -418,16 +577,52 @@ export class HealthMonitor extends EventEmitter {
   private schedule(p: Probe, at: number): void {
     p.slot++;
     // Stale slots (cancelled or rescheduled) are dropped lazily; compact when they pile up.
-    if (this.queue.length > 2 * this.probes.size + 1024)
-      heapify((this.queue = this.queue.filter((q) => q.slot === q.probe.slot)));
-    heapPush(this.queue, { at, seq: this.seq++, probe: p, slot: p.slot });
+    if (this.quick.length + this.slowQueue.length > 2 * this.probes.size + 1024) {
+      heapify((this.quick = this.quick.filter((q) => q.slot === q.probe.slot)));
+      heapify((this.slowQueue = this.slowQueue.filter((q) => q.slot === q.probe.slot)));
+    }
+    heapPush(p.slow ? this.slowQueue : this.quick, { at, seq: this.seq++, probe: p, slot: p.slot });
     this.arm();
+  }
+
+  /** Whether a slot is free for a quick probe, and for a slow one (which may not take the quick reserve). */
+  private quickFree(): boolean {
+    return this.inFlight < this.maxInFlight;
+  }
+
+  private slowFree(): boolean {
+    return this.inFlight < this.maxInFlight && this.slowInFlight < this.slowSlots;
+  }
+
+  /** The queue whose live top is due at `now`: quick first, else slow; null: none due. */
+  private dueQueue(now: number): Queued[] | null {
+    const q = liveTop(this.quick);
+    if (q !== undefined && q.at <= now) return this.quick;
+    const s = liveTop(this.slowQueue);
+    return s !== undefined && s.at <= now ? this.slowQueue : null;
+  }
+
+  /** The queue whose due top may start now (a slot free for its lane); null: none. */
+  private startable(now: number): Queued[] | null {
+    const q = liveTop(this.quick);
+    if (q !== undefined && q.at <= now && this.quickFree()) return this.quick;
+    const s = liveTop(this.slowQueue);
+    return s !== undefined && s.at <= now && this.slowFree() ? this.slowQueue : null;
+  }
+
+  /** After slots freed: start what is due at once, else re-arm. */
+  private refill(): void {
+    if (this.started && this.pumpSoon === null && this.startable(performance.now()) !== null) this.pump();
+    else this.arm();
   }
 
   /** Arms the single timer for the earliest queued probe (none while the in-flight cap is reached: a completion pumps). */
   private arm(): void {
-    const next = this.queue[0];
-    if (next === undefined || !this.started || this.inFlight >= this.maxInFlight || this.pumpSoon !== null) {
+    // A lane without a free slot needs no timer: a completion pumps.
+    const q = this.quickFree() ? liveTop(this.quick) : undefined;
+    const s = this.slowFree() ? liveTop(this.slowQueue) : undefined;
+    const next = q === undefined || (s !== undefined && s.at < q.at) ? s : q;
+    if (next === undefined || !this.started || this.pumpSoon !== null) {
       if (this.timer !== null) clearTimeout(this.timer);
       this.timer = null;
       this.timerAt = Infinity;
@@ -447,57 +642,91 @@ export class HealthMonitor extends EventEmitter {
     this.timerAt = Infinity;
     this.pumpSoon = null;
     const now = performance.now();
-    let n = 0;
-    while (this.started && this.queue.length > 0 && this.queue[0]!.at <= now) {
-      if (this.inFlight >= this.maxInFlight) break;
-      if (n >= this.startsPerTurn) {
+    let due: Queued[] | null = null;
+    while (this.started && (due = this.dueQueue(now)) !== null) {
+      const go = this.startable(now);
+      if (go === null) {
+        this.blocked(now);
+        break;
+      }
+      if (this.turnStarts >= this.startsPerTurn) {
         this.pumpSoon = setImmediate(this.pump);
         break;
       }
-      const q = heapPop(this.queue)!;
-      if (q.slot !== q.probe.slot) continue;
-      this.run(q.probe, q.at, now);
-      n++;
+      // The count restarts on the next turn (an immediate queued now runs before a pumpSoon queued later).
+      if (this.turnStarts++ === 0) setImmediate(this.newTurn);
+      const q = heapPop(go)!;
+      this.run(q.probe, q.at, now, go === this.slowQueue);
     }
+    if (due === null && this.saturatedSince !== null) this.drained(now);
     this.arm();
   };
 
-  private run(p: Probe, due: number, now: number): void {
+  private readonly newTurn = (): void => {
+    this.turnStarts = 0;
+  };
+
+  /** The cap stopped a due probe at `now`. */
+  private blocked(now: number): void {
+    this.capBlockedAt = now;
+    if (this.saturatedSince !== null) return;
+    this.saturatedSince = now;
+    this.emitBacklog(true, now, 0);
+  }
+
+  /** Nothing due waits any more. */
+  private drained(now: number): void {
+    const since = this.saturatedSince!;
+    this.saturatedSince = null;
+    this.emitBacklog(false, since, now - since);
+  }
+
+  private emitBacklog(saturated: boolean, since: number, durationMs: number): void {
+    const s = this.stats();
+    const change: BacklogChange = { saturated, since, durationMs, maxInFlight: this.maxInFlight, backlog: s.backlog, delayedByCap: s.delayedByCap }; // prettier-ignore
+    this.emit('backlog', change);
+  }
+
+  private run(p: Probe, due: number, now: number, slow: boolean): void {
     const late = now - due;
-    if (late > LATE_MS) this.counts.delayed++;
+    if (late > LATE_MS) {
+      this.counts.delayed++;
+      if (this.capBlockedAt >= due) this.counts.delayedByCap++;
+    }
     if (late > this.counts.maxLatenessMs) this.counts.maxLatenessMs = late;
     this.counts.started++;
     this.inFlight++;
-    const ac = new AbortController();
-    p.running = ac;
+    if (slow) this.slowInFlight++;
+    const run: Run = { startedAt: now, slow, cancel: null, cancelled: false };
+    p.running = run;
     p.lastStart = now;
-    let check: Promise<CheckResult>;
+    let settled = false;
+    const done = (result: CheckResult): void => {
+      if (settled) return;
+      settled = true;
+      this.done(p, run, result);
+    };
     try {
-      check = this.checker(p.target, ac.signal);
+      run.cancel = this.prober(p.target, done);
     } catch (err) {
-      check = Promise.reject(err);
+      // The prober itself broke, not the backend: no verdict (reported on a later turn: we are inside pump).
+      const detail = `check failed: ${(err as Error)?.message ?? err}`;
+      queueMicrotask(() => done({ ok: false, durationMs: 0, detail, local: true }));
     }
-    check
-      .catch((err: unknown): CheckResult => {
-        // The checker itself broke, not the backend: no verdict either.
-        const detail = `check failed: ${(err as Error)?.message ?? err}`;
-        return { ok: false, durationMs: 0, detail, local: true };
-      })
-      .then((result) => this.done(p, ac, now, result))
-      .catch((err: unknown) => this.emit('error', err));
   }
 
-  private done(p: Probe, ac: AbortController, startedAt: number, result: CheckResult): void {
+  private done(p: Probe, run: Run, result: CheckResult): void {
     this.inFlight--;
-    if (p.running === ac) p.running = null;
+    if (run.slow) this.slowInFlight--;
+    if (p.running === run) p.running = null;
     try {
-      // Gone meanwhile, aborted, or the monitor stopped: drop the result.
-      if (p.live && this.started && !ac.signal.aborted) this.apply(p, startedAt, result);
+      // Gone meanwhile, cancelled, or the monitor stopped: drop the result.
+      if (p.live && this.started && !run.cancelled) this.apply(p, run.startedAt, result);
+    } catch (err) {
+      this.emit('error', err);
     } finally {
       if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
-      if (this.started && this.queue.length > 0 && this.queue[0]!.at <= performance.now()) {
-        if (this.pumpSoon === null) this.pump();
-      } else this.arm();
+      if (!this.cancelling) this.refill();
     }
   }
 
@@ -511,6 +740,9 @@ export class HealthMonitor extends EventEmitter {
       const reason = LOCAL_ERROR_CODES.has(result.detail) ? result.detail : 'checker';
       this.localErrorCounts.set(reason, (this.localErrorCounts.get(reason) ?? 0) + 1);
     }
+    // A probe that timed out waits behind quick ones when slots run short (its wall time is no measure: an
+    // event loop late to read a connect would make healthy ones look slow).
+    if (result.local !== true) p.slow = result.timedOut === true;
     for (const m of p.members) {
       if (!takesResult(m.fedAt, startedAt, m.target.check.intervalMs, this.jitter)) continue;
       m.fedAt = startedAt;

@@ -357,6 +357,39 @@ export function createMetrics(src: MetricsSources): DaemonMetrics {
         this.inc(stats().delayed);
       },
     });
+    new Counter({
+      name: 'peak_xdp_health_probes_delayed_by_cap_total',
+      help: 'Of the delayed health probes, those that waited because the in-flight cap was reached (dead backends are marked down late)',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(stats().delayedByCap);
+      },
+    });
+    new Gauge({
+      name: 'peak_xdp_health_probes_backlog',
+      help: 'Health probes due and not started (waiting for an in-flight slot or the event loop)',
+      registers,
+      collect() {
+        this.set(stats().backlog);
+      },
+    });
+    new Gauge({
+      name: 'peak_xdp_health_probes_backlog_age_seconds',
+      help: 'How long the longest-waiting due health probe has waited (0: none waits)',
+      registers,
+      collect() {
+        this.set(stats().backlogAgeMs / 1000);
+      },
+    });
+    new Gauge({
+      name: 'peak_xdp_health_probes_worst_case_in_flight',
+      help: 'Slots the health probes would hold if every target timed out (sum of timeout / interval); above max_in_flight, dead backends are marked down late',
+      registers,
+      collect() {
+        this.set(stats().worstCaseInFlight);
+      },
+    });
   }
 
   new Counter({

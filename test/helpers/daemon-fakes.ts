@@ -45,7 +45,11 @@ export class QuietMonitor extends EventEmitter {
       maxInFlight: 1,
       started: 0,
       delayed: 0,
+      delayedByCap: 0,
       maxLatenessMs: 0,
+      backlog: 0,
+      backlogAgeMs: 0,
+      worstCaseInFlight: 0,
     };
   }
 }

@@ -49,3 +49,50 @@ describe('HealthFeed change batching', () => {
     expect(changes).toBe(2);
   });
 });
+
+describe('HealthFeed: probes late because of the in-flight cap are logged', () => {
+  const logged = () => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+        cb();
+      },
+    });
+    return { lines, log: pino({ level: 'info' }, sink) };
+  };
+
+  it('saturation warns (once per interval), its end is told; targets needing more slots than the cap warn once', () => {
+    const { lines, log } = logged();
+    const stats = { probes: 51_200, worstCaseInFlight: 25_600, maxInFlight: 18_750 };
+    const monitor = Object.assign(new EventEmitter(), {
+      start: () => undefined,
+      setTargets: () => undefined,
+      statuses: () => new Map(),
+      stats: () => stats,
+    }) as unknown as DaemonHealthMonitor;
+    const feed = new HealthFeed({ monitor, log });
+    feed.start(() => undefined);
+    const backlog = { maxInFlight: 18_750, backlog: 3000, delayedByCap: 10, since: 0, durationMs: 0 };
+    monitor.emit('backlog', { ...backlog, saturated: true });
+    monitor.emit('backlog', { ...backlog, saturated: false, durationMs: 4200, delayedByCap: 9000 });
+    monitor.emit('backlog', { ...backlog, saturated: true }); // within the interval: not logged, nor its end
+    monitor.emit('backlog', { ...backlog, saturated: false, durationMs: 10 });
+    const desired = { vips: [] } as never;
+    feed.retarget(desired);
+    feed.retarget(desired); // still over: no second line
+    stats.worstCaseInFlight = 100;
+    feed.retarget(desired);
+    stats.worstCaseInFlight = 30_000;
+    feed.retarget(desired); // over again: warned again
+    expect(lines.map((l) => [l.level, l.msg])).toEqual([
+      [40, 'health probes wait for in-flight slots: checks run late, dead backends are marked down late'],
+      [30, 'health probes no longer wait for in-flight slots'],
+      [40, expect.stringMatching(/^health probes: if every target timed out/)],
+      [40, expect.stringMatching(/^health probes: if every target timed out/)],
+    ]);
+    expect(lines[0]).toMatchObject({ maxInFlight: 18_750, backlog: 3000, delayedByCap: 10 });
+    expect(lines[1]).toMatchObject({ seconds: 4.2, delayedByCap: 9000 });
+    expect(lines[2]).toMatchObject({ probes: 51_200, worstCaseInFlight: 25_600, maxInFlight: 18_750 });
+  });
+});

@@ -1,5 +1,6 @@
 // Shared probing: memberships that check the same target share one probe whose results fan out to each
-// membership's own rise/fall state; the cadence counts from starts; in-flight cap; stop aborts in flight.
+// membership's own rise/fall state; the cadence counts from starts; in-flight cap; stop aborts in flight;
+// TCP probes on the raw handle give what net.Socket gives.
 import { createServer, Server } from 'node:http';
 import { AddressInfo, Socket } from 'node:net';
 import {
@@ -14,9 +15,14 @@ import {
   HealthTarget,
   jittered,
   MAX_IN_FLIGHT,
+  netProbeTcp,
   probeKey,
+  probeTcp,
+  RAW_TCP_PROBES,
   takesResult,
 } from '../../src/health';
+import { readdirSync } from 'node:fs';
+import { createServer as createTcp } from 'node:net';
 import { DEFAULTS, HealthCheckConfig } from '../../src/model';
 
 const base: HealthCheckConfig = { ...DEFAULTS.healthCheck, type: 'tcp', port: 80, intervalMs: 100, timeoutMs: 50, rise: 1, fall: 2 }; // prettier-ignore
@@ -79,11 +85,13 @@ describe('probe grouping (pure)', () => {
       ]);
   });
 
-  it('default in-flight cap: 3/4 of the open-file limit less a reserve, within [64, MAX_IN_FLIGHT]', () => {
+  it('default in-flight cap: the open-file limit less FD_RESERVE or 1/16 of it, within [64, MAX_IN_FLIGHT]', () => {
     expect(defaultMaxInFlight(null)).toBe(MAX_IN_FLIGHT);
     expect(defaultMaxInFlight(Infinity)).toBe(MAX_IN_FLIGHT);
-    expect(defaultMaxInFlight(20_000)).toBe(15_000 - FD_RESERVE);
+    expect(defaultMaxInFlight(20_000)).toBe(20_000 - 1250);
+    expect(defaultMaxInFlight(8192)).toBe(8192 - FD_RESERVE);
     expect(defaultMaxInFlight(1024)).toBe(64);
+    expect(defaultMaxInFlight(1100)).toBe(76);
     expect(defaultMaxInFlight(1 << 20)).toBe(MAX_IN_FLIGHT);
     expect(jittered(1000, 0.1, 0)).toBe(900);
     expect(jittered(1000, 0.1, 0.5)).toBe(1000);
@@ -314,6 +322,78 @@ describe('checks abort', () => {
         detail: 'aborted',
         local: true,
       },
+    );
+  });
+});
+
+describe('TCP probes on the raw handle agree with net.Socket', () => {
+  let tcp: ReturnType<typeof createTcp>;
+  let port: number;
+  let closedPort: number;
+  let accepted = 0;
+  beforeAll(async () => {
+    tcp = createTcp((c) => (accepted++, c.end()));
+    await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
+    port = (tcp.address() as AddressInfo).port;
+    const gone = createTcp();
+    await new Promise<void>((r) => gone.listen(0, '127.0.0.1', r));
+    closedPort = (gone.address() as AddressInfo).port;
+    await new Promise((r) => gone.close(r));
+  });
+  afterAll(async () => {
+    await new Promise((r) => tcp.close(r));
+  });
+
+  const run = (probe: typeof probeTcp, p: number): Promise<CheckResult> =>
+    new Promise((resolve) => probe({ host: '127.0.0.1', port: p, timeoutMs: 5000 }, resolve));
+  const fds = (): number => readdirSync('/proc/self/fd').length;
+
+  it('this Node has the raw handle (else every TCP probe costs net.Socket: see checks.ts)', () => {
+    expect(RAW_TCP_PROBES).toBe(true);
+  });
+
+  it('connected, refused, and a name (net.Socket) alike; no fd left open', async () => {
+    const before = fds();
+    const accepted0 = accepted;
+    const raw = [await run(probeTcp, port), await run(probeTcp, closedPort)];
+    const net = [await run(netProbeTcp, port), await run(netProbeTcp, closedPort)];
+    const pick = (r: CheckResult) => [r.ok, r.detail, r.local ?? false];
+    expect(raw.map(pick)).toEqual([[true, 'connected', false], [false, 'ECONNREFUSED', false]]); // prettier-ignore
+    expect(net.map(pick)).toEqual(raw.map(pick));
+    const named = await new Promise<CheckResult>((r) =>
+      probeTcp({ host: 'localhost', port, timeoutMs: 5000 }, r),
+    );
+    expect(named.detail === 'connected' || named.detail === 'ECONNREFUSED').toBe(true); // ::1 may not listen
+    await new Promise((r) => setTimeout(r, 50));
+    expect(fds()).toBe(before);
+    expect(accepted - accepted0).toBeGreaterThanOrEqual(2); // the raw and the net.Socket connection
+  });
+
+  it('cancel closes the socket at once and reports "aborted" from cancel, once', async () => {
+    const before = fds();
+    const results: CheckResult[] = [];
+    const cancels = Array.from({ length: 200 }, () =>
+      probeTcp({ host: '127.0.0.1', port, timeoutMs: 5000 }, (r) => results.push(r)),
+    );
+    expect(fds()).toBeGreaterThanOrEqual(before + 200);
+    for (const c of cancels) c();
+    expect(fds()).toBe(before);
+    expect(results).toHaveLength(200);
+    expect(results.every((r) => r.detail === 'aborted' && r.local === true && !r.ok)).toBe(true);
+    for (const c of cancels) c(); // again: nothing more
+    await new Promise((r) => setTimeout(r, 50));
+    expect(results).toHaveLength(200);
+  });
+
+  it('rejects bad arguments naming the field, before opening anything', () => {
+    expect(() => probeTcp({ host: '127.0.0.1', port: 0, timeoutMs: 10 }, () => undefined)).toThrow(
+      'port: 0 is not a port',
+    );
+    expect(() => probeTcp({ host: '', port: 80, timeoutMs: 10 }, () => undefined)).toThrow(
+      'host: "" is not a host',
+    );
+    expect(() => probeTcp({ host: '127.0.0.1', port: 80, timeoutMs: 0 }, () => undefined)).toThrow(
+      'timeoutMs: 0 is not positive',
     );
   });
 });

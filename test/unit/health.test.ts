@@ -131,7 +131,7 @@ describe('checks against real servers', () => {
     expect(await get('/missing')).toMatchObject({ ok: false, detail: 'HTTP 404' });
     expect(await get('/fail')).toMatchObject({ ok: false, detail: 'HTTP 503' });
     const hung = await get('/hang', 150);
-    expect(hung).toMatchObject({ ok: false, detail: 'timeout after 150 ms' });
+    expect(hung).toMatchObject({ ok: false, detail: 'timeout after 150 ms', timedOut: true });
     expect(hung.durationMs).toBeGreaterThanOrEqual(140);
     expect(
       await checkHttp({ host: '127.0.0.1', port: await closedPort(), path: '/', timeoutMs: 500 }),

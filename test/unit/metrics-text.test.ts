@@ -179,12 +179,16 @@ describe('createMetrics at a few hundred memberships', () => {
 
   it('shared-probe gauges from the monitor stats', async () => {
     const { dp, desired } = await setup({});
-    const stats = { probes: 3, memberships: 9, inFlight: 2, maxInFlight: 100, started: 50, delayed: 4, maxLatenessMs: 70 }; // prettier-ignore
+    const stats = { probes: 3, memberships: 9, inFlight: 2, maxInFlight: 100, started: 50, delayed: 4, delayedByCap: 3, maxLatenessMs: 70, backlog: 7, backlogAgeMs: 1500, worstCaseInFlight: 150 }; // prettier-ignore
     const m = createMetrics({ datapath: dp, desired: () => desired, health: () => [], attached: () => true, perBackend: false, healthStats: () => stats }); // prettier-ignore
     const text = await m.render();
     expect(text).toMatch(/^peak_xdp_health_probes 3$/m);
     expect(text).toMatch(/^peak_xdp_health_probes_in_flight 2$/m);
     expect(text).toMatch(/^peak_xdp_health_probes_max_in_flight 100$/m);
     expect(text).toMatch(/^peak_xdp_health_probes_delayed_total 4$/m);
+    expect(text).toMatch(/^peak_xdp_health_probes_delayed_by_cap_total 3$/m);
+    expect(text).toMatch(/^peak_xdp_health_probes_backlog 7$/m);
+    expect(text).toMatch(/^peak_xdp_health_probes_backlog_age_seconds 1.5$/m);
+    expect(text).toMatch(/^peak_xdp_health_probes_worst_case_in_flight 150$/m);
   });
 });
