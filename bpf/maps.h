@@ -49,13 +49,18 @@ struct {
 } backends SEC(".maps");
 
 /* Inner Maglev table template: [0] = M (| PEAK_TABLE_F_PARITY in a current table), [1 + slot] = backend id. Real tables are sized M + 1 each
- * (BPF_F_INNER_MAP lets sizes differ); table and M are swapped together, so a packet sees one or the other. */
+ * (BPF_F_INNER_MAP lets sizes differ); table and M are swapped together, so a packet sees one or the other.
+ * BPF_F_MMAPABLE: userspace fills a new table and reads an installed one through mmap (no per-entry syscall
+ * work). Outer maps accept only inner maps with exactly these flags, so changing them needs a replace on upgrade. */
+#ifndef PEAK_MAGLEV_INNER_FLAGS
+#define PEAK_MAGLEV_INNER_FLAGS (BPF_F_INNER_MAP | BPF_F_MMAPABLE) /* a test fixture builds an older layout */
+#endif
 struct maglev_inner {
   __uint(type, BPF_MAP_TYPE_ARRAY);
   __uint(max_entries, PEAK_MAGLEV_MAX_M + 1);
   __type(key, __u32);
   __type(value, __u32);
-  __uint(map_flags, BPF_F_INNER_MAP);
+  __uint(map_flags, PEAK_MAGLEV_INNER_FLAGS);
 };
 
 /* VIP id -> its current Maglev table; userspace fills a new inner map aside and swaps the slot. */

@@ -42,6 +42,8 @@ void CloseTrackedFds(napi_env env);
 
 void InitObject(Napi::Env env, Napi::Object exports);
 void InitMaps(Napi::Env env, Napi::Object exports);
+// mmap access to mmap-able array maps and BTF map definitions (called by InitMaps).
+void InitMmap(Napi::Env env, Napi::Object exports);
 void InitAttach(Napi::Env env, Napi::Object exports);
 void InitTestRun(Napi::Env env, Napi::Object exports);
 void InitSockets(Napi::Env env, Napi::Object exports);

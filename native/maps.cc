@@ -99,6 +99,7 @@ Napi::Value ProgInfo(const Napi::CallbackInfo& info) {
   o.Set("tag", tag);
   o.Set("runTimeNs", Napi::Number::New(env, (double)pi.run_time_ns));
   o.Set("runCount", Napi::Number::New(env, (double)pi.run_cnt));
+  o.Set("btfId", pi.btf_id);
   return o;
 }
 
@@ -293,6 +294,7 @@ void InitMaps(Napi::Env env, Napi::Object exports) {
   exports.Set("mapLookupBatch", Napi::Function::New(env, MapLookupBatch));
   exports.Set("mapUpdateBatch", Napi::Function::New(env, MapUpdateBatch));
   exports.Set("mapDeleteBatch", Napi::Function::New(env, MapDeleteBatch));
+  InitMmap(env, exports);
 }
 
 }  // namespace peak

@@ -46,8 +46,12 @@ export class KernelDatapathHost implements DatapathHost {
         switch (decision.kind) {
           case 'refuse':
             throw new Error(decision.reason);
-          case 'adopt':
-            return new KernelOpened(KernelDatapath.adopt({ pinDir: pins }), { adopted: true, pins, bpffs });
+          case 'adopt': {
+            const dp = KernelDatapath.adopt({ pinDir: pins });
+            // Table pins a crash left stale or half-made (we hold the pin lock: no other writer).
+            dp.pruneTablePins();
+            return new KernelOpened(dp, { adopted: true, pins, bpffs });
+          }
           case 'replace': {
             // Loaded aside: not attached, not pinned, until the daemon has programmed it (takeOver).
             const dp = await KernelDatapath.load({ maxEntries: balancerMapSizes(limits) });

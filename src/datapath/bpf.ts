@@ -1,8 +1,10 @@
 // Typed wrapper over the libbpf addon: objects, programs, maps, XDP attach, test runs. Validates every
 // argument (TypeError) before the native call; fds are closed on close(), on GC, and at process exit.
 import { rmSync } from 'node:fs';
+import { isUint32Array } from 'node:util/types';
 import {
   native,
+  NativeBtfMapDef,
   NativeMapCreate,
   NativeMapInfo,
   NativeProgInfo,
@@ -32,6 +34,7 @@ export const MapFlags = {
   NO_PREALLOC: 1,
   NO_COMMON_LRU: 2,
   RDONLY_PROG: 1 << 7,
+  MMAPABLE: 1 << 10,
   INNER_MAP: 1 << 12,
 } as const;
 
@@ -312,6 +315,81 @@ export class BpfMap extends FdHandle {
     return count === 0 ? 0 : native().mapUpdateBatch(this.fd, keys, values, count, updateFlagValue[flag]);
   }
 
+  /** An array map whose values userspace can reach through mmap (BPF_F_MMAPABLE). */
+  get mmapable(): boolean {
+    return this.info.type === MapType.ARRAY && (this.info.flags & MapFlags.MMAPABLE) !== 0;
+  }
+
+  /** Checks that entries [first, first + count) of this array of u32 values exist. */
+  private checkU32Range(first: number, count: number, countField: string): void {
+    if (this.info.type !== MapType.ARRAY || this.info.valueSize !== 4)
+      throw new TypeError(`map ${this.info.name} is not an array of u32 values`);
+    const max = this.info.maxEntries;
+    if (!Number.isInteger(first) || first < 0 || first > max)
+      throw new RangeError(`first: ${first} is outside 0..${max} (map ${this.info.name})`);
+    if (!Number.isInteger(count) || count < 0 || first + count > max)
+      throw new RangeError(
+        `${countField}: ${count} entries from ${first} run past map ${this.info.name}'s ${max} entries`,
+      );
+  }
+
+  /**
+   * Array of u32 values: entry first + i = values[i]. Through mmap when the map is BPF_F_MMAPABLE (a plain
+   * memory copy, ~100x cheaper than the batch syscall for a 65537-slot Maglev table); otherwise one packed
+   * batch update, because maps created by older builds (adopted by the CLI, or pinned before the Maglev
+   * template became mmap-able) cannot be mapped. Plain stores, not atomic for a program reading the map at the
+   * same time: write maps no program reads yet (Maglev tables are filled aside, then swapped in).
+   */
+  writeU32s(first: number, values: Uint32Array): void {
+    // isUint32Array, not instanceof: a table made in a worker thread (or a jest sandbox) has another realm's class
+    if (!isUint32Array(values)) throw new TypeError('values must be a Uint32Array');
+    this.checkU32Range(first, values.length, 'values.length');
+    if (values.length === 0) return;
+    if (this.mmapable) {
+      native().mapWriteU32s(this.fd, first, values);
+      return;
+    }
+    const keys = new Uint32Array(values.length);
+    for (let i = 0; i < keys.length; i++) keys[i] = first + i;
+    native().mapUpdateBatch(
+      this.fd,
+      Buffer.from(keys.buffer, keys.byteOffset, keys.byteLength),
+      Buffer.from(values.buffer, values.byteOffset, values.byteLength),
+      values.length,
+      updateFlagValue.any,
+    );
+  }
+
+  /**
+   * Array of u32 values: entries first .. first + count - 1. Through mmap when the map is BPF_F_MMAPABLE;
+   * otherwise batch lookups (a map of an older build, see writeU32s).
+   */
+  readU32s(first: number, count: number): Uint32Array {
+    this.checkU32Range(first, count, 'count');
+    const out = new Uint32Array(count);
+    if (count === 0) return out;
+    if (this.mmapable) {
+      native().mapReadU32s(this.fd, first, out);
+      return out;
+    }
+    let got = 0;
+    // An array's batch token is the last key read: the walk resumes after it.
+    let token: Buffer | null = null;
+    if (first > 0) {
+      token = Buffer.alloc(4);
+      token.writeUInt32LE(first - 1);
+    }
+    while (got < count) {
+      const r = native().mapLookupBatch(this.fd, token, count - got, 4, 4, false);
+      for (let i = 0; i < r.count; i++) out[got + i] = r.values.readUInt32LE(4 * i);
+      got += r.count;
+      if (r.done || r.count === 0) break;
+      token = r.next;
+    }
+    if (got < count) throw new Error(`map ${this.info.name}: read ${got} of ${count} entries from ${first}`);
+    return out;
+  }
+
   /** Deletes many keys; returns how many were deleted (ENOENT on a missing key stops the batch). */
   deleteBatch(keys: Buffer[], chunk = 65536): number {
     keys.forEach((k) => this.checkKey(k));
@@ -570,6 +648,17 @@ export function unpin(path: string): boolean {
 export function btfLayout(path: string) {
   checkPath('path', path);
   return native().btfDump(path);
+}
+
+/**
+ * The map definitions (`__uint` fields, and a map-in-map's inner template) of an object file (`path`) or of the
+ * BTF a loaded program carries (`btfId`, BpfProgram.info().btfId): what a pinned balancer was built with.
+ */
+export function btfMapDefs(source: string | { btfId: number }): NativeBtfMapDef[] {
+  if (typeof source === 'string') checkPath('path', source);
+  else if (!Number.isInteger(source?.btfId) || source.btfId <= 0)
+    throw new TypeError(`btfId must be a positive integer, got ${source?.btfId}`);
+  return native().btfMapDefs(source);
 }
 
 /** Sockets: TCP MD5 for BGP (RFC 2385). */

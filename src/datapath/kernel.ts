@@ -1,5 +1,6 @@
 // KernelDatapath: the Datapath interface over the balancer's BPF maps; load, pin, adopt, attach, detach.
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { isUint32Array } from 'node:util/types';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { join } from 'node:path';
 import { DEFAULTS } from '../model/defaults';
@@ -9,8 +10,9 @@ import {
   BpfMap,
   BpfObject,
   BpfProgram,
-  detachXdp,
+  btfMapDefs,
   MapFlags,
+  detachXdp,
   MapType,
   queryXdp,
   splitPerCpu,
@@ -41,16 +43,18 @@ import {
 import { sharedContract } from './contract';
 import { planVipIndex } from './flowhash';
 import { TableRefs, tableMembers } from './table-refs';
-import type {
-  BackendSpec,
-  ConntrackEntry,
-  Datapath,
-  DatapathConfig,
-  DatapathCounters,
-  TableInstall,
-  TrafficCounter,
-  VipKey,
-  VipSpec,
+import {
+  isTableUnreadable,
+  TABLE_UNREADABLE,
+  type BackendSpec,
+  type ConntrackEntry,
+  type Datapath,
+  type DatapathConfig,
+  type DatapathCounters,
+  type TableInstall,
+  type TrafficCounter,
+  type VipKey,
+  type VipSpec,
 } from './types';
 
 /** The balancer's program and maps: one list for loading, pinning and adopting. */
@@ -122,7 +126,21 @@ export const BPF_PROG_TYPE_XDP = 6;
 /** What one pin under a balancer's pin directory holds, as readPins found it (plain data for pinDecision). */
 export type PinnedObject =
   | { kind: 'missing' }
-  | { kind: 'map'; type: number; keySize: number; valueSize: number; maxEntries: number; flags: number }
+  | {
+      kind: 'map';
+      type: number;
+      keySize: number;
+      valueSize: number;
+      maxEntries: number;
+      flags: number;
+      /**
+       * A map-in-map's: the map_flags the inner maps it accepts have (the kernel admits only those equal to its
+       * template's): an installed inner map's, else the template in the BTF of the pinned program (the object
+       * the balancer was loaded from), else what a probe found (readPins); null when nothing tells. Absent for
+       * other maps.
+       */
+      innerFlags?: number | null;
+    }
   | { kind: 'program'; type: number; typeName: string; name: string; id: number }
   /** Neither a map nor a program we can open (another kind of file, or no permission). */
   | { kind: 'unreadable'; error: string };
@@ -140,6 +158,8 @@ export interface MapSpec {
   keySize: number;
   valueSize: number;
   flags: number;
+  /** The inner template's map_flags of a map in TEMPLATE_CHECKED (absent for other maps). */
+  innerFlags?: number;
 }
 
 /** This build's balancer, as its object file defines it. */
@@ -251,6 +271,16 @@ export function pinDecision(o: {
         reason: 'map_layout',
         text: `map ${m} has key/value ${p.keySize}/${p.valueSize} bytes, flags ${p.flags} (this build's ${want.keySize}/${want.valueSize}, flags ${want.flags})`, // prettier-ignore
       });
+    // An outer map whose inner template differs rejects every inner map this build makes (e.g. an older
+    // build's Maglev template without BPF_F_MMAPABLE): adopting it would fail every table write.
+    else if (want.innerFlags !== undefined && p.innerFlags !== want.innerFlags)
+      found.push({
+        reason: 'map_layout',
+        text:
+          p.innerFlags === null || p.innerFlags === undefined
+            ? `map ${m}: the flags of its inner maps are unknown (none installed, no template in the program's BTF; this build's ${want.innerFlags})` // prettier-ignore
+            : `map ${m} holds inner maps with flags ${p.innerFlags} (this build's ${want.innerFlags})`,
+      });
     else if (p.maxEntries < (o.needed[m] ?? 0))
       found.push({
         reason: 'map_size',
@@ -292,11 +322,140 @@ export function readPin(path: string, expect: 'program' | 'map'): PinnedObject {
   }
 }
 
-/** Reads the balancer's pins under `dir` (nothing written). */
-export function readPins(dir: string): PinSnapshot {
+/**
+ * The maps of maps whose inner template's flags must match this build's to adopt (the Maglev tables: their
+ * template gained BPF_F_MMAPABLE). Not vip_index: its template has never changed, and its one slot is read by
+ * every packet, so it could not be probed.
+ */
+export const TEMPLATE_CHECKED: readonly BalancerMap[] = ['maglev_tables', 'maglev_prev_tables'];
+
+/**
+ * Reads the balancer's pins under `dir`. A Maglev map-in-map's inner flags are read (an installed inner map: through
+ * its table pin, else by id; else the program's BTF); where none can be read (opening a map or a BTF by id needs CAP_SYS_ADMIN, which a daemon
+ * with CAP_BPF alone lacks), `probe` flags are tried one by one on a slot no VIP uses (probeInnerFlags): the
+ * only write, invisible to packets, done under the pin lock.
+ */
+export function readPins(
+  dir: string,
+  o: { probe?: Partial<Record<BalancerMap, readonly number[]>> } = {},
+): PinSnapshot {
   const maps = {} as Record<BalancerMap, PinnedObject>;
   for (const m of BALANCER_MAPS) maps[m] = readPin(join(dir, m), 'map');
-  return { program: readPin(join(dir, BALANCER_PROGRAM), 'program'), maps };
+  const program = readPin(join(dir, BALANCER_PROGRAM), 'program');
+  let templates: Map<string, number | null> | null = null;
+  let vipIds: Set<number> | null | undefined;
+  for (const m of TEMPLATE_CHECKED) {
+    const p = maps[m];
+    if (p.kind !== 'map' || p.type !== MapType.ARRAY_OF_MAPS) continue;
+    templates ??= programTemplates(join(dir, BALANCER_PROGRAM), program);
+    // a table pin first: opening an installed inner map by id needs CAP_SYS_ADMIN
+    p.innerFlags =
+      readPinnedInnerFlags(dir, m) ?? readInstalledInnerFlags(join(dir, m)) ?? templates.get(m) ?? null;
+    const candidates = o.probe?.[m] ?? [];
+    if (p.innerFlags === null && candidates.length > 0) {
+      if (vipIds === undefined) vipIds = readVipIds(join(dir, 'vips'));
+      // maglev_prev_tables holds two generations per VIP id (index vipId * 2 + parity)
+      const perVip = MAP_LIMIT_FACTOR[m] ?? 1;
+      if (vipIds !== null) p.innerFlags = probeInnerFlags(join(dir, m), candidates, vipIds, perVip);
+    }
+  }
+  return { program, maps };
+}
+
+/** The VIP ids the pinned `vips` map holds (null: unreadable). */
+function readVipIds(path: string): Set<number> | null {
+  try {
+    const vips = BpfMap.fromPin(path);
+    try {
+      return new Set(vips.lookupBatch().values.map((v) => decodeVipValue(v).vipId));
+    } finally {
+      vips.close();
+    }
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The first of `candidates` the outer map pinned at `path` accepts as inner map flags (null: none, or no free
+ * slot). Each is tried by inserting an empty inner map at the highest empty slot whose VIP id (index / perVip)
+ * no VIP has, so no packet reads it, and deleting it again (the kernel admits only inner maps whose flags equal
+ * the outer map's template's).
+ */
+export function probeInnerFlags(
+  path: string,
+  candidates: readonly number[],
+  vipIds: ReadonlySet<number>,
+  perVip: number,
+): number | null {
+  let outer: BpfMap;
+  try {
+    outer = BpfMap.fromPin(path);
+  } catch {
+    return null;
+  }
+  try {
+    let index = -1;
+    for (let i = outer.maxEntries - 1; i >= 0 && index < 0; i--)
+      if (!vipIds.has(Math.floor(i / perVip)) && outer.innerId(i) === null) index = i;
+    if (index < 0) return null;
+    for (const flags of candidates) {
+      const probe = BpfMap.create({ type: MapType.ARRAY, keySize: 4, valueSize: 4, maxEntries: 1, flags, name: 'peak_probe' }); // prettier-ignore
+      try {
+        outer.setInner(index, probe);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'EINVAL') continue; // another template
+        return null;
+      } finally {
+        probe.close();
+      }
+      outer.delete(u32Key(index));
+      return flags;
+    }
+    return null;
+  } catch {
+    return null;
+  } finally {
+    outer.close();
+  }
+}
+
+/** The flags of an inner map installed in the outer map pinned at `path` (null: none, or unreadable). */
+function readInstalledInnerFlags(path: string): number | null {
+  try {
+    const outer = BpfMap.fromPin(path);
+    try {
+      return installedInnerFlags(outer);
+    } finally {
+      outer.close();
+    }
+  } catch {
+    return null;
+  }
+}
+
+/** Inner template map_flags by map name, from the BTF the pinned program was loaded with (empty: none). */
+function programTemplates(path: string, program: PinnedObject): Map<string, number | null> {
+  if (program.kind !== 'program') return new Map();
+  try {
+    const p = BpfProgram.fromPin(path);
+    try {
+      return templateFlagsOf(p);
+    } finally {
+      p.close();
+    }
+  } catch {
+    return new Map(); // no BTF to read: the decision treats the template as unknown
+  }
+}
+
+/** Inner template map_flags by map-in-map name, from the BTF `program` was loaded with (empty: no BTF). */
+function templateFlagsOf(program: BpfProgram): Map<string, number | null> {
+  const out = new Map<string, number | null>();
+  const btfId = program.info().btfId;
+  if (btfId > 0)
+    for (const d of btfMapDefs({ btfId })) if (d.inner !== undefined) out.set(d.name, d.inner.map_flags ?? 0);
+  return out;
 }
 
 const specCache = new Map<string, BalancerSpec>();
@@ -308,6 +467,7 @@ export function balancerSpec(objectPath: string = bpfObjectPath('balancer')): Ba
   const prog = programs.find((p) => p.name === BALANCER_PROGRAM);
   if (!prog) throw new Error(`${objectPath} has no program ${BALANCER_PROGRAM}`);
   const specs = {} as Record<BalancerMap, MapSpec>;
+  const defs = btfMapDefs(objectPath);
   for (const m of BALANCER_MAPS) {
     const d = maps.find((x) => x.name === m);
     if (!d) throw new Error(`${objectPath} has no map ${m}`);
@@ -318,6 +478,12 @@ export function balancerSpec(objectPath: string = bpfObjectPath('balancer')): Ba
       valueSize: d.valueSize,
       flags: d.flags,
     };
+    if (TEMPLATE_CHECKED.includes(m)) {
+      const def = defs.find((x) => x.name === m);
+      if (def?.inner === undefined)
+        throw new Error(`${objectPath}: map ${m} has no inner map template in BTF`);
+      specs[m].innerFlags = def.inner.map_flags ?? 0;
+    }
   }
   spec = { programType: prog.type, programName: BALANCER_PROGRAM, maps: specs };
   specCache.set(objectPath, spec);
@@ -348,11 +514,18 @@ export function inspectBalancerPins(o: {
   limits: BalancerLimits | null;
   objectPath?: string;
 }): { decision: PinDecision; pins: PinSnapshot; attached: AttachedProgram } {
-  const pins = readPins(o.dir);
+  const spec = balancerSpec(o.objectPath);
+  // Where a template cannot be read: this build's flags, then the older builds' (no BPF_F_MMAPABLE).
+  const probe: Partial<Record<BalancerMap, readonly number[]>> = {};
+  for (const m of BALANCER_MAPS) {
+    const f = spec.maps[m].innerFlags;
+    if (f !== undefined) probe[m] = [f, MapFlags.INNER_MAP];
+  }
+  const pins = readPins(o.dir, { probe });
   const attached = attachedProgram(o.ifname);
   const decision = pinDecision({
     pins,
-    spec: balancerSpec(o.objectPath),
+    spec,
     needed: o.limits === null ? {} : balancerMapSizes(o.limits),
     attached,
     dir: o.dir,
@@ -362,11 +535,14 @@ export function inspectBalancerPins(o: {
 
 /**
  * Removes the balancer's pins under `dir`: the program first, then the maps (`maps`, default all of this
- * build's), so no moment shows a program pin without its maps. Other pins (decap/) stay.
+ * build's), so no moment shows a program pin without its maps, then the table pins (TABLE_PIN_DIR). Other
+ * pins (decap/) stay.
  */
 export function unpinBalancer(dir: string, maps: readonly BalancerMap[] = BALANCER_MAPS): void {
   unpin(join(dir, BALANCER_PROGRAM));
   for (const m of maps) unpin(join(dir, m));
+  // The table pins belong to the maps just unpinned (or to none): a later balancer pins its own.
+  rmSync(join(dir, TABLE_PIN_DIR), { recursive: true, force: true });
 }
 
 export interface KernelLoadOptions {
@@ -393,6 +569,7 @@ export interface KernelConfig extends DatapathConfig {
 }
 
 export type { TableInstall } from './types';
+export { isTableUnreadable } from './types';
 
 /** One previous table to install or clear (installPreviousTables). */
 export interface PreviousTableInstall {
@@ -414,20 +591,6 @@ const NO_MEMBERS = new Uint32Array(0);
 
 /** installTables gives the event loop a turn once this many milliseconds of table writes ran. */
 const TURN_MS = 5;
-
-/** Packed u32 keys 1..n (a table's entry slots), shared per size (tables of a node mostly share one). */
-const slotKeyCache = new Map<number, Buffer>();
-function slotKeys(n: number): Buffer {
-  let b = slotKeyCache.get(n);
-  if (b === undefined) {
-    const keys = new Uint32Array(n);
-    for (let i = 0; i < n; i++) keys[i] = i + 1;
-    b = Buffer.from(keys.buffer, keys.byteOffset, keys.byteLength);
-    if (slotKeyCache.size >= 8) slotKeyCache.clear();
-    slotKeyCache.set(n, b);
-  }
-  return b;
-}
 
 const ZERO_KEY = Buffer.alloc(4);
 const u32Key = (n: number): Buffer => {
@@ -456,7 +619,7 @@ function checkIds(members: Uint32Array): void {
 
 /** A previous table: any length of at least 1, ids as for a current table. */
 function checkPrevious(table: Uint32Array): void {
-  if (!(table instanceof Uint32Array) || table.length < 1)
+  if (!isUint32Array(table) || table.length < 1)
     throw new RangeError(`table: a previous table needs at least 1 slot (got ${table?.length})`);
   checkIds(tableMembers(table));
 }
@@ -464,43 +627,252 @@ function checkPrevious(table: Uint32Array): void {
 /** Where a VIP's previous table of generation `parity` lives in maglev_prev_tables (bpf/maps.h). */
 const prevIndex = (vipId: number, parity: 0 | 1): Buffer => u32Key(vipId * 2 + parity);
 
-/** The parity bit of the current table in the Maglev inner map with id `id` (null: none installed). */
-function readInnerParity(id: number | null): 0 | 1 | null {
-  if (!id) return null;
-  const inner = BpfMap.fromId(id);
-  try {
-    const head = inner.lookup(ZERO_KEY);
-    return head === null ? null : headParity(head.readUInt32LE(0));
-  } finally {
-    inner.close();
+/**
+ * Where a balancer's installed Maglev inner maps are pinned, under its pin directory: one pin per outer slot
+ * that holds a table. A restart reads tables through these pins, because opening an inner map by the id its
+ * outer slot holds (BPF_MAP_GET_FD_BY_ID) needs CAP_SYS_ADMIN, which the DaemonSet does not grant.
+ */
+export const TABLE_PIN_DIR = 'tables';
+
+/** Which outer map a table pin stands for a slot of: current tables (by VIP id) or previous ones (vipId*2+parity). */
+export type TableKind = 'current' | 'previous';
+const OUTER_OF: Readonly<Record<TableKind, 'maglev_tables' | 'maglev_prev_tables'>> = {
+  current: 'maglev_tables',
+  previous: 'maglev_prev_tables',
+};
+const PIN_PREFIX: Readonly<Record<TableKind, string>> = { current: 'cur-', previous: 'prev-' };
+/** bpffs refuses names with a dot (EPERM): the temporary name a pin is made under before its rename. */
+const TMP_PREFIX = 'tmp-';
+
+/** The pin name of slot `index` of `kind`'s outer map: "cur-<vipId>", "prev-<vipId * 2 + parity>". */
+export function tablePinName(kind: TableKind, index: number): string {
+  if (!Number.isInteger(index) || index < 0 || index > 0xffffffff)
+    throw new RangeError(`index: ${index} is not a u32 slot index`);
+  return `${PIN_PREFIX[kind]}${index}`;
+}
+
+/** The slot a table pin name stands for; null for any other name (a temporary pin, something foreign). */
+export function parseTablePinName(name: string): { kind: TableKind; index: number } | null {
+  const m = /^(cur|prev)-(0|[1-9][0-9]{0,9})$/.exec(name);
+  if (m === null) return null;
+  const index = Number(m[2]);
+  if (index > 0xffffffff) return null;
+  return { kind: m[1] === 'cur' ? 'current' : 'previous', index };
+}
+
+/** An open inner table map and its id; close() releases it (a no-op for a handle the datapath keeps). */
+export interface TableHandle {
+  readonly id: number;
+  readonly map: BpfMap;
+  close(): void;
+}
+
+/** How openInstalledTable reaches one outer slot's inner map (collaborators, so tests can fake each step). */
+export interface InstalledTableSource<H extends { readonly id: number; close(): void }> {
+  /** The map the slot's pin holds; null when nothing is pinned under its name (throws when the pin cannot be
+   * opened). */
+  fromPin(): H | null;
+  /** The inner map id the outer slot holds now (null: the slot is empty). */
+  slotId(): number | null;
+  /** Opens the inner map by id (BPF_MAP_GET_FD_BY_ID: needs CAP_SYS_ADMIN). */
+  fromId(id: number): H;
+}
+
+/** A VIP's installed table that neither its pin nor its id can open (the message says which and why). */
+export class TableUnreadableError extends Error {
+  /** Callers that can do without the content (a reconcile then rewrites the table) test this code. */
+  readonly code = TABLE_UNREADABLE;
+  constructor(
+    readonly vipId: number,
+    readonly kind: TableKind,
+    readonly innerId: number,
+    pinIssue: string,
+    cause: Error,
+  ) {
+    super(
+      `VIP ${vipId}: its ${kind} Maglev table (inner map id ${innerId}) cannot be read: ${pinIssue}, and opening ` +
+        `the map by id failed (${cause.message}; BPF_MAP_GET_FD_BY_ID needs CAP_SYS_ADMIN, which the daemon ` +
+        `does not need otherwise). Writing the VIP's table again pins it.`,
+      { cause },
+    );
+    this.name = 'TableUnreadableError';
   }
 }
 
-/** The entries of the Maglev inner map with id `id` (0: none installed -> null). */
-function readInnerTable(id: number | null): Uint32Array | null {
-  const t = readInnerEntries(id);
-  if (t === null) return null;
+/**
+ * The inner map an outer slot holds, or null when the slot is empty: through the slot's pin when the pin holds
+ * exactly that map (compared by id on an fd we hold, so a stale pin of a replaced table is never read), else
+ * by id (works with CAP_SYS_ADMIN). EPERM/EACCES by id: TableUnreadableError naming the VIP and the pin's
+ * state. The pin is opened before the slot is read, so a writer's swap in between makes the pin newer than
+ * the slot (a fall back by id), never an older map taken for the slot's.
+ */
+export function openInstalledTable<H extends { readonly id: number; close(): void }>(
+  src: InstalledTableSource<H>,
+  o: { vipId: number; kind: TableKind; pinPath: string | null },
+): H | null {
+  let pinned: H | null = null;
+  let pinIssue: string;
+  if (o.pinPath === null) pinIssue = 'this balancer has no pin directory';
+  else
+    try {
+      pinned = src.fromPin();
+      pinIssue = `nothing is pinned at ${o.pinPath}`;
+    } catch (e) {
+      pinIssue = `the pin ${o.pinPath} cannot be opened (${(e as Error).message})`;
+    }
+  let id: number | null;
+  try {
+    id = src.slotId();
+  } catch (e) {
+    pinned?.close();
+    throw e;
+  }
+  if (id === null) {
+    pinned?.close();
+    return null;
+  }
+  if (pinned !== null) {
+    if (pinned.id === id) return pinned;
+    pinIssue = `the pin ${o.pinPath} holds map ${pinned.id}, not the installed one (stale)`;
+    pinned.close();
+  }
+  try {
+    return src.fromId(id);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EPERM' || code === 'EACCES')
+      throw new TableUnreadableError(o.vipId, o.kind, id, pinIssue, e as Error);
+    throw e;
+  }
+}
+
+/** A TableHandle that owns `map` (close() closes it). */
+const ownedHandle = (map: BpfMap): TableHandle => ({ id: map.info.id, map, close: () => map.close() });
+
+/**
+ * Pins `map` as `name` under `tableDir` atomically for readers: pinned at a temporary name, then renamed over
+ * the final one (bpffs supports rename), so a reader finds the old table's pin or the new one's, never none.
+ */
+export function pinTable(tableDir: string, name: string, map: BpfMap): void {
+  const tmp = join(tableDir, `${TMP_PREFIX}${name}`);
+  try {
+    map.pin(tmp);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    unpin(tmp); // an interrupted earlier pin
+    map.pin(tmp);
+  }
+  renameSync(tmp, join(tableDir, name));
+}
+
+/** The map_flags of an inner map pinned under `tableDir` as a `kind` slot that `outer` still holds (null:
+ * none). Like installedInnerFlags, without opening maps by id. */
+function pinnedInnerFlags(tableDir: string, outer: BpfMap, kind: TableKind): number | null {
+  let names: string[];
+  try {
+    names = readdirSync(tableDir);
+  } catch {
+    return null;
+  }
+  for (const n of names) {
+    const p = parseTablePinName(n);
+    if (p === null || p.kind !== kind || p.index >= outer.maxEntries) continue;
+    try {
+      const m = BpfMap.fromPin(join(tableDir, n));
+      try {
+        if (outer.innerId(p.index) === m.info.id) return m.info.flags;
+      } finally {
+        m.close();
+      }
+    } catch {
+      // unpinned since the listing, or not a map: the next one
+    }
+  }
+  return null;
+}
+
+/** pinnedInnerFlags for the outer map pinned at `dir`/`m` (null: unreadable). */
+function readPinnedInnerFlags(dir: string, m: BalancerMap): number | null {
+  const kind = (Object.keys(OUTER_OF) as TableKind[]).find((k) => OUTER_OF[k] === m);
+  if (kind === undefined) return null;
+  try {
+    const outer = BpfMap.fromPin(join(dir, m));
+    try {
+      return pinnedInnerFlags(join(dir, TABLE_PIN_DIR), outer, kind);
+    } finally {
+      outer.close();
+    }
+  } catch {
+    return null;
+  }
+}
+
+/** The map_flags of an inner map installed in `outer` (null: the outer map holds none). The kernel admits only
+ * inner maps whose flags equal the outer map's template's, so any installed one tells the template's flags. */
+export function installedInnerFlags(outer: BpfMap): number | null {
+  const { values, count } = outer.lookupBatchPacked(4096);
+  for (let i = 0; i < count; i++) {
+    const id = values.readUInt32LE(4 * i);
+    if (id === 0) continue;
+    try {
+      const m = BpfMap.fromId(id);
+      const flags = m.info.flags;
+      m.close();
+      return flags;
+    } catch {
+      // replaced and freed since the lookup: try the next one
+    }
+  }
+  return null;
+}
+
+/**
+ * The flags new Maglev inner maps need to be accepted by these outer maps: an installed inner map's (a pinned one,
+ * else one opened by id), else the template in the program's BTF (bpf/maps.h struct maglev_inner of the object it
+ * was loaded from), else this build's. An older build's balancer (adopted by the CLI) has no BPF_F_MMAPABLE: its tables are then written
+ * by batch syscalls (the daemon replaces such a balancer instead: pinDecision).
+ */
+function innerMapFlags(
+  program: BpfProgram,
+  maps: Record<BalancerMap, BpfMap>,
+  tableDir: string | null,
+): number {
+  const fromBtf = (): number | null => {
+    try {
+      return templateFlagsOf(program).get('maglev_tables') ?? null;
+    } catch {
+      return null;
+    }
+  };
+  const pinned = (kind: TableKind): number | null =>
+    tableDir === null ? null : pinnedInnerFlags(tableDir, maps[OUTER_OF[kind]], kind);
+  return (
+    pinned('current') ??
+    pinned('previous') ??
+    installedInnerFlags(maps.maglev_tables) ??
+    installedInnerFlags(maps.maglev_prev_tables) ??
+    fromBtf() ??
+    balancerSpec().maps.maglev_tables.innerFlags!
+  );
+}
+
+/** The parity bit in the header of a current table's map. */
+function readHeadParity(t: TableHandle): 0 | 1 {
+  return headParity(t.map.readU32s(0, 1)[0]!);
+}
+
+/** The entries of a Maglev inner map, ids only (PEAK_SLOT_F_MOVED is ours, not an id). */
+function readInnerTable(t: TableHandle): Uint32Array {
+  const out = readInnerEntries(t);
   const keep = ~(1 << sharedContract().slotMovedBit);
-  for (let i = 0; i < t.length; i++) t[i] = (t[i]! & keep) >>> 0; // PEAK_SLOT_F_MOVED is ours, not an id
-  return t;
+  for (let i = 0; i < out.length; i++) out[i] = (out[i]! & keep) >>> 0;
+  return out;
 }
 
-/** The entries of an inner table map as stored. */
-function readInnerEntries(id: number | null): Uint32Array | null {
-  if (!id) return null;
-  const inner = BpfMap.fromId(id);
-  try {
-    const { values, count } = inner.lookupBatchPacked();
-    // An array map returns its keys 0..n-1 in order: the values are the entries, slot by slot.
-    const n = Math.min(count, inner.maxEntries);
-    const all =
-      values.byteOffset % 4 === 0
-        ? new Uint32Array(values.buffer, values.byteOffset, n)
-        : Uint32Array.from({ length: n }, (_, i) => values.readUInt32LE(4 * i));
-    return all.slice(1, 1 + headM(all[0]!));
-  } finally {
-    inner.close();
-  }
+/** The entries of an inner table map as stored (through mmap; an older build's map by batch lookups). */
+function readInnerEntries(t: TableHandle): Uint32Array {
+  const m = Math.min(headM(t.map.readU32s(0, 1)[0]!), t.map.maxEntries - 1);
+  return t.map.readU32s(1, m);
 }
 
 export class KernelDatapath implements Datapath {
@@ -513,10 +885,18 @@ export class KernelDatapath implements Datapath {
   private vipState: VipState | null = null;
   /** Which backend ids each VIP's installed table names (deleteBackend asks it instead of reading tables). */
   private readonly tableRefs = new TableRefs();
-  /** Each VIP's previous table as installed (null: none), read from the map on first need (after adopt). */
-  private readonly prevTables = new Map<number, Uint32Array | null>();
+  /** map_flags of the Maglev inner maps this balancer's outer maps accept (innerMapFlags; read on first need). */
+  private innerFlags: number | null = null;
   /** Each VIP's live generation parity (its current table's header bit), read on first need (after adopt). */
   private readonly parities = new Map<number, 0 | 1>();
+  /** Where installed inner maps are pinned (<pins>/TABLE_PIN_DIR); null until this balancer is pinned. */
+  private tableDir: string | null = null;
+  /** Inner maps installed while tableDir is null (a replace programs its balancer before pinning it), by pin
+   * name: kept open so pin() can pin them (once installed, they can be opened again only by id). */
+  private readonly heldTables = new Map<string, BpfMap>();
+  /** Table pins that could not be written (each read then falls back to opening by id), and the last error. */
+  tablePinFailures = 0;
+  lastTablePinError: string | null = null;
 
   private constructor(program: BpfProgram, maps: Record<BalancerMap, BpfMap>, counters: string[]) {
     this.program = program;
@@ -569,7 +949,9 @@ export class KernelDatapath implements Datapath {
       Object.values(maps).forEach((m) => m.close());
       throw e;
     }
-    return new KernelDatapath(program, maps, counterNames(o.objectPath ?? bpfObjectPath('balancer')));
+    const dp = new KernelDatapath(program, maps, counterNames(o.objectPath ?? bpfObjectPath('balancer')));
+    dp.tableDir = join(o.pinDir, TABLE_PIN_DIR);
+    return dp;
   }
 
   /**
@@ -580,7 +962,141 @@ export class KernelDatapath implements Datapath {
     // Only the owner may enter (src/daemon/pins.ts securePinPath checks and creates the whole path so).
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     for (const m of BALANCER_MAPS) this.maps[m].pin(join(dir, m));
+    // the table directory is made with the first table pin: a balancer with no table leaves its pin dir as before
+    this.tableDir = join(dir, TABLE_PIN_DIR);
+    for (const [name, map] of this.heldTables) {
+      this.pinTableBestEffort(name, map);
+      map.close();
+    }
+    this.heldTables.clear();
     this.program.pin(join(dir, BALANCER_PROGRAM));
+  }
+
+  /**
+   * Removes what a crash left under the table pin directory: temporary pins and pins whose slot no longer
+   * holds their map (empty, or replaced before the pin followed). Only for the pins' owner (the daemon, under
+   * the pin lock): a CLI reading alongside a running daemon must not race its writes. Returns the names removed.
+   */
+  pruneTablePins(): string[] {
+    if (this.tableDir === null) return [];
+    let names: string[];
+    try {
+      names = readdirSync(this.tableDir);
+    } catch {
+      return [];
+    }
+    const removed: string[] = [];
+    for (const n of names) {
+      const p = parseTablePinName(n);
+      let keep = false;
+      if (p !== null) {
+        const outer = this.maps[OUTER_OF[p.kind]];
+        try {
+          const m = BpfMap.fromPin(join(this.tableDir, n));
+          try {
+            keep = p.index < outer.maxEntries && outer.innerId(p.index) === m.info.id;
+          } finally {
+            m.close();
+          }
+        } catch {
+          // not a map: not ours to keep
+        }
+      } else if (!n.startsWith(TMP_PREFIX)) continue; // not a name we make: left alone
+      if (keep) continue;
+      try {
+        unpin(join(this.tableDir, n));
+        removed.push(n);
+      } catch {
+        // removed by now, or not removable: a later start tries again
+      }
+    }
+    return removed;
+  }
+
+  /** After an inner map went into slot `index` of `kind`'s outer map: pins it (or keeps it until pin()).
+   * True when this instance now owns `map` (the caller must not close it). */
+  private keepTable(kind: TableKind, index: number, map: BpfMap): boolean {
+    const name = tablePinName(kind, index);
+    if (this.tableDir === null) {
+      const old = this.heldTables.get(name);
+      if (old !== map) old?.close();
+      this.heldTables.set(name, map);
+      return true;
+    }
+    this.pinTableBestEffort(name, map);
+    return false;
+  }
+
+  /** After slot `index` of `kind`'s outer map was emptied: its pin (or kept map) goes too. */
+  private forgetTable(kind: TableKind, index: number): void {
+    const name = tablePinName(kind, index);
+    this.heldTables.get(name)?.close();
+    this.heldTables.delete(name);
+    if (this.tableDir === null) return;
+    try {
+      unpin(join(this.tableDir, name));
+    } catch (e) {
+      // a pin left behind is stale (its id no longer in the slot): readers skip it, a start prunes it
+      this.tablePinFailures++;
+      this.lastTablePinError = `unpin ${name}: ${(e as Error).message}`;
+    }
+  }
+
+  /** A failed pin costs nothing now: the table is installed, and a read of it falls back to its id. */
+  private pinTableBestEffort(name: string, map: BpfMap): void {
+    try {
+      try {
+        pinTable(this.tableDir!, name, map);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+        // the directory went (removed with the pins under a running daemon; the keeper pins the maps again)
+        mkdirSync(this.tableDir!, { recursive: true, mode: 0o700 });
+        pinTable(this.tableDir!, name, map);
+      }
+    } catch (e) {
+      this.tablePinFailures++;
+      this.lastTablePinError = `pin ${join(this.tableDir!, name)}: ${(e as Error).message}`;
+      try {
+        unpin(join(this.tableDir!, name)); // whatever was there holds another map now
+      } catch {
+        // nothing there
+      }
+    }
+  }
+
+  /** The inner map in slot `index` of `kind`'s outer map (null: empty), for VIP `vipId`; see openInstalledTable. */
+  private openTable(kind: TableKind, index: number, vipId: number): TableHandle | null {
+    const outer = this.maps[OUTER_OF[kind]];
+    const name = tablePinName(kind, index);
+    const pinPath = this.tableDir === null ? null : join(this.tableDir, name);
+    return openInstalledTable<TableHandle>(
+      {
+        fromPin: () => {
+          const held = this.heldTables.get(name);
+          if (held !== undefined) return { id: held.info.id, map: held, close: () => undefined };
+          try {
+            return ownedHandle(BpfMap.fromPin(pinPath!));
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+            throw e;
+          }
+        },
+        slotId: () => outer.innerId(index) || null,
+        fromId: (id) => ownedHandle(BpfMap.fromId(id)),
+      },
+      { vipId, kind, pinPath: this.heldTables.has(name) ? name : pinPath },
+    );
+  }
+
+  /** `read` over the inner map in a slot (null: empty), closed afterwards. */
+  private withTable<T>(kind: TableKind, index: number, vipId: number, read: (t: TableHandle) => T): T | null {
+    const t = this.openTable(kind, index, vipId);
+    if (t === null) return null;
+    try {
+      return read(t);
+    } finally {
+      t.close();
+    }
   }
 
   /**
@@ -639,6 +1155,8 @@ export class KernelDatapath implements Datapath {
     this.flushVipIndex();
     this.program.close();
     for (const m of BALANCER_MAPS) this.maps[m].close();
+    for (const m of this.heldTables.values()) m.close();
+    this.heldTables.clear();
   }
 
   async configure(cfg: KernelConfig): Promise<void> {
@@ -843,7 +1361,8 @@ export class KernelDatapath implements Datapath {
   private dropPrevious(vipId: number): void {
     this.maps.maglev_prev_tables.delete(prevIndex(vipId, 0));
     this.maps.maglev_prev_tables.delete(prevIndex(vipId, 1));
-    this.prevTables.set(vipId, null);
+    this.forgetTable('previous', vipId * 2);
+    this.forgetTable('previous', vipId * 2 + 1);
   }
 
   /**
@@ -854,8 +1373,16 @@ export class KernelDatapath implements Datapath {
   private liveParity(vipId: number): 0 | 1 {
     let p = this.parities.get(vipId);
     if (p === undefined) {
+      let fromHead: 0 | 1 | null = null;
+      try {
+        fromHead = this.withTable('current', vipId, vipId, readHeadParity);
+      } catch (e) {
+        // Unreadable (no pin, no CAP_SYS_ADMIN): guessed from the previous-table slots as with no current table.
+        // A wrong guess can pair the next previous table with the old current one for one swap (hints only).
+        if (!isTableUnreadable(e)) throw e;
+      }
       p =
-        readInnerParity(this.maps.maglev_tables.innerId(vipId)) ??
+        fromHead ??
         (this.maps.maglev_prev_tables.innerId(vipId * 2 + 1) &&
         !this.maps.maglev_prev_tables.innerId(vipId * 2)
           ? 1
@@ -865,18 +1392,22 @@ export class KernelDatapath implements Datapath {
     return p;
   }
 
-  /** The VIP's previous table (cached; read from the map the first time). */
+  /** The VIP's previous table as installed: read back from the kernel (through mmap, ~0.1 ms) rather than
+   * kept in JS (256 KiB per VIP). Unreadable: taken as none (the new table then marks no moved slots: flows
+   * on them lose their second-chance hint, nothing else). */
   private previousOf(vipId: number): Uint32Array | null {
-    if (!this.prevTables.has(vipId))
-      this.prevTables.set(
-        vipId,
-        readInnerTable(this.maps.maglev_prev_tables.innerId(vipId * 2 + this.liveParity(vipId))),
-      );
-    return this.prevTables.get(vipId)!;
+    const index = vipId * 2 + this.liveParity(vipId);
+    try {
+      return this.withTable('previous', index, vipId, readInnerTable);
+    } catch (e) {
+      if (isTableUnreadable(e)) return null;
+      throw e;
+    }
   }
 
   private dropTable(vipId: number): void {
     this.maps.maglev_tables.delete(u32Key(vipId));
+    this.forgetTable('current', vipId);
     this.tableRefs.set(vipId, NO_MEMBERS);
   }
 
@@ -968,7 +1499,7 @@ export class KernelDatapath implements Datapath {
           const hex = st.byId.get(vipId);
           const vip = hex === undefined ? undefined : st.byKey.get(hex);
           if (!vip) throw new RangeError(`vipId: VIP ${vipId} does not exist`);
-          if (!(table instanceof Uint32Array) || table.length !== vip.tableSize)
+          if (!isUint32Array(table) || table.length !== vip.tableSize)
             throw new RangeError(`table: length ${table.length} is not the VIP's tableSize ${vip.tableSize}`);
           const members = tableMembers(table);
           checkIds(members);
@@ -998,7 +1529,10 @@ export class KernelDatapath implements Datapath {
       //    "none": normally it is empty already).
       const flips = ready.filter((r) => r.to !== r.from);
       for (const r of flips)
-        if (r.prevInner === null) this.maps.maglev_prev_tables.delete(prevIndex(r.vipId, r.to));
+        if (r.prevInner === null) {
+          this.maps.maglev_prev_tables.delete(prevIndex(r.vipId, r.to));
+          this.forgetTable('previous', r.vipId * 2 + r.to);
+        }
       const writes = flips.filter((r) => r.prevInner !== null);
       if (writes.length > 0) {
         try {
@@ -1011,6 +1545,8 @@ export class KernelDatapath implements Datapath {
             if (this.maps.maglev_prev_tables.innerId(r.vipId * 2 + r.to) !== r.prevInner!.info.id)
               results[r.at] = e as Error;
         }
+        for (const r of writes)
+          if (results[r.at] === null) this.keepTable('previous', r.vipId * 2 + r.to, r.prevInner!);
       }
       // (tests look at the window between the two steps: packets must still see the old pair)
       await o.afterPrevious?.();
@@ -1032,6 +1568,7 @@ export class KernelDatapath implements Datapath {
       for (const r of swaps) {
         const installed = failure === null || this.maps.maglev_tables.innerId(r.vipId) === r.inner.info.id;
         if (!installed) results[r.at] = failure;
+        else this.keepTable('current', r.vipId, r.inner);
         if (r.to === r.from) {
           if (installed) this.tableRefs.set(r.vipId, r.members);
           continue;
@@ -1039,22 +1576,24 @@ export class KernelDatapath implements Datapath {
         // a flip that did not happen leaves the written generation unread: removed again
         const stale = installed ? r.from : r.to;
         this.maps.maglev_prev_tables.delete(prevIndex(r.vipId, stale));
+        this.forgetTable('previous', r.vipId * 2 + stale);
         if (!installed) continue;
         this.tableRefs.set(r.vipId, r.members);
         this.parities.set(r.vipId, r.to);
-        const previous = batch[r.at]!.previous!;
-        this.prevTables.set(r.vipId, previous === null ? null : previous.slice());
       }
       for (const r of flips)
         if (results[r.at] !== null && !swaps.includes(r) && r.prevInner !== null) {
           // its previous table did not go in (or only partly): the unread generation is cleared
           this.maps.maglev_prev_tables.delete(prevIndex(r.vipId, r.to));
+          this.forgetTable('previous', r.vipId * 2 + r.to);
         }
       return results;
     } finally {
+      // the maps kept for pin() stay open (keepTable); the kernel holds the installed ones
+      const held = new Set(this.heldTables.values());
       for (const r of ready) {
-        r.inner.close();
-        r.prevInner?.close();
+        if (!held.has(r.inner)) r.inner.close();
+        if (r.prevInner !== null && !held.has(r.prevInner)) r.prevInner.close();
       }
     }
   }
@@ -1070,8 +1609,9 @@ export class KernelDatapath implements Datapath {
     map.updateBatchPacked(ks, vs, entries.length);
   }
 
+  /** Through the table's pin (or by id with CAP_SYS_ADMIN); TableUnreadableError when neither opens it. */
   async readTable(vipId: number): Promise<Uint32Array | null> {
-    const out = readInnerTable(this.maps.maglev_tables.innerId(vipId));
+    const out = this.withTable('current', vipId, vipId, readInnerTable);
     this.tableRefs.set(vipId, out === null ? NO_MEMBERS : tableMembers(out));
     return out;
   }
@@ -1111,12 +1651,13 @@ export class KernelDatapath implements Datapath {
         }
         const parity = this.liveParity(vipId);
         const inner = this.buildTableMap(vipId, table, 'peak_pv_', table.length);
+        let kept = false;
         try {
           this.maps.maglev_prev_tables.setInner(vipId * 2 + parity, inner);
+          kept = this.keepTable('previous', vipId * 2 + parity, inner);
         } finally {
-          inner.close();
+          if (!kept) inner.close();
         }
-        this.prevTables.set(vipId, table.slice());
       } catch (e) {
         results[at] = e as Error;
       }
@@ -1129,28 +1670,25 @@ export class KernelDatapath implements Datapath {
   }
 
   async readPreviousTable(vipId: number): Promise<Uint32Array | null> {
-    return readInnerTable(this.maps.maglev_prev_tables.innerId(vipId * 2 + this.liveParity(vipId)));
+    return this.withTable('previous', vipId * 2 + this.liveParity(vipId), vipId, readInnerTable);
   }
 
   /** A Maglev inner map holding `table` ([0] = `head`: M, with the parity in a current table; [1 + slot] =
    * id), not yet visible to the datapath. */
   private buildTableMap(vipId: number, table: Uint32Array, prefix: string, head: number): BpfMap {
+    this.innerFlags ??= innerMapFlags(this.program, this.maps, this.tableDir);
     const inner = BpfMap.create({
       type: MapType.ARRAY,
       keySize: 4,
       valueSize: 4,
       maxEntries: table.length + 1,
-      flags: MapFlags.INNER_MAP,
+      flags: this.innerFlags,
       name: `${prefix}${vipId}`.slice(0, 15),
     });
     try {
-      inner.update(ZERO_KEY, u32Key(head));
-      // Packed little-endian u32 keys 1..n and the ids: one batch syscall, no per-slot allocation.
-      inner.updateBatchPacked(
-        slotKeys(table.length),
-        Buffer.from(table.buffer, table.byteOffset, table.byteLength),
-        table.length,
-      );
+      // Through mmap (a memory copy) for this build's mmap-able maps; batch syscalls for an older build's.
+      inner.writeU32s(0, Uint32Array.of(head));
+      inner.writeU32s(1, table);
       return inner;
     } catch (e) {
       inner.close();

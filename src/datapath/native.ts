@@ -20,6 +20,8 @@ export interface NativeProgInfo {
   tag: string;
   runTimeNs: number;
   runCount: number;
+  /** The BTF the program was loaded with (0: none). */
+  btfId: number;
 }
 
 export interface NativeXdpQuery {
@@ -72,6 +74,14 @@ export interface NativeBtfEnum {
   name: string;
   size: number;
   values: Record<string, number>;
+}
+
+/** One map definition of a BTF's .maps section: its `__uint` fields (type, max_entries, map_flags, ...) and,
+ * for a map-in-map, its inner template's. */
+export interface NativeBtfMapDef {
+  name: string;
+  fields: Record<string, number>;
+  inner?: Record<string, number>;
 }
 
 export interface NativeBpfObject {
@@ -128,6 +138,12 @@ export interface Native {
   ): NativeBatchResult;
   mapUpdateBatch(fd: number, keys: Buffer, values: Buffer, count: number, flags: number): number;
   mapDeleteBatch(fd: number, keys: Buffer, count: number): number;
+  /** Element first + i = values[i], written through mmap (a BPF_F_MMAPABLE array of u32 values). */
+  mapWriteU32s(fd: number, first: number, values: Uint32Array): void;
+  /** out[i] = element first + i, read through mmap (a BPF_F_MMAPABLE array of u32 values). */
+  mapReadU32s(fd: number, first: number, out: Uint32Array): void;
+  /** The .maps definitions of an object file's BTF or of a BTF loaded in the kernel. */
+  btfMapDefs(source: string | { btfId: number }): NativeBtfMapDef[];
   xdpAttach(o: XdpTarget & { progFd: number; mode?: string; oldProgFd?: number }): Promise<NativeXdpQuery>;
   xdpDetach(o: XdpTarget & { mode?: string }): Promise<NativeXdpQuery>;
   xdpQuery(o: XdpTarget): NativeXdpQuery;

@@ -6,16 +6,8 @@ const STAMP_MAX_ID = 1 << 22;
 let stamps = new Uint32Array(0);
 let stamp = 0;
 
-/** The distinct ids a table names (0, "no backend", left out), ascending. */
+/** The distinct ids a table names (0, "no backend", left out), ascending. One pass over the table. */
 export function tableMembers(table: Uint32Array): Uint32Array {
-  let max = 0;
-  for (let s = 0; s < table.length; s++) if (table[s]! > max) max = table[s]!;
-  if (max > STAMP_MAX_ID) {
-    const seen = new Set(table);
-    seen.delete(0);
-    return Uint32Array.from(seen).sort();
-  }
-  if (stamps.length <= max) stamps = new Uint32Array(Math.max(max + 1, 2 * stamps.length));
   // A fresh stamp per call: no clearing between tables (65537 slots cost one pass, no hashing).
   if (++stamp === 0xffffffff) {
     stamps.fill(0);
@@ -24,12 +16,26 @@ export function tableMembers(table: Uint32Array): Uint32Array {
   const out: number[] = [];
   for (let s = 0; s < table.length; s++) {
     const id = table[s]!;
-    if (id !== 0 && stamps[id] !== stamp) {
+    if (id === 0) continue;
+    if (id >= stamps.length) {
+      if (id > STAMP_MAX_ID) return membersBySet(table);
+      const grown = new Uint32Array(Math.max(id + 1, 2 * stamps.length));
+      grown.set(stamps); // keeps this call's marks
+      stamps = grown;
+    }
+    if (stamps[id] !== stamp) {
       stamps[id] = stamp;
       out.push(id);
     }
   }
   return Uint32Array.from(out).sort();
+}
+
+/** tableMembers for tables naming ids too large for the stamp array. */
+function membersBySet(table: Uint32Array): Uint32Array {
+  const seen = new Set(table);
+  seen.delete(0);
+  return Uint32Array.from(seen).sort();
 }
 
 /**

@@ -152,3 +152,11 @@ export interface TableInstall {
   /** The VIP's previous table from now on (null: none); absent: the installed previous table stays. */
   previous?: Uint32Array | null;
 }
+
+/** The error code of a VIP table the datapath cannot read (its pin gone and no CAP_SYS_ADMIN to open it by id):
+ * callers that can do without the content (a reconcile then rewrites the table) test it with isTableUnreadable. */
+export const TABLE_UNREADABLE = 'ETABLEUNREADABLE';
+
+/** True for an error with code TABLE_UNREADABLE (also one from another copy of the module that threw it). */
+export const isTableUnreadable = (e: unknown): boolean =>
+  (e as { code?: unknown } | null)?.code === TABLE_UNREADABLE;

@@ -389,7 +389,7 @@ describePrivileged('balancer: backend states, stickiness, table swap', () => {
 
 /** An inner Maglev map holding `table` (for the swap test; KernelDatapath.installTable does the same). */
 function makeInner(table: Uint32Array): BpfMap {
-  const m = BpfMap.create({ type: MapType.ARRAY, keySize: 4, valueSize: 4, maxEntries: table.length + 1, flags: MapFlags.INNER_MAP });
+  const m = BpfMap.create({ type: MapType.ARRAY, keySize: 4, valueSize: 4, maxEntries: table.length + 1, flags: MapFlags.INNER_MAP | MapFlags.MMAPABLE });
   const k = (n: number) => {
     const x = Buffer.alloc(4);
     x.writeUInt32LE(n);

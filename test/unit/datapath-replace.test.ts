@@ -249,3 +249,85 @@ describe('pinDecision: refuse (a pin directory held by something else)', () => {
     expect(d.kind).toBe('refuse');
   });
 });
+
+describe('pinDecision: Maglev inner-map templates (an older build had no BPF_F_MMAPABLE)', () => {
+  const ARRAY_OF_MAPS = 12;
+  const INNER_MAP = 1 << 12;
+  const MMAPABLE = 1 << 10;
+  const OUTERS = ['maglev_tables', 'maglev_prev_tables'] as const;
+
+  /** spec() with the two Maglev outer maps as arrays of maps whose template has this build's flags. */
+  function outerSpec(): BalancerSpec {
+    const s = spec();
+    for (const m of OUTERS)
+      s.maps[m] = {
+        type: ARRAY_OF_MAPS,
+        typeName: 'array_of_maps',
+        keySize: 4,
+        valueSize: 4,
+        flags: 0,
+        innerFlags: INNER_MAP | MMAPABLE,
+      };
+    return s;
+  }
+
+  /** Pins of outerSpec() whose outer maps accept inner maps with `inner` flags (per map). */
+  function outerPins(inner: Partial<Record<(typeof OUTERS)[number], number | null>>): PinSnapshot {
+    return pins((p) => {
+      for (const m of OUTERS)
+        p.maps[m] = {
+          kind: 'map',
+          type: ARRAY_OF_MAPS,
+          keySize: 4,
+          valueSize: 4,
+          flags: 0,
+          maxEntries: 2048,
+          innerFlags: m in inner ? inner[m] : INNER_MAP | MMAPABLE,
+        };
+    });
+  }
+
+  const decideOuter = (p: PinSnapshot): PinDecision =>
+    pinDecision({ pins: p, spec: outerSpec(), needed: NEEDED, attached: PINNED_ATTACHED, dir: DIR });
+
+  it("outer maps whose inner maps have this build's flags are adopted", () => {
+    expect(decideOuter(outerPins({}))).toEqual({ kind: 'adopt' });
+  });
+
+  it('an outer map whose inner maps lack BPF_F_MMAPABLE is replaced (map_layout), naming both flags', () => {
+    const d = decideOuter(outerPins({ maglev_tables: INNER_MAP }));
+    expect(d).toEqual({
+      kind: 'replace',
+      reason: 'map_layout',
+      detail: `map maglev_tables holds inner maps with flags ${INNER_MAP} (this build's ${INNER_MAP | MMAPABLE})`,
+      leftovers: [],
+    });
+    // either outer map alone is enough (both share the template in a real build)
+    expect(decideOuter(outerPins({ maglev_prev_tables: INNER_MAP }))).toMatchObject({
+      kind: 'replace',
+      reason: 'map_layout',
+      detail: expect.stringMatching(/^map maglev_prev_tables holds inner maps with flags 4096/),
+    });
+  });
+
+  it('unknown inner flags (no inner map installed and no template in the BTF) are not adopted', () => {
+    for (const unknown of [null, undefined]) {
+      const p = outerPins({});
+      (p.maps.maglev_tables as { innerFlags?: number | null }).innerFlags = unknown;
+      const d = decideOuter(p);
+      expect(d).toMatchObject({ kind: 'replace', reason: 'map_layout' });
+      expect((d as { detail: string }).detail).toBe(
+        `map maglev_tables: the flags of its inner maps are unknown (none installed, no template in the program's BTF; this build's ${INNER_MAP | MMAPABLE})`,
+      );
+    }
+  });
+
+  it('a spec without inner templates (maps that are not maps of maps) ignores innerFlags', () => {
+    expect(decide(outerPins({ maglev_tables: INNER_MAP }))).toMatchObject({
+      kind: 'replace',
+      reason: 'map_type',
+    });
+    const p = pins((q) => ((q.maps.vips as { innerFlags?: number }).innerFlags = 1));
+    expect(decide(p)).toEqual({ kind: 'adopt' });
+  });
+});

@@ -17,6 +17,19 @@ describe('tableMembers', () => {
     expect([...tableMembers(new Uint32Array(7))]).toEqual([]);
     expect([...tableMembers(new Uint32Array(0))]).toEqual([]);
   });
+
+  it('equals a Set over the table, also when ids grow the stamp array mid-table or exceed it', () => {
+    // ids drawn from small, growing and huge (> 2^22: counted by a Set) ranges, mixed in one table
+    const id = fc.oneof(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 0, max: 1 << 21 }), fc.integer({ min: 0, max: 2 ** 32 - 1 })); // prettier-ignore
+    fc.assert(
+      fc.property(fc.array(id, { maxLength: 300 }), (ids) => {
+        const want = [...new Set(ids)].filter((x) => x !== 0).sort((a, b) => a - b);
+        expect([...tableMembers(Uint32Array.from(ids))]).toEqual(want);
+        expect([...tableMembers(Uint32Array.from(ids))]).toEqual(want); // a second call: fresh stamp
+      }),
+      { numRuns: 300 },
+    );
+  });
 });
 
 describe('TableRefs', () => {
