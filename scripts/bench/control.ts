@@ -15,15 +15,24 @@ import { sharedContract } from '../../src/datapath/contract';
 import {
   buildTable,
   changedFraction,
+  inlineTableBuilder,
   MAGLEV_ALGORITHM,
   MaglevBackend,
   NO_BACKEND,
   probeBackend,
   slotCounts,
   tableNames,
+  WorkerTableBuilder,
 } from '../../src/maglev';
 import { validateConfig } from '../../src/model';
-import { desiredState, DesiredState, IdTable, Reconciler, TableCache } from '../../src/reconcile';
+import {
+  desiredState,
+  desiredStateAsync,
+  DesiredState,
+  IdTable,
+  Reconciler,
+  TableCache,
+} from '../../src/reconcile';
 import { FileConfigSource } from '../../src/sources/file';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { quantileOf } from './lib/stats';
@@ -730,6 +739,8 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
     maxEntries: balancerMapSizes({ ...base.limits, conntrackEntries: 4096 }),
   });
   const probe = await healthzProbe();
+  const builder =
+    process.env.PEAK_BENCH_TABLE_BUILDER === 'inline' ? inlineTableBuilder : new WorkerTableBuilder();
   try {
     const datapathConfig = {
       ownMac: '02:00:00:00:00:01',
@@ -739,11 +750,12 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
       mtu: 1500,
     };
     const cache = new TableCache();
-    const reconciler = new Reconciler(dp);
+    // Tables built off the event loop as the daemon does; PEAK_BENCH_TABLE_BUILDER=inline for an A/B run.
+    const reconciler = new Reconciler(dp, { builder });
     let desired: DesiredState | null = null;
     const apply = async (config: Config): Promise<number> => {
       const t = now();
-      desired = desiredState({ config, datapathConfig, tables: cache, ids: desired?.ids });
+      desired = await desiredStateAsync({ config, datapathConfig, tables: cache, ids: desired?.ids });
       const s = await reconciler.reconcile(desired);
       if (s.failures.length > 0) throw new Error(`reconcile failed: ${JSON.stringify(s.failures[0])}`);
       return now() - t;
@@ -789,8 +801,10 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
     // A restart over these maps: a fresh reconciler reads them back and should find nothing to do.
     dp.flushVipIndex();
     const t = now();
-    const again = new Reconciler(dp);
-    const s = await again.reconcile(desiredState({ config: base, datapathConfig, tables: new TableCache() }));
+    const again = new Reconciler(dp, { builder });
+    const s = await again.reconcile(
+      await desiredStateAsync({ config: base, datapathConfig, tables: new TableCache() }),
+    );
     const adoptMs = now() - t;
 
     const samples = await probe.stop();
@@ -818,6 +832,7 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
     };
   } finally {
     await probe.stop().catch(() => undefined);
+    await builder.close();
     dp.close();
   }
 }

@@ -7,7 +7,7 @@ import type { Logger } from '../log';
 import { conntrackTableOf, createMetrics, DaemonMetrics, kubernetesPoolOf, renderRegistry } from '../metrics';
 import type { Config, ListenAddress, VipConfig } from '../model/config';
 import { formatIssue } from '../model/errors';
-import { desiredState, earliest } from '../reconcile';
+import { desiredStateAsync, earliest } from '../reconcile';
 import type { KubernetesSource } from '../sources/kubernetes/source';
 import type { ReloadEvent } from '../sources/types';
 import { type AdminServer, MetricsListenError, type Readiness } from './admin';
@@ -181,7 +181,7 @@ export class Daemon {
     if (keeper.adopted)
       await this.health.seed(
         dp,
-        desiredState({
+        await desiredStateAsync({
           config: this.overrides.apply(config),
           ids: programmer.ids,
           datapathConfig: this.datapathConfig,
@@ -349,6 +349,7 @@ export class Daemon {
     // Otherwise the routes stay: harmless with the balancer attached, and they cover a later detach.
     await this.vipRoutes?.stop();
     keeper?.close();
+    await this.programmer.close();
   }
 
   /** Everything /state shows: desired and actual, health, BGP, sources. */

@@ -3,8 +3,9 @@
 // as it changes.
 import type { Datapath } from '../datapath/types';
 import type { Logger } from '../log';
+import { inlineTableBuilder, TableBuilder, WorkerTableBuilder } from '../maglev/pool';
 import {
-  desiredState,
+  desiredStateAsync,
   DesiredState,
   DesiredStateOptions,
   idStateFromDatapath,
@@ -19,6 +20,8 @@ import {
 export class Programmer {
   private readonly log: Logger;
   private reconciler: Reconciler | null = null;
+  /** Builds the Maglev tables off the event loop (worker threads, started on demand). */
+  private builder: TableBuilder | null = null;
   private readonly tables = new TableCache();
   /** Ids as the datapath holds them: an adopted state is reconciled without churn. */
   ids: IdState | undefined;
@@ -38,8 +41,26 @@ export class Programmer {
 
   /** Programs `datapath` from now on, reading the ids it holds. */
   async use(datapath: Datapath): Promise<void> {
-    this.reconciler = new Reconciler(datapath);
+    await this.builder?.close();
+    this.builder = this.tableBuilder();
+    this.reconciler = new Reconciler(datapath, { builder: this.builder });
     this.ids = await idStateFromDatapath(datapath);
+  }
+
+  /** Stops the table builder's workers (the daemon stops). */
+  async close(): Promise<void> {
+    await this.builder?.close();
+    this.builder = null;
+  }
+
+  private tableBuilder(): TableBuilder {
+    try {
+      return new WorkerTableBuilder();
+    } catch (e) {
+      // Run from sources (no built worker script): correct, but builds share the event loop.
+      this.log.warn({ err: (e as Error).message }, 'Maglev tables are built on the main thread');
+      return inlineTableBuilder;
+    }
   }
 
   /** What each VIP's previous table retains (metrics); empty before use(). */
@@ -52,7 +73,8 @@ export class Programmer {
     o: Omit<DesiredStateOptions, 'ids' | 'tables'>,
   ): Promise<{ desired: DesiredState; summary: ReconcileSummary }> {
     try {
-      const desired = desiredState({ ...o, ids: this.ids, tables: this.tables });
+      // In slices: a whole new state at 512 x 1000 is seconds of work, and /healthz must not wait for it.
+      const desired = await desiredStateAsync({ ...o, ids: this.ids, tables: this.tables });
       const summary = await this.reconciler!.reconcile(desired);
       this.ids = desired.ids;
       this.noteFailOpen(this.desired, desired);

@@ -72,20 +72,23 @@ export function checkTableInput(opts: Pick<BuildTableOptions, 'backends' | 'size
  */
 export function buildTable(opts: BuildTableOptions): Uint32Array {
   const size = checkTableInput(opts);
-  const table = new Uint32Array(size).fill(NO_BACKEND);
+  // Int32 slots with -1 (NO_BACKEND's bit pattern) for free: V8 keeps the loop in small integers, where
+  // Uint32 values above 2^31 would be doubles. The result is a Uint32Array over the same buffer.
+  const table = new Int32Array(size).fill(-1);
   // Members in name order (code-unit order; bytewise for ASCII names), remembering input positions.
   const order = opts.backends
     .map((b, i) => ({ name: b.name, weight: b.weight, index: i }))
     .filter((b) => b.weight > 0)
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const n = order.length;
-  if (n === 0) return table;
-  const pos = new Uint32Array(n);
-  const skip = new Uint32Array(n);
+  const out = new Uint32Array(table.buffer);
+  if (n === 0) return out;
+  const pos = new Int32Array(n);
+  const skip = new Int32Array(n);
   const weight = new Float64Array(n);
-  const credit = new Float64Array(n);
-  const index = new Uint32Array(n);
+  const index = new Int32Array(n);
   let maxWeight = 0;
+  let equal = true;
   for (let i = 0; i < n; i++) {
     const b = order[i]!;
     const p = permutationParams(b.name, size);
@@ -94,26 +97,63 @@ export function buildTable(opts: BuildTableOptions): Uint32Array {
     weight[i] = b.weight;
     index[i] = b.index;
     if (b.weight > maxWeight) maxWeight = b.weight;
+    if (b.weight !== order[0]!.weight) equal = false;
   }
+  if (equal) fillEqual(table, pos, skip, index);
+  else fillWeighted(table, pos, skip, index, weight, maxWeight);
+  return out;
+}
+
+/** Equal weights: every member takes a turn in every round (the credit rule reduces to that). */
+function fillEqual(table: Int32Array, pos: Int32Array, skip: Int32Array, index: Int32Array): void {
+  const size = table.length;
+  const n = pos.length;
   let filled = 0;
-  for (;;) {
+  for (;;)
     for (let i = 0; i < n; i++) {
-      credit[i]! += weight[i]!;
-      if (credit[i]! < maxWeight) continue;
-      credit[i]! -= maxWeight;
-      // Walk this backend's permutation (offset + j*skip) mod M to its next free slot.
+      // Walk this member's permutation (offset + j*skip) mod M to its next free slot.
       let c = pos[i]!;
       const s = skip[i]!;
-      while (table[c] !== NO_BACKEND) {
+      while (table[c] !== -1) {
         c += s;
         if (c >= size) c -= size;
       }
       table[c] = index[i]!;
       c += s;
       pos[i] = c >= size ? c - size : c;
-      if (++filled === size) return table;
+      if (++filled === size) return;
     }
-  }
+}
+
+/** Weighted rounds: a member adds its weight to its credit and takes a turn when the credit reaches maxWeight. */
+function fillWeighted(
+  table: Int32Array,
+  pos: Int32Array,
+  skip: Int32Array,
+  index: Int32Array,
+  weight: Float64Array,
+  maxWeight: number,
+): void {
+  const size = table.length;
+  const n = pos.length;
+  const credit = new Float64Array(n);
+  let filled = 0;
+  for (;;)
+    for (let i = 0; i < n; i++) {
+      credit[i]! += weight[i]!;
+      if (credit[i]! < maxWeight) continue;
+      credit[i]! -= maxWeight;
+      let c = pos[i]!;
+      const s = skip[i]!;
+      while (table[c] !== -1) {
+        c += s;
+        if (c >= size) c -= size;
+      }
+      table[c] = index[i]!;
+      c += s;
+      pos[i] = c >= size ? c - size : c;
+      if (++filled === size) return;
+    }
 }
 
 /** Slots per backend index (length = number of backends). */

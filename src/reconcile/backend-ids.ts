@@ -1,9 +1,11 @@
 // Backend membership ids: one allocator, run from scratch or carrying over the groups of unchanged VIPs.
-import { GroupedIdMap, IdSpace } from './ids';
+import { checkGroup, GroupedIdMap, IdSpace } from './ids';
+import { runAll } from './steps';
 
 /** One VIP's key text and its memberships' key texts (config order). */
 export interface VipKeys {
   vip: string;
+  /** Membership keys, each `${vip}>address` (backendKeyText): its group is `vip`. */
   members: string[];
 }
 
@@ -52,6 +54,13 @@ const clearUsed = (bits: Uint32Array, id: number): void => {
  * Carried groups cost nothing per membership; the result is the same as from scratch.
  */
 export function allocateBackendIds(o: AllocateBackendIdsOptions): BackendIds {
+  return runAll(allocateBackendIdsSteps(o));
+}
+
+/** allocateBackendIds as steps: it yields after each VIP whose memberships it looked at (slicing points).
+ * Per-membership loops live in plain functions: V8 optimises a long-running generator body poorly (no
+ * on-stack replacement into it), a function called once per VIP well. */
+export function* allocateBackendIdsSteps(o: AllocateBackendIdsOptions): Generator<void, BackendIds, void> {
   const { keys, max } = o;
   const seen = new Set<string>();
   // A VIP key listed twice shares one group: nothing is carried over then (rare, unvalidated input).
@@ -75,44 +84,89 @@ export function allocateBackendIds(o: AllocateBackendIdsOptions): BackendIds {
   else {
     used = carry.used.slice();
     // Free every id of a group that is not carried over (changed or removed VIP); kept keys re-claim theirs.
-    for (const [k, g] of carry.groups.groups())
-      if (groups.get(k) !== g) for (const id of g.values()) clearUsed(used, id);
+    for (const [k, g] of carry.groups.groups()) if (groups.get(k) !== g) freeIds(used, g);
   }
   const kept = new Map<string, number>();
-  for (const i of changed)
-    for (const key of keys[i]!.members) {
-      const id = o.prev.ids.get(key);
-      if (id !== undefined && id >= 1 && id < max && !isUsed(used, id) && !kept.has(key)) {
-        kept.set(key, id);
-        setUsed(used, id);
-      }
-    }
-  const span = max - 1;
-  let cursor = o.prev.cursor < 1 || o.prev.cursor >= max ? 1 : o.prev.cursor;
+  // A membership key's group is its VIP's key text: look the group up once per VIP, not per key.
+  const prevIds = o.prev.ids;
+  for (const i of changed) {
+    const pg = prevIds instanceof GroupedIdMap ? prevIds.group(keys[i]!.vip) : prevIds;
+    if (pg !== undefined) keepIds(keys[i]!.members, pg, max, used, kept);
+    yield;
+  }
+  const state: AssignState = {
+    max,
+    used,
+    kept,
+    prefer: o.prefer,
+    cursor: o.prev.cursor < 1 || o.prev.cursor >= max ? 1 : o.prev.cursor,
+  };
   for (const i of changed) {
     const g = groups.get(keys[i]!.vip) as Map<string, number>;
-    for (const key of keys[i]!.members) {
-      if (g.has(key)) continue;
-      const id = kept.get(key);
-      if (id !== undefined) {
-        g.set(key, id);
-        continue;
-      }
-      const preferred = o.prefer?.(key);
-      if (preferred !== undefined && preferred >= 1 && preferred < max && !isUsed(used, preferred)) {
-        g.set(key, preferred);
-        setUsed(used, preferred);
-        continue;
-      }
-      let tries = 0;
-      while (isUsed(used, cursor)) {
-        cursor = cursor + 1 >= max ? 1 : cursor + 1;
-        if (++tries > span) throw new RangeError(`ids: all ${span} ids in 1..${max - 1} are in use`);
-      }
-      g.set(key, cursor);
-      setUsed(used, cursor);
-      cursor = cursor + 1 >= max ? 1 : cursor + 1;
+    assignGroup(keys[i]!.members, g, state);
+    // Checked here, one group per step, rather than all at once by the GroupedIdMap below.
+    checkGroup(keys[i]!.vip, g);
+    yield;
+  }
+  return { ids: new GroupedIdMap(groups), cursor: state.cursor, used, sameGroup };
+}
+
+function freeIds(used: Uint32Array, group: ReadonlyMap<string, number>): void {
+  for (const id of group.values()) clearUsed(used, id);
+}
+
+/** Claims the previous ids of `members` that are still free (into `kept`). */
+function keepIds(
+  members: readonly string[],
+  prev: ReadonlyMap<string, number>,
+  max: number,
+  used: Uint32Array,
+  kept: Map<string, number>,
+): void {
+  for (const key of members) {
+    const id = prev.get(key);
+    if (id !== undefined && id >= 1 && id < max && !isUsed(used, id) && !kept.has(key)) {
+      kept.set(key, id);
+      setUsed(used, id);
     }
   }
-  return { ids: new GroupedIdMap(groups), cursor, used, sameGroup };
+}
+
+interface AssignState {
+  max: number;
+  used: Uint32Array;
+  kept: ReadonlyMap<string, number>;
+  prefer: ((key: string) => number | undefined) | undefined;
+  /** Where the search for a free id starts (advanced as ids are handed out). */
+  cursor: number;
+}
+
+/** Gives each membership of one VIP not in `g` yet its kept id, its preferred id if free, or the next free id. */
+function assignGroup(members: readonly string[], g: Map<string, number>, st: AssignState): void {
+  const { max, used } = st;
+  const span = max - 1;
+  let cursor = st.cursor;
+  for (const key of members) {
+    if (g.has(key)) continue;
+    const id = st.kept.get(key);
+    if (id !== undefined) {
+      g.set(key, id);
+      continue;
+    }
+    const preferred = st.prefer?.(key);
+    if (preferred !== undefined && preferred >= 1 && preferred < max && !isUsed(used, preferred)) {
+      g.set(key, preferred);
+      setUsed(used, preferred);
+      continue;
+    }
+    let tries = 0;
+    while (isUsed(used, cursor)) {
+      cursor = cursor + 1 >= max ? 1 : cursor + 1;
+      if (++tries > span) throw new RangeError(`ids: all ${span} ids in 1..${max - 1} are in use`);
+    }
+    g.set(key, cursor);
+    setUsed(used, cursor);
+    cursor = cursor + 1 >= max ? 1 : cursor + 1;
+  }
+  st.cursor = cursor;
 }

@@ -3,9 +3,10 @@ import type { BackendState, DatapathConfig, EncapSource, VipKey, VipSpec } from 
 import type { HealthStatus } from '../health/state';
 import type { Config, Encap, HealthCheckConfig, VipConfig } from '../model/config';
 import { DEFAULTS } from '../model/defaults';
-import { allocateBackendIds, BackendIds, VipKeys } from './backend-ids';
+import { allocateBackendIdsSteps, BackendIds, VipKeys } from './backend-ids';
 import { sameStates, VipBackendStatesInput, vipBackendStates } from './backend-states';
 import { assignIds, backendKeyText, emptyIdState, GroupedIdMap, IdState, vipKeyText } from './ids';
+import { runAll, runSliced } from './steps';
 import { IdTable, TableCache, tableFor, tableSignature } from './table';
 
 export interface DesiredBackend {
@@ -102,8 +103,104 @@ interface IdMemo {
   /** Bit per backend id in [0, maxBackends): in use. */
   used: Uint32Array;
   /** By VIP key text: the (deep-frozen) config a desired VIP was computed from, and the result. */
-  byKey: Map<string, { config: VipConfig; desired: DesiredVip }>;
+  byKey: Map<string, MemoEntry>;
+  /** The health inputs the results were computed from. */
+  health: HealthSnapshot;
 }
+
+/** Health inputs as arrays in map order: the next build finds what changed in one sequential pass. */
+interface HealthSnapshot {
+  keys: string[];
+  status: HealthStatus[];
+  sinceKeys: string[];
+  since: Float64Array;
+}
+
+/**
+ * Steps of a health diff: the snapshot of `health` and `since`, and the VIP key texts whose entries differ
+ * from `was`, or null when the maps do not line up with it (other keys, sizes or order: every VIP is then
+ * compared on its own). One pass per map, in Map.forEach (no allocation per entry: ~10 ns per entry).
+ */
+function* healthDiff(
+  was: HealthSnapshot | undefined,
+  health: ReadonlyMap<string, HealthStatus>,
+  since: ReadonlyMap<string, number> | undefined,
+): Generator<void, { next: HealthSnapshot; dirty: Set<string> | null }, void> {
+  const sinceMap = since ?? new Map<string, number>();
+  const next: HealthSnapshot = {
+    keys: new Array<string>(health.size),
+    status: new Array<HealthStatus>(health.size),
+    sinceKeys: new Array<string>(sinceMap.size),
+    since: new Float64Array(sinceMap.size),
+  };
+  const dirty = new Set<string>();
+  let aligned =
+    was !== undefined && was.keys.length === health.size && was.sinceKeys.length === sinceMap.size;
+  aligned = snapshotInto(health, next.keys, next.status, aligned ? was!.keys : undefined, aligned ? was!.status : undefined, dirty) && aligned; // prettier-ignore
+  yield;
+  aligned = snapshotInto(sinceMap, next.sinceKeys, next.since, aligned ? was!.sinceKeys : undefined, aligned ? was!.since : undefined, dirty) && aligned; // prettier-ignore
+  return { next, dirty: aligned ? dirty : null };
+}
+
+/** Copies `map` into `keys`/`values` (preallocated to its size), comparing each entry with `wasKeys` and
+ * `wasValues` at the same position when given: the VIP of a changed value goes into `dirty`. False when a
+ * key differs (the maps do not line up). */
+function snapshotInto<V>(
+  map: ReadonlyMap<string, V>,
+  keys: string[],
+  values: { [i: number]: V },
+  wasKeys: readonly string[] | undefined,
+  wasValues: { readonly [i: number]: V } | undefined,
+  dirty: Set<string>,
+): boolean {
+  let i = 0;
+  let lined = true;
+  map.forEach((v, k) => {
+    keys[i] = k;
+    values[i] = v;
+    if (wasKeys !== undefined && lined) {
+      if (wasKeys[i] !== k) lined = false;
+      else if (wasValues![i] !== v) dirty.add(groupOfKey(k));
+    }
+    i++;
+  });
+  return lined;
+}
+
+/** The VIP key text of a membership key ("10.0.0.1:80/tcp>10.1.0.5" -> "10.0.0.1:80/tcp"). */
+function groupOfKey(key: string): string {
+  const i = key.indexOf('>');
+  return i < 0 ? key : key.slice(0, i);
+}
+
+interface MemoEntry {
+  config: VipConfig;
+  desired: DesiredVip;
+  /** No backend had a health entry (all 'unknown'): with an empty health map its states are the same. */
+  healthFree: boolean;
+  /** Some backend was down by health: its state may depend on the time (down grace) and on since. */
+  hasDown: boolean;
+}
+
+/** One build's state while its desired VIPs are made (DesiredStateBuilder.vipsFrom). */
+interface VipRun {
+  config: Config;
+  keys: readonly VipKeys[];
+  vipIds: ReadonlyMap<string, number>;
+  backendIds: BackendIds;
+  memo: IdMemo | undefined;
+  healthIn: HealthInput;
+  noHealth: boolean;
+  /** VIP key texts whose health inputs changed since the memo's build; null: unknown (compare each VIP). */
+  dirty: ReadonlySet<string> | null;
+  cache: TableCache;
+  byKey: Map<string, MemoEntry>;
+  /** Made so far, in config order. */
+  vips: DesiredVip[];
+}
+
+/** Milliseconds of desired-state work between event-loop turns in desiredStateAsync. */
+export const DESIRED_SLICE_MS = 5;
 
 /**
  * Builds desired states, remembering what makes the next build cheap: key strings and frozenness per VIP
@@ -118,6 +215,17 @@ export class DesiredStateBuilder {
 
   /** Computes the desired datapath state. Pure: same inputs, same output (ids included). */
   build(opts: DesiredStateOptions): DesiredState {
+    return runAll(this.steps(opts));
+  }
+
+  /** build(), in slices of `sliceMs` with event-loop turns between them: the same result, no long stall.
+   * The inputs (config, health maps, ids) must not change until it resolves. */
+  buildAsync(opts: DesiredStateOptions, sliceMs = DESIRED_SLICE_MS): Promise<DesiredState> {
+    return runSliced(this.steps(opts), sliceMs);
+  }
+
+  /** build() as steps: each yield is a point where the caller may give the event loop a turn. */
+  private *steps(opts: DesiredStateOptions): Generator<void, DesiredState, void> {
     const { config } = opts;
     const prev = opts.ids ?? emptyIdState();
     const cache = opts.tables ?? new TableCache();
@@ -128,28 +236,35 @@ export class DesiredStateBuilder {
       now: opts.now,
     };
 
-    const keys = config.vips.map((v) => this.keysOf(v));
+    const keys: VipKeys[] = [];
+    while (keys.length < config.vips.length) {
+      this.keysFrom(config.vips, keys);
+      yield;
+    }
     const vipIds = assignIds(prev.vips, { keys: keys.map((k) => k.vip), min: 0, max: config.limits.maxVips });
     const memo = opts.ids === undefined ? undefined : this.#memos.get(opts.ids);
-    const backendIds = this.backendIds(config, keys, prev, memo);
+    const backendIds = yield* this.backendIds(config, keys, prev, memo);
+    const { next: health, dirty } = yield* healthDiff(memo?.health, healthIn.health, healthIn.since);
 
-    const byKey = new Map<string, { config: VipConfig; desired: DesiredVip }>();
-    const vips: DesiredVip[] = config.vips.map((v, i) => {
-      const k = keys[i]!;
-      // Same config and same ids as last time: only health can differ.
-      const was = backendIds.sameGroup[i] ? memo?.byKey.get(k.vip)?.desired : undefined;
-      const desired = desiredVip(
-        v,
-        k,
-        vipIds.ids.get(k.vip)!,
-        backendIds.ids.group(k.vip)!,
-        healthIn,
-        cache,
-        was,
-      );
-      if (this.#frozen.has(v)) byKey.set(k.vip, { config: v, desired });
-      return desired;
-    });
+    const run: VipRun = {
+      config,
+      keys,
+      vipIds: vipIds.ids,
+      backendIds,
+      memo,
+      healthIn,
+      // No health entry at all: a VIP none of whose backends had one keeps its states (all from config).
+      noHealth: healthIn.health.size === 0,
+      dirty,
+      cache,
+      byKey: new Map(),
+      vips: [],
+    };
+    while (run.vips.length < config.vips.length) {
+      this.vipsFrom(run);
+      yield;
+    }
+    const { vips, byKey } = run;
 
     const ids: IdState = {
       vips: vipIds,
@@ -161,6 +276,7 @@ export class DesiredStateBuilder {
       maxBackends: config.limits.maxBackends,
       used: backendIds.used,
       byKey,
+      health,
     });
     const out: DesiredState = {
       datapathConfig: opts.datapathConfig ?? null,
@@ -173,6 +289,58 @@ export class DesiredStateBuilder {
     };
     produced.set(out, { vips, count: vips.length });
     return out;
+  }
+
+  /**
+   * Desired VIPs from `run.vips.length` on: reused ones in a tight loop, up to and including the next one
+   * that costs work per backend (computed, or its health compared): the caller may pause after it. A plain method, not part of the
+   * step generator: V8 optimises a long-running generator body poorly.
+   */
+  private vipsFrom(run: VipRun): void {
+    const { config, keys, vips } = run;
+    while (vips.length < config.vips.length) {
+      const i = vips.length;
+      const v = config.vips[i]!;
+      const k = keys[i]!;
+      // Same config and same ids as last time: only health can differ.
+      const was = run.backendIds.sameGroup[i] ? run.memo?.byKey.get(k.vip) : undefined;
+      const vipId = run.vipIds.get(k.vip)!;
+      let desired: DesiredVip;
+      let healthFree: boolean;
+      let hasDown: boolean;
+      // Whether this VIP cost work per backend (computed, or its states compared): a slicing point.
+      let costly = false;
+      // Health inputs of this VIP unchanged and none of its backends down: its states are the same.
+      const clean = run.dirty !== null && !run.dirty.has(k.vip) && was?.hasDown === false;
+      if (was !== undefined && was.desired.spec.id === vipId && ((run.noHealth && was.healthFree) || clean)) {
+        // Not looked up in `cache`: the result holds its table, and a signature over 16K characters (1,000
+        // backends) hashes by length alone in V8, so each lookup would compare strings with all its peers.
+        desired = was.desired;
+        healthFree = was.healthFree;
+        hasDown = was.hasDown;
+      } else {
+        const group = run.backendIds.ids.group(k.vip)!;
+        desired = desiredVip(v, k, vipId, group, run.healthIn, run.cache, was?.desired);
+        costly = true;
+        const same = desired === was?.desired;
+        healthFree = same ? was!.healthFree : desired.backends.every((b) => b.health === 'unknown');
+        hasDown = same ? was!.hasDown : desired.backends.some((b) => b.health === 'down');
+      }
+      if (this.#frozen.has(v)) run.byKey.set(k.vip, { config: v, desired, healthFree, hasDown });
+      vips.push(desired);
+      if (costly) return;
+    }
+  }
+
+  /** Key strings of `vips` from `keys.length` on, up to and including the next one not memoised (a string
+   * per membership: the caller may pause after it). */
+  private keysFrom(vips: readonly VipConfig[], keys: VipKeys[]): void {
+    while (keys.length < vips.length) {
+      const v = vips[keys.length]!;
+      const known = this.#keys.get(v);
+      keys.push(known ?? this.keysOf(v));
+      if (known === undefined) return;
+    }
   }
 
   /** Key strings of a VIP config: memoised for frozen configs (a mutable one could change). */
@@ -201,12 +369,12 @@ export class DesiredStateBuilder {
    * Backend ids. Incremental (groups of unchanged VIPs carried over) when `ids` come straight from an
    * earlier build with the same limits and nothing to adopt; from scratch (adoption preferences) otherwise.
    */
-  private backendIds(
+  private *backendIds(
     config: Config,
     keys: readonly VipKeys[],
     prev: IdState,
     memo: IdMemo | undefined,
-  ): BackendIds {
+  ): Generator<void, BackendIds, void> {
     const max = config.limits.maxBackends;
     if (
       memo !== undefined &&
@@ -219,20 +387,21 @@ export class DesiredStateBuilder {
         const was = memo.byKey.get(keys[i]!.vip);
         return was !== undefined && was.config === config.vips[i] && frozen.has(was.config);
       };
-      return allocateBackendIds({
+      return yield* allocateBackendIdsSteps({
         keys,
         max,
         prev: prev.backends,
         carry: { groups: memo.backendIds, used: memo.used, unchanged },
       });
     }
-    if (prev.adoptable.length === 0) return allocateBackendIds({ keys, max, prev: prev.backends });
+    if (prev.adoptable.length === 0)
+      return yield* allocateBackendIdsSteps({ keys, max, prev: prev.backends });
     const address = new Map<string, string>();
     config.vips.forEach((v, i) => v.backends.forEach((b, j) => address.set(keys[i]!.members[j]!, b.address)));
     const adoptable = new Map<string, number[]>();
     for (const a of prev.adoptable) adoptable.set(a.address, [...(adoptable.get(a.address) ?? []), a.id]);
     const prefer = (key: string): number | undefined => adoptable.get(address.get(key)!)?.shift();
-    return allocateBackendIds({ keys, max, prev: prev.backends, prefer });
+    return yield* allocateBackendIdsSteps({ keys, max, prev: prev.backends, prefer });
   }
 }
 
@@ -275,7 +444,8 @@ function desiredVip(
   return {
     name: v.name,
     spec: {
-      key: vipKeyOf(v),
+      // Frozen: its key text is then computed once (vipKeyText), however often planning asks.
+      key: Object.freeze(vipKeyOf(v)),
       id: vipId,
       flags: {
         sourceHash: v.persistence === 'source-ip',
@@ -318,6 +488,14 @@ const shared = new DesiredStateBuilder();
 /** Computes the desired datapath state. Pure: same inputs, same output (ids included). */
 export function desiredState(opts: DesiredStateOptions): DesiredState {
   return shared.build(opts);
+}
+
+/**
+ * desiredState, giving the event loop a turn every DESIRED_SLICE_MS (a whole new state at 512 x 1000 takes
+ * seconds). Same result; the inputs must not change until it resolves.
+ */
+export function desiredStateAsync(opts: DesiredStateOptions): Promise<DesiredState> {
+  return shared.buildAsync(opts);
 }
 
 /** States a builder returned (with their VIP list as returned): their VIP and backend ids are unique. */

@@ -1,5 +1,5 @@
 // Stable id assignment for VIPs and backend memberships: pure, persistent across reloads, rebuilt on adoption.
-import type { Datapath, VipKey } from '../datapath/types';
+import { isTableUnreadable, type Datapath, type VipKey } from '../datapath/types';
 import { canonicalIp } from '../model/ip';
 
 /** Ids handed out so far and where the next search starts (next-fit delays reuse of freed ids). */
@@ -23,8 +23,18 @@ export const emptyIdState = (): IdState => ({
   adoptable: [],
 });
 
+/** Key texts of frozen VIP keys (desired VIP specs' keys are): the same string object each time, so Map
+ * lookups by it hash once. Planning looks every VIP up by its key text on every reconcile. */
+const keyTexts = new WeakMap<VipKey, string>();
+
 /** "10.0.0.1:80/tcp"; addresses must be canonical (canonicalIp) for keys to match. */
-export const vipKeyText = (k: VipKey): string => `${k.address}:${k.port}/${k.protocol}`;
+export const vipKeyText = (k: VipKey): string => {
+  const known = keyTexts.get(k);
+  if (known !== undefined) return known;
+  const text = `${k.address}:${k.port}/${k.protocol}`;
+  if (Object.isFrozen(k)) keyTexts.set(k, text);
+  return text;
+};
 /** "10.0.0.1:80/tcp>10.1.0.5": one backend's membership in one VIP. */
 export const backendKeyText = (vip: VipKey, address: string): string => `${vipKeyText(vip)}>${address}`;
 
@@ -93,7 +103,8 @@ export async function idStateFromDatapath(dp: Datapath): Promise<IdState> {
   for (const vip of [...vips].sort((a, b) => a.id - b.id)) {
     vipIds.set(vipKeyText(canonKey(vip.key)), vip.id);
     vipMax = Math.max(vipMax, vip.id);
-    const table = await dp.readTable(vip.id);
+    // Unreadable (its pin gone, no CAP_SYS_ADMIN): its backends are matched by address instead.
+    const table = await readTableOrNone(dp, vip.id);
     if (table === null) continue;
     const seen = new Set<number>();
     for (let s = 0; s < table.length; s++) seen.add(table[s]!);
@@ -124,6 +135,19 @@ const groupOf = (key: string): string => {
 const checkedGroups = new WeakSet<ReadonlyMap<string, number>>();
 
 /**
+ * Checks that every key of `group` is a membership of `vip` (throws naming the first that is not) and
+ * remembers it: a GroupedIdMap then takes the group without looking at its keys again. Lets a builder
+ * check its groups one at a time (between event-loop turns) instead of all at once in the constructor.
+ */
+export function checkGroup(vip: string, group: ReadonlyMap<string, number>): void {
+  if (checkedGroups.has(group)) return;
+  for (const key of group.keys())
+    if (groupOf(key) !== vip)
+      throw new RangeError(`groups: key ${JSON.stringify(key)} is not a membership of ${vip}`);
+  checkedGroups.add(group);
+}
+
+/**
  * Backend membership ids grouped by VIP key text: a read-only map whose groups are shared between
  * successive id states, so a reload that changes one VIP copies one group, not every membership.
  * Iterates group by group (in the order given), each group in its own order.
@@ -137,12 +161,7 @@ export class GroupedIdMap implements ReadonlyMap<string, number> {
     let size = 0;
     for (const [vip, g] of groups) {
       // A group is checked once, when first seen: shared groups cost nothing on later states.
-      if (!checkedGroups.has(g)) {
-        for (const key of g.keys())
-          if (groupOf(key) !== vip)
-            throw new RangeError(`groups: key ${JSON.stringify(key)} is not a membership of ${vip}`);
-        checkedGroups.add(g);
-      }
+      checkGroup(vip, g);
       size += g.size;
     }
     this.#groups = groups;
@@ -196,5 +215,21 @@ export class GroupedIdMap implements ReadonlyMap<string, number> {
 
   get [Symbol.toStringTag](): string {
     return 'GroupedIdMap';
+  }
+}
+
+/**
+ * A VIP's installed table, or null when the datapath cannot read it (isTableUnreadable: e.g. its pin is
+ * gone and the daemon lacks CAP_SYS_ADMIN): taken as none, so a plan rewrites it (which pins it again).
+ */
+export async function readTableOrNone(
+  dp: Pick<Datapath, 'readTable'>,
+  vipId: number,
+): Promise<Uint32Array | null> {
+  try {
+    return await dp.readTable(vipId);
+  } catch (e) {
+    if (isTableUnreadable(e)) return null;
+    throw e;
   }
 }

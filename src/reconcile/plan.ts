@@ -2,6 +2,7 @@
 import type { BackendSpec, DatapathConfig, VipKey, VipSpec } from '../datapath/types';
 import { canonicalIp } from '../model/ip';
 import { DesiredState, DesiredVip, fromDesiredState } from './desired';
+import { runAll, runSliced } from './steps';
 import { IdTable } from './table';
 import { vipKeyText } from './ids';
 import { DEFAULT_CT_TIMEOUTS } from '../datapath/layout';
@@ -17,6 +18,9 @@ export interface ActualState {
   backends: BackendSpec[];
   /** Table per VIP id: as read back, or the IdTable we installed; null or absent: none installed. */
   tables: ReadonlyMap<number, Uint32Array | IdTable | null>;
+  /** VIP id -> whether its read-back table (a Uint32Array in `tables`) holds the desired slots, compared
+   * beforehand off the planner (Reconciler: through its table builder); absent: the planner compares. */
+  tableMatches?: ReadonlyMap<number, boolean>;
 }
 
 export type Op =
@@ -108,13 +112,36 @@ function backendOps(plan: Plan, vip: DesiredVip, have: (id: number) => BackendSp
   }
 }
 
-/** deleteVip, upsertVip and installTable ops (O(VIPs): tables we installed compare by identity). */
-function vipOps(
+/** deleteVip, upsertVip and installTable ops (O(VIPs): tables we installed compare by identity). Yields
+ * after each table compared slot by slot (a read-back table). The loops are plain functions: V8 optimises a
+ * long-running generator body poorly. */
+function* vipOps(
   plan: Plan,
   actual: Iterable<VipSpec>,
   tables: ActualState['tables'],
+  matches: ActualState['tableMatches'],
   desired: DesiredState,
-): void {
+): Generator<void, void, void> {
+  const run: VipOpsRun = {
+    plan,
+    actualVips: vipDeletes(plan, actual, desired),
+    tables,
+    matches,
+    desired: desired.vips,
+    tableOps: [],
+    next: 0,
+  };
+  while (run.next < run.desired.length) {
+    vipOpsFrom(run);
+    yield;
+  }
+  // Every VIP write before the first table: the VIP writes form one run (one VIP index rebuild in the
+  // kernel) and the tables one run (swapped in batches).
+  for (const op of run.tableOps) plan.push(op);
+}
+
+/** deleteVip ops; returns the actual VIPs that stay, by key text. */
+function vipDeletes(plan: Plan, actual: Iterable<VipSpec>, desired: DesiredState): Map<string, VipSpec> {
   const actualVips = new Map<string, VipSpec>();
   for (const v of actual) actualVips.set(vipKeyText(v.key), v);
   const wantedVips = new Set(desired.vips.map((v) => vipKeyText(v.spec.key)));
@@ -127,12 +154,28 @@ function vipOps(
       actualVips.delete(key);
     }
   }
+  return actualVips;
+}
 
-  // Every VIP write before the first table: the VIP writes form one run (one VIP index rebuild in the
-  // kernel) and the tables one run (swapped in batches).
-  const tableOps: Op[] = [];
-  for (const vip of desired.vips) {
-    const have = actualVips.get(vipKeyText(vip.spec.key));
+interface VipOpsRun {
+  plan: Plan;
+  actualVips: ReadonlyMap<string, VipSpec>;
+  tables: ActualState['tables'];
+  matches: ActualState['tableMatches'];
+  desired: readonly DesiredVip[];
+  /** installTable ops, pushed after every VIP write. */
+  tableOps: Op[];
+  /** The next desired VIP to look at. */
+  next: number;
+}
+
+/** upsertVip and installTable ops from `run.next` on, up to and including the next table compared slot by
+ * slot (a slicing point). */
+function vipOpsFrom(run: VipOpsRun): void {
+  const { plan, tableOps } = run;
+  while (run.next < run.desired.length) {
+    const vip = run.desired[run.next++]!;
+    const have = run.actualVips.get(vipKeyText(vip.spec.key));
     const resized = have !== undefined && have.tableSize !== vip.spec.tableSize;
     const changed =
       have !== undefined &&
@@ -145,7 +188,7 @@ function vipOps(
     else if (changed) plan.push({ op: 'upsertVip', vip: vip.spec, reason: 'changed' });
     // A new id or size invalidates the installed table; otherwise compare slots.
     const fresh = have === undefined || have.id !== vip.spec.id || resized;
-    if (fresh)
+    if (fresh) {
       tableOps.push({
         op: 'installTable',
         vipId: vip.spec.id,
@@ -153,7 +196,12 @@ function vipOps(
         table: vip.table,
         reason: 'new',
       });
-    else if (!sameTable(tables.get(vip.spec.id), vip.table))
+      continue;
+    }
+    const installed = run.tables.get(vip.spec.id);
+    const read = installed instanceof Uint32Array;
+    const matched = read ? run.matches?.get(vip.spec.id) : undefined;
+    if (!(matched ?? sameTable(installed, vip.table)))
       tableOps.push({
         op: 'installTable',
         vipId: vip.spec.id,
@@ -161,12 +209,61 @@ function vipOps(
         table: vip.table,
         reason: 'changed',
       });
+    if (read && matched === undefined) return;
   }
-  for (const op of tableOps) plan.push(op);
+}
+
+/** Milliseconds of planning between event-loop turns in the async planners. */
+export const PLAN_SLICE_MS = 5;
+
+// Per-backend loops live in plain functions: V8 optimises a long-running generator body poorly (no on-stack
+// replacement into it), a function called once per VIP well.
+
+/** The index of the first element of `list` from `from` on that `set` lacks; list.length if none. */
+function nextNotIn<T>(list: readonly T[], set: ReadonlySet<T>, from: number): number {
+  let i = from;
+  while (i < list.length && set.has(list[i]!)) i++;
+  return i;
+}
+
+function addIds(ids: Set<number>, vip: DesiredVip): void {
+  for (const b of vip.backends) ids.add(b.id);
+}
+
+/** deleteBackend ops for the backends of `gone` (a VIP of the previous state) that are not wanted (and marks
+ * them wanted: each is deleted once). */
+function deleteUnwanted(
+  plan: Plan,
+  gone: DesiredVip,
+  wanted: Set<number>,
+  held: ReadonlyMap<number, BackendSpec>,
+): void {
+  for (const b of gone.backends)
+    if (!wanted.has(b.id) && held.has(b.id)) {
+      plan.push({ op: 'deleteBackend', id: b.id });
+      wanted.add(b.id);
+    }
+}
+
+function deleteAllUnwanted(plan: Plan, held: readonly BackendSpec[], wanted: ReadonlySet<number>): void {
+  for (const b of held) if (!wanted.has(b.id)) plan.push({ op: 'deleteBackend', id: b.id });
 }
 
 /** plan = diff(actual, desired). Pure. */
 export function planReconcile(actual: ActualState, desired: DesiredState): Plan {
+  return runAll(planReconcileSteps(actual, desired));
+}
+
+/** planReconcile in slices with event-loop turns between them; the inputs must not change until it resolves. */
+export function planReconcileAsync(
+  actual: ActualState,
+  desired: DesiredState,
+  sliceMs = PLAN_SLICE_MS,
+): Promise<Plan> {
+  return runSliced(planReconcileSteps(actual, desired), sliceMs);
+}
+
+function* planReconcileSteps(actual: ActualState, desired: DesiredState): Generator<void, Plan, void> {
   const plan: Plan = [];
   if (desired.datapathConfig !== null && !sameConfig(actual.config, desired.datapathConfig))
     plan.push({ op: 'configure', config: desired.datapathConfig });
@@ -174,12 +271,12 @@ export function planReconcile(actual: ActualState, desired: DesiredState): Plan 
   const actualBackends = new Map(actual.backends.map((b) => [b.id, b]));
   const wantedBackends = new Set<number>();
   for (const vip of desired.vips) {
-    for (const b of vip.backends) wantedBackends.add(b.id);
+    addIds(wantedBackends, vip);
     backendOps(plan, vip, (id) => actualBackends.get(id));
+    yield;
   }
-  vipOps(plan, actual.vips, actual.tables, desired);
-  for (const b of actual.backends)
-    if (!wantedBackends.has(b.id)) plan.push({ op: 'deleteBackend', id: b.id });
+  yield* vipOps(plan, actual.vips, actual.tables, actual.tableMatches, desired);
+  deleteAllUnwanted(plan, actual.backends, wantedBackends);
   return plan;
 }
 
@@ -189,6 +286,7 @@ export interface IndexedActualState {
   vips: Iterable<VipSpec>;
   backends: ReadonlyMap<number, BackendSpec>;
   tables: ActualState['tables'];
+  tableMatches?: ActualState['tableMatches'];
 }
 
 /**
@@ -198,30 +296,59 @@ export interface IndexedActualState {
  * states are unmutated desiredState results (fromDesiredState), so every VIP and backend id is unique.
  */
 export function planSince(actual: IndexedActualState, desired: DesiredState, previous: DesiredState): Plan {
+  checkSince(desired, previous);
+  return runAll(planSinceSteps(actual, desired, previous));
+}
+
+/** planSince in slices with event-loop turns between them (every VIP changed at 512 x 1000 is 512,000
+ * memberships); the inputs must not change until it resolves. Throws at once on bad input, like planSince. */
+export function planSinceAsync(
+  actual: IndexedActualState,
+  desired: DesiredState,
+  previous: DesiredState,
+  sliceMs = PLAN_SLICE_MS,
+): Promise<Plan> {
+  checkSince(desired, previous);
+  return runSliced(planSinceSteps(actual, desired, previous), sliceMs);
+}
+
+function checkSince(desired: DesiredState, previous: DesiredState): void {
   if (!fromDesiredState(desired) || !fromDesiredState(previous))
     throw new TypeError('planSince: desired and previous must be unmutated desiredState results');
+}
+
+function* planSinceSteps(
+  actual: IndexedActualState,
+  desired: DesiredState,
+  previous: DesiredState,
+): Generator<void, Plan, void> {
   const plan: Plan = [];
   if (desired.datapathConfig !== null && !sameConfig(actual.config, desired.datapathConfig))
     plan.push({ op: 'configure', config: desired.datapathConfig });
-  const kept = new Set<DesiredVip>();
-  for (const v of previous.vips) kept.add(v);
+  const kept = new Set<DesiredVip>(previous.vips);
   // Backends of unchanged VIP objects were written when `previous` was applied and nothing touched them.
   const wantedChanged = new Set<number>();
-  for (const vip of desired.vips) {
-    if (kept.has(vip)) continue;
-    for (const b of vip.backends) wantedChanged.add(b.id);
-    backendOps(plan, vip, (id) => actual.backends.get(id));
+  const have = (id: number): BackendSpec | undefined => actual.backends.get(id);
+  for (
+    let i = nextNotIn(desired.vips, kept, 0);
+    i < desired.vips.length;
+    i = nextNotIn(desired.vips, kept, i + 1)
+  ) {
+    const vip = desired.vips[i]!;
+    addIds(wantedChanged, vip);
+    backendOps(plan, vip, have);
+    yield;
   }
-  vipOps(plan, actual.vips, actual.tables, desired);
+  yield* vipOps(plan, actual.vips, actual.tables, actual.tableMatches, desired);
   // The datapath holds exactly previous's backends: only those of VIPs that changed can be unwanted now.
   const current = new Set(desired.vips);
-  for (const v of previous.vips) {
-    if (current.has(v)) continue;
-    for (const b of v.backends)
-      if (!wantedChanged.has(b.id) && actual.backends.has(b.id)) {
-        plan.push({ op: 'deleteBackend', id: b.id });
-        wantedChanged.add(b.id);
-      }
+  for (
+    let i = nextNotIn(previous.vips, current, 0);
+    i < previous.vips.length;
+    i = nextNotIn(previous.vips, current, i + 1)
+  ) {
+    deleteUnwanted(plan, previous.vips[i]!, wantedChanged, actual.backends);
+    yield;
   }
   return plan;
 }

@@ -1,18 +1,19 @@
 // Applying plans to a Datapath: reconcile() (stateless: read, diff, apply) and Reconciler (mirrors its writes).
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Datapath, VipSpec } from '../datapath/types';
+import { inlineTableBuilder, TableBuilder } from '../maglev/pool';
 import { canonicalIp } from '../model/ip';
 import { DesiredState, fromDesiredState } from './desired';
 import { PreviousOwners, PreviousOwnerView } from './second-chance';
 import { IdTable } from './table';
-import { vipKeyText } from './ids';
+import { readTableOrNone, vipKeyText } from './ids';
 import {
   ActualState,
   Op,
   Plan,
-  planReconcile,
-  planSince,
   ReconcileFailure,
+  planReconcileAsync,
+  planSinceAsync,
   ReconcileSummary,
   summarisePlan,
 } from './plan';
@@ -28,7 +29,7 @@ export async function readActual(dp: Datapath): Promise<ActualState> {
   const slicer = new Slicer(SLICE_MS);
   for (const v of vips) {
     await slicer.turn();
-    tables.set(v.id, await dp.readTable(v.id));
+    tables.set(v.id, await readTableOrNone(dp, v.id));
   }
   return { config, vips, backends, tables };
 }
@@ -72,13 +73,21 @@ export interface ApplyOptions {
   sliceMs?: number;
   /** Tables per installTables call (default TABLE_BATCH). */
   tableBatch?: number;
+  /** Builds the Maglev tables (default inline, on this thread): each batch's tables, and what its previous
+   * tables are computed from, are built while the batch before is written. */
+  builder?: TableBuilder;
 }
 
 /** Milliseconds of reconcile work between event-loop turns: the admin API, timers and signals wait no longer
  * than this plus one operation (a table build and write is ~10 ms at 65537 slots). */
 export const SLICE_MS = 5;
-/** Tables swapped per installTables call: each call waits one RCU grace period (~8 ms) in the kernel. */
-export const TABLE_BATCH = 16;
+/** Tables swapped per installTables call: each call waits one RCU grace period in the kernel, whatever its size
+ * (measured: median 11–13 ms for 1, 16 or 64 tables), so 512 VIPs cost 8 waits, not 32. A batch holds its inner
+ * maps (512 KiB each at 65537 slots, twice with previous tables) until the swap. */
+export const TABLE_BATCH = 64;
+/** Runs of at most this many tables are built in-thread (~3 ms each at 65537 slots): a worker round trip,
+ * or a worker start after the pool went idle (50-150 ms), would cost a small change more than it saves. */
+export const INLINE_TABLES = 2;
 
 type InstallTableOp = Extract<Op, { op: 'installTable' }>;
 
@@ -121,13 +130,20 @@ class Dependants {
   private readonly all: string[];
   private readonly byKey = new Map<string, string>();
   private readonly byId = new Map<number, DesiredState['vips'][number]>();
+  private readonly byName = new Map<string, DesiredState['vips'][number]>();
 
   constructor(desired: DesiredState) {
     this.all = desired.vips.map((v) => v.name);
     for (const v of desired.vips) {
       this.byKey.set(vipKeyText(v.spec.key), v.name);
       this.byId.set(v.spec.id, v);
+      this.byName.set(v.name, v);
     }
+  }
+
+  /** The desired VIP of a name. */
+  vip(name: string): DesiredState['vips'][number] | undefined {
+    return this.byName.get(name);
   }
 
   of(op: Op): readonly string[] {
@@ -160,8 +176,8 @@ class Dependants {
 
   /** The desired key of a VIP name. */
   keyOf(name: string): string | undefined {
-    for (const [key, n] of this.byKey) if (n === name) return key;
-    return undefined;
+    const v = this.byName.get(name);
+    return v === undefined ? undefined : vipKeyText(v.spec.key);
   }
 }
 
@@ -237,6 +253,83 @@ async function installPairs<T extends { op: InstallTableOp; ids: Uint32Array }>(
   return results;
 }
 
+type PreviousOp = Extract<Op, { op: 'installPreviousTable' }>;
+
+/** A chunk of operations whose tables are built and held (see IdTable.hold) until release(). */
+interface Prepared<T> {
+  ops: readonly T[];
+  /** Operations whose own table could not be built: the build's error. */
+  errors: Map<T, unknown>;
+  release(): void;
+}
+
+/**
+ * Holds the tables a chunk of operations will need, built through `builder` (concurrently): `own` (its
+ * failure is the operation's) and `extra` tables (a failure there is left to the code that uses them).
+ */
+async function prepare<T>(
+  ops: readonly T[],
+  builder: TableBuilder,
+  tablesOf: (op: T) => { own: IdTable | null; extra: readonly IdTable[] },
+): Promise<Prepared<T>> {
+  const held: IdTable[] = [];
+  const errors = new Map<T, unknown>();
+  const hold = (t: IdTable): Promise<void> => t.hold(builder).then(() => void held.push(t));
+  await Promise.all(
+    ops.map(async (op) => {
+      const { own, extra } = tablesOf(op);
+      await Promise.all([
+        own === null ? null : hold(own).catch((e: unknown) => void errors.set(op, e)),
+        ...extra.map((t) => hold(t).catch(() => undefined)),
+      ]);
+    }),
+  );
+  return { ops, errors, release: () => held.forEach((t) => t.release()) };
+}
+
+/** Prepares chunk k+1 while chunk k is consumed; every prepared chunk is released after use. */
+async function pipelined<T>(
+  chunks: readonly (readonly T[])[],
+  prep: (ops: readonly T[]) => Promise<Prepared<T>>,
+  consume: (ready: Prepared<T>) => Promise<void>,
+): Promise<void> {
+  let ahead = chunks.length > 0 ? prep(chunks[0]!) : null;
+  try {
+    for (let k = 0; k < chunks.length; k++) {
+      const ready = await ahead!;
+      ahead = k + 1 < chunks.length ? prep(chunks[k + 1]!) : null;
+      try {
+        await consume(ready);
+      } finally {
+        ready.release();
+      }
+    }
+  } finally {
+    // Only after a throw: what was prepared ahead is let go.
+    void ahead?.then((p) => p.release());
+  }
+}
+
+function chunk<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let k = 0; k < items.length; k += size) out.push(items.slice(k, k + size));
+  return out;
+}
+
+/** Per installTable op with a previous table to build: the installed table it replaces, as planning saw it
+ * (the VIP's current table under its key), when that is a table we installed (read-back ones need no build). */
+function oldTablesOf(plan: Plan, deps: Dependants, installed: InstalledView): Map<Op, IdTable> {
+  const out = new Map<Op, IdTable>();
+  for (const op of plan) {
+    if (op.op !== 'installTable' || !op.previous?.build) continue;
+    const key = deps.keyOf(op.vipName);
+    const v = key === undefined ? undefined : installed.vips.get(key);
+    const t = v === undefined ? undefined : installed.tables.get(v.id);
+    if (t instanceof IdTable) out.set(op, t);
+  }
+  return out;
+}
+
 /**
  * Applies a plan VIP by VIP: an operation that fails marks the desired VIPs depending on it failed, their
  * later operations are skipped (they keep what they had), and every other VIP's operations still run. A
@@ -285,61 +378,25 @@ export async function applyPlan(
       error: (e as Error)?.message ?? String(e),
     });
   };
-  for (let i = 0; i < plan.length; i++) {
-    const op = plan[i]!;
-    // A run of VIP writes is one burst for the datapath (the kernel rebuilds its VIP index on the next
-    // event-loop turn): they are cheap, so no turn is given inside the run.
-    if (!(isVipWrite(op) && i > 0 && isVipWrite(plan[i - 1]!))) await slicer.turn();
-    const vips = deps.of(op);
-    if (
-      vips.some((v) => failedVips.has(v)) ||
-      (op.op === 'installPreviousTable' && failedVips.has(op.vipName))
-    ) {
+  const builder = o.builder ?? inlineTableBuilder;
+  const batchSize = o.tableBatch ?? TABLE_BATCH;
+  const isFailed = (op: Op): boolean =>
+    deps.of(op).some((v) => failedVips.has(v)) ||
+    (op.op === 'installPreviousTable' && failedVips.has(op.vipName));
+  // The table each previous table is computed from (second-chance.ts took it from the view planning saw).
+  const oldTables = o.installed === undefined ? new Map<Op, IdTable>() : oldTablesOf(plan, deps, o.installed);
+
+  /** Applies one operation (not a table install), recording its success or failure. */
+  const applyOne = async (op: Op): Promise<void> => {
+    if (isFailed(op)) {
       skipped++;
-      continue;
-    }
-    if (op.op === 'installTable') {
-      // A run of table installs goes to the datapath in batches (one map-in-map swap per batch); the
-      // tables are built here one by one, with event-loop turns in between.
-      const batch: { op: InstallTableOp; ids: Uint32Array }[] = [];
-      let j = i;
-      for (; j < plan.length && batch.length < (o.tableBatch ?? TABLE_BATCH); j++) {
-        const next = plan[j]!;
-        if (next.op !== 'installTable') break;
-        const nv = deps.of(next);
-        if (nv.some((v) => failedVips.has(v))) {
-          skipped++;
-          continue;
-        }
-        if (j > i) await slicer.turn();
-        try {
-          batch.push({ op: next, ids: next.table.ids() });
-        } catch (e) {
-          failed(next, nv, e);
-        }
-      }
-      i = j - 1;
-      if (batch.length === 0) continue;
-      const { previous, errors: previousErrors } = await buildPrevious(batch, slicer);
-      const results = await installPairs(dp, batch, previous, previousErrors);
-      for (const [b, err] of previousErrors) previousFailed(b.op, b.op.vipId, err);
-      previousWritten += batch.filter(
-        (b, k) => b.op.previous !== undefined && !previousErrors.has(b) && results[k] === null,
-      ).length;
-      batch.forEach((b, k) => {
-        const err = results[k];
-        if (err) {
-          failed(b.op, deps.of(b.op), err);
-          if (previousErrors.has(b)) o.onPreviousFailed?.(b.op);
-        } else succeeded(b.op, !previousErrors.has(b));
-      });
-      continue;
+      return;
     }
     if (op.op === 'deleteBackend' && keptKeys.size > 0 && o.installed !== undefined) {
       kept ??= namedBy(o.installed, keptKeys);
       if (kept.has(op.id)) {
         skipped++;
-        continue;
+        return;
       }
     }
     try {
@@ -348,11 +405,92 @@ export async function applyPlan(
       if (op.op === 'installPreviousTable') {
         previousFailed(op, op.vipId, e);
         o.onPreviousFailed?.(op);
-      } else failed(op, vips, e);
-      continue;
+      } else failed(op, deps.of(op), e);
+      return;
     }
     if (op.op === 'installPreviousTable') previousWritten++;
     succeeded(op);
+  };
+
+  /** Installs one batch of tables whose builds are held (`ready`), with their previous tables as pairs. */
+  const installBatch = async (ready: Prepared<InstallTableOp>): Promise<void> => {
+    const batch: { op: InstallTableOp; ids: Uint32Array }[] = [];
+    for (const op of ready.ops) {
+      await slicer.turn();
+      if (ready.errors.has(op)) {
+        failed(op, deps.of(op), ready.errors.get(op));
+        continue;
+      }
+      try {
+        batch.push({ op, ids: op.table.ids() });
+      } catch (e) {
+        failed(op, deps.of(op), e);
+      }
+    }
+    if (batch.length === 0) return;
+    const { previous, errors: previousErrors } = await buildPrevious(batch, slicer);
+    const results = await installPairs(dp, batch, previous, previousErrors);
+    for (const [b, err] of previousErrors) previousFailed(b.op, b.op.vipId, err);
+    previousWritten += batch.filter(
+      (b, k) => b.op.previous !== undefined && !previousErrors.has(b) && results[k] === null,
+    ).length;
+    batch.forEach((b, k) => {
+      const err = results[k];
+      if (err) {
+        failed(b.op, deps.of(b.op), err);
+        if (previousErrors.has(b)) o.onPreviousFailed?.(b.op);
+      } else succeeded(b.op, !previousErrors.has(b));
+    });
+  };
+
+  for (let i = 0; i < plan.length; i++) {
+    const op = plan[i]!;
+    // A run of VIP writes is one burst for the datapath (the kernel rebuilds its VIP index on the next
+    // event-loop turn): they are cheap, so no turn is given inside the run.
+    if (!(isVipWrite(op) && i > 0 && isVipWrite(plan[i - 1]!))) await slicer.turn();
+    if (op.op !== 'installTable' && op.op !== 'installPreviousTable') {
+      await applyOne(op);
+      continue;
+    }
+    // A run of table installs (or of previous tables on their own): built through the builder batch by
+    // batch, the next batch while this one is written (each table install is one map-in-map swap per batch).
+    let j = i;
+    while (j < plan.length && plan[j]!.op === op.op) j++;
+    const run = plan.slice(i, j);
+    i = j - 1;
+    if (op.op === 'installTable') {
+      const live: InstallTableOp[] = [];
+      for (const r of run as InstallTableOp[])
+        if (isFailed(r)) skipped++;
+        else live.push(r);
+      const by = live.length <= INLINE_TABLES ? inlineTableBuilder : builder;
+      await pipelined(
+        chunk(live, batchSize),
+        (ops) =>
+          prepare(ops, by, (t) => {
+            const old = t.previous?.build ? oldTables.get(t) : undefined;
+            return { own: t.table, extra: old === undefined ? [] : [old] };
+          }),
+        installBatch,
+      );
+    } else {
+      const by = run.length <= INLINE_TABLES ? inlineTableBuilder : builder;
+      await pipelined(
+        chunk(run as PreviousOp[], batchSize),
+        (ops) =>
+          prepare(ops, by, (p) => {
+            const d = p.build ? deps.vip(p.vipName) : undefined;
+            // A previous table's build failing degrades hints only: its table is held, not owned.
+            return { own: null, extra: d === undefined ? [] : [d.table] };
+          }),
+        async (ready) => {
+          for (const p of ready.ops) {
+            await slicer.turn();
+            await applyOne(p);
+          }
+        },
+      );
+    }
   }
   const summary = summarisePlan(applied, desired);
   summary.previousTablesWritten = previousWritten;
@@ -373,16 +511,18 @@ export async function applyPlan(
 export async function reconcile(
   dp: Datapath,
   desired: DesiredState,
-  o: { now?: number } = {},
+  o: { now?: number; builder?: TableBuilder } = {},
 ): Promise<ReconcileSummary> {
   const started = performance.now();
   const now = o.now ?? Date.now();
+  const builder = o.builder ?? inlineTableBuilder;
   const mirror = new Mirror(await readActual(dp));
+  const tableMatches = await matchTables(mirror, desired, builder);
   // One call knows no history: previous tables found pinned are adopted as of now (second-chance.ts).
   const previous = new PreviousOwners();
   await previous.adoptFrom(dp, mirror.vips.values(), mirror.tables, now);
   const plan = previous.plan({
-    plan: planReconcile(mirror.snapshot(), desired),
+    plan: await planReconcileAsync({ ...mirror.snapshot(), tableMatches }, desired),
     actualVips: mirror.vips,
     tables: mirror.tables,
     desired,
@@ -395,11 +535,49 @@ export async function reconcile(
     },
     onPreviousFailed: (op) => previous.previousFailed(op),
     installed: mirror,
+    builder,
   });
   previous.settle(new Set(summary.failures.flatMap((f) => f.vips)));
   summary.nextPreviousExpiry = previous.nextExpiry();
   summary.durationMs = performance.now() - started;
   return summary;
+}
+
+/**
+ * Per desired VIP whose installed table was read back (adoption): whether it holds the desired slots, each
+ * desired table built through `builder` (the next batch while one is compared), so planning builds none.
+ * undefined when no table needs comparing.
+ */
+export async function matchTables(
+  actual: { vips: ReadonlyMap<string, VipSpec>; tables: ActualState['tables'] },
+  desired: DesiredState,
+  builder: TableBuilder,
+  sliceMs = SLICE_MS,
+): Promise<Map<number, boolean> | undefined> {
+  const todo: { vip: DesiredState['vips'][number]; read: Uint32Array }[] = [];
+  for (const vip of desired.vips) {
+    const read = actual.tables.get(vip.spec.id);
+    const had = actual.vips.get(vipKeyText(vip.spec.key));
+    // Planning installs a fresh table for a new id or size whatever the slots: nothing to compare.
+    if (read instanceof Uint32Array && had?.id === vip.spec.id && had.tableSize === vip.spec.tableSize)
+      todo.push({ vip, read });
+  }
+  if (todo.length === 0) return undefined;
+  const matches = new Map<number, boolean>();
+  const slicer = new Slicer(sliceMs);
+  const by = todo.length <= INLINE_TABLES ? inlineTableBuilder : builder;
+  await pipelined(
+    chunk(todo, TABLE_BATCH),
+    (items) => prepare(items, by, (t) => ({ own: t.vip.table, extra: [] })),
+    async (ready) => {
+      for (const t of ready.ops) {
+        await slicer.turn();
+        // A table that cannot be built matches nothing: planning installs it, and that install fails alone.
+        matches.set(t.vip.spec.id, !ready.errors.has(t) && t.vip.table.equals(t.read));
+      }
+    },
+  );
+  return matches;
 }
 
 /** Mutable mirror of ActualState, updated op by op. */
@@ -465,6 +643,11 @@ class Mirror {
   }
 }
 
+export interface ReconcilerOptions {
+  now?: () => number;
+  builder?: TableBuilder;
+}
+
 /**
  * Long-lived reconciler for the daemon: reads the datapath once, then trusts a mirror of its own writes
  * (so a reload compares in memory, not against kernel maps). A failed VIP fails alone (see applyPlan);
@@ -478,13 +661,16 @@ export class Reconciler {
   /** Previous owners retained per VIP: they outlive the mirror (a re-read does not forget what changed when). */
   private readonly previous = new PreviousOwners();
   private readonly now: () => number;
+  private readonly builder: TableBuilder;
 
-  /** `now`: the clock of previous-owner retention (ms; default Date.now, the daemon's sync clock). */
+  /** `now`: the clock of previous-owner retention (ms; default Date.now, the daemon's sync clock).
+   * `builder`: builds the Maglev tables (default inline; the daemon passes a worker pool). */
   constructor(
     private readonly dp: Datapath,
-    o: { now?: () => number } = {},
+    o: ReconcilerOptions = {},
   ) {
     this.now = o.now ?? Date.now;
+    this.builder = o.builder ?? inlineTableBuilder;
   }
 
   /** Forget the mirror: the next reconcile reads the datapath (e.g. after someone else wrote to it). */
@@ -511,23 +697,28 @@ export class Reconciler {
     await this.chain;
     if (this.mirror !== null) return this.plan(this.mirror, desired);
     // Previous-table writes are left out: planning them records what to commit.
-    return planReconcile(new Mirror(await readActual(this.dp)).snapshot(), desired);
+    const mirror = new Mirror(await readActual(this.dp));
+    const tableMatches = await matchTables(mirror, desired, this.builder);
+    return planReconcileAsync({ ...mirror.snapshot(), tableMatches }, desired);
   }
 
-  /** Plans against the mirror: incrementally from the last applied state when both are desiredState results. */
-  private plan(mirror: Mirror, desired: DesiredState): Plan {
+  /** Plans against the mirror: incrementally from the last applied state when both are desiredState results.
+   * Read-back tables are compared with the desired ones through the builder first (not while planning). */
+  private async plan(mirror: Mirror, desired: DesiredState): Promise<Plan> {
+    const tableMatches = await matchTables(mirror, desired, this.builder);
     if (this.applied !== null && fromDesiredState(this.applied) && fromDesiredState(desired))
-      return planSince(
+      return planSinceAsync(
         {
           config: mirror.config,
           vips: mirror.vips.values(),
           backends: mirror.backends,
           tables: mirror.tables,
+          tableMatches,
         },
         desired,
         this.applied,
       );
-    return planReconcile(mirror.snapshot(), desired);
+    return planReconcileAsync({ ...mirror.snapshot(), tableMatches }, desired);
   }
 
   private async run(desired: DesiredState): Promise<ReconcileSummary> {
@@ -542,7 +733,7 @@ export class Reconciler {
       const mirror = this.mirror;
       const previous = this.previous;
       const plan = previous.plan({
-        plan: this.plan(mirror, desired),
+        plan: await this.plan(mirror, desired),
         actualVips: mirror.vips,
         tables: mirror.tables,
         desired,
@@ -556,6 +747,7 @@ export class Reconciler {
         },
         onPreviousFailed: (op) => previous.previousFailed(op),
         installed: mirror,
+        builder: this.builder,
       });
       previous.settle(new Set(summary.failures.flatMap((f) => f.vips)));
       summary.nextPreviousExpiry = previous.nextExpiry();

@@ -166,7 +166,7 @@ export class PreviousOwners {
       const tableOp = tableOps.get(d.name);
       const old = had === undefined ? null : (input.tables.get(had.id) ?? null);
       // The datapath hints only between GUE backends: a VIP without one needs no previous table (nor state).
-      const want = settings.enabled && d.backends.some((b) => b.encap === 'gue');
+      const want = settings.enabled && hasGue(d);
       let retained: () => Retained | null;
       let token: string;
       if (!want) [retained, token] = [() => null, NONE];
@@ -310,6 +310,17 @@ export class PreviousOwners {
     }
     return out;
   }
+}
+
+/** Whether a desired VIP has a GUE backend; memoised (desired VIPs are values, reused while unchanged). */
+const gueOf = new WeakMap<DesiredVip, boolean>();
+function hasGue(d: DesiredVip): boolean {
+  let g = gueOf.get(d);
+  if (g === undefined) {
+    g = d.backends.some((b) => b.encap === 'gue');
+    gueOf.set(d, g);
+  }
+  return g;
 }
 
 /** The ids a VIP's previous table may name: its backends now. */

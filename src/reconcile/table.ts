@@ -1,9 +1,17 @@
 // Maglev tables of backend ids: built lazily from a recipe, memoised by signature, down members redirected.
 import { buildTable, checkTableInput, MaglevBackend, NO_BACKEND } from '../maglev/maglev';
+import type { TableBuilder } from '../maglev/pool';
 import type { DesiredBackend } from './desired';
 
 /** Backend id 0 means "no backend": a zeroed table slot (ids start at 1). */
 export const NO_BACKEND_ID = 0;
+
+/** Slots an IdTable holds for its hold() callers: `ids` once the build is done. */
+interface Held {
+  count: number;
+  ready: Promise<Uint32Array>;
+  ids: Uint32Array | null;
+}
 
 /** What a table is built from: its size and members (weight 0 already left out). */
 export interface TableRecipe {
@@ -30,6 +38,8 @@ export class IdTable {
   readonly #recipe: MaglevBackend[] | null;
   /** Member ids whose slots are redirected (recipe tables only). */
   readonly #skip: ReadonlySet<number>;
+  /** Natural ids built by a builder and held by hold() callers until each released (recipe tables only). */
+  #held: Held | null = null;
 
   constructor(signature: string, indexTable: Uint32Array, memberIds: readonly number[]);
   constructor(signature: string, recipe: TableRecipe);
@@ -77,15 +87,82 @@ export class IdTable {
     return this.#recipe === null ? this.ids() : this.#built(this.#recipe);
   }
 
-  /** The recipe's Maglev table as backend ids, nothing redirected. */
+  /** The recipe's Maglev table as backend ids, nothing redirected (a copy of the held one, if held). */
   #built(recipe: MaglevBackend[]): Uint32Array {
+    const held = this.#held?.ids;
+    if (held != null) return held.slice();
+    return this.#toIds(buildTable({ backends: recipe, size: this.size }));
+  }
+
+  /** A member-index table (buildTable's output) turned, in place, into backend ids. */
+  #toIds(out: Uint32Array): Uint32Array {
     const members = this.#members;
-    const out = buildTable({ backends: recipe, size: this.size });
     for (let s = 0; s < out.length; s++) {
       const i = out[s]!;
       out[s] = i === NO_BACKEND ? NO_BACKEND_ID : members[i]!;
     }
     return out;
+  }
+
+  /**
+   * Builds the slots through `builder` (off the event loop with a worker pool) and keeps them until every
+   * hold() is matched by a release(): ids(), naturalIds() and equals() copy them meanwhile instead of
+   * building. Holders of one table share one build. Rejects with the build's error (nothing held then).
+   */
+  async hold(builder: TableBuilder): Promise<void> {
+    const recipe = this.#recipe;
+    if (recipe === null) return;
+    let h = this.#held;
+    if (h === null) {
+      const ready = builder.build(recipe, this.size).then((t) => this.#toIds(t));
+      const entry: Held = { count: 0, ready, ids: null };
+      h = this.#held = entry;
+      ready.then(
+        (ids) => {
+          entry.ids = ids;
+        },
+        () => {
+          if (this.#held === entry) this.#held = null;
+        },
+      );
+    }
+    h.count++;
+    try {
+      await h.ready;
+    } catch (e) {
+      h.count--;
+      throw e;
+    }
+  }
+
+  /** Ends one hold(): the slots are dropped when none is left (memory: 4 bytes per slot). */
+  release(): void {
+    const h = this.#held;
+    if (h === null || --h.count > 0) return;
+    this.#held = null;
+  }
+
+  /** ids() with the build through `builder` (off the event loop with a worker pool). */
+  async idsAsync(builder: TableBuilder): Promise<Uint32Array> {
+    if (this.#recipe === null) return this.ids();
+    await this.hold(builder);
+    try {
+      return this.ids();
+    } finally {
+      this.release();
+    }
+  }
+
+  /** equals() with the build through `builder`. */
+  async equalsAsync(ids: Uint32Array, builder: TableBuilder): Promise<boolean> {
+    if (ids.length !== this.size) return false;
+    if (this.#recipe === null) return this.equals(ids);
+    await this.hold(builder);
+    try {
+      return this.equals(ids);
+    } finally {
+      this.release();
+    }
   }
 
   /** Whether some slot is redirected away from its natural owner (a down or draining member). */
@@ -97,7 +174,9 @@ export class IdTable {
   equals(ids: Uint32Array): boolean {
     if (ids.length !== this.size) return false;
     if (this.#slots === null) {
-      const mine = this.ids();
+      // Held and nothing redirected: compare with the held ids as they are (no copy).
+      const held = this.#held?.ids;
+      const mine = held != null && this.#skip.size === 0 ? held : this.ids();
       for (let s = 0; s < mine.length; s++) if (ids[s] !== mine[s]) return false;
       return true;
     }

@@ -43,6 +43,35 @@ function referenceTable(backends: { name: string; weight: number }[], m: number)
     }
 }
 
+/** buildTable as first written (peak-maglev-v1): plain Uint32 slots and the credit rule for every input. */
+function straightforwardTable(
+  backends: readonly { name: string; weight: number }[],
+  size: number,
+): Uint32Array {
+  const table = new Uint32Array(size).fill(NO_BACKEND);
+  const order = backends
+    .map((b, i) => ({ ...b, index: i }))
+    .filter((b) => b.weight > 0)
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  if (order.length === 0) return table;
+  const params = order.map((b) => permutationParams(b.name, size));
+  const pos = params.map((p) => p.offset);
+  const credit = order.map(() => 0);
+  const maxWeight = Math.max(...order.map((b) => b.weight));
+  let filled = 0;
+  for (;;)
+    for (let i = 0; i < order.length; i++) {
+      credit[i]! += order[i]!.weight;
+      if (credit[i]! < maxWeight) continue;
+      credit[i]! -= maxWeight;
+      let c = pos[i]!;
+      while (table[c] !== NO_BACKEND) c = (c + params[i]!.skip) % size;
+      table[c] = order[i]!.index;
+      pos[i] = (c + params[i]!.skip) % size;
+      if (++filled === size) return table;
+    }
+}
+
 describe('murmur3x86_32', () => {
   it('matches the reference implementation vectors', () => {
     expect(murmur3String('', 0)).toBe(0);
@@ -121,6 +150,28 @@ describe('buildTable', () => {
       ),
       { numRuns: 200 },
     );
+  });
+
+  it('equals the straightforward builder on random inputs up to 65537 slots (weights, equal weights, none)', () => {
+    let compared = 0;
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(fc.record({ name: fc.ipV4(), weight: fc.integer({ min: 0, max: 4 }) }), {
+          selector: (b) => b.name,
+          maxLength: 150,
+        }),
+        fc.boolean(),
+        fc.constantFrom(13, 251, 4099, 65537),
+        (raw, equal, m) => {
+          const bs = equal ? raw.map((b) => ({ ...b, weight: 3 })) : raw;
+          const got = buildTable({ backends: bs, size: m });
+          expect(Buffer.from(got.buffer).equals(Buffer.from(straightforwardTable(bs, m).buffer))).toBe(true);
+          compared++;
+        },
+      ),
+      { numRuns: 60 },
+    );
+    expect(compared).toBe(60);
   });
 
   it('honours weights proportionally', () => {

@@ -1,0 +1,233 @@
+// TableBuilder: Maglev tables built off the event loop (a worker_threads pool) or in-thread, same result.
+import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { Worker } from 'node:worker_threads';
+import { buildTable, MaglevBackend } from './maglev';
+
+/** Builds Maglev tables: the result equals buildTable({ backends, size }) (member index per slot). */
+export interface TableBuilder {
+  build(backends: readonly MaglevBackend[], size: number): Promise<Uint32Array>;
+  /** Stops the builder: pending and later builds reject. */
+  close(): Promise<void>;
+}
+
+/** Milliseconds of inline building between event-loop turns. */
+const INLINE_SLICE_MS = 5;
+let inlineTurnAt = performance.now();
+/** Inline builds run one after another, in call order. */
+let inlineTail: Promise<unknown> = Promise.resolve();
+
+/** In-thread builder (tests, CLI): builds on the caller's thread, one after another, giving the event loop a
+ * turn before a build once INLINE_SLICE_MS of building ran since the last turn (timers and I/O wait no longer). */
+export const inlineTableBuilder: TableBuilder = {
+  build: (backends, size) => {
+    const built = inlineTail.then(async () => {
+      if (performance.now() - inlineTurnAt >= INLINE_SLICE_MS) {
+        await nextTurn();
+        inlineTurnAt = performance.now();
+      }
+      return buildTable({ backends, size });
+    });
+    inlineTail = built.catch(() => undefined);
+    return built;
+  },
+  close: () => Promise.resolve(),
+};
+
+/** A build request sent to a table worker: the members as two arrays (cheaper to clone than objects). */
+export interface TableJob {
+  id: number;
+  names: string[];
+  weights: number[];
+  size: number;
+}
+
+/** A table worker's answer: the table (its buffer transferred) or the build's error. */
+export type TableJobResult =
+  { id: number; table: Uint32Array } | { id: number; error: { name: string; message: string } };
+
+export interface WorkerTableBuilderOptions {
+  /** Worker threads at most (default: available parallelism, capped at MAX_THREADS). */
+  threads?: number;
+  /** Workers idle this long (ms) are terminated; the next build starts them again (default IDLE_MS). */
+  idleMs?: number;
+  /** The worker's entry script (default: pool-worker.js next to this file, i.e. in dist/). */
+  workerPath?: string;
+}
+
+/** Threads at most by default: building is CPU-bound, and the daemon's own thread writes the maps. */
+export const MAX_THREADS = 4;
+/** Idle time (ms) before the workers go (an idle daemon does not pay their memory). */
+export const IDLE_MS = 10_000;
+/** Builds posted to one worker before it answers: hides the message round trip. */
+const PER_WORKER = 2;
+
+interface Pending {
+  job: TableJob;
+  resolve(t: Uint32Array): void;
+  reject(e: Error): void;
+}
+
+interface Slot {
+  worker: Worker;
+  /** Jobs posted to this worker, not answered yet. */
+  inFlight: Map<number, Pending>;
+  /** Set once the worker failed or exited: it takes no more jobs. */
+  dead: boolean;
+  /** The worker's thread id (the Worker reports -1 once it has exited). */
+  threadId: number;
+}
+
+/**
+ * A pool of worker threads running buildTable. Workers start on demand and are terminated after `idleMs`
+ * without work. A worker that dies fails the builds it held (a clear error) and is replaced by the next
+ * build. Results are transferred, not copied. close() rejects what is queued and terminates the workers.
+ */
+export class WorkerTableBuilder implements TableBuilder {
+  readonly threads: number;
+  private readonly idleMs: number;
+  private readonly workerPath: string;
+  private readonly slots: Slot[] = [];
+  private readonly queue: Pending[] = [];
+  private nextId = 1;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private closed = false;
+  private deaths = 0;
+
+  constructor(o: WorkerTableBuilderOptions = {}) {
+    const threads = o.threads ?? Math.min(availableParallelism(), MAX_THREADS);
+    if (!Number.isSafeInteger(threads) || threads < 1)
+      throw new RangeError(`threads: ${threads} is not a positive integer`);
+    const idleMs = o.idleMs ?? IDLE_MS;
+    if (!Number.isFinite(idleMs) || idleMs < 0)
+      throw new RangeError(`idleMs: ${idleMs} is not a non-negative number`);
+    this.threads = threads;
+    this.idleMs = idleMs;
+    this.workerPath = o.workerPath ?? join(__dirname, 'pool-worker.js');
+    if (!existsSync(this.workerPath))
+      throw new Error(
+        `Maglev table worker script ${this.workerPath} is missing (build: npx tsc -p tsconfig.build.json)`,
+      );
+  }
+
+  /** Worker threads running now (0 while idle). */
+  get running(): number {
+    return this.slots.length;
+  }
+
+  /** Workers that died (failed, or exited without being told to). */
+  get workerDeaths(): number {
+    return this.deaths;
+  }
+
+  build(backends: readonly MaglevBackend[], size: number): Promise<Uint32Array> {
+    if (this.closed) return Promise.reject(new Error('Maglev table builder is closed'));
+    return new Promise<Uint32Array>((resolve, reject) => {
+      const job: TableJob = {
+        id: this.nextId++,
+        names: backends.map((b) => b.name),
+        weights: backends.map((b) => b.weight),
+        size,
+      };
+      this.queue.push({ job, resolve, reject });
+      this.dispatch();
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.clearIdle();
+    const err = new Error('Maglev table builder closed before the build finished');
+    for (const p of this.queue.splice(0)) p.reject(err);
+    const slots = this.slots.splice(0);
+    for (const s of slots) {
+      s.dead = true;
+      for (const p of s.inFlight.values()) p.reject(err);
+      s.inFlight.clear();
+    }
+    await Promise.all(slots.map((s) => s.worker.terminate()));
+  }
+
+  /** Posts queued jobs to the least busy workers, starting workers up to `threads`. */
+  private dispatch(): void {
+    this.clearIdle();
+    while (this.queue.length > 0) {
+      let slot: Slot | null = null;
+      for (const s of this.slots) if (slot === null || s.inFlight.size < slot.inFlight.size) slot = s;
+      if ((slot === null || slot.inFlight.size > 0) && this.slots.length < this.threads) slot = this.spawn();
+      if (slot === null || slot.inFlight.size >= PER_WORKER) break;
+      const p = this.queue.shift()!;
+      slot.inFlight.set(p.job.id, p);
+      slot.worker.postMessage(p.job);
+    }
+    this.armIdle();
+  }
+
+  private spawn(): Slot {
+    const worker = new Worker(this.workerPath);
+    // The pool never keeps the process alive: an idle daemon exits when everything else is done.
+    worker.unref();
+    const slot: Slot = { worker, inFlight: new Map(), dead: false, threadId: worker.threadId };
+    worker.on('message', (m: TableJobResult) => this.onResult(slot, m));
+    worker.on('error', (e: Error) => this.onDeath(slot, `failed: ${e.message}`));
+    worker.on('exit', (code: number) => this.onDeath(slot, `exited with code ${code}`));
+    this.slots.push(slot);
+    return slot;
+  }
+
+  private onResult(slot: Slot, m: TableJobResult): void {
+    const p = slot.inFlight.get(m.id);
+    if (p === undefined) return;
+    slot.inFlight.delete(m.id);
+    if ('table' in m) p.resolve(m.table);
+    else {
+      // The same error class the in-thread build throws (RangeError/TypeError naming the field).
+      const Ctor =
+        m.error.name === 'RangeError' ? RangeError : m.error.name === 'TypeError' ? TypeError : Error;
+      p.reject(new Ctor(m.error.message));
+    }
+    this.dispatch();
+  }
+
+  /** A worker failed or exited: its builds fail, and the next dispatch starts a replacement. */
+  private onDeath(slot: Slot, how: string): void {
+    if (slot.dead) return;
+    slot.dead = true;
+    const at = this.slots.indexOf(slot);
+    if (at >= 0) this.slots.splice(at, 1);
+    if (this.closed) return;
+    const held = [...slot.inFlight.values()];
+    slot.inFlight.clear();
+    this.deaths++;
+    for (const p of held)
+      p.reject(new Error(`Maglev table worker (thread ${slot.threadId}) ${how} during the build`));
+    // Terminate in case it only failed (an 'error' is followed by 'exit'; terminate is then a no-op).
+    void slot.worker.terminate().catch(() => undefined);
+    this.dispatch();
+  }
+
+  private armIdle(): void {
+    if (this.closed || this.slots.length === 0 || this.queue.length > 0) return;
+    if (this.slots.some((s) => s.inFlight.size > 0)) return;
+    this.idleTimer = setTimeout(() => this.retire(), this.idleMs);
+    this.idleTimer.unref();
+  }
+
+  private clearIdle(): void {
+    if (this.idleTimer !== null) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
+  }
+
+  /** Terminates the idle workers (the next build starts new ones). */
+  private retire(): void {
+    this.idleTimer = null;
+    const slots = this.slots.splice(0);
+    for (const s of slots) {
+      s.dead = true;
+      void s.worker.terminate().catch(() => undefined);
+    }
+  }
+}

@@ -1,0 +1,358 @@
+// desiredState incremental paths (VIPs reused without looking at their backends when no health is known) and
+// desiredStateAsync (sliced with event-loop turns): both give exactly what a build from scratch gives.
+import fc from 'fast-check';
+import { Config, validateConfig } from '../../src/model';
+import type { BackendSpec } from '../../src/datapath/types';
+import {
+  desiredState,
+  desiredStateAsync,
+  DesiredState,
+  DesiredStateBuilder,
+  IdState,
+  planReconcile,
+  planReconcileAsync,
+  planSince,
+  planSinceAsync,
+} from '../../src/reconcile';
+
+/** The same ids without the memo an earlier build left for them: the next build runs from scratch. */
+const forgetMemo = (ids: IdState): IdState => ({
+  vips: { ids: new Map(ids.vips.ids), cursor: ids.vips.cursor },
+  backends: { ids: new Map(ids.backends.ids), cursor: ids.backends.cursor },
+  adoptable: ids.adoptable,
+});
+
+const plain = (d: DesiredState) => ({
+  vips: d.vips.map((v) => ({ ...v, table: [v.table.signature, Array.from(v.table.ids())] })),
+  ids: [[...d.ids.vips.ids], d.ids.vips.cursor, [...d.ids.backends.ids], d.ids.backends.cursor],
+  unavailableVips: d.unavailableVips,
+  failOpenVips: d.failOpenVips,
+  nextGraceEnd: d.nextGraceEnd,
+  datapathConfig: d.datapathConfig,
+});
+
+interface VipIn {
+  port: number;
+  backends: { address: string; weight: number; drain: boolean }[];
+}
+
+const configOf = (vips: readonly VipIn[], maxBackends: number): Config | null => {
+  const r = validateConfig({
+    interface: 'eth0',
+    limits: { maxVips: 16, maxBackends },
+    vips: vips.map((v) => ({
+      ...v,
+      address: '10.0.0.10',
+      name: `v${v.port}`,
+      tableSize: 31,
+      healthCheck: { type: 'tcp', downGraceSeconds: 2 },
+    })),
+  });
+  return r.ok ? r.config : null;
+};
+
+const key = (port: number, b: number): string => `10.0.0.10:${port}/tcp>10.1.0.${b}`;
+
+describe('desiredState, incremental without health', () => {
+  const cfg = configOf(
+    [1, 2, 3].map((port) => ({
+      port,
+      backends: [1, 2, 3].map((b) => ({ address: `10.1.0.${b}`, weight: 1, drain: false })),
+    })),
+    64,
+  )!;
+
+  it('hands back the very VIP objects of unchanged configs when no health is known, and recomputes the rest', () => {
+    const d1 = desiredState({ config: cfg });
+    const changed = configOf(
+      [1, 2, 3].map((port) => ({
+        port,
+        backends: [1, 2, 3, ...(port === 2 ? [4] : [])].map((b) => ({
+          address: `10.1.0.${b}`,
+          weight: 1,
+          drain: false,
+        })),
+      })),
+      64,
+    )!;
+    const d2 = desiredState({ config: changed, ids: d1.ids });
+    expect(d2.vips[0]).toBe(d1.vips[0]);
+    expect(d2.vips[1]).not.toBe(d1.vips[1]);
+    expect(d2.vips[1]!.backends).toHaveLength(4);
+    expect(d2.vips[2]).toBe(d1.vips[2]);
+    expect(plain(d2)).toEqual(plain(desiredState({ config: changed, ids: forgetMemo(d1.ids) })));
+  });
+
+  it('recomputes a VIP whose health entries went away (known health is not "no health")', () => {
+    const down = new Map([[key(1, 2), 'down' as const]]);
+    const d1 = desiredState({ config: cfg, health: down });
+    expect(d1.vips[0]!.backends[1]!.state).toBe('down');
+    const d2 = desiredState({ config: cfg, ids: d1.ids });
+    expect(d2.vips[0]).not.toBe(d1.vips[0]);
+    expect(d2.vips[0]!.backends[1]).toMatchObject({ health: 'unknown', state: 'up' });
+    expect(d2.vips[1]).toBe(d1.vips[1]);
+    const d3 = desiredState({ config: cfg, ids: d2.ids });
+    expect(d3.vips[0]).toBe(d2.vips[0]);
+  });
+});
+
+describe('desiredState, incremental with health', () => {
+  const cfg = configOf(
+    [1, 2, 3].map((port) => ({
+      port,
+      backends: [1, 2, 3].map((b) => ({ address: `10.1.0.${b}`, weight: 1, drain: false })),
+    })),
+    64,
+  )!;
+  const keys = [1, 2, 3].flatMap((port) => [1, 2, 3].map((b) => key(port, b)));
+  const healthOf = (down: string[]) =>
+    new Map(keys.map((k) => [k, down.includes(k) ? 'down' : 'up'] as const));
+
+  it('recomputes only the VIP whose status flipped, in a new map with the same keys and order', () => {
+    const d1 = desiredState({ config: cfg, health: healthOf([]) });
+    const d2 = desiredState({ config: cfg, ids: d1.ids, health: healthOf([key(2, 3)]) });
+    expect(d2.vips[0]).toBe(d1.vips[0]);
+    expect(d2.vips[1]).not.toBe(d1.vips[1]);
+    expect(d2.vips[1]!.backends[2]!.state).toBe('down');
+    expect(d2.vips[2]).toBe(d1.vips[2]);
+    const fresh = desiredState({ config: cfg, ids: forgetMemo(d1.ids), health: healthOf([key(2, 3)]) });
+    expect(plain(d2)).toEqual(plain(fresh));
+  });
+
+  it('recomputes a VIP with a down backend when only the time or its since moved (down grace)', () => {
+    const down = healthOf([key(1, 1)]);
+    const since = (t: number) => new Map([[key(1, 1), t]]);
+    const d1 = desiredState({ config: cfg, health: down, healthSince: since(0), now: 1000 });
+    expect(d1.vips[0]!.backends[0]).toMatchObject({ state: 'draining', graceUntil: 2000 });
+    const d2 = desiredState({ config: cfg, ids: d1.ids, health: healthOf([key(1, 1)]), healthSince: since(0), now: 2500 }); // prettier-ignore
+    expect(d2.vips[0]!.backends[0]).toMatchObject({ state: 'down', graceUntil: null });
+    expect(d2.vips[1]).toBe(d1.vips[1]);
+    const d3 = desiredState({ config: cfg, ids: d2.ids, health: healthOf([key(1, 1)]), healthSince: since(2000), now: 2500 }); // prettier-ignore
+    expect(d3.vips[0]!.backends[0]).toMatchObject({ state: 'draining', graceUntil: 4000 });
+  });
+});
+
+describe('desiredStateAsync', () => {
+  it('gives the event loop turns while it builds (slices of 0 ms: a turn after each VIP)', async () => {
+    const cfg = configOf(
+      Array.from({ length: 12 }, (_, i) => ({
+        port: i + 1,
+        backends: [1, 2, 3].map((b) => ({ address: `10.1.0.${b}`, weight: 1, drain: false })),
+      })),
+      256,
+    )!;
+    let turns = 0;
+    let ticking = true;
+    const tick = (): void => {
+      turns++;
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const d = await new DesiredStateBuilder().buildAsync({ config: cfg }, 0);
+    ticking = false;
+    // Key strings of each new config, ids of each VIP, then each VIP: at least one turn per VIP.
+    expect(turns).toBeGreaterThanOrEqual(cfg.vips.length);
+    expect(plain(d)).toEqual(plain(desiredState({ config: cfg })));
+  });
+
+  it('incremental (sync and async) and from scratch agree over sequences of configs and health (property)', async () => {
+    const vipArb = fc.record({
+      port: fc.integer({ min: 1, max: 6 }),
+      backends: fc.uniqueArray(
+        fc.record({
+          address: fc.integer({ min: 1, max: 12 }).map((i) => `10.1.0.${i}`),
+          weight: fc.integer({ min: 0, max: 2 }),
+          drain: fc.boolean(),
+        }),
+        { selector: (b) => b.address, maxLength: 6 },
+      ),
+    });
+    // Some steps know no health at all, some the same as the step before (in a new map, as the daemon
+    // passes it): the paths that reuse VIPs without looking at their backends.
+    const stepArb = fc.record({
+      put: fc.option(vipArb, { nil: undefined }),
+      remove: fc.nat(),
+      health: fc.oneof(
+        fc.constant(null),
+        fc.constant('same' as const),
+        fc.constant('same' as const),
+        // The same keys in the same order, one status flipped (and its since moved).
+        fc.constant('flip' as const),
+        fc.array(
+          fc.record({
+            port: fc.integer({ min: 1, max: 6 }),
+            b: fc.integer({ min: 1, max: 12 }),
+            status: fc.constantFrom('up' as const, 'down' as const),
+            since: fc.integer({ min: 0, max: 5000 }),
+          }),
+          { maxLength: 6 },
+        ),
+      ),
+      now: fc.integer({ min: 0, max: 8000 }),
+      maxBackends: fc.constantFrom(24, 24, 24, 32),
+    });
+    let reusedWithoutHealth = 0;
+    let reusedWithHealth = 0;
+    let steps = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.uniqueArray(vipArb, { selector: (v) => v.port, maxLength: 5 }),
+        fc.array(stepArb, { minLength: 2, maxLength: 10 }),
+        async (initial, changes) => {
+          let vips = initial;
+          let prevSync: DesiredState | null = null;
+          let prevAsync: DesiredState | null = null;
+          let last: { h: [string, 'up' | 'down'][]; s: [string, number][] } = { h: [], s: [] };
+          for (const step of changes) {
+            const put = step.put;
+            if (put !== undefined) vips = [...vips.filter((v) => v.port !== put.port), put];
+            else if (vips.length > 0) vips = vips.filter((_, i) => i !== step.remove % vips.length);
+            const cfg = configOf(vips, step.maxBackends);
+            if (cfg === null) continue;
+            if (step.health === 'flip' && last.h.length > 0) {
+              const at = step.remove % last.h.length;
+              const [k, st] = last.h[at]!;
+              last = {
+                h: last.h.map((e, i) => (i === at ? [k, st === 'up' ? 'down' : 'up'] : e)),
+                s: last.s.map(([sk, t]) => [sk, sk === k ? t + 1000 : t]),
+              };
+            } else if (step.health !== 'same' && step.health !== 'flip')
+              last = {
+                h: step.health?.map((h) => [key(h.port, h.b), h.status]) ?? [],
+                s: step.health?.map((h) => [key(h.port, h.b), h.since]) ?? [],
+              };
+            const health = new Map(last.h);
+            const healthSince = new Map(last.s);
+            const o = { config: cfg, health, healthSince, now: step.now };
+            const full = desiredState({ ...o, ...(prevSync ? { ids: forgetMemo(prevSync.ids) } : {}) });
+            const inc: DesiredState = desiredState({ ...o, ...(prevSync ? { ids: prevSync.ids } : {}) });
+            const sliced: DesiredState = await desiredStateAsync({
+              ...o,
+              ...(prevAsync ? { ids: prevAsync.ids } : {}),
+            });
+            expect(plain(inc)).toEqual(plain(full));
+            expect(plain(sliced)).toEqual(plain(full));
+            if (prevSync !== null) {
+              const reused = inc.vips.filter((v) => prevSync!.vips.includes(v)).length;
+              if (health.size === 0) reusedWithoutHealth += reused;
+              else reusedWithHealth += reused;
+            }
+            prevSync = inc;
+            prevAsync = sliced;
+            steps++;
+          }
+        },
+      ),
+      { numRuns: 100 },
+    );
+    console.log(
+      `desired incremental property: ${steps} builds, VIPs reused: ${reusedWithoutHealth} with no health, ` +
+        `${reusedWithHealth} with some`,
+    );
+    // The reuse paths ran, not only computing from scratch.
+    expect(reusedWithoutHealth).toBeGreaterThan(20);
+    expect(reusedWithHealth).toBeGreaterThan(20);
+  });
+});
+
+/** What the datapath holds after `d` was applied in full (as the Reconciler's mirror has it). */
+function appliedState(d: DesiredState) {
+  const backends = new Map<number, BackendSpec>();
+  for (const v of d.vips)
+    for (const b of v.backends)
+      backends.set(b.id, { id: b.id, address: b.address, state: b.state, ...(b.encap === 'gue' ? { encap: 'gue' as const } : {}) }); // prettier-ignore
+  return {
+    config: null,
+    vips: d.vips.map((v) => v.spec),
+    backends,
+    tables: new Map(d.vips.map((v) => [v.spec.id, v.table])),
+  };
+}
+
+describe('planSinceAsync, planReconcileAsync', () => {
+  it('plan what planSince and planReconcile plan, with event-loop turns (property)', async () => {
+    const vipArb = fc.record({
+      port: fc.integer({ min: 1, max: 6 }),
+      backends: fc.uniqueArray(
+        fc.record({
+          address: fc.integer({ min: 1, max: 12 }).map((i) => `10.1.0.${i}`),
+          weight: fc.integer({ min: 0, max: 2 }),
+          drain: fc.boolean(),
+        }),
+        { selector: (b) => b.address, maxLength: 6 },
+      ),
+    });
+    let ops = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.uniqueArray(vipArb, { selector: (v) => v.port, maxLength: 5 }),
+        fc.array(fc.record({ put: fc.option(vipArb, { nil: undefined }), remove: fc.nat() }), {
+          minLength: 2,
+          maxLength: 8,
+        }),
+        async (initial, changes) => {
+          let vips = initial;
+          let prev: DesiredState | null = null;
+          for (const step of changes) {
+            const put = step.put;
+            if (put !== undefined) vips = [...vips.filter((v) => v.port !== put.port), put];
+            else if (vips.length > 0) vips = vips.filter((_, i) => i !== step.remove % vips.length);
+            const cfg = configOf(vips, 32);
+            if (cfg === null) continue;
+            const d: DesiredState = desiredState({ config: cfg, ...(prev ? { ids: prev.ids } : {}) });
+            if (prev !== null) {
+              const actual = appliedState(prev);
+              const since = planSince(actual, d, prev);
+              expect(await planSinceAsync(actual, d, prev, 0)).toEqual(since);
+              const snapshot = { ...actual, backends: [...actual.backends.values()] };
+              const full = planReconcile(snapshot, d);
+              expect(await planReconcileAsync(snapshot, d, 0)).toEqual(full);
+              ops += since.length;
+            }
+            prev = d;
+          }
+        },
+      ),
+      { numRuns: 100 },
+    );
+    // Plans with operations were compared, not only empty ones.
+    expect(ops).toBeGreaterThan(50);
+  });
+
+  it('rejects states desiredState did not produce, like planSince', async () => {
+    const d = desiredState({ config: configOf([{ port: 1, backends: [] }], 32)! });
+    const actual = appliedState(d);
+    await expect(async () => planSinceAsync(actual, { ...d }, d)).rejects.toThrow(
+      'planSince: desired and previous must be unmutated desiredState results',
+    );
+  });
+});
+
+describe('planReconcile with tableMatches (comparisons made before planning)', () => {
+  it('takes a read-back table as matching or not as tableMatches says; compares slots itself when absent', () => {
+    const cfg = configOf(
+      [1, 2].map((port) => ({
+        port,
+        backends: [1, 2].map((b) => ({ address: `10.1.0.${b}`, weight: 1, drain: false })),
+      })),
+      32,
+    )!;
+    const d = desiredState({ config: cfg });
+    const applied = appliedState(d);
+    const [a, b] = d.vips.map((v) => v.spec.id) as [number, number];
+    // Both read back: a's slots equal the desired ones, b's are zeroed.
+    const tables = new Map([
+      [a, d.vips[0]!.table.ids()],
+      [b, new Uint32Array(d.vips[1]!.table.size)],
+    ]);
+    const actual = { ...applied, backends: [...applied.backends.values()], tables };
+    const installs = (tableMatches?: Map<number, boolean>) =>
+      planReconcile({ ...actual, ...(tableMatches ? { tableMatches } : {}) }, d)
+        .filter((o) => o.op === 'installTable')
+        .map((o) => (o as { vipId: number }).vipId);
+    expect(installs()).toEqual([b]);
+    expect(installs(new Map([[a, false], [b, true]]))).toEqual([a]); // prettier-ignore
+    // A VIP the map leaves out is compared slot by slot.
+    expect(installs(new Map([[a, true]]))).toEqual([b]);
+  });
+});

@@ -1,0 +1,159 @@
+// TableBuilder: the worker pool (built dist/ worker) and the inline builder give buildTable's tables; the pool
+// runs builds on up to `threads` workers, fails a dead worker's builds and replaces it, retires idle workers,
+// and close() rejects what is pending.
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { buildTable, inlineTableBuilder, MaglevBackend, WorkerTableBuilder } from '../../src/maglev';
+import { packageRoot } from '../../src/paths';
+
+jest.setTimeout(60000);
+
+/** The built worker (the daemon runs dist/): build with npx tsc -p tsconfig.build.json. */
+const WORKER = join(packageRoot, 'dist', 'src', 'maglev', 'pool-worker.js');
+
+const backendsN = (n: number, weight: (i: number) => number = () => 1): MaglevBackend[] =>
+  Array.from({ length: n }, (_, i) => ({ name: `10.${(i >> 8) & 255}.${i & 255}.7`, weight: weight(i) }));
+
+const cases: { what: string; backends: MaglevBackend[]; size: number }[] = [
+  { what: '100 equal', backends: backendsN(100), size: 65537 },
+  { what: '37 weighted', backends: backendsN(37, (i) => i % 4), size: 65537 },
+  { what: '3 at M=13', backends: backendsN(3, (i) => i + 1), size: 13 },
+  { what: 'none with weight', backends: backendsN(4, () => 0), size: 251 },
+  { what: 'empty', backends: [], size: 4099 },
+];
+
+/** Slot-for-slot equality (tables from a worker are of another realm's Uint32Array: toEqual refuses them). */
+function expectSame(got: Uint32Array, want: Uint32Array): void {
+  expect(got.length).toBe(want.length);
+  const bytes = (t: Uint32Array): Buffer => Buffer.from(t.buffer, t.byteOffset, t.byteLength);
+  expect(bytes(got).equals(bytes(want))).toBe(true);
+}
+
+async function waitFor(what: string, pred: () => boolean, ms: number): Promise<void> {
+  const t0 = Date.now();
+  while (!pred()) {
+    if (Date.now() - t0 > ms) throw new Error(`${what}: not within ${ms} ms`);
+    await sleep(10);
+  }
+}
+
+let dir: string;
+/** A worker that exits (code 7) when asked to build a table naming "die", else the real worker. */
+let dyingWorker: string;
+
+beforeAll(() => {
+  if (!existsSync(WORKER)) throw new Error(`${WORKER} is missing: build dist/ first (npm run build:ts)`);
+  dir = mkdtempSync(join(tmpdir(), 'peak-pool-'));
+  dyingWorker = join(dir, 'dying-worker.js');
+  writeFileSync(
+    dyingWorker,
+    `const { parentPort } = require('node:worker_threads');
+parentPort.on('message', (m) => { if (m.names.includes('die')) process.exit(7); });
+require(${JSON.stringify(WORKER)});
+`,
+  );
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('inlineTableBuilder', () => {
+  it('gives buildTable tables and rejects bad input with its error', async () => {
+    for (const c of cases)
+      expectSame(
+        await inlineTableBuilder.build(c.backends, c.size),
+        buildTable({ backends: c.backends, size: c.size }),
+      );
+    await expect(inlineTableBuilder.build(backendsN(2), 12)).rejects.toThrow(RangeError);
+  });
+});
+
+describe('WorkerTableBuilder', () => {
+  it('gives tables identical to buildTable, many at once, on at most `threads` workers', async () => {
+    const pool = new WorkerTableBuilder({ workerPath: WORKER, threads: 2 });
+    try {
+      expect(pool.running).toBe(0);
+      const jobs = [...cases, ...cases, ...cases].map((c) => ({ c, p: pool.build(c.backends, c.size) }));
+      // Both workers start for a queue of builds, no more.
+      expect(pool.running).toBe(2);
+      const tables = await Promise.all(jobs.map((j) => j.p));
+      jobs.forEach(({ c }, k) => expectSame(tables[k]!, buildTable({ backends: c.backends, size: c.size })));
+      expect(pool.running).toBe(2);
+      expect(pool.workerDeaths).toBe(0);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('rejects bad input with the error class and message buildTable throws', async () => {
+    const pool = new WorkerTableBuilder({ workerPath: WORKER, threads: 1 });
+    try {
+      const dup = [
+        { name: '10.0.0.1', weight: 1 },
+        { name: '10.0.0.1', weight: 1 },
+      ];
+      await expect(pool.build(dup, 13)).rejects.toThrow(
+        new RangeError('backends[1].name: "10.0.0.1" is a duplicate'),
+      );
+      await expect(pool.build(backendsN(2), 12)).rejects.toThrow(RangeError);
+      await expect(pool.build([{ name: '', weight: 1 }], 13)).rejects.toThrow(TypeError);
+      // The worker survives a failed build.
+      expectSame(await pool.build(backendsN(5), 13), buildTable({ backends: backendsN(5), size: 13 }));
+      expect(pool.workerDeaths).toBe(0);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('fails the builds of a worker that dies with a clear error, and replaces it', async () => {
+    const pool = new WorkerTableBuilder({ workerPath: dyingWorker, threads: 1 });
+    try {
+      const ok = backendsN(10);
+      expectSame(await pool.build(ok, 4099), buildTable({ backends: ok, size: 4099 }));
+      const dying = pool.build([{ name: 'die', weight: 1 }], 13);
+      await expect(dying).rejects.toThrow(
+        /Maglev table worker \(thread \d+\) exited with code 7 during the build/,
+      );
+      expect(pool.workerDeaths).toBe(1);
+      // The next build starts a new worker.
+      expectSame(await pool.build(ok, 4099), buildTable({ backends: ok, size: 4099 }));
+      expect(pool.running).toBe(1);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('terminates idle workers and starts them again on demand', async () => {
+    const pool = new WorkerTableBuilder({ workerPath: WORKER, threads: 2, idleMs: 50 });
+    try {
+      await Promise.all([pool.build(backendsN(10), 4099), pool.build(backendsN(11), 4099)]);
+      expect(pool.running).toBe(2);
+      await waitFor('idle workers terminated', () => pool.running === 0, 10_000);
+      expectSame(await pool.build(backendsN(12), 4099), buildTable({ backends: backendsN(12), size: 4099 }));
+      expect(pool.running).toBe(1);
+      expect(pool.workerDeaths).toBe(0);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('close() rejects pending and later builds and terminates the workers', async () => {
+    const pool = new WorkerTableBuilder({ workerPath: WORKER, threads: 1 });
+    const pending = Array.from({ length: 6 }, (_, i) => pool.build(backendsN(50 + i), 65537));
+    const settled = Promise.allSettled(pending);
+    await pool.close();
+    const results = await settled;
+    const rejected = results.filter((r) => r.status === 'rejected');
+    // One worker takes two builds at a time: at least the queued ones are rejected.
+    expect(rejected.length).toBeGreaterThanOrEqual(4);
+    for (const r of rejected) expect(String((r as PromiseRejectedResult).reason)).toMatch(/closed/);
+    expect(pool.running).toBe(0);
+    await expect(pool.build(backendsN(2), 13)).rejects.toThrow('Maglev table builder is closed');
+  });
+
+  it('refuses a missing worker script and bad options, naming them', () => {
+    expect(() => new WorkerTableBuilder({ workerPath: join(dir, 'nope.js') })).toThrow(/nope\.js is missing/);
+    expect(() => new WorkerTableBuilder({ workerPath: WORKER, threads: 0 })).toThrow('threads: 0');
+    expect(() => new WorkerTableBuilder({ workerPath: WORKER, idleMs: -1 })).toThrow('idleMs: -1');
+  });
+});

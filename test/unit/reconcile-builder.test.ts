@@ -1,0 +1,239 @@
+// The Reconciler builds every Maglev table through its TableBuilder (current tables, what previous tables are
+// computed from, and the comparison of read-back tables at adoption): none is built beside it. A build that
+// fails fails its VIP only; the next batch's tables are requested before a batch is written.
+import { MemoryDatapath } from '../../src/datapath/memory';
+import type { DatapathConfig } from '../../src/datapath/types';
+import * as maglev from '../../src/maglev/maglev';
+import type { MaglevBackend } from '../../src/maglev/maglev';
+import { inlineTableBuilder, TableBuilder } from '../../src/maglev/pool';
+import { Config, validateConfig } from '../../src/model';
+import {
+  applyPlan,
+  desiredState,
+  DesiredState,
+  IdState,
+  INLINE_TABLES,
+  planReconcile,
+  readActual,
+  Reconciler,
+} from '../../src/reconcile';
+
+const DP_CONFIG: DatapathConfig = {
+  ownMac: '02:00:00:00:00:01',
+  nextHopMac: '02:00:00:00:00:02',
+  encapSourceV4: { prefix: '10.9.0.1', prefixLength: 32 },
+  encapSourceV6: null,
+  mtu: 1500,
+};
+
+/** `vips` VIPs of `backends` GUE backends each (second chance on by default: previous tables are written). */
+function config(vips: number, backends: (v: number) => number[], encap: 'gue' | 'ipip' = 'gue'): Config {
+  const r = validateConfig({
+    interface: 'eth0',
+    vips: Array.from({ length: vips }, (_, v) => ({
+      name: `v${v}`,
+      address: `10.0.${v >> 8}.${v & 255}`,
+      port: 80,
+      protocol: 'tcp',
+      tableSize: 251,
+      encap,
+      backends: backends(v).map((b) => ({ address: `10.1.${v}.${b}` })),
+    })),
+  });
+  if (!r.ok) throw new Error(r.errors.map((e) => `${e.path}: ${e.message}`).join('; '));
+  return r.config;
+}
+
+function states() {
+  let ids: IdState | undefined;
+  return (c: Config): DesiredState => {
+    const d = desiredState({ config: c, ids, datapathConfig: DP_CONFIG });
+    ids = d.ids;
+    return d;
+  };
+}
+
+/** A builder that records its calls and fails the tables naming a backend in `failing`. */
+function recordingBuilder() {
+  const calls: string[][] = [];
+  const failing = new Set<string>();
+  let pending = 0;
+  let maxPending = 0;
+  const builder: TableBuilder = {
+    async build(backends: readonly MaglevBackend[], size: number): Promise<Uint32Array> {
+      calls.push(backends.map((b) => b.name));
+      pending++;
+      maxPending = Math.max(maxPending, pending);
+      try {
+        if (backends.some((b) => failing.has(b.name))) throw new Error(`no table for ${backends[0]!.name}`);
+        return await inlineTableBuilder.build(backends, size);
+      } finally {
+        pending--;
+      }
+    },
+    close: () => Promise.resolve(),
+  };
+  return { builder, calls, failing, maxPending: () => maxPending };
+}
+
+/** Counts every buildTable call in this process (the builder's included). */
+let spy: jest.SpyInstance;
+beforeEach(() => {
+  spy = jest.spyOn(maglev, 'buildTable');
+});
+afterEach(() => spy.mockRestore());
+
+/** The installed tables hold what each desired table's ids() gives (built here, after counting stopped). */
+async function expectInstalled(dp: MemoryDatapath, d: DesiredState): Promise<void> {
+  for (const v of d.vips) expect(await dp.readTable(v.spec.id)).toEqual(v.table.ids());
+}
+
+describe('Reconciler with a TableBuilder', () => {
+  it('builds every table of a start, a change and a restart through the builder, and no other', async () => {
+    const dp = new MemoryDatapath();
+    const rec = recordingBuilder();
+    const next = states();
+    const r = new Reconciler(dp, { builder: rec.builder });
+    const first = next(config(20, () => [1, 2, 3, 4]));
+    const s1 = await r.reconcile(first);
+    expect(s1.failures).toEqual([]);
+    expect(s1.tablesInstalled).toBe(20);
+    const atStart = rec.calls.length;
+    expect(atStart).toBe(20);
+    expect(spy).toHaveBeenCalledTimes(atStart);
+
+    // Every VIP changes: new tables and, for these GUE VIPs, previous tables from the old and new ones.
+    const second = next(config(20, () => [1, 2, 3, 5]));
+    const s2 = await r.reconcile(second);
+    expect(s2.failures).toEqual([]);
+    expect(s2.tablesInstalled).toBe(20);
+    expect(s2.previousTablesWritten).toBe(20);
+    // The new table of each VIP, and the old one its previous table is computed from.
+    expect(rec.calls.length - atStart).toBe(40);
+    expect(spy).toHaveBeenCalledTimes(rec.calls.length);
+
+    // A restart: the read-back tables are compared with the desired ones through the builder: no table to
+    // write; the adopted previous tables are rewritten once (second-chance.ts), built through the builder too.
+    const again = recordingBuilder();
+    const fresh = new Reconciler(dp, { builder: again.builder });
+    const before = spy.mock.calls.length;
+    const s3 = await fresh.reconcile(second);
+    expect(s3.failures).toEqual([]);
+    expect(s3.tablesInstalled).toBe(0);
+    expect(s3.operations).toBe(s3.previousTablesWritten);
+    expect(again.calls.length).toBeGreaterThanOrEqual(20);
+    expect(spy.mock.calls.length - before).toBe(again.calls.length);
+    spy.mockRestore();
+    await expectInstalled(dp, second);
+  });
+
+  it('fails only the VIP whose table cannot be built; the next reconcile installs it', async () => {
+    const dp = new MemoryDatapath();
+    const rec = recordingBuilder();
+    const next = states();
+    const r = new Reconciler(dp, { builder: rec.builder });
+    rec.failing.add('10.1.3.2');
+    const d = next(config(8, () => [1, 2, 3]));
+    const s = await r.reconcile(d);
+    expect(s.failures).toEqual([
+      {
+        op: 'installTable',
+        target: `table of VIP ${d.vips[3]!.spec.id}`,
+        vips: ['v3'],
+        error: 'no table for 10.1.3.1',
+      },
+    ]);
+    expect(s.tablesInstalled).toBe(7);
+    expect(await dp.readTable(d.vips[3]!.spec.id)).toBeNull();
+    for (const v of d.vips.filter((x) => x.name !== 'v3'))
+      expect(await dp.readTable(v.spec.id)).toEqual(v.table.ids());
+
+    rec.failing.clear();
+    const calls = rec.calls.length;
+    const s2 = await r.reconcile(d);
+    expect(s2.failures).toEqual([]);
+    expect(s2.tablesInstalled).toBe(1);
+    // The failure dropped the mirror: the 7 read-back tables are compared through the builder; v3's table,
+    // a run of INLINE_TABLES or fewer, is built in-thread (a worker round trip would cost it more).
+    expect(INLINE_TABLES).toBeGreaterThanOrEqual(1);
+    expect(rec.calls.length - calls).toBe(7);
+    await expectInstalled(dp, d);
+  });
+
+  it('a read-back table that cannot be compared is rewritten, not the whole reconcile failed', async () => {
+    const dp = new MemoryDatapath();
+    const next = states();
+    const d = next(config(4, () => [1, 2]));
+    expect((await new Reconciler(dp).reconcile(d)).failures).toEqual([]);
+    const rec = recordingBuilder();
+    rec.failing.add('10.1.2.1');
+    const s = await new Reconciler(dp, { builder: rec.builder }).reconcile(d);
+    expect(rec.calls).toHaveLength(4);
+    expect(s.failures).toEqual([]);
+    // v2's table could not be built for the comparison: planned as changed, built in-thread (one table).
+    expect(s.tablesInstalled).toBe(1);
+    await expectInstalled(dp, d);
+  });
+
+  it('requests the next batch of tables before the first batch is written', async () => {
+    const dp = new MemoryDatapath();
+    const rec = recordingBuilder();
+    const requestedAtWrite: number[] = [];
+    const real = dp.installTables.bind(dp);
+    dp.installTables = (batch) => {
+      requestedAtWrite.push(rec.calls.length);
+      return real(batch);
+    };
+    // No GUE backend: no previous tables, one build per VIP.
+    const d = desiredState({ config: config(12, () => [1, 2, 3], 'ipip'), datapathConfig: DP_CONFIG });
+    const plan = planReconcile(await readActual(dp), d);
+    const s = await applyPlan(dp, plan, d, { builder: rec.builder, tableBatch: 4 });
+    expect(s.failures).toEqual([]);
+    expect(s.tablesInstalled).toBe(12);
+    expect(rec.calls).toHaveLength(12);
+    // Batch k+1 is being built while batch k is written.
+    expect(requestedAtWrite).toEqual([8, 12, 12]);
+    expect(rec.maxPending()).toBeGreaterThan(1);
+    await expectInstalled(dp, d);
+  });
+});
+
+describe('IdTable built through a builder', () => {
+  it('shares one build among holders, serves ids() from it while held, and drops it on the last release', async () => {
+    const d = desiredState({ config: config(1, () => [1, 2, 3, 4]), datapathConfig: DP_CONFIG });
+    const t = d.vips[0]!.table;
+    const want = t.ids();
+    const rec = recordingBuilder();
+    const builds = spy.mock.calls.length;
+    await Promise.all([t.hold(rec.builder), t.hold(rec.builder)]);
+    expect(rec.calls).toHaveLength(1);
+    expect(t.ids()).toEqual(want);
+    expect(t.naturalIds()).toEqual(want);
+    expect(t.equals(want)).toBe(true);
+    expect(spy.mock.calls.length - builds).toBe(1);
+    t.release();
+    expect(t.ids()).toEqual(want);
+    expect(spy.mock.calls.length - builds).toBe(1);
+    t.release();
+    // Nothing held any more: a synchronous ids() builds again.
+    expect(t.ids()).toEqual(want);
+    expect(spy.mock.calls.length - builds).toBe(2);
+
+    expect(await t.idsAsync(rec.builder)).toEqual(want);
+    const other = Uint32Array.from(want);
+    other[7] = other[7] === 1 ? 2 : 1;
+    expect(await t.equalsAsync(want, rec.builder)).toBe(true);
+    expect(await t.equalsAsync(other, rec.builder)).toBe(false);
+    // Another size cannot match: no build.
+    expect(await t.equalsAsync(want.subarray(1), rec.builder)).toBe(false);
+    expect(rec.calls).toHaveLength(4);
+
+    rec.failing.add('10.1.0.1');
+    await expect(t.hold(rec.builder)).rejects.toThrow('no table for 10.1.0.1');
+    // A failed hold holds nothing; the next one builds again.
+    rec.failing.clear();
+    await t.hold(rec.builder);
+    t.release();
+    expect(rec.calls).toHaveLength(6);
+  });
+});
