@@ -2,7 +2,7 @@
 // datapath in a namespace of our own: start -> ready, then bursts of EndpointSlice updates (one per slice)
 // -> the pinned maps, /healthz latency during each burst, RSS.
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request, Agent } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -26,6 +26,8 @@ interface Options {
   /** Package root whose dist/ runs the daemon (to measure an older build); default this one. */
   root: string;
   json: boolean;
+  /** Write the daemon's log (stderr, debug level) here. */
+  logFile: string | null;
 }
 
 const GOALS = { startMs: 5000, burstMs: 2000, healthzMs: 100, rssMB: 150 };
@@ -39,6 +41,7 @@ function parseArgs(argv: string[]): Options {
     tableSize: null,
     root: resolve(__dirname, '../../..'),
     json: false,
+    logFile: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -55,9 +58,10 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--table-size') o.tableSize = num();
     else if (a === '--root') o.root = resolve(argv[++i] ?? '');
     else if (a === '--json') o.json = true;
+    else if (a === '--log') o.logFile = resolve(argv[++i] ?? '');
     else
       throw new Error(
-        `unknown argument ${JSON.stringify(a)} (--services N --endpoints N --phase-timeout S --start-timeout S --table-size P --root DIR --json)`,
+        `unknown argument ${JSON.stringify(a)} (--services N --endpoints N --phase-timeout S --start-timeout S --table-size P --root DIR --json --log FILE)`,
       );
   }
   if (o.services > 32768) throw new Error(`--services: ${o.services} is above 32768 (address scheme)`);
@@ -117,17 +121,24 @@ async function serveApi(): Promise<void> {
     if (c.op === 'stop') void api.stop().then(() => process.exit(0));
     else if (c.op === 'upsertMany') {
       // One after the other in one turn: the watch streams get a burst of events.
+      const firstMs = Date.now();
       for (const o of c.objs ?? []) api.upsert(c.resource!, o);
-      out({ id: c.id, result: c.objs?.length ?? 0 });
+      out({ id: c.id, result: { firstMs, lastMs: Date.now() } });
     } else out({ id: c.id, error: `unknown op ${JSON.stringify(c.op)}` });
   });
   out({ ev: 'listening', port: api.port });
 }
 
+/** When the fake API server committed a batch (epoch ms): its watch events went out in between. */
+interface Written {
+  firstMs: number;
+  lastMs: number;
+}
+
 class ApiChild {
   port = 0;
   private next = 1;
-  private readonly pending = new Map<number, () => void>();
+  private readonly pending = new Map<number, (r: Written) => void>();
   constructor(private readonly child: ChildProcess) {}
 
   static async start(ns: string): Promise<ApiChild> {
@@ -139,14 +150,20 @@ class ApiChild {
       const t = setTimeout(() => rej(new Error('fake API server did not start in 15 s')), 15_000);
       child.once('exit', (c) => rej(new Error(`fake API server exited ${c}`)));
       createInterface({ input: child.stdout! }).on('line', (line) => {
-        const m = JSON.parse(line) as { ev?: string; port?: number; id?: number; error?: string };
+        const m = JSON.parse(line) as {
+          ev?: string;
+          port?: number;
+          id?: number;
+          error?: string;
+          result?: Written;
+        };
         if (m.ev === 'listening') {
           a.port = m.port!;
           clearTimeout(t);
           res();
         } else if (m.id !== undefined) {
           if (m.error) console.error(`fake API server: ${m.error}`);
-          a.pending.get(m.id)?.();
+          a.pending.get(m.id)?.(m.result ?? { firstMs: NaN, lastMs: NaN });
           a.pending.delete(m.id);
         }
       });
@@ -154,7 +171,8 @@ class ApiChild {
     return a;
   }
 
-  upsertMany(resource: Resource, objs: Obj[]): Promise<void> {
+  /** Resolves once the server committed them all (every watch event written), with when that happened. */
+  upsertMany(resource: Resource, objs: Obj[]): Promise<Written> {
     const id = this.next++;
     return new Promise((r) => {
       this.pending.set(id, r);
@@ -258,6 +276,95 @@ class Poller {
   }
 }
 
+// ---- where the time goes: the daemon's debug log (Kubernetes source and reconcile lines) ----
+
+/** A pino line of the daemon (time: epoch ms when it was logged, at the end of what it reports). */
+interface LogRec {
+  time: number;
+  msg: string;
+  [k: string]: unknown;
+}
+
+const KEPT_MSGS = new Set([
+  'kubernetes: client ready',
+  'kubernetes: listed',
+  'kubernetes: published',
+  'kubernetes: translated, nothing to publish',
+  'reconciled',
+]);
+
+/** Publish lines: when the publish began and how its time split (see KubernetesSource.publishOnce). */
+interface Publish {
+  startMs: number;
+  endMs: number;
+  waitedMs: number | null;
+  translateMs: number;
+  translateBusyMs: number;
+  onChangeMs: number | null;
+  translated: number;
+  changes: number;
+}
+
+function publishes(recs: readonly LogRec[], fromMs: number, toMs: number): Publish[] {
+  return recs
+    .filter(
+      (r) => r.msg === 'kubernetes: published' || r.msg === 'kubernetes: translated, nothing to publish',
+    )
+    .map((r) => {
+      const onChangeMs = typeof r.onChangeMs === 'number' ? r.onChangeMs : null;
+      const translateMs = Number(r.translateMs);
+      return {
+        startMs: r.time - (onChangeMs ?? 0) - translateMs,
+        endMs: r.time,
+        waitedMs: typeof r.waitedMs === 'number' ? r.waitedMs : null,
+        translateMs,
+        translateBusyMs: Number(r.translateBusyMs ?? translateMs),
+        onChangeMs,
+        translated: Number(r.translated),
+        changes: Number(r.changes),
+      };
+    })
+    .filter((p) => p.startMs >= fromMs && p.startMs <= toMs);
+}
+
+/** Reconciles that began in [fromMs, toMs]: their wall time (start to end of the daemon's sync). */
+function reconciles(
+  recs: readonly LogRec[],
+  fromMs: number,
+  toMs: number,
+): { n: number; ms: number; tables: number } {
+  let n = 0;
+  let ms = 0;
+  let tables = 0;
+  for (const r of recs) {
+    if (r.msg !== 'reconciled') continue;
+    const start = Date.parse(String(r.startedAt));
+    if (!(start >= fromMs && start <= toMs)) continue;
+    n++;
+    ms += r.time - start;
+    tables += Number((r.summary as { tablesInstalled?: number } | undefined)?.tablesInstalled ?? 0);
+  }
+  return { n, ms, tables };
+}
+
+/** One line: how much of a phase was the Kubernetes side (delivery, debounce, translation) vs the reconcile. */
+function splitLine(recs: readonly LogRec[], fromMs: number, toMs: number): string {
+  const pubs = publishes(recs, fromMs, toMs);
+  const rec = reconciles(recs, fromMs, toMs);
+  if (pubs.length === 0) return 'no publish logged (daemon not at --log-level debug?)';
+  const first = pubs[0]!;
+  const firstEvent = first.waitedMs === null ? null : first.startMs - first.waitedMs;
+  const sum = (f: (p: Publish) => number): number => pubs.reduce((a, p) => a + f(p), 0);
+  const at = (ms: number): string => `+${((ms - fromMs) / 1000).toFixed(2)} s`;
+  return (
+    `first event in the daemon ${firstEvent === null ? '?' : at(firstEvent)}, ` +
+    `${pubs.length} publish(es) of ${sum((p) => p.changes)} changes, first at ${at(first.startMs)}; ` +
+    `k8s translate ${sum((p) => p.translateMs)} ms, busy ${sum((p) => p.translateBusyMs)} ms (${sum((p) => p.translated)} Services); ` +
+    `onChange ${sum((p) => p.onChangeMs ?? 0)} ms; reconcile ${rec.n} run(s) ${rec.ms} ms, ${rec.tables} tables; ` +
+    `last publish done ${at(pubs[pubs.length - 1]!.endMs)}`
+  );
+}
+
 // ---- the bench ----
 
 interface PhaseResult {
@@ -266,6 +373,13 @@ interface PhaseResult {
   healthz: PollerResult;
   rssMB: number;
   detail: string;
+  /** Where the time went (from the daemon's log), filled in once every phase is done. */
+  split: string;
+  /** The phase's window, epoch ms: from the burst to the maps seen matching (or the timeout). */
+  fromMs: number;
+  toMs: number;
+  /** When the fake API server committed the burst. */
+  written: Written;
 }
 
 interface Datapath {
@@ -360,12 +474,13 @@ async function bench(o: Options): Promise<void> {
 
     log(`bench:k8s: ${n} Services x ${e} endpoints, daemon ${main}`);
     const t0 = performance.now();
+    const t0Epoch = Date.now();
     const child = spawn(
       'ip',
       [
         'netns', 'exec', ns, process.execPath,
         ...(process.env.PEAK_BENCH_DAEMON_NODE_FLAGS ?? '').split(' ').filter(Boolean),
-        main, 'daemon', '--config', file, '--bpffs', bpffs, '--detach-on-exit', '--log-level', 'warn',
+        main, 'daemon', '--config', file, '--bpffs', bpffs, '--detach-on-exit', '--log-level', 'debug',
         '--kubernetes', '--kubeconfig', kubeconfig, '--node-name', 'bench',
       ], // prettier-ignore
       { stdio: ['ignore', 'pipe', 'pipe'] },
@@ -375,8 +490,23 @@ async function bench(o: Options): Promise<void> {
     const keep = (b: Buffer): void => {
       output = (output + b.toString()).slice(-4000);
     };
+    const recs: LogRec[] = [];
     child.stdout!.on('data', keep);
-    child.stderr!.on('data', keep);
+    // The daemon logs JSON lines to stderr, "time" as ISO text.
+    const logOut = o.logFile !== null ? createWriteStream(o.logFile) : null;
+    createInterface({ input: child.stderr! }).on('line', (line) => {
+      keep(Buffer.from(`${line}\n`));
+      logOut?.write(`${line}\n`);
+      if (!line.startsWith('{')) return;
+      try {
+        const r = JSON.parse(line) as Record<string, unknown>;
+        const time = typeof r.time === 'string' ? Date.parse(r.time) : Number(r.time);
+        if (typeof r.msg === 'string' && KEPT_MSGS.has(r.msg) && Number.isFinite(time))
+          recs.push({ ...r, msg: r.msg, time });
+      } catch {
+        // not a log record
+      }
+    });
     poller = new Poller(`${adminUrl}/healthz`);
     poller.start();
     const get = (path: string): Promise<number> =>
@@ -397,6 +527,7 @@ async function bench(o: Options): Promise<void> {
       }
       await sleep(50);
     }
+    const readyEpoch = Date.now();
     const startHealthz = await poller.stop();
     if (readyMs === null) {
       log(`start: not ready after ${o.startTimeoutS} s (exit ${child.exitCode}): ${output.slice(-800)}`);
@@ -412,6 +543,23 @@ async function bench(o: Options): Promise<void> {
         `maps: ${vipIds.size} VIPs, ${backendsAtReady} backends; RSS ${rssReadyMB.toFixed(0)} MB; ` +
         `/healthz max ${startHealthz.maxMs.toFixed(0)} ms during start`,
     );
+    // Filled in at the end, when every line of the start is surely read.
+    const startSplitLine = (): string => {
+      const at = (ms: number): string => `+${((ms - t0Epoch) / 1000).toFixed(2)} s`;
+      const client = recs.find((r) => r.msg === 'kubernetes: client ready');
+      const lists = recs
+        .filter((r) => r.msg === 'kubernetes: listed' && r.reason === 'start')
+        .map((r) => `${String(r.kind)} ${String(r.items)} in ${String(r.ms)} ms`);
+      const pub = publishes(recs, t0Epoch, readyEpoch).find((p) => p.onChangeMs !== null);
+      return (
+        `client ready ${client ? `${at(client.time)} (loading it ${String(client.ms)} ms)` : '?'}; ` +
+        `lists: ${lists.join(', ') || '?'}; ` +
+        (pub
+          ? `first publish ${at(pub.startMs)}: translate ${pub.translateMs} ms (busy ${pub.translateBusyMs}), onChange (reconcile) ${pub.onChangeMs} ms, done ${at(pub.endMs)}; `
+          : 'no publish logged; ') +
+        `ready seen ${at(readyEpoch)}`
+      );
+    };
     if (vipIds.size !== n || backendsAtReady !== n * e)
       log(`  warning: expected ${n} VIPs and ${n * e} backends at ready`);
 
@@ -429,7 +577,8 @@ async function bench(o: Options): Promise<void> {
       const objs = states.map((s, i) => sliceObj(i, e, s));
       poller!.start();
       const b0 = performance.now();
-      await api!.upsertMany('endpointslices', objs);
+      const b0Epoch = Date.now();
+      const written = await api!.upsertMany('endpointslices', objs);
       let convergedMs: number | null = null;
       let detail = '';
       while (performance.now() - b0 < o.phaseTimeoutS * 1000 && child.exitCode === null) {
@@ -454,7 +603,8 @@ async function bench(o: Options): Promise<void> {
       }
       const healthz = await poller!.stop();
       const rssMB = procStatusMB(pid, 'VmRSS');
-      phases.push({ name, convergedMs, healthz, rssMB, detail });
+      const toMs = b0Epoch + (convergedMs ?? o.phaseTimeoutS * 1000);
+      phases.push({ name, convergedMs, healthz, rssMB, detail, split: '', fromMs: b0Epoch, toMs, written });
       log(
         `${name}: ${convergedMs === null ? `not converged after ${o.phaseTimeoutS} s (${detail})` : `maps after ${(convergedMs / 1000).toFixed(2)} s`} ` +
           `(goal <= ${GOALS.burstMs / 1000} s); /healthz max ${healthz.maxMs.toFixed(0)} ms, p99 ${healthz.p99Ms.toFixed(0)} ms ` +
@@ -480,6 +630,17 @@ async function bench(o: Options): Promise<void> {
       (m, i) => up(m.get(epOf(i, REPLACED + 1))) && !m.has(epOf(i, 1)),
       (t, m, i) => t.has(m.get(epOf(i, REPLACED + 1))!.id),
     );
+    // A publish is logged when its onChange returns, just after the maps were seen matching: give the last
+    // one a moment, then split each phase by the publishes that began in it.
+    await sleep(1000);
+    log('\nwhere the time went (daemon debug log; translate = wall, busy = event-loop time)');
+    const startSplit = startSplitLine();
+    log(`  start: ${startSplit}`);
+    for (const p of phases) {
+      const at = (ms: number): string => `+${((ms - p.fromMs) / 1000).toFixed(2)} s`;
+      p.split = `API server wrote the events ${at(p.written.firstMs)} to ${at(p.written.lastMs)}; ${splitLine(recs, p.fromMs, p.toMs)}`;
+      log(`  ${p.name.split(' (')[0]!}: ${p.split}`);
+    }
     const hwmMB = procStatusMB(pid, 'VmHWM');
     const rssEndMB = procStatusMB(pid, 'VmRSS');
     const summary = {
@@ -490,6 +651,7 @@ async function bench(o: Options): Promise<void> {
       rssEndMB,
       hwmMB,
       startHealthzMaxMs: startHealthz.maxMs,
+      startSplit,
       phases,
     };
     if (o.json) console.log(JSON.stringify(summary));

@@ -64,6 +64,11 @@ interface HistoryEntry {
   object: Obj;
 }
 
+const MAX_LIST_SNAPSHOTS = 64;
+
+const snapshotKey = (resource: Resource, namespace: string | null, rv: number): string =>
+  `${resource}|${namespace ?? ''}|${rv}`;
+
 const clone = <T>(x: T): T => JSON.parse(JSON.stringify(x)) as T;
 
 /** RFC 7386 JSON merge patch. */
@@ -97,6 +102,12 @@ export class FakeApiServer {
   private rv = 100;
   /** Watches and continue tokens older than this resourceVersion get 410 Gone. */
   private compactedRv = 0;
+  /**
+   * A paged list's later pages come from the snapshot its first page was cut from, as the real server reads
+   * etcd at the list's resourceVersion: objects changed meanwhile show in the watch from that version, not
+   * half in the list. Store objects are replaced, never mutated, so a snapshot holds references.
+   */
+  private readonly listSnapshots = new Map<string, Obj[]>();
   private readonly watchers = new Set<Watcher>();
   private readonly sockets = new Set<Socket>();
   private unavailable = false;
@@ -204,6 +215,7 @@ export class FakeApiServer {
   compact(): void {
     this.compactedRv = this.rv;
     this.history = [];
+    this.listSnapshots.clear();
   }
 
   /** Compacts and tells every open watch 410 Gone (ERROR event, or the stream just ends in 'http' mode). */
@@ -427,10 +439,7 @@ export class FakeApiServer {
     query: Record<string, string>,
   ): void {
     const k = KINDS[resource];
-    const all = [...this.store.get(resource)!.entries()]
-      .filter(([, o]) => namespace === null || o.metadata.namespace === namespace)
-      .sort(([a], [b]) => (a < b ? -1 : 1))
-      .map(([, o]) => o);
+    let all: Obj[] = [];
     let start = 0;
     let listRv = this.rv;
     if (query.continue) {
@@ -448,16 +457,30 @@ export class FakeApiServer {
           `continue ${JSON.stringify(query.continue)} is not a valid token`,
         );
       }
-      if (token.rv < this.compactedRv)
+      const snapshot = this.listSnapshots.get(snapshotKey(resource, namespace, token.rv));
+      if (token.rv < this.compactedRv || snapshot === undefined)
         return this.sendStatus(res, 410, 'Expired', 'the provided continue parameter is too old');
+      all = snapshot;
       start = token.start;
       listRv = token.rv;
-    }
+    } else
+      all = [...this.store.get(resource)!.entries()]
+        .filter(([, o]) => namespace === null || o.metadata.namespace === namespace)
+        .sort(([a], [b]) => (a < b ? -1 : 1))
+        .map(([, o]) => o);
     const limit = query.limit ? Number(query.limit) : 0;
     const end = limit > 0 ? Math.min(all.length, start + limit) : all.length;
     const metadata: Record<string, string> = { resourceVersion: String(listRv) };
-    if (end < all.length)
+    if (end < all.length) {
       metadata.continue = Buffer.from(JSON.stringify({ rv: listRv, start: end })).toString('base64');
+      const key = snapshotKey(resource, namespace, listRv);
+      if (!this.listSnapshots.has(key)) {
+        this.listSnapshots.set(key, all);
+        // A bounded number of lists in progress; an evicted one's next page gets 410 (re-list).
+        if (this.listSnapshots.size > MAX_LIST_SNAPSHOTS)
+          this.listSnapshots.delete(this.listSnapshots.keys().next().value!);
+      }
+    }
     this.sendJson(res, 200, {
       kind: `${k.kind}List`,
       apiVersion: k.apiVersion,

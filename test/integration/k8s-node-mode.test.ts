@@ -1,6 +1,7 @@
 // Node-mode backends through the real client against the fake API server: Nodes listed and watched (resourceVersion,
 // bookmarks, 410), backends following Node Ready/address/deletion and EndpointSlice changes, ETP and annotation switches.
 import { mkdtempSync, rmSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FakeApiServer } from '../helpers/fake-apiserver';
@@ -98,7 +99,9 @@ describe('node-mode backends against the fake API server', () => {
       type: 'tcp',
       port: 31000,
     });
-    // The Nodes were listed, then watched from the list's resourceVersion with bookmarks.
+    // The Nodes were listed, then watched from the list's resourceVersion with bookmarks. Readiness follows
+    // the lists; the watches open right after, so wait for that (bounded).
+    for (let i = 0; i < 100 && api.activeWatches('nodes') === 0; i++) await sleep(50);
     const nodeReqs = api.requests.filter((r) => r.path === '/api/v1/nodes');
     expect(nodeReqs.length).toBeGreaterThanOrEqual(2);
     const watch = nodeReqs.find((r) => r.query.watch === 'true');

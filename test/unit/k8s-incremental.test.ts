@@ -326,3 +326,201 @@ describe('KubernetesSource publishing', () => {
     await src.stop();
   });
 });
+
+// ---- translateAsync, status-only updates, and the leader's writes off the publish path ----
+
+describe('TranslationCache: time-sliced translation and updates that change nothing it reads', () => {
+  const opts = { loadBalancerClass: LB, pool: null, allowed: ANYWHERE };
+  const withRv = <T extends { metadata: object }>(o: T, rv: string): T => ({
+    ...o,
+    metadata: { ...o.metadata, resourceVersion: rv },
+  });
+  const cluster = (n: number): { services: Service[]; slices: EndpointSlice[] } => ({
+    services: Array.from({ length: n }, (_, i) =>
+      withRv(
+        service({ name: `s${i}`, vip: `10.100.${i >> 8}.${i & 255}` }) as unknown as Service,
+        `${i + 1}`,
+      ),
+    ),
+    slices: Array.from({ length: n }, (_, i) =>
+      withRv(
+        slice({
+          name: `s${i}-a`,
+          service: `s${i}`,
+          // Mixed forms: canonical IPv4 takes the fast path, the others are canonicalised as before.
+          endpoints: [{ ip: `10.1.${i >> 8}.${i & 255}` }, { ip: '2001:DB8::1' }, { ip: '::ffff:10.9.0.1' }],
+        }) as unknown as EndpointSlice,
+        `${100000 + i}`,
+      ),
+    ),
+  });
+
+  it("translateAsync gives translate()'s result and lets other work run while it translates", async () => {
+    const input = { ...opts, ...cluster(200) };
+    const expected = translate(input);
+    expect(expected.vips).toHaveLength(200);
+    const cache = new TranslationCache();
+    let ticks = 0;
+    let done = false;
+    const tick = (): void => {
+      if (done) return;
+      ticks++;
+      setImmediate(tick);
+    };
+    setImmediate(tick);
+    const got = await cache.translateAsync(input, 0);
+    done = true;
+    expect(got).toEqual(expected);
+    expect(cache.lastTranslated).toBe(200);
+    // sliceMs 0: it gives the loop back after every Service it translates.
+    expect(ticks).toBeGreaterThanOrEqual(100);
+    // Unchanged input: nothing translated, the same objects.
+    const again = await cache.translateAsync(input, 0);
+    expect(cache.lastTranslated).toBe(0);
+    again.vips.forEach((v, i) => expect(v).toBe(got.vips[i]));
+  });
+
+  it('refuses a second translation while one is running', async () => {
+    const input = { ...opts, ...cluster(10) };
+    const cache = new TranslationCache();
+    const running = cache.translateAsync(input, 0);
+    expect(() => cache.translate(input)).toThrow(/already running/);
+    await running;
+    expect(cache.translate(input).vips).toHaveLength(10);
+  });
+
+  it('a status-only update re-translates nothing where the address is requested, the Service where it comes from the pool', () => {
+    const pool = poolOf(['10.200.0.0/24']);
+    const annotated = withRv(service({ name: 'a', vip: '10.200.0.9' }) as unknown as Service, '1');
+    const pooled = withRv(
+      {
+        ...(service({ name: 'p' }) as unknown as Service),
+        status: { loadBalancer: { ingress: [{ ip: '10.200.0.5', ipMode: 'VIP' }] } },
+      } as Service,
+      '2',
+    );
+    const slices = ['a', 'p'].map((s, i) =>
+      withRv(
+        slice({
+          name: `${s}-x`,
+          service: s,
+          endpoints: [{ ip: `10.1.0.${i + 1}` }],
+        }) as unknown as EndpointSlice,
+        `${10 + i}`,
+      ),
+    );
+    const base = { loadBalancerClass: LB, pool, allowed: null };
+    const cache = new TranslationCache();
+    const first = cache.translate({ ...base, services: [annotated, pooled], slices });
+    expect(cache.lastTranslated).toBe(2);
+    expect(first.vips.map((v) => v.address)).toEqual(['10.200.0.9', '10.200.0.5']);
+    // The echo of the leader's status write on the annotated Service: a new version, nothing it reads changed
+    // (its spec keys in another order, as a listed object built by the client's model classes has them).
+    const reordered = Object.fromEntries(Object.entries(annotated.spec!).reverse()) as Service['spec'];
+    const echoed = withRv(
+      {
+        ...annotated,
+        spec: reordered,
+        status: { loadBalancer: { ingress: [{ ip: '10.200.0.9', ipMode: 'VIP' }] } },
+      } as Service,
+      '3',
+    );
+    expect(JSON.stringify(echoed.spec)).not.toBe(JSON.stringify(annotated.spec));
+    const second = cache.translate({ ...base, services: [echoed, pooled], slices });
+    expect(cache.lastTranslated).toBe(0);
+    second.vips.forEach((v, i) => expect(v).toBe(first.vips[i]));
+    expect(second).toEqual(translate({ ...base, services: [echoed, pooled], slices }));
+    // The pool Service's status is its address: re-translated, and the VIP moves.
+    const moved = withRv(
+      { ...pooled, status: { loadBalancer: { ingress: [{ ip: '10.200.0.6', ipMode: 'VIP' }] } } } as Service,
+      '4',
+    );
+    const third = cache.translate({ ...base, services: [echoed, moved], slices });
+    expect(cache.lastTranslated).toBe(1);
+    expect(third.vips.map((v) => v.address)).toEqual(['10.200.0.9', '10.200.0.6']);
+    // A spec change (a new port) is translated even with the status unchanged.
+    const respec = withRv(
+      {
+        ...echoed,
+        spec: { ...echoed.spec, ports: [{ name: 'http', port: 81, targetPort: 81, protocol: 'TCP' }] },
+      } as Service,
+      '5',
+    );
+    cache.translate({ ...base, services: [respec, moved], slices });
+    expect(cache.lastTranslated).toBe(1);
+  });
+});
+
+describe('KubernetesSource: the leader writes status off the publish path', () => {
+  it('start() and later publishes do not wait for status writes, which run a few at a time', async () => {
+    const n = 40;
+    // Pool Services without an address: the leader allocates and writes status for every one.
+    const services = Array.from({ length: n }, (_, i) => ({
+      ...(service({ name: `s${i}` }) as unknown as Service),
+      metadata: {
+        ...(service({ name: `s${i}` }) as unknown as Service).metadata,
+        resourceVersion: `${i + 1}`,
+      },
+    }));
+    // And one with a requested address, so a slice change is a visible publish.
+    const web = service({ name: 'web', vip: '10.200.0.200' }) as unknown as Service;
+    services.push({ ...web, metadata: { ...web.metadata, resourceVersion: '100' } });
+    const sliceOf = (rv: string, ip: string): EndpointSlice => {
+      const s = slice({ name: 'web-a', service: 'web', endpoints: [{ ip }] }) as unknown as EndpointSlice;
+      return { ...s, metadata: { ...s.metadata, resourceVersion: rv } };
+    };
+    const sliceIO = new FakeIO<EndpointSlice>([sliceOf('500', '10.1.0.1')]);
+    let inFlight = 0;
+    let maxInFlight = 0;
+    let written = 0;
+    const held: (() => void)[] = [];
+    const api = {
+      services: new FakeIO<Service>(services),
+      endpointSlices: sliceIO,
+      nodes: new FakeIO([]),
+      patchServiceStatus: () => {
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        // Held until the test lets go: an API server that is slow to answer.
+        return new Promise<void>((resolve) =>
+          held.push(() => {
+            inFlight--;
+            written++;
+            resolve();
+          }),
+        );
+      },
+      createEvent: () => Promise.resolve(),
+    } as unknown as KubeApi;
+    const calls: VipConfig[][] = [];
+    const src = new KubernetesSource({
+      api,
+      nodeName: 'n1',
+      pool: ['10.200.0.0/24'],
+      leaderElection: false,
+      debounceMs: 1,
+      maxDebounceMs: 5,
+      onChange: (vips) => {
+        calls.push(vips);
+      },
+    });
+    await src.start();
+    expect(calls).toHaveLength(1);
+    // Another change is published while every status write is still unanswered.
+    sliceIO.onEvent!('MODIFIED', sliceOf('501', '10.1.0.2'));
+    for (let i = 0; i < 100 && held.length < 8; i++) await new Promise((r) => setTimeout(r, 5));
+    for (let i = 0; i < 100 && calls.length < 2; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(written).toBe(0);
+    expect(calls).toHaveLength(2);
+    expect(calls[1]!.map((v) => v.backends.map((b) => b.address))).toEqual([['10.1.0.2']]);
+    expect(maxInFlight).toBe(8);
+    // Let every write through, in order, as they come.
+    for (let i = 0; i < 1000 && written < n + 1; i++) {
+      held.splice(0).forEach((f) => f());
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    expect(written).toBe(n + 1);
+    expect(maxInFlight).toBe(8);
+    await src.stop();
+  });
+});

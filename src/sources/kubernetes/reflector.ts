@@ -37,8 +37,8 @@ export interface ReflectorOptions<T> {
   io: ReflectorIO<T>;
   /** Called for each change of the cache (watch event or re-list diff), with the time it arrived. */
   onChange: (c: { type: ChangeType; object: T; atMs: number }) => void;
-  /** Called after every (re-)list with the reason. */
-  onList?: (reason: 'start' | 'gone' | 'error') => void;
+  /** Called after every (re-)list with the reason, how many objects it held and how long it took. */
+  onList?: (reason: 'start' | 'gone' | 'error', info: { items: number; ms: number }) => void;
   onWatchEvent?: (type: WatchEventType) => void;
   onError?: (what: 'list' | 'watch', err: unknown) => void;
   backoff?: Backoff;
@@ -131,13 +131,17 @@ export class Reflector<T extends { metadata: ObjectMeta }> {
     while (!this.stopped) {
       if (this.resourceVersion === null) {
         try {
+          const listStart = performance.now();
           const page = await this.opts.io.list();
           if (this.stopped) break;
           this.replace(this.opts.transform ? page.items.map(this.opts.transform) : page.items);
           this.resourceVersion = page.resourceVersion;
           this.synced = true;
           this.connected = true;
-          this.opts.onList?.(this.listReason);
+          this.opts.onList?.(this.listReason, {
+            items: page.items.length,
+            ms: Math.round(performance.now() - listStart),
+          });
           onSynced();
         } catch (err) {
           this.fail('list', err);

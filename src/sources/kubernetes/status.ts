@@ -2,7 +2,7 @@
 import { canonicalIp } from '../../model/ip';
 import { isOurService, LoadBalancerIngress, objectKey, Service } from './objects';
 import { allocate, AllocationRequest, Pool } from './pool';
-import { grantAddresses, preferredFamily, Problem } from './translate';
+import { ClaimMemo, grantAddresses, preferredFamily, Problem } from './translate';
 
 export interface StatusUpdate {
   namespace: string;
@@ -27,6 +27,8 @@ export function planStatus(opts: {
   /** kubernetes.allowedAddresses (requests only; never allocated from). */
   allowed?: Pool | null;
   services: readonly Service[];
+  /** grantAddresses' per-Service memo for this pool and allowed list (Service objects are never mutated). */
+  memo?: ClaimMemo;
 }): {
   updates: StatusUpdate[];
   problems: Problem[];
@@ -36,7 +38,12 @@ export function planStatus(opts: {
     .sort((a, b) => (objectKey(a.metadata) < objectKey(b.metadata) ? -1 : 1));
   const wanted = new Map<string, string[]>();
   const requests: AllocationRequest[] = [];
-  const { grants, claimed } = grantAddresses({ services: ours, pool: opts.pool, allowed: opts.allowed });
+  const { grants, claimed } = grantAddresses({
+    services: ours,
+    pool: opts.pool,
+    allowed: opts.allowed,
+    memo: opts.memo,
+  });
   // Everything claimed is reserved except what a pool Service keeps (its own current address).
   const reserved = new Set(claimed);
   for (const svc of ours) {
