@@ -5,6 +5,9 @@
 // that it measured the path it names (VIP index lookup, conntrack hits or misses) and the bench fails if not.
 // Stateless GUE VIPs (issue 15) are timed beside the connection-table mode: SYN and established rows, live
 // frames with 1k and 1M flows, and a SYN flood of --flood new flows against established ones (evictions).
+// A new flow's cost is mostly its Maglev slot's cache line (cold: a random line of a 512 KB table: an ARRAY map
+// stores each 4-byte slot at an 8-byte stride), so a SYN and an ACK of a new flow are timed side by side, and a
+// stateless VIP with a 32 KB table (M = 4093) shows what the line costs.
 // Usage: node dist/scripts/bench/datapath.js [--json] [--runs 5] [--calls 20000] [--frames 4000000]
 //        [--live-rounds 9] [--flood 1000000] [--cpu N]
 import { execFileSync } from 'node:child_process';
@@ -303,8 +306,15 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
     const stateless = { sourceHash: false, noConntrack: false, stateless: true };
     await dp.upsertVip({ key: { address: '10.0.0.12', port: 80, protocol: 'tcp' }, id: 4, flags: stateless, tableSize: 65537 }); // prettier-ignore
     await dp.upsertVip({ key: { address: '10.0.0.13', port: 80, protocol: 'tcp' }, id: 5, flags: stateless, tableSize: 65537 }); // prettier-ignore
+    // 6: a stateless VIP with a small table (M = 4093, 32 KB): new flows' slots stay cached between calls, so
+    // the row beside the 65537-slot one shows what a new flow's cold table line costs (nothing else differs).
+    await dp.upsertVip({ key: { address: '10.0.0.14', port: 80, protocol: 'tcp' }, id: 6, flags: stateless, tableSize: 4093 }); // prettier-ignore
     await dp.installTable(4, table(200));
     await dp.installTable(5, table(200));
+    await dp.installTable(
+      6,
+      Uint32Array.from({ length: 4093 }, (_, s) => 200 + members[s % members.length]!),
+    );
     await dp.installPreviousTable(
       5,
       Uint32Array.from({ length: 65537 }, (_, s) => 200 + members[(s + 1) % members.length]!),
@@ -316,7 +326,7 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
       key: encodeVipKey(probeKey),
       frame: v4Frame({ src: [192, 0, 2, 9], dst: [10, 0, 0, 11], sport: 9, dport: 80, tcp: true }),
     };
-    const VIP_COUNT = 5;
+    const VIP_COUNT = 6;
     const head = assertVipIndex(dp, probe, VIP_COUNT, 'before timing');
 
     const nonVip = [v4Frame({ src: [192, 0, 2, 1], dst: [10, 9, 9, 9], sport: 1, dport: 80, tcp: true })];
@@ -334,12 +344,14 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
         const src = [172, 16 + ((fresh >>> 16) & 0x0f), (fresh >>> 8) & 0xff, fresh & 0xff];
         return v4Frame({ src, dst: [10, 0, 0, 10], sport: 20000 + (fresh % 40000), dport: 80, tcp: true });
       });
-    const newSyns = (dst: number[]) => (): Buffer[] =>
-      Array.from({ length: a.calls }, () => {
-        fresh++;
-        const src = [172, 16 + ((fresh >>> 16) & 0x0f), (fresh >>> 8) & 0xff, fresh & 0xff];
-        return v4Frame({ src, dst, sport: 20000 + (fresh % 40000), dport: 80, tcp: true, syn: true });
-      });
+    const newSyns =
+      (dst: number[], syn = true) =>
+      (): Buffer[] =>
+        Array.from({ length: a.calls }, () => {
+          fresh++;
+          const src = [172, 16 + ((fresh >>> 16) & 0x0f), (fresh >>> 8) & 0xff, fresh & 0xff];
+          return v4Frame({ src, dst, sport: 20000 + (fresh % 40000), dport: 80, tcp: true, syn });
+        });
     const estTo = (dst: number[]) =>
       Array.from({ length: 64 }, (_, i) =>
         v4Frame({ src: [192, 0, 2, 1], dst, sport: 10000 + i, dport: 80, tcp: true }),
@@ -351,6 +363,11 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
       return b;
     });
     const estHinted = estTo([10, 0, 0, 13]);
+    const synHinted = estHinted.map((f) => {
+      const b = Buffer.from(f);
+      b[47] = 0x02; // SYNs of flows whose every slot moved: a SYN carries no hint, reads no previous table
+      return b;
+    });
     const many = Array.from({ length: MANY }, (_, i) =>
       v4Frame({
         src: [198, 18, (i >>> 8) & 0xff, i & 0xff],
@@ -375,6 +392,8 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
       ct: CtExpectation;
       /** Counters that must move by exactly the call count (the row took the path it names). */
       exact?: string[];
+      /** Counters that must not move (a path the row must not take). */
+      still?: string[];
     }[] = [
       { path: 'non-VIP pass', frames: () => nonVip, verdict: 'PASS', calls: a.calls, ct: 'none' },
       {
@@ -408,6 +427,26 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
         calls: a.calls,
         ct: 'none',
         exact: ['stateless_forward', 'encap_gue'],
+        still: ['hint_sent'],
+      },
+      {
+        // the established path with the new-flow row's cache state (a new slot each call): compare with the SYN
+        path: 'v4 stateless ACK, new flow',
+        frames: newSyns([10, 0, 0, 12], false),
+        verdict: 'TX',
+        calls: a.calls,
+        ct: 'none',
+        exact: ['stateless_forward', 'encap_gue'],
+        still: ['hint_sent'],
+      },
+      {
+        path: 'v4 stateless SYN, new, M=4093',
+        frames: newSyns([10, 0, 0, 14]),
+        verdict: 'TX',
+        calls: a.calls,
+        ct: 'none',
+        exact: ['stateless_forward', 'encap_gue'],
+        still: ['hint_sent'],
       },
       {
         path: 'v4 stateless SYN, 64 flows',
@@ -416,6 +455,16 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
         calls: a.calls,
         ct: 'none',
         exact: ['stateless_forward', 'encap_gue'],
+        still: ['hint_sent'],
+      },
+      {
+        path: 'v4 stateless SYN, all moved',
+        frames: () => synHinted,
+        verdict: 'TX',
+        calls: a.calls,
+        ct: 'none',
+        exact: ['stateless_forward', 'encap_gue'],
+        still: ['hint_sent'],
       },
       {
         path: 'v4 stateless established (GUE)',
@@ -457,10 +506,15 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
         const s = ctSample(c0, c1);
         const p = ctProblem(`${r.path} (run ${run + 1})`, r.ct, s);
         if (p) problems.push(p);
-        for (const name of r.exact ?? []) {
+        for (const [name, want] of [
+          ...(r.exact ?? []).map((n) => [n, r.calls] as const),
+          ...(r.still ?? []).map((n) => [n, 0] as const),
+        ]) {
+          if (c0[name] === undefined || c1[name] === undefined)
+            problems.push(`${r.path}: the program has no counter ${name}`);
           const moved = Number((c1[name] ?? 0n) - (c0[name] ?? 0n));
-          if (moved !== r.calls)
-            problems.push(`${r.path} (run ${run + 1}): ${name} moved ${moved}, expected ${r.calls}`);
+          if (moved !== want)
+            problems.push(`${r.path} (run ${run + 1}): ${name} moved ${moved}, expected ${want}`);
         }
         if (r.exact?.includes('stateless_forward') && c1.ct_insert !== c0.ct_insert)
           problems.push(`${r.path} (run ${run + 1}): a stateless row inserted into the connection table`);
@@ -629,6 +683,10 @@ async function liveBench(a: Args): Promise<LiveResult> {
       size: 60,
       tcp: true,
     });
+    // SYNs of the same flows (a stateless VIP keeps no state, so each is a new flow to it: the live twin of the
+    // new-flow test-run rows, where the table line is cold between calls)
+    const synTmpl = Buffer.from(tmpl);
+    synTmpl[47] = 0x02;
     const be = Buffer.from([10, 1, 0, 1]);
     const minObj = await BpfObject.load(bpfObjectPath('bench_encap'), {
       consts: { backend_v4: be, source_v4: Buffer.from([10, 255, 0, 1]) },
@@ -643,7 +701,7 @@ async function liveBench(a: Args): Promise<LiveResult> {
       encapSourceV6: null,
       mtu: 1600,
     };
-    const table = (base: number) => Uint32Array.from({ length: 65537 }, (_, s) => base + 1 + (s % 8));
+    const table = (base: number, m = 65537) => Uint32Array.from({ length: m }, (_, s) => base + 1 + (s % 8));
     // Conntrack mode, sized so that 1M flows from one CPU fit its per-CPU LRU share (warm, not evicting).
     const ctDp = await KernelDatapath.load({
       maxEntries: {
@@ -651,17 +709,22 @@ async function liveBench(a: Args): Promise<LiveResult> {
       },
     });
     closers.push(ctDp);
-    // Stateless mode: GUE backends, a previous table identical to the current one (steady state: the lookup
-    // is paid, no hint is sent).
+    // Stateless mode: GUE backends, a previous table identical to the current one (steady state: no slot is
+    // marked moved, so it is never read and no hint is sent).
     const slDp = await KernelDatapath.load();
     closers.push(slDp);
     // Stateless without a previous table: the steady state once the control plane dropped it (retention over).
     const sl0Dp = await KernelDatapath.load();
     closers.push(sl0Dp);
-    for (const [dp, gue, prev] of [
-      [ctDp, false, false],
-      [slDp, true, true],
-      [sl0Dp, true, false],
+    // Stateless with a small table (M = 4093, 32 KB instead of 512 KB): what the table's cache footprint costs
+    // at 1M flows (each packet reads a random slot), beside the same program with M = 65537.
+    const slSmallDp = await KernelDatapath.load();
+    closers.push(slSmallDp);
+    for (const [dp, gue, prev, m] of [
+      [ctDp, false, false, 65537],
+      [slDp, true, true, 65537],
+      [sl0Dp, true, false, 65537],
+      [slSmallDp, true, false, 4093],
     ] as const) {
       await dp.configure(cfg);
       for (let id = 1; id <= 8; id++)
@@ -675,10 +738,10 @@ async function liveBench(a: Args): Promise<LiveResult> {
         key: { address: '10.0.0.10', port: 80, protocol: 'tcp' },
         id: 1,
         flags: { sourceHash: false, noConntrack: false, ...(gue ? { stateless: true } : {}) },
-        tableSize: 65537,
+        tableSize: m,
       });
-      await dp.installTable(1, table(0));
-      if (prev) await dp.installPreviousTable(1, table(0));
+      await dp.installTable(1, table(0, m));
+      if (prev) await dp.installPreviousTable(1, table(0, m));
       dp.flushVipIndex();
     }
 
@@ -689,6 +752,8 @@ async function liveBench(a: Args): Promise<LiveResult> {
       processed: () => bigint;
       dp?: KernelDatapath;
       mode?: 'conntrack' | 'stateless';
+      /** Frames of the round (default: the TCP ACK template). */
+      tmpl?: Buffer;
     }
     const rx = (dp: KernelDatapath) => () => sumCounter(dp.maps.stats, 0);
     const variants: Variant[] = [
@@ -699,8 +764,14 @@ async function liveBench(a: Args): Promise<LiveResult> {
       { name: 'full, conntrack', prog: ctDp.program, flows: FLOWS_1M, processed: rx(ctDp), dp: ctDp, mode: 'conntrack' },
       { name: 'full, stateless + prev', prog: slDp.program, flows: FLOWS_1M, processed: rx(slDp), dp: slDp, mode: 'stateless' },
       { name: 'full, stateless, no prev', prog: sl0Dp.program, flows: FLOWS_1M, processed: rx(sl0Dp), dp: sl0Dp, mode: 'stateless' },
+      { name: 'full, stateless + prev, SYNs', prog: slDp.program, flows: FLOWS_1M, processed: rx(slDp), dp: slDp, mode: 'stateless', tmpl: synTmpl },
+      { name: 'full, stateless, M=4093', prog: slSmallDp.program, flows: FLOWS_1M, processed: rx(slSmallDp), dp: slSmallDp, mode: 'stateless' },
     ]; // prettier-ignore
-    const generate = (flows: number, frames: number): { elapsedNs: number; frames: number } =>
+    const generate = (
+      flows: number,
+      frames: number,
+      template = tmpl,
+    ): { elapsedNs: number; frames: number } =>
       JSON.parse(
         sh('ip', [
           'netns',
@@ -712,7 +783,7 @@ async function liveBench(a: Args): Promise<LiveResult> {
           JSON.stringify({
             ifname: 'pkg0',
             frames,
-            template: tmpl.toString('hex'),
+            template: template.toString('hex'),
             sportOff: 34,
             flows,
             saddrOff: flows > 32768 ? 28 : 0,
@@ -738,7 +809,7 @@ async function liveBench(a: Args): Promise<LiveResult> {
         const c0 = v.dp ? (await v.dp.counters()).global : null;
         const p0 = v.processed();
         const r0 = sumCounter(sinkStats, 0);
-        const child = generate(v.flows, a.frames);
+        const child = generate(v.flows, a.frames, v.tmpl);
         await sleep(100);
         const secs = child.elapsedNs / 1e9;
         const processed = v.processed() - p0;
@@ -753,6 +824,8 @@ async function liveBench(a: Args): Promise<LiveResult> {
             c1.stateless_forward! - c0.stateless_forward! !== c1.xdp_tx! - c0.xdp_tx!
           )
             problems.push(`${what}: transmitted packets that were not stateless forwards`);
+          if (v.tmpl === synTmpl && c1.hint_sent !== c0.hint_sent)
+            problems.push(`${what}: a SYN carried a hint`);
           if (c1.xdp_tx! - c0.xdp_tx! < (processed * 99n) / 100n)
             problems.push(`${what}: fewer than 99% transmitted`);
         }
@@ -914,6 +987,9 @@ function pinToCpu(cpu: number): void {
     throw new Error(`could not pin the bench to CPU ${cpu}: allowed CPUs are ${now.join(',')}`);
 }
 
+/** Katran's ns per packet from issue 15 (BPF_PROG_TEST_RUN, same VIPs and table size; not re-measured here). */
+const KATRAN_NS = { established: 214, newFlow: 807 } as const;
+
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
   if (a.childGen) return childGen(a.childGen);
@@ -953,13 +1029,25 @@ async function main(): Promise<void> {
       `${pad(r.path, 34)}${pad(r.method, 24)}${pad(r.nsPerPacket.toFixed(1), 10)}${pad(r.netNs.toFixed(1), 10)}` +
         (r.ctHitPct === undefined ? '' : `${r.ctHitPct.toFixed(0)}%`),
     );
+  const net = (path: string) => rows.find((r) => r.path === path && r.method === 'repeat=1 calls')?.netNs;
+  const ratioTo = (path: string, ref: number) => {
+    const n = net(path);
+    return n === undefined ? 'n/a' : `${(n / ref).toFixed(2)}x`;
+  };
+  console.log(
+    `Katran's figures from issue 15 (measured once on this machine, not re-measured here): established ` +
+      `${KATRAN_NS.established} ns, new flow ${KATRAN_NS.newFlow} ns. Stateless established ` +
+      `${ratioTo('v4 stateless established (GUE)', KATRAN_NS.established)} (target <= 0.5x), new-flow SYN ` +
+      `${ratioTo('v4 stateless SYN (GUE)', KATRAN_NS.newFlow)} (target <= 0.25x; its cached-slot twin ` +
+      `${ratioTo('v4 stateless SYN, 64 flows', KATRAN_NS.newFlow)})`,
+  );
   console.log('\nLive frames through a veth (60-byte TCP ACKs, native XDP, Mpps, median; ratio = returned / minimal, median of per-round ratios)'); // prettier-ignore
   console.log(
-    `${pad('program', 26)}${pad('flows', 10)}${pad('generated', 12)}${pad('processed', 12)}${pad('returned', 10)}ratio`,
+    `${pad('program', 30)}${pad('flows', 10)}${pad('generated', 12)}${pad('processed', 12)}${pad('returned', 10)}ratio`,
   );
   for (const r of live)
     console.log(
-      `${pad(r.program, 26)}${pad(String(r.flows), 10)}${pad(r.genMpps.toFixed(2), 12)}${pad(r.processedMpps.toFixed(2), 12)}` +
+      `${pad(r.program, 30)}${pad(String(r.flows), 10)}${pad(r.genMpps.toFixed(2), 12)}${pad(r.processedMpps.toFixed(2), 12)}` +
         `${pad(r.returnedMpps.toFixed(2), 10)}${r.ratio === null ? '' : `${r.ratio.toFixed(2)}  [${r.ratios.map((x) => x.toFixed(2)).join(' ')}]`}`,
     );
   console.log(
