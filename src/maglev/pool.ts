@@ -9,6 +9,9 @@ import { buildTable, MaglevBackend } from './maglev';
 /** Builds Maglev tables: the result equals buildTable({ backends, size }) (member index per slot). */
 export interface TableBuilder {
   build(backends: readonly MaglevBackend[], size: number): Promise<Uint32Array>;
+  /** Runs of at most this many tables are better built in-thread than through this builder (its start-up or
+   * round trip costs more); absent: the reconciler's default (INLINE_TABLES). */
+  readonly inlineUpTo?: number;
   /** Stops the builder: pending and later builds reject. */
   close(): Promise<void>;
 }

@@ -85,9 +85,14 @@ export const SLICE_MS = 5;
  * (measured: median 11–13 ms for 1, 16 or 64 tables), so 512 VIPs cost 8 waits, not 32. A batch holds its inner
  * maps (512 KiB each at 65537 slots, twice with previous tables) until the swap. */
 export const TABLE_BATCH = 64;
-/** Runs of at most this many tables are built in-thread (~3 ms each at 65537 slots): a worker round trip,
- * or a worker start after the pool went idle (50-150 ms), would cost a small change more than it saves. */
-export const INLINE_TABLES = 2;
+/** Runs of at most this many tables are built in-thread (~3 ms each at 65537 slots, an event-loop turn between
+ * builds): a worker start after the pool went idle (50-150 ms, and 20-40 MB of RSS while it lives) would cost a
+ * small change more than it saves; deployments with few VIPs never start the workers. */
+export const INLINE_TABLES = 16;
+
+/** The builder for a run of `n` tables: in-thread when the run is small for `builder` (see INLINE_TABLES). */
+const builderFor = (n: number, builder: TableBuilder): TableBuilder =>
+  n <= (builder.inlineUpTo ?? INLINE_TABLES) ? inlineTableBuilder : builder;
 
 type InstallTableOp = Extract<Op, { op: 'installTable' }>;
 
@@ -463,7 +468,7 @@ export async function applyPlan(
       for (const r of run as InstallTableOp[])
         if (isFailed(r)) skipped++;
         else live.push(r);
-      const by = live.length <= INLINE_TABLES ? inlineTableBuilder : builder;
+      const by = builderFor(live.length, builder);
       await pipelined(
         chunk(live, batchSize),
         (ops) =>
@@ -474,7 +479,7 @@ export async function applyPlan(
         installBatch,
       );
     } else {
-      const by = run.length <= INLINE_TABLES ? inlineTableBuilder : builder;
+      const by = builderFor(run.length, builder);
       await pipelined(
         chunk(run as PreviousOp[], batchSize),
         (ops) =>
@@ -565,7 +570,7 @@ export async function matchTables(
   if (todo.length === 0) return undefined;
   const matches = new Map<number, boolean>();
   const slicer = new Slicer(sliceMs);
-  const by = todo.length <= INLINE_TABLES ? inlineTableBuilder : builder;
+  const by = builderFor(todo.length, builder);
   await pipelined(
     chunk(todo, TABLE_BATCH),
     (items) => prepare(items, by, (t) => ({ own: t.vip.table, extra: [] })),
