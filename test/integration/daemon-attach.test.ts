@@ -145,7 +145,7 @@ describePrivileged('daemon: pinned map sizes and re-attachment (real kernel)', (
       reattaches: 1,
       attachError: null,
     });
-    const seen = await lab.curlMany(8);
+    const seen = await lab.curlUntilSeen(['be1', 'be2']);
     expect([...seen.keys()].sort()).toEqual(['be1', 'be2']);
     // The CLI would be undone within seconds: it refuses while the daemon runs.
     const d = await lab.cli(['detach', '--interface', 'eth0']);

@@ -217,7 +217,7 @@ describePrivileged(
       expect(lab.lbXdpProgId()).toBe(prog);
       const readyAfter = await lab.admin('/readyz');
       expect(readyAfter).toEqual(readyBefore);
-      const seen = await lab.curlMany(10);
+      const seen = await lab.curlUntilSeen(['be1', 'be2']);
       expect([...seen.keys()].sort()).toEqual(['be1', 'be2']);
 
       // The lock's fd is close-on-exec: a child the daemon spawns cannot keep it after the daemon dies.
@@ -278,7 +278,7 @@ describePrivileged(
       expect(pinnedProgramId()).toBe(prog);
       const st = (await lab.state()) as StateDoc & { pinTrouble: { restored: boolean; count: number } };
       expect(st.pinTrouble).toMatchObject({ restored: true, count: 1 });
-      const seen = await lab.curlMany(6);
+      const seen = await lab.curlUntilSeen(['be1', 'be2']);
       expect([...seen.keys()].sort()).toEqual(['be1', 'be2']);
       rmSync(moved, { recursive: true });
 

@@ -175,7 +175,7 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
     const m = (await lab.admin('/metrics')).body;
     expect(m).toMatch(/peak_xdp_config_reloads_total\{result="rejected",trigger="signal"\} [1-9]/);
     // Traffic still reaches all three backends of the old config.
-    const bodies = await lab.curlMany(15);
+    const bodies = await lab.curlUntilSeen(['be1', 'be2', 'be3']);
     expect([...bodies.keys()].sort()).toEqual(['be1', 'be2', 'be3']);
   }, 30000);
 
@@ -241,7 +241,11 @@ describePrivileged('daemon: reload (file and SIGHUP) under load; bad configs rej
     const after = await snapshot(dp);
     expect([...after.backends]).toEqual([...before.backends]);
     expect(after.table).toEqual(before.table);
-    expect([...(await lab.curlMany(15)).keys()].sort()).toEqual(['be1', 'be2', 'be3']);
+    expect([...(await lab.curlUntilSeen(['be1', 'be2', 'be3'])).keys()].sort()).toEqual([
+      'be1',
+      'be2',
+      'be3',
+    ]);
     expect(daemon.child.exitCode).toBeNull();
 
     // At start the same file is fatal, with the same message (and nothing is loaded or attached).

@@ -78,7 +78,7 @@ describePrivileged('daemon: restart safety (kill -9, SIGTERM, --detach-on-exit)'
     expect(await lab.signalDaemon(daemon, 'SIGTERM')).toBe(0);
     expect(lab.lbXdpProgId()).toBe(prog);
     expect(existsSync(join(lab.pinDir, 'balancer'))).toBe(true);
-    const seen = await lab.curlMany(15);
+    const seen = await lab.curlUntilSeen(['be1', 'be2', 'be3']);
     expect([...seen.keys()].sort()).toEqual(['be1', 'be2', 'be3']);
   }, 30000);
 

@@ -129,7 +129,7 @@ describePrivileged('daemon: upgrade over a balancer pinned by an older build (re
     expect(lab.lbXdpProgId()).toBe(prog);
     expect(last).toMatchObject({ operations: 0, vipsUnchanged: 1 });
     expect(log).not.toMatch(/balancer replaced/);
-    const seen = await lab.curlMany(15);
+    const seen = await lab.curlUntilSeen(['be1', 'be2', 'be3']);
     expect([...seen.keys()].sort()).toEqual(['be1', 'be2', 'be3']);
   }, 40000);
 
@@ -153,7 +153,7 @@ describePrivileged('daemon: upgrade over a balancer pinned by an older build (re
     // The daemon adopts what the CLI pinned and programs it.
     daemon = await lab.startDaemon();
     expect((await lab.state()).adopted).toBe(true);
-    const seen = await lab.curlMany(15);
+    const seen = await lab.curlUntilSeen(['be1', 'be2', 'be3']);
     expect([...seen.keys()].sort()).toEqual(['be1', 'be2', 'be3']);
   }, 40000);
 
