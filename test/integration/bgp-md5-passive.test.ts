@@ -4,11 +4,12 @@ import { describePrivileged } from '../helpers/privileged';
 import { BgpSpeaker } from '../../src/bgp/speaker';
 import { md5BgpSockets } from '../../src/datapath/bgp-sockets';
 import { sleep, waitFor } from '../helpers/bgp-peers';
+import { testPorts } from '../helpers/ports';
 
 jest.setTimeout(30000);
 
 describePrivileged('TCP MD5 on passive sessions (loopback)', () => {
-  const port = 30000 + (process.pid % 20000);
+  const port = testPorts(1);
   let router: BgpSpeaker;
   const others: BgpSpeaker[] = [];
 

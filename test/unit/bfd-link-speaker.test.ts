@@ -3,8 +3,9 @@
 import { BgpSpeaker } from '../../src/bgp/speaker';
 import { hostSpeaker } from '../../src/bgp/speaker-host';
 import type { FromSpeaker, ToSpeaker } from '../../src/bgp/speaker-protocol';
+import { testPorts } from '../helpers/ports';
 
-const port = 21000 + (process.pid % 20000);
+const port = testPorts(1);
 
 async function until(pred: () => boolean, what: string, ms = 5000): Promise<void> {
   const end = Date.now() + ms;

@@ -6,8 +6,9 @@ import { parseBgpConfig } from '../../src/bgp/config';
 import { BgpSpeaker } from '../../src/bgp/speaker';
 import { keepaliveGaps, RawBgpPeer } from '../helpers/raw-bgp-peer';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { testPorts } from '../helpers/ports';
 
-const base = 30000 + (process.pid % 10000) * 3;
+const base = testPorts(5);
 
 async function waitFor(what: string, pred: () => boolean, ms: number): Promise<number> {
   const t0 = Date.now();

@@ -4,10 +4,11 @@ import { connect as netConnect, Server } from 'node:net';
 import { BgpSpeaker } from '../../src/bgp/speaker';
 import { BgpConnectOptions, BgpListenerKey, BgpSocketFactory, plainBgpSockets } from '../../src/bgp/sockets';
 import { RawBgpPeer } from '../helpers/raw-bgp-peer';
+import { testPorts } from '../helpers/ports';
 
 jest.setTimeout(20000);
 
-const base = 45000 + (process.pid % 4000) * 3;
+const base = testPorts(3);
 
 async function waitFor(what: string, pred: () => boolean, ms: number): Promise<void> {
   const t0 = Date.now();

@@ -16,12 +16,13 @@ import { describePrivileged } from '../helpers/privileged';
 import { keepaliveGaps, RawBgpPeer } from '../helpers/raw-bgp-peer';
 import { RawPeerProcess } from '../helpers/raw-bgp-peer-process';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { testPorts } from '../helpers/ports';
 
 jest.setTimeout(60000);
 
 /** The built worker (the daemon runs dist/ too): build with npx tsc -p tsconfig.build.json. */
 const WORKER = join(packageRoot, 'dist', 'src', 'bgp', 'speaker-worker.js');
-const base = 40000 + (process.pid % 5000) * 4;
+const base = testPorts(4);
 
 async function waitFor(what: string, pred: () => boolean, ms: number): Promise<number> {
   const t0 = Date.now();

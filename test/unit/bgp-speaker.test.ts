@@ -4,8 +4,9 @@ import { Registry } from 'prom-client';
 import { UpdateMessage } from '../../src/bgp/codec';
 import { registerBgpMetrics } from '../../src/bgp/metrics';
 import { formatBgpStatus } from '../../src/bgp/format';
+import { testPorts } from '../helpers/ports';
 
-const port = 20000 + (process.pid % 20000);
+const port = testPorts(1);
 
 function waitFor(pred: () => boolean, ms: number): Promise<void> {
   const until = Date.now() + ms;

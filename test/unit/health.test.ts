@@ -17,6 +17,7 @@ import {
 import { validateConfig } from '../../src/model';
 import { desiredState } from '../../src/reconcile';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { testPorts } from '../helpers/ports';
 
 describe('nextHealth', () => {
   const t = { rise: 2, fall: 3 };
@@ -180,8 +181,10 @@ describe('HealthMonitor', () => {
     const server = createHttp((_req, res) => res.end('ok'));
     const conns = new Set<Socket>();
     server.on('connection', (s) => conns.add(s));
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const port = (server.address() as AddressInfo).port;
+    // A port below the ephemeral range: it is re-listened on after a close, and a probe's own ephemeral port
+    // could otherwise be it (a TCP self-connect to a closed port).
+    const port = testPorts(1);
+    await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
     monitor = new HealthMonitor();
     const vipEvents: VipAvailability[] = [];
     monitor.on('vip', (a: VipAvailability) => vipEvents.push(a));
