@@ -4,6 +4,16 @@ import { AuthRxState, ControlPacket, BFD_VERSION, Diag, State } from './codec';
 
 /** §6.8.3: while not Up, bfd.DesiredMinTxInterval is at least one second. */
 export const SLOW_TX_US = 1_000_000;
+/**
+ * While held Down (a forwarding-plane reset, or a local down that must look like a failure) we send at most
+ * every HELD_TX_US. Each Down we send takes a peer that has gone Down on to Init (§6.8.6), and a peer that
+ * reads its session state late then loses the Down: BIRD 2 hands its BGP the state current when its main loop
+ * gets round to the notification, and Up -> Init is no failure to it (a CI run: the router kept the route
+ * until the BGP hold timer, 7.4 s after the detach, with its BFD session Down). At the slow rate of 1 s a main
+ * loop only 750 ms late misses it; at this one the peer stays Down for at least 3.75 s. §6.8.3 allows any
+ * interval of at least one second while not Up; the release sends at once, so coming back is not slower.
+ */
+export const HELD_TX_US = 5_000_000;
 /** The initial bfd.RemoteMinRxInterval (§6.8.1): one microsecond, so the first packets go out. */
 const INITIAL_REMOTE_MIN_RX_US = 1;
 
@@ -141,9 +151,10 @@ export function nextWake(s: Session): number | null {
   return times.length === 0 ? null : Math.min(...times);
 }
 
-/** The advertised intervals the session should reach (slow TX while not Up, §6.8.3). */
+/** The advertised intervals the session should reach (slow TX while not Up, §6.8.3; slower while held). */
 function wanted(s: Session): { tx: number; rx: number } {
-  const tx = s.state === State.Up ? s.config.desiredMinTxUs : Math.max(s.config.desiredMinTxUs, SLOW_TX_US);
+  const slow = s.hold !== null ? HELD_TX_US : SLOW_TX_US;
+  const tx = s.state === State.Up ? s.config.desiredMinTxUs : Math.max(s.config.desiredMinTxUs, slow);
   return { tx, rx: s.config.requiredMinRxUs };
 }
 
@@ -345,9 +356,11 @@ export function setHold(
   c: Clock,
 ): { session: Session; events: StateChange[] } {
   const events: StateChange[] = [];
+  const released = diag === null && s.hold !== null;
   let next: Session = { ...s, hold: diag };
   if (diag !== null && next.state !== State.AdminDown && next.state !== State.Down)
     next = changeState(next, State.Down, diag, c, events);
   else if (diag !== null && next.state === State.Down) next = { ...next, localDiag: diag, nextTxAt: c.now };
-  return { session: next, events };
+  else if (released && next.state === State.Down) next = { ...next, nextTxAt: c.now };
+  return { session: syncAdvertised(next, c), events };
 }

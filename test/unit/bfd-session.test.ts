@@ -18,6 +18,7 @@ import {
   setHold,
   setParams,
   SLOW_TX_US,
+  HELD_TX_US,
   StateChange,
   tick,
   txIntervalUs,
@@ -243,6 +244,29 @@ describe('local down: admin and hold', () => {
     l.a = setHold(l.a, null, clock(l.t)).session;
     l.run(l.t + 5000);
     expect([l.a.state, l.b.state]).toEqual([State.Up, State.Up]);
+  });
+
+  test('held: the peer stays Down for at least 3/4 of HELD_TX_US (a peer that reads its state late still sees Down), the release is Up as fast as a cold start', () => {
+    for (const r of [0, 0.5, 0.999]) {
+      const l = new Link(P300, P300);
+      l.run(3000);
+      const t0 = l.t;
+      l.a = setHold(l.a, Diag.ForwardingPlaneReset, { now: t0, random: () => r }).session;
+      expect(packetFor(l.a, { final: false }).desiredMinTxUs).toBe(HELD_TX_US);
+      l.run(t0 + 20_000);
+      // b: Up -> Down at once (our first Down went out at t0), then Init only on our next Down.
+      const b = l.events.filter((x) => x.side === 'b' && x.e.at >= t0);
+      expect(b[0]!.e).toMatchObject({ from: State.Up, to: State.Down, at: t0 });
+      expect(b[1]!.e).toMatchObject({ from: State.Down, to: State.Init });
+      expect(b[1]!.e.at - t0).toBeGreaterThanOrEqual((HELD_TX_US / 1000) * 0.75);
+      // Released: our Down goes out at once, b answers Init, both Up within one of b's slow intervals.
+      const t1 = l.t;
+      l.a = setHold(l.a, null, clock(t1)).session;
+      expect(packetFor(l.a, { final: false }).desiredMinTxUs).toBe(SLOW_TX_US);
+      expect(nextWake(l.a)).toBe(t1);
+      l.run(t1 + SLOW_TX_US / 1000);
+      expect([l.a.state, l.b.state]).toEqual([State.Up, State.Up]);
+    }
   });
 });
 
