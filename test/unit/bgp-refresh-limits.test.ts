@@ -78,9 +78,14 @@ describe('ROUTE-REFRESH: rate limit, coalescing, families', () => {
     console.log(
       `[refresh] 5000 ROUTE-REFRESH read in ${took} ms; re-advertisements ${st.routeRefreshServed}, coalesced ${st.routeRefreshCoalesced}; ${resent} prefixes re-sent (2000 routes)`,
     );
-    expect(st.routeRefreshServed).toBe(2);
-    expect(st.routeRefreshCoalesced).toBe(4998);
-    expect(resent).toBe(2 * ROUTES.length);
+    // At most one re-advertisement per refreshIntervalMs (1 s) while refreshes keep arriving: the first at once,
+    // then one per interval that saw any. Read within a second (a quiet machine): exactly two. A loaded CI
+    // machine read them over 5.6 s and served 5, which this rule allows and a fixed 2 does not.
+    const served = st.routeRefreshServed;
+    expect(served).toBeGreaterThanOrEqual(2);
+    expect(served).toBeLessThanOrEqual(1 + Math.max(1, Math.ceil(took / 1000)));
+    expect(served + st.routeRefreshCoalesced).toBe(5000);
+    expect(resent).toBe(served * ROUTES.length);
     // The other peer: no UPDATE, no reset, KEEPALIVEs on time.
     expect(b.events.filter((e) => e.ev === 'update').length).toBe(bUpdates);
     const sb = lb.status().peers[1]!;
