@@ -86,23 +86,30 @@ export function* allocateBackendIdsSteps(o: AllocateBackendIdsOptions): Generato
     // Free every id of a group that is not carried over (changed or removed VIP); kept keys re-claim theirs.
     for (const [k, g] of carry.groups.groups()) if (groups.get(k) !== g) freeIds(used, g);
   }
-  const kept = new Map<string, number>();
+  // Kept ids per changed VIP (k: its position in `changed`): a membership key names its VIP, so only that
+  // VIP's assignGroup asks for it. Small maps, not one of every changed membership (51,200 keys when every
+  // VIP changes at 512 x 100).
+  const kept: Map<string, number>[] = [];
   // A membership key's group is its VIP's key text: look the group up once per VIP, not per key.
   const prevIds = o.prev.ids;
   for (const i of changed) {
     const pg = prevIds instanceof GroupedIdMap ? prevIds.group(keys[i]!.vip) : prevIds;
-    if (pg !== undefined) keepIds(keys[i]!.members, pg, max, used, kept);
+    const mine = new Map<string, number>();
+    if (pg !== undefined) keepIds(keys[i]!.members, pg, max, used, mine);
+    kept.push(mine);
     yield;
   }
   const state: AssignState = {
     max,
     used,
-    kept,
+    kept: EMPTY_KEPT,
     prefer: o.prefer,
     cursor: o.prev.cursor < 1 || o.prev.cursor >= max ? 1 : o.prev.cursor,
   };
-  for (const i of changed) {
+  for (let k = 0; k < changed.length; k++) {
+    const i = changed[k]!;
     const g = groups.get(keys[i]!.vip) as Map<string, number>;
+    state.kept = kept[k]!;
     assignGroup(keys[i]!.members, g, state);
     // Checked here, one group per step, rather than all at once by the GroupedIdMap below.
     checkGroup(keys[i]!.vip, g);
@@ -110,6 +117,8 @@ export function* allocateBackendIdsSteps(o: AllocateBackendIdsOptions): Generato
   }
   return { ids: new GroupedIdMap(groups), cursor: state.cursor, used, sameGroup };
 }
+
+const EMPTY_KEPT: ReadonlyMap<string, number> = new Map();
 
 function freeIds(used: Uint32Array, group: ReadonlyMap<string, number>): void {
   for (const id of group.values()) clearUsed(used, id);
@@ -135,6 +144,7 @@ function keepIds(
 interface AssignState {
   max: number;
   used: Uint32Array;
+  /** Kept ids of the VIP being assigned. */
   kept: ReadonlyMap<string, number>;
   prefer: ((key: string) => number | undefined) | undefined;
   /** Where the search for a free id starts (advanced as ids are handed out). */

@@ -104,8 +104,9 @@ interface IdMemo {
   used: Uint32Array;
   /** By VIP key text: the (deep-frozen) config a desired VIP was computed from, and the result. */
   byKey: Map<string, MemoEntry>;
-  /** The health inputs the results were computed from. */
-  health: HealthSnapshot;
+  /** The health inputs the results were computed from; undefined once a later build took the arrays over (a
+   * build from these ids then compares each VIP's health on its own: slower, same result). */
+  health: HealthSnapshot | undefined;
 }
 
 /** Health inputs as arrays in map order: the next build finds what changed in one sequential pass. */
@@ -118,49 +119,59 @@ interface HealthSnapshot {
 
 /**
  * Steps of a health diff: the snapshot of `health` and `since`, and the VIP key texts whose entries differ
- * from `was`, or null when the maps do not line up with it (other keys, sizes or order: every VIP is then
- * compared on its own). One pass per map, in Map.forEach (no allocation per entry: ~10 ns per entry).
+ * from the memo's snapshot, or null when the maps do not line up with it (other keys, sizes or order: every
+ * VIP is then compared on its own). One pass per map, in Map.forEach (no allocation per entry: ~10 ns per
+ * entry). The memo's arrays are taken over and updated in place when their sizes fit (the memo keeps none):
+ * at 512 x 1000 a fresh snapshot was 12 MB of garbage per build, and its collection stalled the event loop.
  */
 function* healthDiff(
-  was: HealthSnapshot | undefined,
+  memo: IdMemo | undefined,
   health: ReadonlyMap<string, HealthStatus>,
   since: ReadonlyMap<string, number> | undefined,
 ): Generator<void, { next: HealthSnapshot; dirty: Set<string> | null }, void> {
   const sinceMap = since ?? new Map<string, number>();
+  const was = memo?.health;
+  // Taken before the first yield: a concurrent build from the same ids starts from fresh arrays.
+  if (memo !== undefined) memo.health = undefined;
+  const healthFits = was !== undefined && was.keys.length === health.size;
+  const sinceFits = was !== undefined && was.sinceKeys.length === sinceMap.size;
   const next: HealthSnapshot = {
-    keys: new Array<string>(health.size),
-    status: new Array<HealthStatus>(health.size),
-    sinceKeys: new Array<string>(sinceMap.size),
-    since: new Float64Array(sinceMap.size),
+    keys: healthFits ? was.keys : new Array<string>(health.size),
+    status: healthFits ? was.status : new Array<HealthStatus>(health.size),
+    sinceKeys: sinceFits ? was.sinceKeys : new Array<string>(sinceMap.size),
+    since: sinceFits ? was.since : new Float64Array(sinceMap.size),
   };
   const dirty = new Set<string>();
-  let aligned =
-    was !== undefined && was.keys.length === health.size && was.sinceKeys.length === sinceMap.size;
-  aligned = snapshotInto(health, next.keys, next.status, aligned ? was!.keys : undefined, aligned ? was!.status : undefined, dirty) && aligned; // prettier-ignore
+  const aligned = healthFits && sinceFits;
+  const healthLined = snapshotInto(health, next.keys, next.status, aligned, dirty);
   yield;
-  aligned = snapshotInto(sinceMap, next.sinceKeys, next.since, aligned ? was!.sinceKeys : undefined, aligned ? was!.since : undefined, dirty) && aligned; // prettier-ignore
-  return { next, dirty: aligned ? dirty : null };
+  const sinceLined = snapshotInto(sinceMap, next.sinceKeys, next.since, aligned, dirty);
+  return { next, dirty: aligned && healthLined && sinceLined ? dirty : null };
 }
 
-/** Copies `map` into `keys`/`values` (preallocated to its size), comparing each entry with `wasKeys` and
- * `wasValues` at the same position when given: the VIP of a changed value goes into `dirty`. False when a
- * key differs (the maps do not line up). */
+/** Writes `map` into `keys`/`values` (sized to it). With `compare`, they hold the previous snapshot: each
+ * entry is compared with the one at its position before it is overwritten, and the VIP of a changed value
+ * goes into `dirty`. False when a key differs (the maps do not line up) or nothing was compared. */
 function snapshotInto<V>(
   map: ReadonlyMap<string, V>,
   keys: string[],
   values: { [i: number]: V },
-  wasKeys: readonly string[] | undefined,
-  wasValues: { readonly [i: number]: V } | undefined,
+  compare: boolean,
   dirty: Set<string>,
 ): boolean {
   let i = 0;
-  let lined = true;
+  let lined = compare;
   map.forEach((v, k) => {
-    keys[i] = k;
-    values[i] = v;
-    if (wasKeys !== undefined && lined) {
-      if (wasKeys[i] !== k) lined = false;
-      else if (wasValues![i] !== v) dirty.add(groupOfKey(k));
+    if (!lined) {
+      keys[i] = k;
+      values[i] = v;
+    } else if (keys[i] !== k) {
+      lined = false;
+      keys[i] = k;
+      values[i] = v;
+    } else if (values[i] !== v) {
+      dirty.add(groupOfKey(k));
+      values[i] = v;
     }
     i++;
   });
@@ -244,7 +255,7 @@ export class DesiredStateBuilder {
     const vipIds = assignIds(prev.vips, { keys: keys.map((k) => k.vip), min: 0, max: config.limits.maxVips });
     const memo = opts.ids === undefined ? undefined : this.#memos.get(opts.ids);
     const backendIds = yield* this.backendIds(config, keys, prev, memo);
-    const { next: health, dirty } = yield* healthDiff(memo?.health, healthIn.health, healthIn.since);
+    const { next: health, dirty } = yield* healthDiff(memo, healthIn.health, healthIn.since);
 
     const run: VipRun = {
       config,
@@ -429,6 +440,9 @@ function desiredVip(
   const st = vipBackendStates(stateInput);
   const backends: DesiredBackend[] = v.backends.map((b, j) => {
     const bkey = k.members[j]!;
+    const s = st.states[j]!;
+    // Every field written in the literal (no spread): all nine in the object itself, no property array
+    // beside it (one object per membership: 512,000 at 512 x 1000).
     return {
       key: bkey,
       id: group.get(bkey)!,
@@ -436,7 +450,9 @@ function desiredVip(
       weight: b.weight,
       drain: b.drain,
       encap: b.encap ?? v.encap ?? DEFAULTS.vip.encap,
-      ...st.states[j]!,
+      health: s.health,
+      state: s.state,
+      graceUntil: s.graceUntil,
     };
   });
   // The table depends on which members take new flows (redirected slots), so a state change can change it.

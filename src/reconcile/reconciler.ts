@@ -427,7 +427,8 @@ export async function applyPlan(
         continue;
       }
       try {
-        batch.push({ op, ids: op.table.ids() });
+        // Held until the batch is released (after its write): the held slots themselves, not a copy.
+        batch.push({ op, ids: op.table.sharedIds() });
       } catch (e) {
         failed(op, deps.of(op), e);
       }
@@ -590,13 +591,33 @@ class Mirror {
   config: ActualState['config'];
   vips: Map<string, VipSpec>;
   backends: Map<number, ActualState['backends'][number]>;
-  tables: Map<number, Uint32Array | IdTable | null>;
+  /** Changed only through setTable/deleteTable (they count the read-back tables). */
+  readonly tables: Map<number, Uint32Array | IdTable | null>;
+  /** Tables held as read back (Uint32Array): only those need comparing before planning (matchTables). */
+  #readBack = 0;
 
   constructor(a: ActualState) {
     this.config = a.config;
     this.vips = new Map(a.vips.map((v) => [vipKeyText(v.key), v]));
     this.backends = new Map(a.backends.map((b) => [b.id, b]));
-    this.tables = new Map(a.tables);
+    this.tables = new Map();
+    for (const [id, t] of a.tables) this.setTable(id, t);
+  }
+
+  /** Whether some table is held as read back (else every table is a desired IdTable we installed). */
+  get holdsReadBack(): boolean {
+    return this.#readBack > 0;
+  }
+
+  private setTable(id: number, t: Uint32Array | IdTable | null): void {
+    this.deleteTable(id);
+    this.tables.set(id, t);
+    if (t instanceof Uint32Array) this.#readBack++;
+  }
+
+  private deleteTable(id: number): void {
+    if (this.tables.get(id) instanceof Uint32Array) this.#readBack--;
+    this.tables.delete(id);
   }
 
   apply(op: Op): void {
@@ -609,19 +630,19 @@ class Mirror {
         break;
       case 'deleteVip': {
         this.vips.delete(vipKeyText(op.key));
-        this.tables.delete(op.id);
+        this.deleteTable(op.id);
         break;
       }
       case 'upsertVip': {
         const old = this.vips.get(vipKeyText(op.vip.key));
         if (old !== undefined && (old.id !== op.vip.id || old.tableSize !== op.vip.tableSize))
-          this.tables.delete(old.id);
+          this.deleteTable(old.id);
         this.vips.set(vipKeyText(op.vip.key), op.vip);
         break;
       }
       case 'installTable':
         // Desired tables are immutable, so keeping the reference is safe and makes the next compare O(1).
-        this.tables.set(op.vipId, op.table);
+        this.setTable(op.vipId, op.table);
         break;
       case 'deleteBackend':
         this.backends.delete(op.id);
@@ -634,8 +655,9 @@ class Mirror {
    * equal to the desired one: keep the desired IdTable instead (O(1) compares later, the copy is freed).
    */
   settleTables(desired: DesiredState): void {
+    if (this.#readBack === 0) return;
     for (const v of desired.vips)
-      if (this.tables.get(v.spec.id) instanceof Uint32Array) this.tables.set(v.spec.id, v.table);
+      if (this.tables.get(v.spec.id) instanceof Uint32Array) this.setTable(v.spec.id, v.table);
   }
 
   snapshot(): ActualState {
@@ -710,7 +732,8 @@ export class Reconciler {
   /** Plans against the mirror: incrementally from the last applied state when both are desiredState results.
    * Read-back tables are compared with the desired ones through the builder first (not while planning). */
   private async plan(mirror: Mirror, desired: DesiredState): Promise<Plan> {
-    const tableMatches = await matchTables(mirror, desired, this.builder);
+    // Only read-back tables are compared (a pass over every desired VIP): none once a sync applied in full.
+    const tableMatches = mirror.holdsReadBack ? await matchTables(mirror, desired, this.builder) : undefined;
     if (this.applied !== null && fromDesiredState(this.applied) && fromDesiredState(desired))
       return planSinceAsync(
         {

@@ -119,6 +119,36 @@ describe('desiredState, incremental with health', () => {
     expect(plain(d2)).toEqual(plain(fresh));
   });
 
+  it('gives the from-scratch result when builds branch from one ids (a later build took its snapshot over)', () => {
+    const d1 = desiredState({ config: cfg, health: healthOf([]) });
+    // d2 updates d1's health snapshot in place; d1's ids must not compare against it afterwards.
+    const d2 = desiredState({ config: cfg, ids: d1.ids, health: healthOf([key(2, 3)]) });
+    for (const down of [[key(2, 3)], [], [key(3, 1)], [key(2, 3), key(1, 2)]]) {
+      const branch = desiredState({ config: cfg, ids: d1.ids, health: healthOf(down) });
+      const fresh = desiredState({ config: cfg, ids: forgetMemo(d1.ids), health: healthOf(down) });
+      expect(plain(branch)).toEqual(plain(fresh));
+    }
+    // The chain from d2 goes on comparing with what d2 saw: back to no VIP down recomputes VIP 2 only.
+    const d3 = desiredState({ config: cfg, ids: d2.ids, health: healthOf([]) });
+    expect(d3.vips[0]).toBe(d2.vips[0]);
+    expect(d3.vips[1]).not.toBe(d2.vips[1]);
+    expect(d3.vips[1]!.backends[2]!.state).toBe('up');
+    expect(plain(d3)).toEqual(
+      plain(desiredState({ config: cfg, ids: forgetMemo(d2.ids), health: healthOf([]) })),
+    );
+    // A map of another size, then the same size again: fresh arrays, then compared in place again.
+    const fewer = new Map([...healthOf([key(1, 1)])].slice(1));
+    const d4 = desiredState({ config: cfg, ids: d3.ids, health: fewer });
+    expect(plain(d4)).toEqual(plain(desiredState({ config: cfg, ids: forgetMemo(d3.ids), health: fewer })));
+    const d5 = desiredState({
+      config: cfg,
+      ids: d4.ids,
+      health: new Map([...healthOf([key(3, 3)])].slice(1)),
+    });
+    expect(d5.vips[0]).toBe(d4.vips[0]);
+    expect(d5.vips[2]!.backends[2]!.state).toBe('down');
+  });
+
   it('recomputes a VIP with a down backend when only the time or its since moved (down grace)', () => {
     const down = healthOf([key(1, 1)]);
     const since = (t: number) => new Map([[key(1, 1), t]]);

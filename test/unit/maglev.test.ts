@@ -84,6 +84,35 @@ describe('murmur3x86_32', () => {
     expect(murmur3x86_32(new Uint8Array([0x21, 0x43]), 0)).toBe(0xa0f7b07a);
     expect(murmur3x86_32(new Uint8Array([0x21]), 0)).toBe(0x72661cf4);
   });
+
+  it('hashes a string as its UTF-8 bytes, ASCII or not, at every tail length', () => {
+    const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
+    // Non-ASCII in a block and in each tail position: those take the encoding path.
+    for (const s of [
+      '10.1.2.3',
+      '2001:db8::1',
+      'é',
+      'abcé',
+      'abcdé',
+      'abcdeé',
+      'abcdefé',
+      'ab\u007f',
+      '\u0080abc',
+      '😀x',
+    ])
+      for (const seed of [0, 0x504b6f31, 0xffffffff])
+        expect(murmur3String(s, seed)).toBe(murmur3x86_32(bytes(s), seed));
+    fc.assert(
+      fc.property(
+        fc.string({ maxLength: 40 }),
+        fc.fullUnicodeString({ maxLength: 12 }),
+        fc.integer(),
+        (a, u, seed) => {
+          for (const s of [a, u, a + u]) expect(murmur3String(s, seed)).toBe(murmur3x86_32(bytes(s), seed));
+        },
+      ),
+    );
+  });
 });
 
 describe('isPrime', () => {

@@ -129,6 +129,38 @@ describe('Reconciler with a TableBuilder', () => {
     await expectInstalled(dp, second);
   });
 
+  it('compares read-back tables once: after an adopting sync applied in full, a change builds only its table', async () => {
+    const dp = new MemoryDatapath();
+    const next = states();
+    expect((await new Reconciler(dp).reconcile(next(config(6, () => [1, 2, 3])))).failures).toEqual([]);
+    const rec = recordingBuilder();
+    const r = new Reconciler(dp, { builder: rec.builder });
+    // Adoption: v5 is gone, v0 changes, v1-v4 are compared with their read-back tables.
+    const s1 = await r.reconcile(next(config(5, (v) => (v === 0 ? [1, 2, 4] : [1, 2, 3]))));
+    expect(s1.failures).toEqual([]);
+    expect(s1.vipsDeleted).toBe(1);
+    const compared = rec.calls.length;
+    expect(compared).toBeGreaterThanOrEqual(4);
+    // Every table is now one we installed or matched: a change builds its own table (and the old one its
+    // previous table is computed from), nothing is compared again.
+    const d2 = next(config(5, (v) => (v === 0 ? [1, 2, 4] : v === 3 ? [1, 3] : [1, 2, 3])));
+    const built = spy.mock.calls.length;
+    const s2 = await r.reconcile(d2);
+    expect(s2.failures).toEqual([]);
+    expect(s2.tablesInstalled).toBe(1);
+    expect(s2.previousTablesWritten).toBe(1);
+    // One table: built in-thread (a run within inlineUpTo), none through the builder.
+    expect(rec.calls.length).toBe(compared);
+    expect(
+      spy.mock.calls.slice(built).map(([o]) => o.backends.map((b: MaglevBackend) => b.name).sort()),
+    ).toEqual([
+      ['10.1.3.1', '10.1.3.3'],
+      ['10.1.3.1', '10.1.3.2', '10.1.3.3'],
+    ]);
+    spy.mockRestore();
+    await expectInstalled(dp, d2);
+  });
+
   it('fails only the VIP whose table cannot be built; the next reconcile installs it', async () => {
     const dp = new MemoryDatapath();
     const rec = recordingBuilder();
@@ -237,5 +269,39 @@ describe('IdTable built through a builder', () => {
     await t.hold(rec.builder);
     t.release();
     expect(rec.calls).toHaveLength(6);
+  });
+
+  it('sharedIds: the held slots themselves while held with nothing redirected, else a fresh copy of ids()', async () => {
+    const cfg = config(1, () => [1, 2, 3, 4]);
+    const t = desiredState({ config: cfg, datapathConfig: DP_CONFIG }).vips[0]!.table;
+    const want = t.ids();
+    // Not held: built now, a fresh array each time.
+    const a = t.sharedIds();
+    expect(a).toEqual(want);
+    expect(t.sharedIds()).not.toBe(a);
+    await t.hold(inlineTableBuilder);
+    const held = t.sharedIds();
+    expect(held).toEqual(want);
+    expect(t.sharedIds()).toBe(held);
+    // ids() still hands out copies of it.
+    expect(t.ids()).not.toBe(held);
+    t.release();
+    expect(t.sharedIds()).not.toBe(held);
+    expect(t.sharedIds()).toEqual(want);
+
+    // A down member's slots are redirected in every copy: never the held (natural) slots.
+    const down = desiredState({
+      config: cfg,
+      datapathConfig: DP_CONFIG,
+      health: new Map([['10.0.0.0:80/tcp>10.1.0.2', 'down' as const]]),
+    }).vips[0]!.table;
+    expect(down.redirects).toBe(true);
+    const redirected = down.ids();
+    await down.hold(inlineTableBuilder);
+    const s1 = down.sharedIds();
+    expect(s1).toEqual(redirected);
+    expect(down.sharedIds()).not.toBe(s1);
+    expect(down.naturalIds()).not.toEqual(redirected);
+    down.release();
   });
 });
