@@ -1,5 +1,6 @@
-// Values of a BPF_F_MMAPABLE array map through mmap, and map definitions read from BTF (an object file's or a
-// loaded program's). Every mapping is made and removed inside one call: none outlives it.
+// Values of a BPF_F_MMAPABLE array map through mmap (also new maps created and filled in one call, off the
+// event loop), and map definitions read from BTF (an object file's or a loaded program's). Every mapping is
+// made and removed inside one call: none outlives it.
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
@@ -7,6 +8,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <vector>
 
 #include "common.h"
 
@@ -95,6 +99,173 @@ Napi::Value MapReadU32s(const Napi::CallbackInfo& info) {
   MapU32s(env, fd, first, (uint32_t)n, "out.length", false, &a);
   for (size_t i = 0; i < n; i++) memcpy(dst + i, a.first + i * a.stride, 4);
   return env.Undefined();
+}
+
+// One array map of u32 values to create and fill (mapsCreateU32s): its definition and what to write where.
+struct FilledMapSpec {
+  std::string name;
+  uint32_t maxEntries = 0;
+  uint32_t flags = 0;
+  struct Write {
+    uint32_t first;
+    const uint32_t* values;
+    size_t count;
+    // report the distinct non-zero values written, ascending
+    bool distinct;
+  };
+  std::vector<Write> writes;
+};
+
+// The distinct non-zero values of `v`, ascending: a bitmap up to the largest value (one pass to find it, one to
+// mark, one over the bitmap), sorting a copy when values are too large for a small bitmap.
+std::vector<uint32_t> DistinctNonZero(const uint32_t* v, size_t n) {
+  uint32_t max = 0;
+  for (size_t i = 0; i < n; i++) max = v[i] > max ? v[i] : max;
+  std::vector<uint32_t> out;
+  if (max >= (1u << 26)) {
+    out.assign(v, v + n);
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    if (!out.empty() && out.front() == 0) out.erase(out.begin());
+    return out;
+  }
+  std::vector<uint64_t> bits(((size_t)max >> 6) + 1, 0);
+  for (size_t i = 0; i < n; i++) bits[v[i] >> 6] |= 1ull << (v[i] & 63);
+  bits[0] &= ~1ull;
+  for (size_t w = 0; w < bits.size(); w++)
+    for (uint64_t b = bits[w]; b != 0; b &= b - 1) out.push_back((uint32_t)(w * 64 + __builtin_ctzll(b)));
+  return out;
+}
+
+// Creates BPF_F_MMAPABLE arrays of u32 and fills each through one mapping, on a thread of the pool: a Maglev
+// table is a 512 KiB kernel allocation and 128 page faults, kept off the event loop. The caller's Uint32Arrays
+// are referenced until the promise settles. All or nothing: on any failure the maps made so far are closed.
+class FillWorker : public Napi::AsyncWorker {
+ public:
+  FillWorker(Napi::Env env, std::vector<FilledMapSpec> specs, Napi::Object keep)
+      : Napi::AsyncWorker(env), specs_(std::move(specs)), keep_(Napi::Persistent(keep)),
+        deferred_(Napi::Promise::Deferred::New(env)) {}
+
+  void Execute() override {
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    for (size_t i = 0; i < specs_.size(); i++) {
+      const FilledMapSpec& s = specs_[i];
+      LIBBPF_OPTS(bpf_map_create_opts, opts);
+      opts.map_flags = s.flags;
+      int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, s.name.empty() ? nullptr : s.name.c_str(), 4, 4, s.maxEntries, &opts);
+      if (fd < 0) return Fail(i, "create map " + s.name, -fd);
+      fds_.push_back(fd);
+      // elements at i * round_up(4, 8) (kernel/bpf/arraymap.c), the whole array in one mapping
+      size_t length = ((size_t)s.maxEntries * 8 + page - 1) / page * page;
+      void* p = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (p == MAP_FAILED) return Fail(i, "mmap map " + s.name, errno);
+      uint8_t* base = static_cast<uint8_t*>(p);
+      for (const auto& w : s.writes)
+        for (size_t k = 0; k < w.count; k++) memcpy(base + ((size_t)w.first + k) * 8, w.values + k, 4);
+      munmap(p, length);
+      for (size_t j = 0; j < s.writes.size(); j++)
+        if (s.writes[j].distinct) distinct_.push_back({i, j, DistinctNonZero(s.writes[j].values, s.writes[j].count)});
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (err_ != 0) {
+      for (int fd : fds_) close(fd);
+      deferred_.Reject(MakeError(env, "maps[" + std::to_string(failedAt_) + "]: " + what_, err_).Value());
+      return;
+    }
+    Napi::Array out = Napi::Array::New(env, fds_.size());
+    for (size_t i = 0; i < fds_.size(); i++) {
+      TrackFd(env, fds_[i]);
+      Napi::Object r = Napi::Object::New(env);
+      r.Set("fd", Napi::Number::New(env, fds_[i]));
+      Napi::Array d = Napi::Array::New(env, specs_[i].writes.size());
+      for (size_t j = 0; j < specs_[i].writes.size(); j++) d.Set(j, env.Null());
+      r.Set("distinct", d);
+      out.Set(i, r);
+    }
+    for (const auto& d : distinct_) {
+      Napi::Uint32Array a = Napi::Uint32Array::New(env, d.values.size());
+      if (!d.values.empty()) memcpy(a.Data(), d.values.data(), d.values.size() * 4);
+      out.Get(d.map).As<Napi::Object>().Get("distinct").As<Napi::Array>().Set(d.write, a);
+    }
+    deferred_.Resolve(out);
+  }
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ private:
+  void Fail(size_t at, const std::string& what, int err) {
+    failedAt_ = at;
+    what_ = what;
+    err_ = err;
+  }
+
+  std::vector<FilledMapSpec> specs_;
+  Napi::ObjectReference keep_;
+  Napi::Promise::Deferred deferred_;
+  std::vector<int> fds_;
+  struct Distinct {
+    size_t map, write;
+    std::vector<uint32_t> values;
+  };
+  std::vector<Distinct> distinct_;
+  size_t failedAt_ = 0;
+  std::string what_;
+  int err_ = 0;
+};
+
+// mapsCreateU32s([{name, maxEntries, flags, writes: [{first, values: Uint32Array, distinct?}]}])
+//   -> Promise<{fd, distinct: (Uint32Array | null)[]}[]>: new BPF_F_MMAPABLE arrays of u32 values, element
+// first + i of each write = values[i] (the rest zero); `distinct` per write: its distinct non-zero values,
+// ascending, where the write asked for them (null where not).
+Napi::Value MapsCreateU32s(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "maps must be an array");
+  Napi::Array arr = info[0].As<Napi::Array>();
+  std::vector<FilledMapSpec> specs(arr.Length());
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    std::string at = "maps[" + std::to_string(i) + "]";
+    Napi::Value v = arr.Get(i);
+    if (!v.IsObject()) throw Napi::TypeError::New(env, at + " must be an object");
+    Napi::Object o = v.As<Napi::Object>();
+    FilledMapSpec& s = specs[i];
+    auto u32 = [&](const char* k) -> uint32_t {
+      Napi::Value x = o.Get(k);
+      if (!x.IsNumber()) throw Napi::TypeError::New(env, at + "." + k + " must be a number");
+      return x.As<Napi::Number>().Uint32Value();
+    };
+    s.maxEntries = u32("maxEntries");
+    s.flags = u32("flags");
+    if (!(s.flags & BPF_F_MMAPABLE)) throw Napi::TypeError::New(env, at + ".flags must include BPF_F_MMAPABLE");
+    if (o.Get("name").IsString()) s.name = o.Get("name").As<Napi::String>().Utf8Value();
+    Napi::Value ws = o.Get("writes");
+    if (!ws.IsArray()) throw Napi::TypeError::New(env, at + ".writes must be an array");
+    Napi::Array wa = ws.As<Napi::Array>();
+    for (uint32_t j = 0; j < wa.Length(); j++) {
+      std::string wat = at + ".writes[" + std::to_string(j) + "]";
+      Napi::Value wv = wa.Get(j);
+      if (!wv.IsObject()) throw Napi::TypeError::New(env, wat + " must be an object");
+      Napi::Object w = wv.As<Napi::Object>();
+      Napi::Value first = w.Get("first");
+      Napi::Value values = w.Get("values");
+      if (!first.IsNumber()) throw Napi::TypeError::New(env, wat + ".first must be a number");
+      if (!values.IsTypedArray() || values.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
+        throw Napi::TypeError::New(env, wat + ".values must be a Uint32Array");
+      Napi::Uint32Array a = values.As<Napi::Uint32Array>();
+      uint32_t f = first.As<Napi::Number>().Uint32Value();
+      if ((uint64_t)f + a.ElementLength() > s.maxEntries)
+        throw Napi::RangeError::New(env, wat + ": " + std::to_string(a.ElementLength()) + " entries from " +
+                                             std::to_string(f) + " run past maxEntries " + std::to_string(s.maxEntries));
+      s.writes.push_back({f, a.Data(), a.ElementLength(), w.Get("distinct").ToBoolean().Value()});
+    }
+  }
+  // Holds the specs (and so their Uint32Arrays) until the worker is done with their memory.
+  auto* w = new FillWorker(env, std::move(specs), arr);
+  auto p = w->Promise();
+  w->Queue();
+  return p;
 }
 
 const struct btf_type* SkipMods(const struct btf* btf, uint32_t id, uint32_t* resId = nullptr) {
@@ -190,6 +361,7 @@ Napi::Value BtfMapDefs(const Napi::CallbackInfo& info) {
 void InitMmap(Napi::Env env, Napi::Object exports) {
   exports.Set("mapWriteU32s", Napi::Function::New(env, MapWriteU32s));
   exports.Set("mapReadU32s", Napi::Function::New(env, MapReadU32s));
+  exports.Set("mapsCreateU32s", Napi::Function::New(env, MapsCreateU32s));
   exports.Set("btfMapDefs", Napi::Function::New(env, BtfMapDefs));
 }
 

@@ -4,7 +4,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { AddressInfo } from 'node:net';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import YAML from 'yaml';
@@ -420,6 +420,12 @@ export type DaemonMemoryResult =
   | {
       available: true;
       readyMs: number;
+      /** Where the daemon's start went, as its 'daemon started' log line says (ms per phase; null: not logged). */
+      phasesMs: Record<string, number> | null;
+      /** The daemon process's age at 'daemon started' (node and module start included). */
+      uptimeMs: number | null;
+      /** CPU time (user + system, every thread) the daemon had used when /readyz first answered 200. */
+      cpuAtReadyMs: number | null;
       /** VmRSS right at ready, and after settling. */
       rssReadyMB: number;
       rssMB: number;
@@ -490,6 +496,69 @@ function mapMemory(pins: string): {
   return { total, maps: [...groups.values()].sort((a, b) => b.memlockBytes - a.memlockBytes) };
 }
 
+/** GETs `url` every 20 ms until it answers 200, then prints Date.now() and exits (run inside the namespace). */
+const READY_POLLER = `
+const http = require('node:http');
+const [url, until] = [process.argv[1], Number(process.argv[2])];
+const poll = () => {
+  if (Date.now() > until) process.exit(1);
+  const q = http.get(url, (res) => {
+    res.resume();
+    if (res.statusCode === 200) {
+      process.stdout.write(String(Date.now()));
+      process.exit(0);
+    }
+    setTimeout(poll, 20);
+  });
+  q.on('error', () => setTimeout(poll, 20));
+  q.setTimeout(2000, () => q.destroy());
+};
+poll();
+`;
+
+/**
+ * When `url` (in namespace `ns`) first answered 200, on this process's performance.now() clock; null when it did
+ * not before `until` (same clock) or `gone()` turned true.
+ */
+async function pollReady(o: {
+  ns: string;
+  url: string;
+  until: number;
+  gone: () => boolean;
+}): Promise<number | null> {
+  const untilEpoch = Date.now() + (o.until - now());
+  const p = spawn(
+    'ip',
+    ['netns', 'exec', o.ns, process.execPath, '-e', READY_POLLER, o.url, String(untilEpoch)],
+    {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    },
+  );
+  let out = '';
+  p.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  const done = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
+  // The daemon exiting ends the wait early.
+  const watch = setInterval(() => {
+    if (o.gone()) p.kill();
+  }, 200);
+  const code = await done;
+  clearInterval(watch);
+  if (code !== 0 || out === '') return null;
+  return now() - (Date.now() - Number(out));
+}
+
+/** CPU time (user + system, all threads) process `pid` has used, in ms; null when unreadable. */
+function procCpuMs(pid: number): number | null {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / CLOCK_TICKS;
+  } catch {
+    return null;
+  }
+}
+/** USER_HZ: /proc's CPU times are in these ticks (100 on Linux). */
+const CLOCK_TICKS = 100;
+
 /**
  * Starts `node dist/src/cli/main.js daemon` with a `vips` x `backendsPerVip` config in a network
  * namespace of our own (veth pair, bpffs mounted outside /sys), waits for /readyz, reads VmRSS and the
@@ -553,7 +622,8 @@ export async function measureDaemonMemory(opts: DaemonMemoryOptions): Promise<Da
         bpffs,
         '--detach-on-exit',
         '--log-level',
-        'warn',
+        // info: the 'daemon started' line carries the start's phases (a handful of lines at any scale)
+        'info',
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -571,29 +641,29 @@ export async function measureDaemonMemory(opts: DaemonMemoryOptions): Promise<Da
       await exit;
       clearTimeout(t);
     };
+    let phasesMs: Record<string, number> | null = null;
+    let uptimeMs: number | null = null;
+    let partial = '';
     const keep = (b: Buffer): void => {
       output = (output + b.toString()).slice(-4000);
+      const lines = (partial + b.toString()).split('\n');
+      partial = lines.pop()!;
+      for (const l of lines)
+        if (l.includes('"daemon started"'))
+          try {
+            const j = JSON.parse(l) as { phasesMs?: Record<string, number>; uptimeMs?: number };
+            phasesMs = j.phasesMs ?? null;
+            uptimeMs = j.uptimeMs ?? null;
+          } catch {
+            // not a JSON line
+          }
     };
     c.stdout?.on('data', keep);
     c.stderr?.on('data', keep);
-    let ready = false;
-    while (now() - started < opts.timeoutMs && !exited) {
-      const r = spawnSync('ip', [
-        'netns',
-        'exec',
-        ns,
-        'curl',
-        '-sf',
-        '-m',
-        '2',
-        `http://127.0.0.1:${port}/readyz`,
-      ]);
-      if (r.status === 0) {
-        ready = true;
-        break;
-      }
-      await sleep(500);
-    }
+    // Polled from inside the namespace every 20 ms by one small process (a curl spawned per poll, 500 ms apart,
+    // made the start up to half a second longer than it was, and cost CPU the daemon competes for).
+    const readyAt = await pollReady({ ns, url: `http://127.0.0.1:${port}/readyz`, until: started + opts.timeoutMs, gone: () => exited }); // prettier-ignore
+    const ready = readyAt !== null;
     if (!ready)
       return {
         available: false,
@@ -601,7 +671,8 @@ export async function measureDaemonMemory(opts: DaemonMemoryOptions): Promise<Da
           `daemon not ready after ${((now() - started) / 1000).toFixed(0)} s ` +
           `(exit ${c.exitCode ?? c.signalCode}): ${output.slice(-600)}`,
       };
-    const readyMs = now() - started;
+    const cpuAtReadyMs = procCpuMs(c.pid!);
+    const readyMs = readyAt - started;
     // `ip netns exec` execs the daemon in place: the child's pid is the node process.
     const pid = c.pid!;
     const rssReadyMB = procStatusMB(pid, 'VmRSS');
@@ -622,6 +693,9 @@ export async function measureDaemonMemory(opts: DaemonMemoryOptions): Promise<Da
     return {
       available: true,
       readyMs,
+      phasesMs,
+      uptimeMs,
+      cpuAtReadyMs,
       rssReadyMB,
       rssMB,
       scrapeMs: now() - scrapeStart,
@@ -906,6 +980,17 @@ async function goalsTable(o: Options): Promise<void> {
     const p99 = quantileOf(one, 0.99);
     if (d.available) {
       row('start', 'daemon start -> ready', s(d.readyMs), d.readyMs);
+      if (d.phasesMs !== null)
+        rows.push([
+          label,
+          `  daemon start split (ms; cpu at ready ${d.cpuAtReadyMs?.toFixed(0) ?? '-'} ms, all threads)`,
+          `node+modules ${d.uptimeMs === null ? '-' : d.uptimeMs - Object.values(d.phasesMs).reduce((a, b) => a + b, 0)}, ` +
+            Object.entries(d.phasesMs)
+              .map(([k, v]) => `${k} ${v}`)
+              .join(', '),
+          '',
+          '',
+        ]);
       row(
         'rss',
         'daemon RSS at ready',

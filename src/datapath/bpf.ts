@@ -5,6 +5,7 @@ import { isUint32Array } from 'node:util/types';
 import {
   native,
   NativeBtfMapDef,
+  NativeFilledU32Map,
   NativeMapCreate,
   NativeMapInfo,
   NativeProgInfo,
@@ -166,6 +167,46 @@ export class BpfMap extends FdHandle {
         innerMapFd: o.inner?.fd,
       }),
     );
+  }
+
+  /**
+   * New BPF_F_MMAPABLE arrays of u32 values, each created and filled through mmap on a thread of the pool (one
+   * call for all: a 65537-slot Maglev table is a 512 KiB kernel allocation and 128 page faults, kept off the
+   * event loop). All or nothing. The `values` arrays must not change until the promise settles. `distinct` per
+   * write: the distinct non-zero values it wrote, ascending, where it asked for them (else null).
+   */
+  static async createFilledU32s(
+    specs: readonly NativeFilledU32Map[],
+  ): Promise<{ map: BpfMap; distinct: (Uint32Array | null)[] }[]> {
+    specs.forEach((s, i) => {
+      const at = `maps[${i}]`;
+      for (const k of ['maxEntries', 'flags'] as const)
+        if (!Number.isInteger(s[k]) || s[k] < 0 || s[k] > 0xffffffff)
+          throw new TypeError(`${at}.${k} must be a u32, got ${s[k]}`);
+      if ((s.flags & MapFlags.MMAPABLE) === 0)
+        throw new TypeError(`${at}.flags: ${s.flags} lacks BPF_F_MMAPABLE (${MapFlags.MMAPABLE})`);
+      if (s.name !== undefined && (typeof s.name !== 'string' || s.name.length > 15))
+        throw new TypeError(
+          `${at}.name must be a string of at most 15 characters, got ${JSON.stringify(s.name)}`,
+        );
+      s.writes.forEach((w, j) => {
+        if (!isUint32Array(w.values)) throw new TypeError(`${at}.writes[${j}].values must be a Uint32Array`);
+        if (!Number.isInteger(w.first) || w.first < 0 || w.first + w.values.length > s.maxEntries)
+          throw new RangeError(
+            `${at}.writes[${j}]: ${w.values.length} entries from ${w.first} run past maxEntries ${s.maxEntries}`,
+          );
+      });
+    });
+    const made = await native().mapsCreateU32s(specs.map((s) => ({ ...s, writes: [...s.writes] })));
+    const out: { map: BpfMap; distinct: (Uint32Array | null)[] }[] = [];
+    try {
+      for (const { fd, distinct } of made) out.push({ map: new BpfMap(fd), distinct });
+    } catch (e) {
+      out.forEach((m) => m.map.close());
+      for (const { fd } of made.slice(out.length + 1)) native().closeFd(fd); // the constructor closed its own
+      throw e;
+    }
+    return out;
   }
 
   get keySize(): number {

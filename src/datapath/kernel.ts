@@ -604,6 +604,12 @@ export function counterNames(objectPath: string): string[] {
   return [...sharedContract(objectPath).counters];
 }
 
+/** An inner map made for installTables, and the distinct ids its table holds where they were counted with it. */
+interface Built {
+  map: BpfMap;
+  distinct: Uint32Array | null;
+}
+
 /** Header word [0] of a table map: M below the parity bit, the current table's generation parity at it. */
 const tableHead = (m: number, parity: 0 | 1): number =>
   (m | (parity << sharedContract().tableParityBit)) >>> 0;
@@ -619,9 +625,14 @@ function checkIds(members: Uint32Array): void {
 
 /** A previous table: any length of at least 1, ids as for a current table. */
 function checkPrevious(table: Uint32Array): void {
+  checkPreviousShape(table);
+  checkIds(tableMembers(table));
+}
+
+/** checkPrevious without the ids (one pass over the table less). */
+function checkPreviousShape(table: Uint32Array): void {
   if (!isUint32Array(table) || table.length < 1)
     throw new RangeError(`table: a previous table needs at least 1 slot (got ${table?.length})`);
-  checkIds(tableMembers(table));
 }
 
 /** Where a VIP's previous table of generation `parity` lives in maglev_prev_tables (bpf/maps.h). */
@@ -1067,6 +1078,9 @@ export class KernelDatapath implements Datapath {
   /** The inner map in slot `index` of `kind`'s outer map (null: empty), for VIP `vipId`; see openInstalledTable. */
   private openTable(kind: TableKind, index: number, vipId: number): TableHandle | null {
     const outer = this.maps[OUTER_OF[kind]];
+    // An empty slot (every slot at a first start) is answered by one lookup: looking for its pin first would
+    // cost a failed open and an exception per slot (~0.5 ms each, 2 per table at a start of 512 VIPs).
+    if (outer.innerId(index) === null) return null;
     const name = tablePinName(kind, index);
     const pinPath = this.tableDir === null ? null : join(this.tableDir, name);
     return openInstalledTable<TableHandle>(
@@ -1486,43 +1500,102 @@ export class KernelDatapath implements Datapath {
     };
     const ready: Ready[] = [];
     try {
+      // 1. The contents of each inner map (the previous table a current one is marked against is read back
+      //    from the kernel here).
+      type Planned = Omit<Ready, 'inner' | 'prevInner' | 'members'> & {
+        marked: Uint32Array;
+        previous: Uint32Array | null;
+      };
+      const planned: Planned[] = [];
       let turn = performance.now();
       for (let at = 0; at < batch.length; at++) {
         const { vipId, table, previous } = batch[at]!;
-        // Each table is ~65537 slots written by one syscall (~7 ms): the event loop gets turns in between.
         if (performance.now() - turn > TURN_MS) {
           await nextTurn();
           turn = performance.now();
         }
-        let prevInner: BpfMap | null = null;
         try {
           const hex = st.byId.get(vipId);
           const vip = hex === undefined ? undefined : st.byKey.get(hex);
           if (!vip) throw new RangeError(`vipId: VIP ${vipId} does not exist`);
           if (!isUint32Array(table) || table.length !== vip.tableSize)
             throw new RangeError(`table: length ${table.length} is not the VIP's tableSize ${vip.tableSize}`);
-          const members = tableMembers(table);
-          checkIds(members);
-          if (previous !== undefined && previous !== null) checkPrevious(previous);
+          if (previous !== undefined && previous !== null) checkPreviousShape(previous);
           const from = this.liveParity(vipId);
           const to: 0 | 1 = previous === undefined ? from : from === 0 ? 1 : 0;
-          if (previous !== undefined && previous !== null)
-            prevInner = this.buildTableMap(vipId, previous, 'peak_pv_', previous.length);
           // Slot 0 holds the table's length and parity, slots 1..n its entries, with PEAK_SLOT_F_MOVED where
           // the previous table it pairs with names another owner (straight from `table`, no copy, when there
           // is none): the map is not visible before the swap.
           const against = previous === undefined ? this.previousOf(vipId) : previous;
-          const inner = this.buildTableMap(
-            vipId,
-            markMovedSlots(table, against),
-            'peak_mg_',
-            tableHead(table.length, to),
-          );
-          ready.push({ at, vipId, inner, members, from, to, prevInner });
+          const marked = markMovedSlots(table, against);
+          planned.push({ at, vipId, from, to, marked, previous: previous ?? null });
         } catch (e) {
-          prevInner?.close();
           results[at] = e as Error;
         }
+      }
+      // 2. The inner maps, made aside off the event loop (no packet sees them before the swap) while the ids
+      //    are checked here (a table that fails its check has its maps closed unseen).
+      const building = this.buildTableMaps(
+        planned.flatMap((p) => [
+          ...(p.previous === null ? [] : [{ vipId: p.vipId, table: p.previous, prefix: 'peak_pv_', head: p.previous.length }]), // prettier-ignore
+          {
+            vipId: p.vipId,
+            table: p.marked,
+            prefix: 'peak_mg_',
+            head: tableHead(p.marked.length, p.to),
+            // the table's ids, counted as it is written (unmarked: what it holds is the table itself)
+            ids: p.previous === null && p.marked === batch[p.at]!.table,
+          },
+        ]),
+      );
+      const members = new Map<number, Uint32Array>();
+      for (const p of planned) {
+        // an unmarked table's ids come with its map (counted off the event loop)
+        if (p.previous === null && p.marked === batch[p.at]!.table) continue;
+        if (performance.now() - turn > TURN_MS) {
+          await nextTurn();
+          turn = performance.now();
+        }
+        try {
+          members.set(p.at, tableMembers(batch[p.at]!.table));
+          if (p.previous !== null) checkIds(tableMembers(p.previous));
+        } catch (e) {
+          results[p.at] = e as Error;
+        }
+      }
+      const maps = await building;
+      let k = 0;
+      for (const p of planned) {
+        const prev = p.previous === null ? null : maps[k++]!;
+        const cur = maps[k++]!;
+        if (!members.has(p.at) && !(cur instanceof Error)) {
+          // a map made one by one (no ids counted with it), or made by the batch with them
+          const m = cur.distinct ?? tableMembers(batch[p.at]!.table);
+          members.set(p.at, m);
+        }
+        let failed = results[p.at] ?? (prev instanceof Error ? prev : cur instanceof Error ? cur : null);
+        if (failed === null)
+          try {
+            checkIds(members.get(p.at)!);
+          } catch (e) {
+            failed = e as Error;
+          }
+        if (failed !== null) {
+          if (prev !== null && !(prev instanceof Error)) prev.map.close();
+          if (!(cur instanceof Error)) cur.map.close();
+          results[p.at] = failed;
+          continue;
+        }
+        const { at, vipId, from, to } = p;
+        ready.push({
+          at,
+          vipId,
+          inner: (cur as Built).map,
+          members: members.get(at)!,
+          from,
+          to,
+          prevInner: prev === null ? null : (prev as Built).map,
+        });
       }
       if (ready.length === 0) return results;
       // 1. The new previous tables, at the generation no packet reads (emptied first where the new one is
@@ -1673,16 +1746,63 @@ export class KernelDatapath implements Datapath {
     return this.withTable('previous', vipId * 2 + this.liveParity(vipId), vipId, readInnerTable);
   }
 
+  /** map_flags of the Maglev inner maps this balancer's outer maps accept (read on first need). */
+  private tableFlags(): number {
+    this.innerFlags ??= innerMapFlags(this.program, this.maps, this.tableDir);
+    return this.innerFlags;
+  }
+
+  /**
+   * Maglev inner maps holding `table` ([0] = `head`: M, with the parity in a current table; [1 + slot] = id),
+   * not yet visible to the datapath. Per entry: the map, or why it could not be made. This build's mmap-able
+   * maps are made and filled in one call off the event loop; where that fails (or for an older build's maps)
+   * one by one here, so each entry gets its own answer.
+   */
+  private async buildTableMaps(
+    specs: readonly { vipId: number; table: Uint32Array; prefix: string; head: number; ids?: boolean }[],
+  ): Promise<(Built | Error)[]> {
+    if (specs.length === 0) return [];
+    let flags: number;
+    try {
+      flags = this.tableFlags();
+    } catch (e) {
+      return specs.map(() => e as Error);
+    }
+    if ((flags & MapFlags.MMAPABLE) !== 0)
+      try {
+        const made = await BpfMap.createFilledU32s(
+          specs.map((s) => ({
+            name: `${s.prefix}${s.vipId}`.slice(0, 15),
+            maxEntries: s.table.length + 1,
+            flags,
+            writes: [
+              { first: 0, values: Uint32Array.of(s.head) },
+              { first: 1, values: s.table, distinct: s.ids === true },
+            ],
+          })),
+        );
+        return made.map(({ map, distinct }) => ({ map, distinct: distinct[1] ?? null }));
+      } catch {
+        // one by one below: the error goes to the entry it belongs to
+      }
+    return specs.map((s) => {
+      try {
+        return { map: this.buildTableMap(s.vipId, s.table, s.prefix, s.head), distinct: null };
+      } catch (e) {
+        return e as Error;
+      }
+    });
+  }
+
   /** A Maglev inner map holding `table` ([0] = `head`: M, with the parity in a current table; [1 + slot] =
    * id), not yet visible to the datapath. */
   private buildTableMap(vipId: number, table: Uint32Array, prefix: string, head: number): BpfMap {
-    this.innerFlags ??= innerMapFlags(this.program, this.maps, this.tableDir);
     const inner = BpfMap.create({
       type: MapType.ARRAY,
       keySize: 4,
       valueSize: 4,
       maxEntries: table.length + 1,
-      flags: this.innerFlags,
+      flags: this.tableFlags(),
       name: `${prefix}${vipId}`.slice(0, 15),
     });
     try {

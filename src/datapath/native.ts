@@ -107,6 +107,14 @@ export interface NativeMapCreate {
   flags?: number;
 }
 
+/** An array map of u32 values to create and fill: element first + i of each write = values[i]. */
+export interface NativeFilledU32Map {
+  name?: string;
+  maxEntries: number;
+  flags: number;
+  writes: { first: number; values: Uint32Array; distinct?: boolean }[];
+}
+
 export interface XdpTarget {
   ifname?: string;
   ifindex?: number;
@@ -142,6 +150,10 @@ export interface Native {
   mapWriteU32s(fd: number, first: number, values: Uint32Array): void;
   /** out[i] = element first + i, read through mmap (a BPF_F_MMAPABLE array of u32 values). */
   mapReadU32s(fd: number, first: number, out: Uint32Array): void;
+  /** New BPF_F_MMAPABLE arrays of u32 values, created and filled on a thread of the pool (all or nothing);
+   * `values` must stay unchanged until the promise settles. `distinct` per write: its distinct non-zero values,
+   * ascending, where the write asked for them (else null). */
+  mapsCreateU32s(maps: NativeFilledU32Map[]): Promise<{ fd: number; distinct: (Uint32Array | null)[] }[]>;
   /** The .maps definitions of an object file's BTF or of a BTF loaded in the kernel. */
   btfMapDefs(source: string | { btfId: number }): NativeBtfMapDef[];
   xdpAttach(o: XdpTarget & { progFd: number; mode?: string; oldProgFd?: number }): Promise<NativeXdpQuery>;

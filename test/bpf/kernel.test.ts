@@ -1,5 +1,5 @@
 // KernelDatapath on the real kernel: config, VIPs, backends, tables, counters, conntrack, pin + adopt.
-import { rmSync } from 'node:fs';
+import { readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { balancerMapSizes, KernelDatapath } from '../../src/datapath/kernel';
 import { DEFAULTS } from '../../src/model/defaults';
@@ -86,6 +86,47 @@ describePrivileged('KernelDatapath', () => {
     expect(await dp.readTable(4)).toBeNull();
     await expect(dp.installTable(3, new Uint32Array(5))).rejects.toThrow(/table: length 5/);
     await expect(dp.deleteBackend(2)).rejects.toThrow(/still in the table of VIP 3/);
+  });
+
+  it('a batch of tables: each entry answered on its own (ids checked as the maps are made), no map left open', async () => {
+    const bpfMapFds = (): number =>
+      readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:bpf-map';
+        } catch {
+          return false; // closed since the listing
+        }
+      }).length;
+    const v7 = { ...vip, key: { ...vip.key, port: 81 }, id: 7 };
+    const v8 = { ...vip, key: { ...vip.key, port: 82 }, id: 8 };
+    await dp.upsertVip(v7);
+    await dp.upsertVip(v8);
+    await dp.upsertBackend({ id: 1, address: '10.1.0.1', state: 'up' });
+    await dp.upsertBackend({ id: 2, address: '10.1.0.2', state: 'up' });
+    const before = bpfMapFds();
+    const good = Uint32Array.from([2, 1, 2, 1, 2, 1, 2]);
+    const r = await dp.installTables([
+      { vipId: 7, table: good },
+      { vipId: 8, table: Uint32Array.from([1, 2 ** 31, 1, 1, 1, 1, 1]) }, // an id with PEAK_SLOT_F_MOVED's bit
+      { vipId: 8, table: good, previous: Uint32Array.from([2 ** 31 + 1]) },
+      { vipId: 8, table: new Uint32Array(3) },
+    ]);
+    expect(r.map((e) => e?.message ?? null)).toEqual([
+      null,
+      'table: backend ids must be below 2147483648 (got 2147483648)',
+      'table: backend ids must be below 2147483648 (got 2147483649)',
+      "table: length 3 is not the VIP's tableSize 7",
+    ]);
+    expect(await dp.readTable(7)).toEqual(good);
+    expect(await dp.readTable(8)).toBeNull();
+    expect(await dp.readPreviousTable(8)).toBeNull();
+    // the refused entries' maps were made (off the event loop) and closed again; the installed one stays open
+    // here until the datapath is pinned (its table pin is made then)
+    expect(bpfMapFds()).toBe(before + 1);
+    // the installed table's ids count: backend 1 is in use, as with a table installed alone
+    await expect(dp.deleteBackend(1)).rejects.toThrow(/still in the table of VIP (3|7)/);
+    await dp.deleteVip(v7.key);
+    await dp.deleteVip(v8.key);
   });
 
   it('previous tables (issue 15): install, read, clear, batch errors per entry; a deleted VIP loses its own', async () => {

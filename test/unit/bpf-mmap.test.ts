@@ -4,7 +4,7 @@
 // balancer_plain_inner: template without BPF_F_MMAPABLE), and the start's decision over an older build's pins.
 // Privileged (BPF maps, pins under /sys/fs/bpf/pkmm-<pid>, removed after); no interface, namespace or traffic.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfMap, btfMapDefs, MapFlags, MapType, unpin } from '../../src/datapath/bpf';
 import {
@@ -16,6 +16,7 @@ import {
   readPins,
 } from '../../src/datapath/kernel';
 import { native } from '../../src/datapath/native';
+import { tableMembers } from '../../src/datapath/table-refs';
 import { bpfObjectDir, bpfObjectPath } from '../../src/paths';
 import { describePrivileged } from '../helpers/privileged';
 
@@ -149,6 +150,74 @@ describePrivileged('BpfMap.writeU32s / readU32s', () => {
       m.close();
       plain.close();
     }
+  });
+});
+
+describePrivileged('BpfMap.createFilledU32s: maps made and filled off the event loop', () => {
+  it('each map holds exactly its writes (the rest zero); distinct ids where asked, as tableMembers counts them', async () => {
+    const big = Uint32Array.from({ length: 65537 }, (_, i) => 1 + (((i * 2654435761) >>> 0) % 997));
+    const large = Uint32Array.of(0, 5, 1 << 30, 5, 0, 0xffffffff, 3); // past the bitmap: counted by sorting
+    const made = await BpfMap.createFilledU32s([
+      { name: 'pk_fill_a', maxEntries: 65538, flags: TABLE_FLAGS, writes: [{ first: 0, values: Uint32Array.of(65537) }, { first: 1, values: big, distinct: true }] }, // prettier-ignore
+      { name: 'pk_fill_b', maxEntries: 1031, flags: MapFlags.MMAPABLE, writes: [{ first: 3, values: large, distinct: true }] }, // prettier-ignore
+      { maxEntries: 4, flags: MapFlags.MMAPABLE, writes: [] },
+    ]);
+    try {
+      expect(made).toHaveLength(3);
+      const [a, b, c] = made.map((x) => x.map);
+      expect([a!.info.name, b!.info.name, a!.info.flags, b!.maxEntries]).toEqual(['pk_fill_a', 'pk_fill_b', TABLE_FLAGS, 1031]); // prettier-ignore
+      const back = a!.readU32s(1, 65537);
+      expect(Buffer.from(back.buffer).equals(Buffer.from(big.buffer))).toBe(true);
+      expect(a!.lookup(u32Key(0))!.readUInt32LE(0)).toBe(65537);
+      const want = new Array<number>(1031).fill(0);
+      large.forEach((v, i) => (want[3 + i] = v));
+      expect(bySyscall(b!)).toEqual(want);
+      expect(bySyscall(c!)).toEqual([0, 0, 0, 0]);
+      // the ids of a table: distinct, non-zero, ascending, as tableMembers has them
+      expect(made[0]!.distinct[0]).toBeNull();
+      expect([...made[0]!.distinct[1]!]).toEqual([...tableMembers(big)]);
+      expect(made[0]!.distinct[1]!.length).toBe(997);
+      expect([...made[1]!.distinct[0]!]).toEqual([3, 5, 1 << 30, 0xffffffff]);
+      expect(made[2]!.distinct).toEqual([]);
+    } finally {
+      made.forEach((x) => x.map.close());
+    }
+  });
+
+  it('bad specs are refused naming the field and the value, before any map is made', async () => {
+    const one = (o: Partial<Parameters<typeof BpfMap.createFilledU32s>[0][number]>) =>
+      BpfMap.createFilledU32s([{ maxEntries: 4, flags: MapFlags.MMAPABLE, writes: [], ...o }]);
+    await expect(one({ flags: 0 })).rejects.toThrow(/^maps\[0\]\.flags: 0 lacks BPF_F_MMAPABLE/);
+    await expect(one({ maxEntries: -1 })).rejects.toThrow(/^maps\[0\]\.maxEntries must be a u32, got -1/);
+    await expect(one({ name: 'x'.repeat(16) })).rejects.toThrow(
+      /^maps\[0\]\.name must be a string of at most 15/,
+    );
+    await expect(one({ writes: [{ first: 3, values: Uint32Array.of(1, 2) }] })).rejects.toThrow(/^maps\[0\]\.writes\[0\]: 2 entries from 3 run past maxEntries 4/); // prettier-ignore
+    await expect(one({ writes: [{ first: 0, values: [1] as unknown as Uint32Array }] })).rejects.toThrow(/^maps\[0\]\.writes\[0\]\.values must be a Uint32Array/); // prettier-ignore
+    // the native call checks the same itself
+    const n = native();
+    expect(() => n.mapsCreateU32s([{ maxEntries: 4, flags: MapFlags.MMAPABLE, writes: [{ first: 3, values: Uint32Array.of(1, 2) }] }])).toThrow(/^maps\[0\]\.writes\[0\]: 2 entries from 3 run past maxEntries 4/); // prettier-ignore
+    expect(() => n.mapsCreateU32s([{ maxEntries: 4, flags: 0, writes: [] }])).toThrow(/^maps\[0\]\.flags must include BPF_F_MMAPABLE/); // prettier-ignore
+  });
+
+  it('a map the kernel refuses fails the whole call, naming the entry (the maps made before it are closed)', async () => {
+    const bpfFds = (): number =>
+      readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:bpf-map';
+        } catch {
+          return false; // closed since the listing
+        }
+      }).length;
+    const before = bpfFds();
+    // max_entries 0: EINVAL from BPF_MAP_CREATE
+    await expect(
+      BpfMap.createFilledU32s([
+        { name: 'pk_fill_ok', maxEntries: 4, flags: MapFlags.MMAPABLE, writes: [] },
+        { name: 'pk_fill_bad', maxEntries: 0, flags: MapFlags.MMAPABLE, writes: [] },
+      ]),
+    ).rejects.toThrow(/^maps\[1\]: create map pk_fill_bad: EINVAL/);
+    expect(bpfFds()).toBe(before);
   });
 });
 

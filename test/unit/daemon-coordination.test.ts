@@ -154,7 +154,8 @@ function config(vips: VipIn[], extra: Record<string, unknown> = {}): Config {
 }
 const BGP = { bgp: { asn: 65001, routerId: '192.0.2.1', peers: [{ address: '192.0.2.254', asn: 65000 }] } };
 
-/** A start syncs twice: the health targets it sets start with a status the desired state does not show yet. */
+/** A start syncs twice: the health targets it sets start with a status the desired state does not show yet (the
+ * second sync runs right after the start, not before ready: it writes nothing to the datapath). */
 const START = ['start', 'health targets'];
 
 const ok = (c: Config, changed = true): ReloadEvent => ({
@@ -288,7 +289,11 @@ describe('daemon coordination over a memory datapath', () => {
     const g = gated(r.host.dp);
     r.host.view = g.view;
     await r.daemon.start();
+    const written = r.host.dp.calls.length;
+    await settle(); // its health-targets sync runs right after it
     expect(r.syncs()).toEqual(START);
+    // ready before it, and rightly so: it changed nothing in the datapath
+    expect(mutations(r.host.dp, written)).toEqual([]);
 
     g.hold();
     r.monitor.flip('a', 'down'); // a sync starts and waits on the datapath
@@ -315,6 +320,7 @@ describe('daemon coordination over a memory datapath', () => {
   it('keeps the previous config and desired state when a reload is rejected', async () => {
     const r = rig({ config: config(VIPS) });
     await r.daemon.start();
+    await settle(); // its health-targets sync runs right after it
     const before = await state(r.daemon);
     const writes = r.host.dp.calls.length;
 
@@ -414,6 +420,7 @@ describe('daemon coordination over a memory datapath', () => {
     const r = rig({ config: config(VIPS, BGP) });
     r.host.dp.failOn('upsertVip', '10.0.0.10:80/tcp', new Error('injected: ENOMEM'));
     await r.daemon.start();
+    await settle(); // its health-targets sync runs right after it
     expect(await heldAddresses(r.host.dp)).toEqual(['10.0.0.11']);
     expect((await state(r.daemon)).failedVips.map((v) => v.name)).toEqual(['a']);
     expect(r.speaker!.last).toEqual(['10.0.0.11/32']);
