@@ -56,9 +56,10 @@ export class HealthFeed {
             '(from the open-file limit): dead backends would be marked down later than fall x interval',
         );
     }
-    // Seeds only bridge a restart: once checks report, their statuses rule.
-    this.seeds = new Map([...this.seeds].filter(([k]) => !this.monitor.statuses().has(k)));
+    // Seeds only bridge a restart: once checks report, their statuses rule. One statuses() map per sync (it
+    // is a map of every membership: taken per seed, the filter was O(seeds x memberships)).
     const now = this.monitor.statuses();
+    if (this.seeds.size > 0) this.seeds = new Map([...this.seeds].filter(([k]) => !now.has(k)));
     return desired.vips.some((v) => v.backends.some((b) => now.has(b.key) && now.get(b.key) !== b.health));
   }
 

@@ -67,20 +67,19 @@ export const ABORTED = 'aborted';
 
 const aborted = (): CheckResult => ({ ok: false, durationMs: 0, detail: ABORTED, local: true });
 
-/** A check's result; `local` and `timedOut` only when true. */
-const result = (
+/** A check's result; `local` and `timedOut` only when true (set, not spread: a probe's hot path). */
+function result(
   ok: boolean,
   detail: string,
   started: number,
   local: boolean,
   timedOut: boolean,
-): CheckResult => ({
-  ok,
-  detail,
-  durationMs: performance.now() - started,
-  ...(local ? { local } : {}),
-  ...(timedOut ? { timedOut } : {}),
-});
+): CheckResult {
+  const r: CheckResult = { ok, detail, durationMs: performance.now() - started };
+  if (local) r.local = true;
+  if (timedOut) r.timedOut = true;
+  return r;
+}
 
 const errDetail = (e: unknown): string =>
   (e as NodeJS.ErrnoException)?.code ?? (e as Error)?.message ?? String(e);
@@ -98,7 +97,10 @@ export type CancelProbe = () => void;
  */
 export function probeTcp(o: TcpCheckOptions, done: (r: CheckResult) => void): CancelProbe {
   checkArgs(o);
-  if (RAW_TCP !== null && (isIPv4(o.host) || isIPv6(o.host))) return rawProbeTcp(RAW_TCP, o, done);
+  // Each address test is a regular expression: at most two per probe, and none again below.
+  const v4 = isIPv4(o.host);
+  const v6 = !v4 && isIPv6(o.host);
+  if (RAW_TCP !== null && (v4 || v6)) return rawProbeTcp(RAW_TCP, o, v6, done);
   return netProbeTcp(o, done);
 }
 
@@ -162,9 +164,16 @@ export const RAW_TCP_PROBES = RAW_TCP !== null;
 
 const ignore = (): void => undefined;
 
-/** probeTcp on a raw TCP handle (an IP address only): connect, then close at once; no stream, no reads. */
-function rawProbeTcp(b: TcpBinding, o: TcpCheckOptions, done: (r: CheckResult) => void): CancelProbe {
-  checkArgs(o);
+/**
+ * probeTcp on a raw TCP handle (an IP address, checked by probeTcp with its family): connect, then close at
+ * once; no stream, no reads.
+ */
+function rawProbeTcp(
+  b: TcpBinding,
+  o: TcpCheckOptions,
+  v6: boolean,
+  done: (r: CheckResult) => void,
+): CancelProbe {
   const started = performance.now();
   const handle = new b.TCP(b.constants.SOCKET);
   const req = new b.TCPConnectWrap();
@@ -183,7 +192,7 @@ function rawProbeTcp(b: TcpBinding, o: TcpCheckOptions, done: (r: CheckResult) =
   };
   req.oncomplete = (status: number) => (status === 0 ? finish(true, 'connected', false) : failed(status));
   const timer = setTimeout(() => finish(false, `timeout after ${o.timeoutMs} ms`, false, true), o.timeoutMs);
-  const err = isIPv6(o.host) ? handle.connect6(req, o.host, o.port) : handle.connect(req, o.host, o.port);
+  const err = v6 ? handle.connect6(req, o.host, o.port) : handle.connect(req, o.host, o.port);
   // The socket could not even be made (EMFILE, ...): reported on a later turn, as callbacks are.
   if (err !== 0) queueMicrotask(() => failed(err));
   return () => finish(false, ABORTED, true);

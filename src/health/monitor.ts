@@ -1,6 +1,6 @@
 // HealthMonitor: one probe per distinct target (probes.ts probeKey) shared by every membership that checks
-// it, on jittered schedules (two queues, one timer), a bounded number in flight; results fan out to each
-// membership's own rise/fall state, and state changes are emitted per membership.
+// it, on jittered schedules (three queues, one timer), a bounded number in flight; results fan out to each
+// membership's own rise/fall state (kept in columns, not objects), and state changes are emitted per membership.
 import { EventEmitter } from 'node:events';
 import type { HealthCheckConfig } from '../model/config';
 import {
@@ -12,8 +12,9 @@ import {
   probeHttp,
   probeTcp,
 } from './checks';
+import { DueQueue } from './due-queue';
 import { defaultMaxInFlight, groupProbes, jittered, probeKey, quickReserve, takesResult } from './probes';
-import { HealthState, HealthStatus, initialHealth, nextHealth } from './state';
+import { HealthStatus, statusAfter } from './state';
 
 export interface HealthTarget {
   /** Membership key (DesiredBackend.key): what desiredState looks health up by. */
@@ -163,7 +164,8 @@ export interface HealthMonitorOptions {
   clock?: () => number;
   /**
    * Probes in flight at most (each holds a socket); default defaultMaxInFlight(null). Due probes beyond wait:
-   * quick ones (their last run did not time out) first, then slow ones, each earliest due first.
+   * quick ones (their last run did not time out) first, then slow ones, then slow ones whose memberships are
+   * all down already (their timeouts change nothing), each earliest due first.
    */
   maxInFlight?: number;
   /** Probes started per event-loop turn at most (default 256): a due burst never holds the loop for long. */
@@ -173,25 +175,114 @@ export interface HealthMonitorOptions {
 /** A probe starting this much after its due time counts as delayed (timers and turns take a few ms). */
 export const LATE_MS = 50;
 
-interface Member {
-  target: HealthTarget;
-  /** probeKey of its address and check (cached: setTargets runs on every sync). */
-  probeKey: string;
-  state: HealthState;
-  /** When state.status last flipped (clock ms); null: never while monitored. */
-  since: number | null;
-  checks: number;
-  failedChecks: number;
-  localErrors: number;
-  last: (CheckResult & { at: number }) | null;
-  /** Start (performance.now ms) of the probe whose result it last took; -Infinity: none yet. */
-  fedAt: number;
+/** A probe's result as its memberships keep it (one object per result, shared by all that took it). */
+type LastResult = CheckResult & { at: number };
+
+/**
+ * A result with its time, built field by field: a spread of results of several shapes (timedOut, local or
+ * neither) took the slow path, the largest line of the monitor's profile with 18,000 results a second.
+ */
+function lastResult(r: CheckResult, at: number): LastResult {
+  const last: LastResult = { ok: r.ok, durationMs: r.durationMs, detail: r.detail, at };
+  if (r.timedOut !== undefined) last.timedOut = r.timedOut;
+  if (r.local !== undefined) last.local = r.local;
+  return last;
 }
+
+/** Status codes of Memberships.status. */
+const UP = 0;
+const DOWN = 1;
+const STATUS: readonly HealthStatus[] = ['up', 'down'];
+const statusCode = (s: HealthStatus): number => (s === 'up' ? UP : DOWN);
+
+/**
+ * Every membership's state as columns indexed by membership (in targets order), and per-VIP counts. At
+ * 512 x 100 an object per membership (with a state object, its target and its probe key string) held ~360 B
+ * of heap and every result allocated a state per membership; columns hold ~120 B and a result allocates none.
+ */
+class Memberships {
+  /** Membership key -> index. */
+  readonly index = new Map<string, number>();
+  readonly keys: string[];
+  /** Index into vipNames. */
+  readonly vip: Int32Array;
+  readonly probe: Probe[];
+  readonly check: HealthCheckConfig[];
+  /** UP or DOWN. */
+  readonly status: Uint8Array;
+  /** Consecutive successes, failures (the streaks of state.ts). */
+  readonly successes: Uint32Array;
+  readonly failures: Uint32Array;
+  /** When the status last flipped (clock ms); NaN: not while monitored. */
+  readonly since: Float64Array;
+  readonly checks: Float64Array;
+  readonly failedChecks: Float64Array;
+  readonly localErrors: Float64Array;
+  /** Start (performance.now ms) of the probe whose result it last took; -Infinity: none yet. */
+  readonly fedAt: Float64Array;
+  readonly last: (LastResult | null)[];
+  readonly vipNames: string[] = [];
+  readonly vipIndex = new Map<string, number>();
+  /** Checked backends up, and in all, per VIP (by vip index; kept current: a result costs O(its memberships)). */
+  vipUp = new Int32Array(0);
+  vipTotal = new Int32Array(0);
+
+  constructor(readonly size: number) {
+    this.keys = new Array<string>(size);
+    this.vip = new Int32Array(size);
+    this.probe = new Array<Probe>(size);
+    this.check = new Array<HealthCheckConfig>(size);
+    this.status = new Uint8Array(size);
+    this.successes = new Uint32Array(size);
+    this.failures = new Uint32Array(size);
+    this.since = new Float64Array(size).fill(NaN);
+    this.checks = new Float64Array(size);
+    this.failedChecks = new Float64Array(size);
+    this.localErrors = new Float64Array(size);
+    this.fedAt = new Float64Array(size).fill(-Infinity);
+    this.last = new Array<LastResult | null>(size).fill(null);
+  }
+
+  vipOf(name: string): number {
+    let v = this.vipIndex.get(name);
+    if (v === undefined) {
+      v = this.vipNames.push(name) - 1;
+      this.vipIndex.set(name, v);
+    }
+    return v;
+  }
+
+  /** Counts up / total per VIP from the statuses (after the columns are filled). */
+  countVips(): void {
+    this.vipUp = new Int32Array(this.vipNames.length);
+    this.vipTotal = new Int32Array(this.vipNames.length);
+    for (let i = 0; i < this.size; i++) {
+      const v = this.vip[i]!;
+      this.vipTotal[v] = this.vipTotal[v]! + 1;
+      if (this.status[i] === UP) this.vipUp[v] = this.vipUp[v]! + 1;
+    }
+  }
+
+  /** Copies the whole state of membership j of `from` into i (a kept membership). */
+  copyFrom(i: number, from: Memberships, j: number): void {
+    this.status[i] = from.status[j]!;
+    this.successes[i] = from.successes[j]!;
+    this.failures[i] = from.failures[j]!;
+    this.since[i] = from.since[j]!;
+    this.checks[i] = from.checks[j]!;
+    this.failedChecks[i] = from.failedChecks[j]!;
+    this.localErrors[i] = from.localErrors[j]!;
+    this.fedAt[i] = from.fedAt[j]!;
+    this.last[i] = from.last[j]!;
+  }
+}
+
+const EMPTY = new Memberships(0);
 
 /** One run of a probe. */
 interface Run {
   startedAt: number;
-  /** Started from the slow queue (counted in slowInFlight). */
+  /** Started from the slow or settled queue (counted in slowInFlight). */
   slow: boolean;
   cancel: CancelProbe | null;
   /** Cancelled (target gone, monitor stopped): its result is dropped. */
@@ -202,7 +293,8 @@ interface Probe {
   key: string;
   /** Its first membership's target at the probe's interval: what the checker gets. */
   target: HealthTarget;
-  members: Member[];
+  /** Its memberships (indexes into the monitor's Memberships). */
+  members: Int32Array;
   /** Bumped whenever the probe is (re)queued or cancelled: queued slots of an older value are stale. */
   slot: number;
   /** The run in flight; null: none. */
@@ -218,83 +310,6 @@ interface Probe {
   lastStart: number | null;
   /** False once the probe is gone (its members moved or removed): a late result is dropped. */
   live: boolean;
-}
-
-/** A queued probe: due time (performance.now ms), the probe and its slot then. */
-interface Queued {
-  at: number;
-  /** Queueing order: probes due at the same time start in the order they were queued. */
-  seq: number;
-  probe: Probe;
-  slot: number;
-}
-
-/** Whether a is due before b (equal times: queued first). */
-const dueBefore = (a: Queued, b: Queued): boolean => a.at < b.at || (a.at === b.at && a.seq < b.seq);
-
-function siftDown(h: Queued[], i: number): void {
-  const x = h[i]!;
-  for (;;) {
-    const l = 2 * i + 1;
-    if (l >= h.length) break;
-    const r = l + 1;
-    const m = r < h.length && dueBefore(h[r]!, h[l]!) ? r : l;
-    if (!dueBefore(h[m]!, x)) break;
-    h[i] = h[m]!;
-    i = m;
-  }
-  h[i] = x;
-}
-
-function heapPush(h: Queued[], q: Queued): void {
-  let i = h.length;
-  h.push(q);
-  while (i > 0) {
-    const p = (i - 1) >> 1;
-    if (!dueBefore(q, h[p]!)) break;
-    h[i] = h[p]!;
-    i = p;
-  }
-  h[i] = q;
-}
-
-function heapPop(h: Queued[]): Queued | undefined {
-  const top = h[0];
-  const last = h.pop();
-  if (h.length > 0 && last !== undefined) {
-    h[0] = last;
-    siftDown(h, 0);
-  }
-  return top;
-}
-
-function heapify(h: Queued[]): void {
-  for (let i = (h.length >> 1) - 1; i >= 0; i--) siftDown(h, i);
-}
-
-/** Drops stale entries (cancelled or rescheduled probes) from the top; the top then is live or none. */
-function liveTop(h: Queued[]): Queued | undefined {
-  while (h.length > 0 && h[0]!.slot !== h[0]!.probe.slot) heapPop(h);
-  return h[0];
-}
-
-/** Live entries due by `now`, and the earliest due time among them (Infinity: none); O(due + stale). */
-function dueIn(h: Queued[], now: number): { n: number; earliest: number } {
-  let n = 0;
-  let earliest = Infinity;
-  const stack = h.length > 0 ? [0] : [];
-  while (stack.length > 0) {
-    const i = stack.pop()!;
-    const q = h[i]!;
-    if (q.at > now) continue; // the heap's order: nothing below is due either
-    if (q.slot === q.probe.slot) {
-      n++;
-      if (q.at < earliest) earliest = q.at;
-    }
-    if (2 * i + 1 < h.length) stack.push(2 * i + 1);
-    if (2 * i + 2 < h.length) stack.push(2 * i + 2);
-  }
-  return { n, earliest };
 }
 
 const sameCheck = (a: HealthCheckConfig, b: HealthCheckConfig): boolean =>
@@ -313,10 +328,8 @@ const sameCheck = (a: HealthCheckConfig, b: HealthCheckConfig): boolean =>
  * 'checked' (type, result, durationMs) once per probe.
  */
 export class HealthMonitor extends EventEmitter {
-  private members = new Map<string, Member>();
+  private m: Memberships = EMPTY;
   private probes = new Map<string, Probe>();
-  /** Up / total per VIP name, kept current so a result costs O(memberships of the probe), not O(targets). */
-  private perVip = new Map<string, VipAvailability>();
   private readonly jitter: number;
   private readonly random: () => number;
   private readonly prober: Prober;
@@ -324,9 +337,16 @@ export class HealthMonitor extends EventEmitter {
   private readonly maxInFlight: number;
   private readonly startsPerTurn: number;
   private started = false;
-  /** Queued probes, earliest first (binary heaps): quick ones, then slow ones (Probe.slow); one timer for both. */
-  private quick: Queued[] = [];
-  private slowQueue: Queued[] = [];
+  /** Queued probes, earliest first: quick ones, then slow ones (Probe.slow), then settled ones; one timer for all. */
+  private quick = new DueQueue<Probe>();
+  private slowQueue = new DueQueue<Probe>();
+  /**
+   * Slow probes whose every membership is down already (a dead backend, marked): their timeouts change
+   * nothing, so when slots run short they wait behind slow probes that can still mark a backend down. With
+   * 51,200 targets timing out at once they were 26,000 of the 180,000 probes before the last went down, each
+   * holding a slot for its whole timeout (a recovered one is found a little later only while slots are short).
+   */
+  private settledQueue = new DueQueue<Probe>();
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
   private pumpSoon: NodeJS.Immediate | null = null;
@@ -335,7 +355,6 @@ export class HealthMonitor extends EventEmitter {
    * and a wave of timeouts would otherwise open thousands of sockets in one turn while /healthz waits.
    */
   private turnStarts = 0;
-  private seq = 0;
   private inFlight = 0;
   /** Runs started from the slow queue, at most slowSlots (the rest of the cap is kept for quick probes). */
   private slowInFlight = 0;
@@ -376,35 +395,50 @@ export class HealthMonitor extends EventEmitter {
    * result takes the state of a sibling with the same check (what is known of the backend), else its initial.
    */
   setTargets(targets: readonly HealthTarget[]): void {
-    const before = this.availability();
-    const members = new Map<string, Member>();
-    for (const t of targets) {
-      if (members.has(t.key)) throw new RangeError(`targets: key ${JSON.stringify(t.key)} appears twice`);
-      members.set(t.key, this.member(t));
+    const before = this.upByVip();
+    const old = this.m;
+    const m = new Memberships(targets.length);
+    /** Each membership's probe key (a kept one's is its probe's: no string made per membership). */
+    const keyOf = new Array<string>(targets.length);
+    for (let i = 0; i < targets.length; i++) {
+      const t = targets[i]!;
+      if (m.index.has(t.key)) throw new RangeError(`targets: key ${JSON.stringify(t.key)} appears twice`);
+      m.index.set(t.key, i);
+      m.keys[i] = t.key;
+      m.vip[i] = m.vipOf(t.vip);
+      m.check[i] = t.check;
+      keyOf[i] = this.member(t, m, i, old);
     }
+    const order = new Array<number>(targets.length);
+    for (let i = 0; i < order.length; i++) order[i] = i;
+    m.countVips();
+    // Before any scheduling: a probe's queue depends on its memberships' statuses (allDown).
+    this.m = m;
     const probes = new Map<string, Probe>();
     for (const g of groupProbes(
-      [...members.values()],
-      (m) => m.probeKey,
-      (m) => m.target.check,
+      order,
+      (i) => keyOf[i]!,
+      (i) => m.check[i]!,
     ).values()) {
-      const old = this.probes.get(g.key);
-      const probe: Probe = old ?? {
+      const prev = this.probes.get(g.key);
+      const first = targets[g.members[0]!]!;
+      const probe: Probe = prev ?? {
         key: g.key,
-        target: g.members[0]!.target,
-        members: [],
+        target: first,
+        members: new Int32Array(0),
         slot: 0,
         running: null,
         slow: true,
         lastStart: null,
         live: true,
       };
-      const oldInterval = old?.target.check.intervalMs;
-      probe.target = { ...g.members[0]!.target, check: g.check };
-      probe.members = g.members;
+      const oldInterval = prev?.target.check.intervalMs;
+      probe.target = { key: first.key, vip: first.vip, address: first.address, check: g.check };
+      probe.members = Int32Array.from(g.members);
+      for (const i of g.members) m.probe[i] = probe;
       probes.set(g.key, probe);
       if (!this.started || probe.running !== null) continue;
-      if (old === undefined) this.schedule(probe, performance.now() + this.random() * g.check.intervalMs);
+      if (prev === undefined) this.schedule(probe, performance.now() + this.random() * g.check.intervalMs);
       else if (oldInterval !== g.check.intervalMs && probe.lastStart !== null)
         this.schedule(probe, probe.lastStart + g.check.intervalMs);
     }
@@ -414,51 +448,50 @@ export class HealthMonitor extends EventEmitter {
     } finally {
       this.cancelling = false;
     }
-    this.members = members;
     this.probes = probes;
     let worst = 0;
     for (const p of probes.values())
       worst += Math.min(1, p.target.check.timeoutMs / p.target.check.intervalMs);
     this.worstCaseInFlight = worst;
     if (this.started) this.refill();
-    const perVip = new Map<string, VipAvailability>();
-    for (const m of members.values()) {
-      const a = perVip.get(m.target.vip) ?? { vip: m.target.vip, up: 0, total: 0 };
-      a.total++;
-      if (m.state.status === 'up') a.up++;
-      perVip.set(m.target.vip, a);
-    }
-    this.perVip = perVip;
     this.emitAvailability(before);
   }
 
-  /** The membership for t: kept, restarted (its check changed) or new (from a sibling on its probe, else initial). */
-  private member(t: HealthTarget): Member {
-    const old = this.members.get(t.key);
-    if (
-      old !== undefined &&
-      old.target.address === t.address &&
-      (old.target.check === t.check || sameCheck(old.target.check, t.check))
-    ) {
-      old.target = t;
-      return old;
+  /**
+   * Fills membership i of `m` for t: kept (same address and check: all its state), restarted (its check or
+   * address changed: status, since and counts kept, streaks anew) or new (a sibling's state on its probe
+   * when one has a result with the same check, else its initial status). Returns its probe key.
+   */
+  private member(t: HealthTarget, m: Memberships, i: number, old: Memberships): string {
+    const j = old.index.get(t.key);
+    if (j !== undefined) {
+      const probe = old.probe[j]!;
+      const check = old.check[j]!;
+      if (probe.target.address === t.address && (check === t.check || sameCheck(check, t.check))) {
+        m.copyFrom(i, old, j);
+        return probe.key;
+      }
     }
     const key = probeKey(t.address, t.check);
-    if (old === undefined) {
-      const sibling = this.probes
-        .get(key)
-        ?.members.find((m) => m.last !== null && sameCheck(m.target.check, t.check));
-      if (sibling !== undefined)
-        return { ...fresh(t, key, sibling.state.status), state: { ...sibling.state }, fedAt: sibling.fedAt };
+    if (j !== undefined) {
+      m.copyFrom(i, old, j);
+      m.successes[i] = 0;
+      m.failures[i] = 0;
+      m.fedAt[i] = -Infinity;
+      return key;
     }
-    return {
-      ...fresh(t, key, old?.state.status ?? t.initial ?? 'up'),
-      since: old?.since ?? null,
-      checks: old?.checks ?? 0,
-      failedChecks: old?.failedChecks ?? 0,
-      localErrors: old?.localErrors ?? 0,
-      last: old?.last ?? null,
-    };
+    const siblings = this.probes.get(key)?.members;
+    if (siblings !== undefined)
+      for (const k of siblings)
+        if (old.last[k] !== null && sameCheck(old.check[k]!, t.check)) {
+          m.status[i] = old.status[k]!;
+          m.successes[i] = old.successes[k]!;
+          m.failures[i] = old.failures[k]!;
+          m.fedAt[i] = old.fedAt[k]!;
+          return key;
+        }
+    m.status[i] = statusCode(t.initial ?? 'up');
+    return key;
   }
 
   start(): void {
@@ -479,8 +512,9 @@ export class HealthMonitor extends EventEmitter {
     } finally {
       this.cancelling = false;
     }
-    this.quick.length = 0;
-    this.slowQueue.length = 0;
+    this.quick.clear();
+    this.slowQueue.clear();
+    this.settledQueue.clear();
     this.saturatedSince = null;
     if (this.pumpSoon !== null) clearImmediate(this.pumpSoon);
     this.pumpSoon = null;
@@ -495,8 +529,9 @@ export class HealthMonitor extends EventEmitter {
 
   /** Status by membership key: the `health` input of desiredState. */
   statuses(): Map<string, HealthStatus> {
+    const { keys, status } = this.m;
     const out = new Map<string, HealthStatus>();
-    for (const [k, m] of this.members) out.set(k, m.state.status);
+    for (let i = 0; i < keys.length; i++) out.set(keys[i]!, STATUS[status[i]!]!);
     return out;
   }
 
@@ -505,8 +540,9 @@ export class HealthMonitor extends EventEmitter {
    * `healthSince` input of desiredState (a backend down by health check keeps its flows for a grace from then).
    */
   since(): Map<string, number> {
+    const { keys, since } = this.m;
     const out = new Map<string, number>();
-    for (const [k, m] of this.members) if (m.since !== null) out.set(k, m.since);
+    for (let i = 0; i < keys.length; i++) if (!Number.isNaN(since[i])) out.set(keys[i]!, since[i]!);
     return out;
   }
 
@@ -517,22 +553,24 @@ export class HealthMonitor extends EventEmitter {
 
   /** Checked backends up / total per VIP name. */
   availability(): Map<string, VipAvailability> {
-    return new Map([...this.perVip].map(([vip, a]) => [vip, { ...a }]));
+    const { vipNames, vipUp, vipTotal } = this.m;
+    return new Map(vipNames.map((vip, v) => [vip, { vip, up: vipUp[v]!, total: vipTotal[v]! }]));
   }
 
   /** Probes, memberships and in-flight figures. */
   stats(): ProbeStats {
     const now = performance.now();
-    const a = dueIn(this.quick, now);
-    const b = dueIn(this.slowQueue, now);
-    const earliest = Math.min(a.earliest, b.earliest);
+    const a = this.quick.due(now);
+    const b = this.slowQueue.due(now);
+    const c = this.settledQueue.due(now);
+    const earliest = Math.min(a.earliest, b.earliest, c.earliest);
     return {
       probes: this.probes.size,
-      memberships: this.members.size,
+      memberships: this.m.size,
       inFlight: this.inFlight,
       maxInFlight: this.maxInFlight,
       ...this.counts,
-      backlog: a.n + b.n,
+      backlog: a.n + b.n + c.n,
       backlogAgeMs: earliest === Infinity ? 0 : now - earliest,
       worstCaseInFlight: this.worstCaseInFlight,
     };
@@ -540,22 +578,23 @@ export class HealthMonitor extends EventEmitter {
 
   /** Per membership: status, counters and the last result (for /state and metrics). */
   snapshot(): TargetSnapshot[] {
-    const out: TargetSnapshot[] = [];
-    for (const m of this.members.values())
-      out.push({
-        key: m.target.key,
-        vip: m.target.vip,
-        address: m.target.address,
-        type: m.target.check.type,
-        status: m.state.status,
-        since: m.since,
-        successes: m.state.successes,
-        failures: m.state.failures,
-        checks: m.checks,
-        failedChecks: m.failedChecks,
-        localErrors: m.localErrors,
-        last: m.last,
-      });
+    const m = this.m;
+    const out = new Array<TargetSnapshot>(m.size);
+    for (let i = 0; i < m.size; i++)
+      out[i] = {
+        key: m.keys[i]!,
+        vip: m.vipNames[m.vip[i]!]!,
+        address: m.probe[i]!.target.address,
+        type: m.check[i]!.type,
+        status: STATUS[m.status[i]!]!,
+        since: Number.isNaN(m.since[i]) ? null : m.since[i]!,
+        successes: m.successes[i]!,
+        failures: m.failures[i]!,
+        checks: m.checks[i]!,
+        failedChecks: m.failedChecks[i]!,
+        localErrors: m.localErrors[i]!,
+        last: m.last[i]!,
+      };
     return out;
   }
 
@@ -577,12 +616,21 @@ export class HealthMonitor extends EventEmitter {
   private schedule(p: Probe, at: number): void {
     p.slot++;
     // Stale slots (cancelled or rescheduled) are dropped lazily; compact when they pile up.
-    if (this.quick.length + this.slowQueue.length > 2 * this.probes.size + 1024) {
-      heapify((this.quick = this.quick.filter((q) => q.slot === q.probe.slot)));
-      heapify((this.slowQueue = this.slowQueue.filter((q) => q.slot === q.probe.slot)));
+    const queued = this.quick.length + this.slowQueue.length + this.settledQueue.length;
+    if (queued > 2 * this.probes.size + 1024) {
+      this.quick.compact();
+      this.slowQueue.compact();
+      this.settledQueue.compact();
     }
-    heapPush(p.slow ? this.slowQueue : this.quick, { at, seq: this.seq++, probe: p, slot: p.slot });
+    (p.slow ? (this.allDown(p) ? this.settledQueue : this.slowQueue) : this.quick).push(at, p);
     this.arm();
+  }
+
+  /** Whether every membership of the probe is down (its timeouts can flip none). */
+  private allDown(p: Probe): boolean {
+    const status = this.m.status;
+    for (let k = 0; k < p.members.length; k++) if (status[p.members[k]!] === UP) return false;
+    return true;
   }
 
   /** Whether a slot is free for a quick probe, and for a slow one (which may not take the quick reserve). */
@@ -595,19 +643,18 @@ export class HealthMonitor extends EventEmitter {
   }
 
   /** The queue whose live top is due at `now`: quick first, else slow; null: none due. */
-  private dueQueue(now: number): Queued[] | null {
-    const q = liveTop(this.quick);
-    if (q !== undefined && q.at <= now) return this.quick;
-    const s = liveTop(this.slowQueue);
-    return s !== undefined && s.at <= now ? this.slowQueue : null;
+  private dueQueue(now: number): DueQueue<Probe> | null {
+    if (this.quick.topAt() <= now) return this.quick;
+    if (this.slowQueue.topAt() <= now) return this.slowQueue;
+    return this.settledQueue.topAt() <= now ? this.settledQueue : null;
   }
 
   /** The queue whose due top may start now (a slot free for its lane); null: none. */
-  private startable(now: number): Queued[] | null {
-    const q = liveTop(this.quick);
-    if (q !== undefined && q.at <= now && this.quickFree()) return this.quick;
-    const s = liveTop(this.slowQueue);
-    return s !== undefined && s.at <= now && this.slowFree() ? this.slowQueue : null;
+  private startable(now: number): DueQueue<Probe> | null {
+    if (this.quick.topAt() <= now && this.quickFree()) return this.quick;
+    if (!this.slowFree()) return null;
+    if (this.slowQueue.topAt() <= now) return this.slowQueue;
+    return this.settledQueue.topAt() <= now ? this.settledQueue : null;
   }
 
   /** After slots freed: start what is due at once, else re-arm. */
@@ -619,19 +666,19 @@ export class HealthMonitor extends EventEmitter {
   /** Arms the single timer for the earliest queued probe (none while the in-flight cap is reached: a completion pumps). */
   private arm(): void {
     // A lane without a free slot needs no timer: a completion pumps.
-    const q = this.quickFree() ? liveTop(this.quick) : undefined;
-    const s = this.slowFree() ? liveTop(this.slowQueue) : undefined;
-    const next = q === undefined || (s !== undefined && s.at < q.at) ? s : q;
-    if (next === undefined || !this.started || this.pumpSoon !== null) {
+    const q = this.quickFree() ? this.quick.topAt() : Infinity;
+    const s = this.slowFree() ? Math.min(this.slowQueue.topAt(), this.settledQueue.topAt()) : Infinity;
+    const next = Math.min(q, s);
+    if (next === Infinity || !this.started || this.pumpSoon !== null) {
       if (this.timer !== null) clearTimeout(this.timer);
       this.timer = null;
       this.timerAt = Infinity;
       return;
     }
-    if (this.timer !== null && this.timerAt <= next.at) return;
+    if (this.timer !== null && this.timerAt <= next) return;
     if (this.timer !== null) clearTimeout(this.timer);
-    this.timerAt = next.at;
-    this.timer = setTimeout(this.pump, Math.max(0, next.at - performance.now()));
+    this.timerAt = next;
+    this.timer = setTimeout(this.pump, Math.max(0, next - performance.now()));
     this.timer.unref();
   }
 
@@ -642,7 +689,7 @@ export class HealthMonitor extends EventEmitter {
     this.timerAt = Infinity;
     this.pumpSoon = null;
     const now = performance.now();
-    let due: Queued[] | null = null;
+    let due: DueQueue<Probe> | null = null;
     while (this.started && (due = this.dueQueue(now)) !== null) {
       const go = this.startable(now);
       if (go === null) {
@@ -655,8 +702,8 @@ export class HealthMonitor extends EventEmitter {
       }
       // The count restarts on the next turn (an immediate queued now runs before a pumpSoon queued later).
       if (this.turnStarts++ === 0) setImmediate(this.newTurn);
-      const q = heapPop(go)!;
-      this.run(q.probe, q.at, now, go === this.slowQueue);
+      const at = go.topAt();
+      this.run(go.pop(), at, now, go !== this.quick);
     }
     if (due === null && this.saturatedSince !== null) this.drained(now);
     this.arm();
@@ -732,10 +779,13 @@ export class HealthMonitor extends EventEmitter {
 
   /** Fans one probe result out to the memberships due to take it, then queues the probe's next start. */
   private apply(p: Probe, startedAt: number, result: CheckResult): void {
-    // Every probe, for the duration histogram (peak_xdp_health_check_duration_seconds).
-    const outcome = result.local === true ? 'local_error' : result.ok ? 'success' : 'failure';
-    this.emit('checked', { type: p.target.check.type, result: outcome, durationMs: result.durationMs });
-    const last = { ...result, at: Date.now() };
+    // Every probe, for the duration histogram (peak_xdp_health_check_duration_seconds); no event object made
+    // when nobody listens (a timing-out target's probe is tens of thousands a second).
+    if (this.listenerCount('checked') > 0) {
+      const outcome = result.local === true ? 'local_error' : result.ok ? 'success' : 'failure';
+      this.emit('checked', { type: p.target.check.type, result: outcome, durationMs: result.durationMs });
+    }
+    const last = lastResult(result, Date.now());
     if (result.local === true) {
       const reason = LOCAL_ERROR_CODES.has(result.detail) ? result.detail : 'checker';
       this.localErrorCounts.set(reason, (this.localErrorCounts.get(reason) ?? 0) + 1);
@@ -743,37 +793,67 @@ export class HealthMonitor extends EventEmitter {
     // A probe that timed out waits behind quick ones when slots run short (its wall time is no measure: an
     // event loop late to read a connect would make healthy ones look slow).
     if (result.local !== true) p.slow = result.timedOut === true;
-    for (const m of p.members) {
-      if (!takesResult(m.fedAt, startedAt, m.target.check.intervalMs, this.jitter)) continue;
-      m.fedAt = startedAt;
-      m.last = last;
+    // Every membership's state first, then the events: a listener (which may call setTargets) sees the whole
+    // result applied. No allocation per membership: flips are few, and only they are remembered.
+    const m = this.m;
+    const members = p.members;
+    let taken: number[] | null = null;
+    for (let k = 0; k < members.length; k++) {
+      const i = members[k]!;
+      const check = m.check[i]!;
+      if (!takesResult(m.fedAt[i]!, startedAt, check.intervalMs, this.jitter)) continue;
+      m.fedAt[i] = startedAt;
+      m.last[i] = last;
       if (result.local === true) {
-        this.noVerdict(m, result);
+        m.localErrors[i] = m.localErrors[i]! + 1;
+        (taken ??= []).push(i);
         continue;
       }
-      m.checks++;
-      if (!result.ok) m.failedChecks++;
-      const { state, changed } = nextHealth(m.state, result.ok, m.target.check);
-      const from = m.state.status;
-      m.state = state;
-      if (changed) this.flipped(m, from, result);
+      m.checks[i] = m.checks[i]! + 1;
+      const successes = result.ok ? m.successes[i]! + 1 : 0;
+      const failures = result.ok ? 0 : m.failures[i]! + 1;
+      if (!result.ok) m.failedChecks[i] = m.failedChecks[i]! + 1;
+      m.successes[i] = successes;
+      m.failures[i] = failures;
+      const from = STATUS[m.status[i]!]!;
+      const to = statusAfter(from, successes, failures, check);
+      if (to === from) continue;
+      m.status[i] = statusCode(to);
+      m.since[i] = this.clock();
+      m.vipUp[m.vip[i]!] = m.vipUp[m.vip[i]!]! + (to === 'up' ? 1 : -1);
+      (taken ??= []).push(i);
     }
     // The next start counts from this one's start, not its end: a probe that timed out keeps its cadence.
     const next = startedAt + jittered(p.target.check.intervalMs, this.jitter, this.random());
     this.schedule(p, next);
+    if (taken === null) return;
+    if (result.local === true) for (const i of taken) this.noVerdict(m, i, result);
+    else this.flipped(m, taken, result);
   }
 
-  private flipped(m: Member, from: HealthStatus, result: CheckResult): void {
-    m.since = this.clock();
-    const t = m.target;
-    const change: HealthChange = { key: t.key, vip: t.vip, address: t.address, from, to: m.state.status, result }; // prettier-ignore
-    this.emit('change', change);
-    const a = this.perVip.get(t.vip);
-    if (a !== undefined) {
-      const wasZero = a.up === 0;
-      a.up += m.state.status === 'up' ? 1 : -1;
+  /**
+   * Tells the flips of one result (`flips`: memberships, in fan-out order, whose status changed): a 'change'
+   * each, and a 'vip' for each VIP whose count of up backends went between zero and non-zero by it.
+   */
+  private flipped(m: Memberships, flips: readonly number[], result: CheckResult): void {
+    // The up counts before this result: replayed flip by flip, so each VIP's crossing is told where it fell.
+    const up = new Map<number, number>();
+    for (const i of flips) {
+      const v = m.vip[i]!;
+      up.set(v, (up.get(v) ?? m.vipUp[v]!) + (m.status[i] === UP ? -1 : 1));
+    }
+    for (const i of flips) {
+      const to = STATUS[m.status[i]!]!;
+      const from: HealthStatus = to === 'up' ? 'down' : 'up';
+      const v = m.vip[i]!;
+      const vip = m.vipNames[v]!;
+      const change: HealthChange = { key: m.keys[i]!, vip, address: m.probe[i]!.target.address, from, to, result }; // prettier-ignore
+      this.emit('change', change);
+      const was = up.get(v)!;
+      const now = was + (to === 'up' ? 1 : -1);
+      up.set(v, now);
       // Only a VIP's change between zero and non-zero up backends is an event.
-      if (wasZero !== (a.up === 0)) this.emit('vip', { ...a });
+      if ((was === 0) !== (now === 0)) this.emit('vip', { vip, up: now, total: m.vipTotal[v]! });
     }
   }
 
@@ -781,30 +861,23 @@ export class HealthMonitor extends EventEmitter {
    * A check that failed on this host (out of fds, buffers, ports; or the checker threw): the status and the
    * rise/fall streaks stay as they were, so a loaded balancer host does not take its healthy backends out.
    */
-  private noVerdict(m: Member, result: CheckResult): void {
-    m.localErrors++;
-    const ev: LocalCheckError = { key: m.target.key, vip: m.target.vip, address: m.target.address, result };
+  private noVerdict(m: Memberships, i: number, result: CheckResult): void {
+    const ev: LocalCheckError = { key: m.keys[i]!, vip: m.vipNames[m.vip[i]!]!, address: m.probe[i]!.target.address, result }; // prettier-ignore
     this.emit('localError', ev);
   }
 
-  private emitAvailability(before: Map<string, VipAvailability>): void {
-    const after = this.availability();
-    for (const [vip, a] of after) {
-      const b = before.get(vip);
-      if (b === undefined || (b.up === 0) !== (a.up === 0)) this.emit('vip', a);
+  /** Up backends per VIP name now (for emitAvailability after a change of targets). */
+  private upByVip(): Map<string, number> {
+    const { vipNames, vipUp } = this.m;
+    return new Map(vipNames.map((vip, v) => [vip, vipUp[v]!]));
+  }
+
+  private emitAvailability(before: Map<string, number>): void {
+    const { vipNames, vipUp, vipTotal } = this.m;
+    for (let v = 0; v < vipNames.length; v++) {
+      const up = before.get(vipNames[v]!);
+      if (up === undefined || (up === 0) !== (vipUp[v] === 0))
+        this.emit('vip', { vip: vipNames[v]!, up: vipUp[v]!, total: vipTotal[v]! });
     }
   }
 }
-
-/** A membership with no history: `status`, no streaks, no counts. */
-const fresh = (target: HealthTarget, probeKey: string, status: HealthStatus): Member => ({
-  target,
-  probeKey,
-  state: initialHealth(status),
-  since: null,
-  checks: 0,
-  failedChecks: 0,
-  localErrors: 0,
-  last: null,
-  fedAt: -Infinity,
-});

@@ -22,6 +22,21 @@ export const initialHealth = (status: HealthStatus = 'up'): HealthState => ({
   failures: 0,
 });
 
+/**
+ * The status after a result, from the streaks counted with it (successes and failures in a row): what
+ * nextHealth decides, over plain numbers (the monitor keeps streaks in typed arrays, not objects).
+ */
+export function statusAfter(
+  status: HealthStatus,
+  successes: number,
+  failures: number,
+  t: Thresholds,
+): HealthStatus {
+  if (status === 'down' && successes >= t.rise) return 'up';
+  if (status === 'up' && failures >= t.fall) return 'down';
+  return status;
+}
+
 /** The state after one check result; `changed` when the status flipped. */
 export function nextHealth(
   s: HealthState,
@@ -30,8 +45,6 @@ export function nextHealth(
 ): { state: HealthState; changed: boolean } {
   const successes = ok ? s.successes + 1 : 0;
   const failures = ok ? 0 : s.failures + 1;
-  let status = s.status;
-  if (status === 'down' && successes >= t.rise) status = 'up';
-  else if (status === 'up' && failures >= t.fall) status = 'down';
+  const status = statusAfter(s.status, successes, failures, t);
   return { state: { status, successes, failures }, changed: status !== s.status };
 }

@@ -96,3 +96,33 @@ describe('HealthFeed: probes late because of the in-flight cap are logged', () =
     expect(lines[2]).toMatchObject({ probes: 51_200, worstCaseInFlight: 25_600, maxInFlight: 18_750 });
   });
 });
+
+describe('HealthFeed seeds', () => {
+  it('a seed bridges a restart until the monitor reports its key; one statuses() map per retarget', async () => {
+    const log = pino({ level: 'silent' });
+    let statusCalls = 0;
+    const reported = new Map<string, string>([['k1', 'up']]);
+    const monitor = Object.assign(new EventEmitter(), {
+      start: () => undefined,
+      setTargets: () => undefined,
+      statuses: () => (statusCalls++, new Map(reported)),
+      since: () => new Map(),
+      stats: () => ({ probes: 0, worstCaseInFlight: 0, maxInFlight: 100 }),
+    }) as unknown as DaemonHealthMonitor;
+    const feed = new HealthFeed({ monitor, log });
+    const dp = { listBackends: async () => [1, 2, 3].map((id) => ({ id, state: id === 3 ? 'up' : 'down' })) };
+    const probe = { vips: [{ backends: [1, 2, 3].map((id) => ({ id, key: `k${id}` })) }] };
+    await feed.seed(dp as never, probe as never);
+    // k1 and k2 were down in the datapath; the monitor already reports k1.
+    expect(feed.inputs().health).toEqual(new Map([['k1', 'up'], ['k2', 'down']])); // prettier-ignore
+    statusCalls = 0;
+    expect(feed.retarget({ vips: [] } as never)).toBe(false);
+    expect(statusCalls).toBe(1);
+    expect(feed.inputs().health).toEqual(new Map([['k1', 'up'], ['k2', 'down']])); // prettier-ignore
+    // Once the monitor reports k2 too, its seed is gone for good.
+    reported.set('k2', 'up');
+    feed.retarget({ vips: [] } as never);
+    reported.delete('k2');
+    expect(feed.inputs().health).toEqual(new Map([['k1', 'up']]));
+  });
+});

@@ -1,0 +1,74 @@
+// DueQueue (pure): entries come out earliest first, equal times in queueing order; entries of a probe whose
+// slot moved on are stale and skipped; compact drops them; due() counts live entries due by a time.
+import { DueQueue } from '../../src/health/due-queue';
+
+interface Item {
+  name: string;
+  slot: number;
+}
+
+/** Every live entry, in the order the queue gives them. */
+function drain(q: DueQueue<Item>): [string, number][] {
+  const out: [string, number][] = [];
+  for (let at = q.topAt(); at !== Infinity; at = q.topAt()) out.push([q.pop().name, at]);
+  return out;
+}
+
+describe('DueQueue', () => {
+  it('gives entries earliest first, equal times in the order queued, across growth', () => {
+    const q = new DueQueue<Item>();
+    // A deterministic shuffle of 1,000 times over 100 distinct values: many ties, several growths from 64.
+    const entries = Array.from({ length: 1000 }, (_, i) => ({
+      at: (i * 37) % 100,
+      item: { name: `p${i}`, slot: 0 },
+    }));
+    for (const e of entries) q.push(e.at, e.item);
+    expect(q.length).toBe(1000);
+    const expected = [...entries]
+      .map((e, i) => ({ ...e, i }))
+      .sort((a, b) => a.at - b.at || a.i - b.i)
+      .map((e): [string, number] => [e.item.name, e.at]);
+    expect(drain(q)).toEqual(expected);
+    expect(q.length).toBe(0);
+    expect(() => q.pop()).toThrow('DueQueue.pop: the queue is empty');
+  });
+
+  it('skips entries whose probe was requeued or cancelled (its slot moved on)', () => {
+    const q = new DueQueue<Item>();
+    const a = { name: 'a', slot: 0 };
+    const b = { name: 'b', slot: 0 };
+    const c = { name: 'c', slot: 0 };
+    q.push(10, a);
+    q.push(20, b);
+    q.push(30, c);
+    a.slot++; // requeued later
+    q.push(40, a);
+    b.slot++; // cancelled
+    expect(q.length).toBe(4);
+    expect(q.due(35)).toEqual({ n: 1, earliest: 30 });
+    expect(drain(q)).toEqual([
+      ['c', 30],
+      ['a', 40],
+    ]);
+  });
+
+  it('compact keeps exactly the live entries, in order', () => {
+    const q = new DueQueue<Item>();
+    const items = Array.from({ length: 200 }, (_, i) => ({ name: `p${i}`, slot: 0 }));
+    items.forEach((it, i) => q.push(200 - i, it));
+    items.forEach((it, i) => i % 3 === 0 && it.slot++);
+    q.compact();
+    const live = items.filter((_, i) => i % 3 !== 0);
+    expect(q.length).toBe(live.length);
+    expect(q.due(Infinity)).toEqual({ n: live.length, earliest: 200 - 199 });
+    expect(drain(q).map(([name]) => name)).toEqual(live.map((it) => it.name).reverse());
+  });
+
+  it('clear empties it', () => {
+    const q = new DueQueue<Item>();
+    q.push(1, { name: 'a', slot: 0 });
+    q.clear();
+    expect(q.topAt()).toBe(Infinity);
+    expect(q.due(10)).toEqual({ n: 0, earliest: Infinity });
+  });
+});

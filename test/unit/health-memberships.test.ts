@@ -1,0 +1,243 @@
+// Membership state kept as columns: the rise/fall decision over plain numbers agrees with nextHealth; a
+// membership keeps or restarts its state across setTargets (same key, other address or check); snapshots,
+// statuses, since and per-VIP availability read the columns; a result is applied to every membership before
+// its events (a listener may replace the targets); the duration event is made only when listened to; short
+// of slots, probes that can still mark a backend down go before those of backends all down already.
+import {
+  CheckResult,
+  HealthChange,
+  HealthMonitor,
+  HealthTarget,
+  initialHealth,
+  nextHealth,
+  Prober,
+  statusAfter,
+  type HealthStatus,
+  type VipAvailability,
+} from '../../src/health';
+import { DEFAULTS, HealthCheckConfig } from '../../src/model';
+
+const base: HealthCheckConfig = { ...DEFAULTS.healthCheck, type: 'tcp', port: 80, intervalMs: 100, timeoutMs: 50, rise: 2, fall: 2 }; // prettier-ignore
+const target = (key: string, address: string, check: Partial<HealthCheckConfig> = {}): HealthTarget => ({
+  key,
+  vip: key.split('>')[0]!,
+  address,
+  check: { ...base, ...check },
+});
+
+describe('statusAfter (pure)', () => {
+  it('agrees with nextHealth for every status, streak and result up to rise/fall 4', () => {
+    let compared = 0;
+    for (const status of ['up', 'down'] as HealthStatus[])
+      for (let rise = 1; rise <= 4; rise++)
+        for (let fall = 1; fall <= 4; fall++)
+          for (let successes = 0; successes <= 4; successes++)
+            for (let failures = 0; failures <= 4; failures++)
+              for (const ok of [true, false]) {
+                const t = { rise, fall };
+                const { state } = nextHealth({ status, successes, failures }, ok, t);
+                expect(statusAfter(status, state.successes, state.failures, t)).toBe(state.status);
+                compared++;
+              }
+    expect(compared).toBe(2 * 4 * 4 * 5 * 5 * 2);
+  });
+
+  it('flips only at the thresholds', () => {
+    expect(statusAfter('up', 0, 2, { rise: 2, fall: 3 })).toBe('up');
+    expect(statusAfter('up', 0, 3, { rise: 2, fall: 3 })).toBe('down');
+    expect(statusAfter('down', 1, 0, { rise: 2, fall: 3 })).toBe('down');
+    expect(statusAfter('down', 2, 0, { rise: 2, fall: 3 })).toBe('up');
+    expect(nextHealth(initialHealth('down'), true, { rise: 1, fall: 1 })).toEqual({
+      state: { status: 'up', successes: 1, failures: 0 },
+      changed: true,
+    });
+  });
+});
+
+describe('HealthMonitor memberships (fake clock)', () => {
+  let monitor: HealthMonitor | null = null;
+  beforeEach(() => jest.useFakeTimers());
+  afterEach(() => {
+    monitor?.stop();
+    monitor = null;
+    jest.useRealTimers();
+  });
+
+  /** A prober whose probes finish when told (by address); aborted ones finish at once. */
+  function manual() {
+    const pending = new Map<string, ((r: CheckResult) => void)[]>();
+    let started = 0;
+    const starts: string[] = [];
+    const prober: Prober = (t, done) => {
+      started++;
+      starts.push(t.address);
+      const list = pending.get(t.address) ?? [];
+      list.push(done);
+      pending.set(t.address, list);
+      return () => {
+        const i = list.indexOf(done);
+        if (i >= 0) list.splice(i, 1);
+        done({ ok: false, durationMs: 0, detail: 'aborted', local: true });
+      };
+    };
+    /** Finishes every probe running to `address` (refused, or with `r`); how many. */
+    const finish = (address: string, ok: boolean, r?: CheckResult): number => {
+      const list = pending.get(address) ?? [];
+      pending.delete(address);
+      for (const done of list) done(r ?? { ok, durationMs: 1, detail: ok ? 'connected' : 'ECONNREFUSED' });
+      return list.length;
+    };
+    return { prober, finish, started: () => started, starts };
+  }
+
+  /** One round: every probe starts (interval 100 ms, no jitter), those to `address` finish with `ok`. */
+  async function round(m: ReturnType<typeof manual>, address: string, ok: boolean): Promise<void> {
+    await jest.advanceTimersByTimeAsync(100);
+    expect(m.finish(address, ok)).toBe(1);
+  }
+
+  it('a key whose address changes keeps its status, since and counts; its streaks start anew on the new probe', async () => {
+    const m = manual();
+    let now = 1_000;
+    monitor = new HealthMonitor({ jitter: 0, random: () => 0, prober: m.prober, clock: () => now });
+    monitor.setTargets([target('a>1', '10.0.0.1'), target('a>2', '10.0.0.2')]);
+    monitor.start();
+    await jest.advanceTimersByTimeAsync(0);
+    expect(m.finish('10.0.0.1', false)).toBe(1);
+    now = 2_000;
+    await round(m, '10.0.0.1', false); // fall 2: down at clock 2000
+    expect(monitor.statuses()).toEqual(new Map([['a>1', 'down'], ['a>2', 'up']])); // prettier-ignore
+    await round(m, '10.0.0.1', false);
+    const before = monitor.snapshot().find((s) => s.key === 'a>1')!;
+    expect(before).toMatchObject({ address: '10.0.0.1', status: 'down', since: 2_000, failures: 3, checks: 3, failedChecks: 3 }); // prettier-ignore
+    monitor.setTargets([target('a>1', '10.0.0.9'), target('a>2', '10.0.0.2')]);
+    const after = monitor.snapshot().find((s) => s.key === 'a>1')!;
+    expect(after).toMatchObject({ address: '10.0.0.9', vip: 'a', type: 'tcp', status: 'down', since: 2_000, successes: 0, failures: 0, checks: 3, failedChecks: 3 }); // prettier-ignore
+    expect(monitor.since()).toEqual(new Map([['a>1', 2_000]]));
+    expect(monitor.stats()).toMatchObject({ probes: 2, memberships: 2 });
+    // Its new probe starts within an interval; rise 2 brings it up.
+    await jest.advanceTimersByTimeAsync(100);
+    expect(m.finish('10.0.0.9', true)).toBe(1);
+    expect(monitor.statuses().get('a>1')).toBe('down');
+    await round(m, '10.0.0.9', true);
+    expect(monitor.statuses().get('a>1')).toBe('up');
+    expect(monitor.snapshot().find((s) => s.key === 'a>1')).toMatchObject({ successes: 2, failures: 0, checks: 5 }); // prettier-ignore
+  });
+
+  it('a membership never flipped has since null; an unchanged one keeps its last result across setTargets', async () => {
+    const m = manual();
+    monitor = new HealthMonitor({ jitter: 0, random: () => 0, prober: m.prober });
+    const targets = [target('a>1', '10.0.0.1'), target('b>1', '10.0.0.1')];
+    monitor.setTargets(targets);
+    monitor.start();
+    await jest.advanceTimersByTimeAsync(0);
+    expect(m.finish('10.0.0.1', true)).toBe(1);
+    const snap = monitor.snapshot();
+    expect(snap).toHaveLength(2);
+    expect(snap.every((s) => s.since === null && s.checks === 1 && s.last?.detail === 'connected')).toBe(
+      true,
+    );
+    // One result object, shared by the memberships that took it.
+    expect(snap[0]!.last).toBe(snap[1]!.last);
+    monitor.setTargets(targets.map((t) => ({ ...t })));
+    expect(monitor.snapshot()[0]!.last).toBe(snap[0]!.last);
+    expect(monitor.since().size).toBe(0);
+  });
+
+  it('availability per VIP follows flips and target changes; a VIP losing its last up backend is an event', async () => {
+    const m = manual();
+    monitor = new HealthMonitor({ jitter: 0, random: () => 0, prober: m.prober });
+    const vipEvents: VipAvailability[] = [];
+    monitor.on('vip', (a: VipAvailability) => vipEvents.push(a));
+    monitor.setTargets([target('a>1', '10.0.0.1'), target('a>2', '10.0.0.2'), target('b>1', '10.0.0.1')]);
+    expect(vipEvents).toEqual([
+      { vip: 'a', up: 2, total: 2 },
+      { vip: 'b', up: 1, total: 1 },
+    ]);
+    monitor.start();
+    await jest.advanceTimersByTimeAsync(0);
+    expect(m.finish('10.0.0.1', false)).toBe(1);
+    expect(m.finish('10.0.0.2', true)).toBe(1);
+    await round(m, '10.0.0.1', false);
+    expect(m.finish('10.0.0.2', true)).toBe(1);
+    expect(monitor.availability()).toEqual(
+      new Map([
+        ['a', { vip: 'a', up: 1, total: 2 }],
+        ['b', { vip: 'b', up: 0, total: 1 }],
+      ]),
+    );
+    expect(vipEvents.slice(2)).toEqual([{ vip: 'b', up: 0, total: 1 }]);
+    // b gains an up backend (a new address: initial up): an event; a's count is unchanged in kind: none.
+    monitor.setTargets([target('a>1', '10.0.0.1'), target('a>2', '10.0.0.2'), target('b>1', '10.0.0.1'), target('b>3', '10.0.0.3')]); // prettier-ignore
+    expect(vipEvents.slice(3)).toEqual([{ vip: 'b', up: 1, total: 2 }]);
+    expect(monitor.availability().get('a')).toEqual({ vip: 'a', up: 1, total: 2 });
+  });
+
+  it('a change listener that replaces the targets while a result fans out leaves a consistent state', async () => {
+    const m = manual();
+    monitor = new HealthMonitor({ jitter: 0, random: () => 0, prober: m.prober });
+    const all = Array.from({ length: 6 }, (_, v) => target(`v${v}>1`, '10.0.0.1', { fall: 1 }));
+    monitor.setTargets(all);
+    const changes: HealthChange[] = [];
+    let replaced = false;
+    monitor.on('change', (c: HealthChange) => {
+      changes.push(c);
+      if (!replaced) {
+        replaced = true;
+        // Drop half the memberships from inside the fan-out of the result that flips them all.
+        monitor!.setTargets(all.slice(0, 3));
+      }
+    });
+    monitor.start();
+    await jest.advanceTimersByTimeAsync(0);
+    expect(m.finish('10.0.0.1', false)).toBe(1);
+    // Every membership took the result before the first event: the listener's targets copied whole states.
+    expect(changes.map((c) => c.key)).toEqual(all.map((t) => t.key));
+    expect(monitor.statuses()).toEqual(new Map([['v0>1', 'down'], ['v1>1', 'down'], ['v2>1', 'down']])); // prettier-ignore
+    expect(monitor.stats()).toMatchObject({ probes: 1, memberships: 3 });
+    expect(monitor.availability()).toEqual(new Map([['v0', { vip: 'v0', up: 0, total: 1 }], ['v1', { vip: 'v1', up: 0, total: 1 }], ['v2', { vip: 'v2', up: 0, total: 1 }]])); // prettier-ignore
+    // The probe goes on for the memberships left.
+    await round(m, '10.0.0.1', true);
+    expect(monitor.snapshot().map((x) => x.checks)).toEqual([2, 2, 2]);
+  });
+
+  it('when slots run short, a timing-out probe that can still mark a backend down goes before one whose backends are all down', async () => {
+    const m = manual();
+    const phases = [0, 0, 0.5];
+    // One slot (the quick reserve of a cap of 1 is 0); fall 1.
+    monitor = new HealthMonitor({ jitter: 0, random: () => phases.shift() ?? 0, prober: m.prober, maxInFlight: 1 }); // prettier-ignore
+    const timeout: CheckResult = { ok: false, durationMs: 50, detail: 'timeout after 50 ms', timedOut: true };
+    monitor.setTargets([
+      target('a>1', '10.0.0.1', { fall: 1, intervalMs: 20 }), // due at 0, then every 20 ms
+      target('b>1', '10.0.0.2', { fall: 1 }), // due at 0
+      target('c>1', '10.0.0.3', { fall: 1 }), // due at 50
+    ]);
+    monitor.start();
+    await jest.advanceTimersByTimeAsync(0);
+    expect(m.finish('10.0.0.1', false, timeout)).toBe(1); // a: down, next due at 20 (all down: settled)
+    expect(m.starts).toEqual(['10.0.0.1', '10.0.0.2']);
+    await jest.advanceTimersByTimeAsync(150);
+    expect(m.finish('10.0.0.2', false, timeout)).toBe(1); // b: down; the slot frees with a (due 20) and c (due 50) waiting
+    expect(m.starts).toEqual(['10.0.0.1', '10.0.0.2', '10.0.0.3']);
+    expect(monitor.statuses()).toEqual(new Map([['a>1', 'down'], ['b>1', 'down'], ['c>1', 'up']])); // prettier-ignore
+    expect(m.finish('10.0.0.3', false, timeout)).toBe(1);
+    expect(monitor.statuses().get('c>1')).toBe('down');
+    // Nothing left that could fall: the settled ones run, earliest due first.
+    expect(m.starts.slice(3)).toEqual(['10.0.0.1']);
+    expect(monitor.stats().delayed).toBeGreaterThan(0);
+  });
+
+  it("the 'checked' event is emitted once per probe while someone listens", async () => {
+    const m = manual();
+    monitor = new HealthMonitor({ jitter: 0, random: () => 0, prober: m.prober });
+    monitor.setTargets([target('a>1', '10.0.0.1'), target('b>1', '10.0.0.1')]);
+    monitor.start();
+    await jest.advanceTimersByTimeAsync(0);
+    expect(m.finish('10.0.0.1', true)).toBe(1);
+    const checked: unknown[] = [];
+    monitor.on('checked', (c: unknown) => checked.push(c));
+    await round(m, '10.0.0.1', false);
+    expect(checked).toEqual([{ type: 'tcp', result: 'failure', durationMs: 1 }]);
+    expect(m.started()).toBe(2);
+  });
+});
