@@ -398,7 +398,7 @@ async function bench(o: Options): Promise<void> {
   const { KernelDatapath } = require(kernelJs) as {
     KernelDatapath: { adopt(o: { pinDir: string }): Datapath };
   };
-  const tag = `h13k${process.pid % 100000}`;
+  const tag = `k18${process.pid % 100000}`;
   const ns = tag;
   const ifA = `${tag}a`;
   const ifB = `${tag}b`;

@@ -45,6 +45,10 @@ export interface RecordedRequest {
   path: string;
   query: Record<string, string>;
   contentType: string | undefined;
+  /** The Authorization header as sent. */
+  authorization: string | undefined;
+  /** The Impersonate-User header (only @kubernetes/client-node's KubeConfig sends it, for a user's `as`). */
+  impersonate: string | undefined;
   body: unknown;
   atMs: number;
 }
@@ -114,6 +118,8 @@ export class FakeApiServer {
   /** How a too-old watch is refused: an ERROR event in a 200 stream (as the API server does) or HTTP 410. */
   goneMode: 'event' | 'http' = 'event';
   readonly requests: RecordedRequest[] = [];
+  /** TCP connections accepted so far. */
+  connections = 0;
   /** Called on every mutation with the time it was served (ms, Date.now()). */
   onMutation: ((e: { resource: Resource; type: string; object: Obj; atMs: number }) => void) | null = null;
   port = 0;
@@ -132,6 +138,7 @@ export class FakeApiServer {
         return;
       }
       this.sockets.add(s);
+      this.connections++;
       s.on('close', () => this.sockets.delete(s));
     });
   }
@@ -270,19 +277,26 @@ export class FakeApiServer {
     o.metadata.resourceVersion = String(this.rv);
     o.metadata.creationTimestamp ??= new Date().toISOString().replace(/\.\d+Z$/, 'Z');
     const key = storeKey(resource, o.metadata.namespace, o.metadata.name ?? '');
+    // One copy serves the store, the history and every watch (they never mutate it); `o` is the caller's.
+    const stored = clone(o);
     if (type === 'DELETED') this.store.get(resource)!.delete(key);
-    else this.store.get(resource)!.set(key, clone(o));
-    const entry: HistoryEntry = { rv: this.rv, resource, type, object: clone(o) };
+    else this.store.get(resource)!.set(key, stored);
+    const entry: HistoryEntry = { rv: this.rv, resource, type, object: stored };
     this.history.push(entry);
+    let line: string | null = null;
     for (const w of this.watchers)
       if (w.resource === resource && (w.namespace === null || w.namespace === o.metadata.namespace))
-        this.write(w, { type, object: entry.object });
+        this.writeLine(w, (line ??= JSON.stringify({ type, object: stored })));
     this.onMutation?.({ resource, type, object: clone(o), atMs: Date.now() });
-    return clone(o);
+    return o;
   }
 
   private write(w: Watcher, ev: object): void {
-    if (!w.res.writableEnded && !w.res.destroyed) w.res.write(`${JSON.stringify(ev)}\n`);
+    this.writeLine(w, JSON.stringify(ev));
+  }
+
+  private writeLine(w: Watcher, line: string): void {
+    if (!w.res.writableEnded && !w.res.destroyed) w.res.write(`${line}\n`);
   }
 
   private endWatch(w: Watcher, abrupt: boolean): void {
@@ -324,6 +338,8 @@ export class FakeApiServer {
       path: url.pathname,
       query,
       contentType: req.headers['content-type'],
+      authorization: req.headers.authorization,
+      impersonate: req.headers['impersonate-user'] as string | undefined,
       body,
       atMs: Date.now(),
     });
@@ -534,7 +550,8 @@ export class FakeApiServer {
     this.watchers.add(w);
     const t = Number(query.timeoutSeconds ?? 0);
     if (t > 0) w.timer = setTimeout(() => this.endWatch(w, false), t * 1000);
-    req.on('close', () => {
+    // The response's close: the client went away (the request's close comes once its empty body is read).
+    res.on('close', () => {
       this.watchers.delete(w);
       if (w.timer) clearTimeout(w.timer);
     });

@@ -1,6 +1,6 @@
 // The Kubernetes source in a child process against the fake API server: VIPs from Services and EndpointSlices,
 // drain, deletion, wrong class, targetPort Events, 410 / dropped / unreachable API, and event-to-update latency.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FakeApiServer } from '../helpers/fake-apiserver';
@@ -115,6 +115,42 @@ describe('KubernetesSource against the fake API server', () => {
     // Services of other classes never showed up.
     for (const l of r.vipSets()) expect(vipsOf(l).map((v) => v.address)).not.toContain('203.0.113.11');
     for (const l of r.vipSets()) expect(vipsOf(l).map((v) => v.address)).not.toContain('203.0.113.12');
+    expect(await r.stop()).toBe(0);
+  });
+
+  it('loads @kubernetes/client-node only for what the lite kubeconfig reader leaves to it (here impersonation)', async () => {
+    api.upsert('services', service({ name: 'web', vip: '203.0.113.10' }));
+    api.upsert('endpointslices', slice({ name: 'web-1', service: 'web', endpoints: [{ ip: '10.1.0.1' }] }));
+    const asKubeconfig = join(dir, 'kubeconfig-as');
+    writeFileSync(
+      asKubeconfig,
+      [
+        'apiVersion: v1',
+        'kind: Config',
+        `clusters: [{name: fake, cluster: {server: "${api.url}", insecure-skip-tls-verify: true}}]`,
+        'users: [{name: fake, user: {token: fake-token, as: lb-operator}}]',
+        'contexts: [{name: fake, context: {cluster: fake, user: fake}}]',
+        'current-context: fake',
+        '',
+      ].join('\n'),
+    );
+    const r = startRunner({ kubeconfig: asKubeconfig, nodeName: 'node-a', ...FAST });
+    runners.push(r);
+    await r.waitFor((l) => l.ev === 'ready', { what: 'ready', timeoutMs: 15_000 });
+    expect(backendsOf(r.vipSets()[0]!, 'k8s.default.web.80-tcp')).toEqual(['10.1.0.1']);
+    // The status write went out too, with the client's headers: its KubeConfig applied `as`.
+    await r.waitFor((l) => l.ev === 'log' && l.msg === 'kubernetes: status written', {
+      what: 'status written',
+      timeoutMs: 10_000,
+    });
+    expect(api.get('services', 'default', 'web')?.status?.loadBalancer?.ingress).toEqual([
+      { ip: '203.0.113.10', ipMode: 'VIP' },
+    ]);
+    const reqs = api.requests.filter((q) => q.path.startsWith('/api/') || q.path.startsWith('/apis/'));
+    expect(reqs.length).toBeGreaterThan(0);
+    expect(new Set(reqs.map((q) => `${q.authorization}|${q.impersonate}`))).toEqual(
+      new Set(['Bearer fake-token|lb-operator']),
+    );
     expect(await r.stop()).toBe(0);
   });
 

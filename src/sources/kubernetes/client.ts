@@ -1,6 +1,10 @@
-// The thin shell over @kubernetes/client-node (ESM, loaded with a dynamic import): list/watch I/O, status, Events, Leases.
+// The API shell: list/watch I/O, status, Events, Leases as plain JSON requests (http.ts). @kubernetes/client-node
+// (ESM, loaded with a dynamic import) only when the kubeconfig needs its KubeConfig (kubeconfig.ts says when).
 import type * as k8s from '@kubernetes/client-node';
+import type https from 'node:https';
 import type { ApiCall } from './api-calls';
+import { createRequester, RequestAuth } from './http';
+import { accessPlan, authOf } from './kubeconfig';
 import type { LeaseSpec } from './election';
 import type { SourceMetrics } from './metrics';
 import { noMetrics } from './metrics';
@@ -40,6 +44,8 @@ export interface KubeApi {
     spec: LeaseSpec;
     resourceVersion: string;
   }): Promise<boolean>;
+  /** Closes idle kept-alive connections (once every watch stopped). */
+  close?(): void;
 }
 
 export interface ConnectOptions {
@@ -79,18 +85,34 @@ const statusCode = (e: unknown): number | undefined => {
   return typeof x.statusCode === 'number' ? x.statusCode : undefined;
 };
 
-export async function connectKube(opts: ConnectOptions): Promise<KubeApi> {
-  const client = await loadClient();
+/** How connectKube reaches the cluster: this package's own kubeconfig reader, or the client's KubeConfig. */
+export type ClientKind = { kind: 'lite' } | { kind: 'full'; because: string };
+
+export async function connectKube(opts: ConnectOptions): Promise<KubeApi & { client: ClientKind }> {
   const metrics = opts.metrics ?? noMetrics;
-  const kc = new client.KubeConfig();
-  if (opts.kubeconfig !== undefined) kc.loadFromFile(opts.kubeconfig);
-  else kc.loadFromCluster();
-  if (kc.getCurrentCluster() === null)
-    throw new Error(`kubeconfig ${opts.kubeconfig ?? '(in-cluster)'}: no current cluster`);
-  const core = kc.makeApiClient(client.CoreV1Api);
-  const discovery = kc.makeApiClient(client.DiscoveryV1Api);
-  const coordination = kc.makeApiClient(client.CoordinationV1Api);
-  const watcher = new client.Watch(kc);
+  const plan = accessPlan({ kubeconfig: opts.kubeconfig });
+  let server: string;
+  let auth: () => Promise<RequestAuth>;
+  let clientKind: ClientKind;
+  if (plan.ok) {
+    server = plan.spec.server;
+    auth = authOf(plan.spec);
+    clientKind = { kind: 'lite' };
+  } else {
+    // Exec plugins, auth providers, proxies: the client's KubeConfig supplies headers, TLS and agent.
+    const client = await loadClient();
+    const kc = new client.KubeConfig();
+    if (opts.kubeconfig !== undefined) kc.loadFromFile(opts.kubeconfig);
+    else kc.loadFromCluster();
+    const cluster = kc.getCurrentCluster();
+    if (cluster === null)
+      throw new Error(`kubeconfig ${opts.kubeconfig ?? '(in-cluster)'}: no current cluster`);
+    server = cluster.server;
+    auth = () => requestAuth(kc, cluster.proxyUrl);
+    clientKind = { kind: 'full', because: plan.needsClient };
+  }
+  // Plain JSON over one keep-alive agent, watches included (http.ts says why).
+  const http = createRequester({ server, auth });
   const pageSize = opts.pageSize ?? 500;
   const timeoutSeconds = opts.watchTimeoutSeconds ?? 300;
 
@@ -104,14 +126,7 @@ export async function connectKube(opts: ConnectOptions): Promise<KubeApi> {
     }
   }
 
-  function io<T>(spec: {
-    listCall: ApiCall;
-    watchCall: ApiCall;
-    path: string;
-    list: (
-      cont: string | undefined,
-    ) => Promise<{ items: unknown[]; metadata?: { resourceVersion?: string; _continue?: string } }>;
-  }): ReflectorIO<T> {
+  function io<T>(spec: { listCall: ApiCall; watchCall: ApiCall; path: string }): ReflectorIO<T> {
     return {
       list: () =>
         call(spec.listCall, async (): Promise<ListPage<T>> => {
@@ -120,57 +135,62 @@ export async function connectKube(opts: ConnectOptions): Promise<KubeApi> {
           let rv = '';
           // Pages of one list share its resourceVersion; the last page's is kept.
           for (let page = 0; page < 100_000; page++) {
-            const res = await spec.list(cont);
-            items.push(...(res.items as T[]));
+            const res = await http.json<ListBody<T>>({
+              method: 'GET',
+              path: spec.path,
+              query: { limit: pageSize, continue: cont },
+            });
+            for (const item of res.items ?? []) items.push(item);
             rv = res.metadata?.resourceVersion ?? rv;
-            cont = res.metadata?._continue || undefined;
+            cont = res.metadata?.continue || undefined;
             if (cont === undefined) break;
           }
           return { items, resourceVersion: rv };
         }),
       watch: (w) =>
         call(spec.watchCall, async () => {
-          let failed = false;
-          const controller = await watcher.watch(
-            spec.path,
-            { resourceVersion: w.resourceVersion, allowWatchBookmarks: true, timeoutSeconds },
-            (type: string, object: unknown) => w.onEvent(type as WatchEventType, object),
-            (err: unknown) => {
-              if (err !== null && err !== undefined && !failed) {
-                failed = true;
-                if ((err as Error).name !== 'AbortError') metrics.apiError(spec.watchCall);
-              }
-              w.onDone(err ?? null);
+          const stream = await http.lines(
+            {
+              path: spec.path,
+              query: {
+                watch: 'true',
+                resourceVersion: w.resourceVersion,
+                allowWatchBookmarks: 'true',
+                timeoutSeconds,
+              },
+            },
+            (line) => {
+              const ev = line as { type?: unknown; object?: unknown } | null;
+              if (typeof ev?.type === 'string') w.onEvent(ev.type as WatchEventType, ev.object);
+            },
+            (err) => {
+              if (err !== null) metrics.apiError(spec.watchCall);
+              w.onDone(err);
             },
           );
-          return { stop: () => controller.abort() };
+          return { stop: () => stream.stop() };
         }),
     };
   }
 
+  const seg = encodeURIComponent;
+  const leasePath = (namespace: string, name?: string): string =>
+    `/apis/coordination.k8s.io/v1/namespaces/${seg(namespace)}/leases${name === undefined ? '' : `/${seg(name)}`}`;
+
   return {
-    services: io<Service>({
-      listCall: 'listServices',
-      watchCall: 'watchServices',
-      path: '/api/v1/services',
-      list: (cont) => core.listServiceForAllNamespaces({ limit: pageSize, _continue: cont }),
-    }),
+    client: clientKind,
+    close: () => http.close(),
+    services: io<Service>({ listCall: 'listServices', watchCall: 'watchServices', path: '/api/v1/services' }),
     endpointSlices: io<EndpointSlice>({
       listCall: 'listEndpointSlices',
       watchCall: 'watchEndpointSlices',
       path: '/apis/discovery.k8s.io/v1/endpointslices',
-      list: (cont) => discovery.listEndpointSliceForAllNamespaces({ limit: pageSize, _continue: cont }),
     }),
-    nodes: io<Node>({
-      listCall: 'listNodes',
-      watchCall: 'watchNodes',
-      path: '/api/v1/nodes',
-      list: (cont) => core.listNode({ limit: pageSize, _continue: cont }),
-    }),
+    nodes: io<Node>({ listCall: 'listNodes', watchCall: 'watchNodes', path: '/api/v1/nodes' }),
     getNode: (name) =>
       call('getNode', async () => {
         try {
-          return (await core.readNode({ name })) as unknown as Node;
+          return await http.json<Node>({ method: 'GET', path: `/api/v1/nodes/${seg(name)}` });
         } catch (e) {
           if (statusCode(e) === 404) return null;
           throw e;
@@ -178,17 +198,22 @@ export async function connectKube(opts: ConnectOptions): Promise<KubeApi> {
       }),
     patchServiceStatus: ({ namespace, name, ingress }) =>
       call('patchServiceStatus', async () => {
-        await core.patchNamespacedServiceStatus(
-          { namespace, name, body: { status: { loadBalancer: { ingress } } } },
-          client.setHeaderOptions('Content-Type', client.PatchStrategy.MergePatch),
-        );
+        await http.json({
+          method: 'PATCH',
+          path: `/api/v1/namespaces/${seg(namespace)}/services/${seg(name)}/status`,
+          contentType: 'application/merge-patch+json',
+          body: { status: { loadBalancer: { ingress } } },
+        });
       }),
     createEvent: (e) =>
       call('createEvent', async () => {
         const now = new Date().toISOString();
-        await core.createNamespacedEvent({
-          namespace: e.namespace,
+        await http.json({
+          method: 'POST',
+          path: `/api/v1/namespaces/${seg(e.namespace)}/events`,
           body: {
+            apiVersion: 'v1',
+            kind: 'Event',
             metadata: { generateName: `${e.service.name}.`, namespace: e.namespace },
             involvedObject: {
               apiVersion: 'v1',
@@ -203,9 +228,8 @@ export async function connectKube(opts: ConnectOptions): Promise<KubeApi> {
             source: { component: 'peak-xdp', host: e.reporter },
             reportingComponent: 'peak-xdp.io/lb',
             reportingInstance: e.reporter,
-            // The generated model types these as Date; the wire wants RFC 3339 text, which passes through as is.
-            firstTimestamp: now as unknown as Date,
-            lastTimestamp: now as unknown as Date,
+            firstTimestamp: now,
+            lastTimestamp: now,
             count: 1,
           },
         });
@@ -213,15 +237,15 @@ export async function connectKube(opts: ConnectOptions): Promise<KubeApi> {
     getLease: ({ namespace, name }) =>
       call('getLease', async () => {
         try {
-          const l = await coordination.readNamespacedLease({ namespace, name });
+          const l = await http.json<WireLease>({ method: 'GET', path: leasePath(namespace, name) });
           const s = l.spec ?? {};
           return {
             resourceVersion: l.metadata?.resourceVersion ?? '',
             spec: {
               holderIdentity: s.holderIdentity ?? null,
               leaseDurationSeconds: s.leaseDurationSeconds ?? 0,
-              acquireTime: s.acquireTime ? String(s.acquireTime) : null,
-              renewTime: s.renewTime ? String(s.renewTime) : null,
+              acquireTime: s.acquireTime ?? null,
+              renewTime: s.renewTime ?? null,
               leaseTransitions: s.leaseTransitions ?? 0,
             },
           };
@@ -233,9 +257,10 @@ export async function connectKube(opts: ConnectOptions): Promise<KubeApi> {
     createLease: ({ namespace, name, spec }) =>
       call('createLease', async () => {
         try {
-          await coordination.createNamespacedLease({
-            namespace,
-            body: { metadata: { name, namespace }, spec: leaseBody(spec) },
+          await http.json({
+            method: 'POST',
+            path: leasePath(namespace),
+            body: leaseObject({ namespace, name, spec }),
           });
           return true;
         } catch (e) {
@@ -246,10 +271,10 @@ export async function connectKube(opts: ConnectOptions): Promise<KubeApi> {
     updateLease: ({ namespace, name, spec, resourceVersion }) =>
       call('updateLease', async () => {
         try {
-          await coordination.replaceNamespacedLease({
-            namespace,
-            name,
-            body: { metadata: { name, namespace, resourceVersion }, spec: leaseBody(spec) },
+          await http.json({
+            method: 'PUT',
+            path: leasePath(namespace, name),
+            body: leaseObject({ namespace, name, spec, resourceVersion }),
           });
           return true;
         } catch (e) {
@@ -260,13 +285,71 @@ export async function connectKube(opts: ConnectOptions): Promise<KubeApi> {
   };
 }
 
-/** Lease spec for the generated client: MicroTime fields pass through as RFC 3339 text. */
-function leaseBody(spec: LeaseSpec): k8s.V1LeaseSpec {
+/** A list response as on the wire. */
+interface ListBody<T> {
+  items?: T[];
+  metadata?: { resourceVersion?: string; continue?: string };
+}
+
+/** A Lease as on the wire (MicroTime fields are RFC 3339 text). */
+interface WireLease {
+  metadata?: { resourceVersion?: string };
+  spec?: {
+    holderIdentity?: string | null;
+    leaseDurationSeconds?: number | null;
+    acquireTime?: string | null;
+    renewTime?: string | null;
+    leaseTransitions?: number | null;
+  };
+}
+
+/** Headers and TLS material for one request, from the kubeconfig (tokens and exec credentials refresh there). */
+async function requestAuth(kc: k8s.KubeConfig, proxyUrl: string | undefined): Promise<RequestAuth> {
+  const o: https.RequestOptions = {};
+  await kc.applyToHTTPSOptions(o);
+  const headers: Record<string, string> = {};
+  for (const [k, v] of Object.entries(o.headers ?? {}))
+    if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : String(v);
+  // As the client's generated API had it: a token wins over a user name and password.
+  if (o.auth && headers.Authorization === undefined)
+    headers.Authorization = `Basic ${Buffer.from(o.auth).toString('base64')}`;
   return {
-    holderIdentity: spec.holderIdentity ?? undefined,
-    leaseDurationSeconds: spec.leaseDurationSeconds,
-    acquireTime: (spec.acquireTime ?? undefined) as unknown as k8s.V1MicroTime,
-    renewTime: (spec.renewTime ?? undefined) as unknown as k8s.V1MicroTime,
-    leaseTransitions: spec.leaseTransitions,
+    headers,
+    tls: {
+      ca: o.ca as Buffer | string | undefined,
+      cert: o.cert as Buffer | string | undefined,
+      key: o.key as Buffer | string | undefined,
+      pfx: o.pfx as Buffer | string | undefined,
+      passphrase: o.passphrase,
+      rejectUnauthorized: o.rejectUnauthorized,
+      servername: o.servername,
+    },
+    // Through a proxy: the agent the kubeconfig layer built for it (one per request, as the client does).
+    agent: proxyUrl ? (o.agent as https.Agent | undefined) : undefined,
+  };
+}
+
+/** A Lease object for create/replace. */
+function leaseObject(o: {
+  namespace: string;
+  name: string;
+  spec: LeaseSpec;
+  resourceVersion?: string;
+}): object {
+  return {
+    apiVersion: 'coordination.k8s.io/v1',
+    kind: 'Lease',
+    metadata: {
+      name: o.name,
+      namespace: o.namespace,
+      ...(o.resourceVersion !== undefined ? { resourceVersion: o.resourceVersion } : {}),
+    },
+    spec: {
+      holderIdentity: o.spec.holderIdentity ?? undefined,
+      leaseDurationSeconds: o.spec.leaseDurationSeconds,
+      acquireTime: o.spec.acquireTime ?? undefined,
+      renewTime: o.spec.renewTime ?? undefined,
+      leaseTransitions: o.spec.leaseTransitions,
+    },
   };
 }

@@ -2,7 +2,7 @@
 import type { Registry } from 'prom-client';
 import type { VipConfig } from '../../model/config';
 import { DEFAULT_LEADER_ELECTION, type LeaderElectionOptions } from '../../model/kubernetes';
-import { connectKube, KubeApi } from './client';
+import { ClientKind, connectKube, KubeApi } from './client';
 import { decideLease, Observation, releasedSpec } from './election';
 import { createSourceMetrics, noMetrics, ResourceKind, SourceMetrics } from './metrics';
 import { NODE_SKIP_REASONS, NodeSkipReason, slimNode } from './node-backends';
@@ -191,15 +191,25 @@ export class KubernetesSource {
     if (!this.stopped) throw new Error('KubernetesSource already started');
     this.stopped = false;
     const connectStart = performance.now();
-    this.api =
-      this.opts.api ??
-      (await connectKube({
+    let client: ClientKind | null = null;
+    if (this.opts.api) this.api = this.opts.api;
+    else {
+      const api = await connectKube({
         kubeconfig: this.opts.kubeconfig,
         metrics: this.metrics,
         watchTimeoutSeconds: this.opts.watchTimeoutSeconds,
-      }));
-    // Loading @kubernetes/client-node is a synchronous second or so at start: worth seeing in the log.
-    this.log.debug({ ms: Math.round(performance.now() - connectStart) }, 'kubernetes: client ready');
+      });
+      client = api.client;
+      this.api = api;
+    }
+    // Loading @kubernetes/client-node (only for exec plugins, auth providers, proxies) is a second or so.
+    this.log.debug(
+      {
+        ms: Math.round(performance.now() - connectStart),
+        client: client === null ? 'given' : client.kind === 'lite' ? 'lite' : `full (${client.because})`,
+      },
+      'kubernetes: client ready',
+    );
     const idle = this.opts.watchIdleTimeoutMs ?? ((this.opts.watchTimeoutSeconds ?? 300) + 30) * 1000;
     const listCall = { services: 'listServices', endpointslices: 'listEndpointSlices', nodes: 'listNodes' } as const; // prettier-ignore
     const mk = <T extends Service | EndpointSlice | Node>(
@@ -292,6 +302,7 @@ export class KubernetesSource {
       }
     }
     this.setLeader(false);
+    this.api?.close?.();
   }
 
   private changed(atMs: number, status = true): void {
