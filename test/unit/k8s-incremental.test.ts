@@ -524,3 +524,58 @@ describe('KubernetesSource: the leader writes status off the publish path', () =
     await src.stop();
   });
 });
+
+describe('KubernetesSource: never a half-listed world', () => {
+  it('a Lease won after the Services are listed but before the slices are publishes nothing until both are', async () => {
+    const web = service({ name: 'web', vip: '203.0.113.10' }) as unknown as Service;
+    const webSlice = slice({ name: 'web-1', service: 'web', endpoints: [{ ip: '10.1.0.1' }] }) as unknown as EndpointSlice; // prettier-ignore
+    let releaseSlices!: () => void;
+    const slicesListed = new Promise<void>((r) => (releaseSlices = r));
+    class HeldIO extends FakeIO<EndpointSlice> {
+      override async list() {
+        await slicesListed;
+        return super.list();
+      }
+    }
+    let leader = false;
+    const api = {
+      services: new FakeIO<Service>([web]),
+      endpointSlices: new HeldIO([webSlice]),
+      nodes: new FakeIO([]),
+      getLease: () => Promise.resolve(null),
+      createLease: () => Promise.resolve(true),
+      updateLease: () => Promise.resolve(true),
+      patchServiceStatus: () => Promise.resolve(),
+      createEvent: () => Promise.resolve(),
+    } as unknown as KubeApi;
+    const calls: VipConfig[][] = [];
+    const src = new KubernetesSource({
+      api,
+      nodeName: 'n1',
+      pool: ['203.0.113.0/24'],
+      leaderElection: { leaseDurationSeconds: 15, renewDeadlineSeconds: 10, retryPeriodSeconds: 0.05 },
+      debounceMs: 1,
+      maxDebounceMs: 5,
+      onLeaderChange: (l) => (leader = l),
+      onChange: (vips) => {
+        calls.push(vips);
+      },
+    });
+    const started = src.start();
+    try {
+      // Leader, Services listed, slices still listing: a few election rounds (each once flushed the status).
+      for (let i = 0; i < 200 && !leader; i++) await new Promise((r) => setTimeout(r, 5));
+      expect(leader).toBe(true);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(calls).toEqual([]);
+      releaseSlices();
+      await started;
+      expect(calls.length).toBeGreaterThanOrEqual(1);
+      for (const c of calls) expect(c.map((v) => v.backends.map((b) => b.address))).toEqual([['10.1.0.1']]);
+    } finally {
+      releaseSlices();
+      await started.catch(() => undefined);
+      await src.stop();
+    }
+  });
+});

@@ -339,7 +339,8 @@ export class KubernetesSource {
     if (this.publishing) return this.publishing;
     const p = (async () => {
       await Promise.resolve(); // so `publishing` is set before the loop can finish
-      while (this.dirty && !this.stopped) {
+      // Never a half-listed world, whoever asked for the flush (start() flushes once every kind is listed).
+      while (this.dirty && !this.stopped && this.allSynced()) {
         this.dirty = false;
         const since = this.pendingSinceMs;
         this.pendingSinceMs = null;
@@ -349,7 +350,7 @@ export class KubernetesSource {
     })().finally(() => {
       if (this.publishing === p) this.publishing = null;
       // A change that landed after the last loop check is published by a fresh run.
-      if (this.dirty && !this.stopped) void this.flush();
+      if (this.dirty && !this.stopped && this.allSynced()) void this.flush();
     });
     this.publishing = p;
     return p;
@@ -526,7 +527,9 @@ export class KubernetesSource {
         );
         this.setLeader(false);
       }
-      if (this.leader && this.statusDirty && this.services?.synced) void this.flushLeader();
+      // All listed, not only Services: the flush publishes VIPs too, and a world with Services but no slices yet
+      // would program every VIP with no backends (seen: a Lease won between the two lists published one).
+      if (this.leader && this.statusDirty && this.allSynced()) void this.flushLeader();
       if (this.stopped) break;
       await new Promise<void>((r) => {
         this.electionWake = r;
