@@ -1,11 +1,12 @@
 // KernelDatapath on the real kernel: config, VIPs, backends, tables, counters, conntrack, pin + adopt.
-import { readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { balancerMapSizes, KernelDatapath } from '../../src/datapath/kernel';
 import { DEFAULTS } from '../../src/model/defaults';
 import { DEFAULT_CT_TIMEOUTS } from '../../src/datapath/layout';
 import { describePrivileged } from '../helpers/privileged';
 import { frame, TCP_FLAGS } from '../helpers/packet';
+import { openBpfMapFds } from '../helpers/bpf-fds';
 
 const cfg = {
   ownMac: '02:00:00:00:01:01',
@@ -89,21 +90,13 @@ describePrivileged('KernelDatapath', () => {
   });
 
   it('a batch of tables: each entry answered on its own (ids checked as the maps are made), no map left open', async () => {
-    const bpfMapFds = (): number =>
-      readdirSync('/proc/self/fd').filter((fd) => {
-        try {
-          return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:bpf-map';
-        } catch {
-          return false; // closed since the listing
-        }
-      }).length;
     const v7 = { ...vip, key: { ...vip.key, port: 81 }, id: 7 };
     const v8 = { ...vip, key: { ...vip.key, port: 82 }, id: 8 };
     await dp.upsertVip(v7);
     await dp.upsertVip(v8);
     await dp.upsertBackend({ id: 1, address: '10.1.0.1', state: 'up' });
     await dp.upsertBackend({ id: 2, address: '10.1.0.2', state: 'up' });
-    const before = bpfMapFds();
+    const before = openBpfMapFds();
     const good = Uint32Array.from([2, 1, 2, 1, 2, 1, 2]);
     const r = await dp.installTables([
       { vipId: 7, table: good },
@@ -122,7 +115,7 @@ describePrivileged('KernelDatapath', () => {
     expect(await dp.readPreviousTable(8)).toBeNull();
     // the refused entries' maps were made (off the event loop) and closed again; the installed one stays open
     // here until the datapath is pinned (its table pin is made then)
-    expect(bpfMapFds()).toBe(before + 1);
+    expect(openBpfMapFds()).toBe(before + 1);
     // the installed table's ids count: backend 1 is in use, as with a table installed alone
     await expect(dp.deleteBackend(1)).rejects.toThrow(/still in the table of VIP (3|7)/);
     await dp.deleteVip(v7.key);

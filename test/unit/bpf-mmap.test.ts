@@ -4,7 +4,7 @@
 // balancer_plain_inner: template without BPF_F_MMAPABLE), and the start's decision over an older build's pins.
 // Privileged (BPF maps, pins under /sys/fs/bpf/pkmm-<pid>, removed after); no interface, namespace or traffic.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfMap, btfMapDefs, MapFlags, MapType, unpin } from '../../src/datapath/bpf';
 import {
@@ -19,6 +19,7 @@ import { native } from '../../src/datapath/native';
 import { tableMembers } from '../../src/datapath/table-refs';
 import { bpfObjectDir, bpfObjectPath } from '../../src/paths';
 import { describePrivileged } from '../helpers/privileged';
+import { openBpfMapFds } from '../helpers/bpf-fds';
 
 const OLDER = join(bpfObjectDir, 'fixtures', 'balancer_plain_inner.bpf.o');
 const TABLE_FLAGS = MapFlags.INNER_MAP | MapFlags.MMAPABLE;
@@ -201,15 +202,7 @@ describePrivileged('BpfMap.createFilledU32s: maps made and filled off the event 
   });
 
   it('a map the kernel refuses fails the whole call, naming the entry (the maps made before it are closed)', async () => {
-    const bpfFds = (): number =>
-      readdirSync('/proc/self/fd').filter((fd) => {
-        try {
-          return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:bpf-map';
-        } catch {
-          return false; // closed since the listing
-        }
-      }).length;
-    const before = bpfFds();
+    const before = openBpfMapFds();
     // max_entries 0: EINVAL from BPF_MAP_CREATE
     await expect(
       BpfMap.createFilledU32s([
@@ -217,7 +210,7 @@ describePrivileged('BpfMap.createFilledU32s: maps made and filled off the event 
         { name: 'pk_fill_bad', maxEntries: 0, flags: MapFlags.MMAPABLE, writes: [] },
       ]),
     ).rejects.toThrow(/^maps\[1\]: create map pk_fill_bad: EINVAL/);
-    expect(bpfFds()).toBe(before);
+    expect(openBpfMapFds()).toBe(before);
   });
 });
 
