@@ -1,6 +1,7 @@
 // Map and fd calls: create, info, pin/get, lookup/update/delete/next-key, batch ops, close.
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -262,6 +263,127 @@ Napi::Value MapUpdateBatch(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, done);
 }
 
+// A worker's own copy of the map fd, taken when the call is made: the caller's fd may be closed (and its number
+// reused by another object) before the pool runs the call. -1 with *err set (EBADF) when `fd` is not open, which
+// the worker reports as the syscall would have.
+int DupFd(int fd, int* err) {
+  int own = fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (own < 0) *err = fd < 0 ? EBADF : errno;
+  return own;
+}
+
+// The batch update of mapUpdateBatchAsync, on a thread of the pool: an update of a map-in-map waits for an RCU
+// grace period (~10 ms, up to 200 ms under load) before the syscall returns, time the event loop keeps.
+class UpdateBatchWorker : public Napi::AsyncWorker {
+ public:
+  UpdateBatchWorker(Napi::Env env, int fd, Napi::Buffer<uint8_t> keys, Napi::Buffer<uint8_t> vals, uint32_t n,
+                    uint64_t flags)
+      : Napi::AsyncWorker(env), fd_(fd), n_(n), done_(n), flags_(flags), keysData_(keys.Data()),
+        valsData_(vals.Data()), keys_(Napi::Persistent(keys)), vals_(Napi::Persistent(vals)),
+        deferred_(Napi::Promise::Deferred::New(env)), own_(DupFd(fd, &err_)) {}
+
+  void Execute() override {
+    LibbpfLogReset();
+    LIBBPF_OPTS(bpf_map_batch_opts, opts);
+    opts.elem_flags = flags_;
+    if (own_ >= 0 && bpf_map_update_batch(own_, keysData_, valsData_, &done_, &opts) != 0) err_ = errno;
+    if (own_ >= 0) close(own_);
+    // the log is per thread: taken here, where the call ran
+    if (err_ != 0) log_ = LibbpfLogTake();
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (err_ != 0) {
+      // the same message as mapUpdateBatch's
+      deferred_.Reject(MakeError(env,
+                                 "map update batch (fd " + std::to_string(fd_) + ", " + std::to_string(done_) + "/" +
+                                     std::to_string(n_) + " done)",
+                                 err_, log_)
+                           .Value());
+      return;
+    }
+    deferred_.Resolve(Napi::Number::New(env, done_));
+  }
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ private:
+  int fd_;
+  uint32_t n_, done_;
+  uint64_t flags_;
+  const uint8_t* keysData_;
+  const uint8_t* valsData_;
+  // hold the buffers (and so the memory the syscall reads) until the worker is done
+  Napi::Reference<Napi::Buffer<uint8_t>> keys_, vals_;
+  Napi::Promise::Deferred deferred_;
+  int err_ = 0;
+  int own_;
+  std::string log_;
+};
+
+// mapUpdateBatchAsync(fd, keys, values, count, flags) -> Promise<count>: mapUpdateBatch on a thread of the pool.
+// The fds in `values` (map-in-map) and `fd` must stay open until the promise settles.
+Napi::Value MapUpdateBatchAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info, 0, "fd");
+  auto keys = ArgBuffer(info, 1, "keys");
+  auto vals = ArgBuffer(info, 2, "values");
+  uint32_t n = ArgU32(info, 3, "count");
+  uint64_t flags = info.Length() > 4 && info[4].IsNumber() ? info[4].As<Napi::Number>().Int64Value() : 0;
+  auto* w = new UpdateBatchWorker(env, fd, keys, vals, n, flags);
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+// mapDelete on a thread of the pool: deleting a slot of a map-in-map waits for an RCU grace period too.
+class DeleteWorker : public Napi::AsyncWorker {
+ public:
+  DeleteWorker(Napi::Env env, int fd, Napi::Buffer<uint8_t> key)
+      : Napi::AsyncWorker(env), fd_(fd), keyData_(key.Data()), key_(Napi::Persistent(key)),
+        deferred_(Napi::Promise::Deferred::New(env)), own_(DupFd(fd, &err_)) {}
+
+  void Execute() override {
+    LibbpfLogReset();
+    if (own_ >= 0 && bpf_map_delete_elem(own_, keyData_) != 0) err_ = errno;
+    if (own_ >= 0) close(own_);
+    if (err_ != 0 && err_ != ENOENT) log_ = LibbpfLogTake();
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (err_ != 0 && err_ != ENOENT) {
+      // the same message as mapDelete's
+      deferred_.Reject(MakeError(env, "map delete (fd " + std::to_string(fd_) + ")", err_, log_).Value());
+      return;
+    }
+    deferred_.Resolve(Napi::Boolean::New(env, err_ == 0));
+  }
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ private:
+  int fd_;
+  const uint8_t* keyData_;
+  Napi::Reference<Napi::Buffer<uint8_t>> key_;
+  Napi::Promise::Deferred deferred_;
+  int err_ = 0;
+  int own_;
+  std::string log_;
+};
+
+// mapDeleteAsync(fd, key) -> Promise<bool> (false when absent): mapDelete on a thread of the pool.
+Napi::Value MapDeleteAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info, 0, "fd");
+  auto key = ArgBuffer(info, 1, "key");
+  auto* w = new DeleteWorker(env, fd, key);
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
 // mapDeleteBatch(fd, keys, count) -> count
 Napi::Value MapDeleteBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -290,9 +412,11 @@ void InitMaps(Napi::Env env, Napi::Object exports) {
   exports.Set("mapLookupAndDelete", Napi::Function::New(env, MapLookupAndDelete));
   exports.Set("mapUpdate", Napi::Function::New(env, MapUpdate));
   exports.Set("mapDelete", Napi::Function::New(env, MapDelete));
+  exports.Set("mapDeleteAsync", Napi::Function::New(env, MapDeleteAsync));
   exports.Set("mapNextKey", Napi::Function::New(env, MapNextKey));
   exports.Set("mapLookupBatch", Napi::Function::New(env, MapLookupBatch));
   exports.Set("mapUpdateBatch", Napi::Function::New(env, MapUpdateBatch));
+  exports.Set("mapUpdateBatchAsync", Napi::Function::New(env, MapUpdateBatchAsync));
   exports.Set("mapDeleteBatch", Napi::Function::New(env, MapDeleteBatch));
   InitMmap(env, exports);
 }

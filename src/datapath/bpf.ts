@@ -273,6 +273,17 @@ export class BpfMap extends FdHandle {
     return native().mapDelete(this.fd, key);
   }
 
+  /**
+   * delete() on a thread of the pool: emptying a slot of a map-in-map waits for an RCU grace period (10-200 ms)
+   * before the syscall returns. The same checks (a rejection), result and error.
+   */
+  async deleteAsync(key: Buffer): Promise<boolean> {
+    this.checkKey(key);
+    // awaited here so this map (closed by the GC once unreachable) stays reachable while the call runs
+    const found = await native().mapDeleteAsync(this.fd, key);
+    return found;
+  }
+
   /** Iterates keys with get_next_key (a concurrent delete may restart the walk, as in the kernel). */
   *keys(): Generator<Buffer> {
     let k: Buffer | null = null;
@@ -354,6 +365,29 @@ export class BpfMap extends FdHandle {
     checkBuffer(`values of map ${this.info.name}`, values, count * this.valueBytes);
     if (!(flag in updateFlagValue)) throw new TypeError(`flag must be any, noexist or exist, got ${flag}`);
     return count === 0 ? 0 : native().mapUpdateBatch(this.fd, keys, values, count, updateFlagValue[flag]);
+  }
+
+  /**
+   * updateBatchPacked off the event loop, on a thread of the pool: an update of a map-in-map waits for an RCU
+   * grace period (~10 ms, up to 200 ms on a loaded host) before the syscall returns. The same checks (a rejection
+   * before anything is queued), result and error (the batch stops at the entry that failed). This map, the maps
+   * whose fds `values` holds, and both buffers must stay open and unchanged until the promise settles.
+   */
+  async updateBatchPackedAsync(
+    keys: Buffer,
+    values: Buffer,
+    count: number,
+    flag: UpdateFlag = 'any',
+  ): Promise<number> {
+    if (!Number.isInteger(count) || count < 0)
+      throw new TypeError(`count must be a non-negative integer, got ${count}`);
+    checkBuffer(`keys of map ${this.info.name}`, keys, count * this.info.keySize);
+    checkBuffer(`values of map ${this.info.name}`, values, count * this.valueBytes);
+    if (!(flag in updateFlagValue)) throw new TypeError(`flag must be any, noexist or exist, got ${flag}`);
+    if (count === 0) return 0;
+    // awaited here so this map (closed by the GC once unreachable) stays reachable while the call runs
+    const done = await native().mapUpdateBatchAsync(this.fd, keys, values, count, updateFlagValue[flag]);
+    return done;
   }
 
   /** An array map whose values userspace can reach through mmap (BPF_F_MMAPABLE). */

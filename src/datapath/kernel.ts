@@ -1473,7 +1473,8 @@ export class KernelDatapath implements Datapath {
 
   /**
    * Installs several tables: each inner map is built aside, then every slot is swapped by one batch update of
-   * the outer map (a map-in-map update waits for an RCU grace period, ~8 ms: once per batch, not per table).
+   * the outer map (a map-in-map update waits for an RCU grace period, ~8 ms: once per batch, not per table, and
+   * on a thread of the pool, not the event loop).
    * Each swap is atomic for packets. Per entry: null, or why that table was not installed (then neither the
    * table nor its previous table changed).
    *
@@ -1603,13 +1604,13 @@ export class KernelDatapath implements Datapath {
       const flips = ready.filter((r) => r.to !== r.from);
       for (const r of flips)
         if (r.prevInner === null) {
-          this.maps.maglev_prev_tables.delete(prevIndex(r.vipId, r.to));
+          await this.maps.maglev_prev_tables.deleteAsync(prevIndex(r.vipId, r.to));
           this.forgetTable('previous', r.vipId * 2 + r.to);
         }
       const writes = flips.filter((r) => r.prevInner !== null);
       if (writes.length > 0) {
         try {
-          this.updatePacked(
+          await this.updatePacked(
             this.maps.maglev_prev_tables,
             writes.map((r) => [r.vipId * 2 + r.to, r.prevInner!.fd]),
           );
@@ -1628,7 +1629,7 @@ export class KernelDatapath implements Datapath {
       let failure: Error | null = null;
       if (swaps.length > 0) {
         try {
-          this.updatePacked(
+          await this.updatePacked(
             this.maps.maglev_tables,
             swaps.map((r) => [r.vipId, r.inner.fd]),
           );
@@ -1648,7 +1649,7 @@ export class KernelDatapath implements Datapath {
         }
         // a flip that did not happen leaves the written generation unread: removed again
         const stale = installed ? r.from : r.to;
-        this.maps.maglev_prev_tables.delete(prevIndex(r.vipId, stale));
+        await this.maps.maglev_prev_tables.deleteAsync(prevIndex(r.vipId, stale));
         this.forgetTable('previous', r.vipId * 2 + stale);
         if (!installed) continue;
         this.tableRefs.set(r.vipId, r.members);
@@ -1657,7 +1658,7 @@ export class KernelDatapath implements Datapath {
       for (const r of flips)
         if (results[r.at] !== null && !swaps.includes(r) && r.prevInner !== null) {
           // its previous table did not go in (or only partly): the unread generation is cleared
-          this.maps.maglev_prev_tables.delete(prevIndex(r.vipId, r.to));
+          await this.maps.maglev_prev_tables.deleteAsync(prevIndex(r.vipId, r.to));
           this.forgetTable('previous', r.vipId * 2 + r.to);
         }
       return results;
@@ -1671,15 +1672,20 @@ export class KernelDatapath implements Datapath {
     }
   }
 
-  /** One packed batch update of an outer map: [index, inner map fd] pairs. */
-  private updatePacked(map: BpfMap, entries: [number, number][]): void {
+  /**
+   * One packed batch update of an outer map: [index, inner map fd] pairs, on a thread of the pool (the kernel
+   * waits an RCU grace period per batch, 10-200 ms the event loop keeps). The inner maps stay open until it
+   * settles (installTables closes them after). Failure: the batch stopped at the entry that failed, as the
+   * synchronous update does.
+   */
+  private async updatePacked(map: BpfMap, entries: [number, number][]): Promise<void> {
     const ks = Buffer.alloc(4 * entries.length);
     const vs = Buffer.alloc(4 * entries.length);
     entries.forEach(([k, fd], i) => {
       ks.writeUInt32LE(k, 4 * i);
       vs.writeUInt32LE(fd, 4 * i);
     });
-    map.updateBatchPacked(ks, vs, entries.length);
+    await map.updateBatchPackedAsync(ks, vs, entries.length);
   }
 
   /** Through the table's pin (or by id with CAP_SYS_ADMIN); TableUnreadableError when neither opens it. */

@@ -135,6 +135,9 @@ export interface Native {
   mapLookupAndDelete(fd: number, key: Buffer, valueSize: number): Buffer | null;
   mapUpdate(fd: number, key: Buffer, value: Buffer, flags: number): void;
   mapDelete(fd: number, key: Buffer): boolean;
+  /** mapDelete on a thread of the pool (the same result and error); `fd` stays open, `key` unchanged, until
+   * the promise settles. */
+  mapDeleteAsync(fd: number, key: Buffer): Promise<boolean>;
   mapNextKey(fd: number, key: Buffer | null, keySize: number): Buffer | null;
   mapLookupBatch(
     fd: number,
@@ -145,6 +148,15 @@ export interface Native {
     del: boolean,
   ): NativeBatchResult;
   mapUpdateBatch(fd: number, keys: Buffer, values: Buffer, count: number, flags: number): number;
+  /** mapUpdateBatch on a thread of the pool (the same result and error); `fd` and any fds in `values` must stay
+   * open, the buffers unchanged, until the promise settles. */
+  mapUpdateBatchAsync(
+    fd: number,
+    keys: Buffer,
+    values: Buffer,
+    count: number,
+    flags: number,
+  ): Promise<number>;
   mapDeleteBatch(fd: number, keys: Buffer, count: number): number;
   /** Element first + i = values[i], written through mmap (a BPF_F_MMAPABLE array of u32 values). */
   mapWriteU32s(fd: number, first: number, values: Uint32Array): void;
