@@ -74,7 +74,8 @@ struct {
 /* VIP id * 2 + the current table's parity bit -> its previous Maglev table (the one before the last
  * membership change; same inner shape, its own M). Two generations per VIP: userspace writes the next one at
  * the index no packet reads, then swaps the current table with the other parity (one update switches both).
- * Empty slot = no previous table. Read only for packets that may carry a GUE previous-owner hint. */
+ * Empty slot, or the empty table (M = 0) userspace clears slots with = no previous table. Read only for packets
+ * that may carry a GUE previous-owner hint. */
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
   __uint(max_entries, PEAK_MAX_VIPS * 2);

@@ -636,7 +636,6 @@ function checkPreviousShape(table: Uint32Array): void {
 }
 
 /** Where a VIP's previous table of generation `parity` lives in maglev_prev_tables (bpf/maps.h). */
-const prevIndex = (vipId: number, parity: 0 | 1): Buffer => u32Key(vipId * 2 + parity);
 
 /**
  * Where a balancer's installed Maglev inner maps are pinned, under its pin directory: one pin per outer slot
@@ -654,6 +653,13 @@ const OUTER_OF: Readonly<Record<TableKind, 'maglev_tables' | 'maglev_prev_tables
 const PIN_PREFIX: Readonly<Record<TableKind, string>> = { current: 'cur-', previous: 'prev-' };
 /** bpffs refuses names with a dot (EPERM): the temporary name a pin is made under before its rename. */
 const TMP_PREFIX = 'tmp-';
+/**
+ * The pin of the empty table: one inner map with M = 0 (read by the datapath as no previous table) that
+ * cleared maglev_prev_tables slots point at. Clearing a slot so is part of a batch update (one RCU wait for the
+ * whole batch); a delete waits one grace period per slot (~13 ms) and array map-in-maps have no batch delete.
+ * Pinned so a restart and the CLI know its id (a slot holding it reads as empty without opening it).
+ */
+const EMPTY_TABLE_PIN = 'empty';
 
 /** The pin name of slot `index` of `kind`'s outer map: "cur-<vipId>", "prev-<vipId * 2 + parity>". */
 export function tablePinName(kind: TableKind, index: number): string {
@@ -872,8 +878,10 @@ function readHeadParity(t: TableHandle): 0 | 1 {
   return headParity(t.map.readU32s(0, 1)[0]!);
 }
 
-/** The entries of a Maglev inner map, ids only (PEAK_SLOT_F_MOVED is ours, not an id). */
-function readInnerTable(t: TableHandle): Uint32Array {
+/** The entries of a Maglev inner map, ids only (PEAK_SLOT_F_MOVED is ours, not an id); null for the empty
+ * table (M = 0: a cleared previous slot). */
+function readInnerTable(t: TableHandle): Uint32Array | null {
+  if (headM(t.map.readU32s(0, 1)[0]!) === 0) return null;
   const out = readInnerEntries(t);
   const keep = ~(1 << sharedContract().slotMovedBit);
   for (let i = 0; i < out.length; i++) out[i] = (out[i]! & keep) >>> 0;
@@ -905,6 +913,9 @@ export class KernelDatapath implements Datapath {
   /** Inner maps installed while tableDir is null (a replace programs its balancer before pinning it), by pin
    * name: kept open so pin() can pin them (once installed, they can be opened again only by id). */
   private readonly heldTables = new Map<string, BpfMap>();
+  /** The empty table (EMPTY_TABLE_PIN) once opened or made here; its id (null: none known) once looked for. */
+  private emptyMap: BpfMap | null = null;
+  private emptyMapId: number | null | undefined = undefined;
   /** Table pins that could not be written (each read then falls back to opening by id), and the last error. */
   tablePinFailures = 0;
   lastTablePinError: string | null = null;
@@ -980,6 +991,7 @@ export class KernelDatapath implements Datapath {
       map.close();
     }
     this.heldTables.clear();
+    if (this.emptyMap !== null) this.pinTableBestEffort(EMPTY_TABLE_PIN, this.emptyMap);
     this.program.pin(join(dir, BALANCER_PROGRAM));
   }
 
@@ -1075,12 +1087,87 @@ export class KernelDatapath implements Datapath {
     }
   }
 
+  /** The empty table (EMPTY_TABLE_PIN): the pinned one when there is one of this build's shape, else made (and
+   * pinned) here. Kept open until close(). */
+  private emptyTable(): BpfMap {
+    if (this.emptyMap !== null) return this.emptyMap;
+    let m: BpfMap | null = null;
+    if (this.tableDir !== null)
+      try {
+        m = BpfMap.fromPin(join(this.tableDir, EMPTY_TABLE_PIN));
+        const i = m.info;
+        if (
+          i.type !== MapType.ARRAY ||
+          i.valueSize !== 4 ||
+          i.flags !== this.tableFlags() ||
+          m.readU32s(0, 1)[0] !== 0
+        ) {
+          m.close();
+          m = null;
+        }
+      } catch {
+        m?.close();
+        m = null;
+      }
+    if (m === null) {
+      m = this.buildTableMap(0, new Uint32Array(0), 'peak_empty', 0);
+      if (this.tableDir !== null) this.pinTableBestEffort(EMPTY_TABLE_PIN, m);
+    }
+    this.emptyMap = m;
+    this.emptyMapId = m.info.id;
+    return m;
+  }
+
+  /** The empty table's id (looked up through its pin once); null: there is none yet. */
+  private emptyTableId(): number | null {
+    if (this.emptyMapId === undefined || (this.emptyMapId === null && this.emptyMap === null)) {
+      let id: number | null = null;
+      if (this.tableDir !== null)
+        try {
+          const m = BpfMap.fromPin(join(this.tableDir, EMPTY_TABLE_PIN));
+          id = m.info.id;
+          m.close();
+        } catch {
+          // none pinned
+        }
+      // only a found id is cached: another process (the daemon, for a CLI) may pin one later
+      if (id === null) return null;
+      this.emptyMapId = id;
+    }
+    return this.emptyMapId;
+  }
+
+  /** True when slot `index` of maglev_prev_tables holds a previous table (not empty, not the empty table). */
+  private holdsPrevious(index: number): boolean {
+    const id = this.maps.maglev_prev_tables.innerId(index);
+    return id !== null && id !== this.emptyTableId();
+  }
+
+  /**
+   * Clears slots of maglev_prev_tables in one batch update to the empty table (one RCU wait for them all), off
+   * the event loop; their pins go. Throws what the update threw (the slots it reached are cleared).
+   */
+  private async clearPrevious(indexes: readonly number[]): Promise<void> {
+    if (indexes.length === 0) return;
+    const empty = this.emptyTable();
+    try {
+      await this.updatePacked(
+        this.maps.maglev_prev_tables,
+        indexes.map((i) => [i, empty.fd]),
+      );
+    } finally {
+      for (const i of indexes)
+        if (this.maps.maglev_prev_tables.innerId(i) === empty.info.id) this.forgetTable('previous', i);
+    }
+  }
+
   /** The inner map in slot `index` of `kind`'s outer map (null: empty), for VIP `vipId`; see openInstalledTable. */
   private openTable(kind: TableKind, index: number, vipId: number): TableHandle | null {
     const outer = this.maps[OUTER_OF[kind]];
     // An empty slot (every slot at a first start) is answered by one lookup: looking for its pin first would
     // cost a failed open and an exception per slot (~0.5 ms each, 2 per table at a start of 512 VIPs).
-    if (outer.innerId(index) === null) return null;
+    const id = outer.innerId(index);
+    if (id === null || id === this.emptyTableId()) return null;
     const name = tablePinName(kind, index);
     const pinPath = this.tableDir === null ? null : join(this.tableDir, name);
     return openInstalledTable<TableHandle>(
@@ -1171,6 +1258,8 @@ export class KernelDatapath implements Datapath {
     for (const m of BALANCER_MAPS) this.maps[m].close();
     for (const m of this.heldTables.values()) m.close();
     this.heldTables.clear();
+    this.emptyMap?.close();
+    this.emptyMap = null;
   }
 
   async configure(cfg: KernelConfig): Promise<void> {
@@ -1371,12 +1460,14 @@ export class KernelDatapath implements Datapath {
       if (have.get(hex) !== a.count) this.maps.vip_addrs.update(a.key, u32Key(a.count));
   }
 
-  /** Clears both generations (the stale one is normally empty already). */
+  /** Clears both generations of a VIP that goes (or changes id): a slot holding the empty table stays (no
+   * packet reads a gone VIP's slots; each delete costs an RCU wait). */
   private dropPrevious(vipId: number): void {
-    this.maps.maglev_prev_tables.delete(prevIndex(vipId, 0));
-    this.maps.maglev_prev_tables.delete(prevIndex(vipId, 1));
-    this.forgetTable('previous', vipId * 2);
-    this.forgetTable('previous', vipId * 2 + 1);
+    for (const i of [vipId * 2, vipId * 2 + 1])
+      if (this.holdsPrevious(i)) {
+        this.maps.maglev_prev_tables.delete(u32Key(i));
+        this.forgetTable('previous', i);
+      }
   }
 
   /**
@@ -1395,12 +1486,7 @@ export class KernelDatapath implements Datapath {
         // A wrong guess can pair the next previous table with the old current one for one swap (hints only).
         if (!isTableUnreadable(e)) throw e;
       }
-      p =
-        fromHead ??
-        (this.maps.maglev_prev_tables.innerId(vipId * 2 + 1) &&
-        !this.maps.maglev_prev_tables.innerId(vipId * 2)
-          ? 1
-          : 0);
+      p = fromHead ?? (this.holdsPrevious(vipId * 2 + 1) && !this.holdsPrevious(vipId * 2) ? 1 : 0);
       this.parities.set(vipId, p);
     }
     return p;
@@ -1481,7 +1567,7 @@ export class KernelDatapath implements Datapath {
    * An entry with `previous` installs the pair atomically (issue 15): the new previous table is written at
    * the generation no packet reads (maglev_prev_tables[vipId * 2 + (1 - parity)]), the current table is
    * swapped in with that parity in its header (the one update that switches both), and the stale
-   * generation is deleted once no new packet can pick it.
+   * generation is cleared (all of the batch in one update to the empty table) once no new packet can pick it.
    */
   async installTables(
     batch: readonly TableInstall[],
@@ -1599,28 +1685,25 @@ export class KernelDatapath implements Datapath {
         });
       }
       if (ready.length === 0) return results;
-      // 1. The new previous tables, at the generation no packet reads (emptied first where the new one is
-      //    "none": normally it is empty already).
+      // 1. The new previous tables, at the generation no packet reads (the empty table where the new one is
+      //    "none"), in one batch.
       const flips = ready.filter((r) => r.to !== r.from);
-      for (const r of flips)
-        if (r.prevInner === null) {
-          await this.maps.maglev_prev_tables.deleteAsync(prevIndex(r.vipId, r.to));
-          this.forgetTable('previous', r.vipId * 2 + r.to);
-        }
-      const writes = flips.filter((r) => r.prevInner !== null);
-      if (writes.length > 0) {
+      if (flips.length > 0) {
+        const written = (r: Ready): BpfMap => r.prevInner ?? this.emptyTable();
         try {
           await this.updatePacked(
             this.maps.maglev_prev_tables,
-            writes.map((r) => [r.vipId * 2 + r.to, r.prevInner!.fd]),
+            flips.map((r) => [r.vipId * 2 + r.to, written(r).fd]),
           );
         } catch (e) {
-          for (const r of writes)
-            if (this.maps.maglev_prev_tables.innerId(r.vipId * 2 + r.to) !== r.prevInner!.info.id)
+          for (const r of flips)
+            if (this.maps.maglev_prev_tables.innerId(r.vipId * 2 + r.to) !== written(r).info.id)
               results[r.at] = e as Error;
         }
-        for (const r of writes)
-          if (results[r.at] === null) this.keepTable('previous', r.vipId * 2 + r.to, r.prevInner!);
+        for (const r of flips)
+          if (results[r.at] !== null) continue;
+          else if (r.prevInner === null) this.forgetTable('previous', r.vipId * 2 + r.to);
+          else this.keepTable('previous', r.vipId * 2 + r.to, r.prevInner);
       }
       // (tests look at the window between the two steps: packets must still see the old pair)
       await o.afterPrevious?.();
@@ -1639,6 +1722,8 @@ export class KernelDatapath implements Datapath {
         }
       }
       // 3. The stale generation: after a flip no new packet reads it (an in-flight one holds its own reference).
+      //    Cleared in one batch (the empty table), not deleted slot by slot (an RCU wait each).
+      const stale: number[] = [];
       for (const r of swaps) {
         const installed = failure === null || this.maps.maglev_tables.innerId(r.vipId) === r.inner.info.id;
         if (!installed) results[r.at] = failure;
@@ -1647,20 +1732,23 @@ export class KernelDatapath implements Datapath {
           if (installed) this.tableRefs.set(r.vipId, r.members);
           continue;
         }
-        // a flip that did not happen leaves the written generation unread: removed again
-        const stale = installed ? r.from : r.to;
-        await this.maps.maglev_prev_tables.deleteAsync(prevIndex(r.vipId, stale));
-        this.forgetTable('previous', r.vipId * 2 + stale);
+        // a flip that did not happen leaves the written generation unread: cleared again
+        const unread = installed ? r.from : r.to;
+        if (this.holdsPrevious(r.vipId * 2 + unread)) stale.push(r.vipId * 2 + unread);
         if (!installed) continue;
         this.tableRefs.set(r.vipId, r.members);
         this.parities.set(r.vipId, r.to);
       }
+      const swapped = new Set(swaps);
       for (const r of flips)
-        if (results[r.at] !== null && !swaps.includes(r) && r.prevInner !== null) {
-          // its previous table did not go in (or only partly): the unread generation is cleared
-          await this.maps.maglev_prev_tables.deleteAsync(prevIndex(r.vipId, r.to));
-          this.forgetTable('previous', r.vipId * 2 + r.to);
-        }
+        if (
+          results[r.at] !== null &&
+          !swapped.has(r) &&
+          r.prevInner !== null &&
+          this.holdsPrevious(r.vipId * 2 + r.to)
+        )
+          stale.push(r.vipId * 2 + r.to); // its previous table did not go in (or only partly): cleared again
+      await this.clearPrevious(stale);
       return results;
     } finally {
       // the maps kept for pin() stay open (keepTable); the kernel holds the installed ones
@@ -1704,21 +1792,23 @@ export class KernelDatapath implements Datapath {
    * Sets or clears previous tables (Datapath.installPreviousTable). A set one is paired with the VIP's
    * current table as installed: that table is re-marked against it and swapped in together with it
    * (installTables with `previous`: one atomic switch); with no current table installed, no packet reads a
-   * previous table and it is written at the live generation directly. A cleared one is deleted (the current
-   * table's marks may stay: a marked slot then finds no previous table and sends no hint). Per entry: null
-   * or the error.
+   * previous table and it is written at the live generation directly. Cleared ones (both generations of every
+   * such VIP) point at the empty table, in one batch (the current table's marks may stay: a marked slot then
+   * finds no previous table and sends no hint). Per entry: null or the error.
    */
   async installPreviousTables(batch: readonly PreviousTableInstall[]): Promise<(Error | null)[]> {
     const st = this.vipMirror();
     const results: (Error | null)[] = batch.map(() => null);
     const pairs: TableInstall[] = [];
     const pairAt: number[] = [];
+    const clears: { at: number; slots: number[] }[] = [];
     for (let at = 0; at < batch.length; at++) {
       const { vipId, table } = batch[at]!;
       try {
         if (!st.byId.has(vipId)) throw new RangeError(`vipId: VIP ${vipId} does not exist`);
         if (table === null) {
-          this.dropPrevious(vipId);
+          // both generations, all VIPs in one batch (an expiry clears many at once)
+          clears.push({ at, slots: [vipId * 2, vipId * 2 + 1].filter((i) => this.holdsPrevious(i)) });
           continue;
         }
         checkPrevious(table);
@@ -1740,6 +1830,11 @@ export class KernelDatapath implements Datapath {
       } catch (e) {
         results[at] = e as Error;
       }
+    }
+    try {
+      await this.clearPrevious(clears.flatMap((c) => c.slots));
+    } catch (e) {
+      for (const c of clears) if (c.slots.some((i) => this.holdsPrevious(i))) results[c.at] = e as Error;
     }
     if (pairs.length > 0)
       (await this.installTables(pairs)).forEach((err, i) => {

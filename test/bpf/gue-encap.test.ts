@@ -291,9 +291,19 @@ describePrivileged('GUE encapsulation and previous-owner hints', () => {
     }
   }
   const parityOf = (vipId: number): 0 | 1 => (headOf(vipId) >>> 31) as 0 | 1;
-  /** Which of the VIP's two previous-table generations hold a table. */
+  /** Which of the VIP's two previous-table generations hold a table (not nothing, not the empty table with M = 0
+   * that cleared slots point at). */
   const generations = (vipId: number): boolean[] =>
-    [0, 1].map((p) => lb.dp.maps.maglev_prev_tables.innerId(vipId * 2 + p) !== null);
+    [0, 1].map((p) => {
+      const id = lb.dp.maps.maglev_prev_tables.innerId(vipId * 2 + p);
+      if (id === null) return false;
+      const m = BpfMap.fromId(id);
+      try {
+        return m.lookup(Buffer.alloc(4))!.readUInt32LE(0) !== 0;
+      } finally {
+        m.close();
+      }
+    });
 
   it('a generation pair swaps atomically: a slot going A -> B -> A keeps its hint through the window (issue 15)', async () => {
     const vipId = 21;
@@ -340,7 +350,7 @@ describePrivileged('GUE encapsulation and previous-owner hints', () => {
       expect(generations(vipId)[p1]).toBe(true);
       expect(generations(vipId)[1 - p1]).toBe(false);
       for (const sport of sports) expectGue(ack(sport), vipId, null); // the same owner: nothing to hint
-      // cleared: the live generation goes (and the parity stays)
+      // cleared: the live generation goes (and the parity stays); the packets below read the empty table
       await lb.dp.installPreviousTable(vipId, null);
       expect(generations(vipId)).toEqual([false, false]);
       expect(parityOf(vipId)).toBe(p1);
@@ -351,6 +361,31 @@ describePrivileged('GUE encapsulation and previous-owner hints', () => {
     }
     expect(generations(vipId)).toEqual([false, false]);
     expectGue(ack(sports[0]!), vipId, null);
+  });
+
+  it('a cleared previous table (its slot pointing at the empty table, M = 0) sends no hint from the slots still marked moved', async () => {
+    const vipId = 21;
+    const cur = lb.tables.get(vipId)!;
+    const A = new Uint32Array(251).fill(31);
+    const B = new Uint32Array(251).fill(32);
+    const sports = [46100, 46101, 46102];
+    const ack = (sport: number) => tcpTo(vipId, sport, TCP_FLAGS.ACK, Buffer.from('est'));
+    try {
+      expect(await lb.dp.installTables([{ vipId, table: B, previous: A }])).toEqual([null]);
+      lb.tables.set(vipId, B);
+      for (const sport of sports) expectGue(ack(sport), vipId, anyBackendAddr(31));
+      const moved = await lb.dp.readTable(vipId);
+      await lb.dp.installPreviousTable(vipId, null);
+      // the current table (every slot marked moved) stays; both generations hold no table
+      expect(Array.from((await lb.dp.readTable(vipId))!)).toEqual(Array.from(moved!));
+      const live = lb.dp.maps.maglev_prev_tables.innerId(vipId * 2 + parityOf(vipId));
+      expect(live).not.toBeNull();
+      expect(generations(vipId)).toEqual([false, false]);
+      for (const sport of sports) expectGue(ack(sport), vipId, null);
+    } finally {
+      await lb.dp.installTables([{ vipId, table: cur, previous: null }]);
+      lb.tables.set(vipId, cur);
+    }
   });
 
   it('a previous table: ids with bit 31 are refused; a mark found in one anyway is not part of the id', async () => {

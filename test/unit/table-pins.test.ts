@@ -291,15 +291,18 @@ describePrivileged('table pins on the kernel', () => {
     expect(prev2.length).toBe(1);
     expect(prev2[0]).not.toBe(prev1[0]);
     expect(readCapped([{ kind: 'previous', vipId: 1 }])).toEqual([[3, 3, 3, 3, 3, 3, 3]]);
-    // cleared previous table: its pin goes
+    // cleared previous table: its pin goes, its slot points at the empty table (pinned once, kept), which the
+    // DaemonSet's capabilities read as no previous table without opening it
     expect(await dp.installPreviousTables([{ vipId: 1, table: null }])).toEqual([null]);
-    expect(pins()).toEqual(['cur-0', 'cur-1']);
+    expect(pins()).toEqual(['cur-0', 'cur-1', 'empty']);
+    expect(readCapped([{ kind: 'previous', vipId: 1 }])).toEqual([null]);
+    expect(await adopted().readPreviousTable(1)).toBe(null);
 
     // deleting a VIP removes its pins; a size change drops its table (and pin) until the next install
     await dp.deleteVip(vip(1).key);
-    expect(pins()).toEqual(['cur-0']);
+    expect(pins()).toEqual(['cur-0', 'empty']);
     await dp.upsertVip(vip(0, 11));
-    expect(pins()).toEqual([]);
+    expect(pins()).toEqual(['empty']);
 
     // a temporary pin a crash left is pruned
     await dp.upsertVip(vip(0));
@@ -307,7 +310,7 @@ describePrivileged('table pins on the kernel', () => {
     pinTable(tableDir, 'x', other);
     execFileSync('mv', [join(tableDir, 'x'), join(tableDir, 'tmp-cur-0')]);
     expect(dp.pruneTablePins()).toEqual(['tmp-cur-0']);
-    expect(pins()).toEqual(['cur-0']);
+    expect(pins()).toEqual(['cur-0', 'empty']);
 
     // a missing pin: root by id, the capped reader names the VIP and the missing pin
     unpin(join(tableDir, 'cur-0'));
@@ -317,7 +320,7 @@ describePrivileged('table pins on the kernel', () => {
 
     // the balancer's unpin takes the table pins with it
     await dp.installTable(0, table([3, 2, 1, 3, 2, 1, 3]));
-    expect(pins()).toEqual(['cur-0']);
+    expect(pins()).toEqual(['cur-0', 'empty']);
     unpinBalancer(pinDir);
     expect(existsSync(tableDir)).toBe(false);
   });
@@ -334,6 +337,45 @@ describePrivileged('table pins on the kernel', () => {
     const again = KernelDatapath.adopt({ pinDir: dir });
     open.push(again);
     expect(Array.from((await again.readPreviousTable(2))!)).toEqual([1, 1, 1]);
+    unpinBalancer(dir);
+  });
+
+  it('the stale generations of a batch are cleared together: each points at the one empty table, pinned once', async () => {
+    const dir = join(root, 'peak-xdp', 'ns', 'eth2');
+    const dp = await KernelDatapath.load({ maxEntries: { vips: 8, backends: 16, conntrack: 1024 } });
+    open.push(dp);
+    dp.pin(dir);
+    const vips = [3, 4, 5];
+    for (const id of [1, 2, 3]) await dp.upsertBackend({ id, address: `10.1.0.${id}`, state: 'up' });
+    for (const v of vips) await dp.upsertVip(vip(v));
+    const t = [table([1, 1, 1, 1, 1, 1, 1]), table([2, 2, 2, 2, 2, 2, 2]), table([3, 3, 3, 3, 3, 3, 3])];
+    expect(await dp.installTables(vips.map((vipId) => ({ vipId, table: t[0]! })))).toEqual([
+      null,
+      null,
+      null,
+    ]);
+    // two flips: after the second, each VIP's first previous table is stale
+    for (const [cur, prev] of [[1, 0], [2, 1]] as const)
+      expect(await dp.installTables(vips.map((vipId) => ({ vipId, table: t[cur]!, previous: t[prev]! })))).toEqual([null, null, null]); // prettier-ignore
+    const slots = vips.flatMap((v) => [v * 2, v * 2 + 1]).map((i) => dp.maps.maglev_prev_tables.innerId(i));
+    expect(slots.every((id) => id !== null)).toBe(true);
+    const empty = BpfMap.fromPin(join(dir, TABLE_PIN_DIR, 'empty'));
+    open.push(empty);
+    expect(empty.readU32s(0, 1)[0]).toBe(0);
+    // per VIP, one generation is the empty table, the other its live previous table
+    expect(slots.filter((id) => id === empty.info.id).length).toBe(3);
+    for (const v of vips) expect(Array.from((await dp.readPreviousTable(v))!)).toEqual(Array.from(t[1]!));
+    expect(readdirSync(join(dir, TABLE_PIN_DIR)).filter((n) => n.startsWith('prev-')).length).toBe(3);
+    // a restart finds the same empty table through its pin (no second one made) and reads cleared slots as none
+    const again = KernelDatapath.adopt({ pinDir: dir });
+    open.push(again);
+    expect(await again.installPreviousTables(vips.map((vipId) => ({ vipId, table: null })))).toEqual([null, null, null]); // prettier-ignore
+    const after = vips
+      .flatMap((v) => [v * 2, v * 2 + 1])
+      .map((i) => again.maps.maglev_prev_tables.innerId(i));
+    expect(after).toEqual(after.map(() => empty.info.id));
+    for (const v of vips) expect(await again.readPreviousTable(v)).toBe(null);
+    expect(readdirSync(join(dir, TABLE_PIN_DIR)).sort()).toEqual(['cur-3', 'cur-4', 'cur-5', 'empty']);
     unpinBalancer(dir);
   });
 });
