@@ -236,6 +236,38 @@ describe('desiredState', () => {
     }
   });
 
+  it('redirectSkipped into another array: the same slots as in place, the input untouched, any ids (up to 2^24 - 1)', () => {
+    /** unbounded forward probing, slot by slot */
+    const probe = (t: Uint32Array, skip: Set<number>): Uint32Array => {
+      if (skip.size === 0 || t.every((id) => skip.has(id))) return t.slice();
+      return t.map((_, s) => {
+        let j = s;
+        while (skip.has(t[j]!)) j = (j + 1) % t.length;
+        return t[j]!;
+      });
+    };
+    const ids = fc.constantFrom(0, 1, 2, 3, 7, 255, 65536, 2 ** 24 - 1);
+    fc.assert(
+      fc.property(
+        fc.array(ids, { minLength: 1, maxLength: 40 }),
+        fc.uniqueArray(ids, { maxLength: 5 }),
+        (a, k) => {
+          const t = Uint32Array.from(a);
+          const skip = new Set(k);
+          const want = probe(t, skip);
+          const out = new Uint32Array(t.length).fill(12345);
+          expect(redirectSkipped(t, skip, out)).toBe(out);
+          expect(Array.from(out)).toEqual(Array.from(want));
+          expect(Array.from(t)).toEqual(a);
+          expect(Array.from(redirectSkipped(t, skip))).toEqual(Array.from(want));
+        },
+      ),
+    );
+    expect(() => redirectSkipped(Uint32Array.of(1, 2), new Set([1]), new Uint32Array(3))).toThrow(
+      'out: length 3 is not the table',
+    );
+  });
+
   it('resolves the datapath config from the file and the host', () => {
     const cfg = config([], { encapSource: ['10.9.0.0/24'], mtu: 1600 });
     expect(
