@@ -156,6 +156,22 @@ function fillWeighted(
     }
 }
 
+/** What a built table's member indices become: `values[i]` for member i, `none` for NO_BACKEND. */
+export interface TableValues {
+  values: Uint32Array;
+  none: number;
+}
+
+/** Rewrites a built table in place, member index -> `as.values[index]` (NO_BACKEND -> `as.none`). */
+export function mapTable(table: Uint32Array, as: TableValues): Uint32Array {
+  const { values, none } = as;
+  for (let s = 0; s < table.length; s++) {
+    const i = table[s]!;
+    table[s] = i === NO_BACKEND ? none : values[i]!;
+  }
+  return table;
+}
+
 /** Slots per backend index (length = number of backends). */
 export function slotCounts(table: Uint32Array, backends: number): Uint32Array {
   const counts = new Uint32Array(backends);

@@ -4,11 +4,12 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
-import { buildTable, MaglevBackend } from './maglev';
+import { buildTable, MaglevBackend, mapTable, TableValues } from './maglev';
 
-/** Builds Maglev tables: the result equals buildTable({ backends, size }) (member index per slot). */
+/** Builds Maglev tables: the result equals buildTable({ backends, size }) (member index per slot), or with `as`
+ * mapTable of it (each member's value per slot: done where the table is built, off the caller's thread). */
 export interface TableBuilder {
-  build(backends: readonly MaglevBackend[], size: number): Promise<Uint32Array>;
+  build(backends: readonly MaglevBackend[], size: number, as?: TableValues): Promise<Uint32Array>;
   /** Runs of at most this many tables are better built in-thread than through this builder (its start-up or
    * round trip costs more); absent: the reconciler's default (INLINE_TABLES). */
   readonly inlineUpTo?: number;
@@ -25,13 +26,14 @@ let inlineTail: Promise<unknown> = Promise.resolve();
 /** In-thread builder (tests, CLI): builds on the caller's thread, one after another, giving the event loop a
  * turn before a build once INLINE_SLICE_MS of building ran since the last turn (timers and I/O wait no longer). */
 export const inlineTableBuilder: TableBuilder = {
-  build: (backends, size) => {
+  build: (backends, size, as) => {
     const built = inlineTail.then(async () => {
       if (performance.now() - inlineTurnAt >= INLINE_SLICE_MS) {
         await nextTurn();
         inlineTurnAt = performance.now();
       }
-      return buildTable({ backends, size });
+      const t = buildTable({ backends, size });
+      return as === undefined ? t : mapTable(t, as);
     });
     inlineTail = built.catch(() => undefined);
     return built;
@@ -45,6 +47,8 @@ export interface TableJob {
   names: string[];
   weights: number[];
   size: number;
+  /** TableBuilder.build's `as` (absent: member indices) */
+  as?: TableValues;
 }
 
 /** A table worker's answer: the table (its buffer transferred) or the build's error. */
@@ -125,7 +129,7 @@ export class WorkerTableBuilder implements TableBuilder {
     return this.deaths;
   }
 
-  build(backends: readonly MaglevBackend[], size: number): Promise<Uint32Array> {
+  build(backends: readonly MaglevBackend[], size: number, as?: TableValues): Promise<Uint32Array> {
     if (this.closed) return Promise.reject(new Error('Maglev table builder is closed'));
     return new Promise<Uint32Array>((resolve, reject) => {
       const job: TableJob = {
@@ -133,6 +137,7 @@ export class WorkerTableBuilder implements TableBuilder {
         names: backends.map((b) => b.name),
         weights: backends.map((b) => b.weight),
         size,
+        ...(as === undefined ? {} : { as }),
       };
       this.queue.push({ job, resolve, reject });
       this.dispatch();

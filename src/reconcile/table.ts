@@ -1,5 +1,5 @@
 // Maglev tables of backend ids: built lazily from a recipe, memoised by signature, down members redirected.
-import { buildTable, checkTableInput, MaglevBackend, NO_BACKEND } from '../maglev/maglev';
+import { buildTable, checkTableInput, MaglevBackend, mapTable } from '../maglev/maglev';
 import type { TableBuilder } from '../maglev/pool';
 import type { DesiredBackend } from './desired';
 
@@ -106,17 +106,10 @@ export class IdTable {
   #built(recipe: MaglevBackend[]): Uint32Array {
     const held = this.#held?.ids;
     if (held != null) return held.slice();
-    return this.#toIds(buildTable({ backends: recipe, size: this.size }));
-  }
-
-  /** A member-index table (buildTable's output) turned, in place, into backend ids. */
-  #toIds(out: Uint32Array): Uint32Array {
-    const members = this.#members;
-    for (let s = 0; s < out.length; s++) {
-      const i = out[s]!;
-      out[s] = i === NO_BACKEND ? NO_BACKEND_ID : members[i]!;
-    }
-    return out;
+    return mapTable(buildTable({ backends: recipe, size: this.size }), {
+      values: this.#members,
+      none: NO_BACKEND_ID,
+    });
   }
 
   /**
@@ -129,7 +122,8 @@ export class IdTable {
     if (recipe === null) return;
     let h = this.#held;
     if (h === null) {
-      const ready = builder.build(recipe, this.size).then((t) => this.#toIds(t));
+      // backend ids straight from the builder (mapped where it builds, off the event loop)
+      const ready = builder.build(recipe, this.size, { values: this.#members, none: NO_BACKEND_ID });
       const entry: Held = { count: 0, ready, ids: null };
       h = this.#held = entry;
       ready.then(

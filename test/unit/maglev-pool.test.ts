@@ -5,7 +5,14 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { buildTable, inlineTableBuilder, MaglevBackend, WorkerTableBuilder } from '../../src/maglev';
+import {
+  buildTable,
+  inlineTableBuilder,
+  MaglevBackend,
+  mapTable,
+  NO_BACKEND,
+  WorkerTableBuilder,
+} from '../../src/maglev';
 import { packageRoot } from '../../src/paths';
 
 jest.setTimeout(60000);
@@ -66,6 +73,15 @@ describe('inlineTableBuilder', () => {
       );
     await expect(inlineTableBuilder.build(backendsN(2), 12)).rejects.toThrow(RangeError);
   });
+
+  it('with `as`: each member index becomes its value, NO_BACKEND the `none` value (mapTable)', async () => {
+    const as = { values: Uint32Array.of(101, 102, 103), none: 7 };
+    const built = buildTable({ backends: backendsN(3), size: 13 });
+    const mapped = await inlineTableBuilder.build(backendsN(3), 13, as);
+    expect(Array.from(mapped)).toEqual(Array.from(built, (i) => as.values[i]!));
+    expect(Array.from(await inlineTableBuilder.build([], 13, as))).toEqual(new Array(13).fill(7));
+    expect(Array.from(mapTable(Uint32Array.of(NO_BACKEND, 2, 0), as))).toEqual([7, 103, 101]);
+  });
 });
 
 describe('WorkerTableBuilder', () => {
@@ -79,6 +95,11 @@ describe('WorkerTableBuilder', () => {
       const tables = await Promise.all(jobs.map((j) => j.p));
       jobs.forEach(({ c }, k) => expectSame(tables[k]!, buildTable({ backends: c.backends, size: c.size })));
       expect(pool.running).toBe(2);
+      // with `as`: mapped in the worker, as mapTable maps
+      for (const c of cases) {
+        const as = { values: Uint32Array.from(c.backends, (_, i) => 1000 + i), none: 0 };
+        expectSame(await pool.build(c.backends, c.size, as), mapTable(buildTable({ backends: c.backends, size: c.size }), as)); // prettier-ignore
+      }
       expect(pool.workerDeaths).toBe(0);
     } finally {
       await pool.close();

@@ -6,6 +6,7 @@ import type { DatapathConfig } from '../../src/datapath/types';
 import * as maglev from '../../src/maglev/maglev';
 import type { MaglevBackend } from '../../src/maglev/maglev';
 import { inlineTableBuilder, TableBuilder } from '../../src/maglev/pool';
+import type { TableValues } from '../../src/maglev/maglev';
 import { Config, validateConfig } from '../../src/model';
 import {
   applyPlan,
@@ -62,13 +63,13 @@ function recordingBuilder() {
   const builder: TableBuilder = {
     // Runs of more than 2 tables go through it (the worker pool's own threshold is higher: see INLINE_TABLES).
     inlineUpTo: 2,
-    async build(backends: readonly MaglevBackend[], size: number): Promise<Uint32Array> {
+    async build(backends: readonly MaglevBackend[], size: number, as?: TableValues): Promise<Uint32Array> {
       calls.push(backends.map((b) => b.name));
       pending++;
       maxPending = Math.max(maxPending, pending);
       try {
         if (backends.some((b) => failing.has(b.name))) throw new Error(`no table for ${backends[0]!.name}`);
-        return await inlineTableBuilder.build(backends, size);
+        return await inlineTableBuilder.build(backends, size, as);
       } finally {
         pending--;
       }
