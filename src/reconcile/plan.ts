@@ -374,6 +374,9 @@ export interface ReconcileSummary {
   durationMs: number;
   /** Previous tables written (set or cleared): with a changed table or on their own. */
   previousTablesWritten: number;
+  /** Tables made from the one installed (more members down, redirected in it: IdTable.holdInstalled) instead
+   * of a Maglev build. */
+  tablesFromInstalled: number;
   /** When a retained table change expires (ms, the reconciler's clock): reconcile again then to write the
    * VIP's previous table without it. null: none retained. */
   nextPreviousExpiry: number | null;
@@ -407,6 +410,7 @@ export function summarisePlan(plan: Plan, desired: DesiredState): ReconcileSumma
     failures: [],
     durationMs: 0,
     previousTablesWritten: 0,
+    tablesFromInstalled: 0,
     nextPreviousExpiry: null,
   };
   const touchedVips = new Set<number>();

@@ -272,24 +272,38 @@ interface Prepared<T> {
  * Holds the tables a chunk of operations will need, built through `builder` (concurrently): `own` (its
  * failure is the operation's) and `extra` tables (a failure there is left to the code that uses them).
  */
+/** The table a VIP has installed now, read back, and the IdTable it was installed from (null: none usable). */
+type InstalledTable = () => Promise<{ from: IdTable; table: Uint32Array } | null>;
+
 async function prepare<T>(
   ops: readonly T[],
   builder: TableBuilder,
-  tablesOf: (op: T) => { own: IdTable | null; extra: readonly IdTable[] },
-): Promise<Prepared<T>> {
+  tablesOf: (op: T) => { own: IdTable | null; extra: readonly IdTable[]; installed?: InstalledTable },
+): Promise<Prepared<T> & { fromInstalled: number }> {
   const held: IdTable[] = [];
   const errors = new Map<T, unknown>();
+  let fromInstalled = 0;
   const hold = (t: IdTable): Promise<void> => t.hold(builder).then(() => void held.push(t));
+  /** Made from the installed table when it qualifies (IdTable.holdInstalled), else built. */
+  const holdOwn = async (t: IdTable, installed: InstalledTable | undefined): Promise<void> => {
+    const r = installed === undefined ? null : await installed().catch(() => null);
+    if (r !== null && t.holdInstalled(r.from, r.table)) {
+      held.push(t);
+      fromInstalled++;
+      return;
+    }
+    await hold(t);
+  };
   await Promise.all(
     ops.map(async (op) => {
-      const { own, extra } = tablesOf(op);
+      const { own, extra, installed } = tablesOf(op);
       await Promise.all([
-        own === null ? null : hold(own).catch((e: unknown) => void errors.set(op, e)),
+        own === null ? null : holdOwn(own, installed).catch((e: unknown) => void errors.set(op, e)),
         ...extra.map((t) => hold(t).catch(() => undefined)),
       ]);
     }),
   );
-  return { ops, errors, release: () => held.forEach((t) => t.release()) };
+  return { ops, errors, fromInstalled, release: () => held.forEach((t) => t.release()) };
 }
 
 /** Prepares chunk k+1 while chunk k is consumed; every prepared chunk is released after use. */
@@ -390,6 +404,23 @@ export async function applyPlan(
     (op.op === 'installPreviousTable' && failedVips.has(op.vipName));
   // The table each previous table is computed from (second-chance.ts took it from the view planning saw).
   const oldTables = o.installed === undefined ? new Map<Op, IdTable>() : oldTablesOf(plan, deps, o.installed);
+  let fromInstalled = 0;
+  /**
+   * A table with members down whose VIP has one of ours installed with the same natural table: made from that
+   * one, read back (IdTable.holdInstalled), instead of built. Not with a previous table (that one needs the
+   * natural table too).
+   */
+  const installedOf = (op: InstallTableOp): InstalledTable | undefined => {
+    if (o.installed === undefined || op.previous !== undefined || !op.table.redirects) return undefined;
+    const key = deps.keyOf(op.vipName);
+    const v = key === undefined ? undefined : o.installed.vips.get(key);
+    const from = v?.id === op.vipId ? o.installed.tables.get(op.vipId) : undefined;
+    if (!(from instanceof IdTable) || from.naturalSignature !== op.table.naturalSignature) return undefined;
+    return async () => {
+      const table = await dp.readTable(op.vipId);
+      return table === null ? null : { from, table };
+    };
+  };
 
   /** Applies one operation (not a table install), recording its success or failure. */
   const applyOne = async (op: Op): Promise<void> => {
@@ -475,7 +506,10 @@ export async function applyPlan(
         (ops) =>
           prepare(ops, by, (t) => {
             const old = t.previous?.build ? oldTables.get(t) : undefined;
-            return { own: t.table, extra: old === undefined ? [] : [old] };
+            return { own: t.table, extra: old === undefined ? [] : [old], installed: installedOf(t) };
+          }).then((p) => {
+            fromInstalled += p.fromInstalled;
+            return p;
           }),
         installBatch,
       );
@@ -500,6 +534,7 @@ export async function applyPlan(
   }
   const summary = summarisePlan(applied, desired);
   summary.previousTablesWritten = previousWritten;
+  summary.tablesFromInstalled = fromInstalled;
   if (applied.length !== plan.length || failures.length > 0) {
     // "Unchanged" means the plan had nothing for the VIP, not that its operations failed.
     summary.vipsUnchanged = summarisePlan(plan, desired).vipsUnchanged;

@@ -11,6 +11,8 @@ interface Held {
   count: number;
   ready: Promise<Uint32Array>;
   ids: Uint32Array | null;
+  /** `ids` are this table's ids as installed (down members redirected: holdInstalled), not its natural ones. */
+  final: boolean;
 }
 
 /** What a table is built from: its size and members (weight 0 already left out). */
@@ -30,6 +32,8 @@ export interface TableRecipe {
 export class IdTable {
   /** Identity of the inputs (size, sorted address=id*weight): equal signatures, equal tables. */
   readonly signature: string;
+  /** The signature without the skipped members: equal ones, equal natural tables (before redirects). */
+  readonly naturalSignature: string;
   readonly size: number;
   /** Backend id per member index; [NO_BACKEND_ID] when the table has no member. */
   readonly #members: Uint32Array;
@@ -45,6 +49,7 @@ export class IdTable {
   constructor(signature: string, recipe: TableRecipe);
   constructor(signature: string, from: Uint32Array | TableRecipe, memberIds: readonly number[] = []) {
     this.signature = signature;
+    this.naturalSignature = naturalSignatureOf(signature);
     if (from instanceof Uint32Array) {
       const n = memberIds.length;
       this.size = from.length;
@@ -73,9 +78,10 @@ export class IdTable {
   ids(): Uint32Array {
     const members = this.#members;
     if (this.#recipe !== null) {
-      const held = this.#held?.ids;
+      const h = this.#held;
+      if (h?.ids != null && h.final) return h.ids.slice();
       // from the held slots in one pass (no copy first)
-      if (held != null) return redirectSkipped(held, this.#skip, new Uint32Array(held.length));
+      if (h?.ids != null) return redirectSkipped(h.ids, this.#skip, new Uint32Array(h.ids.length));
       return redirectSkipped(this.#built(this.#recipe), this.#skip);
     }
     const slots = this.#slots!;
@@ -90,8 +96,8 @@ export class IdTable {
    * tables at 65537 slots was 16 MiB of copies, and their garbage brought collections into every batch.
    */
   sharedIds(): Uint32Array {
-    const held = this.#held?.ids;
-    return held != null && this.#skip.size === 0 ? held : this.ids();
+    const h = this.#held;
+    return h?.ids != null && (h.final || this.#skip.size === 0) ? h.ids : this.ids();
   }
 
   /**
@@ -104,8 +110,8 @@ export class IdTable {
 
   /** The recipe's Maglev table as backend ids, nothing redirected (a copy of the held one, if held). */
   #built(recipe: MaglevBackend[]): Uint32Array {
-    const held = this.#held?.ids;
-    if (held != null) return held.slice();
+    const h = this.#held;
+    if (h?.ids != null && !h.final) return h.ids.slice();
     return mapTable(buildTable({ backends: recipe, size: this.size }), {
       values: this.#members,
       none: NO_BACKEND_ID,
@@ -124,7 +130,7 @@ export class IdTable {
     if (h === null) {
       // backend ids straight from the builder (mapped where it builds, off the event loop)
       const ready = builder.build(recipe, this.size, { values: this.#members, none: NO_BACKEND_ID });
-      const entry: Held = { count: 0, ready, ids: null };
+      const entry: Held = { count: 0, ready, ids: null, final: false };
       h = this.#held = entry;
       ready.then(
         (ids) => {
@@ -142,6 +148,29 @@ export class IdTable {
       h.count--;
       throw e;
     }
+  }
+
+  /**
+   * hold() without a build, from the table installed now: `installed` is what the datapath holds for this VIP,
+   * installed from `from` (its ids, read back: taken and changed here). When `from` has our natural table and
+   * a subset of our skipped members, our ids are `installed` with our skipped members redirected (redirecting
+   * more members of an already redirected table gives what redirecting all of them in the natural one gives:
+   * each skipped slot still names the first kept owner after it). A member going down at many VIPs at once (a
+   * node failure, endpoints terminating) then costs no Maglev build. Held until one release(); false (nothing
+   * held) when `from` does not qualify, or this table is held already or has nothing to redirect.
+   */
+  holdInstalled(from: IdTable, installed: Uint32Array): boolean {
+    if (this.#recipe === null || this.#held !== null || this.#skip.size === 0) return false;
+    if (
+      from.#recipe === null ||
+      from.naturalSignature !== this.naturalSignature ||
+      installed.length !== this.size
+    )
+      return false;
+    for (const id of from.#skip) if (!this.#skip.has(id)) return false;
+    const ids = redirectSkipped(installed, this.#skip);
+    this.#held = { count: 1, ready: Promise.resolve(ids), ids, final: true };
+    return true;
   }
 
   /** Ends one hold(): the slots are dropped when none is left (memory: 4 bytes per slot). */
@@ -183,9 +212,9 @@ export class IdTable {
   equals(ids: Uint32Array): boolean {
     if (ids.length !== this.size) return false;
     if (this.#slots === null) {
-      // Held and nothing redirected: compare with the held ids as they are (no copy).
-      const held = this.#held?.ids;
-      const mine = held != null && this.#skip.size === 0 ? held : this.ids();
+      // Held as installed, or held and nothing redirected: compare with the held ids as they are (no copy).
+      const h = this.#held;
+      const mine = h?.ids != null && (h.final || this.#skip.size === 0) ? h.ids : this.ids();
       for (let s = 0; s < mine.length; s++) if (ids[s] !== mine[s]) return false;
       return true;
     }
@@ -247,11 +276,18 @@ function skippedMembers(members: readonly DesiredBackend[]): number[] {
   return skip.length === members.length ? [] : skip.sort((a, b) => a - b);
 }
 
+/** The natural part of a table signature (tableSignature without its skipped members). */
+function naturalSignatureOf(signature: string): string {
+  const at = signature.indexOf(SKIP_PART);
+  return at < 0 ? signature : signature.slice(0, at);
+}
+const SKIP_PART = '|skip:';
+
 export function tableSignature(tableSize: number, backends: readonly DesiredBackend[]): string {
   const members = backends.filter((b) => b.weight > 0);
   const parts = members.map((b) => `${b.address}=${b.id}*${b.weight}`).sort();
   const skip = skippedMembers(members);
-  return `${tableSize}|${parts.join(',')}${skip.length > 0 ? `|skip:${skip.join(',')}` : ''}`;
+  return `${tableSize}|${parts.join(',')}${skip.length > 0 ? `${SKIP_PART}${skip.join(',')}` : ''}`;
 }
 
 /** A byte per id from the smallest skipped one to the largest (ids are below 2^24: limits.maxBackends), reused

@@ -233,6 +233,103 @@ describe('Reconciler with a TableBuilder', () => {
   });
 });
 
+/** `vips` ipip VIPs of backends 1..5, those in `drained` draining (they take no new flows: redirected). */
+function drainConfig(vips: number, drained: number[]): Config {
+  const r = validateConfig({
+    interface: 'eth0',
+    vips: Array.from({ length: vips }, (_, v) => ({
+      name: `v${v}`,
+      address: `10.0.${v >> 8}.${v & 255}`,
+      port: 80,
+      protocol: 'tcp',
+      tableSize: 251,
+      encap: 'ipip',
+      backends: [1, 2, 3, 4, 5].map((b) => ({ address: `10.1.${v}.${b}`, drain: drained.includes(b) })),
+    })),
+  });
+  if (!r.ok) throw new Error(r.errors.map((e) => `${e.path}: ${e.message}`).join('; '));
+  return r.config;
+}
+
+describe('Reconciler: tables made from the installed ones', () => {
+  it('members going down build nothing (the installed table is redirected further); one coming back is built', async () => {
+    const dp = new MemoryDatapath();
+    const rec = recordingBuilder();
+    const next = states();
+    const r = new Reconciler(dp, { builder: rec.builder });
+    const s1 = await r.reconcile(next(drainConfig(20, [])));
+    expect(s1.tablesInstalled).toBe(20);
+    expect(rec.calls).toHaveLength(20);
+    // one member down everywhere (a node failure): 20 tables from the installed ones, no build
+    const d2 = next(drainConfig(20, [2]));
+    const s2 = await r.reconcile(d2);
+    expect(s2.failures).toEqual([]);
+    expect(s2.tablesInstalled).toBe(20);
+    expect(s2.tablesFromInstalled).toBe(20);
+    expect(rec.calls).toHaveLength(20);
+    await expectInstalled(dp, d2); // ids() builds in-thread: the same tables as built from scratch
+    // a second one down: again from the installed (already redirected) tables
+    const d3 = next(drainConfig(20, [2, 4]));
+    const s3 = await r.reconcile(d3);
+    expect(s3.tablesFromInstalled).toBe(20);
+    expect(rec.calls).toHaveLength(20);
+    await expectInstalled(dp, d3);
+    // one back up: its slots cannot be found in the installed table; built
+    const d4 = next(drainConfig(20, [4]));
+    const s4 = await r.reconcile(d4);
+    expect(s4.tablesInstalled).toBe(20);
+    expect(s4.tablesFromInstalled).toBe(0);
+    expect(rec.calls).toHaveLength(40);
+    await expectInstalled(dp, d4);
+    // every member down: nothing to redirect to (the natural table): built
+    const d5 = next(drainConfig(20, [1, 2, 3, 4, 5]));
+    const s5 = await r.reconcile(d5);
+    expect(s5.tablesFromInstalled).toBe(0);
+    expect(rec.calls).toHaveLength(60);
+    await expectInstalled(dp, d5);
+  });
+
+  it('a table installed by someone else (read back at a start) is not trusted: built', async () => {
+    const dp = new MemoryDatapath();
+    const next = states();
+    await new Reconciler(dp, { builder: recordingBuilder().builder }).reconcile(next(drainConfig(4, [])));
+    const rec = recordingBuilder();
+    const fresh = new Reconciler(dp, { builder: rec.builder });
+    const d = next(drainConfig(4, [3]));
+    const s = await fresh.reconcile(d);
+    expect(s.failures).toEqual([]);
+    expect(s.tablesFromInstalled).toBe(0);
+    expect(s.tablesInstalled).toBe(4);
+    await expectInstalled(dp, d);
+  });
+});
+
+describe('IdTable from the installed table (holdInstalled)', () => {
+  const table = (drained: number[]) => desiredState({ config: drainConfig(1, drained), datapathConfig: DP_CONFIG }).vips[0]!.table; // prettier-ignore
+  it('equals a build for any grown set of members down; refuses other natural tables, shrunk sets and held tables', () => {
+    const sets = [[], [1], [2], [1, 2], [2, 5], [1, 2, 5], [1, 2, 3, 4]];
+    for (const a of sets)
+      for (const b of sets) {
+        const from = table(a);
+        const to = table(b);
+        const ok = to.holdInstalled(from, from.ids());
+        const grown = b.length > 0 && a.every((x) => b.includes(x));
+        expect([a, b, ok]).toEqual([a, b, grown]);
+        if (!ok) continue;
+        expect(to.sharedIds()).toEqual(table(b).ids());
+        expect(to.equals(table(b).ids())).toBe(true);
+        expect(to.naturalIds()).toEqual(table([]).ids());
+        expect(to.holdInstalled(from, from.ids())).toBe(false); // held already
+        to.release();
+      }
+    // another natural table (other members), or a wrong length: refused
+    const other = desiredState({ config: config(1, () => [1, 2, 3]), datapathConfig: DP_CONFIG }).vips[0]!
+      .table;
+    expect(table([2]).holdInstalled(other, other.ids())).toBe(false);
+    expect(table([2]).holdInstalled(table([]), new Uint32Array(7))).toBe(false);
+  });
+});
+
 describe('IdTable built through a builder', () => {
   it('shares one build among holders, serves ids() from it while held, and drops it on the last release', async () => {
     const d = desiredState({ config: config(1, () => [1, 2, 3, 4]), datapathConfig: DP_CONFIG });
