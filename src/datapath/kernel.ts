@@ -1118,21 +1118,22 @@ export class KernelDatapath implements Datapath {
     return m;
   }
 
-  /** The empty table's id (looked up through its pin once); null: there is none yet. */
+  /**
+   * The empty table's id, looked up through its pin once (null: none). Cached either way: the pins' owner (the
+   * daemon) makes it itself when none is pinned; a CLI reading alongside may, at worst, not know one the daemon
+   * made after the lookup (a slot holding it then reads as unpinned: by id, as root).
+   */
   private emptyTableId(): number | null {
-    if (this.emptyMapId === undefined || (this.emptyMapId === null && this.emptyMap === null)) {
-      let id: number | null = null;
+    if (this.emptyMapId === undefined) {
+      this.emptyMapId = null;
       if (this.tableDir !== null)
         try {
           const m = BpfMap.fromPin(join(this.tableDir, EMPTY_TABLE_PIN));
-          id = m.info.id;
+          this.emptyMapId = m.info.id;
           m.close();
         } catch {
           // none pinned
         }
-      // only a found id is cached: another process (the daemon, for a CLI) may pin one later
-      if (id === null) return null;
-      this.emptyMapId = id;
     }
     return this.emptyMapId;
   }
@@ -1167,7 +1168,8 @@ export class KernelDatapath implements Datapath {
     // An empty slot (every slot at a first start) is answered by one lookup: looking for its pin first would
     // cost a failed open and an exception per slot (~0.5 ms each, 2 per table at a start of 512 VIPs).
     const id = outer.innerId(index);
-    if (id === null || id === this.emptyTableId()) return null;
+    // only previous slots are ever cleared to the empty table
+    if (id === null || (kind === 'previous' && id === this.emptyTableId())) return null;
     const name = tablePinName(kind, index);
     const pinPath = this.tableDir === null ? null : join(this.tableDir, name);
     return openInstalledTable<TableHandle>(
@@ -1777,9 +1779,12 @@ export class KernelDatapath implements Datapath {
   }
 
   /** Through the table's pin (or by id with CAP_SYS_ADMIN); TableUnreadableError when neither opens it. */
+  /** Its members join the reference counts, unless this instance installed (or read) the slot already: the
+   * only writer of its slots, it knows them (a pass over the table saved per read). */
   async readTable(vipId: number): Promise<Uint32Array | null> {
     const out = this.withTable('current', vipId, vipId, readInnerTable);
-    this.tableRefs.set(vipId, out === null ? NO_MEMBERS : tableMembers(out));
+    if (out === null) this.tableRefs.set(vipId, NO_MEMBERS);
+    else if (!this.tableRefs.has(vipId)) this.tableRefs.set(vipId, tableMembers(out));
     return out;
   }
 

@@ -279,31 +279,33 @@ async function prepare<T>(
   ops: readonly T[],
   builder: TableBuilder,
   tablesOf: (op: T) => { own: IdTable | null; extra: readonly IdTable[]; installed?: InstalledTable },
+  slicer?: Slicer,
 ): Promise<Prepared<T> & { fromInstalled: number }> {
   const held: IdTable[] = [];
   const errors = new Map<T, unknown>();
-  let fromInstalled = 0;
   const hold = (t: IdTable): Promise<void> => t.hold(builder).then(() => void held.push(t));
-  /** Made from the installed table when it qualifies (IdTable.holdInstalled), else built. */
-  const holdOwn = async (t: IdTable, installed: InstalledTable | undefined): Promise<void> => {
-    const r = installed === undefined ? null : await installed().catch(() => null);
-    if (r !== null && t.holdInstalled(r.from, r.table)) {
-      held.push(t);
-      fromInstalled++;
-      return;
+  const tables = ops.map((op) => ({ op, ...tablesOf(op) }));
+  // Made from the installed table where it qualifies (IdTable.holdInstalled), one after another: each read and
+  // redirect is ~1 ms on this thread, and the event loop gets its turns between them.
+  const made = new Set<T>();
+  for (const t of tables) {
+    if (t.own === null || t.installed === undefined) continue;
+    await slicer?.turn();
+    const r = await t.installed().catch(() => null);
+    if (r !== null && t.own.holdInstalled(r.from, r.table)) {
+      held.push(t.own);
+      made.add(t.op);
     }
-    await hold(t);
-  };
+  }
   await Promise.all(
-    ops.map(async (op) => {
-      const { own, extra, installed } = tablesOf(op);
+    tables.map(async ({ op, own, extra }) => {
       await Promise.all([
-        own === null ? null : holdOwn(own, installed).catch((e: unknown) => void errors.set(op, e)),
+        own === null || made.has(op) ? null : hold(own).catch((e: unknown) => void errors.set(op, e)),
         ...extra.map((t) => hold(t).catch(() => undefined)),
       ]);
     }),
   );
-  return { ops, errors, fromInstalled, release: () => held.forEach((t) => t.release()) };
+  return { ops, errors, fromInstalled: made.size, release: () => held.forEach((t) => t.release()) };
 }
 
 /** Prepares chunk k+1 while chunk k is consumed; every prepared chunk is released after use. */
@@ -504,10 +506,15 @@ export async function applyPlan(
       await pipelined(
         chunk(live, batchSize),
         (ops) =>
-          prepare(ops, by, (t) => {
-            const old = t.previous?.build ? oldTables.get(t) : undefined;
-            return { own: t.table, extra: old === undefined ? [] : [old], installed: installedOf(t) };
-          }).then((p) => {
+          prepare(
+            ops,
+            by,
+            (t) => {
+              const old = t.previous?.build ? oldTables.get(t) : undefined;
+              return { own: t.table, extra: old === undefined ? [] : [old], installed: installedOf(t) };
+            },
+            slicer,
+          ).then((p) => {
             fromInstalled += p.fromInstalled;
             return p;
           }),
