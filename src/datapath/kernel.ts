@@ -1519,7 +1519,13 @@ export class KernelDatapath implements Datapath {
     const vs = this.maps.backends.valueSize;
     const familyAt = LAYOUT.peak_backend.fields.family;
     const out: BackendSpec[] = [];
+    let turn = performance.now();
     for (let i = 0; i < count; i++) {
+      // 512k backends take ~0.3 s to decode: the event loop gets its turns
+      if ((i & 1023) === 0 && performance.now() - turn > TURN_MS) {
+        await nextTurn();
+        turn = performance.now();
+      }
       if (values[i * vs + familyAt] === 0) continue; // unset slot
       const b = decodeBackend(values.subarray(i * vs, (i + 1) * vs));
       if (b) out.push({ id: keys.readUInt32LE(4 * i), ...b });

@@ -23,10 +23,15 @@ const canon = (a: string): string => canonicalIp(a) ?? a;
 /** Reads everything the planner compares (every VIP's table included); addresses canonicalised. */
 export async function readActual(dp: Datapath): Promise<ActualState> {
   const config = await dp.readConfig();
-  const vips = (await dp.listVips()).map((v) => ({ ...v, key: { ...v.key, address: canon(v.key.address) } }));
-  const backends = (await dp.listBackends()).map((b) => ({ ...b, address: canon(b.address) }));
-  const tables = new Map<number, Uint32Array | null>();
   const slicer = new Slicer(SLICE_MS);
+  const vips = (await dp.listVips()).map((v) => ({ ...v, key: { ...v.key, address: canon(v.key.address) } }));
+  const listed = await dp.listBackends();
+  const backends: typeof listed = [];
+  for (let i = 0; i < listed.length; i++) {
+    if ((i & 1023) === 0) await slicer.turn();
+    backends.push({ ...listed[i]!, address: canon(listed[i]!.address) });
+  }
+  const tables = new Map<number, Uint32Array | null>();
   for (const v of vips) {
     await slicer.turn();
     tables.set(v.id, await readTableOrNone(dp, v.id));

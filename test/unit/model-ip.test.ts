@@ -1,5 +1,6 @@
 // Address helpers: IPv4/IPv6 parsing, RFC 5952 canonical text, prefixes, MACs.
 import fc from 'fast-check';
+import ipaddr from 'ipaddr.js';
 import { canonicalIp, canonicalMac, formatIp, ipFamily, parseIp, parsePrefix } from '../../src/model/ip';
 
 describe('canonicalIp', () => {
@@ -34,6 +35,22 @@ describe('canonicalIp', () => {
         expect(parseIp(text)?.bytes).toEqual(bytes);
       }),
       { numRuns: 500 },
+    );
+  });
+
+  it('IPv4: the same text and bytes as ipaddr.js (and the URL serializer) for any 4 bytes, without it', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 4, maxLength: 4 }), (bytes) => {
+        const text = formatIp(bytes);
+        expect(text).toBe(ipaddr.fromByteArray(Array.from(bytes)).toString());
+        expect(new URL(`http://${text}/`).hostname).toBe(text);
+        const p = parseIp(text)!;
+        expect(p.family).toBe(4);
+        expect(p.bytes).toEqual(bytes);
+        expect(Array.from(p.bytes)).toEqual(ipaddr.parse(text).toByteArray());
+        expect(canonicalIp(text)).toBe(text);
+      }),
+      { numRuns: 1000 },
     );
   });
 
