@@ -325,13 +325,24 @@ export class BpfMap extends FdHandle {
     let count = 0;
     let token: Buffer | null = null;
     for (;;) {
-      const r = native().mapLookupBatch(this.fd, token, chunk, this.info.keySize, this.valueBytes, false);
+      const r = this.lookupBatchChunk(token, chunk);
       keys.push(r.keys);
       values.push(r.values);
       count += r.count;
       if (r.done) return { keys: Buffer.concat(keys), values: Buffer.concat(values), count };
       token = r.next;
     }
+  }
+
+  /** One syscall of lookupBatchPacked: up to `chunk` entries after `token` (null: from the first), packed, and
+   * the token to go on with (`done`: none left). For a caller that yields between chunks of a big map. */
+  lookupBatchChunk(
+    token: Buffer | null,
+    chunk: number,
+  ): { keys: Buffer; values: Buffer; count: number; next: Buffer; done: boolean } {
+    if (!Number.isInteger(chunk) || chunk <= 0)
+      throw new TypeError(`chunk must be a positive integer, got ${chunk}`);
+    return native().mapLookupBatch(this.fd, token, chunk, this.info.keySize, this.valueBytes, false);
   }
 
   /** Writes many entries with one syscall per `chunk`; returns how many were written. */

@@ -1514,23 +1514,27 @@ export class KernelDatapath implements Datapath {
   }
 
   async listBackends(): Promise<BackendSpec[]> {
-    // The backends map is a big array (65536 by default): read it packed, decode only the set entries.
-    const { keys, values, count } = this.maps.backends.lookupBatchPacked();
+    // The backends map is a big array (65536 by default, 1M and more at scale): read in chunks with event-loop
+    // turns between them, packed, decoding only the set entries.
     const vs = this.maps.backends.valueSize;
     const familyAt = LAYOUT.peak_backend.fields.family;
     const out: BackendSpec[] = [];
+    let token: Buffer | null = null;
     let turn = performance.now();
-    for (let i = 0; i < count; i++) {
-      // 512k backends take ~0.3 s to decode: the event loop gets its turns
-      if ((i & 1023) === 0 && performance.now() - turn > TURN_MS) {
+    for (;;) {
+      const { keys, values, count, next, done } = this.maps.backends.lookupBatchChunk(token, 8192);
+      for (let i = 0; i < count; i++) {
+        if (values[i * vs + familyAt] === 0) continue; // unset slot
+        const b = decodeBackend(values.subarray(i * vs, (i + 1) * vs));
+        if (b) out.push({ id: keys.readUInt32LE(4 * i), ...b });
+      }
+      if (done) return out;
+      token = next;
+      if (performance.now() - turn > TURN_MS) {
         await nextTurn();
         turn = performance.now();
       }
-      if (values[i * vs + familyAt] === 0) continue; // unset slot
-      const b = decodeBackend(values.subarray(i * vs, (i + 1) * vs));
-      if (b) out.push({ id: keys.readUInt32LE(4 * i), ...b });
     }
-    return out;
   }
 
   private checkBackendId(field: string, id: number): void {

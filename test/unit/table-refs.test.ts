@@ -32,6 +32,8 @@ describe('tableMembers', () => {
   });
 });
 
+const BIG = [2 ** 24 - 1, 2 ** 24, 2 ** 32 - 1];
+
 describe('TableRefs', () => {
   it('counts each table once per member, replaces on set, forgets on drop', () => {
     const r = new TableRefs();
@@ -54,7 +56,10 @@ describe('TableRefs', () => {
       fc.record({
         kind: fc.constant('set' as const),
         vip: fc.integer({ min: 0, max: 5 }),
-        slots: fc.array(fc.integer({ min: 0, max: 12 }), { minLength: 0, maxLength: 20 }),
+        // small ids (counted densely) and ids past 2^24 - 1 (counted sparsely)
+        slots: fc.array(fc.oneof(fc.integer({ min: 0, max: 12 }), fc.constantFrom(...BIG)), {
+          maxLength: 20,
+        }),
       }),
       fc.record({ kind: fc.constant('drop' as const), vip: fc.integer({ min: 0, max: 5 }) }),
     );
@@ -72,7 +77,7 @@ describe('TableRefs', () => {
             tables.delete(o.vip);
             refs.drop(o.vip);
           }
-          for (let id = 1; id <= 12; id++) {
+          for (const id of [...Array.from({ length: 12 }, (_, i) => i + 1), ...BIG]) {
             expect(refs.count(id)).toBe(scanCount(tables, id));
             const h = refs.holder(id);
             if (h === null) expect(scanCount(tables, id)).toBe(0);
