@@ -1,10 +1,21 @@
 // Entry of a Maglev table worker thread (started by WorkerTableBuilder): buildTable per request, result transferred.
+import { readlinkSync } from 'node:fs';
+import { getPriority, setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
 import { buildTable, mapTable } from './maglev';
-import type { TableJob, TableJobResult } from './pool';
+import { WORKER_NICE, type TableJob, type TableJobResult } from './pool';
 
 if (!parentPort) throw new Error('pool-worker runs as a worker thread (WorkerTableBuilder starts it)');
 const port = parentPort;
+// Builds are batch work: this thread runs at a lower priority (Linux: a thread id's nice value is its own), so the
+// daemon's event loop (health checks, /healthz, BGP) and the node's other processes go first on a busy CPU.
+try {
+  const tid = threadId();
+  setPriority(tid, Math.min(19, getPriority(tid) + WORKER_NICE));
+} catch {
+  // not Linux, or not allowed: builds run at the daemon's priority
+}
+
 port.on('message', (job: TableJob) => {
   let reply: TableJobResult;
   try {
@@ -19,3 +30,10 @@ port.on('message', (job: TableJob) => {
   }
   port.postMessage(reply);
 });
+
+/** The kernel's id of this thread (/proc/thread-self is /proc/<pid>/task/<tid>). */
+function threadId(): number {
+  const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+  if (!Number.isSafeInteger(tid) || tid <= 0) throw new Error('no thread id');
+  return tid;
+}

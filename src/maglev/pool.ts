@@ -66,6 +66,8 @@ export interface WorkerTableBuilderOptions {
 
 /** Threads at most by default: building is CPU-bound, and the daemon's own thread writes the maps. */
 export const MAX_THREADS = 4;
+/** Added to the nice value of the table workers' threads (at most 19; the event loop's thread keeps the daemon's). */
+export const WORKER_NICE = 10;
 /** Idle time (ms) before the workers go (an idle daemon does not pay their memory). */
 export const IDLE_MS = 10_000;
 /** Builds posted to one worker before it answers: hides the message round trip. */

@@ -245,8 +245,15 @@ function deleteUnwanted(
     }
 }
 
-function deleteAllUnwanted(plan: Plan, held: readonly BackendSpec[], wanted: ReadonlySet<number>): void {
-  for (const b of held) if (!wanted.has(b.id)) plan.push({ op: 'deleteBackend', id: b.id });
+function* deleteAllUnwanted(
+  plan: Plan,
+  held: readonly BackendSpec[],
+  wanted: ReadonlySet<number>,
+): Generator<void, void, void> {
+  for (let i = 0; i < held.length; i++) {
+    if (!wanted.has(held[i]!.id)) plan.push({ op: 'deleteBackend', id: held[i]!.id });
+    if ((i & STEP_ITEMS) === STEP_ITEMS) yield;
+  }
 }
 
 /** plan = diff(actual, desired). Pure. */
@@ -268,7 +275,12 @@ function* planReconcileSteps(actual: ActualState, desired: DesiredState): Genera
   if (desired.datapathConfig !== null && !sameConfig(actual.config, desired.datapathConfig))
     plan.push({ op: 'configure', config: desired.datapathConfig });
 
-  const actualBackends = new Map(actual.backends.map((b) => [b.id, b]));
+  const actualBackends = new Map<number, BackendSpec>();
+  for (let i = 0; i < actual.backends.length; i++) {
+    const b = actual.backends[i]!;
+    actualBackends.set(b.id, b);
+    if ((i & STEP_ITEMS) === STEP_ITEMS) yield;
+  }
   const wantedBackends = new Set<number>();
   for (const vip of desired.vips) {
     addIds(wantedBackends, vip);
@@ -276,9 +288,12 @@ function* planReconcileSteps(actual: ActualState, desired: DesiredState): Genera
     yield;
   }
   yield* vipOps(plan, actual.vips, actual.tables, actual.tableMatches, desired);
-  deleteAllUnwanted(plan, actual.backends, wantedBackends);
+  yield* deleteAllUnwanted(plan, actual.backends, wantedBackends);
   return plan;
 }
+
+/** Items per step of a pass over every backend (512,000 at 512 x 1000: ~0.1 ms of work per 4096). */
+const STEP_ITEMS = 4095;
 
 /** What the datapath holds, indexed (the Reconciler's mirror of its own writes). */
 export interface IndexedActualState {

@@ -569,7 +569,7 @@ export async function reconcile(
   const started = performance.now();
   const now = o.now ?? Date.now();
   const builder = o.builder ?? inlineTableBuilder;
-  const mirror = new Mirror(await readActual(dp));
+  const mirror = await Mirror.read(dp);
   const tableMatches = await matchTables(mirror, desired, builder);
   // One call knows no history: previous tables found pinned are adopted as of now (second-chance.ts).
   const previous = new PreviousOwners();
@@ -643,12 +643,24 @@ class Mirror {
   /** Tables held as read back (Uint32Array): only those need comparing before planning (matchTables). */
   #readBack = 0;
 
-  constructor(a: ActualState) {
+  private constructor(a: ActualState) {
     this.config = a.config;
     this.vips = new Map(a.vips.map((v) => [vipKeyText(v.key), v]));
-    this.backends = new Map(a.backends.map((b) => [b.id, b]));
+    this.backends = new Map();
     this.tables = new Map();
     for (const [id, t] of a.tables) this.setTable(id, t);
+  }
+
+  /** The mirror of what `dp` holds, read now (backends indexed with event-loop turns: 512,000 at scale). */
+  static async read(dp: Datapath): Promise<Mirror> {
+    const a = await readActual(dp);
+    const m = new Mirror(a);
+    const slicer = new Slicer(SLICE_MS);
+    for (let i = 0; i < a.backends.length; i++) {
+      if ((i & 4095) === 0) await slicer.turn();
+      m.backends.set(a.backends[i]!.id, a.backends[i]!);
+    }
+    return m;
   }
 
   /** Whether some table is held as read back (else every table is a desired IdTable we installed). */
@@ -771,7 +783,7 @@ export class Reconciler {
     await this.chain;
     if (this.mirror !== null) return this.plan(this.mirror, desired);
     // Previous-table writes are left out: planning them records what to commit.
-    const mirror = new Mirror(await readActual(this.dp));
+    const mirror = await Mirror.read(this.dp);
     const tableMatches = await matchTables(mirror, desired, this.builder);
     return planReconcileAsync({ ...mirror.snapshot(), tableMatches }, desired);
   }
@@ -802,7 +814,7 @@ export class Reconciler {
       const now = this.now();
       if (this.mirror === null) {
         this.applied = null;
-        this.mirror = new Mirror(await readActual(this.dp));
+        this.mirror = await Mirror.read(this.dp);
         await this.previous.adoptFrom(this.dp, this.mirror.vips.values(), this.mirror.tables, now);
       }
       const mirror = this.mirror;

@@ -1,7 +1,7 @@
 // TableBuilder: the worker pool (built dist/ worker) and the inline builder give buildTable's tables; the pool
 // runs builds on up to `threads` workers, fails a dead worker's builds and replaces it, retires idle workers,
 // and close() rejects what is pending.
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -10,6 +10,7 @@ import {
   inlineTableBuilder,
   MaglevBackend,
   mapTable,
+  WORKER_NICE,
   NO_BACKEND,
   WorkerTableBuilder,
 } from '../../src/maglev';
@@ -101,6 +102,29 @@ describe('WorkerTableBuilder', () => {
         expectSame(await pool.build(c.backends, c.size, as), mapTable(buildTable({ backends: c.backends, size: c.size }), as)); // prettier-ignore
       }
       expect(pool.workerDeaths).toBe(0);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('runs its workers at a lower priority (nice + WORKER_NICE), the calling thread unchanged', async () => {
+    /** nice value per thread of this process (field 19 of /proc/<pid>/task/<tid>/stat) */
+    const nices = (): number[] =>
+      readdirSync('/proc/self/task').map((t) => {
+        const stat = readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
+        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+      });
+    const mine = Number(readFileSync('/proc/thread-self/stat', 'utf8').split(') ')[1]!.split(' ')[16]);
+    const lowered = Math.min(19, mine + WORKER_NICE);
+    const before = nices().filter((n) => n === lowered).length;
+    const pool = new WorkerTableBuilder({ workerPath: WORKER, threads: 2 });
+    try {
+      await Promise.all(cases.slice(0, 4).map((c) => pool.build(c.backends, c.size)));
+      expect(pool.running).toBe(2);
+      expect(nices().filter((n) => n === lowered).length - before).toBe(2);
+      expect(Number(readFileSync('/proc/thread-self/stat', 'utf8').split(') ')[1]!.split(' ')[16])).toBe(
+        mine,
+      );
     } finally {
       await pool.close();
     }
