@@ -35,8 +35,10 @@ export const vipKeyText = (k: VipKey): string => {
   if (Object.isFrozen(k)) keyTexts.set(k, text);
   return text;
 };
-/** "10.0.0.1:80/tcp>10.1.0.5": one backend's membership in one VIP. */
-export const backendKeyText = (vip: VipKey, address: string): string => `${vipKeyText(vip)}>${address}`;
+/** "10.0.0.1:80/tcp>10.1.0.5": one backend's membership in one VIP. Made by join, one flat string: a template
+ * makes a rope (two cons cells over the parts) that a Map flattens into a second copy on the first lookup (~60
+ * bytes more per membership, 30 MB at 512 x 1000). */
+export const backendKeyText = (vip: VipKey, address: string): string => [vipKeyText(vip), address].join('>');
 
 const canon = (a: string): string => canonicalIp(a) ?? a;
 const canonKey = (k: VipKey): VipKey => ({ ...k, address: canon(k.address) });
