@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { ConfigIssue, formatPath } from './errors';
 import { parseTolerant } from './unknown-keys';
 import { parsePool } from './pool';
+import { tableSizeSchema } from './schema';
 
 /** Default `spec.loadBalancerClass` handled by peak-xdp. */
 export const DEFAULT_LOAD_BALANCER_CLASS = 'peak-xdp.io/lb';
@@ -31,6 +32,8 @@ export interface KubernetesSettings {
   /** Addresses a Service may request (annotation, spec.loadBalancerIP) besides the pool; never auto-assigned. */
   allowedAddresses: string[];
   leaderElection: LeaderElectionOptions | false;
+  /** Maglev table size of a Service without the peak-xdp.io/table-size annotation. */
+  tableSize: number;
 }
 
 const dnsLabel = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -48,6 +51,7 @@ export const kubernetesSectionSchema = z
       .default(DEFAULT_LOAD_BALANCER_CLASS),
     pool: z.array(z.string()).default([]),
     allowedAddresses: z.array(z.string()).default([]),
+    tableSize: tableSizeSchema,
     leaderElection: z
       .union([
         z.literal(false),
@@ -134,6 +138,7 @@ export function parseKubernetesSettings(
       pool: r.data.pool,
       allowedAddresses: r.data.allowedAddresses,
       leaderElection: le,
+      tableSize: r.data.tableSize,
     },
   };
 }

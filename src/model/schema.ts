@@ -38,6 +38,19 @@ export const statelessSchema = z.union([z.boolean(), z.string()]).superRefine((v
     ctx.addIssue({ code: 'custom', message: `${showValue(v)} is not "auto", true or false` });
 }) as unknown as z.ZodType<'auto' | boolean>;
 
+/** A Maglev table size: a prime between 3 and MAGLEV_MAX_SIZE (a VIP's tableSize, kubernetes.tableSize). */
+export const tableSizeSchema = z
+  .number()
+  .int()
+  .default(DEFAULTS.vip.tableSize)
+  .superRefine((m, ctx) => {
+    if (m < 3 || m > MAGLEV_MAX_SIZE || !isPrime(m))
+      ctx.addIssue({
+        code: 'custom',
+        message: `${showValue(m)} is not a prime between 3 and ${MAGLEV_MAX_SIZE}`,
+      });
+  });
+
 const healthCheckSchema = z
   .object({
     type: z.enum(['tcp', 'http']).default(DEFAULTS.healthCheck.type),
@@ -70,17 +83,7 @@ export const vipSchema = z
     address: ipString,
     port,
     protocol: z.enum(['tcp', 'udp']).default(DEFAULTS.vip.protocol),
-    tableSize: z
-      .number()
-      .int()
-      .default(DEFAULTS.vip.tableSize)
-      .superRefine((m, ctx) => {
-        if (m < 3 || m > MAGLEV_MAX_SIZE || !isPrime(m))
-          ctx.addIssue({
-            code: 'custom',
-            message: `${showValue(m)} is not a prime between 3 and ${MAGLEV_MAX_SIZE}`,
-          });
-      }),
+    tableSize: tableSizeSchema,
     persistence: z.enum(['none', 'source-ip']).default(DEFAULTS.vip.persistence),
     conntrack: z.boolean().default(DEFAULTS.vip.conntrack),
     // Issue 15: the default encapsulation of this VIP's backends, and whether it keeps a connection table.

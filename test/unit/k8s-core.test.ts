@@ -220,7 +220,16 @@ describe('settings', () => {
           renewDeadlineSeconds: 10,
           retryPeriodSeconds: 2,
         },
+        tableSize: 65537,
       },
+    });
+    expect(parseKubernetesSettings({ tableSize: 16381 })).toMatchObject({
+      ok: true,
+      settings: { tableSize: 16381 },
+    });
+    expect(parseKubernetesSettings({ tableSize: 16380 })).toEqual({
+      ok: false,
+      issues: [{ path: 'tableSize', message: '16380 is not a prime between 3 and 1048573' }],
     });
     expect(parseKubernetesSettings({ leaderElection: false })).toMatchObject({
       ok: true,

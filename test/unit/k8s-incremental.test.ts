@@ -280,6 +280,7 @@ describe('KubernetesSource publishing', () => {
       nodeName: 'n1',
       allowedAddresses: ['0.0.0.0/0'],
       leaderElection: false,
+      tableSize: 16381, // kubernetes.tableSize: every Service here has no table-size annotation
       onChange: (vips) => {
         calls.push(vips);
       },
@@ -290,6 +291,7 @@ describe('KubernetesSource publishing', () => {
     await src.start();
     expect(calls).toHaveLength(1);
     expect(calls[0]!).toHaveLength(n);
+    expect(new Set(calls[0]!.map((v) => v.tableSize))).toEqual(new Set([16381]));
     const first = calls[0]!;
     // The burst: one event per slice, in chunks 1 ms apart like a watch stream's.
     for (let c = 0; c < 10; c++) {

@@ -11,6 +11,7 @@ import {
   translate,
   vipName,
 } from '../../src/sources/kubernetes';
+import { TranslationCache } from '../../src/sources/kubernetes/translate';
 import { service, slice } from '../helpers/k8s-objects';
 
 // Requested addresses must be allowed; these tests are about other things, so every address is.
@@ -313,6 +314,37 @@ describe('translate', () => {
     expect(bad.problems.map((p) => p.reason)).toEqual(['InvalidAnnotation', 'InvalidAnnotation']);
     expect(bad.vips[0]!.tableSize).toBe(65537);
     expect(bad.vips[0]!.conntrack).toBe(true);
+  });
+
+  it('kubernetes.tableSize sizes the tables of Services without the annotation; a change of it translates again', () => {
+    const plain = svc({ name: 'web', vip: '203.0.113.10' });
+    const sized = svc({ name: 'api', vip: '203.0.113.11', annotations: { 'peak-xdp.io/table-size': '251' } });
+    const cache = new TranslationCache();
+    const opts = { loadBalancerClass: 'peak-xdp.io/lb', pool: null, allowed: ANYWHERE, services: [plain, sized], slices: [] }; // prettier-ignore
+    const sizes = (r: { vips: { name: string; tableSize: number }[] }) =>
+      r.vips.map((v) => [v.name, v.tableSize]);
+    expect(sizes(cache.translate({ ...opts, tableSize: 16381 }))).toEqual([
+      ['k8s.default.api.80-tcp', 251],
+      ['k8s.default.web.80-tcp', 16381],
+    ]);
+    // the same objects, another default: nothing is served from the cache made with the old one
+    expect(sizes(cache.translate({ ...opts, tableSize: 4099 }))).toEqual([
+      ['k8s.default.api.80-tcp', 251],
+      ['k8s.default.web.80-tcp', 4099],
+    ]);
+    expect(sizes(cache.translate(opts))).toEqual([
+      ['k8s.default.api.80-tcp', 251],
+      ['k8s.default.web.80-tcp', 65537],
+    ]);
+    // a bad annotation falls back to the configured size, and says so
+    const bad = run(
+      [svc({ name: 'web', vip: '203.0.113.10', annotations: { 'peak-xdp.io/table-size': '9' } })],
+      [],
+    );
+    expect(bad.problems[0]!.message).toMatch(/is not a prime .*; using 65537$/);
+    const badSized = cache.translate({ ...opts, services: [svc({ name: 'web', vip: '203.0.113.10', annotations: { 'peak-xdp.io/table-size': '9' } })], tableSize: 16381 }); // prettier-ignore
+    expect(badSized.vips[0]!.tableSize).toBe(16381);
+    expect(badSized.problems[0]!.message).toMatch(/; using 16381$/);
   });
 
   it('refuses more backends than table slots', () => {

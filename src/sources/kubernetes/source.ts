@@ -41,6 +41,9 @@ export interface KubernetesSourceOptions {
   /** A ready API client (tests, or a daemon sharing one). */
   api?: KubeApi;
   loadBalancerClass?: string;
+  /** Maglev table size of a Service without the table-size annotation (kubernetes.tableSize); absent: the VIP
+   * default. */
+  tableSize?: number;
   /** Address pool entries (CIDR or a-b ranges) for Services without an explicit address. */
   pool?: readonly string[];
   /** Addresses Services may request besides the pool's (kubernetes.allowedAddresses); never allocated. */
@@ -367,6 +370,7 @@ export class KubernetesSource {
       services: this.services!.items(),
       slices: this.slices!.items(),
       nodes: this.nodes!.items(),
+      ...(this.opts.tableSize === undefined ? {} : { tableSize: this.opts.tableSize }),
     });
     this.noteProblems(result.problems);
     const skips = new Map<NodeSkipReason, number>();

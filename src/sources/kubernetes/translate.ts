@@ -73,6 +73,9 @@ export interface TranslateOptions {
   slices: readonly EndpointSlice[];
   /** The cluster's Nodes (node-mode backends); absent: none known, so node-mode VIPs have no backends. */
   nodes?: readonly Node[];
+  /** Maglev table size of a Service without the table-size annotation (kubernetes.tableSize); absent: the
+   * VIP default (DEFAULTS.vip.tableSize). A prime. */
+  tableSize?: number;
 }
 
 export interface TranslateResult {
@@ -386,6 +389,8 @@ function translateService(
     allowed: Pool | null;
     /** serviceAddresses(svc, pool, allowed) when already known (grantAddresses' memo). */
     addresses?: ReturnType<typeof serviceAddresses>;
+    /** TranslateOptions.tableSize */
+    tableSize?: number;
   },
   problems: Problem[],
   nodes: ReadonlyMap<string, NodeInfo>,
@@ -429,7 +434,7 @@ function translateService(
         false,
       );
   }
-  let tableSize: number = DEFAULTS.vip.tableSize;
+  let tableSize: number = space.tableSize ?? DEFAULTS.vip.tableSize;
   const tText = annotation(svc, ANNOTATIONS.tableSize);
   if (tText !== undefined) {
     const n = /^\d+$/.test(tText.trim()) ? Number(tText.trim()) : NaN;
@@ -676,6 +681,7 @@ export class TranslationCache {
   /** grantAddresses' per-Service work, kept while the Service object (and pool, allowed list) is the same. */
   private claimMemo: ClaimMemo = new WeakMap();
   private lbClass: string | null = null;
+  private tableSize: number | null = null;
   /** What the last call read of each Node (by name): a Node update that changes none of it costs nothing. */
   private nodes = new Map<string, NodeInfo>();
   private readonly infoOf = new WeakMap<Node, NodeInfo>();
@@ -736,7 +742,8 @@ export class TranslationCache {
     if (
       opts.pool !== this.pool ||
       (opts.allowed ?? null) !== this.allowed ||
-      opts.loadBalancerClass !== this.lbClass
+      opts.loadBalancerClass !== this.lbClass ||
+      (opts.tableSize ?? null) !== this.tableSize
     ) {
       this.byService.clear();
       this.claimMemo = new WeakMap();
@@ -744,6 +751,7 @@ export class TranslationCache {
     this.pool = opts.pool;
     this.allowed = opts.allowed ?? null;
     this.lbClass = opts.loadBalancerClass;
+    this.tableSize = opts.tableSize ?? null;
     // Every cached entry is valid for the previous call's nodes: only Nodes changed since then matter.
     const nodes = new Map<string, NodeInfo>();
     for (const n of opts.nodes ?? []) {
@@ -816,7 +824,12 @@ export class TranslationCache {
         const fresh = translateService(
           svc,
           slices,
-          { pool: opts.pool, allowed: this.allowed, addresses: this.claimMemo.get(svc)?.addresses },
+          {
+            pool: opts.pool,
+            allowed: this.allowed,
+            addresses: this.claimMemo.get(svc)?.addresses,
+            ...(opts.tableSize === undefined ? {} : { tableSize: opts.tableSize }),
+          },
           own,
           nodes,
         );
