@@ -220,6 +220,18 @@ export class MemoryDatapath implements Datapath {
     this.vipIds.delete(old.id);
   }
 
+  async deleteVips(keys: readonly VipKey[]): Promise<(Error | null)[]> {
+    const out: (Error | null)[] = [];
+    for (const k of keys)
+      try {
+        await this.deleteVip(k);
+        out.push(null);
+      } catch (e) {
+        out.push(e as Error);
+      }
+    return out;
+  }
+
   async listBackends(): Promise<BackendSpec[]> {
     this.enter('listBackends', '', 'read');
     return [...this.backends.values()].map((b) => ({ ...b }));

@@ -103,6 +103,9 @@ export interface Datapath {
   upsertVip(vip: VipSpec): Promise<void>;
   /** Removes a VIP and its table. */
   deleteVip(key: VipKey): Promise<void>;
+  /** deleteVip for many VIPs at once (the kernel clears all their table slots in one map-in-map update, one RCU
+   * wait for the batch instead of one per slot). Per key: null or the error deleteVip would have thrown. */
+  deleteVips(keys: readonly VipKey[]): Promise<(Error | null)[]>;
 
   listBackends(): Promise<BackendSpec[]>;
   /** Creates or updates a backend entry (address and state): a state change needs no table rebuild. */

@@ -492,6 +492,31 @@ export async function applyPlan(
     // A run of VIP writes is one burst for the datapath (the kernel rebuilds its VIP index on the next
     // event-loop turn): they are cheap, so no turn is given inside the run.
     if (!(isVipWrite(op) && i > 0 && isVipWrite(plan[i - 1]!))) await slicer.turn();
+    if (op.op === 'deleteVip') {
+      // A run of VIP deletions is one call: the datapath clears all their table slots in one batch.
+      let j = i;
+      while (j < plan.length && plan[j]!.op === 'deleteVip') j++;
+      const run = plan.slice(i, j) as Extract<Op, { op: 'deleteVip' }>[];
+      i = j - 1;
+      const live = run.filter((r) => {
+        if (!isFailed(r)) return true;
+        skipped++;
+        return false;
+      });
+      if (live.length === 0) continue;
+      let results: (Error | null)[];
+      try {
+        results = await dp.deleteVips(live.map((r) => r.key));
+      } catch (e) {
+        results = live.map(() => e as Error);
+      }
+      live.forEach((r, k) => {
+        const err = results[k];
+        if (err) failed(r, deps.of(r), err);
+        else succeeded(r);
+      });
+      continue;
+    }
     if (op.op !== 'installTable' && op.op !== 'installPreviousTable') {
       await applyOne(op);
       continue;

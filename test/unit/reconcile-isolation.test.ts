@@ -129,6 +129,25 @@ describe('reconcile: a failed VIP fails alone', () => {
     expect((await dp.listBackends()).some((b) => b.id === gone.id)).toBe(false);
   });
 
+  it('VIPs no longer wanted go in one deleteVips call; one that fails to go fails alone', async () => {
+    const dp = new MemoryDatapath();
+    const d1 = desiredState({ config: config(three()) });
+    await reconcile(dp, d1);
+    const calls: number[] = [];
+    const real = dp.deleteVips.bind(dp);
+    dp.deleteVips = (keys) => {
+      calls.push(keys.length);
+      return real(keys);
+    };
+    dp.failOn('deleteVip', '10.0.0.11:80/tcp', new Error('EBUSY'));
+    const d2 = desiredState({ config: config(three().slice(0, 1)), ids: d1.ids });
+    const s = await reconcile(dp, d2);
+    expect(calls).toEqual([2]);
+    expect(s.failures).toEqual([{ op: 'deleteVip', target: '10.0.0.11:80/tcp', vips: [], error: 'EBUSY' }]);
+    expect(s.vipsDeleted).toBe(1);
+    expect((await dp.listVips()).map((v) => v.key.address).sort()).toEqual(['10.0.0.10', '10.0.0.11']);
+  });
+
   it('a failed delete of a VIP no longer wanted withholds no desired VIP; a failed configure fails them all', async () => {
     const dp = new MemoryDatapath();
     const d1 = desiredState({ config: config(three()) });

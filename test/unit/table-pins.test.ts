@@ -340,6 +340,40 @@ describePrivileged('table pins on the kernel', () => {
     unpinBalancer(dir);
   });
 
+  it('deleteVips: every VIP leaves at once, all their slots point at the empty table in one update; an id reused later takes a table over it', async () => {
+    const dir = join(root, 'peak-xdp', 'ns', 'eth3');
+    const dp = await KernelDatapath.load({ maxEntries: { vips: 8, backends: 16, conntrack: 1024 } });
+    open.push(dp);
+    dp.pin(dir);
+    for (const id of [1, 2]) await dp.upsertBackend({ id, address: `10.1.0.${id}`, state: 'up' });
+    for (const v of [1, 2, 3]) await dp.upsertVip(vip(v));
+    const t = table([1, 2, 1, 2, 1, 2, 1]);
+    expect(await dp.installTables([1, 2, 3].map((vipId) => ({ vipId, table: t, previous: table([2, 2, 2, 2, 2, 2, 2]) })))).toEqual([null, null, null]); // prettier-ignore
+    const missing = { address: '10.0.0.99', port: 80, protocol: 'tcp' as const };
+    const r = await dp.deleteVips([vip(1).key, missing, vip(2).key]);
+    expect(r[0]).toBeNull();
+    expect(r[1]!.message).toBe('key: VIP 10.0.0.99:80/tcp does not exist');
+    expect(r[2]).toBeNull();
+    expect((await dp.listVips()).map((v) => v.id)).toEqual([3]);
+    const empty = BpfMap.fromPin(join(dir, TABLE_PIN_DIR, 'empty'));
+    open.push(empty);
+    // the two VIPs' current and previous slots: the empty table; VIP 3's untouched
+    expect([1, 2].map((v) => dp.maps.maglev_tables.innerId(v))).toEqual([empty.info.id, empty.info.id]);
+    for (const v of [1, 2])
+      expect([0, 1].map((p) => dp.maps.maglev_prev_tables.innerId(v * 2 + p)).every((id) => id === null || id === empty.info.id)).toBe(true); // prettier-ignore
+    expect(readdirSync(join(dir, TABLE_PIN_DIR)).filter((n) => /-(1|2|4|5)$/.test(n))).toEqual([]);
+    expect(await dp.readTable(1)).toBeNull();
+    expect(Array.from((await dp.readTable(3))!)).toEqual(Array.from(t));
+    // id 1 taken again: no table until one is installed, then that one
+    await dp.upsertVip({ ...vip(1), key: { address: '10.0.0.50', port: 80, protocol: 'tcp' } });
+    expect(await dp.readTable(1)).toBeNull();
+    expect(await dp.installTables([{ vipId: 1, table: table([2, 2, 2, 2, 2, 2, 2]) }])).toEqual([null]);
+    expect(Array.from((await dp.readTable(1))!)).toEqual([2, 2, 2, 2, 2, 2, 2]);
+    // deleteBackend sees no table naming backend 1 but VIP 3's
+    await expect(dp.deleteBackend(1)).rejects.toThrow("id: backend 1 is still in the table of VIP 3");
+    unpinBalancer(dir);
+  });
+
   it('the stale generations of a batch are cleared together: each points at the one empty table, pinned once', async () => {
     const dir = join(root, 'peak-xdp', 'ns', 'eth2');
     const dp = await KernelDatapath.load({ maxEntries: { vips: 8, backends: 16, conntrack: 1024 } });
