@@ -27,8 +27,14 @@ const DP_CONFIG: DatapathConfig = {
   mtu: 1500,
 };
 
-/** `vips` VIPs of `backends` GUE backends each (second chance on by default: previous tables are written). */
-function config(vips: number, backends: (v: number) => number[], encap: 'gue' | 'ipip' = 'gue'): Config {
+/** `vips` VIPs of `backends` GUE backends each (second chance on by default: previous tables are written);
+ * those numbered in `drained` draining (they take no new flows: redirected). */
+function config(
+  vips: number,
+  backends: (v: number) => number[],
+  encap: 'gue' | 'ipip' = 'gue',
+  drained: readonly number[] = [],
+): Config {
   const r = validateConfig({
     interface: 'eth0',
     vips: Array.from({ length: vips }, (_, v) => ({
@@ -38,7 +44,7 @@ function config(vips: number, backends: (v: number) => number[], encap: 'gue' | 
       protocol: 'tcp',
       tableSize: 251,
       encap,
-      backends: backends(v).map((b) => ({ address: `10.1.${v}.${b}` })),
+      backends: backends(v).map((b) => ({ address: `10.1.${v}.${b}`, drain: drained.includes(b) })),
     })),
   });
   if (!r.ok) throw new Error(r.errors.map((e) => `${e.path}: ${e.message}`).join('; '));
@@ -233,23 +239,9 @@ describe('Reconciler with a TableBuilder', () => {
   });
 });
 
-/** `vips` ipip VIPs of backends 1..5, those in `drained` draining (they take no new flows: redirected). */
-function drainConfig(vips: number, drained: number[]): Config {
-  const r = validateConfig({
-    interface: 'eth0',
-    vips: Array.from({ length: vips }, (_, v) => ({
-      name: `v${v}`,
-      address: `10.0.${v >> 8}.${v & 255}`,
-      port: 80,
-      protocol: 'tcp',
-      tableSize: 251,
-      encap: 'ipip',
-      backends: [1, 2, 3, 4, 5].map((b) => ({ address: `10.1.${v}.${b}`, drain: drained.includes(b) })),
-    })),
-  });
-  if (!r.ok) throw new Error(r.errors.map((e) => `${e.path}: ${e.message}`).join('; '));
-  return r.config;
-}
+/** `vips` ipip VIPs of backends 1..5, those in `drained` draining. */
+const drainConfig = (vips: number, drained: number[]): Config =>
+  config(vips, () => [1, 2, 3, 4, 5], 'ipip', drained);
 
 describe('Reconciler: tables made from the installed ones', () => {
   it('members going down build nothing (the installed table is redirected further); one coming back is built', async () => {
