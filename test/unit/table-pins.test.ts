@@ -370,7 +370,7 @@ describePrivileged('table pins on the kernel', () => {
     expect(await dp.installTables([{ vipId: 1, table: table([2, 2, 2, 2, 2, 2, 2]) }])).toEqual([null]);
     expect(Array.from((await dp.readTable(1))!)).toEqual([2, 2, 2, 2, 2, 2, 2]);
     // deleteBackend sees no table naming backend 1 but VIP 3's
-    await expect(dp.deleteBackend(1)).rejects.toThrow("id: backend 1 is still in the table of VIP 3");
+    await expect(dp.deleteBackend(1)).rejects.toThrow('id: backend 1 is still in the table of VIP 3');
     unpinBalancer(dir);
   });
 
