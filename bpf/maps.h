@@ -63,7 +63,8 @@ struct maglev_inner {
   __uint(map_flags, PEAK_MAGLEV_INNER_FLAGS);
 };
 
-/* VIP id -> its current Maglev table; userspace fills a new inner map aside and swaps the slot. */
+/* VIP id -> its current Maglev table; userspace fills a new inner map aside and swaps the slot. Empty slot, or
+ * the empty table (M = 0) a removed VIP's slot points at = no table. */
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
   __uint(max_entries, PEAK_MAX_VIPS);

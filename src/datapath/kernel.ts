@@ -654,10 +654,11 @@ const PIN_PREFIX: Readonly<Record<TableKind, string>> = { current: 'cur-', previ
 /** bpffs refuses names with a dot (EPERM): the temporary name a pin is made under before its rename. */
 const TMP_PREFIX = 'tmp-';
 /**
- * The pin of the empty table: one inner map with M = 0 (read by the datapath as no previous table) that
- * cleared maglev_prev_tables slots point at. Clearing a slot so is part of a batch update (one RCU wait for the
- * whole batch); a delete waits one grace period per slot (~13 ms) and array map-in-maps have no batch delete.
- * Pinned so a restart and the CLI know its id (a slot holding it reads as empty without opening it).
+ * The pin of the empty table: one inner map with M = 0 (the datapath reads it as no table) that cleared slots
+ * point at: previous tables expired or replaced (maglev_prev_tables), VIPs removed (both outer maps). Clearing a
+ * slot so is part of a batch update (one RCU wait for the whole batch); a delete waits one grace period per slot
+ * (~13 ms) and array map-in-maps have no batch delete. Pinned so a restart and the CLI know its id (a slot
+ * holding it reads as empty without opening it).
  */
 const EMPTY_TABLE_PIN = 'empty';
 
@@ -879,7 +880,7 @@ function readHeadParity(t: TableHandle): 0 | 1 {
 }
 
 /** The entries of a Maglev inner map, ids only (PEAK_SLOT_F_MOVED is ours, not an id); null for the empty
- * table (M = 0: a cleared previous slot). */
+ * table (M = 0: a cleared slot). */
 function readInnerTable(t: TableHandle): Uint32Array | null {
   if (headM(t.map.readU32s(0, 1)[0]!) === 0) return null;
   const out = readInnerEntries(t);
