@@ -77,6 +77,12 @@ const svcName = (i: number): string => `svc-${i}`;
 
 /** Endpoint j of a replaced address (the rolling update gives endpoint 1 a new Pod address). */
 const REPLACED = 100;
+/** Milliseconds between polls of a burst's result (see burst()). */
+const POLL_MS = 20;
+/** A backend-map read (~10 ms at 1,000 x 20) waits this many times its own cost before the next one. */
+const LIST_EVERY = 8;
+/** ...and before every table was replaced, at most every this many ms (see burst()). */
+const LIST_IDLE_MS = 500;
 
 interface SliceState {
   drained: boolean;
@@ -372,6 +378,9 @@ interface PhaseResult {
   convergedMs: number | null;
   healthz: PollerResult;
   rssMB: number;
+  /** CPU time (ms) this process (API client, polls, /healthz poller) used from the burst to the poll it
+   * converged at: what the measurement took from the daemon on the shared cores (null: not converged). */
+  benchCpuMs: number | null;
   detail: string;
   /** Where the time went (from the daemon's log), filled in once every phase is done. */
   split: string;
@@ -380,6 +389,21 @@ interface PhaseResult {
   toMs: number;
   /** When the fake API server committed the burst. */
   written: Written;
+}
+
+/** The pinned outer map of current tables: the inner map id per VIP id (a new id for every table installed). */
+interface OuterMap {
+  readonly maxEntries: number;
+  lookupBatchChunk(token: Buffer | null, chunk: number): { keys: Buffer; values: Buffer; count: number };
+  close(): void;
+}
+
+/** Each VIP's current inner map id (0: none), by index into `vipIds`: one batch read of the outer map. */
+function innerIds(outer: OuterMap, vipIds: readonly number[]): Uint32Array {
+  const { keys, values, count } = outer.lookupBatchChunk(null, outer.maxEntries);
+  const byVip = new Uint32Array(outer.maxEntries);
+  for (let k = 0; k < count; k++) byVip[keys.readUInt32LE(4 * k)] = values.readUInt32LE(4 * k);
+  return Uint32Array.from(vipIds, (id) => (id >= 0 && id < byVip.length ? byVip[id]! : 0));
 }
 
 interface Datapath {
@@ -398,6 +422,10 @@ async function bench(o: Options): Promise<void> {
   const { KernelDatapath } = require(kernelJs) as {
     KernelDatapath: { adopt(o: { pinDir: string }): Datapath };
   };
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { BpfMap } = require(join(o.root, 'dist', 'src', 'datapath', 'bpf.js')) as {
+    BpfMap: { fromPin(path: string): OuterMap };
+  };
   const tag = `k18${process.pid % 100000}`;
   const ns = tag;
   const ifA = `${tag}a`;
@@ -409,6 +437,7 @@ async function bench(o: Options): Promise<void> {
   let api: ApiChild | null = null;
   let poller: Poller | null = null;
   let dp: Datapath | null = null;
+  let tables: OuterMap | null = null;
   let mounted = false;
   const n = o.services;
   const e = o.endpoints;
@@ -536,6 +565,7 @@ async function bench(o: Options): Promise<void> {
     const pid = child.pid!;
     const rssReadyMB = procStatusMB(pid, 'VmRSS');
     dp = KernelDatapath.adopt({ pinDir: join(bpffs, 'peak-xdp', ns, ifA) });
+    tables = BpfMap.fromPin(join(bpffs, 'peak-xdp', ns, ifA, 'maglev_tables'));
     const vipIds = new Map((await dp.listVips()).map((v) => [v.key.address, v.id]));
     const backendsAtReady = (await dp.listBackends()).length;
     log(
@@ -563,52 +593,118 @@ async function bench(o: Options): Promise<void> {
     if (vipIds.size !== n || backendsAtReady !== n * e)
       log(`  warning: expected ${n} VIPs and ${n * e} backends at ready`);
 
-    // Sampled Services whose tables are read once the backend map shows a burst's result.
-    const sample = Array.from({ length: Math.min(16, n) }, (_, k) => Math.floor((k * n) / Math.min(16, n)));
     const phases: PhaseResult[] = [];
+    /** Each Service's VIP id, by Service index. */
+    const vipIdOf = Array.from({ length: n }, (_, i) => vipIds.get(vipOf(i)) ?? -1);
+    /**
+     * One burst: every Service's slice changed at once; converged when the backend map shows every Service's
+     * result (`done`) and every Service's table holds it (`tableOk`). The polls share the 2 cores with the daemon
+     * they measure (reading the backend map and sampled tables every 20 ms took ~65% of a core from it), so:
+     * - the backend map is read every POLL_MS at most, LIST_EVERY times its own cost apart, and before every
+     *   table was replaced LIST_IDLE_MS apart, until it shows every result;
+     * - every poll reads the outer table map (one syscall: each VIP's inner map id, new for every table the
+     *   daemon installs) and waits until no VIP still has a table known not to hold the result (the one before
+     *   the burst, or one read back and found wrong);
+     * - then every table not yet read back at its current id is read and checked, and the outer map read again:
+     *   when every table held its result and none was replaced meanwhile, the burst converged at that poll (the
+     *   content read is the content installed then). Otherwise the polls go on.
+     * The time is that poll's (a bound from above, at most a poll late).
+     */
     const burst = async (
       name: string,
       mutate: (s: SliceState) => void,
       done: (byAddr: Map<string, BackendSpec>, i: number) => boolean,
-      tableOk: (table: Set<number>, byAddr: Map<string, BackendSpec>, i: number) => boolean,
+      tableOk: (table: Uint32Array, byAddr: Map<string, BackendSpec>, i: number) => boolean,
     ): Promise<void> => {
       await sleep(1000); // settle after the previous phase
       for (const s of states) mutate(s);
       const objs = states.map((s, i) => sliceObj(i, e, s));
+      /** The inner map id of a table known not to hold the result, by Service: at first the one before the burst. */
+      const wrong = Array.from(innerIds(tables!, vipIdOf));
+      /** The inner map id of a table read back holding the result, by Service. */
+      const right: (number | null)[] = wrong.map(() => null);
       poller!.start();
       const b0 = performance.now();
       const b0Epoch = Date.now();
+      const cpu0 = process.cpuUsage();
       const written = await api!.upsertMany('endpointslices', objs);
       let convergedMs: number | null = null;
+      let benchCpuMs: number | null = null;
       let detail = '';
+      let byAddr: Map<string, BackendSpec> | null = null;
+      let backendsDone = 0;
+      let listAt = 0;
+      let listedAt = 0;
+      let replaced = 0;
       while (performance.now() - b0 < o.phaseTimeoutS * 1000 && child.exitCode === null) {
-        const byAddr = new Map((await dp!.listBackends()).map((b) => [b.address, b]));
-        let ok = 0;
-        for (let i = 0; i < n; i++) if (done(byAddr, i)) ok++;
-        detail = `${ok}/${n} Services done in the backend map`;
-        if (ok === n) {
-          const at = performance.now();
-          let tablesOk = 0;
-          for (const i of sample) {
-            const t = await dp!.readTable(vipIds.get(vipOf(i)) ?? -1);
-            if (t && tableOk(new Set(t), byAddr, i)) tablesOk++;
+        // Until every table was replaced, the map is read again only every LIST_IDLE_MS: the daemon writes backends
+        // before the tables that name them and deletes the old ones after, so the tables' progress shows first.
+        if (
+          backendsDone < n &&
+          performance.now() >= listAt &&
+          (byAddr === null || replaced === n || performance.now() - listedAt >= LIST_IDLE_MS)
+        ) {
+          const c0 = (listedAt = performance.now());
+          byAddr = new Map((await dp!.listBackends()).map((b) => [b.address, b]));
+          backendsDone = 0;
+          for (let i = 0; i < n; i++) if (done(byAddr, i)) backendsDone++;
+          listAt = performance.now() + Math.max(POLL_MS, LIST_EVERY * (performance.now() - c0));
+        }
+        const ids = innerIds(tables!, vipIdOf);
+        const at = performance.now();
+        const cpuAt = process.cpuUsage(cpu0);
+        replaced = 0;
+        for (let i = 0; i < n; i++) if (ids[i] !== wrong[i]) replaced++;
+        detail = `${backendsDone}/${n} Services done in the backend map, ${replaced}/${n} tables replaced`;
+        if (backendsDone === n && replaced === n) {
+          let held = 0;
+          for (let i = 0; i < n; i++) {
+            if (right[i] === ids[i]) {
+              held++;
+              continue;
+            }
+            const t = await dp!.readTable(vipIdOf[i]!);
+            let ok = false;
+            try {
+              ok = t !== null && tableOk(t, byAddr!, i);
+            } catch {
+              // the backend it must name is not in the backend map: not the result
+            }
+            if (ok) {
+              right[i] = ids[i]!;
+              held++;
+            } else wrong[i] = ids[i]!;
           }
-          detail += `, ${tablesOk}/${sample.length} sampled tables`;
-          if (tablesOk === sample.length) {
+          const again = innerIds(tables!, vipIdOf);
+          detail += `, ${held}/${n} read back holding the result`;
+          if (held === n && again.every((id, i) => id === ids[i])) {
             convergedMs = at - b0;
+            benchCpuMs = (cpuAt.user + cpuAt.system) / 1000;
             break;
           }
         }
-        await sleep(20);
+        await sleep(POLL_MS);
       }
       const healthz = await poller!.stop();
       const rssMB = procStatusMB(pid, 'VmRSS');
       const toMs = b0Epoch + (convergedMs ?? o.phaseTimeoutS * 1000);
-      phases.push({ name, convergedMs, healthz, rssMB, detail, split: '', fromMs: b0Epoch, toMs, written });
+      phases.push({
+        name,
+        convergedMs,
+        healthz,
+        rssMB,
+        benchCpuMs,
+        detail,
+        split: '',
+        fromMs: b0Epoch,
+        toMs,
+        written,
+      });
       log(
         `${name}: ${convergedMs === null ? `not converged after ${o.phaseTimeoutS} s (${detail})` : `maps after ${(convergedMs / 1000).toFixed(2)} s`} ` +
           `(goal <= ${GOALS.burstMs / 1000} s); /healthz max ${healthz.maxMs.toFixed(0)} ms, p99 ${healthz.p99Ms.toFixed(0)} ms ` +
-          `over ${healthz.requests} requests (goal <= ${GOALS.healthzMs} ms); RSS ${rssMB.toFixed(0)} MB`,
+          `over ${healthz.requests} requests (goal <= ${GOALS.healthzMs} ms); RSS ${rssMB.toFixed(0)} MB; ` +
+          `bench's own CPU until then ${benchCpuMs?.toFixed(0) ?? '-'} ms`,
       );
     };
     const up = (b: BackendSpec | undefined): boolean => b !== undefined && b.state === 'up';
@@ -616,19 +712,19 @@ async function bench(o: Options): Promise<void> {
       'burst 1, state flips (one endpoint per slice terminating)',
       (s) => (s.drained = true),
       (m, i) => m.get(epOf(i, 0))?.state === 'draining',
-      (t, m, i) => !t.has(m.get(epOf(i, 0))!.id),
+      (t, m, i) => !t.includes(m.get(epOf(i, 0))!.id),
     );
     await burst(
       'burst 2, added endpoints (one per slice)',
       (s) => (s.added = true),
       (m, i) => up(m.get(epOf(i, e))),
-      (t, m, i) => t.has(m.get(epOf(i, e))!.id),
+      (t, m, i) => t.includes(m.get(epOf(i, e))!.id),
     );
     await burst(
       'burst 3, replaced addresses (one per slice: a rolling update)',
       (s) => (s.replaced = true),
       (m, i) => up(m.get(epOf(i, REPLACED + 1))) && !m.has(epOf(i, 1)),
-      (t, m, i) => t.has(m.get(epOf(i, REPLACED + 1))!.id),
+      (t, m, i) => t.includes(m.get(epOf(i, REPLACED + 1))!.id),
     );
     // A publish is logged when its onChange returns, just after the maps were seen matching: give the last
     // one a moment, then split each phase by the publishes that began in it.
@@ -675,6 +771,7 @@ async function bench(o: Options): Promise<void> {
   } finally {
     await poller?.terminate();
     dp?.close();
+    tables?.close();
     if (daemon && daemon.exitCode === null) {
       const exited = new Promise((r) => daemon!.once('exit', r));
       daemon.kill('SIGTERM');
