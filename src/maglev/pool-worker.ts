@@ -1,9 +1,8 @@
-// Entry of a Maglev table worker thread (started by WorkerTableBuilder): buildTable per request, result transferred.
+// Entry of a Maglev table worker thread (started by WorkerTableBuilder): a table (and its redirected copy) per request, transferred.
 import { readlinkSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
-import { buildTable, mapTable } from './maglev';
-import { WORKER_NICE, type TableJob, type TableJobResult } from './pool';
+import { runTableJob, WORKER_NICE, type TableJob, type TableJobResult } from './pool';
 
 if (!parentPort) throw new Error('pool-worker runs as a worker thread (WorkerTableBuilder starts it)');
 const port = parentPort;
@@ -17,18 +16,22 @@ try {
 }
 
 port.on('message', (job: TableJob) => {
-  let reply: TableJobResult;
+  let built: ReturnType<typeof runTableJob>;
   try {
-    const backends = job.names.map((name, i) => ({ name, weight: job.weights[i]! }));
-    const built = buildTable({ backends, size: job.size });
-    const table = job.as === undefined ? built : mapTable(built, job.as);
-    port.postMessage({ id: job.id, table } satisfies TableJobResult, [table.buffer]);
-    return;
+    built = runTableJob(job);
   } catch (e) {
     const err = e as Error;
-    reply = { id: job.id, error: { name: err?.name ?? 'Error', message: err?.message ?? String(e) } };
+    const failed: TableJobResult = {
+      id: job.id,
+      error: { name: err?.name ?? 'Error', message: err?.message ?? String(e) },
+    };
+    port.postMessage(failed);
+    return;
   }
-  port.postMessage(reply);
+  const { table, redirected } = built;
+  const reply: TableJobResult =
+    redirected === undefined ? { id: job.id, table } : { id: job.id, table, redirected };
+  port.postMessage(reply, redirected === undefined ? [table.buffer] : [table.buffer, redirected.buffer]);
 });
 
 /** The kernel's id of this thread (/proc/thread-self is /proc/<pid>/task/<tid>). */

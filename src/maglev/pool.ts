@@ -4,17 +4,46 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
-import { buildTable, MaglevBackend, mapTable, TableValues } from './maglev';
+import { buildTable, MaglevBackend, mapTable, redirectSkipped, TableValues } from './maglev';
 
 /** Builds Maglev tables: the result equals buildTable({ backends, size }) (member index per slot), or with `as`
  * mapTable of it (each member's value per slot: done where the table is built, off the caller's thread). */
 export interface TableBuilder {
   build(backends: readonly MaglevBackend[], size: number, as?: TableValues): Promise<Uint32Array>;
+  /** build() with `as`, and beside it that table with the members whose values are in `skip` redirected
+   * (redirectSkipped): both made where the builder builds, so the caller's thread neither copies nor allocates. */
+  buildPair(
+    backends: readonly MaglevBackend[],
+    size: number,
+    as: TableValues,
+    skip: readonly number[],
+  ): Promise<TablePair>;
   /** Runs of at most this many tables are better built in-thread than through this builder (its start-up or
    * round trip costs more); absent: the reconciler's default (INLINE_TABLES). */
   readonly inlineUpTo?: number;
   /** Stops the builder: pending and later builds reject. */
   close(): Promise<void>;
+}
+
+/** A table and the same table with some members redirected (TableBuilder.buildPair). */
+export interface TablePair {
+  natural: Uint32Array;
+  redirected: Uint32Array;
+}
+
+/** The table of a build request, mapped through `as`, and redirected too when `skip` is given (the one rule of
+ * what both builders do). */
+function built(
+  backends: readonly MaglevBackend[],
+  size: number,
+  as: TableValues | undefined,
+  skip: readonly number[] | undefined,
+): { table: Uint32Array; redirected?: Uint32Array } {
+  const t = buildTable({ backends, size });
+  const table = as === undefined ? t : mapTable(t, as);
+  return skip === undefined
+    ? { table }
+    : { table, redirected: redirectSkipped(table, new Set(skip), new Uint32Array(table.length)) };
 }
 
 /** Milliseconds of inline building between event-loop turns. */
@@ -26,20 +55,28 @@ let inlineTail: Promise<unknown> = Promise.resolve();
 /** In-thread builder (tests, CLI): builds on the caller's thread, one after another, giving the event loop a
  * turn before a build once INLINE_SLICE_MS of building ran since the last turn (timers and I/O wait no longer). */
 export const inlineTableBuilder: TableBuilder = {
-  build: (backends, size, as) => {
-    const built = inlineTail.then(async () => {
-      if (performance.now() - inlineTurnAt >= INLINE_SLICE_MS) {
-        await nextTurn();
-        inlineTurnAt = performance.now();
-      }
-      const t = buildTable({ backends, size });
-      return as === undefined ? t : mapTable(t, as);
-    });
-    inlineTail = built.catch(() => undefined);
-    return built;
-  },
+  build: (backends, size, as) => inline(backends, size, as, undefined).then((r) => r.table),
+  buildPair: (backends, size, as, skip) =>
+    inline(backends, size, as, skip).then((r) => ({ natural: r.table, redirected: r.redirected! })),
   close: () => Promise.resolve(),
 };
+
+function inline(
+  backends: readonly MaglevBackend[],
+  size: number,
+  as: TableValues | undefined,
+  skip: readonly number[] | undefined,
+): Promise<ReturnType<typeof built>> {
+  const out = inlineTail.then(async () => {
+    if (performance.now() - inlineTurnAt >= INLINE_SLICE_MS) {
+      await nextTurn();
+      inlineTurnAt = performance.now();
+    }
+    return built(backends, size, as, skip);
+  });
+  inlineTail = out.catch(() => undefined);
+  return out;
+}
 
 /** A build request sent to a table worker: the members as two arrays (cheaper to clone than objects). */
 export interface TableJob {
@@ -49,11 +86,20 @@ export interface TableJob {
   size: number;
   /** TableBuilder.build's `as` (absent: member indices) */
   as?: TableValues;
+  /** buildPair's `skip`: the answer carries the redirected table too */
+  skip?: number[];
 }
 
 /** A table worker's answer: the table (its buffer transferred) or the build's error. */
 export type TableJobResult =
-  { id: number; table: Uint32Array } | { id: number; error: { name: string; message: string } };
+  | { id: number; table: Uint32Array; redirected?: Uint32Array }
+  | { id: number; error: { name: string; message: string } };
+
+/** The job's work, done where it runs (the worker calls this). */
+export function runTableJob(job: TableJob): { table: Uint32Array; redirected?: Uint32Array } {
+  const backends = job.names.map((name, i) => ({ name, weight: job.weights[i]! }));
+  return built(backends, job.size, job.as, job.skip);
+}
 
 export interface WorkerTableBuilderOptions {
   /** Worker threads at most (default: available parallelism, capped at MAX_THREADS). */
@@ -75,7 +121,7 @@ const PER_WORKER = 2;
 
 interface Pending {
   job: TableJob;
-  resolve(t: Uint32Array): void;
+  resolve(r: { table: Uint32Array; redirected?: Uint32Array }): void;
   reject(e: Error): void;
 }
 
@@ -132,14 +178,37 @@ export class WorkerTableBuilder implements TableBuilder {
   }
 
   build(backends: readonly MaglevBackend[], size: number, as?: TableValues): Promise<Uint32Array> {
+    return this.post(backends, size, as, undefined).then((r) => r.table);
+  }
+
+  buildPair(
+    backends: readonly MaglevBackend[],
+    size: number,
+    as: TableValues,
+    skip: readonly number[],
+  ): Promise<TablePair> {
+    return this.post(backends, size, as, skip).then((r) => {
+      if (r.redirected === undefined)
+        throw new Error('Maglev table worker answered without the redirected table');
+      return { natural: r.table, redirected: r.redirected };
+    });
+  }
+
+  private post(
+    backends: readonly MaglevBackend[],
+    size: number,
+    as: TableValues | undefined,
+    skip: readonly number[] | undefined,
+  ): Promise<{ table: Uint32Array; redirected?: Uint32Array }> {
     if (this.closed) return Promise.reject(new Error('Maglev table builder is closed'));
-    return new Promise<Uint32Array>((resolve, reject) => {
+    return new Promise((resolve, reject) => {
       const job: TableJob = {
         id: this.nextId++,
         names: backends.map((b) => b.name),
         weights: backends.map((b) => b.weight),
         size,
         ...(as === undefined ? {} : { as }),
+        ...(skip === undefined ? {} : { skip: [...skip] }),
       };
       this.queue.push({ job, resolve, reject });
       this.dispatch();
@@ -192,7 +261,7 @@ export class WorkerTableBuilder implements TableBuilder {
     const p = slot.inFlight.get(m.id);
     if (p === undefined) return;
     slot.inFlight.delete(m.id);
-    if ('table' in m) p.resolve(m.table);
+    if ('table' in m) p.resolve(m);
     else {
       // The same error class the in-thread build throws (RangeError/TypeError naming the field).
       const Ctor =

@@ -1,7 +1,10 @@
 // Maglev tables of backend ids: built lazily from a recipe, memoised by signature, down members redirected.
-import { buildTable, checkTableInput, MaglevBackend, mapTable } from '../maglev/maglev';
+import { buildTable, checkTableInput, MaglevBackend, mapTable, redirectSkipped } from '../maglev/maglev';
 import type { TableBuilder } from '../maglev/pool';
 import type { DesiredBackend } from './desired';
+
+/** redirectSkipped lives with the Maglev builder (the table workers run it too). */
+export { redirectSkipped };
 
 /** Backend id 0 means "no backend": a zeroed table slot (ids start at 1). */
 export const NO_BACKEND_ID = 0;
@@ -9,10 +12,12 @@ export const NO_BACKEND_ID = 0;
 /** Slots an IdTable holds for its hold() callers: `ids` once the build is done. */
 interface Held {
   count: number;
-  ready: Promise<Uint32Array>;
+  ready: Promise<unknown>;
   ids: Uint32Array | null;
   /** `ids` are this table's ids as installed (down members redirected: holdInstalled), not its natural ones. */
   final: boolean;
+  /** With natural `ids` of a table that redirects: its ids as installed, made beside them by the builder. */
+  redirected: Uint32Array | null;
 }
 
 /** What a table is built from: its size and members (weight 0 already left out). */
@@ -80,6 +85,7 @@ export class IdTable {
     if (this.#recipe !== null) {
       const h = this.#held;
       if (h?.ids != null && h.final) return h.ids.slice();
+      if (h?.redirected != null) return h.redirected.slice();
       // from the held slots in one pass (no copy first)
       if (h?.ids != null) return redirectSkipped(h.ids, this.#skip, new Uint32Array(h.ids.length));
       return redirectSkipped(this.#built(this.#recipe), this.#skip);
@@ -91,13 +97,20 @@ export class IdTable {
   }
 
   /**
-   * ids(), without the copy while the slots are held (hold()) and no member is redirected: then the held
-   * array itself, which the caller must not change (the datapath only reads what it installs). A batch of 64
-   * tables at 65537 slots was 16 MiB of copies, and their garbage brought collections into every batch.
+   * ids(), without the copy while the slots are held (hold()): then the held array itself (as installed: the
+   * builder made the redirected one beside the natural one), which the caller must not change (the datapath only
+   * reads what it installs). A batch of 64 tables at 65537 slots was 16 MiB of copies, and their garbage brought
+   * collections into every batch.
    */
   sharedIds(): Uint32Array {
+    return this.#heldIds() ?? this.ids();
+  }
+
+  /** The held ids as installed, without a copy; null when none are held. */
+  #heldIds(): Uint32Array | null {
     const h = this.#held;
-    return h?.ids != null && (h.final || this.#skip.size === 0) ? h.ids : this.ids();
+    if (h?.ids == null) return null;
+    return h.final || this.#skip.size === 0 ? h.ids : h.redirected;
   }
 
   /**
@@ -128,13 +141,19 @@ export class IdTable {
     if (recipe === null) return;
     let h = this.#held;
     if (h === null) {
-      // backend ids straight from the builder (mapped where it builds, off the event loop)
-      const ready = builder.build(recipe, this.size, { values: this.#members, none: NO_BACKEND_ID });
-      const entry: Held = { count: 0, ready, ids: null, final: false };
+      // Backend ids straight from the builder (mapped where it builds, off the event loop), and with members to
+      // redirect, the ids as installed too (made there as well: 256 KiB per table not allocated on this thread).
+      const as = { values: this.#members, none: NO_BACKEND_ID };
+      const ready =
+        this.#skip.size === 0
+          ? builder.build(recipe, this.size, as).then((natural) => ({ natural, redirected: null }))
+          : builder.buildPair(recipe, this.size, as, [...this.#skip]);
+      const entry: Held = { count: 0, ready, ids: null, final: false, redirected: null };
       h = this.#held = entry;
       ready.then(
-        (ids) => {
-          entry.ids = ids;
+        (r) => {
+          entry.ids = r.natural;
+          entry.redirected = r.redirected;
         },
         () => {
           if (this.#held === entry) this.#held = null;
@@ -169,7 +188,7 @@ export class IdTable {
       return false;
     for (const id of from.#skip) if (!this.#skip.has(id)) return false;
     const ids = redirectSkipped(installed, this.#skip);
-    this.#held = { count: 1, ready: Promise.resolve(ids), ids, final: true };
+    this.#held = { count: 1, ready: Promise.resolve(ids), ids, final: true, redirected: null };
     return true;
   }
 
@@ -212,9 +231,8 @@ export class IdTable {
   equals(ids: Uint32Array): boolean {
     if (ids.length !== this.size) return false;
     if (this.#slots === null) {
-      // Held as installed, or held and nothing redirected: compare with the held ids as they are (no copy).
-      const h = this.#held;
-      const mine = h?.ids != null && (h.final || this.#skip.size === 0) ? h.ids : this.ids();
+      // Held: compare with the held ids as installed (no copy).
+      const mine = this.#heldIds() ?? this.ids();
       for (let s = 0; s < mine.length; s++) if (ids[s] !== mine[s]) return false;
       return true;
     }
@@ -288,70 +306,4 @@ export function tableSignature(tableSize: number, backends: readonly DesiredBack
   const parts = members.map((b) => `${b.address}=${b.id}*${b.weight}`).sort();
   const skip = skippedMembers(members);
   return `${tableSize}|${parts.join(',')}${skip.length > 0 ? `${SKIP_PART}${skip.join(',')}` : ''}`;
-}
-
-/** A byte per id from the smallest skipped one to the largest (ids are below 2^24: limits.maxBackends), reused
- * by every redirectSkipped call and cleared after it: a Set lookup per slot cost 1.3 ms per 65,537-slot table,
- * this ~0.15 ms. */
-let skipMask = new Uint8Array(0);
-const MASK_KEPT = 1 << 16;
-
-/**
- * Rewrites each slot whose id is in `skip` to the first id after it (wrapping) that is not: what unbounded
- * forward probing from that slot picks. Slots of other ids are untouched. With every id skipped (or none) the
- * table is returned as it is (the datapath then finds no backend, as before). In place, or into `out` (a
- * table of the same length: then `table` is left as it is and `out` returned, every slot written).
- */
-export function redirectSkipped(
-  table: Uint32Array,
-  skip: ReadonlySet<number>,
-  out?: Uint32Array,
-): Uint32Array {
-  const m = table.length;
-  const into = out ?? table;
-  if (into.length !== m) throw new RangeError(`out: length ${into.length} is not the table's ${m}`);
-  let lo = Infinity;
-  let hi = -1;
-  for (const id of skip) {
-    if (id < lo) lo = id;
-    if (id > hi) hi = id;
-  }
-  const n = hi - lo + 1; // skipped id x is mask[x - lo]; an id outside lo..hi wraps to >= n unsigned
-  // kept between calls up to 64 KiB; a wider range (ids far apart) gets its own for this call
-  if (skip.size > 0 && n > skipMask.length && n <= MASK_KEPT) skipMask = new Uint8Array(MASK_KEPT);
-  const mask = n <= skipMask.length ? skipMask : new Uint8Array(n);
-  for (const id of skip) mask[id - lo] = 1;
-  try {
-    let anchor = -1;
-    if (skip.size > 0)
-      for (let s = m - 1; s >= 0; s--) {
-        const k = (table[s]! - lo) >>> 0;
-        if (!(k < n && mask[k] === 1)) {
-          anchor = s;
-          break;
-        }
-      }
-    if (anchor < 0) {
-      if (into !== table) into.set(table);
-      return into;
-    }
-    // Walk backwards once around the ring from the last kept slot, carrying the nearest kept id ahead.
-    let carry = table[anchor]!;
-    into[anchor] = carry;
-    for (let s = anchor - 1; s >= 0; s--) {
-      const id = table[s]!;
-      const k = (id - lo) >>> 0;
-      if (k < n && mask[k] === 1) into[s] = carry;
-      else into[s] = carry = id;
-    }
-    for (let s = m - 1; s > anchor; s--) {
-      const id = table[s]!;
-      const k = (id - lo) >>> 0;
-      if (k < n && mask[k] === 1) into[s] = carry;
-      else into[s] = carry = id;
-    }
-    return into;
-  } finally {
-    for (const id of skip) mask[id - lo] = 0;
-  }
 }

@@ -10,6 +10,7 @@ import {
   inlineTableBuilder,
   MaglevBackend,
   mapTable,
+  redirectSkipped,
   WORKER_NICE,
   NO_BACKEND,
   WorkerTableBuilder,
@@ -83,6 +84,19 @@ describe('inlineTableBuilder', () => {
     expect(Array.from(await inlineTableBuilder.build([], 13, as))).toEqual(new Array(13).fill(7));
     expect(Array.from(mapTable(Uint32Array.of(NO_BACKEND, 2, 0), as))).toEqual([7, 103, 101]);
   });
+
+  it('buildPair: the mapped table and beside it a copy with the skipped values redirected (redirectSkipped)', async () => {
+    for (const c of cases) {
+      const as = { values: Uint32Array.from(c.backends, (_, i) => 1000 + i), none: 0 };
+      const natural = mapTable(buildTable({ backends: c.backends, size: c.size }), as);
+      for (const skip of [[1000], [1000, 1002], [], as.values.length > 3 ? [1001, 1003, 999] : [1001]]) {
+        const pair = await inlineTableBuilder.buildPair(c.backends, c.size, as, skip);
+        expectSame(pair.natural, natural);
+        expectSame(pair.redirected, redirectSkipped(natural.slice(), new Set(skip)));
+        expect(pair.redirected.buffer).not.toBe(pair.natural.buffer);
+      }
+    }
+  });
 });
 
 describe('WorkerTableBuilder', () => {
@@ -100,6 +114,11 @@ describe('WorkerTableBuilder', () => {
       for (const c of cases) {
         const as = { values: Uint32Array.from(c.backends, (_, i) => 1000 + i), none: 0 };
         expectSame(await pool.build(c.backends, c.size, as), mapTable(buildTable({ backends: c.backends, size: c.size }), as)); // prettier-ignore
+        // a pair: both made in the worker, as the inline builder makes them
+        const want = await inlineTableBuilder.buildPair(c.backends, c.size, as, [1001, 1000]);
+        const pair = await pool.buildPair(c.backends, c.size, as, [1001, 1000]);
+        expectSame(pair.natural, want.natural);
+        expectSame(pair.redirected, want.redirected);
       }
       expect(pool.workerDeaths).toBe(0);
     } finally {

@@ -6,7 +6,6 @@ import type { DatapathConfig } from '../../src/datapath/types';
 import * as maglev from '../../src/maglev/maglev';
 import type { MaglevBackend } from '../../src/maglev/maglev';
 import { inlineTableBuilder, TableBuilder } from '../../src/maglev/pool';
-import type { TableValues } from '../../src/maglev/maglev';
 import { Config, validateConfig } from '../../src/model';
 import {
   applyPlan,
@@ -66,20 +65,23 @@ function recordingBuilder() {
   const failing = new Set<string>();
   let pending = 0;
   let maxPending = 0;
+  async function record<T>(backends: readonly MaglevBackend[], build: () => Promise<T>): Promise<T> {
+    calls.push(backends.map((b) => b.name));
+    pending++;
+    maxPending = Math.max(maxPending, pending);
+    try {
+      if (backends.some((b) => failing.has(b.name))) throw new Error(`no table for ${backends[0]!.name}`);
+      return await build();
+    } finally {
+      pending--;
+    }
+  }
   const builder: TableBuilder = {
     // Runs of more than 2 tables go through it (the worker pool's own threshold is higher: see INLINE_TABLES).
     inlineUpTo: 2,
-    async build(backends: readonly MaglevBackend[], size: number, as?: TableValues): Promise<Uint32Array> {
-      calls.push(backends.map((b) => b.name));
-      pending++;
-      maxPending = Math.max(maxPending, pending);
-      try {
-        if (backends.some((b) => failing.has(b.name))) throw new Error(`no table for ${backends[0]!.name}`);
-        return await inlineTableBuilder.build(backends, size, as);
-      } finally {
-        pending--;
-      }
-    },
+    build: (backends, size, as) => record(backends, () => inlineTableBuilder.build(backends, size, as)),
+    buildPair: (backends, size, as, skip) =>
+      record(backends, () => inlineTableBuilder.buildPair(backends, size, as, skip)),
     close: () => Promise.resolve(),
   };
   return { builder, calls, failing, maxPending: () => maxPending };
@@ -361,7 +363,7 @@ describe('IdTable built through a builder', () => {
     expect(rec.calls).toHaveLength(6);
   });
 
-  it('sharedIds: the held slots themselves while held with nothing redirected, else a fresh copy of ids()', async () => {
+  it('sharedIds: the held slots as installed themselves while held (redirected ones made by the builder), else a fresh copy of ids()', async () => {
     const cfg = config(1, () => [1, 2, 3, 4]);
     const t = desiredState({ config: cfg, datapathConfig: DP_CONFIG }).vips[0]!.table;
     const want = t.ids();
@@ -379,7 +381,8 @@ describe('IdTable built through a builder', () => {
     expect(t.sharedIds()).not.toBe(held);
     expect(t.sharedIds()).toEqual(want);
 
-    // A down member's slots are redirected in every copy: never the held (natural) slots.
+    // A down member's slots are redirected in what is shared: the builder's redirected table, held beside the
+    // natural one (never the natural slots themselves).
     const down = desiredState({
       config: cfg,
       datapathConfig: DP_CONFIG,
@@ -390,8 +393,13 @@ describe('IdTable built through a builder', () => {
     await down.hold(inlineTableBuilder);
     const s1 = down.sharedIds();
     expect(s1).toEqual(redirected);
-    expect(down.sharedIds()).not.toBe(s1);
+    expect(down.sharedIds()).toBe(s1);
+    expect(down.ids()).not.toBe(s1);
+    expect(down.ids()).toEqual(redirected);
     expect(down.naturalIds()).not.toEqual(redirected);
+    expect(down.equals(redirected)).toBe(true);
     down.release();
+    expect(down.sharedIds()).not.toBe(s1);
+    expect(down.sharedIds()).toEqual(redirected);
   });
 });
