@@ -70,11 +70,14 @@ export function checkTableInput(opts: Pick<BuildTableOptions, 'backends' | 'size
  * Backends are sorted by name; in each round every backend adds its weight to a credit and takes one
  * turn (claims its next preferred free slot) when the credit reaches the largest weight.
  */
-export function buildTable(opts: BuildTableOptions): Uint32Array {
+export function buildTable(opts: BuildTableOptions, into?: ArrayBuffer): Uint32Array {
   const size = checkTableInput(opts);
+  if (into !== undefined && into.byteLength !== size * 4)
+    throw new RangeError(`into: ${into.byteLength} bytes is not ${size * 4} (4 per slot)`);
   // Int32 slots with -1 (NO_BACKEND's bit pattern) for free: V8 keeps the loop in small integers, where
-  // Uint32 values above 2^31 would be doubles. The result is a Uint32Array over the same buffer.
-  const table = new Int32Array(size).fill(-1);
+  // Uint32 values above 2^31 would be doubles. The result is a Uint32Array over the same buffer (`into`, when
+  // given: memory reused, e.g. a table the caller is done with).
+  const table = (into === undefined ? new Int32Array(size) : new Int32Array(into)).fill(-1);
   // Members in name order (code-unit order; bytewise for ASCII names), remembering input positions.
   const order = opts.backends
     .map((b, i) => ({ name: b.name, weight: b.weight, index: i }))

@@ -2,6 +2,7 @@
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
+import { isArrayBuffer } from 'node:util/types';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import { buildTable, MaglevBackend, mapTable, redirectSkipped, TableValues } from './maglev';
@@ -21,6 +22,10 @@ export interface TableBuilder {
   /** Runs of at most this many tables are better built in-thread than through this builder (its start-up or
    * round trip costs more); absent: the reconciler's default (INLINE_TABLES). */
   readonly inlineUpTo?: number;
+  /** Optional: the caller is done with a table this builder gave (no reference to it is kept anywhere): its memory
+   * may serve a later build, instead of being garbage the collector must find (external memory drives V8's full
+   * collections: a burst of 1,000 tables at 65,537 slots allocated 256 MiB). */
+  recycle?(table: Uint32Array): void;
   /** Stops the builder: pending and later builds reject. */
   close(): Promise<void>;
 }
@@ -38,12 +43,16 @@ function built(
   size: number,
   as: TableValues | undefined,
   skip: readonly number[] | undefined,
+  buffers: readonly ArrayBuffer[] = [],
 ): { table: Uint32Array; redirected?: Uint32Array } {
-  const t = buildTable({ backends, size });
+  const fits = (b: ArrayBuffer | undefined): ArrayBuffer | undefined =>
+    b !== undefined && b.byteLength === size * 4 ? b : undefined;
+  const t = buildTable({ backends, size }, fits(buffers[0]));
   const table = as === undefined ? t : mapTable(t, as);
-  return skip === undefined
-    ? { table }
-    : { table, redirected: redirectSkipped(table, new Set(skip), new Uint32Array(table.length)) };
+  if (skip === undefined) return { table };
+  const into = fits(buffers[1]);
+  const out = into === undefined ? new Uint32Array(table.length) : new Uint32Array(into);
+  return { table, redirected: redirectSkipped(table, new Set(skip), out) };
 }
 
 /** Milliseconds of inline building between event-loop turns. */
@@ -88,6 +97,9 @@ export interface TableJob {
   as?: TableValues;
   /** buildPair's `skip`: the answer carries the redirected table too */
   skip?: number[];
+  /** Recycled memory for the table (and the redirected one), 4 bytes per slot, transferred: the answer carries
+   * them back as its tables (recycle()). */
+  buffers?: ArrayBuffer[];
 }
 
 /** A table worker's answer: the table (its buffer transferred) or the build's error. */
@@ -98,7 +110,7 @@ export type TableJobResult =
 /** The job's work, done where it runs (the worker calls this). */
 export function runTableJob(job: TableJob): { table: Uint32Array; redirected?: Uint32Array } {
   const backends = job.names.map((name, i) => ({ name, weight: job.weights[i]! }));
-  return built(backends, job.size, job.as, job.skip);
+  return built(backends, job.size, job.as, job.skip, job.buffers);
 }
 
 export interface WorkerTableBuilderOptions {
@@ -118,6 +130,8 @@ export const WORKER_NICE = 10;
 export const IDLE_MS = 10_000;
 /** Builds posted to one worker before it answers: hides the message round trip. */
 const PER_WORKER = 2;
+/** Recycled table buffers kept at most (256 KiB each at 65,537 slots), until the workers go idle. */
+export const SPARE_BUFFERS = 160;
 
 interface Pending {
   job: TableJob;
@@ -150,6 +164,9 @@ export class WorkerTableBuilder implements TableBuilder {
   private idleTimer: NodeJS.Timeout | null = null;
   private closed = false;
   private deaths = 0;
+  /** Recycled table buffers by byte length (recycle()), handed to the next builds of that size. */
+  private readonly spare = new Map<number, ArrayBuffer[]>();
+  private spareCount = 0;
 
   constructor(o: WorkerTableBuilderOptions = {}) {
     const threads = o.threads ?? Math.min(availableParallelism(), MAX_THREADS);
@@ -170,6 +187,11 @@ export class WorkerTableBuilder implements TableBuilder {
   /** Worker threads running now (0 while idle). */
   get running(): number {
     return this.slots.length;
+  }
+
+  /** Recycled table buffers held for later builds (recycle()). */
+  get spareBuffers(): number {
+    return this.spareCount;
   }
 
   /** Workers that died (failed, or exited without being told to). */
@@ -219,6 +241,8 @@ export class WorkerTableBuilder implements TableBuilder {
     if (this.closed) return;
     this.closed = true;
     this.clearIdle();
+    this.spare.clear();
+    this.spareCount = 0;
     const err = new Error('Maglev table builder closed before the build finished');
     for (const p of this.queue.splice(0)) p.reject(err);
     const slots = this.slots.splice(0);
@@ -240,7 +264,9 @@ export class WorkerTableBuilder implements TableBuilder {
       if (slot === null || slot.inFlight.size >= PER_WORKER) break;
       const p = this.queue.shift()!;
       slot.inFlight.set(p.job.id, p);
-      slot.worker.postMessage(p.job);
+      const buffers = this.takeSpare(p.job.size * 4, p.job.skip === undefined ? 1 : 2);
+      if (buffers.length > 0) p.job.buffers = buffers;
+      slot.worker.postMessage(p.job, buffers);
     }
     this.armIdle();
   }
@@ -288,6 +314,27 @@ export class WorkerTableBuilder implements TableBuilder {
     this.dispatch();
   }
 
+  recycle(table: Uint32Array): void {
+    const buf = table.buffer;
+    // Only a whole, plain buffer (one a build made), not a view into a bigger one; and not past the cap.
+    if (this.closed || this.spareCount >= SPARE_BUFFERS || !isArrayBuffer(buf)) return;
+    if (table.byteOffset !== 0 || table.byteLength !== buf.byteLength || buf.byteLength === 0) return;
+    const list = this.spare.get(buf.byteLength);
+    if (list === undefined) this.spare.set(buf.byteLength, [buf]);
+    else if (!list.includes(buf)) list.push(buf);
+    else return;
+    this.spareCount++;
+  }
+
+  /** Up to `n` recycled buffers of `bytes`, taken out of the spares (transferred with a job). */
+  private takeSpare(bytes: number, n: number): ArrayBuffer[] {
+    const list = this.spare.get(bytes);
+    if (list === undefined) return [];
+    const out = list.splice(Math.max(0, list.length - n));
+    this.spareCount -= out.length;
+    return out;
+  }
+
   private armIdle(): void {
     if (this.closed || this.slots.length === 0 || this.queue.length > 0) return;
     if (this.slots.some((s) => s.inFlight.size > 0)) return;
@@ -303,6 +350,8 @@ export class WorkerTableBuilder implements TableBuilder {
   /** Terminates the idle workers (the next build starts new ones). */
   private retire(): void {
     this.idleTimer = null;
+    this.spare.clear();
+    this.spareCount = 0;
     const slots = this.slots.splice(0);
     for (const s of slots) {
       s.dead = true;

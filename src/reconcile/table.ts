@@ -18,6 +18,8 @@ interface Held {
   final: boolean;
   /** With natural `ids` of a table that redirects: its ids as installed, made beside them by the builder. */
   redirected: Uint32Array | null;
+  /** The builder that made `ids` (and `redirected`): given them back when the last hold is released. */
+  from: TableBuilder | null;
 }
 
 /** What a table is built from: its size and members (weight 0 already left out). */
@@ -99,7 +101,7 @@ export class IdTable {
   /**
    * ids(), without the copy while the slots are held (hold()): then the held array itself (as installed: the
    * builder made the redirected one beside the natural one), which the caller must not change (the datapath only
-   * reads what it installs). A batch of 64 tables at 65537 slots was 16 MiB of copies, and their garbage brought
+   * reads what it installs) nor use after the hold's release() (its memory goes back to the builder). A batch of 64 tables at 65537 slots was 16 MiB of copies, and their garbage brought
    * collections into every batch.
    */
   sharedIds(): Uint32Array {
@@ -148,7 +150,7 @@ export class IdTable {
         this.#skip.size === 0
           ? builder.build(recipe, this.size, as).then((natural) => ({ natural, redirected: null }))
           : builder.buildPair(recipe, this.size, as, [...this.#skip]);
-      const entry: Held = { count: 0, ready, ids: null, final: false, redirected: null };
+      const entry: Held = { count: 0, ready, ids: null, final: false, redirected: null, from: builder };
       h = this.#held = entry;
       ready.then(
         (r) => {
@@ -188,15 +190,19 @@ export class IdTable {
       return false;
     for (const id of from.#skip) if (!this.#skip.has(id)) return false;
     const ids = redirectSkipped(installed, this.#skip);
-    this.#held = { count: 1, ready: Promise.resolve(ids), ids, final: true, redirected: null };
+    this.#held = { count: 1, ready: Promise.resolve(ids), ids, final: true, redirected: null, from: null };
     return true;
   }
 
-  /** Ends one hold(): the slots are dropped when none is left (memory: 4 bytes per slot). */
+  /** Ends one hold(): the slots are dropped when none is left (memory: 4 bytes per slot), given back to the
+   * builder that made them (TableBuilder.recycle: what sharedIds() handed out is not to be used after this). */
   release(): void {
     const h = this.#held;
     if (h === null || --h.count > 0) return;
     this.#held = null;
+    if (h.from?.recycle === undefined) return;
+    if (h.ids !== null) h.from.recycle(h.ids);
+    if (h.redirected !== null) h.from.recycle(h.redirected);
   }
 
   /** ids() with the build through `builder` (off the event loop with a worker pool). */

@@ -11,6 +11,7 @@ import {
   MaglevBackend,
   mapTable,
   redirectSkipped,
+  SPARE_BUFFERS,
   WORKER_NICE,
   NO_BACKEND,
   WorkerTableBuilder,
@@ -147,6 +148,38 @@ describe('WorkerTableBuilder', () => {
     } finally {
       await pool.close();
     }
+  });
+
+  it('recycle(): tables given back are the memory of later builds of their size (detached here once posted), capped', async () => {
+    const pool = new WorkerTableBuilder({ workerPath: WORKER, threads: 1 });
+    try {
+      const a = await pool.build(backendsN(10), 4099);
+      const b = await pool.build(backendsN(11), 4099);
+      pool.recycle(a);
+      pool.recycle(b);
+      pool.recycle(a); // given twice: kept once
+      pool.recycle(a.subarray(1)); // a view into a buffer: not taken
+      pool.recycle(new Uint32Array(13)); // another size: kept for builds of 13 slots
+      expect(pool.spareBuffers).toBe(3);
+      const as = { values: Uint32Array.from({ length: 12 }, (_, i) => 1000 + i), none: 0 };
+      const pair = await pool.buildPair(backendsN(12), 4099, as, [1001]);
+      // Both 4099-slot buffers went to the worker with the pair's job (a transfer detaches them here).
+      expect([a.byteLength, b.byteLength]).toEqual([0, 0]);
+      expect(pool.spareBuffers).toBe(1);
+      const natural = mapTable(buildTable({ backends: backendsN(12), size: 4099 }), as);
+      expectSame(pair.natural, natural);
+      expectSame(pair.redirected, redirectSkipped(natural.slice(), new Set([1001])));
+      // The one of 13 slots serves a build of 13 (its old contents overwritten).
+      const old = new Uint32Array(13).fill(9);
+      pool.recycle(old);
+      expectSame(await pool.build(backendsN(3), 13), buildTable({ backends: backendsN(3), size: 13 }));
+      expect(old.byteLength).toBe(0);
+      for (let i = 0; i < SPARE_BUFFERS + 5; i++) pool.recycle(new Uint32Array(7));
+      expect(pool.spareBuffers).toBe(SPARE_BUFFERS);
+    } finally {
+      await pool.close();
+    }
+    expect(pool.spareBuffers).toBe(0);
   });
 
   it('rejects bad input with the error class and message buildTable throws', async () => {

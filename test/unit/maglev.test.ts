@@ -139,6 +139,17 @@ describe('buildTable', () => {
     expect(MAGLEV_DEFAULT_SIZE).toBe(65537);
   });
 
+  it('builds into a given buffer (memory reused) what it builds fresh; refuses one of another size', () => {
+    const backends = Array.from({ length: 9 }, (_, i) => ({ name: `10.0.0.${i}:80`, weight: 1 + (i % 3) }));
+    const into = new Uint32Array(251).fill(12345).buffer;
+    const t = buildTable({ backends, size: 251 }, into);
+    expect(t.buffer).toBe(into);
+    expect(Array.from(t)).toEqual(Array.from(buildTable({ backends, size: 251 })));
+    expect(() => buildTable({ backends, size: 251 }, new ArrayBuffer(250 * 4))).toThrow(
+      new RangeError('into: 1000 bytes is not 1004 (4 per slot)'),
+    );
+  });
+
   it('fills the whole table with a single backend', () => {
     const t = buildTable({ backends: [{ name: '10.0.0.1', weight: 1 }] });
     expect(t.length).toBe(65537);

@@ -363,6 +363,42 @@ describe('IdTable built through a builder', () => {
     expect(rec.calls).toHaveLength(6);
   });
 
+  it('gives the held slots back to the builder (recycle) when the last hold ends, not before, and nothing else', async () => {
+    const cfg = config(1, () => [1, 2, 3, 4]);
+    const given: Uint32Array[] = [];
+    const builder = { ...inlineTableBuilder, recycle: (t: Uint32Array) => void given.push(t) };
+    const down = desiredState({
+      config: cfg,
+      datapathConfig: DP_CONFIG,
+      health: new Map([['10.0.0.0:80/tcp>10.1.0.2', 'down' as const]]),
+    }).vips[0]!.table;
+    await down.hold(builder);
+    await down.hold(builder);
+    const shared = down.sharedIds();
+    const copy = down.ids();
+    down.release();
+    expect(given).toHaveLength(0); // one hold left
+    down.release();
+    // the natural slots and the redirected ones (the array sharedIds handed out), not the copy
+    expect(given).toHaveLength(2);
+    expect(given).toContain(shared);
+    expect(given).not.toContain(copy);
+    expect(given.find((g) => g !== shared)).toEqual(down.naturalIds());
+    // A table held from the installed one (read back from the datapath) is not the builder's: not given back.
+    const installed = down.ids();
+    const again = desiredState({
+      config: cfg,
+      datapathConfig: DP_CONFIG,
+      health: new Map([
+        ['10.0.0.0:80/tcp>10.1.0.2', 'down' as const],
+        ['10.0.0.0:80/tcp>10.1.0.3', 'down' as const],
+      ]),
+    }).vips[0]!.table;
+    expect(again.holdInstalled(down, installed)).toBe(true);
+    again.release();
+    expect(given).toHaveLength(2);
+  });
+
   it('sharedIds: the held slots as installed themselves while held (redirected ones made by the builder), else a fresh copy of ids()', async () => {
     const cfg = config(1, () => [1, 2, 3, 4]);
     const t = desiredState({ config: cfg, datapathConfig: DP_CONFIG }).vips[0]!.table;
