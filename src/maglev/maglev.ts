@@ -71,6 +71,22 @@ export function checkTableInput(opts: Pick<BuildTableOptions, 'backends' | 'size
  * turn (claims its next preferred free slot) when the credit reaches the largest weight.
  */
 export function buildTable(opts: BuildTableOptions, into?: ArrayBuffer): Uint32Array {
+  return build(opts, into, null);
+}
+
+/**
+ * mapTable(buildTable(opts), as) in one pass: each slot holds its owner's value in `as` (`as.none` where no
+ * backend has weight). Values above 2^31 - 1 are mapped after the build instead (the builder's slots are
+ * int32, -1 for free).
+ */
+export function buildMappedTable(opts: BuildTableOptions, as: TableValues, into?: ArrayBuffer): Uint32Array {
+  for (let i = 0; i < as.values.length; i++)
+    if (as.values[i]! > 0x7fffffff) return mapTable(build(opts, into, null), as);
+  return build(opts, into, as);
+}
+
+/** The table, built into `into` if given; slots hold member indices, or their values in `as`. */
+function build(opts: BuildTableOptions, into: ArrayBuffer | undefined, as: TableValues | null): Uint32Array {
   const size = checkTableInput(opts);
   if (into !== undefined && into.byteLength !== size * 4)
     throw new RangeError(`into: ${into.byteLength} bytes is not ${size * 4} (4 per slot)`);
@@ -85,10 +101,11 @@ export function buildTable(opts: BuildTableOptions, into?: ArrayBuffer): Uint32A
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const n = order.length;
   const out = new Uint32Array(table.buffer);
-  if (n === 0) return out;
+  if (n === 0) return as === null ? out : out.fill(as.none);
   const pos = new Int32Array(n);
   const skip = new Int32Array(n);
   const weight = new Float64Array(n);
+  // what a member's slots hold: its input position, or its value
   const index = new Int32Array(n);
   let maxWeight = 0;
   let equal = true;
@@ -98,7 +115,7 @@ export function buildTable(opts: BuildTableOptions, into?: ArrayBuffer): Uint32A
     pos[i] = p.offset;
     skip[i] = p.skip;
     weight[i] = b.weight;
-    index[i] = b.index;
+    index[i] = as === null ? b.index : as.values[b.index]!;
     if (b.weight > maxWeight) maxWeight = b.weight;
     if (b.weight !== order[0]!.weight) equal = false;
   }
@@ -107,25 +124,34 @@ export function buildTable(opts: BuildTableOptions, into?: ArrayBuffer): Uint32A
   return out;
 }
 
+/**
+ * Free slots left when the builders stop walking permutations and fill the rest by fillTail: with k slots free a
+ * walk takes ~M/k steps per claim (the last 256 of 65,537 were ~40% of all steps), fillTail ~k.
+ */
+export const TAIL_SLOTS = 256;
+
 /** Equal weights: every member takes a turn in every round (the credit rule reduces to that). */
 function fillEqual(table: Int32Array, pos: Int32Array, skip: Int32Array, index: Int32Array): void {
   const size = table.length;
   const n = pos.length;
+  const walked = size - Math.min(size, TAIL_SLOTS);
   let filled = 0;
-  for (;;)
-    for (let i = 0; i < n; i++) {
-      // Walk this member's permutation (offset + j*skip) mod M to its next free slot.
-      let c = pos[i]!;
-      const s = skip[i]!;
-      while (table[c] !== -1) {
+  if (walked > 0)
+    for (;;)
+      for (let i = 0; i < n; i++) {
+        // Walk this member's permutation (offset + j*skip) mod M to its next free slot.
+        let c = pos[i]!;
+        const s = skip[i]!;
+        while (table[c] !== -1) {
+          c += s;
+          if (c >= size) c -= size;
+        }
+        table[c] = index[i]!;
         c += s;
-        if (c >= size) c -= size;
+        pos[i] = c >= size ? c - size : c;
+        if (++filled === walked) return fillTail(table, pos, skip, index, i + 1, null);
       }
-      table[c] = index[i]!;
-      c += s;
-      pos[i] = c >= size ? c - size : c;
-      if (++filled === size) return;
-    }
+  fillTail(table, pos, skip, index, 0, null);
 }
 
 /** Weighted rounds: a member adds its weight to its credit and takes a turn when the credit reaches maxWeight. */
@@ -140,23 +166,94 @@ function fillWeighted(
   const size = table.length;
   const n = pos.length;
   const credit = new Float64Array(n);
+  const turn = (i: number): boolean => {
+    credit[i]! += weight[i]!;
+    if (credit[i]! < maxWeight) return false;
+    credit[i]! -= maxWeight;
+    return true;
+  };
+  const walked = size - Math.min(size, TAIL_SLOTS);
   let filled = 0;
-  for (;;)
-    for (let i = 0; i < n; i++) {
-      credit[i]! += weight[i]!;
-      if (credit[i]! < maxWeight) continue;
-      credit[i]! -= maxWeight;
-      let c = pos[i]!;
-      const s = skip[i]!;
-      while (table[c] !== -1) {
+  if (walked > 0)
+    for (;;)
+      for (let i = 0; i < n; i++) {
+        credit[i]! += weight[i]!;
+        if (credit[i]! < maxWeight) continue;
+        credit[i]! -= maxWeight;
+        let c = pos[i]!;
+        const s = skip[i]!;
+        while (table[c] !== -1) {
+          c += s;
+          if (c >= size) c -= size;
+        }
+        table[c] = index[i]!;
         c += s;
-        if (c >= size) c -= size;
+        pos[i] = c >= size ? c - size : c;
+        if (++filled === walked) return fillTail(table, pos, skip, index, i + 1, turn);
       }
-      table[c] = index[i]!;
-      c += s;
-      pos[i] = c >= size ? c - size : c;
-      if (++filled === size) return;
+  fillTail(table, pos, skip, index, 0, turn);
+}
+
+/**
+ * The same claims as the walks above, for the last free slots, from member `first` of the current round on
+ * (`turn`: whether member i takes a turn when visited; null: every visit is one). A member's next claim is the
+ * free slot it reaches first on its permutation from `pos`: every slot it passed is taken, so that is the free
+ * slot e with the fewest steps t = (e - pos) / skip mod M (M is prime: skip has an inverse). Computed for each
+ * free slot instead of walked step by step.
+ */
+function fillTail(
+  table: Int32Array,
+  pos: Int32Array,
+  skip: Int32Array,
+  index: Int32Array,
+  first: number,
+  turn: ((i: number) => boolean) | null,
+): void {
+  const size = table.length;
+  const n = pos.length;
+  const free = new Int32Array(Math.min(size, TAIL_SLOTS));
+  let left = 0;
+  for (let s = 0; s < size; s++) if (table[s] === -1) free[left++] = s;
+  // skip's inverse mod M per member, computed when first needed (0: not yet; an inverse is never 0)
+  const inverse = new Float64Array(n);
+  for (let i = first; left > 0; i = i + 1 === n ? 0 : i + 1) {
+    if (i >= n) i = 0;
+    if (turn !== null && !turn(i)) continue;
+    const c = pos[i]!;
+    let inv = inverse[i]!;
+    if (inv === 0) inv = inverse[i] = modInverse(skip[i]!, size);
+    let best = size;
+    let at = 0;
+    for (let k = 0; k < left; k++) {
+      let d = free[k]! - c;
+      if (d < 0) d += size;
+      // t = d * inv mod M, exact: the product is below 2^40, the quotient's floor is off by one at most
+      const x = d * inv;
+      let t = x - Math.floor(x / size) * size;
+      if (t < 0) t += size;
+      else if (t >= size) t -= size;
+      if (t < best) {
+        best = t;
+        at = k;
+      }
     }
+    const e = free[at]!;
+    table[e] = index[i]!;
+    free[at] = free[--left]!;
+    const next = e + skip[i]!;
+    pos[i] = next >= size ? next - size : next;
+  }
+}
+
+/** a^-1 mod m for a prime m and 0 < a < m (extended Euclid). */
+function modInverse(a: number, m: number): number {
+  let [r0, r1, s0, s1] = [m, a, 0, 1];
+  while (r1 !== 0) {
+    const q = Math.floor(r0 / r1);
+    [r0, r1] = [r1, r0 - q * r1];
+    [s0, s1] = [s1, s0 - q * s1];
+  }
+  return s0 < 0 ? s0 + m : s0;
 }
 
 /** What a built table's member indices become: `values[i]` for member i, `none` for NO_BACKEND. */

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { isArrayBuffer } from 'node:util/types';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
-import { buildTable, MaglevBackend, mapTable, redirectSkipped, TableValues } from './maglev';
+import { buildMappedTable, buildTable, MaglevBackend, redirectSkipped, TableValues } from './maglev';
 
 /** Builds Maglev tables: the result equals buildTable({ backends, size }) (member index per slot), or with `as`
  * mapTable of it (each member's value per slot: done where the table is built, off the caller's thread). */
@@ -47,11 +47,12 @@ function built(
 ): { table: Uint32Array; redirected?: Uint32Array } {
   const fits = (b: ArrayBuffer | undefined): ArrayBuffer | undefined =>
     b !== undefined && b.byteLength === size * 4 ? b : undefined;
-  const t = buildTable({ backends, size }, fits(buffers[0]));
-  const table = as === undefined ? t : mapTable(t, as);
+  const into = fits(buffers[0]);
+  const table =
+    as === undefined ? buildTable({ backends, size }, into) : buildMappedTable({ backends, size }, as, into);
   if (skip === undefined) return { table };
-  const into = fits(buffers[1]);
-  const out = into === undefined ? new Uint32Array(table.length) : new Uint32Array(into);
+  const second = fits(buffers[1]);
+  const out = second === undefined ? new Uint32Array(table.length) : new Uint32Array(second);
   return { table, redirected: redirectSkipped(table, new Set(skip), out) };
 }
 

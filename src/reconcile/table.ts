@@ -1,5 +1,5 @@
 // Maglev tables of backend ids: built lazily from a recipe, memoised by signature, down members redirected.
-import { buildTable, checkTableInput, MaglevBackend, mapTable, redirectSkipped } from '../maglev/maglev';
+import { buildMappedTable, checkTableInput, MaglevBackend, redirectSkipped } from '../maglev/maglev';
 import type { TableBuilder } from '../maglev/pool';
 import type { DesiredBackend } from './desired';
 
@@ -127,10 +127,13 @@ export class IdTable {
   #built(recipe: MaglevBackend[]): Uint32Array {
     const h = this.#held;
     if (h?.ids != null && !h.final) return h.ids.slice();
-    return mapTable(buildTable({ backends: recipe, size: this.size }), {
-      values: this.#members,
-      none: NO_BACKEND_ID,
-    });
+    return buildMappedTable(
+      { backends: recipe, size: this.size },
+      {
+        values: this.#members,
+        none: NO_BACKEND_ID,
+      },
+    );
   }
 
   /**

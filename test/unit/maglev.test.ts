@@ -1,11 +1,14 @@
 // Maglev builder: hash vectors, paper conformance, single backend, weights, determinism, golden tables, churn.
 import fc from 'fast-check';
 import {
+  buildMappedTable,
   buildTable,
   changedFraction,
   isPrime,
   MAGLEV_ALGORITHM,
   MAGLEV_DEFAULT_SIZE,
+  MAGLEV_MAX_SIZE,
+  mapTable,
   murmur3String,
   murmur3x86_32,
   NO_BACKEND,
@@ -13,6 +16,7 @@ import {
   probeBackend,
   slotCounts,
   tableNames,
+  TAIL_SLOTS,
 } from '../../src/maglev';
 
 const backendsN = (n: number, weight = 1): { name: string; weight: number }[] =>
@@ -212,6 +216,49 @@ describe('buildTable', () => {
       { numRuns: 60 },
     );
     expect(compared).toBe(60);
+  });
+
+  it('fills the last TAIL_SLOTS free slots as the permutation walks would, at every size around it and the largest', () => {
+    // fillTail computes each claim instead of walking: tables of at most TAIL_SLOTS slots are filled by it alone,
+    // bigger ones switch to it with exactly TAIL_SLOTS free.
+    const sizes = [3, 7, 251, 257, 263, 509, 521, 1021, MAGLEV_MAX_SIZE];
+    expect(TAIL_SLOTS).toBeGreaterThan(251);
+    expect(TAIL_SLOTS).toBeLessThan(257);
+    for (const m of sizes)
+      for (const n of [1, 2, 5, 40])
+        for (const weighted of [false, true]) {
+          if (m === MAGLEV_MAX_SIZE && n === 40) continue; // the reference takes seconds there
+          const bs = Array.from({ length: n }, (_, i) => ({
+            name: `10.${m & 255}.${i}.9:443`,
+            weight: weighted ? 1 + ((i * 7) % 5) : 2,
+          }));
+          const got = buildTable({ backends: bs, size: m });
+          const want = straightforwardTable(bs, m);
+          expect([m, n, weighted, Buffer.from(got.buffer).equals(Buffer.from(want.buffer))]).toEqual([m, n, weighted, true]); // prettier-ignore
+        }
+  });
+
+  it('buildMappedTable: mapTable of buildTable in one pass; values above 2^31 - 1 and no backend alike', () => {
+    const bs = Array.from({ length: 30 }, (_, i) => ({ name: `10.0.${i}.1`, weight: 1 + (i % 3) }));
+    for (const values of [
+      Uint32Array.from(bs, (_, i) => i + 1),
+      Uint32Array.from(bs, (_, i) => 0x7fffffff - i),
+      Uint32Array.from(bs, (_, i) => 0xfffffff0 + (i % 16)), // not int32: mapped after the build
+    ])
+      for (const m of [13, 4099, 65537]) {
+        const as = { values, none: 0 };
+        const want = mapTable(buildTable({ backends: bs, size: m }), as);
+        expect(Array.from(buildMappedTable({ backends: bs, size: m }, as))).toEqual(Array.from(want));
+        const into = new ArrayBuffer(m * 4);
+        expect(buildMappedTable({ backends: bs, size: m }, as, into).buffer).toBe(into);
+      }
+    const none = { values: new Uint32Array(0), none: 0xfffffffe };
+    expect(Array.from(buildMappedTable({ backends: [], size: 13 }, none))).toEqual(
+      new Array(13).fill(0xfffffffe),
+    );
+    expect(Array.from(buildMappedTable({ backends: [{ name: 'a', weight: 0 }], size: 7 }, none))).toEqual(
+      new Array(7).fill(0xfffffffe),
+    );
   });
 
   it('honours weights proportionally', () => {
