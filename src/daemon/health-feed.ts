@@ -3,9 +3,9 @@
 import type { Datapath } from '../datapath/types';
 import type { BacklogChange, LocalCheckError } from '../health/monitor';
 import type { HealthStatus } from '../health/state';
-import { healthTargets } from '../health/targets';
+import { healthTargets, sameTargets } from '../health/targets';
 import { rateLimited, type Logger } from '../log';
-import type { DesiredState } from '../reconcile';
+import type { DesiredState, DesiredVip } from '../reconcile';
 import type { DaemonHealthMonitor } from './collaborators';
 
 /** Health checks that fail on this host are logged once per this interval at most (with a count). */
@@ -20,6 +20,8 @@ export class HealthFeed {
   private seeds = new Map<string, HealthStatus>();
   /** The targets would need more slots than the cap if they all timed out (logged on each crossing). */
   private overCap = false;
+  /** The VIPs the monitor's targets were last set from (null: never set). */
+  private targetsOf: readonly DesiredVip[] | null = null;
 
   constructor(o: { monitor: DaemonHealthMonitor; log: Logger }) {
     this.monitor = o.monitor;
@@ -45,7 +47,10 @@ export class HealthFeed {
    * but emit no change: a sync more makes /state and the datapath show it).
    */
   retarget(desired: DesiredState): boolean {
-    this.monitor.setTargets(healthTargets(desired, this.seeds));
+    if (this.targetsOf === null || !sameTargets(this.targetsOf, desired.vips)) {
+      this.monitor.setTargets(healthTargets(desired, this.seeds));
+      this.targetsOf = desired.vips;
+    }
     const { worstCaseInFlight, maxInFlight, probes } = this.monitor.stats();
     if (worstCaseInFlight > maxInFlight !== this.overCap) {
       this.overCap = !this.overCap;

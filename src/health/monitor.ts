@@ -312,7 +312,8 @@ interface Probe {
   live: boolean;
 }
 
-const sameCheck = (a: HealthCheckConfig, b: HealthCheckConfig): boolean =>
+/** Two checks probe alike (same type, port, path, timing and thresholds). */
+export const sameCheck = (a: HealthCheckConfig, b: HealthCheckConfig): boolean =>
   a.type === b.type &&
   a.port === b.port &&
   a.path === b.path &&

@@ -2,8 +2,8 @@
 // monitor probes each distinct target once, however many VIPs share it).
 // Not yet: in Kubernetes node mode (externalTrafficPolicy: Local) the target should be the Service's
 // healthCheckNodePort that kube-proxy serves on each node, not every endpoint (issue 17, a later change).
-import type { DesiredState } from '../reconcile/desired';
-import type { HealthTarget } from './monitor';
+import type { DesiredState, DesiredVip } from '../reconcile/desired';
+import { sameCheck, type HealthTarget } from './monitor';
 import type { HealthStatus } from './state';
 
 /**
@@ -29,4 +29,30 @@ export function healthTargets(
     }
   }
   return out;
+}
+
+/**
+ * Whether healthTargets gives the same targets for two desired states' VIPs (`initial` aside: it only seeds
+ * memberships new to the monitor). O(memberships), no allocation: a sync whose targets did not change (a health
+ * flip, the start's second sync, a change of other settings) skips HealthMonitor.setTargets, which rebuilds every
+ * membership's state (110-150 ms and ~37 MB of garbage at 512 x 100).
+ */
+export function sameTargets(a: readonly DesiredVip[], b: readonly DesiredVip[]): boolean {
+  let i = 0;
+  let j = 0;
+  for (;;) {
+    while (i < a.length && a[i]!.healthCheck === null) i++;
+    while (j < b.length && b[j]!.healthCheck === null) j++;
+    if (i === a.length || j === b.length) return i === a.length && j === b.length;
+    const x = a[i++]!;
+    const y = b[j++]!;
+    if (x === y) continue;
+    if (x.name !== y.name || x.backends.length !== y.backends.length) return false;
+    if (x.healthCheck !== y.healthCheck && !sameCheck(x.healthCheck!, y.healthCheck!)) return false;
+    for (let k = 0; k < x.backends.length; k++) {
+      const u = x.backends[k]!;
+      const w = y.backends[k]!;
+      if (u.key !== w.key || u.address !== w.address) return false;
+    }
+  }
 }

@@ -5,6 +5,11 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import type { DaemonHealthMonitor } from '../../src/daemon/collaborators';
 import { HealthFeed } from '../../src/daemon/health-feed';
+import type { DatapathConfig } from '../../src/datapath/types';
+import type { HealthTarget } from '../../src/health/monitor';
+import { healthTargets, sameTargets } from '../../src/health/targets';
+import { validateConfig } from '../../src/model';
+import { desiredState } from '../../src/reconcile';
 
 describe('HealthFeed change batching', () => {
   it('512 memberships of one backend flipping in one turn: one log line, one onChange', async () => {
@@ -124,5 +129,82 @@ describe('HealthFeed seeds', () => {
     feed.retarget({ vips: [] } as never);
     reported.delete('k2');
     expect(feed.inputs().health).toEqual(new Map([['k1', 'up']]));
+  });
+});
+
+describe('HealthFeed: the monitor targets are set again only when they changed', () => {
+  const DP: DatapathConfig = {
+    ownMac: '02:00:00:00:00:01',
+    nextHopMac: '02:00:00:00:00:02',
+    encapSourceV4: { prefix: '10.9.0.1', prefixLength: 32 },
+    encapSourceV6: null,
+    mtu: 1500,
+  };
+  const state = (
+    vips: { backends: number[]; intervalMs?: number; port?: number }[],
+    health?: Map<string, 'down'>,
+  ) => {
+    const r = validateConfig({
+      interface: 'eth0',
+      vips: vips.map((v, i) => ({
+        name: `v${i}`,
+        address: `10.0.0.${i + 1}`,
+        port: v.port ?? 80,
+        tableSize: 251,
+        healthCheck: { type: 'tcp', intervalMs: v.intervalMs ?? 2000 },
+        backends: v.backends.map((b) => ({ address: `10.1.${i}.${b}` })),
+      })),
+    });
+    if (!r.ok) throw new Error(r.errors.map((e) => `${e.path}: ${e.message}`).join('; '));
+    return desiredState({ config: r.config, datapathConfig: DP, ...(health ? { health } : {}) });
+  };
+
+  it('skips setTargets for the same targets (a health flip, a state built again) and sets them on any change', () => {
+    const set: HealthTarget[][] = [];
+    const monitor = Object.assign(new EventEmitter(), {
+      start: () => undefined,
+      setTargets: (t: HealthTarget[]) => void set.push(t),
+      statuses: () => new Map(),
+      stats: () => ({ probes: 0, worstCaseInFlight: 0, maxInFlight: 100 }),
+    }) as unknown as DaemonHealthMonitor;
+    const log = pino({ level: 'silent' });
+    const feed = new HealthFeed({ monitor, log });
+    const base = [{ backends: [1, 2, 3] }, { backends: [1, 2] }];
+    const d0 = state(base);
+    feed.retarget(d0);
+    expect(set).toHaveLength(1);
+    expect(set[0]!.map((t) => t.key)).toEqual(healthTargets(d0).map((t) => t.key));
+    feed.retarget(d0);
+    feed.retarget(state(base)); // built again: new objects, same targets
+    const key = d0.vips[0]!.backends[1]!.key;
+    feed.retarget(state(base, new Map([[key, 'down']]))); // a health flip: same targets
+    expect(set).toHaveLength(1);
+    // Each change sets them again: a backend added, one removed, the check's interval, the port (the key).
+    const changes = [
+      [{ backends: [1, 2, 3, 4] }, { backends: [1, 2] }],
+      [{ backends: [1, 2, 3, 4] }, { backends: [2] }],
+      [{ backends: [1, 2, 3, 4] }, { backends: [2], intervalMs: 3000 }],
+      [
+        { backends: [1, 2, 3, 4], port: 81 },
+        { backends: [2], intervalMs: 3000 },
+      ],
+      [{ backends: [1, 2, 3, 4], port: 81 }],
+    ];
+    for (const c of changes) feed.retarget(state(c));
+    expect(set).toHaveLength(1 + changes.length);
+    expect(set.map((t) => t.length)).toEqual([5, 6, 5, 5, 5, 4]);
+  });
+
+  it('sameTargets: equal for equal targets, not for any difference in VIPs, backends, addresses or checks', () => {
+    const a = state([{ backends: [1, 2] }, { backends: [3] }]).vips;
+    expect(sameTargets(a, a)).toBe(true);
+    expect(sameTargets(a, state([{ backends: [1, 2] }, { backends: [3] }]).vips)).toBe(true);
+    expect(sameTargets(a, state([{ backends: [1, 2] }]).vips)).toBe(false);
+    expect(sameTargets(a, state([{ backends: [1, 3] }, { backends: [3] }]).vips)).toBe(false);
+    expect(sameTargets(a, state([{ backends: [1, 2] }, { backends: [3], intervalMs: 2500 }]).vips)).toBe(
+      false,
+    );
+    expect(sameTargets([], [])).toBe(true);
+    expect(sameTargets(a, [])).toBe(false);
   });
 });
