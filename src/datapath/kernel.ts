@@ -1605,6 +1605,45 @@ export class KernelDatapath implements Datapath {
     this.maps.backends.update(u32Key(b.id), encodeBackend(b));
   }
 
+  /** Every valid entry in one batch update (a start writes 51,200 at 512 x 100: one syscall, not 51,200); if the
+   * batch fails, entry by entry, so each failure is its own. */
+  async upsertBackends(batch: readonly BackendSpec[]): Promise<(Error | null)[]> {
+    const out: (Error | null)[] = batch.map(() => null);
+    const size = this.maps.backends.valueBytes;
+    const keys = Buffer.alloc(4 * batch.length);
+    const values = Buffer.alloc(size * batch.length);
+    const written: number[] = [];
+    batch.forEach((b, at) => {
+      try {
+        this.checkBackendId('backend.id', b.id);
+        const v = encodeBackend(b);
+        if (v.length !== size)
+          throw new RangeError(`backend: ${v.length} bytes encoded, the map holds ${size}`);
+        keys.writeUInt32LE(b.id, 4 * written.length);
+        v.copy(values, size * written.length);
+        written.push(at);
+      } catch (e) {
+        out[at] = e as Error;
+      }
+    });
+    if (written.length === 0) return out;
+    try {
+      this.maps.backends.updateBatchPacked(
+        keys.subarray(0, 4 * written.length),
+        values.subarray(0, size * written.length),
+        written.length,
+      );
+    } catch {
+      for (const at of written)
+        try {
+          await this.upsertBackend(batch[at]!);
+        } catch (e) {
+          out[at] = e as Error;
+        }
+    }
+    return out;
+  }
+
   /**
    * Refuses while a VIP's table names the backend: reference counts kept by installTable (and readTable, for
    * tables this instance found installed), so only tables never seen yet (an adopted datapath) are read, once.

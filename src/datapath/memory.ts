@@ -237,6 +237,18 @@ export class MemoryDatapath implements Datapath {
     return [...this.backends.values()].map((b) => ({ ...b }));
   }
 
+  async upsertBackends(batch: readonly BackendSpec[]): Promise<(Error | null)[]> {
+    const out: (Error | null)[] = [];
+    for (const b of batch)
+      try {
+        await this.upsertBackend(b);
+        out.push(null);
+      } catch (e) {
+        out.push(e as Error);
+      }
+    return out;
+  }
+
   async upsertBackend(b: BackendSpec): Promise<void> {
     this.enter('upsertBackend', String(b.id));
     if (!Number.isInteger(b.id) || b.id <= NO_BACKEND_ID || b.id >= this.maxBackends)

@@ -110,6 +110,9 @@ export interface Datapath {
   listBackends(): Promise<BackendSpec[]>;
   /** Creates or updates a backend entry (address and state): a state change needs no table rebuild. */
   upsertBackend(b: BackendSpec): Promise<void>;
+  /** upsertBackend for many backends at once (the kernel writes them in one batch, one syscall instead of one per
+   * backend). Per entry: null or the error upsertBackend would have thrown. */
+  upsertBackends(batch: readonly BackendSpec[]): Promise<(Error | null)[]>;
   deleteBackend(id: number): Promise<void>;
 
   /** Replaces the VIP's Maglev table (backend ids, length = its tableSize) atomically. */

@@ -90,6 +90,8 @@ export const SLICE_MS = 5;
  * (measured: median 11–13 ms for 1, 16 or 64 tables), so 512 VIPs cost 8 waits, not 32. A batch holds its inner
  * maps (512 KiB each at 65537 slots, twice with previous tables) until the swap. */
 export const TABLE_BATCH = 64;
+/** Backend writes per upsertBackends call (an event-loop turn between calls): one batch syscall each. */
+export const BACKEND_BATCH = 4096;
 /** Runs of at most this many tables are built in-thread (~3 ms each at 65537 slots, an event-loop turn between
  * builds): a worker start after the pool went idle (50-150 ms, and 20-40 MB of RSS while it lives) would cost a
  * small change more than it saves; deployments with few VIPs never start the workers. */
@@ -492,6 +494,34 @@ export async function applyPlan(
     // A run of VIP writes is one burst for the datapath (the kernel rebuilds its VIP index on the next
     // event-loop turn): they are cheap, so no turn is given inside the run.
     if (!(isVipWrite(op) && i > 0 && isVipWrite(plan[i - 1]!))) await slicer.turn();
+    if (op.op === 'upsertBackend') {
+      // A run of backend writes: one call per BACKEND_BATCH (one batch syscall in the kernel), a turn between.
+      let j = i;
+      while (j < plan.length && plan[j]!.op === 'upsertBackend') j++;
+      const run = plan.slice(i, j) as Extract<Op, { op: 'upsertBackend' }>[];
+      i = j - 1;
+      for (let from = 0; from < run.length; from += BACKEND_BATCH) {
+        if (from > 0) await slicer.turn();
+        const live = run.slice(from, from + BACKEND_BATCH).filter((r) => {
+          if (!isFailed(r)) return true;
+          skipped++;
+          return false;
+        });
+        if (live.length === 0) continue;
+        let results: (Error | null)[];
+        try {
+          results = await dp.upsertBackends(live.map((r) => r.backend));
+        } catch (e) {
+          results = live.map(() => e as Error);
+        }
+        live.forEach((r, k) => {
+          const err = results[k];
+          if (err) failed(r, deps.of(r), err);
+          else succeeded(r);
+        });
+      }
+      continue;
+    }
     if (op.op === 'deleteVip') {
       // A run of VIP deletions is one call: the datapath clears all their table slots in one batch.
       let j = i;

@@ -55,6 +55,40 @@ describePrivileged('KernelDatapath backend reference counts', () => {
     expect([...dp.maps.vip_addrs.keys()]).toEqual([]);
   });
 
+  it('upsertBackends: one batch write; each bad entry refused on its own, the rest written as upsertBackend writes them', async () => {
+    const batch = [
+      { id: 20, address: '10.1.0.20', state: 'up' as const },
+      { id: 0, address: '10.1.0.21', state: 'up' as const },
+      { id: 21, address: 'fd00::21', state: 'draining' as const, encap: 'gue' as const },
+      { id: 22, address: 'not-an-ip', state: 'up' as const },
+      { id: 256, address: '10.1.0.23', state: 'up' as const },
+      { id: 23, address: '10.1.0.23', state: 'down' as const },
+    ];
+    const res = await dp.upsertBackends(batch);
+    expect(res.map((e) => (e === null ? null : e.message.split(':')[0]))).toEqual([
+      null,
+      'backend.id',
+      null,
+      expect.stringMatching(/address/),
+      'backend.id',
+      null,
+    ]);
+    // The same entries written one by one by a second datapath read back alike.
+    const one = await KernelDatapath.load({ maxEntries: { conntrack: 1024, vips: 64, backends: 256 } });
+    opened.push(one);
+    for (const k of [0, 2, 5]) await one.upsertBackend(batch[k]!);
+    const ids = new Set([20, 21, 23]);
+    const mine = (await dp.listBackends()).filter((b) => ids.has(b.id));
+    expect(mine).toEqual(await one.listBackends());
+    expect(mine.map((b) => [b.id, b.state, b.encap ?? 'ipip'])).toEqual([
+      [20, 'up', 'ipip'],
+      [21, 'draining', 'gue'],
+      [23, 'down', 'ipip'],
+    ]);
+    expect(await dp.upsertBackends([])).toEqual([]);
+    for (const id of ids) await dp.deleteBackend(id);
+  });
+
   it('an adopted datapath refuses to delete a backend a table it never installed names', async () => {
     await dp.upsertVip(vip(3));
     await dp.upsertBackend({ id: 7, address: '10.1.0.7', state: 'up' });

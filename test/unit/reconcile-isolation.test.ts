@@ -5,6 +5,7 @@ import type { Datapath } from '../../src/datapath/types';
 import { announcements } from '../../src/daemon/announce';
 import { Config, validateConfig } from '../../src/model';
 import { DesiredState, desiredState, reconcile, Reconciler } from '../../src/reconcile';
+import { BACKEND_BATCH } from '../../src/reconcile/reconciler';
 
 interface VipIn {
   name: string;
@@ -127,6 +128,36 @@ describe('reconcile: a failed VIP fails alone', () => {
     const healed = await r.reconcile(d2);
     expect(healed).toMatchObject({ failures: [], tablesInstalled: 1, backendsDeleted: 1 });
     expect((await dp.listBackends()).some((b) => b.id === gone.id)).toBe(false);
+  });
+
+  it('backend writes go in upsertBackends calls of BACKEND_BATCH; a failed one fails its VIP alone', async () => {
+    const dp = new MemoryDatapath({ maxBackends: 16384 });
+    const calls: number[] = [];
+    const real = dp.upsertBackends.bind(dp);
+    dp.upsertBackends = (batch) => {
+      calls.push(batch.length);
+      return real(batch);
+    };
+    // 42 VIPs of 100 backends (tables of 101 slots), then b: BACKEND_BATCH + 106 backend writes.
+    const many: VipIn[] = [
+      ...Array.from({ length: 42 }, (_, v) => ({
+        name: `a${v}`,
+        address: `10.0.1.${v}`,
+        backends: Array.from({ length: 100 }, (_, i) => `10.2.${v}.${i + 1}`),
+      })),
+      { name: 'b', address: '10.0.0.11', backends: ['10.1.0.2', '10.1.0.3'] },
+    ];
+    const d1 = desiredState({ config: config(many) });
+    const bad = vipOf(d1, 'b').backends[1]!.id;
+    dp.failOn('upsertBackend', String(bad), new Error('EPERM'));
+    const s = await reconcile(dp, d1);
+    expect(calls).toEqual([BACKEND_BATCH, 4202 - BACKEND_BATCH]);
+    expect(s.failures).toEqual([
+      { op: 'upsertBackend', target: `backend ${bad}`, vips: ['b'], error: 'EPERM' },
+    ]);
+    expect(s.backendsCreated).toBe(4201);
+    for (const v of ['a0', 'a41']) expect(await held(dp, d1, v)).toEqual(wanted(d1, v));
+    expect(await held(dp, d1, 'b')).toBeNull(); // its later writes (VIP, table) skipped
   });
 
   it('VIPs no longer wanted go in one deleteVips call; one that fails to go fails alone', async () => {
