@@ -184,6 +184,8 @@ export class Daemon {
     });
     await this.startAdmin(config);
     phase('checks');
+    // The table workers start while the balancer loads (they build the first sync's tables).
+    this.programmer.warm();
     const dp = (await keeper.open(config, this.datapathConfig!)).datapath;
     phase('datapath');
     const programmer = this.programmer;
@@ -452,12 +454,28 @@ export class Daemon {
     const started = performance.now();
     const startedAt = new Date().toISOString();
     try {
-      const { desired, summary } = await this.programmer.apply({
-        config: merged,
-        ...this.health.inputs(),
-        now: Date.now(),
-        datapathConfig: this.datapathConfig,
-      });
+      // The health targets are set while the workers build the first tables (this thread waits for them then),
+      // else after the reconcile.
+      let targeted: { differs: boolean } | { error: unknown } | null = null;
+      const { desired, summary } = await this.programmer.apply(
+        {
+          config: merged,
+          ...this.health.inputs(),
+          now: Date.now(),
+          datapathConfig: this.datapathConfig,
+        },
+        {
+          whileBuilding: (d) => {
+            try {
+              targeted = { differs: this.health.retarget(d) };
+            } catch (error) {
+              targeted = { error };
+            }
+          },
+        },
+      );
+      const t = targeted as { differs: boolean } | { error: unknown } | null;
+      if (t !== null && 'error' in t) throw t.error;
       // When a backend's health-down grace ends (it turns down, its flows move) or a retained table change
       // expires (the VIP's previous table is written without it), sync again.
       this.loop.syncAt(
@@ -471,7 +489,7 @@ export class Daemon {
         { result: summary.failures.length > 0 ? 'partial' : 'ok' },
         (performance.now() - started) / 1000,
       );
-      if (this.health.retarget(desired)) this.loop.wantAnother();
+      if (t !== null ? t.differs : this.health.retarget(desired)) this.loop.wantAnother();
       // startedAt lets a reader tell a sync that began before some moment from one that began after it.
       this.log.debug({ reason, summary, startedAt }, 'reconciled');
     } catch (e) {

@@ -39,10 +39,20 @@ export class Programmer {
     this.log = o.log;
   }
 
+  /** Starts the table builder's threads now (a start: they are ready by the first sync; idle, they go). */
+  warm(): void {
+    this.builder ??= this.tableBuilder();
+    this.builder.warm?.();
+  }
+
   /** Programs `datapath` from now on, reading the ids it holds. */
   async use(datapath: Datapath): Promise<void> {
-    await this.builder?.close();
-    this.builder = this.tableBuilder();
+    // Another datapath replacing one: the builds of the old one's reconciles are dropped with their builder.
+    if (this.reconciler !== null) {
+      await this.builder?.close();
+      this.builder = null;
+    }
+    this.builder ??= this.tableBuilder();
     this.reconciler = new Reconciler(datapath, { builder: this.builder });
     this.ids = await idStateFromDatapath(datapath);
   }
@@ -68,14 +78,20 @@ export class Programmer {
     return this.reconciler?.previousOwners() ?? [];
   }
 
-  /** Builds the desired state and reconciles the datapath to it; rejects when the reconcile failed as a whole. */
+  /** Builds the desired state and reconciles the datapath to it; rejects when the reconcile failed as a whole.
+   * `whileBuilding`: the reconciler's hook (ApplyOptions.whileBuilding), given the desired state. */
   async apply(
     o: Omit<DesiredStateOptions, 'ids' | 'tables'>,
+    during: { whileBuilding?: (desired: DesiredState) => void } = {},
   ): Promise<{ desired: DesiredState; summary: ReconcileSummary }> {
     try {
       // In slices: a whole new state at 512 x 1000 is seconds of work, and /healthz must not wait for it.
       const desired = await desiredStateAsync({ ...o, ids: this.ids, tables: this.tables });
-      const summary = await this.reconciler!.reconcile(desired);
+      const whileBuilding = during.whileBuilding;
+      const summary = await this.reconciler!.reconcile(
+        desired,
+        whileBuilding === undefined ? {} : { whileBuilding: () => whileBuilding(desired) },
+      );
       this.ids = desired.ids;
       this.noteFailOpen(this.desired, desired);
       this.desired = desired;

@@ -22,6 +22,9 @@ export interface TableBuilder {
   /** Runs of at most this many tables are better built in-thread than through this builder (its start-up or
    * round trip costs more); absent: the reconciler's default (INLINE_TABLES). */
   readonly inlineUpTo?: number;
+  /** Optional: starts the builder's threads now, so that the first builds find them running (they retire when
+   * idle as usual). */
+  warm?(): void;
   /** Optional: the caller is done with a table this builder gave (no reference to it is kept anywhere): its memory
    * may serve a later build, instead of being garbage the collector must find (external memory drives V8's full
    * collections: a burst of 1,000 tables at 65,537 slots allocated 256 MiB). */
@@ -313,6 +316,13 @@ export class WorkerTableBuilder implements TableBuilder {
     // Terminate in case it only failed (an 'error' is followed by 'exit'; terminate is then a no-op).
     void slot.worker.terminate().catch(() => undefined);
     this.dispatch();
+  }
+
+  warm(): void {
+    if (this.closed) return;
+    this.clearIdle();
+    while (this.slots.length < this.threads) this.spawn();
+    this.armIdle();
   }
 
   recycle(table: Uint32Array): void {

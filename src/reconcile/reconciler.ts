@@ -81,6 +81,9 @@ export interface ApplyOptions {
   /** Builds the Maglev tables (default inline, on this thread): each batch's tables, and what its previous
    * tables are computed from, are built while the batch before is written. */
   builder?: TableBuilder;
+  /** Called once when the first tables' builds went to the (worker) builder, before anything else is applied:
+   * this thread then waits for them, so work of the caller's (e.g. the daemon's health targets) fits there. */
+  whileBuilding?: () => void;
 }
 
 /** Milliseconds of reconcile work between event-loop turns: the admin API, timers and signals wait no longer
@@ -96,6 +99,9 @@ export const BACKEND_BATCH = 4096;
  * builds): a worker start after the pool went idle (50-150 ms, and 20-40 MB of RSS while it lives) would cost a
  * small change more than it saves; deployments with few VIPs never start the workers. */
 export const INLINE_TABLES = 16;
+/** Batches of tables whose builds start before the plan's first writes (backends, VIPs): the workers build while
+ * this thread writes, instead of starting when the writes are done. */
+export const EARLY_BATCHES = 2;
 
 /** The builder for a run of `n` tables: in-thread when the run is small for `builder` (see INLINE_TABLES). */
 const builderFor = (n: number, builder: TableBuilder): TableBuilder =>
@@ -489,6 +495,37 @@ export async function applyPlan(
     });
   };
 
+  // The first run of tables through the workers starts building now (its first EARLY_BATCHES batches), each held
+  // until its batch is prepared: that batch's own holds then share these builds.
+  const early = new Set<IdTable>();
+  /** Ends the early holds of `tables` (default: all left). */
+  const releaseEarly = (tables: Iterable<IdTable> = [...early]): void => {
+    for (const t of tables) if (early.delete(t)) t.release();
+  };
+  {
+    const first = plan.findIndex((op) => op.op === 'installTable');
+    let end = first;
+    while (end >= 0 && end < plan.length && plan[end]!.op === 'installTable') end++;
+    if (first >= 0 && builderFor(end - first, builder) !== inlineTableBuilder) {
+      for (const op of plan.slice(
+        first,
+        Math.min(end, first + EARLY_BATCHES * batchSize),
+      ) as InstallTableOp[]) {
+        if (installedOf(op) !== undefined || early.has(op.table)) continue; // made from the installed table
+        const held = op.table.hold(builder);
+        early.add(op.table);
+        // a failed build: the hold is not taken (nothing to release), and the op's own hold reports it
+        held.catch(() => void early.delete(op.table));
+      }
+      try {
+        o.whileBuilding?.();
+      } catch (e) {
+        releaseEarly();
+        throw e;
+      }
+    }
+  }
+
   for (let i = 0; i < plan.length; i++) {
     const op = plan[i]!;
     // A run of VIP writes is one burst for the datapath (the kernel rebuilds its VIP index on the next
@@ -563,23 +600,29 @@ export async function applyPlan(
         if (isFailed(r)) skipped++;
         else live.push(r);
       const by = builderFor(live.length, builder);
-      await pipelined(
-        chunk(live, batchSize),
-        (ops) =>
-          prepare(
-            ops,
-            by,
-            (t) => {
-              const old = t.previous?.build ? oldTables.get(t) : undefined;
-              return { own: t.table, extra: old === undefined ? [] : [old], installed: installedOf(t) };
-            },
-            slicer,
-          ).then((p) => {
-            fromInstalled += p.fromInstalled;
-            return p;
-          }),
-        installBatch,
-      );
+      try {
+        await pipelined(
+          chunk(live, batchSize),
+          (ops) =>
+            prepare(
+              ops,
+              by,
+              (t) => {
+                const old = t.previous?.build ? oldTables.get(t) : undefined;
+                return { own: t.table, extra: old === undefined ? [] : [old], installed: installedOf(t) };
+              },
+              slicer,
+            ).then((p) => {
+              fromInstalled += p.fromInstalled;
+              // held by the chunk now: the early holds of its tables end
+              releaseEarly(ops.map((t) => t.table));
+              return p;
+            }),
+          installBatch,
+        );
+      } finally {
+        releaseEarly();
+      }
     } else {
       const by = builderFor(run.length, builder);
       await pipelined(
@@ -599,6 +642,7 @@ export async function applyPlan(
       );
     }
   }
+  releaseEarly(); // (none left but after a failure of the plan's first run)
   const summary = summarisePlan(applied, desired);
   summary.previousTablesWritten = previousWritten;
   summary.tablesFromInstalled = fromInstalled;
@@ -827,8 +871,8 @@ export class Reconciler {
 
   /** Plans against the mirror (or a fresh read) and applies; serialised with other calls. Failed VIPs are
    * in the summary's `failures`; throws only when the datapath cannot be read. */
-  reconcile(desired: DesiredState): Promise<ReconcileSummary> {
-    const run = this.chain.then(() => this.run(desired));
+  reconcile(desired: DesiredState, o: Pick<ApplyOptions, 'whileBuilding'> = {}): Promise<ReconcileSummary> {
+    const run = this.chain.then(() => this.run(desired, o));
     this.chain = run.catch(() => undefined);
     return run;
   }
@@ -863,7 +907,10 @@ export class Reconciler {
     return planReconcileAsync({ ...mirror.snapshot(), tableMatches }, desired);
   }
 
-  private async run(desired: DesiredState): Promise<ReconcileSummary> {
+  private async run(
+    desired: DesiredState,
+    o: Pick<ApplyOptions, 'whileBuilding'>,
+  ): Promise<ReconcileSummary> {
     const started = performance.now();
     try {
       const now = this.now();
@@ -890,6 +937,7 @@ export class Reconciler {
         onPreviousFailed: (op) => previous.previousFailed(op),
         installed: mirror,
         builder: this.builder,
+        whileBuilding: o.whileBuilding,
       });
       previous.settle(new Set(summary.failures.flatMap((f) => f.vips)));
       summary.nextPreviousExpiry = previous.nextExpiry();

@@ -17,6 +17,7 @@ import {
   readActual,
   Reconciler,
 } from '../../src/reconcile';
+import { EARLY_BATCHES } from '../../src/reconcile/reconciler';
 
 const DP_CONFIG: DatapathConfig = {
   ownMac: '02:00:00:00:00:01',
@@ -225,6 +226,40 @@ describe('Reconciler with a TableBuilder', () => {
     // v2's table could not be built for the comparison: planned as changed, built in-thread (one table).
     expect(s.tablesInstalled).toBe(1);
     await expectInstalled(dp, d);
+  });
+
+  it('starts the first batches of tables building before the backend writes, and calls whileBuilding then', async () => {
+    const dp = new MemoryDatapath();
+    const rec = recordingBuilder();
+    const seen: string[] = [];
+    const real = dp.upsertBackends.bind(dp);
+    dp.upsertBackends = (batch) => {
+      seen.push(`backends after ${rec.calls.length} builds`);
+      return real(batch);
+    };
+    const d = desiredState({ config: config(12, () => [1, 2, 3], 'ipip'), datapathConfig: DP_CONFIG });
+    const plan = planReconcile(await readActual(dp), d);
+    expect(plan.map((op) => op.op).indexOf('upsertBackend')).toBeLessThan(
+      plan.map((op) => op.op).indexOf('installTable'),
+    );
+    const s = await applyPlan(dp, plan, d, {
+      builder: rec.builder,
+      tableBatch: 4,
+      whileBuilding: () => seen.push(`whileBuilding after ${rec.calls.length} builds`),
+    });
+    expect(s.failures).toEqual([]);
+    expect(s.tablesInstalled).toBe(12);
+    expect(rec.calls).toHaveLength(12); // the early builds are the batches' builds, none twice
+    expect(seen).toEqual([`whileBuilding after ${EARLY_BATCHES * 4} builds`, `backends after ${EARLY_BATCHES * 4} builds`]); // prettier-ignore
+    await expectInstalled(dp, d);
+    // In-thread runs (at most inlineUpTo tables) start nothing early and call no whileBuilding.
+    const few = desiredState({ config: config(2, () => [1, 2, 3], 'ipip'), datapathConfig: DP_CONFIG });
+    let called = 0;
+    await applyPlan(new MemoryDatapath(), planReconcile(await readActual(new MemoryDatapath()), few), few, {
+      builder: rec.builder,
+      whileBuilding: () => called++,
+    });
+    expect(called).toBe(0);
   });
 
   it('requests the next batch of tables before the first batch is written', async () => {
