@@ -134,8 +134,11 @@ export const WORKER_NICE = 10;
 export const IDLE_MS = 10_000;
 /** Builds posted to one worker before it answers: hides the message round trip. */
 const PER_WORKER = 2;
-/** Recycled table buffers kept at most (256 KiB each at 65,537 slots), until the workers go idle. */
-export const SPARE_BUFFERS = 160;
+/** Recycled table buffers kept at most (256 KiB each at 65,537 slots): a batch's tables and their redirected
+ * copies (reconcile's TABLE_BATCH is 64), given back after its write, serve the next batch's builds. */
+export const SPARE_BUFFERS = 128;
+/** Recycled buffers are let go once no build ran for this long (they serve bursts; an idle daemon keeps none). */
+export const SPARE_KEEP_MS = 1000;
 
 interface Pending {
   job: TableJob;
@@ -166,6 +169,7 @@ export class WorkerTableBuilder implements TableBuilder {
   private readonly queue: Pending[] = [];
   private nextId = 1;
   private idleTimer: NodeJS.Timeout | null = null;
+  private spareTimer: NodeJS.Timeout | null = null;
   private closed = false;
   private deaths = 0;
   /** Recycled table buffers by byte length (recycle()), handed to the next builds of that size. */
@@ -245,8 +249,7 @@ export class WorkerTableBuilder implements TableBuilder {
     if (this.closed) return;
     this.closed = true;
     this.clearIdle();
-    this.spare.clear();
-    this.spareCount = 0;
+    this.dropSpares();
     const err = new Error('Maglev table builder closed before the build finished');
     for (const p of this.queue.splice(0)) p.reject(err);
     const slots = this.slots.splice(0);
@@ -349,20 +352,29 @@ export class WorkerTableBuilder implements TableBuilder {
   private armIdle(): void {
     if (this.closed || this.slots.length === 0 || this.queue.length > 0) return;
     if (this.slots.some((s) => s.inFlight.size > 0)) return;
+    this.spareTimer = setTimeout(() => this.dropSpares(), Math.min(SPARE_KEEP_MS, this.idleMs));
+    this.spareTimer.unref();
     this.idleTimer = setTimeout(() => this.retire(), this.idleMs);
     this.idleTimer.unref();
   }
 
   private clearIdle(): void {
     if (this.idleTimer !== null) clearTimeout(this.idleTimer);
+    if (this.spareTimer !== null) clearTimeout(this.spareTimer);
     this.idleTimer = null;
+    this.spareTimer = null;
+  }
+
+  private dropSpares(): void {
+    this.spareTimer = null;
+    this.spare.clear();
+    this.spareCount = 0;
   }
 
   /** Terminates the idle workers (the next build starts new ones). */
   private retire(): void {
     this.idleTimer = null;
-    this.spare.clear();
-    this.spareCount = 0;
+    this.dropSpares();
     const slots = this.slots.splice(0);
     for (const s of slots) {
       s.dead = true;

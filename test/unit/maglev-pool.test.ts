@@ -223,9 +223,12 @@ describe('WorkerTableBuilder', () => {
   it('terminates idle workers and starts them again on demand', async () => {
     const pool = new WorkerTableBuilder({ workerPath: WORKER, threads: 2, idleMs: 50 });
     try {
-      await Promise.all([pool.build(backendsN(10), 4099), pool.build(backendsN(11), 4099)]);
+      const built = await Promise.all([pool.build(backendsN(10), 4099), pool.build(backendsN(11), 4099)]);
       expect(pool.running).toBe(2);
+      built.forEach((t) => pool.recycle(t));
+      expect(pool.spareBuffers).toBe(2);
       await waitFor('idle workers terminated', () => pool.running === 0, 10_000);
+      expect(pool.spareBuffers).toBe(0); // recycled memory goes when the builds stop (SPARE_KEEP_MS at most)
       expectSame(await pool.build(backendsN(12), 4099), buildTable({ backends: backendsN(12), size: 4099 }));
       expect(pool.running).toBe(1);
       expect(pool.workerDeaths).toBe(0);
