@@ -93,8 +93,9 @@ export const SLICE_MS = 5;
  * (measured: median 11–13 ms for 1, 16 or 64 tables), so 512 VIPs cost 8 waits, not 32. A batch holds its inner
  * maps (512 KiB each at 65537 slots, twice with previous tables) until the swap. */
 export const TABLE_BATCH = 64;
-/** Backend writes per upsertBackends call (an event-loop turn between calls): one batch syscall each. */
-export const BACKEND_BATCH = 4096;
+/** Backend writes per upsertBackends call (an event-loop turn between calls): one batch syscall each. 4096 at a
+ * time held the event loop ~50 ms (encoding each, and recording each applied op). */
+export const BACKEND_BATCH = 1024;
 /** Runs of at most this many tables are built in-thread (~3 ms each at 65537 slots, an event-loop turn between
  * builds): a worker start after the pool went idle (50-150 ms, and 20-40 MB of RSS while it lives) would cost a
  * small change more than it saves; deployments with few VIPs never start the workers. */
@@ -503,6 +504,7 @@ export async function applyPlan(
     for (const t of tables) if (early.delete(t)) t.release();
   };
   {
+    await slicer.turn(); // planning ran up to here
     const first = plan.findIndex((op) => op.op === 'installTable');
     let end = first;
     while (end >= 0 && end < plan.length && plan[end]!.op === 'installTable') end++;
