@@ -124,6 +124,12 @@ class Slicer {
   }
 }
 
+/** A slicer's turn as a callback (for passes that take one). */
+const turnEvery = (ms: number): (() => Promise<void>) => {
+  const slicer = new Slicer(ms);
+  return () => slicer.turn();
+};
+
 const opTarget = (op: Op): string => {
   switch (op.op) {
     case 'configure':
@@ -675,13 +681,16 @@ export async function reconcile(
   // One call knows no history: previous tables found pinned are adopted as of now (second-chance.ts).
   const previous = new PreviousOwners();
   await previous.adoptFrom(dp, mirror.vips.values(), mirror.tables, now);
-  const plan = previous.plan({
-    plan: await planReconcileAsync({ ...mirror.snapshot(), tableMatches }, desired),
-    actualVips: mirror.vips,
-    tables: mirror.tables,
-    desired,
-    now,
-  });
+  const plan = await previous.plan(
+    {
+      plan: await planReconcileAsync({ ...mirror.snapshot(), tableMatches }, desired),
+      actualVips: mirror.vips,
+      tables: mirror.tables,
+      desired,
+      now,
+    },
+    turnEvery(SLICE_MS),
+  );
   const summary = await applyPlan(dp, plan, desired, {
     onApplied: (op, ok) => {
       mirror.apply(op);
@@ -923,13 +932,16 @@ export class Reconciler {
       }
       const mirror = this.mirror;
       const previous = this.previous;
-      const plan = previous.plan({
-        plan: await this.plan(mirror, desired),
-        actualVips: mirror.vips,
-        tables: mirror.tables,
-        desired,
-        now,
-      });
+      const plan = await previous.plan(
+        {
+          plan: await this.plan(mirror, desired),
+          actualVips: mirror.vips,
+          tables: mirror.tables,
+          desired,
+          now,
+        },
+        turnEvery(SLICE_MS),
+      );
       this.applied = null;
       const summary = await applyPlan(this.dp, plan, desired, {
         onApplied: (op, ok) => {
