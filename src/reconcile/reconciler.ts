@@ -279,6 +279,8 @@ async function installPairs<T extends { op: InstallTableOp; ids: Uint32Array }>(
 }
 
 type PreviousOp = Extract<Op, { op: 'installPreviousTable' }>;
+type UpsertBackendOp = Extract<Op, { op: 'upsertBackend' }>;
+type DeleteVipOp = Extract<Op, { op: 'deleteVip' }>;
 
 /** A chunk of operations whose tables are built and held (see IdTable.hold) until release(). */
 interface Prepared<T> {
@@ -470,6 +472,35 @@ export async function applyPlan(
     succeeded(op);
   };
 
+  /** Applies a run of ops of one kind, `size` at a time, each slice in one batched datapath call (`call`: per op,
+   * null or its error); an event-loop turn between slices. Ops of VIPs failed by then are skipped. */
+  const applyBatched = async <T extends Op>(
+    run: readonly T[],
+    size: number,
+    call: (ops: readonly T[]) => Promise<(Error | null)[]>,
+  ): Promise<void> => {
+    for (let from = 0; from < run.length; from += size) {
+      if (from > 0) await slicer.turn();
+      const live = run.slice(from, from + size).filter((r) => {
+        if (!isFailed(r)) return true;
+        skipped++;
+        return false;
+      });
+      if (live.length === 0) continue;
+      let results: (Error | null)[];
+      try {
+        results = await call(live);
+      } catch (e) {
+        results = live.map(() => e as Error);
+      }
+      live.forEach((r, k) => {
+        const err = results[k];
+        if (err) failed(r, deps.of(r), err);
+        else succeeded(r);
+      });
+    }
+  };
+
   /** Installs one batch of tables whose builds are held (`ready`), with their previous tables as pairs. */
   const installBatch = async (ready: Prepared<InstallTableOp>): Promise<void> => {
     const batch: { op: InstallTableOp; ids: Uint32Array }[] = [];
@@ -539,57 +570,19 @@ export async function applyPlan(
     // A run of VIP writes is one burst for the datapath (the kernel rebuilds its VIP index on the next
     // event-loop turn): they are cheap, so no turn is given inside the run.
     if (!(isVipWrite(op) && i > 0 && isVipWrite(plan[i - 1]!))) await slicer.turn();
-    if (op.op === 'upsertBackend') {
+    if (op.op === 'upsertBackend' || op.op === 'deleteVip') {
       // A run of backend writes: one call per BACKEND_BATCH (one batch syscall in the kernel), a turn between.
+      // A run of VIP deletions: one call (the datapath clears all their table slots in one batch).
       let j = i;
-      while (j < plan.length && plan[j]!.op === 'upsertBackend') j++;
-      const run = plan.slice(i, j) as Extract<Op, { op: 'upsertBackend' }>[];
+      while (j < plan.length && plan[j]!.op === op.op) j++;
+      const run = plan.slice(i, j);
       i = j - 1;
-      for (let from = 0; from < run.length; from += BACKEND_BATCH) {
-        if (from > 0) await slicer.turn();
-        const live = run.slice(from, from + BACKEND_BATCH).filter((r) => {
-          if (!isFailed(r)) return true;
-          skipped++;
-          return false;
-        });
-        if (live.length === 0) continue;
-        let results: (Error | null)[];
-        try {
-          results = await dp.upsertBackends(live.map((r) => r.backend));
-        } catch (e) {
-          results = live.map(() => e as Error);
-        }
-        live.forEach((r, k) => {
-          const err = results[k];
-          if (err) failed(r, deps.of(r), err);
-          else succeeded(r);
-        });
-      }
-      continue;
-    }
-    if (op.op === 'deleteVip') {
-      // A run of VIP deletions is one call: the datapath clears all their table slots in one batch.
-      let j = i;
-      while (j < plan.length && plan[j]!.op === 'deleteVip') j++;
-      const run = plan.slice(i, j) as Extract<Op, { op: 'deleteVip' }>[];
-      i = j - 1;
-      const live = run.filter((r) => {
-        if (!isFailed(r)) return true;
-        skipped++;
-        return false;
-      });
-      if (live.length === 0) continue;
-      let results: (Error | null)[];
-      try {
-        results = await dp.deleteVips(live.map((r) => r.key));
-      } catch (e) {
-        results = live.map(() => e as Error);
-      }
-      live.forEach((r, k) => {
-        const err = results[k];
-        if (err) failed(r, deps.of(r), err);
-        else succeeded(r);
-      });
+      if (op.op === 'upsertBackend')
+        await applyBatched(run as UpsertBackendOp[], BACKEND_BATCH, (ops) =>
+          dp.upsertBackends(ops.map((r) => r.backend)),
+        );
+      else
+        await applyBatched(run as DeleteVipOp[], run.length, (ops) => dp.deleteVips(ops.map((r) => r.key)));
       continue;
     }
     if (op.op !== 'installTable' && op.op !== 'installPreviousTable') {
