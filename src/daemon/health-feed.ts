@@ -47,10 +47,11 @@ export class HealthFeed {
    * but emit no change: a sync more makes /state and the datapath show it).
    */
   retarget(desired: DesiredState): boolean {
-    if (this.targetsOf === null || !sameTargets(this.targetsOf, desired.vips)) {
+    if (this.targetsOf === null || !sameTargets(this.targetsOf, desired.vips))
       this.monitor.setTargets(healthTargets(desired, this.seeds));
-      this.targetsOf = desired.vips;
-    }
+    // The latest even when the same: keeping the older would keep a whole older desired state alive (an object
+    // per membership).
+    this.targetsOf = desired.vips;
     const { worstCaseInFlight, maxInFlight, probes } = this.monitor.stats();
     if (worstCaseInFlight > maxInFlight !== this.overCap) {
       this.overCap = !this.overCap;

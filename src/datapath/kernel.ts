@@ -29,6 +29,7 @@ import {
   decodeVipValue,
   encodeAddrKey,
   encodeBackend,
+  encodeBackendInto,
   encodeConfig,
   encodeVipKey,
   encodeVipValue,
@@ -1610,17 +1611,16 @@ export class KernelDatapath implements Datapath {
   async upsertBackends(batch: readonly BackendSpec[]): Promise<(Error | null)[]> {
     const out: (Error | null)[] = batch.map(() => null);
     const size = this.maps.backends.valueBytes;
+    if (size !== LAYOUT.peak_backend.size)
+      throw new RangeError(`backend: ${LAYOUT.peak_backend.size} bytes encoded, the map holds ${size}`);
     const keys = Buffer.alloc(4 * batch.length);
     const values = Buffer.alloc(size * batch.length);
     const written: number[] = [];
     batch.forEach((b, at) => {
       try {
         this.checkBackendId('backend.id', b.id);
-        const v = encodeBackend(b);
-        if (v.length !== size)
-          throw new RangeError(`backend: ${v.length} bytes encoded, the map holds ${size}`);
+        encodeBackendInto(b, values, size * written.length);
         keys.writeUInt32LE(b.id, 4 * written.length);
-        v.copy(values, size * written.length);
         written.push(at);
       } catch (e) {
         out[at] = e as Error;

@@ -192,19 +192,29 @@ export interface BackendFields {
 }
 
 export function encodeBackend(v: BackendFields): Buffer {
+  const b = Buffer.alloc(LAYOUT.peak_backend.size);
+  encodeBackendInto(v, b, 0);
+  return b;
+}
+
+/**
+ * encodeBackend written at `at` of `out` (its bytes there zeroed first): a batch of backends is encoded in
+ * place, with no buffer per backend. Throws, writing nothing, on a bad field.
+ */
+export function encodeBackendInto(v: BackendFields, out: Buffer, at: number): void {
   const f = LAYOUT.peak_backend.fields;
-  const a = encodeAddr('address', v.address);
+  const p = typeof v.address === 'string' ? parseIp(v.address) : null;
+  if (!p) throw new TypeError(`address: ${JSON.stringify(v.address)} is not an IPv4 or IPv6 address`);
   const state = STATE_NUMBER[v.state];
   if (state === undefined)
     throw new TypeError(`state: ${JSON.stringify(v.state)} is not up, draining or down`);
   const encap = ENCAP_NUMBER[v.encap ?? 'ipip'];
   if (encap === undefined) throw new TypeError(`encap: ${JSON.stringify(v.encap)} is not ipip or gue`);
-  const b = Buffer.alloc(LAYOUT.peak_backend.size);
-  a.bytes.copy(b, f.addr);
-  b[f.family] = a.family;
-  b[f.state] = state;
-  b[f.encap] = encap;
-  return b;
+  out.fill(0, at, at + LAYOUT.peak_backend.size);
+  out.set(p.bytes, at + f.addr);
+  out[at + f.family] = p.family;
+  out[at + f.state] = state;
+  out[at + f.encap] = encap;
 }
 
 /** null for an unset slot (family NONE). */

@@ -8,9 +8,11 @@ import {
   decodeBackend,
   DEFAULT_CT_TIMEOUTS,
   encodeBackend,
+  encodeBackendInto,
   encodeConfig,
   ENUMS,
   LAYOUT,
+  type BackendFields,
 } from '../../src/datapath/layout';
 import type { BackendState } from '../../src/datapath/types';
 import { bpfObjectPath } from '../../src/paths';
@@ -92,6 +94,27 @@ describe('shared.h layout (BTF) vs TS encoders', () => {
     const unknown = encodeBackend({ address: '10.1.0.1', state: 'up' });
     unknown[at] = Math.max(...Object.values(be)) + 1;
     expect(() => decodeBackend(unknown)).toThrow(/backend state: \d+ is not up, draining or down/);
+  });
+
+  it('encodeBackendInto writes encodeBackend bytes at an offset of a used buffer, and nothing on bad input', () => {
+    const size = LAYOUT.peak_backend.size;
+    const specs: BackendFields[] = [
+      { address: '10.1.0.1', state: 'up' },
+      { address: '2001:db8::7', state: 'draining', encap: 'gue' },
+      { address: '192.168.255.254', state: 'down', encap: 'ipip' },
+    ];
+    const out = Buffer.alloc(size * 4, 0xee);
+    specs.forEach((s, i) => encodeBackendInto(s, out, size * (i + 1)));
+    expect(out.subarray(0, size).every((b) => b === 0xee)).toBe(true);
+    specs.forEach((s, i) => expect(out.subarray(size * (i + 1), size * (i + 2))).toEqual(encodeBackend(s)));
+    const before = Buffer.from(out);
+    for (const bad of [
+      { address: '10.1.0.300', state: 'up' },
+      { address: '10.1.0.1', state: 'sideways' },
+      { address: '10.1.0.1', state: 'up', encap: 'vxlan' },
+    ])
+      expect(() => encodeBackendInto(bad as BackendFields, out, size)).toThrow(/address|state|encap/);
+    expect(out).toEqual(before);
   });
 
   it('config timeouts are bounded by PEAK_CT_MAX_TIMEOUT as BTF states it', () => {

@@ -1,6 +1,7 @@
 // Address helpers: IPv4/IPv6 parsing, RFC 5952 canonical text, prefixes, MACs.
 import fc from 'fast-check';
 import ipaddr from 'ipaddr.js';
+import { isIP } from 'node:net';
 import { canonicalIp, canonicalMac, formatIp, ipFamily, parseIp, parsePrefix } from '../../src/model/ip';
 
 describe('canonicalIp', () => {
@@ -52,6 +53,42 @@ describe('canonicalIp', () => {
       }),
       { numRuns: 1000 },
     );
+  });
+
+  it("IPv4 parsing by hand accepts exactly what node's isIP takes as IPv4, with the split's bytes", () => {
+    // Text near dotted quads: digits, dots and a few other characters, 0-16 long.
+    const near = fc
+      .array(fc.constantFrom(...'0123456789........0125 x%:-+'.split('')), { maxLength: 16 })
+      .map((cs) => cs.join(''));
+    const parts = fc
+      .array(fc.oneof(fc.nat(300).map(String), fc.constantFrom('00', '01', '007', '', '0255')), {
+        minLength: 3,
+        maxLength: 5,
+      })
+      .map((ps) => ps.join('.'));
+    fc.assert(
+      fc.property(fc.oneof(near, parts), (text) => {
+        const p = parseIp(text);
+        if (isIP(text) === 4) {
+          expect(p?.family).toBe(4);
+          expect(Array.from(p!.bytes)).toEqual(text.split('.').map(Number));
+        } else expect(p?.family).not.toBe(4);
+      }),
+      { numRuns: 20_000 },
+    );
+    for (const t of ['0.0.0.0', '255.255.255.255', '1.2.3.4', '10.201.123.45'])
+      expect(Array.from(parseIp(t)!.bytes)).toEqual(t.split('.').map(Number));
+    for (const t of [
+      '256.0.0.1',
+      '1.2.3.4.',
+      '.1.2.3.4',
+      '1..2.3',
+      '1.2.3.04',
+      '1.2.3.4%e',
+      ' 1.2.3.4',
+      '1.2.3.4 ',
+    ])
+      expect(parseIp(t)).toBeNull();
   });
 
   it('rejects a buffer that is not 4 or 16 bytes', () => {
