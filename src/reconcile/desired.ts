@@ -7,7 +7,7 @@ import { allocateBackendIdsSteps, BackendIds, VipKeys } from './backend-ids';
 import { sameStates, VipBackendStatesInput, vipBackendStates } from './backend-states';
 import { assignIds, backendKeyText, emptyIdState, GroupedIdMap, IdState, vipKeyText } from './ids';
 import { runAll, runSliced } from './steps';
-import { IdTable, TableCache, tableFor, tableSignature } from './table';
+import { IdTable, TableCache, tableFor, tableSignatures } from './table';
 
 export interface DesiredBackend {
   /** Membership key "vipAddress:port/proto>backendAddress" (also the health-check key). */
@@ -324,8 +324,7 @@ export class DesiredStateBuilder {
       // Health inputs of this VIP unchanged and none of its backends down: its states are the same.
       const clean = run.dirty !== null && !run.dirty.has(k.vip) && was?.hasDown === false;
       if (was !== undefined && was.desired.spec.id === vipId && ((run.noHealth && was.healthFree) || clean)) {
-        // Not looked up in `cache`: the result holds its table, and a signature over 16K characters (1,000
-        // backends) hashes by length alone in V8, so each lookup would compare strings with all its peers.
+        // Not looked up in `cache`: the result holds its table (a lookup per VIP per sync costs a Map probe).
         desired = was.desired;
         healthFree = was.healthFree;
         hasDown = was.hasDown;
@@ -456,7 +455,7 @@ function desiredVip(
     };
   });
   // The table depends on which members take new flows (redirected slots), so a state change can change it.
-  const signature = tableSignature(v.tableSize, backends);
+  const signatures = tableSignatures(v.tableSize, backends);
   return {
     name: v.name,
     spec: {
@@ -474,7 +473,7 @@ function desiredVip(
       tableSize: v.tableSize,
     },
     backends,
-    table: cache.get(signature, () => tableFor(v.tableSize, backends)),
+    table: cache.get(signatures.signature, () => tableFor(v.tableSize, backends, signatures)),
     healthCheck: v.healthCheck,
     usableBackends: backends.filter((b) => b.state === 'up').length,
     failOpen: st.failOpen,

@@ -25,6 +25,8 @@ import {
   TableCache,
   redirectSkipped,
   tableFor,
+  tableSignatureTexts,
+  digestSignature,
 } from '../../src/reconcile';
 import { buildTable } from '../../src/maglev';
 
@@ -145,7 +147,15 @@ describe('desiredState', () => {
     // Draining by drain:true stays a member of the table, its slots redirected to the owner probing would find
     // (the up backend); weight 0 is no member. A table whose every member is down is left as built.
     expect(new Set(a!.table.ids())).toEqual(new Set([1]));
-    expect(a!.table.signature).toBe('101|10.1.0.1=1*1,10.1.0.2=2*1|skip:2');
+    // Its identity: the digests of its inputs' text, the skipped member in it, and the natural one without.
+    const texts = tableSignatureTexts(101, a!.backends);
+    expect(texts).toEqual({
+      text: '101|10.1.0.1=1*1,10.1.0.2=2*1|skip:2',
+      naturalText: '101|10.1.0.1=1*1,10.1.0.2=2*1',
+    });
+    expect(a!.table.signature).toBe(digestSignature(texts.text));
+    expect(a!.table.naturalSignature).toBe(digestSignature(texts.naturalText));
+    expect(a!.table.signature).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(b!.backends[0]!.state).toBe('down');
     expect(Array.from(new Set(b!.table.ids()))).toEqual([4]);
     expect(Array.from(new Set(empty!.table.ids()))).toEqual([0]);
