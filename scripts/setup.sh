@@ -101,8 +101,9 @@ chmod +x dist/src/cli/main.js
 # `peak-xdp` on the PATH (root only): a wrapper that runs this checkout's CLI, rewritten when it points elsewhere.
 if [ "$(id -u)" -eq 0 ] && [ -d /usr/local/bin ]; then
   wrapper="#!/bin/sh
-# peak-xdp CLI of the checkout at $PWD (written by scripts/setup.sh)
-exec node \"$PWD/dist/src/cli/main.js\" \"\$@\""
+# peak-xdp CLI of the checkout at $PWD (written by scripts/setup.sh), on the node of the PATH, with the Node flags
+# of its shebang
+exec \"$PWD/dist/src/cli/main.js\" \"\$@\""
   if [ ! -f /usr/local/bin/peak-xdp ] || [ "$(cat /usr/local/bin/peak-xdp)" != "$wrapper" ]; then
     printf '%s\n' "$wrapper" >/usr/local/bin/peak-xdp && chmod 755 /usr/local/bin/peak-xdp
     log "installed /usr/local/bin/peak-xdp -> $PWD/dist/src/cli/main.js"

@@ -24,6 +24,7 @@ import {
   tableNames,
   WorkerTableBuilder,
 } from '../../src/maglev';
+import { IDLE_MS } from '../../src/maglev/pool';
 import { validateConfig } from '../../src/model';
 import {
   desiredState,
@@ -36,7 +37,7 @@ import {
 import { FileConfigSource } from '../../src/sources/file';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { quantileOf } from './lib/stats';
-import { procStatusMB, run } from './lib/proc';
+import { cliNodeFlags, procStatusMB, run } from './lib/proc';
 
 type Part = 'all' | 'maglev' | 'reconcile' | 'daemon' | 'kernel' | 'goals';
 
@@ -414,6 +415,9 @@ export interface DaemonMemoryOptions {
   timeoutMs: number;
   /** Wait after ready before reading memory (start-up garbage collected, timers settled); default 10 s. */
   settleMs?: number;
+  /** Health checks on every VIP (default true; they run rarely: memory, not check load, is measured); false: none,
+   * as the issue's scale table measured. */
+  healthChecks?: boolean;
 }
 
 export type DaemonMemoryResult =
@@ -602,7 +606,9 @@ export async function measureDaemonMemory(opts: DaemonMemoryOptions): Promise<Da
     raw.encapSource = '10.250.0.1';
     raw.admin = { listen: `127.0.0.1:${port}` };
     // Checks run (backends are unreachable, so they fail fast) but rarely: memory, not check load, is measured.
-    for (const v of raw.vips) v.healthCheck.intervalMs = 60_000;
+    for (const v of raw.vips)
+      if (opts.healthChecks === false) delete (v as { healthCheck?: unknown }).healthCheck;
+      else v.healthCheck.intervalMs = 60_000;
     const file = join(dir, 'config.json');
     writeFileSync(file, JSON.stringify(raw));
     const started = now();
@@ -613,7 +619,9 @@ export async function measureDaemonMemory(opts: DaemonMemoryOptions): Promise<Da
         'exec',
         ns,
         process.execPath,
-        // Extra node flags for the daemon (e.g. --cpu-prof to see where its start-up goes).
+        // The CLI's own Node flags (its shebang), then extra ones for this run (e.g. --cpu-prof to see where its
+        // start-up goes).
+        ...cliNodeFlags(main),
         ...(process.env.PEAK_BENCH_DAEMON_NODE_FLAGS ?? '').split(' ').filter(Boolean),
         main,
         'daemon',
@@ -784,6 +792,10 @@ export interface KernelBenchResult {
   rssMB: number;
   heapUsedMB: number;
   arrayBuffersMB: number;
+  /** After the start, once its workers retired and spare buffers went (settledAfterMs later, after a collection). */
+  settledRssMB: number;
+  settledHeapUsedMB: number;
+  settledAfterMs: number;
   /** One backend added to (or removed from) one VIP -> maps: desired state + reconcile. */
   oneAddMs: number[];
   oneRemoveMs: number[];
@@ -864,6 +876,14 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
     await sleep(100);
     global.gc?.();
     const mem = process.memoryUsage();
+    // The same once the start's transient memory is gone: the table workers retire after IDLE_MS idle and the spare
+    // table buffers go SPARE_KEEP_MS after the last build (an idle daemon's RSS, as ps or kubectl top show it).
+    const settleMs = IDLE_MS + 1000;
+    await sleep(settleMs);
+    if (builder instanceof WorkerTableBuilder && builder.running > 0)
+      throw new Error(`${builder.running} table workers still run ${settleMs} ms after the start`);
+    global.gc?.();
+    const settled = process.memoryUsage();
 
     const rand = prng(3);
     const oneAddMs: number[] = [];
@@ -898,6 +918,9 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
       rssMB: mem.rss / 2 ** 20,
       heapUsedMB: mem.heapUsed / 2 ** 20,
       arrayBuffersMB: mem.arrayBuffers / 2 ** 20,
+      settledRssMB: settled.rss / 2 ** 20,
+      settledHeapUsedMB: settled.heapUsed / 2 ** 20,
+      settledAfterMs: settleMs,
       oneAddMs,
       oneRemoveMs,
       everyAddMs: everyAdd.r,
@@ -975,10 +998,20 @@ async function goalsTable(o: Options): Promise<void> {
   for (const sc of o.scales) {
     const label = `${sc.vips}x${sc.backendsPerVip}`;
     const k = kernelInChild(o, sc);
-    const d: DaemonMemoryResult = o.daemon
-      ? await measureDaemonMemory({ ...sc, timeoutMs: o.daemonTimeoutS * 1000, settleMs: 2000 })
-      : { available: false, reason: 'skipped (--no-daemon)' };
-    out.push({ scale: label, kernel: k, daemon: d });
+    // The daemon twice: with health checks (every membership checked, rarely) and without (the issue's condition).
+    // RSS is read at ready and once the start's workers retired (IDLE_MS) and its spare table buffers went.
+    const daemonRun = (healthChecks: boolean): Promise<DaemonMemoryResult> =>
+      o.daemon
+        ? measureDaemonMemory({
+            ...sc,
+            timeoutMs: o.daemonTimeoutS * 1000,
+            settleMs: IDLE_MS + 1000,
+            healthChecks,
+          })
+        : Promise.resolve({ available: false, reason: 'skipped (--no-daemon)' });
+    const d = await daemonRun(true);
+    const d0 = await daemonRun(false);
+    out.push({ scale: label, kernel: k, daemon: d, daemonWithoutHealthChecks: d0 });
     const row = (measure: string, what: string, value: string, v: number | null): void => {
       const g = goal(measure, sc);
       const verdict = g === null || v === null ? '' : v <= g.max ? 'ok' : 'MISSED';
@@ -1006,13 +1039,30 @@ async function goalsTable(o: Options): Promise<void> {
         `${d.rssReadyMB.toFixed(0)} MB (peak ${d.hwmMB.toFixed(0)})`,
         d.rssReadyMB,
       );
+      row('rss', 'daemon RSS settled (workers retired)', `${d.rssMB.toFixed(0)} MB`, d.rssMB);
     } else rows.push([label, 'daemon start -> ready, RSS', `not measured: ${d.reason.slice(0, 80)}`, '', '']);
+    if (d0.available) {
+      row('start', 'daemon without health checks: start -> ready', s(d0.readyMs), d0.readyMs);
+      row(
+        'rss',
+        'daemon without health checks: RSS at ready',
+        `${d0.rssReadyMB.toFixed(0)} MB (peak ${d0.hwmMB.toFixed(0)})`,
+        d0.rssReadyMB,
+      );
+      row('rss', 'daemon without health checks: RSS settled', `${d0.rssMB.toFixed(0)} MB`, d0.rssMB);
+    }
     row('start', 'kernel: first reconcile (desired + maps)', s(k.startMs), k.startMs);
     row(
       'rss',
       'kernel: control-plane RSS after start',
       `${k.rssMB.toFixed(0)} MB (heap ${k.heapUsedMB.toFixed(0)})`,
       k.rssMB,
+    );
+    row(
+      'rss',
+      `kernel: control-plane RSS settled (${(k.settledAfterMs / 1000).toFixed(0)} s on: workers retired)`,
+      `${k.settledRssMB.toFixed(0)} MB (heap ${k.settledHeapUsedMB.toFixed(0)})`,
+      k.settledRssMB,
     );
     row(
       'one',

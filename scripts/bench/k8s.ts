@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { BackendSpec } from '../../src/datapath/types';
 import { FakeApiServer, Obj, Resource } from '../../test/helpers/fake-apiserver';
 import { EndpointSpec, service, slice } from '../../test/helpers/k8s-objects';
-import { procStatusMB, run } from './lib/proc';
+import { cliNodeFlags, procStatusMB, run } from './lib/proc';
 
 interface Options {
   services: number;
@@ -508,6 +508,8 @@ async function bench(o: Options): Promise<void> {
       'ip',
       [
         'netns', 'exec', ns, process.execPath,
+        // the CLI's own Node flags (its shebang), then any extra for this run (e.g. --cpu-prof)
+        ...cliNodeFlags(main),
         ...(process.env.PEAK_BENCH_DAEMON_NODE_FLAGS ?? '').split(' ').filter(Boolean),
         main, 'daemon', '--config', file, '--bpffs', bpffs, '--detach-on-exit', '--log-level', 'debug',
         '--kubernetes', '--kubeconfig', kubeconfig, '--node-name', 'bench',

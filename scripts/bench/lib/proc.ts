@@ -12,3 +12,14 @@ export function procStatusMB(pid: number, field: string): number {
   if (m === null) throw new Error(`/proc/${pid}/status has no ${field}`);
   return Number(m[1]) / 1024;
 }
+
+/**
+ * The Node flags the CLI runs with: those of the shebang of `main` (the built src/cli/main.js, `#!/usr/bin/env -S
+ * node <flags>`), where the product keeps them; a bench starting the daemon with process.execPath passes them too.
+ */
+export function cliNodeFlags(main: string): string[] {
+  const first = readFileSync(main, 'utf8').split('\n', 1)[0]!;
+  const m = /^#!\S*env(?: -S)? node((?: \S+)*)$/.exec(first);
+  if (m === null) throw new Error(`${main}: its first line ${JSON.stringify(first)} is not a node shebang`);
+  return m[1]!.split(' ').filter(Boolean);
+}
