@@ -63,6 +63,9 @@ export interface Session {
   remoteDetectMult: number;
   /** A poll sequence is in progress: our periodic packets carry P until a Final comes back. */
   pollActive: boolean;
+  /** A Final owed to a peer that polled while Down and we were held: sent with our next periodic packet (see
+   * receive()). */
+  finalOwed: boolean;
   /**
    * Held Down by this side with this diag (forwarding plane reset, or a local "down" that must look like a
    * failure to the peer, unlike AdminDown): the session does not leave Down while set.
@@ -107,6 +110,7 @@ export function createSession(o: { localDiscr: number; params: SessionParams; no
     remoteDesiredMinTxUs: 0,
     remoteDetectMult: 0,
     pollActive: false,
+    finalOwed: false,
     hold: null,
     lostSinceUp: false,
     lastRxAt: null,
@@ -253,7 +257,18 @@ export function receive(s0: Session, p: ControlPacket, c: Clock): ReceiveResult 
     s = syncAdvertised(s, c);
   }
   s = rescheduleTx(s, c);
-  const sendFinal = p.poll;
+  // Held Down, a peer that is Down and polls gets its Final with our next periodic packet, not at once (a
+  // deliberate delay of §6.5's "as soon as practicable"): any packet of ours takes a Down peer on to Init
+  // (§6.8.6), and BIRD 2 polls the moment it leaves Up (its slower idle TX interval), then hands its BGP the
+  // session state current when its main loop reads the notification. A Final back within milliseconds made that
+  // Up -> Init, no failure to BIRD: the router kept the node until the BGP hold timer (a CI run under load, its
+  // BFD session Down, the route there 7.6 s after the detach). The poll only confirms a timer the Down peer already
+  // applied (§6.8.3: at once while not Up).
+  let sendFinal = p.poll;
+  if (sendFinal && s.hold !== null && p.state === State.Down) {
+    sendFinal = false;
+    s = { ...s, finalOwed: true };
+  }
   if (s.state === State.AdminDown) return { session: s, events, sendFinal };
   if (p.state === State.AdminDown) {
     if (s.state !== State.Down) s = changeState(s, State.Down, Diag.NeighborSignaledDown, c, events);
@@ -302,8 +317,8 @@ export function tick(s0: Session, c: Clock): TickResult {
   let transmit: ControlPacket | null = null;
   const iv = txIntervalUs(s);
   if (iv > 0 && c.now >= s.nextTxAt) {
-    transmit = packetFor(s, { final: false });
-    s = { ...s, nextTxAt: c.now + jitteredMs(iv, s.config.detectMult, c.random) };
+    transmit = packetFor(s, { final: s.finalOwed });
+    s = { ...s, finalOwed: false, nextTxAt: c.now + jitteredMs(iv, s.config.detectMult, c.random) };
   }
   return { session: s, events, transmit };
 }

@@ -46,20 +46,29 @@ const tooDeep = `lists and maps nest deeper than ${DOCUMENT_BOUNDS.maxDepth} lev
  */
 function measure(value: unknown): string | null {
   const { maxDepth, maxValues } = DOCUMENT_BOUNDS;
-  const stack: [unknown, number][] = [[value, 0]];
+  // Containers only, each beside its depth (scalars need no visit; no tuple per value: 512,000 backends at scale).
+  const stack: object[] = [];
+  const depths: number[] = [];
+  if (value !== null && typeof value === 'object') {
+    stack.push(value);
+    depths.push(0);
+  }
   let values = 1;
   while (stack.length > 0) {
-    const [v, depth] = stack.pop()!;
-    if (v === null || typeof v !== 'object') continue;
+    const v = stack.pop()!;
+    const depth = depths.pop()!;
     // A cycle (a YAML alias inside its own anchor) nests without end: the depth bound stops it.
     if (depth + 1 > maxDepth) return tooDeep;
-    for (const child of Array.isArray(v) ? v : Object.values(v)) {
+    for (const child of Array.isArray(v) ? (v as unknown[]) : Object.values(v)) {
       if (++values > maxValues)
         return (
           `the document holds more than ${count(maxValues)} values (the bound; lists, maps and scalars, ` +
           `each use of a YAML alias counted again)`
         );
-      stack.push([child, depth + 1]);
+      if (child !== null && typeof child === 'object') {
+        stack.push(child);
+        depths.push(depth + 1);
+      }
     }
   }
   return null;
@@ -118,14 +127,18 @@ function jsonSyntaxError(text: string, message: string): string {
   return `JSON syntax error at ${lineColumn(text, firstBadOffset(text))}: unexpected character`;
 }
 
+/** An object's keys are kept in a list up to this many, then in a Set (jsonDuplicateKeys). */
+const SHORT_KEYS = 16;
+
 /** Keys a JSON object may not repeat: JSON.parse keeps the last silently. At most this many are listed. */
 const MAX_DUPLICATE_REPORTS = 20;
 
 interface JsonFrame {
   /** This container's segment in its parent (key or index); undefined for the root. */
   seg: string | number | undefined;
-  /** Objects: keys seen, and whether a key (not a value) comes next. */
-  keys: Set<string> | null;
+  /** Objects: keys seen (a list while short: most objects have a few keys, and a Set each is ~50,000 Sets in a large
+   * config), and whether a key (not a value) comes next. */
+  keys: string[] | Set<string> | null;
   expectKey: boolean;
   key: string;
   /** Arrays: index of the current element. */
@@ -158,9 +171,13 @@ function jsonDuplicateKeys(text: string): {
       if (top !== undefined && top.keys !== null && top.expectKey) {
         const raw = text.slice(i + 1, end);
         const key = raw.includes('\\') ? (JSON.parse(text.slice(i, end + 1)) as string) : raw;
-        if (top.keys.has(key) && ++total <= MAX_DUPLICATE_REPORTS)
+        const keys = top.keys;
+        const seen = Array.isArray(keys) ? keys.includes(key) : keys.has(key);
+        if (seen && ++total <= MAX_DUPLICATE_REPORTS)
           found.push({ path: [...stack.slice(1).map((f) => f.seg!), key], offset: i });
-        top.keys.add(key);
+        if (!Array.isArray(keys)) keys.add(key);
+        else if (keys.length < SHORT_KEYS) keys.push(key);
+        else top.keys = new Set([...keys, key]);
         top.key = key;
         top.expectKey = false;
       }
@@ -169,7 +186,7 @@ function jsonDuplicateKeys(text: string): {
       const parent = stack[stack.length - 1];
       stack.push({
         seg: parent === undefined ? undefined : parent.keys !== null ? parent.key : parent.index,
-        keys: c === 0x7b ? new Set() : null,
+        keys: c === 0x7b ? [] : null,
         expectKey: true,
         key: '',
         index: 0,

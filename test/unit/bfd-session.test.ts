@@ -270,6 +270,54 @@ describe('local down: admin and hold', () => {
   });
 });
 
+describe('held: a Down peer that polls gets its Final with our next periodic packet (BIRD polls as it leaves Up)', () => {
+  test('the peer stays Down until our next periodic packet, which carries F; an Up peer or an unheld session is answered at once', () => {
+    for (const r of [0, 0.999]) {
+      const l = new Link(P300, P300);
+      l.run(3000);
+      const t0 = l.t;
+      l.a = setHold(l.a, Diag.ForwardingPlaneReset, { now: t0, random: () => r }).session;
+      // Our first Down goes out at once; b leaves Up.
+      const first = tick(l.a, { now: t0, random: () => r });
+      l.a = first.session;
+      expect(first.transmit).toMatchObject({ state: State.Down, final: false });
+      const rb = receive(l.b, wire(first.transmit!), clock(t0));
+      l.b = rb.session;
+      expect(l.b.state).toBe(State.Down);
+      // b, as BIRD does leaving Up, polls at once (a new, slower TX interval): Down with P.
+      const poll = wire({ ...packetFor(l.b, { final: false }), poll: true });
+      const ra = receive(l.a, poll, clock(t0 + 1));
+      expect(ra.sendFinal).toBe(false);
+      l.a = ra.session;
+      expect(l.a.finalOwed).toBe(true);
+      // Nothing more goes out before the held interval (3/4 of it at least); then F, and b goes Init only then.
+      let t = t0 + 1;
+      let next: ReturnType<typeof tick> | null = null;
+      for (; t < t0 + 10_000; t += 10) {
+        const k = tick(l.a, { now: t, random: () => r });
+        l.a = k.session;
+        if (k.transmit) {
+          next = k;
+          break;
+        }
+      }
+      expect(t - t0).toBeGreaterThanOrEqual((HELD_TX_US / 1000) * 0.75);
+      expect(next!.transmit).toMatchObject({ state: State.Down, final: true, poll: false });
+      expect(l.a.finalOwed).toBe(false);
+      expect(receive(l.b, wire(next!.transmit!), clock(t)).session.state).toBe(State.Init);
+    }
+    // Not owed: a held session polled by a peer still Up, and an unheld session polled by a Down peer.
+    const l = new Link(P300, P300);
+    l.run(3000);
+    const up = wire({ ...packetFor(l.b, { final: false }), poll: true });
+    const held = setHold(l.a, Diag.ForwardingPlaneReset, clock(l.t)).session;
+    expect(receive(held, up, clock(l.t)).sendFinal).toBe(true);
+    const fresh = createSession({ localDiscr: 9, params: P300, now: 0 });
+    const downPoll = wire({ ...packetFor(createSession({ localDiscr: 8, params: P300, now: 0 }), { final: false }), poll: true, yourDiscr: 9 }); // prettier-ignore
+    expect(receive(fresh, downPoll, clock(0)).sendFinal).toBe(true);
+  });
+});
+
 describe('lostSinceUp: the one fact a client holds BGP on (RFC 5882 §4.3, §3.2)', () => {
   test('set by Up -> Down for a failure, cleared by Up; not by the peer AdminDown, our AdminDown, or never Up', () => {
     // Detection-time expiry from Up, then healed.

@@ -8,6 +8,7 @@ import {
   formatIssue,
   hostIssues,
   parseConfig,
+  parseDocumentText,
   ParseResult,
   parseIp,
   showValue,
@@ -208,6 +209,16 @@ describe('JSON: duplicate keys are refused with their path (JSON.parse would kee
       ),
     );
     expect(c.vips.map((v) => v.name)).toEqual(['a-name', 'b']);
+  });
+
+  it('finds duplicates among many keys of one object (past the short list, kept in a Set then)', () => {
+    const keys = Array.from({ length: 40 }, (_, i) => `"k${i}": ${i}`);
+    // k3 repeated while the object has few keys, k17 and k30 once it has many; k39 in a sibling object is no duplicate
+    const text = `{"a": {${[...keys.slice(0, 5), '"k3": 0', ...keys.slice(5, 20), '"k17": 0', ...keys.slice(20), '"k30": 0'].join(', ')}}, "b": {"k39": 1}}`;
+    const r = parseDocumentText(text, 'json');
+    expect(r.ok).toBe(false);
+    expect(r.ok ? [] : r.errors.map((e) => e.path)).toEqual(['a.k3', 'a.k17', 'a.k30']);
+    expect(parseDocumentText(`{"a": {${keys.join(', ')}}, "b": {"k39": 1}}`, 'json').ok).toBe(true);
   });
 
   it('lists at most 20 duplicates, then how many more', () => {
