@@ -54,7 +54,7 @@ export class FileConfigSource extends EventEmitter implements ConfigSource {
   private readonly maxBytes: number | undefined;
   private readonly watches: DirWatches;
   private last: Config | null = null;
-  private lastText = '';
+  private lastDigest = '';
   private seen: Seen = { identity: null, content: null, racy: false };
   private poll: NodeJS.Timeout | null = null;
   private debounce: NodeJS.Timeout | null = null;
@@ -174,10 +174,11 @@ export class FileConfigSource extends EventEmitter implements ConfigSource {
     const r = 'text' in read ? parseConfigText(this.path, read.text) : read;
     let event: ReloadEvent;
     if (r.ok) {
-      const text = JSON.stringify(r.config);
-      event = { ok: true, trigger, config: r.config, warnings: r.warnings, changed: text !== this.lastText };
+      // The digest of the config's JSON, not the JSON (~3 MB at 512 x 100, ~35 MB at 512 x 1000, kept for good).
+      const digest = createHash('sha256').update(JSON.stringify(r.config)).digest('hex');
+      event = { ok: true, trigger, config: r.config, warnings: r.warnings, changed: digest !== this.lastDigest };
       this.last = r.config;
-      this.lastText = text;
+      this.lastDigest = digest;
     } else {
       event = { ok: false, trigger, errors: r.errors, kept: this.last };
     }
