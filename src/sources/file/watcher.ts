@@ -176,7 +176,13 @@ export class FileConfigSource extends EventEmitter implements ConfigSource {
     if (r.ok) {
       // The digest of the config's JSON, not the JSON (~3 MB at 512 x 100, ~35 MB at 512 x 1000, kept for good).
       const digest = createHash('sha256').update(JSON.stringify(r.config)).digest('hex');
-      event = { ok: true, trigger, config: r.config, warnings: r.warnings, changed: digest !== this.lastDigest };
+      event = {
+        ok: true,
+        trigger,
+        config: r.config,
+        warnings: r.warnings,
+        changed: digest !== this.lastDigest,
+      };
       this.last = r.config;
       this.lastDigest = digest;
     } else {
