@@ -6,6 +6,7 @@ import { canonicalIp } from '../model/ip';
 import { DesiredState, fromDesiredState } from './desired';
 import { PreviousOwners, PreviousOwnerView } from './second-chance';
 import { IdTable } from './table';
+import { IdMap } from './id-map';
 import { readTableOrNone, vipKeyText } from './ids';
 import {
   ActualState,
@@ -740,7 +741,8 @@ export async function matchTables(
 class Mirror {
   config: ActualState['config'];
   vips: Map<string, VipSpec>;
-  backends: Map<number, ActualState['backends'][number]>;
+  /** By id, in an array (IdMap: no hash-table entry per backend). */
+  backends: IdMap<ActualState['backends'][number]>;
   /** Changed only through setTable/deleteTable (they count the read-back tables). */
   readonly tables: Map<number, Uint32Array | IdTable | null>;
   /** Tables held as read back (Uint32Array): only those need comparing before planning (matchTables). */
@@ -749,7 +751,7 @@ class Mirror {
   private constructor(a: ActualState) {
     this.config = a.config;
     this.vips = new Map(a.vips.map((v) => [vipKeyText(v.key), v]));
-    this.backends = new Map();
+    this.backends = new IdMap();
     this.tables = new Map();
     for (const [id, t] of a.tables) this.setTable(id, t);
   }
