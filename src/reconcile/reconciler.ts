@@ -98,16 +98,17 @@ export const TABLE_BATCH = 64;
  * time held the event loop ~50 ms (encoding each, and recording each applied op). */
 export const BACKEND_BATCH = 1024;
 /** Runs of at most this many tables are built in-thread (~3 ms each at 65537 slots, an event-loop turn between
- * builds): a worker start after the pool went idle (50-150 ms, and 20-40 MB of RSS while it lives) would cost a
- * small change more than it saves; deployments with few VIPs never start the workers. */
+ * builds) while no worker runs: a worker start after the pool went idle (50-150 ms, and 20-40 MB of RSS while it
+ * lives) would cost a small change more than it saves; deployments with few VIPs never start the workers. */
 export const INLINE_TABLES = 16;
 /** Batches of tables whose builds start before the plan's first writes (backends, VIPs): the workers build while
  * this thread writes, instead of starting when the writes are done. */
 export const EARLY_BATCHES = 2;
 
-/** The builder for a run of `n` tables: in-thread when the run is small for `builder` (see INLINE_TABLES). */
+/** The builder for a run of `n` tables: in-thread when the run is small for `builder` (see INLINE_TABLES) and it
+ * has no thread running (a running one has warm code and costs no start: TableBuilder.running). */
 const builderFor = (n: number, builder: TableBuilder): TableBuilder =>
-  n <= (builder.inlineUpTo ?? INLINE_TABLES) ? inlineTableBuilder : builder;
+  n <= (builder.inlineUpTo ?? INLINE_TABLES) && !((builder.running ?? 0) > 0) ? inlineTableBuilder : builder;
 
 type InstallTableOp = Extract<Op, { op: 'installTable' }>;
 

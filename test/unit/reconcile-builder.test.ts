@@ -77,15 +77,26 @@ function recordingBuilder() {
       pending--;
     }
   }
+  let running = 0;
   const builder: TableBuilder = {
     // Runs of more than 2 tables go through it (the worker pool's own threshold is higher: see INLINE_TABLES).
     inlineUpTo: 2,
+    // Threads running: while some do, smaller runs go through it too.
+    get running() {
+      return running;
+    },
     build: (backends, size, as) => record(backends, () => inlineTableBuilder.build(backends, size, as)),
     buildPair: (backends, size, as, skip) =>
       record(backends, () => inlineTableBuilder.buildPair(backends, size, as, skip)),
     close: () => Promise.resolve(),
   };
-  return { builder, calls, failing, maxPending: () => maxPending };
+  return {
+    builder,
+    calls,
+    failing,
+    maxPending: () => maxPending,
+    setRunning: (n: number) => (running = n),
+  };
 }
 
 /** Every Maglev table built in this process (the builder's included): buildTable and buildMappedTable calls, in
@@ -176,8 +187,22 @@ describe('Reconciler with a TableBuilder', () => {
       ['10.1.3.1', '10.1.3.3'],
       ['10.1.3.1', '10.1.3.2', '10.1.3.3'],
     ]);
+    // While the builder has threads running (warm code), the same small run goes through it.
+    rec.setRunning(1);
+    const d3 = next(config(5, (v) => (v === 0 ? [1, 2, 4] : v === 3 ? [1, 2, 3, 4] : [1, 2, 3])));
+    const s3 = await r.reconcile(d3);
+    expect(s3.failures).toEqual([]);
+    expect(s3.tablesInstalled).toBe(1);
+    expect(rec.calls.length).toBeGreaterThan(compared);
+    expect(rec.calls.slice(compared).map((c) => [...c].sort())).toContainEqual([
+      '10.1.3.1',
+      '10.1.3.2',
+      '10.1.3.3',
+      '10.1.3.4',
+    ]);
+    rec.setRunning(0);
     stopCounting();
-    await expectInstalled(dp, d2);
+    await expectInstalled(dp, d3);
   });
 
   it('fails only the VIP whose table cannot be built; the next reconcile installs it', async () => {
