@@ -1020,14 +1020,25 @@ async function goalsTable(o: Options): Promise<void> {
     const s = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
     const one = [...k.oneAddMs, ...k.oneRemoveMs];
     const p99 = quantileOf(one, 0.99);
-    if (d.available) {
-      row('start', 'daemon start -> ready', s(d.readyMs), d.readyMs);
-      if (d.phasesMs !== null)
+    /** A daemon run's rows, each named after `daemon` (which run). */
+    const daemonRows = (daemon: string, r: DaemonMemoryResult): void => {
+      if (!r.available) {
         rows.push([
           label,
-          `  daemon start split (ms; cpu at ready ${d.cpuAtReadyMs?.toFixed(0) ?? '-'} ms, all threads)`,
-          `node+modules ${d.uptimeMs === null ? '-' : d.uptimeMs - Object.values(d.phasesMs).reduce((a, b) => a + b, 0)}, ` +
-            Object.entries(d.phasesMs)
+          `${daemon}: start -> ready, RSS`,
+          `not measured: ${r.reason.slice(0, 80)}`,
+          '',
+          '',
+        ]);
+        return;
+      }
+      row('start', `${daemon}: start -> ready`, s(r.readyMs), r.readyMs);
+      if (r.phasesMs !== null)
+        rows.push([
+          label,
+          `  start split (ms; cpu at ready ${r.cpuAtReadyMs?.toFixed(0) ?? '-'} ms, all threads)`,
+          `node+modules ${r.uptimeMs === null ? '-' : r.uptimeMs - Object.values(r.phasesMs).reduce((a, b) => a + b, 0)}, ` +
+            Object.entries(r.phasesMs)
               .map(([k, v]) => `${k} ${v}`)
               .join(', '),
           '',
@@ -1035,22 +1046,14 @@ async function goalsTable(o: Options): Promise<void> {
         ]);
       row(
         'rss',
-        'daemon RSS at ready',
-        `${d.rssReadyMB.toFixed(0)} MB (peak ${d.hwmMB.toFixed(0)})`,
-        d.rssReadyMB,
+        `${daemon}: RSS at ready`,
+        `${r.rssReadyMB.toFixed(0)} MB (peak ${r.hwmMB.toFixed(0)})`,
+        r.rssReadyMB,
       );
-      row('rss', 'daemon RSS settled (workers retired)', `${d.rssMB.toFixed(0)} MB`, d.rssMB);
-    } else rows.push([label, 'daemon start -> ready, RSS', `not measured: ${d.reason.slice(0, 80)}`, '', '']);
-    if (d0.available) {
-      row('start', 'daemon without health checks: start -> ready', s(d0.readyMs), d0.readyMs);
-      row(
-        'rss',
-        'daemon without health checks: RSS at ready',
-        `${d0.rssReadyMB.toFixed(0)} MB (peak ${d0.hwmMB.toFixed(0)})`,
-        d0.rssReadyMB,
-      );
-      row('rss', 'daemon without health checks: RSS settled', `${d0.rssMB.toFixed(0)} MB`, d0.rssMB);
-    }
+      row('rss', `${daemon}: RSS settled (workers retired)`, `${r.rssMB.toFixed(0)} MB`, r.rssMB);
+    };
+    daemonRows('daemon', d);
+    daemonRows('daemon without health checks', d0);
     row('start', 'kernel: first reconcile (desired + maps)', s(k.startMs), k.startMs);
     row(
       'rss',
