@@ -358,6 +358,8 @@ export class Daemon {
     await this.loop.idle();
     await keeper?.idle();
     await this.admin?.stop();
+    // After the last sync (it may prune overrides) and the admin API (it may change them): their stores are done.
+    await this.overrides?.idle();
     if (keeper?.opened && this.config && this.opts.detachOnExit) {
       await keeper.detachAndUnpin();
       // Forwarding stops on purpose: VIP packets that still come are the kernel's business again.

@@ -140,6 +140,15 @@ export class RuntimeOverrides {
     return run;
   }
 
+  /** Resolves once every change and background store queued so far has settled (a stop waits for it: a store in
+   * flight would otherwise write into the directory after the daemon is gone). */
+  idle(): Promise<void> {
+    return this.#queue.then(
+      () => undefined,
+      () => undefined,
+    );
+  }
+
   /** Drops overrides whose VIP or backend `vips` lacks (logged); stores the result in the background. */
   prune(vips: readonly VipConfig[]): void {
     const { kept, dropped } = pruneOverrides(this.#set, vips);

@@ -443,6 +443,31 @@ describe('FileOverrideStore and RuntimeOverrides', () => {
     expect(await store.load()).toEqual({});
   });
 
+  it('idle() resolves only once a background store has finished (a stopping daemon waits for it)', async () => {
+    let release!: () => void;
+    const saved: OverrideSet[] = [];
+    const store: OverrideStore = {
+      location: 'mem',
+      load: async () => ({ gone: { '10.5.0.1': { drain: true, at: AT } } }),
+      save: (o) =>
+        new Promise<void>((r) => {
+          release = () => {
+            saved.push(o);
+            r();
+          };
+        }),
+    };
+    const ro = await RuntimeOverrides.open({ store, log: silentLogger });
+    ro.prune(CFG.vips);
+    let idle = false;
+    const waiting = ro.idle().then(() => (idle = true));
+    await new Promise((r) => setImmediate(r));
+    expect([idle, saved.length]).toEqual([false, 0]);
+    release();
+    await waiting;
+    expect([idle, saved]).toEqual([true, [{}]]);
+  });
+
   it('readAdminToken trims, and refuses short tokens and missing files naming them', async () => {
     const f = join(dir, 'token');
     writeFileSync(f, '  0123456789abcdef0123\n');
