@@ -4,7 +4,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { AddressInfo } from 'node:net';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import YAML from 'yaml';
@@ -37,7 +37,7 @@ import {
 import { FileConfigSource } from '../../src/sources/file';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { quantileOf } from './lib/stats';
-import { cliNodeFlags, procStatusMB, run } from './lib/proc';
+import { cliNodeFlags, procCpuMs, procStatusMB, run } from './lib/proc';
 
 type Part = 'all' | 'maglev' | 'reconcile' | 'daemon' | 'kernel' | 'goals';
 
@@ -551,18 +551,6 @@ async function pollReady(o: {
   if (code !== 0 || out === '') return null;
   return now() - (Date.now() - Number(out));
 }
-
-/** CPU time (user + system, all threads) process `pid` has used, in ms; null when unreadable. */
-function procCpuMs(pid: number): number | null {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return ((Number(f[11]) + Number(f[12])) * 1000) / CLOCK_TICKS;
-  } catch {
-    return null;
-  }
-}
-/** USER_HZ: /proc's CPU times are in these ticks (100 on Linux). */
-const CLOCK_TICKS = 100;
 
 /**
  * Starts `node dist/src/cli/main.js daemon` with a `vips` x `backendsPerVip` config in a network

@@ -448,11 +448,13 @@ export class BpfMap extends FdHandle {
 
   /**
    * Array of u32 values: entries first .. first + count - 1. Through mmap when the map is BPF_F_MMAPABLE;
-   * otherwise batch lookups (a map of an older build, see writeU32s).
+   * otherwise batch lookups (a map of an older build, see writeU32s). Into `into` when it is a Uint32Array of
+   * `count` entries (memory reused), else a new array.
    */
-  readU32s(first: number, count: number): Uint32Array {
+  readU32s(first: number, count: number, into?: Uint32Array): Uint32Array {
     this.checkU32Range(first, count, 'count');
-    const out = new Uint32Array(count);
+    const out =
+      into !== undefined && isUint32Array(into) && into.length === count ? into : new Uint32Array(count);
     if (count === 0) return out;
     if (this.mmapable) {
       native().mapReadU32s(this.fd, first, out);

@@ -882,18 +882,23 @@ function readHeadParity(t: TableHandle): 0 | 1 {
 
 /** The entries of a Maglev inner map, ids only (PEAK_SLOT_F_MOVED is ours, not an id); null for the empty
  * table (M = 0: a cleared slot). */
-function readInnerTable(t: TableHandle): Uint32Array | null {
-  if (headM(t.map.readU32s(0, 1)[0]!) === 0) return null;
-  const out = readInnerEntries(t);
+function readInnerTable(t: TableHandle, into?: Uint32Array): Uint32Array | null {
+  const m = headM(t.map.readU32s(0, 1)[0]!);
+  if (m === 0) return null;
+  const out = readInnerEntries(t, m, into);
   const keep = ~(1 << sharedContract().slotMovedBit);
   for (let i = 0; i < out.length; i++) out[i] = (out[i]! & keep) >>> 0;
   return out;
 }
 
-/** The entries of an inner table map as stored (through mmap; an older build's map by batch lookups). */
-function readInnerEntries(t: TableHandle): Uint32Array {
-  const m = Math.min(headM(t.map.readU32s(0, 1)[0]!), t.map.maxEntries - 1);
-  return t.map.readU32s(1, m);
+/** The entries of an inner table map as stored (through mmap; an older build's map by batch lookups); `m`: its
+ * header's M when read already; into `into` when that fits (BpfMap.readU32s). */
+function readInnerEntries(
+  t: TableHandle,
+  m = headM(t.map.readU32s(0, 1)[0]!),
+  into?: Uint32Array,
+): Uint32Array {
+  return t.map.readU32s(1, Math.min(m, t.map.maxEntries - 1), into);
 }
 
 export class KernelDatapath implements Datapath {
@@ -1558,7 +1563,7 @@ export class KernelDatapath implements Datapath {
   private previousOf(vipId: number): Uint32Array | null {
     const index = vipId * 2 + this.liveParity(vipId);
     try {
-      return this.withTable('previous', index, vipId, readInnerTable);
+      return this.withTable('previous', index, vipId, (t) => readInnerTable(t));
     } catch (e) {
       if (isTableUnreadable(e)) return null;
       throw e;
@@ -1887,8 +1892,8 @@ export class KernelDatapath implements Datapath {
   /** Through the table's pin (or by id with CAP_SYS_ADMIN); TableUnreadableError when neither opens it. */
   /** Its members join the reference counts, unless this instance installed (or read) the slot already: the
    * only writer of its slots, it knows them (a pass over the table saved per read). */
-  async readTable(vipId: number): Promise<Uint32Array | null> {
-    const out = this.withTable('current', vipId, vipId, readInnerTable);
+  async readTable(vipId: number, into?: Uint32Array): Promise<Uint32Array | null> {
+    const out = this.withTable('current', vipId, vipId, (t) => readInnerTable(t, into));
     if (out === null) this.tableRefs.set(vipId, NO_MEMBERS);
     else if (!this.tableRefs.has(vipId)) this.tableRefs.set(vipId, tableMembers(out));
     return out;
@@ -1955,7 +1960,7 @@ export class KernelDatapath implements Datapath {
   }
 
   async readPreviousTable(vipId: number): Promise<Uint32Array | null> {
-    return this.withTable('previous', vipId * 2 + this.liveParity(vipId), vipId, readInnerTable);
+    return this.withTable('previous', vipId * 2 + this.liveParity(vipId), vipId, (t) => readInnerTable(t));
   }
 
   /** map_flags of the Maglev inner maps this balancer's outer maps accept (read on first need). */

@@ -127,7 +127,9 @@ export interface Datapath {
    * at all: an error means neither changed.
    */
   installTables(batch: readonly TableInstall[]): Promise<(Error | null)[]>;
-  readTable(vipId: number): Promise<Uint32Array | null>;
+  /** The VIP's table as installed (backend ids), a copy the caller owns; null when it has none. `into`: memory the
+   * copy may be read into when it fits (a datapath may ignore it; the result is then another array). */
+  readTable(vipId: number, into?: Uint32Array): Promise<Uint32Array | null>;
 
   /**
    * Sets (or with null clears) the VIP's previous table: its Maglev table from before the last membership

@@ -139,16 +139,18 @@ function fillEqual(table: Int32Array, pos: Int32Array, skip: Int32Array, index: 
   if (walked > 0)
     for (;;)
       for (let i = 0; i < n; i++) {
-        // Walk this member's permutation (offset + j*skip) mod M to its next free slot.
+        // Walk this member's permutation (offset + j*skip) mod M to its next free slot. The step is skip - M
+        // (negative) and M is added back when c goes below 0: without a branch (size & (c >> 31)), since whether a
+        // step wraps is a coin toss the CPU cannot predict (~25% of the build's time with `if (c >= size)`).
         let c = pos[i]!;
-        const s = skip[i]!;
+        const s = skip[i]! - size;
         while (table[c] !== -1) {
           c += s;
-          if (c >= size) c -= size;
+          c += size & (c >> 31);
         }
         table[c] = index[i]!;
         c += s;
-        pos[i] = c >= size ? c - size : c;
+        pos[i] = c + (size & (c >> 31));
         if (++filled === walked) return fillTail(table, pos, skip, index, i + 1, null);
       }
   fillTail(table, pos, skip, index, 0, null);
@@ -181,14 +183,14 @@ function fillWeighted(
         if (credit[i]! < maxWeight) continue;
         credit[i]! -= maxWeight;
         let c = pos[i]!;
-        const s = skip[i]!;
+        const s = skip[i]! - size; // as in fillEqual: a negative step, wrapped without a branch
         while (table[c] !== -1) {
           c += s;
-          if (c >= size) c -= size;
+          c += size & (c >> 31);
         }
         table[c] = index[i]!;
         c += s;
-        pos[i] = c >= size ? c - size : c;
+        pos[i] = c + (size & (c >> 31));
         if (++filled === walked) return fillTail(table, pos, skip, index, i + 1, turn);
       }
   fillTail(table, pos, skip, index, 0, turn);

@@ -33,6 +33,9 @@ export interface TableBuilder {
    * may serve a later build, instead of being garbage the collector must find (external memory drives V8's full
    * collections: a burst of 1,000 tables at 65,537 slots allocated 256 MiB). */
   recycle?(table: Uint32Array): void;
+  /** Optional: a recycled buffer of `bytes` (recycle()) for a table made on the caller's thread (e.g. one read
+   * back from the datapath), taken out of the spares; undefined when none is kept. */
+  spare?(bytes: number): ArrayBuffer | undefined;
   /** Stops the builder: pending and later builds reject. */
   close(): Promise<void>;
 }
@@ -177,7 +180,7 @@ export class WorkerTableBuilder implements TableBuilder {
   private closed = false;
   private deaths = 0;
   /** Recycled table buffers by byte length (recycle()), handed to the next builds of that size. */
-  private readonly spare = new Map<number, ArrayBuffer[]>();
+  private readonly spares = new Map<number, ArrayBuffer[]>();
   private spareCount = 0;
 
   constructor(o: WorkerTableBuilderOptions = {}) {
@@ -337,16 +340,27 @@ export class WorkerTableBuilder implements TableBuilder {
     // Only a whole, plain buffer (one a build made), not a view into a bigger one; and not past the cap.
     if (this.closed || this.spareCount >= SPARE_BUFFERS || !isArrayBuffer(buf)) return;
     if (table.byteOffset !== 0 || table.byteLength !== buf.byteLength || buf.byteLength === 0) return;
-    const list = this.spare.get(buf.byteLength);
-    if (list === undefined) this.spare.set(buf.byteLength, [buf]);
+    const list = this.spares.get(buf.byteLength);
+    if (list === undefined) this.spares.set(buf.byteLength, [buf]);
     else if (!list.includes(buf)) list.push(buf);
     else return;
     this.spareCount++;
+    // Dropped SPARE_KEEP_MS after the last recycle or build: also when tables made on the caller's thread (spare())
+    // come back while no worker works, which arms no idle timer.
+    if (this.spareTimer !== null) this.spareTimer.refresh();
+    else if (this.queue.length === 0 && !this.slots.some((s) => s.inFlight.size > 0)) {
+      this.spareTimer = setTimeout(() => this.dropSpares(), Math.min(SPARE_KEEP_MS, this.idleMs));
+      this.spareTimer.unref();
+    }
+  }
+
+  spare(bytes: number): ArrayBuffer | undefined {
+    return this.takeSpare(bytes, 1)[0];
   }
 
   /** Up to `n` recycled buffers of `bytes`, taken out of the spares (transferred with a job). */
   private takeSpare(bytes: number, n: number): ArrayBuffer[] {
-    const list = this.spare.get(bytes);
+    const list = this.spares.get(bytes);
     if (list === undefined) return [];
     const out = list.splice(Math.max(0, list.length - n));
     this.spareCount -= out.length;
@@ -371,7 +385,7 @@ export class WorkerTableBuilder implements TableBuilder {
 
   private dropSpares(): void {
     this.spareTimer = null;
-    this.spare.clear();
+    this.spares.clear();
     this.spareCount = 0;
   }
 

@@ -213,10 +213,11 @@ export class IdTable {
    * a subset of our skipped members, our ids are `installed` with our skipped members redirected (redirecting
    * more members of an already redirected table gives what redirecting all of them in the natural one gives:
    * each skipped slot still names the first kept owner after it). A member going down at many VIPs at once (a
-   * node failure, endpoints terminating) then costs no Maglev build. Held until one release(); false (nothing
-   * held) when `from` does not qualify, or this table is held already or has nothing to redirect.
+   * node failure, endpoints terminating) then costs no Maglev build. Held until one release(), which gives
+   * `installed` to `recycler` (TableBuilder.recycle) when given; false (nothing held, `installed` not taken)
+   * when `from` does not qualify, or this table is held already or has nothing to redirect.
    */
-  holdInstalled(from: IdTable, installed: Uint32Array): boolean {
+  holdInstalled(from: IdTable, installed: Uint32Array, recycler?: TableBuilder): boolean {
     if (!this.#fromRecipe || this.#held !== null || this.#skip.size === 0) return false;
     if (
       !from.#fromRecipe ||
@@ -226,7 +227,14 @@ export class IdTable {
       return false;
     for (const id of from.#skip) if (!this.#skip.has(id)) return false;
     const ids = redirectSkipped(installed, this.#skip);
-    this.#held = { count: 1, ready: Promise.resolve(ids), ids, final: true, redirected: null, from: null };
+    this.#held = {
+      count: 1,
+      ready: Promise.resolve(ids),
+      ids,
+      final: true,
+      redirected: null,
+      from: recycler ?? null,
+    };
     return true;
   }
 

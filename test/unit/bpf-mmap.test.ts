@@ -83,6 +83,13 @@ describePrivileged('BpfMap.writeU32s / readU32s', () => {
         expect([...m.readU32s(4, 3)]).toEqual([1, 0xffffffff, 0x80000000]);
         expect([...m.readU32s(1030, 1)]).toEqual([42]);
         expect(m.readU32s(1031, 0)).toHaveLength(0);
+        // into an array of the count's length: that array is the result; any other length: a new one
+        const into = new Uint32Array(3).fill(9);
+        expect(m.readU32s(4, 3, into)).toBe(into);
+        expect([...into]).toEqual([1, 0xffffffff, 0x80000000]);
+        const short = new Uint32Array(2).fill(9);
+        const got = m.readU32s(4, 3, short);
+        expect([got === short, [...got], [...short]]).toEqual([false, [1, 0xffffffff, 0x80000000], [9, 9]]);
         m.writeU32s(0, new Uint32Array(0)); // nothing to write is fine
       } finally {
         m.close();

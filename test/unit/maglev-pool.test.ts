@@ -174,6 +174,11 @@ describe('WorkerTableBuilder', () => {
       pool.recycle(old);
       expectSame(await pool.build(backendsN(3), 13), buildTable({ backends: backendsN(3), size: 13 }));
       expect(old.byteLength).toBe(0);
+      // spare(): a kept buffer of that size for a table made on this thread (taken out of the spares)
+      const mine = new Uint32Array(17);
+      pool.recycle(mine);
+      expect(pool.spare(17 * 4)).toBe(mine.buffer);
+      expect([pool.spare(17 * 4), pool.spare(5 * 4)]).toEqual([undefined, undefined]);
       for (let i = 0; i < SPARE_BUFFERS + 5; i++) pool.recycle(new Uint32Array(7));
       expect(pool.spareBuffers).toBe(SPARE_BUFFERS);
     } finally {
@@ -229,6 +234,10 @@ describe('WorkerTableBuilder', () => {
       expect(pool.spareBuffers).toBe(2);
       await waitFor('idle workers terminated', () => pool.running === 0, 10_000);
       expect(pool.spareBuffers).toBe(0); // recycled memory goes when the builds stop (SPARE_KEEP_MS at most)
+      // given back while no worker runs (a table read on this thread): dropped too, SPARE_KEEP_MS after the last
+      pool.recycle(new Uint32Array(4099));
+      expect(pool.spareBuffers).toBe(1);
+      await waitFor('spare dropped with no worker running', () => pool.spareBuffers === 0, 10_000);
       expectSame(await pool.build(backendsN(12), 4099), buildTable({ backends: backendsN(12), size: 4099 }));
       expect(pool.running).toBe(1);
       expect(pool.workerDeaths).toBe(0);

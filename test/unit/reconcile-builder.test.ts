@@ -391,6 +391,24 @@ describe('IdTable from the installed table (holdInstalled)', () => {
     expect(table([2]).holdInstalled(other, other.ids())).toBe(false);
     expect(table([2]).holdInstalled(table([]), new Uint32Array(7))).toBe(false);
   });
+
+  it('gives the installed array, redirected in place, to the recycler on the last release (and only then)', () => {
+    const given: Uint32Array[] = [];
+    const recycler = { ...inlineTableBuilder, recycle: (t: Uint32Array) => void given.push(t) };
+    const from = table([]);
+    const to = table([2]);
+    const installed = from.ids();
+    expect(to.holdInstalled(from, installed, recycler)).toBe(true);
+    expect(to.sharedIds()).toBe(installed); // redirected where it was read: no copy
+    expect(installed).toEqual(table([2]).ids());
+    expect(given).toEqual([]);
+    to.release();
+    expect(given.length).toBe(1);
+    expect(given[0]).toBe(installed);
+    // refused: nothing taken, nothing given back
+    expect(table([]).holdInstalled(from, from.ids(), recycler)).toBe(false);
+    expect(given.length).toBe(1);
+  });
 });
 
 describe('IdTable built through a builder', () => {

@@ -13,6 +13,18 @@ export function procStatusMB(pid: number, field: string): number {
   return Number(m[1]) / 1024;
 }
 
+/** CPU time (user + system, all threads) process `pid` has used, in ms; null when unreadable. */
+export function procCpuMs(pid: number): number | null {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / CLOCK_TICKS;
+  } catch {
+    return null;
+  }
+}
+/** USER_HZ: /proc's CPU times are in these ticks (100 on Linux). */
+const CLOCK_TICKS = 100;
+
 /**
  * The Node flags the CLI runs with: those of the shebang of `main` (the built src/cli/main.js, `#!/usr/bin/env -S
  * node <flags>`), where the product keeps them; a bench starting the daemon with process.execPath passes them too.
