@@ -1,7 +1,8 @@
-// Map and fd calls: create, info, pin/get, lookup/update/delete/next-key, batch ops, close.
+// Map and fd calls: create, info, pin/get, lookup/update/delete/next-key, batch ops, close (and mallocTrim).
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -29,6 +30,17 @@ Napi::Value NumPossibleCpus(const Napi::CallbackInfo& info) {
   int n = libbpf_num_possible_cpus();
   if (n < 0) ThrowErrno(info.Env(), "count possible cpus", n);
   return Napi::Number::New(info.Env(), n);
+}
+
+// mallocTrim() -> whether it ran: glibc's malloc_trim(0), which gives the free memory of every malloc arena back to
+// the kernel (the arenas of threads that ended keep theirs otherwise). False where the C library has none.
+Napi::Value MallocTrim(const Napi::CallbackInfo& info) {
+#ifdef __GLIBC__
+  malloc_trim(0);
+  return Napi::Boolean::New(info.Env(), true);
+#else
+  return Napi::Boolean::New(info.Env(), false);
+#endif
 }
 
 // mapCreate({type, keySize, valueSize, maxEntries, name?, flags?, innerMapFd?}) -> fd
@@ -402,6 +414,7 @@ Napi::Value MapDeleteBatch(const Napi::CallbackInfo& info) {
 void InitMaps(Napi::Env env, Napi::Object exports) {
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));
   exports.Set("numPossibleCpus", Napi::Function::New(env, NumPossibleCpus));
+  exports.Set("mallocTrim", Napi::Function::New(env, MallocTrim));
   exports.Set("mapCreate", Napi::Function::New(env, MapCreate));
   exports.Set("mapInfo", Napi::Function::New(env, MapInfo));
   exports.Set("progInfo", Napi::Function::New(env, ProgInfo));

@@ -37,7 +37,7 @@ import {
 import { FileConfigSource } from '../../src/sources/file';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { quantileOf } from './lib/stats';
-import { cliNodeFlags, procCpuMs, procStatusMB, run } from './lib/proc';
+import { cliNodeFlags, procCpuMs, procStatusMB, run, threadCount } from './lib/proc';
 
 type Part = 'all' | 'maglev' | 'reconcile' | 'daemon' | 'kernel' | 'goals';
 
@@ -673,7 +673,15 @@ export async function measureDaemonMemory(opts: DaemonMemoryOptions): Promise<Da
     // `ip netns exec` execs the daemon in place: the child's pid is the node process.
     const pid = c.pid!;
     const rssReadyMB = procStatusMB(pid, 'VmRSS');
+    const threadsAtReady = threadCount(pid);
     await sleep(opts.settleMs ?? 10_000);
+    // Settled means the table workers ended (and gave their memory back): a build after ready (health results
+    // redirecting tables) keeps them IDLE_MS longer. Seen as the daemon's thread count falling below its count at
+    // ready (they run then; nothing else starts threads after ready), 30 s at most; not through /metrics, whose
+    // scrapes would add their own memory to the figure.
+    const workersGone = now() + 30_000;
+    while (now() < workersGone && threadCount(pid) >= threadsAtReady) await sleep(250);
+    await sleep(500); // the memory given back just after they end
     const mem = mapMemory(join(bpffs, 'peak-xdp', ns, ifA));
     const rssMB = procStatusMB(pid, 'VmRSS');
     // One /metrics scrape (every series of every membership): its cost shows in rssAfterScrapeMB.

@@ -86,7 +86,7 @@ export class Daemon {
     this.opts = opts;
     this.log = opts.logger;
     this.monitor = opts.healthMonitor();
-    this.programmer = new Programmer({ log: opts.logger });
+    this.programmer = new Programmer({ log: opts.logger, trimMemory: opts.trimMemory });
     this.health = new HealthFeed({ monitor: this.monitor, log: opts.logger });
     this.loop = new SyncLoop({ sync: (reason) => this.sync(reason) });
     this.gate = new ConfigGate({
@@ -207,6 +207,7 @@ export class Daemon {
       health: () => this.monitor.snapshot(),
       healthLocalErrors: () => this.monitor.localErrors(),
       attached: () => keeper.attached,
+      tableWorkers: () => programmer.tableWorkers,
       failedVips: () => programmer.failedVips.keys(),
       previousOwners: () => programmer.previousOwners(),
       healthChecks: this.monitor,

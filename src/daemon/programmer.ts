@@ -35,8 +35,16 @@ export class Programmer {
   /** Failed clean-up of what is no longer desired (no VIP withheld for it). */
   cleanupFailures: ReconcileFailure[] = [];
 
-  constructor(o: { log: Logger }) {
+  private readonly trimMemory: (() => void) | undefined;
+
+  constructor(o: { log: Logger; trimMemory?: () => void }) {
     this.log = o.log;
+    this.trimMemory = o.trimMemory;
+  }
+
+  /** Table worker threads running now (0 without a builder or while idle). */
+  get tableWorkers(): number {
+    return this.builder?.running ?? 0;
   }
 
   /** Starts the table builder's threads now (a start: they are ready by the first sync; idle, they go). */
@@ -63,9 +71,18 @@ export class Programmer {
     this.builder = null;
   }
 
+  /** The table workers ended (idle): their memory is given back to the kernel (trimMemory). */
+  private retired(): void {
+    if (this.trimMemory === undefined) return;
+    const mb = (): number => Math.round(process.memoryUsage.rss() / 2 ** 20);
+    const before = mb();
+    this.trimMemory();
+    this.log.debug({ rssMB: before, afterMB: mb() }, 'table workers ended: free memory given back');
+  }
+
   private tableBuilder(): TableBuilder {
     try {
-      return new WorkerTableBuilder();
+      return new WorkerTableBuilder({ onRetired: () => this.retired() });
     } catch (e) {
       // Run from sources (no built worker script): correct, but builds share the event loop.
       this.log.warn({ err: (e as Error).message }, 'Maglev tables are built on the main thread');

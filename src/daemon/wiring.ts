@@ -2,6 +2,7 @@
 import { hostname } from 'node:os';
 import { BfdClient } from '../bfd/client';
 import { BgpSpeakerThread } from '../bgp/speaker-thread';
+import { native } from '../datapath/native';
 import { HealthMonitor } from '../health/monitor';
 import { defaultMaxInFlight } from '../health/probes';
 import { FileConfigSource } from '../sources/file/watcher';
@@ -33,6 +34,7 @@ export function kernelCollaborators(o: { bpffs: string }): DaemonCollaborators {
     bfdConnect: (s) => BfdClient.connect(s),
     overrideStore: ({ ifname }) =>
       new FileOverrideStore(overridesPath({ root: stateRoot(), netns: currentNetnsName(), ifname })),
+    trimMemory: () => void native().mallocTrim(),
   };
 }
 

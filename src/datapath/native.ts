@@ -125,6 +125,8 @@ export interface Native {
   BpfObject: new (path: string) => NativeBpfObject;
   closeFd(fd: number): void;
   numPossibleCpus(): number;
+  /** glibc malloc_trim(0): free memory of every malloc arena back to the kernel; false where there is none. */
+  mallocTrim(): boolean;
   mapCreate(o: NativeMapCreate & { innerMapFd?: number }): number;
   mapInfo(fd: number): NativeMapInfo;
   progInfo(fd: number): NativeProgInfo;

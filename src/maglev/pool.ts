@@ -131,6 +131,8 @@ export interface WorkerTableBuilderOptions {
   idleMs?: number;
   /** The worker's entry script (default: pool-worker.js next to this file, i.e. in dist/). */
   workerPath?: string;
+  /** Called once idle workers have ended (their memory is free then: e.g. to give it back to the kernel). */
+  onRetired?: () => void;
 }
 
 /** Threads at most by default: building is CPU-bound, and the daemon's own thread writes the maps. */
@@ -172,6 +174,7 @@ export class WorkerTableBuilder implements TableBuilder {
   readonly threads: number;
   private readonly idleMs: number;
   private readonly workerPath: string;
+  private readonly onRetired: (() => void) | undefined;
   private readonly slots: Slot[] = [];
   private readonly queue: Pending[] = [];
   private nextId = 1;
@@ -193,6 +196,7 @@ export class WorkerTableBuilder implements TableBuilder {
     this.threads = threads;
     this.idleMs = idleMs;
     this.workerPath = o.workerPath ?? join(__dirname, 'pool-worker.js');
+    this.onRetired = o.onRetired;
     if (!existsSync(this.workerPath))
       throw new Error(
         `Maglev table worker script ${this.workerPath} is missing (build: npx tsc -p tsconfig.build.json)`,
@@ -394,9 +398,9 @@ export class WorkerTableBuilder implements TableBuilder {
     this.idleTimer = null;
     this.dropSpares();
     const slots = this.slots.splice(0);
-    for (const s of slots) {
-      s.dead = true;
-      void s.worker.terminate().catch(() => undefined);
-    }
+    for (const s of slots) s.dead = true;
+    void Promise.all(slots.map((s) => s.worker.terminate().catch(() => undefined))).then(() => {
+      if (!this.closed && slots.length > 0) this.onRetired?.();
+    });
   }
 }

@@ -48,6 +48,8 @@ export interface MetricsSources {
   /** Emits 'checked' (CheckDone) after every check: the health-check duration histogram. */
   healthChecks?: { on(event: 'checked', listener: (c: CheckDone) => void): unknown };
   attached: () => boolean;
+  /** Maglev table worker threads running now (they start for a burst of builds and end when idle). */
+  tableWorkers?: () => number;
   /** Names of desired VIPs whose datapath writes failed (withdrawn until a retry succeeds). */
   failedVips?: () => Iterable<string>;
   /** Why the last config load was rejected (the previous config stays in force); null: the last one applied. */
@@ -413,6 +415,18 @@ export function createMetrics(src: MetricsSources): DaemonMetrics {
       this.set(src.attached() ? 1 : 0);
     },
   });
+
+  if (src.tableWorkers !== undefined) {
+    const workers = src.tableWorkers;
+    new Gauge({
+      name: 'peak_xdp_table_workers',
+      help: 'Maglev table worker threads running now (started for a burst of builds, ended when idle)',
+      registers,
+      collect() {
+        this.set(workers());
+      },
+    });
+  }
 
   new Gauge({
     name: 'peak_xdp_vip_programmed',

@@ -437,3 +437,10 @@ describePrivileged('probeInnerFlags: the template where nothing can be read (no 
     }
   });
 });
+
+describe('native mallocTrim (the daemon calls it once the table workers end)', () => {
+  it('runs where the C library is glibc (true), and is a no-op answering false elsewhere', () => {
+    const header = (process.report.getReport() as { header: { glibcVersionRuntime?: string } }).header;
+    expect(native().mallocTrim()).toBe(header.glibcVersionRuntime !== undefined);
+  });
+});

@@ -226,7 +226,13 @@ describe('WorkerTableBuilder', () => {
   });
 
   it('terminates idle workers and starts them again on demand', async () => {
-    const pool = new WorkerTableBuilder({ workerPath: WORKER, threads: 2, idleMs: 50 });
+    let retired = 0;
+    const pool = new WorkerTableBuilder({
+      workerPath: WORKER,
+      threads: 2,
+      idleMs: 50,
+      onRetired: () => retired++,
+    });
     try {
       const built = await Promise.all([pool.build(backendsN(10), 4099), pool.build(backendsN(11), 4099)]);
       expect(pool.running).toBe(2);
@@ -234,6 +240,8 @@ describe('WorkerTableBuilder', () => {
       expect(pool.spareBuffers).toBe(2);
       await waitFor('idle workers terminated', () => pool.running === 0, 10_000);
       expect(pool.spareBuffers).toBe(0); // recycled memory goes when the builds stop (SPARE_KEEP_MS at most)
+      // told once they ended (their memory is free then)
+      await waitFor('onRetired called', () => retired === 1, 10_000);
       // given back while no worker runs (a table read on this thread): dropped too, SPARE_KEEP_MS after the last
       pool.recycle(new Uint32Array(4099));
       expect(pool.spareBuffers).toBe(1);
@@ -244,6 +252,7 @@ describe('WorkerTableBuilder', () => {
     } finally {
       await pool.close();
     }
+    expect(retired).toBe(1); // close() is not a retirement
   });
 
   it('close() rejects pending and later builds and terminates the workers', async () => {

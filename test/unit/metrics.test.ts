@@ -37,6 +37,7 @@ async function metricsOf(perBackend: boolean) {
     desired: () => desired,
     health: () => [],
     attached: () => true,
+    tableWorkers: () => 2,
     perBackend,
   });
   return { m, dp };
@@ -53,6 +54,7 @@ describe('metrics', () => {
     expect(text).toMatch(/^peak_xdp_backend_state\{vip="web",backend="10\.1\.0\.2",state="draining"\} 1$/m);
     expect(text).toMatch(/^peak_xdp_backend_state\{vip="web",backend="10\.1\.0\.1",state="up"\} 1$/m);
     expect(text).toMatch(/^peak_xdp_attached 1$/m);
+    expect(text).toMatch(/^peak_xdp_table_workers 2$/m);
     expect(text).toMatch(/^peak_xdp_vip_fail_open\{vip="web"\} 0$/m);
     expect(text).toMatch(/^# TYPE process_cpu_seconds_total counter$/m);
     // promtool: only counters end in _total (prom-client's three nodejs_active_*_total gauges are dropped).

@@ -1,6 +1,6 @@
 // Small process helpers the benches share: run a command for its output, read /proc/<pid>/status.
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 /** Runs a command (60 s at most) and returns its stdout; throws with its stderr on failure. */
 export const run = (cmd: string, args: string[]): string =>
@@ -11,6 +11,15 @@ export function procStatusMB(pid: number, field: string): number {
   const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   if (m === null) throw new Error(`/proc/${pid}/status has no ${field}`);
   return Number(m[1]) / 1024;
+}
+
+/** Threads process `pid` runs now (0 once it is gone). */
+export function threadCount(pid: number): number {
+  try {
+    return readdirSync(`/proc/${pid}/task`).length;
+  } catch {
+    return 0;
+  }
 }
 
 /** CPU time (user + system, all threads) process `pid` has used, in ms; null when unreadable. */
