@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { MemoryDatapath } from '../../src/datapath/memory';
 import { balancerMapSizes, KernelDatapath } from '../../src/datapath/kernel';
+import { native } from '../../src/datapath/native';
 import type { Config } from '../../src/model/config';
 import { sharedContract } from '../../src/datapath/contract';
 import {
@@ -828,7 +829,10 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
   });
   const probe = await healthzProbe();
   const builder =
-    process.env.PEAK_BENCH_TABLE_BUILDER === 'inline' ? inlineTableBuilder : new WorkerTableBuilder();
+    process.env.PEAK_BENCH_TABLE_BUILDER === 'inline'
+      ? inlineTableBuilder
+      : // the workers' memory given back when they end, as the daemon does (its trimMemory collaborator)
+        new WorkerTableBuilder({ onRetired: () => void native().mallocTrim() });
   try {
     const datapathConfig = {
       ownMac: '02:00:00:00:00:01',
