@@ -42,7 +42,8 @@ struct peak_gue_hint6 {
 #define PEAK_GUE_HLEN_HINT4 (sizeof(struct peak_gue_hint4) / 4)
 #define PEAK_GUE_HLEN_HINT6 (sizeof(struct peak_gue_hint6) / 4)
 
-/* Outer UDP source port: the flow hash's low 15 bits in the ephemeral range (ECMP/RSS entropy). */
-#define PEAK_GUE_SPORT(hash) ((__u16)(0x8000u | ((hash) & 0x7fffu)))
+/* Outer UDP source port: the flow hash's low 14 bits in the dynamic port range 49152-65535, where RFC 7348 and
+ * RFC 8086 put tunnel entropy (ECMP/RSS); firewalls expect such ports there. */
+#define PEAK_GUE_SPORT(hash) ((__u16)(0xc000u | ((hash) & 0x3fffu)))
 
 #endif

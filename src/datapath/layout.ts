@@ -54,7 +54,7 @@ export const DEFAULT_GUE_PORT = 6080;
 export const GUE = {
   hintType: 0x50,
   /** Outer UDP source port of a flow hash (PEAK_GUE_SPORT). */
-  sourcePort: (hash: number): number => 0x8000 | (hash & 0x7fff),
+  sourcePort: (hash: number): number => 0xc000 | (hash & 0x3fff),
 } as const;
 
 /** Idle timeouts (seconds) of connection-table entries when the caller gives none: IPVS's TCP and UDP. */

@@ -112,7 +112,7 @@ function check(input: Buffer, verdict: number, data: Buffer | undefined, st: Sta
     // GUE: outer header sound, UDP checksum 0 and length right, GUE sound, inner = the original packet.
     if (!ip.headerChecksumOk || !ip.df || ip.ttl !== 64) throw new Error('bad outer header (GUE)');
     const udp = ip.raw.subarray(ip.headerLength);
-    if (udp.readUInt16BE(6) !== 0 || udp.readUInt16BE(4) !== udp.length || l4.dport !== 6080 || l4.sport! < 0x8000)
+    if (udp.readUInt16BE(6) !== 0 || udp.readUInt16BE(4) !== udp.length || l4.dport !== 6080 || l4.sport! < 0xc000)
       throw new Error('bad UDP header (GUE)');
     const g = parseGue(udp.subarray(8)); // throws on a malformed GUE header or hint
     if (g.verC !== 0 || g.flags !== 0 || g.proto !== (inFrame.ip!.version === 4 ? 4 : 41)) throw new Error('bad GUE header');

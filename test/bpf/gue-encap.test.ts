@@ -75,7 +75,8 @@ describePrivileged('GUE encapsulation and previous-owner hints', () => {
     const udp = out.raw.subarray(out.headerLength);
     expect(udp.readUInt16BE(6)).toBe(0); // checksum 0 (RFC 6935/6936, bpf/README.md)
     expect(udp.readUInt16BE(4)).toBe(udp.length);
-    expect(udp.readUInt16BE(0)).toBe(0x8000 | (p.hash & 0x7fff));
+    // the flow hash's low 14 bits in the dynamic range 49152-65535 (RFC 7348, RFC 8086)
+    expect(udp.readUInt16BE(0)).toBe(0xc000 | (p.hash & 0x3fff));
     const g = parseGue(udp.subarray(8));
     expect(g.verC).toBe(0);
     expect(g.flags).toBe(0);
