@@ -48,18 +48,22 @@ struct {
   __type(value, struct peak_backend);
 } backends SEC(".maps");
 
-/* Inner Maglev table template: [0] = M (| PEAK_TABLE_F_PARITY in a current table), [1 + slot] = backend id. Real tables are sized M + 1 each
- * (BPF_F_INNER_MAP lets sizes differ); table and M are swapped together, so a packet sees one or the other.
- * BPF_F_MMAPABLE: userspace fills a new table and reads an installed one through mmap (no per-entry syscall
- * work). Outer maps accept only inner maps with exactly these flags, so changing them needs a replace on upgrade. */
+/* Inner Maglev table template, a dense array of u32 words in elements of PEAK_MAGLEV_LINE_SLOTS: word [0] = M
+ * (| PEAK_TABLE_F_PARITY in a current table), word [1 + slot] = backend id; word w is in element
+ * w / PEAK_MAGLEV_LINE_SLOTS. Real tables are sized for M + 1 words each (BPF_F_INNER_MAP lets sizes differ);
+ * table and M are swapped together, so a packet sees one or the other. BPF_F_MMAPABLE: userspace fills a new
+ * table and reads an installed one through mmap (no per-entry syscall work). Outer maps accept only inner maps
+ * with exactly these flags and this value size, so changing either needs a replace on upgrade. */
 #ifndef PEAK_MAGLEV_INNER_FLAGS
 #define PEAK_MAGLEV_INNER_FLAGS (BPF_F_INNER_MAP | BPF_F_MMAPABLE) /* a test fixture builds an older layout */
 #endif
+typedef __u32 peak_table_line[PEAK_MAGLEV_LINE_SLOTS]; /* an array type: BTF keeps its size (a struct seen only
+                                                        * through pointers is emitted as a forward declaration) */
 struct maglev_inner {
   __uint(type, BPF_MAP_TYPE_ARRAY);
-  __uint(max_entries, PEAK_MAGLEV_MAX_M + 1);
+  __uint(max_entries, (PEAK_MAGLEV_MAX_M + PEAK_MAGLEV_LINE_SLOTS) / PEAK_MAGLEV_LINE_SLOTS);
   __type(key, __u32);
-  __type(value, __u32);
+  __type(value, peak_table_line);
   __uint(map_flags, PEAK_MAGLEV_INNER_FLAGS);
 };
 

@@ -25,6 +25,13 @@ static __always_inline struct peak_backend *peak_backend_get(__u32 id) {
   return bpf_map_lookup_elem(&backends, &id);
 }
 
+/* Word w of a Maglev inner table (bpf/maps.h: in element w / PEAK_MAGLEV_LINE_SLOTS); NULL past its end. */
+static __always_inline __u32 *peak_table_word(void *table, __u32 w) {
+  __u32 key = w / PEAK_MAGLEV_LINE_SLOTS;
+  __u32 *line = bpf_map_lookup_elem(table, &key);
+  return line ? &line[w & (PEAK_MAGLEV_LINE_SLOTS - 1)] : NULL;
+}
+
 /* Maglev: slot = hash % M, then up to PEAK_MAX_PROBES slots forward (wrapping) until an UP backend. *owner_out
  * is the slot's own entry as stored (the first probed, with PEAK_SLOT_F_MOVED), so the caller sees whether
  * probing skipped it and whether the previous table may name another owner; *parity_out the table's generation
@@ -33,8 +40,7 @@ static __always_inline int peak_maglev_pick(__u32 vip_id, __u32 hash, __u32 *id_
                                             struct peak_backend **be_out, __u32 *owner_out, __u32 *parity_out) {
   void *table = bpf_map_lookup_elem(&maglev_tables, &vip_id);
   if (!table) return PEAK_PICK_NO_TABLE;
-  __u32 zero = 0;
-  __u32 *mp = bpf_map_lookup_elem(table, &zero);
+  __u32 *mp = peak_table_word(table, 0);
   if (!mp) return PEAK_PICK_NO_TABLE;
   __u32 head = *mp;
   *parity_out = head >> PEAK_TABLE_PARITY_BIT;
@@ -43,8 +49,7 @@ static __always_inline int peak_maglev_pick(__u32 vip_id, __u32 hash, __u32 *id_
   __u32 slot = hash % m;
 #pragma unroll
   for (int i = 0; i < PEAK_MAX_PROBES; i++) {
-    __u32 key = slot + 1;
-    __u32 *entry = bpf_map_lookup_elem(table, &key);
+    __u32 *entry = peak_table_word(table, slot + 1);
     if (!entry) return PEAK_PICK_NO_TABLE;
     __u32 raw = *entry;
     if (i == 0) *owner_out = raw;
@@ -67,13 +72,11 @@ static __always_inline __u32 peak_prev_owner(__u32 vip_id, __u32 parity, __u32 h
   __u32 idx = vip_id * 2 + (parity & 1);
   void *table = bpf_map_lookup_elem(&maglev_prev_tables, &idx);
   if (!table) return 0;
-  __u32 zero = 0;
-  __u32 *mp = bpf_map_lookup_elem(table, &zero);
+  __u32 *mp = peak_table_word(table, 0);
   if (!mp) return 0;
   __u32 m = *mp & PEAK_TABLE_M_MASK; /* written without parity; masked like the current table's */
   if (m == 0) return 0;
-  __u32 key = hash % m + 1;
-  __u32 *id = bpf_map_lookup_elem(table, &key);
+  __u32 *id = peak_table_word(table, hash % m + 1);
   /* a previous table is installed as it was current, moved-slot marks included: an id never has bit 31 */
   return id ? *id & ~PEAK_SLOT_F_MOVED : 0;
 }

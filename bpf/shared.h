@@ -22,6 +22,13 @@
 #ifndef PEAK_VIP_INDEX_SLOTS
 #define PEAK_VIP_INDEX_SLOTS 4096 /* slots of the VIP index (power of two; entry 0 is its header) */
 #endif
+/* Maglev slots per inner-map element: one 64-byte line. An array map stores each element at an 8-byte stride, so
+ * 4-byte elements (one slot each, the layout before issue 15's packed tables) took 8 bytes per slot and 512 KiB per
+ * 65537-slot table; 16 per element take 4 bytes per slot, and userspace's mmap view is a dense u32 array (word 0
+ * the header, word 1 + s slot s). A power of two. Overridden only by a test fixture of the older layout. */
+#ifndef PEAK_MAGLEV_LINE_SLOTS
+#define PEAK_MAGLEV_LINE_SLOTS 16
+#endif
 #define PEAK_VIP_INDEX_PROBES 8 /* a key sits at most this many slots from its home slot (linear probing) */
 #define PEAK_MAGLEV_DEFAULT_M 65537 /* default per-VIP table size (prime) */
 #define PEAK_MAX_PROBES 8           /* slots probed forward past unusable backends before dropping */

@@ -18,19 +18,54 @@ namespace peak {
 
 namespace {
 
-// An array map's mmap area holds element i at i * round_up(value_size, 8) (kernel/bpf/arraymap.c elem_size).
+// An array map's mmap area holds element i at i * round_up(value_size, 8) (kernel/bpf/arraymap.c elem_size). Its
+// values are read and written as u32 words: word w is word w % (value_size / 4) of element w / (value_size / 4).
+// 4-byte values leave a 4-byte gap after each word; values of a multiple of 8 bytes make the area a dense array of
+// words (what Maglev tables of 64-byte lines are: bpf/maps.h).
+struct WordLayout {
+  uint32_t perElem = 1;  // words per element
+  size_t elemSize = 8;   // bytes per element in the area
+  size_t Offset(uint64_t w) const { return (size_t)(w / perElem) * elemSize + (size_t)(w % perElem) * 4; }
+  bool Dense() const { return elemSize == (size_t)perElem * 4; }
+};
+
+// The word layout of values of `valueSize` bytes; false when they are not words (4 bytes, or a multiple of 8).
+bool WordLayoutOf(uint32_t valueSize, WordLayout* out) {
+  if (valueSize == 4) {
+    *out = {1, 8};
+    return true;
+  }
+  if (valueSize == 0 || valueSize % 8 != 0) return false;
+  *out = {valueSize / 4, valueSize};
+  return true;
+}
+
 struct MmapArea {
   uint8_t* base = nullptr;  // the mapping (page-aligned)
   size_t length = 0;
-  uint8_t* first = nullptr;  // element `first` inside it
-  size_t stride = 0;
+  uint8_t* first = nullptr;  // word `first` inside it
+  WordLayout layout;
+  uint64_t firstWord = 0;
   ~MmapArea() {
     if (base != nullptr) munmap(base, length);
   }
+  uint8_t* Word(uint64_t i) const { return first + (layout.Offset(firstWord + i) - layout.Offset(firstWord)); }
 };
 
-// Checks that `fd` is an mmap-able array of u32 values holding [first, first + count) and maps those elements
-// (`countField` names the argument that gave `count` in errors).
+// Copies n words between the caller's array and the area from its first word (to the area when `toArea`).
+void CopyWords(const MmapArea& a, uint32_t* words, size_t n, bool toArea) {
+  if (a.layout.Dense()) {
+    if (toArea) memcpy(a.first, words, n * 4);
+    else memcpy(words, a.first, n * 4);
+    return;
+  }
+  for (size_t i = 0; i < n; i++)
+    if (toArea) memcpy(a.Word(i), words + i, 4);
+    else memcpy(words + i, a.Word(i), 4);
+}
+
+// Checks that `fd` is an mmap-able array whose values are words (WordLayoutOf) holding words [first, first + count)
+// and maps them (`countField` names the argument that gave `count` in errors).
 void MapU32s(Napi::Env env, int fd, uint32_t first, uint32_t count, const char* countField, bool write,
              MmapArea* out) {
   struct bpf_map_info mi;
@@ -41,18 +76,20 @@ void MapU32s(Napi::Env env, int fd, uint32_t first, uint32_t count, const char* 
   if (mi.type != BPF_MAP_TYPE_ARRAY) throw Napi::TypeError::New(env, "fd: " + name + " is not an array map");
   if (!(mi.map_flags & BPF_F_MMAPABLE))
     throw Napi::TypeError::New(env, "fd: " + name + " was created without BPF_F_MMAPABLE");
-  if (mi.value_size != 4)
-    throw Napi::TypeError::New(env, "fd: " + name + " has " + std::to_string(mi.value_size) + "-byte values, not u32");
-  if (first > mi.max_entries)
+  if (!WordLayoutOf(mi.value_size, &out->layout))
+    throw Napi::TypeError::New(env, "fd: " + name + " has " + std::to_string(mi.value_size) +
+                                        "-byte values, not u32 words (4 bytes or a multiple of 8)");
+  uint64_t words = (uint64_t)mi.max_entries * out->layout.perElem;
+  if (first > words)
     throw Napi::RangeError::New(env, "first: " + std::to_string(first) + " is beyond " + name + "'s " +
-                                         std::to_string(mi.max_entries) + " entries");
-  if (count > mi.max_entries - first)
-    throw Napi::RangeError::New(env, std::string(countField) + ": " + std::to_string(count) + " entries from " + std::to_string(first) +
-                                         " run past " + name + "'s " + std::to_string(mi.max_entries) + " entries");
+                                         std::to_string(words) + " words");
+  if (count > words - first)
+    throw Napi::RangeError::New(env, std::string(countField) + ": " + std::to_string(count) + " words from " +
+                                         std::to_string(first) + " run past " + name + "'s " + std::to_string(words) +
+                                         " words");
   if (count == 0) return;
   const size_t page = (size_t)sysconf(_SC_PAGESIZE);
-  out->stride = 8;  // round_up(4, 8)
-  size_t start = (size_t)first * out->stride, end = ((size_t)first + count) * out->stride;
+  size_t start = out->layout.Offset(first), end = out->layout.Offset((uint64_t)first + count - 1) + 4;
   size_t off = start / page * page;
   out->length = (end - off + page - 1) / page * page;
   void* p = mmap(nullptr, out->length, write ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, (off_t)off);
@@ -62,9 +99,10 @@ void MapU32s(Napi::Env env, int fd, uint32_t first, uint32_t count, const char* 
   }
   out->base = static_cast<uint8_t*>(p);
   out->first = out->base + (start - off);
+  out->firstWord = first;
 }
 
-// mapWriteU32s(fd, first, values: Uint32Array): element first + i = values[i].
+// mapWriteU32s(fd, first, values: Uint32Array): word first + i = values[i].
 Napi::Value MapWriteU32s(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgInt(info, 0, "fd");
@@ -78,11 +116,11 @@ Napi::Value MapWriteU32s(const Napi::CallbackInfo& info) {
   if (n > UINT32_MAX) throw Napi::RangeError::New(env, "values: too many entries");
   MmapArea a;
   MapU32s(env, fd, first, (uint32_t)n, "values.length", true, &a);
-  for (size_t i = 0; i < n; i++) memcpy(a.first + i * a.stride, src + i, 4);
+  CopyWords(a, const_cast<uint32_t*>(src), n, true);
   return env.Undefined();
 }
 
-// mapReadU32s(fd, first, out: Uint32Array): out[i] = element first + i. The caller allocates `out` (in its own
+// mapReadU32s(fd, first, out: Uint32Array): out[i] = word first + i. The caller allocates `out` (in its own
 // realm: jest's Uint32Array is not the addon's).
 Napi::Value MapReadU32s(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -97,7 +135,7 @@ Napi::Value MapReadU32s(const Napi::CallbackInfo& info) {
   if (n > UINT32_MAX) throw Napi::RangeError::New(env, "out: too many entries");
   MmapArea a;
   MapU32s(env, fd, first, (uint32_t)n, "out.length", false, &a);
-  for (size_t i = 0; i < n; i++) memcpy(dst + i, a.first + i * a.stride, 4);
+  CopyWords(a, dst, n, false);
   return env.Undefined();
 }
 
@@ -106,6 +144,8 @@ struct FilledMapSpec {
   std::string name;
   uint32_t maxEntries = 0;
   uint32_t flags = 0;
+  uint32_t valueSize = 4;
+  WordLayout layout;
   struct Write {
     uint32_t first;
     const uint32_t* values;
@@ -152,16 +192,20 @@ class FillWorker : public Napi::AsyncWorker {
       const FilledMapSpec& s = specs_[i];
       LIBBPF_OPTS(bpf_map_create_opts, opts);
       opts.map_flags = s.flags;
-      int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, s.name.empty() ? nullptr : s.name.c_str(), 4, 4, s.maxEntries, &opts);
+      int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, s.name.empty() ? nullptr : s.name.c_str(), 4, s.valueSize,
+                              s.maxEntries, &opts);
       if (fd < 0) return Fail(i, "create map " + s.name, -fd);
       fds_.push_back(fd);
-      // elements at i * round_up(4, 8) (kernel/bpf/arraymap.c), the whole array in one mapping
-      size_t length = ((size_t)s.maxEntries * 8 + page - 1) / page * page;
+      // the whole array in one mapping (WordLayout)
+      size_t length = ((size_t)s.maxEntries * s.layout.elemSize + page - 1) / page * page;
       void* p = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
       if (p == MAP_FAILED) return Fail(i, "mmap map " + s.name, errno);
       uint8_t* base = static_cast<uint8_t*>(p);
       for (const auto& w : s.writes)
-        for (size_t k = 0; k < w.count; k++) memcpy(base + ((size_t)w.first + k) * 8, w.values + k, 4);
+        if (s.layout.Dense())
+          memcpy(base + (size_t)w.first * 4, w.values, w.count * 4);
+        else
+          for (size_t k = 0; k < w.count; k++) memcpy(base + s.layout.Offset((uint64_t)w.first + k), w.values + k, 4);
       munmap(p, length);
       for (size_t j = 0; j < s.writes.size(); j++)
         if (s.writes[j].distinct) distinct_.push_back({i, j, DistinctNonZero(s.writes[j].values, s.writes[j].count)});
@@ -216,9 +260,9 @@ class FillWorker : public Napi::AsyncWorker {
   int err_ = 0;
 };
 
-// mapsCreateU32s([{name, maxEntries, flags, writes: [{first, values: Uint32Array, distinct?}]}])
-//   -> Promise<{fd, distinct: (Uint32Array | null)[]}[]>: new BPF_F_MMAPABLE arrays of u32 values, element
-// first + i of each write = values[i] (the rest zero); `distinct` per write: its distinct non-zero values,
+// mapsCreateU32s([{name, maxEntries, flags, valueSize?, writes: [{first, values: Uint32Array, distinct?}]}])
+//   -> Promise<{fd, distinct: (Uint32Array | null)[]}[]>: new BPF_F_MMAPABLE arrays of u32 words (values of
+// `valueSize` bytes, default 4: WordLayout), word first + i of each write = values[i] (the rest zero); `distinct` per write: its distinct non-zero values,
 // ascending, where the write asked for them (null where not).
 Napi::Value MapsCreateU32s(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -238,6 +282,11 @@ Napi::Value MapsCreateU32s(const Napi::CallbackInfo& info) {
     };
     s.maxEntries = u32("maxEntries");
     s.flags = u32("flags");
+    if (!o.Get("valueSize").IsUndefined()) s.valueSize = u32("valueSize");
+    if (!WordLayoutOf(s.valueSize, &s.layout))
+      throw Napi::TypeError::New(env, at + ".valueSize: " + std::to_string(s.valueSize) +
+                                          " bytes are not u32 words (4 bytes or a multiple of 8)");
+    const uint64_t words = (uint64_t)s.maxEntries * s.layout.perElem;
     if (!(s.flags & BPF_F_MMAPABLE)) throw Napi::TypeError::New(env, at + ".flags must include BPF_F_MMAPABLE");
     if (o.Get("name").IsString()) s.name = o.Get("name").As<Napi::String>().Utf8Value();
     Napi::Value ws = o.Get("writes");
@@ -255,9 +304,10 @@ Napi::Value MapsCreateU32s(const Napi::CallbackInfo& info) {
         throw Napi::TypeError::New(env, wat + ".values must be a Uint32Array");
       Napi::Uint32Array a = values.As<Napi::Uint32Array>();
       uint32_t f = first.As<Napi::Number>().Uint32Value();
-      if ((uint64_t)f + a.ElementLength() > s.maxEntries)
-        throw Napi::RangeError::New(env, wat + ": " + std::to_string(a.ElementLength()) + " entries from " +
-                                             std::to_string(f) + " run past maxEntries " + std::to_string(s.maxEntries));
+      if ((uint64_t)f + a.ElementLength() > words)
+        throw Napi::RangeError::New(env, wat + ": " + std::to_string(a.ElementLength()) + " words from " +
+                                             std::to_string(f) + " run past the " + std::to_string(words) +
+                                             " words of maxEntries " + std::to_string(s.maxEntries));
       s.writes.push_back({f, a.Data(), a.ElementLength(), w.Get("distinct").ToBoolean().Value()});
     }
   }
@@ -278,7 +328,8 @@ const struct btf_type* SkipMods(const struct btf* btf, uint32_t id, uint32_t* re
   return t;
 }
 
-// The integer fields of a BTF map definition (`__uint(name, N)` is `int (*name)[N]`).
+// The integer fields of a BTF map definition (`__uint(name, N)` is `int (*name)[N]`), and key_size / value_size of
+// `__type(key, T)` / `__type(value, T)`.
 Napi::Object DefFields(Napi::Env env, const struct btf* btf, const struct btf_type* def) {
   Napi::Object o = Napi::Object::New(env);
   const struct btf_member* m = btf_members(def);
@@ -286,6 +337,12 @@ Napi::Object DefFields(Napi::Env env, const struct btf* btf, const struct btf_ty
     const char* name = btf__name_by_offset(btf, m->name_off);
     const struct btf_type* t = SkipMods(btf, m->type);
     if (name == nullptr || t == nullptr || !btf_is_ptr(t)) continue;
+    // `__type(key, T)` / `__type(value, T)` is `T *key`: its size, as `__uint(key_size, N)` would give it
+    if (strcmp(name, "key") == 0 || strcmp(name, "value") == 0) {
+      __s64 size = btf__resolve_size(btf, t->type);
+      if (size >= 0) o.Set(std::string(name) + "_size", (double)size);
+      continue;
+    }
     const struct btf_type* arr = SkipMods(btf, t->type);
     if (arr != nullptr && btf_is_array(arr)) o.Set(name, btf_array(arr)->nelems);
   }

@@ -5,9 +5,10 @@
 // that it measured the path it names (VIP index lookup, conntrack hits or misses) and the bench fails if not.
 // Stateless GUE VIPs (issue 15) are timed beside the connection-table mode: SYN and established rows, live
 // frames with 1k and 1M flows, and a SYN flood of --flood new flows against established ones (evictions).
-// A new flow's cost is mostly its Maglev slot's cache line (cold: a random line of a 512 KB table: an ARRAY map
-// stores each 4-byte slot at an 8-byte stride), so a SYN and an ACK of a new flow are timed side by side, and a
-// stateless VIP with a 32 KB table (M = 4093) shows what the line costs.
+// A new flow's cost is mostly its Maglev slot's cache line (cold: a random line of a 256 KB table, 16 slots per
+// 64-byte line), so a SYN and an ACK of a new flow are timed side by side, and a stateless VIP with a 16 KB table
+// (M = 4093) shows what the line costs; live frames also run the older layout (one 4-byte slot per element, which an
+// ARRAY map stores at an 8-byte stride: 512 KB) beside today's.
 // Usage: node dist/scripts/bench/datapath.js [--json] [--runs 5] [--calls 20000] [--frames 4000000]
 //        [--live-rounds 9] [--flood 1000000] [--cpu N]
 import { execFileSync } from 'node:child_process';
@@ -25,7 +26,8 @@ import {
 } from '../../src/datapath/bpf';
 import { KernelDatapath } from '../../src/datapath/kernel';
 import { ENUMS, LAYOUT, encodeVipKey } from '../../src/datapath/layout';
-import { bpfObjectPath } from '../../src/paths';
+import { bpfObjectDir, bpfObjectPath } from '../../src/paths';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   conntrackEntriesFor,
@@ -716,15 +718,20 @@ async function liveBench(a: Args): Promise<LiveResult> {
     // Stateless without a previous table: the steady state once the control plane dropped it (retention over).
     const sl0Dp = await KernelDatapath.load();
     closers.push(sl0Dp);
-    // Stateless with a small table (M = 4093, 32 KB instead of 512 KB): what the table's cache footprint costs
+    // Stateless with a small table (M = 4093, 16 KB instead of 256 KB): what the table's cache footprint costs
     // at 1M flows (each packet reads a random slot), beside the same program with M = 65537.
     const slSmallDp = await KernelDatapath.load();
     closers.push(slSmallDp);
+    // Stateless on the older table layout (the test fixture balancer_word_inner: one 4-byte slot per element, stored
+    // at an 8-byte stride, 512 KB per table): what packing 16 slots per line gained at 1M flows.
+    const slWordsDp = await KernelDatapath.load({ objectPath: join(bpfObjectDir, 'fixtures', 'balancer_word_inner.bpf.o') }); // prettier-ignore
+    closers.push(slWordsDp);
     for (const [dp, gue, prev, m] of [
       [ctDp, false, false, 65537],
       [slDp, true, true, 65537],
       [sl0Dp, true, false, 65537],
       [slSmallDp, true, false, 4093],
+      [slWordsDp, true, false, 65537],
     ] as const) {
       await dp.configure(cfg);
       for (let id = 1; id <= 8; id++)
@@ -766,6 +773,7 @@ async function liveBench(a: Args): Promise<LiveResult> {
       { name: 'full, stateless, no prev', prog: sl0Dp.program, flows: FLOWS_1M, processed: rx(sl0Dp), dp: sl0Dp, mode: 'stateless' },
       { name: 'full, stateless + prev, SYNs', prog: slDp.program, flows: FLOWS_1M, processed: rx(slDp), dp: slDp, mode: 'stateless', tmpl: synTmpl },
       { name: 'full, stateless, M=4093', prog: slSmallDp.program, flows: FLOWS_1M, processed: rx(slSmallDp), dp: slSmallDp, mode: 'stateless' },
+      { name: 'full, stateless, 4-byte slots', prog: slWordsDp.program, flows: FLOWS_1M, processed: rx(slWordsDp), dp: slWordsDp, mode: 'stateless' },
     ]; // prettier-ignore
     const generate = (
       flows: number,

@@ -112,6 +112,24 @@ export class FdHandle {
   }
 }
 
+/**
+ * The u32 words a value of `valueSize` bytes holds for BpfMap's word view (readU32s, writeU32s): 1 for 4-byte
+ * values, valueSize / 4 for a multiple of 8 (the kernel stores array values at an 8-byte stride, so these lie end to
+ * end), 0 otherwise (not words).
+ */
+export function wordsPerValue(valueSize: number): number {
+  if (valueSize === 4) return 1;
+  return Number.isInteger(valueSize) && valueSize > 0 && valueSize % 8 === 0 ? valueSize / 4 : 0;
+}
+
+/** Entries of `valueSize`-byte values an array needs to hold `words` u32 words (wordsPerValue). */
+export function entriesForWords(words: number, valueSize: number): number {
+  const per = wordsPerValue(valueSize);
+  if (per === 0)
+    throw new TypeError(`valueSize: ${valueSize} bytes are not u32 words (4, or a multiple of 8)`);
+  return Math.ceil(words / per);
+}
+
 export interface BatchEntries {
   keys: Buffer[];
   values: Buffer[];
@@ -170,7 +188,7 @@ export class BpfMap extends FdHandle {
   }
 
   /**
-   * New BPF_F_MMAPABLE arrays of u32 values, each created and filled through mmap on a thread of the pool (one
+   * New BPF_F_MMAPABLE arrays of u32 words, each created and filled through mmap on a thread of the pool (one
    * call for all: a 65537-slot Maglev table is a 512 KiB kernel allocation and 128 page faults, kept off the
    * event loop). All or nothing. The `values` arrays must not change until the promise settles. `distinct` per
    * write: the distinct non-zero values it wrote, ascending, where it asked for them (else null).
@@ -183,6 +201,11 @@ export class BpfMap extends FdHandle {
       for (const k of ['maxEntries', 'flags'] as const)
         if (!Number.isInteger(s[k]) || s[k] < 0 || s[k] > 0xffffffff)
           throw new TypeError(`${at}.${k} must be a u32, got ${s[k]}`);
+      const per = wordsPerValue(s.valueSize ?? 4);
+      if (per === 0)
+        throw new TypeError(
+          `${at}.valueSize: ${s.valueSize} bytes are not u32 words (4, or a multiple of 8)`,
+        );
       if ((s.flags & MapFlags.MMAPABLE) === 0)
         throw new TypeError(`${at}.flags: ${s.flags} lacks BPF_F_MMAPABLE (${MapFlags.MMAPABLE})`);
       if (s.name !== undefined && (typeof s.name !== 'string' || s.name.length > 15))
@@ -191,9 +214,9 @@ export class BpfMap extends FdHandle {
         );
       s.writes.forEach((w, j) => {
         if (!isUint32Array(w.values)) throw new TypeError(`${at}.writes[${j}].values must be a Uint32Array`);
-        if (!Number.isInteger(w.first) || w.first < 0 || w.first + w.values.length > s.maxEntries)
+        if (!Number.isInteger(w.first) || w.first < 0 || w.first + w.values.length > s.maxEntries * per)
           throw new RangeError(
-            `${at}.writes[${j}]: ${w.values.length} entries from ${w.first} run past maxEntries ${s.maxEntries}`,
+            `${at}.writes[${j}]: ${w.values.length} words from ${w.first} run past the ${s.maxEntries * per} words of maxEntries ${s.maxEntries}`, // prettier-ignore
           );
       });
     });
@@ -406,21 +429,34 @@ export class BpfMap extends FdHandle {
     return this.info.type === MapType.ARRAY && (this.info.flags & MapFlags.MMAPABLE) !== 0;
   }
 
-  /** Checks that entries [first, first + count) of this array of u32 values exist. */
+  /**
+   * The u32 words an array map's values hold, end to end (word w is word w % (valueSize / 4) of entry
+   * w / (valueSize / 4)); 0 for a map whose values are not words (wordsPerValue). Words are what readU32s and
+   * writeU32s address.
+   */
+  get u32Words(): number {
+    const per = this.info.type === MapType.ARRAY ? wordsPerValue(this.info.valueSize) : 0;
+    return per * this.info.maxEntries;
+  }
+
+  /** Checks that words [first, first + count) of this array exist (u32Words). Values of more than one word are
+   * reached through mmap only (a map of an older build that cannot be mapped has 4-byte values). */
   private checkU32Range(first: number, count: number, countField: string): void {
-    if (this.info.type !== MapType.ARRAY || this.info.valueSize !== 4)
-      throw new TypeError(`map ${this.info.name} is not an array of u32 values`);
-    const max = this.info.maxEntries;
+    const max = this.u32Words;
+    if (max === 0 || (this.info.valueSize !== 4 && !this.mmapable))
+      throw new TypeError(
+        `map ${this.info.name} is not an array of u32 words (4-byte values, or mmap-able ones of a multiple of 8 bytes)`,
+      );
     if (!Number.isInteger(first) || first < 0 || first > max)
       throw new RangeError(`first: ${first} is outside 0..${max} (map ${this.info.name})`);
     if (!Number.isInteger(count) || count < 0 || first + count > max)
       throw new RangeError(
-        `${countField}: ${count} entries from ${first} run past map ${this.info.name}'s ${max} entries`,
+        `${countField}: ${count} words from ${first} run past map ${this.info.name}'s ${max} words`,
       );
   }
 
   /**
-   * Array of u32 values: entry first + i = values[i]. Through mmap when the map is BPF_F_MMAPABLE (a plain
+   * Array of u32 words (u32Words): word first + i = values[i]. Through mmap when the map is BPF_F_MMAPABLE (a plain
    * memory copy, ~100x cheaper than the batch syscall for a 65537-slot Maglev table); otherwise one packed
    * batch update, because maps created by older builds (adopted by the CLI, or pinned before the Maglev
    * template became mmap-able) cannot be mapped. Plain stores, not atomic for a program reading the map at the
@@ -447,7 +483,7 @@ export class BpfMap extends FdHandle {
   }
 
   /**
-   * Array of u32 values: entries first .. first + count - 1. Through mmap when the map is BPF_F_MMAPABLE;
+   * Array of u32 words (u32Words): words first .. first + count - 1. Through mmap when the map is BPF_F_MMAPABLE;
    * otherwise batch lookups (a map of an older build, see writeU32s). Into `into` when it is a Uint32Array of
    * `count` entries (memory reused), else a new array.
    */

@@ -13,6 +13,7 @@ import {
   btfMapDefs,
   MapFlags,
   detachXdp,
+  entriesForWords,
   MapType,
   queryXdp,
   splitPerCpu,
@@ -135,12 +136,11 @@ export type PinnedObject =
       maxEntries: number;
       flags: number;
       /**
-       * A map-in-map's: the map_flags the inner maps it accepts have (the kernel admits only those equal to its
-       * template's): an installed inner map's, else the template in the BTF of the pinned program (the object
-       * the balancer was loaded from), else what a probe found (readPins); null when nothing tells. Absent for
-       * other maps.
+       * A map-in-map's: the template of the inner maps it accepts (the kernel admits only those equal to it):
+       * an installed inner map's, else the template in the BTF of the pinned program (the object the balancer
+       * was loaded from), else what a probe found (readPins); null when nothing tells. Absent for other maps.
        */
-      innerFlags?: number | null;
+      inner?: InnerTemplate | null;
     }
   | { kind: 'program'; type: number; typeName: string; name: string; id: number }
   /** Neither a map nor a program we can open (another kind of file, or no permission). */
@@ -159,9 +159,24 @@ export interface MapSpec {
   keySize: number;
   valueSize: number;
   flags: number;
-  /** The inner template's map_flags of a map in TEMPLATE_CHECKED (absent for other maps). */
-  innerFlags?: number;
+  /** The inner template of a map in TEMPLATE_CHECKED (absent for other maps). */
+  inner?: InnerTemplate;
 }
+
+/**
+ * What a map of maps admits as inner maps besides their type and key size (the kernel's bpf_map_meta_equal; our
+ * templates have BPF_F_INNER_MAP, so sizes may differ): map_flags and value size. The Maglev tables' template
+ * gained BPF_F_MMAPABLE (issue 17), then 64-byte values of 16 slots (issue 15).
+ */
+export interface InnerTemplate {
+  flags: number;
+  valueSize: number;
+}
+
+const sameTemplate = (a: InnerTemplate, b: InnerTemplate): boolean =>
+  a.flags === b.flags && a.valueSize === b.valueSize;
+
+const describeTemplate = (t: InnerTemplate): string => `flags ${t.flags}, ${t.valueSize}-byte values`;
 
 /** This build's balancer, as its object file defines it. */
 export interface BalancerSpec {
@@ -273,14 +288,19 @@ export function pinDecision(o: {
         text: `map ${m} has key/value ${p.keySize}/${p.valueSize} bytes, flags ${p.flags} (this build's ${want.keySize}/${want.valueSize}, flags ${want.flags})`, // prettier-ignore
       });
     // An outer map whose inner template differs rejects every inner map this build makes (e.g. an older
-    // build's Maglev template without BPF_F_MMAPABLE): adopting it would fail every table write.
-    else if (want.innerFlags !== undefined && p.innerFlags !== want.innerFlags)
+    // build's Maglev template without BPF_F_MMAPABLE, or with 4-byte slots): adopting it would fail every table
+    // write.
+    else if (
+      want.inner !== undefined &&
+      (p.inner === null || p.inner === undefined || !sameTemplate(p.inner, want.inner))
+    )
+      // prettier-ignore
       found.push({
         reason: 'map_layout',
         text:
-          p.innerFlags === null || p.innerFlags === undefined
-            ? `map ${m}: the flags of its inner maps are unknown (none installed, no template in the program's BTF; this build's ${want.innerFlags})` // prettier-ignore
-            : `map ${m} holds inner maps with flags ${p.innerFlags} (this build's ${want.innerFlags})`,
+          p.inner === null || p.inner === undefined
+            ? `map ${m}: the template of its inner maps is unknown (none installed, no template in the program's BTF; this build's ${describeTemplate(want.inner)})` // prettier-ignore
+            : `map ${m} holds inner maps with ${describeTemplate(p.inner)} (this build's ${describeTemplate(want.inner)})`,
       });
     else if (p.maxEntries < (o.needed[m] ?? 0))
       found.push({
@@ -324,40 +344,47 @@ export function readPin(path: string, expect: 'program' | 'map'): PinnedObject {
 }
 
 /**
- * The maps of maps whose inner template's flags must match this build's to adopt (the Maglev tables: their
- * template gained BPF_F_MMAPABLE). Not vip_index: its template has never changed, and its one slot is read by
+ * The maps of maps whose inner template must match this build's to adopt (the Maglev tables: their template
+ * gained BPF_F_MMAPABLE, then 64-byte values). Not vip_index: its template has never changed, and its one slot is read by
  * every packet, so it could not be probed.
  */
 export const TEMPLATE_CHECKED: readonly BalancerMap[] = ['maglev_tables', 'maglev_prev_tables'];
 
+/** The Maglev inner templates of older builds, newest first: 4-byte slots (before issue 15's packed tables), and
+ * before that without BPF_F_MMAPABLE (before issue 17). */
+export const OLDER_TEMPLATES: readonly InnerTemplate[] = [
+  { flags: MapFlags.INNER_MAP | MapFlags.MMAPABLE, valueSize: 4 },
+  { flags: MapFlags.INNER_MAP, valueSize: 4 },
+];
+
 /**
- * Reads the balancer's pins under `dir`. A Maglev map-in-map's inner flags are read (an installed inner map: through
- * its table pin, else by id; else the program's BTF); where none can be read (opening a map or a BTF by id needs CAP_SYS_ADMIN, which a daemon
- * with CAP_BPF alone lacks), `probe` flags are tried one by one on a slot no VIP uses (probeInnerFlags): the
- * only write, invisible to packets, done under the pin lock.
+ * Reads the balancer's pins under `dir`. A Maglev map-in-map's inner template is read (an installed inner map:
+ * through its table pin, else by id; else the program's BTF); where none can be read (opening a map or a BTF by id
+ * needs CAP_SYS_ADMIN, which a daemon with CAP_BPF alone lacks), `probe` templates are tried one by one on a slot
+ * no VIP uses (probeInnerTemplate): the only write, invisible to packets, done under the pin lock.
  */
 export function readPins(
   dir: string,
-  o: { probe?: Partial<Record<BalancerMap, readonly number[]>> } = {},
+  o: { probe?: Partial<Record<BalancerMap, readonly InnerTemplate[]>> } = {},
 ): PinSnapshot {
   const maps = {} as Record<BalancerMap, PinnedObject>;
   for (const m of BALANCER_MAPS) maps[m] = readPin(join(dir, m), 'map');
   const program = readPin(join(dir, BALANCER_PROGRAM), 'program');
-  let templates: Map<string, number | null> | null = null;
+  let templates: Map<string, InnerTemplate> | null = null;
   let vipIds: Set<number> | null | undefined;
   for (const m of TEMPLATE_CHECKED) {
     const p = maps[m];
     if (p.kind !== 'map' || p.type !== MapType.ARRAY_OF_MAPS) continue;
     templates ??= programTemplates(join(dir, BALANCER_PROGRAM), program);
     // a table pin first: opening an installed inner map by id needs CAP_SYS_ADMIN
-    p.innerFlags =
-      readPinnedInnerFlags(dir, m) ?? readInstalledInnerFlags(join(dir, m)) ?? templates.get(m) ?? null;
+    p.inner =
+      readPinnedInnerTemplate(dir, m) ?? readInstalledInnerTemplate(join(dir, m)) ?? templates.get(m) ?? null;
     const candidates = o.probe?.[m] ?? [];
-    if (p.innerFlags === null && candidates.length > 0) {
+    if (p.inner === null && candidates.length > 0) {
       if (vipIds === undefined) vipIds = readVipIds(join(dir, 'vips'));
       // maglev_prev_tables holds two generations per VIP id (index vipId * 2 + parity)
       const perVip = MAP_LIMIT_FACTOR[m] ?? 1;
-      if (vipIds !== null) p.innerFlags = probeInnerFlags(join(dir, m), candidates, vipIds, perVip);
+      if (vipIds !== null) p.inner = probeInnerTemplate(join(dir, m), candidates, vipIds, perVip);
     }
   }
   return { program, maps };
@@ -378,17 +405,17 @@ function readVipIds(path: string): Set<number> | null {
 }
 
 /**
- * The first of `candidates` the outer map pinned at `path` accepts as inner map flags (null: none, or no free
- * slot). Each is tried by inserting an empty inner map at the highest empty slot whose VIP id (index / perVip)
- * no VIP has, so no packet reads it, and deleting it again (the kernel admits only inner maps whose flags equal
- * the outer map's template's).
+ * The first of `candidates` the outer map pinned at `path` accepts as inner maps (null: none, or no free slot).
+ * Each is tried by inserting an empty inner map at the highest empty slot whose VIP id (index / perVip) no VIP
+ * has, so no packet reads it, and deleting it again (the kernel admits only inner maps equal to the outer map's
+ * template in flags and value size).
  */
-export function probeInnerFlags(
+export function probeInnerTemplate(
   path: string,
-  candidates: readonly number[],
+  candidates: readonly InnerTemplate[],
   vipIds: ReadonlySet<number>,
   perVip: number,
-): number | null {
+): InnerTemplate | null {
   let outer: BpfMap;
   try {
     outer = BpfMap.fromPin(path);
@@ -400,8 +427,8 @@ export function probeInnerFlags(
     for (let i = outer.maxEntries - 1; i >= 0 && index < 0; i--)
       if (!vipIds.has(Math.floor(i / perVip)) && outer.innerId(i) === null) index = i;
     if (index < 0) return null;
-    for (const flags of candidates) {
-      const probe = BpfMap.create({ type: MapType.ARRAY, keySize: 4, valueSize: 4, maxEntries: 1, flags, name: 'peak_probe' }); // prettier-ignore
+    for (const t of candidates) {
+      const probe = BpfMap.create({ type: MapType.ARRAY, keySize: 4, valueSize: t.valueSize, maxEntries: 1, flags: t.flags, name: 'peak_probe' }); // prettier-ignore
       try {
         outer.setInner(index, probe);
       } catch (e) {
@@ -411,7 +438,7 @@ export function probeInnerFlags(
         probe.close();
       }
       outer.delete(u32Key(index));
-      return flags;
+      return t;
     }
     return null;
   } catch {
@@ -421,12 +448,12 @@ export function probeInnerFlags(
   }
 }
 
-/** The flags of an inner map installed in the outer map pinned at `path` (null: none, or unreadable). */
-function readInstalledInnerFlags(path: string): number | null {
+/** The template of an inner map installed in the outer map pinned at `path` (null: none, or unreadable). */
+function readInstalledInnerTemplate(path: string): InnerTemplate | null {
   try {
     const outer = BpfMap.fromPin(path);
     try {
-      return installedInnerFlags(outer);
+      return installedInnerTemplate(outer);
     } finally {
       outer.close();
     }
@@ -435,13 +462,13 @@ function readInstalledInnerFlags(path: string): number | null {
   }
 }
 
-/** Inner template map_flags by map name, from the BTF the pinned program was loaded with (empty: none). */
-function programTemplates(path: string, program: PinnedObject): Map<string, number | null> {
+/** Inner templates by map name, from the BTF the pinned program was loaded with (empty: none). */
+function programTemplates(path: string, program: PinnedObject): Map<string, InnerTemplate> {
   if (program.kind !== 'program') return new Map();
   try {
     const p = BpfProgram.fromPin(path);
     try {
-      return templateFlagsOf(p);
+      return templatesOf(p);
     } finally {
       p.close();
     }
@@ -450,12 +477,21 @@ function programTemplates(path: string, program: PinnedObject): Map<string, numb
   }
 }
 
-/** Inner template map_flags by map-in-map name, from the BTF `program` was loaded with (empty: no BTF). */
-function templateFlagsOf(program: BpfProgram): Map<string, number | null> {
-  const out = new Map<string, number | null>();
+/** An inner template as a BTF map definition gives it (flags 0 when absent; null without a value size). */
+function templateOfDef(inner: Record<string, number>): InnerTemplate | null {
+  const valueSize = inner.value_size;
+  return valueSize === undefined ? null : { flags: inner.map_flags ?? 0, valueSize };
+}
+
+/** Inner templates by map-in-map name, from the BTF `program` was loaded with (empty: no BTF). */
+function templatesOf(program: BpfProgram): Map<string, InnerTemplate> {
+  const out = new Map<string, InnerTemplate>();
   const btfId = program.info().btfId;
   if (btfId > 0)
-    for (const d of btfMapDefs({ btfId })) if (d.inner !== undefined) out.set(d.name, d.inner.map_flags ?? 0);
+    for (const d of btfMapDefs({ btfId })) {
+      const t = d.inner === undefined ? null : templateOfDef(d.inner);
+      if (t !== null) out.set(d.name, t);
+    }
   return out;
 }
 
@@ -481,9 +517,9 @@ export function balancerSpec(objectPath: string = bpfObjectPath('balancer')): Ba
     };
     if (TEMPLATE_CHECKED.includes(m)) {
       const def = defs.find((x) => x.name === m);
-      if (def?.inner === undefined)
-        throw new Error(`${objectPath}: map ${m} has no inner map template in BTF`);
-      specs[m].innerFlags = def.inner.map_flags ?? 0;
+      const inner = def?.inner === undefined ? null : templateOfDef(def.inner);
+      if (inner === null) throw new Error(`${objectPath}: map ${m} has no inner map template in BTF`);
+      specs[m].inner = inner;
     }
   }
   spec = { programType: prog.type, programName: BALANCER_PROGRAM, maps: specs };
@@ -516,11 +552,12 @@ export function inspectBalancerPins(o: {
   objectPath?: string;
 }): { decision: PinDecision; pins: PinSnapshot; attached: AttachedProgram } {
   const spec = balancerSpec(o.objectPath);
-  // Where a template cannot be read: this build's flags, then the older builds' (no BPF_F_MMAPABLE).
-  const probe: Partial<Record<BalancerMap, readonly number[]>> = {};
+  // Where a template cannot be read: this build's, then the older builds' (4-byte slots; before that, no
+  // BPF_F_MMAPABLE).
+  const probe: Partial<Record<BalancerMap, readonly InnerTemplate[]>> = {};
   for (const m of BALANCER_MAPS) {
-    const f = spec.maps[m].innerFlags;
-    if (f !== undefined) probe[m] = [f, MapFlags.INNER_MAP];
+    const t = spec.maps[m].inner;
+    if (t !== undefined) probe[m] = [t, ...OLDER_TEMPLATES.filter((o) => !sameTemplate(o, t))];
   }
   const pins = readPins(o.dir, { probe });
   const attached = attachedProgram(o.ifname);
@@ -784,9 +821,12 @@ export function pinTable(tableDir: string, name: string, map: BpfMap): void {
   renameSync(tmp, join(tableDir, name));
 }
 
-/** The map_flags of an inner map pinned under `tableDir` as a `kind` slot that `outer` still holds (null:
- * none). Like installedInnerFlags, without opening maps by id. */
-function pinnedInnerFlags(tableDir: string, outer: BpfMap, kind: TableKind): number | null {
+/** The template of a map's own definition (an inner map's: what the outer map that holds it admits). */
+const templateOfMap = (m: BpfMap): InnerTemplate => ({ flags: m.info.flags, valueSize: m.info.valueSize });
+
+/** The template of an inner map pinned under `tableDir` as a `kind` slot that `outer` still holds (null: none).
+ * Like installedInnerTemplate, without opening maps by id. */
+function pinnedInnerTemplate(tableDir: string, outer: BpfMap, kind: TableKind): InnerTemplate | null {
   let names: string[];
   try {
     names = readdirSync(tableDir);
@@ -799,7 +839,7 @@ function pinnedInnerFlags(tableDir: string, outer: BpfMap, kind: TableKind): num
     try {
       const m = BpfMap.fromPin(join(tableDir, n));
       try {
-        if (outer.innerId(p.index) === m.info.id) return m.info.flags;
+        if (outer.innerId(p.index) === m.info.id) return templateOfMap(m);
       } finally {
         m.close();
       }
@@ -810,14 +850,14 @@ function pinnedInnerFlags(tableDir: string, outer: BpfMap, kind: TableKind): num
   return null;
 }
 
-/** pinnedInnerFlags for the outer map pinned at `dir`/`m` (null: unreadable). */
-function readPinnedInnerFlags(dir: string, m: BalancerMap): number | null {
+/** pinnedInnerTemplate for the outer map pinned at `dir`/`m` (null: unreadable). */
+function readPinnedInnerTemplate(dir: string, m: BalancerMap): InnerTemplate | null {
   const kind = (Object.keys(OUTER_OF) as TableKind[]).find((k) => OUTER_OF[k] === m);
   if (kind === undefined) return null;
   try {
     const outer = BpfMap.fromPin(join(dir, m));
     try {
-      return pinnedInnerFlags(join(dir, TABLE_PIN_DIR), outer, kind);
+      return pinnedInnerTemplate(join(dir, TABLE_PIN_DIR), outer, kind);
     } finally {
       outer.close();
     }
@@ -826,18 +866,18 @@ function readPinnedInnerFlags(dir: string, m: BalancerMap): number | null {
   }
 }
 
-/** The map_flags of an inner map installed in `outer` (null: the outer map holds none). The kernel admits only
- * inner maps whose flags equal the outer map's template's, so any installed one tells the template's flags. */
-export function installedInnerFlags(outer: BpfMap): number | null {
+/** The template of an inner map installed in `outer` (null: the outer map holds none). The kernel admits only
+ * inner maps equal to the outer map's template, so any installed one tells it. */
+export function installedInnerTemplate(outer: BpfMap): InnerTemplate | null {
   const { values, count } = outer.lookupBatchPacked(4096);
   for (let i = 0; i < count; i++) {
     const id = values.readUInt32LE(4 * i);
     if (id === 0) continue;
     try {
       const m = BpfMap.fromId(id);
-      const flags = m.info.flags;
+      const t = templateOfMap(m);
       m.close();
-      return flags;
+      return t;
     } catch {
       // replaced and freed since the lookup: try the next one
     }
@@ -846,32 +886,33 @@ export function installedInnerFlags(outer: BpfMap): number | null {
 }
 
 /**
- * The flags new Maglev inner maps need to be accepted by these outer maps: an installed inner map's (a pinned one,
- * else one opened by id), else the template in the program's BTF (bpf/maps.h struct maglev_inner of the object it
- * was loaded from), else this build's. An older build's balancer (adopted by the CLI) has no BPF_F_MMAPABLE: its tables are then written
- * by batch syscalls (the daemon replaces such a balancer instead: pinDecision).
+ * The template new Maglev inner maps need to be accepted by these outer maps: an installed inner map's (a pinned
+ * one, else one opened by id), else the template in the program's BTF (bpf/maps.h struct maglev_inner of the object
+ * it was loaded from), else this build's. An older build's balancer (adopted by the CLI) may have 4-byte slots or
+ * no BPF_F_MMAPABLE: its tables are then written in its layout (the daemon replaces such a balancer instead:
+ * pinDecision).
  */
-function innerMapFlags(
+function innerMapTemplate(
   program: BpfProgram,
   maps: Record<BalancerMap, BpfMap>,
   tableDir: string | null,
-): number {
-  const fromBtf = (): number | null => {
+): InnerTemplate {
+  const fromBtf = (): InnerTemplate | null => {
     try {
-      return templateFlagsOf(program).get('maglev_tables') ?? null;
+      return templatesOf(program).get('maglev_tables') ?? null;
     } catch {
       return null;
     }
   };
-  const pinned = (kind: TableKind): number | null =>
-    tableDir === null ? null : pinnedInnerFlags(tableDir, maps[OUTER_OF[kind]], kind);
+  const pinned = (kind: TableKind): InnerTemplate | null =>
+    tableDir === null ? null : pinnedInnerTemplate(tableDir, maps[OUTER_OF[kind]], kind);
   return (
     pinned('current') ??
     pinned('previous') ??
-    installedInnerFlags(maps.maglev_tables) ??
-    installedInnerFlags(maps.maglev_prev_tables) ??
+    installedInnerTemplate(maps.maglev_tables) ??
+    installedInnerTemplate(maps.maglev_prev_tables) ??
     fromBtf() ??
-    balancerSpec().maps.maglev_tables.innerFlags!
+    balancerSpec().maps.maglev_tables.inner!
   );
 }
 
@@ -898,7 +939,7 @@ function readInnerEntries(
   m = headM(t.map.readU32s(0, 1)[0]!),
   into?: Uint32Array,
 ): Uint32Array {
-  return t.map.readU32s(1, Math.min(m, t.map.maxEntries - 1), into);
+  return t.map.readU32s(1, Math.min(m, t.map.u32Words - 1), into);
 }
 
 export class KernelDatapath implements Datapath {
@@ -911,8 +952,8 @@ export class KernelDatapath implements Datapath {
   private vipState: VipState | null = null;
   /** Which backend ids each VIP's installed table names (deleteBackend asks it instead of reading tables). */
   private readonly tableRefs = new TableRefs();
-  /** map_flags of the Maglev inner maps this balancer's outer maps accept (innerMapFlags; read on first need). */
-  private innerFlags: number | null = null;
+  /** The Maglev inner maps this balancer's outer maps accept (innerMapTemplate; read on first need). */
+  private innerTemplate: InnerTemplate | null = null;
   /** Each VIP's live generation parity (its current table's header bit), read on first need (after adopt). */
   private readonly parities = new Map<number, 0 | 1>();
   /** Where installed inner maps are pinned (<pins>/TABLE_PIN_DIR); null until this balancer is pinned. */
@@ -1105,10 +1146,10 @@ export class KernelDatapath implements Datapath {
         const i = m.info;
         if (
           i.type !== MapType.ARRAY ||
-          i.valueSize !== 4 ||
-          i.flags !== this.tableFlags() ||
+          !sameTemplate(templateOfMap(m), this.tableTemplate()) ||
           m.readU32s(0, 1)[0] !== 0
         ) {
+          // prettier-ignore
           m.close();
           m = null;
         }
@@ -1963,10 +2004,10 @@ export class KernelDatapath implements Datapath {
     return this.withTable('previous', vipId * 2 + this.liveParity(vipId), vipId, (t) => readInnerTable(t));
   }
 
-  /** map_flags of the Maglev inner maps this balancer's outer maps accept (read on first need). */
-  private tableFlags(): number {
-    this.innerFlags ??= innerMapFlags(this.program, this.maps, this.tableDir);
-    return this.innerFlags;
+  /** The Maglev inner maps this balancer's outer maps accept (read on first need). */
+  private tableTemplate(): InnerTemplate {
+    this.innerTemplate ??= innerMapTemplate(this.program, this.maps, this.tableDir);
+    return this.innerTemplate;
   }
 
   /**
@@ -1979,19 +2020,20 @@ export class KernelDatapath implements Datapath {
     specs: readonly { vipId: number; table: Uint32Array; prefix: string; head: number; ids?: boolean }[],
   ): Promise<(Built | Error)[]> {
     if (specs.length === 0) return [];
-    let flags: number;
+    let t: InnerTemplate;
     try {
-      flags = this.tableFlags();
+      t = this.tableTemplate();
     } catch (e) {
       return specs.map(() => e as Error);
     }
-    if ((flags & MapFlags.MMAPABLE) !== 0)
+    if ((t.flags & MapFlags.MMAPABLE) !== 0)
       try {
         const made = await BpfMap.createFilledU32s(
           specs.map((s) => ({
             name: `${s.prefix}${s.vipId}`.slice(0, 15),
-            maxEntries: s.table.length + 1,
-            flags,
+            maxEntries: entriesForWords(s.table.length + 1, t.valueSize),
+            flags: t.flags,
+            valueSize: t.valueSize,
             writes: [
               { first: 0, values: Uint32Array.of(s.head) },
               { first: 1, values: s.table, distinct: s.ids === true },
@@ -2014,12 +2056,13 @@ export class KernelDatapath implements Datapath {
   /** A Maglev inner map holding `table` ([0] = `head`: M, with the parity in a current table; [1 + slot] =
    * id), not yet visible to the datapath. */
   private buildTableMap(vipId: number, table: Uint32Array, prefix: string, head: number): BpfMap {
+    const t = this.tableTemplate();
     const inner = BpfMap.create({
       type: MapType.ARRAY,
       keySize: 4,
-      valueSize: 4,
-      maxEntries: table.length + 1,
-      flags: this.tableFlags(),
+      valueSize: t.valueSize,
+      maxEntries: entriesForWords(table.length + 1, t.valueSize),
+      flags: t.flags,
       name: `${prefix}${vipId}`.slice(0, 15),
     });
     try {

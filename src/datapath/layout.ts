@@ -440,7 +440,7 @@ export function slotBackendId(entry: number): number {
   return (entry & ~(1 << sharedContract().slotMovedBit)) >>> 0;
 }
 
-/** A Maglev inner map's contents: [0] = M, [1 + slot] = backend id. */
+/** A Maglev inner map's contents as u32 words (BpfMap.readU32s / writeU32s): [0] = M, [1 + slot] = backend id. */
 export function encodeTableEntries(table: Uint32Array): Uint32Array {
   const out = new Uint32Array(table.length + 1);
   out[0] = table.length;

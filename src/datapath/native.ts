@@ -112,6 +112,8 @@ export interface NativeFilledU32Map {
   name?: string;
   maxEntries: number;
   flags: number;
+  /** Bytes per value: 4 (the default), or a multiple of 8 (several words per entry, end to end). */
+  valueSize?: number;
   writes: { first: number; values: Uint32Array; distinct?: boolean }[];
 }
 
@@ -160,11 +162,11 @@ export interface Native {
     flags: number,
   ): Promise<number>;
   mapDeleteBatch(fd: number, keys: Buffer, count: number): number;
-  /** Element first + i = values[i], written through mmap (a BPF_F_MMAPABLE array of u32 values). */
+  /** Word first + i = values[i], written through mmap (a BPF_F_MMAPABLE array of u32 words: BpfMap.u32Words). */
   mapWriteU32s(fd: number, first: number, values: Uint32Array): void;
-  /** out[i] = element first + i, read through mmap (a BPF_F_MMAPABLE array of u32 values). */
+  /** out[i] = word first + i, read through mmap (a BPF_F_MMAPABLE array of u32 words). */
   mapReadU32s(fd: number, first: number, out: Uint32Array): void;
-  /** New BPF_F_MMAPABLE arrays of u32 values, created and filled on a thread of the pool (all or nothing);
+  /** New BPF_F_MMAPABLE arrays of u32 words, created and filled on a thread of the pool (all or nothing);
    * `values` must stay unchanged until the promise settles. `distinct` per write: its distinct non-zero values,
    * ascending, where the write asked for them (else null). */
   mapsCreateU32s(maps: NativeFilledU32Map[]): Promise<{ fd: number; distinct: (Uint32Array | null)[] }[]>;

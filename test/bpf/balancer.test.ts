@@ -1,7 +1,8 @@
 // Balancer packet tests through BPF_PROG_TEST_RUN: table-driven fixtures (exact output frames), ICMP echo,
 // too-big routing and generation, every truncation length, stickiness across a table swap, backend states,
 // conntrack entries of another VIP.
-import { BpfMap, MapFlags, MapType, XDP } from '../../src/datapath/bpf';
+import { BpfMap, entriesForWords, MapType, XDP } from '../../src/datapath/bpf';
+import { balancerSpec } from '../../src/datapath/kernel';
 import { buildTable, probeBackend, NO_BACKEND } from '../../src/maglev';
 import { flowHash, predictBackend, predictSelect } from '../../src/datapath/flowhash';
 import { decodeCtValue, encodeCtValue, encodeFlowKey } from '../../src/datapath/layout';
@@ -387,21 +388,12 @@ describePrivileged('balancer: backend states, stickiness, table swap', () => {
   });
 });
 
-/** An inner Maglev map holding `table` (for the swap test; KernelDatapath.installTable does the same). */
+/** An inner Maglev map holding `table` (for the swap test; KernelDatapath.installTable does the same): this build's
+ * template (bpf/maps.h), words end to end, [0] = M, [1 + slot] = id. */
 function makeInner(table: Uint32Array): BpfMap {
-  const m = BpfMap.create({ type: MapType.ARRAY, keySize: 4, valueSize: 4, maxEntries: table.length + 1, flags: MapFlags.INNER_MAP | MapFlags.MMAPABLE });
-  const k = (n: number) => {
-    const x = Buffer.alloc(4);
-    x.writeUInt32LE(n);
-    return x;
-  };
-  const keys = [k(0)];
-  const values = [k(table.length)];
-  table.forEach((id, i) => {
-    keys.push(k(i + 1));
-    values.push(k(id));
-  });
-  m.updateBatch(keys, values);
+  const { flags, valueSize } = balancerSpec().maps.maglev_tables.inner!;
+  const m = BpfMap.create({ type: MapType.ARRAY, keySize: 4, valueSize, maxEntries: entriesForWords(table.length + 1, valueSize), flags }); // prettier-ignore
+  m.writeU32s(0, Uint32Array.of(table.length, ...table));
   return m;
 }
 

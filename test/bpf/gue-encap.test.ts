@@ -173,8 +173,7 @@ describePrivileged('GUE encapsulation and previous-owner hints', () => {
       const id = lb.dp.maps.maglev_tables.innerId(vipId)!;
       const m = BpfMap.fromId(id);
       try {
-        const { values, count } = m.lookupBatchPacked();
-        return Uint32Array.from({ length: count - 1 }, (_, i) => values.readUInt32LE(4 * (i + 1)));
+        return m.readU32s(1, next.length); // the slots as stored, marks included
       } finally {
         m.close();
       }
@@ -401,13 +400,9 @@ describePrivileged('GUE encapsulation and previous-owner hints', () => {
     // mark every slot of the installed previous table in place, as a table copied with its marks would be
     const m = BpfMap.fromId(lb.dp.maps.maglev_prev_tables.innerId(vipId * 2 + parityOf(vipId))!);
     try {
-      for (let slot = 1; slot <= prev.length; slot++) {
-        const k = Buffer.alloc(4);
-        k.writeUInt32LE(slot);
-        const v = m.lookup(k)!;
-        v.writeUInt32LE((v.readUInt32LE(0) | 0x80000000) >>> 0);
-        m.update(k, v);
-      }
+      const slots = m.readU32s(1, prev.length);
+      for (let i = 0; i < slots.length; i++) slots[i] = (slots[i]! | 0x80000000) >>> 0;
+      m.writeU32s(1, slots);
       for (const d of differ.slice(0, 6)) expectGue(tcpTo(vipId, d.sport, TCP_FLAGS.ACK), vipId, anyBackendAddr(d.prevOwner));
     } finally {
       m.close();

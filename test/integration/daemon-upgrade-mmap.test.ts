@@ -1,14 +1,16 @@
-// Upgrading over a balancer whose Maglev inner maps are not mmap-able (builds before issue 17): its outer maps
-// accept only inner maps with the older template's flags, so adopting it would fail every table write. The
-// daemon must see it at start and take the replace path. The "older build" is made from the running
-// balancer's pins: maglev_tables and maglev_prev_tables re-pinned as outer maps with the older template
-// (BPF_F_INNER_MAP only) holding copies of the live tables (the old program keeps its own maps and forwards).
+// Upgrading over a balancer whose Maglev inner maps have another template (4-byte slots: builds before issue 15's
+// packed tables; before issue 17 they were not mmap-able either): its outer maps accept only inner maps of the
+// older template, so adopting it would fail every table write. The daemon must see it at start and take the replace
+// path. The "older build" is made from the running balancer's pins: maglev_tables and maglev_prev_tables re-pinned
+// as outer maps with the previous build's template (BPF_F_INNER_MAP | BPF_F_MMAPABLE, 4-byte values) holding
+// copies of the live tables (the old program keeps its own maps and forwards). Both older templates are decided on
+// in test/unit/bpf-mmap.test.ts.
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfMap, MapFlags, MapType, unpin } from '../../src/datapath/bpf';
 import {
   BALANCER_PROGRAM,
-  installedInnerFlags,
+  installedInnerTemplate,
   parseTablePinName,
   readPin,
   TABLE_PIN_DIR,
@@ -16,13 +18,15 @@ import {
 import { DaemonLab, DaemonProcess, sleep, type WrkResult } from '../helpers/daemon-lab';
 import { describePrivileged } from '../helpers/privileged';
 
-const OLD_FLAGS = MapFlags.INNER_MAP;
-const NEW_FLAGS = MapFlags.INNER_MAP | MapFlags.MMAPABLE;
+const FLAGS = MapFlags.INNER_MAP | MapFlags.MMAPABLE;
+/** The previous build's template (4-byte slots), and this build's (16 slots per 64-byte value). */
+const OLD = { flags: FLAGS, valueSize: 4 };
+const NEW = { flags: FLAGS, valueSize: 64 };
 
 /** Re-pins an outer Maglev map as an older build's: same size, older template, a copy of every inner map. */
 function makeOuterOlder(pinDir: string, name: 'maglev_tables' | 'maglev_prev_tables'): number {
   const cur = BpfMap.fromPin(join(pinDir, name));
-  const template = BpfMap.create({ type: MapType.ARRAY, keySize: 4, valueSize: 4, maxEntries: 8, flags: OLD_FLAGS }); // prettier-ignore
+  const template = BpfMap.create({ type: MapType.ARRAY, keySize: 4, valueSize: OLD.valueSize, maxEntries: 8, flags: OLD.flags }); // prettier-ignore
   const old = BpfMap.create({
     type: MapType.ARRAY_OF_MAPS,
     keySize: 4,
@@ -37,10 +41,10 @@ function makeOuterOlder(pinDir: string, name: 'maglev_tables' | 'maglev_prev_tab
       const id = cur.innerId(i);
       if (id === null) continue;
       const live = BpfMap.fromId(id);
-      const copy = BpfMap.create({ type: MapType.ARRAY, keySize: 4, valueSize: 4, maxEntries: live.maxEntries, flags: OLD_FLAGS }); // prettier-ignore
+      const copy = BpfMap.create({ type: MapType.ARRAY, keySize: 4, valueSize: OLD.valueSize, maxEntries: live.u32Words, flags: OLD.flags }); // prettier-ignore
       try {
-        expect(live.mmapable).toBe(true); // this build wrote it
-        copy.writeU32s(0, live.readU32s(0, live.maxEntries)); // batch syscalls: the copy is not mmap-able
+        expect([live.mmapable, live.info.valueSize]).toEqual([true, NEW.valueSize]); // this build wrote it
+        copy.writeU32s(0, live.readU32s(0, live.u32Words)); // the same words, one per 4-byte value
         old.setInner(i, copy);
         copied++;
       } finally {
@@ -62,7 +66,7 @@ const summary = (name: string, r: WrkResult): string =>
   `${name}: ${r.requests} requests, errors ${JSON.stringify(r.errors)}, per backend ${JSON.stringify(r.perBackend)}`;
 
 describePrivileged(
-  'daemon: upgrade over Maglev outer maps whose inner maps are not mmap-able (replace path)',
+  "daemon: upgrade over Maglev outer maps of an older build's template (4-byte slots; replace path)",
   () => {
     const lab = new DaemonLab({ tag: 'upm', backends: 3 });
     let daemon: DaemonProcess;
@@ -110,13 +114,13 @@ describePrivileged(
       expect(line).toHaveLength(1);
       expect(line[0]).toMatchObject({ reason: 'map_layout', oldProgId: progBefore, progId: progAfter });
       expect(String(line[0]!.msg)).toContain(
-        `map maglev_tables holds inner maps with flags ${OLD_FLAGS} (this build's ${NEW_FLAGS})`,
+        `map maglev_tables holds inner maps with flags ${FLAGS}, 4-byte values (this build's flags ${FLAGS}, 64-byte values)`, // prettier-ignore
       );
       expect(counter).toEqual(['peak_xdp_datapath_replacements_total{reason="map_layout"} 1']);
-      // The pinned outer maps are this build's now: their tables are mmap-able.
+      // The pinned outer maps are this build's now: their tables are mmap-able 64-byte lines.
       const outer = BpfMap.fromPin(join(lab.pinDir, 'maglev_tables'));
       try {
-        expect(installedInnerFlags(outer)).toBe(NEW_FLAGS);
+        expect(installedInnerTemplate(outer)).toEqual(NEW);
         // The replace programmed its balancer before pinning it: the tables it installed were pinned with it
         // (the old balancer's table pins went with its pins).
         const names = readdirSync(join(lab.pinDir, TABLE_PIN_DIR));

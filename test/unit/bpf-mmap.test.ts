@@ -1,7 +1,8 @@
-// Maglev tables through mmap (issue 17): BpfMap.writeU32s / readU32s on BPF_F_MMAPABLE arrays (values 8 bytes
-// apart in the mapping), their batch-syscall fallback for maps without the flag, bounds errors naming the
-// argument, KernelDatapath tables on this build's and on an older build's balancer (the fixture
-// balancer_plain_inner: template without BPF_F_MMAPABLE), and the start's decision over an older build's pins.
+// Maglev tables through mmap (issue 17): BpfMap.writeU32s / readU32s on BPF_F_MMAPABLE arrays (4-byte values 8
+// bytes apart in the mapping; 64-byte values of 16 words end to end, issue 15's packed tables), their
+// batch-syscall fallback for maps without the flag, bounds errors naming the argument, KernelDatapath tables on
+// this build's and on older builds' balancers (the fixtures balancer_word_inner: 4-byte slots; balancer_plain_inner:
+// 4-byte slots without BPF_F_MMAPABLE), and the start's decision over an older build's pins.
 // Privileged (BPF maps, pins under /sys/fs/bpf/pkmm-<pid>, removed after); no interface, namespace or traffic.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
@@ -10,9 +11,10 @@ import { BpfMap, btfMapDefs, MapFlags, MapType, unpin } from '../../src/datapath
 import {
   balancerSpec,
   inspectBalancerPins,
-  installedInnerFlags,
+  installedInnerTemplate,
   KernelDatapath,
-  probeInnerFlags,
+  OLDER_TEMPLATES,
+  probeInnerTemplate,
   readPins,
 } from '../../src/datapath/kernel';
 import { native } from '../../src/datapath/native';
@@ -22,7 +24,12 @@ import { describePrivileged } from '../helpers/privileged';
 import { openBpfMapFds } from '../helpers/bpf-fds';
 
 const OLDER = join(bpfObjectDir, 'fixtures', 'balancer_plain_inner.bpf.o');
+const WORDS = join(bpfObjectDir, 'fixtures', 'balancer_word_inner.bpf.o');
 const TABLE_FLAGS = MapFlags.INNER_MAP | MapFlags.MMAPABLE;
+/** This build's Maglev inner template (bpf/maps.h: 16 slots per 64-byte value), and the older builds'. */
+const TABLE = { flags: TABLE_FLAGS, valueSize: 64 };
+const WORD_TABLE = { flags: TABLE_FLAGS, valueSize: 4 };
+const PLAIN_TABLE = { flags: MapFlags.INNER_MAP, valueSize: 4 };
 const SIZES = {
   conntrack: 1024,
   maglev_tables: 16,
@@ -49,9 +56,14 @@ function arrayMap(maxEntries: number, flags: number, valueSize = 4): BpfMap {
   });
 }
 
-/** Every entry of an array of u32 values, one lookup syscall each (the reference the mmap path must match). */
+/** Every u32 word of an array's values, end to end, one lookup syscall per entry (the reference the mmap path must
+ * match). */
 function bySyscall(m: BpfMap): number[] {
-  return Array.from({ length: m.maxEntries }, (_, i) => m.lookup(u32Key(i))!.readUInt32LE(0));
+  const per = m.info.valueSize / 4;
+  return Array.from({ length: m.maxEntries }, (_, i) => {
+    const v = m.lookup(u32Key(i))!;
+    return Array.from({ length: per }, (_, j) => v.readUInt32LE(4 * j));
+  }).flat();
 }
 
 const vip = (id: number, tableSize: number) => ({
@@ -62,24 +74,30 @@ const vip = (id: number, tableSize: number) => ({
 });
 
 describePrivileged('BpfMap.writeU32s / readU32s', () => {
-  for (const [what, flags] of [
-    ['through mmap (BPF_F_MMAPABLE)', MapFlags.MMAPABLE],
-    ['by batch syscalls (no BPF_F_MMAPABLE: an older build)', 0],
+  for (const [what, flags, valueSize] of [
+    ['through mmap (BPF_F_MMAPABLE)', MapFlags.MMAPABLE, 4],
+    ['through mmap, 16 words per 64-byte value', MapFlags.MMAPABLE, 64],
+    ['through mmap, 2 words per 8-byte value', MapFlags.MMAPABLE, 8],
+    ['by batch syscalls (no BPF_F_MMAPABLE: an older build)', 0, 4],
   ] as const) {
-    it(`${what}: exact values round-trip at any first index; other entries untouched`, () => {
-      const m = arrayMap(1031, flags); // not a multiple of a page's 512 entries
+    it(`${what}: exact values round-trip at any first index; other words untouched`, () => {
+      // 1031 words: not a multiple of a page's 512 entries (or 64 values of 16 words), and a last value of 64
+      // bytes holds 7 words past them
+      const m = arrayMap(Math.ceil(1031 / (valueSize / 4)), flags, valueSize);
       try {
         expect(m.mmapable).toBe(flags !== 0);
+        expect(m.u32Words).toBe(Math.ceil(1031 / (valueSize / 4)) * (valueSize / 4));
         const values = Uint32Array.from([0, 1, 0xffffffff, 0x80000000, 7, 0x12345678]);
         m.writeU32s(3, values);
         m.writeU32s(1031 - 2, Uint32Array.of(0xdeadbeef, 42)); // the last two entries
-        const want = new Array<number>(1031).fill(0);
+        const want = new Array<number>(m.u32Words).fill(0);
         values.forEach((v, i) => (want[3 + i] = v));
         want[1029] = 0xdeadbeef;
         want[1030] = 42;
-        // element i lands where key i's syscall lookup finds it: the 8-byte stride is right
+        // word i lands where the syscall lookup of its entry finds it: stride and packing are right
         expect(bySyscall(m)).toEqual(want);
-        expect([...m.readU32s(0, 1031)]).toEqual(want);
+        expect([...m.readU32s(0, m.u32Words)]).toEqual(want);
+        expect([...m.readU32s(0, 1031)]).toEqual(want.slice(0, 1031));
         expect([...m.readU32s(4, 3)]).toEqual([1, 0xffffffff, 0x80000000]);
         expect([...m.readU32s(1030, 1)]).toEqual([42]);
         expect(m.readU32s(1031, 0)).toHaveLength(0);
@@ -97,42 +115,55 @@ describePrivileged('BpfMap.writeU32s / readU32s', () => {
     });
   }
 
-  it('a whole 65538-entry table (the largest M + 1) round-trips through mmap', () => {
-    const m = arrayMap(65538, TABLE_FLAGS);
-    try {
-      const t = Uint32Array.from({ length: 65537 }, (_, i) => (i * 2654435761) >>> 0);
-      let at = performance.now();
-      m.writeU32s(1, t);
-      const writeMs = performance.now() - at;
-      at = performance.now();
-      const back = m.readU32s(1, 65537);
-      const readMs = performance.now() - at;
-      console.log(`65537 entries through mmap: write ${writeMs.toFixed(2)} ms, read ${readMs.toFixed(2)} ms`);
-      expect(Buffer.from(back.buffer).equals(Buffer.from(t.buffer))).toBe(true);
-      expect(m.lookup(u32Key(65537))!.readUInt32LE(0)).toBe(t[65536]);
-      expect(m.lookup(u32Key(0))!.readUInt32LE(0)).toBe(0);
-    } finally {
-      m.close();
-    }
-  });
+  for (const valueSize of [4, 64])
+    it(`a whole table of the largest M + 1 = 65538 words round-trips through mmap (${valueSize}-byte values)`, () => {
+      const m = arrayMap(Math.ceil(65538 / (valueSize / 4)), TABLE_FLAGS, valueSize);
+      try {
+        const t = Uint32Array.from({ length: 65537 }, (_, i) => (i * 2654435761) >>> 0);
+        let at = performance.now();
+        m.writeU32s(1, t);
+        const writeMs = performance.now() - at;
+        at = performance.now();
+        const back = m.readU32s(1, 65537);
+        const readMs = performance.now() - at;
+        console.log(`65537 words through mmap, ${valueSize}-byte values: write ${writeMs.toFixed(2)} ms, read ${readMs.toFixed(2)} ms`); // prettier-ignore
+        expect(Buffer.from(back.buffer).equals(Buffer.from(t.buffer))).toBe(true);
+        // word 65537 (slot 65536) where the syscall finds it: entry 65537, or word 1 of the last 64-byte value
+        const last = m.lookup(u32Key(Math.floor(65537 / (valueSize / 4))))!;
+        expect(last.readUInt32LE(4 * (65537 % (valueSize / 4)))).toBe(t[65536]);
+        expect(m.lookup(u32Key(0))!.readUInt32LE(0)).toBe(0);
+      } finally {
+        m.close();
+      }
+    });
 
   it('bounds and types: errors name the argument and the value', () => {
     const m = arrayMap(16, MapFlags.MMAPABLE);
-    const wide = arrayMap(4, MapFlags.MMAPABLE, 8);
+    const packed = arrayMap(2, MapFlags.MMAPABLE, 64);
+    const odd = arrayMap(4, MapFlags.MMAPABLE, 12);
+    const plainWide = arrayMap(4, 0, 8);
     try {
       expect(() => m.writeU32s(-1, Uint32Array.of(1))).toThrow(/^first: -1 is outside 0\.\.16/);
       expect(() => m.writeU32s(17, Uint32Array.of(1))).toThrow(/^first: 17 is outside 0\.\.16/);
       expect(() => m.writeU32s(1.5, Uint32Array.of(1))).toThrow(/^first: 1\.5/);
-      expect(() => m.writeU32s(15, Uint32Array.of(1, 2))).toThrow(/^values\.length: 2 entries from 15 run past map pk_mmap_test's 16 entries/); // prettier-ignore
-      expect(() => m.readU32s(10, 7)).toThrow(/^count: 7 entries from 10 run past/);
+      expect(() => m.writeU32s(15, Uint32Array.of(1, 2))).toThrow(/^values\.length: 2 words from 15 run past map pk_mmap_test's 16 words/); // prettier-ignore
+      expect(() => m.readU32s(10, 7)).toThrow(/^count: 7 words from 10 run past/);
       expect(() => m.readU32s(0, -1)).toThrow(/^count: -1/);
       expect(() => m.writeU32s(0, [1, 2] as unknown as Uint32Array)).toThrow(/values must be a Uint32Array/);
-      expect(() => wide.readU32s(0, 1)).toThrow(/is not an array of u32 values/);
+      // two 64-byte values hold 32 words
+      expect(() => packed.readU32s(30, 3)).toThrow(/^count: 3 words from 30 run past map pk_mmap_test's 32 words/); // prettier-ignore
+      // 12-byte values are not words; 8-byte values without mmap are not reached word by word
+      expect(odd.u32Words).toBe(0);
+      expect(() => odd.readU32s(0, 1)).toThrow(/is not an array of u32 words/);
+      expect(() => plainWide.readU32s(0, 1)).toThrow(/is not an array of u32 words/);
       // nothing was written by the refused calls
       expect([...m.readU32s(0, 16)]).toEqual(new Array(16).fill(0));
+      expect([...packed.readU32s(0, 32)]).toEqual(new Array(32).fill(0));
     } finally {
       m.close();
-      wide.close();
+      packed.close();
+      odd.close();
+      plainWide.close();
     }
   });
 
@@ -140,15 +171,21 @@ describePrivileged('BpfMap.writeU32s / readU32s', () => {
     const n = native();
     const m = arrayMap(16, MapFlags.MMAPABLE);
     const plain = arrayMap(16, 0);
+    const odd = arrayMap(4, MapFlags.MMAPABLE, 12);
+    const packed = arrayMap(2, MapFlags.MMAPABLE, 64);
     try {
       expect(() => n.mapWriteU32s(m.fd, 17, Uint32Array.of(1))).toThrow(
-        /^first: 17 is beyond map pk_mmap_test/,
+        /^first: 17 is beyond map pk_mmap_test .*'s 16 words/,
       );
-      expect(() => n.mapWriteU32s(m.fd, 15, Uint32Array.of(1, 2))).toThrow(/^values\.length: 2 entries from 15 run past/); // prettier-ignore
+      expect(() => n.mapWriteU32s(m.fd, 15, Uint32Array.of(1, 2))).toThrow(/^values\.length: 2 words from 15 run past/); // prettier-ignore
       expect(() => n.mapReadU32s(m.fd, 0, new Uint32Array(17))).toThrow(
-        /^out\.length: 17 entries from 0 run past/,
+        /^out\.length: 17 words from 0 run past/,
       );
+      expect(() => n.mapReadU32s(packed.fd, 0, new Uint32Array(33))).toThrow(/^out\.length: 33 words from 0 run past .* 32 words/); // prettier-ignore
       expect(() => n.mapReadU32s(plain.fd, 0, new Uint32Array(1))).toThrow(/^fd: .* was created without BPF_F_MMAPABLE/); // prettier-ignore
+      expect(() => n.mapReadU32s(odd.fd, 0, new Uint32Array(1))).toThrow(/^fd: .* has 12-byte values, not u32 words/); // prettier-ignore
+      n.mapWriteU32s(packed.fd, 31, Uint32Array.of(7));
+      expect(packed.lookup(u32Key(1))!.readUInt32LE(60)).toBe(7);
       expect(() => n.mapWriteU32s(m.fd, 0, new Int32Array(1) as unknown as Uint32Array)).toThrow(/values must be a Uint32Array/); // prettier-ignore
       n.mapWriteU32s(m.fd, 15, Uint32Array.of(9));
       const out = new Uint32Array(2);
@@ -157,6 +194,8 @@ describePrivileged('BpfMap.writeU32s / readU32s', () => {
     } finally {
       m.close();
       plain.close();
+      odd.close();
+      packed.close();
     }
   });
 });
@@ -169,10 +208,17 @@ describePrivileged('BpfMap.createFilledU32s: maps made and filled off the event 
       { name: 'pk_fill_a', maxEntries: 65538, flags: TABLE_FLAGS, writes: [{ first: 0, values: Uint32Array.of(65537) }, { first: 1, values: big, distinct: true }] }, // prettier-ignore
       { name: 'pk_fill_b', maxEntries: 1031, flags: MapFlags.MMAPABLE, writes: [{ first: 3, values: large, distinct: true }] }, // prettier-ignore
       { maxEntries: 4, flags: MapFlags.MMAPABLE, writes: [] },
+      // a packed table (16 words per value): 65538 words in 4097 values, the last one's tail zero
+      { name: 'pk_fill_d', maxEntries: 4097, flags: TABLE_FLAGS, valueSize: 64, writes: [{ first: 0, values: Uint32Array.of(65537) }, { first: 1, values: big, distinct: true }] }, // prettier-ignore
     ]);
     try {
-      expect(made).toHaveLength(3);
-      const [a, b, c] = made.map((x) => x.map);
+      expect(made).toHaveLength(4);
+      const [a, b, c, d] = made.map((x) => x.map);
+      expect([d!.info.valueSize, d!.maxEntries, d!.u32Words]).toEqual([64, 4097, 65552]);
+      const dWords = bySyscall(d!);
+      expect(dWords.slice(0, 65538)).toEqual([65537, ...big]);
+      expect(dWords.slice(65538)).toEqual(new Array(14).fill(0));
+      expect([...made[3]!.distinct[1]!]).toEqual([...tableMembers(big)]);
       expect([a!.info.name, b!.info.name, a!.info.flags, b!.maxEntries]).toEqual(['pk_fill_a', 'pk_fill_b', TABLE_FLAGS, 1031]); // prettier-ignore
       const back = a!.readU32s(1, 65537);
       expect(Buffer.from(back.buffer).equals(Buffer.from(big.buffer))).toBe(true);
@@ -200,11 +246,14 @@ describePrivileged('BpfMap.createFilledU32s: maps made and filled off the event 
     await expect(one({ name: 'x'.repeat(16) })).rejects.toThrow(
       /^maps\[0\]\.name must be a string of at most 15/,
     );
-    await expect(one({ writes: [{ first: 3, values: Uint32Array.of(1, 2) }] })).rejects.toThrow(/^maps\[0\]\.writes\[0\]: 2 entries from 3 run past maxEntries 4/); // prettier-ignore
+    await expect(one({ writes: [{ first: 3, values: Uint32Array.of(1, 2) }] })).rejects.toThrow(/^maps\[0\]\.writes\[0\]: 2 words from 3 run past the 4 words of maxEntries 4/); // prettier-ignore
+    await expect(one({ valueSize: 64, writes: [{ first: 60, values: new Uint32Array(5) }] })).rejects.toThrow(/^maps\[0\]\.writes\[0\]: 5 words from 60 run past the 64 words of maxEntries 4/); // prettier-ignore
+    await expect(one({ valueSize: 12 })).rejects.toThrow(/^maps\[0\]\.valueSize: 12 bytes are not u32 words/);
     await expect(one({ writes: [{ first: 0, values: [1] as unknown as Uint32Array }] })).rejects.toThrow(/^maps\[0\]\.writes\[0\]\.values must be a Uint32Array/); // prettier-ignore
     // the native call checks the same itself
     const n = native();
-    expect(() => n.mapsCreateU32s([{ maxEntries: 4, flags: MapFlags.MMAPABLE, writes: [{ first: 3, values: Uint32Array.of(1, 2) }] }])).toThrow(/^maps\[0\]\.writes\[0\]: 2 entries from 3 run past maxEntries 4/); // prettier-ignore
+    expect(() => n.mapsCreateU32s([{ maxEntries: 4, flags: MapFlags.MMAPABLE, writes: [{ first: 3, values: Uint32Array.of(1, 2) }] }])).toThrow(/^maps\[0\]\.writes\[0\]: 2 words from 3 run past the 4 words of maxEntries 4/); // prettier-ignore
+    expect(() => n.mapsCreateU32s([{ maxEntries: 4, flags: MapFlags.MMAPABLE, valueSize: 12, writes: [] }])).toThrow(/^maps\[0\]\.valueSize: 12 bytes are not u32 words/); // prettier-ignore
     expect(() => n.mapsCreateU32s([{ maxEntries: 4, flags: 0, writes: [] }])).toThrow(/^maps\[0\]\.flags must include BPF_F_MMAPABLE/); // prettier-ignore
   });
 
@@ -222,36 +271,44 @@ describePrivileged('BpfMap.createFilledU32s: maps made and filled off the event 
 });
 
 describePrivileged(
-  'KernelDatapath tables through mmap, and an older build (no BPF_F_MMAPABLE template)',
+  "KernelDatapath tables through mmap, and older builds' (4-byte slots; no BPF_F_MMAPABLE template)",
   () => {
     const root = `/sys/fs/bpf/pkmm-${process.pid}`;
     afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-    it("this build's object: the Maglev templates are mmap-able, in the object and in a loaded program's BTF", async () => {
+    it("this build's object: the Maglev templates are mmap-able 64-byte lines, in the object and in a loaded program's BTF", async () => {
+      // prettier-ignore
       const spec = balancerSpec();
-      expect(spec.maps.maglev_tables.innerFlags).toBe(TABLE_FLAGS);
-      expect(spec.maps.maglev_prev_tables.innerFlags).toBe(TABLE_FLAGS);
-      expect(balancerSpec(OLDER).maps.maglev_tables.innerFlags).toBe(MapFlags.INNER_MAP);
+      expect(spec.maps.maglev_tables.inner).toEqual(TABLE);
+      expect(spec.maps.maglev_prev_tables.inner).toEqual(TABLE);
+      expect(balancerSpec(WORDS).maps.maglev_tables.inner).toEqual(WORD_TABLE);
+      expect(balancerSpec(OLDER).maps.maglev_tables.inner).toEqual(PLAIN_TABLE);
+      expect(OLDER_TEMPLATES).toEqual([WORD_TABLE, PLAIN_TABLE]);
       const dp = await KernelDatapath.load({ maxEntries: SIZES });
       try {
         const btfId = dp.program.info().btfId;
         expect(btfId).toBeGreaterThan(0);
         const defs = btfMapDefs({ btfId });
-        expect(defs.find((d) => d.name === 'maglev_tables')?.inner?.map_flags).toBe(TABLE_FLAGS);
+        expect(defs.find((d) => d.name === 'maglev_tables')?.inner).toMatchObject({ map_flags: TABLE_FLAGS, key_size: 4, value_size: 64 }); // prettier-ignore
         expect(
           btfMapDefs(bpfObjectPath('balancer')).find((d) => d.name === 'maglev_prev_tables')?.inner,
         ).toMatchObject({
           type: MapType.ARRAY,
           map_flags: TABLE_FLAGS,
+          value_size: 64,
+          max_entries: 4097, // 65538 words
         });
+        // key and value sizes of a plain map's definition as well
+        expect(defs.find((d) => d.name === 'backends')?.fields).toMatchObject({ key_size: 4 });
       } finally {
         dp.close();
       }
     });
 
-    for (const [what, objectPath, innerFlags] of [
-      ["this build's balancer: tables written and read through mmap", undefined, TABLE_FLAGS],
-      ["an older build's balancer: the same through batch syscalls", OLDER, MapFlags.INNER_MAP],
+    for (const [what, objectPath, template] of [
+      ["this build's balancer: tables written and read through mmap, 16 slots per value", undefined, TABLE],
+      ["an older build's balancer: the same with 4-byte slots", WORDS, WORD_TABLE],
+      ["an older build's balancer: the same through batch syscalls", OLDER, PLAIN_TABLE],
     ] as const) {
       it(what, async () => {
         const dp = await KernelDatapath.load({ objectPath, maxEntries: SIZES });
@@ -261,16 +318,18 @@ describePrivileged(
           const first = Uint32Array.from({ length: 13 }, (_, i) => 1 + (i % 3));
           const second = Uint32Array.from({ length: 13 }, (_, i) => (i < 5 ? 3 : 1 + (i % 2)));
           expect(await dp.installTables([{ vipId: 2, table: first }])).toEqual([null]);
-          expect(installedInnerFlags(dp.maps.maglev_tables)).toBe(innerFlags);
+          expect(installedInnerTemplate(dp.maps.maglev_tables)).toEqual(template);
           expect([...(await dp.readTable(2))!]).toEqual([...first]);
           // a change with its previous table: the pair swaps together; the moved slots are marked in the kernel
           expect(await dp.installTables([{ vipId: 2, table: second, previous: first }])).toEqual([null]);
           expect([...(await dp.readTable(2))!]).toEqual([...second]);
           expect([...(await dp.readPreviousTable(2))!]).toEqual([...first]);
-          expect(installedInnerFlags(dp.maps.maglev_prev_tables)).toBe(innerFlags);
+          expect(installedInnerTemplate(dp.maps.maglev_prev_tables)).toEqual(template);
           const inner = BpfMap.fromId(dp.maps.maglev_tables.innerId(2)!);
           try {
-            const raw = bySyscall(inner);
+            // 13 slots + the header in one 64-byte value (two words spare), or 14 values of 4 bytes
+            expect(inner.maxEntries).toBe(template.valueSize === 64 ? 1 : 14);
+            const raw = bySyscall(inner).slice(0, 14);
             const moved = raw.slice(1).filter((v, i) => v !== second[i]).length;
             expect(moved).toBe(second.filter((v, i) => v !== first[i]).length);
             expect(moved).toBeGreaterThan(0);
@@ -282,7 +341,7 @@ describePrivileged(
           expect(await dp.installTables([{ vipId: 2, table: third }])).toEqual([null]);
           const again = BpfMap.fromId(dp.maps.maglev_tables.innerId(2)!);
           try {
-            const raw = bySyscall(again);
+            const raw = bySyscall(again).slice(0, 14);
             const markedAt = raw.slice(1).flatMap((v, i) => (v !== third[i] ? [i] : []));
             expect(markedAt).toEqual([...first].flatMap((v, i) => (v !== 1 ? [i] : [])));
           } finally {
@@ -300,6 +359,8 @@ describePrivileged(
       for (const [name, objectPath, withTable] of [
         ['new-empty', undefined, false],
         ['new-table', undefined, true],
+        ['words-empty', WORDS, false],
+        ['words-table', WORDS, true],
         ['old-empty', OLDER, false],
         ['old-table', OLDER, true],
       ] as const) {
@@ -316,9 +377,9 @@ describePrivileged(
           dp.close();
         }
         const pins = readPins(dir);
-        const want = objectPath === undefined ? TABLE_FLAGS : MapFlags.INNER_MAP;
-        expect(pins.maps.maglev_tables).toMatchObject({ kind: 'map', innerFlags: want });
-        expect(pins.maps.maglev_prev_tables).toMatchObject({ kind: 'map', innerFlags: want });
+        const want = objectPath === undefined ? TABLE : objectPath === WORDS ? WORD_TABLE : PLAIN_TABLE;
+        expect(pins.maps.maglev_tables).toMatchObject({ kind: 'map', inner: want });
+        expect(pins.maps.maglev_prev_tables).toMatchObject({ kind: 'map', inner: want });
         const { decision } = inspectBalancerPins({ dir, ifname: 'lo', limits });
         console.log(`${name}: ${JSON.stringify(decision)}`);
         if (objectPath === undefined) expect(decision).toEqual({ kind: 'adopt' });
@@ -327,8 +388,8 @@ describePrivileged(
             kind: 'replace',
             reason: 'map_layout',
             detail:
-              `map maglev_tables holds inner maps with flags ${MapFlags.INNER_MAP} (this build's ${TABLE_FLAGS}); ` +
-              `map maglev_prev_tables holds inner maps with flags ${MapFlags.INNER_MAP} (this build's ${TABLE_FLAGS})`,
+              `map maglev_tables holds inner maps with flags ${want.flags}, 4-byte values (this build's flags ${TABLE_FLAGS}, 64-byte values); ` + // prettier-ignore
+              `map maglev_prev_tables holds inner maps with flags ${want.flags}, 4-byte values (this build's flags ${TABLE_FLAGS}, 64-byte values)`, // prettier-ignore
             leftovers: [],
           });
       }
@@ -360,39 +421,40 @@ describePrivileged(
       expect(d).toEqual({
         kind: 'replace',
         reason: 'map_layout',
-        detail: `map maglev_tables holds inner maps with flags ${MapFlags.INNER_MAP} (this build's ${TABLE_FLAGS})`,
+        detail: `map maglev_tables holds inner maps with flags ${MapFlags.INNER_MAP}, 4-byte values (this build's flags ${TABLE_FLAGS}, 64-byte values)`, // prettier-ignore
         leftovers: [],
       });
     });
   },
 );
 
-describePrivileged('probeInnerFlags: the template where nothing can be read (no CAP_SYS_ADMIN)', () => {
+describePrivileged('probeInnerTemplate: the template where nothing can be read (no CAP_SYS_ADMIN)', () => {
   const root = `/sys/fs/bpf/pkmp-${process.pid}`;
   afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-  it('finds the flags an outer map accepts on a slot no VIP uses, and leaves that slot empty', () => {
-    for (const template of [TABLE_FLAGS, MapFlags.INNER_MAP]) {
-      const tpl = arrayMap(8, template);
+  it('finds the template an outer map accepts on a slot no VIP uses, and leaves that slot empty', () => {
+    const all = [TABLE, WORD_TABLE, PLAIN_TABLE];
+    for (const template of all) {
+      const tpl = arrayMap(8, template.flags, template.valueSize);
       const outer = BpfMap.create({ type: MapType.ARRAY_OF_MAPS, keySize: 4, valueSize: 4, maxEntries: 8, name: 'pk_probe_outer', inner: tpl }); // prettier-ignore
-      const path = join(root, `outer-${template}`);
+      const path = join(root, `outer-${template.flags}-${template.valueSize}`);
       rmSync(root, { recursive: true, force: true });
       mkdirSync(root, { recursive: true });
       try {
         outer.pin(path);
         // VIP ids 0..2 and 7 exist, slot 6 holds a table: the probe must use slot 5 (VIP id 5, unused, empty)
-        const held = arrayMap(3, template);
+        const held = arrayMap(3, template.flags, template.valueSize);
         outer.setInner(6, held);
         held.close();
         const before = Array.from({ length: 8 }, (_, i) => outer.innerId(i));
-        expect(probeInnerFlags(path, [TABLE_FLAGS, MapFlags.INNER_MAP], new Set([0, 1, 2, 7]), 1)).toBe(
-          template,
-        );
+        expect(probeInnerTemplate(path, all, new Set([0, 1, 2, 7]), 1)).toEqual(template);
         expect(Array.from({ length: 8 }, (_, i) => outer.innerId(i))).toEqual(before);
         // two generations per VIP id (maglev_prev_tables): slots 2k, 2k+1 belong to VIP k
-        expect(probeInnerFlags(path, [TABLE_FLAGS, MapFlags.INNER_MAP], new Set([2, 3]), 2)).toBe(template);
-        expect(probeInnerFlags(path, [MapFlags.NO_PREALLOC], new Set([]), 1)).toBeNull(); // no candidate fits
-        expect(probeInnerFlags(path, [template], new Set([0, 1, 2, 3, 4, 5, 7]), 1)).toBeNull(); // no free slot
+        expect(probeInnerTemplate(path, all, new Set([2, 3]), 2)).toEqual(template);
+        // no candidate fits: other flags, or the same flags with another value size
+        const others = [{ flags: MapFlags.NO_PREALLOC, valueSize: template.valueSize }, { flags: template.flags, valueSize: template.valueSize === 4 ? 64 : 4 }]; // prettier-ignore
+        expect(probeInnerTemplate(path, others, new Set([]), 1)).toBeNull();
+        expect(probeInnerTemplate(path, [template], new Set([0, 1, 2, 3, 4, 5, 7]), 1)).toBeNull(); // no free slot
         expect(Array.from({ length: 8 }, (_, i) => outer.innerId(i))).toEqual(before);
       } finally {
         tpl.close();
@@ -406,6 +468,7 @@ describePrivileged('probeInnerFlags: the template where nothing can be read (no 
     const dist = join(__dirname, '..', '..', 'dist', 'src', 'datapath', 'kernel.js');
     for (const [name, objectPath] of [
       ['new', undefined],
+      ['words', WORDS],
       ['old', OLDER],
     ] as const) {
       const dir = join(root, 'caps', name);

@@ -256,7 +256,9 @@ describe('pinDecision: Maglev inner-map templates (an older build had no BPF_F_M
   const MMAPABLE = 1 << 10;
   const OUTERS = ['maglev_tables', 'maglev_prev_tables'] as const;
 
-  /** spec() with the two Maglev outer maps as arrays of maps whose template has this build's flags. */
+  const TABLE = { flags: INNER_MAP | MMAPABLE, valueSize: 64 };
+
+  /** spec() with the two Maglev outer maps as arrays of maps whose template is this build's. */
   function outerSpec(): BalancerSpec {
     const s = spec();
     for (const m of OUTERS)
@@ -266,13 +268,15 @@ describe('pinDecision: Maglev inner-map templates (an older build had no BPF_F_M
         keySize: 4,
         valueSize: 4,
         flags: 0,
-        innerFlags: INNER_MAP | MMAPABLE,
+        inner: TABLE,
       };
     return s;
   }
 
-  /** Pins of outerSpec() whose outer maps accept inner maps with `inner` flags (per map). */
-  function outerPins(inner: Partial<Record<(typeof OUTERS)[number], number | null>>): PinSnapshot {
+  /** Pins of outerSpec() whose outer maps accept inner maps of template `inner` (per map). */
+  function outerPins(
+    inner: Partial<Record<(typeof OUTERS)[number], { flags: number; valueSize: number } | null>>,
+  ): PinSnapshot {
     return pins((p) => {
       for (const m of OUTERS)
         p.maps[m] = {
@@ -282,7 +286,7 @@ describe('pinDecision: Maglev inner-map templates (an older build had no BPF_F_M
           valueSize: 4,
           flags: 0,
           maxEntries: 2048,
-          innerFlags: m in inner ? inner[m] : INNER_MAP | MMAPABLE,
+          inner: m in inner ? inner[m] : TABLE,
         };
     });
   }
@@ -290,44 +294,54 @@ describe('pinDecision: Maglev inner-map templates (an older build had no BPF_F_M
   const decideOuter = (p: PinSnapshot): PinDecision =>
     pinDecision({ pins: p, spec: outerSpec(), needed: NEEDED, attached: PINNED_ATTACHED, dir: DIR });
 
-  it("outer maps whose inner maps have this build's flags are adopted", () => {
+  it("outer maps whose inner maps have this build's template are adopted", () => {
     expect(decideOuter(outerPins({}))).toEqual({ kind: 'adopt' });
   });
 
-  it('an outer map whose inner maps lack BPF_F_MMAPABLE is replaced (map_layout), naming both flags', () => {
-    const d = decideOuter(outerPins({ maglev_tables: INNER_MAP }));
+  it('an outer map whose inner maps lack BPF_F_MMAPABLE or have 4-byte slots is replaced (map_layout), naming both templates', () => {
+    // prettier-ignore
+    const d = decideOuter(outerPins({ maglev_tables: { flags: INNER_MAP, valueSize: 64 } }));
     expect(d).toEqual({
       kind: 'replace',
       reason: 'map_layout',
-      detail: `map maglev_tables holds inner maps with flags ${INNER_MAP} (this build's ${INNER_MAP | MMAPABLE})`,
+      detail: `map maglev_tables holds inner maps with flags ${INNER_MAP}, 64-byte values (this build's flags ${INNER_MAP | MMAPABLE}, 64-byte values)`, // prettier-ignore
+      leftovers: [],
+    });
+    // the previous build's template: same flags, 4-byte values
+    expect(decideOuter(outerPins({ maglev_tables: { flags: INNER_MAP | MMAPABLE, valueSize: 4 } }))).toEqual({
+      kind: 'replace',
+      reason: 'map_layout',
+      detail: `map maglev_tables holds inner maps with flags ${INNER_MAP | MMAPABLE}, 4-byte values (this build's flags ${INNER_MAP | MMAPABLE}, 64-byte values)`, // prettier-ignore
       leftovers: [],
     });
     // either outer map alone is enough (both share the template in a real build)
-    expect(decideOuter(outerPins({ maglev_prev_tables: INNER_MAP }))).toMatchObject({
+    expect(decideOuter(outerPins({ maglev_prev_tables: { flags: INNER_MAP, valueSize: 4 } }))).toMatchObject({
       kind: 'replace',
       reason: 'map_layout',
-      detail: expect.stringMatching(/^map maglev_prev_tables holds inner maps with flags 4096/),
+      detail: expect.stringMatching(
+        /^map maglev_prev_tables holds inner maps with flags 4096, 4-byte values/,
+      ),
     });
   });
 
-  it('unknown inner flags (no inner map installed and no template in the BTF) are not adopted', () => {
+  it('an unknown inner template (no inner map installed and no template in the BTF) is not adopted', () => {
     for (const unknown of [null, undefined]) {
       const p = outerPins({});
-      (p.maps.maglev_tables as { innerFlags?: number | null }).innerFlags = unknown;
+      (p.maps.maglev_tables as { inner?: unknown }).inner = unknown;
       const d = decideOuter(p);
       expect(d).toMatchObject({ kind: 'replace', reason: 'map_layout' });
       expect((d as { detail: string }).detail).toBe(
-        `map maglev_tables: the flags of its inner maps are unknown (none installed, no template in the program's BTF; this build's ${INNER_MAP | MMAPABLE})`,
+        `map maglev_tables: the template of its inner maps is unknown (none installed, no template in the program's BTF; this build's flags ${INNER_MAP | MMAPABLE}, 64-byte values)`, // prettier-ignore
       );
     }
   });
 
-  it('a spec without inner templates (maps that are not maps of maps) ignores innerFlags', () => {
-    expect(decide(outerPins({ maglev_tables: INNER_MAP }))).toMatchObject({
+  it("a spec without inner templates (maps that are not maps of maps) ignores the pins' inner templates", () => {
+    expect(decide(outerPins({ maglev_tables: { flags: INNER_MAP, valueSize: 4 } }))).toMatchObject({
       kind: 'replace',
       reason: 'map_type',
     });
-    const p = pins((q) => ((q.maps.vips as { innerFlags?: number }).innerFlags = 1));
+    const p = pins((q) => ((q.maps.vips as { inner?: unknown }).inner = { flags: 1, valueSize: 4 }));
     expect(decide(p)).toEqual({ kind: 'adopt' });
   });
 });
