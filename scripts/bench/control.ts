@@ -870,6 +870,8 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
     };
 
     const start = await phase('start', () => apply(base));
+    // The daemon ends the table workers once its start's builds are done (Programmer.retireWorkers), before ready.
+    if (builder instanceof WorkerTableBuilder) await builder.retireNow();
     dp.flushVipIndex();
     // The forced collection below blocks ~200 ms at 512 x 1000: the /healthz request in flight at the phase's end
     // must complete first, or that pause (the bench's, not the reconcile's) is counted in the start phase.

@@ -53,6 +53,12 @@ export class Programmer {
     this.builder.warm?.();
   }
 
+  /** Ends the table builder's threads now unless they build (the start's burst is over: its memory is given back
+   * before the daemon reports ready, not IDLE_MS later; a later burst starts them again). */
+  async retireWorkers(): Promise<void> {
+    await this.builder?.retireNow?.();
+  }
+
   /** Programs `datapath` from now on, reading the ids it holds. */
   async use(datapath: Datapath): Promise<void> {
     // Another datapath replacing one: the builds of the old one's reconciles are dropped with their builder.

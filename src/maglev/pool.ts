@@ -29,6 +29,10 @@ export interface TableBuilder {
   /** Optional: starts the builder's threads now, so that the first builds find them running (they retire when
    * idle as usual). */
   warm?(): void;
+  /** Optional: ends the builder's threads now if none builds (as if idle for long), resolving once they ended and
+   * their memory was given back (e.g. a daemon's start, whose burst is over, before it reports ready); the next
+   * build starts them again. */
+  retireNow?(): Promise<void>;
   /** Optional: the caller is done with a table this builder gave (no reference to it is kept anywhere): its memory
    * may serve a later build, instead of being garbage the collector must find (external memory drives V8's full
    * collections: a burst of 1,000 tables at 65,537 slots allocated 256 MiB). */
@@ -376,7 +380,7 @@ export class WorkerTableBuilder implements TableBuilder {
     if (this.slots.some((s) => s.inFlight.size > 0)) return;
     this.spareTimer = setTimeout(() => this.dropSpares(), Math.min(SPARE_KEEP_MS, this.idleMs));
     this.spareTimer.unref();
-    this.idleTimer = setTimeout(() => this.retire(), this.idleMs);
+    this.idleTimer = setTimeout(() => void this.retire(), this.idleMs);
     this.idleTimer.unref();
   }
 
@@ -393,13 +397,19 @@ export class WorkerTableBuilder implements TableBuilder {
     this.spareCount = 0;
   }
 
-  /** Terminates the idle workers (the next build starts new ones). */
-  private retire(): void {
+  async retireNow(): Promise<void> {
+    if (this.closed || this.queue.length > 0 || this.slots.some((s) => s.inFlight.size > 0)) return;
+    this.clearIdle();
+    await this.retire();
+  }
+
+  /** Terminates the idle workers (the next build starts new ones); resolves once they ended (onRetired ran). */
+  private retire(): Promise<void> {
     this.idleTimer = null;
     this.dropSpares();
     const slots = this.slots.splice(0);
     for (const s of slots) s.dead = true;
-    void Promise.all(slots.map((s) => s.worker.terminate().catch(() => undefined))).then(() => {
+    return Promise.all(slots.map((s) => s.worker.terminate().catch(() => undefined))).then(() => {
       if (!this.closed && slots.length > 0) this.onRetired?.();
     });
   }

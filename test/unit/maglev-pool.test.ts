@@ -255,6 +255,39 @@ describe('WorkerTableBuilder', () => {
     expect(retired).toBe(1); // close() is not a retirement
   });
 
+  it('retireNow() ends idle workers at once (onRetired before it resolves), not while they build', async () => {
+    let retired = 0;
+    const pool = new WorkerTableBuilder({
+      workerPath: WORKER,
+      threads: 2,
+      idleMs: 60_000, // never on its own within the test
+      onRetired: () => retired++,
+    });
+    try {
+      // while a build runs: nothing ends, and the build completes
+      const pending = pool.build(backendsN(10), 65537);
+      await pool.retireNow();
+      expect([pool.running, retired]).toEqual([1, 0]);
+      const t = await pending;
+      expectSame(t, buildTable({ backends: backendsN(10), size: 65537 }));
+      pool.recycle(t);
+      expect(pool.spareBuffers).toBe(1);
+      // idle: the workers end and their spares go before it resolves
+      await pool.retireNow();
+      expect([pool.running, retired, pool.spareBuffers]).toEqual([0, 1, 0]);
+      await pool.retireNow(); // nothing runs: no second retirement
+      expect(retired).toBe(1);
+      // the next build starts a worker again
+      expectSame(await pool.build(backendsN(12), 4099), buildTable({ backends: backendsN(12), size: 4099 }));
+      expect(pool.running).toBe(1);
+      expect(pool.workerDeaths).toBe(0);
+    } finally {
+      await pool.close();
+    }
+    await pool.retireNow(); // closed: a no-op
+    expect(retired).toBe(1);
+  });
+
   it('close() rejects pending and later builds and terminates the workers', async () => {
     const pool = new WorkerTableBuilder({ workerPath: WORKER, threads: 1 });
     const pending = Array.from({ length: 6 }, (_, i) => pool.build(backendsN(50 + i), 65537));
