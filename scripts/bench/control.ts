@@ -676,12 +676,12 @@ export async function measureDaemonMemory(opts: DaemonMemoryOptions): Promise<Da
     const rssReadyMB = procStatusMB(pid, 'VmRSS');
     const threadsAtReady = threadCount(pid);
     await sleep(opts.settleMs ?? 10_000);
-    // Settled means the table workers ended (and gave their memory back): a build after ready (health results
-    // redirecting tables) keeps them IDLE_MS longer. Seen as the daemon's thread count falling below its count at
-    // ready (they run then; nothing else starts threads after ready), 30 s at most; not through /metrics, whose
-    // scrapes would add their own memory to the figure.
+    // Settled means the table workers ended (and gave their memory back): the daemon ends them before ready, but a
+    // build after ready (health results redirecting tables) starts them again for IDLE_MS. Seen as the daemon's
+    // thread count back at its count at ready (nothing else starts threads after ready), 30 s at most; not through
+    // /metrics, whose scrapes would add their own memory to the figure.
     const workersGone = now() + 30_000;
-    while (now() < workersGone && threadCount(pid) >= threadsAtReady) await sleep(250);
+    while (now() < workersGone && threadCount(pid) > threadsAtReady) await sleep(250);
     await sleep(500); // the memory given back just after they end
     const mem = mapMemory(join(bpffs, 'peak-xdp', ns, ifA));
     const rssMB = procStatusMB(pid, 'VmRSS');

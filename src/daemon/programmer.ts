@@ -83,7 +83,7 @@ export class Programmer {
     const mb = (): number => Math.round(process.memoryUsage.rss() / 2 ** 20);
     const before = mb();
     this.trimMemory();
-    this.log.debug({ rssMB: before, afterMB: mb() }, 'table workers ended: free memory given back');
+    this.log.debug({ rssMB: before, afterMB: mb() }, WORKERS_ENDED_MSG);
   }
 
   private tableBuilder(): TableBuilder {
@@ -164,4 +164,5 @@ export class Programmer {
       if (!now.has(name) && present.has(name))
         this.log.info({ vip: name }, 'VIP no longer fails open: health checks rule again');
   }
-}
+} /** The debug log line once the table workers ended and their memory was given back (bench:k8s waits for it). */
+export const WORKERS_ENDED_MSG = 'table workers ended: free memory given back';
