@@ -5,7 +5,7 @@ import { MESSAGES, showValue } from './errors';
 import { canonicalIp, IpFamily } from './ip';
 import { notAnIpAddress } from './schema';
 import { unknownKeyMessage } from './unknown-keys';
-import type { Encap } from './types';
+import { ENCAPS, type Encap } from './types';
 
 export type Path = (string | number)[];
 /** An issue with a path relative to the value checked. */
@@ -27,7 +27,6 @@ export interface CheckedBackend {
 }
 
 const BACKEND_KEYS: ReadonlySet<string> = new Set(['address', 'weight', 'drain', 'encap']);
-const ENCAPS: readonly Encap[] = ['ipip', 'gue'];
 
 /** What zod calls a value's type in "expected object, received X" (only "object" matters here). */
 const isPlainObjectLike = (v: unknown): v is Record<string, unknown> =>
@@ -111,7 +110,7 @@ export function checkBackends(list: readonly unknown[]): {
       if (typeof e !== 'string' || !ENCAPS.includes(e as Encap))
         issues.push({
           path: ['backends', j, 'encap'],
-          message: `${showValue(e)} is not one of ${ENCAPS.join(', ')}`,
+          message: MESSAGES.notOneOf(showValue(e), ENCAPS),
         });
       else encap = e as Encap;
     }

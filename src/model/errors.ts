@@ -44,6 +44,8 @@ export const MESSAGES = {
   unknownKey: 'is not a known key',
   /** `expected`: a type name as zod gives it ("string", "integer", "object"). */
   notA: (shown: string, expected: string): string => `${shown} is not ${article(expected)}`,
+  notOneOf: (shown: string, options: readonly string[]): string =>
+    `${shown} is not one of ${options.join(', ')}`,
   belowMinimum: (shown: string, min: number | bigint): string => `${shown} is below the minimum ${min}`,
   aboveMaximum: (shown: string, max: number | bigint): string => `${shown} is above the maximum ${max}`,
 } as const;
@@ -120,6 +122,12 @@ function mentions(message: string, value: unknown): boolean {
   return (text !== '' && message.includes(text)) || message.includes(showValue(value));
 }
 
+/** The options of an enum as zod names them in an invalid_type issue's `expected` ("'ipip' | 'gue'"); null for any
+ * other expected type. */
+function enumOptions(expected: string): string[] | null {
+  return /^'[^']*'(?: \| '[^']*')*$/.test(expected) ? expected.split(' | ').map((o) => o.slice(1, -1)) : null;
+}
+
 /** Turns zod issues into path-named messages that quote the value found in `input`. */
 export function fromZodIssues(issues: readonly ZodIssue[], input: unknown): ConfigIssue[] {
   const out: ConfigIssue[] = [];
@@ -132,15 +140,20 @@ export function fromZodIssues(issues: readonly ZodIssue[], input: unknown): Conf
     const quoteHint =
       secret && issue.code === 'invalid_type' && issue.expected === 'string' && typeof value === 'number';
     switch (issue.code) {
-      case 'invalid_type':
+      case 'invalid_type': {
+        // an enum given a value of another type names its options as for a string that is none of them
+        const options = value === undefined ? null : enumOptions(issue.expected);
         out.push({
           path,
           message:
             value === undefined
               ? MESSAGES.required
-              : `${MESSAGES.notA(shown, issue.expected)}${quoteHint ? ' (write it in quotes)' : ''}`,
+              : options !== null
+                ? MESSAGES.notOneOf(shown, options)
+                : `${MESSAGES.notA(shown, issue.expected)}${quoteHint ? ' (write it in quotes)' : ''}`,
         });
         break;
+      }
       case 'unrecognized_keys':
         for (const key of issue.keys)
           out.push({ path: formatPath([...issue.path, key]), message: MESSAGES.unknownKey });
@@ -149,9 +162,10 @@ export function fromZodIssues(issues: readonly ZodIssue[], input: unknown): Conf
       case 'invalid_literal':
         out.push({
           path,
-          message: `${shown} is not one of ${
-            'options' in issue ? issue.options.map((o) => String(o)).join(', ') : showValue(issue.expected)
-          }`,
+          message: MESSAGES.notOneOf(
+            shown,
+            'options' in issue ? issue.options.map((o) => String(o)) : [showValue(issue.expected)],
+          ),
         });
         break;
       case 'too_small':

@@ -5,6 +5,7 @@ import { BOUNDS, DEFAULTS } from './defaults';
 import { kubernetesSectionSchema } from './kubernetes';
 import { nodesSectionSchema } from './nodes';
 import { configSchema, vipSchema } from './schema';
+import { ENCAPS } from './types';
 
 /** Where the generated schema is checked in (relative to the package root), and its $id. */
 export const CONFIG_SCHEMA_FILE = 'schema/peak-xdp.schema.json';
@@ -19,10 +20,7 @@ export const backendDocumentSchema = z
     address: z.string().describe('IPv4 or IPv6 address of the real server'),
     weight: z.number().int().min(0).max(BOUNDS.weight.max).default(DEFAULTS.backend.weight),
     drain: z.boolean().default(DEFAULTS.backend.drain),
-    encap: z
-      .enum(['ipip', 'gue'])
-      .optional()
-      .describe("Encapsulation toward this backend (default: the VIP's encap)"),
+    encap: z.enum(ENCAPS).optional().describe("Encapsulation toward this backend (default: the VIP's encap)"),
   })
   .strict();
 

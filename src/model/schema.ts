@@ -5,7 +5,7 @@ import { communitySchema, largeCommunitySchema } from './bgp';
 import { BOUNDS, DEFAULTS } from './defaults';
 import { showValue } from './errors';
 import { canonicalIp, canonicalMac } from './ip';
-import type { ListenAddress } from './types';
+import { ENCAPS, type ListenAddress } from './types';
 
 /** The one wording of "not an IP address" (the schema's and the hand-written backend checks'). */
 export const notAnIpAddress = (v: unknown): string => `${showValue(v)} is not an IP address`;
@@ -87,7 +87,7 @@ export const vipSchema = z
     persistence: z.enum(['none', 'source-ip']).default(DEFAULTS.vip.persistence),
     conntrack: z.boolean().default(DEFAULTS.vip.conntrack),
     // Issue 15: the default encapsulation of this VIP's backends, and whether it keeps a connection table.
-    encap: z.enum(['ipip', 'gue']).default(DEFAULTS.vip.encap),
+    encap: z.enum(ENCAPS).default(DEFAULTS.vip.encap),
     stateless: statelessSchema.default(DEFAULTS.vip.stateless),
     healthCheck: healthCheckSchema.optional(),
     communities: z.array(communitySchema).default([]),

@@ -9,7 +9,10 @@ export type Protocol = 'tcp' | 'udp';
 export type Persistence = 'none' | 'source-ip';
 export type HealthCheckType = 'tcp' | 'http';
 /** How packets reach a backend: ipip (kernel tunnel modules or our decap) or gue (our decap only; hints). */
-export type Encap = 'ipip' | 'gue';
+/** Encapsulations toward a backend (issue 15): the one list the schema, the JSON Schema and the hand-written
+ * backend checks take. */
+export const ENCAPS = ['ipip', 'gue'] as const;
+export type Encap = (typeof ENCAPS)[number];
 /** A VIP's connection-table mode: auto = stateless for a TCP VIP whose every backend is gue. */
 export type StatelessMode = 'auto' | boolean;
 
