@@ -178,7 +178,7 @@ std::vector<uint32_t> DistinctNonZero(const uint32_t* v, size_t n) {
 }
 
 // Creates BPF_F_MMAPABLE arrays of u32 and fills each through one mapping, on a thread of the pool: a Maglev
-// table is a 512 KiB kernel allocation and 128 page faults, kept off the event loop. The caller's Uint32Arrays
+// table is a 264 KiB kernel allocation and 65 page faults, kept off the event loop. The caller's Uint32Arrays
 // are referenced until the promise settles. All or nothing: on any failure the maps made so far are closed.
 class FillWorker : public Napi::AsyncWorker {
  public:

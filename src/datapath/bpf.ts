@@ -189,7 +189,7 @@ export class BpfMap extends FdHandle {
 
   /**
    * New BPF_F_MMAPABLE arrays of u32 words, each created and filled through mmap on a thread of the pool (one
-   * call for all: a 65537-slot Maglev table is a 512 KiB kernel allocation and 128 page faults, kept off the
+   * call for all: a 65537-slot Maglev table is a 264 KiB kernel allocation and 65 page faults, kept off the
    * event loop). All or nothing. The `values` arrays must not change until the promise settles. `distinct` per
    * write: the distinct non-zero values it wrote, ascending, where it asked for them (else null).
    */

@@ -92,7 +92,7 @@ export interface ApplyOptions {
 export const SLICE_MS = 5;
 /** Tables swapped per installTables call: each call waits one RCU grace period in the kernel, whatever its size
  * (measured: median 11–13 ms for 1, 16 or 64 tables), so 512 VIPs cost 8 waits, not 32. A batch holds its inner
- * maps (512 KiB each at 65537 slots, twice with previous tables) until the swap. */
+ * maps (264 KiB each at 65537 slots, twice with previous tables) until the swap. */
 export const TABLE_BATCH = 64;
 /** Backend writes per upsertBackends call (an event-loop turn between calls): one batch syscall each. 4096 at a
  * time held the event loop ~50 ms (encoding each, and recording each applied op). */
