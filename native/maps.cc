@@ -43,6 +43,23 @@ Napi::Value MallocTrim(const Napi::CallbackInfo& info) {
 #endif
 }
 
+// mallocMmapThreshold(bytes) -> whether it was set: glibc's mallopt(M_MMAP_THRESHOLD, bytes). Allocations of `bytes`
+// and more are mapped on their own and unmapped when freed. Setting it also ends glibc's dynamic threshold, which
+// the first free of a large mapped block raises to that block's size (up to 32 MiB), after which such blocks are
+// carved from the malloc arenas and stay there. False where the C library is not glibc or refuses the value.
+Napi::Value MallocMmapThreshold(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "bytes must be a number");
+  double bytes = info[0].As<Napi::Number>().DoubleValue();
+  if (!(bytes >= 0 && bytes <= 32.0 * 1024 * 1024) || bytes != static_cast<double>(static_cast<int>(bytes)))
+    throw Napi::RangeError::New(env, "bytes: " + std::to_string(bytes) + " is not an integer from 0 to 32 MiB");
+#ifdef __GLIBC__
+  return Napi::Boolean::New(env, mallopt(M_MMAP_THRESHOLD, static_cast<int>(bytes)) == 1);
+#else
+  return Napi::Boolean::New(env, false);
+#endif
+}
+
 // mapCreate({type, keySize, valueSize, maxEntries, name?, flags?, innerMapFd?}) -> fd
 Napi::Value MapCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -415,6 +432,7 @@ void InitMaps(Napi::Env env, Napi::Object exports) {
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));
   exports.Set("numPossibleCpus", Napi::Function::New(env, NumPossibleCpus));
   exports.Set("mallocTrim", Napi::Function::New(env, MallocTrim));
+  exports.Set("mallocMmapThreshold", Napi::Function::New(env, MallocMmapThreshold));
   exports.Set("mapCreate", Napi::Function::New(env, MapCreate));
   exports.Set("mapInfo", Napi::Function::New(env, MapInfo));
   exports.Set("progInfo", Napi::Function::New(env, ProgInfo));

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=4
+#!/usr/bin/env -S node --max-semi-space-size=4 --expose-gc
 // peak-xdp: the CLI. Commands work on the pinned maps directly (with or without a daemon); tables for
 // people, --json for scripts.
 // The shebang's Node flags are the daemon's (one place: the image's and setup.sh's wrappers exec this file, and the

@@ -135,6 +135,24 @@ export class Daemon {
     }
   }
 
+  /** The start's garbage (its table buffers, the config's parse) collected and its memory given back before ready:
+   * V8 would otherwise keep it until it next collects (RSS at 512 x 100 with health checks: 175 -> 130 MB). */
+  private collectStartGarbage(): void {
+    const trim = this.opts.trimMemory;
+    if (trim === undefined) return;
+    const t = performance.now();
+    const before = process.memoryUsage.rss();
+    trim({ collect: true });
+    this.log.debug(
+      {
+        ms: Math.round(performance.now() - t),
+        rssMB: Math.round(before / 2 ** 20),
+        afterMB: Math.round(process.memoryUsage.rss() / 2 ** 20),
+      },
+      'start garbage collected, free memory given back',
+    );
+  }
+
   private async startUp(): Promise<void> {
     // Where a start's time goes, logged with 'daemon started' (ms per phase, in order).
     const phases: Record<string, number> = {};
@@ -144,6 +162,8 @@ export class Daemon {
       phases[name] = Math.round(t - phaseFrom);
       phaseFrom = t;
     };
+    // Before the start's large allocations (the config's text, the balancer's load, the first tables).
+    this.opts.fixMallocThreshold?.();
     const source = this.opts.configSource({ path: this.opts.configPath });
     this.source = source;
     // An emitter's 'error' with no listener throws and would end the daemon (and every announcement).
@@ -288,6 +308,7 @@ export class Daemon {
     // The start's burst of table builds is over: the workers end now (their memory given back), not IDLE_MS after
     // ready; a later burst starts them again. Skipped while a sync (e.g. Kubernetes' first) still builds.
     await programmer.retireWorkers();
+    this.collectStartGarbage();
     keeper.watch();
     this.started = true;
     if (labelSync) void this.loop.request('health targets');

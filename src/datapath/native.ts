@@ -129,6 +129,10 @@ export interface Native {
   numPossibleCpus(): number;
   /** glibc malloc_trim(0): free memory of every malloc arena back to the kernel; false where there is none. */
   mallocTrim(): boolean;
+  /** glibc mallopt(M_MMAP_THRESHOLD, bytes): blocks of `bytes` and more mapped on their own (unmapped when freed),
+   * and glibc's dynamic raising of that threshold ended; false where the C library is not glibc. RangeError
+   * outside 0..32 MiB. */
+  mallocMmapThreshold(bytes: number): boolean;
   mapCreate(o: NativeMapCreate & { innerMapFd?: number }): number;
   mapInfo(fd: number): NativeMapInfo;
   progInfo(fd: number): NativeProgInfo;

@@ -18,6 +18,7 @@ import {
   readPins,
 } from '../../src/datapath/kernel';
 import { native } from '../../src/datapath/native';
+import { MALLOC_MMAP_THRESHOLD } from '../../src/daemon/wiring';
 import { tableMembers } from '../../src/datapath/table-refs';
 import { bpfObjectDir, bpfObjectPath } from '../../src/paths';
 import { describePrivileged } from '../helpers/privileged';
@@ -505,5 +506,20 @@ describe('native mallocTrim (the daemon calls it once the table workers end)', (
   it('runs where the C library is glibc (true), and is a no-op answering false elsewhere', () => {
     const header = (process.report.getReport() as { header: { glibcVersionRuntime?: string } }).header;
     expect(native().mallocTrim()).toBe(header.glibcVersionRuntime !== undefined);
+  });
+});
+
+describe('native mallocMmapThreshold (the daemon fixes it at its start)', () => {
+  it("sets glibc's threshold (true; false elsewhere) and refuses what is not an integer from 0 to 32 MiB", () => {
+    const header = (process.report.getReport() as { header: { glibcVersionRuntime?: string } }).header;
+    // the value the daemon sets (MALLOC_MMAP_THRESHOLD), which is glibc's own initial one: no change for the test
+    expect(native().mallocMmapThreshold(MALLOC_MMAP_THRESHOLD)).toBe(
+      header.glibcVersionRuntime !== undefined,
+    );
+    for (const bad of [-1, 1.5, 33 * 2 ** 20, Number.NaN])
+      expect(() => native().mallocMmapThreshold(bad)).toThrow(/bytes: .* is not an integer from 0 to 32 MiB/);
+    expect(() => (native().mallocMmapThreshold as (x: unknown) => boolean)('1')).toThrow(
+      'bytes must be a number',
+    );
   });
 });

@@ -179,7 +179,7 @@ interface Rig {
   syncs(): string[];
 }
 
-function rig(o: { config: Config; host?: MemoryHost }): Rig {
+function rig(o: { config: Config; host?: MemoryHost; extra?: Partial<DaemonCollaborators> }): Rig {
   const host = o.host ?? new MemoryHost();
   const { log, records } = recordingLogger();
   const source = new FakeSource({
@@ -228,6 +228,7 @@ function rig(o: { config: Config; host?: MemoryHost }): Rig {
     detachOnExit: false,
     logger: log,
     ...collaborators,
+    ...o.extra,
   });
   return r;
 }
@@ -314,6 +315,35 @@ describe('daemon coordination over a memory datapath', () => {
     // The health sync that was running, then exactly one more for everything that came meanwhile.
     expect(r.syncs()).toEqual([...START, 'health', 'queued']);
     expect(await heldAddresses(r.host.dp)).toEqual(['10.0.0.10', '10.0.0.11', '10.0.0.13']);
+    await r.daemon.stop();
+  });
+
+  it("fixes malloc's threshold before anything is read, and collects the start's garbage once, before ready", async () => {
+    const order: string[] = [];
+    const r = rig({
+      config: config(VIPS),
+      extra: {
+        fixMallocThreshold: () => void order.push('fixMallocThreshold'),
+        trimMemory: (t) => void order.push(`trimMemory ${JSON.stringify(t ?? null)}`),
+      },
+    });
+    const start = r.source.start.bind(r.source);
+    r.source.start = () => (order.push('config source start'), start());
+    const ready = r.daemon.start().then(() => order.push('ready'));
+    await ready;
+    expect(order).toEqual([
+      'fixMallocThreshold',
+      'config source start',
+      'trimMemory {"collect":true}',
+      'ready',
+    ]);
+    const line = r.records.find((x) => x.msg === 'start garbage collected, free memory given back');
+    expect(line?.level).toBe('debug');
+    expect(typeof line?.obj.ms).toBe('number');
+    expect(line?.obj.rssMB).toBeGreaterThan(0);
+    await settle();
+    // later syncs (the health targets' one) collect nothing
+    expect(order.filter((x) => x.startsWith('trimMemory'))).toHaveLength(1);
     await r.daemon.stop();
   });
 
