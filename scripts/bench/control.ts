@@ -11,6 +11,7 @@ import YAML from 'yaml';
 import { MemoryDatapath } from '../../src/datapath/memory';
 import { balancerMapSizes, KernelDatapath } from '../../src/datapath/kernel';
 import { native } from '../../src/datapath/native';
+import { MALLOC_MMAP_THRESHOLD } from '../../src/daemon/wiring';
 import type { Config } from '../../src/model/config';
 import { sharedContract } from '../../src/datapath/contract';
 import {
@@ -823,6 +824,8 @@ function validatedConfig(o: Pick<Options, 'vips' | 'backendsPerVip'>): Config {
 }
 
 async function kernelBench(o: Options): Promise<KernelBenchResult> {
+  // as the daemon does first thing in its start (its fixMallocThreshold collaborator)
+  native().mallocMmapThreshold(MALLOC_MMAP_THRESHOLD);
   const base = validatedConfig(o);
   const dp = await KernelDatapath.load({
     maxEntries: balancerMapSizes({ ...base.limits, conntrackEntries: 4096 }),
