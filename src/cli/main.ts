@@ -5,7 +5,8 @@
 // benches read them from it): a young generation of 2 x 4 MB instead of 2 x 16 MB, which V8 takes only from the
 // command line. Measured on the daemon at 512 VIPs x 100 backends, RSS at ready / settled: 224 / 207 -> 205 / 185
 // MB (without health checks 193 / 176 -> 172 / 141 MB); Kubernetes 1,000 x 20 at ready 185 -> 160 MB; start and
-// bursts unchanged; no difference at 512 x 1000.
+// bursts unchanged; no difference at 512 x 1000. --expose-gc: the daemon collects its start's garbage once, before
+// it reports ready (Daemon: trimMemory({ collect: true })).
 import yargs, { Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { registerAttach } from './commands/attach';
