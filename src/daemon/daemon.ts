@@ -309,11 +309,12 @@ export class Daemon {
     // The start's burst of table builds is over: the workers end now (their memory given back), not IDLE_MS after
     // ready; a later burst starts them again. Skipped while a sync (e.g. Kubernetes' first) still builds.
     await programmer.retireWorkers();
+    phase('rest');
     this.collectStartGarbage();
+    phase('collect');
     keeper.watch();
     this.started = true;
     if (labelSync) void this.loop.request('health targets');
-    phase('rest');
     this.log.info(
       {
         interface: config.interface,

@@ -341,6 +341,17 @@ describe('daemon coordination over a memory datapath', () => {
     expect(line?.level).toBe('debug');
     expect(typeof line?.obj.ms).toBe('number');
     expect(line?.obj.rssMB).toBeGreaterThan(0);
+    // its time is a phase of its own in the start's split
+    const started = r.records.find((x) => x.msg === 'daemon started');
+    expect(Object.keys(started?.obj.phasesMs as object)).toEqual([
+      'config',
+      'checks',
+      'datapath',
+      'ids',
+      'firstSync',
+      'rest',
+      'collect',
+    ]);
     await settle();
     // later syncs (the health targets' one) collect nothing
     expect(order.filter((x) => x.startsWith('trimMemory'))).toHaveLength(1);
