@@ -67,8 +67,8 @@ export interface DaemonCollaborators {
    * a full garbage collection runs first where Node exposes it (--expose-gc, in the CLI's shebang), so that the
    * start's garbage (table buffers above all) is freed now, not whenever V8 next collects: the daemon asks for it
    * once, at the end of its start, since it pauses the event loop (~40 ms at 512 x 100, ~250 ms at 512 x 1000).
-   * Absent: never. */
-  trimMemory?(o?: { collect?: boolean }): void;
+   * Returns whether a collection ran. Absent: never. */
+  trimMemory?(o?: { collect?: boolean }): boolean | void;
   /** Called first thing in a start: large allocations from then on are mapped on their own and unmapped when freed
    * (glibc mallopt M_MMAP_THRESHOLD; see MALLOC_MMAP_THRESHOLD). Absent: the C library's defaults. */
   fixMallocThreshold?(): void;

@@ -143,9 +143,11 @@ export class Daemon {
     if (trim === undefined) return;
     const t = performance.now();
     const before = process.memoryUsage.rss();
-    trim({ collect: true });
+    const collected = trim({ collect: true }) === true;
     this.log.debug(
       {
+        // false: node runs without --expose-gc (not through the CLI's shebang): only malloc_trim ran
+        collected,
         ms: Math.round(performance.now() - t),
         rssMB: Math.round(before / 2 ** 20),
         afterMB: Math.round(process.memoryUsage.rss() / 2 ** 20),

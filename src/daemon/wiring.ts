@@ -35,8 +35,11 @@ export function kernelCollaborators(o: { bpffs: string }): DaemonCollaborators {
     overrideStore: ({ ifname }) =>
       new FileOverrideStore(overridesPath({ root: stateRoot(), netns: currentNetnsName(), ifname })),
     trimMemory: (t) => {
-      if (t?.collect === true) (globalThis as { gc?: () => void }).gc?.();
+      // gc() is there when node runs with --expose-gc (the CLI's shebang has it; `node main.js` does not)
+      const gc = t?.collect === true ? (globalThis as { gc?: () => void }).gc : undefined;
+      gc?.();
       native().mallocTrim();
+      return gc !== undefined;
     },
     fixMallocThreshold: () => void native().mallocMmapThreshold(MALLOC_MMAP_THRESHOLD),
   };

@@ -18,7 +18,7 @@ import {
   readPins,
 } from '../../src/datapath/kernel';
 import { native } from '../../src/datapath/native';
-import { MALLOC_MMAP_THRESHOLD } from '../../src/daemon/wiring';
+import { kernelCollaborators, MALLOC_MMAP_THRESHOLD } from '../../src/daemon/wiring';
 import { tableMembers } from '../../src/datapath/table-refs';
 import { bpfObjectDir, bpfObjectPath } from '../../src/paths';
 import { describePrivileged } from '../helpers/privileged';
@@ -506,6 +506,26 @@ describe('native mallocTrim (the daemon calls it once the table workers end)', (
   it('runs where the C library is glibc (true), and is a no-op answering false elsewhere', () => {
     const header = (process.report.getReport() as { header: { glibcVersionRuntime?: string } }).header;
     expect(native().mallocTrim()).toBe(header.glibcVersionRuntime !== undefined);
+  });
+});
+
+describe("the daemon's trimMemory collaborator", () => {
+  it('collects first only when asked and gc() is exposed, and says whether it did', () => {
+    const { trimMemory } = kernelCollaborators({ bpffs: '/sys/fs/bpf' });
+    const g = globalThis as { gc?: () => void };
+    const saved = g.gc;
+    let calls = 0;
+    try {
+      g.gc = () => void calls++;
+      expect(trimMemory!({ collect: true })).toBe(true);
+      expect(trimMemory!()).toBe(false);
+      expect(calls).toBe(1);
+      delete g.gc; // node without --expose-gc: malloc_trim only
+      expect(trimMemory!({ collect: true })).toBe(false);
+    } finally {
+      if (saved !== undefined) g.gc = saved;
+      else delete g.gc;
+    }
   });
 });
 

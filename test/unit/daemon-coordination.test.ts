@@ -324,7 +324,7 @@ describe('daemon coordination over a memory datapath', () => {
       config: config(VIPS),
       extra: {
         fixMallocThreshold: () => void order.push('fixMallocThreshold'),
-        trimMemory: (t) => void order.push(`trimMemory ${JSON.stringify(t ?? null)}`),
+        trimMemory: (t) => (order.push(`trimMemory ${JSON.stringify(t ?? null)}`), t?.collect === true),
       },
     });
     const start = r.source.start.bind(r.source);
@@ -339,6 +339,7 @@ describe('daemon coordination over a memory datapath', () => {
     ]);
     const line = r.records.find((x) => x.msg === 'start garbage collected, free memory given back');
     expect(line?.level).toBe('debug');
+    expect(line?.obj.collected).toBe(true);
     expect(typeof line?.obj.ms).toBe('number');
     expect(line?.obj.rssMB).toBeGreaterThan(0);
     // its time is a phase of its own in the start's split
