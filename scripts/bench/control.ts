@@ -834,7 +834,8 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
   const builder =
     process.env.PEAK_BENCH_TABLE_BUILDER === 'inline'
       ? inlineTableBuilder
-      : // the workers' memory given back when they end, as the daemon does (its trimMemory collaborator)
+      : // the workers' memory given back when they end, as the daemon does (its trimMemory collaborator; the
+        // daemon also collects first while its heap is small, which this bench does itself before each reading)
         new WorkerTableBuilder({ onRetired: () => void native().mallocTrim() });
   try {
     const datapathConfig = {
