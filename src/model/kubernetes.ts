@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { ConfigIssue, formatPath } from './errors';
 import { parseTolerant } from './unknown-keys';
 import { parsePool } from './pool';
+import { DEFAULTS } from './defaults';
 import { tableSizeSchema } from './schema';
 
 /** Default `spec.loadBalancerClass` handled by peak-xdp. */
@@ -51,7 +52,7 @@ export const kubernetesSectionSchema = z
       .default(DEFAULT_LOAD_BALANCER_CLASS),
     pool: z.array(z.string()).default([]),
     allowedAddresses: z.array(z.string()).default([]),
-    tableSize: tableSizeSchema,
+    tableSize: tableSizeSchema(DEFAULTS.kubernetes.tableSize),
     leaderElection: z
       .union([
         z.literal(false),

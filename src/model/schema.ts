@@ -38,18 +38,20 @@ export const statelessSchema = z.union([z.boolean(), z.string()]).superRefine((v
     ctx.addIssue({ code: 'custom', message: `${showValue(v)} is not "auto", true or false` });
 }) as unknown as z.ZodType<'auto' | boolean>;
 
-/** A Maglev table size: a prime between 3 and MAGLEV_MAX_SIZE (a VIP's tableSize, kubernetes.tableSize). */
-export const tableSizeSchema = z
-  .number()
-  .int()
-  .default(DEFAULTS.vip.tableSize)
-  .superRefine((m, ctx) => {
-    if (m < 3 || m > MAGLEV_MAX_SIZE || !isPrime(m))
-      ctx.addIssue({
-        code: 'custom',
-        message: `${showValue(m)} is not a prime between 3 and ${MAGLEV_MAX_SIZE}`,
-      });
-  });
+/** A Maglev table size: a prime between 3 and MAGLEV_MAX_SIZE, `fallback` when absent (a VIP's tableSize:
+ * DEFAULTS.vip.tableSize; kubernetes.tableSize: DEFAULTS.kubernetes.tableSize). */
+export const tableSizeSchema = (fallback: number) =>
+  z
+    .number()
+    .int()
+    .default(fallback)
+    .superRefine((m, ctx) => {
+      if (m < 3 || m > MAGLEV_MAX_SIZE || !isPrime(m))
+        ctx.addIssue({
+          code: 'custom',
+          message: `${showValue(m)} is not a prime between 3 and ${MAGLEV_MAX_SIZE}`,
+        });
+    });
 
 const healthCheckSchema = z
   .object({
@@ -83,7 +85,7 @@ export const vipSchema = z
     address: ipString,
     port,
     protocol: z.enum(['tcp', 'udp']).default(DEFAULTS.vip.protocol),
-    tableSize: tableSizeSchema,
+    tableSize: tableSizeSchema(DEFAULTS.vip.tableSize),
     persistence: z.enum(['none', 'source-ip']).default(DEFAULTS.vip.persistence),
     conntrack: z.boolean().default(DEFAULTS.vip.conntrack),
     // Issue 15: the default encapsulation of this VIP's backends, and whether it keeps a connection table.

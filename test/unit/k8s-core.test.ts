@@ -220,12 +220,13 @@ describe('settings', () => {
           renewDeadlineSeconds: 10,
           retryPeriodSeconds: 2,
         },
-        tableSize: 65537,
+        // Cilium's default for Services, not the file VIPs' 65,537
+        tableSize: 16381,
       },
     });
-    expect(parseKubernetesSettings({ tableSize: 16381 })).toMatchObject({
+    expect(parseKubernetesSettings({ tableSize: 65537 })).toMatchObject({
       ok: true,
-      settings: { tableSize: 16381 },
+      settings: { tableSize: 65537 },
     });
     expect(parseKubernetesSettings({ tableSize: 16380 })).toEqual({
       ok: false,

@@ -312,7 +312,8 @@ describe('translate', () => {
       [],
     );
     expect(bad.problems.map((p) => p.reason)).toEqual(['InvalidAnnotation', 'InvalidAnnotation']);
-    expect(bad.vips[0]!.tableSize).toBe(65537);
+    // the Kubernetes default (Cilium's), not the file VIPs' 65,537
+    expect(bad.vips[0]!.tableSize).toBe(16381);
     expect(bad.vips[0]!.conntrack).toBe(true);
   });
 
@@ -323,9 +324,9 @@ describe('translate', () => {
     const opts = { loadBalancerClass: 'peak-xdp.io/lb', pool: null, allowed: ANYWHERE, services: [plain, sized], slices: [] }; // prettier-ignore
     const sizes = (r: { vips: { name: string; tableSize: number }[] }) =>
       r.vips.map((v) => [v.name, v.tableSize]);
-    expect(sizes(cache.translate({ ...opts, tableSize: 16381 }))).toEqual([
+    expect(sizes(cache.translate({ ...opts, tableSize: 65537 }))).toEqual([
       ['k8s.default.api.80-tcp', 251],
-      ['k8s.default.web.80-tcp', 16381],
+      ['k8s.default.web.80-tcp', 65537],
     ]);
     // the same objects, another default: nothing is served from the cache made with the old one
     expect(sizes(cache.translate({ ...opts, tableSize: 4099 }))).toEqual([
@@ -334,17 +335,17 @@ describe('translate', () => {
     ]);
     expect(sizes(cache.translate(opts))).toEqual([
       ['k8s.default.api.80-tcp', 251],
-      ['k8s.default.web.80-tcp', 65537],
+      ['k8s.default.web.80-tcp', 16381],
     ]);
     // a bad annotation falls back to the configured size, and says so
     const bad = run(
       [svc({ name: 'web', vip: '203.0.113.10', annotations: { 'peak-xdp.io/table-size': '9' } })],
       [],
     );
-    expect(bad.problems[0]!.message).toMatch(/is not a prime .*; using 65537$/);
-    const badSized = cache.translate({ ...opts, services: [svc({ name: 'web', vip: '203.0.113.10', annotations: { 'peak-xdp.io/table-size': '9' } })], tableSize: 16381 }); // prettier-ignore
-    expect(badSized.vips[0]!.tableSize).toBe(16381);
-    expect(badSized.problems[0]!.message).toMatch(/; using 16381$/);
+    expect(bad.problems[0]!.message).toMatch(/is not a prime .*; using 16381$/);
+    const badSized = cache.translate({ ...opts, services: [svc({ name: 'web', vip: '203.0.113.10', annotations: { 'peak-xdp.io/table-size': '9' } })], tableSize: 65537 }); // prettier-ignore
+    expect(badSized.vips[0]!.tableSize).toBe(65537);
+    expect(badSized.problems[0]!.message).toMatch(/; using 65537$/);
   });
 
   it('refuses more backends than table slots', () => {

@@ -41,8 +41,8 @@ export interface KubernetesSourceOptions {
   /** A ready API client (tests, or a daemon sharing one). */
   api?: KubeApi;
   loadBalancerClass?: string;
-  /** Maglev table size of a Service without the table-size annotation (kubernetes.tableSize); absent: the VIP
-   * default. */
+  /** Maglev table size of a Service without the table-size annotation (kubernetes.tableSize); absent: the
+   * Kubernetes default (DEFAULTS.kubernetes.tableSize). */
   tableSize?: number;
   /** Address pool entries (CIDR or a-b ranges) for Services without an explicit address. */
   pool?: readonly string[];

@@ -74,7 +74,7 @@ export interface TranslateOptions {
   /** The cluster's Nodes (node-mode backends); absent: none known, so node-mode VIPs have no backends. */
   nodes?: readonly Node[];
   /** Maglev table size of a Service without the table-size annotation (kubernetes.tableSize); absent: the
-   * VIP default (DEFAULTS.vip.tableSize). A prime. */
+   * Kubernetes default (DEFAULTS.kubernetes.tableSize). A prime. */
   tableSize?: number;
 }
 
@@ -434,7 +434,7 @@ function translateService(
         false,
       );
   }
-  let tableSize: number = space.tableSize ?? DEFAULTS.vip.tableSize;
+  let tableSize: number = space.tableSize ?? DEFAULTS.kubernetes.tableSize;
   const tText = annotation(svc, ANNOTATIONS.tableSize);
   if (tText !== undefined) {
     const n = /^\d+$/.test(tText.trim()) ? Number(tText.trim()) : NaN;
