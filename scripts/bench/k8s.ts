@@ -80,8 +80,10 @@ const svcName = (i: number): string => `svc-${i}`;
 const REPLACED = 100;
 /** Milliseconds between polls of a burst's result (see burst()). */
 const POLL_MS = 20;
-/** A backend-map read (~10 ms at 1,000 x 20) waits this many times its own cost before the next one. */
+/** A backend-map read (~10 ms at 1,000 x 20) waits this many times its own cost before the next one... */
 const LIST_EVERY = 8;
+/** ...and this many once every table was replaced (see burst()). */
+const LIST_DONE_EVERY = 2;
 /** ...and before every table was replaced, at most every this many ms (see burst()). */
 const LIST_IDLE_MS = 500;
 
@@ -610,8 +612,9 @@ async function bench(o: Options): Promise<void> {
      * One burst: every Service's slice changed at once; converged when the backend map shows every Service's
      * result (`done`) and every Service's table holds it (`tableOk`). The polls share the 2 cores with the daemon
      * they measure (reading the backend map and sampled tables every 20 ms took ~65% of a core from it), so:
-     * - the backend map is read every POLL_MS at most, LIST_EVERY times its own cost apart, and before every
-     *   table was replaced LIST_IDLE_MS apart, until it shows every result;
+     * - the backend map is read every POLL_MS at most, LIST_EVERY times its own cost apart (LIST_DONE_EVERY once
+     *   every table was replaced), and before every table was replaced LIST_IDLE_MS apart, until it shows every
+     *   result;
      * - every poll reads the outer table map (one syscall: each VIP's inner map id, new for every table the
      *   daemon installs) and waits until no VIP still has a table known not to hold the result (the one before
      *   the burst, or one read back and found wrong);
@@ -645,22 +648,26 @@ async function bench(o: Options): Promise<void> {
       let detail = '';
       let byAddr: Map<string, BackendSpec> | null = null;
       let backendsDone = 0;
-      let listAt = 0;
       let listedAt = 0;
+      let listCostMs = 0;
       let replaced = 0;
       while (performance.now() - b0 < o.phaseTimeoutS * 1000 && child.exitCode === null) {
         // Until every table was replaced, the map is read again only every LIST_IDLE_MS: the daemon writes backends
         // before the tables that name them and deletes the old ones after, so the tables' progress shows first.
+        // Once every table was replaced, the daemon's last step (deleting the old backends) is what is left: the map
+        // is read LIST_DONE_EVERY times its cost apart (LIST_EVERY apart it came up to 0.7 s after the daemon's
+        // reconcile had ended, at 16,381-slot tables).
+        const spacing = Math.max(POLL_MS, (replaced === n ? LIST_DONE_EVERY : LIST_EVERY) * listCostMs);
         if (
           backendsDone < n &&
-          performance.now() >= listAt &&
+          performance.now() >= listedAt + spacing &&
           (byAddr === null || replaced === n || performance.now() - listedAt >= LIST_IDLE_MS)
         ) {
-          const c0 = (listedAt = performance.now());
+          listedAt = performance.now();
           byAddr = new Map((await dp!.listBackends()).map((b) => [b.address, b]));
           backendsDone = 0;
           for (let i = 0; i < n; i++) if (done(byAddr, i)) backendsDone++;
-          listAt = performance.now() + Math.max(POLL_MS, LIST_EVERY * (performance.now() - c0));
+          listCostMs = performance.now() - listedAt;
         }
         const ids = innerIds(tables!, vipIdOf);
         const at = performance.now();
