@@ -419,7 +419,7 @@ export class HealthMonitor extends EventEmitter {
     const probes = new Map<string, Probe>();
     // Scheduled once this.probes is the new set: schedule() compacts the queues when they hold more than twice
     // the live probes, and against the old set (empty before a reload that adds 51,200 targets) it compacted
-    // them at every new probe, quadratic: 32 s of one event-loop task.
+    // them at every new probe, quadratic: 26 s in this one event-loop task for 51,200 new targets.
     const toSchedule: { probe: Probe; at: number }[] = [];
     for (const g of groupProbes(
       order,
