@@ -9,6 +9,16 @@ import type { BackendConfig, VipConfig } from './types';
 
 export const familyName = (f: IpFamily): string => (f === 4 ? 'IPv4' : 'IPv6');
 
+/** Maglev slots per backend below which a table spreads flows unevenly (a warning: the table still works). */
+export const MIN_SLOTS_PER_BACKEND = 10;
+
+/** How `nBackends` fit a table of `tableSize` slots: 'too-small' (more backends than slots: refused), 'uneven'
+ * (under MIN_SLOTS_PER_BACKEND each: warned) or null (file VIPs and Kubernetes Services alike). */
+export function tableFit(nBackends: number, tableSize: number): 'too-small' | 'uneven' | null {
+  if (nBackends > tableSize) return 'too-small';
+  return nBackends * MIN_SLOTS_PER_BACKEND > tableSize ? 'uneven' : null;
+}
+
 /** False when a canonical address cannot be special (specialAddress): most backends skip a second parse. */
 function maybeSpecial(canon: string): boolean {
   if (canon.includes(':')) return canon.startsWith('::') || canon.startsWith('f');
@@ -105,15 +115,16 @@ export function checkVip(input: unknown, encapFamilies: ReadonlySet<IpFamily> | 
       });
   }
   const nBackends = checked.backends.length;
-  if (nBackends > vip.tableSize)
+  const fit = tableFit(nBackends, vip.tableSize);
+  if (fit === 'too-small')
     issues.push({
       path: ['tableSize'],
       message: `${vip.tableSize} is smaller than the ${nBackends} backends`,
     });
-  else if (nBackends * 10 > vip.tableSize)
+  else if (fit === 'uneven')
     warnings.push({
       path: ['tableSize'],
-      message: `${vip.tableSize} is under 10 slots per backend (${nBackends} backends): balance will be uneven`,
+      message: `${vip.tableSize} is under ${MIN_SLOTS_PER_BACKEND} slots per backend (${nBackends} backends): balance will be uneven`,
     });
   const addrs = new Map<string, number>();
   const backends: BackendConfig[] = [];

@@ -357,6 +357,22 @@ describe('translate', () => {
     expect(r.problems[0]!.reason).toBe('TooManyBackends');
   });
 
+  it('programs a Service with under 10 slots per backend and warns, naming the annotation (the file rule)', () => {
+    const eps = (n: number) => Array.from({ length: n }, (_, i) => ({ ip: `10.0.${i >> 8}.${i & 255}` }));
+    const web = svc({ name: 'web', vip: '203.0.113.10', annotations: { 'peak-xdp.io/table-size': '251' } });
+    const uneven = run([web], [sl({ name: 'web-a', service: 'web', endpoints: eps(26) })]);
+    expect(uneven.vips.map((v) => [v.tableSize, v.backends.length])).toEqual([[251, 26]]);
+    expect(uneven.problems).toMatchObject([{ name: 'web', reason: 'UnevenBalance', blocking: false }]);
+    expect(uneven.problems[0]!.message).toMatch(
+      /26 backends in a table of 251 get under 10 slots each: .*peak-xdp\.io\/table-size/,
+    );
+    // 25 backends: 10 slots each, no warning; the Kubernetes default (16,381) warns from 1,639 endpoints on
+    expect(run([web], [sl({ name: 'web-a', service: 'web', endpoints: eps(25) })]).problems).toEqual([]);
+    const plain = svc({ name: 'big', vip: '203.0.113.11' });
+    expect(run([plain], [sl({ name: 'big-a', service: 'big', endpoints: eps(1638) })]).problems).toEqual([]);
+    expect(run([plain], [sl({ name: 'big-a', service: 'big', endpoints: eps(1639) })]).problems).toMatchObject([{ reason: 'UnevenBalance' }]); // prettier-ignore
+  });
+
   it('gives a contested address:port to the first Service by namespace/name and reports the other', () => {
     const r = run([svc({ name: 'b', vip: '203.0.113.10' }), svc({ name: 'a', vip: '203.0.113.10' })], []);
     expect(r.vips.map((v) => v.name)).toEqual(['k8s.default.a.80-tcp']);

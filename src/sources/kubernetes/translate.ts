@@ -6,6 +6,7 @@ import type { BackendConfig, Protocol, VipConfig } from '../../model/config';
 import { DEFAULTS } from '../../model/defaults';
 import { showValue } from '../../model/errors';
 import { canonicalIp, IpFamily, parseIp } from '../../model/ip';
+import { MIN_SLOTS_PER_BACKEND, tableFit } from '../../model/vip';
 import {
   backendModeOf,
   NodeEndpoint,
@@ -40,6 +41,7 @@ export type ProblemReason =
   | 'AddressNotAllowed'
   | 'NoAddress'
   | 'TooManyBackends'
+  | 'UnevenBalance'
   | 'AddressConflict'
   | 'AllocationFailed'
   | NodeSkipReason;
@@ -553,7 +555,8 @@ function translateService(
             DEFAULTS.backend.weight,
           drain: b.drain,
         }));
-      if (backends.length > tableSize) {
+      const fit = tableFit(backends.length, tableSize);
+      if (fit === 'too-small') {
         problem(
           'TooManyBackends',
           `${field}: ${backends.length} backends do not fit a table of ${tableSize}; not programmed`,
@@ -561,6 +564,13 @@ function translateService(
         );
         continue;
       }
+      if (fit === 'uneven')
+        problem(
+          'UnevenBalance',
+          `${field}: ${backends.length} backends in a table of ${tableSize} get under ${MIN_SLOTS_PER_BACKEND} slots each: ` +
+            `flows spread unevenly; set ${ANNOTATIONS.tableSize} to a larger prime (e.g. 65537)`,
+          false,
+        );
       vips.push({
         name: vipName({ namespace, name, port: sp.port, protocol, family }),
         address,
