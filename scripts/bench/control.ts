@@ -9,6 +9,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { MemoryDatapath } from '../../src/datapath/memory';
+import { HealthFeed } from '../../src/daemon/health-feed';
+import { HealthMonitor } from '../../src/health/monitor';
+import { silentLogger } from '../../src/log';
 import { balancerMapSizes, KernelDatapath } from '../../src/datapath/kernel';
 import { native } from '../../src/datapath/native';
 import { MALLOC_MMAP_THRESHOLD } from '../../src/daemon/wiring';
@@ -62,6 +65,9 @@ interface Options {
   scales: Scale[];
   /** Single backend changes timed per scale on the kernel datapath. */
   kernelChanges: number;
+  /** The kernel part with health checks on every VIP (a real HealthMonitor and the daemon's HealthFeed; the probes
+   * answer up without touching the network): each change also retargets the monitor, as the daemon's sync does. */
+  kernelHealth: boolean;
 }
 
 interface Scale {
@@ -101,6 +107,7 @@ function parseArgs(argv: string[]): Options {
     daemonTimeoutS: 300,
     scales: GOAL_SCALES,
     kernelChanges: 40,
+    kernelHealth: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -122,6 +129,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--no-daemon') o.daemon = false;
     else if (a === '--scale') o.scales = parseScales(argv[++i]);
     else if (a === '--kernel-changes') num('kernelChanges');
+    else if (a === '--kernel-health') o.kernelHealth = true;
     else if (a === '--part') {
       const v = argv[++i];
       if (
@@ -140,7 +148,7 @@ function parseArgs(argv: string[]): Options {
       throw new Error(
         `unknown argument ${JSON.stringify(a)} (--json --runs N --probe-limit N --vips N --backends N ` +
           '--changes N --reloads N --yaml-reloads N --part all|maglev|reconcile|daemon|kernel|goals --no-daemon ' +
-          '--daemon-timeout S --scale 64x10,512x100 --kernel-changes N)',
+          '--daemon-timeout S --scale 64x10,512x100 --kernel-changes N --kernel-health)',
       );
   }
   return o;
@@ -784,6 +792,8 @@ function maxLatencyIn(samples: readonly [number, number][], from: number, to: nu
 export interface KernelBenchResult {
   vips: number;
   backendsPerVip: number;
+  /** Health checks on: memberships the monitor held (0: the run without health checks). */
+  healthMemberships: number;
   /** Desired state + first reconcile into fresh maps (every table built and written). */
   startMs: number;
   /** This process's RSS after the start (garbage collected): the control plane's state at that scale. */
@@ -817,8 +827,10 @@ function withExtraBackend(v: Config['vips'][number], i: number, base: number): C
 
 /** The bench's config, validated; the raw object it came from is garbage once this returns (the daemon keeps no
  * raw config either: at 512 x 1000 it was ~28 MB of the bench's RSS figure). */
-function validatedConfig(o: Pick<Options, 'vips' | 'backendsPerVip'>): Config {
-  const parsed = validateConfig(makeRawConfig(o));
+function validatedConfig(o: Pick<Options, 'vips' | 'backendsPerVip'>, checkIntervalMs?: number): Config {
+  const raw = makeRawConfig(o);
+  if (checkIntervalMs !== undefined) for (const v of raw.vips) v.healthCheck.intervalMs = checkIntervalMs;
+  const parsed = validateConfig(raw);
   if (!parsed.ok) throwIssues(parsed.errors);
   return parsed.config;
 }
@@ -826,7 +838,18 @@ function validatedConfig(o: Pick<Options, 'vips' | 'backendsPerVip'>): Config {
 async function kernelBench(o: Options): Promise<KernelBenchResult> {
   // as the daemon does first thing in its start (its fixMallocThreshold collaborator)
   native().mallocMmapThreshold(MALLOC_MMAP_THRESHOLD);
-  const base = validatedConfig(o);
+  // With health checks: every membership checked each minute (as the daemon part's; the probes answer at once).
+  const base = validatedConfig(o, o.kernelHealth ? 60_000 : undefined);
+  const monitor = o.kernelHealth
+    ? new HealthMonitor({
+        prober: (_t, done) => {
+          const h = setImmediate(() => done({ ok: true, durationMs: 0, detail: 'connected' }));
+          return () => clearImmediate(h);
+        },
+      })
+    : null;
+  const feed = monitor === null ? null : new HealthFeed({ monitor, log: silentLogger });
+  feed?.start(() => undefined);
   const dp = await KernelDatapath.load({
     maxEntries: balancerMapSizes({ ...base.limits, conntrackEntries: 4096 }),
   });
@@ -849,12 +872,35 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
     // Tables built off the event loop as the daemon does; PEAK_BENCH_TABLE_BUILDER=inline for an A/B run.
     const reconciler = new Reconciler(dp, { builder });
     let desired: DesiredState | null = null;
+    /** The daemon's sync: desired state and reconcile; with health checks, true when the monitor's statuses
+     * differ from what it used (new targets: the daemon syncs once more). */
+    const sync = async (config: Config): Promise<boolean> => {
+      // With health checks as the daemon's sync does (Daemon.sync): the monitor's statuses in, its targets set
+      // while the workers build (or after the reconcile when nothing was built).
+      const d = await desiredStateAsync({
+        config,
+        datapathConfig,
+        tables: cache,
+        ids: desired?.ids,
+        ...(feed === null ? {} : { ...feed.inputs(), now: Date.now() }),
+      });
+      desired = d;
+      let differs: boolean | null = null;
+      const s = await reconciler.reconcile(
+        d,
+        feed === null ? {} : { whileBuilding: () => void (differs = feed.retarget(d)) },
+      );
+      if (s.failures.length > 0) throw new Error(`reconcile failed: ${JSON.stringify(s.failures[0])}`);
+      return feed !== null && (differs ?? feed.retarget(d));
+    };
+    /** A change -> maps (ms); the follow-up sync the daemon runs for new health targets is not counted in it, but
+     * runs before the next change (and /healthz and the loop delay see it). */
     const apply = async (config: Config): Promise<number> => {
       const t = now();
-      desired = await desiredStateAsync({ config, datapathConfig, tables: cache, ids: desired?.ids });
-      const s = await reconciler.reconcile(desired);
-      if (s.failures.length > 0) throw new Error(`reconcile failed: ${JSON.stringify(s.failures[0])}`);
-      return now() - t;
+      const again = await sync(config);
+      const ms = now() - t;
+      if (again) await sync(config);
+      return ms;
     };
     /** Longest event-loop delay per phase (what any timer or request of this process waited at most). */
     const loopMaxMs: Record<string, number> = {};
@@ -920,6 +966,7 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
     return {
       vips: o.vips,
       backendsPerVip: o.backendsPerVip,
+      healthMemberships: monitor?.stats().memberships ?? 0,
       startMs: start.r,
       rssMB: mem.rss / 2 ** 20,
       heapUsedMB: mem.heapUsed / 2 ** 20,
@@ -943,6 +990,7 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
       adoptOperations: s.operations,
     };
   } finally {
+    monitor?.stop();
     await probe.stop().catch(() => undefined);
     await builder.close();
     dp.close();
@@ -950,7 +998,7 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
 }
 
 /** Runs kernelBench at one scale in a fresh process (its RSS holds only that work). */
-function kernelInChild(o: Options, sc: Scale): KernelBenchResult {
+function kernelInChild(o: Options, sc: Scale, health = false): KernelBenchResult {
   const args = [
     '--expose-gc',
     __filename,
@@ -963,6 +1011,7 @@ function kernelInChild(o: Options, sc: Scale): KernelBenchResult {
     String(sc.backendsPerVip),
     '--kernel-changes',
     String(o.kernelChanges),
+    ...(health ? ['--kernel-health'] : []),
   ];
   const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 24, timeout: 1_200_000 });
   if (r.status !== 0)
@@ -1004,6 +1053,8 @@ async function goalsTable(o: Options): Promise<void> {
   for (const sc of o.scales) {
     const label = `${sc.vips}x${sc.backendsPerVip}`;
     const k = kernelInChild(o, sc);
+    // Once more with health checks on every VIP: each change also retargets the health monitor.
+    const kh = kernelInChild(o, sc, true);
     // The daemon twice: with health checks (every membership checked, rarely) and without (the issue's condition).
     // RSS is read at ready and once the start's workers retired (IDLE_MS) and its spare table buffers went.
     const daemonRun = (healthChecks: boolean): Promise<DaemonMemoryResult> =>
@@ -1017,7 +1068,13 @@ async function goalsTable(o: Options): Promise<void> {
         : Promise.resolve({ available: false, reason: 'skipped (--no-daemon)' });
     const d = await daemonRun(true);
     const d0 = await daemonRun(false);
-    out.push({ scale: label, kernel: k, daemon: d, daemonWithoutHealthChecks: d0 });
+    out.push({
+      scale: label,
+      kernel: k,
+      kernelWithHealthChecks: kh,
+      daemon: d,
+      daemonWithoutHealthChecks: d0,
+    });
     const row = (measure: string, what: string, value: string, v: number | null): void => {
       const g = goal(measure, sc);
       const verdict = g === null || v === null ? '' : v <= g.max ? 'ok' : 'MISSED';
@@ -1078,6 +1135,14 @@ async function goalsTable(o: Options): Promise<void> {
       `kernel: one backend +/- -> maps p50 / p99 (n=${one.length})`,
       `${quantileOf(one, 0.5).toFixed(1)} / ${p99.toFixed(1)} ms (add p99 ${quantileOf(k.oneAddMs, 0.99).toFixed(1)}, remove p99 ${quantileOf(k.oneRemoveMs, 0.99).toFixed(1)})`,
       p99,
+    );
+    const oneH = [...kh.oneAddMs, ...kh.oneRemoveMs];
+    const hh = kh.healthzMaxMs;
+    row(
+      'one',
+      `kernel, ${kh.healthMemberships} health checks: one backend +/- -> maps p50 / p99 (n=${oneH.length})`,
+      `${quantileOf(oneH, 0.5).toFixed(1)} / ${quantileOf(oneH, 0.99).toFixed(1)} ms (/healthz max ${hh.one} ms)`,
+      quantileOf(oneH, 0.99),
     );
     row('every', 'kernel: every VIP +1 backend -> maps', s(k.everyAddMs), k.everyAddMs);
     row('every', 'kernel: every VIP -1 backend -> maps', s(k.everyRemoveMs), k.everyRemoveMs);

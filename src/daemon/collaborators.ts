@@ -31,7 +31,16 @@ export interface DaemonConfigSource extends EventEmitter {
 export type DaemonHealthMonitor = EventEmitter &
   Pick<
     HealthMonitor,
-    'start' | 'stop' | 'setTargets' | 'statuses' | 'since' | 'localErrors' | 'snapshot' | 'stats'
+    | 'start'
+    | 'stop'
+    | 'setTargets'
+    | 'updateTargets'
+    | 'status'
+    | 'statuses'
+    | 'since'
+    | 'localErrors'
+    | 'snapshot'
+    | 'stats'
   >;
 
 export interface DaemonSpeaker extends BgpSpeakerHandle {

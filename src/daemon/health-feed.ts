@@ -3,7 +3,7 @@
 import type { Datapath } from '../datapath/types';
 import type { BacklogChange, LocalCheckError } from '../health/monitor';
 import type { HealthStatus } from '../health/state';
-import { healthTargets, sameTargets } from '../health/targets';
+import { healthTargets, targetsChange } from '../health/targets';
 import { rateLimited, type Logger } from '../log';
 import type { DesiredState, DesiredVip } from '../reconcile';
 import type { DaemonHealthMonitor } from './collaborators';
@@ -35,11 +35,17 @@ export class HealthFeed {
       for (const b of v.backends) if (states.get(b.id) === 'down') this.seeds.set(b.key, 'down');
   }
 
-  /** The desiredState inputs: health by membership key, and when each last flipped. */
-  inputs(): { health: Map<string, HealthStatus>; healthSince: Map<string, number> } {
+  /**
+   * The desiredState inputs: health by membership key, and when each last flipped. The monitor's own maps (no
+   * copy per sync) unless seeds bridge a restart; read them before the next retarget.
+   */
+  inputs(): { health: ReadonlyMap<string, HealthStatus>; healthSince: ReadonlyMap<string, number> } {
+    const statuses = this.monitor.statuses();
+    const healthSince = this.monitor.since();
+    if (this.seeds.size === 0) return { health: statuses, healthSince };
     const health = new Map(this.seeds);
-    for (const [k, s] of this.monitor.statuses()) health.set(k, s);
-    return { health, healthSince: this.monitor.since() };
+    for (const [k, s] of statuses) health.set(k, s);
+    return { health, healthSince };
   }
 
   /**
@@ -47,8 +53,17 @@ export class HealthFeed {
    * but emit no change: a sync more makes /state and the datapath show it).
    */
   retarget(desired: DesiredState): boolean {
-    if (this.targetsOf === null || !sameTargets(this.targetsOf, desired.vips))
+    // The VIPs whose targets were set now: a new target's status may differ from what `desired` holds.
+    let set: readonly DesiredVip[];
+    if (this.targetsOf === null) {
       this.monitor.setTargets(healthTargets(desired, this.seeds));
+      set = desired.vips;
+    } else {
+      // Only what changed: a full setTargets costs work per membership (~1 s at 512,000), on every change.
+      const change = targetsChange(this.targetsOf, desired.vips, this.seeds);
+      if (change.remove.length > 0 || change.upsert.length > 0) this.monitor.updateTargets(change);
+      set = change.vips;
+    }
     // The latest even when the same: keeping the older would keep a whole older desired state alive (an object
     // per membership).
     this.targetsOf = desired.vips;
@@ -62,11 +77,16 @@ export class HealthFeed {
             '(from the open-file limit): dead backends would be marked down later than fall x interval',
         );
     }
-    // Seeds only bridge a restart: once checks report, their statuses rule. One statuses() map per sync (it
-    // is a map of every membership: taken per seed, the filter was O(seeds x memberships)).
-    const now = this.monitor.statuses();
-    if (this.seeds.size > 0) this.seeds = new Map([...this.seeds].filter(([k]) => !now.has(k)));
-    return desired.vips.some((v) => v.backends.some((b) => now.has(b.key) && now.get(b.key) !== b.health));
+    // Seeds only bridge a restart: once checks report, their statuses rule.
+    if (this.seeds.size > 0) this.seeds = new Map([...this.seeds].filter(([k]) => this.monitor.status(k) === undefined)); // prettier-ignore
+    // Statuses of targets set before differ from `desired` only by flips since its inputs were read, and each flip
+    // asks for a sync of its own (start's onChange).
+    return set.some((v) =>
+      v.backends.some((b) => {
+        const s = this.monitor.status(b.key);
+        return s !== undefined && s !== b.health;
+      }),
+    );
   }
 
   /**

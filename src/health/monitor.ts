@@ -13,7 +13,7 @@ import {
   probeTcp,
 } from './checks';
 import { DueQueue } from './due-queue';
-import { defaultMaxInFlight, groupProbes, jittered, probeKey, quickReserve, takesResult } from './probes';
+import { defaultMaxInFlight, jittered, probeCheck, probeKey, quickReserve, takesResult } from './probes';
 import { HealthStatus, statusAfter } from './state';
 
 export interface HealthTarget {
@@ -196,51 +196,69 @@ const STATUS: readonly HealthStatus[] = ['up', 'down'];
 const statusCode = (s: HealthStatus): number => (s === 'up' ? UP : DOWN);
 
 /**
- * Every membership's state as columns indexed by membership (in targets order), and per-VIP counts. At
- * 512 x 100 an object per membership (with a state object, its target and its probe key string) held ~360 B
- * of heap and every result allocated a state per membership; columns hold ~120 B and a result allocates none.
+ * Every membership's state as columns indexed by slot, and per-VIP counts. At 512 x 100 an object per membership
+ * (with a state object, its target and its probe key string) held ~360 B of heap and every result allocated a
+ * state per membership; columns hold ~120 B and a result allocates none. Slots are taken at the end and freed one by
+ * one, so a change of targets costs what it changes (a freed slot has no key) and the memberships keep their order
+ * (statuses() lists them in it: desiredState diffs it in one pass); compact() packs them once half are free.
  */
 class Memberships {
-  /** Membership key -> index. */
+  /** Membership key -> slot. */
   readonly index = new Map<string, number>();
-  readonly keys: string[];
+  /** undefined: a free slot. */
+  keys: (string | undefined)[] = [];
   /** Index into vipNames. */
-  readonly vip: Int32Array;
-  readonly probe: Probe[];
-  readonly check: HealthCheckConfig[];
+  vip = new Int32Array(0);
+  probe: (Probe | undefined)[] = [];
+  check: (HealthCheckConfig | undefined)[] = [];
   /** UP or DOWN. */
-  readonly status: Uint8Array;
+  status = new Uint8Array(0);
   /** Consecutive successes, failures (the streaks of state.ts). */
-  readonly successes: Uint32Array;
-  readonly failures: Uint32Array;
+  successes = new Uint32Array(0);
+  failures = new Uint32Array(0);
   /** When the status last flipped (clock ms); NaN: not while monitored. */
-  readonly since: Float64Array;
-  readonly checks: Float64Array;
-  readonly failedChecks: Float64Array;
-  readonly localErrors: Float64Array;
+  since = new Float64Array(0);
+  checks = new Float64Array(0);
+  failedChecks = new Float64Array(0);
+  localErrors = new Float64Array(0);
   /** Start (performance.now ms) of the probe whose result it last took; -Infinity: none yet. */
-  readonly fedAt: Float64Array;
-  readonly last: (LastResult | null)[];
+  fedAt = new Float64Array(0);
+  last: (LastResult | null)[] = [];
+  /** Slots in use: every live slot is below it. */
+  top = 0;
+  /** Live memberships. */
+  count = 0;
   readonly vipNames: string[] = [];
   readonly vipIndex = new Map<string, number>();
   /** Checked backends up, and in all, per VIP (by vip index; kept current: a result costs O(its memberships)). */
   vipUp = new Int32Array(0);
   vipTotal = new Int32Array(0);
 
-  constructor(readonly size: number) {
-    this.keys = new Array<string>(size);
-    this.vip = new Int32Array(size);
-    this.probe = new Array<Probe>(size);
-    this.check = new Array<HealthCheckConfig>(size);
-    this.status = new Uint8Array(size);
-    this.successes = new Uint32Array(size);
-    this.failures = new Uint32Array(size);
-    this.since = new Float64Array(size).fill(NaN);
-    this.checks = new Float64Array(size);
-    this.failedChecks = new Float64Array(size);
-    this.localErrors = new Float64Array(size);
-    this.fedAt = new Float64Array(size).fill(-Infinity);
-    this.last = new Array<LastResult | null>(size).fill(null);
+  /** Room for `n` more memberships without growing again. */
+  reserve(n: number): void {
+    if (this.top + n <= this.capacity()) return;
+    const cap = Math.max(16, this.top + n, this.capacity() * 2);
+    const grow = <A extends Int32Array | Uint8Array | Uint32Array | Float64Array>(
+      a: A,
+      make: (n: number) => A,
+    ): A => {
+      const b = make(cap);
+      b.set(a);
+      return b;
+    };
+    this.vip = grow(this.vip, (n) => new Int32Array(n));
+    this.status = grow(this.status, (n) => new Uint8Array(n));
+    this.successes = grow(this.successes, (n) => new Uint32Array(n));
+    this.failures = grow(this.failures, (n) => new Uint32Array(n));
+    this.since = grow(this.since, (n) => new Float64Array(n));
+    this.checks = grow(this.checks, (n) => new Float64Array(n));
+    this.failedChecks = grow(this.failedChecks, (n) => new Float64Array(n));
+    this.localErrors = grow(this.localErrors, (n) => new Float64Array(n));
+    this.fedAt = grow(this.fedAt, (n) => new Float64Array(n));
+  }
+
+  capacity(): number {
+    return this.vip.length;
   }
 
   vipOf(name: string): number {
@@ -248,36 +266,195 @@ class Memberships {
     if (v === undefined) {
       v = this.vipNames.push(name) - 1;
       this.vipIndex.set(name, v);
+      if (v >= this.vipUp.length) {
+        const up = new Int32Array(Math.max(16, 2 * v));
+        const total = new Int32Array(up.length);
+        up.set(this.vipUp);
+        total.set(this.vipTotal);
+        this.vipUp = up;
+        this.vipTotal = total;
+      }
     }
     return v;
   }
 
-  /** Counts up / total per VIP from the statuses (after the columns are filled). */
-  countVips(): void {
-    this.vipUp = new Int32Array(this.vipNames.length);
-    this.vipTotal = new Int32Array(this.vipNames.length);
-    for (let i = 0; i < this.size; i++) {
-      const v = this.vip[i]!;
-      this.vipTotal[v] = this.vipTotal[v]! + 1;
-      if (this.status[i] === UP) this.vipUp[v] = this.vipUp[v]! + 1;
-    }
+  /** A fresh slot for `key` of VIP `v` (state zero, status `status`, never flipped), after every other. */
+  take(key: string, v: number, check: HealthCheckConfig, status: number): number {
+    this.reserve(1);
+    const i = this.top++;
+    this.count++;
+    this.index.set(key, i);
+    this.keys[i] = key;
+    this.vip[i] = v;
+    this.check[i] = check;
+    this.status[i] = status;
+    this.successes[i] = 0;
+    this.failures[i] = 0;
+    this.since[i] = NaN;
+    this.checks[i] = 0;
+    this.failedChecks[i] = 0;
+    this.localErrors[i] = 0;
+    this.fedAt[i] = -Infinity;
+    this.last[i] = null;
+    this.vipTotal[v] = this.vipTotal[v]! + 1;
+    if (status === UP) this.vipUp[v] = this.vipUp[v]! + 1;
+    return i;
   }
 
-  /** Copies the whole state of membership j of `from` into i (a kept membership). */
-  copyFrom(i: number, from: Memberships, j: number): void {
-    this.status[i] = from.status[j]!;
-    this.successes[i] = from.successes[j]!;
-    this.failures[i] = from.failures[j]!;
-    this.since[i] = from.since[j]!;
-    this.checks[i] = from.checks[j]!;
-    this.failedChecks[i] = from.failedChecks[j]!;
-    this.localErrors[i] = from.localErrors[j]!;
-    this.fedAt[i] = from.fedAt[j]!;
-    this.last[i] = from.last[j]!;
+  /** Frees slot i (its probe's members still list it: the caller filters them). */
+  release(i: number): void {
+    const v = this.vip[i]!;
+    this.vipTotal[v] = this.vipTotal[v]! - 1;
+    if (this.status[i] === UP) this.vipUp[v] = this.vipUp[v]! - 1;
+    this.index.delete(this.keys[i]!);
+    this.keys[i] = undefined;
+    this.probe[i] = undefined;
+    this.check[i] = undefined;
+    this.last[i] = null;
+    this.count--;
+  }
+
+  /** Moves membership i to VIP v (a VIP renamed over the same address). */
+  moveVip(i: number, v: number): void {
+    const w = this.vip[i]!;
+    this.vipTotal[w] = this.vipTotal[w]! - 1;
+    this.vipTotal[v] = this.vipTotal[v]! + 1;
+    if (this.status[i] === UP) {
+      this.vipUp[w] = this.vipUp[w]! - 1;
+      this.vipUp[v] = this.vipUp[v]! + 1;
+    }
+    this.vip[i] = v;
+  }
+
+  /** Sets membership i's status, keeping the VIP's up count. */
+  setStatus(i: number, status: number): void {
+    if (this.status[i] === status) return;
+    const v = this.vip[i]!;
+    this.vipUp[v] = this.vipUp[v]! + (status === UP ? 1 : -1);
+    this.status[i] = status;
+  }
+
+  /**
+   * The live memberships into slots 0..count-1, in their order, once at most half of the slots in use is live
+   * (amortised O(1) per removal). Returns the old slot -> new slot map (null: nothing moved); the caller renumbers
+   * its probes' members.
+   */
+  compact(): Int32Array | null {
+    if (this.top <= 1024 || this.count * 2 > this.top) return null;
+    const to = new Int32Array(this.top).fill(-1);
+    let n = 0;
+    for (let i = 0; i < this.top; i++) {
+      if (this.keys[i] === undefined) continue;
+      to[i] = n;
+      if (n !== i) {
+        this.keys[n] = this.keys[i];
+        this.vip[n] = this.vip[i]!;
+        this.probe[n] = this.probe[i];
+        this.check[n] = this.check[i];
+        this.status[n] = this.status[i]!;
+        this.successes[n] = this.successes[i]!;
+        this.failures[n] = this.failures[i]!;
+        this.since[n] = this.since[i]!;
+        this.checks[n] = this.checks[i]!;
+        this.failedChecks[n] = this.failedChecks[i]!;
+        this.localErrors[n] = this.localErrors[i]!;
+        this.fedAt[n] = this.fedAt[i]!;
+        this.last[n] = this.last[i]!;
+        this.index.set(this.keys[n]!, n);
+      }
+      n++;
+    }
+    const cap = Math.max(16, n);
+    this.keys.length = n;
+    this.probe.length = n;
+    this.check.length = n;
+    this.last.length = n;
+    this.vip = this.vip.slice(0, cap);
+    this.status = this.status.slice(0, cap);
+    this.successes = this.successes.slice(0, cap);
+    this.failures = this.failures.slice(0, cap);
+    this.since = this.since.slice(0, cap);
+    this.checks = this.checks.slice(0, cap);
+    this.failedChecks = this.failedChecks.slice(0, cap);
+    this.localErrors = this.localErrors.slice(0, cap);
+    this.fedAt = this.fedAt.slice(0, cap);
+    this.top = n;
+    return to;
   }
 }
 
-const EMPTY = new Memberships(0);
+/**
+ * Statuses by membership key read from the columns, in membership order (no map of its own: a Map of 512,000 keys
+ * is ~30 MB). What statuses() hands out; while it is out, a probe result that flips a status freezes it first
+ * (a Map of its own with what it showed), so a reader never sees it change.
+ */
+class StatusView implements ReadonlyMap<string, HealthStatus> {
+  private frozen: Map<string, HealthStatus> | null = null;
+
+  constructor(private readonly m: Memberships) {}
+
+  freeze(): void {
+    if (this.frozen !== null) return;
+    const f = new Map<string, HealthStatus>();
+    this.forEach((s, k) => f.set(k, s));
+    this.frozen = f;
+  }
+
+  get size(): number {
+    return this.frozen?.size ?? this.m.count;
+  }
+
+  get(key: string): HealthStatus | undefined {
+    if (this.frozen !== null) return this.frozen.get(key);
+    const i = this.m.index.get(key);
+    return i === undefined ? undefined : STATUS[this.m.status[i]!];
+  }
+
+  has(key: string): boolean {
+    return this.frozen?.has(key) ?? this.m.index.has(key);
+  }
+
+  forEach(
+    cb: (value: HealthStatus, key: string, map: ReadonlyMap<string, HealthStatus>) => void,
+    thisArg?: unknown,
+  ): void {
+    if (this.frozen !== null) return this.frozen.forEach((v, k) => cb.call(thisArg, v, k, this));
+    const { keys, status } = this.m;
+    for (let i = 0; i < this.m.top; i++) {
+      const k = keys[i];
+      if (k !== undefined) cb.call(thisArg, STATUS[status[i]!]!, k, this);
+    }
+  }
+
+  *#entries(): Generator<[string, HealthStatus]> {
+    if (this.frozen !== null) return yield* this.frozen.entries();
+    const { keys, status } = this.m;
+    for (let i = 0; i < this.m.top; i++) {
+      const k = keys[i];
+      if (k !== undefined) yield [k, STATUS[status[i]!]!];
+    }
+  }
+
+  entries(): MapIterator<[string, HealthStatus]> {
+    return this.#entries() as unknown as MapIterator<[string, HealthStatus]>;
+  }
+
+  keys(): MapIterator<string> {
+    return (function* (e: Iterable<[string, HealthStatus]>) {
+      for (const [k] of e) yield k;
+    })(this.#entries()) as unknown as MapIterator<string>;
+  }
+
+  values(): MapIterator<HealthStatus> {
+    return (function* (e: Iterable<[string, HealthStatus]>) {
+      for (const [, v] of e) yield v;
+    })(this.#entries()) as unknown as MapIterator<HealthStatus>;
+  }
+
+  [Symbol.iterator](): MapIterator<[string, HealthStatus]> {
+    return this.entries();
+  }
+}
 
 /** One run of a probe. */
 interface Run {
@@ -293,9 +470,9 @@ interface Probe {
   key: string;
   /** Its first membership's target at the probe's interval: what the checker gets. */
   target: HealthTarget;
-  /** Its memberships (indexes into the monitor's Memberships): groupProbes' array itself (an Int32Array per
-   * probe was ~145 B more each: 7 MB at 51,200 backends). */
-  members: readonly number[];
+  /** Its memberships (slots of the monitor's Memberships; an Int32Array per probe was ~145 B more each: 7 MB at
+   * 51,200 backends). */
+  members: number[];
   /** Bumped whenever the probe is (re)queued or cancelled: queued slots of an older value are stale. */
   slot: number;
   /** The run in flight; null: none. */
@@ -311,6 +488,15 @@ interface Probe {
   lastStart: number | null;
   /** False once the probe is gone (its members moved or removed): a late result is dropped. */
   live: boolean;
+  /** The change of targets that last touched it (HealthMonitor.epoch), negated in the change that made it. */
+  mark: number;
+}
+
+/** Notes that a change of targets (`epoch`) touched probe p: once in `touched`. */
+function touch(p: Probe, epoch: number, touched: Probe[]): void {
+  if (p.mark === epoch || p.mark === -epoch) return;
+  p.mark = epoch;
+  touched.push(p);
 }
 
 /** Two checks probe alike (same type, port, path, timing and thresholds). */
@@ -323,6 +509,39 @@ export const sameCheck = (a: HealthCheckConfig, b: HealthCheckConfig): boolean =
   a.rise === b.rise &&
   a.fall === b.fall;
 
+/** Keys of `targets` (a key given twice is an error: nothing changes). */
+function upsertKeys(targets: readonly HealthTarget[]): Set<string> {
+  const keys = new Set<string>();
+  for (const t of targets) {
+    if (keys.has(t.key)) throw new RangeError(`targets: key ${JSON.stringify(t.key)} appears twice`);
+    keys.add(t.key);
+  }
+  return keys;
+}
+
+/** Slots a probe holds on average if its target times out every time (part of worstCaseInFlight). */
+const inFlightShare = (c: HealthCheckConfig): number => Math.min(1, c.timeoutMs / c.intervalMs);
+
+/**
+ * What a probe runs: its first membership's target with probeCheck's check, the probe's current target itself
+ * when that is unchanged (no object per probe and change).
+ */
+function probeTarget(p: Probe, m: Memberships): HealthTarget {
+  const first = p.members[0]!;
+  const check = probeCheck(p.members, (i) => m.check[i]!);
+  const t = p.target;
+  const key = m.keys[first]!;
+  const vip = m.vipNames[m.vip[first]!]!;
+  if (
+    t.key === key &&
+    t.vip === vip &&
+    t.initial === undefined &&
+    (t.check === check || sameCheck(t.check, check))
+  )
+    return t;
+  return { key, vip, address: t.address, check };
+}
+
 /**
  * Events: 'change' (HealthChange) when a membership flips; 'vip' (VipAvailability) when a VIP's count of
  * up backends changes between zero and non-zero (0 up = cannot be served; BGP withdraws it); 'localError'
@@ -330,7 +549,14 @@ export const sameCheck = (a: HealthCheckConfig, b: HealthCheckConfig): boolean =
  * 'checked' (type, result, durationMs) once per probe.
  */
 export class HealthMonitor extends EventEmitter {
-  private m: Memberships = EMPTY;
+  private readonly m = new Memberships();
+  /** What statuses() hands out (a new one once a handed-out one froze). */
+  private view = new StatusView(this.m);
+  /** Flip time by membership key, of the memberships that flipped while monitored (what since() hands out). */
+  private sinceMap = new Map<string, number>();
+  /** statuses() / since() handed its own out: a probe result freezes or copies it before a flip. */
+  private statusesOut = false;
+  private sinceOut = false;
   private probes = new Map<string, Probe>();
   private readonly jitter: number;
   private readonly random: () => number;
@@ -363,6 +589,8 @@ export class HealthMonitor extends EventEmitter {
   private readonly slowSlots: number;
   /** Inside cancel(): a run's done() then leaves refilling to the canceller (no re-entrant pump). */
   private cancelling = false;
+  /** Changes of targets made (Probe.mark). */
+  private epoch = 0;
   private idleWaiters: (() => void)[] = [];
   private readonly counts = { started: 0, delayed: 0, delayedByCap: 0, maxLatenessMs: 0 };
   /** When the cap last stopped a due probe (performance.now ms), and since when it has (null: drained). */
@@ -395,115 +623,160 @@ export class HealthMonitor extends EventEmitter {
    * Replaces the set of targets: unchanged memberships keep state, changed checks restart counting (status
    * kept); probes whose target stays keep their schedule; a membership new to a probe that already has a
    * result takes the state of a sibling with the same check (what is known of the backend), else its initial.
+   * Costs work per target: a change of a few VIPs' targets is updateTargets.
    */
   setTargets(targets: readonly HealthTarget[]): void {
+    const keys = upsertKeys(targets);
+    const remove: string[] = [];
+    for (const key of this.m.index.keys()) if (!keys.has(key)) remove.push(key);
+    this.change(remove, targets, keys, true);
+  }
+
+  /**
+   * Changes some targets, as setTargets with every other target kept: `upsert` targets are added or updated (as
+   * setTargets would), memberships keyed in `remove` (and not in `upsert`) go; unknown keys are ignored. Costs
+   * what it changes, not what the monitor holds: one backend of one VIP at 512,000 memberships.
+   */
+  updateTargets(change: { remove: readonly string[]; upsert: readonly HealthTarget[] }): void {
+    this.change(change.remove, change.upsert, upsertKeys(change.upsert), false);
+  }
+
+  /** setTargets and updateTargets; `whole`: every target was given (worstCaseInFlight is summed afresh). */
+  private change(
+    remove: readonly string[],
+    upsert: readonly HealthTarget[],
+    upserted: ReadonlySet<string>,
+    whole: boolean,
+  ): void {
     const before = this.upByVip();
-    const old = this.m;
-    const m = new Memberships(targets.length);
-    /** Each membership's probe key (a kept one's is its probe's: no string made per membership). */
-    const keyOf = new Array<string>(targets.length);
-    for (let i = 0; i < targets.length; i++) {
-      const t = targets[i]!;
-      if (m.index.has(t.key)) throw new RangeError(`targets: key ${JSON.stringify(t.key)} appears twice`);
-      m.index.set(t.key, i);
-      m.keys[i] = t.key;
-      m.vip[i] = m.vipOf(t.vip);
-      m.check[i] = t.check;
-      keyOf[i] = this.member(t, m, i, old);
+    // The maps handed out by statuses() and since() are read no more (documented there): changed in place.
+    this.statusesOut = false;
+    this.sinceOut = false;
+    const m = this.m;
+    m.reserve(upsert.length);
+    const epoch = ++this.epoch;
+    /** Probes that gained or lost memberships, or whose memberships' checks changed (Probe.mark; no Set: at
+     * 512,000 new probes a Set and a Map of them were ~0.3 s of a setTargets). */
+    const touched: Probe[] = [];
+    // Upserts first: a new membership may take its state from one that goes (the same backend, the same check).
+    for (const t of upsert) this.upsert(t, epoch, touched);
+    for (const key of remove) {
+      if (upserted.has(key)) continue;
+      const i = m.index.get(key);
+      if (i === undefined) continue;
+      touch(m.probe[i]!, epoch, touched);
+      this.sinceMap.delete(key);
+      m.release(i);
     }
-    const order = new Array<number>(targets.length);
-    for (let i = 0; i < order.length; i++) order[i] = i;
-    m.countVips();
-    // Before any scheduling: a probe's queue depends on its memberships' statuses (allDown).
-    this.m = m;
-    const probes = new Map<string, Probe>();
-    // Scheduled once this.probes is the new set: schedule() compacts the queues when they hold more than twice
-    // the live probes, and against the old set (empty before a reload that adds 51,200 targets) it compacted
-    // them at every new probe, quadratic: 26 s in this one event-loop task for 51,200 new targets.
+    const moved = m.compact();
+    if (moved !== null) for (const p of this.probes.values()) p.members = p.members.map((i) => moved[i]!).filter((i) => i >= 0); // prettier-ignore
+    let worst = this.worstCaseInFlight;
     const toSchedule: { probe: Probe; at: number }[] = [];
-    for (const g of groupProbes(
-      order,
-      (i) => keyOf[i]!,
-      (i) => m.check[i]!,
-    ).values()) {
-      const prev = this.probes.get(g.key);
-      const first = targets[g.members[0]!]!;
-      const probe: Probe = prev ?? {
-        key: g.key,
-        target: first,
-        members: [],
-        slot: 0,
-        running: null,
-        slow: true,
-        lastStart: null,
-        live: true,
-      };
-      const oldInterval = prev?.target.check.intervalMs;
-      // The first membership's target itself when it is what is probed (no copy per probe).
-      probe.target =
-        first.check === g.check && first.initial === undefined
-          ? first
-          : { key: first.key, vip: first.vip, address: first.address, check: g.check };
-      probe.members = g.members;
-      for (const i of g.members) m.probe[i] = probe;
-      probes.set(g.key, probe);
-      if (!this.started || probe.running !== null) continue;
-      if (prev === undefined)
-        toSchedule.push({ probe, at: performance.now() + this.random() * g.check.intervalMs });
-      else if (oldInterval !== g.check.intervalMs && probe.lastStart !== null)
-        toSchedule.push({ probe, at: probe.lastStart + g.check.intervalMs });
+    const gone: Probe[] = [];
+    for (const p of touched) {
+      const fresh = p.mark === -epoch;
+      if (!fresh) worst -= inFlightShare(p.target.check);
+      // Members that left (freed, or moved to another probe) go from the list.
+      if (!p.members.every((i) => m.probe[i] === p)) p.members = p.members.filter((i) => m.probe[i] === p);
+      if (p.members.length === 0) {
+        if (!fresh) gone.push(p);
+        this.probes.delete(p.key);
+        continue;
+      }
+      const oldInterval = fresh ? null : p.target.check.intervalMs;
+      p.target = probeTarget(p, m);
+      worst += inFlightShare(p.target.check);
+      if (!this.started || p.running !== null) continue;
+      if (oldInterval === null)
+        toSchedule.push({ probe: p, at: performance.now() + this.random() * p.target.check.intervalMs }); // prettier-ignore
+      else if (oldInterval !== p.target.check.intervalMs && p.lastStart !== null)
+        toSchedule.push({ probe: p, at: p.lastStart + p.target.check.intervalMs });
     }
     this.cancelling = true;
     try {
-      for (const [key, p] of this.probes) if (!probes.has(key)) this.cancel(p);
+      for (const p of gone) this.cancel(p);
     } finally {
       this.cancelling = false;
     }
-    this.probes = probes;
+    // Scheduled once this.probes is the new set: schedule() compacts the queues when they hold more than twice
+    // the live probes, and against the old set (empty before a reload that adds 51,200 targets) it compacted
+    // them at every new probe, quadratic: 26 s in this one event-loop task for 51,200 new targets.
     for (const { probe, at } of toSchedule) this.schedule(probe, at);
-    let worst = 0;
-    for (const p of probes.values())
-      worst += Math.min(1, p.target.check.timeoutMs / p.target.check.intervalMs);
-    this.worstCaseInFlight = worst;
+    // Summed afresh when every target was given (no rounding carried on for ever).
+    if (whole) {
+      worst = 0;
+      for (const p of this.probes.values()) worst += inFlightShare(p.target.check);
+    }
+    this.worstCaseInFlight = this.probes.size === 0 ? 0 : Math.max(0, worst);
     if (this.started) this.refill();
     this.emitAvailability(before);
   }
 
   /**
-   * Fills membership i of `m` for t: kept (same address and check: all its state), restarted (its check or
-   * address changed: status, since and counts kept, streaks anew) or new (a sibling's state on its probe
-   * when one has a result with the same check, else its initial status). Returns its probe key.
+   * Adds membership t or updates it: kept (same address and check: all its state), restarted (its check or
+   * address changed: status, since and counts kept, streaks anew, on the probe of its new check) or new (a
+   * sibling's state on its probe when one has a result with the same check, else its initial status).
    */
-  private member(t: HealthTarget, m: Memberships, i: number, old: Memberships): string {
-    const j = old.index.get(t.key);
+  private upsert(t: HealthTarget, epoch: number, touched: Probe[]): void {
+    const m = this.m;
+    const v = m.vipOf(t.vip);
+    const j = m.index.get(t.key);
     if (j !== undefined) {
-      const probe = old.probe[j]!;
-      const check = old.check[j]!;
+      const probe = m.probe[j]!;
+      const check = m.check[j]!;
+      if (m.vip[j] !== v) m.moveVip(j, v);
       if (probe.target.address === t.address && (check === t.check || sameCheck(check, t.check))) {
-        m.copyFrom(i, old, j);
-        return probe.key;
+        m.check[j] = t.check;
+        return;
       }
+      m.check[j] = t.check;
+      m.successes[j] = 0;
+      m.failures[j] = 0;
+      m.fedAt[j] = -Infinity;
+      touch(probe, epoch, touched);
+      const key = probeKey(t.address, t.check);
+      if (key !== probe.key) this.attach(j, t, key, this.probes.get(key), epoch, touched);
+      return;
     }
     const key = probeKey(t.address, t.check);
-    if (j !== undefined) {
-      m.copyFrom(i, old, j);
-      m.successes[i] = 0;
-      m.failures[i] = 0;
-      m.fedAt[i] = -Infinity;
-      return key;
-    }
-    const siblings = this.probes.get(key)?.members;
-    if (siblings !== undefined)
-      for (const k of siblings)
-        if (old.last[k] !== null && sameCheck(old.check[k]!, t.check)) {
-          m.status[i] = old.status[k]!;
-          m.successes[i] = old.successes[k]!;
-          m.failures[i] = old.failures[k]!;
-          m.fedAt[i] = old.fedAt[k]!;
-          return key;
+    let status = statusCode(t.initial ?? 'up');
+    let sibling = -1;
+    const on = this.probes.get(key);
+    if (on !== undefined)
+      for (const k of on.members)
+        if (m.probe[k] === on && m.last[k] !== null && sameCheck(m.check[k]!, t.check)) {
+          sibling = k;
+          status = m.status[k]!;
+          break;
         }
-    m.status[i] = statusCode(t.initial ?? 'up');
-    return key;
+    const i = m.take(t.key, v, t.check, status);
+    if (sibling >= 0) {
+      m.successes[i] = m.successes[sibling]!;
+      m.failures[i] = m.failures[sibling]!;
+      m.fedAt[i] = m.fedAt[sibling]!;
+    }
+    this.attach(i, t, key, on, epoch, touched);
+  }
+
+  /** Puts membership i (target t) on probe `p` of its probe key, made when there is none yet. */
+  private attach(
+    i: number,
+    t: HealthTarget,
+    key: string,
+    p: Probe | undefined,
+    epoch: number,
+    touched: Probe[],
+  ): void {
+    if (p === undefined) {
+      // [i], not [] and a push: that array would hold room for 17 (~130 B more per probe, 64 MB at 512,000).
+      p = { key, target: t, members: [i], slot: 0, running: null, slow: true, lastStart: null, live: true, mark: -epoch }; // prettier-ignore
+      this.probes.set(key, p);
+      touched.push(p);
+    } else {
+      p.members.push(i);
+      touch(p, epoch, touched);
+    }
+    this.m.probe[i] = p;
   }
 
   start(): void {
@@ -539,23 +812,30 @@ export class HealthMonitor extends EventEmitter {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  /** Status by membership key: the `health` input of desiredState. */
-  statuses(): Map<string, HealthStatus> {
-    const { keys, status } = this.m;
-    const out = new Map<string, HealthStatus>();
-    for (let i = 0; i < keys.length; i++) out.set(keys[i]!, STATUS[status[i]!]!);
-    return out;
+  /** One membership's status; undefined: not a target. */
+  status(key: string): HealthStatus | undefined {
+    const i = this.m.index.get(key);
+    return i === undefined ? undefined : STATUS[this.m.status[i]!];
+  }
+
+  /**
+   * Status by membership key: the `health` input of desiredState. The monitor's own map, not a copy (at 512,000
+   * memberships a copy per sync was ~0.4 s): probe results never change it after it is returned (a flip copies it
+   * first), setTargets and updateTargets do, so read it before calling them. Keys keep their order.
+   */
+  statuses(): ReadonlyMap<string, HealthStatus> {
+    this.statusesOut = true;
+    return this.view;
   }
 
   /**
    * When each target's status last flipped (clock ms), for targets that flipped while monitored: the
    * `healthSince` input of desiredState (a backend down by health check keeps its flows for a grace from then).
+   * The monitor's own map, handed out as statuses() is.
    */
-  since(): Map<string, number> {
-    const { keys, since } = this.m;
-    const out = new Map<string, number>();
-    for (let i = 0; i < keys.length; i++) if (!Number.isNaN(since[i])) out.set(keys[i]!, since[i]!);
-    return out;
+  since(): ReadonlyMap<string, number> {
+    this.sinceOut = true;
+    return this.sinceMap;
   }
 
   /** Checks that failed on this host since the monitor was made, by reason (monotonic: a Prometheus counter). */
@@ -566,7 +846,12 @@ export class HealthMonitor extends EventEmitter {
   /** Checked backends up / total per VIP name. */
   availability(): Map<string, VipAvailability> {
     const { vipNames, vipUp, vipTotal } = this.m;
-    return new Map(vipNames.map((vip, v) => [vip, { vip, up: vipUp[v]!, total: vipTotal[v]! }]));
+    const out = new Map<string, VipAvailability>();
+    // A VIP whose memberships all went is not checked any more.
+    vipNames.forEach((vip, v) => {
+      if (vipTotal[v]! > 0) out.set(vip, { vip, up: vipUp[v]!, total: vipTotal[v]! });
+    });
+    return out;
   }
 
   /** Probes, memberships and in-flight figures. */
@@ -578,7 +863,7 @@ export class HealthMonitor extends EventEmitter {
     const earliest = Math.min(a.earliest, b.earliest, c.earliest);
     return {
       probes: this.probes.size,
-      memberships: this.m.size,
+      memberships: this.m.count,
       inFlight: this.inFlight,
       maxInFlight: this.maxInFlight,
       ...this.counts,
@@ -591,22 +876,23 @@ export class HealthMonitor extends EventEmitter {
   /** Per membership: status, counters and the last result (for /state and metrics). */
   snapshot(): TargetSnapshot[] {
     const m = this.m;
-    const out = new Array<TargetSnapshot>(m.size);
-    for (let i = 0; i < m.size; i++)
-      out[i] = {
-        key: m.keys[i]!,
-        vip: m.vipNames[m.vip[i]!]!,
-        address: m.probe[i]!.target.address,
-        type: m.check[i]!.type,
-        status: STATUS[m.status[i]!]!,
-        since: Number.isNaN(m.since[i]) ? null : m.since[i]!,
-        successes: m.successes[i]!,
-        failures: m.failures[i]!,
-        checks: m.checks[i]!,
-        failedChecks: m.failedChecks[i]!,
-        localErrors: m.localErrors[i]!,
-        last: m.last[i]!,
-      };
+    const out: TargetSnapshot[] = [];
+    for (let i = 0; i < m.top; i++)
+      if (m.keys[i] !== undefined)
+        out.push({
+          key: m.keys[i]!,
+          vip: m.vipNames[m.vip[i]!]!,
+          address: m.probe[i]!.target.address,
+          type: m.check[i]!.type,
+          status: STATUS[m.status[i]!]!,
+          since: Number.isNaN(m.since[i]) ? null : m.since[i]!,
+          successes: m.successes[i]!,
+          failures: m.failures[i]!,
+          checks: m.checks[i]!,
+          failedChecks: m.failedChecks[i]!,
+          localErrors: m.localErrors[i]!,
+          last: m.last[i]!,
+        });
     return out;
   }
 
@@ -830,22 +1116,24 @@ export class HealthMonitor extends EventEmitter {
       const from = STATUS[m.status[i]!]!;
       const to = statusAfter(from, successes, failures, check);
       if (to === from) continue;
-      m.status[i] = statusCode(to);
+      this.beforeFlip();
+      m.setStatus(i, statusCode(to));
       m.since[i] = this.clock();
-      m.vipUp[m.vip[i]!] = m.vipUp[m.vip[i]!]! + (to === 'up' ? 1 : -1);
+      this.sinceMap.set(m.keys[i]!, m.since[i]!);
       (taken ??= []).push(i);
     }
     // The next start counts from this one's start, not its end: a probe that timed out keeps its cadence.
     const next = startedAt + jittered(p.target.check.intervalMs, this.jitter, this.random());
     this.schedule(p, next);
     if (taken === null) return;
-    if (result.local === true) for (const i of taken) this.noVerdict(m, i, result);
+    if (result.local === true) this.noVerdict(m, taken, result);
     else this.flipped(m, taken, result);
   }
 
   /**
    * Tells the flips of one result (`flips`: memberships, in fan-out order, whose status changed): a 'change'
-   * each, and a 'vip' for each VIP whose count of up backends went between zero and non-zero by it.
+   * each, and a 'vip' for each VIP whose count of up backends went between zero and non-zero by it. Every event
+   * is made before the first is emitted: a listener may change the targets (and so the columns) meanwhile.
    */
   private flipped(m: Memberships, flips: readonly number[], result: CheckResult): void {
     // The up counts before this result: replayed flip by flip, so each VIP's crossing is told where it fell.
@@ -854,39 +1142,57 @@ export class HealthMonitor extends EventEmitter {
       const v = m.vip[i]!;
       up.set(v, (up.get(v) ?? m.vipUp[v]!) + (m.status[i] === UP ? -1 : 1));
     }
+    const events: [string, HealthChange | VipAvailability][] = [];
     for (const i of flips) {
       const to = STATUS[m.status[i]!]!;
       const from: HealthStatus = to === 'up' ? 'down' : 'up';
       const v = m.vip[i]!;
       const vip = m.vipNames[v]!;
-      const change: HealthChange = { key: m.keys[i]!, vip, address: m.probe[i]!.target.address, from, to, result }; // prettier-ignore
-      this.emit('change', change);
+      events.push([
+        'change',
+        { key: m.keys[i]!, vip, address: m.probe[i]!.target.address, from, to, result },
+      ]);
       const was = up.get(v)!;
       const now = was + (to === 'up' ? 1 : -1);
       up.set(v, now);
       // Only a VIP's change between zero and non-zero up backends is an event.
-      if ((was === 0) !== (now === 0)) this.emit('vip', { vip, up: now, total: m.vipTotal[v]! });
+      if ((was === 0) !== (now === 0)) events.push(['vip', { vip, up: now, total: m.vipTotal[v]! }]);
     }
+    for (const [name, ev] of events) this.emit(name, ev);
   }
 
   /**
-   * A check that failed on this host (out of fds, buffers, ports; or the checker threw): the status and the
+   * Checks that failed on this host (out of fds, buffers, ports; or the checker threw): the status and the
    * rise/fall streaks stay as they were, so a loaded balancer host does not take its healthy backends out.
    */
-  private noVerdict(m: Memberships, i: number, result: CheckResult): void {
-    const ev: LocalCheckError = { key: m.keys[i]!, vip: m.vipNames[m.vip[i]!]!, address: m.probe[i]!.target.address, result }; // prettier-ignore
-    this.emit('localError', ev);
+  private noVerdict(m: Memberships, taken: readonly number[], result: CheckResult): void {
+    const events = taken.map((i): LocalCheckError => ({ key: m.keys[i]!, vip: m.vipNames[m.vip[i]!]!, address: m.probe[i]!.target.address, result })); // prettier-ignore
+    for (const ev of events) this.emit('localError', ev);
   }
 
-  /** Up backends per VIP name now (for emitAvailability after a change of targets). */
+  /** Before a flip: what statuses() and since() handed out keeps what it showed (frozen, or copied). */
+  private beforeFlip(): void {
+    if (this.statusesOut) {
+      this.view.freeze();
+      this.view = new StatusView(this.m);
+    }
+    if (this.sinceOut) this.sinceMap = new Map(this.sinceMap);
+    this.statusesOut = false;
+    this.sinceOut = false;
+  }
+
+  /** Up backends per checked VIP name now (for emitAvailability after a change of targets). */
   private upByVip(): Map<string, number> {
-    const { vipNames, vipUp } = this.m;
-    return new Map(vipNames.map((vip, v) => [vip, vipUp[v]!]));
+    const { vipNames, vipUp, vipTotal } = this.m;
+    const out = new Map<string, number>();
+    for (let v = 0; v < vipNames.length; v++) if (vipTotal[v]! > 0) out.set(vipNames[v]!, vipUp[v]!);
+    return out;
   }
 
   private emitAvailability(before: Map<string, number>): void {
     const { vipNames, vipUp, vipTotal } = this.m;
     for (let v = 0; v < vipNames.length; v++) {
+      if (vipTotal[v] === 0) continue;
       const up = before.get(vipNames[v]!);
       if (up === undefined || (up === 0) !== (vipUp[v] === 0))
         this.emit('vip', { vip: vipNames[v]!, up: vipUp[v]!, total: vipTotal[v]! });

@@ -12,36 +12,20 @@ export function probeKey(address: string, c: HealthCheckConfig): string {
   return [c.type, address, c.port, c.type === 'http' ? c.path : '', c.timeoutMs].join(' ');
 }
 
-/** A probe and the memberships it serves. */
-export interface ProbeGroup<T> {
-  key: string;
-  /** The check as probed: the first membership's, at the shortest interval of all of them. */
-  check: HealthCheckConfig;
-  members: T[];
-}
-
 /**
- * Groups memberships by their probe key (in input order, the first membership of each group standing for
- * it); a probe runs at the shortest interval of its memberships, so none is checked less often than it
- * asked. keyOf is probeKey of the membership's address and check (a caller may pass one it cached).
+ * The check a probe runs for the memberships that share it (one probe key): the first one's, at the shortest
+ * interval of all of them, so none is checked less often than it asked.
  */
-export function groupProbes<T>(
-  items: readonly T[],
-  keyOf: (x: T) => string,
+export function probeCheck<T>(
+  members: readonly T[],
   checkOf: (x: T) => HealthCheckConfig,
-): Map<string, ProbeGroup<T>> {
-  const out = new Map<string, ProbeGroup<T>>();
-  for (const x of items) {
-    const key = keyOf(x);
+): HealthCheckConfig {
+  let check = checkOf(members[0]!);
+  for (const x of members) {
     const c = checkOf(x);
-    const g = out.get(key);
-    if (g === undefined) out.set(key, { key, check: c, members: [x] });
-    else {
-      g.members.push(x);
-      if (c.intervalMs < g.check.intervalMs) g.check = { ...g.check, intervalMs: c.intervalMs };
-    }
+    if (c.intervalMs < check.intervalMs) check = { ...check, intervalMs: c.intervalMs };
   }
-  return out;
+  return check;
 }
 
 /**

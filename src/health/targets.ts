@@ -1,5 +1,5 @@
 // Health targets from desired state: one per backend membership of every VIP that has a healthCheck (the
-// monitor probes each distinct target once, however many VIPs share it).
+// monitor probes each distinct target once, however many VIPs share it), and what changed between two states.
 // Not yet: in Kubernetes node mode (externalTrafficPolicy: Local) the target should be the Service's
 // healthCheckNodePort that kube-proxy serves on each node, not every endpoint (issue 17, a later change).
 import type { DesiredState, DesiredVip } from '../reconcile/desired';
@@ -15,44 +15,74 @@ export function healthTargets(
   initial?: ReadonlyMap<string, HealthStatus>,
 ): HealthTarget[] {
   const out: HealthTarget[] = [];
-  for (const vip of desired.vips) {
-    if (vip.healthCheck === null) continue;
-    for (const b of vip.backends) {
-      const init = initial?.get(b.key);
-      out.push({
-        key: b.key,
-        vip: vip.name,
-        address: b.address,
-        check: vip.healthCheck,
-        ...(init === undefined ? {} : { initial: init }),
-      });
-    }
-  }
+  for (const vip of desired.vips) if (vip.healthCheck !== null) vipTargets(vip, initial, out);
   return out;
 }
 
-/**
- * Whether healthTargets gives the same targets for two desired states' VIPs (`initial` aside: it only seeds
- * memberships new to the monitor). O(memberships), no allocation: a sync whose targets did not change (a health
- * flip, the start's second sync, a change of other settings) skips HealthMonitor.setTargets, which rebuilds every
- * membership's state (110-150 ms and ~37 MB of garbage at 512 x 100).
- */
-export function sameTargets(a: readonly DesiredVip[], b: readonly DesiredVip[]): boolean {
-  let i = 0;
-  let j = 0;
-  for (;;) {
-    while (i < a.length && a[i]!.healthCheck === null) i++;
-    while (j < b.length && b[j]!.healthCheck === null) j++;
-    if (i === a.length || j === b.length) return i === a.length && j === b.length;
-    const x = a[i++]!;
-    const y = b[j++]!;
-    if (x === y) continue;
-    if (x.name !== y.name || x.backends.length !== y.backends.length) return false;
-    if (x.healthCheck !== y.healthCheck && !sameCheck(x.healthCheck!, y.healthCheck!)) return false;
-    for (let k = 0; k < x.backends.length; k++) {
-      const u = x.backends[k]!;
-      const w = y.backends[k]!;
-      if (u.key !== w.key || u.address !== w.address) return false;
-    }
+/** One VIP's targets (it has a healthCheck), appended to `out`. */
+function vipTargets(
+  vip: DesiredVip,
+  initial: ReadonlyMap<string, HealthStatus> | undefined,
+  out: HealthTarget[],
+): void {
+  for (const b of vip.backends) {
+    const init = initial?.get(b.key);
+    out.push({
+      key: b.key,
+      vip: vip.name,
+      address: b.address,
+      check: vip.healthCheck!,
+      ...(init === undefined ? {} : { initial: init }),
+    });
   }
+}
+
+/** What HealthMonitor.updateTargets takes to go from one desired state's targets to another's. */
+export interface TargetsChange {
+  /** Membership keys no longer checked. */
+  remove: string[];
+  /** Every target of each VIP whose targets changed (updateTargets keeps the state of those that did not). */
+  upsert: HealthTarget[];
+  /** Those VIPs. */
+  vips: DesiredVip[];
+}
+
+/**
+ * The targets that changed from VIPs `a` to VIPs `b`, by VIP name: O(VIPs) plus the backends of the VIPs that
+ * changed, no allocation for one that did not (desiredState keeps an unchanged VIP's object, and a health flip
+ * changes a VIP's object but not its targets). `initial` as healthTargets takes it.
+ */
+export function targetsChange(
+  a: readonly DesiredVip[],
+  b: readonly DesiredVip[],
+  initial?: ReadonlyMap<string, HealthStatus>,
+): TargetsChange {
+  const out: TargetsChange = { remove: [], upsert: [], vips: [] };
+  const before = new Map<string, DesiredVip>();
+  for (const v of a) if (v.healthCheck !== null) before.set(v.name, v);
+  for (const v of b) {
+    if (v.healthCheck === null) continue;
+    const was = before.get(v.name);
+    before.delete(v.name);
+    if (was === v || (was !== undefined && sameVipTargets(was, v))) continue;
+    out.vips.push(v);
+    vipTargets(v, initial, out.upsert);
+    if (was === undefined) continue;
+    const kept = new Set(v.backends.map((x) => x.key));
+    for (const x of was.backends) if (!kept.has(x.key)) out.remove.push(x.key);
+  }
+  for (const was of before.values()) for (const x of was.backends) out.remove.push(x.key);
+  return out;
+}
+
+/** Whether healthTargets gives two desired VIPs (each with a healthCheck) the same targets (`initial` aside). */
+function sameVipTargets(x: DesiredVip, y: DesiredVip): boolean {
+  if (x.name !== y.name || x.backends.length !== y.backends.length) return false;
+  if (x.healthCheck !== y.healthCheck && !sameCheck(x.healthCheck!, y.healthCheck!)) return false;
+  for (let k = 0; k < x.backends.length; k++) {
+    const u = x.backends[k]!;
+    const w = y.backends[k]!;
+    if (u.key !== w.key || u.address !== w.address) return false;
+  }
+  return true;
 }

@@ -114,15 +114,16 @@ interface HealthSnapshot {
   keys: string[];
   status: HealthStatus[];
   sinceKeys: string[];
+  /** As long as sinceKeys or longer. */
   since: Float64Array;
 }
 
 /**
- * Steps of a health diff: the snapshot of `health` and `since`, and the VIP key texts whose entries differ
- * from the memo's snapshot, or null when the maps do not line up with it (other keys, sizes or order: every
- * VIP is then compared on its own). One pass per map, in Map.forEach (no allocation per entry: ~10 ns per
- * entry). The memo's arrays are taken over and updated in place when their sizes fit (the memo keeps none):
- * at 512 x 1000 a fresh snapshot was 12 MB of garbage per build, and its collection stalled the event loop.
+ * Steps of a health diff: the snapshot of `health` and `since`, and the VIP key texts whose entries differ from
+ * the memo's snapshot (added, removed or changed), or null without one (every VIP is then compared on its own).
+ * One pass per map, in Map.forEach (no allocation per entry: ~10 ns per entry). The memo's arrays are taken
+ * over and updated in place while the keys line up (the memo keeps none): at 512 x 1000 a fresh snapshot was
+ * 12 MB of garbage per build, and its collection stalled the event loop.
  */
 function* healthDiff(
   memo: IdMemo | undefined,
@@ -133,49 +134,71 @@ function* healthDiff(
   const was = memo?.health;
   // Taken before the first yield: a concurrent build from the same ids starts from fresh arrays.
   if (memo !== undefined) memo.health = undefined;
-  const healthFits = was !== undefined && was.keys.length === health.size;
-  const sinceFits = was !== undefined && was.sinceKeys.length === sinceMap.size;
-  const next: HealthSnapshot = {
-    keys: healthFits ? was.keys : new Array<string>(health.size),
-    status: healthFits ? was.status : new Array<HealthStatus>(health.size),
-    sinceKeys: sinceFits ? was.sinceKeys : new Array<string>(sinceMap.size),
-    since: sinceFits ? was.since : new Float64Array(sinceMap.size),
-  };
   const dirty = new Set<string>();
-  const aligned = healthFits && sinceFits;
-  const healthLined = snapshotInto(health, next.keys, next.status, aligned, dirty);
+  const h = snapshotDiff(health, was?.keys, was?.status, (n) => new Array<HealthStatus>(n), dirty);
   yield;
-  const sinceLined = snapshotInto(sinceMap, next.sinceKeys, next.since, aligned, dirty);
-  return { next, dirty: aligned && healthLined && sinceLined ? dirty : null };
+  const t = snapshotDiff(
+    sinceMap,
+    was?.sinceKeys,
+    was?.since,
+    (n, from) => {
+      const a = new Float64Array(Math.max(n, 2 * (from?.length ?? 0)));
+      if (from !== null) a.set(from);
+      return a;
+    },
+    dirty,
+  );
+  const next: HealthSnapshot = { keys: h.keys, status: h.values, sinceKeys: t.keys, since: t.values };
+  return { next, dirty: was === undefined ? null : dirty };
 }
 
-/** Writes `map` into `keys`/`values` (sized to it). With `compare`, they hold the previous snapshot: each
- * entry is compared with the one at its position before it is overwritten, and the VIP of a changed value
- * goes into `dirty`. False when a key differs (the maps do not line up) or nothing was compared. */
-function snapshotInto<V>(
+/**
+ * `map` as a snapshot (keys and values in map order), diffed against the previous snapshot `wasKeys` /
+ * `wasValues` when given: the VIP of each key added, removed or with another value goes into `dirty`. Entries
+ * are matched in order, so a map whose keys keep their order (new ones at the end, any removed: the health
+ * monitor's) diffs exactly in one pass; any other order marks more VIPs than changed, never fewer. The previous
+ * arrays are written in place (no garbage: at 512 x 1000 fresh ones were 8 MB per build, each membership change
+ * a new size): an entry is written at a position already read. `values` may be longer than `keys` (a typed
+ * array grows only).
+ */
+function snapshotDiff<V, A extends { [i: number]: V; length: number }>(
   map: ReadonlyMap<string, V>,
-  keys: string[],
-  values: { [i: number]: V },
-  compare: boolean,
+  wasKeys: string[] | undefined,
+  wasValues: A | undefined,
+  make: (n: number, from: A | null) => A,
   dirty: Set<string>,
-): boolean {
+): { keys: string[]; values: A } {
+  if (wasKeys === undefined || wasValues === undefined) {
+    const keys = new Array<string>(map.size);
+    const values = make(map.size, null);
+    let i = 0;
+    map.forEach((v, k) => {
+      keys[i] = k;
+      values[i++] = v;
+    });
+    return { keys, values };
+  }
+  const keys = wasKeys;
+  const n = keys.length;
+  // A JS array grows as it is written; a typed one is replaced by a longer copy.
+  const values =
+    Array.isArray(wasValues) || wasValues.length >= map.size ? wasValues : make(map.size, wasValues);
+  /** Next position to write, and next entry of the previous snapshot to match (i <= j until j reaches n). */
   let i = 0;
-  let lined = compare;
+  let j = 0;
   map.forEach((v, k) => {
-    if (!lined) {
-      keys[i] = k;
-      values[i] = v;
-    } else if (keys[i] !== k) {
-      lined = false;
-      keys[i] = k;
-      values[i] = v;
-    } else if (values[i] !== v) {
-      dirty.add(groupOfKey(k));
-      values[i] = v;
-    }
-    i++;
+    // Previous keys before this one are gone (or come later: marked all the same).
+    while (j < n && keys[j] !== k) dirty.add(groupOfKey(keys[j++]!));
+    if (j === n) dirty.add(groupOfKey(k));
+    else if (values[j] !== v) dirty.add(groupOfKey(k));
+    if (j < n) j++;
+    keys[i] = k;
+    values[i++] = v;
   });
-  return lined;
+  for (; j < n; j++) dirty.add(groupOfKey(keys[j]!));
+  keys.length = i;
+  if (Array.isArray(values)) values.length = i;
+  return { keys, values };
 }
 
 /** The VIP key text of a membership key ("10.0.0.1:80/tcp>10.1.0.5" -> "10.0.0.1:80/tcp"). */

@@ -25,6 +25,10 @@ export class QuietMonitor extends EventEmitter {
   start(): void {}
   stop(): void {}
   setTargets(): void {}
+  updateTargets(): void {}
+  status(): undefined {
+    return undefined;
+  }
   statuses() {
     return new Map();
   }

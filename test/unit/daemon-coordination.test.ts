@@ -61,16 +61,26 @@ class FakeSource extends EventEmitter {
 
 /** Statuses set by the test; a new target starts with its initial status (or up), as HealthMonitor's do. */
 class FakeMonitor extends EventEmitter {
-  readonly status = new Map<string, HealthStatus>();
+  readonly byKey = new Map<string, HealthStatus>();
   targets: HealthTarget[] = [];
   start(): void {}
   stop(): void {}
   setTargets(targets: readonly HealthTarget[]): void {
-    this.targets = [...targets];
-    for (const t of targets) if (!this.status.has(t.key)) this.status.set(t.key, t.initial ?? 'up');
+    this.targets = [];
+    this.updateTargets({ remove: [], upsert: targets });
+  }
+  updateTargets(c: { remove: readonly string[]; upsert: readonly HealthTarget[] }): void {
+    const upsert = new Map(c.upsert.map((t) => [t.key, t]));
+    const gone = new Set(c.remove.filter((k) => !upsert.has(k)));
+    this.targets = this.targets.filter((t) => !gone.has(t.key) && !upsert.has(t.key)).concat(c.upsert);
+    for (const k of gone) this.byKey.delete(k);
+    for (const t of c.upsert) if (!this.byKey.has(t.key)) this.byKey.set(t.key, t.initial ?? 'up');
+  }
+  status(key: string): HealthStatus | undefined {
+    return this.byKey.get(key);
   }
   statuses(): Map<string, HealthStatus> {
-    return new Map(this.status);
+    return new Map(this.byKey);
   }
   since(): Map<string, number> {
     return new Map();
@@ -87,8 +97,8 @@ class FakeMonitor extends EventEmitter {
   /** Every backend of `vip` goes to `to`, announced as the real monitor does (one 'change' each). */
   flip(vip: string, to: HealthStatus): void {
     for (const t of this.targets.filter((x) => x.vip === vip)) {
-      const from = this.status.get(t.key)!;
-      this.status.set(t.key, to);
+      const from = this.byKey.get(t.key)!;
+      this.byKey.set(t.key, to);
       this.emit('change', { key: t.key, vip, address: t.address, from, to });
     }
   }

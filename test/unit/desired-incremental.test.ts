@@ -119,6 +119,32 @@ describe('desiredState, incremental with health', () => {
     expect(plain(d2)).toEqual(plain(fresh));
   });
 
+  it('a key added at the end or removed (the health monitor keeps its order) recomputes only its VIP', () => {
+    const d1 = desiredState({ config: cfg, health: healthOf([]) });
+    // VIP 2's backend 3 leaves the map, then comes back at its end, down.
+    const without = new Map([...healthOf([])].filter(([k]) => k !== key(2, 3)));
+    const d2 = desiredState({ config: cfg, ids: d1.ids, health: without });
+    expect(d2.vips.map((v, i) => v === d1.vips[i])).toEqual([true, false, true]);
+    expect(d2.vips[1]!.backends[2]!.health).toBe('unknown');
+    const appended = new Map([...without, [key(2, 3), 'down' as const]]);
+    const d3 = desiredState({ config: cfg, ids: d2.ids, health: appended });
+    expect(d3.vips.map((v, i) => v === d2.vips[i])).toEqual([true, false, true]);
+    expect(d3.vips[1]!.backends[2]!.state).toBe('down');
+    expect(plain(d3)).toEqual(
+      plain(desiredState({ config: cfg, ids: forgetMemo(d2.ids), health: appended })),
+    );
+    // Another order entirely (a merged map): more VIPs compared, the same result as from scratch.
+    const reversed = new Map([...appended].reverse());
+    const d4 = desiredState({ config: cfg, ids: d3.ids, health: reversed });
+    expect(plain(d4)).toEqual(
+      plain(desiredState({ config: cfg, ids: forgetMemo(d3.ids), health: reversed })),
+    );
+    // And back to the first order, one flip: the diff lines up again after the reversed build's snapshot.
+    const flipped = new Map([...appended].map(([k, v]) => [k, k === key(1, 2) ? ('down' as const) : v]));
+    const d5 = desiredState({ config: cfg, ids: d4.ids, health: flipped });
+    expect(plain(d5)).toEqual(plain(desiredState({ config: cfg, ids: forgetMemo(d4.ids), health: flipped })));
+  });
+
   it('gives the from-scratch result when builds branch from one ids (a later build took its snapshot over)', () => {
     const d1 = desiredState({ config: cfg, health: healthOf([]) });
     // d2 updates d1's health snapshot in place; d1's ids must not compare against it afterwards.
@@ -208,6 +234,8 @@ describe('desiredStateAsync', () => {
         fc.constant('same' as const),
         // The same keys in the same order, one status flipped (and its since moved).
         fc.constant('flip' as const),
+        // One key gone and another added at the end, down since a new time (the health monitor's order).
+        fc.constant('edit' as const),
         fc.array(
           fc.record({
             port: fc.integer({ min: 1, max: 6 }),
@@ -246,7 +274,16 @@ describe('desiredStateAsync', () => {
                 h: last.h.map((e, i) => (i === at ? [k, st === 'up' ? 'down' : 'up'] : e)),
                 s: last.s.map(([sk, t]) => [sk, sk === k ? t + 1000 : t]),
               };
-            } else if (step.health !== 'same' && step.health !== 'flip')
+            } else if (step.health === 'edit' && last.h.length > 0) {
+              const at = step.remove % last.h.length;
+              const [gone] = last.h[at]!;
+              const added = key(1 + (step.now % 6), 1 + (step.remove % 12));
+              const keep = ([k]: [string, unknown]): boolean => k !== gone && k !== added;
+              last = {
+                h: [...last.h.filter(keep), [added, 'down']],
+                s: [...last.s.filter(keep), [added, step.now]],
+              };
+            } else if (step.health !== 'same' && step.health !== 'flip' && step.health !== 'edit')
               last = {
                 h: step.health?.map((h) => [key(h.port, h.b), h.status]) ?? [],
                 s: step.health?.map((h) => [key(h.port, h.b), h.since]) ?? [],

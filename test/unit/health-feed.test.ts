@@ -7,7 +7,7 @@ import type { DaemonHealthMonitor } from '../../src/daemon/collaborators';
 import { HealthFeed } from '../../src/daemon/health-feed';
 import type { DatapathConfig } from '../../src/datapath/types';
 import type { HealthTarget } from '../../src/health/monitor';
-import { healthTargets, sameTargets } from '../../src/health/targets';
+import { healthTargets, targetsChange } from '../../src/health/targets';
 import { validateConfig } from '../../src/model';
 import { desiredState } from '../../src/reconcile';
 
@@ -103,13 +103,14 @@ describe('HealthFeed: probes late because of the in-flight cap are logged', () =
 });
 
 describe('HealthFeed seeds', () => {
-  it('a seed bridges a restart until the monitor reports its key; one statuses() map per retarget', async () => {
+  it('a seed bridges a restart until the monitor reports its key; no statuses() map per retarget', async () => {
     const log = pino({ level: 'silent' });
     let statusCalls = 0;
     const reported = new Map<string, string>([['k1', 'up']]);
     const monitor = Object.assign(new EventEmitter(), {
       start: () => undefined,
       setTargets: () => undefined,
+      status: (k: string) => reported.get(k),
       statuses: () => (statusCalls++, new Map(reported)),
       since: () => new Map(),
       stats: () => ({ probes: 0, worstCaseInFlight: 0, maxInFlight: 100 }),
@@ -122,7 +123,8 @@ describe('HealthFeed seeds', () => {
     expect(feed.inputs().health).toEqual(new Map([['k1', 'up'], ['k2', 'down']])); // prettier-ignore
     statusCalls = 0;
     expect(feed.retarget({ vips: [] } as never)).toBe(false);
-    expect(statusCalls).toBe(1);
+    // A map of every membership is no work per sync: the seeds are looked up one by one.
+    expect(statusCalls).toBe(0);
     expect(feed.inputs().health).toEqual(new Map([['k1', 'up'], ['k2', 'down']])); // prettier-ignore
     // Once the monitor reports k2 too, its seed is gone for good.
     reported.set('k2', 'up');
@@ -159,12 +161,15 @@ describe('HealthFeed: the monitor targets are set again only when they changed',
     return desiredState({ config: r.config, datapathConfig: DP, ...(health ? { health } : {}) });
   };
 
-  it('skips setTargets for the same targets (a health flip, a state built again) and sets them on any change', () => {
+  it('sets the targets once, then updates only what changed (nothing for a flip or a state built again)', () => {
     const set: HealthTarget[][] = [];
+    const updates: { remove: readonly string[]; upsert: readonly HealthTarget[] }[] = [];
     const monitor = Object.assign(new EventEmitter(), {
       start: () => undefined,
       setTargets: (t: HealthTarget[]) => void set.push(t),
-      statuses: () => new Map(),
+      updateTargets: (c: { remove: readonly string[]; upsert: readonly HealthTarget[] }) =>
+        void updates.push(c),
+      status: () => undefined,
       stats: () => ({ probes: 0, worstCaseInFlight: 0, maxInFlight: 100 }),
     }) as unknown as DaemonHealthMonitor;
     const log = pino({ level: 'silent' });
@@ -178,8 +183,9 @@ describe('HealthFeed: the monitor targets are set again only when they changed',
     feed.retarget(state(base)); // built again: new objects, same targets
     const key = d0.vips[0]!.backends[1]!.key;
     feed.retarget(state(base, new Map([[key, 'down']]))); // a health flip: same targets
-    expect(set).toHaveLength(1);
-    // Each change sets them again: a backend added, one removed, the check's interval, the port (the key).
+    expect(updates).toHaveLength(0);
+    // Each change updates only the VIPs it touched: a backend added, one removed, the check's interval, the port
+    // (every key of the VIP), a VIP gone.
     const changes = [
       [{ backends: [1, 2, 3, 4] }, { backends: [1, 2] }],
       [{ backends: [1, 2, 3, 4] }, { backends: [2] }],
@@ -191,20 +197,53 @@ describe('HealthFeed: the monitor targets are set again only when they changed',
       [{ backends: [1, 2, 3, 4], port: 81 }],
     ];
     for (const c of changes) feed.retarget(state(c));
-    expect(set).toHaveLength(1 + changes.length);
-    expect(set.map((t) => t.length)).toEqual([5, 6, 5, 5, 5, 4]);
+    expect(set).toHaveLength(1);
+    const short = (k: string): string => k.replace(/:\d+\/tcp>10\.1\.\d+/, '');
+    expect(updates.map((u) => [u.remove.map(short), u.upsert.map((t) => short(t.key))])).toEqual([
+      [[], ['10.0.0.1.1', '10.0.0.1.2', '10.0.0.1.3', '10.0.0.1.4']],
+      [['10.0.0.2.1'], ['10.0.0.2.2']],
+      [[], ['10.0.0.2.2']],
+      [['10.0.0.1.1', '10.0.0.1.2', '10.0.0.1.3', '10.0.0.1.4'], ['10.0.0.1.1', '10.0.0.1.2', '10.0.0.1.3', '10.0.0.1.4']],
+      [['10.0.0.2.2'], []],
+    ]); // prettier-ignore
+    expect(updates[2]!.upsert[0]!.check.intervalMs).toBe(3000);
   });
 
-  it('sameTargets: equal for equal targets, not for any difference in VIPs, backends, addresses or checks', () => {
+  it("targetsChange: nothing for equal targets; the changed VIPs' targets, and the keys that went, for any difference", () => {
     const a = state([{ backends: [1, 2] }, { backends: [3] }]).vips;
-    expect(sameTargets(a, a)).toBe(true);
-    expect(sameTargets(a, state([{ backends: [1, 2] }, { backends: [3] }]).vips)).toBe(true);
-    expect(sameTargets(a, state([{ backends: [1, 2] }]).vips)).toBe(false);
-    expect(sameTargets(a, state([{ backends: [1, 3] }, { backends: [3] }]).vips)).toBe(false);
-    expect(sameTargets(a, state([{ backends: [1, 2] }, { backends: [3], intervalMs: 2500 }]).vips)).toBe(
-      false,
-    );
-    expect(sameTargets([], [])).toBe(true);
-    expect(sameTargets(a, [])).toBe(false);
+    const none = { remove: [], upsert: [], vips: [] };
+    expect(targetsChange(a, a)).toEqual(none);
+    expect(targetsChange(a, state([{ backends: [1, 2] }, { backends: [3] }]).vips)).toEqual(none);
+    expect(targetsChange([], [])).toEqual(none);
+    const keys = (c: ReturnType<typeof targetsChange>) => ({
+      remove: c.remove,
+      upsert: c.upsert.map((t) => t.key),
+      vips: c.vips.map((v) => v.name),
+    });
+    expect(keys(targetsChange(a, state([{ backends: [1, 2] }]).vips))).toEqual({
+      remove: ['10.0.0.2:80/tcp>10.1.1.3'],
+      upsert: [],
+      vips: [],
+    });
+    expect(keys(targetsChange(a, state([{ backends: [1, 3] }, { backends: [3] }]).vips))).toEqual({
+      remove: ['10.0.0.1:80/tcp>10.1.0.2'],
+      upsert: ['10.0.0.1:80/tcp>10.1.0.1', '10.0.0.1:80/tcp>10.1.0.3'],
+      vips: ['v0'],
+    });
+    expect(
+      keys(targetsChange(a, state([{ backends: [1, 2] }, { backends: [3], intervalMs: 2500 }]).vips)),
+    ).toEqual({
+      remove: [],
+      upsert: ['10.0.0.2:80/tcp>10.1.1.3'],
+      vips: ['v1'],
+    });
+    expect(keys(targetsChange([], a))).toEqual({
+      remove: [],
+      upsert: healthTargets({ vips: a } as never).map((t) => t.key),
+      vips: ['v0', 'v1'],
+    });
+    // `initial` seeds the new targets' statuses, as healthTargets does.
+    const seeded = targetsChange([], a, new Map([['10.0.0.2:80/tcp>10.1.1.3', 'down']]));
+    expect(seeded.upsert.map((t) => t.initial)).toEqual([undefined, undefined, 'down']);
   });
 });

@@ -107,7 +107,7 @@ describe('HealthMonitor memberships (fake clock)', () => {
     expect(m.finish('10.0.0.1', false)).toBe(1);
     now = 2_000;
     await round(m, '10.0.0.1', false); // fall 2: down at clock 2000
-    expect(monitor.statuses()).toEqual(new Map([['a>1', 'down'], ['a>2', 'up']])); // prettier-ignore
+    expect(new Map(monitor.statuses())).toEqual(new Map([['a>1', 'down'], ['a>2', 'up']])); // prettier-ignore
     await round(m, '10.0.0.1', false);
     const before = monitor.snapshot().find((s) => s.key === 'a>1')!;
     expect(before).toMatchObject({ address: '10.0.0.1', status: 'down', since: 2_000, failures: 3, checks: 3, failedChecks: 3 }); // prettier-ignore
@@ -194,7 +194,7 @@ describe('HealthMonitor memberships (fake clock)', () => {
     expect(m.finish('10.0.0.1', false)).toBe(1);
     // Every membership took the result before the first event: the listener's targets copied whole states.
     expect(changes.map((c) => c.key)).toEqual(all.map((t) => t.key));
-    expect(monitor.statuses()).toEqual(new Map([['v0>1', 'down'], ['v1>1', 'down'], ['v2>1', 'down']])); // prettier-ignore
+    expect(new Map(monitor.statuses())).toEqual(new Map([['v0>1', 'down'], ['v1>1', 'down'], ['v2>1', 'down']])); // prettier-ignore
     expect(monitor.stats()).toMatchObject({ probes: 1, memberships: 3 });
     expect(monitor.availability()).toEqual(new Map([['v0', { vip: 'v0', up: 0, total: 1 }], ['v1', { vip: 'v1', up: 0, total: 1 }], ['v2', { vip: 'v2', up: 0, total: 1 }]])); // prettier-ignore
     // The probe goes on for the memberships left.
@@ -220,7 +220,7 @@ describe('HealthMonitor memberships (fake clock)', () => {
     await jest.advanceTimersByTimeAsync(150);
     expect(m.finish('10.0.0.2', false, timeout)).toBe(1); // b: down; the slot frees with a (due 20) and c (due 50) waiting
     expect(m.starts).toEqual(['10.0.0.1', '10.0.0.2', '10.0.0.3']);
-    expect(monitor.statuses()).toEqual(new Map([['a>1', 'down'], ['b>1', 'down'], ['c>1', 'up']])); // prettier-ignore
+    expect(new Map(monitor.statuses())).toEqual(new Map([['a>1', 'down'], ['b>1', 'down'], ['c>1', 'up']])); // prettier-ignore
     expect(m.finish('10.0.0.3', false, timeout)).toBe(1);
     expect(monitor.statuses().get('c>1')).toBe('down');
     // Nothing left that could fall: the settled ones run, earliest due first.

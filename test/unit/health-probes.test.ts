@@ -9,13 +9,13 @@ import {
   CheckResult,
   defaultMaxInFlight,
   FD_RESERVE,
-  groupProbes,
   HealthChange,
   HealthMonitor,
   HealthTarget,
   jittered,
   MAX_IN_FLIGHT,
   netProbeTcp,
+  probeCheck,
   probeKey,
   probeTcp,
   RAW_TCP_PROBES,
@@ -35,12 +35,17 @@ const target = (key: string, address: string, check: Partial<HealthCheckConfig> 
 
 describe('probe grouping (pure)', () => {
   it('one probe per (type, address, port, http path, timeout); interval, rise and fall do not split', () => {
-    const byKey = (ts: HealthTarget[]) =>
-      groupProbes(
-        ts,
-        (t) => probeKey(t.address, t.check),
-        (t) => t.check,
+    // Memberships by probe key, in order, each group with the check its probe runs.
+    const byKey = (ts: HealthTarget[]) => {
+      const groups = new Map<string, HealthTarget[]>();
+      for (const t of ts) {
+        const k = probeKey(t.address, t.check);
+        groups.set(k, [...(groups.get(k) ?? []), t]);
+      }
+      return new Map(
+        [...groups].map(([k, members]) => [k, { members, check: probeCheck(members, (t) => t.check) }]),
       );
+    };
     const g = byKey([
       target('a>1', '10.0.0.1'),
       target('b>1', '10.0.0.1', { intervalMs: 50, rise: 5, fall: 9 }),
@@ -282,7 +287,7 @@ describe('HealthMonitor with shared probes (fake clock)', () => {
     // b joins 10.4.0.1 (known down) with the same check; 10.4.0.2 goes away.
     monitor.setTargets([target('a>1', '10.4.0.1'), target('b>1', '10.4.0.1')]);
     expect(stillRunning.signal.aborted).toBe(true);
-    expect(monitor.statuses()).toEqual(new Map([['a>1', 'down'], ['b>1', 'down']])); // prettier-ignore
+    expect(new Map(monitor.statuses())).toEqual(new Map([['a>1', 'down'], ['b>1', 'down']])); // prettier-ignore
     expect(monitor.stats()).toMatchObject({ probes: 1, memberships: 2 });
     // A new membership with a different check is its own: initial status, fresh streaks.
     monitor.setTargets([target('a>1', '10.4.0.1'), target('c>1', '10.4.0.1', { rise: 3 })]);

@@ -1,7 +1,7 @@
 // Node-mode backends: Services -> the Nodes hosting their endpoints (InternalIP per family, weights, drain,
 // externalTrafficPolicy, Ready), the backend-mode annotation, health checks, and the translation cache on Node changes.
 import fc from 'fast-check';
-import { groupProbes, probeKey } from '../../src/health/probes';
+import { probeCheck, probeKey } from '../../src/health/probes';
 import type { VipConfig } from '../../src/model/config';
 import {
   backendModeOf,
@@ -568,12 +568,13 @@ describe('translate in node mode', () => {
       v.backends.map((b) => ({ address: b.address, check: v.healthCheck! })),
     );
     expect(members).toHaveLength(4);
-    const groups = groupProbes(
-      members,
-      (m) => probeKey(m.address, m.check),
-      (m) => m.check,
-    );
-    expect([...groups.values()].map((g) => [g.check.type, g.check.port, g.members.length])).toEqual([
+    const groups = new Map<string, typeof members>();
+    for (const m of members) {
+      const k = probeKey(m.address, m.check);
+      groups.set(k, [...(groups.get(k) ?? []), m]);
+    }
+    const probes = [...groups.values()].map((g) => ({ members: g, check: probeCheck(g, (m) => m.check) }));
+    expect(probes.map((g) => [g.check.type, g.check.port, g.members.length])).toEqual([
       ['tcp', 31234, 2],
       ['tcp', 31234, 2],
     ]);

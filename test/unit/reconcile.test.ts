@@ -210,16 +210,19 @@ describe('desiredState', () => {
   it('reuses a cached table object for unchanged inputs; a member going down is a new table', () => {
     const cache = new TableCache();
     const d1 = desiredState({ config: config(threeVips()), tables: cache });
-    const d2 = desiredState({
-      config: config(threeVips()),
-      ids: d1.ids,
-      tables: cache,
-      health: new Map([['10.0.0.10:80/tcp>10.1.0.1', 'down']]),
-    });
+    const down = new Map([['10.0.0.10:80/tcp>10.1.0.1', 'down' as const]]);
+    // Without the memo (no ids): every table looked up, b's and c's found.
+    const d2 = desiredState({ config: config(threeVips()), tables: cache, health: down });
     expect(d2.vips[0]!.table).not.toBe(d1.vips[0]!.table);
     expect(d2.vips[1]!.table).toBe(d1.vips[1]!.table);
     expect(d2.vips[2]!.table).toBe(d1.vips[2]!.table);
     expect(cache.misses).toBe(4);
+    expect(cache.hits).toBe(2);
+    // With it, and a's health flipped back: b and c are reused whole (not even looked up); a's table is built
+    // again (the cache keeps the last two builds' tables, and d2's is not a's first).
+    const d3 = desiredState({ config: config(threeVips()), ids: d2.ids, tables: cache, health: new Map() });
+    expect(d3.vips.map((v, i) => v.table === d2.vips[i]!.table)).toEqual([false, true, true]);
+    expect(cache.misses).toBe(5);
     expect(cache.hits).toBe(2);
   });
 

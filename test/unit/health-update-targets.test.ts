@@ -1,0 +1,206 @@
+// HealthMonitor.updateTargets (a change of some targets, at the cost of what changed) ends in the same state as
+// setTargets with every target: statuses, each membership's counters, probes, availability and events, over random
+// sequences of target sets with probe results between them (property); and its cost does not grow with the
+// targets it keeps (counted in probe-key strings made, not timed).
+import fc from 'fast-check';
+import { CheckResult, HealthMonitor, HealthTarget, Prober, probeKey } from '../../src/health';
+import * as probes from '../../src/health/probes';
+import { DEFAULTS, HealthCheckConfig } from '../../src/model';
+
+const base: HealthCheckConfig = { ...DEFAULTS.healthCheck, type: 'tcp', port: 80, intervalMs: 100, timeoutMs: 50, rise: 2, fall: 2 }; // prettier-ignore
+const CHECKS: HealthCheckConfig[] = [
+  base,
+  { ...base, intervalMs: 50 }, // the same probe, a shorter interval
+  { ...base, rise: 1, fall: 1 }, // the same probe, other thresholds
+  { ...base, port: 81 }, // another probe
+];
+const VIPS = ['a', 'b', 'c', 'd'];
+const ADDRESSES = ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5'];
+
+/** A prober whose probes finish when told (by address); aborted ones finish at once. */
+function manual() {
+  const pending = new Map<string, ((r: CheckResult) => void)[]>();
+  const prober: Prober = (t, done) => {
+    const list = pending.get(t.address) ?? [];
+    list.push(done);
+    pending.set(t.address, list);
+    return () => {
+      const i = list.indexOf(done);
+      if (i >= 0) list.splice(i, 1);
+      done({ ok: false, durationMs: 0, detail: 'aborted', local: true });
+    };
+  };
+  const finish = (address: string, ok: boolean): void => {
+    const list = pending.get(address) ?? [];
+    pending.delete(address);
+    for (const done of list) done({ ok, durationMs: 1, detail: ok ? 'connected' : 'ECONNREFUSED' });
+  };
+  return { prober, finish };
+}
+
+/** Everything a reader of the monitor sees, in an order that does not depend on slots. */
+function observed(m: HealthMonitor) {
+  const stats = m.stats();
+  return {
+    statuses: [...m.statuses()].sort(),
+    since: [...m.since()].sort(),
+    snapshot: m
+      .snapshot()
+      .map((s) => ({ ...s, last: s.last === null ? null : { ok: s.last.ok, detail: s.last.detail } }))
+      .sort((x, y) => (x.key < y.key ? -1 : 1)),
+    availability: [...m.availability()].sort(),
+    probes: stats.probes,
+    memberships: stats.memberships,
+    worstCaseInFlight: Math.round(stats.worstCaseInFlight * 1e6),
+    started: stats.started,
+  };
+}
+
+/** What the monitor holds agrees with the targets it was given and with itself (counts from the memberships). */
+function consistent(m: HealthMonitor, targets: ReadonlyMap<string, HealthTarget>): void {
+  const snap = m.snapshot();
+  expect(snap.map((s) => [s.key, s.vip, s.address]).sort()).toEqual(
+    [...targets.values()].map((t) => [t.key, t.vip, t.address]).sort(),
+  );
+  const counts = new Map<string, { up: number; total: number }>();
+  for (const s of snap) {
+    const c = counts.get(s.vip) ?? { up: 0, total: 0 };
+    c.total++;
+    if (s.status === 'up') c.up++;
+    counts.set(s.vip, c);
+  }
+  expect([...m.availability()].map(([v, a]) => [v, a.up, a.total]).sort()).toEqual(
+    [...counts].map(([v, c]) => [v, c.up, c.total]).sort(),
+  );
+  expect([...m.statuses()].sort()).toEqual(snap.map((s) => [s.key, s.status]).sort());
+  expect(m.stats().memberships).toBe(snap.length);
+  expect(m.stats().probes).toBe(new Set([...targets.values()].map((t) => probeKey(t.address, t.check))).size);
+}
+
+describe('HealthMonitor.updateTargets', () => {
+  beforeEach(() => jest.useFakeTimers());
+  afterEach(() => jest.useRealTimers());
+
+  it('ends where setTargets with every target ends, over sequences of changes and results (property)', async () => {
+    const setArb = fc.array(
+      fc.record({
+        vip: fc.constantFrom(...VIPS),
+        address: fc.constantFrom(...ADDRESSES),
+        check: fc.integer({ min: 0, max: CHECKS.length - 1 }),
+        // Keys are per VIP and slot: the same key may come back with another address (a replaced endpoint), or
+        // (shared) move to another VIP.
+        slot: fc.integer({ min: 0, max: 3 }),
+        shared: fc.boolean(),
+      }),
+      { maxLength: 12 },
+    );
+    const stepArb = fc.record({
+      targets: setArb,
+      // Upsert only what changed (as the daemon's feed does), or every target.
+      onlyChanged: fc.boolean(),
+      results: fc.array(fc.boolean(), { minLength: ADDRESSES.length, maxLength: ADDRESSES.length }),
+      rounds: fc.integer({ min: 0, max: 3 }),
+    });
+    let compared = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(stepArb, { minLength: 1, maxLength: 8 }), async (steps) => {
+        const ma = manual();
+        const mb = manual();
+        const opts = { jitter: 0, random: () => 0 };
+        const a = new HealthMonitor({ ...opts, prober: ma.prober });
+        const b = new HealthMonitor({ ...opts, prober: mb.prober });
+        const events = { a: [] as string[], b: [] as string[] };
+        for (const [name, m] of [
+          ['a', a],
+          ['b', b],
+        ] as const) {
+          m.on('change', (c: { key: string; from: string; to: string }) => events[name].push(`${c.key} ${c.from}>${c.to}`)); // prettier-ignore
+          m.on('vip', (v: { vip: string; up: number; total: number }) => events[name].push(`${v.vip} ${v.up}/${v.total}`)); // prettier-ignore
+        }
+        a.start();
+        b.start();
+        let prev = new Map<string, HealthTarget>();
+        try {
+          for (const step of steps) {
+            const next = new Map<string, HealthTarget>();
+            for (const t of step.targets) {
+              const key = t.shared ? `k${t.slot}` : `${t.vip}>${t.slot}`;
+              if (!next.has(key))
+                next.set(key, { key, vip: t.vip, address: t.address, check: CHECKS[t.check]! });
+            }
+            const targets = [...next.values()];
+            a.setTargets(targets);
+            const remove = [...prev.keys()].filter((k) => !next.has(k));
+            const same = (t: HealthTarget): boolean => {
+              const p = prev.get(t.key);
+              return p !== undefined && p.vip === t.vip && p.address === t.address && p.check === t.check;
+            };
+            b.updateTargets({ remove, upsert: step.onlyChanged ? targets.filter((t) => !same(t)) : targets });
+            prev = next;
+            expect(observed(b)).toEqual(observed(a));
+            consistent(b, next);
+            for (let r = 0; r < step.rounds; r++) {
+              await jest.advanceTimersByTimeAsync(50);
+              ADDRESSES.forEach((address, i) => {
+                ma.finish(address, step.results[i]!);
+                mb.finish(address, step.results[i]!);
+              });
+              expect(observed(b)).toEqual(observed(a));
+              consistent(b, next);
+            }
+            expect([...events.b].sort()).toEqual([...events.a].sort());
+            compared++;
+          }
+        } finally {
+          a.stop();
+          b.stop();
+        }
+      }),
+      { numRuns: 150 },
+    );
+    expect(compared).toBeGreaterThan(150);
+  });
+
+  it('changes nothing for a key given twice', () => {
+    const m = new HealthMonitor();
+    const t = { key: 'a>1', vip: 'a', address: '10.0.0.1', check: base };
+    m.setTargets([t]);
+    expect(() =>
+      m.updateTargets({
+        remove: ['a>1'],
+        upsert: [
+          { ...t, key: 'a>2' },
+          { ...t, key: 'a>2' },
+        ],
+      }),
+    ).toThrow('targets: key "a>2" appears twice');
+    expect(m.snapshot().map((s) => s.key)).toEqual(['a>1']);
+    expect(m.stats()).toMatchObject({ probes: 1, memberships: 1 });
+  });
+
+  it('one backend of one VIP among 20,000 memberships: work for that backend only (probe keys made)', () => {
+    const m = new HealthMonitor();
+    const targets: HealthTarget[] = [];
+    for (let v = 0; v < 200; v++)
+      for (let x = 0; x < 100; x++)
+        targets.push({ key: `v${v}>${x}`, vip: `v${v}`, address: `10.${v}.0.${x}`, check: base });
+    m.setTargets(targets);
+    const made = jest.spyOn(probes, 'probeKey');
+    try {
+      m.updateTargets({
+        remove: ['v7>3'],
+        upsert: [{ key: 'v7>100', vip: 'v7', address: '10.7.1.0', check: base }],
+      });
+      expect(made).toHaveBeenCalledTimes(1);
+    } finally {
+      made.mockRestore();
+    }
+    expect(m.stats()).toMatchObject({ probes: 20_000, memberships: 20_000 });
+    expect(m.status('v7>3')).toBeUndefined();
+    expect(m.status('v7>100')).toBe('up');
+    expect(m.availability().get('v7')).toEqual({ vip: 'v7', up: 100, total: 100 });
+    // A statuses() view keeps the membership order: the new key comes last.
+    expect([...m.statuses().keys()].slice(-2)).toEqual(['v199>99', 'v7>100']);
+    expect(probeKey('10.7.1.0', base)).toBe('tcp 10.7.1.0 80  50');
+  });
+});
