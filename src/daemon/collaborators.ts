@@ -35,6 +35,7 @@ export type DaemonHealthMonitor = EventEmitter &
     | 'stop'
     | 'setTargets'
     | 'updateTargets'
+    | 'release'
     | 'status'
     | 'statuses'
     | 'since'

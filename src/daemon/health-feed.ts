@@ -53,6 +53,8 @@ export class HealthFeed {
    * but emit no change: a sync more makes /state and the datapath show it).
    */
   retarget(desired: DesiredState): boolean {
+    // `desired` is built: the maps inputs() handed out for it are read no more.
+    this.monitor.release();
     // The VIPs whose targets were set now: a new target's status may differ from what `desired` holds.
     let set: readonly DesiredVip[];
     if (this.targetsOf === null) {

@@ -1,7 +1,7 @@
 // Health targets from desired state: one per backend membership of every VIP that has a healthCheck (the
 // monitor probes each distinct target once, however many VIPs share it), and what changed between two states.
-// Not yet: in Kubernetes node mode (externalTrafficPolicy: Local) the target should be the Service's
-// healthCheckNodePort that kube-proxy serves on each node, not every endpoint (issue 17, a later change).
+// In Kubernetes node mode the backends are nodes and the check is what kube-proxy serves there (nodeHealthCheck:
+// a Service's healthCheckNodePort for externalTrafficPolicy Local), so every Service on a node shares its probe.
 import type { DesiredState, DesiredVip } from '../reconcile/desired';
 import { sameCheck, type HealthTarget } from './monitor';
 import type { HealthStatus } from './state';

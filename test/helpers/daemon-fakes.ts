@@ -26,6 +26,7 @@ export class QuietMonitor extends EventEmitter {
   stop(): void {}
   setTargets(): void {}
   updateTargets(): void {}
+  release(): void {}
   status(): undefined {
     return undefined;
   }

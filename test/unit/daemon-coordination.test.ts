@@ -76,6 +76,7 @@ class FakeMonitor extends EventEmitter {
     for (const k of gone) this.byKey.delete(k);
     for (const t of c.upsert) if (!this.byKey.has(t.key)) this.byKey.set(t.key, t.initial ?? 'up');
   }
+  release(): void {}
   status(key: string): HealthStatus | undefined {
     return this.byKey.get(key);
   }

@@ -72,6 +72,7 @@ describe('HealthFeed: probes late because of the in-flight cap are logged', () =
     const stats = { probes: 51_200, worstCaseInFlight: 25_600, maxInFlight: 18_750 };
     const monitor = Object.assign(new EventEmitter(), {
       start: () => undefined,
+      release: () => undefined,
       setTargets: () => undefined,
       statuses: () => new Map(),
       stats: () => stats,
@@ -109,6 +110,7 @@ describe('HealthFeed seeds', () => {
     const reported = new Map<string, string>([['k1', 'up']]);
     const monitor = Object.assign(new EventEmitter(), {
       start: () => undefined,
+      release: () => undefined,
       setTargets: () => undefined,
       status: (k: string) => reported.get(k),
       statuses: () => (statusCalls++, new Map(reported)),
@@ -166,6 +168,7 @@ describe('HealthFeed: the monitor targets are set again only when they changed',
     const updates: { remove: readonly string[]; upsert: readonly HealthTarget[] }[] = [];
     const monitor = Object.assign(new EventEmitter(), {
       start: () => undefined,
+      release: () => undefined,
       setTargets: (t: HealthTarget[]) => void set.push(t),
       updateTargets: (c: { remove: readonly string[]; upsert: readonly HealthTarget[] }) =>
         void updates.push(c),

@@ -161,6 +161,39 @@ describe('HealthMonitor.updateTargets', () => {
     expect(compared).toBeGreaterThan(150);
   });
 
+  it('statuses() and since() handed out keep what they showed through flips until release()', async () => {
+    const mm = manual();
+    const m = new HealthMonitor({ jitter: 0, random: () => 0, prober: mm.prober });
+    const check = { ...base, rise: 1, fall: 1 };
+    m.setTargets([
+      { key: 'a>1', vip: 'a', address: '10.0.0.1', check },
+      { key: 'a>2', vip: 'a', address: '10.0.0.2', check },
+    ]);
+    m.start();
+    try {
+      await jest.advanceTimersByTimeAsync(0);
+      const held = m.statuses();
+      const heldSince = m.since();
+      mm.finish('10.0.0.1', false); // a>1 flips down while both are out
+      expect([...held]).toEqual([['a>1', 'up'], ['a>2', 'up']]); // prettier-ignore
+      expect(held.get('a>1')).toBe('up');
+      expect(heldSince.size).toBe(0);
+      expect(m.statuses().get('a>1')).toBe('down');
+      expect(m.since().has('a>1')).toBe(true);
+      // Released: the next flip shows in the maps handed out last (no copy made).
+      const now = m.statuses();
+      const nowSince = m.since();
+      m.release();
+      await jest.advanceTimersByTimeAsync(100);
+      mm.finish('10.0.0.2', false);
+      expect(now.get('a>2')).toBe('down');
+      expect(nowSince.has('a>2')).toBe(true);
+      expect(held.get('a>2')).toBe('up');
+    } finally {
+      m.stop();
+    }
+  });
+
   it('changes nothing for a key given twice', () => {
     const m = new HealthMonitor();
     const t = { key: 'a>1', vip: 'a', address: '10.0.0.1', check: base };
