@@ -494,11 +494,22 @@ interface Probe {
   mark: number;
 }
 
-/** Notes that a change of targets (`epoch`) touched probe p: once in `touched`. */
-function touch(p: Probe, epoch: number, touched: Probe[]): void {
-  if (p.mark === epoch || p.mark === -epoch) return;
-  p.mark = epoch;
-  touched.push(p);
+/** One change of targets while it runs. */
+interface ChangeRun {
+  epoch: number;
+  /** Probes that gained or lost memberships, or whose memberships' checks changed (Probe.mark; no Set: at
+   * 512,000 new probes a Set and a Map of them were ~0.3 s of a setTargets). */
+  touched: Probe[];
+  /** Probes that were there before and gained memberships: how many they had before (their siblings for a new
+   * membership: those that joined in this change have nothing to give, and scanning them was quadratic). */
+  before: Map<Probe, number>;
+}
+
+/** Notes that change `c` touched probe p: once in `touched`. */
+function touch(p: Probe, c: ChangeRun): void {
+  if (p.mark === c.epoch || p.mark === -c.epoch) return;
+  p.mark = c.epoch;
+  c.touched.push(p);
 }
 
 /** Two checks probe alike (same type, port, path, timing and thresholds). */
@@ -656,16 +667,15 @@ export class HealthMonitor extends EventEmitter {
     const m = this.m;
     m.reserve(upsert.length);
     const epoch = ++this.epoch;
-    /** Probes that gained or lost memberships, or whose memberships' checks changed (Probe.mark; no Set: at
-     * 512,000 new probes a Set and a Map of them were ~0.3 s of a setTargets). */
-    const touched: Probe[] = [];
+    const c: ChangeRun = { epoch, touched: [], before: new Map() };
+    const touched = c.touched;
     // Upserts first: a new membership may take its state from one that goes (the same backend, the same check).
-    for (const t of upsert) this.upsert(t, epoch, touched);
+    for (const t of upsert) this.upsert(t, c);
     for (const key of remove) {
       if (upserted.has(key)) continue;
       const i = m.index.get(key);
       if (i === undefined) continue;
-      touch(m.probe[i]!, epoch, touched);
+      touch(m.probe[i]!, c);
       this.sinceMap.delete(key);
       m.release(i);
     }
@@ -718,7 +728,7 @@ export class HealthMonitor extends EventEmitter {
    * address changed: status, since and counts kept, streaks anew, on the probe of its new check) or new (a
    * sibling's state on its probe when one has a result with the same check, else its initial status).
    */
-  private upsert(t: HealthTarget, epoch: number, touched: Probe[]): void {
+  private upsert(t: HealthTarget, c: ChangeRun): void {
     const m = this.m;
     const v = m.vipOf(t.vip);
     const j = m.index.get(t.key);
@@ -734,48 +744,45 @@ export class HealthMonitor extends EventEmitter {
       m.successes[j] = 0;
       m.failures[j] = 0;
       m.fedAt[j] = -Infinity;
-      touch(probe, epoch, touched);
+      touch(probe, c);
       const key = probeKey(t.address, t.check);
-      if (key !== probe.key) this.attach(j, t, key, this.probes.get(key), epoch, touched);
+      if (key !== probe.key) this.attach(j, t, key, this.probes.get(key), c);
       return;
     }
     const key = probeKey(t.address, t.check);
     let status = statusCode(t.initial ?? 'up');
     let sibling = -1;
     const on = this.probes.get(key);
-    if (on !== undefined)
-      for (const k of on.members)
-        if (m.probe[k] === on && m.last[k] !== null && sameCheck(m.check[k]!, t.check)) {
-          sibling = k;
-          status = m.status[k]!;
-          break;
-        }
+    // Siblings: the members the probe had before this change (none if it was made in it).
+    const n = on === undefined || on.mark === -c.epoch ? 0 : (c.before.get(on) ?? on.members.length);
+    for (let x = 0; x < n; x++) {
+      const k = on!.members[x]!;
+      if (m.probe[k] === on && m.last[k] !== null && sameCheck(m.check[k]!, t.check)) {
+        sibling = k;
+        status = m.status[k]!;
+        break;
+      }
+    }
     const i = m.take(t.key, v, t.check, status);
     if (sibling >= 0) {
       m.successes[i] = m.successes[sibling]!;
       m.failures[i] = m.failures[sibling]!;
       m.fedAt[i] = m.fedAt[sibling]!;
     }
-    this.attach(i, t, key, on, epoch, touched);
+    this.attach(i, t, key, on, c);
   }
 
   /** Puts membership i (target t) on probe `p` of its probe key, made when there is none yet. */
-  private attach(
-    i: number,
-    t: HealthTarget,
-    key: string,
-    p: Probe | undefined,
-    epoch: number,
-    touched: Probe[],
-  ): void {
+  private attach(i: number, t: HealthTarget, key: string, p: Probe | undefined, c: ChangeRun): void {
     if (p === undefined) {
       // [i], not [] and a push: that array would hold room for 17 (~130 B more per probe, 64 MB at 512,000).
-      p = { key, target: t, members: [i], slot: 0, running: null, slow: true, lastStart: null, live: true, mark: -epoch }; // prettier-ignore
+      p = { key, target: t, members: [i], slot: 0, running: null, slow: true, lastStart: null, live: true, mark: -c.epoch }; // prettier-ignore
       this.probes.set(key, p);
-      touched.push(p);
+      c.touched.push(p);
     } else {
+      if (p.mark !== -c.epoch && !c.before.has(p)) c.before.set(p, p.members.length);
       p.members.push(i);
-      touch(p, epoch, touched);
+      touch(p, c);
     }
     this.m.probe[i] = p;
   }
