@@ -421,11 +421,18 @@ class StatusView implements ReadonlyMap<string, HealthStatus> {
     thisArg?: unknown,
   ): void {
     if (this.frozen !== null) return this.frozen.forEach((v, k) => cb.call(thisArg, v, k, this));
-    const { keys, status } = this.m;
-    for (let i = 0; i < this.m.top; i++) {
-      const k = keys[i];
-      if (k !== undefined) cb.call(thisArg, STATUS[status[i]!]!, k, this);
-    }
+    const { keys, status, top } = this.m;
+    // A plain call without thisArg (no .call per entry: desiredState passes over every membership each sync).
+    if (thisArg === undefined)
+      for (let i = 0; i < top; i++) {
+        const k = keys[i];
+        if (k !== undefined) cb(STATUS[status[i]!]!, k, this);
+      }
+    else
+      for (let i = 0; i < top; i++) {
+        const k = keys[i];
+        if (k !== undefined) cb.call(thisArg, STATUS[status[i]!]!, k, this);
+      }
   }
 
   *#entries(): Generator<[string, HealthStatus]> {
