@@ -209,6 +209,14 @@ describe('HealthMonitor.updateTargets', () => {
     ).toThrow('targets: key "a>2" appears twice');
     expect(m.snapshot().map((s) => s.key)).toEqual(['a>1']);
     expect(m.stats()).toMatchObject({ probes: 1, memberships: 1 });
+    // A key the monitor holds, given twice (after a new one): the same.
+    expect(() => m.setTargets([{ ...t, key: 'a>3' }, t, { ...t, address: '10.0.0.9' }])).toThrow(
+      'targets: key "a>1" appears twice',
+    );
+    expect(m.snapshot().map((s) => [s.key, s.address])).toEqual([['a>1', '10.0.0.1']]);
+    expect(m.status('a>3')).toBeUndefined();
+    m.setTargets([{ ...t, key: 'a>3' }]);
+    expect(m.snapshot().map((s) => s.key)).toEqual(['a>3']);
   });
 
   it('one backend of one VIP among 20,000 memberships: work for that backend only (probe keys made)', () => {
