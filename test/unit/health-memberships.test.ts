@@ -10,12 +10,12 @@ import {
   HealthTarget,
   initialHealth,
   nextHealth,
-  Prober,
   statusAfter,
   type HealthStatus,
   type VipAvailability,
 } from '../../src/health';
 import { DueQueue } from '../../src/health/due-queue';
+import { manualProber } from '../helpers/manual-prober';
 import { DEFAULTS, HealthCheckConfig } from '../../src/model';
 
 const base: HealthCheckConfig = { ...DEFAULTS.healthCheck, type: 'tcp', port: 80, intervalMs: 100, timeoutMs: 50, rise: 2, fall: 2 }; // prettier-ignore
@@ -64,32 +64,7 @@ describe('HealthMonitor memberships (fake clock)', () => {
     jest.useRealTimers();
   });
 
-  /** A prober whose probes finish when told (by address); aborted ones finish at once. */
-  function manual() {
-    const pending = new Map<string, ((r: CheckResult) => void)[]>();
-    let started = 0;
-    const starts: string[] = [];
-    const prober: Prober = (t, done) => {
-      started++;
-      starts.push(t.address);
-      const list = pending.get(t.address) ?? [];
-      list.push(done);
-      pending.set(t.address, list);
-      return () => {
-        const i = list.indexOf(done);
-        if (i >= 0) list.splice(i, 1);
-        done({ ok: false, durationMs: 0, detail: 'aborted', local: true });
-      };
-    };
-    /** Finishes every probe running to `address` (refused, or with `r`); how many. */
-    const finish = (address: string, ok: boolean, r?: CheckResult): number => {
-      const list = pending.get(address) ?? [];
-      pending.delete(address);
-      for (const done of list) done(r ?? { ok, durationMs: 1, detail: ok ? 'connected' : 'ECONNREFUSED' });
-      return list.length;
-    };
-    return { prober, finish, started: () => started, starts };
-  }
+  const manual = manualProber;
 
   /** One round: every probe starts (interval 100 ms, no jitter), those to `address` finish with `ok`. */
   async function round(m: ReturnType<typeof manual>, address: string, ok: boolean): Promise<void> {

@@ -3,9 +3,10 @@
 // sequences of target sets with probe results between them (property); and its cost does not grow with the
 // targets it keeps (counted in probe-key strings made, not timed).
 import fc from 'fast-check';
-import { CheckResult, HealthMonitor, HealthTarget, Prober, probeKey } from '../../src/health';
+import { HealthMonitor, HealthTarget, probeKey } from '../../src/health';
 import * as probes from '../../src/health/probes';
 import { DEFAULTS, HealthCheckConfig } from '../../src/model';
+import { manualProber } from '../helpers/manual-prober';
 
 const base: HealthCheckConfig = { ...DEFAULTS.healthCheck, type: 'tcp', port: 80, intervalMs: 100, timeoutMs: 50, rise: 2, fall: 2 }; // prettier-ignore
 const CHECKS: HealthCheckConfig[] = [
@@ -17,26 +18,7 @@ const CHECKS: HealthCheckConfig[] = [
 const VIPS = ['a', 'b', 'c', 'd'];
 const ADDRESSES = ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5'];
 
-/** A prober whose probes finish when told (by address); aborted ones finish at once. */
-function manual() {
-  const pending = new Map<string, ((r: CheckResult) => void)[]>();
-  const prober: Prober = (t, done) => {
-    const list = pending.get(t.address) ?? [];
-    list.push(done);
-    pending.set(t.address, list);
-    return () => {
-      const i = list.indexOf(done);
-      if (i >= 0) list.splice(i, 1);
-      done({ ok: false, durationMs: 0, detail: 'aborted', local: true });
-    };
-  };
-  const finish = (address: string, ok: boolean): void => {
-    const list = pending.get(address) ?? [];
-    pending.delete(address);
-    for (const done of list) done({ ok, durationMs: 1, detail: ok ? 'connected' : 'ECONNREFUSED' });
-  };
-  return { prober, finish };
-}
+const manual = manualProber;
 
 /** Everything a reader of the monitor sees, in an order that does not depend on slots. */
 function observed(m: HealthMonitor) {
