@@ -885,13 +885,14 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
         ...(feed === null ? {} : { ...feed.inputs(), now: Date.now() }),
       });
       desired = d;
-      let differs: boolean | null = null;
+      let targeted: Promise<boolean> | null = null;
       const s = await reconciler.reconcile(
         d,
-        feed === null ? {} : { whileBuilding: () => void (differs = feed.retarget(d)) },
+        feed === null ? {} : { whileBuilding: () => void (targeted = feed.retarget(d)) },
       );
+      const differs = await (targeted as Promise<boolean> | null);
       if (s.failures.length > 0) throw new Error(`reconcile failed: ${JSON.stringify(s.failures[0])}`);
-      return feed !== null && (differs ?? feed.retarget(d));
+      return feed !== null && (differs ?? (await feed.retarget(d)));
     };
     /** A change -> maps (ms); the follow-up sync the daemon runs for new health targets is not counted in it, but
      * runs before the next change (and /healthz and the loop delay see it). */

@@ -487,26 +487,27 @@ export class Daemon {
     try {
       // The health targets are set while the workers build the first tables (this thread waits for them then),
       // else after the reconcile.
-      let targeted: { differs: boolean } | { error: unknown } | null = null;
-      const { desired, summary } = await this.programmer.apply(
-        {
-          config: merged,
-          ...this.health.inputs(),
-          now: Date.now(),
-          datapathConfig: this.datapathConfig,
-        },
-        {
-          whileBuilding: (d) => {
-            try {
-              targeted = { differs: this.health.retarget(d) };
-            } catch (error) {
-              targeted = { error };
-            }
+      let targeted: Promise<boolean> | null = null;
+      const { desired, summary } = await this.programmer
+        .apply(
+          {
+            config: merged,
+            ...this.health.inputs(),
+            now: Date.now(),
+            datapathConfig: this.datapathConfig,
           },
-        },
-      );
-      const t = targeted as { differs: boolean } | { error: unknown } | null;
-      if (t !== null && 'error' in t) throw t.error;
+          {
+            whileBuilding: (d) => {
+              targeted = this.health.retarget(d);
+            },
+          },
+        )
+        .catch(async (e: unknown) => {
+          // The targets still being set are awaited (their failure is this one's), so the next sync starts after.
+          await (targeted as Promise<boolean> | null)?.catch(() => undefined);
+          throw e;
+        });
+      const differs = await (targeted as Promise<boolean> | null);
       // When a backend's health-down grace ends (it turns down, its flows move) or a retained table change
       // expires (the VIP's previous table is written without it), sync again.
       this.loop.syncAt(
@@ -520,7 +521,7 @@ export class Daemon {
         { result: summary.failures.length > 0 ? 'partial' : 'ok' },
         (performance.now() - started) / 1000,
       );
-      if (t !== null ? t.differs : this.health.retarget(desired)) this.loop.wantAnother();
+      if (differs ?? (await this.health.retarget(desired))) this.loop.wantAnother();
       // startedAt lets a reader tell a sync that began before some moment from one that began after it.
       this.log.debug({ reason, summary, startedAt }, 'reconciled');
     } catch (e) {

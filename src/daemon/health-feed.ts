@@ -1,12 +1,18 @@
 // The daemon's health side: the monitor's statuses (with seeds bridging a restart) as the desired state's
 // input, its targets from each desired state, and its events logged.
 import type { Datapath } from '../datapath/types';
-import type { BacklogChange, LocalCheckError } from '../health/monitor';
+import type { BacklogChange, HealthTarget, LocalCheckError } from '../health/monitor';
 import type { HealthStatus } from '../health/state';
 import { healthTargets, targetsChange } from '../health/targets';
 import { rateLimited, type Logger } from '../log';
 import type { DesiredState, DesiredVip } from '../reconcile';
 import type { DaemonHealthMonitor } from './collaborators';
+
+/**
+ * Targets set per event-loop turn at most: a change of every target (the start's; 512,000 at 512 x 1000, ~1.6 s)
+ * would otherwise hold the loop in one task while /healthz and timers wait (~6-10 ms per piece here).
+ */
+export const TARGETS_PER_TURN = 2048;
 
 /** Health checks that fail on this host are logged once per this interval at most (with a count). */
 const LOCAL_ERROR_LOG_MS = 10_000;
@@ -22,6 +28,8 @@ export class HealthFeed {
   private overCap = false;
   /** The VIPs the monitor's targets were last set from (null: never set). */
   private targetsOf: readonly DesiredVip[] | null = null;
+  /** The retarget running (they run one after another: each diffs against the last one's targets). */
+  private running: Promise<unknown> = Promise.resolve();
 
   constructor(o: { monitor: DaemonHealthMonitor; log: Logger }) {
     this.monitor = o.monitor;
@@ -49,21 +57,28 @@ export class HealthFeed {
   }
 
   /**
-   * Checks what `desired` holds; true when a status already differs from it (new targets start with a status
-   * but emit no change: a sync more makes /state and the datapath show it).
+   * Sets the monitor's targets from `desired`; resolves true when a status already differs from it (new targets
+   * start with a status but emit no change: a sync more makes /state and the datapath show it). A big change is set
+   * in pieces of TARGETS_PER_TURN with event-loop turns between them; retargets run one after another.
    */
-  retarget(desired: DesiredState): boolean {
+  retarget(desired: DesiredState): Promise<boolean> {
+    const run = this.running.then(() => this.retargetNow(desired));
+    this.running = run.catch(() => undefined);
+    return run;
+  }
+
+  private async retargetNow(desired: DesiredState): Promise<boolean> {
     // `desired` is built: the maps inputs() handed out for it are read no more.
     this.monitor.release();
     // The VIPs whose targets were set now: a new target's status may differ from what `desired` holds.
     let set: readonly DesiredVip[];
     if (this.targetsOf === null) {
-      this.monitor.setTargets(healthTargets(desired, this.seeds));
+      await this.setInPieces({ remove: [], upsert: healthTargets(desired, this.seeds) }, true);
       set = desired.vips;
     } else {
       // Only what changed: a full setTargets costs work per membership (~1 s at 512,000), on every change.
       const change = targetsChange(this.targetsOf, desired.vips, this.seeds);
-      if (change.remove.length > 0 || change.upsert.length > 0) this.monitor.updateTargets(change);
+      await this.setInPieces(change, false);
       set = change.vips;
     }
     // The latest even when the same: keeping the older would keep a whole older desired state alive (an object
@@ -89,6 +104,38 @@ export class HealthFeed {
         return s !== undefined && s !== b.health;
       }),
     );
+  }
+
+  /**
+   * A change of targets (no key both removed and upserted: targetsChange gives none), in pieces of TARGETS_PER_TURN
+   * with a turn between them: upserts first, then removals, as one updateTargets orders them. `whole`: the first
+   * piece replaces every target the monitor had (setTargets).
+   */
+  private async setInPieces(
+    c: { remove: readonly string[]; upsert: readonly HealthTarget[] },
+    whole: boolean,
+  ): Promise<void> {
+    const n = TARGETS_PER_TURN;
+    const { remove, upsert } = c;
+    if (remove.length + upsert.length <= n) {
+      if (whole) this.monitor.setTargets(upsert);
+      else if (remove.length + upsert.length > 0) this.monitor.updateTargets(c);
+      return;
+    }
+    const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+    let i = 0;
+    if (whole) {
+      this.monitor.setTargets(upsert.slice(0, n));
+      i = n;
+    }
+    for (; i < upsert.length; i += n) {
+      if (i > 0) await turn();
+      this.monitor.updateTargets({ remove: [], upsert: upsert.slice(i, i + n) });
+    }
+    for (let r = 0; r < remove.length; r += n) {
+      if (upsert.length > 0 || r > 0) await turn();
+      this.monitor.updateTargets({ remove: remove.slice(r, r + n), upsert: [] });
+    }
   }
 
   /**

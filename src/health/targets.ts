@@ -39,7 +39,7 @@ function vipTargets(
 
 /** What HealthMonitor.updateTargets takes to go from one desired state's targets to another's. */
 export interface TargetsChange {
-  /** Membership keys no longer checked. */
+  /** Membership keys no longer checked (none of them in `upsert`). */
   remove: string[];
   /** Every target of each VIP whose targets changed (updateTargets keeps the state of those that did not). */
   upsert: HealthTarget[];
@@ -72,6 +72,12 @@ export function targetsChange(
     for (const x of was.backends) if (!kept.has(x.key)) out.remove.push(x.key);
   }
   for (const was of before.values()) for (const x of was.backends) out.remove.push(x.key);
+  // A key both removed and upserted (a VIP renamed over the same address) only moves: not removed (the change
+  // may be set in pieces, and a removal after its upsert would drop it).
+  if (out.remove.length > 0 && out.upsert.length > 0) {
+    const upserted = new Set(out.upsert.map((t) => t.key));
+    out.remove = out.remove.filter((k) => !upserted.has(k));
+  }
   return out;
 }
 

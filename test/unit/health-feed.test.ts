@@ -4,11 +4,11 @@ import { EventEmitter } from 'node:events';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import type { DaemonHealthMonitor } from '../../src/daemon/collaborators';
-import { HealthFeed } from '../../src/daemon/health-feed';
+import { HealthFeed, TARGETS_PER_TURN } from '../../src/daemon/health-feed';
 import type { DatapathConfig } from '../../src/datapath/types';
-import type { HealthTarget } from '../../src/health/monitor';
+import { HealthMonitor, type HealthTarget } from '../../src/health/monitor';
 import { healthTargets, targetsChange } from '../../src/health/targets';
-import { validateConfig } from '../../src/model';
+import { DEFAULTS, validateConfig } from '../../src/model';
 import { desiredState } from '../../src/reconcile';
 
 describe('HealthFeed change batching', () => {
@@ -67,7 +67,7 @@ describe('HealthFeed: probes late because of the in-flight cap are logged', () =
     return { lines, log: pino({ level: 'info' }, sink) };
   };
 
-  it('saturation warns (once per interval), its end is told; targets needing more slots than the cap warn once', () => {
+  it('saturation warns (once per interval), its end is told; targets needing more slots than the cap warn once', async () => {
     const { lines, log } = logged();
     const stats = { probes: 51_200, worstCaseInFlight: 25_600, maxInFlight: 18_750 };
     const monitor = Object.assign(new EventEmitter(), {
@@ -85,12 +85,12 @@ describe('HealthFeed: probes late because of the in-flight cap are logged', () =
     monitor.emit('backlog', { ...backlog, saturated: true }); // within the interval: not logged, nor its end
     monitor.emit('backlog', { ...backlog, saturated: false, durationMs: 10 });
     const desired = { vips: [] } as never;
-    feed.retarget(desired);
-    feed.retarget(desired); // still over: no second line
+    await feed.retarget(desired);
+    await feed.retarget(desired); // still over: no second line
     stats.worstCaseInFlight = 100;
-    feed.retarget(desired);
+    await feed.retarget(desired);
     stats.worstCaseInFlight = 30_000;
-    feed.retarget(desired); // over again: warned again
+    await feed.retarget(desired); // over again: warned again
     expect(lines.map((l) => [l.level, l.msg])).toEqual([
       [40, 'health probes wait for in-flight slots: checks run late, dead backends are marked down late'],
       [30, 'health probes no longer wait for in-flight slots'],
@@ -124,13 +124,13 @@ describe('HealthFeed seeds', () => {
     // k1 and k2 were down in the datapath; the monitor already reports k1.
     expect(feed.inputs().health).toEqual(new Map([['k1', 'up'], ['k2', 'down']])); // prettier-ignore
     statusCalls = 0;
-    expect(feed.retarget({ vips: [] } as never)).toBe(false);
+    expect(await feed.retarget({ vips: [] } as never)).toBe(false);
     // A map of every membership is no work per sync: the seeds are looked up one by one.
     expect(statusCalls).toBe(0);
     expect(feed.inputs().health).toEqual(new Map([['k1', 'up'], ['k2', 'down']])); // prettier-ignore
     // Once the monitor reports k2 too, its seed is gone for good.
     reported.set('k2', 'up');
-    feed.retarget({ vips: [] } as never);
+    await feed.retarget({ vips: [] } as never);
     reported.delete('k2');
     expect(feed.inputs().health).toEqual(new Map([['k1', 'up']]));
   });
@@ -163,7 +163,7 @@ describe('HealthFeed: the monitor targets are set again only when they changed',
     return desiredState({ config: r.config, datapathConfig: DP, ...(health ? { health } : {}) });
   };
 
-  it('sets the targets once, then updates only what changed (nothing for a flip or a state built again)', () => {
+  it('sets the targets once, then updates only what changed (nothing for a flip or a state built again)', async () => {
     const set: HealthTarget[][] = [];
     const updates: { remove: readonly string[]; upsert: readonly HealthTarget[] }[] = [];
     const monitor = Object.assign(new EventEmitter(), {
@@ -179,13 +179,13 @@ describe('HealthFeed: the monitor targets are set again only when they changed',
     const feed = new HealthFeed({ monitor, log });
     const base = [{ backends: [1, 2, 3] }, { backends: [1, 2] }];
     const d0 = state(base);
-    feed.retarget(d0);
+    await feed.retarget(d0);
     expect(set).toHaveLength(1);
     expect(set[0]!.map((t) => t.key)).toEqual(healthTargets(d0).map((t) => t.key));
-    feed.retarget(d0);
-    feed.retarget(state(base)); // built again: new objects, same targets
+    await feed.retarget(d0);
+    await feed.retarget(state(base)); // built again: new objects, same targets
     const key = d0.vips[0]!.backends[1]!.key;
-    feed.retarget(state(base, new Map([[key, 'down']]))); // a health flip: same targets
+    await feed.retarget(state(base, new Map([[key, 'down']]))); // a health flip: same targets
     expect(updates).toHaveLength(0);
     // Each change updates only the VIPs it touched: a backend added, one removed, the check's interval, the port
     // (every key of the VIP), a VIP gone.
@@ -199,7 +199,7 @@ describe('HealthFeed: the monitor targets are set again only when they changed',
       ],
       [{ backends: [1, 2, 3, 4], port: 81 }],
     ];
-    for (const c of changes) feed.retarget(state(c));
+    for (const c of changes) await feed.retarget(state(c));
     expect(set).toHaveLength(1);
     const short = (k: string): string => k.replace(/:\d+\/tcp>10\.1\.\d+/, '');
     expect(updates.map((u) => [u.remove.map(short), u.upsert.map((t) => short(t.key))])).toEqual([
@@ -248,5 +248,52 @@ describe('HealthFeed: the monitor targets are set again only when they changed',
     // `initial` seeds the new targets' statuses, as healthTargets does.
     const seeded = targetsChange([], a, new Map([['10.0.0.2:80/tcp>10.1.1.3', 'down']]));
     expect(seeded.upsert.map((t) => t.initial)).toEqual([undefined, undefined, 'down']);
+  });
+});
+
+describe('HealthFeed: a big change of targets is set in pieces', () => {
+  const check = { ...DEFAULTS.healthCheck, type: 'tcp' as const, port: 80 };
+  const vip = (v: number, n: number, from = 0, name = `v${v}`) => ({
+    name,
+    healthCheck: check,
+    backends: Array.from({ length: n }, (_, i) => {
+      const b = i + from;
+      return { key: `v${v}>${b}`, address: `10.${v}.${b >> 8}.${b & 255}`, health: 'unknown' };
+    }),
+  });
+  const held = (m: HealthMonitor) =>
+    m
+      .snapshot()
+      .map((s) => `${s.key} ${s.vip} ${s.address} ${s.status}`)
+      .sort();
+
+  it('with event-loop turns between pieces of TARGETS_PER_TURN, ending where one setTargets ends', async () => {
+    const monitor = new HealthMonitor();
+    const feed = new HealthFeed({ monitor, log: pino({ level: 'silent' }) });
+    const ref = new HealthMonitor();
+    const d1 = { vips: Array.from({ length: 5 }, (_, v) => vip(v, 4000)) } as never;
+    // Turns the event loop gave while the targets were set, and the memberships the monitor held at each.
+    const seen: number[] = [];
+    let ticking = true;
+    const tick = (): void => {
+      seen.push(monitor.stats().memberships);
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    expect(await feed.retarget(d1)).toBe(true); // new targets: up, where the state has them unknown
+    ticking = false;
+    expect(new Set(seen.filter((n) => n > 0 && n < 20_000)).size).toBeGreaterThanOrEqual(
+      Math.ceil(20_000 / TARGETS_PER_TURN) - 1,
+    );
+    ref.setTargets(healthTargets(d1));
+    expect(held(monitor)).toEqual(held(ref));
+    // Every VIP's backends replaced (removals in pieces too), and v0 renamed v9 over the same keys: they move.
+    const d2 = {
+      vips: [vip(0, 4000, 0, 'v9'), ...[1, 2, 3, 4].map((v) => vip(v, 4000, 4000))],
+    } as never;
+    await feed.retarget(d2);
+    ref.setTargets(healthTargets(d2));
+    expect(held(monitor)).toEqual(held(ref));
+    expect(monitor.stats()).toMatchObject({ memberships: 20_000, probes: 20_000 });
   });
 });
