@@ -52,6 +52,7 @@ import {
   type ConntrackEntry,
   type Datapath,
   type DatapathConfig,
+  type CountersOptions,
   type DatapathCounters,
   type TableInstall,
   type TrafficCounter,
@@ -2076,7 +2077,7 @@ export class KernelDatapath implements Datapath {
     }
   }
 
-  async counters(): Promise<DatapathCounters> {
+  async counters(o: CountersOptions = {}): Promise<DatapathCounters> {
     const global: Record<string, bigint> = {};
     const blocks = this.maps.stats.lookupPerCpu(ZERO_KEY) ?? [];
     // An adopted stats map of an older build may hold fewer counters than this build names: counters are
@@ -2101,7 +2102,7 @@ export class KernelDatapath implements Datapath {
       return out;
     };
     const vipIds = (await this.listVips()).map((v) => v.id);
-    const beIds = (await this.listBackends()).map((b) => b.id);
+    const beIds = o.backends === false ? [] : (await this.listBackends()).map((b) => b.id);
     return {
       global,
       vips: traffic(this.maps.vip_stats, vipIds),

@@ -10,6 +10,7 @@ import type {
   ConntrackEntry,
   Datapath,
   DatapathConfig,
+  CountersOptions,
   DatapathCounters,
   TableInstall,
   TrafficCounter,
@@ -372,11 +373,15 @@ export class MemoryDatapath implements Datapath {
     this.tables.delete(vipId);
   }
 
-  async counters(): Promise<DatapathCounters> {
+  async counters(o: CountersOptions = {}): Promise<DatapathCounters> {
     this.enter('counters', '', 'read');
     const copy = (m: Map<number, TrafficCounter>): Map<number, TrafficCounter> =>
       new Map([...m].map(([k, v]) => [k, { ...v }]));
-    return { global: { ...this.global }, vips: copy(this.vipCounters), backends: copy(this.backendCounters) };
+    return {
+      global: { ...this.global },
+      vips: copy(this.vipCounters),
+      backends: o.backends === false ? new Map() : copy(this.backendCounters),
+    };
   }
 
   async conntrack(limit?: number): Promise<ConntrackEntry[]> {

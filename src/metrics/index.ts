@@ -139,7 +139,8 @@ export function createMetrics(src: MetricsSources): DaemonMetrics {
   let rendering = false;
   const counters = (): Promise<DatapathCounters> => {
     if (pending === null) {
-      pending = src.datapath.counters();
+      // Backends' traffic only for the per-backend series (no other family reads it).
+      pending = src.datapath.counters({ backends: src.perBackend });
       if (!rendering)
         void pending.finally(() => setTimeout(() => (pending = null), 0)).catch(() => undefined);
     }

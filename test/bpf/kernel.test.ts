@@ -161,6 +161,11 @@ describePrivileged('KernelDatapath', () => {
     expect(ct).toEqual([{ source: '192.0.2.1', sourcePort: 5555, destination: '10.0.0.10', destinationPort: 80, protocol: 'tcp', backendId: ct[0]!.backendId }]);
     expect([1, 2]).toContain(ct[0]!.backendId);
     expect(c.backends.get(ct[0]!.backendId)?.packets).toBe(3n);
+    // Without backends' traffic: the same global and VIP figures, no backend read.
+    const lean = await dp.counters({ backends: false });
+    expect(lean.global).toEqual(c.global);
+    expect(lean.vips).toEqual(c.vips);
+    expect(lean.backends.size).toBe(0);
   });
 
   it('pins and adopts without touching contents', async () => {

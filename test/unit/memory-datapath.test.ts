@@ -151,6 +151,11 @@ describe('MemoryDatapath.forward', () => {
     // Not SYNs: both VIP packets looked the connection table up first, as the kernel does (ct_miss).
     expect(c.global).toEqual({ pass_not_vip: 1n, ct_miss: 2n, drop_no_table: 1n, drop_no_backend: 1n });
     expect(c.vips.get(3)?.packets).toBe(2n);
+    // Without backends' traffic (what /metrics reads by default): the rest as before, no backend read.
+    const lean = await dp.counters({ backends: false });
+    expect(lean.global).toEqual(c.global);
+    expect(lean.vips).toEqual(c.vips);
+    expect(lean.backends.size).toBe(0);
   });
 
   it('keeps established flows on a draining backend, sends new flows elsewhere, moves flows of a down backend', async () => {

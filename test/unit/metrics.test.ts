@@ -2,6 +2,7 @@
 // admin.perBackendMetrics switch drops every per-backend series; counter families; operator metrics.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { MemoryDatapath } from '../../src/datapath/memory';
+import type { CountersOptions } from '../../src/datapath/types';
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -43,6 +44,12 @@ async function metricsOf(perBackend: boolean) {
   return { m, dp };
 }
 
+/** Packets of a few flows through the modelled datapath: the VIP's and its backends' traffic counters move. */
+function sendTraffic(dp: MemoryDatapath): void {
+  for (let i = 0; i < 20; i++)
+    dp.forward({ vip: { address: '10.9.9.9', port: 80, protocol: 'tcp' }, source: `192.0.2.${i + 1}`, sourcePort: 1000 + i }); // prettier-ignore
+}
+
 async function scrape(perBackend: boolean): Promise<string> {
   return (await metricsOf(perBackend)).m.registry.metrics();
 }
@@ -80,13 +87,36 @@ describe('metrics', () => {
     expect(await renderRegistry(registry)).toBe(await registry.metrics());
   });
 
+  it.each([true, false])(
+    "perBackend %s: a render reads backends' traffic only for the per-backend series",
+    async (perBackend) => {
+      const { m, dp } = await metricsOf(perBackend);
+      sendTraffic(dp);
+      const asked: (CountersOptions | undefined)[] = [];
+      const real = dp.counters.bind(dp);
+      dp.counters = (o?: CountersOptions) => {
+        asked.push(o);
+        return real(o);
+      };
+      const text = await m.render();
+      expect(asked).toEqual([{ backends: perBackend }]);
+      // the VIP's traffic either way; a backend's only with the per-backend series
+      expect(text).toMatch(
+        /^peak_xdp_vip_packets_total\{vip="web",address="10\.9\.9\.9",port="80",protocol="tcp"\} [1-9]\d*$/m,
+      );
+      if (perBackend)
+        expect(text).toMatch(/^peak_xdp_backend_packets_total\{vip="web",backend="10\.1\.0\.1"\} [1-9]\d*$/m);
+      else expect(text).not.toMatch(/peak_xdp_backend_packets_total\{/);
+    },
+  );
+
   it('render() reads the datapath counters once for the whole render, and again for the next one', async () => {
     const { m, dp } = await metricsOf(true);
     let reads = 0;
     const real = dp.counters.bind(dp);
-    dp.counters = () => {
+    dp.counters = (o) => {
       reads++;
-      return real();
+      return real(o);
     };
     const text = await m.render();
     expect(text).toMatch(/^peak_xdp_vip_usable_backends\{vip="web"\} 1$/m);
