@@ -812,7 +812,9 @@ async function liveBench(a: Args): Promise<LiveResult> {
     const results = new Map<string, LiveRow[]>();
     const problems: string[] = [];
     for (let run = 0; run < a.liveRounds; run++) {
-      for (const v of variants) {
+      // Each round starts one variant later: over the rounds every variant runs at every position, so what runs
+      // just before (a conntrack row's 1M flows, a re-attach) biases no row.
+      for (const v of variants.map((_, i) => variants[(i + run) % variants.length]!)) {
         await attachXdp({ ifname: 'pkl0', netns: `/var/run/netns/${nsL}`, program: v.prog, mode: 'native' });
         const c0 = v.dp ? (await v.dp.counters()).global : null;
         const p0 = v.processed();
