@@ -9,6 +9,7 @@ import { gzip } from 'node:zlib';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../log';
 import { renderRegistry } from '../metrics';
+import { jsonInTurns, jsonText } from '../util/json-turns';
 import { readFdLimit } from './fdlimit';
 
 export interface Readiness {
@@ -129,7 +130,10 @@ export interface AdminOptions {
   /** Renders /metrics (default: renderRegistry(registry)); the daemon's shares one datapath read per render. */
   renderMetrics?: () => Promise<string>;
   readiness: () => Readiness;
-  state: () => Promise<unknown>;
+  /** The /state document; only `sections` when given (`?sections=a,b`), all when null. */
+  state: (sections: ReadonlySet<string> | null) => Promise<unknown>;
+  /** The sections /state may be asked for (its top-level keys); absent: `?sections=` is refused. */
+  stateSections?: readonly string[];
   logger: Logger;
   /** Overrides of ADMIN_LIMITS. */
   limits?: Partial<AdminLimits>;
@@ -191,27 +195,30 @@ function send(res: ServerResponse, code: number, type: string, body: string | Bu
   res.end(body);
 }
 
-const replacer = (_k: string, x: unknown): unknown =>
-  typeof x === 'bigint' ? x.toString() : x instanceof Map ? Object.fromEntries(x) : x;
-
-const json = (v: unknown) => JSON.stringify(v, replacer, 2);
+const json = jsonText;
 
 /**
- * json(v) with a turn of the event loop after each top-level key: a /state document at 100 x 20 is ~0.8 MB,
- * tens of ms of stringifying that /healthz should not wait behind in one piece.
+ * `?sections=a,b` of a /state request: the sections asked for (null: no such parameter, all), or an error naming the
+ * value that is not one of `known`.
  */
-async function jsonInTurns(v: unknown): Promise<string> {
-  if (v === null || typeof v !== 'object' || Array.isArray(v) || v instanceof Map) return json(v);
-  const parts: string[] = [];
-  for (const [k, x] of Object.entries(v)) {
-    const text = json(x);
-    // JSON.stringify leaves out undefined (and function) values of an object.
-    if (text === undefined) continue;
-    // Nested one level down: every line after the first is indented two more spaces (JSON strings hold no newline).
-    parts.push(`  ${JSON.stringify(k)}: ${text.replace(/\n/g, '\n  ')}`);
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-  return parts.length === 0 ? '{}' : `{\n${parts.join(',\n')}\n}`;
+export function parseStateSections(
+  query: string | null,
+  known: readonly string[],
+): { sections: ReadonlySet<string> | null } | { error: string } {
+  if (query === null) return { sections: null };
+  const names = query
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '');
+  const bad = names.find((x) => !known.includes(x));
+  if (bad !== undefined || names.length === 0)
+    return {
+      error:
+        known.length === 0
+          ? `sections: this /state has no sections to choose from (${JSON.stringify(query)})`
+          : `sections: ${JSON.stringify(bad ?? query)} is not a /state section (one or more of ${known.join(', ')}, comma-separated)`,
+    };
+  return { sections: new Set(names) };
 }
 
 /** True when an Accept-Encoding header allows gzip (a gzip or * token whose q is not 0). */
@@ -235,11 +242,17 @@ export async function startAdmin(o: AdminOptions): Promise<AdminServer> {
       render: o.renderMetrics ?? (() => renderRegistry(o.registry)),
       reuseMs: reuseMs['/metrics'],
     }),
-    '/state': new SharedRender({
-      render: async () => (await jsonInTurns(await o.state())) + '\n',
-      reuseMs: reuseMs['/state'],
-    }),
+    '/state': stateRender(null),
   };
+  /** A render of /state with only some sections (?sections=), shared by the requests asking the same while it runs. */
+  const sectionRenders = new Map<string, SharedRender>();
+  function stateRender(sections: ReadonlySet<string> | null): SharedRender {
+    return new SharedRender({
+      // written in pieces with event-loop turns between them (jsonInTurns): ~20 MB at 512 x 100
+      render: async () => ((await jsonInTurns(await o.state(sections))) ?? 'null') + '\n',
+      reuseMs: reuseMs['/state'],
+    });
+  }
   const served = new Counter({
     name: 'peak_xdp_admin_rendered_responses_total',
     help:
@@ -255,8 +268,9 @@ export async function startAdmin(o: AdminOptions): Promise<AdminServer> {
     path: RenderedPath,
     type: string,
     gz = false,
+    render: SharedRender = renders[path],
   ): Promise<void> => {
-    const r = await renders[path].get();
+    const r = await render.get();
     served.inc({ path, how: r.how });
     if (!gz) return send(res, 200, type, r.body);
     let z = gzipped.get(r.body);
@@ -287,8 +301,23 @@ export async function startAdmin(o: AdminOptions): Promise<AdminServer> {
         const r = o.readiness();
         return send(res, r.ready ? 200 : 503, 'application/json', json(r) + '\n');
       }
-      case '/state':
-        return rendered(res, path, 'application/json');
+      case '/state': {
+        const q = new URLSearchParams((req.url ?? '').split('?')[1] ?? '').get('sections');
+        const asked = parseStateSections(q, o.stateSections ?? []);
+        if ('error' in asked) return send(res, 400, 'text/plain', `${asked.error}\n`);
+        if (asked.sections === null) return rendered(res, path, 'application/json');
+        const key = [...asked.sections].sort().join(',');
+        const shared = sectionRenders.get(key);
+        if (shared !== undefined) return rendered(res, path, 'application/json', false, shared);
+        // only requests arriving while it renders share it (reuseMs 0): forgotten once it is done
+        const made = stateRender(asked.sections);
+        sectionRenders.set(key, made);
+        try {
+          return await rendered(res, path, 'application/json', false, made);
+        } finally {
+          if (sectionRenders.get(key) === made) sectionRenders.delete(key);
+        }
+      }
       default:
         return send(res, 404, 'text/plain', 'not found: try /metrics, /healthz, /readyz, /state\n');
     }

@@ -26,7 +26,16 @@ import { hostDatapathConfig } from './host';
 import { kubernetesSettings, kubernetesSource } from './kubernetes';
 import { listenHint } from './preflight';
 import { Programmer } from './programmer';
-import { ComponentErrorLog, DaemonComponent, NO_KEEPER, readinessOf, stateDocument } from './state-view';
+import {
+  ComponentErrorLog,
+  DaemonComponent,
+  NO_KEEPER,
+  pickSections,
+  readinessOf,
+  STATE_SECTIONS,
+  stateDocument,
+  type StateSection,
+} from './state-view';
 import { SyncLoop } from './sync-loop';
 import { buildInfo } from '../version';
 import { adminWriteApi, conntrackFlusherOf, desiredIds, isLoopback, WriteTarget } from './admin-write';
@@ -351,7 +360,8 @@ export class Daemon {
         // Once the metrics exist, their render shares one datapath counters read per scrape.
         renderMetrics: () => this.metrics?.render() ?? renderRegistry(this.registry),
         readiness: () => this.readiness(),
-        state: () => this.state(),
+        state: (sections) => this.state(sections as ReadonlySet<StateSection> | null),
+        stateSections: STATE_SECTIONS,
         logger: this.log,
         api: adminWriteApi({
           target: this.writeTarget(),
@@ -406,10 +416,13 @@ export class Daemon {
     await this.programmer.close();
   }
 
-  /** Everything /state shows: desired and actual, health, BGP, sources. */
-  async state(): Promise<unknown> {
+  /** Everything /state shows: desired and actual, health, BGP, sources; only `sections` when given (the costly
+   * ones, reading every membership or backend, are then made only if asked for). */
+  async state(sections: ReadonlySet<StateSection> | null = null): Promise<unknown> {
     const dp = this.dp;
+    const want = (k: StateSection): boolean => sections === null || sections.has(k);
     const doc = stateDocument({
+      sections,
       startedAt: this.startedAt,
       ifname: this.config?.interface,
       keeper: this.keeper ?? NO_KEEPER,
@@ -419,19 +432,24 @@ export class Daemon {
       componentErrors: this.componentErrors,
       announcements: this.announcer?.decision ?? null,
       reloadError: this.gate.reloadError,
-      actual: dp && {
-        vips: await dp.listVips(),
-        backends: await dp.listBackends(),
-        counters: await dp.counters(),
-      },
-      health: this.monitor.snapshot(),
+      actual: !want('actual')
+        ? null
+        : dp && {
+            vips: await dp.listVips(),
+            backends: await dp.listBackends(),
+            counters: await dp.counters(),
+          },
+      health: want('health') ? this.monitor.snapshot() : null,
       bgp: this.speaker?.status() ?? null,
       kubernetes: this.kube?.status() ?? null,
       vipRoutes: this.vipRoutes?.status() ?? null,
       bfd: this.bfd?.status() ?? null,
       node: this.gate.nodeView(),
     });
-    return this.overrides ? withOverrideView(doc, this.overrides.set, this.overrides.location) : doc;
+    return pickSections(
+      this.overrides ? withOverrideView(doc, this.overrides.set, this.overrides.location) : doc,
+      sections,
+    );
   }
 
   /** What the admin API's write endpoints change and read (admin-write.ts). */

@@ -142,6 +142,49 @@ export function readinessOf(f: ReadinessFacts): Readiness {
 }
 
 /** /state: every fact in one document (the parts read elsewhere passed in as read). */
+/** The top-level keys of /state, in order: `GET /state?sections=a,b` shows only those (the CLI asks for what it
+ * reads: at 512 VIPs x 1,000 backends the whole document is ~200 MB of JSON). */
+export const STATE_SECTIONS = [
+  'startedAt',
+  'interface',
+  'pins',
+  'pinTrouble',
+  'adopted',
+  'attached',
+  'readiness',
+  'datapathConfig',
+  'lastReconcile',
+  'reconcileError',
+  'failedVips',
+  'cleanupFailures',
+  'attachError',
+  'reattaches',
+  'componentErrors',
+  'announcements',
+  'reloadError',
+  'desired',
+  'actual',
+  'health',
+  'bgp',
+  'kubernetes',
+  'vipRoutes',
+  'bfd',
+  'node',
+  'overrides',
+] as const;
+export type StateSection = (typeof STATE_SECTIONS)[number];
+
+/** The document with only `sections` (all when null), in STATE_SECTIONS order. */
+export function pickSections<T extends Partial<Record<StateSection, unknown>>>(
+  doc: T,
+  sections: ReadonlySet<string> | null,
+): Partial<T> {
+  if (sections === null) return doc;
+  const out: Partial<Record<StateSection, unknown>> = {};
+  for (const k of STATE_SECTIONS) if (sections.has(k) && k in doc) out[k] = doc[k];
+  return out as Partial<T>;
+}
+
 export function stateDocument(f: {
   startedAt: string;
   ifname: string | undefined;
@@ -161,8 +204,11 @@ export function stateDocument(f: {
   bfd?: unknown;
   /** This node's name, labels and matching nodes[] entries (config-gate.ts nodeView). */
   node?: unknown;
+  /** The sections shown (null: all): `desired`, the one this function builds per membership, only if asked for. */
+  sections?: ReadonlySet<StateSection> | null;
 }) {
   const { keeper: k, programmer: p } = f;
+  const wantDesired = f.sections == null || f.sections.has('desired');
   return {
     startedAt: f.startedAt,
     interface: f.ifname,
@@ -181,7 +227,7 @@ export function stateDocument(f: {
     componentErrors: f.componentErrors.view(),
     announcements: f.announcements,
     reloadError: f.reloadError,
-    desired: desiredView(p.desired),
+    desired: wantDesired ? desiredView(p.desired) : null,
     actual: f.actual,
     health: f.health,
     bgp: f.bgp,

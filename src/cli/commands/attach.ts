@@ -33,6 +33,7 @@ import { describeFailure, removeVipRoutes, type RouteFailure } from '../../daemo
 import {
   adminUrl,
   fetchAdmin,
+  statePath,
   GlobalArgs,
   holdPins,
   once,
@@ -323,7 +324,7 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           throw new CliError(`nothing attached to ${ifname} and nothing pinned`, 3);
         const lock = holdPins(a, { ifname, dir, command: 'detach' });
         // A running daemon owns the attachment: it would put the program back at its next check.
-        const daemon = await fetchAdmin<{ pins?: string }>(a, '/state');
+        const daemon = await fetchAdmin<{ pins?: string }>(a, statePath(['pins']));
         if (daemon?.pins === dir)
           throw new CliError(
             `the daemon answering at ${adminUrl(a)} runs this balancer and re-attaches it within seconds: stop the daemon first (with --detach-on-exit it detaches on exit), then detach`,

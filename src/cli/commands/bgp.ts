@@ -2,7 +2,7 @@
 import type { Argv } from 'yargs';
 import { formatBgpStatus } from '../../bgp/format';
 import type { SpeakerStatus } from '../../bgp/speaker';
-import { adminUrl, fetchAdmin, GlobalArgs, withAdmin, withJson } from '../context';
+import { adminUrl, fetchAdmin, GlobalArgs, statePath, withAdmin, withJson } from '../context';
 import { CliError, emit } from '../output';
 
 export function registerBgp(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
@@ -11,7 +11,7 @@ export function registerBgp(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     'BGP sessions and announced prefixes (asks the daemon: --admin)',
     (y2) => withJson(withAdmin(y2)),
     async (a) => {
-      const st = await fetchAdmin<{ bgp: SpeakerStatus | null }>(a, '/state', 3000);
+      const st = await fetchAdmin<{ bgp: SpeakerStatus | null }>(a, statePath(['bgp']), 3000);
       if (st === null)
         throw new CliError(`no daemon answered at ${adminUrl(a)} (--admin HOST:PORT or PEAK_XDP_ADMIN)`, 3);
       if (st.bgp === null)

@@ -5,7 +5,7 @@ import type { Argv } from 'yargs';
 import type { KernelDatapath } from '../../datapath/kernel';
 import type { VipSpec } from '../../datapath/types';
 import { canonicalIp } from '../../model/ip';
-import { adminUrl, DaemonState, fetchAdmin, GlobalArgs, withAdmin, withJson } from '../context';
+import { adminUrl, DaemonState, fetchAdmin, GlobalArgs, statePath, withAdmin, withJson } from '../context';
 import { CliError, emit } from '../output';
 import { findVip, VipRef } from './inspect';
 
@@ -101,7 +101,7 @@ export const daemonVipRef = (v: DaemonVip): VipRef => ({
 
 /** The daemon's /state, or a CliError (exit 1): the write commands need the daemon anyway. */
 async function daemonState(a: WriteArgs): Promise<DaemonState> {
-  const st = await fetchAdmin<DaemonState>(a, '/state');
+  const st = await fetchAdmin<DaemonState>(a, statePath(['desired']));
   if (st === null)
     throw new CliError(
       `no daemon answers at ${adminUrl(a)}: is it running? --admin / PEAK_XDP_ADMIN set its address`,

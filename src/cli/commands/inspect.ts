@@ -387,7 +387,7 @@ export function registerInspect(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           const tables = await vipTables(dp);
           const vips = await dp.listVips();
           const c = await dp.counters();
-          const names = await daemonNames(a);
+          const names = await daemonNames(a, { health: true });
           const only = a.vip ? await findVip(dp, a, a.vip) : null;
           const vipOf = (b: BackendSpec): VipSpec | undefined => {
             const byDaemon = names.backendVip.get(b.id);
