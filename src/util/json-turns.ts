@@ -46,7 +46,7 @@ const omitted = (x: unknown): boolean => x === undefined || typeof x === 'functi
 
 /**
  * JSON.stringify(value, jsonReplacer, 2), written in pieces of at most `piece` nested entries, with a turn of the
- * event loop once `turnMs` of writing ran. Containers heavier than a piece are written entry by entry (runs of
+ * event loop once `turnMs` of writing ran, and after each piece of the top level. Containers heavier than a piece are written entry by entry (runs of
  * light entries together, by one native call); everything else natively.
  */
 export async function jsonInTurns(value: unknown, o: JsonInTurnsOptions = {}): Promise<string | undefined> {
@@ -89,7 +89,8 @@ export async function jsonInTurns(value: unknown, o: JsonInTurnsOptions = {}): P
       let w = 0;
       while (end < count) {
         const e = 1 + weight(rawAt(end), piece);
-        if (e > piece || (end > i && w + e > piece)) break;
+        // the top level's entries one at a time (each followed by a turn), deeper ones in runs
+        if (e > piece || (end > i && (w + e > piece || indent === ''))) break;
         w += e;
         end++;
       }
@@ -123,7 +124,12 @@ export async function jsonInTurns(value: unknown, o: JsonInTurnsOptions = {}): P
         }
         i++;
       }
-      await maybeTurn();
+      // After each top-level piece a turn whatever the time: requests arriving meanwhile (the admin API's sharers of
+      // this render) are read before it ends.
+      if (indent === '') {
+        await nextTurn();
+        since = performance.now();
+      } else await maybeTurn();
     }
     out.push(any ? `\n${indent}${isArray ? ']' : '}'}` : isArray ? '[]' : '{}');
   };

@@ -72,6 +72,25 @@ describe('jsonInTurns', () => {
     expect(ticks).toBeGreaterThan(50);
   });
 
+  it("a top level heavier than a piece gets a turn after each of its entries (the admin API's sharers join then)", async () => {
+    const doc = Object.fromEntries(
+      Array.from({ length: 12 }, (_, k) => [`k${k}`, Array.from({ length: 10 }, (_, i) => i)]),
+    );
+    let turns = 0;
+    let on = true;
+    const tick = (): void => {
+      turns++;
+      if (on) setImmediate(tick);
+    };
+    setImmediate(tick);
+    // 12 entries of weight 11 each (132 > 64): each written alone, each followed by a turn; a long turnMs rules the
+    // time-based turns out
+    const text = await jsonInTurns(doc, { piece: 64, turnMs: 60_000 });
+    on = false;
+    expect(text).toBe(JSON.stringify(doc, jsonReplacer, 2));
+    expect(turns).toBeGreaterThanOrEqual(12);
+  });
+
   it('rejects a bad piece size', async () => {
     await expect(jsonInTurns({}, { piece: 0 })).rejects.toThrow('piece: 0 is not a positive integer');
   });
