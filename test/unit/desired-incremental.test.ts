@@ -14,6 +14,7 @@ import {
   planSince,
   planSinceAsync,
 } from '../../src/reconcile';
+import { countTurns } from '../helpers/turn-counter';
 
 /** The same ids without the memo an earlier build left for them: the next build runs from scratch. */
 const forgetMemo = (ids: IdState): IdState => ({
@@ -197,17 +198,11 @@ describe('desiredStateAsync', () => {
       })),
       256,
     )!;
-    let turns = 0;
-    let ticking = true;
-    const tick = (): void => {
-      turns++;
-      if (ticking) setImmediate(tick);
-    };
-    setImmediate(tick);
+    const counter = countTurns();
     const d = await new DesiredStateBuilder().buildAsync({ config: cfg }, 0);
-    ticking = false;
+    counter.stop();
     // Key strings of each new config, ids of each VIP, then each VIP: at least one turn per VIP.
-    expect(turns).toBeGreaterThanOrEqual(cfg.vips.length);
+    expect(counter.turns).toBeGreaterThanOrEqual(cfg.vips.length);
     expect(plain(d)).toEqual(plain(desiredState({ config: cfg })));
   });
 

@@ -12,6 +12,7 @@ import {
   timeoutDownBoundMs,
 } from '../../src/health';
 import { DEFAULTS, HealthCheckConfig } from '../../src/model';
+import { countTurns } from '../helpers/turn-counter';
 
 /** A seeded uniform [0, 1) (mulberry32): the jitter and first phases are the same on every run. */
 function seeded(seed: number): () => number {
@@ -291,18 +292,11 @@ describe('HealthMonitor under the in-flight cap (fake clock)', () => {
 
 describe('HealthMonitor: starts per event-loop turn (real timers)', () => {
   it('a wave of timeouts does not start more than startsPerTurn probes in one turn', async () => {
-    // A turn counter: one setImmediate per turn, rescheduling itself.
-    let turn = 0;
-    let ticking = true;
-    const tick = (): void => {
-      turn++;
-      if (ticking) setImmediate(tick);
-    };
-    setImmediate(tick);
+    const counter = countTurns();
     const perTurn = new Map<number, number>();
     let dead = 0;
     const prober: Prober = (t, done) => {
-      perTurn.set(turn, (perTurn.get(turn) ?? 0) + 1);
+      perTurn.set(counter.turns, (perTurn.get(counter.turns) ?? 0) + 1);
       const timer = setTimeout(() => {
         dead++;
         done({ ok: false, durationMs: 50, detail: 'timeout after 50 ms', timedOut: true });
@@ -332,7 +326,7 @@ describe('HealthMonitor: starts per event-loop turn (real timers)', () => {
     const t0 = performance.now();
     while (dead < 600 && performance.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 20));
     monitor.stop();
-    ticking = false;
+    counter.stop();
     const counts = [...perTurn.values()];
     console.log(`starts per turn: max ${Math.max(...counts)} over ${counts.length} turns; ${dead} timeouts`);
     expect(dead).toBeGreaterThanOrEqual(600);

@@ -1,6 +1,7 @@
 // jsonInTurns: the text JSON.stringify(value, jsonReplacer, 2) gives, written in pieces with event-loop turns.
 import fc from 'fast-check';
 import { jsonInTurns, jsonReplacer, jsonText } from '../../src/util/json-turns';
+import { countTurns } from '../helpers/turn-counter';
 
 /** Values the admin API's documents hold: JSON values, bigints, Maps, undefined (left out or null), Dates. */
 const doc = fc.letrec((tie) => ({
@@ -76,19 +77,13 @@ describe('jsonInTurns', () => {
     const doc = Object.fromEntries(
       Array.from({ length: 12 }, (_, k) => [`k${k}`, Array.from({ length: 10 }, (_, i) => i)]),
     );
-    let turns = 0;
-    let on = true;
-    const tick = (): void => {
-      turns++;
-      if (on) setImmediate(tick);
-    };
-    setImmediate(tick);
+    const counter = countTurns();
     // 12 entries of weight 11 each (132 > 64): each written alone, each followed by a turn; a long turnMs rules the
     // time-based turns out
     const text = await jsonInTurns(doc, { piece: 64, turnMs: 60_000 });
-    on = false;
+    counter.stop();
     expect(text).toBe(JSON.stringify(doc, jsonReplacer, 2));
-    expect(turns).toBeGreaterThanOrEqual(12);
+    expect(counter.turns).toBeGreaterThanOrEqual(12);
   });
 
   it('rejects a bad piece size', async () => {
