@@ -84,6 +84,11 @@ export interface KeepAliveConn {
   ok: number;
   /** First error (null: none). */
   error: string | null;
+  /** The slowest answer (ms), and how many took over 190 ms (a TCP retransmission's minimum RTO is 200 ms). */
+  maxMs: number;
+  slow: number;
+  /** When the first error came (ms since the client started; null: none). */
+  errorAtMs: number | null;
 }
 
 export interface KeepAliveResult {
@@ -843,12 +848,13 @@ Promise.all(Array.from({ length: parallel }, loop)).then(() => process.stdout.wr
 const KEEPALIVE_JS = `
 const net = require('node:net');
 const [host, conns, seconds, intervalMs, timeoutMs] = process.argv.slice(1).map((x, i) => (i === 0 ? x : Number(x)));
-const end = Date.now() + seconds * 1000;
+const start = Date.now(); const end = start + seconds * 1000;
 const out = []; let firstAnswers = 0;
 const runConn = (c) => new Promise((resolve) => {
   const s = net.connect({ host, port: 80 });
   let buf = Buffer.alloc(0); let waiting = null; let timer = null; let closed = false;
-  const fail = (why) => { if (c.error === null) c.error = why; closed = true; clearTimeout(timer); s.destroy(); if (waiting) { const w = waiting; waiting = null; w(null); } };
+  let sent = 0;
+  const fail = (why) => { if (c.error === null) { c.error = why; c.errorAtMs = Date.now() - start; } closed = true; clearTimeout(timer); s.destroy(); if (waiting) { const w = waiting; waiting = null; w(null); } };
   s.on('error', (e) => fail(e.code || e.message));
   s.on('close', () => fail('closed by peer'));
   s.on('data', (d) => { buf = Buffer.concat([buf, d]); parse(); });
@@ -860,10 +866,11 @@ const runConn = (c) => new Promise((resolve) => {
     const body = buf.subarray(h + 4, h + 4 + len).toString(); buf = buf.subarray(h + 4 + len);
     const status = Number(head.split(' ')[1]);
     clearTimeout(timer); const w = waiting; waiting = null;
+    const ms = Date.now() - sent; if (ms > c.maxMs) c.maxMs = ms; if (ms > 190) c.slow++;
     w(status === 200 ? body.split('\\n')[0] : 'status ' + status);
   };
   const request = () => new Promise((res) => {
-    waiting = res; timer = setTimeout(() => fail('timeout'), timeoutMs);
+    waiting = res; sent = Date.now(); timer = setTimeout(() => fail('timeout'), timeoutMs);
     s.write('GET / HTTP/1.1\\r\\nHost: ' + host + '\\r\\n\\r\\n');
   });
   s.on('connect', async () => {
@@ -883,7 +890,7 @@ const runConn = (c) => new Promise((resolve) => {
 });
 (async () => {
   const all = [];
-  for (let i = 0; i < conns; i++) { const c = { localPort: 0, pods: {}, ok: 0, error: null }; out.push(c); all.push(runConn(c)); await new Promise((r) => setTimeout(r, 5)); }
+  for (let i = 0; i < conns; i++) { const c = { localPort: 0, pods: {}, ok: 0, error: null, maxMs: 0, slow: 0, errorAtMs: null }; out.push(c); all.push(runConn(c)); await new Promise((r) => setTimeout(r, 5)); }
   await Promise.all(all);
   const ok = out.reduce((a, c) => a + c.ok, 0); const errors = out.filter((c) => c.error !== null).length;
   process.stdout.write(JSON.stringify({ conns: out, ok, errors }) + '\\n');

@@ -53,7 +53,14 @@ function delta(a: Record<string, number>, b: Record<string, number>): Record<str
 }
 
 /** Every keep-alive connection kept one pod for its whole life and never failed. */
-function summarise(r: KeepAliveResult): { pods: Record<string, number>; switched: number; failed: string[] } {
+function summarise(r: KeepAliveResult): {
+  pods: Record<string, number>;
+  switched: number;
+  failed: string[];
+  /** Answers slower than 190 ms (a TCP retransmission at least), over all connections, and the slowest. */
+  slow: number;
+  maxMs: number;
+} {
   const pods: Record<string, number> = {};
   let switched = 0;
   for (const c of r.conns) {
@@ -61,7 +68,15 @@ function summarise(r: KeepAliveResult): { pods: Record<string, number>; switched
     if (names.length !== 1) switched++;
     for (const n of names) pods[n] = (pods[n] ?? 0) + 1;
   }
-  return { pods, switched, failed: r.conns.filter((c) => c.error !== null).map((c) => `${c.localPort}: ${c.error}`) }; // prettier-ignore
+  return {
+    pods,
+    switched,
+    failed: r.conns
+      .filter((c) => c.error !== null)
+      .map((c) => `${c.localPort}: ${c.error} at ${c.errorAtMs} ms`),
+    slow: r.conns.reduce((a, c) => a + c.slow, 0),
+    maxMs: Math.max(0, ...r.conns.map((c) => c.maxMs)),
+  };
 }
 
 describePrivileged(
@@ -230,7 +245,7 @@ describePrivileged(
       console.log(
         `[k8s-node] scale up: table ${JSON.stringify(t0)} -> ${JSON.stringify(t1)} after ${upMs} ms (slots that changed owner: ${JSON.stringify(moved)} of ${scaled.length}), new connections ${JSON.stringify(added.pods)}; ` + // prettier-ignore
         `scale down: back after ${downMs} ms, new connections ${JSON.stringify(removed.pods)}; ` +
-        `24 keep-alive connections: ${res.ok} requests, ${res.errors} failed, ${s.switched} switched pod, per pod ${JSON.stringify(s.pods)}`, // prettier-ignore
+        `24 keep-alive connections: ${res.ok} requests, ${res.errors} failed, ${s.switched} switched pod, ${s.slow} answers over 190 ms (slowest ${s.maxMs} ms), per pod ${JSON.stringify(s.pods)}`, // prettier-ignore
       );
       expect(added.failed + removed.failed).toBe(0);
       expect(added.pods['web-1-3']).toBeGreaterThan(0);
@@ -288,7 +303,7 @@ describePrivileged(
       console.log(
         `[k8s-node] node 2 drained (its slots gone) after ${drainMs} ms; its state on lb-1: ${states.join(' -> ')}; ` +
           `40 new connections: ${JSON.stringify(fresh.pods)}; 24 keep-alive: ${res.ok} requests, ${res.errors} failed ` +
-          `(${s.failed.join(', ') || 'none'}); ${onNode2.length} on node 2 pods (${onNode2.reduce((a, c) => a + c.ok, 0)} requests)`, // prettier-ignore
+          `(${s.failed.join(', ') || 'none'}), ${s.slow} answers over 190 ms (slowest ${s.maxMs} ms); ${onNode2.length} on node 2 pods (${onNode2.reduce((a, c) => a + c.ok, 0)} requests)`, // prettier-ignore
       );
       // The pods are gone: their endpoints leave the slices and the node leaves the backend set.
       await lab.setEndpoints({ 'web-1-2': 'ready', 'web-1-3': 'ready' });
@@ -308,6 +323,7 @@ describePrivileged(
     });
 
     it('keep-alive connections (own client and wrk) survive an LB node leaving (SIGTERM: BGP withdraw, ECMP moves them)', async () => {
+      const kaStart = performance.now();
       const ka = lab.keepAlive({ conns: 32, seconds: 12 });
       await ka.ready;
       const wrk = runAsync('ip', ['netns', 'exec', lab.client, 'wrk', '-t1', '-c4', '-d10s', '--timeout', '3s', `http://${VIP}/`], { timeoutMs: 30000 }); // prettier-ignore
@@ -333,16 +349,19 @@ describePrivileged(
       const moved = [...on1.keys()].filter((p) => kaPorts.has(p) && !on2before.has(p));
       const sameNode = moved.filter((p) => on2after.get(p) === on1.get(p));
       // Where each failed connection was: its pod, its node on lb-1 / lb-2 before / lb-2 after.
+      // Each failed connection with what places it: when (the SIGTERM came at `sigterm` ms of the client's run), its
+      // pod, its node on lb-1 / lb-2 before / lb-2 after, its slowest answer, and the datapaths' drops.
+      const sigterm = (t0 - kaStart).toFixed(0);
       const failedInfo = res.conns
         .filter((c) => c.error !== null)
-        .map((c) => `${c.localPort} ${c.error} ${Object.keys(c.pods).join('+')} lb-1:${on1.get(c.localPort) ?? '-'} lb-2:${on2before.get(c.localPort) ?? '-'}/${on2after.get(c.localPort) ?? '-'}`); // prettier-ignore
+        .map((c) => `${c.localPort} ${c.error} at ${c.errorAtMs} ms (SIGTERM at ${sigterm} ms) ${Object.keys(c.pods).join('+')} lb-1:${on1.get(c.localPort) ?? '-'} lb-2:${on2before.get(c.localPort) ?? '-'}/${on2after.get(c.localPort) ?? '-'} slowest ${c.maxMs} ms; drops lb-1: ${drops[0]}, lb-2: ${drops[1]}`); // prettier-ignore
       const wrkErr = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(w.stdout);
       const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(w.stdout)?.[1] ?? 0);
       const wrkReqs = Number(/(\d+) requests in/.exec(w.stdout)?.[1] ?? 0);
       console.log(
         `[k8s-node] lb-1 SIGTERM: exited and withdrawn from the FIB in ${withdrawn!.toFixed(0)} ms (${exitMs.toFixed(0)} ms incl. exit); ` + // prettier-ignore
           `${moved.length} keep-alive connections moved lb-1 -> lb-2 (lb-2 had no entry for them), ${sameNode.length} to the same node by Maglev; ` + // prettier-ignore
-          `own client: ${res.ok} requests, ${res.errors} failed${failedInfo.length ? ` (${failedInfo.join('; ')})` : ''}, ${s.switched} switched pod; wrk: ${wrkReqs} requests, ` + // prettier-ignore
+          `own client: ${res.ok} requests, ${res.errors} failed${failedInfo.length ? ` (${failedInfo.join('; ')})` : ''}, ${s.switched} switched pod, ${s.slow} answers over 190 ms (slowest ${s.maxMs} ms), SIGTERM at ${sigterm} ms; wrk: ${wrkReqs} requests, ` + // prettier-ignore
           `socket errors ${wrkErr ? wrkErr.slice(1).join('/') : 'none'}, non-2xx ${non2xx}; datapath drops/errors lb-1: ${drops[0]}, lb-2: ${drops[1]}`, // prettier-ignore
       );
       expect(w.code).toBe(0);
@@ -351,7 +370,7 @@ describePrivileged(
       expect(non2xx).toBe(0);
       expect(moved.length).toBeGreaterThan(0);
       expect(sameNode).toEqual(moved);
-      expect(s.failed).toEqual([]);
+      expect(failedInfo).toEqual([]);
       expect(s.switched).toBe(0);
     });
   },
