@@ -3,7 +3,9 @@
 #include <bpf/libbpf.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <linux/membarrier.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -413,6 +415,52 @@ Napi::Value MapDeleteAsync(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// An RCU grace period, from user space: membarrier(MEMBARRIER_CMD_GLOBAL) is synchronize_rcu() in the kernel (on
+// more than one online CPU), the wait a map-in-map update makes (maybe_wait_bpf_programs) so that no BPF program
+// that began before it still runs. Not with nohz_full CPUs (the kernel refuses the command there).
+bool RcuGraceSupported() {
+  long mask = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+  return mask >= 0 && (mask & MEMBARRIER_CMD_GLOBAL) != 0;
+}
+
+// rcuGraceSupported() -> whether rcuGraceAsync can wait (the kernel offers MEMBARRIER_CMD_GLOBAL).
+Napi::Value RcuGraceSupportedFn(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), RcuGraceSupported());
+}
+
+class RcuGraceWorker : public Napi::AsyncWorker {
+ public:
+  explicit RcuGraceWorker(Napi::Env env)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
+
+  void Execute() override {
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) != 0) err_ = errno;
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (err_ != 0) {
+      deferred_.Reject(MakeError(env, "membarrier(MEMBARRIER_CMD_GLOBAL)", err_).Value());
+      return;
+    }
+    deferred_.Resolve(env.Undefined());
+  }
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  int err_ = 0;
+};
+
+// rcuGraceAsync() -> Promise<void>: resolves after an RCU grace period (waited on a thread of the pool).
+Napi::Value RcuGraceAsync(const Napi::CallbackInfo& info) {
+  auto* w = new RcuGraceWorker(info.Env());
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
 // mapDeleteBatch(fd, keys, count) -> count
 Napi::Value MapDeleteBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -444,6 +492,8 @@ void InitMaps(Napi::Env env, Napi::Object exports) {
   exports.Set("mapUpdate", Napi::Function::New(env, MapUpdate));
   exports.Set("mapDelete", Napi::Function::New(env, MapDelete));
   exports.Set("mapDeleteAsync", Napi::Function::New(env, MapDeleteAsync));
+  exports.Set("rcuGraceSupported", Napi::Function::New(env, RcuGraceSupportedFn));
+  exports.Set("rcuGraceAsync", Napi::Function::New(env, RcuGraceAsync));
   exports.Set("mapNextKey", Napi::Function::New(env, MapNextKey));
   exports.Set("mapLookupBatch", Napi::Function::New(env, MapLookupBatch));
   exports.Set("mapUpdateBatch", Napi::Function::New(env, MapUpdateBatch));

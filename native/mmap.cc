@@ -139,6 +139,37 @@ Napi::Value MapReadU32s(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// mapPatchU32s(fd, first, values: Uint32Array, maxChanged) -> changed: compares words first + i with values[i] in
+// place and, when at most `maxChanged` differ, writes those (and only those), each as one aligned 32-bit store: a
+// program reading the map sees every word either old or new, never a torn one. More than `maxChanged`: nothing
+// is written. Returns how many differed either way.
+Napi::Value MapPatchU32s(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info, 0, "fd");
+  uint32_t first = ArgU32(info, 1, "first");
+  if (info.Length() < 3 || !info[2].IsTypedArray() ||
+      info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
+    throw Napi::TypeError::New(env, "values must be a Uint32Array");
+  uint32_t maxChanged = ArgU32(info, 3, "maxChanged");
+  Napi::Uint32Array values = info[2].As<Napi::Uint32Array>();
+  const uint32_t* src = values.Data();
+  size_t n = values.ElementLength();
+  if (n > UINT32_MAX) throw Napi::RangeError::New(env, "values: too many entries");
+  MmapArea a;
+  MapU32s(env, fd, first, (uint32_t)n, "values.length", true, &a);
+  uint32_t changed = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t* w = reinterpret_cast<uint32_t*>(a.Word(i));
+    if (__atomic_load_n(w, __ATOMIC_RELAXED) != src[i]) changed++;
+  }
+  if (changed > 0 && changed <= maxChanged)
+    for (size_t i = 0; i < n; i++) {
+      uint32_t* w = reinterpret_cast<uint32_t*>(a.Word(i));
+      if (__atomic_load_n(w, __ATOMIC_RELAXED) != src[i]) __atomic_store_n(w, src[i], __ATOMIC_RELAXED);
+    }
+  return Napi::Number::New(env, changed);
+}
+
 // One array map of u32 values to create and fill (mapsCreateU32s): its definition and what to write where.
 struct FilledMapSpec {
   std::string name;
@@ -418,6 +449,7 @@ Napi::Value BtfMapDefs(const Napi::CallbackInfo& info) {
 void InitMmap(Napi::Env env, Napi::Object exports) {
   exports.Set("mapWriteU32s", Napi::Function::New(env, MapWriteU32s));
   exports.Set("mapReadU32s", Napi::Function::New(env, MapReadU32s));
+  exports.Set("mapPatchU32s", Napi::Function::New(env, MapPatchU32s));
   exports.Set("mapsCreateU32s", Napi::Function::New(env, MapsCreateU32s));
   exports.Set("btfMapDefs", Napi::Function::New(env, BtfMapDefs));
 }

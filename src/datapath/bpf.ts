@@ -483,6 +483,23 @@ export class BpfMap extends FdHandle {
   }
 
   /**
+   * Words first + i become values[i] in place, through mmap (a BPF_F_MMAPABLE array of u32 words), when at most
+   * `maxChanged` of them differ: only those are written, each by one aligned 32-bit store, so a program reading
+   * the map meanwhile sees every word old or new. Returns how many differed (more than `maxChanged`: nothing was
+   * written). For a map programs read while it changes (a Maglev table patched in place).
+   */
+  patchU32s(first: number, values: Uint32Array, maxChanged: number): number {
+    if (!isUint32Array(values)) throw new TypeError('values must be a Uint32Array');
+    if (!this.mmapable)
+      throw new TypeError(`map ${this.info.name} is not mmap-able: patchU32s needs BPF_F_MMAPABLE`);
+    this.checkU32Range(first, values.length, 'values.length');
+    if (!Number.isInteger(maxChanged) || maxChanged < 0)
+      throw new RangeError(`maxChanged: ${maxChanged} is not a non-negative integer`);
+    if (values.length === 0) return 0;
+    return native().mapPatchU32s(this.fd, first, values, Math.min(maxChanged, 0xffffffff));
+  }
+
+  /**
    * Array of u32 words (u32Words): words first .. first + count - 1. Through mmap when the map is BPF_F_MMAPABLE;
    * otherwise batch lookups (a map of an older build, see writeU32s). Into `into` when it is a Uint32Array of
    * `count` entries (memory reused), else a new array.

@@ -170,6 +170,15 @@ export interface Native {
   mapWriteU32s(fd: number, first: number, values: Uint32Array): void;
   /** out[i] = word first + i, read through mmap (a BPF_F_MMAPABLE array of u32 words). */
   mapReadU32s(fd: number, first: number, out: Uint32Array): void;
+  /** Compares word first + i with values[i] through mmap; when at most `maxChanged` differ, writes those (one
+   * aligned 32-bit store each: a reader sees each word old or new). Returns how many differed (nothing written
+   * when more than `maxChanged`). */
+  mapPatchU32s(fd: number, first: number, values: Uint32Array, maxChanged: number): number;
+  /** Whether rcuGraceAsync can wait here (membarrier's MEMBARRIER_CMD_GLOBAL; not with nohz_full CPUs). */
+  rcuGraceSupported(): boolean;
+  /** Resolves after an RCU grace period (membarrier(MEMBARRIER_CMD_GLOBAL) on a thread of the pool): every BPF
+   * program run that began before the call has ended. */
+  rcuGraceAsync(): Promise<void>;
   /** New BPF_F_MMAPABLE arrays of u32 words, created and filled on a thread of the pool (all or nothing);
    * `values` must stay unchanged until the promise settles. `distinct` per write: its distinct non-zero values,
    * ascending, where the write asked for them (else null). */

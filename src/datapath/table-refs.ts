@@ -87,6 +87,11 @@ export class TableRefs {
     }
   }
 
+  /** The recorded table's distinct member ids, ascending (undefined: none recorded). */
+  members(vipId: number): Uint32Array | undefined {
+    return this.#members.get(vipId);
+  }
+
   /** True when the table of `vipId` is recorded. */
   has(vipId: number): boolean {
     return this.#members.has(vipId);

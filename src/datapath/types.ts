@@ -121,7 +121,9 @@ export interface Datapath {
   upsertBackends(batch: readonly BackendSpec[]): Promise<(Error | null)[]>;
   deleteBackend(id: number): Promise<void>;
 
-  /** Replaces the VIP's Maglev table (backend ids, length = its tableSize) atomically. */
+  /** Replaces the VIP's Maglev table (backend ids, length = its tableSize). Each slot changes atomically for
+   * packets (old or new owner, both valid); the kernel may patch a small change slot by slot instead of
+   * swapping the whole table at once (a swap waits for an RCU grace period). */
   installTable(vipId: number, table: Uint32Array): Promise<void>;
   /**
    * installTable for several VIPs at once (the kernel swaps them with one map-in-map batch update). Never

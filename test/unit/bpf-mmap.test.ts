@@ -201,6 +201,53 @@ describePrivileged('BpfMap.writeU32s / readU32s', () => {
   });
 });
 
+describePrivileged('BpfMap.patchU32s: a small change written in place, word by word (issue 17)', () => {
+  for (const valueSize of [4, 64])
+    it(`writes only the words that differ when at most maxChanged do; more: writes nothing (${valueSize}-byte values)`, () => {
+      const m = arrayMap(Math.ceil(1031 / (valueSize / 4)), TABLE_FLAGS, valueSize);
+      try {
+        const before = Uint32Array.from({ length: 1030 }, (_, i) => (i % 7) + 1);
+        m.writeU32s(1, before);
+        m.writeU32s(0, Uint32Array.of(0xabcd));
+        const next = before.slice();
+        for (const i of [0, 5, 500, 1029]) next[i] = 99;
+        // 4 differ: over a bound of 3 nothing changes; within 4 exactly those change
+        expect(m.patchU32s(1, next, 3)).toBe(4);
+        expect([...m.readU32s(1, 1030)]).toEqual([...before]);
+        expect(m.patchU32s(1, next, 4)).toBe(4);
+        expect([...m.readU32s(1, 1030)]).toEqual([...next]);
+        // word 0 (outside the patched range) untouched; word i where the syscall finds it
+        expect(bySyscall(m)[0]).toBe(0xabcd);
+        expect(bySyscall(m).slice(1, 1031)).toEqual([...next]);
+        // the same values again: nothing differs, nothing is written
+        expect(m.patchU32s(1, next, 0)).toBe(0);
+        expect(m.patchU32s(1, new Uint32Array(0), 0)).toBe(0);
+      } finally {
+        m.close();
+      }
+    });
+
+  it('refuses a map without BPF_F_MMAPABLE, a range past the map and a bad bound, naming them', () => {
+    const plain = arrayMap(16, 0, 4);
+    const m = arrayMap(16, MapFlags.MMAPABLE, 4);
+    try {
+      expect(() => plain.patchU32s(0, new Uint32Array(2), 2)).toThrow(/not mmap-able/);
+      expect(() => m.patchU32s(15, new Uint32Array(2), 2)).toThrow(/values\.length/);
+      expect(() => m.patchU32s(0, new Uint32Array(2), -1)).toThrow(/maxChanged: -1/);
+      expect(() => m.patchU32s(0, [1, 2] as unknown as Uint32Array, 2)).toThrow(/Uint32Array/);
+    } finally {
+      plain.close();
+      m.close();
+    }
+  });
+
+  it('an RCU grace period can be waited for from user space here (membarrier), and the wait ends', async () => {
+    // The datapath patches tables only where it can wait for one (kernels with nohz_full CPUs cannot)
+    expect(native().rcuGraceSupported()).toBe(true);
+    await expect(native().rcuGraceAsync()).resolves.toBeUndefined();
+  });
+});
+
 describePrivileged('BpfMap.createFilledU32s: maps made and filled off the event loop', () => {
   it('each map holds exactly its writes (the rest zero); distinct ids where asked, as tableMembers counts them', async () => {
     const big = Uint32Array.from({ length: 65537 }, (_, i) => 1 + (((i * 2654435761) >>> 0) % 997));
