@@ -187,8 +187,8 @@ describe('HealthFeed: the monitor targets are set again only when they changed',
     const key = d0.vips[0]!.backends[1]!.key;
     await feed.retarget(state(base, new Map([[key, 'down']]))); // a health flip: same targets
     expect(updates).toHaveLength(0);
-    // Each change updates only the VIPs it touched: a backend added, one removed, the check's interval, the port
-    // (every key of the VIP), a VIP gone.
+    // Each change updates only the memberships it touched: a backend added, one removed (the rest of its VIP
+    // stays as it is), the check's interval (every target of the VIP), the port (every key of the VIP), a VIP gone.
     const changes = [
       [{ backends: [1, 2, 3, 4] }, { backends: [1, 2] }],
       [{ backends: [1, 2, 3, 4] }, { backends: [2] }],
@@ -203,8 +203,8 @@ describe('HealthFeed: the monitor targets are set again only when they changed',
     expect(set).toHaveLength(1);
     const short = (k: string): string => k.replace(/:\d+\/tcp>10\.1\.\d+/, '');
     expect(updates.map((u) => [u.remove.map(short), u.upsert.map((t) => short(t.key))])).toEqual([
-      [[], ['10.0.0.1.1', '10.0.0.1.2', '10.0.0.1.3', '10.0.0.1.4']],
-      [['10.0.0.2.1'], ['10.0.0.2.2']],
+      [[], ['10.0.0.1.4']],
+      [['10.0.0.2.1'], []],
       [[], ['10.0.0.2.2']],
       [['10.0.0.1.1', '10.0.0.1.2', '10.0.0.1.3', '10.0.0.1.4'], ['10.0.0.1.1', '10.0.0.1.2', '10.0.0.1.3', '10.0.0.1.4']],
       [['10.0.0.2.2'], []],
@@ -212,7 +212,7 @@ describe('HealthFeed: the monitor targets are set again only when they changed',
     expect(updates[2]!.upsert[0]!.check.intervalMs).toBe(3000);
   });
 
-  it("targetsChange: nothing for equal targets; the changed VIPs' targets, and the keys that went, for any difference", () => {
+  it("targetsChange: nothing for equal targets; the new or changed targets (a VIP's check changed: all of its), and the keys that went", () => {
     const a = state([{ backends: [1, 2] }, { backends: [3] }]).vips;
     const none = { remove: [], upsert: [], vips: [] };
     expect(targetsChange(a, a)).toEqual(none);
@@ -230,7 +230,7 @@ describe('HealthFeed: the monitor targets are set again only when they changed',
     });
     expect(keys(targetsChange(a, state([{ backends: [1, 3] }, { backends: [3] }]).vips))).toEqual({
       remove: ['10.0.0.1:80/tcp>10.1.0.2'],
-      upsert: ['10.0.0.1:80/tcp>10.1.0.1', '10.0.0.1:80/tcp>10.1.0.3'],
+      upsert: ['10.0.0.1:80/tcp>10.1.0.3'],
       vips: ['v0'],
     });
     expect(
@@ -244,6 +244,23 @@ describe('HealthFeed: the monitor targets are set again only when they changed',
       remove: [],
       upsert: healthTargets({ vips: a } as never).map((t) => t.key),
       vips: ['v0', 'v1'],
+    });
+    // A membership whose address changed under the same key is upserted (its probe moves); the others are not.
+    const moved = (addr: string) =>
+      [
+        {
+          name: 'x',
+          healthCheck: a[0]!.healthCheck,
+          backends: [
+            { key: 'k1', address: '10.9.0.1', health: 'unknown' },
+            { key: 'k2', address: addr, health: 'unknown' },
+          ],
+        },
+      ] as never;
+    expect(keys(targetsChange(moved('10.9.0.2'), moved('10.9.0.3')))).toEqual({
+      remove: [],
+      upsert: ['k2'],
+      vips: ['x'],
     });
     // `initial` seeds the new targets' statuses, as healthTargets does.
     const seeded = targetsChange([], a, new Map([['10.0.0.2:80/tcp>10.1.1.3', 'down']]));
