@@ -14,7 +14,7 @@ import {
 } from './checks';
 import { DueQueue } from './due-queue';
 import { defaultMaxInFlight, jittered, probeCheck, probeKey, quickReserve, takesResult } from './probes';
-import { HealthStatus, statusAfter } from './state';
+import { HealthChangeLog, HealthStatus, statusAfter } from './state';
 
 export interface HealthTarget {
   /** Membership key (DesiredBackend.key): what desiredState looks health up by. */
@@ -194,6 +194,8 @@ const UP = 0;
 const DOWN = 1;
 const STATUS: readonly HealthStatus[] = ['up', 'down'];
 const statusCode = (s: HealthStatus): number => (s === 'up' ? UP : DOWN);
+/** Keys a change log holds at most: past it, it starts again (a reader older than that diffs every entry). */
+export const CHANGE_LOG_MAX = 65536;
 
 /**
  * Every membership's state as columns indexed by slot, and per-VIP counts. At 512 x 100 an object per membership
@@ -235,6 +237,31 @@ class Memberships {
   /** Checked backends up, and in all, per VIP (by vip index; kept current: a result costs O(its memberships)). */
   vipUp = new Int32Array(0);
   vipTotal = new Int32Array(0);
+  /**
+   * Keys whose status changed, or that came or went, in order: versions logBase .. version - 1. What
+   * desiredState diffs health by (StatusView.changesSince): a sync at 512,000 memberships passed over every one
+   * (~20 ms) to find a handful. Starts again past CHANGE_LOG_MAX.
+   */
+  private log: string[] = [];
+  private logBase = 0;
+
+  get version(): number {
+    return this.logBase + this.log.length;
+  }
+
+  private logKey(key: string): void {
+    if (this.log.length >= CHANGE_LOG_MAX) {
+      this.logBase += this.log.length;
+      this.log = [];
+    }
+    this.log.push(key);
+  }
+
+  /** The keys logged from version `from` up to `to`; null when the log no longer reaches back to `from`. */
+  changes(from: number, to: number): readonly string[] | null {
+    if (from < this.logBase || to < from || to > this.version) return null;
+    return this.log.slice(from - this.logBase, to - this.logBase);
+  }
 
   /** Room for `n` more memberships without growing again. */
   reserve(n: number): void {
@@ -304,6 +331,7 @@ class Memberships {
     this.stamp[i] = stamp;
     this.vipTotal[v] = this.vipTotal[v]! + 1;
     if (status === UP) this.vipUp[v] = this.vipUp[v]! + 1;
+    this.logKey(key);
     return i;
   }
 
@@ -312,6 +340,7 @@ class Memberships {
     const v = this.vip[i]!;
     this.vipTotal[v] = this.vipTotal[v]! - 1;
     if (this.status[i] === UP) this.vipUp[v] = this.vipUp[v]! - 1;
+    this.logKey(this.keys[i]!);
     this.index.delete(this.keys[i]!);
     this.keys[i] = undefined;
     this.probe[i] = undefined;
@@ -338,6 +367,7 @@ class Memberships {
     const v = this.vip[i]!;
     this.vipUp[v] = this.vipUp[v]! + (status === UP ? 1 : -1);
     this.status[i] = status;
+    this.logKey(this.keys[i]!);
   }
 
   /**
@@ -396,8 +426,10 @@ class Memberships {
  * is ~30 MB). What statuses() hands out; while it is out, a probe result that flips a status freezes it first
  * (a Map of its own with what it showed), so a reader never sees it change.
  */
-class StatusView implements ReadonlyMap<string, HealthStatus> {
+class StatusView implements ReadonlyMap<string, HealthStatus>, HealthChangeLog {
   private frozen: Map<string, HealthStatus> | null = null;
+  /** The memberships' version when frozen. */
+  private frozenAt = 0;
 
   constructor(private readonly m: Memberships) {}
 
@@ -406,6 +438,19 @@ class StatusView implements ReadonlyMap<string, HealthStatus> {
     const f = new Map<string, HealthStatus>();
     this.forEach((s, k) => f.set(k, s));
     this.frozen = f;
+    this.frozenAt = this.m.version;
+  }
+
+  get changeSource(): object {
+    return this.m;
+  }
+
+  changeVersion(): number {
+    return this.frozen !== null ? this.frozenAt : this.m.version;
+  }
+
+  changesSince(version: number): readonly string[] | null {
+    return this.m.changes(version, this.changeVersion());
   }
 
   get size(): number {
@@ -860,7 +905,7 @@ export class HealthMonitor extends EventEmitter {
    * first) until release(); setTargets and updateTargets do (they release), so read it before calling them. Keys
    * keep their order: a new membership comes last.
    */
-  statuses(): ReadonlyMap<string, HealthStatus> {
+  statuses(): ReadonlyMap<string, HealthStatus> & HealthChangeLog {
     this.statusesOut = true;
     return this.view;
   }

@@ -1,6 +1,19 @@
 // Pure health state machine: consecutive results against rise/fall thresholds.
 export type HealthStatus = 'up' | 'down';
 
+/**
+ * A map of statuses that can tell which of its keys changed (status, or came or went) since a version of it:
+ * HealthMonitor.statuses(). desiredState then diffs health by what changed, not by a pass over every key.
+ */
+export interface HealthChangeLog {
+  /** Versions compare only within one source (an object identity). */
+  readonly changeSource: object;
+  /** The version this map shows. */
+  changeVersion(): number;
+  /** The keys that changed from `version` to changeVersion() (repeats possible); null: not known that far back. */
+  changesSince(version: number): readonly string[] | null;
+}
+
 export interface HealthState {
   status: HealthStatus;
   /** Consecutive successes since the last failure. */

@@ -1,6 +1,6 @@
 // Desired state: a pure function from config (+ health, + previous ids) to VIPs, backends and Maglev tables.
 import type { BackendState, DatapathConfig, EncapSource, VipKey, VipSpec } from '../datapath/types';
-import type { HealthStatus } from '../health/state';
+import type { HealthChangeLog, HealthStatus } from '../health/state';
 import type { Config, Encap, HealthCheckConfig, VipConfig } from '../model/config';
 import { DEFAULTS } from '../model/defaults';
 import { allocateBackendIdsSteps, BackendIds, VipKeys } from './backend-ids';
@@ -109,10 +109,12 @@ interface IdMemo {
   health: HealthSnapshot | undefined;
 }
 
-/** Health inputs as arrays in map order: the next build finds what changed in one sequential pass. */
+/** Health inputs as arrays in map order: the next build finds what changed in one sequential pass; or, for a health
+ * map with a change log, the version it showed (`log`; `keys` and `status` then empty). */
 interface HealthSnapshot {
   keys: string[];
   status: HealthStatus[];
+  log?: { source: object; version: number };
   sinceKeys: string[];
   /** As long as sinceKeys or longer. */
   since: Float64Array;
@@ -135,21 +137,49 @@ function* healthDiff(
   // Taken before the first yield: a concurrent build from the same ids starts from fresh arrays.
   if (memo !== undefined) memo.health = undefined;
   const dirty = new Set<string>();
+  const log = changeLogOf(health);
+  if (log !== null) {
+    // What changed, from the map's own log: O(changes), where a pass over 512,000 memberships was ~20 ms a sync.
+    const version = log.changeVersion();
+    const changed =
+      was?.log !== undefined && was.log.source === log.changeSource
+        ? log.changesSince(was.log.version)
+        : null;
+    if (changed !== null) for (const k of changed) dirty.add(groupOfKey(k));
+    yield;
+    const t = snapshotDiff(sinceMap, was?.sinceKeys, was?.since, growFloat64, dirty);
+    const next: HealthSnapshot = {
+      keys: [],
+      status: [],
+      sinceKeys: t.keys,
+      since: t.values,
+      log: { source: log.changeSource, version },
+    };
+    // without a usable log entry to start from: every VIP compared on its own (as without a memo)
+    return { next, dirty: was === undefined || changed === null ? null : dirty };
+  }
   const h = snapshotDiff(health, was?.keys, was?.status, (n) => new Array<HealthStatus>(n), dirty);
   yield;
-  const t = snapshotDiff(
-    sinceMap,
-    was?.sinceKeys,
-    was?.since,
-    (n, from) => {
-      const a = new Float64Array(Math.max(n, 2 * (from?.length ?? 0)));
-      if (from !== null) a.set(from);
-      return a;
-    },
-    dirty,
-  );
+  const t = snapshotDiff(sinceMap, was?.sinceKeys, was?.since, growFloat64, dirty);
   const next: HealthSnapshot = { keys: h.keys, status: h.values, sinceKeys: t.keys, since: t.values };
   return { next, dirty: was === undefined ? null : dirty };
+}
+
+/** A Float64Array of at least `n` entries (twice `from`'s at least), `from` copied in. */
+function growFloat64(n: number, from: Float64Array | null): Float64Array {
+  const a = new Float64Array(Math.max(n, 2 * (from?.length ?? 0)));
+  if (from !== null) a.set(from);
+  return a;
+}
+
+/** `health` as a change log, when it is one (HealthMonitor.statuses()). */
+function changeLogOf(health: ReadonlyMap<string, HealthStatus>): HealthChangeLog | null {
+  const h = health as Partial<HealthChangeLog>;
+  return typeof h.changesSince === 'function' &&
+    typeof h.changeVersion === 'function' &&
+    h.changeSource != null
+    ? (health as unknown as HealthChangeLog)
+    : null;
 }
 
 /**

@@ -14,6 +14,7 @@ import {
   planSince,
   planSinceAsync,
 } from '../../src/reconcile';
+import type { HealthChangeLog } from '../../src/health/state';
 import { countTurns } from '../helpers/turn-counter';
 
 /** The same ids without the memo an earlier build left for them: the next build runs from scratch. */
@@ -118,6 +119,26 @@ describe('desiredState, incremental with health', () => {
     expect(d2.vips[2]).toBe(d1.vips[2]);
     const fresh = desiredState({ config: cfg, ids: forgetMemo(d1.ids), health: healthOf([key(2, 3)]) });
     expect(plain(d2)).toEqual(plain(fresh));
+  });
+
+  it("a health map with a change log (the monitor's statuses()) is diffed by its log: only the VIPs of logged keys are recomputed, and it is never passed over", () => {
+    const h1 = LoggedHealth.after(null, healthOf([]), false);
+    const d1 = desiredState({ config: cfg, health: h1 });
+    const h2 = LoggedHealth.after(h1, healthOf([key(2, 3)]), false);
+    const d2 = desiredState({ config: cfg, ids: d1.ids, health: h2 });
+    expect(d2.vips[0]).toBe(d1.vips[0]);
+    expect(d2.vips[1]).not.toBe(d1.vips[1]);
+    expect(d2.vips[1]!.backends[2]!.state).toBe('down');
+    expect(d2.vips[2]).toBe(d1.vips[2]);
+    const fresh = desiredState({ config: cfg, ids: forgetMemo(d1.ids), health: healthOf([key(2, 3)]) });
+    expect(plain(d2)).toEqual(plain(fresh));
+    // a log that no longer reaches back: every VIP compared on its own (the same result)
+    const h3 = LoggedHealth.after(h2, healthOf([key(2, 3), key(3, 1)]), true);
+    const d3 = desiredState({ config: cfg, ids: d2.ids, health: h3 });
+    expect(d3.vips[2]!.backends[0]!.state).toBe('down');
+    expect(plain(d3)).toEqual(
+      plain(desiredState({ config: cfg, ids: forgetMemo(d1.ids), health: healthOf([key(2, 3), key(3, 1)]) })),
+    );
   });
 
   it('a key added at the end or removed (the health monitor keeps its order) recomputes only its VIP', () => {
@@ -229,6 +250,8 @@ describe('desiredStateAsync', () => {
         fc.constant('same' as const),
         // The same keys in the same order, one status flipped (and its since moved).
         fc.constant('flip' as const),
+        // One status flipped, its since not moved (only the health map tells).
+        fc.constant('flipOnly' as const),
         // One key gone and another added at the end, down since a new time (the health monitor's order).
         fc.constant('edit' as const),
         fc.array(
@@ -246,6 +269,7 @@ describe('desiredStateAsync', () => {
     });
     let reusedWithoutHealth = 0;
     let reusedWithHealth = 0;
+    let reusedViaLog = 0;
     let steps = 0;
     await fc.assert(
       fc.asyncProperty(
@@ -255,6 +279,8 @@ describe('desiredStateAsync', () => {
           let vips = initial;
           let prevSync: DesiredState | null = null;
           let prevAsync: DesiredState | null = null;
+          let prevLogged: DesiredState | null = null;
+          let logged: LoggedHealth | null = null;
           let last: { h: [string, 'up' | 'down'][]; s: [string, number][] } = { h: [], s: [] };
           for (const step of changes) {
             const put = step.put;
@@ -262,12 +288,13 @@ describe('desiredStateAsync', () => {
             else if (vips.length > 0) vips = vips.filter((_, i) => i !== step.remove % vips.length);
             const cfg = configOf(vips, step.maxBackends);
             if (cfg === null) continue;
-            if (step.health === 'flip' && last.h.length > 0) {
+            if ((step.health === 'flip' || step.health === 'flipOnly') && last.h.length > 0) {
               const at = step.remove % last.h.length;
               const [k, st] = last.h[at]!;
+              const moved = step.health === 'flip' ? 1000 : 0;
               last = {
                 h: last.h.map((e, i) => (i === at ? [k, st === 'up' ? 'down' : 'up'] : e)),
-                s: last.s.map(([sk, t]) => [sk, sk === k ? t + 1000 : t]),
+                s: last.s.map(([sk, t]) => [sk, sk === k ? t + moved : t]),
               };
             } else if (step.health === 'edit' && last.h.length > 0) {
               const at = step.remove % last.h.length;
@@ -278,7 +305,12 @@ describe('desiredStateAsync', () => {
                 h: [...last.h.filter(keep), [added, 'down']],
                 s: [...last.s.filter(keep), [added, step.now]],
               };
-            } else if (step.health !== 'same' && step.health !== 'flip' && step.health !== 'edit')
+            } else if (
+              step.health !== 'same' &&
+              step.health !== 'flip' &&
+              step.health !== 'flipOnly' &&
+              step.health !== 'edit'
+            )
               last = {
                 h: step.health?.map((h) => [key(h.port, h.b), h.status]) ?? [],
                 s: step.health?.map((h) => [key(h.port, h.b), h.since]) ?? [],
@@ -292,8 +324,20 @@ describe('desiredStateAsync', () => {
               ...o,
               ...(prevAsync ? { ids: prevAsync.ids } : {}),
             });
+            // The same health as a map with a change log (the monitor's statuses()): diffed by its log, never
+            // passed over; now and then its log no longer reaches back (every VIP compared on its own).
+            logged = LoggedHealth.after(logged, health, step.now % 5 === 0);
+            const viaLog: DesiredState = desiredState({
+              ...o,
+              health: logged,
+              ...(prevLogged ? { ids: prevLogged.ids } : {}),
+            });
             expect(plain(inc)).toEqual(plain(full));
             expect(plain(sliced)).toEqual(plain(full));
+            expect(plain(viaLog)).toEqual(plain(full));
+            if (prevLogged !== null && health.size > 0)
+              reusedViaLog += viaLog.vips.filter((v) => prevLogged!.vips.includes(v)).length;
+            prevLogged = viaLog;
             if (prevSync !== null) {
               const reused = inc.vips.filter((v) => prevSync!.vips.includes(v)).length;
               if (health.size === 0) reusedWithoutHealth += reused;
@@ -309,13 +353,54 @@ describe('desiredStateAsync', () => {
     );
     console.log(
       `desired incremental property: ${steps} builds, VIPs reused: ${reusedWithoutHealth} with no health, ` +
-        `${reusedWithHealth} with some`,
+        `${reusedWithHealth} with some, ${reusedViaLog} with a change-logged health map`,
     );
     // The reuse paths ran, not only computing from scratch.
     expect(reusedWithoutHealth).toBeGreaterThan(20);
     expect(reusedWithHealth).toBeGreaterThan(20);
+    expect(reusedViaLog).toBeGreaterThan(20);
   });
 });
+
+/**
+ * A health map with a change log, as HealthMonitor.statuses() is: the keys whose status changed, came or went,
+ * per version. Passing over it is an error (desiredState must diff it by its log). `lost`: its log no longer
+ * reaches back to any earlier version.
+ */
+class LoggedHealth extends Map<string, 'up' | 'down'> implements HealthChangeLog {
+  private constructor(
+    entries: ReadonlyMap<string, 'up' | 'down'>,
+    readonly changeSource: object,
+    private readonly log: readonly string[],
+    private readonly lost: boolean,
+  ) {
+    super(entries);
+  }
+
+  static after(
+    prev: LoggedHealth | null,
+    next: ReadonlyMap<string, 'up' | 'down'>,
+    lost: boolean,
+  ): LoggedHealth {
+    const before: ReadonlyMap<string, 'up' | 'down'> = prev ?? new Map();
+    const changed: string[] = [];
+    for (const [k, v] of next) if (Map.prototype.get.call(before, k) !== v) changed.push(k);
+    for (const k of Map.prototype.keys.call(before)) if (!next.has(k)) changed.push(k);
+    return new LoggedHealth(next, prev?.changeSource ?? {}, [...(prev?.log ?? []), ...changed], lost);
+  }
+
+  changeVersion(): number {
+    return this.log.length;
+  }
+
+  changesSince(version: number): readonly string[] | null {
+    return this.lost || version > this.log.length ? null : this.log.slice(version);
+  }
+
+  override forEach(): void {
+    throw new Error('a pass over a health map with a change log');
+  }
+}
 
 /** What the datapath holds after `d` was applied in full (as the Reconciler's mirror has it). */
 function appliedState(d: DesiredState) {

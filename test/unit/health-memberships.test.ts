@@ -15,6 +15,7 @@ import {
   type VipAvailability,
 } from '../../src/health';
 import { DueQueue } from '../../src/health/due-queue';
+import { CHANGE_LOG_MAX } from '../../src/health/monitor';
 import { manualProber } from '../helpers/manual-prober';
 import { DEFAULTS, HealthCheckConfig } from '../../src/model';
 
@@ -71,6 +72,39 @@ describe('HealthMonitor memberships (fake clock)', () => {
     await jest.advanceTimersByTimeAsync(100);
     expect(m.finish(address, ok)).toBe(1);
   }
+
+  it("statuses()' change log: the keys that flipped, came or went since a version; a frozen view keeps its version; a log that no longer reaches back says so", async () => {
+    const m = manual();
+    monitor = new HealthMonitor({ jitter: 0, random: () => 0, prober: m.prober });
+    monitor.setTargets([target('a>1', '10.0.0.1'), target('a>2', '10.0.0.2'), target('b>1', '10.0.0.1')]);
+    const v0 = monitor.statuses();
+    const at0 = v0.changeVersion();
+    expect(v0.changesSince(at0)).toEqual([]);
+    monitor.start();
+    await jest.advanceTimersByTimeAsync(0);
+    expect(m.finish('10.0.0.2', true)).toBe(1); // no flip: nothing logged
+    expect(monitor.statuses().changesSince(at0)).toEqual([]);
+    // v0 is out: the flip freezes it first, at its version; the live view logs both memberships of 10.0.0.1
+    const out = monitor.statuses();
+    expect(m.finish('10.0.0.1', false)).toBe(1);
+    await round(m, '10.0.0.1', false); // fall 2: down
+    expect(out.get('a>1')).toBe('up');
+    expect(out.changeVersion()).toBe(at0);
+    expect(out.changesSince(at0)).toEqual([]);
+    const v1 = monitor.statuses();
+    expect(v1.get('a>1')).toBe('down');
+    expect([...v1.changesSince(at0)!].sort()).toEqual(['a>1', 'b>1']);
+    const at1 = v1.changeVersion();
+    // a membership that comes and one that goes
+    monitor.updateTargets({ remove: ['a>2'], upsert: [target('c>1', '10.0.0.3')] });
+    expect([...monitor.statuses().changesSince(at1)!].sort()).toEqual(['a>2', 'c>1']);
+    expect(monitor.statuses().changesSince(at1 + 100)).toBeNull();
+    // past CHANGE_LOG_MAX keys the log starts again: a reader from before gets null (it diffs every key)
+    monitor.setTargets(Array.from({ length: CHANGE_LOG_MAX + 1 }, (_, i) => target(`d>${i}`, `10.2.${i >> 8}.${i & 255}`))); // prettier-ignore
+    expect(monitor.statuses().changesSince(at1)).toBeNull();
+    const v2 = monitor.statuses().changeVersion();
+    expect(monitor.statuses().changesSince(v2)).toEqual([]);
+  });
 
   it('a key whose address changes keeps its status, since and counts; its streaks start anew on the new probe', async () => {
     const m = manual();
