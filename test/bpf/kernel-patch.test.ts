@@ -2,7 +2,7 @@
 // place (no swap, so no RCU wait in the change), a big one is swapped; a backend a patch took out of a table is
 // zeroed only after an RCU grace period (reads see it gone at once), and its id is written again only after it.
 // Privileged (BPF maps only: no interface, namespace, pin or traffic).
-import { KernelDatapath, PATCH_MAX_SHARE } from '../../src/datapath/kernel';
+import { KernelDatapath, PATCH_MAX_BATCH, PATCH_MAX_SHARE } from '../../src/datapath/kernel';
 import { native } from '../../src/datapath/native';
 import { describePrivileged } from '../helpers/privileged';
 
@@ -103,6 +103,26 @@ describePrivileged('KernelDatapath: small table changes patched in place', () =>
     expect([raw(3), raw(4)]).toEqual([false, false]);
     expect((await dp.listBackends()).map((b) => b.id)).toEqual([1, 2, 5, 6]);
     await dp.deleteVip(vip(2).key);
+  });
+
+  it(`a call of more than ${PATCH_MAX_BATCH} tables swaps them all (built off the event loop, one grace period for the batch); up to ${PATCH_MAX_BATCH}, small changes are patched`, async () => {
+    const ids = Array.from({ length: PATCH_MAX_BATCH + 1 }, (_, i) => 4 + i);
+    for (const id of ids) await dp.upsertVip(vip(id));
+    expect(await dp.installTables(ids.map((vipId) => ({ vipId, table: roundRobin(4) })))).toEqual(ids.map(() => null)); // prettier-ignore
+    const inner = () => ids.map((id) => dp.maps.maglev_tables.innerId(id));
+    const small = (n: number) => {
+      const t = roundRobin(4);
+      t[n] = 5;
+      return t;
+    };
+    const before = inner();
+    await dp.installTables(ids.map((vipId) => ({ vipId, table: small(1) })));
+    const swapped = inner();
+    swapped.forEach((id, i) => expect(id).not.toBe(before[i]));
+    await dp.installTables(ids.slice(0, PATCH_MAX_BATCH).map((vipId) => ({ vipId, table: small(2) })));
+    expect(inner().slice(0, PATCH_MAX_BATCH)).toEqual(swapped.slice(0, PATCH_MAX_BATCH));
+    for (const id of ids.slice(0, PATCH_MAX_BATCH)) expect([...(await dp.readTable(id))!]).toEqual([...small(2)]);
+    for (const id of ids) await dp.deleteVip(vip(id).key);
   });
 
   it('with no grace period to wait for (nohz_full), tables are swapped as before', async () => {
