@@ -86,12 +86,7 @@ export function targetsChange(
       continue;
     }
     // The same check: only the memberships that are new or moved to another address.
-    const had = new Map(was.backends.map((x) => [x.key, x.address]));
-    for (const b of v.backends) {
-      if (had.get(b.key) !== b.address) out.upsert.push(vipTarget(v, b, initial));
-      had.delete(b.key);
-    }
-    for (const key of had.keys()) out.remove.push(key);
+    sameCheckChange(was, v, initial, out);
   }
   for (const was of before.values()) for (const x of was.backends) out.remove.push(x.key);
   // A key both removed and upserted (a VIP renamed over the same address) only moves: not removed (the change
@@ -101,6 +96,46 @@ export function targetsChange(
     out.remove = out.remove.filter((k) => !upserted.has(k));
   }
   return out;
+}
+
+/**
+ * The targets of VIP `v` that are new or moved against `was` (the same VIP, the same check) into `out.upsert`, the
+ * keys that went into `out.remove`. The common prefix and suffix (in the same order: a backend added or removed
+ * leaves the rest in place) are compared in place; only the middle goes through a Map (a Map of every membership
+ * of every changed VIP was ~150 ms when every VIP at 512 x 1000 changed, in one synchronous call).
+ */
+function sameCheckChange(
+  was: DesiredVip,
+  v: DesiredVip,
+  initial: ReadonlyMap<string, HealthStatus> | undefined,
+  out: TargetsChange,
+): void {
+  const a = was.backends;
+  const b = v.backends;
+  let i = 0;
+  while (i < a.length && i < b.length && a[i]!.key === b[i]!.key) {
+    if (a[i]!.address !== b[i]!.address) out.upsert.push(vipTarget(v, b[i]!, initial));
+    i++;
+  }
+  let ea = a.length;
+  let eb = b.length;
+  while (ea > i && eb > i && a[ea - 1]!.key === b[eb - 1]!.key) {
+    ea--;
+    eb--;
+    if (a[ea]!.address !== b[eb]!.address) out.upsert.push(vipTarget(v, b[eb]!, initial));
+  }
+  if (ea === i) {
+    for (let k = i; k < eb; k++) out.upsert.push(vipTarget(v, b[k]!, initial));
+    return;
+  }
+  const had = new Map<string, string>();
+  for (let k = i; k < ea; k++) had.set(a[k]!.key, a[k]!.address);
+  for (let k = i; k < eb; k++) {
+    const x = b[k]!;
+    if (had.get(x.key) !== x.address) out.upsert.push(vipTarget(v, x, initial));
+    had.delete(x.key);
+  }
+  for (const key of had.keys()) out.remove.push(key);
 }
 
 /** Whether healthTargets gives two desired VIPs (each with a healthCheck) the same targets (`initial` aside). */

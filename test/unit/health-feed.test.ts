@@ -1,5 +1,6 @@
 // HealthFeed: the flips a shared probe causes in one turn (every membership of one backend) are logged one
 // line per backend and change, and the daemon is asked for one sync, not one per membership.
+import fc from 'fast-check';
 import { EventEmitter } from 'node:events';
 import { Writable } from 'node:stream';
 import pino from 'pino';
@@ -262,6 +263,29 @@ describe('HealthFeed: the monitor targets are set again only when they changed',
       upsert: ['k2'],
       vips: ['x'],
     });
+    // Any edit of a VIP's memberships (same check): the new or moved ones upserted and the ones gone removed,
+    // exactly as a Map of every membership finds them (property; the prefix and suffix are compared in place).
+    const membersArb = fc.uniqueArray(
+      fc.record({ key: fc.integer({ min: 0, max: 30 }).map((k) => `k${k}`), address: fc.constantFrom('10.9.0.1', '10.9.0.2', '10.9.0.3') }), // prettier-ignore
+      { selector: (m) => m.key, maxLength: 12 },
+    );
+    const vipOf = (ms: { key: string; address: string }[]) =>
+      [{ name: 'x', healthCheck: a[0]!.healthCheck, backends: ms.map((m) => ({ ...m, health: 'unknown' })) }] as never; // prettier-ignore
+    fc.assert(
+      fc.property(membersArb, membersArb, (before, after) => {
+        const had = new Map(before.map((m) => [m.key, m.address]));
+        const now = new Set(after.map((m) => m.key));
+        const c = targetsChange(vipOf(before), vipOf(after));
+        expect(c.upsert.map((t) => t.key).sort()).toEqual(after.filter((m) => had.get(m.key) !== m.address).map((m) => m.key).sort()); // prettier-ignore
+        expect([...c.remove].sort()).toEqual(
+          before
+            .filter((m) => !now.has(m.key))
+            .map((m) => m.key)
+            .sort(),
+        );
+      }),
+      { numRuns: 500 },
+    );
     // `initial` seeds the new targets' statuses, as healthTargets does.
     const seeded = targetsChange([], a, new Map([['10.0.0.2:80/tcp>10.1.1.3', 'down']]));
     expect(seeded.upsert.map((t) => t.initial)).toEqual([undefined, undefined, 'down']);
