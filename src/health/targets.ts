@@ -52,6 +52,8 @@ export interface TargetsChange {
    * unchanged targets are left out (updateTargets would keep their state anyway: ~2-5 ms, up to 130 ms cold, per
    * 1,000-member VIP for nothing). */
   upsert: HealthTarget[];
+  /** The health desired state gave each of `upsert` (by index): a new target whose status differs needs a sync. */
+  health: (HealthStatus | 'unknown')[];
   /** Those VIPs. */
   vips: DesiredVip[];
 }
@@ -66,7 +68,7 @@ export function targetsChange(
   b: readonly DesiredVip[],
   initial?: ReadonlyMap<string, HealthStatus>,
 ): TargetsChange {
-  const out: TargetsChange = { remove: [], upsert: [], vips: [] };
+  const out: TargetsChange = { remove: [], upsert: [], health: [], vips: [] };
   const before = new Map<string, DesiredVip>();
   for (const v of a) if (v.healthCheck !== null) before.set(v.name, v);
   for (const v of b) {
@@ -79,7 +81,7 @@ export function targetsChange(
       was === undefined ||
       !(was.healthCheck === v.healthCheck || sameCheck(was.healthCheck!, v.healthCheck!))
     ) {
-      vipTargets(v, initial, out.upsert);
+      for (const b of v.backends) upsert(out, v, b, initial);
       if (was === undefined) continue;
       const kept = new Set(v.backends.map((x) => x.key));
       for (const x of was.backends) if (!kept.has(x.key)) out.remove.push(x.key);
@@ -114,7 +116,7 @@ function sameCheckChange(
   const b = v.backends;
   let i = 0;
   while (i < a.length && i < b.length && a[i]!.key === b[i]!.key) {
-    if (a[i]!.address !== b[i]!.address) out.upsert.push(vipTarget(v, b[i]!, initial));
+    if (a[i]!.address !== b[i]!.address) upsert(out, v, b[i]!, initial);
     i++;
   }
   let ea = a.length;
@@ -122,20 +124,31 @@ function sameCheckChange(
   while (ea > i && eb > i && a[ea - 1]!.key === b[eb - 1]!.key) {
     ea--;
     eb--;
-    if (a[ea]!.address !== b[eb]!.address) out.upsert.push(vipTarget(v, b[eb]!, initial));
+    if (a[ea]!.address !== b[eb]!.address) upsert(out, v, b[eb]!, initial);
   }
   if (ea === i) {
-    for (let k = i; k < eb; k++) out.upsert.push(vipTarget(v, b[k]!, initial));
+    for (let k = i; k < eb; k++) upsert(out, v, b[k]!, initial);
     return;
   }
   const had = new Map<string, string>();
   for (let k = i; k < ea; k++) had.set(a[k]!.key, a[k]!.address);
   for (let k = i; k < eb; k++) {
     const x = b[k]!;
-    if (had.get(x.key) !== x.address) out.upsert.push(vipTarget(v, x, initial));
+    if (had.get(x.key) !== x.address) upsert(out, v, x, initial);
     had.delete(x.key);
   }
   for (const key of had.keys()) out.remove.push(key);
+}
+
+/** Membership `b` of `vip` into `out.upsert`, its desired health into `out.health`. */
+function upsert(
+  out: TargetsChange,
+  vip: DesiredVip,
+  b: DesiredVip['backends'][number],
+  initial: ReadonlyMap<string, HealthStatus> | undefined,
+): void {
+  out.upsert.push(vipTarget(vip, b, initial));
+  out.health.push(b.health);
 }
 
 /** Whether healthTargets gives two desired VIPs (each with a healthCheck) the same targets (`initial` aside). */

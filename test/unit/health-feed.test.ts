@@ -213,9 +213,37 @@ describe('HealthFeed: the monitor targets are set again only when they changed',
     expect(updates[2]!.upsert[0]!.check.intervalMs).toBe(3000);
   });
 
+  it('retarget resolves true only when a target set now has a status other than desired state gave it, and looks up only those', async () => {
+    const monitor = new HealthMonitor();
+    const feed = new HealthFeed({ monitor, log: pino({ level: 'silent' }) });
+    const ids = Array.from({ length: 50 }, (_, i) => i + 1);
+    const statusOf = (d: ReturnType<typeof state>) =>
+      new Map(d.vips.flatMap((v) => v.backends.map((b) => [b.key, monitor.status(b.key)] as const)).filter((e): e is [string, 'up'] => e[1] !== undefined)); // prettier-ignore
+    // the first targets start up; desired state built before knew no health
+    expect(await feed.retarget(state([{ backends: ids }]))).toBe(true);
+    const known = state([{ backends: ids }]);
+    const d1 = state([{ backends: ids }], statusOf(known) as never);
+    expect(await feed.retarget(d1)).toBe(false);
+    // one backend added: only its target is looked up, and it differs (up against unknown)
+    const lookups: string[] = [];
+    const status = monitor.status.bind(monitor);
+    const d2 = state([{ backends: [...ids, 51] }], statusOf(known) as never);
+    jest.spyOn(monitor, 'status').mockImplementation((k) => (lookups.push(k), status(k)));
+    expect(await feed.retarget(d2)).toBe(true);
+    expect(lookups).toEqual([d2.vips[0]!.backends[50]!.key]);
+    jest.restoreAllMocks();
+    const d3 = state([{ backends: [...ids, 51] }], statusOf(d2) as never);
+    lookups.length = 0;
+    jest.spyOn(monitor, 'status').mockImplementation((k) => (lookups.push(k), status(k)));
+    expect(await feed.retarget(d3)).toBe(false);
+    expect(lookups).toEqual([]);
+    jest.restoreAllMocks();
+    monitor.stop();
+  });
+
   it("targetsChange: nothing for equal targets; the new or changed targets (a VIP's check changed: all of its), and the keys that went", () => {
     const a = state([{ backends: [1, 2] }, { backends: [3] }]).vips;
-    const none = { remove: [], upsert: [], vips: [] };
+    const none = { remove: [], upsert: [], health: [], vips: [] };
     expect(targetsChange(a, a)).toEqual(none);
     expect(targetsChange(a, state([{ backends: [1, 2] }, { backends: [3] }]).vips)).toEqual(none);
     expect(targetsChange([], [])).toEqual(none);
@@ -283,6 +311,8 @@ describe('HealthFeed: the monitor targets are set again only when they changed',
             .map((m) => m.key)
             .sort(),
         );
+        // each upsert with the health desired state gave it
+        expect(c.health).toEqual(c.upsert.map(() => 'unknown'));
       }),
       { numRuns: 500 },
     );
