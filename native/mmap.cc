@@ -102,18 +102,25 @@ void MapU32s(Napi::Env env, int fd, uint32_t first, uint32_t count, const char* 
   out->firstWord = first;
 }
 
+// Argument i as a Uint32Array of at most UINT32_MAX entries (errors name it `name`).
+Napi::Uint32Array ArgWords(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  Napi::Env env = info.Env();
+  if (info.Length() <= i || !info[i].IsTypedArray() ||
+      info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
+    throw Napi::TypeError::New(env, std::string(name) + " must be a Uint32Array");
+  Napi::Uint32Array a = info[i].As<Napi::Uint32Array>();
+  if (a.ElementLength() > UINT32_MAX) throw Napi::RangeError::New(env, std::string(name) + ": too many entries");
+  return a;
+}
+
 // mapWriteU32s(fd, first, values: Uint32Array): word first + i = values[i].
 Napi::Value MapWriteU32s(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgInt(info, 0, "fd");
   uint32_t first = ArgU32(info, 1, "first");
-  if (info.Length() < 3 || !info[2].IsTypedArray() ||
-      info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
-    throw Napi::TypeError::New(env, "values must be a Uint32Array");
-  Napi::Uint32Array values = info[2].As<Napi::Uint32Array>();
+  Napi::Uint32Array values = ArgWords(info, 2, "values");
   const uint32_t* src = values.Data();
   size_t n = values.ElementLength();
-  if (n > UINT32_MAX) throw Napi::RangeError::New(env, "values: too many entries");
   MmapArea a;
   MapU32s(env, fd, first, (uint32_t)n, "values.length", true, &a);
   CopyWords(a, const_cast<uint32_t*>(src), n, true);
@@ -126,13 +133,9 @@ Napi::Value MapReadU32s(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgInt(info, 0, "fd");
   uint32_t first = ArgU32(info, 1, "first");
-  if (info.Length() < 3 || !info[2].IsTypedArray() ||
-      info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
-    throw Napi::TypeError::New(env, "out must be a Uint32Array");
-  Napi::Uint32Array out = info[2].As<Napi::Uint32Array>();
+  Napi::Uint32Array out = ArgWords(info, 2, "out");
   uint32_t* dst = out.Data();
   size_t n = out.ElementLength();
-  if (n > UINT32_MAX) throw Napi::RangeError::New(env, "out: too many entries");
   MmapArea a;
   MapU32s(env, fd, first, (uint32_t)n, "out.length", false, &a);
   CopyWords(a, dst, n, false);
@@ -147,14 +150,10 @@ Napi::Value MapPatchU32s(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgInt(info, 0, "fd");
   uint32_t first = ArgU32(info, 1, "first");
-  if (info.Length() < 3 || !info[2].IsTypedArray() ||
-      info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
-    throw Napi::TypeError::New(env, "values must be a Uint32Array");
+  Napi::Uint32Array values = ArgWords(info, 2, "values");
   uint32_t maxChanged = ArgU32(info, 3, "maxChanged");
-  Napi::Uint32Array values = info[2].As<Napi::Uint32Array>();
   const uint32_t* src = values.Data();
   size_t n = values.ElementLength();
-  if (n > UINT32_MAX) throw Napi::RangeError::New(env, "values: too many entries");
   MmapArea a;
   MapU32s(env, fd, first, (uint32_t)n, "values.length", true, &a);
   // Word i's address: dense (64-byte Maglev lines) and one word per 8-byte element are a fixed stride from the

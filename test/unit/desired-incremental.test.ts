@@ -110,9 +110,22 @@ describe('desiredState, incremental with health', () => {
   const healthOf = (down: string[]) =>
     new Map(keys.map((k) => [k, down.includes(k) ? 'down' : 'up'] as const));
 
-  it('recomputes only the VIP whose status flipped, in a new map with the same keys and order', () => {
-    const d1 = desiredState({ config: cfg, health: healthOf([]) });
-    const d2 = desiredState({ config: cfg, ids: d1.ids, health: healthOf([key(2, 3)]) });
+  // Health as a plain map (diffed in one pass over it), or as a map with a change log like the monitor's
+  // statuses() (diffed by its log, never passed over): each call gives the map for the keys that are down.
+  const maps: [string, () => (down: string[]) => ReadonlyMap<string, 'up' | 'down'>][] = [
+    ['a plain map, in a new map with the same keys and order', () => healthOf],
+    [
+      "a map with a change log (the monitor's statuses())",
+      () => {
+        let prev: LoggedHealth | null = null;
+        return (down) => (prev = LoggedHealth.after(prev, healthOf(down), false));
+      },
+    ],
+  ];
+  it.each(maps)('recomputes only the VIP whose status flipped: %s', (_, make) => {
+    const health = make();
+    const d1 = desiredState({ config: cfg, health: health([]) });
+    const d2 = desiredState({ config: cfg, ids: d1.ids, health: health([key(2, 3)]) });
     expect(d2.vips[0]).toBe(d1.vips[0]);
     expect(d2.vips[1]).not.toBe(d1.vips[1]);
     expect(d2.vips[1]!.backends[2]!.state).toBe('down');
@@ -121,24 +134,17 @@ describe('desiredState, incremental with health', () => {
     expect(plain(d2)).toEqual(plain(fresh));
   });
 
-  it("a health map with a change log (the monitor's statuses()) is diffed by its log: only the VIPs of logged keys are recomputed, and it is never passed over", () => {
-    const h1 = LoggedHealth.after(null, healthOf([]), false);
+  it('a change log that no longer reaches back: every VIP compared on its own (the same result)', () => {
+    const h1 = LoggedHealth.after(null, healthOf([key(2, 3)]), false);
     const d1 = desiredState({ config: cfg, health: h1 });
-    const h2 = LoggedHealth.after(h1, healthOf([key(2, 3)]), false);
-    const d2 = desiredState({ config: cfg, ids: d1.ids, health: h2 });
-    expect(d2.vips[0]).toBe(d1.vips[0]);
-    expect(d2.vips[1]).not.toBe(d1.vips[1]);
-    expect(d2.vips[1]!.backends[2]!.state).toBe('down');
-    expect(d2.vips[2]).toBe(d1.vips[2]);
-    const fresh = desiredState({ config: cfg, ids: forgetMemo(d1.ids), health: healthOf([key(2, 3)]) });
+    const d2 = desiredState({ config: cfg, ids: d1.ids, health: LoggedHealth.after(h1, healthOf([key(2, 3), key(3, 1)]), true) }); // prettier-ignore
+    expect(d2.vips[2]!.backends[0]!.state).toBe('down');
+    const fresh = desiredState({
+      config: cfg,
+      ids: forgetMemo(d1.ids),
+      health: healthOf([key(2, 3), key(3, 1)]),
+    });
     expect(plain(d2)).toEqual(plain(fresh));
-    // a log that no longer reaches back: every VIP compared on its own (the same result)
-    const h3 = LoggedHealth.after(h2, healthOf([key(2, 3), key(3, 1)]), true);
-    const d3 = desiredState({ config: cfg, ids: d2.ids, health: h3 });
-    expect(d3.vips[2]!.backends[0]!.state).toBe('down');
-    expect(plain(d3)).toEqual(
-      plain(desiredState({ config: cfg, ids: forgetMemo(d1.ids), health: healthOf([key(2, 3), key(3, 1)]) })),
-    );
   });
 
   it('a key added at the end or removed (the health monitor keeps its order) recomputes only its VIP', () => {
