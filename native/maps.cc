@@ -28,6 +28,20 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// freeArrayBuffer(buffer) -> the bytes it held: detaches a plain ArrayBuffer, whose memory is then freed at once (V8
+// drops its backing store), not at some later garbage collection. Every view of it reads as empty afterwards: only
+// for a buffer no code uses any more (a table buffer the Maglev pool lets go). 0 for a buffer already detached; a
+// TypeError for anything else, or for a buffer that cannot be detached (e.g. a Wasm memory's).
+Napi::Value FreeArrayBuffer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArrayBuffer()) throw Napi::TypeError::New(env, "buffer must be an ArrayBuffer");
+  Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+  if (ab.IsDetached()) return Napi::Number::New(env, 0);
+  size_t bytes = ab.ByteLength();
+  ab.Detach();
+  return Napi::Number::New(env, static_cast<double>(bytes));
+}
+
 Napi::Value NumPossibleCpus(const Napi::CallbackInfo& info) {
   int n = libbpf_num_possible_cpus();
   if (n < 0) ThrowErrno(info.Env(), "count possible cpus", n);
@@ -480,6 +494,7 @@ void InitMaps(Napi::Env env, Napi::Object exports) {
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));
   exports.Set("numPossibleCpus", Napi::Function::New(env, NumPossibleCpus));
   exports.Set("mallocTrim", Napi::Function::New(env, MallocTrim));
+  exports.Set("freeArrayBuffer", Napi::Function::New(env, FreeArrayBuffer));
   exports.Set("mallocMmapThreshold", Napi::Function::New(env, MallocMmapThreshold));
   exports.Set("mapCreate", Napi::Function::New(env, MapCreate));
   exports.Set("mapInfo", Napi::Function::New(env, MapInfo));

@@ -16,7 +16,7 @@ import { createMetrics } from '../../src/metrics';
 import { conntrackTableOf } from '../../src/metrics/conntrack';
 import { balancerMapSizes, KernelDatapath } from '../../src/datapath/kernel';
 import { native } from '../../src/datapath/native';
-import { MALLOC_MMAP_THRESHOLD } from '../../src/daemon/wiring';
+import { kernelCollaborators, MALLOC_MMAP_THRESHOLD } from '../../src/daemon/wiring';
 import type { Config } from '../../src/model/config';
 import { sharedContract } from '../../src/datapath/contract';
 import {
@@ -876,8 +876,12 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
     process.env.PEAK_BENCH_TABLE_BUILDER === 'inline'
       ? inlineTableBuilder
       : // the workers' memory given back when they end, as the daemon does (its trimMemory collaborator; the
-        // daemon also collects first while its heap is small, which this bench does itself before each reading)
-        new WorkerTableBuilder({ onRetired: () => void native().mallocTrim() });
+        // daemon also collects first while its heap is small, which this bench does itself before each reading), and
+        // the buffers the pool lets go freed at once, with the daemon's own collaborator
+        new WorkerTableBuilder({
+          onRetired: () => void native().mallocTrim(),
+          free: kernelCollaborators({ bpffs: '/sys/fs/bpf' }).freeBuffer!,
+        });
   try {
     const datapathConfig = {
       ownMac: '02:00:00:00:00:01',

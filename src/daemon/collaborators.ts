@@ -82,4 +82,7 @@ export interface DaemonCollaborators {
   /** Called first thing in a start: large allocations from then on are mapped on their own and unmapped when freed
    * (glibc mallopt M_MMAP_THRESHOLD; see MALLOC_MMAP_THRESHOLD). Absent: the C library's defaults. */
   fixMallocThreshold?(): void;
+  /** Frees a table buffer the Maglev pool lets go (WorkerTableBuilderOptions.free) at once, instead of leaving it to
+   * V8's next full collection (native freeArrayBuffer). Absent: left to the collector. */
+  freeBuffer?(buffer: ArrayBuffer): void;
 }

@@ -95,7 +95,11 @@ export class Daemon {
     this.opts = opts;
     this.log = opts.logger;
     this.monitor = opts.healthMonitor();
-    this.programmer = new Programmer({ log: opts.logger, trimMemory: opts.trimMemory });
+    this.programmer = new Programmer({
+      log: opts.logger,
+      trimMemory: opts.trimMemory,
+      freeBuffer: opts.freeBuffer,
+    });
     this.health = new HealthFeed({ monitor: this.monitor, log: opts.logger });
     this.loop = new SyncLoop({ sync: (reason) => this.sync(reason) });
     this.gate = new ConfigGate({

@@ -39,9 +39,17 @@ export class Programmer {
   /** Set while the daemon's start retires the workers: it collects right after (trimMemory({ collect: true })). */
   private retiringAtStart = false;
 
-  constructor(o: { log: Logger; trimMemory?: (o?: { collect?: boolean }) => boolean | void }) {
+  /** Frees the table buffers the pool lets go (Collaborators.freeBuffer). */
+  private readonly freeBuffer: ((b: ArrayBuffer) => void) | undefined;
+
+  constructor(o: {
+    log: Logger;
+    trimMemory?: (o?: { collect?: boolean }) => boolean | void;
+    freeBuffer?: (b: ArrayBuffer) => void;
+  }) {
     this.log = o.log;
     this.trimMemory = o.trimMemory;
+    this.freeBuffer = o.freeBuffer;
   }
 
   /** Table worker threads running now (0 without a builder or while idle). */
@@ -100,7 +108,10 @@ export class Programmer {
 
   private tableBuilder(): TableBuilder {
     try {
-      return new WorkerTableBuilder({ onRetired: () => this.retired() });
+      return new WorkerTableBuilder({
+        onRetired: () => this.retired(),
+        ...(this.freeBuffer === undefined ? {} : { free: this.freeBuffer }),
+      });
     } catch (e) {
       // Run from sources (no built worker script): correct, but builds share the event loop.
       this.log.warn({ err: (e as Error).message }, 'Maglev tables are built on the main thread');

@@ -42,6 +42,7 @@ export function kernelCollaborators(o: { bpffs: string }): DaemonCollaborators {
       return gc !== undefined;
     },
     fixMallocThreshold: () => void native().mallocMmapThreshold(MALLOC_MMAP_THRESHOLD),
+    freeBuffer: (b) => void native().freeArrayBuffer(b),
   };
 }
 

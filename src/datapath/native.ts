@@ -129,6 +129,9 @@ export interface Native {
   numPossibleCpus(): number;
   /** glibc malloc_trim(0): free memory of every malloc arena back to the kernel; false where there is none. */
   mallocTrim(): boolean;
+  /** Detaches a plain ArrayBuffer: its memory is freed now (V8 drops the backing store), not at a later collection;
+   * its views read as empty after. Returns the bytes it held (0 if already detached); TypeError for anything else. */
+  freeArrayBuffer(buffer: ArrayBuffer): number;
   /** glibc mallopt(M_MMAP_THRESHOLD, bytes): blocks of `bytes` and more mapped on their own (unmapped when freed),
    * and glibc's dynamic raising of that threshold ended; false where the C library is not glibc. RangeError
    * outside 0..32 MiB. */

@@ -187,6 +187,45 @@ describe('WorkerTableBuilder', () => {
     expect(pool.spareBuffers).toBe(0);
   });
 
+  it('free: each recycled buffer the pool lets go (past the cap, dropped when idle, at close) is handed to it once', async () => {
+    const freed: ArrayBuffer[] = [];
+    const pool = new WorkerTableBuilder({
+      workerPath: WORKER,
+      threads: 1,
+      idleMs: 50,
+      free: (b) => freed.push(b),
+    });
+    let kept: Uint32Array[] = [];
+    try {
+      kept = Array.from({ length: SPARE_BUFFERS }, () => new Uint32Array(7));
+      for (const t of kept) pool.recycle(t);
+      pool.recycle(kept[0]!); // given twice while kept: neither kept twice nor let go
+      pool.recycle(kept[0]!.subarray(1)); // a view: not the pool's to keep or let go
+      expect([pool.spareBuffers, freed.length]).toEqual([SPARE_BUFFERS, 0]);
+      const over = [new Uint32Array(7), new Uint32Array(9)];
+      for (const t of over) pool.recycle(t);
+      // past the cap: let go at once, the kept ones untouched
+      expect(freed).toEqual(over.map((t) => t.buffer));
+      expect(pool.spareBuffers).toBe(SPARE_BUFFERS);
+      // a build, then idle: the spares are dropped (SPARE_KEEP_MS at most) and every one let go
+      expectSame(await pool.build(backendsN(3), 13), buildTable({ backends: backendsN(3), size: 13 }));
+      await waitFor('spares dropped', () => pool.spareBuffers === 0, 10_000);
+      expect(new Set(freed)).toEqual(new Set([...over, ...kept].map((t) => t.buffer)));
+      expect(freed).toHaveLength(SPARE_BUFFERS + 2);
+      // kept at close: let go too
+      const last = new Uint32Array(7);
+      pool.recycle(last);
+      await pool.close();
+      expect(freed.at(-1)).toBe(last.buffer);
+      expect(freed).toHaveLength(SPARE_BUFFERS + 3);
+      // closed: a table given back is not taken (nor let go)
+      pool.recycle(new Uint32Array(7));
+      expect(freed).toHaveLength(SPARE_BUFFERS + 3);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('rejects bad input with the error class and message buildTable throws', async () => {
     const pool = new WorkerTableBuilder({ workerPath: WORKER, threads: 1 });
     try {
