@@ -1,5 +1,5 @@
 // The one home of quantiles and medians for the benches and the soak (scripts/bench/lib/stats.ts).
-import { median, quantile, quantileOf } from '../../scripts/bench/lib/stats';
+import { median, quantile, quantileOf, slowest } from '../../scripts/bench/lib/stats';
 
 describe('quantileOf', () => {
   it('is nearest-rank quantile() over a sorted copy, leaving the input as it was', () => {
@@ -23,5 +23,16 @@ describe('median', () => {
     expect(median([100, 9])).toBe(54.5);
     expect(median([7])).toBe(7);
     expect(median([])).toBeNaN();
+  });
+});
+
+describe('slowest', () => {
+  it('names the slowest change and its place in the add, remove, add, ... sequence', () => {
+    expect(slowest([5, 9, 4], [6, 3, 30])).toBe('slowest 30.0 ms, change 6 of 6');
+    expect(slowest([50, 9], [6, 3])).toBe('slowest 50.0 ms, change 1 of 4');
+    expect(slowest([5, 9], [6, 10])).toBe('slowest 10.0 ms, change 4 of 4');
+    expect(slowest([5, 9], [6])).toBe('slowest 9.0 ms, change 3 of 3'); // an addition without its removal
+    expect(slowest([5, 5], [5, 5])).toBe('slowest 5.0 ms, change 1 of 4'); // ties: the first
+    expect(slowest([], [])).toBe('no changes');
   });
 });
