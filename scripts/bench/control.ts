@@ -70,6 +70,8 @@ interface Options {
   /** The kernel part with health checks on every VIP (a real HealthMonitor and the daemon's HealthFeed; the probes
    * answer up without touching the network): each change also retargets the monitor, as the daemon's sync does. */
   kernelHealth: boolean;
+  /** Whole /state documents read from the daemon (--part daemon), one after another, after its /metrics scrape. */
+  stateRequests: number;
 }
 
 interface Scale {
@@ -111,6 +113,7 @@ function parseArgs(argv: string[]): Options {
     // 100 each way: 200 changes, so that p99 (nearest rank) is the 198th; of 80 changes it was the slowest one
     kernelChanges: 100,
     kernelHealth: false,
+    stateRequests: 0,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -133,6 +136,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--scale') o.scales = parseScales(argv[++i]);
     else if (a === '--kernel-changes') num('kernelChanges');
     else if (a === '--kernel-health') o.kernelHealth = true;
+    else if (a === '--state-requests') num('stateRequests');
     else if (a === '--part') {
       const v = argv[++i];
       if (
@@ -151,7 +155,7 @@ function parseArgs(argv: string[]): Options {
       throw new Error(
         `unknown argument ${JSON.stringify(a)} (--json --runs N --probe-limit N --vips N --backends N ` +
           '--changes N --reloads N --yaml-reloads N --part all|maglev|reconcile|daemon|kernel|goals --no-daemon ' +
-          '--daemon-timeout S --scale 64x10,512x100 --kernel-changes N --kernel-health)',
+          '--daemon-timeout S --scale 64x10,512x100 --kernel-changes N --kernel-health --state-requests N)',
       );
   }
   return o;
@@ -431,7 +435,23 @@ export interface DaemonMemoryOptions {
   /** Health checks on every VIP (default true; they run rarely: memory, not check load, is measured); false: none,
    * as the issue's scale table measured. */
   healthChecks?: boolean;
+  /** Whole /state documents to read after the /metrics scrape, one after another (default 0). */
+  stateRequests?: number;
 }
+
+/** What reading /state did to the daemon (DaemonMemoryOptions.stateRequests). */
+export interface StateReads {
+  /** Each request's time and body size, and VmRSS after it. */
+  ms: number[];
+  bytes: number[];
+  rssAfterMB: number[];
+  /** VmRSS STATE_IDLE_MS after the last one (what the daemon kept). */
+  rssIdleMB: number;
+  idleMs: number;
+}
+
+/** How long after the last /state request the daemon's kept RSS is read. */
+const STATE_IDLE_MS = 15_000;
 
 export type DaemonMemoryResult =
   | { available: false; reason: string }
@@ -459,6 +479,8 @@ export type DaemonMemoryResult =
       heapUsedMB: number | null;
       heapTotalMB: number | null;
       externalMB: number | null;
+      /** Null: none asked for. */
+      state: StateReads | null;
     };
 
 interface BpftoolMap {
@@ -708,6 +730,25 @@ export async function measureDaemonMemory(opts: DaemonMemoryOptions): Promise<Da
       const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+]+)$`, 'm').exec(metrics ?? '');
       return m ? Number(m[1]) / 2 ** 20 : null;
     };
+    const rssAfterScrapeMB = procStatusMB(pid, 'VmRSS');
+    let state: StateReads | null = null;
+    if ((opts.stateRequests ?? 0) > 0) {
+      state = { ms: [], bytes: [], rssAfterMB: [], rssIdleMB: 0, idleMs: STATE_IDLE_MS };
+      for (let i = 0; i < opts.stateRequests!; i++) {
+        const t = now();
+        const r = spawnSync(
+          'ip',
+          ['netns', 'exec', ns, 'curl', '-sf', '-m', '120', '-o', '/dev/null', '-w', '%{size_download}', `http://127.0.0.1:${port}/state`], // prettier-ignore
+          { encoding: 'utf8' },
+        );
+        if (r.status !== 0) throw new Error(`GET /state failed (curl exit ${r.status}): ${r.stderr}`);
+        state.ms.push(now() - t);
+        state.bytes.push(Number(r.stdout));
+        state.rssAfterMB.push(procStatusMB(pid, 'VmRSS'));
+      }
+      await sleep(STATE_IDLE_MS);
+      state.rssIdleMB = procStatusMB(pid, 'VmRSS');
+    }
     return {
       available: true,
       readyMs,
@@ -718,13 +759,14 @@ export async function measureDaemonMemory(opts: DaemonMemoryOptions): Promise<Da
       rssMB,
       scrapeMs: now() - scrapeStart,
       scrapeBytes: Buffer.byteLength(metrics ?? ''),
-      rssAfterScrapeMB: procStatusMB(pid, 'VmRSS'),
+      rssAfterScrapeMB,
       hwmMB: procStatusMB(pid, 'VmHWM'),
       mapMemlockMB: mem.total / 2 ** 20,
       maps: mem.maps,
       heapUsedMB: gauge('nodejs_heap_size_used_bytes'),
       heapTotalMB: gauge('nodejs_heap_size_total_bytes'),
       externalMB: gauge('nodejs_external_memory_bytes'),
+      state,
     };
   } finally {
     if (stopChild !== null) await stopChild();

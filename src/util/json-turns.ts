@@ -50,6 +50,18 @@ const omitted = (x: unknown): boolean => x === undefined || typeof x === 'functi
  * light entries together, by one native call); everything else natively.
  */
 export async function jsonInTurns(value: unknown, o: JsonInTurnsOptions = {}): Promise<string | undefined> {
+  return (await jsonPiecesInTurns(value, o))?.join('');
+}
+
+/**
+ * jsonInTurns' text as its pieces, in order (their concatenation is the text): a caller that encodes or sends them
+ * needs no joined copy of the whole text (a 38 MB /state was a joined string, then a flattened one, then its
+ * Buffer).
+ */
+export async function jsonPiecesInTurns(
+  value: unknown,
+  o: JsonInTurnsOptions = {},
+): Promise<string[] | undefined> {
   const piece = o.piece ?? 16384;
   const turnMs = o.turnMs ?? 5;
   if (!(Number.isSafeInteger(piece) && piece >= 1))
@@ -136,5 +148,5 @@ export async function jsonInTurns(value: unknown, o: JsonInTurnsOptions = {}): P
   const root = prepare('', value);
   if (omitted(root)) return undefined;
   await emit(root, '');
-  return out.join('');
+  return out;
 }

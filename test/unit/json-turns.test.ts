@@ -1,6 +1,6 @@
 // jsonInTurns: the text JSON.stringify(value, jsonReplacer, 2) gives, written in pieces with event-loop turns.
 import fc from 'fast-check';
-import { jsonInTurns, jsonReplacer, jsonText } from '../../src/util/json-turns';
+import { jsonInTurns, jsonPiecesInTurns, jsonReplacer, jsonText } from '../../src/util/json-turns';
 import { countTurns } from '../helpers/turn-counter';
 
 /** Values the admin API's documents hold: JSON values, bigints, Maps, undefined (left out or null), Dates. */
@@ -29,6 +29,24 @@ describe('jsonInTurns', () => {
       }),
       { numRuns: 400 },
     );
+  });
+
+  it('jsonPiecesInTurns: the same text as pieces, one per native write at most a piece each', async () => {
+    await fc.assert(
+      fc.asyncProperty(doc, fc.integer({ min: 1, max: 40 }), async (v, piece) => {
+        const pieces = await jsonPiecesInTurns(v, { piece, turnMs: 0 });
+        expect(pieces?.join('')).toBe(JSON.stringify(v, jsonReplacer, 2));
+      }),
+      { numRuns: 200 },
+    );
+    // a heavy document comes in many pieces, none of them the whole
+    const big = Array.from({ length: 300 }, (_, i) => ({ i, tags: ['a', 'b'] }));
+    const pieces = (await jsonPiecesInTurns(big, { piece: 64, turnMs: 0 }))!;
+    const text = JSON.stringify(big, jsonReplacer, 2);
+    expect(pieces.join('')).toBe(text);
+    expect(pieces.length).toBeGreaterThan(10);
+    expect(Math.max(...pieces.map((p) => p.length))).toBeLessThan(text.length / 5);
+    expect(await jsonPiecesInTurns(undefined)).toBeUndefined();
   });
 
   it('handles the edges: empty containers, all-omitted objects, heavy entries among light ones', async () => {
