@@ -9,7 +9,7 @@ import { gzip } from 'node:zlib';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../log';
 import { renderRegistry } from '../metrics';
-import { jsonPiecesInTurns, jsonText } from '../util/json-turns';
+import { jsonChunksInTurns, jsonText } from '../util/json-turns';
 import { readFdLimit } from './fdlimit';
 
 export interface Readiness {
@@ -73,16 +73,19 @@ export const RENDER_REUSE_MS: Readonly<Record<RenderedPath, number>> = { '/metri
  * the cost). A failed render fails its waiters and is not kept. The body is dropped after reuseMs so a large
  * one (30 MB at 512 x 100) is not held between scrapes.
  */
+/** A rendered body: one Buffer, or Buffers sent one after another (jsonChunksInTurns'). */
+export type Body = Buffer | readonly Buffer[];
+
 export class SharedRender {
-  private inFlight: Promise<Buffer> | null = null;
-  private body: Buffer | null = null;
+  private inFlight: Promise<Body> | null = null;
+  private body: Body | null = null;
   private bodyAt = 0;
   private expiry: NodeJS.Timeout | null = null;
-  private readonly render: () => Promise<string | readonly string[]>;
+  private readonly render: () => Promise<string | readonly Buffer[]>;
   private readonly reuseMs: number;
 
-  /** `render`: the body's text, or its pieces in order (encoded one after another into the body, never joined). */
-  constructor(o: { render: () => Promise<string | readonly string[]>; reuseMs: number }) {
+  /** `render`: the body's text, or its UTF-8 in Buffers (the body as they are, sent one after another). */
+  constructor(o: { render: () => Promise<string | readonly Buffer[]>; reuseMs: number }) {
     if (!(Number.isSafeInteger(o.reuseMs) && o.reuseMs >= 0))
       throw new RangeError(`reuseMs: ${o.reuseMs} is not an integer >= 0`);
     this.render = o.render;
@@ -90,12 +93,12 @@ export class SharedRender {
   }
 
   /** The body, and whether it was rendered for this call, shared with a render in flight, or reused. */
-  get(): Promise<{ body: Buffer; how: 'rendered' | 'in-flight' | 'cached' }> {
+  get(): Promise<{ body: Body; how: 'rendered' | 'in-flight' | 'cached' }> {
     if (this.body !== null && performance.now() - this.bodyAt < this.reuseMs)
       return Promise.resolve({ body: this.body, how: 'cached' });
     if (this.inFlight !== null) return this.inFlight.then((body) => ({ body, how: 'in-flight' as const }));
     const run = this.render().then((text) => {
-      const body = typeof text === 'string' ? Buffer.from(text) : bufferOf(text);
+      const body: Body = typeof text === 'string' ? Buffer.from(text) : text;
       this.keep(body);
       return body;
     });
@@ -114,7 +117,7 @@ export class SharedRender {
     this.body = null;
   }
 
-  private keep(body: Buffer): void {
+  private keep(body: Body): void {
     this.clear();
     if (this.reuseMs === 0) return;
     this.body = body;
@@ -191,19 +194,17 @@ export function adminLimits(overrides: Partial<AdminLimits>, fdLimit: number | n
   return l;
 }
 
-/** The UTF-8 of `pieces` one after another, in one Buffer: no string of the whole text is made. */
-export function bufferOf(pieces: readonly string[]): Buffer {
-  let bytes = 0;
-  for (const p of pieces) bytes += Buffer.byteLength(p);
-  const out = Buffer.allocUnsafe(bytes);
-  let at = 0;
-  for (const p of pieces) at += out.write(p, at);
-  return out;
-}
-
-function send(res: ServerResponse, code: number, type: string, body: string | Buffer): void {
-  res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store' });
-  res.end(body);
+function send(res: ServerResponse, code: number, type: string, body: string | Body): void {
+  if (typeof body === 'string' || Buffer.isBuffer(body)) {
+    res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store' });
+    res.end(body);
+    return;
+  }
+  // Buffers one after another, under the length of them all (no copy into one).
+  const bytes = body.reduce((n, b) => n + b.length, 0);
+  res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store', 'content-length': bytes });
+  for (const b of body) res.write(b);
+  res.end();
 }
 
 const json = jsonText;
@@ -243,6 +244,11 @@ export function acceptsGzip(header: string | string[] | undefined): boolean {
   });
 }
 
+/** Nested entries per native write of /state (jsonInTurns' `piece`): ~64 KB of text, below V8's large objects, so
+ * each piece's strings die young (16,384 entries were ~1 MB strings in the old generation until a full collection:
+ * the V8 heap grew ~200 MB per /state at 512 x 100). */
+export const STATE_PIECE = 1024;
+
 export async function startAdmin(o: AdminOptions): Promise<AdminServer> {
   const fdLimit = o.fdLimit !== undefined ? o.fdLimit : (readFdLimit()?.soft ?? null);
   const limits = adminLimits(o.limits ?? {}, fdLimit);
@@ -259,13 +265,13 @@ export async function startAdmin(o: AdminOptions): Promise<AdminServer> {
   const sectionRenders = new Map<string, SharedRender>();
   function stateRender(sections: ReadonlySet<string> | null): SharedRender {
     return new SharedRender({
-      // written in pieces with event-loop turns between them (jsonPiecesInTurns), encoded piece by piece: ~38 MB at
-      // 512 x 100 with health checks
+      // written in pieces with event-loop turns between them, each encoded as it is made (jsonChunksInTurns): ~38 MB
+      // at 512 x 100 with health checks
       render: async () => {
-        const pieces = await jsonPiecesInTurns(await o.state(sections));
-        if (pieces === undefined) return 'null\n';
-        pieces.push('\n');
-        return pieces;
+        const chunks = await jsonChunksInTurns(await o.state(sections), { piece: STATE_PIECE });
+        if (chunks === undefined) return 'null\n';
+        chunks.push(Buffer.from('\n'));
+        return chunks;
       },
       reuseMs: reuseMs['/state'],
     });
@@ -279,7 +285,7 @@ export async function startAdmin(o: AdminOptions): Promise<AdminServer> {
     registers: [o.registry],
   });
   // Compressed once per body (every sharer of a render gets the same Buffer), in zlib's thread pool.
-  const gzipped = new WeakMap<Buffer, Promise<Buffer>>();
+  const gzipped = new WeakMap<Body, Promise<Buffer>>();
   const rendered = async (
     res: ServerResponse,
     path: RenderedPath,
@@ -291,7 +297,8 @@ export async function startAdmin(o: AdminOptions): Promise<AdminServer> {
     served.inc({ path, how: r.how });
     if (!gz) return send(res, 200, type, r.body);
     let z = gzipped.get(r.body);
-    if (z === undefined) gzipped.set(r.body, (z = promisify(gzip)(r.body)));
+    if (z === undefined)
+      gzipped.set(r.body, (z = promisify(gzip)(Buffer.isBuffer(r.body) ? r.body : Buffer.concat(r.body))));
     const body = await z;
     res.writeHead(200, { 'content-type': type, 'content-encoding': 'gzip', vary: 'Accept-Encoding', 'cache-control': 'no-store' }); // prettier-ignore
     res.end(body);

@@ -50,23 +50,60 @@ const omitted = (x: unknown): boolean => x === undefined || typeof x === 'functi
  * light entries together, by one native call); everything else natively.
  */
 export async function jsonInTurns(value: unknown, o: JsonInTurnsOptions = {}): Promise<string | undefined> {
-  return (await jsonPiecesInTurns(value, o))?.join('');
+  const out: string[] = [];
+  return (await writeInTurns(value, o, (s) => out.push(s))) ? out.join('') : undefined;
 }
 
+/** Bytes of each Buffer jsonChunksInTurns fills (pieces are written into it until the next does not fit): at least
+ * glibc's mmap threshold as the daemon fixes it (MALLOC_MMAP_THRESHOLD), so a chunk's memory goes back to the
+ * kernel when it is freed. */
+export const JSON_CHUNK_BYTES = 256 << 10;
+
 /**
- * jsonInTurns' text as its pieces, in order (their concatenation is the text): a caller that encodes or sends them
- * needs no joined copy of the whole text (a 38 MB /state was a joined string, then a flattened one, then its
- * Buffer).
+ * jsonInTurns' text as UTF-8, each piece written into a Buffer of JSON_CHUNK_BYTES as it is made (a bigger piece
+ * is a Buffer of its own): no string outlives its piece. With pieces smaller than V8's large objects (e.g. `piece`
+ * 1,024: ~64 KB of text), every string of the text dies young, where a whole text's pieces kept until the end (38
+ * MB at 512 x 100 for /state, in ~1 MB strings) were old-generation garbage until V8's next full collection.
  */
-export async function jsonPiecesInTurns(
+export async function jsonChunksInTurns(
   value: unknown,
   o: JsonInTurnsOptions = {},
-): Promise<string[] | undefined> {
+): Promise<Buffer[] | undefined> {
+  const chunks: Buffer[] = [];
+  let cur: Buffer | null = null;
+  let at = 0;
+  const flush = (): void => {
+    if (cur !== null && at > 0) chunks.push(cur.subarray(0, at));
+    cur = null;
+    at = 0;
+  };
+  const write = (s: string): void => {
+    const bytes = Buffer.byteLength(s);
+    if (cur !== null && at + bytes > cur.length) flush();
+    if (bytes > JSON_CHUNK_BYTES) {
+      chunks.push(Buffer.from(s));
+      return;
+    }
+    cur ??= Buffer.allocUnsafe(JSON_CHUNK_BYTES);
+    at += cur.write(s, at);
+  };
+  if (!(await writeInTurns(value, o, write))) return undefined;
+  flush();
+  return chunks;
+}
+
+/** The text of jsonInTurns given to `write` piece by piece, in order; false (nothing written) when JSON.stringify
+ * would give undefined. */
+async function writeInTurns(
+  value: unknown,
+  o: JsonInTurnsOptions,
+  write: (piece: string) => void,
+): Promise<boolean> {
   const piece = o.piece ?? 16384;
   const turnMs = o.turnMs ?? 5;
   if (!(Number.isSafeInteger(piece) && piece >= 1))
     throw new RangeError(`piece: ${piece} is not a positive integer`);
-  const out: string[] = [];
+  const out = { push: write };
   let since = performance.now();
   const maybeTurn = async (): Promise<void> => {
     if (performance.now() - since < turnMs) return;
@@ -146,7 +183,7 @@ export async function jsonPiecesInTurns(
     out.push(any ? `\n${indent}${isArray ? ']' : '}'}` : isArray ? '[]' : '{}');
   };
   const root = prepare('', value);
-  if (omitted(root)) return undefined;
+  if (omitted(root)) return false;
   await emit(root, '');
-  return out;
+  return true;
 }

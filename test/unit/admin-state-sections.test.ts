@@ -18,6 +18,36 @@ function fetchOnce(port: number, path: string): Promise<{ status: number; body: 
   });
 }
 
+describe('/state of many pieces', () => {
+  it('is sent as the Buffers it was written into, under their whole length: the text JSON.stringify(doc, null, 2) gives', async () => {
+    // ~2.6 MB of text with multi-byte characters: many pieces of STATE_PIECE entries, several chunks
+    const doc = { desired: { vips: Array.from({ length: 30_000 }, (_, i) => ({ i, name: `vip-é€𝄞-${i}`, up: i % 2 === 0 })) } }; // prettier-ignore
+    const admin = await startAdmin({
+      host: '127.0.0.1',
+      port: 0,
+      readiness: () => ({ ready: true, reasons: [] }),
+      logger: silentLogger,
+      fdLimit: 65536,
+      registry: new Registry(),
+      state: async () => doc,
+    });
+    try {
+      const r = await new Promise<{ length: string | undefined; body: Buffer }>((resolve, reject) => {
+        get({ host: '127.0.0.1', port: admin.address.port, path: '/state', agent: false }, (res) => {
+          const parts: Buffer[] = [];
+          res.on('data', (d: Buffer) => parts.push(d));
+          res.on('end', () => resolve({ length: res.headers['content-length'], body: Buffer.concat(parts) }));
+        }).on('error', reject);
+      });
+      const text = JSON.stringify(doc, null, 2) + '\n';
+      expect(r.body.toString()).toBe(text);
+      expect(r.length).toBe(String(Buffer.byteLength(text)));
+    } finally {
+      await admin.stop();
+    }
+  });
+});
+
 describe('/state sections', () => {
   let admin: AdminServer | null = null;
   let bare: AdminServer | null = null;

@@ -1,6 +1,12 @@
 // jsonInTurns: the text JSON.stringify(value, jsonReplacer, 2) gives, written in pieces with event-loop turns.
 import fc from 'fast-check';
-import { jsonInTurns, jsonPiecesInTurns, jsonReplacer, jsonText } from '../../src/util/json-turns';
+import {
+  JSON_CHUNK_BYTES,
+  jsonChunksInTurns,
+  jsonInTurns,
+  jsonReplacer,
+  jsonText,
+} from '../../src/util/json-turns';
 import { countTurns } from '../helpers/turn-counter';
 
 /** Values the admin API's documents hold: JSON values, bigints, Maps, undefined (left out or null), Dates. */
@@ -31,22 +37,31 @@ describe('jsonInTurns', () => {
     );
   });
 
-  it('jsonPiecesInTurns: the same text as pieces, one per native write at most a piece each', async () => {
+  it('jsonChunksInTurns: the same text as UTF-8 in Buffers of JSON_CHUNK_BYTES at most, bigger pieces on their own', async () => {
     await fc.assert(
       fc.asyncProperty(doc, fc.integer({ min: 1, max: 40 }), async (v, piece) => {
-        const pieces = await jsonPiecesInTurns(v, { piece, turnMs: 0 });
-        expect(pieces?.join('')).toBe(JSON.stringify(v, jsonReplacer, 2));
+        const chunks = await jsonChunksInTurns(v, { piece, turnMs: 0 });
+        const text = JSON.stringify(v, jsonReplacer, 2) as string | undefined;
+        expect(chunks === undefined ? undefined : Buffer.concat(chunks).toString()).toBe(text);
       }),
       { numRuns: 200 },
     );
-    // a heavy document comes in many pieces, none of them the whole
-    const big = Array.from({ length: 300 }, (_, i) => ({ i, tags: ['a', 'b'] }));
-    const pieces = (await jsonPiecesInTurns(big, { piece: 64, turnMs: 0 }))!;
+    expect(await jsonChunksInTurns(undefined)).toBeUndefined();
+    // ~1.3 MB of text with multi-byte characters: several full chunks, none over the size, characters whole
+    const big = Array.from({ length: 20_000 }, (_, i) => ({ i, name: `é€𝄞-${i}` }));
     const text = JSON.stringify(big, jsonReplacer, 2);
-    expect(pieces.join('')).toBe(text);
-    expect(pieces.length).toBeGreaterThan(10);
-    expect(Math.max(...pieces.map((p) => p.length))).toBeLessThan(text.length / 5);
-    expect(await jsonPiecesInTurns(undefined)).toBeUndefined();
+    const chunks = (await jsonChunksInTurns(big, { piece: 1024, turnMs: 0 }))!;
+    expect(Buffer.concat(chunks).toString()).toBe(text);
+    expect(chunks.length).toBeGreaterThan(3);
+    expect(chunks.every((c) => c.length <= JSON_CHUNK_BYTES && c.length > 0)).toBe(true);
+    expect(chunks.every((c) => c.toString() === new TextDecoder('utf-8', { fatal: true }).decode(c))).toBe(
+      true,
+    );
+    // a piece bigger than a chunk (one native write of a long string) is a Buffer of its own
+    const long = { s: 'x'.repeat(JSON_CHUNK_BYTES + 10) };
+    const one = (await jsonChunksInTurns([1, long, 2], { piece: 1, turnMs: 0 }))!;
+    expect(Buffer.concat(one).toString()).toBe(JSON.stringify([1, long, 2], jsonReplacer, 2));
+    expect(one.some((c) => c.length > JSON_CHUNK_BYTES)).toBe(true);
   });
 
   it('handles the edges: empty containers, all-omitted objects, heavy entries among light ones', async () => {
