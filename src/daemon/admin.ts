@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../log';
-import { renderRegistry } from '../metrics';
+import { renderRegistryChunks } from '../metrics';
 import { jsonChunksInTurns, jsonText } from '../util/json-turns';
 import { readFdLimit } from './fdlimit';
 
@@ -131,8 +131,8 @@ export interface AdminOptions {
   host: string;
   port: number;
   registry: Registry;
-  /** Renders /metrics (default: renderRegistry(registry)); the daemon's shares one datapath read per render. */
-  renderMetrics?: () => Promise<string>;
+  /** Renders /metrics (default: renderRegistryChunks(registry)); the daemon's shares one datapath read per render. */
+  renderMetrics?: () => Promise<string | readonly Buffer[]>;
   readiness: () => Readiness;
   /** The /state document; only `sections` when given (`?sections=a,b`), all when null. */
   state: (sections: ReadonlySet<string> | null) => Promise<unknown>;
@@ -256,7 +256,7 @@ export async function startAdmin(o: AdminOptions): Promise<AdminServer> {
   // /healthz and /readyz never wait for these: they answer from memory, at most behind one render's turn.
   const renders: Record<RenderedPath, SharedRender> = {
     '/metrics': new SharedRender({
-      render: o.renderMetrics ?? (() => renderRegistry(o.registry)),
+      render: o.renderMetrics ?? (() => renderRegistryChunks(o.registry)),
       reuseMs: reuseMs['/metrics'],
     }),
     '/state': stateRender(null),

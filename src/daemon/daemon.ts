@@ -4,7 +4,13 @@
 import { Registry } from 'prom-client';
 import type { Datapath, DatapathConfig } from '../datapath/types';
 import type { Logger } from '../log';
-import { conntrackTableOf, createMetrics, DaemonMetrics, kubernetesPoolOf, renderRegistry } from '../metrics';
+import {
+  conntrackTableOf,
+  createMetrics,
+  DaemonMetrics,
+  kubernetesPoolOf,
+  renderRegistryChunks,
+} from '../metrics';
 import type { Config, ListenAddress, VipConfig } from '../model/config';
 import { formatIssue } from '../model/errors';
 import { desiredStateAsync, earliest } from '../reconcile';
@@ -362,7 +368,7 @@ export class Daemon {
         ...(metricsListen === undefined ? {} : { metricsListen }),
         registry: this.registry,
         // Once the metrics exist, their render shares one datapath counters read per scrape.
-        renderMetrics: () => this.metrics?.render() ?? renderRegistry(this.registry),
+        renderMetrics: () => this.metrics?.renderChunks() ?? renderRegistryChunks(this.registry),
         readiness: () => this.readiness(),
         state: (sections) => this.state(sections as ReadonlySet<StateSection> | null),
         stateSections: STATE_SECTIONS,

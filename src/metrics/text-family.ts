@@ -23,6 +23,9 @@ export interface TextFamilyOptions<T> {
 
 /** Series per chunk of text: a few ms of formatting, then the event loop gets a turn. */
 export const SERIES_PER_CHUNK = 8192;
+/** Series per string given to `write` (~40 KB of text): small enough to die young in V8 (a chunk's ~1.2 MB string was
+ * an old-generation object until a full collection) when the caller encodes each as it comes (ChunkWriter). */
+export const SERIES_PER_WRITE = 256;
 
 const escapeHelp = (s: string): string => s.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
 const NEEDS_ESCAPE = /[\\\n"]/;
@@ -75,6 +78,7 @@ export class TextFamily<T = unknown> {
     const plain = `\n${this.name} `;
     let chunk = '';
     let n = 0;
+    let unwritten = 0;
     const emit: EmitSeries = (values, value) => {
       let line = plain;
       if (prefixes.length > 0) {
@@ -84,15 +88,18 @@ export class TextFamily<T = unknown> {
       }
       chunk += line + sampleValue(value);
       n++;
+      if (++unwritten >= SERIES_PER_WRITE) {
+        write(chunk);
+        chunk = '';
+        unwritten = 0;
+      }
     };
     for (const _ of this.series(data, emit))
       if (n >= SERIES_PER_CHUNK) {
-        write(chunk);
-        chunk = '';
         n = 0;
         await nextTurn();
       }
-    write(chunk);
+    if (chunk !== '') write(chunk);
   }
 
   /** What prom-client's Registry reads (registry.metrics(), getMetricsAsJSON): one object per series. */

@@ -2,6 +2,7 @@
 // with event-loop turns between them: the same text as JSON.stringify(value, jsonReplacer, 2), but never one native
 // call over the whole document (at 512 x 100 the `desired` key alone held the event loop ~0.3 s).
 import { setImmediate as nextTurn } from 'node:timers/promises';
+import { ChunkWriter } from './chunk-writer';
 
 /** bigint -> decimal string, Map -> object of its entries: what the admin API's JSON shows for them. */
 export const jsonReplacer = (_k: string, x: unknown): unknown =>
@@ -54,42 +55,18 @@ export async function jsonInTurns(value: unknown, o: JsonInTurnsOptions = {}): P
   return (await writeInTurns(value, o, (s) => out.push(s))) ? out.join('') : undefined;
 }
 
-/** Bytes of each Buffer jsonChunksInTurns fills (pieces are written into it until the next does not fit): at least
- * glibc's mmap threshold as the daemon fixes it (MALLOC_MMAP_THRESHOLD), so a chunk's memory goes back to the
- * kernel when it is freed. */
-export const JSON_CHUNK_BYTES = 256 << 10;
-
 /**
- * jsonInTurns' text as UTF-8, each piece written into a Buffer of JSON_CHUNK_BYTES as it is made (a bigger piece
- * is a Buffer of its own): no string outlives its piece. With pieces smaller than V8's large objects (e.g. `piece`
- * 1,024: ~64 KB of text), every string of the text dies young, where a whole text's pieces kept until the end (38
- * MB at 512 x 100 for /state, in ~1 MB strings) were old-generation garbage until V8's next full collection.
+ * jsonInTurns' text as UTF-8 in Buffers (ChunkWriter: CHUNK_BYTES each, a bigger piece on its own), each piece
+ * written into them as it is made: no string outlives its piece. With pieces smaller than V8's large objects (e.g.
+ * `piece` 1,024: ~64 KB of text), every string of the text dies young, where a whole text's pieces kept until the
+ * end (38 MB at 512 x 100 for /state, in ~1 MB strings) were old-generation garbage until V8's next full collection.
  */
 export async function jsonChunksInTurns(
   value: unknown,
   o: JsonInTurnsOptions = {},
 ): Promise<Buffer[] | undefined> {
-  const chunks: Buffer[] = [];
-  let cur: Buffer | null = null;
-  let at = 0;
-  const flush = (): void => {
-    if (cur !== null && at > 0) chunks.push(cur.subarray(0, at));
-    cur = null;
-    at = 0;
-  };
-  const write = (s: string): void => {
-    const bytes = Buffer.byteLength(s);
-    if (cur !== null && at + bytes > cur.length) flush();
-    if (bytes > JSON_CHUNK_BYTES) {
-      chunks.push(Buffer.from(s));
-      return;
-    }
-    cur ??= Buffer.allocUnsafe(JSON_CHUNK_BYTES);
-    at += cur.write(s, at);
-  };
-  if (!(await writeInTurns(value, o, write))) return undefined;
-  flush();
-  return chunks;
+  const w = new ChunkWriter();
+  return (await writeInTurns(value, o, (s) => w.write(s))) ? w.finish() : undefined;
 }
 
 /** The text of jsonInTurns given to `write` piece by piece, in order; false (nothing written) when JSON.stringify

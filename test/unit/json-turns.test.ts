@@ -1,12 +1,7 @@
 // jsonInTurns: the text JSON.stringify(value, jsonReplacer, 2) gives, written in pieces with event-loop turns.
 import fc from 'fast-check';
-import {
-  JSON_CHUNK_BYTES,
-  jsonChunksInTurns,
-  jsonInTurns,
-  jsonReplacer,
-  jsonText,
-} from '../../src/util/json-turns';
+import { jsonChunksInTurns, jsonInTurns, jsonReplacer, jsonText } from '../../src/util/json-turns';
+import { CHUNK_BYTES } from '../../src/util/chunk-writer';
 import { countTurns } from '../helpers/turn-counter';
 
 /** Values the admin API's documents hold: JSON values, bigints, Maps, undefined (left out or null), Dates. */
@@ -37,7 +32,7 @@ describe('jsonInTurns', () => {
     );
   });
 
-  it('jsonChunksInTurns: the same text as UTF-8 in Buffers of JSON_CHUNK_BYTES at most, bigger pieces on their own', async () => {
+  it('jsonChunksInTurns: the same text as UTF-8 in Buffers of CHUNK_BYTES at most, bigger pieces on their own', async () => {
     await fc.assert(
       fc.asyncProperty(doc, fc.integer({ min: 1, max: 40 }), async (v, piece) => {
         const chunks = await jsonChunksInTurns(v, { piece, turnMs: 0 });
@@ -53,15 +48,15 @@ describe('jsonInTurns', () => {
     const chunks = (await jsonChunksInTurns(big, { piece: 1024, turnMs: 0 }))!;
     expect(Buffer.concat(chunks).toString()).toBe(text);
     expect(chunks.length).toBeGreaterThan(3);
-    expect(chunks.every((c) => c.length <= JSON_CHUNK_BYTES && c.length > 0)).toBe(true);
+    expect(chunks.every((c) => c.length <= CHUNK_BYTES && c.length > 0)).toBe(true);
     expect(chunks.every((c) => c.toString() === new TextDecoder('utf-8', { fatal: true }).decode(c))).toBe(
       true,
     );
     // a piece bigger than a chunk (one native write of a long string) is a Buffer of its own
-    const long = { s: 'x'.repeat(JSON_CHUNK_BYTES + 10) };
+    const long = { s: 'x'.repeat(CHUNK_BYTES + 10) };
     const one = (await jsonChunksInTurns([1, long, 2], { piece: 1, turnMs: 0 }))!;
     expect(Buffer.concat(one).toString()).toBe(JSON.stringify([1, long, 2], jsonReplacer, 2));
-    expect(one.some((c) => c.length > JSON_CHUNK_BYTES)).toBe(true);
+    expect(one.some((c) => c.length > CHUNK_BYTES)).toBe(true);
   });
 
   it('handles the edges: empty containers, all-omitted objects, heavy entries among light ones', async () => {

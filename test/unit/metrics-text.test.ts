@@ -3,8 +3,8 @@
 import { Gauge, Registry } from 'prom-client';
 import { MemoryDatapath } from '../../src/datapath/memory';
 import type { TargetSnapshot } from '../../src/health';
-import { createMetrics, renderRegistry } from '../../src/metrics';
-import { SERIES_PER_CHUNK, TextFamily } from '../../src/metrics/text-family';
+import { createMetrics, renderRegistry, renderRegistryChunks } from '../../src/metrics';
+import { SERIES_PER_CHUNK, SERIES_PER_WRITE, TextFamily } from '../../src/metrics/text-family';
 import { validateConfig } from '../../src/model';
 import { desiredState, reconcile } from '../../src/reconcile';
 
@@ -73,6 +73,32 @@ describe('TextFamily', () => {
     expect(lines).toHaveLength(n);
     expect(lines[n - 1]).toBe(`big{i="${n - 1}"} ${n - 1}`);
     expect(turns).toBeGreaterThanOrEqual(3);
+  });
+
+  it('writes a large family in strings of SERIES_PER_WRITE series; renderRegistryChunks is the same text in Buffers', async () => {
+    const r = new Registry();
+    const n = 3 * SERIES_PER_WRITE + 7;
+    const fam = new TextFamily({
+      name: 'many',
+      help: 'h',
+      type: 'gauge',
+      labelNames: ['i'],
+      registers: [r],
+      read: () => n,
+      *series(count, emit) {
+        for (let i = 0; i < count; i++) {
+          emit([`é${i}`], i);
+          yield;
+        }
+      },
+    });
+    const writes: string[] = [];
+    await fam.text((s) => writes.push(s));
+    // the HELP/TYPE lines, three full strings of series, then the rest
+    expect(writes.map((w) => w.split('\n').filter((l) => l.startsWith('many{')).length)).toEqual([0, SERIES_PER_WRITE, SERIES_PER_WRITE, SERIES_PER_WRITE, 7]); // prettier-ignore
+    const chunks = await renderRegistryChunks(r);
+    expect(Buffer.concat(chunks).toString()).toBe(await renderRegistry(r));
+    expect(Buffer.concat(chunks).toString()).toBe(await r.metrics());
   });
 
   it('rejects bad names naming the field', () => {
