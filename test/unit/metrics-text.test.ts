@@ -48,23 +48,27 @@ describe('TextFamily', () => {
     expect(await renderRegistry(r)).toBe(await r.metrics());
   });
 
-  it('gives the event loop a turn between chunks of a large family', async () => {
-    const r = new Registry();
-    const n = 5 * SERIES_PER_CHUNK + 3;
+  /** A family `name` of `n` series, label i = label(k) and value k for k = 0 .. n - 1. */
+  const counting = (r: Registry, name: string, n: number, label: (k: number) => string) =>
     new TextFamily({
-      name: 'big',
+      name,
       help: 'h',
       type: 'gauge',
       labelNames: ['i'],
       registers: [r],
       read: () => n,
       *series(count, emit) {
-        for (let i = 0; i < count; i++) {
-          emit([String(i)], i);
+        for (let k = 0; k < count; k++) {
+          emit([label(k)], k);
           yield;
         }
       },
     });
+
+  it('gives the event loop a turn between chunks of a large family', async () => {
+    const r = new Registry();
+    const n = 5 * SERIES_PER_CHUNK + 3;
+    counting(r, 'big', n, String);
     let turns = 0;
     const tick = setInterval(() => turns++, 0);
     const text = await renderRegistry(r);
@@ -77,21 +81,7 @@ describe('TextFamily', () => {
 
   it('writes a large family in strings of SERIES_PER_WRITE series; renderRegistryChunks is the same text in Buffers', async () => {
     const r = new Registry();
-    const n = 3 * SERIES_PER_WRITE + 7;
-    const fam = new TextFamily({
-      name: 'many',
-      help: 'h',
-      type: 'gauge',
-      labelNames: ['i'],
-      registers: [r],
-      read: () => n,
-      *series(count, emit) {
-        for (let i = 0; i < count; i++) {
-          emit([`é${i}`], i);
-          yield;
-        }
-      },
-    });
+    const fam = counting(r, 'many', 3 * SERIES_PER_WRITE + 7, (k) => `é${k}`);
     const writes: string[] = [];
     await fam.text((s) => writes.push(s));
     // the HELP/TYPE lines, three full strings of series, then the rest
