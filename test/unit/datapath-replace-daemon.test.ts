@@ -87,7 +87,7 @@ function config(): Config {
 
 function rig(host: ReplacingHost) {
   const { log, records } = recordingLogger();
-  let renderMetrics: (() => Promise<string>) | null = null;
+  let renderMetrics: (() => Promise<string | readonly Buffer[]>) | null = null;
   const collaborators: DaemonCollaborators = {
     datapathHost: host,
     hostNetwork: {
@@ -101,7 +101,7 @@ function rig(host: ReplacingHost) {
     bgpSpeaker: () => {
       throw new Error('no BGP in this test');
     },
-    adminServer: async (o: { renderMetrics: () => Promise<string> }) => {
+    adminServer: async (o: { renderMetrics: () => Promise<string | readonly Buffer[]> }) => {
       renderMetrics = o.renderMetrics;
       return {
         address: { host: '127.0.0.1', port: 9100 },
@@ -123,7 +123,12 @@ function rig(host: ReplacingHost) {
     logger: log,
     ...collaborators,
   });
-  return { daemon, records, metrics: () => renderMetrics!() };
+  // the body as the admin API sends it: the daemon renders /metrics into Buffers
+  const metrics = async (): Promise<string> => {
+    const body = await renderMetrics!();
+    return typeof body === 'string' ? body : Buffer.concat(body).toString();
+  };
+  return { daemon, records, metrics };
 }
 
 describe('daemon: replacing a balancer pinned by an older build', () => {
