@@ -181,7 +181,9 @@ describePrivileged('daemon: a balancer detached by hand under traffic (ip_forwar
     expect(s.keepalive.errors).toEqual({});
     expect(s.keepalive.brokenConnections).toBe(0);
     expect(s.keepalive.connectionsOpened).toBe(KEEPALIVE_CONNECTIONS);
-    expect(Object.keys(s.keepalive.perBackend).sort()).toEqual(['be1', 'be2']);
+    // Both backends served: judged by the ~480 new connections, not the 6 keep-alive ones (all 6 hash to one of the
+    // two backends 1 time in 32: seen in CI).
+    expect(Object.keys(s.open.perBackend).sort()).toEqual(['be1', 'be2']);
     // Never withdrawn: the peer got no UPDATE at all, the session stayed up with the one route.
     expect(s.withdrawUpdates).toBe(0);
     expect(s.announceUpdates).toBe(0);
