@@ -62,6 +62,22 @@ function checkHttpArgs(o: HttpCheckOptions): void {
     throw new TypeError(`path: ${JSON.stringify(o.path)} is not an absolute path`);
 }
 
+/** Timeout details made so far, by timeout (a handful: one per configured timeout). */
+const timeoutDetails = new Map<number, string>();
+
+/**
+ * "timeout after N ms", one string per timeout: the monitor keeps each membership's last detail, and a string per
+ * result was ~40 B per timing-out membership (20 MB at 512,000).
+ */
+export function timeoutDetail(timeoutMs: number): string {
+  let d = timeoutDetails.get(timeoutMs);
+  if (d === undefined) {
+    d = `timeout after ${timeoutMs} ms`;
+    if (timeoutDetails.size < 256) timeoutDetails.set(timeoutMs, d);
+  }
+  return d;
+}
+
 /** The detail of a check aborted by its signal (the monitor stopped, or the target went away). */
 export const ABORTED = 'aborted';
 
@@ -119,7 +135,7 @@ export function netProbeTcp(o: TcpCheckOptions, done: (r: CheckResult) => void):
     sock.destroy();
     done(result(ok, detail, started, local, timedOut));
   };
-  const timer = setTimeout(() => finish(false, `timeout after ${o.timeoutMs} ms`, false, true), o.timeoutMs);
+  const timer = setTimeout(() => finish(false, timeoutDetail(o.timeoutMs), false, true), o.timeoutMs);
   sock.once('connect', () => finish(true, 'connected', false));
   sock.once('error', (e) => finish(false, errDetail(e), isLocalError(e)));
   return () => finish(false, ABORTED, true);
@@ -191,7 +207,7 @@ function rawProbeTcp(
     finish(false, code, LOCAL_ERROR_CODES.has(code));
   };
   req.oncomplete = (status: number) => (status === 0 ? finish(true, 'connected', false) : failed(status));
-  const timer = setTimeout(() => finish(false, `timeout after ${o.timeoutMs} ms`, false, true), o.timeoutMs);
+  const timer = setTimeout(() => finish(false, timeoutDetail(o.timeoutMs), false, true), o.timeoutMs);
   const err = v6 ? handle.connect6(req, o.host, o.port) : handle.connect(req, o.host, o.port);
   // The socket could not even be made (EMFILE, ...): reported on a later turn, as callbacks are.
   if (err !== 0) queueMicrotask(() => failed(err));
@@ -219,7 +235,7 @@ export function probeHttp(o: HttpCheckOptions, done: (r: CheckResult) => void): 
     agent: false,
     headers: { host: hostHeader, 'user-agent': 'peak-xdp-health', connection: 'close' },
   });
-  const timer = setTimeout(() => finish(false, `timeout after ${o.timeoutMs} ms`, false, true), o.timeoutMs);
+  const timer = setTimeout(() => finish(false, timeoutDetail(o.timeoutMs), false, true), o.timeoutMs);
   req.on('response', (res) => {
     const code = res.statusCode ?? 0;
     res.resume();

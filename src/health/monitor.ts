@@ -175,18 +175,22 @@ export interface HealthMonitorOptions {
 /** A probe starting this much after its due time counts as delayed (timers and turns take a few ms). */
 export const LATE_MS = 50;
 
-/** A probe's result as its memberships keep it (one object per result, shared by all that took it). */
+/** A membership's last result as snapshot() shows it. */
 type LastResult = CheckResult & { at: number };
 
-/**
- * A result with its time, built field by field: a spread of results of several shapes (timedOut, local or
- * neither) took the slow path, the largest line of the monitor's profile with 18,000 results a second.
- */
-function lastResult(r: CheckResult, at: number): LastResult {
-  const last: LastResult = { ok: r.ok, durationMs: r.durationMs, detail: r.detail, at };
-  if (r.timedOut !== undefined) last.timedOut = r.timedOut;
-  if (r.local !== undefined) last.local = r.local;
-  return last;
+/** Bits of Memberships.lastFlags: what a result said (ok, timedOut, local) and which optional fields it had. */
+const LAST_OK = 1;
+const LAST_TIMED_OUT = 2;
+const LAST_HAS_TIMED_OUT = 4;
+const LAST_LOCAL = 8;
+const LAST_HAS_LOCAL = 16;
+
+/** A result's lastFlags. */
+function lastFlags(r: CheckResult): number {
+  let f = r.ok ? LAST_OK : 0;
+  if (r.timedOut !== undefined) f |= LAST_HAS_TIMED_OUT | (r.timedOut ? LAST_TIMED_OUT : 0);
+  if (r.local !== undefined) f |= LAST_HAS_LOCAL | (r.local ? LAST_LOCAL : 0);
+  return f;
 }
 
 /** Status codes of Memberships.status. */
@@ -225,7 +229,15 @@ class Memberships {
   localErrors = new Float64Array(0);
   /** Start (performance.now ms) of the probe whose result it last took; -Infinity: none yet. */
   fedAt = new Float64Array(0);
-  last: (LastResult | null)[] = [];
+  /**
+   * The last result taken, in columns (an object per result with two boxed numbers and its detail was ~130 B per
+   * membership once every probe had run: 66 MB at 512,000, and as many objects for every full collection to mark):
+   * when (clock ms; NaN: none yet), its duration, lastFlags, and its detail.
+   */
+  lastAt = new Float64Array(0);
+  lastMs = new Float64Array(0);
+  lastFlags = new Uint8Array(0);
+  lastDetail: (string | undefined)[] = [];
   /** The change of targets (HealthMonitor.epoch) that last gave it. */
   stamp = new Int32Array(0);
   /** Slots in use: every live slot is below it. */
@@ -286,6 +298,9 @@ class Memberships {
     this.failedChecks = grow(this.failedChecks, (n) => new Float64Array(n));
     this.localErrors = grow(this.localErrors, (n) => new Float64Array(n));
     this.fedAt = grow(this.fedAt, (n) => new Float64Array(n));
+    this.lastAt = grow(this.lastAt, (n) => new Float64Array(n));
+    this.lastMs = grow(this.lastMs, (n) => new Float64Array(n));
+    this.lastFlags = grow(this.lastFlags, (n) => new Uint8Array(n));
     this.stamp = grow(this.stamp, (n) => new Int32Array(n));
   }
 
@@ -327,7 +342,8 @@ class Memberships {
     this.failedChecks[i] = 0;
     this.localErrors[i] = 0;
     this.fedAt[i] = -Infinity;
-    this.last[i] = null;
+    this.lastAt[i] = NaN;
+    this.lastDetail[i] = undefined;
     this.stamp[i] = stamp;
     this.vipTotal[v] = this.vipTotal[v]! + 1;
     if (status === UP) this.vipUp[v] = this.vipUp[v]! + 1;
@@ -345,8 +361,31 @@ class Memberships {
     this.keys[i] = undefined;
     this.probe[i] = undefined;
     this.check[i] = undefined;
-    this.last[i] = null;
+    this.lastDetail[i] = undefined;
     this.count--;
+  }
+
+  /** Membership i took a result (`flags`: lastFlags) at `at` (clock ms). */
+  setLast(i: number, at: number, durationMs: number, flags: number, detail: string): void {
+    this.lastAt[i] = at;
+    this.lastMs[i] = durationMs;
+    this.lastFlags[i] = flags;
+    this.lastDetail[i] = detail;
+  }
+
+  /** Whether membership i took a result yet. */
+  hasLast(i: number): boolean {
+    return !Number.isNaN(this.lastAt[i]);
+  }
+
+  /** Membership i's last result as an object (made now); null: none yet. */
+  lastOf(i: number): LastResult | null {
+    if (!this.hasLast(i)) return null;
+    const f = this.lastFlags[i]!;
+    const last: LastResult = { ok: (f & LAST_OK) !== 0, durationMs: this.lastMs[i]!, detail: this.lastDetail[i]!, at: this.lastAt[i]! }; // prettier-ignore
+    if ((f & LAST_HAS_TIMED_OUT) !== 0) last.timedOut = (f & LAST_TIMED_OUT) !== 0;
+    if ((f & LAST_HAS_LOCAL) !== 0) last.local = (f & LAST_LOCAL) !== 0;
+    return last;
   }
 
   /** Moves membership i to VIP v (a VIP renamed over the same address). */
@@ -395,7 +434,10 @@ class Memberships {
         this.failedChecks[n] = this.failedChecks[i]!;
         this.localErrors[n] = this.localErrors[i]!;
         this.fedAt[n] = this.fedAt[i]!;
-        this.last[n] = this.last[i]!;
+        this.lastAt[n] = this.lastAt[i]!;
+        this.lastMs[n] = this.lastMs[i]!;
+        this.lastFlags[n] = this.lastFlags[i]!;
+        this.lastDetail[n] = this.lastDetail[i];
         this.stamp[n] = this.stamp[i]!;
         this.index.set(this.keys[n]!, n);
       }
@@ -405,7 +447,7 @@ class Memberships {
     this.keys.length = n;
     this.probe.length = n;
     this.check.length = n;
-    this.last.length = n;
+    this.lastDetail.length = n;
     this.vip = this.vip.slice(0, cap);
     this.status = this.status.slice(0, cap);
     this.successes = this.successes.slice(0, cap);
@@ -415,6 +457,9 @@ class Memberships {
     this.failedChecks = this.failedChecks.slice(0, cap);
     this.localErrors = this.localErrors.slice(0, cap);
     this.fedAt = this.fedAt.slice(0, cap);
+    this.lastAt = this.lastAt.slice(0, cap);
+    this.lastMs = this.lastMs.slice(0, cap);
+    this.lastFlags = this.lastFlags.slice(0, cap);
     this.stamp = this.stamp.slice(0, cap);
     this.top = n;
     return to;
@@ -528,11 +573,12 @@ interface Run {
 
 interface Probe {
   key: string;
-  /** Its first membership's target at the probe's interval: what the checker gets. */
-  target: HealthTarget;
-  /** Its memberships (slots of the monitor's Memberships; an Int32Array per probe was ~145 B more each: 7 MB at
-   * 51,200 backends). */
-  members: number[];
+  address: string;
+  /** Its memberships' check at the shortest interval of theirs (probeCheck): what it runs. The prober gets a target
+   * made per run (a target object kept per probe was ~60 B each: 30 MB at 512,000). */
+  check: HealthCheckConfig;
+  /** Its memberships (slots of the monitor's Memberships; see Members). */
+  members: Members;
   /** Bumped whenever the probe is (re)queued or cancelled: queued slots of an older value are stale. */
   slot: number;
   /** The run in flight; null: none. */
@@ -550,6 +596,39 @@ interface Probe {
   live: boolean;
   /** The change of targets that last touched it (HealthMonitor.epoch), negated in the change that made it. */
   mark: number;
+}
+
+/**
+ * A probe's memberships: a slot number when it has one (most probes, where VIPs do not share backends: an array of
+ * one was ~56 B each, 28 MB and as many objects at 512,000), else an array of them (empty only while a change of
+ * targets runs). An Int32Array per probe was ~145 B more each: 7 MB at 51,200 backends.
+ */
+type Members = number | number[];
+
+const memberCount = (ms: Members): number => (typeof ms === 'number' ? 1 : ms.length);
+const memberAt = (ms: Members, k: number): number => (typeof ms === 'number' ? ms : ms[k]!);
+
+/** `ms` with slot i added last (the array itself when it is one). */
+function withMember(ms: Members, i: number): Members {
+  if (typeof ms === 'number') return [ms, i];
+  if (ms.length === 0) return i;
+  ms.push(i);
+  return ms;
+}
+
+/** The members `keep` keeps (each as `map` gives it), in order; one left is a number. `ms` itself if all stay. */
+function keptMembers(ms: Members, keep: (i: number) => boolean, map?: (i: number) => number): Members {
+  if (typeof ms === 'number') {
+    const i = map === undefined ? ms : map(ms);
+    return keep(i) ? i : [];
+  }
+  if (map === undefined && ms.length !== 1 && ms.every(keep)) return ms;
+  const out: number[] = [];
+  for (const x of ms) {
+    const i = map === undefined ? x : map(x);
+    if (keep(i)) out.push(i);
+  }
+  return out.length === 1 ? out[0]! : out;
 }
 
 /** One change of targets while it runs. */
@@ -583,24 +662,11 @@ export const sameCheck = (a: HealthCheckConfig, b: HealthCheckConfig): boolean =
 /** Slots a probe holds on average if its target times out every time (part of worstCaseInFlight). */
 const inFlightShare = (c: HealthCheckConfig): number => Math.min(1, c.timeoutMs / c.intervalMs);
 
-/**
- * What a probe runs: its first membership's target with probeCheck's check, the probe's current target itself
- * when that is unchanged (no object per probe and change).
- */
-function probeTarget(p: Probe, m: Memberships): HealthTarget {
-  const first = p.members[0]!;
-  const check = probeCheck(p.members, (i) => m.check[i]!);
-  const t = p.target;
-  const key = m.keys[first]!;
-  const vip = m.vipNames[m.vip[first]!]!;
-  if (
-    t.key === key &&
-    t.vip === vip &&
-    t.initial === undefined &&
-    (t.check === check || sameCheck(t.check, check))
-  )
-    return t;
-  return { key, vip, address: t.address, check };
+/** What a probe runs: probeCheck's check of its memberships, the probe's current one when that is unchanged. */
+function probeCheckOf(p: Probe, m: Memberships): HealthCheckConfig {
+  const ms = p.members;
+  const check = typeof ms === 'number' ? m.check[ms]! : probeCheck(ms, (i) => m.check[i]!);
+  return p.check === check || sameCheck(p.check, check) ? p.check : check;
 }
 
 /**
@@ -745,28 +811,34 @@ export class HealthMonitor extends EventEmitter {
         if (i !== undefined && m.stamp[i] !== epoch) drop(i);
       }
     const moved = m.compact();
-    if (moved !== null) for (const p of this.probes.values()) p.members = p.members.map((i) => moved[i]!).filter((i) => i >= 0); // prettier-ignore
+    if (moved !== null) {
+      const kept = (i: number): boolean => i >= 0;
+      const to = (i: number): number => moved[i]!;
+      for (const p of this.probes.values()) p.members = keptMembers(p.members, kept, to);
+    }
     let worst = this.worstCaseInFlight;
     const toSchedule: { probe: Probe; at: number }[] = [];
     const gone: Probe[] = [];
     for (const p of touched) {
       const fresh = p.mark === -epoch;
-      if (!fresh) worst -= inFlightShare(p.target.check);
+      if (!fresh) worst -= inFlightShare(p.check);
       // Members that left (freed, or moved to another probe) go from the list.
-      if (!p.members.every((i) => m.probe[i] === p)) p.members = p.members.filter((i) => m.probe[i] === p);
-      if (p.members.length === 0) {
+      const ms = p.members;
+      if (typeof ms !== 'number') p.members = keptMembers(ms, (i) => m.probe[i] === p);
+      else if (m.probe[ms] !== p) p.members = [];
+      if (memberCount(p.members) === 0) {
         if (!fresh) gone.push(p);
         this.probes.delete(p.key);
         continue;
       }
-      const oldInterval = fresh ? null : p.target.check.intervalMs;
-      p.target = probeTarget(p, m);
-      worst += inFlightShare(p.target.check);
+      const oldInterval = fresh ? null : p.check.intervalMs;
+      p.check = probeCheckOf(p, m);
+      worst += inFlightShare(p.check);
       if (!this.started || p.running !== null) continue;
       if (oldInterval === null)
-        toSchedule.push({ probe: p, at: performance.now() + this.random() * p.target.check.intervalMs }); // prettier-ignore
-      else if (oldInterval !== p.target.check.intervalMs && p.lastStart !== null)
-        toSchedule.push({ probe: p, at: p.lastStart + p.target.check.intervalMs });
+        toSchedule.push({ probe: p, at: performance.now() + this.random() * p.check.intervalMs }); // prettier-ignore
+      else if (oldInterval !== p.check.intervalMs && p.lastStart !== null)
+        toSchedule.push({ probe: p, at: p.lastStart + p.check.intervalMs });
     }
     this.cancelling = true;
     try {
@@ -781,7 +853,7 @@ export class HealthMonitor extends EventEmitter {
     // Summed afresh when every target was given (no rounding carried on for ever).
     if (remove === null) {
       worst = 0;
-      for (const p of this.probes.values()) worst += inFlightShare(p.target.check);
+      for (const p of this.probes.values()) worst += inFlightShare(p.check);
     }
     this.worstCaseInFlight = this.probes.size === 0 ? 0 : Math.max(0, worst);
     if (this.started) this.refill();
@@ -800,7 +872,7 @@ export class HealthMonitor extends EventEmitter {
       const probe = m.probe[j]!;
       const check = m.check[j]!;
       if (m.vip[j] !== v) m.moveVip(j, v);
-      if (probe.target.address === t.address && (check === t.check || sameCheck(check, t.check))) {
+      if (probe.address === t.address && (check === t.check || sameCheck(check, t.check))) {
         m.check[j] = t.check;
         return;
       }
@@ -818,10 +890,10 @@ export class HealthMonitor extends EventEmitter {
     let sibling = -1;
     const on = this.probes.get(key);
     // Siblings: the members the probe had before this change (none if it was made in it).
-    const n = on === undefined || on.mark === -c.epoch ? 0 : (c.before.get(on) ?? on.members.length);
+    const n = on === undefined || on.mark === -c.epoch ? 0 : (c.before.get(on) ?? memberCount(on.members));
     for (let x = 0; x < n; x++) {
-      const k = on!.members[x]!;
-      if (m.probe[k] === on && m.last[k] !== null && sameCheck(m.check[k]!, t.check)) {
+      const k = memberAt(on!.members, x);
+      if (m.probe[k] === on && m.hasLast(k) && sameCheck(m.check[k]!, t.check)) {
         sibling = k;
         status = m.status[k]!;
         break;
@@ -839,13 +911,13 @@ export class HealthMonitor extends EventEmitter {
   /** Puts membership i (target t) on probe `p` of its probe key, made when there is none yet. */
   private attach(i: number, t: HealthTarget, key: string, p: Probe | undefined, c: ChangeRun): void {
     if (p === undefined) {
-      // [i], not [] and a push: that array would hold room for 17 (~130 B more per probe, 64 MB at 512,000).
-      p = { key, target: t, members: [i], slot: 0, running: null, slow: true, lastStart: null, live: true, mark: -c.epoch }; // prettier-ignore
+      // Its check is set when the change ends (probeCheckOf over all its members).
+      p = { key, address: t.address, check: t.check, members: i, slot: 0, running: null, slow: true, lastStart: null, live: true, mark: -c.epoch }; // prettier-ignore
       this.probes.set(key, p);
       c.touched.push(p);
     } else {
-      if (p.mark !== -c.epoch && !c.before.has(p)) c.before.set(p, p.members.length);
-      p.members.push(i);
+      if (p.mark !== -c.epoch && !c.before.has(p)) c.before.set(p, memberCount(p.members));
+      p.members = withMember(p.members, i);
       touch(p, c);
     }
     this.m.probe[i] = p;
@@ -856,7 +928,7 @@ export class HealthMonitor extends EventEmitter {
     this.started = true;
     for (const p of this.probes.values()) {
       p.live = true;
-      this.schedule(p, performance.now() + this.random() * p.target.check.intervalMs);
+      this.schedule(p, performance.now() + this.random() * p.check.intervalMs);
     }
   }
 
@@ -964,7 +1036,7 @@ export class HealthMonitor extends EventEmitter {
         out.push({
           key: m.keys[i]!,
           vip: m.vipNames[m.vip[i]!]!,
-          address: m.probe[i]!.target.address,
+          address: m.probe[i]!.address,
           type: m.check[i]!.type,
           status: STATUS[m.status[i]!]!,
           since: Number.isNaN(m.since[i]) ? null : m.since[i]!,
@@ -973,7 +1045,7 @@ export class HealthMonitor extends EventEmitter {
           checks: m.checks[i]!,
           failedChecks: m.failedChecks[i]!,
           localErrors: m.localErrors[i]!,
-          last: m.last[i]!,
+          last: m.lastOf(i),
         });
     return out;
   }
@@ -1009,7 +1081,9 @@ export class HealthMonitor extends EventEmitter {
   /** Whether every membership of the probe is down (its timeouts can flip none). */
   private allDown(p: Probe): boolean {
     const status = this.m.status;
-    for (let k = 0; k < p.members.length; k++) if (status[p.members[k]!] === UP) return false;
+    const ms = p.members;
+    if (typeof ms === 'number') return status[ms] !== UP;
+    for (let k = 0; k < ms.length; k++) if (status[ms[k]!] === UP) return false;
     return true;
   }
 
@@ -1114,6 +1188,13 @@ export class HealthMonitor extends EventEmitter {
     this.emit('backlog', change);
   }
 
+  /** The target a probe's run gets: its first membership's, with the probe's check. */
+  private targetOf(p: Probe): HealthTarget {
+    const m = this.m;
+    const first = memberAt(p.members, 0);
+    return { key: m.keys[first]!, vip: m.vipNames[m.vip[first]!]!, address: p.address, check: p.check };
+  }
+
   private run(p: Probe, due: number, now: number, slow: boolean): void {
     const late = now - due;
     if (late > LATE_MS) {
@@ -1134,7 +1215,7 @@ export class HealthMonitor extends EventEmitter {
       this.done(p, run, result);
     };
     try {
-      run.cancel = this.prober(p.target, done);
+      run.cancel = this.prober(this.targetOf(p), done);
     } catch (err) {
       // The prober itself broke, not the backend: no verdict (reported on a later turn: we are inside pump).
       const detail = `check failed: ${(err as Error)?.message ?? err}`;
@@ -1163,9 +1244,10 @@ export class HealthMonitor extends EventEmitter {
     // when nobody listens (a timing-out target's probe is tens of thousands a second).
     if (this.listenerCount('checked') > 0) {
       const outcome = result.local === true ? 'local_error' : result.ok ? 'success' : 'failure';
-      this.emit('checked', { type: p.target.check.type, result: outcome, durationMs: result.durationMs });
+      this.emit('checked', { type: p.check.type, result: outcome, durationMs: result.durationMs });
     }
-    const last = lastResult(result, Date.now());
+    const at = Date.now();
+    const flags = lastFlags(result);
     if (result.local === true) {
       const reason = LOCAL_ERROR_CODES.has(result.detail) ? result.detail : 'checker';
       this.localErrorCounts.set(reason, (this.localErrorCounts.get(reason) ?? 0) + 1);
@@ -1177,13 +1259,14 @@ export class HealthMonitor extends EventEmitter {
     // result applied. No allocation per membership: flips are few, and only they are remembered.
     const m = this.m;
     const members = p.members;
+    const n = memberCount(members);
     let taken: number[] | null = null;
-    for (let k = 0; k < members.length; k++) {
-      const i = members[k]!;
+    for (let k = 0; k < n; k++) {
+      const i = memberAt(members, k);
       const check = m.check[i]!;
       if (!takesResult(m.fedAt[i]!, startedAt, check.intervalMs, this.jitter)) continue;
       m.fedAt[i] = startedAt;
-      m.last[i] = last;
+      m.setLast(i, at, result.durationMs, flags, result.detail);
       if (result.local === true) {
         m.localErrors[i] = m.localErrors[i]! + 1;
         (taken ??= []).push(i);
@@ -1205,7 +1288,7 @@ export class HealthMonitor extends EventEmitter {
       (taken ??= []).push(i);
     }
     // The next start counts from this one's start, not its end: a probe that timed out keeps its cadence.
-    const next = startedAt + jittered(p.target.check.intervalMs, this.jitter, this.random());
+    const next = startedAt + jittered(p.check.intervalMs, this.jitter, this.random());
     this.schedule(p, next);
     if (taken === null) return;
     if (result.local === true) this.noVerdict(m, taken, result);
@@ -1230,10 +1313,7 @@ export class HealthMonitor extends EventEmitter {
       const from: HealthStatus = to === 'up' ? 'down' : 'up';
       const v = m.vip[i]!;
       const vip = m.vipNames[v]!;
-      events.push([
-        'change',
-        { key: m.keys[i]!, vip, address: m.probe[i]!.target.address, from, to, result },
-      ]);
+      events.push(['change', { key: m.keys[i]!, vip, address: m.probe[i]!.address, from, to, result }]);
       const was = up.get(v)!;
       const now = was + (to === 'up' ? 1 : -1);
       up.set(v, now);
@@ -1248,7 +1328,7 @@ export class HealthMonitor extends EventEmitter {
    * rise/fall streaks stay as they were, so a loaded balancer host does not take its healthy backends out.
    */
   private noVerdict(m: Memberships, taken: readonly number[], result: CheckResult): void {
-    const events = taken.map((i): LocalCheckError => ({ key: m.keys[i]!, vip: m.vipNames[m.vip[i]!]!, address: m.probe[i]!.target.address, result })); // prettier-ignore
+    const events = taken.map((i): LocalCheckError => ({ key: m.keys[i]!, vip: m.vipNames[m.vip[i]!]!, address: m.probe[i]!.address, result })); // prettier-ignore
     for (const ev of events) this.emit('localError', ev);
   }
 

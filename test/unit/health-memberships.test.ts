@@ -147,11 +147,40 @@ describe('HealthMonitor memberships (fake clock)', () => {
     expect(snap.every((s) => s.since === null && s.checks === 1 && s.last?.detail === 'connected')).toBe(
       true,
     );
-    // One result object, shared by the memberships that took it.
-    expect(snap[0]!.last).toBe(snap[1]!.last);
+    // The one result, taken by both memberships, as the prober gave it and when.
+    expect(snap[0]!.last).toStrictEqual({ ok: true, durationMs: 1, detail: 'connected', at: Date.now() });
+    expect(snap[1]!.last).toStrictEqual(snap[0]!.last);
     monitor.setTargets(targets.map((t) => ({ ...t })));
-    expect(monitor.snapshot()[0]!.last).toBe(snap[0]!.last);
+    expect(monitor.snapshot()[0]!.last).toStrictEqual(snap[0]!.last);
     expect(monitor.since().size).toBe(0);
+  });
+
+  it('a last result keeps the optional fields it had, and only those (the monitor keeps results in columns)', async () => {
+    const m = manual();
+    monitor = new HealthMonitor({ jitter: 0, random: () => 0, prober: m.prober });
+    monitor.setTargets([target('a>1', '10.0.0.1'), target('b>1', '10.0.0.2'), target('c>1', '10.0.0.3')]);
+    monitor.start();
+    await jest.advanceTimersByTimeAsync(0);
+    m.finish('10.0.0.1', false, {
+      ok: false,
+      durationMs: 500.25,
+      detail: 'timeout after 500 ms',
+      timedOut: true,
+    });
+    m.finish('10.0.0.2', false, {
+      ok: false,
+      durationMs: 0.5,
+      detail: 'ECONNREFUSED',
+      timedOut: false,
+      local: false,
+    });
+    m.finish('10.0.0.3', false, { ok: false, durationMs: 0, detail: 'EMFILE', local: true });
+    const at = Date.now();
+    expect(monitor.snapshot().map((s) => s.last)).toStrictEqual([
+      { ok: false, durationMs: 500.25, detail: 'timeout after 500 ms', timedOut: true, at },
+      { ok: false, durationMs: 0.5, detail: 'ECONNREFUSED', timedOut: false, local: false, at },
+      { ok: false, durationMs: 0, detail: 'EMFILE', local: true, at },
+    ]);
   });
 
   it('availability per VIP follows flips and target changes; a VIP losing its last up backend is an event', async () => {
