@@ -13,7 +13,7 @@ import {
   probeTcp,
 } from './checks';
 import { DueQueue } from './due-queue';
-import { defaultMaxInFlight, jittered, probeCheck, probeKey, quickReserve, takesResult } from './probes';
+import { defaultMaxInFlight, jittered, probeCheck, probeCheckKey, quickReserve, takesResult } from './probes';
 import { HealthChangeLog, HealthStatus, statusAfter } from './state';
 
 export interface HealthTarget {
@@ -572,7 +572,6 @@ interface Run {
 }
 
 interface Probe {
-  key: string;
   address: string;
   /** Its memberships' check at the shortest interval of theirs (probeCheck): what it runs. The prober gets a target
    * made per run (a target object kept per probe was ~60 B each: 30 MB at 512,000). */
@@ -631,6 +630,41 @@ function keptMembers(ms: Members, keep: (i: number) => boolean, map?: (i: number
   return out.length === 1 ? out[0]! : out;
 }
 
+/**
+ * Probes by identity (probes.ts probeKey): by probeCheckKey, then by address. No key string per probe: the address is
+ * the caller's own string and the check kinds are few (a probe key string per probe was ~100 B: 50 MB at 512,000).
+ */
+class ProbeIndex {
+  private readonly byCheck = new Map<string, Map<string, Probe>>();
+  size = 0;
+
+  /** The probe of `address` and check kind `checkKey` (probeCheckKey). */
+  get(address: string, checkKey: string): Probe | undefined {
+    return this.byCheck.get(checkKey)?.get(address);
+  }
+
+  /** Adds probe p (none of its identity is there yet). */
+  add(p: Probe, checkKey: string): void {
+    let g = this.byCheck.get(checkKey);
+    if (g === undefined) this.byCheck.set(checkKey, (g = new Map()));
+    g.set(p.address, p);
+    this.size++;
+  }
+
+  delete(p: Probe): void {
+    const k = probeCheckKey(p.check);
+    const g = this.byCheck.get(k);
+    if (g?.get(p.address) !== p) return;
+    g.delete(p.address);
+    this.size--;
+    if (g.size === 0) this.byCheck.delete(k);
+  }
+
+  *values(): Generator<Probe> {
+    for (const g of this.byCheck.values()) yield* g.values();
+  }
+}
+
 /** One change of targets while it runs. */
 interface ChangeRun {
   epoch: number;
@@ -684,7 +718,7 @@ export class HealthMonitor extends EventEmitter {
   /** statuses() / since() handed its own out: a probe result freezes or copies it before a flip. */
   private statusesOut = false;
   private sinceOut = false;
-  private probes = new Map<string, Probe>();
+  private probes = new ProbeIndex();
   private readonly jitter: number;
   private readonly random: () => number;
   private readonly prober: Prober;
@@ -828,7 +862,7 @@ export class HealthMonitor extends EventEmitter {
       else if (m.probe[ms] !== p) p.members = [];
       if (memberCount(p.members) === 0) {
         if (!fresh) gone.push(p);
-        this.probes.delete(p.key);
+        this.probes.delete(p);
         continue;
       }
       const oldInterval = fresh ? null : p.check.intervalMs;
@@ -881,14 +915,15 @@ export class HealthMonitor extends EventEmitter {
       m.failures[j] = 0;
       m.fedAt[j] = -Infinity;
       touch(probe, c);
-      const key = probeKey(t.address, t.check);
-      if (key !== probe.key) this.attach(j, t, key, this.probes.get(key), c);
+      const kind = probeCheckKey(t.check);
+      if (probe.address !== t.address || kind !== probeCheckKey(probe.check))
+        this.attach(j, t, kind, this.probes.get(t.address, kind), c);
       return;
     }
-    const key = probeKey(t.address, t.check);
+    const kind = probeCheckKey(t.check);
     let status = statusCode(t.initial ?? 'up');
     let sibling = -1;
-    const on = this.probes.get(key);
+    const on = this.probes.get(t.address, kind);
     // Siblings: the members the probe had before this change (none if it was made in it).
     const n = on === undefined || on.mark === -c.epoch ? 0 : (c.before.get(on) ?? memberCount(on.members));
     for (let x = 0; x < n; x++) {
@@ -905,15 +940,15 @@ export class HealthMonitor extends EventEmitter {
       m.failures[i] = m.failures[sibling]!;
       m.fedAt[i] = m.fedAt[sibling]!;
     }
-    this.attach(i, t, key, on, c);
+    this.attach(i, t, kind, on, c);
   }
 
-  /** Puts membership i (target t) on probe `p` of its probe key, made when there is none yet. */
-  private attach(i: number, t: HealthTarget, key: string, p: Probe | undefined, c: ChangeRun): void {
+  /** Puts membership i (target t) on probe `p` of its address and check kind, made when there is none yet. */
+  private attach(i: number, t: HealthTarget, kind: string, p: Probe | undefined, c: ChangeRun): void {
     if (p === undefined) {
       // Its check is set when the change ends (probeCheckOf over all its members).
-      p = { key, address: t.address, check: t.check, members: i, slot: 0, running: null, slow: true, lastStart: null, live: true, mark: -c.epoch }; // prettier-ignore
-      this.probes.set(key, p);
+      p = { address: t.address, check: t.check, members: i, slot: 0, running: null, slow: true, lastStart: null, live: true, mark: -c.epoch }; // prettier-ignore
+      this.probes.add(p, kind);
       c.touched.push(p);
     } else {
       if (p.mark !== -c.epoch && !c.before.has(p)) c.before.set(p, memberCount(p.members));

@@ -7,9 +7,12 @@ import type { HealthCheckConfig } from '../model/config';
  * address, port, HTTP path, timeout). Interval, rise and fall are each membership's reading of the results.
  */
 export function probeKey(address: string, c: HealthCheckConfig): string {
-  // join, not a template: one flat string. A template makes a rope of ~6 cells (~190 B with its pieces) that
-  // stays as long as the probe (~10 MB at 51,200 probes).
-  return [c.type, address, c.port, c.type === 'http' ? c.path : '', c.timeoutMs].join(' ');
+  return `${probeCheckKey(c)} ${address}`;
+}
+
+/** The part of probeKey a check gives (type, port, HTTP path, timeout): probes at one address differ by it. */
+export function probeCheckKey(c: HealthCheckConfig): string {
+  return [c.type, c.port, c.type === 'http' ? c.path : '', c.timeoutMs].join(' ');
 }
 
 /**

@@ -66,7 +66,7 @@ describe('probe grouping (pure)', () => {
     ]); // prettier-ignore
     // The first membership stands for the probe; the shortest interval is the probe's.
     expect(g.get(probeKey('10.0.0.1', base))!.check).toEqual({ ...base, intervalMs: 50 });
-    expect(probeKey('10.0.0.1', { ...base, type: 'http', path: '/x' })).toBe('http 10.0.0.1 80 /x 50');
+    expect(probeKey('10.0.0.1', { ...base, type: 'http', path: '/x' })).toBe('http 80 /x 50 10.0.0.1');
   });
 
   it('a membership takes a result once its own interval (less jitter) has passed since the last it took', () => {

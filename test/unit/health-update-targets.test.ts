@@ -201,20 +201,21 @@ describe('HealthMonitor.updateTargets', () => {
     expect(m.snapshot().map((s) => s.key)).toEqual(['a>3']);
   });
 
-  it('one backend of one VIP among 20,000 memberships: work for that backend only (probe keys made)', () => {
+  it('one backend of one VIP among 20,000 memberships: work for that backend only (probe check keys made)', () => {
     const m = new HealthMonitor();
     const targets: HealthTarget[] = [];
     for (let v = 0; v < 200; v++)
       for (let x = 0; x < 100; x++)
         targets.push({ key: `v${v}>${x}`, vip: `v${v}`, address: `10.${v}.0.${x}`, check: base });
     m.setTargets(targets);
-    const made = jest.spyOn(probes, 'probeKey');
+    const made = jest.spyOn(probes, 'probeCheckKey');
     try {
       m.updateTargets({
         remove: ['v7>3'],
         upsert: [{ key: 'v7>100', vip: 'v7', address: '10.7.1.0', check: base }],
       });
-      expect(made).toHaveBeenCalledTimes(1);
+      // The new target's probe looked up, and the removed one's probe dropped: nothing per membership.
+      expect(made).toHaveBeenCalledTimes(2);
     } finally {
       made.mockRestore();
     }
@@ -224,6 +225,6 @@ describe('HealthMonitor.updateTargets', () => {
     expect(m.availability().get('v7')).toEqual({ vip: 'v7', up: 100, total: 100 });
     // A statuses() view keeps the membership order: the new key comes last.
     expect([...m.statuses().keys()].slice(-2)).toEqual(['v199>99', 'v7>100']);
-    expect(probeKey('10.7.1.0', base)).toBe('tcp 10.7.1.0 80  50');
+    expect(probeKey('10.7.1.0', base)).toBe('tcp 80  50 10.7.1.0');
   });
 });
