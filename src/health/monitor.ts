@@ -637,6 +637,25 @@ function keptMembers(ms: Members, keep: (i: number) => boolean, map?: (i: number
 class ProbeIndex {
   private readonly byCheck = new Map<string, Map<string, Probe>>();
   size = 0;
+  /** The last check kind made, and the check it was made from (targets come in runs of one VIP's check). */
+  private kindFrom: HealthCheckConfig | null = null;
+  private lastKind = '';
+
+  /** probeCheckKey(c), the same string as for the check before when c probes alike (no new string per target). */
+  kindOf(c: HealthCheckConfig): string {
+    const k = this.kindFrom;
+    if (
+      k === null ||
+      !(
+        k === c ||
+        (k.type === c.type && k.port === c.port && k.path === c.path && k.timeoutMs === c.timeoutMs)
+      )
+    ) {
+      this.kindFrom = c;
+      this.lastKind = probeCheckKey(c);
+    }
+    return this.lastKind;
+  }
 
   /** The probe of `address` and check kind `checkKey` (probeCheckKey). */
   get(address: string, checkKey: string): Probe | undefined {
@@ -652,7 +671,7 @@ class ProbeIndex {
   }
 
   delete(p: Probe): void {
-    const k = probeCheckKey(p.check);
+    const k = this.kindOf(p.check);
     const g = this.byCheck.get(k);
     if (g?.get(p.address) !== p) return;
     g.delete(p.address);
@@ -915,12 +934,12 @@ export class HealthMonitor extends EventEmitter {
       m.failures[j] = 0;
       m.fedAt[j] = -Infinity;
       touch(probe, c);
-      const kind = probeCheckKey(t.check);
-      if (probe.address !== t.address || kind !== probeCheckKey(probe.check))
+      const kind = this.probes.kindOf(t.check);
+      if (probe.address !== t.address || kind !== this.probes.kindOf(probe.check))
         this.attach(j, t, kind, this.probes.get(t.address, kind), c);
       return;
     }
-    const kind = probeCheckKey(t.check);
+    const kind = this.probes.kindOf(t.check);
     let status = statusCode(t.initial ?? 'up');
     let sibling = -1;
     const on = this.probes.get(t.address, kind);
