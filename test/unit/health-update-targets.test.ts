@@ -14,6 +14,7 @@ const CHECKS: HealthCheckConfig[] = [
   { ...base, intervalMs: 50 }, // the same probe, a shorter interval
   { ...base, rise: 1, fall: 1 }, // the same probe, other thresholds
   { ...base, port: 81 }, // another probe
+  { ...base, timeoutMs: base.timeoutMs - 10 }, // another probe: a check kind of its own at the same addresses
 ];
 const VIPS = ['a', 'b', 'c', 'd'];
 const ADDRESSES = ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5'];
