@@ -41,6 +41,7 @@ export type DaemonHealthMonitor = EventEmitter &
     | 'since'
     | 'localErrors'
     | 'snapshot'
+    | 'checkCounts'
     | 'stats'
   >;
 

@@ -247,7 +247,7 @@ export class Daemon {
     this.metrics = createMetrics({
       datapath: dp,
       desired: () => programmer.desired,
-      health: () => this.monitor.snapshot(),
+      health: () => this.monitor.checkCounts(),
       healthLocalErrors: () => this.monitor.localErrors(),
       attached: () => keeper.attached,
       tableWorkers: () => programmer.tableWorkers,

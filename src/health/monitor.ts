@@ -70,6 +70,12 @@ export interface TargetSnapshot {
   last: (CheckResult & { at: number }) | null;
 }
 
+/** What the per-backend health metrics read of a membership (TargetSnapshot without its times and last result). */
+export type TargetCounts = Pick<
+  TargetSnapshot,
+  'key' | 'vip' | 'address' | 'type' | 'status' | 'checks' | 'failedChecks'
+>;
+
 /** The probing side, for metrics and benchmarks. */
 export interface ProbeStats {
   /** Distinct probes (memberships sharing a target share one). */
@@ -1100,6 +1106,25 @@ export class HealthMonitor extends EventEmitter {
           failedChecks: m.failedChecks[i]!,
           localErrors: m.localErrors[i]!,
           last: m.lastOf(i),
+        });
+    return out;
+  }
+
+  /** Per membership: what the per-backend health metrics read (snapshot() less what they do not: no object for
+   * the last result, which every scrape would otherwise make for every membership). */
+  checkCounts(): TargetCounts[] {
+    const m = this.m;
+    const out: TargetCounts[] = [];
+    for (let i = 0; i < m.top; i++)
+      if (m.keys[i] !== undefined)
+        out.push({
+          key: m.keys[i]!,
+          vip: m.vipNames[m.vip[i]!]!,
+          address: m.probe[i]!.address,
+          type: m.check[i]!.type,
+          status: STATUS[m.status[i]!]!,
+          checks: m.checks[i]!,
+          failedChecks: m.failedChecks[i]!,
         });
     return out;
   }

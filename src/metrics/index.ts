@@ -3,7 +3,7 @@
 // and the standard process_* / nodejs_* metrics under their usual names.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Datapath, DatapathCounters } from '../datapath/types';
-import type { ProbeStats, TargetSnapshot } from '../health/monitor';
+import type { ProbeStats, TargetCounts } from '../health/monitor';
 import type { DesiredState } from '../reconcile/desired';
 import type { PreviousOwnerView } from '../reconcile/second-chance';
 import { parsePool, poolContains, type Pool } from '../sources/kubernetes/pool';
@@ -43,7 +43,7 @@ export interface MetricsSources {
   datapath: Datapath;
   /** The last desired state (names of VIPs and backends, states, tables). */
   desired: () => DesiredState | null;
-  health: () => TargetSnapshot[];
+  health: () => readonly TargetCounts[];
   /** Health checks that failed on this host (no verdict), by reason: HealthMonitor.localErrors. */
   healthLocalErrors?: () => Map<string, number>;
   /** Emits 'checked' (CheckDone) after every check: the health-check duration histogram. */

@@ -181,6 +181,16 @@ describe('HealthMonitor memberships (fake clock)', () => {
       { ok: false, durationMs: 0.5, detail: 'ECONNREFUSED', timedOut: false, local: false, at },
       { ok: false, durationMs: 0, detail: 'EMFILE', local: true, at },
     ]);
+    // What the per-backend metrics read: the snapshot's counts, without the last results.
+    const counts = monitor.checkCounts();
+    expect(counts).toEqual(
+      monitor.snapshot().map(({ key, vip, address, type, status, checks, failedChecks }) => ({ key, vip, address, type, status, checks, failedChecks })), // prettier-ignore
+    );
+    expect(counts.map((c) => [c.checks, c.failedChecks])).toEqual([
+      [1, 1],
+      [1, 1],
+      [0, 0],
+    ]);
   });
 
   it('availability per VIP follows flips and target changes; a VIP losing its last up backend is an event', async () => {
