@@ -1090,43 +1090,42 @@ export class HealthMonitor extends EventEmitter {
   /** Per membership: status, counters and the last result (for /state and metrics). */
   snapshot(): TargetSnapshot[] {
     const m = this.m;
-    const out: TargetSnapshot[] = [];
-    for (let i = 0; i < m.top; i++)
-      if (m.keys[i] !== undefined)
-        out.push({
-          key: m.keys[i]!,
-          vip: m.vipNames[m.vip[i]!]!,
-          address: m.probe[i]!.address,
-          type: m.check[i]!.type,
-          status: STATUS[m.status[i]!]!,
-          since: Number.isNaN(m.since[i]) ? null : m.since[i]!,
-          successes: m.successes[i]!,
-          failures: m.failures[i]!,
-          checks: m.checks[i]!,
-          failedChecks: m.failedChecks[i]!,
-          localErrors: m.localErrors[i]!,
-          last: m.lastOf(i),
-        });
-    return out;
+    return this.eachMembership((i) => {
+      const t = this.countsAt(i) as TargetSnapshot;
+      t.since = Number.isNaN(m.since[i]) ? null : m.since[i]!;
+      t.successes = m.successes[i]!;
+      t.failures = m.failures[i]!;
+      t.localErrors = m.localErrors[i]!;
+      t.last = m.lastOf(i);
+      return t;
+    });
   }
 
   /** Per membership: what the per-backend health metrics read (snapshot() less what they do not: no object for
    * the last result, which every scrape would otherwise make for every membership). */
   checkCounts(): TargetCounts[] {
-    const m = this.m;
-    const out: TargetCounts[] = [];
-    for (let i = 0; i < m.top; i++)
-      if (m.keys[i] !== undefined)
-        out.push({
-          key: m.keys[i]!,
-          vip: m.vipNames[m.vip[i]!]!,
-          address: m.probe[i]!.address,
-          type: m.check[i]!.type,
-          status: STATUS[m.status[i]!]!,
-          checks: m.checks[i]!,
-          failedChecks: m.failedChecks[i]!,
-        });
+    return this.eachMembership((i) => this.countsAt(i));
+  }
+
+  /** `make` of every live membership's slot, in membership order. */
+  private eachMembership<T>(make: (i: number) => T): T[] {
+    const out: T[] = [];
+    for (let i = 0; i < this.m.top; i++) if (this.m.keys[i] !== undefined) out.push(make(i));
     return out;
+  }
+
+  /** Membership i's counts (what snapshot() and checkCounts() share). */
+  private countsAt(i: number): TargetCounts {
+    const m = this.m;
+    return {
+      key: m.keys[i]!,
+      vip: m.vipNames[m.vip[i]!]!,
+      address: m.probe[i]!.address,
+      type: m.check[i]!.type,
+      status: STATUS[m.status[i]!]!,
+      checks: m.checks[i]!,
+      failedChecks: m.failedChecks[i]!,
+    };
   }
 
   /** Unqueues the probe and cancels its run; gone (`live` false) unless it is only the monitor stopping. */

@@ -6,11 +6,11 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import type { DaemonHealthMonitor } from '../../src/daemon/collaborators';
 import { HealthFeed, TARGETS_PER_TURN } from '../../src/daemon/health-feed';
-import type { DatapathConfig } from '../../src/datapath/types';
 import { HealthMonitor, type HealthTarget } from '../../src/health/monitor';
 import { healthTargets, targetsChange } from '../../src/health/targets';
 import { DEFAULTS, validateConfig } from '../../src/model';
 import { desiredState } from '../../src/reconcile';
+import { TEST_DATAPATH_CONFIG } from '../helpers/datapath-config';
 
 describe('HealthFeed change batching', () => {
   it('512 memberships of one backend flipping in one turn: one log line, one onChange', async () => {
@@ -138,13 +138,7 @@ describe('HealthFeed seeds', () => {
 });
 
 describe('HealthFeed: the monitor targets are set again only when they changed', () => {
-  const DP: DatapathConfig = {
-    ownMac: '02:00:00:00:00:01',
-    nextHopMac: '02:00:00:00:00:02',
-    encapSourceV4: { prefix: '10.9.0.1', prefixLength: 32 },
-    encapSourceV6: null,
-    mtu: 1500,
-  };
+  const DP = TEST_DATAPATH_CONFIG;
   const state = (
     vips: { backends: number[]; intervalMs?: number; port?: number }[],
     health?: Map<string, 'down'>,

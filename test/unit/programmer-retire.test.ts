@@ -10,10 +10,10 @@ import {
   retireCollects,
 } from '../../src/daemon/programmer';
 import { MemoryDatapath } from '../../src/datapath/memory';
-import type { DatapathConfig } from '../../src/datapath/types';
 import { validateConfig, type Config } from '../../src/model';
 import { Writable } from 'node:stream';
 import pino from 'pino';
+import { TEST_DATAPATH_CONFIG } from '../helpers/datapath-config';
 
 describe('retireCollects', () => {
   it('collects after a burst while the heap is small enough for a brief pause', () => {
@@ -46,13 +46,7 @@ describe('burstCollects', () => {
 });
 
 describe('Programmer: a collection right after a burst', () => {
-  const DP: DatapathConfig = {
-    ownMac: '02:00:00:00:00:01',
-    nextHopMac: '02:00:00:00:00:02',
-    encapSourceV4: { prefix: '10.9.0.1', prefixLength: 32 },
-    encapSourceV6: null,
-    mtu: 1500,
-  };
+  const DP = TEST_DATAPATH_CONFIG;
   /** `n` VIPs of one backend each; `b` picks the backend's last octet (another b: every VIP changed). */
   const config = (n: number, b = 1): Config => {
     const r = validateConfig({
