@@ -177,6 +177,23 @@ describe('HealthMonitor.updateTargets', () => {
     }
   });
 
+  it('setting the same targets again takes no more room (the columns grow for new keys only)', () => {
+    const m = new HealthMonitor();
+    const targets: HealthTarget[] = [];
+    for (let x = 0; x < 5000; x++) targets.push({ key: `v>${x}`, vip: 'v', address: `10.9.${x >> 8}.${x & 255}`, check: base }); // prettier-ignore
+    // The columns' room (a private of the monitor, read here on purpose: nothing public shows it).
+    const room = (): number => (m as unknown as { m: { capacity(): number } }).m.capacity();
+    m.setTargets(targets);
+    const first = room();
+    expect(first).toBeGreaterThanOrEqual(5000);
+    m.setTargets(targets.map((t) => ({ ...t })));
+    m.updateTargets({ remove: [], upsert: targets.slice(0, 2500) });
+    expect(room()).toBe(first);
+    m.updateTargets({ remove: [], upsert: [{ key: 'v>new', vip: 'v', address: '10.9.99.1', check: base }] });
+    expect(room()).toBeLessThanOrEqual(Math.max(first, 5001 + (5001 >> 3) + 1024));
+    expect(m.stats().memberships).toBe(5001);
+  });
+
   it('changes nothing for a key given twice', () => {
     const m = new HealthMonitor();
     const t = { key: 'a>1', vip: 'a', address: '10.0.0.1', check: base };
