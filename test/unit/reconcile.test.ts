@@ -738,6 +738,17 @@ describe('planSince', () => {
     );
   });
 
+  it('an upsertBackend op carries the desired backend itself, not a copy (what the mirror keeps)', () => {
+    const none = desiredState({ config: config([]) });
+    const d = desiredState({ config: config(threeVips()), ids: none.ids });
+    const empty = { config: null, vips: [], backends: new Map(), tables: new Map() };
+    const desired = new Set(d.vips.flatMap((v) => v.backends));
+    for (const plan of [planReconcile(empty, d), planSince(empty, d, none)]) {
+      const ups = plan.flatMap((o) => (o.op === 'upsertBackend' ? [o.backend] : []));
+      expect(ups).toHaveLength(desired.size);
+      for (const b of ups) expect(desired.has(b as never)).toBe(true);
+    }
+  });
   it('plans what planReconcile plans, from the state the previous plan left (property)', async () => {
     const vipArb = fc.record({
       port: fc.integer({ min: 1, max: 6 }),
