@@ -741,9 +741,12 @@ describe('planSince', () => {
   it('an upsertBackend op carries the desired backend itself, not a copy (what the mirror keeps)', () => {
     const none = desiredState({ config: config([]) });
     const d = desiredState({ config: config(threeVips()), ids: none.ids });
-    const empty = { config: null, vips: [], backends: new Map(), tables: new Map() };
+    const tables = new Map();
     const desired = new Set(d.vips.flatMap((v) => v.backends));
-    for (const plan of [planReconcile(empty, d), planSince(empty, d, none)]) {
+    for (const plan of [
+      planReconcile({ config: null, vips: [], backends: [], tables }, d),
+      planSince({ config: null, vips: [], backends: new Map(), tables }, d, none),
+    ]) {
       const ups = plan.flatMap((o) => (o.op === 'upsertBackend' ? [o.backend] : []));
       expect(ups).toHaveLength(desired.size);
       for (const b of ups) expect(desired.has(b as never)).toBe(true);
