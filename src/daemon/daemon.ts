@@ -163,7 +163,6 @@ export class Daemon {
     const t = performance.now();
     const before = process.memoryUsage.rss();
     const collected = trim({ collect: true }) === true;
-    if (collected) this.programmer.noteCollected();
     this.log.debug(
       {
         // false: node runs without --expose-gc (not through the CLI's shebang): only malloc_trim ran

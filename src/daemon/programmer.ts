@@ -41,26 +41,15 @@ export class Programmer {
 
   /** Frees the table buffers the pool lets go (Collaborators.freeBuffer). */
   private readonly freeBuffer: ((b: ArrayBuffer) => void) | undefined;
-  private readonly heapUsed: () => number;
-  /** The heap in use after the last collection (Infinity until the daemon's start collected: none before). */
-  private heapAfterCollect = Infinity;
 
   constructor(o: {
     log: Logger;
     trimMemory?: (o?: { collect?: boolean }) => boolean | void;
     freeBuffer?: (b: ArrayBuffer) => void;
-    /** The V8 heap in use (bytes; default process.memoryUsage().heapUsed): what burstCollects weighs. */
-    heapUsed?: () => number;
   }) {
     this.log = o.log;
     this.trimMemory = o.trimMemory;
     this.freeBuffer = o.freeBuffer;
-    this.heapUsed = o.heapUsed ?? (() => process.memoryUsage().heapUsed);
-  }
-
-  /** A full collection just ran (the daemon's start's): burstCollects counts growth from here. */
-  noteCollected(): void {
-    this.heapAfterCollect = this.heapUsed();
   }
 
   /** Table worker threads running now (0 without a builder or while idle). */
@@ -114,25 +103,7 @@ export class Programmer {
       atStart: this.retiringAtStart,
     });
     const collected = this.trimMemory({ collect }) === true;
-    if (collected) this.noteCollected();
     this.log.debug({ rssMB: before, afterMB: mb(), collected }, WORKERS_ENDED_MSG);
-  }
-
-  /** After a reconcile of many VIPs: its garbage (the desired state it replaced, above all) collected now where
-   * burstCollects says so, not left in the old generation while the next bursts pile more on top. */
-  private collectAfterBurst(s: ReconcileSummary): void {
-    if (this.trimMemory === undefined) return;
-    const heapUsed = this.heapUsed();
-    const changes = s.vipsCreated + s.vipsUpdated + s.vipsDeleted + s.tablesInstalled;
-    if (!burstCollects({ changes, heapUsed, heapAfterCollect: this.heapAfterCollect })) return;
-    const t = performance.now();
-    const collected = this.trimMemory({ collect: true }) === true;
-    if (collected) this.noteCollected();
-    const mb = (b: number): number => Math.round(b / 2 ** 20);
-    this.log.debug(
-      { changes, heapMB: mb(heapUsed), afterMB: mb(this.heapUsed()), ms: Math.round(performance.now() - t), collected }, // prettier-ignore
-      BURST_COLLECTED_MSG,
-    );
   }
 
   private tableBuilder(): TableBuilder {
@@ -173,7 +144,6 @@ export class Programmer {
       this.reconcileError = null;
       this.noteFailures(summary.failures);
       this.lastReconcile = { ...summary, at: new Date().toISOString() };
-      this.collectAfterBurst(summary);
       return { desired, summary };
     } catch (e) {
       this.reconcileError = (e as Error).message;
@@ -224,29 +194,6 @@ export class Programmer {
  * 512 x 1000; above this the pause is not worth it.
  */
 export const RETIRE_COLLECT_MAX_HEAP = 96 * 2 ** 20;
-
-/** VIP changes (created, updated, deleted, tables installed) of one reconcile from which it counts as a burst. */
-export const BURST_COLLECT_MIN_CHANGES = 256;
-/** Heap growth since the last collection from which a burst's reconcile collects after it. */
-export const BURST_COLLECT_MIN_GROWTH = 16 * 2 ** 20;
-
-/**
- * Whether a reconcile collects garbage right after it: a burst (at least BURST_COLLECT_MIN_CHANGES), the heap grown by
- * BURST_COLLECT_MIN_GROWTH since the last collection, and small enough for a brief pause (RETIRE_COLLECT_MAX_HEAP).
- * Bursts (1,000 Services' EndpointSlices at once) each leave the desired state they replaced in the old generation,
- * where only a full collection frees it: V8 left three of them there (old space 30 -> 80 MB) until the table workers
- * retired, and RSS rose with them.
- */
-export function burstCollects(o: { changes: number; heapUsed: number; heapAfterCollect: number }): boolean {
-  return (
-    o.changes >= BURST_COLLECT_MIN_CHANGES &&
-    o.heapUsed <= RETIRE_COLLECT_MAX_HEAP &&
-    o.heapUsed - o.heapAfterCollect >= BURST_COLLECT_MIN_GROWTH
-  );
-}
-
-/** The debug log line after a burst's collection (burstCollects). */
-export const BURST_COLLECTED_MSG = 'burst garbage collected';
 
 /** Whether a retirement of the table workers collects first: not at the daemon's start (it collects right after,
  * whatever the heap), else while the heap is at most RETIRE_COLLECT_MAX_HEAP. */
