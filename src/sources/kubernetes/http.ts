@@ -5,6 +5,7 @@
 // certificates) still comes from the kubeconfig, asked for every request as the generated client does.
 import http from 'node:http';
 import https from 'node:https';
+import { LinePump } from './lines';
 
 /** TLS material of a request (https only); a change (e.g. a rotated client certificate) makes a new agent. */
 export interface TlsMaterial {
@@ -230,29 +231,34 @@ export function createRequester(o: RequesterOptions): ApiRequester {
         return;
       }
       res.setEncoding('utf8');
-      let rest = '';
-      res.on('data', (chunk: string) => {
-        const text = rest + chunk;
-        let from = 0;
-        for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', from)) {
-          const line = text.slice(from, nl).trim();
-          from = nl + 1;
-          if (line === '' || done) continue;
+      // Lines a slice at a time (LinePump): a burst of events is parsed and applied between other work.
+      const pump = new LinePump({
+        onLine: (line) => {
+          if (done) return false;
           let value: unknown;
           try {
             value = JSON.parse(line);
           } catch {
             finish(new Error(`${what}: a line of the stream is not JSON: ${line.slice(0, 120)}`));
             req.destroy();
-            return;
+            return false;
           }
           onLine(value);
-        }
-        rest = text.slice(from);
+          return !done;
+        },
+        pause: () => res.pause(),
+        resume: () => res.resume(),
       });
-      res.on('error', (e) => finish(e));
-      res.on('end', () => finish(null));
-      res.on('close', () => finish(res.complete ? null : new Error(`${what}: the stream was cut`)));
+      res.on('data', (chunk: string) => pump.push(chunk));
+      res.on('error', (e) => {
+        pump.stop();
+        finish(e);
+      });
+      // Done once every line that came before is handed over.
+      res.on('end', () => pump.end(() => finish(null)));
+      res.on('close', () =>
+        pump.end(() => finish(res.complete ? null : new Error(`${what}: the stream was cut`))),
+      );
     });
     req.end();
     return {
