@@ -653,6 +653,15 @@ async function bench(o: Options): Promise<void> {
       let listedAt = 0;
       let listCostMs = 0;
       let replaced = 0;
+      /** Whether Service i's table, read back now, holds the burst's result. */
+      const holdsResult = async (i: number): Promise<boolean> => {
+        const t = await dp!.readTable(vipIdOf[i]!);
+        try {
+          return t !== null && tableOk(t, byAddr!, i);
+        } catch {
+          return false; // the backend it must name is not in the backend map: not the result
+        }
+      };
       while (performance.now() - b0 < o.phaseTimeoutS * 1000 && child.exitCode === null) {
         // Until every table was replaced, the map is read again only every LIST_IDLE_MS: the daemon writes backends
         // before the tables that name them and deletes the old ones after, so the tables' progress shows first.
@@ -684,14 +693,7 @@ async function bench(o: Options): Promise<void> {
         if (backendsDone === n && replaced < n && n - replaced <= PATCHED_READ_MAX)
           for (let i = 0; i < n; i++) {
             if (ids[i] !== wrong[i]) continue;
-            const t = await dp!.readTable(vipIdOf[i]!);
-            let ok = false;
-            try {
-              ok = t !== null && tableOk(t, byAddr!, i);
-            } catch {
-              // the backend it must name is not in the backend map: not the result
-            }
-            if (ok) {
+            if (await holdsResult(i)) {
               wrong[i] = -1;
               right[i] = ids[i]!;
               replaced++;
@@ -705,14 +707,7 @@ async function bench(o: Options): Promise<void> {
               held++;
               continue;
             }
-            const t = await dp!.readTable(vipIdOf[i]!);
-            let ok = false;
-            try {
-              ok = t !== null && tableOk(t, byAddr!, i);
-            } catch {
-              // the backend it must name is not in the backend map: not the result
-            }
-            if (ok) {
+            if (await holdsResult(i)) {
               right[i] = ids[i]!;
               held++;
             } else wrong[i] = ids[i]!;
