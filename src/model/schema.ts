@@ -5,7 +5,7 @@ import { communitySchema, largeCommunitySchema } from './bgp';
 import { BOUNDS, DEFAULTS } from './defaults';
 import { showValue } from './errors';
 import { canonicalIp, canonicalMac } from './ip';
-import { ENCAPS, type ListenAddress } from './types';
+import { ENCAPS, isHttpPath, type ListenAddress } from './types';
 
 /** The one wording of "not an IP address" (the schema's and the hand-written backend checks'). */
 export const notAnIpAddress = (v: unknown): string => `${showValue(v)} is not an IP address`;
@@ -59,12 +59,9 @@ const healthCheckSchema = z
     port: port.min(1).optional(),
     path: z
       .string()
-      .refine(
-        (p) => p.startsWith('/') && !/\s/.test(p),
-        (p) => ({
-          message: `${showValue(p)} is not an absolute HTTP path (starts with /, no spaces)`,
-        }),
-      )
+      .refine(isHttpPath, (p) => ({
+        message: `${showValue(p)} is not an absolute HTTP path (starts with /; visible ASCII, no spaces)`,
+      }))
       .optional(),
     intervalMs: intIn(BOUNDS.intervalMs).default(DEFAULTS.healthCheck.intervalMs),
     timeoutMs: intIn(BOUNDS.timeoutMs).default(DEFAULTS.healthCheck.timeoutMs),

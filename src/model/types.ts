@@ -16,6 +16,12 @@ export type Encap = (typeof ENCAPS)[number];
 /** A VIP's connection-table mode: auto = stateless for a TCP VIP whose every backend is gue. */
 export type StatelessMode = 'auto' | boolean;
 
+/**
+ * An HTTP check's path: absolute, visible ASCII only (RFC 9112 request-target; other bytes percent-encoded). The
+ * checker writes it into the request line as is, so a space or line break would split the request.
+ */
+export const isHttpPath = (p: string): boolean => /^\/[\x21-\x7e]*$/.test(p);
+
 export interface HealthCheckConfig {
   type: HealthCheckType;
   /** Port probed on the backend address (defaults to the VIP port). */

@@ -139,11 +139,95 @@ describe('checks against real servers', () => {
     ).toMatchObject({ ok: false, detail: 'ECONNREFUSED' });
   });
 
+  it('http: the request line and headers; the Host of an IPv6 address in brackets', async () => {
+    const seen: string[] = [];
+    const server = createTcp((s) => {
+      let got = '';
+      s.setEncoding('latin1');
+      s.on('data', (c: string) => {
+        got += c;
+        if (!got.includes('\r\n\r\n')) return;
+        seen.push(got);
+        s.end('HTTP/1.1 204 No Content\r\n\r\n');
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '::1', r));
+    try {
+      const port = (server.address() as AddressInfo).port;
+      expect(await checkHttp({ host: '::1', port, path: '/healthz?x=1', timeoutMs: 1000 })).toMatchObject({
+        ok: true,
+        detail: 'HTTP 204',
+      });
+      expect(seen).toEqual([
+        `GET /healthz?x=1 HTTP/1.1\r\nHost: [::1]:${port}\r\nUser-Agent: peak-xdp-health\r\nConnection: close\r\n\r\n`,
+      ]);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('http: a status line in pieces, interim 1xx responses, HTTP/1.0; garbage and an early close are unhealthy', async () => {
+    // Each case: what the server writes, chunk by chunk (a turn apart), then whether it closes.
+    const cases: [string, string[], boolean, Partial<CheckResult>][] = [
+      ['byte by byte', [...'HTTP/1.1 200 OK\r\n'], false, { ok: true, detail: 'HTTP 200' }],
+      ['1.0, no reason', ['HTTP/1.0 301\r\n\r\n'], true, { ok: true, detail: 'HTTP 301' }],
+      [
+        'interim, then final',
+        ['HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 500 X\r\n'],
+        false,
+        { ok: false, detail: 'HTTP 500' },
+      ],
+      [
+        'interim with a header, split',
+        ['HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n', '\r\nHTTP/1.1 200 OK\r\n'],
+        false,
+        { ok: true, detail: 'HTTP 200' },
+      ],
+      ['not HTTP', ['SSH-2.0-OpenSSH_9.2\r\n'], false, { ok: false, detail: 'bad HTTP response' }],
+      ['closed mid-line', ['HTTP/1.1 20'], true, { ok: false, detail: 'bad HTTP response' }],
+      ['closed silently', [], true, { ok: false, detail: 'closed before a response' }],
+      [
+        'an endless first line',
+        ['HTTP/1.1 200 ' + 'x'.repeat(5000)],
+        false,
+        { ok: false, detail: 'bad HTTP response' },
+      ],
+    ];
+    for (const [name, chunks, close, want] of cases) {
+      const server = createTcp((s) => {
+        s.on('error', () => undefined);
+        s.once('data', async () => {
+          for (const c of chunks) {
+            if (s.destroyed) return;
+            s.write(c);
+            await sleep(2);
+          }
+          if (close) s.end();
+        });
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      try {
+        const port = (server.address() as AddressInfo).port;
+        const r = await checkHttp({ host: '127.0.0.1', port, path: '/', timeoutMs: 2000 });
+        expect({ name, ...r }).toMatchObject({ name, ...want });
+        expect(r.timedOut).toBeUndefined();
+      } finally {
+        server.close();
+      }
+    }
+  });
+
   it('rejects bad arguments naming the field', () => {
     expect(() => checkTcp({ host: '127.0.0.1', port: 0, timeoutMs: 1 })).toThrow('port: 0 is not a port');
     expect(() => checkTcp({ host: '', port: 1, timeoutMs: 1 })).toThrow('host: "" is not a host');
     expect(() => checkHttp({ host: '127.0.0.1', port: 1, path: 'x', timeoutMs: 1 })).toThrow(
       'path: "x" is not an absolute path',
+    );
+    expect(() => checkHttp({ host: '127.0.0.1', port: 1, path: '/a b', timeoutMs: 1 })).toThrow(
+      'path: "/a b" is not an absolute path',
+    );
+    expect(() => checkHttp({ host: '127.0.0.1', port: 1, path: '/a\r\nX: y', timeoutMs: 1 })).toThrow(
+      'is not an absolute path',
     );
     expect(() => checkTcp({ host: '127.0.0.1', port: 1, timeoutMs: 0 })).toThrow(
       'timeoutMs: 0 is not positive',
