@@ -62,7 +62,8 @@ export interface VipRoutes {
 export interface DaemonCollaborators {
   datapathHost: DatapathHost;
   hostNetwork: HostNetwork;
-  configSource(o: { path: string }): DaemonConfigSource;
+  /** `onFirstDocument`: the first document parsed, before it is validated (see FileConfigSourceOptions). */
+  configSource(o: { path: string; onFirstDocument?: (doc: unknown) => void }): DaemonConfigSource;
   healthMonitor(): DaemonHealthMonitor;
   /** Fails a start whose BGP settings cannot work here (routerId "auto", the listener), before the datapath. */
   bgpPreflight(o: { bgp: BgpConfig; ifname: string }): Promise<void>;

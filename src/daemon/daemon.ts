@@ -13,6 +13,7 @@ import {
 } from '../metrics';
 import type { Config, ListenAddress, VipConfig } from '../model/config';
 import { formatIssue } from '../model/errors';
+import { limitsOfDocument } from '../model/schema';
 import { desiredStateAsync, earliest } from '../reconcile';
 import type { KubernetesSource } from '../sources/kubernetes/source';
 import type { ReloadEvent } from '../sources/types';
@@ -146,6 +147,7 @@ export class Daemon {
     try {
       await this.startUp();
     } catch (e) {
+      this.opts.datapathHost.dispose?.();
       // Routes this start made go with a balancer it loaded; with an adopted one (still forwarding) they stay.
       if (this.keeper?.inherited) await this.vipRoutes?.stop();
       else await this.vipRoutes?.removeAll();
@@ -186,7 +188,15 @@ export class Daemon {
     };
     // Before the start's large allocations (the config's text, the balancer's load, the first tables).
     this.opts.fixMallocThreshold?.();
-    const source = this.opts.configSource({ path: this.opts.configPath });
+    const source = this.opts.configSource({
+      path: this.opts.configPath,
+      // A fresh balancer for the document's limits loads on another core while the rest of it is checked (the
+      // open uses it if nothing is pinned and the checked limits are the same).
+      onFirstDocument: (doc) => {
+        const limits = limitsOfDocument(doc);
+        if (limits !== null) this.opts.datapathHost.preload?.(limits);
+      },
+    });
     this.source = source;
     // An emitter's 'error' with no listener throws and would end the daemon (and every announcement).
     source.on('error', (e: unknown) => this.onComponentError('config-source', e));
@@ -423,6 +433,7 @@ export class Daemon {
     // Otherwise the routes stay: harmless with the balancer attached, and they cover a later detach.
     await this.vipRoutes?.stop();
     keeper?.close();
+    this.opts.datapathHost.dispose?.();
     await this.programmer.close();
   }
 

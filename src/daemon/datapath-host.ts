@@ -71,4 +71,12 @@ export interface DatapathClaim {
 export interface DatapathHost {
   /** Takes the interface's pin directory (one owner per directory: a second daemon fails here). */
   claim(ifname: string): DatapathClaim;
+  /**
+   * Starts loading a fresh balancer for these limits (the config document's, before the rest of it is checked:
+   * the kernel's verifier and map creation take ~0.25 s, on another core); a claim's open takes it when its
+   * decision is a fresh or replacing load with the same map sizes. Never throws; a no-op where nothing would use it.
+   */
+  preload?(limits: Config['limits']): void;
+  /** Closes a preloaded balancer no open took (a failed start, a stop). */
+  dispose?(): void;
 }

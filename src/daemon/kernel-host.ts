@@ -1,6 +1,6 @@
 // The kernel's datapath host: pins under bpffs (one lock per pin directory), KernelDatapath adopted from its pins
 // or loaded and pinned, attached with XDP.
-import { rmdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfProgram, queryXdp, type XdpMode } from '../datapath/bpf';
 import {
@@ -10,6 +10,7 @@ import {
   KernelDatapath,
   unpinBalancer,
 } from '../datapath/kernel';
+import type { Config } from '../model/config';
 import type {
   DatapathClaim,
   DatapathHost,
@@ -21,12 +22,70 @@ import type {
 import { acquirePinLock } from './lock';
 import { checkBpffs, currentNetnsName, pinDir, securePinPath } from './pins';
 
+/** Map sizes as one comparable string (a preload is used only for the sizes it was loaded with). */
+const sizesKey = (limits: Config['limits']): string => JSON.stringify(balancerMapSizes(limits));
+
+/** Whether any interface's pin directory under `netnsDir` (<bpffs>/peak-xdp/<netns>) holds a balancer program. */
+function anyBalancerPinned(netnsDir: string): boolean {
+  let names: string[];
+  try {
+    names = readdirSync(netnsDir);
+  } catch {
+    return false;
+  }
+  return names.some((n) => existsSync(join(netnsDir, n, BALANCER_PROGRAM)));
+}
+
 export class KernelDatapathHost implements DatapathHost {
   /** bpffs root (pins go to <bpffs>/peak-xdp/<netns>/<interface>/). */
   private readonly bpffs: string;
+  /** A fresh balancer loading (or loaded) ahead of the claim's open; null inside: the load failed. */
+  private preloaded: { sizes: string; dp: Promise<KernelDatapath | null> } | null = null;
 
   constructor(o: { bpffs: string }) {
     this.bpffs = o.bpffs;
+  }
+
+  /**
+   * Only where no balancer is pinned in this network namespace: a restart adopts its pins (a load would make
+   * a second set of maps, ~260 MB of kernel memory at the defaults, for nothing), and which interface the
+   * config names is not known yet. A failed preload is forgotten: the open loads again and reports its error.
+   */
+  preload(limits: Config['limits']): void {
+    if (this.preloaded !== null) return;
+    try {
+      if (anyBalancerPinned(join(this.bpffs, 'peak-xdp', currentNetnsName()))) return;
+      this.preloaded = {
+        sizes: sizesKey(limits),
+        dp: KernelDatapath.load({ maxEntries: balancerMapSizes(limits) }).catch(() => null),
+      };
+    } catch {
+      this.preloaded = null;
+    }
+  }
+
+  dispose(): void {
+    void this.takePreloaded(null);
+  }
+
+  /** The preloaded balancer if it loaded with these limits' sizes (else it is closed): null when there is none. */
+  private async takePreloaded(limits: Config['limits'] | null): Promise<KernelDatapath | null> {
+    const p = this.preloaded;
+    this.preloaded = null;
+    if (p === null) return null;
+    const dp = await p.dp;
+    if (dp === null) return null;
+    if (limits !== null && p.sizes === sizesKey(limits)) return dp;
+    dp.close();
+    return null;
+  }
+
+  /** A fresh balancer for these limits: the preloaded one when it fits, else loaded now. */
+  private async loadFresh(limits: Config['limits']): Promise<KernelDatapath> {
+    return (
+      (await this.takePreloaded(limits)) ??
+      (await KernelDatapath.load({ maxEntries: balancerMapSizes(limits) }))
+    );
   }
 
   claim(ifname: string): DatapathClaim {
@@ -43,6 +102,7 @@ export class KernelDatapathHost implements DatapathHost {
       open: async ({ limits, ifname: forIf }) => {
         // Reads only: the pins, the interface's program, this build's object.
         const { decision } = inspectBalancerPins({ dir: pins, ifname: forIf, limits });
+        if (decision.kind === 'refuse' || decision.kind === 'adopt') this.dispose();
         switch (decision.kind) {
           case 'refuse':
             throw new Error(decision.reason);
@@ -54,7 +114,7 @@ export class KernelDatapathHost implements DatapathHost {
           }
           case 'replace': {
             // Loaded aside: not attached, not pinned, until the daemon has programmed it (takeOver).
-            const dp = await KernelDatapath.load({ maxEntries: balancerMapSizes(limits) });
+            const dp = await this.loadFresh(limits);
             return new KernelOpened(dp, {
               adopted: false,
               pins,
@@ -63,7 +123,7 @@ export class KernelDatapathHost implements DatapathHost {
             });
           }
           case 'fresh': {
-            const dp = await KernelDatapath.load({ maxEntries: balancerMapSizes(limits) });
+            const dp = await this.loadFresh(limits);
             try {
               securePinPath({ bpffs, dir: pins, create: true });
               // Map pins without a program pin: an interrupted pin or unpin left them, no balancer uses them.

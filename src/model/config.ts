@@ -30,6 +30,12 @@ export { parseListen } from './schema';
  * reload re-checks only changed VIPs and an unchanged VIP keeps its frozen object (which reconcile's memo
  * keys on). The memo changes speed and object identity only, never a result.
  */
+export interface ParseOptions {
+  format: ConfigFormat;
+  /** Called with the parsed document before it is validated (it must not change it). */
+  onDocument?: (doc: unknown) => void;
+}
+
 export class ConfigValidator {
   #current = new Map<string, VipResult>();
   #previous = new Map<string, VipResult>();
@@ -166,14 +172,16 @@ export class ConfigValidator {
    * Parses and validates a YAML or JSON document; a bad file is rejected whole, with every error listed. The
    * text is parsed within DOCUMENT_BOUNDS (nesting, YAML aliases, values); its size is the reader's to bound.
    */
-  parse(text: string, opts: { format: ConfigFormat }): ParseResult {
+  parse(text: string, opts: ParseOptions): ParseResult {
     if (opts.format !== 'json' && opts.format !== 'yaml')
       return {
         ok: false,
         errors: [{ path: '', message: `format ${showValue(opts.format)} is not yaml or json` }],
       };
     const doc = parseDocumentText(text, opts.format);
-    return doc.ok ? this.validate(doc.value) : doc;
+    if (!doc.ok) return doc;
+    opts.onDocument?.(doc.value);
+    return this.validate(doc.value);
   }
 }
 
@@ -247,6 +255,6 @@ export function validateConfig(input: unknown): ParseResult {
  * Parses and validates a YAML or JSON document; a bad file is rejected whole, with every error listed. The text
  * is parsed within DOCUMENT_BOUNDS (nesting, YAML aliases, values); its size is the reader's to bound.
  */
-export function parseConfig(text: string, opts: { format: ConfigFormat }): ParseResult {
+export function parseConfig(text: string, opts: ParseOptions): ParseResult {
   return shared.parse(text, opts);
 }

@@ -98,6 +98,25 @@ export const vipSchema = z
   })
   .strict();
 
+const limitsSchema = z
+  .object({
+    maxVips: intIn(BOUNDS.maxVips).default(DEFAULTS.limits.maxVips),
+    maxBackends: intIn(BOUNDS.maxBackends).default(DEFAULTS.limits.maxBackends),
+    conntrackEntries: intIn(BOUNDS.conntrackEntries).default(DEFAULTS.limits.conntrackEntries),
+  })
+  .strict()
+  .default({});
+
+/**
+ * The limits a parsed, not yet validated, document asks for (defaults filled in), or null where its limits are
+ * not valid: what the daemon loads a balancer for while the rest of the document is checked.
+ */
+export function limitsOfDocument(doc: unknown): z.infer<typeof limitsSchema> | null {
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return null;
+  const r = limitsSchema.safeParse((doc as { limits?: unknown }).limits);
+  return r.success ? r.data : null;
+}
+
 export const configSchema = z
   .object({
     interface: interfaceNameSchema,
@@ -122,14 +141,7 @@ export const configSchema = z
       })
       .strict()
       .default({}),
-    limits: z
-      .object({
-        maxVips: intIn(BOUNDS.maxVips).default(DEFAULTS.limits.maxVips),
-        maxBackends: intIn(BOUNDS.maxBackends).default(DEFAULTS.limits.maxBackends),
-        conntrackEntries: intIn(BOUNDS.conntrackEntries).default(DEFAULTS.limits.conntrackEntries),
-      })
-      .strict()
-      .default({}),
+    limits: limitsSchema,
     // Each section has its own schema (sections.ts), checked once the rest of the file is good.
     bgp: z.unknown().optional(),
     kubernetes: z.unknown().optional(),

@@ -6,7 +6,7 @@ import { parse as parseYaml } from 'yaml';
 import { formatIssue, parseConfig } from '../../src/model';
 import { checkBackends } from '../../src/model/backends';
 import { backendDocumentSchema, CONFIG_SCHEMA_FILE } from '../../src/model/json-schema';
-import { configSchema, vipSchema } from '../../src/model/schema';
+import { configSchema, limitsOfDocument, vipSchema } from '../../src/model/schema';
 import { packageRoot } from '../../src/paths';
 
 const checkedIn = (): string => readFileSync(join(packageRoot, CONFIG_SCHEMA_FILE), 'utf8');
@@ -70,5 +70,38 @@ describe('config JSON Schema', () => {
     const r = parseConfig(cm.data['config.yaml']!, { format: 'yaml' });
     if (!r.ok) throw new Error(r.errors.map(formatIssue).join('\n'));
     expect(r.config.interface).toBe('eth0');
+  });
+});
+
+describe('limitsOfDocument', () => {
+  const defaults = { maxVips: 1024, maxBackends: 65536, conntrackEntries: 1048576 };
+  it("a parsed document's limits with the defaults filled in, whatever the rest of the document holds", () => {
+    expect(limitsOfDocument({})).toEqual(defaults);
+    expect(limitsOfDocument({ vips: 'not even a list', limits: { maxVips: 64 } })).toEqual({
+      ...defaults,
+      maxVips: 64,
+    });
+    const r = parseConfig('interface: eth0\nlimits: {maxBackends: 200000}\n', { format: 'yaml' });
+    expect(r.ok && r.config.limits).toEqual(limitsOfDocument({ limits: { maxBackends: 200000 } }));
+  });
+  it('null where the limits would not validate, or the document is not a mapping', () => {
+    for (const doc of [
+      null,
+      'text',
+      [1],
+      { limits: { maxVips: 'many' } },
+      { limits: { maxVips: 0 } },
+      { limits: { other: 1 } },
+      { limits: 5 },
+    ])
+      expect(limitsOfDocument(doc)).toBeNull();
+  });
+  it('parseConfig hands the parsed document to onDocument before validating it', () => {
+    const docs: unknown[] = [];
+    const r = parseConfig('{"limits": {"maxVips": 64}}', { format: 'json', onDocument: (d) => docs.push(d) });
+    expect(r.ok).toBe(false);
+    expect(docs).toEqual([{ limits: { maxVips: 64 } }]);
+    parseConfig('{"limits": ', { format: 'json', onDocument: (d) => docs.push(d) });
+    expect(docs).toHaveLength(1);
   });
 });

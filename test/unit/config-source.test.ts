@@ -98,6 +98,38 @@ describe('file source', () => {
     expect(source.current()!.vips[0]!.port).toBe(90);
   });
 
+  it('hands the first parsed document to onFirstDocument before validating it, once; an unparseable one not at all', async () => {
+    const path = join(dir, 'c.yaml');
+    // Valid YAML, invalid config (a VIP without backends' address): the document is handed over anyway.
+    writeFileSync(path, 'interface: eth0\nlimits: {maxVips: 64}\nvips: [{name: web}]\n');
+    const docs: unknown[] = [];
+    source = new FileConfigSource({
+      path,
+      sighup: false,
+      watchFile: false,
+      onFirstDocument: (d) => docs.push(d),
+    });
+    const first = await source.start();
+    expect(first.ok).toBe(false);
+    expect(docs).toEqual([{ interface: 'eth0', limits: { maxVips: 64 }, vips: [{ name: 'web' }] }]);
+    writeFileSync(path, good(81));
+    expect((await source.reload()).ok).toBe(true);
+    expect(docs).toHaveLength(1);
+    source.stop();
+
+    const broken = join(dir, 'broken.json');
+    writeFileSync(broken, '{"interface": ');
+    const seen: unknown[] = [];
+    source = new FileConfigSource({
+      path: broken,
+      sighup: false,
+      watchFile: false,
+      onFirstDocument: (d) => seen.push(d),
+    });
+    expect((await source.start()).ok).toBe(false);
+    expect(seen).toEqual([]);
+  });
+
   it('reloads on SIGHUP and reports unchanged content as such', async () => {
     const path = join(dir, 'peak.yaml');
     writeFileSync(path, good(80));

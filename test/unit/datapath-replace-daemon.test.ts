@@ -27,6 +27,16 @@ class ReplacingHost implements DatapathHost {
   /** The old balancer's program stays attached until takeOver. */
   attached: 'old' | 'new' = 'old';
   replacing: PendingReplace | null = REPLACING;
+  /** The limits of each preload asked for, and how many times an unused preload was dropped. */
+  readonly preloads: Config['limits'][] = [];
+  disposes = 0;
+
+  preload(limits: Config['limits']): void {
+    this.preloads.push(limits);
+  }
+  dispose(): void {
+    this.disposes++;
+  }
 
   claim(ifname: string) {
     return { pins: `/memory/${ifname}`, release: () => undefined, open: async () => this.open() };
@@ -85,7 +95,8 @@ function config(): Config {
   return r.config;
 }
 
-function rig(host: ReplacingHost) {
+/** `doc`: the document the config source hands its onFirstDocument, as the file source does, before its start. */
+function rig(host: ReplacingHost, doc?: unknown) {
   const { log, records } = recordingLogger();
   let renderMetrics: (() => Promise<string | readonly Buffer[]>) | null = null;
   const collaborators: DaemonCollaborators = {
@@ -95,7 +106,16 @@ function rig(host: ReplacingHost) {
       interfaceAddresses: async () => ['192.0.2.1'],
       defaultGatewayMac: async () => '02:00:00:00:00:fe',
     },
-    configSource: () => new FakeSource(config()) as never,
+    configSource: (o: { onFirstDocument?: (doc: unknown) => void }) => {
+      const source = new FakeSource(config());
+      if (doc === undefined) return source as never;
+      const start = source.start.bind(source);
+      source.start = async () => {
+        o.onFirstDocument?.(doc);
+        return start();
+      };
+      return source as never;
+    },
     healthMonitor: () => new QuietMonitor() as never,
     bgpPreflight: async () => undefined,
     bgpSpeaker: () => {
@@ -202,5 +222,20 @@ describe('daemon: replacing a balancer pinned by an older build', () => {
     await daemon.stop();
     expect(host.events.map((e) => e.what)).toEqual(['close']);
     expect(host.attached).toBe('old');
+  });
+
+  it("preloads a balancer for the first document's limits (defaults filled in), none for invalid limits", async () => {
+    const host = new ReplacingHost();
+    const { daemon } = rig(host, { interface: 'eth0', limits: { maxVips: 64 } });
+    await daemon.start();
+    await daemon.stop();
+    expect(host.preloads).toEqual([{ maxVips: 64, maxBackends: 65536, conntrackEntries: 1048576 }]);
+    expect(host.disposes).toBeGreaterThan(0);
+
+    const bad = new ReplacingHost();
+    const second = rig(bad, { interface: 'eth0', limits: { maxVips: 'many' } });
+    await second.daemon.start();
+    await second.daemon.stop();
+    expect(bad.preloads).toEqual([]);
   });
 });

@@ -95,9 +95,13 @@ export async function readConfigFile(path: string, opts: LoadOptions = {}): Prom
 }
 
 /** Validates the text read from `path` (its extension names the format); a bug in parsing is an error result. */
-export function parseConfigText(path: string, text: string): ParseResult {
+export function parseConfigText(
+  path: string,
+  text: string,
+  onDocument?: (doc: unknown) => void,
+): ParseResult {
   try {
-    return parseConfig(text, { format: formatOf(path) });
+    return parseConfig(text, { format: formatOf(path), onDocument });
   } catch (e) {
     // parseConfig bounds its input; a throw here is a bug, reported as a rejection rather than a crash.
     return fail(`cannot parse ${JSON.stringify(path)}: ${(e as Error).message}`);

@@ -33,6 +33,11 @@ export interface FileConfigSourceOptions {
   watch?: WatchFn;
   /** Largest file accepted, in bytes (default: DOCUMENT_BOUNDS.maxBytes of the format); a bigger one is rejected. */
   maxBytes?: number;
+  /**
+   * Called once, with the first document parsed, before it is validated (the daemon starts loading its balancer
+   * for the document's limits meanwhile); it must not change the document.
+   */
+  onFirstDocument?: (doc: unknown) => void;
 }
 
 /** What the last load saw: the file's stat identity and its content, to tell whether anything changed. */
@@ -60,6 +65,7 @@ export class FileConfigSource extends EventEmitter implements ConfigSource {
   private debounce: NodeJS.Timeout | null = null;
   private checkQueued = false;
   private stopped = false;
+  private onFirstDocument: ((doc: unknown) => void) | null;
   private chain: Promise<unknown> = Promise.resolve();
   private readonly onSignal = (): void => {
     this.reload('signal').catch((e: unknown) => this.emit('error', e));
@@ -77,6 +83,7 @@ export class FileConfigSource extends EventEmitter implements ConfigSource {
     this.sighup = opts.sighup ?? true;
     this.watchFile = opts.watchFile ?? true;
     this.maxBytes = opts.maxBytes;
+    this.onFirstDocument = opts.onFirstDocument ?? null;
     if (this.maxBytes !== undefined && !(Number.isSafeInteger(this.maxBytes) && this.maxBytes > 0))
       throw new RangeError(`maxBytes: ${opts.maxBytes} is not a positive integer`);
     this.watches = new DirWatches({
@@ -171,7 +178,9 @@ export class FileConfigSource extends EventEmitter implements ConfigSource {
     const same = seen.content === this.seen.content;
     this.seen = seen;
     if (o.quietIfSame && same) return null;
-    const r = 'text' in read ? parseConfigText(this.path, read.text) : read;
+    const first = this.onFirstDocument;
+    this.onFirstDocument = null;
+    const r = 'text' in read ? parseConfigText(this.path, read.text, first ?? undefined) : read;
     let event: ReloadEvent;
     if (r.ok) {
       // The digest of the config's JSON, not the JSON (~3 MB at 512 x 100, ~35 MB at 512 x 1000, kept for good).
