@@ -50,7 +50,9 @@ import { runBfdFailover } from './bfd-failover';
 import {
   CHURN_BENCH,
   CHURN_MODES,
+  CHURN_TURNOVER,
   churnBenchOrder,
+  type ChurnMode,
   churnLine,
   churnMarkdown,
   churnPathProblem,
@@ -475,11 +477,20 @@ async function churnRuns(
   const out: ChurnResult[] = [];
   try {
     await rig.prepareBackends();
-    for (const [i, name] of churnBenchOrder(o.rounds).entries()) {
-      progress(`mixed churn ${i + 1}: feature ${name === 'off' ? 'off' : `on (${name})`}`);
+    const runs: { name: ChurnMode['name']; turnover: boolean }[] = [
+      ...churnBenchOrder(o.rounds).map((name) => ({ name, turnover: false })),
+      ...CHURN_TURNOVER.modes.map((name) => ({ name, turnover: true })),
+    ];
+    for (const [i, { name, turnover }] of runs.entries()) {
+      progress(
+        `mixed churn ${i + 1}: feature ${name === 'off' ? 'off' : `on (${name})`}${turnover ? ', connection turnover' : ''}`,
+      );
       try {
         const r = await rig.runMode(CHURN_MODES[name], {
           ...o,
+          ...(turnover
+            ? { connectionRequests: CHURN_TURNOVER.connectionRequests, settleMs: CHURN_TURNOVER.settleMs }
+            : {}),
           log: (l) => process.stderr.write(`\n  ${l}`),
         });
         out.push(r);
@@ -500,9 +511,13 @@ async function churnRuns(
   return out;
 }
 
-function churnSection(rs: ChurnResult[]): string {
+function churnSection(all: ChurnResult[]): string {
+  const rs = all.filter((r) => r.connectionRequests === null);
+  const turnover = all.filter((r) => r.connectionRequests !== null);
   const on = rs.filter((r) => r.mode !== 'off');
   const off = rs.filter((r) => r.mode === 'off');
+  const pct = (r: ChurnResult): string =>
+    r.extraHop.after.fraction === null ? '-' : `${(r.extraHop.after.fraction * 100).toFixed(2)}%`;
   const sum = (xs: ChurnResult[], f: (r: ChurnResult) => number): number => xs.reduce((a, r) => a + f(r), 0);
   return [
     '## Mixed churn: rolling update + LB nodes leaving/joining (issue 15)',
@@ -514,6 +529,18 @@ function churnSection(rs: ChurnResult[]): string {
     '',
     churnMarkdown(rs),
     '',
+    ...(turnover.length === 0
+      ? []
+      : [
+          `With connection turnover (each connection closed after ${CHURN_TURNOVER.connectionRequests} requests, ~` +
+            `${CHURN_TURNOVER.connectionRequests / 10} s, and a new one opened; the "after" window starts ` +
+            `${CHURN_TURNOVER.settleMs / 1000} s after the last change): extra hop after the changes ` +
+            turnover.map((r) => `${r.mode} ${pct(r)}`).join(', ') +
+            ' (issue 15: < 1 %).',
+          '',
+          churnMarkdown(turnover),
+          '',
+        ]),
   ].join('\n');
 }
 
@@ -544,7 +571,7 @@ async function main(): Promise<number> {
       ) *
       prof.rounds +
     prof.ecmpChanges +
-    (runChurn ? churnBenchOrder(CHURN_BENCH[prof.name].rounds).length : 0);
+    (runChurn ? churnBenchOrder(CHURN_BENCH[prof.name].rounds).length + CHURN_TURNOVER.modes.length : 0);
   const cleanup = (): void => {
     down(plan).then(
       () => process.exit(130),

@@ -60,7 +60,7 @@ const healthCheckSchema = z
     path: z
       .string()
       .refine(isHttpPath, (p) => ({
-        message: `${showValue(p)} is not an absolute HTTP path (starts with /; visible ASCII, no spaces)`,
+        message: `${showValue(p)} is not an absolute HTTP path (starts with /; no spaces or control characters)`,
       }))
       .optional(),
     intervalMs: intIn(BOUNDS.intervalMs).default(DEFAULTS.healthCheck.intervalMs),

@@ -17,10 +17,11 @@ export type Encap = (typeof ENCAPS)[number];
 export type StatelessMode = 'auto' | boolean;
 
 /**
- * An HTTP check's path: absolute, visible ASCII only (RFC 9112 request-target; other bytes percent-encoded). The
- * checker writes it into the request line as is, so a space or line break would split the request.
+ * An HTTP check's path: absolute, no spaces, control characters or characters beyond Latin-1 (RFC 9112's
+ * request-target is visible ASCII, the rest percent-encoded; Latin-1 bytes are let through as servers take them).
+ * The checker writes it into the request line byte for byte, so a space or line break would split the request.
  */
-export const isHttpPath = (p: string): boolean => /^\/[\x21-\x7e]*$/.test(p);
+export const isHttpPath = (p: string): boolean => /^\/[\x21-\x7e\x80-\xff]*$/.test(p);
 
 export interface HealthCheckConfig {
   type: HealthCheckType;

@@ -6,6 +6,7 @@ import { parse as parseYaml } from 'yaml';
 import { formatIssue, parseConfig } from '../../src/model';
 import { checkBackends } from '../../src/model/backends';
 import { backendDocumentSchema, CONFIG_SCHEMA_FILE } from '../../src/model/json-schema';
+import { isHttpPath } from '../../src/model/types';
 import { configSchema, limitsOfDocument, vipSchema } from '../../src/model/schema';
 import { packageRoot } from '../../src/paths';
 
@@ -103,5 +104,14 @@ describe('limitsOfDocument', () => {
     expect(docs).toEqual([{ limits: { maxVips: 64 } }]);
     parseConfig('{"limits": ', { format: 'json', onDocument: (d) => docs.push(d) });
     expect(docs).toHaveLength(1);
+  });
+});
+
+describe('isHttpPath', () => {
+  it('absolute, no spaces, control characters or characters beyond Latin-1', () => {
+    for (const p of ['/', '/healthz', '/a?b=c&d=%20', '/caf\u00e9'])
+      expect([p, isHttpPath(p)]).toEqual([p, true]);
+    for (const p of ['', 'healthz', '/a b', '/a\tb', '/a\r\nX: y', '/\u007f', '/\u65e5', '/a\u0000'])
+      expect([p, isHttpPath(p)]).toEqual([p, false]);
   });
 });

@@ -263,7 +263,7 @@ describe('parseConfig: rejections name path and value', () => {
       'relative http path',
       { healthCheck: { type: 'http', path: 'x' } },
       {},
-      'vips[0].healthCheck.path: "x" is not an absolute HTTP path (starts with /; visible ASCII, no spaces)',
+      'vips[0].healthCheck.path: "x" is not an absolute HTTP path (starts with /; no spaces or control characters)',
     ],
     [
       'timeout over interval',

@@ -20,6 +20,11 @@ export interface LoadOptions {
   /** persistent: number of connections, and the pause between a response and the next request (0 = closed loop). */
   connections?: number;
   thinkMs?: number;
+  /**
+   * persistent: a connection is closed after this many responses and a new one opened (connection turnover; not
+   * counted as broken). Default: kept until it breaks or the run ends.
+   */
+  requestsPerConnection?: number;
   durationMs: number;
   maxRequests: number;
   timeoutMs: number;
@@ -100,6 +105,11 @@ export function checkLoadOptions(o: LoadOptions): void {
   if (!(o.durationMs > 0 && o.durationMs <= 86_400_000)) bad('durationMs', o.durationMs, '1..86400000');
   if (!(o.maxRequests > 0 && o.maxRequests <= 10_000_000)) bad('maxRequests', o.maxRequests, '1..10000000');
   if (!(o.timeoutMs > 0)) bad('timeoutMs', o.timeoutMs, '> 0');
+  if (
+    o.requestsPerConnection !== undefined &&
+    !(Number.isSafeInteger(o.requestsPerConnection) && o.requestsPerConnection >= 1)
+  )
+    bad('requestsPerConnection', o.requestsPerConnection, 'a positive integer');
 }
 
 const REQUEST = (host: string, close: boolean): string =>
@@ -363,6 +373,7 @@ export async function runLoad(
       };
       const send = (): void => {
         if (performance.now() >= deadline || rec.sent >= o.maxRequests || stopped()) return end('done');
+        if (o.requestsPerConnection !== undefined && responses >= o.requestsPerConnection) return end('done');
         scheduled = performance.now();
         sentAt = Date.now();
         rec.sent++;
