@@ -59,7 +59,8 @@ static __always_inline int decap_gue_deliver(struct xdp_md *ctx, const struct pe
     void *data_end = (void *)(long)ctx->data_end;
     struct bpf_sock_tuple t = {};
     __u32 len = 0;
-    int kind = decap_sc_tuple(data, data_end, g, &t, &len);
+    __u64 seq = 0;
+    int kind = decap_sc_tuple(data, data_end, g, &t, &len, &seq);
     if (flags & PEAK_DECAP_CFG_F_NO_SECOND_CHANCE)
       outcome = PEAK_DECAP_SC_DISABLED;
     else if (!from_lb || peak_addr_special(g->hint_family, (const peak_u32_alias *)g->hint))
@@ -72,7 +73,7 @@ static __always_inline int decap_gue_deliver(struct xdp_md *ctx, const struct pe
              (g->hint_family == g->outer_family && decap_same16(g->hint, g->outer_dst)))
       outcome = PEAK_DECAP_SC_LOOP_REFUSED;
     else {
-      int local = decap_sc_local(ctx, &t, len, flags, g);
+      int local = decap_sc_local(ctx, &t, len, flags, g, seq);
       if (local == DECAP_LOCAL_CONNTRACK) decap_count(PEAK_DECAP_SC_LOCAL_CONNTRACK, 0);
       if (local == DECAP_LOCAL_SYNCOOKIE) decap_count(PEAK_DECAP_SC_LOCAL_SYNCOOKIE, 0);
       if (local != DECAP_LOCAL_NONE) {

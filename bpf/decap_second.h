@@ -8,7 +8,26 @@
 #include "l2.h"
 #include "csum.h"
 
-#define DECAP_TCP_LISTEN 10 /* BPF_TCP_LISTEN: a listener is no state for a mid-connection packet */
+#define DECAP_TCP_LISTEN 10   /* BPF_TCP_LISTEN: a listener is no state for a mid-connection packet */
+#define DECAP_TCP_TIME_WAIT 6 /* BPF_TCP_TIME_WAIT */
+/* A segment belongs to a time-wait socket's connection when its sequence number is at most this far behind the
+ * socket's rcv_nxt (late retransmissions of the connection's tail, its FIN) or DECAP_TW_AHEAD ahead of it. A
+ * newer connection of the same addresses and ports starts at an unrelated ISN: it is this close by chance with
+ * probability (2^20 + 2^16) / 2^32, ~1 / 3,900. */
+#define DECAP_TW_BEHIND (1U << 20)
+#define DECAP_TW_AHEAD (1U << 16)
+
+/* The time-wait socket's fields the check reads (CO-RE: offsets from the kernel's BTF; tw_rcv_nxt is
+ * tw_sk.__tw_common.skc_tw_rcv_nxt in include/linux/tcp.h). */
+struct sock_common {
+  __u32 skc_tw_rcv_nxt;
+} __attribute__((preserve_access_index));
+struct inet_timewait_sock {
+  struct sock_common __tw_common;
+} __attribute__((preserve_access_index));
+struct tcp_timewait_sock {
+  struct inet_timewait_sock tw_sk;
+} __attribute__((preserve_access_index));
 
 /* netfilter conntrack lookup (kfuncs, 6.0+ with nf_conntrack built in or loaded). __weak: an object loads
  * where they are missing; decap_conntrack_available() then says 0 and the lookup is skipped. */
@@ -34,9 +53,11 @@ enum decap_sc_kind {
   DECAP_SC_NOT_TCP,  /* UDP (README: no second chance), other protocols, fragments, cut-short headers */
 };
 
-/* The flow's tuple as an incoming packet of it carries it (client -> VIP). len = 12 (v4) or 36 (v6). */
+/* The flow's tuple as an incoming packet of it carries it (client -> VIP). len = 12 (v4) or 36 (v6). *seq: the
+ * segment's sequence number (host order) with bit 32 set, for a TCP segment of the flow itself; 0 for an ICMP
+ * error about it. */
 static __always_inline int decap_sc_tuple(void *data, void *data_end, const struct decap_gue *g,
-                                          struct bpf_sock_tuple *t, __u32 *len) {
+                                          struct bpf_sock_tuple *t, __u32 *len, __u64 *seq) {
   if (g->inner_family == PEAK_FAMILY_V4) {
     struct iphdr *ip = data + (g->inner & 0xff);
     if ((void *)(ip + 1) > data_end) return DECAP_SC_NOT_TCP;
@@ -48,6 +69,7 @@ static __always_inline int decap_sc_tuple(void *data, void *data_end, const stru
       struct tcphdr *th = l4;
       if ((void *)(th + 1) > data_end || g->inner_len < hl + sizeof(*th)) return DECAP_SC_NOT_TCP;
       if (th->syn && !th->ack) return DECAP_SC_SYN;
+      *seq = (1ULL << 32) | bpf_ntohl(th->seq);
       t->ipv4.saddr = ip->saddr;
       t->ipv4.daddr = ip->daddr;
       t->ipv4.sport = th->source;
@@ -79,6 +101,7 @@ static __always_inline int decap_sc_tuple(void *data, void *data_end, const stru
     struct tcphdr *th = (void *)(ip6 + 1);
     if ((void *)(th + 1) > data_end || g->inner_len < sizeof(*ip6) + sizeof(*th)) return DECAP_SC_NOT_TCP;
     if (th->syn && !th->ack) return DECAP_SC_SYN;
+    *seq = (1ULL << 32) | bpf_ntohl(th->seq);
     peak_copy16(t->ipv6.saddr, &ip6->saddr);
     peak_copy16(t->ipv6.daddr, &ip6->daddr);
     t->ipv6.sport = th->source;
@@ -112,6 +135,17 @@ enum decap_local {
   DECAP_LOCAL_SYNCOOKIE, /* a listener and the ACK of a valid SYN cookie: the connection is made here */
 };
 
+/* Is the segment (seq: see decap_sc_tuple) one of time-wait socket sk's connection? An ICMP error about the flow
+ * (no segment of it) is taken as one, as before this check. */
+static __always_inline int decap_tw_owns(struct bpf_sock *sk, __u64 seq) {
+  if (!(seq >> 32)) return 1;
+  struct tcp_timewait_sock *tw = bpf_skc_to_tcp_timewait_sock(sk);
+  if (!tw) return 1;
+  __u32 rcv_nxt = tw->tw_sk.__tw_common.skc_tw_rcv_nxt;
+  __u32 s = (__u32)seq;
+  return rcv_nxt - s <= DECAP_TW_BEHIND || s - rcv_nxt <= DECAP_TW_AHEAD;
+}
+
 /* Is the inner packet (a TCP segment of the flow itself, not an ICMP error) the ACK that completes a SYN-cookie
  * handshake with listener `sk`? Only after the listener overflowed recently (or with tcp_syncookies=2) and when
  * the cookie checks: the kernel then creates the connection from this very packet, so the flow is local. */
@@ -134,13 +168,22 @@ static __always_inline int decap_sc_syncookie(struct xdp_md *ctx, struct bpf_soc
 
 /* Does this host hold the flow? */
 static __always_inline int decap_sc_local(struct xdp_md *ctx, struct bpf_sock_tuple *t, __u32 len, __u16 cfg_flags,
-                                          const struct decap_gue *g) {
+                                          const struct decap_gue *g, __u64 seq) {
   struct bpf_sock *sk = bpf_skc_lookup_tcp(ctx, t, len == sizeof(t->ipv4) ? sizeof(t->ipv4) : sizeof(t->ipv6),
                                            BPF_F_CURRENT_NETNS, 0);
   if (sk) {
     __u32 state = sk->state;
     int cookie = state == DECAP_TCP_LISTEN && decap_sc_syncookie(ctx, sk, g);
+    /* a time-wait socket holds a connection that ended here: a segment of another connection of the same tuple
+     * (the client reused its port; that connection lives on the previous owner) would only be answered by the
+     * time-wait socket's ACK here and stall. It goes on; conntrack is not asked (it tracks the ended connection
+     * too, in its TIME_WAIT). */
+    int other = state == DECAP_TCP_TIME_WAIT && !decap_tw_owns(sk, seq);
     bpf_sk_release(sk);
+    if (other) {
+      decap_count(PEAK_DECAP_SC_TIME_WAIT_OTHER, 0);
+      return DECAP_LOCAL_NONE;
+    }
     if (state != DECAP_TCP_LISTEN) return DECAP_LOCAL_SOCKET;
     if (cookie) return DECAP_LOCAL_SYNCOOKIE;
   }

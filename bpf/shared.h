@@ -274,6 +274,9 @@ enum peak_decap_counter {
                                         * the VLAN device, which XDP cannot transmit on); passed up here */
   PEAK_DECAP_SC_LOCAL_SYNCOOKIE,       /* detail of LOCAL_HIT: only a listener, and the packet is the ACK of a
                                         * valid SYN cookie (the kernel makes the connection from it) */
+  PEAK_DECAP_SC_TIME_WAIT_OTHER,       /* detail: a time-wait socket here holds the flow's addresses and ports,
+                                        * but the segment's sequence number is far from it (a newer connection of
+                                        * the same tuple, living on the previous owner): not local state */
   PEAK_DECAP_MAX,
 };
 

@@ -591,6 +591,59 @@ for _ in range(20):
       }
     });
 
+    it('a time-wait socket here: a late segment of its connection is local; one of a newer connection of the same tuple goes on', async () => {
+      // A connection CLIENT4 -> VIP4:8099 that the server end closed first (so its socket here is in TIME_WAIT); a
+      // packet socket on lo reads the client's FIN: the time-wait socket's rcv_nxt is its sequence number + 1.
+      const port = 8099;
+      const py = `
+import socket, struct, time
+sn = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+sn.bind(('lo', 0))
+sn.settimeout(0.5)
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(('${VIP4}', ${port}))
+srv.listen(1)
+cli = socket.socket()
+cli.bind(('${CLIENT4}', 0))
+cli.connect(('${VIP4}', ${port}))
+cport = cli.getsockname()[1]
+conn, _ = srv.accept()
+conn.close()
+time.sleep(0.05)
+cli.close()
+srv.close()
+deadline = time.time() + 3
+while time.time() < deadline:
+    try:
+        f = sn.recv(65535)
+    except socket.timeout:
+        continue
+    ip = f[14:]
+    if len(ip) < 40 or ip[0] >> 4 != 4 or ip[9] != 6:
+        continue
+    ihl = (ip[0] & 15) * 4
+    sp, dp, seq = struct.unpack('!HHI', ip[ihl:ihl + 8])
+    if ip[12:16] == socket.inet_aton('${CLIENT4}') and sp == cport and dp == ${port} and ip[ihl + 13] & 1:
+        print(cport, (seq + 1) & 0xffffffff)
+        break
+`;
+      const [cport, rcvNxt] = lab.ns(ns, 'python3', ['-c', py]).trim().split(' ').map(Number) as [number, number];
+      expect(Number.isInteger(cport) && Number.isInteger(rcvNxt)).toBe(true);
+      expect(lab.ns(ns, 'ss', ['-Htan', 'state', 'time-wait', 'sport', `= :${port}`])).toContain(`${CLIENT4}:${cport}`);
+      const seg = (seq: number, flags: number) =>
+        ipPacket({ src: CLIENT4, dst: VIP4 }, { type: 'tcp', sport: cport, dport: port, flags, seq: seq >>> 0 });
+      const lateFin = seg(rcvNxt - 1, TCP_FLAGS.FIN | TCP_FLAGS.ACK); // the client's FIN again: the socket re-ACKs it
+      const lateData = seg(rcvNxt - 1000, TCP_FLAGS.ACK);
+      const newer = seg(rcvNxt + 0x80000000, TCP_FLAGS.ACK); // another ISN: a newer connection of the tuple
+      const { r, d } = await delta(() =>
+        run([gue({ outer: out4, inner: lateFin, hint: A4 }), gue({ outer: out4, inner: lateData, hint: A4 }), gue({ outer: out4, inner: newer, hint: A4 })]),
+      );
+      expect(r.map((x) => x.verdict)).toEqual(['PASS', 'PASS', 'TX']);
+      expect(r[2]!.data.toString('hex')).toBe(forwarded({ dmac: A_MAC, smac: myMac, src: B4, to: A4, sport: 0x8123, inner: newer }).toString('hex'));
+      expect(d).toEqual({ rx_packets: 3n, gue: 3n, sc_local_hit: 2n, sc_forward: 1n, sc_time_wait_other: 1n });
+    });
+
     it('node mode: a connection only netfilter conntrack knows (DNATed VIP) -> local hit via conntrack', async () => {
       const inner = ipPacket({ src: CLIENT4, dst: NAT_VIP }, { type: 'tcp', sport: natPort, dport: 80, flags: TCP_FLAGS.ACK });
       const { r, d } = await delta(() => run1(gue({ outer: out4, inner, hint: A4 })));
