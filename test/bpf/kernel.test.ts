@@ -64,6 +64,33 @@ describePrivileged('KernelDatapath', () => {
     await expect(dp.upsertBackend({ id: 1, address: '10.1.0.1', state: 'sideways' as never })).rejects.toThrow(/state: "sideways"/);
   });
 
+  it('a freshly loaded balancer lists no backends without reading its backends map; once written, reads it', async () => {
+    const fresh = await KernelDatapath.load({ maxEntries: { conntrack: 4096 } });
+    try {
+      const reads = jest.spyOn(fresh.maps.backends, 'lookupBatchChunk');
+      expect(await fresh.listBackends()).toEqual([]);
+      expect(reads).not.toHaveBeenCalled();
+      await fresh.upsertBackends([{ id: 7, address: '10.1.0.7', state: 'up' }]);
+      expect(await fresh.listBackends()).toEqual([{ id: 7, address: '10.1.0.7', state: 'up' }]);
+      expect(reads).toHaveBeenCalled();
+      // an adopted balancer is read whatever it holds
+      const dir = `/sys/fs/bpf/peak-xdp-test-${process.pid}/fresh`;
+      const other = await KernelDatapath.load({ maxEntries: { conntrack: 4096 } });
+      other.pin(dir);
+      const adopted = KernelDatapath.adopt({ pinDir: dir });
+      try {
+        const adoptedReads = jest.spyOn(adopted.maps.backends, 'lookupBatchChunk');
+        expect(await adopted.listBackends()).toEqual([]);
+        expect(adoptedReads).toHaveBeenCalled();
+      } finally {
+        adopted.close();
+        other.close();
+      }
+    } finally {
+      fresh.close();
+    }
+  });
+
   it('VIPs and backends: upsert, list, delete', async () => {
     await dp.upsertVip(vip);
     await dp.upsertVip({ ...vip, key: { ...vip.key, port: 0, protocol: 'udp' }, id: 4 });
