@@ -3,6 +3,8 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import { KernelDatapath } from '../../src/datapath/kernel';
+import type { OpenedDatapath } from '../../src/daemon/datapath-host';
+import type { Config } from '../../src/model/config';
 import { KernelDatapathHost } from '../../src/daemon/kernel-host';
 import { DEFAULTS } from '../../src/model/defaults';
 import { describePrivileged } from '../helpers/privileged';
@@ -15,6 +17,25 @@ describePrivileged('KernelDatapathHost.preload', () => {
   const realLoad = KernelDatapath.load.bind(KernelDatapath);
   let spy: jest.SpiedFunction<typeof KernelDatapath.load>;
   const isClosed = (dp: KernelDatapath): boolean => (dp as unknown as { closed: boolean }).closed;
+  /** Claims 'lo', opens a balancer for `limits`, runs `check` on it, then unpins, closes and releases it. */
+  const withOpened = async (
+    host: KernelDatapathHost,
+    limits: Config['limits'],
+    check: (opened: OpenedDatapath) => void,
+  ): Promise<void> => {
+    const claim = host.claim('lo');
+    try {
+      const opened = await claim.open({ limits, ifname: 'lo' });
+      try {
+        check(opened);
+      } finally {
+        opened.unpin();
+        opened.close();
+      }
+    } finally {
+      claim.release();
+    }
+  };
 
   beforeAll(() => {
     mkdirSync(bpffs, { recursive: true });
@@ -38,52 +59,33 @@ describePrivileged('KernelDatapathHost.preload', () => {
     host.preload(DEFAULTS.limits);
     host.preload(DEFAULTS.limits); // one preload at a time
     expect(spy).toHaveBeenCalledTimes(1);
-    const claim = host.claim('lo');
-    try {
-      const opened = await claim.open({ limits: DEFAULTS.limits, ifname: 'lo' });
+    await withOpened(host, DEFAULTS.limits, (opened) => {
       expect(spy).toHaveBeenCalledTimes(1);
       expect(opened.adopted).toBe(false);
       expect(opened.datapath).toBe(made[0]);
       expect(isClosed(made[0]!)).toBe(false);
-      opened.unpin();
-      opened.close();
-    } finally {
-      claim.release();
-    }
+    });
 
     const other = new KernelDatapathHost({ bpffs });
     other.preload(DEFAULTS.limits);
-    const claim2 = other.claim('lo');
-    try {
-      const limits = { ...DEFAULTS.limits, maxVips: DEFAULTS.limits.maxVips / 2 };
-      const opened = await claim2.open({ limits, ifname: 'lo' });
+    await withOpened(other, { ...DEFAULTS.limits, maxVips: DEFAULTS.limits.maxVips / 2 }, (opened) => {
       expect(spy).toHaveBeenCalledTimes(3);
       expect(opened.datapath).toBe(made[2]);
       expect(isClosed(made[1]!)).toBe(true);
-      opened.unpin();
-      opened.close();
-    } finally {
-      claim2.release();
-    }
+    });
   });
 
   it('loads nothing where a balancer is pinned in this network namespace; dispose closes an unused preload', async () => {
     const calls = spy.mock.calls.length;
     const host = new KernelDatapathHost({ bpffs });
-    const claim = host.claim('lo');
-    try {
-      const opened = await claim.open({ limits: DEFAULTS.limits, ifname: 'lo' });
+    await withOpened(host, DEFAULTS.limits, () => {
       expect(spy).toHaveBeenCalledTimes(calls + 1);
       // A second daemon (another interface, or this one restarting) finds a pinned balancer: no preload.
       const again = new KernelDatapathHost({ bpffs });
       again.preload(DEFAULTS.limits);
       expect(spy).toHaveBeenCalledTimes(calls + 1);
       again.dispose();
-      opened.unpin();
-      opened.close();
-    } finally {
-      claim.release();
-    }
+    });
 
     const unused = new KernelDatapathHost({ bpffs });
     unused.preload(DEFAULTS.limits);
