@@ -59,7 +59,9 @@ function checkArgs(o: TcpCheckOptions): void {
 function checkHttpArgs(o: HttpCheckOptions): void {
   checkArgs(o);
   if (typeof o.path !== 'string' || !isHttpPath(o.path))
-    throw new TypeError(`path: ${JSON.stringify(o.path)} is not an absolute path (no spaces or control characters)`);
+    throw new TypeError(
+      `path: ${JSON.stringify(o.path)} is not an absolute path (no spaces or control characters)`,
+    );
 }
 
 /** Timeout details made so far, by timeout (a handful: one per configured timeout). */
