@@ -1,6 +1,13 @@
 // Bounded parsing of a config document (YAML or JSON text -> plain value): nesting depth, YAML anchors and
 // aliases, expanded size. A wrong or hostile file is refused with a message naming the bound it broke.
-import { CST, Composer, Document, isScalar, Lexer, LineCounter, Parser, visit } from 'yaml';
+import type * as Yaml from 'yaml';
+
+/** The yaml package, loaded when a YAML document is first parsed (72 modules, ~28 ms: a JSON config never needs it). */
+let yamlModule: typeof Yaml | null = null;
+function yaml(): typeof Yaml {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded only for YAML documents
+  return (yamlModule ??= require('yaml') as typeof Yaml);
+}
 import { ConfigIssue, formatPath } from './errors';
 
 const MiB = 1 << 20;
@@ -225,6 +232,7 @@ function parseJson(text: string): DocumentResult {
 }
 
 function parseYaml(text: string): DocumentResult {
+  const { CST, Composer, isScalar, Lexer, LineCounter, Parser, visit } = yaml();
   const { maxDepth, maxValues, maxYamlRefs } = DOCUMENT_BOUNDS;
   const lines = new LineCounter();
   const at = (offset: number): string => {
@@ -235,12 +243,12 @@ function parseYaml(text: string): DocumentResult {
   // nesting level, and a stream of documents or aliases costs memory or quadratic time before any check.
   const parser = new Parser(lines.addNewLine);
   lines.addNewLine(0);
-  const tokens: CST.Token[] = [];
+  const tokens: Yaml.CST.Token[] = [];
   let documents = 0;
   let refs = 0;
   let items = 0;
   let atScalar = false;
-  const take = (t: CST.Token): string | null => {
+  const take = (t: Yaml.CST.Token): string | null => {
     tokens.push(t);
     if (t.type === 'document' && ++documents > 1)
       return `YAML error at ${at(t.offset)}: a second document (after ---); a config file holds one`;
@@ -270,7 +278,7 @@ function parseYaml(text: string): DocumentResult {
     const bad = take(t);
     if (bad !== null) return fail(bad);
   }
-  let doc: Document.Parsed | undefined;
+  let doc: Yaml.Document.Parsed | undefined;
   // uniqueKeys off: yaml compares each key with every earlier one of its map (quadratic); a set per map below.
   for (const d of new Composer({ uniqueKeys: false }).compose(tokens, true, text.length)) doc ??= d;
   if (doc === undefined) return { ok: true, value: null };
