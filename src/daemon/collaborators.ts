@@ -6,6 +6,7 @@ import type { BgpSpeakerHandle } from '../bgp/speaker-protocol';
 import type { SpeakerThreadOptions } from '../bgp/speaker-thread';
 import type { HealthMonitor } from '../health/monitor';
 import type { Logger } from '../log';
+import type { ConfigFormat } from '../model/config';
 import type { ReloadEvent } from '../sources/types';
 import type { AdminOptions, AdminServer } from './admin';
 import type { BfdConnect } from './bfd-link';
@@ -62,8 +63,13 @@ export interface VipRoutes {
 export interface DaemonCollaborators {
   datapathHost: DatapathHost;
   hostNetwork: HostNetwork;
-  /** `onFirstDocument`: the first document parsed, before it is validated (see FileConfigSourceOptions). */
-  configSource(o: { path: string; onFirstDocument?: (doc: unknown) => void }): DaemonConfigSource;
+  /** `onFirstText`, `onFirstDocument`: the first text read and the first document parsed, before they are parsed
+   * and validated (see FileConfigSourceOptions). */
+  configSource(o: {
+    path: string;
+    onFirstText?: (text: string, format: ConfigFormat) => void;
+    onFirstDocument?: (doc: unknown) => void;
+  }): DaemonConfigSource;
   healthMonitor(): DaemonHealthMonitor;
   /** Fails a start whose BGP settings cannot work here (routerId "auto", the listener), before the datapath. */
   bgpPreflight(o: { bgp: BgpConfig; ifname: string }): Promise<void>;

@@ -13,7 +13,7 @@ import {
 } from '../metrics';
 import type { Config, ListenAddress, VipConfig } from '../model/config';
 import { formatIssue } from '../model/errors';
-import { limitsOfDocument } from '../model/schema';
+import { limitsOfDocument, limitsOfText } from '../model/schema';
 import { desiredStateAsync, earliest } from '../reconcile';
 import type { KubernetesSource } from '../sources/kubernetes/source';
 import type { ReloadEvent } from '../sources/types';
@@ -190,8 +190,13 @@ export class Daemon {
     this.opts.fixMallocThreshold?.();
     const source = this.opts.configSource({
       path: this.opts.configPath,
-      // A fresh balancer for the document's limits loads on another core while the rest of it is checked (the
-      // open uses it if nothing is pinned and the checked limits are the same).
+      // A fresh balancer for the file's limits loads on another core while the file is parsed and checked (the
+      // open uses it if nothing is pinned and the checked limits are the same): first for the limits its text
+      // says, then, if the parsed document says otherwise, for the document's.
+      onFirstText: (text, format) => {
+        const limits = limitsOfText(text, format);
+        if (limits !== null) this.opts.datapathHost.preload?.(limits);
+      },
       onFirstDocument: (doc) => {
         const limits = limitsOfDocument(doc);
         if (limits !== null) this.opts.datapathHost.preload?.(limits);

@@ -74,7 +74,8 @@ export interface DatapathHost {
   /**
    * Starts loading a fresh balancer for these limits (the config document's, before the rest of it is checked:
    * the kernel's verifier and map creation take ~0.25 s, on another core); a claim's open takes it when its
-   * decision is a fresh or replacing load with the same map sizes. Never throws; a no-op where nothing would use it.
+   * decision is a fresh or replacing load with the same map sizes. Asked again for other sizes, it closes the first
+   * and loads for those. Never throws; a no-op where nothing would use it.
    */
   preload?(limits: Config['limits']): void;
   /** Closes a preloaded balancer no open took (a failed start, a stop). */

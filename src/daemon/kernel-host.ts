@@ -52,7 +52,10 @@ export class KernelDatapathHost implements DatapathHost {
    * config names is not known yet. A failed preload is forgotten: the open loads again and reports its error.
    */
   preload(limits: Config['limits']): void {
-    if (this.preloaded !== null) return;
+    if (this.preloaded !== null) {
+      if (this.preloaded.sizes === sizesKey(limits)) return;
+      this.dispose();
+    }
     try {
       if (anyBalancerPinned(join(this.bpffs, 'peak-xdp', currentNetnsName()))) return;
       this.preloaded = {

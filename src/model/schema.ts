@@ -117,6 +117,63 @@ export function limitsOfDocument(doc: unknown): z.infer<typeof limitsSchema> | n
   return r.success ? r.data : null;
 }
 
+/**
+ * A guess at the limits a config file's text asks for, before it is parsed (a big file takes 50 ms to parse as JSON,
+ * seconds as YAML): the top-level `limits` mapping found by its text (JSON: `"limits": {...}` with no nested
+ * braces; YAML: a `limits:` line at column 0 with a flow mapping or indented `key: number` lines after it), or the
+ * defaults where the text never says `limits`; null where it says so in a way this does not read. Only a guess:
+ * the daemon compares it with the checked document's limits (limitsOfDocument) before using anything made for it.
+ */
+export function limitsOfText(text: string, format: 'json' | 'yaml'): z.infer<typeof limitsSchema> | null {
+  const parse = (v: unknown): z.infer<typeof limitsSchema> | null => {
+    const r = limitsSchema.safeParse(v);
+    return r.success ? r.data : null;
+  };
+  if (format === 'json') {
+    const all = text.match(/"limits"/g)?.length ?? 0;
+    if (all === 0) return parse(undefined);
+    const m = /"limits"\s*:\s*(\{[^{}]*\})/.exec(text);
+    if (all !== 1 || m === null) return null;
+    try {
+      return parse(JSON.parse(m[1]!));
+    } catch {
+      return null;
+    }
+  }
+  if (!/\blimits\b/.test(text)) return parse(undefined);
+  const lines = text.split('\n', 100_000);
+  const at = lines.findIndex((l) => /^limits\s*:/.test(l));
+  if (at < 0 || lines.findIndex((l, i) => i !== at && /^['"]?limits['"]?\s*:/.test(l)) >= 0) return null;
+  const out: Record<string, number> = {};
+  const pair = (k: string, v: string): boolean => {
+    const n = Number(v);
+    if (!/^[A-Za-z]+$/.test(k) || !Number.isSafeInteger(n)) return false;
+    out[k] = n;
+    return true;
+  };
+  const rest = lines[at]!.replace(/^limits\s*:/, '')
+    .replace(/\s+#.*$/, '')
+    .trim();
+  if (rest.startsWith('{')) {
+    const m = /^\{([^{}]*)\}$/.exec(rest);
+    if (m === null) return null;
+    for (const p of m[1]!.split(',').filter((x) => x.trim() !== '')) {
+      const kv = /^\s*(\w+)\s*:\s*([0-9]+)\s*$/.exec(p);
+      if (kv === null || !pair(kv[1]!, kv[2]!)) return null;
+    }
+    return parse(out);
+  }
+  if (rest !== '') return null;
+  for (let i = at + 1; i < lines.length; i++) {
+    const l = lines[i]!.replace(/\s+#.*$/, '').replace(/\r$/, '');
+    if (l.trim() === '' || /^\s*#/.test(l)) continue;
+    if (!/^\s/.test(l)) break;
+    const kv = /^\s+(\w+)\s*:\s*([0-9]+)\s*$/.exec(l);
+    if (kv === null || !pair(kv[1]!, kv[2]!)) return null;
+  }
+  return parse(out);
+}
+
 export const configSchema = z
   .object({
     interface: interfaceNameSchema,

@@ -75,6 +75,26 @@ describePrivileged('KernelDatapathHost.preload', () => {
     });
   });
 
+  it('asked again for other sizes, closes the first preload and loads for those', async () => {
+    const before = made.length;
+    const host = new KernelDatapathHost({ bpffs });
+    const half = { ...DEFAULTS.limits, maxVips: DEFAULTS.limits.maxVips / 2 };
+    host.preload(DEFAULTS.limits);
+    host.preload(half);
+    host.preload(half); // the same sizes: nothing more
+    let used: KernelDatapath | null = null;
+    await withOpened(host, half, (opened) => {
+      used = opened.datapath as KernelDatapath;
+      expect(made.slice(before)).toContain(used);
+    });
+    // the first one is closed once its load is done (the loads may finish in either order)
+    for (let i = 0; i < 500 && !(made.length === before + 2 && made.slice(before).every(isClosed)); i++)
+      await new Promise((r) => setTimeout(r, 10));
+    expect(made).toHaveLength(before + 2);
+    expect(made.slice(before).every(isClosed)).toBe(true); // the used one by withOpened, the other by the preload
+    expect(used).not.toBeNull();
+  });
+
   it('loads nothing where a balancer is pinned in this network namespace; dispose closes an unused preload', async () => {
     const calls = spy.mock.calls.length;
     const host = new KernelDatapathHost({ bpffs });

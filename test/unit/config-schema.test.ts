@@ -2,12 +2,13 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { configJsonSchemaText } from '../../scripts/gen-schema';
-import { parse as parseYaml } from 'yaml';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { formatIssue, parseConfig } from '../../src/model';
 import { checkBackends } from '../../src/model/backends';
 import { backendDocumentSchema, CONFIG_SCHEMA_FILE } from '../../src/model/json-schema';
 import { isHttpPath } from '../../src/model/types';
-import { configSchema, limitsOfDocument, vipSchema } from '../../src/model/schema';
+import { configSchema, limitsOfDocument, limitsOfText, vipSchema } from '../../src/model/schema';
+import fc from 'fast-check';
 import { packageRoot } from '../../src/paths';
 
 const checkedIn = (): string => readFileSync(join(packageRoot, CONFIG_SCHEMA_FILE), 'utf8');
@@ -113,5 +114,97 @@ describe('isHttpPath', () => {
       expect([p, isHttpPath(p)]).toEqual([p, true]);
     for (const p of ['', 'healthz', '/a b', '/a\tb', '/a\r\nX: y', '/\u007f', '/\u65e5', '/a\u0000'])
       expect([p, isHttpPath(p)]).toEqual([p, false]);
+  });
+});
+
+describe('limitsOfText', () => {
+  const defaults = { maxVips: 1024, maxBackends: 65536, conntrackEntries: 1048576 };
+  it('reads the top-level limits of JSON text, or the defaults where it has none', () => {
+    expect(limitsOfText('{"interface": "eth0", "vips": []}', 'json')).toEqual(defaults);
+    expect(limitsOfText('{"interface":"eth0","limits":{"maxVips":64},"vips":[]}', 'json')).toEqual({
+      ...defaults,
+      maxVips: 64,
+    });
+    expect(
+      limitsOfText(
+        '{\n  "limits": {\n    "maxBackends": 102400,\n    "conntrackEntries": 4096\n  }\n}',
+        'json',
+      ),
+    ).toEqual({
+      ...defaults,
+      maxBackends: 102400,
+      conntrackEntries: 4096,
+    });
+  });
+  it('reads YAML block and flow mappings at column 0, comments and CRLF allowed', () => {
+    expect(limitsOfText('interface: eth0\nvips: []\n', 'yaml')).toEqual(defaults);
+    expect(
+      limitsOfText(
+        'interface: eth0\nlimits:\n  maxVips: 64 # few\n\n  maxBackends: 200000\nvips: []\n',
+        'yaml',
+      ),
+    ).toEqual({
+      ...defaults,
+      maxVips: 64,
+      maxBackends: 200000,
+    });
+    expect(
+      limitsOfText('limits: {maxVips: 64, conntrackEntries: 8192}\r\ninterface: eth0\r\n', 'yaml'),
+    ).toEqual({
+      ...defaults,
+      maxVips: 64,
+      conntrackEntries: 8192,
+    });
+  });
+  it('null where the text says limits in a way it does not read, or the limits are not valid', () => {
+    for (const [text, format] of [
+      ['{"limits": {"maxVips": 64}, "vips": [{"name": "limits"}]}', 'json'],
+      ['{"limits": {"maxVips": 64, "x": {"y": 1}}}', 'json'],
+      ['{"limits": {"maxVips": 0}}', 'json'],
+      ['{"limits": {"maxVips": 64,}}', 'json'],
+      ['# limits are the defaults\ninterface: eth0\n', 'yaml'],
+      ['limits:\n  maxVips: 0x40\n', 'yaml'],
+      ['limits: &l\n  maxVips: 64\n', 'yaml'],
+      ['limits:\n  maxVips: 64\n"limits": {}\n', 'yaml'],
+      ['limits:\n  unknown: 5\n', 'yaml'],
+    ] as const)
+      expect([text, limitsOfText(text, format)]).toEqual([text, null]);
+  });
+  it('agrees with the parsed config wherever it reads anything (JSON and YAML, any limits set)', () => {
+    // mostly within the bounds (BOUNDS), sometimes just outside them
+    const limit = (min: number, max: number) =>
+      fc.option(fc.integer({ min: min - 1, max: max + 1 }), { nil: undefined });
+    const read = { json: 0, yaml: 0 };
+    fc.assert(
+      fc.property(
+        fc.record({
+          maxVips: limit(1, 65536),
+          maxBackends: limit(2, 1 << 24),
+          conntrackEntries: limit(1024, 1 << 26),
+        }),
+        fc.boolean(),
+        (l, yamlFormat) => {
+          const limits = Object.fromEntries(Object.entries(l).filter(([, v]) => v !== undefined));
+          const doc = {
+            interface: 'eth0',
+            ...(Object.keys(limits).length > 0 || yamlFormat ? { limits } : {}),
+            vips: [],
+          };
+          const format = yamlFormat ? 'yaml' : 'json';
+          const text = yamlFormat ? stringifyYaml(doc) : JSON.stringify(doc, null, 1);
+          const guess = limitsOfText(text, format);
+          const parsed = parseConfig(text, { format });
+          if (!parsed.ok) expect(guess === null || limitsOfDocument(doc) === null).toBe(true);
+          else if (guess !== null) {
+            expect(guess).toEqual(parsed.config.limits);
+            read[format]++;
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+    // most documents are read (the rest have limits out of bounds): the property is not vacuous
+    expect(read.json).toBeGreaterThan(50);
+    expect(read.yaml).toBeGreaterThan(50);
   });
 });

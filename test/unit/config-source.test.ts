@@ -103,31 +103,38 @@ describe('file source', () => {
     // Valid YAML, invalid config (a VIP without backends' address): the document is handed over anyway.
     writeFileSync(path, 'interface: eth0\nlimits: {maxVips: 64}\nvips: [{name: web}]\n');
     const docs: unknown[] = [];
+    const texts: [string, string][] = [];
     source = new FileConfigSource({
       path,
       sighup: false,
       watchFile: false,
       onFirstDocument: (d) => docs.push(d),
+      onFirstText: (t, f) => texts.push([t, f]),
     });
     const first = await source.start();
     expect(first.ok).toBe(false);
     expect(docs).toEqual([{ interface: 'eth0', limits: { maxVips: 64 }, vips: [{ name: 'web' }] }]);
+    expect(texts).toEqual([['interface: eth0\nlimits: {maxVips: 64}\nvips: [{name: web}]\n', 'yaml']]);
     writeFileSync(path, good(81));
     expect((await source.reload()).ok).toBe(true);
     expect(docs).toHaveLength(1);
+    expect(texts).toHaveLength(1);
     source.stop();
 
     const broken = join(dir, 'broken.json');
     writeFileSync(broken, '{"interface": ');
     const seen: unknown[] = [];
+    const seenText: string[] = [];
     source = new FileConfigSource({
       path: broken,
       sighup: false,
       watchFile: false,
       onFirstDocument: (d) => seen.push(d),
+      onFirstText: (t, f) => seenText.push(`${f}: ${t}`),
     });
     expect((await source.start()).ok).toBe(false);
     expect(seen).toEqual([]);
+    expect(seenText).toEqual(['json: {"interface": ']);
   });
 
   it('reloads on SIGHUP and reports unchanged content as such', async () => {

@@ -95,8 +95,9 @@ function config(): Config {
   return r.config;
 }
 
-/** `doc`: the document the config source hands its onFirstDocument, as the file source does, before its start. */
-function rig(host: ReplacingHost, doc?: unknown) {
+/** `doc`: the document the config source hands its onFirstDocument (and its JSON text to onFirstText first), as
+ * the file source does, in its start. */
+function rig(host: ReplacingHost, doc?: unknown, text: string = JSON.stringify(doc)) {
   const { log, records } = recordingLogger();
   let renderMetrics: (() => Promise<string | readonly Buffer[]>) | null = null;
   const collaborators: DaemonCollaborators = {
@@ -106,11 +107,15 @@ function rig(host: ReplacingHost, doc?: unknown) {
       interfaceAddresses: async () => ['192.0.2.1'],
       defaultGatewayMac: async () => '02:00:00:00:00:fe',
     },
-    configSource: (o: { onFirstDocument?: (doc: unknown) => void }) => {
+    configSource: (o: {
+      onFirstText?: (text: string, format: 'json' | 'yaml') => void;
+      onFirstDocument?: (doc: unknown) => void;
+    }) => {
       const source = new FakeSource(config());
       if (doc === undefined) return source as never;
       const start = source.start.bind(source);
       source.start = async () => {
+        o.onFirstText?.(text, 'json');
         o.onFirstDocument?.(doc);
         return start();
       };
@@ -229,8 +234,17 @@ describe('daemon: replacing a balancer pinned by an older build', () => {
     const { daemon } = rig(host, { interface: 'eth0', limits: { maxVips: 64 } });
     await daemon.start();
     await daemon.stop();
-    expect(host.preloads).toEqual([{ maxVips: 64, maxBackends: 65536, conntrackEntries: 1048576 }]);
+    // from the text first, then from the document (the host loads only once for the same sizes)
+    const asked = { maxVips: 64, maxBackends: 65536, conntrackEntries: 1048576 };
+    expect(host.preloads).toEqual([asked, asked]);
     expect(host.disposes).toBeGreaterThan(0);
+
+    // a text the guess misreads (here: it says other limits than the document): the document's come second
+    const misread = new ReplacingHost();
+    const third = rig(misread, { interface: 'eth0', limits: { maxVips: 64 } }, '{"limits": {"maxVips": 32}}');
+    await third.daemon.start();
+    await third.daemon.stop();
+    expect(misread.preloads).toEqual([{ ...asked, maxVips: 32 }, asked]);
 
     const bad = new ReplacingHost();
     const second = rig(bad, { interface: 'eth0', limits: { maxVips: 'many' } });

@@ -3,10 +3,10 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { resolve } from 'node:path';
-import type { Config } from '../../model/config';
+import type { Config, ConfigFormat } from '../../model/config';
 import type { ConfigSource, ReloadEvent, ReloadTrigger } from '../types';
 import { defaultWatch, DirWatches, dirsToWatch, pathIdentity, statIdentity, WatchFn } from './follow';
-import { parseConfigText, readConfigFile } from './load';
+import { formatOf, parseConfigText, readConfigFile } from './load';
 
 /**
  * A file modified this close (ms) to when it was read may be written again with the same size and timestamp
@@ -38,6 +38,8 @@ export interface FileConfigSourceOptions {
    * for the document's limits meanwhile); it must not change the document.
    */
   onFirstDocument?: (doc: unknown) => void;
+  /** Called once, with the first text read and its format, before it is parsed; it must not keep the text. */
+  onFirstText?: (text: string, format: ConfigFormat) => void;
 }
 
 /** What the last load saw: the file's stat identity and its content, to tell whether anything changed. */
@@ -67,6 +69,7 @@ export class FileConfigSource extends EventEmitter implements ConfigSource {
   private checkQueued = false;
   private stopped = false;
   private onFirstDocument: ((doc: unknown) => void) | null;
+  private onFirstText: ((text: string, format: ConfigFormat) => void) | null;
   private chain: Promise<unknown> = Promise.resolve();
   private readonly onSignal = (): void => {
     this.reload('signal').catch((e: unknown) => this.emit('error', e));
@@ -85,6 +88,7 @@ export class FileConfigSource extends EventEmitter implements ConfigSource {
     this.watchFile = opts.watchFile ?? true;
     this.maxBytes = opts.maxBytes;
     this.onFirstDocument = opts.onFirstDocument ?? null;
+    this.onFirstText = opts.onFirstText ?? null;
     if (this.maxBytes !== undefined && !(Number.isSafeInteger(this.maxBytes) && this.maxBytes > 0))
       throw new RangeError(`maxBytes: ${opts.maxBytes} is not a positive integer`);
     this.watches = new DirWatches({
@@ -181,6 +185,9 @@ export class FileConfigSource extends EventEmitter implements ConfigSource {
     if (o.quietIfSame && same) return null;
     const first = this.onFirstDocument;
     this.onFirstDocument = null;
+    const firstText = this.onFirstText;
+    this.onFirstText = null;
+    if ('text' in read) firstText?.(read.text, formatOf(this.path));
     const r = 'text' in read ? parseConfigText(this.path, read.text, first ?? undefined) : read;
     let event: ReloadEvent;
     if (r.ok) {
