@@ -32,8 +32,9 @@ done
 RUNTIME_PACKAGES=(clang llvm libbpf-dev linux-libc-dev bpftool cmake ninja-build pkg-config libelf-dev zlib1g-dev
   iproute2 ethtool nftables procps)
 # What only the tests, the namespace testbed and the benches use: BGP peers, web servers, load generators,
-# promtool (checks the metrics, alert rules and their unit tests).
-TEST_PACKAGES=(iputils-ping curl bird2 frr gobgpd exabgp nginx-light haproxy wrk prometheus)
+# promtool (checks the metrics, alert rules and their unit tests), python3 (raw and packet sockets in the decap
+# tests; exabgp pulls it in too, but the tests use it themselves).
+TEST_PACKAGES=(iputils-ping curl bird2 frr gobgpd exabgp nginx-light haproxy wrk prometheus python3)
 # The container image (scripts/image/build.sh, test/integration/image.test.ts): mmdebstrap makes the Debian
 # root filesystem, buildah commits it as an image, podman runs it (rootful; the test joins testbed namespaces, so
 # no container network backend, slirp4netns or fuse-overlayfs: root uses the kernel's overlayfs). runc: Debian 12's
