@@ -129,8 +129,11 @@ static __always_inline int peak_forward(struct xdp_md *ctx, struct peak_pkt *p, 
   /* only a packet of an established TCP flow may carry a hint: a SYN starts the flow where Maglev says, and
    * UDP has no SYN to tell a new flow from a moved one (the decap gives UDP no second chance) */
   int want_hint = !icmp_error && !p->is_syn && flow->proto == IPPROTO_TCP;
+  /* a segment of the flow itself has a sequence number to judge a closed entry by; an ICMP error's quote is
+   * taken as the closed connection's */
+  enum peak_seq_kind seq_kind = !want_hint ? PEAK_SEQ_NONE : p->is_end ? PEAK_SEQ_END : PEAK_SEQ_CHECK;
   int r = peak_select(p->stats, flow, vip, cfg, p->is_syn, icmp_error ? PEAK_SELECT_LOOKUP_ONLY : PEAK_SELECT_RECORD,
-                      want_hint, &pick);
+                      want_hint, seq_kind, p->tcp_seq, &pick);
   if (r == PEAK_PICK_NO_TABLE) return peak_verdict(p->stats, XDP_DROP, PEAK_CNT_DROP_NO_TABLE);
   if (r != PEAK_PICK_OK || !pick.be) return peak_verdict(p->stats, XDP_DROP, PEAK_CNT_DROP_NO_BACKEND);
   struct peak_backend *be = pick.be;

@@ -61,6 +61,8 @@ struct peak_pkt {
   __u8 vlans;        /* number of tags, 0..2 */
   __u8 tos;          /* IPv4 TOS / IPv6 traffic class */
   __u8 is_syn;       /* TCP SYN without ACK */
+  __u8 is_end;       /* TCP FIN or RST: the client ends the connection */
+  __u32 tcp_seq;     /* TCP sequence number (host order) */
   __u8 is_frag;      /* IPv4 fragment / IPv6 fragment header */
   __u8 exthdr;       /* IPv6 with a next header we do not parse */
   __u8 l2_group;     /* destination MAC is broadcast or multicast (its I/G bit) */
@@ -108,6 +110,8 @@ static __always_inline int peak_parse_l4(void *data, void *data_end, struct peak
       p->flow.sport = t->source;
       p->flow.dport = t->dest;
       p->is_syn = t->syn && !t->ack;
+      p->is_end = t->fin || t->rst;
+      p->tcp_seq = bpf_ntohl(t->seq);
       return PEAK_PARSE_OK;
     }
     case IPPROTO_UDP: {

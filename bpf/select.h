@@ -150,15 +150,30 @@ static __always_inline __u32 peak_pick_hint(__u32 vip_id, __u32 owner_raw, __u32
   return owner;
 }
 
+/* What a packet tells the connection table about the end of its TCP connection. */
+enum peak_seq_kind {
+  PEAK_SEQ_NONE = 0, /* no sequence number to judge (UDP, an ICMP error about the flow): a closed entry serves it */
+  PEAK_SEQ_CHECK,    /* a TCP segment: a closed entry serves it only within its tail */
+  PEAK_SEQ_END,      /* a TCP FIN or RST: checked like PEAK_SEQ_CHECK, then its entry is marked closed */
+};
+
+/* Whether sequence number `seq` belongs to the tail of a connection whose FIN or RST carried `end`
+ * (PEAK_CT_F_CLOSED): from PEAK_CT_CLOSED_BEHIND before it to PEAK_CT_CLOSED_AHEAD after it, modulo 2^32. */
+static __always_inline int peak_ct_tail(__u32 end, __u32 seq) {
+  return seq - end + PEAK_CT_CLOSED_BEHIND <= PEAK_CT_CLOSED_BEHIND + PEAK_CT_CLOSED_AHEAD;
+}
+
 /* Full choice for a VIP packet: a fresh conntrack entry of this VIP whose backend keeps flows wins (not for
  * a TCP SYN, `is_syn`, nor NO_CT / STATELESS VIPs); else Maglev, recorded in conntrack when `record` says so.
  * `want_hint` (a non-SYN TCP packet of the flow itself) lets a GUE choice carry a hint; a hinted choice is
  * not recorded (the next packet must carry the hint again; a hit would send it without), except over a
- * reselected entry whose backend the hint does not name; an entry hinted to its own backend is kept. Fills *out. */
+ * reselected entry whose backend the hint does not name; an entry hinted to its own backend is kept. A closed
+ * entry (PEAK_CT_F_CLOSED) serves only its connection's tail (`seq`, as `seq_kind` says); another packet is
+ * chosen like a miss. A FIN or RST marks the entry it hits or writes closed. Fills *out. */
 static __always_inline int peak_select(struct peak_stats *st, const struct peak_flow_key *flow,
                                        const struct peak_vip_value *vip, const struct peak_config *cfg,
                                        int is_syn, enum peak_select_record record, int want_hint,
-                                       struct peak_pick *out) {
+                                       enum peak_seq_kind seq_kind, __u32 seq, struct peak_pick *out) {
   int use_ct = !(vip->flags & (PEAK_VIP_F_NO_CT | PEAK_VIP_F_STATELESS));
   __u32 now = bpf_jiffies64();
   struct peak_ct_value *reselect_ct = NULL; /* this VIP's fresh entry whose backend may not keep the flow */
@@ -171,19 +186,38 @@ static __always_inline int peak_select(struct peak_stats *st, const struct peak_
       if (timeout && now - ct->last_seen > timeout) {
         peak_count(st, PEAK_CNT_CT_EXPIRED);
       } else {
-        /* An entry written for another VIP (the 5-tuple now matches a different VIP, or VIP and backend ids
-         * were recycled) names a backend that may serve another service: re-select. */
-        struct peak_backend *be = ct->vip_id == vip->vip_id ? peak_backend_get(ct->backend_id) : NULL;
-        if (be && peak_backend_keeps_flows(be)) {
-          peak_count(st, PEAK_CNT_CT_HIT);
-          if (ct->last_seen != now) ct->last_seen = now;
-          out->be = be;
-          out->id = ct->backend_id;
-          out->hash = ct->hash;
-          return PEAK_PICK_OK;
+        __u32 vid = ct->vip_id;
+        int closed = vid == (vip->vip_id | PEAK_CT_F_CLOSED);
+        if (closed && seq_kind != PEAK_SEQ_NONE && !peak_ct_tail(ct->hash, seq)) {
+          /* not the closed connection's: a new one on its 5-tuple, chosen (and recorded) as a miss is */
+          peak_count(st, PEAK_CNT_CT_CLOSED_OTHER);
+        } else {
+          /* An entry written for another VIP (the 5-tuple now matches a different VIP, or VIP and backend ids
+           * were recycled) names a backend that may serve another service: re-select. */
+          struct peak_backend *be = vid == vip->vip_id || closed ? peak_backend_get(ct->backend_id) : NULL;
+          if (be && peak_backend_keeps_flows(be)) {
+            peak_count(st, PEAK_CNT_CT_HIT);
+            if (ct->last_seen != now) ct->last_seen = now;
+            out->be = be;
+            out->id = ct->backend_id;
+            if (closed) {
+              out->hash = peak_vip_hash(flow, vip); /* the entry's hash field holds the FIN's sequence number */
+            } else {
+              out->hash = ct->hash;
+              if (seq_kind == PEAK_SEQ_END) {
+                /* the sequence number first: a packet that sees the mark reads it (a reader before the mark
+                 * takes it for the flow hash: one packet's outer source port) */
+                ct->hash = seq;
+                asm volatile("" ::: "memory");
+                ct->vip_id = vid | PEAK_CT_F_CLOSED;
+                peak_count(st, PEAK_CNT_CT_CLOSED);
+              }
+            }
+            return PEAK_PICK_OK;
+          }
+          if (be) reselect_ct = ct;
+          peak_count(st, PEAK_CNT_CT_RESELECT);
         }
-        if (be) reselect_ct = ct;
-        peak_count(st, PEAK_CNT_CT_RESELECT);
       }
     }
   }
@@ -202,6 +236,11 @@ static __always_inline int peak_select(struct peak_stats *st, const struct peak_
       /* a hinted miss is not recorded (the next packet must carry the hint again; a hit would send it
        * without); a reselected entry names a down backend the hint does not: rewritten to the new choice */
       struct peak_ct_value v = {.backend_id = out->id, .vip_id = vip->vip_id, .hash = out->hash, .last_seen = now};
+      if (seq_kind == PEAK_SEQ_END) {
+        v.vip_id |= PEAK_CT_F_CLOSED;
+        v.hash = seq;
+        peak_count(st, PEAK_CNT_CT_CLOSED);
+      }
       bpf_map_update_elem(&conntrack, flow, &v, BPF_ANY);
       peak_count(st, PEAK_CNT_CT_INSERT);
     }

@@ -46,6 +46,16 @@
 #define PEAK_TABLE_PARITY_BIT 31
 #define PEAK_TABLE_F_PARITY (1U << PEAK_TABLE_PARITY_BIT)
 #define PEAK_TABLE_M_MASK (PEAK_TABLE_F_PARITY - 1)
+/* Bit of a connection-table entry's vip_id (above every VIP id): the client ended the connection (a FIN or an RST
+ * from it went through). Such an entry's `hash` holds that segment's sequence number S, and it serves only the
+ * connection's tail: a packet with a sequence number from S - PEAK_CT_CLOSED_BEHIND (retransmissions of what came
+ * before the FIN) to S + PEAK_CT_CLOSED_AHEAD (the FIN's own payload, the last ACK). Any other packet is a new
+ * connection on the same 5-tuple whose SYN this node did not see (a client reusing its port, after ECMP moved the
+ * tuple here): it is chosen afresh, as a miss would be, instead of going to the old connection's backend. */
+#define PEAK_CT_CLOSED_BIT 31
+#define PEAK_CT_F_CLOSED (1U << PEAK_CT_CLOSED_BIT)
+#define PEAK_CT_CLOSED_BEHIND (1U << 24) /* 16 MiB */
+#define PEAK_CT_CLOSED_AHEAD (1U << 16)  /* 64 KiB: the largest IP payload */
 
 /* The #defines userspace must agree with, as an enum so they reach BTF: userspace reads them from there
  * (src/datapath/contract.ts; test/unit/layout-contract.test.ts). */
@@ -58,6 +68,9 @@ enum peak_const {
   PEAK_CONST_CT_MAX_TIMEOUT = PEAK_CT_MAX_TIMEOUT,
   PEAK_CONST_SLOT_MOVED_BIT = PEAK_SLOT_MOVED_BIT,
   PEAK_CONST_TABLE_PARITY_BIT = PEAK_TABLE_PARITY_BIT,
+  PEAK_CONST_CT_CLOSED_BIT = PEAK_CT_CLOSED_BIT,
+  PEAK_CONST_CT_CLOSED_BEHIND = PEAK_CT_CLOSED_BEHIND,
+  PEAK_CONST_CT_CLOSED_AHEAD = PEAK_CT_CLOSED_AHEAD,
 };
 
 /* Address family byte used in keys (not AF_*: 4 and 6 read better in dumps). */
@@ -159,8 +172,9 @@ struct __attribute__((aligned(8))) peak_flow_key {
 
 struct peak_ct_value {
   __u32 backend_id;
-  __u32 vip_id;
-  __u32 hash;      /* the flow hash at selection (outer source, flow label): a hit need not recompute it */
+  __u32 vip_id;    /* with PEAK_CT_F_CLOSED once the client ended the connection */
+  __u32 hash;      /* the flow hash at selection (outer source, flow label): a hit need not recompute it; in a
+                    * closed entry, the sequence number of the client's FIN or RST */
   __u32 last_seen; /* low 32 bits of jiffies at the last packet (idle timeout) */
 };
 
@@ -230,6 +244,9 @@ enum peak_counter {
   PEAK_CNT_HINT_SKIPPED_OWNER, /* of those: the hint was the slot's owner that probing skipped (not up), or the
                                 * down backend of a connection-table hit */
   PEAK_CNT_STATELESS_FORWARD,  /* packets of stateless VIPs forwarded (the connection table untouched) */
+  PEAK_CNT_CT_CLOSED,          /* entries marked closed: a FIN or RST of the client went through */
+  PEAK_CNT_CT_CLOSED_OTHER,    /* a packet outside a closed entry's tail (a new connection on the 5-tuple):
+                                * chosen afresh */
   PEAK_CNT_MAX,
 };
 

@@ -19,6 +19,13 @@ export interface SharedContract {
   /** PEAK_TABLE_PARITY_BIT: the bit of a current table's header word [0] (above M) holding its generation
    * parity, which picks the paired previous table (maglev_prev_tables[vipId * 2 + parity]). */
   tableParityBit: number;
+  /** PEAK_CT_CLOSED_BIT: the bit of a connection-table entry's vip_id marking a connection the client ended (FIN
+   * or RST seen); its hash field then holds that segment's sequence number. */
+  ctClosedBit: number;
+  /** PEAK_CT_CLOSED_BEHIND / PEAK_CT_CLOSED_AHEAD: a closed entry serves sequence numbers from this far before
+   * its FIN or RST to this far after it (the connection's tail), modulo 2^32. */
+  ctClosedBehind: number;
+  ctClosedAhead: number;
   /** Global counter names by index (enum peak_counter, lower-case, without PEAK_CNT_), dense. */
   counters: readonly string[];
 }
@@ -31,6 +38,9 @@ const CONSTS = {
   ctMaxTimeout: 'PEAK_CONST_CT_MAX_TIMEOUT',
   slotMovedBit: 'PEAK_CONST_SLOT_MOVED_BIT',
   tableParityBit: 'PEAK_CONST_TABLE_PARITY_BIT',
+  ctClosedBit: 'PEAK_CONST_CT_CLOSED_BIT',
+  ctClosedBehind: 'PEAK_CONST_CT_CLOSED_BEHIND',
+  ctClosedAhead: 'PEAK_CONST_CT_CLOSED_AHEAD',
 } as const satisfies Record<Exclude<keyof SharedContract, 'counters'>, string>;
 
 const cache = new Map<string, SharedContract>();
@@ -60,6 +70,9 @@ export function sharedContract(objectPath: string = bpfObjectPath('balancer')): 
     ctMaxTimeout: constant('ctMaxTimeout'),
     slotMovedBit: constant('slotMovedBit'),
     tableParityBit: constant('tableParityBit'),
+    ctClosedBit: constant('ctClosedBit'),
+    ctClosedBehind: constant('ctClosedBehind'),
+    ctClosedAhead: constant('ctClosedAhead'),
     counters: Object.freeze(
       denseCounterNames(find('peak_counter'), { enumName: 'peak_counter', prefix: 'PEAK_CNT_' }, objectPath),
     ),

@@ -81,7 +81,19 @@ export type SelectCounter =
   | 'drop_no_table'
   | 'drop_no_backend'
   | 'hint_sent'
-  | 'hint_skipped_owner';
+  | 'hint_skipped_owner'
+  | 'ct_closed'
+  | 'ct_closed_other';
+
+/**
+ * bpf peak_ct_tail: whether TCP sequence number `seq` belongs to the tail of a connection whose FIN or RST carried
+ * `end` (a closed connection-table entry serves only that): from PEAK_CT_CLOSED_BEHIND before `end` to
+ * PEAK_CT_CLOSED_AHEAD after it, modulo 2^32. Another sequence number is a new connection on the same 5-tuple.
+ */
+export function ctTail(end: number, seq: number): boolean {
+  const c = sharedContract();
+  return (seq - end + c.ctClosedBehind) >>> 0 <= c.ctClosedBehind + c.ctClosedAhead;
+}
 
 /** A connection-table entry as the datapath reads it. */
 export interface ConntrackRead {
@@ -89,6 +101,15 @@ export interface ConntrackRead {
   vipId: number;
   /** Idle past its protocol's timeout: not honoured, counted as ct_expired. */
   expired?: boolean;
+  /** The sequence number of the FIN or RST that ended the connection (a closed entry); null/absent: open. */
+  closedSeq?: number | null;
+}
+
+/** What the packet's TCP header says for a closed entry: its sequence number, and whether it is a FIN or RST. */
+export interface SelectSegment {
+  seq: number;
+  /** A FIN or RST: the entry it hits or writes is marked closed at `seq`. */
+  end: boolean;
 }
 
 export interface SelectInput {
@@ -108,6 +129,9 @@ export interface SelectInput {
   recordConntrack: boolean;
   /** The flow's entry (null: none). Looked at only when readConntrack. */
   conntrack: ConntrackRead | null;
+  /** A TCP segment of the flow itself (bpf PEAK_SEQ_CHECK / PEAK_SEQ_END); null/absent: nothing to judge a
+   * closed entry by (UDP, an ICMP error, a lookup without a sequence number): a closed entry serves it. */
+  segment?: SelectSegment | null;
   /** The packet may carry a previous-owner hint: a non-SYN TCP packet of the flow itself (not an ICMP error). */
   wantHint?: boolean;
   /** True when the backend id is set and reached with GUE (only GUE choices carry hints, only GUE backends
@@ -141,6 +165,9 @@ export interface SelectResult extends Selection {
   drop: 'no-table' | 'no-backend' | null;
   /** True when the choice is written to the connection table (for this VIP, with this backend). */
   recorded: boolean;
+  /** The sequence number the entry is marked closed at by this packet (a FIN or RST hitting an open entry, or
+   * written with the choice); null: no mark made. */
+  closes: number | null;
   /** The global counters bumped, in the datapath's order. */
   counters: SelectCounter[];
   /** The hint the packet carries, or null. */
@@ -169,18 +196,25 @@ export function selectBackend(o: SelectInput): SelectResult {
   const counters: SelectCounter[] = [];
   let reselected = false;
   let reselectedId: number | null = null; // this VIP's entry whose backend may not keep the flow
+  const seg = o.segment ?? null;
   if (o.readConntrack) {
     const ct = o.conntrack;
+    const closed = ct !== null && ct.closedSeq !== undefined && ct.closedSeq !== null;
     if (ct === null) counters.push('ct_miss');
     else if (ct.expired === true) counters.push('ct_expired');
+    else if (closed && ct.vipId === o.vipId && seg !== null && !ctTail(ct.closedSeq!, seg.seq))
+      counters.push('ct_closed_other');
     else if (ct.vipId === o.vipId && o.keepsFlows(ct.backendId)) {
       counters.push('ct_hit');
+      const closes = !closed && seg !== null && seg.end ? seg.seq : null;
+      if (closes !== null) counters.push('ct_closed');
       return {
         backendId: ct.backendId,
         from: 'conntrack',
         reselected,
         drop: null,
         recorded: false,
+        closes,
         counters,
         hint: null,
       };
@@ -199,6 +233,7 @@ export function selectBackend(o: SelectInput): SelectResult {
       reselected,
       drop: 'no-table',
       recorded: false,
+      closes: null,
       counters,
       hint: null,
     };
@@ -217,6 +252,7 @@ export function selectBackend(o: SelectInput): SelectResult {
       reselected,
       drop: 'no-backend',
       recorded: false,
+      closes: null,
       counters,
       hint: null,
     };
@@ -228,12 +264,14 @@ export function selectBackend(o: SelectInput): SelectResult {
   // unless the hint names its own backend (then it is kept, and refreshed).
   const recorded =
     o.recordConntrack && (hint === null || (reselectedId !== null && hint.backendId !== reselectedId));
+  const closes = recorded && seg !== null && seg.end ? seg.seq : null;
+  if (closes !== null) counters.push('ct_closed');
   if (recorded) counters.push('ct_insert');
   if (hint !== null) {
     counters.push('hint_sent');
     if (hint.skipped) counters.push('hint_skipped_owner');
   }
-  return { backendId, from: 'maglev', reselected, drop: null, recorded, counters, hint };
+  return { backendId, from: 'maglev', reselected, drop: null, recorded, closes, counters, hint };
 }
 
 export interface SelectOptions extends PredictOptions {

@@ -2315,13 +2315,15 @@ export class KernelDatapath implements Datapath {
       const f = decodeFlowKey(keys[i]!);
       const protocol = f.proto === 6 ? 'tcp' : f.proto === 17 ? 'udp' : null;
       if (!protocol) continue;
+      const v = decodeCtValue(values[i]!);
       out.push({
         source: f.source,
         sourcePort: f.sourcePort,
         destination: f.destination,
         destinationPort: f.destinationPort,
         protocol,
-        backendId: decodeCtValue(values[i]!).backendId,
+        backendId: v.backendId,
+        closed: v.closedSeq !== null,
       });
     }
     return out;

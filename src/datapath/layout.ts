@@ -270,30 +270,41 @@ export function decodeFlowKey(b: Buffer): FlowFields {
 
 export interface CtValueFields {
   backendId: number;
+  /** The VIP the entry was written for (without the closed mark). */
   vipId: number;
-  /** The flow hash the datapath computed when it chose the backend. */
+  /** The flow hash the datapath computed when it chose the backend (0 in a closed entry: not stored). */
   hash: number;
   /** Low 32 bits of jiffies at the flow's last packet. */
   lastSeen: number;
+  /** The sequence number of the client's FIN or RST once it ended the connection (the entry serves only the
+   * connection's tail, flowhash.ts ctTail); null while open. Stored in the hash field. */
+  closedSeq: number | null;
 }
 
-export function encodeCtValue(v: CtValueFields): Buffer {
+export function encodeCtValue(v: Omit<CtValueFields, 'closedSeq'> & { closedSeq?: number | null }): Buffer {
   const f = LAYOUT.peak_ct_value.fields;
   const b = Buffer.alloc(LAYOUT.peak_ct_value.size);
+  const closedBit = sharedContract().ctClosedBit;
+  const closed = v.closedSeq !== undefined && v.closedSeq !== null;
   b.writeUInt32LE(checkUint('backendId', v.backendId, 0xffffffff), f.backend_id);
-  b.writeUInt32LE(checkUint('vipId', v.vipId, 0xffffffff), f.vip_id);
-  b.writeUInt32LE(checkUint('hash', v.hash, 0xffffffff), f.hash);
+  const vipId = checkUint('vipId', v.vipId, 2 ** closedBit - 1);
+  b.writeUInt32LE((closed ? vipId + 2 ** closedBit : vipId) >>> 0, f.vip_id);
+  b.writeUInt32LE(closed ? checkUint('closedSeq', v.closedSeq!, 0xffffffff) : checkUint('hash', v.hash, 0xffffffff), f.hash); // prettier-ignore
   b.writeUInt32LE(checkUint('lastSeen', v.lastSeen, 0xffffffff), f.last_seen);
   return b;
 }
 
 export function decodeCtValue(b: Buffer): CtValueFields {
   const f = LAYOUT.peak_ct_value.fields;
+  const closedBit = sharedContract().ctClosedBit;
+  const raw = b.readUInt32LE(f.vip_id);
+  const closed = raw >= 2 ** closedBit;
   return {
     backendId: b.readUInt32LE(f.backend_id),
-    vipId: b.readUInt32LE(f.vip_id),
-    hash: b.readUInt32LE(f.hash),
+    vipId: closed ? raw - 2 ** closedBit : raw,
+    hash: closed ? 0 : b.readUInt32LE(f.hash),
     lastSeen: b.readUInt32LE(f.last_seen),
+    closedSeq: closed ? b.readUInt32LE(f.hash) : null,
   };
 }
 

@@ -37,6 +37,10 @@ export interface FlowInput {
   destinationPort?: number;
   /** A TCP SYN (a new connection): chosen by Maglev without reading the connection table, as the kernel does. */
   syn?: boolean;
+  /** A TCP FIN or RST from the client: its entry is marked closed at `seq` (the kernel's PEAK_SEQ_END). */
+  end?: boolean;
+  /** The TCP segment's sequence number (default 1, as test frames carry): a closed entry serves only its tail. */
+  seq?: number;
 }
 
 export type FlowVerdict =
@@ -124,7 +128,7 @@ export class MemoryDatapath implements Datapath {
   private readonly tableRefs = new TableRefs();
   /** By 5-tuple (source, source port, destination, destination port, protocol), with the VIP id the entry
    * was written for (as the kernel's entry stores it). */
-  private readonly ct = new Map<string, { entry: ConntrackEntry; vipId: number }>();
+  private readonly ct = new Map<string, { entry: ConntrackEntry; vipId: number; closedSeq: number | null }>();
   private readonly vipCounters = new Map<number, TrafficCounter>();
   private readonly backendCounters = new Map<number, TrafficCounter>();
   private readonly global: Record<string, bigint> = {};
@@ -456,7 +460,12 @@ export class MemoryDatapath implements Datapath {
       // The kernel sets is_syn for TCP only.
       readConntrack: useCt && !syn,
       recordConntrack: useCt,
-      conntrack: hit === undefined ? null : { backendId: hit.entry.backendId, vipId: hit.vipId },
+      conntrack:
+        hit === undefined
+          ? null
+          : { backendId: hit.entry.backendId, vipId: hit.vipId, closedSeq: hit.closedSeq },
+      // The kernel judges closed entries by the sequence number of a TCP segment of the flow (not a SYN).
+      segment: vip.key.protocol === 'tcp' && !syn ? { seq: flow.seq ?? 1, end: flow.end === true } : null,
       wantHint: vip.key.protocol === 'tcp' && !syn,
       gue: (id) => this.backends.get(id)?.encap === 'gue',
       family: (id) => ipFamily(this.backends.get(id)?.address ?? ''),
@@ -467,6 +476,7 @@ export class MemoryDatapath implements Datapath {
     if (r.recorded)
       this.ct.set(ctKey, {
         vipId: vip.id,
+        closedSeq: r.closes,
         entry: {
           source,
           sourcePort: flow.sourcePort,
@@ -474,8 +484,13 @@ export class MemoryDatapath implements Datapath {
           destinationPort: dport,
           protocol: vip.key.protocol,
           backendId: r.backendId,
+          closed: r.closes !== null,
         },
       });
+    else if (r.closes !== null && hit !== undefined) {
+      hit.closedSeq = r.closes;
+      hit.entry.closed = true;
+    }
     bump(this.backendCounters, r.backendId);
     if (stateless) count('stateless_forward');
     const fwd = { kind: 'forward' as const, backendId: r.backendId, fromConntrack: r.from === 'conntrack' };

@@ -98,6 +98,9 @@ export interface ConntrackEntry {
   destinationPort: number;
   protocol: Protocol;
   backendId: number;
+  /** The client ended the connection (a FIN or RST went through): the entry serves only its tail, and a new
+   * connection on the same 5-tuple is chosen afresh. */
+  closed: boolean;
 }
 
 export interface Datapath {

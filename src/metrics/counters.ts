@@ -49,8 +49,17 @@ export const COUNTER_FAMILIES = {
     name: 'peak_xdp_conntrack_reselections_total',
     help:
       'Connection-table entries found but not followed, by reason (backend_unusable: its backend takes no ' +
-      'flows or the entry was of another VIP; expired: idle past its timeout): the flow was re-selected',
+      'flows or the entry was of another VIP; expired: idle past its timeout; closed_other: the entry of a ' +
+      'closed connection and a packet outside its tail, a new connection on the same 5-tuple): the flow was ' +
+      're-selected',
     label: 'reason',
+  },
+  ctClosed: {
+    name: 'peak_xdp_conntrack_closed_total',
+    help:
+      "Connection-table entries marked closed (the client's FIN or RST went through): each serves only its " +
+      "connection's tail from then on",
+    label: null,
   },
   icmp: {
     name: 'peak_xdp_icmp_packets_total',
@@ -114,6 +123,8 @@ const FIXED: Record<string, CounterPlace> = {
   ct_insert: { family: 'ctInsert', value: null },
   ct_reselect: { family: 'ctReselect', value: 'backend_unusable' },
   ct_expired: { family: 'ctReselect', value: 'expired' },
+  ct_closed_other: { family: 'ctReselect', value: 'closed_other' },
+  ct_closed: { family: 'ctClosed', value: null },
   icmp_echo_reply: { family: 'icmp', value: 'echo_reply' },
   icmp_error_forwarded: { family: 'icmp', value: 'error_forwarded' },
   icmp_too_big_sent: { family: 'icmp', value: 'too_big_sent' },

@@ -185,7 +185,7 @@ describePrivileged('KernelDatapath', () => {
     expect(c.global.ct_insert).toBe(3n);
     expect(c.vips.get(3)).toEqual({ packets: 3n, bytes: BigInt(3 * data.length) });
     const ct = await dp.conntrack();
-    expect(ct).toEqual([{ source: '192.0.2.1', sourcePort: 5555, destination: '10.0.0.10', destinationPort: 80, protocol: 'tcp', backendId: ct[0]!.backendId }]);
+    expect(ct).toEqual([{ source: '192.0.2.1', sourcePort: 5555, destination: '10.0.0.10', destinationPort: 80, protocol: 'tcp', backendId: ct[0]!.backendId, closed: false }]);
     expect([1, 2]).toContain(ct[0]!.backendId);
     expect(c.backends.get(ct[0]!.backendId)?.packets).toBe(3n);
     // Without backends' traffic: the same global and VIP figures, no backend read.

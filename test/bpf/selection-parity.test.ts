@@ -20,7 +20,7 @@ import {
 } from './lb-fixture';
 
 /** The counters a selection moves; the kernel's other moves must be only rx, verdict and encapsulation ones. */
-const SELECTION = ['ct_hit', 'ct_miss', 'ct_expired', 'ct_reselect', 'ct_insert', 'drop_no_table', 'drop_no_backend', 'pass_not_vip']; // prettier-ignore
+const SELECTION = ['ct_hit', 'ct_miss', 'ct_expired', 'ct_reselect', 'ct_insert', 'ct_closed', 'ct_closed_other', 'drop_no_table', 'drop_no_backend', 'pass_not_vip']; // prettier-ignore
 const PLUMBING = ['rx_packets', 'xdp_tx', 'xdp_drop', 'xdp_pass', 'encap_v4', 'encap_v6'];
 
 /** A VIP with no table installed in either datapath (drop_no_table). */
@@ -37,6 +37,10 @@ interface Packet {
   source: string;
   sourcePort: number;
   syn: boolean;
+  /** A FIN+ACK (the client ends the connection). */
+  end?: boolean;
+  /** The TCP sequence number (default 1). */
+  seq?: number;
 }
 
 describePrivileged('selection parity: kernel program vs MemoryDatapath', () => {
@@ -68,7 +72,7 @@ describePrivileged('selection parity: kernel program vs MemoryDatapath', () => {
       ip: { src: p.source, dst: p.to.address },
       l4:
         p.to.protocol === 'tcp'
-          ? { type: 'tcp', sport: p.sourcePort, dport: p.to.port, flags: p.syn ? TCP_FLAGS.SYN : TCP_FLAGS.ACK }
+          ? { type: 'tcp', sport: p.sourcePort, dport: p.to.port, seq: p.seq ?? 1, flags: p.syn ? TCP_FLAGS.SYN : p.end ? TCP_FLAGS.FIN | TCP_FLAGS.ACK : TCP_FLAGS.ACK } // prettier-ignore
           : { type: 'udp', sport: p.sourcePort, dport: p.to.port, payload: Buffer.alloc(8) },
     });
     const r = lb.dp.program.testRun({ data });
@@ -83,7 +87,7 @@ describePrivileged('selection parity: kernel program vs MemoryDatapath', () => {
   }
 
   const memRun = (p: Packet): FlowVerdict => {
-    const flow: FlowInput = { vip: p.to, source: p.source, sourcePort: p.sourcePort, syn: p.syn };
+    const flow: FlowInput = { vip: p.to, source: p.source, sourcePort: p.sourcePort, syn: p.syn, end: p.end, seq: p.seq }; // prettier-ignore
     return mem.forward(flow);
   };
 
@@ -162,6 +166,36 @@ describePrivileged('selection parity: kernel program vs MemoryDatapath', () => {
     // Established: conntrack hits, except the no-conntrack VIP 6.
     expect(again.conntrack).toBe(5 * n);
     expect(again.maglev).toBe(n);
+  });
+
+  it('closed connections: FINs mark entries closed; after a table change the tail keeps its backend, a new connection on the tuple re-selects', async () => { // prettier-ignore
+    const n = 40;
+    await compare(flows(n, { syn: true, portBase: 50000 }));
+    const fins = flows(n, { syn: false, portBase: 50000 }).map((p) => ({ ...p, end: true, seq: 1000 }));
+    const closed = await compare(fins);
+    expect(closed.conntrack).toBe(5 * n);
+    // Every table changes (another deterministic layout): Maglev now picks otherwise for many flows.
+    const changed = new Map<number, Uint32Array>();
+    for (const v of VIPS) {
+      const t = simpleTable(v.spec.tableSize, [...v.members].reverse(), v.spec.id + 1);
+      changed.set(v.spec.id, t);
+      await lb.dp.installTable(v.spec.id, t);
+      await mem.installTable(v.spec.id, t);
+    }
+    try {
+      const tail = await compare(flows(n, { syn: false, portBase: 50000 }).map((p) => ({ ...p, seq: 1001 })));
+      expect(tail.conntrack).toBe(5 * n);
+      const reused = await compare(flows(n, { syn: false, portBase: 50000 }).map((p) => ({ ...p, seq: 1000 + 2 ** 31 }))); // prettier-ignore
+      // The closed entries of TCP VIPs re-select (ct_closed_other); UDP entries are never closed: still hits.
+      expect(reused.maglev).toBeGreaterThanOrEqual(4 * n);
+      expect(reused.conntrack).toBe(n);
+    } finally {
+      for (const v of VIPS) {
+        await lb.dp.installTable(v.spec.id, lb.tables.get(v.spec.id)!);
+        await mem.installTable(v.spec.id, lb.tables.get(v.spec.id)!);
+      }
+    }
+    expect(changed.size).toBe(VIPS.length);
   });
 
   it('draining and down backends: hits stay on draining ones, down ones re-select, an all-down VIP drops', async () => {

@@ -102,6 +102,8 @@ export interface FreshResult {
   ok: number;
   failed: number;
   errors: Record<string, number>;
+  /** The client's local port of each connection made. */
+  ports: number[];
 }
 
 /** kube-proxy's chain-name hash: base32(sha256(s)) cut to 8 characters. */
@@ -203,6 +205,13 @@ export class K8sNodeLab {
   bird!: RouterDaemon;
   private readonly namespaces: string[] = [];
   private readonly children: ChildProcess[] = [];
+  private readonly t0 = performance.now();
+  /** Every client connection's local port: what made it, and when (ms since the lab was made). */
+  readonly portHistory = new Map<number, string[]>();
+  private notePorts(what: string, ports: readonly number[]): void {
+    const at = (performance.now() - this.t0).toFixed(0);
+    for (const p of ports) this.portHistory.set(p, [...(this.portHistory.get(p) ?? []), `${what} ~${at} ms`]);
+  }
   private readonly daemons: LabDaemonProc[] = [];
   private readonly decaps = new Map<number, LabDaemonProc>();
   private mounted = false;
@@ -718,7 +727,9 @@ net.createServer((c) => { const u = net.connect(${this.api.port}, '127.0.0.1'); 
     const args = [VIP, String(o.n), String(o.parallel ?? 4), o.path ?? '/', String(o.timeoutMs ?? 3000)];
     const r = await runAsync('ip', ['netns', 'exec', this.client, process.execPath, '-e', FRESH_JS, ...args], { timeoutMs: 120000 }); // prettier-ignore
     if (r.code !== 0) throw new Error(`fresh client failed (${r.code}): ${r.stderr}`);
-    return JSON.parse(r.stdout) as FreshResult;
+    const out = JSON.parse(r.stdout) as FreshResult;
+    this.notePorts(`fresh(${o.n})`, out.ports);
+    return out;
   }
 
   /**
@@ -757,7 +768,12 @@ net.createServer((c) => { const u = net.connect(${this.api.port}, '127.0.0.1'); 
         onFail(new Error(`keep-alive client exited (${code}) before ready: ${err}`));
         try {
           if (code !== 0) throw new Error(`exit ${code}`);
-          res(JSON.parse(last) as KeepAliveResult);
+          const out = JSON.parse(last) as KeepAliveResult;
+          this.notePorts(
+            `keepAlive(${o.conns})`,
+            out.conns.map((c) => c.localPort).filter((p) => p > 0),
+          );
+          res(out);
         } catch (e) {
           rej(new Error(`keep-alive client: ${(e as Error).message}: ${err} ${last}`));
         }
@@ -824,7 +840,7 @@ export function tail(path: string, lines = 40): string {
 const FRESH_JS = `
 const http = require('node:http');
 const [host, n, parallel, path, timeoutMs] = process.argv.slice(1).map((x, i) => (i === 0 || i === 3 ? x : Number(x)));
-let started = 0, ok = 0, failed = 0; const pods = {}; const errors = {};
+let started = 0, ok = 0, failed = 0; const pods = {}; const errors = {}; const ports = [];
 const one = () => new Promise((resolve) => {
   let done = false;
   const finish = (err, pod) => { if (done) return; done = true; clearTimeout(t);
@@ -836,9 +852,10 @@ const one = () => new Promise((resolve) => {
   });
   const t = setTimeout(() => { finish('timeout'); req.destroy(); }, timeoutMs);
   req.on('error', (e) => finish(e.code || e.message));
+  req.on('socket', (s) => s.on('connect', () => ports.push(s.localPort)));
 });
 const loop = async () => { while (started < n) { started++; await one(); } };
-Promise.all(Array.from({ length: parallel }, loop)).then(() => process.stdout.write(JSON.stringify({ pods, ok, failed, errors })));`;
+Promise.all(Array.from({ length: parallel }, loop)).then(() => process.stdout.write(JSON.stringify({ pods, ok, failed, errors, ports })));`;
 
 /**
  * Keep-alive connections over raw sockets (one TCP connection each, never reopened): HTTP/1.1 GET / every

@@ -188,8 +188,10 @@ describePrivileged('peak-xdp CLI with a running daemon', () => {
     const mine = j.filter((e) => e.source === '10.10.1.2' && e.sourcePort === CLIENT_PORT);
     expect(mine).toHaveLength(1);
     expect(mine[0]!.backend).toBe(servedBy);
+    // curl ended its connection: its FIN went through, and the entry serves only that connection's tail.
+    expect(mine[0]).toMatchObject({ closed: true });
     const t = ok(await lab.cli(['conntrack', '--vip', `${VIP}:80/tcp`, '--limit', '2']));
-    expect(table(t, ['PROTO', 'SOURCE', 'DESTINATION', 'BACKEND'])).toHaveLength(2);
+    expect(table(t, ['PROTO', 'SOURCE', 'DESTINATION', 'BACKEND', 'STATE'])).toHaveLength(2);
     expect(t).toMatch(/^2 entries \(limit reached: --limit\)$/m);
     const bad = await lab.cli(['conntrack', '--limit', '0']);
     expect(bad.code).toBe(2);

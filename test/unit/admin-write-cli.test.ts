@@ -105,8 +105,26 @@ describe('lookupFlow', () => {
     const r = lookupFlow({ ...base, conntrack: () => ({ backendId: 3, vipId: 4 }) });
     expect(r.from).toBe('conntrack');
     expect(r.backend).toEqual({ id: 3, address: '10.1.0.3', state: 'draining' });
-    expect(r.conntrack).toEqual({ backendId: 3, vipId: 4, backend: '10.1.0.3' });
+    expect(r.conntrack).toEqual({ backendId: 3, vipId: 4, backend: '10.1.0.3', closedSeq: null });
     expect(r.counters).toEqual(['ct_hit']);
+  });
+
+  it("a closed connection's entry: its tail keeps the entry's backend, another sequence number is chosen afresh", () => {
+    const closed = () => ({ backendId: 3, vipId: 4, closedSeq: 1000 });
+    const tail = lookupFlow({ ...base, conntrack: closed, seq: 1001 });
+    expect(tail).toMatchObject({ from: 'conntrack', backend: { id: 3 }, counters: ['ct_hit'] });
+    expect(tail.conntrack).toEqual({ backendId: 3, vipId: 4, backend: '10.1.0.3', closedSeq: 1000 });
+    expect(tail.reason).toMatch(/closed connection.*keeps the connection’s tail/);
+    const unknown = lookupFlow({ ...base, conntrack: closed });
+    expect(unknown).toMatchObject({ from: 'conntrack', backend: { id: 3 } });
+    expect(unknown.reason).toMatch(/give --seq/);
+    const other = lookupFlow({ ...base, conntrack: closed, seq: 1000 + 2 ** 31 });
+    expect(other.from).toBe('maglev');
+    expect([1, 2]).toContain(other.backend?.id);
+    expect(other.counters).toEqual(['ct_closed_other', 'ct_insert']);
+    expect(other.reason).toMatch(/not in its tail \(a new connection on the same 5-tuple\)/);
+    // A SYN reads no entry at all.
+    expect(lookupFlow({ ...base, conntrack: closed, syn: true, seq: 1001 }).counters).toEqual(['ct_insert']);
   });
 
   it('an entry of another VIP or of a backend that keeps no flows is re-selected', () => {

@@ -260,6 +260,7 @@ const conntrackListCommand: CommandModule<GlobalArgs, GlobalArgs & { vip?: strin
             { header: 'SOURCE', value: (e) => hostPort(e.source, e.sourcePort) },
             { header: 'DESTINATION', value: (e) => hostPort(e.destination, e.destinationPort) },
             { header: 'BACKEND', value: (e) => `${e.backend ?? '?'} (#${e.backendId})` },
+            { header: 'STATE', value: (e) => (e.closed ? 'closed' : 'open') },
           ]) + `\n${entries.length} entries${entries.length === limit ? ' (limit reached: --limit)' : ''}`,
       );
     } finally {

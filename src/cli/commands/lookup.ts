@@ -9,7 +9,7 @@ import { decodeCtValue, encodeFlowKey, PROTO_NUMBER } from '../../datapath/layou
 import type { BackendSpec, Protocol, VipSpec } from '../../datapath/types';
 import { canonicalIp } from '../../model/ip';
 import { daemonNames, GlobalArgs, openPinned, withAdmin, withJson, withPins } from '../context';
-import { CliError, emit, hostPort } from '../output';
+import { CliError, emit, hostPort, numberArg } from '../output';
 import { parseEndpoint } from './trace';
 
 export interface Endpoint {
@@ -25,8 +25,9 @@ export function matchVip(vips: readonly VipSpec[], dst: Endpoint, protocol: Prot
 
 export interface LookupResult {
   vip: { id: number; name: string | null; address: string; port: number; protocol: Protocol } | null;
-  /** The flow's connection-table entry (null: none, or the VIP does not use the table). */
-  conntrack: { backendId: number; vipId: number; backend: string | null } | null;
+  /** The flow's connection-table entry (null: none, or the VIP does not use the table). closedSeq: the sequence
+   * number of the FIN or RST that ended its connection (it serves only that connection's tail), else null. */
+  conntrack: { backendId: number; vipId: number; backend: string | null; closedSeq: number | null } | null;
   backend: { id: number; address: string | null; state: string | null } | null;
   /** conntrack: the entry keeps the flow; maglev: a new pick; none: not balanced or dropped. */
   from: 'conntrack' | 'maglev' | 'none';
@@ -44,11 +45,15 @@ export interface LookupResult {
 }
 
 /** Explains a selection; pure. */
-export function lookupReason(r: SelectResult, vipText: string): string {
+export function lookupReason(r: SelectResult, vipText: string, closed = false): string {
   if (r.drop === 'no-table') return `${vipText} has no Maglev table installed: dropped`;
   if (r.drop === 'no-backend') return `${vipText}: no usable backend within the probe limit: dropped`;
   // The entry's idle time is not judged here (it needs the kernel's jiffies): one idle past its timeout is
   // re-selected at the flow's next packet.
+  if (r.counters.includes('ct_closed_other'))
+    return "connection-table entry of a closed connection, and this sequence number is not in its tail (a new connection on the same 5-tuple): Maglev picks again"; // prettier-ignore
+  if (r.from === 'conntrack' && closed)
+    return 'connection-table entry of a closed connection (its FIN or RST went through): its backend keeps the connection’s tail (give --seq to judge a packet; unless idle past its timeout)'; // prettier-ignore
   if (r.from === 'conntrack')
     return 'connection-table entry: its backend keeps the flow (unless idle past its timeout)';
   if (r.reselected)
@@ -62,7 +67,7 @@ export function lookupFlow(o: {
   backends: readonly BackendSpec[];
   names: ReadonlyMap<number, string>;
   table: (vipId: number) => Uint32Array | null;
-  conntrack: (key: Buffer) => { backendId: number; vipId: number } | null;
+  conntrack: (key: Buffer) => { backendId: number; vipId: number; closedSeq?: number | null } | null;
   src: Endpoint;
   dst: Endpoint;
   protocol: Protocol;
@@ -70,6 +75,9 @@ export function lookupFlow(o: {
   previousTable?: (vipId: number) => Uint32Array | null;
   /** A TCP SYN: no connection-table read, and no hint (default: a mid-connection packet). */
   syn?: boolean;
+  /** The TCP segment's sequence number: a closed entry serves only its connection's tail (absent: taken as
+   * the tail). */
+  seq?: number;
 }): LookupResult {
   const vip = matchVip(o.vips, o.dst, o.protocol);
   if (vip === null)
@@ -110,6 +118,7 @@ export function lookupFlow(o: {
     readConntrack: useCt && !syn,
     recordConntrack: useCt,
     conntrack: ct,
+    segment: o.protocol === 'tcp' && !syn && o.seq !== undefined ? { seq: o.seq, end: false } : null,
     // The kernel hints only a mid-connection TCP packet of the flow itself.
     wantHint: o.protocol === 'tcp' && !syn,
     gue: (id) => byId.get(id)?.encap === 'gue',
@@ -121,11 +130,16 @@ export function lookupFlow(o: {
   const text = `${hostPort(vip.key.address, vip.key.port)}/${vip.key.protocol}`;
   return {
     vip: { id: vip.id, name: o.names.get(vip.id) ?? null, ...vip.key },
-    conntrack: ct && { ...ct, backend: byId.get(ct.backendId)?.address ?? null },
+    conntrack: ct && {
+      backendId: ct.backendId,
+      vipId: ct.vipId,
+      backend: byId.get(ct.backendId)?.address ?? null,
+      closedSeq: ct.closedSeq ?? null,
+    },
     backend:
       r.backendId === null ? null : { id: r.backendId, address: b?.address ?? null, state: b?.state ?? null },
     from: r.backendId === null ? 'none' : r.from,
-    reason: lookupReason(r, text),
+    reason: lookupReason(r, text, ct !== null && ct.closedSeq !== undefined && ct.closedSeq !== null),
     counters: r.counters,
     stateless,
     encap: b === undefined ? null : (b.encap ?? 'ipip'),
@@ -153,6 +167,14 @@ export function hintLines(r: LookupResult): string[] {
   ];
 }
 
+/** --seq: a TCP sequence number, or undefined when not given. */
+export function seqArg(v: unknown): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff)
+    throw new CliError(`--seq: ${String(v)} is not a TCP sequence number (0-4294967295)`, 2);
+  return v;
+}
+
 function endpoint(flag: string, text: string | undefined): Endpoint {
   if (text === undefined) throw new CliError(`give ${flag} IP:PORT`, 2);
   const e = parseEndpoint(flag, text);
@@ -176,7 +198,14 @@ export async function readTables(
 /** lookupFlow over a pinned datapath's maps (lookup, and trace before it runs its packet). */
 export async function lookupPinned(
   dp: KernelDatapath,
-  o: { src: Endpoint; dst: Endpoint; protocol: Protocol; syn: boolean; names: ReadonlyMap<number, string> },
+  o: {
+    src: Endpoint;
+    dst: Endpoint;
+    protocol: Protocol;
+    syn: boolean;
+    seq?: number;
+    names: ReadonlyMap<number, string>;
+  },
 ): Promise<LookupResult> {
   const vips = await dp.listVips();
   const tables = await readTables(dp, vips);
@@ -194,6 +223,7 @@ export async function lookupPinned(
     dst: o.dst,
     protocol: o.protocol,
     syn: o.syn,
+    seq: o.seq,
   });
 }
 
@@ -210,6 +240,12 @@ export function registerLookup(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           type: 'boolean',
           default: false,
           describe: 'a TCP SYN (a new flow): no connection-table read, no hint',
+        })
+        .option('seq', {
+          type: 'string',
+          describe:
+            "the TCP segment's sequence number (0-4294967295): an entry of a closed connection serves only its tail",
+          coerce: numberArg('seq'),
         }),
     async (a) => {
       const src = endpoint('--src', a.src);
@@ -223,12 +259,13 @@ export function registerLookup(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           dst,
           protocol: a.proto,
           syn: a.syn,
+          seq: seqArg(a.seq),
           names: (await daemonNames(a)).vips,
         });
         emit(a.json, 'Lookup', r, () =>
           [
             `vip        ${r.vip ? `${r.vip.name ?? `#${r.vip.id}`} (${hostPort(r.vip.address, r.vip.port)}/${r.vip.protocol})` : '-'}`,
-            `conntrack  ${r.conntrack ? `entry -> ${r.conntrack.backend ?? '?'} (#${r.conntrack.backendId})` : 'no entry'}`,
+            `conntrack  ${r.conntrack ? `entry -> ${r.conntrack.backend ?? '?'} (#${r.conntrack.backendId})${r.conntrack.closedSeq === null ? '' : `, closed at seq ${r.conntrack.closedSeq}`}` : 'no entry'}`,
             `backend    ${r.backend ? `${r.backend.address ?? '?'} (#${r.backend.id}, ${r.backend.state ?? '?'})` : '-'}`,
             `why        ${r.reason}`,
             ...hintLines(r),

@@ -5,8 +5,8 @@ import { frame, parseFrame, parseGue, ParsedFrame, TCP_FLAGS } from '../../datap
 import { canonicalIp } from '../../model/ip';
 import { DEFAULTS } from '../../model/defaults';
 import { daemonNames, GlobalArgs, openPinned, withAdmin, withJson, withPins } from '../context';
-import { CliError, emit } from '../output';
-import { hintLines, lookupPinned, LookupResult } from './lookup';
+import { CliError, emit, numberArg } from '../output';
+import { hintLines, lookupPinned, LookupResult, seqArg } from './lookup';
 
 /** "10.0.0.1:1234" or "[2001:db8::1]:1234" to address and port. */
 export function parseEndpoint(flag: string, text: string): { address: string; port: number } {
@@ -47,6 +47,10 @@ export const COUNTER_MEANINGS: Readonly<Record<string, string>> = {
   ct_insert: 'the pick was recorded in the connection table',
   ct_reselect: "a connection-table entry was not followed (its backend takes no flows, or another VIP's)",
   ct_expired: 'the connection-table entry was idle past its timeout: re-selected',
+  ct_closed:
+    "the client's FIN or RST: the connection-table entry is marked closed (it serves only the connection's tail)",
+  ct_closed_other:
+    'the entry of a closed connection, and this packet is not in its tail (a new connection on the 5-tuple): re-selected',
   encap_v4: 'encapsulated in IPv4 (IPIP)',
   encap_v6: 'encapsulated in IPv6',
   encap_gue: 'encapsulated in GUE (UDP, encap.guePort)',
@@ -149,6 +153,17 @@ export function registerTrace(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           default: false,
           describe: 'a TCP SYN (a new flow) instead of an ACK',
         })
+        .option('fin', {
+          type: 'boolean',
+          default: false,
+          describe:
+            'a TCP FIN+ACK (the client ends the connection: its entry is marked closed) instead of an ACK',
+        })
+        .option('seq', {
+          type: 'string',
+          describe: "the TCP segment's sequence number (0-4294967295, default 1)",
+          coerce: numberArg('seq'),
+        })
         .option('packet-hex', {
           type: 'string',
           describe: 'a whole Ethernet frame as hex instead of --src/--dst',
@@ -171,12 +186,15 @@ export function registerTrace(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           const d = parseEndpoint('--dst', a.dst);
           if (isIP(s.address) !== isIP(d.address))
             throw new CliError(`--src ${a.src} and --dst ${a.dst} are of different IP families`, 2);
+          if (a.syn && a.fin) throw new CliError('give --syn or --fin, not both', 2);
+          const seq = seqArg(a.seq) ?? 1;
           // Predicted before the packet runs (it may write the connection table).
           decision = await lookupPinned(dp, {
             src: { address: canonicalIp(s.address)!, port: s.port },
             dst: { address: canonicalIp(d.address)!, port: d.port },
             protocol: a.proto,
             syn: a.syn,
+            seq,
             names: (await daemonNames(a)).vips,
           });
           input = frame({
@@ -185,7 +203,7 @@ export function registerTrace(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
             l4:
               a.proto === 'udp'
                 ? { type: 'udp', sport: s.port, dport: d.port, payload: Buffer.from('peak-xdp trace') }
-                : { type: 'tcp', sport: s.port, dport: d.port, flags: a.syn ? TCP_FLAGS.SYN : TCP_FLAGS.ACK },
+                : { type: 'tcp', sport: s.port, dport: d.port, seq, flags: a.syn ? TCP_FLAGS.SYN : a.fin ? TCP_FLAGS.FIN | TCP_FLAGS.ACK : TCP_FLAGS.ACK }, // prettier-ignore
           });
         }
         const before = (await dp.counters()).global;
