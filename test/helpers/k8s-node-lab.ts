@@ -723,8 +723,16 @@ net.createServer((c) => { const u = net.connect(${this.api.port}, '127.0.0.1'); 
   // ---- client traffic ----
 
   /** `n` new connections (Connection: close, `parallel` at a time) from the client to the VIP; bodies counted. */
-  async fresh(o: { n: number; parallel?: number; path?: string; timeoutMs?: number }): Promise<FreshResult> {
-    const args = [VIP, String(o.n), String(o.parallel ?? 4), o.path ?? '/', String(o.timeoutMs ?? 3000)];
+  /** `ports`: the client port of each connection, in order (outside the ephemeral range; default: ephemeral). */
+  async fresh(o: {
+    n: number;
+    parallel?: number;
+    path?: string;
+    timeoutMs?: number;
+    ports?: readonly number[];
+  }): Promise<FreshResult> {
+    // prettier-ignore
+    const args = [VIP, String(o.n), String(o.parallel ?? 4), o.path ?? '/', String(o.timeoutMs ?? 3000), (o.ports ?? []).join(',') || '-']; // prettier-ignore
     const r = await runAsync('ip', ['netns', 'exec', this.client, process.execPath, '-e', FRESH_JS, ...args], { timeoutMs: 120000 }); // prettier-ignore
     if (r.code !== 0) throw new Error(`fresh client failed (${r.code}): ${r.stderr}`);
     const out = JSON.parse(r.stdout) as FreshResult;
@@ -735,9 +743,17 @@ net.createServer((c) => { const u = net.connect(${this.api.port}, '127.0.0.1'); 
   /**
    * Starts `conns` keep-alive connections from the client, each sending a request every `intervalMs` for
    * `seconds` (bounded); resolves `ready` once each has had its first answer. `result` is the per-connection
-   * outcome: a connection that fails once is counted failed and not reopened.
+   * outcome: a connection that fails once is counted failed and not reopened. `ports`: the client ports of the
+   * first connections (the rest ephemeral).
    */
-  keepAlive(o: { conns: number; seconds: number; intervalMs?: number; timeoutMs?: number }): {
+  keepAlive(o: {
+    conns: number;
+    seconds: number;
+    intervalMs?: number;
+    timeoutMs?: number;
+    ports?: readonly number[];
+  }): {
+    // prettier-ignore
     ready: Promise<void>;
     result: Promise<KeepAliveResult>;
   } {
@@ -747,6 +763,7 @@ net.createServer((c) => { const u = net.connect(${this.api.port}, '127.0.0.1'); 
       String(o.seconds),
       String(o.intervalMs ?? 20),
       String(o.timeoutMs ?? 3000),
+      (o.ports ?? []).join(',') || '-',
     ];
     const child = spawn('ip', ['netns', 'exec', this.client, process.execPath, '-e', KEEPALIVE_JS, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }); // prettier-ignore
     this.children.push(child);
@@ -839,13 +856,14 @@ export function tail(path: string, lines = 40): string {
 /** New connections, `parallel` loops, until `n` requests were made; each body's first line is the pod's name. */
 const FRESH_JS = `
 const http = require('node:http');
-const [host, n, parallel, path, timeoutMs] = process.argv.slice(1).map((x, i) => (i === 0 || i === 3 ? x : Number(x)));
+const [host, n, parallel, path, timeoutMs, fixed] = process.argv.slice(1).map((x, i) => (i === 0 || i === 3 || i === 5 ? x : Number(x)));
+const localPorts = fixed === '-' ? [] : fixed.split(',').map(Number);
 let started = 0, ok = 0, failed = 0; const pods = {}; const errors = {}; const ports = [];
-const one = () => new Promise((resolve) => {
+const one = (i) => new Promise((resolve) => {
   let done = false;
   const finish = (err, pod) => { if (done) return; done = true; clearTimeout(t);
     if (err) { failed++; errors[err] = (errors[err] || 0) + 1; } else { ok++; pods[pod] = (pods[pod] || 0) + 1; } resolve(); };
-  const req = http.get({ host, port: 80, path, agent: false, headers: { connection: 'close' } }, (res) => {
+  const req = http.get({ host, port: 80, path, agent: false, headers: { connection: 'close' }, ...(localPorts[i] ? { localPort: localPorts[i] } : {}) }, (res) => {
     let body = ''; res.setEncoding('utf8'); res.on('data', (d) => { if (body.length < 64) body += d; });
     res.on('end', () => finish(res.statusCode === 200 ? null : 'status ' + res.statusCode, body.split('\\n')[0]));
     res.on('error', (e) => finish(e.code || 'response error'));
@@ -854,7 +872,7 @@ const one = () => new Promise((resolve) => {
   req.on('error', (e) => finish(e.code || e.message));
   req.on('socket', (s) => s.on('connect', () => ports.push(s.localPort)));
 });
-const loop = async () => { while (started < n) { started++; await one(); } };
+const loop = async () => { while (started < n) { await one(started++); } };
 Promise.all(Array.from({ length: parallel }, loop)).then(() => process.stdout.write(JSON.stringify({ pods, ok, failed, errors, ports })));`;
 
 /**
@@ -864,11 +882,12 @@ Promise.all(Array.from({ length: parallel }, loop)).then(() => process.stdout.wr
  */
 const KEEPALIVE_JS = `
 const net = require('node:net');
-const [host, conns, seconds, intervalMs, timeoutMs] = process.argv.slice(1).map((x, i) => (i === 0 ? x : Number(x)));
+const [host, conns, seconds, intervalMs, timeoutMs, fixed] = process.argv.slice(1).map((x, i) => (i === 0 || i === 5 ? x : Number(x)));
+const localPorts = fixed === '-' ? [] : fixed.split(',').map(Number);
 const start = Date.now(); const end = start + seconds * 1000;
 const out = []; let firstAnswers = 0;
-const runConn = (c) => new Promise((resolve) => {
-  const s = net.connect({ host, port: 80 });
+const runConn = (c, i) => new Promise((resolve) => {
+  const s = net.connect({ host, port: 80, ...(localPorts[i] ? { localPort: localPorts[i] } : {}) });
   let buf = Buffer.alloc(0); let waiting = null; let timer = null; let closed = false;
   let sent = 0;
   const fail = (why) => { if (c.error === null) { c.error = why; c.errorAtMs = Date.now() - start; } closed = true; clearTimeout(timer); s.destroy(); if (waiting) { const w = waiting; waiting = null; w(null); } };
@@ -907,7 +926,7 @@ const runConn = (c) => new Promise((resolve) => {
 });
 (async () => {
   const all = [];
-  for (let i = 0; i < conns; i++) { const c = { localPort: 0, pods: {}, ok: 0, error: null, maxMs: 0, slow: 0, errorAtMs: null }; out.push(c); all.push(runConn(c)); await new Promise((r) => setTimeout(r, 5)); }
+  for (let i = 0; i < conns; i++) { const c = { localPort: 0, pods: {}, ok: 0, error: null, maxMs: 0, slow: 0, errorAtMs: null }; out.push(c); all.push(runConn(c, i)); await new Promise((r) => setTimeout(r, 5)); }
   await Promise.all(all);
   const ok = out.reduce((a, c) => a + c.ok, 0); const errors = out.filter((c) => c.error !== null).length;
   process.stdout.write(JSON.stringify({ conns: out, ok, errors }) + '\\n');

@@ -26,14 +26,31 @@ function share(table: string[]): Record<string, number> {
   return out;
 }
 
-/** Connection-table entries of client flows to the VIP on one LB: client port -> backend (node) address. */
-async function flows(dp: KernelDatapath, client: string): Promise<Map<number, string>> {
+/** Connection-table entries of client flows to the VIP on one LB: client port -> backend (node) address, and
+ * whether the entry is closed (the client ended that connection). */
+async function entries(
+  dp: KernelDatapath,
+  client: string,
+): Promise<Map<number, { node: string; closed: boolean }>> {
   const byId = new Map((await dp.listBackends()).map((b) => [b.id, b.address]));
-  const out = new Map<number, string>();
+  const out = new Map<number, { node: string; closed: boolean }>();
   for (const e of await dp.conntrack())
-    if (e.source === client && e.destination === VIP) out.set(e.sourcePort, byId.get(e.backendId) ?? `missing-${e.backendId}`); // prettier-ignore
+    if (e.source === client && e.destination === VIP) out.set(e.sourcePort, { node: byId.get(e.backendId) ?? `missing-${e.backendId}`, closed: e.closed }); // prettier-ignore
   return out;
 }
+
+/** entries(), the node only. */
+async function flows(dp: KernelDatapath, client: string): Promise<Map<number, string>> {
+  return new Map([...(await entries(dp, client))].map(([p, e]) => [p, e.node]));
+}
+
+/**
+ * Client ports (outside the client's ephemeral range) used twice: by new connections while node 2 is drained (so
+ * every one goes to node 1, and the LB it went through keeps a closed entry naming node 1), and again by keep-alive
+ * connections once node 2 is back. Where the second connection's SYN went through the other LB and Maglev gave it
+ * node 2, the LB that leaves moves it onto a closed entry naming node 1: it must be chosen afresh, not sent there.
+ */
+const REUSED_PORTS = Array.from({ length: 80 }, (_, i) => 61000 + 2 * i);
 
 /** A node's `decap run` counters from its /state (uncached; /metrics is rendered at most once a second). */
 async function decapCounters(lab: K8sNodeLab, node: number): Promise<Record<string, number>> {
@@ -292,7 +309,7 @@ describePrivileged(
           'node 2 out of the table',
           (t) => !t.some((x) => x.startsWith(nodeIp(2))),
         );
-        fresh = await lab.fresh({ n: 40 });
+        fresh = await lab.fresh({ n: REUSED_PORTS.length, ports: REUSED_PORTS });
         res = await ka.result;
       } finally {
         polling = false;
@@ -302,7 +319,7 @@ describePrivileged(
       const onNode2 = res.conns.filter((c) => Object.keys(c.pods).some((p) => p.startsWith('web-2-')));
       console.log(
         `[k8s-node] node 2 drained (its slots gone) after ${drainMs} ms; its state on lb-1: ${states.join(' -> ')}; ` +
-          `40 new connections: ${JSON.stringify(fresh.pods)}; 24 keep-alive: ${res.ok} requests, ${res.errors} failed ` +
+          `${REUSED_PORTS.length} new connections: ${JSON.stringify(fresh.pods)}; 24 keep-alive: ${res.ok} requests, ${res.errors} failed ` +
           `(${s.failed.join(', ') || 'none'}), ${s.slow} answers over 190 ms (slowest ${s.maxMs} ms); ${onNode2.length} on node 2 pods (${onNode2.reduce((a, c) => a + c.ok, 0)} requests)`, // prettier-ignore
       );
       // The pods are gone: their endpoints leave the slices and the node leaves the backend set.
@@ -315,6 +332,7 @@ describePrivileged(
       await lab.setEndpoints(state);
       await untilTables('node 2 back', (t) => t.some((x) => x === nodeIp(2)), 30000);
       expect(fresh.failed).toBe(0);
+      expect(fresh.ports).toEqual(REUSED_PORTS);
       expect(Object.keys(fresh.pods).filter((p) => p.startsWith('web-2-'))).toEqual([]);
       expect(onNode2.length).toBeGreaterThan(0);
       expect(s.failed).toEqual([]);
@@ -324,13 +342,18 @@ describePrivileged(
 
     it('keep-alive connections (own client and wrk) survive an LB node leaving (SIGTERM: BGP withdraw, ECMP moves them)', async () => {
       const kaStart = performance.now();
-      const ka = lab.keepAlive({ conns: 32, seconds: 12 });
+      // 32 connections from ephemeral ports, and one from each port the drain test's new connections used.
+      const ka = lab.keepAlive({ conns: 32 + REUSED_PORTS.length, seconds: 12, ports: REUSED_PORTS });
       await ka.ready;
       const wrk = runAsync('ip', ['netns', 'exec', lab.client, 'wrk', '-t1', '-c4', '-d10s', '--timeout', '3s', `http://${VIP}/`], { timeoutMs: 30000 }); // prettier-ignore
       await sleep(1500);
       const ctrBefore = await Promise.all(dps.map((dp) => dp.counters()));
       const on1 = await flows(dps[0]!, lab.clientIp);
-      const on2before = await flows(dps[1]!, lab.clientIp);
+      const on2entries = await entries(dps[1]!, lab.clientIp);
+      const on2before = new Map([...on2entries].map(([p, e]) => [p, e.node]));
+      // Reused tuples this move tests: the new connection's entry on lb-1, the earlier one's closed entry on lb-2.
+      const reused = REUSED_PORTS.filter((p) => on1.has(p) && on2entries.get(p)?.closed === true);
+      const reusedOther = reused.filter((p) => on2before.get(p) !== on1.get(p));
       const t0 = performance.now();
       expect(await lab.signal(daemons[0]!, 'SIGTERM')).toBe(0);
       const withdrawn = await waitUntil(async () => (await lab.fib()).join() === lab.lbs[1]!.ip, { timeoutMs: 10000, intervalMs: 5 }); // prettier-ignore
@@ -347,6 +370,7 @@ describePrivileged(
       const kaPorts = new Set(res.conns.map((c) => c.localPort));
       // Connections lb-1 carried that lb-2 had no entry for: they reached lb-2 only after the withdraw.
       const moved = [...on1.keys()].filter((p) => kaPorts.has(p) && !on2before.has(p));
+      const reusedSameNode = reused.filter((p) => on2after.get(p) === on1.get(p));
       const sameNode = moved.filter((p) => on2after.get(p) === on1.get(p));
       // Where each failed connection was: its pod, its node on lb-1 / lb-2 before / lb-2 after.
       // Each failed connection with what places it: when (the SIGTERM came at `sigterm` ms of the client's run), its
@@ -366,7 +390,7 @@ describePrivileged(
       console.log(
         `[k8s-node] lb-1 SIGTERM: exited and withdrawn from the FIB in ${withdrawn!.toFixed(0)} ms (${exitMs.toFixed(0)} ms incl. exit); ` + // prettier-ignore
           `${moved.length} keep-alive connections moved lb-1 -> lb-2 (lb-2 had no entry for them), ${sameNode.length} to the same node by Maglev; ` + // prettier-ignore
-          `on both LBs before: ${onBoth.join('; ') || 'none'}; ` +
+          `on both LBs before: ${onBoth.length} (${reused.length} reused client ports whose earlier connection left a closed entry on lb-2, ${reusedOther.length} of them naming the other node; ${reusedSameNode.length} kept their node on lb-2)${onBoth.length > reused.length ? `: ${onBoth.filter((x) => !reused.includes(Number(x.split(' ')[0]))).join('; ')}` : ''}; ` + // prettier-ignore
           `own client: ${res.ok} requests, ${res.errors} failed${failedInfo.length ? ` (${failedInfo.join('; ')})` : ''}, ${s.switched} switched pod, ${s.slow} answers over 190 ms (slowest ${s.maxMs} ms), SIGTERM at ${sigterm} ms; wrk: ${wrkReqs} requests, ` + // prettier-ignore
           `socket errors ${wrkErr ? wrkErr.slice(1).join('/') : 'none'}, non-2xx ${non2xx}; datapath drops/errors lb-1: ${drops[0]}, lb-2: ${drops[1]}`, // prettier-ignore
       );
@@ -376,6 +400,10 @@ describePrivileged(
       expect(non2xx).toBe(0);
       expect(moved.length).toBeGreaterThan(0);
       expect(sameNode).toEqual(moved);
+      // The tuples reused from the drain test: some met a closed entry of the other node on lb-2 (80 ports, each
+      // such with odds ~1/8), and each kept its node there: lb-2 chose it afresh instead of following the entry.
+      expect(reusedOther.length).toBeGreaterThan(0);
+      expect(reusedSameNode).toEqual(reused);
       expect(failedInfo).toEqual([]);
       expect(s.switched).toBe(0);
     });
