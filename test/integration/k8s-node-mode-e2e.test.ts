@@ -378,9 +378,13 @@ describePrivileged(
       const sigterm = (t0 - kaStart).toFixed(0);
       // Earlier connections from the same client port (this file's fresh and keep-alive clients): an LB that carried
       // one keeps its entry for that 5-tuple.
-      const earlier = (port: number): string => (lab.portHistory.get(port) ?? []).filter((u) => !u.startsWith('keepAlive(32)')).join(', ') || 'none'; // prettier-ignore
-      // Keep-alive connections both LBs had an entry for before the SIGTERM (lb-1's node / lb-2's node).
-      const onBoth = [...on1.keys()].filter((p) => kaPorts.has(p) && on2before.has(p)).map((p) => `${p} ${on1.get(p)}/${on2before.get(p)} earlier: ${earlier(p)}`); // prettier-ignore
+      const current = `keepAlive(${32 + REUSED_PORTS.length})`;
+      const earlier = (port: number): string => (lab.portHistory.get(port) ?? []).filter((u) => !u.startsWith(current)).join(', ') || 'none'; // prettier-ignore
+      // Keep-alive connections both LBs had an entry for before the SIGTERM: the reused ports' (their earlier
+      // connection's closed entry on lb-2, or on lb-1 the other way round), and any other (lb-1's node / lb-2's).
+      const onBoth = [...on1.keys()].filter((p) => kaPorts.has(p) && on2before.has(p));
+      const inverse = onBoth.filter((p) => REUSED_PORTS.includes(p) && !reused.includes(p) && on2entries.get(p)?.closed === false); // prettier-ignore
+      const otherBoth = onBoth.filter((p) => !reused.includes(p) && !inverse.includes(p)).map((p) => `${p} ${on1.get(p)}/${on2before.get(p)} earlier: ${earlier(p)}`); // prettier-ignore
       const failedInfo = res.conns
         .filter((c) => c.error !== null)
         .map((c) => `${c.localPort} ${c.error} at ${c.errorAtMs} ms (SIGTERM at ${sigterm} ms) ${Object.keys(c.pods).join('+')} lb-1:${on1.get(c.localPort) ?? '-'} lb-2:${on2before.get(c.localPort) ?? '-'}/${on2after.get(c.localPort) ?? '-'} slowest ${c.maxMs} ms; drops lb-1: ${drops[0]}, lb-2: ${drops[1]}; earlier uses of the port: ${earlier(c.localPort)}`); // prettier-ignore
@@ -390,7 +394,7 @@ describePrivileged(
       console.log(
         `[k8s-node] lb-1 SIGTERM: exited and withdrawn from the FIB in ${withdrawn!.toFixed(0)} ms (${exitMs.toFixed(0)} ms incl. exit); ` + // prettier-ignore
           `${moved.length} keep-alive connections moved lb-1 -> lb-2 (lb-2 had no entry for them), ${sameNode.length} to the same node by Maglev; ` + // prettier-ignore
-          `on both LBs before: ${onBoth.length} (${reused.length} reused client ports whose earlier connection left a closed entry on lb-2, ${reusedOther.length} of them naming the other node; ${reusedSameNode.length} kept their node on lb-2)${onBoth.length > reused.length ? `: ${onBoth.filter((x) => !reused.includes(Number(x.split(' ')[0]))).join('; ')}` : ''}; ` + // prettier-ignore
+          `on both LBs before: ${onBoth.length}: ${reused.length} reused client ports whose earlier connection left a closed entry on lb-2 (${reusedOther.length} of them naming the other node; ${reusedSameNode.length} kept their node on lb-2), ${inverse.length} the other way round, other: ${otherBoth.join('; ') || 'none'}; ` + // prettier-ignore
           `own client: ${res.ok} requests, ${res.errors} failed${failedInfo.length ? ` (${failedInfo.join('; ')})` : ''}, ${s.switched} switched pod, ${s.slow} answers over 190 ms (slowest ${s.maxMs} ms), SIGTERM at ${sigterm} ms; wrk: ${wrkReqs} requests, ` + // prettier-ignore
           `socket errors ${wrkErr ? wrkErr.slice(1).join('/') : 'none'}, non-2xx ${non2xx}; datapath drops/errors lb-1: ${drops[0]}, lb-2: ${drops[1]}`, // prettier-ignore
       );
