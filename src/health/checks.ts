@@ -2,6 +2,7 @@
 // (out of fds, buffers, ports) are told apart from the backend's.
 import { connect, isIPv4, isIPv6 } from 'node:net';
 import { getSystemErrorName } from 'node:util';
+import { isInt32Array } from 'node:util/types';
 import { isHttpPath } from '../model/types';
 
 export interface CheckResult {
@@ -143,15 +144,31 @@ export function netProbeTcp(o: TcpCheckOptions, done: (r: CheckResult) => void):
   return () => finish(false, ABORTED, true);
 }
 
-/** Node's TCP handle binding (what net.Socket wraps): a probe needs only connect and close. */
+/** Node's TCP handle binding (what net.Socket wraps): a TCP probe needs only connect and close; an HTTP probe
+ * also reads and writes (the stream methods every TCP handle has; see StreamBinding). */
 interface TcpBinding {
-  TCP: new (type: number) => {
-    connect(req: object, address: string, port: number): number;
-    connect6(req: object, address: string, port: number): number;
-    close(): void;
-  };
+  TCP: new (type: number) => TcpHandle;
   TCPConnectWrap: new () => { oncomplete: (status: number) => void };
   constants: { SOCKET: number };
+}
+
+interface TcpHandle {
+  connect(req: object, address: string, port: number): number;
+  connect6(req: object, address: string, port: number): number;
+  close(): void;
+  readStart(): number;
+  /** Called with `this` the handle after each read: bytes read (or a negative error, UV_EOF at the end) and the
+   * chunk's offset are in StreamBinding.streamBaseState. */
+  onread: (buffer: ArrayBuffer | undefined) => void;
+  writeLatin1String(req: object, data: string): number;
+}
+
+/** Node's stream binding: the write request and the shared state a read reports through. */
+interface StreamBinding {
+  WriteWrap: new () => { handle: unknown; oncomplete: (status: number) => void; async: boolean };
+  streamBaseState: Int32Array;
+  kReadBytesOrError: number;
+  kArrayBufferOffset: number;
 }
 
 /**
@@ -176,6 +193,38 @@ function tcpBinding(): TcpBinding | null {
 }
 
 const RAW_TCP = tcpBinding();
+
+/**
+ * The stream binding where this Node has the pieces an HTTP probe uses on a raw TCP handle (else null: HTTP probes
+ * use net.Socket). Read and write go through the calls net.Socket itself makes on its handle; net.Socket's
+ * streams, emitters and their garbage cost ~150 us of CPU per HTTP probe here (see probeHttp).
+ */
+function streamBinding(tcp: TcpBinding | null): StreamBinding | null {
+  if (tcp === null) return null;
+  try {
+    const s = (process as unknown as { binding(name: string): Partial<StreamBinding> }).binding(
+      'stream_wrap',
+    );
+    const proto = tcp.TCP.prototype as Partial<TcpHandle>;
+    if (
+      typeof s.WriteWrap !== 'function' ||
+      !isInt32Array(s.streamBaseState) ||
+      typeof s.kReadBytesOrError !== 'number' ||
+      typeof s.kArrayBufferOffset !== 'number' ||
+      typeof proto.readStart !== 'function' ||
+      typeof proto.writeLatin1String !== 'function'
+    )
+      return null;
+    return s as StreamBinding;
+  } catch {
+    return null;
+  }
+}
+
+const RAW_STREAM = streamBinding(RAW_TCP);
+
+/** Whether HTTP probes to IP addresses use the raw TCP handle (else net.Socket). */
+export const RAW_HTTP_PROBES = RAW_STREAM !== null;
 
 /** Whether TCP probes to IP addresses use the raw TCP handle (else net.Socket). */
 export const RAW_TCP_PROBES = RAW_TCP !== null;
@@ -262,8 +311,30 @@ export function statusOf(head: string): number | null {
  */
 export function probeHttp(o: HttpCheckOptions, done: (r: CheckResult) => void): CancelProbe {
   checkHttpArgs(o);
+  const v4 = isIPv4(o.host);
+  const v6 = !v4 && isIPv6(o.host);
+  if (RAW_TCP !== null && RAW_STREAM !== null && (v4 || v6))
+    return rawProbeHttp(RAW_TCP, RAW_STREAM, o, v6, done);
+  return netProbeHttp(o, done);
+}
+
+/** The request an HTTP probe writes. */
+const httpRequest = (o: HttpCheckOptions): string =>
+  `GET ${o.path} HTTP/1.1\r\nHost: ${o.host.includes(':') ? `[${o.host}]` : o.host}:${o.port}\r\n` +
+  'User-Agent: peak-xdp-health\r\nConnection: close\r\n\r\n';
+
+/** The verdict of a response head read so far (statusOf); null while more bytes are needed. */
+function httpVerdict(head: string): [ok: boolean, detail: string] | null {
+  const code = statusOf(head);
+  if (code === null) return null;
+  if (code < 0) return [false, BAD_RESPONSE];
+  return [code >= 200 && code < 400, httpDetail(code)];
+}
+
+/** probeHttp through net.Socket: any host (names resolved), and wherever the raw handle is not available. */
+export function netProbeHttp(o: HttpCheckOptions, done: (r: CheckResult) => void): CancelProbe {
+  checkHttpArgs(o);
   const started = performance.now();
-  const hostHeader = o.host.includes(':') ? `[${o.host}]:${o.port}` : `${o.host}:${o.port}`;
   const sock = connect({ host: o.host, port: o.port });
   let open = true;
   let head = '';
@@ -280,17 +351,75 @@ export function probeHttp(o: HttpCheckOptions, done: (r: CheckResult) => void): 
   sock.setEncoding('latin1');
   sock.on('data', (chunk: string) => {
     head += chunk;
-    const code = statusOf(head);
-    if (code === null) return;
-    if (code < 0) finish(false, BAD_RESPONSE, false);
-    else finish(code >= 200 && code < 400, httpDetail(code), false);
+    const v = httpVerdict(head);
+    if (v !== null) finish(v[0], v[1], false);
   });
   sock.once('end', () => finish(false, head === '' ? NO_RESPONSE : BAD_RESPONSE, false));
   sock.once('error', (e) => finish(false, errDetail(e), isLocalError(e)));
-  sock.write(
-    `GET ${o.path} HTTP/1.1\r\nHost: ${hostHeader}\r\nUser-Agent: peak-xdp-health\r\nConnection: close\r\n\r\n`,
-    'latin1',
-  );
+  sock.write(httpRequest(o), 'latin1');
+  return () => finish(false, ABORTED, true);
+}
+
+/**
+ * probeHttp on a raw TCP handle (an IP address, checked by probeHttp with its family): connect, start reading,
+ * write the request, read until the status line; the same verdicts and details as netProbeHttp.
+ */
+function rawProbeHttp(
+  b: TcpBinding,
+  s: StreamBinding,
+  o: HttpCheckOptions,
+  v6: boolean,
+  done: (r: CheckResult) => void,
+): CancelProbe {
+  const started = performance.now();
+  const handle = new b.TCP(b.constants.SOCKET);
+  const req = new b.TCPConnectWrap();
+  let open = true;
+  let head = '';
+  const finish = (ok: boolean, detail: string, local: boolean, timedOut = false): void => {
+    if (!open) return;
+    open = false;
+    clearTimeout(timer);
+    req.oncomplete = ignore; // closing a connecting handle completes its request with ECANCELED
+    handle.onread = ignore; // a function only: Node aborts the process on anything else
+    handle.close(); // the socket's fd is closed here, synchronously
+    done(result(ok, detail, started, local, timedOut));
+  };
+  const failed = (status: number): void => {
+    const code = getSystemErrorName(status);
+    finish(false, code, LOCAL_ERROR_CODES.has(code));
+  };
+  const onread = (buffer: ArrayBuffer | undefined): void => {
+    const n = s.streamBaseState[s.kReadBytesOrError]!;
+    if (n === 0 || !open) return;
+    if (n < 0) {
+      if (getSystemErrorName(n) === 'EOF') finish(false, head === '' ? NO_RESPONSE : BAD_RESPONSE, false);
+      else failed(n);
+      return;
+    }
+    if (buffer === undefined) return;
+    head += Buffer.from(buffer, s.streamBaseState[s.kArrayBufferOffset]!, n).toString('latin1');
+    const v = httpVerdict(head);
+    if (v !== null) finish(v[0], v[1], false);
+  };
+  req.oncomplete = (status: number) => {
+    if (status !== 0) return failed(status);
+    handle.onread = onread;
+    let err = handle.readStart();
+    if (err === 0) {
+      // A request of a few hundred bytes on a fresh connection is written at once; should the kernel take it
+      // later, its completion needs nothing (a failure shows up as a read error or the timeout).
+      const w = new s.WriteWrap();
+      w.handle = handle;
+      w.oncomplete = ignore;
+      w.async = false;
+      err = handle.writeLatin1String(w, httpRequest(o));
+    }
+    if (err !== 0) failed(err);
+  };
+  const timer = setTimeout(() => finish(false, timeoutDetail(o.timeoutMs), false, true), o.timeoutMs);
+  const err = v6 ? handle.connect6(req, o.host, o.port) : handle.connect(req, o.host, o.port);
+  if (err !== 0) queueMicrotask(() => failed(err));
   return () => finish(false, ABORTED, true);
 }
 

@@ -14,10 +14,13 @@ import {
   HealthTarget,
   jittered,
   MAX_IN_FLIGHT,
+  netProbeHttp,
   netProbeTcp,
+  probeHttp,
   probeCheck,
   probeKey,
   probeTcp,
+  RAW_HTTP_PROBES,
   RAW_TCP_PROBES,
   takesResult,
 } from '../../src/health';
@@ -400,5 +403,68 @@ describe('TCP probes on the raw handle agree with net.Socket', () => {
     expect(() => probeTcp({ host: '127.0.0.1', port: 80, timeoutMs: 0 }, () => undefined)).toThrow(
       'timeoutMs: 0 is not positive',
     );
+  });
+});
+
+describe('HTTP probes on the raw handle', () => {
+  let server: Server;
+  let port: number;
+  const held = new Set<Socket>();
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      if (req.url === '/hang') return; // answers never: a probe waits in its read
+      res.writeHead(req.url === '/fail' ? 503 : 200).end('x'.repeat(req.url === '/big' ? 100_000 : 10));
+    });
+    server.on('connection', (s) => (held.add(s), s.on('close', () => held.delete(s))));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    port = (server.address() as AddressInfo).port;
+  });
+  afterAll(async () => {
+    for (const s of held) s.destroy();
+    await new Promise((r) => server.close(r));
+  });
+
+  const fds = (): number => readdirSync('/proc/self/fd').length;
+  const opts = (path: string, timeoutMs = 5000) => ({ host: '127.0.0.1', port, path, timeoutMs });
+
+  it('many at once: the verdicts of net.Socket, and no fd left open', async () => {
+    expect(RAW_HTTP_PROBES).toBe(true);
+    const before = fds();
+    const paths = Array.from({ length: 60 }, (_, i) => ['/ok', '/fail', '/big'][i % 3]!);
+    const raw = await Promise.all(paths.map((p) => new Promise<CheckResult>((r) => probeHttp(opts(p), r))));
+    const net = await Promise.all(
+      paths.map((p) => new Promise<CheckResult>((r) => netProbeHttp(opts(p), r))),
+    );
+    const pick = (r: CheckResult) => [r.ok, r.detail, r.local ?? false, r.timedOut ?? false];
+    expect(raw.map(pick)).toEqual(paths.map((p) => (p === '/fail' ? [false, 'HTTP 503', false, false] : [true, 'HTTP 200', false, false]))); // prettier-ignore
+    expect(net.map(pick)).toEqual(raw.map(pick));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(fds()).toBe(before);
+  });
+
+  it('cancel while connecting or while reading closes the socket at once and reports "aborted", once', async () => {
+    const before = fds();
+    const results: CheckResult[] = [];
+    const connecting = Array.from({ length: 20 }, () => probeHttp(opts('/ok'), (r) => results.push(r)));
+    for (const c of connecting) c();
+    expect(results).toHaveLength(20);
+    const reading = Array.from({ length: 20 }, () => probeHttp(opts('/hang'), (r) => results.push(r)));
+    const deadline = Date.now() + 5000;
+    while (held.size < 20 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    expect(held.size).toBeGreaterThanOrEqual(20); // each reached the server and waits for its answer
+    expect(results).toHaveLength(20);
+    for (const c of reading) c();
+    for (const c of [...connecting, ...reading]) c(); // again: nothing more
+    expect(results).toHaveLength(40);
+    expect(results.every((r) => r.detail === 'aborted' && r.local === true && !r.ok)).toBe(true);
+    // the client ends closed at once (only the server's ends, in this process too, are left); those close once
+    // they read the close
+    expect(fds()).toBe(before + held.size);
+    const until = Date.now() + 5000;
+    while (held.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+    expect(held.size).toBe(0);
+    expect(fds()).toBe(before);
+    const hung = await new Promise<CheckResult>((r) => probeHttp(opts('/hang', 100), r));
+    expect(hung).toMatchObject({ ok: false, detail: 'timeout after 100 ms', timedOut: true });
   });
 });

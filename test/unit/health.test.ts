@@ -10,8 +10,11 @@ import {
   HealthState,
   HealthTarget,
   healthTargets,
+  HttpCheckOptions,
   initialHealth,
+  netProbeHttp,
   nextHealth,
+  RAW_HTTP_PROBES,
   VipAvailability,
 } from '../../src/health';
 import { validateConfig } from '../../src/model';
@@ -76,6 +79,10 @@ describe('nextHealth', () => {
   });
 });
 
+/** The HTTP check through net.Socket (what a host name uses; checkHttp to an IP address uses the raw handle). */
+const netCheckHttp = (o: HttpCheckOptions): Promise<CheckResult> =>
+  new Promise((resolve) => netProbeHttp(o, resolve));
+
 describe('checks against real servers', () => {
   let http: HttpServer;
   let httpPort: number;
@@ -124,97 +131,106 @@ describe('checks against real servers', () => {
     });
   });
 
-  it('http: 2xx and 3xx healthy; 4xx, 5xx, refused and timeouts unhealthy', async () => {
-    const get = (path: string, timeoutMs = 1000) =>
-      checkHttp({ host: '127.0.0.1', port: httpPort, path, timeoutMs });
-    expect(await get('/ok')).toMatchObject({ ok: true, detail: 'HTTP 200' });
-    expect(await get('/redirect')).toMatchObject({ ok: true, detail: 'HTTP 302' });
-    expect(await get('/missing')).toMatchObject({ ok: false, detail: 'HTTP 404' });
-    expect(await get('/fail')).toMatchObject({ ok: false, detail: 'HTTP 503' });
-    const hung = await get('/hang', 150);
-    expect(hung).toMatchObject({ ok: false, detail: 'timeout after 150 ms', timedOut: true });
-    expect(hung.durationMs).toBeGreaterThanOrEqual(140);
-    expect(
-      await checkHttp({ host: '127.0.0.1', port: await closedPort(), path: '/', timeoutMs: 500 }),
-    ).toMatchObject({ ok: false, detail: 'ECONNREFUSED' });
+  it('this Node has the raw handle for HTTP probes (else each costs net.Socket: see checks.ts)', () => {
+    expect(RAW_HTTP_PROBES).toBe(true);
   });
 
-  it('http: the request line and headers; the Host of an IPv6 address in brackets', async () => {
-    const seen: string[] = [];
-    const server = createTcp((s) => {
-      let got = '';
-      s.setEncoding('latin1');
-      s.on('data', (c: string) => {
-        got += c;
-        if (!got.includes('\r\n\r\n')) return;
-        seen.push(got);
-        s.end('HTTP/1.1 204 No Content\r\n\r\n');
-      });
+  describe.each([
+    ['raw handle', checkHttp],
+    ['net.Socket', netCheckHttp],
+  ] as const)('HTTP through the %s', (_name, check) => {
+    it('http: 2xx and 3xx healthy; 4xx, 5xx, refused and timeouts unhealthy', async () => {
+      const get = (path: string, timeoutMs = 1000) =>
+        check({ host: '127.0.0.1', port: httpPort, path, timeoutMs });
+      expect(await get('/ok')).toMatchObject({ ok: true, detail: 'HTTP 200' });
+      expect(await get('/redirect')).toMatchObject({ ok: true, detail: 'HTTP 302' });
+      expect(await get('/missing')).toMatchObject({ ok: false, detail: 'HTTP 404' });
+      expect(await get('/fail')).toMatchObject({ ok: false, detail: 'HTTP 503' });
+      const hung = await get('/hang', 150);
+      expect(hung).toMatchObject({ ok: false, detail: 'timeout after 150 ms', timedOut: true });
+      expect(hung.durationMs).toBeGreaterThanOrEqual(140);
+      expect(
+        await check({ host: '127.0.0.1', port: await closedPort(), path: '/', timeoutMs: 500 }),
+      ).toMatchObject({ ok: false, detail: 'ECONNREFUSED' });
     });
-    await new Promise<void>((r) => server.listen(0, '::1', r));
-    try {
-      const port = (server.address() as AddressInfo).port;
-      expect(await checkHttp({ host: '::1', port, path: '/healthz?x=1', timeoutMs: 1000 })).toMatchObject({
-        ok: true,
-        detail: 'HTTP 204',
-      });
-      expect(seen).toEqual([
-        `GET /healthz?x=1 HTTP/1.1\r\nHost: [::1]:${port}\r\nUser-Agent: peak-xdp-health\r\nConnection: close\r\n\r\n`,
-      ]);
-    } finally {
-      await new Promise((r) => server.close(r));
-    }
-  });
 
-  it('http: a status line in pieces, interim 1xx responses, HTTP/1.0; garbage and an early close are unhealthy', async () => {
-    // Each case: what the server writes, chunk by chunk (a turn apart), then whether it closes.
-    const cases: [string, string[], boolean, Partial<CheckResult>][] = [
-      ['byte by byte', [...'HTTP/1.1 200 OK\r\n'], false, { ok: true, detail: 'HTTP 200' }],
-      ['1.0, no reason', ['HTTP/1.0 301\r\n\r\n'], true, { ok: true, detail: 'HTTP 301' }],
-      [
-        'interim, then final',
-        ['HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 500 X\r\n'],
-        false,
-        { ok: false, detail: 'HTTP 500' },
-      ],
-      [
-        'interim with a header, split',
-        ['HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n', '\r\nHTTP/1.1 200 OK\r\n'],
-        false,
-        { ok: true, detail: 'HTTP 200' },
-      ],
-      ['not HTTP', ['SSH-2.0-OpenSSH_9.2\r\n'], false, { ok: false, detail: 'bad HTTP response' }],
-      ['closed mid-line', ['HTTP/1.1 20'], true, { ok: false, detail: 'bad HTTP response' }],
-      ['closed silently', [], true, { ok: false, detail: 'closed before a response' }],
-      [
-        'an endless first line',
-        ['HTTP/1.1 200 ' + 'x'.repeat(5000)],
-        false,
-        { ok: false, detail: 'bad HTTP response' },
-      ],
-    ];
-    for (const [name, chunks, close, want] of cases) {
+    it('http: the request line and headers; the Host of an IPv6 address in brackets', async () => {
+      const seen: string[] = [];
       const server = createTcp((s) => {
-        s.on('error', () => undefined);
-        s.once('data', async () => {
-          for (const c of chunks) {
-            if (s.destroyed) return;
-            s.write(c);
-            await sleep(2);
-          }
-          if (close) s.end();
+        let got = '';
+        s.setEncoding('latin1');
+        s.on('data', (c: string) => {
+          got += c;
+          if (!got.includes('\r\n\r\n')) return;
+          seen.push(got);
+          s.end('HTTP/1.1 204 No Content\r\n\r\n');
         });
       });
-      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      await new Promise<void>((r) => server.listen(0, '::1', r));
       try {
         const port = (server.address() as AddressInfo).port;
-        const r = await checkHttp({ host: '127.0.0.1', port, path: '/', timeoutMs: 2000 });
-        expect({ name, ...r }).toMatchObject({ name, ...want });
-        expect(r.timedOut).toBeUndefined();
+        expect(await check({ host: '::1', port, path: '/healthz?x=1', timeoutMs: 1000 })).toMatchObject({
+          ok: true,
+          detail: 'HTTP 204',
+        });
+        expect(seen).toEqual([
+          `GET /healthz?x=1 HTTP/1.1\r\nHost: [::1]:${port}\r\nUser-Agent: peak-xdp-health\r\nConnection: close\r\n\r\n`,
+        ]);
       } finally {
-        server.close();
+        await new Promise((r) => server.close(r));
       }
-    }
+    });
+
+    it('http: a status line in pieces, interim 1xx responses, HTTP/1.0; garbage and an early close are unhealthy', async () => {
+      // Each case: what the server writes, chunk by chunk (a turn apart), then whether it closes.
+      const cases: [string, string[], boolean, Partial<CheckResult>][] = [
+        ['byte by byte', [...'HTTP/1.1 200 OK\r\n'], false, { ok: true, detail: 'HTTP 200' }],
+        ['1.0, no reason', ['HTTP/1.0 301\r\n\r\n'], true, { ok: true, detail: 'HTTP 301' }],
+        [
+          'interim, then final',
+          ['HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 500 X\r\n'],
+          false,
+          { ok: false, detail: 'HTTP 500' },
+        ],
+        [
+          'interim with a header, split',
+          ['HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n', '\r\nHTTP/1.1 200 OK\r\n'],
+          false,
+          { ok: true, detail: 'HTTP 200' },
+        ],
+        ['not HTTP', ['SSH-2.0-OpenSSH_9.2\r\n'], false, { ok: false, detail: 'bad HTTP response' }],
+        ['closed mid-line', ['HTTP/1.1 20'], true, { ok: false, detail: 'bad HTTP response' }],
+        ['closed silently', [], true, { ok: false, detail: 'closed before a response' }],
+        [
+          'an endless first line',
+          ['HTTP/1.1 200 ' + 'x'.repeat(5000)],
+          false,
+          { ok: false, detail: 'bad HTTP response' },
+        ],
+      ];
+      for (const [name, chunks, close, want] of cases) {
+        const server = createTcp((s) => {
+          s.on('error', () => undefined);
+          s.once('data', async () => {
+            for (const c of chunks) {
+              if (s.destroyed) return;
+              s.write(c);
+              await sleep(2);
+            }
+            if (close) s.end();
+          });
+        });
+        await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+        try {
+          const port = (server.address() as AddressInfo).port;
+          const r = await check({ host: '127.0.0.1', port, path: '/', timeoutMs: 2000 });
+          expect({ name, ...r }).toMatchObject({ name, ...want });
+          expect(r.timedOut).toBeUndefined();
+        } finally {
+          server.close();
+        }
+      }
+    });
   });
 
   it('rejects bad arguments naming the field', () => {
