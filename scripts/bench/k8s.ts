@@ -13,7 +13,7 @@ import type { BackendSpec } from '../../src/datapath/types';
 import { WORKERS_ENDED_MSG } from '../../src/daemon/programmer';
 import { FakeApiServer, Obj, Resource } from '../../test/helpers/fake-apiserver';
 import { EndpointSpec, service, slice } from '../../test/helpers/k8s-objects';
-import { cliNodeFlags, procCpuMs, procStatusMB, run } from './lib/proc';
+import { cliNodeFlags, procCpuMs, procStatusMB, run, threadCount } from './lib/proc';
 
 interface Options {
   services: number;
@@ -562,6 +562,30 @@ async function bench(o: Options): Promise<void> {
         req.on('timeout', () => req.destroy());
         req.end();
       });
+    /** The daemon's main-thread V8 heap (used / total) and external memory, MB, from its /metrics (prom-client's
+     * process metrics), and its thread count: where an RSS figure goes (the table workers are threads of their own,
+     * with heaps of their own that these do not count). */
+    const memory = async (): Promise<string> => {
+      const text = await new Promise<string>((res) => {
+        const req = request(`${adminUrl}/metrics`, { timeout: 5000 }, (r) => {
+          let body = '';
+          r.setEncoding('utf8');
+          r.on('data', (c: string) => (body += c));
+          r.on('end', () => res(body));
+        });
+        req.on('error', () => res(''));
+        req.on('timeout', () => req.destroy());
+        req.end();
+      });
+      const mb = (name: string): string => {
+        const m = new RegExp(`^${name} (\\S+)`, 'm').exec(text);
+        return m === null ? '?' : (Number(m[1]) / 2 ** 20).toFixed(0);
+      };
+      return (
+        `main heap ${mb('nodejs_heap_size_used_bytes')} / ${mb('nodejs_heap_size_total_bytes')} MB, ` +
+        `external ${mb('nodejs_external_memory_bytes')} MB, ${threadCount(child.pid!)} threads`
+      );
+    };
     let readyMs: number | null = null;
     while (performance.now() - t0 < o.startTimeoutS * 1000 && child.exitCode === null) {
       if ((await get('/readyz')) === 200) {
@@ -578,13 +602,14 @@ async function bench(o: Options): Promise<void> {
     }
     const pid = child.pid!;
     const rssReadyMB = procStatusMB(pid, 'VmRSS');
+    const memReady = await memory();
     dp = KernelDatapath.adopt({ pinDir: join(bpffs, 'peak-xdp', ns, ifA) });
     tables = BpfMap.fromPin(join(bpffs, 'peak-xdp', ns, ifA, 'maglev_tables'));
     const vipIds = new Map((await dp.listVips()).map((v) => [v.key.address, v.id]));
     const backendsAtReady = (await dp.listBackends()).length;
     log(
       `start -> ready ${(readyMs / 1000).toFixed(2)} s (goal <= ${GOALS.startMs / 1000} s); ` +
-        `maps: ${vipIds.size} VIPs, ${backendsAtReady} backends; RSS ${rssReadyMB.toFixed(0)} MB; ` +
+        `maps: ${vipIds.size} VIPs, ${backendsAtReady} backends; RSS ${rssReadyMB.toFixed(0)} MB (${memReady}); ` +
         `/healthz max ${startHealthz.maxMs.toFixed(0)} ms during start`,
     );
     // Filled in at the end, when every line of the start is surely read.
@@ -725,6 +750,7 @@ async function bench(o: Options): Promise<void> {
       }
       const healthz = await poller!.stop();
       const rssMB = procStatusMB(pid, 'VmRSS');
+      const mem = await memory();
       const toMs = b0Epoch + (convergedMs ?? o.phaseTimeoutS * 1000);
       phases.push({
         name,
@@ -742,7 +768,7 @@ async function bench(o: Options): Promise<void> {
       log(
         `${name}: ${convergedMs === null ? `not converged after ${o.phaseTimeoutS} s (${detail})` : `maps after ${(convergedMs / 1000).toFixed(2)} s`} ` +
           `(goal <= ${GOALS.burstMs / 1000} s); /healthz max ${healthz.maxMs.toFixed(0)} ms, p99 ${healthz.p99Ms.toFixed(0)} ms ` +
-          `over ${healthz.requests} requests (goal <= ${GOALS.healthzMs} ms); RSS ${rssMB.toFixed(0)} MB; ` +
+          `over ${healthz.requests} requests (goal <= ${GOALS.healthzMs} ms); RSS ${rssMB.toFixed(0)} MB (${mem}); ` +
           `daemon's CPU until then ${daemonCpuMs?.toFixed(0) ?? '-'} ms (all threads), the bench's own ${benchCpuMs?.toFixed(0) ?? '-'} ms`,
       );
     };
