@@ -456,6 +456,18 @@ async function bench(o: Options): Promise<void> {
   const log = (s: string): void => {
     if (!o.json) console.log(s);
   };
+  // A run killed before its clean-up (e.g. its output piped to `head`) leaves its pair and daemon: the daemon would
+  // answer this run's /readyz at once. Refuse, naming what to remove.
+  const stale = run('ip', ['-o', '-4', 'addr', 'show'])
+    .split('\n')
+    .filter((l) => l.includes(' 10.250.0.2/'))
+    .map((l) => l.split(/\s+/)[1]!.split('@')[0]!);
+  if (stale.length > 0)
+    throw new Error(
+      `10.250.0.2 is already on ${stale.join(', ')}, a pair of an earlier bench:k8s run that did not clean up: ` +
+        `stop its daemon (pgrep -af 'cli/main.js daemon'), then ip link del ${stale[0]}, ip netns del ` +
+        `${stale[0]!.replace(/b$/, '')}, umount /run/${stale[0]!.replace(/b$/, '')}-bpffs`,
+    );
   try {
     run('ip', ['netns', 'add', ns]);
     run('ip', ['link', 'add', ifA, 'type', 'veth', 'peer', 'name', ifB]);
