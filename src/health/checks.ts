@@ -231,6 +231,62 @@ export const RAW_TCP_PROBES = RAW_TCP !== null;
 
 const ignore = (): void => undefined;
 
+/** Ends a raw probe with its verdict (once; later calls do nothing). */
+type RawFinish = (ok: boolean, detail: string, local: boolean, timedOut?: boolean) => void;
+
+/** What a raw probe's `connected` gets: the handle, its verdict, a failure by errno, and read(onread), which starts
+ * reading (TcpHandle.onread) and returns readStart's status. */
+interface RawConnected {
+  handle: TcpHandle;
+  finish: RawFinish;
+  failed: (status: number) => void;
+  read: (onread: TcpHandle['onread']) => number;
+}
+
+/**
+ * A probe on a raw TCP handle (an IP address, of the family `v6` says): connects within the timeout, then calls
+ * `connected`, which gives the verdict through `finish` (at once, or after reading). The handle is closed with the
+ * verdict, a timeout or a cancel, and `done` called once. The one core of rawProbeTcp and rawProbeHttp.
+ */
+function rawProbe(
+  b: TcpBinding,
+  o: TcpCheckOptions,
+  v6: boolean,
+  done: (r: CheckResult) => void,
+  connected: (c: RawConnected) => void,
+): CancelProbe {
+  const started = performance.now();
+  const handle = new b.TCP(b.constants.SOCKET);
+  const req = new b.TCPConnectWrap();
+  let open = true;
+  let reading = false;
+  const finish: RawFinish = (ok, detail, local, timedOut = false) => {
+    if (!open) return;
+    open = false;
+    clearTimeout(timer);
+    req.oncomplete = ignore; // closing a connecting handle completes its request with ECANCELED
+    if (reading) handle.onread = ignore; // a function only: Node aborts the process on anything else
+    handle.close(); // the socket's fd is closed here, synchronously
+    done(result(ok, detail, started, local, timedOut));
+  };
+  const failed = (status: number): void => {
+    const code = getSystemErrorName(status);
+    finish(false, code, LOCAL_ERROR_CODES.has(code));
+  };
+  const read = (onread: TcpHandle['onread']): number => {
+    reading = true;
+    handle.onread = onread;
+    return handle.readStart();
+  };
+  req.oncomplete = (status: number) =>
+    status === 0 ? connected({ handle, finish, failed, read }) : failed(status);
+  const timer = setTimeout(() => finish(false, timeoutDetail(o.timeoutMs), false, true), o.timeoutMs);
+  const err = v6 ? handle.connect6(req, o.host, o.port) : handle.connect(req, o.host, o.port);
+  // The socket could not even be made (EMFILE, ...): reported on a later turn, as callbacks are.
+  if (err !== 0) queueMicrotask(() => failed(err));
+  return () => finish(false, ABORTED, true);
+}
+
 /**
  * probeTcp on a raw TCP handle (an IP address, checked by probeTcp with its family): connect, then close at
  * once; no stream, no reads.
@@ -241,29 +297,10 @@ function rawProbeTcp(
   v6: boolean,
   done: (r: CheckResult) => void,
 ): CancelProbe {
-  const started = performance.now();
-  const handle = new b.TCP(b.constants.SOCKET);
-  const req = new b.TCPConnectWrap();
-  let open = true;
-  const finish = (ok: boolean, detail: string, local: boolean, timedOut = false): void => {
-    if (!open) return;
-    open = false;
-    clearTimeout(timer);
-    req.oncomplete = ignore; // closing a connecting handle completes its request with ECANCELED
-    handle.close(); // the socket's fd is closed here, synchronously
-    done(result(ok, detail, started, local, timedOut));
-  };
-  const failed = (status: number): void => {
-    const code = getSystemErrorName(status);
-    finish(false, code, LOCAL_ERROR_CODES.has(code));
-  };
-  req.oncomplete = (status: number) => (status === 0 ? finish(true, 'connected', false) : failed(status));
-  const timer = setTimeout(() => finish(false, timeoutDetail(o.timeoutMs), false, true), o.timeoutMs);
-  const err = v6 ? handle.connect6(req, o.host, o.port) : handle.connect(req, o.host, o.port);
-  // The socket could not even be made (EMFILE, ...): reported on a later turn, as callbacks are.
-  if (err !== 0) queueMicrotask(() => failed(err));
-  return () => finish(false, ABORTED, true);
+  return rawProbe(b, o, v6, done, connectedTcp);
 }
+
+const connectedTcp = (c: RawConnected): void => c.finish(true, 'connected', false);
 
 /** The longest response head read for a status line (a healthy server's first line is far shorter). */
 export const MAX_STATUS_HEAD = 4096;
@@ -371,41 +408,21 @@ function rawProbeHttp(
   v6: boolean,
   done: (r: CheckResult) => void,
 ): CancelProbe {
-  const started = performance.now();
-  const handle = new b.TCP(b.constants.SOCKET);
-  const req = new b.TCPConnectWrap();
-  let open = true;
-  let head = '';
-  const finish = (ok: boolean, detail: string, local: boolean, timedOut = false): void => {
-    if (!open) return;
-    open = false;
-    clearTimeout(timer);
-    req.oncomplete = ignore; // closing a connecting handle completes its request with ECANCELED
-    handle.onread = ignore; // a function only: Node aborts the process on anything else
-    handle.close(); // the socket's fd is closed here, synchronously
-    done(result(ok, detail, started, local, timedOut));
-  };
-  const failed = (status: number): void => {
-    const code = getSystemErrorName(status);
-    finish(false, code, LOCAL_ERROR_CODES.has(code));
-  };
-  const onread = (buffer: ArrayBuffer | undefined): void => {
-    const n = s.streamBaseState[s.kReadBytesOrError]!;
-    if (n === 0 || !open) return;
-    if (n < 0) {
-      if (getSystemErrorName(n) === 'EOF') finish(false, head === '' ? NO_RESPONSE : BAD_RESPONSE, false);
-      else failed(n);
-      return;
-    }
-    if (buffer === undefined) return;
-    head += Buffer.from(buffer, s.streamBaseState[s.kArrayBufferOffset]!, n).toString('latin1');
-    const v = httpVerdict(head);
-    if (v !== null) finish(v[0], v[1], false);
-  };
-  req.oncomplete = (status: number) => {
-    if (status !== 0) return failed(status);
-    handle.onread = onread;
-    let err = handle.readStart();
+  return rawProbe(b, o, v6, done, ({ handle, finish, failed, read }) => {
+    let head = '';
+    let err = read((buffer: ArrayBuffer | undefined): void => {
+      const n = s.streamBaseState[s.kReadBytesOrError]!;
+      if (n === 0) return;
+      if (n < 0) {
+        if (getSystemErrorName(n) === 'EOF') finish(false, head === '' ? NO_RESPONSE : BAD_RESPONSE, false);
+        else failed(n);
+        return;
+      }
+      if (buffer === undefined) return;
+      head += Buffer.from(buffer, s.streamBaseState[s.kArrayBufferOffset]!, n).toString('latin1');
+      const v = httpVerdict(head);
+      if (v !== null) finish(v[0], v[1], false);
+    });
     if (err === 0) {
       // A request of a few hundred bytes on a fresh connection is written at once; should the kernel take it
       // later, its completion needs nothing (a failure shows up as a read error or the timeout).
@@ -416,11 +433,7 @@ function rawProbeHttp(
       err = handle.writeLatin1String(w, httpRequest(o));
     }
     if (err !== 0) failed(err);
-  };
-  const timer = setTimeout(() => finish(false, timeoutDetail(o.timeoutMs), false, true), o.timeoutMs);
-  const err = v6 ? handle.connect6(req, o.host, o.port) : handle.connect(req, o.host, o.port);
-  if (err !== 0) queueMicrotask(() => failed(err));
-  return () => finish(false, ABORTED, true);
+  });
 }
 
 /** A callback probe as a promise; the signal aborts it (it then resolves as a local "aborted": no verdict). */
