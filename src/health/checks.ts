@@ -273,13 +273,20 @@ function rawProbe(
     const code = getSystemErrorName(status);
     finish(false, code, LOCAL_ERROR_CODES.has(code));
   };
-  const read = (onread: TcpHandle['onread']): number => {
-    reading = true;
-    handle.onread = onread;
-    return handle.readStart();
+  req.oncomplete = (status: number) => {
+    if (status !== 0) return failed(status);
+    // `read` is made here, once connected: a probe of a dead backend never is, and allocates no more than it needs
+    connected({
+      handle,
+      finish,
+      failed,
+      read: (onread) => {
+        reading = true;
+        handle.onread = onread;
+        return handle.readStart();
+      },
+    });
   };
-  req.oncomplete = (status: number) =>
-    status === 0 ? connected({ handle, finish, failed, read }) : failed(status);
   const timer = setTimeout(() => finish(false, timeoutDetail(o.timeoutMs), false, true), o.timeoutMs);
   const err = v6 ? handle.connect6(req, o.host, o.port) : handle.connect(req, o.host, o.port);
   // The socket could not even be made (EMFILE, ...): reported on a later turn, as callbacks are.
