@@ -89,12 +89,16 @@ export function sameTable(actual: Uint32Array | IdTable | null | undefined, desi
   return desired.equals(actual);
 }
 
+/** Whether the datapath's backend entry `h` already holds desired backend `b` (no upsertBackend needed). */
+export function sameBackend(h: BackendSpec, b: BackendSpec): boolean {
+  return h.address === b.address && h.state === b.state && (h.encap ?? 'ipip') === (b.encap ?? 'ipip');
+}
+
 /** upsertBackend ops for one desired VIP's backends against what the datapath holds. */
 function backendOps(plan: Plan, vip: DesiredVip, have: (id: number) => BackendSpec | undefined): void {
   for (const b of vip.backends) {
     const h = have(b.id);
-    if (h !== undefined && h.address === b.address && h.state === b.state && (h.encap ?? 'ipip') === b.encap)
-      continue;
+    if (h !== undefined && sameBackend(h, b)) continue;
     plan.push({
       op: 'upsertBackend',
       // The desired backend itself (a BackendSpec with more fields; desired states are immutable): the

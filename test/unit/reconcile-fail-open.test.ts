@@ -6,7 +6,14 @@ import { announcements } from '../../src/daemon/announce';
 import { createMetrics } from '../../src/metrics';
 import type { HealthStatus } from '../../src/health/state';
 import { Config, DEFAULTS, validateConfig } from '../../src/model';
-import { desiredState, DesiredState, IdState, reconcile, vipBackendStates } from '../../src/reconcile';
+import {
+  desiredState,
+  DesiredState,
+  IdState,
+  reconcile,
+  Reconciler,
+  vipBackendStates,
+} from '../../src/reconcile';
 
 const T0 = 1_700_000_000_000;
 const key = (i: number): string => `10.0.0.10:80/tcp>10.1.0.${i}`;
@@ -287,5 +294,40 @@ describe('fail-open: every serving backend down by its checks', () => {
     console.log(`fail-open property: ${open} fail-open steps, ${extended} graces extended past one`);
     expect(open).toBeGreaterThan(10);
     expect(extended).toBeGreaterThan(10);
+  });
+});
+
+describe('the Reconciler mirror after a health flip that changes no state (failing open)', () => {
+  it('writes nothing, and then holds the latest desired backends, not the older generation', async () => {
+    const cfg = config({ backends: be(1, 2, 3) });
+    const dp = new MemoryDatapath();
+    const r = new Reconciler(dp);
+    const first = desiredState({ config: cfg, now: T0 });
+    await r.reconcile(first);
+    const flipped = desiredState({ config: cfg, ids: first.ids, health: health([1, 2, 3]), now: T0 });
+    // Health differs (unknown -> down), states do not (all fail open): new objects, nothing to write.
+    expect(flipped.vips[0]!.backends.map((b) => [b.health, b.state])).toEqual([
+      ['down', 'up'],
+      ['down', 'up'],
+      ['down', 'up'],
+    ]);
+    expect(flipped.vips[0]).not.toBe(first.vips[0]);
+    const s = await r.reconcile(flipped);
+    expect(s).toMatchObject({
+      backendsCreated: 0,
+      backendsStateChanged: 0,
+      backendsUpdated: 0,
+      tablesInstalled: 0,
+    });
+    // The mirror is private: what it holds is what keeps `first`'s backends alive (an object per membership).
+    const mirror = (r as unknown as { mirror: { backends: { get(id: number): unknown } } }).mirror;
+    for (const [i, b] of flipped.vips[0]!.backends.entries()) {
+      expect(mirror.backends.get(b.id)).toBe(b);
+      expect(mirror.backends.get(b.id)).not.toBe(first.vips[0]!.backends[i]);
+    }
+    // And what the datapath holds is unchanged: the same three backends, up.
+    expect((await dp.listBackends()).map((b) => [b.address, b.state])).toEqual(
+      flipped.vips[0]!.backends.map((b) => [b.address, 'up']),
+    );
   });
 });
