@@ -490,18 +490,39 @@ function desiredVip(
     return was;
   }
   const st = vipBackendStates(stateInput);
+  // A backend equal in every field to the one at its position in `was` is that object (desired states are
+  // immutable): a health flip allocates an object for what flipped, not one per membership of the VIP. Objects
+  // made anew for every flip outlived young collections (the mirror, the health feed and the memo hold them until
+  // the next sync), so at 512 x 1000 each sync of the first checks' flips added ~50 MB to the heap.
+  const before = was !== undefined && was.backends.length === v.backends.length ? was.backends : undefined;
   const backends: DesiredBackend[] = v.backends.map((b, j) => {
     const bkey = k.members[j]!;
     const s = st.states[j]!;
+    const id = group.get(bkey)!;
+    const encap = b.encap ?? v.encap ?? DEFAULTS.vip.encap;
+    const old = before?.[j];
+    if (
+      old !== undefined &&
+      old.key === bkey &&
+      old.id === id &&
+      old.address === b.address &&
+      old.weight === b.weight &&
+      old.drain === b.drain &&
+      old.encap === encap &&
+      old.health === s.health &&
+      old.state === s.state &&
+      old.graceUntil === s.graceUntil
+    )
+      return old;
     // Every field written in the literal (no spread): all nine in the object itself, no property array
     // beside it (one object per membership: 512,000 at 512 x 1000).
     return {
       key: bkey,
-      id: group.get(bkey)!,
+      id,
       address: b.address,
       weight: b.weight,
       drain: b.drain,
-      encap: b.encap ?? v.encap ?? DEFAULTS.vip.encap,
+      encap,
       health: s.health,
       state: s.state,
       graceUntil: s.graceUntil,

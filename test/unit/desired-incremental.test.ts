@@ -129,6 +129,10 @@ describe('desiredState, incremental with health', () => {
     expect(d2.vips[0]).toBe(d1.vips[0]);
     expect(d2.vips[1]).not.toBe(d1.vips[1]);
     expect(d2.vips[1]!.backends[2]!.state).toBe('down');
+    // In the recomputed VIP, the backends that did not flip are the previous objects; the flipped one is new.
+    expect(d2.vips[1]!.backends[0]).toBe(d1.vips[1]!.backends[0]);
+    expect(d2.vips[1]!.backends[1]).toBe(d1.vips[1]!.backends[1]);
+    expect(d2.vips[1]!.backends[2]).not.toBe(d1.vips[1]!.backends[2]);
     expect(d2.vips[2]).toBe(d1.vips[2]);
     const fresh = desiredState({ config: cfg, ids: forgetMemo(d1.ids), health: healthOf([key(2, 3)]) });
     expect(plain(d2)).toEqual(plain(fresh));
