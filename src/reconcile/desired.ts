@@ -491,9 +491,8 @@ function desiredVip(
   }
   const st = vipBackendStates(stateInput);
   // A backend equal in every field to the one at its position in `was` is that object (desired states are
-  // immutable): a health flip allocates an object for what flipped, not one per membership of the VIP. Objects
-  // made anew for every flip outlived young collections (the mirror, the health feed and the memo hold them until
-  // the next sync), so at 512 x 1000 each sync of the first checks' flips added ~50 MB to the heap.
+  // immutable): a health flip allocates an object for what flipped, not one per membership of the VIP, and the
+  // reconciler's mirror, which holds the objects it wrote, keeps pointing at live ones.
   const before = was !== undefined && was.backends.length === v.backends.length ? was.backends : undefined;
   const backends: DesiredBackend[] = v.backends.map((b, j) => {
     const bkey = k.members[j]!;
