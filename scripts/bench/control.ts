@@ -959,8 +959,9 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
       if (s.failures.length > 0) throw new Error(`reconcile failed: ${JSON.stringify(s.failures[0])}`);
       return feed !== null && (differs ?? (await feed.retarget(d)));
     };
-    /** A change -> maps (ms); the follow-up sync the daemon runs for new health targets is not counted in it, but
-     * runs before the next change (and /healthz and the loop delay see it). */
+    /** A change -> maps (ms); a follow-up sync the daemon runs when a new health target's status differs from the
+     * desired state (it took a checked sibling's) is not counted in it, but runs before the next change (and /healthz
+     * and the loop delay see it). */
     const apply = async (config: Config): Promise<number> => {
       const t = now();
       const again = await sync(config);

@@ -283,9 +283,9 @@ export class Daemon {
     phase('ids');
     await this.sync('start');
     phase('firstSync');
-    // The health targets the first sync set start with a status its desired state shows as unknown: a sync more
-    // shows it. It writes nothing to the datapath (an unknown and an up backend are forwarded to alike), so it
-    // runs after the start (at 1,024 VIPs it is a second pass over every membership), not before ready.
+    // The health targets the first sync set start with the status its desired state shows (NEW_TARGET_STATUS, or a
+    // seed), so none differs; should one, a sync more shows it after the start, not before ready (a status the
+    // datapath already forwards alike; at 1,024 VIPs that sync is a second pass over every membership).
     const labelSync = this.loop.takeWanted();
     // A balancer replacing an older build's takes the interface only now, programmed.
     await keeper.commit([...programmer.failedVips.keys()]);

@@ -14,7 +14,7 @@ import {
 } from './checks';
 import { DueQueue } from './due-queue';
 import { defaultMaxInFlight, jittered, probeCheck, probeCheckKey, quickReserve, takesResult } from './probes';
-import { HealthChangeLog, HealthStatus, statusAfter } from './state';
+import { HealthChangeLog, HealthStatus, NEW_TARGET_STATUS, statusAfter } from './state';
 
 export interface HealthTarget {
   /** Membership key (DesiredBackend.key): what desiredState looks health up by. */
@@ -23,7 +23,7 @@ export interface HealthTarget {
   vip: string;
   address: string;
   check: HealthCheckConfig;
-  /** Status before the first result (default up: a (re)started daemon does not blackhole a VIP). */
+  /** Status before the first result (default NEW_TARGET_STATUS). */
   initial?: HealthStatus;
 }
 
@@ -950,7 +950,7 @@ export class HealthMonitor extends EventEmitter {
       return;
     }
     const kind = this.probes.kindOf(t.check);
-    let status = statusCode(t.initial ?? 'up');
+    let status = statusCode(t.initial ?? NEW_TARGET_STATUS);
     let sibling = -1;
     const on = this.probes.get(t.address, kind);
     // Siblings: the members the probe had before this change (none if it was made in it).

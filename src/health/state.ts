@@ -29,7 +29,14 @@ export interface Thresholds {
   fall: number;
 }
 
-export const initialHealth = (status: HealthStatus = 'up'): HealthState => ({
+/**
+ * The status of a check target before its first result: up, so a (re)started daemon does not blackhole a VIP.
+ * The desired state shows it for a backend of a checked VIP that has no status yet (its target is set after the
+ * desired state is built), so a new target's status is what that state already holds: no sync more to show it.
+ */
+export const NEW_TARGET_STATUS: HealthStatus = 'up';
+
+export const initialHealth = (status: HealthStatus = NEW_TARGET_STATUS): HealthState => ({
   status,
   successes: 0,
   failures: 0,

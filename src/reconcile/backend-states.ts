@@ -48,8 +48,11 @@ export interface VipBackendStatesInput {
   failOpen: boolean;
   /** The VIP's healthCheck.downGraceSeconds (undefined: no grace). */
   downGraceSeconds: number | undefined;
-  /** Health by membership key (absent: unknown), when it last flipped (ms), and now (ms, same clock). */
+  /** Health by membership key (absent: `unchecked`), when it last flipped (ms), and now (ms, same clock). */
   health: ReadonlyMap<string, HealthStatus>;
+  /** The health of a key `health` has no entry for: NEW_TARGET_STATUS for a VIP with checks (its target starts
+   * with it), 'unknown' without. */
+  unchecked: HealthStatus | 'unknown';
   since?: ReadonlyMap<string, number>;
   now?: number;
 }
@@ -105,7 +108,7 @@ function summarise(o: VipBackendStatesInput): HealthSummary {
   let serving = 0;
   let servingDown = 0;
   for (let i = 0; i < n; i++) {
-    const h = o.health.get(o.keys[i]!) ?? 'unknown';
+    const h = o.health.get(o.keys[i]!) ?? o.unchecked;
     health[i] = h;
     if (serves(o.backends[i]!)) {
       serving++;
@@ -146,7 +149,7 @@ export function sameStates(was: DesiredVip, o: VipBackendStatesInput): boolean {
   let serving = 0;
   let servingDown = 0;
   for (let i = 0; i < n; i++) {
-    const h = o.health.get(o.keys[i]!) ?? 'unknown';
+    const h = o.health.get(o.keys[i]!) ?? o.unchecked;
     if (h !== was.backends[i]!.health) return false;
     if (serves(o.backends[i]!)) {
       serving++;

@@ -1,6 +1,6 @@
 // Desired state: a pure function from config (+ health, + previous ids) to VIPs, backends and Maglev tables.
 import type { BackendState, DatapathConfig, EncapSource, VipKey, VipSpec } from '../datapath/types';
-import type { HealthChangeLog, HealthStatus } from '../health/state';
+import { type HealthChangeLog, type HealthStatus, NEW_TARGET_STATUS } from '../health/state';
 import type { Config, Encap, HealthCheckConfig, VipConfig } from '../model/config';
 import { DEFAULTS } from '../model/defaults';
 import { allocateBackendIdsSteps, BackendIds, VipKeys } from './backend-ids';
@@ -18,6 +18,8 @@ export interface DesiredBackend {
   drain: boolean;
   /** The backend's, else its VIP's, else ipip. */
   encap: Encap;
+  /** Its check's status; with none yet, NEW_TARGET_STATUS ('up', what its target starts with); 'unknown': its VIP
+   * has no checks. */
   health: HealthStatus | 'unknown';
   /** down (failed checks) wins over draining (weight 0 or drain) wins over up; see backendState. */
   state: BackendState;
@@ -67,7 +69,8 @@ export interface DesiredState {
 
 export interface DesiredStateOptions {
   config: Config;
-  /** Health by backend membership key; absent entries count as up (no blackhole on start or restart). */
+  /** Health by backend membership key; an absent entry of a checked VIP is NEW_TARGET_STATUS (up: no blackhole on
+   * start or restart), of a VIP without checks 'unknown' (forwarded to as up). */
   health?: ReadonlyMap<string, HealthStatus>;
   /** When each key's health last flipped (ms, HealthMonitor.since()); absent: long ago (no grace left). */
   healthSince?: ReadonlyMap<string, number>;
@@ -240,7 +243,8 @@ function groupOfKey(key: string): string {
 interface MemoEntry {
   config: VipConfig;
   desired: DesiredVip;
-  /** No backend had a health entry (all 'unknown'): with an empty health map its states are the same. */
+  /** Every backend had the health an empty health map gives it (uncheckedHealth): with one, its states are the
+   * same. */
   healthFree: boolean;
   /** Some backend was down by health: its state may depend on the time (down grace) and on since. */
   hasDown: boolean;
@@ -386,7 +390,8 @@ export class DesiredStateBuilder {
         desired = desiredVip(v, k, vipId, group, run.healthIn, run.cache, was?.desired);
         costly = true;
         const same = desired === was?.desired;
-        healthFree = same ? was!.healthFree : desired.backends.every((b) => b.health === 'unknown');
+        const unchecked = uncheckedHealth(v);
+        healthFree = same ? was!.healthFree : desired.backends.every((b) => b.health === unchecked);
         hasDown = same ? was!.hasDown : desired.backends.some((b) => b.health === 'down');
       }
       if (this.#frozen.has(v)) run.byKey.set(k.vip, { config: v, desired, healthFree, hasDown });
@@ -468,6 +473,11 @@ export class DesiredStateBuilder {
   }
 }
 
+/** The health of a backend without a status: a checked VIP's target starts with NEW_TARGET_STATUS. */
+function uncheckedHealth(v: VipConfig): HealthStatus | 'unknown' {
+  return v.healthCheck === null ? 'unknown' : NEW_TARGET_STATUS;
+}
+
 /** One VIP's desired state; `was`: the previous result for the same config and ids, reused if states agree. */
 function desiredVip(
   v: VipConfig,
@@ -484,6 +494,7 @@ function desiredVip(
     failOpen: v.failOpen,
     downGraceSeconds: v.healthCheck?.downGraceSeconds,
     ...healthIn,
+    unchecked: uncheckedHealth(v),
   };
   if (was !== undefined && was.spec.id === vipId && sameStates(was, stateInput)) {
     cache.get(was.table.signature, () => was.table);

@@ -165,9 +165,9 @@ function config(vips: VipIn[], extra: Record<string, unknown> = {}): Config {
 }
 const BGP = { bgp: { asn: 65001, routerId: '192.0.2.1', peers: [{ address: '192.0.2.254', asn: 65000 }] } };
 
-/** A start syncs twice: the health targets it sets start with a status the desired state does not show yet (the
- * second sync runs right after the start, not before ready: it writes nothing to the datapath). */
-const START = ['start', 'health targets'];
+/** A start syncs once: the health targets it sets start with the status its desired state already shows
+ * (NEW_TARGET_STATUS), so no sync more follows to show theirs. */
+const START = ['start'];
 
 const ok = (c: Config, changed = true): ReloadEvent => ({
   ok: true,
@@ -302,9 +302,8 @@ describe('daemon coordination over a memory datapath', () => {
     r.host.view = g.view;
     await r.daemon.start();
     const written = r.host.dp.calls.length;
-    await settle(); // its health-targets sync runs right after it
+    await settle(); // nothing runs after it
     expect(r.syncs()).toEqual(START);
-    // ready before it, and rightly so: it changed nothing in the datapath
     expect(mutations(r.host.dp, written)).toEqual([]);
 
     g.hold();
@@ -318,7 +317,7 @@ describe('daemon coordination over a memory datapath', () => {
     await settle();
     r.monitor.flip('a', 'up');
     await settle();
-    expect(r.syncs()).toEqual(START); // still the health sync in flight
+    expect(r.syncs()).toEqual(START); // the health sync still in flight
     g.release();
     await settle();
 
@@ -365,7 +364,10 @@ describe('daemon coordination over a memory datapath', () => {
       'collect',
     ]);
     await settle();
-    // later syncs (the health targets' one) collect nothing
+    // a later sync (a flip's) collects nothing
+    r.monitor.flip('a', 'down');
+    await settle();
+    expect(r.syncs()).toEqual([...START, 'health']);
     expect(order.filter((x) => x.startsWith('trimMemory'))).toHaveLength(1);
     await r.daemon.stop();
   });
@@ -373,7 +375,7 @@ describe('daemon coordination over a memory datapath', () => {
   it('keeps the previous config and desired state when a reload is rejected', async () => {
     const r = rig({ config: config(VIPS) });
     await r.daemon.start();
-    await settle(); // its health-targets sync runs right after it
+    await settle();
     const before = await state(r.daemon);
     const writes = r.host.dp.calls.length;
 
@@ -473,7 +475,7 @@ describe('daemon coordination over a memory datapath', () => {
     const r = rig({ config: config(VIPS, BGP) });
     r.host.dp.failOn('upsertVip', '10.0.0.10:80/tcp', new Error('injected: ENOMEM'));
     await r.daemon.start();
-    await settle(); // its health-targets sync runs right after it
+    await settle();
     expect(await heldAddresses(r.host.dp)).toEqual(['10.0.0.11']);
     expect((await state(r.daemon)).failedVips.map((v) => v.name)).toEqual(['a']);
     expect(r.speaker!.last).toEqual(['10.0.0.11/32']);

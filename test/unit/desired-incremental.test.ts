@@ -14,7 +14,7 @@ import {
   planSince,
   planSinceAsync,
 } from '../../src/reconcile';
-import type { HealthChangeLog } from '../../src/health/state';
+import { type HealthChangeLog, NEW_TARGET_STATUS } from '../../src/health/state';
 import { countTurns } from '../helpers/turn-counter';
 
 /** The same ids without the memo an earlier build left for them: the next build runs from scratch. */
@@ -91,10 +91,23 @@ describe('desiredState, incremental without health', () => {
     expect(d1.vips[0]!.backends[1]!.state).toBe('down');
     const d2 = desiredState({ config: cfg, ids: d1.ids });
     expect(d2.vips[0]).not.toBe(d1.vips[0]);
-    expect(d2.vips[0]!.backends[1]).toMatchObject({ health: 'unknown', state: 'up' });
+    expect(d2.vips[0]!.backends[1]).toMatchObject({ health: NEW_TARGET_STATUS, state: 'up' });
     expect(d2.vips[1]).toBe(d1.vips[1]);
     const d3 = desiredState({ config: cfg, ids: d2.ids });
     expect(d3.vips[0]).toBe(d2.vips[0]);
+  });
+
+  it("a checked VIP's backend without a status shows what its new check target starts with; without checks, unknown", () => {
+    // A valid config's VIP 2 without its check (null: what validation gives a VIP with no healthCheck).
+    const unchecked: Config = { ...cfg, vips: cfg.vips.map((v, i) => (i === 1 ? { ...v, healthCheck: null } : v)) }; // prettier-ignore
+    const d = desiredState({ config: unchecked });
+    expect(NEW_TARGET_STATUS).toBe('up');
+    expect(d.vips.map((v) => v.backends.map((b) => b.health))).toEqual([
+      ['up', 'up', 'up'],
+      ['unknown', 'unknown', 'unknown'],
+      ['up', 'up', 'up'],
+    ]);
+    expect(d.vips.every((v) => v.backends.every((b) => b.state === 'up'))).toBe(true);
   });
 });
 
@@ -152,12 +165,12 @@ describe('desiredState, incremental with health', () => {
   });
 
   it('a key added at the end or removed (the health monitor keeps its order) recomputes only its VIP', () => {
-    const d1 = desiredState({ config: cfg, health: healthOf([]) });
-    // VIP 2's backend 3 leaves the map, then comes back at its end, down.
+    const d1 = desiredState({ config: cfg, health: healthOf([key(2, 3)]) });
+    // VIP 2's backend 3 (down) leaves the map, then comes back at its end, down.
     const without = new Map([...healthOf([])].filter(([k]) => k !== key(2, 3)));
     const d2 = desiredState({ config: cfg, ids: d1.ids, health: without });
     expect(d2.vips.map((v, i) => v === d1.vips[i])).toEqual([true, false, true]);
-    expect(d2.vips[1]!.backends[2]!.health).toBe('unknown');
+    expect(d2.vips[1]!.backends[2]).toMatchObject({ health: NEW_TARGET_STATUS, state: 'up' });
     const appended = new Map([...without, [key(2, 3), 'down' as const]]);
     const d3 = desiredState({ config: cfg, ids: d2.ids, health: appended });
     expect(d3.vips.map((v, i) => v === d2.vips[i])).toEqual([true, false, true]);

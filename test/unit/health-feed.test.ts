@@ -8,6 +8,7 @@ import type { DaemonHealthMonitor } from '../../src/daemon/collaborators';
 import { HealthFeed, TARGETS_PER_TURN } from '../../src/daemon/health-feed';
 import { HealthMonitor, type HealthTarget } from '../../src/health/monitor';
 import { healthTargets, targetsChange } from '../../src/health/targets';
+import { NEW_TARGET_STATUS } from '../../src/health/state';
 import { DEFAULTS, validateConfig } from '../../src/model';
 import { desiredState } from '../../src/reconcile';
 import { TEST_DATAPATH_CONFIG } from '../helpers/datapath-config';
@@ -211,25 +212,32 @@ describe('HealthFeed: the monitor targets are set again only when they changed',
     const monitor = new HealthMonitor();
     const feed = new HealthFeed({ monitor, log: pino({ level: 'silent' }) });
     const ids = Array.from({ length: 50 }, (_, i) => i + 1);
-    const statusOf = (d: ReturnType<typeof state>) =>
-      new Map(d.vips.flatMap((v) => v.backends.map((b) => [b.key, monitor.status(b.key)] as const)).filter((e): e is [string, 'up'] => e[1] !== undefined)); // prettier-ignore
-    // the first targets start up; desired state built before knew no health
-    expect(await feed.retarget(state([{ backends: ids }]))).toBe(true);
-    const known = state([{ backends: ids }]);
-    const d1 = state([{ backends: ids }], statusOf(known) as never);
-    expect(await feed.retarget(d1)).toBe(false);
-    // one backend added: only its target is looked up, and it differs (up against unknown)
+    const keyOf = (b: number) => state([{ backends: [b] }]).vips[0]!.backends[0]!.key;
+    // The first targets start with NEW_TARGET_STATUS, which a desired state built before them shows: no sync more.
+    const first = state([{ backends: ids }]);
+    expect(first.vips[0]!.backends.every((b) => b.health === NEW_TARGET_STATUS)).toBe(true);
+    expect(await feed.retarget(first)).toBe(false);
+    // one backend added: only its target is looked up; it starts as that state shows it
     const lookups: string[] = [];
     const status = monitor.status.bind(monitor);
-    const d2 = state([{ backends: [...ids, 51] }], statusOf(known) as never);
-    jest.spyOn(monitor, 'status').mockImplementation((k) => (lookups.push(k), status(k)));
-    expect(await feed.retarget(d2)).toBe(true);
-    expect(lookups).toEqual([d2.vips[0]!.backends[50]!.key]);
+    const spy = () => jest.spyOn(monitor, 'status').mockImplementation((k) => (lookups.push(k), status(k)));
+    const d2 = state([{ backends: [...ids, 51] }]);
+    spy();
+    expect(await feed.retarget(d2)).toBe(false);
+    expect(lookups).toEqual([keyOf(51)]);
     jest.restoreAllMocks();
-    const d3 = state([{ backends: [...ids, 51] }], statusOf(d2) as never);
+    // one more, built from a health input that says down (stale): its new target starts up, and that differs
+    const d3 = state([{ backends: [...ids, 51, 52] }], new Map([[keyOf(52), 'down']]));
+    expect(d3.vips[0]!.backends[51]!.health).toBe('down');
     lookups.length = 0;
-    jest.spyOn(monitor, 'status').mockImplementation((k) => (lookups.push(k), status(k)));
-    expect(await feed.retarget(d3)).toBe(false);
+    spy();
+    expect(await feed.retarget(d3)).toBe(true);
+    expect(lookups).toEqual([keyOf(52)]);
+    jest.restoreAllMocks();
+    // the same targets again: nothing set, nothing looked up
+    lookups.length = 0;
+    spy();
+    expect(await feed.retarget(state([{ backends: [...ids, 51, 52] }]))).toBe(false);
     expect(lookups).toEqual([]);
     jest.restoreAllMocks();
     monitor.stop();

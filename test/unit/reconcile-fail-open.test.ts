@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { MemoryDatapath } from '../../src/datapath/memory';
 import { announcements } from '../../src/daemon/announce';
 import { createMetrics } from '../../src/metrics';
-import type { HealthStatus } from '../../src/health/state';
+import { type HealthStatus, NEW_TARGET_STATUS } from '../../src/health/state';
 import { Config, DEFAULTS, validateConfig } from '../../src/model';
 import {
   desiredState,
@@ -275,8 +275,14 @@ describe('fail-open: every serving backend down by its checks', () => {
             failOpen: s.failOpen,
             downGraceSeconds: 10,
             health: h,
+            unchecked: NEW_TARGET_STATUS,
             since,
             now,
+          });
+          expect(direct.states.map((x) => x.health)).toEqual(inc.vips[0]!.backends.map((b) => b.health));
+          // A checked VIP's backend without a status shows what its new target starts with.
+          s.status.forEach((st, i) => {
+            if (st === 'unknown') expect(inc.vips[0]!.backends[i]!.health).toBe(NEW_TARGET_STATUS);
           });
           expect(direct.failOpen).toBe(inc.vips[0]!.failOpen);
           expect(direct.states.map((x) => x.state)).toEqual(inc.vips[0]!.backends.map((b) => b.state));
