@@ -59,9 +59,13 @@ class FakeSource extends EventEmitter {
   stop(): void {}
 }
 
-/** Statuses set by the test; a new target starts with its initial status (or up), as HealthMonitor's do. */
+/** Statuses set by the test; a new target starts with its initial status (or `startsWith`: up, as HealthMonitor's
+ * do). */
 class FakeMonitor extends EventEmitter {
   readonly byKey = new Map<string, HealthStatus>();
+  constructor(private readonly startsWith: HealthStatus = 'up') {
+    super();
+  }
   targets: HealthTarget[] = [];
   start(): void {}
   stop(): void {}
@@ -74,7 +78,7 @@ class FakeMonitor extends EventEmitter {
     const gone = new Set(c.remove.filter((k) => !upsert.has(k)));
     this.targets = this.targets.filter((t) => !gone.has(t.key) && !upsert.has(t.key)).concat(c.upsert);
     for (const k of gone) this.byKey.delete(k);
-    for (const t of c.upsert) if (!this.byKey.has(t.key)) this.byKey.set(t.key, t.initial ?? 'up');
+    for (const t of c.upsert) if (!this.byKey.has(t.key)) this.byKey.set(t.key, t.initial ?? this.startsWith);
   }
   release(): void {}
   status(key: string): HealthStatus | undefined {
@@ -190,7 +194,12 @@ interface Rig {
   syncs(): string[];
 }
 
-function rig(o: { config: Config; host?: MemoryHost; extra?: Partial<DaemonCollaborators> }): Rig {
+function rig(o: {
+  config: Config;
+  host?: MemoryHost;
+  extra?: Partial<DaemonCollaborators>;
+  monitorStartsWith?: HealthStatus;
+}): Rig {
   const host = o.host ?? new MemoryHost();
   const { log, records } = recordingLogger();
   const source = new FakeSource({
@@ -200,7 +209,7 @@ function rig(o: { config: Config; host?: MemoryHost; extra?: Partial<DaemonColla
     warnings: [],
     changed: true,
   });
-  const monitor = new FakeMonitor();
+  const monitor = new FakeMonitor(o.monitorStartsWith);
   const r: Rig = {
     daemon: null as unknown as Daemon,
     host,
@@ -369,6 +378,26 @@ describe('daemon coordination over a memory datapath', () => {
     await settle();
     expect(r.syncs()).toEqual([...START, 'health']);
     expect(order.filter((x) => x.startsWith('trimMemory'))).toHaveLength(1);
+    await r.daemon.stop();
+  });
+
+  it('runs one sync more after ready when the new health targets start with a status the desired state does not show', async () => {
+    // A monitor whose new targets start down (HealthMonitor's start NEW_TARGET_STATUS, which the desired state shows).
+    const r = rig({ config: config(VIPS), monitorStartsWith: 'down' });
+    await r.daemon.start();
+    const startedAt = r.records.findIndex((x) => x.msg === 'daemon started');
+    expect(startedAt).toBeGreaterThanOrEqual(0);
+    await settle();
+    expect(r.syncs()).toEqual(['start', 'health targets']);
+    // after ready, not before it
+    expect(r.records.findIndex((x) => x.msg === 'reconciled' && x.obj.reason === 'health targets')).toBeGreaterThan(startedAt); // prettier-ignore
+    const d = (await r.daemon.state()) as {
+      desired: { vips: { name: string; backends: { health: string }[] }[] };
+    };
+    expect(d.desired.vips.map((v) => [v.name, v.backends.map((b) => b.health)])).toEqual([
+      ['a', ['down', 'down']],
+      ['b', ['unknown']],
+    ]);
     await r.daemon.stop();
   });
 
