@@ -204,6 +204,8 @@ const UP = 0;
 const DOWN = 1;
 const STATUS: readonly HealthStatus[] = ['up', 'down'];
 const statusCode = (s: HealthStatus): number => (s === 'up' ? UP : DOWN);
+/** The status of a key without a target (see Memberships' log). */
+const NEW_TARGET_CODE = statusCode(NEW_TARGET_STATUS);
 /** Keys a change log holds at most: past it, it starts again (a reader older than that diffs every entry). */
 export const CHANGE_LOG_MAX = 65536;
 
@@ -256,9 +258,13 @@ class Memberships {
   vipUp = new Int32Array(0);
   vipTotal = new Int32Array(0);
   /**
-   * Keys whose status changed, or that came or went, in order: versions logBase .. version - 1. What
-   * desiredState diffs health by (StatusView.changesSince): a sync at 512,000 memberships passed over every one
-   * (~20 ms) to find a handful. Starts again past CHANGE_LOG_MAX.
+   * Keys whose status changed, or that came or went with a status other than NEW_TARGET_STATUS, in order: versions
+   * logBase .. version - 1. What desiredState diffs health by (StatusView.changesSince): a sync at 512,000
+   * memberships passed over every one (~20 ms) to find a handful. A key without a target counts as
+   * NEW_TARGET_STATUS, as the desired state takes it for a checked VIP (the targets are set from a desired state
+   * that already shows it), so a key coming or going with that status changes nothing there: logging the start's
+   * 512,000 targets overran the log, and the first change after it compared every membership (~230 ms). Starts
+   * again past CHANGE_LOG_MAX.
    */
   private log: string[] = [];
   private logBase = 0;
@@ -353,7 +359,7 @@ class Memberships {
     this.stamp[i] = stamp;
     this.vipTotal[v] = this.vipTotal[v]! + 1;
     if (status === UP) this.vipUp[v] = this.vipUp[v]! + 1;
-    this.logKey(key);
+    if (status !== NEW_TARGET_CODE) this.logKey(key);
     return i;
   }
 
@@ -362,7 +368,7 @@ class Memberships {
     const v = this.vip[i]!;
     this.vipTotal[v] = this.vipTotal[v]! - 1;
     if (this.status[i] === UP) this.vipUp[v] = this.vipUp[v]! - 1;
-    this.logKey(this.keys[i]!);
+    if (this.status[i] !== NEW_TARGET_CODE) this.logKey(this.keys[i]!);
     this.index.delete(this.keys[i]!);
     this.keys[i] = undefined;
     this.probe[i] = undefined;

@@ -10,7 +10,8 @@ export interface HealthChangeLog {
   readonly changeSource: object;
   /** The version this map shows. */
   changeVersion(): number;
-  /** The keys that changed from `version` to changeVersion() (repeats possible); null: not known that far back. */
+  /** The keys that changed from `version` to changeVersion() (repeats possible): status, or came or went with a
+   * status other than NEW_TARGET_STATUS (absent counts as that); null: not known that far back. */
   changesSince(version: number): readonly string[] | null;
 }
 

@@ -10,7 +10,7 @@ import { HealthMonitor, type HealthTarget } from '../../src/health/monitor';
 import { healthTargets, targetsChange } from '../../src/health/targets';
 import { NEW_TARGET_STATUS } from '../../src/health/state';
 import { DEFAULTS, validateConfig } from '../../src/model';
-import { desiredState } from '../../src/reconcile';
+import { desiredState, type DesiredState } from '../../src/reconcile';
 import { TEST_DATAPATH_CONFIG } from '../helpers/datapath-config';
 
 describe('HealthFeed change batching', () => {
@@ -206,6 +206,41 @@ describe('HealthFeed: the monitor targets are set again only when they changed',
       [['10.0.0.2.2'], []],
     ]); // prettier-ignore
     expect(updates[2]!.upsert[0]!.check.intervalMs).toBe(3000);
+  });
+
+  it('after the first targets the next desired state looks up no membership: they start as the state showed them', async () => {
+    const monitor = new HealthMonitor();
+    const feed = new HealthFeed({ monitor, log: pino({ level: 'silent' }) });
+    const r = validateConfig({
+      interface: 'eth0',
+      vips: [1, 2].map((i) => ({
+        name: `v${i}`,
+        address: `10.0.0.${i}`,
+        port: 80,
+        tableSize: 251,
+        healthCheck: { type: 'tcp' },
+        backends: [1, 2, 3].map((b) => ({ address: `10.1.${i}.${b}` })),
+      })),
+    });
+    if (!r.ok) throw new Error(r.errors.map((e) => `${e.path}: ${e.message}`).join('; '));
+    const build = (ids?: DesiredState['ids']) =>
+      desiredState({
+        config: r.config,
+        datapathConfig: DP,
+        ...feed.inputs(),
+        now: 0,
+        ...(ids ? { ids } : {}),
+      });
+    const d1 = build();
+    expect(await feed.retarget(d1)).toBe(false);
+    expect(monitor.statuses().size).toBe(6);
+    // the monitor's status view, as desiredState reads it
+    const get = jest.spyOn(Object.getPrototypeOf(monitor.statuses()) as Map<string, unknown>, 'get');
+    const d2 = build(d1.ids);
+    expect(get).not.toHaveBeenCalled();
+    expect(d2.vips.map((v, i) => v === d1.vips[i])).toEqual([true, true]);
+    get.mockRestore();
+    monitor.stop();
   });
 
   it('retarget resolves true only when a target set now has a status other than desired state gave it, and looks up only those', async () => {

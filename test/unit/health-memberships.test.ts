@@ -9,6 +9,7 @@ import {
   HealthMonitor,
   HealthTarget,
   initialHealth,
+  NEW_TARGET_STATUS,
   nextHealth,
   statusAfter,
   type HealthStatus,
@@ -73,7 +74,7 @@ describe('HealthMonitor memberships (fake clock)', () => {
     expect(m.finish(address, ok)).toBe(1);
   }
 
-  it("statuses()' change log: the keys that flipped, came or went since a version; a frozen view keeps its version; a log that no longer reaches back says so", async () => {
+  it("statuses()' change log: the keys that flipped, came or went (other than up) since a version; a frozen view keeps its version; a log that no longer reaches back says so", async () => {
     const m = manual();
     monitor = new HealthMonitor({ jitter: 0, random: () => 0, prober: m.prober });
     monitor.setTargets([target('a>1', '10.0.0.1'), target('a>2', '10.0.0.2'), target('b>1', '10.0.0.1')]);
@@ -95,12 +96,17 @@ describe('HealthMonitor memberships (fake clock)', () => {
     expect(v1.get('a>1')).toBe('down');
     expect([...v1.changesSince(at0)!].sort()).toEqual(['a>1', 'b>1']);
     const at1 = v1.changeVersion();
-    // a membership that comes and one that goes
-    monitor.updateTargets({ remove: ['a>2'], upsert: [target('c>1', '10.0.0.3')] });
-    expect([...monitor.statuses().changesSince(at1)!].sort()).toEqual(['a>2', 'c>1']);
+    // memberships that come and go: logged when down; up (NEW_TARGET_STATUS, what a key without a target counts
+    // as) changes nothing for a reader
+    expect(NEW_TARGET_STATUS).toBe('up');
+    monitor.updateTargets({
+      remove: ['a>1', 'a>2'],
+      upsert: [target('c>1', '10.0.0.3'), { ...target('e>1', '10.0.0.4'), initial: 'down' }],
+    });
+    expect([...monitor.statuses().changesSince(at1)!].sort()).toEqual(['a>1', 'e>1']);
     expect(monitor.statuses().changesSince(at1 + 100)).toBeNull();
     // past CHANGE_LOG_MAX keys the log starts again: a reader from before gets null (it diffs every key)
-    monitor.setTargets(Array.from({ length: CHANGE_LOG_MAX + 1 }, (_, i) => target(`d>${i}`, `10.2.${i >> 8}.${i & 255}`))); // prettier-ignore
+    monitor.setTargets(Array.from({ length: CHANGE_LOG_MAX + 1 }, (_, i) => ({ ...target(`d>${i}`, `10.2.${i >> 8}.${i & 255}`), initial: 'down' as const }))); // prettier-ignore
     expect(monitor.statuses().changesSince(at1)).toBeNull();
     const v2 = monitor.statuses().changeVersion();
     expect(monitor.statuses().changesSince(v2)).toEqual([]);
