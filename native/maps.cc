@@ -8,6 +8,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <v8.h>
+
 #include "common.h"
 
 namespace peak {
@@ -57,6 +59,18 @@ Napi::Value MallocTrim(const Napi::CallbackInfo& info) {
 #else
   return Napi::Boolean::New(info.Env(), false);
 #endif
+}
+
+// memoryPressure() -> undefined: tells V8 (the calling thread's isolate) that its heap is worth collecting now, at
+// MemoryPressureLevel::kModerate: V8 starts incremental marking with its reduce-memory flag (marking on its helper
+// threads and in short steps on this one, then a short atomic finish), not the full, blocking collection that gc() or
+// kCritical run. The one call here that is V8's C++ API rather than Node-API: its two symbols
+// (v8::Isolate::GetCurrent, v8::Isolate::MemoryPressureNotification) are exported by Node 20 and 24 alike
+// (test/unit/bpf-mmap.test.ts runs it on both).
+Napi::Value MemoryPressure(const Napi::CallbackInfo& info) {
+  v8::Isolate* isolate = v8::Isolate::GetCurrent();
+  if (isolate != nullptr) isolate->MemoryPressureNotification(v8::MemoryPressureLevel::kModerate);
+  return info.Env().Undefined();
 }
 
 // mallocMmapThreshold(bytes) -> whether it was set: glibc's mallopt(M_MMAP_THRESHOLD, bytes). Allocations of `bytes`
@@ -494,6 +508,7 @@ void InitMaps(Napi::Env env, Napi::Object exports) {
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));
   exports.Set("numPossibleCpus", Napi::Function::New(env, NumPossibleCpus));
   exports.Set("mallocTrim", Napi::Function::New(env, MallocTrim));
+  exports.Set("memoryPressure", Napi::Function::New(env, MemoryPressure));
   exports.Set("freeArrayBuffer", Napi::Function::New(env, FreeArrayBuffer));
   exports.Set("mallocMmapThreshold", Napi::Function::New(env, MallocMmapThreshold));
   exports.Set("mapCreate", Napi::Function::New(env, MapCreate));

@@ -87,6 +87,10 @@ export interface DaemonCollaborators {
    * once, at the end of its start, since it pauses the event loop (~40 ms at 512 x 100, ~250 ms at 512 x 1000).
    * Returns whether a collection ran. Absent: never. */
   trimMemory?(o?: { collect?: boolean }): boolean | void;
+  /** Asks V8 to collect soon, incrementally, and to shrink its heap (native memoryPressure): after a sync that built
+   * many tables (a burst's garbage would otherwise stay until V8's limit, tens of MB per Kubernetes burst of 1,000
+   * Services). No full collection: V8 marks on its helper threads and in short steps. Absent: never. */
+  memoryPressure?(): void;
   /** Called first thing in a start: large allocations from then on are mapped on their own and unmapped when freed
    * (glibc mallopt M_MMAP_THRESHOLD; see MALLOC_MMAP_THRESHOLD). Absent: the C library's defaults. */
   fixMallocThreshold?(): void;

@@ -105,6 +105,7 @@ export class Daemon {
     this.programmer = new Programmer({
       log: opts.logger,
       trimMemory: opts.trimMemory,
+      memoryPressure: opts.memoryPressure,
       freeBuffer: opts.freeBuffer,
     });
     this.health = new HealthFeed({ monitor: this.monitor, log: opts.logger });
@@ -568,6 +569,8 @@ export class Daemon {
       if (differs ?? (await this.health.retarget(desired))) this.loop.wantAnother();
       // startedAt lets a reader tell a sync that began before some moment from one that began after it.
       this.log.debug({ reason, summary, startedAt }, 'reconciled');
+      // The start collects its own garbage before ready (collectStartGarbage).
+      if (this.started) this.programmer.afterSync(summary);
     } catch (e) {
       this.metrics?.reconcileDuration.observe({ result: 'error' }, (performance.now() - started) / 1000);
       this.log.error({ err: e, reason }, 'reconcile failed');

@@ -41,6 +41,7 @@ export function kernelCollaborators(o: { bpffs: string }): DaemonCollaborators {
       native().mallocTrim();
       return gc !== undefined;
     },
+    memoryPressure: () => native().memoryPressure(),
     fixMallocThreshold: () => void native().mallocMmapThreshold(MALLOC_MMAP_THRESHOLD),
     freeBuffer: (b) => void native().freeArrayBuffer(b),
   };

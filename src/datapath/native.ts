@@ -129,6 +129,9 @@ export interface Native {
   numPossibleCpus(): number;
   /** glibc malloc_trim(0): free memory of every malloc arena back to the kernel; false where there is none. */
   mallocTrim(): boolean;
+  /** V8's MemoryPressureNotification(kModerate) for this thread's isolate: incremental marking with the reduce-memory
+   * flag starts now (short pauses), instead of when the heap next reaches V8's limit. */
+  memoryPressure(): void;
   /** Detaches a plain ArrayBuffer: its memory is freed now (V8 drops the backing store), not at a later collection;
    * its views read as empty after. Returns the bytes it held (0 if already detached); TypeError for anything else. */
   freeArrayBuffer(buffer: ArrayBuffer): number;

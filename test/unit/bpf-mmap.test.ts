@@ -4,7 +4,7 @@
 // this build's and on older builds' balancers (the fixtures balancer_word_inner: 4-byte slots; balancer_plain_inner:
 // 4-byte slots without BPF_F_MMAPABLE), and the start's decision over an older build's pins.
 // Privileged (BPF maps, pins under /sys/fs/bpf/pkmm-<pid>, removed after); no interface, namespace or traffic.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfMap, btfMapDefs, MapFlags, MapType, unpin } from '../../src/datapath/bpf';
@@ -20,7 +20,7 @@ import {
 import { native } from '../../src/datapath/native';
 import { kernelCollaborators, MALLOC_MMAP_THRESHOLD } from '../../src/daemon/wiring';
 import { tableMembers } from '../../src/datapath/table-refs';
-import { bpfObjectDir, bpfObjectPath } from '../../src/paths';
+import { addonPath, bpfObjectDir, bpfObjectPath } from '../../src/paths';
 import { describePrivileged } from '../helpers/privileged';
 import { mapsOpenedSince, openBpfMapIds } from '../helpers/bpf-fds';
 
@@ -598,6 +598,53 @@ describe("the daemon's trimMemory collaborator", () => {
       if (saved !== undefined) g.gc = saved;
       else delete g.gc;
     }
+  });
+});
+
+describe('native memoryPressure (the daemon calls it after a burst of tables)', () => {
+  /** A Node process that promotes ~60 MB of objects to the old generation, drops them, calls memoryPressure when
+   * `call`, then runs its event loop for 2 s (small allocations every 5 ms), with V8's GC trace on: its output. */
+  const run = (call: boolean): string => {
+    const script = `
+      const n = require(${JSON.stringify(addonPath)});
+      let keep = [];
+      for (let i = 0; i < 400000; i++) keep.push({ a: i, b: 'x' + i, c: [i] });
+      for (let j = 0; j < 50; j++) { const t = []; for (let i = 0; i < 10000; i++) t.push({ i }); }
+      keep = null;
+      console.log('CALL');
+      if (${call}) n.memoryPressure();
+      const t0 = Date.now();
+      const iv = setInterval(() => {
+        for (let i = 0; i < 2000; i++) ({ i });
+        if (Date.now() - t0 > 2000) { clearInterval(iv); console.log('END'); }
+      }, 5);`;
+    const r = spawnSync(process.execPath, ['--max-semi-space-size=4', '--trace-gc', '-e', script], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    expect(r.status).toBe(0);
+    return r.stdout;
+  };
+  /** The full collections traced after the call, "(reduce)" marking those that shrink the heap. */
+  const afterCall = (out: string): string[] =>
+    out
+      .slice(out.indexOf('CALL'), out.indexOf('END'))
+      .split('\n')
+      .filter((l) => /Mark-Compact/.test(l));
+
+  it("starts V8's incremental, memory-reducing collection at once (within 2 s); without the call none runs then", () => {
+    const called = afterCall(run(true));
+    // V8's memory reducer acts only after seconds of idleness (8 s first): a reducing collection within 2 s of
+    // the call is the call's.
+    expect(called.some((l) => /Mark-Compact \(reduce\)/.test(l))).toBe(true);
+    // incremental: marked in steps before its finish (not gc()'s one atomic pause)
+    expect(called.find((l) => /\(reduce\)/.test(l))).toMatch(/in \d+ steps since start of marking/);
+    expect(afterCall(run(false)).filter((l) => /\(reduce\)/.test(l))).toEqual([]);
+  });
+
+  it('is what the collaborators call', () => {
+    const { memoryPressure } = kernelCollaborators({ bpffs: '/sys/fs/bpf' });
+    expect(memoryPressure!()).toBeUndefined();
   });
 });
 

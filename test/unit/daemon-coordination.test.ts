@@ -10,6 +10,8 @@ import type { HealthStatus } from '../../src/health/state';
 import { Config, validateConfig } from '../../src/model';
 import type { DaemonCollaborators } from '../../src/daemon/collaborators';
 import { Daemon } from '../../src/daemon/daemon';
+import { BURST_COLLECT_MSG } from '../../src/daemon/programmer';
+import { INLINE_TABLES } from '../../src/reconcile/reconciler';
 import type { DatapathHost, OpenedDatapath, XdpAttachment } from '../../src/daemon/datapath-host';
 import type { ReloadEvent } from '../../src/sources/types';
 import { recordingLogger } from '../helpers/daemon-fakes';
@@ -378,6 +380,40 @@ describe('daemon coordination over a memory datapath', () => {
     await settle();
     expect(r.syncs()).toEqual([...START, 'health']);
     expect(order.filter((x) => x.startsWith('trimMemory'))).toHaveLength(1);
+    await r.daemon.stop();
+  });
+
+  it("asks V8 to collect after a burst's sync once started, never during the start", async () => {
+    // More VIPs than INLINE_TABLES: the start's sync and a reload changing each are bursts.
+    const many = (b: number): VipIn[] =>
+      Array.from({ length: INLINE_TABLES + 4 }, (_, i) => ({
+        name: `m${i}`,
+        address: `10.0.1.${i + 1}`,
+        backends: [`10.2.${i}.${b}`],
+      }));
+    let pressures = 0;
+    const r = rig({ config: config(many(1)), extra: { memoryPressure: () => void pressures++ } });
+    await r.daemon.start();
+    await settle();
+    expect(r.syncs()).toEqual(START);
+    expect(pressures).toBe(0);
+    expect(r.records.filter((x) => x.msg === BURST_COLLECT_MSG)).toEqual([]);
+    r.source.emit('reload', ok(config(many(2))));
+    await settle();
+    expect(r.syncs()).toEqual([...START, 'reload']);
+    const logged = r.records.filter((x) => x.msg === BURST_COLLECT_MSG);
+    expect(logged).toHaveLength(1);
+    expect(logged[0]!.obj.tables).toBe(INLINE_TABLES + 4);
+    // asked when the heap was small enough (this test process's heap decides which; both are logged)
+    expect(pressures).toBe(logged[0]!.obj.collect === true ? 1 : 0);
+    // a small change is no burst
+    r.source.emit(
+      'reload',
+      ok(config([...many(2).slice(1), { name: 'm0', address: '10.0.1.1', backends: ['10.2.0.9'] }])),
+    );
+    await settle();
+    expect(r.syncs()).toEqual([...START, 'reload', 'reload']);
+    expect(r.records.filter((x) => x.msg === BURST_COLLECT_MSG)).toHaveLength(1);
     await r.daemon.stop();
   });
 

@@ -1,6 +1,14 @@
-// When the daemon's Programmer collects garbage: the table workers' retirement (retireCollects), never right after a
-// reconcile (a full collection there paused the event loop 37-123 ms during Kubernetes bursts, /healthz up to 129 ms).
-import { Programmer, RETIRE_COLLECT_MAX_HEAP, retireCollects } from '../../src/daemon/programmer';
+// When the daemon's Programmer collects garbage: the table workers' retirement (retireCollects), and never fully right
+// after a reconcile (a full collection there paused the event loop 37-123 ms during Kubernetes bursts, /healthz up to
+// 129 ms); after a burst's sync (afterSync) it only asks V8 for an incremental collection (burstCollects).
+import {
+  BURST_COLLECT_MSG,
+  burstCollects,
+  Programmer,
+  RETIRE_COLLECT_MAX_HEAP,
+  retireCollects,
+} from '../../src/daemon/programmer';
+import { INLINE_TABLES } from '../../src/reconcile/reconciler';
 import { MemoryDatapath } from '../../src/datapath/memory';
 import { validateConfig, type Config } from '../../src/model';
 import { Writable } from 'node:stream';
@@ -20,10 +28,22 @@ describe('retireCollects', () => {
   });
 });
 
+describe('burstCollects', () => {
+  it('asks after a sync that built tables through the workers (more than INLINE_TABLES), while the heap is small', () => {
+    const small = 30 * 2 ** 20;
+    expect(burstCollects({ tablesInstalled: INLINE_TABLES + 1, heapUsed: small })).toBe(true);
+    expect(burstCollects({ tablesInstalled: 1000, heapUsed: RETIRE_COLLECT_MAX_HEAP })).toBe(true);
+    expect(burstCollects({ tablesInstalled: INLINE_TABLES, heapUsed: small })).toBe(false);
+    expect(burstCollects({ tablesInstalled: 0, heapUsed: small })).toBe(false);
+    expect(burstCollects({ tablesInstalled: 1000, heapUsed: RETIRE_COLLECT_MAX_HEAP + 1 })).toBe(false);
+  });
+});
+
 describe('Programmer: no collection after a reconcile', () => {
   const DP = TEST_DATAPATH_CONFIG;
-  /** `n` VIPs of one backend each; `b` picks the backend's last octet (another b: every VIP changed). */
-  const config = (n: number, b = 1): Config => {
+  /** `n` VIPs of one backend each; `b` picks the backend's last octet (another b: every VIP changed), per VIP when a
+   * function. */
+  const config = (n: number, b: number | ((i: number) => number) = 1): Config => {
     const r = validateConfig({
       interface: 'eth0',
       vips: Array.from({ length: n }, (_, i) => ({
@@ -31,16 +51,17 @@ describe('Programmer: no collection after a reconcile', () => {
         address: `10.0.${i >> 8}.${i & 255}`,
         port: 80,
         tableSize: 101,
-        backends: [{ address: `10.1.${i & 255}.${b}` }],
+        backends: [{ address: `10.1.${i & 255}.${typeof b === 'number' ? b : b(i)}` }],
       })),
     });
     if (!r.ok) throw new Error(r.errors.map((e) => `${e.path}: ${e.message}`).join('; '));
     return r.config;
   };
 
-  async function rig() {
+  async function rig(o: { heapUsed?: number } = {}) {
     const trims: unknown[] = [];
-    const lines: { msg: string; changes?: number }[] = [];
+    let pressures = 0;
+    const lines: { msg: string; [k: string]: unknown }[] = [];
     const sink = new Writable({
       write(chunk: Buffer, _e, cb) {
         for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l));
@@ -50,10 +71,12 @@ describe('Programmer: no collection after a reconcile', () => {
     const p = new Programmer({
       log: pino({ level: 'debug' }, sink),
       trimMemory: (t) => (trims.push(t ?? null), t?.collect === true),
+      memoryPressure: () => void pressures++,
+      heapUsed: () => o.heapUsed ?? 30 * 2 ** 20,
     });
     await p.use(new MemoryDatapath());
     const apply = (c: Config) => p.apply({ config: c, now: 0, datapathConfig: DP });
-    return { p, trims, lines, apply };
+    return { p, trims, lines, apply, pressures: () => pressures };
   }
 
   it("a reconcile of every VIP (a burst) leaves collecting to V8 and to the workers' retirement", async () => {
@@ -66,6 +89,43 @@ describe('Programmer: no collection after a reconcile', () => {
     }
     expect(r.trims).toEqual([]);
     expect(r.lines.filter((l) => /collect/.test(l.msg))).toEqual([]);
+    // apply alone never asks for the incremental one either: afterSync does
+    expect(r.pressures()).toBe(0);
     await r.p.close();
+  });
+
+  it("afterSync asks V8 to collect after a burst's sync only, and logs whether it did", async () => {
+    const r = await rig();
+    const n = 300;
+    const burst = await r.apply(config(n));
+    r.p.afterSync(burst.summary);
+    expect(r.pressures()).toBe(1);
+    const logged = r.lines.filter((l) => l.msg === BURST_COLLECT_MSG);
+    expect(logged).toEqual([expect.objectContaining({ tables: n, heapMB: 30, collect: true })]);
+    // one VIP changed: in-thread, no burst, nothing asked or logged
+    const one = await r.apply(config(n, (i) => (i === 0 ? 2 : 1)));
+    expect(one.summary.tablesInstalled).toBe(1);
+    r.p.afterSync(one.summary);
+    expect(r.pressures()).toBe(1);
+    expect(r.lines.filter((l) => l.msg === BURST_COLLECT_MSG)).toHaveLength(1);
+    // no full collection either way
+    expect(r.trims).toEqual([]);
+    await r.p.close();
+  });
+
+  it('afterSync leaves a large heap to V8 (logged as not collected), and does nothing without the collaborator', async () => {
+    const r = await rig({ heapUsed: RETIRE_COLLECT_MAX_HEAP + 1 });
+    const { summary } = await r.apply(config(100));
+    r.p.afterSync(summary);
+    expect(r.pressures()).toBe(0);
+    expect(r.lines.filter((l) => l.msg === BURST_COLLECT_MSG)).toEqual([
+      expect.objectContaining({ tables: 100, collect: false }),
+    ]);
+    await r.p.close();
+    const bare = new Programmer({ log: pino({ level: 'silent' }) });
+    await bare.use(new MemoryDatapath());
+    const s = await bare.apply({ config: config(100), now: 0, datapathConfig: DP });
+    expect(() => bare.afterSync(s.summary)).not.toThrow();
+    await bare.close();
   });
 });
