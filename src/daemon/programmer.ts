@@ -227,16 +227,18 @@ export function retireCollects(o: { heapUsed: number; atStart: boolean }): boole
  * Whether a sync's garbage is handed to V8's incremental collector right after it (Collaborators.memoryPressure): a
  * sync that built more tables than INLINE_TABLES (so through the workers: a burst, e.g. a Kubernetes rolling update
  * or a reload of every VIP), while the heap is at most RETIRE_COLLECT_MAX_HEAP. Without it V8 lets such garbage pile
- * up to its limit: bench:k8s (1,000 Services x 20) RSS 192-194 MB after three bursts and 196-198 at their peak,
- * against 141-144 and 162-163 with it, /healthz max alike (22-67 ms against 41-56). Not a full collection (a gc()
- * there paused the event loop 37-123 ms and was removed); above the bound V8's own schedule is left alone (marking a
- * heap of hundreds of MB is CPU the next changes would share).
+ * up to its limit: bench:k8s (1,000 Services x 20, four A B pairs) RSS after three bursts 191-198 MB without it,
+ * 145-155 with it, peak 196-201 against 163-170, /healthz max per burst alike (18-70 ms against 22-58); the bursts
+ * after a collection build against a smaller heap, ~0.15 s slower. Not a full collection (a gc() there paused the
+ * event loop 37-123 ms and was removed); above the bound V8's own schedule is left alone (marking a heap of hundreds
+ * of MB is CPU the next changes would share).
  */
 export function burstCollects(o: { tablesInstalled: number; heapUsed: number }): boolean {
   return isBurst(o.tablesInstalled) && o.heapUsed <= RETIRE_COLLECT_MAX_HEAP;
 }
 
-/** A sync that installed this many tables built them through the workers (reconciler's builderFor): a burst. */
+/** A sync that installed more tables than the reconciler builds in-thread (INLINE_TABLES) had the workers build them:
+ * a burst. */
 const isBurst = (tablesInstalled: number): boolean => tablesInstalled > INLINE_TABLES;
 
 /** The debug log line after a burst's sync: whether V8 was asked to collect its garbage (burstCollects). */

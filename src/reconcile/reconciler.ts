@@ -430,7 +430,7 @@ export async function applyPlan(
   };
   const builder = o.builder ?? inlineTableBuilder;
   const batchSize = o.tableBatch ?? TABLE_BATCH;
-  // (nothing failed, the common case: no dependants looked up; 51,200 upserts at a start took ~16 ms)
+  // Nothing failed (the common case): no dependants looked up (a profile of a 512 x 100 start: 15.7 ms for 51,200 upserts).
   const isFailed = (op: Op): boolean =>
     failedVips.size > 0 &&
     (deps.of(op).some((v) => failedVips.has(v)) ||
