@@ -31,7 +31,7 @@ import {
   tableNames,
   WorkerTableBuilder,
 } from '../../src/maglev';
-import { IDLE_MS } from '../../src/maglev/pool';
+import { IDLE_MS, IN_THREAD_SLOTS } from '../../src/maglev/pool';
 import { validateConfig } from '../../src/model';
 import {
   desiredState,
@@ -922,6 +922,7 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
         // daemon also collects first while its heap is small, which this bench does itself before each reading), and
         // the buffers the pool lets go freed at once, with the daemon's own collaborator
         new WorkerTableBuilder({
+          inThreadUpTo: IN_THREAD_SLOTS,
           onRetired: () => void native().mallocTrim(),
           free: kernelCollaborators({ bpffs: '/sys/fs/bpf' }).freeBuffer!,
         });

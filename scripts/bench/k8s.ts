@@ -296,7 +296,7 @@ interface LogRec {
   [k: string]: unknown;
 }
 
-/** How long after the table workers ended the settled RSS is read (V8's memory reducer runs within it). */
+/** How long after the table builder went idle (its workers ended) the settled RSS is read (V8's memory reducer runs within it). */
 const SETTLE_MS = 20_000;
 
 const KEPT_MSGS = new Set([
@@ -816,9 +816,9 @@ async function bench(o: Options): Promise<void> {
     }
     const hwmMB = procStatusMB(pid, 'VmHWM');
     const rssEndMB = procStatusMB(pid, 'VmRSS');
-    // Settled: once the table workers ended (IDLE_MS after the last build) and gave their memory back, 30 s at most:
-    // the daemon's debug line for that, logged after the last burst began (the daemon ends them before ready too, so
-    // its thread count at ready no longer tells).
+    // Settled: once the table builder went idle (IDLE_MS after the last build; its workers, if any, ended) and gave its
+    // memory back, 30 s at most: the daemon's debug line for that, logged after the last burst began (the daemon ends
+    // the workers before ready too, and Services' tables are built on its own thread, so thread counts do not tell).
     const lastBurst = phases.at(-1)?.fromMs ?? 0;
     const ended = (): boolean => recs.some((r) => r.msg === WORKERS_ENDED_MSG && r.time > lastBurst);
     const workersGone = performance.now() + 30_000;
@@ -863,8 +863,8 @@ async function bench(o: Options): Promise<void> {
       );
       console.log(
         `  RSS settled               <= 150 MB  ${rssSettledMB.toFixed(0)} MB  ${mark(rssSettledMB <= GOALS.rssMB)}   ` +
-          `(${SETTLE_MS / 1000} s after the table workers ${workersEnded ? 'ended' : 'still ran 30 s on'}; ` +
-          `${rssWorkersEndedMB.toFixed(0)} MB when they ${workersEnded ? 'ended' : 'had not'})`,
+          `(${SETTLE_MS / 1000} s after the table builder ${workersEnded ? 'went idle' : 'was still busy 30 s on'}; ` +
+          `${rssWorkersEndedMB.toFixed(0)} MB ${workersEnded ? 'then' : 'at 30 s'})`,
       );
     }
   } finally {

@@ -235,15 +235,19 @@ export class Daemon {
     // Whatever else can refuse the start does so now, while the datapath is untouched.
     const bgpEarly = config.bgp;
     if (bgpEarly) await this.opts.bgpPreflight({ bgp: bgpEarly, ifname: config.interface });
-    if (this.opts.kubernetes) await kubernetesSettings(config);
+    const kube = this.opts.kubernetes ? await kubernetesSettings(config) : null;
     this.overrides = await RuntimeOverrides.open({
       store: this.opts.overrideStore?.({ ifname: config.interface }) ?? null,
       log: this.log,
     });
     await this.startAdmin(config);
     phase('checks');
-    // The table workers start while the balancer loads (they build the first sync's tables).
-    this.programmer.warm();
+    // The table workers start while the balancer loads (they build the first sync's tables), unless every table is
+    // small enough to be built on this thread (a Service's annotation may still ask for a bigger one).
+    this.programmer.warm([
+      ...config.vips.map((v) => v.tableSize),
+      ...(kube?.ok === true ? [kube.settings.tableSize] : []),
+    ]);
     const dp = (await keeper.open(config, this.datapathConfig!)).datapath;
     phase('datapath');
     const programmer = this.programmer;

@@ -3,7 +3,7 @@
 // as it changes.
 import type { Datapath } from '../datapath/types';
 import type { Logger } from '../log';
-import { inlineTableBuilder, TableBuilder, WorkerTableBuilder } from '../maglev/pool';
+import { IN_THREAD_SLOTS, inlineTableBuilder, TableBuilder, WorkerTableBuilder } from '../maglev/pool';
 import { INLINE_TABLES } from '../reconcile/reconciler';
 import {
   desiredStateAsync,
@@ -21,7 +21,8 @@ import {
 export class Programmer {
   private readonly log: Logger;
   private reconciler: Reconciler | null = null;
-  /** Builds the Maglev tables off the event loop (worker threads, started on demand). */
+  /** Builds the Maglev tables: off the event loop (worker threads, started on demand), small ones (IN_THREAD_SLOTS)
+   * on it. */
   private builder: TableBuilder | null = null;
   private readonly tables = new TableCache();
   /** Ids as the datapath holds them: an adopted state is reconciled without churn. */
@@ -66,10 +67,11 @@ export class Programmer {
     return this.builder?.running ?? 0;
   }
 
-  /** Starts the table builder's threads now (a start: they are ready by the first sync; idle, they go). */
-  warm(): void {
+  /** Starts the table builder's threads now (a start: they are ready by the first sync; idle, they go), if they would
+   * build a table of `tableSizes` (the sizes the start builds: not when all are small, IN_THREAD_SLOTS). */
+  warm(tableSizes: Iterable<number>): void {
     this.builder ??= this.tableBuilder();
-    this.builder.warm?.();
+    this.builder.warm?.(tableSizes);
   }
 
   /** Ends the table builder's threads now unless they build (the start's burst is over: its memory is given back
@@ -101,8 +103,9 @@ export class Programmer {
     this.builder = null;
   }
 
-  /** The table workers ended (idle): their memory is given back to the kernel (trimMemory), after a collection of
-   * the burst's garbage where that pauses the event loop briefly (retireCollects). */
+  /** The table builder went idle after work (its workers, if any ran, ended): free memory is given back to the
+   * kernel (trimMemory), after a collection of the burst's garbage where that pauses the event loop briefly
+   * (retireCollects). */
   private retired(): void {
     if (this.trimMemory === undefined) return;
     const mb = (): number => Math.round(process.memoryUsage.rss() / 2 ** 20);
@@ -131,6 +134,7 @@ export class Programmer {
   private tableBuilder(): TableBuilder {
     try {
       return new WorkerTableBuilder({
+        inThreadUpTo: IN_THREAD_SLOTS,
         onRetired: () => this.retired(),
         ...(this.freeBuffer === undefined ? {} : { free: this.freeBuffer }),
       });
@@ -225,8 +229,8 @@ export function retireCollects(o: { heapUsed: number; atStart: boolean }): boole
 
 /**
  * Whether a sync's garbage is handed to V8's incremental collector right after it (Collaborators.memoryPressure): a
- * sync that built more tables than INLINE_TABLES (so through the workers: a burst, e.g. a Kubernetes rolling update
- * or a reload of every VIP), while the heap is at most RETIRE_COLLECT_MAX_HEAP. Without it V8 lets such garbage pile
+ * sync that built more tables than INLINE_TABLES (a burst, e.g. a Kubernetes rolling update or a reload of every
+ * VIP), while the heap is at most RETIRE_COLLECT_MAX_HEAP. Without it V8 lets such garbage pile
  * up to its limit: bench:k8s (1,000 Services x 20, four A B pairs) RSS after three bursts 191-198 MB without it,
  * 145-155 with it, peak 196-201 against 163-170, /healthz max per burst alike (18-70 ms against 22-58); the bursts
  * after a collection build against a smaller heap, ~0.15 s slower. Not a full collection (a gc() there paused the
@@ -237,13 +241,13 @@ export function burstCollects(o: { tablesInstalled: number; heapUsed: number }):
   return isBurst(o.tablesInstalled) && o.heapUsed <= RETIRE_COLLECT_MAX_HEAP;
 }
 
-/** A sync that installed more tables than the reconciler builds in-thread (INLINE_TABLES) had the workers build them:
- * a burst. */
+/** A sync that installed more tables than the reconciler builds without the pool (INLINE_TABLES): a burst. */
 const isBurst = (tablesInstalled: number): boolean => tablesInstalled > INLINE_TABLES;
 
 /** The debug log line after a burst's sync: whether V8 was asked to collect its garbage (burstCollects). */
 export const BURST_COLLECT_MSG =
   "burst's sync done: its garbage handed to V8's incremental collector if small";
 
-/** The debug log line once the table workers ended and their memory was given back (bench:k8s waits for it). */
-export const WORKERS_ENDED_MSG = 'table workers ended: free memory given back';
+/** The debug log line once the table builder went idle after a burst (its workers, if any ran, ended) and free
+ * memory was given back (bench:k8s waits for it). */
+export const WORKERS_ENDED_MSG = 'table builder idle (its workers ended): free memory given back';

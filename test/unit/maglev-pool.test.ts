@@ -345,5 +345,123 @@ describe('WorkerTableBuilder', () => {
     expect(() => new WorkerTableBuilder({ workerPath: join(dir, 'nope.js') })).toThrow(/nope\.js is missing/);
     expect(() => new WorkerTableBuilder({ workerPath: WORKER, threads: 0 })).toThrow('threads: 0');
     expect(() => new WorkerTableBuilder({ workerPath: WORKER, idleMs: -1 })).toThrow('idleMs: -1');
+    expect(() => new WorkerTableBuilder({ workerPath: WORKER, inThreadUpTo: -1 })).toThrow(
+      'inThreadUpTo: -1',
+    );
+    expect(() => new WorkerTableBuilder({ workerPath: WORKER, inThreadUpTo: 1.5 })).toThrow(
+      'inThreadUpTo: 1.5',
+    );
+  });
+
+  describe('inThreadUpTo: small tables built on the calling thread', () => {
+    it('builds tables of at most that many slots here (no worker starts), bigger ones on the workers, all alike', async () => {
+      const pool = new WorkerTableBuilder({ workerPath: WORKER, threads: 2, inThreadUpTo: 4099 });
+      try {
+        const small = cases.filter((c) => c.size <= 4099);
+        const as = { values: Uint32Array.from({ length: 100 }, (_, i) => 1000 + i), none: 0 };
+        for (const c of small) {
+          expectSame(
+            await pool.build(c.backends, c.size),
+            buildTable({ backends: c.backends, size: c.size }),
+          );
+          const want = await inlineTableBuilder.buildPair(c.backends, c.size, as, [1001, 1000]);
+          const pair = await pool.buildPair(c.backends, c.size, as, [1001, 1000]);
+          expectSame(pair.natural, want.natural);
+          expectSame(pair.redirected, want.redirected);
+        }
+        expect(pool.running).toBe(0);
+        // one slot above the bound: a worker builds it
+        const big = backendsN(20);
+        expectSame(await pool.build(big, 4111), buildTable({ backends: big, size: 4111 }));
+        expect(pool.running).toBe(1);
+      } finally {
+        await pool.close();
+      }
+    });
+
+    it('warm(sizes) starts the workers only if they would build a table of one of those sizes', async () => {
+      const pool = new WorkerTableBuilder({
+        workerPath: WORKER,
+        threads: 2,
+        idleMs: 60_000,
+        inThreadUpTo: 4099,
+      });
+      try {
+        pool.warm([13, 4099]);
+        pool.warm([]);
+        expect(pool.running).toBe(0);
+        pool.warm([13, 4111]);
+        expect(pool.running).toBe(2);
+      } finally {
+        await pool.close();
+      }
+      const all = new WorkerTableBuilder({ workerPath: WORKER, threads: 2, idleMs: 60_000 });
+      try {
+        all.warm(); // no sizes given: whatever will be built
+        expect(all.running).toBe(2);
+      } finally {
+        await all.close();
+      }
+    });
+
+    it('builds into the recycled buffers of their size, the pair into two', async () => {
+      const pool = new WorkerTableBuilder({ workerPath: WORKER, threads: 1, inThreadUpTo: 4099 });
+      try {
+        const a = new Uint32Array(4099).fill(7);
+        const b = new Uint32Array(4099).fill(7);
+        pool.recycle(a);
+        const t = await pool.build(backendsN(10), 4099);
+        expect(t.buffer).toBe(a.buffer); // not transferred anywhere: the same memory, overwritten
+        expectSame(t, buildTable({ backends: backendsN(10), size: 4099 }));
+        pool.recycle(t);
+        pool.recycle(b);
+        const as = { values: Uint32Array.from({ length: 10 }, (_, i) => 1000 + i), none: 0 };
+        const pair = await pool.buildPair(backendsN(10), 4099, as, [1003]);
+        expect(new Set([pair.natural.buffer, pair.redirected.buffer])).toEqual(new Set([a.buffer, b.buffer]));
+        const natural = mapTable(buildTable({ backends: backendsN(10), size: 4099 }), as);
+        expectSame(pair.natural, natural);
+        expectSame(pair.redirected, redirectSkipped(natural.slice(), new Set([1003])));
+        expect([pool.spareBuffers, pool.running]).toEqual([0, 0]);
+      } finally {
+        await pool.close();
+      }
+    });
+
+    it('retires after such builds too (onRetired once idle, spares dropped), though no worker ran', async () => {
+      let retired = 0;
+      const pool = new WorkerTableBuilder({
+        workerPath: WORKER,
+        threads: 1,
+        idleMs: 50,
+        inThreadUpTo: 4099,
+        onRetired: () => retired++,
+      });
+      try {
+        // nothing built yet: no retirement, whatever the wait
+        await pool.retireNow();
+        expect(retired).toBe(0);
+        const t = await pool.build(backendsN(10), 4099);
+        pool.recycle(t);
+        await waitFor('onRetired after in-thread builds', () => retired === 1, 10_000);
+        expect([pool.spareBuffers, pool.running]).toEqual([0, 0]);
+        await sleep(200); // idle, nothing built since: no second retirement
+        expect(retired).toBe(1);
+        // retireNow() after one: at once
+        await pool.build(backendsN(10), 4099);
+        await pool.retireNow();
+        expect(retired).toBe(2);
+      } finally {
+        await pool.close();
+      }
+      expect(retired).toBe(2);
+    });
+
+    it('close() rejects such a build not finished yet', async () => {
+      const pool = new WorkerTableBuilder({ workerPath: WORKER, threads: 1, inThreadUpTo: 4099 });
+      const pending = pool.build(backendsN(10), 4099);
+      await pool.close();
+      await expect(pending).rejects.toThrow('Maglev table builder closed before the build finished');
+      await expect(pool.build(backendsN(2), 13)).rejects.toThrow('Maglev table builder is closed');
+    });
   });
 });
