@@ -44,7 +44,9 @@ export type DaemonHealthMonitor = EventEmitter &
     | 'snapshot'
     | 'checkCounts'
     | 'stats'
-  >;
+  > &
+  /** Absent: the monitor grows as targets come (HealthMonitor.reserve). */
+  Partial<Pick<HealthMonitor, 'reserve'>>;
 
 export interface DaemonSpeaker extends BgpSpeakerHandle {
   /** Times the speaker's worker was restarted. */

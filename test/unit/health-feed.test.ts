@@ -5,9 +5,9 @@ import { EventEmitter } from 'node:events';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import type { DaemonHealthMonitor } from '../../src/daemon/collaborators';
-import { HealthFeed, TARGETS_PER_TURN } from '../../src/daemon/health-feed';
+import { HealthFeed, LOOKS_PER_TURN, TARGETS_PER_TURN } from '../../src/daemon/health-feed';
 import { HealthMonitor, type HealthTarget } from '../../src/health/monitor';
-import { healthTargets, targetsChange } from '../../src/health/targets';
+import { healthTargets, targetsChange, targetsChangeSteps } from '../../src/health/targets';
 import { NEW_TARGET_STATUS } from '../../src/health/state';
 import { DEFAULTS, validateConfig } from '../../src/model';
 import { desiredState, type DesiredState } from '../../src/reconcile';
@@ -361,12 +361,12 @@ describe('HealthFeed: the monitor targets are set again only when they changed',
 
 describe('HealthFeed: a big change of targets is set in pieces', () => {
   const check = { ...DEFAULTS.healthCheck, type: 'tcp' as const, port: 80 };
-  const vip = (v: number, n: number, from = 0, name = `v${v}`) => ({
+  const vip = (v: number, n: number, from = 0, name = `v${v}`, health = 'unknown') => ({
     name,
     healthCheck: check,
     backends: Array.from({ length: n }, (_, i) => {
       const b = i + from;
-      return { key: `v${v}>${b}`, address: `10.${v}.${b >> 8}.${b & 255}`, health: 'unknown' };
+      return { key: `v${v}>${b}`, address: `10.${v}.${b >> 8}.${b & 255}`, health };
     }),
   });
   const held = (m: HealthMonitor) =>
@@ -403,5 +403,130 @@ describe('HealthFeed: a big change of targets is set in pieces', () => {
     ref.setTargets(healthTargets(d2));
     expect(held(monitor)).toEqual(held(ref));
     expect(monitor.stats()).toMatchObject({ memberships: 20_000, probes: 20_000 });
+  });
+
+  it("the start's targets are built and compared in pieces too, and the monitor's room is made once", async () => {
+    const monitor = new HealthMonitor();
+    const feed = new HealthFeed({ monitor, log: pino({ level: 'silent' }) });
+    const n = 5 * LOOKS_PER_TURN;
+    // Each VIP's state says what a new target starts with: nothing differs, so every status is looked at.
+    const d = {
+      vips: Array.from({ length: 8 }, (_, v) => vip(v, n / 8, 0, `v${v}`, NEW_TARGET_STATUS)),
+    } as never;
+    const seen: number[] = [];
+    let ticking = true;
+    const tick = (): void => {
+      seen.push(monitor.stats().memberships);
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    expect(await feed.retarget(d)).toBe(false);
+    ticking = false;
+    // turns while the targets were built (none set yet), and while the statuses were compared (all set)
+    expect(seen.filter((m) => m === 0).length).toBeGreaterThanOrEqual(4);
+    expect(seen.filter((m) => m === n).length).toBeGreaterThanOrEqual(4);
+    // room for all of them (and an eighth more) made before the first piece: the columns never grew piece by piece
+    expect(monitor.capacity).toBe(n + (n >> 3) + 1024);
+    const ref = new HealthMonitor();
+    ref.setTargets(healthTargets(d));
+    expect(held(monitor)).toEqual(held(ref));
+    // A new status against the state's: found (true) however far in it is.
+    const flipped = { vips: [...(d as DesiredState).vips] } as DesiredState;
+    const last = flipped.vips[7]!;
+    (flipped.vips as unknown[])[7] = { ...last, backends: last.backends.map((b, i) => (i === last.backends.length - 1 ? { ...b, health: 'down' } : b)) }; // prettier-ignore
+    const fresh = new HealthFeed({ monitor: new HealthMonitor(), log: pino({ level: 'silent' }) });
+    expect(await fresh.retarget(flipped)).toBe(true);
+  });
+});
+
+describe('targetsChangeSteps: targetsChange a VIP at a time', () => {
+  const check = { ...DEFAULTS.healthCheck, type: 'tcp' as const, port: 80 };
+  const vip = (v: number, n: number, from = 0) => ({
+    name: `v${v}`,
+    healthCheck: check,
+    backends: Array.from({ length: n }, (_, i) => ({
+      key: `v${v}>${i + from}`,
+      address: `10.${v}.0.${i + from}`,
+      health: 'unknown',
+    })),
+  });
+
+  it('yields each VIP of the new state that is not the same object (its memberships), returns targetsChange', () => {
+    const same = vip(0, 3);
+    const a = [same, vip(1, 4), vip(2, 5), vip(3, 2)] as never[];
+    // v0 the same object, v1 built again alike, v2 one backend more, v3 gone, v4 new
+    const b = [same, vip(1, 4), vip(2, 6), vip(4, 7)] as never[];
+    const steps = targetsChangeSteps(a, b);
+    const yields: number[] = [];
+    let s = steps.next();
+    for (; s.done !== true; s = steps.next()) yields.push(s.value);
+    expect(yields).toEqual([4, 6, 7]);
+    expect(s.value).toEqual(targetsChange(a, b));
+    expect(s.value.upsert.map((t) => t.key)).toEqual([
+      'v2>5',
+      ...Array.from({ length: 7 }, (_, i) => `v4>${i}`),
+    ]);
+    expect(s.value.remove).toEqual(['v3>0', 'v3>1']);
+  });
+
+  it("the feed gives the event loop turns while it computes a big change (every VIP's backends replaced)", async () => {
+    const monitor = new HealthMonitor();
+    const feed = new HealthFeed({ monitor, log: pino({ level: 'silent' }) });
+    const per = LOOKS_PER_TURN / 4;
+    await feed.retarget({ vips: Array.from({ length: 16 }, (_, v) => vip(v, per)) } as never);
+    const updates: number[] = [];
+    const update = monitor.updateTargets.bind(monitor);
+    monitor.updateTargets = (c) => {
+      updates.push(ticks);
+      update(c);
+    };
+    let ticks = 0;
+    let ticking = true;
+    const tick = (): void => {
+      ticks++;
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    await feed.retarget({ vips: Array.from({ length: 16 }, (_, v) => vip(v, per, per)) } as never);
+    ticking = false;
+    // 16 VIPs of LOOKS_PER_TURN / 4: a turn after every fourth, before the first update
+    expect(updates[0]).toBeGreaterThanOrEqual(3);
+  });
+});
+
+describe('HealthMonitor.reserve', () => {
+  const check = { ...DEFAULTS.healthCheck, type: 'tcp' as const, port: 80 };
+  const targets = (from: number, n: number): HealthTarget[] =>
+    Array.from({ length: n }, (_, i) => ({
+      key: `k${from + i}`,
+      vip: 'v',
+      address: `10.1.${(from + i) >> 8}.${(from + i) & 255}`,
+      check,
+    }));
+
+  it('makes room for n more memberships at once; adding them in pieces then grows nothing', () => {
+    const m = new HealthMonitor();
+    m.setTargets(targets(0, 100));
+    m.reserve(10_000);
+    const cap = m.capacity;
+    expect(cap).toBeGreaterThanOrEqual(10_100);
+    for (let i = 100; i < 10_100; i += 1000) m.updateTargets({ remove: [], upsert: targets(i, 1000) });
+    expect(m.capacity).toBe(cap);
+    expect(m.stats().memberships).toBe(10_100);
+    // without it the columns grow as the pieces come
+    const g = new HealthMonitor();
+    g.setTargets(targets(0, 100));
+    const caps = new Set<number>();
+    for (let i = 100; i < 10_100; i += 1000) {
+      g.updateTargets({ remove: [], upsert: targets(i, 1000) });
+      caps.add(g.capacity);
+    }
+    expect(caps.size).toBeGreaterThan(3);
+  });
+
+  it('refuses a bad count, naming it', () => {
+    const m = new HealthMonitor();
+    expect(() => m.reserve(-1)).toThrow('n: -1 is not a non-negative integer');
+    expect(() => m.reserve(1.5)).toThrow('n: 1.5');
   });
 });
