@@ -93,6 +93,11 @@ export interface DaemonCollaborators {
    * many tables (a burst's garbage would otherwise stay until V8's limit, tens of MB per Kubernetes burst of 1,000
    * Services). No full collection: V8 marks on its helper threads and in short steps. Absent: never. */
   memoryPressure?(): void;
+  /** memoryPressure, then resolves once V8's next full collection has ended (true), or after START_COLLECT_WAIT_MS
+   * (false): the daemon's start collects this way where a full, blocking collection would pause the event loop too
+   * long (Programmer.collectAtStart). Absent: the start collects with trimMemory({ collect: true }) whatever the
+   * heap. */
+  collectIncrementally?(): Promise<boolean>;
   /** Called first thing in a start: large allocations from then on are mapped on their own and unmapped when freed
    * (glibc mallopt M_MMAP_THRESHOLD; see MALLOC_MMAP_THRESHOLD). Absent: the C library's defaults. */
   fixMallocThreshold?(): void;

@@ -106,6 +106,7 @@ export class Daemon {
       log: opts.logger,
       trimMemory: opts.trimMemory,
       memoryPressure: opts.memoryPressure,
+      collectIncrementally: opts.collectIncrementally,
       freeBuffer: opts.freeBuffer,
     });
     this.health = new HealthFeed({ monitor: this.monitor, log: opts.logger });
@@ -159,16 +160,17 @@ export class Daemon {
 
   /** The start's garbage (its table buffers, the config's parse) collected and its memory given back before ready:
    * V8 would otherwise keep it until it next collects (RSS at ready at 512 x 100 with health checks, together with
-   * the fixed malloc threshold: 173-177 -> 132-134 MB). */
-  private collectStartGarbage(): void {
-    const trim = this.opts.trimMemory;
-    if (trim === undefined) return;
+   * the fixed malloc threshold: 173-177 -> 132-134 MB). Programmer.collectAtStart. */
+  private async collectStartGarbage(): Promise<void> {
     const t = performance.now();
     const before = process.memoryUsage.rss();
-    const collected = trim({ collect: true }) === true;
+    const { how, collected } = await this.programmer.collectAtStart();
+    if (how === null) return;
     this.log.debug(
       {
-        // false: node runs without --expose-gc (not through the CLI's shebang): only malloc_trim ran
+        how,
+        // false: node runs without --expose-gc (not through the CLI's shebang), or the incremental one did not end
+        // in time: only malloc_trim ran
         collected,
         ms: Math.round(performance.now() - t),
         rssMB: Math.round(before / 2 ** 20),
@@ -351,7 +353,7 @@ export class Daemon {
     // ready; a later burst starts them again. Skipped while a sync (e.g. Kubernetes' first) still builds.
     await programmer.retireWorkers();
     phase('rest');
-    this.collectStartGarbage();
+    await this.collectStartGarbage();
     phase('collect');
     keeper.watch();
     this.started = true;

@@ -18,6 +18,8 @@ import { currentNetnsName } from './pins';
 import { parseNodeLabels } from '../model/nodes';
 import { bgpPreflight } from './preflight';
 import { VipRouteKeeper } from './vip-routes';
+import { START_COLLECT_WAIT_MS } from './programmer';
+import { fullCollection } from '../util/gc';
 
 /** The real collaborators; pins go to <bpffs>/peak-xdp/<netns>/<interface>/. */
 export function kernelCollaborators(o: { bpffs: string }): DaemonCollaborators {
@@ -42,6 +44,11 @@ export function kernelCollaborators(o: { bpffs: string }): DaemonCollaborators {
       return gc !== undefined;
     },
     memoryPressure: () => native().memoryPressure(),
+    collectIncrementally: () => {
+      const ended = fullCollection(START_COLLECT_WAIT_MS);
+      native().memoryPressure();
+      return ended;
+    },
     fixMallocThreshold: () => void native().mallocMmapThreshold(MALLOC_MMAP_THRESHOLD),
     freeBuffer: (b) => void native().freeArrayBuffer(b),
   };

@@ -19,6 +19,7 @@ import {
 } from '../../src/datapath/kernel';
 import { native } from '../../src/datapath/native';
 import { kernelCollaborators, MALLOC_MMAP_THRESHOLD } from '../../src/daemon/wiring';
+import { START_COLLECT_WAIT_MS } from '../../src/daemon/programmer';
 import { tableMembers } from '../../src/datapath/table-refs';
 import { addonPath, bpfObjectDir, bpfObjectPath } from '../../src/paths';
 import { describePrivileged } from '../helpers/privileged';
@@ -655,6 +656,16 @@ describe('native memoryPressure (the daemon calls it after a burst of tables)', 
   it('is what the collaborators call', () => {
     const { memoryPressure } = kernelCollaborators({ bpffs: '/sys/fs/bpf' });
     expect(memoryPressure!()).toBeUndefined();
+  });
+
+  it("collectIncrementally (the daemon's start above 96 MiB of heap): asks, then resolves once that collection ended", async () => {
+    const { collectIncrementally } = kernelCollaborators({ bpffs: '/sys/fs/bpf' });
+    let keep: unknown[] | null = Array.from({ length: 200_000 }, (_, i) => ({ i, s: `x${i}` }));
+    expect(keep.length).toBe(200_000);
+    keep = null;
+    const t0 = performance.now();
+    expect(await collectIncrementally!()).toBe(true);
+    expect(performance.now() - t0).toBeLessThan(START_COLLECT_WAIT_MS);
   });
 });
 

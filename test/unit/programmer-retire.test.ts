@@ -7,6 +7,7 @@ import {
   Programmer,
   RETIRE_COLLECT_MAX_HEAP,
   retireCollects,
+  startCollectsIncrementally,
 } from '../../src/daemon/programmer';
 import { INLINE_TABLES } from '../../src/reconcile/reconciler';
 import { MemoryDatapath } from '../../src/datapath/memory';
@@ -127,5 +128,56 @@ describe('Programmer: no collection after a reconcile', () => {
     const s = await bare.apply({ config: config(100), now: 0, datapathConfig: DP });
     expect(() => bare.afterSync(s.summary)).not.toThrow();
     await bare.close();
+  });
+});
+
+describe("the start's collection (Programmer.collectAtStart)", () => {
+  it('is incremental above RETIRE_COLLECT_MAX_HEAP only', () => {
+    expect(startCollectsIncrementally(RETIRE_COLLECT_MAX_HEAP + 1)).toBe(true);
+    expect(startCollectsIncrementally(RETIRE_COLLECT_MAX_HEAP)).toBe(false);
+    expect(startCollectsIncrementally(0)).toBe(false);
+  });
+
+  const programmer = (o: {
+    heapUsed: number;
+    trim?: boolean;
+    incremental?: boolean | null;
+  }): { p: Programmer; trims: unknown[]; incrementals: () => number } => {
+    const trims: unknown[] = [];
+    let incrementals = 0;
+    const p = new Programmer({
+      log: pino({ level: 'silent' }),
+      ...(o.trim === false ? {} : { trimMemory: (t?: { collect?: boolean }) => (trims.push(t ?? null), t?.collect === true) }), // prettier-ignore
+      ...(o.incremental === null
+        ? {}
+        : { collectIncrementally: () => (incrementals++, Promise.resolve(o.incremental ?? true)) }),
+      heapUsed: () => o.heapUsed,
+    });
+    return { p, trims, incrementals: () => incrementals };
+  };
+
+  it('a large heap: the incremental collection, waited for, then the free memory given back without a full one', async () => {
+    const r = programmer({ heapUsed: RETIRE_COLLECT_MAX_HEAP + 1 });
+    expect(await r.p.collectAtStart()).toEqual({ how: 'incremental', collected: true });
+    expect([r.incrementals(), r.trims]).toEqual([1, [null]]);
+    // it did not end in time: said so, the memory given back all the same
+    const late = programmer({ heapUsed: RETIRE_COLLECT_MAX_HEAP + 1, incremental: false });
+    expect(await late.p.collectAtStart()).toEqual({ how: 'incremental', collected: false });
+    expect(late.trims).toEqual([null]);
+  });
+
+  it('a small heap, or no incremental collaborator: one full collection', async () => {
+    const small = programmer({ heapUsed: RETIRE_COLLECT_MAX_HEAP });
+    expect(await small.p.collectAtStart()).toEqual({ how: 'full', collected: true });
+    expect([small.incrementals(), small.trims]).toEqual([0, [{ collect: true }]]);
+    const none = programmer({ heapUsed: 10 * RETIRE_COLLECT_MAX_HEAP, incremental: null });
+    expect(await none.p.collectAtStart()).toEqual({ how: 'full', collected: true });
+    expect(none.trims).toEqual([{ collect: true }]);
+  });
+
+  it('nothing without trimMemory', async () => {
+    const r = programmer({ heapUsed: 10 * RETIRE_COLLECT_MAX_HEAP, trim: false });
+    expect(await r.p.collectAtStart()).toEqual({ how: null, collected: false });
+    expect(r.incrementals()).toBe(0);
   });
 });
