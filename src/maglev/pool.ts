@@ -103,6 +103,14 @@ function inline(
   return out;
 }
 
+/** What build() and buildPair() ask of the pool: members, size, `as` and `skip` (absent: undefined). */
+type BuildRequest = [
+  backends: readonly MaglevBackend[],
+  size: number,
+  as: TableValues | undefined,
+  skip: readonly number[] | undefined,
+];
+
 /** A build request sent to a table worker: the members as two arrays (cheaper to clone than objects). */
 export interface TableJob {
   id: number;
@@ -268,14 +276,10 @@ export class WorkerTableBuilder implements TableBuilder {
     });
   }
 
-  private post(
-    backends: readonly MaglevBackend[],
-    size: number,
-    as: TableValues | undefined,
-    skip: readonly number[] | undefined,
-  ): Promise<{ table: Uint32Array; redirected?: Uint32Array }> {
+  private post(...request: BuildRequest): Promise<{ table: Uint32Array; redirected?: Uint32Array }> {
+    const [backends, size, as, skip] = request;
     if (this.closed) return Promise.reject(new Error('Maglev table builder is closed'));
-    if (size <= this.inThreadUpTo) return this.buildInThread(backends, size, as, skip);
+    if (size <= this.inThreadUpTo) return this.buildInThread(...request);
     return new Promise((resolve, reject) => {
       const job: TableJob = {
         id: this.nextId++,
@@ -292,10 +296,7 @@ export class WorkerTableBuilder implements TableBuilder {
 
   /** A build on the caller's thread (a small table: inThreadUpTo), into recycled buffers where some are kept. */
   private buildInThread(
-    backends: readonly MaglevBackend[],
-    size: number,
-    as: TableValues | undefined,
-    skip: readonly number[] | undefined,
+    ...[backends, size, as, skip]: BuildRequest
   ): Promise<{ table: Uint32Array; redirected?: Uint32Array }> {
     this.clearIdle();
     this.inThreadPending++;

@@ -12,6 +12,7 @@ import { NEW_TARGET_STATUS } from '../../src/health/state';
 import { DEFAULTS, validateConfig } from '../../src/model';
 import { desiredState, type DesiredState } from '../../src/reconcile';
 import { TEST_DATAPATH_CONFIG } from '../helpers/datapath-config';
+import { countTurns } from '../helpers/turn-counter';
 
 describe('HealthFeed change batching', () => {
   it('512 memberships of one backend flipping in one turn: one log line, one onChange', async () => {
@@ -374,6 +375,17 @@ describe('HealthFeed: a big change of targets is set in pieces', () => {
       .snapshot()
       .map((s) => `${s.key} ${s.vip} ${s.address} ${s.status}`)
       .sort();
+  /** The memberships `monitor` held at each event-loop turn from now until stop(). */
+  const membershipsPerTurn = (monitor: HealthMonitor): { seen: number[]; stop: () => void } => {
+    const seen: number[] = [];
+    let on = true;
+    const tick = (): void => {
+      seen.push(monitor.stats().memberships);
+      if (on) setImmediate(tick);
+    };
+    setImmediate(tick);
+    return { seen, stop: () => void (on = false) };
+  };
 
   it('with event-loop turns between pieces of TARGETS_PER_TURN, ending where one setTargets ends', async () => {
     const monitor = new HealthMonitor();
@@ -381,15 +393,9 @@ describe('HealthFeed: a big change of targets is set in pieces', () => {
     const ref = new HealthMonitor();
     const d1 = { vips: Array.from({ length: 5 }, (_, v) => vip(v, 4000)) } as never;
     // Turns the event loop gave while the targets were set, and the memberships the monitor held at each.
-    const seen: number[] = [];
-    let ticking = true;
-    const tick = (): void => {
-      seen.push(monitor.stats().memberships);
-      if (ticking) setImmediate(tick);
-    };
-    setImmediate(tick);
+    const { seen, stop } = membershipsPerTurn(monitor);
     expect(await feed.retarget(d1)).toBe(true); // new targets: up, where the state has them unknown
-    ticking = false;
+    stop();
     expect(new Set(seen.filter((n) => n > 0 && n < 20_000)).size).toBeGreaterThanOrEqual(
       Math.ceil(20_000 / TARGETS_PER_TURN) - 1,
     );
@@ -413,15 +419,9 @@ describe('HealthFeed: a big change of targets is set in pieces', () => {
     const d = {
       vips: Array.from({ length: 8 }, (_, v) => vip(v, n / 8, 0, `v${v}`, NEW_TARGET_STATUS)),
     } as never;
-    const seen: number[] = [];
-    let ticking = true;
-    const tick = (): void => {
-      seen.push(monitor.stats().memberships);
-      if (ticking) setImmediate(tick);
-    };
-    setImmediate(tick);
+    const { seen, stop } = membershipsPerTurn(monitor);
     expect(await feed.retarget(d)).toBe(false);
-    ticking = false;
+    stop();
     // turns while the targets were built (none set yet), and while the statuses were compared (all set)
     expect(seen.filter((m) => m === 0).length).toBeGreaterThanOrEqual(4);
     expect(seen.filter((m) => m === n).length).toBeGreaterThanOrEqual(4);
@@ -476,19 +476,13 @@ describe('targetsChangeSteps: targetsChange a VIP at a time', () => {
     await feed.retarget({ vips: Array.from({ length: 16 }, (_, v) => vip(v, per)) } as never);
     const updates: number[] = [];
     const update = monitor.updateTargets.bind(monitor);
+    const turns = countTurns();
     monitor.updateTargets = (c) => {
-      updates.push(ticks);
+      updates.push(turns.turns);
       update(c);
     };
-    let ticks = 0;
-    let ticking = true;
-    const tick = (): void => {
-      ticks++;
-      if (ticking) setImmediate(tick);
-    };
-    setImmediate(tick);
     await feed.retarget({ vips: Array.from({ length: 16 }, (_, v) => vip(v, per, per)) } as never);
-    ticking = false;
+    turns.stop();
     // 16 VIPs of LOOKS_PER_TURN / 4: a turn after every fourth, before the first update
     expect(updates[0]).toBeGreaterThanOrEqual(3);
   });
