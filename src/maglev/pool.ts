@@ -160,10 +160,11 @@ export interface WorkerTableBuilderOptions {
 }
 
 /** The daemon's `inThreadUpTo`: tables of up to 16,381 slots (Kubernetes Services' default size) are built on its own
- * thread. Such a table builds in ~0.3 ms (20 or 160 members; 65,537 slots: ~1.4 ms), less than the map writes that
- * follow it, while each worker costs ~15 MB of RSS idle and ~20 MB building (its own V8 heap and Node environment).
- * bench:k8s (1,000 Services x 20 endpoints, two A B pairs): RSS peak 137 / 139 MB in-thread against 159 / 166 MB
- * through the two workers, bursts 1.22–2.17 s against 1.35–2.07 s. */
+ * thread. Such a table builds in ~0.3 ms (20 or 160 members; 65,537 slots: ~1.4 ms), while a worker costs memory
+ * (its own V8 heap and Node environment: two idle workers +19 MB of RSS in a bare node, +33 MB once they have built
+ * tables; in the daemon 140–145 MB between bursts with the two alive against 101–103 MB once they ended).
+ * bench:k8s (1,000 Services x 20 endpoints, five A B pairs): RSS peak 136–139 MB in-thread against 159–175 MB through
+ * the two workers; the rolling-update burst's median 1.83 s against 1.73 s (the event loop is busy through a burst). */
 export const IN_THREAD_SLOTS = 16_381;
 /** Threads at most by default: building is CPU-bound, and the daemon's own thread writes the maps. */
 export const MAX_THREADS = 4;
