@@ -425,6 +425,9 @@ async function reconcileBench(o: Options) {
 
 // ---- daemon RSS and kernel map memory (real daemon, real kernel, in a namespace of our own) ----
 
+/** The daemon runs' check interval: every membership checked once a minute (memory, not check load, is measured). */
+const DAEMON_CHECK_INTERVAL_MS = 60_000;
+
 export interface DaemonMemoryOptions {
   vips: number;
   backendsPerVip: number;
@@ -437,6 +440,24 @@ export interface DaemonMemoryOptions {
   healthChecks?: boolean;
   /** Whole /state documents to read after the /metrics scrape, one after another (default 0). */
   stateRequests?: number;
+  /**
+   * With health checks: after settling, RSS is sampled for this long while the checks run (default 20 s). The first
+   * probes of a membership come within its interval after the start, so the settled figure alone can be read before
+   * the check load has shown in memory (it did: 456 MB settled, 720-1,270 MB a minute on, see the Node flags in
+   * src/cli/main.ts).
+   */
+  checkingWindowMs?: number;
+}
+
+/** The health checks' window after settling: RSS sampled while they run, and how many probes the daemon had made. */
+export interface CheckingWindow {
+  windowMs: number;
+  /** Largest VmRSS sampled (every 0.5 s) in the window. */
+  rssMaxMB: number;
+  /** Probes made from the start to the /metrics scrape after the window (peak_xdp_health_check_duration_seconds_count). */
+  probes: number;
+  /** Those probes per second of the daemon's time from ready to that scrape. */
+  probesPerSecond: number;
 }
 
 /** What reading /state did to the daemon (DaemonMemoryOptions.stateRequests). */
@@ -481,6 +502,8 @@ export type DaemonMemoryResult =
       externalMB: number | null;
       /** Null: none asked for. */
       state: StateReads | null;
+      /** Null: no health checks, or no window asked for. */
+      checking: CheckingWindow | null;
     };
 
 interface BpftoolMap {
@@ -631,7 +654,7 @@ export async function measureDaemonMemory(opts: DaemonMemoryOptions): Promise<Da
     // Checks run (backends are unreachable, so they fail fast) but rarely: memory, not check load, is measured.
     for (const v of raw.vips)
       if (opts.healthChecks === false) delete (v as { healthCheck?: unknown }).healthCheck;
-      else v.healthCheck.intervalMs = 60_000;
+      else v.healthCheck.intervalMs = DAEMON_CHECK_INTERVAL_MS;
     const file = join(dir, 'config.json');
     writeFileSync(file, JSON.stringify(raw));
     const started = now();
@@ -719,6 +742,12 @@ export async function measureDaemonMemory(opts: DaemonMemoryOptions): Promise<Da
     await sleep(500); // the memory given back just after they end
     const mem = mapMemory(join(bpffs, 'peak-xdp', ns, ifA));
     const rssMB = procStatusMB(pid, 'VmRSS');
+    const windowMs = opts.healthChecks === false ? 0 : (opts.checkingWindowMs ?? 20_000);
+    let rssCheckingMaxMB = rssMB;
+    for (const end = now() + windowMs; now() < end;) {
+      await sleep(500);
+      rssCheckingMaxMB = Math.max(rssCheckingMaxMB, procStatusMB(pid, 'VmRSS'));
+    }
     // One /metrics scrape (every series of every membership): its cost shows in rssAfterScrapeMB.
     const scrapeStart = now();
     const metrics = spawnSync(
@@ -731,6 +760,21 @@ export async function measureDaemonMemory(opts: DaemonMemoryOptions): Promise<Da
       return m ? Number(m[1]) / 2 ** 20 : null;
     };
     const rssAfterScrapeMB = procStatusMB(pid, 'VmRSS');
+    let checking: CheckingWindow | null = null;
+    if (windowMs > 0) {
+      // Summed over the histogram's label sets (type, result).
+      const count = /^peak_xdp_health_check_duration_seconds_count(?:\{[^}]*\})? ([0-9.e+]+)$/gm;
+      const probes = [...(metrics ?? '').matchAll(count)].reduce((a, m) => a + Number(m[1]), 0);
+      const since = (scrapeStart - readyAt) / 1000;
+      // The window measured checking only if the checks ran: a quarter of the memberships' due probes at least.
+      const due = (opts.vips * opts.backendsPerVip * since) / (DAEMON_CHECK_INTERVAL_MS / 1000);
+      if (probes < due / 4)
+        throw new Error(
+          `daemon memory: ${probes} probes in ${since.toFixed(0)} s after ready, fewer than a quarter of the ` +
+            `${due.toFixed(0)} due: the checking window did not measure checks`,
+        );
+      checking = { windowMs, rssMaxMB: rssCheckingMaxMB, probes, probesPerSecond: probes / since };
+    }
     let state: StateReads | null = null;
     if ((opts.stateRequests ?? 0) > 0) {
       state = { ms: [], bytes: [], rssAfterMB: [], rssIdleMB: 0, idleMs: STATE_IDLE_MS };
@@ -767,6 +811,7 @@ export async function measureDaemonMemory(opts: DaemonMemoryOptions): Promise<Da
       heapTotalMB: gauge('nodejs_heap_size_total_bytes'),
       externalMB: gauge('nodejs_external_memory_bytes'),
       state,
+      checking,
     };
   } finally {
     if (stopChild !== null) await stopChild();
@@ -1248,6 +1293,14 @@ async function goalsTable(o: Options): Promise<void> {
         r.rssReadyMB,
       );
       row('rss', `${daemon}: RSS settled (workers retired)`, `${r.rssMB.toFixed(0)} MB`, r.rssMB);
+      const c = r.checking;
+      if (c !== null)
+        row(
+          'rss',
+          `${daemon}: RSS while checking (max over ${(c.windowMs / 1000).toFixed(0)} s, ${c.probesPerSecond.toFixed(0)} probes/s)`,
+          `${c.rssMaxMB.toFixed(0)} MB`,
+          c.rssMaxMB,
+        );
     };
     daemonRows('daemon', d);
     daemonRows('daemon without health checks', d0);
