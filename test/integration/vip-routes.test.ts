@@ -10,7 +10,10 @@ import { execFileSync } from 'node:child_process';
 import pino from 'pino';
 import { Writable } from 'node:stream';
 import {
+  listOldVipRoutes,
   listVipRoutes,
+  listVipRules,
+  listVipState,
   removeVipRoutes,
   VIP_ROUTE_PROTO,
   VIP_RULE_PRIORITY,
@@ -308,6 +311,37 @@ describePrivileged('VIP blackhole routes (real kernel, no XDP)', () => {
     expect(rules().sort()).toEqual(bothRules('eth0', t0));
     expect(k1.status()).toMatchObject({ enabled: false, routes: [], rule: { families: [] } });
     expect(run('ip', ['-n', lb, 'route', 'show', `${FOREIGN}/32`])).toMatch(/via 10\.9\.0\.1/);
+  });
+
+  it("a keeper's pass reads routes, old-scheme routes and rules in one `ip -batch` per family, as the separate lists read them", async () => {
+    // An old-scheme route of eth0 in main beside the keepers' routes and rules of the tests before.
+    run('ip', ['-n', lb, 'route', 'add', 'blackhole', '10.0.0.30', 'proto', '252', 'metric', String(m0)]);
+    try {
+      for (const ifname of ['eth0', 'eth1']) {
+        const separate = {
+          routes: await listVipRoutes(ifname, lb),
+          old: await listOldVipRoutes(ifname, lb),
+          rules: await listVipRules(ifname, lb),
+        };
+        expect(await listVipState(ifname, lb, true)).toEqual({ ...separate, batched: true });
+        expect(await listVipState(ifname, lb, false)).toEqual({ ...separate, old: [], batched: true });
+      }
+      expect((await listVipState('eth0', lb, true)).old).toEqual(['10.0.0.30']);
+      expect((await listVipState('eth0', lb, true)).routes.length).toBeGreaterThan(0);
+      // An interface with nothing of ours: empty lists, both families supported, still one batch each.
+      expect(await listVipState('eth9', lb, true)).toEqual({
+        routes: [],
+        old: [],
+        rules: { present: [], supported: ['ipv4', 'ipv6'] },
+        batched: true,
+      });
+    } finally {
+      run('ip', ['-n', lb, 'route', 'del', 'blackhole', '10.0.0.30', 'proto', '252', 'metric', String(m0)]);
+    }
+    // A batch that fails (no such namespace) is read again by the separate lists, whose error names the command.
+    await expect(listVipState('eth0', `${lb}-missing`, true)).rejects.toThrow(
+      /ip -4 route show table main proto 252/,
+    );
   });
 
   it('removeAll and removeVipRoutes remove the rule and every route of their interface (old scheme included) and nothing else', async () => {
