@@ -52,6 +52,19 @@ describe('DueQueue', () => {
     ]);
   });
 
+  it('keeps slots as int32: a slot that wrapped past 2^31 - 1 (as the monitor bumps them, `| 0`) tells stale from live', () => {
+    const q = new DueQueue<Item>();
+    const a = { name: 'a', slot: 2 ** 31 - 1 };
+    const b = { name: 'b', slot: -1 };
+    q.push(10, a);
+    q.push(20, b);
+    a.slot = (a.slot + 1) | 0; // -2^31: requeued later
+    q.push(30, a);
+    b.slot = (b.slot + 1) | 0; // 0: cancelled
+    expect(q.due(25)).toEqual({ n: 0, earliest: Infinity });
+    expect(drain(q)).toEqual([['a', 30]]);
+  });
+
   it('compact keeps exactly the live entries, in order', () => {
     const q = new DueQueue<Item>();
     const items = Array.from({ length: 200 }, (_, i) => ({ name: `p${i}`, slot: 0 }));
