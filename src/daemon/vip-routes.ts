@@ -198,8 +198,8 @@ export interface VipRouteState {
 
 /**
  * listVipRoutes, listOldVipRoutes (when `withOld`) and listVipRules in one `ip -batch` per family instead of one
- * `ip` per list and family: a process started from the daemon costs its main thread ~10 ms at 100 MB of RSS and
- * ~25 ms at 400 MB (fork copies the page tables), and a keeper's pass listed in 4 to 6 of them. A batch prints one
+ * `ip` per list and family: a process started from the daemon costs its main thread ~9 ms at 52 MB of RSS and
+ * ~22 ms at 343 MB (fork copies the page tables; a bare `node`), and a keeper's pass listed in 4 to 6 of them. A batch prints one
  * JSON line per command; any other outcome (a family the kernel lacks, a table that does not exist yet, an error)
  * is read again with the lists above, which tell those cases apart.
  */
