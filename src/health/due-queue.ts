@@ -23,6 +23,11 @@ export class DueQueue<P extends Slotted> {
     return this.n;
   }
 
+  /** Entries the arrays hold room for: doubled when full, halved when under a quarter is used (at least 64). */
+  get capacity(): number {
+    return this.at.length;
+  }
+
   /** Queues `item` at `at` (ms) with its slot now. */
   push(at: number, item: P): void {
     if (this.n === this.at.length) this.grow();
@@ -54,12 +59,14 @@ export class DueQueue<P extends Slotted> {
     const item = this.item[last]!;
     this.item[last] = undefined;
     if (last > 0) this.siftDown(0, at, seq, slot, item);
+    this.shrinkIfSparse();
     return top;
   }
 
   clear(): void {
     this.item = [];
     this.n = 0;
+    this.shrinkIfSparse();
   }
 
   /** Drops every stale entry (they pile up when probes are rescheduled or cancelled). */
@@ -71,6 +78,7 @@ export class DueQueue<P extends Slotted> {
     this.n = k;
     for (let i = (k >> 1) - 1; i >= 0; i--)
       this.siftDown(i, this.at[i]!, this.seq[i]!, this.slot[i]!, this.item[i]!);
+    this.shrinkIfSparse();
   }
 
   /** Live entries due by `now`, and the earliest due time among them (Infinity: none); O(due + stale). */
@@ -121,14 +129,28 @@ export class DueQueue<P extends Slotted> {
   }
 
   private grow(): void {
-    const size = this.at.length * 2;
+    this.resize(this.at.length * 2);
+  }
+
+  /**
+   * Halves the arrays while under a quarter of them is used (never below 64): a queue that held every probe once
+   * (the start queues them all as slow; at 512,000 probes 14 MB) gives the room back once they moved to another.
+   */
+  private shrinkIfSparse(): void {
+    let size = this.at.length;
+    while (size > 64 && this.n < size >> 2) size >>= 1;
+    if (size !== this.at.length) this.resize(size);
+  }
+
+  private resize(size: number): void {
     for (const k of ['at', 'seq'] as const) {
       const a = new Float64Array(size);
-      a.set(this[k]);
+      a.set(this[k].subarray(0, Math.min(this.n, size)));
       this[k] = a;
     }
     const slot = new Int32Array(size);
-    slot.set(this.slot);
+    slot.set(this.slot.subarray(0, Math.min(this.n, size)));
     this.slot = slot;
+    if (this.item.length > size) this.item.length = size;
   }
 }

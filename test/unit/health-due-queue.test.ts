@@ -65,6 +65,40 @@ describe('DueQueue', () => {
     expect(drain(q)).toEqual([['a', 30]]);
   });
 
+  it('gives its room back: halved while under a quarter is used (never below 64), order kept across the shrinks', () => {
+    const q = new DueQueue<Item>();
+    const entries = Array.from({ length: 1000 }, (_, i) => ({
+      at: (i * 37) % 100,
+      item: { name: `p${i}`, slot: 0 },
+    }));
+    for (const e of entries) q.push(e.at, e.item);
+    expect(q.capacity).toBe(1024);
+    const expected = [...entries]
+      .map((e, i) => ({ ...e, i }))
+      .sort((a, b) => a.at - b.at || a.i - b.i)
+      .map((e): [string, number] => [e.item.name, e.at]);
+    const out: [string, number][] = [];
+    const capacities = new Set<number>();
+    for (let at = q.topAt(); at !== Infinity; at = q.topAt()) {
+      out.push([q.pop().name, at]);
+      capacities.add(q.capacity);
+      // a quarter or more of the room is in use, or the floor of 64
+      expect(q.length >= q.capacity / 4 || q.capacity === 64).toBe(true);
+    }
+    expect(out).toEqual(expected);
+    expect([...capacities]).toEqual([1024, 512, 256, 128, 64]);
+    // Pushed again after shrinking: it grows as before.
+    for (const e of entries.slice(0, 300)) q.push(e.at, e.item);
+    expect(q.capacity).toBe(512);
+    // compact drops stale entries and shrinks with them
+    for (const e of entries.slice(0, 300)) e.item.slot++;
+    q.compact();
+    expect(q.length).toBe(0);
+    expect(q.capacity).toBe(64);
+    q.push(5, entries[0]!.item);
+    expect(drain(q)).toEqual([['p0', 5]]);
+  });
+
   it('compact keeps exactly the live entries, in order', () => {
     const q = new DueQueue<Item>();
     const items = Array.from({ length: 200 }, (_, i) => ({ name: `p${i}`, slot: 0 }));
