@@ -14,20 +14,26 @@ function drain(q: DueQueue<Item>): [string, number][] {
   return out;
 }
 
+/** A deterministic shuffle of 1,000 times over 100 distinct values (many ties), and the order a queue must give them. */
+function shuffled(): { entries: { at: number; item: Item }[]; expected: [string, number][] } {
+  const entries = Array.from({ length: 1000 }, (_, i) => ({
+    at: (i * 37) % 100,
+    item: { name: `p${i}`, slot: 0 },
+  }));
+  const expected = [...entries]
+    .map((e, i) => ({ ...e, i }))
+    .sort((a, b) => a.at - b.at || a.i - b.i)
+    .map((e): [string, number] => [e.item.name, e.at]);
+  return { entries, expected };
+}
+
 describe('DueQueue', () => {
   it('gives entries earliest first, equal times in the order queued, across growth', () => {
     const q = new DueQueue<Item>();
-    // A deterministic shuffle of 1,000 times over 100 distinct values: many ties, several growths from 64.
-    const entries = Array.from({ length: 1000 }, (_, i) => ({
-      at: (i * 37) % 100,
-      item: { name: `p${i}`, slot: 0 },
-    }));
+    // several growths from 64
+    const { entries, expected } = shuffled();
     for (const e of entries) q.push(e.at, e.item);
     expect(q.length).toBe(1000);
-    const expected = [...entries]
-      .map((e, i) => ({ ...e, i }))
-      .sort((a, b) => a.at - b.at || a.i - b.i)
-      .map((e): [string, number] => [e.item.name, e.at]);
     expect(drain(q)).toEqual(expected);
     expect(q.length).toBe(0);
     expect(() => q.pop()).toThrow('DueQueue.pop: the queue is empty');
@@ -67,16 +73,9 @@ describe('DueQueue', () => {
 
   it('gives its room back: halved while under a quarter is used (never below 64), order kept across the shrinks', () => {
     const q = new DueQueue<Item>();
-    const entries = Array.from({ length: 1000 }, (_, i) => ({
-      at: (i * 37) % 100,
-      item: { name: `p${i}`, slot: 0 },
-    }));
+    const { entries, expected } = shuffled();
     for (const e of entries) q.push(e.at, e.item);
     expect(q.capacity).toBe(1024);
-    const expected = [...entries]
-      .map((e, i) => ({ ...e, i }))
-      .sort((a, b) => a.at - b.at || a.i - b.i)
-      .map((e): [string, number] => [e.item.name, e.at]);
     const out: [string, number][] = [];
     const capacities = new Set<number>();
     for (let at = q.topAt(); at !== Infinity; at = q.topAt()) {
