@@ -70,8 +70,13 @@ interface Options {
   /** The kernel part with health checks on every VIP (a real HealthMonitor and the daemon's HealthFeed; the probes
    * answer up without touching the network): each change also retargets the monitor, as the daemon's sync does. */
   kernelHealth: boolean;
+  /** With --kernel-health: the first backend of every VIP fails its checks (fall 1), so every VIP has one backend
+   * down while the changes are timed (--kernel-health-down). */
+  kernelHealthDown: boolean;
   /** Whole /state documents read from the daemon (--part daemon), one after another, after its /metrics scrape. */
   stateRequests: number;
+  /** The daemon part without health checks (--no-health-checks: the issue's condition for start and RSS). */
+  healthChecks: boolean;
 }
 
 interface Scale {
@@ -113,7 +118,9 @@ function parseArgs(argv: string[]): Options {
     // 100 each way: 200 changes, so that p99 (nearest rank) is the 198th; of 80 changes it was the slowest one
     kernelChanges: 100,
     kernelHealth: false,
+    kernelHealthDown: false,
     stateRequests: 0,
+    healthChecks: true,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -133,9 +140,11 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--yaml-reloads') num('yamlReloads');
     else if (a === '--daemon-timeout') num('daemonTimeoutS');
     else if (a === '--no-daemon') o.daemon = false;
+    else if (a === '--no-health-checks') o.healthChecks = false;
     else if (a === '--scale') o.scales = parseScales(argv[++i]);
     else if (a === '--kernel-changes') num('kernelChanges');
     else if (a === '--kernel-health') o.kernelHealth = true;
+    else if (a === '--kernel-health-down') o.kernelHealth = o.kernelHealthDown = true;
     else if (a === '--state-requests') num('stateRequests');
     else if (a === '--part') {
       const v = argv[++i];
@@ -155,7 +164,7 @@ function parseArgs(argv: string[]): Options {
       throw new Error(
         `unknown argument ${JSON.stringify(a)} (--json --runs N --probe-limit N --vips N --backends N ` +
           '--changes N --reloads N --yaml-reloads N --part all|maglev|reconcile|daemon|kernel|goals --no-daemon ' +
-          '--daemon-timeout S --scale 64x10,512x100 --kernel-changes N --kernel-health --state-requests N)',
+          '--daemon-timeout S --scale 64x10,512x100 --kernel-changes N --kernel-health --kernel-health-down --state-requests N --no-health-checks)',
       );
   }
   return o;
@@ -884,6 +893,8 @@ export interface KernelBenchResult {
   backendsPerVip: number;
   /** Health checks on: memberships the monitor held (0: the run without health checks). */
   healthMemberships: number;
+  /** Of those, down while the changes ran (--kernel-health-down: the first backend of every VIP). */
+  healthDownMemberships: number;
   /** Desired state + first reconcile into fresh maps (every table built and written). */
   startMs: number;
   /** This process's RSS after the start (garbage collected): the control plane's state at that scale. */
@@ -933,9 +944,16 @@ function withExtraBackend(v: Config['vips'][number], i: number, base: number): C
 
 /** The bench's config, validated; the raw object it came from is garbage once this returns (the daemon keeps no
  * raw config either: at 512 x 1000 it was ~28 MB of the bench's RSS figure). */
-function validatedConfig(o: Pick<Options, 'vips' | 'backendsPerVip'>, checkIntervalMs?: number): Config {
+function validatedConfig(
+  o: Pick<Options, 'vips' | 'backendsPerVip'>,
+  checkIntervalMs?: number,
+  fall?: number,
+): Config {
   const raw = makeRawConfig(o);
-  if (checkIntervalMs !== undefined) for (const v of raw.vips) v.healthCheck.intervalMs = checkIntervalMs;
+  for (const v of raw.vips) {
+    if (checkIntervalMs !== undefined) v.healthCheck.intervalMs = checkIntervalMs;
+    if (fall !== undefined) (v.healthCheck as { fall?: number }).fall = fall;
+  }
   const parsed = validateConfig(raw);
   if (!parsed.ok) throwIssues(parsed.errors);
   return parsed.config;
@@ -945,11 +963,16 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
   // as the daemon does first thing in its start (its fixMallocThreshold collaborator)
   native().mallocMmapThreshold(MALLOC_MMAP_THRESHOLD);
   // With health checks: every membership checked each minute (as the daemon part's; the probes answer at once).
-  const base = validatedConfig(o, o.kernelHealth ? 60_000 : undefined);
+  // With --kernel-health-down the first backend of every VIP fails its first check and is down (fall 1).
+  const base = validatedConfig(o, o.kernelHealth ? 60_000 : undefined, o.kernelHealthDown ? 1 : undefined);
+  const failing = new Set(o.kernelHealthDown ? base.vips.map((v) => v.backends[0]!.address) : []);
   const monitor = o.kernelHealth
     ? new HealthMonitor({
-        prober: (_t, done) => {
-          const h = setImmediate(() => done({ ok: true, durationMs: 0, detail: 'connected' }));
+        prober: (t, done) => {
+          const ok = !failing.has(t.address);
+          const h = setImmediate(() =>
+            done({ ok, durationMs: 0, detail: ok ? 'connected' : 'ECONNREFUSED' }),
+          );
           return () => clearImmediate(h);
         },
       })
@@ -1050,6 +1073,31 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
     global.gc?.();
     const settled = process.memoryUsage();
 
+    // With backends failing: every one of them down (their first checks ran at the start), then a sync that takes
+    // their flips in, before the changes are timed.
+    let downMemberships = 0;
+    if (failing.size > 0) {
+      const until = now() + 120_000;
+      for (;;) {
+        downMemberships = 0;
+        monitor!.statuses().forEach((st) => {
+          if (st === 'down') downMemberships++;
+        });
+        monitor!.release();
+        if (downMemberships >= failing.size) break;
+        if (now() > until)
+          throw new Error(`${downMemberships} of ${failing.size} failing backends down after 120 s`);
+        await sleep(200);
+      }
+      await apply(base);
+      const d = desired as DesiredState | null;
+      const downInDesired = d === null ? 0 : d.vips.filter((v) => v.backends[0]!.state !== 'up').length;
+      if (downInDesired !== base.vips.length)
+        throw new Error(
+          `${downInDesired} of ${base.vips.length} VIPs have their first backend down in the maps`,
+        );
+    }
+
     const rand = prng(3);
     const oneAddMs: number[] = [];
     const oneRemoveMs: number[] = [];
@@ -1135,6 +1183,7 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
       vips: o.vips,
       backendsPerVip: o.backendsPerVip,
       healthMemberships: monitor?.stats().memberships ?? 0,
+      healthDownMemberships: downMemberships,
       startMs: start.r,
       rssMB: mem.rss / 2 ** 20,
       heapUsedMB: mem.heapUsed / 2 ** 20,

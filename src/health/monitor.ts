@@ -486,23 +486,132 @@ class Memberships {
 }
 
 /**
- * Statuses by membership key read from the columns, in membership order (no map of its own: a Map of 512,000 keys
- * is ~30 MB). What statuses() hands out; while it is out, a probe result that flips a status freezes it first
- * (a Map of its own with what it showed), so a reader never sees it change.
+ * A view of the membership columns by membership key, in membership order (no map of its own: a Map of 512,000 keys
+ * is ~30 MB). What statuses() and since() hand out. While it is out, a probe result that flips a membership first
+ * holds what the view showed for it (hold): from the first hold on, the view shows the columns as they were then,
+ * so a reader never sees it change. Only flips happen while it is out (a change of targets releases it first), so a
+ * slot keeps its key. Held values cost O(flips while out): a copy of the whole view on the first flip (what these
+ * views once made) was 512,000 entries per sync while results came in, and as much garbage.
  */
-class StatusView implements ReadonlyMap<string, HealthStatus>, HealthChangeLog {
-  private frozen: Map<string, HealthStatus> | null = null;
-  /** The memberships' version when frozen. */
-  private frozenAt = 0;
+abstract class ColumnView<V> implements ReadonlyMap<string, V> {
+  /** What the slots that flipped since the first hold showed before, by slot; null: nothing held (live). */
+  private held: Map<number, number> | null = null;
+  /** The memberships' version at the first hold. */
+  private heldAt = 0;
 
-  constructor(private readonly m: Memberships) {}
+  constructor(protected readonly m: Memberships) {}
 
-  freeze(): void {
-    if (this.frozen !== null) return;
-    const f = new Map<string, HealthStatus>();
-    this.forEach((s, k) => f.set(k, s));
-    this.frozen = f;
-    this.frozenAt = this.m.version;
+  /** The column value (a number) that slot i shows now. */
+  protected abstract raw(i: number): number;
+  /** Whether column value r is an entry, and what it shows. */
+  protected abstract shows(r: number): boolean;
+  protected abstract value(r: number): V;
+
+  /** Before slot i flips: keep what it shows (the first time since the view began holding). */
+  hold(i: number): void {
+    if (this.held === null) {
+      this.held = new Map();
+      this.heldAt = this.m.version;
+    }
+    if (!this.held.has(i)) this.held.set(i, this.raw(i));
+  }
+
+  /** The version of the memberships it shows. */
+  protected shownVersion(): number {
+    return this.held !== null ? this.heldAt : this.m.version;
+  }
+
+  /** Slot i's value as shown (held, else the column's). */
+  private shown(i: number): number {
+    const h = this.held?.get(i);
+    return h === undefined ? this.raw(i) : h;
+  }
+
+  get size(): number {
+    let n = 0;
+    this.each((_v, _k) => n++);
+    return n;
+  }
+
+  get(key: string): V | undefined {
+    const i = this.m.index.get(key);
+    if (i === undefined) return undefined;
+    const r = this.shown(i);
+    return this.shows(r) ? this.value(r) : undefined;
+  }
+
+  has(key: string): boolean {
+    const i = this.m.index.get(key);
+    return i !== undefined && this.shows(this.shown(i));
+  }
+
+  /** Every entry shown, in membership order. */
+  protected each(cb: (value: V, key: string) => void): void {
+    const { keys, top } = this.m;
+    const held = this.held !== null && this.held.size > 0 ? this.held : null;
+    for (let i = 0; i < top; i++) {
+      const k = keys[i];
+      if (k === undefined) continue;
+      const h = held === null ? undefined : held.get(i);
+      const r = h === undefined ? this.raw(i) : h;
+      if (this.shows(r)) cb(this.value(r), k);
+    }
+  }
+
+  forEach(cb: (value: V, key: string, map: ReadonlyMap<string, V>) => void, thisArg?: unknown): void {
+    // A plain call without thisArg (no .call per entry: desiredState passes over every membership each sync).
+    if (thisArg === undefined) this.each((v, k) => cb(v, k, this));
+    else this.each((v, k) => cb.call(thisArg, v, k, this));
+  }
+
+  *#entries(): Generator<[string, V]> {
+    const { keys } = this.m;
+    for (let i = 0; i < this.m.top; i++) {
+      const k = keys[i];
+      if (k === undefined) continue;
+      const r = this.shown(i);
+      if (this.shows(r)) yield [k, this.value(r)];
+    }
+  }
+
+  entries(): MapIterator<[string, V]> {
+    return this.#entries() as unknown as MapIterator<[string, V]>;
+  }
+
+  keys(): MapIterator<string> {
+    return (function* (e: Iterable<[string, V]>) {
+      for (const [k] of e) yield k;
+    })(this.#entries()) as unknown as MapIterator<string>;
+  }
+
+  values(): MapIterator<V> {
+    return (function* (e: Iterable<[string, V]>) {
+      for (const [, v] of e) yield v;
+    })(this.#entries()) as unknown as MapIterator<V>;
+  }
+
+  [Symbol.iterator](): MapIterator<[string, V]> {
+    return this.entries();
+  }
+}
+
+/** Statuses by membership key (statuses()): every membership has one. Tells what changed by the memberships' log. */
+class StatusView extends ColumnView<HealthStatus> implements HealthChangeLog {
+  protected raw(i: number): number {
+    return this.m.status[i]!;
+  }
+
+  protected shows(): boolean {
+    return true;
+  }
+
+  protected value(r: number): HealthStatus {
+    return STATUS[r]!;
+  }
+
+  override get size(): number {
+    // Memberships do not come or go while a view is out.
+    return this.m.count;
   }
 
   get changeSource(): object {
@@ -510,73 +619,34 @@ class StatusView implements ReadonlyMap<string, HealthStatus>, HealthChangeLog {
   }
 
   changeVersion(): number {
-    return this.frozen !== null ? this.frozenAt : this.m.version;
+    return this.shownVersion();
   }
 
   changesSince(version: number): readonly string[] | null {
     return this.m.changes(version, this.changeVersion());
   }
+}
 
-  get size(): number {
-    return this.frozen?.size ?? this.m.count;
+/**
+ * When each membership's status last flipped (since()), for those that flipped while monitored (the column's NaN:
+ * none). A value changes only with its status, which the memberships' log tells (changeSource: the statuses' own).
+ */
+class SinceView extends ColumnView<number> {
+  protected raw(i: number): number {
+    return this.m.since[i]!;
   }
 
-  get(key: string): HealthStatus | undefined {
-    if (this.frozen !== null) return this.frozen.get(key);
-    const i = this.m.index.get(key);
-    return i === undefined ? undefined : STATUS[this.m.status[i]!];
+  protected shows(r: number): boolean {
+    return !Number.isNaN(r);
   }
 
-  has(key: string): boolean {
-    return this.frozen?.has(key) ?? this.m.index.has(key);
+  protected value(r: number): number {
+    return r;
   }
 
-  forEach(
-    cb: (value: HealthStatus, key: string, map: ReadonlyMap<string, HealthStatus>) => void,
-    thisArg?: unknown,
-  ): void {
-    if (this.frozen !== null) return this.frozen.forEach((v, k) => cb.call(thisArg, v, k, this));
-    const { keys, status, top } = this.m;
-    // A plain call without thisArg (no .call per entry: desiredState passes over every membership each sync).
-    if (thisArg === undefined)
-      for (let i = 0; i < top; i++) {
-        const k = keys[i];
-        if (k !== undefined) cb(STATUS[status[i]!]!, k, this);
-      }
-    else
-      for (let i = 0; i < top; i++) {
-        const k = keys[i];
-        if (k !== undefined) cb.call(thisArg, STATUS[status[i]!]!, k, this);
-      }
-  }
-
-  *#entries(): Generator<[string, HealthStatus]> {
-    if (this.frozen !== null) return yield* this.frozen.entries();
-    const { keys, status } = this.m;
-    for (let i = 0; i < this.m.top; i++) {
-      const k = keys[i];
-      if (k !== undefined) yield [k, STATUS[status[i]!]!];
-    }
-  }
-
-  entries(): MapIterator<[string, HealthStatus]> {
-    return this.#entries() as unknown as MapIterator<[string, HealthStatus]>;
-  }
-
-  keys(): MapIterator<string> {
-    return (function* (e: Iterable<[string, HealthStatus]>) {
-      for (const [k] of e) yield k;
-    })(this.#entries()) as unknown as MapIterator<string>;
-  }
-
-  values(): MapIterator<HealthStatus> {
-    return (function* (e: Iterable<[string, HealthStatus]>) {
-      for (const [, v] of e) yield v;
-    })(this.#entries()) as unknown as MapIterator<HealthStatus>;
-  }
-
-  [Symbol.iterator](): MapIterator<[string, HealthStatus]> {
-    return this.entries();
+  /** The source of the status log that tells its changes too (HealthChangeLog.changeSource of statuses()). */
+  get changeSource(): object {
+    return this.m;
   }
 }
 
@@ -752,13 +822,11 @@ function probeCheckOf(p: Probe, m: Memberships): HealthCheckConfig {
  */
 export class HealthMonitor extends EventEmitter {
   private readonly m = new Memberships();
-  /** What statuses() hands out (a new one once a handed-out one froze). */
+  /** What statuses() and since() hand out (new ones once those handed out hold values). */
   private view = new StatusView(this.m);
-  /** Flip time by membership key, of the memberships that flipped while monitored (what since() hands out). */
-  private sinceMap = new Map<string, number>();
-  /** statuses() / since() handed its own out: a probe result freezes or copies it before a flip. */
-  private statusesOut = false;
-  private sinceOut = false;
+  private sinceView = new SinceView(this.m);
+  /** Views handed out and not released: a flip holds what each showed first (ColumnView.hold). */
+  private out: { hold(i: number): void }[] = [];
   private probes = new ProbeIndex();
   private readonly jitter: number;
   private readonly random: () => number;
@@ -879,7 +947,6 @@ export class HealthMonitor extends EventEmitter {
     for (let n = 0; n < upsert.length; n++) this.upsert(upsert[n]!, slots[n]!, c);
     const drop = (i: number): void => {
       touch(m.probe[i]!, c);
-      this.sinceMap.delete(m.keys[i]!);
       m.release(i);
     };
     if (remove === null) {
@@ -1053,12 +1120,11 @@ export class HealthMonitor extends EventEmitter {
   }
 
   /**
-   * The maps statuses() and since() handed out are read no more (a desired state was built from them): a flip
-   * then changes them in place instead of first freezing or copying them (O(memberships) each).
+   * The maps statuses() and since() handed out are read no more (a desired state was built from them): a flip then
+   * holds nothing for them, and what they show is no longer defined.
    */
   release(): void {
-    this.statusesOut = false;
-    this.sinceOut = false;
+    this.out = [];
   }
 
   /** One membership's status; undefined: not a target. */
@@ -1069,23 +1135,24 @@ export class HealthMonitor extends EventEmitter {
 
   /**
    * Status by membership key: the `health` input of desiredState. A view of the monitor's columns, not a copy (at
-   * 512,000 memberships a copy per sync was ~0.4 s): probe results never change what it shows (a flip freezes it
-   * first) until release(); setTargets and updateTargets do (they release), so read it before calling them. Keys
-   * keep their order: a new membership comes last.
+   * 512,000 memberships a copy per sync was ~0.4 s): probe results never change what it shows (a flip holds what
+   * it showed first) until release(); setTargets and updateTargets do (they release), so read it before calling
+   * them. Keys keep their order: a new membership comes last.
    */
   statuses(): ReadonlyMap<string, HealthStatus> & HealthChangeLog {
-    this.statusesOut = true;
+    if (!this.out.includes(this.view)) this.out.push(this.view);
     return this.view;
   }
 
   /**
    * When each target's status last flipped (clock ms), for targets that flipped while monitored: the
    * `healthSince` input of desiredState (a backend down by health check keeps its flows for a grace from then).
-   * The monitor's own map, handed out as statuses() is.
+   * A view of the monitor's columns, handed out as statuses() is; its changes are in the statuses' log (its
+   * `changeSource` is theirs: a value changes only with its status).
    */
-  since(): ReadonlyMap<string, number> {
-    this.sinceOut = true;
-    return this.sinceMap;
+  since(): ReadonlyMap<string, number> & { readonly changeSource: object } {
+    if (!this.out.includes(this.sinceView)) this.out.push(this.sinceView);
+    return this.sinceView;
   }
 
   /** Checks that failed on this host since the monitor was made, by reason (monotonic: a Prometheus counter). */
@@ -1395,10 +1462,9 @@ export class HealthMonitor extends EventEmitter {
       const from = STATUS[m.status[i]!]!;
       const to = statusAfter(from, successes, failures, check);
       if (to === from) continue;
-      this.beforeFlip();
+      this.beforeFlip(i);
       m.setStatus(i, statusCode(to));
       m.since[i] = this.clock();
-      this.sinceMap.set(m.keys[i]!, m.since[i]!);
       (taken ??= []).push(i);
     }
     // The next start counts from this one's start, not its end: a probe that timed out keeps its cadence.
@@ -1446,15 +1512,13 @@ export class HealthMonitor extends EventEmitter {
     for (const ev of events) this.emit('localError', ev);
   }
 
-  /** Before a flip: what statuses() and since() handed out keeps what it showed (frozen, or copied). */
-  private beforeFlip(): void {
-    if (this.statusesOut) {
-      this.view.freeze();
-      this.view = new StatusView(this.m);
-    }
-    if (this.sinceOut) this.sinceMap = new Map(this.sinceMap);
-    this.statusesOut = false;
-    this.sinceOut = false;
+  /** Before slot i flips: what statuses() and since() handed out keeps what it showed (held); later hand-outs get
+   * new views. */
+  private beforeFlip(i: number): void {
+    if (this.out.length === 0) return;
+    for (const v of this.out) v.hold(i);
+    if (this.out.includes(this.view)) this.view = new StatusView(this.m);
+    if (this.out.includes(this.sinceView)) this.sinceView = new SinceView(this.m);
   }
 
   /** Up backends per checked VIP name now (for emitAvailability after a change of targets). */

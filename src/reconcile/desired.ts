@@ -150,7 +150,11 @@ function* healthDiff(
         : null;
     if (changed !== null) for (const k of changed) dirty.add(groupOfKey(k));
     yield;
-    const t = snapshotDiff(sinceMap, was?.sinceKeys, was?.since, growFloat64, dirty);
+    // A `since` whose changes the same log tells (HealthMonitor.since()) needs no snapshot: a pass over it was
+    // O(flipped memberships) a sync, and its arrays 8 MB once all 512,000 had flipped.
+    const t = sameSource(since, log)
+      ? { keys: [], values: new Float64Array(0) }
+      : snapshotDiff(sinceMap, was?.sinceKeys, was?.since, growFloat64, dirty);
     const next: HealthSnapshot = {
       keys: [],
       status: [],
@@ -173,6 +177,11 @@ function growFloat64(n: number, from: Float64Array | null): Float64Array {
   const a = new Float64Array(Math.max(n, 2 * (from?.length ?? 0)));
   if (from !== null) a.set(from);
   return a;
+}
+
+/** Whether `since` changes only where `log`'s statuses change, as it tells (HealthMonitor.since() and statuses()). */
+function sameSource(since: ReadonlyMap<string, number> | undefined, log: HealthChangeLog): boolean {
+  return since !== undefined && (since as Partial<HealthChangeLog>).changeSource === log.changeSource;
 }
 
 /** `health` as a change log, when it is one (HealthMonitor.statuses()). */
@@ -248,6 +257,18 @@ interface MemoEntry {
   healthFree: boolean;
   /** Some backend was down by health: its state may depend on the time (down grace) and on since. */
   hasDown: boolean;
+  /** The `now` its states were computed (or found the same) at; undefined: without one. */
+  at: number | undefined;
+}
+
+/**
+ * Whether states computed at `at` hold at `now` as well, for the same health inputs: a down backend's state changes
+ * with the time only where a grace ends (draining until then, down after), and the earliest end still ahead at `at`
+ * is `nextGraceEnd`. A clock that went back is not trusted (computed again).
+ */
+function sameAtTime(at: number | undefined, now: number | undefined, nextGraceEnd: number | null): boolean {
+  if (now === undefined || at === undefined) return now === at;
+  return at <= now && now < (nextGraceEnd ?? Infinity);
 }
 
 /** One build's state while its desired VIPs are made (DesiredStateBuilder.vipsFrom). */
@@ -376,15 +397,23 @@ export class DesiredStateBuilder {
       let desired: DesiredVip;
       let healthFree: boolean;
       let hasDown: boolean;
+      let at = run.healthIn.now;
       // Whether this VIP cost work per backend (computed, or its states compared): a slicing point.
       let costly = false;
-      // Health inputs of this VIP unchanged and none of its backends down: its states are the same.
-      const clean = run.dirty !== null && !run.dirty.has(k.vip) && was?.hasDown === false;
+      // Health inputs of this VIP unchanged, and none of its backends down or no grace of theirs ended since: its
+      // states are the same. (A VIP with a backend down was compared backend by backend each sync: at 512 x 1000
+      // with every backend failing its checks, 512,000 lookups a sync.)
+      const clean =
+        run.dirty !== null &&
+        !run.dirty.has(k.vip) &&
+        was !== undefined &&
+        (!was.hasDown || sameAtTime(was.at, at, was.desired.nextGraceEnd));
       if (was !== undefined && was.desired.spec.id === vipId && ((run.noHealth && was.healthFree) || clean)) {
         // Not looked up in `cache`: the result holds its table (a lookup per VIP per sync costs a Map probe).
         desired = was.desired;
         healthFree = was.healthFree;
         hasDown = was.hasDown;
+        at = was.at;
       } else {
         const group = run.backendIds.ids.group(k.vip)!;
         desired = desiredVip(v, k, vipId, group, run.healthIn, run.cache, was?.desired);
@@ -394,7 +423,7 @@ export class DesiredStateBuilder {
         healthFree = same ? was!.healthFree : desired.backends.every((b) => b.health === unchecked);
         hasDown = same ? was!.hasDown : desired.backends.some((b) => b.health === 'down');
       }
-      if (this.#frozen.has(v)) run.byKey.set(k.vip, { config: v, desired, healthFree, hasDown });
+      if (this.#frozen.has(v)) run.byKey.set(k.vip, { config: v, desired, healthFree, hasDown, at });
       vips.push(desired);
       if (costly) return;
     }

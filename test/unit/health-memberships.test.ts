@@ -129,7 +129,7 @@ describe('HealthMonitor memberships (fake clock)', () => {
     monitor.setTargets([target('a>1', '10.0.0.9'), target('a>2', '10.0.0.2')]);
     const after = monitor.snapshot().find((s) => s.key === 'a>1')!;
     expect(after).toMatchObject({ address: '10.0.0.9', vip: 'a', type: 'tcp', status: 'down', since: 2_000, successes: 0, failures: 0, checks: 3, failedChecks: 3 }); // prettier-ignore
-    expect(monitor.since()).toEqual(new Map([['a>1', 2_000]]));
+    expect(new Map(monitor.since())).toEqual(new Map([['a>1', 2_000]]));
     expect(monitor.stats()).toMatchObject({ probes: 2, memberships: 2 });
     // Its new probe starts within an interval; rise 2 brings it up.
     await jest.advanceTimersByTimeAsync(100);

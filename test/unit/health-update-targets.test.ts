@@ -161,17 +161,37 @@ describe('HealthMonitor.updateTargets', () => {
       expect([...held]).toEqual([['a>1', 'up'], ['a>2', 'up']]); // prettier-ignore
       expect(held.get('a>1')).toBe('up');
       expect(heldSince.size).toBe(0);
-      expect(m.statuses().get('a>1')).toBe('down');
-      expect(m.since().has('a>1')).toBe(true);
-      // Released: the next flip shows in the maps handed out last (no copy made).
-      const now = m.statuses();
-      const nowSince = m.since();
-      m.release();
+      // Handed out after the flip: new views that show it; the first ones keep showing the version before it.
+      const second = m.statuses();
+      const secondSince = m.since();
+      expect(second).not.toBe(held);
+      expect(second.get('a>1')).toBe('down');
+      expect(secondSince.has('a>1')).toBe(true);
+      expect(second.changeVersion()).toBe(held.changeVersion() + 1);
+      expect(second.changesSince(held.changeVersion())).toEqual(['a>1']);
+      // A flip while both pairs are out: each pair keeps what it showed.
       await jest.advanceTimersByTimeAsync(100);
       mm.finish('10.0.0.2', false);
-      expect(now.get('a>2')).toBe('down');
-      expect(nowSince.has('a>2')).toBe(true);
-      expect(held.get('a>2')).toBe('up');
+      expect([...held]).toEqual([['a>1', 'up'], ['a>2', 'up']]); // prettier-ignore
+      expect(new Map(heldSince)).toEqual(new Map());
+      expect([...second]).toEqual([['a>1', 'down'], ['a>2', 'up']]); // prettier-ignore
+      expect([...secondSince.keys()]).toEqual(['a>1']);
+      expect(second.size).toBe(2);
+      expect(secondSince.size).toBe(1);
+      const third = m.statuses();
+      expect([...third.values()]).toEqual(['down', 'down']);
+      expect(m.since().size).toBe(2);
+      expect(third.changesSince(second.changeVersion())).toEqual(['a>2']);
+      // Released: the next flip shows in the maps handed out last (nothing held for them).
+      const now = m.statuses();
+      const nowSince = m.since();
+      expect(now).toBe(third);
+      m.release();
+      await jest.advanceTimersByTimeAsync(100);
+      mm.finish('10.0.0.2', true); // rise 1: a>2 up again
+      expect(now.get('a>2')).toBe('up');
+      expect(nowSince.get('a>2')).toBe(Date.now());
+      expect(m.statuses()).toBe(now);
     } finally {
       m.stop();
     }

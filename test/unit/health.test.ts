@@ -532,14 +532,14 @@ describe('HealthMonitor', () => {
         healthSince: monitor!.since(),
         now,
       }).vips[0]!.backends.map((b) => b.state);
-    expect(monitor.since()).toEqual(new Map());
+    expect(new Map(monitor.since())).toEqual(new Map());
     expect(states()).toEqual(['up', 'down']);
     monitor.start();
 
     now = T0 + 500;
     ok.set(k1, false);
     await waitFor<HealthChange>(monitor, 'change', (c) => c.key === k1 && c.to === 'down', 2000);
-    expect(monitor.since()).toEqual(new Map([[k1, T0 + 500]]));
+    expect(new Map(monitor.since())).toEqual(new Map([[k1, T0 + 500]]));
     expect(monitor.snapshot().find((t) => t.key === k1)).toMatchObject({ status: 'down', since: T0 + 500 });
     now = T0 + 3000;
     expect(states()).toEqual(['draining', 'down']);
