@@ -491,13 +491,16 @@ class Memberships {
  * holds what the view showed for it (hold): from the first hold on, the view shows the columns as they were then,
  * so a reader never sees it change. Only flips happen while it is out (a change of targets releases it first), so a
  * slot keeps its key. Held values cost O(flips while out): a copy of the whole view on the first flip (what these
- * views once made) was 512,000 entries per sync while results came in, and as much garbage.
+ * views once made) was 512,000 entries per sync while results came in, and as much garbage. A view still out when
+ * VIEWS_OUT_MAX newer ones are makes that copy (detach) and holds no more.
  */
 abstract class ColumnView<V> implements ReadonlyMap<string, V> {
   /** What the slots that flipped since the first hold showed before, by slot; null: nothing held (live). */
   private held: Map<number, number> | null = null;
-  /** The memberships' version at the first hold. */
+  /** The memberships' version at the first hold (or at detach). */
   private heldAt = 0;
+  /** Every entry as shown when detached; null: not detached (it reads the columns). */
+  protected frozen: Map<string, V> | null = null;
 
   constructor(protected readonly m: Memberships) {}
 
@@ -509,6 +512,7 @@ abstract class ColumnView<V> implements ReadonlyMap<string, V> {
 
   /** Before slot i flips: keep what it shows (the first time since the view began holding). */
   hold(i: number): void {
+    if (this.frozen !== null) return;
     if (this.held === null) {
       this.held = new Map();
       this.heldAt = this.m.version;
@@ -516,9 +520,19 @@ abstract class ColumnView<V> implements ReadonlyMap<string, V> {
     if (!this.held.has(i)) this.held.set(i, this.raw(i));
   }
 
+  /** Copies every entry as shown into a Map of its own, and reads only that from then on (no more holds). */
+  detach(): void {
+    if (this.frozen !== null) return;
+    const f = new Map<string, V>();
+    this.each((v, k) => f.set(k, v));
+    this.heldAt = this.shownVersion();
+    this.frozen = f;
+    this.held = null;
+  }
+
   /** The version of the memberships it shows. */
   protected shownVersion(): number {
-    return this.held !== null ? this.heldAt : this.m.version;
+    return this.held !== null || this.frozen !== null ? this.heldAt : this.m.version;
   }
 
   /** Slot i's value as shown (held, else the column's). */
@@ -534,6 +548,7 @@ abstract class ColumnView<V> implements ReadonlyMap<string, V> {
   }
 
   get(key: string): V | undefined {
+    if (this.frozen !== null) return this.frozen.get(key);
     const i = this.m.index.get(key);
     if (i === undefined) return undefined;
     const r = this.shown(i);
@@ -541,12 +556,14 @@ abstract class ColumnView<V> implements ReadonlyMap<string, V> {
   }
 
   has(key: string): boolean {
+    if (this.frozen !== null) return this.frozen.has(key);
     const i = this.m.index.get(key);
     return i !== undefined && this.shows(this.shown(i));
   }
 
   /** Every entry shown, in membership order. */
   protected each(cb: (value: V, key: string) => void): void {
+    if (this.frozen !== null) return this.frozen.forEach(cb);
     const { keys, top } = this.m;
     const held = this.held !== null && this.held.size > 0 ? this.held : null;
     for (let i = 0; i < top; i++) {
@@ -565,6 +582,7 @@ abstract class ColumnView<V> implements ReadonlyMap<string, V> {
   }
 
   *#entries(): Generator<[string, V]> {
+    if (this.frozen !== null) return yield* this.frozen.entries();
     const { keys } = this.m;
     for (let i = 0; i < this.m.top; i++) {
       const k = keys[i];
@@ -611,7 +629,7 @@ class StatusView extends ColumnView<HealthStatus> implements HealthChangeLog {
 
   override get size(): number {
     // Memberships do not come or go while a view is out.
-    return this.m.count;
+    return this.frozen?.size ?? this.m.count;
   }
 
   get changeSource(): object {
@@ -696,6 +714,10 @@ interface Probe {
  * targets runs). An Int32Array per probe was ~145 B more each: 7 MB at 51,200 backends.
  */
 type Members = number | number[];
+
+/** Views out (statuses() and since() handed out, not released) that a flip holds values for; older ones copy
+ * themselves (ColumnView.detach). A sync hands out two. */
+const VIEWS_OUT_MAX = 8;
 
 /** A probe's next slot value: int32, wrapping (DueQueue keeps slots as Int32Array entries). */
 const nextSlot = (slot: number): number => (slot + 1) | 0;
@@ -829,8 +851,8 @@ export class HealthMonitor extends EventEmitter {
   /** What statuses() and since() hand out (new ones once those handed out hold values). */
   private view = new StatusView(this.m);
   private sinceView = new SinceView(this.m);
-  /** Views handed out and not released: a flip holds what each showed first (ColumnView.hold). */
-  private out: { hold(i: number): void }[] = [];
+  /** Views handed out and not released, oldest first: a flip holds what each showed first (ColumnView.hold). */
+  private out: ColumnView<unknown>[] = [];
   private probes = new ProbeIndex();
   private readonly jitter: number;
   private readonly random: () => number;
@@ -1144,7 +1166,7 @@ export class HealthMonitor extends EventEmitter {
    * them. Keys keep their order: a new membership comes last.
    */
   statuses(): ReadonlyMap<string, HealthStatus> & HealthChangeLog {
-    if (!this.out.includes(this.view)) this.out.push(this.view);
+    this.handOut(this.view);
     return this.view;
   }
 
@@ -1155,8 +1177,16 @@ export class HealthMonitor extends EventEmitter {
    * `changeSource` is theirs: a value changes only with its status).
    */
   since(): ReadonlyMap<string, number> & { readonly changeSource: object } {
-    if (!this.out.includes(this.sinceView)) this.out.push(this.sinceView);
+    this.handOut(this.sinceView);
     return this.sinceView;
+  }
+
+  /** Notes view v as out; the oldest out beyond VIEWS_OUT_MAX copies itself and leaves the list (a caller that hands
+   * views out without release() in between, e.g. syncs that fail before retargeting, holds no more than that). */
+  private handOut(v: ColumnView<unknown>): void {
+    if (this.out.includes(v)) return;
+    this.out.push(v);
+    while (this.out.length > VIEWS_OUT_MAX) this.out.shift()!.detach();
   }
 
   /** Checks that failed on this host since the monitor was made, by reason (monotonic: a Prometheus counter). */

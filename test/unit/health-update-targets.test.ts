@@ -197,6 +197,49 @@ describe('HealthMonitor.updateTargets', () => {
     }
   });
 
+  it('views handed out again and again without release(): the oldest copy themselves, each keeps what it showed', async () => {
+    const mm = manual();
+    const m = new HealthMonitor({ jitter: 0, random: () => 0, prober: mm.prober });
+    const check = { ...base, rise: 1, fall: 1 };
+    m.setTargets([
+      { key: 'a>1', vip: 'a', address: '10.0.0.1', check },
+      { key: 'a>2', vip: 'a', address: '10.0.0.2', check },
+    ]);
+    m.start();
+    try {
+      await jest.advanceTimersByTimeAsync(0);
+      mm.finish('10.0.0.2', true);
+      // As syncs that fail before they retarget: views handed out, a flip, views handed out, ..., never released.
+      const seen: {
+        view: ReadonlyMap<string, string>;
+        since: ReadonlyMap<string, number>;
+        status: string;
+      }[] = [];
+      for (let n = 0; n < 12; n++) {
+        const view = m.statuses();
+        const since = m.since();
+        seen.push({ view, since, status: view.get('a>1')! });
+        mm.finish('10.0.0.1', n % 2 === 1); // down, up, down, ...
+        await jest.advanceTimersByTimeAsync(100);
+        if (n < 11) mm.finish('10.0.0.2', true);
+      }
+      // a>2 flips only now: every view handed out showed it up, the oldest ones too (they copied themselves).
+      mm.finish('10.0.0.2', false);
+      // The views out (a private of the monitor, read here on purpose) stay bounded.
+      expect((m as unknown as { out: unknown[] }).out.length).toBeLessThanOrEqual(8);
+      expect(seen.map((x) => x.status)).toEqual(seen.map((_, n) => (n % 2 === 0 ? 'up' : 'down')));
+      for (const [n, x] of seen.entries()) {
+        expect(x.view.get('a>1')).toBe(x.status);
+        expect([...x.view]).toEqual([['a>1', x.status], ['a>2', 'up']]); // prettier-ignore
+        expect(x.since.has('a>1')).toBe(n > 0);
+        expect(x.since.has('a>2')).toBe(false);
+      }
+      expect([...m.statuses()]).toEqual([['a>1', 'up'], ['a>2', 'down']]); // prettier-ignore
+    } finally {
+      m.stop();
+    }
+  });
+
   it('setting the same targets again takes no more room (the columns grow for new keys only)', () => {
     const m = new HealthMonitor();
     const targets: HealthTarget[] = [];
