@@ -21,6 +21,20 @@ const ADDRESSES = ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5'];
 
 const manual = manualProber;
 
+/** A started monitor with targets a>1 and a>2 (rise 1, fall 1) on a manual prober, their first probes under way. */
+async function startedPair(): Promise<{ mm: ReturnType<typeof manual>; m: HealthMonitor }> {
+  const mm = manual();
+  const m = new HealthMonitor({ jitter: 0, random: () => 0, prober: mm.prober });
+  const check = { ...base, rise: 1, fall: 1 };
+  m.setTargets([
+    { key: 'a>1', vip: 'a', address: '10.0.0.1', check },
+    { key: 'a>2', vip: 'a', address: '10.0.0.2', check },
+  ]);
+  m.start();
+  await jest.advanceTimersByTimeAsync(0);
+  return { mm, m };
+}
+
 /** Everything a reader of the monitor sees, in an order that does not depend on slots. */
 function observed(m: HealthMonitor) {
   const stats = m.stats();
@@ -145,16 +159,8 @@ describe('HealthMonitor.updateTargets', () => {
   });
 
   it('statuses() and since() handed out keep what they showed through flips until release()', async () => {
-    const mm = manual();
-    const m = new HealthMonitor({ jitter: 0, random: () => 0, prober: mm.prober });
-    const check = { ...base, rise: 1, fall: 1 };
-    m.setTargets([
-      { key: 'a>1', vip: 'a', address: '10.0.0.1', check },
-      { key: 'a>2', vip: 'a', address: '10.0.0.2', check },
-    ]);
-    m.start();
+    const { mm, m } = await startedPair();
     try {
-      await jest.advanceTimersByTimeAsync(0);
       const held = m.statuses();
       const heldSince = m.since();
       mm.finish('10.0.0.1', false); // a>1 flips down while both are out
@@ -198,16 +204,8 @@ describe('HealthMonitor.updateTargets', () => {
   });
 
   it('views handed out again and again without release(): the oldest copy themselves, each keeps what it showed', async () => {
-    const mm = manual();
-    const m = new HealthMonitor({ jitter: 0, random: () => 0, prober: mm.prober });
-    const check = { ...base, rise: 1, fall: 1 };
-    m.setTargets([
-      { key: 'a>1', vip: 'a', address: '10.0.0.1', check },
-      { key: 'a>2', vip: 'a', address: '10.0.0.2', check },
-    ]);
-    m.start();
+    const { mm, m } = await startedPair();
     try {
-      await jest.advanceTimersByTimeAsync(0);
       mm.finish('10.0.0.2', true);
       // As syncs that fail before they retarget: views handed out, a flip, views handed out, ..., never released.
       const seen: {
