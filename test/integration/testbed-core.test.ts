@@ -416,6 +416,9 @@ describe('load generator (loopback server)', () => {
       ); // prettier-ignore
       expect(r.brokenConnections).toBeGreaterThan(0);
       expect(records.filter((f) => f.broken)).toHaveLength(r.brokenConnections);
+      // Every request sent has an outcome: the pause after a response (thinkMs) on a connection that broke
+      // meanwhile sends nothing (it used to count a request written to the closed socket, and leave its timer).
+      expect(r.ok + Object.values(r.errors).reduce((a, b) => a + b, 0)).toBe(r.sent);
       const f = records[0]!;
       expect(f).toMatchObject({ mode: 'persistent', backend: 'be7', responses: 3, broken: true });
       expect(f.localPort).toBeGreaterThan(0);

@@ -346,6 +346,8 @@ export async function runLoad(
       let scheduled = 0;
       let waiting = false;
       let timer: NodeJS.Timeout | null = null;
+      // the pause before the next request (thinkMs), cleared when the connection ends meanwhile
+      let thinking: NodeJS.Timeout | null = null;
       let settled = false;
       let used = false;
       // What a FailureRecord tells about this connection.
@@ -360,6 +362,7 @@ export async function runLoad(
         if (settled) return;
         settled = true;
         if (timer) clearTimeout(timer);
+        if (thinking) clearTimeout(thinking);
         if (kind && waiting) rec.failure({ scheduled, kind });
         if (kind && !used) rec.failure({ scheduled: performance.now(), kind: `connect_${kind}` });
         if (kind)
@@ -372,6 +375,8 @@ export async function runLoad(
         resolve(how === 'broken' && !used ? 'failed' : how);
       };
       const send = (): void => {
+        thinking = null;
+        if (settled) return;
         if (performance.now() >= deadline || rec.sent >= o.maxRequests || stopped()) return end('done');
         if (o.requestsPerConnection !== undefined && responses >= o.requestsPerConnection) return end('done');
         scheduled = performance.now();
@@ -405,7 +410,7 @@ export async function runLoad(
           }); // prettier-ignore
         }
         const think = o.thinkMs ?? 0;
-        if (think > 0) setTimeout(send, think);
+        if (think > 0) thinking = setTimeout(send, think);
         else send();
       });
       s.on('error', (e) => end('broken', errorKind(e)));
