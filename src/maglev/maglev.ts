@@ -132,28 +132,43 @@ export const TAIL_SLOTS = 256;
 
 /** Equal weights: every member takes a turn in every round (the credit rule reduces to that). */
 function fillEqual(table: Int32Array, pos: Int32Array, skip: Int32Array, index: Int32Array): void {
+  const walked = table.length - Math.min(table.length, TAIL_SLOTS);
+  const last = walked > 0 ? walkEqual(table, pos, skip, index, walked) : -1;
+  fillTail(table, pos, skip, index, last + 1, null);
+}
+
+/**
+ * fillEqual's walks until `walked` slots are taken; returns the member that took the last one. The loop alone, with
+ * nothing in it that runs only once: the optimizing compiler compiles it while it runs (on-stack replacement), with
+ * the type feedback gathered so far, and code that had not run yet (the exit's arithmetic, the tail) threw the
+ * optimized code away when reached (~30 ms of each of a worker's first tables at 65,537 slots, not ~2).
+ */
+function walkEqual(
+  table: Int32Array,
+  pos: Int32Array,
+  skip: Int32Array,
+  index: Int32Array,
+  walked: number,
+): number {
   const size = table.length;
   const n = pos.length;
-  const walked = size - Math.min(size, TAIL_SLOTS);
   let filled = 0;
-  if (walked > 0)
-    for (;;)
-      for (let i = 0; i < n; i++) {
-        // Walk this member's permutation (offset + j*skip) mod M to its next free slot. The step is skip - M
-        // (negative) and M is added back when c goes below 0: without a branch (size & (c >> 31)), since whether a
-        // step wraps is a coin toss the CPU cannot predict (~25% of the build's time with `if (c >= size)`).
-        let c = pos[i]!;
-        const s = skip[i]! - size;
-        while (table[c] !== -1) {
-          c += s;
-          c += size & (c >> 31);
-        }
-        table[c] = index[i]!;
+  for (;;)
+    for (let i = 0; i < n; i++) {
+      // Walk this member's permutation (offset + j*skip) mod M to its next free slot. The step is skip - M
+      // (negative) and M is added back when c goes below 0: without a branch (size & (c >> 31)), since whether a
+      // step wraps is a coin toss the CPU cannot predict (~25% of the build's time with `if (c >= size)`).
+      let c = pos[i]!;
+      const s = skip[i]! - size;
+      while (table[c] !== -1) {
         c += s;
-        pos[i] = c + (size & (c >> 31));
-        if (++filled === walked) return fillTail(table, pos, skip, index, i + 1, null);
+        c += size & (c >> 31);
       }
-  fillTail(table, pos, skip, index, 0, null);
+      table[c] = index[i]!;
+      c += s;
+      pos[i] = c + (size & (c >> 31));
+      if (++filled === walked) return i;
+    }
 }
 
 /** Weighted rounds: a member adds its weight to its credit and takes a turn when the credit reaches maxWeight. */
@@ -214,10 +229,10 @@ function fillTail(
   const size = table.length;
   const n = pos.length;
   const free = new Int32Array(Math.min(size, TAIL_SLOTS));
-  let left = 0;
-  for (let s = 0; s < size; s++) if (table[s] === -1) free[left++] = s;
   // skip's inverse mod M per member, computed when first needed (0: not yet; an inverse is never 0)
   const inverse = new Float64Array(n);
+  let left = 0;
+  for (let s = 0; s < size; s++) if (table[s] === -1) free[left++] = s;
   for (let i = first; left > 0; i = i + 1 === n ? 0 : i + 1) {
     if (i >= n) i = 0;
     if (turn !== null && !turn(i)) continue;
@@ -249,11 +264,20 @@ function fillTail(
 
 /** a^-1 mod m for a prime m and 0 < a < m (extended Euclid). */
 function modInverse(a: number, m: number): number {
-  let [r0, r1, s0, s1] = [m, a, 0, 1];
+  // plain temporaries: unoptimized code (a thread's first tables) runs array destructuring through the iterator
+  // protocol, ~0.2 ms per member
+  let r0 = m;
+  let r1 = a;
+  let s0 = 0;
+  let s1 = 1;
   while (r1 !== 0) {
     const q = Math.floor(r0 / r1);
-    [r0, r1] = [r1, r0 - q * r1];
-    [s0, s1] = [s1, s0 - q * s1];
+    const r = r0 - q * r1;
+    r0 = r1;
+    r1 = r;
+    const t = s0 - q * s1;
+    s0 = s1;
+    s1 = t;
   }
   return s0 < 0 ? s0 + m : s0;
 }
