@@ -1,5 +1,5 @@
 // The one home of quantiles and medians for the benches and the soak (scripts/bench/lib/stats.ts).
-import { median, quantile, quantileOf, slowest } from '../../scripts/bench/lib/stats';
+import { median, quantile, quantileOf, slowest, warmupText } from '../../scripts/bench/lib/stats';
 
 describe('quantileOf', () => {
   it('is nearest-rank quantile() over a sorted copy, leaving the input as it was', () => {
@@ -34,5 +34,15 @@ describe('slowest', () => {
     expect(slowest([5, 9], [6])).toBe('slowest 9.0 ms, change 3 of 3'); // an addition without its removal
     expect(slowest([5, 5], [5, 5])).toBe('slowest 5.0 ms, change 1 of 4'); // ties: the first
     expect(slowest([], [])).toBe('no changes');
+  });
+});
+
+describe('warmupText', () => {
+  it('lists the warm-up changes in the order they ran, whole milliseconds', () => {
+    expect(warmupText([103.4, 81.2], [27.6, 26.5])).toBe(
+      'first 4 after the start, not counted: 103, 28, 81, 27 ms',
+    );
+    expect(warmupText([12], [])).toBe('first 1 after the start, not counted: 12 ms');
+    expect(warmupText([], [])).toBe('no warm-up');
   });
 });

@@ -156,10 +156,24 @@ export function histogram(values: number[], binWidth: number): { from: number; t
  * not optimised yet) from a later one.
  */
 export function slowest(adds: readonly number[], removes: readonly number[]): string {
-  const seq = adds.flatMap((a, i) => (i < removes.length ? [a, removes[i]!] : [a]));
+  const seq = inOrder(adds, removes);
   let at = 0;
   for (let i = 1; i < seq.length; i++) if (seq[i]! > seq[at]!) at = i;
   return seq.length === 0
     ? 'no changes'
     : `slowest ${seq[at]!.toFixed(1)} ms, change ${at + 1} of ${seq.length}`;
+}
+
+/** The warm-up changes run before the timed ones, in order (adds[i] then removes[i]): "first N after the start, not
+ * counted: a, b, ... ms". */
+export function warmupText(adds: readonly number[], removes: readonly number[]): string {
+  const seq = inOrder(adds, removes);
+  return seq.length === 0
+    ? 'no warm-up'
+    : `first ${seq.length} after the start, not counted: ${seq.map((v) => v.toFixed(0)).join(', ')} ms`;
+}
+
+/** Changes in the order they ran: adds[0], removes[0], adds[1], ... (an addition may lack its removal). */
+function inOrder(adds: readonly number[], removes: readonly number[]): number[] {
+  return adds.flatMap((a, i) => (i < removes.length ? [a, removes[i]!] : [a]));
 }
