@@ -16,7 +16,7 @@ import {
   probeBackend,
   slotCounts,
   tableNames,
-  TAIL_SLOTS,
+  tailSlots,
 } from '../../src/maglev';
 
 const backendsN = (n: number, weight = 1): { name: string; weight: number }[] =>
@@ -218,12 +218,10 @@ describe('buildTable', () => {
     expect(compared).toBe(60);
   });
 
-  it('fills the last TAIL_SLOTS free slots as the permutation walks would, at every size around it and the largest', () => {
-    // fillTail computes each claim instead of walking: tables of at most TAIL_SLOTS slots are filled by it alone,
-    // bigger ones switch to it with exactly TAIL_SLOTS free.
-    const sizes = [3, 7, 251, 257, 263, 509, 521, 1021, MAGLEV_MAX_SIZE];
-    expect(TAIL_SLOTS).toBeGreaterThan(251);
-    expect(TAIL_SLOTS).toBeLessThan(257);
+  it('fills the last tailSlots(M) free slots as the permutation walks would, at small, default and the largest sizes', () => {
+    // fillTail computes each claim instead of walking: the walks stop with exactly tailSlots(M) slots free.
+    expect([3, 13, 251, 16381, 65537, MAGLEV_MAX_SIZE].map(tailSlots)).toEqual([1, 3, 11, 91, 181, 724]);
+    const sizes = [3, 7, 13, 251, 257, 1021, 16381, 65537, MAGLEV_MAX_SIZE];
     for (const m of sizes)
       for (const n of [1, 2, 5, 40])
         for (const weighted of [false, true]) {
