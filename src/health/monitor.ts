@@ -690,20 +690,20 @@ interface Probe {
   /** The run in flight; null: none. */
   running: Run | null;
   /**
-   * Its last verdict was a timeout (a dead backend that drops SYNs), or it has none yet: it waits behind
+   * PROBE_SLOW: its last verdict was a timeout (a dead backend that drops SYNs), or it has none yet: it waits behind
    * quick probes when slots or turns run short, since it may hold a slot ~1000x longer than a probe that
    * connects or is refused. (A first probe counts as slow so that, at a start with thousands of dead
    * backends, a healthy backend's second probe does not queue behind all their first ones.)
+   * PROBE_GONE: the probe is gone (its members moved or removed): a late result is dropped.
+   * Bits of one number: a field is 8 bytes, 4 MB at 512,000 probes.
    */
-  slow: boolean;
+  flags: number;
   /**
    * Start of the last probe (performance.now ms, rounded down); null: never. A whole number is kept in the object
    * itself (a small integer, up to 2^31 ms: ~24 days of uptime); a fraction was a 16-byte number box per probe
    * (8 MB at 512,000 once every probe had run). What it is for (a new interval counted from it) needs no more.
    */
   lastStart: number | null;
-  /** False once the probe is gone (its members moved or removed): a late result is dropped. */
-  live: boolean;
   /** The change of targets that last touched it (HealthMonitor.epoch), negated in the change that made it. */
   mark: number;
 }
@@ -714,6 +714,11 @@ interface Probe {
  * targets runs). An Int32Array per probe was ~145 B more each: 7 MB at 51,200 backends.
  */
 type Members = number | number[];
+
+/** Probe.flags bits. */
+const PROBE_SLOW = 1;
+const PROBE_GONE = 2;
+const isSlow = (p: Probe): boolean => (p.flags & PROBE_SLOW) !== 0;
 
 /** Views out (statuses() and since() handed out, not released) that a flip holds values for; older ones copy
  * themselves (ColumnView.detach). A sync hands out two. */
@@ -861,7 +866,7 @@ export class HealthMonitor extends EventEmitter {
   private readonly maxInFlight: number;
   private readonly startsPerTurn: number;
   private started = false;
-  /** Queued probes, earliest first: quick ones, then slow ones (Probe.slow), then settled ones; one timer for all. */
+  /** Queued probes, earliest first: quick ones, then slow ones (PROBE_SLOW), then settled ones; one timer for all. */
   private quick = new DueQueue<Probe>();
   private slowQueue = new DueQueue<Probe>();
   /**
@@ -1085,7 +1090,7 @@ export class HealthMonitor extends EventEmitter {
   private attach(i: number, t: HealthTarget, kind: string, p: Probe | undefined, c: ChangeRun): void {
     if (p === undefined) {
       // Its check is set when the change ends (probeCheckOf over all its members).
-      p = { address: t.address, check: t.check, members: i, slot: 0, running: null, slow: true, lastStart: null, live: true, mark: -c.epoch }; // prettier-ignore
+      p = { address: t.address, check: t.check, members: i, slot: 0, running: null, flags: PROBE_SLOW, lastStart: null, mark: -c.epoch }; // prettier-ignore
       this.probes.add(p, kind);
       c.touched.push(p);
     } else {
@@ -1100,7 +1105,7 @@ export class HealthMonitor extends EventEmitter {
     if (this.started) return;
     this.started = true;
     for (const p of this.probes.values()) {
-      p.live = true;
+      p.flags &= ~PROBE_GONE;
       this.schedule(p, performance.now() + this.random() * p.check.intervalMs);
     }
   }
@@ -1265,10 +1270,10 @@ export class HealthMonitor extends EventEmitter {
     };
   }
 
-  /** Unqueues the probe and cancels its run; gone (`live` false) unless it is only the monitor stopping. */
+  /** Unqueues the probe and cancels its run; gone (PROBE_GONE) unless it is only the monitor stopping. */
   private cancel(p: Probe, gone = true): void {
     p.slot = nextSlot(p.slot);
-    if (gone) p.live = false;
+    if (gone) p.flags |= PROBE_GONE;
     const run = p.running;
     if (run === null) return;
     run.cancelled = true;
@@ -1289,7 +1294,7 @@ export class HealthMonitor extends EventEmitter {
       this.slowQueue.compact();
       this.settledQueue.compact();
     }
-    (p.slow ? (this.allDown(p) ? this.settledQueue : this.slowQueue) : this.quick).push(at, p);
+    (isSlow(p) ? (this.allDown(p) ? this.settledQueue : this.slowQueue) : this.quick).push(at, p);
     this.arm();
   }
 
@@ -1444,7 +1449,8 @@ export class HealthMonitor extends EventEmitter {
     if (p.running === run) p.running = null;
     try {
       // Gone meanwhile, cancelled, or the monitor stopped: drop the result.
-      if (p.live && this.started && !run.cancelled) this.apply(p, run.startedAt, result);
+      if ((p.flags & PROBE_GONE) === 0 && this.started && !run.cancelled)
+        this.apply(p, run.startedAt, result);
     } catch (err) {
       this.emit('error', err);
     } finally {
@@ -1469,7 +1475,8 @@ export class HealthMonitor extends EventEmitter {
     }
     // A probe that timed out waits behind quick ones when slots run short (its wall time is no measure: an
     // event loop late to read a connect would make healthy ones look slow).
-    if (result.local !== true) p.slow = result.timedOut === true;
+    if (result.local !== true)
+      p.flags = result.timedOut === true ? p.flags | PROBE_SLOW : p.flags & ~PROBE_SLOW;
     // Every membership's state first, then the events: a listener (which may call setTargets) sees the whole
     // result applied. No allocation per membership: flips are few, and only they are remembered.
     const m = this.m;
