@@ -9,6 +9,9 @@ export interface Slotted {
   slot: number;
 }
 
+/** Room for this many times the entries after a shrink (DueQueue.shrinkIfSparse). */
+const SHRUNK_ROOM = 1.25;
+
 export class DueQueue<P extends Slotted> {
   private at = new Float64Array(64);
   private seq = new Float64Array(64);
@@ -23,7 +26,8 @@ export class DueQueue<P extends Slotted> {
     return this.n;
   }
 
-  /** Entries the arrays hold room for: doubled when full, halved when under a quarter is used (at least 64). */
+  /** Entries the arrays hold room for: doubled when full, cut to 1.25x the entries when under half is used (at least
+   * 64). */
   get capacity(): number {
     return this.at.length;
   }
@@ -133,13 +137,17 @@ export class DueQueue<P extends Slotted> {
   }
 
   /**
-   * Halves the arrays while under a quarter of them is used (never below 64): a queue that held every probe once
-   * (the start queues them all as slow; at 512,000 probes 14 MB) gives the room back once they moved to another.
+   * Shrinks the arrays to SHRUNK_ROOM x the entries (never below 64) once under half of them is used: a queue that
+   * held every probe once (the start queues them all as slow; at 512,000 probes 14 MB) gives the room back while
+   * they move to another, which grows meanwhile. Halving under a quarter kept the two queues at twice the probes
+   * for a while (1,048,576 entries of room for 512,000 probes, ~14 MB more: the daemon's RSS while its first
+   * checks ran at 512 x 1000); this way the most is ~1.66x. After a shrink the room is 1.25x the entries: a growth
+   * (at full) or another shrink is a quarter or three eighths of them away, never a push or pop apart.
    */
   private shrinkIfSparse(): void {
-    let size = this.at.length;
-    while (size > 64 && this.n < size >> 2) size >>= 1;
-    if (size !== this.at.length) this.resize(size);
+    const size = this.at.length;
+    if (size <= 64 || 2 * this.n >= size) return;
+    this.resize(Math.max(64, Math.ceil(this.n * SHRUNK_ROOM)));
   }
 
   private resize(size: number): void {
