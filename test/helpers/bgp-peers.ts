@@ -165,7 +165,7 @@ export async function startBird(o: {
   topo: Topology;
   peers: RouterPeer[];
   instance?: string;
-}): Promise<RouterDaemon & { sock: string }> {
+}): Promise<RouterDaemon & { sock: string; importUpdates(address: string): number }> {
   const dir = join(o.topo.dir, o.instance ?? 'bird');
   mkdirSync(dir, { recursive: true });
   const sock = join(dir, 'bird.ctl');
@@ -215,7 +215,23 @@ ${protos}
         sh('birdc', ['-s', sock, 'show', 'protocols', 'all', `p${i}`], { allowFail: true }),
       );
     },
+    importUpdates: (address) => {
+      const i = o.peers.findIndex((p) => p.address === address);
+      const txt = sh('birdc', ['-s', sock, 'show', 'protocols', 'all', `p${i}`]);
+      const m = /Import updates:\s+(\d+)/.exec(txt);
+      if (!m) throw new Error(`BIRD printed no "Import updates" for p${i} (${address}):\n${txt}`);
+      return Number(m[1]);
+    },
   };
+}
+
+/**
+ * BIRD's `show route` text without its `[protocol time]` stamps. BIRD prints a stamp as its clock now minus the
+ * entry's age, with "now" read at two moments of its event loop, so the same untouched entry can print a few
+ * milliseconds apart from one call to the next.
+ */
+export function withoutBirdTimes(txt: string): string {
+  return txt.replace(/\[(\S+) [0-9:.]+\]/g, '[$1]');
 }
 
 /** FRR: zebra + bgpd as user frr, private zserv/vty sockets and pid files. */

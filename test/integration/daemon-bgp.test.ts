@@ -2,7 +2,7 @@
 // reload, SIGTERM/kill -9 (graceful restart), `peak-xdp bgp`, TCP MD5 through the daemon.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { fibNextHops, RouterDaemon, sh, startBird, waitFor } from '../helpers/bgp-peers';
+import { fibNextHops, RouterDaemon, sh, startBird, waitFor, withoutBirdTimes } from '../helpers/bgp-peers';
 import { DaemonBgpLab, LabDaemon, prefixOf, VIP4, VIP4B, VIP6 } from '../helpers/daemon-bgp-lab';
 import { waitUntil } from '../helpers/daemon-lab';
 import { describePrivileged } from '../helpers/privileged';
@@ -132,11 +132,10 @@ describePrivileged('daemon + BGP vs BIRD 2 (two LB nodes)', () => {
 
   it("a reload that changes only another VIP's backends sends no UPDATE and leaves the routes untouched", async () => {
     const before = await Promise.all([0, 1].map((i) => lab.state(i)));
-    // BIRD's entries for the prefix, without their timestamps (BIRD may re-stamp an entry it re-evaluates
-    // although nothing arrived: updatesSent below is the proof that nothing was sent).
+    // BIRD's entries for the prefix, without their timestamps (see withoutBirdTimes; updatesSent below is the
+    // proof that nothing was sent).
     const birdRoutes = (): string =>
-      birdc('show', 'route', 'all', 'for', P4)
-        .replace(/\[(p\d+) [0-9:.]+\]/g, '[$1]')
+      withoutBirdTimes(birdc('show', 'route', 'all', 'for', P4))
         .split('\n')
         .sort()
         .join('\n');
