@@ -1,164 +1,289 @@
-// DueQueue: probes queued by due time, earliest first (equal times in queueing order), as a binary heap over
-// typed arrays. An entry of a probe whose slot moved on since it was queued is stale (the probe was
-// rescheduled or cancelled) and is dropped when it reaches the top. A heap of entry objects cost a 64-byte
-// object per queued start and a pointer chase per comparison: with 51,200 timing-out targets (18,000 starts a
-// second) its pops were 16% of the monitor's CPU and its entries much of its garbage (profiled).
+// DueLanes: items queued by due time in a few lanes (the health monitor's quick, slow and settled probes), earliest
+// first in each lane, equal times in queueing order. An item is in one lane at a time or in none.
+//
+// One store for every lane: an item's due time, queueing order and place live in typed arrays indexed by the item's
+// id (add() gives it, delete() frees it), and each lane is a binary heap of ids (4 bytes an entry). An item that moves
+// from one lane to another moves 4 bytes: at a start every probe is queued as slow and moves to the quick lane with
+// its first result; with a queue of its own per lane (a heap of at/seq/slot/item entries, 28 bytes each), the slow
+// queue kept its room for every probe while the quick one grew to hold them again (the daemon at 512 x 1000 with
+// checks: +15 MB of RSS over the first minute of checks). Requeueing moves the entry in place: no stale entries.
+// A heap of entry objects cost a 64-byte object per queued start and a pointer chase per comparison: with 51,200
+// timing-out targets (18,000 starts a second) its pops were 16% of the monitor's CPU (profiled).
 
-/** Anything queued: its current slot (an int32; wrap it with `| 0`) tells live entries from stale ones. */
-export interface Slotted {
-  slot: number;
+/** Anything queued: its id in the store while it is held (DueLanes.add sets it; it may change at any delete). */
+export interface Identified {
+  id: number;
 }
 
-/** Room for this many times the entries after a shrink (DueQueue.shrinkIfSparse). */
+/** Not queued (pos). */
+const NONE = -1;
+/** The least room of any array. */
+const MIN_ROOM = 64;
+/** Room for this many times the entries after a lane's heap shrinks, or the ids are renumbered. */
 const SHRUNK_ROOM = 1.25;
 
-export class DueQueue<P extends Slotted> {
-  private at = new Float64Array(64);
-  private seq = new Float64Array(64);
-  /** Int32: 4 bytes an entry, not 8 (2 MB of a 524,288-entry queue at 512,000 probes). */
-  private slot = new Int32Array(64);
-  private item: (P | undefined)[] = [];
-  private n = 0;
+function resized<A extends Float64Array | Int32Array | Uint8Array>(a: A, size: number, used: number): A {
+  const b = new (a.constructor as new (n: number) => A)(size);
+  b.set(a.subarray(0, Math.min(used, size)));
+  return b;
+}
+
+export class DueLanes<P extends Identified> {
+  // By id:
+  private at = new Float64Array(MIN_ROOM);
+  private seq = new Float64Array(MIN_ROOM);
+  /** Its place in its lane's heap; NONE: not queued. */
+  private pos = new Int32Array(MIN_ROOM).fill(NONE);
+  private laneOf = new Uint8Array(MIN_ROOM);
+  private items: (P | undefined)[] = [];
+  /** Ids handed out at least once: ids below are held or free. */
+  private top = 0;
+  /** Free ids below top (a stack). */
+  private free = new Int32Array(MIN_ROOM);
+  private nFree = 0;
+  // By lane: a binary heap of ids, and its entries.
+  private readonly heaps: Int32Array[];
+  private readonly sizes: number[];
   private nextSeq = 0;
 
-  /** Entries queued, stale ones included. */
-  get length(): number {
-    return this.n;
+  constructor(lanes: number) {
+    if (!Number.isInteger(lanes) || lanes < 1 || lanes > 255)
+      throw new RangeError(`DueLanes: lanes must be 1..255, got ${lanes}`);
+    this.heaps = Array.from({ length: lanes }, () => new Int32Array(MIN_ROOM));
+    this.sizes = new Array<number>(lanes).fill(0);
   }
 
-  /** Entries the arrays hold room for: doubled when full, cut to 1.25x the entries when under half is used (at least
-   * 64). */
-  get capacity(): number {
+  /** Items held (queued or not). */
+  get held(): number {
+    return this.top - this.nFree;
+  }
+
+  /** Ids the arrays hold room for: doubled when full; renumbered and cut to 1.25x the items when under half are held. */
+  get idCapacity(): number {
     return this.at.length;
   }
 
-  /** Queues `item` at `at` (ms) with its slot now. */
-  push(at: number, item: P): void {
-    if (this.n === this.at.length) this.grow();
-    const seq = this.nextSeq++;
-    let i = this.n++;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (!(at < this.at[p]! || (at === this.at[p]! && seq < this.seq[p]!))) break;
-      this.move(p, i);
-      i = p;
+  /** Entries queued in `lane`. */
+  length(lane: number): number {
+    return this.sizes[lane]!;
+  }
+
+  /** Entries the lane's heap holds room for: doubled when full, cut to 1.25x its entries when under half is used (at
+   * least 64). */
+  capacity(lane: number): number {
+    return this.heaps[lane]!.length;
+  }
+
+  /** Holds `item` (not queued): sets its id. */
+  add(item: P): void {
+    let id: number;
+    if (this.nFree > 0) id = this.free[--this.nFree]!;
+    else {
+      if (this.top === this.at.length) this.resizeIds(this.at.length * 2);
+      id = this.top++;
     }
-    this.put(i, at, seq, item.slot, item);
+    this.items[id] = item;
+    this.pos[id] = NONE;
+    item.id = id;
   }
 
-  /** The due time of the earliest live entry (stale ones above it are dropped); Infinity: none. */
-  topAt(): number {
-    while (this.n > 0 && this.slot[0] !== this.item[0]!.slot) this.pop();
-    return this.n > 0 ? this.at[0]! : Infinity;
+  /** Lets go of `item` (unqueued first). Other items' ids may change (renumbered once most ids are free). */
+  delete(item: P): void {
+    const id = this.idOf(item, 'delete');
+    this.remove(item);
+    this.items[id] = undefined;
+    if (this.nFree === this.free.length) this.free = resized(this.free, this.free.length * 2, this.nFree);
+    this.free[this.nFree++] = id;
+    if (this.at.length > MIN_ROOM && 2 * this.held < this.at.length) this.renumber();
   }
 
-  /** Removes the earliest entry and returns its item (live when topAt() was just called and was finite). */
-  pop(): P {
-    if (this.n === 0) throw new RangeError('DueQueue.pop: the queue is empty');
-    const top = this.item[0]!;
-    const last = --this.n;
-    const at = this.at[last]!;
-    const seq = this.seq[last]!;
-    const slot = this.slot[last]!;
-    const item = this.item[last]!;
-    this.item[last] = undefined;
-    if (last > 0) this.siftDown(0, at, seq, slot, item);
-    this.shrinkIfSparse();
-    return top;
+  /** Whether `item` is queued. */
+  queued(item: P): boolean {
+    return this.pos[this.idOf(item, 'queued')] !== NONE;
   }
 
+  /** Queues `item` in `lane` at `at` (ms), after every entry of the same time there; moves it if it was queued. */
+  push(item: P, lane: number, at: number): void {
+    const id = this.idOf(item, 'push');
+    if (!(lane >= 0 && lane < this.heaps.length)) throw new RangeError(`DueLanes.push: no lane ${lane}`);
+    if (this.pos[id] !== NONE) this.unqueue(id);
+    this.at[id] = at;
+    this.seq[id] = this.nextSeq++;
+    this.laneOf[id] = lane;
+    const n = this.sizes[lane]!;
+    let h = this.heaps[lane]!;
+    if (n === h.length) this.heaps[lane] = h = resized(h, h.length * 2, n);
+    this.sizes[lane] = n + 1;
+    this.up(h, n, id);
+  }
+
+  /** Unqueues `item` if it is queued. */
+  remove(item: P): void {
+    const id = this.idOf(item, 'remove');
+    if (this.pos[id] !== NONE) this.unqueue(id);
+  }
+
+  /** The due time of the lane's earliest entry; Infinity: none. */
+  topAt(lane: number): number {
+    return this.sizes[lane]! > 0 ? this.at[this.heaps[lane]![0]!]! : Infinity;
+  }
+
+  /** Unqueues the lane's earliest entry and returns its item. */
+  pop(lane: number): P {
+    if (this.sizes[lane]! === 0) throw new RangeError(`DueLanes.pop: lane ${lane} is empty`);
+    const id = this.heaps[lane]![0]!;
+    this.unqueue(id);
+    return this.items[id]!;
+  }
+
+  /** Unqueues every entry (the items stay held). */
   clear(): void {
-    this.item = [];
-    this.n = 0;
-    this.shrinkIfSparse();
+    for (let lane = 0; lane < this.heaps.length; lane++) {
+      const h = this.heaps[lane]!;
+      for (let i = 0; i < this.sizes[lane]!; i++) this.pos[h[i]!] = NONE;
+      this.sizes[lane] = 0;
+      this.heaps[lane] = new Int32Array(MIN_ROOM);
+    }
   }
 
-  /** Drops every stale entry (they pile up when probes are rescheduled or cancelled). */
-  compact(): void {
-    let k = 0;
-    for (let i = 0; i < this.n; i++)
-      if (this.slot[i] === this.item[i]!.slot) this.put(k++, this.at[i]!, this.seq[i]!, this.slot[i]!, this.item[i]!); // prettier-ignore
-    for (let i = k; i < this.n; i++) this.item[i] = undefined;
-    this.n = k;
-    for (let i = (k >> 1) - 1; i >= 0; i--)
-      this.siftDown(i, this.at[i]!, this.seq[i]!, this.slot[i]!, this.item[i]!);
-    this.shrinkIfSparse();
-  }
-
-  /** Live entries due by `now`, and the earliest due time among them (Infinity: none); O(due + stale). */
-  due(now: number): { n: number; earliest: number } {
+  /** Entries of the lane due by `now`, and the earliest due time among them (Infinity: none); O(due). */
+  due(lane: number, now: number): { n: number; earliest: number } {
+    const h = this.heaps[lane]!;
+    const size = this.sizes[lane]!;
     let n = 0;
     let earliest = Infinity;
-    const stack = this.n > 0 ? [0] : [];
+    const stack = size > 0 ? [0] : [];
     while (stack.length > 0) {
       const i = stack.pop()!;
-      if (this.at[i]! > now) continue; // the heap's order: nothing below is due either
-      if (this.slot[i] === this.item[i]!.slot) {
-        n++;
-        if (this.at[i]! < earliest) earliest = this.at[i]!;
-      }
-      if (2 * i + 1 < this.n) stack.push(2 * i + 1);
-      if (2 * i + 2 < this.n) stack.push(2 * i + 2);
+      const at = this.at[h[i]!]!;
+      if (at > now) continue; // the heap's order: nothing below is due either
+      n++;
+      if (at < earliest) earliest = at;
+      if (2 * i + 1 < size) stack.push(2 * i + 1);
+      if (2 * i + 2 < size) stack.push(2 * i + 2);
     }
     return { n, earliest };
   }
 
-  /** Sinks the entry (at, seq, slot, item) from position i to its place below. */
-  private siftDown(i: number, at: number, seq: number, slot: number, item: P): void {
-    for (;;) {
-      const l = 2 * i + 1;
-      if (l >= this.n) break;
-      const r = l + 1;
-      const m = r < this.n && this.before(r, l) ? r : l;
-      if (!(this.at[m]! < at || (this.at[m] === at && this.seq[m]! < seq))) break;
-      this.move(m, i);
-      i = m;
-    }
-    this.put(i, at, seq, slot, item);
+  /** Cuts the id arrays to 1.25x the items held when they hold room for more (renumbering if ids are free): after a
+   * burst of adds that doubled them. */
+  fit(): void {
+    if (this.at.length > MIN_ROOM && this.at.length > Math.ceil(this.held * SHRUNK_ROOM) + 1) this.renumber();
   }
 
+  private idOf(item: P, what: string): number {
+    const id = item.id;
+    if (this.items[id] !== item) throw new RangeError(`DueLanes.${what}: the item is not held (id ${id})`);
+    return id;
+  }
+
+  /** Whether id a goes before id b: earlier, or as early and queued first. */
   private before(a: number, b: number): boolean {
-    return this.at[a]! < this.at[b]! || (this.at[a] === this.at[b] && this.seq[a]! < this.seq[b]!);
+    const x = this.at[a]!;
+    const y = this.at[b]!;
+    return x < y || (x === y && this.seq[a]! < this.seq[b]!);
   }
 
-  private move(from: number, to: number): void {
-    this.put(to, this.at[from]!, this.seq[from]!, this.slot[from]!, this.item[from]!);
-  }
-
-  private put(i: number, at: number, seq: number, slot: number, item: P): void {
-    this.at[i] = at;
-    this.seq[i] = seq;
-    this.slot[i] = slot;
-    this.item[i] = item;
-  }
-
-  private grow(): void {
-    this.resize(this.at.length * 2);
-  }
-
-  /**
-   * Shrinks the arrays to SHRUNK_ROOM x the entries (never below 64) once under half of them is used: a queue that
-   * held every probe once (the start queues them all as slow; at 512,000 probes 14 MB) gives the room back while
-   * they move to another, which grows meanwhile. Halving under a quarter kept the two queues at twice the probes
-   * for a while (1,048,576 entries of room for 512,000 probes, ~14 MB more: the daemon's RSS while its first
-   * checks ran at 512 x 1000); this way the most is ~1.66x. After a shrink the room is 1.25x the entries: a growth
-   * (at full) or another shrink is a quarter or three eighths of them away, never a push or pop apart.
-   */
-  private shrinkIfSparse(): void {
-    const size = this.at.length;
-    if (size <= 64 || 2 * this.n >= size) return;
-    this.resize(Math.max(64, Math.ceil(this.n * SHRUNK_ROOM)));
-  }
-
-  private resize(size: number): void {
-    for (const k of ['at', 'seq'] as const) {
-      const a = new Float64Array(size);
-      a.set(this[k].subarray(0, Math.min(this.n, size)));
-      this[k] = a;
+  /** Places id at position i of heap h or above. */
+  private up(h: Int32Array, i: number, id: number): void {
+    const at = this.at;
+    const seq = this.seq;
+    const pos = this.pos;
+    const t = at[id]!;
+    const s = seq[id]!;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      const pid = h[p]!;
+      const pt = at[pid]!;
+      if (!(t < pt || (t === pt && s < seq[pid]!))) break;
+      h[i] = pid;
+      pos[pid] = i;
+      i = p;
     }
-    const slot = new Int32Array(size);
-    slot.set(this.slot.subarray(0, Math.min(this.n, size)));
-    this.slot = slot;
-    if (this.item.length > size) this.item.length = size;
+    h[i] = id;
+    pos[id] = i;
+  }
+
+  /** Places id at position i of heap h (of n entries) or below. */
+  private down(h: Int32Array, n: number, i: number, id: number): void {
+    const at = this.at;
+    const seq = this.seq;
+    const pos = this.pos;
+    const t = at[id]!;
+    const s = seq[id]!;
+    for (;;) {
+      let c = 2 * i + 1;
+      if (c >= n) break;
+      let cid = h[c]!;
+      let ct = at[cid]!;
+      if (c + 1 < n) {
+        const rid = h[c + 1]!;
+        const rt = at[rid]!;
+        if (rt < ct || (rt === ct && seq[rid]! < seq[cid]!)) {
+          c++;
+          cid = rid;
+          ct = rt;
+        }
+      }
+      if (!(ct < t || (ct === t && seq[cid]! < s))) break;
+      h[i] = cid;
+      pos[cid] = i;
+      i = c;
+    }
+    h[i] = id;
+    pos[id] = i;
+  }
+
+  private unqueue(id: number): void {
+    const lane = this.laneOf[id]!;
+    const h = this.heaps[lane]!;
+    const i = this.pos[id]!;
+    const n = --this.sizes[lane]!;
+    this.pos[id] = NONE;
+    if (i !== n) {
+      const last = h[n]!;
+      if (i > 0 && this.before(last, h[(i - 1) >> 1]!)) this.up(h, i, last);
+      else this.down(h, n, i, last);
+    }
+    // Room back once under half is used, to 1.25x the entries: the next growth (at full) or shrink is a quarter or
+    // three eighths of them away, never a push or pop apart.
+    if (h.length > MIN_ROOM && 2 * n < h.length)
+      this.heaps[lane] = resized(h, Math.max(MIN_ROOM, Math.ceil(n * SHRUNK_ROOM)), n);
+  }
+
+  /** Renumbers the held items 0..held-1 (in id order) and sizes the id arrays to 1.25x them (at least 64). */
+  private renumber(): void {
+    let k = 0;
+    for (let id = 0; id < this.top; id++) {
+      const item = this.items[id];
+      if (item === undefined) continue;
+      if (k !== id) {
+        this.at[k] = this.at[id]!;
+        this.seq[k] = this.seq[id]!;
+        this.laneOf[k] = this.laneOf[id]!;
+        const i = this.pos[id]!;
+        this.pos[k] = i;
+        if (i !== NONE) this.heaps[this.laneOf[k]!]![i] = k;
+        this.items[k] = item;
+        item.id = k;
+      }
+      k++;
+    }
+    this.items.length = k;
+    this.top = k;
+    this.nFree = 0;
+    this.free = new Int32Array(MIN_ROOM);
+    this.resizeIds(Math.max(MIN_ROOM, Math.ceil(k * SHRUNK_ROOM)));
+  }
+
+  private resizeIds(size: number): void {
+    const used = this.top;
+    this.at = resized(this.at, size, used);
+    this.seq = resized(this.seq, size, used);
+    const pos = resized(this.pos, size, used);
+    if (size > used) pos.fill(NONE, used);
+    this.pos = pos;
+    this.laneOf = resized(this.laneOf, size, used);
+    if (this.items.length > size) this.items.length = size;
   }
 }

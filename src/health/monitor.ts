@@ -12,7 +12,7 @@ import {
   probeHttp,
   probeTcp,
 } from './checks';
-import { DueQueue } from './due-queue';
+import { DueLanes } from './due-queue';
 import { defaultMaxInFlight, jittered, probeCheck, probeCheckKey, quickReserve, takesResult } from './probes';
 import { HealthChangeLog, HealthStatus, NEW_TARGET_STATUS, statusAfter } from './state';
 
@@ -685,8 +685,8 @@ interface Probe {
   check: HealthCheckConfig;
   /** Its memberships (slots of the monitor's Memberships; see Members). */
   members: Members;
-  /** Bumped whenever the probe is (re)queued or cancelled: queued slots of an older value are stale. */
-  slot: number;
+  /** Its id in the monitor's DueLanes (set by DueLanes.add; renumbered there). */
+  id: number;
   /** The run in flight; null: none. */
   running: Run | null;
   /**
@@ -715,6 +715,20 @@ interface Probe {
  */
 type Members = number | number[];
 
+/**
+ * DueLanes lanes of probes: QUICK (the last verdict came before the timeout), SLOW (PROBE_SLOW), and SETTLED: slow
+ * probes whose every membership is down already (a dead backend, marked): their timeouts change nothing, so when
+ * slots run short they wait behind slow probes that can still mark a backend down. With 51,200 targets timing out
+ * at once they were 26,000 of the 180,000 probes before the last went down, each holding a slot for its whole
+ * timeout (a recovered one is found a little later only while slots are short).
+ */
+const QUICK = 0;
+const SLOW = 1;
+const SETTLED = 2;
+const LANES = 3;
+/** No lane (HealthMonitor.dueLane, startable). */
+const NO_LANE = -1;
+
 /** Probe.flags bits. */
 const PROBE_SLOW = 1;
 const PROBE_GONE = 2;
@@ -723,9 +737,6 @@ const isSlow = (p: Probe): boolean => (p.flags & PROBE_SLOW) !== 0;
 /** Views out (statuses() and since() handed out, not released) that a flip holds values for; older ones copy
  * themselves (ColumnView.detach). A sync hands out two. */
 const VIEWS_OUT_MAX = 8;
-
-/** A probe's next slot value: int32, wrapping (DueQueue keeps slots as Int32Array entries). */
-const nextSlot = (slot: number): number => (slot + 1) | 0;
 
 const memberCount = (ms: Members): number => (typeof ms === 'number' ? 1 : ms.length);
 const memberAt = (ms: Members, k: number): number => (typeof ms === 'number' ? ms : ms[k]!);
@@ -866,16 +877,11 @@ export class HealthMonitor extends EventEmitter {
   private readonly maxInFlight: number;
   private readonly startsPerTurn: number;
   private started = false;
-  /** Queued probes, earliest first: quick ones, then slow ones (PROBE_SLOW), then settled ones; one timer for all. */
-  private quick = new DueQueue<Probe>();
-  private slowQueue = new DueQueue<Probe>();
   /**
-   * Slow probes whose every membership is down already (a dead backend, marked): their timeouts change
-   * nothing, so when slots run short they wait behind slow probes that can still mark a backend down. With
-   * 51,200 targets timing out at once they were 26,000 of the 180,000 probes before the last went down, each
-   * holding a slot for its whole timeout (a recovered one is found a little later only while slots are short).
+   * Every probe, queued earliest first in one of three lanes: QUICK ones, then SLOW ones (PROBE_SLOW), then SETTLED
+   * ones; one timer for all.
    */
-  private settledQueue = new DueQueue<Probe>();
+  private lanes = new DueLanes<Probe>(LANES);
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
   private pumpSoon: NodeJS.Immediate | null = null;
@@ -1004,8 +1010,9 @@ export class HealthMonitor extends EventEmitter {
       if (typeof ms !== 'number') p.members = keptMembers(ms, (i) => m.probe[i] === p);
       else if (m.probe[ms] !== p) p.members = [];
       if (memberCount(p.members) === 0) {
-        if (!fresh) gone.push(p);
         this.probes.delete(p);
+        if (fresh) this.lanes.delete(p);
+        else gone.push(p);
         continue;
       }
       const oldInterval = fresh ? null : p.check.intervalMs;
@@ -1019,13 +1026,16 @@ export class HealthMonitor extends EventEmitter {
     }
     this.cancelling = true;
     try {
-      for (const p of gone) this.cancel(p);
+      for (const p of gone) {
+        this.cancel(p);
+        this.lanes.delete(p);
+      }
     } finally {
       this.cancelling = false;
     }
-    // Scheduled once this.probes is the new set: schedule() compacts the queues when they hold more than twice
-    // the live probes, and against the old set (empty before a reload that adds 51,200 targets) it compacted
-    // them at every new probe, quadratic: 26 s in this one event-loop task for 51,200 new targets.
+    // A burst of new probes may have doubled the lanes' id arrays past what they hold.
+    this.lanes.fit();
+    // Scheduled once the change's probes are settled (the gone ones unqueued and let go).
     for (const { probe, at } of toSchedule) this.schedule(probe, at);
     // Summed afresh when every target was given (no rounding carried on for ever).
     if (remove === null) {
@@ -1090,8 +1100,9 @@ export class HealthMonitor extends EventEmitter {
   private attach(i: number, t: HealthTarget, kind: string, p: Probe | undefined, c: ChangeRun): void {
     if (p === undefined) {
       // Its check is set when the change ends (probeCheckOf over all its members).
-      p = { address: t.address, check: t.check, members: i, slot: 0, running: null, flags: PROBE_SLOW, lastStart: null, mark: -c.epoch }; // prettier-ignore
+      p = { address: t.address, check: t.check, members: i, id: 0, running: null, flags: PROBE_SLOW, lastStart: null, mark: -c.epoch }; // prettier-ignore
       this.probes.add(p, kind);
+      this.lanes.add(p);
       c.touched.push(p);
     } else {
       if (p.mark !== -c.epoch && !c.before.has(p)) c.before.set(p, memberCount(p.members));
@@ -1119,9 +1130,7 @@ export class HealthMonitor extends EventEmitter {
     } finally {
       this.cancelling = false;
     }
-    this.quick.clear();
-    this.slowQueue.clear();
-    this.settledQueue.clear();
+    this.lanes.clear();
     this.saturatedSince = null;
     if (this.pumpSoon !== null) clearImmediate(this.pumpSoon);
     this.pumpSoon = null;
@@ -1213,9 +1222,9 @@ export class HealthMonitor extends EventEmitter {
   /** Probes, memberships and in-flight figures. */
   stats(): ProbeStats {
     const now = performance.now();
-    const a = this.quick.due(now);
-    const b = this.slowQueue.due(now);
-    const c = this.settledQueue.due(now);
+    const a = this.lanes.due(QUICK, now);
+    const b = this.lanes.due(SLOW, now);
+    const c = this.lanes.due(SETTLED, now);
     const earliest = Math.min(a.earliest, b.earliest, c.earliest);
     return {
       probes: this.probes.size,
@@ -1272,7 +1281,7 @@ export class HealthMonitor extends EventEmitter {
 
   /** Unqueues the probe and cancels its run; gone (PROBE_GONE) unless it is only the monitor stopping. */
   private cancel(p: Probe, gone = true): void {
-    p.slot = nextSlot(p.slot);
+    this.lanes.remove(p);
     if (gone) p.flags |= PROBE_GONE;
     const run = p.running;
     if (run === null) return;
@@ -1286,15 +1295,7 @@ export class HealthMonitor extends EventEmitter {
    * probes due together keep their order (one timer serves every probe: see arm).
    */
   private schedule(p: Probe, at: number): void {
-    p.slot = nextSlot(p.slot);
-    // Stale slots (cancelled or rescheduled) are dropped lazily; compact when they pile up.
-    const queued = this.quick.length + this.slowQueue.length + this.settledQueue.length;
-    if (queued > 2 * this.probes.size + 1024) {
-      this.quick.compact();
-      this.slowQueue.compact();
-      this.settledQueue.compact();
-    }
-    (isSlow(p) ? (this.allDown(p) ? this.settledQueue : this.slowQueue) : this.quick).push(at, p);
+    this.lanes.push(p, isSlow(p) ? (this.allDown(p) ? SETTLED : SLOW) : QUICK, at);
     this.arm();
   }
 
@@ -1316,32 +1317,34 @@ export class HealthMonitor extends EventEmitter {
     return this.inFlight < this.maxInFlight && this.slowInFlight < this.slowSlots;
   }
 
-  /** The queue whose live top is due at `now`: quick first, else slow; null: none due. */
-  private dueQueue(now: number): DueQueue<Probe> | null {
-    if (this.quick.topAt() <= now) return this.quick;
-    if (this.slowQueue.topAt() <= now) return this.slowQueue;
-    return this.settledQueue.topAt() <= now ? this.settledQueue : null;
+  /** The lane whose top is due at `now`: quick first, else slow, else settled; NO_LANE: none due. */
+  private dueLane(now: number): number {
+    const q = this.lanes;
+    if (q.topAt(QUICK) <= now) return QUICK;
+    if (q.topAt(SLOW) <= now) return SLOW;
+    return q.topAt(SETTLED) <= now ? SETTLED : NO_LANE;
   }
 
-  /** The queue whose due top may start now (a slot free for its lane); null: none. */
-  private startable(now: number): DueQueue<Probe> | null {
-    if (this.quick.topAt() <= now && this.quickFree()) return this.quick;
-    if (!this.slowFree()) return null;
-    if (this.slowQueue.topAt() <= now) return this.slowQueue;
-    return this.settledQueue.topAt() <= now ? this.settledQueue : null;
+  /** The lane whose due top may start now (a slot free for it); NO_LANE: none. */
+  private startable(now: number): number {
+    const q = this.lanes;
+    if (q.topAt(QUICK) <= now && this.quickFree()) return QUICK;
+    if (!this.slowFree()) return NO_LANE;
+    if (q.topAt(SLOW) <= now) return SLOW;
+    return q.topAt(SETTLED) <= now ? SETTLED : NO_LANE;
   }
 
   /** After slots freed: start what is due at once, else re-arm. */
   private refill(): void {
-    if (this.started && this.pumpSoon === null && this.startable(performance.now()) !== null) this.pump();
+    if (this.started && this.pumpSoon === null && this.startable(performance.now()) !== NO_LANE) this.pump();
     else this.arm();
   }
 
   /** Arms the single timer for the earliest queued probe (none while the in-flight cap is reached: a completion pumps). */
   private arm(): void {
     // A lane without a free slot needs no timer: a completion pumps.
-    const q = this.quickFree() ? this.quick.topAt() : Infinity;
-    const s = this.slowFree() ? Math.min(this.slowQueue.topAt(), this.settledQueue.topAt()) : Infinity;
+    const q = this.quickFree() ? this.lanes.topAt(QUICK) : Infinity;
+    const s = this.slowFree() ? Math.min(this.lanes.topAt(SLOW), this.lanes.topAt(SETTLED)) : Infinity;
     const next = Math.min(q, s);
     if (next === Infinity || !this.started || this.pumpSoon !== null) {
       if (this.timer !== null) clearTimeout(this.timer);
@@ -1363,10 +1366,10 @@ export class HealthMonitor extends EventEmitter {
     this.timerAt = Infinity;
     this.pumpSoon = null;
     const now = performance.now();
-    let due: DueQueue<Probe> | null = null;
-    while (this.started && (due = this.dueQueue(now)) !== null) {
+    let due = NO_LANE;
+    while (this.started && (due = this.dueLane(now)) !== NO_LANE) {
       const go = this.startable(now);
-      if (go === null) {
+      if (go === NO_LANE) {
         this.blocked(now);
         break;
       }
@@ -1376,10 +1379,10 @@ export class HealthMonitor extends EventEmitter {
       }
       // The count restarts on the next turn (an immediate queued now runs before a pumpSoon queued later).
       if (this.turnStarts++ === 0) setImmediate(this.newTurn);
-      const at = go.topAt();
-      this.run(go.pop(), at, now, go !== this.quick);
+      const at = this.lanes.topAt(go);
+      this.run(this.lanes.pop(go), at, now, go !== QUICK);
     }
-    if (due === null && this.saturatedSince !== null) this.drained(now);
+    if (due === NO_LANE && this.saturatedSince !== null) this.drained(now);
     this.arm();
   };
 

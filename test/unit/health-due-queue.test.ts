@@ -1,25 +1,25 @@
-// DueQueue (pure): entries come out earliest first, equal times in queueing order; entries of a probe whose
-// slot moved on are stale and skipped; compact drops them; due() counts live entries due by a time.
-import { DueQueue } from '../../src/health/due-queue';
+// DueLanes (pure): per lane, entries come out earliest first, equal times in queueing order; an item is queued in one
+// lane at most (pushing it again moves it); remove and delete unqueue it; ids are renumbered once most are free;
+// due() counts entries due by a time; moving every item from one lane to another costs no more room.
+import { DueLanes } from '../../src/health/due-queue';
 
 interface Item {
   name: string;
-  slot: number;
+  id: number;
 }
 
-/** Every live entry, in the order the queue gives them. */
-function drain(q: DueQueue<Item>): [string, number][] {
+const item = (name: string): Item => ({ name, id: -1 });
+
+/** Every entry of the lane, in the order it gives them. */
+function drain(q: DueLanes<Item>, lane = 0): [string, number][] {
   const out: [string, number][] = [];
-  for (let at = q.topAt(); at !== Infinity; at = q.topAt()) out.push([q.pop().name, at]);
+  for (let at = q.topAt(lane); at !== Infinity; at = q.topAt(lane)) out.push([q.pop(lane).name, at]);
   return out;
 }
 
-/** A deterministic shuffle of 1,000 times over 100 distinct values (many ties), and the order a queue must give them. */
+/** A deterministic shuffle of 1,000 times over 100 distinct values (many ties), and the order a lane must give them. */
 function shuffled(): { entries: { at: number; item: Item }[]; expected: [string, number][] } {
-  const entries = Array.from({ length: 1000 }, (_, i) => ({
-    at: (i * 37) % 100,
-    item: { name: `p${i}`, slot: 0 },
-  }));
+  const entries = Array.from({ length: 1000 }, (_, i) => ({ at: (i * 37) % 100, item: item(`p${i}`) }));
   const expected = [...entries]
     .map((e, i) => ({ ...e, i }))
     .sort((a, b) => a.at - b.at || a.i - b.i)
@@ -27,119 +27,254 @@ function shuffled(): { entries: { at: number; item: Item }[]; expected: [string,
   return { entries, expected };
 }
 
-describe('DueQueue', () => {
+/** A small deterministic generator (xorshift32) in [0, 1). */
+function rng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x / 2 ** 32;
+  };
+}
+
+describe('DueLanes', () => {
   it('gives entries earliest first, equal times in the order queued, across growth', () => {
-    const q = new DueQueue<Item>();
-    // several growths from 64
+    const q = new DueLanes<Item>(1);
     const { entries, expected } = shuffled();
-    for (const e of entries) q.push(e.at, e.item);
-    expect(q.length).toBe(1000);
+    for (const e of entries) {
+      q.add(e.item);
+      q.push(e.item, 0, e.at);
+    }
+    expect(q.length(0)).toBe(1000);
+    expect(q.held).toBe(1000);
     expect(drain(q)).toEqual(expected);
-    expect(q.length).toBe(0);
-    expect(() => q.pop()).toThrow('DueQueue.pop: the queue is empty');
+    expect(q.length(0)).toBe(0);
+    expect(q.held).toBe(1000);
+    expect(() => q.pop(0)).toThrow('DueLanes.pop: lane 0 is empty');
   });
 
-  it('skips entries whose probe was requeued or cancelled (its slot moved on)', () => {
-    const q = new DueQueue<Item>();
-    const a = { name: 'a', slot: 0 };
-    const b = { name: 'b', slot: 0 };
-    const c = { name: 'c', slot: 0 };
-    q.push(10, a);
-    q.push(20, b);
-    q.push(30, c);
-    a.slot++; // requeued later
-    q.push(40, a);
-    b.slot++; // cancelled
-    expect(q.length).toBe(4);
-    expect(q.due(35)).toEqual({ n: 1, earliest: 30 });
-    expect(drain(q)).toEqual([
-      ['c', 30],
-      ['a', 40],
+  it('keeps lanes apart; pushing a queued item again moves it (lane and time), after others of its new time', () => {
+    const q = new DueLanes<Item>(3);
+    const [a, b, c, d] = ['a', 'b', 'c', 'd'].map(item) as [Item, Item, Item, Item];
+    for (const x of [a, b, c, d]) q.add(x);
+    q.push(a, 0, 10);
+    q.push(b, 1, 5);
+    q.push(c, 0, 20);
+    q.push(d, 2, 1);
+    expect([0, 1, 2].map((l) => q.topAt(l))).toEqual([10, 5, 1]);
+    q.push(a, 0, 30); // later in its lane
+    q.push(b, 0, 20); // to lane 0, after c (same time, queued before)
+    expect(q.length(1)).toBe(0);
+    expect(q.topAt(1)).toBe(Infinity);
+    expect(q.queued(b)).toBe(true);
+    expect(drain(q, 0)).toEqual([
+      ['c', 20],
+      ['b', 20],
+      ['a', 30],
     ]);
+    expect(drain(q, 2)).toEqual([['d', 1]]);
+    expect(q.queued(a)).toBe(false);
   });
 
-  it('keeps slots as int32: a slot that wrapped past 2^31 - 1 (as the monitor bumps them, `| 0`) tells stale from live', () => {
-    const q = new DueQueue<Item>();
-    const a = { name: 'a', slot: 2 ** 31 - 1 };
-    const b = { name: 'b', slot: -1 };
-    q.push(10, a);
-    q.push(20, b);
-    a.slot = (a.slot + 1) | 0; // -2^31: requeued later
-    q.push(30, a);
-    b.slot = (b.slot + 1) | 0; // 0: cancelled
-    expect(q.due(25)).toEqual({ n: 0, earliest: Infinity });
-    expect(drain(q)).toEqual([['a', 30]]);
+  it('remove unqueues an item from the middle of the heap; the rest keep their order', () => {
+    const q = new DueLanes<Item>(1);
+    const { entries, expected } = shuffled();
+    for (const e of entries) {
+      q.add(e.item);
+      q.push(e.item, 0, e.at);
+    }
+    const gone = new Set(entries.filter((_, i) => i % 3 === 1).map((e) => e.item.name));
+    for (const e of entries) if (gone.has(e.item.name)) q.remove(e.item);
+    q.remove(entries[1]!.item); // not queued any more: nothing happens
+    expect(q.length(0)).toBe(1000 - gone.size);
+    expect(q.due(0, Infinity).n).toBe(1000 - gone.size);
+    expect(drain(q)).toEqual(expected.filter(([name]) => !gone.has(name)));
   });
 
-  it('two queues trading every entry (probes moving from the slow queue to the quick one) hold under twice their entries of room', () => {
-    // The start queues every probe as slow; their first results move them to the quick queue one by one.
+  it('matches a sorted list under a random mix of pushes, moves, removes, pops, adds and deletes (3 lanes)', () => {
+    const next = rng(42);
+    const q = new DueLanes<Item>(3);
+    // the model: per held item, its lane and time and queueing order, or null when not queued
+    const model = new Map<Item, { lane: number; at: number; seq: number } | null>();
+    let seq = 0;
+    let n = 0;
+    for (let step = 0; step < 20_000; step++) {
+      const r = next();
+      const held = [...model.keys()];
+      if (r < 0.15 || held.length === 0) {
+        const it = item(`i${n++}`);
+        q.add(it);
+        model.set(it, null);
+      } else if (r < 0.55) {
+        const it = held[Math.floor(next() * held.length)]!;
+        const lane = Math.floor(next() * 3);
+        const at = Math.floor(next() * 50);
+        q.push(it, lane, at);
+        model.set(it, { lane, at, seq: seq++ });
+      } else if (r < 0.65) {
+        const it = held[Math.floor(next() * held.length)]!;
+        q.remove(it);
+        model.set(it, null);
+      } else if (r < 0.75) {
+        const it = held[Math.floor(next() * held.length)]!;
+        q.delete(it);
+        model.delete(it);
+      } else {
+        const lane = Math.floor(next() * 3);
+        const want = [...model.entries()]
+          .filter(([, e]) => e !== null && e.lane === lane)
+          .sort(([, x], [, y]) => x!.at - y!.at || x!.seq - y!.seq)[0];
+        if (want === undefined) expect(q.topAt(lane)).toBe(Infinity);
+        else {
+          expect(q.topAt(lane)).toBe(want[1]!.at);
+          expect(q.pop(lane)).toBe(want[0]);
+          model.set(want[0], null);
+        }
+      }
+      if (step % 1000 === 0) {
+        expect(q.held).toBe(model.size);
+        for (const lane of [0, 1, 2])
+          expect(q.length(lane)).toBe([...model.values()].filter((e) => e?.lane === lane).length);
+      }
+    }
+    // every held item is still told by its id, and the lanes drain in the model's order
+    for (const [it, e] of model) expect(q.queued(it)).toBe(e !== null);
+    for (const lane of [0, 1, 2]) {
+      const want = [...model.entries()]
+        .filter(([, e]) => e !== null && e.lane === lane)
+        .sort(([, x], [, y]) => x!.at - y!.at || x!.seq - y!.seq)
+        .map(([it, e]): [string, number] => [it.name, e!.at]);
+      expect(drain(q, lane)).toEqual(want);
+    }
+  });
+
+  it('an item not held is refused by name (never mistaken for the item that has its id now)', () => {
+    const q = new DueLanes<Item>(1);
+    const a = item('a');
+    const b = item('b');
+    q.add(a);
+    q.delete(a);
+    q.add(b); // takes a's id
+    expect(b.id).toBe(a.id);
+    expect(() => q.push(a, 0, 1)).toThrow(`DueLanes.push: the item is not held (id ${a.id})`);
+    expect(() => q.remove(a)).toThrow('DueLanes.remove: the item is not held');
+    expect(() => q.delete(a)).toThrow('DueLanes.delete: the item is not held');
+    expect(() => q.push(b, 1, 1)).toThrow('DueLanes.push: no lane 1');
+    expect(() => new DueLanes<Item>(0)).toThrow('DueLanes: lanes must be 1..255, got 0');
+  });
+
+  it('every item moving from one lane to another (the start: slow first, then quick) holds no more room than before', () => {
+    // At a start every probe is queued as slow; its first result moves it to the quick lane.
     const n = 20_000;
-    const items = Array.from({ length: n }, (_, i) => ({ name: `p${i}`, slot: 0 }));
-    const from = new DueQueue<Item>();
-    const to = new DueQueue<Item>();
-    items.forEach((it, i) => from.push(i, it));
-    let most = 0;
+    const q = new DueLanes<Item>(2);
+    const items = Array.from({ length: n }, (_, i) => item(`p${i}`));
+    items.forEach((it, i) => {
+      q.add(it);
+      q.push(it, 1, i);
+    });
+    const ids = q.idCapacity;
+    const heapRoom = (): number => q.capacity(0) + q.capacity(1);
+    let most = heapRoom();
     let order = true;
     for (let i = 0; i < n; i++) {
-      if (from.topAt() !== i) order = false;
-      to.push(n + i, from.pop());
-      most = Math.max(most, from.capacity + to.capacity);
+      if (q.topAt(1) !== i) order = false;
+      q.push(q.pop(1), 0, n + i);
+      most = Math.max(most, heapRoom());
     }
     expect(order).toBe(true);
-    // halving under a quarter held 49,152 slots of room at once here (2.46x; seen)
-    console.log(`room held at most: ${most} for ${n} entries (${(most / n).toFixed(2)}x)`);
+    // the per-id arrays (8 + 8 + 4 + 1 + 8 bytes an id) never moved; only the 4-byte heap entries did
+    expect(q.idCapacity).toBe(ids);
+    expect(ids).toBe(32_768);
+    console.log(
+      `heap room held at most: ${most} entries for ${n} items (${(most / n).toFixed(2)}x), ids ${ids}`,
+    );
+    // separate queues of 28-byte entries held 37,888 entries of room at once here (1.89x), ~1 MB
     expect(most).toBeLessThanOrEqual(2 * n);
-    expect(to.capacity).toBe(32_768);
-    expect(from.capacity).toBe(64);
+    expect(q.capacity(0)).toBe(32_768);
+    expect(q.capacity(1)).toBe(64);
+    expect(drain(q, 0).map(([name]) => name)).toEqual(items.map((it) => it.name));
   });
 
-  it('gives its room back: cut to 1.25x the entries once under half is used (never below 64), order kept', () => {
-    const q = new DueQueue<Item>();
+  it("gives a lane's room back: cut to 1.25x the entries once under half is used (never below 64), order kept", () => {
+    const q = new DueLanes<Item>(1);
     const { entries, expected } = shuffled();
-    for (const e of entries) q.push(e.at, e.item);
-    expect(q.capacity).toBe(1024);
+    for (const e of entries) {
+      q.add(e.item);
+      q.push(e.item, 0, e.at);
+    }
+    expect(q.capacity(0)).toBe(1024);
     const out: [string, number][] = [];
-    const capacities: number[] = [q.capacity];
-    for (let at = q.topAt(); at !== Infinity; at = q.topAt()) {
-      out.push([q.pop().name, at]);
-      if (q.capacity !== capacities[capacities.length - 1]) capacities.push(q.capacity);
+    const capacities: number[] = [q.capacity(0)];
+    for (let at = q.topAt(0); at !== Infinity; at = q.topAt(0)) {
+      out.push([q.pop(0).name, at]);
+      if (q.capacity(0) !== capacities[capacities.length - 1]) capacities.push(q.capacity(0));
       // half or more of the room is in use, or the floor of 64
-      expect(q.length >= q.capacity / 2 || q.capacity === 64).toBe(true);
+      expect(q.length(0) >= q.capacity(0) / 2 || q.capacity(0) === 64).toBe(true);
     }
     expect(out).toEqual(expected);
     // each shrink to 1.25x the entries left (511 of 1,024: 639), down to the floor
     expect(capacities).toEqual([1024, 639, 399, 249, 155, 97, 64]);
-    expect(capacities.every((c, i) => i === 0 || c < capacities[i - 1]!)).toBe(true);
-    expect(capacities[capacities.length - 1]).toBe(64);
-    // Pushed again after shrinking: it grows by doubling as before (64 -> 128 -> 256 -> 512).
-    for (const e of entries.slice(0, 300)) q.push(e.at, e.item);
-    expect(q.capacity).toBe(512);
-    // compact drops stale entries and shrinks with them
-    for (const e of entries.slice(0, 300)) e.item.slot++;
-    q.compact();
-    expect(q.length).toBe(0);
-    expect(q.capacity).toBe(64);
-    q.push(5, entries[0]!.item);
-    expect(drain(q)).toEqual([['p0', 5]]);
-  });
-
-  it('compact keeps exactly the live entries, in order', () => {
-    const q = new DueQueue<Item>();
-    const items = Array.from({ length: 200 }, (_, i) => ({ name: `p${i}`, slot: 0 }));
-    items.forEach((it, i) => q.push(200 - i, it));
-    items.forEach((it, i) => i % 3 === 0 && it.slot++);
-    q.compact();
-    const live = items.filter((_, i) => i % 3 !== 0);
-    expect(q.length).toBe(live.length);
-    expect(q.due(Infinity)).toEqual({ n: live.length, earliest: 200 - 199 });
-    expect(drain(q).map(([name]) => name)).toEqual(live.map((it) => it.name).reverse());
-  });
-
-  it('clear empties it', () => {
-    const q = new DueQueue<Item>();
-    q.push(1, { name: 'a', slot: 0 });
+    // pushed again: it grows by doubling (64 -> 128 -> 256 -> 512)
+    for (const e of entries.slice(0, 300)) q.push(e.item, 0, e.at);
+    expect(q.capacity(0)).toBe(512);
     q.clear();
-    expect(q.topAt()).toBe(Infinity);
-    expect(q.due(10)).toEqual({ n: 0, earliest: Infinity });
+    expect(q.capacity(0)).toBe(64);
+    expect(q.topAt(0)).toBe(Infinity);
+    expect(q.due(0, 10)).toEqual({ n: 0, earliest: Infinity });
+    expect(q.held).toBe(1000);
+    expect(q.queued(entries[0]!.item)).toBe(false);
+  });
+
+  it('renumbers the ids once under half are held, and fit() cuts the room a burst of adds doubled', () => {
+    const q = new DueLanes<Item>(2);
+    const items = Array.from({ length: 1000 }, (_, i) => item(`p${i}`));
+    for (const it of items) q.add(it);
+    expect(q.idCapacity).toBe(1024);
+    items.forEach((it, i) => q.push(it, i % 2, 1000 - i));
+    // 1,000 held in room for 1,024: nothing to cut
+    q.fit();
+    expect(q.idCapacity).toBe(1024);
+    // deleting every odd item but the last few: renumbered when fewer than 512 are held
+    const kept = items.filter((_, i) => i % 2 === 0 || i >= 980);
+    for (const [i, it] of items.entries()) if (i % 2 === 1 && i < 980) q.delete(it);
+    expect(q.held).toBe(kept.length);
+    expect(q.idCapacity).toBeLessThan(1024);
+    expect(q.idCapacity).toBeLessThanOrEqual(Math.ceil(kept.length * 1.25) + 64);
+    // renumbered at 511 held (2 x 511 < 1,024) to ids 0..510 in room for 639; the one deleted after it left a gap
+    expect(q.idCapacity).toBe(639);
+    expect(new Set(kept.map((it) => it.id)).size).toBe(kept.length);
+    expect(Math.max(...kept.map((it) => it.id))).toBe(kept.length);
+    const lane = (it: Item): number => items.indexOf(it) % 2;
+    const want = (l: number): string[] =>
+      kept
+        .filter((it) => lane(it) === l)
+        .sort((x, y) => items.indexOf(y) - items.indexOf(x))
+        .map((it) => it.name);
+    expect(drain(q, 0).map(([name]) => name)).toEqual(want(0));
+    expect(drain(q, 1).map(([name]) => name)).toEqual(want(1));
+    // a burst of adds doubles the room; fit() cuts it to 1.25x the items
+    const more = Array.from({ length: 1100 }, (_, i) => item(`m${i}`));
+    for (const it of more) q.add(it);
+    const held = kept.length + more.length;
+    expect(q.idCapacity).toBeGreaterThan(held * 1.25);
+    q.fit();
+    expect(q.idCapacity).toBe(Math.ceil(held * 1.25));
+    for (const it of [...kept, ...more]) q.push(it, 0, 1);
+    expect(drain(q, 0).map(([name]) => name)).toEqual([...kept, ...more].map((it) => it.name));
+  });
+
+  it('due() counts the entries due by a time, and the earliest', () => {
+    const q = new DueLanes<Item>(1);
+    const items = Array.from({ length: 200 }, (_, i) => item(`p${i}`));
+    items.forEach((it, i) => {
+      q.add(it);
+      q.push(it, 0, 200 - i);
+    });
+    expect(q.due(0, 0)).toEqual({ n: 0, earliest: Infinity });
+    expect(q.due(0, 10)).toEqual({ n: 10, earliest: 1 });
+    expect(q.due(0, Infinity)).toEqual({ n: 200, earliest: 1 });
   });
 });
