@@ -1,5 +1,5 @@
 // HealthMonitor: one probe per distinct target (probes.ts probeKey) shared by every membership that checks
-// it, on jittered schedules (three queues, one timer), a bounded number in flight; results fan out to each
+// it, on jittered schedules (three lanes of one DueLanes, one timer), a bounded number in flight; results fan out to each
 // membership's own rise/fall state (kept in columns, not objects), and state changes are emitted per membership.
 import { EventEmitter } from 'node:events';
 import type { HealthCheckConfig } from '../model/config';
@@ -160,7 +160,7 @@ export function checkerProber(checker: Checker): Prober {
 }
 
 export interface HealthMonitorOptions {
-  /** Each interval is scaled by 1 ± jitter (uniform); default 0.1. The first check waits U(0, interval). */
+  /** Each interval is scaled by 1 ± jitter (uniform); default DEFAULT_JITTER. The first check waits U(0, interval). */
   jitter?: number;
   random?: () => number;
   /** The probe runner (default defaultProber); or `checker`, a promise-returning one (not both). */
@@ -180,6 +180,9 @@ export interface HealthMonitorOptions {
 
 /** A probe starting this much after its due time counts as delayed (timers and turns take a few ms). */
 export const LATE_MS = 50;
+
+/** HealthMonitorOptions.jitter's default: each interval scaled by 1 ± 0.1. */
+export const DEFAULT_JITTER = 0.1;
 
 /** A membership's last result as snapshot() shows it. */
 type LastResult = CheckResult & { at: number };
@@ -909,7 +912,7 @@ export class HealthMonitor extends EventEmitter {
 
   constructor(opts: HealthMonitorOptions = {}) {
     super();
-    this.jitter = opts.jitter ?? 0.1;
+    this.jitter = opts.jitter ?? DEFAULT_JITTER;
     if (!(this.jitter >= 0 && this.jitter < 1))
       throw new RangeError(`jitter: ${this.jitter} is not in [0, 1)`);
     this.random = opts.random ?? Math.random;
