@@ -40,14 +40,20 @@ function rng(seed: number): () => number {
   };
 }
 
+/** shuffled(), every entry held and queued in lane 0 of a one-lane DueLanes. */
+function queuedShuffle(): ReturnType<typeof shuffled> & { q: DueLanes<Item> } {
+  const q = new DueLanes<Item>(1);
+  const { entries, expected } = shuffled();
+  for (const e of entries) {
+    q.add(e.item);
+    q.push(e.item, 0, e.at);
+  }
+  return { q, entries, expected };
+}
+
 describe('DueLanes', () => {
   it('gives entries earliest first, equal times in the order queued, across growth', () => {
-    const q = new DueLanes<Item>(1);
-    const { entries, expected } = shuffled();
-    for (const e of entries) {
-      q.add(e.item);
-      q.push(e.item, 0, e.at);
-    }
+    const { q, expected } = queuedShuffle();
     expect(q.length(0)).toBe(1000);
     expect(q.held).toBe(1000);
     expect(drain(q)).toEqual(expected);
@@ -80,12 +86,7 @@ describe('DueLanes', () => {
   });
 
   it('remove unqueues an item from the middle of the heap; the rest keep their order', () => {
-    const q = new DueLanes<Item>(1);
-    const { entries, expected } = shuffled();
-    for (const e of entries) {
-      q.add(e.item);
-      q.push(e.item, 0, e.at);
-    }
+    const { q, entries, expected } = queuedShuffle();
     const gone = new Set(entries.filter((_, i) => i % 3 === 1).map((e) => e.item.name));
     for (const e of entries) if (gone.has(e.item.name)) q.remove(e.item);
     q.remove(entries[1]!.item); // not queued any more: nothing happens
@@ -199,12 +200,7 @@ describe('DueLanes', () => {
   });
 
   it("gives a lane's room back: cut to 1.25x the entries once under half is used (never below 64), order kept", () => {
-    const q = new DueLanes<Item>(1);
-    const { entries, expected } = shuffled();
-    for (const e of entries) {
-      q.add(e.item);
-      q.push(e.item, 0, e.at);
-    }
+    const { q, entries, expected } = queuedShuffle();
     expect(q.capacity(0)).toBe(1024);
     const out: [string, number][] = [];
     const capacities: number[] = [q.capacity(0)];
