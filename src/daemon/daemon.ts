@@ -527,12 +527,20 @@ export class Daemon {
     // Overrides of VIPs or backends the config dropped go (Kubernetes VIPs are unknown until it has synced).
     if (!this.opts.kubernetes || this.kube?.ready()) this.overrides?.prune(configured.vips);
     const merged = this.overrides ? this.overrides.apply(configured) : configured;
-    // Every VIP address gets its route, programmed or not (traffic for it may come either way); not awaited.
-    this.vipRoutes ??= this.opts.vipRoutes({ ifname: config.interface, log: this.log });
-    this.vipRoutes.set(
-      merged.vips.map((v) => v.address),
-      config.vipBlackholeRoutes,
-    );
+    // Every VIP address gets its route, programmed or not (traffic for it may come either way); not awaited. At
+    // the start, once this sync's maps are written: a pass starts `ip` processes, each a fork of this process
+    // (~100 ms of this thread at 512 x 100, competing with the start's own CPU-bound work). No VIP traffic comes
+    // to a starting daemon before its first announcement (after this sync), and one restarted after kill -9
+    // finds its last run's routes in place.
+    const routes = (): void => {
+      this.vipRoutes ??= this.opts.vipRoutes({ ifname: config.interface, log: this.log });
+      this.vipRoutes.set(
+        merged.vips.map((v) => v.address),
+        config.vipBlackholeRoutes,
+      );
+    };
+    const starting = !this.started;
+    if (!starting) routes();
     const started = performance.now();
     const startedAt = new Date().toISOString();
     try {
@@ -581,9 +589,11 @@ export class Daemon {
       this.metrics?.reconcileDuration.observe({ result: 'error' }, (performance.now() - started) / 1000);
       this.log.error({ err: e, reason }, 'reconcile failed');
       this.loop.retryLater();
+      if (starting) routes();
       this.announce();
       throw e;
     }
+    if (starting) routes();
     this.announce();
   }
 

@@ -508,6 +508,42 @@ describe('daemon coordination over a memory datapath', () => {
     await r.daemon.stop();
   });
 
+  it("sets the VIP blackhole routes once the start's sync wrote its VIPs, and before a later sync's writes", async () => {
+    // Each set() of the real keeper starts `ip` processes (a fork of the daemon each): at the start they waited
+    // until its CPU-bound first sync was done.
+    const sets: { addresses: string[]; vipsHeld: string[] }[] = [];
+    let dp: MemoryDatapath | null = null;
+    const r = rig({
+      config: config(VIPS),
+      extra: {
+        vipRoutes: () => ({
+          set: (addresses: Iterable<string>) => {
+            const held = dp!.calls.filter((c) => c.method === 'upsertVip').map((c) => c.target);
+            sets.push({ addresses: [...addresses].sort(), vipsHeld: held });
+          },
+          stop: async () => undefined,
+          removeAll: async () => undefined,
+          status: () => ({}) as never,
+        }),
+      },
+    });
+    dp = r.host.dp;
+    await r.daemon.start();
+    expect(sets.length).toBe(1);
+    expect(sets[0]!.addresses).toEqual(['10.0.0.10', '10.0.0.11']);
+    // both VIPs were written before it
+    expect(sets[0]!.vipsHeld.length).toBe(2);
+    const c2 = config([...VIPS, { name: 'c', address: '10.0.0.12', backends: ['10.1.0.4'] }]);
+    r.source.emit('reload', ok(c2));
+    await settle();
+    expect(await heldAddresses(r.host.dp)).toEqual(['10.0.0.10', '10.0.0.11', '10.0.0.12']);
+    // once started, before the sync that writes the new VIP (its traffic may come either way)
+    expect(sets.length).toBe(2);
+    expect(sets[1]!.addresses).toEqual(['10.0.0.10', '10.0.0.11', '10.0.0.12']);
+    expect(sets[1]!.vipsHeld.length).toBe(2);
+    await r.daemon.stop();
+  });
+
   it('adopts what a previous daemon left without writing a VIP, backend or table', async () => {
     const host = new MemoryHost();
     // The previous daemon leaves ids a fresh start would not pick (z came first and went) and a's backends down.
