@@ -126,12 +126,14 @@ static __always_inline int peak_forward(struct xdp_md *ctx, struct peak_pkt *p, 
   struct peak_config *cfg = peak_config_get();
   if (!cfg) return peak_verdict(p->stats, XDP_PASS, PEAK_CNT_PASS_NOT_READY);
   struct peak_pick pick = {};
-  /* only a packet of an established TCP flow may carry a hint: a SYN starts the flow where Maglev says, and
-   * UDP has no SYN to tell a new flow from a moved one (the decap gives UDP no second chance) */
-  int want_hint = !icmp_error && !p->is_syn && flow->proto == IPPROTO_TCP;
+  /* a packet of an established TCP flow may carry a hint, and so may an ICMP error about one (e.g. a
+   * packet-too-big for a reply the previous owner sent: the decap's second chance hands it to the host that
+   * holds the connection, so path-MTU discovery works for a moved flow too): a SYN starts the flow where Maglev
+   * says, and UDP has no SYN to tell a new flow from a moved one (the decap gives UDP no second chance) */
+  int want_hint = !p->is_syn && flow->proto == IPPROTO_TCP;
   /* a segment of the flow itself has a sequence number to judge a closed entry by; an ICMP error's quote is
    * taken as the closed connection's */
-  enum peak_seq_kind seq_kind = !want_hint ? PEAK_SEQ_NONE : p->is_end ? PEAK_SEQ_END : PEAK_SEQ_CHECK;
+  enum peak_seq_kind seq_kind = icmp_error || !want_hint ? PEAK_SEQ_NONE : p->is_end ? PEAK_SEQ_END : PEAK_SEQ_CHECK;
   int r = peak_select(p->stats, flow, vip, cfg, p->is_syn, icmp_error ? PEAK_SELECT_LOOKUP_ONLY : PEAK_SELECT_RECORD,
                       want_hint, seq_kind, p->tcp_seq, &pick);
   if (r == PEAK_PICK_NO_TABLE) return peak_verdict(p->stats, XDP_DROP, PEAK_CNT_DROP_NO_TABLE);
@@ -140,6 +142,12 @@ static __always_inline int peak_forward(struct xdp_md *ctx, struct peak_pkt *p, 
   __u32 reason = peak_encap_check(p, be, cfg);
   if (reason) return peak_verdict(p->stats, XDP_DROP, reason);
   __u32 overhead = peak_encap_overhead(be, pick.hint);
+  if (icmp_error && pick.hint && cfg->mtu && p->ip_len + overhead > cfg->mtu) {
+    /* an ICMP error that fits only without its hint goes without it (to the current owner, as before hints) */
+    pick.hint = NULL;
+    pick.hint_skipped = 0;
+    overhead = peak_encap_overhead(be, NULL);
+  }
   if (cfg->mtu && p->ip_len + overhead > cfg->mtu) {
     /* PMTU discovery: tell the client (never in answer to an ICMP error) */
     if (icmp_error) return peak_verdict(p->stats, XDP_DROP, PEAK_CNT_DROP_TOO_BIG);

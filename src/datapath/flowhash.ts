@@ -132,7 +132,8 @@ export interface SelectInput {
   /** A TCP segment of the flow itself (bpf PEAK_SEQ_CHECK / PEAK_SEQ_END); null/absent: nothing to judge a
    * closed entry by (UDP, an ICMP error, a lookup without a sequence number): a closed entry serves it. */
   segment?: SelectSegment | null;
-  /** The packet may carry a previous-owner hint: a non-SYN TCP packet of the flow itself (not an ICMP error). */
+  /** The packet may carry a previous-owner hint: a non-SYN TCP packet of the flow itself, or an ICMP error about a
+   * TCP flow (bpf/balancer.bpf.c peak_forward). */
   wantHint?: boolean;
   /** True when the backend id is set and reached with GUE (only GUE choices carry hints, only GUE backends
    * are hinted). Absent: no backend is GUE. */

@@ -75,6 +75,13 @@ function ipBytes(input: Buffer): Buffer {
   return input.subarray(l3, l3 + len);
 }
 
+/** The protocol of the packet an ICMP error quotes (-1: no quoted header). */
+function quotedProto(ip: ParsedFrame['ip'] & object): number {
+  const q = ip.l4!.body;
+  if (ip.version === 4) return q.length >= 20 && q[0]! >> 4 === 4 ? q[9]! : -1;
+  return q.length >= 40 && q[0]! >> 4 === 6 ? q[6]! : -1;
+}
+
 /** Checks one run; throws with a reason when a property fails. */
 function check(input: Buffer, verdict: number, data: Buffer | undefined, st: Stats): void {
   if (verdict === XDP.PASS) {
@@ -119,9 +126,11 @@ function check(input: Buffer, verdict: number, data: Buffer | undefined, st: Sta
     if (!g.inner.raw.equals(original)) throw new Error('inner packet altered (GUE)');
     if (g.hint !== null) {
       if (!GUE_ADDRS.has(g.hint.address) || g.hint.address === ip.dst || g.hint.reserved !== 0) throw new Error('bad hint');
-      // Hints only for non-SYN TCP packets of the flow itself.
-      if (inFrame.ip!.proto !== PROTO.TCP || (inFrame.ip!.l4!.flags! & (TCP_FLAGS.SYN | TCP_FLAGS.ACK)) === TCP_FLAGS.SYN)
-        throw new Error('hint on a SYN or a non-TCP packet');
+      // Hints only for non-SYN TCP packets of the flow itself, and for ICMP errors quoting a TCP packet.
+      const inner = inFrame.ip!;
+      const tcpQuote = (inner.proto === PROTO.ICMP || inner.proto === PROTO.ICMPV6) && quotedProto(inner) === PROTO.TCP;
+      const nonSyn = inner.proto === PROTO.TCP && (inner.l4!.flags! & (TCP_FLAGS.SYN | TCP_FLAGS.ACK)) !== TCP_FLAGS.SYN;
+      if (!nonSyn && !tcpQuote) throw new Error('hint on a SYN, a non-TCP packet or an ICMP error not about TCP');
       st.hint++;
     }
     if (out.dst !== ROUTER_MAC || out.src !== LB_MAC) throw new Error('bad MACs');

@@ -8,7 +8,7 @@ import { BpfMap } from '../../src/datapath/bpf';
 import { flowHash } from '../../src/datapath/flowhash';
 import { decodeCtValue, encodeCtValue, encodeFlowKey } from '../../src/datapath/layout';
 import { describePrivileged } from '../helpers/privileged';
-import { EthSpec, frame, parseFrame, parseGue, PROTO, TCP_FLAGS } from '../helpers/packet';
+import { EthSpec, frame, ipPacket, parseFrame, parseGue, PROTO, TCP_FLAGS } from '../helpers/packet';
 import {
   addGue,
   anyBackendAddr,
@@ -220,6 +220,93 @@ describePrivileged('GUE encapsulation and previous-owner hints', () => {
       expect(out.l4!.icmpRest!.readUInt16BE(2)).toBe(MTU - 20 - 8 - 4 - 8); // outer v4, UDP, GUE, v4 hint
       // A SYN of that size carries no hint: it fits.
       expectGue(tcpTo(vipId, differ[0]!.sport, TCP_FLAGS.SYN, payload), vipId, null);
+    } finally {
+      await lb.dp.installPreviousTable(vipId, null);
+    }
+  });
+
+  /** An ICMP error from a router on the way to the client about a reply VIP -> client (the flow reversed):
+   * frag-needed (v4) or packet-too-big (v6), quoting `quoteLen` bytes of that reply. */
+  function ptbFor(vipId: number, cport: number, quoteLen?: number): Buffer {
+    const v = vipOf(vipId);
+    const v6 = v.key.address.includes(':');
+    const reply = ipPacket(
+      { src: v.key.address, dst: v6 ? C6 : C4 },
+      { type: v.key.protocol === 'udp' ? 'udp' : 'tcp', sport: v.key.port || 9000, dport: cport, payload: Buffer.alloc(1400, 5) },
+    );
+    const payload = reply.subarray(0, quoteLen ?? (v6 ? 48 : 28));
+    const rest = Buffer.from([0, 0, 0x05, 0x78]); // next-hop MTU 1400
+    return v6
+      ? frame({ eth, ip: { src: '2001:db8:66::9', dst: v.key.address }, l4: { type: 'icmp', icmpType: 2, rest, payload } })
+      : frame({ eth, ip: { src: '10.66.9.9', dst: v.key.address }, l4: { type: 'icmp', icmpType: 3, code: 4, rest, payload } });
+  }
+
+  /** Sends an ICMP error about flow (client:cport -> VIP) and expects the exact GUE frame to that flow's backend
+   * (chosen and hashed as the flow's own packets are), carrying `hint`. */
+  function expectIcmpGue(input: Buffer, vipId: number, cport: number, hint: string | null): void {
+    const v = vipOf(vipId);
+    const client = v.key.address.includes(':') ? C6 : C4;
+    const proto = v.key.protocol === 'udp' ? PROTO.UDP : PROTO.TCP;
+    const p = predict(lb, vipId, { src: client, dst: v.key.address, sport: cport, dport: v.key.port || 9000, proto });
+    const r = run(input);
+    expect(r.verdictName).toBe('TX');
+    expect(r.data!.toString('hex')).toBe(expectedGue(input, anyBackendAddr(p.id!), p.hash, { hint }).toString('hex'));
+    const g = parseGue(parseFrame(r.data!).ip!.raw.subarray(parseFrame(r.data!).ip!.headerLength + 8));
+    expect(g.hint?.address ?? null).toBe(hint);
+    expect(g.inner.raw.equals(parseFrame(input).ip!.raw)).toBe(true);
+  }
+
+  it.each([
+    ['v4 frag-needed', 21, [33, 32, 31], 97],
+    ['v6 packet-too-big', 22, [43, 41, 42], 89],
+  ] as const)(
+    '%s about a moved TCP flow carries the previous owner (its decap hands it to the host holding the connection); about an unmoved one, nothing',
+    async (_n, vipId, prevMembers, prevSize) => {
+      const prev = simpleTable(prevSize, [...prevMembers], vipId);
+      await lb.dp.installPreviousTable(vipId, prev);
+      try {
+        const { differ, same } = splitFlows(vipId, prev, 45000, 64);
+        expect(differ.length).toBeGreaterThan(3);
+        expect(same.length).toBeGreaterThan(3);
+        const before = await counters();
+        for (const d of differ.slice(0, 4)) expectIcmpGue(ptbFor(vipId, d.sport), vipId, d.sport, anyBackendAddr(d.prevOwner));
+        for (const sport of same.slice(0, 4)) expectIcmpGue(ptbFor(vipId, sport), vipId, sport, null);
+        const d = delta(await counters(), before);
+        expect(d.icmp_error_forwarded).toBe(8);
+        expect(d.hint_sent).toBe(4);
+        expect(d.ct_insert ?? 0).toBe(0);
+      } finally {
+        await lb.dp.installPreviousTable(vipId, null);
+      }
+      // Retention over: no previous table, no hint.
+      const { differ } = splitFlows(vipId, prev, 45000, 64);
+      expectIcmpGue(ptbFor(vipId, differ[0]!.sport), vipId, differ[0]!.sport, null);
+    },
+  );
+
+  it('an ICMP error about a UDP flow never carries a hint; one that fits only without its hint goes without it', async () => {
+    const udpPrev = simpleTable(251, [33, 31, 32], 25); // every slot's owner differs from the current table's
+    await lb.dp.installPreviousTable(25, udpPrev);
+    try {
+      expectIcmpGue(ptbFor(25, 5353), 25, 5353, null);
+    } finally {
+      await lb.dp.installPreviousTable(25, null);
+    }
+    const vipId = 21;
+    const prev = simpleTable(251, [33, 32, 31], vipId);
+    const { differ } = splitFlows(vipId, prev, 46000, 64);
+    await lb.dp.installPreviousTable(vipId, prev);
+    try {
+      // outer v4 + UDP + GUE = 32 bytes: an error of MTU - 32 bytes fits without the 8-byte v4 hint option only
+      const big = ptbFor(vipId, differ[0]!.sport, MTU - 32 - 28);
+      expect(parseFrame(big).ip!.raw.length).toBe(MTU - 32);
+      const before = await counters();
+      expectIcmpGue(big, vipId, differ[0]!.sport, null);
+      expectIcmpGue(ptbFor(vipId, differ[0]!.sport, MTU - 40 - 28), vipId, differ[0]!.sport, anyBackendAddr(differ[0]!.prevOwner));
+      const d = delta(await counters(), before);
+      expect(d.icmp_error_forwarded).toBe(2);
+      expect(d.hint_sent).toBe(1);
+      expect(d.drop_too_big ?? 0).toBe(0);
     } finally {
       await lb.dp.installPreviousTable(vipId, null);
     }

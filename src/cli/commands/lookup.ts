@@ -119,7 +119,7 @@ export function lookupFlow(o: {
     recordConntrack: useCt,
     conntrack: ct,
     segment: o.protocol === 'tcp' && !syn && o.seq !== undefined ? { seq: o.seq, end: false } : null,
-    // The kernel hints only a mid-connection TCP packet of the flow itself.
+    // The kernel hints a mid-connection TCP packet of the flow (and an ICMP error about one; a lookup is a packet).
     wantHint: o.protocol === 'tcp' && !syn,
     gue: (id) => byId.get(id)?.encap === 'gue',
     previousTable: prevTable,
