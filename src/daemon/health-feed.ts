@@ -168,18 +168,23 @@ export class HealthFeed {
       else if (remove.length + upsert.length > 0) this.monitor.updateTargets(c);
       return;
     }
+    // Every piece but the last says more follow (the monitor sizes its probe queues once, at the last).
     let i = 0;
     if (whole) {
-      this.monitor.setTargets(upsert.slice(0, n));
+      this.monitor.setTargets(upsert.slice(0, n), { more: true });
       i = n;
     }
     for (; i < upsert.length; i += n) {
       if (i > 0) await turn();
-      this.monitor.updateTargets({ remove: [], upsert: upsert.slice(i, i + n) });
+      const more = i + n < upsert.length || remove.length > 0;
+      this.monitor.updateTargets({ remove: [], upsert: upsert.slice(i, i + n) }, { more });
     }
     for (let r = 0; r < remove.length; r += n) {
       if (upsert.length > 0 || r > 0) await turn();
-      this.monitor.updateTargets({ remove: remove.slice(r, r + n), upsert: [] });
+      this.monitor.updateTargets(
+        { remove: remove.slice(r, r + n), upsert: [] },
+        { more: r + n < remove.length },
+      );
     }
   }
 

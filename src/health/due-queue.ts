@@ -21,6 +21,8 @@ const NONE = -1;
 const MIN_ROOM = 64;
 /** Room for this many times the entries after a lane's heap shrinks, or the ids are renumbered. */
 const SHRUNK_ROOM = 1.25;
+/** fit() cuts the id arrays once they hold room for more than this many times the items. */
+const FIT_ABOVE = 1.5;
 
 function resized<A extends Float64Array | Int32Array | Uint8Array>(a: A, size: number, used: number): A {
   const b = new (a.constructor as new (n: number) => A)(size);
@@ -72,6 +74,15 @@ export class DueLanes<P extends Identified> {
    * least 64). */
   capacity(lane: number): number {
     return this.heaps[lane]!.length;
+  }
+
+  /** Makes room for `n` more items at once, and a quarter more (what fit() leaves): not doubled item by item (each
+   * doubling copies every id's entries, and at powers of two it came in the same event-loop turn as the growth of a
+   * Map of as many keys), nor full when they are in (the next add would double it). fit() cuts what stays unused. */
+  reserve(n: number): void {
+    if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`DueLanes.reserve: n must be >= 0, got ${n}`);
+    if (this.top + n > this.at.length)
+      this.resizeIds(Math.max(MIN_ROOM, Math.ceil((this.held + n) * SHRUNK_ROOM), this.top + n));
   }
 
   /** Holds `item` (not queued): sets its id. */
@@ -165,10 +176,11 @@ export class DueLanes<P extends Identified> {
     return { n, earliest };
   }
 
-  /** Cuts the id arrays to 1.25x the items held when they hold room for more (renumbering if ids are free): after a
-   * burst of adds that doubled them. */
+  /** Cuts the id arrays to 1.25x the items held when they hold room for more than 1.5x (renumbering if ids are
+   * free): after a burst of adds that doubled them. Not at any room above 1.25x: held a few below the last cut, every
+   * small change's fit() copied every id's entries again (~30 ms at 512,000 probes). */
   fit(): void {
-    if (this.at.length > MIN_ROOM && this.at.length > Math.ceil(this.held * SHRUNK_ROOM) + 1) this.renumber();
+    if (this.at.length > MIN_ROOM && this.at.length > Math.ceil(this.held * FIT_ABOVE)) this.renumber();
   }
 
   private idOf(item: P, what: string): number {

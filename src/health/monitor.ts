@@ -184,6 +184,13 @@ export const LATE_MS = 50;
 /** HealthMonitorOptions.jitter's default: each interval scaled by 1 ± 0.1. */
 export const DEFAULT_JITTER = 0.1;
 
+/** setTargets and updateTargets given in pieces (one change over several event-loop turns). */
+export interface PieceOptions {
+  /** More pieces of this change follow: what is sized for the whole change (the probe queues' room) is left to the
+   * last piece. */
+  more?: boolean;
+}
+
 /** A membership's last result as snapshot() shows it. */
 type LastResult = CheckResult & { at: number };
 
@@ -935,8 +942,8 @@ export class HealthMonitor extends EventEmitter {
    * result takes the state of a sibling with the same check (what is known of the backend), else its initial.
    * Costs work per target: a change of a few VIPs' targets is updateTargets.
    */
-  setTargets(targets: readonly HealthTarget[]): void {
-    this.change(null, targets);
+  setTargets(targets: readonly HealthTarget[], o: PieceOptions = {}): void {
+    this.change(null, targets, o);
   }
 
   /**
@@ -944,15 +951,18 @@ export class HealthMonitor extends EventEmitter {
    * setTargets would), memberships keyed in `remove` (and not in `upsert`) go; unknown keys are ignored. Costs
    * what it changes, not what the monitor holds: one backend of one VIP at 512,000 memberships.
    */
-  updateTargets(change: { remove: readonly string[]; upsert: readonly HealthTarget[] }): void {
-    this.change(change.remove, change.upsert);
+  updateTargets(
+    change: { remove: readonly string[]; upsert: readonly HealthTarget[] },
+    o: PieceOptions = {},
+  ): void {
+    this.change(change.remove, change.upsert, o);
   }
 
   /**
    * setTargets (`remove` null: every target not in `upsert` goes, worstCaseInFlight is summed afresh) and
    * updateTargets. A key given twice in `upsert` is an error, found before anything changes.
    */
-  private change(remove: readonly string[] | null, upsert: readonly HealthTarget[]): void {
+  private change(remove: readonly string[] | null, upsert: readonly HealthTarget[], o: PieceOptions): void {
     const m = this.m;
     const epoch = ++this.epoch;
     // Each target's slot, or -1 for a new key (held in the index as a placeholder, -1 - its position, until
@@ -1036,8 +1046,10 @@ export class HealthMonitor extends EventEmitter {
     } finally {
       this.cancelling = false;
     }
-    // A burst of new probes may have doubled the lanes' id arrays past what they hold.
-    this.lanes.fit();
+    // A burst of new probes may have doubled the lanes' id arrays past what they hold: cut once the last piece of a
+    // change is in. After every piece, the start at 512 x 1000 (250 pieces) cut them to 1.25x and the next pieces
+    // doubled them again: two copies of every probe's entries in one turn, 40-50 ms at ~400,000 probes.
+    if (o.more !== true) this.lanes.fit();
     // Scheduled once the change's probes are settled (the gone ones unqueued and let go).
     for (const { probe, at } of toSchedule) this.schedule(probe, at);
     // Summed afresh when every target was given (no rounding carried on for ever).
@@ -1150,11 +1162,14 @@ export class HealthMonitor extends EventEmitter {
    * Room for `n` more memberships than it holds now (and an eighth more), made at once: a caller about to add that many in pieces
    * (setTargets, then updateTargets) grows the monitor's columns once instead of by an eighth many times over (at a
    * start of 512,000 targets in pieces of 2,048 each growth copied every column: 36-82 ms per piece that grew,
-   * 330 ms once, with /healthz waiting).
+   * 330 ms once, with /healthz waiting). The probe queues' ids get room for `n` more probes too (a probe per
+   * membership at most; what stays unused is cut after the change's last piece).
    */
   reserve(n: number): void {
     if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`n: ${n} is not a non-negative integer`);
     this.m.reserve(n);
+    // as many probes at most (one per membership where no two share a backend); the last piece's fit() cuts the rest
+    this.lanes.reserve(n);
   }
 
   /** Memberships it has room for now without growing its columns (reserve). */

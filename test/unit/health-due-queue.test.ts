@@ -262,6 +262,34 @@ describe('DueLanes', () => {
     expect(drain(q, 0).map(([name]) => name)).toEqual([...kept, ...more].map((it) => it.name));
   });
 
+  it('fit() leaves the room alone until it is over 1.5x the items (not a copy of every id at each small change)', () => {
+    const q = new DueLanes<Item>(1);
+    const items = Array.from({ length: 1100 }, (_, i) => item(`p${i}`));
+    for (const it of items) q.add(it);
+    expect(q.idCapacity).toBe(2048);
+    q.fit();
+    expect(q.idCapacity).toBe(1375); // 1.25 x 1,100
+    // a few deleted (and fit() after each, as the monitor does after every change): no cut
+    for (const it of items.slice(0, 150)) {
+      q.delete(it);
+      q.fit();
+    }
+    expect(q.idCapacity).toBe(1375);
+    // under 1375 / 1.5 = 916.7 held: cut to 1.25x again
+    for (const it of items.slice(150, 184)) q.delete(it);
+    q.fit();
+    expect(q.held).toBe(916);
+    expect(q.idCapacity).toBe(1145);
+    // reserve(n): room for n more and a quarter, at once; fit() then cuts nothing while they are in
+    const r = new DueLanes<Item>(1);
+    r.reserve(1000);
+    expect(r.idCapacity).toBe(1250);
+    for (const it of Array.from({ length: 1000 }, (_, i) => item(`r${i}`))) r.add(it);
+    r.fit();
+    expect(r.idCapacity).toBe(1250);
+    expect(() => r.reserve(-1)).toThrow(/n must be >= 0, got -1/);
+  });
+
   it('due() counts the entries due by a time, and the earliest', () => {
     const q = new DueLanes<Item>(1);
     const items = Array.from({ length: 200 }, (_, i) => item(`p${i}`));

@@ -6,6 +6,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import type { DaemonHealthMonitor } from '../../src/daemon/collaborators';
 import { HealthFeed, LOOKS_PER_TURN, TARGETS_PER_TURN } from '../../src/daemon/health-feed';
+import { DueLanes } from '../../src/health/due-queue';
 import { HealthMonitor, type HealthTarget } from '../../src/health/monitor';
 import { healthTargets, targetsChange, targetsChangeSteps } from '../../src/health/targets';
 import { NEW_TARGET_STATUS } from '../../src/health/state';
@@ -409,6 +410,29 @@ describe('HealthFeed: a big change of targets is set in pieces', () => {
     ref.setTargets(healthTargets(d2));
     expect(held(monitor)).toEqual(held(ref));
     expect(monitor.stats()).toMatchObject({ memberships: 20_000, probes: 20_000 });
+  });
+
+  it('the probe queues are cut to size once per change, after its last piece, not after every piece', async () => {
+    const monitor = new HealthMonitor();
+    const feed = new HealthFeed({ monitor, log: pino({ level: 'silent' }) });
+    const fit = jest.spyOn(DueLanes.prototype, 'fit');
+    // the cuts themselves (renumber: every held id copied; resizeIds: every id array copied)
+    const renumber = jest.spyOn(DueLanes.prototype as unknown as { renumber: () => void }, 'renumber');
+    try {
+      const d1 = { vips: Array.from({ length: 5 }, (_, v) => vip(v, 4000)) } as never; // 10 pieces
+      await feed.retarget(d1);
+      expect(fit).toHaveBeenCalledTimes(1);
+      // piece by piece, the room doubled and was cut back to 1.25x every few pieces (two copies of every id at once)
+      expect(renumber.mock.calls.length).toBeLessThanOrEqual(1);
+      const d2 = { vips: [vip(0, 4000, 0, 'v9'), ...[1, 2, 3, 4].map((v) => vip(v, 4000, 4000))] } as never;
+      fit.mockClear();
+      await feed.retarget(d2); // upserts and removals, both in pieces
+      expect(fit).toHaveBeenCalledTimes(1);
+      expect(monitor.stats()).toMatchObject({ memberships: 20_000, probes: 20_000 });
+    } finally {
+      fit.mockRestore();
+      renumber.mockRestore();
+    }
   });
 
   it("the start's targets are built and compared in pieces too, and the monitor's room is made once", async () => {
