@@ -256,6 +256,16 @@ describePrivileged('GUE encapsulation and previous-owner hints', () => {
     expect(g.inner.raw.equals(parseFrame(input).ip!.raw)).toBe(true);
   }
 
+  /** Runs `f` with `prev` installed as VIP `vipId`'s previous table, removed after it (also when it fails). */
+  async function withPrevious(vipId: number, prev: Uint32Array, f: () => Promise<void> | void): Promise<void> {
+    await lb.dp.installPreviousTable(vipId, prev);
+    try {
+      await f();
+    } finally {
+      await lb.dp.installPreviousTable(vipId, null);
+    }
+  }
+
   it.each([
     ['v4 frag-needed', 21, [33, 32, 31], 97],
     ['v6 packet-too-big', 22, [43, 41, 42], 89],
@@ -263,53 +273,37 @@ describePrivileged('GUE encapsulation and previous-owner hints', () => {
     '%s about a moved TCP flow carries the previous owner (its decap hands it to the host holding the connection); about an unmoved one, nothing',
     async (_n, vipId, prevMembers, prevSize) => {
       const prev = simpleTable(prevSize, [...prevMembers], vipId);
-      await lb.dp.installPreviousTable(vipId, prev);
-      try {
-        const { differ, same } = splitFlows(vipId, prev, 45000, 64);
-        expect(differ.length).toBeGreaterThan(3);
-        expect(same.length).toBeGreaterThan(3);
+      const { differ, same } = splitFlows(vipId, prev, 45000, 64);
+      expect(differ.length).toBeGreaterThan(3);
+      expect(same.length).toBeGreaterThan(3);
+      await withPrevious(vipId, prev, async () => {
         const before = await counters();
         for (const d of differ.slice(0, 4)) expectIcmpGue(ptbFor(vipId, d.sport), vipId, d.sport, anyBackendAddr(d.prevOwner));
         for (const sport of same.slice(0, 4)) expectIcmpGue(ptbFor(vipId, sport), vipId, sport, null);
-        const d = delta(await counters(), before);
-        expect(d.icmp_error_forwarded).toBe(8);
-        expect(d.hint_sent).toBe(4);
-        expect(d.ct_insert ?? 0).toBe(0);
-      } finally {
-        await lb.dp.installPreviousTable(vipId, null);
-      }
+        expect(delta(await counters(), before)).toMatchObject({ icmp_error_forwarded: 8, hint_sent: 4 });
+      });
       // Retention over: no previous table, no hint.
-      const { differ } = splitFlows(vipId, prev, 45000, 64);
       expectIcmpGue(ptbFor(vipId, differ[0]!.sport), vipId, differ[0]!.sport, null);
     },
   );
 
   it('an ICMP error about a UDP flow never carries a hint; one that fits only without its hint goes without it', async () => {
-    const udpPrev = simpleTable(251, [33, 31, 32], 25); // every slot's owner differs from the current table's
-    await lb.dp.installPreviousTable(25, udpPrev);
-    try {
-      expectIcmpGue(ptbFor(25, 5353), 25, 5353, null);
-    } finally {
-      await lb.dp.installPreviousTable(25, null);
-    }
+    // every slot's owner differs from the current table's
+    await withPrevious(25, simpleTable(251, [33, 31, 32], 25), () => expectIcmpGue(ptbFor(25, 5353), 25, 5353, null));
     const vipId = 21;
     const prev = simpleTable(251, [33, 32, 31], vipId);
-    const { differ } = splitFlows(vipId, prev, 46000, 64);
-    await lb.dp.installPreviousTable(vipId, prev);
-    try {
+    const { sport, prevOwner } = splitFlows(vipId, prev, 46000, 64).differ[0]!;
+    await withPrevious(vipId, prev, async () => {
       // outer v4 + UDP + GUE = 32 bytes: an error of MTU - 32 bytes fits without the 8-byte v4 hint option only
-      const big = ptbFor(vipId, differ[0]!.sport, MTU - 32 - 28);
+      const big = ptbFor(vipId, sport, MTU - 32 - 28);
       expect(parseFrame(big).ip!.raw.length).toBe(MTU - 32);
       const before = await counters();
-      expectIcmpGue(big, vipId, differ[0]!.sport, null);
-      expectIcmpGue(ptbFor(vipId, differ[0]!.sport, MTU - 40 - 28), vipId, differ[0]!.sport, anyBackendAddr(differ[0]!.prevOwner));
+      expectIcmpGue(big, vipId, sport, null);
+      expectIcmpGue(ptbFor(vipId, sport, MTU - 40 - 28), vipId, sport, anyBackendAddr(prevOwner));
       const d = delta(await counters(), before);
-      expect(d.icmp_error_forwarded).toBe(2);
-      expect(d.hint_sent).toBe(1);
-      expect(d.drop_too_big ?? 0).toBe(0);
-    } finally {
-      await lb.dp.installPreviousTable(vipId, null);
-    }
+      expect(d).toMatchObject({ icmp_error_forwarded: 2, hint_sent: 1 });
+      expect(d.drop_too_big).toBeUndefined();
+    });
   });
 
   it('a skipped slot owner is the hint while it drains (non-SYN only), never once it is down', async () => {
