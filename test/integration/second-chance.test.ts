@@ -3,13 +3,16 @@
 // test sets; both backends run the real decap program (native XDP) with the VIP on lo and a TCP echo server
 // that prefixes its name. A connection established on A keeps working after the LB moves the VIP to B with
 // hint=A (B's decap forwards to A: A answers, B counts a second-chance forward); a connection opened while
-// B is the target stays on B (B counts a local hit); a hint naming the receiving host is refused.
+// B is the target stays on B (B counts a local hit); a hint naming the receiving host is refused. Path MTU: the
+// router's own frag-needed errors about A's replies go through the real balancer (its tables moved from A to B),
+// which hints them with A, and B's decap hands them to A, whose TCP shrinks its segments.
 import { ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { attachXdp, BpfMap, BpfObject, btfLayout } from '../../src/datapath/bpf';
+import { KernelDatapath } from '../../src/datapath/kernel';
 import { encodeAddr, encodeAddrKey } from '../../src/datapath/layout';
 import { sourcesSetting } from '../../src/decap/config';
 import { decapLayoutOf, writeDecapSettings } from '../../src/decap/kernel';
@@ -30,7 +33,8 @@ const SERVER = (name: string, host: string, port: number) =>
   `require('node:net').createServer((s) => { s.on('error', () => {}); s.on('data', (d) => s.write('${name}:' + d)); })` +
   `.listen(${port}, '${host}', () => process.stdout.write('ready\\n'));`;
 
-// Client: JSON-line commands {id, op: 'open'|'send', name, text?} -> {id, r} with the reply (or null after 3 s).
+// Client: JSON-line commands {id, op: 'open'|'send'|'write'|'read', name, text?, host?, port?, n?, ms?} -> {id, r}: the
+// reply (an error after 3 s), nothing for a write, the bytes received for a read.
 const CLIENT_JS = `
 const net = require('node:net');
 const conns = new Map();
@@ -38,7 +42,7 @@ require('node:readline').createInterface({ input: process.stdin }).on('line', (l
   const m = JSON.parse(l);
   const done = (r) => process.stdout.write(JSON.stringify({ id: m.id, r }) + '\\n');
   if (m.op === 'open') {
-    const c = net.connect({ host: m.host || '${VIP}', port: 80, localAddress: '${CLIENT}' });
+    const c = net.connect({ host: m.host || '${VIP}', port: m.port || 80, localAddress: '${CLIENT}' });
     c.on('error', (e) => { c.failed = String(e); });
     c.once('connect', () => { conns.set(m.name, c); done({ port: c.localPort }); });
     setTimeout(() => { if (!conns.has(m.name)) done({ error: c.failed || 'connect timeout' }); }, 3000).unref();
@@ -46,6 +50,16 @@ require('node:readline').createInterface({ input: process.stdin }).on('line', (l
   }
   const c = conns.get(m.name);
   if (!c || c.destroyed) return done({ error: 'closed' + (c && c.failed ? ': ' + c.failed : '') });
+  if (m.op === 'write') { c.write(m.text); return done({}); }
+  if (m.op === 'read') {
+    // bytes received within m.ms, or until m.n of them came
+    let bytes = 0;
+    const fin = () => { clearTimeout(t); c.removeListener('data', on); done({ bytes }); };
+    const on = (d) => { bytes += d.length; if (bytes >= m.n) fin(); };
+    const t = setTimeout(fin, m.ms);
+    c.on('data', on);
+    return;
+  }
   const stop = () => { clearTimeout(t); c.removeListener('data', on); c.removeListener('close', closed); };
   const t = setTimeout(() => { stop(); done({ error: 'no reply in 3 s' }); }, 3000);
   const on = (d) => { stop(); done({ reply: String(d) }); };
@@ -75,6 +89,7 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
   const decapSources: Record<'a' | 'b', BpfMap | undefined> = { a: undefined, b: undefined };
   let lbConfig: BpfMap | undefined;
   let lbStats: BpfMap | undefined;
+  let balancer: KernelDatapath | undefined;
   let names: string[] = [];
   let client: ChildProcessWithoutNullStreams | undefined;
   const pending = new Map<number, (v: unknown) => void>();
@@ -101,7 +116,7 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
     );
 
   const clientCall = (m: Record<string, unknown>) =>
-    new Promise<{ port?: number; reply?: string; error?: string }>((res) => {
+    new Promise<{ port?: number; reply?: string; error?: string; bytes?: number }>((res) => {
       const id = nextId++;
       pending.set(id, res as (v: unknown) => void);
       client!.stdin.write(JSON.stringify({ ...m, id }) + '\n');
@@ -255,6 +270,7 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
       ),
     );
     for (const m of [stats.a, stats.b, decapConfig.a, decapConfig.b, decapSources.a, decapSources.b, lbConfig, lbStats]) m?.close(); // prettier-ignore
+    balancer?.close();
     lab.cleanup();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -401,4 +417,103 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
       setA([], []);
     }
   }, 30000);
+  it('path MTU: a frag-needed about a moved flow is hinted by the real balancer and reaches the previous owner through B', async () => {
+    const rl = `gudrl${u}`;
+    const rm = `gudrm${u}`;
+    // The router's own ICMP errors to the VIP leave by rl and come in at rm, where the real balancer runs: its
+    // VIP (port 81) moved from A (previous table) to B (current table), so every slot's previous owner is A.
+    lab.addVeth({ name: rl, ns: ns.r }, { name: rm, ns: ns.r });
+    sh(ns.r, 'ip', 'link', 'set', rl, 'up');
+    sh(ns.r, 'ip', 'link', 'set', rm, 'up');
+    sh(ns.r, 'ip', 'route', 'add', `${VIP}/32`, 'dev', rl);
+    sh(ns.r, 'ip', 'neigh', 'add', VIP, 'lladdr', mac(ns.r, rm), 'dev', rl, 'nud', 'permanent');
+    const pass = await BpfObject.load(bpfObjectPath('pass'));
+    // the balancer's XDP_TX frames arrive at rl, which needs a program to take them
+    await attachXdp({
+      ifname: rl,
+      netns: lab.netnsPath(ns.r),
+      program: pass.program('xdp_pass'),
+      mode: 'native',
+    });
+    pass.close();
+    balancer = await KernelDatapath.load({ maxEntries: { conntrack: 4096 } });
+    await balancer.configure({
+      ownMac: mac(ns.r, rm),
+      nextHopMac: mac(ns.r, rl),
+      encapSourceV4: { prefix: '10.31.9.0', prefixLength: 24 }, // inside the decaps' --from
+      encapSourceV6: null,
+      mtu: 1600,
+    });
+    await balancer.upsertBackend({ id: 1, address: HOSTS.a.address, state: 'up', encap: 'gue' });
+    await balancer.upsertBackend({ id: 2, address: HOSTS.b.address, state: 'up', encap: 'gue' });
+    const key = { address: VIP, port: 81, protocol: 'tcp' as const };
+    await balancer.upsertVip({ key, id: 1, flags: { sourceHash: false, noConntrack: false, stateless: true }, tableSize: 13 }); // prettier-ignore
+    await balancer.installTable(1, new Uint32Array(13).fill(2));
+    await balancer.installPreviousTable(1, new Uint32Array(13).fill(1));
+    balancer.flushVipIndex();
+    await attachXdp({ ifname: rm, netns: lab.netnsPath(ns.r), program: balancer.program, mode: 'native' });
+
+    // A server on A that sends `n` bytes when told (a line `n` on its stdin) to the last connection that wrote.
+    const big = spawnIn(
+      ns.a,
+      `let sock = null;
+require('node:net').createServer((s) => { s.on('error', () => {}); s.on('data', () => { sock = s; process.stdout.write('got\\n'); }); })
+  .listen(81, '${VIP}', () => process.stdout.write('ready\\n'));
+require('node:readline').createInterface({ input: process.stdin }).on('line', (l) => sock.write(Buffer.alloc(Number(l), 120)));`,
+    );
+    const lines = createInterface({ input: big.stdout });
+    const nextLine = () => new Promise<string>((res) => lines.once('line', res));
+    expect(await nextLine()).toBe('ready');
+
+    const size = 20000;
+    const saved = decapConfig.b!.lookup(Buffer.alloc(4))!;
+    // The client's link from the router carries 1280-byte packets: A's 1500-byte segments get frag-needed there.
+    sh(ns.r, 'ip', 'link', 'set', ifs.rc, 'mtu', '1280');
+    try {
+      steer('a');
+      expect((await clientCall({ op: 'open', name: 'pmtu', port: 81 })).error).toBeUndefined();
+      const got = nextLine();
+      expect(await clientCall({ op: 'write', name: 'pmtu', text: 'send' })).toEqual({});
+      expect(await got).toBe('got');
+      steer('b', 'a');
+
+      // Contrast: B's second chance off. The hinted errors stay on B, whose stack has no such connection: A never
+      // learns the path MTU and none of its segments get through.
+      const cfg = Buffer.from(saved);
+      cfg.writeUInt16LE(saved.readUInt16LE(2) | 1, 2); // PEAK_DECAP_CFG_F_NO_SECOND_CHANCE
+      decapConfig.b!.update(Buffer.alloc(4), cfg);
+      const lb0 = (await balancer.counters()).global;
+      const b0 = counters('b');
+      const lost = clientCall({ op: 'read', name: 'pmtu', n: size, ms: 2500 });
+      big.stdin.write(`${size}\n`);
+      const r0 = await lost;
+      const lb1 = (await balancer.counters()).global;
+      const dB0 = diff(b0, counters('b'));
+      const routeA0 = sh(ns.a, 'ip', 'route', 'get', CLIENT);
+      console.log(`path MTU, second chance off on B: ${JSON.stringify(r0)} of ${size} bytes; balancer icmp_error_forwarded +${lb1.icmp_error_forwarded! - lb0.icmp_error_forwarded!} hint_sent +${lb1.hint_sent! - lb0.hint_sent!}; B ${JSON.stringify(dB0)}; A's route: ${routeA0.trim()}`); // prettier-ignore
+      expect(r0.bytes).toBeLessThan(size);
+      expect(lb1.icmp_error_forwarded! - lb0.icmp_error_forwarded!).toBeGreaterThanOrEqual(1);
+      expect(lb1.hint_sent! - lb0.hint_sent!).toBe(lb1.icmp_error_forwarded! - lb0.icmp_error_forwarded!);
+      expect(dB0.sc_disabled).toBeGreaterThanOrEqual(1);
+      expect(routeA0).not.toMatch(/mtu 1280/);
+
+      // Second chance on: A's next retransmission draws another error, which B forwards to A; A shrinks its
+      // segments to the path MTU and the whole reply arrives.
+      decapConfig.b!.update(Buffer.alloc(4), saved);
+      const a1 = counters('a');
+      const b1 = counters('b');
+      const r1 = await clientCall({ op: 'read', name: 'pmtu', n: size - r0.bytes!, ms: 15000 });
+      const dA1 = diff(a1, counters('a'));
+      const dB1 = diff(b1, counters('b'));
+      const routeA1 = sh(ns.a, 'ip', 'route', 'get', CLIENT);
+      console.log(`path MTU, second chance on: ${JSON.stringify(r1)} more bytes; B ${JSON.stringify(dB1)}; A ${JSON.stringify(dA1)}; A's route: ${routeA1.trim()}`); // prettier-ignore
+      expect(r0.bytes! + r1.bytes!).toBe(size);
+      expect(dB1.sc_forward).toBeGreaterThanOrEqual(1);
+      expect(dA1.sc_no_hint).toBeGreaterThanOrEqual(1);
+      expect(routeA1).toMatch(/mtu 1280/);
+    } finally {
+      decapConfig.b!.update(Buffer.alloc(4), saved);
+      sh(ns.r, 'ip', 'link', 'set', ifs.rc, 'mtu', '1500');
+    }
+  }, 40000);
 });
