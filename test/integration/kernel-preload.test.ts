@@ -1,16 +1,20 @@
 // The kernel host's preload: a fresh balancer loaded while the config is read is the one a fresh open uses
-// (with the default limits), closed otherwise, and not loaded at all where a balancer is pinned already.
+// (with the default limits), closed otherwise, and not loaded at all where a balancer is pinned already; the one the
+// daemon command begins from the config file's text (preloadConfigFile) is taken over by the host of its bpffs.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { KernelDatapath } from '../../src/datapath/kernel';
 import type { OpenedDatapath } from '../../src/daemon/datapath-host';
 import type { Config } from '../../src/model/config';
-import { KernelDatapathHost } from '../../src/daemon/kernel-host';
+import { KernelDatapathHost, preloadConfigFile } from '../../src/daemon/kernel-host';
 import { DEFAULTS } from '../../src/model/defaults';
 import { describePrivileged } from '../helpers/privileged';
 
 describePrivileged('KernelDatapathHost.preload', () => {
   const bpffs = `/run/pkpre${process.pid}-bpffs`;
+  const dir = mkdtempSync(join(tmpdir(), 'pkpre-'));
   let mounted = false;
   /** Every balancer KernelDatapath.load made in this file, in order. */
   const made: KernelDatapath[] = [];
@@ -52,6 +56,7 @@ describePrivileged('KernelDatapathHost.preload', () => {
     for (const dp of made) dp.close();
     if (mounted) execFileSync('umount', [bpffs]);
     rmSync(bpffs, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('a fresh open with the default limits takes the preloaded balancer; other limits close it', async () => {
@@ -117,5 +122,48 @@ describePrivileged('KernelDatapathHost.preload', () => {
       await new Promise((r) => setTimeout(r, 10));
     expect(made).toHaveLength(before + 1);
     expect(isClosed(made.at(-1)!)).toBe(true);
+  });
+  it('preloadConfigFile loads for the limits the file says; the host of that bpffs takes it over, or closes it for others', async () => {
+    const half = { ...DEFAULTS.limits, maxVips: DEFAULTS.limits.maxVips / 2 };
+    const json = join(dir, 'half.json');
+    writeFileSync(json, JSON.stringify({ interface: 'lo', limits: { maxVips: half.maxVips }, vips: [] }));
+    const calls = spy.mock.calls.length;
+    await preloadConfigFile(json, bpffs);
+    await preloadConfigFile(json, bpffs); // one early load per bpffs
+    expect(spy).toHaveBeenCalledTimes(calls + 1);
+    const early = spy.mock.results.at(-1)!.value as Promise<KernelDatapath>;
+    const host = new KernelDatapathHost({ bpffs });
+    host.preload(half); // the daemon's own preload, for the same sizes: takes the early one
+    expect(spy).toHaveBeenCalledTimes(calls + 1);
+    let used: unknown = null;
+    await withOpened(host, half, (opened) => {
+      expect(spy).toHaveBeenCalledTimes(calls + 1);
+      expect(opened.adopted).toBe(false);
+      used = opened.datapath;
+    });
+    expect(used).toBe(await early);
+
+    // YAML saying other limits than the checked document: the host closes the early load and loads its own
+    const yaml = join(dir, 'half.yaml');
+    writeFileSync(yaml, `interface: lo\nlimits:\n  maxVips: ${half.maxVips}\nvips: []\n`);
+    await preloadConfigFile(yaml, bpffs);
+    expect(spy).toHaveBeenCalledTimes(calls + 2);
+    const second = spy.mock.results.at(-1)!.value as Promise<KernelDatapath>;
+    const other = new KernelDatapathHost({ bpffs });
+    other.preload(DEFAULTS.limits);
+    expect(spy).toHaveBeenCalledTimes(calls + 3);
+    await withOpened(other, DEFAULTS.limits, (opened) => {
+      expect(opened.datapath).toBe(made.at(-1));
+    });
+    const dropped = await second;
+    for (let i = 0; i < 500 && !isClosed(dropped); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(isClosed(dropped)).toBe(true);
+
+    // nothing to go by: a missing file, or limits the text does not tell plainly
+    await preloadConfigFile(join(dir, 'missing.json'), bpffs);
+    const twice = join(dir, 'twice.json');
+    writeFileSync(twice, '{"limits": {"maxVips": 8}, "vips": [{"limits": 1}]}');
+    await preloadConfigFile(twice, bpffs);
+    expect(spy).toHaveBeenCalledTimes(calls + 3);
   });
 });
