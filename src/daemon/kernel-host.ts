@@ -12,7 +12,7 @@ import {
 } from '../datapath/kernel';
 import type { Config } from '../model/config';
 import { limitsOfText } from '../model/schema';
-import { formatOf, readConfigFile } from '../sources/file/load';
+import { formatOf, readConfigFileAhead } from '../sources/file/load';
 import type {
   DatapathClaim,
   DatapathHost,
@@ -67,7 +67,8 @@ const early = new Map<string, Preload>();
 
 /**
  * Starts loading a fresh balancer for the limits the config file's text asks for (limitsOfText), before the daemon's
- * own modules have loaded: the daemon command calls it first. The daemon's KernelDatapathHost for `bpffs` takes it
+ * own modules have loaded: the daemon command calls it first. The text is kept for the config source's first load
+ * (readConfigFileAhead): the file is read once. The daemon's KernelDatapathHost for `bpffs` takes it
  * over at its own preload (used only if the checked config's limits give the same map sizes). Any failure (a file
  * that cannot be read, limits the text does not tell) starts nothing: the daemon reads the file itself and reports.
  * At 512 x 100 the load (~0.35 s of the kernel's CPU, the 1,048,576-entry connection table ~0.2 s of it) began ~0.3 s
@@ -75,7 +76,7 @@ const early = new Map<string, Preload>();
  */
 export async function preloadConfigFile(path: string, bpffs: string): Promise<void> {
   if (early.has(bpffs)) return;
-  const read = await readConfigFile(path).catch(() => null);
+  const read = await readConfigFileAhead(path).catch(() => null);
   if (read === null || !('text' in read)) return;
   const limits = limitsOfText(read.text, formatOf(path));
   if (limits === null) return;

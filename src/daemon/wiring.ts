@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { BfdClient } from '../bfd/client';
 import { BgpSpeakerThread } from '../bgp/speaker-thread';
 import { native } from '../datapath/native';
+import { fixMallocThreshold } from './malloc';
 import { HealthMonitor } from '../health/monitor';
 import { defaultMaxInFlight } from '../health/probes';
 import { FileConfigSource } from '../sources/file/watcher';
@@ -49,19 +50,12 @@ export function kernelCollaborators(o: { bpffs: string }): DaemonCollaborators {
       native().memoryPressure();
       return ended;
     },
-    fixMallocThreshold: () => void native().mallocMmapThreshold(MALLOC_MMAP_THRESHOLD),
+    fixMallocThreshold,
     freeBuffer: (b) => void native().freeArrayBuffer(b),
   };
 }
 
-/**
- * Blocks of this size and more are mapped on their own and unmapped when freed (glibc's initial threshold, kept
- * fixed). glibc raises its threshold to the size of the first large mapped block freed (seen with gdb in the
- * daemon at 512 x 100: 11.9 MB within 0.3 s of its start, the config's text), and from then on 256 KiB Maglev table
- * buffers came out of the table workers' malloc arenas and stayed resident there: at 512 x 100, RSS 175 MB at ready (health checks
- * on) against 130 MB with this and the start's collection (Daemon: trimMemory({ collect: true })).
- */
-export const MALLOC_MMAP_THRESHOLD = 128 << 10;
+export { MALLOC_MMAP_THRESHOLD } from './malloc';
 
 /** A daemon on this host's kernel. */
 export function createDaemon(o: DaemonSettings & { bpffs: string }): Daemon {

@@ -3,7 +3,13 @@ import { mkdtempSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatIssue } from '../../src/model';
-import { FileConfigSource, formatOf, loadConfigFile } from '../../src/sources/file';
+import {
+  FileConfigSource,
+  formatOf,
+  loadConfigFile,
+  readConfigFile,
+  readConfigFileAhead,
+} from '../../src/sources/file';
 import type { ReloadEvent } from '../../src/sources/types';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -160,5 +166,27 @@ describe('file source', () => {
     expect(source.current()).toBeNull();
     expect(() => new FileConfigSource({ path: '' })).toThrow('path: "" is not a file path');
     expect(() => new FileConfigSource({ path, debounceMs: -1 })).toThrow('debounceMs: -1 is not >= 0');
+  });
+  it('a text read ahead is what the first load of that path and bound takes (the file read once), and only once', async () => {
+    const path = join(dir, 'peak.yaml');
+    writeFileSync(path, good(80));
+    const ahead = await readConfigFileAhead(path);
+    expect('text' in ahead && ahead.text).toBe(good(80));
+    // another bound is another read
+    writeFileSync(path, good(81));
+    const bounded = await readConfigFile(path, { maxBytes: 4096 });
+    expect('text' in bounded && bounded.text).toBe(good(81));
+    // the source's first load takes the text read ahead (as if it had loaded then), its next reload reads the file
+    source = new FileConfigSource({ path, sighup: false, watchFile: false });
+    const first = await source.start();
+    expect(first.ok && first.config.vips[0]!.port).toBe(80);
+    const again = await source.reload();
+    expect(again.ok && again.config.vips[0]!.port).toBe(81);
+    expect(await readConfigFile(path)).toMatchObject({ text: good(81) });
+    // a refused file is not kept
+    const missing = join(dir, 'missing.yaml');
+    expect(await readConfigFileAhead(missing)).toMatchObject({ ok: false });
+    writeFileSync(missing, good(82));
+    expect(await readConfigFile(missing)).toMatchObject({ text: good(82) });
   });
 });

@@ -1,6 +1,7 @@
 // peak-xdp daemon: runs the control plane until SIGTERM/SIGINT; exit leaves forwarding running.
 import type { Argv } from 'yargs';
 import { preloadConfigFile } from '../../daemon/kernel-host';
+import { fixMallocThreshold } from '../../daemon/malloc';
 import { bpffsRoot } from '../../daemon/pins';
 import { parseListen } from '../../model/schema';
 import { createLogger, LOG_LEVELS } from '../../log';
@@ -48,6 +49,7 @@ export function registerDaemon(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         }),
     async (a) => {
       requireCapabilities('the daemon');
+      fixMallocThreshold();
       // The balancer starts loading on another thread now, and the daemon's modules load meanwhile (~0.15 s at
       // 512 x 100, when they were loaded first and the load then waited for).
       await preloadConfigFile(a.config, bpffsRoot(a.bpffs));
