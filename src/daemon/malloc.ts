@@ -14,7 +14,7 @@ export const MALLOC_MMAP_THRESHOLD = 128 << 10;
  * Fixes glibc's mmap threshold at MALLOC_MMAP_THRESHOLD (mallopt M_MMAP_THRESHOLD). First thing in a daemon process,
  * before any large block is freed: the daemon command calls it before it reads the config file (the read's buffer is
  * such a block), and the daemon's start again (Collaborators.fixMallocThreshold). Called only by the start, after the early read,
- * RSS at ready at 512 x 100 was 104-106 MB against 97-100 MB (eight A B pairs); called first, 97-99 MB.
+ * RSS at ready at 512 x 100 was 102-107 MB against 97-100 MB (nine A B pairs); called first, 97-99 MB.
  */
 export function fixMallocThreshold(): void {
   native().mallocMmapThreshold(MALLOC_MMAP_THRESHOLD);
