@@ -183,6 +183,20 @@ describe('file source', () => {
     const again = await source.reload();
     expect(again.ok && again.config.vips[0]!.port).toBe(81);
     expect(await readConfigFile(path)).toMatchObject({ text: good(81) });
+    // read ahead by a relative path, taken by the source, which resolves its path
+    writeFileSync(path, good(83));
+    const cwd = process.cwd();
+    process.chdir(dir);
+    try {
+      expect(await readConfigFileAhead('peak.yaml')).toMatchObject({ text: good(83) });
+    } finally {
+      process.chdir(cwd);
+    }
+    writeFileSync(path, good(84));
+    source.stop();
+    source = new FileConfigSource({ path, sighup: false, watchFile: false });
+    const third = await source.start();
+    expect(third.ok && third.config.vips[0]!.port).toBe(83);
     // a refused file is not kept
     const missing = join(dir, 'missing.yaml');
     expect(await readConfigFileAhead(missing)).toMatchObject({ ok: false });

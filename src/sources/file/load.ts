@@ -2,7 +2,7 @@
 // bounded read of a regular file only, then the bounded parse of the model.
 import { BigIntStats, constants } from 'node:fs';
 import { FileHandle, open } from 'node:fs/promises';
-import { extname } from 'node:path';
+import { extname, resolve } from 'node:path';
 import { ConfigFormat, parseConfig, ParseResult } from '../../model/config';
 import { DOCUMENT_BOUNDS } from '../../model/document';
 
@@ -88,6 +88,10 @@ async function readBounded(
 /** Texts readConfigFileAhead read, by path and bound, until the next readConfigFile of them takes one. */
 const ahead = new Map<string, FileText>();
 
+/** A read ahead's key: the bound and the absolute path (the file source resolves its path; the CLI passes it as
+ * given). */
+const aheadKey = (path: string, maxBytes: number): string => `${maxBytes}:${resolve(path)}`;
+
 /** The bound of a read (LoadOptions.maxBytes, else the format's), checked. */
 function boundOf(path: string, opts: LoadOptions): number {
   const maxBytes = opts.maxBytes ?? DOCUMENT_BOUNDS.maxBytes[formatOf(path)];
@@ -100,7 +104,7 @@ function boundOf(path: string, opts: LoadOptions): number {
  * readConfigFileAhead read for the same path and bound, if any, is taken instead (once). */
 export async function readConfigFile(path: string, opts: LoadOptions = {}): Promise<FileText | ReadFailure> {
   const maxBytes = boundOf(path, opts);
-  const key = `${maxBytes}:${path}`;
+  const key = aheadKey(path, maxBytes);
   const read = ahead.get(key);
   if (read !== undefined) {
     ahead.delete(key);
@@ -122,7 +126,7 @@ export async function readConfigFileAhead(
 ): Promise<FileText | ReadFailure> {
   const maxBytes = boundOf(path, opts);
   const read = await readBounded(path, formatOf(path), maxBytes);
-  if ('text' in read) ahead.set(`${maxBytes}:${path}`, read);
+  if ('text' in read) ahead.set(aheadKey(path, maxBytes), read);
   return read;
 }
 
