@@ -740,14 +740,18 @@ export async function measureDaemonMemory(opts: DaemonMemoryOptions): Promise<Da
     // `ip netns exec` execs the daemon in place: the child's pid is the node process.
     const pid = c.pid!;
     const rssReadyMB = procStatusMB(pid, 'VmRSS');
-    const threadsAtReady = threadCount(pid);
-    await sleep(opts.settleMs ?? 10_000);
-    // Settled means the table workers ended (and gave their memory back): the daemon ends them before ready, but a
-    // build after ready (health results redirecting tables) starts them again for IDLE_MS. Seen as the daemon's
-    // thread count back at its count at ready (nothing else starts threads after ready), 30 s at most; not through
-    // /metrics, whose scrapes would add their own memory to the figure.
+    // The fewest threads seen from ready on: the daemon ends the start's table workers right after ready.
+    let threadsBase = threadCount(pid);
+    for (const end = now() + (opts.settleMs ?? 10_000); now() < end;) {
+      await sleep(250);
+      threadsBase = Math.min(threadsBase, threadCount(pid));
+    }
+    // Settled means the table workers ended (and gave their memory back): the daemon ends the start's right after
+    // ready, but a build after ready (health results redirecting tables) starts them again for IDLE_MS. Seen as the
+    // daemon's thread count back at the fewest seen since ready (nothing else starts threads after ready), 30 s at
+    // most; not through /metrics, whose scrapes would add their own memory to the figure.
     const workersGone = now() + 30_000;
-    while (now() < workersGone && threadCount(pid) > threadsAtReady) await sleep(250);
+    while (now() < workersGone && threadCount(pid) > threadsBase) await sleep(250);
     await sleep(500); // the memory given back just after they end
     const mem = mapMemory(join(bpffs, 'peak-xdp', ns, ifA));
     const rssMB = procStatusMB(pid, 'VmRSS');
@@ -1064,7 +1068,7 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
     };
 
     const start = await phase('start', () => apply(base));
-    // The daemon ends the table workers once its start's builds are done (Programmer.retireWorkers), before ready.
+    // The daemon ends the table workers once its start's builds are done (Programmer.retireWorkers), right after ready.
     if (builder instanceof WorkerTableBuilder) await builder.retireNow();
     dp.flushVipIndex();
     // The forced collection below blocks ~200 ms at 512 x 1000: the /healthz request in flight at the phase's end

@@ -818,7 +818,8 @@ async function bench(o: Options): Promise<void> {
     const rssEndMB = procStatusMB(pid, 'VmRSS');
     // Settled: once the table builder went idle (IDLE_MS after the last build; its workers, if any, ended) and gave its
     // memory back, 30 s at most: the daemon's debug line for that, logged after the last burst began (the daemon ends
-    // the workers before ready too, and Services' tables are built on its own thread, so thread counts do not tell).
+    // the start's workers right after ready too, and Services' tables are built on its own thread, so thread counts
+    // do not tell).
     const lastBurst = phases.at(-1)?.fromMs ?? 0;
     const ended = (): boolean => recs.some((r) => r.msg === WORKERS_ENDED_MSG && r.time > lastBurst);
     const workersGone = performance.now() + 30_000;

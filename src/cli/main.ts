@@ -5,8 +5,8 @@
 // benches read them from it): a young generation of 2 x 4 MB instead of 2 x 16 MB, which V8 takes only from the
 // command line. Measured on the daemon at 512 VIPs x 100 backends, RSS at ready / settled: 224 / 207 -> 205 / 185
 // MB (without health checks 193 / 176 -> 172 / 141 MB); Kubernetes 1,000 x 20 at ready 185 -> 160 MB; start and
-// bursts unchanged; no difference at 512 x 1000. --expose-gc: the daemon collects its start's garbage once, before
-// it reports ready (Daemon: trimMemory({ collect: true })). --no-allocation-site-pretenuring: V8 otherwise marks
+// bursts unchanged; no difference at 512 x 1000. --expose-gc: the daemon collects its start's garbage once, right
+// after it reports ready (Daemon: trimMemory({ collect: true })). --no-allocation-site-pretenuring: V8 otherwise marks
 // object-literal sites whose objects survived the start's big builds (every one did) to allocate in the old
 // generation from then on, and a probe's objects, referenced from such an object, survived every scavenge with it:
 // 512 VIPs x 1000 backends with checks once a minute (8,500 probes/s) promoted ~8 MB/s of garbage, RSS 456 MB

@@ -158,10 +158,11 @@ export class Daemon {
     }
   }
 
-  /** The start's garbage (its table buffers, the config's parse) collected and its memory given back before ready:
-   * V8 would otherwise keep it until it next collects (RSS at ready at 512 x 100 with health checks, together with
-   * the fixed malloc threshold: 173-177 -> 132-134 MB). Programmer.collectAtStart. */
-  private async collectStartGarbage(): Promise<void> {
+  /** The start's garbage (its table buffers, the config's parse) collected and its memory given back right after
+   * ready: V8 would otherwise keep it until it next collects (RSS at 512 x 100 with health checks, together with the
+   * fixed malloc threshold: 173-177 -> 132-134 MB). Programmer.collectAtStart. `retireMs`: how long the table
+   * workers took to end just before (logged with it). */
+  private async collectStartGarbage(retireMs: number): Promise<void> {
     const t = performance.now();
     const before = process.memoryUsage.rss();
     const { how, collected } = await this.programmer.collectAtStart();
@@ -173,6 +174,7 @@ export class Daemon {
         // in time: only malloc_trim ran
         collected,
         ms: Math.round(performance.now() - t),
+        retireMs,
         rssMB: Math.round(before / 2 ** 20),
         afterMB: Math.round(process.memoryUsage.rss() / 2 ** 20),
       },
@@ -349,12 +351,7 @@ export class Daemon {
       }
     }
 
-    // The start's burst of table builds is over: the workers end now (their memory given back), not IDLE_MS after
-    // ready; a later burst starts them again. Skipped while a sync (e.g. Kubernetes' first) still builds.
-    await programmer.retireWorkers();
     phase('rest');
-    await this.collectStartGarbage();
-    phase('collect');
     keeper.watch();
     this.started = true;
     if (labelSync) void this.loop.request('health targets');
@@ -372,6 +369,13 @@ export class Daemon {
       },
       'daemon started',
     );
+    // Ready: what is left is housekeeping, which serves nothing (it made ready 0.08-0.13 s later at 512 x 100).
+    // The start's burst of table builds is over: the workers end now (their memory given back), not IDLE_MS later;
+    // a later burst starts them again (skipped while a sync, e.g. Kubernetes' first, still builds). Then the start's
+    // garbage is collected.
+    const t = performance.now();
+    await programmer.retireWorkers();
+    await this.collectStartGarbage(Math.round(performance.now() - t));
   }
 
   /**
@@ -583,7 +587,7 @@ export class Daemon {
       if (differs ?? (await this.health.retarget(desired))) this.loop.wantAnother();
       // startedAt lets a reader tell a sync that began before some moment from one that began after it.
       this.log.debug({ reason, summary, startedAt }, 'reconciled');
-      // The start collects its own garbage before ready (collectStartGarbage).
+      // The start collects its own garbage right after ready (collectStartGarbage).
       if (this.started) this.programmer.afterSync(summary);
     } catch (e) {
       this.metrics?.reconcileDuration.observe({ result: 'error' }, (performance.now() - started) / 1000);

@@ -79,7 +79,7 @@ export class Programmer {
   }
 
   /** Ends the table builder's threads now unless they build (the start's burst is over: its memory is given back
-   * before the daemon reports ready, not IDLE_MS later; a later burst starts them again). */
+   * right after the daemon reports ready, not IDLE_MS later; a later burst starts them again). */
   async retireWorkers(): Promise<void> {
     this.retiringAtStart = true;
     try {
@@ -124,7 +124,7 @@ export class Programmer {
 
   /**
    * The start's garbage (its table buffers, the config's parse) collected and its memory given back (trimMemory)
-   * before the daemon reports ready: with a full collection while the heap is small, else incrementally and waited
+   * right after the daemon reports ready: with a full collection while the heap is small, else incrementally and waited
    * for (startCollectsIncrementally). `how`: what ran (null: nothing to do it with); `collected`: whether a
    * collection ended (false: node without --expose-gc, or the wait timed out).
    */
@@ -139,7 +139,7 @@ export class Programmer {
     return { how: 'full', collected: trim({ collect: true }) === true };
   }
 
-  /** After a sync of the running daemon (not the start's, which collects before ready): a burst's garbage is handed
+  /** After a sync of the running daemon (not the start's, collected right after ready): a burst's garbage is handed
    * to V8's incremental collector now (memoryPressure, where burstCollects says so), logged (BURST_COLLECT_MSG). */
   afterSync(summary: Pick<ReconcileSummary, 'tablesInstalled'>): void {
     if (this.memoryPressure === undefined || !isBurst(summary.tablesInstalled)) return;
@@ -250,7 +250,8 @@ export function startCollectsIncrementally(heapUsed: number): boolean {
   return heapUsed > RETIRE_COLLECT_MAX_HEAP;
 }
 
-/** How long the start waits for an incremental collection (collectIncrementally) at most before it reports ready. */
+/** How long the start's housekeeping, right after ready, waits for an incremental collection (collectIncrementally)
+ * at most. */
 export const START_COLLECT_WAIT_MS = 5000;
 
 /** Whether a retirement of the table workers collects first: not at the daemon's start (it collects right after,

@@ -30,7 +30,7 @@ export interface TableBuilder {
    * idle as usual); given `tableSizes` (the sizes about to be built), only if the threads would build one of them. */
   warm?(tableSizes?: Iterable<number>): void;
   /** Optional: ends the builder's threads now if none builds (as if idle for long), resolving once they ended and
-   * their memory was given back (e.g. a daemon's start, whose burst is over, before it reports ready); the next
+   * their memory was given back (e.g. a daemon's start, whose burst is over, right after it reports ready); the next
    * build starts them again. */
   retireNow?(): Promise<void>;
   /** Optional: the caller is done with a table this builder gave (no reference to it is kept anywhere): its memory
