@@ -372,10 +372,17 @@ export class Daemon {
     // Ready: what is left is housekeeping, which serves nothing (it made ready 0.08-0.13 s later at 512 x 100).
     // The start's burst of table builds is over: the workers end now (their memory given back), not IDLE_MS later;
     // a later burst starts them again (skipped while a sync, e.g. Kubernetes' first, still builds). Then the start's
-    // garbage is collected.
+    // garbage is collected. A failure here is logged: it must not undo a start that is serving.
     const t = performance.now();
-    await programmer.retireWorkers();
-    await this.collectStartGarbage(Math.round(performance.now() - t));
+    try {
+      await programmer.retireWorkers();
+      await this.collectStartGarbage(Math.round(performance.now() - t));
+    } catch (e) {
+      this.log.warn(
+        { err: e },
+        "the start's housekeeping failed (table workers, garbage): the daemon runs on",
+      );
+    }
   }
 
   /**

@@ -389,6 +389,24 @@ describe('daemon coordination over a memory datapath', () => {
     await r.daemon.stop();
   });
 
+  it("keeps serving when the start's housekeeping after ready fails", async () => {
+    const r = rig({
+      config: config(VIPS),
+      extra: {
+        trimMemory: () => {
+          throw new Error('malloc_trim exploded');
+        },
+      },
+    });
+    await r.daemon.start();
+    expect(r.daemon.readiness().ready).toBe(true);
+    const warn = r.records.find((x) => x.msg.startsWith("the start's housekeeping failed"));
+    expect(warn?.level).toBe('warn');
+    expect(String((warn?.obj.err as Error | undefined)?.message)).toContain('malloc_trim exploded');
+    expect(await heldAddresses(r.host.dp)).toEqual(['10.0.0.10', '10.0.0.11']); // both VIPs programmed
+    await r.daemon.stop();
+  });
+
   it("asks V8 to collect after a burst's sync once started, never during the start", async () => {
     // More VIPs than INLINE_TABLES: the start's sync and a reload changing each are bursts.
     const many = (b: number): VipIn[] =>
