@@ -45,8 +45,8 @@ export type DaemonHealthMonitor = EventEmitter &
     | 'checkCounts'
     | 'stats'
   > &
-  /** Absent: the monitor grows as targets come (HealthMonitor.reserve). */
-  Partial<Pick<HealthMonitor, 'reserve'>>;
+  /** Absent: the monitor grows as targets come (HealthMonitor.reserve, growRoom). */
+  Partial<Pick<HealthMonitor, 'reserve' | 'growRoom'>>;
 
 export interface DaemonSpeaker extends BgpSpeakerHandle {
   /** Times the speaker's worker was restarted. */

@@ -176,6 +176,8 @@ export class HealthFeed {
     }
     for (; i < upsert.length; i += n) {
       if (i > 0) await turn();
+      // room reserved for this change's targets, an array at a time, each in a turn of its own
+      while (this.monitor.growRoom?.() === true) await turn();
       const more = i + n < upsert.length || remove.length > 0;
       this.monitor.updateTargets({ remove: [], upsert: upsert.slice(i, i + n) }, { more });
     }

@@ -12,7 +12,7 @@ import {
   probeHttp,
   probeTcp,
 } from './checks';
-import { DueLanes } from './due-queue';
+import { DueLanes, roomFor } from './due-queue';
 import { defaultMaxInFlight, jittered, probeCheck, probeCheckKey, quickReserve, takesResult } from './probes';
 import { HealthChangeLog, HealthStatus, NEW_TARGET_STATUS, statusAfter } from './state';
 
@@ -220,6 +220,20 @@ const NEW_TARGET_CODE = statusCode(NEW_TARGET_STATUS);
 export const CHANGE_LOG_MAX = 65536;
 
 /**
+ * Keys no membership has (a NUL first), held in the membership index once it is about to grow past STAGGER_FROM.
+ * V8 rehashes a `Map` as a whole in the insert that finds it full, at each power of two (~45 ms at 262,144 keys,
+ * ~90 ms at 524,288 here); where every membership has a backend of its own, the index and the probes' map reached
+ * a power of two in the same insert, so one piece of a start's targets paid both (90-120 ms with /healthz
+ * waiting). With these the index reaches each power of two STAGGER_KEYS memberships earlier than the probes' map:
+ * two pieces apart (the feed sets TARGETS_PER_TURN a piece), each paying one rehash.
+ */
+export const STAGGER_KEYS = 8192;
+const STAGGER_FROM = 32768;
+/** What a stagger key maps to: below every placeholder a change of targets makes (-1 - its position). */
+const STAGGER_SLOT = -(2 ** 31);
+let staggerKeys: readonly string[] | null = null;
+
+/**
  * Every membership's state as columns indexed by slot, and per-VIP counts. At 512 x 100 an object per membership
  * (with a state object, its target and its probe key string) held ~360 B of heap and every result allocated a
  * state per membership; columns hold ~120 B and a result allocates none. Slots are taken at the end and freed one by
@@ -227,8 +241,9 @@ export const CHANGE_LOG_MAX = 65536;
  * (statuses() lists them in it: desiredState diffs it in one pass); compact() packs them once half are free.
  */
 class Memberships {
-  /** Membership key -> slot. */
+  /** Membership key -> slot (and the stagger keys, once it grows large: STAGGER_KEYS). */
   readonly index = new Map<string, number>();
+  private staggered = false;
   /** undefined: a free slot. */
   keys: (string | undefined)[] = [];
   /** Index into vipNames. */
@@ -303,6 +318,11 @@ class Memberships {
 
   /** Room for `n` more memberships without growing again. */
   reserve(n: number): void {
+    if (!this.staggered && this.top + n >= STAGGER_FROM) {
+      this.staggered = true;
+      staggerKeys ??= Array.from({ length: STAGGER_KEYS }, (_, i) => `\u0000stagger ${i}`);
+      for (const k of staggerKeys) this.index.set(k, STAGGER_SLOT);
+    }
     if (this.top + n <= this.capacity()) return;
     // By an eighth, not double: at 512,000 memberships doubling for one more was ~50 MB of new buffers, and that
     // much new external memory made V8 collect the whole heap (~0.4 s of the first change after a start). Room for
@@ -333,6 +353,23 @@ class Memberships {
     this.stamp = grow(this.stamp, (n) => new Int32Array(n));
   }
 
+  /**
+   * Gives one object column (keys, probe, check, lastDetail) the room the typed columns have; false when each has
+   * it. Written past their end one slot at a time they grow themselves, all four in the same write (and the probe
+   * queue's items with them): 35-75 ms in one piece of a 512,000-target start. Grown one per call, in turns of their
+   * own, each costs ~15 ms there (most of it the first touch of the new memory).
+   */
+  growObjects(): boolean {
+    const cap = this.capacity();
+    const top = this.top;
+    if (this.keys.length < cap) this.keys = roomFor(this.keys, cap, top);
+    else if (this.probe.length < cap) this.probe = roomFor(this.probe, cap, top);
+    else if (this.check.length < cap) this.check = roomFor(this.check, cap, top);
+    else if (this.lastDetail.length < cap) this.lastDetail = roomFor(this.lastDetail, cap, top);
+    else return false;
+    return true;
+  }
+
   capacity(): number {
     return this.vip.length;
   }
@@ -352,6 +389,12 @@ class Memberships {
       }
     }
     return v;
+  }
+
+  /** The slot of membership `key`; undefined for a key that is none (a stagger key, a placeholder of a change). */
+  slotOf(key: string): number | undefined {
+    const i = this.index.get(key);
+    return i === undefined || i < 0 ? undefined : i;
   }
 
   /** A fresh slot for `key` of VIP `v` (state zero, status `status`, never flipped), after every other. */
@@ -559,7 +602,7 @@ abstract class ColumnView<V> implements ReadonlyMap<string, V> {
 
   get(key: string): V | undefined {
     if (this.frozen !== null) return this.frozen.get(key);
-    const i = this.m.index.get(key);
+    const i = this.m.slotOf(key);
     if (i === undefined) return undefined;
     const r = this.shown(i);
     return this.shows(r) ? this.value(r) : undefined;
@@ -567,7 +610,7 @@ abstract class ColumnView<V> implements ReadonlyMap<string, V> {
 
   has(key: string): boolean {
     if (this.frozen !== null) return this.frozen.has(key);
-    const i = this.m.index.get(key);
+    const i = this.m.slotOf(key);
     return i !== undefined && this.shows(this.shown(i));
   }
 
@@ -1003,7 +1046,7 @@ export class HealthMonitor extends EventEmitter {
       for (let i = 0; i < m.top; i++) if (m.keys[i] !== undefined && m.stamp[i] !== epoch) drop(i);
     } else
       for (const key of remove) {
-        const i = m.index.get(key);
+        const i = m.slotOf(key);
         if (i !== undefined && m.stamp[i] !== epoch) drop(i);
       }
     const moved = m.compact();
@@ -1172,6 +1215,15 @@ export class HealthMonitor extends EventEmitter {
     this.lanes.reserve(n);
   }
 
+  /**
+   * After reserve(): gives one more of its arrays of objects the room reserved (growObjects, then the probe queue's
+   * items), each a few ms per 100,000 of room; false when all have it. A caller adding many targets in pieces calls it
+   * in turns of its own until false, so that no piece pays for five arrays grown in one write.
+   */
+  growRoom(): boolean {
+    return this.m.growObjects() || this.lanes.growItems();
+  }
+
   /** Memberships it has room for now without growing its columns (reserve). */
   get capacity(): number {
     return this.m.capacity();
@@ -1187,7 +1239,7 @@ export class HealthMonitor extends EventEmitter {
 
   /** One membership's status; undefined: not a target. */
   status(key: string): HealthStatus | undefined {
-    const i = this.m.index.get(key);
+    const i = this.m.slotOf(key);
     return i === undefined ? undefined : STATUS[this.m.status[i]!];
   }
 

@@ -1,7 +1,7 @@
 // DueLanes (pure): per lane, entries come out earliest first, equal times in queueing order; an item is queued in one
 // lane at most (pushing it again moves it); remove and delete unqueue it; ids are renumbered once most are free;
 // due() counts entries due by a time; moving every item from one lane to another costs no more room.
-import { DueLanes } from '../../src/health/due-queue';
+import { DueLanes, roomFor } from '../../src/health/due-queue';
 
 interface Item {
   name: string;
@@ -288,6 +288,33 @@ describe('DueLanes', () => {
     r.fit();
     expect(r.idCapacity).toBe(1250);
     expect(() => r.reserve(-1)).toThrow(/n must be >= 0, got -1/);
+  });
+
+  it('roomFor makes room at once and keeps the entries in use; an array with room already is kept as it is', () => {
+    const a = ['x', 'y', 'z'];
+    const b = roomFor(a, 1000, 2);
+    expect(b).not.toBe(a);
+    expect(b.length).toBe(1000);
+    expect(b.slice(0, 3)).toEqual(['x', 'y', undefined]); // only the first `used` are kept
+    expect(b.filter((x) => x !== undefined)).toEqual(['x', 'y']);
+    expect(roomFor(b, 500, 2)).toBe(b);
+    expect(roomFor(b, 1000, 2)).toBe(b);
+    // a queue whose ids were reserved gives its items that room once (growItems), takes that many, and gives them
+    // back by id after a renumbering
+    const q = new DueLanes<Item>(1);
+    const early = item('early');
+    q.add(early);
+    q.reserve(5000);
+    expect(q.growItems()).toBe(true);
+    expect(q.growItems()).toBe(false);
+    const items = Array.from({ length: 5000 }, (_, i) => item(`q${i}`));
+    for (const it of items) q.add(it);
+    items.forEach((it, i) => q.push(it, 0, i + 1));
+    q.push(early, 0, 0);
+    for (const it of items.slice(0, 4000)) q.delete(it);
+    expect(q.held).toBe(1001);
+    expect(q.pop(0)).toBe(early); // held from before the room was made
+    expect(q.pop(0)).toBe(items[4000]);
   });
 
   it('due() counts the entries due by a time, and the earliest', () => {

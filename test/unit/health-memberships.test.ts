@@ -15,7 +15,7 @@ import {
   type HealthStatus,
   type VipAvailability,
 } from '../../src/health';
-import { CHANGE_LOG_MAX } from '../../src/health/monitor';
+import { CHANGE_LOG_MAX, STAGGER_KEYS } from '../../src/health/monitor';
 import { manualProber } from '../helpers/manual-prober';
 import { DEFAULTS, HealthCheckConfig } from '../../src/model';
 
@@ -72,6 +72,34 @@ describe('HealthMonitor memberships (fake clock)', () => {
     await jest.advanceTimersByTimeAsync(100);
     expect(m.finish(address, ok)).toBe(1);
   }
+
+  it('a monitor reserved for many memberships (its index staggered by keys no membership has) shows none of them', () => {
+    const m = manual();
+    monitor = new HealthMonitor({ jitter: 0, random: () => 0, prober: m.prober });
+    monitor.setTargets([target('a>1', '10.0.0.1')]);
+    monitor.reserve(40_000); // past the size from which the index holds the stagger keys
+    // the room reserved, an array at a time: the four object columns, then the probe queue's items
+    let grown = 0;
+    while (monitor.growRoom()) grown++;
+    expect(grown).toBe(5);
+    monitor.updateTargets({ remove: [], upsert: [target('a>2', '10.0.0.2')] });
+    const stagger = ['\u0000stagger 0', `\u0000stagger ${STAGGER_KEYS - 1}`];
+    const view = monitor.statuses();
+    expect([...view.keys()]).toEqual(['a>1', 'a>2']);
+    expect(view.size).toBe(2);
+    for (const k of stagger) {
+      expect(monitor.status(k)).toBeUndefined();
+      expect(view.get(k)).toBeUndefined();
+      expect(view.has(k)).toBe(false);
+    }
+    // removing one is removing a key no membership has: nothing changes
+    monitor.updateTargets({ remove: stagger, upsert: [target('b>1', '10.0.0.3')] });
+    expect([...monitor.statuses().keys()]).toEqual(['a>1', 'a>2', 'b>1']);
+    expect(monitor.snapshot().map((s) => s.key)).toEqual(['a>1', 'a>2', 'b>1']);
+    // and every membership still is what it was
+    monitor.updateTargets({ remove: ['a>1'], upsert: [] });
+    expect([...monitor.statuses().keys()]).toEqual(['a>2', 'b>1']);
+  });
 
   it("statuses()' change log: the keys that flipped, came or went (other than up) since a version; a frozen view keeps its version; a log that no longer reaches back says so", async () => {
     const m = manual();
