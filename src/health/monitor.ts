@@ -12,6 +12,7 @@ import {
   probeHttp,
   probeTcp,
 } from './checks';
+import { SpreadMap } from '../util/spread-map';
 import { DueLanes, roomFor } from './due-queue';
 import { defaultMaxInFlight, jittered, probeCheck, probeCheckKey, quickReserve, takesResult } from './probes';
 import { HealthChangeLog, HealthStatus, NEW_TARGET_STATUS, statusAfter } from './state';
@@ -220,20 +221,6 @@ const NEW_TARGET_CODE = statusCode(NEW_TARGET_STATUS);
 export const CHANGE_LOG_MAX = 65536;
 
 /**
- * Keys no membership has (a NUL first), held in the membership index once it is about to grow past STAGGER_FROM.
- * V8 rehashes a `Map` as a whole in the insert that finds it full, at each power of two (~45 ms at 262,144 keys,
- * ~90 ms at 524,288 here); where every membership has a backend of its own, the index and the probes' map reached
- * a power of two in the same insert, so one piece of a start's targets paid both (90-120 ms with /healthz
- * waiting). With these the index reaches each power of two STAGGER_KEYS memberships earlier than the probes' map:
- * two pieces apart (the feed sets TARGETS_PER_TURN a piece), each paying one rehash.
- */
-export const STAGGER_KEYS = 8192;
-const STAGGER_FROM = 32768;
-/** What a stagger key maps to: below every placeholder a change of targets makes (-1 - its position). */
-const STAGGER_SLOT = -(2 ** 31);
-let staggerKeys: readonly string[] | null = null;
-
-/**
  * Every membership's state as columns indexed by slot, and per-VIP counts. At 512 x 100 an object per membership
  * (with a state object, its target and its probe key string) held ~360 B of heap and every result allocated a
  * state per membership; columns hold ~120 B and a result allocates none. Slots are taken at the end and freed one by
@@ -241,9 +228,12 @@ let staggerKeys: readonly string[] | null = null;
  * (statuses() lists them in it: desiredState diffs it in one pass); compact() packs them once half are free.
  */
 class Memberships {
-  /** Membership key -> slot (and the stagger keys, once it grows large: STAGGER_KEYS). */
-  readonly index = new Map<string, number>();
-  private staggered = false;
+  /**
+   * Membership key -> slot; a SpreadMap, not a Map: at 512,000 memberships one Map's rehash at 262,144 keys held a
+   * piece of the start's targets 45-70 ms, and where no two memberships share a backend the probes' map, as big,
+   * rehashed in the same insert (90-120 ms in one piece).
+   */
+  readonly index = new SpreadMap<number>();
   /** undefined: a free slot. */
   keys: (string | undefined)[] = [];
   /** Index into vipNames. */
@@ -318,11 +308,6 @@ class Memberships {
 
   /** Room for `n` more memberships without growing again. */
   reserve(n: number): void {
-    if (!this.staggered && this.top + n >= STAGGER_FROM) {
-      this.staggered = true;
-      staggerKeys ??= Array.from({ length: STAGGER_KEYS }, (_, i) => `\u0000stagger ${i}`);
-      for (const k of staggerKeys) this.index.set(k, STAGGER_SLOT);
-    }
     if (this.top + n <= this.capacity()) return;
     // By an eighth, not double: at 512,000 memberships doubling for one more was ~50 MB of new buffers, and that
     // much new external memory made V8 collect the whole heap (~0.4 s of the first change after a start). Room for
@@ -391,7 +376,7 @@ class Memberships {
     return v;
   }
 
-  /** The slot of membership `key`; undefined for a key that is none (a stagger key, a placeholder of a change). */
+  /** The slot of membership `key`; undefined for a key that is none (or only a placeholder of a change running). */
   slotOf(key: string): number | undefined {
     const i = this.index.get(key);
     return i === undefined || i < 0 ? undefined : i;
@@ -822,6 +807,11 @@ function keptMembers(ms: Members, keep: (i: number) => boolean, map?: (i: number
  * the caller's own string and the check kinds are few (a probe key string per probe was ~100 B: 50 MB at 512,000).
  */
 class ProbeIndex {
+  /**
+   * Check kind -> address -> probe. A Map, not a SpreadMap as Memberships.index: values() lists probes in the order
+   * they came (start() schedules them in it). At one probe per membership it rehashes at 262,144 as the index did, but
+   * never in the same insert now.
+   */
   private readonly byCheck = new Map<string, Map<string, Probe>>();
   size = 0;
   /** The last check kind made, and the check it was made from (targets come in runs of one VIP's check). */
