@@ -1,16 +1,25 @@
 // SpreadMap: a Map of string keys held in four shards of unequal shares, so that no insert rehashes all of it.
 
-/** Buckets (of 32, by spreadBucket) per shard: shares of 3/32 to 13/32, no two alike. */
-export const SPREAD_LAYOUT = [3, 6, 10, 13] as const;
+/**
+ * Buckets (of 32, by spreadBucket) per shard, in two layouts whose shares all differ (3/32 to 13/32): two maps that
+ * grow together (the health monitor's memberships and probes: one probe per membership where no two share a backend,
+ * and the keys end alike) then reach their shards' powers of two at different sizes too.
+ */
+export const SPREAD_LAYOUTS = {
+  a: [3, 6, 10, 13],
+  b: [4, 7, 9, 12],
+} as const;
 
 const BUCKETS = 32;
 
-const SHARD_OF = ((): Uint8Array => {
+function shardOf(layout: readonly number[]): Uint8Array {
   const t = new Uint8Array(BUCKETS);
   let b = 0;
-  SPREAD_LAYOUT.forEach((n, s) => t.fill(s, b, (b += n)));
+  layout.forEach((n, s) => t.fill(s, b, (b += n)));
   return t;
-})();
+}
+
+const SHARD_OF = { a: shardOf(SPREAD_LAYOUTS.a), b: shardOf(SPREAD_LAYOUTS.b) };
 
 /**
  * Which of 32 buckets a key falls in: its length and last three characters, mixed by one multiplication (the top five
@@ -28,14 +37,19 @@ export function spreadBucket(key: string): number {
  * A `Map<string, V>` for hundreds of thousands of keys that must never hold the event loop long. V8 grows a Map
  * by rehashing all of it in the one insert that finds it full, at each power of two: ~45-70 ms at 262,144 keys on
  * this VM (most of it the first touch of the new table), ~90 ms at 524,288, inside one event-loop turn. Split in
- * four shards of unequal shares (SPREAD_LAYOUT), the shards reach their powers of two at different sizes, each
+ * four shards of unequal shares (SPREAD_LAYOUTS), the shards reach their powers of two at different sizes, each
  * rehash a fraction of the whole's. Only what its users need of a Map: get, set, has, delete, size, values.
  */
 export class SpreadMap<V> {
   readonly #shards: Map<string, V>[] = [new Map(), new Map(), new Map(), new Map()];
+  readonly #shardOf: Uint8Array;
+
+  constructor(layout: keyof typeof SPREAD_LAYOUTS = 'a') {
+    this.#shardOf = SHARD_OF[layout];
+  }
 
   #of(key: string): Map<string, V> {
-    return this.#shards[SHARD_OF[spreadBucket(key)]!]!;
+    return this.#shards[this.#shardOf[spreadBucket(key)]!]!;
   }
 
   get(key: string): V | undefined {
@@ -64,6 +78,32 @@ export class SpreadMap<V> {
   /** Every value, shard by shard (not in insertion order across shards). */
   *values(): Generator<V> {
     for (const s of this.#shards) yield* s.values();
+  }
+
+  /**
+   * Every value in the order of `order` (ascending), given that each shard holds its values in that order (a number
+   * the caller stamps on each value it inserts, from a counter: then it is insertion order, as a Map's values()). A
+   * merge of the four shards' values.
+   */
+  *valuesInOrder(order: (v: V) => number): Generator<V> {
+    const its = this.#shards.map((s) => s.values());
+    const heads = its.map((it) => it.next());
+    for (;;) {
+      let best = -1;
+      let bestKey = Infinity;
+      for (let i = 0; i < heads.length; i++) {
+        const h = heads[i]!;
+        if (h.done === true) continue;
+        const k = order(h.value);
+        if (best < 0 || k < bestKey) {
+          best = i;
+          bestKey = k;
+        }
+      }
+      if (best < 0) return;
+      yield heads[best]!.value as V;
+      heads[best] = its[best]!.next();
+    }
   }
 
   /** Keys per shard (for tests and benchmarks). */

@@ -1,7 +1,7 @@
 // SpreadMap: a Map of string keys in four shards of unequal shares; it behaves as a Map for what its users ask of
 // one, and real keys (addresses, membership keys) spread over the shards near their shares, no two alike in size.
 import fc from 'fast-check';
-import { SPREAD_LAYOUT, SpreadMap, spreadBucket } from '../../src/util/spread-map';
+import { SPREAD_LAYOUTS, SpreadMap, spreadBucket } from '../../src/util/spread-map';
 
 describe('SpreadMap', () => {
   it('agrees with a Map under a random mix of sets, gets, has and deletes ', () => {
@@ -11,21 +11,51 @@ describe('SpreadMap', () => {
       fc.record({ k: fc.constant('get' as const), key: fc.string({ maxLength: 6 }) }),
     );
     fc.assert(
-      fc.property(fc.array(op, { maxLength: 200 }), (ops) => {
-        const s = new SpreadMap<number>();
-        const m = new Map<string, number>();
-        for (const o of ops) {
-          if (o.k === 'set') {
-            expect(s.set(o.key, o.v)).toBe(s);
-            m.set(o.key, o.v);
-          } else if (o.k === 'delete') expect(s.delete(o.key)).toBe(m.delete(o.key));
-          else {
-            expect(s.get(o.key)).toBe(m.get(o.key));
-            expect(s.has(o.key)).toBe(m.has(o.key));
+      fc.property(
+        fc.constantFrom('a' as const, 'b' as const),
+        fc.array(op, { maxLength: 200 }),
+        (layout, ops) => {
+          const s = new SpreadMap<number>(layout);
+          const m = new Map<string, number>();
+          for (const o of ops) {
+            if (o.k === 'set') {
+              expect(s.set(o.key, o.v)).toBe(s);
+              m.set(o.key, o.v);
+            } else if (o.k === 'delete') expect(s.delete(o.key)).toBe(m.delete(o.key));
+            else {
+              expect(s.get(o.key)).toBe(m.get(o.key));
+              expect(s.has(o.key)).toBe(m.has(o.key));
+            }
+            expect(s.size).toBe(m.size);
           }
-          expect(s.size).toBe(m.size);
+          expect([...s.values()].sort()).toEqual([...m.values()].sort());
+        },
+      ),
+    );
+  });
+
+  it('valuesInOrder lists values stamped from a counter as they came, as a Map lists them, across deletes and re-adds', () => {
+    const op = fc.oneof(
+      fc.record({ k: fc.constant('add' as const), key: fc.string({ maxLength: 4 }) }),
+      fc.record({ k: fc.constant('delete' as const), key: fc.string({ maxLength: 4 }) }),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 300 }), (ops) => {
+        const s = new SpreadMap<{ key: string; seq: number }>();
+        const m = new Map<string, { key: string; seq: number }>();
+        let seq = 0;
+        for (const o of ops) {
+          if (o.k === 'add') {
+            if (m.has(o.key)) continue; // stamped once, when it comes (as the probe index adds only new probes)
+            const v = { key: o.key, seq: seq++ };
+            s.set(o.key, v);
+            m.set(o.key, v);
+          } else {
+            s.delete(o.key);
+            m.delete(o.key);
+          }
         }
-        expect([...s.values()].sort()).toEqual([...m.values()].sort());
+        expect([...s.valuesInOrder((v) => v.seq)]).toEqual([...m.values()]);
       }),
     );
   });
@@ -38,8 +68,7 @@ describe('SpreadMap', () => {
     for (const k of ['', 'a']) expect(spreadBucket(k)).toBeGreaterThanOrEqual(0);
   });
 
-  it('spreads addresses and membership keys over its four shards near their shares, no two shards alike', () => {
-    const shares = SPREAD_LAYOUT.map((n) => n / 32);
+  it('spreads addresses and membership keys over its four shards near their shares, no two shards alike in either layout', () => {
     const sets: Record<string, string[]> = { v4: [], keys: [], v6: [], random: [] };
     for (let i = 0; i < 100_000; i++) {
       const a = `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
@@ -48,16 +77,22 @@ describe('SpreadMap', () => {
       sets.v6!.push(`fd00::${i.toString(16)}`);
       sets.random!.push(`${(i * 7919) % 251}.${(i * 104729) % 256}.${(i * 31) % 256}.${(i * 17) % 253}`);
     }
-    for (const [name, keys] of Object.entries(sets)) {
-      const m = new SpreadMap<number>();
-      keys.forEach((k, i) => m.set(k, i));
-      const n = m.size;
-      const got = m.shardSizes().map((x) => x / n);
-      got.forEach((g, s) => expect([name, s, Math.abs(g - shares[s]!) < 0.04]).toEqual([name, s, true]));
-      // no two alike: they reach their powers of two (and rehash) at different sizes
-      const sorted = [...got].sort((x, y) => x - y);
-      for (let i = 1; i < 4; i++) expect(sorted[i]! - sorted[i - 1]!).toBeGreaterThan(0.04);
+    for (const layout of ['a', 'b'] as const) {
+      const shares = SPREAD_LAYOUTS[layout].map((n) => n / 32);
+      for (const [name, keys] of Object.entries(sets)) {
+        const m = new SpreadMap<number>(layout);
+        keys.forEach((k, i) => m.set(k, i));
+        const got = m.shardSizes().map((x) => x / m.size);
+        got.forEach((g, s) =>
+          expect([layout, name, s, Math.abs(g - shares[s]!) < 0.03]).toEqual([layout, name, s, true]),
+        );
+      }
     }
+    // every share of both layouts differs from every other by 1/32 at least: two maps growing together (one key in
+    // each per item) reach their shards' powers of two at different sizes
+    const all = [...SPREAD_LAYOUTS.a, ...SPREAD_LAYOUTS.b].sort((x, y) => x - y);
+    expect(new Set(all).size).toBe(8);
+    for (const l of Object.values(SPREAD_LAYOUTS)) expect(l.reduce((x, y) => x + y, 0)).toBe(32);
   });
 
   it('refuses nothing a Map takes as a key string, and values() lists each value once', () => {
