@@ -1,6 +1,6 @@
 // Applying plans to a Datapath: reconcile() (stateless: read, diff, apply) and Reconciler (mirrors its writes).
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import type { Datapath, VipSpec } from '../datapath/types';
+import type { BackendSpec, Datapath, VipSpec } from '../datapath/types';
 import { inlineTableBuilder, TableBuilder } from '../maglev/pool';
 import { canonicalIp } from '../model/ip';
 import { DesiredState, fromDesiredState } from './desired';
@@ -23,7 +23,7 @@ import {
 const canon = (a: string): string => canonicalIp(a) ?? a;
 
 /** Reads everything the planner compares (every VIP's table included); addresses canonicalised. */
-export async function readActual(dp: Datapath): Promise<ActualState> {
+export async function readActual(dp: Datapath): Promise<ActualState & { backends: BackendSpec[] }> {
   const config = await dp.readConfig();
   const slicer = new Slicer(SLICE_MS);
   const vips = (await dp.listVips()).map((v) => ({ ...v, key: { ...v.key, address: canon(v.key.address) } }));
@@ -751,13 +751,13 @@ class Mirror {
   config: ActualState['config'];
   vips: Map<string, VipSpec>;
   /** By id, in an array (IdMap: no hash-table entry per backend). */
-  backends: IdMap<ActualState['backends'][number]>;
+  backends: IdMap<BackendSpec>;
   /** Changed only through setTable/deleteTable (they count the read-back tables). */
   readonly tables: Map<number, Uint32Array | IdTable | null>;
   /** Tables held as read back (Uint32Array): only those need comparing before planning (matchTables). */
   #readBack = 0;
 
-  private constructor(a: ActualState) {
+  private constructor(a: Omit<ActualState, 'backends'>) {
     this.config = a.config;
     this.vips = new Map(a.vips.map((v) => [vipKeyText(v.key), v]));
     this.backends = new IdMap();
@@ -856,7 +856,8 @@ class Mirror {
     return {
       config: this.config,
       vips: [...this.vips.values()],
-      backends: [...this.backends.values()],
+      // the index itself, not a list made of it (~60 ms at 512,000): planning reads it before the mirror changes
+      backends: this.backends,
       tables: this.tables,
     };
   }

@@ -558,6 +558,10 @@ describe('planSinceAsync, planReconcileAsync', () => {
               const snapshot = { ...actual, backends: [...actual.backends.values()] };
               const full = planReconcile(snapshot, d);
               expect(await planReconcileAsync(snapshot, d, 0)).toEqual(full);
+              // the backends given indexed by id (as the Reconciler's mirror gives them), not as a list: the same plan
+              const indexed = { ...actual, vips: [...actual.vips], backends: actual.backends };
+              expect(planReconcile(indexed, d)).toEqual(full);
+              expect(await planReconcileAsync(indexed, d, 0)).toEqual(full);
               ops += since.length;
             }
             prev = d;
