@@ -90,7 +90,8 @@ export class HealthFeed {
           await turn();
         }
       }
-      this.monitor.reserve?.(upsert.length);
+      // room for them promised now, made an array at a time in turns of their own before the first piece
+      this.monitor.reserve?.(upsert.length, { ahead: true });
       await this.setInPieces({ remove: [], upsert }, true);
       differs = async () => {
         let looked = 0;
@@ -170,14 +171,13 @@ export class HealthFeed {
     }
     // Every piece but the last says more follow (the monitor sizes its probe queues once, at the last).
     let i = 0;
+    while (this.monitor.growRoom?.() === true) await turn();
     if (whole) {
       this.monitor.setTargets(upsert.slice(0, n), { more: true });
       i = n;
     }
     for (; i < upsert.length; i += n) {
       if (i > 0) await turn();
-      // room reserved for this change's targets, an array at a time, each in a turn of its own
-      while (this.monitor.growRoom?.() === true) await turn();
       const more = i + n < upsert.length || remove.length > 0;
       this.monitor.updateTargets({ remove: [], upsert: upsert.slice(i, i + n) }, { more });
     }

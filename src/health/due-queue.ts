@@ -101,7 +101,7 @@ export class DueLanes<P extends Identified> {
     let id: number;
     if (this.nFree > 0) id = this.free[--this.nFree]!;
     else {
-      if (this.top === this.at.length) this.resizeIds(this.at.length * 2);
+      if (this.top === this.at.length) this.resizeIds(Math.max(this.at.length * 2, this.want));
       id = this.top++;
     }
     this.items[id] = item;
@@ -302,18 +302,49 @@ export class DueLanes<P extends Identified> {
   private resizeIds(size: number): void {
     const used = this.top;
     this.at = resized(this.at, size, used);
-    this.seq = resized(this.seq, size, used);
-    const pos = resized(this.pos, size, used);
-    if (size > used) pos.fill(NONE, used);
-    this.pos = pos;
-    this.laneOf = resized(this.laneOf, size, used);
+    // arrays already made that size ahead (growOne) are kept
+    if (this.seq.length !== size) this.seq = resized(this.seq, size, used);
+    if (this.pos.length !== size) {
+      const pos = resized(this.pos, size, used);
+      if (size > used) pos.fill(NONE, used);
+      this.pos = pos;
+    }
+    if (this.laneOf.length !== size) this.laneOf = resized(this.laneOf, size, used);
     if (this.items.length > size) this.items.length = size;
+    if (this.want <= size) this.want = 0;
   }
 
-  /** Gives the items the room the id arrays have (see roomFor); false when they have it. */
-  growItems(): boolean {
+  /** Room promised by reserveAhead and not made yet (0: none). */
+  private want = 0;
+
+  /** As reserve(n), made later: by growOne() an array at a time, or at once by the first add() that needs it. */
+  reserveAhead(n: number): void {
+    if (!Number.isSafeInteger(n) || n < 0)
+      throw new RangeError(`DueLanes.reserveAhead: n must be >= 0, got ${n}`);
+    if (this.top + n > this.at.length)
+      this.want = Math.max(this.want, MIN_ROOM, Math.ceil((this.held + n) * SHRUNK_ROOM), this.top + n);
+  }
+
+  /**
+   * Makes one array of the room reserveAhead promised (`at` last: idCapacity is its length), then the items' (see
+   * roomFor); false when all have it.
+   */
+  growOne(): boolean {
+    const want = this.want;
+    const used = this.top;
+    if (want > 0) {
+      if (this.seq.length < want) this.seq = resized(this.seq, want, used);
+      else if (this.pos.length < want) {
+        const pos = resized(this.pos, want, used);
+        pos.fill(NONE, used);
+        this.pos = pos;
+      } else if (this.laneOf.length < want) this.laneOf = resized(this.laneOf, want, used);
+      else if (this.at.length < want) this.at = resized(this.at, want, used);
+      else this.want = 0;
+      if (this.want > 0) return true;
+    }
     if (this.items.length >= this.at.length) return false;
-    this.items = roomFor(this.items, this.at.length, this.top);
+    this.items = roomFor(this.items, this.at.length, used);
     return true;
   }
 }

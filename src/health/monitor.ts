@@ -227,6 +227,33 @@ export const CHANGE_LOG_MAX = 65536;
  * one, so a change of targets costs what it changes (a freed slot has no key) and the memberships keep their order
  * (statuses() lists them in it: desiredState diffs it in one pass); compact() packs them once half are free.
  */
+type TypedColumn =
+  | 'status'
+  | 'successes'
+  | 'failures'
+  | 'since'
+  | 'checks'
+  | 'failedChecks'
+  | 'localErrors'
+  | 'fedAt'
+  | 'lastAt'
+  | 'lastMs'
+  | 'lastFlags'
+  | 'stamp'
+  | 'vip';
+
+/** Memberships' typed columns, `vip` last (capacity() is its length: see growOne). */
+const TYPED_COLUMNS: readonly TypedColumn[] = ['status', 'successes', 'failures', 'since', 'checks', 'failedChecks', 'localErrors', 'fedAt', 'lastAt', 'lastMs', 'lastFlags', 'stamp', 'vip']; // prettier-ignore
+
+type TypedArray = Int32Array | Uint8Array | Uint32Array | Float64Array;
+
+/** A copy of `a` with room for `n` (n >= its length). */
+function grownTo<A extends TypedArray>(a: A, n: number): A {
+  const b = new (a.constructor as new (n: number) => A)(n);
+  b.set(a);
+  return b;
+}
+
 class Memberships {
   /**
    * Membership key -> slot; a SpreadMap, not a Map: at 512,000 memberships one Map's rehash at 262,144 keys held a
@@ -306,45 +333,57 @@ class Memberships {
     return this.log.slice(from - this.logBase, to - this.logBase);
   }
 
-  /** Room for `n` more memberships without growing again. */
+  /** Room for `n` more memberships without growing again (and what reserveAhead promised). */
   reserve(n: number): void {
     if (this.top + n <= this.capacity()) return;
-    // By an eighth, not double: at 512,000 memberships doubling for one more was ~50 MB of new buffers, and that
-    // much new external memory made V8 collect the whole heap (~0.4 s of the first change after a start). Room for
-    // many at once (HealthMonitor.reserve) gets that eighth too: exactly as many made the next one added grow every
-    // column again (81 ms at 512,000).
-    const need = this.top + n;
-    const cap = Math.max(16, need + (need >> 3) + 1024, this.capacity() + (this.capacity() >> 3) + 1024);
-    const grow = <A extends Int32Array | Uint8Array | Uint32Array | Float64Array>(
-      a: A,
-      make: (n: number) => A,
-    ): A => {
-      const b = make(cap);
-      b.set(a);
-      return b;
-    };
-    this.vip = grow(this.vip, (n) => new Int32Array(n));
-    this.status = grow(this.status, (n) => new Uint8Array(n));
-    this.successes = grow(this.successes, (n) => new Uint32Array(n));
-    this.failures = grow(this.failures, (n) => new Uint32Array(n));
-    this.since = grow(this.since, (n) => new Float64Array(n));
-    this.checks = grow(this.checks, (n) => new Uint32Array(n));
-    this.failedChecks = grow(this.failedChecks, (n) => new Uint32Array(n));
-    this.localErrors = grow(this.localErrors, (n) => new Uint32Array(n));
-    this.fedAt = grow(this.fedAt, (n) => new Float64Array(n));
-    this.lastAt = grow(this.lastAt, (n) => new Float64Array(n));
-    this.lastMs = grow(this.lastMs, (n) => new Float64Array(n));
-    this.lastFlags = grow(this.lastFlags, (n) => new Uint8Array(n));
-    this.stamp = grow(this.stamp, (n) => new Int32Array(n));
+    const cap = Math.max(this.roomFor(n), this.#want);
+    const cols = this.typedColumns();
+    for (const c of TYPED_COLUMNS) if (cols[c].length < cap) cols[c] = grownTo(cols[c], cap);
+    if (this.#want <= cap) this.#want = 0;
   }
 
   /**
-   * Gives one object column (keys, probe, check, lastDetail) the room the typed columns have; false when each has
-   * it. Written past their end one slot at a time they grow themselves, all four in the same write (and the probe
-   * queue's items with them): 35-75 ms in one piece of a 512,000-target start. Grown one per call, in turns of their
-   * own, each costs ~15 ms there (most of it the first touch of the new memory).
+   * By an eighth, not double: at 512,000 memberships doubling for one more was ~50 MB of new buffers, and that much
+   * new external memory made V8 collect the whole heap (~0.4 s of the first change after a start). Room for many at
+   * once (HealthMonitor.reserve) gets that eighth too: exactly as many made the next one added grow every column
+   * again (81 ms at 512,000).
    */
-  growObjects(): boolean {
+  private roomFor(n: number): number {
+    const need = this.top + n;
+    return Math.max(16, need + (need >> 3) + 1024, this.capacity() + (this.capacity() >> 3) + 1024);
+  }
+
+  /** The typed columns by name (one type for all: each keeps its own array type, grownTo copies it). */
+  private typedColumns(): Record<TypedColumn, TypedArray> {
+    return this as unknown as Record<TypedColumn, TypedArray>;
+  }
+
+  /** Room wanted ahead (reserveAhead), made by growOne() a column at a time, or at once by the next reserve(). */
+  #want = 0;
+
+  /** As reserve(n), but nothing is made now: growOne() makes it a column at a time (or the next reserve() at once). */
+  reserveAhead(n: number): void {
+    if (this.top + n > this.capacity()) this.#want = Math.max(this.#want, this.roomFor(n));
+  }
+
+  /**
+   * Makes one column of the room reserveAhead promised: a typed column (vip last: capacity() is its length, so it
+   * shows the room only once every typed column has it), then an object column (keys, probe, check, lastDetail: written
+   * past their end one slot at a time they grow themselves, all four in the same write, 35-75 ms in one piece of a
+   * 512,000-target start). False when every column has it. Each is new memory: at 577,000 slots ~2-5 MB, a few ms
+   * to touch on this VM, ~45 ms for all of them in one turn.
+   */
+  growOne(): boolean {
+    const want = this.#want;
+    if (want > 0) {
+      const cols = this.typedColumns();
+      for (const c of TYPED_COLUMNS)
+        if (cols[c].length < want) {
+          cols[c] = grownTo(cols[c], want);
+          return true;
+        }
+      this.#want = 0;
+    }
     const cap = this.capacity();
     const top = this.top;
     if (this.keys.length < cap) this.keys = roomFor(this.keys, cap, top);
@@ -1209,22 +1248,29 @@ export class HealthMonitor extends EventEmitter {
    * (setTargets, then updateTargets) grows the monitor's columns once instead of by an eighth many times over (at a
    * start of 512,000 targets in pieces of 2,048 each growth copied every column: 36-82 ms per piece that grew,
    * 330 ms once, with /healthz waiting). The probe queues' ids get room for `n` more probes too (a probe per
-   * membership at most; what stays unused is cut after the change's last piece).
+   * membership at most; what stays unused is cut after the change's last piece). `ahead`: promised now, made by
+   * growRoom() an array at a time, or at once by the first target that needs it.
    */
-  reserve(n: number): void {
+  reserve(n: number, o: { ahead?: boolean } = {}): void {
     if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`n: ${n} is not a non-negative integer`);
-    this.m.reserve(n);
     // as many probes at most (one per membership where no two share a backend); the last piece's fit() cuts the rest
-    this.lanes.reserve(n);
+    if (o.ahead === true) {
+      this.m.reserveAhead(n);
+      this.lanes.reserveAhead(n);
+    } else {
+      this.m.reserve(n);
+      this.lanes.reserve(n);
+    }
   }
 
   /**
-   * After reserve(): gives one more of its arrays of objects the room reserved (growObjects, then the probe queue's
-   * items), each a few ms per 100,000 of room; false when all have it. A caller adding many targets in pieces calls it
-   * in turns of its own until false, so that no piece pays for five arrays grown in one write.
+   * After reserve(): makes one more of its arrays the room reserved (each column of the memberships, then the probe
+   * queue's arrays), a few ms per 100,000 slots of new memory; false when all have it. A caller adding many targets in
+   * pieces calls it in turns of its own until false, so that no turn pays for ~20 arrays grown at once (~45 ms at
+   * 512,000 here) and no piece for five arrays of objects grown in one write.
    */
   growRoom(): boolean {
-    return this.m.growObjects() || this.lanes.growItems();
+    return this.m.growOne() || this.lanes.growOne();
   }
 
   /** Memberships it has room for now without growing its columns (reserve). */

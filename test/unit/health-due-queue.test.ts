@@ -304,9 +304,13 @@ describe('DueLanes', () => {
     const q = new DueLanes<Item>(1);
     const early = item('early');
     q.add(early);
-    q.reserve(5000);
-    expect(q.growItems()).toBe(true);
-    expect(q.growItems()).toBe(false);
+    q.reserveAhead(5000);
+    expect(q.idCapacity).toBe(64); // promised, not made
+    const made: number[] = [];
+    while (q.growOne()) made.push(q.idCapacity);
+    // seq, pos, laneOf, then at (idCapacity shows the room once all four have it), then the items
+    expect(made).toEqual([64, 64, 64, 6252, 6252]); // 1.25 x (1 held + 5,000)
+    expect(() => q.reserveAhead(-1)).toThrow(/n must be >= 0, got -1/);
     const items = Array.from({ length: 5000 }, (_, i) => item(`q${i}`));
     for (const it of items) q.add(it);
     items.forEach((it, i) => q.push(it, 0, i + 1));

@@ -89,6 +89,14 @@ describe('HealthMonitor memberships (fake clock)', () => {
     expect(view.size).toBe(30_002);
     expect([...view.keys()].slice(0, 3)).toEqual(['a>1', 'a>2', 'b>0']);
     expect(monitor.status('b>29999')).toBe(NEW_TARGET_STATUS);
+    // room promised ahead and never grown by growRoom: made at once by the first target that needs it
+    const ahead = new HealthMonitor({ jitter: 0, random: () => 0, prober: m.prober });
+    ahead.reserve(40_000, { ahead: true });
+    expect(ahead.capacity).toBe(0);
+    ahead.setTargets([target('c>1', '10.0.0.9')]);
+    expect(ahead.capacity).toBe(40_000 + 5_000 + 1_024);
+    expect(ahead.growRoom()).toBe(true); // the object columns still get theirs a call at a time
+    ahead.stop();
     monitor.updateTargets({ remove: ['a>1', 'b>0', 'not a key'], upsert: [] });
     expect(monitor.statuses().size).toBe(30_000);
     expect(monitor.status('a>1')).toBeUndefined();
