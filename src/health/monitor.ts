@@ -772,6 +772,7 @@ interface Probe {
    * connects or is refused. (A first probe counts as slow so that, at a start with thousands of dead
    * backends, a healthy backend's second probe does not queue behind all their first ones.)
    * PROBE_GONE: the probe is gone (its members moved or removed): a late result is dropped.
+   * PROBE_STARTED: scheduled by the start() running (only while it runs).
    * Bits of one number: a field is 8 bytes, 4 MB at 512,000 probes.
    */
   flags: number;
@@ -781,8 +782,6 @@ interface Probe {
    * (8 MB at 512,000 once every probe had run). What it is for (a new interval counted from it) needs no more.
    */
   lastStart: number | null;
-  /** When it came, among the probes of its check kind (ProbeIndex.add): values() lists them in that order. */
-  seq: number;
   /** The change of targets that last touched it (HealthMonitor.epoch), negated in the change that made it. */
   mark: number;
 }
@@ -811,6 +810,8 @@ const NO_LANE = -1;
 /** Probe.flags bits. */
 const PROBE_SLOW = 1;
 const PROBE_GONE = 2;
+/** Scheduled by the start() running (cleared before it returns). */
+const PROBE_STARTED = 4;
 const isSlow = (p: Probe): boolean => (p.flags & PROBE_SLOW) !== 0;
 
 /** Views out (statuses() and since() handed out, not released) that a flip holds values for; older ones copy
@@ -849,13 +850,11 @@ function keptMembers(ms: Members, keep: (i: number) => boolean, map?: (i: number
  */
 class ProbeIndex {
   /**
-   * Check kind -> address -> probe: a SpreadMap, as Memberships.index (at one probe per membership, as big; the other
-   * layout, so that the two never rehash a shard in the same insert). values()
-   * merges its shards by `seq`, so that it lists each kind's probes in the order they came, as a Map would (start()
-   * schedules them in it).
+   * Check kind -> address -> probe: a SpreadMap, as Memberships.index (at one probe per membership it is as big, and
+   * its rehash at 262,144 was the start's longest turn once the index's was spread); the other layout, so that no
+   * insert rehashes a shard of each. Its values come shard by shard: start() orders them itself.
    */
   private readonly byCheck = new Map<string, SpreadMap<Probe>>();
-  private seq = 0;
   size = 0;
   /** The last check kind made, and the check it was made from (targets come in runs of one VIP's check). */
   private kindFrom: HealthCheckConfig | null = null;
@@ -886,7 +885,6 @@ class ProbeIndex {
   add(p: Probe, checkKey: string): void {
     let g = this.byCheck.get(checkKey);
     if (g === undefined) this.byCheck.set(checkKey, (g = new SpreadMap('b')));
-    p.seq = this.seq++;
     g.set(p.address, p);
     this.size++;
   }
@@ -900,18 +898,11 @@ class ProbeIndex {
     if (g.size === 0) this.byCheck.delete(k);
   }
 
-  /** Every probe, each kind's in the order they came. */
+  /** Every probe, in no order. */
   *values(): Generator<Probe> {
-    for (const g of this.byCheck.values()) yield* g.valuesInOrder(bySeq);
-  }
-
-  /** Every probe, in no order (the merge values() makes was ~57 ms of a stop at 512,000 probes). */
-  *all(): Generator<Probe> {
     for (const g of this.byCheck.values()) yield* g.values();
   }
 }
-
-const bySeq = (p: Probe): number => p.seq;
 
 /** One change of targets while it runs. */
 interface ChangeRun {
@@ -1095,7 +1086,7 @@ export class HealthMonitor extends EventEmitter {
     if (moved !== null) {
       const kept = (i: number): boolean => i >= 0;
       const to = (i: number): number => moved[i]!;
-      for (const p of this.probes.all()) p.members = keptMembers(p.members, kept, to);
+      for (const p of this.probes.values()) p.members = keptMembers(p.members, kept, to);
     }
     let worst = this.worstCaseInFlight;
     const toSchedule: { probe: Probe; at: number }[] = [];
@@ -1140,7 +1131,7 @@ export class HealthMonitor extends EventEmitter {
     // Summed afresh when every target was given (no rounding carried on for ever).
     if (remove === null) {
       worst = 0;
-      for (const p of this.probes.all()) worst += inFlightShare(p.check);
+      for (const p of this.probes.values()) worst += inFlightShare(p.check);
     }
     this.worstCaseInFlight = this.probes.size === 0 ? 0 : Math.max(0, worst);
     if (this.started) this.refill();
@@ -1200,7 +1191,7 @@ export class HealthMonitor extends EventEmitter {
   private attach(i: number, t: HealthTarget, kind: string, p: Probe | undefined, c: ChangeRun): void {
     if (p === undefined) {
       // Its check is set when the change ends (probeCheckOf over all its members).
-      p = { address: t.address, check: t.check, members: i, id: 0, running: null, flags: PROBE_SLOW, lastStart: null, seq: 0, mark: -c.epoch }; // prettier-ignore
+      p = { address: t.address, check: t.check, members: i, id: 0, running: null, flags: PROBE_SLOW, lastStart: null, mark: -c.epoch }; // prettier-ignore
       this.probes.add(p, kind);
       this.lanes.add(p);
       c.touched.push(p);
@@ -1215,10 +1206,22 @@ export class HealthMonitor extends EventEmitter {
   start(): void {
     if (this.started) return;
     this.started = true;
-    for (const p of this.probes.values()) {
-      p.flags &= ~PROBE_GONE;
-      this.schedule(p, performance.now() + this.random() * p.check.intervalMs);
+    // In the order the probes came, as their targets were given: by first membership (slots keep the order the
+    // memberships came in), then any probe not reached so (none is known). The probes' map lists them shard by shard.
+    const { probe, top } = this.m;
+    for (let i = 0; i < top; i++) {
+      const p = probe[i];
+      if (p !== undefined && (p.flags & PROBE_STARTED) === 0) this.startProbe(p);
     }
+    for (const p of this.probes.values()) {
+      if ((p.flags & PROBE_STARTED) === 0) this.startProbe(p);
+      p.flags &= ~PROBE_STARTED;
+    }
+  }
+
+  private startProbe(p: Probe): void {
+    p.flags = (p.flags & ~PROBE_GONE) | PROBE_STARTED;
+    this.schedule(p, performance.now() + this.random() * p.check.intervalMs);
   }
 
   /** Stops probing and aborts every probe in flight (their sockets close); idle() resolves once they settled. */
@@ -1226,7 +1229,7 @@ export class HealthMonitor extends EventEmitter {
     this.started = false;
     this.cancelling = true;
     try {
-      for (const p of this.probes.all()) this.cancel(p, false);
+      for (const p of this.probes.values()) this.cancel(p, false);
     } finally {
       this.cancelling = false;
     }

@@ -80,32 +80,6 @@ export class SpreadMap<V> {
     for (const s of this.#shards) yield* s.values();
   }
 
-  /**
-   * Every value in the order of `order` (ascending), given that each shard holds its values in that order (a number
-   * the caller stamps on each value it inserts, from a counter: then it is insertion order, as a Map's values()). A
-   * merge of the four shards' values.
-   */
-  *valuesInOrder(order: (v: V) => number): Generator<V> {
-    const its = this.#shards.map((s) => s.values());
-    const heads = its.map((it) => it.next());
-    for (;;) {
-      let best = -1;
-      let bestKey = Infinity;
-      for (let i = 0; i < heads.length; i++) {
-        const h = heads[i]!;
-        if (h.done === true) continue;
-        const k = order(h.value);
-        if (best < 0 || k < bestKey) {
-          best = i;
-          bestKey = k;
-        }
-      }
-      if (best < 0) return;
-      yield heads[best]!.value as V;
-      heads[best] = its[best]!.next();
-    }
-  }
-
   /** Keys per shard (for tests and benchmarks). */
   shardSizes(): number[] {
     return this.#shards.map((s) => s.size);
