@@ -179,9 +179,16 @@ export class Programmer {
   ): Promise<{ desired: DesiredState; summary: ReconcileSummary }> {
     try {
       // In slices: a whole new state at 512 x 1000 is seconds of work, and /healthz must not wait for it.
-      const desired = await desiredStateAsync({ ...o, ids: this.ids, tables: this.tables });
+      // Its new tables start building as they come (while the workers run: a start, a burst).
+      const reconciler = this.reconciler!;
+      const desired = await desiredStateAsync({
+        ...o,
+        ids: this.ids,
+        tables: this.tables,
+        onNewTable: (t) => reconciler.headStart(t),
+      });
       const whileBuilding = during.whileBuilding;
-      const summary = await this.reconciler!.reconcile(
+      const summary = await reconciler.reconcile(
         desired,
         whileBuilding === undefined ? {} : { whileBuilding: () => whileBuilding(desired) },
       );

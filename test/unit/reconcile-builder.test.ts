@@ -17,7 +17,7 @@ import {
   readActual,
   Reconciler,
 } from '../../src/reconcile';
-import { EARLY_BATCHES } from '../../src/reconcile/reconciler';
+import { EARLY_BATCHES, TABLE_BATCH } from '../../src/reconcile/reconciler';
 
 const DP_CONFIG: DatapathConfig = {
   ownMac: '02:00:00:00:00:01',
@@ -313,6 +313,100 @@ describe('Reconciler with a TableBuilder', () => {
 /** `vips` ipip VIPs of backends 1..5, those in `drained` draining. */
 const drainConfig = (vips: number, drained: number[]): Config =>
   config(vips, () => [1, 2, 3, 4, 5], 'ipip', drained);
+
+describe('Reconciler.headStart: tables built while the desired state is computed', () => {
+  /** recordingBuilder with recycle(): what the last release of each held table gives back. */
+  function recyclingBuilder() {
+    const rec = recordingBuilder();
+    const given: Uint32Array[] = [];
+    return {
+      ...rec,
+      given,
+      builder: { ...rec.builder, running: 2, recycle: (t: Uint32Array) => void given.push(t) },
+    };
+  }
+
+  it("builds a new state's tables as they come, once each; the reconcile uses them and releases every hold", async () => {
+    const dp = new MemoryDatapath();
+    const rec = recyclingBuilder();
+    const r = new Reconciler(dp, { builder: rec.builder });
+    const built: number[] = [];
+    const d = desiredState({
+      config: config(12, () => [1, 2, 3], 'ipip'),
+      datapathConfig: DP_CONFIG,
+      onNewTable: (t) => {
+        r.headStart(t);
+        built.push(rec.calls.length);
+      },
+    });
+    // each table's build was asked for as its VIP was computed, before the next one
+    expect(built).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    const s = await r.reconcile(d);
+    expect(s.failures).toEqual([]);
+    expect(s.tablesInstalled).toBe(12);
+    expect(rec.calls).toHaveLength(12); // none built twice
+    await expectInstalled(dp, d);
+    // every build's slots went back to the builder: no hold is left
+    expect(rec.given).toHaveLength(12);
+  });
+
+  it('starts nothing while the builder runs no thread (a small change is built in-thread), nor past its bound', async () => {
+    const idle = recordingBuilder();
+    const r = new Reconciler(new MemoryDatapath(), { builder: idle.builder });
+    desiredState({
+      config: config(3, () => [1, 2]),
+      datapathConfig: DP_CONFIG,
+      onNewTable: (t) => r.headStart(t),
+    });
+    expect(idle.calls).toHaveLength(0);
+    const inline = new Reconciler(new MemoryDatapath());
+    const d = desiredState({ config: config(3, () => [1, 2]), datapathConfig: DP_CONFIG, onNewTable: (t) => inline.headStart(t) }); // prettier-ignore
+    expect(builds).toHaveLength(0);
+    expect((await inline.reconcile(d)).failures).toEqual([]);
+
+    const rec = recyclingBuilder();
+    const many = new Reconciler(new MemoryDatapath(), { builder: rec.builder });
+    const bound = EARLY_BATCHES * TABLE_BATCH;
+    const big = desiredState({
+      config: config(bound + 5, () => [1]),
+      datapathConfig: DP_CONFIG,
+      onNewTable: (t) => many.headStart(t),
+    });
+    expect(rec.calls).toHaveLength(bound);
+    const s = await many.reconcile(big);
+    expect(s.failures).toEqual([]);
+    expect(rec.calls).toHaveLength(bound + 5);
+    expect(rec.given).toHaveLength(bound + 5);
+  });
+
+  it('a table the next plan does not install is released at its end; a failed build fails its VIP only', async () => {
+    const dp = new MemoryDatapath();
+    const rec = recyclingBuilder();
+    const r = new Reconciler(dp, { builder: rec.builder });
+    // computed, started, and then superseded by another state before any reconcile
+    desiredState({
+      config: config(4, () => [7, 8]),
+      datapathConfig: DP_CONFIG,
+      onNewTable: (t) => r.headStart(t),
+    });
+    expect(rec.calls).toHaveLength(4);
+    rec.failing.add('10.1.1.1');
+    const d = desiredState({
+      config: config(4, () => [1, 2]),
+      datapathConfig: DP_CONFIG,
+      onNewTable: (t) => r.headStart(t),
+    });
+    await Promise.resolve();
+    const s = await r.reconcile(d);
+    expect(s.failures.map((f) => f.vips)).toEqual([['v1']]);
+    // the 4 unused tables and the 3 installed ones went back; the failed build held nothing
+    expect(rec.given).toHaveLength(7);
+    // the failed VIP's table is built again by the next reconcile, without a head start
+    rec.failing.clear();
+    expect((await r.reconcile(d)).failures).toEqual([]);
+    await expectInstalled(dp, d);
+  });
+});
 
 describe('Reconciler: tables made from the installed ones', () => {
   it('members going down build nothing (the installed table is redirected further); one coming back is built', async () => {
