@@ -909,9 +909,12 @@ export class Reconciler {
    * DesiredStateOptions.onNewTable): the workers build while this thread computes the rest and plans, instead of
    * from the first batch the plan holds. Only while the builder's threads run (a warm pool: a start, a burst; never
    * the in-thread builds of a small change), and for the first EARLY_BATCHES x TABLE_BATCH tables. Held until the
-   * next reconcile prepares the batch that installs it, or to its end when its plan has no use for it.
+   * next reconcile prepares the batch that installs it, or to its end when its plan has no use for it. A table with
+   * members redirected is left to the reconcile: it is often made from the installed one with no build at all
+   * (IdTable.holdInstalled: a member going down), which a hold taken ahead would rule out.
    */
   headStart(table: IdTable): void {
+    if (table.redirects) return;
     if (this.ahead.has(table) || this.ahead.size >= EARLY_BATCHES * TABLE_BATCH) return;
     if (this.builder === inlineTableBuilder || !((this.builder.running ?? 0) > 0)) return;
     const held = table.hold(this.builder);

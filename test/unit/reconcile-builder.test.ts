@@ -379,6 +379,30 @@ describe('Reconciler.headStart: tables built while the desired state is computed
     expect(rec.given).toHaveLength(bound + 5);
   });
 
+  it('leaves a table with a member redirected to the reconcile, which makes it from the installed one (no build)', async () => {
+    const dp = new MemoryDatapath();
+    const rec = recyclingBuilder();
+    const r = new Reconciler(dp, { builder: rec.builder });
+    const next = states();
+    const start = next(drainConfig(20, []));
+    expect((await r.reconcile(start)).failures).toEqual([]);
+    expect(rec.calls).toHaveLength(20);
+    // member 2 drained at every VIP: 20 new tables, each redirecting it, computed with the head start asked for
+    const drained = desiredState({
+      config: drainConfig(20, [2]),
+      ids: start.ids,
+      datapathConfig: DP_CONFIG,
+      onNewTable: (t) => r.headStart(t),
+    });
+    expect(drained.vips.every((v) => v.table.redirects)).toBe(true);
+    expect(rec.calls).toHaveLength(20); // nothing started
+    const s = await r.reconcile(drained);
+    expect(s.failures).toEqual([]);
+    expect(s.tablesFromInstalled).toBe(20);
+    expect(rec.calls).toHaveLength(20); // and nothing built
+    await expectInstalled(dp, drained);
+  });
+
   it('a table the next plan does not install is released at its end; a failed build fails its VIP only', async () => {
     const dp = new MemoryDatapath();
     const rec = recyclingBuilder();
