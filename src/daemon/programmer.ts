@@ -93,6 +93,7 @@ export class Programmer {
   async use(datapath: Datapath): Promise<void> {
     // Another datapath replacing one: the builds of the old one's reconciles are dropped with their builder.
     if (this.reconciler !== null) {
+      this.reconciler.dropHeadStart();
       await this.builder?.close();
       this.builder = null;
     }

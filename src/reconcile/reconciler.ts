@@ -882,6 +882,15 @@ export interface ReconcilerOptions {
  * (so a reload compares in memory, not against kernel maps). A failed VIP fails alone (see applyPlan);
  * any failure drops the mirror, so the next call reads the datapath again and retries. Calls are serialised.
  */
+/** Ends each hold of `held` once its build settled (a rejected hold took nothing). */
+function releaseWhenSettled(held: ReadonlyMap<IdTable, Promise<void>>): void {
+  for (const [t, ready] of held)
+    void ready.then(
+      () => t.release(),
+      () => undefined,
+    );
+}
+
 export class Reconciler {
   private mirror: Mirror | null = null;
   /** The desiredState result whose plan was last applied in full onto the mirror (incremental planning). */
@@ -921,6 +930,13 @@ export class Reconciler {
     const ahead = this.ahead;
     ahead.set(table, held);
     held.catch(() => void ahead.delete(table));
+  }
+
+  /** Releases the holds headStart took that no reconcile took over (this reconciler is being replaced), each once its
+   * build settled. */
+  dropHeadStart(): void {
+    releaseWhenSettled(this.ahead);
+    this.ahead = new Map();
   }
 
   /** Forget the mirror: the next reconcile reads the datapath (e.g. after someone else wrote to it). */
@@ -1029,12 +1045,7 @@ export class Reconciler {
     } catch (e) {
       this.mirror = null;
       this.applied = null;
-      if (ahead !== null)
-        for (const [t, held] of ahead)
-          void held.then(
-            () => t.release(),
-            () => undefined,
-          );
+      if (ahead !== null) releaseWhenSettled(ahead);
       throw e;
     }
   }

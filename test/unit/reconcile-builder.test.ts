@@ -403,6 +403,26 @@ describe('Reconciler.headStart: tables built while the desired state is computed
     await expectInstalled(dp, drained);
   });
 
+  it('dropHeadStart releases what no reconcile took over (a reconciler being replaced)', async () => {
+    const rec = recyclingBuilder();
+    const r = new Reconciler(new MemoryDatapath(), { builder: rec.builder });
+    desiredState({
+      config: config(5, () => [1, 2]),
+      datapathConfig: DP_CONFIG,
+      onNewTable: (t) => r.headStart(t),
+    });
+    expect(rec.calls).toHaveLength(5);
+    r.dropHeadStart();
+    // each hold ends once its build settled (the in-thread builds take a few event-loop turns)
+    for (let i = 0; i < 100 && rec.given.length < 5; i++) await new Promise((res) => setImmediate(res));
+    expect(rec.given).toHaveLength(5);
+    // the next reconcile has nothing to take over: it builds its own
+    const d = desiredState({ config: config(5, () => [1, 2]), datapathConfig: DP_CONFIG });
+    expect((await r.reconcile(d)).failures).toEqual([]);
+    expect(rec.calls).toHaveLength(10);
+    expect(rec.given).toHaveLength(10);
+  });
+
   it('a table the next plan does not install is released at its end; a failed build fails its VIP only', async () => {
     const dp = new MemoryDatapath();
     const rec = recyclingBuilder();
