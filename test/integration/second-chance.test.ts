@@ -6,17 +6,26 @@
 // B is the target stays on B (B counts a local hit); a hint naming the receiving host is refused. Path MTU: the
 // router's own frag-needed errors about A's replies go through the real balancer (its tables moved from A to B),
 // which hints them with A, and B's decap hands them to A, whose TCP shrinks its segments.
-import { ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { attachXdp, BpfMap, BpfObject, btfLayout } from '../../src/datapath/bpf';
+import { attachXdp, BpfMap, BpfObject } from '../../src/datapath/bpf';
 import { KernelDatapath } from '../../src/datapath/kernel';
-import { encodeAddr, encodeAddrKey } from '../../src/datapath/layout';
+import { encodeAddr } from '../../src/datapath/layout';
 import { sourcesSetting } from '../../src/decap/config';
 import { decapLayoutOf, writeDecapSettings } from '../../src/decap/kernel';
 import { bpfObjectPath } from '../../src/paths';
+import {
+  attachDecap,
+  counterDiff,
+  decapCounterNames,
+  DecapMaps,
+  disableSecondChance,
+  jsonLineCaller,
+  readDecapCounters,
+  ScriptProcesses,
+} from '../helpers/decap-lab';
 import { Lab } from '../helpers/netns';
 import { describePrivileged } from '../helpers/privileged';
 
@@ -83,17 +92,15 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
     rb: `gudrb${u}`,
     b: `gudb${u}`,
   };
-  const procs: ChildProcessWithoutNullStreams[] = [];
-  const stats: Record<'a' | 'b', BpfMap | undefined> = { a: undefined, b: undefined };
-  const decapConfig: Record<'a' | 'b', BpfMap | undefined> = { a: undefined, b: undefined };
-  const decapSources: Record<'a' | 'b', BpfMap | undefined> = { a: undefined, b: undefined };
+  const procs = new ScriptProcesses(dir);
+  const decap: Record<'a' | 'b', DecapMaps | undefined> = { a: undefined, b: undefined };
   let lbConfig: BpfMap | undefined;
   let lbStats: BpfMap | undefined;
   let balancer: KernelDatapath | undefined;
   let names: string[] = [];
-  let client: ChildProcessWithoutNullStreams | undefined;
-  const pending = new Map<number, (v: unknown) => void>();
-  let nextId = 1;
+  let clientCall: (
+    m: Record<string, unknown>,
+  ) => Promise<{ port?: number; reply?: string; error?: string; bytes?: number }>;
 
   const sh = (n: string, ...a: string[]) => lab.ns(n, a[0]!, a.slice(1));
   const mac = (n: string, ifname: string) =>
@@ -101,26 +108,9 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
   const ifindex = (n: string, ifname: string) =>
     JSON.parse(sh(n, 'ip', '-j', 'link', 'show', ifname))[0].ifindex as number;
 
-  const counters = (h: 'a' | 'b'): Record<string, bigint> => {
-    const out: Record<string, bigint> = {};
-    names.forEach((n, i) => {
-      const k = Buffer.alloc(4);
-      k.writeUInt32LE(i);
-      out[n] = stats[h]!.lookupPerCpu(k)!.reduce((s, b) => s + b.readBigUInt64LE(0), 0n);
-    });
-    return out;
-  };
+  const counters = (h: 'a' | 'b') => readDecapCounters(decap[h]!, names);
   const diff = (before: Record<string, bigint>, after: Record<string, bigint>) =>
-    Object.fromEntries(
-      names.filter((n) => after[n] !== before[n]).map((n) => [n, Number(after[n]! - before[n]!)]),
-    );
-
-  const clientCall = (m: Record<string, unknown>) =>
-    new Promise<{ port?: number; reply?: string; error?: string; bytes?: number }>((res) => {
-      const id = nextId++;
-      pending.set(id, res as (v: unknown) => void);
-      client!.stdin.write(JSON.stringify({ ...m, id }) + '\n');
-    });
+    counterDiff(names, before, after);
 
   /** Points the fixture LB at `to` with an optional previous-owner hint. */
   const steer = (to: 'a' | 'b', hint?: 'a' | 'b', vip = VIP) => {
@@ -136,19 +126,10 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
     lbConfig!.update(Buffer.alloc(4), c);
   };
 
-  const spawnIn = (n: string, script: string): ChildProcessWithoutNullStreams => {
-    const file = join(dir, `${n}-${procs.length}.js`);
-    writeFileSync(file, script);
-    const p = spawn('ip', ['netns', 'exec', n, process.execPath, file], { stdio: ['pipe', 'pipe', 'pipe'] });
-    procs.push(p);
-    return p;
-  };
+  const spawnIn = (n: string, script: string) => procs.spawn(n, script);
 
   beforeAll(async () => {
-    const e = btfLayout(bpfObjectPath('decap')).enums.find((x) => x.name === 'peak_decap_counter')!;
-    for (const [n, v] of Object.entries(e.values))
-      if (n !== 'PEAK_DECAP_MAX') names[v] = n.replace(/^PEAK_DECAP_/, '').toLowerCase();
-    names = [...names];
+    names = decapCounterNames();
 
     for (const h of ['c', 'r', 'a', 'b'] as const) ns[h] = lab.addNamespace(`gud${h}`);
     for (const n of Object.values(ns)) {
@@ -195,30 +176,15 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
       sh(n, 'sysctl', '-qw', `net.ipv4.conf.${ifs[h]}.forwarding=1`);
       // a backend has resolved its gateway long before a hint arrives; here it must be made to
       sh(n, 'ping', '-c', '1', '-W', '2', HOSTS[h].router);
-      const obj = await BpfObject.load(bpfObjectPath('decap'));
-      obj.map('decap_addrs').update(encodeAddrKey('address', HOSTS[h].address), Buffer.alloc(4));
-      stats[h] = obj.map('decap_stats');
-      decapConfig[h] = obj.map('decap_config');
-      decapSources[h] = obj.map('decap_sources');
       // hints are honoured only from an LB prefix (--from): the fixture LB sends from 10.31.9.1; the backends'
       // second-chance hops come from 10.31.0.0/16 (GUE only)
-      writeDecapSettings(
-        { decap_config: decapConfig[h]!, decap_sources: decapSources[h]! },
-        decapLayoutOf(bpfObjectPath('decap')),
-        {
-          guePort: 6080,
-          secondChance: true,
-          conntrackLookup: true,
-          sources: sourcesSetting({ from: ['10.31.9.0/24'], gueFrom: ['10.31.0.0/16'], env: {} }),
-        },
-      );
-      await attachXdp({
-        ifname: ifs[h],
+      decap[h] = await attachDecap({
         netns: lab.netnsPath(n),
-        program: obj.program('decap'),
-        mode: 'native',
+        ifname: ifs[h],
+        address: HOSTS[h].address,
+        from: ['10.31.9.0/24'],
+        gueFrom: ['10.31.0.0/16'],
       });
-      obj.close();
       // node mode: NODE_VIP:80 is DNATed in prerouting to a "Pod" address here; only conntrack knows the VIP tuple
       sh(n, 'ip', 'addr', 'add', `${HOSTS[h].pod}/32`, 'dev', 'lo');
       const nft = join(dir, `${h}.nft`);
@@ -251,25 +217,14 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
     });
     lb.close();
 
-    client = spawnIn(ns.c, CLIENT_JS);
-    createInterface({ input: client.stdout }).on('line', (l) => {
-      const m = JSON.parse(l) as { id: number; r: unknown };
-      pending.get(m.id)?.(m.r);
-      pending.delete(m.id);
-    });
+    clientCall = jsonLineCaller(spawnIn(ns.c, CLIENT_JS));
   }, 60000);
 
   afterAll(async () => {
-    for (const p of procs) {
-      p.stdin.end();
-      p.kill('SIGTERM');
-    }
-    await Promise.all(
-      procs.map((p) =>
-        p.exitCode !== null || p.signalCode !== null ? null : new Promise((r) => p.once('exit', r)),
-      ),
-    );
-    for (const m of [stats.a, stats.b, decapConfig.a, decapConfig.b, decapSources.a, decapSources.b, lbConfig, lbStats]) m?.close(); // prettier-ignore
+    await procs.stop();
+    for (const m of [decap.a, decap.b].flatMap((d) => (d ? [d.stats, d.config, d.sources] : []))) m.close();
+    lbConfig?.close();
+    lbStats?.close();
     balancer?.close();
     lab.cleanup();
     rmSync(dir, { recursive: true, force: true });
@@ -361,15 +316,12 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
     expect((await clientCall({ op: 'open', name: 'off', host: VIP })).error).toBeUndefined();
     expect(await clientCall({ op: 'send', name: 'off', text: 'ok' })).toEqual({ reply: 'A:ok' });
     steer('b', 'a');
-    const saved = decapConfig.b!.lookup(Buffer.alloc(4))!;
-    const cfg = Buffer.from(saved);
-    cfg.writeUInt16LE(saved.readUInt16LE(2) | 1, 2); // PEAK_DECAP_CFG_F_NO_SECOND_CHANCE
-    decapConfig.b!.update(Buffer.alloc(4), cfg);
+    const saved = disableSecondChance(decap.b!);
     const b0 = counters('b');
     const r = await clientCall({ op: 'send', name: 'off', text: 'lost' });
     const dB = diff(b0, counters('b'));
     console.log(`second chance off on B: reply ${JSON.stringify(r)}; B ${JSON.stringify(dB)}`);
-    decapConfig.b!.update(Buffer.alloc(4), saved);
+    decap.b!.config.update(Buffer.alloc(4), saved);
     expect(r.reply).toBeUndefined();
     expect(r.error).toMatch(/ECONNRESET/); // B's stack has no such connection: it resets it
     expect(dB.sc_disabled).toBeGreaterThanOrEqual(1);
@@ -379,7 +331,7 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
     const layout = decapLayoutOf(bpfObjectPath('decap'));
     // what `decap run --from F --gue-from G` writes on A (the fixture LB sends from 10.31.9.1; B hops from 10.31.3.2)
     const setA = (from: string[], gueFrom: string[]) =>
-      writeDecapSettings({ decap_config: decapConfig.a!, decap_sources: decapSources.a! }, layout, {
+      writeDecapSettings({ decap_config: decap.a!.config, decap_sources: decap.a!.sources }, layout, {
         guePort: 6080,
         secondChance: true,
         conntrackLookup: true,
@@ -466,7 +418,7 @@ require('node:readline').createInterface({ input: process.stdin }).on('line', (l
     expect(await nextLine()).toBe('ready');
 
     const size = 20000;
-    const saved = decapConfig.b!.lookup(Buffer.alloc(4))!;
+    const saved = decap.b!.config.lookup(Buffer.alloc(4))!;
     // The client's link from the router carries 1280-byte packets: A's 1500-byte segments get frag-needed there.
     sh(ns.r, 'ip', 'link', 'set', ifs.rc, 'mtu', '1280');
     try {
@@ -479,9 +431,7 @@ require('node:readline').createInterface({ input: process.stdin }).on('line', (l
 
       // Contrast: B's second chance off. The hinted errors stay on B, whose stack has no such connection: A never
       // learns the path MTU and none of its segments get through.
-      const cfg = Buffer.from(saved);
-      cfg.writeUInt16LE(saved.readUInt16LE(2) | 1, 2); // PEAK_DECAP_CFG_F_NO_SECOND_CHANCE
-      decapConfig.b!.update(Buffer.alloc(4), cfg);
+      disableSecondChance(decap.b!);
       const lb0 = (await balancer.counters()).global;
       const b0 = counters('b');
       const lost = clientCall({ op: 'read', name: 'pmtu', n: size, ms: 2500 });
@@ -499,7 +449,7 @@ require('node:readline').createInterface({ input: process.stdin }).on('line', (l
 
       // Second chance on: A's next retransmission draws another error, which B forwards to A; A shrinks its
       // segments to the path MTU and the whole reply arrives.
-      decapConfig.b!.update(Buffer.alloc(4), saved);
+      decap.b!.config.update(Buffer.alloc(4), saved);
       const a1 = counters('a');
       const b1 = counters('b');
       const r1 = await clientCall({ op: 'read', name: 'pmtu', n: size - r0.bytes!, ms: 15000 });
@@ -512,7 +462,7 @@ require('node:readline').createInterface({ input: process.stdin }).on('line', (l
       expect(dA1.sc_no_hint).toBeGreaterThanOrEqual(1);
       expect(routeA1).toMatch(/mtu 1280/);
     } finally {
-      decapConfig.b!.update(Buffer.alloc(4), saved);
+      decap.b!.config.update(Buffer.alloc(4), saved);
       sh(ns.r, 'ip', 'link', 'set', ifs.rc, 'mtu', '1500');
     }
   }, 40000);
