@@ -299,6 +299,8 @@ export interface ChurnOptions {
 /** Drives the churn scenario on an up testbed (IPv4 service VIP). */
 export class ChurnRig {
   private readonly log: (l: string) => void;
+  /** What each LB's /state last showed of the VIP (waitPrograms says it when an LB does not converge). */
+  private readonly lastSeen = new Map<string, string>();
 
   constructor(private readonly p: Plan) {
     this.log = log0;
@@ -433,11 +435,20 @@ export class ChurnRig {
   /** Whether the daemon of this LB programs exactly these backends, every one up. */
   private async programs(lb: Host, backends: string[]): Promise<boolean> {
     const r = await this.admin(lb, '/state');
-    if (r.status !== 200) return false;
+    if (r.status !== 200) {
+      this.lastSeen.set(lb.name, `/state answered ${r.status || 'nothing'}`);
+      return false;
+    }
     const st = JSON.parse(r.body) as {
       desired: { vips: { address: string; backends: { address: string; state: string }[] }[] } | null;
     };
     const v = st.desired?.vips.find((x) => x.address === this.vip);
+    this.lastSeen.set(
+      lb.name,
+      v === undefined
+        ? `/state has no VIP ${this.vip}`
+        : `/state: ${v.backends.map((b) => `${b.address} ${b.state}`).join(', ')}`,
+    );
     if (!v) return false;
     const want = this.p.backends
       .filter((b) => backends.includes(b.name))
@@ -458,7 +469,12 @@ export class ChurnRig {
             .filter((_, i) => !ok[i])
             .map((l) => l.name)
             .join(', ')} not programming [${backends.join(', ')}] (all up) after 30 s\n` +
-            lbs.map((lb) => `--- ${lb.name}\n${daemonLogTail(this.p, lb, 8)}`).join('\n'),
+            lbs
+              .map(
+                (lb) =>
+                  `--- ${lb.name} (${this.lastSeen.get(lb.name) ?? 'no answer yet'})\n${daemonLogTail(this.p, lb, 8)}`,
+              )
+              .join('\n'),
         );
       await sleep(100);
     }
