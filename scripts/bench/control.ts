@@ -1028,8 +1028,6 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
         datapathConfig,
         tables: cache,
         ids: desired?.ids,
-        // as the daemon's Programmer: new tables start building as they come (while the workers run)
-        onNewTable: (t) => reconciler.headStart(t),
         ...(feed === null ? {} : { ...feed.inputs(), now: Date.now() }),
       });
       desired = d;
@@ -1069,8 +1067,6 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
       return { r, from, to: Date.now() };
     };
 
-    // The daemon starts the table workers before its first sync (Programmer.warm), while the balancer loads.
-    builder.warm?.(base.vips.map((v) => v.tableSize));
     const start = await phase('start', () => apply(base));
     // The daemon ends the table workers once its start's builds are done (Programmer.retireWorkers), right after ready.
     if (builder instanceof WorkerTableBuilder) await builder.retireNow();

@@ -93,7 +93,6 @@ export class Programmer {
   async use(datapath: Datapath): Promise<void> {
     // Another datapath replacing one: the builds of the old one's reconciles are dropped with their builder.
     if (this.reconciler !== null) {
-      this.reconciler.dropHeadStart();
       await this.builder?.close();
       this.builder = null;
     }
@@ -180,16 +179,9 @@ export class Programmer {
   ): Promise<{ desired: DesiredState; summary: ReconcileSummary }> {
     try {
       // In slices: a whole new state at 512 x 1000 is seconds of work, and /healthz must not wait for it.
-      // Its new tables start building as they come (while the workers run: a start, a burst).
-      const reconciler = this.reconciler!;
-      const desired = await desiredStateAsync({
-        ...o,
-        ids: this.ids,
-        tables: this.tables,
-        onNewTable: (t) => reconciler.headStart(t),
-      });
+      const desired = await desiredStateAsync({ ...o, ids: this.ids, tables: this.tables });
       const whileBuilding = during.whileBuilding;
-      const summary = await reconciler.reconcile(
+      const summary = await this.reconciler!.reconcile(
         desired,
         whileBuilding === undefined ? {} : { whileBuilding: () => whileBuilding(desired) },
       );

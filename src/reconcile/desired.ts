@@ -81,9 +81,6 @@ export interface DesiredStateOptions {
   datapathConfig?: DatapathConfig | null;
   /** Memo of tables (same inputs give the same table, so this changes speed only). */
   tables?: TableCache;
-  /** Sees each table this call makes (none it found in `tables`), as soon as its VIP is computed: e.g. to start
-   * building it while the rest is computed (Reconciler.headStart). The result is the same either way. */
-  onNewTable?: (table: IdTable) => void;
 }
 
 export const vipKeyOf = (v: VipConfig): VipKey => ({
@@ -321,7 +318,7 @@ export class DesiredStateBuilder {
     const { config } = opts;
     const prev = opts.ids ?? emptyIdState();
     const cache = opts.tables ?? new TableCache();
-    cache.rotate(opts.onNewTable);
+    cache.rotate();
     const healthIn: HealthInput = {
       health: opts.health ?? new Map<string, HealthStatus>(),
       since: opts.healthSince,

@@ -86,10 +86,6 @@ export interface ApplyOptions {
   /** Called once when the first tables' builds went to the (worker) builder, before anything else is applied:
    * this thread then waits for them, so work of the caller's (e.g. the daemon's health targets) fits there. */
   whileBuilding?: () => void;
-  /** Tables held once each before this call (Reconciler.headStart), with their holds: taken over, each released as
-   * the batch that installs it is prepared, or at the end (a table the plan did not need). A rejected hold took
-   * nothing. */
-  heldAhead?: ReadonlyMap<IdTable, Promise<void>>;
 }
 
 /** Milliseconds of reconcile work between event-loop turns: the admin API, timers and signals wait no longer
@@ -107,8 +103,7 @@ export const BACKEND_BATCH = 1024;
  * lives) would cost a small change more than it saves; deployments with few VIPs never start the workers. */
 export const INLINE_TABLES = 16;
 /** Batches of tables whose builds start before the plan's first writes (backends, VIPs): the workers build while
- * this thread writes, instead of starting when the writes are done. Also the most tables Reconciler.headStart holds
- * ahead of a reconcile (EARLY_BATCHES x TABLE_BATCH: 32 MiB at 65,537 slots). */
+ * this thread writes, instead of starting when the writes are done. */
 export const EARLY_BATCHES = 2;
 
 /** The builder for a run of `n` tables: in-thread when the run is small for `builder` (see INLINE_TABLES) and it
@@ -555,10 +550,6 @@ export async function applyPlan(
   const releaseEarly = (tables: Iterable<IdTable> = [...early]): void => {
     for (const t of tables) if (early.delete(t)) t.release();
   };
-  for (const [t, held] of o.heldAhead ?? []) {
-    early.add(t);
-    held.catch(() => void early.delete(t));
-  }
   {
     await slicer.turn(); // planning ran up to here
     const first = plan.findIndex((op) => op.op === 'installTable');
@@ -882,15 +873,6 @@ export interface ReconcilerOptions {
  * (so a reload compares in memory, not against kernel maps). A failed VIP fails alone (see applyPlan);
  * any failure drops the mirror, so the next call reads the datapath again and retries. Calls are serialised.
  */
-/** Ends each hold of `held` once its build settled (a rejected hold took nothing). */
-function releaseWhenSettled(held: ReadonlyMap<IdTable, Promise<void>>): void {
-  for (const [t, ready] of held)
-    void ready.then(
-      () => t.release(),
-      () => undefined,
-    );
-}
-
 export class Reconciler {
   private mirror: Mirror | null = null;
   /** The desiredState result whose plan was last applied in full onto the mirror (incremental planning). */
@@ -900,8 +882,6 @@ export class Reconciler {
   private readonly previous = new PreviousOwners();
   private readonly now: () => number;
   private readonly builder: TableBuilder;
-  /** Tables held ahead of the next reconcile (headStart), with their holds. */
-  private ahead = new Map<IdTable, Promise<void>>();
 
   /** `now`: the clock of previous-owner retention (ms; default Date.now, the daemon's sync clock).
    * `builder`: builds the Maglev tables (default inline; the daemon passes a worker pool). */
@@ -911,32 +891,6 @@ export class Reconciler {
   ) {
     this.now = o.now ?? Date.now;
     this.builder = o.builder ?? inlineTableBuilder;
-  }
-
-  /**
-   * Starts building `table` now, for the next reconcile (a desired state's new table, as the state is computed:
-   * DesiredStateOptions.onNewTable): the workers build while this thread computes the rest and plans, instead of
-   * from the first batch the plan holds. Only while the builder's threads run (a warm pool: a start, a burst; never
-   * the in-thread builds of a small change), and for the first EARLY_BATCHES x TABLE_BATCH tables. Held until the
-   * next reconcile prepares the batch that installs it, or to its end when its plan has no use for it. A table with
-   * members redirected is left to the reconcile: it is often made from the installed one with no build at all
-   * (IdTable.holdInstalled: a member going down), which a hold taken ahead would rule out.
-   */
-  headStart(table: IdTable): void {
-    if (table.redirects) return;
-    if (this.ahead.has(table) || this.ahead.size >= EARLY_BATCHES * TABLE_BATCH) return;
-    if (this.builder === inlineTableBuilder || !((this.builder.running ?? 0) > 0)) return;
-    const held = table.hold(this.builder);
-    const ahead = this.ahead;
-    ahead.set(table, held);
-    held.catch(() => void ahead.delete(table));
-  }
-
-  /** Releases the holds headStart took that no reconcile took over (this reconciler is being replaced), each once its
-   * build settled. */
-  dropHeadStart(): void {
-    releaseWhenSettled(this.ahead);
-    this.ahead = new Map();
   }
 
   /** Forget the mirror: the next reconcile reads the datapath (e.g. after someone else wrote to it). */
@@ -993,9 +947,6 @@ export class Reconciler {
     o: Pick<ApplyOptions, 'whileBuilding'>,
   ): Promise<ReconcileSummary> {
     const started = performance.now();
-    // The holds taken ahead go to this reconcile's apply, which releases them; before it, to the catch below.
-    let ahead: ReadonlyMap<IdTable, Promise<void>> | null = this.ahead;
-    this.ahead = new Map();
     try {
       const now = this.now();
       if (this.mirror === null) {
@@ -1017,8 +968,6 @@ export class Reconciler {
       );
       const applied = this.applied;
       this.applied = null;
-      const heldAhead = ahead;
-      ahead = null;
       const summary = await applyPlan(this.dp, plan, desired, {
         onApplied: (op, ok) => {
           mirror.apply(op);
@@ -1028,7 +977,6 @@ export class Reconciler {
         installed: mirror,
         builder: this.builder,
         whileBuilding: o.whileBuilding,
-        heldAhead,
       });
       previous.settle(new Set(summary.failures.flatMap((f) => f.vips)));
       summary.nextPreviousExpiry = previous.nextExpiry();
@@ -1045,7 +993,6 @@ export class Reconciler {
     } catch (e) {
       this.mirror = null;
       this.applied = null;
-      if (ahead !== null) releaseWhenSettled(ahead);
       throw e;
     }
   }

@@ -297,16 +297,13 @@ export class IdTable {
 export class TableCache {
   private current = new Map<string, IdTable>();
   private previous = new Map<string, IdTable>();
-  /** Sees each table the current generation makes (rotate's `onNew`). */
-  private onNew: ((table: IdTable) => void) | undefined;
   hits = 0;
   misses = 0;
 
-  /** Starts a new generation (desiredState calls it once per call); `onNew` sees each table it makes (a miss). */
-  rotate(onNew?: (table: IdTable) => void): void {
+  /** Starts a new generation (desiredState calls it once per call). */
+  rotate(): void {
     this.previous = this.current;
     this.current = new Map();
-    this.onNew = onNew;
   }
 
   get(signature: string, build: () => IdTable): IdTable {
@@ -315,7 +312,6 @@ export class TableCache {
     else {
       this.misses++;
       t = build();
-      this.onNew?.(t);
     }
     this.current.set(signature, t);
     return t;
