@@ -32,8 +32,10 @@ export const nextHopMacSchema = z.string().refine(
   }),
 );
 
-/** A VIP's `stateless`: "auto", true or false (a string other than "auto" gets its own message). */
-export const statelessSchema = z.union([z.boolean(), z.string()]).superRefine((v, ctx) => {
+/** A VIP's `stateless`: "auto", true or false (a string other than "auto" gets its own message). The string first:
+ * most VIPs leave it "auto" (the default), and a union that tries boolean first builds an issue for each of them
+ * (~10 µs apiece in a start's cold code: 5 ms at 512 VIPs). */
+export const statelessSchema = z.union([z.string(), z.boolean()]).superRefine((v, ctx) => {
   if (typeof v === 'string' && v !== 'auto')
     ctx.addIssue({ code: 'custom', message: `${showValue(v)} is not "auto", true or false` });
 }) as unknown as z.ZodType<'auto' | boolean>;
