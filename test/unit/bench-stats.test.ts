@@ -1,5 +1,5 @@
 // The one home of quantiles and medians for the benches and the soak (scripts/bench/lib/stats.ts).
-import { median, quantile, quantileOf, slowest, warmupText } from '../../scripts/bench/lib/stats';
+import { median, medianItem, quantile, quantileOf, slowest, warmupText } from '../../scripts/bench/lib/stats';
 
 describe('quantileOf', () => {
   it('is nearest-rank quantile() over a sorted copy, leaving the input as it was', () => {
@@ -23,6 +23,28 @@ describe('median', () => {
     expect(median([100, 9])).toBe(54.5);
     expect(median([7])).toBe(7);
     expect(median([])).toBeNaN();
+  });
+});
+
+describe('medianItem', () => {
+  const run = (name: string, ms: number | null) => ({ name, ms });
+  const pick = (runs: { name: string; ms: number | null }[]) => medianItem(runs, (r) => r.ms)?.name;
+  it('is the item with the median value, whatever the order', () => {
+    expect(pick([run('a', 2.4), run('b', 1.9), run('c', 2.1)])).toBe('c');
+    expect(pick([run('a', 1.9), run('b', 2.1), run('c', 2.4)])).toBe('b');
+    expect(pick([run('a', 7)])).toBe('a');
+  });
+  it('takes the lower middle item of an even count (a measured one, not a mean)', () => {
+    expect(pick([run('a', 4), run('b', 1), run('c', 3), run('d', 2)])).toBe('d');
+  });
+  it('leaves out items without a value; none with one gives undefined', () => {
+    expect(pick([run('a', null), run('b', 5), run('c', Number.NaN), run('d', 3), run('e', 9)])).toBe('b');
+    expect(pick([run('a', null)])).toBeUndefined();
+    expect(pick([])).toBeUndefined();
+  });
+  it('keeps the input order between equal values', () => {
+    expect(pick([run('a', 2), run('b', 2), run('c', 2)])).toBe('b');
+    expect(pick([run('x', 1), run('y', 1)])).toBe('x');
   });
 });
 

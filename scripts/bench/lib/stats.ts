@@ -20,6 +20,18 @@ export function median(values: ArrayLike<number>): number {
   return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
 }
 
+/**
+ * The item whose value is the median of the items that have one (the lower middle one of an even count: an item
+ * that was measured, never a mean of two); undefined when none has a value. Ties keep the items' order.
+ */
+export function medianItem<T>(items: readonly T[], value: (item: T) => number | null): T | undefined {
+  const valued = items
+    .map((item, i) => ({ item, i, v: value(item) }))
+    .filter((x): x is { item: T; i: number; v: number } => x.v !== null && !Number.isNaN(x.v))
+    .sort((a, b) => a.v - b.v || a.i - b.i);
+  return valued.length === 0 ? undefined : valued[(valued.length - 1) >> 1]!.item;
+}
+
 export interface LatencySummary {
   count: number;
   p50: number;
