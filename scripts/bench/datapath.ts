@@ -9,11 +9,13 @@
 // 64-byte line), so a SYN and an ACK of a new flow are timed side by side, and a stateless VIP with a 16 KB table
 // (M = 4093) shows what the line costs; live frames also run the older layout (one 4-byte slot per element, which an
 // ARRAY map stores at an 8-byte stride: 512 KB) beside today's.
+// With --katran-object PATH (a Katran balancer object built elsewhere: scripts/bench/lib/katran.ts), Katran's
+// established and new-flow (SYN) paths are timed in the same runs, and the stateless targets are judged against them.
 // Usage: node dist/scripts/bench/datapath.js [--json] [--runs 5] [--calls 20000] [--frames 4000000]
-//        [--live-rounds 9] [--flood 1000000] [--cpu N]
+//        [--live-rounds 9] [--flood 1000000] [--cpu N] [--katran-object PATH]
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import {
   attachXdp,
@@ -37,6 +39,7 @@ import {
   hitPct,
   parseCpuList,
 } from './lib/datapath-checks';
+import { katranRowProblem, loadKatran, type Katran } from './lib/katran';
 
 interface Args {
   json: boolean;
@@ -48,6 +51,8 @@ interface Args {
   flood: number;
   /** The CPU the whole bench runs on. */
   cpu: number;
+  /** A Katran balancer object to time beside ours (test-run rows). */
+  katranObject?: string;
   childGen?: {
     ifname: string;
     frames: number;
@@ -85,9 +90,14 @@ function parseArgs(argv: string[]): Args {
     else if (k === '--flood') a.flood = num('--flood', 1000, 10_000_000);
     else if (k === '--cpu') a.cpu = num('--cpu', 0, cpus().length - 1);
     else if (k === '--child-gen') a.childGen = JSON.parse(argv[++i]!) as Args['childGen'];
-    else
+    else if (k === '--katran-object') {
+      const path = argv[++i];
+      if (path === undefined || !existsSync(path))
+        throw new TypeError(`--katran-object: ${JSON.stringify(path)} is not a file`);
+      a.katranObject = path;
+    } else
       throw new TypeError(
-        `argument: ${JSON.stringify(k)} is not one of --json --runs --calls --frames --live-rounds --flood --cpu`,
+        `argument: ${JSON.stringify(k)} is not one of --json --runs --calls --frames --live-rounds --flood --cpu --katran-object`,
       );
   }
   return a;
@@ -380,6 +390,25 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
       }),
     );
     for (const f of many) prog.testRun({ data: f });
+    // Katran beside ours (--katran-object): the same VIP, reals, ring and frames; its established flows warmed.
+    const katran: Katran | null =
+      a.katranObject === undefined
+        ? null
+        : await loadKatran(a.katranObject, {
+            vip: [10, 0, 0, 10],
+            port: 80,
+            reals: members.map((id) => [10, 1, 0, id]),
+            nextHopMac: MAC_PEER,
+            lruEntries: conntrackEntries,
+          });
+    if (katran) for (const f of est4) katran.program.testRun({ data: f });
+    const katranRows: { path: string; kind: 'established' | 'syn'; frames: () => Buffer[] }[] = katran
+      ? [
+          { path: 'Katran v4 established (LRU hit)', kind: 'established', frames: () => est4 },
+          { path: 'Katran v4 SYN (LRU insert)', kind: 'syn', frames: newSyns([10, 0, 0, 10]) },
+        ]
+      : [];
+    const katranResults = katranRows.map(() => [] as number[]);
     const manyStateless = many.map((f) => {
       const b = Buffer.from(f);
       b[33] = 12; // 10.0.0.12: the stateless VIP (its IPv4 checksum is not checked)
@@ -524,6 +553,14 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
         const pct = hitPct(s);
         if (pct !== null) hitPcts[i] = Math.min(hitPcts[i] ?? 100, pct);
       }
+      for (const [i, r] of katranRows.entries()) {
+        // A row stays under Katran's flood guard (MAX_CONN_RATE new flows a second), so every SYN inserts.
+        if (r.kind === 'syn') katran!.resetFloodGuard();
+        const before = katran!.counters();
+        katranResults[i]!.push(timeCalls(katran!.program, r.frames(), a.calls, 'TX'));
+        const p = katranRowProblem(r.kind, a.calls, before, katran!.counters());
+        if (p) problems.push(`${r.path} (run ${run + 1}): ${p}`);
+      }
     }
     assertVipIndex(dp, probe, VIP_COUNT, 'after timing');
     if (problems.length) throw new Error(`rows did not measure what they name:\n  ${problems.join('\n  ')}`);
@@ -563,6 +600,15 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
         ctHitPct: hitPcts[i],
       }),
     );
+    katranRows.forEach((r, i) =>
+      out.push({
+        path: r.path,
+        nsPerPacket: median(katranResults[i]!),
+        netNs: median(katranResults[i]!) - floor,
+        method: 'repeat=1 calls',
+      }),
+    );
+    katran?.close();
     out.push({ path: 'trivial XDP_PASS (floor)', nsPerPacket: floorRep, netNs: 0, method: 'repeat=1e6' });
     out.push({ path: 'non-VIP pass', nsPerPacket: passRep, netNs: passRep - floorRep, method: 'repeat=1e6' });
     out.push({
@@ -1044,12 +1090,20 @@ async function main(): Promise<void> {
     const n = net(path);
     return n === undefined ? 'n/a' : `${(n / ref).toFixed(2)}x`;
   };
+  const katranEst = net('Katran v4 established (LRU hit)');
+  const katranSyn = net('Katran v4 SYN (LRU insert)');
+  const measured = katranEst !== undefined && katranSyn !== undefined;
+  const ref = measured ? { established: katranEst, newFlow: katranSyn } : KATRAN_NS;
   console.log(
-    `Katran's figures from issue 15 (measured once on this machine, not re-measured here): established ` +
-      `${KATRAN_NS.established} ns, new flow ${KATRAN_NS.newFlow} ns. Stateless established ` +
-      `${ratioTo('v4 stateless established (GUE)', KATRAN_NS.established)} (target <= 0.5x), new-flow SYN ` +
-      `${ratioTo('v4 stateless SYN (GUE)', KATRAN_NS.newFlow)} (target <= 0.25x; its cached-slot twin ` +
-      `${ratioTo('v4 stateless SYN, 64 flows', KATRAN_NS.newFlow)})`,
+    (measured
+      ? `Katran measured in these runs (--katran-object): established ${ref.established.toFixed(1)} ns, new flow (SYN) ` +
+        `${ref.newFlow.toFixed(1)} ns net. Connection-table established ` +
+        `${ratioTo('v4 established (conntrack hit)', ref.established)}, new flow ${ratioTo('v4 conntrack SYN (insert)', ref.newFlow)}. `
+      : `Katran's figures from issue 15 (measured once on another host, not re-measured here; --katran-object PATH ` +
+        `times a Katran build beside ours): established ${ref.established} ns, new flow ${ref.newFlow} ns. `) +
+      `Stateless established ${ratioTo('v4 stateless established (GUE)', ref.established)} (target <= 0.5x), new-flow SYN ` +
+      `${ratioTo('v4 stateless SYN (GUE)', ref.newFlow)} (target <= 0.25x; its cached-slot twin ` +
+      `${ratioTo('v4 stateless SYN, 64 flows', ref.newFlow)})`,
   );
   console.log('\nLive frames through a veth (60-byte TCP ACKs, native XDP, Mpps, median; ratio = returned / minimal, median of per-round ratios)'); // prettier-ignore
   console.log(
