@@ -591,23 +591,16 @@ async function testRunBench(a: Args): Promise<{ rows: Row[]; info: TestRunInfo }
         method: 'repeat=1 calls',
       },
     ];
-    rows.forEach((r, i) =>
-      out.push({
-        path: r.path,
-        nsPerPacket: median(results[i]!),
-        netNs: median(results[i]!) - floor,
-        method: 'repeat=1 calls',
-        ctHitPct: hitPcts[i],
-      }),
-    );
-    katranRows.forEach((r, i) =>
-      out.push({
-        path: r.path,
-        nsPerPacket: median(katranResults[i]!),
-        netNs: median(katranResults[i]!) - floor,
-        method: 'repeat=1 calls',
-      }),
-    );
+    /** A timed row: the median of its runs, and that net of the floor. */
+    const callsRow = (path: string, ns: number[], ctHitPct?: number): Row => ({
+      path,
+      nsPerPacket: median(ns),
+      netNs: median(ns) - floor,
+      method: 'repeat=1 calls',
+      ...(ctHitPct === undefined ? {} : { ctHitPct }),
+    });
+    rows.forEach((r, i) => out.push(callsRow(r.path, results[i]!, hitPcts[i])));
+    katranRows.forEach((r, i) => out.push(callsRow(r.path, katranResults[i]!)));
     katran?.close();
     out.push({ path: 'trivial XDP_PASS (floor)', nsPerPacket: floorRep, netNs: 0, method: 'repeat=1e6' });
     out.push({ path: 'non-VIP pass', nsPerPacket: passRep, netNs: passRep - floorRep, method: 'repeat=1e6' });
