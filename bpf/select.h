@@ -177,7 +177,11 @@ static __always_inline int peak_select(struct peak_stats *st, const struct peak_
   int use_ct = !(vip->flags & (PEAK_VIP_F_NO_CT | PEAK_VIP_F_STATELESS));
   __u32 now = bpf_jiffies64();
   struct peak_ct_value *reselect_ct = NULL; /* this VIP's fresh entry whose backend may not keep the flow */
-  if (use_ct && !is_syn) {
+  if (use_ct && is_syn) {
+    /* A SYN is chosen afresh and its entry written below; looked up now anyway (the result unused), the bucket's
+     * cache miss overlaps the Maglev table's instead of being taken inside the insert's bucket lock. */
+    bpf_map_lookup_elem(&conntrack, flow);
+  } else if (use_ct) {
     struct peak_ct_value *ct = bpf_map_lookup_elem(&conntrack, flow);
     if (!ct) {
       peak_count(st, PEAK_CNT_CT_MISS);
