@@ -781,7 +781,8 @@ net.createServer((c) => { const u = net.connect(${this.api.port}, '127.0.0.1'); 
       else last = line;
     });
     const result = new Promise<KeepAliveResult>((res, rej) => {
-      child.on('exit', (code) => {
+      // 'close', not 'exit': at 'exit' the stdout pipe may not have given its last line (the result) yet.
+      child.on('close', (code) => {
         onFail(new Error(`keep-alive client exited (${code}) before ready: ${err}`));
         try {
           if (code !== 0) throw new Error(`exit ${code}`);

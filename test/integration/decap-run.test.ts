@@ -128,7 +128,9 @@ describePrivileged('decap run: node mode (kube-proxy nftables DNAT, no VIP on lo
       child,
       stdout: '',
       stderr: '',
-      exited: new Promise((resolve) => child.once('exit', (code) => resolve(code))),
+      // 'close', not 'exit': at 'exit' the stdout pipe may still hold the last document (the DecapRun `detached`
+      // one a CI run missed), and `stop()` reads the documents right after this resolves.
+      exited: new Promise((resolve) => child.once('close', (code) => resolve(code))),
     };
     child.stdout!.on('data', (d: Buffer) => (a.stdout += d.toString()));
     child.stderr!.on('data', (d: Buffer) => (a.stderr += d.toString()));

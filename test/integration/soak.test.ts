@@ -213,7 +213,7 @@ describePrivileged('soak: quick profile', () => {
         child.stdout!.on('data', (d: Buffer) => output.push(d.toString()));
         child.stderr!.on('data', (d: Buffer) => output.push(d.toString()));
         child.on('error', reject);
-        child.on('exit', (c) => resolve(c));
+        child.on('close', (c) => resolve(c)); // after its output is all read (at 'exit' the pipes may hold some)
       });
       const text = output.join('');
       console.log(text.slice(text.indexOf('== soak verdict')));
