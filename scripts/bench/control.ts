@@ -37,8 +37,10 @@ import {
   desiredState,
   desiredStateAsync,
   DesiredState,
+  EarlyHolds,
   IdTable,
   Reconciler,
+  ReconcileSummary,
   TableCache,
 } from '../../src/reconcile';
 import { FileConfigSource } from '../../src/sources/file';
@@ -1028,22 +1030,30 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
     const sync = async (config: Config): Promise<boolean> => {
       // With health checks as the daemon's sync does (Daemon.sync): the monitor's statuses in, its targets set
       // while the workers build (or after the reconcile when nothing was built).
-      const d = await desiredStateAsync({
-        config,
-        datapathConfig,
-        tables: cache,
-        ids: desired?.ids,
-        ...(feed === null ? {} : { ...feed.inputs(), now: Date.now() }),
-      });
-      desired = d;
+      // The first new tables start building as the desired state makes them, as the daemon's Programmer.apply does.
+      const early = new EarlyHolds(builder);
+      cache.onCreate = early.take;
+      let s: ReconcileSummary;
       let targeted: Promise<boolean> | null = null;
-      const s = await reconciler.reconcile(
-        d,
-        feed === null ? {} : { whileBuilding: () => void (targeted = feed.retarget(d)) },
-      );
+      try {
+        const d = await desiredStateAsync({
+          config,
+          datapathConfig,
+          tables: cache,
+          ids: desired?.ids,
+          ...(feed === null ? {} : { ...feed.inputs(), now: Date.now() }),
+        }).finally(() => (cache.onCreate = null));
+        desired = d;
+        s = await reconciler.reconcile(d, {
+          early,
+          ...(feed === null ? {} : { whileBuilding: () => void (targeted = feed.retarget(d)) }),
+        });
+      } finally {
+        early.releaseAll();
+      }
       const differs = await (targeted as Promise<boolean> | null);
       if (s.failures.length > 0) throw new Error(`reconcile failed: ${JSON.stringify(s.failures[0])}`);
-      return feed !== null && (differs ?? (await feed.retarget(d)));
+      return feed !== null && (differs ?? (await feed.retarget(desired!)));
     };
     /** A change -> maps (ms); a follow-up sync the daemon runs when a new health target's status differs from the
      * desired state (it took a checked sibling's) is not counted in it, but runs before the next change (and /healthz

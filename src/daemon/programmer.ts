@@ -4,7 +4,7 @@
 import type { Datapath } from '../datapath/types';
 import type { Logger } from '../log';
 import { IN_THREAD_SLOTS, inlineTableBuilder, TableBuilder, WorkerTableBuilder } from '../maglev/pool';
-import { INLINE_TABLES } from '../reconcile/reconciler';
+import { EarlyHolds, INLINE_TABLES } from '../reconcile/reconciler';
 import {
   desiredStateAsync,
   DesiredState,
@@ -177,14 +177,19 @@ export class Programmer {
     o: Omit<DesiredStateOptions, 'ids' | 'tables'>,
     during: { whileBuilding?: (desired: DesiredState) => void } = {},
   ): Promise<{ desired: DesiredState; summary: ReconcileSummary }> {
+    // The first new tables' builds start as the desired state makes them (while its threads run: a start, a burst).
+    const early = this.builder === null ? null : new EarlyHolds(this.builder);
     try {
       // In slices: a whole new state at 512 x 1000 is seconds of work, and /healthz must not wait for it.
-      const desired = await desiredStateAsync({ ...o, ids: this.ids, tables: this.tables });
+      this.tables.onCreate = early?.take ?? null;
+      const desired = await desiredStateAsync({ ...o, ids: this.ids, tables: this.tables }).finally(() => {
+        this.tables.onCreate = null;
+      });
       const whileBuilding = during.whileBuilding;
-      const summary = await this.reconciler!.reconcile(
-        desired,
-        whileBuilding === undefined ? {} : { whileBuilding: () => whileBuilding(desired) },
-      );
+      const summary = await this.reconciler!.reconcile(desired, {
+        ...(early === null ? {} : { early }),
+        ...(whileBuilding === undefined ? {} : { whileBuilding: () => whileBuilding(desired) }),
+      });
       this.ids = desired.ids;
       this.noteFailOpen(this.desired, desired);
       this.desired = desired;
@@ -195,6 +200,8 @@ export class Programmer {
     } catch (e) {
       this.reconcileError = (e as Error).message;
       throw e;
+    } finally {
+      early?.releaseAll();
     }
   }
 

@@ -86,6 +86,9 @@ export interface ApplyOptions {
   /** Called once when the first tables' builds went to the (worker) builder, before anything else is applied:
    * this thread then waits for them, so work of the caller's (e.g. the daemon's health targets) fits there. */
   whileBuilding?: () => void;
+  /** Tables whose builds the caller started before the plan existed: applyPlan takes their holds over with its own
+   * early ones (each released once its batch is prepared, any left at the end). */
+  early?: EarlyHolds;
 }
 
 /** Milliseconds of reconcile work between event-loop turns: the admin API, timers and signals wait no longer
@@ -105,6 +108,34 @@ export const INLINE_TABLES = 16;
 /** Batches of tables whose builds start before the plan's first writes (backends, VIPs): the workers build while
  * this thread writes, instead of starting when the writes are done. */
 export const EARLY_BATCHES = 2;
+
+/**
+ * Builds started while the desired state is still computed (TableCache.onCreate): the workers build the first tables
+ * while this thread assigns ids and plans (at a start of 512 x 100 they were idle ~0.3-0.4 s, from their start until
+ * the plan's own early holds), and the plan's holds share these builds. At most `limit` tables (the plan's own early
+ * batches: the buffers held are the same), and only while `builder` has threads running (a warm start or a burst: a
+ * small change builds in-thread after the plan, as before). The caller releases what applyPlan did not take
+ * (releaseAll, also when the desired state or the plan failed).
+ */
+export class EarlyHolds {
+  readonly tables = new Set<IdTable>();
+  constructor(
+    private readonly builder: TableBuilder,
+    private readonly limit = EARLY_BATCHES * TABLE_BATCH,
+  ) {}
+
+  /** Starts `t`'s build (a hold of it) if there is room and the builder's threads run. */
+  readonly take = (t: IdTable): void => {
+    if (this.tables.size >= this.limit || this.tables.has(t) || !((this.builder.running ?? 0) > 0)) return;
+    this.tables.add(t);
+    // a failed build: the hold is not taken (nothing to release); the plan's own hold reports the failure
+    t.hold(this.builder).catch(() => void this.tables.delete(t));
+  };
+
+  releaseAll(): void {
+    for (const t of [...this.tables]) if (this.tables.delete(t)) t.release();
+  }
+}
 
 /** The builder for a run of `n` tables: in-thread when the run is small for `builder` (see INLINE_TABLES) and it
  * has no thread running (a running one has warm code and costs no start: TableBuilder.running). */
@@ -545,7 +576,7 @@ export async function applyPlan(
 
   // The first run of tables through the workers starts building now (its first EARLY_BATCHES batches), each held
   // until its batch is prepared: that batch's own holds then share these builds.
-  const early = new Set<IdTable>();
+  const early = o.early?.tables ?? new Set<IdTable>();
   /** Ends the early holds of `tables` (default: all left). */
   const releaseEarly = (tables: Iterable<IdTable> = [...early]): void => {
     for (const t of tables) if (early.delete(t)) t.release();
@@ -906,7 +937,10 @@ export class Reconciler {
 
   /** Plans against the mirror (or a fresh read) and applies; serialised with other calls. Failed VIPs are
    * in the summary's `failures`; throws only when the datapath cannot be read. */
-  reconcile(desired: DesiredState, o: Pick<ApplyOptions, 'whileBuilding'> = {}): Promise<ReconcileSummary> {
+  reconcile(
+    desired: DesiredState,
+    o: Pick<ApplyOptions, 'whileBuilding' | 'early'> = {},
+  ): Promise<ReconcileSummary> {
     const run = this.chain.then(() => this.run(desired, o));
     this.chain = run.catch(() => undefined);
     return run;
@@ -944,7 +978,7 @@ export class Reconciler {
 
   private async run(
     desired: DesiredState,
-    o: Pick<ApplyOptions, 'whileBuilding'>,
+    o: Pick<ApplyOptions, 'whileBuilding' | 'early'>,
   ): Promise<ReconcileSummary> {
     const started = performance.now();
     try {
@@ -977,6 +1011,7 @@ export class Reconciler {
         installed: mirror,
         builder: this.builder,
         whileBuilding: o.whileBuilding,
+        early: o.early,
       });
       previous.settle(new Set(summary.failures.flatMap((f) => f.vips)));
       summary.nextPreviousExpiry = previous.nextExpiry();

@@ -299,6 +299,9 @@ export class TableCache {
   private previous = new Map<string, IdTable>();
   hits = 0;
   misses = 0;
+  /** Sees each table this cache makes (a miss), e.g. to start its build while the desired state is still computed
+   * (EarlyHolds); null: none. */
+  onCreate: ((t: IdTable) => void) | null = null;
 
   /** Starts a new generation (desiredState calls it once per call). */
   rotate(): void {
@@ -312,6 +315,7 @@ export class TableCache {
     else {
       this.misses++;
       t = build();
+      this.onCreate?.(t);
     }
     this.current.set(signature, t);
     return t;

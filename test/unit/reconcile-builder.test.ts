@@ -17,7 +17,8 @@ import {
   readActual,
   Reconciler,
 } from '../../src/reconcile';
-import { EARLY_BATCHES } from '../../src/reconcile/reconciler';
+import { EARLY_BATCHES, EarlyHolds } from '../../src/reconcile/reconciler';
+import { TableCache } from '../../src/reconcile/table';
 
 const DP_CONFIG: DatapathConfig = {
   ownMac: '02:00:00:00:00:01',
@@ -78,6 +79,7 @@ function recordingBuilder() {
     }
   }
   let running = 0;
+  let recycled = 0;
   const builder: TableBuilder = {
     // Runs of more than 2 tables go through it (the worker pool's own threshold is higher: see INLINE_TABLES).
     inlineUpTo: 2,
@@ -88,6 +90,8 @@ function recordingBuilder() {
     build: (backends, size, as) => record(backends, () => inlineTableBuilder.build(backends, size, as)),
     buildPair: (backends, size, as, skip) =>
       record(backends, () => inlineTableBuilder.buildPair(backends, size, as, skip)),
+    // Each built table is given back once its last hold is released (IdTable.release).
+    recycle: () => void recycled++,
     close: () => Promise.resolve(),
   };
   return {
@@ -96,6 +100,11 @@ function recordingBuilder() {
     failing,
     maxPending: () => maxPending,
     setRunning: (n: number) => (running = n),
+    recycled: () => recycled,
+    /** Resolves once no build is pending. */
+    settled: async (): Promise<void> => {
+      while (pending > 0) await new Promise((r) => setImmediate(r));
+    },
   };
 }
 
@@ -285,6 +294,63 @@ describe('Reconciler with a TableBuilder', () => {
       whileBuilding: () => called++,
     });
     expect(called).toBe(0);
+  });
+
+  it('EarlyHolds: tables start building as the desired state makes them, and applyPlan takes the holds over', async () => {
+    const dp = new MemoryDatapath();
+    const rec = recordingBuilder();
+    const cache = new TableCache();
+    const early = new EarlyHolds(rec.builder, 5);
+    cache.onCreate = early.take;
+    // No thread running (a small change after the workers retired): nothing starts early.
+    desiredState({ config: config(12, () => [1, 2, 3], 'ipip'), tables: cache, datapathConfig: DP_CONFIG });
+    expect(rec.calls).toHaveLength(0);
+    expect(early.tables.size).toBe(0);
+    // Threads running: the first `limit` new tables are requested while the desired state is made, before any plan.
+    rec.setRunning(2);
+    const d = desiredState({
+      config: config(12, () => [1, 2, 4], 'ipip'),
+      tables: cache,
+      datapathConfig: DP_CONFIG,
+    });
+    expect(rec.calls).toHaveLength(5);
+    expect(early.tables.size).toBe(5);
+    const s = await applyPlan(dp, planReconcile(await readActual(dp), d), d, {
+      builder: rec.builder,
+      tableBatch: 4,
+      early,
+    });
+    expect(s.failures).toEqual([]);
+    expect(s.tablesInstalled).toBe(12);
+    expect(rec.calls).toHaveLength(12); // the early builds were the batches' builds: none twice
+    // applyPlan released each early hold with its batch: none left, and every build given back once.
+    expect(early.tables.size).toBe(0);
+    early.releaseAll();
+    expect(rec.recycled()).toBe(12);
+    await expectInstalled(dp, d);
+  });
+
+  it('EarlyHolds.releaseAll gives back builds no plan took (a desired state that was not applied)', async () => {
+    const rec = recordingBuilder();
+    rec.setRunning(1);
+    const cache = new TableCache();
+    const early = new EarlyHolds(rec.builder, 3);
+    cache.onCreate = early.take;
+    desiredState({ config: config(6, () => [1, 2], 'ipip'), tables: cache, datapathConfig: DP_CONFIG });
+    expect(rec.calls).toHaveLength(3);
+    // A failing build: its hold is not taken, so it is not in the set to release.
+    rec.failing.add('10.1.3.1');
+    cache.onCreate = null;
+    const more = new EarlyHolds(rec.builder, 10);
+    cache.onCreate = more.take;
+    cache.rotate();
+    desiredState({ config: config(6, () => [1, 3], 'ipip'), tables: cache, datapathConfig: DP_CONFIG });
+    await rec.settled();
+    expect(more.tables.size).toBe(5); // six new tables, v3's failed
+    early.releaseAll();
+    more.releaseAll();
+    expect(early.tables.size + more.tables.size).toBe(0);
+    expect(rec.recycled()).toBe(8); // 3 + 5 built, each given back once; the failed one had nothing to give
   });
 
   it('requests the next batch of tables before the first batch is written', async () => {
