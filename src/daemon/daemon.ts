@@ -96,6 +96,8 @@ export class Daemon {
   private stopped = false;
   /** start() has finished: the admin API answers from before (it is bound first), but not ready. */
   private started = false;
+  /** The start's VIP routes, set once the daemon is ready (null: none pending; a later sync sets its own). */
+  private startRoutes: (() => void) | null = null;
   private readonly startedAt = new Date().toISOString();
 
   constructor(opts: DaemonOptions) {
@@ -383,6 +385,10 @@ export class Daemon {
         "the start's housekeeping failed (table workers, garbage): the daemon runs on",
       );
     }
+    // After the collection: each `ip` the pass starts forks a smaller process.
+    const routes = this.startRoutes;
+    this.startRoutes = null;
+    if (!this.stopped) routes?.();
   }
 
   /**
@@ -539,10 +545,10 @@ export class Daemon {
     if (!this.opts.kubernetes || this.kube?.ready()) this.overrides?.prune(configured.vips);
     const merged = this.overrides ? this.overrides.apply(configured) : configured;
     // Every VIP address gets its route, programmed or not (traffic for it may come either way); not awaited. At
-    // the start, once this sync's maps are written: a pass starts `ip` processes, each a fork of this process
-    // (~100 ms of this thread at 512 x 100, competing with the start's own CPU-bound work). No VIP traffic comes
-    // to a starting daemon before its first announcement (after this sync), and one restarted after kill -9
-    // finds its last run's routes in place.
+    // the start, once the daemon is ready (startUp runs startRoutes): a pass starts `ip` processes, each a fork of
+    // this process (~20 ms of this thread each at 512 x 100; with the first made at the end of this sync, the start
+    // reported ready ~20-60 ms later). The routes are the safety net for a balancer taken off the interface: the
+    // start's attaches it before it announces, and one restarted after kill -9 finds its last run's routes in place.
     const routes = (): void => {
       this.vipRoutes ??= this.opts.vipRoutes({ ifname: config.interface, log: this.log });
       this.vipRoutes.set(
@@ -551,7 +557,10 @@ export class Daemon {
       );
     };
     const starting = !this.started;
-    if (!starting) routes();
+    if (!starting) {
+      this.startRoutes = null; // this sync's VIPs, not the start's
+      routes();
+    }
     const started = performance.now();
     const startedAt = new Date().toISOString();
     try {
@@ -604,7 +613,7 @@ export class Daemon {
       this.announce();
       throw e;
     }
-    if (starting) routes();
+    if (starting) this.startRoutes = routes;
     this.announce();
   }
 

@@ -532,18 +532,22 @@ describe('daemon coordination over a memory datapath', () => {
     await r.daemon.stop();
   });
 
-  it("sets the VIP blackhole routes once the start's sync wrote its VIPs, and before a later sync's writes", async () => {
-    // Each set() of the real keeper starts `ip` processes (a fork of the daemon each): at the start they waited
-    // until its CPU-bound first sync was done.
-    const sets: { addresses: string[]; vipsHeld: string[] }[] = [];
+  it("sets the VIP blackhole routes once the start's sync wrote its VIPs and it is ready, and before a later sync's writes", async () => {
+    // Each set() of the real keeper starts `ip` processes (a fork of the daemon each): at the start they wait until
+    // the daemon reports ready (its CPU-bound first sync done, and not before /readyz).
+    const sets: { addresses: string[]; vipsHeld: string[]; ready: boolean }[] = [];
     let dp: MemoryDatapath | null = null;
-    const r = rig({
+    const r: ReturnType<typeof rig> = rig({
       config: config(VIPS),
       extra: {
         vipRoutes: () => ({
           set: (addresses: Iterable<string>) => {
             const held = dp!.calls.filter((c) => c.method === 'upsertVip').map((c) => c.target);
-            sets.push({ addresses: [...addresses].sort(), vipsHeld: held });
+            sets.push({
+              addresses: [...addresses].sort(),
+              vipsHeld: held,
+              ready: r.daemon.readiness().ready,
+            });
           },
           stop: async () => undefined,
           removeAll: async () => undefined,
@@ -557,6 +561,7 @@ describe('daemon coordination over a memory datapath', () => {
     expect(sets[0]!.addresses).toEqual(['10.0.0.10', '10.0.0.11']);
     // both VIPs were written before it
     expect(sets[0]!.vipsHeld.length).toBe(2);
+    expect(sets[0]!.ready).toBe(true);
     const c2 = config([...VIPS, { name: 'c', address: '10.0.0.12', backends: ['10.1.0.4'] }]);
     r.source.emit('reload', ok(c2));
     await settle();
