@@ -1082,6 +1082,9 @@ async function kernelBench(o: Options): Promise<KernelBenchResult> {
       return { r, from, to: Date.now() };
     };
 
+    // The daemon starts its table workers before its first sync, while the balancer loads (Programmer.warm): they run
+    // when the desired state makes the first tables (EarlyHolds).
+    builder.warm?.(base.vips.map((v) => v.tableSize));
     const start = await phase('start', () => apply(base));
     // The daemon ends the table workers once its start's builds are done (Programmer.retireWorkers), right after ready.
     if (builder instanceof WorkerTableBuilder) await builder.retireNow();
