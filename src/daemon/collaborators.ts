@@ -98,6 +98,9 @@ export interface DaemonCollaborators {
    * long (Programmer.collectAtStart). Absent: the start collects with trimMemory({ collect: true }) whatever the
    * heap. */
   collectIncrementally?(): Promise<boolean>;
+  /** The main heap's used bytes now, which picks how the start collects (startCollectsIncrementally). Absent:
+   * process.memoryUsage().heapUsed. */
+  heapUsed?(): number;
   /** Called first thing in a start: large allocations from then on are mapped on their own and unmapped when freed
    * (glibc mallopt M_MMAP_THRESHOLD; see MALLOC_MMAP_THRESHOLD). Absent: the C library's defaults. */
   fixMallocThreshold?(): void;

@@ -109,6 +109,7 @@ export class Daemon {
       trimMemory: opts.trimMemory,
       memoryPressure: opts.memoryPressure,
       collectIncrementally: opts.collectIncrementally,
+      ...(opts.heapUsed === undefined ? {} : { heapUsed: opts.heapUsed }),
       freeBuffer: opts.freeBuffer,
     });
     this.health = new HealthFeed({ monitor: this.monitor, log: opts.logger });

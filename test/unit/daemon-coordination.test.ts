@@ -573,6 +573,37 @@ describe('daemon coordination over a memory datapath', () => {
     await r.daemon.stop();
   });
 
+  it("never sets the start's VIP routes over a later sync's: a reload during the start's housekeeping wins", async () => {
+    const sets: string[][] = [];
+    const c2 = config([...VIPS, { name: 'c', address: '10.0.0.12', backends: ['10.1.0.4'] }]);
+    const r: ReturnType<typeof rig> = rig({
+      config: config(VIPS),
+      extra: {
+        // the housekeeping after ready collects incrementally (a big heap): a reload comes in and syncs meanwhile
+        heapUsed: () => 2 ** 40,
+        trimMemory: () => false,
+        collectIncrementally: async () => {
+          r.source.emit('reload', ok(c2));
+          await settle();
+          expect(sets).toEqual([['10.0.0.10', '10.0.0.11', '10.0.0.12']]); // the reload's sync set its routes
+          return true;
+        },
+        vipRoutes: () => ({
+          set: (addresses: Iterable<string>) => void sets.push([...addresses].sort()),
+          stop: async () => undefined,
+          removeAll: async () => undefined,
+          status: () => ({}) as never,
+        }),
+      },
+    });
+    await r.daemon.start();
+    await settle();
+    expect(await heldAddresses(r.host.dp)).toEqual(['10.0.0.10', '10.0.0.11', '10.0.0.12']);
+    // the start's (two VIPs) were never set over them
+    expect(sets).toEqual([['10.0.0.10', '10.0.0.11', '10.0.0.12']]);
+    await r.daemon.stop();
+  });
+
   it('adopts what a previous daemon left without writing a VIP, backend or table', async () => {
     const host = new MemoryHost();
     // The previous daemon leaves ids a fresh start would not pick (z came first and went) and a's backends down.
