@@ -1,6 +1,6 @@
 // Encoders/decoders for the bpf/shared.h structs (sizes and offsets checked against BTF by a test).
 // Numbers userspace and the program share are host order (little-endian); ports and addresses are wire order.
-import { formatIp, parseIp } from '../model/ip';
+import { formatIp, writeIp } from '../model/ip';
 import { sharedContract } from './contract';
 import type { BackendEncap, BackendState, Protocol } from './types';
 
@@ -87,11 +87,10 @@ export interface WireAddr {
 
 /** Parses an address; `field` names it in the error. */
 export function encodeAddr(field: string, text: unknown): WireAddr {
-  const p = typeof text === 'string' ? parseIp(text) : null;
-  if (!p) throw new TypeError(`${field}: ${JSON.stringify(text)} is not an IPv4 or IPv6 address`);
   const bytes = Buffer.alloc(16);
-  bytes.set(p.bytes, 0);
-  return { family: p.family, bytes };
+  const family = typeof text === 'string' ? writeIp(text, bytes, 0) : 0;
+  if (family === 0) throw new TypeError(`${field}: ${JSON.stringify(text)} is not an IPv4 or IPv6 address`);
+  return { family, bytes };
 }
 
 /** Text of a stored 16-byte address of `family`. */
@@ -203,16 +202,22 @@ export function encodeBackend(v: BackendFields): Buffer {
  */
 export function encodeBackendInto(v: BackendFields, out: Buffer, at: number): void {
   const f = LAYOUT.peak_backend.fields;
-  const p = typeof v.address === 'string' ? parseIp(v.address) : null;
-  if (!p) throw new TypeError(`address: ${JSON.stringify(v.address)} is not an IPv4 or IPv6 address`);
   const state = STATE_NUMBER[v.state];
   if (state === undefined)
     throw new TypeError(`state: ${JSON.stringify(v.state)} is not up, draining or down`);
   const encap = ENCAP_NUMBER[v.encap ?? 'ipip'];
   if (encap === undefined) throw new TypeError(`encap: ${JSON.stringify(v.encap)} is not ipip or gue`);
-  out.fill(0, at, at + LAYOUT.peak_backend.size);
-  out.set(p.bytes, at + f.addr);
-  out[at + f.family] = p.family;
+  // the address is the last check: writeIp writes nothing for a bad one, so a refused record leaves `out` as it was
+  const family = typeof v.address === 'string' ? writeIp(v.address, out, at + f.addr) : 0;
+  if (family === 0)
+    throw new TypeError(`address: ${JSON.stringify(v.address)} is not an IPv4 or IPv6 address`);
+  // the rest of the record zeroed byte by byte: two Buffer#fill calls were most of a backend's ~0.7 us (51,200 a
+  // start at 512 x 100)
+  const addrFrom = at + f.addr;
+  const addrTo = addrFrom + (family === 4 ? 4 : 16);
+  for (let k = at, end = at + LAYOUT.peak_backend.size; k < end; k++)
+    if (k < addrFrom || k >= addrTo) out[k] = 0;
+  out[at + f.family] = family;
   out[at + f.state] = state;
   out[at + f.encap] = encap;
 }

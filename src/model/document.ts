@@ -52,6 +52,11 @@ const tooDeep = `lists and maps nest deeper than ${DOCUMENT_BOUNDS.maxDepth} lev
  * reached twice, e.g. through a YAML alias, counts twice); else what is wrong. Iterative: no recursion on input.
  */
 function measure(value: unknown): string | null {
+  return measureCounting(value).error;
+}
+
+/** measure(), with the number of keys of the document's objects (JSON.parse keeps one of each key of an object). */
+function measureCounting(value: unknown): { error: string | null; keys: number } {
   const { maxDepth, maxValues } = DOCUMENT_BOUNDS;
   // Containers only, each beside its depth (scalars need no visit; no tuple per value: 512,000 backends at scale).
   const stack: object[] = [];
@@ -61,24 +66,29 @@ function measure(value: unknown): string | null {
     depths.push(0);
   }
   let values = 1;
+  let keys = 0;
   while (stack.length > 0) {
     const v = stack.pop()!;
     const depth = depths.pop()!;
     // A cycle (a YAML alias inside its own anchor) nests without end: the depth bound stops it.
-    if (depth + 1 > maxDepth) return tooDeep;
-    for (const child of Array.isArray(v) ? (v as unknown[]) : Object.values(v)) {
+    if (depth + 1 > maxDepth) return { error: tooDeep, keys };
+    const children = Array.isArray(v) ? (v as unknown[]) : Object.values(v);
+    if (children !== v) keys += children.length;
+    for (const child of children) {
       if (++values > maxValues)
-        return (
-          `the document holds more than ${count(maxValues)} values (the bound; lists, maps and scalars, ` +
-          `each use of a YAML alias counted again)`
-        );
+        return {
+          error:
+            `the document holds more than ${count(maxValues)} values (the bound; lists, maps and scalars, ` +
+            `each use of a YAML alias counted again)`,
+          keys,
+        };
       if (child !== null && typeof child === 'object') {
         stack.push(child);
         depths.push(depth + 1);
       }
     }
   }
-  return null;
+  return { error: null, keys };
 }
 
 /** "line 3, column 7" of a character offset (1-based, as editors count). */
@@ -153,6 +163,52 @@ interface JsonFrame {
 }
 
 /**
+ * The offset of the quote that ends the JSON string starting at `start` (a quote) of a text JSON.parse accepted.
+ */
+function jsonStringEnd(text: string, start: number): number {
+  let end = text.indexOf('"', start + 1);
+  for (;;) {
+    let slashes = 0;
+    while (text.charCodeAt(end - 1 - slashes) === 0x5c /* \ */) slashes++;
+    if (slashes % 2 === 0) return end;
+    end = text.indexOf('"', end + 1);
+  }
+}
+
+/**
+ * How many keys the objects of a JSON text that JSON.parse accepted have, each occurrence counted (a repeated key
+ * too): one pass, nothing allocated per key or value. Equal to the parsed document's count (measureCounting) when no
+ * object repeats a key: jsonDuplicateKeys, which makes a string per key, runs only when they differ.
+ */
+export function jsonKeyCount(text: string): number {
+  // per open container: 1 an object, 0 a list; and whether a key (not a value) comes next in the innermost one
+  const objects: number[] = [];
+  let expectKey = false;
+  let keys = 0;
+  const n = text.length;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      if (expectKey) {
+        keys++;
+        expectKey = false;
+      }
+      i = jsonStringEnd(text, i);
+    } else if (c === 0x7b /* { */) {
+      objects.push(1);
+      expectKey = true;
+    } else if (c === 0x5b /* [ */) {
+      objects.push(0);
+      expectKey = false;
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      objects.pop();
+      expectKey = false;
+    } else if (c === 0x2c /* , */) expectKey = objects[objects.length - 1] === 1;
+  }
+  return keys;
+}
+
+/**
  * Duplicate keys of a JSON text that JSON.parse accepted, with their paths and offsets: one pass over the text
  * with a stack of open containers (iterative; keys are decoded only when they hold escapes).
  */
@@ -167,13 +223,7 @@ function jsonDuplicateKeys(text: string): {
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i);
     if (c === 0x22 /* " */) {
-      let end = text.indexOf('"', i + 1);
-      for (;;) {
-        let slashes = 0;
-        while (text.charCodeAt(end - 1 - slashes) === 0x5c /* \ */) slashes++;
-        if (slashes % 2 === 0) break;
-        end = text.indexOf('"', end + 1);
-      }
+      const end = jsonStringEnd(text, i);
       const top = stack[stack.length - 1];
       if (top !== undefined && top.keys !== null && top.expectKey) {
         const raw = text.slice(i + 1, end);
@@ -216,8 +266,10 @@ function parseJson(text: string): DocumentResult {
   } catch (e) {
     return fail(jsonSyntaxError(text, (e as Error).message));
   }
-  const bad = measure(value);
-  if (bad !== null) return fail(bad);
+  const { error, keys } = measureCounting(value);
+  if (error !== null) return fail(error);
+  // As many keys in the text as in the document: no object repeats one.
+  if (jsonKeyCount(text) === keys) return { ok: true, value };
   const dups = jsonDuplicateKeys(text);
   if (dups.total === 0) return { ok: true, value };
   const errors: ConfigIssue[] = dups.found.map((d) => ({

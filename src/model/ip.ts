@@ -28,28 +28,59 @@ export function parseIp(text: string): { family: IpFamily; bytes: Uint8Array } |
  * address, and a start writes every backend's.
  */
 function parseDottedQuad(text: string): Uint8Array | null {
-  const n = text.length;
-  if (n < 7 || n > 15) return null;
   const out = new Uint8Array(4);
+  return dottedQuadInto(text, out, 0) ? out : null;
+}
+
+/** parseDottedQuad's bytes written into `out` at `at` (nothing written, false, when `text` is not one). */
+function dottedQuadInto(text: string, out: Uint8Array, at: number): boolean {
+  const n = text.length;
+  if (n < 7 || n > 15) return false;
+  let a = 0;
+  let b = 0;
+  let c = 0;
   let part = 0;
   let value = 0;
   let digits = 0;
   for (let i = 0; i <= n; i++) {
-    const c = i === n ? 46 : text.charCodeAt(i);
-    if (c === 46) {
+    const ch = i === n ? 46 : text.charCodeAt(i);
+    if (ch === 46) {
       // '.', or the end: a part of 1..3 digits, no leading zero, at most 255
-      if (digits === 0 || part > 3) return null;
-      out[part++] = value;
+      if (digits === 0 || part > 3) return false;
+      if (part === 0) a = value;
+      else if (part === 1) b = value;
+      else if (part === 2) c = value;
+      else if (i === n) {
+        out[at] = a;
+        out[at + 1] = b;
+        out[at + 2] = c;
+        out[at + 3] = value;
+        return true;
+      }
+      part++;
       value = 0;
       digits = 0;
-    } else if (c >= 48 && c <= 57) {
-      if (digits > 0 && value === 0) return null;
-      value = value * 10 + (c - 48);
-      if (value > 255) return null;
+    } else if (ch >= 48 && ch <= 57) {
+      if (digits > 0 && value === 0) return false;
+      value = value * 10 + (ch - 48);
+      if (value > 255) return false;
       digits++;
-    } else return null;
+    } else return false;
   }
-  return part === 4 ? out : null;
+  return false;
+}
+
+/**
+ * parseIp's bytes written into `out` at `at` (4 or 16 of them); its family, or 0 (nothing written) when `text` is
+ * not an address. A dotted quad allocates nothing: a start encodes every backend's address.
+ */
+export function writeIp(text: string, out: Uint8Array, at: number): 0 | IpFamily {
+  if (typeof text !== 'string') return 0;
+  if (dottedQuadInto(text, out, at)) return 4;
+  const p = parseIp(text);
+  if (p === null) return 0;
+  out.set(p.bytes, at);
+  return p.family;
 }
 
 // ipaddr.js reads the deprecated IPv4-compatible "::a.b.c.d" as IPv4-mapped ::ffff:a.b.c.d; RFC 4291

@@ -14,6 +14,7 @@ import {
   showValue,
   specialAddress,
 } from '../../src/model';
+import { jsonKeyCount } from '../../src/model/document';
 
 const json = (obj: unknown): ParseResult => parseConfig(JSON.stringify(obj), { format: 'json' });
 const yaml = (text: string): ParseResult => parseConfig(text, { format: 'yaml' });
@@ -219,6 +220,50 @@ describe('JSON: duplicate keys are refused with their path (JSON.parse would kee
     expect(r.ok).toBe(false);
     expect(r.ok ? [] : r.errors.map((e) => e.path)).toEqual(['a.k3', 'a.k17', 'a.k30']);
     expect(parseDocumentText(`{"a": {${keys.join(', ')}}, "b": {"k39": 1}}`, 'json').ok).toBe(true);
+  });
+
+  it('counts the keys of a JSON text as JSON.parse sees them, each repeat counted (the check before the key pass)', () => {
+    const keysOf = (v: unknown): number => {
+      if (v === null || typeof v !== 'object') return 0;
+      const xs = Array.isArray(v) ? (v as unknown[]) : Object.values(v);
+      return (Array.isArray(v) ? 0 : xs.length) + xs.reduce<number>((n, x) => n + keysOf(x), 0);
+    };
+    // strings holding braces, brackets, commas, colons, quotes and backslashes; keys with escapes; empty containers
+    const tricky = {
+      'a{': ['}', ']', ',', '"k":', { '': {}, 'x\\"': [[], {}] }],
+      'q"uo\\te': '\\',
+      __proto__x: { n: 1, s: '{"not": "a key"}', t: true, z: null },
+      list: [1, 'a,b', { deep: [{ d: [{}] }] }],
+    };
+    for (const indent of [0, 2]) {
+      const text = JSON.stringify(tricky, null, indent);
+      expect(jsonKeyCount(text)).toBe(keysOf(JSON.parse(text)));
+    }
+    expect(jsonKeyCount(JSON.stringify({ __proto__: null, a: 1 }))).toBe(1);
+    expect(jsonKeyCount('{"__proto__": {"a": 1}}')).toBe(keysOf(JSON.parse('{"__proto__": {"a": 1}}')));
+    expect(jsonKeyCount('[]')).toBe(0);
+    expect(jsonKeyCount('"{\\"a\\": 1}"')).toBe(0);
+    // a repeat: one key more in the text than in the document
+    const dup = '{"a": {"k": 1, "k": 2}, "b": [{"k": 1}]}';
+    expect(jsonKeyCount(dup)).toBe(5);
+    expect(keysOf(JSON.parse(dup))).toBe(4);
+    // random documents: the text's count is the parsed document's
+    let seed = 7;
+    const rnd = (n: number): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+    const gen = (depth: number): unknown => {
+      const k = rnd(depth > 3 ? 3 : 6);
+      if (k === 0) return rnd(1000);
+      if (k === 1) return ['x', '{', '"', '\\', ',', ':]'][rnd(6)]! + String(rnd(9));
+      if (k === 2) return null;
+      if (k === 3) return Array.from({ length: rnd(4) }, () => gen(depth + 1));
+      return Object.fromEntries(
+        Array.from({ length: rnd(5) }, (_, i) => [`k${i}${['', '"', '{', '\\'][rnd(4)]!}`, gen(depth + 1)]),
+      );
+    };
+    for (let i = 0; i < 200; i++) {
+      const text = JSON.stringify(gen(0), null, rnd(2) * 2);
+      expect(jsonKeyCount(text)).toBe(keysOf(JSON.parse(text)));
+    }
   });
 
   it('lists at most 20 duplicates, then how many more', () => {

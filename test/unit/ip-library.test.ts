@@ -15,6 +15,7 @@ import {
   SpecialAddress,
   specialAddress,
   unmapIpv4,
+  writeIp,
 } from '../../src/model/ip';
 
 const bytesOf = (text: string): number[] => Array.from(parseIp(text)!.bytes);
@@ -46,6 +47,58 @@ describe('parseIp', () => {
     expect(parseIp('192.0.2.1')).toEqual({ family: 4, bytes: Uint8Array.from([192, 0, 2, 1]) });
     expect(parseIp('2001:db8::1')?.family).toBe(6);
     expect(parseIp('2001:db8::1')?.bytes).toHaveLength(16);
+  });
+});
+
+describe('writeIp', () => {
+  const written = (text: string, at = 3): { family: number; out: number[] } => {
+    const out = new Uint8Array(24).fill(0xee);
+    return { family: writeIp(text, out, at), out: Array.from(out) };
+  };
+  const fill = (n: number): number[] => new Array<number>(n).fill(0xee);
+
+  it("writes parseIp's bytes at the offset and gives the family", () => {
+    expect(written('192.0.2.1')).toEqual({ family: 4, out: [...fill(3), 192, 0, 2, 1, ...fill(17)] });
+    expect(written('255.255.255.255', 0).out.slice(0, 5)).toEqual([255, 255, 255, 255, 0xee]);
+    expect(written('2001:db8::1', 8)).toEqual({ family: 6, out: [...fill(8), ...bytesOf('2001:db8::1')] });
+    expect(written('::1.2.3.4', 0).out.slice(0, 16)).toEqual(bytesOf('::1.2.3.4'));
+  });
+
+  it.each([
+    '0x7f.0.0.1',
+    '127.1',
+    '010.0.0.1',
+    '1.2.3.256',
+    '1.2.3.4.5',
+    '1.2.3.',
+    '.1.2.3',
+    '1..2.3',
+    ' 1.2.3.4',
+    'fe80::1%eth0',
+    '',
+    'x',
+  ])('writes nothing for %j, which parseIp refuses', (text) => {
+    expect(parseIp(text)).toBeNull();
+    expect(written(text)).toEqual({ family: 0, out: fill(24) });
+  });
+
+  it('agrees with parseIp on any dotted quad text, valid or not', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(fc.nat(300).map(String), fc.constantFrom('', '00', '01', '1a', '-1')), {
+          minLength: 1,
+          maxLength: 5,
+        }),
+        (parts) => {
+          const text = parts.join('.');
+          const p = parseIp(text);
+          const w = written(text, 0);
+          expect(w.family).toBe(p?.family ?? 0);
+          if (p !== null) expect(w.out.slice(0, p.bytes.length)).toEqual(Array.from(p.bytes));
+          else expect(w.out).toEqual(fill(24));
+        },
+      ),
+    );
   });
 });
 
