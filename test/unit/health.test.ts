@@ -251,6 +251,16 @@ describe('checks against real servers', () => {
   });
 });
 
+/** Resolves once `cond()` holds, polled every 5 ms; fails naming `what` after `ms` (no fixed sleep: CI machines are
+ * loaded). */
+async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`);
+    await sleep(5);
+  }
+}
+
 describe('HealthMonitor', () => {
   const check = {
     type: 'http' as const,
@@ -263,7 +273,15 @@ describe('HealthMonitor', () => {
     downGraceSeconds: 30,
   };
   let monitor: HealthMonitor | null = null;
-  afterEach(() => monitor?.stop());
+  /** Servers a test opened, closed after it also when it fails (an open one kept the jest worker from exiting). */
+  const servers: { server: HttpServer; conns: Set<Socket> }[] = [];
+  afterEach(async () => {
+    monitor?.stop();
+    for (const { server, conns } of servers.splice(0)) {
+      for (const s of conns) s.destroy();
+      if (server.listening) await new Promise((r) => server.close(r));
+    }
+  });
 
   const waitFor = <T>(em: HealthMonitor, event: string, pred: (x: T) => boolean, ms: number): Promise<T> =>
     new Promise((resolve, reject) => {
@@ -281,6 +299,7 @@ describe('HealthMonitor', () => {
     const server = createHttp((_req, res) => res.end('ok'));
     const conns = new Set<Socket>();
     server.on('connection', (s) => conns.add(s));
+    servers.push({ server, conns });
     // A port below the ephemeral range: it is re-listened on after a close, and a probe's own ephemeral port
     // could otherwise be it (a TCP self-connect to a closed port).
     const port = testPorts(1);
@@ -290,7 +309,8 @@ describe('HealthMonitor', () => {
     monitor.on('vip', (a: VipAvailability) => vipEvents.push(a));
     monitor.setTargets([{ key: 'k1', vip: 'web', address: '127.0.0.1', check: { ...check, port } }]);
     monitor.start();
-    await sleep(350);
+    // Until two checks are done (a fixed 350 ms saw one on a loaded CI machine), then both must have passed.
+    await until(() => (monitor!.snapshot()[0]?.checks ?? 0) >= 2, 'two checks');
     expect(monitor.snapshot()[0]).toMatchObject({ status: 'up', failedChecks: 0 });
     expect(monitor.snapshot()[0]!.checks).toBeGreaterThanOrEqual(2);
 
@@ -317,6 +337,7 @@ describe('HealthMonitor', () => {
     expect(vipEvents.at(-1)).toEqual({ vip: 'web', up: 0, total: 1 });
 
     const again = createHttp((_req, res) => res.end('ok'));
+    servers.push({ server: again, conns: new Set() });
     await new Promise<void>((r) => again.listen(port, '127.0.0.1', r));
     try {
       const up = await waitFor<HealthChange>(monitor, 'change', (c) => c.to === 'up', 2000);
@@ -346,7 +367,7 @@ describe('HealthMonitor', () => {
       { key: 'b', vip: 'v', address: '127.0.0.2', check: fast },
     ]);
     monitor.start();
-    await sleep(20);
+    await until(() => pending.length >= 2, 'both first probes');
     expect(pending).toHaveLength(2);
     pending.splice(0).forEach((f) => f());
     await sleep(20);
@@ -366,7 +387,7 @@ describe('HealthMonitor', () => {
       ['c', 'down'],
     ]);
     expect(monitor.snapshot().find((s) => s.key === 'b')).toMatchObject({ failures: 0, checks: 1 });
-    await sleep(150);
+    await until(() => pending.length >= 3, 'a probe of each target after the change');
     monitor.setTargets([]);
     let late = 0;
     monitor.on('change', () => late++);
