@@ -1,7 +1,8 @@
 // Jest: TypeScript through ts-jest, transpile only (type checking is `tsc --noEmit` in `npm run lint`).
 /** @type {import('jest').Config} */
 module.exports = {
-  testEnvironment: 'node',
+  // The node environment, plus a report of what keeps a worker alive when jest has to terminate it.
+  testEnvironment: '<rootDir>/test/helpers/exit-environment.js',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
   transform: { '^.+\\.ts$': ['ts-jest', { diagnostics: false }] },
