@@ -75,7 +75,12 @@ class FakeMonitor extends EventEmitter {
     this.targets = [];
     this.updateTargets({ remove: [], upsert: targets });
   }
+  /** Called on each change of targets (setTargets, updateTargets). */
+  onTargets: (() => void) | null = null;
+  /** Probes its stats() report (the daemon collects the start's targets' garbage only when there are some). */
+  probes = 0;
   updateTargets(c: { remove: readonly string[]; upsert: readonly HealthTarget[] }): void {
+    this.onTargets?.();
     const upsert = new Map(c.upsert.map((t) => [t.key, t]));
     const gone = new Set(c.remove.filter((k) => !upsert.has(k)));
     this.targets = this.targets.filter((t) => !gone.has(t.key) && !upsert.has(t.key)).concat(c.upsert);
@@ -99,7 +104,7 @@ class FakeMonitor extends EventEmitter {
     return [];
   }
   stats() {
-    return { probes: 0, memberships: 0, inFlight: 0, maxInFlight: 1, started: 0, delayed: 0, delayedByCap: 0, maxLatenessMs: 0, backlog: 0, backlogAgeMs: 0, worstCaseInFlight: 0 }; // prettier-ignore
+    return { probes: this.probes, memberships: 0, inFlight: 0, maxInFlight: 1, started: 0, delayed: 0, delayedByCap: 0, maxLatenessMs: 0, backlog: 0, backlogAgeMs: 0, worstCaseInFlight: 0 }; // prettier-ignore
   }
   /** Every backend of `vip` goes to `to`, announced as the real monitor does (one 'change' each). */
   flip(vip: string, to: HealthStatus): void {
@@ -386,6 +391,59 @@ describe('daemon coordination over a memory datapath', () => {
     await settle();
     expect(r.syncs()).toEqual([...START, 'health']);
     expect(order.filter((x) => x.startsWith('trimMemory'))).toHaveLength(1);
+    await r.daemon.stop();
+  });
+
+  it("sets the health targets after ready, once the start's garbage is collected, then collects theirs", async () => {
+    const order: string[] = [];
+    const r: ReturnType<typeof rig> = rig({
+      config: config(VIPS),
+      extra: {
+        trimMemory: (t) => (
+          order.push(`trimMemory ready ${r.daemon.readiness().ready}`),
+          t?.collect === true
+        ),
+      },
+    });
+    r.monitor.probes = 3;
+    r.monitor.onTargets = () => void order.push(`targets ready ${r.daemon.readiness().ready}`);
+    await r.daemon.start();
+    await settle();
+    // the start's sync set none: the loop's sync after ready sets them (one change of targets), and logs no reconcile
+    expect(order).toEqual(['trimMemory ready true', 'targets ready true', 'trimMemory ready true']);
+    expect(r.monitor.targets.map((t) => t.vip).sort()).toEqual(['a', 'a']); // b has no health check
+    expect(r.syncs()).toEqual(START);
+    const started = r.records.findIndex((x) => x.msg === 'daemon started');
+    const collected = r.records.filter((x) => x.msg === 'start garbage collected, free memory given back');
+    expect(collected).toHaveLength(2);
+    expect(r.records.indexOf(collected[0]!)).toBeGreaterThan(started);
+    await r.daemon.stop();
+  });
+
+  it("leaves the start's health targets to a sync that came first: a reload during the housekeeping sets its own", async () => {
+    const c2 = config([...VIPS, { name: 'c', address: '10.0.0.12', backends: ['10.1.0.4'], check: true }]);
+    let changes = 0;
+    const r: ReturnType<typeof rig> = rig({
+      config: config(VIPS),
+      extra: {
+        heapUsed: () => 2 ** 40,
+        trimMemory: () => false,
+        collectIncrementally: async () => {
+          if (changes === 0) {
+            r.source.emit('reload', ok(c2));
+            await settle();
+          }
+          return true;
+        },
+      },
+    });
+    r.monitor.onTargets = () => void changes++;
+    await r.daemon.start();
+    await settle();
+    // the reload's sync set every target of its desired state (c's too); the start's were not set after it
+    expect(r.syncs()).toEqual([...START, 'reload']);
+    expect(changes).toBe(1);
+    expect(r.monitor.targets.map((t) => t.vip).sort()).toEqual(['a', 'a', 'c']);
     await r.daemon.stop();
   });
 
