@@ -590,8 +590,15 @@ export class Daemon {
       const desired = this.programmer.desired;
       if (!this.targetsPending || desired === null) return;
       this.targetsPending = false;
-      // A status already differs from the desired state's: a sync more shows it (setStartTargets asks for it).
-      this.startTargetsDiffer = await this.health.retarget(desired);
+      try {
+        // A status already differs from the desired state's: a sync more shows it (setStartTargets asks for it).
+        this.startTargetsDiffer = await this.health.retarget(desired);
+      } catch (e) {
+        // A retry is a whole sync, which sets every target of its desired state.
+        this.targetsPending = true;
+        this.log.error({ err: e, reason }, 'setting the health targets failed; retrying');
+        this.loop.retryLater();
+      }
       return;
     }
     const starting = !this.started;

@@ -12,6 +12,7 @@ import type { DaemonCollaborators } from '../../src/daemon/collaborators';
 import { Daemon } from '../../src/daemon/daemon';
 import { BURST_COLLECT_MSG } from '../../src/daemon/programmer';
 import { INLINE_TABLES } from '../../src/reconcile/reconciler';
+import { RETRY_MAX_MS } from '../../src/daemon/sync-loop';
 import type { DatapathHost, OpenedDatapath, XdpAttachment } from '../../src/daemon/datapath-host';
 import type { ReloadEvent } from '../../src/sources/types';
 import { recordingLogger } from '../helpers/daemon-fakes';
@@ -444,6 +445,25 @@ describe('daemon coordination over a memory datapath', () => {
     expect(r.syncs()).toEqual([...START, 'reload']);
     expect(changes).toBe(1);
     expect(r.monitor.targets.map((t) => t.vip).sort()).toEqual(['a', 'a', 'c']);
+    await r.daemon.stop();
+  });
+
+  it("retries the start's health targets with a whole sync when setting them fails", async () => {
+    const r = rig({ config: config(VIPS) });
+    let failures = 1;
+    r.monitor.onTargets = () => {
+      if (failures-- > 0) throw new Error('monitor refused');
+    };
+    await r.daemon.start();
+    await settle();
+    const logged = r.records.find((x) => x.msg === 'setting the health targets failed; retrying');
+    expect(logged?.level).toBe('error');
+    expect(r.monitor.targets).toEqual([]);
+    expect(r.syncs()).toEqual(START);
+    await jest.advanceTimersByTimeAsync(RETRY_MAX_MS);
+    await settle();
+    expect(r.syncs()).toEqual([...START, 'retry']);
+    expect(r.monitor.targets.map((t) => t.vip)).toEqual(['a', 'a']);
     await r.daemon.stop();
   });
 
