@@ -310,6 +310,36 @@ afterEach(() => {
   jest.useRealTimers();
 });
 
+/**
+ * A rig whose start's housekeeping after ready collects incrementally (a big heap), and meanwhile (in its first
+ * collection) `reloaded` comes in as a reload and syncs; `afterReload` runs once that sync has settled.
+ */
+function rigReloadingInHousekeeping(
+  first: Config,
+  reloaded: Config,
+  o: { afterReload?: () => void } & Partial<DaemonCollaborators> = {},
+): Rig {
+  const { afterReload, ...extra } = o;
+  let reloads = 0;
+  const r: Rig = rig({
+    config: first,
+    extra: {
+      heapUsed: () => 2 ** 40,
+      trimMemory: () => false,
+      collectIncrementally: async () => {
+        if (reloads++ === 0) {
+          r.source.emit('reload', ok(reloaded));
+          await settle();
+          afterReload?.();
+        }
+        return true;
+      },
+      ...extra,
+    },
+  });
+  return r;
+}
+
 // ---- tests ---------------------------------------------------------------------------------------------------
 
 describe('daemon coordination over a memory datapath', () => {
@@ -424,20 +454,7 @@ describe('daemon coordination over a memory datapath', () => {
   it("leaves the start's health targets to a sync that came first: a reload during the housekeeping sets its own", async () => {
     const c2 = config([...VIPS, { name: 'c', address: '10.0.0.12', backends: ['10.1.0.4'], check: true }]);
     let changes = 0;
-    const r: ReturnType<typeof rig> = rig({
-      config: config(VIPS),
-      extra: {
-        heapUsed: () => 2 ** 40,
-        trimMemory: () => false,
-        collectIncrementally: async () => {
-          if (changes === 0) {
-            r.source.emit('reload', ok(c2));
-            await settle();
-          }
-          return true;
-        },
-      },
-    });
+    const r = rigReloadingInHousekeeping(config(VIPS), c2);
     r.monitor.onTargets = () => void changes++;
     await r.daemon.start();
     await settle();
@@ -654,25 +671,14 @@ describe('daemon coordination over a memory datapath', () => {
   it("never sets the start's VIP routes over a later sync's: a reload during the start's housekeeping wins", async () => {
     const sets: string[][] = [];
     const c2 = config([...VIPS, { name: 'c', address: '10.0.0.12', backends: ['10.1.0.4'] }]);
-    const r: ReturnType<typeof rig> = rig({
-      config: config(VIPS),
-      extra: {
-        // the housekeeping after ready collects incrementally (a big heap): a reload comes in and syncs meanwhile
-        heapUsed: () => 2 ** 40,
-        trimMemory: () => false,
-        collectIncrementally: async () => {
-          r.source.emit('reload', ok(c2));
-          await settle();
-          expect(sets).toEqual([['10.0.0.10', '10.0.0.11', '10.0.0.12']]); // the reload's sync set its routes
-          return true;
-        },
-        vipRoutes: () => ({
-          set: (addresses: Iterable<string>) => void sets.push([...addresses].sort()),
-          stop: async () => undefined,
-          removeAll: async () => undefined,
-          status: () => ({}) as never,
-        }),
-      },
+    const r = rigReloadingInHousekeeping(config(VIPS), c2, {
+      afterReload: () => expect(sets).toEqual([['10.0.0.10', '10.0.0.11', '10.0.0.12']]), // its sync set its routes
+      vipRoutes: () => ({
+        set: (addresses: Iterable<string>) => void sets.push([...addresses].sort()),
+        stop: async () => undefined,
+        removeAll: async () => undefined,
+        status: () => ({}) as never,
+      }),
     });
     await r.daemon.start();
     await settle();
