@@ -3,7 +3,8 @@
 // the run ended, so jest sent SIGTERM). On that SIGTERM the worker prints to stderr the test files it ran (last
 // first), the resources still active on its event loop (timers, sockets, child processes) and the worker threads
 // still running with where they were started; neither process.getActiveResourcesInfo() nor _getActiveHandles() lists
-// a worker thread, so Worker is wrapped to keep that list. Nothing is printed when a worker exits by itself.
+// a worker thread, so Worker is wrapped to keep that list. The same report comes 300 ms after jest's end message if
+// the process still runs then (the warning comes at 500 ms). Nothing is printed when a worker exits by itself.
 /* eslint-disable @typescript-eslint/no-require-imports -- jest loads a test environment as CommonJS */
 'use strict';
 const { TestEnvironment } = require('jest-environment-node');
@@ -32,9 +33,9 @@ const state = (() => {
     }
   }
   workerThreads.Worker = TrackedWorker;
-  process.once('SIGTERM', () => {
+  const report = (why) => {
     const lines = [
-      `[exit-environment] jest worker ${process.pid} did not exit by itself; files it ran, last first:`,
+      `[exit-environment] jest worker ${process.pid} ${why}; files it ran, last first:`,
       ...files
         .slice(-8)
         .reverse()
@@ -48,8 +49,23 @@ const state = (() => {
       }`,
       ...[...threads].map((t) => `  worker thread ${t.file} started by ${t.test} at ${t.at}`),
     ];
+    require('fs').writeSync(2, `${lines.join('\n')}\n`);
+  };
+  // jest's end message (jest-worker's CHILD_MESSAGE_END): its own listener goes, and so does this one (a 'message'
+  // listener keeps the IPC channel, and so the process, alive). 300 ms on (a timer that holds nothing), a process
+  // still running has something keeping its event loop alive: reported here, where JS still runs. A process whose
+  // loop was empty is tearing down by then (or its thread is blocked): no report, and SIGTERM's may not run either.
+  const onMessage = (m) => {
+    if (!Array.isArray(m) || m[0] !== 2) return;
+    process.removeListener('message', onMessage);
+    require('timers')
+      .setTimeout(() => report('is still running 300 ms after jest ended it'), 300)
+      .unref();
+  };
+  process.on('message', onMessage);
+  process.once('SIGTERM', () => {
     try {
-      require('fs').writeSync(2, `${lines.join('\n')}\n`);
+      report('did not exit by itself (SIGTERM)');
     } finally {
       process.exit(143);
     }
