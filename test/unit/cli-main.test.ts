@@ -1,6 +1,6 @@
 // The CLI's argument handling in-process (no kernel needed): help per command, usage errors named, numbers echoed,
 // JSON documents and JSON errors, completion.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { main } from '../../src/cli/main';
@@ -226,6 +226,7 @@ describe('peak-xdp maglev and config validate (no kernel)', () => {
   });
 
   const dir = mkdtempSync(join(tmpdir(), 'peak-cli-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
   const file = (name: string, text: string): string => {
     const p = join(dir, name);
     writeFileSync(p, text);
