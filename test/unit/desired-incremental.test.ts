@@ -455,9 +455,9 @@ describe('desiredStateAsync', () => {
     expect(reusedWithHealth).toBeGreaterThan(20);
     expect(reusedViaLog).toBeGreaterThan(20);
     expect(coveredSteps).toBeGreaterThan(100);
-    // Rare in these sequences (a VIP with a down backend, its config kept, its health not): 7-14 of ~600 builds
-    // seen; the test above walks that path step by step.
-    expect(reusedDownViaLog).toBeGreaterThan(0);
+    // Not asserted: a VIP with a down backend reused through a covered since (its config kept, its health not) is
+    // rare in these random sequences (7-14 of ~600 builds, and 0 in one CI run), so a bound on it failed by chance.
+    // 'with a since the log covers, reuses a VIP with a down backend ...' above walks that path step by step.
   });
 });
 
