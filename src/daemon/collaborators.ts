@@ -104,6 +104,10 @@ export interface DaemonCollaborators {
   /** Called first thing in a start: large allocations from then on are mapped on their own and unmapped when freed
    * (glibc mallopt M_MMAP_THRESHOLD; see MALLOC_MMAP_THRESHOLD). Absent: the C library's defaults. */
   fixMallocThreshold?(): void;
+  /** How far V8's heap grows between full collections (util/gc heapGrowth): 'start' first thing in a start (its big
+   * builds' garbage kept within START_HEAP_GROWING_PERCENT of the live heap), 'run' once the start's health targets
+   * are set and collected, or the start failed (V8's own rule). Absent: V8's own rule throughout. */
+  heapGrowth?(phase: 'start' | 'run'): void;
   /** Frees a table buffer the Maglev pool lets go (WorkerTableBuilderOptions.free) at once, instead of leaving it to
    * V8's next full collection (native freeArrayBuffer). Absent: left to the collector. */
   freeBuffer?(buffer: ArrayBuffer): void;

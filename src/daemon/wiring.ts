@@ -20,7 +20,7 @@ import { parseNodeLabels } from '../model/nodes';
 import { bgpPreflight } from './preflight';
 import { VipRouteKeeper } from './vip-routes';
 import { START_COLLECT_WAIT_MS } from './programmer';
-import { fullCollection } from '../util/gc';
+import { fullCollection, heapGrowth } from '../util/gc';
 
 /** The real collaborators; pins go to <bpffs>/peak-xdp/<netns>/<interface>/. */
 export function kernelCollaborators(o: { bpffs: string }): DaemonCollaborators {
@@ -51,6 +51,7 @@ export function kernelCollaborators(o: { bpffs: string }): DaemonCollaborators {
       return ended;
     },
     fixMallocThreshold,
+    heapGrowth: (phase) => void heapGrowth(phase),
     freeBuffer: (b) => void native().freeArrayBuffer(b),
   };
 }

@@ -425,6 +425,57 @@ describe('daemon coordination over a memory datapath', () => {
     await r.daemon.stop();
   });
 
+  it("bounds a big start's heap growth once its config is parsed, until its health targets are set; not a small one's", async () => {
+    const MiB = 2 ** 20;
+    const started = async (heapMB: number): Promise<string[]> => {
+      const order: string[] = [];
+      const r: ReturnType<typeof rig> = rig({
+        config: config(VIPS),
+        extra: {
+          heapUsed: () => heapMB * MiB,
+          heapGrowth: (phase) => void order.push(`heapGrowth ${phase} ready ${r.daemon.readiness().ready}`),
+          memoryPressure: () => void order.push('memoryPressure'),
+          trimMemory: (t) => (order.push('trimMemory'), t?.collect === true),
+        },
+      });
+      r.monitor.probes = 3;
+      r.monitor.onTargets = () => void order.push('targets');
+      const start = r.source.start.bind(r.source);
+      r.source.start = () => (order.push('config source start'), start());
+      await r.daemon.start();
+      order.push('start resolved');
+      await r.daemon.stop();
+      return order;
+    };
+    // START_BOUND_HEAP_BYTES is 64 MiB
+    const big = await started(65);
+    expect(big.filter((x) => x.startsWith('heapGrowth'))).toEqual(['heapGrowth start ready false', 'heapGrowth run ready true']); // prettier-ignore
+    const bounded = big.indexOf('heapGrowth start ready false');
+    expect(bounded).toBeGreaterThan(big.indexOf('config source start'));
+    // V8's limit from its last collection followed its own rule: it is asked to collect soon, under the bound
+    expect(big[bounded + 1]).toBe('memoryPressure');
+    // V8's own rule back after the health targets and their collection, before start() resolves
+    expect(big.slice(-4)).toEqual(['targets', 'trimMemory', 'heapGrowth run ready true', 'start resolved']);
+
+    const small = await started(63);
+    expect(small.filter((x) => x.startsWith('heapGrowth'))).toEqual([]);
+    expect(small).toContain('targets');
+  });
+
+  it('gives V8 its own heap growth back when a bounded start fails', async () => {
+    const phases: string[] = [];
+    const r = rig({
+      config: config(VIPS),
+      extra: {
+        heapUsed: () => 2 ** 30,
+        heapGrowth: (phase) => void phases.push(phase),
+        adminServer: () => Promise.reject(new Error('port taken')),
+      },
+    });
+    await expect(r.daemon.start()).rejects.toThrow('port taken');
+    expect(phases).toEqual(['start', 'run']);
+  });
+
   it("sets the health targets after ready, once the start's garbage is collected, then collects theirs", async () => {
     const order: string[] = [];
     const r: ReturnType<typeof rig> = rig({
