@@ -3,7 +3,7 @@
 import type { Datapath } from '../datapath/types';
 import type { BacklogChange, HealthTarget, LocalCheckError } from '../health/monitor';
 import type { HealthStatus } from '../health/state';
-import { appendVipTargets, targetsChangeSteps } from '../health/targets';
+import { targetCount, targetPieces, targetsChangeSteps } from '../health/targets';
 import { rateLimited, type Logger } from '../log';
 import type { DesiredState, DesiredVip } from '../reconcile';
 import type { DaemonHealthMonitor } from './collaborators';
@@ -81,18 +81,10 @@ export class HealthFeed {
     // Whether a target set now has a status other than `desired` holds for it (a new target starts with one).
     let differs: () => Promise<boolean>;
     if (this.targetsOf === null) {
-      // healthTargets(desired, seeds), in pieces
-      const upsert: HealthTarget[] = [];
-      for (let i = 0, mark = 0; i < desired.vips.length; i++) {
-        appendVipTargets(desired.vips[i]!, this.seeds, upsert);
-        if (upsert.length - mark >= LOOKS_PER_TURN) {
-          mark = upsert.length;
-          await turn();
-        }
-      }
-      // room for them promised now, made an array at a time in turns of their own before the first piece
-      this.monitor.reserve?.(upsert.length, { ahead: true });
-      await this.setInPieces({ remove: [], upsert }, true);
+      // healthTargets(desired, seeds), made and set a piece at a time; room for them promised now, made an array at
+      // a time in turns of their own before the first piece
+      this.monitor.reserve?.(targetCount(desired.vips), { ahead: true });
+      await this.setAllInPieces(desired.vips);
       differs = async () => {
         let looked = 0;
         for (const v of desired.vips) {
@@ -123,7 +115,7 @@ export class HealthFeed {
         }
       }
       const change = s.value;
-      await this.setInPieces(change, false);
+      await this.setInPieces(change);
       differs = async () => {
         for (let i = 0; i < change.upsert.length; i++) {
           const s = this.monitor.status(change.upsert[i]!.key);
@@ -154,29 +146,44 @@ export class HealthFeed {
   }
 
   /**
-   * A change of targets (no key both removed and upserted: targetsChange gives none), in pieces of TARGETS_PER_TURN
-   * with a turn between them: upserts first, then removals, as one updateTargets orders them. `whole`: the first
-   * piece replaces every target the monitor had (setTargets).
+   * Every target of `vips` (with the seeds) in place of the monitor's, made and set a piece of TARGETS_PER_TURN at a
+   * time with a turn between pieces (setInPieces' `whole`), so that only one piece of them is held at once.
    */
-  private async setInPieces(
-    c: { remove: readonly string[]; upsert: readonly HealthTarget[] },
-    whole: boolean,
-  ): Promise<void> {
+  private async setAllInPieces(vips: readonly DesiredVip[]): Promise<void> {
+    const pieces = targetPieces(vips, this.seeds, TARGETS_PER_TURN);
+    const first = pieces.next();
+    let next = pieces.next();
+    if (first.done === true || next.done === true) {
+      this.monitor.setTargets(first.done === true ? [] : first.value);
+      return;
+    }
+    while (this.monitor.growRoom?.() === true) await turn();
+    this.monitor.setTargets(first.value, { more: true });
+    while (next.done !== true) {
+      await turn();
+      const piece = next.value;
+      next = pieces.next();
+      this.monitor.updateTargets({ remove: [], upsert: piece }, { more: next.done !== true });
+    }
+  }
+
+  /**
+   * A change of targets (no key both removed and upserted: targetsChange gives none), in pieces of TARGETS_PER_TURN
+   * with a turn between them: upserts first, then removals, as one updateTargets orders them.
+   */
+  private async setInPieces(c: {
+    remove: readonly string[];
+    upsert: readonly HealthTarget[];
+  }): Promise<void> {
     const n = TARGETS_PER_TURN;
     const { remove, upsert } = c;
     if (remove.length + upsert.length <= n) {
-      if (whole) this.monitor.setTargets(upsert);
-      else if (remove.length + upsert.length > 0) this.monitor.updateTargets(c);
+      if (remove.length + upsert.length > 0) this.monitor.updateTargets(c);
       return;
     }
     // Every piece but the last says more follow (the monitor sizes its probe queues once, at the last).
-    let i = 0;
     while (this.monitor.growRoom?.() === true) await turn();
-    if (whole) {
-      this.monitor.setTargets(upsert.slice(0, n), { more: true });
-      i = n;
-    }
-    for (; i < upsert.length; i += n) {
+    for (let i = 0; i < upsert.length; i += n) {
       if (i > 0) await turn();
       const more = i + n < upsert.length || remove.length > 0;
       this.monitor.updateTargets({ remove: [], upsert: upsert.slice(i, i + n) }, { more });
