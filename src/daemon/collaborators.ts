@@ -13,6 +13,7 @@ import type { BfdConnect } from './bfd-link';
 import type { DatapathHost } from './datapath-host';
 import type { OverrideStore } from './override-store';
 import type { VipRoutesStatus } from './vip-routes';
+import type { HeapPhase } from '../util/gc';
 
 /** Facts about this host's interfaces (src/daemon/host.ts). */
 export interface HostNetwork {
@@ -105,9 +106,10 @@ export interface DaemonCollaborators {
    * (glibc mallopt M_MMAP_THRESHOLD; see MALLOC_MMAP_THRESHOLD). Absent: the C library's defaults. */
   fixMallocThreshold?(): void;
   /** How far V8's heap grows between full collections (util/gc heapGrowth): 'start' first thing in a start (its big
-   * builds' garbage kept within START_HEAP_GROWING_PERCENT of the live heap), 'run' once the start's health targets
-   * are set and collected, or the start failed (V8's own rule). Absent: V8's own rule throughout. */
-  heapGrowth?(phase: 'start' | 'run'): void;
+   * builds' garbage kept within START_HEAP_GROWING_PERCENT of the live heap), 'targets' once it is ready, before it
+   * collects and sets its health targets (TARGETS_HEAP_GROWING_PERCENT), 'run' once they are set and collected, or the
+   * start failed (V8's own rule). Absent: V8's own rule throughout. */
+  heapGrowth?(phase: HeapPhase): void;
   /** Frees a table buffer the Maglev pool lets go (WorkerTableBuilderOptions.free) at once, instead of leaving it to
    * V8's next full collection (native freeArrayBuffer). Absent: left to the collector. */
   freeBuffer?(buffer: ArrayBuffer): void;

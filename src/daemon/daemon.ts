@@ -391,6 +391,8 @@ export class Daemon {
     const t = performance.now();
     try {
       await programmer.retireWorkers();
+      // A bounded start's health targets are set under a tighter bound, from this collection on.
+      if (this.heapBounded !== null) this.opts.heapGrowth?.('targets');
       await this.collectStartGarbage(Math.round(performance.now() - t));
     } catch (e) {
       this.log.warn(
@@ -409,7 +411,8 @@ export class Daemon {
 
   /**
    * A big start (its heap past START_BOUND_HEAP_BYTES once the config is parsed) keeps its garbage within
-   * START_HEAP_GROWING_PERCENT of the live heap until its health targets are set (heapGrowth 'start'): at 512 VIPs x
+   * START_HEAP_GROWING_PERCENT of the live heap until ready (heapGrowth 'start'), then TARGETS_HEAP_GROWING_PERCENT
+   * until its health targets are set ('targets', after the start's own collection: they were its peak): at 512 VIPs x
    * 1000 backends V8's own rule let the heap grow from ~100 MB to ~325 MB before it collected, and RSS peaked at
    * 400-463 MB without health checks (364-394 MB bounded). A small one is left to V8's own rule: at 512 x 100 (~25 MB)
    * the bound made 5-6 full collections by ready instead of 2-3, for ~8 MB. The limit V8 set at its last collection

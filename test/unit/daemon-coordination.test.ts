@@ -425,7 +425,7 @@ describe('daemon coordination over a memory datapath', () => {
     await r.daemon.stop();
   });
 
-  it("bounds a big start's heap growth once its config is parsed, until its health targets are set; not a small one's", async () => {
+  it("bounds a big start's heap growth once its config is parsed, tighter once ready until its health targets are set; not a small one's", async () => {
     const MiB = 2 ** 20;
     const started = async (heapMB: number): Promise<string[]> => {
       const order: string[] = [];
@@ -449,11 +449,15 @@ describe('daemon coordination over a memory datapath', () => {
     };
     // START_BOUND_HEAP_BYTES is 64 MiB
     const big = await started(65);
-    expect(big.filter((x) => x.startsWith('heapGrowth'))).toEqual(['heapGrowth start ready false', 'heapGrowth run ready true']); // prettier-ignore
+    expect(big.filter((x) => x.startsWith('heapGrowth'))).toEqual(['heapGrowth start ready false', 'heapGrowth targets ready true', 'heapGrowth run ready true']); // prettier-ignore
     const bounded = big.indexOf('heapGrowth start ready false');
     expect(bounded).toBeGreaterThan(big.indexOf('config source start'));
     // V8's limit from its last collection followed its own rule: it is asked to collect soon, under the bound
     expect(big[bounded + 1]).toBe('memoryPressure');
+    // once ready, the tighter bound from the start's own collection on, through the health targets
+    const tight = big.indexOf('heapGrowth targets ready true');
+    expect(big[tight + 1]).toBe('trimMemory');
+    expect(big.indexOf('targets')).toBeGreaterThan(tight);
     // V8's own rule back after the health targets and their collection, before start() resolves
     expect(big.slice(-4)).toEqual(['targets', 'trimMemory', 'heapGrowth run ready true', 'start resolved']);
 

@@ -2,7 +2,13 @@
 // start's bound on V8's heap growth, and V8's own rule back after it.
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { fullCollection, heapGrowingFlag, heapGrowth, START_HEAP_GROWING_PERCENT } from '../../src/util/gc';
+import {
+  fullCollection,
+  heapGrowingFlag,
+  heapGrowth,
+  START_HEAP_GROWING_PERCENT,
+  TARGETS_HEAP_GROWING_PERCENT,
+} from '../../src/util/gc';
 import { packageRoot } from '../../src/paths';
 
 /** The built module (a child process runs it: its heap is its own, quiet, and can expose gc()). */
@@ -77,6 +83,8 @@ describe('heapGrowth', () => {
   it("names V8's flag for each phase", () => {
     expect(START_HEAP_GROWING_PERCENT).toBe(30);
     expect(heapGrowingFlag('start')).toBe('--heap-growing-percent=30');
+    expect(TARGETS_HEAP_GROWING_PERCENT).toBe(10);
+    expect(heapGrowingFlag('targets')).toBe('--heap-growing-percent=10');
     expect(heapGrowingFlag('run')).toBe('--heap-growing-percent=0');
   });
 
