@@ -13,6 +13,7 @@ import {
   probeTcp,
 } from './checks';
 import { SpreadMap } from '../util/spread-map';
+import { StringIndex } from '../util/string-index';
 import { DueLanes, roomFor } from './due-queue';
 import { defaultMaxInFlight, jittered, probeCheck, probeCheckKey, quickReserve, takesResult } from './probes';
 import { HealthChangeLog, HealthStatus, NEW_TARGET_STATUS, statusAfter } from './state';
@@ -256,11 +257,13 @@ function grownTo<A extends TypedArray>(a: A, n: number): A {
 
 class Memberships {
   /**
-   * Membership key -> slot; a SpreadMap, not a Map: at 512,000 memberships one Map's rehash at 262,144 keys held a
-   * piece of the start's targets 45-70 ms, and where no two memberships share a backend the probes' map, as big,
-   * rehashed in the same insert (90-120 ms in one piece).
+   * Membership key -> slot, or a placeholder -1 - n for upsert n of the change running (HealthMonitor.change): a
+   * StringIndex over the keys column, 8 MB at 512,000 memberships where a Map was ~20 MB (and V8's rehash of a Map at
+   * 262,144 keys held a piece of the start's targets 45-70 ms).
    */
-  readonly index = new SpreadMap<number>('a');
+  readonly index = new StringIndex((v) => (v >= 0 ? this.keys[v]! : (this.pending[-1 - v]?.key ?? '')));
+  /** The upserts of the change running, while their keys have placeholders in the index. */
+  pending: readonly HealthTarget[] = [];
   /** undefined: a free slot. */
   keys: (string | undefined)[] = [];
   /** Index into vipNames. */
@@ -1046,6 +1049,7 @@ export class HealthMonitor extends EventEmitter {
     // was a third of a setTargets' own time.
     const slots = new Int32Array(upsert.length);
     let fresh = 0;
+    m.pending = upsert;
     for (let n = 0; n < upsert.length; n++) {
       const key = upsert[n]!.key;
       const j = m.index.get(key);
@@ -1055,6 +1059,7 @@ export class HealthMonitor extends EventEmitter {
         fresh++;
       } else if (j < 0 || m.stamp[j] === epoch) {
         for (let x = 0; x < n; x++) if (slots[x] === -1) m.index.delete(upsert[x]!.key);
+        m.pending = [];
         throw new RangeError(`targets: key ${JSON.stringify(key)} appears twice`);
       } else {
         m.stamp[j] = epoch;
@@ -1071,6 +1076,8 @@ export class HealthMonitor extends EventEmitter {
     const touched = c.touched;
     // Upserts first: a new membership may take its state from one that goes (the same backend, the same check).
     for (let n = 0; n < upsert.length; n++) this.upsert(upsert[n]!, slots[n]!, c);
+    // every placeholder replaced by its slot
+    m.pending = [];
     const drop = (i: number): void => {
       touch(m.probe[i]!, c);
       m.release(i);
