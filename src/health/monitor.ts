@@ -338,6 +338,7 @@ class Memberships {
 
   /** Room for `n` more memberships without growing again (and what reserveAhead promised). */
   reserve(n: number): void {
+    this.index.reserve(this.count + n);
     if (this.top + n <= this.capacity()) return;
     const cap = Math.max(this.roomFor(n), this.#want);
     const cols = this.typedColumns();
@@ -367,14 +368,18 @@ class Memberships {
   /** As reserve(n), but nothing is made now: growOne() makes it a column at a time (or the next reserve() at once). */
   reserveAhead(n: number): void {
     if (this.top + n > this.capacity()) this.#want = Math.max(this.#want, this.roomFor(n));
+    this.#wantKeys = Math.max(this.#wantKeys, this.count + n);
   }
+
+  /** Keys the index is to have room for (reserveAhead), made by growOne() after the columns. */
+  #wantKeys = 0;
 
   /**
    * Makes one column of the room reserveAhead promised: a typed column (vip last: capacity() is its length, so it
    * shows the room only once every typed column has it), then an object column (keys, probe, check, lastDetail: written
    * past their end one slot at a time they grow themselves, all four in the same write, 35-75 ms in one piece of a
-   * 512,000-target start). False when every column has it. Each is new memory: at 577,000 slots ~2-5 MB, a few ms
-   * to touch on this VM, ~45 ms for all of them in one turn.
+   * 512,000-target start), then the index's room for the keys (~12 ms at 2^20 entries). False when every column has
+   * it. Each is new memory: at 577,000 slots ~2-5 MB, a few ms to touch on this VM, ~45 ms for all of them in one turn.
    */
   growOne(): boolean {
     const want = this.#want;
@@ -393,7 +398,11 @@ class Memberships {
     else if (this.probe.length < cap) this.probe = roomFor(this.probe, cap, top);
     else if (this.check.length < cap) this.check = roomFor(this.check, cap, top);
     else if (this.lastDetail.length < cap) this.lastDetail = roomFor(this.lastDetail, cap, top);
-    else return false;
+    else {
+      const keys = this.#wantKeys;
+      this.#wantKeys = 0;
+      return this.index.reserve(keys);
+    }
     return true;
   }
 
@@ -561,6 +570,7 @@ class Memberships {
     this.lastFlags = this.lastFlags.slice(0, cap);
     this.stamp = this.stamp.slice(0, cap);
     this.top = n;
+    this.index.fit();
     return to;
   }
 }

@@ -435,7 +435,7 @@ describe('HealthFeed: a big change of targets is set in pieces', () => {
     }
   });
 
-  it("the start's targets are built and compared in pieces too, and the monitor's room is made once", async () => {
+  it("the start's targets are made, set and compared in pieces too, and the monitor's room is made once", async () => {
     const monitor = new HealthMonitor();
     const feed = new HealthFeed({ monitor, log: pino({ level: 'silent' }) });
     const n = 5 * LOOKS_PER_TURN;
@@ -462,12 +462,15 @@ describe('HealthFeed: a big change of targets is set in pieces', () => {
     expect(await feed.retarget(d)).toBe(false);
     turns.stop();
     stop();
-    // 13 typed and 4 object columns of the memberships, 4 id arrays and the items of the probe queue
-    expect(grown.length).toBe(22);
-    expect(new Set(grown.map((g) => g.turn)).size).toBe(22);
+    // 13 typed and 4 object columns of the memberships, its key index, 4 id arrays and the items of the probe queue
+    expect(grown.length).toBe(23);
+    expect(new Set(grown.map((g) => g.turn)).size).toBe(23);
     expect(grown.every((g) => g.pieces === 0)).toBe(true); // before the pieces: nothing grew piece by piece
-    // turns while the targets were built (none set yet), and while the statuses were compared (all set)
-    expect(seen.filter((m) => m === 0).length).toBeGreaterThanOrEqual(4);
+    // the targets made and set a piece a turn (none made ahead), then the statuses compared (all set) in turns
+    expect(seen.filter((m) => m === 0).length).toBeGreaterThanOrEqual(23);
+    for (let t = 1; t < seen.length; t++)
+      expect(seen[t]! - seen[t - 1]!).toBeLessThanOrEqual(TARGETS_PER_TURN);
+    expect(seen.filter((m) => m > 0 && m < n).length).toBeGreaterThanOrEqual(n / TARGETS_PER_TURN - 1);
     expect(seen.filter((m) => m === n).length).toBeGreaterThanOrEqual(4);
     // room for all of them (and an eighth more) made before the first piece: the columns never grew piece by piece
     expect(monitor.capacity).toBe(n + (n >> 3) + 1024);

@@ -97,6 +97,27 @@ describe('StringIndex', () => {
     expect([ix.get(b), ix.get(c), ix.get(d)]).toEqual([undefined, vc, vd]);
   });
 
+  it('reserves room for many keys at once (no growth while they come), and shrinks to fit after deletes', () => {
+    const { ix, valueFor } = rig();
+    expect(() => ix.reserve(-1)).toThrow('n: -1 is not a non-negative integer');
+    expect(ix.reserve(12)).toBe(false); // 16 hold 12
+    expect(ix.reserve(13)).toBe(true);
+    expect(ix.capacity).toBe(32);
+    expect(ix.reserve(3 * 2 ** 14)).toBe(true);
+    expect(ix.capacity).toBe(2 ** 16);
+    const keys = Array.from({ length: 3 * 2 ** 14 }, (_, i) => `m${i}`);
+    for (const k of keys) ix.set(k, valueFor(k, false));
+    expect(ix.capacity).toBe(2 ** 16);
+    expect(ix.fit()).toBe(false); // three quarters used
+    for (const k of keys.slice(100)) ix.delete(k);
+    expect(ix.size).toBe(100);
+    expect(ix.fit()).toBe(true);
+    expect(ix.capacity).toBe(512); // the least at most 3/8 used: 100 / 512
+    expect(ix.fit()).toBe(false);
+    keys.slice(0, 100).forEach((k, i) => expect(ix.get(k)).toBe(i));
+    expect(ix.get(keys[100]!)).toBeUndefined();
+  });
+
   it('replaces a value in place (no second entry), and rejects what is not a 32-bit integer above its empty mark', () => {
     const { ix, valueFor } = rig();
     ix.set('k', valueFor('k', true));
