@@ -59,11 +59,20 @@ export class DueLanes<P extends Identified> {
   private readonly sizes: number[];
   private nextSeq = 0;
 
-  constructor(lanes: number) {
+  /** Called after the held items were renumbered, with old id -> new id (-1: a free id). */
+  private readonly onRenumber: ((to: Int32Array) => void) | undefined;
+
+  constructor(lanes: number, o: { onRenumber?: (to: Int32Array) => void } = {}) {
     if (!Number.isInteger(lanes) || lanes < 1 || lanes > 255)
       throw new RangeError(`DueLanes: lanes must be 1..255, got ${lanes}`);
     this.heaps = Array.from({ length: lanes }, () => new Int32Array(MIN_ROOM));
     this.sizes = new Array<number>(lanes).fill(0);
+    this.onRenumber = o.onRenumber;
+  }
+
+  /** The item held with id `id`; undefined: none. */
+  item(id: number): P | undefined {
+    return this.items[id];
   }
 
   /** Items held (queued or not). */
@@ -274,12 +283,15 @@ export class DueLanes<P extends Identified> {
       this.heaps[lane] = resized(h, Math.max(MIN_ROOM, Math.ceil(n * SHRUNK_ROOM)), n);
   }
 
-  /** Renumbers the held items 0..held-1 (in id order) and sizes the id arrays to 1.25x them (at least 64). */
+  /** Renumbers the held items 0..held-1 (in id order) and sizes the id arrays to 1.25x them (at least 64); then
+   * onRenumber. */
   private renumber(): void {
+    const to = this.onRenumber === undefined ? null : new Int32Array(this.top).fill(-1);
     let k = 0;
     for (let id = 0; id < this.top; id++) {
       const item = this.items[id];
       if (item === undefined) continue;
+      if (to !== null) to[id] = k;
       if (k !== id) {
         this.at[k] = this.at[id]!;
         this.seq[k] = this.seq[id]!;
@@ -297,6 +309,7 @@ export class DueLanes<P extends Identified> {
     this.nFree = 0;
     this.free = new Int32Array(MIN_ROOM);
     this.resizeIds(Math.max(MIN_ROOM, Math.ceil(k * SHRUNK_ROOM)));
+    if (to !== null) this.onRenumber!(to);
   }
 
   private resizeIds(size: number): void {

@@ -12,7 +12,6 @@ import {
   probeHttp,
   probeTcp,
 } from './checks';
-import { SpreadMap } from '../util/spread-map';
 import { StringIndex } from '../util/string-index';
 import { DueLanes, roomFor } from './due-queue';
 import { defaultMaxInFlight, jittered, probeCheck, probeCheckKey, quickReserve, takesResult } from './probes';
@@ -863,15 +862,17 @@ function keptMembers(ms: Members, keep: (i: number) => boolean, map?: (i: number
  */
 class ProbeIndex {
   /**
-   * Check kind -> address -> probe: a SpreadMap, as Memberships.index (at one probe per membership it is as big, and
-   * its rehash at 262,144 was the start's longest turn once the index's was spread); the other layout, so that no
-   * insert rehashes a shard of each. Its values come shard by shard: start() orders them itself.
+   * Check kind -> address -> the probe's id in the monitor's DueLanes (held there first): a StringIndex, the address
+   * read back from the probe (8 MB at 512,000 probes, where a SpreadMap of the probes was ~20 MB). DueLanes renumbers
+   * its ids now and then (renumbered). Its values come in no order: start() orders them itself.
    */
-  private readonly byCheck = new Map<string, SpreadMap<Probe>>();
+  private readonly byCheck = new Map<string, StringIndex>();
   size = 0;
   /** The last check kind made, and the check it was made from (targets come in runs of one VIP's check). */
   private kindFrom: HealthCheckConfig | null = null;
   private lastKind = '';
+
+  constructor(private readonly lanes: DueLanes<Probe>) {}
 
   /** probeCheckKey(c), the same string as for the check before when c probes alike (no new string per target). */
   kindOf(c: HealthCheckConfig): string {
@@ -891,29 +892,40 @@ class ProbeIndex {
 
   /** The probe of `address` and check kind `checkKey` (probeCheckKey). */
   get(address: string, checkKey: string): Probe | undefined {
-    return this.byCheck.get(checkKey)?.get(address);
+    const id = this.byCheck.get(checkKey)?.get(address);
+    return id === undefined ? undefined : this.lanes.item(id);
   }
 
-  /** Adds probe p (none of its identity is there yet). */
+  /** Adds probe p, held in the lanes (none of its identity is here yet). */
   add(p: Probe, checkKey: string): void {
     let g = this.byCheck.get(checkKey);
-    if (g === undefined) this.byCheck.set(checkKey, (g = new SpreadMap('b')));
-    g.set(p.address, p);
+    if (g === undefined) {
+      const lanes = this.lanes;
+      this.byCheck.set(checkKey, (g = new StringIndex((id) => lanes.item(id)!.address)));
+    }
+    g.set(p.address, p.id);
     this.size++;
   }
 
+  /** Takes p out (before the lanes let go of it). */
   delete(p: Probe): void {
     const k = this.kindOf(p.check);
     const g = this.byCheck.get(k);
-    if (g?.get(p.address) !== p) return;
-    g.delete(p.address);
+    const id = g?.get(p.address);
+    if (id === undefined || this.lanes.item(id) !== p) return;
+    g!.delete(p.address);
     this.size--;
-    if (g.size === 0) this.byCheck.delete(k);
+    if (g!.size === 0) this.byCheck.delete(k);
+  }
+
+  /** The lanes renumbered their items (old id -> new id). */
+  renumbered(to: Int32Array): void {
+    for (const g of this.byCheck.values()) g.remap((id) => to[id]!);
   }
 
   /** Every probe, in no order. */
   *values(): Generator<Probe> {
-    for (const g of this.byCheck.values()) yield* g.values();
+    for (const g of this.byCheck.values()) for (const id of g.values()) yield this.lanes.item(id)!;
   }
 }
 
@@ -968,7 +980,6 @@ export class HealthMonitor extends EventEmitter {
   private sinceView = new SinceView(this.m);
   /** Views handed out and not released, oldest first: a flip holds what each showed first (ColumnView.hold). */
   private out: ColumnView<unknown>[] = [];
-  private probes = new ProbeIndex();
   private readonly jitter: number;
   private readonly random: () => number;
   private readonly prober: Prober;
@@ -980,7 +991,9 @@ export class HealthMonitor extends EventEmitter {
    * Every probe, queued earliest first in one of three lanes: QUICK ones, then SLOW ones (PROBE_SLOW), then SETTLED
    * ones; one timer for all.
    */
-  private lanes = new DueLanes<Probe>(LANES);
+  private readonly lanes = new DueLanes<Probe>(LANES, { onRenumber: (to) => this.probes.renumbered(to) });
+  /** Every probe by identity (after the lanes: a probe is held there first). */
+  private readonly probes = new ProbeIndex(this.lanes);
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
   private pumpSoon: NodeJS.Immediate | null = null;
@@ -1209,8 +1222,8 @@ export class HealthMonitor extends EventEmitter {
     if (p === undefined) {
       // Its check is set when the change ends (probeCheckOf over all its members).
       p = { address: t.address, check: t.check, members: i, id: 0, running: null, flags: PROBE_SLOW, lastStart: null, mark: -c.epoch }; // prettier-ignore
-      this.probes.add(p, kind);
       this.lanes.add(p);
+      this.probes.add(p, kind);
       c.touched.push(p);
     } else {
       if (p.mark !== -c.epoch && !c.before.has(p)) c.before.set(p, memberCount(p.members));

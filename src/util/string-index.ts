@@ -102,6 +102,22 @@ export class StringIndex {
     return true;
   }
 
+  /** Replaces every value v with map(v) (which must lead back to the same key: keyOf is read by later lookups). */
+  remap(map: (value: number) => number): void {
+    const values = this.#values.slice();
+    for (let i = 0; i < values.length; i++) {
+      const v = values[i]!;
+      if (v === EMPTY) continue;
+      const w = map(v);
+      if (!Number.isInteger(w) || w <= EMPTY || w > 2 ** 31 - 1)
+        throw new RangeError(
+          `StringIndex.remap: value ${v} mapped to ${w}, not a 32-bit integer above ${EMPTY}`,
+        );
+      values[i] = w;
+    }
+    this.#values = values;
+  }
+
   /** Every value, in no order. */
   *values(): Generator<number> {
     const values = this.#values;

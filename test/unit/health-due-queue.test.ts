@@ -262,6 +262,43 @@ describe('DueLanes', () => {
     expect(drain(q, 0).map(([name]) => name)).toEqual([...kept, ...more].map((it) => it.name));
   });
 
+  it('tells onRenumber old id -> new id (-1 for a free one) after renumbering, and item(id) gives the item held there', () => {
+    const calls: Int32Array[] = [];
+    const q = new DueLanes<Item>(1, { onRenumber: (to) => void calls.push(to.slice()) });
+    const items = Array.from({ length: 200 }, (_, i) => item(`p${i}`));
+    for (const it of items) q.add(it);
+    // each item's id followed through every renumbering by the maps alone
+    const followed = new Map(items.map((it) => [it, it.id]));
+    let renumbered = 0;
+    items.forEach((it) => expect(q.item(it.id)).toBe(it));
+    // every item but each tenth: renumbered as fewer than half of the ids are held
+    for (const [i, it] of items.entries())
+      if (i % 10 !== 0) {
+        q.delete(it);
+        followed.delete(it);
+        for (let to = calls.shift(); to !== undefined; to = calls.shift()) {
+          renumbered++;
+          // held ones to 0..k-1 in id order; free ones to -1
+          const mapped = [...to].filter((x) => x >= 0);
+          expect(mapped).toEqual(mapped.map((_, k) => k));
+          for (const [x, old] of followed) followed.set(x, to[old]!);
+        }
+      }
+    expect(renumbered).toBeGreaterThanOrEqual(1);
+    expect(q.idCapacity).toBeLessThan(256);
+    for (const [x, id] of followed) {
+      expect(x.id).toBe(id);
+      expect(q.item(id)).toBe(x);
+    }
+    expect(q.item(q.idCapacity + 5)).toBeUndefined();
+    // no hook, no map made: still renumbers
+    const plain = new DueLanes<Item>(1);
+    const others = Array.from({ length: 200 }, (_, i) => item(`o${i}`));
+    for (const it of others) plain.add(it);
+    for (const it of others.slice(0, 190)) plain.delete(it);
+    expect(plain.idCapacity).toBeLessThan(256);
+  });
+
   it('fit() leaves the room alone until it is over 1.5x the items (not a copy of every id at each small change)', () => {
     const q = new DueLanes<Item>(1);
     const items = Array.from({ length: 1100 }, (_, i) => item(`p${i}`));

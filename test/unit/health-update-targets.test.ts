@@ -6,6 +6,7 @@ import fc from 'fast-check';
 import { HealthMonitor, HealthTarget, probeKey } from '../../src/health';
 import * as probes from '../../src/health/probes';
 import { DEFAULTS, HealthCheckConfig } from '../../src/model';
+import { DueLanes } from '../../src/health/due-queue';
 import { manualProber } from '../helpers/manual-prober';
 
 const base: HealthCheckConfig = { ...DEFAULTS.healthCheck, type: 'tcp', port: 80, intervalMs: 100, timeoutMs: 50, rise: 2, fall: 2 }; // prettier-ignore
@@ -253,6 +254,54 @@ describe('HealthMonitor.updateTargets', () => {
     m.updateTargets({ remove: [], upsert: [{ key: 'v>new', vip: 'v', address: '10.9.99.1', check: base }] });
     expect(room()).toBeLessThanOrEqual(Math.max(first, 5001 + (5001 >> 3) + 1024));
     expect(m.stats().memberships).toBe(5001);
+  });
+
+  it('finds its probes by address after the probe queue renumbers them (most probes gone), and fans results out', async () => {
+    const renumber = jest.spyOn(DueLanes.prototype as unknown as { renumber: () => void }, 'renumber');
+    const mm = manual();
+    const m = new HealthMonitor({ jitter: 0, random: () => 0, prober: mm.prober });
+    try {
+      const check = { ...base, rise: 1, fall: 1 };
+      const addr = (x: number): string => `10.8.${x >> 8}.${x & 255}`;
+      const first = Array.from({ length: 600 }, (_, x) => ({
+        key: `a>${x}`,
+        vip: 'a',
+        address: addr(x),
+        check,
+      }));
+      m.setTargets(first);
+      m.start();
+      await jest.advanceTimersByTimeAsync(0);
+      // the last 50 stay; the probes of the others go, one change at a time (the queue renumbers on the way)
+      for (let x = 0; x < 550; x += 50)
+        m.updateTargets({ remove: first.slice(x, x + 50).map((t) => t.key), upsert: [] });
+      expect(renumber).toHaveBeenCalled();
+      expect(m.stats()).toMatchObject({ probes: 50, memberships: 50 });
+      // another VIP's memberships at the same addresses join those probes (no second probe per address)
+      m.updateTargets({
+        remove: [],
+        upsert: first.slice(550).map((t) => ({ ...t, key: `b>${t.address}`, vip: 'b' })),
+      });
+      expect(m.stats()).toMatchObject({ probes: 50, memberships: 100 });
+      // a result of one address reaches both of its memberships
+      const x = 575;
+      let ran = 0;
+      for (let t = 0; t < 20 && ran === 0; t++) {
+        await jest.advanceTimersByTimeAsync(10);
+        ran = mm.finish(addr(x), false);
+      }
+      expect(ran).toBeGreaterThan(0);
+      await jest.advanceTimersByTimeAsync(0);
+      expect(m.status(`a>${x}`)).toBe('down');
+      expect(m.status(`b>${addr(x)}`)).toBe('down');
+      expect(m.status(`a>${x + 1}`)).toBe('up');
+      // and the gone addresses have no probe: a new membership there makes one
+      m.updateTargets({ remove: [], upsert: [{ key: 'c>0', vip: 'c', address: addr(0), check }] });
+      expect(m.stats()).toMatchObject({ probes: 51, memberships: 101 });
+    } finally {
+      m.stop();
+      renumber.mockRestore();
+    }
   });
 
   it('changes nothing for a key given twice', () => {

@@ -118,6 +118,22 @@ describe('StringIndex', () => {
     expect(ix.get(keys[100]!)).toBeUndefined();
   });
 
+  it('remaps every value at once (the keys stay findable), and a bad map changes nothing', () => {
+    const reg: string[] = [];
+    const ix = new StringIndex((v) => reg[v]!);
+    const keys = Array.from({ length: 100 }, (_, i) => `k${i}`);
+    keys.forEach((k, i) => {
+      reg[2 * i] = k;
+      ix.set(k, 2 * i);
+    });
+    // the registry renumbered: 2i -> i
+    keys.forEach((k, i) => (reg[i] = k));
+    ix.remap((v) => v / 2);
+    keys.forEach((k, i) => expect(ix.get(k)).toBe(i));
+    expect(() => ix.remap((v) => (v === 50 ? 0.5 : v))).toThrow('StringIndex.remap: value 50 mapped to 0.5');
+    keys.forEach((k, i) => expect(ix.get(k)).toBe(i));
+  });
+
   it('replaces a value in place (no second entry), and rejects what is not a 32-bit integer above its empty mark', () => {
     const { ix, valueFor } = rig();
     ix.set('k', valueFor('k', true));
