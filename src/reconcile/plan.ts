@@ -28,11 +28,16 @@ export interface ActualState {
 export type Op =
   | { op: 'configure'; config: DatapathConfig }
   | {
-      op: 'upsertBackend';
-      backend: BackendSpec;
-      reason: 'new' | 'state' | 'address';
-      /** The desired VIP whose membership this backend id is. */
+      /** Writes of one desired VIP's backends (its memberships' ids), in its order. */
+      op: 'upsertBackends';
+      /** The desired VIP whose memberships these backend ids are. */
       vipName: string;
+      /** The desired backends themselves (BackendSpecs with more fields; desired states are immutable): the VIP's
+       * own list when every one is written, so a first sync copies none. One op object per backend had been 27 MB
+       * of a 512 x 1000 start's peak, and the Reconciler's mirror keeps what it applied. */
+      backends: readonly BackendSpec[];
+      /** Why each is written, by position: BACKEND_NEW, BACKEND_STATE or BACKEND_ADDRESS. */
+      reasons: Uint8Array;
     }
   | { op: 'deleteVip'; key: VipKey; id: number }
   | { op: 'upsertVip'; vip: VipSpec; reason: 'new' | 'changed' }
@@ -96,22 +101,46 @@ export function sameBackend(h: BackendSpec, b: BackendSpec): boolean {
   return h.address === b.address && h.state === b.state && (h.encap ?? 'ipip') === (b.encap ?? 'ipip');
 }
 
-/** upsertBackend ops for one desired VIP's backends against what the datapath holds. */
+/** Why an upsertBackends op writes a backend: not in the datapath yet. */
+export const BACKEND_NEW = 0;
+/** Its state changed (only). */
+export const BACKEND_STATE = 1;
+/** Its address or its encapsulation changed: the backend is reached another way. */
+export const BACKEND_ADDRESS = 2;
+
+/** The upsertBackends op for one desired VIP's backends against what the datapath holds (none if it holds them all). */
 function backendOps(plan: Plan, vip: DesiredVip, have: (id: number) => BackendSpec | undefined): void {
-  for (const b of vip.backends) {
+  const all = vip.backends;
+  const reasons = new Uint8Array(all.length);
+  // null while every backend so far is written: then the op takes the VIP's own list
+  let some: BackendSpec[] | null = null;
+  let n = 0;
+  for (let i = 0; i < all.length; i++) {
+    const b = all[i]!;
     const h = have(b.id);
-    if (h !== undefined && sameBackend(h, b)) continue;
-    plan.push({
-      op: 'upsertBackend',
-      // The desired backend itself (a BackendSpec with more fields; desired states are immutable): the
-      // Reconciler's mirror keeps what it applied, and a copy per backend was 29 MB of it at 512 x 1000.
-      backend: b,
-      // An encap change is counted with address changes ("updated"): the backend is reached another way.
-      reason: h === undefined ? 'new' : h.address !== b.address || h.state === b.state ? 'address' : 'state',
-      vipName: vip.name,
-    });
+    if (h !== undefined && sameBackend(h, b)) {
+      some ??= all.slice(0, i);
+      continue;
+    }
+    reasons[n++] =
+      h === undefined
+        ? BACKEND_NEW
+        : h.address !== b.address || h.state === b.state
+          ? BACKEND_ADDRESS
+          : BACKEND_STATE;
+    some?.push(b);
   }
+  if (n === 0) return;
+  plan.push({
+    op: 'upsertBackends',
+    vipName: vip.name,
+    backends: some ?? all,
+    reasons: n === all.length ? reasons : reasons.slice(0, n),
+  });
 }
+
+/** Datapath writes an op stands for: one per backend of an upsertBackends op, else one. */
+export const opWrites = (op: Op): number => (op.op === 'upsertBackends' ? op.backends.length : 1);
 
 /** deleteVip, upsertVip and installTable ops (O(VIPs): tables we installed compare by identity). Yields
  * after each table compared slot by slot (a read-back table). The loops are plain functions: V8 optimises a
@@ -394,9 +423,10 @@ export interface ReconcileSummary {
   backendsStateChanged: number;
   backendsUpdated: number;
   backendsDeleted: number;
-  /** Operations applied (the plan less the failed and the skipped ones). */
+  /** Operations applied (the plan less the failed and the skipped ones), an upsertBackends op counted once per
+   * backend (each a write). */
   operations: number;
-  /** Operations not tried because an earlier operation of their VIP failed. */
+  /** Operations not tried because an earlier operation of their VIP failed (backends counted one by one). */
   skipped: number;
   /** Operations that failed, each naming the desired VIPs it leaves not programmed. */
   failures: ReconcileFailure[];
@@ -413,7 +443,8 @@ export interface ReconcileSummary {
 
 /** One failed operation. The VIPs it names keep what they had before and are retried by the next reconcile. */
 export interface ReconcileFailure {
-  op: Op['op'];
+  /** A backend's write that failed is reported on its own, as an upsertBackend. */
+  op: Exclude<Op['op'], 'upsertBackends'> | 'upsertBackend';
   /** What the operation was about: "config", a VIP key ("10.0.0.10:80/tcp") or "backend <id>". */
   target: string;
   /** Desired VIPs (names) left not programmed; empty when only clean-up of what is no longer desired failed. */
@@ -448,10 +479,14 @@ export function summarisePlan(plan: Plan, desired: DesiredState): ReconcileSumma
       case 'configure':
         s.configured = true;
         break;
-      case 'upsertBackend':
-        if (op.reason === 'new') s.backendsCreated++;
-        else if (op.reason === 'state') s.backendsStateChanged++;
-        else s.backendsUpdated++;
+      case 'upsertBackends':
+        for (let i = 0; i < op.reasons.length; i++) {
+          const r = op.reasons[i];
+          if (r === BACKEND_NEW) s.backendsCreated++;
+          else if (r === BACKEND_STATE) s.backendsStateChanged++;
+          else s.backendsUpdated++;
+        }
+        s.operations += op.backends.length - 1;
         break;
       case 'deleteVip':
         s.vipsDeleted++;

@@ -11,6 +11,7 @@ import { readTableOrNone, vipKeyText } from './ids';
 import {
   ActualState,
   Op,
+  opWrites,
   Plan,
   ReconcileFailure,
   planReconcileAsync,
@@ -45,8 +46,9 @@ async function applyOp(dp: Datapath, op: Op): Promise<void> {
   switch (op.op) {
     case 'configure':
       return dp.configure(op.config);
-    case 'upsertBackend':
-      return dp.upsertBackend(op.backend);
+    case 'upsertBackends':
+      for (const b of op.backends) await dp.upsertBackend(b);
+      return;
     case 'deleteVip':
       return dp.deleteVip(op.key);
     case 'upsertVip':
@@ -172,8 +174,10 @@ const opTarget = (op: Op): string => {
   switch (op.op) {
     case 'configure':
       return 'config';
-    case 'upsertBackend':
-      return `backend ${op.backend.id}`;
+    case 'upsertBackends':
+      return op.backends.length === 1
+        ? `backend ${op.backends[0]!.id}`
+        : `${op.backends.length} backends of ${op.vipName}`;
     case 'deleteBackend':
       return `backend ${op.id}`;
     case 'deleteVip':
@@ -214,7 +218,7 @@ class Dependants {
       case 'configure':
         // One config serves every VIP.
         return this.all;
-      case 'upsertBackend':
+      case 'upsertBackends':
         // Backend ids are per (VIP, backend) membership: one VIP.
         return [op.vipName];
       case 'deleteVip': {
@@ -317,7 +321,7 @@ async function installPairs<T extends { op: InstallTableOp; ids: Uint32Array }>(
 }
 
 type PreviousOp = Extract<Op, { op: 'installPreviousTable' }>;
-type UpsertBackendOp = Extract<Op, { op: 'upsertBackend' }>;
+type UpsertBackendsOp = Extract<Op, { op: 'upsertBackends' }>;
 type DeleteVipOp = Extract<Op, { op: 'deleteVip' }>;
 
 /** A chunk of operations whose tables are built and held (see IdTable.hold) until release(). */
@@ -436,7 +440,8 @@ export async function applyPlan(
   const applied: Op[] = [];
   let skipped = 0;
   const slicer = new Slicer(o.sliceMs ?? SLICE_MS);
-  const failed = (op: Op, vips: readonly string[], e: unknown): void => {
+  /** `backend`: the one backend of an upsertBackends op whose write failed (reported on its own). */
+  const failed = (op: Op, vips: readonly string[], e: unknown, backend?: BackendSpec): void => {
     for (const v of vips) {
       failedVips.add(v);
       const key = deps.keyOf(v);
@@ -444,8 +449,8 @@ export async function applyPlan(
     }
     if (op.op === 'deleteVip') keptKeys.add(vipKeyText(op.key));
     failures.push({
-      op: op.op,
-      target: opTarget(op),
+      op: op.op === 'upsertBackends' ? 'upsertBackend' : op.op,
+      target: backend === undefined ? opTarget(op) : `backend ${backend.id}`,
       vips: [...vips],
       error: (e as Error)?.message ?? String(e),
     });
@@ -546,6 +551,61 @@ export async function applyPlan(
     }
   };
 
+  /**
+   * Writes a run of upsertBackends ops, BACKEND_BATCH backends per upsertBackends call (one batch syscall), an
+   * event-loop turn between calls; a call may take the end of one VIP's backends and the start of the next's. The
+   * backends of a VIP failed by then are skipped. A backend whose write fails fails its VIP (and is reported on its
+   * own); the others of the same call are written and recorded as applied.
+   */
+  const upsertRun = async (run: readonly UpsertBackendsOp[]): Promise<void> => {
+    let k = 0; // the op, and its next backend
+    let at = 0;
+    for (let call = 0; k < run.length; call++) {
+      if (call > 0) await slicer.turn();
+      const pieces: { op: UpsertBackendsOp; from: number; to: number }[] = [];
+      const specs: BackendSpec[] = [];
+      while (k < run.length && specs.length < BACKEND_BATCH) {
+        const op = run[k]!;
+        if (isFailed(op)) {
+          skipped += op.backends.length - at;
+          [k, at] = [k + 1, 0];
+          continue;
+        }
+        const to = Math.min(op.backends.length, at + BACKEND_BATCH - specs.length);
+        for (let x = at; x < to; x++) specs.push(op.backends[x]!);
+        pieces.push({ op, from: at, to });
+        [k, at] = to === op.backends.length ? [k + 1, 0] : [k, to];
+      }
+      if (specs.length === 0) continue;
+      let results: (Error | null)[];
+      try {
+        results = await dp.upsertBackends(specs);
+      } catch (e) {
+        results = specs.map(() => e as Error);
+      }
+      let r = 0;
+      for (const { op, from, to } of pieces) {
+        const errors = results.slice(r, r + to - from);
+        r += to - from;
+        if (from === 0 && to === op.backends.length && errors.every((e) => !e)) {
+          succeeded(op);
+          continue;
+        }
+        const written: BackendSpec[] = [];
+        const reasons: number[] = [];
+        errors.forEach((err, x) => {
+          const b = op.backends[from + x]!;
+          if (err) failed(op, deps.of(op), err, b);
+          else {
+            written.push(b);
+            reasons.push(op.reasons[from + x]!);
+          }
+        });
+        if (written.length > 0) succeeded({ ...op, backends: written, reasons: Uint8Array.from(reasons) });
+      }
+    }
+  };
+
   /** Installs one batch of tables whose builds are held (`ready`), with their previous tables as pairs. */
   const installBatch = async (ready: Prepared<InstallTableOp>): Promise<void> => {
     const batch: { op: InstallTableOp; ids: Uint32Array }[] = [];
@@ -618,17 +678,14 @@ export async function applyPlan(
     // A run of VIP writes is one burst for the datapath (the kernel rebuilds its VIP index on the next
     // event-loop turn): they are cheap, so no turn is given inside the run.
     if (!(isVipWrite(op) && i > 0 && isVipWrite(plan[i - 1]!))) await slicer.turn();
-    if (op.op === 'upsertBackend' || op.op === 'deleteVip') {
-      // A run of backend writes: one call per BACKEND_BATCH (one batch syscall in the kernel), a turn between.
-      // A run of VIP deletions: one call (the datapath clears all their table slots in one batch).
+    if (op.op === 'upsertBackends' || op.op === 'deleteVip') {
+      // A run of backend writes: one call per BACKEND_BATCH backends (one batch syscall in the kernel), a turn
+      // between. A run of VIP deletions: one call (the datapath clears all their table slots in one batch).
       let j = i;
       while (j < plan.length && plan[j]!.op === op.op) j++;
       const run = plan.slice(i, j);
       i = j - 1;
-      if (op.op === 'upsertBackend')
-        await applyBatched(run as UpsertBackendOp[], BACKEND_BATCH, (ops) =>
-          dp.upsertBackends(ops.map((r) => r.backend)),
-        );
+      if (op.op === 'upsertBackends') await upsertRun(run as UpsertBackendsOp[]);
       else
         await applyBatched(run as DeleteVipOp[], run.length, (ops) => dp.deleteVips(ops.map((r) => r.key)));
       continue;
@@ -695,7 +752,7 @@ export async function applyPlan(
   const summary = summarisePlan(applied, desired);
   summary.previousTablesWritten = previousWritten;
   summary.tablesFromInstalled = fromInstalled;
-  if (applied.length !== plan.length || failures.length > 0) {
+  if (summary.operations !== plan.reduce((n, op) => n + opWrites(op), 0) || failures.length > 0) {
     // "Unchanged" means the plan had nothing for the VIP, not that its operations failed.
     summary.vipsUnchanged = summarisePlan(plan, desired).vipsUnchanged;
     summary.skipped = skipped;
@@ -836,8 +893,8 @@ class Mirror {
       case 'configure':
         this.config = op.config;
         break;
-      case 'upsertBackend':
-        this.backends.set(op.backend.id, op.backend);
+      case 'upsertBackends':
+        for (const b of op.backends) this.backends.set(b.id, b);
         break;
       case 'deleteVip': {
         this.vips.delete(vipKeyText(op.key));

@@ -273,7 +273,7 @@ describe('Reconciler with a TableBuilder', () => {
     };
     const d = desiredState({ config: config(12, () => [1, 2, 3], 'ipip'), datapathConfig: DP_CONFIG });
     const plan = planReconcile(await readActual(dp), d);
-    expect(plan.map((op) => op.op).indexOf('upsertBackend')).toBeLessThan(
+    expect(plan.map((op) => op.op).indexOf('upsertBackends')).toBeLessThan(
       plan.map((op) => op.op).indexOf('installTable'),
     );
     const s = await applyPlan(dp, plan, d, {

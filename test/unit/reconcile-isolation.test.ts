@@ -163,6 +163,50 @@ describe('reconcile: a failed VIP fails alone', () => {
     expect(await held(dp, d1, 'b')).toBeNull(); // its later writes (VIP, table) skipped
   });
 
+  it("a VIP's backends may span calls: a failed write skips the rest of its VIP, and what it did write is kept", async () => {
+    const dp = new MemoryDatapath({ maxBackends: 16384 });
+    const calls: number[] = [];
+    const real = dp.upsertBackends.bind(dp);
+    dp.upsertBackends = (batch) => {
+      calls.push(batch.length);
+      return real(batch);
+    };
+    const addrs = (n: number, third: number) =>
+      Array.from({ length: n }, (_, i) => ({ address: `10.2.${third + (i >> 8)}.${i & 255}` }));
+    const r = validateConfig({
+      interface: 'eth0',
+      vips: [
+        { name: 'x', address: '10.0.0.10', port: 80, tableSize: 4093, backends: addrs(600, 0) },
+        { name: 'big', address: '10.0.0.11', port: 80, tableSize: 16381, backends: addrs(1500, 10) },
+        { name: 'y', address: '10.0.0.12', port: 80, tableSize: 101, backends: addrs(10, 20) },
+      ],
+    });
+    if (!r.ok) throw new Error(r.errors.map((e) => `${e.path}: ${e.message}`).join('; '));
+    const d = desiredState({ config: r.config });
+    const big = vipOf(d, 'big').backends;
+    // x's 600 and big's first 424 make the first call; the failed one is among those
+    dp.failOn('upsertBackend', String(big[10]!.id), new Error('EPERM'));
+    const rec = new Reconciler(dp);
+    const s = await rec.reconcile(d);
+    expect(BACKEND_BATCH).toBe(1024);
+    expect(calls).toEqual([1024, 10]);
+    expect(s.failures).toEqual([
+      { op: 'upsertBackend', target: `backend ${big[10]!.id}`, vips: ['big'], error: 'EPERM' },
+    ]);
+    expect(s.backendsCreated).toBe(600 + 423 + 10);
+    expect(s.skipped).toBe(1500 - 424 + 2); // the rest of its backends, then its VIP and its table
+    expect(await held(dp, d, 'big')).toBeNull();
+    for (const v of ['x', 'y']) expect(await held(dp, d, v)).toEqual(wanted(d, v));
+
+    // The next reconcile writes only what big lacks: the mirror kept the 423 written beside the failed one.
+    dp.failOn('upsertBackend', String(big[10]!.id), null);
+    calls.length = 0;
+    const healed = await rec.reconcile(d);
+    expect(healed).toMatchObject({ failures: [], backendsCreated: 1 + 1500 - 424, tablesInstalled: 1 });
+    expect(calls).toEqual([1024, 1077 - 1024]);
+    expect(await held(dp, d, 'big')).toEqual(wanted(d, 'big'));
+  });
+
   it('VIPs no longer wanted go in one deleteVips call; one that fails to go fails alone', async () => {
     const dp = new MemoryDatapath();
     const d1 = desiredState({ config: config(three()) });

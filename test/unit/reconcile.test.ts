@@ -1,7 +1,7 @@
 // Desired state, stable ids, plan = diff(actual, desired) and apply, checked against MemoryDatapath.
 import fc from 'fast-check';
 import { MemoryDatapath } from '../../src/datapath/memory';
-import type { Datapath } from '../../src/datapath/types';
+import type { BackendSpec, Datapath } from '../../src/datapath/types';
 import { Config, validateConfig } from '../../src/model';
 import {
   assignIds,
@@ -15,6 +15,11 @@ import {
   IdState,
   IdTable,
   idStateFromDatapath,
+  BACKEND_ADDRESS,
+  BACKEND_NEW,
+  BACKEND_STATE,
+  DesiredBackend,
+  Op,
   Plan,
   planReconcile,
   planSince,
@@ -27,6 +32,7 @@ import {
   tableFor,
   tableSignatureTexts,
   digestSignature,
+  summarisePlan,
 } from '../../src/reconcile';
 import { buildTable } from '../../src/maglev';
 
@@ -535,7 +541,7 @@ describe('reconcile against MemoryDatapath', () => {
     const next = threeVips();
     next[0]!.backends.push({ address: '10.1.0.9' });
     const d2 = desiredState({ config: config(next), ids: d1.ids });
-    expect((await r.dryRun(d2)).map((o) => o.op)).toEqual(['upsertBackend', 'installTable']);
+    expect((await r.dryRun(d2)).map((o) => o.op)).toEqual(['upsertBackends', 'installTable']);
     dp.failNext('installTable', new Error('ENOMEM'));
     const failed = await r.reconcile(d2);
     expect(failed.failures).toEqual([
@@ -738,7 +744,7 @@ describe('planSince', () => {
     );
   });
 
-  it('an upsertBackend op carries the desired backend itself, not a copy (what the mirror keeps)', () => {
+  it("an upsertBackends op carries the desired backends themselves, not copies (what the mirror keeps): a VIP's own list when all are written", () => {
     const none = desiredState({ config: config([]) });
     const d = desiredState({ config: config(threeVips()), ids: none.ids });
     const tables = new Map();
@@ -747,11 +753,55 @@ describe('planSince', () => {
       planReconcile({ config: null, vips: [], backends: [], tables }, d),
       planSince({ config: null, vips: [], backends: new Map(), tables }, d, none),
     ]) {
-      const ups = plan.flatMap((o) => (o.op === 'upsertBackend' ? [o.backend] : []));
+      const ops = plan.flatMap((o) => (o.op === 'upsertBackends' ? [o] : []));
+      expect(ops.map((o) => o.vipName)).toEqual(d.vips.map((v) => v.name));
+      for (const o of ops) {
+        expect(o.backends).toBe(d.vips.find((v) => v.name === o.vipName)!.backends);
+        expect([...o.reasons]).toEqual(o.backends.map(() => BACKEND_NEW));
+      }
+      const ups = ops.flatMap((o) => [...o.backends]);
       expect(ups).toHaveLength(desired.size);
       for (const b of ups) expect(desired.has(b as never)).toBe(true);
+      expect(summarisePlan(plan, d)).toMatchObject({
+        backendsCreated: desired.size,
+        operations: plan.length - ops.length + desired.size,
+      });
     }
   });
+
+  it('an upsertBackends op holds only the backends to write, each with its reason, and the summary counts them', () => {
+    const d1 = desiredState({ config: config([{ name: 'a', port: 80, backends: be(1, 2, 3, 4, 5) }]) });
+    const a = d1.vips[0]!;
+    const [b0, b1, b2, b3, b4] = a.backends as [
+      DesiredBackend,
+      DesiredBackend,
+      DesiredBackend,
+      DesiredBackend,
+      DesiredBackend,
+    ];
+    // b0 and b3 as held, b1 held with another state, b2 held with another encap, b4 not held
+    const held: BackendSpec[] = [
+      b0,
+      { ...b1, state: b1.state === 'up' ? 'draining' : 'up' },
+      { ...b2, encap: 'gue' },
+      b3,
+    ];
+    const tables = new Map([[a.spec.id, a.table]]);
+    const plan = planReconcile({ config: null, vips: [a.spec], backends: held, tables }, d1);
+    expect(plan.map((o) => o.op)).toEqual(['upsertBackends']);
+    const op = plan[0] as Extract<Op, { op: 'upsertBackends' }>;
+    expect(op.vipName).toBe('a');
+    expect(op.backends).toHaveLength(3);
+    [b1, b2, b4].forEach((b, i) => expect(op.backends[i]).toBe(b));
+    expect([...op.reasons]).toEqual([BACKEND_STATE, BACKEND_ADDRESS, BACKEND_NEW]);
+    expect(summarisePlan(plan, d1)).toMatchObject({
+      backendsStateChanged: 1,
+      backendsUpdated: 1,
+      backendsCreated: 1,
+      operations: 3,
+    });
+  });
+
   it('plans what planReconcile plans, from the state the previous plan left (property)', async () => {
     const vipArb = fc.record({
       port: fc.integer({ min: 1, max: 6 }),
@@ -812,7 +862,7 @@ describe('planSince', () => {
     next[2]!.backends = be(6);
     const d2 = desiredState({ config: config(next), ids: d1.ids });
     const plan = await r.dryRun(d2);
-    expect(plan.map((o) => o.op)).toEqual(['upsertBackend', 'installTable', 'deleteBackend']);
+    expect(plan.map((o) => o.op)).toEqual(['upsertBackends', 'installTable', 'deleteBackend']);
     expect(await r.reconcile(d2)).toMatchObject({
       backendsCreated: 1,
       backendsDeleted: 1,
