@@ -5,7 +5,7 @@ import { DesiredState, DesiredVip, fromDesiredState } from './desired';
 import { runAll, runSliced } from './steps';
 import { IdTable } from './table';
 import { vipKeyText } from './ids';
-import { IdMap } from './id-map';
+import { IdMap, IdSet } from './id-map';
 import { DEFAULT_CT_TIMEOUTS } from '../datapath/layout';
 import { DEFAULTS } from '../model/defaults';
 
@@ -256,7 +256,7 @@ function nextNotIn<T>(list: readonly T[], set: ReadonlySet<T>, from: number): nu
   return i;
 }
 
-function addIds(ids: Set<number>, vip: DesiredVip): void {
+function addIds(ids: IdSet, vip: DesiredVip): void {
   for (const b of vip.backends) ids.add(b.id);
 }
 
@@ -265,7 +265,7 @@ function addIds(ids: Set<number>, vip: DesiredVip): void {
 function deleteUnwanted(
   plan: Plan,
   gone: DesiredVip,
-  wanted: Set<number>,
+  wanted: IdSet,
   held: ReadonlyMap<number, BackendSpec>,
 ): void {
   for (const b of gone.backends)
@@ -278,7 +278,7 @@ function deleteUnwanted(
 function* deleteAllUnwanted(
   plan: Plan,
   held: Iterable<BackendSpec>,
-  wanted: ReadonlySet<number>,
+  wanted: IdSet,
 ): Generator<void, void, void> {
   let i = 0;
   for (const b of held) {
@@ -318,7 +318,7 @@ function* planReconcileSteps(actual: ActualState, desired: DesiredState): Genera
     }
     actualBackends = byId;
   } else actualBackends = actual.backends;
-  const wantedBackends = new Set<number>();
+  const wantedBackends = new IdSet();
   for (const vip of desired.vips) {
     addIds(wantedBackends, vip);
     backendOps(plan, vip, (id) => actualBackends.get(id));
@@ -385,7 +385,7 @@ function* planSinceSteps(
     plan.push({ op: 'configure', config: desired.datapathConfig });
   const kept = new Set<DesiredVip>(previous.vips);
   // Backends of unchanged VIP objects were written when `previous` was applied and nothing touched them.
-  const wantedChanged = new Set<number>();
+  const wantedChanged = new IdSet();
   const have = (id: number): BackendSpec | undefined => actual.backends.get(id);
   for (
     let i = nextNotIn(desired.vips, kept, 0);

@@ -1,6 +1,6 @@
 // IdMap: the reconciler mirror's map of backends by id, in an array; checked against a Map on random operations.
 import fc from 'fast-check';
-import { IdMap } from '../../src/reconcile/id-map';
+import { IdMap, IdSet } from '../../src/reconcile/id-map';
 
 describe('IdMap', () => {
   it('does what a Map<number, V> does for set, delete, get, has and size; iterates in id order', () => {
@@ -48,5 +48,38 @@ describe('IdMap', () => {
     expect(m.delete(6)).toBe(false);
     m.clear();
     expect([m.size, [...m], m.get(5)]).toEqual([0, [], undefined]);
+  });
+});
+
+describe('IdSet', () => {
+  it('does what a Set<number> does for add, has and size (ids across word and growth boundaries)', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(fc.nat(200), fc.constantFrom(0, 31, 32, 63, 64, 65_535, 2 ** 31, 0xfffffffe)), {
+          maxLength: 80,
+        }),
+        (ids) => {
+          const s = new IdSet();
+          const ref = new Set<number>();
+          for (const id of ids) {
+            expect(s.add(id)).toBe(s);
+            ref.add(id);
+            expect(s.size).toBe(ref.size);
+          }
+          for (const id of [...ids, 1, 33, 201, 65_534, 2 ** 31 - 1, 2 ** 31 + 1])
+            expect(s.has(id)).toBe(ref.has(id));
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('refuses ids that are not small non-negative integers; has() of one is false', () => {
+    const s = new IdSet().add(0).add(1).add(3);
+    for (const id of [-1, 1.5, NaN, 2 ** 32]) {
+      expect(() => s.add(id)).toThrow(`id: ${id} is not an integer in 0..4294967294`);
+      expect(s.has(id)).toBe(false);
+    }
+    expect(s.size).toBe(3);
   });
 });
