@@ -2,6 +2,7 @@
 // the reconciler's mirror of the backends map, without a hash-table entry per id (~46 bytes each: 23 MB at
 // 512,000 backends; a slot here is 8 bytes up to the largest id). Backend ids are dense from 0 up (IdState
 // allocates the lowest free ones) and below limits.maxBackends.
+import { BOUNDS } from '../model/defaults';
 
 /** ReadonlyMap<number, V> over an array by id; iterates in id order (a Map iterates in insertion order). */
 export class IdMap<V> implements ReadonlyMap<number, V> {
@@ -78,9 +79,9 @@ export class IdMap<V> implements ReadonlyMap<number, V> {
 }
 
 /**
- * A set of small non-negative integer ids, one bit each up to the largest id added: what the planner's
- * Set<number> of wanted backend ids does (512,000 of them at 512 x 1000: ~10 MB and as much again in the rehashes
- * while it grew, on the first sync's peak) in 64 KiB. Add-only.
+ * A set of backend ids, one bit each up to the largest id added: what the planner's Set<number> of wanted backend ids
+ * does (512,000 of them at 512 x 1000: ~10 MB and as much again in the rehashes while it grew, on the first sync's
+ * peak) in 64 KiB. Ids are below the largest limits.maxBackends (2^24: 2 MiB of bits at most). Add-only.
  */
 export class IdSet {
   #words = new Uint32Array(0);
@@ -95,10 +96,10 @@ export class IdSet {
     return id >>> 0 === id && w < this.#words.length && (this.#words[w]! & (1 << (id & 31))) !== 0;
   }
 
-  /** Adds `id` (an integer 0 .. 2^32 - 2). */
+  /** Adds `id` (an integer 0 .. BOUNDS.maxBackends.max - 1). */
   add(id: number): this {
-    if (!Number.isInteger(id) || id < 0 || id > 0xfffffffe)
-      throw new RangeError(`id: ${id} is not an integer in 0..4294967294`);
+    if (!Number.isInteger(id) || id < 0 || id >= BOUNDS.maxBackends.max)
+      throw new RangeError(`id: ${id} is not an integer in 0..${BOUNDS.maxBackends.max - 1}`);
     const w = id >>> 5;
     if (w >= this.#words.length) {
       const grown = new Uint32Array(Math.max(w + 1, this.#words.length * 2));
