@@ -74,10 +74,34 @@ const state = (() => {
   return process[key];
 })();
 
+/** PEAK_TEST_MEMORY_LOG=<file>: each test file's worker memory after it ran, one line per file (pid, RSS, RSS high-water
+ * mark, heap used, file), to find the file that grows a worker (seen at 1.2-1.4 GB RSS in CI, for no known file). */
+const memoryLog = process.env.PEAK_TEST_MEMORY_LOG;
+const logMemory = (file) => {
+  const m = process.memoryUsage();
+  let hwm = '?';
+  try {
+    hwm = /VmHWM:\s+(\d+)/.exec(require('fs').readFileSync('/proc/self/status', 'utf8'))?.[1] ?? '?';
+  } catch {
+    // not Linux: left as ?
+  }
+  const mb = (b) => (b / 2 ** 20).toFixed(0);
+  require('fs').appendFileSync(
+    memoryLog,
+    `${process.pid} rss ${mb(m.rss)} hwm ${hwm === '?' ? hwm : mb(Number(hwm) * 1024)} heap ${mb(m.heapUsed)} ${file}\n`,
+  );
+};
+
 class ExitEnvironment extends TestEnvironment {
   constructor(config, context) {
     super(config, context);
+    this.testPath = context.testPath;
     state.files.push(context.testPath);
+  }
+
+  async teardown() {
+    await super.teardown();
+    if (memoryLog) logMemory(this.testPath);
   }
 }
 
