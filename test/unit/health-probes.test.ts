@@ -24,7 +24,7 @@ import {
   RAW_TCP_PROBES,
   takesResult,
 } from '../../src/health';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { createServer as createTcp } from 'node:net';
 import { DEFAULTS, HealthCheckConfig } from '../../src/model';
 
@@ -334,6 +334,47 @@ describe('checks abort', () => {
   });
 });
 
+/**
+ * Ends of TCP connections to the local `port` open in this process, from /proc/net/tcp and tcp6 by socket inode:
+ * `client` ends, whose remote port is `port`, and `server` ends, whose local port is (its listener aside). A closed
+ * socket left in the kernel (TIME_WAIT) has no inode and is not counted. Not a count of every fd: a jest worker opens
+ * and closes files of its own meanwhile (counts of them all were off by 8-9 in some runs, either way).
+ */
+function tcpEnds(port: number): { client: number; server: number } {
+  const inodes = new Set<string>();
+  for (const f of readdirSync('/proc/self/fd')) {
+    let link = '';
+    try {
+      link = readlinkSync(`/proc/self/fd/${f}`);
+    } catch {
+      continue; // closed meanwhile
+    }
+    const m = /^socket:\[(\d+)\]$/.exec(link);
+    if (m) inodes.add(m[1]!);
+  }
+  const out = { client: 0, server: 0 };
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6'])
+    for (const row of readFileSync(table, 'utf8').split('\n').slice(1)) {
+      const c = row.trim().split(/\s+/);
+      if (c.length <= 9 || !inodes.has(c[9]!) || c[3] === '0A') continue; // 0A: LISTEN
+      const portOf = (endpoint: string) => parseInt(endpoint.split(':').pop()!, 16);
+      if (portOf(c[2]!) === port) out.client++;
+      else if (portOf(c[1]!) === port) out.server++;
+    }
+  return out;
+}
+
+/** Waits (`ms` at most) until no end of a connection to `port` is open in this process, then says so. */
+async function closedWithin(port: number, ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  const open = () => {
+    const e = tcpEnds(port);
+    return e.client + e.server > 0;
+  };
+  while (open() && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+  expect(tcpEnds(port)).toEqual({ client: 0, server: 0 });
+}
+
 describe('TCP probes on the raw handle agree with net.Socket', () => {
   let tcp: ReturnType<typeof createTcp>;
   let port: number;
@@ -354,14 +395,11 @@ describe('TCP probes on the raw handle agree with net.Socket', () => {
 
   const run = (probe: typeof probeTcp, p: number): Promise<CheckResult> =>
     new Promise((resolve) => probe({ host: '127.0.0.1', port: p, timeoutMs: 5000 }, resolve));
-  const fds = (): number => readdirSync('/proc/self/fd').length;
-
   it('this Node has the raw handle (else every TCP probe costs net.Socket: see checks.ts)', () => {
     expect(RAW_TCP_PROBES).toBe(true);
   });
 
   it('connected, refused, and a name (net.Socket) alike; no fd left open', async () => {
-    const before = fds();
     const accepted0 = accepted;
     const raw = [await run(probeTcp, port), await run(probeTcp, closedPort)];
     const net = [await run(netProbeTcp, port), await run(netProbeTcp, closedPort)];
@@ -372,20 +410,20 @@ describe('TCP probes on the raw handle agree with net.Socket', () => {
       probeTcp({ host: 'localhost', port, timeoutMs: 5000 }, r),
     );
     expect(named.detail === 'connected' || named.detail === 'ECONNREFUSED').toBe(true); // ::1 may not listen
-    await new Promise((r) => setTimeout(r, 50));
-    expect(fds()).toBe(before);
+    // every end closed (the server's once it has ended them, net.Socket's on a later turn than its verdict)
+    await closedWithin(port, 5000);
+    expect(tcpEnds(closedPort)).toEqual({ client: 0, server: 0 });
     expect(accepted - accepted0).toBeGreaterThanOrEqual(2); // the raw and the net.Socket connection
   });
 
   it('cancel closes the socket at once and reports "aborted" from cancel, once', async () => {
-    const before = fds();
     const results: CheckResult[] = [];
     const cancels = Array.from({ length: 200 }, () =>
       probeTcp({ host: '127.0.0.1', port, timeoutMs: 5000 }, (r) => results.push(r)),
     );
-    expect(fds()).toBeGreaterThanOrEqual(before + 200);
+    expect(tcpEnds(port).client).toBe(200); // each connecting, or connected
     for (const c of cancels) c();
-    expect(fds()).toBe(before);
+    expect(tcpEnds(port).client).toBe(0);
     expect(results).toHaveLength(200);
     expect(results.every((r) => r.detail === 'aborted' && r.local === true && !r.ok)).toBe(true);
     for (const c of cancels) c(); // again: nothing more
@@ -424,12 +462,15 @@ describe('HTTP probes on the raw handle', () => {
     await new Promise((r) => server.close(r));
   });
 
-  const fds = (): number => readdirSync('/proc/self/fd').length;
   const opts = (path: string, timeoutMs = 5000) => ({ host: '127.0.0.1', port, path, timeoutMs });
+  /** Waits (5 s at most) until no end of a connection to the server is open, in the client or in the server. */
+  const allClosed = async (): Promise<void> => {
+    await closedWithin(port, 5000);
+    expect(held.size).toBe(0);
+  };
 
   it('many at once: the verdicts of net.Socket, and no fd left open', async () => {
     expect(RAW_HTTP_PROBES).toBe(true);
-    const before = fds();
     const paths = Array.from({ length: 60 }, (_, i) => ['/ok', '/fail', '/big'][i % 3]!);
     const raw = await Promise.all(paths.map((p) => new Promise<CheckResult>((r) => probeHttp(opts(p), r))));
     const net = await Promise.all(
@@ -438,12 +479,11 @@ describe('HTTP probes on the raw handle', () => {
     const pick = (r: CheckResult) => [r.ok, r.detail, r.local ?? false, r.timedOut ?? false];
     expect(raw.map(pick)).toEqual(paths.map((p) => (p === '/fail' ? [false, 'HTTP 503', false, false] : [true, 'HTTP 200', false, false]))); // prettier-ignore
     expect(net.map(pick)).toEqual(raw.map(pick));
-    await new Promise((r) => setTimeout(r, 50));
-    expect(fds()).toBe(before);
+    // net.Socket's ends close on a later turn than its verdict, and the server's once they read the close
+    await allClosed();
   });
 
   it('cancel while connecting or while reading closes the socket at once and reports "aborted", once', async () => {
-    const before = fds();
     const results: CheckResult[] = [];
     const connecting = Array.from({ length: 20 }, () => probeHttp(opts('/ok'), (r) => results.push(r)));
     for (const c of connecting) c();
@@ -457,13 +497,9 @@ describe('HTTP probes on the raw handle', () => {
     for (const c of [...connecting, ...reading]) c(); // again: nothing more
     expect(results).toHaveLength(40);
     expect(results.every((r) => r.detail === 'aborted' && r.local === true && !r.ok)).toBe(true);
-    // the client ends closed at once (only the server's ends, in this process too, are left); those close once
-    // they read the close
-    expect(fds()).toBe(before + held.size);
-    const until = Date.now() + 5000;
-    while (held.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
-    expect(held.size).toBe(0);
-    expect(fds()).toBe(before);
+    // the client ends closed at once; the server's ends (in this process too) close once they read the close
+    expect(tcpEnds(port).client).toBe(0);
+    await allClosed();
     const hung = await new Promise<CheckResult>((r) => probeHttp(opts('/hang', 100), r));
     expect(hung).toMatchObject({ ok: false, detail: 'timeout after 100 ms', timedOut: true });
   });
