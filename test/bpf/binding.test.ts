@@ -1,7 +1,7 @@
 // The libbpf binding on the real kernel: objects, consts, maps (incl. per-CPU, batch, map-in-map), pins,
 // XDP attach/replace/detach on veths in a test namespace, test runs, error paths and fd hygiene.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   attachXdp,
@@ -31,7 +31,16 @@ const u32 = (n: number) => {
 };
 const u8 = (n: number) => Buffer.from([n]);
 const packet = (len: number) => Buffer.alloc(len, 0x11);
-const openFds = () => readdirSync('/proc/self/fd').length;
+/** Open BPF fds of this process (maps, programs, links): not every fd, since the jest worker opens and closes files of
+ * its own, on its thread pool too, while a test runs. */
+const openFds = () =>
+  readdirSync('/proc/self/fd').filter((f) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${f}`).startsWith('anon_inode:bpf');
+    } catch {
+      return false; // closed meanwhile
+    }
+  }).length;
 
 async function loadProbe(verdict: number = XDP.PASS, stamp = 0): Promise<BpfObject> {
   return BpfObject.load(fixture, { consts: { verdict: u32(verdict), stamp: u8(stamp) } });
