@@ -50,6 +50,18 @@ const wanted = (d: DesiredState, name: string) => ({
 });
 const methods = (dp: MemoryDatapath) => dp.calls.map((c) => `${c.method} ${c.target}`);
 
+/** A MemoryDatapath whose upsertBackends calls are recorded (each call's size, in `calls`). */
+function countingUpserts(): { dp: MemoryDatapath; calls: number[] } {
+  const dp = new MemoryDatapath({ maxBackends: 16384 });
+  const calls: number[] = [];
+  const real = dp.upsertBackends.bind(dp);
+  dp.upsertBackends = (batch) => {
+    calls.push(batch.length);
+    return real(batch);
+  };
+  return { dp, calls };
+}
+
 describe('reconcile: a failed VIP fails alone', () => {
   it("one VIP's table install fails: the others are programmed, it is named, and the next reconcile retries it alone", async () => {
     const dp = new MemoryDatapath();
@@ -131,13 +143,7 @@ describe('reconcile: a failed VIP fails alone', () => {
   });
 
   it('backend writes go in upsertBackends calls of BACKEND_BATCH; a failed one fails its VIP alone', async () => {
-    const dp = new MemoryDatapath({ maxBackends: 16384 });
-    const calls: number[] = [];
-    const real = dp.upsertBackends.bind(dp);
-    dp.upsertBackends = (batch) => {
-      calls.push(batch.length);
-      return real(batch);
-    };
+    const { dp, calls } = countingUpserts();
     // 42 VIPs of 100 backends (tables of 101 slots), then b: 4,202 backend writes, more than BACKEND_BATCH.
     const many: VipIn[] = [
       ...Array.from({ length: 42 }, (_, v) => ({
@@ -164,13 +170,7 @@ describe('reconcile: a failed VIP fails alone', () => {
   });
 
   it("a VIP's backends may span calls: a failed write skips the rest of its VIP, and what it did write is kept", async () => {
-    const dp = new MemoryDatapath({ maxBackends: 16384 });
-    const calls: number[] = [];
-    const real = dp.upsertBackends.bind(dp);
-    dp.upsertBackends = (batch) => {
-      calls.push(batch.length);
-      return real(batch);
-    };
+    const { dp, calls } = countingUpserts();
     const addrs = (n: number, third: number) =>
       Array.from({ length: n }, (_, i) => ({ address: `10.2.${third + (i >> 8)}.${i & 255}` }));
     const r = validateConfig({
