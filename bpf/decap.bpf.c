@@ -40,26 +40,27 @@ static __always_inline int decap_strip(struct xdp_md *ctx, const struct peak_pkt
   return decap_count(counter, XDP_PASS);
 }
 
-static __always_inline int decap_same16(const __u8 *a, const __u8 *b) {
-  const peak_u32_alias *x = (const peak_u32_alias *)a, *y = (const peak_u32_alias *)b;
-  return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
-}
-
 /* A valid GUE packet for this host: second chance or strip. Every one counts `gue` and exactly one outcome.
  * `from_lb`: the outer source is in a prefix that may send IPIP-kind tunnels (--from: the LB nodes). Only then is
- * a hint honoured: a hint makes this host send the inner packet on from its own address, so anyone else who can
- * reach the GUE port could use it as an open relay (and with no sources configured, anyone is "else"). */
+ * a hint honoured, or a remembered moved flow (decap_moved) forwarded: either makes this host send the inner packet
+ * on from its own address, so anyone else who can reach the GUE port could use it as an open relay (and with no
+ * sources configured, anyone is "else"). A hop from a peer backend (hint cleared, not from an LB) is never forwarded
+ * again: one extra hop at most, never a loop. */
 static __always_inline int decap_gue_deliver(struct xdp_md *ctx, const struct peak_pkt *p, struct decap_gue *g,
                                              const struct peak_decap_config *cfg, __u16 port, int from_lb) {
   decap_count(PEAK_DECAP_GUE, 0);
   __u32 outcome = PEAK_DECAP_SC_NO_HINT;
   __u16 flags = cfg ? cfg->flags : 0;
+  int remember = !(flags & (PEAK_DECAP_CFG_F_NO_SECOND_CHANCE | PEAK_DECAP_CFG_F_NO_REMEMBER));
+  struct bpf_sock_tuple t = {};
+  __u32 len = 0;
+  __u64 seq = 0;
+  struct peak_decap_flow_key k = {};
+  /* 1: forward on the hint; 2: forward to the remembered owner (copied into g's hint) */
+  int forward = 0;
   if (g->hint_family) {
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
-    struct bpf_sock_tuple t = {};
-    __u32 len = 0;
-    __u64 seq = 0;
     int kind = decap_sc_tuple(data, data_end, g, &t, &len, &seq);
     if (flags & PEAK_DECAP_CFG_F_NO_SECOND_CHANCE)
       outcome = PEAK_DECAP_SC_DISABLED;
@@ -81,12 +82,46 @@ static __always_inline int decap_gue_deliver(struct xdp_md *ctx, const struct pe
       } else {
         if (!(flags & PEAK_DECAP_CFG_F_NO_CONNTRACK) && !decap_conntrack_available())
           decap_count(PEAK_DECAP_SC_CONNTRACK_UNAVAILABLE, 0);
-        __u32 counter = PEAK_DECAP_ERROR;
-        int verdict = decap_sc_forward(ctx, p, g, cfg, port, &counter);
-        if (verdict >= 0) return decap_count(counter, verdict);
-        outcome = counter;
+        forward = 1;
       }
     }
+  } else if (from_lb && remember && decap_moved_in_use()) {
+    /* no hint: a flow this host forwarded on an earlier hint goes on to the same owner, while nothing here holds it */
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    int kind = decap_sc_tuple(data, data_end, g, &t, &len, &seq);
+    if (kind == DECAP_SC_TCP || kind == DECAP_SC_SYN) {
+      decap_moved_key(&k, g->inner_family, &t);
+      struct peak_decap_moved *m = bpf_map_lookup_elem(&decap_moved, &k);
+      if (m) {
+        __u8 family = m->family;
+        __u8 owner[16] __attribute__((aligned(4)));
+        peak_copy16(owner, m->owner);
+        if (kind == DECAP_SC_SYN || decap_is_own(family, owner) ||
+            decap_sc_local(ctx, &t, len, flags, g, seq) != DECAP_LOCAL_NONE) {
+          decap_forget(&k);
+        } else {
+          g->hint_family = family;
+          peak_copy16(g->hint, owner);
+          forward = 2;
+        }
+      }
+    }
+  }
+  if (forward) {
+    __u32 counter = PEAK_DECAP_ERROR;
+    int verdict = decap_sc_forward(ctx, p, g, cfg, port, &counter);
+    if (verdict >= 0) {
+      if (counter != PEAK_DECAP_SC_FORWARD) return decap_count(counter, verdict);
+      if (forward == 2) return decap_count(PEAK_DECAP_SC_MOVED_FORWARD, verdict);
+      /* a segment of the flow (not an ICMP error about it) forwarded on the hint: remembered */
+      if (remember && (seq >> 32)) {
+        decap_moved_key(&k, g->inner_family, &t);
+        decap_remember(&k, g);
+      }
+      return decap_count(counter, verdict);
+    }
+    outcome = counter;
   }
   return decap_strip(ctx, p, g->inner - g->l3, g->inner_family == PEAK_FAMILY_V4, outcome);
 }

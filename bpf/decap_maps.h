@@ -15,6 +15,8 @@ enum peak_decap_config_flag {
   PEAK_DECAP_CFG_F_SOURCES = 1 << 2,          /* decap_sources holds entries: tunnels only from them (a BPF program
                                                * cannot ask an LPM trie whether it is empty; userspace sets this
                                                * bit with the entries, src/decap/config.ts) */
+  PEAK_DECAP_CFG_F_NO_REMEMBER = 1 << 3,      /* forward on hints only: remember no moved flow (decap_moved) and
+                                               * forward none from memory */
 };
 
 /* One entry; all zero = defaults. */
@@ -90,6 +92,46 @@ struct {
   __type(key, struct peak_addr_key);
   __type(value, __u64);
 } decap_sc_targets SEC(".maps");
+
+/* Room for remembered moved flows (decap_moved). */
+#ifndef PEAK_DECAP_MOVED_SIZE
+#define PEAK_DECAP_MOVED_SIZE 65536
+#endif
+
+/* A flow as the LB's packets carry it (client -> VIP): the family and the tuple bpf_skc_lookup_tcp takes (IPv4: its
+ * first 12 bytes, the rest zero). */
+struct peak_decap_flow_key {
+  __u8 family; /* PEAK_FAMILY_V4/V6 of the inner packet */
+  __u8 pad[3];
+  struct bpf_sock_tuple tuple;
+};
+
+/* Where a moved flow goes: the previous owner an LB's hint named when this host forwarded the flow there. */
+struct peak_decap_moved {
+  __u8 family; /* PEAK_FAMILY_V4/V6 */
+  __u8 pad[3];
+  __u8 owner[16]; /* IPv4: the first 4 bytes */
+};
+
+/* Moved flows this host forwarded on a hint -> their previous owner (README: "Moved connections outlive the
+ * hint"). Its packets keep going there once the LB hints them no more (the VIP's previous table expired), while this
+ * host holds no state for the flow. An LRU (per-CPU lists, as the balancer's connection table): the least recently
+ * used flow goes first when it is full. Only mid-connection TCP packets from an LB prefix are forwarded from it. */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, PEAK_DECAP_MOVED_SIZE);
+  __uint(map_flags, BPF_F_NO_COMMON_LRU);
+  __type(key, struct peak_decap_flow_key);
+  __type(value, struct peak_decap_moved);
+} decap_moved SEC(".maps");
+
+/* [0]: nonzero once a flow was written to decap_moved (packets without a hint skip the lookup until then). */
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, __u32);
+} decap_moved_used SEC(".maps");
 
 static __always_inline void decap_count_target(__u8 family, const __u8 *addr) {
   struct peak_addr_key k = {.family = family};

@@ -46,6 +46,11 @@ extern struct nf_conn *bpf_xdp_ct_lookup(struct xdp_md *xdp_ctx, struct bpf_sock
                                          struct peak_ct_opts *opts, __u32 len_opts) __ksym __weak;
 extern void bpf_ct_release(struct nf_conn *ct) __ksym __weak;
 
+static __always_inline int decap_same16(const __u8 *a, const __u8 *b) {
+  const peak_u32_alias *x = (const peak_u32_alias *)a, *y = (const peak_u32_alias *)b;
+  return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
 /* What the inner packet is, for the second chance. */
 enum decap_sc_kind {
   DECAP_SC_TCP = 0,  /* a TCP segment other than a SYN, or an ICMP error quoting a TCP segment: tuple filled */
@@ -53,9 +58,9 @@ enum decap_sc_kind {
   DECAP_SC_NOT_TCP,  /* UDP (README: no second chance), other protocols, fragments, cut-short headers */
 };
 
-/* The flow's tuple as an incoming packet of it carries it (client -> VIP). len = 12 (v4) or 36 (v6). *seq: the
- * segment's sequence number (host order) with bit 32 set, for a TCP segment of the flow itself; 0 for an ICMP
- * error about it. */
+/* The flow's tuple as an incoming packet of it carries it (client -> VIP), also for a SYN. len = 12 (v4) or 36
+ * (v6). *seq: the segment's sequence number (host order) with bit 32 set, for a TCP segment of the flow itself other
+ * than a SYN; 0 for an ICMP error about it. */
 static __always_inline int decap_sc_tuple(void *data, void *data_end, const struct decap_gue *g,
                                           struct bpf_sock_tuple *t, __u32 *len, __u64 *seq) {
   if (g->inner_family == PEAK_FAMILY_V4) {
@@ -68,12 +73,12 @@ static __always_inline int decap_sc_tuple(void *data, void *data_end, const stru
     if (ip->protocol == IPPROTO_TCP) {
       struct tcphdr *th = l4;
       if ((void *)(th + 1) > data_end || g->inner_len < hl + sizeof(*th)) return DECAP_SC_NOT_TCP;
-      if (th->syn && !th->ack) return DECAP_SC_SYN;
-      *seq = (1ULL << 32) | bpf_ntohl(th->seq);
       t->ipv4.saddr = ip->saddr;
       t->ipv4.daddr = ip->daddr;
       t->ipv4.sport = th->source;
       t->ipv4.dport = th->dest;
+      if (th->syn && !th->ack) return DECAP_SC_SYN; /* the tuple filled: a SYN drops a remembered flow */
+      *seq = (1ULL << 32) | bpf_ntohl(th->seq);
       return DECAP_SC_TCP;
     }
     if (ip->protocol != IPPROTO_ICMP) return DECAP_SC_NOT_TCP;
@@ -100,12 +105,12 @@ static __always_inline int decap_sc_tuple(void *data, void *data_end, const stru
   if (ip6->nexthdr == IPPROTO_TCP) {
     struct tcphdr *th = (void *)(ip6 + 1);
     if ((void *)(th + 1) > data_end || g->inner_len < sizeof(*ip6) + sizeof(*th)) return DECAP_SC_NOT_TCP;
-    if (th->syn && !th->ack) return DECAP_SC_SYN;
-    *seq = (1ULL << 32) | bpf_ntohl(th->seq);
     peak_copy16(t->ipv6.saddr, &ip6->saddr);
     peak_copy16(t->ipv6.daddr, &ip6->daddr);
     t->ipv6.sport = th->source;
     t->ipv6.dport = th->dest;
+    if (th->syn && !th->ack) return DECAP_SC_SYN;
+    *seq = (1ULL << 32) | bpf_ntohl(th->seq);
     return DECAP_SC_TCP;
   }
   if (ip6->nexthdr != IPPROTO_ICMPV6) return DECAP_SC_NOT_TCP;
@@ -318,6 +323,37 @@ static __always_inline int decap_sc_forward(struct xdp_md *ctx, const struct pea
 bad:
   *counter = PEAK_DECAP_ERROR;
   return XDP_DROP;
+}
+
+/* decap_moved's key of the flow whose tuple decap_sc_tuple filled. */
+static __always_inline void decap_moved_key(struct peak_decap_flow_key *k, __u8 family, const struct bpf_sock_tuple *t) {
+  k->family = family;
+  __builtin_memcpy(&k->tuple, t, sizeof(*t));
+}
+
+/* Has any flow been remembered here (decap_moved_used)? */
+static __always_inline int decap_moved_in_use(void) {
+  __u32 zero = 0;
+  __u32 *used = bpf_map_lookup_elem(&decap_moved_used, &zero);
+  return used && *used;
+}
+
+/* Remembers that the flow of `k` went to g's hint (new, or another owner than remembered): counted SC_MOVED_NEW. */
+static __always_inline void decap_remember(const struct peak_decap_flow_key *k, const struct decap_gue *g) {
+  struct peak_decap_moved *had = bpf_map_lookup_elem(&decap_moved, k);
+  if (had && had->family == g->hint_family && decap_same16(had->owner, g->hint)) return;
+  struct peak_decap_moved m = {.family = g->hint_family};
+  peak_copy16(m.owner, g->hint);
+  if (bpf_map_update_elem(&decap_moved, k, &m, BPF_ANY)) return;
+  decap_count(PEAK_DECAP_SC_MOVED_NEW, 0);
+  __u32 zero = 0;
+  __u32 *used = bpf_map_lookup_elem(&decap_moved_used, &zero);
+  if (used && !*used) *used = 1;
+}
+
+/* Forgets the flow of `k` (it is this host's now): counted SC_MOVED_DROPPED. */
+static __always_inline void decap_forget(const struct peak_decap_flow_key *k) {
+  if (bpf_map_delete_elem(&decap_moved, k) == 0) decap_count(PEAK_DECAP_SC_MOVED_DROPPED, 0);
 }
 
 #endif

@@ -294,6 +294,14 @@ enum peak_decap_counter {
   PEAK_DECAP_SC_TIME_WAIT_OTHER,       /* detail: a time-wait socket here holds the flow's addresses and ports,
                                         * but the segment's sequence number is far from it (a newer connection of
                                         * the same tuple, living on the previous owner): not local state */
+  /* Moved flows remembered (decap_moved): a flow this host forwarded to its previous owner on the LB's hint keeps
+   * going there after the LB stops hinting it (its previous table expired), while this host has no state for it. */
+  PEAK_DECAP_SC_MOVED_FORWARD,         /* no hint, a remembered moved flow, no state here: re-encapsulated to its
+                                        * owner as a hinted packet would be (an outcome, like SC_FORWARD) */
+  PEAK_DECAP_SC_MOVED_NEW,             /* detail: a forwarded flow written to decap_moved (new, or a new owner) */
+  PEAK_DECAP_SC_MOVED_DROPPED,         /* detail: a decap_moved entry dropped: the flow has state here now, or a
+                                        * SYN of its addresses and ports came (a new connection), or the owner
+                                        * became this host */
   PEAK_DECAP_MAX,
 };
 

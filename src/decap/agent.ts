@@ -137,6 +137,8 @@ export interface DecapStarted {
   guePort: number;
   secondChance: boolean;
   conntrackLookup: boolean;
+  /** Moved flows forwarded on a hint keep going to that owner after the hint stops (--no-remember-moved: false). */
+  rememberMoved: boolean;
   /** Outer source prefixes tunnels are accepted from (CIDR); empty: from anywhere. */
   sources: string[];
   /** Only GUE from these (second-chance hops of peer backends). */
@@ -255,6 +257,7 @@ export class DecapAgent {
       guePort: st.guePort,
       secondChance: st.secondChance,
       conntrackLookup: st.conntrackLookup,
+      rememberMoved: st.rememberMoved,
       sources: st.sources.filter((x) => x.ipip).map(sourceText),
       gueSources: st.sources.filter((x) => !x.ipip).map(sourceText),
       diagnostics: this.diagnostics(),
@@ -497,6 +500,7 @@ export class DecapAgent {
       guePort: this.o.settings.guePort,
       secondChance: this.o.settings.secondChance,
       conntrackLookup: this.o.settings.conntrackLookup,
+      rememberMoved: this.o.settings.rememberMoved,
       sources: this.o.settings.sources.map((x) => ({ prefix: sourceText(x), ipip: x.ipip, gue: x.gue })),
       diagnostics: this.diagnostics(),
       counters: Object.fromEntries(this.counterTotals() ?? []),

@@ -24,6 +24,9 @@ export interface DecapSettings {
   guePort: number;
   secondChance: boolean;
   conntrackLookup: boolean;
+  /** Forward a moved flow to the previous owner a hint named once, also after the LB stops hinting it (decap_moved);
+   * false: on hints only. Needs secondChance. */
+  rememberMoved: boolean;
   /** Empty: tunnels from anywhere (the behaviour before --from existed). */
   sources: DecapSource[];
 }
@@ -175,8 +178,8 @@ function enumValue(values: Readonly<Record<string, number>>, name: string): numb
 }
 
 /**
- * The decap_config value: GUE port in network order, flag bits (second chance off, conntrack lookup off,
- * sources in use: the last set exactly when `sources` is not empty), src_v4 / src_v6 zero (not configurable).
+ * The decap_config value: GUE port in network order, flag bits (second chance off, conntrack lookup off, moved flows
+ * not remembered, sources in use: the last set exactly when `sources` is not empty), src_v4 / src_v6 zero (not configurable).
  */
 export function encodeDecapConfig(layout: DecapConfigLayout, s: DecapSettings): Buffer {
   const b = Buffer.alloc(layout.config.size);
@@ -184,6 +187,7 @@ export function encodeDecapConfig(layout: DecapConfigLayout, s: DecapSettings): 
   let flags = 0;
   if (!s.secondChance) flags |= enumValue(layout.flags, 'PEAK_DECAP_CFG_F_NO_SECOND_CHANCE');
   if (!s.conntrackLookup) flags |= enumValue(layout.flags, 'PEAK_DECAP_CFG_F_NO_CONNTRACK');
+  if (!s.rememberMoved) flags |= enumValue(layout.flags, 'PEAK_DECAP_CFG_F_NO_REMEMBER');
   if (s.sources.length > 0) flags |= enumValue(layout.flags, 'PEAK_DECAP_CFG_F_SOURCES');
   // host order: the program reads flags as a plain __u16 (BPF runs little-endian here, as the x86/arm64 hosts)
   b.writeUInt16LE(flags, member(layout.config, 'flags').offset);
@@ -227,6 +231,8 @@ export interface DecapSettingFlags {
   secondChance: boolean;
   /** false with --no-conntrack-lookup */
   conntrackLookup: boolean;
+  /** false with --no-remember-moved */
+  rememberMoved: boolean;
 }
 
 /** DecapSettings from the flags, with PEAK_XDP_GUE_PORT / PEAK_XDP_DECAP_FROM / PEAK_XDP_DECAP_GUE_FROM fallbacks. */
@@ -238,6 +244,7 @@ export function decapSettings(
     guePort: guePortSetting(f.guePort, env.PEAK_XDP_GUE_PORT),
     secondChance: f.secondChance,
     conntrackLookup: f.conntrackLookup,
+    rememberMoved: f.rememberMoved,
     sources: sourcesSetting({ from: f.from, gueFrom: f.gueFrom, env }),
   };
 }

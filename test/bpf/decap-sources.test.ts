@@ -60,6 +60,7 @@ describePrivileged('decap: outer source filter (decap_sources)', () => {
       guePort: 6080,
       secondChance: true,
       conntrackLookup: true,
+      rememberMoved: true,
       sources: sourcesSetting({ from, gueFrom, env: {} }),
     };
     writeDecapSettings({ decap_config: maps.decap_config!, decap_sources: maps.decap_sources! }, layout, s);

@@ -74,6 +74,7 @@ export async function attachDecap(o: {
         guePort: 6080,
         secondChance: true,
         conntrackLookup: true,
+        rememberMoved: true,
         sources: sourcesSetting({ from: o.from, gueFrom: o.gueFrom, env: {} }),
       },
     );
@@ -86,9 +87,17 @@ export async function attachDecap(o: {
 
 /** Turns the decap's second chance off (PEAK_DECAP_CFG_F_NO_SECOND_CHANCE) and returns the config it had. */
 export function disableSecondChance(maps: DecapMaps): Buffer {
+  return setConfigFlag(maps, 'PEAK_DECAP_CFG_F_NO_SECOND_CHANCE');
+}
+
+/** Sets one enum peak_decap_config_flag bit in decap_config (e.g. what --no-remember-moved writes); returns the
+ * value before, to restore. */
+export function setConfigFlag(maps: DecapMaps, flag: string): Buffer {
+  const bit = decapLayoutOf(bpfObjectPath('decap')).flags[flag];
+  if (bit === undefined) throw new Error(`no ${flag} in enum peak_decap_config_flag`);
   const saved = maps.config.lookup(Buffer.alloc(4))!;
   const cfg = Buffer.from(saved);
-  cfg.writeUInt16LE(saved.readUInt16LE(2) | 1, 2);
+  cfg.writeUInt16LE(saved.readUInt16LE(2) | bit, 2);
   maps.config.update(Buffer.alloc(4), cfg);
   return saved;
 }

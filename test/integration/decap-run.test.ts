@@ -2,7 +2,7 @@
 // -> "node" running `peak-xdp decap run` (the built CLI) with kube-proxy-shaped nftables DNAT of the VIP:80 to
 // a "pod" behind a bridge (nginx on 8080). No VIP on lo anywhere; replies leave the node straight to the client.
 import { ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -512,13 +512,14 @@ http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fas
     expect(xdpProg()).toBe(0);
   }, 90000);
 
-  it('--gue-port, --no-second-chance, --no-conntrack-lookup reach decap_config (pinned map, exact bytes)', async () => {
-    const a = startAgent(['--interface', link.n, '--metrics-listen', METRICS, '--gue-port', '7000', '--no-second-chance', '--no-conntrack-lookup', '--from', '10.30.200.0/24', '--gue-from', '10.30.0.0/16', '--json']); // prettier-ignore
+  it('--gue-port, --no-second-chance, --no-conntrack-lookup, --no-remember-moved reach decap_config (pinned map, exact bytes)', async () => {
+    const a = startAgent(['--interface', link.n, '--metrics-listen', METRICS, '--gue-port', '7000', '--no-second-chance', '--no-conntrack-lookup', '--no-remember-moved', '--from', '10.30.200.0/24', '--gue-from', '10.30.0.0/16', '--json']); // prettier-ignore
     const doc = await started(a);
     expect(doc).toMatchObject({
       guePort: 7000,
       secondChance: false,
       conntrackLookup: false,
+      rememberMoved: false,
       sources: ['10.30.200.0/24'],
       gueSources: ['10.30.0.0/16'],
       diagnostics: { secondChanceReady: false, reasons: ['second chance switched off (--no-second-chance)'] },
@@ -527,8 +528,11 @@ http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fas
     const cfg = BpfMap.fromPin(join(pins, 'decap_config'));
     const src = BpfMap.fromPin(join(pins, 'decap_sources'));
     try {
-      // port 7000 in network order; flags NO_SECOND_CHANCE | NO_CONNTRACK | SOURCES = 7 (host order); no sources
-      expect(cfg.lookup(Buffer.alloc(4))!.toString('hex')).toBe('1b58' + '0700' + '00'.repeat(20));
+      // port 7000 in network order; flags NO_SECOND_CHANCE | NO_CONNTRACK | SOURCES | NO_REMEMBER = 15 (host
+      // order); no sources
+      expect(cfg.lookup(Buffer.alloc(4))!.toString('hex')).toBe('1b58' + '0f00' + '00'.repeat(20));
+      // the moved flows' map is pinned with the others (a restart keeps what this host remembered)
+      expect(existsSync(join(pins, 'decap_moved'))).toBe(true);
       const entries = [...src.keys()]
         .map((k) => `${k.toString('hex')}=${src.lookup(k)!.toString('hex')}`)
         .sort();

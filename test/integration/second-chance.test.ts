@@ -25,6 +25,7 @@ import {
   jsonLineCaller,
   readDecapCounters,
   ScriptProcesses,
+  setConfigFlag,
 } from '../helpers/decap-lab';
 import { Lab } from '../helpers/netns';
 import { describePrivileged } from '../helpers/privileged';
@@ -286,6 +287,59 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
     expect(dA2.sc_forward ?? 0).toBe(0);
   }, 30000);
 
+  it('a moved connection outlives the hint: once the LB hints it no more (its previous table expired), B still sends it to A; with --no-remember-moved on B it breaks', async () => {
+    steer('a');
+    expect((await clientCall({ op: 'open', name: 'long' })).error).toBeUndefined();
+    expect(await clientCall({ op: 'send', name: 'long', text: 'a' })).toEqual({ reply: 'A:a' });
+    steer('b', 'a');
+    const b0 = counters('b');
+    expect(await clientCall({ op: 'send', name: 'long', text: 'hinted' })).toEqual({ reply: 'A:hinted' });
+    const dB0 = diff(b0, counters('b'));
+    expect(dB0.sc_forward).toBeGreaterThanOrEqual(1);
+    expect(dB0.sc_moved_new).toBe(1); // the flow remembered once, whatever number of its packets were forwarded
+    // the hint expires: the LB goes on sending the flow to B, with no previous owner
+    steer('b');
+    const a1 = counters('a');
+    const b1 = counters('b');
+    const replies: string[] = [];
+    for (let i = 0; i < 5; i++)
+      replies.push((await clientCall({ op: 'send', name: 'long', text: `later${i}` })).reply ?? 'none');
+    const dA1 = diff(a1, counters('a'));
+    const dB1 = diff(b1, counters('b'));
+    console.log(
+      `hint expired: replies ${JSON.stringify(replies)}; A ${JSON.stringify(dA1)}; B ${JSON.stringify(dB1)}`,
+    );
+    expect(replies).toEqual(['A:later0', 'A:later1', 'A:later2', 'A:later3', 'A:later4']);
+    expect(dB1.sc_moved_forward).toBeGreaterThanOrEqual(5);
+    expect(dB1.sc_forward ?? 0).toBe(0);
+    expect(dA1.sc_no_hint).toBeGreaterThanOrEqual(5);
+    // a connection opened on B meanwhile stays on B
+    expect((await clientCall({ op: 'open', name: 'onB' })).error).toBeUndefined();
+    expect(await clientCall({ op: 'send', name: 'onB', text: 'b' })).toEqual({ reply: 'B:b' });
+
+    // contrast: the same sequence with --no-remember-moved on B: the moved connection works while hinted, then breaks
+    steer('a');
+    expect((await clientCall({ op: 'open', name: 'forget' })).error).toBeUndefined();
+    expect(await clientCall({ op: 'send', name: 'forget', text: 'a' })).toEqual({ reply: 'A:a' });
+    const saved = setConfigFlag(decap.b!, 'PEAK_DECAP_CFG_F_NO_REMEMBER');
+    try {
+      steer('b', 'a');
+      expect(await clientCall({ op: 'send', name: 'forget', text: 'hinted' })).toEqual({ reply: 'A:hinted' });
+      steer('b');
+      const b2 = counters('b');
+      const r = await clientCall({ op: 'send', name: 'forget', text: 'lost' });
+      const dB2 = diff(b2, counters('b'));
+      console.log(`--no-remember-moved on B, hint expired: ${JSON.stringify(r)}; B ${JSON.stringify(dB2)}`);
+      expect(r.reply).toBeUndefined();
+      expect(r.error).toMatch(/ECONNRESET/); // B's stack has no such connection: it resets it
+      expect(dB2.sc_moved_forward ?? 0).toBe(0);
+    } finally {
+      decap.b!.config.update(Buffer.alloc(4), saved);
+    }
+    // the first one still goes to A
+    expect(await clientCall({ op: 'send', name: 'long', text: 'end' })).toEqual({ reply: 'A:end' });
+  }, 30000);
+
   it('node mode: a DNATed flow on A survives the move to B (B finds no conntrack entry, forwards); a new one stays on B via conntrack', async () => {
     steer('a', undefined, NODE_VIP);
     expect((await clientCall({ op: 'open', name: 'n1', host: NODE_VIP })).error).toBeUndefined();
@@ -335,6 +389,7 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
         guePort: 6080,
         secondChance: true,
         conntrackLookup: true,
+        rememberMoved: true,
         sources: sourcesSetting({ from, gueFrom, env: {} }),
       });
     try {

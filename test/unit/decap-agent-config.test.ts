@@ -107,13 +107,20 @@ describe('decap settings: flags and environment', () => {
   it('decapSettings puts them together', () => {
     expect(
       decapSettings(
-        { from: ['10.30.200.0/24'], gueFrom: [], secondChance: false, conntrackLookup: true },
+        {
+          from: ['10.30.200.0/24'],
+          gueFrom: [],
+          secondChance: false,
+          conntrackLookup: true,
+          rememberMoved: false,
+        },
         { PEAK_XDP_GUE_PORT: '6081' },
       ),
     ).toEqual({
       guePort: 6081,
       secondChance: false,
       conntrackLookup: true,
+      rememberMoved: false,
       sources: [{ family: 4, prefix: '10.30.200.0', prefixLength: 24, ipip: true, gue: true }],
     });
   });
@@ -135,27 +142,45 @@ describe('decap_config and decap_sources bytes (layout from the built decap obje
     expect(layout.sourceKey.members.map((m) => [m.name, m.offset])).toEqual([['prefixlen', 0], ['family', 4], ['pad', 5], ['addr', 8]]); // prettier-ignore
     for (const [name, v] of Object.entries({ ...layout.flags, ...layout.kinds }))
       expect(h).toMatch(new RegExp(`${name} = 1 << ${Math.log2(v)},`));
-    expect(Object.keys(layout.flags).sort()).toEqual(['PEAK_DECAP_CFG_F_NO_CONNTRACK', 'PEAK_DECAP_CFG_F_NO_SECOND_CHANCE', 'PEAK_DECAP_CFG_F_SOURCES']); // prettier-ignore
+    expect(Object.keys(layout.flags).sort()).toEqual(['PEAK_DECAP_CFG_F_NO_CONNTRACK', 'PEAK_DECAP_CFG_F_NO_REMEMBER', 'PEAK_DECAP_CFG_F_NO_SECOND_CHANCE', 'PEAK_DECAP_CFG_F_SOURCES']); // prettier-ignore
   });
 
   it('config: port in network order, flag bits (sources bit exactly when there are sources), sources zero', () => {
     const hex = (s: Parameters<typeof encodeDecapConfig>[1]) => encodeDecapConfig(layout, s).toString('hex');
     const zeros = '00'.repeat(20);
-    expect(hex({ guePort: 6080, secondChance: true, conntrackLookup: true, sources: [] })).toBe(
-      `17c0` + `0000` + zeros,
-    );
-    expect(hex({ guePort: 7000, secondChance: false, conntrackLookup: true, sources: [] })).toBe(
-      `1b58` + `0100` + zeros,
-    );
-    expect(hex({ guePort: 6080, secondChance: true, conntrackLookup: false, sources: [] })).toBe(
-      `17c0` + `0200` + zeros,
-    );
-    expect(hex({ guePort: 6080, secondChance: true, conntrackLookup: true, sources: [v4] })).toBe(
-      `17c0` + `0400` + zeros,
-    );
-    expect(hex({ guePort: 65535, secondChance: false, conntrackLookup: false, sources: [v4] })).toBe(
-      `ffff` + `0700` + zeros,
-    );
+    expect(
+      hex({ guePort: 6080, secondChance: true, conntrackLookup: true, rememberMoved: true, sources: [] }),
+    ).toBe(`17c0` + `0000` + zeros);
+    expect(
+      hex({ guePort: 7000, secondChance: false, conntrackLookup: true, rememberMoved: true, sources: [] }),
+    ).toBe(`1b58` + `0100` + zeros);
+    expect(
+      hex({ guePort: 6080, secondChance: true, conntrackLookup: false, rememberMoved: true, sources: [] }),
+    ).toBe(`17c0` + `0200` + zeros);
+    expect(
+      hex({ guePort: 6080, secondChance: true, conntrackLookup: true, rememberMoved: true, sources: [v4] }),
+    ).toBe(`17c0` + `0400` + zeros);
+    expect(
+      hex({
+        guePort: 65535,
+        secondChance: false,
+        conntrackLookup: false,
+        rememberMoved: true,
+        sources: [v4],
+      }),
+    ).toBe(`ffff` + `0700` + zeros);
+    expect(
+      hex({ guePort: 6080, secondChance: true, conntrackLookup: true, rememberMoved: false, sources: [] }),
+    ).toBe(`17c0` + `0800` + zeros);
+    expect(
+      hex({
+        guePort: 65535,
+        secondChance: false,
+        conntrackLookup: false,
+        rememberMoved: false,
+        sources: [v4],
+      }),
+    ).toBe(`ffff` + `0f00` + zeros);
   });
 
   it('source key: prefixlen = 32 + length (little-endian), family, 3 zero bytes, address; value: the kind bits', () => {

@@ -388,6 +388,7 @@ function setup(o: {
       guePort: 6080,
       secondChance: true,
       conntrackLookup: true,
+      rememberMoved: true,
       sources: [{ family: 4 as const, prefix: '10.30.200.0', prefixLength: 24, ipip: true, gue: true }],
       ...o.settings,
     },
@@ -452,6 +453,7 @@ describe('DecapAgent', () => {
       guePort: 6080,
       secondChance: true,
       conntrackLookup: true,
+      rememberMoved: true,
       sources: ['10.30.200.0/24'],
       gueSources: [],
       diagnostics: {
@@ -467,6 +469,7 @@ describe('DecapAgent', () => {
         guePort: 6080,
         secondChance: true,
         conntrackLookup: true,
+        rememberMoved: true,
         sources: [{ family: 4, prefix: '10.30.200.0', prefixLength: 24, ipip: true, gue: true }],
       },
     ]);
@@ -721,6 +724,7 @@ describe('DecapAgent: settings, sources, second-chance diagnostics', () => {
       guePort: 7000,
       secondChance: true,
       conntrackLookup: false,
+      rememberMoved: false,
       sources: [src('10.30.200.0', 24), src('10.30.0.0', 16, false), src('fd00:200::', 64)],
     };
     const t = setup({ settings });
@@ -729,6 +733,7 @@ describe('DecapAgent: settings, sources, second-chance diagnostics', () => {
     expect(s).toMatchObject({
       guePort: 7000,
       conntrackLookup: false,
+      rememberMoved: false,
       sources: ['10.30.200.0/24', 'fd00:200::/64'],
       gueSources: ['10.30.0.0/16'],
     });
@@ -877,6 +882,7 @@ describe('decap run wiring', () => {
     gueFrom: [] as string[],
     secondChance: true,
     conntrackLookup: true,
+    rememberMoved: true,
     sysctls: true,
   };
   const log = pino({ level: 'silent' });

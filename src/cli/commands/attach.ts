@@ -437,6 +437,12 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
             default: true,
             describe:
               'attach, run: the second chance also asks netfilter conntrack (node mode: kube-proxy DNAT); --no-conntrack-lookup: sockets only',
+          })
+          .option('remember-moved', {
+            type: 'boolean',
+            default: true,
+            describe:
+              'attach, run: a flow forwarded to the previous owner a hint named keeps going there after the LB stops hinting it (its previous table expired), while this host has no state for it (up to 65,536 flows, least recently used dropped first); --no-remember-moved: on hints only',
           }),
       async (a) => {
         if (!a.action) throw new CliError('decap: give the action (attach, detach or run)', 2);
@@ -450,6 +456,7 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
           guePort: a.guePort as string | undefined,
           secondChance: a.secondChance,
           conntrackLookup: a.conntrackLookup,
+          rememberMoved: a.rememberMoved,
         };
         if (a.action === 'run')
           return decapRun(
@@ -542,6 +549,7 @@ export function registerAttach(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
               guePort: settings.guePort,
               secondChance: settings.secondChance,
               conntrackLookup: settings.conntrackLookup,
+              rememberMoved: settings.rememberMoved,
               sources: settings.sources.filter((x) => x.ipip).map(sourceText),
               gueSources: settings.sources.filter((x) => !x.ipip).map(sourceText),
             },
