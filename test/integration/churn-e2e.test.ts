@@ -109,6 +109,12 @@ describe('churn scenario pieces', () => {
       packets: 100,
       fraction: 0.1,
     });
+    // forwards of remembered moved flows (no hint) take the extra hop too
+    expect(extraHopFraction({ gue: 130, sc_forward: 10, sc_moved_forward: 20 })).toEqual({
+      forwards: 30,
+      packets: 100,
+      fraction: 0.3,
+    });
     expect(extraHopFraction({ ipip: 50 }).fraction).toBeNull();
     const text = [
       '# HELP peak_xdp_decap_packets_total x',
@@ -137,8 +143,8 @@ describePrivileged('churn end to end (GUE, previous owners, second chance)', () 
       process.stderr.write(`[churn] summary\n${rs.map((r) => `  ${churnLine(r)}`).join('\n')}\n`);
   }, 120_000);
 
-  const run = async (name: keyof typeof CHURN_MODES): Promise<ChurnResult> => {
-    const r = await lab.rig.runMode(CHURN_MODES[name], { ...OPTS, log });
+  const run = async (name: keyof typeof CHURN_MODES, o: Partial<ChurnOptions> = {}): Promise<ChurnResult> => {
+    const r = await lab.rig.runMode(CHURN_MODES[name], { ...OPTS, ...o, log });
     results[name] = r;
     log(churnLine(r));
     log(`  decap counters during the changes: ${JSON.stringify(r.decap.changes)}`);
@@ -172,6 +178,28 @@ describePrivileged('churn end to end (GUE, previous owners, second chance)', () 
     expect(r.lb.hint_sent ?? 0).toBeGreaterThan(0);
     expect(churnPathProblem(r)).toBeNull();
     expectOnlyExplained(r);
+  }, 240_000);
+
+  // Hints that expire within the run (retainSeconds 2): one backend added (no removal: a flow moved twice after its
+  // first hint expired would need two hops), an LB node leaving, then ~6 s of traffic without hints.
+  const EXPIRY: Partial<ChurnOptions> = { pairs: 1, tailMs: 5000 };
+
+  it('stateless mode, hints expired: the backends keep moved connections alive from memory (0 breaks)', async () => {
+    const r = await run('expiry', EXPIRY);
+    expect(r.lb.stateless_forward ?? 0).toBeGreaterThan(0);
+    expect(churnPathProblem(r)).toBeNull(); // includes: sc_moved_forward > 0 after the hints expired
+    expect(r.decap.after.sc_moved_forward ?? 0).toBeGreaterThan(0);
+    expect(r.decap.after.sc_forward ?? 0).toBe(0); // no hint left by then
+    expect(r.broken.total).toBe(0);
+  }, 240_000);
+
+  it('contrast: the same with --no-remember-moved on the backends breaks the moved connections once hints expire', async () => {
+    const r = await run('expiry-forget', EXPIRY);
+    expect(churnPathProblem(r)).toBeNull(); // includes: nothing remembered, nothing forwarded from memory
+    expect(r.broken.unexplained).toBeGreaterThan(0);
+    log(
+      `expiry: ${results.expiry?.broken.total ?? '?'} broken with the backends remembering, ${r.broken.total} without`,
+    );
   }, 240_000);
 
   it('feature off (IPIP, no second chance): the same sequence breaks connections', async () => {

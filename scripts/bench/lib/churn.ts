@@ -39,19 +39,32 @@ import YAML from 'yaml';
 // -----------------------------------------------------------------------------------------------------
 // Pure core
 
-/** What the LB nodes run: the feature on with a connection table, on without one, or off (IPIP, no hints). */
+/**
+ * What the LB nodes and the backends run: the feature on with a connection table, on without one, or off (IPIP, no
+ * hints); and on without one with hints that expire within the run (`secondChance.retainSeconds` short): the
+ * backends then keep moved connections alive from memory (decap run's default), or not (`--no-remember-moved`).
+ */
 export interface ChurnMode {
-  name: 'conntrack' | 'stateless' | 'off';
+  name: 'conntrack' | 'stateless' | 'off' | 'expiry' | 'expiry-forget';
   encap: 'gue' | 'ipip';
   stateless: boolean;
   secondChance: boolean;
+  /** The LB nodes' secondChance.retainSeconds. */
+  retainSeconds: number;
+  /** The backends' `decap run` remembers moved flows (false: --no-remember-moved). */
+  rememberMoved: boolean;
 }
 
+/** The hint's lifetime in the expiry modes: well inside the gap after a change, so most of a run goes unhinted. */
+export const EXPIRY_RETAIN_SECONDS = 2;
+
 export const CHURN_MODES: Record<ChurnMode['name'], ChurnMode> = {
-  conntrack: { name: 'conntrack', encap: 'gue', stateless: false, secondChance: true },
-  stateless: { name: 'stateless', encap: 'gue', stateless: true, secondChance: true },
-  off: { name: 'off', encap: 'ipip', stateless: false, secondChance: false },
-};
+  conntrack: { name: 'conntrack', encap: 'gue', stateless: false, secondChance: true, retainSeconds: 300, rememberMoved: true },
+  stateless: { name: 'stateless', encap: 'gue', stateless: true, secondChance: true, retainSeconds: 300, rememberMoved: true },
+  off: { name: 'off', encap: 'ipip', stateless: false, secondChance: false, retainSeconds: 300, rememberMoved: true },
+  expiry: { name: 'expiry', encap: 'gue', stateless: true, secondChance: true, retainSeconds: EXPIRY_RETAIN_SECONDS, rememberMoved: true },
+  'expiry-forget': { name: 'expiry-forget', encap: 'gue', stateless: true, secondChance: true, retainSeconds: EXPIRY_RETAIN_SECONDS, rememberMoved: false },
+}; // prettier-ignore
 
 export type ChurnStep =
   { kind: 'add' | 'remove'; backend: string } | { kind: 'lb-stop' | 'lb-start'; lb: string };
@@ -181,15 +194,15 @@ export function deltaOf(a: Counters, b: Counters): Counters {
 
 /**
  * The fraction of client packets that took the extra hop in a window of decap counters: second-chance
- * forwards over GUE packets from the LB nodes (a forwarded packet is counted as GUE again where it lands, so
- * it is taken out of the total). null when no GUE packet arrived (IPIP).
+ * forwards (on a hint, or of a remembered moved flow) over GUE packets from the LB nodes (a forwarded packet is
+ * counted as GUE again where it lands, so it is taken out of the total). null when no GUE packet arrived (IPIP).
  */
 export function extraHopFraction(d: Counters): {
   forwards: number;
   packets: number;
   fraction: number | null;
 } {
-  const forwards = d.sc_forward ?? 0;
+  const forwards = (d.sc_forward ?? 0) + (d.sc_moved_forward ?? 0);
   const packets = (d.gue ?? 0) - forwards;
   return { forwards, packets, fraction: packets > 0 ? forwards / packets : null };
 }
@@ -327,6 +340,11 @@ export class ChurnRig {
       detachXdpIn(be);
       this.startDecap(be);
     }
+    this.decapsRemember = true;
+    await this.waitDecaps();
+  }
+
+  private async waitDecaps(): Promise<void> {
     for (const be of this.p.backends) {
       const ok = await waitFor(() => this.decapMetricsText(be) !== '', {
         timeoutMs: 30_000,
@@ -340,7 +358,21 @@ export class ChurnRig {
     }
   }
 
-  private startDecap(be: Host): number {
+  /** Restarts every `decap run` with (or without) --no-remember-moved when the mode asks otherwise than they run.
+   * The pinned maps stay: what they remembered stays too, but a run without remembering neither writes nor reads
+   * them. */
+  private async decapsFor(mode: ChurnMode): Promise<void> {
+    if (mode.rememberMoved === this.decapsRemember) return;
+    await this.stopDecaps();
+    for (const be of this.p.backends) this.startDecap(be, mode.rememberMoved);
+    this.decapsRemember = mode.rememberMoved;
+    await this.waitDecaps();
+  }
+
+  /** Whether the running `decap run`s remember moved flows (their flag, as started). */
+  private decapsRemember = true;
+
+  private startDecap(be: Host, rememberMoved = true): number {
     const dir = join(this.p.stateDir, be.name);
     const pins = join(this.p.bpffsDir, 'churn-decap', be.name);
     mkdirSync(dir, { recursive: true });
@@ -350,7 +382,8 @@ export class ChurnRig {
     // Hints are honoured only from the LB nodes (--from); GUE from the other backends is the second-chance hop.
     const from = this.p.lbs.flatMap((l) => ['--from', `${l.link!.hostV4.address}/32`, '--from', `${l.link!.hostV6.address}/128`]); // prettier-ignore
     const gueFrom = this.p.backends.flatMap((b) => ['--gue-from', `${b.link!.hostV4.address}/32`, '--gue-from', `${b.link!.hostV6.address}/128`]); // prettier-ignore
-    const child = spawn('ip', ['netns', 'exec', be.netns, 'node', CLI_JS, 'decap', 'run', '--interface', be.link!.hostIf, '--mode', 'native', '--metrics-listen', DECAP_METRICS, '--bpffs', pins, ...from, ...gueFrom], { detached: true, stdio: ['ignore', fd, fd] }); // prettier-ignore
+    const remember = rememberMoved ? [] : ['--no-remember-moved'];
+    const child = spawn('ip', ['netns', 'exec', be.netns, 'node', CLI_JS, 'decap', 'run', '--interface', be.link!.hostIf, '--mode', 'native', '--metrics-listen', DECAP_METRICS, '--bpffs', pins, ...from, ...gueFrom, ...remember], { detached: true, stdio: ['ignore', fd, fd] }); // prettier-ignore
     closeSync(fd);
     child.unref();
     return child.pid!;
@@ -418,7 +451,7 @@ export class ChurnRig {
     const vips = (cfg.vips as Record<string, unknown>[])
       .filter((v) => v.address === this.vip)
       .map((v) => ({ ...v, encap: mode.encap, stateless: mode.stateless }));
-    return { ...cfg, vips, secondChance: { enabled: mode.secondChance, retainSeconds: 300 } };
+    return { ...cfg, vips, secondChance: { enabled: mode.secondChance, retainSeconds: mode.retainSeconds } };
   }
 
   private writeConfigs(mode: ChurnMode, backends: string[]): void {
@@ -539,6 +572,7 @@ export class ChurnRig {
       pairs: o.pairs,
     });
     await this.resetLbs();
+    await this.decapsFor(mode);
     let active = [...sched.initial];
     this.writeConfigs(mode, active);
     const running = new Set<string>();
@@ -726,9 +760,15 @@ export function churnPathProblem(r: ChurnResult): string | null {
     if (dec('sc_hint_untrusted') > 0)
       miss.push(`the backends ignored ${dec('sc_hint_untrusted')} hints as untrusted (decap run --from)`);
     if (dec('sc_forward') === 0) miss.push('no backend forwarded a packet to its previous owner');
-    if (r.mode === 'stateless' && lb('ct_insert') !== 0)
+    const mode = CHURN_MODES[r.mode];
+    if (mode.stateless && lb('ct_insert') !== 0)
       miss.push(`stateless VIP inserted ${lb('ct_insert')} connection-table entries`);
-    if (r.mode === 'stateless' && lb('stateless_forward') === 0) miss.push('no stateless forward counted');
+    if (mode.stateless && lb('stateless_forward') === 0) miss.push('no stateless forward counted');
+    // hints that expire within the run: the backends forward moved flows from memory, or (--no-remember-moved) not
+    if (mode.retainSeconds < 300 && mode.rememberMoved && dec('sc_moved_forward') === 0)
+      miss.push('no backend forwarded a remembered moved flow after the hints expired');
+    if (!mode.rememberMoved && dec('sc_moved_forward') + dec('sc_moved_new') !== 0)
+      miss.push('a backend remembered moved flows with --no-remember-moved');
   }
   return miss.length ? `${r.mode}: ${miss.join('; ')}` : null;
 }
