@@ -945,6 +945,7 @@ while time.time() < deadline:
       return Buffer.from(b);
     });
     const seen: Record<string, number> = {};
+    const before = await counters();
     for (let i = 0; i < frames.length; i += 500) {
       const rs = await run(frames.slice(i, i + 500));
       rs.forEach((x, j) => {
@@ -971,7 +972,11 @@ while time.time() < deadline:
         }
       });
     }
-    console.log(`fuzz verdicts: ${JSON.stringify(seen)}`);
+    const after = await counters();
+    const fromMemory = after.sc_moved_forward! - before.sc_moved_forward!;
+    console.log(`fuzz verdicts: ${JSON.stringify(seen)}; forwards of remembered flows (no hint) among them: ${fromMemory}`);
+    // hinted frames of the one flow were remembered, and later hint-less ones of it went on from memory
+    expect(fromMemory).toBeGreaterThan(0n);
     expect((seen.TX ?? 0) + (seen.REDIRECT ?? 0)).toBeGreaterThan(0);
     expect(seen.DROP ?? 0).toBeGreaterThan(0);
     expect(seen.PASS ?? 0).toBeGreaterThan(0);
