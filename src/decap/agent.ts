@@ -39,6 +39,8 @@ export interface DecapProgramHandle {
   writeSettings(s: DecapSettings): void;
   /** Second-chance forwards by previous owner (decap_sc_targets), unordered. */
   secondChanceTargets(): { owner: string; packets: bigint }[];
+  /** Flows in decap_moved (moved flows remembered); 0 where the map is not there. */
+  movedFlows(): number;
   /** Counter totals by index, summed over CPUs. */
   counters(): bigint[];
   unpin(): void;
@@ -197,6 +199,7 @@ export class DecapAgent {
       secondChance: () => this.diagnostics(),
       sources: () => this.o.settings.sources,
       secondChanceTargets: () => this.handle?.secondChanceTargets() ?? [],
+      movedFlows: () => this.handle?.movedFlows() ?? null,
     });
   }
 
@@ -503,6 +506,7 @@ export class DecapAgent {
       rememberMoved: this.o.settings.rememberMoved,
       sources: this.o.settings.sources.map((x) => ({ prefix: sourceText(x), ipip: x.ipip, gue: x.gue })),
       diagnostics: this.diagnostics(),
+      movedFlows: this.handle?.movedFlows() ?? null,
       counters: Object.fromEntries(this.counterTotals() ?? []),
     };
   }

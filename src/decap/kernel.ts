@@ -76,6 +76,18 @@ export function readSecondChanceTargets(m: BpfMap): { owner: string; packets: bi
   }));
 }
 
+/** Entries of a hash map, counted in batch reads of 8,192 (decap_moved at 65,536 flows: 8 syscalls). */
+export function countEntries(m: BpfMap): number {
+  let n = 0;
+  let token: Buffer | null = null;
+  for (;;) {
+    const r = m.lookupBatchChunk(token, 8192);
+    n += r.count;
+    if (r.done) return n;
+    token = r.next;
+  }
+}
+
 /** What is attached to `ifname`, told apart by the pinned program (its id) and the program's name. */
 function classify(ifname: string, pinned: BpfProgram | null): Attachment & { program?: BpfProgram } {
   const st = queryXdp({ ifname });
@@ -244,6 +256,7 @@ function decapHandle(o: {
       );
     },
     secondChanceTargets: () => readSecondChanceTargets(o.maps.decap_sc_targets!),
+    movedFlows: () => (o.maps.decap_moved === undefined ? 0 : countEntries(o.maps.decap_moved)),
     counters() {
       // The map may be older and shorter than the enum (adopted across an upgrade): missing ones read 0.
       const n = Math.min(stats.maxEntries, o.counterNames.length);

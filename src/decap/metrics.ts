@@ -45,6 +45,8 @@ export interface DecapMetricsSources {
   interfaceName: () => string;
   secondChance: () => DecapDiagnostics;
   sources: () => readonly DecapSource[];
+  /** decap_moved's entries (null: no program). */
+  movedFlows: () => number | null;
   /** decap_sc_targets: forwards by previous owner. */
   secondChanceTargets: () => readonly { owner: string; packets: bigint }[];
 }
@@ -169,6 +171,19 @@ export function createDecapMetrics(src: DecapMetricsSources): DecapMetrics {
       const ifname = src.interfaceName();
       for (const e of topOwners(src.secondChanceTargets(), SC_TARGETS_TOP))
         this.inc({ interface: ifname, owner: e.owner }, Number(e.packets));
+    },
+  });
+  new Gauge({
+    name: 'peak_xdp_decap_moved_flows',
+    help:
+      'Moved flows this backend remembers (decap_moved, an LRU of 65,536): forwarded on an LB hint once, they go ' +
+      'on to the same previous owner when they come without one, while this host has no state for them',
+    labelNames: ['interface'],
+    registers,
+    collect() {
+      this.reset();
+      const n = src.movedFlows();
+      if (n !== null) this.set({ interface: src.interfaceName() }, n);
     },
   });
   const reattaches = new Counter({

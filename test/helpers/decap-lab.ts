@@ -24,6 +24,8 @@ export interface DecapMaps {
   stats: BpfMap;
   config: BpfMap;
   sources: BpfMap;
+  /** decap_moved: the moved flows remembered */
+  moved: BpfMap;
 }
 
 /** Every counter of a decap's stats map, summed over the CPUs. */
@@ -66,6 +68,7 @@ export async function attachDecap(o: {
       stats: obj.map('decap_stats'),
       config: obj.map('decap_config'),
       sources: obj.map('decap_sources'),
+      moved: obj.map('decap_moved'),
     };
     writeDecapSettings(
       { decap_config: maps.config, decap_sources: maps.sources },

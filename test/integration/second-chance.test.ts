@@ -14,7 +14,7 @@ import { attachXdp, BpfMap, BpfObject } from '../../src/datapath/bpf';
 import { KernelDatapath } from '../../src/datapath/kernel';
 import { encodeAddr } from '../../src/datapath/layout';
 import { sourcesSetting } from '../../src/decap/config';
-import { decapLayoutOf, writeDecapSettings } from '../../src/decap/kernel';
+import { countEntries, decapLayoutOf, writeDecapSettings } from '../../src/decap/kernel';
 import { bpfObjectPath } from '../../src/paths';
 import {
   attachDecap,
@@ -223,7 +223,8 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
 
   afterAll(async () => {
     await procs.stop();
-    for (const m of [decap.a, decap.b].flatMap((d) => (d ? [d.stats, d.config, d.sources] : []))) m.close();
+    for (const m of [decap.a, decap.b].flatMap((d) => (d ? [d.stats, d.config, d.sources, d.moved] : [])))
+      m.close();
     lbConfig?.close();
     lbStats?.close();
     balancer?.close();
@@ -297,6 +298,7 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
     const dB0 = diff(b0, counters('b'));
     expect(dB0.sc_forward).toBeGreaterThanOrEqual(1);
     expect(dB0.sc_moved_new).toBe(1); // the flow remembered once, whatever number of its packets were forwarded
+    expect(countEntries(decap.b!.moved)).toBeGreaterThanOrEqual(1); // what the agent's gauge reads
     // the hint expires: the LB goes on sending the flow to B, with no previous owner
     steer('b');
     const a1 = counters('a');

@@ -305,6 +305,10 @@ class FakeProgram implements DecapProgramHandle {
   secondChanceTargets() {
     return this.targets;
   }
+  moved = 0;
+  movedFlows() {
+    return this.moved;
+  }
   unpin() {
     this.unpinned = true;
   }
@@ -834,6 +838,15 @@ describe('DecapAgent: settings, sources, second-chance diagnostics', () => {
     const s = await t.agent.start();
     expect(s.diagnostics.reasons[0]).toBe('second chance switched off (--no-second-chance)');
     expect(t.lines.filter((l) => l.level === 'warn' && /forwarding is off/.test(l.msg))).toHaveLength(0);
+  });
+
+  it('moved flows remembered: a gauge and /state, read from the program each time', async () => {
+    const t = setup({});
+    await t.agent.start();
+    expect(metric(await t.served.render!(), 'peak_xdp_decap_moved_flows{interface="eth0"}')).toBe(0);
+    t.prog.moved = 1234;
+    expect(metric(await t.served.render!(), 'peak_xdp_decap_moved_flows{interface="eth0"}')).toBe(1234);
+    expect(t.agent.snapshot().movedFlows).toBe(1234);
   });
 
   it('second-chance forwards by previous owner: the top 20 by count, the rest summed as owner="other"', async () => {
