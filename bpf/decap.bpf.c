@@ -40,14 +40,23 @@ static __always_inline int decap_strip(struct xdp_md *ctx, const struct peak_pkt
   return decap_count(counter, XDP_PASS);
 }
 
+/* Who sent a GUE packet, by decap_sources. */
+enum decap_sender {
+  DECAP_FROM_ANYONE = 0, /* no sources configured: nobody is known */
+  DECAP_FROM_PEER,       /* a --gue-from prefix only: a peer backend's second-chance hop */
+  DECAP_FROM_LB,         /* a --from prefix (may send IPIP-kind tunnels): an LB node */
+};
+
 /* A valid GUE packet for this host: second chance or strip. Every one counts `gue` and exactly one outcome.
- * `from_lb`: the outer source is in a prefix that may send IPIP-kind tunnels (--from: the LB nodes). Only then is
- * a hint honoured, or a remembered moved flow (decap_moved) forwarded: either makes this host send the inner packet
- * on from its own address, so anyone else who can reach the GUE port could use it as an open relay (and with no
- * sources configured, anyone is "else"). A hop from a peer backend (hint cleared, not from an LB) is never forwarded
- * again: one extra hop at most, never a loop. */
+ * Only a packet from an LB has its hint honoured or its remembered moved flow (decap_moved) forwarded: either
+ * makes this host send the inner packet on from its own address, so anyone else who can reach the GUE port could
+ * use it as an open relay (and with no sources configured, anyone is "else"). A peer backend's hop (hint cleared)
+ * goes on only to the owner this host remembers for its flow, itself learnt from an LB's hint, and marked as the
+ * last hop; a marked hop is never sent on: two extra hops at most, never a loop. `src`: the outer source. */
 static __always_inline int decap_gue_deliver(struct xdp_md *ctx, const struct peak_pkt *p, struct decap_gue *g,
-                                             const struct peak_decap_config *cfg, __u16 port, int from_lb) {
+                                             const struct peak_decap_config *cfg, __u16 port, int sender,
+                                             const __u8 *src) {
+  int from_lb = sender == DECAP_FROM_LB;
   decap_count(PEAK_DECAP_GUE, 0);
   __u32 outcome = PEAK_DECAP_SC_NO_HINT;
   __u16 flags = cfg ? cfg->flags : 0;
@@ -56,7 +65,8 @@ static __always_inline int decap_gue_deliver(struct xdp_md *ctx, const struct pe
   __u32 len = 0;
   __u64 seq = 0;
   struct peak_decap_flow_key k = {};
-  /* 1: forward on the hint; 2: forward to the remembered owner (copied into g's hint) */
+  /* 1: forward on the hint; 2: forward to the remembered owner (copied into g's hint); 3: the same, a peer's hop
+   * sent on marked as the last */
   int forward = 0;
   if (g->hint_family) {
     void *data = (void *)(long)ctx->data;
@@ -85,8 +95,11 @@ static __always_inline int decap_gue_deliver(struct xdp_md *ctx, const struct pe
         forward = 1;
       }
     }
-  } else if (from_lb && remember && decap_moved_in_use()) {
-    /* no hint: a flow this host forwarded on an earlier hint goes on to the same owner, while nothing here holds it */
+  } else if ((from_lb || (sender == DECAP_FROM_PEER && !g->last_hop)) && remember && decap_moved_in_use()) {
+    /* no hint: a flow this host forwarded on an earlier hint goes on to the same owner, while nothing here holds it.
+     * A peer sends a hop here when the LB hinted this host as the flow's owner (the flow moved again after its
+     * hint here expired): it goes on to the owner remembered, unless that is the peer itself (the entry is stale:
+     * the peer had no state for the flow, or it would not have sent it) */
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
     int kind = decap_sc_tuple(data, data_end, g, &t, &len, &seq);
@@ -98,22 +111,24 @@ static __always_inline int decap_gue_deliver(struct xdp_md *ctx, const struct pe
         __u8 owner[16] __attribute__((aligned(4)));
         peak_copy16(owner, m->owner);
         if (kind == DECAP_SC_SYN || decap_is_own(family, owner) ||
+            (!from_lb && family == g->outer_family && decap_same_addr(family, owner, src)) ||
             decap_sc_local(ctx, &t, len, flags, g, seq) != DECAP_LOCAL_NONE) {
           decap_forget(&k);
         } else {
           g->hint_family = family;
           peak_copy16(g->hint, owner);
-          forward = 2;
+          forward = from_lb ? 2 : 3;
         }
       }
     }
   }
   if (forward) {
     __u32 counter = PEAK_DECAP_ERROR;
-    int verdict = decap_sc_forward(ctx, p, g, cfg, port, &counter);
+    int verdict = decap_sc_forward(ctx, p, g, cfg, port, forward == 3, &counter);
     if (verdict >= 0) {
       if (counter != PEAK_DECAP_SC_FORWARD) return decap_count(counter, verdict);
-      if (forward == 2) return decap_count(PEAK_DECAP_SC_MOVED_FORWARD, verdict);
+      if (forward == 3) decap_count(PEAK_DECAP_SC_MOVED_SECOND_HOP, 0);
+      if (forward >= 2) return decap_count(PEAK_DECAP_SC_MOVED_FORWARD, verdict);
       /* a segment of the flow (not an ICMP error about it) forwarded on the hint: remembered */
       if (remember && (seq >> 32)) {
         decap_moved_key(&k, g->inner_family, &t);
@@ -197,7 +212,10 @@ int decap(struct xdp_md *ctx) {
     if (!(kinds & PEAK_DECAP_SRC_GUE)) return decap_count(PEAK_DECAP_NOT_FROM_LB, XDP_PASS);
     /* ours from here on: what we cannot read is dropped (nothing else on this host speaks GUE) */
     if (decap_gue_parse(data, data_end, &g, ip_payload)) return decap_count(PEAK_DECAP_GUE_MALFORMED, XDP_DROP);
-    return decap_gue_deliver(ctx, &p, &g, cfg, port, (kinds & PEAK_DECAP_SRC_IPIP) != 0);
+    int sender = kinds & PEAK_DECAP_SRC_IPIP                 ? DECAP_FROM_LB
+                 : cfg_flags & PEAK_DECAP_CFG_F_SOURCES ? DECAP_FROM_PEER
+                                                        : DECAP_FROM_ANYONE;
+    return decap_gue_deliver(ctx, &p, &g, cfg, port, sender, src);
   }
 
   /* IPIP / IP6IP6 / 4in6 for us: from an LB (a CNI's IPIP overlay between nodes is the kernel's), and the inner

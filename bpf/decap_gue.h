@@ -18,7 +18,8 @@ struct decap_gue {
   __u8 inner_tos;    /* IPv4 TOS / IPv6 traffic class of the inner packet */
   __u8 hint_family;  /* 0 = no hint */
   __be16 sport;      /* outer UDP source port (the LB's flow entropy; kept on a second-chance hop) */
-  __u16 pad;
+  __u8 last_hop;     /* a peer's hop marked PEAK_GUE_LAST_HOP_TYPE: never sent on */
+  __u8 pad;
   __u8 outer_dst[16]; /* the address the packet came to (ours) */
   __u8 hint[16];      /* the previous owner */
 };
@@ -70,6 +71,9 @@ static __always_inline int decap_gue_parse(void *data, void *data_end, struct de
           return -1;
         }
         g->hint_family = h->family;
+      } else if (h->type == PEAK_GUE_LAST_HOP_TYPE) {
+        if (hlen != PEAK_GUE_HLEN_LAST_HOP || h->family || h->reserved) return -1;
+        g->last_hop = 1;
       }
     }
   }

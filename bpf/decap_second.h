@@ -1,6 +1,7 @@
 /* Second chance: a mid-connection TCP packet (or an ICMP error about a TCP flow) that the LB sent here with a
  * previous owner's address, for a flow this host has no state for, goes on to that previous owner: GUE again,
- * hint cleared (so the next host never forwards it: one extra hop at most, never a loop). */
+ * hint cleared. The next host sends such a hop on only to an owner it remembers (decap_moved), marked as the last
+ * hop (bpf/gue.h): two extra hops at most, never a loop. */
 #ifndef PEAK_DECAP_SECOND_H
 #define PEAK_DECAP_SECOND_H
 
@@ -49,6 +50,12 @@ extern void bpf_ct_release(struct nf_conn *ct) __ksym __weak;
 static __always_inline int decap_same16(const __u8 *a, const __u8 *b) {
   const peak_u32_alias *x = (const peak_u32_alias *)a, *y = (const peak_u32_alias *)b;
   return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
+/* Same address of `family` (an IPv4 one in the first 4 bytes; the rest is not read). */
+static __always_inline int decap_same_addr(__u8 family, const __u8 *a, const __u8 *b) {
+  if (family == PEAK_FAMILY_V4) return *(const peak_u32_alias *)a == *(const peak_u32_alias *)b;
+  return decap_same16(a, b);
 }
 
 /* What the inner packet is, for the second chance. */
@@ -202,12 +209,13 @@ static __always_inline int decap_sc_local(struct xdp_md *ctx, struct bpf_sock_tu
   return DECAP_LOCAL_CONNTRACK;
 }
 
-/* Re-encapsulates the packet (GUE, Hlen 0) toward g->hint and sends it on: returns XDP_TX / XDP_REDIRECT with
+/* Re-encapsulates the packet (GUE, Hlen 0; `last_hop`: Hlen 1, the last-hop mark) toward g->hint and sends it on: returns XDP_TX / XDP_REDIRECT with
  * *counter SC_FORWARD, or XDP_DROP with ERROR when rewriting failed half-way. Returns -1 with the frame untouched
  * when it cannot go (SC_TAGGED, SC_NO_SOURCE, SC_FIB_FAIL): the caller then passes it up here, as without a second chance
  * (the host answers with a reset at once instead of the flow stalling on drops for the LB's retention time). */
 static __always_inline int decap_sc_forward(struct xdp_md *ctx, const struct peak_pkt *p, const struct decap_gue *g,
-                                            const struct peak_decap_config *cfg, __u16 port, __u32 *counter) {
+                                            const struct peak_decap_config *cfg, __u16 port, int last_hop,
+                                            __u32 *counter) {
   /* a tagged frame's way to the previous owner is a VLAN device, which XDP cannot transmit on; sent back out
    * the trunk it came in on, it would carry a tag for a network the route did not choose (the balancer, too,
    * never routes a tagged frame) */
@@ -228,9 +236,10 @@ static __always_inline int decap_sc_forward(struct xdp_md *ctx, const struct pea
     return -1;
   }
   __u32 ip_hl = v4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
-  __u32 enc = ip_hl + sizeof(struct udphdr) + sizeof(struct peak_gue_hdr);
+  __u32 opt = last_hop ? sizeof(struct peak_gue_last_hop) : 0;
+  __u32 enc = ip_hl + sizeof(struct udphdr) + sizeof(struct peak_gue_hdr) + opt;
   __u32 inner_len = g->inner_len & 0xffff;
-  __u32 ulen = sizeof(struct udphdr) + sizeof(struct peak_gue_hdr) + inner_len;
+  __u32 ulen = sizeof(struct udphdr) + sizeof(struct peak_gue_hdr) + opt + inner_len;
 
   struct bpf_fib_lookup fib = {};
   fib.ifindex = ctx->ingress_ifindex;
@@ -255,7 +264,8 @@ static __always_inline int decap_sc_forward(struct xdp_md *ctx, const struct pea
   }
 
   __u32 l3 = g->l3 & PEAK_L3_MASK;
-  int delta = (int)(g->inner - l3) - (int)enc; /* >= 0 unless an IPv4 outer carried an IPv4 hint to IPv6 */
+  /* >= 0 unless an IPv4 outer carried an IPv4 hint to IPv6, or a peer's hop (Hlen 0) takes the last-hop mark */
+  int delta = (int)(g->inner - l3) - (int)enc;
   if (bpf_xdp_adjust_head(ctx, delta)) {
     *counter = PEAK_DECAP_ERROR;
     return XDP_DROP;
@@ -316,6 +326,12 @@ static __always_inline int decap_sc_forward(struct xdp_md *ctx, const struct pea
   gh->ver_c_hlen = 0;
   gh->proto = gue_proto;
   gh->flags = 0;
+  if (last_hop) {
+    struct peak_gue_last_hop *mark = (void *)(gh + 1);
+    if ((void *)(mark + 1) > data_end) goto bad;
+    gh->ver_c_hlen = PEAK_GUE_HLEN_LAST_HOP;
+    *(peak_u32_alias *)mark = bpf_htonl((__u32)PEAK_GUE_LAST_HOP_TYPE << 24);
+  }
   *counter = PEAK_DECAP_SC_FORWARD;
   decap_count_target(g->hint_family, g->hint);
   if (fib.ifindex == ctx->ingress_ifindex) return XDP_TX;

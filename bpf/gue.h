@@ -42,6 +42,19 @@ struct peak_gue_hint6 {
 #define PEAK_GUE_HLEN_HINT4 (sizeof(struct peak_gue_hint4) / 4)
 #define PEAK_GUE_HLEN_HINT6 (sizeof(struct peak_gue_hint6) / 4)
 
+/* Private data of a second-chance hop that goes no further. A backend's hop carries no option (Hlen 0); a backend
+ * that sends a peer's hop on once more (to the owner it remembers, decap_moved) marks it with this, and the host
+ * it reaches strips it whatever it remembers: two extra hops at most, never a loop. Builds without it read it as
+ * private data of another kind (the packet is good) and never forward a peer's hop anyway. */
+#define PEAK_GUE_LAST_HOP_TYPE 0x4c /* 'L' */
+
+struct peak_gue_last_hop {
+  __u8 type;        /* PEAK_GUE_LAST_HOP_TYPE */
+  __u8 reserved[3]; /* 0 */
+}; /* Hlen 1 */
+
+#define PEAK_GUE_HLEN_LAST_HOP (sizeof(struct peak_gue_last_hop) / 4)
+
 /* Outer UDP source port: the flow hash's low 14 bits in the dynamic port range 49152-65535, where RFC 7348 and
  * RFC 8086 put tunnel entropy (ECMP/RSS); firewalls expect such ports there. */
 #define PEAK_GUE_SPORT(hash) ((__u16)(0xc000u | ((hash) & 0x3fffu)))

@@ -302,6 +302,9 @@ enum peak_decap_counter {
   PEAK_DECAP_SC_MOVED_DROPPED,         /* detail: a decap_moved entry dropped: the flow has state here now, or a
                                         * SYN of its addresses and ports came (a new connection), or the owner
                                         * became this host */
+  PEAK_DECAP_SC_MOVED_SECOND_HOP,      /* detail of MOVED_FORWARD: the packet was a peer backend's second-chance
+                                        * hop (a flow moved again after its hint expired), sent on marked as the
+                                        * last hop (bpf/gue.h PEAK_GUE_LAST_HOP_TYPE) */
   PEAK_DECAP_MAX,
 };
 

@@ -165,11 +165,16 @@ function stripped(input: Buffer, inner: Buffer): Buffer {
   return Buffer.concat([eth, inner]);
 }
 
-/** The exact second-chance frame toward `to`: GUE with Hlen 0, UDP checksum 0, DF, TTL 64, TOS of the inner. */
-function forwarded(o: { dmac: string; smac: string; src: string; to: string; sport: number; inner: Buffer; vlans?: EthSpec['vlans'] }): Buffer {
+/** The last-hop mark (bpf/gue.h PEAK_GUE_LAST_HOP_TYPE, Hlen 1): a peer's hop sent on once more carries it. */
+const LAST_HOP = Buffer.from([0x4c, 0, 0, 0]);
+
+/** The exact second-chance frame toward `to`: GUE with Hlen 0 (`lastHop`: Hlen 1, the last-hop mark), UDP checksum
+ * 0, DF, TTL 64, TOS of the inner. */
+function forwarded(o: { dmac: string; smac: string; src: string; to: string; sport: number; inner: Buffer; vlans?: EthSpec['vlans']; lastHop?: boolean }): Buffer {
   const v4in = o.inner[0]! >> 4 === 4;
   const tos = v4in ? o.inner[1]! : (o.inner.readUInt32BE(0) >>> 20) & 0xff;
-  const g = Buffer.from([0, v4in ? 4 : 41, 0, 0]);
+  const base = Buffer.from([o.lastHop ? 1 : 0, v4in ? 4 : 41, 0, 0]);
+  const g = o.lastHop ? Buffer.concat([base, LAST_HOP]) : base;
   const pkt = ipPacket(
     { src: o.src, dst: o.to, tos, ttl: 64, id: 0, df: true, flowLabel: o.sport & 0x7fff },
     { type: 'udp', sport: o.sport, dport: GUE_PORT, payload: Buffer.concat([g, o.inner]), noChecksum: true },
@@ -430,6 +435,8 @@ describePrivileged('decap: GUE and the second chance (BPF_PROG_TEST_RUN in a nam
       ['hint with reserved bytes set', gue({ outer: out4, inner: in4, priv: Buffer.from([0x50, 4, 0, 1, 10, 77, 0, 3]) })],
       ['IPv4 hint in Hlen 5', gue({ outer: out4, inner: in4, b0: 5, priv: Buffer.concat([Buffer.from([0x50, 4, 0, 0]), Buffer.alloc(16)]) })],
       ['IPv6 hint in Hlen 2', gue({ outer: out4, inner: in4, priv: Buffer.from([0x50, 6, 0, 0, 1, 2, 3, 4]) })],
+      ['last-hop mark in Hlen 2', gue({ outer: out4, inner: in4, priv: Buffer.concat([LAST_HOP, Buffer.alloc(4)]) })],
+      ['last-hop mark with reserved bytes set', gue({ outer: out4, inner: in4, priv: Buffer.from([0x4c, 0, 1, 0]) })],
       ['hint family 5', gue({ outer: out4, inner: in4, priv: Buffer.from([0x50, 5, 0, 0, 1, 2, 3, 4]) })],
       ['variant 1 with version nibble 5', gue({ outer: out4, inner: Buffer.concat([Buffer.from([0x55]), in4.subarray(1)]), variant1: true })],
       ['inner IPv4 longer than the datagram', gue({ outer: out4, inner: (() => { const b = Buffer.from(in4); b.writeUInt16BE(b.length + 1, 2); return b; })() })],
@@ -557,7 +564,7 @@ describePrivileged('decap: GUE and the second chance (BPF_PROG_TEST_RUN in a nam
       expect(d).toEqual({ rx_packets: 2n, gue: 2n, sc_loop_refused: 2n });
     });
 
-    it('no loop on a second hop: the forwarded frame, at its target, is stripped and never forwarded again', async () => {
+    it('no loop on a second hop: the forwarded frame, at its target, is stripped (a hop goes on only to an owner its target remembers, marked as the last: see moved flows)', async () => {
       const inner = tcp(CLIENT4, VIP4, 40007);
       const first = await run1(gue({ outer: out4, inner, hint: A4 }));
       expect(first.verdict).toBe('TX');
@@ -568,7 +575,8 @@ describePrivileged('decap: GUE and the second chance (BPF_PROG_TEST_RUN in a nam
         const { r, d } = await delta(() => run1(first.data));
         expect(r.verdict).toBe('PASS');
         expect(r.data.toString('hex')).toBe(stripped(first.data, inner).toString('hex'));
-        expect(d).toEqual({ rx_packets: 1n, gue: 1n, sc_no_hint: 1n });
+        // one program plays both hosts: the entry the forward wrote names A, which is this host now, so it goes
+        expect(d).toEqual({ rx_packets: 1n, gue: 1n, sc_no_hint: 1n, sc_moved_dropped: 1n });
       } finally {
         await call({ op: 'addr', add: false, key: keyA });
       }
@@ -799,16 +807,67 @@ while time.time() < deadline:
       expect(Object.keys(await call({ op: 'moved' }))).toEqual([movedKey(CLIENT4, VIP4, 40104)]);
     });
 
-    it('not forwarded from memory: a hop from a peer, UDP, a SYN (the entry goes), state here (the entry goes), an owner that is this host (the entry goes), no route (passed up)', async () => {
+    it('a peer backend’s hop of a remembered flow (moved again after its hint here expired) goes on to the owner remembered, marked as the last hop (exact frames, v4 and v6); a marked hop is stripped at its target', async () => {
+      const inner = tcp(CLIENT4, VIP4, 40106, TCP_FLAGS.ACK, 0x28);
+      expect((await run1(gue({ outer: out4, inner, hint: A4 }))).verdict).toBe('TX');
+      // the slot moved on to peer C (10.77.0.9), whose LB hint named this host: C's hop arrives here (Hlen 0)
+      const hop = await delta(() => run1(gue({ outer: { src: '10.77.0.9', dst: B4 }, inner, sport: 0x9abc })));
+      expect(hop.r.verdict).toBe('TX');
+      const want = forwarded({ dmac: A_MAC, smac: myMac, src: B4, to: A4, sport: 0x9abc, inner, lastHop: true });
+      expect(hop.r.data.toString('hex')).toBe(want.toString('hex'));
+      expect(hop.d).toEqual({ rx_packets: 1n, gue: 1n, sc_moved_forward: 1n, sc_moved_second_hop: 1n });
+      expect(await call({ op: 'moved' })).toEqual({ [movedKey(CLIENT4, VIP4, 40106)]: movedValue(A4) }); // unchanged
+      // at its target (play A: its address is ours now) the marked frame is stripped, whatever A remembers
+      await call({ op: 'remember', key: movedKey(CLIENT4, VIP4, 40106), value: movedValue(R4) });
+      const keyA = encodeAddrKey('address', A4).toString('hex');
+      await call({ op: 'addr', add: true, key: keyA });
+      try {
+        const end = await delta(() => run1(hop.r.data));
+        expect(end.r.verdict).toBe('PASS');
+        expect(end.r.data.toString('hex')).toBe(stripped(hop.r.data, inner).toString('hex'));
+        expect(end.d).toEqual({ rx_packets: 1n, gue: 1n, sc_no_hint: 1n });
+      } finally {
+        await call({ op: 'addr', add: false, key: keyA });
+      }
+      const in6m = tcp(CLIENT6, VIP6, 40106);
+      expect((await run1(gue({ outer: out6, inner: in6m, hint: A6 }))).verdict).toBe('TX');
+      const hop6 = await delta(() => run1(gue({ outer: { src: 'fd77::9', dst: B6 }, inner: in6m, sport: 0xf00d })));
+      expect(hop6.r.data.toString('hex')).toBe(forwarded({ dmac: A_MAC, smac: myMac, src: B6, to: A6, sport: 0xf00d, inner: in6m, lastHop: true }).toString('hex'));
+      expect(hop6.d).toEqual({ rx_packets: 1n, gue: 1n, sc_moved_forward: 1n, sc_moved_second_hop: 1n });
+    });
+
+    it('a peer’s hop is not sent on: marked as the last hop, from the owner remembered (the entry goes), from a source not in decap_sources or with none configured', async () => {
+      const cport = 40107;
+      const inner = tcp(CLIENT4, VIP4, cport);
+      expect((await run1(gue({ outer: out4, inner, hint: A4 }))).verdict).toBe('TX');
+      // a hop marked as the last (another backend sent it on from its memory already): stripped; the entry stays
+      const marked = gue({ outer: { src: '10.77.0.9', dst: B4 }, inner, priv: LAST_HOP });
+      const m = await delta(() => run1(marked));
+      expect(m.r.verdict).toBe('PASS');
+      expect(m.r.data.toString('hex')).toBe(stripped(marked, inner).toString('hex'));
+      expect(m.d).toEqual({ rx_packets: 1n, gue: 1n, sc_no_hint: 1n });
+      expect(Object.keys(await call({ op: 'moved' }))).toEqual([movedKey(CLIENT4, VIP4, cport)]);
+      // with no sources configured nobody is known to be a peer (or an LB): stripped; the entry stays
+      await setConfig({ noSources: true });
+      try {
+        const anyone = await delta(() => run1(gue({ outer: { src: '10.77.0.9', dst: B4 }, inner })));
+        expect(anyone.r.verdict).toBe('PASS');
+        expect(anyone.d).toEqual({ rx_packets: 1n, gue: 1n, sc_no_hint: 1n });
+      } finally {
+        await setConfig();
+      }
+      // from the owner remembered itself: it had no state for the flow, or it would not have sent it on; the entry
+      // is stale and goes, the packet stays here
+      const fromOwner = await delta(() => run1(gue({ outer: { src: A4, dst: B4 }, inner })));
+      expect(fromOwner.r.verdict).toBe('PASS');
+      expect(fromOwner.d).toEqual({ rx_packets: 1n, gue: 1n, sc_no_hint: 1n, sc_moved_dropped: 1n });
+      expect(await call({ op: 'moved' })).toEqual({});
+    });
+
+    it('not forwarded from memory: UDP, a SYN (the entry goes), state here (the entry goes), an owner that is this host (the entry goes), no route (passed up)', async () => {
       const cport = 40102;
       const inner = tcp(CLIENT4, VIP4, cport);
       expect((await run1(gue({ outer: out4, inner, hint: A4 }))).verdict).toBe('TX');
-      // a peer backend's hop (a --gue-from source, not an LB): stripped here, never sent on again; the entry stays
-      const peer = gue({ outer: { src: '10.77.0.9', dst: B4 }, inner });
-      const p = await delta(() => run1(peer));
-      expect(p.r.verdict).toBe('PASS');
-      expect(p.r.data.toString('hex')).toBe(stripped(peer, inner).toString('hex'));
-      expect(p.d).toEqual({ rx_packets: 1n, gue: 1n, sc_no_hint: 1n });
       // UDP of the same addresses and ports: no second chance for UDP
       const udp = ipPacket({ src: CLIENT4, dst: VIP4 }, { type: 'udp', sport: cport, dport: 80 });
       const u = await delta(() => run1(gue({ outer: out4, inner: udp })));
@@ -907,6 +966,8 @@ while time.time() < deadline:
     console.log(`decap counters: ${JSON.stringify(Object.fromEntries(Object.entries(c).map(([k, v]) => [k, Number(v)])))}`);
     expect(c.gue).toBe(sum + c.error!);
     expect(c.sc_conntrack_unavailable).toBe(0n); // this kernel has bpf_xdp_ct_lookup (nf_conntrack built in)
+    expect(c.sc_moved_second_hop).toBeGreaterThan(0n); // a detail of sc_moved_forward
+    expect(c.sc_moved_second_hop).toBeLessThanOrEqual(c.sc_moved_forward!);
     // forwards by previous owner: every forward of this program, under the address it went to
     const t = await call<Record<string, string>>({ op: 'targets' });
     const byAddr = Object.fromEntries(
@@ -926,6 +987,9 @@ while time.time() < deadline:
       outer6: fc.boolean(),
       inner6: fc.boolean(),
       hint: fc.constantFrom<string | undefined>(undefined, A4, A6, B4, R4, NOWHERE4),
+      // an LB's frame, or a peer backend's hop (GUE only; with or without the last-hop mark)
+      peer: fc.constantFrom(false, false, true),
+      marked: fc.boolean(),
       flags: fc.constantFrom(TCP_FLAGS.ACK, TCP_FLAGS.SYN, TCP_FLAGS.SYN | TCP_FLAGS.ACK, TCP_FLAGS.RST, 0),
       udpInner: fc.boolean(),
       edits: fc.array(fc.tuple(fc.nat(), fc.nat(255)), { maxLength: 3 }),
@@ -939,12 +1003,15 @@ while time.time() < deadline:
       const inner = a.udpInner
         ? ipPacket({ src, dst }, { type: 'udp', sport: 1000, dport: 53 })
         : ipPacket({ src, dst }, { type: 'tcp', sport: 41000, dport: 80, flags: a.flags });
-      let b = Buffer.concat([gue({ outer: a.outer6 ? out6 : out4, inner, hint: a.hint }), Buffer.alloc(a.extra)]);
+      const outer = a.peer ? (a.outer6 ? { src: 'fd77::9', dst: B6 } : { src: '10.77.0.9', dst: B4 }) : a.outer6 ? out6 : out4;
+      const priv = a.peer && a.marked && a.hint === undefined ? LAST_HOP : undefined;
+      let b = Buffer.concat([gue({ outer, inner, hint: a.hint, priv }), Buffer.alloc(a.extra)]);
       for (const [pos, v] of a.edits) b[14 + (pos % (b.length - 14))] = v;
       if (a.cut !== null) b = b.subarray(0, 14 + (a.cut % (b.length - 13)));
       return Buffer.from(b);
     });
     const seen: Record<string, number> = {};
+    let secondHops = 0;
     const before = await counters();
     for (let i = 0; i < frames.length; i += 500) {
       const rs = await run(frames.slice(i, i + 500));
@@ -958,7 +1025,8 @@ while time.time() < deadline:
           expect(f.subarray(f.length - tail.length).equals(tail)).toBe(true);
         }
         if (x.verdict === 'TX' || x.verdict === 'REDIRECT') {
-          // exactly one second-chance frame: GUE with Hlen 0 to a previous owner, inner copied from the input
+          // exactly one second-chance frame: GUE with Hlen 0 (a peer's hop: Hlen 1, the last-hop mark) to a previous
+          // owner, inner copied from the input
           const o = x.data;
           const v4 = o.readUInt16BE(12) === 0x0800;
           const hl = v4 ? 20 : 40;
@@ -966,15 +1034,19 @@ while time.time() < deadline:
           expect([A4, A6, R4].map((a) => encodeAddr('a', a).bytes.subarray(0, v4 ? 4 : 16).toString('hex'))).toContain(dst.toString('hex'));
           expect(o.readUInt16BE(14 + hl + 2)).toBe(GUE_PORT);
           expect(o.readUInt16BE(14 + hl + 6)).toBe(0);
-          expect(o[14 + hl + 8]).toBe(0); // ver 0, C 0, Hlen 0
-          const inner = o.subarray(14 + hl + 12);
+          const hlen = o[14 + hl + 8]!; // ver 0, C 0, Hlen 0 or 1
+          expect([0, 1]).toContain(hlen);
+          if (hlen === 1) expect(o.subarray(14 + hl + 12, 14 + hl + 16).equals(LAST_HOP)).toBe(true);
+          if (hlen === 1) secondHops++;
+          const inner = o.subarray(14 + hl + 12 + 4 * hlen);
           expect(f.includes(inner)).toBe(true);
         }
       });
     }
     const after = await counters();
     const fromMemory = after.sc_moved_forward! - before.sc_moved_forward!;
-    console.log(`fuzz verdicts: ${JSON.stringify(seen)}; forwards of remembered flows (no hint) among them: ${fromMemory}`);
+    console.log(`fuzz verdicts: ${JSON.stringify(seen)}; forwards of remembered flows (no hint) among them: ${fromMemory}, of them peers' hops sent on marked: ${secondHops}`);
+    expect(BigInt(secondHops)).toBe(after.sc_moved_second_hop! - before.sc_moved_second_hop!);
     // hinted frames of the one flow were remembered, and later hint-less ones of it went on from memory
     expect(fromMemory).toBeGreaterThan(0n);
     expect((seen.TX ?? 0) + (seen.REDIRECT ?? 0)).toBeGreaterThan(0);

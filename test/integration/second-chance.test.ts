@@ -1,11 +1,12 @@
-// A real second chance, in namespaces: client -- router -- {backend A, backend B}. The router's client-facing
+// A real second chance, in namespaces: client -- router -- {backend A, B, D}. The router's client-facing
 // interface runs a one-VIP GUE "load balancer" (test/fixtures/decap_gue_lb.bpf.c) whose target and hint the
 // test sets; both backends run the real decap program (native XDP) with the VIP on lo and a TCP echo server
 // that prefixes its name. A connection established on A keeps working after the LB moves the VIP to B with
 // hint=A (B's decap forwards to A: A answers, B counts a second-chance forward); a connection opened while
 // B is the target stays on B (B counts a local hit); a hint naming the receiving host is refused. Path MTU: the
 // router's own frag-needed errors about A's replies go through the real balancer (its tables moved from A to B),
-// which hints them with A, and B's decap hands them to A, whose TCP shrinks its segments.
+// which hints them with A, and B's decap hands them to A, whose TCP shrinks its segments. A connection moved twice
+// after its hints expired (A -> B -> D) takes two hops: D sends it to B, B to A, marked as the last hop.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,7 +37,9 @@ const CLIENT = '10.31.1.2';
 const HOSTS = {
   a: { name: 'A', address: '10.31.2.2', router: '10.31.2.1', pod: '10.31.2.50' },
   b: { name: 'B', address: '10.31.3.2', router: '10.31.3.1', pod: '10.31.3.50' },
+  d: { name: 'D', address: '10.31.4.2', router: '10.31.4.1', pod: '10.31.4.50' },
 } as const;
+type Host = keyof typeof HOSTS;
 
 // Echo server: "<name>:<data>" back on the same connection.
 const SERVER = (name: string, host: string, port: number) =>
@@ -83,7 +86,7 @@ require('node:readline').createInterface({ input: process.stdin }).on('line', (l
 describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
   const lab = new Lab();
   const dir = mkdtempSync(join(tmpdir(), 'gud-sc-'));
-  const ns: Record<'c' | 'r' | 'a' | 'b', string> = { c: '', r: '', a: '', b: '' };
+  const ns: Record<'c' | 'r' | Host, string> = { c: '', r: '', a: '', b: '', d: '' };
   const u = `${process.pid % 10000}`;
   const ifs = {
     c: `gudc${u}`,
@@ -92,9 +95,11 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
     a: `guda${u}`,
     rb: `gudrb${u}`,
     b: `gudb${u}`,
+    rd: `gudrd${u}`,
+    d: `gudd${u}`,
   };
   const procs = new ScriptProcesses(dir);
-  const decap: Record<'a' | 'b', DecapMaps | undefined> = { a: undefined, b: undefined };
+  const decap: Record<Host, DecapMaps | undefined> = { a: undefined, b: undefined, d: undefined };
   let lbConfig: BpfMap | undefined;
   let lbStats: BpfMap | undefined;
   let balancer: KernelDatapath | undefined;
@@ -109,19 +114,19 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
   const ifindex = (n: string, ifname: string) =>
     JSON.parse(sh(n, 'ip', '-j', 'link', 'show', ifname))[0].ifindex as number;
 
-  const counters = (h: 'a' | 'b') => readDecapCounters(decap[h]!, names);
+  const counters = (h: Host) => readDecapCounters(decap[h]!, names);
   const diff = (before: Record<string, bigint>, after: Record<string, bigint>) =>
     counterDiff(names, before, after);
 
   /** Points the fixture LB at `to` with an optional previous-owner hint. */
-  const steer = (to: 'a' | 'b', hint?: 'a' | 'b', vip = VIP) => {
+  const steer = (to: Host, hint?: Host, vip = VIP) => {
     const c = Buffer.alloc(32); // struct gue_lb_config
     encodeAddr('vip', vip).bytes.copy(c, 0, 0, 4);
     encodeAddr('src', '10.31.9.1').bytes.copy(c, 4, 0, 4);
     encodeAddr('dst', HOSTS[to].address).bytes.copy(c, 8, 0, 4);
     if (hint) encodeAddr('hint', HOSTS[hint].address).bytes.copy(c, 12, 0, 4);
     Buffer.from(mac(ns[to], ifs[to]).replace(/:/g, ''), 'hex').copy(c, 16);
-    const rif = to === 'a' ? ifs.ra : ifs.rb;
+    const rif = { a: ifs.ra, b: ifs.rb, d: ifs.rd }[to];
     Buffer.from(mac(ns.r, rif).replace(/:/g, ''), 'hex').copy(c, 22);
     c.writeUInt32LE(ifindex(ns.r, rif), 28);
     lbConfig!.update(Buffer.alloc(4), c);
@@ -132,7 +137,7 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
   beforeAll(async () => {
     names = decapCounterNames();
 
-    for (const h of ['c', 'r', 'a', 'b'] as const) ns[h] = lab.addNamespace(`gud${h}`);
+    for (const h of ['c', 'r', 'a', 'b', 'd'] as const) ns[h] = lab.addNamespace(`gud${h}`);
     for (const n of Object.values(ns)) {
       sh(n, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1');
       sh(n, 'sysctl', '-qw', 'net.ipv6.conf.default.disable_ipv6=1');
@@ -140,6 +145,7 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
     lab.addVeth({ name: ifs.c, ns: ns.c }, { name: ifs.rc, ns: ns.r });
     lab.addVeth({ name: ifs.a, ns: ns.a }, { name: ifs.ra, ns: ns.r });
     lab.addVeth({ name: ifs.b, ns: ns.b }, { name: ifs.rb, ns: ns.r });
+    lab.addVeth({ name: ifs.d, ns: ns.d }, { name: ifs.rd, ns: ns.r });
     const up = (n: string, ifname: string, addr: string, mtu: number) => {
       sh(n, 'ip', 'link', 'set', ifname, 'mtu', String(mtu), 'up');
       sh(n, 'ip', 'addr', 'add', addr, 'dev', ifname);
@@ -148,8 +154,10 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
     up(ns.r, ifs.rc, '10.31.1.1/24', 1500);
     up(ns.r, ifs.ra, `${HOSTS.a.router}/24`, 1600);
     up(ns.r, ifs.rb, `${HOSTS.b.router}/24`, 1600);
+    up(ns.r, ifs.rd, `${HOSTS.d.router}/24`, 1600);
     up(ns.a, ifs.a, `${HOSTS.a.address}/24`, 1600);
     up(ns.b, ifs.b, `${HOSTS.b.address}/24`, 1600);
+    up(ns.d, ifs.d, `${HOSTS.d.address}/24`, 1600);
     sh(ns.c, 'ip', 'route', 'add', 'default', 'via', '10.31.1.1');
     sh(ns.c, 'ethtool', '-K', ifs.c, 'tx', 'off'); // veth partial checksums do not survive native XDP
     sh(ns.r, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
@@ -158,7 +166,7 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
 
     const pass = await BpfObject.load(bpfObjectPath('pass'));
     // B's second-chance frames leave by XDP_TX: the router-side veth peers need an XDP program to take them
-    for (const rif of [ifs.ra, ifs.rb])
+    for (const rif of [ifs.ra, ifs.rb, ifs.rd])
       await attachXdp({
         ifname: rif,
         netns: lab.netnsPath(ns.r),
@@ -167,7 +175,7 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
       });
     pass.close();
 
-    for (const h of ['a', 'b'] as const) {
+    for (const h of ['a', 'b', 'd'] as const) {
       const n = ns[h];
       sh(n, 'ip', 'route', 'add', 'default', 'via', HOSTS[h].router);
       sh(n, 'ip', 'addr', 'add', `${VIP}/32`, 'dev', 'lo');
@@ -223,7 +231,9 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
 
   afterAll(async () => {
     await procs.stop();
-    for (const m of [decap.a, decap.b].flatMap((d) => (d ? [d.stats, d.config, d.sources, d.moved] : [])))
+    for (const m of [decap.a, decap.b, decap.d].flatMap((d) =>
+      d ? [d.stats, d.config, d.sources, d.moved] : [],
+    ))
       m.close();
     lbConfig?.close();
     lbStats?.close();
@@ -340,6 +350,60 @@ describePrivileged('second chance end to end (netns, native XDP, GUE)', () => {
     }
     // the first one still goes to A
     expect(await clientCall({ op: 'send', name: 'long', text: 'end' })).toEqual({ reply: 'A:end' });
+  }, 30000);
+
+  it('a connection moved twice, each time after its hint expired (A -> B -> D): D sends it to B on the hint, B on to A from memory, marked as the last hop; with B remembering nothing it breaks', async () => {
+    const move = async (name: string) => {
+      steer('a');
+      expect((await clientCall({ op: 'open', name })).error).toBeUndefined();
+      expect(await clientCall({ op: 'send', name, text: 'a' })).toEqual({ reply: 'A:a' });
+      steer('b', 'a'); // the first move: B forwards to A on the hint, and remembers
+      expect(await clientCall({ op: 'send', name, text: 'b' })).toEqual({ reply: 'A:b' });
+      steer('b'); // B's hint expired: B forwards from memory
+      expect(await clientCall({ op: 'send', name, text: 'b2' })).toEqual({ reply: 'A:b2' });
+      steer('d', 'b'); // the second move: the LB's previous table names B (its retained A is gone)
+    };
+    await move('twice');
+    const [a0, b0, d0] = [counters('a'), counters('b'), counters('d')];
+    const hinted = await clientCall({ op: 'send', name: 'twice', text: 'd' });
+    steer('d'); // and that hint expires too: D forwards from memory, to B, which sends it on to A
+    const replies = [hinted.reply ?? hinted.error];
+    for (let i = 0; i < 4; i++) {
+      const r = await clientCall({ op: 'send', name: 'twice', text: `d${i}` });
+      replies.push(r.reply ?? r.error);
+    }
+    const [dA, dB, dD] = [diff(a0, counters('a')), diff(b0, counters('b')), diff(d0, counters('d'))];
+    console.log(
+      `moved twice: replies ${JSON.stringify(replies)}; A ${JSON.stringify(dA)}; B ${JSON.stringify(dB)}; D ${JSON.stringify(dD)}`,
+    );
+    expect(replies).toEqual(['A:d', 'A:d0', 'A:d1', 'A:d2', 'A:d3']);
+    expect(dD.sc_forward).toBeGreaterThanOrEqual(1); // on the hint naming B
+    expect(dD.sc_moved_forward).toBeGreaterThanOrEqual(4); // from memory (owner B)
+    expect(dB.sc_moved_second_hop).toBeGreaterThanOrEqual(5); // D's hops, sent on to A
+    expect(dB.sc_moved_second_hop).toBe(dB.sc_moved_forward);
+    expect(dA.sc_no_hint).toBeGreaterThanOrEqual(5);
+    expect(dA.sc_moved_forward ?? 0).toBe(0);
+
+    // contrast: B remembering nothing, the same two moves break a connection at the second one
+    const saved = setConfigFlag(decap.b!, 'PEAK_DECAP_CFG_F_NO_REMEMBER');
+    try {
+      steer('a');
+      expect((await clientCall({ op: 'open', name: 'twice-forget' })).error).toBeUndefined();
+      expect(await clientCall({ op: 'send', name: 'twice-forget', text: 'a' })).toEqual({ reply: 'A:a' });
+      steer('b', 'a');
+      expect(await clientCall({ op: 'send', name: 'twice-forget', text: 'b' })).toEqual({ reply: 'A:b' });
+      steer('d', 'b');
+      const b1 = counters('b');
+      const r = await clientCall({ op: 'send', name: 'twice-forget', text: 'lost' });
+      const dB1 = diff(b1, counters('b'));
+      console.log(`moved twice, B remembering nothing: ${JSON.stringify(r)}; B ${JSON.stringify(dB1)}`);
+      expect(r.reply).toBeUndefined();
+      expect(r.error).toMatch(/ECONNRESET/); // B's stack has no such connection: it resets it
+      expect(dB1.sc_moved_second_hop ?? 0).toBe(0);
+    } finally {
+      decap.b!.config.update(Buffer.alloc(4), saved);
+    }
+    // ('twice' is not used again: a late ACK of it in the contrast's window met B remembering nothing too)
   }, 30000);
 
   it('node mode: a DNATed flow on A survives the move to B (B finds no conntrack entry, forwards); a new one stays on B via conntrack', async () => {
