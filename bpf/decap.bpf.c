@@ -212,9 +212,11 @@ int decap(struct xdp_md *ctx) {
     if (!(kinds & PEAK_DECAP_SRC_GUE)) return decap_count(PEAK_DECAP_NOT_FROM_LB, XDP_PASS);
     /* ours from here on: what we cannot read is dropped (nothing else on this host speaks GUE) */
     if (decap_gue_parse(data, data_end, &g, ip_payload)) return decap_count(PEAK_DECAP_GUE_MALFORMED, XDP_DROP);
-    int sender = kinds & PEAK_DECAP_SRC_IPIP                 ? DECAP_FROM_LB
-                 : cfg_flags & PEAK_DECAP_CFG_F_SOURCES ? DECAP_FROM_PEER
-                                                        : DECAP_FROM_ANYONE;
+    int sender = DECAP_FROM_ANYONE;
+    if (kinds & PEAK_DECAP_SRC_IPIP)
+      sender = DECAP_FROM_LB;
+    else if (cfg_flags & PEAK_DECAP_CFG_F_SOURCES)
+      sender = DECAP_FROM_PEER;
     return decap_gue_deliver(ctx, &p, &g, cfg, port, sender, src);
   }
 

@@ -180,17 +180,23 @@ describePrivileged('churn end to end (GUE, previous owners, second chance)', () 
     expectOnlyExplained(r);
   }, 240_000);
 
-  // Hints that expire within the run (retainSeconds 2): one backend added (no removal: a flow moved twice after its
-  // first hint expired would need two hops), an LB node leaving, then ~6 s of traffic without hints.
-  const EXPIRY: Partial<ChurnOptions> = { pairs: 1, tailMs: 5000 };
+  // Hints that expire within the run (retainSeconds 2, changes 3 s apart): a backend added, an LB node leaving, the
+  // oldest backend removed, the LB node back, another backend added (which takes slots of the first one added: a flow
+  // moved at the first change and again at the third takes two hops, the second marked as the last), an LB node
+  // leaving, then ~6 s of traffic without hints.
+  const EXPIRY: Partial<ChurnOptions> = { pairs: 3, tailMs: 5000 };
 
-  it('stateless mode, hints expired: the backends keep moved connections alive from memory (0 breaks)', async () => {
+  it('stateless mode, hints expired: the backends keep moved connections alive from memory (0 breaks but those whose own backend was removed)', async () => {
     const r = await run('expiry', EXPIRY);
     expect(r.lb.stateless_forward ?? 0).toBeGreaterThan(0);
     expect(churnPathProblem(r)).toBeNull(); // includes: sc_moved_forward > 0 after the hints expired
     expect(r.decap.after.sc_moved_forward ?? 0).toBeGreaterThan(0);
     expect(r.decap.after.sc_forward ?? 0).toBe(0); // no hint left by then
-    expect(r.broken.total).toBe(0);
+    // (how many connections moved twice depends on their random ports: the second hop is shown for certain by
+    // test/integration/second-chance.test.ts; here it is printed)
+    const secondHops = (r.decap.changes.sc_moved_second_hop ?? 0) + (r.decap.after.sc_moved_second_hop ?? 0);
+    log(`expiry: ${secondHops} packets took a second hop (a flow moved twice after its hints expired)`);
+    expect(r.broken.total).toBe(r.broken.ownBackendRemoved);
   }, 240_000);
 
   it('contrast: the same with --no-remember-moved on the backends breaks the moved connections once hints expire', async () => {
@@ -198,7 +204,7 @@ describePrivileged('churn end to end (GUE, previous owners, second chance)', () 
     expect(churnPathProblem(r)).toBeNull(); // includes: nothing remembered, nothing forwarded from memory
     expect(r.broken.unexplained).toBeGreaterThan(0);
     log(
-      `expiry: ${results.expiry?.broken.total ?? '?'} broken with the backends remembering, ${r.broken.total} without`,
+      `expiry: ${results.expiry?.broken.unexplained ?? '?'} unexplained breaks with the backends remembering, ${r.broken.unexplained} without`,
     );
   }, 240_000);
 
