@@ -1,6 +1,6 @@
 // Prometheus metrics of the BFD process (its own small registry, served on an optional listen address).
 import { createServer, Server } from 'node:http';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from '../metrics/prom';
 import { DROP_REASONS, DropReason } from './codec';
 import type { BfdMetricsSink } from './process';
 import type { StateChangeEvent } from './protocol';

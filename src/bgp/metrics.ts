@@ -1,5 +1,5 @@
 // Prometheus metrics for the BGP speaker, read from BgpSpeaker.status() at scrape time.
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from '../metrics/prom';
 import { SessionState } from './session';
 import { SpeakerStatus } from './speaker';
 

@@ -6,7 +6,7 @@ import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http
 import { AddressInfo, Socket } from 'node:net';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from '../metrics/prom';
 import type { Logger } from '../log';
 import { renderRegistryChunks } from '../metrics';
 import { jsonChunksInTurns, jsonText } from '../util/json-turns';

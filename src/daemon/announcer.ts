@@ -1,6 +1,6 @@
 // The daemon's BGP side: the speaker built from the bgp section, and the routes it is handed after every
 // change of what this node can forward (the decision itself is announce.ts, pure).
-import type { Registry } from 'prom-client';
+import type { Registry } from '../metrics/prom';
 import type { BgpConfig } from '../bgp/config';
 import { registerBgpMetrics } from '../bgp/metrics';
 import type { AnnounceDecision } from '../bgp/policy';

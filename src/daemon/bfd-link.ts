@@ -2,7 +2,7 @@
 // held down (RFC 5882 §4.3), reconnects with backoff. The BFD process is optional at run time: while it is
 // absent BGP runs without BFD, and the daemon says so in /readyz and /state.
 import type { EventEmitter } from 'node:events';
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from '../metrics/prom';
 import type { DiagName, StateName } from '../bfd/codec';
 import { parseSessionSpec, SessionSpec } from '../bfd/config';
 import { BFD_METRIC_NAMES } from '../bfd/metrics';

@@ -2,7 +2,7 @@
 // settings (nodes section, nodeDecision, pure) and its host settings are resolved; a rejected reload leaves the
 // previous config, and says why. Invalid node settings make the node not ready and change nothing.
 import type { EventEmitter } from 'node:events';
-import { Gauge, type Registry } from 'prom-client';
+import { Gauge, type Registry } from '../metrics/prom';
 import type { DatapathConfig } from '../datapath/types';
 import type { Logger } from '../log';
 import type { Config } from '../model/config';

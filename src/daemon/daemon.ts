@@ -1,7 +1,7 @@
 // The daemon: config (file, optionally Kubernetes) -> desired state -> datapath; health checks; BGP; admin API.
 // Restart-safe: programs and maps are pinned; a start adopts them, an exit leaves forwarding running. Built
 // from its collaborators (collaborators.ts; the kernel and real sockets: wiring.ts).
-import { Registry } from 'prom-client';
+import { Registry } from '../metrics/prom';
 import type { Datapath, DatapathConfig } from '../datapath/types';
 import type { Logger } from '../log';
 import {

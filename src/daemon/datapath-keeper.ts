@@ -1,6 +1,6 @@
 // Keeps the balancer in place over a datapath host: opens (adopts or loads) and attaches it at start, then
 // notices a detached program or removed pins under the running daemon and puts them back.
-import { Counter, type Registry } from 'prom-client';
+import { Counter, type Registry } from '../metrics/prom';
 import type { XdpMode } from '../datapath/bpf';
 import type { DatapathConfig } from '../datapath/types';
 import type { Logger } from '../log';

@@ -1,7 +1,7 @@
 // The daemon's Kubernetes side, loaded only when asked for (the client library is big): the kubernetes
 // section of the config, and the Services/EndpointSlices source.
 import { hostname } from 'node:os';
-import type { Registry } from 'prom-client';
+import type { Registry } from '../metrics/prom';
 import type { Logger } from '../log';
 import type { Config, VipConfig } from '../model/config';
 import { formatIssue } from '../model/errors';

@@ -1,7 +1,7 @@
 // Prometheus metrics of `peak-xdp decap run`: the decap program's counters (by their enum names, read at
 // scrape time), whether it is attached, the addresses and sources it decapsulates for, re-attachments, whether
 // the second chance can work here, second-chance forwards by previous owner (top N), build and process.
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from '../metrics/prom';
 import { registerProcessMetrics } from '../metrics';
 import { buildInfo } from '../version';
 import type { DecapDiagnostics } from './agent';

@@ -1,7 +1,7 @@
 // Prometheus metrics of the daemon: datapath counters read from the maps at scrape time (one family per
 // meaning), per VIP and per backend, health, reconcile and reload results, build info, connection-table fill,
 // and the standard process_* / nodejs_* metrics under their usual names.
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from './prom';
 import type { Datapath, DatapathCounters } from '../datapath/types';
 import type { ProbeStats, TargetCounts } from '../health/monitor';
 import type { DesiredState } from '../reconcile/desired';

@@ -1,7 +1,7 @@
 // A metric family with up to millions of series (one per backend membership) written straight to Prometheus
 // text, a chunk at a time with a turn of the event loop between chunks, without a label object per series.
 // It also sits in a prom-client Registry (registry.metrics() reads it through get(), the slow way).
-import type { Registry } from 'prom-client';
+import type { Registry } from './prom';
 
 /** Writes one series: label values in the family's labelNames order, and the value. */
 export type EmitSeries = (labelValues: readonly string[], value: number) => void;

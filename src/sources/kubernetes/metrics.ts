@@ -1,5 +1,5 @@
 // Source metrics, registered on the registry the daemon owns: watch events, re-lists, API errors, event-to-datapath.
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from '../../metrics/prom';
 import type { ApiCall } from './api-calls';
 import { NODE_SKIP_REASONS, NodeSkipReason } from './node-backends';
 

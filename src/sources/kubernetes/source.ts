@@ -1,5 +1,5 @@
 // KubernetesSource: informers -> translate -> onChange(vips); leader election, status and Events; readiness.
-import type { Registry } from 'prom-client';
+import type { Registry } from '../../metrics/prom';
 import type { VipConfig } from '../../model/config';
 import { DEFAULT_LEADER_ELECTION, type LeaderElectionOptions } from '../../model/kubernetes';
 import { ClientKind, connectKube, KubeApi } from './client';
