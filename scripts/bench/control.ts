@@ -65,6 +65,10 @@ interface Options {
   daemon: boolean;
   /** Upper bound on the daemon's start-up (load, pin, attach, program every table). */
   daemonTimeoutS: number;
+  /** How long the daemon's RSS is watched while its checks run (after it settled), before the scrape. The checks
+   * of the bench's backends fail (unreachable) from the first probe: a window past `fall` intervals (with the
+   * default fall 3 and the bench's 60 s interval, ~120 s) takes in the whole mass flip to down. */
+  daemonCheckingS: number;
   /** Goal table: daemon starts per scale and condition, interleaved (with checks, without, with, ...). */
   daemonRuns: number;
   /** Scales of the goal table (--part goals), VIPs x backends per VIP. */
@@ -118,6 +122,7 @@ function parseArgs(argv: string[]): Options {
     part: 'all',
     daemon: true,
     daemonTimeoutS: 300,
+    daemonCheckingS: 20,
     // A start on this 2-core VM swings by ~25% between runs minutes apart: one run's verdict was a coin toss.
     daemonRuns: 3,
     scales: GOAL_SCALES,
@@ -146,6 +151,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--yaml-reloads') num('yamlReloads');
     else if (a === '--daemon-timeout') num('daemonTimeoutS');
     else if (a === '--daemon-runs') num('daemonRuns');
+    else if (a === '--daemon-checking') num('daemonCheckingS');
     else if (a === '--no-daemon') o.daemon = false;
     else if (a === '--no-health-checks') o.healthChecks = false;
     else if (a === '--scale') o.scales = parseScales(argv[++i]);
@@ -171,7 +177,7 @@ function parseArgs(argv: string[]): Options {
       throw new Error(
         `unknown argument ${JSON.stringify(a)} (--json --runs N --probe-limit N --vips N --backends N ` +
           '--changes N --reloads N --yaml-reloads N --part all|maglev|reconcile|daemon|kernel|goals --no-daemon ' +
-          '--daemon-timeout S --daemon-runs N --scale 64x10,512x100 --kernel-changes N --kernel-health --kernel-health-down --state-requests N --no-health-checks)',
+          '--daemon-timeout S --daemon-runs N --daemon-checking S --scale 64x10,512x100 --kernel-changes N --kernel-health --kernel-health-down --state-requests N --no-health-checks)',
       );
   }
   return o;
@@ -1342,6 +1348,7 @@ async function goalsTable(o: Options): Promise<void> {
         ? measureDaemonMemory({
             ...sc,
             timeoutMs: o.daemonTimeoutS * 1000,
+            checkingWindowMs: o.daemonCheckingS * 1000,
             settleMs: IDLE_MS + 1000,
             healthChecks,
           })
@@ -1560,7 +1567,11 @@ async function main(): Promise<void> {
     return;
   }
   if (o.part === 'daemon') {
-    const d = await measureDaemonMemory({ ...o, timeoutMs: o.daemonTimeoutS * 1000 });
+    const d = await measureDaemonMemory({
+      ...o,
+      timeoutMs: o.daemonTimeoutS * 1000,
+      checkingWindowMs: o.daemonCheckingS * 1000,
+    });
     console.log(JSON.stringify(d, null, 2));
     return;
   }
@@ -1571,7 +1582,11 @@ async function main(): Promise<void> {
   }
   const r = reconcileInChild(o);
   const d: DaemonMemoryResult = o.daemon
-    ? await measureDaemonMemory({ ...o, timeoutMs: o.daemonTimeoutS * 1000 })
+    ? await measureDaemonMemory({
+        ...o,
+        timeoutMs: o.daemonTimeoutS * 1000,
+        checkingWindowMs: o.daemonCheckingS * 1000,
+      })
     : { available: false, reason: 'skipped (--no-daemon)' };
   const result = {
     maglev: m,

@@ -405,8 +405,9 @@ export class Daemon {
     this.startRoutes = null;
     if (!this.stopped) routes?.();
     await this.setStartTargets();
-    // The start's big allocations are over: V8's own heap growth from now on.
-    this.unboundHeapGrowth();
+    // The start's big allocations are over: a big daemon keeps the start's bound (heapGrowth 'bounded': its bursts,
+    // e.g. every backend flipping down at once, would otherwise grow the heap to several times what is live).
+    if (this.heapBounded !== null) this.opts.heapGrowth?.('bounded');
   }
 
   /**
