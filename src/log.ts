@@ -62,3 +62,24 @@ export function rateLimited(
     emit(n);
   };
 }
+
+/**
+ * A budget of `perWindow` lines per window of `windowMs` (a window starts at the first call after the last one
+ * ended): true while the current window has some left. Lines past it are the caller's to count and summarise.
+ */
+export function lineBudget(
+  perWindow: number,
+  windowMs: number,
+  now: () => number = () => performance.now(),
+): () => boolean {
+  let start = -Infinity;
+  let used = 0;
+  return () => {
+    const t = now();
+    if (t - start >= windowMs) {
+      start = t;
+      used = 0;
+    }
+    return used++ < perWindow;
+  };
+}

@@ -4,7 +4,7 @@ import type { Datapath } from '../datapath/types';
 import type { BacklogChange, HealthTarget, LocalCheckError } from '../health/monitor';
 import type { HealthStatus } from '../health/state';
 import { targetCount, targetPieces, targetsChangeSteps } from '../health/targets';
-import { rateLimited, type Logger } from '../log';
+import { lineBudget, rateLimited, type Logger } from '../log';
 import type { DesiredState, DesiredVip } from '../reconcile';
 import type { DaemonHealthMonitor } from './collaborators';
 
@@ -26,6 +26,15 @@ const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve)
 const LOCAL_ERROR_LOG_MS = 10_000;
 /** VIP names a health-change line lists when a shared probe flipped several memberships. */
 const LOGGED_VIPS = 5;
+/**
+ * Health-change lines (one per backend and change) per window at most; the changes past them are counted and said in
+ * one line when the window ends. Every backend of 512 x 1000 going down (a partition) was 512,000 lines (~80 MB) in
+ * about a minute: ~13 MB of them waited in the logger's buffer for a slow reader of stderr (a heap snapshot), and
+ * each line costs its serialisation. /state and the metrics show every status.
+ */
+export const FLIP_LOG = { lines: 100, windowMs: 1000 } as const;
+/** Backends the summary of unlogged health changes names. */
+const UNLOGGED_NAMED = 5;
 
 export class HealthFeed {
   private readonly monitor: DaemonHealthMonitor;
@@ -39,9 +48,17 @@ export class HealthFeed {
   /** The retarget running (they run one after another: each diffs against the last one's targets). */
   private running: Promise<unknown> = Promise.resolve();
 
-  constructor(o: { monitor: DaemonHealthMonitor; log: Logger }) {
+  private readonly flipLog: { lines: number; windowMs: number };
+
+  constructor(o: {
+    monitor: DaemonHealthMonitor;
+    log: Logger;
+    /** Health-change lines per window (default FLIP_LOG). */
+    flipLog?: { lines: number; windowMs: number };
+  }) {
     this.monitor = o.monitor;
     this.log = o.log;
+    this.flipLog = o.flipLog ?? FLIP_LOG;
   }
 
   /** After adoption: backends the datapath holds as down stay down until their checks say otherwise. */
@@ -204,6 +221,19 @@ export class HealthFeed {
    */
   start(onChange: () => void): void {
     let batch: { vip: string; address: string; from: string; to: string }[] = [];
+    const budget = lineBudget(this.flipLog.lines, this.flipLog.windowMs);
+    // Changes past the budget, said in one line when the window ends (null: none waiting).
+    let unlogged: { changes: number; memberships: number; up: number; down: number; first: string[] } | null =
+      null;
+    const sayUnlogged = (): void => {
+      const u = unlogged!;
+      unlogged = null;
+      const { lines, windowMs } = this.flipLog;
+      this.log.info(
+        { changes: u.changes, memberships: u.memberships, toDown: u.down, toUp: u.up, first: u.first, lines, windowMs }, // prettier-ignore
+        'backend health changes past the log budget: counted, not logged one by one (/state shows every status)',
+      );
+    };
     const flush = (): void => {
       const flips = new Map<string, { backend: string; from: string; to: string; vips: string[] }>();
       for (const c of batch) {
@@ -213,13 +243,26 @@ export class HealthFeed {
         flips.set(key, f);
       }
       batch = [];
-      for (const f of flips.values())
+      for (const f of flips.values()) {
+        if (!budget()) {
+          if (unlogged === null) {
+            unlogged = { changes: 0, memberships: 0, up: 0, down: 0, first: [] };
+            setTimeout(sayUnlogged, this.flipLog.windowMs).unref();
+          }
+          unlogged.changes++;
+          unlogged.memberships += f.vips.length;
+          if (f.to === 'down') unlogged.down++;
+          else unlogged.up++;
+          if (unlogged.first.length < UNLOGGED_NAMED) unlogged.first.push(f.backend);
+          continue;
+        }
         this.log.info(
           f.vips.length === 1
             ? { vip: f.vips[0], backend: f.backend, from: f.from, to: f.to }
             : { vips: f.vips.length, first: f.vips.slice(0, LOGGED_VIPS), backend: f.backend, from: f.from, to: f.to }, // prettier-ignore
           'backend health changed',
         );
+      }
       onChange();
     };
     this.monitor.on('change', (c: { vip: string; address: string; from: string; to: string }) => {

@@ -329,13 +329,10 @@ const MASK_KEPT = 1 << 16;
  * Rewrites each slot whose id is in `skip` to the first id after it (wrapping) that is not: what unbounded
  * forward probing from that slot picks. Slots of other ids are untouched. With every id skipped (or none) the
  * table is returned as it is (the datapath then finds no backend, as before). In place, or into `out` (a
- * table of the same length: then `table` is left as it is and `out` returned, every slot written).
+ * table of the same length: then `table` is left as it is and `out` returned, every slot written). `skip`: the ids
+ * (a Set or a list; an id listed twice is as once).
  */
-export function redirectSkipped(
-  table: Uint32Array,
-  skip: ReadonlySet<number>,
-  out?: Uint32Array,
-): Uint32Array {
+export function redirectSkipped(table: Uint32Array, skip: Iterable<number>, out?: Uint32Array): Uint32Array {
   const m = table.length;
   const into = out ?? table;
   if (into.length !== m) throw new RangeError(`out: length ${into.length} is not the table's ${m}`);
@@ -346,13 +343,14 @@ export function redirectSkipped(
     if (id > hi) hi = id;
   }
   const n = hi - lo + 1; // skipped id x is mask[x - lo]; an id outside lo..hi wraps to >= n unsigned
+  const some = hi >= 0;
   // kept between calls up to 64 KiB; a wider range (ids far apart) gets its own for this call
-  if (skip.size > 0 && n > skipMask.length && n <= MASK_KEPT) skipMask = new Uint8Array(MASK_KEPT);
+  if (some && n > skipMask.length && n <= MASK_KEPT) skipMask = new Uint8Array(MASK_KEPT);
   const mask = n <= skipMask.length ? skipMask : new Uint8Array(n);
   for (const id of skip) mask[id - lo] = 1;
   try {
     let anchor = -1;
-    if (skip.size > 0)
+    if (some)
       for (let s = m - 1; s >= 0; s--) {
         const k = (table[s]! - lo) >>> 0;
         if (!(k < n && mask[k] === 1)) {

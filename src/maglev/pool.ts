@@ -67,7 +67,7 @@ function built(
   if (skip === undefined) return { table };
   const second = fits(buffers[1]);
   const out = second === undefined ? new Uint32Array(table.length) : new Uint32Array(second);
-  return { table, redirected: redirectSkipped(table, new Set(skip), out) };
+  return { table, redirected: redirectSkipped(table, skip, out) };
 }
 
 /** Milliseconds of inline building between event-loop turns. */

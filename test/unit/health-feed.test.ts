@@ -57,6 +57,57 @@ describe('HealthFeed change batching', () => {
     await new Promise((r) => setImmediate(r));
     expect(changes).toBe(2);
   });
+
+  it('logs at most its budget of flip lines per window; the rest are counted in one line when the window ends', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+        cb();
+      },
+    });
+    const monitor = Object.assign(new EventEmitter(), {
+      start: () => undefined,
+    }) as unknown as DaemonHealthMonitor;
+    const feed = new HealthFeed({
+      monitor,
+      log: pino({ level: 'info' }, sink),
+      flipLog: { lines: 3, windowMs: 200 },
+    });
+    let changes = 0;
+    feed.start(() => changes++);
+    // 8 backends down in one turn (one of them behind two VIPs), 2 up
+    for (let b = 0; b < 8; b++)
+      monitor.emit('change', { vip: 'v0', address: `10.1.0.${b}`, from: 'up', to: 'down' });
+    monitor.emit('change', { vip: 'v1', address: '10.1.0.7', from: 'up', to: 'down' });
+    for (let b = 8; b < 10; b++)
+      monitor.emit('change', { vip: 'v0', address: `10.1.0.${b}`, from: 'down', to: 'up' });
+    await new Promise((r) => setImmediate(r));
+    expect(changes).toBe(1); // every change still reaches the daemon
+    const flips = () => lines.filter((l) => l.msg === 'backend health changed');
+    expect(flips().map((l) => l.backend)).toEqual(['10.1.0.0', '10.1.0.1', '10.1.0.2']);
+    const summary = () =>
+      lines.filter((l) => String(l.msg).startsWith('backend health changes past the log budget'));
+    expect(summary()).toEqual([]);
+    // the summary comes when the window ends (bounded wait: 200 ms window)
+    for (let i = 0; i < 100 && summary().length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    const [s] = summary();
+    expect(s).toMatchObject({
+      changes: 7,
+      memberships: 8,
+      toDown: 5,
+      toUp: 2,
+      first: ['10.1.0.3', '10.1.0.4', '10.1.0.5', '10.1.0.6', '10.1.0.7'],
+      lines: 3,
+      windowMs: 200,
+    });
+    expect(summary().length).toBe(1);
+    // a new window: lines again
+    monitor.emit('change', { vip: 'v0', address: '10.1.0.0', from: 'down', to: 'up' });
+    await new Promise((r) => setImmediate(r));
+    expect(flips().length).toBe(4);
+    expect(changes).toBe(2);
+  });
 });
 
 describe('HealthFeed: probes late because of the in-flight cap are logged', () => {

@@ -187,6 +187,17 @@ describe('desiredState', () => {
     expect(eager.equals(redirectSkipped(plainIds.slice(), new Set([2])))).toBe(false);
     expect(a!.table.equals(redirectSkipped(plainIds.slice(), new Set([2])))).toBe(true);
     expect(a!.table.equals(plainIds)).toBe(false);
+    // A recipe's skipped ids in any order, repeated: as the sorted list once (the table keeps them so).
+    const members = [
+      { name: '10.1.0.1', weight: 1, id: 1 },
+      { name: '10.1.0.2', weight: 1, id: 2 },
+      { name: '10.1.0.3', weight: 1, id: 3 },
+    ];
+    const skipped = (skip: number[]) => new IdTable('x', { size: 101, members, skip });
+    expect(skipped([3, 1, 3, 1]).ids()).toEqual(skipped([1, 3]).ids());
+    expect(Array.from(new Set(skipped([3, 1, 3, 1]).ids()))).toEqual([2]);
+    expect(skipped([3, 3]).redirects).toBe(true);
+    expect(skipped([]).redirects).toBe(false);
     expect(() => tableFor(4, d.vips[0]!.backends)).toThrow('size: 4 is not a prime between 3 and 1048573');
     expect([a!.usableBackends, b!.usableBackends, empty!.usableBackends]).toEqual([1, 0, 0]);
     expect(d.unavailableVips).toEqual(['b', 'empty']);
@@ -278,6 +289,9 @@ describe('desiredState', () => {
           expect(redirectSkipped(t, skip, out)).toBe(out);
           expect(Array.from(out)).toEqual(Array.from(want));
           expect(Array.from(t)).toEqual(a);
+          // the ids as a list (repeats as once) or a typed array, as IdTable keeps them: the same slots
+          expect(Array.from(redirectSkipped(t, [...k, ...k]))).toEqual(Array.from(want));
+          expect(Array.from(redirectSkipped(t, Uint32Array.from(k)))).toEqual(Array.from(want));
           expect(Array.from(redirectSkipped(t, skip))).toEqual(Array.from(want));
         },
       ),
