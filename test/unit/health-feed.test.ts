@@ -15,16 +15,21 @@ import { desiredState, type DesiredState } from '../../src/reconcile';
 import { TEST_DATAPATH_CONFIG } from '../helpers/datapath-config';
 import { countTurns } from '../helpers/turn-counter';
 
+/** A pino logger whose lines are kept, parsed. */
+function logged() {
+  const lines: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+      cb();
+    },
+  });
+  return { lines, log: pino({ level: 'info' }, sink) };
+}
+
 describe('HealthFeed change batching', () => {
   it('512 memberships of one backend flipping in one turn: one log line, one onChange', async () => {
-    const lines: Record<string, unknown>[] = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
-        cb();
-      },
-    });
-    const log = pino({ level: 'info' }, sink);
+    const { lines, log } = logged();
     const monitor = Object.assign(new EventEmitter(), {
       start: () => undefined,
     }) as unknown as DaemonHealthMonitor;
@@ -59,19 +64,13 @@ describe('HealthFeed change batching', () => {
   });
 
   it('logs at most its budget of flip lines per window; the rest are counted in one line when the window ends', async () => {
-    const lines: Record<string, unknown>[] = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
-        cb();
-      },
-    });
+    const { lines, log } = logged();
     const monitor = Object.assign(new EventEmitter(), {
       start: () => undefined,
     }) as unknown as DaemonHealthMonitor;
     const feed = new HealthFeed({
       monitor,
-      log: pino({ level: 'info' }, sink),
+      log,
       flipLog: { lines: 3, windowMs: 200 },
     });
     let changes = 0;
@@ -111,17 +110,6 @@ describe('HealthFeed change batching', () => {
 });
 
 describe('HealthFeed: probes late because of the in-flight cap are logged', () => {
-  const logged = () => {
-    const lines: Record<string, unknown>[] = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
-        cb();
-      },
-    });
-    return { lines, log: pino({ level: 'info' }, sink) };
-  };
-
   it('saturation warns (once per interval), its end is told; targets needing more slots than the cap warn once', async () => {
     const { lines, log } = logged();
     const stats = { probes: 51_200, worstCaseInFlight: 25_600, maxInFlight: 18_750 };
