@@ -1,7 +1,7 @@
 // Prometheus metrics for the BGP speaker, read from BgpSpeaker.status() at scrape time.
 import { Counter, Gauge, Registry } from '../metrics/prom';
-import { SessionState } from './session';
-import { SpeakerStatus } from './speaker';
+import { SessionState } from './session-state';
+import type { SpeakerStatus } from './speaker';
 
 /** Numeric session state for the state gauge (RFC 4271 order). */
 export const STATE_VALUE: Record<SessionState, number> = {

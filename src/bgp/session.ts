@@ -28,14 +28,8 @@ import { BgpSocketFactory, plainBgpSockets } from './sockets';
 import { unmapIpv4 } from '../model/ip';
 import { Backoff } from '../util/backoff';
 
-export enum SessionState {
-  Idle = 'Idle',
-  Connect = 'Connect',
-  Active = 'Active',
-  OpenSent = 'OpenSent',
-  OpenConfirm = 'OpenConfirm',
-  Established = 'Established',
-}
+import { SessionState } from './session-state';
+export { SessionState };
 
 /** Minimal logger the session needs (pino satisfies it). */
 export interface BgpLogger {

@@ -300,6 +300,8 @@ export class Daemon {
       pool: () => (this.kube ? kubernetesPoolOf(this.config, this.kubeVips) : null),
       perBackend: config.admin.perBackendMetrics,
       registry: this.registry,
+      // after ready (below), or at a scrape before
+      processMetrics: 'later',
     });
     // The first load happened before the registry existed: count it, as the metric's help promises.
     this.metrics.reloads.inc({ result: 'ok', trigger: first.trigger });
@@ -390,6 +392,7 @@ export class Daemon {
     // garbage is collected. A failure here is logged: it must not undo a start that is serving.
     const t = performance.now();
     try {
+      this.metrics.processMetrics();
       await programmer.retireWorkers();
       // A bounded start's health targets are set under a tighter bound, from this collection on.
       if (this.heapBounded !== null) this.opts.heapGrowth?.('targets');

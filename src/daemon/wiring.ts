@@ -1,7 +1,7 @@
 // The daemon as the CLI runs it: the kernel datapath under bpffs, real sockets, `ip`, the BGP speaker thread.
 import { hostname } from 'node:os';
 import { BfdClient } from '../bfd/client';
-import { BgpSpeakerThread } from '../bgp/speaker-thread';
+import type { BgpSpeakerThread } from '../bgp/speaker-thread';
 import { native } from '../datapath/native';
 import { fixMallocThreshold } from './malloc';
 import { HealthMonitor } from '../health/monitor';
@@ -22,6 +22,12 @@ import { VipRouteKeeper } from './vip-routes';
 import { START_COLLECT_WAIT_MS } from './programmer';
 import { fullCollection, heapGrowth } from '../util/gc';
 
+/** The BGP speaker thread's class, loaded on first use. */
+function speakerThread(): typeof BgpSpeakerThread {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- only a config with a bgp section needs it
+  return (require('../bgp/speaker-thread') as { BgpSpeakerThread: typeof BgpSpeakerThread }).BgpSpeakerThread;
+}
+
 /** The real collaborators; pins go to <bpffs>/peak-xdp/<netns>/<interface>/. */
 export function kernelCollaborators(o: { bpffs: string }): DaemonCollaborators {
   return {
@@ -31,7 +37,8 @@ export function kernelCollaborators(o: { bpffs: string }): DaemonCollaborators {
     // Probes in flight within the open-file limit (each holds a socket).
     healthMonitor: () => new HealthMonitor({ maxInFlight: defaultMaxInFlight(readFdLimit()?.soft ?? null) }),
     bgpPreflight,
-    bgpSpeaker: (s) => new BgpSpeakerThread(s),
+    // Loaded when the config has a bgp section (the speaker and its codec: ~18 ms of a start without one).
+    bgpSpeaker: (s) => new (speakerThread())(s),
     adminServer: startAdmin,
     vipRoutes: (s) => new VipRouteKeeper(s),
     bfdConnect: (s) => BfdClient.connect(s),

@@ -68,6 +68,43 @@ describe('metrics', () => {
     expect(text).not.toMatch(/^# TYPE \S+_total gauge$/m);
   });
 
+  it("counts the process's CPU from the process's start, not from the metrics' registration", async () => {
+    const before = process.cpuUsage();
+    const { m } = await metricsOf(false);
+    const value = async (name: string): Promise<number> =>
+      ((await m.registry.getSingleMetric(name)!.get()) as { values: { value: number }[] }).values[0]!.value;
+    // this jest worker has run for a while: well over the registration's own CPU
+    expect(before.user + before.system).toBeGreaterThan(50_000);
+    expect(await value('process_cpu_seconds_total')).toBeGreaterThanOrEqual(
+      (before.user + before.system) / 1e6,
+    );
+    expect(await value('process_cpu_user_seconds_total')).toBeGreaterThanOrEqual(before.user / 1e6);
+    expect(await value('process_cpu_system_seconds_total')).toBeGreaterThanOrEqual(before.system / 1e6);
+  });
+
+  it("processMetrics 'later': the process series come at processMetrics() or the first render", async () => {
+    const make = () =>
+      createMetrics({
+        datapath: new MemoryDatapath(),
+        desired: () => null,
+        health: () => [],
+        attached: () => true,
+        perBackend: false,
+        processMetrics: 'later',
+      });
+    const asked = make();
+    expect(asked.registry.getSingleMetric('process_cpu_seconds_total')).toBeUndefined();
+    expect(await asked.registry.metrics()).toMatch(/^peak_xdp_attached 1$/m);
+    asked.processMetrics();
+    asked.processMetrics(); // once only (a second registration would throw)
+    expect(asked.registry.getSingleMetric('process_cpu_seconds_total')).toBeDefined();
+    const scraped = make();
+    const text = await scraped.render();
+    expect(text).toMatch(/^# TYPE process_cpu_seconds_total counter$/m);
+    expect(text).toMatch(/^peak_xdp_attached 1$/m);
+    expect((await make().renderChunks()).join('')).toMatch(/^process_resident_memory_bytes \d+/m);
+  });
+
   it('admin.perBackendMetrics: false drops every per-backend series and keeps the rest', async () => {
     const text = await scrape(false);
     expect(text).not.toMatch(/peak_xdp_backend_state|peak_xdp_backend_packets_total|peak_xdp_health_status/);
