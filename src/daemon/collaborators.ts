@@ -108,7 +108,7 @@ export interface DaemonCollaborators {
   /** How far V8's heap grows between full collections (util/gc heapGrowth): 'start' first thing in a start (its big
    * builds' garbage kept within START_HEAP_GROWING_PERCENT of the live heap), 'targets' once it is ready, before it
    * collects and sets its health targets (TARGETS_HEAP_GROWING_PERCENT), 'bounded' once they are set and collected (the
-   * start's bound for good), 'run' if the start failed (V8's own rule). Only a big start (its heap past
+   * targets' bound for good), 'run' if the start failed (V8's own rule). Only a big start (its heap past
    * START_BOUND_HEAP_BYTES once its config is parsed) calls it. Absent: V8's own rule throughout. */
   heapGrowth?(phase: HeapPhase): void;
   /** Frees a table buffer the Maglev pool lets go (WorkerTableBuilderOptions.free) at once, instead of leaving it to

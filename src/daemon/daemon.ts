@@ -408,7 +408,7 @@ export class Daemon {
     this.startRoutes = null;
     if (!this.stopped) routes?.();
     await this.setStartTargets();
-    // The start's big allocations are over: a big daemon keeps the start's bound (heapGrowth 'bounded': its bursts,
+    // The start's big allocations are over: a big daemon keeps the targets' bound (heapGrowth 'bounded': its bursts,
     // e.g. every backend flipping down at once, would otherwise grow the heap to several times what is live).
     if (this.heapBounded !== null) this.opts.heapGrowth?.('bounded');
   }
@@ -416,7 +416,8 @@ export class Daemon {
   /**
    * A big start (its heap past START_BOUND_HEAP_BYTES once the config is parsed) keeps its garbage within
    * START_HEAP_GROWING_PERCENT of the live heap until ready (heapGrowth 'start'), then TARGETS_HEAP_GROWING_PERCENT
-   * until its health targets are set ('targets', after the start's own collection: they were its peak): at 512 VIPs x
+   * from then on ('targets' while its health targets are set, after the start's own collection: they were its peak;
+   * then 'bounded'): at 512 VIPs x
    * 1000 backends V8's own rule let the heap grow from ~100 MB to ~325 MB before it collected, and RSS peaked at
    * 400-463 MB without health checks (364-394 MB bounded). A small one is left to V8's own rule: at 512 x 100 (~25 MB)
    * the bound made 5-6 full collections by ready instead of 2-3, for ~8 MB. The limit V8 set at its last collection

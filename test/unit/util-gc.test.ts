@@ -85,7 +85,7 @@ describe('heapGrowth', () => {
     expect(heapGrowingFlag('start')).toBe('--heap-growing-percent=30');
     expect(TARGETS_HEAP_GROWING_PERCENT).toBe(10);
     expect(heapGrowingFlag('targets')).toBe('--heap-growing-percent=10');
-    expect(heapGrowingFlag('bounded')).toBe('--heap-growing-percent=30');
+    expect(heapGrowingFlag('bounded')).toBe('--heap-growing-percent=10');
     expect(heapGrowingFlag('run')).toBe('--heap-growing-percent=0');
   });
 
