@@ -1,4 +1,5 @@
 // Backend membership ids: one allocator, run from scratch or carrying over the groups of unchanged VIPs.
+import { IdGroup } from './id-group';
 import { checkGroup, GroupedIdMap, IdSpace } from './ids';
 import { runAll } from './steps';
 
@@ -111,8 +112,17 @@ export function* allocateBackendIdsSteps(o: AllocateBackendIdsOptions): Generato
     const g = groups.get(keys[i]!.vip) as Map<string, number>;
     state.kept = kept[k]!;
     assignGroup(keys[i]!.members, g, state);
-    // Checked here, one group per step, rather than all at once by the GroupedIdMap below.
-    checkGroup(keys[i]!.vip, g);
+    yield;
+  }
+  // Each new group kept compact (IdGroup over the VIP's own key array), once all are assigned (a VIP key listed twice
+  // assigns into one Map), and checked here, one group per step, rather than all at once by the GroupedIdMap below.
+  for (const i of changed) {
+    const { vip, members } = keys[i]!;
+    const g = groups.get(vip)!;
+    if (g instanceof IdGroup) continue;
+    const group = IdGroup.of(g, members);
+    groups.set(vip, group);
+    checkGroup(vip, group);
     yield;
   }
   return { ids: new GroupedIdMap(groups), cursor: state.cursor, used, sameGroup };
