@@ -32,7 +32,7 @@ import { HealthFeed } from './health-feed';
 import { hostDatapathConfig } from './host';
 import { kubernetesSettings, kubernetesSource } from './kubernetes';
 import { listenHint } from './preflight';
-import { Programmer } from './programmer';
+import { BUILDS_IN_THREAD_MSG, Programmer } from './programmer';
 import {
   ComponentErrorLog,
   DaemonComponent,
@@ -410,7 +410,12 @@ export class Daemon {
     await this.setStartTargets();
     // The start's big allocations are over: a big daemon keeps the targets' bound (heapGrowth 'bounded': its bursts,
     // e.g. every backend flipping down at once, would otherwise grow the heap to several times what is live).
-    if (this.heapBounded !== null) this.opts.heapGrowth?.('bounded');
+    if (this.heapBounded !== null) {
+      this.opts.heapGrowth?.('bounded');
+      // and builds its bursts' tables without the table workers' memory (BUILDS_IN_THREAD_MSG)
+      this.programmer.keepBuildsInThread();
+      this.log.debug({ boundedAtHeapMB: Math.round(this.heapBounded / 2 ** 20) }, BUILDS_IN_THREAD_MSG);
+    }
   }
 
   /**

@@ -40,6 +40,8 @@ export class Programmer {
   private readonly trimMemory: ((o?: { collect?: boolean }) => boolean | void) | undefined;
   /** Set while the daemon's start retires the workers: it collects right after (trimMemory({ collect: true })). */
   private retiringAtStart = false;
+  /** keepBuildsInThread() was called: so is every builder made from then on. */
+  private buildsInThread = false;
 
   /** Frees the table buffers the pool lets go (Collaborators.freeBuffer). */
   private readonly freeBuffer: ((b: ArrayBuffer) => void) | undefined;
@@ -76,6 +78,13 @@ export class Programmer {
   warm(tableSizes: Iterable<number>): void {
     this.builder ??= this.tableBuilder();
     this.builder.warm?.(tableSizes);
+  }
+
+  /** Every table built on the daemon's own thread from now on, none by the table workers (keepInThread): a big
+   * daemon's after its start (see BUILDS_IN_THREAD_MSG). */
+  keepBuildsInThread(): void {
+    this.buildsInThread = true;
+    this.builder?.keepInThread?.(true);
   }
 
   /** Ends the table builder's threads now unless they build (the start's burst is over: its memory is given back
@@ -154,11 +163,13 @@ export class Programmer {
 
   private tableBuilder(): TableBuilder {
     try {
-      return new WorkerTableBuilder({
+      const builder = new WorkerTableBuilder({
         inThreadUpTo: IN_THREAD_SLOTS,
         onRetired: () => this.retired(),
         ...(this.freeBuffer === undefined ? {} : { free: this.freeBuffer }),
       });
+      if (this.buildsInThread) builder.keepInThread(true);
+      return builder;
     } catch (e) {
       // Run from sources (no built worker script): correct, but builds share the event loop.
       this.log.warn({ err: (e as Error).message }, 'Maglev tables are built on the main thread');
@@ -287,6 +298,17 @@ const isBurst = (tablesInstalled: number): boolean => tablesInstalled > INLINE_T
 /** The debug log line after a burst's sync: whether V8 was asked to collect its garbage (burstCollects). */
 export const BURST_COLLECT_MSG =
   "burst's sync done: its garbage handed to V8's incremental collector if small";
+
+/**
+ * The debug log line when a big daemon (its heap growth bounded: Daemon.boundHeapGrowth) keeps every table build on
+ * its own thread once its start is over (Programmer.keepBuildsInThread): its bursts then run no table workers, whose
+ * threads and heaps were ~35 MB of its RSS at their peak. Every backend failing at once at 512 VIPs x 1000
+ * (`bench:control --part daemon --daemon-checking 200`, 512,000 health flips): RSS peak 462 MB against 498 MB with
+ * the workers (interleaved pairs; see the README). The start keeps its workers (its ready time is the goal there), and
+ * so does a small daemon (512 x 100: every VIP changed within 2 s needs them). The cost: a burst's tables take the
+ * event loop's time instead of two workers' (in slices of a few ms, so /healthz and the checks go on).
+ */
+export const BUILDS_IN_THREAD_MSG = 'a big daemon: Maglev tables built on its own thread from now on';
 
 /** The debug log line once the table builder went idle after a burst (its workers, if any ran, ended) and free
  * memory was given back (bench:k8s waits for it). */

@@ -26,6 +26,10 @@ export interface TableBuilder {
    * is warm; the caller's thread, which built no table yet, would build its first ones unoptimized: ~25 ms for a
    * 1,001-member table against ~3 ms). */
   readonly running?: number;
+  /** Optional: from now on (`on`) every table is built on the caller's thread (in slices, as a small one is), none by
+   * the builder's threads: those running retire when idle as usual, and no build starts them again; `false`: back to
+   * the threads. */
+  keepInThread?(on: boolean): void;
   /** Optional: starts the builder's threads now, so that the first builds find them running (they retire when
    * idle as usual); given `tableSizes` (the sizes about to be built), only if the threads would build one of them. */
   warm?(tableSizes?: Iterable<number>): void;
@@ -207,6 +211,8 @@ export class WorkerTableBuilder implements TableBuilder {
   private readonly workerPath: string;
   private readonly onRetired: (() => void) | undefined;
   private readonly inThreadUpTo: number;
+  /** keepInThread(true): every build on the caller's thread. */
+  private inThreadOnly = false;
   /** Builds on the caller's thread (inThreadUpTo) not finished yet. */
   private inThreadPending = 0;
   /** Some build ran on the caller's thread since the last retirement. */
@@ -280,7 +286,7 @@ export class WorkerTableBuilder implements TableBuilder {
   private post(...request: BuildRequest): Promise<{ table: Uint32Array; redirected?: Uint32Array }> {
     const [backends, size, as, skip] = request;
     if (this.closed) return Promise.reject(new Error('Maglev table builder is closed'));
-    if (size <= this.inThreadUpTo) return this.buildInThread(...request);
+    if (this.inThreadOnly || size <= this.inThreadUpTo) return this.buildInThread(...request);
     return new Promise((resolve, reject) => {
       const job: TableJob = {
         id: this.nextId++,
@@ -390,8 +396,12 @@ export class WorkerTableBuilder implements TableBuilder {
     this.dispatch();
   }
 
+  keepInThread(on: boolean): void {
+    this.inThreadOnly = on;
+  }
+
   warm(tableSizes?: Iterable<number>): void {
-    if (this.closed) return;
+    if (this.closed || this.inThreadOnly) return;
     if (tableSizes !== undefined && ![...tableSizes].some((size) => size > this.inThreadUpTo)) return;
     this.clearIdle();
     while (this.slots.length < this.threads) this.spawn();

@@ -10,7 +10,7 @@ import type { HealthStatus } from '../../src/health/state';
 import { Config, validateConfig } from '../../src/model';
 import type { DaemonCollaborators } from '../../src/daemon/collaborators';
 import { Daemon } from '../../src/daemon/daemon';
-import { BURST_COLLECT_MSG } from '../../src/daemon/programmer';
+import { BUILDS_IN_THREAD_MSG, BURST_COLLECT_MSG } from '../../src/daemon/programmer';
 import { INLINE_TABLES } from '../../src/reconcile/reconciler';
 import { RETRY_MAX_MS } from '../../src/daemon/sync-loop';
 import type { DatapathHost, OpenedDatapath, XdpAttachment } from '../../src/daemon/datapath-host';
@@ -444,6 +444,9 @@ describe('daemon coordination over a memory datapath', () => {
       r.source.start = () => (order.push('config source start'), start());
       await r.daemon.start();
       order.push('start resolved');
+      // a big daemon builds its tables on its own thread once the start is over (no table workers' memory)
+      const inThread = r.records.filter((x) => x.msg === BUILDS_IN_THREAD_MSG);
+      expect(inThread).toHaveLength(heapMB >= 64 ? 1 : 0);
       await r.daemon.stop();
       return order;
     };

@@ -379,6 +379,33 @@ describe('WorkerTableBuilder', () => {
       }
     });
 
+    it('keepInThread(true) builds every table here, the big ones too, and starts no worker until keepInThread(false)', async () => {
+      const pool = new WorkerTableBuilder({
+        workerPath: WORKER,
+        threads: 2,
+        idleMs: 60_000,
+        inThreadUpTo: 4099,
+      });
+      try {
+        pool.keepInThread(true);
+        pool.warm([4111]);
+        expect(pool.running).toBe(0);
+        const big = backendsN(20);
+        const as = { values: Uint32Array.from({ length: 20 }, (_, i) => 1000 + i), none: 0 };
+        expectSame(await pool.build(big, 4111), buildTable({ backends: big, size: 4111 }));
+        const want = await inlineTableBuilder.buildPair(big, 4111, as, [1003]);
+        const pair = await pool.buildPair(big, 4111, as, [1003]);
+        expectSame(pair.natural, want.natural);
+        expectSame(pair.redirected, want.redirected);
+        expect(pool.running).toBe(0);
+        pool.keepInThread(false);
+        expectSame(await pool.build(big, 4111), buildTable({ backends: big, size: 4111 }));
+        expect(pool.running).toBe(1);
+      } finally {
+        await pool.close();
+      }
+    });
+
     it('warm(sizes) starts the workers only if they would build a table of one of those sizes', async () => {
       const pool = new WorkerTableBuilder({
         workerPath: WORKER,
