@@ -480,6 +480,12 @@ export interface CheckingWindow {
   probes: number;
   /** Those probes per second of the daemon's time from ready to that scrape. */
   probesPerSecond: number;
+  /** /healthz asked once per RSS sample (curl's total time, from the daemon's namespace): the longest answer and how
+   * many answers there were (a request that failed or took 5 s counts as 5,000 ms). */
+  healthzMaxMs: number;
+  healthzSamples: number;
+  /** Of those answers, how many took more than 100 ms (the issue's bound for /healthz during a reconcile). */
+  healthzOver100: number;
 }
 
 /** What reading /state did to the daemon (DaemonMemoryOptions.stateRequests). */
@@ -770,9 +776,35 @@ export async function measureDaemonMemory(opts: DaemonMemoryOptions): Promise<Da
     const rssMB = procStatusMB(pid, 'VmRSS');
     const windowMs = opts.healthChecks === false ? 0 : (opts.checkingWindowMs ?? 20_000);
     let rssCheckingMaxMB = rssMB;
+    let healthzMaxMs = 0;
+    let healthzSamples = 0;
+    let healthzOver100 = 0;
     for (const end = now() + windowMs; now() < end;) {
       await sleep(500);
       rssCheckingMaxMB = Math.max(rssCheckingMaxMB, procStatusMB(pid, 'VmRSS'));
+      const h = spawnSync(
+        'ip',
+        [
+          'netns',
+          'exec',
+          ns,
+          'curl',
+          '-s',
+          '-o',
+          '/dev/null',
+          '-m',
+          '5',
+          '-w',
+          '%{http_code} %{time_total}',
+          `http://127.0.0.1:${port}/healthz`,
+        ],
+        { encoding: 'utf8' },
+      ).stdout;
+      const [code, total] = (h ?? '').trim().split(' ');
+      const ms = code === '200' ? Number(total) * 1000 : 5000;
+      healthzMaxMs = Math.max(healthzMaxMs, ms);
+      healthzSamples++;
+      if (ms > 100) healthzOver100++;
     }
     // One /metrics scrape (every series of every membership): its cost shows in rssAfterScrapeMB.
     const scrapeStart = now();
@@ -799,7 +831,15 @@ export async function measureDaemonMemory(opts: DaemonMemoryOptions): Promise<Da
           `daemon memory: ${probes} probes in ${since.toFixed(0)} s after ready, fewer than a quarter of the ` +
             `${due.toFixed(0)} due: the checking window did not measure checks`,
         );
-      checking = { windowMs, rssMaxMB: rssCheckingMaxMB, probes, probesPerSecond: probes / since };
+      checking = {
+        windowMs,
+        rssMaxMB: rssCheckingMaxMB,
+        probes,
+        probesPerSecond: probes / since,
+        healthzMaxMs,
+        healthzSamples,
+        healthzOver100,
+      };
     }
     let state: StateReads | null = null;
     if ((opts.stateRequests ?? 0) > 0) {
@@ -1439,7 +1479,7 @@ async function goalsTable(o: Options): Promise<void> {
         const high = Math.max(...checking.map((x) => x.rssMaxMB));
         row(
           'rss',
-          `${daemon}: RSS while checking (max over ${(c.windowMs / 1000).toFixed(0)} s, ${c.probesPerSecond.toFixed(0)} probes/s)${most}`,
+          `${daemon}: RSS while checking (max over ${(c.windowMs / 1000).toFixed(0)} s, ${c.probesPerSecond.toFixed(0)} probes/s, /healthz max ${Math.max(...checking.map((x) => x.healthzMaxMs)).toFixed(0)} ms, ${checking.reduce((n, x) => n + x.healthzOver100, 0)} of ${checking.reduce((n, x) => n + x.healthzSamples, 0)} over 100 ms)${most}`,
           `${mb(high)} MB${checking.length > 1 ? ` (runs: ${checking.map((x) => mb(x.rssMaxMB)).join(', ')})` : ''}`,
           high,
         );
