@@ -1,4 +1,5 @@
 // IdGroup: one VIP's membership ids as a read-only map over its key texts, in a typed array.
+import { MapView } from '../util/map-view';
 import { StringIndex } from '../util/string-index';
 
 /** How many positions past the expected one get() looks before it indexes the keys (a member removed or two). */
@@ -11,7 +12,7 @@ const NEAR = 4;
  * (a VIP's members one after another), so get() first tries the position after the last hit, then a few more, and only
  * then builds an index of the keys (kept: a group is replaced whole when its VIP changes).
  */
-export class IdGroup implements ReadonlyMap<string, number> {
+export class IdGroup extends MapView<string, number> {
   readonly #keys: readonly string[];
   readonly #ids: Uint32Array;
   /** Where the next get() looks first. */
@@ -20,6 +21,7 @@ export class IdGroup implements ReadonlyMap<string, number> {
 
   /** `keys` distinct, `ids[i]` the id of `keys[i]`; neither changed afterwards (the group holds both, uncopied). */
   private constructor(keys: readonly string[], ids: Uint32Array) {
+    super();
     this.#keys = keys;
     this.#ids = ids;
   }
@@ -71,35 +73,14 @@ export class IdGroup implements ReadonlyMap<string, number> {
     return j < 0 ? undefined : this.#ids[j];
   }
 
-  has(key: string): boolean {
-    return this.#position(key) >= 0;
-  }
-
   *entries(): MapIterator<[string, number]> {
     const keys = this.#keys;
     const ids = this.#ids;
     for (let j = 0; j < keys.length; j++) yield [keys[j]!, ids[j]!];
   }
 
-  *keys(): MapIterator<string> {
-    yield* this.#keys;
-  }
-
-  *values(): MapIterator<number> {
+  override *values(): MapIterator<number> {
     yield* this.#ids;
-  }
-
-  [Symbol.iterator](): MapIterator<[string, number]> {
-    return this.entries();
-  }
-
-  forEach(
-    fn: (value: number, key: string, map: ReadonlyMap<string, number>) => void,
-    thisArg?: unknown,
-  ): void {
-    const keys = this.#keys;
-    const ids = this.#ids;
-    for (let j = 0; j < keys.length; j++) fn.call(thisArg, ids[j]!, keys[j]!, this);
   }
 
   get [Symbol.toStringTag](): string {

@@ -1,6 +1,7 @@
 // Stable id assignment for VIPs and backend memberships: pure, persistent across reloads, rebuilt on adoption.
 import { isTableUnreadable, type Datapath, type VipKey } from '../datapath/types';
 import { canonicalIp } from '../model/ip';
+import { MapView } from '../util/map-view';
 
 /** Ids handed out so far and where the next search starts (next-fit delays reuse of freed ids). */
 export interface IdSpace {
@@ -154,12 +155,13 @@ export function checkGroup(vip: string, group: ReadonlyMap<string, number>): voi
  * successive id states, so a reload that changes one VIP copies one group, not every membership.
  * Iterates group by group (in the order given), each group in its own order.
  */
-export class GroupedIdMap implements ReadonlyMap<string, number> {
+export class GroupedIdMap extends MapView<string, number> {
   readonly #groups: ReadonlyMap<string, ReadonlyMap<string, number>>;
   readonly #size: number;
 
   /** Groups are not copied: the caller must not change them afterwards (they are shared, not owned). */
   constructor(groups: ReadonlyMap<string, ReadonlyMap<string, number>>) {
+    super();
     let size = 0;
     for (const [vip, g] of groups) {
       // A group is checked once, when first seen: shared groups cost nothing on later states.
@@ -188,31 +190,12 @@ export class GroupedIdMap implements ReadonlyMap<string, number> {
     return this.#groups.get(groupOf(key))?.get(key);
   }
 
-  has(key: string): boolean {
-    return this.get(key) !== undefined;
-  }
-
   *entries(): MapIterator<[string, number]> {
     for (const g of this.#groups.values()) yield* g.entries();
   }
 
-  *keys(): MapIterator<string> {
-    for (const g of this.#groups.values()) yield* g.keys();
-  }
-
-  *values(): MapIterator<number> {
+  override *values(): MapIterator<number> {
     for (const g of this.#groups.values()) yield* g.values();
-  }
-
-  [Symbol.iterator](): MapIterator<[string, number]> {
-    return this.entries();
-  }
-
-  forEach(
-    fn: (value: number, key: string, map: ReadonlyMap<string, number>) => void,
-    thisArg?: unknown,
-  ): void {
-    for (const [k, v] of this.entries()) fn.call(thisArg, v, k, this);
   }
 
   get [Symbol.toStringTag](): string {

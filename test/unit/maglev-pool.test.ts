@@ -379,13 +379,11 @@ describe('WorkerTableBuilder', () => {
       }
     });
 
+    /** Two workers kept while idle for a minute, tables of up to 4,099 slots built on this thread. */
+    const idleTwo = { workerPath: WORKER, threads: 2, idleMs: 60_000, inThreadUpTo: 4099 };
+
     it('keepInThread(true) builds every table here, the big ones too, and starts no worker until keepInThread(false)', async () => {
-      const pool = new WorkerTableBuilder({
-        workerPath: WORKER,
-        threads: 2,
-        idleMs: 60_000,
-        inThreadUpTo: 4099,
-      });
+      const pool = new WorkerTableBuilder(idleTwo);
       try {
         pool.keepInThread(true);
         pool.warm([4111]);
@@ -407,12 +405,7 @@ describe('WorkerTableBuilder', () => {
     });
 
     it('warm(sizes) starts the workers only if they would build a table of one of those sizes', async () => {
-      const pool = new WorkerTableBuilder({
-        workerPath: WORKER,
-        threads: 2,
-        idleMs: 60_000,
-        inThreadUpTo: 4099,
-      });
+      const pool = new WorkerTableBuilder(idleTwo);
       try {
         pool.warm([13, 4099]);
         pool.warm([]);
