@@ -157,6 +157,20 @@ function causeOf(f: PlacedFailure, inp: ClassifyInput): Cause {
       events: [e.index],
     };
   }
+  // 3a. The client was told so itself: ENETUNREACH (the router's net unreachable) within a hard restart's span, where
+  // the router's FIB, polled, showed the route gone only later (seen: web4's at +67.4 s, a connect refused so at +66.0
+  // s, the restart injected at +65.8 s, web6's route seen gone at +65.4 s).
+  const told = /enetunreach/.test(f.kind)
+    ? hard.find((e) => overlaps(span(e, { before: 0, after: 0, openEnd: 30_000 }), window))
+    : undefined;
+  if (told)
+    return {
+      code: 'router-no-route',
+      acceptable: true,
+      text: `${f.kind}: the router answered it had no route to ${f.vip} while it restarted hard (${label(told)}; its polled FIB showed no empty interval then)`,
+      group: 'router restarted hard: no route at the router',
+      events: [told.index],
+    };
   // 3b. Its backend was marked down by health checks while it still served (a flap).
   const flap = evs.find(
     (e) =>

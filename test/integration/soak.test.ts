@@ -139,6 +139,21 @@ describe('soak classification', () => {
     expect([b!.code, b!.acceptable]).toEqual(['near-event', false]);
     const [c] = causes([fail({ at: t0 + 60_000, requestSentAt: t0 + 59_000 })], []);
     expect([c!.code, c!.acceptable]).toEqual(['unexplained', false]);
+    // The client's own ENETUNREACH during a hard restart counts as no route even where the polled FIB saw the
+    // route go later (here 2.5 s after the failure); another error then does not, nor ENETUNREACH in a graceful one.
+    const late = [
+      { t: t0 + 3500, vip: 'web4', lbs: [] },
+      { t: t0 + 6000, vip: 'web4', lbs: ['lb1', 'lb2'] },
+    ];
+    const hard = [ev({ index: 4, kind: 'router-restart', variant: 'hard' })];
+    const [d] = causes([f], hard, { fibChanges: late });
+    expect([d!.code, d!.acceptable, d!.events]).toEqual(['router-no-route', true, [4]]);
+    expect(d!.text).toContain('the router answered it had no route to web4');
+    const [e] = causes([{ ...f, kind: 'econnreset' }], hard, { fibChanges: late });
+    expect([e!.code, e!.acceptable]).toEqual(['near-event', false]);
+    const graceful = [ev({ index: 4, kind: 'router-restart', variant: 'graceful' })];
+    const [g] = causes([f], graceful, { fibChanges: late });
+    expect([g!.code, g!.acceptable]).toEqual(['near-event', false]);
   });
   it('resource growth: a rising RSS floor or fd count fails, a GC sawtooth does not', () => {
     const series = (
