@@ -50,5 +50,7 @@ void InitSockets(Napi::Env env, Napi::Object exports);
 void InitBtf(Napi::Env env, Napi::Object exports);
 void InitLock(Napi::Env env, Napi::Object exports);
 void InitBfdSocket(Napi::Env env, Napi::Object exports);
+// spawnCapture: a program run with posix_spawn (no fork of the caller), its output collected on the pool.
+void InitSpawn(Napi::Env env, Napi::Object exports);
 
 }  // namespace peak

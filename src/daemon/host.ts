@@ -1,18 +1,16 @@
 // Facts about this host the daemon needs: an interface's MAC and addresses, the default route's neighbour;
 // the datapath config they give a config.
-import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { promisify } from 'node:util';
 import type { DatapathConfig } from '../datapath/types';
 import { hostIssues, type Config } from '../model/config';
 import { ConfigRejectedError } from '../model/errors';
 import { resolveDatapathConfig } from '../reconcile/desired';
 import type { HostNetwork } from './collaborators';
+import { runChecked, runCommand } from '../util/command';
 
-const exec = promisify(execFile);
-
-async function ipJson<T>(args: string[]): Promise<T> {
-  const { stdout } = await exec('ip', ['-j', ...args], { timeout: 5000 });
+/** `ip -j ARGS`, parsed (an empty output: []). */
+export async function ipJson<T>(args: string[]): Promise<T> {
+  const stdout = await runChecked('ip', ['-j', ...args], { timeoutMs: 5000 });
   return (stdout.trim() ? JSON.parse(stdout) : []) as T;
 }
 
@@ -60,9 +58,7 @@ export async function defaultGatewayMac(ifname: string): Promise<string | undefi
       const mac = neigh.find((n) => n.lladdr && !(n.state ?? []).includes('FAILED'))?.lladdr;
       if (mac) return mac.toLowerCase();
       // Bounded: one echo request to the gateway itself to resolve its MAC.
-      await exec('ping', [fam, '-c', '1', '-W', '1', '-I', ifname, gw], { timeout: 3000 }).catch(
-        () => undefined,
-      );
+      await runCommand('ping', [fam, '-c', '1', '-W', '1', '-I', ifname, gw], { timeoutMs: 3000 });
     }
   }
   return undefined;

@@ -21,9 +21,9 @@
 // (one per interface) never touch each other's. Until this scheme the routes were in the main table (proto 252,
 // our metric), where they also caught locally originated packets (connect() failed with EINVAL): leftovers of
 // that scheme are removed at start and by removeVipRoutes().
-import { execFile } from 'node:child_process';
 import { canonicalIp } from '../model/ip';
 import type { Logger } from '../log';
+import { commandFailure, runCommand } from '../util/command';
 
 /** The `proto` of our routes and rule (`ip route show table all proto 252`); not a named one. */
 export const VIP_ROUTE_PROTO = 252;
@@ -83,21 +83,18 @@ interface IpResult {
   stderr: string;
 }
 
-/** Runs `ip` (in the named network namespace, `ip -n`, when given: tests). */
-function ip(netns: string | undefined, args: string[], input?: string): Promise<IpResult> {
-  return new Promise((resolve) => {
-    const child = execFile(
-      'ip',
-      netns ? ['-n', netns, ...args] : args,
-      { encoding: 'utf8', timeout: IP_TIMEOUT_MS, maxBuffer: 64 << 20, killSignal: 'SIGKILL' },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-        resolve({ code, stdout, stderr: stderr || (err && typeof err.code !== 'number' ? err.message : '') });
-      },
-    );
-    child.stdin?.on('error', () => undefined);
-    child.stdin?.end(input ?? '');
+/** Runs `ip` (in the named network namespace, `ip -n`, when given: tests). Without a fork (runCommand). */
+async function ip(netns: string | undefined, args: string[], input?: string): Promise<IpResult> {
+  const r = await runCommand('ip', netns ? ['-n', netns, ...args] : args, {
+    input,
+    timeoutMs: IP_TIMEOUT_MS,
   });
+  // A run that did not start or was killed: -1, and why in stderr (as child_process's message said it).
+  return {
+    code: r.code ?? -1,
+    stdout: r.stdout,
+    stderr: r.stderr || (r.code === null ? commandFailure(r) : ''),
+  };
 }
 
 /** A family the kernel does not have (IPv6 disabled at boot). */

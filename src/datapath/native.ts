@@ -203,6 +203,24 @@ export interface Native {
   btfDump(path: string): { structs: NativeBtfStruct[]; enums: NativeBtfEnum[] };
   /** flock(2) without waiting: false when another open file holds the lock. */
   flock(fd: number, operation: 'exclusive' | 'unlock'): boolean;
+  /** Runs `file` (looked up in PATH) with posix_spawn, no fork of this process; `input` to its stdin; killed
+   * (SIGKILL) past `timeoutMs` or when its output passes `maxBytes`. Never rejects: `error` says why it did not
+   * run or was killed; `code` is its exit status, `signal` the signal number that ended it (else null). */
+  spawnCapture(
+    file: string,
+    args: string[],
+    input: string,
+    timeoutMs: number,
+    maxBytes: number,
+  ): Promise<NativeSpawnResult>;
+}
+
+export interface NativeSpawnResult {
+  code: number | null;
+  signal: number | null;
+  stdout: Buffer;
+  stderr: Buffer;
+  error: string | null;
 }
 
 let cached: Native | undefined;

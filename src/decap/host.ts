@@ -1,26 +1,18 @@
 // The host side of the decap agent: interfaces, their addresses, the default route, and (host mode only)
 // VIPs on lo with the ARP and reverse-path settings direct server return needs; what the diagnostics read
 // (the kernel's BTF, forwarding sysctls).
-import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { ifNameToIndex } from '../datapath/bpf';
-import { interfaceAddresses } from '../daemon/host';
+import { interfaceAddresses, ipJson } from '../daemon/host';
+import { commandFailure, runChecked, runCommand } from '../util/command';
 import type { DecapHost } from './agent';
 import { defaultRouteInterface, dsrSysctls, interfaceWithAddress } from './core';
 import { btfHasFunc, CONNTRACK_KFUNC } from './diagnostics';
 
-const exec = promisify(execFile);
-
-async function ipJson<T>(args: string[]): Promise<T> {
-  const { stdout } = await exec('ip', ['-j', ...args], { timeout: 5000 });
-  return (stdout.trim() ? JSON.parse(stdout) : []) as T;
-}
-
 async function sysctl(key: string, value: string): Promise<void> {
-  await exec('sysctl', ['-qw', `${key}=${value}`], { timeout: 5000 });
+  await runChecked('sysctl', ['-qw', `${key}=${value}`], { timeoutMs: 5000 });
 }
 
 const hostPrefix = (v: string): string => `${v}/${isIP(v) === 4 ? 32 : 128}`;
@@ -30,7 +22,7 @@ const hostPrefix = (v: string): string => `${v}/${isIP(v) === 4 ? 32 : 128}`;
  * lo needs (dsrSysctls). Returns the settings skipped (`key=value`), for the caller to print.
  */
 export async function addVipToLo(vip: string, ifname: string, sysctls = true): Promise<string[]> {
-  await exec('ip', ['addr', 'replace', hostPrefix(vip), 'dev', 'lo'], { timeout: 5000 });
+  await runChecked('ip', ['addr', 'replace', hostPrefix(vip), 'dev', 'lo'], { timeoutMs: 5000 });
   const wanted = dsrSysctls(vip, ifname);
   if (!sysctls) return wanted.map(([k, v]) => `${k}=${v}`);
   for (const [k, v] of wanted) await sysctl(k, v);
@@ -38,12 +30,11 @@ export async function addVipToLo(vip: string, ifname: string, sysctls = true): P
 }
 
 export async function removeVipFromLo(vip: string): Promise<void> {
-  await exec('ip', ['addr', 'del', hostPrefix(vip), 'dev', 'lo'], { timeout: 5000 }).catch(
-    (e: { stderr?: string }) => {
-      // Already gone is what we want.
-      if (!/Cannot assign|not found|No such/i.test(e.stderr ?? '')) throw e;
-    },
-  );
+  const args = ['addr', 'del', hostPrefix(vip), 'dev', 'lo'];
+  const r = await runCommand('ip', args, { timeoutMs: 5000 });
+  // Already gone is what we want.
+  if (r.code !== 0 && !/Cannot assign|not found|No such/i.test(r.stderr))
+    throw new Error(`ip ${args.join(' ')}: ${commandFailure(r)}`);
 }
 
 export const systemDecapHost: DecapHost = {
