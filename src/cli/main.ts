@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=4 --expose-gc --no-allocation-site-pretenuring --max-inlined-bytecode-size=60 --v8-pool-size=2
+#!/usr/bin/env -S node --max-semi-space-size=4 --expose-gc --no-allocation-site-pretenuring --max-inlined-bytecode-size=60
 // peak-xdp: the CLI. Commands work on the pinned maps directly (with or without a daemon); tables for
 // people, --json for scripts.
 // The shebang's Node flags are the daemon's (one place: the image's and setup.sh's wrappers exec this file, and the
@@ -17,11 +17,6 @@
 // cores, functions like the schema parser's or the first sync's taking 20-40 ms each with their inlined callees);
 // with the bound, CPU at ready ~150-170 ms less and ready ~0.1 s sooner (eight interleaved pairs: median 2.20 s
 // against 2.31 s); the steady state's syncs, renders and Kubernetes bursts alike within this VM's noise.
-// --v8-pool-size=2 (Node's default 4): V8's helper threads (concurrent marking, sweeping, compiling) that compete
-// with the event loop for the cores; an LB node's cores are for its packets, and the daemon's work is one thread's.
-// 512 x 1000 with checks, every backend going down (a mass flip, 200 s window, two A B pairs): /healthz longest
-// answer 75 / 143 ms against 143 / 171 ms, event-loop turns over 40 ms 54 / 106 against 169 / 152; 512 x 100 start
-// 1.92-2.22 s against 1.99-2.20 s (three pairs).
 import yargs, { Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import type { GlobalArgs } from './context';

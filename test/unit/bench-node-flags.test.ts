@@ -14,13 +14,12 @@ describe('cliNodeFlags', () => {
     return f;
   };
 
-  it("reads the CLI's own shebang: env -S node with a young generation of 2 x 4 MB, gc(), no pretenuring, a bounded inlining and two V8 helper threads for the daemon", () => {
+  it("reads the CLI's own shebang: env -S node with a young generation of 2 x 4 MB, gc(), no pretenuring and a bounded inlining for the daemon", () => {
     expect(cliNodeFlags(resolve(__dirname, '../../src/cli/main.ts'))).toEqual([
       '--max-semi-space-size=4',
       '--expose-gc',
       '--no-allocation-site-pretenuring',
       '--max-inlined-bytecode-size=60',
-      '--v8-pool-size=2',
     ]);
   });
 
