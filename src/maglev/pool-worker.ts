@@ -1,7 +1,6 @@
 // Entry of a Maglev table worker thread (started by WorkerTableBuilder): a table (and its redirected copy) per request, transferred.
-import { readlinkSync } from 'node:fs';
-import { getPriority, setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
+import { currentThreadId, lowerThread } from '../util/threads';
 import { runTableJob, WORKER_NICE, type TableJob, type TableJobResult } from './pool';
 
 if (!parentPort) throw new Error('pool-worker runs as a worker thread (WorkerTableBuilder starts it)');
@@ -9,8 +8,7 @@ const port = parentPort;
 // Builds are batch work: this thread runs at a lower priority (Linux: a thread id's nice value is its own), so the
 // daemon's event loop (health checks, /healthz, BGP) and the node's other processes go first on a busy CPU.
 try {
-  const tid = threadId();
-  setPriority(tid, Math.min(19, getPriority(tid) + WORKER_NICE));
+  lowerThread(currentThreadId(), WORKER_NICE);
 } catch {
   // not Linux, or not allowed: builds run at the daemon's priority
 }
@@ -33,10 +31,3 @@ port.on('message', (job: TableJob) => {
     redirected === undefined ? { id: job.id, table } : { id: job.id, table, redirected };
   port.postMessage(reply, redirected === undefined ? [table.buffer] : [table.buffer, redirected.buffer]);
 });
-
-/** The kernel's id of this thread (/proc/thread-self is /proc/<pid>/task/<tid>). */
-function threadId(): number {
-  const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
-  if (!Number.isSafeInteger(tid) || tid <= 0) throw new Error('no thread id');
-  return tid;
-}

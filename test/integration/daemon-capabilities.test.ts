@@ -12,6 +12,7 @@ import { parseTablePinName, pinTable, TABLE_PIN_DIR } from '../../src/datapath/k
 import { CLI_JS, runAsync, waitUntil } from '../helpers/daemon-lab';
 import { describePrivileged } from '../helpers/privileged';
 import { signalPid } from '../../scripts/lib/pids';
+import { HELPER_NICE_DEFAULT, type LoweredThreads } from '../../src/util/threads';
 
 /** deploy/base/daemonset-lb.yaml's capabilities, as setpriv names them (everything else dropped). */
 const CAPS = '-all,+bpf,+net_admin,+perfmon,+net_bind_service';
@@ -140,6 +141,25 @@ describePrivileged(
         .filter((l) => l.includes('"reconciled"'))
         .map((l) => (JSON.parse(l) as { summary: Record<string, unknown> }).summary);
 
+    /** The daemon's debug line on its helper threads' priority. */
+    const helperNiceLine = (d: Daemon): LoweredThreads => {
+      const l = readFileSync(d.log, 'utf8')
+        .split('\n')
+        .find((x) => x.includes("V8's helper threads"));
+      if (l === undefined) throw new Error(`no helper-thread line in the log:\n${tail(d)}`);
+      return (JSON.parse(l) as { helperNice: LoweredThreads }).helperNice;
+    };
+
+    /** Each thread's nice value (field 19 of /proc/PID/task/TID/stat), by thread id. */
+    const threadNices = (pid: number): Record<number, number> => {
+      const out: Record<number, number> = {};
+      for (const t of readdirSync(`/proc/${pid}/task`)) {
+        const stat = readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+        out[Number(t)] = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+      }
+      return out;
+    };
+
     const state = async (): Promise<{ adopted: boolean; lastReconcile: Record<string, unknown> | null }> =>
       JSON.parse((await admin('/state')).body);
 
@@ -181,6 +201,20 @@ describePrivileged(
     it('pins every installed table; a second daemon adopts, reads them and has nothing to do', async () => {
       writeFileSync(configPath, JSON.stringify(config(['10.100.0.1', '10.100.0.2', '10.100.0.3'])));
       const d1 = await startDaemon(1);
+      // Without CAP_SYS_NICE: Node's platform threads (V8's helpers) at --helper-nice's default, every other thread
+      // (the event loop, libuv's pool, the worker threads started after them) as it was.
+      const lowered = helperNiceLine(d1);
+      const nices = threadNices(d1.pid);
+      console.log(
+        `helper threads lowered ${JSON.stringify(lowered)}; nice by thread ${JSON.stringify(nices)}`,
+      );
+      expect(lowered.failed).toEqual([]);
+      expect(lowered.by).toBe(HELPER_NICE_DEFAULT);
+      expect(lowered.lowered.length).toBeGreaterThanOrEqual(4); // V8's four helpers at least
+      expect(lowered.lowered).not.toContain(d1.pid);
+      for (const [tid, nice] of Object.entries(nices))
+        expect([Number(tid), nice]).toEqual([Number(tid), lowered.lowered.includes(Number(tid)) ? 10 : 0]);
+      expect(Object.keys(nices).length).toBeGreaterThan(lowered.lowered.length + 1); // threads started later exist
       const s1 = await state();
       console.log(`daemon 1: adopted ${s1.adopted}, last reconcile ${JSON.stringify(s1.lastReconcile)}`);
       expect(s1.adopted).toBe(false);

@@ -61,6 +61,7 @@ describe('peak-xdp help', () => {
         'config',
         'detach-on-exit',
         'help',
+        'helper-nice',
         'kubeconfig',
         'kubernetes',
         'log-level',
@@ -117,6 +118,17 @@ describe('peak-xdp usage errors', () => {
     const r = await run(argv);
     expect(r.code).toBe(2);
     expect(r.stderr).toBe(`peak-xdp: ${message}\n`);
+  });
+
+  it.each([
+    ['20', '"20"'],
+    ['-1', '"-1"'],
+    ['1.5', '"1.5"'],
+    ['ten', '"ten"'],
+  ])('daemon --helper-nice %s is refused (exit 2) before anything is done', async (v, echoed) => {
+    const r = await run(['daemon', '--config', '/nonexistent.yaml', `--helper-nice=${v}`]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`peak-xdp: --helper-nice: ${echoed} is not an integer in 0..19\n`);
   });
 
   it.each([

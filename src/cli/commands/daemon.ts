@@ -5,6 +5,7 @@ import { fixMallocThreshold } from '../../daemon/malloc';
 import { bpffsRoot } from '../../daemon/pins';
 import { parseListen } from '../../model/schema';
 import { createLogger, LOG_LEVELS } from '../../log';
+import { HELPER_NICE_DEFAULT, lowerHelperThreads, NICE_MAX } from '../../util/threads';
 import { GlobalArgs, requireCapabilities, withBpffs } from '../context';
 import { CliError } from '../output';
 
@@ -46,15 +47,33 @@ export function registerDaemon(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         .option('log-level', {
           choices: LOG_LEVELS,
           default: (process.env.PEAK_XDP_LOG_LEVEL ?? 'info') as 'info',
+        })
+        .option('helper-nice', {
+          type: 'string',
+          default: process.env.PEAK_XDP_HELPER_NICE ?? String(HELPER_NICE_DEFAULT),
+          describe:
+            `added to the nice value of Node's V8 helper threads (0-${NICE_MAX}; garbage collection, compilation), so the ` +
+            'event loop (health checks, /healthz, BGP) gets a core first; 0 leaves them as they are (env PEAK_XDP_HELPER_NICE)',
         }),
     async (a) => {
+      const nice = /^\d+$/.test(a.helperNice) ? Number(a.helperNice) : NaN;
+      if (!(nice <= NICE_MAX))
+        throw new CliError(
+          `--helper-nice: ${JSON.stringify(a.helperNice)} is not an integer in 0..${NICE_MAX}`,
+          2,
+        );
       requireCapabilities('the daemon');
+      // First, while Node's platform threads are the only ones besides this one (the preload below starts libuv's pool).
+      const helpers = lowerHelperThreads(nice);
       fixMallocThreshold();
       // The balancer starts loading on another thread now, and the daemon's modules load meanwhile (~0.15 s at
       // 512 x 100, when they were loaded first and the load then waited for).
       await preloadConfigFile(a.config, bpffsRoot(a.bpffs));
       const { createDaemon, nodeIdentity } = await import('../../daemon/wiring');
       const logger = createLogger({ level: a.logLevel });
+      if (helpers.failed.length > 0)
+        logger.warn({ helperNice: helpers }, "some of V8's helper threads kept their priority");
+      else logger.debug({ helperNice: helpers }, "V8's helper threads lowered");
       const metricsListen = a.metricsListen === undefined ? undefined : parseListen(a.metricsListen);
       if (metricsListen === null)
         throw new CliError(
