@@ -6,15 +6,20 @@ import { getPriority, setPriority } from 'node:os';
 export const NICE_MAX = 19;
 
 /**
- * Added to the nice value of Node's platform threads (the daemon's --helper-nice; 0 leaves them alone). Measured at
- * 512 VIPs x 1000 backends with health checks while every backend goes down (the mass flip, ~90 s of syncs with the
- * event loop ~87% busy), /healthz asked every 0.5 s: max 69-94 ms in five runs against 106-212 ms in six without,
- * and no answer over 100 ms against 2-6 of ~355 (RSS peak alike); the 512 x 100 start alike (four pairs). The event loop's long turns
- * were spent mostly waiting for a core, not running: CFS shares a core between runnable threads by weight, and during
- * a collection V8's four helpers each want one on this 2-core machine. At +10 a helper weighs ~1/9 of the event loop;
- * it still gets every idle core.
+ * What is added to the nice value of Node's platform threads by default (the daemon's --helper-nice; 0 leaves them
+ * alone), by Node major: 10 on Node 20 and older, 0 on later ones. Measured at 512 VIPs x 1000 backends with health
+ * checks while every backend goes down (the mass flip, ~90 s of syncs with the event loop ~87% busy), /healthz asked
+ * every 0.5 s. Node 20: max 69-94 ms in five runs at +10 against 106-212 ms in six at 0, no answer over 100 ms
+ * against 2-6 of ~355, RSS peak alike (463-479 against 468-480 MB), the 512 x 100 start alike (four pairs); +5 one run,
+ * 133 ms. There the event loop's long turns were spent mostly waiting for a core: CFS shares a core between runnable
+ * threads by weight, and during a collection V8's four helpers each want one on this 2-core machine; at +10 a helper
+ * weighs ~1/9 of the event loop and still gets every idle core. Node 24 (V8 13): /healthz 61-106 ms at 0 and 72-148
+ * ms at +10, but the heap grew further with the helpers lowered: RSS peak 497-539 MB at 0 against 620-622 at +10 and
+ * 583-610 at +5 (two runs each).
  */
-export const HELPER_NICE_DEFAULT = 10;
+export function defaultHelperNice(nodeVersion: string = process.versions.node): number {
+  return Number(nodeVersion.split('.')[0]) <= 20 ? 10 : 0;
+}
 
 /** Thread names of threads the daemon starts itself (Node 22 and later name them; Node 20 names every thread "node"). */
 const OWN_THREAD_NAMES: ReadonlySet<string> = new Set(['libuv-worker', 'WorkerThread']);

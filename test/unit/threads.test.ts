@@ -2,6 +2,7 @@
 import { getPriority } from 'node:os';
 import {
   currentThreadId,
+  defaultHelperNice,
   lowerHelperThreads,
   lowerThread,
   NICE_MAX,
@@ -64,6 +65,14 @@ describe('lowerHelperThreads', () => {
     lowerHelperThreads(10, capped.h);
     expect(capped.set).toEqual([[101, NICE_MAX]]);
     expect(lowerThread(101, 3, host([], [], 2).h)).toBe(5);
+  });
+
+  it('defaults to 10 on Node 20 and older, 0 on later ones', () => {
+    expect(defaultHelperNice('20.20.2')).toBe(10);
+    expect(defaultHelperNice('18.19.0')).toBe(10);
+    expect(defaultHelperNice('22.1.0')).toBe(0);
+    expect(defaultHelperNice('24.22.3')).toBe(0);
+    expect(defaultHelperNice()).toBe(defaultHelperNice(process.versions.node));
   });
 
   it('0 changes nothing', () => {

@@ -5,7 +5,7 @@ import { fixMallocThreshold } from '../../daemon/malloc';
 import { bpffsRoot } from '../../daemon/pins';
 import { parseListen } from '../../model/schema';
 import { createLogger, LOG_LEVELS } from '../../log';
-import { HELPER_NICE_DEFAULT, lowerHelperThreads, NICE_MAX } from '../../util/threads';
+import { defaultHelperNice, lowerHelperThreads, NICE_MAX } from '../../util/threads';
 import { GlobalArgs, requireCapabilities, withBpffs } from '../context';
 import { CliError } from '../output';
 
@@ -50,10 +50,11 @@ export function registerDaemon(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         })
         .option('helper-nice', {
           type: 'string',
-          default: process.env.PEAK_XDP_HELPER_NICE ?? String(HELPER_NICE_DEFAULT),
+          default: process.env.PEAK_XDP_HELPER_NICE ?? String(defaultHelperNice()),
           describe:
             `added to the nice value of Node's V8 helper threads (0-${NICE_MAX}; garbage collection, compilation), so the ` +
-            'event loop (health checks, /healthz, BGP) gets a core first; 0 leaves them as they are (env PEAK_XDP_HELPER_NICE)',
+            'event loop (health checks, /healthz, BGP) gets a core first; 0 leaves them as they are (default 10 on ' +
+            'Node 20, 0 on later versions; env PEAK_XDP_HELPER_NICE)',
         }),
     async (a) => {
       const nice = /^\d+$/.test(a.helperNice) ? Number(a.helperNice) : NaN;
