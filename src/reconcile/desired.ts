@@ -7,7 +7,7 @@ import { allocateBackendIdsSteps, BackendIds, VipKeys } from './backend-ids';
 import { sameStates, VipBackendStatesInput, vipBackendStates } from './backend-states';
 import { assignIds, backendKeyText, emptyIdState, GroupedIdMap, IdState, vipKeyText } from './ids';
 import { runAll, runSliced } from './steps';
-import { IdTable, TableCache, tableFor, tableSignatures } from './table';
+import { IdTable, redirectedTable, TableCache, tableFor, tableSignatures } from './table';
 
 export interface DesiredBackend {
   /** Membership key "vipAddress:port/proto>backendAddress" (also the health-check key). */
@@ -534,18 +534,20 @@ function desiredVip(
   // immutable): a health flip allocates an object for what flipped, not one per membership of the VIP, and the
   // reconciler's mirror, which holds the objects it wrote, keeps pointing at live ones.
   const before = was !== undefined && was.backends.length === v.backends.length ? was.backends : undefined;
+  // Every backend's address, id and weight as in `was`, and the same size: the same natural table (redirectedTable).
+  let sameNatural = before !== undefined && was!.spec.tableSize === v.tableSize;
   const backends: DesiredBackend[] = v.backends.map((b, j) => {
     const bkey = k.members[j]!;
     const s = st.states[j]!;
     const id = group.get(bkey)!;
     const encap = b.encap ?? v.encap ?? DEFAULTS.vip.encap;
     const old = before?.[j];
+    const sameMember =
+      old !== undefined && old.id === id && old.address === b.address && old.weight === b.weight;
+    if (!sameMember) sameNatural = false;
     if (
-      old !== undefined &&
+      sameMember &&
       old.key === bkey &&
-      old.id === id &&
-      old.address === b.address &&
-      old.weight === b.weight &&
       old.drain === b.drain &&
       old.encap === encap &&
       old.health === s.health &&
@@ -567,8 +569,11 @@ function desiredVip(
       graceUntil: s.graceUntil,
     };
   });
-  // The table depends on which members take new flows (redirected slots), so a state change can change it.
-  const signatures = tableSignatures(v.tableSize, backends);
+  // The table depends on which members take new flows (redirected slots), so a state change can change it. With the
+  // same members as `was`, only that: its table's natural part is taken over.
+  const table =
+    (sameNatural ? redirectedTable(was!.table, backends, cache) : null) ??
+    tableOf(v.tableSize, backends, cache);
   return {
     name: v.name,
     spec: {
@@ -586,12 +591,18 @@ function desiredVip(
       tableSize: v.tableSize,
     },
     backends,
-    table: cache.get(signatures.signature, () => tableFor(v.tableSize, backends, signatures)),
+    table,
     healthCheck: v.healthCheck,
     usableBackends: backends.filter((b) => b.state === 'up').length,
     failOpen: st.failOpen,
     nextGraceEnd: earliest(backends.map((b) => b.graceUntil)),
   };
+}
+
+/** The table of `backends` at `size`, from `cache` if it has it. */
+function tableOf(size: number, backends: readonly DesiredBackend[], cache: TableCache): IdTable {
+  const signatures = tableSignatures(size, backends);
+  return cache.get(signatures.signature, () => tableFor(size, backends, signatures));
 }
 
 /**

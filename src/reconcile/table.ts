@@ -58,12 +58,17 @@ export class IdTable {
   /** Natural ids built by a builder and held by hold() callers until each released (recipe tables only). */
   #held: Held | null = null;
 
-  /** `signature`: TableSignatures, or a signature text (its natural part read from it). */
+  /**
+   * `signature`: TableSignatures, or a signature text (its natural part read from it). With `natural` a recipe table
+   * and `skip`: the table of the same recipe with other members skipped (its members and names shared: see
+   * redirectedTable).
+   */
   constructor(signature: string | TableSignatures, indexTable: Uint32Array, memberIds: readonly number[]);
   constructor(signature: string | TableSignatures, recipe: TableRecipe);
+  constructor(signature: TableSignatures, natural: IdTable, skip: readonly number[]);
   constructor(
     signature: string | TableSignatures,
-    from: Uint32Array | TableRecipe,
+    from: Uint32Array | TableRecipe | IdTable,
     memberIds: readonly number[] = [],
   ) {
     if (typeof signature === 'string') {
@@ -73,7 +78,15 @@ export class IdTable {
       this.signature = signature.signature;
       this.naturalSignature = signature.natural;
     }
-    if (from instanceof Uint32Array) {
+    if (from instanceof IdTable) {
+      if (!from.#fromRecipe) throw new TypeError('IdTable: a redirected table needs a recipe table to share');
+      this.size = from.size;
+      this.#members = from.#members;
+      this.#slots = null;
+      this.#names = from.#names;
+      this.#weights = from.#weights;
+      this.#skip = sortedIds(memberIds);
+    } else if (from instanceof Uint32Array) {
       const n = memberIds.length;
       this.size = from.length;
       this.#members = n === 0 ? Uint32Array.of(NO_BACKEND_ID) : Uint32Array.from(memberIds);
@@ -109,6 +122,11 @@ export class IdTable {
   /** Whether this table is built from a recipe (not an index table). */
   get #fromRecipe(): boolean {
     return this.#names !== null;
+  }
+
+  /** Whether redirectedTable can make tables of this one's recipe (it is built from a recipe, not an index table). */
+  get fromRecipe(): boolean {
+    return this.#fromRecipe;
   }
 
   /** Bytes of slot and member arrays held by this table (slots built on demand are not held). */
@@ -371,6 +389,25 @@ export function tableFor(
   });
 }
 
+/**
+ * tableFor(natural.size, backends), where `natural` is a table made from the same size and the same members (address,
+ * id and weight of each backend with weight > 0, in the same order): only which of them are skipped may differ. Its
+ * natural signature is taken over (no text made or digested) and its member arrays shared (no recipe checked
+ * again): a health flip at 512 x 1000 recomputes every VIP a member of which flipped, and the signature text of its
+ * 1000 members, their sort and digest and the recipe's copy and check were ~35% of that (profiled). Null when
+ * `natural` is not made from a recipe (tableFor then). From `cache` if it has the table.
+ */
+export function redirectedTable(
+  natural: IdTable,
+  backends: readonly DesiredBackend[],
+  cache: TableCache,
+): IdTable | null {
+  if (!natural.fromRecipe) return null;
+  const skip = skippedMembers(backends.filter((b) => b.weight > 0));
+  const signatures = redirectedSignatures(natural.naturalSignature, skip);
+  return cache.get(signatures.signature, () => new IdTable(signatures, natural, skip));
+}
+
 /** Ids of members that take no new flows, sorted; none when no member does (nothing to redirect to). */
 function skippedMembers(members: readonly DesiredBackend[]): number[] {
   const skip = members.filter((b) => b.state !== 'up').map((b) => b.id);
@@ -384,7 +421,8 @@ function naturalSignatureOf(signature: string): string {
 }
 const SKIP_PART = '|skip:';
 
-/** A table's identity: the digest of the text of its inputs (tableSignatureTexts), and of their natural part. */
+/** A table's identity: the digest of the text of its natural inputs (tableSignatureTexts), and with skipped members
+ * the digest of that digest and their ids. */
 export interface TableSignatures {
   /** Equal signatures, equal tables. */
   signature: string;
@@ -393,18 +431,16 @@ export interface TableSignatures {
 }
 
 /**
- * The text of a table's inputs: its size and sorted address=id*weight of its members, then the ids of its skipped
- * members; `naturalText` without them.
+ * The text of a table's natural inputs: its size and sorted address=id*weight of its members; and its skipped
+ * members' ids (sorted).
  */
 export function tableSignatureTexts(
   tableSize: number,
   backends: readonly DesiredBackend[],
-): { text: string; naturalText: string } {
+): { naturalText: string; skip: number[] } {
   const members = backends.filter((b) => b.weight > 0);
   const parts = members.map((b) => `${b.address}=${b.id}*${b.weight}`).sort();
-  const skip = skippedMembers(members);
-  const naturalText = `${tableSize}|${parts.join(',')}`;
-  return { text: skip.length > 0 ? `${naturalText}${SKIP_PART}${skip.join(',')}` : naturalText, naturalText };
+  return { naturalText: `${tableSize}|${parts.join(',')}`, skip: skippedMembers(members) };
 }
 
 /** What a signature keeps of a text: its SHA-256 (43 characters). The texts are ~22 bytes per member, and tables,
@@ -413,8 +449,15 @@ export function digestSignature(text: string): string {
   return createHash('sha256').update(text).digest('base64url');
 }
 
+/** The signatures of a table whose natural signature is `natural` with `skip` (sorted ids) skipped. */
+function redirectedSignatures(natural: string, skip: readonly number[]): TableSignatures {
+  return {
+    signature: skip.length > 0 ? digestSignature(`${natural}${SKIP_PART}${skip.join(',')}`) : natural,
+    natural,
+  };
+}
+
 export function tableSignatures(tableSize: number, backends: readonly DesiredBackend[]): TableSignatures {
-  const { text, naturalText } = tableSignatureTexts(tableSize, backends);
-  const natural = digestSignature(naturalText);
-  return { signature: text === naturalText ? natural : digestSignature(text), natural };
+  const { naturalText, skip } = tableSignatureTexts(tableSize, backends);
+  return redirectedSignatures(digestSignature(naturalText), skip);
 }

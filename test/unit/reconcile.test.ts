@@ -29,6 +29,7 @@ import {
   resolveDatapathConfig,
   TableCache,
   redirectSkipped,
+  redirectedTable,
   tableFor,
   tableSignatureTexts,
   digestSignature,
@@ -153,14 +154,13 @@ describe('desiredState', () => {
     // Draining by drain:true stays a member of the table, its slots redirected to the owner probing would find
     // (the up backend); weight 0 is no member. A table whose every member is down is left as built.
     expect(new Set(a!.table.ids())).toEqual(new Set([1]));
-    // Its identity: the digests of its inputs' text, the skipped member in it, and the natural one without.
+    // Its identity: the digest of its natural inputs' text, and with a skipped member the digest of that digest and
+    // the skipped ids.
     const texts = tableSignatureTexts(101, a!.backends);
-    expect(texts).toEqual({
-      text: '101|10.1.0.1=1*1,10.1.0.2=2*1|skip:2',
-      naturalText: '101|10.1.0.1=1*1,10.1.0.2=2*1',
-    });
-    expect(a!.table.signature).toBe(digestSignature(texts.text));
-    expect(a!.table.naturalSignature).toBe(digestSignature(texts.naturalText));
+    expect(texts).toEqual({ naturalText: '101|10.1.0.1=1*1,10.1.0.2=2*1', skip: [2] });
+    const natural = digestSignature(texts.naturalText);
+    expect(a!.table.naturalSignature).toBe(natural);
+    expect(a!.table.signature).toBe(digestSignature(`${natural}|skip:2`));
     expect(a!.table.signature).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(b!.backends[0]!.state).toBe('down');
     expect(Array.from(new Set(b!.table.ids()))).toEqual([4]);
@@ -201,6 +201,51 @@ describe('desiredState', () => {
     expect(() => tableFor(4, d.vips[0]!.backends)).toThrow('size: 4 is not a prime between 3 and 1048573');
     expect([a!.usableBackends, b!.usableBackends, empty!.usableBackends]).toEqual([1, 0, 0]);
     expect(d.unavailableVips).toEqual(['b', 'empty']);
+  });
+
+  it('makes the table of the same members with other states from a natural one: equal to one made from scratch', () => {
+    const member = (id: number, weight: number, state: DesiredBackend['state']): DesiredBackend => ({
+      key: `10.0.0.1:80/tcp>10.1.0.${id}`,
+      id,
+      address: `10.1.0.${id}`,
+      weight,
+      drain: false,
+      encap: 'ipip',
+      health: state === 'down' ? 'down' : 'up',
+      state,
+      graceUntil: null,
+    });
+    // Weight 0 is no member (its state does not count); the states of the others vary, all down included (then
+    // nothing is redirected: the natural table).
+    const states: DesiredBackend['state'][][] = [
+      ['up', 'up', 'up', 'up'],
+      ['up', 'down', 'up', 'up'],
+      ['draining', 'down', 'up', 'down'],
+      ['down', 'down', 'up', 'down'],
+      ['down', 'down', 'down', 'down'],
+    ];
+    const weights = [1, 2, 0, 1];
+    const of = (st: DesiredBackend['state'][]) => st.map((s, i) => member(i + 1, weights[i]!, s));
+    for (const from of states)
+      for (const to of states) {
+        const natural = tableFor(101, of(from));
+        const cache = new TableCache();
+        const t = redirectedTable(natural, of(to), cache)!;
+        const scratch = tableFor(101, of(to));
+        expect([t.signature, t.naturalSignature]).toEqual([scratch.signature, scratch.naturalSignature]);
+        expect(t.naturalSignature).toBe(natural.naturalSignature);
+        expect(Array.from(t.ids())).toEqual(Array.from(scratch.ids()));
+        expect(Array.from(t.naturalIds())).toEqual(Array.from(natural.naturalIds()));
+        expect(t.redirects).toBe(scratch.redirects);
+        // From the cache when it has the table.
+        expect(redirectedTable(natural, of(to), cache)).toBe(t);
+      }
+    // An index table lends no recipe.
+    const index = new IdTable('x', tableFor(101, of(states[0]!)).ids(), [1, 2, 4]);
+    expect(redirectedTable(index, of(states[1]!), new TableCache())).toBeNull();
+    expect(() => new IdTable({ signature: 'y', natural: 'x' }, index, [2])).toThrow(
+      'IdTable: a redirected table needs a recipe table to share',
+    );
   });
 
   it('is pure: the same inputs give equal output, and ids stay stable across reloads', () => {
