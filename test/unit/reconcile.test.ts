@@ -248,6 +248,49 @@ describe('desiredState', () => {
     );
   });
 
+  it('a desired backend reads its address, weight and drain from its config backend and packs encap, health and state; its JSON has all nine fields', () => {
+    const checked = { type: 'tcp', downGraceSeconds: 0 };
+    const vips = (backends: VipIn['backends']): VipIn[] => [
+      { name: 'a', port: 80, backends, healthCheck: checked, failOpen: false },
+      { name: 'b', port: 81, backends },
+    ];
+    const backends = [
+      { address: '10.1.0.1' },
+      { address: '10.1.0.2', drain: true },
+      { address: '10.1.0.3', weight: 0 },
+      { address: '10.1.0.4', weight: 3, encap: 'gue' },
+    ] as VipIn['backends'];
+    const cfg = config(vips(backends));
+    const down = new Map([
+      ['10.0.0.10:80/tcp>10.1.0.2', 'down'],
+      ['10.0.0.10:80/tcp>10.1.0.4', 'down'],
+    ] as const);
+    const d = desiredState({ config: cfg, health: new Map(down) });
+    const seen = d.vips.flatMap((v) => v.backends.map((b) => JSON.parse(JSON.stringify(b)) as unknown));
+    expect(seen).toEqual([
+      { key: '10.0.0.10:80/tcp>10.1.0.1', id: 1, address: '10.1.0.1', weight: 1, drain: false, encap: 'ipip', health: 'up', state: 'up', graceUntil: null }, // prettier-ignore
+      { key: '10.0.0.10:80/tcp>10.1.0.2', id: 2, address: '10.1.0.2', weight: 1, drain: true, encap: 'ipip', health: 'down', state: 'down', graceUntil: null }, // prettier-ignore
+      { key: '10.0.0.10:80/tcp>10.1.0.3', id: 3, address: '10.1.0.3', weight: 0, drain: false, encap: 'ipip', health: 'up', state: 'draining', graceUntil: null }, // prettier-ignore
+      { key: '10.0.0.10:80/tcp>10.1.0.4', id: 4, address: '10.1.0.4', weight: 3, drain: false, encap: 'gue', health: 'down', state: 'down', graceUntil: null }, // prettier-ignore
+      { key: '10.0.0.10:81/tcp>10.1.0.1', id: 5, address: '10.1.0.1', weight: 1, drain: false, encap: 'ipip', health: 'unknown', state: 'up', graceUntil: null }, // prettier-ignore
+      { key: '10.0.0.10:81/tcp>10.1.0.2', id: 6, address: '10.1.0.2', weight: 1, drain: true, encap: 'ipip', health: 'unknown', state: 'draining', graceUntil: null }, // prettier-ignore
+      { key: '10.0.0.10:81/tcp>10.1.0.3', id: 7, address: '10.1.0.3', weight: 0, drain: false, encap: 'ipip', health: 'unknown', state: 'draining', graceUntil: null }, // prettier-ignore
+      { key: '10.0.0.10:81/tcp>10.1.0.4', id: 8, address: '10.1.0.4', weight: 3, drain: false, encap: 'gue', health: 'unknown', state: 'up', graceUntil: null }, // prettier-ignore
+    ]);
+    // The getters read what JSON shows.
+    const b4 = d.vips[0]!.backends[3]!;
+    expect([b4.address, b4.weight, b4.drain, b4.encap, b4.health, b4.state]).toEqual(['10.1.0.4', 3, false, 'gue', 'down', 'down']); // prettier-ignore
+    // A hand-built config whose backends are not frozen may change after: the desired state does not.
+    const loose = {
+      ...cfg,
+      vips: cfg.vips.map((v) => ({ ...v, backends: v.backends.map((x) => ({ ...x })) })),
+    };
+    const e = desiredState({ config: loose, health: new Map(down) });
+    loose.vips[0]!.backends[0]!.weight = 9;
+    loose.vips[0]!.backends[1]!.address = '10.1.0.99';
+    expect([e.vips[0]!.backends[0]!.weight, e.vips[0]!.backends[1]!.address]).toEqual([1, '10.1.0.2']);
+  });
+
   it('is pure: the same inputs give equal output, and ids stay stable across reloads', () => {
     const cfg = config(threeVips());
     const d1 = desiredState({ config: cfg });
@@ -839,10 +882,17 @@ describe('planSince', () => {
       DesiredBackend,
     ];
     // b0 and b3 as held, b1 held with another state, b2 held with another encap, b4 not held
+    // (fields named: a desired backend reads some of them through getters, which a spread does not copy)
+    const spec = (b: DesiredBackend): BackendSpec => ({
+      id: b.id,
+      address: b.address,
+      state: b.state,
+      encap: b.encap,
+    });
     const held: BackendSpec[] = [
       b0,
-      { ...b1, state: b1.state === 'up' ? 'draining' : 'up' },
-      { ...b2, encap: 'gue' },
+      { ...spec(b1), state: b1.state === 'up' ? 'draining' : 'up' },
+      { ...spec(b2), encap: 'gue' },
       b3,
     ];
     const tables = new Map([[a.spec.id, a.table]]);
