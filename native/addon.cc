@@ -14,6 +14,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   peak::InitLock(env, exports);
   peak::InitBfdSocket(env, exports);
   peak::InitSpawn(env, exports);
+  peak::InitTcpProber(env, exports);
   // Close the fds this environment still holds when it goes away (process exit, worker end); the
   // addon is loaded per environment, so a worker (the BGP speaker) ending leaves the main thread's alone.
   napi_env self = env;

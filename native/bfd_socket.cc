@@ -171,10 +171,17 @@ class BfdSocket : public Napi::ObjectWrap<BfdSocket> {
         sport = ntohs(a->sin6_port);
       }
       Napi::Buffer<uint8_t> data = Napi::Buffer<uint8_t>::Copy(env, buf, (size_t)r);
-      callback_.MakeCallback(Value(),
-                             {data, Napi::String::New(env, srcs), Napi::Number::New(env, sport),
-                              Napi::String::New(env, dst), Napi::Number::New(env, ifindex), Napi::Number::New(env, ttl)},
-                             *context_);
+      // A callback that throws must not unwind into libuv (std::terminate): the error goes to 'uncaughtException'
+      // as any callback's would, and the rest is read on the next readable event.
+      try {
+        callback_.MakeCallback(Value(),
+                               {data, Napi::String::New(env, srcs), Napi::Number::New(env, sport),
+                                Napi::String::New(env, dst), Napi::Number::New(env, ifindex), Napi::Number::New(env, ttl)},
+                               *context_);
+      } catch (const Napi::Error& e) {
+        napi_fatal_exception(env, e.Value());
+        return;
+      }
     }
   }
 

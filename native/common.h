@@ -52,5 +52,7 @@ void InitLock(Napi::Env env, Napi::Object exports);
 void InitBfdSocket(Napi::Env env, Napi::Object exports);
 // spawnCapture: a program run with posix_spawn (no fork of the caller), its output collected on the pool.
 void InitSpawn(Napi::Env env, Napi::Object exports);
+// TcpProber: TCP connect probes on a thread of their own, verdicts to the loop in batches.
+void InitTcpProber(Napi::Env env, Napi::Object exports);
 
 }  // namespace peak

@@ -16,6 +16,7 @@ import {
   type Prober,
 } from '../../src/health';
 import { readFdLimit } from '../../src/daemon/fdlimit';
+import { setTcpProbeThread, tcpProbePath, type TcpProbePath } from '../../src/health/checks';
 import { healthTargets } from '../../src/health/targets';
 import type { DesiredState } from '../../src/reconcile/desired';
 import { defaultMaxInFlight, quickReserve, timeoutDownBoundMs } from '../../src/health/probes';
@@ -40,6 +41,8 @@ interface Options {
   fds: number;
   /** In-flight cap instead of the daemon's default for the fd limit (0: the default). */
   cap: number;
+  /** Where TCP probes run: the addon's prober thread (the daemon's default) or the event loop (asserted). */
+  tcpProbes: TcpProbePath;
   parts: string[];
   json: boolean;
 }
@@ -61,6 +64,7 @@ function parseArgs(argv: string[]): Options & { inner: boolean } {
     downLimitS: 120,
     fds: 20_000,
     cap: 0,
+    tcpProbes: 'thread',
     parts: ['idle-tcp', 'idle-http', 'timeout'],
     json: false,
     inner: false,
@@ -87,10 +91,16 @@ function parseArgs(argv: string[]): Options & { inner: boolean } {
     else if (a === '--fds') num('fds');
     else if (a === '--cap') num('cap');
     else if (a === '--part') o.parts = argv[++i]!.split(',');
-    else
+    else if (a === '--tcp-probes') {
+      const v = argv[++i];
+      if (v !== 'thread' && v !== 'loop')
+        throw new Error(`--tcp-probes: ${JSON.stringify(v)} is not thread or loop`);
+      o.tcpProbes = v;
+    } else
       throw new Error(
         `unknown argument ${JSON.stringify(a)} (--part idle-tcp,idle-http,timeout,memory --vips N --backends N ` +
-          '--addresses N --timeouts N --healthy N --interval-ms N --timeout-ms N --idle-s N --down-limit-s N --fds N --cap N --json)',
+          '--addresses N --timeouts N --healthy N --interval-ms N --timeout-ms N --idle-s N --down-limit-s N --fds N --cap N ' +
+          '--tcp-probes thread|loop --json)',
       );
   }
   if (o.addresses > 65_024 || o.timeouts + o.healthy > 65_024)
@@ -433,6 +443,13 @@ function startListeners(): ChildProcess {
 }
 
 async function inner(o: Options): Promise<void> {
+  setTcpProbeThread(o.tcpProbes === 'thread');
+  const path = tcpProbePath();
+  if (path !== o.tcpProbes)
+    throw new Error(`--tcp-probes ${o.tcpProbes}: TCP probes would run on the ${path} path`);
+  console.log(
+    `TCP probes: ${path === 'thread' ? "the addon's prober thread" : 'the event loop (raw TCP handles)'}`,
+  );
   const listeners = startListeners();
   await new Promise<void>((resolve, reject) => {
     listeners.stdout!.once('data', () => resolve());

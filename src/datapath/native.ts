@@ -213,6 +213,26 @@ export interface Native {
     timeoutMs: number,
     maxBytes: number,
   ): Promise<NativeSpawnResult>;
+  /** TCP connect probes on a thread of the addon's own (see NativeTcpProber); `onVerdicts` gets them in batches. */
+  TcpProber: new (
+    onVerdicts: (ids: Float64Array, codes: Int32Array, ms: Float64Array) => void,
+  ) => NativeTcpProber;
+}
+
+/**
+ * TCP connect probes run on a thread of their own: connect, wait (epoll), close. A verdict's code is 0 (connected),
+ * an errno (ECONNREFUSED, EMFILE, ...), or -1 (the timeout passed); `ms` is the time from start() to the verdict.
+ */
+export interface NativeTcpProber {
+  /** Queues a probe of `address` (of the family `v6` says; a TypeError if it is not one); `id`: a safe integer. */
+  start(id: number, address: string, v6: boolean, port: number, timeoutMs: number): void;
+  /** Closes the probe's socket if it is still open (a verdict made before may still be delivered). */
+  cancel(id: number): void;
+  /** Keep the event loop alive (while probes are in flight) / not. */
+  ref(): void;
+  unref(): void;
+  /** Stops the thread and closes every probe's socket; no verdict comes after it. */
+  close(): void;
 }
 
 export interface NativeSpawnResult {

@@ -3,6 +3,7 @@
 import { connect, isIPv4, isIPv6 } from 'node:net';
 import { getSystemErrorName } from 'node:util';
 import { isInt32Array } from 'node:util/types';
+import { native, type Native, type NativeTcpProber } from '../datapath/native';
 import { isHttpPath } from '../model/types';
 
 export interface CheckResult {
@@ -119,8 +120,124 @@ export function probeTcp(o: TcpCheckOptions, done: (r: CheckResult) => void): Ca
   // Each address test is a regular expression: at most two per probe, and none again below.
   const v4 = isIPv4(o.host);
   const v6 = !v4 && isIPv6(o.host);
-  if (RAW_TCP !== null && (v4 || v6)) return rawProbeTcp(RAW_TCP, o, v6, done);
+  if (v4 || v6) {
+    const t = probeThread();
+    if (t !== null) return t.start(o, v6, done);
+    if (RAW_TCP !== null) return rawProbeTcp(RAW_TCP, o, v6, done);
+  }
   return netProbeTcp(o, done);
+}
+
+/** Where TCP probes to IP addresses run: the addon's prober thread, raw TCP handles on the event loop, or net.Socket. */
+export type TcpProbePath = 'thread' | 'loop' | 'net';
+
+/** The path the next TCP probe to an IP address takes (made ready if it is the thread): for logs and benches. */
+export function tcpProbePath(): TcpProbePath {
+  return probeThread() !== null ? 'thread' : RAW_TCP !== null ? 'loop' : 'net';
+}
+
+let probeThreadWanted = true;
+/** The prober thread's probes; undefined: not made yet, null: the addon has none (not built, or too old). */
+let threadProbes: ThreadProbes | null | undefined;
+
+/**
+ * Whether TCP probes to IP addresses run on the addon's prober thread (the default, where the addon loads) or on the
+ * event loop (the daemon's --no-tcp-probe-thread, and A/B benches). Probes in flight end where they started.
+ */
+export function setTcpProbeThread(on: boolean): void {
+  probeThreadWanted = on;
+}
+
+function probeThread(): ThreadProbes | null {
+  if (!probeThreadWanted) return null;
+  if (threadProbes === undefined) {
+    try {
+      threadProbes = new ThreadProbes(native().TcpProber);
+    } catch {
+      threadProbes = null;
+    }
+  }
+  return threadProbes;
+}
+
+/** The native prober's code for "the timeout passed" (else 0: connected, or an errno). */
+const TIMED_OUT = -1;
+
+/** A probe on the prober thread, waiting for its verdict. */
+class Waiter {
+  constructor(
+    readonly done: (r: CheckResult) => void,
+    readonly timeoutMs: number,
+    readonly started: number,
+  ) {}
+}
+
+/**
+ * TCP probes on the addon's prober thread (native/tcp_prober.cc): the kernel's socket, connect and close (~30 us a
+ * probe here) leave the event loop, which only starts probes and takes their verdicts, in batches of at most 256 a
+ * turn. One per JavaScript thread, made at its first probe; its thread waits in epoll while nothing is in flight, and
+ * it keeps the event loop alive only while something is.
+ */
+export class ThreadProbes {
+  private readonly waiting = new Map<number, Waiter>();
+  private next = 1;
+  private readonly prober: NativeTcpProber;
+
+  /** `P`: the addon's TcpProber (a stand-in in tests). */
+  constructor(P: Native['TcpProber']) {
+    this.prober = new P((ids, codes, ms) => this.verdicts(ids, codes, ms));
+  }
+
+  /** Probes waiting for their verdict. */
+  get inFlight(): number {
+    return this.waiting.size;
+  }
+
+  start(o: TcpCheckOptions, v6: boolean, done: (r: CheckResult) => void): CancelProbe {
+    const id = this.next++;
+    const w = new Waiter(done, o.timeoutMs, performance.now());
+    this.prober.start(id, o.host, v6, o.port, o.timeoutMs);
+    if (this.waiting.size === 0) this.prober.ref();
+    this.waiting.set(id, w);
+    return () => {
+      if (this.waiting.get(id) !== w) return;
+      this.waiting.delete(id);
+      if (this.waiting.size === 0) this.prober.unref();
+      this.prober.cancel(id);
+      done(result(false, ABORTED, w.started, true, false));
+    };
+  }
+
+  private verdicts(ids: Float64Array, codes: Int32Array, ms: Float64Array): void {
+    let failed = false;
+    let error: unknown;
+    for (let i = 0; i < ids.length; i++) {
+      const w = this.waiting.get(ids[i]!);
+      if (w === undefined) continue; // cancelled
+      this.waiting.delete(ids[i]!);
+      const code = codes[i]!;
+      let r: CheckResult;
+      if (code === 0) r = { ok: true, detail: 'connected', durationMs: ms[i]! };
+      else if (code === TIMED_OUT)
+        r = { ok: false, detail: timeoutDetail(w.timeoutMs), durationMs: ms[i]!, timedOut: true };
+      else {
+        const name = getSystemErrorName(-code);
+        r = { ok: false, detail: name, durationMs: ms[i]! };
+        if (LOCAL_ERROR_CODES.has(name)) r.local = true;
+      }
+      // every verdict of the batch is handed out, whatever one callback throws; the first error is thrown after
+      try {
+        w.done(r);
+      } catch (e) {
+        if (!failed) {
+          failed = true;
+          error = e;
+        }
+      }
+    }
+    if (this.waiting.size === 0) this.prober.unref();
+    if (failed) throw error;
+  }
 }
 
 /** probeTcp through net.Socket: any host (names resolved), and wherever the raw handle is not available. */

@@ -68,6 +68,7 @@ describe('peak-xdp help', () => {
         'metrics-listen',
         'node-labels',
         'node-name',
+        'tcp-probe-thread',
       ],
     ],
     ['maglev', ['backends', 'help', 'json', 'remove', 'size']],

@@ -1,6 +1,6 @@
 // Shared probing: memberships that check the same target share one probe whose results fan out to each
 // membership's own rise/fall state; the cadence counts from starts; in-flight cap; stop aborts in flight;
-// TCP probes on the raw handle give what net.Socket gives.
+// TCP probes on the prober thread and on the raw handle give what net.Socket gives.
 import { createServer, Server } from 'node:http';
 import { AddressInfo, Socket } from 'node:net';
 import {
@@ -22,10 +22,15 @@ import {
   probeTcp,
   RAW_HTTP_PROBES,
   RAW_TCP_PROBES,
+  setTcpProbeThread,
   takesResult,
+  ThreadProbes,
+  tcpProbePath,
 } from '../../src/health';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { signalPid } from '../../scripts/lib/pids';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { createServer as createTcp } from 'node:net';
+import { connect as connectTcp, createServer as createTcp } from 'node:net';
 import { DEFAULTS, HealthCheckConfig } from '../../src/model';
 
 const base: HealthCheckConfig = { ...DEFAULTS.healthCheck, type: 'tcp', port: 80, intervalMs: 100, timeoutMs: 50, rise: 1, fall: 2 }; // prettier-ignore
@@ -364,15 +369,16 @@ function tcpEnds(port: number): { client: number; server: number } {
   return out;
 }
 
-/** Waits (`ms` at most) until no end of a connection to `port` is open in this process, then says so. */
-async function closedWithin(port: number, ms: number): Promise<void> {
+/** Waits (`ms` at most) until no end of a connection to `port` is open in this process but `clients` client ends
+ * the test keeps (0 unless said), then says so. */
+async function closedWithin(port: number, ms: number, clients = 0): Promise<void> {
   const until = Date.now() + ms;
   const open = () => {
     const e = tcpEnds(port);
-    return e.client + e.server > 0;
+    return e.client + e.server > clients;
   };
   while (open() && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
-  expect(tcpEnds(port)).toEqual({ client: 0, server: 0 });
+  expect(tcpEnds(port)).toEqual({ client: clients, server: 0 });
 }
 
 describe('TCP probes on the raw handle agree with net.Socket', () => {
@@ -381,6 +387,8 @@ describe('TCP probes on the raw handle agree with net.Socket', () => {
   let closedPort: number;
   let accepted = 0;
   beforeAll(async () => {
+    setTcpProbeThread(false); // the event loop's raw handles (the prober thread's own tests follow)
+    expect(tcpProbePath()).toBe('loop');
     tcp = createTcp((c) => (accepted++, c.end()));
     await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
     port = (tcp.address() as AddressInfo).port;
@@ -390,6 +398,7 @@ describe('TCP probes on the raw handle agree with net.Socket', () => {
     await new Promise((r) => gone.close(r));
   });
   afterAll(async () => {
+    setTcpProbeThread(true);
     await new Promise((r) => tcp.close(r));
   });
 
@@ -441,6 +450,172 @@ describe('TCP probes on the raw handle agree with net.Socket', () => {
     expect(() => probeTcp({ host: '127.0.0.1', port: 80, timeoutMs: 0 }, () => undefined)).toThrow(
       'timeoutMs: 0 is not positive',
     );
+  });
+});
+
+/** A child's script: listens (backlog 1), prints its port, then blocks its thread for 60 s and exits. It blocks in the
+ * same callback (a pipe's write is synchronous): with a turn of its event loop between, it accepted the first
+ * connections made to it. */
+const LISTEN_NEVER_ACCEPT = `
+const s = require('net').createServer();
+s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => {
+  console.log(s.address().port);
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60000);
+  process.exit(0);
+});`;
+
+describe('TCP probes on the prober thread (the addon)', () => {
+  let tcp: ReturnType<typeof createTcp>;
+  let port: number;
+  let closedPort: number;
+  /** A listener that never accepts (its process's thread blocked, for 60 s at most) with its queue full: a SYN to it is
+   * dropped. */
+  let listener: ChildProcess | null = null;
+  let dropPort = 0;
+  const fillers: Socket[] = [];
+  beforeAll(async () => {
+    tcp = createTcp((c) => c.end());
+    await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
+    port = (tcp.address() as AddressInfo).port;
+    const gone = createTcp();
+    await new Promise<void>((r) => gone.listen(0, '127.0.0.1', r));
+    closedPort = (gone.address() as AddressInfo).port;
+    await new Promise((r) => gone.close(r));
+    const child = (listener = spawn(process.execPath, ['-e', LISTEN_NEVER_ACCEPT], { stdio: ['ignore', 'pipe', 'inherit'] })); // prettier-ignore
+    dropPort = Number(
+      await new Promise<string>((r) => child.stdout!.once('data', (d) => r(String(d).trim()))),
+    );
+    // backlog 1 holds two connections: a third SYN is dropped (ListenOverflows)
+    for (let i = 0; i < 3; i++) fillers.push(connectTcp(dropPort, '127.0.0.1').on('error', () => undefined));
+    await new Promise((r) => setTimeout(r, 100));
+  });
+  afterAll(async () => {
+    for (const s of fillers) s.destroy();
+    if (listener?.pid !== undefined) signalPid(listener.pid, 'SIGKILL');
+    await new Promise((r) => tcp.close(r));
+  });
+
+  const run = (p: number, timeoutMs = 5000, host = '127.0.0.1'): Promise<CheckResult> =>
+    new Promise((resolve) => probeTcp({ host, port: p, timeoutMs }, resolve));
+
+  it('is the path TCP probes to addresses take where the addon loads (CI builds it)', () => {
+    expect(tcpProbePath()).toBe('thread');
+  });
+
+  it('connected, refused and timed out as on the raw handle; IPv6; no socket left open', async () => {
+    const pick = (r: CheckResult) => [r.ok, r.detail, r.local ?? false, r.timedOut ?? false];
+    const got = await Promise.all([run(port), run(closedPort), run(dropPort, 200), run(port, 5000, '::1')]);
+    expect(got.map(pick)).toEqual([
+      [true, 'connected', false, false],
+      [false, 'ECONNREFUSED', false, false],
+      [false, 'timeout after 200 ms', false, true],
+      [false, 'ECONNREFUSED', false, false], // the listener is on 127.0.0.1 only
+    ]);
+    expect(got[2]!.durationMs).toBeGreaterThanOrEqual(200);
+    expect(got[0]!.durationMs).toBeLessThan(got[2]!.durationMs);
+    await closedWithin(port, 5000);
+    await closedWithin(dropPort, 5000, fillers.length);
+  });
+
+  it('many at once: every verdict comes, in batches, each once', async () => {
+    const results = await Promise.all(
+      Array.from({ length: 600 }, (_, i) => run(i % 2 === 0 ? port : closedPort)),
+    );
+    expect(results.filter((r) => r.detail === 'connected')).toHaveLength(300);
+    expect(results.filter((r) => r.detail === 'ECONNREFUSED')).toHaveLength(300);
+    await closedWithin(port, 5000);
+  });
+
+  it('cancel reports "aborted" from cancel, once, closes the socket, and no verdict follows', async () => {
+    const results: CheckResult[] = [];
+    const cancels = Array.from({ length: 50 }, () =>
+      probeTcp({ host: '127.0.0.1', port: dropPort, timeoutMs: 300 }, (r) => results.push(r)),
+    );
+    await new Promise((r) => setTimeout(r, 50)); // each connecting on the thread
+    expect(tcpEnds(dropPort).client).toBe(fillers.length + 50);
+    for (const c of cancels) c();
+    expect(results).toHaveLength(50);
+    expect(results.every((r) => r.detail === 'aborted' && r.local === true && !r.ok)).toBe(true);
+    await closedWithin(dropPort, 5000, fillers.length);
+    for (const c of cancels) c(); // again: nothing more
+    await new Promise((r) => setTimeout(r, 400)); // past their timeout
+    expect(results).toHaveLength(50);
+  });
+});
+
+describe('ThreadProbes (a stand-in for the addon)', () => {
+  class FakeProber {
+    static last: FakeProber;
+    readonly started: number[] = [];
+    readonly cancelled: number[] = [];
+    refs = 0;
+    constructor(readonly onVerdicts: (ids: Float64Array, codes: Int32Array, ms: Float64Array) => void) {
+      FakeProber.last = this;
+    }
+    start(id: number): void {
+      this.started.push(id);
+    }
+    cancel(id: number): void {
+      this.cancelled.push(id);
+    }
+    ref(): void {
+      this.refs = 1;
+    }
+    unref(): void {
+      this.refs = 0;
+    }
+    close(): void {}
+    deliver(rows: [id: number, code: number, ms: number][]): void {
+      this.onVerdicts(Float64Array.from(rows, (r) => r[0]), Int32Array.from(rows, (r) => r[1]), Float64Array.from(rows, (r) => r[2])); // prettier-ignore
+    }
+  }
+  const o = { host: '10.0.0.1', port: 80, timeoutMs: 700 };
+
+  it('verdicts by code: connected, timeout, an errno, a local errno; the loop held only while some are in flight', () => {
+    const t = new ThreadProbes(FakeProber);
+    const f = FakeProber.last;
+    const got: CheckResult[] = [];
+    for (let i = 0; i < 4; i++) t.start(o, false, (r) => got.push(r));
+    expect(f.started).toEqual([1, 2, 3, 4]);
+    expect([f.refs, t.inFlight]).toEqual([1, 4]);
+    f.deliver([[1, 0, 1.5], [2, -1, 700.2], [3, 111, 0.3]]); // prettier-ignore
+    expect(f.refs).toBe(1);
+    f.deliver([[4, 24, 0.1]]); // EMFILE
+    expect([f.refs, t.inFlight]).toEqual([0, 0]);
+    expect(got).toEqual([
+      { ok: true, detail: 'connected', durationMs: 1.5 },
+      { ok: false, detail: 'timeout after 700 ms', durationMs: 700.2, timedOut: true },
+      { ok: false, detail: 'ECONNREFUSED', durationMs: 0.3 },
+      { ok: false, detail: 'EMFILE', durationMs: 0.1, local: true },
+    ]);
+  });
+
+  it('a cancelled probe: "aborted" from cancel, once; its late verdict and unknown ids are dropped', () => {
+    const t = new ThreadProbes(FakeProber);
+    const f = FakeProber.last;
+    const got: CheckResult[] = [];
+    const cancel = t.start(o, true, (r) => got.push(r));
+    cancel();
+    cancel();
+    expect(f.cancelled).toEqual([1]);
+    expect(f.refs).toBe(0);
+    f.deliver([[1, 0, 1], [99, 0, 1]]); // prettier-ignore
+    expect(got).toHaveLength(1);
+    expect(got[0]).toMatchObject({ ok: false, detail: 'aborted', local: true });
+  });
+
+  it('a callback that throws loses none of the batch: the first error is thrown after it', () => {
+    const t = new ThreadProbes(FakeProber);
+    const f = FakeProber.last;
+    const got: number[] = [];
+    for (let i = 0; i < 3; i++)
+      t.start(o, false, (r) => {
+        got.push(r.durationMs);
+        throw new Error(`boom ${r.durationMs}`);
+      });
+    expect(() => f.deliver([[1, 0, 1], [2, 0, 2], [3, 0, 3]])).toThrow('boom 1'); // prettier-ignore
+    expect(got).toEqual([1, 2, 3]);
+    expect(t.inFlight).toBe(0);
   });
 });
 

@@ -55,6 +55,13 @@ export function registerDaemon(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
             `added to the nice value of Node's V8 helper threads (0-${NICE_MAX}; garbage collection, compilation), so the ` +
             'event loop (health checks, /healthz, BGP) gets a core first; 0 leaves them as they are (default 10 on ' +
             'Node 20, 0 on later versions; env PEAK_XDP_HELPER_NICE)',
+        })
+        .option('tcp-probe-thread', {
+          type: 'boolean',
+          default: process.env.PEAK_XDP_TCP_PROBE_THREAD !== '0',
+          describe:
+            "TCP health checks connect, wait and close on a thread of the addon's own, off the event loop (negated: " +
+            'on the event loop; env PEAK_XDP_TCP_PROBE_THREAD=0)',
         }),
     async (a) => {
       const nice = /^\d+$/.test(a.helperNice) ? Number(a.helperNice) : NaN;
@@ -71,7 +78,16 @@ export function registerDaemon(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       // 512 x 100, when they were loaded first and the load then waited for).
       await preloadConfigFile(a.config, bpffsRoot(a.bpffs));
       const { createDaemon, nodeIdentity } = await import('../../daemon/wiring');
+      const { setTcpProbeThread, tcpProbePath } = await import('../../health/checks');
       const logger = createLogger({ level: a.logLevel });
+      setTcpProbeThread(a.tcpProbeThread);
+      const tcpProbes = tcpProbePath();
+      if (a.tcpProbeThread && tcpProbes !== 'thread')
+        logger.warn(
+          { tcpProbes },
+          "TCP health probes run on the event loop: the addon's prober thread is not available",
+        );
+      else logger.info({ tcpProbes }, 'TCP health probes');
       if (helpers.failed.length > 0)
         logger.warn({ helperNice: helpers }, "some of V8's helper threads kept their priority");
       else logger.debug({ helperNice: helpers }, "V8's helper threads lowered");
