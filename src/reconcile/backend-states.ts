@@ -22,21 +22,35 @@ export interface BackendStateInput {
  * a fast RST). Drained or weight 0 and failing checks: down at once. Otherwise draining (drain, weight 0) or up.
  */
 export function backendState(b: BackendStateInput): { state: BackendState; graceUntil: number | null } {
-  if (b.health === 'down') {
-    const graceMs = 1000 * (b.downGraceSeconds ?? 0);
-    const byHealthAlone = !b.drain && b.weight > 0;
-    if (
-      byHealthAlone &&
-      graceMs > 0 &&
-      b.since !== undefined &&
-      b.now !== undefined &&
-      b.now < b.since + graceMs
-    )
-      return { state: 'draining', graceUntil: b.since + graceMs };
-    return { state: 'down', graceUntil: null };
-  }
-  return { state: b.drain || b.weight === 0 ? 'draining' : 'up', graceUntil: null };
+  const graceUntil = graceEnd(b.weight, b.drain, b.health, b.since, b.downGraceSeconds, b.now);
+  return { state: stateWith(b.weight, b.drain, b.health, graceUntil), graceUntil };
 }
+
+/** backendState's graceUntil (ms), from plain arguments: no object made (desired states compute one per membership). */
+function graceEnd(
+  weight: number,
+  drain: boolean,
+  health: HealthStatus | 'unknown',
+  since: number | undefined,
+  downGraceSeconds: number | undefined,
+  now: number | undefined,
+): number | null {
+  if (health !== 'down') return null;
+  const graceMs = 1000 * (downGraceSeconds ?? 0);
+  const byHealthAlone = !drain && weight > 0;
+  if (byHealthAlone && graceMs > 0 && since !== undefined && now !== undefined && now < since + graceMs)
+    return since + graceMs;
+  return null;
+}
+
+/** backendState's state, given its graceUntil (graceEnd). */
+const stateWith = (
+  weight: number,
+  drain: boolean,
+  health: HealthStatus | 'unknown',
+  graceUntil: number | null,
+): BackendState =>
+  health === 'down' ? (graceUntil !== null ? 'draining' : 'down') : drain || weight === 0 ? 'draining' : 'up';
 
 type BackendHealthState = Pick<DesiredBackend, 'health' | 'state' | 'graceUntil'>;
 
@@ -73,10 +87,42 @@ export function vipBackendStates(o: VipBackendStatesInput): {
   states: BackendHealthState[];
   failOpen: boolean;
 } {
-  const sum = summarise(o);
-  const states: BackendHealthState[] = new Array<BackendHealthState>(o.backends.length);
-  for (let i = 0; i < states.length; i++) states[i] = stateAt(o, sum, i);
-  return { states, failOpen: sum.failOpen };
+  const c = vipBackendStateColumns(o);
+  const states = new Array<BackendHealthState>(o.backends.length);
+  for (let i = 0; i < states.length; i++)
+    states[i] = { health: c.health[i]!, state: c.state[i]!, graceUntil: c.graceUntil[i]! };
+  return { states, failOpen: c.failOpen };
+}
+
+/** vipBackendStates as columns (entry i: backend i). */
+export interface BackendStateColumns {
+  health: (HealthStatus | 'unknown')[];
+  state: BackendState[];
+  graceUntil: (number | null)[];
+  failOpen: boolean;
+}
+
+/**
+ * vipBackendStates into columns, `into`'s arrays reused when given (a caller that reads them before its next call:
+ * desired states compute every membership's state, and an object per membership was ~170 bytes of garbage, ~85 MB
+ * a sync at 512 x 1000 when every VIP had a backend flip).
+ */
+export function vipBackendStateColumns(
+  o: VipBackendStatesInput,
+  into?: BackendStateColumns,
+): BackendStateColumns {
+  const n = o.backends.length;
+  const c = into ?? { health: [], state: [], graceUntil: [], failOpen: false };
+  const sum = summarise(o, c.health);
+  c.state.length = n;
+  c.graceUntil.length = n;
+  for (let i = 0; i < n; i++) {
+    const grace = graceAt(o, sum, i);
+    c.state[i] = stateAt(o, sum, i, grace);
+    c.graceUntil[i] = grace;
+  }
+  c.failOpen = sum.failOpen;
+  return c;
 }
 
 /** What a VIP's backend states are computed from: each one's health, fail-open, when a fail-open ended. */
@@ -102,9 +148,10 @@ function openEndedOf(o: VipBackendStatesInput, health: readonly (HealthStatus | 
   return t;
 }
 
-function summarise(o: VipBackendStatesInput): HealthSummary {
+/** The summary of `o`; its health column in `health` (reused: its length set to the VIP's backends). */
+function summarise(o: VipBackendStatesInput, health: (HealthStatus | 'unknown')[] = []): HealthSummary {
   const n = o.backends.length;
-  const health = new Array<HealthStatus | 'unknown'>(n);
+  health.length = n;
   let serving = 0;
   let servingDown = 0;
   for (let i = 0; i < n; i++) {
@@ -120,22 +167,27 @@ function summarise(o: VipBackendStatesInput): HealthSummary {
   return { health, failOpen, openEnded };
 }
 
-function stateAt(o: VipBackendStatesInput, sum: HealthSummary, i: number): BackendHealthState {
+/** Backend i's down grace end (graceEnd), fail-open and the end of one counted: none while failing open. */
+function graceAt(o: VipBackendStatesInput, sum: HealthSummary, i: number): number | null {
   const b = o.backends[i]!;
   const health = sum.health[i]!;
-  if (sum.failOpen && serves(b)) return { health, state: 'up', graceUntil: null };
+  if (sum.failOpen && serves(b)) return null;
   let since = health === 'down' ? o.since?.get(o.keys[i]!) : undefined;
   if (since !== undefined && serves(b) && sum.openEnded > since && sum.openEnded !== Infinity)
     since = sum.openEnded;
-  const s = backendState({
-    weight: b.weight,
-    drain: b.drain,
-    health,
-    since,
-    downGraceSeconds: o.downGraceSeconds,
-    now: o.now,
-  });
-  return { health, ...s };
+  return graceEnd(b.weight, b.drain, health, since, o.downGraceSeconds, o.now);
+}
+
+/** Backend i's state, given its grace end (graceAt): up while failing open. */
+function stateAt(
+  o: VipBackendStatesInput,
+  sum: HealthSummary,
+  i: number,
+  grace: number | null,
+): BackendState {
+  const b = o.backends[i]!;
+  if (sum.failOpen && serves(b)) return 'up';
+  return stateWith(b.weight, b.drain, sum.health[i]!, grace);
 }
 
 /**
@@ -163,8 +215,9 @@ export function sameStates(was: DesiredVip, o: VipBackendStatesInput): boolean {
   const sum: HealthSummary = { health, failOpen, openEnded: o.failOpen ? openEndedOf(o, health) : Infinity };
   for (let i = 0; i < n; i++) {
     if (health[i] !== 'down' || !serves(o.backends[i]!)) continue;
-    const b = stateAt(o, sum, i);
-    if (was.backends[i]!.state !== b.state || was.backends[i]!.graceUntil !== b.graceUntil) return false;
+    const grace = graceAt(o, sum, i);
+    if (was.backends[i]!.state !== stateAt(o, sum, i, grace) || was.backends[i]!.graceUntil !== grace)
+      return false;
   }
   return true;
 }

@@ -4,7 +4,12 @@ import { type HealthChangeLog, type HealthStatus, NEW_TARGET_STATUS } from '../h
 import type { Config, Encap, HealthCheckConfig, VipConfig } from '../model/config';
 import { DEFAULTS } from '../model/defaults';
 import { allocateBackendIdsSteps, BackendIds, VipKeys } from './backend-ids';
-import { sameStates, VipBackendStatesInput, vipBackendStates } from './backend-states';
+import {
+  BackendStateColumns,
+  sameStates,
+  VipBackendStatesInput,
+  vipBackendStateColumns,
+} from './backend-states';
 import { assignIds, backendKeyText, emptyIdState, GroupedIdMap, IdState, vipKeyText } from './ids';
 import { runAll, runSliced } from './steps';
 import { IdTable, redirectedTable, TableCache, tableFor, tableSignatures } from './table';
@@ -458,7 +463,7 @@ export class DesiredStateBuilder {
       ids,
       unavailableVips: vips.filter((v) => v.usableBackends === 0).map((v) => v.name),
       failOpenVips: vips.filter((v) => v.failOpen).map((v) => v.name),
-      nextGraceEnd: earliest(vips.map((v) => v.nextGraceEnd)),
+      nextGraceEnd: earliest(vips, (v) => v.nextGraceEnd),
       secondChance: { ...(config.secondChance ?? DEFAULTS.secondChance) },
     };
     produced.set(out, { vips, count: vips.length });
@@ -614,7 +619,8 @@ function desiredVip(
     cache.get(was.table.signature, () => was.table);
     return was;
   }
-  const st = vipBackendStates(stateInput);
+  // columns of every VIP's states, reused VIP after VIP (read here, never kept)
+  const st = vipBackendStateColumns(stateInput, stateScratch);
   // A backend equal in every field to the one at its position in `was` is that object (desired states are
   // immutable): a health flip allocates an object for what flipped, not one per membership of the VIP, and the
   // reconciler's mirror, which holds the objects it wrote, keeps pointing at live ones.
@@ -623,7 +629,9 @@ function desiredVip(
   let sameNatural = before !== undefined && was!.spec.tableSize === v.tableSize;
   const backends: DesiredBackend[] = v.backends.map((b, j) => {
     const bkey = k.members[j]!;
-    const s = st.states[j]!;
+    const health = st.health[j]!;
+    const state = st.state[j]!;
+    const graceUntil = st.graceUntil[j]!;
     const id = group.get(bkey)!;
     const encap = b.encap ?? v.encap ?? DEFAULTS.vip.encap;
     const old = before?.[j];
@@ -635,12 +643,12 @@ function desiredVip(
       old.key === bkey &&
       old.drain === b.drain &&
       old.encap === encap &&
-      old.health === s.health &&
-      old.state === s.state &&
-      old.graceUntil === s.graceUntil
+      old.health === health &&
+      old.state === state &&
+      old.graceUntil === graceUntil
     )
       return old;
-    return new Member(bkey, id, b, encap, s.health, s.state, s.graceUntil);
+    return new Member(bkey, id, b, encap, health, state, graceUntil);
   });
   // The table depends on which members take new flows (redirected slots), so a state change can change it. With the
   // same members as `was`, only that: its table's natural part is taken over.
@@ -666,10 +674,20 @@ function desiredVip(
     backends,
     table,
     healthCheck: v.healthCheck,
-    usableBackends: backends.filter((b) => b.state === 'up').length,
+    usableBackends: countUp(backends),
     failOpen: st.failOpen,
-    nextGraceEnd: earliest(backends.map((b) => b.graceUntil)),
+    nextGraceEnd: earliest(backends, (b) => b.graceUntil),
   };
+}
+
+/** desiredVip's scratch columns of backend states (vipBackendStateColumns). */
+const stateScratch: BackendStateColumns = { health: [], state: [], graceUntil: [], failOpen: false };
+
+/** Backends up (a count, no filtered array: desiredVip runs per VIP per sync). */
+function countUp(backends: readonly DesiredBackend[]): number {
+  let n = 0;
+  for (const b of backends) if (b.state === 'up') n++;
+  return n;
 }
 
 /** The table of `backends` at `size`, from `cache` if it has it. */
@@ -723,10 +741,16 @@ export function fromDesiredState(d: DesiredState): boolean {
   return p !== undefined && p.vips === d.vips && p.count === d.vips.length;
 }
 
-/** The smallest non-null value, or null (e.g. when to sync next: a grace end or a previous-table expiry). */
-export function earliest(times: readonly (number | null)[]): number | null {
+/** The smallest non-null value, or null (e.g. when to sync next: a grace end or a previous-table expiry); with `of`,
+ * of each item's value (no array of them made: desired states ask per VIP per sync). */
+export function earliest(times: readonly (number | null)[]): number | null;
+export function earliest<T>(items: readonly T[], of: (x: T) => number | null): number | null;
+export function earliest<T>(items: readonly T[], of?: (x: T) => number | null): number | null {
   let min: number | null = null;
-  for (const t of times) if (t !== null && (min === null || t < min)) min = t;
+  for (const x of items) {
+    const t = of === undefined ? (x as number | null) : of(x);
+    if (t !== null && (min === null || t < min)) min = t;
+  }
   return min;
 }
 

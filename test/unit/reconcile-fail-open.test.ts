@@ -12,6 +12,7 @@ import {
   IdState,
   reconcile,
   Reconciler,
+  vipBackendStateColumns,
   vipBackendStates,
 } from '../../src/reconcile';
 
@@ -218,6 +219,51 @@ describe('fail-open: every serving backend down by its checks', () => {
     };
     expect(await run(true)).toEqual({ states: ['up', 'up', 'up'], kept: 90, forwarded: 300, spread: 3 });
     expect(await run(false)).toEqual({ states: ['down', 'down', 'down'], kept: 0, forwarded: 0, spread: 0 });
+  });
+
+  it("backend state columns written into one scratch VIP after VIP (longer, shorter) are each VIP's own states", () => {
+    const now = T0;
+    const vip = (n: number, failOpen: boolean, down: number[], drained: number[]) => {
+      const keys = Array.from({ length: n }, (_, i) => key(i + 1));
+      const health = new Map<string, HealthStatus>(keys.map((k, i) => [k, down.includes(i) ? 'down' : 'up']));
+      const since = new Map<string, number>(keys.map((k, i) => [k, now - 1000 * (i + 1)]));
+      const backends = keys.map((_, i) => ({ weight: 1, drain: drained.includes(i) }));
+      return {
+        backends,
+        keys,
+        failOpen,
+        downGraceSeconds: 3,
+        health,
+        unchecked: NEW_TARGET_STATUS,
+        since,
+        now,
+      };
+    };
+    const inputs = [
+      vip(6, false, [0, 1, 4], [5]), // graces (2 s and 1 s left), one ended, a drained one
+      vip(2, true, [0, 1], []), // failing open
+      vip(4, true, [2], [0]),
+      vip(1, false, [], []),
+    ];
+    const scratch = { health: [], state: [], graceUntil: [], failOpen: false };
+    for (const o of inputs) {
+      const c = vipBackendStateColumns(o, scratch);
+      expect(c).toBe(scratch);
+      const fresh = vipBackendStates(o);
+      expect(c.failOpen).toBe(fresh.failOpen);
+      expect(c.health).toEqual(fresh.states.map((x) => x.health));
+      expect(c.state).toEqual(fresh.states.map((x) => x.state));
+      expect(c.graceUntil).toEqual(fresh.states.map((x) => x.graceUntil));
+    }
+    expect(vipBackendStates(inputs[0]!).states).toEqual([
+      { health: 'down', state: 'draining', graceUntil: now + 2000 },
+      { health: 'down', state: 'draining', graceUntil: now + 1000 },
+      { health: 'up', state: 'up', graceUntil: null },
+      { health: 'up', state: 'up', graceUntil: null },
+      { health: 'down', state: 'down', graceUntil: null },
+      { health: 'up', state: 'draining', graceUntil: null },
+    ]);
+    expect(vipBackendStates(inputs[1]!).states.map((x) => x.state)).toEqual(['up', 'up']);
   });
 
   it('vipBackendStates and desiredState agree, incremental and from scratch, for any health and clock (property)', () => {
