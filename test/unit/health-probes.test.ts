@@ -381,6 +381,20 @@ async function closedWithin(port: number, ms: number, clients = 0): Promise<void
   expect(tcpEnds(port)).toEqual({ client: clients, server: 0 });
 }
 
+/** A TCP listener on 127.0.0.1 (each connection to `onConnection`) and its port. */
+async function listenTcp(onConnection: (c: Socket) => void): Promise<[ReturnType<typeof createTcp>, number]> {
+  const server = createTcp(onConnection);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return [server, (server.address() as AddressInfo).port];
+}
+
+/** A port of 127.0.0.1 that nothing listens on (one just closed). */
+async function closedTcpPort(): Promise<number> {
+  const [gone, port] = await listenTcp(() => undefined);
+  await new Promise((r) => gone.close(r));
+  return port;
+}
+
 describe('TCP probes on the raw handle agree with net.Socket', () => {
   let tcp: ReturnType<typeof createTcp>;
   let port: number;
@@ -389,13 +403,8 @@ describe('TCP probes on the raw handle agree with net.Socket', () => {
   beforeAll(async () => {
     setTcpProbeThread(false); // the event loop's raw handles (the prober thread's own tests follow)
     expect(tcpProbePath()).toBe('loop');
-    tcp = createTcp((c) => (accepted++, c.end()));
-    await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
-    port = (tcp.address() as AddressInfo).port;
-    const gone = createTcp();
-    await new Promise<void>((r) => gone.listen(0, '127.0.0.1', r));
-    closedPort = (gone.address() as AddressInfo).port;
-    await new Promise((r) => gone.close(r));
+    [tcp, port] = await listenTcp((c) => (accepted++, c.end()));
+    closedPort = await closedTcpPort();
   });
   afterAll(async () => {
     setTcpProbeThread(true);
@@ -474,13 +483,8 @@ describe('TCP probes on the prober thread (the addon)', () => {
   let dropPort = 0;
   const fillers: Socket[] = [];
   beforeAll(async () => {
-    tcp = createTcp((c) => c.end());
-    await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
-    port = (tcp.address() as AddressInfo).port;
-    const gone = createTcp();
-    await new Promise<void>((r) => gone.listen(0, '127.0.0.1', r));
-    closedPort = (gone.address() as AddressInfo).port;
-    await new Promise((r) => gone.close(r));
+    [tcp, port] = await listenTcp((c) => c.end());
+    closedPort = await closedTcpPort();
     const child = (listener = spawn(process.execPath, ['-e', LISTEN_NEVER_ACCEPT], { stdio: ['ignore', 'pipe', 'inherit'] })); // prettier-ignore
     dropPort = Number(
       await new Promise<string>((r) => child.stdout!.once('data', (d) => r(String(d).trim()))),
