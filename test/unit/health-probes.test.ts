@@ -489,9 +489,16 @@ describe('TCP probes on the prober thread (the addon)', () => {
     dropPort = Number(
       await new Promise<string>((r) => child.stdout!.once('data', (d) => r(String(d).trim()))),
     );
-    // backlog 1 holds two connections: a third SYN is dropped (ListenOverflows)
-    for (let i = 0; i < 3; i++) fillers.push(connectTcp(dropPort, '127.0.0.1').on('error', () => undefined));
-    await new Promise((r) => setTimeout(r, 100));
+    // backlog 1 holds two connections: once both are made, every later SYN is dropped (ListenOverflows)
+    await Promise.all(
+      [0, 1].map(
+        () =>
+          new Promise<void>((resolve, reject) => {
+            const c = connectTcp(dropPort, '127.0.0.1', () => resolve()).on('error', reject);
+            fillers.push(c);
+          }),
+      ),
+    );
   });
   afterAll(async () => {
     for (const s of fillers) s.destroy();
@@ -533,16 +540,21 @@ describe('TCP probes on the prober thread (the addon)', () => {
   it('cancel reports "aborted" from cancel, once, closes the socket, and no verdict follows', async () => {
     const results: CheckResult[] = [];
     const cancels = Array.from({ length: 50 }, () =>
-      probeTcp({ host: '127.0.0.1', port: dropPort, timeoutMs: 300 }, (r) => results.push(r)),
+      probeTcp({ host: '127.0.0.1', port: dropPort, timeoutMs: 10_000 }, (r) => results.push(r)),
     );
-    await new Promise((r) => setTimeout(r, 50)); // each connecting on the thread
+    // each connecting on the thread (a loaded machine may take a while to run it)
+    const until = Date.now() + 5000;
+    while (tcpEnds(dropPort).client < fillers.length + 50 && Date.now() < until)
+      await new Promise((r) => setTimeout(r, 5));
     expect(tcpEnds(dropPort).client).toBe(fillers.length + 50);
+    expect(results).toHaveLength(0);
     for (const c of cancels) c();
     expect(results).toHaveLength(50);
     expect(results.every((r) => r.detail === 'aborted' && r.local === true && !r.ok)).toBe(true);
+    // closed by the thread: nothing of them is pending there, so no verdict can come (one made before is dropped)
     await closedWithin(dropPort, 5000, fillers.length);
     for (const c of cancels) c(); // again: nothing more
-    await new Promise((r) => setTimeout(r, 400)); // past their timeout
+    await new Promise((r) => setTimeout(r, 100));
     expect(results).toHaveLength(50);
   });
 });
