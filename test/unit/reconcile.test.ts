@@ -1,4 +1,5 @@
 // Desired state, stable ids, plan = diff(actual, desired) and apply, checked against MemoryDatapath.
+import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { MemoryDatapath } from '../../src/datapath/memory';
 import type { BackendSpec, Datapath } from '../../src/datapath/types';
@@ -32,6 +33,7 @@ import {
   redirectedTable,
   tableFor,
   tableSignatureTexts,
+  tableSignatures,
   digestSignature,
   summarisePlan,
 } from '../../src/reconcile';
@@ -155,12 +157,22 @@ describe('desiredState', () => {
     // (the up backend); weight 0 is no member. A table whose every member is down is left as built.
     expect(new Set(a!.table.ids())).toEqual(new Set([1]));
     // Its identity: the digest of its natural inputs' text, and with a skipped member the digest of that digest and
-    // the skipped ids.
+    // the skipped ids (32-bit little-endian words).
     const texts = tableSignatureTexts(101, a!.backends);
     expect(texts).toEqual({ naturalText: '101|10.1.0.1=1*1,10.1.0.2=2*1', skip: [2] });
     const natural = digestSignature(texts.naturalText);
     expect(a!.table.naturalSignature).toBe(natural);
-    expect(a!.table.signature).toBe(digestSignature(`${natural}|skip:2`));
+    const skipDigest = (of: string, ids: number[]): string => {
+      const words = Buffer.alloc(4 * ids.length);
+      ids.forEach((id, i) => words.writeUInt32LE(id, 4 * i));
+      return createHash('sha256').update(of).update('|skip:').update(words).digest('base64url');
+    };
+    expect(a!.table.signature).toBe(skipDigest(natural, [2]));
+    // several skipped ids, sorted, each a whole 32-bit word (ids past 16 bits too)
+    const member = (id: number, state: 'up' | 'down'): DesiredBackend => ({ key: `k${id}`, id, address: `10.2.0.${id % 250}`, weight: 1, drain: false, encap: 'ipip', health: state, state, graceUntil: null }); // prettier-ignore
+    const many = tableSignatures(101, [member(70_001, 'down'), member(5, 'up'), member(3, 'down'), member(2 ** 31 + 7, 'down')]); // prettier-ignore
+    expect(many.signature).toBe(skipDigest(many.natural, [3, 70_001, 2 ** 31 + 7]));
+    expect(many.natural).toBe(digestSignature(tableSignatureTexts(101, [member(70_001, 'down'), member(5, 'up'), member(3, 'down'), member(2 ** 31 + 7, 'down')]).naturalText)); // prettier-ignore
     expect(a!.table.signature).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(b!.backends[0]!.state).toBe('down');
     expect(Array.from(new Set(b!.table.ids()))).toEqual([4]);
