@@ -13,6 +13,7 @@ import {
   LATE_MS,
   type CheckResult,
   type HealthTarget,
+  type ProbeChecked,
   type Prober,
 } from '../../src/health';
 import { readFdLimit } from '../../src/daemon/fdlimit';
@@ -41,8 +42,12 @@ interface Options {
   fds: number;
   /** In-flight cap instead of the daemon's default for the fd limit (0: the default). */
   cap: number;
-  /** Where TCP probes run: the addon's prober thread (the daemon's default) or the event loop (asserted). */
-  tcpProbes: TcpProbePath;
+  /**
+   * Where TCP probes run (asserted): `monitor`, the monitor's own starts on the addon's prober thread (the daemon's
+   * path: HealthMonitor.runOnThread; recorded from its 'checked' events); `thread`, the general prober path there
+   * (a recording prober around defaultProber: a target, callbacks and a cancel per probe); `loop`, the event loop.
+   */
+  tcpProbes: 'monitor' | TcpProbePath;
   parts: string[];
   json: boolean;
 }
@@ -64,7 +69,7 @@ function parseArgs(argv: string[]): Options & { inner: boolean } {
     downLimitS: 120,
     fds: 20_000,
     cap: 0,
-    tcpProbes: 'thread',
+    tcpProbes: 'monitor',
     parts: ['idle-tcp', 'idle-http', 'timeout'],
     json: false,
     inner: false,
@@ -93,14 +98,14 @@ function parseArgs(argv: string[]): Options & { inner: boolean } {
     else if (a === '--part') o.parts = argv[++i]!.split(',');
     else if (a === '--tcp-probes') {
       const v = argv[++i];
-      if (v !== 'thread' && v !== 'loop')
-        throw new Error(`--tcp-probes: ${JSON.stringify(v)} is not thread or loop`);
+      if (v !== 'monitor' && v !== 'thread' && v !== 'loop')
+        throw new Error(`--tcp-probes: ${JSON.stringify(v)} is not monitor, thread or loop`);
       o.tcpProbes = v;
     } else
       throw new Error(
         `unknown argument ${JSON.stringify(a)} (--part idle-tcp,idle-http,timeout,memory --vips N --backends N ` +
           '--addresses N --timeouts N --healthy N --interval-ms N --timeout-ms N --idle-s N --down-limit-s N --fds N --cap N ' +
-          '--tcp-probes thread|loop --json)',
+          '--tcp-probes monitor|thread|loop --json)',
       );
   }
   if (o.addresses > 65_024 || o.timeouts + o.healthy > 65_024)
@@ -127,23 +132,71 @@ const check = (o: Options, type: 'tcp' | 'http', port: number): HealthCheckConfi
  * timing-out probes held their socket past their timeout (a busy event loop fires the timers late).
  */
 class Recorder {
-  started = 0;
+  private startedHere = 0;
   inFlight = 0;
   peakInFlight = 0;
   readonly starts = new Map<string, number[]>();
   /** Hold time minus timeout of probes that timed out (ms). */
   readonly overshoot: number[] = [];
-  constructor(private readonly track: (address: string) => boolean = () => false) {}
+  constructor(
+    private readonly o: Options,
+    private readonly track: (address: string) => boolean = () => false,
+  ) {}
+
+  /** A monitor whose probes this records: through its own prober, or (--tcp-probes monitor) by its events. */
+  monitor(maxInFlight: number): HealthMonitor {
+    if (this.o.tcpProbes !== 'monitor') return new HealthMonitor({ prober: this.prober, maxInFlight });
+    const m = new HealthMonitor({ maxInFlight });
+    this.of = m;
+    // starts from the monitor's count; in flight from its stats (sampled: see sample()); start times and
+    // overshoot from each result
+    m.on('checked', (c: ProbeChecked) => {
+      if (this.track(c.address)) this.startedAt(c.address, c.startedAt);
+      if (c.timedOut) this.overshoot.push(performance.now() - c.startedAt - this.o.timeoutMs);
+    });
+    return m;
+  }
+
+  /** The monitor recorded by its events (--tcp-probes monitor). */
+  private of: HealthMonitor | null = null;
+
+  /** Probes started (the monitor's own count, with --tcp-probes monitor). */
+  get started(): number {
+    return this.of === null ? this.startedHere : this.of.stats().started;
+  }
+
+  /** With --tcp-probes monitor: its in flight now, for peakInFlight (called at each of the bench's polls). */
+  sample(): void {
+    if (this.of === null) return;
+    const n = this.of.stats().inFlight;
+    if (n > this.peakInFlight) this.peakInFlight = n;
+  }
+
+  /** Starts on the prober thread's own path (--tcp-probes monitor: every TCP probe should be one). */
+  get onThread(): number {
+    return this.of?.stats().startedOnThread ?? 0;
+  }
+
+  /** Throws unless every TCP probe took the path --tcp-probes names (with monitor: the monitor's own starts). */
+  assertPath(type: 'tcp' | 'http'): void {
+    if (this.o.tcpProbes !== 'monitor' || type !== 'tcp') return;
+    const s = this.of!.stats();
+    if (s.startedOnThread !== s.started || s.started === 0)
+      throw new Error(`--tcp-probes monitor: ${s.startedOnThread} of ${s.started} probes started on the monitor's own path`); // prettier-ignore
+  }
+
+  private startedAt(address: string, at: number): void {
+    const s = this.starts.get(address) ?? [];
+    s.push(at);
+    this.starts.set(address, s);
+  }
+
   readonly prober: Prober = (t, done) => {
-    this.started++;
+    this.startedHere++;
     this.inFlight++;
     if (this.inFlight > this.peakInFlight) this.peakInFlight = this.inFlight;
     const at = performance.now();
-    if (this.track(t.address)) {
-      const s = this.starts.get(t.address) ?? [];
-      s.push(at);
-      this.starts.set(t.address, s);
-    }
+    if (this.track(t.address)) this.startedAt(t.address, at);
     return defaultProber(t, (r: CheckResult) => {
       this.inFlight--;
       if (r.timedOut === true) this.overshoot.push(performance.now() - at - t.check.timeoutMs);
@@ -204,8 +257,8 @@ interface Row {
 
 async function idlePart(o: Options, type: 'tcp' | 'http', rows: Row[]): Promise<void> {
   const baseline = activeHandles();
-  const rec = new Recorder();
-  const m = new HealthMonitor({ prober: rec.prober, maxInFlight: maxInFlight(o) });
+  const rec = new Recorder(o);
+  const m = rec.monitor(maxInFlight(o));
   const c = check(o, type, type === 'tcp' ? HEALTHY_PORT : HTTP_PORT);
   const targets: HealthTarget[] = [];
   for (let v = 0; v < o.vips; v++)
@@ -224,20 +277,25 @@ async function idlePart(o: Options, type: 'tcp' | 'http', rows: Row[]): Promise<
   const cpu0 = process.cpuUsage();
   const w0 = performance.now();
   const started0 = rec.started;
-  await sleep(o.idleS * 1000);
+  // in flight sampled every 500 ms where the monitor is recorded by its events
+  for (const end = w0 + o.idleS * 1000; performance.now() < end;) {
+    await sleep(Math.min(500, end - performance.now()));
+    rec.sample();
+  }
   const cpu = process.cpuUsage(cpu0);
   const wall = performance.now() - w0;
   const probes = rec.started - started0;
   const cpuPct = (100 * (cpu.user + cpu.system)) / 1000 / wall;
   const up = [...m.statuses().values()].filter((s) => s === 'up').length;
   const rss = rssMb();
+  rec.assertPath(type);
   const stop = await timeStop(m, baseline);
   const scale = `${o.vips}x${o.backendsPerVip} over ${unique} addresses, ${type} every ${o.intervalMs} ms`;
   console.log(
     `idle ${scale}: setTargets ${setMs.toFixed(0)} ms; CPU ${cpuPct.toFixed(1)}% of a core ` +
       `(user ${((100 * cpu.user) / 1000 / wall).toFixed(1)}%, system ${((100 * cpu.system) / 1000 / wall).toFixed(1)}%, ` +
       `the listener's half of each loopback handshake included) over ${(wall / 1000).toFixed(1)} s; ` +
-      `${probes} probes (${((probes * 1000) / wall).toFixed(0)}/s), peak in flight ${rec.peakInFlight}; ` +
+      `${probes} probes (${((probes * 1000) / wall).toFixed(0)}/s), peak in flight ${rec.peakInFlight}${o.tcpProbes === 'monitor' ? ' (polled)' : ''}; ` +
       `${up}/${targets.length} up, ${changes} changes; RSS ${rss.toFixed(0)} MB; ` +
       `stop() ${stop.stopCallMs.toFixed(1)} ms, sockets closed ${stop.closedMs.toFixed(0)} ms`,
   );
@@ -320,9 +378,9 @@ async function memoryPart(o: Options, rows: Row[]): Promise<void> {
 async function timeoutPart(o: Options, rows: Row[]): Promise<void> {
   const baseline = activeHandles();
   const healthyAddrs = new Set(Array.from({ length: o.healthy }, (_, i) => addr(2, o.timeouts + i)));
-  const rec = new Recorder((a) => healthyAddrs.has(a));
+  const rec = new Recorder(o, (a) => healthyAddrs.has(a));
   const cap = maxInFlight(o);
-  const m = new HealthMonitor({ prober: rec.prober, maxInFlight: cap });
+  const m = rec.monitor(cap);
   const dead = check(o, 'tcp', DROPPED_PORT);
   const alive = check(o, 'tcp', HEALTHY_PORT);
   const targets: HealthTarget[] = [];
@@ -349,6 +407,7 @@ async function timeoutPart(o: Options, rows: Row[]): Promise<void> {
     // was 8% of the process's CPU (profiled), taken from the probes being measured.
     await sleep(500);
     const st = m.stats();
+    rec.sample();
     maxBacklog = Math.max(maxBacklog, st.backlog);
     maxBacklogAge = Math.max(maxBacklogAge, st.backlogAgeMs);
   }
@@ -369,6 +428,7 @@ async function timeoutPart(o: Options, rows: Row[]): Promise<void> {
   const firstProbeLate = [...healthyAddrs].filter(
     (a) => (rec.starts.get(a)?.[0] ?? Infinity) - t0 > (1 + DEFAULT_JITTER) * o.intervalMs,
   ).length;
+  rec.assertPath('tcp');
   const stop = await timeStop(m, baseline);
   const sorted = downAt.map((t) => t - t0).sort((a, b) => a - b);
   const q = (p: number): string =>
@@ -398,7 +458,7 @@ async function timeoutPart(o: Options, rows: Row[]): Promise<void> {
   console.log(
     `timeout: ${o.timeouts} timing-out targets (${o.timeoutMs} ms timeout, ${o.intervalMs} ms interval, fall 3) + ${o.healthy} healthy: ` +
       `${downAt.length} down ${done ? `after ${(allMs / 1000).toFixed(1)} s` : `by the ${o.downLimitS} s limit`} ` +
-      `(p50 ${q(0.5)} s, p99 ${q(0.99)} s); probes ${rec.started}, peak in flight ${peak}; healthy targets: ` +
+      `(p50 ${q(0.5)} s, p99 ${q(0.99)} s); probes ${rec.started}, peak in flight ${peak}${o.tcpProbes === 'monitor' ? ' (polled)' : ''}; healthy targets: ` +
       `largest gap between probes ${(maxGap / 1000).toFixed(2)} s over ${gaps} gaps, ${firstProbeLate} first probes later than 1.1 interval; ` +
       `${wrong} other changes; RSS ${rssMb().toFixed(0)} MB; ` +
       `stop() ${stop.stopCallMs.toFixed(1)} ms, sockets closed ${stop.closedMs.toFixed(0)} ms`,
@@ -443,12 +503,12 @@ function startListeners(): ChildProcess {
 }
 
 async function inner(o: Options): Promise<void> {
-  setTcpProbeThread(o.tcpProbes === 'thread');
+  setTcpProbeThread(o.tcpProbes !== 'loop');
   const path = tcpProbePath();
-  if (path !== o.tcpProbes)
+  if (path !== (o.tcpProbes === 'monitor' ? 'thread' : o.tcpProbes))
     throw new Error(`--tcp-probes ${o.tcpProbes}: TCP probes would run on the ${path} path`);
   console.log(
-    `TCP probes: ${path === 'thread' ? "the addon's prober thread" : 'the event loop (raw TCP handles)'}`,
+    `TCP probes: ${o.tcpProbes === 'monitor' ? "the addon's prober thread, started by the monitor itself (the daemon's path)" : path === 'thread' ? "the addon's prober thread, through a prober (a target, callbacks and a cancel per probe)" : 'the event loop (raw TCP handles)'}`, // prettier-ignore
   );
   const listeners = startListeners();
   await new Promise<void>((resolve, reject) => {

@@ -49,6 +49,7 @@ export class QuietMonitor extends EventEmitter {
       inFlight: 0,
       maxInFlight: 1,
       started: 0,
+      startedOnThread: 0,
       delayed: 0,
       delayedByCap: 0,
       maxLatenessMs: 0,

@@ -105,7 +105,7 @@ class FakeMonitor extends EventEmitter {
     return [];
   }
   stats() {
-    return { probes: this.probes, memberships: 0, inFlight: 0, maxInFlight: 1, started: 0, delayed: 0, delayedByCap: 0, maxLatenessMs: 0, backlog: 0, backlogAgeMs: 0, worstCaseInFlight: 0 }; // prettier-ignore
+    return { probes: this.probes, memberships: 0, inFlight: 0, maxInFlight: 1, started: 0, startedOnThread: 0, delayed: 0, delayedByCap: 0, maxLatenessMs: 0, backlog: 0, backlogAgeMs: 0, worstCaseInFlight: 0 }; // prettier-ignore
   }
   /** Every backend of `vip` goes to `to`, announced as the real monitor does (one 'change' each). */
   flip(vip: string, to: HealthStatus): void {

@@ -321,7 +321,7 @@ describe('HealthMonitor memberships (fake clock)', () => {
     const checked: unknown[] = [];
     monitor.on('checked', (c: unknown) => checked.push(c));
     await round(m, '10.0.0.1', false);
-    expect(checked).toEqual([{ type: 'tcp', result: 'failure', durationMs: 1 }]);
+    expect(checked).toEqual([{ type: 'tcp', result: 'failure', durationMs: 1, address: '10.0.0.1', startedAt: 100, timedOut: false }]); // prettier-ignore
     expect(m.started()).toBe(2);
   });
 

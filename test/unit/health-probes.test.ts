@@ -557,6 +557,63 @@ describe('TCP probes on the prober thread (the addon)', () => {
     await new Promise((r) => setTimeout(r, 100));
     expect(results).toHaveLength(50);
   });
+
+  it('the health monitor starts its TCP probes there itself: verdicts applied, slow runs counted, cancels on the thread', async () => {
+    const monitor = new HealthMonitor({ jitter: 0, random: () => 0 });
+    const changes: HealthChange[] = [];
+    monitor.on('change', (c: HealthChange) => changes.push(c));
+    const check = { intervalMs: 200, rise: 1, fall: 1 };
+    try {
+      monitor.setTargets([
+        target('up>1', '127.0.0.1', { ...check, port }, 'up'),
+        target('down>1', '127.0.0.1', { ...check, port: closedPort }, 'down'),
+        target('v6>1', '::1', { ...check, port: closedPort }, 'v6'),
+        target('drop>1', '127.0.0.1', { ...check, port: dropPort, timeoutMs: 150 }, 'drop'),
+        target('gone>1', '127.0.0.1', { ...check, port: dropPort, timeoutMs: 10_000 }, 'gone'),
+      ]);
+      monitor.start();
+      const until = Date.now() + 10_000;
+      // new targets start up: the three that fail flip (the one timing out after its 150 ms), 'gone' waits 10 s
+      while (Date.now() < until && new Set(changes.map((c) => c.key)).size < 3)
+        await new Promise((r) => setTimeout(r, 20));
+      expect(new Map(monitor.statuses())).toEqual(
+        new Map([['up>1', 'up'], ['down>1', 'down'], ['v6>1', 'down'], ['drop>1', 'down'], ['gone>1', 'up']]), // prettier-ignore
+      );
+      const s = monitor.stats();
+      expect(s.startedOnThread).toBe(s.started);
+      expect(s.started).toBeGreaterThanOrEqual(5);
+      const last = new Map(monitor.snapshot().map((t) => [t.key, t.last?.detail]));
+      expect(last.get('drop>1')).toBe('timeout after 150 ms');
+      expect(last.get('down>1')).toBe('ECONNREFUSED');
+      // 'gone' is in flight (a 10 s timeout): removing it cancels it on the thread, and no result of it comes
+      expect(tcpEnds(dropPort).client).toBeGreaterThan(fillers.length);
+      monitor.setTargets([target('up>1', '127.0.0.1', { ...check, port }, 'up')]);
+      expect(changes.filter((c) => c.key === 'gone>1')).toEqual([]);
+      await closedWithin(dropPort, 5000, fillers.length);
+    } finally {
+      monitor.stop();
+    }
+    await monitor.idle();
+    expect(monitor.stats().inFlight).toBe(0);
+  });
+
+  it('stop() with probes in flight on the thread: each cancelled there, none applied, in flight 0', async () => {
+    const monitor = new HealthMonitor({ jitter: 0, random: () => 0 });
+    let changes = 0;
+    monitor.on('change', () => changes++);
+    const check = { intervalMs: 60_000, timeoutMs: 10_000, rise: 1, fall: 1, port: dropPort };
+    monitor.setTargets(Array.from({ length: 20 }, (_, i) => target(`v${i}>1`, '127.0.0.1', check, `v${i}`)));
+    // every probe due at once (random 0), each one holding a connection to the listener that never accepts
+    monitor.start();
+    const until = Date.now() + 5000;
+    while (monitor.stats().startedOnThread < 1 && Date.now() < until)
+      await new Promise((r) => setTimeout(r, 5));
+    expect(monitor.stats()).toMatchObject({ inFlight: 1, startedOnThread: 1 }); // one probe: one address and check
+    monitor.stop();
+    expect(monitor.stats().inFlight).toBe(0);
+    await closedWithin(dropPort, 5000, fillers.length);
+    expect(changes).toBe(0);
+  });
 });
 
 describe('ThreadProbes (a stand-in for the addon)', () => {
@@ -568,7 +625,8 @@ describe('ThreadProbes (a stand-in for the addon)', () => {
     constructor(readonly onVerdicts: (ids: Float64Array, codes: Int32Array, ms: Float64Array) => void) {
       FakeProber.last = this;
     }
-    start(id: number): void {
+    start(id: number, address: string): void {
+      if (address === 'bad') throw new TypeError('address: bad');
       this.started.push(id);
     }
     cancel(id: number): void {
@@ -592,11 +650,12 @@ describe('ThreadProbes (a stand-in for the addon)', () => {
     const f = FakeProber.last;
     const got: CheckResult[] = [];
     for (let i = 0; i < 4; i++) t.start(o, false, (r) => got.push(r));
-    expect(f.started).toEqual([1, 2, 3, 4]);
+    const [a, b, c, d] = f.started;
+    expect(new Set(f.started).size).toBe(4);
     expect([f.refs, t.inFlight]).toEqual([1, 4]);
-    f.deliver([[1, 0, 1.5], [2, -1, 700.2], [3, 111, 0.3]]); // prettier-ignore
+    f.deliver([[a!, 0, 1.5], [b!, -1, 700.2], [c!, 111, 0.3]]); // prettier-ignore
     expect(f.refs).toBe(1);
-    f.deliver([[4, 24, 0.1]]); // EMFILE
+    f.deliver([[d!, 24, 0.1]]); // EMFILE
     expect([f.refs, t.inFlight]).toEqual([0, 0]);
     expect(got).toEqual([
       { ok: true, detail: 'connected', durationMs: 1.5 },
@@ -611,13 +670,67 @@ describe('ThreadProbes (a stand-in for the addon)', () => {
     const f = FakeProber.last;
     const got: CheckResult[] = [];
     const cancel = t.start(o, true, (r) => got.push(r));
+    const id = f.started[0]!;
     cancel();
     cancel();
-    expect(f.cancelled).toEqual([1]);
+    expect(f.cancelled).toEqual([id]);
     expect(f.refs).toBe(0);
-    f.deliver([[1, 0, 1], [99, 0, 1]]); // prettier-ignore
+    f.deliver([[id, 0, 1], [99, 0, 1], [0, 0, 1], [id + 2 ** 20, 0, 1]]); // prettier-ignore
     expect(got).toHaveLength(1);
     expect(got[0]).toMatchObject({ ok: false, detail: 'aborted', local: true });
+  });
+
+  it('a freed slot is taken again under a new id: a verdict made before a cancel and delivered after it is dropped', () => {
+    const t = new ThreadProbes(FakeProber);
+    const f = FakeProber.last;
+    const got: [string, CheckResult][] = [];
+    const sink = (r: CheckResult, owner: string): void => void got.push([owner, r]);
+    const first = t.begin('10.0.0.1', false, 80, 700, sink, 'first');
+    expect(t.cancel(first)).toBe(true);
+    expect(t.cancel(first)).toBe(false);
+    const second = t.begin('10.0.0.2', false, 80, 700, sink, 'second');
+    expect(second).not.toBe(first);
+    expect(second % 2 ** 20).toBe(first % 2 ** 20); // the same slot
+    expect(Number.isSafeInteger(second) && second > 0 && second < 2 ** 31).toBe(true);
+    f.deliver([[first, 0, 1]]); // the thread's verdict of the first, made before its cancel
+    expect(got.map(([w, r]) => [w, r.detail])).toEqual([['first', 'aborted']]);
+    f.deliver([[second, 111, 2]]);
+    expect(got.map(([w, r]) => [w, r.detail])).toEqual([
+      ['first', 'aborted'],
+      ['second', 'ECONNREFUSED'],
+    ]);
+    expect([t.inFlight, f.refs]).toEqual([0, 0]);
+    // 3,000 probes one after another on that slot: their ids cycle through 2,047 generations, never 0 or a repeat
+    // of the one before
+    const ids = new Set<number>();
+    let last = second;
+    for (let k = 0; k < 3000; k++) {
+      const id = t.begin('10.0.0.3', false, 80, 700, sink, 'n');
+      expect(id).not.toBe(last);
+      expect(id % 2 ** 20).toBe(first % 2 ** 20);
+      ids.add(id);
+      last = id;
+      f.deliver([[id, 0, 1]]);
+    }
+    expect(ids.size).toBe(2047);
+  });
+
+  it('a start that fails takes no slot and holds no loop: a bad port or timeout, an address the thread refuses', () => {
+    const t = new ThreadProbes(FakeProber);
+    const f = FakeProber.last;
+    const sink = (): void => undefined;
+    expect(() => t.begin('10.0.0.1', false, 0, 700, sink, null)).toThrow('port: 0 is not 1..65535');
+    expect(() => t.begin('10.0.0.1', false, 80, 0, sink, null)).toThrow(
+      'timeoutMs: 0 is not a positive number',
+    );
+    expect(() => t.begin('bad', false, 80, 700, sink, null)).toThrow('address: bad');
+    expect([t.inFlight, f.refs, f.started]).toEqual([0, 0, []]);
+    // slots grow past their first room (64) and are all handed back
+    const ids = Array.from({ length: 200 }, (_, k) => t.begin(`10.0.1.${k % 250}`, false, 80, 700, sink, k));
+    expect(new Set(ids).size).toBe(200);
+    expect(t.inFlight).toBe(200);
+    f.deliver(ids.map((id) => [id, 0, 1]));
+    expect([t.inFlight, f.refs]).toEqual([0, 0]);
   });
 
   it('a callback that throws loses none of the batch: the first error is thrown after it', () => {
@@ -629,7 +742,8 @@ describe('ThreadProbes (a stand-in for the addon)', () => {
         got.push(r.durationMs);
         throw new Error(`boom ${r.durationMs}`);
       });
-    expect(() => f.deliver([[1, 0, 1], [2, 0, 2], [3, 0, 3]])).toThrow('boom 1'); // prettier-ignore
+    const [a, b, c] = f.started;
+    expect(() => f.deliver([[a!, 0, 1], [b!, 0, 2], [c!, 0, 3]])).toThrow('boom 1'); // prettier-ignore
     expect(got).toEqual([1, 2, 3]);
     expect(t.inFlight).toBe(0);
   });

@@ -195,7 +195,7 @@ describe('createMetrics at a few hundred memberships', () => {
 
   it('shared-probe gauges from the monitor stats', async () => {
     const { dp, desired } = await setup({});
-    const stats = { probes: 3, memberships: 9, inFlight: 2, maxInFlight: 100, started: 50, delayed: 4, delayedByCap: 3, maxLatenessMs: 70, backlog: 7, backlogAgeMs: 1500, worstCaseInFlight: 150 }; // prettier-ignore
+    const stats = { probes: 3, memberships: 9, inFlight: 2, maxInFlight: 100, started: 50, startedOnThread: 40, delayed: 4, delayedByCap: 3, maxLatenessMs: 70, backlog: 7, backlogAgeMs: 1500, worstCaseInFlight: 150 }; // prettier-ignore
     const m = createMetrics({ datapath: dp, desired: () => desired, health: () => [], attached: () => true, perBackend: false, healthStats: () => stats }); // prettier-ignore
     const text = await m.render();
     expect(text).toMatch(/^peak_xdp_health_probes 3$/m);
