@@ -177,7 +177,9 @@ describePrivileged('daemon: health-check flapping keeps established connections 
     let out = '';
     let err = '';
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+    // 'close', not 'exit': the results line is written just before the client exits, and 'exit' may come before
+    // the last of its stdout is read (a CI run saw only "ready" in `out` after 'exit')
+    const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
     const ready = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`keep-alive client not ready in 10 s: ${err}`)), 10000);
       child.stdout.on('data', (d: Buffer) => {
