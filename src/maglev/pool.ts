@@ -178,8 +178,9 @@ export const WORKER_NICE = 10;
 export const IDLE_MS = 10_000;
 /** Builds posted to one worker before it answers: hides the message round trip. */
 const PER_WORKER = 2;
-/** Recycled table buffers kept at most (256 KiB each at 65,537 slots): two batches' tables and their redirected
- * copies (reconcile's TABLE_BATCH is 32), given back after their write, serve the next batches' builds. */
+/** Recycled table buffers kept at most (256 KiB each at 65,537 slots): sized for two batches of 32 tables and their
+ * redirected copies (reconcile's TABLE_BATCH when it was set), given back after their write, to serve the next
+ * batches' builds. */
 export const SPARE_BUFFERS = 128;
 /** Recycled buffers are let go once no build ran for this long (they serve bursts; an idle daemon keeps none). */
 export const SPARE_KEEP_MS = 1000;

@@ -102,8 +102,12 @@ export const SLICE_MS = 5;
  * buffer a build needs while none has come back is new memory: at a start of 512 x 100 with 64 per batch the table
  * workers took ~95 new buffers, each of whose builds ran 3-8 ms instead of ~2 (its pages faulted in); with 32, ~63.
  * Start to ready, eight A B pairs: 2.21 s median against 2.41 s (7 of 8 pairs faster), CPU by ready 3.78 s against
- * 4.08 s, RSS peak 144 MB against 154 MB; 16 and 24 measured like 32. */
-export const TABLE_BATCH = 32;
+ * 4.08 s, RSS peak 144 MB against 154 MB; 16 and 24 measured like 32. 16 then, not 32: a mass flip (512 x 1000 with
+ * checks, every backend going down: tables redirected from read-back ones, a batch and the one prepared ahead each
+ * holding a read-back buffer per table) peaked at 427 / 428 MB of RSS against 438 / 439 (A B A B); the 512 x 100
+ * start 1.90-2.38 s against 2.08-2.28 s (four pairs), every VIP +1 / -1 backend 1.00-1.31 / 0.84-1.03 s against
+ * 1.14-1.19 / 1.05-1.10 s. */
+export const TABLE_BATCH = 16;
 /** Backend writes per upsertBackends call (an event-loop turn between calls): one batch syscall each. 4096 at a
  * time held the event loop ~50 ms (encoding each, and recording each applied op). */
 export const BACKEND_BATCH = 1024;
