@@ -271,6 +271,15 @@ export class ThreadProbes {
     return true;
   }
 
+  /**
+   * Gives every probe in flight whose sink is `sink` the owner `map` makes of its own: an owner that names something by
+   * a number its holder renumbered (the health monitor's probes). O(probes started at once at most).
+   */
+  remapOwners<T>(sink: ThreadVerdictSink<T>, map: (owner: T) => T): void {
+    for (let slot = 0; slot < this.top; slot++)
+      if (this.ids[slot] !== 0 && this.sinks[slot] === sink) this.owners[slot] = map(this.owners[slot] as T);
+  }
+
   /** Frees a slot (its sink and owner let go of). */
   private release(slot: number): void {
     this.ids[slot] = 0;

@@ -1,8 +1,9 @@
 // DueLanes: items queued by due time in a few lanes (the health monitor's quick, slow and settled probes), earliest
 // first in each lane, equal times in queueing order. An item is in one lane at a time or in none.
 //
-// One store for every lane: an item's due time, queueing order and place live in typed arrays indexed by the item's
-// id (add() gives it, delete() frees it), and each lane is a binary heap of ids (4 bytes an entry). An item that moves
+// One store for every lane: an item is its id (add() gives it, delete() frees it; the caller keeps what the item is in
+// columns of its own, indexed by the id, and renumbers them with the store: onRenumber). Its due time, queueing order
+// and place live in typed arrays indexed by the id, and each lane is a binary heap of ids (4 bytes an entry). An item that moves
 // from one lane to another moves 4 bytes: at a start every probe is queued as slow and moves to the quick lane with
 // its first result; with a queue of its own per lane (a heap of at/seq/slot/item entries, 28 bytes each), the slow
 // queue kept its room for every probe while the quick one grew to hold them again (the daemon at 512 x 1000 with
@@ -10,13 +11,10 @@
 // A heap of entry objects cost a 64-byte object per queued start and a pointer chase per comparison: with 51,200
 // timing-out targets (18,000 starts a second) its pops were 16% of the monitor's CPU (profiled).
 
-/** Anything queued: its id in the store while it is held (DueLanes.add sets it; it may change at any delete). */
-export interface Identified {
-  id: number;
-}
-
 /** Not queued (pos). */
 const NONE = -1;
+/** laneOf of an id not held (free, or never handed out). */
+const FREE = 255;
 /** The least room of any array. */
 const MIN_ROOM = 64;
 /** Room for this many times the entries after a lane's heap shrinks, or the ids are renumbered. */
@@ -24,7 +22,11 @@ const SHRUNK_ROOM = 1.25;
 /** fit() cuts the id arrays once they hold room for more than this many times the items. */
 const FIT_ABOVE = 1.5;
 
-function resized<A extends Float64Array | Int32Array | Uint8Array>(a: A, size: number, used: number): A {
+export function resized<A extends Float64Array | Int32Array | Uint8Array>(
+  a: A,
+  size: number,
+  used: number,
+): A {
   const b = new (a.constructor as new (n: number) => A)(size);
   b.set(a.subarray(0, Math.min(used, size)));
   return b;
@@ -41,14 +43,14 @@ export function roomFor<T>(a: (T | undefined)[], size: number, used: number): (T
   return b;
 }
 
-export class DueLanes<P extends Identified> {
+export class DueLanes {
   // By id:
   private at = new Float64Array(MIN_ROOM);
   private seq = new Float64Array(MIN_ROOM);
   /** Its place in its lane's heap; NONE: not queued. */
   private pos = new Int32Array(MIN_ROOM).fill(NONE);
-  private laneOf = new Uint8Array(MIN_ROOM);
-  private items: (P | undefined)[] = [];
+  /** Its lane while queued; FREE: the id is not held. */
+  private laneOf = new Uint8Array(MIN_ROOM).fill(FREE);
   /** Ids handed out at least once: ids below are held or free. */
   private top = 0;
   /** Free ids below top (a stack). */
@@ -59,10 +61,10 @@ export class DueLanes<P extends Identified> {
   private readonly sizes: number[];
   private nextSeq = 0;
 
-  /** Called after the held items were renumbered, with old id -> new id (-1: a free id). */
-  private readonly onRenumber: ((to: Int32Array) => void) | undefined;
+  /** Called after the held items were renumbered, with old id -> new id (-1: a free id), and the room for ids now. */
+  private readonly onRenumber: ((to: Int32Array, idCapacity: number) => void) | undefined;
 
-  constructor(lanes: number, o: { onRenumber?: (to: Int32Array) => void } = {}) {
+  constructor(lanes: number, o: { onRenumber?: (to: Int32Array, idCapacity: number) => void } = {}) {
     if (!Number.isInteger(lanes) || lanes < 1 || lanes > 255)
       throw new RangeError(`DueLanes: lanes must be 1..255, got ${lanes}`);
     this.heaps = Array.from({ length: lanes }, () => new Int32Array(MIN_ROOM));
@@ -70,9 +72,9 @@ export class DueLanes<P extends Identified> {
     this.onRenumber = o.onRenumber;
   }
 
-  /** The item held with id `id`; undefined: none. */
-  item(id: number): P | undefined {
-    return this.items[id];
+  /** Whether id `id` is held (add gave it, delete did not free it yet). */
+  has(id: number): boolean {
+    return Number.isInteger(id) && id >= 0 && id < this.top && this.laneOf[id] !== FREE;
   }
 
   /** Items held (queued or not). */
@@ -105,37 +107,40 @@ export class DueLanes<P extends Identified> {
       this.resizeIds(Math.max(MIN_ROOM, Math.ceil((this.held + n) * SHRUNK_ROOM), this.top + n));
   }
 
-  /** Holds `item` (not queued): sets its id. */
-  add(item: P): void {
+  /** Holds a new item (not queued) and returns its id: below idCapacity once it returns. */
+  add(): number {
     let id: number;
     if (this.nFree > 0) id = this.free[--this.nFree]!;
     else {
       if (this.top === this.at.length) this.resizeIds(Math.max(this.at.length * 2, this.want));
       id = this.top++;
     }
-    this.items[id] = item;
     this.pos[id] = NONE;
-    item.id = id;
+    this.laneOf[id] = 0;
+    return id;
   }
 
-  /** Lets go of `item` (unqueued first). Other items' ids may change (renumbered once most ids are free). */
-  delete(item: P): void {
-    const id = this.idOf(item, 'delete');
-    this.remove(item);
-    this.items[id] = undefined;
+  /**
+   * Lets go of item `id` (unqueued first). No other id changes here: ids are renumbered only by fit() (so a caller may
+   * hold ids across deletes), once under half of them are held or the room is more than 1.5x them.
+   */
+  delete(id: number): void {
+    this.check(id, 'delete');
+    this.remove(id);
+    this.laneOf[id] = FREE;
     if (this.nFree === this.free.length) this.free = resized(this.free, this.free.length * 2, this.nFree);
     this.free[this.nFree++] = id;
-    if (this.at.length > MIN_ROOM && 2 * this.held < this.at.length) this.renumber();
   }
 
-  /** Whether `item` is queued. */
-  queued(item: P): boolean {
-    return this.pos[this.idOf(item, 'queued')] !== NONE;
+  /** Whether item `id` is queued. */
+  queued(id: number): boolean {
+    this.check(id, 'queued');
+    return this.pos[id] !== NONE;
   }
 
-  /** Queues `item` in `lane` at `at` (ms), after every entry of the same time there; moves it if it was queued. */
-  push(item: P, lane: number, at: number): void {
-    const id = this.idOf(item, 'push');
+  /** Queues item `id` in `lane` at `at` (ms), after every entry of the same time there; moves it if it was queued. */
+  push(id: number, lane: number, at: number): void {
+    this.check(id, 'push');
     if (!(lane >= 0 && lane < this.heaps.length)) throw new RangeError(`DueLanes.push: no lane ${lane}`);
     if (this.pos[id] !== NONE) this.unqueue(id);
     this.at[id] = at;
@@ -148,9 +153,9 @@ export class DueLanes<P extends Identified> {
     this.up(h, n, id);
   }
 
-  /** Unqueues `item` if it is queued. */
-  remove(item: P): void {
-    const id = this.idOf(item, 'remove');
+  /** Unqueues item `id` if it is queued. */
+  remove(id: number): void {
+    this.check(id, 'remove');
     if (this.pos[id] !== NONE) this.unqueue(id);
   }
 
@@ -159,12 +164,12 @@ export class DueLanes<P extends Identified> {
     return this.sizes[lane]! > 0 ? this.at[this.heaps[lane]![0]!]! : Infinity;
   }
 
-  /** Unqueues the lane's earliest entry and returns its item. */
-  pop(lane: number): P {
+  /** Unqueues the lane's earliest entry and returns its id. */
+  pop(lane: number): number {
     if (this.sizes[lane]! === 0) throw new RangeError(`DueLanes.pop: lane ${lane} is empty`);
     const id = this.heaps[lane]![0]!;
     this.unqueue(id);
-    return this.items[id]!;
+    return id;
   }
 
   /** Unqueues every entry (the items stay held). */
@@ -197,16 +202,14 @@ export class DueLanes<P extends Identified> {
   }
 
   /** Cuts the id arrays to 1.25x the items held when they hold room for more than 1.5x (renumbering if ids are
-   * free): after a burst of adds that doubled them. Not at any room above 1.25x: held a few below the last cut, every
-   * small change's fit() copied every id's entries again (~30 ms at 512,000 probes). */
+   * free): after a burst of adds that doubled them, or deletes that freed most ids. Not at any room above 1.25x: held
+   * a few below the last cut, every small change's fit() copied every id's entries again (~30 ms at 512,000 probes). */
   fit(): void {
     if (this.at.length > MIN_ROOM && this.at.length > Math.ceil(this.held * FIT_ABOVE)) this.renumber();
   }
 
-  private idOf(item: P, what: string): number {
-    const id = item.id;
-    if (this.items[id] !== item) throw new RangeError(`DueLanes.${what}: the item is not held (id ${id})`);
-    return id;
+  private check(id: number, what: string): void {
+    if (!this.has(id)) throw new RangeError(`DueLanes.${what}: id ${id} is not held`);
   }
 
   /** Whether id a goes before id b: earlier, or as early and queued first. */
@@ -289,8 +292,7 @@ export class DueLanes<P extends Identified> {
     const to = this.onRenumber === undefined ? null : new Int32Array(this.top).fill(-1);
     let k = 0;
     for (let id = 0; id < this.top; id++) {
-      const item = this.items[id];
-      if (item === undefined) continue;
+      if (this.laneOf[id] === FREE) continue;
       if (to !== null) to[id] = k;
       if (k !== id) {
         this.at[k] = this.at[id]!;
@@ -299,17 +301,15 @@ export class DueLanes<P extends Identified> {
         const i = this.pos[id]!;
         this.pos[k] = i;
         if (i !== NONE) this.heaps[this.laneOf[k]!]![i] = k;
-        this.items[k] = item;
-        item.id = k;
       }
       k++;
     }
-    this.items.length = k;
+    this.laneOf.fill(FREE, k, this.top);
     this.top = k;
     this.nFree = 0;
     this.free = new Int32Array(MIN_ROOM);
     this.resizeIds(Math.max(MIN_ROOM, Math.ceil(k * SHRUNK_ROOM)));
-    if (to !== null) this.onRenumber!(to);
+    if (to !== null) this.onRenumber!(to, this.at.length);
   }
 
   private resizeIds(size: number): void {
@@ -322,8 +322,11 @@ export class DueLanes<P extends Identified> {
       if (size > used) pos.fill(NONE, used);
       this.pos = pos;
     }
-    if (this.laneOf.length !== size) this.laneOf = resized(this.laneOf, size, used);
-    if (this.items.length > size) this.items.length = size;
+    if (this.laneOf.length !== size) {
+      const laneOf = resized(this.laneOf, size, used);
+      if (size > used) laneOf.fill(FREE, used);
+      this.laneOf = laneOf;
+    }
     if (this.want <= size) this.want = 0;
   }
 
@@ -338,26 +341,22 @@ export class DueLanes<P extends Identified> {
       this.want = Math.max(this.want, MIN_ROOM, Math.ceil((this.held + n) * SHRUNK_ROOM), this.top + n);
   }
 
-  /**
-   * Makes one array of the room reserveAhead promised (`at` last: idCapacity is its length), then the items' (see
-   * roomFor); false when all have it.
-   */
+  /** Makes one array of the room reserveAhead promised (`at` last: idCapacity is its length); false when all have it. */
   growOne(): boolean {
     const want = this.want;
     const used = this.top;
-    if (want > 0) {
-      if (this.seq.length < want) this.seq = resized(this.seq, want, used);
-      else if (this.pos.length < want) {
-        const pos = resized(this.pos, want, used);
-        pos.fill(NONE, used);
-        this.pos = pos;
-      } else if (this.laneOf.length < want) this.laneOf = resized(this.laneOf, want, used);
-      else if (this.at.length < want) this.at = resized(this.at, want, used);
-      else this.want = 0;
-      if (this.want > 0) return true;
-    }
-    if (this.items.length >= this.at.length) return false;
-    this.items = roomFor(this.items, this.at.length, used);
-    return true;
+    if (want === 0) return false;
+    if (this.seq.length < want) this.seq = resized(this.seq, want, used);
+    else if (this.pos.length < want) {
+      const pos = resized(this.pos, want, used);
+      pos.fill(NONE, used);
+      this.pos = pos;
+    } else if (this.laneOf.length < want) {
+      const laneOf = resized(this.laneOf, want, used);
+      laneOf.fill(FREE, used);
+      this.laneOf = laneOf;
+    } else if (this.at.length < want) this.at = resized(this.at, want, used);
+    else this.want = 0;
+    return this.want > 0;
   }
 }

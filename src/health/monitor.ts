@@ -16,7 +16,7 @@ import {
 } from './checks';
 import { isIPv4, isIPv6 } from 'node:net';
 import { StringIndex } from '../util/string-index';
-import { DueLanes, roomFor } from './due-queue';
+import { DueLanes, resized, roomFor } from './due-queue';
 import { defaultMaxInFlight, jittered, probeCheck, probeCheckKey, quickReserve, takesResult } from './probes';
 import { HealthChangeLog, HealthStatus, NEW_TARGET_STATUS, statusAfter } from './state';
 
@@ -257,10 +257,11 @@ type TypedColumn =
   | 'lastMs'
   | 'lastFlags'
   | 'stamp'
+  | 'probe'
   | 'vip';
 
 /** Memberships' typed columns, `vip` last (capacity() is its length: see growOne). */
-const TYPED_COLUMNS: readonly TypedColumn[] = ['status', 'successes', 'failures', 'since', 'checks', 'failedChecks', 'localErrors', 'fedAt', 'lastAt', 'lastMs', 'lastFlags', 'stamp', 'vip']; // prettier-ignore
+const TYPED_COLUMNS: readonly TypedColumn[] = ['status', 'successes', 'failures', 'since', 'checks', 'failedChecks', 'localErrors', 'fedAt', 'lastAt', 'lastMs', 'lastFlags', 'stamp', 'probe', 'vip']; // prettier-ignore
 
 type TypedArray = Int32Array | Uint8Array | Uint32Array | Float64Array;
 
@@ -284,7 +285,8 @@ class Memberships {
   keys: (string | undefined)[] = [];
   /** Index into vipNames. */
   vip = new Int32Array(0);
-  probe: (Probe | undefined)[] = [];
+  /** Its probe's id (HealthMonitor's ProbeColumns: the lanes' id; renumbered with them); -1: a free slot. */
+  probe = new Int32Array(0);
   check: (HealthCheckConfig | undefined)[] = [];
   /** UP or DOWN. */
   status = new Uint8Array(0);
@@ -392,8 +394,8 @@ class Memberships {
 
   /**
    * Makes one column of the room reserveAhead promised: a typed column (vip last: capacity() is its length, so it
-   * shows the room only once every typed column has it), then an object column (keys, probe, check, lastDetail: written
-   * past their end one slot at a time they grow themselves, all four in the same write, 35-75 ms in one piece of a
+   * shows the room only once every typed column has it), then an object column (keys, check, lastDetail: written
+   * past their end one slot at a time they grow themselves, all in the same write, 35-75 ms in one piece of a
    * 512,000-target start), then the index's room for the keys (~12 ms at 2^20 entries). False when every column has
    * it. Each is new memory: at 577,000 slots ~2-5 MB, a few ms to touch on this VM, ~45 ms for all of them in one turn.
    */
@@ -411,7 +413,6 @@ class Memberships {
     const cap = this.capacity();
     const top = this.top;
     if (this.keys.length < cap) this.keys = roomFor(this.keys, cap, top);
-    else if (this.probe.length < cap) this.probe = roomFor(this.probe, cap, top);
     else if (this.check.length < cap) this.check = roomFor(this.check, cap, top);
     else if (this.lastDetail.length < cap) this.lastDetail = roomFor(this.lastDetail, cap, top);
     else {
@@ -469,6 +470,7 @@ class Memberships {
     this.lastAt[i] = NaN;
     this.lastDetail[i] = undefined;
     this.stamp[i] = stamp;
+    this.probe[i] = -1;
     this.vipTotal[v] = this.vipTotal[v]! + 1;
     if (status === UP) this.vipUp[v] = this.vipUp[v]! + 1;
     if (status !== NEW_TARGET_CODE) this.logKey(key);
@@ -483,7 +485,7 @@ class Memberships {
     if (this.status[i] !== NEW_TARGET_CODE) this.logKey(this.keys[i]!);
     this.index.delete(this.keys[i]!);
     this.keys[i] = undefined;
-    this.probe[i] = undefined;
+    this.probe[i] = -1;
     this.check[i] = undefined;
     this.lastDetail[i] = undefined;
     this.count--;
@@ -548,7 +550,7 @@ class Memberships {
       if (n !== i) {
         this.keys[n] = this.keys[i];
         this.vip[n] = this.vip[i]!;
-        this.probe[n] = this.probe[i];
+        this.probe[n] = this.probe[i]!;
         this.check[n] = this.check[i];
         this.status[n] = this.status[i]!;
         this.successes[n] = this.successes[i]!;
@@ -569,7 +571,6 @@ class Memberships {
     }
     const cap = Math.max(16, n);
     this.keys.length = n;
-    this.probe.length = n;
     this.check.length = n;
     this.lastDetail.length = n;
     this.vip = this.vip.slice(0, cap);
@@ -585,6 +586,7 @@ class Memberships {
     this.lastMs = this.lastMs.slice(0, cap);
     this.lastFlags = this.lastFlags.slice(0, cap);
     this.stamp = this.stamp.slice(0, cap);
+    this.probe = this.probe.slice(0, cap);
     this.top = n;
     this.index.fit();
     return to;
@@ -776,6 +778,8 @@ class SinceView extends ColumnView<number> {
 
 /** One run of a probe. */
 interface Run {
+  /** Its probe's id (renumbered with the probes while the run is in flight). */
+  probe: number;
   startedAt: number;
   /** Started from the slow or settled queue (counted in slowInFlight). */
   slow: boolean;
@@ -784,35 +788,119 @@ interface Run {
   cancelled: boolean;
 }
 
-interface Probe {
-  address: string;
+/**
+ * The probes (one per address and check kind: ProbeIndex), in columns indexed by a probe's id in the monitor's
+ * DueLanes, and renumbered with it (renumber). No object per probe: one of eight fields was 88 B, and its pointer in
+ * the lanes 8 B more (~48 MB and as many objects for every full collection to mark at 511,836 probes); the columns are
+ * ~45 B a probe.
+ */
+class ProbeColumns {
+  address: (string | undefined)[] = [];
   /** Its memberships' check at the shortest interval of theirs (probeCheck): what it runs. The prober gets a target
    * made per run (a target object kept per probe was ~60 B each: 30 MB at 512,000). */
-  check: HealthCheckConfig;
+  check: (HealthCheckConfig | undefined)[] = [];
   /** Its memberships (slots of the monitor's Memberships; see Members). */
-  members: Members;
-  /** Its id in the monitor's DueLanes (set by DueLanes.add; renumbered there). */
-  id: number;
-  /** The run in flight: a Run, or the id of a run on the prober thread (ThreadProbes.begin: no object); null: none. */
-  running: Run | number | null;
+  members: (Members | undefined)[] = [];
+  /** The run in flight: a Run, or the id of a run on the prober thread (ThreadProbes.begin: no object); null (or
+   * undefined, a free id): none. */
+  running: (Run | number | null | undefined)[] = [];
   /**
    * PROBE_SLOW: its last verdict was a timeout (a dead backend that drops SYNs), or it has none yet: it waits behind
    * quick probes when slots or turns run short, since it may hold a slot ~1000x longer than a probe that
    * connects or is refused. (A first probe counts as slow so that, at a start with thousands of dead
    * backends, a healthy backend's second probe does not queue behind all their first ones.)
-   * PROBE_GONE: the probe is gone (its members moved or removed): a late result is dropped.
+   * PROBE_GONE: the probe is gone (its members moved or removed), set as its run is cancelled.
    * PROBE_STARTED: scheduled by the start() running (only while it runs).
-   * Bits of one number: a field is 8 bytes, 4 MB at 512,000 probes.
    */
-  flags: number;
-  /**
-   * Start of the last probe (performance.now ms, rounded down); null: never. A whole number is kept in the object
-   * itself (a small integer, up to 2^31 ms: ~24 days of uptime); a fraction was a 16-byte number box per probe
-   * (8 MB at 512,000 once every probe had run). What it is for (a new interval counted from it) needs no more.
-   */
-  lastStart: number | null;
+  flags = new Uint8Array(0);
+  /** Start of the last probe (performance.now ms); NaN: never. What it is for (a new interval counted from it). */
+  lastStart = new Float64Array(0);
   /** The change of targets that last touched it (HealthMonitor.epoch), negated in the change that made it. */
-  mark: number;
+  mark = new Int32Array(0);
+
+  /** Ids it has room for. */
+  get capacity(): number {
+    return this.mark.length;
+  }
+
+  /** Room for ids below `n` in every column, made now. */
+  reserve(n: number): void {
+    while (this.growOne(n));
+  }
+
+  /** Makes one column room for ids below `n` (`mark` last: capacity is its length); false when all have it. */
+  growOne(n: number): boolean {
+    const used = Math.min(n, this.mark.length);
+    if (this.address.length < n) this.address = roomFor(this.address, n, used);
+    else if (this.check.length < n) this.check = roomFor(this.check, n, used);
+    else if (this.members.length < n) this.members = roomFor(this.members, n, used);
+    else if (this.running.length < n) this.running = roomFor(this.running, n, used);
+    else if (this.flags.length < n) this.flags = resized(this.flags, n, used);
+    else if (this.lastStart.length < n) this.lastStart = resized(this.lastStart, n, used);
+    else if (this.mark.length < n) this.mark = resized(this.mark, n, used);
+    else return false;
+    return true;
+  }
+
+  /**
+   * Probe h, new: of `address`, checked as `check` (until the change ends), its one membership slot i. Past the room,
+   * the columns grow to `room` (what the monitor reserved) or by an eighth, not one id at a time. They are not sized to
+   * the lanes' room for ids (a quarter more than the probes): ~45 B an id, 5.8 MB at 512,000 probes.
+   */
+  init(h: number, address: string, check: HealthCheckConfig, i: number, mark: number, room: number): void {
+    const cap = this.mark.length;
+    if (h >= cap) this.reserve(Math.max(h + 1, room, cap + (cap >> 3) + 64));
+    this.address[h] = address;
+    this.check[h] = check;
+    this.members[h] = i;
+    this.running[h] = null;
+    this.flags[h] = PROBE_SLOW;
+    this.lastStart[h] = NaN;
+    this.mark[h] = mark;
+  }
+
+  /** Lets go of probe h's objects (its id is free). */
+  free(h: number): void {
+    this.address[h] = undefined;
+    this.check[h] = undefined;
+    this.members[h] = undefined;
+    this.running[h] = null;
+  }
+
+  /**
+   * The lanes renumbered their ids (old -> new, -1: free; a new id is never above its old one): each probe moves to
+   * its new id, and the columns to room for an eighth more.
+   */
+  renumber(to: Int32Array): void {
+    let top = 0;
+    for (let h = 0; h < to.length; h++) {
+      const k = to[h]!;
+      if (k < 0) continue;
+      top = k + 1;
+      if (k === h) continue;
+      this.address[k] = this.address[h];
+      this.check[k] = this.check[h];
+      this.members[k] = this.members[h];
+      this.running[k] = this.running[h]!;
+      this.flags[k] = this.flags[h]!;
+      this.lastStart[k] = this.lastStart[h]!;
+      this.mark[k] = this.mark[h]!;
+    }
+    const keep = top;
+    const cap = keep + (keep >> 3) + 64;
+    const cut = <T>(a: (T | undefined)[]): (T | undefined)[] => {
+      const b = new Array<T | undefined>(cap);
+      for (let h = 0; h < keep; h++) b[h] = a[h];
+      return b;
+    };
+    this.address = cut(this.address);
+    this.check = cut(this.check);
+    this.members = cut(this.members);
+    this.running = cut(this.running);
+    this.flags = resized(this.flags, cap, keep);
+    this.lastStart = resized(this.lastStart, cap, keep);
+    this.mark = resized(this.mark, cap, keep);
+  }
 }
 
 /**
@@ -850,7 +938,6 @@ const PROBE_V6 = 32;
 const PROBE_RUN_SLOW = 64;
 /** Its run on the prober thread is being cancelled: the "aborted" it gets now is dropped (Run.cancelled). */
 const PROBE_CANCELLING = 128;
-const isSlow = (p: Probe): boolean => (p.flags & PROBE_SLOW) !== 0;
 
 /** Views out (statuses() and since() handed out, not released) that a flip holds values for; older ones copy
  * themselves (ColumnView.detach). A sync hands out two. */
@@ -898,7 +985,7 @@ class ProbeIndex {
   private kindFrom: HealthCheckConfig | null = null;
   private lastKind = '';
 
-  constructor(private readonly lanes: DueLanes<Probe>) {}
+  constructor(private readonly pc: ProbeColumns) {}
 
   /** probeCheckKey(c), the same string as for the check before when c probes alike (no new string per target). */
   kindOf(c: HealthCheckConfig): string {
@@ -916,32 +1003,31 @@ class ProbeIndex {
     return this.lastKind;
   }
 
-  /** The probe of `address` and check kind `checkKey` (probeCheckKey). */
-  get(address: string, checkKey: string): Probe | undefined {
-    const id = this.byCheck.get(checkKey)?.get(address);
-    return id === undefined ? undefined : this.lanes.item(id);
+  /** The probe (its id) of `address` and check kind `checkKey` (probeCheckKey). */
+  get(address: string, checkKey: string): number | undefined {
+    return this.byCheck.get(checkKey)?.get(address);
   }
 
-  /** Adds probe p, held in the lanes (none of its identity is here yet). */
-  add(p: Probe, checkKey: string): void {
+  /** Adds probe h (its address in the columns already). */
+  add(h: number, checkKey: string): void {
     let g = this.byCheck.get(checkKey);
     if (g === undefined) {
-      const lanes = this.lanes;
-      this.byCheck.set(checkKey, (g = new StringIndex((id) => lanes.item(id)!.address)));
+      const pc = this.pc;
+      this.byCheck.set(checkKey, (g = new StringIndex((id) => pc.address[id]!)));
     }
-    g.set(p.address, p.id);
+    g.set(this.pc.address[h]!, h);
     this.size++;
   }
 
-  /** Takes p out (before the lanes let go of it). */
-  delete(p: Probe): void {
-    const k = this.kindOf(p.check);
+  /** Takes probe h out (before its columns let go of it). */
+  delete(h: number): void {
+    const address = this.pc.address[h]!;
+    const k = this.kindOf(this.pc.check[h]!);
     const g = this.byCheck.get(k);
-    const id = g?.get(p.address);
-    if (id === undefined || this.lanes.item(id) !== p) return;
-    g!.delete(p.address);
+    if (g?.get(address) !== h) return;
+    g.delete(address);
     this.size--;
-    if (g!.size === 0) this.byCheck.delete(k);
+    if (g.size === 0) this.byCheck.delete(k);
   }
 
   /** The lanes renumbered their items (old id -> new id). */
@@ -949,28 +1035,29 @@ class ProbeIndex {
     for (const g of this.byCheck.values()) g.remap((id) => to[id]!);
   }
 
-  /** Every probe, in no order. */
-  *values(): Generator<Probe> {
-    for (const g of this.byCheck.values()) for (const id of g.values()) yield this.lanes.item(id)!;
+  /** Every probe (its id), in no order. */
+  *values(): Generator<number> {
+    for (const g of this.byCheck.values()) yield* g.values();
   }
 }
 
 /** One change of targets while it runs. */
 interface ChangeRun {
   epoch: number;
-  /** Probes that gained or lost memberships, or whose memberships' checks changed (Probe.mark; no Set: at
+  /** Probes that gained or lost memberships, or whose memberships' checks changed (ProbeColumns.mark; no Set: at
    * 512,000 new probes a Set and a Map of them were ~0.3 s of a setTargets). */
-  touched: Probe[];
+  touched: number[];
   /** Probes that were there before and gained memberships: how many they had before (their siblings for a new
    * membership: those that joined in this change have nothing to give, and scanning them was quadratic). */
-  before: Map<Probe, number>;
+  before: Map<number, number>;
 }
 
-/** Notes that change `c` touched probe p: once in `touched`. */
-function touch(p: Probe, c: ChangeRun): void {
-  if (p.mark === c.epoch || p.mark === -c.epoch) return;
-  p.mark = c.epoch;
-  c.touched.push(p);
+/** Notes that change `c` touched probe h: once in `touched`. */
+function touch(pc: ProbeColumns, h: number, c: ChangeRun): void {
+  const mark = pc.mark[h]!;
+  if (mark === c.epoch || mark === -c.epoch) return;
+  pc.mark[h] = c.epoch;
+  c.touched.push(h);
 }
 
 /** Two checks probe alike (same type, port, path, timing and thresholds). */
@@ -986,11 +1073,12 @@ export const sameCheck = (a: HealthCheckConfig, b: HealthCheckConfig): boolean =
 /** Slots a probe holds on average if its target times out every time (part of worstCaseInFlight). */
 const inFlightShare = (c: HealthCheckConfig): number => Math.min(1, c.timeoutMs / c.intervalMs);
 
-/** What a probe runs: probeCheck's check of its memberships, the probe's current one when that is unchanged. */
-function probeCheckOf(p: Probe, m: Memberships): HealthCheckConfig {
-  const ms = p.members;
+/** What probe h runs: probeCheck's check of its memberships, the probe's current one when that is unchanged. */
+function probeCheckOf(pc: ProbeColumns, h: number, m: Memberships): HealthCheckConfig {
+  const ms = pc.members[h]!;
+  const was = pc.check[h]!;
   const check = typeof ms === 'number' ? m.check[ms]! : probeCheck(ms, (i) => m.check[i]!);
-  return p.check === check || sameCheck(p.check, check) ? p.check : check;
+  return was === check || sameCheck(was, check) ? was : check;
 }
 
 /**
@@ -1021,9 +1109,11 @@ export class HealthMonitor extends EventEmitter {
    * Every probe, queued earliest first in one of three lanes: QUICK ones, then SLOW ones (PROBE_SLOW), then SETTLED
    * ones; one timer for all.
    */
-  private readonly lanes = new DueLanes<Probe>(LANES, { onRenumber: (to) => this.probes.renumbered(to) });
-  /** Every probe by identity (after the lanes: a probe is held there first). */
-  private readonly probes = new ProbeIndex(this.lanes);
+  private readonly lanes = new DueLanes(LANES, { onRenumber: (to) => this.renumbered(to) });
+  /** Every probe's fields, by its id in the lanes. */
+  private readonly pc = new ProbeColumns();
+  /** Every probe by identity. */
+  private readonly probes = new ProbeIndex(this.pc);
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
   private pumpSoon: NodeJS.Immediate | null = null;
@@ -1038,7 +1128,9 @@ export class HealthMonitor extends EventEmitter {
   private readonly slowSlots: number;
   /** Inside cancel(): a run's done() then leaves refilling to the canceller (no re-entrant pump). */
   private cancelling = false;
-  /** Changes of targets made (Probe.mark). */
+  /** Room for probes reserve() promised ahead (the probes' columns grow to it: growRoom, or a new probe past it). */
+  private probeRoom = 0;
+  /** Changes of targets made (ProbeColumns.mark). */
   private epoch = 0;
   private idleWaiters: (() => void)[] = [];
   private readonly counts = { started: 0, startedOnThread: 0, delayed: 0, delayedByCap: 0, maxLatenessMs: 0 };
@@ -1132,8 +1224,9 @@ export class HealthMonitor extends EventEmitter {
     for (let n = 0; n < upsert.length; n++) this.upsert(upsert[n]!, slots[n]!, c);
     // every placeholder replaced by its slot
     m.pending = [];
+    const pc = this.pc;
     const drop = (i: number): void => {
-      touch(m.probe[i]!, c);
+      touch(pc, m.probe[i]!, c);
       m.release(i);
     };
     if (remove === null) {
@@ -1147,52 +1240,55 @@ export class HealthMonitor extends EventEmitter {
     if (moved !== null) {
       const kept = (i: number): boolean => i >= 0;
       const to = (i: number): number => moved[i]!;
-      for (const p of this.probes.values()) p.members = keptMembers(p.members, kept, to);
+      for (const h of this.probes.values()) pc.members[h] = keptMembers(pc.members[h]!, kept, to);
     }
     let worst = this.worstCaseInFlight;
-    const toSchedule: { probe: Probe; at: number }[] = [];
-    const gone: Probe[] = [];
-    for (const p of touched) {
-      const fresh = p.mark === -epoch;
-      if (!fresh) worst -= inFlightShare(p.check);
+    // probe ids and due times, in pairs
+    const toSchedule: number[] = [];
+    const gone: number[] = [];
+    for (const h of touched) {
+      const fresh = pc.mark[h] === -epoch;
+      if (!fresh) worst -= inFlightShare(pc.check[h]!);
       // Members that left (freed, or moved to another probe) go from the list.
-      const ms = p.members;
-      if (typeof ms !== 'number') p.members = keptMembers(ms, (i) => m.probe[i] === p);
-      else if (m.probe[ms] !== p) p.members = [];
-      if (memberCount(p.members) === 0) {
-        this.probes.delete(p);
-        if (fresh) this.lanes.delete(p);
-        else gone.push(p);
+      const ms = pc.members[h]!;
+      if (typeof ms !== 'number') pc.members[h] = keptMembers(ms, (i) => m.probe[i] === h);
+      else if (m.probe[ms] !== h) pc.members[h] = [];
+      if (memberCount(pc.members[h]!) === 0) {
+        this.probes.delete(h);
+        if (fresh) this.dropProbe(h);
+        else gone.push(h);
         continue;
       }
-      const oldInterval = fresh ? null : p.check.intervalMs;
-      p.check = probeCheckOf(p, m);
-      worst += inFlightShare(p.check);
-      if (!this.started || p.running !== null) continue;
-      if (oldInterval === null)
-        toSchedule.push({ probe: p, at: performance.now() + this.random() * p.check.intervalMs }); // prettier-ignore
-      else if (oldInterval !== p.check.intervalMs && p.lastStart !== null)
-        toSchedule.push({ probe: p, at: p.lastStart + p.check.intervalMs });
+      const oldInterval = fresh ? null : pc.check[h]!.intervalMs;
+      const check = probeCheckOf(pc, h, m);
+      pc.check[h] = check;
+      worst += inFlightShare(check);
+      if (!this.started || (pc.running[h] ?? null) !== null) continue;
+      const last = pc.lastStart[h]!;
+      if (oldInterval === null) toSchedule.push(h, performance.now() + this.random() * check.intervalMs);
+      else if (oldInterval !== check.intervalMs && !Number.isNaN(last))
+        toSchedule.push(h, last + check.intervalMs);
     }
     this.cancelling = true;
     try {
-      for (const p of gone) {
-        this.cancel(p);
-        this.lanes.delete(p);
+      for (const h of gone) {
+        this.cancel(h);
+        this.dropProbe(h);
       }
     } finally {
       this.cancelling = false;
     }
-    // A burst of new probes may have doubled the lanes' id arrays past what they hold: cut once the last piece of a
-    // change is in. After every piece, the start at 512 x 1000 (250 pieces) cut them to 1.25x and the next pieces
-    // doubled them again: two copies of every probe's entries in one turn, 40-50 ms at ~400,000 probes.
-    if (o.more !== true) this.lanes.fit();
     // Scheduled once the change's probes are settled (the gone ones unqueued and let go).
-    for (const { probe, at } of toSchedule) this.schedule(probe, at);
+    for (let x = 0; x < toSchedule.length; x += 2) this.schedule(toSchedule[x]!, toSchedule[x + 1]!);
+    // A burst of new probes may have doubled the lanes' id arrays past what they hold, or many gone have freed most of
+    // them: cut once the last piece of a change is in (renumbering the probes: no id of this change is used after it).
+    // After every piece, the start at 512 x 1000 (250 pieces) cut them to 1.25x and the next pieces doubled them
+    // again: two copies of every probe's entries in one turn, 40-50 ms at ~400,000 probes.
+    if (o.more !== true) this.lanes.fit();
     // Summed afresh when every target was given (no rounding carried on for ever).
     if (remove === null) {
       worst = 0;
-      for (const p of this.probes.values()) worst += inFlightShare(p.check);
+      for (const h of this.probes.values()) worst += inFlightShare(pc.check[h]!);
     }
     this.worstCaseInFlight = this.probes.size === 0 ? 0 : Math.max(0, worst);
     if (this.started) this.refill();
@@ -1206,12 +1302,14 @@ export class HealthMonitor extends EventEmitter {
    */
   private upsert(t: HealthTarget, j: number, c: ChangeRun): void {
     const m = this.m;
+    const pc = this.pc;
     const v = m.vipOf(t.vip);
     if (j >= 0) {
       const probe = m.probe[j]!;
       const check = m.check[j]!;
       if (m.vip[j] !== v) m.moveVip(j, v);
-      if (probe.address === t.address && (check === t.check || sameCheck(check, t.check))) {
+      const address = pc.address[probe]!;
+      if (address === t.address && (check === t.check || sameCheck(check, t.check))) {
         m.check[j] = t.check;
         return;
       }
@@ -1219,9 +1317,9 @@ export class HealthMonitor extends EventEmitter {
       m.successes[j] = 0;
       m.failures[j] = 0;
       m.fedAt[j] = -Infinity;
-      touch(probe, c);
+      touch(pc, probe, c);
       const kind = this.probes.kindOf(t.check);
-      if (probe.address !== t.address || kind !== this.probes.kindOf(probe.check))
+      if (address !== t.address || kind !== this.probes.kindOf(pc.check[probe]!))
         this.attach(j, t, kind, this.probes.get(t.address, kind), c);
       return;
     }
@@ -1230,9 +1328,10 @@ export class HealthMonitor extends EventEmitter {
     let sibling = -1;
     const on = this.probes.get(t.address, kind);
     // Siblings: the members the probe had before this change (none if it was made in it).
-    const n = on === undefined || on.mark === -c.epoch ? 0 : (c.before.get(on) ?? memberCount(on.members));
+    const n =
+      on === undefined || pc.mark[on] === -c.epoch ? 0 : (c.before.get(on) ?? memberCount(pc.members[on]!));
     for (let x = 0; x < n; x++) {
-      const k = memberAt(on!.members, x);
+      const k = memberAt(pc.members[on!]!, x);
       if (m.probe[k] === on && m.hasLast(k) && sameCheck(m.check[k]!, t.check)) {
         sibling = k;
         status = m.status[k]!;
@@ -1249,19 +1348,46 @@ export class HealthMonitor extends EventEmitter {
   }
 
   /** Puts membership i (target t) on probe `p` of its address and check kind, made when there is none yet. */
-  private attach(i: number, t: HealthTarget, kind: string, p: Probe | undefined, c: ChangeRun): void {
+  private attach(i: number, t: HealthTarget, kind: string, p: number | undefined, c: ChangeRun): void {
+    const pc = this.pc;
     if (p === undefined) {
+      p = this.lanes.add();
       // Its check is set when the change ends (probeCheckOf over all its members).
-      p = { address: t.address, check: t.check, members: i, id: 0, running: null, flags: PROBE_SLOW, lastStart: null, mark: -c.epoch }; // prettier-ignore
-      this.lanes.add(p);
+      pc.init(p, t.address, t.check, i, -c.epoch, this.probeRoom);
       this.probes.add(p, kind);
       c.touched.push(p);
     } else {
-      if (p.mark !== -c.epoch && !c.before.has(p)) c.before.set(p, memberCount(p.members));
-      p.members = withMember(p.members, i);
-      touch(p, c);
+      const ms = pc.members[p]!;
+      if (pc.mark[p] !== -c.epoch && !c.before.has(p)) c.before.set(p, memberCount(ms));
+      pc.members[p] = withMember(ms, i);
+      touch(pc, p, c);
     }
     this.m.probe[i] = p;
+  }
+
+  /** Lets go of probe h (unqueued, its run cancelled, out of the index already). */
+  private dropProbe(h: number): void {
+    this.lanes.delete(h);
+    this.pc.free(h);
+  }
+
+  /** The lanes renumbered the probes (old id -> new id; see DueLanes.renumber): every holder of an id follows. */
+  private renumbered(to: Int32Array): void {
+    const pc = this.pc;
+    pc.renumber(to);
+    this.probes.renumbered(to);
+    const m = this.m;
+    for (let i = 0; i < m.top; i++) {
+      const h = m.probe[i]!;
+      if (h >= 0) m.probe[i] = to[h]!;
+    }
+    // runs in flight name their probe
+    const { running } = pc;
+    for (let h = 0; h < running.length; h++) {
+      const r = running[h];
+      if (typeof r === 'object' && r !== null) r.probe = h;
+    }
+    this.thread?.remapOwners(this.threadDone, (h) => to[h]!);
   }
 
   start(): void {
@@ -1270,19 +1396,21 @@ export class HealthMonitor extends EventEmitter {
     // In the order the probes came, as their targets were given: by first membership (slots keep the order the
     // memberships came in), then any probe not reached so (none is known). The probes' map lists them shard by shard.
     const { probe, top } = this.m;
+    const { flags } = this.pc;
     for (let i = 0; i < top; i++) {
-      const p = probe[i];
-      if (p !== undefined && (p.flags & PROBE_STARTED) === 0) this.startProbe(p);
+      const h = probe[i]!;
+      if (h >= 0 && (flags[h]! & PROBE_STARTED) === 0) this.startProbe(h);
     }
-    for (const p of this.probes.values()) {
-      if ((p.flags & PROBE_STARTED) === 0) this.startProbe(p);
-      p.flags &= ~PROBE_STARTED;
+    for (const h of this.probes.values()) {
+      if ((flags[h]! & PROBE_STARTED) === 0) this.startProbe(h);
+      flags[h] = flags[h]! & ~PROBE_STARTED;
     }
   }
 
-  private startProbe(p: Probe): void {
-    p.flags = (p.flags & ~PROBE_GONE) | PROBE_STARTED;
-    this.schedule(p, performance.now() + this.random() * p.check.intervalMs);
+  private startProbe(h: number): void {
+    const pc = this.pc;
+    pc.flags[h] = (pc.flags[h]! & ~PROBE_GONE) | PROBE_STARTED;
+    this.schedule(h, performance.now() + this.random() * pc.check[h]!.intervalMs);
   }
 
   /** Stops probing and aborts every probe in flight (their sockets close); idle() resolves once they settled. */
@@ -1290,7 +1418,7 @@ export class HealthMonitor extends EventEmitter {
     this.started = false;
     this.cancelling = true;
     try {
-      for (const p of this.probes.values()) this.cancel(p, false);
+      for (const h of this.probes.values()) this.cancel(h, false);
     } finally {
       this.cancelling = false;
     }
@@ -1318,23 +1446,26 @@ export class HealthMonitor extends EventEmitter {
   reserve(n: number, o: { ahead?: boolean } = {}): void {
     if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`n: ${n} is not a non-negative integer`);
     // as many probes at most (one per membership where no two share a backend); the last piece's fit() cuts the rest
+    const probes = this.lanes.held + n;
     if (o.ahead === true) {
       this.m.reserveAhead(n);
       this.lanes.reserveAhead(n);
+      this.probeRoom = Math.max(this.probeRoom, probes);
     } else {
       this.m.reserve(n);
       this.lanes.reserve(n);
+      this.pc.reserve(probes);
     }
   }
 
   /**
    * After reserve(): makes one more of its arrays the room reserved (each column of the memberships, then the probe
-   * queue's arrays), a few ms per 100,000 slots of new memory; false when all have it. A caller adding many targets in
+   * queue's arrays, then the probes' columns), a few ms per 100,000 slots of new memory; false when all have it. A caller adding many targets in
    * pieces calls it in turns of its own until false, so that no turn pays for ~20 arrays grown at once (~45 ms at
    * 512,000 here) and no piece for five arrays of objects grown in one write.
    */
   growRoom(): boolean {
-    return this.m.growOne() || this.lanes.growOne();
+    return this.m.growOne() || this.lanes.growOne() || this.pc.growOne(this.probeRoom);
   }
 
   /** Memberships it has room for now without growing its columns (reserve). */
@@ -1454,7 +1585,7 @@ export class HealthMonitor extends EventEmitter {
     return {
       key: m.keys[i]!,
       vip: m.vipNames[m.vip[i]!]!,
-      address: m.probe[i]!.address,
+      address: this.pc.address[m.probe[i]!]!,
       type: m.check[i]!.type,
       status: STATUS[m.status[i]!]!,
       checks: m.checks[i]!,
@@ -1463,23 +1594,24 @@ export class HealthMonitor extends EventEmitter {
   }
 
   /** Unqueues the probe and cancels its run; gone (PROBE_GONE) unless it is only the monitor stopping. */
-  private cancel(p: Probe, gone = true): void {
-    this.lanes.remove(p);
-    if (gone) p.flags |= PROBE_GONE;
-    const run = p.running;
+  private cancel(h: number, gone = true): void {
+    const pc = this.pc;
+    this.lanes.remove(h);
+    if (gone) pc.flags[h] = pc.flags[h]! | PROBE_GONE;
+    const run = pc.running[h] ?? null;
     if (run === null) return;
     if (typeof run === 'number') {
       // its "aborted" comes now, from the thread's cancel, and is dropped (threadDone)
-      p.flags |= PROBE_CANCELLING;
+      pc.flags[h] = pc.flags[h]! | PROBE_CANCELLING;
       try {
         this.thread!.cancel(run);
       } finally {
-        p.flags &= ~PROBE_CANCELLING;
+        pc.flags[h] = pc.flags[h]! & ~PROBE_CANCELLING;
       }
       return;
     }
     run.cancelled = true;
-    p.running = null;
+    pc.running[h] = null;
     run.cancel?.();
   }
 
@@ -1487,15 +1619,16 @@ export class HealthMonitor extends EventEmitter {
    * Queues the probe's next start at `at` (performance.now ms; a time past means at once). Absolute, so
    * probes due together keep their order (one timer serves every probe: see arm).
    */
-  private schedule(p: Probe, at: number): void {
-    this.lanes.push(p, isSlow(p) ? (this.allDown(p) ? SETTLED : SLOW) : QUICK, at);
+  private schedule(h: number, at: number): void {
+    const slow = (this.pc.flags[h]! & PROBE_SLOW) !== 0;
+    this.lanes.push(h, slow ? (this.allDown(h) ? SETTLED : SLOW) : QUICK, at);
     this.arm();
   }
 
-  /** Whether every membership of the probe is down (its timeouts can flip none). */
-  private allDown(p: Probe): boolean {
+  /** Whether every membership of probe h is down (its timeouts can flip none). */
+  private allDown(h: number): boolean {
     const status = this.m.status;
-    const ms = p.members;
+    const ms = this.pc.members[h]!;
     if (typeof ms === 'number') return status[ms] !== UP;
     for (let k = 0; k < ms.length; k++) if (status[ms[k]!] === UP) return false;
     return true;
@@ -1605,13 +1738,19 @@ export class HealthMonitor extends EventEmitter {
   }
 
   /** The target a probe's run gets: its first membership's, with the probe's check. */
-  private targetOf(p: Probe): HealthTarget {
+  private targetOf(h: number): HealthTarget {
     const m = this.m;
-    const first = memberAt(p.members, 0);
-    return { key: m.keys[first]!, vip: m.vipNames[m.vip[first]!]!, address: p.address, check: p.check };
+    const pc = this.pc;
+    const first = memberAt(pc.members[h]!, 0);
+    return {
+      key: m.keys[first]!,
+      vip: m.vipNames[m.vip[first]!]!,
+      address: pc.address[h]!,
+      check: pc.check[h]!,
+    };
   }
 
-  private run(p: Probe, due: number, now: number, slow: boolean): void {
+  private run(h: number, due: number, now: number, slow: boolean): void {
     const late = now - due;
     if (late > LATE_MS) {
       this.counts.delayed++;
@@ -1621,18 +1760,19 @@ export class HealthMonitor extends EventEmitter {
     this.counts.started++;
     this.inFlight++;
     if (slow) this.slowInFlight++;
-    p.lastStart = Math.floor(now);
-    if (this.onThread && p.check.type === 'tcp' && this.runOnThread(p, slow)) return;
-    const run: Run = { startedAt: now, slow, cancel: null, cancelled: false };
-    p.running = run;
+    const pc = this.pc;
+    pc.lastStart[h] = Math.floor(now);
+    if (this.onThread && pc.check[h]!.type === 'tcp' && this.runOnThread(h, slow)) return;
+    const run: Run = { probe: h, startedAt: now, slow, cancel: null, cancelled: false };
+    pc.running[h] = run;
     let settled = false;
     const done = (result: CheckResult): void => {
       if (settled) return;
       settled = true;
-      this.done(p, run, result);
+      this.done(run, result);
     };
     try {
-      run.cancel = this.prober(this.targetOf(p), done);
+      run.cancel = this.prober(this.targetOf(h), done);
     } catch (err) {
       // The prober itself broke, not the backend: no verdict (reported on a later turn: we are inside pump).
       const detail = `check failed: ${(err as Error)?.message ?? err}`;
@@ -1648,47 +1788,54 @@ export class HealthMonitor extends EventEmitter {
    * started) where the address is no IP address, the thread is not available, or the start throws: the general
    * path then runs it (and reports its error).
    */
-  private runOnThread(p: Probe, slow: boolean): boolean {
-    let f = p.flags;
+  private runOnThread(h: number, slow: boolean): boolean {
+    const pc = this.pc;
+    const address = pc.address[h]!;
+    let f = pc.flags[h]!;
     if ((f & PROBE_FAMILY_KNOWN) === 0) {
-      f |= PROBE_FAMILY_KNOWN | (isIPv4(p.address) ? PROBE_IP : isIPv6(p.address) ? PROBE_IP | PROBE_V6 : 0);
-      p.flags = f;
+      f |= PROBE_FAMILY_KNOWN | (isIPv4(address) ? PROBE_IP : isIPv6(address) ? PROBE_IP | PROBE_V6 : 0);
+      pc.flags[h] = f;
     }
     if ((f & PROBE_IP) === 0) return false;
     const t = tcpProbeThread();
     if (t === null) return false;
+    const check = pc.check[h]!;
     let id: number;
     try {
-      id = t.begin(p.address, (f & PROBE_V6) !== 0, p.check.port, p.check.timeoutMs, this.threadDone, p);
+      id = t.begin(address, (f & PROBE_V6) !== 0, check.port, check.timeoutMs, this.threadDone, h);
     } catch {
       return false;
     }
     this.thread = t;
-    p.running = id;
-    p.flags = slow ? p.flags | PROBE_RUN_SLOW : p.flags & ~PROBE_RUN_SLOW;
+    pc.running[h] = id;
+    pc.flags[h] = slow ? f | PROBE_RUN_SLOW : f & ~PROBE_RUN_SLOW;
     this.counts.startedOnThread++;
     return true;
   }
 
-  /** A verdict of runOnThread's (once per run: ThreadProbes drops what comes after a cancel). */
-  private readonly threadDone = (result: CheckResult, p: Probe): void => {
-    const f = p.flags;
-    p.running = null;
-    this.finish(p, p.lastStart!, (f & PROBE_RUN_SLOW) !== 0, (f & PROBE_CANCELLING) !== 0, result);
+  /** A verdict of runOnThread's for probe h (once per run: ThreadProbes drops what comes after a cancel; its owner,
+   * h, follows the probes' renumbering: renumbered). */
+  private readonly threadDone = (result: CheckResult, h: number): void => {
+    const pc = this.pc;
+    const f = pc.flags[h]!;
+    pc.running[h] = null;
+    this.finish(h, pc.lastStart[h]!, (f & PROBE_RUN_SLOW) !== 0, (f & PROBE_CANCELLING) !== 0, result);
   };
 
-  private done(p: Probe, run: Run, result: CheckResult): void {
-    if (p.running === run) p.running = null;
-    this.finish(p, run.startedAt, run.slow, run.cancelled, result);
+  private done(run: Run, result: CheckResult): void {
+    // A run cancelled is no longer its probe's (whose id may since have been renumbered or freed): dropped in finish.
+    if (!run.cancelled && this.pc.running[run.probe] === run) this.pc.running[run.probe] = null;
+    this.finish(run.probe, run.startedAt, run.slow, run.cancelled, result);
   }
 
   /** A run's end: its slot given back, its result applied unless it is dropped. */
-  private finish(p: Probe, startedAt: number, slow: boolean, cancelled: boolean, result: CheckResult): void {
+  private finish(h: number, startedAt: number, slow: boolean, cancelled: boolean, result: CheckResult): void {
     this.inFlight--;
     if (slow) this.slowInFlight--;
     try {
-      // Gone meanwhile, cancelled, or the monitor stopped: drop the result.
-      if ((p.flags & PROBE_GONE) === 0 && this.started && !cancelled) this.apply(p, startedAt, result);
+      // Cancelled (its probe gone, or the monitor stopped), or the monitor stopped since: drop the result.
+      if (!cancelled && this.started && (this.pc.flags[h]! & PROBE_GONE) === 0)
+        this.apply(h, startedAt, result);
     } catch (err) {
       this.emit('error', err);
     } finally {
@@ -1698,12 +1845,14 @@ export class HealthMonitor extends EventEmitter {
   }
 
   /** Fans one probe result out to the memberships due to take it, then queues the probe's next start. */
-  private apply(p: Probe, startedAt: number, result: CheckResult): void {
+  private apply(h: number, startedAt: number, result: CheckResult): void {
+    const pc = this.pc;
+    const pcheck = pc.check[h]!;
     // Every probe, for the duration histogram (peak_xdp_health_check_duration_seconds); no event object made
     // when nobody listens (a timing-out target's probe is tens of thousands a second).
     if (this.listenerCount('checked') > 0) {
       const outcome = result.local === true ? 'local_error' : result.ok ? 'success' : 'failure';
-      const checked: ProbeChecked = { type: p.check.type, result: outcome, durationMs: result.durationMs, address: p.address, startedAt, timedOut: result.timedOut === true }; // prettier-ignore
+      const checked: ProbeChecked = { type: pcheck.type, result: outcome, durationMs: result.durationMs, address: pc.address[h]!, startedAt, timedOut: result.timedOut === true }; // prettier-ignore
       this.emit('checked', checked);
     }
     const at = Date.now();
@@ -1715,11 +1864,11 @@ export class HealthMonitor extends EventEmitter {
     // A probe that timed out waits behind quick ones when slots run short (its wall time is no measure: an
     // event loop late to read a connect would make healthy ones look slow).
     if (result.local !== true)
-      p.flags = result.timedOut === true ? p.flags | PROBE_SLOW : p.flags & ~PROBE_SLOW;
+      pc.flags[h] = result.timedOut === true ? pc.flags[h]! | PROBE_SLOW : pc.flags[h]! & ~PROBE_SLOW;
     // Every membership's state first, then the events: a listener (which may call setTargets) sees the whole
     // result applied. No allocation per membership: flips are few, and only they are remembered.
     const m = this.m;
-    const members = p.members;
+    const members = pc.members[h]!;
     const n = memberCount(members);
     let taken: number[] | null = null;
     for (let k = 0; k < n; k++) {
@@ -1748,8 +1897,8 @@ export class HealthMonitor extends EventEmitter {
       (taken ??= []).push(i);
     }
     // The next start counts from this one's start, not its end: a probe that timed out keeps its cadence.
-    const next = startedAt + jittered(p.check.intervalMs, this.jitter, this.random());
-    this.schedule(p, next);
+    const next = startedAt + jittered(pcheck.intervalMs, this.jitter, this.random());
+    this.schedule(h, next);
     if (taken === null) return;
     if (result.local === true) this.noVerdict(m, taken, result);
     else this.flipped(m, taken, result);
@@ -1773,7 +1922,10 @@ export class HealthMonitor extends EventEmitter {
       const from: HealthStatus = to === 'up' ? 'down' : 'up';
       const v = m.vip[i]!;
       const vip = m.vipNames[v]!;
-      events.push(['change', { key: m.keys[i]!, vip, address: m.probe[i]!.address, from, to, result }]);
+      events.push([
+        'change',
+        { key: m.keys[i]!, vip, address: this.pc.address[m.probe[i]!]!, from, to, result },
+      ]);
       const was = up.get(v)!;
       const now = was + (to === 'up' ? 1 : -1);
       up.set(v, now);
@@ -1788,7 +1940,8 @@ export class HealthMonitor extends EventEmitter {
    * rise/fall streaks stay as they were, so a loaded balancer host does not take its healthy backends out.
    */
   private noVerdict(m: Memberships, taken: readonly number[], result: CheckResult): void {
-    const events = taken.map((i): LocalCheckError => ({ key: m.keys[i]!, vip: m.vipNames[m.vip[i]!]!, address: m.probe[i]!.address, result })); // prettier-ignore
+    const address = this.pc.address;
+    const events = taken.map((i): LocalCheckError => ({ key: m.keys[i]!, vip: m.vipNames[m.vip[i]!]!, address: address[m.probe[i]!]!, result })); // prettier-ignore
     for (const ev of events) this.emit('localError', ev);
   }
 

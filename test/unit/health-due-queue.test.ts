@@ -1,6 +1,7 @@
 // DueLanes (pure): per lane, entries come out earliest first, equal times in queueing order; an item is queued in one
-// lane at most (pushing it again moves it); remove and delete unqueue it; ids are renumbered once most are free;
-// due() counts entries due by a time; moving every item from one lane to another costs no more room.
+// lane at most (pushing it again moves it); remove and delete unqueue it; fit() renumbers the ids once most are free
+// (never a delete: its caller holds ids across deletes); due() counts entries due by a time; moving every item from one
+// lane to another costs no more room.
 import { DueLanes, roomFor } from '../../src/health/due-queue';
 
 interface Item {
@@ -10,8 +11,90 @@ interface Item {
 
 const item = (name: string): Item => ({ name, id: -1 });
 
+/**
+ * DueLanes as its caller holds it (the health monitor's probe columns): named items by id, each item's id as add()
+ * gave it and followed through every renumbering by onRenumber's map alone.
+ */
+class Named {
+  readonly q: DueLanes;
+  private byId = new Map<number, Item>();
+
+  constructor(lanes: number, onRenumber?: (to: Int32Array, cap: number) => void) {
+    this.q = new DueLanes(lanes, {
+      onRenumber: (to, cap) => {
+        const next = new Map<number, Item>();
+        for (const [id, it] of this.byId) {
+          expect(to[id]).toBeGreaterThanOrEqual(0);
+          it.id = to[id]!;
+          next.set(it.id, it);
+        }
+        this.byId = next;
+        onRenumber?.(to, cap);
+      },
+    });
+  }
+
+  add(it: Item): void {
+    it.id = this.q.add();
+    expect(this.byId.has(it.id)).toBe(false);
+    this.byId.set(it.id, it);
+  }
+  delete(it: Item): void {
+    this.q.delete(it.id);
+    this.byId.delete(it.id);
+  }
+  push(it: Item, lane: number, at: number): void {
+    this.q.push(it.id, lane, at);
+  }
+  remove(it: Item): void {
+    this.q.remove(it.id);
+  }
+  queued(it: Item): boolean {
+    return this.q.queued(it.id);
+  }
+  pop(lane: number): Item {
+    return this.byId.get(this.q.pop(lane))!;
+  }
+  item(id: number): Item | undefined {
+    return this.q.has(id) ? this.byId.get(id) : undefined;
+  }
+  topAt(lane: number): number {
+    return this.q.topAt(lane);
+  }
+  length(lane: number): number {
+    return this.q.length(lane);
+  }
+  capacity(lane: number): number {
+    return this.q.capacity(lane);
+  }
+  get held(): number {
+    return this.q.held;
+  }
+  get idCapacity(): number {
+    return this.q.idCapacity;
+  }
+  due(lane: number, now: number): { n: number; earliest: number } {
+    return this.q.due(lane, now);
+  }
+  clear(): void {
+    this.q.clear();
+  }
+  fit(): void {
+    this.q.fit();
+  }
+  reserve(n: number): void {
+    this.q.reserve(n);
+  }
+  reserveAhead(n: number): void {
+    this.q.reserveAhead(n);
+  }
+  growOne(): boolean {
+    return this.q.growOne();
+  }
+}
+
 /** Every entry of the lane, in the order it gives them. */
-function drain(q: DueLanes<Item>, lane = 0): [string, number][] {
+function drain(q: Named, lane = 0): [string, number][] {
   const out: [string, number][] = [];
   for (let at = q.topAt(lane); at !== Infinity; at = q.topAt(lane)) out.push([q.pop(lane).name, at]);
   return out;
@@ -41,8 +124,8 @@ function rng(seed: number): () => number {
 }
 
 /** shuffled(), every entry held and queued in lane 0 of a one-lane DueLanes. */
-function queuedShuffle(): ReturnType<typeof shuffled> & { q: DueLanes<Item> } {
-  const q = new DueLanes<Item>(1);
+function queuedShuffle(): ReturnType<typeof shuffled> & { q: Named } {
+  const q = new Named(1);
   const { entries, expected } = shuffled();
   for (const e of entries) {
     q.add(e.item);
@@ -63,7 +146,7 @@ describe('DueLanes', () => {
   });
 
   it('keeps lanes apart; pushing a queued item again moves it (lane and time), after others of its new time', () => {
-    const q = new DueLanes<Item>(3);
+    const q = new Named(3);
     const [a, b, c, d] = ['a', 'b', 'c', 'd'].map(item) as [Item, Item, Item, Item];
     for (const x of [a, b, c, d]) q.add(x);
     q.push(a, 0, 10);
@@ -97,7 +180,7 @@ describe('DueLanes', () => {
 
   it('matches a sorted list under a random mix of pushes, moves, removes, pops, adds and deletes (3 lanes)', () => {
     const next = rng(42);
-    const q = new DueLanes<Item>(3);
+    const q = new Named(3);
     // the model: per held item, its lane and time and queueing order, or null when not queued
     const model = new Map<Item, { lane: number; at: number; seq: number } | null>();
     let seq = 0;
@@ -123,6 +206,9 @@ describe('DueLanes', () => {
         const it = held[Math.floor(next() * held.length)]!;
         q.delete(it);
         model.delete(it);
+      } else if (r < 0.77) {
+        // renumbers once the room is over 1.5x the items: Named follows every item's id
+        q.fit();
       } else {
         const lane = Math.floor(next() * 3);
         const want = [...model.entries()]
@@ -152,25 +238,31 @@ describe('DueLanes', () => {
     }
   });
 
-  it('an item not held is refused by name (never mistaken for the item that has its id now)', () => {
-    const q = new DueLanes<Item>(1);
-    const a = item('a');
-    const b = item('b');
-    q.add(a);
+  it('an id not held is refused by number; a freed id is handed out again', () => {
+    const q = new DueLanes(1);
+    const a = q.add();
+    const b = q.add();
+    expect([a, b]).toEqual([0, 1]);
+    expect(q.has(a)).toBe(true);
     q.delete(a);
-    q.add(b); // takes a's id
-    expect(b.id).toBe(a.id);
-    expect(() => q.push(a, 0, 1)).toThrow(`DueLanes.push: the item is not held (id ${a.id})`);
-    expect(() => q.remove(a)).toThrow('DueLanes.remove: the item is not held');
-    expect(() => q.delete(a)).toThrow('DueLanes.delete: the item is not held');
+    expect(q.has(a)).toBe(false);
+    expect(q.held).toBe(1);
+    expect(() => q.push(a, 0, 1)).toThrow(`DueLanes.push: id ${a} is not held`);
+    expect(() => q.remove(a)).toThrow('DueLanes.remove: id 0 is not held');
+    expect(() => q.delete(a)).toThrow('DueLanes.delete: id 0 is not held');
+    expect(() => q.queued(7)).toThrow('DueLanes.queued: id 7 is not held');
+    expect(() => q.push(-1, 0, 1)).toThrow('DueLanes.push: id -1 is not held');
+    expect(() => q.push(0.5, 0, 1)).toThrow('DueLanes.push: id 0.5 is not held');
     expect(() => q.push(b, 1, 1)).toThrow('DueLanes.push: no lane 1');
-    expect(() => new DueLanes<Item>(0)).toThrow('DueLanes: lanes must be 1..255, got 0');
+    expect(q.add()).toBe(a); // a's id again
+    expect(q.queued(a)).toBe(false);
+    expect(() => new DueLanes(0)).toThrow('DueLanes: lanes must be 1..255, got 0');
   });
 
   it('every item moving from one lane to another (the start: slow first, then quick) holds no more room than before', () => {
     // At a start every probe is queued as slow; its first result moves it to the quick lane.
     const n = 20_000;
-    const q = new DueLanes<Item>(2);
+    const q = new Named(2);
     const items = Array.from({ length: n }, (_, i) => item(`p${i}`));
     items.forEach((it, i) => {
       q.add(it);
@@ -224,8 +316,8 @@ describe('DueLanes', () => {
     expect(q.queued(entries[0]!.item)).toBe(false);
   });
 
-  it('renumbers the ids once under half are held, and fit() cuts the room a burst of adds doubled', () => {
-    const q = new DueLanes<Item>(2);
+  it('fit() renumbers the ids once most are free (a delete never does), and cuts the room a burst of adds doubled', () => {
+    const q = new Named(2);
     const items = Array.from({ length: 1000 }, (_, i) => item(`p${i}`));
     for (const it of items) q.add(it);
     expect(q.idCapacity).toBe(1024);
@@ -233,16 +325,17 @@ describe('DueLanes', () => {
     // 1,000 held in room for 1,024: nothing to cut
     q.fit();
     expect(q.idCapacity).toBe(1024);
-    // deleting every odd item but the last few: renumbered when fewer than 512 are held
+    // deleting every odd item but the last few: no id moves until fit()
     const kept = items.filter((_, i) => i % 2 === 0 || i >= 980);
+    const ids = kept.map((it) => it.id);
     for (const [i, it] of items.entries()) if (i % 2 === 1 && i < 980) q.delete(it);
     expect(q.held).toBe(kept.length);
-    expect(q.idCapacity).toBeLessThan(1024);
-    expect(q.idCapacity).toBeLessThanOrEqual(Math.ceil(kept.length * 1.25) + 64);
-    // renumbered at 511 held (2 x 511 < 1,024) to ids 0..510 in room for 639; the one deleted after it left a gap
-    expect(q.idCapacity).toBe(639);
-    expect(new Set(kept.map((it) => it.id)).size).toBe(kept.length);
-    expect(Math.max(...kept.map((it) => it.id))).toBe(kept.length);
+    expect(q.idCapacity).toBe(1024);
+    expect(kept.map((it) => it.id)).toEqual(ids);
+    // 510 held in room for 1,024 (over 1.5x): renumbered to ids 0..509 in id order, in room for 1.25x them
+    q.fit();
+    expect(q.idCapacity).toBe(638);
+    expect(kept.map((it) => it.id)).toEqual(kept.map((_, k) => k));
     const lane = (it: Item): number => items.indexOf(it) % 2;
     const want = (l: number): string[] =>
       kept
@@ -262,9 +355,14 @@ describe('DueLanes', () => {
     expect(drain(q, 0).map(([name]) => name)).toEqual([...kept, ...more].map((it) => it.name));
   });
 
-  it('tells onRenumber old id -> new id (-1 for a free one) after renumbering, and item(id) gives the item held there', () => {
+  it('tells onRenumber old id -> new id (-1 for a free one) and the room after renumbering', () => {
     const calls: Int32Array[] = [];
-    const q = new DueLanes<Item>(1, { onRenumber: (to) => void calls.push(to.slice()) });
+    const rooms: number[] = [];
+    const q = new Named(1, (to, cap) => {
+      calls.push(to.slice());
+      rooms.push(cap);
+      expect(cap).toBe(q.idCapacity);
+    });
     const items = Array.from({ length: 200 }, (_, i) => item(`p${i}`));
     for (const it of items) q.add(it);
     // each item's id followed through every renumbering by the maps alone
@@ -275,6 +373,7 @@ describe('DueLanes', () => {
     for (const [i, it] of items.entries())
       if (i % 10 !== 0) {
         q.delete(it);
+        q.fit(); // as the monitor does after a change
         followed.delete(it);
         for (let to = calls.shift(); to !== undefined; to = calls.shift()) {
           renumbered++;
@@ -285,6 +384,7 @@ describe('DueLanes', () => {
         }
       }
     expect(renumbered).toBeGreaterThanOrEqual(1);
+    expect(rooms.length).toBe(renumbered);
     expect(q.idCapacity).toBeLessThan(256);
     for (const [x, id] of followed) {
       expect(x.id).toBe(id);
@@ -292,15 +392,20 @@ describe('DueLanes', () => {
     }
     expect(q.item(q.idCapacity + 5)).toBeUndefined();
     // no hook, no map made: still renumbers
-    const plain = new DueLanes<Item>(1);
-    const others = Array.from({ length: 200 }, (_, i) => item(`o${i}`));
-    for (const it of others) plain.add(it);
-    for (const it of others.slice(0, 190)) plain.delete(it);
-    expect(plain.idCapacity).toBeLessThan(256);
+    const plain = new DueLanes(1);
+    const others = Array.from({ length: 200 }, () => plain.add());
+    others.forEach((id) => plain.push(id, 0, id));
+    for (const id of others.slice(0, 190)) plain.delete(id);
+    expect(plain.idCapacity).toBe(256);
+    plain.fit();
+    expect(plain.idCapacity).toBe(64);
+    expect(plain.held).toBe(10);
+    // the ten left, renumbered 0..9, come out in their order
+    expect(Array.from({ length: 10 }, () => plain.pop(0))).toEqual(others.slice(0, 10));
   });
 
   it('fit() leaves the room alone until it is over 1.5x the items (not a copy of every id at each small change)', () => {
-    const q = new DueLanes<Item>(1);
+    const q = new Named(1);
     const items = Array.from({ length: 1100 }, (_, i) => item(`p${i}`));
     for (const it of items) q.add(it);
     expect(q.idCapacity).toBe(2048);
@@ -318,7 +423,7 @@ describe('DueLanes', () => {
     expect(q.held).toBe(916);
     expect(q.idCapacity).toBe(1145);
     // reserve(n): room for n more and a quarter, at once; fit() then cuts nothing while they are in
-    const r = new DueLanes<Item>(1);
+    const r = new Named(1);
     r.reserve(1000);
     expect(r.idCapacity).toBe(1250);
     for (const it of Array.from({ length: 1000 }, (_, i) => item(`r${i}`))) r.add(it);
@@ -338,15 +443,15 @@ describe('DueLanes', () => {
     expect(roomFor(b, 1000, 2)).toBe(b);
     // a queue whose ids were reserved gives its items that room once (growItems), takes that many, and gives them
     // back by id after a renumbering
-    const q = new DueLanes<Item>(1);
+    const q = new Named(1);
     const early = item('early');
     q.add(early);
     q.reserveAhead(5000);
     expect(q.idCapacity).toBe(64); // promised, not made
     const made: number[] = [];
     while (q.growOne()) made.push(q.idCapacity);
-    // seq, pos, laneOf, then at (idCapacity shows the room once all four have it), then the items
-    expect(made).toEqual([64, 64, 64, 6252, 6252]); // 1.25 x (1 held + 5,000)
+    // seq, pos, laneOf, then at (idCapacity shows the room once all four have it)
+    expect(made).toEqual([64, 64, 64, 6252]); // 1.25 x (1 held + 5,000)
     expect(() => q.reserveAhead(-1)).toThrow(/n must be >= 0, got -1/);
     const items = Array.from({ length: 5000 }, (_, i) => item(`q${i}`));
     for (const it of items) q.add(it);
@@ -359,7 +464,7 @@ describe('DueLanes', () => {
   });
 
   it('due() counts the entries due by a time, and the earliest', () => {
-    const q = new DueLanes<Item>(1);
+    const q = new Named(1);
     const items = Array.from({ length: 200 }, (_, i) => item(`p${i}`));
     items.forEach((it, i) => {
       q.add(it);

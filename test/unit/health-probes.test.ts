@@ -32,6 +32,7 @@ import { signalPid } from '../../scripts/lib/pids';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { connect as connectTcp, createServer as createTcp } from 'node:net';
 import { DEFAULTS, HealthCheckConfig } from '../../src/model';
+import { DueLanes } from '../../src/health/due-queue';
 
 const base: HealthCheckConfig = { ...DEFAULTS.healthCheck, type: 'tcp', port: 80, intervalMs: 100, timeoutMs: 50, rise: 1, fall: 2 }; // prettier-ignore
 const target = (key: string, address: string, check: Partial<HealthCheckConfig> = {}, vip = key.split('>')[0]!): HealthTarget => ({
@@ -614,6 +615,47 @@ describe('TCP probes on the prober thread (the addon)', () => {
     await closedWithin(dropPort, 5000, fillers.length);
     expect(changes).toBe(0);
   });
+  it('probes in flight on the thread while the monitor renumbers its probes: each verdict reaches its own membership', async () => {
+    const renumber = jest.spyOn(DueLanes.prototype as unknown as { renumber: () => void }, 'renumber');
+    const monitor = new HealthMonitor({ jitter: 0, random: () => 0, maxInFlight: 300 });
+    const check = (timeoutMs: number) => ({
+      intervalMs: 60_000,
+      timeoutMs,
+      rise: 1,
+      fall: 1,
+      port: dropPort,
+    });
+    // 200 probes (one per timeout) of the listener that never accepts: the first 190 wait 20 s, the last 10 time out
+    // after 400, 420, ... 580 ms
+    const timeout = (x: number): number => (x < 190 ? 20_000 + x : 400 + 20 * (x - 190));
+    const all = Array.from({ length: 200 }, (_, x) =>
+      target(`v${x}>1`, '127.0.0.1', check(timeout(x)), `v${x}`),
+    );
+    try {
+      monitor.setTargets(all);
+      monitor.start();
+      const until = Date.now() + 5000;
+      while (monitor.stats().startedOnThread < 200 && Date.now() < until)
+        await new Promise((r) => setTimeout(r, 5));
+      expect(monitor.stats()).toMatchObject({ inFlight: 200, startedOnThread: 200 });
+      // the first 190 go: cancelled on the thread, and the 10 left renumbered while their runs are in flight there
+      monitor.setTargets(all.slice(190));
+      expect(renumber).toHaveBeenCalled();
+      expect(monitor.stats()).toMatchObject({ probes: 10, inFlight: 10 });
+      const until2 = Date.now() + 10_000;
+      while (monitor.stats().inFlight > 0 && Date.now() < until2) await new Promise((r) => setTimeout(r, 20));
+      const last = new Map(monitor.snapshot().map((t) => [t.key, t.last?.detail]));
+      for (let x = 190; x < 200; x++) {
+        expect(last.get(`v${x}>1`)).toBe(`timeout after ${timeout(x)} ms`);
+        expect(monitor.status(`v${x}>1`)).toBe('down');
+      }
+    } finally {
+      monitor.stop();
+      renumber.mockRestore();
+    }
+    await monitor.idle();
+    await closedWithin(dropPort, 5000, fillers.length);
+  });
 });
 
 describe('ThreadProbes (a stand-in for the addon)', () => {
@@ -678,6 +720,23 @@ describe('ThreadProbes (a stand-in for the addon)', () => {
     f.deliver([[id, 0, 1], [99, 0, 1], [0, 0, 1], [id + 2 ** 20, 0, 1]]); // prettier-ignore
     expect(got).toHaveLength(1);
     expect(got[0]).toMatchObject({ ok: false, detail: 'aborted', local: true });
+  });
+
+  it("remapOwners renumbers the owners of one sink's probes in flight, and only those", () => {
+    const t = new ThreadProbes(FakeProber);
+    const f = FakeProber.last;
+    const got: [string, number][] = [];
+    const mine = (r: CheckResult, owner: number): void => void got.push(['mine', owner]);
+    const other = (r: CheckResult, owner: number): void => void got.push(['other', owner]);
+    const a = t.begin('10.0.0.1', false, 80, 700, mine, 7);
+    const b = t.begin('10.0.0.2', false, 80, 700, other, 7);
+    const c = t.begin('10.0.0.3', false, 80, 700, mine, 9);
+    const d = t.begin('10.0.0.4', false, 80, 700, mine, 3);
+    f.deliver([[d, 0, 1]]); // done before: its slot is free, nothing to renumber
+    expect(got).toEqual([['mine', 3]]);
+    t.remapOwners(mine, (h: number) => h - 5);
+    f.deliver([[a, 0, 1], [b, 0, 1], [c, 111, 1]]); // prettier-ignore
+    expect(got).toEqual([['mine', 3], ['mine', 2], ['other', 7], ['mine', 4]]); // prettier-ignore
   });
 
   it('a freed slot is taken again under a new id: a verdict made before a cancel and delivered after it is dropped', () => {

@@ -304,6 +304,59 @@ describe('HealthMonitor.updateTargets', () => {
     }
   });
 
+  it('runs in flight while the probes are renumbered take their results to their own probes (no id mixed up)', async () => {
+    const renumber = jest.spyOn(DueLanes.prototype as unknown as { renumber: () => void }, 'renumber');
+    const mm = manual();
+    const m = new HealthMonitor({
+      jitter: 0,
+      random: () => 0,
+      prober: mm.prober,
+      maxInFlight: 1000,
+      startsPerTurn: 1000,
+    });
+    try {
+      const check = { ...base, rise: 1, fall: 1, intervalMs: 60_000 };
+      const addr = (x: number): string => `10.7.${x >> 8}.${x & 255}`;
+      const all = Array.from({ length: 400 }, (_, x) => ({
+        key: `a>${x}`,
+        vip: 'a',
+        address: addr(x),
+        check,
+      }));
+      m.setTargets(all);
+      m.start();
+      await jest.advanceTimersByTimeAsync(0);
+      expect(m.stats()).toMatchObject({ inFlight: 400, started: 400 });
+      // every other probe of the first 380 goes in one change, then the rest of those 380: the queue renumbers
+      // the 20 left (their ids move down) while their first runs are still in flight
+      m.updateTargets({ remove: all.filter((_, x) => x < 380 && x % 2 === 0).map((t) => t.key), upsert: [] });
+      m.updateTargets({ remove: all.filter((_, x) => x < 380 && x % 2 === 1).map((t) => t.key), upsert: [] });
+      expect(renumber).toHaveBeenCalled();
+      expect(m.stats()).toMatchObject({ probes: 20, memberships: 20, inFlight: 20 });
+      // the runs from before: odd ones refused, even ones connected, each taken by its own membership only
+      for (let x = 380; x < 400; x++) expect(mm.finish(addr(x), x % 2 === 0)).toBe(1);
+      await jest.advanceTimersByTimeAsync(0);
+      const want = all.slice(380).map((t, k) => [t.key, k % 2 === 0 ? 'up' : 'down']);
+      expect([...m.statuses()].sort()).toEqual(want.sort());
+      const last = new Map(m.snapshot().map((t) => [t.key, t.last?.detail]));
+      for (let x = 380; x < 400; x++)
+        expect(last.get(`a>${x}`)).toBe(x % 2 === 0 ? 'connected' : 'ECONNREFUSED');
+      // and each is queued again under its new id: the next round starts all 20, at their own addresses
+      expect(m.stats().inFlight).toBe(0);
+      await jest.advanceTimersByTimeAsync(60_000);
+      expect(m.stats()).toMatchObject({ inFlight: 20, started: 420 });
+      expect(mm.starts.slice(400).sort()).toEqual(
+        all
+          .slice(380)
+          .map((t) => t.address)
+          .sort(),
+      );
+    } finally {
+      m.stop();
+      renumber.mockRestore();
+    }
+  });
+
   it('changes nothing for a key given twice', () => {
     const m = new HealthMonitor();
     const t = { key: 'a>1', vip: 'a', address: '10.0.0.1', check: base };
