@@ -82,7 +82,7 @@ export class DueLanes {
     return this.top - this.nFree;
   }
 
-  /** Ids the arrays hold room for: doubled when full; renumbered and cut to 1.25x the items when under half are held. */
+  /** Ids the arrays hold room for: doubled when full; renumbered and cut to 1.25x the items by fit() once over 1.5x. */
   get idCapacity(): number {
     return this.at.length;
   }

@@ -924,7 +924,7 @@ const LANES = 3;
 /** No lane (HealthMonitor.dueLane, startable). */
 const NO_LANE = -1;
 
-/** Probe.flags bits. */
+/** ProbeColumns.flags bits. */
 const PROBE_SLOW = 1;
 const PROBE_GONE = 2;
 /** Scheduled by the start() running (cleared before it returns). */
@@ -1781,8 +1781,8 @@ export class HealthMonitor extends EventEmitter {
   }
 
   /**
-   * Starts p's TCP probe on the prober thread with nothing made for the run (its id in p.running, its slowness in
-   * p.flags, its start in p.lastStart): the Run, the target, the options, the callbacks and the thread's waiter of
+   * Starts probe h's TCP probe on the prober thread with nothing made for the run (its id in the running column, its
+   * slowness in its flags, its start in lastStart): the Run, the target, the options, the callbacks and the thread's waiter of
    * the general path were ~350 bytes a probe, and at ~8,500 probes a second V8 kept them to its full collections
    * (~345 MB of the old space's garbage over a mass flip at 512 x 1000, in an allocation profile). False (nothing
    * started) where the address is no IP address, the thread is not available, or the start throws: the general
