@@ -1128,7 +1128,8 @@ export class HealthMonitor extends EventEmitter {
   private readonly slowSlots: number;
   /** Inside cancel(): a run's done() then leaves refilling to the canceller (no re-entrant pump). */
   private cancelling = false;
-  /** Room for probes reserve() promised ahead (the probes' columns grow to it: growRoom, or a new probe past it). */
+  /** Room for probes reserve() promised ahead and not made yet (the probes' columns grow to it: growRoom, or a new
+   * probe past their room); 0 once made (the columns may shrink later: a renumbering cuts them to the probes held). */
   private probeRoom = 0;
   /** Changes of targets made (ProbeColumns.mark). */
   private epoch = 0;
@@ -1354,6 +1355,7 @@ export class HealthMonitor extends EventEmitter {
       p = this.lanes.add();
       // Its check is set when the change ends (probeCheckOf over all its members).
       pc.init(p, t.address, t.check, i, -c.epoch, this.probeRoom);
+      if (pc.capacity >= this.probeRoom) this.probeRoom = 0;
       this.probes.add(p, kind);
       c.touched.push(p);
     } else {
@@ -1375,6 +1377,8 @@ export class HealthMonitor extends EventEmitter {
   private renumbered(to: Int32Array): void {
     const pc = this.pc;
     pc.renumber(to);
+    // after the last piece of a change (fit): what was promised for it is made or no longer wanted
+    this.probeRoom = 0;
     this.probes.renumbered(to);
     const m = this.m;
     for (let i = 0; i < m.top; i++) {
@@ -1465,7 +1469,14 @@ export class HealthMonitor extends EventEmitter {
    * 512,000 here) and no piece for five arrays of objects grown in one write.
    */
   growRoom(): boolean {
-    return this.m.growOne() || this.lanes.growOne() || this.pc.growOne(this.probeRoom);
+    if (this.m.growOne() || this.lanes.growOne() || this.pc.growOne(this.probeRoom)) return true;
+    this.probeRoom = 0;
+    return false;
+  }
+
+  /** Probes the probes' columns have room for now without growing (reserve; cut by a change that leaves far fewer). */
+  get probeCapacity(): number {
+    return this.pc.capacity;
   }
 
   /** Memberships it has room for now without growing its columns (reserve). */

@@ -73,6 +73,35 @@ describe('HealthMonitor memberships (fake clock)', () => {
     expect(m.finish(address, ok)).toBe(1);
   }
 
+  it("the probes' columns take the room reserved, give it back once most probes go, and grow to a new reservation only", () => {
+    const m = manual();
+    const mon = new HealthMonitor({ jitter: 0, random: () => 0, prober: m.prober });
+    try {
+      mon.reserve(20_000, { ahead: true });
+      while (mon.growRoom());
+      expect(mon.probeCapacity).toBe(20_000); // what was reserved: not the probe queue's quarter more
+      const many = Array.from({ length: 20_000 }, (_, i) => target(`b>${i}`, `10.2.${i >> 8}.${i & 255}`));
+      mon.setTargets(many);
+      expect(mon.probeCapacity).toBe(20_000);
+      // most go: the change's end renumbers the probes and cuts the columns to the 100 left and an eighth (+ 64)
+      mon.setTargets(many.slice(0, 100));
+      expect(mon.probeCapacity).toBe(100 + 12 + 64);
+      // a new reservation grows them to it, not to the first one
+      mon.reserve(1_000, { ahead: true });
+      while (mon.growRoom());
+      expect(mon.probeCapacity).toBe(1_100);
+      mon.updateTargets({ remove: [], upsert: many.slice(100, 1_100) });
+      expect(mon.probeCapacity).toBe(1_100);
+      expect(mon.stats()).toMatchObject({ probes: 1_100, memberships: 1_100 });
+      expect(mon.status('b>1099')).toBe(NEW_TARGET_STATUS);
+      // past the room without a reservation: by an eighth (+ 64), not one probe at a time
+      mon.updateTargets({ remove: [], upsert: [target('c>1', '10.3.0.1')] });
+      expect(mon.probeCapacity).toBe(1_100 + 137 + 64);
+    } finally {
+      mon.stop();
+    }
+  });
+
   it('a monitor given room for many memberships grows its arrays of objects one per growRoom call, and keeps every membership', () => {
     const m = manual();
     monitor = new HealthMonitor({ jitter: 0, random: () => 0, prober: m.prober });
