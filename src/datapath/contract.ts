@@ -44,9 +44,12 @@ const CONSTS = {
 } as const satisfies Record<Exclude<keyof SharedContract, 'counters'>, string>;
 
 const cache = new Map<string, SharedContract>();
+/** The build's balancer object (the default path, joined once: the datapath asks for its contract per table). */
+let buildObject: string | undefined;
 
 /** The contract of the balancer object at `objectPath` (default: the build's), read once per path. */
-export function sharedContract(objectPath: string = bpfObjectPath('balancer')): SharedContract {
+export function sharedContract(given?: string): SharedContract {
+  const objectPath = given ?? (buildObject ??= bpfObjectPath('balancer'));
   const hit = cache.get(objectPath);
   if (hit) return hit;
   const { enums } = btfLayout(objectPath);

@@ -403,15 +403,26 @@ export function redirectedTable(
   cache: TableCache,
 ): IdTable | null {
   if (!natural.fromRecipe) return null;
-  const skip = skippedMembers(backends.filter((b) => b.weight > 0));
+  const skip = skippedMembers(backends);
   const signatures = redirectedSignatures(natural.naturalSignature, skip);
   return cache.get(signatures.signature, () => new IdTable(signatures, natural, skip));
 }
 
-/** Ids of members that take no new flows, sorted; none when no member does (nothing to redirect to). */
-function skippedMembers(members: readonly DesiredBackend[]): number[] {
-  const skip = members.filter((b) => b.state !== 'up').map((b) => b.id);
-  return skip.length === members.length ? [] : skip.sort((a, b) => a - b);
+/**
+ * Ids of the members (backends of weight > 0) that take no new flows, sorted; none when no member does (nothing to
+ * redirect to). One pass, no filtered copies: it runs per VIP per sync (a mass flip at 512 x 1000 made ~1.2 GB of
+ * such arrays in 160 s).
+ */
+function skippedMembers(backends: readonly DesiredBackend[]): number[] {
+  const skip: number[] = [];
+  let members = 0;
+  for (let i = 0; i < backends.length; i++) {
+    const b = backends[i]!;
+    if (!(b.weight > 0)) continue;
+    members++;
+    if (b.state !== 'up') skip.push(b.id);
+  }
+  return skip.length === members ? [] : skip.sort((a, b) => a - b);
 }
 
 /** The natural part of a table signature text (without its skipped members). */

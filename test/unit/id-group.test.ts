@@ -57,6 +57,23 @@ describe('IdGroup', () => {
       );
   });
 
+  it('makes no index for passes over its keys in order, pass after pass; a lookup out of order makes one', () => {
+    const keys = keysOf(1000);
+    const map = new Map(keys.map((k, i) => [k, i + 1]));
+    const g = IdGroup.of(map, keys);
+    for (let pass = 0; pass < 3; pass++) for (const k of keys) expect(g.get(k)).toBe(map.get(k));
+    // a pass that skips a few (members gone from a VIP's desired state) stays in order too
+    for (let i = 0; i < keys.length; i += 3) expect(g.get(keys[i]!)).toBe(i + 1);
+    expect(g.get('10.0.0.1:80/tcp>none')).toBeUndefined();
+    expect(g.indexed).toBe(true); // a key it lacks is looked up in the index
+    const h = IdGroup.of(map, keys);
+    for (let pass = 0; pass < 2; pass++) for (const k of keys) h.get(k);
+    expect(h.indexed).toBe(false);
+    expect(h.get(keys[500]!)).toBe(501);
+    expect(h.indexed).toBe(true);
+    expect(h.get(keys[501]!)).toBe(502);
+  });
+
   it('answers every lookup as the Map does, in any order (near the last hit, past it, or indexed)', () => {
     fc.assert(
       fc.property(
