@@ -316,7 +316,8 @@ export class Daemon {
     // A balancer replacing an older build's takes the interface only now, programmed.
     await keeper.commit([...programmer.failedVips.keys()]);
 
-    this.health.start(() => void this.loop.request('health'));
+    // Flips are paced (PACE_MAX_MS): in a storm of them syncs leave the event loop room.
+    this.health.start(() => void this.loop.request('health', { paced: true }));
 
     source.on('reload', (e: ReloadEvent) => {
       this.metrics?.reloads.inc({ result: e.ok ? 'ok' : 'rejected', trigger: e.trigger });
@@ -687,6 +688,7 @@ export class Daemon {
       this.loop.syncAt(
         earliest([desired.nextGraceEnd, summary.nextPreviousExpiry]),
         'health grace or previous-table expiry',
+        { paced: true },
       );
       // VIPs whose writes failed are withdrawn (announce below) and retried with backoff.
       if (summary.failures.length > 0) this.loop.retryLater();
