@@ -367,12 +367,12 @@ class Memberships {
   /**
    * By an eighth, not double: at 512,000 memberships doubling for one more was ~50 MB of new buffers, and that much
    * new external memory made V8 collect the whole heap (~0.4 s of the first change after a start). Room for many at
-   * once (HealthMonitor.reserve) gets that eighth too: exactly as many made the next one added grow every column
-   * again (81 ms at 512,000).
+   * once (HealthMonitor.reserve, a start's targets) gets a 32nd and 1,024 more: exactly as many made the next one added
+   * grow every column again (81 ms at 512,000), and an eighth was ~4 MB unused there (the mass flip's heap snapshot).
    */
   private roomFor(n: number): number {
     const need = this.top + n;
-    return Math.max(16, need + (need >> 3) + 1024, this.capacity() + (this.capacity() >> 3) + 1024);
+    return Math.max(16, need + (need >> 5) + 1024, this.capacity() + (this.capacity() >> 3) + 1024);
   }
 
   /** The typed columns by name (one type for all: each keeps its own array type, grownTo copies it). */

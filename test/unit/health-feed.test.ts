@@ -512,8 +512,9 @@ describe('HealthFeed: a big change of targets is set in pieces', () => {
       expect(seen[t]! - seen[t - 1]!).toBeLessThanOrEqual(TARGETS_PER_TURN);
     expect(seen.filter((m) => m > 0 && m < n).length).toBeGreaterThanOrEqual(n / TARGETS_PER_TURN - 1);
     expect(seen.filter((m) => m === n).length).toBeGreaterThanOrEqual(4);
-    // room for all of them (and an eighth more) made before the first piece: the columns never grew piece by piece
-    expect(monitor.capacity).toBe(n + (n >> 3) + 1024);
+    // room for all of them (and a 32nd and 1,024 more) made before the first piece: the columns never grew piece by
+    // piece
+    expect(monitor.capacity).toBe(n + (n >> 5) + 1024);
     const ref = new HealthMonitor();
     ref.setTargets(healthTargets(d));
     expect(held(monitor)).toEqual(held(ref));
